@@ -1,0 +1,26 @@
+# Two commands set everything up on a machine with only Python and make:
+#   make run   ingest a sample folder into the default SQLite store (SAMPLE=... to choose)
+#   make test  run the whole test suite (slow, postgres and browser tests included)
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+SAMPLE ?= ../shared/data
+DATA_DIR ?= giflens-data
+PYTEST_ARGS ?=
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
+
+.PHONY: uv sync run test bench postgres
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+sync: uv
+	$(UV) sync --frozen
+
+run: sync
+	$(UV) run giflens ingest "$(SAMPLE)" --data-dir "$(DATA_DIR)"
+
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true
+
+test: sync postgres
+	$(UV) run pytest -q $(PYTEST_ARGS)

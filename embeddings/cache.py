@@ -1,0 +1,150 @@
+"""Content-addressed cache of per-media inference results.
+
+Key = sha256 of the file bytes + a namespace that encodes the model id and every
+preprocessing parameter, so changing either starts a new namespace instead of
+silently mixing results. An entry is a folder written under a temporary name and
+renamed into place: a run killed half-way leaves either a complete entry or none.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_ARRAYS = "arrays.npz"
+_META = "meta.json"
+_TMP = ".tmp"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def namespace_for(model_id: str, params: dict[str, Any]) -> str:
+    """A stable folder name: readable model id plus a hash of the canonical params."""
+    canonical = json.dumps({"model_id": model_id, "params": params}, sort_keys=True, default=str)
+    safe_id = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id)
+    return f"{safe_id}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class CacheEntry:
+    """What one media item produced in one namespace."""
+
+    path: Path
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EmbeddingCache:
+    """Folders `root/<namespace>/<sha[:2]>/<sha>/` holding `arrays.npz`, `meta.json` and extra files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep_abandoned_tmp()
+
+    def entry_dir(self, namespace: str, sha256: str) -> Path:
+        return self.root / namespace / sha256[:2] / sha256
+
+    def describe_namespace(self, namespace: str, model_id: str, params: dict[str, Any]) -> None:
+        """Leave a human-readable note of what made a namespace (written once, atomically)."""
+        target = self.root / namespace / "namespace.json"
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"model_id": model_id, "params": params}, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, target)
+
+    def get(self, namespace: str, sha256: str) -> CacheEntry | None:
+        """The complete entry, or None; an unreadable entry is dropped so it gets recomputed."""
+        folder = self.entry_dir(namespace, sha256)
+        meta_path = folder / _META
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            arrays: dict[str, np.ndarray] = {}
+            if (folder / _ARRAYS).is_file():
+                with np.load(folder / _ARRAYS, allow_pickle=False) as npz:
+                    arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, json.JSONDecodeError):
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return CacheEntry(folder, meta, arrays)
+
+    def put(
+        self,
+        namespace: str,
+        sha256: str,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> CacheEntry:
+        """Write the entry under a temporary name, fsync, then rename it into place."""
+        final = self.entry_dir(namespace, sha256)
+        if (final / _META).is_file():
+            existing = self.get(namespace, sha256)
+            if existing is not None:
+                return existing
+        tmp_root = self.root / _TMP
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_root / f"{os.getpid()}-{namespace}-{sha256}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, data in (files or {}).items():
+            _write_synced(tmp / name, data)
+        if arrays:
+            with open(tmp / _ARRAYS, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+        _write_synced(tmp / _META, json.dumps(meta, sort_keys=True, default=str).encode())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover without meta.json
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process won the race with an identical entry
+            shutil.rmtree(tmp, ignore_errors=True)
+        return CacheEntry(final, meta, dict(arrays or {}))
+
+    def _sweep_abandoned_tmp(self) -> None:
+        """Remove temporary entries of processes that died mid-write."""
+        tmp_root = self.root / _TMP
+        if not tmp_root.is_dir():
+            return
+        for child in tmp_root.iterdir():
+            pid_text = child.name.split("-", 1)[0]
+            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -1,0 +1,384 @@
+"""The ingest pipeline: files in, cached face and GIF embeddings out (no UI, no DB).
+
+Work is done in small chunks of media so the networks see batches (all sampled
+frames of a chunk go through MTCNN together, all aligned crops through the face
+embedder together, all frames through EfficientNet together). Every stage's result
+is cached per file hash and namespace; a warm run decodes and infers nothing.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
+from embeddings.media import MEDIA_EXTENSIONS, MediaError, MediaLimits, SampledMedia, sample_media
+from embeddings.tracks import Track, group_tracks
+from models.registry import create_model, model_params
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ANIMATED_KINDS = frozenset({"gif", "webp", "video"})
+TOP_LABELS = 5
+# Cosine distance between track means below which two face clusters are one person.
+# Measured on LFW same/different pairs (see tests/test_tracks.py); per embedder.
+TRACK_MAX_DISTANCE = {"dlib-resnet-v1": 0.2, "facenet-vggface2": 0.5}
+PHASH_VERSION = "dct64-v1"
+
+
+@dataclass
+class FaceRecord:
+    face_index: int
+    frame_index: int
+    box: list[float]
+    probability: float
+    landmarks: list[list[float]]
+    embedding: np.ndarray
+    crop_path: str  # relative to the data folder
+    track_index: int
+
+
+@dataclass
+class TrackRecord:
+    track_index: int
+    face_indices: list[int]
+    representative_face_index: int
+    vector: np.ndarray
+
+
+@dataclass
+class MediaResult:
+    """Everything ingest learned about one file; `status` is "ok" or "failed"."""
+
+    path: Path
+    status: str = "ok"
+    error: str | None = None
+    reason: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    kind: str = "unknown"
+    width: int | None = None
+    height: int | None = None
+    total_frames: int | None = None
+    sampled_frames: list[int] = field(default_factory=list)
+    frame_hashes: list[str] = field(default_factory=list)
+    duration_s: float | None = None
+    face_model: str | None = None
+    faces: list[FaceRecord] = field(default_factory=list)
+    tracks: list[TrackRecord] = field(default_factory=list)
+    gif_model: str | None = None
+    gif_embedding: np.ndarray | None = None
+    top_labels: list[tuple[str, float]] = field(default_factory=list)
+    from_cache: bool = False
+
+    def fail(self, reason: str, message: str) -> "MediaResult":
+        self.status, self.reason, self.error = "failed", reason, message
+        return self
+
+
+def discover_media(paths: Iterable[Path | str]) -> list[Path]:
+    """Files named explicitly are kept whatever their extension (so a bad one is reported);
+    folders are walked recursively for media extensions, hidden entries skipped, sorted."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            candidates = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in MEDIA_EXTENSIONS
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        else:
+            candidates = [path]
+        for candidate in candidates:
+            key = candidate.resolve() if candidate.exists() else candidate
+            if key not in seen:
+                seen.add(key)
+                found.append(candidate)
+    return found
+
+
+def _hex(h: int) -> str:
+    return f"{h:016x}"
+
+
+def _jpeg(crop: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+@dataclass
+class _Pending:
+    result: MediaResult
+    media: SampledMedia | None = None
+    need_faces: bool = False
+    need_gif: bool = False
+
+
+class IngestPipeline:
+    """Decode, sample, detect, align, embed and cache; yields one MediaResult per file."""
+
+    def __init__(self, settings: Settings, chunk_size: int = 8, **model_overrides: Any) -> None:
+        self.settings = settings
+        self.chunk_size = chunk_size
+        self.data_dir = Path(settings.data_dir)
+        self.cache = EmbeddingCache(settings.cache_dir)
+        self.limits = MediaLimits.from_settings(settings)
+        self._models: dict[str, Any] = dict(model_overrides)
+
+    # -- models, created on first need so a warm run never loads them ---------------
+    def _model(self, role: str) -> Any:
+        if role not in self._models:
+            s = self.settings
+            if role == "detector":
+                self._models[role] = create_model("mtcnn", **self._detector_kwargs())
+            elif role == "face":
+                self._models[role] = create_model(s.face_model, **self._face_kwargs())
+            elif role == "gif":
+                self._models[role] = create_model(s.gif_model)
+        return self._models[role]
+
+    def _detector_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        return {"min_face_size": s.min_face_size, "thresholds": tuple(s.detect_thresholds),
+                "min_probability": s.min_face_probability}
+
+    def _face_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        if s.face_model == "facenet-vggface2" and s.facenet_weights is not None:
+            return {"weights_path": s.facenet_weights}
+        return {}
+
+    # -- namespaces -------------------------------------------------------------------
+    @property
+    def sampling_params(self) -> dict[str, Any]:
+        return {"frames": self.settings.frames, "dedupe_distance": self.settings.dedupe_distance, "phash": PHASH_VERSION}
+
+    @property
+    def frames_namespace(self) -> str:
+        return namespace_for("frames", self.sampling_params)
+
+    def _faces_namespace(self) -> tuple[str, str, dict[str, Any]]:
+        """Declared parameters only (no model loaded), so cold and warm runs agree."""
+        s = self.settings
+        detector = {"model_id": "mtcnn", **model_params("mtcnn", **self._detector_kwargs())}
+        params = {"sampling": self.sampling_params, "detector": detector,
+                  "embedder": model_params(s.face_model, **self._face_kwargs())}
+        return namespace_for(s.face_model, params), s.face_model, params
+
+    def _gif_namespace(self) -> tuple[str, str, dict[str, Any]]:
+        model_id = self.settings.gif_model
+        params = {"sampling": self.sampling_params, "embedder": model_params(model_id), "pooling": "mean-l2"}
+        return namespace_for(model_id, params), model_id, params
+
+    # -- public -----------------------------------------------------------------------
+    def run(self, paths: Sequence[Path], on_result: Callable[[MediaResult], None] | None = None) -> Iterator[MediaResult]:
+        for start in range(0, len(paths), self.chunk_size):
+            for result in self._run_chunk(paths[start : start + self.chunk_size]):
+                if on_result is not None:
+                    on_result(result)
+                yield result
+
+    # -- stages -----------------------------------------------------------------------
+    def _run_chunk(self, paths: Sequence[Path]) -> list[MediaResult]:
+        face_ns, face_model, face_params = self._faces_namespace()
+        gif_ns, gif_model, gif_params = self._gif_namespace()
+        pending: list[_Pending] = []
+        results: list[MediaResult] = []
+        for path in paths:
+            result = MediaResult(path=Path(path))
+            results.append(result)
+            item = self._from_cache(result, face_ns, gif_ns)
+            if item is not None:
+                pending.append(item)
+        work = [p for p in pending if p.need_faces or p.need_gif]
+        if work:
+            try:
+                self._infer(work, face_ns, face_model, face_params, gif_ns, gif_model, gif_params)
+            except Exception:  # isolate the file that broke the batch; the others go on
+                log.exception("batched inference failed; retrying file by file")
+                for item in work:
+                    try:
+                        self._infer([item], face_ns, face_model, face_params, gif_ns, gif_model, gif_params)
+                    except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
+                        item.result.fail("inference", f"{item.result.path}: inference failed: {exc}")
+        return results
+
+    def _from_cache(self, result: MediaResult, face_ns: str, gif_ns: str) -> _Pending | None:
+        """Fill what the cache knows; decode only when some stage is missing."""
+        path = result.path
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            result.fail("unreadable", f"{path}: no such file")
+            return None
+        except OSError as exc:
+            result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")
+            return None
+        result.size_bytes = stat.st_size
+        if stat.st_size > self.limits.max_file_bytes:
+            result.fail("too_large", f"{path}: {stat.st_size:,} bytes is over the {self.limits.max_file_bytes:,}-byte limit")
+            return None
+        try:
+            result.sha256 = sha256_file(path)
+        except OSError as exc:
+            result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")
+            return None
+
+        frames_entry = self.cache.get(self.frames_namespace, result.sha256)
+        if frames_entry is not None:
+            _apply_media_meta(result, frames_entry.meta)
+        face_entry = self.cache.get(face_ns, result.sha256) if frames_entry else None
+        animated = frames_entry is not None and result.kind in ANIMATED_KINDS
+        gif_entry = self.cache.get(gif_ns, result.sha256) if animated else None
+        item = _Pending(result, need_faces=face_entry is None, need_gif=frames_entry is None or (animated and gif_entry is None))
+        if face_entry is not None:
+            self._apply_faces(result, face_entry)
+        if gif_entry is not None:
+            _apply_gif(result, gif_entry)
+        if not item.need_faces and not item.need_gif:
+            result.from_cache = True
+            return item
+        try:
+            item.media = sample_media(path, self.settings.frames, self.limits, self.settings.dedupe_distance)
+        except MediaError as exc:
+            result.fail(exc.reason, str(exc))
+            return None
+        meta = _media_meta(item.media)
+        self.cache.put(self.frames_namespace, result.sha256, meta)
+        _apply_media_meta(result, meta)
+        item.need_gif = result.kind in ANIMATED_KINDS and gif_entry is None
+        return item
+
+    def _infer(self, work: list[_Pending], face_ns: str, face_model: str, face_params: dict, gif_ns: str,
+               gif_model: str, gif_params: dict) -> None:
+        face_items = [w for w in work if w.need_faces]
+        if face_items:
+            self._infer_faces(face_items, face_ns, face_model, face_params)
+        gif_items = [w for w in work if w.need_gif]
+        if gif_items:
+            self._infer_gif(gif_items, gif_ns, gif_model, gif_params)
+
+    def _infer_faces(self, items: list[_Pending], namespace: str, model_id: str, params: dict) -> None:
+        detector, embedder = self._model("detector"), self._model("face")
+        self.cache.describe_namespace(namespace, model_id, params)
+        frames = [f for w in items for f in w.media.frames]
+        detections = detector.detect(frames)
+        per_item: list[list[tuple[int, Any, np.ndarray]]] = []
+        cursor = 0
+        for w in items:
+            found = []
+            for frame, frame_index, dets in zip(w.media.frames, w.media.frame_indices, detections[cursor : cursor + len(w.media.frames)]):
+                for det in dets:
+                    found.append((frame_index, det, embedder.align(frame, det)))
+            cursor += len(w.media.frames)
+            per_item.append(found)
+        crops = [crop for found in per_item for (_, _, crop) in found]
+        vectors = embedder.embed(crops) if crops else np.zeros((0, embedder.dim), np.float32)
+        cursor = 0
+        max_distance = TRACK_MAX_DISTANCE.get(model_id, 0.3)
+        for w, found in zip(items, per_item):
+            emb = vectors[cursor : cursor + len(found)]
+            cursor += len(found)
+            frame_of_face = [fi for (fi, _, _) in found]
+            tracks = group_tracks(frame_of_face, emb, max_distance)
+            track_of = np.full(len(found), -1, dtype=np.int32)
+            for t in tracks:
+                track_of[list(t.members)] = t.index
+            arrays = {
+                "frame_index": np.asarray(frame_of_face, dtype=np.int32),
+                "box": np.asarray([d.box for (_, d, _) in found], dtype=np.float32).reshape(-1, 4),
+                "probability": np.asarray([d.probability for (_, d, _) in found], dtype=np.float32),
+                "landmarks": np.asarray([d.landmarks for (_, d, _) in found], dtype=np.float32).reshape(-1, 5, 2),
+                "embedding": np.asarray(emb, dtype=np.float32).reshape(-1, embedder.dim),
+                "track": track_of,
+                "track_vector": np.asarray([t.vector for t in tracks], dtype=np.float32).reshape(-1, embedder.dim),
+                "track_representative": np.asarray([t.representative for t in tracks], dtype=np.int32),
+            }
+            files = {f"face_{i:03d}.jpg": _jpeg(crop) for i, (_, _, crop) in enumerate(found)}
+            entry = self.cache.put(namespace, w.result.sha256, {"model_id": model_id, "faces": len(found)}, arrays, files)
+            self._apply_faces(w.result, entry)
+
+    def _infer_gif(self, items: list[_Pending], namespace: str, model_id: str, params: dict) -> None:
+        gif = self._model("gif")
+        self.cache.describe_namespace(namespace, model_id, params)
+        frames = [f for w in items for f in w.media.frames]
+        features, probs = gif.features_and_probs(frames)
+        cursor = 0
+        for w in items:
+            n = len(w.media.frames)
+            pooled = features[cursor : cursor + n].mean(axis=0)
+            pooled = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+            mean_probs = probs[cursor : cursor + n].mean(axis=0)
+            cursor += n
+            top = np.argsort(-mean_probs)[:TOP_LABELS]
+            labels = [[gif.imagenet_labels[int(i)], round(float(mean_probs[i]), 6)] for i in top]
+            entry = self.cache.put(namespace, w.result.sha256, {"model_id": model_id, "top_labels": labels},
+                                   {"embedding": pooled.astype(np.float32)})
+            _apply_gif(w.result, entry)
+
+    def _apply_faces(self, result: MediaResult, entry: CacheEntry) -> None:
+        a = entry.arrays
+        result.face_model = entry.meta["model_id"]
+        n = int(entry.meta["faces"])
+        rel = entry.path.relative_to(self.data_dir) if entry.path.is_relative_to(self.data_dir) else entry.path
+        result.faces = [
+            FaceRecord(
+                face_index=i,
+                frame_index=int(a["frame_index"][i]),
+                box=[float(x) for x in a["box"][i]],
+                probability=float(a["probability"][i]),
+                landmarks=a["landmarks"][i].astype(float).tolist(),
+                embedding=a["embedding"][i],
+                crop_path=str(rel / f"face_{i:03d}.jpg"),
+                track_index=int(a["track"][i]),
+            )
+            for i in range(n)
+        ]
+        result.tracks = [
+            TrackRecord(
+                track_index=t,
+                face_indices=[i for i in range(n) if int(a["track"][i]) == t],
+                representative_face_index=int(a["track_representative"][t]),
+                vector=a["track_vector"][t],
+            )
+            for t in range(len(a.get("track_representative", [])))
+        ]
+
+
+def _media_meta(media: SampledMedia) -> dict[str, Any]:
+    return {
+        "kind": media.kind,
+        "width": media.width,
+        "height": media.height,
+        "total_frames": media.total_frames,
+        "sampled_frames": list(map(int, media.frame_indices)),
+        "frame_hashes": [_hex(h) for h in media.frame_hashes],
+        "duration_s": media.duration_s,
+    }
+
+
+def _apply_media_meta(result: MediaResult, meta: dict[str, Any]) -> None:
+    result.kind = meta["kind"]
+    result.width, result.height = meta["width"], meta["height"]
+    result.total_frames = meta["total_frames"]
+    result.sampled_frames = list(meta["sampled_frames"])
+    result.frame_hashes = list(meta["frame_hashes"])
+    result.duration_s = meta.get("duration_s")
+
+
+def _apply_gif(result: MediaResult, entry: CacheEntry) -> None:
+    result.gif_model = entry.meta["model_id"]
+    result.gif_embedding = entry.arrays["embedding"]
+    result.top_labels = [(str(label), float(p)) for label, p in entry.meta["top_labels"]]
