@@ -1,0 +1,157 @@
+"""Ingest throughput: cold and warm runs of the real pipeline against a naive baseline.
+
+Each phase runs in its own process so its peak memory (ru_maxrss) is its own. Model
+loading is done before the clock starts in every phase, so ratios compare the work.
+Figures only; nothing here passes or fails on time.
+
+    uv run python bench/ingest.py [--gifs DIR] [--lfw DIR] [--photos 500]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def lfw_sample(lfw: Path, n: int, seed: int = 0) -> list[Path]:
+    photos = sorted(lfw.glob("*/*.jpg"))
+    return sorted(random.Random(seed).sample(photos, min(n, len(photos))))
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def phase_pipeline(data_dir: Path, gifs: list[Path], photos: list[Path]) -> dict:
+    from embeddings.pipeline import IngestPipeline
+    from labeling.db import open_store
+    from labeling.ingest import ingest
+    from models.registry import INFERENCE_CALLS
+    from models.settings import Settings
+
+    settings = Settings(data_dir=data_dir)
+    pipeline = IngestPipeline(settings)
+    store = open_store(settings.resolved_database_url)
+    out = {}
+    for name, files in (("gifs", gifs), ("photos", photos)):
+        for role in ("detector", "face", "gif"):  # load weights before the clock starts
+            pipeline._model(role)
+        calls_before = sum(INFERENCE_CALLS.values())
+        start = time.perf_counter()
+        summary = ingest(files, settings, pipeline=pipeline, store=store)
+        seconds = time.perf_counter() - start
+        out[name] = {
+            "media": len(files), "seconds": seconds, "faces": summary.faces, "failed": summary.failed,
+            "cached": summary.cached, "inference_calls": sum(INFERENCE_CALLS.values()) - calls_before,
+        }
+    from sqlalchemy import func, select
+
+    from labeling.schema import Media, Track
+
+    with store() as session:
+        animated = Media.kind != "image"
+        media_with_faces = session.scalar(select(func.count(func.distinct(Track.media_id))).join(Media).where(animated))
+        tracks = session.scalar(select(func.count(Track.id)).join(Media).where(animated))
+    out["gif_tracks"], out["media_with_faces"] = tracks, media_with_faces
+    out["peak_mb"] = peak_mb()
+    return out
+
+
+def phase_baseline(gifs: list[Path]) -> dict:
+    """Decode every frame, detect and embed frame by frame: no batching, no de-duplication, no cache."""
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    from embeddings.pipeline import TRACK_MAX_DISTANCE
+    from embeddings.tracks import group_tracks
+    from models.registry import create_model
+
+    detector, embedder, gif_model = create_model("mtcnn"), create_model("dlib-resnet-v1"), create_model("efficientnet-lite0")
+    faces = tracks = with_faces = 0
+    start = time.perf_counter()
+    for path in gifs:
+        frame_of_face, vectors = [], []
+        with Image.open(path) as im:
+            for index, frame in enumerate(ImageSequence.Iterator(im)):
+                rgb = np.asarray(frame.convert("RGB"))
+                gif_model.features_and_probs([rgb])
+                for det in detector.detect([rgb])[0]:
+                    vectors.append(embedder.embed([embedder.align(rgb, det)])[0])
+                    frame_of_face.append(index)
+        faces += len(vectors)
+        if vectors:
+            with_faces += 1
+            tracks += len(group_tracks(frame_of_face, np.stack(vectors), TRACK_MAX_DISTANCE["dlib-resnet-v1"]))
+    seconds = time.perf_counter() - start
+    return {"gifs": {"media": len(gifs), "seconds": seconds, "faces": faces}, "gif_tracks": tracks,
+            "media_with_faces": with_faces, "peak_mb": peak_mb()}
+
+
+def run_phase(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"phase {args[:2]} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gifs", type=Path, default=SHARED / "gifs")
+    parser.add_argument("--lfw", type=Path, default=SHARED / "lfw")
+    parser.add_argument("--photos", type=int, default=500)
+    parser.add_argument("--phase", choices=["cold", "warm", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    gifs = sorted(args.gifs.glob("*.gif"))
+    photos = lfw_sample(args.lfw, args.photos)
+
+    if args.phase in ("cold", "warm"):
+        print(json.dumps(phase_pipeline(args.data_dir, gifs, photos)))
+        return
+    if args.phase == "baseline":
+        print(json.dumps(phase_baseline(gifs)))
+        return
+
+    common = ["--gifs", str(args.gifs), "--lfw", str(args.lfw), "--photos", str(args.photos)]
+    with tempfile.TemporaryDirectory(prefix="giflens-bench-") as tmp:
+        cold = run_phase(["--phase", "cold", "--data-dir", tmp, *common])
+        warm = run_phase(["--phase", "warm", "--data-dir", tmp, *common])
+    base = run_phase(["--phase", "baseline", *common])
+
+    def rate(d: dict, key: str, what: str = "media") -> float:
+        return d[key][what] / d[key]["seconds"]
+
+    print(f"{'phase':<10}{'set':<8}{'media':>7}{'seconds':>10}{'media/s':>10}{'faces':>8}{'faces/s':>9}{'infer':>7}{'peak MB':>9}")
+    for name, d in (("cold", cold), ("warm", warm), ("baseline", base)):
+        for key in ("gifs", "photos"):
+            if key in d:
+                r = d[key]
+                print(f"{name:<10}{key:<8}{r['media']:>7}{r['seconds']:>10.2f}{rate(d, key):>10.2f}"
+                      f"{r['faces']:>8}{r['faces'] / r['seconds']:>9.1f}{r.get('inference_calls', '-'):>7}{d['peak_mb']:>9.0f}")
+    cold_total = (cold["gifs"]["media"] + cold["photos"]["media"]) / (cold["gifs"]["seconds"] + cold["photos"]["seconds"])
+    warm_total = (warm["gifs"]["media"] + warm["photos"]["media"]) / (warm["gifs"]["seconds"] + warm["photos"]["seconds"])
+    print(f"GIF person tracks: pipeline {cold['gif_tracks']} vs baseline {base['gif_tracks']}; "
+          f"GIFs with faces: pipeline {cold['media_with_faces']} vs baseline {base['media_with_faces']}")
+    print(
+        f"summary: cold_vs_baseline={rate(cold, 'gifs') / rate(base, 'gifs'):.1f}x "
+        f"warm_vs_cold={warm_total / cold_total:.0f}x cold_media_per_s={cold_total:.2f} warm_media_per_s={warm_total:.1f} "
+        f"cold_faces_per_s={(cold['gifs']['faces'] + cold['photos']['faces']) / (cold['gifs']['seconds'] + cold['photos']['seconds']):.1f} "
+        f"gif_tracks={cold['gif_tracks']} baseline_gif_tracks={base['gif_tracks']} "
+        f"warm_inference_calls={warm['gifs']['inference_calls'] + warm['photos']['inference_calls']} "
+        f"peak_mb_cold={cold['peak_mb']:.0f} peak_mb_baseline={base['peak_mb']:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
