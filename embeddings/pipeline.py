@@ -29,7 +29,7 @@ ANIMATED_KINDS = frozenset({"gif", "webp", "video"})
 TOP_LABELS = 5
 # Cosine distance between track means below which two face clusters are one person.
 # Measured on LFW same/different pairs (see tests/test_tracks.py); per embedder.
-TRACK_MAX_DISTANCE = {"dlib-resnet-v1": 0.2, "facenet-vggface2": 0.5}
+TRACK_MAX_DISTANCE = {"dlib-resnet-v1": 0.08, "facenet-vggface2": 0.5}
 PHASH_VERSION = "dct64-v1"
 
 
