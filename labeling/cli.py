@@ -44,12 +44,13 @@ def ingest_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Ingest GIFs, videos and photos into cached face and GIF embeddings."""
+    from embeddings.pipeline import ModelUnavailableError
     from labeling.ingest import ingest
     from models.registry import list_models
 
     settings = make_settings(data_dir=data_dir, frames=frames, face_model=face_model, database_url=database_url)
-    if settings.face_model not in list_models():
-        raise typer.BadParameter(f"unknown face model {settings.face_model!r}; known: {', '.join(list_models())}",
+    if settings.face_model not in list_models("face"):
+        raise typer.BadParameter(f"unknown face model {settings.face_model!r}; known: {', '.join(list_models('face'))}",
                                  param_hint="--face-model")
     with progress_bar() as progress:
         task = progress.add_task("ingest", total=None, current="")
@@ -59,7 +60,7 @@ def ingest_command(
 
         try:
             summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n), on_result=advance)
-        except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        except ModelUnavailableError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
     for path, reason in summary.failures:

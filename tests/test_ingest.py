@@ -1,0 +1,208 @@
+"""End to end: real files through the real pipeline into a real store."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from embeddings.pipeline import IngestPipeline
+from labeling.db import open_store, session_scope
+from labeling.ingest import ingest
+from labeling.schema import Face, FaceEmbedding, Media, MediaEmbedding, Track, bytes_to_vector
+from models.registry import INFERENCE_CALLS
+from models.settings import Settings
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _photos(lfw_dir: Path, person: str, n: int) -> list[np.ndarray]:
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted((lfw_dir / person).glob("*.jpg"))[:n]]
+
+
+def _two_person_gif(lfw_dir: Path, path: Path) -> Path:
+    a, b = _photos(lfw_dir, "Tony_Blair", 4), _photos(lfw_dir, "Colin_Powell", 4)
+    frames = [Image.fromarray(x) for pair in zip(a, b) for x in pair]  # A B A B A B A B
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline_models():
+    """Load the networks once for the module; every test still gets its own data folder."""
+    p = IngestPipeline(Settings(data_dir=Path("/tmp/unused")))
+    return {role: p._model(role) for role in ("detector", "face", "gif")}
+
+
+def _settings(tmp_path: Path, url: str | None = None) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=url)
+
+
+def _run(paths, settings, models):
+    return ingest(paths, settings, pipeline=IngestPipeline(settings, **models))
+
+
+def test_gif_alternating_two_people_gives_two_tracks(tmp_path, lfw_dir, pipeline_models):
+    gif = _two_person_gif(lfw_dir, tmp_path / "blair-powell.gif")
+    settings = _settings(tmp_path)
+    result = next(IngestPipeline(settings, **pipeline_models).run([gif]))
+    assert result.status == "ok" and result.kind == "gif" and result.total_frames == 8
+    assert len(result.faces) == 8
+    assert len(result.tracks) == 2
+    members = sorted(sorted(result.faces[i].frame_index for i in t.face_indices) for t in result.tracks)
+    assert members == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    for t in result.tracks:
+        assert t.representative_face_index in t.face_indices
+        assert abs(np.linalg.norm(t.vector) - 1) < 1e-4
+        rep = result.faces[t.representative_face_index]
+        crop = Image.open(settings.data_dir / rep.crop_path)
+        assert crop.size == (150, 150)
+
+
+def _sample_folder(tmp_path: Path, gifs_dir: Path, lfw_dir: Path) -> Path:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    for name in ("jlaw-nods.gif", "giphy-celeb-detection-example.gif", "don't-know-what-i-expected.gif"):
+        (folder / name).write_bytes((gifs_dir / name).read_bytes())
+    for photo in sorted((lfw_dir / "Serena_Williams").glob("*.jpg"))[:3]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    (folder / "notes.gif").write_text("this is not a gif\n")
+    (folder / "cut.gif").write_bytes((gifs_dir / "awkward.gif").read_bytes()[:1500])
+    (folder / "README.txt").write_text("not media, skipped")
+    return folder
+
+
+def test_ingest_store_and_warm_run_does_no_inference(tmp_path, gifs_dir, lfw_dir, pipeline_models, store_url):
+    folder = _sample_folder(tmp_path, gifs_dir, lfw_dir)
+    settings = _settings(tmp_path, store_url)
+    cold = _run([folder], settings, pipeline_models)
+    assert (cold.ingested, cold.cached, cold.failed) == (6, 0, 2)
+    assert cold.faces > 6
+    reasons = dict(cold.failures)
+    assert "content looks like text" in reasons[str(folder / "notes.gif")]
+    assert str(folder / "cut.gif") in reasons
+
+    store = open_store(store_url)
+    with session_scope(store) as s:
+        rows = {Path(m.path).name: m for m in s.scalars(select(Media))}
+        assert rows["notes.gif"].status == "failed" and "text" in rows["notes.gif"].error
+        assert rows["jlaw-nods.gif"].status == "ok" and rows["jlaw-nods.gif"].kind == "gif"
+        assert len(rows["jlaw-nods.gif"].frame_hashes[0]) == 16
+        assert rows["Serena_Williams_0001.jpg"].kind == "image"
+        assert s.scalar(select(func.count()).select_from(Face)) == cold.faces
+        vectors = [bytes_to_vector(e.vector, e.dim) for e in s.scalars(select(FaceEmbedding))]
+        assert len(vectors) == cold.faces and all(abs(np.linalg.norm(v) - 1) < 1e-4 for v in vectors)
+        gif_rows = list(s.scalars(select(MediaEmbedding)))
+        assert len(gif_rows) == 3 and all(r.dim == 1280 and len(r.top_labels) == 5 for r in gif_rows)
+        assert s.scalar(select(func.count()).select_from(Track)) >= 4
+
+    calls = sum(INFERENCE_CALLS.values())
+    warm = _run([folder], settings, pipeline_models)
+    assert sum(INFERENCE_CALLS.values()) == calls, "a warm run must not run any model"
+    assert (warm.ingested, warm.cached, warm.failed, warm.faces) == (0, 6, 2, cold.faces)
+    with session_scope(store) as s:
+        assert s.scalar(select(func.count()).select_from(Media)) == 8
+        assert s.scalar(select(func.count()).select_from(Face)) == cold.faces
+
+
+def test_same_bytes_under_two_names_is_one_media(tmp_path, gifs_dir, pipeline_models):
+    data = (gifs_dir / "hello.gif").read_bytes()
+    (tmp_path / "a.gif").write_bytes(data)
+    (tmp_path / "b.gif").write_bytes(data)
+    settings = _settings(tmp_path)
+    summary = _run([tmp_path / "a.gif", tmp_path / "b.gif"], settings, pipeline_models)
+    assert (summary.ingested, summary.cached) == (1, 1)
+    with session_scope(open_store(settings.resolved_database_url)) as s:
+        assert s.scalar(select(func.count()).select_from(Media)) == 1
+
+
+def test_video_ingest_finds_faces(tmp_path, lfw_dir, pipeline_models):
+    import av
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 250, 250, "yuv420p"
+        for photo in _photos(lfw_dir, "Gerhard_Schroeder", 3):
+            for _ in range(5):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(photo, format="rgb24")):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    result = next(IngestPipeline(_settings(tmp_path), **pipeline_models).run([path]))
+    assert result.status == "ok", result.error
+    assert result.kind == "video" and result.total_frames == 15
+    assert len(result.faces) >= 3 and len(result.tracks) == 1
+    assert result.gif_embedding is not None and result.gif_embedding.shape == (1280,)
+
+
+def test_changing_face_model_params_makes_a_new_namespace(tmp_path, gifs_dir):
+    a = IngestPipeline(Settings(data_dir=tmp_path))
+    b = IngestPipeline(Settings(data_dir=tmp_path, min_face_size=40))
+    c = IngestPipeline(Settings(data_dir=tmp_path, frames=8))
+    assert len({a._faces_namespace()[0], b._faces_namespace()[0], c._faces_namespace()[0]}) == 3
+    assert a._gif_namespace()[0] == b._gif_namespace()[0] != c._gif_namespace()[0]
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "labeling.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def _media_rows(db: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT count(*) FROM media").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def test_cli_killed_half_way_resumes_without_duplicates(tmp_path, gifs_dir):
+    folder = tmp_path / "gifs"
+    folder.mkdir()
+    names = sorted(p.name for p in gifs_dir.glob("*.gif"))[:12]
+    for name in names:
+        (folder / name).write_bytes((gifs_dir / name).read_bytes())
+    data_dir = tmp_path / "data"
+    proc = _cli("ingest", str(folder), "--data-dir", str(data_dir), "--frames", "4")
+    cache, db = data_dir / "cache", data_dir / "giflens.db"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists() and _media_rows(db) >= 2:  # stored, so every stage of those files is cached
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    rerun = _cli("ingest", str(folder), "--data-dir", str(data_dir), "--frames", "4")
+    out, err = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, err
+    last = out.strip().splitlines()[-1]
+    ingested, cached = (int(part.split()[1]) for part in last.split(", ")[:2])
+    assert ingested + cached == 12 and cached >= 2 and "failed 0" in last
+    settings = Settings(data_dir=data_dir)
+    with session_scope(open_store(settings.resolved_database_url)) as s:
+        assert s.scalar(select(func.count()).select_from(Media)) == 12
+        assert s.scalar(select(func.count(func.distinct(Media.sha256)))) == 12
+    assert not any((cache / ".tmp").iterdir())
+
+
+def test_cli_reports_unknown_or_unavailable_face_models(tmp_path, gifs_dir):
+    proc = _cli("ingest", str(gifs_dir / "hello.gif"), "--data-dir", str(tmp_path), "--face-model", "nope")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "unknown face model" in err
+    proc = _cli("ingest", str(gifs_dir / "hello.gif"), "--data-dir", str(tmp_path), "--face-model", "facenet-vggface2",
+                env={"TORCH_HOME": str(tmp_path / "torch")})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "facenet-vggface2 weights not found" in err

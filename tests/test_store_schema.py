@@ -1,0 +1,86 @@
+"""The store's first tables on SQLite and PostgreSQL: migrations, constraints, round trips."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from labeling.db import current_revision, make_engine, migrate, normalise_url, open_store, session_scope
+from labeling.schema import Base, Face, FaceEmbedding, Media, MediaEmbedding, Track, bytes_to_vector, vector_to_bytes
+
+
+def test_migrations_match_the_models_and_are_idempotent(store_url):
+    engine = make_engine(store_url)
+    migrate(engine)
+    migrate(engine)
+    assert current_revision(engine) == "0001"
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    engine.dispose()
+
+
+def _media(session, sha="a" * 64, **kw):
+    media = Media(sha256=sha, path=f"/x/{sha[:4]}.gif", kind="gif", status="ok", **kw)
+    session.add(media)
+    session.flush()
+    return media
+
+
+def test_round_trip_and_cascade(store_url):
+    store = open_store(store_url)
+    vec = np.random.default_rng(0).normal(size=128).astype(np.float32)
+    with session_scope(store) as s:
+        media = _media(s, frame_hashes=["00ff00ff00ff00ff"], sampled_frames=[0, 5])
+        face = Face(media_id=media.id, face_index=0, frame_index=5, x1=1, y1=2, x2=30, y2=40, probability=0.99,
+                    landmarks=[[1.0, 2.0]] * 5)
+        s.add(face)
+        s.flush()
+        track = Track(media_id=media.id, model_id="m", track_index=0, n_faces=1, representative_face_id=face.id,
+                      vector=vector_to_bytes(vec))
+        s.add(track)
+        s.flush()
+        s.add(FaceEmbedding(face_id=face.id, model_id="m", dim=128, vector=vector_to_bytes(vec), track_id=track.id))
+        s.add(MediaEmbedding(media_id=media.id, model_id="g", dim=128, vector=vector_to_bytes(vec),
+                             top_labels=[["espresso", 0.8]]))
+    with session_scope(store) as s:
+        row = s.scalar(select(FaceEmbedding))
+        np.testing.assert_array_equal(bytes_to_vector(row.vector, 128), vec)
+        media = s.scalar(select(Media))
+        assert media.frame_hashes == ["00ff00ff00ff00ff"] and media.sampled_frames == [0, 5]
+        s.delete(media)
+    with session_scope(store) as s:
+        for table in (Face, FaceEmbedding, Track, MediaEmbedding):
+            assert s.scalar(select(func.count()).select_from(table)) == 0
+
+
+def test_same_content_hash_is_refused(store_url):
+    store = open_store(store_url)
+    with session_scope(store) as s:
+        _media(s)
+    with pytest.raises(IntegrityError):
+        with session_scope(store) as s:
+            _media(s)
+    with session_scope(store) as s:
+        assert s.scalar(select(func.count()).select_from(Media)) == 1
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'deep' / 'store.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_postgres_urls_use_psycopg():
+    assert normalise_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
+    assert normalise_url("postgres://u@h/db").startswith("postgresql+psycopg://")
+    assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_vector_length_is_checked():
+    with pytest.raises(ValueError, match="expected 512"):
+        bytes_to_vector(vector_to_bytes(np.zeros(128)), 512)
