@@ -53,53 +53,19 @@ def list_models(role: str | None = None) -> list[str]:
 
 # -- registrations (imports inside factories keep this module light) ----------------
 
-def _mtcnn_params(**kw: Any) -> dict[str, Any]:
-    from models.face_detector import MTCNNDetector
+def _lazy(module: str, cls: str) -> type:
+    import importlib
 
-    return MTCNNDetector.declared_params(**kw)
-
-
-@register_model("mtcnn", role="detector", params=_mtcnn_params)
-def _mtcnn(**kw: Any) -> Any:
-    from models.face_detector import MTCNNDetector
-
-    return MTCNNDetector(**kw)
+    return getattr(importlib.import_module(module), cls)
 
 
-def _dlib_params(**kw: Any) -> dict[str, Any]:
-    from models.face_embedders import DlibFaceEmbedder
-
-    return DlibFaceEmbedder.declared_params(**kw)
-
-
-@register_model("dlib-resnet-v1", role="face", params=_dlib_params)
-def _dlib(**kw: Any) -> Any:
-    from models.face_embedders import DlibFaceEmbedder
-
-    return DlibFaceEmbedder(**kw)
+def register_lazy(name: str, role: str, module: str, cls: str) -> None:
+    """Register a model class by import path; it must offer `declared_params(**kwargs)`."""
+    register_model(name, role, params=lambda **kw: _lazy(module, cls).declared_params(**kw))(
+        lambda **kw: _lazy(module, cls)(**kw))
 
 
-def _facenet_params(**kw: Any) -> dict[str, Any]:
-    from models.face_embedders import FacenetEmbedder
-
-    return FacenetEmbedder.declared_params(**kw)
-
-
-@register_model("facenet-vggface2", role="face", params=_facenet_params)
-def _facenet(**kw: Any) -> Any:
-    from models.face_embedders import FacenetEmbedder
-
-    return FacenetEmbedder(**kw)
-
-
-def _effnet_params(**kw: Any) -> dict[str, Any]:
-    from models.gif_embedder import EfficientNetLiteGifEmbedder
-
-    return EfficientNetLiteGifEmbedder.declared_params(**kw)
-
-
-@register_model("efficientnet-lite0", role="gif", params=_effnet_params)
-def _effnet(**kw: Any) -> Any:
-    from models.gif_embedder import EfficientNetLiteGifEmbedder
-
-    return EfficientNetLiteGifEmbedder(**kw)
+register_lazy("mtcnn", "detector", "models.face_detector", "MTCNNDetector")
+register_lazy("dlib-resnet-v1", "face", "models.face_embedders", "DlibFaceEmbedder")
+register_lazy("facenet-vggface2", "face", "models.face_embedders", "FacenetEmbedder")
+register_lazy("efficientnet-lite0", "gif", "models.gif_embedder", "EfficientNetLiteGifEmbedder")
