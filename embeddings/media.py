@@ -164,6 +164,12 @@ def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> tuple[str, 
     return "video", frames, indices, total, width, height, duration
 
 
+def _ends_with_gif_trailer(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\x3b"
+
+
 def sample_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = MediaLimits(), dedupe_distance: int = 4) -> SampledMedia:
     """Up to n_frames evenly spaced frames, near-duplicates dropped, with their pHashes."""
     path = Path(path)
@@ -197,6 +203,10 @@ def sample_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = Med
         raise
     if not frames:
         raise MediaError("empty", f"{path}: no frame could be decoded")
+    if fmt == "gif" and not _ends_with_gif_trailer(path):
+        # Pillow stops quietly at a cut-off frame; a GIF without its trailer byte lost its tail.
+        raise MediaError("truncated", f"{path}: the GIF ends without its trailer byte (truncated after "
+                                      f"{total} readable frames)")
     hashes = [phash64(f) for f in frames]
     keep = drop_near_duplicates(hashes, dedupe_distance)
     return SampledMedia(

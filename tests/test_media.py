@@ -150,11 +150,12 @@ def test_truncated_files(tmp_path, gifs_dir, lfw_dir):
     with pytest.raises(MediaError) as err:
         sample_media(tmp_path / "cut.jpg")
     assert err.value.reason == "truncated"
-    gif = (gifs_dir / "awkward.gif").read_bytes()
-    (tmp_path / "cut.gif").write_bytes(gif[:1500])
-    with pytest.raises(MediaError) as err:
-        sample_media(tmp_path / "cut.gif")
-    assert err.value.reason == "truncated"
+    gif = (gifs_dir / "where.gif").read_bytes()
+    for keep in (1500, len(gif) // 2, len(gif) * 9 // 10, len(gif) - 1):  # cut inside header, mid-file, last frames, trailer
+        (tmp_path / "cut.gif").write_bytes(gif[:keep])
+        with pytest.raises(MediaError) as err:
+            sample_media(tmp_path / "cut.gif")
+        assert err.value.reason == "truncated", keep
 
 
 def test_missing_file_and_directory(tmp_path):
