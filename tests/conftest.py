@@ -1,6 +1,7 @@
 """Shared fixtures: real data from ../shared/data, never copied into the repo."""
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,6 @@ def gifs_dir(shared_data: Path) -> Path:
 
 
 # -- SQL stores: SQLite in tmp_path, and a fresh PostgreSQL database per test ---------
-import uuid  # noqa: E402
-
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
