@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--face-model", default="dlib-resnet-v1")
     parser.add_argument("--no-flip", action="store_true", help="dlib: no mirrored-crop averaging")
     parser.add_argument("--jitters", type=int, default=0, help="dlib: num_jitters")
+    parser.add_argument("--box-scale", type=float, default=1.0, help="dlib: scale of the square box given to the shape predictor")
     args = parser.parse_args()
 
     if args.make_pairs:
@@ -128,7 +129,7 @@ def main() -> None:
 
     folds = read_pairs(args.pairs)
     paths = sorted({image_path(args.images, n, i) for m, mm in folds for a, i, b, j in m + mm for n, i in ((a, i), (b, j))})
-    kwargs = {"flip": not args.no_flip, "jitters": args.jitters} if args.face_model == "dlib-resnet-v1" else {}
+    kwargs = {"flip": not args.no_flip, "jitters": args.jitters, "box_scale": args.box_scale} if args.face_model == "dlib-resnet-v1" else {}
     start = time.perf_counter()
     vectors, fallbacks = embed_images(paths, args.face_model, kwargs)
     seconds = time.perf_counter() - start
