@@ -1,29 +1,58 @@
 """Decode media files into sampled RGB frames, with guards against bad input.
 
-The format comes from the file's first bytes, never from its extension. Every
-refusal is a MediaError whose message names the file and the limit, and whose
-`reason` is a short code stored with the failed media row.
+The format comes from the file's first bytes, never from its extension: uploads
+are often misnamed, and the extension is the attacker's choice. Every refusal is
+a MediaError whose message names the file and the limit, and whose `reason` is a
+short code stored with the failed media row.
+
+Sizes and frame counts are read from the headers (our own walk of the GIF and
+WebP block structure, Pillow's header parse for PNG/JPEG, the container for
+video) and checked against MediaLimits before any pixel is decoded, so a
+decompression bomb or a million-frame GIF costs a header read, not the machine.
+
+Transparent pixels (GIF transparency, alpha in PNG/WebP) are composited onto
+white, as on a web page; without this they show whatever colour the encoder left
+under them (arbitrary palette entries), which differs per file and misleads the
+hash and the embedders.
 """
 from __future__ import annotations
 
 import os
+import stat
+import struct
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, ImageSequence
+from PIL import Image, ImageFile, ImageOps
 
 from embeddings.phash import drop_near_duplicates, phash64
 from embeddings.sampling import evenly_spaced_indices
 
+# A cut-off file must fail loudly, never come back as half an image padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 MEDIA_EXTENSIONS = frozenset({".gif", ".webp", ".mp4", ".webm", ".mov", ".mkv", ".m4v", ".jpg", ".jpeg", ".png"})
 
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+
+# Long videos are sampled by seeking when samples are further apart than a typical
+# keyframe interval (x264's default is 250): each seek then decodes at most about one
+# GOP instead of every frame in between. Shorter gaps decode straight through.
+SEEK_MIN_GAP = 300
+
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
+_QUICKTIME_ATOMS = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+
 
 class MediaError(Exception):
-    """A file giflens will not use, with a human message and a short reason code."""
+    """A file giflens will not use, with a human message and a short reason code.
+
+    Reasons: too_large, bomb, too_many_frames, empty, unreadable, truncated, unsupported.
+    """
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -32,8 +61,10 @@ class MediaError(Exception):
 
 @dataclass(frozen=True)
 class MediaLimits:
+    """Upper bounds that keep one hostile or broken file from exhausting memory or time."""
+
     max_file_bytes: int = 200 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = 40_000_000  # per frame
     max_frames: int = 20_000
 
     @classmethod
@@ -43,18 +74,33 @@ class MediaLimits:
 
 @dataclass
 class SampledMedia:
-    kind: str  # gif | webp | video | image
-    frames: list[np.ndarray]
-    frame_indices: list[int]
-    frame_hashes: list[int]
+    kind: str  # gif | webp | video | image, from the content
+    frames: list[np.ndarray]  # kept frames (after de-duplication), RGB uint8 [h, w, 3], all the same size
+    frame_indices: list[int]  # index of each kept frame in the clip
+    frame_hashes: list[int]  # 64-bit DCT pHash of each kept frame
     total_frames: int
     width: int
     height: int
     duration_s: float | None
 
 
+@dataclass
+class DecodedFrames:
+    """Sampled frames before de-duplication (what decode_media returns)."""
+
+    kind: str
+    frames: list[np.ndarray]
+    indices: list[int]
+    total: int
+    width: int
+    height: int
+    duration: float | None
+
+
+# -- format sniffing -----------------------------------------------------------------------
+
 def sniff_format(head: bytes) -> str | None:
-    """Container format from magic bytes: gif, png, jpeg, webp, mp4 or matroska."""
+    """Container format from magic bytes: gif, png, jpeg, webp, mp4 (ISO BMFF / QuickTime) or matroska."""
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
     if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -64,9 +110,11 @@ def sniff_format(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     if head[4:8] == b"ftyp":
-        return "mp4"
+        return None if head[8:12] in _HEIF_BRANDS else "mp4"
+    if head[4:8] in _QUICKTIME_ATOMS and len(head) >= 8 and int.from_bytes(head[:4], "big") >= 8:
+        return "mp4"  # old QuickTime .mov files start with moov/mdat/wide, no ftyp
     if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "matroska"
+        return "matroska"  # also WebM
     return None
 
 
@@ -74,64 +122,287 @@ def describe_content(head: bytes) -> str:
     """What an unsupported file looks like, for the error message."""
     if not head:
         return "empty"
-    for magic, name in ((b"PK\x03\x04", "a zip archive"), (b"%PDF", "a PDF document"), (b"BM", "a BMP image"),
-                        (b"\x1f\x8b", "gzip data"), (b"<", "markup (HTML/XML/SVG)")):
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "a HEIF/AVIF image"
+    for magic, name in (
+        (b"PK\x03\x04", "a zip archive"), (b"%PDF", "a PDF document"), (b"BM", "a BMP image"),
+        (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"\x1f\x8b", "gzip data"),
+        (b"\x7fELF", "an executable"), (b"MZ", "an executable"), (b"OggS", "Ogg audio/video"),
+        (b"ID3", "MP3 audio"), (b"fLaC", "FLAC audio"), (b"8BPS", "a Photoshop document"),
+    ):
         if head.startswith(magic):
             return name
+    if head[:4] == b"RIFF":
+        return f"a RIFF {head[8:12].decode('latin-1').strip() or 'file'} file (e.g. AVI or WAV)"
     try:
         text = head.decode("utf-8")
-        if all(c.isprintable() or c.isspace() for c in text):
-            return "text"
     except UnicodeDecodeError:
-        pass
-    return "unrecognised binary data"
+        # The head may end inside a multi-byte character.
+        try:
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        if text.lstrip().startswith("<"):
+            return "markup (HTML/XML/SVG)"
+        return f"text ({text[:24].strip()!r}...)"
+    return f"unrecognised binary data (starts {head[:8].hex(' ')})"
 
 
-def _check_pixels(path: Path, width: int, height: int, limits: MediaLimits) -> None:
+# -- guards ----------------------------------------------------------------------------------
+
+def _check_pixels(path: Path, width: int, height: int, limits: MediaLimits, what: str = "frame") -> None:
     if width <= 0 or height <= 0:
-        raise MediaError("unreadable", f"{path}: frame size {width}x{height} is invalid")
+        raise MediaError("unreadable", f"{path}: {what} size {width}x{height} is invalid")
     if width * height > limits.max_pixels:
-        raise MediaError("bomb", f"{path}: {width}x{height} = {width * height:,} pixels per frame is over the "
+        raise MediaError("bomb", f"{path}: {width}x{height} = {width * height:,} pixels per {what} is over the "
                                  f"{limits.max_pixels:,}-pixel limit (decompression bomb guard)")
 
 
-def _check_frames(path: Path, total: int, limits: MediaLimits) -> None:
+def _check_frames(path: Path, total: int, limits: MediaLimits, at_least: bool = False) -> None:
     if total > limits.max_frames:
-        raise MediaError("too_many_frames", f"{path}: {total:,} frames is over the {limits.max_frames:,}-frame limit")
+        count = f"more than {limits.max_frames:,}" if at_least else f"{total:,}"
+        raise MediaError("too_many_frames", f"{path}: {count} frames is over the {limits.max_frames:,}-frame limit")
 
 
-def _decode_pillow(path: Path, fmt: str, n_frames: int, limits: MediaLimits) -> tuple[str, list[np.ndarray], list[int], int, int, int, float | None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise MediaError("bomb", f"{path}: refused as a decompression bomb: {exc}") from exc
-    with im:
-        width, height = im.size
-        _check_pixels(path, width, height, limits)
+def _truncated(path: Path, what: str) -> MediaError:
+    return MediaError("truncated", f"{path}: {what} (the file is truncated or corrupt)")
+
+
+# -- RGB conversion --------------------------------------------------------------------------
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """RGB uint8 pixels of a Pillow frame, transparent areas composited onto white."""
+    transparency = image.info.get("transparency")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        transparency is not None and (image.mode in ("P", "L", "1") or isinstance(transparency, tuple)))
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit greyscale: scale instead of clipping everything above 255 to white.
+        grey = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        grey = np.clip(grey / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
+        canvas.alpha_composite(rgba)
+        return np.asarray(canvas.convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _pad_to(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Grow a frame to the clip's canvas (a GIF frame may enlarge the canvas mid-clip)."""
+    h, w = frame.shape[:2]
+    if (w, h) == (width, height):
+        return frame
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = TRANSPARENT_BACKGROUND
+    out[:h, :w] = frame[:height, :width]
+    return out
+
+
+# -- GIF -------------------------------------------------------------------------------------
+
+@dataclass
+class GifLayout:
+    """What a walk over a GIF's block structure learns without decoding pixels."""
+
+    frames: int
+    width: int  # canvas, grown by any frame that extends past the logical screen (as Pillow does)
+    height: int
+    duration_s: float | None  # as browsers play it; None for a still
+
+
+def _read_exact(fh: BinaryIO, n: int, path: Path, what: str) -> bytes:
+    data = fh.read(n)
+    if len(data) != n:
+        raise _truncated(path, f"the GIF ends inside {what}")
+    return data
+
+
+def _skip_sub_blocks(fh: BinaryIO, file_size: int, path: Path, what: str) -> None:
+    """Skip a chain of data sub-blocks (length byte + data, ended by a zero length) without reading them."""
+    while True:
+        size = _read_exact(fh, 1, path, what)[0]
+        if size == 0:
+            return
+        if fh.seek(size, os.SEEK_CUR) > file_size:
+            raise _truncated(path, f"the GIF ends inside {what}")
+
+
+def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
+    """Count frames, sum delays and check every frame's size from the block structure alone.
+
+    Stops as soon as a limit is crossed, and refuses a file that ends before its
+    trailer byte: Pillow would silently stop at the cut and return fewer frames.
+    """
+    with open(path, "rb") as fh:
+        file_size = os.fstat(fh.fileno()).st_size
+        header = _read_exact(fh, 13, path, "its header")
+        width, height, packed = struct.unpack("<HHB", header[6:11])
+        if width and height:  # a 0x0 logical screen is legal: the frames then set the size
+            _check_pixels(path, width, height, limits, "canvas")
+        if packed & 0x80:
+            _read_exact(fh, 3 << ((packed & 7) + 1), path, "its colour table")
+        frames, delay_cs, delay = 0, 0, 0
+        while True:
+            introducer = fh.read(1)
+            if not introducer:
+                raise _truncated(path, f"the GIF ends without its trailer byte, after {frames} frames")
+            if introducer == b"\x3b":
+                break
+            if introducer == b"\x21":
+                label = _read_exact(fh, 1, path, "an extension")[0]
+                if label == 0xF9:  # graphic control: the frame delay
+                    block = _read_exact(fh, 1, path, "a graphic control extension")
+                    body = _read_exact(fh, block[0], path, "a graphic control extension")
+                    if len(body) >= 3:
+                        delay = struct.unpack("<H", body[1:3])[0]
+                _skip_sub_blocks(fh, file_size, path, "an extension")
+            elif introducer == b"\x2c":
+                frames += 1
+                delay_cs += delay if delay > 1 else 10  # browsers play 0 and 1 cs delays as 10 cs
+                delay = 0
+                _check_frames(path, frames, limits, at_least=True)
+                left, top, w, h, fpacked = struct.unpack("<HHHHB", _read_exact(fh, 9, path, f"frame {frames}"))
+                width, height = max(width, left + w), max(height, top + h)
+                _check_pixels(path, width, height, limits, "canvas")
+                if fpacked & 0x80:
+                    _read_exact(fh, 3 << ((fpacked & 7) + 1), path, f"frame {frames}'s colour table")
+                _read_exact(fh, 1, path, f"frame {frames}")  # LZW minimum code size
+                _skip_sub_blocks(fh, file_size, path, f"frame {frames}'s image data")
+            # Any other byte is stray padding; Pillow and browsers skip it too.
+    if frames == 0:
+        raise MediaError("empty", f"{path}: the GIF holds no frame")
+    return GifLayout(frames, width, height, delay_cs / 100 if frames > 1 else None)
+
+
+def _decode_gif(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames:
+    layout = scan_gif(path, limits)
+    wanted = evenly_spaced_indices(layout.frames, n_frames)
+    wanted_set = set(wanted)
+    frames, indices = [], []
+    with _open_pillow(path, "GIF") as im:
+        # Compositing is sequential (each frame is drawn over the previous canvas), so every
+        # frame up to the last sample is decoded, but only the sampled ones are converted.
+        for index in range(wanted[-1] + 1):
+            im.seek(index)
+            if index in wanted_set:
+                frames.append(_pad_to(to_rgb(im), layout.width, layout.height))
+                indices.append(index)
+    return DecodedFrames("gif", frames, indices, layout.frames, layout.width, layout.height, layout.duration_s)
+
+
+# -- WebP ------------------------------------------------------------------------------------
+
+@dataclass
+class WebpLayout:
+    frames: int
+    width: int
+    height: int
+    duration_s: float | None
+
+
+def scan_webp(path: Path, data: bytes | None = None) -> WebpLayout:
+    """Canvas size, frame count and duration from the RIFF chunks, before libwebp allocates a canvas."""
+    if data is None:
+        data = path.read_bytes()
+    riff_size = struct.unpack("<I", data[4:8])[0]
+    if riff_size + 8 > len(data):
+        raise _truncated(path, f"the WebP header announces {riff_size + 8:,} bytes, the file has {len(data):,}")
+    pos, end = 12, riff_size + 8
+    view = memoryview(data)
+    width = height = 0
+    frames, duration_ms, has_image = 0, 0, False
+    while pos + 8 <= end:
+        fourcc, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = view[pos + 8:pos + 8 + size]
+        if len(body) < size:
+            raise _truncated(path, f"the WebP chunk {fourcc!r} runs past the end of the file")
+        if fourcc == b"VP8X" and size >= 10:
+            width = 1 + int.from_bytes(body[4:7], "little")
+            height = 1 + int.from_bytes(body[7:10], "little")
+        elif fourcc == b"ANMF" and size >= 16:
+            frames += 1
+            duration_ms += int.from_bytes(body[12:15], "little")
+        elif fourcc == b"VP8 " and size >= 10:
+            has_image = True
+            if not width:
+                width, height = (v & 0x3FFF for v in struct.unpack("<HH", bytes(body[6:10])))
+        elif fourcc == b"VP8L" and size >= 5:
+            has_image = True
+            if not width:
+                bits = int.from_bytes(body[1:5], "little")
+                width, height = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        pos += 8 + size + (size & 1)
+    if frames == 0 and has_image:
+        frames = 1
+    return WebpLayout(frames, width, height, duration_ms / 1000 if duration_ms > 0 else None)
+
+
+def _decode_webp(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames:
+    layout = scan_webp(path)
+    if layout.frames == 0:
+        raise _truncated(path, "the WebP holds no image chunk")
+    _check_pixels(path, layout.width, layout.height, limits, "canvas")
+    _check_frames(path, layout.frames, limits)
+    with _open_pillow(path, "WEBP") as im:
         total = int(getattr(im, "n_frames", 1))
         _check_frames(path, total, limits)
-        if fmt in ("gif", "webp") and (total > 1 or fmt == "gif"):
-            kind = fmt
-            wanted = set(evenly_spaced_indices(total, n_frames))
-            frames, indices, duration_ms = [], [], 0.0
-            for index, frame in enumerate(ImageSequence.Iterator(im)):
-                duration_ms += float(frame.info.get("duration", 0) or 0)
-                if index in wanted:
-                    frames.append(np.asarray(frame.convert("RGB")))
-                    indices.append(index)
-            duration = duration_ms / 1000 if duration_ms > 0 else None
-        else:
-            kind, duration = "image", None
-            upright = ImageOps.exif_transpose(im)
-            frames, indices = [np.asarray(upright.convert("RGB"))], [0]
-            height, width = frames[0].shape[:2]
-            total = 1
-    return kind, frames, indices, total, width, height, duration
+        if total == 1:
+            return _decode_still(path, im, limits)
+        wanted = evenly_spaced_indices(total, n_frames)
+        frames = []
+        for index in wanted:  # libwebp composites; seeking forward decodes only up to the target
+            im.seek(index)
+            frames.append(to_rgb(im))
+        width, height = im.size
+    return DecodedFrames("webp", frames, wanted, total, width, height, layout.duration_s)
 
 
-def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> tuple[str, list[np.ndarray], list[int], int, int, int, float | None]:
+# -- still images ----------------------------------------------------------------------------
+
+def _open_pillow(path: Path, fmt: str) -> Image.Image:
+    """Image.open restricted to the sniffed format; Pillow's own bomb check becomes a MediaError."""
+    with warnings.catch_warnings():
+        # Our limit is checked from the header before any decode; Pillow's warning level is redundant.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path, formats=[fmt])
+        except Image.DecompressionBombError as exc:
+            raise MediaError("bomb", f"{path}: refused as a decompression bomb: {exc}") from exc
+
+
+def _decode_still(path: Path, im: Image.Image, limits: MediaLimits) -> DecodedFrames:
+    _check_pixels(path, im.width, im.height, limits, "image")
+    upright = ImageOps.exif_transpose(im)  # phone photos are stored sideways with an orientation tag
+    frame = to_rgb(upright)
+    height, width = frame.shape[:2]
+    return DecodedFrames("image", [frame], [0], 1, width, height, None)
+
+
+def _decode_image(path: Path, fmt: str, limits: MediaLimits) -> DecodedFrames:
+    with _open_pillow(path, fmt) as im:
+        # An animated PNG is used through its default image, like a still.
+        return _decode_still(path, im, limits)
+
+
+# -- video -----------------------------------------------------------------------------------
+
+@dataclass
+class _VideoProbe:
+    width: int
+    height: int
+    total: int
+    count_is_exact: bool  # from the container's sample table rather than an estimate
+    duration: float | None
+    rate: Fraction | None
+    time_base: Fraction | None
+    start: int
+
+
+def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
+    """Frame size and frame count from the container: stream.frames, else duration x rate, else a demux count."""
     import av
 
     with av.open(str(path)) as container:
@@ -140,82 +411,192 @@ def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> tuple[str, 
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         _check_pixels(path, width, height, limits)
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else (
-            container.duration / 1_000_000 if container.duration else None)
-        total = int(stream.frames or 0)
-        if total <= 0 and duration and stream.average_rate:
-            total = int(round(duration * float(stream.average_rate)))
+        time_base = stream.time_base
+        if stream.duration and time_base:
+            duration = float(stream.duration * time_base)
+        else:
+            duration = container.duration / 1_000_000 if container.duration else None
+        rate = stream.average_rate or stream.guessed_rate or None
+        total, exact = int(stream.frames or 0), True
+        if total <= 0 and duration and rate:
+            total, exact = int(round(duration * float(rate))), False
         if total <= 0:
-            total = sum(1 for packet in container.demux(stream) if packet.size)
-            container.seek(0)
+            exact = False
+            for packet in container.demux(stream):
+                if packet.size:
+                    total += 1
+                    _check_frames(path, total, limits, at_least=True)
         _check_frames(path, total, limits)
-        wanted = set(evenly_spaced_indices(total, n_frames))
-        last = max(wanted) if wanted else -1
-        frames, indices, decoded = [], [], 0
+        start = stream.start_time if stream.start_time is not None else 0
+    return _VideoProbe(width, height, total, exact, duration, rate, time_base, start)
+
+
+def _upright(frame) -> np.ndarray:
+    """RGB pixels of a video frame, turned by the container's display matrix (phone videos)."""
+    pixels = frame.to_ndarray(format="rgb24")
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
+
+
+def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimits) -> tuple[list[np.ndarray], list[int], int]:
+    """Decode from the start up to the last wanted frame; converts only the wanted ones.
+
+    Returns the frames, their indices and how many frames were decoded (less than
+    wanted[-1] + 1 when the stream ended early).
+    """
+    import av
+
+    wanted_set, last = set(wanted), wanted[-1]
+    frames, indices, decoded = [], [], 0
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
         for index, frame in enumerate(container.decode(stream)):
             decoded = index + 1
-            if index in wanted:
-                frames.append(frame.to_ndarray(format="rgb24"))
+            if index in wanted_set:
+                _check_pixels(path, frame.width, frame.height, limits)
+                frames.append(_upright(frame))
                 indices.append(index)
             if index >= last:
                 break
-        if decoded < total and len(frames) < len(wanted):
-            total = decoded  # the header over-promised; keep what decodes
-    return "video", frames, indices, total, width, height, duration
+    return frames, indices, decoded
 
 
-def _ends_with_gif_trailer(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\x3b"
+def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
+                             limits: MediaLimits) -> list[np.ndarray] | None:
+    """Seek to the keyframe before each wanted frame and decode forward to it.
+
+    Frame i is the one whose timestamp is i / rate after the stream start. Returns
+    None whenever timestamps cannot be trusted (missing pts, a seek that lands
+    after its target, the stream ending early); the caller then decodes sequentially.
+    """
+    import av
+
+    if not probe.rate or not probe.time_base:
+        return None
+    frames = []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for target in wanted:
+            target_pts = probe.start + int(Fraction(target) / (probe.rate * probe.time_base))
+            container.seek(target_pts, stream=stream, backward=True, any_frame=False)
+            found = None
+            for position, frame in enumerate(container.decode(stream)):
+                if frame.pts is None:
+                    return None
+                index = round((frame.pts - probe.start) * probe.time_base * probe.rate)
+                if index >= target:
+                    if position == 0 and index > target:
+                        return None  # landed after the target: the seek is not trustworthy here
+                    found = frame
+                    break
+            if found is None:
+                return None
+            _check_pixels(path, found.width, found.height, limits)
+            frames.append(_upright(found))
+    return frames
 
 
-def sample_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = MediaLimits(), dedupe_distance: int = 4) -> SampledMedia:
-    """Up to n_frames evenly spaced frames, near-duplicates dropped, with their pHashes."""
-    path = Path(path)
+def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames:
+    probe = _probe_video(path, limits)
+    total = probe.total
+    if total <= 0:
+        raise MediaError("empty", f"{path}: the video stream holds no frames")
+    wanted = evenly_spaced_indices(total, n_frames)
+    frames: list[np.ndarray] | None = None
+    if len(wanted) > 1 and min(b - a for a, b in zip(wanted, wanted[1:])) >= SEEK_MIN_GAP:
+        frames = _decode_video_by_seeking(path, wanted, probe, limits)
+        indices = wanted
+    if frames is None:
+        frames, indices, decoded = _decode_video_sequentially(path, wanted, limits)
+        if decoded == 0:
+            raise _truncated(path, f"the header announces {total:,} frames but none decodes")
+        if decoded < wanted[-1] + 1:
+            # The stream ended before the header said it would. A frame or two (rounding of
+            # duration x rate, edit lists) is normal; a big shortfall means a cut-off file.
+            tolerance = max(2, total // 100) if probe.count_is_exact else max(2, total // 4)
+            if total - decoded > tolerance:
+                raise _truncated(path, f"the header announces {total:,} frames but only {decoded:,} decode")
+            total = decoded
+            wanted = evenly_spaced_indices(total, n_frames)
+            frames, indices, _ = _decode_video_sequentially(path, wanted, limits)
+    height, width = frames[0].shape[:2]
+    return DecodedFrames("video", frames, indices, total, width, height, probe.duration)
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+def _read_head(path: Path, limits: MediaLimits) -> bytes:
+    """Stat before reading: the size limit, and no blocking on FIFOs or devices."""
     try:
-        size = os.stat(path).st_size
-        if size > limits.max_file_bytes:
-            raise MediaError("too_large", f"{path}: {size:,} bytes is over the {limits.max_file_bytes:,}-byte limit")
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise MediaError("unreadable", f"{path}: cannot read: {kind}")
+        if info.st_size > limits.max_file_bytes:
+            raise MediaError("too_large", f"{path}: {info.st_size:,} bytes is over the "
+                                          f"{limits.max_file_bytes:,}-byte limit")
+        if info.st_size == 0:
+            raise MediaError("empty", f"{path}: the file is empty")
         with open(path, "rb") as fh:
-            head = fh.read(32)
+            return fh.read(64)
     except FileNotFoundError as exc:
         raise MediaError("unreadable", f"{path}: no such file") from exc
+    except PermissionError as exc:
+        raise MediaError("unreadable", f"{path}: cannot read: permission denied") from exc
     except OSError as exc:
         raise MediaError("unreadable", f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if size == 0:
-        raise MediaError("empty", f"{path}: the file is empty")
+
+
+def decode_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = MediaLimits()) -> DecodedFrames:
+    """Up to n_frames evenly spaced RGB frames of a file, before de-duplication."""
+    path = Path(path)
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+    head = _read_head(path, limits)
     fmt = sniff_format(head)
     if fmt is None:
-        raise MediaError("unsupported", f"{path}: not a supported image or video (content looks like {describe_content(head)})")
+        raise MediaError("unsupported", f"{path}: not a supported image or video "
+                                        f"(the content looks like {describe_content(head)})")
     try:
-        if fmt in ("mp4", "matroska"):
-            kind, frames, indices, total, width, height, duration = _decode_video(path, n_frames, limits)
+        if fmt == "gif":
+            decoded = _decode_gif(path, n_frames, limits)
+        elif fmt == "webp":
+            decoded = _decode_webp(path, n_frames, limits)
+        elif fmt in ("mp4", "matroska"):
+            decoded = _decode_video(path, n_frames, limits)
         else:
-            kind, frames, indices, total, width, height, duration = _decode_pillow(path, fmt, n_frames, limits)
+            decoded = _decode_image(path, fmt.upper(), limits)
     except MediaError:
         raise
-    except (OSError, EOFError, SyntaxError, ValueError, IndexError) as exc:
-        raise MediaError("truncated", f"{path}: cannot decode {fmt} data (truncated or corrupt): {exc}") from exc
-    except Exception as exc:  # PyAV raises its own error hierarchy (av.error.*)
-        if type(exc).__module__.startswith("av"):
-            raise MediaError("truncated", f"{path}: cannot decode {fmt} data (truncated or corrupt): {exc}") from exc
-        raise
-    if not frames:
+    except Image.DecompressionBombError as exc:
+        raise MediaError("bomb", f"{path}: refused as a decompression bomb: {exc}") from exc
+    except (OSError, EOFError, SyntaxError, ValueError, IndexError, struct.error) as exc:
+        # Includes PyAV's errors (av.error.FFmpegError subclasses OSError/ValueError).
+        raise _truncated(path, f"cannot decode the {fmt} data: {exc}") from exc
+    if not decoded.frames:
         raise MediaError("empty", f"{path}: no frame could be decoded")
-    if fmt == "gif" and not _ends_with_gif_trailer(path):
-        # Pillow stops quietly at a cut-off frame; a GIF without its trailer byte lost its tail.
-        raise MediaError("truncated", f"{path}: the GIF ends without its trailer byte (truncated after "
-                                      f"{total} readable frames)")
-    hashes = [phash64(f) for f in frames]
+    return decoded
+
+
+def sample_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = MediaLimits(),
+                 dedupe_distance: int = 4) -> SampledMedia:
+    """Up to n_frames evenly spaced frames, near-duplicates dropped, with their pHashes.
+
+    A frame is kept only if its pHash is more than dedupe_distance bits away from every
+    frame kept before it (a negative distance keeps everything).
+    """
+    decoded = decode_media(path, n_frames, limits)
+    hashes = [phash64(f) for f in decoded.frames]
     keep = drop_near_duplicates(hashes, dedupe_distance)
     return SampledMedia(
-        kind=kind,
-        frames=[frames[i] for i in keep],
-        frame_indices=[indices[i] for i in keep],
+        kind=decoded.kind,
+        frames=[decoded.frames[i] for i in keep],
+        frame_indices=[decoded.indices[i] for i in keep],
         frame_hashes=[hashes[i] for i in keep],
-        total_frames=total,
-        width=width,
-        height=height,
-        duration_s=duration,
+        total_frames=decoded.total,
+        width=decoded.width,
+        height=decoded.height,
+        duration_s=decoded.duration,
     )

@@ -1,8 +1,15 @@
 """64-bit DCT perceptual hash: near-identical frames get hashes a few bits apart.
 
-Grayscale, 32x32, 2-D DCT, the 8x8 lowest frequencies (DC included), each bit set
-when the coefficient is above their median. Robust to rescaling and recompression,
-which is what near-duplicate frames and re-uploads differ by.
+Why this variant: grayscale, resized to 32x32 (Lanczos, so the resize averages
+rather than aliases), 2-D DCT-II (scipy.fft.dctn, orthonormal), the top-left 8x8
+block of lowest frequencies *including* the DC term, and bit i set when
+coefficient i (row-major in the 8x8 block, so bit 0 is DC) is above the median
+of the 64. Comparing to the median makes the hash insensitive to brightness and
+contrast changes and sets about half the bits; the low frequencies survive the
+rescaling and recompression that near-duplicate frames and re-uploads differ
+by, while a different picture flips about half the bits (~32).
+
+Changing anything here changes every stored hash: bump the pipeline's PHASH_VERSION.
 """
 from __future__ import annotations
 
@@ -10,20 +17,29 @@ import numpy as np
 from PIL import Image
 from scipy.fft import dctn
 
+_BIT_WEIGHTS = np.array([1 << i for i in range(64)], dtype=object)
+
 
 def phash64(frame: np.ndarray) -> int:
-    gray = Image.fromarray(frame).convert("L").resize((32, 32), Image.Resampling.LANCZOS)
+    """Unsigned 64-bit perceptual hash of an RGB (or grayscale) uint8 frame."""
+    gray = Image.fromarray(np.ascontiguousarray(frame)).convert("L").resize((32, 32), Image.Resampling.LANCZOS)
     coeffs = dctn(np.asarray(gray, dtype=np.float64), norm="ortho")[:8, :8].ravel()
     bits = coeffs > np.median(coeffs)
-    return int(sum(1 << i for i, bit in enumerate(bits) if bit))
+    return int(_BIT_WEIGHTS[bits].sum()) if bits.any() else 0
 
 
 def hamming(a: int, b: int) -> int:
+    """Number of differing bits between two hashes."""
     return (a ^ b).bit_count()
 
 
 def drop_near_duplicates(hashes: list[int], max_distance: int) -> list[int]:
-    """Positions to keep: a frame stays only if it is farther than max_distance from every kept frame."""
+    """Positions to keep: a frame stays only if it is farther than max_distance from every kept frame.
+
+    Greedy in clip order, so the first frame of a run of near-identical frames is the one
+    kept; comparing against every kept frame (not just the previous one) also drops a
+    scene that returns later (ping-pong loops, cuts back to the same shot).
+    """
     kept: list[int] = []
     for i, h in enumerate(hashes):
         if all(hamming(h, hashes[k]) > max_distance for k in kept):
