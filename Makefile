@@ -8,7 +8,7 @@ DATA_DIR ?= giflens-data
 PYTEST_ARGS ?=
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
-.PHONY: uv sync run test bench postgres
+.PHONY: uv sync run test bench postgres chromium
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -22,5 +22,9 @@ run: sync
 postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true
 
-test: sync postgres
+# Browser tests drive Debian's Chromium (never `playwright install`: it downloads).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "chromium could not be installed: browser tests will fail"
+
+test: sync postgres chromium
 	$(UV) run pytest -q $(PYTEST_ARGS)
