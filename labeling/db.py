@@ -18,6 +18,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x6769666C656E73  # "giflens": serialises concurrent migrations
+WRITE_OPTION = "giflens_write"
+
+
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+HEAD = _head_revision()
 
 
 def normalise_url(url: str) -> str:
@@ -44,6 +56,12 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # SQLAlchemy emits BEGIN itself (below), so a write scope can take the write lock up front.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -101,6 +119,23 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error."""
     session = factory()
     try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+@contextmanager
+def write_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction for an editor's operation: on SQLite it takes the write lock at BEGIN
+    (BEGIN IMMEDIATE), so the versions it reads cannot change before it writes; on
+    PostgreSQL operations lock the rows they read (SELECT ... FOR UPDATE)."""
+    session = factory()
+    try:
+        session.connection(execution_options={WRITE_OPTION: True})
         yield session
         session.commit()
     except BaseException:

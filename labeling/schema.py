@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 import numpy as np
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        MetaData, String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -115,3 +116,124 @@ class MediaEmbedding(Base):
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     top_labels: Mapped[Optional[list]] = mapped_column(JSON)  # [[imagenet label, probability], ...]
+
+
+# -- curation: classes, labels, tags, audit --------------------------------------------
+CLASS_STATUSES = ("active", "proposed", "retired")
+LABEL_STATUSES = ("predicted", "approved", "rejected", "relabeled", "unknown")
+CONFIRMED_STATUSES = ("approved", "relabeled")  # editor-confirmed class: what export and training read
+LABEL_SOURCES = ("model", "editor", "import")
+TAG_SOURCES = ("uploader", "model", "experts_voting", "editor", "import")
+TAG_STATUSES = ("active", "suggested", "rejected")
+CLASS_NAME_MAX = 200
+
+
+class CelebrityClass(Base):
+    __tablename__ = "celebrity_class"
+    __table_args__ = (CheckConstraint("status IN ('active', 'proposed', 'retired')", name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(CLASS_NAME_MAX))
+    name_key: Mapped[str] = mapped_column(String(CLASS_NAME_MAX), unique=True)  # casefolded: uniqueness ignores case
+    display_name: Mapped[Optional[str]] = mapped_column(String(CLASS_NAME_MAX))
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    external_id: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    gender: Mapped[Optional[str]] = mapped_column(String(64))
+    ethnicity: Mapped[Optional[str]] = mapped_column(String(200))
+    birth_year: Mapped[Optional[int]] = mapped_column(Integer)
+    country: Mapped[Optional[str]] = mapped_column(String(100))
+    merged_into_id: Mapped[Optional[int]] = mapped_column(ForeignKey("celebrity_class.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by: Mapped[Optional[str]] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class FaceLabel(Base):
+    """One row per face: the model's latest prediction next to the editor's decision."""
+
+    __tablename__ = "face_label"
+    __table_args__ = (
+        CheckConstraint("status IN ('predicted', 'approved', 'rejected', 'relabeled', 'unknown')", name="status"),
+        CheckConstraint("source IN ('model', 'editor', 'import')", name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("face.id", ondelete="CASCADE"), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    class_id: Mapped[Optional[int]] = mapped_column(ForeignKey("celebrity_class.id"), index=True)
+    predicted_class_id: Mapped[Optional[int]] = mapped_column(ForeignKey("celebrity_class.id"), index=True)
+    predicted_confidence: Mapped[Optional[float]] = mapped_column(Float)
+    predicted_top: Mapped[Optional[list]] = mapped_column(JSON)  # [[class_id, confidence], ...]
+    model_version: Mapped[Optional[str]] = mapped_column(String(64))
+    predicted_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(16))
+    editor: Mapped[Optional[str]] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Tag(Base):
+    __tablename__ = "tag"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MediaTag(Base):
+    __tablename__ = "media_tag"
+    __table_args__ = (
+        UniqueConstraint("media_id", "tag_id"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence"),
+        CheckConstraint("status IN ('active', 'suggested', 'rejected')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tag.id"), index=True)
+    confidence: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    editor: Mapped[Optional[str]] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class AuditEvent(Base):
+    """Append-only: rows are inserted, and only `undone_by_id` is ever set afterwards."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    editor: Mapped[str] = mapped_column(String(200), index=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text)
+    n_entities: Mapped[int] = mapped_column(Integer)
+    before: Mapped[dict] = mapped_column(JSON)  # entity key -> row (None when it did not exist)
+    after: Mapped[dict] = mapped_column(JSON)
+    undo_of_id: Mapped[Optional[int]] = mapped_column(ForeignKey("audit_event.id"))
+    undone_by_id: Mapped[Optional[int]] = mapped_column(ForeignKey("audit_event.id"))
+
+
+class AuditEntity(Base):
+    """Which entities an event wrote (or only concerned): history and undo dependencies by index."""
+
+    __tablename__ = "audit_entity"
+    __table_args__ = (Index("ix_audit_entity_key_event", "key", "event_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_event.id"), index=True)
+    key: Mapped[str] = mapped_column(String(80))
+    written: Mapped[bool] = mapped_column(Boolean)
+
+
+class Export(Base):
+    __tablename__ = "export"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    editor: Mapped[str] = mapped_column(String(200))
+    out_dir: Mapped[str] = mapped_column(Text)
+    manifest: Mapped[dict] = mapped_column(JSON)
