@@ -1,0 +1,321 @@
+"""Every editor change goes through an `Operation`: one transaction, one audit event.
+
+An operation loads the rows it will change (locking them), writes new versions in bulk,
+and records the before and after state of every entity it wrote. That snapshot is what
+makes history readable and undo generic: undoing restores the before state, provided no
+later operation touched the same entities and the rows still match the after state.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Iterator, Sequence
+
+from sqlalchemy import DateTime, and_, delete, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.db import write_scope
+from labeling.errors import ConflictError, NotFoundError, UndoError
+from labeling.schema import AuditEntity, AuditEvent, CelebrityClass, FaceLabel, MediaTag, utcnow
+from labeling.validation import check_editor
+
+# entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
+KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "class": (CelebrityClass, ("id",)),
+    "face": (FaceLabel, ("face_id",)),
+    "media_tag": (MediaTag, ("media_id", "tag_id")),
+}
+INSERT_ORDER = ("class", "face", "media_tag")  # parents first; deletes run in reverse
+CHUNK = 5000  # bound parameters per IN (...) list, well under SQLite's and PostgreSQL's limits
+
+Key = tuple[Any, ...]
+
+
+def entity_key(kind: str, key: Key) -> str:
+    return ":".join([kind, *map(str, key)])
+
+
+def parse_key(text: str) -> tuple[str, Key]:
+    kind, *parts = text.split(":")
+    return kind, tuple(int(p) for p in parts)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _to_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def _from_json(model: type, row: dict[str, Any]) -> dict[str, Any]:
+    table = model.__table__
+    out = {}
+    for k, v in row.items():
+        if v is not None and isinstance(table.c[k].type, DateTime):
+            v = datetime.fromisoformat(v)
+        out[k] = v
+    return out
+
+
+@dataclass
+class OperationResult:
+    event_id: int | None
+    operation: str
+    summary: str
+    changed: int
+
+
+class Operation:
+    """One editor operation inside one write transaction (see `run_operation`)."""
+
+    def __init__(self, session: Session, editor: str, name: str) -> None:
+        self.session, self.editor, self.name = session, check_editor(editor), name
+        self.now = utcnow()
+        self.before: dict[str, dict[str, Any] | None] = {}
+        self.written: dict[str, set[Key]] = {}
+        self.context: set[str] = set()
+        self.summary = name
+
+    # -- reading -------------------------------------------------------------------
+    def load(self, kind: str, keys: Iterable[Key]) -> dict[Key, dict[str, Any] | None]:
+        """Current rows (locked on PostgreSQL), and the before-snapshot of the first load."""
+        model, cols = KINDS[kind]
+        table = model.__table__
+        keys = list(dict.fromkeys(tuple(k) for k in keys))
+        found: dict[Key, dict[str, Any]] = {}
+        for chunk in _chunks(keys):
+            if len(cols) == 1:
+                cond = table.c[cols[0]].in_([k[0] for k in chunk])
+            else:
+                cond = or_(*[and_(*[table.c[c] == v for c, v in zip(cols, k)]) for k in chunk])
+            for row in self.session.execute(select(table).where(cond).with_for_update()).mappings():
+                found[tuple(row[c] for c in cols)] = dict(row)
+        out = {k: found.get(k) for k in keys}
+        for k, row in out.items():
+            self.before.setdefault(entity_key(kind, k), _to_json(row) if row else None)
+        return out
+
+    @staticmethod
+    def check_versions(kind: str, rows: dict[Key, dict[str, Any] | None], expected: dict[Any, int] | None,
+                       editor_col: str = "editor") -> None:
+        """Refuse the whole operation when any entity moved past the version the editor saw."""
+        if not expected:
+            return
+        for key, row in rows.items():
+            want = expected.get(key[0] if len(key) == 1 else key)
+            if want is None:
+                continue
+            actual = row["version"] if row else 0
+            if actual != want:
+                raise ConflictError(entity_key(kind, key).replace(":", " ", 1), want, actual,
+                                    row.get(editor_col) if row else None, row.get("updated_at") if row else None)
+
+    # -- writing -------------------------------------------------------------------
+    def update(self, kind: str, changes: dict[Key, dict[str, Any]], current: dict[Key, dict[str, Any] | None]) -> None:
+        """Bulk update existing rows (by primary key) and insert missing ones, bumping versions."""
+        model, cols = KINDS[kind]
+        updates, inserts = [], []
+        for key, values in changes.items():
+            row = current.get(key)
+            stamp = {"updated_at": self.now, **({"updated_by": self.editor} if kind == "class" else {})}
+            if row is None:
+                inserts.append({**dict(zip(cols, key)), **values, **stamp, "version": 1})
+            else:
+                updates.append({"id": row["id"], **values, **stamp, "version": row["version"] + 1})
+            self.written.setdefault(kind, set()).add(key)
+        for batch in _group_by_columns(updates):
+            self.session.execute(update(model), batch)
+        for batch in _group_by_columns(inserts):
+            self.session.execute(insert(model), batch)
+
+    def insert_one(self, kind: str, values: dict[str, Any]) -> int:
+        model, cols = KINDS[kind]
+        row = self.session.execute(insert(model).values(**values, version=1, updated_at=self.now).returning(model.id)).one()
+        key = (row.id,) if cols == ("id",) else tuple(values[c] for c in cols)
+        self.before.setdefault(entity_key(kind, key), None)
+        self.written.setdefault(kind, set()).add(key)
+        return row.id
+
+    def delete(self, kind: str, rows: dict[Key, dict[str, Any] | None]) -> None:
+        model, _ = KINDS[kind]
+        ids = [row["id"] for row in rows.values() if row]
+        for chunk in _chunks(ids):
+            self.session.execute(delete(model).where(model.id.in_(chunk)))
+        self.written.setdefault(kind, set()).update(k for k, r in rows.items() if r)
+
+    def concern(self, *keys: str) -> None:
+        """Entities this operation is about without writing them (for history)."""
+        self.context.update(keys)
+
+    # -- the audit row ---------------------------------------------------------------
+    def finish(self, undo_of: AuditEvent | None = None) -> OperationResult:
+        if not self.written:
+            return OperationResult(None, self.name, self.summary + " (nothing changed)", 0)
+        after: dict[str, Any] = {}
+        for kind, keys in self.written.items():
+            model, cols = KINDS[kind]
+            current = _load_plain(self.session, kind, keys)
+            for key in keys:
+                after[entity_key(kind, key)] = _to_json(current[key]) if current.get(key) else None
+        before = {k: self.before.get(k) for k in after}
+        event = AuditEvent(at=self.now, editor=self.editor, operation=self.name, summary=self.summary,
+                           n_entities=len(after), before=before, after=after,
+                           undo_of_id=undo_of.id if undo_of else None)
+        self.session.add(event)
+        self.session.flush()
+        rows = [{"event_id": event.id, "key": k, "written": True} for k in after]
+        rows += [{"event_id": event.id, "key": k, "written": False} for k in sorted(self.context - set(after))]
+        for chunk in _chunks(rows):
+            self.session.execute(insert(AuditEntity), list(chunk))
+        return OperationResult(event.id, self.name, self.summary, len(after))
+
+
+def _group_by_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """executemany needs the same keys in every row."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    for group in groups.values():
+        yield from (list(c) for c in _chunks(group))
+
+
+def _load_plain(session: Session, kind: str, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
+    model, cols = KINDS[kind]
+    table = model.__table__
+    keys = list(keys)
+    found: dict[Key, dict[str, Any]] = {}
+    for chunk in _chunks(keys):
+        if len(cols) == 1:
+            cond = table.c[cols[0]].in_([k[0] for k in chunk])
+        else:
+            cond = or_(*[and_(*[table.c[c] == v for c, v in zip(cols, k)]) for k in chunk])
+        for row in session.execute(select(table).where(cond)).mappings():
+            found[tuple(row[c] for c in cols)] = dict(row)
+    return found
+
+
+@contextmanager
+def run_operation(factory: sessionmaker[Session], editor: str, name: str) -> Iterator[Operation]:
+    """`with run_operation(store, editor, "approve") as op: ...` then `op.result`."""
+    with write_scope(factory) as session:
+        op = Operation(session, editor, name)
+        yield op
+        op.result = op.finish()
+
+
+# -- undo --------------------------------------------------------------------------------
+def _blocking_events(session: Session, event: AuditEvent) -> list[AuditEvent]:
+    keys = list(event.after)
+    blocking: dict[int, AuditEvent] = {}
+    for chunk in _chunks(keys):
+        stmt = (select(AuditEvent).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
+                .where(AuditEntity.key.in_(chunk), AuditEvent.id > event.id, AuditEvent.undone_by_id.is_(None)))
+        for later in session.scalars(stmt):
+            blocking[later.id] = later
+    # An undone operation and the undo that reversed it cancel out: neither blocks.
+    undone_pairs = {e.id for e in blocking.values() if e.undo_of_id is not None}
+    return [e for e in blocking.values() if e.id not in undone_pairs]
+
+
+def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> OperationResult:
+    """Restore what an operation changed; refused when a later operation depends on it."""
+    with write_scope(factory) as session:
+        event = session.get(AuditEvent, event_id, with_for_update=True)
+        if event is None:
+            raise NotFoundError(f"no audit event {event_id}")
+        if event.undone_by_id is not None:
+            raise UndoError(f"operation {event_id} ({event.operation}) was already undone by operation {event.undone_by_id}")
+        if event.undo_of_id is not None:
+            raise UndoError(f"operation {event_id} is itself an undo (of operation {event.undo_of_id}); "
+                            "redo the original change instead")
+        blocking = _blocking_events(session, event)
+        if blocking:
+            first = min(blocking, key=lambda e: e.id)
+            raise UndoError(
+                f"operation {event_id} ({event.operation}) cannot be undone: {len(blocking)} later operation(s) changed "
+                f"the same entities, first {first.id} ({first.operation}) by {first.editor} at {first.at:%Y-%m-%d %H:%M:%S}; "
+                "undo those first")
+        op = Operation(session, editor, "undo")
+        op.summary = f"undo of operation {event.id}: {event.summary}"
+        by_kind: dict[str, list[tuple[Key, str]]] = {}
+        for text in event.after:
+            kind, key = parse_key(text)
+            by_kind.setdefault(kind, []).append((key, text))
+        current = {kind: op.load(kind, [k for k, _ in items]) for kind, items in by_kind.items()}
+        for kind, items in by_kind.items():
+            for key, text in items:
+                now, then = current[kind][key], event.after[text]
+                if (now is None) != (then is None) or (now and now["version"] != then["version"]):
+                    raise UndoError(f"operation {event_id} cannot be undone: {text} changed since "
+                                    "(outside the audited operations)")
+        for kind in INSERT_ORDER:  # restore existing / re-create deleted, parents first
+            items = by_kind.get(kind, [])
+            changes = {}
+            for key, text in items:
+                before = event.before.get(text)
+                if before is not None:
+                    model, cols = KINDS[kind]
+                    values = _from_json(model, before)
+                    values.pop("version", None), values.pop("updated_at", None), values.pop("updated_by", None)
+                    if current[kind][key] is None:
+                        values.pop("id", None)
+                        values = {c: v for c, v in values.items() if c not in cols}
+                    else:
+                        values.pop("id", None)
+                    changes[key] = values
+            if changes:
+                op.update(kind, changes, current[kind])
+        for kind in reversed(INSERT_ORDER):  # remove what the operation created, children first
+            created = {key: current[kind][key] for key, text in by_kind.get(kind, []) if event.before.get(text) is None}
+            if created:
+                op.delete(kind, created)
+        result = op.finish(undo_of=event)
+        event.undone_by_id = result.event_id
+        return result
+
+
+def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
+    """Undo this editor's most recent operation that is not undone yet (call again for the one before)."""
+    editor = check_editor(editor)
+    with write_scope(factory) as session:
+        last = session.scalars(
+            select(AuditEvent.id).where(AuditEvent.editor == editor, AuditEvent.undone_by_id.is_(None),
+                                        AuditEvent.undo_of_id.is_(None)).order_by(AuditEvent.id.desc()).limit(1)
+        ).first()
+    if last is None:
+        raise UndoError(f"{editor} has no operation left to undo")
+    return undo_event(factory, last, editor)
+
+
+# -- history -----------------------------------------------------------------------------
+@dataclass
+class HistoryEntry:
+    event_id: int
+    at: datetime
+    editor: str
+    operation: str
+    summary: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    undone_by: int | None
+
+
+def history(factory: sessionmaker[Session], key: str, limit: int = 200) -> list[HistoryEntry]:
+    """Newest first: every operation that wrote or concerned the entity, e.g. "face:12",
+    "class:3", "media:7" (a GIF: its faces' labels and its tags)."""
+    with factory() as session:
+        stmt = (select(AuditEvent).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
+                .where(AuditEntity.key == key).order_by(AuditEvent.id.desc()).limit(limit))
+        return [HistoryEntry(e.id, e.at, e.editor, e.operation, e.summary, e.before.get(key), e.after.get(key),
+                             e.undone_by_id) for e in session.scalars(stmt).unique()]
+
+
+def recent_events(factory: sessionmaker[Session], editor: str | None = None, limit: int = 50) -> list[AuditEvent]:
+    with factory() as session:
+        stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+        if editor:
+            stmt = stmt.where(AuditEvent.editor == editor)
+        return list(session.scalars(stmt))

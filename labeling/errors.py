@@ -1,0 +1,33 @@
+"""Errors an editor can see: each says what was refused and why; none leaves a partial write."""
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class StoreError(ValueError):
+    """Base of every refusal by a curation operation (the transaction is rolled back)."""
+
+
+class ValidationError(StoreError):
+    """Bad input: a name, a confidence, an attribute value."""
+
+
+class NotFoundError(StoreError):
+    """An id that does not exist (or is of the wrong kind)."""
+
+
+class ConflictError(StoreError):
+    """The edit was based on a stale version: someone else changed the entity first."""
+
+    def __init__(self, entity: str, expected: int, actual: int, editor: str | None, at: datetime | None) -> None:
+        who = editor or "another process"
+        when = f" at {at:%Y-%m-%d %H:%M:%S} UTC" if at else ""
+        super().__init__(
+            f"{entity} was changed by {who}{when} (version {actual}, your edit was based on version {expected}); "
+            "reload it and try again"
+        )
+        self.entity, self.expected, self.actual, self.editor, self.at = entity, expected, actual, editor, at
+
+
+class UndoError(StoreError):
+    """An operation cannot be undone, e.g. because a later operation changed the same entities."""

@@ -1,0 +1,170 @@
+"""Editor decisions on faces: approve, reject, relabel, mark unknown (one face or thousands),
+whole GIF tracks, and the model's predictions, which never overwrite a decision."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
+from labeling.errors import NotFoundError, ValidationError
+from labeling.schema import CelebrityClass, Face, FaceEmbedding, FaceLabel, Track
+from labeling.validation import check_confidence
+
+DECISIONS = {"approve": "approved", "reject": "rejected", "relabel": "relabeled", "unknown": "unknown"}
+UNDECIDED = ("predicted",)
+
+
+def _existing_faces(session: Session, face_ids: Sequence[int]) -> dict[int, int]:
+    """face id -> media id; unknown ids are an error naming them."""
+    found: dict[int, int] = {}
+    for chunk in _chunks(list(face_ids)):
+        found.update(session.execute(select(Face.id, Face.media_id).where(Face.id.in_(chunk))).all())
+    missing = [f for f in face_ids if f not in found]
+    if missing:
+        raise NotFoundError(f"no face with id {', '.join(map(str, missing[:10]))}" + (" ..." if len(missing) > 10 else ""))
+    return found
+
+
+def _class_row(session: Session, class_id: int, for_labels: bool = True) -> CelebrityClass:
+    cls = session.get(CelebrityClass, class_id)
+    if cls is None:
+        raise NotFoundError(f"no celebrity class with id {class_id}")
+    if for_labels and cls.status == "retired":
+        target = f"; it was merged into class {cls.merged_into_id}" if cls.merged_into_id else ""
+        raise ValidationError(f"class {cls.name!r} is retired{target}: labels cannot be added to it")
+    return cls
+
+
+def _face_ids(face_ids: Sequence[int]) -> list[int]:
+    ids = list(dict.fromkeys(int(f) for f in face_ids))
+    if not ids:
+        raise ValidationError("no faces given")
+    return ids
+
+
+def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_id: int | None = None,
+                   expected_versions: dict[int, int] | None = None, source: str = "editor") -> None:
+    """The core of every face decision, inside an open operation (so classes ops can reuse it)."""
+    if decision not in DECISIONS:
+        raise ValidationError(f"unknown decision {decision!r}; one of {', '.join(DECISIONS)}")
+    ids = _face_ids(face_ids)
+    media_of = _existing_faces(op.session, ids)
+    if decision == "relabel" and class_id is None:
+        raise ValidationError("relabel needs the class to move the faces to")
+    if class_id is not None:
+        if decision in ("reject", "unknown"):
+            raise ValidationError(f"{decision} takes no class")
+        _class_row(op.session, class_id)
+    rows = op.load("face", [(f,) for f in ids])
+    op.check_versions("face", rows, expected_versions)
+    changes: dict[Key, dict[str, Any]] = {}
+    for (face_id,), row in rows.items():
+        current_class = row["class_id"] if row else None
+        if decision == "approve":
+            new_class = class_id if class_id is not None else current_class
+            if new_class is None:
+                raise ValidationError(f"face {face_id} has no predicted class to approve; relabel it to a class instead")
+            status = "approved" if row is None or new_class in (row["predicted_class_id"], current_class) else "relabeled"
+        elif decision == "relabel":
+            new_class, status = class_id, "relabeled"
+        else:
+            new_class, status = None, DECISIONS[decision]
+        changes[(face_id,)] = {"status": status, "class_id": new_class, "source": source, "editor": op.editor}
+        op.concern(f"media:{media_of[face_id]}")
+        for c in {current_class, new_class} - {None}:
+            op.concern(f"class:{c}")
+    op.update("face", changes, rows)
+
+
+def decide_faces(factory: sessionmaker[Session], face_ids: Sequence[int], decision: str, editor: str,
+                 class_id: int | None = None, expected_versions: dict[int, int] | None = None,
+                 source: str = "editor") -> OperationResult:
+    with run_operation(factory, editor, f"{decision}_faces") as op:
+        apply_decision(op, face_ids, decision, class_id, expected_versions, source)
+        target = f" to class {class_id}" if class_id is not None else ""
+        op.summary = f"{decision} {len(set(face_ids))} face(s){target}"
+    return op.result
+
+
+def approve_faces(factory, face_ids, editor, class_id=None, expected_versions=None, source="editor") -> OperationResult:
+    """Confirm the current (predicted) class, or the given one."""
+    return decide_faces(factory, face_ids, "approve", editor, class_id, expected_versions, source)
+
+
+def reject_faces(factory, face_ids, editor, expected_versions=None) -> OperationResult:
+    """The predicted class is wrong and no better one is known."""
+    return decide_faces(factory, face_ids, "reject", editor, None, expected_versions)
+
+
+def relabel_faces(factory, face_ids, class_id, editor, expected_versions=None) -> OperationResult:
+    return decide_faces(factory, face_ids, "relabel", editor, class_id, expected_versions)
+
+
+def mark_unknown(factory, face_ids, editor, expected_versions=None) -> OperationResult:
+    """A real face of someone who has no class (yet)."""
+    return decide_faces(factory, face_ids, "unknown", editor, None, expected_versions)
+
+
+def track_face_ids(session: Session, track_id: int) -> list[int]:
+    if session.get(Track, track_id) is None:
+        raise NotFoundError(f"no face track with id {track_id}")
+    return list(session.scalars(select(FaceEmbedding.face_id).where(FaceEmbedding.track_id == track_id)
+                                .order_by(FaceEmbedding.face_id)))
+
+
+def label_track(factory: sessionmaker[Session], track_id: int, decision: str, editor: str,
+                class_id: int | None = None) -> OperationResult:
+    """One decision for every face of a GIF's person track."""
+    with factory() as session:
+        faces = track_face_ids(session, track_id)
+    if not faces:
+        raise ValidationError(f"track {track_id} has no faces")
+    with run_operation(factory, editor, f"{decision}_track") as op:
+        apply_decision(op, faces, decision, class_id)
+        op.summary = f"{decision} track {track_id} ({len(faces)} faces)" + (f" to class {class_id}" if class_id else "")
+    return op.result
+
+
+@dataclass(frozen=True)
+class Prediction:
+    face_id: int
+    class_id: int | None  # None: the model says unknown
+    confidence: float
+    top: list[tuple[int, float]]
+
+
+def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Prediction], model_version: str,
+                       editor: str = "model") -> OperationResult:
+    """Write the model's predictions. Faces an editor (or an import) decided keep their decision;
+    only the prediction columns beside it are refreshed."""
+    if not model_version:
+        raise ValidationError("model_version is required")
+    preds = {p.face_id: p for p in predictions}
+    with run_operation(factory, editor, "predict_faces") as op:
+        _existing_faces(op.session, list(preds))
+        class_ids = {p.class_id for p in preds.values()} | {c for p in preds.values() for c, _ in p.top}
+        class_ids.discard(None)
+        known = set(op.session.scalars(select(CelebrityClass.id).where(CelebrityClass.id.in_(class_ids)))) if class_ids else set()
+        if class_ids - known:
+            raise NotFoundError(f"predictions name unknown classes {sorted(class_ids - known)[:10]}")
+        rows = op.load("face", [(f,) for f in preds])
+        changes: dict[Key, dict[str, Any]] = {}
+        decided = 0
+        for (face_id,), row in rows.items():
+            p = preds[face_id]
+            values: dict[str, Any] = {
+                "predicted_class_id": p.class_id, "predicted_confidence": check_confidence(p.confidence),
+                "predicted_top": [[int(c), round(check_confidence(s), 6)] for c, s in p.top],
+                "model_version": model_version, "predicted_at": op.now,
+            }
+            if row is None or row["status"] in UNDECIDED:
+                values.update(status="predicted", class_id=p.class_id, source="model", editor=op.editor)
+            else:
+                decided += 1
+            changes[(face_id,)] = values
+        op.update("face", changes, rows)
+        op.summary = f"predictions of {model_version} for {len(preds)} face(s) ({decided} already decided kept)"
+    return op.result

@@ -1,0 +1,119 @@
+"""Tags on media with confidences: add, remove, set confidence, accept or reject suggestions."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
+from labeling.errors import NotFoundError, ValidationError
+from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, MediaTag, Tag, utcnow
+from labeling.validation import check_confidence, clean_tag_name
+
+
+def tag_ids(session: Session, names: Iterable[str], create: bool = True) -> dict[str, int]:
+    """Tag vocabulary rows (never deleted, so they are not part of undo)."""
+    names = list(dict.fromkeys(clean_tag_name(n) for n in names))
+    found: dict[str, int] = {}
+    for chunk in _chunks(names):
+        found.update(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(chunk))).all())
+    missing = [n for n in names if n not in found]
+    if missing and not create:
+        raise NotFoundError(f"no tag named {', '.join(map(repr, missing[:10]))}")
+    if missing:
+        session.execute(insert(Tag), [{"name": n, "created_at": utcnow()} for n in missing])
+        for chunk in _chunks(missing):
+            found.update(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(chunk))).all())
+    return found
+
+
+def _check_media(session: Session, media_ids: Iterable[int]) -> None:
+    ids = list(dict.fromkeys(media_ids))
+    found: set[int] = set()
+    for chunk in _chunks(ids):
+        found.update(session.scalars(select(Media.id).where(Media.id.in_(chunk))))
+    missing = [m for m in ids if m not in found]
+    if missing:
+        raise NotFoundError(f"no media with id {', '.join(map(str, missing[:10]))}")
+
+
+def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: str, status: str = "active",
+               expected_versions: dict[tuple[int, int], int] | None = None, keep_editor_tags: bool = False) -> int:
+    """Upsert (media, tag, confidence) rows inside an open operation; returns rows changed."""
+    if source not in TAG_SOURCES:
+        raise ValidationError(f"tag source must be one of {', '.join(TAG_SOURCES)}, got {source!r}")
+    if status not in TAG_STATUSES:
+        raise ValidationError(f"tag status must be one of {', '.join(TAG_STATUSES)}, got {status!r}")
+    cleaned = [(int(m), clean_tag_name(t), check_confidence(c)) for m, t, c in items]
+    if not cleaned:
+        raise ValidationError("no tags given")
+    _check_media(op.session, [m for m, _, _ in cleaned])
+    ids = tag_ids(op.session, [t for _, t, _ in cleaned])
+    wanted = {(m, ids[t]): c for m, t, c in cleaned}
+    rows = op.load("media_tag", list(wanted))
+    op.check_versions("media_tag", rows, expected_versions)
+    changes: dict[Key, dict[str, Any]] = {}
+    for key, conf in wanted.items():
+        row = rows[key]
+        if keep_editor_tags and row is not None and row["source"] == "editor":
+            continue  # a model re-run never overrides an editor's tag
+        values = {"confidence": conf, "source": source, "status": status, "editor": op.editor}
+        if row is not None and all(row[k] == v for k, v in values.items() if k != "editor"):
+            continue
+        changes[key] = values
+        op.concern(f"media:{key[0]}")
+    if changes:
+        op.update("media_tag", changes, rows)
+    return len(changes)
+
+
+def add_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: Sequence[str], editor: str,
+             confidence: float = 1.0, source: str = "editor", status: str = "active") -> OperationResult:
+    """Every tag on every media item (bulk when many), with one confidence."""
+    items = [(m, t, confidence) for m in media_ids for t in tags]
+    with run_operation(factory, editor, "add_tags") as op:
+        n = apply_tags(op, items, source, status)
+        op.summary = f"add tag(s) {', '.join(map(repr, tags))[:200]} to {len(set(media_ids))} media ({n} changed)"
+    return op.result
+
+
+def set_tag_confidences(factory: sessionmaker[Session], items: Sequence[tuple[int, str, float]], editor: str,
+                        expected_versions: dict[tuple[int, int], int] | None = None,
+                        source: str = "editor") -> OperationResult:
+    """(media id, tag, confidence) triples, single or bulk; confidences must lie in [0, 1]."""
+    with run_operation(factory, editor, "set_tag_confidence") as op:
+        n = apply_tags(op, items, source, "active", expected_versions)
+        op.summary = f"set confidence of {n} tag(s)"
+    return op.result
+
+
+def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, str]], status: str, editor: str) -> OperationResult:
+    """Accept ("active") or reject ("rejected") suggestions, e.g. from experts voting."""
+    if status not in TAG_STATUSES:
+        raise ValidationError(f"tag status must be one of {', '.join(TAG_STATUSES)}, got {status!r}")
+    with run_operation(factory, editor, "set_tag_status") as op:
+        ids = tag_ids(op.session, [t for _, t in items], create=False)
+        keys = [(int(m), ids[clean_tag_name(t)]) for m, t in items]
+        rows = op.load("media_tag", keys)
+        missing = [k for k, r in rows.items() if r is None]
+        if missing:
+            raise NotFoundError(f"media {missing[0][0]} has no tag {missing[0][1]}")
+        op.update("media_tag", {k: {"status": status, "editor": op.editor} for k, r in rows.items() if r["status"] != status}, rows)
+        for m, _ in keys:
+            op.concern(f"media:{m}")
+        op.summary = f"{status} {len(keys)} tag suggestion(s)"
+    return op.result
+
+
+def remove_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: Sequence[str], editor: str) -> OperationResult:
+    with run_operation(factory, editor, "remove_tags") as op:
+        ids = tag_ids(op.session, tags, create=False)
+        _check_media(op.session, media_ids)
+        rows = op.load("media_tag", [(int(m), ids[clean_tag_name(t)]) for m in media_ids for t in tags])
+        present = {k: r for k, r in rows.items() if r is not None}
+        op.delete("media_tag", present)
+        for m, _ in present:
+            op.concern(f"media:{m}")
+        op.summary = f"remove tag(s) {', '.join(map(repr, tags))[:200]} from {len(set(media_ids))} media ({len(present)} removed)"
+    return op.result

@@ -1,0 +1,105 @@
+"""Pure checks on what editors type: class names, tag names, confidences, attributes.
+
+Class names may be any Unicode (accents, emoji, right-to-left scripts, quotes): they are
+stored as typed and only ever reach SQL as bound parameters. What is refused is what
+cannot be a name or would be dangerous elsewhere: blank, over-long, control characters,
+invisible bidirectional overrides (they disguise a name's reading order), and path syntax
+(`/`, `\\`, `..`), since class names become folder names in the retraining export.
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Any
+
+from labeling.errors import ValidationError
+from labeling.schema import CLASS_NAME_MAX
+
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+TAG_NAME_MAX = 100
+GENDERS_HINT = "free text such as female, male, non-binary"
+
+
+def clean_class_name(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValidationError(f"class name must be text, got {type(raw).__name__}")
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not name:
+        raise ValidationError("class name is empty")
+    if len(name) > CLASS_NAME_MAX:
+        raise ValidationError(f"class name is {len(name)} characters long; the limit is {CLASS_NAME_MAX}")
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf") and c not in "\u200d\ufe0f"]
+    if any(c in _BIDI_CONTROLS for c in name):
+        raise ValidationError(f"class name {name!r} contains an invisible bidirectional control character")
+    if bad:
+        raise ValidationError(f"class name {name!r} contains control characters {[hex(ord(c)) for c in bad]}")
+    if "/" in name or "\\" in name or name in (".", "..") or re.search(r"(^|\s)\.\.(\s|$)", name):
+        raise ValidationError(f"class name {name!r} looks like a path (contains '/', '\\' or '..')")
+    return name
+
+
+def class_name_key(name: str) -> str:
+    """Uniqueness ignores case and Unicode compatibility forms ("ＡＢ" == "ab")."""
+    return unicodedata.normalize("NFKC", name).casefold().strip()
+
+
+def clean_tag_name(raw: Any) -> str:
+    """Tags are lower-case words or phrases; inner whitespace collapsed."""
+    if not isinstance(raw, str):
+        raise ValidationError(f"tag must be text, got {type(raw).__name__}")
+    tag = " ".join(unicodedata.normalize("NFKC", raw).split()).casefold()
+    if not tag:
+        raise ValidationError("tag is empty")
+    if len(tag) > TAG_NAME_MAX:
+        raise ValidationError(f"tag is {len(tag)} characters long; the limit is {TAG_NAME_MAX}")
+    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in "\u200d\ufe0f" for c in tag):
+        raise ValidationError(f"tag {tag!r} contains control characters")
+    return tag
+
+
+def check_confidence(value: Any) -> float:
+    try:
+        conf = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"confidence must be a number in [0, 1], got {value!r}") from None
+    if math.isnan(conf) or not 0.0 <= conf <= 1.0:
+        raise ValidationError(f"confidence must be in [0, 1], got {value!r}")
+    return conf
+
+
+def check_editor(editor: Any) -> str:
+    if not isinstance(editor, str) or not editor.strip():
+        raise ValidationError("an editor name is required for every change")
+    editor = editor.strip()
+    if len(editor) > 200:
+        raise ValidationError("editor name is longer than 200 characters")
+    return editor
+
+
+ATTRIBUTES = ("gender", "ethnicity", "birth_year", "country")
+
+
+def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
+    """Demographic attributes for the bias audit; None clears one."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in ATTRIBUTES:
+            raise ValidationError(f"unknown attribute {key!r}; known: {', '.join(ATTRIBUTES)}")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            out[key] = None
+        elif key == "birth_year":
+            try:
+                year = int(value)
+            except (TypeError, ValueError):
+                raise ValidationError(f"birth_year must be a year, got {value!r}") from None
+            if not 1800 <= year <= 2100:
+                raise ValidationError(f"birth_year {year} is outside 1800..2100")
+            out[key] = year
+        else:
+            text = " ".join(str(value).split())
+            limit = 200 if key == "ethnicity" else 100 if key == "country" else 64
+            if len(text) > limit:
+                raise ValidationError(f"{key} is longer than {limit} characters")
+            out[key] = text.lower() if key in ("gender", "ethnicity") else text
+    return out

@@ -1,0 +1,206 @@
+"""Curation operations on SQLite and PostgreSQL: every change audited, reversible, conflict-safe."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from sqlalchemy import func, select
+
+from labeling.audit import history, recent_events, undo_event, undo_last
+from labeling.classes import (add_class, clear_class_attributes, merge_classes, rename_class, retire_class,
+                              set_class_attributes, split_class)
+from labeling.db import open_store, session_scope
+from labeling.errors import ConflictError, NotFoundError, UndoError, ValidationError
+from labeling.face_labels import (Prediction, approve_faces, label_track, mark_unknown, record_predictions,
+                                  reject_faces, relabel_faces)
+from labeling.schema import AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track
+from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
+
+
+def make_faces(store, n_media: int = 2, faces_per_media: int = 3) -> list[int]:
+    """Media and face rows as ingest writes them (geometry only; labels are what is tested)."""
+    with session_scope(store) as s:
+        ids = []
+        for m in range(n_media):
+            media = Media(sha256=f"{m:064x}", path=f"/data/{m}.gif", kind="gif", status="ok")
+            s.add(media)
+            s.flush()
+            for i in range(faces_per_media):
+                face = Face(media_id=media.id, face_index=i, frame_index=i, x1=0, y1=0, x2=10, y2=10,
+                            probability=0.99, landmarks=[[0, 0]] * 5)
+                s.add(face)
+                s.flush()
+                ids.append(face.id)
+        return ids
+
+
+@pytest.fixture
+def store(store_url):
+    return open_store(store_url)
+
+
+def label_of(store, face_id):
+    with store() as s:
+        return s.scalars(select(FaceLabel).where(FaceLabel.face_id == face_id)).first()
+
+
+def test_decisions_are_audited_and_undone_one_by_one(store):
+    faces = make_faces(store)
+    brad, _ = add_class(store, "Brad Pitt", "ann", external_id="m.0c6qh")
+    angie, _ = add_class(store, "Angelina Jolie", "ann")
+    record_predictions(store, [Prediction(f, brad, 0.9, [(brad, 0.9), (angie, 0.1)]) for f in faces], "centroid-v1")
+    approve_faces(store, faces[:2], "bob")
+    relabel_faces(store, [faces[2]], angie, "bob")
+    reject_faces(store, [faces[3]], "bob")
+    mark_unknown(store, [faces[4]], "bob")
+    assert [label_of(store, f).status for f in faces] == ["approved", "approved", "relabeled", "rejected", "unknown", "predicted"]
+    assert label_of(store, faces[2]).class_id == angie and label_of(store, faces[3]).class_id is None
+    events = recent_events(store, editor="bob")
+    assert [e.operation for e in events] == ["unknown_faces", "reject_faces", "relabel_faces", "approve_faces"]
+    # bob undoes his last two operations one by one; ann's work is untouched
+    undo_last(store, "bob")
+    undo_last(store, "bob")
+    assert label_of(store, faces[3]).status == "predicted" and label_of(store, faces[4]).status == "predicted"
+    assert label_of(store, faces[2]).status == "relabeled"
+    hist = history(store, f"face:{faces[3]}")
+    assert [h.operation for h in hist] == ["undo", "reject_faces", "predict_faces"]
+    assert hist[1].undone_by == hist[0].event_id and hist[1].after["status"] == "rejected"
+    assert {h.operation for h in history(store, f"class:{angie}")} >= {"add_class", "relabel_faces"}
+
+
+def test_model_rerun_never_overwrites_a_decision(store):
+    faces = make_faces(store, 1, 2)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    record_predictions(store, [Prediction(f, a, 0.6, [(a, 0.6)]) for f in faces], "v1")
+    relabel_faces(store, [faces[0]], b, "ann")
+    record_predictions(store, [Prediction(f, a, 0.8, [(a, 0.8)]) for f in faces], "v2")
+    first, second = label_of(store, faces[0]), label_of(store, faces[1])
+    assert (first.status, first.class_id, first.model_version, first.predicted_confidence) == ("relabeled", b, "v2", 0.8)
+    assert (second.status, second.class_id, second.source) == ("predicted", a, "model")
+
+
+def test_stale_edit_is_refused_with_who_and_when(store):
+    faces = make_faces(store, 1, 1)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    record_predictions(store, [Prediction(faces[0], a, 0.7, [(a, 0.7)])], "v1")
+    seen = label_of(store, faces[0]).version
+    approve_faces(store, faces, "bob", expected_versions={faces[0]: seen})
+    with pytest.raises(ConflictError, match=r"face \d+ was changed by bob at .* version"):
+        relabel_faces(store, faces, b, "carol", expected_versions={faces[0]: seen})
+    assert label_of(store, faces[0]).class_id == a
+    cls_version = 1
+    rename_class(store, a, "A prime", "bob", expected_version=cls_version)
+    with pytest.raises(ConflictError, match="changed by bob"):
+        set_class_attributes(store, a, "carol", expected_version=cls_version, gender="female")
+
+
+def test_bulk_relabel_of_thousands_is_one_event(store):
+    faces = make_faces(store, 10, 500)
+    target, _ = add_class(store, "Crowd", "ann")
+    result = relabel_faces(store, faces, target, "ann")
+    assert result.changed == 5000
+    with store() as s:
+        assert s.scalar(select(func.count()).select_from(FaceLabel).where(FaceLabel.class_id == target)) == 5000
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == 2
+    undo_event(store, result.event_id, "ann")
+    with store() as s:
+        assert s.scalar(select(func.count()).select_from(FaceLabel)) == 0
+
+
+def test_class_lifecycle_merge_split_retire(store):
+    faces = make_faces(store, 2, 3)
+    a, _ = add_class(store, "Beyoncé", "ann", seed_face_ids=faces[:3])
+    b, _ = add_class(store, "Beyonce Knowles", "ann", seed_face_ids=faces[3:])
+    merge = merge_classes(store, b, a, "ann")
+    with store() as s:
+        assert s.get(CelebrityClass, b).status == "retired" and s.get(CelebrityClass, b).merged_into_id == a
+        assert s.scalar(select(func.count()).select_from(FaceLabel).where(FaceLabel.class_id == a)) == 6
+    with pytest.raises(ValidationError, match="retired"):
+        relabel_faces(store, faces[:1], b, "ann")
+    new_id, _ = split_class(store, a, faces[4:], "ann", new_name="Solange")
+    assert {label_of(store, f).class_id for f in faces[4:]} == {new_id}
+    with pytest.raises(UndoError, match="later operation"):
+        undo_event(store, merge.event_id, "ann")
+    set_class_attributes(store, new_id, "ann", gender="Female", birth_year=1986, country="United States")
+    clear_class_attributes(store, new_id, "ann", ["country"])
+    with store() as s:
+        row = s.get(CelebrityClass, new_id)
+        assert (row.gender, row.birth_year, row.country) == ("female", 1986, None)
+    retire_class(store, new_id, "ann")
+    undo_last(store, "ann")
+    with store() as s:
+        assert s.get(CelebrityClass, new_id).status == "active"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "../etc", "a/b", "back\\slash", "evil\u202etxt", "tab\there"])
+def test_bad_class_names_are_refused_and_change_nothing(store, name):
+    with pytest.raises(ValidationError):
+        add_class(store, name, "ann")
+    with store() as s:
+        assert s.scalar(select(func.count()).select_from(CelebrityClass)) == 0
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == 0
+
+
+@pytest.mark.parametrize("name", ["O'Brien \"Bob\"", "Robert'); DROP TABLE face_label;--", "Zoë 🎬", "محمد صلاح", "李小龙"])
+def test_tricky_but_valid_names_round_trip_exactly(store, name):
+    class_id, _ = add_class(store, name, "ann")
+    with store() as s:
+        assert s.get(CelebrityClass, class_id).name == name
+    with pytest.raises(ValidationError, match="already exists"):
+        add_class(store, name.upper() if name.isascii() else name, "bob")
+
+
+def test_tags_confidences_and_bad_values(store):
+    make_faces(store, 2, 0)
+    with store() as s:
+        media = list(s.scalars(select(Media.id)))
+    add_tags(store, media, ["Happy", "dance"], "ann", confidence=0.8)
+    set_tag_confidences(store, [(media[0], "happy", 0.3)], "ann")
+    add_tags(store, [media[1]], ["party"], "model-run", confidence=0.4, source="experts_voting", status="suggested")
+    set_tag_status(store, [(media[1], "party")], "active", "ann")
+    for bad in (1.5, -0.1, float("nan"), "high"):
+        with pytest.raises(ValidationError, match="confidence"):
+            set_tag_confidences(store, [(media[0], "happy", bad)], "ann")
+    with pytest.raises(NotFoundError):
+        add_tags(store, [999999], ["x"], "ann")
+    remove_tags(store, [media[0]], ["dance"], "ann")
+    with store() as s:
+        rows = sorted((r.media_id, r.tag_id, r.confidence, r.status) for r in s.scalars(select(MediaTag)))
+    assert [(m, c, st) for m, _, c, st in rows] == [(media[0], 0.3, "active"), (media[1], 0.8, "active"),
+                                                     (media[1], 0.8, "active"), (media[1], 0.4, "active")]
+    assert [h.operation for h in history(store, f"media:{media[0]}")][:2] == ["remove_tags", "set_tag_confidence"]
+    undo_last(store, "ann")  # the removal
+    with store() as s:
+        assert s.scalar(select(func.count()).select_from(MediaTag)) == 5
+
+
+def test_label_a_whole_track(store):
+    faces = make_faces(store, 1, 4)
+    with session_scope(store) as s:
+        media_id = s.get(Face, faces[0]).media_id
+        track = Track(media_id=media_id, model_id="dlib-resnet-v1", track_index=0, n_faces=2, vector=b"\0" * 8)
+        s.add(track)
+        s.flush()
+        for f in faces[:2]:
+            s.add(FaceEmbedding(face_id=f, model_id="dlib-resnet-v1", dim=2, vector=b"\0" * 8, track_id=track.id))
+        track_id = track.id
+    a, _ = add_class(store, "A", "ann")
+    label_track(store, track_id, "relabel", "ann", class_id=a)
+    assert [label_of(store, f) is not None and label_of(store, f).class_id == a for f in faces] == [True, True, False, False]
+    assert history(store, f"media:{media_id}")[0].operation == "relabel_track"
+
+
+def test_unknown_ids_and_missing_editor(store):
+    faces = make_faces(store, 1, 1)
+    with pytest.raises(NotFoundError):
+        approve_faces(store, [faces[0] + 1000], "ann")
+    with pytest.raises(NotFoundError):
+        relabel_faces(store, faces, 424242, "ann")
+    with pytest.raises(ValidationError, match="editor"):
+        approve_faces(store, faces, "  ")
+    with pytest.raises(ValidationError, match="no predicted class"):
+        approve_faces(store, faces, "ann")
+    with pytest.raises(UndoError):
+        undo_last(store, "ann")
