@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import DateTime, and_, delete, insert, or_, select, update
+from sqlalchemy import DateTime, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
@@ -33,7 +33,7 @@ Key = tuple[Any, ...]
 
 
 def entity_key(kind: str, key: Key) -> str:
-    return ":".join([kind, *map(str, key)])
+    return f"{kind}:{key[0]}" if len(key) == 1 else ":".join([kind, *map(str, key)])
 
 
 def parse_key(text: str) -> tuple[str, Key]:
@@ -47,7 +47,11 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 
 def _to_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+    out = dict(row)
+    for k, v in row.items():
+        if type(v) is datetime:
+            out[k] = v.isoformat()
+    return out
 
 
 def _from_json(model: type, row: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +78,10 @@ class Operation:
     def __init__(self, session: Session, editor: str, name: str) -> None:
         self.session, self.editor, self.name = session, check_editor(editor), name
         self.now = utcnow()
+        # Snapshots hold the columns an operation changed (plus version): enough to show and to undo.
+        self.loaded: dict[str, dict[str, Any] | None] = {}
         self.before: dict[str, dict[str, Any] | None] = {}
+        self.after: dict[str, dict[str, Any] | None] = {}
         self.written: dict[str, set[Key]] = {}
         self.context: set[str] = set()
         self.summary = name
@@ -95,7 +102,7 @@ class Operation:
                 found[tuple(row[c] for c in cols)] = dict(row)
         out = {k: found.get(k) for k in keys}
         for k, row in out.items():
-            self.before.setdefault(entity_key(kind, k), _to_json(row) if row else None)
+            self.loaded.setdefault(entity_key(kind, k), dict(row) if row else None)
         return out
 
     @staticmethod
@@ -121,21 +128,37 @@ class Operation:
         for key, values in changes.items():
             row = current.get(key)
             stamp = {"updated_at": self.now, **({"updated_by": self.editor} if kind == "class" else {})}
+            ek = entity_key(kind, key)
             if row is None:
                 inserts.append({**dict(zip(cols, key)), **values, **stamp, "version": 1})
+                self.before.setdefault(ek, None)
+                self.after[ek] = inserts[-1]
             else:
-                updates.append({"id": row["id"], **values, **stamp, "version": row["version"] + 1})
+                updates.append({"_id": row["id"], **values, **stamp, "version": row["version"] + 1})
+                original = self.loaded.get(ek) or row
+                before = self.before.setdefault(ek, {})
+                if before is not None:
+                    for c in values:
+                        before.setdefault(c, original[c])
+                    before.setdefault("version", original["version"])
+                after = dict(values, version=row["version"] + 1, updated_at=self.now)
+                self.after[ek] = after if self.after.get(ek) is None else {**self.after[ek], **after}
+                current[key] = {**row, **after}  # a second update in the same operation builds on this
             self.written.setdefault(kind, set()).add(key)
+        table = model.__table__
         for batch in _group_by_columns(updates):
-            self.session.execute(update(model), batch)
+            names = [c for c in batch[0] if c != "_id"]
+            stmt = update(table).where(table.c.id == bindparam("_id")).values({c: bindparam(c) for c in names})
+            self.session.execute(stmt, batch)
         for batch in _group_by_columns(inserts):
-            self.session.execute(insert(model), batch)
+            self.session.execute(insert(table), batch)
 
     def insert_one(self, kind: str, values: dict[str, Any]) -> int:
         model, cols = KINDS[kind]
         row = self.session.execute(insert(model).values(**values, version=1, updated_at=self.now).returning(model.id)).one()
         key = (row.id,) if cols == ("id",) else tuple(values[c] for c in cols)
         self.before.setdefault(entity_key(kind, key), None)
+        self.after[entity_key(kind, key)] = {"id": row.id, **values, "version": 1, "updated_at": self.now}
         self.written.setdefault(kind, set()).add(key)
         return row.id
 
@@ -144,7 +167,12 @@ class Operation:
         ids = [row["id"] for row in rows.values() if row]
         for chunk in _chunks(ids):
             self.session.execute(delete(model).where(model.id.in_(chunk)))
-        self.written.setdefault(kind, set()).update(k for k, r in rows.items() if r)
+        for key, row in rows.items():
+            if row:
+                ek = entity_key(kind, key)
+                self.before.setdefault(ek, self.loaded.get(ek) or row)
+                self.after[ek] = None
+                self.written.setdefault(kind, set()).add(key)
 
     def concern(self, *keys: str) -> None:
         """Entities this operation is about without writing them (for history)."""
@@ -154,13 +182,8 @@ class Operation:
     def finish(self, undo_of: AuditEvent | None = None) -> OperationResult:
         if not self.written:
             return OperationResult(None, self.name, self.summary + " (nothing changed)", 0)
-        after: dict[str, Any] = {}
-        for kind, keys in self.written.items():
-            model, cols = KINDS[kind]
-            current = _load_plain(self.session, kind, keys)
-            for key in keys:
-                after[entity_key(kind, key)] = _to_json(current[key]) if current.get(key) else None
-        before = {k: self.before.get(k) for k in after}
+        after = {k: (_to_json(v) if v else None) for k, v in self.after.items()}
+        before = {k: (_to_json(v) if (v := self.before.get(k)) else None) for k in after}
         event = AuditEvent(at=self.now, editor=self.editor, operation=self.name, summary=self.summary,
                            n_entities=len(after), before=before, after=after,
                            undo_of_id=undo_of.id if undo_of else None)
@@ -169,7 +192,7 @@ class Operation:
         rows = [{"event_id": event.id, "key": k, "written": True} for k in after]
         rows += [{"event_id": event.id, "key": k, "written": False} for k in sorted(self.context - set(after))]
         for chunk in _chunks(rows):
-            self.session.execute(insert(AuditEntity), list(chunk))
+            self.session.execute(insert(AuditEntity.__table__), list(chunk))
         return OperationResult(event.id, self.name, self.summary, len(after))
 
 
@@ -180,21 +203,6 @@ def _group_by_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any
         groups.setdefault(tuple(sorted(row)), []).append(row)
     for group in groups.values():
         yield from (list(c) for c in _chunks(group))
-
-
-def _load_plain(session: Session, kind: str, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
-    model, cols = KINDS[kind]
-    table = model.__table__
-    keys = list(keys)
-    found: dict[Key, dict[str, Any]] = {}
-    for chunk in _chunks(keys):
-        if len(cols) == 1:
-            cond = table.c[cols[0]].in_([k[0] for k in chunk])
-        else:
-            cond = or_(*[and_(*[table.c[c] == v for c, v in zip(cols, k)]) for k in chunk])
-        for row in session.execute(select(table).where(cond)).mappings():
-            found[tuple(row[c] for c in cols)] = dict(row)
-    return found
 
 
 @contextmanager

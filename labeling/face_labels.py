@@ -61,6 +61,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
     rows = op.load("face", [(f,) for f in ids])
     op.check_versions("face", rows, expected_versions)
     changes: dict[Key, dict[str, Any]] = {}
+    touched_media, touched_classes = set(), {class_id}
     for (face_id,), row in rows.items():
         current_class = row["class_id"] if row else None
         if decision == "approve":
@@ -73,9 +74,10 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
         else:
             new_class, status = None, DECISIONS[decision]
         changes[(face_id,)] = {"status": status, "class_id": new_class, "source": source, "editor": op.editor}
-        op.concern(f"media:{media_of[face_id]}")
-        for c in {current_class, new_class} - {None}:
-            op.concern(f"class:{c}")
+        touched_media.add(media_of[face_id])
+        touched_classes.add(current_class)
+        touched_classes.add(new_class)
+    op.concern(*(f"media:{m}" for m in touched_media), *(f"class:{c}" for c in touched_classes if c is not None))
     op.update("face", changes, rows)
 
 

@@ -204,3 +204,39 @@ def test_unknown_ids_and_missing_editor(store):
         approve_faces(store, faces, "ann")
     with pytest.raises(UndoError):
         undo_last(store, "ann")
+
+
+def test_two_connections_racing_never_lose_an_edit(store):
+    """Connection A holds an operation open after reading; B's edit, based on the same version,
+    waits for A (row lock on PostgreSQL, write lock on SQLite) and is then refused."""
+    import threading
+
+    from labeling.audit import run_operation
+    from labeling.face_labels import apply_decision
+
+    faces = make_faces(store, 1, 1)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    record_predictions(store, [Prediction(faces[0], a, 0.7, [(a, 0.7)])], "v1")
+    seen = label_of(store, faces[0]).version
+    a_has_read, outcome = threading.Event(), {}
+
+    def editor_b() -> None:
+        a_has_read.wait()
+        try:
+            relabel_faces(store, faces, b, "bob", expected_versions={faces[0]: seen})
+            outcome["b"] = "written"
+        except ConflictError as exc:
+            outcome["b"] = str(exc)
+
+    thread = threading.Thread(target=editor_b)
+    thread.start()
+    with run_operation(store, "ann", "approve_faces") as op:
+        apply_decision(op, faces, "approve", expected_versions={faces[0]: seen})
+        a_has_read.set()
+        thread.join(timeout=1.0)
+        assert thread.is_alive(), "B must wait for A's transaction"
+    thread.join()
+    assert "changed by ann" in outcome["b"]
+    final = label_of(store, faces[0])
+    assert (final.status, final.class_id, final.editor) == ("approved", a, "ann")

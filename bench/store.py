@@ -1,0 +1,94 @@
+"""Curation store speed: single approve latency and bulk relabel throughput, SQLite and PostgreSQL.
+
+Each store gets 10,000 faces. The per-item baseline is an editor approving faces one at a
+time (one operation = one transaction + one audit event each); the bulk path relabels all
+10,000 in one operation. Prints median / p95 latency, labels/s, and the bulk/per-item ratio
+(target >= 20x).
+
+    uv run python bench/store.py [--faces 10000] [--singles 300] [--no-postgres]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, insert, select, text  # noqa: E402
+
+from labeling.classes import add_class  # noqa: E402
+from labeling.db import open_store, session_scope  # noqa: E402
+from labeling.face_labels import Prediction, approve_faces, record_predictions, relabel_faces  # noqa: E402
+from labeling.schema import Face, Media  # noqa: E402
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def seed(store, n_faces: int) -> list[int]:
+    with session_scope(store) as s:
+        per_media = 20
+        media = [{"sha256": uuid.uuid4().hex * 2, "path": f"/bench/{i}.gif", "kind": "gif", "status": "ok"}
+                 for i in range(n_faces // per_media)]
+        s.execute(insert(Media), media)
+        media_ids = list(s.scalars(select(Media.id).order_by(Media.id)))
+        s.execute(insert(Face), [{"media_id": m, "face_index": i, "frame_index": i, "x1": 0, "y1": 0, "x2": 9, "y2": 9,
+                                  "probability": 0.99, "landmarks": [[0, 0]] * 5}
+                                 for m in media_ids for i in range(per_media)])
+        return list(s.scalars(select(Face.id).order_by(Face.id)))
+
+
+def run(url: str, label: str, n_faces: int, singles: int) -> dict[str, float]:
+    store = open_store(url)
+    faces = seed(store, n_faces)
+    a, _ = add_class(store, "Bench A", "bench")
+    b, _ = add_class(store, "Bench B", "bench")
+    record_predictions(store, [Prediction(f, a, 0.8, [(a, 0.8)]) for f in faces], "bench-v1")
+    latencies = []
+    for face in faces[:singles]:
+        start = time.perf_counter()
+        approve_faces(store, [face], "editor")
+        latencies.append(time.perf_counter() - start)
+    median, p95 = statistics.median(latencies), sorted(latencies)[int(0.95 * (len(latencies) - 1))]
+    start = time.perf_counter()
+    result = relabel_faces(store, faces, b, "editor")
+    bulk_s = time.perf_counter() - start
+    assert result.changed == len(faces)
+    per_item_rate, bulk_rate = 1 / median, len(faces) / bulk_s
+    print(f"{label:10s} single approve: median {median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms ({per_item_rate:.0f} labels/s); "
+          f"bulk relabel of {len(faces)}: {bulk_s:.2f} s = {bulk_rate:.0f} labels/s; ratio {bulk_rate / per_item_rate:.1f}x")
+    return {"median_ms": median * 1000, "p95_ms": p95 * 1000, "bulk_per_s": bulk_rate, "ratio": bulk_rate / per_item_rate}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=int, default=10_000)
+    parser.add_argument("--singles", type=int, default=300)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out["sqlite"] = run(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", args.faces, args.singles)
+    if not args.no_postgres:
+        name = f"giflens_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            out["postgres"] = run(f"postgresql://postgres@127.0.0.1:5432/{name}", "postgres", args.faces, args.singles)
+        finally:
+            from labeling.db import _engine_for
+
+            _engine_for.cache_clear()
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    print(" ".join(f"{db}_{k}={v:.1f}" for db, figures in out.items() for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
