@@ -68,6 +68,29 @@ def ingest_command(
     typer.echo(summary.line())
 
 
+@app.command("app")
+def app_command(
+    data_dir: DataDir = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port of the web app.")] = 8501,
+    database_url: DatabaseUrl = None,
+    headless: Annotated[bool, typer.Option("--headless/--browser", help="Do not open a browser window.")] = True,
+) -> None:
+    """Start the editors' app (Streamlit) on the data folder's store."""
+    import os
+    import subprocess
+    import sys
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    env = dict(os.environ, GIFLENS_DATA_DIR=str(Path(settings.data_dir).resolve()))
+    if database_url:
+        env["GIFLENS_DATABASE_URL"] = database_url
+    script = Path(__file__).resolve().parents[1] / "app.py"
+    typer.echo(f"giflens app on http://localhost:{port} (data folder {env['GIFLENS_DATA_DIR']})")
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+               "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
 def main() -> None:
     app()
 
