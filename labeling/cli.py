@@ -68,6 +68,107 @@ def ingest_command(
     typer.echo(summary.line())
 
 
+import_app = typer.Typer(help="Import reference data (each import is idempotent and audited).", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+Editor = Annotated[Optional[str], typer.Option("--editor", help="Who the audit log names (default: import:<file>).")]
+
+
+def _store_for(settings: Settings):
+    from labeling.db import open_store
+
+    return open_store(settings.resolved_database_url)
+
+
+def _run_import(action) -> None:
+    from labeling.errors import StoreError
+
+    try:
+        summary = action()
+    except StoreError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    for note in summary.skipped[:50]:
+        console.print(f"[yellow]skipped[/yellow] {note}")
+    if len(summary.skipped) > 50:
+        console.print(f"[yellow]... and {len(summary.skipped) - 50} more skipped[/yellow]")
+    typer.echo(summary.line())
+
+
+@import_app.command("raw-dataset")
+def import_raw_dataset_command(
+    folder: Annotated[Path, typer.Argument(help="Folder holding labels.csv and raw_dataset/<Label>/*.jpg.")],
+    data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
+) -> None:
+    """GIPHY's training layout: classes, ingested images, approved labels (largest face per image)."""
+    from labeling.importers import import_raw_dataset
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    with progress_bar() as progress:
+        task = progress.add_task("ingest", total=None, current="")
+        _run_import(lambda: import_raw_dataset(
+            _store_for(settings), folder, settings, editor,
+            on_start=lambda n: progress.update(task, total=n),
+            on_result=lambda r: progress.update(task, advance=1, current=Path(r.path).name[:40])))
+
+
+@import_app.command("classes")
+def import_classes_command(csv_path: Annotated[Path, typer.Argument(help="Labels,Index CSV (GIPHY's class list).")],
+                           data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
+    """Celebrity classes from GIPHY's list (names like Brad_Pitt_[m.0c6qh])."""
+    from labeling.importers import import_classes
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    _run_import(lambda: import_classes(_store_for(settings), csv_path, editor))
+
+
+@import_app.command("attributes")
+def import_attributes_command(csv_path: Annotated[Path, typer.Argument(help="name,gender,ethnicity[,birth_year,country] CSV.")],
+                              data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
+    """Demographic attributes of classes (for the bias audit)."""
+    from labeling.importers import import_attributes
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    _run_import(lambda: import_attributes(_store_for(settings), csv_path, editor))
+
+
+@import_app.command("tags")
+def import_tags_command(csv_path: Annotated[Path, typer.Argument(help="file,uploader_tags CSV (tags ;-separated).")],
+                        data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
+    """Uploader tags onto ingested media, matched by file name."""
+    from labeling.importers import import_tags
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    _run_import(lambda: import_tags(_store_for(settings), csv_path, editor))
+
+
+@app.command("export")
+def export_command(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create (must not exist or be empty).")],
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+    editor: Annotated[Optional[str], typer.Option("--editor", help="Who the manifest names (default: OS user).")] = None,
+    val_share: Annotated[float, typer.Option("--val-share", min=0.0, max=0.9, help="Share of faces for validation.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export folder.")] = False,
+) -> None:
+    """Approved labels in GIPHY's training layout, tags JSONL, projector TSV, manifest.json."""
+    import getpass
+
+    from labeling.errors import StoreError
+    from labeling.export import export_dataset
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    with progress_bar() as progress:
+        task = progress.add_task("export", total=None, current="")
+        try:
+            summary = export_dataset(_store_for(settings), Path(settings.data_dir), out_dir, editor or getpass.getuser(),
+                                     face_model=settings.face_model, val_share=val_share, seed=seed, overwrite=overwrite,
+                                     on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except StoreError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    typer.echo(summary.line())
+
+
 @app.command("app")
 def app_command(
     data_dir: DataDir = None,
