@@ -1,0 +1,301 @@
+"""Nearest neighbours over L2-normalised embeddings, by cosine distance (1 - cos).
+
+Why two engines: an editor asks "which faces look like this one?" over a few hundred to
+tens of thousands of embeddings. Below `exact_below` items one matrix product is exact and
+as fast as anything (bench/knn.py measures where HNSW starts to win), so approximation
+would only cost recall. Above it, nmslib's HNSW graph answers in far less than the linear
+scan. nmslib cannot insert into a built graph, so the index keeps its vectors and rebuilds
+the graph on `add`; keeping them also serves exact queries and `query_ids`.
+
+The index remembers the embedding model its vectors came from (`model_id`): a distance
+between a dlib face and a FaceNet face is meaningless, so mixing models is an error rather
+than a silently wrong neighbour list.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+FORMAT_VERSION = 1
+METHODS = ("auto", "hnsw", "exact")
+_GRAPH_FILE = "hnsw.bin"  # nmslib also writes hnsw.bin.dat (the data) beside it
+_EXACT_BLOCK = 1024  # query rows per matrix product: bounds memory at 1024 x n floats
+
+
+class KnnIndexError(ValueError):
+    """Bad use of an index: empty, not fitted, wrong dimension or model, non-finite vectors, bad ids."""
+
+
+def _as_unit_matrix(vectors: Any, dim: int | None = None) -> np.ndarray:
+    """(n, d) float32 rows of unit length; cosine distance ignores length, so rescaling loses nothing."""
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise KnnIndexError(f"expected a non-empty (n, d) matrix of vectors, got shape {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise KnnIndexError(f"vectors have {x.shape[1]} dimensions, the index holds {dim}-dimensional vectors")
+    if not np.isfinite(x).all():
+        raise KnnIndexError("vectors contain NaN or infinity")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise KnnIndexError("a zero vector has no direction: cosine distance is undefined")
+    return np.ascontiguousarray(x / norms, dtype=np.float32)
+
+
+def _as_ids(ids: Sequence[int | str], n: int) -> np.ndarray:
+    """int64 array when every id is an integer (the store's primary keys), else an object array."""
+    values = [i.item() if isinstance(i, np.generic) else i for i in ids]
+    if len(values) != n:
+        raise KnnIndexError(f"{n} vectors but {len(values)} ids")
+    if any(isinstance(v, bool) or not isinstance(v, (int, str)) for v in values):
+        raise KnnIndexError("ids must be integers or strings")
+    if len(set(values)) != len(values):
+        raise KnnIndexError("duplicate ids")
+    if all(isinstance(v, int) for v in values):
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError as exc:
+            raise KnnIndexError(f"integer ids must fit in 64 bits: {exc}") from exc
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _concat_ids(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype == b.dtype == np.int64:
+        return np.concatenate([a, b])
+    out = np.empty(len(a) + len(b), dtype=object)
+    out[: len(a)], out[len(a):] = a.tolist(), b.tolist()
+    return out
+
+
+class KnnIndex:
+    """k nearest neighbours by cosine distance; `fit` then `query`, like a scikit-learn estimator.
+
+    method: "exact" (numpy), "hnsw" (nmslib) or "auto" (HNSW once the index holds at least
+    `exact_below` items). M, ef_construction and ef_search are nmslib's HNSW parameters:
+    graph degree, build-time and query-time beam widths (larger: better recall, slower).
+    n_jobs: threads nmslib may use (1 by default: the machines are shared).
+    """
+
+    def __init__(self, model_id: str, method: str = "auto", exact_below: int = 2000, M: int = 16,
+                 ef_construction: int = 200, ef_search: int = 100, n_jobs: int = 1) -> None:
+        if not isinstance(model_id, str) or not model_id:
+            raise KnnIndexError("model_id must be a non-empty string (the embedding model's registry name)")
+        if method not in METHODS:
+            raise KnnIndexError(f"method must be one of {METHODS}, got {method!r}")
+        for name, value in (("exact_below", exact_below), ("M", M), ("ef_construction", ef_construction),
+                            ("ef_search", ef_search), ("n_jobs", n_jobs)):
+            if not isinstance(value, (int, np.integer)) or value < (0 if name == "exact_below" else 1):
+                raise KnnIndexError(f"{name} must be a positive integer, got {value!r}")
+        self.model_id = model_id
+        self.method = method
+        self.exact_below = int(exact_below)
+        self.M = int(M)
+        self.ef_construction = int(ef_construction)
+        self.ef_search = int(ef_search)
+        self.n_jobs = int(n_jobs)
+        # Fitted state (scikit-learn's trailing underscore): unit vectors, their ids, the graph.
+        self.vectors_: np.ndarray | None = None
+        self.ids_: np.ndarray | None = None
+        self._graph: Any = None
+
+    def get_params(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "method": self.method, "exact_below": self.exact_below, "M": self.M,
+                "ef_construction": self.ef_construction, "ef_search": self.ef_search, "n_jobs": self.n_jobs}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"KnnIndex({params}) with {len(self)} items, {'hnsw' if self.uses_hnsw else 'exact'}"
+
+    def __len__(self) -> int:
+        return 0 if self.ids_ is None else len(self.ids_)
+
+    @property
+    def dim(self) -> int | None:
+        """Embedding dimension, None before fit."""
+        return None if self.vectors_ is None else int(self.vectors_.shape[1])
+
+    @property
+    def uses_hnsw(self) -> bool:
+        """Whether queries go to the HNSW graph (else exact search)."""
+        return self._graph is not None
+
+    def _wants_hnsw(self, n: int) -> bool:
+        return self.method == "hnsw" or (self.method == "auto" and n >= self.exact_below)
+
+    def _check_model(self, model_id: str | None) -> None:
+        if model_id is not None and model_id != self.model_id:
+            raise KnnIndexError(f"this index holds {self.model_id!r} embeddings, got {model_id!r} vectors")
+
+    def _check_fitted(self) -> None:
+        if self.vectors_ is None:
+            raise KnnIndexError("the index is not fitted: call fit(vectors, ids) first")
+
+    # -- building ----------------------------------------------------------------------
+    def fit(self, vectors: np.ndarray, ids: Sequence[int | str], model_id: str | None = None) -> "KnnIndex":
+        """Index these vectors (replacing anything indexed before)."""
+        self._check_model(model_id)
+        x = _as_unit_matrix(vectors)
+        self._set(x, _as_ids(ids, len(x)))
+        return self
+
+    def add(self, vectors: np.ndarray, ids: Sequence[int | str], model_id: str | None = None) -> "KnnIndex":
+        """Extend the index; an HNSW graph is rebuilt over all items, so add in batches, not one by one."""
+        self._check_model(model_id)
+        if self.vectors_ is None:
+            return self.fit(vectors, ids)
+        x = _as_unit_matrix(vectors, self.dim)
+        new_ids = _as_ids(ids, len(x))
+        clash = set(new_ids.tolist()) & set(self.ids_.tolist())
+        if clash:
+            raise KnnIndexError(f"ids already in the index: {sorted(map(str, clash))[:5]}")
+        self._set(np.concatenate([self.vectors_, x]), _concat_ids(self.ids_, new_ids))
+        return self
+
+    def _set(self, x: np.ndarray, ids: np.ndarray) -> None:
+        graph = self._build_graph(x) if self._wants_hnsw(len(x)) else None
+        self.vectors_, self.ids_, self._graph = x, ids, graph
+
+    def _build_graph(self, x: np.ndarray) -> Any:
+        import nmslib
+
+        graph = nmslib.init(method="hnsw", space="cosinesimil")
+        graph.addDataPointBatch(x)
+        graph.createIndex({"M": self.M, "efConstruction": self.ef_construction, "post": 0,
+                           "indexThreadQty": self.n_jobs}, print_progress=False)
+        return graph
+
+    # -- searching ---------------------------------------------------------------------
+    def query(self, vectors: np.ndarray, k: int, model_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (m, k), cosine distances (m, k) float32), nearest first; k is capped at the index size."""
+        self._check_model(model_id)
+        self._check_fitted()
+        q = _as_unit_matrix(vectors, self.dim)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise KnnIndexError(f"k must be a positive integer, got {k!r}")
+        k = min(int(k), len(self))
+        rows, dists = self._hnsw(q, k) if self._graph is not None else self._exact(q, k)
+        return self.ids_[rows], dists
+
+    def _exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and distances of the k nearest, by one matrix product per block of queries."""
+        rows_out, dists_out = [], []
+        for start in range(0, len(q), _EXACT_BLOCK):
+            sims = q[start : start + _EXACT_BLOCK] @ self.vectors_.T
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            top_sims = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-top_sims, axis=1, kind="stable")
+            rows_out.append(np.take_along_axis(top, order, axis=1))
+            dists_out.append(np.clip(1.0 - np.take_along_axis(top_sims, order, axis=1), 0.0, 2.0))
+        return np.concatenate(rows_out), np.concatenate(dists_out).astype(np.float32)
+
+    def _hnsw(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Graph search; a row the graph answers with fewer than k items is answered exactly instead."""
+        self._graph.setQueryTimeParams({"efSearch": max(self.ef_search, k)})
+        results = self._graph.knnQueryBatch(q, k=k, num_threads=self.n_jobs)
+        rows = np.zeros((len(q), k), dtype=np.int64)
+        dists = np.zeros((len(q), k), dtype=np.float32)
+        short = []
+        for i, (idx, dist) in enumerate(results):
+            if len(idx) < k:
+                short.append(i)
+                continue
+            order = np.argsort(dist, kind="stable")
+            rows[i], dists[i] = idx[order], np.clip(dist[order], 0.0, 2.0)
+        if short:
+            rows[short], dists[short] = self._exact(q[short], k)
+        return rows, dists
+
+    def query_ids(self, ids: Sequence[int | str], k: int, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbours of items already indexed, by id; with exclude_self an item is not its own neighbour."""
+        self._check_fitted()
+        position = {v: i for i, v in enumerate(self.ids_.tolist())}
+        wanted = [i.item() if isinstance(i, np.generic) else i for i in ids]
+        missing = [i for i in wanted if i not in position]
+        if missing:
+            raise KnnIndexError(f"ids not in the index: {missing[:5]}")
+        if not wanted:
+            raise KnnIndexError("no ids to query")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise KnnIndexError(f"k must be a positive integer, got {k!r}")
+        rows = [position[i] for i in wanted]
+        if not exclude_self:
+            return self.query(self.vectors_[rows], k)
+        k = min(int(k), len(self) - 1)
+        if k == 0:
+            return np.empty((len(rows), 0), dtype=self.ids_.dtype), np.empty((len(rows), 0), dtype=np.float32)
+        found_rows, found_d = (self._hnsw if self._graph is not None else self._exact)(self.vectors_[rows], k + 1)
+        out_rows = np.empty((len(rows), k), dtype=np.int64)
+        out_d = np.empty((len(rows), k), dtype=np.float32)
+        for n, own in enumerate(rows):
+            # Drop the item itself; if the (approximate) graph did not return it, drop the farthest.
+            keep = np.flatnonzero(found_rows[n] != own)[:k]
+            out_rows[n], out_d[n] = found_rows[n][keep], found_d[n][keep]
+        return self.ids_[out_rows], out_d
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, folder: Path | str) -> Path:
+        """Write vectors, ids, parameters and the HNSW graph (with its data, so load does not rebuild).
+
+        Atomic: everything goes to a temporary folder beside the target, which is then renamed
+        into place, so a reader never sees half an index.
+        """
+        self._check_fitted()
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            np.save(tmp / "vectors.npy", self.vectors_, allow_pickle=False)
+            (tmp / "ids.json").write_text(json.dumps(self.ids_.tolist()))
+            if self._graph is not None:
+                self._graph.saveIndex(str(tmp / _GRAPH_FILE), save_data=True)
+            meta = {"format": FORMAT_VERSION, "params": self.get_params(), "n": len(self), "dim": self.dim,
+                    "ids_dtype": "int64" if self.ids_.dtype == np.int64 else "object",
+                    "graph": self._graph is not None}
+            (tmp / "index.json").write_text(json.dumps(meta, indent=1))
+            old = None
+            if folder.exists():
+                old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{tmp.name[-8:]}")
+                folder.rename(old)
+            tmp.rename(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path | str) -> "KnnIndex":
+        """Read an index written by save; the HNSW graph is loaded, not rebuilt."""
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "index.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise KnnIndexError(f"no saved index in {folder}: {exc}") from exc
+        if meta.get("format") != FORMAT_VERSION:
+            raise KnnIndexError(f"{folder}: index format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
+        index = cls(**meta["params"])
+        vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        ids = json.loads((folder / "ids.json").read_text())
+        index.vectors_ = vectors
+        index.ids_ = np.array(ids, dtype=np.int64) if meta["ids_dtype"] == "int64" else _as_ids(ids, len(ids))
+        if vectors.shape != (meta["n"], meta["dim"]) or len(index.ids_) != meta["n"]:
+            raise KnnIndexError(f"{folder}: vectors {vectors.shape} and {len(ids)} ids do not match index.json")
+        if meta["graph"]:
+            import nmslib
+
+            graph = nmslib.init(method="hnsw", space="cosinesimil")
+            graph.loadIndex(str(folder / _GRAPH_FILE), load_data=True)
+            if len(graph) != meta["n"]:
+                raise KnnIndexError(f"{folder}: the HNSW graph holds {len(graph)} items, index.json says {meta['n']}")
+            index._graph = graph
+        return index
