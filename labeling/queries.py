@@ -1,0 +1,338 @@
+"""Read-side queries: plain functions from the store to pandas DataFrames.
+
+Pages and figure builders read through these; nothing here writes. Every frame has a fixed
+set of columns (listed in each docstring) even when the store is empty, so callers can
+filter and plot without special cases. `version` columns are what the curation operations
+take as `expected_version(s)` for optimistic locking (0: no row yet).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from labeling.schema import (CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag, Track,
+                             bytes_to_vector)
+from labeling.validation import clean_tag_name
+
+UNLABELED = "unlabeled"  # label status of a face that has no face_label row (no prediction, no decision)
+DECIDED_STATUSES = ("approved", "rejected", "relabeled", "unknown")  # an editor (or an import) decided
+ATTRIBUTE_COLUMNS = ("gender", "ethnicity", "birth_year", "country")
+
+FACE_COLUMNS = [
+    "face_id", "media_id", "media_path", "media_kind", "frame_index", "face_index", "x1", "y1", "x2", "y2",
+    "probability", "model_id", "crop_path", "track_id", "label_status", "class_id", "class_name",
+    "predicted_class_id", "predicted_class_name", "predicted_confidence", "model_version", "source", "editor",
+    "version", *ATTRIBUTE_COLUMNS,
+]
+CLASS_COLUMNS = [
+    "class_id", "name", "display_name", "status", "external_id", *ATTRIBUTE_COLUMNS, "faces", "approved",
+    "relabeled", "predicted", "confirmed", "predicted_by_model", "merged_into_id", "merged_into_name",
+    "created_at", "updated_at", "updated_by", "version",
+]
+MEDIA_COLUMNS = [
+    "media_id", "path", "name", "kind", "status", "error", "size_bytes", "width", "height", "total_frames",
+    "duration_s", "faces", "tracks", "tags", "created_at", "updated_at", "version",
+]
+MEDIA_TAG_COLUMNS = [
+    "media_id", "media_path", "media_name", "tag_id", "tag", "confidence", "source", "status", "editor",
+    "updated_at", "version",
+]
+TRACK_COLUMNS = [
+    "track_id", "media_id", "media_path", "model_id", "track_index", "n_faces", "representative_face_id",
+    "representative_crop_path", "decided", "undecided", "has_decision", "predicted_class_id",
+    "predicted_class_name", "mean_confidence",
+]
+EXPORT_COLUMNS = ["export_id", "at", "editor", "out_dir", "classes", "faces", "train", "val", "media_with_tags"]
+
+
+def _frame(rows: list[Any], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+
+def face_models(store: sessionmaker[Session]) -> pd.DataFrame:
+    """Face embedding models in the store: model_id, faces, dim; the most used first."""
+    with store() as session:
+        rows = session.execute(select(FaceEmbedding.model_id, func.count(), func.max(FaceEmbedding.dim))
+                               .group_by(FaceEmbedding.model_id).order_by(func.count().desc(), FaceEmbedding.model_id)).all()
+    return _frame(rows, ["model_id", "faces", "dim"])
+
+
+def _default_face_model(session: Session) -> str | None:
+    return session.scalars(select(FaceEmbedding.model_id).group_by(FaceEmbedding.model_id)
+                           .order_by(func.count().desc(), FaceEmbedding.model_id).limit(1)).first()
+
+
+def faces_frame(store: sessionmaker[Session], model_id: str | None = None, *, class_id: int | None = None,
+                media_id: int | None = None, with_vectors: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
+    """One row per detected face, ordered by face id.
+
+    Columns: face_id, media_id, media_path, media_kind, frame_index, face_index, x1, y1, x2, y2 (the box),
+    probability, model_id, crop_path (relative to the data folder), track_id, label_status ("unlabeled"
+    when the face has neither a prediction nor a decision), class_id / class_name (current label),
+    predicted_class_id / predicted_class_name, predicted_confidence, model_version, source, editor,
+    version (of the face label; 0 when there is none), and the current class's gender, ethnicity,
+    birth_year, country.
+
+    model_id chooses the face embedding (crop, track, vector); None takes the model with the most
+    embeddings in the store. class_id keeps faces whose current or predicted class is that class;
+    media_id keeps one media item's faces.
+
+    with_vectors=True returns (frame, vectors): vectors is a float32 (n, d) array aligned with the
+    rows, and only faces that have an embedding of that model are kept (a face without one cannot
+    be placed in the embedding space).
+    """
+    current = aliased(CelebrityClass)
+    predicted = aliased(CelebrityClass)
+    with store() as session:
+        if model_id is None:
+            model_id = _default_face_model(session)
+        join = (FaceEmbedding.face_id == Face.id) & (FaceEmbedding.model_id == model_id)
+        columns = [Face.id, Face.media_id, Media.path, Media.kind, Face.frame_index, Face.face_index, Face.x1, Face.y1,
+                   Face.x2, Face.y2, Face.probability, FaceEmbedding.model_id, FaceEmbedding.crop_path,
+                   FaceEmbedding.track_id, FaceLabel.status, FaceLabel.class_id, current.name,
+                   FaceLabel.predicted_class_id, predicted.name, FaceLabel.predicted_confidence, FaceLabel.model_version,
+                   FaceLabel.source, FaceLabel.editor, FaceLabel.version,
+                   *(getattr(current, c) for c in ATTRIBUTE_COLUMNS)]
+        if with_vectors:
+            columns.append(FaceEmbedding.vector)
+        stmt = select(*columns).join(Media, Media.id == Face.media_id)
+        stmt = stmt.join(FaceEmbedding, join) if with_vectors else stmt.outerjoin(FaceEmbedding, join)
+        stmt = (stmt.outerjoin(FaceLabel, FaceLabel.face_id == Face.id)
+                .outerjoin(current, current.id == FaceLabel.class_id)
+                .outerjoin(predicted, predicted.id == FaceLabel.predicted_class_id))
+        if class_id is not None:
+            stmt = stmt.where((FaceLabel.class_id == class_id) | (FaceLabel.predicted_class_id == class_id))
+        if media_id is not None:
+            stmt = stmt.where(Face.media_id == media_id)
+        rows = session.execute(stmt.order_by(Face.id)).all()
+    vectors = None
+    if with_vectors:
+        blobs = [r[-1] for r in rows]
+        rows = [r[:-1] for r in rows]
+        vectors = (np.stack([bytes_to_vector(b) for b in blobs]) if blobs else np.zeros((0, 0), dtype=np.float32))
+    frame = _frame(rows, FACE_COLUMNS)
+    frame["label_status"] = frame["label_status"].fillna(UNLABELED)
+    frame["version"] = frame["version"].fillna(0).astype(int)
+    for col in ("class_id", "predicted_class_id", "track_id", "birth_year"):
+        frame[col] = frame[col].astype("Int64")
+    frame["predicted_confidence"] = frame["predicted_confidence"].astype(float)
+    if with_vectors:
+        return frame, vectors
+    return frame
+
+
+def classes_frame(store: sessionmaker[Session]) -> pd.DataFrame:
+    """The class catalog, ordered by name.
+
+    Columns: class_id, name, display_name, status, external_id, gender, ethnicity, birth_year, country,
+    faces (labeled with the class now), approved, relabeled, predicted (faces per label status),
+    confirmed (approved + relabeled: what export and training read), predicted_by_model (faces
+    whose latest prediction is the class, whatever the decision), merged_into_id / merged_into_name,
+    created_at, updated_at, updated_by, version.
+    """
+    target = aliased(CelebrityClass)
+    with store() as session:
+        rows = session.execute(
+            select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.display_name, CelebrityClass.status,
+                   CelebrityClass.external_id, *(getattr(CelebrityClass, c) for c in ATTRIBUTE_COLUMNS),
+                   CelebrityClass.merged_into_id, target.name, CelebrityClass.created_at, CelebrityClass.updated_at,
+                   CelebrityClass.updated_by, CelebrityClass.version)
+            .outerjoin(target, target.id == CelebrityClass.merged_into_id)).all()
+        counts = session.execute(select(FaceLabel.class_id, FaceLabel.status, func.count())
+                                 .where(FaceLabel.class_id.is_not(None))
+                                 .group_by(FaceLabel.class_id, FaceLabel.status)).all()
+        by_model = dict(session.execute(select(FaceLabel.predicted_class_id, func.count())
+                                        .where(FaceLabel.predicted_class_id.is_not(None))
+                                        .group_by(FaceLabel.predicted_class_id)).all())
+    per_status: dict[int, dict[str, int]] = {}
+    for cid, status, n in counts:
+        per_status.setdefault(cid, {})[status] = n
+    out = []
+    for r in rows:
+        (cid, name, display, status, ext, gender, ethnicity, birth_year, country, merged_id, merged_name,
+         created, updated, updated_by, version) = r
+        n = per_status.get(cid, {})
+        approved, relabeled, predicted = n.get("approved", 0), n.get("relabeled", 0), n.get("predicted", 0)
+        out.append((cid, name, display, status, ext, gender, ethnicity, birth_year, country, sum(n.values()),
+                    approved, relabeled, predicted, approved + relabeled, by_model.get(cid, 0), merged_id, merged_name,
+                    created, updated, updated_by, version))
+    frame = _frame(out, CLASS_COLUMNS)
+    frame["birth_year"] = frame["birth_year"].astype("Int64")
+    frame["merged_into_id"] = frame["merged_into_id"].astype("Int64")
+    return frame.sort_values(["name", "class_id"], key=lambda s: s.str.casefold() if s.dtype == object else s,
+                             ignore_index=True)
+
+
+def media_frame(store: sessionmaker[Session]) -> pd.DataFrame:
+    """Ingested media (failures included), ordered by id.
+
+    Columns: media_id, path, name (file name), kind, status ("ok" / "failed"), error, size_bytes, width,
+    height, total_frames, duration_s, faces, tracks (face tracks of any model), tags (active tags),
+    created_at, updated_at, version.
+    """
+    faces = select(Face.media_id, func.count().label("n")).group_by(Face.media_id).subquery()
+    tracks = select(Track.media_id, func.count().label("n")).group_by(Track.media_id).subquery()
+    tags = (select(MediaTag.media_id, func.count().label("n")).where(MediaTag.status == "active")
+            .group_by(MediaTag.media_id).subquery())
+    with store() as session:
+        rows = session.execute(
+            select(Media.id, Media.path, Media.kind, Media.status, Media.error, Media.size_bytes, Media.width,
+                   Media.height, Media.total_frames, Media.duration_s, func.coalesce(faces.c.n, 0),
+                   func.coalesce(tracks.c.n, 0), func.coalesce(tags.c.n, 0), Media.created_at, Media.updated_at,
+                   Media.version)
+            .outerjoin(faces, faces.c.media_id == Media.id).outerjoin(tracks, tracks.c.media_id == Media.id)
+            .outerjoin(tags, tags.c.media_id == Media.id).order_by(Media.id)).all()
+    out = [(r[0], r[1], Path(r[1]).name, *r[2:]) for r in rows]
+    frame = _frame(out, MEDIA_COLUMNS)
+    for col in ("size_bytes", "width", "height", "total_frames"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def media_tags_frame(store: sessionmaker[Session], media_id: int | None = None, tag: str | None = None,
+                     status: str | None = None) -> pd.DataFrame:
+    """Tags on media, every status ("active", "suggested", "rejected") unless status is given.
+
+    Columns: media_id, media_path, media_name, tag_id, tag, confidence, source, status, editor, updated_at,
+    version. Ordered by media, then confidence (highest first), then tag; with tag given (any spelling
+    the tag vocabulary normalises to it), by confidence first: the GIFs that carry the tag most surely.
+    """
+    stmt = (select(MediaTag.media_id, Media.path, Tag.id, Tag.name, MediaTag.confidence, MediaTag.source,
+                   MediaTag.status, MediaTag.editor, MediaTag.updated_at, MediaTag.version)
+            .join(Media, Media.id == MediaTag.media_id).join(Tag, Tag.id == MediaTag.tag_id))
+    if media_id is not None:
+        stmt = stmt.where(MediaTag.media_id == media_id)
+    if tag is not None:
+        stmt = stmt.where(Tag.name == clean_tag_name(tag))
+        stmt = stmt.order_by(MediaTag.confidence.desc(), MediaTag.media_id)
+    else:
+        stmt = stmt.order_by(MediaTag.media_id, MediaTag.confidence.desc(), Tag.name)
+    if status is not None:
+        stmt = stmt.where(MediaTag.status == status)
+    with store() as session:
+        rows = session.execute(stmt).all()
+    out = [(r[0], r[1], Path(r[1]).name, *r[2:]) for r in rows]
+    frame = _frame(out, MEDIA_TAG_COLUMNS)
+    frame["confidence"] = frame["confidence"].astype(float)
+    return frame
+
+
+def tag_counts_frame(store: sessionmaker[Session]) -> pd.DataFrame:
+    """The tag vocabulary in use: tag_id, tag, active, suggested, rejected (media per status), mean_confidence
+    (of active ones); the most used first."""
+    with store() as session:
+        rows = session.execute(select(Tag.id, Tag.name, MediaTag.status, func.count(), func.avg(MediaTag.confidence))
+                               .join(MediaTag, MediaTag.tag_id == Tag.id).group_by(Tag.id, Tag.name, MediaTag.status)).all()
+    per: dict[tuple[int, str], dict[str, Any]] = {}
+    for tag_id, name, status, n, mean in rows:
+        entry = per.setdefault((tag_id, name), {"active": 0, "suggested": 0, "rejected": 0, "mean_confidence": None})
+        entry[status] = n
+        if status == "active":
+            entry["mean_confidence"] = float(mean)
+    out = [(tid, name, e["active"], e["suggested"], e["rejected"], e["mean_confidence"]) for (tid, name), e in per.items()]
+    frame = _frame(out, ["tag_id", "tag", "active", "suggested", "rejected", "mean_confidence"])
+    frame["mean_confidence"] = frame["mean_confidence"].astype(float)
+    return frame.sort_values(["active", "suggested", "tag"], ascending=[False, False, True], ignore_index=True)
+
+
+def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> pd.DataFrame:
+    """Face tracks (one person in one GIF), tracks without any decision first, then the largest.
+
+    Columns: track_id, media_id, media_path, model_id, track_index, n_faces, representative_face_id,
+    representative_crop_path, decided (faces with an editor or import decision), undecided,
+    has_decision, predicted_class_id / predicted_class_name (the most frequent prediction among the
+    track's faces), mean_confidence (of those predictions). model_id None: every model's tracks.
+    """
+    rep = aliased(FaceEmbedding)
+    with store() as session:
+        stmt = (select(Track.id, Track.media_id, Media.path, Track.model_id, Track.track_index, Track.n_faces,
+                       Track.representative_face_id, rep.crop_path)
+                .join(Media, Media.id == Track.media_id)
+                .outerjoin(rep, (rep.face_id == Track.representative_face_id) & (rep.model_id == Track.model_id)))
+        if model_id is not None:
+            stmt = stmt.where(Track.model_id == model_id)
+        tracks = session.execute(stmt.order_by(Track.id)).all()
+        member_stmt = (select(FaceEmbedding.track_id, FaceLabel.status, FaceLabel.predicted_class_id,
+                              FaceLabel.predicted_confidence)
+                       .outerjoin(FaceLabel, FaceLabel.face_id == FaceEmbedding.face_id)
+                       .where(FaceEmbedding.track_id.is_not(None)))
+        if model_id is not None:
+            member_stmt = member_stmt.where(FaceEmbedding.model_id == model_id)
+        members = session.execute(member_stmt).all()
+        names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)).all())
+    stats: dict[int, dict[str, Any]] = {}
+    for track_id, status, pred, conf in members:
+        s = stats.setdefault(track_id, {"decided": 0, "faces": 0, "preds": {}, "conf": []})
+        s["faces"] += 1
+        s["decided"] += status in DECIDED_STATUSES
+        if pred is not None:
+            s["preds"][pred] = s["preds"].get(pred, 0) + 1
+        if conf is not None:
+            s["conf"].append(conf)
+    out = []
+    for t in tracks:
+        s = stats.get(t[0], {"decided": 0, "faces": 0, "preds": {}, "conf": []})
+        pred = max(s["preds"].items(), key=lambda kv: (kv[1], -kv[0]))[0] if s["preds"] else None
+        out.append((*t, s["decided"], s["faces"] - s["decided"], s["decided"] > 0, pred, names.get(pred),
+                    float(np.mean(s["conf"])) if s["conf"] else None))
+    frame = _frame(out, TRACK_COLUMNS)
+    frame["predicted_class_id"] = frame["predicted_class_id"].astype("Int64")
+    frame["representative_face_id"] = frame["representative_face_id"].astype("Int64")
+    frame["mean_confidence"] = frame["mean_confidence"].astype(float)
+    frame["has_decision"] = frame["has_decision"].astype(bool)
+    return frame.sort_values(["has_decision", "n_faces", "track_id"], ascending=[True, False, True], ignore_index=True)
+
+
+def exports_frame(store: sessionmaker[Session]) -> pd.DataFrame:
+    """Past exports, newest first: export_id, at, editor, out_dir and the manifest's counts."""
+    with store() as session:
+        rows = session.execute(select(Export.id, Export.at, Export.editor, Export.out_dir, Export.manifest)
+                               .order_by(Export.id.desc())).all()
+    out = []
+    for export_id, at, editor, out_dir, manifest in rows:
+        counts = (manifest or {}).get("counts", {})
+        out.append((export_id, at, editor, out_dir, counts.get("classes"), counts.get("faces"), counts.get("train"),
+                    counts.get("val"), counts.get("media_with_tags")))
+    return _frame(out, EXPORT_COLUMNS)
+
+
+def events_frame(store: sessionmaker[Session], editor: str | None = None, limit: int = 50) -> pd.DataFrame:
+    """Recent audit events, newest first: event_id, at, editor, operation, summary, n_entities, undone_by,
+    undo_of."""
+    from labeling.audit import recent_events
+
+    events = recent_events(store, editor, limit)
+    return _frame([(e.id, e.at, e.editor, e.operation, e.summary, e.n_entities, e.undone_by_id, e.undo_of_id)
+                   for e in events],
+                  ["event_id", "at", "editor", "operation", "summary", "n_entities", "undone_by", "undo_of"])
+
+
+def history_frame(store: sessionmaker[Session], key: str, limit: int = 200) -> pd.DataFrame:
+    """The audit history of one entity ("face:12", "class:3", "media:7"), newest first: event_id, at,
+    editor, operation, summary, before, after, undone_by."""
+    from labeling.audit import history
+
+    entries = history(store, key, limit)
+    return _frame([(h.event_id, h.at, h.editor, h.operation, h.summary, h.before, h.after, h.undone_by)
+                   for h in entries],
+                  ["event_id", "at", "editor", "operation", "summary", "before", "after", "undone_by"])
+
+
+def store_overview(store: sessionmaker[Session]) -> dict[str, Any]:
+    """Headline counts: media (ok / failed), faces, classes (active), labels per status, tags, events."""
+    with store() as session:
+        media = dict(session.execute(select(Media.status, func.count()).group_by(Media.status)).all())
+        labels = dict(session.execute(select(FaceLabel.status, func.count()).group_by(FaceLabel.status)).all())
+        classes = dict(session.execute(select(CelebrityClass.status, func.count()).group_by(CelebrityClass.status)).all())
+        faces = session.scalar(select(func.count()).select_from(Face))
+        tags = session.scalar(select(func.count()).select_from(MediaTag).where(MediaTag.status == "active"))
+        suggested = session.scalar(select(func.count()).select_from(MediaTag).where(MediaTag.status == "suggested"))
+    return {"media_ok": media.get("ok", 0), "media_failed": media.get("failed", 0), "faces": faces,
+            "faces_unlabeled": faces - sum(labels.values()), "labels": labels,
+            "classes_active": classes.get("active", 0), "classes": sum(classes.values()),
+            "tags_active": tags, "tags_suggested": suggested}
