@@ -187,6 +187,27 @@ def threshold_for_far(impostor: np.ndarray, target_far: float) -> float:
     return float((s[allowed - 1] + s[allowed]) / 2)
 
 
+def open_set_threshold(genuine: np.ndarray, impostor: np.ndarray, target_far: float,
+                       fixed: float | None = None, stacklevel: int = 4) -> tuple[float, float, float]:
+    """(threshold, false-accept rate, genuine-accept rate): `fixed` if given, else calibrated for `target_far`.
+
+    `stacklevel` points a CalibrationWarning at the caller's fit line.
+    """
+    if fixed is None:
+        if len(impostor) * target_far < 1:
+            # With 30 impostors a 1% rate is below the resolution: the threshold lands just under the
+            # closest impostor, and on LFW with 6 classes it then accepted 9 of 15 photos of an unseen
+            # person. Say so rather than pretend the target was met.
+            warnings.warn(f"only {len(impostor)} impostor distances: a false-accept rate of {target_far} "
+                          f"needs at least {int(np.ceil(1 / target_far))}; fit more classes or "
+                          "calibrate() with faces of people outside the class list", CalibrationWarning,
+                          stacklevel=stacklevel)
+        threshold = threshold_for_far(impostor, target_far)
+    else:
+        threshold = float(fixed)
+    return (threshold, *accept_rates(genuine, impostor, threshold))
+
+
 def accept_rates(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:
     """(false-accept rate, genuine-accept rate) at a threshold; NaN when a side has no distances."""
     far = float(np.mean(impostor <= threshold)) if len(impostor) else float("nan")
@@ -339,19 +360,8 @@ class CentroidKnnClassifier:
         return self
 
     def _set_threshold(self, genuine: np.ndarray, impostor: np.ndarray) -> None:
-        if self.unknown_threshold is None:
-            if len(impostor) * self.target_far < 1:
-                # With 30 impostors a 1% rate is below the resolution: the threshold lands just under the
-                # closest impostor, and on LFW with 6 classes it then accepted 9 of 15 photos of an unseen
-                # person. Say so rather than pretend the target was met.
-                warnings.warn(f"only {len(impostor)} impostor distances: a false-accept rate of {self.target_far} "
-                              f"needs at least {int(np.ceil(1 / self.target_far))}; fit more classes or "
-                              "calibrate() with faces of people outside the class list", CalibrationWarning,
-                              stacklevel=3)
-            self.threshold_ = threshold_for_far(impostor, self.target_far)
-        else:
-            self.threshold_ = float(self.unknown_threshold)
-        self.false_accept_rate_, self.genuine_accept_rate_ = accept_rates(genuine, impostor, self.threshold_)
+        self.threshold_, self.false_accept_rate_, self.genuine_accept_rate_ = open_set_threshold(
+            genuine, impostor, self.target_far, self.unknown_threshold)
         self.calibration_sizes_ = {"genuine": int(len(genuine)), "impostor": int(len(impostor))}
 
     # -- state -----------------------------------------------------------------------------
