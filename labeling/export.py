@@ -1,24 +1,38 @@
-"""Export curated labels in the layout the retraining job reads (GIPHY's celebrity detector),
-plus the tag dataset, Embedding Projector files and a manifest.
+"""Export curated labels for retraining, in the layout of GIPHY's celebrity detector, plus the
+tag dataset, Embedding Projector files and a manifest.
 
-The export is built in a temporary folder beside OUT_DIR and renamed at the end, so an
-interrupted export leaves nothing half-written. Train / validation groups are connected
-components of media that share bytes or near-duplicate frames: a GIF and its re-encode never
-end up on both sides.
+    OUT_DIR/
+      labels.csv              Label,Index: one row per exported class, indices 0..n-1 in class-id order
+      classes.csv             folder,index,class_id,name,external_id: the exact names behind the folders
+      raw_dataset/<Label>/<face id>.jpg   aligned face crops of confirmed labels
+      split.csv               face_id,class_id,label,media_id,group,side (train / val)
+      tags.jsonl              {"media": path, "sha256": ..., "media_id": ..., "tags": [[tag, confidence], ...]}
+      projector/vectors.tsv   face embeddings, one row per labeled face (TensorFlow Embedding Projector)
+      projector/metadata.tsv  face_id, class, status, source, side (header row first)
+      manifest.json           counts, provenance, split, schema version, sha256 of every other file
+
+Only confirmed labels (`CONFIRMED_STATUSES`) of classes that are not retired are exported.
+Folder names are safe on Linux, macOS and Windows (`safe_folder_name`). Train and validation
+never share a source media item or its near-duplicates: media are joined when any of their
+frame pHashes lie within a small Hamming radius (union-find), and whole groups go to one side.
+
+The export is built in a hidden temporary folder beside OUT_DIR and renamed into place at
+the end, so an interrupted export leaves no half-written OUT_DIR.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
-import random
+import math
+import os
+import secrets
 import shutil
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Hashable, Iterable
 
 import numpy as np
 from sqlalchemy import select
@@ -26,82 +40,149 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import current_revision
 from labeling.errors import ValidationError
-from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
-                             MediaTag, Tag, bytes_to_vector, utcnow)
+from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag,
+                             Tag, bytes_to_vector, utcnow)
 from labeling.validation import check_editor
 
-RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-ILLEGAL = set('<>:"/\\|?*')
-NEAR_DUPLICATE_RADIUS = 6  # bits of 64: re-encodes and resizes of one clip stay within this
+FORMAT = "giflens-export/1"
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "CLOCK$"}
+RESERVED_NAMES = frozenset(_WINDOWS_DEVICES | {f"{p}{d}" for p in ("COM", "LPT") for d in "0123456789\u00b9\u00b2\u00b3"})
+ILLEGAL_CHARS = frozenset('<>:"/\\|?*')
+FOLDER_MAX_BYTES = 120  # of the name before the external id; ext4 and NTFS allow 255
+NEAR_DUPLICATE_RADIUS = 6  # bits of 64: resizes and re-encodes of a clip stay within this
+MIN_HASH_BITS = 16  # a natural frame's median-threshold pHash sets 32 bits; flat frames (black, one colour) set ~1
 
 
-def safe_folder_name(name: str, external_id: str | None = None) -> str:
-    """A folder name that is the same, valid and harmless on Linux, macOS and Windows."""
-    text = unicodedata.normalize("NFC", name)
-    text = "".join("_" if (c in ILLEGAL or unicodedata.category(c)[0] == "C" or c.isspace()) else c for c in text)
-    text = text.strip(" ._") or "class"
+# -- folder names (pure) ----------------------------------------------------------------------
+def _clean_component(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    text = "".join("_" if (c in ILLEGAL_CHARS or c.isspace() or unicodedata.category(c)[0] == "C") else c for c in text)
+    return text.strip(" ._")
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", errors="ignore").rstrip(" ._")
+
+
+def safe_folder_name(name: str, external_id: str | None = None, max_bytes: int = FOLDER_MAX_BYTES) -> str:
+    """A folder name that is valid and means the same thing on Linux, macOS and Windows:
+    no path separators or `..` (nothing can escape raw_dataset/), no characters Windows
+    forbids (`<>:"/\\|?*`, control characters), whitespace as `_` (GIPHY's style), no leading
+    or trailing dots, spaces or underscores, no reserved device names (CON, NUL, COM1, ...,
+    also with an extension), at most `max_bytes` of UTF-8 before the `_[external id]` suffix.
+    Uniqueness across classes is `unique_folder_names`' job."""
+    text = _truncate_utf8(_clean_component(name), max_bytes) or "class"
     if external_id:
-        text = f"{text}_[{external_id.replace('/', '_')}]"
-    if text.split(".")[0].upper() in RESERVED:
+        ext = _truncate_utf8(_clean_component(external_id), 64)
+        if ext:
+            text = f"{text}_[{ext}]"
+    stem = unicodedata.normalize("NFKC", text.split(".")[0]).rstrip(" ").upper()
+    if stem in RESERVED_NAMES:
         text = f"_{text}"
-    return text[:120]
+    return text
 
 
-def unique_folder_names(classes: list[tuple[int, str, str | None]]) -> dict[int, str]:
-    """class id -> folder; names that collide after case-folding get the class id appended."""
-    out, seen = {}, set()
+def folder_key(folder: str) -> str:
+    """What makes two folder names the same on a case-insensitive, normalising file system."""
+    return unicodedata.normalize("NFKC", folder).casefold()
+
+
+def unique_folder_names(classes: Iterable[tuple[int, str, str | None]]) -> dict[int, str]:
+    """class id -> folder, in class-id order; a folder that collides with an earlier one after
+    case-folding gets `_<class id>` appended (and a counter, in the unlikely case that collides too)."""
+    out: dict[int, str] = {}
+    seen: set[str] = set()
     for class_id, name, external in sorted(classes):
-        folder = safe_folder_name(name, external)
-        if folder.casefold() in seen:
-            folder = f"{folder}_{class_id}"
-        seen.add(folder.casefold())
+        base = safe_folder_name(name, external)
+        folder, n = base, 1
+        while folder_key(folder) in seen:
+            folder = f"{base}_{class_id}" if n == 1 else f"{base}_{class_id}_{n}"
+            n += 1
+        seen.add(folder_key(folder))
         out[class_id] = folder
     return out
 
 
-def near_duplicate_groups(media_hashes: dict[int, list[str]], radius: int = NEAR_DUPLICATE_RADIUS) -> dict[int, int]:
-    """media id -> group id (smallest member), joining media with any frame pair within radius."""
-    ids = sorted(media_hashes)
-    parent = {m: m for m in ids}
+# -- near-duplicate groups and the split (pure) -------------------------------------------------
+def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
+                          radius: int = NEAR_DUPLICATE_RADIUS) -> dict[Hashable, Hashable]:
+    """media -> group (its smallest member): union-find over media that share any pair of frame
+    pHashes (16 hex digits) within `radius` bits. Exact and sub-quadratic: two hashes within r
+    bits agree exactly on at least one of r + 1 disjoint bit blocks (pigeonhole), so only hashes
+    sharing a block value are compared. Flat frames (fewer than MIN_HASH_BITS bits set) are
+    ignored: a black frame would otherwise join every clip that fades to black."""
+    parent: dict[Hashable, Hashable] = {m: m for m in media_hashes}
 
-    def find(m: int) -> int:
-        while parent[m] != m:
-            parent[m] = parent[parent[m]]
-            m = parent[m]
-        return m
+    def find(m: Hashable) -> Hashable:
+        root = m
+        while parent[root] != root:
+            root = parent[root]
+        while parent[m] != root:
+            parent[m], m = root, parent[m]
+        return root
 
-    owners, values = [], []
-    for m in ids:
-        for h in media_hashes[m] or []:
-            owners.append(m)
-            values.append(int(h, 16))
-    if values:
-        owners_arr = np.array(owners)
-        hashes = np.array(values, dtype=np.uint64)
-        for i in range(len(hashes)):
-            x = np.bitwise_xor(hashes[i + 1 :], hashes[i])
-            bits = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
-            for j in np.nonzero(bits <= radius)[0]:
-                a, b = find(int(owners_arr[i])), find(int(owners_arr[i + 1 + j]))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return {m: find(m) for m in ids}
+    def union(a: Hashable, b: Hashable) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            lo, hi = sorted((ra, rb), key=lambda x: (str(type(x)), x))
+            parent[hi] = lo
+
+    owners: dict[int, list[Hashable]] = {}
+    for media, hashes in media_hashes.items():
+        for h in hashes or []:
+            value = int(h, 16)
+            if value.bit_count() >= MIN_HASH_BITS:
+                owners.setdefault(value, []).append(media)
+    for members in owners.values():  # identical hashes
+        for other in members[1:]:
+            union(members[0], other)
+    if radius > 0 and len(owners) > 1:
+        values = np.fromiter(owners, dtype=np.uint64, count=len(owners))
+        first = [owners[int(v)][0] for v in values]
+        bounds = np.linspace(0, 64, min(radius, 63) + 2).astype(int)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            block = (values >> np.uint64(lo)) & np.uint64((1 << int(hi - lo)) - 1)
+            order = np.argsort(block, kind="stable")
+            cuts = np.nonzero(np.diff(block[order]))[0] + 1
+            for bucket in np.split(order, cuts):
+                for i in range(len(bucket) - 1):
+                    rest = bucket[i + 1 :]
+                    close = rest[np.bitwise_count(values[rest] ^ values[bucket[i]]) <= radius]
+                    for j in close:
+                        union(first[bucket[i]], first[j])
+    return {m: find(m) for m in media_hashes}
 
 
-def assign_sides(group_sizes: dict[int, int], val_share: float, seed: int) -> dict[int, str]:
-    """Whole groups go to train or val; val takes groups in a seeded order until it holds val_share of the faces."""
-    groups = sorted(group_sizes)
-    random.Random(seed).shuffle(groups)
-    total, val = sum(group_sizes.values()), 0
-    sides = {}
-    for g in groups:
-        if val + group_sizes[g] <= val_share * total + 1e-9 and val_share > 0:
-            sides[g], val = "val", val + group_sizes[g]
+def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int,
+                 group_keys: dict[Hashable, str] | None = None) -> dict[Hashable, str]:
+    """group -> "train" or "val", whole groups only, stratified by class: each class aims at
+    round(split x its faces) validation faces. Groups are visited in an order seeded by `seed`
+    and the group's key (content hashes by default, so the order does not depend on database
+    ids) and go to val while every class in them still fits under its target."""
+    if not 0.0 <= split < 1.0:
+        raise ValidationError(f"the validation split must be in [0, 1), got {split}")
+    totals: Counter = Counter()
+    for counts in group_classes.values():
+        totals.update(counts)
+    target = {c: math.floor(split * n + 0.5) for c, n in totals.items()}
+    keys = group_keys or {g: str(g) for g in group_classes}
+    order = sorted(group_classes, key=lambda g: (hashlib.sha256(f"{seed}:{keys[g]}".encode()).hexdigest(), str(g)))
+    val: Counter = Counter()
+    sides: dict[Hashable, str] = {}
+    for g in order:
+        counts = group_classes[g]
+        if split > 0 and all(val[c] + n <= target[c] for c, n in counts.items()):
+            sides[g] = "val"
+            val.update(counts)
         else:
             sides[g] = "train"
     return sides
 
 
+# -- the export ----------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -110,125 +191,248 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_export(out_dir: Path) -> list[str]:
+    """Files whose sha256 differs from the manifest, or that are missing or unlisted (empty: intact)."""
+    out_dir = Path(out_dir)
+    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    listed = manifest["files"]
+    present = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()} - {"manifest.json"}
+    problems = [f"{rel}: missing" for rel in sorted(set(listed) - present)]
+    problems += [f"{rel}: not in the manifest" for rel in sorted(present - set(listed))]
+    problems += [f"{rel}: sha256 differs" for rel in sorted(set(listed) & present) if _sha256(out_dir / rel) != listed[rel]]
+    return problems
+
+
 @dataclass
 class ExportSummary:
     out_dir: Path
+    export_id: int
     classes: int
     faces: int
     train: int
     val: int
+    missing_crops: int
     media_with_tags: int
-    manifest: dict
+    projector_vectors: int
+    seconds: float
+    manifest: dict[str, Any]
 
     def line(self) -> str:
-        return (f"exported {self.classes} classes, {self.faces} faces (train {self.train}, val {self.val}), "
-                f"{self.media_with_tags} tagged media to {self.out_dir}")
+        missing = f", {self.missing_crops} without a crop skipped" if self.missing_crops else ""
+        return (f"exported {self.classes} classes, {self.faces} faces (train {self.train}, val {self.val}){missing}, "
+                f"{self.media_with_tags} tagged media, {self.projector_vectors} projector vectors to {self.out_dir} "
+                f"in {self.seconds:.1f} s")
 
 
-def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, editor: str, face_model: str = "dlib-resnet-v1",
-                   val_share: float = 0.2, seed: int = 0, overwrite: bool = False,
-                   on_progress: Callable[[int, int], None] | None = None) -> ExportSummary:
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValidationError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ValidationError(f"{out_dir} exists and is not empty; choose another folder or overwrite it")
+        if not (out_dir / "manifest.json").is_file():
+            raise ValidationError(f"{out_dir} is not empty and is not a giflens export (no manifest.json); "
+                                  "refusing to overwrite it")
+
+
+def _read_snapshot(session: Session, face_model: str) -> dict[str, Any]:
+    """Everything the export needs, read in one transaction (a consistent snapshot)."""
+    labels = session.execute(
+        select(FaceLabel.face_id, FaceLabel.class_id, FaceLabel.status, FaceLabel.source, Face.media_id,
+               FaceEmbedding.crop_path)
+        .join(Face, Face.id == FaceLabel.face_id)
+        .join(CelebrityClass, CelebrityClass.id == FaceLabel.class_id)
+        .outerjoin(FaceEmbedding, (FaceEmbedding.face_id == Face.id) & (FaceEmbedding.model_id == face_model))
+        .where(FaceLabel.status.in_(CONFIRMED_STATUSES), CelebrityClass.status != "retired")
+        .order_by(FaceLabel.face_id)).all()
+    projector = session.execute(
+        select(FaceLabel.face_id, FaceLabel.class_id, FaceLabel.status, FaceLabel.source, FaceEmbedding.vector)
+        .join(FaceEmbedding, (FaceEmbedding.face_id == FaceLabel.face_id) & (FaceEmbedding.model_id == face_model))
+        .order_by(FaceLabel.face_id)).all()
+    classes = {c.id: c for c in session.scalars(select(CelebrityClass))}
+    media_ids = sorted({r.media_id for r in labels})
+    media: dict[int, Any] = {}
+    for start in range(0, len(media_ids), 5000):
+        media.update({m.id: m for m in session.execute(
+            select(Media.id, Media.sha256, Media.frame_hashes).where(Media.id.in_(media_ids[start : start + 5000])))})
+    tags = session.execute(
+        select(Media.id, Media.path, Media.sha256, Tag.name, MediaTag.confidence)
+        .join(MediaTag, MediaTag.media_id == Media.id).join(Tag, Tag.id == MediaTag.tag_id)
+        .where(MediaTag.status == "active").order_by(Media.id, MediaTag.confidence.desc(), Tag.name)).all()
+    return {"labels": labels, "projector": projector, "classes": classes, "media": media, "tags": tags,
+            "revision": current_revision(session.get_bind())}
+
+
+def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _tsv_cell(value: Any) -> str:
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def _place(tmp: Path, out_dir: Path) -> Callable[[], None]:
+    """Move the finished export into place; returns a function that puts things back."""
+    old = None
+    if out_dir.is_dir():
+        if any(out_dir.iterdir()):
+            old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(4)}"
+            out_dir.rename(old)
+        else:
+            out_dir.rmdir()
+    try:
+        os.rename(tmp, out_dir)
+    except OSError as exc:
+        if old is not None:
+            old.rename(out_dir)
+        raise ValidationError(f"cannot move the export into {out_dir}: {exc.strerror or exc}") from exc
+
+    def restore() -> None:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if old is not None:
+            old.rename(out_dir)
+
+    restore.old = old  # type: ignore[attr-defined]
+    return restore
+
+
+def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, editor: str, split: float = 0.2,
+                   seed: int = 0, on_progress: Callable[[int, int], None] | None = None, *,
+                   face_model: str = "dlib-resnet-v1", overwrite: bool = False,
+                   near_duplicate_radius: int = NEAR_DUPLICATE_RADIUS) -> ExportSummary:
+    """Write the retraining export of the store to out_dir (see the module docstring) and record
+    it in the `export` table. `split` is the share of each class's faces aimed at validation;
+    `on_progress(done, total)` is called as face crops are copied. A non-empty out_dir is
+    refused unless `overwrite` (and then only when it holds an earlier export)."""
+    started = utcnow()
     editor = check_editor(editor)
-    if not 0 <= val_share < 1:
-        raise ValidationError(f"validation share must be in [0, 1), got {val_share}")
-    out_dir, data_dir = Path(out_dir), Path(data_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ValidationError(f"{out_dir} exists and is not empty; choose another folder or overwrite")
+    if not 0.0 <= split < 1.0:
+        raise ValidationError(f"the validation split must be in [0, 1), got {split}")
+    out_dir, data_dir = Path(out_dir).absolute(), Path(data_dir)
+    _check_out_dir(out_dir, overwrite)
+
     with store() as session:
-        rows = session.execute(
-            select(FaceLabel.face_id, FaceLabel.class_id, FaceLabel.status, FaceLabel.source, Face.media_id,
-                   FaceEmbedding.crop_path, FaceEmbedding.vector, Media.sha256, Media.path)
-            .join(Face, Face.id == FaceLabel.face_id).join(Media, Media.id == Face.media_id)
-            .join(CelebrityClass, CelebrityClass.id == FaceLabel.class_id)
-            .outerjoin(FaceEmbedding, (FaceEmbedding.face_id == Face.id) & (FaceEmbedding.model_id == face_model))
-            .where(FaceLabel.status.in_(CONFIRMED_STATUSES), CelebrityClass.status != "retired")
-            .order_by(FaceLabel.face_id)).all()
-        classes = {c.id: c for c in session.scalars(select(CelebrityClass).where(
-            CelebrityClass.id.in_({r.class_id for r in rows})))}
-        provenance = Counter(f"{src}/{st}" for src, st in session.execute(select(FaceLabel.source, FaceLabel.status)))
-        hashes = dict(session.execute(select(Media.id, Media.frame_hashes).where(Media.id.in_({r.media_id for r in rows}))).all())
-        tag_rows = session.execute(select(Media.id, Media.path, Media.sha256, Tag.name, MediaTag.confidence)
-                                   .join(MediaTag, MediaTag.media_id == Media.id).join(Tag, Tag.id == MediaTag.tag_id)
-                                   .where(MediaTag.status == "active").order_by(Media.id, MediaTag.confidence.desc(), Tag.name)).all()
-        revision = current_revision(session.get_bind())
-    folders = unique_folder_names([(c.id, c.name, c.external_id) for c in classes.values()])
-    index = {class_id: i for i, class_id in enumerate(sorted(folders))}  # dense, stable: by class id
-    groups = near_duplicate_groups({m: hashes.get(m) or [] for m in {r.media_id for r in rows}})
-    sides = assign_sides(Counter(groups[r.media_id] for r in rows), val_share, seed)
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        snap = _read_snapshot(session, face_model)
+    classes = snap["classes"]
+
+    def crop_of(row) -> Path | None:
+        if not row.crop_path:
+            return None
+        path = data_dir / row.crop_path
+        return path if path.is_file() else None
+
+    rows, missing = [], 0
+    for r in snap["labels"]:
+        crop = crop_of(r)
+        if crop is None:
+            missing += 1
+        else:
+            rows.append((r, crop))
+    folders = unique_folder_names([(c, classes[c].name, classes[c].external_id) for c in {r.class_id for r, _ in rows}])
+    index = {class_id: i for i, class_id in enumerate(sorted(folders))}  # dense and stable: class-id order
+    media = snap["media"]
+    groups = near_duplicate_groups({m: media[m].frame_hashes for m in {r.media_id for r, _ in rows}}, near_duplicate_radius)
+    group_classes: dict[int, Counter] = {}
+    group_key: dict[int, list[str]] = {}
+    for r, _ in rows:
+        g = groups[r.media_id]
+        group_classes.setdefault(g, Counter())[r.class_id] += 1
+        group_key.setdefault(g, []).append(media[r.media_id].sha256 or f"media-{r.media_id}")
+    sides = assign_sides(group_classes, split, seed, {g: min(keys) for g, keys in group_key.items()})
+    side_of_face = {r.face_id: sides[groups[r.media_id]] for r, _ in rows}
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{utcnow():%Y%m%d%H%M%S%f}"
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{secrets.token_hex(6)}"
     tmp.mkdir()
     try:
-        with (tmp / "labels.csv").open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["Label", "Index"])
-            w.writerows([folders[c], index[c]] for c in sorted(folders))
-        with (tmp / "classes.csv").open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["folder", "index", "class_id", "name", "external_id"])
-            w.writerows([folders[c], index[c], c, classes[c].name, classes[c].external_id or ""] for c in sorted(folders))
-        missing_crops = 0
-        split_rows, vectors, meta = [], [], []
-        for n, r in enumerate(rows):
-            folder = tmp / "raw_dataset" / folders[r.class_id]
-            folder.mkdir(parents=True, exist_ok=True)
-            crop = data_dir / r.crop_path if r.crop_path else None
-            if crop is None or not crop.is_file():
-                missing_crops += 1
-            else:
-                shutil.copyfile(crop, folder / f"{r.face_id}.jpg")
-                side = sides[groups[r.media_id]]
-                split_rows.append([r.face_id, folders[r.class_id], r.media_id, groups[r.media_id], side])
-                if r.vector is not None:
-                    vectors.append(bytes_to_vector(r.vector))
-                    meta.append([r.face_id, classes[r.class_id].name, r.status, r.source, side])
+        _write_csv(tmp / "labels.csv", ["Label", "Index"], ([folders[c], index[c]] for c in sorted(folders)))
+        _write_csv(tmp / "classes.csv", ["folder", "index", "class_id", "name", "external_id"],
+                   ([folders[c], index[c], c, classes[c].name, classes[c].external_id or ""] for c in sorted(folders)))
+        raw = tmp / "raw_dataset"
+        raw.mkdir()
+        for c in folders.values():
+            (raw / c).mkdir()
+        for n, (r, crop) in enumerate(rows, start=1):
+            shutil.copyfile(crop, raw / folders[r.class_id] / f"{r.face_id}.jpg")
             if on_progress is not None:
-                on_progress(n + 1, len(rows))
-        with (tmp / "split.csv").open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["face_id", "label", "media_id", "group", "side"])
-            w.writerows(split_rows)
-        with (tmp / "tags.jsonl").open("w", encoding="utf-8") as f:
-            current, tags = None, []
-            for media_id, path, sha, tag, conf in [*tag_rows, (None, None, None, None, None)]:
-                if media_id != (current[0] if current else None):
-                    if current:
-                        f.write(json.dumps({"media_id": current[0], "path": current[1], "sha256": current[2],
-                                            "tags": tags}, ensure_ascii=False) + "\n")
-                    current, tags = (media_id, path, sha), []
-                if tag is not None:
-                    tags.append([tag, round(float(conf), 4)])
+                on_progress(n, len(rows))
+        _write_csv(tmp / "split.csv", ["face_id", "class_id", "label", "media_id", "group", "side"],
+                   ([r.face_id, r.class_id, folders[r.class_id], r.media_id, groups[r.media_id], side_of_face[r.face_id]]
+                    for r, _ in rows))
+
+        tagged: dict[int, dict[str, Any]] = {}
+        for media_id, path, sha, tag, confidence in snap["tags"]:
+            item = tagged.setdefault(media_id, {"media": path, "sha256": sha, "media_id": media_id, "tags": []})
+            item["tags"].append([tag, round(float(confidence), 6)])
+        with (tmp / "tags.jsonl").open("w", encoding="utf-8", newline="\n") as f:
+            for item in tagged.values():
+                f.write(json.dumps(item, ensure_ascii=False) + "\n")
+
         projector = tmp / "projector"
         projector.mkdir()
-        with (projector / "vectors.tsv").open("w", encoding="utf-8") as f:
-            for v in vectors:
-                f.write("\t".join(f"{x:.6f}" for x in v) + "\n")
-        with (projector / "metadata.tsv").open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f, delimiter="\t", lineterminator="\n")
-            w.writerow(["face_id", "class", "status", "source", "side"])
-            w.writerows([[c.replace("\t", " ") if isinstance(c, str) else c for c in m] for m in meta])
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        side_counts = Counter(r[4] for r in split_rows)
+        vectors = [bytes_to_vector(p.vector) for p in snap["projector"]]
+        with (projector / "vectors.tsv").open("w", encoding="utf-8", newline="\n") as f:
+            if vectors:
+                np.savetxt(f, np.vstack(vectors), fmt="%.6f", delimiter="\t")
+        with (projector / "metadata.tsv").open("w", encoding="utf-8", newline="\n") as f:
+            f.write("face_id\tclass\tstatus\tsource\tside\n")
+            for p in snap["projector"]:
+                name = classes[p.class_id].name if p.class_id is not None else ""
+                f.write("\t".join(_tsv_cell(v) for v in (p.face_id, name, p.status, p.source,
+                                                           side_of_face.get(p.face_id, ""))) + "\n")
+
+        provenance: dict[str, dict[str, int]] = {}
+        for (source, status), n in sorted(Counter((r.source, r.status) for r, _ in rows).items()):
+            provenance.setdefault(source, {})[status] = n
+        side_counts = Counter(side_of_face.values())
+        side_media = Counter(sides[groups[m]] for m in {r.media_id for r, _ in rows})
+        finished = utcnow()
         manifest = {
-            "created_at": utcnow().isoformat(), "editor": editor, "schema_version": revision, "face_model": face_model,
-            "counts": {"classes": len(folders), "faces": len(split_rows), "faces_missing_crop": missing_crops,
-                       "train": side_counts.get("train", 0), "val": side_counts.get("val", 0),
-                       "media_with_tags": len({t[0] for t in tag_rows}), "projector_vectors": len(vectors)},
-            "label_provenance": dict(sorted(provenance.items())),
-            "split": {"val_share": val_share, "seed": seed, "near_duplicate_radius": NEAR_DUPLICATE_RADIUS,
-                      "groups": len(set(groups.values()))},
-            "files": {str(p.relative_to(tmp)): _sha256(p) for p in files},
+            "format": FORMAT,
+            "created_at": finished.isoformat(),
+            "editor": editor,
+            "schema_version": snap["revision"],
+            "face_model": face_model,
+            "class_index_order": "class_id",
+            "statuses": list(CONFIRMED_STATUSES),
+            "counts": {"classes": len(folders), "faces": len(rows), "faces_without_crop": missing,
+                       "media": sum(side_media.values()), "media_with_tags": len(tagged),
+                       "media_tags": len(snap["tags"]), "projector_vectors": len(vectors)},
+            "label_provenance": provenance,
+            "split": {"share": split, "seed": seed, "stratified_by": "class", "near_duplicate_radius": near_duplicate_radius,
+                      "groups": len(set(groups[r.media_id] for r, _ in rows)),
+                      "train": side_counts.get("train", 0), "val": side_counts.get("val", 0),
+                      "train_media": side_media.get("train", 0), "val_media": side_media.get("val", 0)},
+            "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        text = json.dumps(manifest, indent=2, ensure_ascii=False)
+        (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8")
+        record = {k: v for k, v in manifest.items() if k != "files"}
+        record["manifest_sha256"] = hashlib.sha256((text + "\n").encode("utf-8")).hexdigest()
+        record["files"] = len(manifest["files"])
+
+        with store() as session:
+            row = Export(at=finished, editor=editor, out_dir=str(out_dir), manifest=record)
+            session.add(row)
+            session.flush()
+            export_id = row.id
+            restore = _place(tmp, out_dir)  # the row commits only if the folder is in place
+            try:
+                session.commit()
+            except BaseException:
+                restore()
+                raise
+        old = getattr(restore, "old", None)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    with store() as session, session.begin():
-        session.add(Export(at=datetime.fromisoformat(manifest["created_at"]), editor=editor, out_dir=str(out_dir.resolve()),
-                           manifest={k: v for k, v in manifest.items() if k != "files"}))
-    return ExportSummary(out_dir, len(folders), len(split_rows), side_counts.get("train", 0), side_counts.get("val", 0),
-                         manifest["counts"]["media_with_tags"], manifest)
+    return ExportSummary(out_dir, export_id, len(folders), len(rows), side_counts.get("train", 0),
+                         side_counts.get("val", 0), missing, len(tagged), len(vectors),
+                         (utcnow() - started).total_seconds(), manifest)

@@ -1,256 +1,528 @@
 """Import reference data: GIPHY's training layout and class list, class attributes, uploader tags.
 
-Parsing is pure (rows in, records out, errors naming file and line); writing goes through
-the curation operations, so an import is audited like an editor's change (editor
-"import:<file>" unless given). Every import is idempotent: what already matches is skipped,
-and an import that changes nothing writes no audit event.
+Parsing is pure (a file in, records out; any problem is a `ValidationError` naming the file
+and line, raised before anything is written). Writing goes through the curation operations,
+so each import is one transaction with one audit event, like an editor's change (editor
+"import:<file name>" unless one is given; labels get source "import", tags source "uploader").
+
+Every import is idempotent: what already matches is left alone, and an import that changes
+nothing writes no audit event. Imports never override an editor: a face an editor decided
+keeps its decision, and a tag an editor set or rejected keeps its state.
 """
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from embeddings.cache import sha256_file
-from labeling.audit import run_operation
+from labeling.audit import Operation, run_operation
 from labeling.classes import create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
-from labeling.schema import CelebrityClass, Face, FaceLabel, Media
-from labeling.tags import apply_tags
-from labeling.validation import class_name_key, clean_attributes, clean_class_name
+from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, Face, FaceLabel, Media
+from labeling.tags import apply_tags, tag_ids
+from labeling.validation import ATTRIBUTES, class_name_key, clean_attributes, clean_class_name, clean_tag_name
 
-GIPHY_LABEL = re.compile(r"^(?P<name>.+?)_\[(?P<id>m\.[^\]]+)\]$")
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png"}
+# GIPHY labels end in a Freebase id (m.0c6qh) or a Knowledge Graph id (g.11cs12bg7b) in brackets.
+GIPHY_LABEL = re.compile(r"^(?P<name>.+?)_\[(?P<id>[^\[\]]+)\]$")
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
+EXTERNAL_ID_MAX = 64
+TAG_SEPARATOR = ";"
 
 
 @dataclass
 class ImportSummary:
-    what: str
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    labels: int = 0  # face labels approved (raw dataset)
-    skipped: list[str] = field(default_factory=list)  # rows or files not imported, with why
-    event_id: int | None = None
+    """What one import did; `line()` is the one-line report the CLI prints."""
+
+    what: str  # "classes", "attributes", "tags", "raw dataset"
+    source: str  # the file or folder imported
+    created: int = 0  # classes created
+    updated: int = 0  # classes (external id, attributes) or tags changed
+    labels: int = 0  # face labels written (raw dataset)
+    tags: int = 0  # media tags written
+    unchanged: int = 0  # records that already matched
+    kept: int = 0  # records left alone because an editor decided them
+    images: int = 0  # images found (raw dataset)
+    skipped: list[str] = field(default_factory=list)  # rows, files or images not imported, each with why
+    event_id: int | None = None  # the audit event, None when nothing changed
+
+    @property
+    def changed(self) -> int:
+        return self.created + self.updated + self.labels + self.tags
 
     def line(self) -> str:
-        extra = f", skipped {len(self.skipped)}" if self.skipped else ""
-        labels = f", labels approved {self.labels}" if self.what == "raw dataset" else ""
-        return f"{self.what}: created {self.created}, updated {self.updated}{labels}, unchanged {self.unchanged}{extra}"
+        parts = []
+        if self.what == "raw dataset":
+            parts.append(f"{self.images} images")
+        if self.what in ("classes", "attributes", "raw dataset"):
+            parts.append(f"{self.created} classes created")
+        if self.what in ("classes", "attributes"):
+            parts.append(f"{self.updated} updated")
+        if self.what == "raw dataset":
+            parts.append(f"{self.labels} labels approved")
+        if self.what == "tags":
+            parts.append(f"{self.tags} tags written")
+        parts.append(f"{self.unchanged} unchanged")
+        if self.kept:
+            parts.append(f"{self.kept} kept (editor's decision)")
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} skipped")
+        event = f" (audit event {self.event_id})" if self.event_id is not None else " (nothing changed)"
+        return f"import {self.what} from {self.source}: " + ", ".join(parts) + event
 
 
 # -- parsing (pure) ----------------------------------------------------------------------
+class LabelRow(NamedTuple):
+    line: int
+    label: str  # as written, e.g. Brad_Pitt_[m.0c6qh]; a folder name in the raw dataset
+    index: int
+    name: str  # Brad Pitt
+    external_id: str | None  # m.0c6qh
+
+
+class AttributeRow(NamedTuple):
+    line: int
+    name: str
+    external_id: str | None
+    values: dict[str, Any]  # only the attributes the row knows; empty cells are unknown and absent
+
+
+class TagRow(NamedTuple):
+    line: int
+    file: str
+    tags: list[str]
+
+
 def parse_giphy_label(label: str) -> tuple[str, str | None]:
-    """`Brad_Pitt_[m.0c6qh]` -> ("Brad Pitt", "m.0c6qh"); plain labels keep no id."""
-    match = GIPHY_LABEL.match(label.strip())
-    name, external = (match["name"], match["id"]) if match else (label.strip(), None)
-    return name.replace("_", " ").strip(), external
+    """`Brad_Pitt_[m.0c6qh]` -> ("Brad Pitt", "m.0c6qh"); underscores become spaces; plain labels keep no id."""
+    label = label.strip()
+    match = GIPHY_LABEL.match(label)
+    name, external = (match["name"], match["id"].strip()) if match else (label, None)
+    return " ".join(name.replace("_", " ").split()), external or None
 
 
-def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None = None) -> list[tuple[int, dict[str, str]]]:
-    """Rows with their line numbers; the header must hold the required columns (aliases allowed)."""
-    aliases = aliases or {}
+def _where(path: Path, line: int) -> str:
+    return f"{path}: line {line}"
+
+
+def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None = None) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """(header, rows with the line each starts on); the header must hold the required columns
+    (aliases map other spellings onto them). Blank rows are skipped; a row with more fields
+    than the header is an error."""
+    path, aliases, required = Path(path), aliases or {}, list(required)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raise ValidationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise ValidationError(f"{path}: cannot read ({exc.strerror})") from None
-    reader = csv.DictReader(text.splitlines())
-    header = [aliases.get(h.strip(), h.strip()) for h in (reader.fieldnames or [])]
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ValidationError(f"{path}: line 1: header {reader.fieldnames} lacks column(s) {', '.join(missing)}")
-    reader.fieldnames = header
-    return [(i, {k: (v or "").strip() for k, v in row.items() if k is not None}) for i, row in enumerate(reader, start=2)]
+        raise ValidationError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise ValidationError(f"{path}: line 1: the file is empty; expected a header {','.join(required)}")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        raw_header = next(reader)
+        header = [aliases.get(h.strip(), h.strip()) for h in raw_header]
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if repeated:
+            raise ValidationError(f"{_where(path, 1)}: column(s) {', '.join(repeated)} appear more than once in the header")
+        missing = [c for c in required if c not in header]
+        if missing:
+            hint = " (is the header missing?)" if not set(header) & set(required) else ""
+            raise ValidationError(f"{_where(path, 1)}: the header {','.join(raw_header)!r} lacks column(s) "
+                                  f"{', '.join(missing)}; expected {','.join(required)}{hint}")
+        start = reader.line_num + 1
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) > len(header):
+                raise ValidationError(f"{_where(path, line)}: {len(row)} fields, but the header has {len(header)} "
+                                      "(a comma in a value needs quotes)")
+            rows.append((line, {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}))
+    except csv.Error as exc:
+        raise ValidationError(f"{_where(path, reader.line_num)}: not valid CSV ({exc})") from None
+    return header, rows
 
 
-def read_labels_csv(path: Path) -> list[tuple[str, int]]:
-    """GIPHY's `Label,Index` / `Labels,Index`: unique labels, unique integer indices."""
-    rows = read_csv(path, ["Label", "Index"], aliases={"Labels": "Label"})
-    out, labels, indices = [], {}, {}
+def _check_name(path: Path, line: int, name: str, external_id: str | None) -> str:
+    try:
+        name = clean_class_name(name)
+    except ValidationError as exc:
+        raise ValidationError(f"{_where(path, line)}: {exc}") from None
+    if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
+        raise ValidationError(f"{_where(path, line)}: external id {external_id[:20]!r}... is longer than {EXTERNAL_ID_MAX} characters")
+    return name
+
+
+def read_labels_csv(path: Path) -> list[LabelRow]:
+    """GIPHY's `Label,Index` (or `Labels,Index`): labels unique (also once parsed into class
+    names, ignoring case), indices unique non-negative integers, names valid class names."""
+    path = Path(path)
+    _, rows = read_csv(path, ["Label", "Index"], aliases={"Labels": "Label"})
+    out: list[LabelRow] = []
+    labels: dict[str, int] = {}
+    keys: dict[str, int] = {}
+    indices: dict[int, int] = {}
     for line, row in rows:
         label, index = row["Label"], row["Index"]
         if not label:
-            raise ValidationError(f"{path}: line {line}: empty label")
+            raise ValidationError(f"{_where(path, line)}: empty label")
         try:
             idx = int(index)
         except ValueError:
-            raise ValidationError(f"{path}: line {line}: index {index!r} is not an integer") from None
+            raise ValidationError(f"{_where(path, line)}: index {index!r} is not an integer") from None
+        if idx < 0:
+            raise ValidationError(f"{_where(path, line)}: index {idx} is negative")
         if label in labels:
-            raise ValidationError(f"{path}: line {line}: label {label!r} repeats line {labels[label]}")
+            raise ValidationError(f"{_where(path, line)}: label {label!r} repeats line {labels[label]}")
         if idx in indices:
-            raise ValidationError(f"{path}: line {line}: index {idx} repeats line {indices[idx]}")
-        try:
-            clean_class_name(parse_giphy_label(label)[0])
-        except ValidationError as exc:
-            raise ValidationError(f"{path}: line {line}: {exc}") from None
-        labels[label], indices[idx] = line, line
-        out.append((label, idx))
+            raise ValidationError(f"{_where(path, line)}: index {idx} repeats line {indices[idx]}")
+        name, external = parse_giphy_label(label)
+        name = _check_name(path, line, name, external)
+        key = class_name_key(name)
+        if key in keys:
+            raise ValidationError(f"{_where(path, line)}: label {label!r} names the same class ({name!r}) as line {keys[key]}")
+        labels[label], keys[key], indices[idx] = line, line, line
+        out.append(LabelRow(line, label, idx, name, external))
     return out
 
 
 def read_class_map(path: Path) -> dict[str, tuple[str, str | None]]:
-    """An export's `classes.csv` (folder -> exact name and external id), preferred over parsing labels."""
-    return {row["folder"]: (row["name"], row.get("external_id") or None)
-            for _, row in read_csv(path, ["folder", "name"])}
+    """An export's `classes.csv`: folder -> (exact class name, external id). It is preferred over
+    parsing folder names, which cannot tell a space from an underscore."""
+    path = Path(path)
+    _, rows = read_csv(path, ["folder", "name"])
+    out: dict[str, tuple[str, str | None]] = {}
+    for line, row in rows:
+        if row["folder"] in out:
+            raise ValidationError(f"{_where(path, line)}: folder {row['folder']!r} appears twice")
+        external = row.get("external_id") or None
+        out[row["folder"]] = (_check_name(path, line, row["name"], external), external)
+    return out
+
+
+def read_attributes_csv(path: Path) -> list[AttributeRow]:
+    """`name,...` plus any of gender, ethnicity, birth_year, country (other columns, such as
+    lfw-people.csv's `photos`, are ignored). Names may use underscores for spaces and may
+    carry a GIPHY id. Empty cells mean unknown: the attribute is not set."""
+    path = Path(path)
+    header, rows = read_csv(path, ["name"])
+    columns = [c for c in ATTRIBUTES if c in header]
+    if not columns:
+        raise ValidationError(f"{_where(path, 1)}: the header has no attribute column; expected name and any of "
+                              f"{', '.join(ATTRIBUTES)}")
+    out: list[AttributeRow] = []
+    seen: dict[str, int] = {}
+    for line, row in rows:
+        name, external = parse_giphy_label(row["name"])
+        name = _check_name(path, line, name, external)
+        key = class_name_key(name)
+        if key in seen:
+            raise ValidationError(f"{_where(path, line)}: {name!r} repeats line {seen[key]}")
+        seen[key] = line
+        try:
+            values = clean_attributes({c: row[c] for c in columns if row[c]})
+        except ValidationError as exc:
+            raise ValidationError(f"{_where(path, line)}: {exc}") from None
+        out.append(AttributeRow(line, name, external, values))
+    return out
+
+
+def read_tags_csv(path: Path) -> list[TagRow]:
+    """`file,uploader_tags` with tags separated by `;` (a row may have none)."""
+    path = Path(path)
+    _, rows = read_csv(path, ["file", "uploader_tags"])
+    out: list[TagRow] = []
+    seen: dict[str, int] = {}
+    for line, row in rows:
+        name = row["file"]
+        if not name:
+            raise ValidationError(f"{_where(path, line)}: empty file name")
+        if name in seen:
+            raise ValidationError(f"{_where(path, line)}: file {name!r} repeats line {seen[name]}")
+        seen[name] = line
+        try:
+            tags = list(dict.fromkeys(clean_tag_name(t) for t in row["uploader_tags"].split(TAG_SEPARATOR) if t.strip()))
+        except ValidationError as exc:
+            raise ValidationError(f"{_where(path, line)}: {exc}") from None
+        out.append(TagRow(line, name, tags))
+    return out
 
 
 # -- writing ------------------------------------------------------------------------------
-def _classes_by_key(session: Session) -> dict[str, CelebrityClass]:
-    return {c.name_key: c for c in session.scalars(select(CelebrityClass))}
+class ClassSpec(NamedTuple):
+    name: str
+    external_id: str | None
+    where: str  # "file: line n", for notes
 
 
-def _ensure_classes(op, specs: list[tuple[str, str | None]], summary: ImportSummary) -> dict[str, int]:
-    """name -> class id, creating the missing ones inside the open operation."""
-    existing = _classes_by_key(op.session)
+def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSummary,
+                    attributes: dict[str, dict[str, Any]] | None = None,
+                    create: bool = True) -> tuple[dict[str, int], set[int]]:
+    """(name key -> class id, ids created), creating missing classes inside the open operation.
+    An existing class without an external id gets the imported one; a different one is kept
+    and noted."""
+    existing = {row.name_key: row for row in op.session.execute(
+        select(CelebrityClass.id, CelebrityClass.name_key, CelebrityClass.external_id))}
     ids: dict[str, int] = {}
-    for name, external in specs:
-        name = clean_class_name(name)
-        found = existing.get(class_name_key(name))
-        if found is not None:
-            ids[name] = found.id
-            summary.unchanged += 1
+    created: set[int] = set()
+    fill: dict[int, str] = {}
+    for spec in specs:
+        key = class_name_key(spec.name)
+        if key in ids:
             continue
-        ids[name] = create_class(op, name, external_id=external)
-        existing[class_name_key(name)] = op.session.get(CelebrityClass, ids[name])
-        summary.created += 1
-    return ids
+        row = existing.get(key)
+        if row is None:
+            if not create:
+                summary.skipped.append(f"{spec.where}: no class named {spec.name!r}")
+                continue
+            ids[key] = create_class(op, spec.name, external_id=spec.external_id,
+                                    attributes=(attributes or {}).get(key))
+            created.add(ids[key])
+            summary.created += 1
+            continue
+        ids[key] = row.id
+        if spec.external_id and row.external_id is None:
+            fill[row.id] = spec.external_id
+        elif spec.external_id and row.external_id != spec.external_id:
+            summary.skipped.append(f"{spec.where}: class {spec.name!r} keeps its external id {row.external_id} "
+                                   f"(the file says {spec.external_id})")
+    if fill:
+        rows = op.load("class", [(c,) for c in fill])
+        op.update("class", {(c,): {"external_id": e} for c, e in fill.items()}, rows)
+        summary.updated += len(fill)
+    return ids, created
+
+
+def _editor(editor: str | None, source: Path) -> str:
+    return editor or f"import:{Path(source).name}"
 
 
 def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
-    """GIPHY's class list (`Labels,Index`, names like `Brad_Pitt_[m.0c6qh]`) -> active classes."""
-    labels = read_labels_csv(csv_path)
-    summary = ImportSummary("classes")
-    with run_operation(store, editor or f"import:{Path(csv_path).name}", "import_classes") as op:
-        _ensure_classes(op, [parse_giphy_label(label) for label, _ in labels], summary)
-        op.summary = f"import {summary.created} classes from {Path(csv_path).name}"
+    """GIPHY's class list (`Labels,Index`, names like `Brad_Pitt_[m.0c6qh]`) -> active classes,
+    all in one operation. Classes that exist (same name, ignoring case) are left as they are,
+    except that a missing external id is filled in."""
+    csv_path = Path(csv_path)
+    rows = read_labels_csv(csv_path)
+    summary = ImportSummary("classes", csv_path.name)
+    with run_operation(store, _editor(editor, csv_path), "import_classes") as op:
+        _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows], summary)
+        summary.unchanged = len(rows) - summary.created - summary.updated
+        op.summary = f"import classes from {csv_path.name}: {summary.created} created, {summary.updated} updated"
     summary.event_id = op.result.event_id
     return summary
 
 
-def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
-    """`name,...,gender,ethnicity[,birth_year,country]`: empty cells mean unknown and leave the
-    attribute as it is. People without a class get one (status active): an attributes file
-    is a roster of people the catalog should know."""
-    rows = read_csv(csv_path, ["name"])
-    parsed = []
-    for line, row in rows:
-        try:
-            name, external = parse_giphy_label(row["name"])
-            values = clean_attributes({k: row[k] for k in ("gender", "ethnicity", "birth_year", "country") if row.get(k)})
-        except ValidationError as exc:
-            raise ValidationError(f"{csv_path}: line {line}: {exc}") from None
-        parsed.append((name, external, values))
-    summary = ImportSummary("attributes")
-    with run_operation(store, editor or f"import:{Path(csv_path).name}", "import_attributes") as op:
-        ids = _ensure_classes(op, [(n, e) for n, e, _ in parsed], summary)
-        summary.unchanged = 0
-        rows_now = op.load("class", [(ids[clean_class_name(n)],) for n, _, _ in parsed])
-        changes = {}
-        for name, _, values in parsed:
-            key = (ids[clean_class_name(name)],)
-            diff = {k: v for k, v in values.items() if rows_now[key][k] != v}
+def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None,
+                      create_missing: bool = True) -> ImportSummary:
+    """Demographic attributes of classes for the bias audit. Empty cells are unknown and leave
+    the attribute as it is (never cleared). People without a class get one (an attributes
+    file is a roster of people the catalog should know); with `create_missing=False` they are
+    reported instead."""
+    csv_path = Path(csv_path)
+    rows = read_attributes_csv(csv_path)
+    summary = ImportSummary("attributes", csv_path.name)
+    with run_operation(store, _editor(editor, csv_path), "import_attributes") as op:
+        values_of = {class_name_key(r.name): r.values for r in rows}
+        ids, created = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
+                                       summary, attributes=values_of, create=create_missing)
+        targets = {key: class_id for key, class_id in ids.items() if class_id not in created}
+        current = op.load("class", [(c,) for c in targets.values()])
+        changes: dict[tuple[int], dict[str, Any]] = {}
+        for key, class_id in targets.items():
+            diff = {k: v for k, v in values_of[key].items() if current[(class_id,)][k] != v}
             if diff:
-                changes[key] = diff
-            else:
-                summary.unchanged += 1
+                changes[(class_id,)] = diff
         if changes:
-            op.update("class", changes, rows_now)
-        summary.updated = len(changes)
-        op.summary = f"import attributes of {len(changes)} classes from {Path(csv_path).name}"
+            op.update("class", changes, current)
+        updated = {key[0] for key in op.written.get("class", set())} - created
+        summary.updated, summary.unchanged = len(updated), len(targets) - len(updated)
+        op.summary = (f"import attributes from {csv_path.name}: {summary.created} classes created, "
+                      f"{summary.updated} updated")
     summary.event_id = op.result.event_id
     return summary
 
 
 def _media_by_name(session: Session) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
-    for media_id, path in session.execute(select(Media.id, Media.path).where(Media.status == "ok")):
+    for media_id, path in session.execute(select(Media.id, Media.path).where(Media.status == "ok").order_by(Media.id)):
         out.setdefault(Path(path).name, []).append(media_id)
     return out
 
 
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
-    """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file name;
-    confidence 1.0, source "uploader". An editor's own tag on the same media is left alone."""
-    rows = read_csv(csv_path, ["file", "uploader_tags"])
-    summary = ImportSummary("tags")
+    """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
+    name (every ingested media item of that name), with confidence 1.0 and source "uploader".
+    A (media, tag) an editor set, or rejected, is left alone."""
+    csv_path = Path(csv_path)
+    rows = read_tags_csv(csv_path)
+    summary = ImportSummary("tags", csv_path.name)
     with store() as session:
         media = _media_by_name(session)
-    items = []
-    for line, row in rows:
-        tags = [t for t in row["uploader_tags"].split(";") if t.strip()]
-        if row["file"] not in media:
-            summary.skipped.append(f"line {line}: {row['file']} is not ingested")
-            continue
-        items += [(m, t, 1.0) for m in media[row["file"]] for t in tags]
-    if not items:
+    wanted: list[tuple[int, str]] = []
+    for row in rows:
+        matches = media.get(Path(row.file).name)
+        if not matches:
+            summary.skipped.append(f"{_where(csv_path, row.line)}: {row.file} is not ingested")
+        elif not row.tags:
+            summary.skipped.append(f"{_where(csv_path, row.line)}: {row.file} has no tags")
+        else:
+            wanted += [(m, t) for m in matches for t in row.tags]
+    if not wanted:
         return summary
-    with run_operation(store, editor or f"import:{Path(csv_path).name}", "import_tags") as op:
-        summary.created = apply_tags(op, items, "uploader", keep_editor_tags=True)
-        summary.unchanged = len(items) - summary.created
-        op.summary = f"import {summary.created} uploader tags from {Path(csv_path).name}"
+    with run_operation(store, _editor(editor, csv_path), "import_tags") as op:
+        ids = tag_ids(op.session, [t for _, t in wanted])
+        current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
+        items = []
+        for m, t in wanted:
+            row = current[(m, ids[t])]
+            if row is not None and (row["source"] == "editor" or row["status"] == "rejected"):
+                summary.kept += 1
+            else:
+                items.append((m, t, 1.0))
+        summary.tags = apply_tags(op, items, "uploader") if items else 0
+        summary.unchanged = len(items) - summary.tags
+        op.summary = f"import uploader tags from {csv_path.name}: {summary.tags} written"
     summary.event_id = op.result.event_id
     return summary
 
 
-def _largest_face(session: Session, media_id: int) -> int | None:
-    faces = session.execute(select(Face.id, Face.x1, Face.y1, Face.x2, Face.y2).where(Face.media_id == media_id)).all()
-    if not faces:
-        return None
-    return max(faces, key=lambda f: (f.x2 - f.x1) * (f.y2 - f.y1)).id
+def _largest_faces(session: Session, media_ids: list[int]) -> dict[int, int]:
+    """media id -> its largest face (by box area), for media that have faces."""
+    best: dict[int, tuple[float, int]] = {}
+    for chunk_start in range(0, len(media_ids), 5000):
+        chunk = media_ids[chunk_start : chunk_start + 5000]
+        for face_id, media_id, x1, y1, x2, y2 in session.execute(
+                select(Face.id, Face.media_id, Face.x1, Face.y1, Face.x2, Face.y2).where(Face.media_id.in_(chunk))):
+            area = (x2 - x1) * (y2 - y1)
+            if media_id not in best or area > best[media_id][0]:
+                best[media_id] = (area, face_id)
+    return {m: f for m, (_, f) in best.items()}
 
 
-def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
-                       on_start: Callable[[int], None] | None = None, on_result: Callable[[Any], None] | None = None) -> ImportSummary:
-    """GIPHY's training layout: `labels.csv` + `raw_dataset/<Label>/*.jpg`. Images are ingested with
-    the real pipeline; each image's largest face gets an approved label (source "import")."""
-    from labeling.ingest import ingest
+def _active_target(classes: dict[int, Any], class_id: int) -> int | None:
+    """Follow merges from a retired class to the active one it went into (None: retired for good)."""
+    seen = set()
+    while class_id is not None and classes[class_id].status == "retired" and class_id not in seen:
+        seen.add(class_id)
+        class_id = classes[class_id].merged_into_id
+    return class_id if class_id is not None and classes[class_id].status != "retired" else None
 
+
+def scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str, str | None]], dict[str, list[Path]], list[str]]:
+    """(labels, label -> (class name, external id), label -> image files, notes) of a GIPHY
+    training folder; raises ValidationError when the layout or labels.csv is wrong."""
     folder = Path(folder)
     labels_csv, raw = folder / "labels.csv", folder / "raw_dataset"
     if not labels_csv.is_file() or not raw.is_dir():
-        raise ValidationError(f"{folder} must hold labels.csv and raw_dataset/ (GIPHY's training layout)")
+        raise ValidationError(f"{folder}: expected labels.csv and a raw_dataset/ folder (GIPHY's training layout)")
     labels = read_labels_csv(labels_csv)
     class_map = read_class_map(folder / "classes.csv") if (folder / "classes.csv").is_file() else {}
-    specs = {label: class_map.get(label) or parse_giphy_label(label) for label, _ in labels}
-    images = {label: sorted(p for p in (raw / label).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-              for label in specs if (raw / label).is_dir()}
-    summary = ImportSummary("raw dataset")
-    summary.skipped += [f"{label}: no raw_dataset/{label}/ folder" for label in specs if label not in images]
+    names = {r.label: class_map.get(r.label) or (r.name, r.external_id) for r in labels}
+    notes: list[str] = []
+    images: dict[str, list[Path]] = {}
+    root = raw.resolve()
+    for r in labels:
+        sub = raw / r.label
+        if sub.resolve().parent != root:  # labels are validated names, but never leave raw_dataset/
+            raise ValidationError(f"{_where(labels_csv, r.line)}: label {r.label!r} is not a folder inside raw_dataset/")
+        if not sub.is_dir():
+            notes.append(f"{_where(labels_csv, r.line)}: no folder raw_dataset/{r.label}/")
+            continue
+        images[r.label] = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                                 and not p.name.startswith("."))
+        if not images[r.label]:
+            notes.append(f"raw_dataset/{r.label}/: no images")
+    listed = {r.label for r in labels}
+    notes += [f"raw_dataset/{p.name}/: not in labels.csv" for p in sorted(raw.iterdir()) if p.is_dir() and p.name not in listed]
+    return labels, names, images, notes
+
+
+def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
+                       on_start: Callable[[int], None] | None = None,
+                       on_result: Callable[[Any], None] | None = None) -> ImportSummary:
+    """GIPHY's training layout: `labels.csv` + `raw_dataset/<Label>/*.jpg` (an export's
+    `classes.csv`, when present, gives the exact class names). Images are ingested with the
+    real pipeline; each image's largest face gets an approved label (source "import") in one
+    operation with the classes. Images without a face are reported, not fatal; an image
+    filed under two labels is reported and left unlabeled; a face an editor decided keeps
+    its decision; labels of a class that was merged away go to the class it was merged into."""
+    from labeling.ingest import ingest
+
+    folder = Path(folder)
+    labels, names, images, notes = scan_raw_dataset(folder)
+    summary = ImportSummary("raw dataset", folder.name)
+    summary.skipped += notes
     files = [p for paths in images.values() for p in paths]
-    ingested = ingest(files, settings, on_start=on_start, on_result=on_result, store=store)
-    summary.skipped += [f"{p}: {why}" for p, why in ingested.failures]
-    with run_operation(store, editor or f"import:{folder.name}", "import_raw_dataset") as op:
-        class_summary = ImportSummary("classes")
-        ids = _ensure_classes(op, list(specs.values()), class_summary)
-        wanted: dict[int, list[int]] = {}
+    summary.images = len(files)
+    sha_of: dict[Path, str] = {}
+
+    def collect(result) -> None:
+        if result.status == "ok" and result.sha256:
+            sha_of[Path(result.path)] = result.sha256
+        if on_result is not None:
+            on_result(result)
+
+    ingested = ingest(files, settings, on_start=on_start, on_result=collect, store=store)
+    summary.skipped += [reason if str(path) in reason else f"{path}: {reason}" for path, reason in ingested.failures]
+    labels_csv = folder / "labels.csv"
+    line_of = {r.label: r.line for r in labels}
+    with run_operation(store, _editor(editor, folder), "import_raw_dataset") as op:
+        specs = [ClassSpec(*names[r.label], _where(labels_csv, r.line)) for r in labels]
+        ids, _ = _ensure_classes(op, specs, summary)
+        classes = {c.id: c for c in op.session.scalars(select(CelebrityClass))}
+        shas = list(set(sha_of.values()))
+        media_ids: dict[str, int] = {}
+        for start in range(0, len(shas), 5000):
+            media_ids.update(op.session.execute(select(Media.sha256, Media.id).where(
+                Media.sha256.in_(shas[start : start + 5000]), Media.status == "ok")).all())
+        largest = _largest_faces(op.session, list(media_ids.values()))
+        wanted: dict[int, tuple[int, str]] = {}  # face -> (class, label)
+        conflicts: set[int] = set()
         for label, paths in images.items():
-            class_id = ids[clean_class_name(specs[label][0])]
+            class_id = _active_target(classes, ids[class_name_key(names[label][0])])
+            if class_id is None:
+                summary.skipped.append(f"{_where(labels_csv, line_of[label])}: class {names[label][0]!r} is retired; "
+                                       f"its {len(paths)} image(s) are not labeled")
+                continue
             for path in paths:
-                media_id = op.session.scalar(select(Media.id).where(Media.sha256 == sha256_file(path), Media.status == "ok"))
-                face_id = _largest_face(op.session, media_id) if media_id else None
+                media_id = media_ids.get(sha_of.get(path, ""))
+                if media_id is None:
+                    continue  # failed to ingest: reported above
+                face_id = largest.get(media_id)
                 if face_id is None:
-                    if media_id:
-                        summary.skipped.append(f"{path}: no face found")
+                    summary.skipped.append(f"{path}: no face found")
                     continue
-                wanted.setdefault(class_id, []).append(face_id)
-        current = {row.face_id: row for row in op.session.scalars(
-            select(FaceLabel).where(FaceLabel.face_id.in_([f for fs in wanted.values() for f in fs])))}
-        for class_id, faces in wanted.items():
-            todo = [f for f in faces if not (f in current and current[f].class_id == class_id
-                                             and current[f].status in ("approved", "relabeled"))]
-            summary.unchanged += len(faces) - len(todo)
-            if todo:
-                apply_decision(op, todo, "approve", class_id, source="import")
-                summary.labels += len(todo)
-        summary.created = class_summary.created
-        op.summary = (f"import {folder.name}: {class_summary.created} new classes, {summary.labels} approved labels")
+                if face_id in wanted and wanted[face_id][0] != class_id:
+                    conflicts.add(face_id)
+                    summary.skipped.append(f"{path}: the same image is also under {wanted[face_id][1]}/; not labeled")
+                wanted.setdefault(face_id, (class_id, label))
+        for face_id in conflicts:
+            del wanted[face_id]
+        current = op.load("face", [(f,) for f in wanted])
+        todo: dict[int, list[int]] = {}
+        for face_id, (class_id, _) in wanted.items():
+            row = current[(face_id,)]
+            if row is not None and row["source"] == "editor" and row["status"] != "predicted":
+                if row["status"] in CONFIRMED_STATUSES and row["class_id"] == class_id:
+                    summary.unchanged += 1
+                else:
+                    summary.kept += 1
+            elif row is not None and row["status"] in CONFIRMED_STATUSES and row["class_id"] == class_id:
+                summary.unchanged += 1
+            else:
+                todo.setdefault(class_id, []).append(face_id)
+        for class_id, faces in todo.items():
+            apply_decision(op, faces, "approve", class_id, source="import")
+            summary.labels += len(faces)
+        op.summary = (f"import raw dataset {folder.name}: {summary.created} classes created, "
+                      f"{summary.labels} labels approved")
     summary.event_id = op.result.event_id
     return summary
