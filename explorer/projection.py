@@ -329,7 +329,7 @@ def _load_entry(folder: Path, fp: str, params: ProjectionParams, with_reducer: b
         proj = Projection.load(folder, with_reducer=with_reducer)
     except (OSError, ValueError, KeyError, EOFError):
         return None  # unreadable entry: treat as a miss, it will be rewritten
-    if proj.fingerprint != fp or proj.params != params:
+    if proj.fingerprint != fp or proj.params.key() != params.key():
         return None  # short-hash collision in the folder name: never serve someone else's coords
     return proj
 
@@ -386,7 +386,8 @@ def _fit(x: np.ndarray, params: ProjectionParams, on_progress: ProgressCallback 
     if params.method == "pca":
         from sklearn.decomposition import PCA
 
-        reducer = PCA(n_components=params.n_components, random_state=params.seed)
+        # Exact solver: no randomness, so the seed (like the UMAP knobs) does not matter.
+        reducer = PCA(n_components=params.n_components, svd_solver="full")
         coords = reducer.fit_transform(_prepare(x, params.metric))
         return np.asarray(coords, np.float32), reducer
 
