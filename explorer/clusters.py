@@ -1,0 +1,318 @@
+"""Cluster statistics for reviewing celebrity classes: which classes are impure, spread out,
+full of outliers, or confusable with another class; which faces look mislabelled.
+
+Everything here is a pure function of vectors (n, d) and labels (n,), computed in the
+embedding space (cosine geometry of unit vectors), never in the 2D/3D projection: UMAP
+distorts distances, so a point that looks far away in the plot may not be, and vice versa.
+
+Why leave-one-out centroids for purity: a member is part of its own class centroid, so in a
+class of 3 photos each photo pulls the centroid a third of the way towards itself and even a
+mislabelled photo looks "pure". Comparing each member with the centroid of the *other*
+members of its class removes that bias.
+
+Why a robust outlier rule: a class with a few mislabelled faces has an inflated mean and
+standard deviation of distances, which hides exactly those faces. The median and the median
+absolute deviation (MAD) are not moved by them (Iglewicz & Hoaglin's modified z-score > 3.5).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ClusterError",
+    "class_stats",
+    "face_distances",
+    "lookalike_pairs",
+    "members_by_distance",
+    "suspect_faces",
+]
+
+OUTLIER_Z = 3.5
+MIN_CLASS_FOR_OUTLIERS = 5  # the MAD of fewer distances says nothing
+_CHUNK = 4096
+
+
+class ClusterError(ValueError):
+    """Inputs that cannot be analysed; the message says what is wrong."""
+
+
+# -- inputs --------------------------------------------------------------------------------
+def _unit(vectors: Any) -> np.ndarray:
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ClusterError(f"vectors must be a non-empty (n, d) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ClusterError("vectors hold NaN or infinite values")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise ClusterError("vectors hold zero rows (no direction)")
+    return np.ascontiguousarray(x / norms)
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    """None, NaN and empty strings mean "no label"."""
+    return np.array([v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and v == "")
+                     for v in values.tolist()], dtype=bool)
+
+
+def _labels(labels: Sequence[Any], n: int, what: str = "labels") -> np.ndarray:
+    arr = np.asarray(list(labels) if not isinstance(labels, (np.ndarray, pd.Series)) else labels, dtype=object)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ClusterError(f"{what} must be one per vector: {len(arr)} {what} for {n} vectors")
+    return arr
+
+
+def _ids(ids: Sequence[Any] | None, n: int) -> np.ndarray:
+    if ids is None:
+        return np.arange(n)
+    arr = np.asarray(list(ids) if not isinstance(ids, (np.ndarray, pd.Series)) else ids)
+    if len(arr) != n:
+        raise ClusterError(f"{len(arr)} ids for {n} vectors")
+    return arr
+
+
+class _Classes:
+    """Class codes, sums and unit centroids of the labelled rows (one pass, reused everywhere)."""
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray) -> None:
+        self.labelled = ~_missing(labels)
+        if not self.labelled.any():
+            raise ClusterError("no labelled vectors: every label is missing")
+        names, codes = np.unique(labels[self.labelled].astype(str), return_inverse=True)
+        self.names = names
+        self.code = np.full(len(labels), -1, dtype=np.int64)
+        self.code[self.labelled] = codes
+        k, d = len(names), x.shape[1]
+        self.sizes = np.bincount(codes, minlength=k)
+        sums = np.zeros((k, d), np.float64)
+        np.add.at(sums, codes, x[self.labelled].astype(np.float64))
+        self.sums = sums
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        self.centroids = (sums / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+    def index(self, cls: Any) -> int:
+        hit = np.flatnonzero(self.names == str(cls))
+        if not len(hit):
+            raise ClusterError(f"no class {cls!r} among the labels")
+        return int(hit[0])
+
+
+def _per_face(x: np.ndarray, classes: _Classes, outlier_z: float) -> pd.DataFrame:
+    """Distances of every labelled face to its own (full and leave-one-out) centroid and to the
+    nearest other centroid, and a robust z-score of its distance within its class."""
+    n = len(x)
+    code = classes.code
+    dist = np.full(n, np.nan, np.float32)
+    loo = np.full(n, np.nan, np.float32)
+    nearest = np.full(n, -1, np.int64)        # nearest centroid, own class judged leave-one-out
+    nearest_other = np.full(n, -1, np.int64)  # nearest centroid of another class
+    other_dist = np.full(n, np.nan, np.float32)
+    rows = np.flatnonzero(classes.labelled)
+    for start in range(0, len(rows), _CHUNK):
+        r = rows[start:start + _CHUNK]
+        c = code[r]
+        sims = x[r] @ classes.centroids.T  # (m, k)
+        own = sims[np.arange(len(r)), c]
+        dist[r] = 1.0 - own
+        # Leave-one-out: the centroid of the other members of the class (undefined for singletons).
+        rest = classes.sums[c] - x[r].astype(np.float64)
+        rest_norm = np.linalg.norm(rest, axis=1)
+        has_rest = classes.sizes[c] > 1
+        loo_sim = np.where(has_rest, np.einsum("md,md->m", rest, x[r]) / np.where(rest_norm == 0, 1, rest_norm), np.nan)
+        loo[r] = 1.0 - loo_sim
+        sims[np.arange(len(r)), c] = -np.inf
+        if sims.shape[1] > 1:
+            best_other = sims.argmax(axis=1)
+            nearest_other[r] = best_other
+            other_dist[r] = 1.0 - sims[np.arange(len(r)), best_other]
+            nearest[r] = np.where(has_rest & (loo_sim >= sims[np.arange(len(r)), best_other]), c, best_other)
+        else:
+            nearest[r] = c
+    # Robust z within each class: (d - median) / (1.4826 * MAD).
+    robust_z = np.full(n, np.nan, np.float32)
+    df = pd.DataFrame({"code": code, "distance": dist})
+    lab = df[df.code >= 0]
+    med = lab.groupby("code")["distance"].transform("median")
+    mad = (lab["distance"] - med).abs().groupby(lab["code"]).transform("median")
+    ok = (classes.sizes[lab.code.to_numpy()] >= MIN_CLASS_FOR_OUTLIERS) & (mad.to_numpy() > 0)
+    z = np.where(ok, (lab["distance"].to_numpy() - med.to_numpy()) / (1.4826 * np.where(mad.to_numpy() > 0, mad, 1)), np.nan)
+    robust_z[lab.index.to_numpy()] = z
+    names = np.append(classes.names, None)  # code -1 -> None
+    return pd.DataFrame({
+        "label": names[code],
+        "distance": dist,
+        "loo_distance": loo,
+        "robust_z": robust_z,
+        "is_outlier": np.nan_to_num(robust_z, nan=-np.inf) > outlier_z,
+        "nearest_class": names[nearest],
+        "nearest_other_class": names[nearest_other],
+        "nearest_other_distance": other_dist,
+    })
+
+
+# -- public functions ----------------------------------------------------------------------
+def face_distances(vectors: Any, labels: Sequence[Any], ids: Sequence[Any] | None = None,
+                   outlier_z: float = OUTLIER_Z) -> pd.DataFrame:
+    """One row per face: id, label, cosine distance to its class centroid (full and
+    leave-one-out), robust z of that distance within the class, is_outlier, the nearest
+    centroid (own class judged leave-one-out) and the nearest other class with its distance.
+    Unlabelled faces (None/NaN/"") get NaN distances and no class."""
+    x = _unit(vectors)
+    lab = _labels(labels, len(x))
+    out = _per_face(x, _Classes(x, lab), outlier_z)
+    out.insert(0, "id", _ids(ids, len(x)))
+    return out
+
+
+def class_stats(vectors: Any, labels: Sequence[Any], outlier_z: float = OUTLIER_Z) -> pd.DataFrame:
+    """One row per class, worst first: size, purity (share of members whose nearest centroid,
+    own class judged leave-one-out, is their own class; NaN for singletons), spread (mean
+    cosine distance to the class centroid), outliers (members with robust z > outlier_z;
+    only for classes of 5 or more) and confused_with (the class that most of its
+    misassigned members are nearest to)."""
+    x = _unit(vectors)
+    lab = _labels(labels, len(x))
+    classes = _Classes(x, lab)
+    faces = _per_face(x, classes, outlier_z)
+    faces = faces[classes.labelled]
+    singleton = classes.sizes[classes.code[classes.labelled]] == 1
+    faces = faces.assign(own=np.where(singleton, np.nan, (faces["nearest_class"] == faces["label"]).astype(float)))
+    g = faces.groupby("label", sort=True)
+    stats = pd.DataFrame({
+        "size": g.size(),
+        "purity": g["own"].mean(),
+        "spread": g["distance"].mean().astype(float),
+        "outliers": g["is_outlier"].sum().astype(int),
+    })
+    wrong = faces[(faces["own"] == 0)]
+    confused = wrong.groupby("label")["nearest_class"].agg(lambda s: s.value_counts().index[0]) if len(wrong) else pd.Series(dtype=object)
+    stats["confused_with"] = confused.reindex(stats.index)
+    stats.index.name = "class"
+    stats = stats.reset_index()
+    # Worst first: lowest purity, then widest spread; singletons (purity unknown) last.
+    return stats.sort_values(["purity", "spread"], ascending=[True, False], na_position="last", kind="stable").reset_index(drop=True)
+
+
+def members_by_distance(vectors: Any, labels: Sequence[Any], cls: Any, ids: Sequence[Any] | None = None,
+                        farthest_first: bool = True, outlier_z: float = OUTLIER_Z) -> pd.DataFrame:
+    """The members of one class ordered by cosine distance to the class centroid, farthest first
+    by default: the review order in which mislabelled faces come up first."""
+    x = _unit(vectors)
+    lab = _labels(labels, len(x))
+    classes = _Classes(x, lab)
+    classes.index(cls)
+    faces = _per_face(x, classes, outlier_z)
+    faces.insert(0, "id", _ids(ids, len(x)))
+    members = faces[faces["label"] == str(cls)]
+    return members.sort_values("distance", ascending=not farthest_first, kind="stable").reset_index(drop=True)
+
+
+def _neighbour_labels(x: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Majority class code among each face's k nearest labelled neighbours (itself excluded) and
+    the share of neighbours that hold it. Uses the project's KnnIndex (exact below a few
+    thousand points, HNSW above), the one nearest-neighbour implementation of giflens."""
+    from models.knn_index import KnnIndex
+
+    labelled = np.flatnonzero(codes >= 0)
+    majority = np.full(len(x), -1, np.int64)
+    share = np.full(len(x), np.nan, np.float32)
+    if len(labelled) < 2:
+        return majority, share
+    k = min(k, len(labelled) - 1)
+    index = KnnIndex("explorer-suspects").fit(x[labelled], labelled)
+    found, _ = index.query(x, k + 1)
+    found = np.asarray(found, np.int64)
+    for i in range(len(x)):
+        row = found[i][found[i] != i][:k]
+        if not len(row):
+            continue
+        counts = np.bincount(codes[row])
+        best = int(counts.argmax())
+        majority[i] = best
+        share[i] = counts[best] / len(row)
+    return majority, share
+
+
+def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any], confidences: Sequence[float],
+                  ids: Sequence[Any] | None = None, k: int = 10, min_confidence: float = 0.5,
+                  min_neighbour_share: float = 0.5, outlier_z: float = OUTLIER_Z) -> pd.DataFrame:
+    """Faces an editor should look at, each with the reasons why, most suspicious first.
+
+    Reasons: "model disagrees" (prediction differs from the label), "neighbours disagree" (the
+    majority of its k nearest labelled faces carry another label, with at least
+    min_neighbour_share of the votes), "low confidence" (< min_confidence) and "far from
+    centroid" (robust z of its distance to the class centroid > outlier_z). Faces with no
+    reason are not listed. Unlabelled faces can only be suspect for low confidence.
+    """
+    x = _unit(vectors)
+    lab = _labels(labels, len(x))
+    pred = _labels(predicted, len(x), "predictions")
+    conf = np.asarray(confidences, dtype=np.float64)
+    if conf.shape != (len(x),):
+        raise ClusterError(f"confidences must be one per vector: got shape {conf.shape} for {len(x)} vectors")
+    classes = _Classes(x, lab)
+    faces = _per_face(x, classes, outlier_z)
+    maj, share = _neighbour_labels(x, classes.code, k)
+    names = np.append(classes.names, None)
+    labelled = classes.labelled
+    pred_missing = _missing(pred)
+    pred_str = np.where(pred_missing, None, pred.astype(str))
+    reasons = {
+        "model disagrees": labelled & (pred_str != faces["label"].to_numpy()),
+        "neighbours disagree": labelled & (maj >= 0) & (maj != classes.code) & (np.nan_to_num(share) >= min_neighbour_share),
+        "low confidence": np.nan_to_num(conf, nan=0.0) < min_confidence,
+        "far from centroid": faces["is_outlier"].to_numpy(),
+    }
+    flags = np.column_stack(list(reasons.values()))
+    keep = flags.any(axis=1)
+    text = np.array(["; ".join(r for r, f in zip(reasons, row) if f) for row in flags[keep]], dtype=object)
+    out = pd.DataFrame({
+        "id": _ids(ids, len(x))[keep],
+        "label": faces["label"].to_numpy()[keep],
+        "predicted": pred_str[keep],
+        "confidence": conf[keep],
+        "neighbour_label": names[maj][keep],
+        "neighbour_share": share[keep],
+        "distance": faces["distance"].to_numpy()[keep],
+        "robust_z": faces["robust_z"].to_numpy()[keep],
+        "n_reasons": flags[keep].sum(axis=1),
+        "reasons": text,
+    })
+    return out.sort_values(["n_reasons", "confidence", "distance"], ascending=[False, True, False],
+                           kind="stable").reset_index(drop=True)
+
+
+def lookalike_pairs(vectors: Any, labels: Sequence[Any], top: int = 20, min_size: int = 1) -> pd.DataFrame:
+    """The top class pairs with the closest centroids (cosine distance): look-alikes the model may
+    confuse, or duplicate classes of one person to merge. Classes smaller than min_size are
+    skipped (a single photo's centroid is noisy)."""
+    x = _unit(vectors)
+    lab = _labels(labels, len(x))
+    classes = _Classes(x, lab)
+    keep = np.flatnonzero(classes.sizes >= min_size)
+    columns = ["class_a", "class_b", "distance", "size_a", "size_b"]
+    if len(keep) < 2 or top <= 0:
+        return pd.DataFrame(columns=columns)
+    c = classes.centroids[keep]
+    best_d: list[np.ndarray] = []
+    best_ij: list[np.ndarray] = []
+    for start in range(0, len(c), _CHUNK):
+        sims = c[start:start + _CHUNK] @ c.T
+        i = np.arange(start, start + len(sims))
+        sims[np.arange(len(sims))[:, None] >= (np.arange(len(c))[None, :] - start)] = -np.inf  # keep j > i only
+        flat = sims.ravel()
+        m = min(top, int(np.isfinite(flat).sum()))
+        if m == 0:
+            continue
+        pick = np.argpartition(-flat, m - 1)[:m]
+        best_d.append(1.0 - flat[pick])
+        best_ij.append(np.column_stack([i[pick // len(c)], pick % len(c)]))
+    d = np.concatenate(best_d)
+    ij = np.concatenate(best_ij)
+    order = np.argsort(d, kind="stable")[:top]
+    a, b = keep[ij[order, 0]], keep[ij[order, 1]]
+    return pd.DataFrame({"class_a": classes.names[a], "class_b": classes.names[b], "distance": d[order].astype(float),
+                         "size_a": classes.sizes[a], "size_b": classes.sizes[b]})
