@@ -70,7 +70,17 @@ def ingest_command(
 
 import_app = typer.Typer(help="Import reference data (each import is idempotent and audited).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
-Editor = Annotated[Optional[str], typer.Option("--editor", help="Who the audit log names (default: import:<file>).")]
+Editor = Annotated[Optional[str], typer.Option("--editor", help="Who the audit log names (default: the OS user).")]
+MAX_NOTES = 50
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (some containers)
+        return "cli"
 
 
 def _store_for(settings: Settings):
@@ -79,19 +89,29 @@ def _store_for(settings: Settings):
     return open_store(settings.resolved_database_url)
 
 
-def _run_import(action) -> None:
+def _run(action, notes: str = "skipped"):
+    """Run an import or export: a refusal is exit code 1 with its message, notes go to stderr,
+    the one-line summary to stdout."""
+    from rich.markup import escape
+
+    from embeddings.pipeline import ModelUnavailableError
     from labeling.errors import StoreError
 
     try:
         summary = action()
-    except StoreError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except StoreError as exc:  # bad input: the message names the file and line
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
-    for note in summary.skipped[:50]:
-        console.print(f"[yellow]skipped[/yellow] {note}")
-    if len(summary.skipped) > 50:
-        console.print(f"[yellow]... and {len(summary.skipped) - 50} more skipped[/yellow]")
+    except ModelUnavailableError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    skipped = getattr(summary, "skipped", [])
+    for note in skipped[:MAX_NOTES]:
+        console.print(f"[yellow]{notes}[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+    if len(skipped) > MAX_NOTES:
+        console.print(f"[yellow]... and {len(skipped) - MAX_NOTES} more {notes}[/yellow]")
     typer.echo(summary.line())
+    return summary
 
 
 @import_app.command("raw-dataset")
@@ -104,9 +124,9 @@ def import_raw_dataset_command(
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     with progress_bar() as progress:
-        task = progress.add_task("ingest", total=None, current="")
-        _run_import(lambda: import_raw_dataset(
-            _store_for(settings), folder, settings, editor,
+        task = progress.add_task("import", total=None, current="")
+        _run(lambda: import_raw_dataset(
+            _store_for(settings), folder, settings, editor or _os_user(),
             on_start=lambda n: progress.update(task, total=n),
             on_result=lambda r: progress.update(task, advance=1, current=Path(r.path).name[:40])))
 
@@ -114,59 +134,59 @@ def import_raw_dataset_command(
 @import_app.command("classes")
 def import_classes_command(csv_path: Annotated[Path, typer.Argument(help="Labels,Index CSV (GIPHY's class list).")],
                            data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
-    """Celebrity classes from GIPHY's list (names like Brad_Pitt_[m.0c6qh])."""
+    """Celebrity classes from GIPHY's list (names like Brad_Pitt_[m.0c6qh]), in one operation."""
     from labeling.importers import import_classes
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    _run_import(lambda: import_classes(_store_for(settings), csv_path, editor))
+    with console.status(f"importing classes from {csv_path.name}"):
+        _run(lambda: import_classes(_store_for(settings), csv_path, editor or _os_user()))
 
 
 @import_app.command("attributes")
-def import_attributes_command(csv_path: Annotated[Path, typer.Argument(help="name,gender,ethnicity[,birth_year,country] CSV.")],
-                              data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
-    """Demographic attributes of classes (for the bias audit)."""
+def import_attributes_command(
+    csv_path: Annotated[Path, typer.Argument(help="name plus any of gender,ethnicity,birth_year,country (CSV).")],
+    data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
+    create_missing: Annotated[bool, typer.Option("--create-missing/--skip-missing",
+                                                 help="Create classes for unknown names, or only report them.")] = True,
+) -> None:
+    """Demographic attributes of classes (for the bias audit); empty cells are unknown and change nothing."""
     from labeling.importers import import_attributes
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    _run_import(lambda: import_attributes(_store_for(settings), csv_path, editor))
+    with console.status(f"importing attributes from {csv_path.name}"):
+        _run(lambda: import_attributes(_store_for(settings), csv_path, editor or _os_user(), create_missing))
 
 
 @import_app.command("tags")
 def import_tags_command(csv_path: Annotated[Path, typer.Argument(help="file,uploader_tags CSV (tags ;-separated).")],
                         data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
-    """Uploader tags onto ingested media, matched by file name."""
+    """Uploader tags onto ingested media, matched by file name (confidence 1.0, source uploader)."""
     from labeling.importers import import_tags
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    _run_import(lambda: import_tags(_store_for(settings), csv_path, editor))
+    with console.status(f"importing tags from {csv_path.name}"):
+        _run(lambda: import_tags(_store_for(settings), csv_path, editor or _os_user()))
 
 
 @app.command("export")
 def export_command(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to create (must not exist or be empty).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create (must not exist, or be empty).")],
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
-    editor: Annotated[Optional[str], typer.Option("--editor", help="Who the manifest names (default: OS user).")] = None,
-    val_share: Annotated[float, typer.Option("--val-share", min=0.0, max=0.9, help="Share of faces for validation.")] = 0.2,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export folder.")] = False,
+    editor: Annotated[Optional[str], typer.Option("--editor", help="Who the manifest names (default: the OS user).")] = None,
+    split: Annotated[float, typer.Option("--split", help="Share of each class's faces for validation, in [0, 1).")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the train / validation split.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export in OUT_DIR.")] = False,
 ) -> None:
-    """Approved labels in GIPHY's training layout, tags JSONL, projector TSV, manifest.json."""
-    import getpass
-
-    from labeling.errors import StoreError
+    """Confirmed labels in GIPHY's training layout, train/val split, tags JSONL, projector TSV, manifest.json."""
     from labeling.export import export_dataset
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     with progress_bar() as progress:
         task = progress.add_task("export", total=None, current="")
-        try:
-            summary = export_dataset(_store_for(settings), Path(settings.data_dir), out_dir, editor or getpass.getuser(),
-                                     face_model=settings.face_model, val_share=val_share, seed=seed, overwrite=overwrite,
-                                     on_progress=lambda done, total: progress.update(task, completed=done, total=total))
-        except StoreError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
-    typer.echo(summary.line())
+        _run(lambda: export_dataset(
+            _store_for(settings), Path(settings.data_dir), out_dir, editor or _os_user(), split=split, seed=seed,
+            face_model=settings.face_model, overwrite=overwrite,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total, current="face crops")))
 
 
 @app.command("app")

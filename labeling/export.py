@@ -38,6 +38,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from embeddings.near_duplicates import near_duplicate_media
 from labeling.db import current_revision
 from labeling.errors import ValidationError
 from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag,
@@ -54,10 +55,10 @@ MIN_HASH_BITS = 16  # a natural frame's median-threshold pHash sets 32 bits; fla
 
 
 # -- folder names (pure) ----------------------------------------------------------------------
-def _clean_component(text: str) -> str:
+def _clean_component(text: str, strip: str = " ._") -> str:
     text = unicodedata.normalize("NFC", text)
     text = "".join("_" if (c in ILLEGAL_CHARS or c.isspace() or unicodedata.category(c)[0] == "C") else c for c in text)
-    return text.strip(" ._")
+    return text.strip(strip)
 
 
 def _truncate_utf8(text: str, limit: int) -> str:
@@ -76,7 +77,7 @@ def safe_folder_name(name: str, external_id: str | None = None, max_bytes: int =
     Uniqueness across classes is `unique_folder_names`' job."""
     text = _truncate_utf8(_clean_component(name), max_bytes) or "class"
     if external_id:
-        ext = _truncate_utf8(_clean_component(external_id), 64)
+        ext = _truncate_utf8(_clean_component(external_id, strip=""), 64)  # inside brackets: m.01vvyc_ keeps its _
         if ext:
             text = f"{text}_[{ext}]"
     stem = unicodedata.normalize("NFKC", text.split(".")[0]).rstrip(" ").upper()
@@ -110,9 +111,8 @@ def unique_folder_names(classes: Iterable[tuple[int, str, str | None]]) -> dict[
 def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
                           radius: int = NEAR_DUPLICATE_RADIUS) -> dict[Hashable, Hashable]:
     """media -> group (its smallest member): union-find over media that share any pair of frame
-    pHashes (16 hex digits) within `radius` bits. Exact and sub-quadratic: two hashes within r
-    bits agree exactly on at least one of r + 1 disjoint bit blocks (pigeonhole), so only hashes
-    sharing a block value are compared. Flat frames (fewer than MIN_HASH_BITS bits set) are
+    pHashes (16 hex digits) within `radius` bits, found exactly by multi-index hashing
+    (`embeddings.near_duplicates`). Flat frames (fewer than MIN_HASH_BITS bits set) are
     ignored: a black frame would otherwise join every clip that fades to black."""
     parent: dict[Hashable, Hashable] = {m: m for m in media_hashes}
 
@@ -130,29 +130,10 @@ def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
             lo, hi = sorted((ra, rb), key=lambda x: (str(type(x)), x))
             parent[hi] = lo
 
-    owners: dict[int, list[Hashable]] = {}
-    for media, hashes in media_hashes.items():
-        for h in hashes or []:
-            value = int(h, 16)
-            if value.bit_count() >= MIN_HASH_BITS:
-                owners.setdefault(value, []).append(media)
-    for members in owners.values():  # identical hashes
-        for other in members[1:]:
-            union(members[0], other)
-    if radius > 0 and len(owners) > 1:
-        values = np.fromiter(owners, dtype=np.uint64, count=len(owners))
-        first = [owners[int(v)][0] for v in values]
-        bounds = np.linspace(0, 64, min(radius, 63) + 2).astype(int)
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            block = (values >> np.uint64(lo)) & np.uint64((1 << int(hi - lo)) - 1)
-            order = np.argsort(block, kind="stable")
-            cuts = np.nonzero(np.diff(block[order]))[0] + 1
-            for bucket in np.split(order, cuts):
-                for i in range(len(bucket) - 1):
-                    rest = bucket[i + 1 :]
-                    close = rest[np.bitwise_count(values[rest] ^ values[bucket[i]]) <= radius]
-                    for j in close:
-                        union(first[bucket[i]], first[j])
+    informative = {m: [h for h in hashes or [] if int(h, 16).bit_count() >= MIN_HASH_BITS]
+                   for m, hashes in media_hashes.items()}
+    for a, b, _, _ in near_duplicate_media(informative, radius=radius):
+        union(a, b)
     return {m: find(m) for m in media_hashes}
 
 

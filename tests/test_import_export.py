@@ -82,6 +82,9 @@ def test_every_giphy_label_parses_to_a_name_and_an_id(shared_data):
     rows = read_labels_csv(shared_data / "giphy-celebrities.csv")
     assert len(rows) == 2306 and [r.index for r in rows] == list(range(2306))
     assert all(r.external_id and "[" not in r.name and "_" not in r.name for r in rows)
+    # and the export writes GIPHY's own labels back as folder names
+    folders = unique_folder_names([(i, r.name, r.external_id) for i, r in enumerate(rows)])
+    assert [folders[i] for i in range(len(rows))] == [r.label for r in rows]
 
 
 # -- class list ----------------------------------------------------------------------------------
@@ -253,6 +256,8 @@ def test_safe_folder_names_for_hostile_names(tmp_path):
     assert safe_folder_name("Zoë 🎬") == "Zoë_🎬"
     assert safe_folder_name("Brad Pitt", "m.0c6qh") == "Brad_Pitt_[m.0c6qh]"
     assert safe_folder_name("x", "m/../..\\1") == "x_[m_.._.._1]"
+    assert safe_folder_name("50 Cent", "m.01vvyc_") == "50_Cent_[m.01vvyc_]"
+    assert parse_giphy_label(safe_folder_name("Mike Myers", "m.0p__8")) == ("Mike Myers", "m.0p__8")
     folders = unique_folder_names([(i + 1, name, None) for i, name in enumerate(HOSTILE)])
     assert len({folder_key(f) for f in folders.values()}) == len(HOSTILE)
     for folder in folders.values():
