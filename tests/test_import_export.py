@@ -501,7 +501,7 @@ def test_raw_dataset_import_export_round_trip(store_url, second_store_url, tmp_p
     assert verify_export(out) == []
     assert manifest["label_provenance"] == {"editor": {"relabeled": 6}, "import": {"approved": 2}}
     assert manifest["schema_version"] == current_revision(store.kw["bind"]) and manifest["editor"] == "ann"
-    assert manifest["counts"]["faces"] == 8 and manifest["split"]["train"] + manifest["split"]["val"] == 8
+    assert manifest["counts"]["faces"] == 8 and manifest["counts"]["train"] + manifest["counts"]["val"] == 8
     (out / "labels.csv").write_text("Label,Index\n", encoding="utf-8")
     assert verify_export(out) == ["labels.csv: sha256 differs"]
     (out / "labels.csv").write_text("\n".join(["Label,Index", *[f"{r['Label']},{r['Index']}" for r in labels_rows]]) + "\n",
