@@ -336,3 +336,19 @@ def store_overview(store: sessionmaker[Session]) -> dict[str, Any]:
             "faces_unlabeled": faces - sum(labels.values()), "labels": labels,
             "classes_active": classes.get("active", 0), "classes": sum(classes.values()),
             "tags_active": tags, "tags_suggested": suggested}
+
+
+def search_classes(catalog: pd.DataFrame, text: str = "", statuses: Any = None) -> pd.DataFrame:
+    """Rows of classes_frame whose name, display name or external id contains text (ignoring case and
+    accents' compatibility forms), and whose status is one of statuses (None: any)."""
+    from labeling.validation import class_name_key
+
+    out = catalog
+    if statuses is not None:
+        out = out[out["status"].isin(list(statuses))]
+    needle = class_name_key(text or "")
+    if needle:
+        hay = (out["name"].fillna("") + "\n" + out["display_name"].fillna("") + "\n"
+               + out["external_id"].fillna("")).map(class_name_key)
+        out = out[hay.str.contains(needle, regex=False)]
+    return out.reset_index(drop=True)

@@ -22,7 +22,7 @@ from labeling.face_labels import Prediction, mark_unknown, record_predictions, r
 from labeling.ingest import IngestSummary, ingest
 from labeling.queries import (CLASS_COLUMNS, FACE_COLUMNS, MEDIA_COLUMNS, MEDIA_TAG_COLUMNS, TRACK_COLUMNS, UNLABELED,
                               classes_frame, events_frame, face_models, faces_frame, history_frame, media_frame,
-                              media_tags_frame, store_overview, tag_counts_frame, tracks_frame)
+                              media_tags_frame, search_classes, store_overview, tag_counts_frame, tracks_frame)
 from labeling.schema import (CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track, bytes_to_vector)
 from labeling.tags import add_tags
 from models.settings import Settings
@@ -211,6 +211,9 @@ def test_classes_frame_counts_and_versions(fx: FixtureStore):
     row = renamed.set_index("class_id").loc[fx.classes["Ariel Sharon"]]
     assert (row["name"], row["version"], row["updated_by"]) == ("Zeev Ariel", 2, "ann")
     assert history_frame(fx.store, f"class:{fx.classes['Ariel Sharon']}")["operation"].iloc[0] == "rename_class"
+    assert list(search_classes(renamed, "zeev")["name"]) == ["Zeev Ariel"]
+    assert list(search_classes(renamed, "ＳＥＲＥＮＡ", ["active"])["name"]) == ["Serena Williams"]  # width, case
+    assert len(search_classes(renamed, "", ["retired"])) == 0 and len(search_classes(renamed)) == 2
     ann = events_frame(fx.store, "ann")
     assert list(ann["operation"]) == ["rename_class"] and ann["summary"].iloc[0].endswith("'Zeev Ariel'")
 

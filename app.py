@@ -1,0 +1,93 @@
+"""giflens: the editors' app. Start it with `giflens app [--data-dir DIR]` or `streamlit run app.py`.
+
+The data folder and database come from the settings (`GIFLENS_DATA_DIR`, `GIFLENS_DATABASE_URL`).
+Browsing needs nothing; every change needs an editor name (and the password when
+`GIFLENS_EDITOR_PASSWORD` is set), which the audit log records.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # `streamlit run` from elsewhere: the packages live beside this file
+    sys.path.insert(0, str(ROOT))
+
+from labeling.audit import undo_last  # noqa: E402
+from labeling.errors import StoreError  # noqa: E402
+from labeling.pages.common import (current_editor, database_label, flash, get_settings, get_store,  # noqa: E402
+                                   password_required, result_message, show_error, show_flash, sign_in, sign_out)
+from labeling.queries import events_frame  # noqa: E402
+
+PAGES = "labeling/pages"
+
+st.set_page_config(page_title="giflens", page_icon=":material/face:", layout="wide")
+
+# Explorer pages (Explore, Review, Bias audit) join this list when they exist.
+navigation = st.navigation({
+    "giflens": [st.Page(f"{PAGES}/home.py", title="Overview", icon=":material/dashboard:", default=True)],
+    "Curate": [
+        st.Page(f"{PAGES}/classes.py", title="Classes", icon=":material/badge:"),
+        st.Page(f"{PAGES}/tags.py", title="Tags", icon=":material/sell:"),
+    ],
+    "Data": [
+        st.Page(f"{PAGES}/ingest.py", title="Ingest", icon=":material/upload:"),
+        st.Page(f"{PAGES}/export.py", title="Export", icon=":material/download:"),
+    ],
+})
+
+settings = get_settings()
+store = get_store()
+
+
+def _undo_last() -> None:
+    """Runs before the page (a button callback), so the page already shows the restored state."""
+    editor = current_editor()
+    if not editor:
+        flash("An editor name is required before any change.", "error")
+        return
+    try:
+        flash(result_message(undo_last(store, editor)).replace("Done: ", "Undone: ", 1))
+    except StoreError as exc:
+        flash(f"Cannot undo: {exc}", "error")
+
+
+with st.sidebar:
+    st.caption(f"Data folder `{settings.data_dir}`  \nDatabase `{database_label(settings)}`")
+    editor = current_editor()
+    if editor:
+        st.markdown(f"Editor: **{editor}**")
+        st.button("Sign out", key="sign_out", on_click=sign_out)
+    else:
+        with st.form("sign_in_form"):
+            st.write("Sign in to make changes (browsing needs no name).")
+            name = st.text_input("Editor name", key="sign_in_name")
+            password = st.text_input("Password", type="password", key="sign_in_password") if password_required() else None
+            if st.form_submit_button("Sign in"):
+                try:
+                    sign_in(name, password)
+                except StoreError as exc:
+                    show_error(exc)
+                else:
+                    st.rerun()
+
+show_flash()
+navigation.run()
+
+editor = current_editor()
+if editor:
+    with st.sidebar:
+        st.subheader("Your recent operations")
+        mine = events_frame(store, editor, limit=8)
+        if len(mine):
+            note = [f"undone by {u}" if pd.notna(u) else (f"undo of {o}" if pd.notna(o) else "")
+                    for u, o in zip(mine["undone_by"], mine["undo_of"])]
+            st.dataframe(mine.assign(note=note)[["event_id", "operation", "summary", "note"]], hide_index=True,
+                         width="stretch")
+        else:
+            st.caption("None yet.")
+        st.button("Undo last", key="undo_last", on_click=_undo_last, disabled=mine.empty,
+                  help="Undo your most recent operation that is not undone yet")

@@ -1,0 +1,152 @@
+"""Classes: the catalog (sortable, searchable) and every class operation, each audited and undoable."""
+import pandas as pd
+import streamlit as st
+
+from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
+from labeling.pages.common import get_settings, get_store, media_file, parse_ids, write
+from labeling.queries import classes_frame, faces_frame, history_frame, search_classes
+from labeling.schema import CLASS_STATUSES
+from labeling.validation import ATTRIBUTES
+
+SEEN_KEY = "classes_versions_seen"  # class id -> version the editor was shown (optimistic locking)
+SELECT_KEY = "class_selected"
+NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
+CATALOG_COLUMNS = ["class_id", "name", "status", "faces", "confirmed", "predicted", "predicted_by_model", "gender",
+                   "ethnicity", "birth_year", "country", "external_id", "display_name", "merged_into_name",
+                   "updated_by", "updated_at", "version"]
+
+settings, store = get_settings(), get_store()
+seen: dict[int, int] = st.session_state.get(SEEN_KEY, {})
+catalog = classes_frame(store)
+by_id = catalog.set_index("class_id")
+
+st.title("Classes")
+left, right = st.columns([3, 2])
+text = left.text_input("Search", key="class_search", placeholder="name, display name or external id")
+statuses = right.multiselect("Status", CLASS_STATUSES, default=["active", "proposed"], key="class_status_filter")
+view = search_classes(catalog, text, statuses or None)
+st.dataframe(view[CATALOG_COLUMNS], hide_index=True, width="stretch",
+             column_config={"faces": st.column_config.NumberColumn(help="faces labeled with the class now"),
+                            "confirmed": st.column_config.NumberColumn(help="approved or relabeled"),
+                            "predicted_by_model": st.column_config.NumberColumn(help="the model's latest prediction")})
+st.caption(f"{len(view)} of {len(catalog)} classes · click a column header to sort")
+
+
+def label(class_id: int) -> str:
+    row = by_id.loc[class_id]
+    return f"{row['name']} (id {class_id}, {row['status']}, {row['faces']} faces)"
+
+
+def expected(class_id: int) -> int:
+    """The version the editor was shown, so an edit based on a stale view is refused."""
+    return seen.get(class_id, int(by_id.loc[class_id, "version"]))
+
+
+def select_created(result) -> None:
+    st.session_state[NEXT_KEY] = result[0]
+
+
+def text_or_none(value: str) -> str | None:
+    return value.strip() or None
+
+
+if NEXT_KEY in st.session_state:
+    st.session_state[SELECT_KEY] = st.session_state.pop(NEXT_KEY)
+options = view["class_id"].tolist()
+if st.session_state.get(SELECT_KEY) not in options and st.session_state.get(SELECT_KEY) in by_id.index:
+    options.insert(0, st.session_state[SELECT_KEY])  # keep a just-created or chosen class selectable
+selected = st.selectbox("Class to edit", options, format_func=label, key=SELECT_KEY) if options else None
+
+add_tab, edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab = st.tabs(
+    ["Add", "Rename", "Attributes", "Merge", "Split", "Status", "History"])
+
+with add_tab:
+    with st.form("add_class_form"):
+        name = st.text_input("Name", key="add_class_name")
+        display = st.text_input("Display name (optional)", key="add_class_display")
+        cols = st.columns(4)
+        attrs = {a: cols[i].text_input(a.replace("_", " ").capitalize(), key=f"add_class_{a}") for i, a in enumerate(ATTRIBUTES)}
+        seeds = st.text_input("Seed faces (optional): face ids, e.g. a selection from the explorer",
+                              key="add_class_seeds", placeholder="12, 15, 20")
+        if st.form_submit_button("Add class"):
+            write(lambda s, e: add_class(s, name, e, display_name=text_or_none(display),
+                                         attributes={k: v for k, v in attrs.items() if v.strip()},
+                                         seed_face_ids=parse_ids(seeds)),
+                  after=select_created)
+
+for tab in (edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab):
+    if selected is None:
+        tab.info("No class matches the search: change it, or add a class.")
+
+if selected is not None:
+    row = by_id.loc[selected]
+    with edit_tab:
+        st.write(f"Rename **{row['name']}**")
+        with st.form(f"rename_class_form_{selected}"):
+            new_name = st.text_input("New name", value=row["name"], key=f"rename_name_{selected}")
+            new_display = st.text_input("Display name (blank: none)", value=row["display_name"] or "",
+                                        key=f"rename_display_{selected}")
+            if st.form_submit_button("Rename"):
+                write(lambda s, e: rename_class(s, selected, new_name, e, expected_version=expected(selected),
+                                                display_name=new_display))
+
+    with attrs_tab:
+        st.write(f"Demographic attributes of **{row['name']}** (blank clears one; used by the bias audit)")
+        with st.form(f"attributes_form_{selected}"):
+            cols = st.columns(4)
+            values = {}
+            for i, a in enumerate(ATTRIBUTES):
+                shown = "" if pd.isna(row[a]) else str(row[a])
+                values[a] = cols[i].text_input(a.replace("_", " ").capitalize(), value=shown, key=f"attr_{a}_{selected}")
+            if st.form_submit_button("Save attributes"):
+                write(lambda s, e: set_class_attributes(s, selected, e, expected_version=expected(selected),
+                                                        **{k: text_or_none(v) for k, v in values.items()}))
+
+    with merge_tab:
+        targets = [c for c in catalog["class_id"] if c != selected and by_id.loc[c, "status"] != "retired"]
+        st.write(f"Merge **{row['name']}** into another class: its labels and predictions move there, "
+                 "and it is retired.")
+        with st.form(f"merge_form_{selected}"):
+            target = st.selectbox("Into", targets, format_func=label, key=f"merge_target_{selected}")
+            if st.form_submit_button("Merge"):
+                write(lambda s, e: merge_classes(s, selected, target, e))
+
+    with split_tab:
+        members = faces_frame(store, class_id=selected)
+        st.write(f"Move some of the {len(members)} faces of **{row['name']}** to a new or another class.")
+        with st.form(f"split_form_{selected}"):
+            faces = st.multiselect(
+                "Faces", members["face_id"].tolist(), key=f"split_faces_{selected}",
+                format_func=lambda f: (lambda r: f"face {f} · {r['media_path'].split('/')[-1]} · {r['label_status']}")(
+                    members.set_index("face_id").loc[f]))
+            mode = st.radio("To", ["a new class", "an existing class"], horizontal=True, key=f"split_mode_{selected}")
+            split_name = st.text_input("New class name", key=f"split_name_{selected}")
+            split_target = st.selectbox("Existing class", [c for c in catalog["class_id"] if c != selected], index=None,
+                                        format_func=label, key=f"split_target_{selected}")
+            if st.form_submit_button("Split"):
+                new = mode == "a new class"
+                write(lambda s, e: split_class(s, selected, faces, e, new_name=split_name if new else None,
+                                               target_id=None if new else split_target),
+                      after=select_created)
+        crops = [(f, media_file(p, settings)) for f, p in zip(members["face_id"], members["crop_path"])][:24]
+        crops = [(f, p) for f, p in crops if p is not None]
+        if crops:
+            st.image([str(p) for _, p in crops], caption=[f"face {f}" for f, _ in crops], width=96)
+
+    with status_tab:
+        st.write(f"**{row['name']}** is {row['status']}. Retired classes keep their labels but take no new ones "
+                 "and are not exported.")
+        with st.form(f"status_form_{selected}"):
+            status = st.selectbox("Status", CLASS_STATUSES, index=CLASS_STATUSES.index(row["status"]),
+                                  key=f"status_{selected}")
+            if st.form_submit_button("Set status"):
+                write(lambda s, e: set_class_status(s, selected, status, e, expected_version=expected(selected)))
+
+    with history_tab:
+        events = history_frame(store, f"class:{selected}")
+        if len(events):
+            st.dataframe(events, hide_index=True, width="stretch")
+        else:
+            st.write("No operation on this class yet.")
+
+st.session_state[SEEN_KEY] = dict(zip(catalog["class_id"].tolist(), catalog["version"].tolist()))

@@ -1,0 +1,232 @@
+"""What every page shares: the settings, the store, the editor's identity, errors and messages.
+
+Pages (labeling's and explorer's) import from here:
+
+    store, editor = get_store(), require_editor()
+    write(lambda store, editor: rename_class(store, class_id, name, editor))
+
+`write` is the one way a page changes the store: it refuses without an editor name, runs the
+operation (which audits it), shows a refusal (ValidationError, NotFoundError, ConflictError,
+UndoError) with st.error instead of a traceback, and on success reruns the page so every
+table, the sidebar's recent operations included, shows the new state.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError
+from labeling.validation import check_editor
+from models.settings import Settings
+
+EDITOR_KEY = "editor"
+FLASH_KEY = "_giflens_flash"
+PASSWORD_ENV = "GIFLENS_EDITOR_PASSWORD"
+UPLOADS = "uploads"  # under the data folder
+
+
+# -- settings and store ------------------------------------------------------------------
+def get_settings() -> Settings:
+    """The settings from the environment (`GIFLENS_*`), read on every run: cheap, and never stale."""
+    return Settings()
+
+
+@st.cache_resource(show_spinner=False)
+def _store_for(url: str) -> sessionmaker[Session]:
+    from labeling.db import open_store
+
+    return open_store(url)
+
+
+def get_store() -> sessionmaker[Session]:
+    """The session factory of the settings' database (one per URL for the whole server)."""
+    return _store_for(get_settings().resolved_database_url)
+
+
+def database_label(settings: Settings) -> str:
+    """The database URL as shown to people: never with its password."""
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+@st.cache_resource(show_spinner="Loading the models ...")
+def _pipeline_for(key: str, _settings: Settings):
+    from embeddings.pipeline import IngestPipeline
+
+    return IngestPipeline(_settings)
+
+
+def get_pipeline(settings: Settings):
+    """The ingest pipeline (its networks load on first use) shared by every session with these settings."""
+    return _pipeline_for(settings.model_dump_json(), settings)
+
+
+# -- the editor ----------------------------------------------------------------------------
+def password_required() -> bool:
+    return bool(os.environ.get(PASSWORD_ENV))
+
+
+def check_password(given: str | None) -> bool:
+    expected = os.environ.get(PASSWORD_ENV)
+    if not expected:
+        return True
+    return hmac.compare_digest((given or "").encode(), expected.encode())
+
+
+def sign_in(name: str, password: str | None = None) -> str:
+    """Set the session's editor; raises ValidationError for a bad name or a wrong password."""
+    editor = check_editor(name)
+    if not check_password(password):
+        raise ValidationError("wrong password")
+    st.session_state[EDITOR_KEY] = editor
+    return editor
+
+
+def sign_out() -> None:
+    st.session_state.pop(EDITOR_KEY, None)
+
+
+def current_editor() -> str | None:
+    return st.session_state.get(EDITOR_KEY) or None
+
+
+def require_editor() -> str | None:
+    """The editor's name, or None after telling them a name is needed (browsing needs none)."""
+    editor = current_editor()
+    if not editor:
+        st.error("An editor name is required before any change: sign in with your name in the sidebar. "
+                 "Browsing works without it.")
+    return editor
+
+
+# -- errors and messages -----------------------------------------------------------------------
+def show_error(exc: BaseException) -> None:
+    """A refusal as the editor should read it: what was refused and why, never a traceback."""
+    if isinstance(exc, ConflictError):
+        st.error(f"Conflict: {exc}")
+    elif isinstance(exc, UndoError):
+        st.error(f"Cannot undo: {exc}")
+    elif isinstance(exc, NotFoundError):
+        st.error(f"Not found: {exc}")
+    elif isinstance(exc, (ValidationError, StoreError)):
+        st.error(f"Refused: {exc}")
+    else:
+        st.error(f"{type(exc).__name__}: {exc}")
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """A message shown once, at the top of the next run (survives st.rerun)."""
+    st.session_state.setdefault(FLASH_KEY, []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, message in st.session_state.pop(FLASH_KEY, []):
+        {"success": st.success, "error": st.error, "warning": st.warning}.get(kind, st.info)(message)
+
+
+def result_message(result: Any) -> str:
+    """'Done: <summary> (operation N)' for an OperationResult or (id, OperationResult)."""
+    if isinstance(result, tuple):
+        result = next((r for r in result if hasattr(r, "summary")), None)
+    if result is None or not hasattr(result, "summary"):
+        return "Done."
+    suffix = f" (operation {result.event_id})" if getattr(result, "event_id", None) else ""
+    return f"Done: {result.summary}{suffix}"
+
+
+def write(action: Callable[[sessionmaker[Session], str], Any], after: Callable[[Any], None] | None = None,
+          rerun: bool = True) -> Any:
+    """Run a labeling operation as the signed-in editor: action(store, editor).
+
+    Refused without an editor. A StoreError is shown with st.error and None returned. On success
+    `after(result)` runs (e.g. to select what was created), the outcome is flashed, and the page
+    reruns (unless rerun=False, then the result is returned)."""
+    editor = require_editor()
+    if editor is None:
+        return None
+    try:
+        result = action(get_store(), editor)
+    except StoreError as exc:
+        show_error(exc)
+        return None
+    if after is not None:
+        after(result)
+    flash(result_message(result))
+    if rerun:
+        st.rerun()
+    return result
+
+
+# -- small parsers for what editors type -------------------------------------------------------
+def parse_ids(text: str | None, what: str = "face") -> list[int]:
+    """'12, 15 20' -> [12, 15, 20]; anything else than whole numbers is a ValidationError."""
+    parts = [p for p in re.split(r"[\s,;]+", text or "") if p]
+    bad = [p for p in parts if not p.isdigit()]
+    if bad:
+        raise ValidationError(f"{what} ids must be whole numbers separated by commas or spaces; got {', '.join(bad[:5])}")
+    return list(dict.fromkeys(int(p) for p in parts))
+
+
+# -- uploads -----------------------------------------------------------------------------------
+def allowed_extensions() -> list[str]:
+    from embeddings.media import MEDIA_EXTENSIONS
+
+    return sorted(ext.lstrip(".") for ext in MEDIA_EXTENSIONS)
+
+
+def human_bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_upload(name: str, size: int, settings: Settings) -> str | None:
+    """Why an uploaded file is refused before it is saved (None: accepted). The content itself
+    is checked again by ingest, which sniffs the format from the bytes, not the name."""
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix not in allowed_extensions():
+        return f"type .{suffix or '?'} is not accepted (accepted: {', '.join(allowed_extensions())})"
+    if size <= 0:
+        return "the file is empty"
+    if size > settings.max_file_bytes:
+        return f"{human_bytes(size)} is over the limit of {human_bytes(settings.max_file_bytes)} per file"
+    return None
+
+
+def safe_file_name(name: str) -> str:
+    """The base name of an upload with path syntax and control characters removed."""
+    base = unicodedata.normalize("NFC", name.replace("\\", "/").split("/")[-1])
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip().lstrip(".")
+    return base or "upload"
+
+
+def save_upload(name: str, data: bytes, settings: Settings) -> Path:
+    """Store an upload under <data folder>/uploads/<content hash>/<name>: the same bytes twice are one file."""
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = Path(settings.data_dir) / UPLOADS / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe_file_name(name)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def media_file(path: str | None, settings: Settings) -> Path | None:
+    """A media or crop path from the store as a readable file (relative ones are under the data folder)."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_absolute():
+        p = Path(settings.data_dir) / p
+    return p if p.is_file() else None

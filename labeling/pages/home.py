@@ -1,0 +1,30 @@
+"""Overview: what the store holds, and the latest operations of every editor."""
+import streamlit as st
+
+from labeling.pages.common import database_label, get_settings, get_store
+from labeling.queries import events_frame, store_overview
+
+settings, store = get_settings(), get_store()
+st.title("giflens")
+st.caption(f"Data folder `{settings.data_dir}` · database `{database_label(settings)}`")
+
+overview = store_overview(store)
+labels = overview["labels"]
+cols = st.columns(5)
+cols[0].metric("Media", overview["media_ok"], help=f"{overview['media_failed']} failed")
+cols[1].metric("Faces", overview["faces"], help=f"{overview['faces_unlabeled']} without any label")
+cols[2].metric("Classes", overview["classes_active"], help=f"{overview['classes']} including proposed and retired")
+cols[3].metric("Confirmed labels", labels.get("approved", 0) + labels.get("relabeled", 0),
+               help="approved or relabeled by an editor or an import")
+cols[4].metric("Active tags", overview["tags_active"], help=f"{overview['tags_suggested']} suggestions waiting")
+if labels:
+    st.write("Face labels by status: " + ", ".join(f"{status} {n}" for status, n in sorted(labels.items())))
+if overview["media_ok"] + overview["media_failed"] == 0:
+    st.info("The store is empty: add media on the Ingest page, or run `giflens ingest FOLDER`.")
+
+st.subheader("Latest operations")
+events = events_frame(store, limit=30)
+if len(events):
+    st.dataframe(events.drop(columns=["n_entities"]), hide_index=True, width="stretch")
+else:
+    st.write("No operation yet.")

@@ -1,0 +1,95 @@
+"""Ingest: a folder on the server or uploaded files -> cached embeddings and store rows, with progress."""
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from embeddings.pipeline import ModelUnavailableError
+from labeling.ingest import ingest
+from labeling.pages.common import (allowed_extensions, check_upload, get_pipeline, get_settings, get_store,
+                                   human_bytes, require_editor, save_upload, show_error)
+from labeling.queries import media_frame
+
+RESULT_KEY = "ingest_last_result"
+
+settings, store = get_settings(), get_store()
+st.title("Ingest")
+st.caption(f"Accepted types: {', '.join(allowed_extensions())}; at most {human_bytes(settings.max_file_bytes)}, "
+           f"{settings.max_pixels / 1e6:.0f} Mpixels per frame and {settings.max_frames} frames per file. "
+           f"{settings.frames} frames are sampled per clip; faces with {settings.face_model}, GIFs with "
+           f"{settings.gif_model}.")
+
+
+def run_ingest(paths: list[Path]) -> None:
+    """Ingest with a progress bar; the outcome is kept in the session and shown below."""
+    bar = st.progress(0.0, text="Looking for media ...")
+    state = {"total": 0, "done": 0}
+
+    def on_start(total: int) -> None:
+        state["total"] = total
+        bar.progress(0.0, text=f"0 / {total} files")
+
+    def on_result(result) -> None:
+        state["done"] += 1
+        total = max(state["total"], 1)
+        bar.progress(min(state["done"] / total, 1.0), text=f"{state['done']} / {state['total']} · {Path(result.path).name}")
+
+    try:
+        summary = ingest(paths, settings, on_start=on_start, on_result=on_result, pipeline=get_pipeline(settings),
+                         store=store)
+    except ModelUnavailableError as exc:
+        bar.empty()
+        st.error(f"A model could not be loaded, nothing was ingested: {exc}")
+        return
+    except OSError as exc:
+        bar.empty()
+        show_error(exc)
+        return
+    bar.progress(1.0, text=f"{state['done']} / {state['total']} files")
+    st.session_state[RESULT_KEY] = {"line": summary.line(), "files": state["total"],
+                                    "failures": [{"file": p, "reason": why} for p, why in summary.failures]}
+
+
+folder_tab, upload_tab = st.tabs(["Folder", "Upload files"])
+with folder_tab:
+    with st.form("ingest_folder_form"):
+        folder = st.text_input("Folder or file on the server", key="ingest_folder",
+                               placeholder="/path/to/media (folders are searched recursively)")
+        go_folder = st.form_submit_button("Ingest folder")
+    if go_folder:
+        target = Path(folder.strip()).expanduser() if folder.strip() else None
+        if target is None:
+            st.error("Give a folder or a file path.")
+        elif not target.exists():
+            st.error(f"{target} does not exist on the server.")
+        elif require_editor():
+            run_ingest([target])
+
+with upload_tab:
+    uploads = st.file_uploader("Media files", type=allowed_extensions(), accept_multiple_files=True,
+                               key="ingest_uploads")
+    if st.button("Ingest uploaded files", key="ingest_uploads_button", disabled=not uploads):
+        refused = [{"file": f.name, "reason": why} for f in uploads if (why := check_upload(f.name, f.size, settings))]
+        accepted = [f for f in uploads if not check_upload(f.name, f.size, settings)]
+        if refused:
+            st.warning(f"{len(refused)} file(s) refused before ingest:")
+            st.dataframe(pd.DataFrame(refused), hide_index=True, width="stretch")
+        if accepted and require_editor():
+            run_ingest([save_upload(f.name, f.getvalue(), settings) for f in accepted])
+
+last = st.session_state.get(RESULT_KEY)
+if last:
+    st.subheader("Last ingest")
+    (st.warning if last["failures"] else st.success)(last["line"])
+    if last["failures"]:
+        st.write("Failures and their reasons:")
+        st.dataframe(pd.DataFrame(last["failures"]), hide_index=True, width="stretch")
+
+media = media_frame(store)
+st.subheader(f"Media in the store ({len(media)})")
+failed = media[media["status"] == "failed"]
+if len(failed):
+    with st.expander(f"{len(failed)} failed file(s)"):
+        st.dataframe(failed[["media_id", "path", "error"]], hide_index=True, width="stretch")
+st.dataframe(media[["media_id", "name", "kind", "status", "faces", "tracks", "tags", "width", "height", "total_frames",
+                    "size_bytes", "path"]], hide_index=True, width="stretch")

@@ -1,0 +1,146 @@
+"""Tags: per GIF (its tags and confidences, suggestions to accept or reject) and per tag (bulk actions)."""
+import pandas as pd
+import streamlit as st
+
+from labeling.pages.common import get_settings, get_store, media_file, write
+from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
+from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
+
+MEDIA_KEY = "tags_media"
+TAG_KEY = "tags_tag"
+VIDEO_KINDS = ("video",)
+
+settings, store = get_settings(), get_store()
+st.title("Tags")
+media = media_frame(store)
+media = media[media["status"] == "ok"].set_index("media_id")
+
+
+def media_label(media_id: int) -> str:
+    row = media.loc[media_id]
+    return f"{row['name']} (id {media_id}, {row['kind']}, {row['tags']} tags)"
+
+
+def editor_key(media_id: int) -> str:
+    return f"tag_editor_{media_id}"
+
+
+def changed_confidences(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the tag table whose confidence the editor changed (tables aligned by position)."""
+    diff = before["confidence"].to_numpy() != after["confidence"].to_numpy()
+    return after[diff]
+
+
+def show_media(media_id: int) -> None:
+    row = media.loc[media_id]
+    path = media_file(row["path"], settings)
+    if path is None:
+        st.warning(f"{row['path']} is not readable from the server.")
+    elif row["kind"] in VIDEO_KINDS:
+        st.video(str(path))
+    else:
+        st.image(str(path), caption=row["name"], width="stretch")  # a GIF plays
+
+
+per_gif, per_tag = st.tabs(["Per GIF", "Per tag"])
+
+with per_gif:
+    if media.empty:
+        st.info("No media yet: ingest some on the Ingest page.")
+    else:
+        media_id = st.selectbox("GIF or image", media.index.tolist(), format_func=media_label, key=MEDIA_KEY)
+        tags = media_tags_frame(store, media_id=media_id)
+        active = tags[tags["status"] == "active"].reset_index(drop=True)
+        suggested = tags[tags["status"] == "suggested"].reset_index(drop=True)
+        rejected = tags[tags["status"] == "rejected"].reset_index(drop=True)
+        picture, table = st.columns([2, 3])
+        with picture:
+            show_media(media_id)
+        with table:
+            st.subheader("Tags")
+            if active.empty:
+                st.write("No tags yet.")
+            else:
+                columns = ["tag", "confidence", "source", "editor", "version"]
+                edited = st.data_editor(
+                    active[columns], key=editor_key(media_id), hide_index=True, num_rows="fixed", width="stretch",
+                    disabled=["tag", "source", "editor", "version"],
+                    column_config={"confidence": st.column_config.NumberColumn(
+                        "confidence", min_value=0.0, max_value=1.0, step=0.01, format="%.2f", required=True)})
+                if st.button("Save confidences", key="tags_save_confidences"):
+                    changed = changed_confidences(active, edited)
+                    if changed.empty:
+                        st.info("No confidence was changed.")
+                    else:
+                        items = [(media_id, t, float(c)) for t, c in zip(changed["tag"], changed["confidence"])]
+                        versions = {(media_id, int(active.loc[i, "tag_id"])): int(active.loc[i, "version"])
+                                    for i in changed.index}
+                        write(lambda s, e: set_tag_confidences(s, items, e, expected_versions=versions),
+                              after=lambda _: st.session_state.pop(editor_key(media_id), None))
+                with st.form(f"remove_tags_form_{media_id}"):
+                    doomed = st.multiselect("Remove tags", active["tag"].tolist(), key=f"tags_remove_{media_id}")
+                    if st.form_submit_button("Remove") and doomed:
+                        write(lambda s, e: remove_tags(s, [media_id], doomed, e))
+
+            st.subheader("Suggestions")
+            if suggested.empty:
+                st.write("No suggestions waiting.")
+            else:
+                st.dataframe(suggested[["tag", "confidence", "source"]], hide_index=True, width="stretch")
+                chosen = st.multiselect("Suggestions", suggested["tag"].tolist(), default=suggested["tag"].tolist(),
+                                        key=f"tags_suggestions_{media_id}")
+                accept, reject = st.columns(2)
+                if accept.button("Accept", key="tags_accept") and chosen:
+                    write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "active", e))
+                if reject.button("Reject", key="tags_reject") and chosen:
+                    write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "rejected", e))
+
+            with st.form(f"add_tag_form_{media_id}", clear_on_submit=True):
+                st.write("Add a tag")
+                new_tag = st.text_input("Tag", key=f"tags_new_{media_id}")
+                confidence = st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
+                                             key=f"tags_new_confidence_{media_id}")
+                if st.form_submit_button("Add tag"):
+                    write(lambda s, e: add_tags(s, [media_id], [new_tag], e, confidence=confidence))
+
+            if not rejected.empty:
+                with st.expander(f"{len(rejected)} rejected suggestion(s)"):
+                    st.dataframe(rejected[["tag", "confidence", "source", "editor"]], hide_index=True)
+        with st.expander("History of this media item"):
+            st.dataframe(history_frame(store, f"media:{media_id}"), hide_index=True, width="stretch")
+
+with per_tag:
+    counts = tag_counts_frame(store)
+    if counts.empty:
+        st.info("No tags yet.")
+    else:
+        by_tag = counts.set_index("tag")
+        tag = st.selectbox("Tag", counts["tag"].tolist(), key=TAG_KEY,
+                           format_func=lambda t: f"{t} ({by_tag.loc[t, 'active']} active, "
+                                                 f"{by_tag.loc[t, 'suggested']} suggested)")
+        carrying = media_tags_frame(store, tag=tag)
+        st.dataframe(carrying[["media_id", "media_name", "confidence", "status", "source", "editor", "version"]],
+                     hide_index=True, width="stretch")
+        active_ids = carrying.loc[carrying["status"] == "active", "media_id"].tolist()
+        names = dict(zip(carrying["media_id"], carrying["media_name"]))
+        thumbs = [(m, media_file(media.loc[m, "path"], settings)) for m in active_ids[:8] if m in media.index]
+        thumbs = [(m, p) for m, p in thumbs if p is not None and media.loc[m, "kind"] not in VIDEO_KINDS]
+        if thumbs:
+            st.image([str(p) for _, p in thumbs], caption=[names[m] for m, _ in thumbs], width=160)
+        with st.form(f"bulk_tag_form_{tag}"):
+            st.write(f"Bulk actions on **{tag}**")
+            every = st.checkbox(f"All {len(carrying)} media carrying it", key=f"bulk_all_{tag}")
+            picked = st.multiselect("Or these", carrying["media_id"].tolist(), format_func=lambda m: names[m],
+                                    key=f"bulk_media_{tag}")
+            confidence = st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
+                                         key=f"bulk_confidence_{tag}")
+            set_col, remove_col = st.columns(2)
+            do_set = set_col.form_submit_button("Set confidence")
+            do_remove = remove_col.form_submit_button("Remove tag")
+        targets = carrying["media_id"].tolist() if every else picked
+        if (do_set or do_remove) and not targets:
+            st.error("Choose the media first (or tick all).")
+        elif do_set:
+            write(lambda s, e: set_tag_confidences(s, [(int(m), tag, confidence) for m in targets], e))
+        elif do_remove:
+            write(lambda s, e: remove_tags(s, [int(m) for m in targets], [tag], e))

@@ -1,0 +1,381 @@
+"""The Streamlit app driven headless with streamlit.testing.v1.AppTest, on a store built from real
+photos and a GIF (see test_queries.build_fixture_store): every page renders, writes need an editor,
+and what an editor does on a page lands in the database with its audit event."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from streamlit.testing.v1 import AppTest
+
+from labeling.classes import rename_class
+from labeling.db import open_store
+from labeling.pages.common import allowed_extensions, check_upload, parse_ids, safe_file_name
+from labeling.errors import ValidationError
+from labeling.queries import classes_frame, media_tags_frame, store_overview
+from labeling.schema import AuditEvent, CelebrityClass, Export, Face, FaceLabel, Media, MediaTag, Tag
+from test_queries import GIF, SHARED, FixtureStore, build_fixture_store
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+PAGES = ["labeling/pages/home.py", "labeling/pages/classes.py", "labeling/pages/tags.py",
+         "labeling/pages/ingest.py", "labeling/pages/export.py"]
+# AppTest requires a bound per script run; this one is generous so a busy shared machine never fails a
+# test on time (the ingest test loads the networks inside the run).
+RUN_BOUND_S = 900
+
+
+@pytest.fixture(scope="session")
+def app_store(tmp_path_factory) -> FixtureStore:
+    """One SQLite store for the app tests; its data folder shares the session's embedding cache."""
+    data_dir = tmp_path_factory.getbasetemp() / "giflens-app-data"
+    data_dir.mkdir(exist_ok=True)
+    db = tmp_path_factory.mktemp("app-store") / "giflens.db"
+    return build_fixture_store(data_dir, f"sqlite:///{db}")
+
+
+@pytest.fixture
+def app(app_store, monkeypatch):
+    """A fresh app session (no editor) on the fixture store."""
+    monkeypatch.setenv("GIFLENS_DATA_DIR", str(app_store.data_dir))
+    monkeypatch.setenv("GIFLENS_DATABASE_URL", app_store.url)
+    monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
+    return AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"labeling/pages/{page}.py").run()
+    no_exception(at)
+    return at
+
+
+def button(at: AppTest, label: str):
+    found = [b for b in at.button if b.label == label]
+    assert len(found) == 1, f"{len(found)} buttons labelled {label!r}: {[b.label for b in at.button]}"
+    return found[0]
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def messages(at: AppTest) -> list[str]:
+    return [m.value for m in [*at.success, *at.warning, *at.info]]
+
+
+def sign_in(at: AppTest, name: str, password: str | None = None) -> AppTest:
+    at.sidebar.text_input(key="sign_in_name").input(name)
+    if password is not None:
+        at.sidebar.text_input(key="sign_in_password").input(password)
+    button(at, "Sign in").click().run()
+    no_exception(at)
+    return at
+
+
+def count(store, model, *where) -> int:
+    with store() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def test_every_page_renders_read_only(app, app_store):
+    no_exception(app)
+    overview = store_overview(app_store.store)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Media"] == str(overview["media_ok"]) and metrics["Faces"] == str(overview["faces"])
+    titles = {}
+    for page in PAGES:
+        app.switch_page(page).run()
+        no_exception(app)
+        assert not errors(app), (page, errors(app))
+        titles[page] = [t.value for t in app.title]
+        assert app.sidebar.text_input(key="sign_in_name").value == ""  # nobody is signed in
+    assert titles == {PAGES[0]: ["giflens"], PAGES[1]: ["Classes"], PAGES[2]: ["Tags"], PAGES[3]: ["Ingest"],
+                      PAGES[4]: ["Export"]}
+    # the catalog shows what the store holds
+    go(app, "classes")
+    shown = app.dataframe[0].value
+    assert sorted(shown["name"]) == sorted(classes_frame(app_store.store).query("status != 'retired'")["name"])
+    # the ingest page lists the media, the failed file with its error
+    go(app, "ingest")
+    listed = app.main.dataframe[-1].value
+    assert len(listed) == count(app_store.store, Media)
+    assert "broken.gif" in set(listed.loc[listed["status"] == "failed", "name"])
+
+
+def test_writes_are_refused_without_an_editor(app, app_store):
+    events, classes = count(app_store.store, AuditEvent), count(app_store.store, CelebrityClass)
+    go(app, "classes")
+    app.text_input(key="add_class_name").input("Nobody Special")
+    button(app, "Add class").click().run()
+    no_exception(app)
+    assert any("editor name is required" in e for e in errors(app))
+    go(app, "tags")
+    app.text_input(key=f"tags_new_{app.selectbox(key='tags_media').value}").input("refused")
+    button(app, "Add tag").click().run()
+    assert any("editor name is required" in e for e in errors(app))
+    go(app, "ingest")
+    app.text_input(key="ingest_folder").input(str(SHARED / "lfw" / "Hugo_Chavez"))
+    button(app, "Ingest folder").click().run()
+    assert any("editor name is required" in e for e in errors(app))
+    assert count(app_store.store, AuditEvent) == events and count(app_store.store, CelebrityClass) == classes
+    assert count(app_store.store, Media, Media.path.like("%Hugo_Chavez%")) == 0
+    assert not [b for b in app.button if b.label == "Undo last"]  # nothing to undo without an editor
+
+
+# -- classes -------------------------------------------------------------------------------------
+def test_add_rename_class_with_audit_and_undo(app, app_store):
+    sign_in(app, "ann")
+    assert any("**ann**" in m.value for m in app.sidebar.markdown)
+    go(app, "classes")
+    seed = app_store.largest_face[sorted(app_store.largest_face)[0]]
+    app.text_input(key="add_class_name").input("Cate Blanchett")
+    app.text_input(key="add_class_gender").input("Female")
+    app.text_input(key="add_class_seeds").input(str(seed))
+    button(app, "Add class").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    assert any("add class 'Cate Blanchett' seeded with 1 face(s)" in m for m in messages(app))
+    with app_store.store() as s:
+        cate = s.scalars(select(CelebrityClass).where(CelebrityClass.name == "Cate Blanchett")).one()
+        label = s.scalars(select(FaceLabel).where(FaceLabel.face_id == seed)).one()
+    assert (cate.gender, cate.updated_by) == ("female", "ann")
+    assert (label.class_id, label.status, label.editor) == (cate.id, "relabeled", "ann")
+    assert app.selectbox(key="class_selected").value == cate.id  # the new class is selected for editing
+
+    app.text_input(key=f"rename_name_{cate.id}").input("Catherine Blanchett")
+    button(app, "Rename").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    catalog = app.dataframe[0].value
+    assert "Catherine Blanchett" in set(catalog["name"]) and "Cate Blanchett" not in set(catalog["name"])
+    with app_store.store() as s:
+        assert s.get(CelebrityClass, cate.id).name == "Catherine Blanchett"
+        event = s.scalars(select(AuditEvent).where(AuditEvent.editor == "ann", AuditEvent.operation == "rename_class")
+                          .order_by(AuditEvent.id.desc())).first()
+    key = f"class:{cate.id}"
+    assert event.before[key]["name"] == "Cate Blanchett" and event.after[key]["name"] == "Catherine Blanchett"
+    recent = app.sidebar.dataframe[0].value
+    assert list(recent["operation"][:2]) == ["rename_class", "add_class"]
+
+    # the sidebar's undo reverses the rename, as an audited operation of its own
+    button(app, "Undo last").click().run()
+    no_exception(app)
+    assert any(m.startswith("Undone: undo of operation") for m in messages(app))
+    with app_store.store() as s:
+        assert s.get(CelebrityClass, cate.id).name == "Cate Blanchett"
+        assert s.get(AuditEvent, event.id).undone_by_id is not None
+
+
+def test_stale_edit_shows_the_conflict(app, app_store):
+    app.session_state["editor"] = "ann"
+    go(app, "classes")
+    serena = app_store.classes["Serena Williams"]
+    app.selectbox(key="class_selected").set_value(serena).run()
+    no_exception(app)
+    with app_store.store() as s:
+        version = s.get(CelebrityClass, serena).version
+    rename_class(app_store.store, serena, "Serena J. Williams", "bob", expected_version=version)  # meanwhile
+    app.text_input(key=f"attr_country_{serena}").input("United States")
+    button(app, "Save attributes").click().run()
+    no_exception(app)
+    assert any(e.startswith("Conflict:") and "changed by bob" in e for e in errors(app)), errors(app)
+    with app_store.store() as s:
+        row = s.get(CelebrityClass, serena)
+    assert (row.country, row.updated_by) == (None, "bob")
+    # the page now shows bob's version; saving again is based on it and goes through
+    button(app, "Save attributes").click().run()
+    assert not errors(app), errors(app)
+    with app_store.store() as s:
+        assert s.get(CelebrityClass, serena).country == "United States"
+    rename_class(app_store.store, serena, "Serena Williams", "bob")
+
+
+def test_bad_input_is_refused_with_its_reason(app, app_store):
+    app.session_state["editor"] = "ann"
+    go(app, "classes")
+    before = count(app_store.store, CelebrityClass)
+    app.text_input(key="add_class_name").input("../etc")
+    button(app, "Add class").click().run()
+    assert any(e.startswith("Refused:") and "looks like a path" in e for e in errors(app)), errors(app)
+    app.text_input(key="add_class_name").input("Someone New")
+    app.text_input(key="add_class_seeds").input("12, twelve")
+    button(app, "Add class").click().run()
+    assert any("whole numbers" in e for e in errors(app)), errors(app)
+    assert count(app_store.store, CelebrityClass) == before
+
+
+def test_password_is_checked_when_configured(app_store, monkeypatch):
+    monkeypatch.setenv("GIFLENS_DATA_DIR", str(app_store.data_dir))
+    monkeypatch.setenv("GIFLENS_DATABASE_URL", app_store.url)
+    monkeypatch.setenv("GIFLENS_EDITOR_PASSWORD", "s3cret")
+    at = AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+    sign_in(at, "mallory", "guess")
+    assert any("wrong password" in e for e in errors(at)) and "editor" not in at.session_state
+    sign_in(at, "carol", "s3cret")
+    assert at.session_state["editor"] == "carol"
+
+
+# -- tags ------------------------------------------------------------------------------------------
+def test_tag_editor_changes_confidence_and_accepts_suggestions(app, app_store):
+    app.session_state["editor"] = "ann"
+    go(app, "tags")
+    gif = app_store.media[GIF]
+    app.selectbox(key="tags_media").set_value(gif).run()
+    no_exception(app)
+    assert [GIF] in [img.captions for img in app.image]  # the GIF itself is shown
+    editor = app.data_editor(key=f"tag_editor_{gif}")
+    table = editor.value
+    shown = media_tags_frame(app_store.store, media_id=gif, status="active")
+    assert list(table["tag"]) == list(shown["tag"])
+    row = list(table["tag"]).index("nod")
+    app.session_state[f"tag_editor_{gif}"] = {"edited_rows": {row: {"confidence": 0.42}}, "added_rows": [],
+                                              "deleted_rows": []}
+    button(app, "Save confidences").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    with app_store.store() as s:
+        nod = s.execute(select(MediaTag).join(Tag, Tag.id == MediaTag.tag_id)
+                        .where(MediaTag.media_id == gif, Tag.name == "nod")).scalar_one()
+        event = s.scalars(select(AuditEvent).where(AuditEvent.operation == "set_tag_confidence")
+                          .order_by(AuditEvent.id.desc())).first()
+    assert (nod.confidence, nod.editor, nod.source) == (pytest.approx(0.42), "ann", "editor")
+    assert event.editor == "ann" and event.after[f"media_tag:{gif}:{nod.tag_id}"]["confidence"] == pytest.approx(0.42)
+    assert app.data_editor(key=f"tag_editor_{gif}").value.set_index("tag").loc["nod", "confidence"] == pytest.approx(0.42)
+
+    # a confidence outside [0, 1] is refused with its reason and changes nothing
+    app.session_state[f"tag_editor_{gif}"] = {"edited_rows": {row: {"confidence": 1.5}}, "added_rows": [],
+                                              "deleted_rows": []}
+    button(app, "Save confidences").click().run()
+    assert any("confidence must be in [0, 1]" in e for e in errors(app)), errors(app)
+    with app_store.store() as s:
+        assert s.get(MediaTag, nod.id).confidence == pytest.approx(0.42)
+
+    # the experts-voting suggestion is accepted
+    suggested = media_tags_frame(app_store.store, media_id=gif, status="suggested")
+    assert app.multiselect(key=f"tags_suggestions_{gif}").value == list(suggested["tag"])
+    button(app, "Accept").click().run()
+    no_exception(app)
+    after = media_tags_frame(app_store.store, media_id=gif).set_index("tag")
+    for tag in suggested["tag"]:
+        assert (after.loc[tag, "status"], after.loc[tag, "source"], after.loc[tag, "editor"]) == \
+            ("active", "experts_voting", "ann")
+
+
+def test_per_tag_bulk_confidence(app, app_store):
+    app.session_state["editor"] = "ann"
+    go(app, "tags")
+    app.selectbox(key="tags_tag").set_value("nod").run()
+    no_exception(app)
+    carrying = media_tags_frame(app_store.store, tag="nod")
+    table = [d for d in app.dataframe if "media_name" in d.value.columns][0].value
+    assert list(table["media_id"]) == list(carrying["media_id"])
+    assert list(table["confidence"]) == sorted(table["confidence"], reverse=True)
+    app.checkbox(key="bulk_all_nod").check()
+    app.number_input(key="bulk_confidence_nod").set_value(0.65)
+    button(app, "Set confidence").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    after = media_tags_frame(app_store.store, tag="nod")
+    assert set(after["media_id"]) == set(carrying["media_id"]) and set(after["confidence"]) == {0.65}
+    assert set(after["editor"]) == {"ann"}
+
+
+# -- ingest and export ----------------------------------------------------------------------------
+def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):
+    data_dir, folder = tmp_path / "data", tmp_path / "incoming"
+    folder.mkdir()
+    shutil.copy(SHARED / "lfw" / "Hugo_Chavez" / "Hugo_Chavez_0001.jpg", folder)
+    (folder / "broken.gif").write_text("this is text, not a GIF\n")
+    url = f"sqlite:///{tmp_path / 'ingest.db'}"
+    monkeypatch.setenv("GIFLENS_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("GIFLENS_DATABASE_URL", url)
+    monkeypatch.setenv("GIFLENS_MAX_FILE_BYTES", "20000")  # LFW photos are under 20 kB, most GIFs far over
+    monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+    at.session_state["editor"] = "ann"
+    go(at, "ingest")
+    at.text_input(key="ingest_folder").input(str(folder))
+    button(at, "Ingest folder").click().run()
+    no_exception(at)
+    store = open_store(url)
+    faces = count(store, Face)
+    assert faces >= 1
+    assert f"ingested 1, cached 0, failed 1, faces {faces}" in messages(at)
+    failures = [d.value for d in at.dataframe if "reason" in d.value.columns][0]
+    assert list(failures["file"]) == [str(folder / "broken.gif")] and failures["reason"].iloc[0]
+    with store() as s:
+        assert sorted((Path(p).name, st) for p, st in s.execute(select(Media.path, Media.status))) == \
+            [("Hugo_Chavez_0001.jpg", "ok"), ("broken.gif", "failed")]
+
+    # uploads: the size is checked before anything is saved (the widget itself refuses other types, and
+    # ingest sniffs the content); the accepted photo is ingested, the fake PNG fails with its reason
+    photo = SHARED / "lfw" / "Ai_Sugiyama" / "Ai_Sugiyama_0001.jpg"
+    big = SHARED / "gifs" / GIF
+    assert {f".{e}" for e in allowed_extensions()} <= set(at.file_uploader(key="ingest_uploads").allowed_type)
+    at.file_uploader(key="ingest_uploads").set_value([
+        (photo.name, photo.read_bytes(), "image/jpeg"), ("fake.png", b"just some text", "image/png"),
+        (big.name, big.read_bytes(), "image/gif")]).run()
+    button(at, "Ingest uploaded files").click().run()
+    no_exception(at)
+    refused = [d.value for d in at.dataframe if "reason" in d.value.columns and big.name in set(d.value["file"])][0]
+    assert list(refused["file"]) == [big.name]
+    assert refused["reason"].iloc[0] == f"{big.stat().st_size / 1e3:.1f} kB is over the limit of 20.0 kB per file"
+    assert any(m.startswith("ingested 1, cached 0, failed 1") for m in messages(at)), messages(at)
+    failures = [d.value for d in at.dataframe if "reason" in d.value.columns and "fake.png" in d.value["file"].iloc[0]]
+    assert failures and "text" in failures[0]["reason"].iloc[0]
+    with store() as s:
+        uploaded = s.scalars(select(Media).where(Media.path.like(f"%{photo.name}"))).one()
+    assert uploaded.status == "ok" and Path(uploaded.path).is_relative_to(data_dir / "uploads")
+    assert Path(uploaded.path).read_bytes() == photo.read_bytes()
+
+
+def test_export_page_runs_the_export_and_shows_the_manifest(app, app_store, tmp_path):
+    app.session_state["editor"] = "ann"
+    go(app, "export")
+    out = tmp_path / "export"
+    app.text_input(key="export_out_dir").input(str(out))
+    button(app, "Run export").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    manifest = json.loads((out / "manifest.json").read_text())
+    with app_store.store() as s:
+        confirmed = s.execute(select(FaceLabel.face_id, FaceLabel.class_id)
+                              .join(CelebrityClass, CelebrityClass.id == FaceLabel.class_id)
+                              .where(FaceLabel.status.in_(["approved", "relabeled"]),
+                                     CelebrityClass.status != "retired")).all()
+        recorded = s.scalars(select(Export).order_by(Export.id.desc())).first()
+    crops = sorted(int(p.stem) for p in (out / "raw_dataset").rglob("*.jpg"))
+    assert crops == sorted(f for f, _ in confirmed) and len(crops) > 0  # every fixture face has its crop
+    assert manifest["counts"]["classes"] == len({c for _, c in confirmed})
+    assert any(m.startswith(f"exported {manifest['counts']['classes']} classes, {len(crops)} faces")
+               for m in messages(app)), messages(app)
+    assert json.loads(app.json[0].value)["counts"] == manifest["counts"]
+    assert recorded.editor == "ann" and Path(recorded.out_dir).resolve() == out.resolve()
+    past = app.main.dataframe[-1].value
+    assert Path(past["out_dir"].iloc[0]).resolve() == out.resolve()
+    # a second export into the same folder is refused unless overwrite is ticked
+    button(app, "Run export").click().run()
+    assert any("exists and is not empty" in e for e in errors(app)), errors(app)
+
+
+def test_upload_checks_and_parsers():
+    from models.settings import Settings
+
+    settings = Settings(max_file_bytes=1000)
+    assert check_upload("a.GIF", 10, settings) is None
+    assert "type .txt is not accepted" in check_upload("notes.txt", 10, settings)
+    assert "type .? is not accepted" in check_upload("no-extension", 10, settings)
+    assert check_upload("a.jpg", 0, settings) == "the file is empty"
+    assert check_upload("a.jpg", 2_500_000, settings) == "2.5 MB is over the limit of 1.0 kB per file"
+    assert safe_file_name("../../etc/passwd") == "passwd" and safe_file_name("..\\x\\.hidden.gif") == "hidden.gif"
+    assert safe_file_name("\x00") == "upload"
+    assert parse_ids("12, 15 20;12") == [12, 15, 20] and parse_ids("") == []
+    with pytest.raises(ValidationError, match="whole numbers"):
+        parse_ids("1, -2")
