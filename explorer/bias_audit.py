@@ -1,0 +1,374 @@
+"""Demographic audit of the celebrity dataset: who is in it, how well the model serves each
+group, and which groups fall below four fifths of the best-served one.
+
+Pure functions on two DataFrames (the pages and the CLI load them from the store):
+
+faces    one row per face: `face_id`, `class` (the label; for status "predicted" it may be
+         empty and `predicted` is used), `status` ("approved" / "relabeled" = confirmed by an
+         editor, "predicted", "unknown", "rejected"), `predicted` (the model's class; empty or
+         "unknown" = the model declined), optional `correct` (bool, overrides predicted == class).
+classes  one row per class: `class` (or `name`) and any of `gender`, `ethnicity`,
+         `birth_year` (audited by decade) or `decade`, `country`.
+
+Choices that matter for reading the numbers:
+- Missing attributes are the group "unknown", shown like any other group: how much of the
+  dataset has no attribute is itself an audit finding. It is never the reference
+  ("best-served") group, since it is not a demographic group.
+- A class with several ethnicities (`african;caucasian`) counts fully in each of its groups for
+  the quality metrics (its faces are faces of each group), and with weight 1/k in the
+  representation shares, so that shares sum to 1 and compare with a reference distribution.
+- Accuracy and unknown-rate are measured on editor-confirmed labels only: predicted labels are
+  the model grading itself.
+- The four-fifths rule (EEOC adverse-impact rule of thumb): a group is flagged for a metric when
+  its value is below `threshold` (0.8) x the best eligible group's value; for representation,
+  when its share among classes with a known value is below `threshold` x the reference share
+  the editor set (a reference describes known groups, so "unknown" does not dilute it). Groups with fewer
+  than `min_faces` confirmed faces are still flagged but marked `small_sample`.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from explorer.figures import UNKNOWN, audit_bars, representation_bars
+
+__all__ = [
+    "AuditReport",
+    "CONFIRMED",
+    "QUALITY_METRICS",
+    "audit_report",
+    "audit_table",
+    "class_groups",
+    "decade",
+    "face_groups",
+]
+
+CONFIRMED = ("approved", "relabeled")
+ATTRIBUTES = ("gender", "ethnicity", "decade", "country")
+MULTI_VALUED = {"ethnicity"}
+# Higher is better for each; unknown-rate enters as recognised_rate = 1 - unknown_rate.
+QUALITY_METRICS = ("accuracy", "recognised_rate", "purity")
+
+
+# -- normalising attributes ------------------------------------------------------------------
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT or \
+        (isinstance(v, str) and v.strip() == "")
+
+
+def _group(v: Any) -> str:
+    return UNKNOWN if _is_missing(v) else str(v).strip().casefold()
+
+
+def decade(birth_year: Any) -> str:
+    """1963 -> "1960s"; missing or not a plausible year -> "unknown"."""
+    if _is_missing(birth_year):
+        return UNKNOWN
+    try:
+        year = int(float(birth_year))
+    except (TypeError, ValueError):
+        return UNKNOWN
+    return f"{year // 10 * 10}s" if 1000 <= year <= 2100 else UNKNOWN
+
+
+def _class_column(df: pd.DataFrame) -> str:
+    for name in ("class", "name"):
+        if name in df.columns:
+            return name
+    raise KeyError(f"the classes table needs a 'class' (or 'name') column; it has {list(df.columns)}")
+
+
+def _available_attributes(classes: pd.DataFrame) -> list[str]:
+    have = set(classes.columns)
+    return [a for a in ATTRIBUTES if a in have or (a == "decade" and "birth_year" in have)]
+
+
+def class_groups(classes: pd.DataFrame, attributes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Long table (class, attribute, group, weight): one row per class and group it belongs to.
+    Multi-valued attributes (ethnicity, `;`-separated) give one row per value with weight 1/k;
+    missing values give the group "unknown"."""
+    cls_col = _class_column(classes)
+    attributes = list(attributes) if attributes is not None else _available_attributes(classes)
+    rows: list[tuple[str, str, str, float]] = []
+    for attr in attributes:
+        if attr == "decade" and "decade" not in classes.columns:
+            if "birth_year" not in classes.columns:
+                raise KeyError("attribute 'decade' needs a 'birth_year' or 'decade' column in the classes table")
+            values = classes["birth_year"].map(decade)
+        elif attr not in classes.columns:
+            raise KeyError(f"attribute {attr!r} is not a column of the classes table ({list(classes.columns)})")
+        else:
+            values = classes[attr]
+        for cls, v in zip(classes[cls_col].astype(str), values):
+            if attr in MULTI_VALUED and not _is_missing(v):
+                groups = list(dict.fromkeys(g for g in (_group(p) for p in str(v).split(";")) if g != UNKNOWN)) or [UNKNOWN]
+            else:
+                groups = [_group(v)]
+            for g in groups:
+                rows.append((cls, attr, g, 1.0 / len(groups)))
+    out = pd.DataFrame(rows, columns=["class", "attribute", "group", "weight"])
+    return out.drop_duplicates(["class", "attribute", "group"]).reset_index(drop=True)
+
+
+def face_groups(faces: pd.DataFrame) -> pd.DataFrame:
+    """Faces with their effective class (the confirmed class, or the model's for status
+    "predicted"), confirmed/predicted flags, whether the model declined (said unknown) and
+    whether it was right. Faces without an effective class (status unknown/rejected) keep
+    `effective_class` empty and belong to no group."""
+    for col in ("class", "status"):
+        if col not in faces.columns:
+            raise KeyError(f"the faces table needs a {col!r} column; it has {list(faces.columns)}")
+    status = faces["status"].astype(str).str.strip().str.casefold()
+    label = faces["class"].map(lambda v: None if _is_missing(v) else str(v))
+    predicted = (faces["predicted"] if "predicted" in faces.columns else pd.Series(None, index=faces.index))
+    predicted = predicted.map(lambda v: None if _is_missing(v) or str(v).casefold() == UNKNOWN else str(v))
+    confirmed = status.isin(CONFIRMED) & label.notna()
+    is_predicted = status.eq("predicted")
+    effective = label.where(confirmed | (is_predicted & label.notna()), predicted.where(is_predicted))
+    if "correct" in faces.columns:
+        correct = faces["correct"].map(lambda v: np.nan if _is_missing(v) else float(bool(v)))
+    else:
+        correct = (predicted == label).astype(float)
+    out = pd.DataFrame({
+        "face_id": faces["face_id"] if "face_id" in faces.columns else faces.index,
+        "effective_class": effective,
+        "confirmed": confirmed,
+        "predicted_status": is_predicted,
+        "declined": predicted.isna(),
+        "correct": correct.where(confirmed),
+    }, index=faces.index)
+    return out
+
+
+def _purity_map(cluster_stats: pd.DataFrame | Mapping[str, float] | None) -> dict[str, float]:
+    if cluster_stats is None:
+        return {}
+    if isinstance(cluster_stats, pd.DataFrame):
+        return {str(c): float(p) for c, p in zip(cluster_stats["class"], cluster_stats["purity"]) if not _is_missing(p)}
+    return {str(c): float(p) for c, p in cluster_stats.items() if not _is_missing(p)}
+
+
+# -- the table --------------------------------------------------------------------------------
+def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence[str] | None = None,
+                reference: Mapping[str, Mapping[str, float]] | None = None,
+                cluster_stats: pd.DataFrame | Mapping[str, float] | None = None, threshold: float = 0.8,
+                min_faces: int = 5, representation_basis: str = "class_share") -> pd.DataFrame:
+    """One row per (attribute, group): classes, faces, class_share / face_share (weighted, sum to
+    1 per attribute), share_of_known (the representation_basis share among groups other than
+    "unknown": what a reference distribution is compared with), approved_share, predicted_share, accuracy and unknown_rate on confirmed
+    labels, recognised_rate, purity (mean over the group's classes), each quality metric's
+    `_reference` (best eligible group) and `_ratio`, reference_share and representation_ratio,
+    and the flags: small_sample, flags (which rules fired), below_four_fifths."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be within (0, 1], got {threshold}")
+    if representation_basis not in ("class_share", "face_share"):
+        raise ValueError("representation_basis must be 'class_share' or 'face_share'")
+    reference = {k: dict(v) for k, v in (reference or {}).items()}
+    for attr, shares in reference.items():
+        bad = {g: s for g, s in shares.items() if not 0 <= float(s) <= 1}
+        if bad:
+            raise ValueError(f"reference shares must lie in 0..1; {attr}: {bad}")
+    groups = class_groups(classes, attributes)
+    attributes = list(dict.fromkeys(groups["attribute"])) if attributes is None else list(attributes)
+    f = face_groups(faces)
+    purity = _purity_map(cluster_stats)
+    known = set(groups["class"])
+    assigned = f[f["effective_class"].notna()].assign(declined_confirmed=lambda d: d["declined"] & d["confirmed"])
+    # Classes seen in faces but missing from the classes table: every attribute unknown.
+    extra = sorted(set(assigned["effective_class"]) - known)
+    if extra:
+        groups = pd.concat([groups, pd.DataFrame([(c, a, UNKNOWN, 1.0) for c in extra for a in attributes],
+                                                 columns=groups.columns)], ignore_index=True)
+    per_class = assigned.groupby("effective_class").agg(
+        faces=("face_id", "size"), confirmed=("confirmed", "sum"), predicted=("predicted_status", "sum"),
+        declined_confirmed=("declined_confirmed", "sum"),
+        correct=("correct", "sum"), correct_n=("correct", "count"))
+    g = groups.join(per_class, on="class").fillna({"faces": 0, "confirmed": 0, "predicted": 0,
+                                                   "declined_confirmed": 0, "correct": 0, "correct_n": 0})
+    g["purity"] = g["class"].map(purity)
+    g["w_faces"] = g["faces"] * g["weight"]
+    rows = []
+    for (attr, grp), part in g.groupby(["attribute", "group"], sort=False):
+        faces_n = int(part["faces"].sum())
+        confirmed_n = int(part["confirmed"].sum())
+        rows.append({
+            "attribute": attr, "group": grp,
+            "classes": int(part["class"].nunique()), "faces": faces_n,
+            "w_classes": float(part["weight"].sum()), "w_faces": float(part["w_faces"].sum()),
+            "approved_faces": confirmed_n,
+            "approved_share": confirmed_n / faces_n if faces_n else np.nan,
+            "predicted_share": float(part["predicted"].sum()) / faces_n if faces_n else np.nan,
+            "accuracy": float(part["correct"].sum()) / part["correct_n"].sum() if part["correct_n"].sum() else np.nan,
+            "unknown_rate": float(part["declined_confirmed"].sum()) / confirmed_n if confirmed_n else np.nan,
+            "purity": float(part["purity"].mean()) if part["purity"].notna().any() else np.nan,
+            "purity_classes": int(part["purity"].notna().sum()),
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["recognised_rate"] = 1.0 - table["unknown_rate"]
+    for attr, idx in table.groupby("attribute").groups.items():
+        part = table.loc[idx]
+        table.loc[idx, "class_share"] = part["w_classes"] / part["w_classes"].sum() if part["w_classes"].sum() else np.nan
+        table.loc[idx, "face_share"] = part["w_faces"] / part["w_faces"].sum() if part["w_faces"].sum() else np.nan
+    table["small_sample"] = table["approved_faces"] < min_faces
+    for metric in QUALITY_METRICS:
+        table[f"{metric}_reference"] = np.nan
+        for attr, idx in table.groupby("attribute").groups.items():
+            part = table.loc[idx]
+            support = part["purity_classes"] >= 1 if metric == "purity" else ~part["small_sample"]
+            eligible = part[(part["group"] != UNKNOWN) & support & part[metric].notna()]
+            if len(eligible):
+                table.loc[idx, f"{metric}_reference"] = float(eligible[metric].max())
+        ref = table[f"{metric}_reference"]
+        table[f"{metric}_ratio"] = np.where(ref > 0, table[metric] / ref.where(ref > 0, 1), np.nan)
+    # A reference distribution describes people whose group is known: compare it with the share
+    # among classes (or faces) whose attribute is known, not diluted by "unknown".
+    basis = "w_classes" if representation_basis == "class_share" else "w_faces"
+    known = table["group"] != UNKNOWN
+    known_total = table[known].groupby("attribute")[basis].sum()
+    table["share_of_known"] = np.where(known, table[basis] / table["attribute"].map(known_total).replace(0, np.nan), np.nan)
+    table["reference_share"] = [reference.get(a, {}).get(g, np.nan) for a, g in zip(table["attribute"], table["group"])]
+    table["representation_ratio"] = np.where(table["reference_share"] > 0,
+                                             table["share_of_known"] / table["reference_share"].where(table["reference_share"] > 0, 1),
+                                             np.nan)
+    flags = []
+    for _, r in table.iterrows():
+        fired = [m for m in QUALITY_METRICS if r[f"{m}_ratio"] < threshold]
+        if r["representation_ratio"] < threshold:
+            fired.append("representation")
+        flags.append("; ".join(fired))
+    table["flags"] = flags
+    table["below_four_fifths"] = table["flags"] != ""
+    order = {a: i for i, a in enumerate(attributes)}
+    table["_a"] = table["attribute"].map(order)
+    table["_u"] = table["group"] == UNKNOWN
+    table = table.sort_values(["_a", "_u", "faces", "group"], ascending=[True, True, False, True], kind="stable")
+    columns = ["attribute", "group", "classes", "faces", "class_share", "face_share", "share_of_known", "reference_share",
+               "representation_ratio", "approved_faces", "approved_share", "predicted_share", "accuracy",
+               "unknown_rate", "recognised_rate", "purity"] + \
+              [f"{m}_{s}" for m in QUALITY_METRICS for s in ("reference", "ratio")] + \
+              ["small_sample", "flags", "below_four_fifths"]
+    return table[columns].reset_index(drop=True)
+
+
+# -- the report -------------------------------------------------------------------------------
+@dataclass
+class AuditReport:
+    """An audit computed once and then read, charted or exported without recomputing."""
+
+    table: pd.DataFrame
+    attributes: tuple[str, ...]
+    threshold: float
+    reference: dict[str, dict[str, float]]
+    summary: dict[str, Any]
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def groups(self, attribute: str) -> pd.DataFrame:
+        return self.table[self.table["attribute"] == attribute].reset_index(drop=True)
+
+    def flagged(self) -> pd.DataFrame:
+        """Groups below four fifths of the best-served group (or of their reference share)."""
+        return self.table[self.table["below_four_fifths"]].reset_index(drop=True)
+
+    def figures(self) -> dict[str, go.Figure]:
+        """Charts per attribute: accuracy, recognised rate, purity (when measured) and
+        representation; keys like "gender/accuracy"."""
+        out: dict[str, go.Figure] = {}
+        for attr in self.attributes:
+            rows = self.groups(attr)
+            if rows.empty:
+                continue
+            for metric in QUALITY_METRICS:
+                if rows[metric].notna().any():
+                    out[f"{attr}/{metric}"] = audit_bars(self.table, attr, metric, self.threshold)
+            out[f"{attr}/representation"] = representation_bars(self.table, attr, threshold=self.threshold)
+        return out
+
+    def to_csv(self, path: Path | str) -> Path:
+        """The full table, one row per (attribute, group), for spreadsheets and diffs between audits."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        self.table.to_csv(tmp, index=False, float_format="%.6g")
+        tmp.replace(path)
+        return path
+
+    def to_html(self, path: Path | str, include_plotlyjs: str | bool = "inline") -> Path:
+        """A self-contained page: summary, flagged groups, then per attribute its table and charts.
+        "inline" embeds plotly.js once (about 4.6 MB) so the file works offline; "cdn" links it."""
+        if include_plotlyjs not in ("inline", "cdn", True, False):
+            raise ValueError("include_plotlyjs must be 'inline', 'cdn', True or False")
+        js: Any = True if include_plotlyjs in ("inline", True) else include_plotlyjs
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt = {c: "{:.3f}".format for c in self.table.columns if pd.api.types.is_float_dtype(self.table[c])}
+
+        def table_html(df: pd.DataFrame) -> str:
+            if df.empty:
+                return "<p>none</p>"
+            return df.to_html(index=False, classes="audit", na_rep="", formatters=fmt, border=0)
+
+        parts = [
+            "<!doctype html><html><head><meta charset='utf-8'><title>giflens bias audit</title>",
+            "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
+            "table.audit{border-collapse:collapse;font-size:13px;margin:1em 0}"
+            "table.audit td,table.audit th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+            "h2{margin-top:2em}.note{color:#555}</style></head><body>",
+            "<h1>giflens bias audit</h1>",
+            f"<p class='note'>created {html.escape(self.created_at)}; four-fifths threshold {self.threshold:g}; "
+            f"reference distribution: {html.escape(json.dumps(self.reference)) if self.reference else 'none set'}</p>",
+            "<ul>" + "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in self.summary.items()) + "</ul>",
+            "<h2>Flagged groups</h2>",
+            table_html(self.flagged()[["attribute", "group", "faces", "approved_faces", "flags", "small_sample"]]),
+        ]
+        figures = self.figures()
+        first = True
+        for attr in self.attributes:
+            rows = self.groups(attr)
+            if rows.empty:
+                continue
+            parts.append(f"<h2>{html.escape(attr)}</h2>")
+            parts.append(table_html(rows.drop(columns=["attribute"])))
+            for key, fig in figures.items():
+                if key.split("/")[0] != attr:
+                    continue
+                parts.append(fig.to_html(full_html=False, include_plotlyjs=js if first else False,
+                                         default_height="380px"))
+                first = False
+        parts.append("</body></html>")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence[str] | None = None,
+                 reference: Mapping[str, Mapping[str, float]] | None = None,
+                 cluster_stats: pd.DataFrame | Mapping[str, float] | None = None, threshold: float = 0.8,
+                 min_faces: int = 5, representation_basis: str = "class_share") -> AuditReport:
+    """Run the audit (see `audit_table`) and wrap it with its parameters and a summary."""
+    table = audit_table(faces, classes, attributes, reference, cluster_stats, threshold, min_faces, representation_basis)
+    f = face_groups(faces)
+    attrs = tuple(dict.fromkeys(table["attribute"])) if len(table) else tuple(attributes or ())
+    summary = {
+        "faces": int(len(f)),
+        "faces in a class": int(f["effective_class"].notna().sum()),
+        "faces confirmed by an editor": int(f["confirmed"].sum()),
+        "faces without a class (unknown / rejected)": int(f["effective_class"].isna().sum()),
+        "classes": int(classes[_class_column(classes)].nunique()),
+        "groups flagged": int(table["below_four_fifths"].sum()) if len(table) else 0,
+        "representation basis": representation_basis,
+        "min confirmed faces per group": min_faces,
+    }
+    return AuditReport(table=table, attributes=attrs, threshold=threshold,
+                       reference={k: dict(v) for k, v in (reference or {}).items()}, summary=summary)
