@@ -197,6 +197,44 @@ def test_stale_edit_shows_the_conflict(app, app_store):
     rename_class(app_store.store, serena, "Serena Williams", "bob")
 
 
+def test_split_merge_and_status_from_the_page(app, app_store):
+    app.session_state["editor"] = "ann"
+    go(app, "classes")
+    ariel = app_store.classes["Ariel Sharon"]
+    app.selectbox(key="class_selected").set_value(ariel).run()
+    members = app.multiselect(key=f"split_faces_{ariel}").options
+    assert len(members) >= 1
+    face = int(members[0].split()[1])  # "face 12 · file.jpg · status"
+    app.multiselect(key=f"split_faces_{ariel}").select(face)
+    app.text_input(key=f"split_name_{ariel}").input("Ariel Sharon (young)")
+    button(app, "Split").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    with app_store.store() as s:
+        young = s.scalars(select(CelebrityClass).where(CelebrityClass.name == "Ariel Sharon (young)")).one()
+        assert s.scalars(select(FaceLabel.class_id).where(FaceLabel.face_id == face)).one() == young.id
+    assert app.selectbox(key="class_selected").value == young.id  # the new class is selected
+
+    app.selectbox(key=f"merge_target_{young.id}").set_value(ariel)
+    button(app, "Merge").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    with app_store.store() as s:
+        merged = s.get(CelebrityClass, young.id)
+        assert (merged.status, merged.merged_into_id) == ("retired", ariel)
+        assert s.scalars(select(FaceLabel.class_id).where(FaceLabel.face_id == face)).one() == ariel
+    assert "Ariel Sharon (young)" not in set(app.dataframe[0].value["name"])  # retired: filtered out by default
+
+    app.selectbox(key=f"status_{young.id}").set_value("proposed")
+    button(app, "Set status").click().run()
+    no_exception(app)
+    with app_store.store() as s:
+        assert s.get(CelebrityClass, young.id).status == "proposed"
+        operations = list(s.scalars(select(AuditEvent.operation).where(AuditEvent.editor == "ann")
+                                    .order_by(AuditEvent.id.desc()).limit(3)))
+    assert operations == ["set_class_status", "merge_classes", "split_class"]
+
+
 def test_bad_input_is_refused_with_its_reason(app, app_store):
     app.session_state["editor"] = "ann"
     go(app, "classes")

@@ -115,10 +115,10 @@ if selected is not None:
         members = faces_frame(store, class_id=selected)
         st.write(f"Move some of the {len(members)} faces of **{row['name']}** to a new or another class.")
         with st.form(f"split_form_{selected}"):
-            faces = st.multiselect(
-                "Faces", members["face_id"].tolist(), key=f"split_faces_{selected}",
-                format_func=lambda f: (lambda r: f"face {f} · {r['media_path'].split('/')[-1]} · {r['label_status']}")(
-                    members.set_index("face_id").loc[f]))
+            face_labels = {f: f"face {f} · {p.split('/')[-1]} · {s}"
+                           for f, p, s in zip(members["face_id"], members["media_path"], members["label_status"])}
+            faces = st.multiselect("Faces", list(face_labels), format_func=face_labels.get,
+                                   key=f"split_faces_{selected}")
             mode = st.radio("To", ["a new class", "an existing class"], horizontal=True, key=f"split_mode_{selected}")
             split_name = st.text_input("New class name", key=f"split_name_{selected}")
             split_target = st.selectbox("Existing class", [c for c in catalog["class_id"] if c != selected], index=None,
