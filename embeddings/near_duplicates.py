@@ -89,11 +89,24 @@ def choose_m(n: int, radius: int) -> int:
     return min(range(1, min(radius + 1, BITS) + 1), key=lambda m: (expected_cost(max(n, 1), radius, m), m))
 
 
+_DIRECT_MAX_WIDTH = 22  # substrings up to this wide get a bucket-offset array (2^22 int64 = 32 MB at most)
+
+
+def _expand(lo: np.ndarray, hi: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every slice order[lo_i:hi_i] flattened, and the i it came from; no Python loop."""
+    counts = hi - lo
+    total = int(counts.sum())
+    source = np.repeat(np.arange(len(lo), dtype=np.int64), counts)
+    offsets = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+    return source, order[np.arange(total, dtype=np.int64) + offsets]
+
+
 class MultiIndexHash:
     """Exact Hamming-radius search over 64-bit hashes; `fit` then `query` or `pairs`.
 
-    candidates_examined counts the stored hashes (query) or distinct pairs (pairs) whose full
-    distance was computed since fit: the work brute force would spend on every hash or pair.
+    candidates_examined counts the full-distance comparisons made since fit (a candidate
+    found through several substrings is compared, and counted, each time): the number to
+    set against brute force's n per query or n(n-1)/2 for all pairs.
     """
 
     def __init__(self, m: int = 4) -> None:
@@ -116,10 +129,22 @@ class MultiIndexHash:
         """Index the hashes; ids (default: positions) name them in results and must be unique."""
         h = _as_hashes(hashes)
         ids = _as_ids(ids, len(h))
-        # One table per substring: positions sorted by substring value, and those values,
-        # so a probe is two binary searches and its bucket a contiguous slice.
-        self._order = [np.argsort(self._substrings(h, j), kind="stable") for j in range(self.m)]
-        self._sorted = [self._substrings(h, j)[order] for j, order in enumerate(self._order)]
+        # One table per substring: positions sorted by substring value, so a bucket is a
+        # contiguous slice of `order`. Narrow substrings find their slice by direct address
+        # (offsets indexed by value: two gathers per probe); wide ones by binary search.
+        self._subs, self._order, self._offsets, self._sorted = [], [], [], []
+        for j, width in enumerate(self.widths):
+            subs = self._substrings(h, j)
+            order = np.argsort(subs, kind="stable")
+            self._subs.append(subs)
+            self._order.append(order)
+            if width <= _DIRECT_MAX_WIDTH and (1 << width) <= 8 * len(h) + (1 << 16):  # not mostly empty
+                counts = np.bincount(subs.astype(np.int64), minlength=1 << width)
+                self._offsets.append(np.concatenate([[0], np.cumsum(counts)]))
+                self._sorted.append(None)
+            else:
+                self._offsets.append(None)
+                self._sorted.append(subs[order])
         self.hashes_, self.ids_, self.candidates_examined = h, ids, 0
         return self
 
@@ -127,69 +152,73 @@ class MultiIndexHash:
         if self.hashes_ is None:
             raise NearDuplicateError("the index is not fitted: call fit(hashes, ids) first")
 
-    def _probes_per_table(self, radius: int) -> int:
+    def _bucket(self, j: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) in _order[j] of the hashes whose j-th substring equals each value."""
+        offsets = self._offsets[j]
+        if offsets is not None:
+            v = values.astype(np.int64)
+            return offsets[v], offsets[v + 1]
+        return (np.searchsorted(self._sorted[j], values, side="left"),
+                np.searchsorted(self._sorted[j], values, side="right"))
+
+    def _n_probes(self, radius: int) -> int:
+        """Probes per hash (all tables), counted without building the masks: it can be astronomical."""
         s = radius // self.m
-        return max(sum(comb(w, i) for i in range(min(s, w) + 1)) for w in self.widths)
+        return sum(sum(comb(w, i) for i in range(min(s, w) + 1)) for w in self.widths)
+
+    def _probes(self, radius: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(table, flip mask) of every probe the pigeonhole bound needs at this radius."""
+        for j, width in enumerate(self.widths):
+            for mask in flip_masks(width, radius // self.m):
+                yield j, mask
 
     def query(self, hash: int, radius: int) -> list[tuple[Hashable, int]]:
         """(id, distance) of every stored hash within radius of hash, nearest first."""
         self._check_fitted()
         radius = _check_radius(radius)
         (h,) = _as_hashes([hash])
-        if self._probes_per_table(radius) * self.m >= len(self):
+        if self._n_probes(radius) >= len(self):
             cand = np.arange(len(self))  # more probes than hashes: a scan is the cheaper exact search
         else:
             found = []
-            for j in range(self.m):
-                targets = self._substrings(h, j) ^ flip_masks(self.widths[j], radius // self.m)
-                lo = np.searchsorted(self._sorted[j], targets, side="left")
-                hi = np.searchsorted(self._sorted[j], targets, side="right")
-                found += [self._order[j][a:b] for a, b in zip(lo.tolist(), hi.tolist()) if b > a]
-            cand = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+            for j, width in enumerate(self.widths):
+                lo, hi = self._bucket(j, self._substrings(h, j) ^ flip_masks(width, radius // self.m))
+                found.append(_expand(lo, hi, self._order[j])[1])
+            cand = np.concatenate(found)
         self.candidates_examined += len(cand)
+        cand = np.unique(cand[hamming_distances(self.hashes_[cand], h) <= radius])  # found via several tables
         dist = hamming_distances(self.hashes_[cand], h)
-        keep = np.flatnonzero(dist <= radius)
-        keep = keep[np.argsort(dist[keep], kind="stable")]
-        return [(self.ids_[int(cand[i])], int(dist[i])) for i in keep]
-
-    def _probe_all(self, radius: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(table, lo, hi) per probe of every stored hash: its bucket is _order[table][lo:hi]."""
-        for j in range(self.m):
-            subs, sorted_subs = self._substrings(self.hashes_, j), self._sorted[j]
-            for mask in flip_masks(self.widths[j], radius // self.m):
-                targets = subs ^ mask
-                yield j, np.searchsorted(sorted_subs, targets, side="left"), np.searchsorted(sorted_subs, targets, side="right")
+        order = np.argsort(dist, kind="stable")
+        return [(self.ids_[int(cand[i])], int(dist[i])) for i in order]
 
     def pairs(self, radius: int) -> set[tuple[Hashable, Hashable, int]]:
         """Every unordered pair of stored hashes within radius, as (id_a, id_b, distance) with a fitted before b."""
         self._check_fitted()
         radius = _check_radius(radius)
         n = len(self)
-        if sum(int((hi - lo).sum()) for _, lo, hi in self._probe_all(radius)) // 2 >= n * (n - 1) // 2:
+        raw = 0
+        if self._n_probes(radius) < n:
+            for j, mask in self._probes(radius):
+                lo, hi = self._bucket(j, self._subs[j] ^ mask)
+                raw += int((hi - lo).sum())
+        if self._n_probes(radius) >= n or raw // 2 >= n * (n - 1) // 2:
             # Substrings too short for this radius (m far above choose_m): the tables would
             # hand back more candidates than there are pairs, so compare every pair instead.
             self.candidates_examined += n * (n - 1) // 2
             return brute_force_pairs(self.hashes_.tolist(), self.ids_, radius)
-        codes = []
-        for j, lo, hi in self._probe_all(radius):
-            order = self._order[j]
-            counts = hi - lo
-            total = int(counts.sum())
-            if total:
-                # Expand every bucket slice [lo_i, hi_i) into (i, order[k]) pairs without a Python loop.
-                first = np.repeat(np.arange(n, dtype=np.int64), counts)
-                starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
-                second = order[np.arange(total, dtype=np.int64) + starts]
-                keep = first < second
-                codes.append(np.unique(first[keep] * n + second[keep]))
-        if not codes:
-            return set()
-        cand = np.unique(np.concatenate(codes))
-        self.candidates_examined += len(cand)
-        a, b = cand // n, cand % n
+        hits = []
+        for j, mask in self._probes(radius):
+            lo, hi = self._bucket(j, self._subs[j] ^ mask)
+            first, second = _expand(lo, hi, self._order[j])
+            keep = first < second  # each unordered pair once (it is also found from the other side)
+            first, second = first[keep], second[keep]
+            self.candidates_examined += len(first)
+            close = hamming_distances(self.hashes_[first], self.hashes_[second]) <= radius
+            hits.append(first[close] * n + second[close])
+        codes = np.unique(np.concatenate(hits)) if hits else np.empty(0, dtype=np.int64)
+        a, b = codes // n, codes % n
         dist = hamming_distances(self.hashes_[a], self.hashes_[b])
-        hit = np.flatnonzero(dist <= radius)
-        return {(self.ids_[int(a[i])], self.ids_[int(b[i])], int(dist[i])) for i in hit}
+        return {(self.ids_[i], self.ids_[j], d) for i, j, d in zip(a.tolist(), b.tolist(), dist.tolist())}
 
 
 def brute_force_pairs(hashes: Sequence[int], ids: Sequence[Hashable] | None, radius: int,
