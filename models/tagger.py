@@ -4,7 +4,9 @@ Each modality is an expert. A kNN expert (visual: the pipeline's mean-pooled Eff
 GIF embedding; text: MiniLM over a GIF's words; identity without a classifier: the GIF's
 face-track embeddings) finds the `k` nearest other GIFs and proposes the tags those
 neighbours carry, each with its frequency (the share of the neighbours carrying it).
-Frequencies under `min_frequency` are dropped: one neighbour in ten is chance, not evidence.
+Frequencies under `min_frequency` are dropped; the default 0.2 asks two of ten neighbours to
+agree, because one neighbour in ten is as likely chance as evidence. On a small library where
+no tag is on more than two GIFs, a bound above 1/k hides everything (see bench/tagging.py).
 A direct identity expert (`identity_tags`: the celebrity classes predicted for the GIF's
 tracks) proposes its names with frequency 1.
 
@@ -153,7 +155,8 @@ def _as_rows(name: str, data: Any, dim: int | None = None) -> _Rows:
         raise InvalidVectorsError(f"modality {name!r} has non-finite values")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     if (norms <= 1e-12).any():
-        raise InvalidVectorsError(f"modality {name!r} has all-zero vectors (rows {np.flatnonzero(norms[:, 0] <= 1e-12)[:5].tolist()})")
+        zero = np.flatnonzero(norms[:, 0] <= 1e-12)[:5].tolist()
+        raise InvalidVectorsError(f"modality {name!r} has all-zero vectors (rows {zero})")
     x = x / norms
     order: dict[str, list[int]] = {}
     for row, media_id in enumerate(ids):
@@ -180,7 +183,7 @@ class ExpertsVotingTagger:
     (leave-one-out) or `predict(modalities=..., identity_tags=..., tags=...)` for new ones.
     """
 
-    def __init__(self, k: int = 10, min_frequency: float = 0.1, confirmed_confidence: float = 1.0,
+    def __init__(self, k: int = 10, min_frequency: float = 0.2, confirmed_confidence: float = 1.0,
                  unconfirmed_confidence: float = 0.7, max_distance: Mapping[str, float] | None = None) -> None:
         self.k = k
         self.min_frequency = min_frequency
@@ -286,11 +289,17 @@ class ExpertsVotingTagger:
         return out
 
     def _frequencies(self, neighbours: list[str]) -> dict[str, float]:
+        """{tag: share of the neighbours carrying it}, kept above the bound, ordered best first.
+
+        Equal shares are common (every tag of one neighbour in ten is 0.1), so ties go to the
+        tag whose nearest carrier is nearer, not to the alphabet. Neighbours come nearest first.
+        """
         if not neighbours:
             return {}
-        counts = Counter(t for n in neighbours for t in self.tags_[n])
-        freq = {t: c / len(neighbours) for t, c in counts.items()}
-        return {t: f for t, f in freq.items() if f >= float(self.min_frequency) - _EPS}
+        counts = Counter(t for n in neighbours for t in self.tags_[n])  # insertion order = nearest carrier first
+        shares = [(t, c / len(neighbours)) for t, c in counts.items()]
+        kept = [(t, f) for t, f in shares if f >= float(self.min_frequency) - _EPS]
+        return dict(sorted(kept, key=lambda tf: -tf[1]))  # stable: ties keep nearest-carrier order
 
     def _votes_for(self, media_ids: list[str] | None, new_rows: dict[str, _Rows] | None,
                    new_identity: dict[str, list[str]] | None) -> dict[str, dict[str, dict[str, float]]]:
@@ -355,7 +364,8 @@ class ExpertsVotingTagger:
                       ) -> dict[str, dict[str, dict[str, float]]]:
         """Each expert's proposals: modality -> media id -> {tag: frequency >= min_frequency}.
 
-        A media id appears under a modality only when that modality covers it.
+        A media id appears under a modality only when that modality covers it; each dict is
+        in the expert's order (frequency, then nearest carrier first).
         """
         return self._inputs(media_ids, modalities, identity_tags, None)[1]
 
@@ -372,12 +382,24 @@ class ExpertsVotingTagger:
                 scores[tag] = scores.get(tag, 0.0) + w * f
         return {t: s / total for t, s in scores.items() if s > 0}
 
+    def _positions(self, votes: Mapping[str, Mapping[str, Mapping[str, float]]], media_id: str) -> dict[str, int]:
+        """Each tag's best place in the order of the positively weighted experts proposing it."""
+        best: dict[str, int] = {}
+        for n in self.modalities_:
+            if self.weights_[n] > 0:
+                for i, tag in enumerate(votes.get(n, {}).get(media_id, {})):
+                    best[tag] = min(best.get(tag, i), i)
+        return best
+
     def predict(self, media_ids: Sequence[str] | None = None, *,
                 modalities: Mapping[str, ModalityInput] | None = None,
                 identity_tags: Mapping[str, Iterable[str]] | None = None,
                 tags: Mapping[str, Iterable[str]] | None = None,
                 top: int | None = 10) -> dict[str, list[tuple[str, float]]]:
-        """Media id -> [(tag, confidence)], best first (ties by tag), at most `top` (None: all).
+        """Media id -> [(tag, confidence)], best first, at most `top` (None: all).
+
+        Ties go to the tag ranked higher by some expert with a positive weight (its nearest
+        carrier is nearer), then to the alphabet.
 
         Fitted media by id (their fit-time tags are the originals), or new media by their
         vectors per modality, `identity_tags` and optional original `tags`.
@@ -392,7 +414,8 @@ class ExpertsVotingTagger:
             for tag in originals[media_id]:
                 merged[tag] = float(self.confirmed_confidence if scores.get(tag, 0.0) > 0
                                     else self.unconfirmed_confidence)
-            ranked = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
+            position = self._positions(votes, media_id)
+            ranked = sorted(merged.items(), key=lambda kv: (-kv[1], position.get(kv[0], len(position)), kv[0]))
             out[media_id] = [(t, float(c)) for t, c in (ranked if top is None else ranked[:top])]
         return out
 

@@ -91,12 +91,25 @@ def test_frequencies_are_shares_of_the_neighbours_and_scores_stay_in_unit_interv
         assert all(0.0 <= c <= 1.0 for _, c in ranked)
 
 
+def test_equal_frequencies_rank_the_nearest_carrier_first():
+    ids = ["n1", "n2", "n3"]
+    tags = {"n1": ["zebra", "common"], "n2": ["apple", "common"], "n3": ["mango", "common"]}
+    t = ExpertsVotingTagger(k=3, min_frequency=0.0).fit({"v": (ids, at(1, 5, 9))}, tags)
+    assert t.weights_ == {"v": 1.0}  # "common" is always right
+    new = {"v": (["q"], at(0))}
+    assert list(t.predict_votes(modalities=new)["v"]["q"]) == ["common", "zebra", "apple", "mango"]
+    got = t.predict(modalities=new)["q"]
+    assert [tag for tag, _ in got] == ["common", "zebra", "apple", "mango"]
+    assert [c for _, c in got] == pytest.approx([1.0, 1 / 3, 1 / 3, 1 / 3])
+
+
 def test_original_tags_keep_1_when_confirmed_else_0_7(tagger):
     got = tagger.predict(modalities={"visual": (["n"], at(92))}, tags={"n": ["B ", "zzz"]})["n"]
     assert got == [("b", 1.0), ("zzz", 0.7)]
     custom = ExpertsVotingTagger(k=1, confirmed_confidence=0.9, unconfirmed_confidence=0.5)
     custom.fit({"visual": (IDS, VISUAL), "text": (IDS, TEXT)}, TAGS)
-    assert custom.predict(modalities={"visual": (["n"], at(92))}, tags={"n": ["b", "zzz"]})["n"] == [("b", 0.9), ("zzz", 0.5)]
+    got = custom.predict(modalities={"visual": (["n"], at(92))}, tags={"n": ["b", "zzz"]})["n"]
+    assert got == [("b", 0.9), ("zzz", 0.5)]
 
 
 def test_a_zero_weight_expert_confirms_nothing():
