@@ -316,7 +316,8 @@ class AuditReport:
         def table_html(df: pd.DataFrame) -> str:
             if df.empty:
                 return "<p>none</p>"
-            return df.to_html(index=False, classes="audit", na_rep="", formatters=fmt, border=0)
+            return "<div style='overflow-x:auto'>" + df.to_html(index=False, classes="audit", na_rep="", formatters=fmt,
+                                                                border=0) + "</div>"
 
         parts = [
             "<!doctype html><html><head><meta charset='utf-8'><title>giflens bias audit</title>",
