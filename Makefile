@@ -1,9 +1,13 @@
 # Two commands set everything up on a machine with only Python and make:
-#   make run   ingest a sample folder into the default SQLite store (SAMPLE=... to choose)
+#   make run   ingest a sample folder (SAMPLE=..., empty to skip) and its tags into the default
+#              SQLite store, then start the editors' app on http://localhost:$(PORT)
 #   make test  run the whole test suite (slow, postgres and browser tests included)
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
-SAMPLE ?= ../shared/data
+SAMPLE ?= ../shared/data/gifs
+TAGS ?= ../shared/data/gifs.csv
+CLASSES ?= ../shared/data/giphy-celebrities.csv
+PORT ?= 8501
 DATA_DIR ?= giflens-data
 PYTEST_ARGS ?=
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
@@ -17,7 +21,10 @@ sync: uv
 	$(UV) sync --frozen
 
 run: sync
-	$(UV) run giflens ingest "$(SAMPLE)" --data-dir "$(DATA_DIR)"
+	@if [ -n "$(SAMPLE)" ]; then $(UV) run giflens ingest "$(SAMPLE)" --data-dir "$(DATA_DIR)"; fi
+	@if [ -n "$(CLASSES)" ] && [ -f "$(CLASSES)" ]; then $(UV) run giflens import classes "$(CLASSES)" --data-dir "$(DATA_DIR)"; fi
+	@if [ -n "$(TAGS)" ] && [ -f "$(TAGS)" ]; then $(UV) run giflens import tags "$(TAGS)" --data-dir "$(DATA_DIR)"; fi
+	$(UV) run giflens app --data-dir "$(DATA_DIR)" --port $(PORT)
 
 postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true

@@ -246,7 +246,11 @@ class Projection:
     # -- persistence ------------------------------------------------------------------------
     def save(self, folder: Path | str, with_reducer: bool = True) -> Path:
         """Write coords.npz, meta.json and reducer.joblib into folder, atomically: the folder
-        appears complete or not at all (a half-written cache entry is never read)."""
+        appears complete or not at all (a half-written cache entry is never read).
+
+        Pickling a UMAP reducer fitted on more than 4,096 points builds its nearest-neighbour
+        search index first (pynndescent does it in __getstate__): the same work the first
+        `extend` would do, paid once here so that loaded reducers transform at once."""
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
