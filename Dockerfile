@@ -1,4 +1,5 @@
-# Mirrors the README: uv + the committed lock, then `giflens`.
+# Mirrors the README: uv + the committed lock, then `giflens`. The default command starts the
+# editors' app on port 8501 over the data folder volume; `docker run IMAGE ingest /media` ingests.
 FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends make libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
@@ -9,9 +10,11 @@ COPY embeddings embeddings
 COPY models models
 COPY labeling labeling
 COPY explorer explorer
-COPY Makefile ./
+COPY app.py Makefile ./
+COPY .streamlit .streamlit
 RUN uv sync --frozen --no-dev
-ENV GIFLENS_DATA_DIR=/data PATH="/app/.venv/bin:$PATH"
+ENV GIFLENS_DATA_DIR=/data NUMBA_CACHE_DIR=/data/.numba-cache PATH="/app/.venv/bin:$PATH"
 VOLUME ["/data", "/media"]
+EXPOSE 8501
 ENTRYPOINT ["giflens"]
-CMD ["ingest", "/media"]
+CMD ["app", "--port", "8501"]
