@@ -91,6 +91,16 @@ class Track(Base):
     n_faces: Mapped[int] = mapped_column(Integer)
     representative_face_id: Mapped[Optional[int]] = mapped_column(ForeignKey("face.id", ondelete="SET NULL"))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+    # One celebrity prediction for the whole track (labeling/recognition.py, migration 0003): derived
+    # model output like the vector, rewritten by every refresh; None class = the model says unknown.
+    # A class id without a foreign key: see migration 0003 for why.
+    predicted_class_id: Mapped[Optional[int]] = mapped_column(Integer, index=True)
+    predicted_confidence: Mapped[Optional[float]] = mapped_column(Float)
+    predicted_distance: Mapped[Optional[float]] = mapped_column(Float)  # cosine, to the best class's centroid
+    predicted_top: Mapped[Optional[list]] = mapped_column(JSON)  # [[class_id, confidence], ...]
+    prediction_method: Mapped[Optional[str]] = mapped_column(String(16))  # "mean" | "product"
+    model_version: Mapped[Optional[str]] = mapped_column(String(64))
+    predicted_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
 
 class FaceEmbedding(Base):
