@@ -105,7 +105,7 @@ def _run(action, notes: str = "skipped"):
     except ModelUnavailableError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
-    skipped = getattr(summary, "skipped", [])
+    skipped = getattr(summary, "skipped", None) or getattr(summary, "notes", None) or []
     for note in skipped[:MAX_NOTES]:
         console.print(f"[yellow]{notes}[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     if len(skipped) > MAX_NOTES:
@@ -210,6 +210,127 @@ def app_command(
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
     raise typer.Exit(subprocess.call(command, env=env))
+
+
+# -- the recognition loop: predictions, retraining, tag suggestions, near duplicates ----------------
+FaceModel = Annotated[Optional[str], typer.Option(
+    "--face-model", help="Face embedding model to use (default: the store's only one; required when it has several).")]
+Top = Annotated[int, typer.Option("--top", help="Classes kept per prediction, best first.")]
+TrackMethod = Annotated[str, typer.Option("--track-method", help="One prediction per GIF track: mean or product.")]
+
+
+def _progress_callback(progress: Progress, task):
+    return lambda done, total: progress.update(task, completed=done, total=total)
+
+
+@app.command("predict")
+def predict_command(
+    data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None, face_model: FaceModel = None,
+    top: Top = 5, track_method: TrackMethod = "mean",
+    undecided_only: Annotated[bool, typer.Option(
+        "--undecided-only", help="Only faces nobody decided (by default every face; decisions are always kept).")] = False,
+) -> None:
+    """Fit the celebrity classifier on confirmed labels, save it, and predict every face and face track."""
+    from labeling.recognition import refresh_predictions
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    with progress_bar() as progress:
+        task = progress.add_task("predict", total=None, current="")
+        _run(lambda: refresh_predictions(
+            _store_for(settings), face_model, data_dir=Path(settings.data_dir), top=top, track_method=track_method,
+            faces="undecided" if undecided_only else "all", editor=editor or _os_user(),
+            on_progress=_progress_callback(progress, task)), notes="note")
+
+
+@app.command("retrain")
+def retrain_command(
+    data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None, face_model: FaceModel = None,
+    center_loss_lambda: Annotated[float, typer.Option("--center-loss-lambda", help="Weight of the center loss.")] = 0.01,
+    hidden: Annotated[Optional[int], typer.Option("--hidden", help="Hidden width of an MLP head (default: linear).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs of the head.")] = 40,
+    holdout: Annotated[float, typer.Option("--holdout", help="Share of each class's confirmed faces held out.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the holdout split and the head's training.")] = 0,
+    top: Top = 5, track_method: TrackMethod = "mean",
+) -> None:
+    """Retrain the head on confirmed labels; deploy it if it beats the centroid classifier on held-out faces.
+
+    Both models are saved under <data-dir>/models/ (fitted on every confirmed label), the undecided faces
+    get the better model's predictions, and the last line ends with before=... after=...: the holdout
+    accuracy of the centroid baseline and of the deployed model, fitted on the same training split.
+    """
+    from labeling.recognition import retrain
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    with progress_bar() as progress:
+        task = progress.add_task("retrain", total=None, current="")
+        result = _run(lambda: retrain(
+            _store_for(settings), Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
+            hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
+            editor=editor or _os_user(), on_progress=_progress_callback(progress, task)), notes="note")
+    console.print(f"artifacts: {result.artifact} (deployed), report {result.report}", highlight=False, soft_wrap=True)
+
+
+@app.command("autotag")
+def autotag_command(
+    data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
+    text: Annotated[str, typer.Option("--text", help="Text expert over: tags, weak-labels (ImageNet labels), none.")] = "tags",
+    k: Annotated[int, typer.Option("--k", help="Neighbours each kNN expert asks.")] = 10,
+    min_frequency: Annotated[float, typer.Option("--min-frequency", help="Share of neighbours a tag needs.")] = 0.2,
+    top: Annotated[int, typer.Option("--top", help="Suggestions stored per media item at most.")] = 5,
+    gif_model: Annotated[Optional[str], typer.Option("--gif-model", help="GIF embedding model (default: the only one).")] = None,
+) -> None:
+    """Experts voting (visual, identity, text): store tag suggestions for every media item; prints the weights."""
+    from labeling.auto_tagging import autotag
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    source = {"tags": "tags", "weak-labels": "weak_labels", "weak_labels": "weak_labels", "none": None}
+    if text not in source:
+        console.print(f"[red]error:[/red] --text must be tags, weak-labels or none, got {text!r}", highlight=False)
+        raise typer.Exit(1)
+    with progress_bar() as progress:
+        task = progress.add_task("autotag", total=None, current="")
+        result = _run(lambda: autotag(
+            _store_for(settings), editor or _os_user(), gif_model=gif_model, text=source[text], k=k,
+            min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)))
+    for name, weight in result.weights.items():
+        console.print(f"weight {name}: {weight:.4f} ({result.hits[name]} of {result.coverage[name]} tagged media it "
+                      "covers get a correct tag)", highlight=False)
+
+
+@app.command("dupes")
+def dupes_command(
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+    radius: Annotated[int, typer.Option("--radius", help="Hamming distance (bits of 64) of near-duplicate frames.")] = 6,
+) -> None:
+    """Near-duplicate media pairs from frame pHashes (re-uploads, re-encodes), closest first."""
+    from rich.markup import escape
+    from sqlalchemy import select
+
+    from embeddings.near_duplicates import NearDuplicateError, near_duplicate_media
+    from labeling.export import MIN_HASH_BITS
+    from labeling.schema import Media
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    with _store_for(settings)() as session:
+        rows = session.execute(select(Media.id, Media.path, Media.frame_hashes).where(Media.status == "ok")
+                               .order_by(Media.id)).all()
+    names = {m: Path(p).name for m, p, _ in rows}
+    # Flat frames (black, one colour) are ignored, as the export's split does: they would pair every fade-out.
+    hashes = {m: [h for h in (hs or []) if int(h, 16).bit_count() >= MIN_HASH_BITS] for m, _, hs in rows}
+    try:
+        with console.status(f"comparing {sum(map(len, hashes.values()))} frame hashes"):
+            pairs = near_duplicate_media(hashes, radius=radius)
+    except NearDuplicateError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    if pairs:
+        width = max(len(names[m]) for a, b, _, _ in pairs for m in (a, b))
+        typer.echo(f"{'distance':>8}  {'frames':>6}  {'media_a':>7}  {'media_b':>7}  {'name_a':<{width}}  name_b")
+        for a, b, frames, distance in pairs:
+            typer.echo(f"{distance:>8}  {frames:>6}  {a:>7}  {b:>7}  {names[a]:<{width}}  {names[b]}")
+    in_pairs = {m for a, b, _, _ in pairs for m in (a, b)}
+    typer.echo(f"pairs={len(pairs)} media_in_pairs={len(in_pairs)} media={len(rows)} "
+               f"frames={sum(map(len, hashes.values()))} radius={radius}")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from labeling.queries import exports_frame
 
 RESULT_KEY = "export_last_result"
 OUT_KEY = "export_out_dir"
+RETRAIN_KEY = "retrain_last_result"
 
 settings, store = get_settings(), get_store()
 st.title("Export")
@@ -68,3 +69,56 @@ if len(past):
     st.dataframe(past, hide_index=True, width="stretch")
 else:
     st.write("No export yet.")
+
+# -- retrain: editors' confirmed labels -> a new model -> new predictions ------------------------
+st.header("Retrain")
+st.caption("Trains the retraining head (softmax + center loss) on the confirmed labels, compares it with the "
+           "centroid classifier on held-out confirmed faces, saves both under the data folder's models/ and "
+           "predicts the faces nobody decided yet with the better one. Before: the centroid classifier's "
+           "holdout accuracy; after: the deployed model's, both trained on the same split.")
+with st.form("retrain_form"):
+    left, middle, right = st.columns(3)
+    center_loss = left.number_input("Center loss lambda", min_value=0.0, value=0.01, step=0.01, format="%.3f",
+                                    key="retrain_center_loss")
+    hidden = middle.number_input("Hidden width (0: linear head)", min_value=0, value=0, step=64, key="retrain_hidden")
+    holdout = right.slider("Holdout share (per class)", 0.05, 0.5, 0.2, 0.05, key="retrain_holdout")
+    retrain_submitted = st.form_submit_button("Retrain")
+
+if retrain_submitted and (editor := require_editor()):
+    from labeling.queries import face_models
+    from labeling.recognition import retrain
+
+    known_models = set(face_models(store)["model_id"])
+    face_model = settings.face_model if settings.face_model in known_models else None
+    retrain_bar = st.progress(0.0, text="Training ...")
+
+    def on_retrain_progress(done: int, total: int) -> None:
+        retrain_bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{done} / {total} steps")
+
+    try:
+        outcome = retrain(store, Path(settings.data_dir), face_model, center_loss_lambda=float(center_loss),
+                          hidden=int(hidden) or None, holdout_share=float(holdout), editor=editor,
+                          on_progress=on_retrain_progress)
+    except (StoreError, OSError) as exc:
+        retrain_bar.empty()
+        show_error(exc)
+    else:
+        retrain_bar.progress(1.0, text="done")
+        st.session_state[RETRAIN_KEY] = {
+            "line": outcome.line(), "before": outcome.before, "after": outcome.after, "deployed": outcome.deployed,
+            "version": outcome.model_version, "artifact": str(outcome.artifact), "report": str(outcome.report),
+            "predicted": outcome.refresh.faces, "notes": outcome.notes}
+
+retrained = st.session_state.get(RETRAIN_KEY)
+if retrained:
+    st.success(f"Retrained: deployed {retrained['deployed']} {retrained['version']}; "
+               f"{retrained['predicted']} undecided faces predicted.")
+    before_col, after_col, version_col = st.columns(3)
+    before_col.metric("Holdout accuracy before", f"{retrained['before']:.4f}")
+    after_col.metric("Holdout accuracy after", f"{retrained['after']:.4f}",
+                     delta=f"{retrained['after'] - retrained['before']:+.4f}")
+    version_col.metric("Model version", retrained["version"])
+    st.code(retrained["line"], language=None)
+    st.caption(f"Artifact: {retrained['artifact']} · report: {retrained['report']}")
+    for note in retrained["notes"]:
+        st.info(note)

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from labeling.pages.common import get_settings, get_store, media_file, write
+from labeling.pages.common import get_settings, get_store, media_file, require_editor, write
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 
@@ -19,6 +19,29 @@ media = media[media["status"] == "ok"].set_index("media_id")
 def media_label(media_id: int) -> str:
     row = media.loc[media_id]
     return f"{row['name']} (id {media_id}, {row['kind']}, {row['tags']} tags)"
+
+
+@st.cache_resource(show_spinner="Loading the text model (MiniLM) ...")
+def text_embedder():
+    """MiniLM for the text expert, loaded once per server."""
+    from models.registry import create_model
+
+    return create_model("minilm-l6-v2")
+
+
+def run_experts_voting(store, editor: str):
+    """Experts voting over every media item, suggestions stored; the progress bar follows the vote."""
+    from labeling.auto_tagging import autotag
+
+    bar = st.progress(0.0, text="Voting ...")
+
+    def on_progress(done: int, total: int) -> None:
+        bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{done} / {total}")
+
+    try:
+        return autotag(store, editor, text_embedder=text_embedder(), on_progress=on_progress)
+    finally:
+        bar.empty()
 
 
 def editor_key(media_id: int) -> str:
@@ -41,6 +64,14 @@ def show_media(media_id: int) -> None:
     else:
         st.image(str(path), caption=row["name"], width="stretch")  # a GIF plays
 
+
+with st.expander("Suggestions by experts voting"):
+    st.caption("Visual (GIF embedding), identity (the celebrities in the GIF) and text (MiniLM over its tags) "
+               "experts vote for tags, each weighted by how often it proposes a correct tag on tagged media. "
+               "Results are stored as suggestions (source experts_voting) to accept or reject; editor and "
+               "imported tags are never changed and rejected suggestions stay rejected.")
+    if st.button("Run experts voting", key="tags_run_experts") and require_editor():
+        write(run_experts_voting)
 
 per_gif, per_tag = st.tabs(["Per GIF", "Per tag"])
 

@@ -1,0 +1,295 @@
+"""Tag suggestions for every ingested media item by experts voting (models/tagger.py), from the store.
+
+Three experts, as in bench/tagging.py:
+- visual: the pipeline's GIF embedding (EfficientNet-Lite0 frame features, mean-pooled; MediaEmbedding,
+  which ingest computes for animated media: GIFs and videos, not still photos);
+- identity: the celebrities of the media's faces as tags ("Ariel Sharon" -> "ariel sharon"): the
+  editors' confirmed classes first, else the model's accepted predictions (face labels and
+  track predictions). Media with faces but nobody named are covered with no names ("looked,
+  named no one"); media without faces are not covered by this expert;
+- text: MiniLM over words the media already has. `text="tags"` (the default): its existing
+  active tags, for media that have some; it proposes tags that travel with the ones already
+  there. Caveat, measured: its fit-time weight is computed on that same text, so it reads how
+  often tag-alike neighbours share a tag; in a small library where one tag is on most media
+  that is close to 1 while the proposals are weak (on the 11 tagged LFW photos of the tests it
+  got 1.00 and proposed other people's names). `text="weak_labels"`: the ImageNet weak labels
+  from ingest (what bench/tagging.py measured): every animated media has them, and they never
+  contain the answer, so the weight is honest. `text=None` leaves the expert out (and MiniLM
+  unloaded).
+
+The tagger weighs each expert by how often it proposes a correct tag, leave-one-out, on the
+media that already carry tags (active tags of any source: uploader, import, editor, and accepted
+suggestions). Results are written as media_tag rows with source "experts_voting" and status
+"suggested", in one audited operation, and never over anything else: editor, import, uploader
+and model rows stay as they are, an active tag is not suggested again, and a suggestion an editor
+rejected stays rejected. Earlier experts-voting suggestions of the media voted on are refreshed,
+or removed when the vote no longer proposes them (suggestions are the latest vote, not a pile).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.audit import Operation, _chunks, run_operation
+from labeling.errors import ValidationError
+from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Face, FaceLabel, Media, MediaEmbedding, MediaTag, Tag,
+                             Track, bytes_to_vector)
+from labeling.tags import apply_tags, tag_ids
+from labeling.validation import clean_tag_name
+
+SOURCE = "experts_voting"
+VISUAL, IDENTITY, TEXT = "visual", "identity", "text"
+TEXT_SOURCES = ("tags", "weak_labels")
+DEFAULT_TOP = 5
+PREDICT_CHUNK = 256  # media per tagger.predict call: paces the progress bar
+
+Progress = Callable[[int, int], None]
+
+
+# -- reading the store ---------------------------------------------------------------------------
+@dataclass
+class TaggingInputs:
+    """What the experts see, keyed by media id (ok media only)."""
+
+    gif_model: str | None
+    media_ids: list[int]
+    visual: dict[int, np.ndarray]  # media -> GIF embedding
+    weak_labels: dict[int, list[str]]  # media -> ImageNet labels of its GIF embedding, most likely first
+    tags: dict[int, list[str]]  # media -> active tags (the truth the weights are measured on)
+    identity: dict[int, list[str]]  # media with faces -> celebrity names as tags
+    existing: dict[tuple[int, str], tuple[str, str]]  # (media, tag) -> (source, status) of every row
+
+
+def resolve_gif_model(session: Session, gif_model: str | None) -> str | None:
+    """The GIF embedding model: the one given, or the store's only one (None: the store has none)."""
+    counts = dict(session.execute(select(MediaEmbedding.model_id, func.count()).group_by(MediaEmbedding.model_id)).all())
+    listed = ", ".join(f"{m} ({n} media)" for m, n in sorted(counts.items()))
+    if gif_model is None:
+        if len(counts) > 1:
+            raise ValidationError(f"the store holds GIF embeddings of {len(counts)} models ({listed}); "
+                                  "name the one to use (gif_model)")
+        return next(iter(counts), None)
+    if gif_model not in counts:
+        raise ValidationError(f"the store has no GIF embeddings of model {gif_model!r} (it has {listed or 'none'})")
+    return gif_model
+
+
+def identity_names(class_names: Mapping[int, str], labels: list[tuple[int, str | None, int | None]],
+                   track_classes: list[tuple[int, int | None]]) -> dict[int, list[str]]:
+    """media -> celebrity tags, from (media, label status, class) per face and (media, class) per track.
+
+    A face's confirmed class, or the model's accepted prediction (status "predicted" with a class);
+    faces rejected or marked unknown name nobody. Every media with a face gets an entry.
+    """
+    from models.tagger import class_name_to_tag
+
+    out: dict[int, dict[str, None]] = {}
+    for media_id, status, class_id in labels:
+        names = out.setdefault(media_id, {})
+        if class_id is not None and class_id in class_names and (status in CONFIRMED_STATUSES or status == "predicted"):
+            names[class_name_to_tag(class_names[class_id])] = None
+    for media_id, class_id in track_classes:
+        names = out.setdefault(media_id, {})
+        if class_id is not None and class_id in class_names:
+            names[class_name_to_tag(class_names[class_id])] = None
+    return {m: [t for t in names if t] for m, names in out.items()}
+
+
+def read_inputs(store: sessionmaker[Session], gif_model: str | None = None) -> TaggingInputs:
+    with store() as session:
+        gif_model = resolve_gif_model(session, gif_model)
+        media_ids = list(session.scalars(select(Media.id).where(Media.status == "ok").order_by(Media.id)))
+        ok = set(media_ids)
+        visual: dict[int, np.ndarray] = {}
+        weak: dict[int, list[str]] = {}
+        if gif_model is not None:
+            for media_id, blob, top_labels in session.execute(
+                    select(MediaEmbedding.media_id, MediaEmbedding.vector, MediaEmbedding.top_labels)
+                    .where(MediaEmbedding.model_id == gif_model)):
+                if media_id in ok:
+                    visual[media_id] = bytes_to_vector(blob)
+                    weak[media_id] = [str(label) for label, _ in (top_labels or [])]
+        tags: dict[int, list[str]] = {}
+        existing: dict[tuple[int, str], tuple[str, str]] = {}
+        for media_id, name, source, status in session.execute(
+                select(MediaTag.media_id, Tag.name, MediaTag.source, MediaTag.status)
+                .join(Tag, Tag.id == MediaTag.tag_id).order_by(MediaTag.media_id, MediaTag.confidence.desc(), Tag.name)):
+            existing[(media_id, name)] = (source, status)
+            if status == "active" and media_id in ok:
+                tags.setdefault(media_id, []).append(name)
+        class_names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
+                                           .where(CelebrityClass.status != "retired")).all())
+        labels = session.execute(select(Face.media_id, FaceLabel.status, FaceLabel.class_id)
+                                 .outerjoin(FaceLabel, FaceLabel.face_id == Face.id)).all()
+        tracks = session.execute(select(Track.media_id, Track.predicted_class_id)).all()
+    identity = identity_names(class_names, [tuple(r) for r in labels if r[0] in ok],
+                              [tuple(r) for r in tracks if r[0] in ok])
+    return TaggingInputs(gif_model, media_ids, visual, weak, tags, identity, existing)
+
+
+# -- the experts (pure, but for the text model) -----------------------------------------------------
+def build_modalities(inputs: TaggingInputs, text_embedder: Any | None = None, text: str | None = "tags"
+                     ) -> tuple[dict[str, tuple[list[str], np.ndarray]], dict[str, list[str]], dict[str, list[str]] | None]:
+    """(vector modalities, tags of every covered media, identity tags or None) in the tagger's terms (str ids).
+
+    The text expert is built when `text` names its source and a text_embedder is given."""
+    modalities: dict[str, tuple[list[str], np.ndarray]] = {}
+    if inputs.visual:
+        ids = sorted(inputs.visual)
+        modalities[VISUAL] = ([str(m) for m in ids], np.stack([inputs.visual[m] for m in ids]))
+    words = text_sources(inputs, text)
+    if text_embedder is not None and words:
+        ids = sorted(words)
+        modalities[TEXT] = ([str(m) for m in ids],
+                            np.asarray(text_embedder.embed([", ".join(words[m]) for m in ids]), dtype=np.float32))
+    identity = {str(m): names for m, names in inputs.identity.items()} or None
+    covered = set(inputs.visual) | set(words) | set(inputs.identity)
+    tags = {str(m): list(inputs.tags.get(m, [])) for m in sorted(covered)}
+    return modalities, tags, identity
+
+
+def text_sources(inputs: TaggingInputs, text: str | None) -> dict[int, list[str]]:
+    """media -> the words its text expert embeds (only media that have some)."""
+    if text is None:
+        return {}
+    if text not in TEXT_SOURCES:
+        raise ValidationError(f"text must be one of {', '.join(TEXT_SOURCES)} or None, got {text!r}")
+    source = inputs.tags if text == "tags" else inputs.weak_labels
+    return {m: words for m, words in source.items() if words}
+
+
+def new_suggestions(predicted: Mapping[str, list[tuple[str, float]]], existing: Mapping[tuple[int, str], tuple[str, str]],
+                    top: int, min_confidence: float = 0.0) -> tuple[list[tuple[int, str, float]], int]:
+    """(media, tag, confidence) to write, at most `top` per media, best first, and how many proposals an
+    editor had already rejected (kept rejected). Tags the media has in any other row (active, or a
+    suggestion from another source) are not proposals: only experts-voting suggestions are rewritten."""
+    out: list[tuple[int, str, float]] = []
+    rejected = 0
+    for media_key, ranked in predicted.items():
+        media_id = int(media_key)
+        kept = 0
+        for tag, confidence in ranked:
+            name = clean_tag_name(tag)
+            row = existing.get((media_id, name))
+            if row is not None and row != (SOURCE, "suggested"):
+                rejected += row[1] == "rejected"
+                continue
+            confidence = round(float(np.clip(confidence, 0.0, 1.0)), 6)
+            if confidence <= 0 or confidence < min_confidence or kept >= top:
+                continue
+            out.append((media_id, name, confidence))
+            kept += 1
+    return out, rejected
+
+
+# -- the run ---------------------------------------------------------------------------------------
+@dataclass
+class AutotagResult:
+    weights: dict[str, float]
+    coverage: dict[str, int]  # tagged media each expert covers (what its weight is measured on)
+    hits: dict[str, int]
+    media: int  # media voted on
+    tagged: int  # media with active tags
+    suggested: int  # experts-voting suggestions standing after this vote
+    changed: int  # ... of which rows written (new, or a new confidence)
+    removed: int  # earlier experts-voting suggestions the vote no longer proposes
+    rejected: int  # proposals an editor had rejected on that media: they stay rejected
+    event_id: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        weights = ", ".join(f"{n} {w:.2f}" for n, w in self.weights.items())
+        return (f"experts voting over {self.media} media: {self.suggested} suggestion(s) ({self.changed} written, "
+                f"{self.removed} stale removed; weights {weights})")
+
+    def line(self) -> str:
+        return " ".join([f"media={self.media}", f"tagged={self.tagged}", f"suggested={self.suggested}", f"changed={self.changed}",
+                         f"removed={self.removed}", f"rejected_kept={self.rejected}",
+                         *(f"weight_{n}={w:.4f}" for n, w in self.weights.items())])
+
+
+def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None = None, text: str | None = "tags",
+            text_embedder: Any | None = None, k: int = 10, min_frequency: float = 0.2, top: int = DEFAULT_TOP,
+            min_confidence: float = 0.0, on_progress: Progress | None = None) -> AutotagResult:
+    """Fit the experts on the store's tagged media, vote for every ok media item, store the suggestions.
+
+    text: "tags", "weak_labels" or None (no text expert, MiniLM not loaded; see the module docstring);
+    text_embedder reuses a loaded MiniLM.
+    on_progress(done, total) counts media voted on (plus a step each for reading, fitting, writing).
+    """
+    from models.tagger import ExpertsVotingTagger, TaggerError
+
+    if not isinstance(top, int) or top < 1:
+        raise ValidationError(f"top must be a positive number of suggestions per media, got {top!r}")
+    if not 0.0 <= float(min_confidence) <= 1.0:
+        raise ValidationError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
+    inputs = read_inputs(store, gif_model)
+    if not inputs.visual and not inputs.identity:
+        raise ValidationError("no ingested media with GIF embeddings or faces: ingest media first")
+    if not any(inputs.tags.values()):
+        raise ValidationError("no media carries an active tag: experts voting learns from tagged media; "
+                              "import or add some tags first")
+    if text_sources(inputs, text) and text_embedder is None:
+        from models.registry import create_model
+
+        text_embedder = create_model("minilm-l6-v2")
+    modalities, tags, identity = build_modalities(inputs, text_embedder, text)
+    ids = list(tags)
+    total = len(ids) + 2
+    if on_progress is not None:
+        on_progress(0, total)
+    try:
+        tagger = ExpertsVotingTagger(k=k, min_frequency=min_frequency).fit(modalities, tags, identity_tags=identity)
+        if on_progress is not None:
+            on_progress(1, total)
+        predicted: dict[str, list[tuple[str, float]]] = {}
+        for start in range(0, len(ids), PREDICT_CHUNK):
+            predicted.update(tagger.predict(ids[start:start + PREDICT_CHUNK], top=None))
+            if on_progress is not None:
+                on_progress(1 + min(start + PREDICT_CHUNK, len(ids)), total)
+    except TaggerError as exc:
+        raise ValidationError(f"experts voting refused the store's data: {exc}") from exc
+    items, rejected = new_suggestions(predicted, inputs.existing, top, float(min_confidence))
+    voted = {int(m) for m in ids}
+    result = AutotagResult(dict(tagger.weights_), dict(tagger.coverage_), dict(tagger.hits_), len(ids),
+                           sum(1 for t in inputs.tags.values() if t), 0, 0, 0, rejected)
+    with run_operation(store, editor, "experts_voting") as op:
+        result.suggested, result.changed, result.removed = _store_suggestions(op, items, voted)
+        op.summary = result.summary
+    result.event_id = op.result.event_id
+    if on_progress is not None:
+        on_progress(total, total)
+    return result
+
+
+def _store_suggestions(op: Operation, items: list[tuple[int, str, float]], voted: set[int]) -> tuple[int, int, int]:
+    """Write the suggestions and drop the stale ones, re-reading the rows under the operation's lock so a
+    tag an editor added meanwhile is never overwritten; returns (suggestions standing, rows written, removed)."""
+    ids = tag_ids(op.session, {t for _, t, _ in items})
+    current = {}
+    for chunk in _chunks([(m, ids[t]) for m, t, _ in items]):
+        current.update(op.load("media_tag", chunk))
+    ours = [(m, t, c) for m, t, c in items
+            if (row := current[(m, ids[t])]) is None or (row["source"], row["status"]) == (SOURCE, "suggested")]
+    written = apply_tags(op, ours, SOURCE, "suggested", keep_editor_tags=True) if ours else 0
+    keep = {(m, ids[t]) for m, t, _ in ours}
+    old = []
+    voted_ids = sorted(voted)
+    for chunk in _chunks(voted_ids):
+        old += op.session.execute(select(MediaTag.media_id, MediaTag.tag_id).where(
+            MediaTag.media_id.in_(chunk), MediaTag.source == SOURCE, MediaTag.status == "suggested")).all()
+    stale = [tuple(k) for k in old if tuple(k) not in keep]
+    rows = {}
+    for chunk in _chunks(stale):
+        rows.update(op.load("media_tag", chunk))
+    doomed = {k: r for k, r in rows.items() if r is not None and (r["source"], r["status"]) == (SOURCE, "suggested")}
+    if doomed:
+        op.delete("media_tag", doomed)
+        for m, _ in doomed:
+            op.concern(f"media:{m}")
+    return len(ours), written, len(doomed)

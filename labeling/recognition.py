@@ -1,0 +1,616 @@
+"""The loop that turns editors' decisions into better predictions: fit, predict, retrain.
+
+Editors approve and relabel faces; those confirmed labels (CONFIRMED_STATUSES) are the only
+training data. `fit_classifier` builds the centroid + kNN classifier from them (classes with
+too few confirmed faces are skipped and reported, never silently dropped), `refresh_predictions`
+writes a prediction for every face (top-5 with confidences; open-set unknown is class None)
+through `record_predictions`, which never overwrites an editor's decision, and one prediction
+per face track (per person in a GIF) onto the track. `retrain` trains the retraining head,
+measures it against the centroid classifier on held-out confirmed faces, keeps the better one
+and refreshes the faces nobody has decided yet.
+
+What an ML engineer can rely on:
+- One face embedding model per run. Distances between two models' vectors mean nothing, so a
+  store holding several models must be told which (`model_id`); it is never guessed.
+- Labels given to the models are class ids as strings: renaming a class changes nothing, and
+  the artifacts carry an id -> name map (`classes.json`) for people reading them.
+- Faces editors marked "unknown" (real people outside the class list) calibrate the open-set
+  threshold of the centroid classifier: with a short class list the leave-one-out calibration
+  has too few impostors (CalibrationWarning), and those faces are exactly the ones that must
+  come out unknown.
+- Artifacts are versioned folders under `<data_dir>/models/`: `celebrity/<version>/` (centroid
+  classifier), `head/<version>/` (retrained head), `retrain/<time>-<version>.json` (the report).
+- Track predictions are derived data, like the track vectors: rewritten by every refresh and
+  by a re-ingest of the GIF, not audited one by one (the face predictions of the same refresh
+  carry the audit event). The track method defaults to "mean" (classify the normalised mean
+  embedding), which bench/recognition.py measured above GIPHY's per-frame "product".
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.db import session_scope
+from labeling.errors import ValidationError
+from labeling.face_labels import Prediction, record_predictions
+from labeling.queries import DECIDED_STATUSES, face_models, faces_frame
+from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, FaceEmbedding, FaceLabel, Media, Track, utcnow
+from models.celebrity_classifier import (LOG_FLOOR, TRACK_METHODS, UNKNOWN, CalibrationWarning, CentroidKnnClassifier,
+                                         ClassifierError, TrackPrediction, as_embeddings, softmax_rows, top_pairs)
+
+DEFAULT_TRACK_METHOD = "mean"
+DEFAULT_TOP = 5
+MODELS_DIR = "models"
+CELEBRITY_DIR = "celebrity"
+HEAD_DIR = "head"
+REPORTS_DIR = "retrain"
+CLASSES_FILE = "classes.json"
+WRITE_BATCH = 5000  # faces per audited write: bounds one transaction's audit snapshot, paces the progress bar
+NO_CLASS = "no-class"  # holdout label of faces editors marked unknown (any string that is not a class id)
+FACE_SCOPES = ("all", "undecided")
+
+Progress = Callable[[int, int], None]
+
+
+class Predictor(Protocol):
+    """What CentroidKnnClassifier and HeadModel share, and all the refresh needs."""
+
+    classes_: np.ndarray
+    centroids_: np.ndarray
+    threshold_: float
+    model_id_: str
+
+    @property
+    def version(self) -> str: ...
+    def predict(self, vectors: Any, model_id: str) -> tuple[np.ndarray, np.ndarray]: ...
+    def predict_proba(self, vectors: Any, model_id: str) -> np.ndarray: ...
+    def predict_top(self, vectors: Any, model_id: str, top: int = 5) -> list[list[tuple[str, float]]]: ...
+
+
+# -- reading the store -------------------------------------------------------------------------
+def resolve_face_model(store: sessionmaker[Session], model_id: str | None = None) -> str:
+    """The face embedding model to work on: the one given, or the store's only one."""
+    models = face_models(store)
+    if models.empty:
+        raise ValidationError("the store has no face embeddings: ingest media with faces first")
+    known = dict(zip(models["model_id"], models["faces"]))
+    listed = ", ".join(f"{m} ({n} faces)" for m, n in known.items())
+    if model_id is None:
+        if len(known) > 1:
+            raise ValidationError(f"the store holds face embeddings of {len(known)} models ({listed}); their "
+                                  "distances cannot be compared, so name the one to use (--face-model)")
+        return str(models["model_id"].iloc[0])
+    if model_id not in known:
+        raise ValidationError(f"the store has no face embeddings of model {model_id!r} (it has {listed})")
+    return model_id
+
+
+@dataclass
+class Snapshot:
+    """Every face with an embedding of one model, its label, and the class catalog, read once."""
+
+    model_id: str
+    faces: pd.DataFrame  # labeling.queries.faces_frame rows
+    vectors: np.ndarray  # aligned with `faces`
+    classes: dict[int, tuple[str, str]]  # class id -> (name, status)
+    confirmed_without_embedding: int  # confirmed faces that have no embedding of this model
+
+
+def read_snapshot(store: sessionmaker[Session], model_id: str | None = None) -> Snapshot:
+    model_id = resolve_face_model(store, model_id)
+    frame, vectors = faces_frame(store, model_id, with_vectors=True)
+    with store() as session:
+        classes = {cid: (name, status) for cid, name, status in
+                   session.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.status))}
+        embedded = select(FaceEmbedding.face_id).where(FaceEmbedding.model_id == model_id)
+        missing = session.scalar(select(func.count()).select_from(FaceLabel).where(
+            FaceLabel.status.in_(CONFIRMED_STATUSES), FaceLabel.face_id.not_in(embedded)))
+    return Snapshot(model_id, frame, vectors, classes, int(missing or 0))
+
+
+# -- the training set (pure) --------------------------------------------------------------------
+@dataclass
+class TrainingSet:
+    """Confirmed faces of usable classes: rows aligned across the arrays."""
+
+    model_id: str
+    face_ids: np.ndarray
+    media_ids: np.ndarray
+    class_ids: np.ndarray
+    vectors: np.ndarray
+    class_names: dict[int, str]
+    notes: list[str] = field(default_factory=list)  # what was skipped, and why
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(c) for c in self.class_ids.tolist()]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        return self.vectors[mask], [str(c) for c in self.class_ids[mask].tolist()]
+
+
+def training_set(snapshot: Snapshot, min_faces_per_class: int = 2) -> TrainingSet:
+    """Confirmed labels of active or proposed classes; refuses when fewer than 2 classes are usable.
+
+    Classes with fewer than `min_faces_per_class` confirmed faces are skipped and named in
+    `notes`: one photo is not a centroid, and it leaves nothing to calibrate the open-set
+    threshold on.
+    """
+    if min_faces_per_class < 2:
+        raise ValidationError(f"min_faces_per_class must be at least 2, got {min_faces_per_class}")
+    f = snapshot.faces
+    confirmed = f["label_status"].isin(CONFIRMED_STATUSES).to_numpy() & f["class_id"].notna().to_numpy()
+    notes: list[str] = []
+    if snapshot.confirmed_without_embedding:
+        notes.append(f"{snapshot.confirmed_without_embedding} confirmed face(s) have no {snapshot.model_id} "
+                     "embedding and are not used")
+    class_ids = f["class_id"].fillna(-1).to_numpy(np.int64)
+    usable = np.zeros(len(f), dtype=bool)
+    names: dict[int, str] = {}
+    found, counts = np.unique(class_ids[confirmed], return_counts=True)
+    for cid, n in zip(found.tolist(), counts.tolist()):
+        name, status = snapshot.classes.get(cid, (f"#{cid}", "retired"))
+        if status == "retired":
+            notes.append(f"class {name!r} (id {cid}) is retired: its {n} confirmed face(s) are not used")
+        elif n < min_faces_per_class:
+            notes.append(f"class {name!r} (id {cid}) skipped: {n} confirmed face(s), needs {min_faces_per_class}")
+        else:
+            names[cid] = name
+            usable |= confirmed & (class_ids == cid)
+    if len(names) < 2:
+        if not confirmed.any():
+            why = (f"no confirmed labels (approved or relabeled faces) with {snapshot.model_id} embeddings: "
+                   "approve or relabel some faces first")
+        else:
+            have = ", ".join(f"{n!r}" for n in names.values()) or "none"
+            why = (f"a classifier needs at least 2 classes with {min_faces_per_class}+ confirmed faces each; "
+                   f"usable: {have}")
+        raise ValidationError("; ".join([why, *notes]))
+    return TrainingSet(snapshot.model_id, f["face_id"].to_numpy(np.int64)[usable],
+                       f["media_id"].to_numpy(np.int64)[usable], class_ids[usable],
+                       snapshot.vectors[usable], names, notes)
+
+
+def unknown_faces(snapshot: Snapshot) -> np.ndarray:
+    """Vectors of faces editors marked unknown: people outside the class list."""
+    return snapshot.vectors[(snapshot.faces["label_status"] == "unknown").to_numpy()]
+
+
+# -- fitting ------------------------------------------------------------------------------------
+def _quietly(notes: list[str], fn: Callable[[], Any]) -> Any:
+    """Run fn, turning CalibrationWarnings into notes (once each) instead of stderr noise."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        out = fn()
+    for w in caught:
+        if issubclass(w.category, CalibrationWarning) and str(w.message) not in notes:
+            notes.append(str(w.message))
+    return out
+
+
+def fit_centroid(data: TrainingSet, unknown: np.ndarray | None = None,
+                 **params: Any) -> CentroidKnnClassifier:
+    """CentroidKnnClassifier on the training set; unknown-marked faces recalibrate its threshold."""
+    try:
+        clf = _quietly(data.notes, lambda: CentroidKnnClassifier(**params).fit(data.vectors, data.labels,
+                                                                                data.model_id))
+        if unknown is not None and len(unknown):
+            x = np.concatenate([data.vectors, unknown])
+            y = data.labels + [NO_CLASS] * len(unknown)
+            _quietly(data.notes, lambda: clf.calibrate(x, y, data.model_id))
+            data.notes.append(f"open-set threshold calibrated with {len(unknown)} face(s) editors marked unknown")
+    except ClassifierError as exc:
+        raise ValidationError(str(exc)) from exc
+    return clf
+
+
+@dataclass
+class FitResult:
+    classifier: CentroidKnnClassifier
+    data: TrainingSet
+    artifact: Path | None = None
+
+
+def fit_classifier(store: sessionmaker[Session], model_id: str | None = None, *, data_dir: Path | None = None,
+                   min_faces_per_class: int = 2, calibrate_unknown: bool = True,
+                   snapshot: Snapshot | None = None, **classifier_params: Any) -> FitResult:
+    """The centroid classifier of the store's confirmed labels; saved under data_dir when given. Writes
+    nothing to the store."""
+    snapshot = snapshot or read_snapshot(store, model_id)
+    data = training_set(snapshot, min_faces_per_class)
+    clf = fit_centroid(data, unknown_faces(snapshot) if calibrate_unknown else None,
+                       min_faces_per_class=min_faces_per_class, **classifier_params)
+    artifact = save_classifier(clf, data_dir, data.class_names) if data_dir is not None else None
+    return FitResult(clf, data, artifact)
+
+
+# -- artifacts ----------------------------------------------------------------------------------
+def models_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / MODELS_DIR
+
+
+def _write_classes(folder: Path, class_names: dict[int, str]) -> None:
+    (folder / CLASSES_FILE).write_text(json.dumps({str(k): v for k, v in sorted(class_names.items())}, indent=2,
+                                                  ensure_ascii=False), encoding="utf-8")
+
+
+def save_classifier(clf: CentroidKnnClassifier, data_dir: Path, class_names: dict[int, str]) -> Path:
+    """`<data_dir>/models/celebrity/<version>/` plus classes.json (class id -> name when trained)."""
+    folder = clf.save(models_dir(data_dir) / CELEBRITY_DIR / clf.version)
+    _write_classes(folder, class_names)
+    return folder
+
+
+def save_head(head: Any, data_dir: Path, class_names: dict[int, str]) -> Path:
+    """`<data_dir>/models/head/<version>/` plus classes.json."""
+    folder = head.save(models_dir(data_dir) / HEAD_DIR)
+    _write_classes(folder, class_names)
+    return folder
+
+
+def load_predictor(folder: Path) -> Predictor:
+    """A saved centroid classifier or head, from its version folder."""
+    folder = Path(folder)
+    if (folder / "classifier.json").is_file():
+        return CentroidKnnClassifier.load(folder)
+    from models.retrain_head import HeadModel
+
+    return HeadModel.load(folder)
+
+
+# -- predicting (pure) --------------------------------------------------------------------------
+def _class_id(label: str) -> int | None:
+    return None if label == UNKNOWN else int(label)
+
+
+def predict_faces(predictor: Predictor, face_ids: Sequence[int], vectors: np.ndarray, model_id: str,
+                  top: int = DEFAULT_TOP) -> list[Prediction]:
+    """One Prediction per face: the open-set answer (None = unknown), its confidence, the top classes."""
+    if not len(face_ids):
+        return []
+    labels, confidences = predictor.predict(vectors, model_id)
+    tops = predictor.predict_top(vectors, model_id, top)
+    return [Prediction(int(f), _class_id(str(label)), float(np.clip(c, 0.0, 1.0)),
+                       [(int(name), float(np.clip(p, 0.0, 1.0))) for name, p in row])
+            for f, label, c, row in zip(face_ids, labels, confidences, tops)]
+
+
+def predict_track(predictor: Predictor, vectors: np.ndarray, model_id: str, method: str = DEFAULT_TRACK_METHOD,
+                  top: int = DEFAULT_TOP) -> TrackPrediction:
+    """One answer for a track's faces. The centroid classifier has its own; for the head the same
+    rules are applied to its probabilities (the open-set distance is the embedding centroid's)."""
+    if method not in TRACK_METHODS:
+        raise ValidationError(f"track method must be one of {', '.join(TRACK_METHODS)}, got {method!r}")
+    if isinstance(predictor, CentroidKnnClassifier):
+        return predictor.predict_track(vectors, model_id, method=method, top=top)
+    x = as_embeddings(vectors, predictor.centroids_.shape[1])
+    if method == "mean":
+        mean = x.mean(axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        proba = predictor.predict_proba(mean[None, :], model_id)[0]
+        distance_to = 1.0 - predictor.centroids_ @ mean
+    else:
+        p = predictor.predict_proba(x, model_id)
+        proba = softmax_rows(np.log(np.maximum(p, LOG_FLOOR)).sum(axis=0, keepdims=True))[0]
+        distance_to = (1.0 - x @ predictor.centroids_.T).mean(axis=0)
+    best = int(proba.argmax())
+    distance = float(distance_to[best])
+    label = str(predictor.classes_[best]) if distance <= predictor.threshold_ else UNKNOWN
+    return TrackPrediction(label, float(proba[best]), distance, top_pairs(proba[None, :], predictor.classes_, top)[0])
+
+
+# -- refreshing the store -----------------------------------------------------------------------
+@dataclass
+class RefreshResult:
+    model_id: str
+    model_version: str
+    faces: int = 0  # predictions written
+    named: int = 0  # ... naming a class
+    unknown: int = 0  # ... open-set unknown (class None)
+    kept: int = 0  # faces an editor or an import decided: their decision kept, prediction columns refreshed
+    tracks: int = 0
+    tracks_named: int = 0
+    event_ids: list[int] = field(default_factory=list)
+    artifact: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def event_id(self) -> int | None:
+        return self.event_ids[-1] if self.event_ids else None
+
+    @property
+    def summary(self) -> str:
+        return (f"predictions of {self.model_version}: {self.faces} faces ({self.named} named, {self.unknown} unknown, "
+                f"{self.kept} decisions kept), {self.tracks} tracks ({self.tracks_named} named)")
+
+    def line(self) -> str:
+        return (f"model={self.model_version} face_model={self.model_id} faces={self.faces} named={self.named} "
+                f"unknown={self.unknown} kept={self.kept} tracks={self.tracks} tracks_named={self.tracks_named}"
+                + (f" artifact={self.artifact}" if self.artifact else ""))
+
+
+def _track_rows(predictor: Predictor, snapshot: Snapshot, method: str, top: int) -> list[dict[str, Any]]:
+    """Track update rows (by primary key) from the snapshot's faces grouped by track."""
+    track_ids = snapshot.faces["track_id"].fillna(-1).to_numpy(np.int64)
+    rows, now = [], utcnow()
+    for track_id in np.unique(track_ids[track_ids >= 0]).tolist():
+        members = track_ids == track_id
+        p = predict_track(predictor, snapshot.vectors[members], snapshot.model_id, method, top)
+        rows.append({"id": track_id, "predicted_class_id": _class_id(p.label),
+                     "predicted_confidence": float(np.clip(p.confidence, 0.0, 1.0)),
+                     "predicted_distance": float(p.distance),
+                     "predicted_top": [[int(c), round(float(np.clip(s, 0.0, 1.0)), 6)] for c, s in p.top],
+                     "prediction_method": method, "model_version": predictor.version, "predicted_at": now})
+    return rows
+
+
+def refresh_predictions(store: sessionmaker[Session], model_id: str | None = None, predictor: Predictor | None = None,
+                        *, data_dir: Path | None = None, faces: str = "all", top: int = DEFAULT_TOP,
+                        track_method: str = DEFAULT_TRACK_METHOD, editor: str = "model",
+                        on_progress: Progress | None = None, batch_size: int = WRITE_BATCH,
+                        snapshot: Snapshot | None = None) -> RefreshResult:
+    """Predict faces of one embedding model and every track of it, and write the predictions.
+
+    predictor None fits the centroid classifier from the confirmed labels (saved under data_dir
+    when given). faces="all" refreshes every face (decisions are kept by record_predictions;
+    only the prediction columns beside them change); "undecided" only faces without a decision.
+    Faces are written in audited batches of `batch_size` (model_version = predictor.version);
+    on_progress(done, total) counts faces and tracks written.
+    """
+    if faces not in FACE_SCOPES:
+        raise ValidationError(f"faces must be one of {', '.join(FACE_SCOPES)}, got {faces!r}")
+    if track_method not in TRACK_METHODS:
+        raise ValidationError(f"track method must be one of {', '.join(TRACK_METHODS)}, got {track_method!r}")
+    if not isinstance(top, int) or top < 1:
+        raise ValidationError(f"top must be a positive number of classes, got {top!r}")
+    if predictor is not None and model_id is not None and predictor.model_id_ != model_id:
+        raise ValidationError(f"the model was trained on {predictor.model_id_!r} embeddings, not {model_id!r}")
+    snapshot = snapshot or read_snapshot(store, model_id or (predictor.model_id_ if predictor else None))
+    result_notes: list[str] = []
+    artifact = None
+    if predictor is None:
+        fitted = fit_classifier(store, snapshot.model_id, data_dir=data_dir, snapshot=snapshot)
+        predictor, artifact, result_notes = fitted.classifier, fitted.artifact, fitted.data.notes
+    elif predictor.model_id_ != snapshot.model_id:
+        raise ValidationError(f"the model was trained on {predictor.model_id_!r} embeddings, not {snapshot.model_id!r}")
+    version = predictor.version
+    f = snapshot.faces
+    decided = f["label_status"].isin(DECIDED_STATUSES).to_numpy()
+    chosen = np.ones(len(f), dtype=bool) if faces == "all" else ~decided
+    face_ids = f["face_id"].to_numpy(np.int64)[chosen]
+    vectors = snapshot.vectors[chosen]
+    track_rows = _track_rows(predictor, snapshot, track_method, top) if len(f) else []
+    total = len(face_ids) + len(track_rows)
+    result = RefreshResult(snapshot.model_id, version, artifact=artifact, notes=list(result_notes))
+    if on_progress is not None:
+        on_progress(0, total)
+    for start in range(0, len(face_ids), batch_size):
+        batch = predict_faces(predictor, face_ids[start:start + batch_size], vectors[start:start + batch_size],
+                              snapshot.model_id, top)
+        op = record_predictions(store, batch, version, editor=editor)
+        if op.event_id is not None:
+            result.event_ids.append(op.event_id)
+        result.faces += len(batch)
+        result.named += sum(p.class_id is not None for p in batch)
+        if on_progress is not None:
+            on_progress(result.faces, total)
+    result.unknown = result.faces - result.named
+    result.kept = int((decided & chosen).sum())
+    if track_rows:
+        with session_scope(store) as session:
+            for start in range(0, len(track_rows), batch_size):
+                session.execute(update(Track), track_rows[start:start + batch_size])
+        result.tracks = len(track_rows)
+        result.tracks_named = sum(r["predicted_class_id"] is not None for r in track_rows)
+    if on_progress is not None:
+        on_progress(total, total)
+    return result
+
+
+# -- retraining ---------------------------------------------------------------------------------
+def stratified_holdout(class_ids: np.ndarray, groups: np.ndarray, share: float, seed: int = 0,
+                       min_train: int = 2) -> np.ndarray:
+    """Boolean mask of held-out rows: about `share` of each class, whole groups at a time.
+
+    Groups are near-duplicate media groups: frames of one GIF (or a re-upload of it) on both
+    sides would make the holdout a memory test. Each class keeps at least `min_train` rows for
+    training; a class that cannot spare a whole group holds nothing out. Deterministic for a seed.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValidationError(f"the holdout share must be in (0, 1), got {share}")
+    held = np.zeros(len(class_ids), dtype=bool)
+    for cid in sorted(set(class_ids.tolist())):
+        rows = np.flatnonzero(class_ids == cid)
+        budget = min(int(np.floor(share * len(rows) + 0.5)), len(rows) - min_train)
+        by_group: dict[Any, list[int]] = {}
+        for r in rows.tolist():
+            by_group.setdefault(groups[r], []).append(r)
+        keys = sorted(by_group, key=str)
+        rng = np.random.default_rng([seed, int(cid)])
+        taken = 0
+        for k in (keys[i] for i in rng.permutation(len(keys))):
+            if taken + len(by_group[k]) <= budget:
+                held[by_group[k]] = True
+                taken += len(by_group[k])
+    return held
+
+
+def media_groups(store: sessionmaker[Session], media_ids: Sequence[int]) -> dict[int, Any]:
+    """media id -> near-duplicate group (labeling.export's grouping over frame pHashes)."""
+    from labeling.export import near_duplicate_groups
+
+    ids = sorted(set(int(m) for m in media_ids))
+    hashes: dict[int, Any] = {}
+    with store() as session:
+        for start in range(0, len(ids), 5000):
+            hashes.update(session.execute(select(Media.id, Media.frame_hashes)
+                                          .where(Media.id.in_(ids[start:start + 5000]))).all())
+    return near_duplicate_groups({m: hashes.get(m) for m in ids})
+
+
+@dataclass
+class RetrainResult:
+    """Holdout comparison, the artifacts written and the refresh of undecided faces.
+
+    before: closed-set top-1 accuracy, on the held-out confirmed faces, of the centroid classifier
+        (what `giflens predict` deploys) fitted on the training split only: the baseline.
+    after: the same accuracy of the model retrain deployed (the head when it beat the baseline,
+        else the centroid classifier), fitted on the same split and scored on the same faces.
+    Why not the predictions already in the store: a refresh also predicts decided faces with a
+    model trained on them, so their stored predictions overstate accuracy. The deployed artifact
+    is refitted on every confirmed label once the holdout has picked the recipe; its version is
+    `model_version` (the holdout models' versions are in `comparison`).
+    """
+
+    model_id: str
+    classes: int
+    train_faces: int
+    holdout_faces: int
+    holdout_unknown_faces: int
+    before: float
+    after: float
+    deployed: str  # "head" | "centroid"
+    model_version: str
+    artifact: Path
+    centroid_artifact: Path
+    head_artifact: Path
+    report: Path
+    comparison: dict[str, Any]
+    params: dict[str, Any]
+    refresh: RefreshResult
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def event_id(self) -> int | None:
+        return self.refresh.event_id
+
+    @property
+    def summary(self) -> str:
+        return (f"retrained on {self.train_faces} faces of {self.classes} classes: deployed {self.deployed} "
+                f"{self.model_version}, holdout accuracy {self.before:.4f} -> {self.after:.4f}; "
+                f"{self.refresh.faces} undecided faces predicted")
+
+    def line(self) -> str:
+        return (f"classes={self.classes} train={self.train_faces} holdout={self.holdout_faces} "
+                f"deployed={self.deployed} model={self.model_version} "
+                f"centroid_open_set={self.comparison['centroid_open_set_accuracy']:.4f} "
+                f"head_open_set={self.comparison['head_open_set_accuracy']:.4f} "
+                f"predicted={self.refresh.faces} before={self.before:.4f} after={self.after:.4f}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "refresh"}
+        out["refresh"] = {k: v for k, v in asdict(self.refresh).items() if k not in ("notes",)}
+        return json.loads(json.dumps(out, default=str))
+
+
+def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None = None, *,
+            center_loss_lambda: float = 0.01, hidden: int | None = None, epochs: int = 40,
+            holdout_share: float = 0.2, seed: int = 0, top: int = DEFAULT_TOP,
+            track_method: str = DEFAULT_TRACK_METHOD, editor: str = "model",
+            on_progress: Progress | None = None) -> RetrainResult:
+    """Train the head on confirmed labels, compare it with the centroid classifier on a stratified
+    holdout, save both (refitted on every confirmed label), and predict the undecided faces with
+    the better one. See RetrainResult for what before and after measure."""
+    from models.retrain_head import compare_on_holdout, train_head
+
+    snapshot = read_snapshot(store, model_id)
+    data = training_set(snapshot)
+    groups_of = media_groups(store, data.media_ids.tolist())
+    held = stratified_holdout(data.class_ids, np.array([groups_of[m] for m in data.media_ids.tolist()], dtype=object),
+                              holdout_share, seed)
+    if not held.any():
+        raise ValidationError("nothing to hold out: retraining needs a class with at least 3 confirmed faces in "
+                              "2+ different media (each class keeps 2 for training)")
+    unknown = unknown_faces(snapshot)
+    x_train, y_train = data.subset(~held)
+    x_hold, y_hold = data.subset(held)
+    x_eval = np.concatenate([x_hold, unknown]) if len(unknown) else x_hold
+    y_eval = y_hold + [NO_CLASS] * len(unknown)
+    head_params = {"hidden": hidden, "center_loss_lambda": float(center_loss_lambda), "epochs": int(epochs),
+                   "seed": int(seed)}
+    undecided = int((~snapshot.faces["label_status"].isin(DECIDED_STATUSES)).sum())
+    n_tracks = int(snapshot.faces["track_id"].dropna().nunique())
+    total = 2 + undecided + n_tracks
+
+    def progress(done: int) -> None:
+        if on_progress is not None:
+            on_progress(done, total)
+
+    progress(0)
+    try:
+        comparison = _quietly(data.notes, lambda: compare_on_holdout(
+            (x_train, y_train), (x_eval, y_eval), model_id=data.model_id, head_params=head_params))
+        progress(1)
+        head_wins = ((comparison["head_accuracy"], comparison["head_open_set_accuracy"])
+                     > (comparison["centroid_accuracy"], comparison["centroid_open_set_accuracy"]))
+        centroid = fit_centroid(data, unknown)
+        head = _quietly(data.notes, lambda: train_head(data.vectors, data.labels, model_id=data.model_id,
+                                                       **head_params))
+    except ClassifierError as exc:
+        raise ValidationError(str(exc)) from exc
+    centroid_dir = save_classifier(centroid, data_dir, data.class_names)
+    head_dir = save_head(head, data_dir, data.class_names)
+    deployed: Predictor = head if head_wins else centroid
+    progress(2)
+    refresh = refresh_predictions(store, data.model_id, deployed, faces="undecided", top=top, track_method=track_method,
+                                  editor=editor, snapshot=snapshot,
+                                  on_progress=lambda d, t: progress(2 + d))
+    before = float(comparison["centroid_accuracy"])
+    after = float(comparison["head_accuracy"] if head_wins else comparison["centroid_accuracy"])
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    report = models_dir(data_dir) / REPORTS_DIR / f"{stamp}-{deployed.version}.json"
+    result = RetrainResult(
+        model_id=data.model_id, classes=data.n_classes, train_faces=int((~held).sum()), holdout_faces=int(held.sum()),
+        holdout_unknown_faces=int(len(unknown)), before=before, after=after,
+        deployed="head" if head_wins else "centroid", model_version=deployed.version,
+        artifact=head_dir if head_wins else centroid_dir, centroid_artifact=centroid_dir, head_artifact=head_dir,
+        report=report, comparison=comparison,
+        params={**head_params, "holdout_share": holdout_share, "top": top, "track_method": track_method},
+        refresh=refresh, notes=data.notes)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report.with_name(f".{report.name}.part")
+    tmp.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(report)
+    progress(total)
+    return result
+
+
+# -- reading track predictions ------------------------------------------------------------------
+TRACK_PREDICTION_COLUMNS = ["track_id", "media_id", "model_id", "track_index", "n_faces", "predicted_class_id",
+                            "predicted_class_name", "predicted_confidence", "predicted_distance", "predicted_top",
+                            "prediction_method", "model_version", "predicted_at"]
+
+
+def track_predictions_frame(store: sessionmaker[Session], model_id: str | None = None,
+                            media_id: int | None = None) -> pd.DataFrame:
+    """One row per face track with its stored prediction (None class: unknown, or not predicted yet when
+    model_version is None), ordered by media and track index. Columns: TRACK_PREDICTION_COLUMNS."""
+    stmt = (select(Track.id, Track.media_id, Track.model_id, Track.track_index, Track.n_faces,
+                   Track.predicted_class_id, CelebrityClass.name, Track.predicted_confidence,
+                   Track.predicted_distance, Track.predicted_top, Track.prediction_method, Track.model_version,
+                   Track.predicted_at)
+            .outerjoin(CelebrityClass, CelebrityClass.id == Track.predicted_class_id))
+    if model_id is not None:
+        stmt = stmt.where(Track.model_id == model_id)
+    if media_id is not None:
+        stmt = stmt.where(Track.media_id == media_id)
+    with store() as session:
+        rows = session.execute(stmt.order_by(Track.media_id, Track.track_index, Track.id)).all()
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=TRACK_PREDICTION_COLUMNS)
+    frame["predicted_class_id"] = frame["predicted_class_id"].astype("Int64")
+    for col in ("predicted_confidence", "predicted_distance"):
+        frame[col] = frame[col].astype(float)
+    return frame
