@@ -49,7 +49,13 @@ __all__ = [
     "audit_table",
     "class_groups",
     "decade",
+    "classes_with_faces",
+    "confirmed_class_stats",
     "face_groups",
+    "known_attributes",
+    "parse_reference",
+    "store_inputs",
+    "uniform_reference",
 ]
 
 CONFIRMED = ("approved", "relabeled")
@@ -373,3 +379,101 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
     }
     return AuditReport(table=table, attributes=attrs, threshold=threshold,
                        reference={k: dict(v) for k, v in (reference or {}).items()}, summary=summary)
+
+
+# -- inputs from the store and the editor's reference (used by the Bias audit page) -------------
+def store_inputs(faces: pd.DataFrame, classes: pd.DataFrame,
+                 include_retired: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(faces, classes) for `audit_report` from `labeling.queries.faces_frame` / `classes_frame`.
+
+    Retired classes are left out with their faces by default: they are not exported, so they are
+    not part of what a retraining job learns from, and the audit is about that dataset."""
+    keep = classes if include_retired else classes[classes["status"] != "retired"]
+    audit_classes = keep[["name", "gender", "ethnicity", "birth_year", "country"]].rename(columns={"name": "class"})
+    audit_faces = pd.DataFrame({"face_id": faces["face_id"], "class": faces["class_name"],
+                                "status": faces["label_status"], "predicted": faces["predicted_class_name"]})
+    if not include_retired:
+        retired = set(classes.loc[classes["status"] == "retired", "name"].astype(str))
+        effective = face_groups(audit_faces)["effective_class"]
+        audit_faces = audit_faces[~effective.isin(retired)]
+    return audit_faces.reset_index(drop=True), audit_classes.reset_index(drop=True)
+
+
+def classes_with_faces(faces: pd.DataFrame, classes: pd.DataFrame) -> pd.Series:
+    """Per class row: does any face carry it (confirmed, or predicted for a face awaiting review)?
+    A class nobody has a face of (a roster entry from an attributes file) is not in the data."""
+    in_data = set(face_groups(faces)["effective_class"].dropna())
+    return classes[_class_column(classes)].astype(str).isin(in_data)
+
+
+def confirmed_class_stats(faces: pd.DataFrame, face_ids: Sequence[Any], vectors: np.ndarray) -> pd.DataFrame | None:
+    """`explorer.clusters.class_stats` (purity per class) over the editor-confirmed faces only:
+    clusters of predicted labels would grade the model with its own answers. face_ids name the
+    rows of vectors (faces without an embedding are simply absent). None when no confirmed face
+    has a vector."""
+    from explorer.clusters import ClusterError, class_stats
+
+    f = face_groups(faces)
+    confirmed = pd.Series(f["effective_class"].where(f["confirmed"]).to_numpy(object), index=f["face_id"].to_numpy())
+    confirmed = confirmed[~confirmed.index.duplicated()]
+    labels = pd.Series(list(face_ids)).map(confirmed).to_numpy(object)
+    labels = np.array([None if _is_missing(v) else v for v in labels], dtype=object)
+    if len(labels) == 0 or all(v is None for v in labels):
+        return None
+    try:
+        return class_stats(vectors, labels)
+    except ClusterError:
+        return None
+
+
+def known_attributes(classes: pd.DataFrame) -> list[str]:
+    """The attributes (gender, ethnicity, decade, country) that at least one class has a value
+    for: an attribute nobody filled in is one "unknown" bar, which says less than its absence."""
+    groups = class_groups(classes)
+    known = groups[groups["group"] != UNKNOWN]
+    present = set(known["attribute"])
+    return [a for a in dict.fromkeys(groups["attribute"]) if a in present]
+
+
+def uniform_reference(groups: Sequence[str]) -> dict[str, float]:
+    """Equal shares over the known groups (parity): the default an editor starts from."""
+    known = [g for g in dict.fromkeys(groups) if g != UNKNOWN]
+    return {g: 1.0 / len(known) for g in known} if known else {}
+
+
+def parse_reference(rows: pd.DataFrame | Mapping[str, Any], group_col: str = "group",
+                    share_col: str = "share") -> dict[str, float]:
+    """An editor's reference table (group -> expected share) as shares summing to 1.
+
+    Shares may be fractions, percentages or any weights: they are normalised. Group names are
+    matched like the audit's groups (case and surrounding spaces ignored). Raises ValueError
+    with a message an editor can act on: a blank group, a repeated group, "unknown" (a
+    reference describes known groups), a share that is missing, not a number or negative, or
+    shares summing to 0. Rows left completely blank are ignored (a half-added row)."""
+    if isinstance(rows, Mapping):
+        rows = pd.DataFrame({group_col: list(rows.keys()), share_col: list(rows.values())})
+    shares: dict[str, float] = {}
+    for i, (group, share) in enumerate(zip(rows[group_col], rows[share_col]), start=1):
+        if _is_missing(group) and _is_missing(share):
+            continue
+        if _is_missing(group):
+            raise ValueError(f"row {i} has a share but no group name")
+        name = _group(group)
+        if name == UNKNOWN:
+            raise ValueError("'unknown' cannot be in the reference: it describes groups whose value is known; "
+                             "remove that row")
+        if name in shares:
+            raise ValueError(f"group {name!r} is listed twice")
+        if _is_missing(share):
+            raise ValueError(f"group {name!r} has no share: enter one, or delete the row")
+        try:
+            value = float(share)
+        except (TypeError, ValueError):
+            raise ValueError(f"the share of {name!r} is not a number: {share!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"shares must be non-negative numbers; {name!r} has {value:g}")
+        shares[name] = value
+    total = sum(shares.values())
+    if not shares or total <= 0:
+        raise ValueError("the shares sum to 0: give at least one group a positive share")
+    return {g: v / total for g, v in shares.items()}

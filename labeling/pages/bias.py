@@ -1,0 +1,255 @@
+"""Bias audit: who is in the dataset and how well the model serves each demographic group.
+
+One tab per attribute the classes hold (gender, ethnicity, birth decade, country), each with its
+groups table, charts and the editor's reference distribution; groups below four fifths of the
+best-served group (or of their reference share) are flagged in red. The numbers come from
+`explorer.bias_audit.audit_report` (its module docstring says how to read them); this page only
+loads the store, collects the editor's settings and shows or exports the report.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer.bias_audit import (AuditReport, audit_report, class_groups, classes_with_faces, confirmed_class_stats,
+                                 known_attributes, parse_reference, store_inputs, uniform_reference)
+from labeling.pages.common import get_settings, get_store
+from labeling.queries import classes_frame, events_frame, faces_frame, store_overview
+
+LABELS = {"gender": "Gender", "ethnicity": "Ethnicity", "decade": "Birth decade", "country": "Country"}
+REPORTS = "reports"  # under the data folder
+HTML_CACHE_KEY = "_bias_html_cache"  # (fingerprint, bytes): the HTML export is only rebuilt when the report changes
+SHARE = "expected share"
+BASIS = {"classes": "class_share", "faces": "face_share"}
+GROUP_COLUMNS = ["group", "classes", "faces", "class_share", "face_share", "approved_faces", "approved_share",
+                 "predicted_share", "accuracy", "unknown_rate", "purity", "small_sample", "flags"]
+REPRESENTATION_COLUMNS = ["group", "classes", "faces", "share_of_known", "reference_share", "representation_ratio",
+                          "flags"]
+FLAGGED_COLUMNS = ["attribute", "group", "classes", "faces", "approved_faces", "flags", "small_sample"]
+PERCENT = ["class_share", "face_share", "approved_share", "predicted_share", "accuracy", "unknown_rate", "purity",
+           "share_of_known", "reference_share"]
+FLAG_BACKGROUND = "background-color: #fbd5d5; color: #7f1d1d"
+
+
+# -- loading (cached until the store changes) ---------------------------------------------------
+def store_stamp() -> tuple:
+    """Cheap numbers that change whenever the store does (every write is an audit event; ingest adds faces)."""
+    store = get_store()
+    last = events_frame(store, limit=1)
+    overview = store_overview(store)
+    return (int(last["event_id"].iloc[0]) if len(last) else 0, overview["faces"], overview["classes"])
+
+
+@st.cache_data(show_spinner="Reading the store ...", max_entries=4)
+def load_inputs(url: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """(faces, classes, cluster stats) for the audit. Purity is measured on editor-confirmed labels
+    only, in the embedding space of the store's main face model: predicted labels would grade the
+    model with its own answers. None when there are too few confirmed faces to measure it."""
+    store = get_store()
+    faces, classes = store_inputs(faces_frame(store), classes_frame(store))
+    with_vectors, vectors = faces_frame(store, with_vectors=True)
+    stats = confirmed_class_stats(faces, with_vectors["face_id"], vectors) if len(with_vectors) else None
+    return faces, classes, stats
+
+
+# -- the editor's reference distribution -----------------------------------------------------
+def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | None:
+    """The table of group -> expected share for one attribute (uniform over its known groups to
+    start with); None, after saying why, when what the editor typed is not a distribution."""
+    # Reset = a new key: the browser keeps a data editor's edits for as long as its key lives.
+    version = st.session_state.get(f"_bias_reference_version_{attribute}", 0)
+    key = f"bias_reference_{attribute}" + (f"_v{version}" if version else "")
+    uniform = uniform_reference(groups)
+    default = pd.DataFrame({"group": list(uniform), SHARE: list(uniform.values())})
+    st.markdown(f"**Reference distribution: {LABELS[attribute].lower()}**")
+    st.caption("The share of each group you expect among classes with a known value (population, user base, "
+               "a target...). Any non-negative weights or percentages: they are normalised to sum to 1. Add "
+               "a row for a group the dataset lacks; a group left out has no reference.")
+    rows = st.data_editor(default, key=key, num_rows="dynamic", hide_index=True, width="stretch",
+                          column_config={"group": st.column_config.TextColumn("group"),
+                                         SHARE: st.column_config.NumberColumn(SHARE, format="%.3f")})
+    st.button("Reset to equal shares", key=f"bias_reference_reset_{attribute}",
+              on_click=lambda: st.session_state.update({f"_bias_reference_version_{attribute}": version + 1}))
+    try:
+        reference = parse_reference(rows, share_col=SHARE)
+    except ValueError as exc:
+        st.error(f"Invalid reference for {LABELS[attribute].lower()}: {exc}. Representation is shown without a "
+                 "reference until it is fixed.")
+        return None
+    absent = sorted(set(reference) - set(groups))
+    if absent:
+        st.warning(f"In the reference but absent from the dataset (no class at all): {', '.join(absent)}.")
+    return reference
+
+
+# -- showing the report ------------------------------------------------------------------------
+def highlight(table: pd.DataFrame, flagged: pd.Series):
+    """Flagged rows in red, shares as percentages: the finding must be the first thing one sees."""
+    percent = [c for c in PERCENT if c in table.columns]
+    styles = np.where(flagged.to_numpy()[:, None], FLAG_BACKGROUND, "")
+    styler = table.style.apply(lambda _: pd.DataFrame(np.broadcast_to(styles, table.shape), index=table.index,
+                                                      columns=table.columns), axis=None)
+    ratios = {c: "{:.2f}" for c in table.columns if c.endswith("_ratio")}
+    return styler.format({**{c: "{:.1%}" for c in percent}, **ratios}, na_rep="")
+
+
+def show_table(table: pd.DataFrame, columns: list[str], key: str) -> None:
+    rows = table.reset_index(drop=True)
+    st.dataframe(highlight(rows[columns], rows["below_four_fifths"]), key=key, hide_index=True, width="stretch")
+
+
+def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
+    rows = report.groups(attribute)
+    flagged = rows[rows["below_four_fifths"]]
+    unknown = rows.loc[rows["group"] == "unknown", "class_share"]
+    if len(unknown) and unknown.iloc[0] > 0:
+        n = int(rows.loc[rows["group"] == "unknown", "classes"].iloc[0])
+        st.caption(f"{n} classes ({unknown.iloc[0]:.0%}) have no {LABELS[attribute].lower()}: the group "
+                   "\"unknown\", shown as found, never the best-served group nor part of the representation shares.")
+    if len(flagged):
+        named = ", ".join(f"**{g}** ({f})" for g, f in zip(flagged["group"], flagged["flags"]))
+        st.error(f"Below four fifths: {named}")
+    st.markdown("**Groups**")
+    show_table(rows, GROUP_COLUMNS, f"bias_groups_{attribute}")
+    st.caption("Accuracy and unknown rate are measured on editor-confirmed labels (approved or relabeled) only; "
+               "purity on the confirmed faces of each class, in the embedding space. A group with fewer than the "
+               "minimum confirmed faces is marked small_sample: its rates are noisy.")
+    charts = [(k, f) for k, f in figures.items() if k.split("/")[0] == attribute]
+    for i in range(0, len(charts), 2):
+        for col, (k, fig) in zip(st.columns(2), charts[i:i + 2]):
+            col.plotly_chart(fig, key=f"bias_chart_{k.replace('/', '_')}", width="stretch")
+    st.markdown("**Representation against the reference**")
+    show_table(rows[rows["group"] != "unknown"], REPRESENTATION_COLUMNS, f"bias_representation_{attribute}")
+
+
+def show_overview(report: AuditReport, purity_measured: bool, missing: list[str]) -> None:
+    summary = report.summary
+    metrics = st.columns(5)
+    metrics[0].metric("Classes", summary["classes"])
+    metrics[1].metric("Faces in a class", summary["faces in a class"])
+    metrics[2].metric("Confirmed faces", summary["faces confirmed by an editor"])
+    metrics[3].metric("Purity measured", "yes" if purity_measured else "no",
+                      help="Needs classes with at least two confirmed faces that have embeddings")
+    metrics[4].metric("Groups flagged", summary["groups flagged"])
+    notes = ["Retired classes and their faces are left out (they are not exported)."]
+    if missing:
+        notes.insert(0, f"No class has a value for {', '.join(missing)}: not audited.")
+    st.caption(" ".join(notes))
+    flagged = report.flagged()
+    st.subheader("Flagged groups")
+    if len(flagged):
+        st.dataframe(highlight(flagged[FLAGGED_COLUMNS], flagged["below_four_fifths"]), key="bias_flagged",
+                     hide_index=True, width="stretch")
+    else:
+        st.success(f"No group is below {report.threshold:.0%} of the best-served group or of its reference share.")
+
+
+def report_bytes(report: AuditReport, offline: bool) -> tuple[bytes, bytes]:
+    """CSV and HTML of the report, written by AuditReport.to_csv / to_html into a temporary folder.
+    The HTML (with plotly.js inlined it is ~4.6 MB) is rebuilt only when the report changes."""
+    with tempfile.TemporaryDirectory(prefix="giflens-bias-") as tmp:
+        csv = report.to_csv(Path(tmp) / "bias-audit.csv").read_bytes()
+        fingerprint = hashlib.sha256(csv + json.dumps([report.summary, report.reference, offline],
+                                                      sort_keys=True, default=str).encode()).hexdigest()
+        cached = st.session_state.get(HTML_CACHE_KEY)
+        if cached and cached[0] == fingerprint:
+            return csv, cached[1]
+        js = "inline" if offline else "cdn"
+        page = report.to_html(Path(tmp) / "bias-audit.html", include_plotlyjs=js).read_bytes()
+    st.session_state[HTML_CACHE_KEY] = (fingerprint, page)
+    return csv, page
+
+
+def save_report(report: AuditReport, data_dir: Path, offline: bool) -> list[Path]:
+    """<data folder>/reports/bias-audit-<UTC time>.csv and .html; never overwrites an earlier report."""
+    folder = Path(data_dir) / REPORTS
+    base = stem = f"bias-audit-{time.strftime('%Y%m%d-%H%M%SZ', time.gmtime())}"
+    n = 1
+    while (folder / f"{stem}.csv").exists() or (folder / f"{stem}.html").exists():
+        n += 1
+        stem = f"{base}-{n}"
+    return [report.to_csv(folder / f"{stem}.csv"),
+            report.to_html(folder / f"{stem}.html", include_plotlyjs="inline" if offline else "cdn")]
+
+
+# -- the page -------------------------------------------------------------------------------------
+settings = get_settings()
+st.title("Bias audit")
+faces, classes, stats = load_inputs(settings.resolved_database_url, store_stamp())
+if classes.empty:
+    st.info("No classes in the store yet, so there is nothing to audit. Import a class list and its "
+            "demographic attributes (`giflens import classes ...`, `giflens import attributes ...`) or add "
+            "classes on the Classes page.")
+    st.stop()
+if not known_attributes(classes):
+    st.info(f"None of the {len(classes)} classes has a demographic attribute (gender, ethnicity, birth year, "
+            "country) yet. Import them with `giflens import attributes <csv>` or set them on the Classes page.")
+    st.stop()
+
+left, middle, right, far = st.columns(4)
+threshold = left.number_input("Flag below this share of the best group", min_value=0.5, max_value=1.0, value=0.8,
+                              step=0.05, key="bias_threshold", help="0.8: the four-fifths rule")
+min_faces = middle.number_input("Minimum confirmed faces per group", min_value=1, value=5, step=1,
+                                key="bias_min_faces", help="Fewer: the group's rates are marked small_sample")
+basis = right.radio("Representation counts", list(BASIS), horizontal=True, key="bias_basis",
+                    help="Share of classes (people) or of faces in each group")
+with_faces = far.toggle("Only classes with faces", value=True, key="bias_with_faces",
+                        help="A class without any face (a roster entry from an attributes file, say) is not in "
+                             "the training data")
+offline = far.toggle("HTML works offline", value=True, key="bias_html_offline",
+                     help="Embed plotly.js in the HTML report (about 4.6 MB); off: load it from a CDN")
+
+has_faces = classes_with_faces(faces, classes)
+if with_faces:
+    if not has_faces.any():
+        st.info("No class has faces yet: the audit shows the whole catalog (class counts only).")
+    else:
+        classes = classes[has_faces].reset_index(drop=True)
+attributes = known_attributes(classes)
+if not attributes:
+    st.info(f"None of the {len(classes)} classes with faces has a demographic attribute yet: set them on the "
+            "Classes page, or turn off \"Only classes with faces\" to audit the whole catalog.")
+    st.stop()
+if with_faces and has_faces.any() and not has_faces.all():
+    st.caption(f"{int((~has_faces).sum())} classes without any face are left out.")
+
+overview = st.container()  # filled once the report exists; shown above the tabs
+tabs = dict(zip(attributes, st.tabs([LABELS[a] for a in attributes])))
+results, references = {}, {}
+for attribute, tab in tabs.items():
+    with tab:
+        results[attribute] = st.container()
+        groups = class_groups(classes, [attribute])["group"]
+        known = sorted(set(groups) - {"unknown"})  # sorted: the editor's rows must not move between runs
+        reference = reference_editor(attribute, known)
+        if reference is not None:
+            references[attribute] = reference
+
+report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats, threshold=threshold,
+                      min_faces=int(min_faces), representation_basis=BASIS[basis])
+missing = [LABELS[a].lower() for a in ("gender", "ethnicity", "decade", "country") if a not in attributes]
+with overview:
+    show_overview(report, stats is not None and bool(stats["purity"].notna().any()), missing)
+
+figures = report.figures()
+for attribute in attributes:
+    with results[attribute]:
+        show_attribute(report, attribute, figures)
+
+st.subheader("Export")
+csv_bytes, html_bytes = report_bytes(report, offline)
+cols = st.columns(3)
+cols[0].download_button("Download CSV", csv_bytes, file_name="bias-audit.csv", mime="text/csv",
+                        key="bias_download_csv", on_click="ignore")
+cols[1].download_button("Download HTML", html_bytes, file_name="bias-audit.html", mime="text/html",
+                        key="bias_download_html", on_click="ignore")
+if cols[2].button(f"Save to {REPORTS}/", key="bias_save", help=f"Into {Path(settings.data_dir) / REPORTS}"):
+    saved = save_report(report, settings.data_dir, offline)
+    st.success("Saved " + " and ".join(f"`{p}`" for p in saved))
