@@ -23,15 +23,16 @@ from labeling.pages.common import (current_editor, database_label, flash, get_se
 from labeling.queries import events_frame  # noqa: E402
 
 PAGES = "labeling/pages"
+EXPLORER_PAGES = "explorer/pages"
 
 st.set_page_config(page_title="giflens", page_icon=":material/face:", layout="wide")
 
-# Explorer pages (Explore, Review, Bias audit) join this list when they exist.
 navigation = st.navigation({
     "giflens": [st.Page(f"{PAGES}/home.py", title="Overview", icon=":material/dashboard:", default=True)],
     "Curate": [
         st.Page(f"{PAGES}/classes.py", title="Classes", icon=":material/badge:"),
         st.Page(f"{PAGES}/tags.py", title="Tags", icon=":material/sell:"),
+        st.Page(f"{EXPLORER_PAGES}/bias.py", title="Bias audit", icon=":material/balance:"),
     ],
     "Data": [
         st.Page(f"{PAGES}/ingest.py", title="Ingest", icon=":material/upload:"),

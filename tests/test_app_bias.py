@@ -1,4 +1,4 @@
-"""The Bias audit page (labeling/pages/bias.py) driven headless with AppTest on stores built from
+"""The Bias audit page (explorer/pages/bias.py) driven headless with AppTest on stores built from
 real LFW photos and a real GIF (test_queries.build_fixture_store), with predictions from the
 centroid classifier fitted on the confirmed faces, and with the real attribute file
 ../shared/data/lfw-people.csv imported on top (noisy: most people have no gender).
@@ -27,7 +27,7 @@ from labeling.face_labels import Prediction, record_predictions
 from test_queries import SHARED, FixtureStore, build_fixture_store
 
 ROOT = Path(__file__).resolve().parents[1]
-APP, PAGE = ROOT / "app.py", "labeling/pages/bias.py"
+APP, PAGE = ROOT / "app.py", "explorer/pages/bias.py"
 RUN_BOUND_S = 600  # AppTest needs a bound per run; generous, so a busy shared machine never fails on time
 SHARE = "expected share"
 
@@ -88,16 +88,12 @@ def downloads(monkeypatch) -> list[MemoryMediaFileStorage]:
 
 
 def open_page(monkeypatch, url: str, data_dir: Path) -> AppTest:
-    """The page as an editor reaches it: through the app's navigation once app.py lists it,
-    else (until then) the page script on its own."""
+    """The page as an editor reaches it: through the app's navigation."""
     monkeypatch.setenv("GIFLENS_DATA_DIR", str(data_dir))
     monkeypatch.setenv("GIFLENS_DATABASE_URL", url)
     monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
-    if PAGE in APP.read_text():
-        at = AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
-        at.switch_page(PAGE).run()
-    else:
-        at = AppTest.from_file(str(ROOT / PAGE), default_timeout=RUN_BOUND_S).run()
+    at = AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+    at.switch_page(PAGE).run()
     ok(at)
     return at
 
