@@ -208,8 +208,8 @@ class AutotagResult:
                 f"{self.removed} stale removed; weights {weights})")
 
     def line(self) -> str:
-        return " ".join([f"media={self.media}", f"tagged={self.tagged}", f"suggested={self.suggested}", f"changed={self.changed}",
-                         f"removed={self.removed}", f"rejected_kept={self.rejected}",
+        return " ".join([f"media={self.media}", f"tagged={self.tagged}", f"suggested={self.suggested}",
+                         f"changed={self.changed}", f"removed={self.removed}", f"rejected_kept={self.rejected}",
                          *(f"weight_{n}={w:.4f}" for n, w in self.weights.items())])
 
 

@@ -357,6 +357,15 @@ def _track_rows(predictor: Predictor, snapshot: Snapshot, method: str, top: int)
     return rows
 
 
+def _check_refresh_params(faces: str, top: int, track_method: str) -> None:
+    if faces not in FACE_SCOPES:
+        raise ValidationError(f"faces must be one of {', '.join(FACE_SCOPES)}, got {faces!r}")
+    if track_method not in TRACK_METHODS:
+        raise ValidationError(f"track method must be one of {', '.join(TRACK_METHODS)}, got {track_method!r}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValidationError(f"top must be a positive number of classes, got {top!r}")
+
+
 def refresh_predictions(store: sessionmaker[Session], model_id: str | None = None, predictor: Predictor | None = None,
                         *, data_dir: Path | None = None, faces: str = "all", top: int = DEFAULT_TOP,
                         track_method: str = DEFAULT_TRACK_METHOD, editor: str = "model",
@@ -370,12 +379,7 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     Faces are written in audited batches of `batch_size` (model_version = predictor.version);
     on_progress(done, total) counts faces and tracks written.
     """
-    if faces not in FACE_SCOPES:
-        raise ValidationError(f"faces must be one of {', '.join(FACE_SCOPES)}, got {faces!r}")
-    if track_method not in TRACK_METHODS:
-        raise ValidationError(f"track method must be one of {', '.join(TRACK_METHODS)}, got {track_method!r}")
-    if not isinstance(top, int) or top < 1:
-        raise ValidationError(f"top must be a positive number of classes, got {top!r}")
+    _check_refresh_params(faces, top, track_method)
     if predictor is not None and model_id is not None and predictor.model_id_ != model_id:
         raise ValidationError(f"the model was trained on {predictor.model_id_!r} embeddings, not {model_id!r}")
     snapshot = snapshot or read_snapshot(store, model_id or (predictor.model_id_ if predictor else None))
@@ -524,8 +528,15 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     """Train the head on confirmed labels, compare it with the centroid classifier on a stratified
     holdout, save both (refitted on every confirmed label), and predict the undecided faces with
     the better one. See RetrainResult for what before and after measure."""
-    from models.retrain_head import compare_on_holdout, train_head
+    from models.retrain_head import HeadParams, compare_on_holdout, train_head
 
+    _check_refresh_params("undecided", top, track_method)
+    try:  # refused before anything is read, trained or written
+        HeadParams(hidden=hidden, center_loss_lambda=float(center_loss_lambda), epochs=epochs, seed=seed).check()
+    except ClassifierError as exc:
+        raise ValidationError(str(exc)) from exc
+    if not 0.0 < holdout_share < 1.0:
+        raise ValidationError(f"the holdout share must be in (0, 1), got {holdout_share}")
     snapshot = read_snapshot(store, model_id)
     data = training_set(snapshot)
     groups_of = media_groups(store, data.media_ids.tolist())
