@@ -288,28 +288,53 @@ def predict_faces(predictor: Predictor, face_ids: Sequence[int], vectors: np.nda
             for f, label, c, row in zip(face_ids, labels, confidences, tops)]
 
 
-def predict_track(predictor: Predictor, vectors: np.ndarray, model_id: str, method: str = DEFAULT_TRACK_METHOD,
-                  top: int = DEFAULT_TOP) -> TrackPrediction:
-    """One answer for a track's faces. The centroid classifier has its own; for the head the same
-    rules are applied to its probabilities (the open-set distance is the embedding centroid's)."""
+def predict_tracks(predictor: Predictor, track_ids: np.ndarray, vectors: np.ndarray, model_id: str,
+                   method: str = DEFAULT_TRACK_METHOD, top: int = DEFAULT_TOP) -> dict[int, TrackPrediction]:
+    """One answer per track from its faces' rows (track_ids aligned with vectors), all tracks in one pass.
+
+    The rules of CentroidKnnClassifier.predict_track, for any predictor: "mean" classifies the
+    normalised mean embedding; "product" multiplies the faces' probabilities (log space) and takes
+    the faces' mean distance to the winner's centroid. The open-set distance is always to the
+    embedding centroid. A track whose faces cancel out (no mean direction) gets no answer.
+    """
     if method not in TRACK_METHODS:
         raise ValidationError(f"track method must be one of {', '.join(TRACK_METHODS)}, got {method!r}")
-    if isinstance(predictor, CentroidKnnClassifier):
-        return predictor.predict_track(vectors, model_id, method=method, top=top)
-    x = as_embeddings(vectors, predictor.centroids_.shape[1])
+    track_ids = np.asarray(track_ids, dtype=np.int64)
+    if not len(track_ids):
+        return {}
+    order = np.argsort(track_ids, kind="stable")
+    ids, starts, counts = np.unique(track_ids[order], return_index=True, return_counts=True)
+    x = as_embeddings(vectors[order], predictor.centroids_.shape[1])
     if method == "mean":
-        mean = x.mean(axis=0)
-        mean /= max(float(np.linalg.norm(mean)), 1e-12)
-        proba = predictor.predict_proba(mean[None, :], model_id)[0]
-        distance_to = 1.0 - predictor.centroids_ @ mean
+        sums = np.add.reduceat(x.astype(np.float64), starts, axis=0)
+        norms = np.linalg.norm(sums, axis=1)
+        keep = norms > 1e-6 * counts
+        ids, means = ids[keep], (sums[keep] / norms[keep, None]).astype(np.float32)
+        if not len(ids):
+            return {}
+        proba = predictor.predict_proba(means, model_id)
+        distances = 1.0 - means.astype(np.float64) @ predictor.centroids_.T.astype(np.float64)
     else:
         p = predictor.predict_proba(x, model_id)
-        proba = softmax_rows(np.log(np.maximum(p, LOG_FLOOR)).sum(axis=0, keepdims=True))[0]
-        distance_to = (1.0 - x @ predictor.centroids_.T).mean(axis=0)
-    best = int(proba.argmax())
-    distance = float(distance_to[best])
-    label = str(predictor.classes_[best]) if distance <= predictor.threshold_ else UNKNOWN
-    return TrackPrediction(label, float(proba[best]), distance, top_pairs(proba[None, :], predictor.classes_, top)[0])
+        proba = softmax_rows(np.add.reduceat(np.log(np.maximum(p, LOG_FLOOR)), starts, axis=0))
+        distances = np.add.reduceat(1.0 - x.astype(np.float64) @ predictor.centroids_.T.astype(np.float64), starts,
+                                    axis=0) / counts[:, None]
+    best = proba.argmax(axis=1)
+    rows = np.arange(len(best))
+    best_distance = distances[rows, best]
+    tops = top_pairs(proba, predictor.classes_, top)
+    return {int(t): TrackPrediction(str(predictor.classes_[b]) if d <= predictor.threshold_ else UNKNOWN,
+                                    float(proba[r, b]), float(d), tops[r])
+            for t, r, b, d in zip(ids.tolist(), rows.tolist(), best.tolist(), best_distance.tolist())}
+
+
+def predict_track(predictor: Predictor, vectors: np.ndarray, model_id: str, method: str = DEFAULT_TRACK_METHOD,
+                  top: int = DEFAULT_TOP) -> TrackPrediction:
+    """One track's answer (see predict_tracks)."""
+    found = predict_tracks(predictor, np.zeros(len(vectors), dtype=np.int64), vectors, model_id, method, top)
+    if not found:
+        raise ValidationError("the track's faces cancel out: their mean embedding has no direction")
+    return found[0]
 
 
 # -- refreshing the store -----------------------------------------------------------------------
@@ -345,10 +370,10 @@ class RefreshResult:
 def _track_rows(predictor: Predictor, snapshot: Snapshot, method: str, top: int) -> list[dict[str, Any]]:
     """Track update rows (by primary key) from the snapshot's faces grouped by track."""
     track_ids = snapshot.faces["track_id"].fillna(-1).to_numpy(np.int64)
+    member = track_ids >= 0
+    answers = predict_tracks(predictor, track_ids[member], snapshot.vectors[member], snapshot.model_id, method, top)
     rows, now = [], utcnow()
-    for track_id in np.unique(track_ids[track_ids >= 0]).tolist():
-        members = track_ids == track_id
-        p = predict_track(predictor, snapshot.vectors[members], snapshot.model_id, method, top)
+    for track_id, p in answers.items():
         rows.append({"id": track_id, "predicted_class_id": _class_id(p.label),
                      "predicted_confidence": float(np.clip(p.confidence, 0.0, 1.0)),
                      "predicted_distance": float(p.distance),

@@ -28,7 +28,7 @@ from labeling.importers import import_raw_dataset, import_tags
 from labeling.ingest import ingest
 from labeling.queries import faces_frame, media_tags_frame
 from labeling.recognition import (TRACK_PREDICTION_COLUMNS, fit_classifier, load_predictor, predict_track,
-                                  read_snapshot, refresh_predictions, retrain, stratified_holdout,
+                                  predict_tracks, read_snapshot, refresh_predictions, retrain, stratified_holdout,
                                   track_predictions_frame)
 from labeling.schema import AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track
 from labeling.tags import add_tags, set_tag_status
@@ -249,6 +249,19 @@ def test_open_set_unknown_and_track_predictions(loop_sqlite):
     assert len(jlaw) >= 1 and jlaw["predicted_class_id"].isna().all()  # Jennifer Lawrence has no class
     ariel = tracks[tracks["media_id"] == loop.media["Ariel_Sharon_0007.jpg"]].iloc[0]
     assert ariel["predicted_class_name"] == "Ariel Sharon" and ariel["predicted_top"][0][0] == loop.classes["Ariel Sharon"]
+
+    # all tracks in one pass give what the classifier answers track by track
+    clf, snapshot = load_predictor(result.artifact), read_snapshot(loop.store)
+    tracked = snapshot.faces["track_id"].notna().to_numpy()
+    track_of = snapshot.faces["track_id"].to_numpy()[tracked].astype(np.int64)
+    for method in ("mean", "product"):
+        batch = predict_tracks(clf, track_of, snapshot.vectors[tracked], FACE_MODEL, method)
+        assert len(batch) == len(tracks)
+        for track_id, answer in batch.items():
+            one = clf.predict_track(snapshot.vectors[tracked][track_of == track_id], FACE_MODEL, method=method)
+            assert (answer.label, [c for c, _ in answer.top]) == (one.label, [c for c, _ in one.top])
+            assert answer.confidence == pytest.approx(one.confidence, abs=1e-5)
+            assert answer.distance == pytest.approx(one.distance, abs=1e-5)
 
     product = refresh_predictions(loop.store, data_dir=loop.data_dir, track_method="product", faces="undecided")
     assert set(track_predictions_frame(loop.store)["prediction_method"]) == {"product"}

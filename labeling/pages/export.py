@@ -71,7 +71,7 @@ else:
     st.write("No export yet.")
 
 # -- retrain: editors' confirmed labels -> a new model -> new predictions ------------------------
-st.header("Retrain")
+st.subheader("Retrain")
 st.caption("Trains the retraining head (softmax + center loss) on the confirmed labels, compares it with the "
            "centroid classifier on held-out confirmed faces, saves both under the data folder's models/ and "
            "predicts the faces nobody decided yet with the better one. Before: the centroid classifier's "
