@@ -29,10 +29,14 @@ st.set_page_config(page_title="giflens", page_icon=":material/face:", layout="wi
 
 navigation = st.navigation({
     "giflens": [st.Page(f"{PAGES}/home.py", title="Overview", icon=":material/dashboard:", default=True)],
+    "Explore": [
+        st.Page(f"{EXPLORER_PAGES}/explore.py", title="Explore", icon=":material/scatter_plot:"),
+        st.Page(f"{EXPLORER_PAGES}/review.py", title="Review", icon=":material/rule:"),
+        st.Page(f"{EXPLORER_PAGES}/bias.py", title="Bias audit", icon=":material/balance:"),
+    ],
     "Curate": [
         st.Page(f"{PAGES}/classes.py", title="Classes", icon=":material/badge:"),
         st.Page(f"{PAGES}/tags.py", title="Tags", icon=":material/sell:"),
-        st.Page(f"{EXPLORER_PAGES}/bias.py", title="Bias audit", icon=":material/balance:"),
     ],
     "Data": [
         st.Page(f"{PAGES}/ingest.py", title="Ingest", icon=":material/upload:"),

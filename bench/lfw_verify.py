@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--no-flip", action="store_true", help="dlib: no mirrored-crop averaging")
     parser.add_argument("--jitters", type=int, default=0, help="dlib: num_jitters")
     parser.add_argument("--box-scale", type=float, default=0.85, help="dlib: scale of the square box given to the shape predictor")
+    parser.add_argument("--reuse-lfw-cache", action="store_true",
+                        help="take the embeddings from bench/lfw_faces.py's cache (same pipeline, computed once)")
     parser.add_argument("--baseline", action="store_true",
                         help="also run dlib's own reference pipeline (HOG detector) over the same pairs")
     args = parser.parse_args()
@@ -192,7 +194,16 @@ def main() -> None:
     paths = sorted({image_path(args.images, n, i) for m, mm in folds for a, i, b, j in m + mm for n, i in ((a, i), (b, j))})
     kwargs = {"flip": not args.no_flip, "jitters": args.jitters, "box_scale": args.box_scale} if args.face_model == "dlib-resnet-v1" else {}
     start = time.perf_counter()
-    vectors, fallbacks = embed_images(paths, args.face_model, kwargs)
+    if args.reuse_lfw_cache:  # the same embed_images over every LFW photo, cached by bench/lfw_faces.py
+        from bench.lfw_faces import load_lfw_faces
+
+        defaults = {"flip": True, "jitters": 0, "box_scale": 0.85}
+        faces = load_lfw_faces(args.images, face_model=args.face_model,
+                               **{k: v for k, v in kwargs.items() if defaults.get(k) != v})
+        everything = {args.images / p: v for p, v in zip(faces.paths, faces.vectors)}
+        vectors, fallbacks = {p: everything[p] for p in paths}, -1
+    else:
+        vectors, fallbacks = embed_images(paths, args.face_model, kwargs)
     seconds = time.perf_counter() - start
 
     dists, sames = pair_distances(folds, vectors, args.images, "cosine")

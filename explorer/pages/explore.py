@@ -1,0 +1,218 @@
+"""Explore: the embedding space in 3D (UMAP, cosine), a point's details with actions, and a 2D view
+for lasso / box selection and bulk actions. Data and projections come from explorer/views.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer.figures import scatter_2d, scatter_3d, selected_ids
+from explorer.projection import ProjectionError, pca_preview
+from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, projection_for, view_points
+from labeling.classes import add_class
+from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
+from labeling.pages.common import get_settings, get_store, media_file, write
+from labeling.queries import classes_frame, face_models, history_frame
+
+UMAP_MIN_POINTS = 16  # n_neighbors + 1
+SELECTED = "explore_selected"  # id of the point whose details show
+POINT_ID = "explore_point_id"
+settings, store = get_settings(), get_store()
+st.title("Explore")
+
+models = face_models(store)
+controls = st.columns([1.2, 1.2, 1.2, 2])
+view = controls[0].selectbox("Points", VIEWS, key="explore_view")
+model_id = None
+if view in ("Faces", "Face tracks", "Class centroids") and len(models) > 1:
+    model_id = controls[1].selectbox("Face model", models["model_id"].tolist(), key="explore_model")
+elif len(models):
+    model_id = models["model_id"].iloc[0]
+colour = controls[2].selectbox("Colour by", list(COLOR_OPTIONS), key="explore_colour")
+
+
+@st.cache_data(show_spinner="Reading the store ...", max_entries=8)
+def _points(url: str, view: str, model_id: str | None, stamp: int) -> tuple[pd.DataFrame, np.ndarray]:
+    return view_points(store, view, model_id)
+
+
+def _stamp() -> int:
+    """Changes whenever an operation is written, so cached point tables never go stale."""
+    from sqlalchemy import func, select
+
+    from labeling.schema import AuditEvent
+
+    with store() as session:
+        return int(session.scalar(select(func.max(AuditEvent.id))) or 0)
+
+
+points, vectors = _points(settings.database_url or str(settings.data_dir), view, model_id, _stamp())
+if points.empty:
+    st.info("Nothing to show yet: ingest GIFs or photos on the Ingest page (or `giflens ingest`).")
+    st.stop()
+
+with controls[3].expander("Filters", expanded=False):
+    search = st.text_input("Search a class by name", key="explore_search")
+    class_choices = sorted(points["class"].unique(), key=str.casefold)
+    if search.strip():
+        class_choices = [c for c in class_choices if search.strip().casefold() in c.casefold()]
+    classes = st.multiselect("Classes", class_choices, key="explore_classes")
+    statuses = st.multiselect("Status", sorted(points["status"].unique()), key="explore_statuses")
+    confidence = st.slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="explore_confidence")
+    gif_names = points.drop_duplicates("media_id").set_index("media_id")["media_name"]
+    media_choice = st.selectbox("GIF", [None, *gif_names.index.tolist()], key="explore_media",
+                                format_func=lambda m: "any" if m is None else f"{gif_names[m]} (id {m})")
+    isolate = st.toggle("Isolate the 2D selection", key="explore_isolate",
+                        help="Show only the points selected with the lasso or box in the 2D view")
+
+keep = st.session_state.get("explore_isolated") if isolate else None
+mask = filter_points(points, classes, statuses, confidence, media_choice, search, keep)
+
+# -- projection: PCA at once, then UMAP (cached; new points placed with transform) ---------------
+cache_dir = Path(settings.data_dir) / "projections"
+key = f"{view.lower().replace(' ', '-')}-{model_id or 'media'}"
+chart = st.empty()
+ids = points["id"].to_numpy()
+method_note = ""
+try:
+    from explorer.projection import load_cached
+
+    if len(vectors) < UMAP_MIN_POINTS:
+        raise ProjectionError(f"{len(vectors)} points, UMAP needs {UMAP_MIN_POINTS}")
+    cached = load_cached(vectors, ids, cache_dir, model_id=key)
+    if cached is None:
+        preview = pca_preview(vectors)
+        frame = points.assign(x=preview[:, 0], y=preview[:, 1], z=preview[:, 2] if preview.shape[1] > 2 else 0.0)
+        chart.plotly_chart(scatter_3d(frame[mask], COLOR_OPTIONS[colour], hover_cols=HOVER,
+                                      title="PCA preview: UMAP is computing ..."), key="explore_preview")
+        bar = st.progress(0.0, text="UMAP: starting")
+        projection, how = projection_for(vectors, ids, cache_dir, key, model_id=key,
+                                         on_progress=lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=f"UMAP: {stage}"))
+        bar.empty()
+    else:
+        projection, how = cached, "cache"
+    coords = projection.coords
+    method_note = {"cache": "UMAP (cached)", "extended": "UMAP (new points placed with transform)",
+                   "fitted": f"UMAP (fitted in {projection.fit_seconds:.1f} s)"}[how]
+except ProjectionError as exc:
+    coords = pca_preview(vectors) if len(vectors) > 3 else np.zeros((len(vectors), 3), np.float32)
+    method_note = f"PCA, not UMAP ({exc})"
+if coords.shape[1] < 3:
+    coords = np.pad(coords, ((0, 0), (0, 3 - coords.shape[1])))
+frame = points.assign(x=coords[:, 0], y=coords[:, 1], z=coords[:, 2])
+shown = frame[mask]
+selected_now = st.session_state.get(SELECTED)
+highlight = [selected_now] if selected_now is not None else None
+fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight)
+event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_mode=("points",))
+st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
+picked = selected_ids(event)
+if picked and picked[0] != st.session_state.get("explore_last_pick"):
+    st.session_state["explore_last_pick"] = picked[0]
+    st.session_state[SELECTED] = int(picked[0])
+
+
+def _select_typed() -> None:
+    value = st.session_state.get(POINT_ID)
+    st.session_state[SELECTED] = int(value) if value else None
+
+
+catalog = classes_frame(store)
+active = catalog[catalog["status"] == "active"]
+class_ids = active["class_id"].tolist()
+class_names = dict(zip(active["class_id"], active["name"]))
+details, bulk = st.tabs(["Point details", "2D selection and bulk actions"])
+
+# -- one point: crop, GIF, labels, history, neighbours, actions ----------------------------------
+with details:
+    st.number_input(f"{view[:-1] if view.endswith('s') else view} id", min_value=0, step=1, value=None,
+                    key=POINT_ID, on_change=_select_typed, help="Type an id, or click a point in the 3D view")
+    point_id = st.session_state.get(SELECTED)
+    rows = points.index[points["id"] == point_id] if point_id is not None else []
+    if point_id is None:
+        st.caption("No point selected.")
+    elif len(rows) == 0:
+        st.warning(f"No {view.lower()} point with id {point_id}.")
+    else:
+        row_no = int(rows[0])
+        row = points.loc[row_no]
+        left, middle, right = st.columns([1, 2, 2])
+        crop = media_file(row["crop_path"], settings)
+        if crop is not None:
+            left.image(str(crop), caption=f"{row['kind']} {point_id}", width="stretch")
+        source = media_file(row["media_path"], settings)
+        if source is not None and source.suffix.lower() in (".mp4", ".webm", ".mov", ".mkv", ".m4v"):
+            middle.video(str(source))
+        elif source is not None:
+            middle.image(str(source), caption=row["media_name"], width="stretch")  # a GIF plays
+        right.markdown(f"**{row['class']}** · status **{row['status']}**"
+                       + (f" · confidence {row['confidence']:.2f}" if pd.notna(row["confidence"]) else "")
+                       + f"  \nsource {row['source']} · {row['media_name']} (media {row['media_id']})")
+        if row["kind"] == "face":
+            right.dataframe(history_frame(store, f"face:{point_id}", limit=20), hide_index=True, height=180)
+        if row["kind"] in ("face", "track") and class_ids:
+            target = right.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
+                                     key="explore_relabel_class")
+            buttons = right.columns(4)
+
+            def act(decision: str, class_id: int | None = None) -> None:
+                if row["kind"] == "track":
+                    write(lambda s, e: label_track(s, int(point_id), decision, e, class_id=class_id))
+                    return
+                fn = {"approve": lambda s, e: approve_faces(s, [int(point_id)], e),
+                      "reject": lambda s, e: reject_faces(s, [int(point_id)], e),
+                      "unknown": lambda s, e: mark_unknown(s, [int(point_id)], e),
+                      "relabel": lambda s, e: relabel_faces(s, [int(point_id)], class_id, e)}[decision]
+                write(fn)
+
+            if buttons[0].button("Approve", key="explore_approve"):
+                act("approve")
+            if buttons[1].button("Reject", key="explore_reject"):
+                act("reject")
+            if buttons[2].button("Relabel", key="explore_relabel"):
+                act("relabel", int(target))
+            if buttons[3].button("Mark unknown", key="explore_unknown"):
+                act("unknown")
+        near_rows, near_dist = nearest(vectors, row_no, k=8)
+        if len(near_rows):
+            st.subheader("Nearest neighbours")
+            gallery = st.columns(len(near_rows))
+            for col, r, d in zip(gallery, near_rows, near_dist):
+                n = points.loc[int(r)]
+                picture = media_file(n["crop_path"], settings) or media_file(n["media_path"], settings)
+                if picture is not None:
+                    col.image(str(picture), width="stretch")
+                col.caption(f"{n['id']} · {n['class']} · {d:.3f}")
+
+# -- 2D view: lasso / box, then one action on every selected face --------------------------------
+with bulk:
+    if len(shown) and view == "Faces":
+        fig2 = scatter_2d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight)
+        event2 = st.plotly_chart(fig2, key="explore_2d", on_select="rerun", selection_mode=("points", "box", "lasso"))
+        chosen = [int(i) for i in selected_ids(event2)]
+        if chosen:
+            st.session_state["explore_isolated"] = chosen
+        st.write(f"{len(chosen)} face(s) selected" + (f": {', '.join(map(str, chosen[:20]))}" + (" ..." if len(chosen) > 20 else "") if chosen else
+                 " (draw a lasso or a box around points)"))
+        if chosen:
+            cols = st.columns(4)
+            if cols[0].button(f"Approve {len(chosen)}", key="explore_bulk_approve"):
+                write(lambda s, e: approve_faces(s, chosen, e))
+            if cols[1].button(f"Reject {len(chosen)}", key="explore_bulk_reject"):
+                write(lambda s, e: reject_faces(s, chosen, e))
+            if cols[2].button(f"Mark {len(chosen)} unknown", key="explore_bulk_unknown"):
+                write(lambda s, e: mark_unknown(s, chosen, e))
+            with cols[3]:
+                if class_ids:
+                    bulk_target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
+                                               key="explore_bulk_class")
+                    if st.button(f"Relabel {len(chosen)}", key="explore_bulk_relabel"):
+                        write(lambda s, e: relabel_faces(s, chosen, int(bulk_target), e))
+            with st.form("explore_new_class"):
+                name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
+                if st.form_submit_button("Add class"):
+                    write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen))
+    elif view != "Faces":
+        st.info("Bulk actions work on faces: choose the Faces view.")

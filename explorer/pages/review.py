@@ -1,0 +1,140 @@
+"""Review: class clusters worst first, and the queues an editor works through (suspect faces,
+look-alike classes, GIF tracks without a decision), each with bulk actions and undo."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
+from explorer.figures import cluster_review, selected_ids
+from labeling.audit import undo_last
+from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
+from labeling.pages.common import get_settings, get_store, media_file, write
+from labeling.queries import UNLABELED, classes_frame, faces_frame, face_models, tracks_frame
+
+settings, store = get_settings(), get_store()
+st.title("Review")
+
+models = face_models(store)
+if models.empty:
+    st.info("No faces yet: ingest GIFs or photos on the Ingest page (or `giflens ingest`).")
+    st.stop()
+model_id = (st.selectbox("Face model", models["model_id"].tolist(), key="review_model") if len(models) > 1
+            else models["model_id"].iloc[0])
+faces, vectors = faces_frame(store, model_id, with_vectors=True)
+labels = faces["class_name"].where(faces["class_name"].notna(), None).tolist()
+predicted = faces["predicted_class_name"].where(faces["predicted_class_name"].notna(), None).tolist()
+catalog = classes_frame(store)
+active = catalog[catalog["status"] == "active"]
+class_ids = active["class_id"].tolist()
+class_names = dict(zip(active["class_id"], active["name"]))
+
+
+def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> None:
+    crops = faces.set_index("face_id")["crop_path"]
+    for start in range(0, len(face_ids), per_row):
+        cols = st.columns(per_row)
+        for col, fid, cap in zip(cols, face_ids[start:start + per_row], captions[start:start + per_row]):
+            path = media_file(crops.get(fid), settings)
+            if path is not None:
+                col.image(str(path), width="stretch")
+            col.caption(cap)
+
+
+def bulk_actions(face_ids: list[int], key: str) -> None:
+    """Approve / reject / relabel / mark unknown on the chosen faces: one operation, one audit event."""
+    if not face_ids:
+        st.caption("Tick faces in the table to act on them.")
+        return
+    cols = st.columns([1, 1, 1, 2, 1])
+    if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve"):
+        write(lambda s, e: approve_faces(s, face_ids, e))
+    if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
+        write(lambda s, e: reject_faces(s, face_ids, e))
+    if cols[2].button(f"Mark {len(face_ids)} unknown", key=f"{key}_unknown"):
+        write(lambda s, e: mark_unknown(s, face_ids, e))
+    if class_ids:
+        target = cols[3].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c], key=f"{key}_class",
+                                   label_visibility="collapsed")
+        if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel"):
+            write(lambda s, e: relabel_faces(s, face_ids, int(target), e))
+
+
+def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
+    """The frame as a table with a tick box per row; returns the ticked face ids."""
+    shown = frame.assign(pick=False)[["pick", *frame.columns]]
+    edited = st.data_editor(shown, hide_index=True, key=key, disabled=list(frame.columns), width="stretch",
+                            column_config={"pick": st.column_config.CheckboxColumn("pick", width="small")})
+    return [int(i) for i in edited.loc[edited["pick"], "id"]]
+
+
+clusters_tab, suspects_tab, lookalikes_tab, tracks_tab = st.tabs(
+    ["Class clusters", "Suspect faces", "Look-alike classes", "Tracks without a decision"])
+
+with clusters_tab:
+    labelled = sum(label is not None for label in labels)
+    if labelled < 2:
+        st.info("Cluster review needs labelled faces: approve or predict some first.")
+    else:
+        stats = class_stats(vectors, labels)
+        chart = st.plotly_chart(cluster_review(stats), key="review_clusters_chart", on_select="rerun",
+                                selection_mode=("points",))
+        st.dataframe(stats, hide_index=True, width="stretch", key="review_stats")
+        clicked = selected_ids(chart)
+        names = stats["class"].tolist()
+        default = names.index(clicked[0]) if clicked and clicked[0] in names else 0
+        chosen = st.selectbox("Open a class (worst first)", names, index=default, key="review_class")
+        members = members_by_distance(vectors, labels, chosen, ids=faces["face_id"].tolist())
+        st.caption(f"{len(members)} faces of {chosen}, farthest from the centroid first")
+        thumbnails(members["id"].head(24).tolist(), [f"{i} · {d:.3f}" for i, d in zip(members["id"].head(24), members["distance"].head(24))])
+        ticked = pick_table(members[["id", "distance", "robust_z", "is_outlier", "nearest_class"]], "review_members")
+        bulk_actions(ticked, "review_members_bulk")
+
+with suspects_tab:
+    conf = faces["predicted_confidence"].fillna(0.0).to_numpy()
+    left, right = st.columns(2)
+    min_conf = left.slider("Low confidence below", 0.0, 1.0, 0.5, 0.05, key="review_min_conf")
+    queue = suspect_faces(vectors, labels, predicted, conf, ids=faces["face_id"].tolist(), min_confidence=min_conf)
+    reasons = sorted({r for text in queue["reasons"] for r in text.split("; ")})
+    only = right.multiselect("Reasons", reasons, key="review_reasons")
+    if only:
+        queue = queue[queue["reasons"].map(lambda t: any(r in t for r in only))]
+    st.caption(f"{len(queue)} suspect faces, most suspicious first")
+    head = queue.head(200)
+    thumbnails(head["id"].head(16).tolist(), [f"{i} · {label or UNLABELED}" for i, label in zip(head["id"].head(16), head["label"].head(16))])
+    ticked = pick_table(head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]], "review_suspects")
+    bulk_actions(ticked, "review_suspects_bulk")
+
+with lookalikes_tab:
+    if sum(label is not None for label in labels) < 2:
+        st.info("Look-alike pairs need at least two classes with faces.")
+    else:
+        pairs = lookalike_pairs(vectors, labels, top=30)
+        st.caption("Class pairs with the closest centroids: candidates for a merge or for relabelling")
+        st.dataframe(pairs, hide_index=True, width="stretch", key="review_lookalikes")
+
+with tracks_tab:
+    tracks = tracks_frame(store, model_id)
+    todo = tracks[~tracks["has_decision"]]
+    st.caption(f"{len(todo)} of {len(tracks)} tracks have no decision yet")
+    if len(todo):
+        table = todo[["track_id", "media_path", "n_faces", "predicted_class_name", "mean_confidence"]].rename(
+            columns={"track_id": "id"})
+        thumbnails(todo["representative_face_id"].dropna().astype(int).head(16).tolist(),
+                   [f"track {t}" for t in todo.dropna(subset=["representative_face_id"])["track_id"].head(16)])
+        ticked = pick_table(table, "review_tracks")
+        if ticked:
+            cols = st.columns(4)
+            if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve"):
+                write(lambda s, e: [label_track(s, t, "approve", e) for t in ticked][-1])
+            if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
+                write(lambda s, e: [label_track(s, t, "reject", e) for t in ticked][-1])
+            if class_ids:
+                target = cols[2].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
+                                           key="review_tracks_class", label_visibility="collapsed")
+                if cols[3].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel"):
+                    write(lambda s, e: [label_track(s, t, "relabel", e, class_id=int(target)) for t in ticked][-1])
+
+st.divider()
+if st.button("Undo my last operation", key="review_undo"):
+    write(lambda s, e: undo_last(s, e))

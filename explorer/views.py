@@ -1,0 +1,233 @@
+"""What the Explore page plots: one table of points (plus their vectors) per view, filters over it,
+projections that reuse the cache and place new points with `transform`, and nearest neighbours.
+
+The page only wires widgets to these functions, so everything it shows can be rebuilt from Python.
+Views: faces (one point per detected face), face tracks (one per person in a GIF, the track's mean
+vector), GIFs (EfficientNet-Lite0 media embeddings) and class centroids (mean of each class's faces,
+confirmed ones when the class has any). Every table has the same columns, so one figure builder
+and one set of filters serve all four.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from explorer.bias_audit import decade
+from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
+                                 project)
+from labeling.queries import UNLABELED, faces_frame, media_frame, media_tags_frame, tracks_frame
+from labeling.schema import CONFIRMED_STATUSES, MediaEmbedding, Track, bytes_to_vector
+
+VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
+POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gender", "ethnicity", "decade", "country",
+                 "media_id", "media_name", "crop_path", "media_path", "n"]
+COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
+                 "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
+HOVER = ["class", "status", "confidence", "media_name"]
+LATEST = "latest.json"  # per view and parameters: the last fitted projection, for extending with new points
+
+
+def _text(values: pd.Series, missing: str = "unknown") -> pd.Series:
+    return values.astype(object).where(values.notna(), missing).astype(str)
+
+
+def _empty() -> tuple[pd.DataFrame, np.ndarray]:
+    return pd.DataFrame(columns=POINT_COLUMNS), np.zeros((0, 0), dtype=np.float32)
+
+
+def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """One point per face with an embedding; its class is the current label, else the prediction."""
+    faces, vectors = faces_frame(store, model_id, with_vectors=True)
+    if faces.empty:
+        return _empty()
+    klass = faces["class_name"].where(faces["class_name"].notna(), faces["predicted_class_name"])
+    points = pd.DataFrame({
+        "id": faces["face_id"].astype(int), "kind": "face", "class": _text(klass, UNLABELED),
+        "status": faces["label_status"].astype(str), "confidence": faces["predicted_confidence"].astype(float),
+        "source": _text(faces["source"], "none"), "gender": _text(faces["gender"]),
+        "ethnicity": _text(faces["ethnicity"]), "decade": faces["birth_year"].map(decade).astype(str),
+        "country": _text(faces["country"]), "media_id": faces["media_id"].astype(int),
+        "media_name": faces["media_path"].map(lambda p: Path(p).name), "crop_path": faces["crop_path"],
+        "media_path": faces["media_path"], "n": 1,
+    })
+    return points, vectors
+
+
+def track_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """One point per face track (a person in one GIF) at the track's mean embedding."""
+    tracks = tracks_frame(store, model_id)
+    if tracks.empty:
+        return _empty()
+    with store() as session:
+        blobs = dict(session.execute(select(Track.id, Track.vector).where(Track.id.in_(tracks["track_id"].tolist()))).all())
+    tracks = tracks[tracks["track_id"].isin(list(blobs))].reset_index(drop=True)
+    vectors = np.stack([bytes_to_vector(blobs[t]) for t in tracks["track_id"]]).astype(np.float32)
+    status = np.where(tracks["has_decision"], "decided", "undecided")
+    points = pd.DataFrame({
+        "id": tracks["track_id"].astype(int), "kind": "track", "class": _text(tracks["predicted_class_name"], UNLABELED),
+        "status": status, "confidence": tracks["mean_confidence"].astype(float), "source": "model",
+        "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
+        "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),
+        "crop_path": tracks["representative_crop_path"], "media_path": tracks["media_path"],
+        "n": tracks["n_faces"].astype(int),
+    })
+    return points, vectors
+
+
+def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """One point per media item with a GIF embedding; its 'class' is its most confident active tag."""
+    with store() as session:
+        stmt = select(MediaEmbedding.media_id, MediaEmbedding.model_id, MediaEmbedding.vector).order_by(MediaEmbedding.media_id)
+        if model_id is not None:
+            stmt = stmt.where(MediaEmbedding.model_id == model_id)
+        rows = session.execute(stmt).all()
+    if not rows:
+        return _empty()
+    model = model_id or pd.Series([r[1] for r in rows]).mode().iloc[0]
+    rows = [r for r in rows if r[1] == model]
+    media = media_frame(store).set_index("media_id")
+    tags = media_tags_frame(store, status="active")
+    top_tag = tags.sort_values("confidence", ascending=False).drop_duplicates("media_id").set_index("media_id")
+    ids = [int(r[0]) for r in rows]
+    points = pd.DataFrame({
+        "id": ids, "kind": "gif",
+        "class": [str(top_tag.loc[m, "tag"]) if m in top_tag.index else "untagged" for m in ids],
+        "status": [str(media.loc[m, "status"]) if m in media.index else "ok" for m in ids],
+        "confidence": [float(top_tag.loc[m, "confidence"]) if m in top_tag.index else np.nan for m in ids],
+        "source": [str(top_tag.loc[m, "source"]) if m in top_tag.index else "none" for m in ids],
+        "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
+        "media_id": ids, "media_name": [str(media.loc[m, "name"]) if m in media.index else "" for m in ids],
+        "crop_path": None, "media_path": [str(media.loc[m, "path"]) if m in media.index else "" for m in ids],
+        "n": [int(media.loc[m, "faces"]) if m in media.index else 0 for m in ids],
+    })
+    return points, np.stack([bytes_to_vector(r[2]) for r in rows]).astype(np.float32)
+
+
+def centroid_points(faces: pd.DataFrame, vectors: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Class centroids from face points: the mean of a class's confirmed faces when it has any
+    (what training reads), else of every face labelled or predicted with it; re-normalised."""
+    labelled = faces["class"] != UNLABELED
+    if not labelled.any():
+        return _empty()
+    rows, centres = [], []
+    for name, part in faces[labelled].groupby("class", sort=True):
+        confirmed = part["status"].isin(CONFIRMED_STATUSES)
+        members = part[confirmed] if confirmed.any() else part
+        centre = vectors[members.index.to_numpy()].mean(axis=0)
+        centres.append(centre / (np.linalg.norm(centre) or 1.0))
+        first = members.iloc[0]
+        rows.append({"id": len(rows), "kind": "class", "class": name,
+                     "status": "confirmed" if confirmed.any() else "predicted only",
+                     "confidence": float(part["confidence"].mean()), "source": "centroid",
+                     "gender": first["gender"], "ethnicity": first["ethnicity"], "decade": first["decade"],
+                     "country": first["country"], "media_id": int(first["media_id"]), "media_name": first["media_name"],
+                     "crop_path": first["crop_path"], "media_path": first["media_path"], "n": int(len(members))})
+    return pd.DataFrame(rows, columns=POINT_COLUMNS), np.stack(centres).astype(np.float32)
+
+
+def view_points(store: sessionmaker[Session], view: str, model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The points of one view and their vectors, rows aligned, index 0..n-1."""
+    if view == "Faces":
+        return face_points(store, model_id)
+    if view == "Face tracks":
+        return track_points(store, model_id)
+    if view == "GIFs":
+        return gif_points(store)
+    if view == "Class centroids":
+        return centroid_points(*face_points(store, model_id))
+    raise ValueError(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
+
+
+def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: Sequence[str] = (),
+                  confidence: tuple[float, float] | None = None, media_id: int | None = None,
+                  search: str = "", keep_ids: Sequence[Any] | None = None) -> pd.Series:
+    """A boolean mask over points. Empty choices keep everything; a confidence range keeps points
+    without a confidence only when it is the full [0, 1]; search matches class names, any case."""
+    mask = pd.Series(True, index=points.index)
+    if classes:
+        mask &= points["class"].isin(list(classes))
+    if statuses:
+        mask &= points["status"].isin(list(statuses))
+    if confidence is not None and tuple(confidence) != (0.0, 1.0):
+        lo, hi = confidence
+        mask &= points["confidence"].between(lo, hi)
+    if media_id is not None:
+        mask &= points["media_id"] == media_id
+    if search.strip():
+        mask &= points["class"].str.casefold().str.contains(search.strip().casefold(), regex=False)
+    if keep_ids is not None:
+        mask &= points["id"].isin(list(keep_ids))
+    return mask
+
+
+def nearest(vectors: np.ndarray, row: int, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the k nearest neighbours of `row` by cosine distance (itself excluded), and the distances."""
+    if len(vectors) < 2:
+        return np.zeros(0, dtype=int), np.zeros(0)
+    dist = 1.0 - vectors @ vectors[row]
+    dist[row] = np.inf
+    k = min(k, len(vectors) - 1)
+    rows = np.argpartition(dist, k - 1)[:k]
+    rows = rows[np.argsort(dist[rows])]
+    return rows, dist[rows]
+
+
+def _latest_file(cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / f"{key}-{LATEST}"
+
+
+def projection_for(vectors: np.ndarray, ids: Sequence[Any], cache_dir: Path | str, key: str, *, method: str = "umap",
+                   model_id: str = "", on_progress: Callable[[str, float], None] | None = None) -> tuple[Projection, str]:
+    """The projection of these points, and how it was obtained: "cache" (the same set and parameters
+    before), "extended" (the last projection of this view covers a subset: only the new points are
+    placed, with UMAP's transform, so the map editors know does not move), or "fitted".
+
+    `key` names the view and model (e.g. "faces-dlib-resnet-v1"); sets too small for UMAP raise
+    ProjectionError and the caller falls back to PCA."""
+    cache_dir = Path(cache_dir)
+    params = ProjectionParams(method, 3, "cosine", 15, 0.1, 42)
+    hit = load_cached(vectors, ids, cache_dir, model_id=model_id, method=method)
+    latest = _latest_file(cache_dir, f"{key}-{params.key()}")
+    if hit is not None:
+        return hit, "cache"
+    base = _load_latest(latest)
+    ids_arr = np.asarray(list(ids))
+    if base is not None and base.can_extend and len(base):
+        known = set(base.ids.tolist())
+        new_rows = np.array([i for i, v in enumerate(ids_arr.tolist()) if v not in known], dtype=int)
+        if set(ids_arr.tolist()) >= known and 0 < len(new_rows):
+            if on_progress:
+                on_progress("transform", 0.5)
+            extended = base.extend(vectors[new_rows], ids_arr[new_rows])
+            order = {v: i for i, v in enumerate(extended.ids.tolist())}
+            coords = extended.coords[[order[v] for v in ids_arr.tolist()]]
+            proj = Projection(ids=ids_arr, coords=coords, params=params,
+                              fingerprint=fingerprint(vectors, ids_arr, model_id), model_id=model_id,
+                              reducer=extended.reducer, fit_seconds=0.0)
+            folder = proj.save(cache_entry(cache_dir, proj.fingerprint, params))
+            _write_latest(latest, folder)
+            return proj, "extended"
+    proj = project(vectors, ids_arr, method=method, cache_dir=cache_dir, model_id=model_id, on_progress=on_progress)
+    _write_latest(latest, cache_entry(cache_dir, proj.fingerprint, params))
+    return proj, "fitted"
+
+
+def _write_latest(latest: Path, folder: Path) -> None:
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = latest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"entry": str(Path(folder).name)}))
+    tmp.replace(latest)
+
+
+def _load_latest(latest: Path) -> Projection | None:
+    try:
+        entry = latest.parent / json.loads(latest.read_text())["entry"]
+        return Projection.load(entry)
+    except (OSError, ValueError, KeyError, ProjectionError):
+        return None

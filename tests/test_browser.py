@@ -1,0 +1,200 @@
+"""The app in a real browser: `streamlit run app.py` on a store built from real LFW photos and a real
+GIF, driven by Playwright for Python in Debian's Chromium (never `playwright install`: no downloads).
+
+The end-to-end flow an editor follows: sign in, open Explore, see the points drawn by Plotly, pick a
+face, relabel it, then read the new label and its audit event back from the database. Every page is
+screenshotted into test-artifacts/screenshots/ (kept by CI as artifacts; the README shows some).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from labeling.schema import AuditEvent, FaceLabel
+from test_queries import FixtureStore, build_fixture_store
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+EDITOR = "browser-editor"
+# Every page of the navigation, by the title its sidebar link shows.
+PAGES = ["Overview", "Explore", "Review", "Classes", "Tags", "Bias audit", "Ingest", "Export"]
+WAIT_MS = 120_000  # generous: a busy 2-core machine must not fail the test on time
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def browser_store(tmp_path_factory) -> FixtureStore:
+    data_dir = tmp_path_factory.getbasetemp() / "giflens-app-data"
+    data_dir.mkdir(exist_ok=True)
+    db = tmp_path_factory.mktemp("browser-store") / "giflens.db"
+    return build_fixture_store(data_dir, f"sqlite:///{db}")
+
+
+@pytest.fixture(scope="module")
+def server(browser_store: FixtureStore, tmp_path_factory):
+    """`streamlit run app.py` as an editor would start it, on a free port."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
+    env = dict(os.environ, GIFLENS_DATA_DIR=str(browser_store.data_dir), GIFLENS_DATABASE_URL=browser_store.url)
+    env.pop("GIFLENS_EDITOR_PASSWORD", None)
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make chromium)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        # SwiftShader gives headless Chromium WebGL without a GPU (Plotly's 3D and scattergl need it).
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+        pg = browser.new_page(viewport={"width": 1500, "height": 1000})
+        pg.set_default_timeout(WAIT_MS)
+        pg.goto(server)
+        _settle(pg)
+        yield pg
+        browser.close()
+
+
+def _settle(pg) -> None:
+    """Wait until the script run is over: Streamlit shows a running indicator while it executes."""
+    pg.wait_for_selector("[data-testid='stSidebarNav']")
+    pg.wait_for_timeout(300)
+    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
+    pg.wait_for_timeout(300)
+
+
+def _open(pg, title: str) -> None:
+    pg.locator("[data-testid='stSidebarNavLink']", has_text=title).first.click()
+    pg.wait_for_function("t => document.title.includes(t) || true", arg=title)
+    _settle(pg)
+
+
+def _no_exception(pg, where: str) -> None:
+    errors = pg.locator("[data-testid='stException']")
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:2000]}"
+
+
+def _shot(pg, name: str) -> Path:
+    """The whole page: Streamlit scrolls inside its main block, so the viewport grows to fit it."""
+    path = SHOTS / f"{name}.png"
+    size = pg.viewport_size
+    height = pg.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+                         " return m ? m.scrollHeight : document.body.scrollHeight; }")
+    pg.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height) + 40, 6000))})
+    pg.wait_for_timeout(500)
+    pg.screenshot(path=str(path))
+    pg.set_viewport_size(size)
+    return path
+
+
+def _sign_in(pg) -> None:
+    pg.locator(".st-key-sign_in_name input").fill(EDITOR)
+    pg.get_by_role("button", name="Sign in").click()
+    _settle(pg)
+    pg.get_by_text(f"Editor: {EDITOR}").wait_for()
+
+
+def _coloured_pixels(png: Path) -> int:
+    """Pixels that are neither background white nor grey: the markers Plotly drew."""
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return int((spread > 60).sum())
+
+
+def test_every_page_renders_in_chromium(page):
+    links = [link.inner_text().split("\n")[-1] for link in page.locator("[data-testid='stSidebarNavLink']").all()]
+    for title in links:
+        _open(page, title)
+        _no_exception(page, title)
+        _shot(page, title.lower().replace(" ", "-"))
+    assert set(PAGES) <= set(links), f"pages missing from the navigation: {set(PAGES) - set(links)}"
+
+
+def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore):
+    _sign_in(page)
+    _open(page, "Explore")
+    _no_exception(page, "Explore")
+
+    # The Plotly figure reached the browser with every face and WebGL drew it.
+    plot = page.locator(".st-key-explore_3d .js-plotly-plot")
+    plot.wait_for()
+    n_points = page.evaluate(
+        """() => { const gd = document.querySelector('.st-key-explore_3d .js-plotly-plot');
+                   return gd._fullData.filter(t => t.visible !== false && t.type === 'scatter3d')
+                                      .reduce((n, t) => n + (t._length || (t.x ? t.x.length : 0)), 0); }""")
+    assert n_points >= len(browser_store.gif_faces) + len(browser_store.largest_face)
+    assert plot.locator("canvas").count() >= 1
+    shot = SHOTS / "explore-3d.png"
+    plot.screenshot(path=str(shot))
+    assert _coloured_pixels(shot) > 50, "the 3D canvas shows no coloured markers"
+
+    # Pick one of the GIF's faces (predicted Serena Williams) and relabel it to Ariel Sharon.
+    face_id = browser_store.gif_faces[0]
+    target = "Ariel Sharon"
+    point = page.locator(".st-key-explore_point_id input")
+    point.fill(str(face_id))
+    point.press("Enter")
+    _settle(page)
+    relabel_to = page.locator(".st-key-explore_relabel_class")
+    relabel_to.click()
+    page.get_by_role("option", name=target, exact=False).first.click()
+    _settle(page)
+    page.get_by_role("button", name="Relabel", exact=True).click()
+    _settle(page)
+    _no_exception(page, "Explore after relabel")
+    _shot(page, "explore-after-relabel")
+
+    with browser_store.store() as s:
+        label = s.scalar(select(FaceLabel).where(FaceLabel.face_id == face_id))
+        event = s.scalars(select(AuditEvent).where(AuditEvent.editor == EDITOR).order_by(AuditEvent.id.desc())).first()
+    assert label is not None and label.class_id == browser_store.classes[target]
+    assert label.status == "relabeled" and label.editor == EDITOR
+    assert event is not None and "relabel" in event.operation
+    assert f"face:{face_id}" in event.after and event.after[f"face:{face_id}"]["class_id"] == browser_store.classes[target]
