@@ -28,6 +28,9 @@ KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
 }
 INSERT_ORDER = ("class", "face", "media_tag")  # parents first; deletes run in reverse
 CHUNK = 5000  # bound parameters per IN (...) list, well under SQLite's and PostgreSQL's limits
+# Composite keys are matched as (a = ? AND b = ?) OR ...: SQLite nests each OR one level deeper and refuses
+# expression trees deeper than 1000 ("Expression tree is too large"), so those go in smaller chunks.
+COMPOSITE_CHUNK = 500
 
 Key = tuple[Any, ...]
 
@@ -93,7 +96,7 @@ class Operation:
         table = model.__table__
         keys = list(dict.fromkeys(tuple(k) for k in keys))
         found: dict[Key, dict[str, Any]] = {}
-        for chunk in _chunks(keys):
+        for chunk in _chunks(keys, CHUNK if len(cols) == 1 else COMPOSITE_CHUNK):
             if len(cols) == 1:
                 cond = table.c[cols[0]].in_([k[0] for k in chunk])
             else:
