@@ -429,6 +429,21 @@ def test_autotag_with_the_text_expert_and_bad_input(loop_sqlite, tmp_path):
     assert count(loop.store, MediaTag, MediaTag.source == SOURCE, MediaTag.status == "suggested") == weak.suggested
 
 
+@pytest.mark.slow
+def test_a_vote_replaces_more_than_a_thousand_stale_suggestions(loop_sqlite):
+    """SQLite refuses expression trees deeper than 1000; (media, tag) keys are loaded in chunks below that."""
+    loop = loop_sqlite
+    photos = [loop.media[f"Colin_Powell_{i:04d}.jpg"] for i in range(1, 4)]
+    add_tags(loop.store, photos, [f"stale {i}" for i in range(400)], "ann", confidence=0.5, source=SOURCE,
+             status="suggested")
+    add_tags(loop.store, photos[:1], ["colin powell"], "ann")
+    assert count(loop.store, MediaTag, MediaTag.status == "suggested") == 1200
+    result = autotag(loop.store, "bob", text=None)
+    assert result.removed == 1200
+    left = media_tags_frame(loop.store, status="suggested")
+    assert not left["tag"].str.startswith("stale").any() and len(left) == result.suggested
+
+
 # -- the app: Retrain on the Export page, Run experts voting on the Tags page ------------------------------
 @pytest.fixture
 def loop_app(loop_sqlite, monkeypatch):
