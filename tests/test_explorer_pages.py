@@ -1,0 +1,161 @@
+"""The Explore and Review pages and their data (explorer/views.py) on a store of real LFW photos and shared
+GIFs (test_recognition_loop.build_loop_store: confirmed classes from GIPHY's training layout, unlabeled
+photos, strangers and GIFs with faces), with predictions from the real centroid classifier.
+
+Views are checked against the store; the projection is fitted once, then served from the cache, then
+extended with `transform` when faces are added, without moving the faces already placed; the pages are
+driven headless with AppTest (select a face by id, relabel it, read it back with its audit event)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+from explorer.views import (POINT_COLUMNS, VIEWS, centroid_points, face_points, filter_points, nearest, projection_for,
+                            view_points)
+from labeling.queries import faces_frame, tracks_frame
+from labeling.recognition import refresh_predictions
+from labeling.schema import AuditEvent, FaceLabel
+from test_recognition_loop import LoopStore, build_loop_store
+
+pytestmark = pytest.mark.slow
+APP = Path(__file__).resolve().parents[1] / "app.py"
+RUN_BOUND_S = 900  # AppTest needs a bound per run; generous so a busy machine never fails a test on time
+
+
+@pytest.fixture(scope="module")
+def explored(tmp_path_factory) -> LoopStore:
+    data_dir = tmp_path_factory.getbasetemp() / "giflens-recognition-data"
+    data_dir.mkdir(exist_ok=True)
+    db = tmp_path_factory.mktemp("explorer") / "explorer.db"
+    loop = build_loop_store(data_dir, f"sqlite:///{db}")
+    refresh_predictions(loop.store)
+    return loop
+
+
+def test_every_view_has_the_same_columns_and_one_row_per_vector(explored):
+    for view in VIEWS:
+        points, vectors = view_points(explored.store, view)
+        assert list(points.columns) == POINT_COLUMNS, view
+        assert len(points) == len(vectors) > 0, view
+        assert points["id"].is_unique, view
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4), view
+    faces = faces_frame(explored.store)
+    points, _ = face_points(explored.store)
+    assert len(points) == len(faces) and set(points["id"]) == set(faces["face_id"])
+    tracks, _ = view_points(explored.store, "Face tracks")
+    assert set(tracks["id"]) == set(tracks_frame(explored.store)["track_id"])
+    gifs, _ = view_points(explored.store, "GIFs")
+    assert {explored.media[g] for g in ("jlaw-nods.gif", "waiting.gif")} <= set(gifs["id"])
+
+
+def test_face_points_show_the_decision_first_then_the_prediction(explored):
+    points, _ = face_points(explored.store)
+    by_id = points.set_index("id")
+    ariel = explored.face("Ariel_Sharon_0001.jpg")
+    assert by_id.loc[ariel, "class"] == "Ariel Sharon" and by_id.loc[ariel, "status"] == "approved"
+    extra = explored.face("Serena_Williams_0007.jpg")  # unlabeled photo of a known person: predicted
+    assert by_id.loc[extra, "status"] == "predicted" and by_id.loc[extra, "class"] == "Serena Williams"
+    assert 0.0 <= by_id.loc[extra, "confidence"] <= 1.0
+
+
+def test_centroids_are_the_mean_of_confirmed_faces(explored):
+    points, vectors = face_points(explored.store)
+    centres, cvec = centroid_points(points, vectors)
+    row = centres.index[centres["class"] == "Hugo Chavez"][0]
+    members = points.index[(points["class"] == "Hugo Chavez") & points["status"].isin(["approved", "relabeled"])]
+    expected = vectors[members].mean(axis=0)
+    assert np.allclose(cvec[row], expected / np.linalg.norm(expected), atol=1e-5)
+    assert centres.loc[row, "n"] == len(members) == 6
+
+
+def test_filters_and_nearest_neighbours(explored):
+    points, vectors = face_points(explored.store)
+    assert filter_points(points).all()
+    only = filter_points(points, classes=["Ariel Sharon"], statuses=["approved"])
+    assert set(points.loc[only, "class"]) == {"Ariel Sharon"} and only.sum() == 6
+    assert filter_points(points, search="serena").sum() == (points["class"] == "Serena Williams").sum()
+    confident = filter_points(points, confidence=(0.5, 1.0))
+    assert (points.loc[confident, "confidence"] >= 0.5).all()
+    gif = explored.media["jlaw-nods.gif"]
+    assert set(points.loc[filter_points(points, media_id=gif), "media_id"]) == {gif}
+    row = int(points.index[points["id"] == explored.face("Ariel_Sharon_0001.jpg")][0])
+    rows, dist = nearest(vectors, row, k=5)
+    assert row not in rows and len(rows) == 5 and np.all(np.diff(dist) >= 0)
+    assert points.loc[rows[0], "class"] == "Ariel Sharon"  # a real photo's nearest face is the same person
+
+
+def test_projection_is_cached_then_extended_without_moving_known_points(explored, tmp_path):
+    points, vectors = face_points(explored.store)
+    ids = points["id"].to_numpy()
+    first, how = projection_for(vectors[:-3], ids[:-3], tmp_path, "faces-test")
+    assert how == "fitted" and len(first) == len(ids) - 3
+    again, how = projection_for(vectors[:-3], ids[:-3], tmp_path, "faces-test")
+    assert how == "cache" and np.array_equal(again.coords, first.coords)
+    grown, how = projection_for(vectors, ids, tmp_path, "faces-test")
+    assert how == "extended" and list(grown.ids) == list(ids)
+    assert np.allclose(grown.coords[:-3], first.coords)
+    assert np.isfinite(grown.coords).all()
+    _, how = projection_for(vectors, ids, tmp_path, "faces-test")
+    assert how == "cache"
+
+
+@pytest.fixture
+def app(explored, monkeypatch):
+    monkeypatch.setenv("GIFLENS_DATA_DIR", str(explored.data_dir))
+    monkeypatch.setenv("GIFLENS_DATABASE_URL", explored.url)
+    monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
+    return AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _sign_in(at: AppTest, name: str) -> None:
+    at.sidebar.text_input(key="sign_in_name").input(name)
+    next(b for b in at.button if b.label == "Sign in").click().run()
+    _ok(at)
+
+
+def test_explore_every_view_and_relabel_a_face_by_id(app, explored):
+    app.switch_page("explorer/pages/explore.py").run()
+    _ok(app)
+    assert any("UMAP" in c.value for c in app.caption), [c.value for c in app.caption]
+    for view in VIEWS:
+        app.selectbox(key="explore_view").set_value(view).run()
+        _ok(app)
+    app.selectbox(key="explore_view").set_value("Faces").run()
+    face = explored.face("Ariel_Sharon_0007.jpg")
+    app.number_input(key="explore_point_id").set_value(face).run()
+    _ok(app)
+    assert any("status" in m.value for m in app.markdown)
+    app.button(key="explore_relabel").click().run()  # no editor: refused, nothing written
+    assert any("editor name is required" in e.value for e in app.error)
+    _sign_in(app, "explorer-editor")
+    target = explored.classes["Hugo Chavez"]
+    app.selectbox(key="explore_relabel_class").set_value(target).run()
+    app.button(key="explore_relabel").click().run()
+    _ok(app)
+    with explored.store() as s:
+        label = s.scalar(select(FaceLabel).where(FaceLabel.face_id == face))
+        event = s.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+    assert label.class_id == target and label.status == "relabeled" and label.editor == "explorer-editor"
+    assert event.editor == "explorer-editor" and f"face:{face}" in event.after
+
+
+def test_review_tabs_render_with_the_store_queues(app, explored):
+    app.switch_page("explorer/pages/review.py").run()
+    _ok(app)
+    captions = " ".join(c.value for c in app.caption)
+    assert "farthest from the centroid first" in captions
+    assert "suspect faces" in captions and "tracks have no decision" in captions
+    app.selectbox(key="review_class").set_value("Serena Williams").run()
+    _ok(app)
+    _sign_in(app, "reviewer")
+    app.button(key="review_undo").click().run()  # nothing of theirs to undo: a clear refusal
+    _ok(app)
+    assert app.error and "undo" in app.error[0].value.lower()
