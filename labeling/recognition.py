@@ -405,6 +405,8 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     on_progress(done, total) counts faces and tracks written.
     """
     _check_refresh_params(faces, top, track_method)
+    if batch_size < 1:
+        raise ValidationError(f"batch_size must be a positive number of faces, got {batch_size}")
     if predictor is not None and model_id is not None and predictor.model_id_ != model_id:
         raise ValidationError(f"the model was trained on {predictor.model_id_!r} embeddings, not {model_id!r}")
     snapshot = snapshot or read_snapshot(store, model_id or (predictor.model_id_ if predictor else None))
@@ -606,7 +608,7 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
                                   on_progress=lambda d, t: progress(2 + d))
     before = float(comparison["centroid_accuracy"])
     after = float(comparison["head_accuracy"] if head_wins else comparison["centroid_accuracy"])
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")  # runs deploying one version never collide
     report = models_dir(data_dir) / REPORTS_DIR / f"{stamp}-{deployed.version}.json"
     result = RetrainResult(
         model_id=data.model_id, classes=data.n_classes, train_faces=int((~held).sum()), holdout_faces=int(held.sum()),

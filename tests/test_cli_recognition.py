@@ -63,7 +63,9 @@ def test_predict_then_retrain(store_url, loop_data_dir):
     assert re.search(r" before=(0\.\d{4}|1\.0000) after=(0\.\d{4}|1\.0000)$", line), line
     out = summary(result)
     assert (out["classes"], out["train"], out["holdout"]) == ("4", "16", "8")
-    report = json.loads(next((loop.data_dir / "models" / "retrain").glob(f"*-{out['model']}.json")).read_text())
+    report_path = Path(re.search(r"report (\S+\.json)", result.stderr.replace("\n", "")).group(1))
+    assert report_path.parent == loop.data_dir / "models" / "retrain" and out["model"] in report_path.name
+    report = json.loads(report_path.read_text())
     assert (f"{report['before']:.4f}", f"{report['after']:.4f}") == (out["before"], out["after"])
     assert report["params"]["hidden"] == 32 and report["params"]["center_loss_lambda"] == 0.05
     assert (Path(report["head_artifact"]) / "meta.json").is_file()
