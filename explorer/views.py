@@ -10,6 +10,7 @@ and one set of filters serve all four.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,7 +31,11 @@ POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gende
 COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
 HOVER = ["class", "status", "confidence", "media_name"]
-LATEST = "latest.json"  # per view and parameters: the last fitted projection, for extending with new points
+LATEST = "latest.json"
+# numba's default threading layer (workqueue) is not safe for parallel kernels launched from two
+# threads at once: two editors opening Explore together hung the app. One UMAP at a time per
+# process; the second editor waits, then finds the first one's result in the cache.
+_FIT_LOCK = threading.Lock()  # per view and parameters: the last fitted projection, for extending with new points
 
 
 def _text(values: pd.Series, missing: str = "unknown") -> pd.Series:
@@ -193,9 +198,19 @@ def projection_for(vectors: np.ndarray, ids: Sequence[Any], cache_dir: Path | st
     cache_dir = Path(cache_dir)
     params = ProjectionParams(method, 3, "cosine", 15, 0.1, 42)
     hit = load_cached(vectors, ids, cache_dir, model_id=model_id, method=method)
-    latest = _latest_file(cache_dir, f"{key}-{params.key()}")
     if hit is not None:
         return hit, "cache"
+    with _FIT_LOCK:
+        return _extend_or_fit(vectors, ids, cache_dir, key, params, model_id, on_progress)
+
+
+def _extend_or_fit(vectors: np.ndarray, ids: Sequence[Any], cache_dir: Path, key: str, params: ProjectionParams,
+                   model_id: str, on_progress: Callable[[str, float], None] | None) -> tuple[Projection, str]:
+    method = params.method
+    hit = load_cached(vectors, ids, cache_dir, model_id=model_id, method=method)
+    if hit is not None:  # computed by another session while this one waited for the lock
+        return hit, "cache"
+    latest = _latest_file(cache_dir, f"{key}-{params.key()}")
     base = _load_latest(latest)
     ids_arr = np.asarray(list(ids))
     if base is not None and base.can_extend and len(base):

@@ -32,7 +32,7 @@ SHOTS = ROOT / "test-artifacts" / "screenshots"
 EDITOR = "browser-editor"
 # Every page of the navigation, by the title its sidebar link shows.
 PAGES = ["Overview", "Explore", "Review", "Classes", "Tags", "Bias audit", "Ingest", "Export"]
-WAIT_MS = 120_000  # generous: a busy 2-core machine must not fail the test on time
+WAIT_MS = 600_000  # generous: a busy 2-core machine must not fail the test on time
 
 
 def _free_port() -> int:
@@ -103,10 +103,11 @@ def page(server):
 
 
 def _settle(pg) -> None:
-    """Wait until the script run is over: Streamlit shows a running indicator while it executes."""
+    """Wait until the script run is over (Streamlit marks its root with the script's run state)."""
     pg.wait_for_selector("[data-testid='stSidebarNav']")
     pg.wait_for_timeout(300)
-    pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
+    pg.wait_for_function("() => document.querySelector('[data-testid=\"stApp\"]')"
+                         "?.getAttribute('data-test-script-state') !== 'running'", timeout=WAIT_MS)
     pg.wait_for_timeout(300)
 
 
