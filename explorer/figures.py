@@ -38,7 +38,8 @@ __all__ = [
 OTHER = "other"
 UNKNOWN = "unknown"
 PALETTE: tuple[str, ...] = tuple(qualitative.Dark24) + tuple(qualitative.Light24)
-FIXED_COLORS = {OTHER: "#c8c8c8", UNKNOWN: "#7f7f7f"}
+# Greys for "no class": points nobody has labelled must not look like one more celebrity.
+FIXED_COLORS = {OTHER: "#c8c8c8", UNKNOWN: "#7f7f7f", "unlabeled": "#b4b4b4", "untagged": "#b4b4b4"}
 FLAG_COLOR = "#d62728"
 OK_COLOR = "#1f77b4"
 TEMPLATE = "plotly_white"
@@ -48,7 +49,7 @@ TEMPLATE = "plotly_white"
 def category_colors(categories: Iterable[Any], palette: Sequence[str] = PALETTE) -> dict[str, str]:
     """A colour per category that depends on its name, not on its rank or on the other classes
     (as long as no two shown classes hash to the same slot; then the later name in sorted
-    order takes the next free slot). "other" and "unknown" are always greys."""
+    order takes the next free slot). "other", "unknown", "unlabeled" and "untagged" are always greys."""
     out: dict[str, str] = {}
     used: set[int] = set()
     for name in sorted({str(c) for c in categories}):

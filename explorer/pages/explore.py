@@ -105,7 +105,7 @@ frame = points.assign(x=coords[:, 0], y=coords[:, 1], z=coords[:, 2])
 shown = frame[mask]
 selected_now = st.session_state.get(SELECTED)
 highlight = [selected_now] if selected_now is not None else None
-fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight)
+fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight).update_layout(height=640)
 event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_mode=("points",))
 st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
 picked = selected_ids(event)
