@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +38,13 @@ def pg_admin_url() -> str:
     return PG_ADMIN_URL
 
 
-@pytest.fixture
-def pg_url(pg_admin_url: str):
-    """A brand-new PostgreSQL database, dropped afterwards."""
+@contextmanager
+def temporary_pg_database(admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+    """A brand-new PostgreSQL database for one test, dropped afterwards (connections forced out)."""
     from sqlalchemy import create_engine, text
 
     name = f"giflens_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -54,6 +56,12 @@ def pg_url(pg_admin_url: str):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str):
+    with temporary_pg_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

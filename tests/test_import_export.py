@@ -6,11 +6,11 @@ import itertools
 import json
 import random
 import unicodedata
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import temporary_pg_database
 from PIL import Image
 from sqlalchemy import func, select
 
@@ -42,21 +42,8 @@ def second_store_url(request, store_url, tmp_path, pg_admin_url):
     if store_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'second.db'}"
         return
-    from sqlalchemy import create_engine, text
-
-    name = f"giflens_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        from labeling.db import _engine_for
-
-        _engine_for.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_pg_database(pg_admin_url) as url:
+        yield url
 
 
 def count(store, model, *where) -> int:
