@@ -165,6 +165,17 @@ def write(action: Callable[[sessionmaker[Session], str], Any], after: Callable[[
     return result
 
 
+def progress_callback(bar: Any, unit: str = "") -> Callable[[int, int], None]:
+    """on_progress(done, total) for a long operation, drawn on an st.progress bar: the shape every
+    long-running function of giflens reports progress in."""
+    suffix = f" {unit}" if unit else ""
+
+    def on_progress(done: int, total: int) -> None:
+        bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{done} / {total}{suffix}")
+
+    return on_progress
+
+
 # -- small parsers for what editors type -------------------------------------------------------
 def parse_ids(text: str | None, what: str = "face") -> list[int]:
     """'12, 15 20' -> [12, 15, 20]; anything else than whole numbers is a ValidationError."""

@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from labeling.errors import StoreError
-from labeling.pages.common import get_settings, get_store, require_editor, show_error
+from labeling.pages.common import get_settings, get_store, progress_callback, require_editor, show_error
 from labeling.queries import exports_frame
 
 RESULT_KEY = "export_last_result"
@@ -35,10 +35,7 @@ with st.form("export_form"):
 
 if submitted and (editor := require_editor()):
     bar = st.progress(0.0, text="Reading the store ...")
-
-    def on_progress(done: int, total: int) -> None:
-        bar.progress(done / total if total else 1.0, text=f"{done} / {total} faces")
-
+    on_progress = progress_callback(bar, "faces")
     try:
         summary = export_dataset(store, Path(settings.data_dir), Path(out_dir.strip()), editor, split=val_share,
                                  seed=int(seed), on_progress=on_progress, face_model=settings.face_model,
@@ -91,10 +88,7 @@ if retrain_submitted and (editor := require_editor()):
     known_models = set(face_models(store)["model_id"])
     face_model = settings.face_model if settings.face_model in known_models else None
     retrain_bar = st.progress(0.0, text="Training ...")
-
-    def on_retrain_progress(done: int, total: int) -> None:
-        retrain_bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{done} / {total} steps")
-
+    on_retrain_progress = progress_callback(retrain_bar, "steps")
     try:
         outcome = retrain(store, Path(settings.data_dir), face_model, center_loss_lambda=float(center_loss),
                           hidden=int(hidden) or None, holdout_share=float(holdout), editor=editor,

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from labeling.pages.common import get_settings, get_store, media_file, require_editor, write
+from labeling.pages.common import get_settings, get_store, media_file, progress_callback, require_editor, write
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 
@@ -34,12 +34,8 @@ def run_experts_voting(store, editor: str):
     from labeling.auto_tagging import autotag
 
     bar = st.progress(0.0, text="Voting ...")
-
-    def on_progress(done: int, total: int) -> None:
-        bar.progress(min(done / total, 1.0) if total else 1.0, text=f"{done} / {total}")
-
     try:
-        return autotag(store, editor, text_embedder=text_embedder(), on_progress=on_progress)
+        return autotag(store, editor, text_embedder=text_embedder(), on_progress=progress_callback(bar))
     finally:
         bar.empty()
 
