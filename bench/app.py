@@ -126,7 +126,6 @@ def main() -> None:
             print(f"cache hit                   {t_hit:8.3f} s  (coords only: {t_hit_coords:.3f} s, incl. fingerprinting)")
             ext, t_tr = timed(proj.extend, new_v, np.arange(n, n + args.new))
             placed = ext.coords[n:]
-            people = np.unique(names)
             # Placement check: nearest person centroid in 3D for each new face.
             frame = pd.DataFrame(proj.coords, columns=list("xyz")).assign(p=names)
             cent = frame.groupby("p")[list("xyz")].mean()

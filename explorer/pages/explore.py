@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
+from sqlalchemy import func, select
 
 from explorer.figures import scatter_2d, scatter_3d, selected_ids
-from explorer.projection import ProjectionError, pca_preview
+from explorer.projection import ProjectionError, load_cached, pca_preview
 from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, projection_for, view_points
 from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, write
 from labeling.queries import classes_frame, face_models, history_frame
+from labeling.schema import AuditEvent
 
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
 SELECTED = "explore_selected"  # id of the point whose details show
@@ -40,10 +42,6 @@ def _points(url: str, view: str, model_id: str | None, stamp: int) -> tuple[pd.D
 
 def _stamp() -> int:
     """Changes whenever an operation is written, so cached point tables never go stale."""
-    from sqlalchemy import func, select
-
-    from labeling.schema import AuditEvent
-
     with store() as session:
         return int(session.scalar(select(func.max(AuditEvent.id))) or 0)
 
@@ -77,8 +75,6 @@ chart = st.empty()
 ids = points["id"].to_numpy()
 method_note = ""
 try:
-    from explorer.projection import load_cached
-
     if len(vectors) < UMAP_MIN_POINTS:
         raise ProjectionError(f"{len(vectors)} points, UMAP needs {UMAP_MIN_POINTS}")
     cached = load_cached(vectors, ids, cache_dir, model_id=key)
