@@ -24,10 +24,10 @@ from labeling.importers import import_attributes
 from labeling.queries import classes_frame, faces_frame
 from models.celebrity_classifier import UNKNOWN, CentroidKnnClassifier
 from labeling.face_labels import Prediction, record_predictions
-from test_queries import SHARED, FixtureStore, build_fixture_store
+from conftest import open_app
+from test_queries import SHARED, FixtureStore, new_fixture_store
 
-ROOT = Path(__file__).resolve().parents[1]
-APP, PAGE = ROOT / "app.py", "explorer/pages/bias.py"
+PAGE = "explorer/pages/bias.py"
 RUN_BOUND_S = 600  # AppTest needs a bound per run; generous, so a busy shared machine never fails on time
 SHARE = "expected share"
 
@@ -52,9 +52,7 @@ def predict_every_face(fx: FixtureStore) -> None:
 def fixture_store(tmp_path_factory) -> FixtureStore:
     """Two LFW people (male/Israel, female/1981) with confirmed faces and a GIF whose faces the
     model predicted; then the real centroid classifier refreshes every prediction."""
-    data_dir = tmp_path_factory.getbasetemp() / "giflens-app-data"  # the session's shared embedding cache
-    data_dir.mkdir(exist_ok=True)
-    fx = build_fixture_store(data_dir, f"sqlite:///{tmp_path_factory.mktemp('bias-store') / 'giflens.db'}")
+    fx = new_fixture_store(tmp_path_factory, "bias-store")
     predict_every_face(fx)
     return fx
 
@@ -62,9 +60,7 @@ def fixture_store(tmp_path_factory) -> FixtureStore:
 @pytest.fixture(scope="module")
 def lfw_store(tmp_path_factory) -> FixtureStore:
     """The same photos plus the real LFW attribute roster (423 people; many without gender)."""
-    data_dir = tmp_path_factory.getbasetemp() / "giflens-app-data"
-    data_dir.mkdir(exist_ok=True)
-    fx = build_fixture_store(data_dir, f"sqlite:///{tmp_path_factory.mktemp('bias-lfw') / 'giflens.db'}")
+    fx = new_fixture_store(tmp_path_factory, "bias-lfw")
     predict_every_face(fx)
     import_attributes(fx.store, SHARED / "lfw-people.csv", "fixture")
     return fx
@@ -89,10 +85,7 @@ def downloads(monkeypatch) -> list[MemoryMediaFileStorage]:
 
 def open_page(monkeypatch, url: str, data_dir: Path) -> AppTest:
     """The page as an editor reaches it: through the app's navigation."""
-    monkeypatch.setenv("GIFLENS_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("GIFLENS_DATABASE_URL", url)
-    monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
-    at = AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+    at = open_app(monkeypatch, data_dir, url, timeout=RUN_BOUND_S)
     at.switch_page(PAGE).run()
     ok(at)
     return at

@@ -17,32 +17,23 @@ from labeling.pages.common import allowed_extensions, check_upload, parse_ids, s
 from labeling.errors import ValidationError
 from labeling.queries import classes_frame, media_tags_frame, store_overview
 from labeling.schema import AuditEvent, CelebrityClass, Export, Face, FaceLabel, Media, MediaTag, Tag
-from test_queries import GIF, SHARED, FixtureStore, build_fixture_store
+from conftest import open_app
+from test_queries import GIF, SHARED, FixtureStore, new_fixture_store
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
 PAGES = ["labeling/pages/home.py", "labeling/pages/classes.py", "labeling/pages/tags.py",
          "labeling/pages/ingest.py", "labeling/pages/export.py"]
-# AppTest requires a bound per script run; this one is generous so a busy shared machine never fails a
-# test on time (the ingest test loads the networks inside the run).
-RUN_BOUND_S = 900
 
 
 @pytest.fixture(scope="session")
 def app_store(tmp_path_factory) -> FixtureStore:
     """One SQLite store for the app tests; its data folder shares the session's embedding cache."""
-    data_dir = tmp_path_factory.getbasetemp() / "giflens-app-data"
-    data_dir.mkdir(exist_ok=True)
-    db = tmp_path_factory.mktemp("app-store") / "giflens.db"
-    return build_fixture_store(data_dir, f"sqlite:///{db}")
+    return new_fixture_store(tmp_path_factory, "app-store")
 
 
 @pytest.fixture
 def app(app_store, monkeypatch):
     """A fresh app session (no editor) on the fixture store."""
-    monkeypatch.setenv("GIFLENS_DATA_DIR", str(app_store.data_dir))
-    monkeypatch.setenv("GIFLENS_DATABASE_URL", app_store.url)
-    monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
-    return AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+    return open_app(monkeypatch, app_store.data_dir, app_store.url)
 
 
 def no_exception(at: AppTest) -> None:
@@ -250,10 +241,7 @@ def test_bad_input_is_refused_with_its_reason(app, app_store):
 
 
 def test_password_is_checked_when_configured(app_store, monkeypatch):
-    monkeypatch.setenv("GIFLENS_DATA_DIR", str(app_store.data_dir))
-    monkeypatch.setenv("GIFLENS_DATABASE_URL", app_store.url)
-    monkeypatch.setenv("GIFLENS_EDITOR_PASSWORD", "s3cret")
-    at = AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+    at = open_app(monkeypatch, app_store.data_dir, app_store.url, password="s3cret")
     sign_in(at, "mallory", "guess")
     assert any("wrong password" in e for e in errors(at)) and "editor" not in at.session_state
     sign_in(at, "carol", "s3cret")
@@ -332,11 +320,8 @@ def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):
     shutil.copy(SHARED / "lfw" / "Hugo_Chavez" / "Hugo_Chavez_0001.jpg", folder)
     (folder / "broken.gif").write_text("this is text, not a GIF\n")
     url = f"sqlite:///{tmp_path / 'ingest.db'}"
-    monkeypatch.setenv("GIFLENS_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("GIFLENS_DATABASE_URL", url)
-    monkeypatch.setenv("GIFLENS_MAX_FILE_BYTES", "20000")  # LFW photos are under 20 kB, most GIFs far over
-    monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
-    at = AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+    # LFW photos are under 20 kB, most GIFs far over
+    at = open_app(monkeypatch, data_dir, url, GIFLENS_MAX_FILE_BYTES="20000")
     at.session_state["editor"] = "ann"
     go(at, "ingest")
     at.text_input(key="ingest_folder").input(str(folder))

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import sync_playwright
 from sqlalchemy import select
 
 from labeling.schema import AuditEvent, FaceLabel
-from test_queries import FixtureStore, build_fixture_store
+from test_queries import FixtureStore, new_fixture_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -55,10 +56,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 @pytest.fixture(scope="module")
 def browser_store(tmp_path_factory) -> FixtureStore:
-    data_dir = tmp_path_factory.getbasetemp() / "giflens-app-data"
-    data_dir.mkdir(exist_ok=True)
-    db = tmp_path_factory.mktemp("browser-store") / "giflens.db"
-    return build_fixture_store(data_dir, f"sqlite:///{db}")
+    return new_fixture_store(tmp_path_factory, "browser-store")
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +85,9 @@ def server(browser_store: FixtureStore, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    sync_api = pytest.importorskip("playwright.sync_api")
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make chromium)"
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
+    with sync_playwright() as p:
         # SwiftShader gives headless Chromium WebGL without a GPU (Plotly's 3D and scattergl need it).
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])

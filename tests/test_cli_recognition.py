@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import session_dir
 from PIL import Image, ImageSequence
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -24,9 +25,7 @@ SUMMARY = re.compile(r"^(\w+=\S+)( \w+=\S+)*$")
 @pytest.fixture(scope="session")
 def loop_data_dir(tmp_path_factory) -> Path:
     """The embedding cache test_recognition_loop.py fills (same folder: each file is inferred once per session)."""
-    path = tmp_path_factory.getbasetemp() / "giflens-recognition-data"
-    path.mkdir(exist_ok=True)
-    return path
+    return session_dir(tmp_path_factory, "giflens-recognition-data")
 
 
 def invoke(*args):

@@ -6,7 +6,6 @@ the decoders are never mocked.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import struct
 import zlib
@@ -15,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import unprivileged
 from PIL import Image
 
 from embeddings.media import MediaError, MediaLimits, sample_media
@@ -551,12 +551,12 @@ def test_directory(tmp_path):
     _refusal(tmp_path / "folder.gif", "unreadable")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway")
-def test_unreadable_permissions(tmp_path):
-    path = _gif(tmp_path / "locked.gif", _noise_frames(2))
+def test_unreadable_permissions(shared_tmp):
+    path = _gif(shared_tmp / "locked.gif", _noise_frames(2))
     path.chmod(0)
     try:
-        _refusal(path, "unreadable")
+        with unprivileged():
+            _refusal(path, "unreadable")
     finally:
         path.chmod(0o644)
 

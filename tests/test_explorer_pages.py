@@ -7,7 +7,6 @@ extended with `transform` when faces are added, without moving the faces already
 driven headless with AppTest (select a face by id, relabel it, read it back with its audit event)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,19 +18,16 @@ from explorer.views import (POINT_COLUMNS, VIEWS, centroid_points, face_points, 
 from labeling.queries import faces_frame, tracks_frame
 from labeling.recognition import refresh_predictions
 from labeling.schema import AuditEvent, FaceLabel
+from conftest import open_app, session_dir
 from test_recognition_loop import LoopStore, build_loop_store
 
 pytestmark = pytest.mark.slow
-APP = Path(__file__).resolve().parents[1] / "app.py"
-RUN_BOUND_S = 900  # AppTest needs a bound per run; generous so a busy machine never fails a test on time
 
 
 @pytest.fixture(scope="module")
 def explored(tmp_path_factory) -> LoopStore:
-    data_dir = tmp_path_factory.getbasetemp() / "giflens-recognition-data"
-    data_dir.mkdir(exist_ok=True)
     db = tmp_path_factory.mktemp("explorer") / "explorer.db"
-    loop = build_loop_store(data_dir, f"sqlite:///{db}")
+    loop = build_loop_store(session_dir(tmp_path_factory, "giflens-recognition-data"), f"sqlite:///{db}")
     refresh_predictions(loop.store)
     return loop
 
@@ -105,10 +101,7 @@ def test_projection_is_cached_then_extended_without_moving_known_points(explored
 
 @pytest.fixture
 def app(explored, monkeypatch):
-    monkeypatch.setenv("GIFLENS_DATA_DIR", str(explored.data_dir))
-    monkeypatch.setenv("GIFLENS_DATABASE_URL", explored.url)
-    monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
-    return AppTest.from_file(str(APP), default_timeout=RUN_BOUND_S).run()
+    return open_app(monkeypatch, explored.data_dir, explored.url)
 
 
 def _ok(at: AppTest) -> None:

@@ -8,6 +8,7 @@ import zlib
 import av
 import numpy as np
 import pytest
+from conftest import unprivileged
 from PIL import Image
 
 from embeddings.media import (
@@ -400,8 +401,8 @@ def test_unreadable_paths(tmp_path):
     _refused(tmp_path / "pipe.gif", "unreadable", "not a regular file")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_permission_denied(tmp_path):
-    path = _gif(tmp_path / "secret.gif", _frames(2))
+def test_permission_denied(shared_tmp):
+    path = _gif(shared_tmp / "secret.gif", _frames(2))
     path.chmod(0)
-    _refused(path, "unreadable", "permission denied")
+    with unprivileged():
+        _refused(path, "unreadable", "permission denied")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import session_dir
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,12 +86,16 @@ def build_fixture_store(data_dir: Path, url: str) -> FixtureStore:
     return FixtureStore(data_dir, url, store, summary, media, largest, classes, gif_faces)
 
 
+def new_fixture_store(tmp_path_factory, label: str) -> FixtureStore:
+    """A fixture store in a fresh SQLite file, filled from the session's shared embedding cache."""
+    db = tmp_path_factory.mktemp(label) / "giflens.db"
+    return build_fixture_store(session_dir(tmp_path_factory, "giflens-app-data"), f"sqlite:///{db}")
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir(tmp_path_factory) -> Path:
     """One data folder (cache and crops) for every fixture store of the session."""
-    path = tmp_path_factory.getbasetemp() / "giflens-app-data"
-    path.mkdir(exist_ok=True)
-    return path
+    return session_dir(tmp_path_factory, "giflens-app-data")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import open_app, session_dir
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -108,9 +109,7 @@ def build_loop_store(data_dir: Path, url: str, people: dict[str, int] = PEOPLE, 
 @pytest.fixture(scope="session")
 def loop_data_dir(tmp_path_factory) -> Path:
     """Embedding cache shared by this file and test_cli_recognition.py."""
-    path = tmp_path_factory.getbasetemp() / "giflens-recognition-data"
-    path.mkdir(exist_ok=True)
-    return path
+    return session_dir(tmp_path_factory, "giflens-recognition-data")
 
 
 @pytest.fixture
@@ -447,12 +446,7 @@ def test_a_vote_replaces_more_than_a_thousand_stale_suggestions(loop_sqlite):
 # -- the app: Retrain on the Export page, Run experts voting on the Tags page ------------------------------
 @pytest.fixture
 def loop_app(loop_sqlite, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    monkeypatch.setenv("GIFLENS_DATA_DIR", str(loop_sqlite.data_dir))
-    monkeypatch.setenv("GIFLENS_DATABASE_URL", loop_sqlite.url)
-    monkeypatch.delenv("GIFLENS_EDITOR_PASSWORD", raising=False)
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=900).run()
+    at = open_app(monkeypatch, loop_sqlite.data_dir, loop_sqlite.url, timeout=900)
     return at, loop_sqlite
 
 
