@@ -100,16 +100,15 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
     tags = media_tags_frame(store, status="active")
     top_tag = tags.sort_values("confidence", ascending=False).drop_duplicates("media_id").set_index("media_id")
     ids = [int(r[0]) for r in rows]
+    item, tag = media.reindex(ids), top_tag.reindex(ids)  # aligned with the vectors; missing rows are NaN
     points = pd.DataFrame({
-        "id": ids, "kind": "gif",
-        "class": [str(top_tag.loc[m, "tag"]) if m in top_tag.index else "untagged" for m in ids],
-        "status": [str(media.loc[m, "status"]) if m in media.index else "ok" for m in ids],
-        "confidence": [float(top_tag.loc[m, "confidence"]) if m in top_tag.index else np.nan for m in ids],
-        "source": [str(top_tag.loc[m, "source"]) if m in top_tag.index else "none" for m in ids],
+        "id": ids, "kind": "gif", "class": tag["tag"].fillna("untagged").astype(str).to_numpy(),
+        "status": item["status"].fillna("ok").astype(str).to_numpy(),
+        "confidence": tag["confidence"].astype(float).to_numpy(), "source": tag["source"].fillna("none").astype(str).to_numpy(),
         "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
-        "media_id": ids, "media_name": [str(media.loc[m, "name"]) if m in media.index else "" for m in ids],
-        "crop_path": None, "media_path": [str(media.loc[m, "path"]) if m in media.index else "" for m in ids],
-        "n": [int(media.loc[m, "faces"]) if m in media.index else 0 for m in ids],
+        "media_id": ids, "media_name": item["name"].fillna("").astype(str).to_numpy(),
+        "crop_path": None, "media_path": item["path"].fillna("").astype(str).to_numpy(),
+        "n": item["faces"].fillna(0).astype(int).to_numpy(),
     })
     return points, np.stack([bytes_to_vector(r[2]) for r in rows]).astype(np.float32)
 
