@@ -19,7 +19,7 @@ from PIL import Image
 
 from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
 from embeddings.media import MEDIA_EXTENSIONS, MediaError, MediaLimits, SampledMedia, sample_media
-from embeddings.tracks import Track, group_tracks
+from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
 from labeling.errors import NotFoundError, ValidationError
-from labeling.schema import CelebrityClass, Face, FaceEmbedding, FaceLabel, Track
+from labeling.schema import CelebrityClass, Face, FaceEmbedding, Track
 from labeling.validation import check_confidence
 
 DECISIONS = {"approve": "approved", "reject": "rejected", "relabel": "relabeled", "unknown": "unknown"}

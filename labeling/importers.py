@@ -25,7 +25,7 @@ from labeling.audit import Operation, run_operation
 from labeling.classes import create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
-from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, Face, FaceLabel, Media
+from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, Face, Media
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import ATTRIBUTES, class_name_key, clean_attributes, clean_class_name, clean_tag_name
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
 from labeling.errors import NotFoundError, ValidationError
-from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, MediaTag, Tag, utcnow
+from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
 from labeling.validation import check_confidence, clean_tag_name
 
 

@@ -1,7 +1,6 @@
 """Curation operations on SQLite and PostgreSQL: every change audited, reversible, conflict-safe."""
 from __future__ import annotations
 
-import math
 
 import pytest
 from sqlalchemy import func, select
