@@ -27,6 +27,7 @@ or removed when the vote no longer proposes them (suggestions are the latest vot
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -213,6 +214,18 @@ class AutotagResult:
                          *(f"weight_{n}={w:.4f}" for n, w in self.weights.items())])
 
 
+def untrusted_experts_hint(k: int, min_frequency: float) -> str:
+    """Why a vote comes back empty when every weight is 0, and the knobs that change it: the experts
+    learn only from tags several GIFs share, and the bound decides how many neighbours must agree."""
+    need = max(1, math.ceil(min_frequency * k - 1e-9))
+    hint = ("no suggestion: every expert's weight is 0 (none proposed a correct tag for a tagged media item, "
+            f"leave-one-out); experts learn from tags several media share, and with k={k} and min_frequency "
+            f"{min_frequency:.2f} a tag needs {need} of a media item's {k} nearest tagged media")
+    if need > 1:
+        hint += f"; min_frequency {1 / k:.2f} lets a single neighbour vote"
+    return hint
+
+
 def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None = None, text: str | None = "tags",
             text_embedder: Any | None = None, k: int = 10, min_frequency: float = 0.2, top: int = DEFAULT_TOP,
             min_confidence: float = 0.0, on_progress: Progress | None = None) -> AutotagResult:
@@ -262,6 +275,8 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         result.suggested, result.changed, result.removed = _store_suggestions(op, items, voted)
         op.summary = result.summary
     result.event_id = op.result.event_id
+    if not any(result.weights.values()):
+        result.notes.append(untrusted_experts_hint(k, float(min_frequency)))
     if on_progress is not None:
         on_progress(total, total)
     return result

@@ -291,7 +291,7 @@ def autotag_command(
         task = progress.add_task("autotag", total=None, current="")
         result = _run(lambda: autotag(
             _store_for(settings), editor or _os_user(), gif_model=gif_model, text=source[text], k=k,
-            min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)))
+            min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)), notes="note")
     for name, weight in result.weights.items():
         console.print(f"weight {name}: {weight:.4f} ({result.hits[name]} of {result.coverage[name]} tagged media it "
                       "covers get a correct tag)", highlight=False)

@@ -21,7 +21,7 @@ from conftest import open_app, session_dir
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.auto_tagging import SOURCE, autotag, identity_names, new_suggestions
+from labeling.auto_tagging import SOURCE, autotag, identity_names, new_suggestions, untrusted_experts_hint
 from labeling.db import open_store, session_scope
 from labeling.errors import ValidationError
 from labeling.face_labels import mark_unknown, reject_faces, relabel_faces
@@ -418,6 +418,17 @@ def test_autotag_with_the_text_expert_and_bad_input(loop_sqlite, tmp_path):
     with pytest.raises(ValidationError, match="text must be one of"):
         autotag(loop.store, "bob", text="titles")
 
+    # two GIFs share "nods": the visual expert earns a weight at the default bound, none when all ten must agree
+    nods = build_loop_store(loop.data_dir, f"sqlite:///{tmp_path / 'nods.db'}", people={}, extra=[], strangers=[],
+                            gifs=["zoey-nods-no-biggie.gif", "waiting.gif", "jlaw-nods.gif"])
+    trusted = autotag(nods.store, "bob", text=None)
+    assert trusted.weights["visual"] > 0 and trusted.suggested > 0 and not trusted.notes
+    strict = autotag(nods.store, "bob", text=None, min_frequency=1.0)
+    assert not any(strict.weights.values()) and strict.suggested == 0 and strict.removed == trusted.suggested
+    assert strict.notes == [untrusted_experts_hint(10, 1.0)]
+    assert "needs 10 of a media item's 10 nearest" in strict.notes[0] and "min_frequency 0.10" in strict.notes[0]
+    assert "single neighbour" not in untrusted_experts_hint(10, 0.1)
+
     add_tags(loop.store, [loop.media[f"Serena_Williams_{i:04d}.jpg"] for i in range(1, 4)], ["tennis"], "ann")
     result = autotag(loop.store, "bob", text="tags")
     assert set(result.weights) == {"visual", "text", "identity"}
@@ -486,10 +497,17 @@ def test_app_retrain_and_experts_voting(loop_app):
 
     at.switch_page("labeling/pages/tags.py").run()
     add_tags(loop.store, [loop.media["Serena_Williams_0001.jpg"]], ["Serena Williams"], "ann")
+    at.number_input(key="tags_experts_k").set_value(3)
+    at.number_input(key="tags_experts_min_frequency").set_value(0.5)
     _button(at, "Run experts voting").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(m.value.startswith("Done: experts voting over") and "weights" in m.value for m in at.success)
+    assert not at.warning  # the identity expert is trusted: no hint about empty votes
     with loop.store() as s:
         event = s.scalars(select(AuditEvent).where(AuditEvent.operation == "experts_voting")).one()
     assert event.editor == "ann"
     assert count(loop.store, MediaTag, MediaTag.source == SOURCE, MediaTag.status == "suggested") > 0
+    same = autotag(loop.store, "ann", k=3, min_frequency=0.5)  # the app voted with the editor's k and bound
+    assert (same.changed, same.removed) == (0, 0)
+    other = autotag(loop.store, "ann")
+    assert (other.changed, other.removed) != (0, 0)

@@ -160,6 +160,8 @@ def write(action: Callable[[sessionmaker[Session], str], Any], after: Callable[[
     if after is not None:
         after(result)
     flash(result_message(result))
+    for note in getattr(result, "notes", None) or []:
+        flash(note, "warning")
     if rerun:
         st.rerun()
     return result

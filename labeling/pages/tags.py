@@ -29,13 +29,14 @@ def text_embedder():
     return create_model("minilm-l6-v2")
 
 
-def run_experts_voting(store, editor: str):
+def run_experts_voting(store, editor: str, k: int, min_frequency: float):
     """Experts voting over every media item, suggestions stored; the progress bar follows the vote."""
     from labeling.auto_tagging import autotag
 
     bar = st.progress(0.0, text="Voting ...")
     try:
-        return autotag(store, editor, text_embedder=text_embedder(), on_progress=progress_callback(bar))
+        return autotag(store, editor, text_embedder=text_embedder(), k=k, min_frequency=min_frequency,
+                       on_progress=progress_callback(bar))
     finally:
         bar.empty()
 
@@ -66,8 +67,16 @@ with st.expander("Suggestions by experts voting"):
                "experts vote for tags, each weighted by how often it proposes a correct tag on tagged media. "
                "Results are stored as suggestions (source experts_voting) to accept or reject; editor and "
                "imported tags are never changed and rejected suggestions stay rejected.")
+    neighbours, share = st.columns(2)
+    k = int(neighbours.number_input("Neighbours per expert (k)", min_value=1, max_value=100, value=10, step=1,
+                                    key="tags_experts_k"))
+    min_frequency = float(share.number_input(
+        "Share of neighbours a tag needs", min_value=0.0, max_value=1.0, value=0.2, step=0.05, format="%.2f",
+        key="tags_experts_min_frequency",
+        help="GIPHY's lower bound on a tag's frequency among the neighbours. 0.2 asks two of ten to agree; "
+             "on a small or sparsely tagged library, 1/k lets a single neighbour vote."))
     if st.button("Run experts voting", key="tags_run_experts") and require_editor():
-        write(run_experts_voting)
+        write(lambda s, e: run_experts_voting(s, e, k, min_frequency))
 
 per_gif, per_tag = st.tabs(["Per GIF", "Per tag"])
 
