@@ -60,6 +60,36 @@ def _same_detections(faces: list[Face], result: MediaResult) -> bool:
     return True
 
 
+_TRACK_PREDICTION = ("predicted_class_id", "predicted_confidence", "predicted_distance", "predicted_top",
+                     "prediction_method", "model_version", "predicted_at")
+
+
+def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaResult, faces: list[Face]) -> list[Track]:
+    """The media item's tracks for this face model, updated in place by track index.
+
+    A re-ingest of the same file rebuilds the same tracks: keeping their rows keeps their ids (the
+    Explore page's cached projections) and their celebrity predictions. A track whose members changed
+    (another vector or representative) loses its prediction, which described other faces."""
+    old = {t.track_index: t for t in session.scalars(
+        select(Track).where(Track.media_id == media_id, Track.model_id == model))}
+    tracks = []
+    for t in result.tracks:
+        vector, representative = vector_to_bytes(t.vector), faces[t.representative_face_index].id
+        row = old.pop(t.track_index, None)
+        if row is None:
+            row = Track(media_id=media_id, model_id=model, track_index=t.track_index)
+            session.add(row)
+        elif (row.vector, row.representative_face_id, row.n_faces) != (vector, representative, len(t.face_indices)):
+            for column in _TRACK_PREDICTION:
+                setattr(row, column, None)
+        row.n_faces, row.representative_face_id, row.vector = len(t.face_indices), representative, vector
+        tracks.append(row)
+    for row in old.values():
+        session.delete(row)
+    session.flush()
+    return tracks
+
+
 def store_result(session: Session, result: MediaResult) -> Media:
     """Upsert one media item with its faces, embeddings and tracks (caller owns the transaction)."""
     media = _find_media(session, result)
@@ -101,14 +131,7 @@ def store_result(session: Session, result: MediaResult) -> Media:
 
     if result.face_model is not None:
         model = result.face_model
-        session.execute(delete(Track).where(Track.media_id == media.id, Track.model_id == model))
-        tracks = [
-            Track(media_id=media.id, model_id=model, track_index=t.track_index, n_faces=len(t.face_indices),
-                  representative_face_id=faces[t.representative_face_index].id, vector=vector_to_bytes(t.vector))
-            for t in result.tracks
-        ]
-        session.add_all(tracks)
-        session.flush()
+        tracks = _upsert_tracks(session, media.id, model, result, faces)
         by_face = {e.face_id: e for e in session.scalars(
             select(FaceEmbedding).where(FaceEmbedding.face_id.in_([f.id for f in faces]), FaceEmbedding.model_id == model))}
         for face, rec in zip(faces, result.faces):

@@ -265,6 +265,14 @@ def test_open_set_unknown_and_track_predictions(loop_sqlite):
     product = refresh_predictions(loop.store, data_dir=loop.data_dir, track_method="product", faces="undecided")
     assert set(track_predictions_frame(loop.store)["prediction_method"]) == {"product"}
     assert product.kept == 0 and product.faces == result.faces - result.kept
+
+    # a re-ingest of the same files keeps the tracks, their ids and their predictions
+    before = track_predictions_frame(loop.store).sort_values("track_id").reset_index(drop=True)
+    with loop.store() as s:
+        paths = [Path(p) for p in s.scalars(select(Media.path).where(Media.status == "ok"))]
+    ingest(paths, loop.settings, store=loop.store)
+    after = track_predictions_frame(loop.store).sort_values("track_id").reset_index(drop=True)
+    assert after.equals(before) and after["predicted_at"].notna().all()
     with pytest.raises(ValidationError, match="track method"):
         refresh_predictions(loop.store, track_method="median")
 
