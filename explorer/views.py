@@ -31,11 +31,11 @@ POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gende
 COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
 HOVER = ["class", "status", "confidence", "media_name"]
-LATEST = "latest.json"
+LATEST = "latest.json"  # per view and parameters: the last fitted projection, for extending with new points
 # numba's default threading layer (workqueue) is not safe for parallel kernels launched from two
 # threads at once: two editors opening Explore together hung the app. One UMAP at a time per
 # process; the second editor waits, then finds the first one's result in the cache.
-_FIT_LOCK = threading.Lock()  # per view and parameters: the last fitted projection, for extending with new points
+_FIT_LOCK = threading.Lock()
 
 
 def _text(values: pd.Series, missing: str = "unknown") -> pd.Series:

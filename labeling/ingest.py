@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media
 from labeling.db import open_store, session_scope
-from labeling.schema import Face, FaceEmbedding, Media, MediaEmbedding, Track, vector_to_bytes
+from labeling.schema import (TRACK_PREDICTION_FIELDS, Face, FaceEmbedding, Media, MediaEmbedding, Track,
+                             vector_to_bytes)
 from models.settings import Settings
 
 
@@ -60,10 +61,6 @@ def _same_detections(faces: list[Face], result: MediaResult) -> bool:
     return True
 
 
-_TRACK_PREDICTION = ("predicted_class_id", "predicted_confidence", "predicted_distance", "predicted_top",
-                     "prediction_method", "model_version", "predicted_at")
-
-
 def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaResult, faces: list[Face]) -> list[Track]:
     """The media item's tracks for this face model, updated in place by track index.
 
@@ -80,7 +77,7 @@ def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaRes
             row = Track(media_id=media_id, model_id=model, track_index=t.track_index)
             session.add(row)
         elif (row.vector, row.representative_face_id, row.n_faces) != (vector, representative, len(t.face_indices)):
-            for column in _TRACK_PREDICTION:
+            for column in TRACK_PREDICTION_FIELDS:
                 setattr(row, column, None)
         row.n_faces, row.representative_face_id, row.vector = len(t.face_indices), representative, vector
         tracks.append(row)

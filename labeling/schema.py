@@ -103,6 +103,12 @@ class Track(Base):
     predicted_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
 
+# The columns of a track's prediction, written together by a refresh and cleared together when the
+# track's members change.
+TRACK_PREDICTION_FIELDS = ("predicted_class_id", "predicted_confidence", "predicted_distance", "predicted_top",
+                           "prediction_method", "model_version", "predicted_at")
+
+
 class FaceEmbedding(Base):
     __tablename__ = "face_embedding"
     __table_args__ = (UniqueConstraint("face_id", "model_id"),)
