@@ -43,6 +43,7 @@ from typing import Mapping
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"  # ../shared beside the checkout, wherever it is
 sys.path.insert(0, str(ROOT))
 
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media  # noqa: E402
@@ -152,8 +153,8 @@ def evaluate(modalities: Modalities, tags: dict[str, list[str]], k: int, min_fre
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gifs", type=Path, default=Path("/work/shared/data/gifs"))
-    parser.add_argument("--tags", type=Path, default=Path("/work/shared/data/gifs.csv"))
+    parser.add_argument("--gifs", type=Path, default=SHARED / "gifs")
+    parser.add_argument("--tags", type=Path, default=SHARED / "gifs.csv")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/giflens-bench-gifs"))
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--min-frequency", type=float, default=0.1,

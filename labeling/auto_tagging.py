@@ -20,10 +20,19 @@ Three experts, as in bench/tagging.py:
 The tagger weighs each expert by how often it proposes a correct tag, leave-one-out, on the
 media that already carry tags (active tags of any source: uploader, import, editor, and accepted
 suggestions). Results are written as media_tag rows with source "experts_voting" and status
-"suggested", in one audited operation, and never over anything else: editor, import, uploader
-and model rows stay as they are, an active tag is not suggested again, and a suggestion an editor
-rejected stays rejected. Earlier experts-voting suggestions of the media voted on are refreshed,
-or removed when the vote no longer proposes them (suggestions are the latest vote, not a pile).
+"suggested", in one audited operation, and never over anything else: an active tag is not
+suggested again, and a suggestion an editor rejected stays rejected. Earlier experts-voting
+suggestions of the media voted on are refreshed, or removed when the vote no longer proposes them
+(suggestions are the latest vote, not a pile).
+
+The same operation applies GIPHY's rule for original tags: an active tag with source "uploader"
+or "import" on a media item voted on gets confidence 1.0 when at least one expert with a positive
+weight proposes it, else 0.7 (the tagger's confirmed / unconfirmed confidences), so the store says
+how sure the dataset is of what the uploader typed. Only the confidence (and the row's editor) is
+written, only when it changes, so a re-run with the same vote writes nothing, and undoing the run
+restores the old confidences. Editor rows are never touched (an editor's decision outranks a
+model), nor rejected rows, nor model rows; media no expert covers keep their tags as they are
+(no vote is not a vote against).
 """
 from __future__ import annotations
 
@@ -43,6 +52,7 @@ from labeling.tags import apply_tags, tag_ids
 from labeling.validation import clean_tag_name
 
 SOURCE = "experts_voting"
+ORIGINAL_SOURCES = ("uploader", "import")  # tags a media item came with: the vote confirms or lowers them
 VISUAL, IDENTITY, TEXT = "visual", "identity", "text"
 TEXT_SOURCES = ("tags", "weak_labels")
 DEFAULT_TOP = 5
@@ -187,6 +197,24 @@ def new_suggestions(predicted: Mapping[str, list[tuple[str, float]]], existing: 
     return out, rejected
 
 
+def original_confidences(predicted: Mapping[str, list[tuple[str, float]]],
+                         existing: Mapping[tuple[int, str], tuple[str, str]]) -> list[tuple[int, str, float]]:
+    """(media, tag, confidence) for the active uploader / import tags of the media voted on.
+
+    The tagger already ranks a media item's original tags at its confirmed (1.0) or unconfirmed
+    (0.7) confidence, so this only picks them out: the rule lives in one place (models/tagger.py).
+    Editor, model and experts-voting rows, and rejected ones, are not originals to rewrite."""
+    out: list[tuple[int, str, float]] = []
+    for media_key, ranked in predicted.items():
+        media_id = int(media_key)
+        for tag, confidence in ranked:
+            name = clean_tag_name(tag)
+            row = existing.get((media_id, name))
+            if row is not None and row[0] in ORIGINAL_SOURCES and row[1] == "active":
+                out.append((media_id, name, float(confidence)))
+    return out
+
+
 # -- the run ---------------------------------------------------------------------------------------
 @dataclass
 class AutotagResult:
@@ -199,6 +227,9 @@ class AutotagResult:
     changed: int  # ... of which rows written (new, or a new confidence)
     removed: int  # earlier experts-voting suggestions the vote no longer proposes
     rejected: int  # proposals an editor had rejected on that media: they stay rejected
+    originals_confirmed: int = 0  # active uploader / import tags of the media voted on, now at 1.0 ...
+    originals_lowered: int = 0  # ... and at 0.7 (no expert confirms them)
+    originals_changed: int = 0  # ... of which rows written (their confidence changed)
     event_id: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -206,11 +237,15 @@ class AutotagResult:
     def summary(self) -> str:
         weights = ", ".join(f"{n} {w:.2f}" for n, w in self.weights.items())
         return (f"experts voting over {self.media} media: {self.suggested} suggestion(s) ({self.changed} written, "
-                f"{self.removed} stale removed; weights {weights})")
+                f"{self.removed} stale removed); original tags: {self.originals_confirmed} confirmed (1.0), "
+                f"{self.originals_lowered} lowered (0.7), {self.originals_changed} written; weights {weights}")
 
     def line(self) -> str:
         return " ".join([f"media={self.media}", f"tagged={self.tagged}", f"suggested={self.suggested}",
                          f"changed={self.changed}", f"removed={self.removed}", f"rejected_kept={self.rejected}",
+                         f"originals_confirmed={self.originals_confirmed}",
+                         f"originals_lowered={self.originals_lowered}",
+                         f"originals_changed={self.originals_changed}",
                          *(f"weight_{n}={w:.4f}" for n, w in self.weights.items())])
 
 
@@ -229,7 +264,8 @@ def untrusted_experts_hint(k: int, min_frequency: float) -> str:
 def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None = None, text: str | None = "tags",
             text_embedder: Any | None = None, k: int = 10, min_frequency: float = 0.2, top: int = DEFAULT_TOP,
             min_confidence: float = 0.0, on_progress: Progress | None = None) -> AutotagResult:
-    """Fit the experts on the store's tagged media, vote for every ok media item, store the suggestions.
+    """Fit the experts on the store's tagged media, vote for every ok media item, store the suggestions
+    and set the original (uploader / import) tags' confidences to 1.0 or 0.7, in one audited operation.
 
     text: "tags", "weak_labels" or None (no text expert, MiniLM not loaded; see the module docstring);
     text_embedder reuses a loaded MiniLM.
@@ -268,11 +304,14 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
     except TaggerError as exc:
         raise ValidationError(f"experts voting refused the store's data: {exc}") from exc
     items, rejected = new_suggestions(predicted, inputs.existing, top, float(min_confidence))
+    originals = original_confidences(predicted, inputs.existing)
     voted = {int(m) for m in ids}
     result = AutotagResult(dict(tagger.weights_), dict(tagger.coverage_), dict(tagger.hits_), len(ids),
                            sum(1 for t in inputs.tags.values() if t), 0, 0, 0, rejected)
     with run_operation(store, editor, "experts_voting") as op:
         result.suggested, result.changed, result.removed = _store_suggestions(op, items, voted)
+        result.originals_confirmed, result.originals_lowered, result.originals_changed = _store_original_confidences(
+            op, originals, float(tagger.confirmed_confidence))
         op.summary = result.summary
     result.event_id = op.result.event_id
     if not any(result.weights.values()):
@@ -308,3 +347,32 @@ def _store_suggestions(op: Operation, items: list[tuple[int, str, float]], voted
         for m, _ in doomed:
             op.concern(f"media:{m}")
     return len(ours), written, len(doomed)
+
+
+def _store_original_confidences(op: Operation, items: list[tuple[int, str, float]],
+                                confirmed_confidence: float) -> tuple[int, int, int]:
+    """Set the original tags' confidences, re-reading the rows under the operation's lock: a row an
+    editor took over (source "editor"), rejected or removed since the vote read the store is left
+    alone. Only rows whose confidence changes are written (each a new version, with before / after in
+    the audit event, so undo restores the old confidence). Returns (confirmed, lowered, rows written)."""
+    if not items:
+        return 0, 0, 0
+    ids = tag_ids(op.session, {t for _, t, _ in items}, create=False)
+    wanted = {(m, ids[t]): c for m, t, c in items}
+    current = op.load("media_tag", list(wanted))
+    confirmed = lowered = 0
+    changes: dict[tuple[int, int], dict[str, Any]] = {}
+    for key, confidence in wanted.items():
+        row = current[key]
+        if row is None or row["source"] not in ORIGINAL_SOURCES or row["status"] != "active":
+            continue
+        if confidence >= confirmed_confidence:
+            confirmed += 1
+        else:
+            lowered += 1
+        if not math.isclose(float(row["confidence"]), confidence, abs_tol=1e-9):
+            changes[key] = {"confidence": confidence, "editor": op.editor}
+            op.concern(f"media:{key[0]}")
+    if changes:
+        op.update("media_tag", changes, current)
+    return confirmed, lowered, len(changes)

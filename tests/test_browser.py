@@ -146,6 +146,50 @@ def _coloured_pixels(png: Path) -> int:
     return int((spread > 60).sum())
 
 
+# Where a 3D point lands on screen, as plotly.js places its hover labels: data coordinates
+# scaled by the scene's dataScale, through the camera's model, view and projection matrices.
+_PROJECT_3D = """(args) => {
+  const gd = document.querySelector('.st-key-explore_3d .js-plotly-plot');
+  const scene = gd._fullLayout.scene._scene;
+  const cam = scene.glplot.cameraParams, scale = scene.dataScale;
+  for (const trace of gd._fullData) {
+    if (trace.type !== 'scatter3d' || trace.name === 'highlighted' || !trace.customdata) continue;
+    const i = Array.from(trace.customdata).findIndex(c => (Array.isArray(c) ? c[0] : c) === args.id);
+    if (i < 0) continue;
+    const v = [trace.x[i] * scale[0], trace.y[i] * scale[1], trace.z[i] * scale[2], 1];
+    const mul = (m, u) => [0, 1, 2, 3].map(r => [0, 1, 2, 3].reduce((s, c) => s + m[4 * c + r] * u[c], 0));
+    const p = mul(cam.projection, mul(cam.view, mul(cam.model, v)));
+    const box = scene.container.getBoundingClientRect();
+    return {x: box.left + (0.5 * p[0] / p[3] + 0.5) * box.width, y: box.top + (0.5 - 0.5 * p[1] / p[3]) * box.height};
+  }
+  return null;
+}"""
+
+
+def _click_3d_point(pg, candidates: list[int]) -> int:
+    """Click the first candidate whose 3D marker answers the mouse (hover names it), holding the
+    button as a hand does: plotly.js reports a 3D click from its render loop while the button is down."""
+    pg.evaluate("""() => { const gd = document.querySelector('.st-key-explore_3d .js-plotly-plot');
+                          window.__giflensHover = null;
+                          gd.on('plotly_hover', e => { const c = e.points[0].customdata;
+                                                      window.__giflensHover = Array.isArray(c) ? c[0] : c; }); }""")
+    for face_id in candidates:
+        xy = pg.evaluate(_PROJECT_3D, {"id": int(face_id)})
+        if xy is None:
+            continue
+        pg.mouse.move(xy["x"] + 40, xy["y"] + 40)
+        pg.mouse.move(xy["x"], xy["y"])
+        pg.wait_for_timeout(600)
+        if pg.evaluate("() => window.__giflensHover") != int(face_id):
+            continue
+        pg.mouse.down()
+        pg.wait_for_timeout(300)
+        pg.mouse.up()
+        _settle(pg)
+        return int(face_id)
+    raise AssertionError(f"none of the faces {candidates} could be hovered in the 3D view")
+
+
 def test_every_page_renders_in_chromium(page):
     links = [link.inner_text().split("\n")[-1] for link in page.locator("[data-testid='stSidebarNavLink']").all()]
     for title in links:
@@ -173,13 +217,12 @@ def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore
     plot.screenshot(path=str(shot))
     assert _coloured_pixels(shot) > 50, "the 3D canvas shows no coloured markers"
 
-    # Pick one of the GIF's faces (predicted Serena Williams) and relabel it to Ariel Sharon.
-    face_id = browser_store.gif_faces[0]
+    # Click one of the GIF's faces (predicted Serena Williams) in the 3D view, then relabel it to
+    # Ariel Sharon. The first face whose marker is not hidden behind another one is clicked.
+    face_id = _click_3d_point(page, browser_store.gif_faces)
     target = "Ariel Sharon"
-    point = page.locator(".st-key-explore_point_id input")
-    point.fill(str(face_id))
-    point.press("Enter")
-    _settle(page)
+    page.get_by_text(f"face {face_id}", exact=True).wait_for()
+    assert page.locator(".st-key-explore_point_id input").input_value() in ("", str(face_id))
     _shot(page, "explore-point")
     # The relabel target is the dropdown's first active class, Ariel Sharon (the face is predicted
     # Serena Williams, so the change is visible in the database).

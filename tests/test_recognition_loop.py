@@ -21,7 +21,9 @@ from conftest import open_app, session_dir
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.auto_tagging import SOURCE, autotag, identity_names, new_suggestions, untrusted_experts_hint
+from labeling.audit import undo_event
+from labeling.auto_tagging import (ORIGINAL_SOURCES, SOURCE, autotag, identity_names, new_suggestions,
+                                   original_confidences, untrusted_experts_hint)
 from labeling.db import open_store, session_scope
 from labeling.errors import ValidationError
 from labeling.face_labels import mark_unknown, reject_faces, relabel_faces
@@ -156,6 +158,15 @@ def test_suggestions_leave_every_other_row_alone():
     items, rejected = new_suggestions(predicted, existing, top=5)
     assert items == [(1, "funny", 0.5), (1, "cute", 0.4)] and rejected == 1
     assert new_suggestions(predicted, {}, top=1)[0] == [(1, "cat", 0.9), (2, "cat", 1.0)]
+
+
+def test_original_confidences_pick_active_uploader_and_import_tags_only():
+    predicted = {"1": [("cat", 1.0), ("funny", 0.8), ("dog", 0.7), ("cute", 0.7), ("meme", 0.7)], "2": [("Cat", 0.7)]}
+    existing = {(1, "cat"): ("uploader", "active"), (1, "dog"): ("import", "active"),
+                (1, "cute"): ("editor", "active"), (1, "meme"): ("uploader", "rejected"),
+                (1, "funny"): ("experts_voting", "suggested"), (2, "cat"): ("import", "active")}
+    assert original_confidences(predicted, existing) == [(1, "cat", 1.0), (1, "dog", 0.7), (2, "cat", 0.7)]
+    assert original_confidences(predicted, {}) == []
 
 
 def test_identity_names_prefer_decisions_and_cover_media_with_faces():
@@ -379,7 +390,9 @@ def test_autotag_stores_suggestions_and_keeps_editor_and_import_tags(loop):
              source=SOURCE, status="suggested")
     set_tag_status(loop.store, [(loop.media["Ariel_Sharon_0004.jpg"], "ariel sharon")], "rejected", "ann")
     add_tags(loop.store, [loop.media[CALVIN_2]], ["calvin"], "ann", confidence=0.9)
-    untouched = media_tags_frame(loop.store).query("source != @SOURCE or status == 'rejected'")
+    untouched = media_tags_frame(loop.store).query(
+        "(source != @SOURCE and source not in @ORIGINAL_SOURCES) or status == 'rejected'")
+    uploaded = len(media_tags_frame(loop.store).query("source == 'uploader'"))
 
     result = autotag(loop.store, "bob", text=None, k=3, min_frequency=0.3)
     assert set(result.weights) == {"visual", "identity"} and all(0 <= w <= 1 for w in result.weights.values())
@@ -391,7 +404,13 @@ def test_autotag_stores_suggestions_and_keeps_editor_and_import_tags(loop):
     assert len(suggested) == result.suggested and suggested["confidence"].between(0, 1).all()
     assert (suggested["editor"] == "bob").all()
     assert suggested.groupby("media_id").size().max() <= 5
-    # nothing else changed: editor, import and uploader rows, and the rejected suggestion
+    # the GIFs' uploader tags are confirmed (1.0) or lowered (0.7), by the same operation
+    originals = tags[tags["source"] == "uploader"]
+    assert len(originals) == uploaded and set(originals["confidence"]) <= {1.0, 0.7}
+    assert result.originals_confirmed == (originals["confidence"] == 1.0).sum() > 0
+    assert result.originals_lowered == (originals["confidence"] == 0.7).sum() > 0
+    assert result.originals_changed == result.originals_lowered  # the import wrote them all at 1.0
+    # nothing else changed: editor and model rows, and the rejected suggestion
     keep = ["media_id", "tag", "confidence", "source", "status", "editor", "version"]
     now = tags.merge(untouched[["media_id", "tag"]])
     assert now[keep].sort_values(keep[:2]).reset_index(drop=True).equals(
@@ -411,6 +430,70 @@ def test_autotag_stores_suggestions_and_keeps_editor_and_import_tags(loop):
     assert again.suggested == len(tags2[tags2["status"] == "suggested"]) and again.changed < again.suggested
     row = tags2[(tags2["media_id"] == accepted[0]) & (tags2["tag"] == accepted[1])].iloc[0]
     assert (row["status"], row["editor"]) == ("active", "ann")
+
+
+@pytest.mark.slow
+def test_autotag_confirms_or_lowers_original_tags_and_undo_restores_them(loop):
+    """GIPHY's rule reaches the store: uploader / import tags at 1.0 when an expert confirms them, else 0.7;
+    editor and rejected rows untouched; a re-run writes nothing; undoing the vote restores the confidences."""
+    calvin_1, calvin_2, cake = loop.media[CALVIN_1], loop.media[CALVIN_2], loop.media["cake-is-a-lie.gif"]
+    ariel = [loop.media[f"Ariel_Sharon_{i:04d}.jpg"] for i in range(1, 4)]
+    add_tags(loop.store, [calvin_2], ["calvin"], "ann", confidence=0.9)  # the twin's editor tag confirms "calvin"
+    add_tags(loop.store, [calvin_1], ["hobbes"], "ann", confidence=0.4)  # an editor took this uploader tag over
+    set_tag_status(loop.store, [(calvin_1, "knock")], "rejected", "ann")  # ... and rejected this one
+    add_tags(loop.store, ariel, ["ariel sharon"], "importer", confidence=0.5, source="import")  # identity confirms
+    add_tags(loop.store, [cake], ["dessert"], "importer", confidence=1.0, source="import")  # nobody else has it
+    before = media_tags_frame(loop.store)
+
+    def row(frame, media_id: int, tag: str):
+        return frame[(frame["media_id"] == media_id) & (frame["tag"] == tag)].iloc[0]
+
+    result = autotag(loop.store, "bob", text=None, k=3, min_frequency=0.3)
+    after = media_tags_frame(loop.store)
+    assert result.weights["visual"] > 0 and result.weights["identity"] > 0
+    assert row(after, calvin_1, "calvin")["confidence"] == 1.0  # confirmed by the visual twin
+    assert row(after, calvin_1, "smock")[["confidence", "source", "editor"]].tolist() == [0.7, "uploader", "bob"]
+    assert row(after, cake, "cake")["confidence"] == row(after, cake, "dessert")["confidence"] == 0.7
+    for media_id in ariel:
+        assert row(after, media_id, "ariel sharon")[["confidence", "source"]].tolist() == [1.0, "import"]
+    # editor rows (the twin's "calvin", the taken-over "hobbes") and the rejected uploader tag are as they were
+    for media_id, tag in [(calvin_2, "calvin"), (calvin_1, "hobbes"), (calvin_1, "knock")]:
+        assert row(after, media_id, tag).equals(row(before, media_id, tag))
+    assert (row(after, calvin_1, "knock")["status"], row(after, calvin_1, "knock")["confidence"]) == ("rejected", 1.0)
+
+    # the counts say what the store now holds; exactly the rows whose confidence changed got a new version
+    originals = after[after["source"].isin(ORIGINAL_SOURCES) & (after["status"] == "active")]
+    assert set(originals["confidence"]) == {1.0, 0.7}
+    assert result.originals_confirmed == (originals["confidence"] == 1.0).sum()
+    assert result.originals_lowered == (originals["confidence"] == 0.7).sum()
+    assert (f"original tags: {result.originals_confirmed} confirmed (1.0), {result.originals_lowered} lowered (0.7), "
+            f"{result.originals_changed} written") in result.summary
+    assert f"originals_confirmed={result.originals_confirmed} originals_lowered={result.originals_lowered}" in result.line()
+    was = originals.merge(before, on=["media_id", "tag"], suffixes=("", "_before"))
+    moved = was[was["confidence"] != was["confidence_before"]]
+    assert result.originals_changed == len(moved) > 0
+    assert (moved["version"] == moved["version_before"] + 1).all()
+    assert (was.drop(moved.index)["version"] == was.drop(moved.index)["version_before"]).all()
+    with loop.store() as s:
+        event = s.get(AuditEvent, result.event_id)
+        assert event.operation == "experts_voting" and event.summary == result.summary
+    smock_key = f"media_tag:{calvin_1}:{row(after, calvin_1, 'smock')['tag_id']}"
+    assert (event.before[smock_key]["confidence"], event.after[smock_key]["confidence"]) == (1.0, 0.7)
+
+    # the same vote again: nothing to write, not even an audit event
+    again = autotag(loop.store, "bob", text=None, k=3, min_frequency=0.3)
+    assert (again.originals_confirmed, again.originals_lowered, again.originals_changed) == (
+        result.originals_confirmed, result.originals_lowered, 0)
+    assert (again.changed, again.removed, again.event_id) == (0, 0, None)
+    assert media_tags_frame(loop.store).drop(columns="updated_at").equals(after.drop(columns="updated_at"))
+
+    # undo puts back every original confidence (and removes the suggestions) in one operation
+    undo_event(loop.store, result.event_id, "bob")
+    restored = media_tags_frame(loop.store)
+    cols = ["media_id", "tag", "confidence", "source", "status", "editor"]
+    assert restored[cols].reset_index(drop=True).equals(before[cols].reset_index(drop=True))
+    assert row(restored, calvin_1, "smock")["confidence"] == 1.0
+    assert row(restored, ariel[0], "ariel sharon")["confidence"] == 0.5
 
 
 @pytest.mark.slow

@@ -65,8 +65,9 @@ def show_media(media_id: int) -> None:
 with st.expander("Suggestions by experts voting"):
     st.caption("Visual (GIF embedding), identity (the celebrities in the GIF) and text (MiniLM over its tags) "
                "experts vote for tags, each weighted by how often it proposes a correct tag on tagged media. "
-               "Results are stored as suggestions (source experts_voting) to accept or reject; editor and "
-               "imported tags are never changed and rejected suggestions stay rejected.")
+               "Results are stored as suggestions (source experts_voting) to accept or reject. Uploader and "
+               "imported tags get confidence 1.0 when an expert confirms them, else 0.7; editor tags are never "
+               "changed and rejected suggestions stay rejected.")
     neighbours, share = st.columns(2)
     k = int(neighbours.number_input("Neighbours per expert (k)", min_value=1, max_value=100, value=10, step=1,
                                     key="tags_experts_k"))
