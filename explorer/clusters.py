@@ -16,6 +16,7 @@ absolute deviation (MAD) are not moved by them (Iglewicz & Hoaglin's modified z-
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -210,23 +211,33 @@ def members_by_distance(vectors: Any, labels: Sequence[Any], cls: Any, ids: Sequ
     return members.sort_values("distance", ascending=not farthest_first, kind="stable").reset_index(drop=True)
 
 
-def _neighbour_labels(x: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _neighbour_labels(x: np.ndarray, codes: np.ndarray, k: int, ids: np.ndarray | None = None,
+                      raw: np.ndarray | None = None, index_dir: Path | str | None = None,
+                      model_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Majority class code among each face's k nearest labelled neighbours (itself excluded) and
     the share of neighbours that hold it. Uses the project's KnnIndex (exact below a few
-    thousand points, HNSW above), the one nearest-neighbour implementation of giflens."""
-    from models.knn_index import KnnIndex
+    thousand points, HNSW above), the one nearest-neighbour implementation of giflens.
 
+    Without index_dir the index covers the labelled faces and lives for this call. With it, the
+    saved index of every face (`raw` vectors, stable `ids`) is reused: labels change with every
+    decision, the faces only on ingest, so it is indexed regardless of labels and each face's
+    neighbours are read until k labelled ones are found."""
     labelled = np.flatnonzero(codes >= 0)
     majority = np.full(len(x), -1, np.int64)
     share = np.full(len(x), np.nan, np.float32)
     if len(labelled) < 2:
         return majority, share
     k = min(k, len(labelled) - 1)
-    index = KnnIndex("explorer-suspects").fit(x[labelled], labelled)
-    found, _ = index.query(x, k + 1)
-    found = np.asarray(found, np.int64)
-    for i in range(len(x)):
-        row = found[i][found[i] != i][:k]
+    if index_dir is None:
+        from models.knn_index import KnnIndex
+
+        index = KnnIndex("explorer-suspects").fit(x[labelled], labelled)
+        found, _ = index.query(x, k + 1)
+        found = np.asarray(found, np.int64)
+        neighbours = [found[i][found[i] != i][:k] for i in range(len(x))]
+    else:
+        neighbours = _labelled_neighbours(codes, k, ids, raw, index_dir, model_id)
+    for i, row in enumerate(neighbours):
         if not len(row):
             continue
         counts = np.bincount(codes[row])
@@ -236,9 +247,41 @@ def _neighbour_labels(x: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndar
     return majority, share
 
 
+def _labelled_neighbours(codes: np.ndarray, k: int, ids: np.ndarray | None, raw: np.ndarray | None,
+                         index_dir: Path | str, model_id: str | None) -> list[np.ndarray]:
+    """Rows of each face's k nearest labelled faces, from the saved index of all faces. Asks for
+    enough neighbours that k labelled ones are expected (k+1 scaled by the unlabelled share), then
+    four times more for the faces still short, until every face has k or has seen every face."""
+    from models.index_store import stored_index
+
+    if ids is None or not model_id or raw is None:
+        raise ClusterError("a saved index needs the faces' ids and their embedding model id")
+    id_list = ids.tolist()
+    index, _ = stored_index(index_dir, raw, id_list, model_id)
+    n = len(id_list)
+    position = {v: i for i, v in enumerate(id_list)}
+    lookup = np.vectorize(position.__getitem__, otypes=[np.int64])
+    result: list[np.ndarray] = [np.zeros(0, np.int64)] * n
+    pending = np.arange(n)
+    ask = min(n - 1, int(np.ceil((k + 1) * n / max(1, int((codes >= 0).sum())))))
+    while len(pending):
+        found, _ = index.query_ids([id_list[i] for i in pending], ask)
+        rows = lookup(found) if found.size else np.zeros((len(pending), 0), np.int64)
+        short = []
+        for j, i in enumerate(pending):
+            mine = rows[j][codes[rows[j]] >= 0][:k]
+            result[i] = mine
+            if len(mine) < k and ask < n - 1:
+                short.append(i)
+        pending = np.asarray(short, dtype=np.int64)
+        ask = min(n - 1, ask * 4)
+    return result
+
+
 def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any], confidences: Sequence[float],
                   ids: Sequence[Any] | None = None, k: int = 10, min_confidence: float = 0.5,
-                  min_neighbour_share: float = 0.5, outlier_z: float = OUTLIER_Z) -> pd.DataFrame:
+                  min_neighbour_share: float = 0.5, outlier_z: float = OUTLIER_Z,
+                  index_dir: Path | str | None = None, model_id: str | None = None) -> pd.DataFrame:
     """Faces an editor should look at, each with the reasons why, most suspicious first.
 
     Reasons: "model disagrees" (prediction differs from the label), "neighbours disagree" (the
@@ -246,6 +289,11 @@ def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any],
     min_neighbour_share of the votes), "low confidence" (< min_confidence) and "far from
     centroid" (robust z of its distance to the class centroid > outlier_z). Faces with no
     reason are not listed. Unlabelled faces can only be suspect for low confidence.
+
+    index_dir None: the neighbours come from an index built for this call. With index_dir (e.g.
+    explorer.views.index_dir_for(data_dir, "Faces", model_id)), the `ids` of the faces and the
+    `model_id` of their embeddings, the index saved there is reused and kept up to date instead of
+    rebuilt on every run (models/index_store.py); the suspects are the same.
     """
     x = _unit(vectors)
     lab = _labels(labels, len(x))
@@ -255,7 +303,8 @@ def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any],
         raise ClusterError(f"confidences must be one per vector: got shape {conf.shape} for {len(x)} vectors")
     classes = _Classes(x, lab)
     faces = _per_face(x, classes, outlier_z)
-    maj, share = _neighbour_labels(x, classes.code, k)
+    face_ids = _ids(ids, len(x)) if ids is not None else None
+    maj, share = _neighbour_labels(x, classes.code, k, face_ids, np.asarray(vectors, np.float32), index_dir, model_id)
     names = np.append(classes.names, None)
     labelled = classes.labelled
     pred_missing = _missing(pred)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from explorer.bias_audit import decade
@@ -24,6 +24,7 @@ from explorer.projection import (Projection, ProjectionError, ProjectionParams, 
                                  project)
 from labeling.queries import UNLABELED, faces_frame, media_frame, media_tags_frame, tracks_frame
 from labeling.schema import CONFIRMED_STATUSES, MediaEmbedding, Track, bytes_to_vector
+from models.index_store import index_folder, stored_index
 
 VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
 POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gender", "ethnicity", "decade", "country",
@@ -32,6 +33,10 @@ COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "conf
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
 HOVER = ["class", "status", "confidence", "media_name"]
 LATEST = "latest.json"  # per view and parameters: the last fitted projection, for extending with new points
+# Views whose points have stable ids (store primary keys) and vectors that change only on ingest:
+# their nearest-neighbour index is worth saving. Class centroids are numbered by position and
+# move with every label decision, so a saved index of them would never be reused.
+INDEXED_VIEWS = {"Faces": "faces", "Face tracks": "tracks", "GIFs": "gifs"}
 # numba's default threading layer (workqueue) is not safe for parallel kernels launched from two
 # threads at once: two editors opening Explore together hung the app. One UMAP at a time per
 # process; the second editor waits, then finds the first one's result in the cache.
@@ -85,6 +90,15 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
     return points, vectors
 
 
+def gif_model(store: sessionmaker[Session]) -> str | None:
+    """The GIF embedding model the GIFs view shows: the one most media items were embedded with
+    (ties: the first by name); None before any GIF is embedded."""
+    with store() as session:
+        row = session.execute(select(MediaEmbedding.model_id).group_by(MediaEmbedding.model_id)
+                              .order_by(func.count().desc(), MediaEmbedding.model_id).limit(1)).first()
+    return None if row is None else str(row[0])
+
+
 def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """One point per media item with a GIF embedding; its 'class' is its most confident active tag."""
     with store() as session:
@@ -94,7 +108,7 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
         rows = session.execute(stmt).all()
     if not rows:
         return _empty()
-    model = model_id or pd.Series([r[1] for r in rows]).mode().iloc[0]
+    model = model_id or gif_model(store)
     rows = [r for r in rows if r[1] == model]
     media = media_frame(store).set_index("media_id")
     tags = media_tags_frame(store, status="active")
@@ -170,10 +184,36 @@ def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: S
     return mask
 
 
-def nearest(vectors: np.ndarray, row: int, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the k nearest neighbours of `row` by cosine distance (itself excluded), and the distances."""
+def index_dir_for(data_dir: Path | str, view: str, model_id: str | None) -> Path | None:
+    """Where the nearest-neighbour index of a view's points is saved (`<data_dir>/indexes/faces-<model>`,
+    shared by Explore's Faces view and Review's suspect faces, which index the same faces); None for
+    views not worth a saved index (see INDEXED_VIEWS) or without a model."""
+    if view not in INDEXED_VIEWS and view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
+    if view not in INDEXED_VIEWS or not model_id:
+        return None
+    return index_folder(data_dir, f"{INDEXED_VIEWS[view]}-{model_id}")
+
+
+def nearest(vectors: np.ndarray, row: int, k: int = 8, *, ids: Sequence[Any] | None = None,
+            index_dir: Path | str | None = None, model_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the k nearest neighbours of `row` by cosine distance (itself excluded), and the distances.
+
+    index_dir None: one exact scan of the (unit) vectors, nothing read or written. With index_dir,
+    the points' stable `ids` and their embedding `model_id`: the index saved there is reused,
+    extended with new points or rebuilt (models/index_store.py; exact below a few thousand points,
+    HNSW above), so a large view does not pay a graph build on every click.
+    """
     if len(vectors) < 2:
         return np.zeros(0, dtype=int), np.zeros(0)
+    if index_dir is not None:
+        if ids is None or not model_id:
+            raise ValueError("a saved index needs the points' ids and their embedding model id")
+        id_list = np.asarray(ids).tolist()
+        index, _ = stored_index(index_dir, vectors, id_list, model_id)
+        found, dist = index.query_ids([id_list[row]], k)
+        position = {v: i for i, v in enumerate(id_list)}
+        return np.array([position[v] for v in found[0].tolist()], dtype=int), dist[0]
     dist = 1.0 - vectors @ vectors[row]
     dist[row] = np.inf
     k = min(k, len(vectors) - 1)

@@ -6,8 +6,12 @@ as fast as the graph, so approximation would only cost recall. Above it, nmslib'
 graph answers in far less than the linear scan. bench/knn.py (2 shared cores, dlib 128-d,
 one query at a time): HNSW 1.2x exact at 2,000 items, 1.7x at 5,500 real LFW faces
 (recall@10 1.0), 10x at 50,000; a batch of queries is one matrix product and exact keeps
-up with HNSW to about 6,000 items. nmslib cannot insert into a built graph, so the index keeps its vectors and rebuilds
-the graph on `add`; keeping them also serves exact queries and `query_ids`.
+up with HNSW to about 6,000 items. nmslib cannot insert into a built graph, so the index keeps its
+vectors (they also serve exact queries and `query_ids`) and `add` appends new items to an exact-searched
+tail beside the graph: a query merges the graph's answer with an exact scan of the tail. Rebuilding the
+graph costs seconds to minutes (17-40 s for 20,000 random 128-d vectors on one shared core), while a tail of up to
+`exact_below` items, and at most a tenth of the graph, adds no more than one small exact scan per query;
+past that, `add` rebuilds the graph over everything.
 
 The index remembers the embedding model its vectors came from (`model_id`): a distance
 between a dlib face and a FaceNet face is meaningless, so mixing models is an error rather
@@ -128,6 +132,7 @@ class KnnIndex:
         self.vectors_: np.ndarray | None = None
         self.ids_: np.ndarray | None = None
         self._graph: Any = None
+        self._graph_n = 0  # the graph holds rows [0, _graph_n); later rows are the exact-searched tail
 
     def get_params(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "method": self.method, "exact_below": self.exact_below, "M": self.M,
@@ -150,6 +155,16 @@ class KnnIndex:
         """Whether queries go to the HNSW graph (else exact search)."""
         return self._graph is not None
 
+    @property
+    def graph_items(self) -> int:
+        """Items inside the HNSW graph (0 for exact search); the rest, added since, are searched exactly."""
+        return self._graph_n if self._graph is not None else 0
+
+    def _tail_limit(self) -> int:
+        """Most items `add` keeps beside the graph before rebuilding it: an exact scan of that many
+        costs about one graph query (bench/knn.py puts exact and HNSW level near `exact_below`)."""
+        return max(1, min(self.exact_below, self._graph_n // 10))
+
     def _wants_hnsw(self, n: int) -> bool:
         return self.method == "hnsw" or (self.method == "auto" and n >= self.exact_below)
 
@@ -170,7 +185,8 @@ class KnnIndex:
         return self
 
     def add(self, vectors: np.ndarray, ids: Sequence[int | str], model_id: str | None = None) -> "KnnIndex":
-        """Extend the index; an HNSW graph is rebuilt over all items, so add in batches, not one by one."""
+        """Extend the index. With a graph, new items join the exact-searched tail while it stays small
+        (see `graph_items`); past that the graph is rebuilt over all items, so add in batches."""
         self._check_model(model_id)
         if self.vectors_ is None:
             return self.fit(vectors, ids)
@@ -179,12 +195,17 @@ class KnnIndex:
         clash = set(new_ids.tolist()) & set(self.ids_.tolist())
         if clash:
             raise KnnIndexError(f"ids already in the index: {sorted(map(str, clash))[:5]}")
-        self._set(np.concatenate([self.vectors_, x]), _concat_ids(self.ids_, new_ids))
+        all_x, all_ids = np.concatenate([self.vectors_, x]), _concat_ids(self.ids_, new_ids)
+        if self._graph is not None and len(all_x) - self._graph_n <= self._tail_limit():
+            self.vectors_, self.ids_ = all_x, all_ids  # the graph stays; the new rows are searched exactly
+        else:
+            self._set(all_x, all_ids)
         return self
 
     def _set(self, x: np.ndarray, ids: np.ndarray) -> None:
         graph = self._build_graph(x) if self._wants_hnsw(len(x)) else None
         self.vectors_, self.ids_, self._graph = x, ids, graph
+        self._graph_n = len(x) if graph is not None else 0
 
     def _build_graph(self, x: np.ndarray) -> Any:
         import nmslib
@@ -207,34 +228,44 @@ class KnnIndex:
         rows, dists = self._hnsw(q, k) if self._graph is not None else self._exact(q, k)
         return self.ids_[rows], dists
 
-    def _exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions and distances of the k nearest, by one matrix product per block of queries."""
+    def _exact(self, q: np.ndarray, k: int, lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and distances of the k nearest among rows [lo, hi), by one matrix product per
+        block of queries; k must not exceed the rows searched."""
         rows_out, dists_out = [], []
+        base = self.vectors_[lo:hi]
         for start in range(0, len(q), _EXACT_BLOCK):
             with _blas_threads(self.n_jobs):
-                sims = q[start : start + _EXACT_BLOCK] @ self.vectors_.T
+                sims = q[start : start + _EXACT_BLOCK] @ base.T
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
             top_sims = np.take_along_axis(sims, top, axis=1)
             order = np.argsort(-top_sims, axis=1, kind="stable")
-            rows_out.append(np.take_along_axis(top, order, axis=1))
+            rows_out.append(np.take_along_axis(top, order, axis=1) + lo)
             dists_out.append(np.clip(1.0 - np.take_along_axis(top_sims, order, axis=1), 0.0, 2.0))
         return np.concatenate(rows_out), np.concatenate(dists_out).astype(np.float32)
 
     def _hnsw(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Graph search; a row the graph answers with fewer than k items is answered exactly instead."""
-        self._graph.setQueryTimeParams({"efSearch": max(self.ef_search, k)})
-        results = self._graph.knnQueryBatch(q, k=k, num_threads=self.n_jobs)
-        rows = np.zeros((len(q), k), dtype=np.int64)
-        dists = np.zeros((len(q), k), dtype=np.float32)
+        """Graph search merged with an exact scan of the tail added since the graph was built; a row
+        the graph answers with fewer than the items asked is answered exactly instead."""
+        g = self._graph_n
+        kg = min(k, g)
+        self._graph.setQueryTimeParams({"efSearch": max(self.ef_search, kg)})
+        results = self._graph.knnQueryBatch(q, k=kg, num_threads=self.n_jobs)
+        rows = np.zeros((len(q), kg), dtype=np.int64)
+        dists = np.zeros((len(q), kg), dtype=np.float32)
         short = []
         for i, (idx, dist) in enumerate(results):
-            if len(idx) < k:
+            if len(idx) < kg:
                 short.append(i)
                 continue
             order = np.argsort(dist, kind="stable")
             rows[i], dists[i] = idx[order], np.clip(dist[order], 0.0, 2.0)
         if short:
-            rows[short], dists[short] = self._exact(q[short], k)
+            rows[short], dists[short] = self._exact(q[short], kg, 0, g)
+        if len(self) > g:
+            tail_rows, tail_dists = self._exact(q, min(k, len(self) - g), g)
+            rows, dists = np.concatenate([rows, tail_rows], axis=1), np.concatenate([dists, tail_dists], axis=1)
+            order = np.argsort(dists, axis=1, kind="stable")[:, :k]
+            rows, dists = np.take_along_axis(rows, order, axis=1), np.take_along_axis(dists, order, axis=1)
         return rows, dists
 
     def query_ids(self, ids: Sequence[int | str], k: int, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -265,11 +296,12 @@ class KnnIndex:
         return self.ids_[out_rows], out_d
 
     # -- persistence -------------------------------------------------------------------
-    def save(self, folder: Path | str) -> Path:
+    def save(self, folder: Path | str, extra: dict[str, Any] | None = None) -> Path:
         """Write vectors, ids, parameters and the HNSW graph (with its data, so load does not rebuild).
 
         Atomic: everything goes to a temporary folder beside the target, which is then renamed
-        into place, so a reader never sees half an index.
+        into place, so a reader never sees half an index. `extra` (JSON) is kept in index.json for
+        the caller, e.g. a fingerprint of the embeddings indexed (models/index_store.py).
         """
         self._check_fitted()
         folder = Path(folder)
@@ -282,7 +314,7 @@ class KnnIndex:
                 self._graph.saveIndex(str(tmp / _GRAPH_FILE), save_data=True)
             meta = {"format": FORMAT_VERSION, "params": self.get_params(), "n": len(self), "dim": self.dim,
                     "ids_dtype": "int64" if self.ids_.dtype == np.int64 else "object",
-                    "graph": self._graph is not None}
+                    "graph": self._graph is not None, "graph_items": self.graph_items, "extra": extra or {}}
             (tmp / "index.json").write_text(json.dumps(meta, indent=1))
             old = None
             if folder.exists():
@@ -300,12 +332,7 @@ class KnnIndex:
     def load(cls, folder: Path | str) -> "KnnIndex":
         """Read an index written by save; the HNSW graph is loaded, not rebuilt."""
         folder = Path(folder)
-        try:
-            meta = json.loads((folder / "index.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise KnnIndexError(f"no saved index in {folder}: {exc}") from exc
-        if meta.get("format") != FORMAT_VERSION:
-            raise KnnIndexError(f"{folder}: index format {meta.get('format')!r}, this code reads {FORMAT_VERSION}")
+        meta = saved_meta(folder)
         index = cls(**meta["params"])
         vectors = np.load(folder / "vectors.npy", allow_pickle=False)
         ids = json.loads((folder / "ids.json").read_text())
@@ -318,7 +345,22 @@ class KnnIndex:
 
             graph = nmslib.init(method="hnsw", space="cosinesimil")
             graph.loadIndex(str(folder / _GRAPH_FILE), load_data=True)
-            if len(graph) != meta["n"]:
-                raise KnnIndexError(f"{folder}: the HNSW graph holds {len(graph)} items, index.json says {meta['n']}")
-            index._graph = graph
+            graph_n = int(meta.get("graph_items", meta["n"]))  # indexes saved before the tail existed: all in the graph
+            if len(graph) != graph_n or graph_n > meta["n"]:
+                raise KnnIndexError(f"{folder}: the HNSW graph holds {len(graph)} items, index.json says {graph_n}")
+            index._graph, index._graph_n = graph, graph_n
         return index
+
+
+def saved_meta(folder: Path | str) -> dict[str, Any]:
+    """index.json of a saved index (parameters, size, `extra`), without reading vectors or graph:
+    enough to decide whether the index still fits the embeddings at hand."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise KnnIndexError(f"no saved index in {folder}: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise KnnIndexError(f"{folder}: index format {found!r}, this code reads {FORMAT_VERSION}")
+    return meta

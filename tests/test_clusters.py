@@ -12,6 +12,7 @@ import pytest
 from bench.lfw_faces import load_lfw_faces
 from explorer.clusters import (ClusterError, class_stats, face_distances, lookalike_pairs, members_by_distance,
                                suspect_faces)
+from models.knn_index import KnnIndex
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,31 @@ def test_bad_inputs(faces):
     with pytest.raises(ClusterError, match="every label is missing"):
         class_stats(vectors[:4], [None, "", np.nan, None])
     assert isinstance(class_stats(vectors[:3], ["a", "a", "b"]), pd.DataFrame)
+
+
+@pytest.mark.parametrize("exact_below", [2000, 100], ids=["exact", "saved-hnsw"])
+def test_suspects_from_a_saved_index_are_the_same(faces, tmp_path, monkeypatch, exact_below):
+    """With index_dir the neighbours come from the saved index of every face (labelled or not),
+    reused across runs; the queue is the one the per-call index gives. 100 puts the 458 faces
+    above the exact threshold, so the saved HNSW path runs on real embeddings."""
+    from models import index_store
+
+    monkeypatch.setattr(index_store, "EXACT_BELOW", exact_below)
+    names, paths, vectors = faces
+    labels, _ = mislabel(names, "Andre_Agassi", "Ariel_Sharon", 3)
+    labels[::3] = None  # a third unlabelled: neighbours are read until k labelled ones are found
+    predicted = names.copy()
+    confidences = np.linspace(0.3, 1.0, len(names))
+    ids = [f"face-{p}" for p in paths]
+    folder = index_store.index_folder(tmp_path, "faces-dlib-resnet-v1")
+    expected = suspect_faces(vectors, labels, predicted, confidences, ids=ids)
+    for run in ("first", "again"):
+        out = suspect_faces(vectors, labels, predicted, confidences, ids=ids, index_dir=folder,
+                            model_id="dlib-resnet-v1")
+        pd.testing.assert_frame_equal(out, expected)
+    assert (folder / "index.json").is_file() == (exact_below == 100)
+    if exact_below == 100:
+        saved = KnnIndex.load(folder)
+        assert len(saved) == len(names) and saved.uses_hnsw  # every face, labelled or not
+    with pytest.raises(ClusterError, match="ids"):
+        suspect_faces(vectors, labels, predicted, confidences, index_dir=folder, model_id="dlib-resnet-v1")

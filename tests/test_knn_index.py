@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench.lfw_faces import load_lfw_faces
+from models.index_store import forget, index_folder, stored_index
 from models.knn_index import KnnIndex, KnnIndexError
 
 MODEL = "dlib-resnet-v1"
@@ -217,3 +218,155 @@ def test_errors(faces):
         KnnIndex("")
     assert len(index) == 10  # failed calls left the index as it was
     assert issubclass(KnnIndexError, ValueError)
+
+
+# -- the graph's exact-searched tail -------------------------------------------------------------
+def test_small_add_joins_the_tail_without_rebuilding_the_graph(faces, tmp_path):
+    n = len(faces.vectors)
+    base = n - 20
+    index = KnnIndex(MODEL, method="hnsw").fit(faces.vectors[:base], range(base))
+    graph = index._graph
+    index.add(faces.vectors[base:], range(base, n))
+    assert index._graph is graph and index.graph_items == base and len(index) == n  # 20 <= base // 10
+    exact = KnnIndex(MODEL, method="exact").fit(faces.vectors, range(n))
+    found, d = index.query(faces.vectors, 10)
+    ref, ref_d = exact.query(faces.vectors, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), ref.tolist())])
+    assert recall >= 0.98 and np.all(np.diff(d, axis=1) >= 0)
+    assert (found[base:, 0] == np.arange(base, n)).all()  # tail items are found, exactly
+    near, _ = index.query_ids([n - 1], 3)
+    assert n - 1 not in near[0]
+    loaded = KnnIndex.load(index.save(tmp_path / "idx"))
+    assert loaded.graph_items == base and len(loaded) == n
+    assert (loaded.query(faces.vectors, 10)[0] == found).all()
+    # Past a tenth of the graph, add rebuilds it over everything.
+    loaded.add(np.roll(faces.vectors[:40], 1, axis=1), range(n, n + 40))
+    assert loaded.graph_items == n + 40 and loaded._graph is not None
+
+
+# -- indexes saved in the data folder (models/index_store.py) ----------------------------------
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_stored_index_is_saved_then_loaded_with_the_same_neighbours(faces, tmp_path):
+    folder = index_folder(tmp_path, f"faces-{MODEL}")
+    assert folder == tmp_path / "indexes" / f"faces-{MODEL}"
+    ids = faces.paths.tolist()
+    built, how = stored_index(folder, faces.vectors, ids, MODEL, exact_below=50)
+    assert how == "built" and built.uses_hnsw and (folder / "hnsw.bin").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+    before = _files(folder)
+    again, how = stored_index(folder, faces.vectors, ids, MODEL, exact_below=50)
+    assert how == "loaded" and _files(folder) == before  # nothing rewritten
+    forget(folder)  # as a new process would: from disk
+    shuffled = np.random.default_rng(0).permutation(len(ids))  # another caller's row order
+    from_disk, how = stored_index(folder, faces.vectors[shuffled], [ids[i] for i in shuffled], MODEL, exact_below=50)
+    assert how == "loaded" and from_disk.uses_hnsw and len(from_disk) == len(ids)
+    for index in (again, from_disk, KnnIndex.load(folder)):
+        a_ids, a_d = built.query(faces.vectors[:40], 8)
+        b_ids, b_d = index.query(faces.vectors[:40], 8)
+        assert (a_ids == b_ids).all()
+        np.testing.assert_allclose(a_d, b_d, atol=1e-6)
+
+
+def test_stored_index_extends_with_new_items_without_rebuilding_the_graph(faces, tmp_path):
+    folder = tmp_path / "idx"
+    n = len(faces.vectors)
+    base = n - 20
+    ids = list(range(1000, 1000 + n))
+    stored_index(folder, faces.vectors[:base], ids[:base], MODEL, exact_below=50)
+    graph_file = (folder / "hnsw.bin").read_bytes()
+    old_ids = (folder / "ids.json").stat().st_ino
+    grown, how = stored_index(folder, faces.vectors, ids, MODEL, exact_below=50)
+    assert how == "extended" and len(grown) == n and grown.graph_items == base
+    assert (folder / "ids.json").stat().st_ino != old_ids  # the index was rewritten ...
+    assert (folder / "hnsw.bin").read_bytes() == graph_file  # ... around the same graph
+    forget(folder)
+    loaded = KnnIndex.load(folder)
+    assert len(loaded) == n and loaded.graph_items == base and loaded.ids_.tolist() == ids
+    assert stored_index(folder, faces.vectors, ids, MODEL, exact_below=50)[1] == "loaded"
+    found, _ = loaded.query_ids(ids[base:], 1, exclude_self=False)
+    assert found[:, 0].tolist() == ids[base:]
+    exact = KnnIndex(MODEL, method="exact").fit(faces.vectors, ids)
+    g_ids, _ = loaded.query(faces.vectors, 10)
+    e_ids, _ = exact.query(faces.vectors, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(g_ids.tolist(), e_ids.tolist())]) >= 0.98
+
+
+def test_stored_index_rebuilds_when_an_item_is_removed_or_changed(faces, tmp_path):
+    folder = tmp_path / "idx"
+    ids = list(range(len(faces.vectors)))
+    stored_index(folder, faces.vectors, ids, MODEL, exact_below=50)
+    fewer, how = stored_index(folder, faces.vectors[1:], ids[1:], MODEL, exact_below=50)
+    assert how == "rebuilt" and len(fewer) == len(ids) - 1 and 0 not in fewer.ids_.tolist()
+    forget(folder)
+    assert len(KnnIndex.load(folder)) == len(ids) - 1
+    # Re-embedded (here: another person's vector under the same id): rebuilt, never served stale.
+    changed = faces.vectors[1:].copy()
+    changed[0] = faces.vectors[-1]
+    index, how = stored_index(folder, changed, ids[1:], MODEL, exact_below=50)
+    assert how == "rebuilt"
+    assert set(index.query(faces.vectors[-1], 2)[0][0].tolist()) == {1, ids[-1]}
+    assert stored_index(folder, changed, ids[1:], MODEL, exact_below=50, M=8)[1] == "rebuilt"  # other graph
+
+
+def test_stored_index_refuses_another_models_folder(faces, tmp_path):
+    folder = tmp_path / "idx"
+    stored_index(folder, faces.vectors, range(len(faces.vectors)), MODEL, exact_below=50)
+    before = _files(folder)
+    for fresh in (False, True):
+        if fresh:
+            forget(folder)
+        with pytest.raises(KnnIndexError, match="refusing to mix 'facenet-vggface2'"):
+            stored_index(folder, faces.vectors, range(len(faces.vectors)), "facenet-vggface2", exact_below=50)
+    assert _files(folder) == before  # nothing written
+    index, _ = stored_index(folder, faces.vectors, range(len(faces.vectors)), MODEL, exact_below=50)
+    with pytest.raises(KnnIndexError, match="facenet-vggface2"):
+        index.add(faces.vectors[:2], [-1, -2], model_id="facenet-vggface2")
+    with pytest.raises(KnnIndexError, match="model_id"):
+        stored_index(folder, faces.vectors, range(len(faces.vectors)), "")
+    with pytest.raises(KnnIndexError, match="non-empty"):
+        stored_index(folder, np.empty((0, 128), np.float32), [], MODEL)
+
+
+def test_stored_index_of_a_small_set_is_exact_and_not_saved(faces, tmp_path):
+    folder = tmp_path / "idx"
+    index, how = stored_index(folder, faces.vectors[:200], range(200), MODEL)  # default threshold: 2000
+    assert how == "exact" and not index.uses_hnsw and not folder.exists()
+    found, d = index.query(faces.vectors[:200], 10)
+    ref_rows, ref_d = brute_neighbours(faces.vectors[:200], faces.vectors[:200], 10)
+    np.testing.assert_allclose(d, ref_d, atol=1e-5)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), ref_rows.tolist())]) >= 0.99
+
+
+def test_the_returned_index_is_the_callers(faces, tmp_path):
+    """Adding to a returned index changes neither the saved nor the remembered copy."""
+    folder = tmp_path / "idx"
+    ids = list(range(len(faces.vectors)))
+    mine, _ = stored_index(folder, faces.vectors, ids, MODEL, exact_below=50)
+    mine.add(faces.vectors[:3] * -1, [-1, -2, -3])
+    again, how = stored_index(folder, faces.vectors, ids, MODEL, exact_below=50)
+    assert how == "loaded" and len(again) == len(ids) == len(KnnIndex.load(folder))
+
+
+@pytest.mark.parametrize("exact_below", [2000, 100], ids=["exact", "saved-hnsw"])
+def test_explore_nearest_from_a_saved_index(faces, tmp_path, monkeypatch, exact_below):
+    """Explore's neighbour gallery: the same neighbours as the direct scan, from the view's saved
+    index when the view is large enough (100 puts these 259 faces above the threshold)."""
+    from explorer.views import index_dir_for, nearest
+    from models import index_store
+
+    monkeypatch.setattr(index_store, "EXACT_BELOW", exact_below)
+    folder = index_dir_for(tmp_path, "Faces", MODEL)
+    assert folder == index_folder(tmp_path, f"faces-{MODEL}")
+    assert index_dir_for(tmp_path, "Class centroids", MODEL) is None and index_dir_for(tmp_path, "GIFs", None) is None
+    ids = np.arange(len(faces.vectors)) * 3 + 11
+    for row in (0, 57, len(ids) - 1):
+        direct_rows, direct_d = nearest(faces.vectors, row, k=8)
+        rows, d = nearest(faces.vectors, row, k=8, ids=ids, index_dir=folder, model_id=MODEL)
+        assert row not in rows and rows.tolist() == direct_rows.tolist()
+        np.testing.assert_allclose(d, direct_d, atol=1e-5)
+    assert (folder / "index.json").is_file() == (exact_below == 100)
+    with pytest.raises(ValueError, match="ids"):
+        nearest(faces.vectors, 0, k=8, index_dir=folder, model_id=MODEL)

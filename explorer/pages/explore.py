@@ -9,9 +9,11 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import func, select
 
+from explorer.click_bridge import plotly_click
 from explorer.figures import scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, load_cached, pca_preview
-from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, projection_for, view_points
+from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, filter_points, gif_model, index_dir_for, nearest,
+                            projection_for, view_points)
 from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, write
@@ -104,8 +106,12 @@ highlight = [selected_now] if selected_now is not None else None
 fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight).update_layout(height=640)
 event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_mode=("points",))
 st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
+clicked = selected_ids(plotly_click("explore_3d"))  # 3D clicks: Streamlit's on_select never sees them
 picked = selected_ids(event)
-if picked and picked[0] != st.session_state.get("explore_last_pick"):
+if clicked:
+    st.session_state["explore_last_pick"] = clicked[0]
+    st.session_state[SELECTED] = int(clicked[0])
+elif picked and picked[0] != st.session_state.get("explore_last_pick"):
     st.session_state["explore_last_pick"] = picked[0]
     st.session_state[SELECTED] = int(picked[0])
 
@@ -171,7 +177,10 @@ with details:
                 act("relabel", int(target))
             if buttons[3].button("Mark unknown", key="explore_unknown"):
                 act("unknown")
-        near_rows, near_dist = nearest(vectors, row_no, k=8)
+        # The view's saved index (data folder/indexes), shared with Review's suspect faces.
+        index_model = gif_model(store) if view == "GIFs" else model_id
+        near_rows, near_dist = nearest(vectors, row_no, k=8, ids=ids, model_id=index_model,
+                                       index_dir=index_dir_for(settings.data_dir, view, index_model))
         if len(near_rows):
             st.subheader("Nearest neighbours")
             gallery = st.columns(len(near_rows))
