@@ -13,11 +13,12 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import DateTime, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
 from labeling.errors import ConflictError, NotFoundError, UndoError
-from labeling.schema import AuditEntity, AuditEvent, CelebrityClass, FaceLabel, MediaTag, utcnow
+from labeling.schema import AuditEntity, AuditEvent, CelebrityClass, FaceLabel, MediaTag, Track, utcnow
 from labeling.validation import check_editor
 
 # entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
@@ -231,8 +232,99 @@ def _blocking_events(session: Session, event: AuditEvent) -> list[AuditEvent]:
     return [e for e in blocking.values() if e.id not in undone_pairs]
 
 
+def _foreign_keys(after: dict[str, Any] | None) -> list[str]:
+    """Keys of an event's `after` that are not entities an undo can restore (KINDS).
+
+    Why: some audited records are not `Operation`s; an ingest batch stores counts and media there
+    (labeling/ingest.py). Undo must refuse those by name, not fail looking them up as entity kinds."""
+    return [k for k in (after or {}) if k.split(":", 1)[0] not in KINDS]
+
+
+def _class_dependents(session: Session, class_ids: Sequence[int], since: datetime) -> dict[int, list[str]]:
+    """What still names classes an undo is about to delete, per class: a list of readable reasons.
+
+    Why this is needed beside `_blocking_events`: not every reference is an audited write of the
+    class. Model predictions name a class in a face label's prediction columns and top list, and
+    track predictions are derived data written without an audit event at all (labeling/recognition.py);
+    deleting the class under them would break a foreign key or leave ids that a later class could
+    reuse. Only rows written since the class was created (`since`) can name it in a top list.
+    """
+    ids = set(class_ids)
+    if not ids:
+        return {}
+    out: dict[int, list[str]] = {}
+    id_list = sorted(ids)
+    labels: dict[int, int] = {}
+    models: dict[int, set[str]] = {}
+    stmt = select(FaceLabel.class_id, FaceLabel.predicted_class_id, FaceLabel.predicted_top, FaceLabel.model_version).where(
+        or_(FaceLabel.class_id.in_(id_list), FaceLabel.predicted_class_id.in_(id_list), FaceLabel.predicted_at >= since))
+    for class_id, predicted, top, model in session.execute(stmt):
+        by_model = ({predicted} | {int(c) for c, _ in (top or [])}) & ids
+        for c in by_model | ({class_id} & ids):
+            labels[c] = labels.get(c, 0) + 1
+        for c in by_model if model else ():
+            models.setdefault(c, set()).add(model)
+    for c, n in labels.items():
+        by = f" (predictions of {', '.join(sorted(models[c]))})" if c in models else ""
+        out.setdefault(c, []).append(f"{n} face label(s){by}")
+    tracks: dict[int, int] = {}
+    stmt = select(Track.predicted_class_id, Track.predicted_top).where(
+        or_(Track.predicted_class_id.in_(id_list), Track.predicted_at >= since))
+    for predicted, top in session.execute(stmt):
+        for c in ({predicted} | {int(c) for c, _ in (top or [])}) & ids:
+            tracks[c] = tracks.get(c, 0) + 1
+    for c, n in tracks.items():
+        out.setdefault(c, []).append(f"the predictions of {n} face track(s)")
+    stmt = select(CelebrityClass.merged_into_id, CelebrityClass.name).where(
+        CelebrityClass.merged_into_id.in_(id_list), CelebrityClass.id.not_in(id_list))
+    for target, name in session.execute(stmt):
+        out.setdefault(target, []).append(f"class {name!r}, merged into it")
+    return out
+
+
+def _check_deletable_classes(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> None:
+    """Refuse to delete a class (undo of its creation) while anything still names it."""
+    dependents = _class_dependents(session, class_ids, event.at)
+    if not dependents:
+        return
+    names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
+                                 .where(CelebrityClass.id.in_(sorted(dependents)))).all())
+    what = "; ".join(f"class {names.get(c, '?')!r} (id {c}) is named by {', '.join(reasons)}"
+                     for c, reasons in sorted(dependents.items()))
+    raise UndoError(f"operation {event.id} ({event.operation}) cannot be undone: {what}; undo the operations that "
+                    "wrote those first, or retire the class instead")
+
+
+def _check_free_names(session: Session, event: AuditEvent, changes: dict[Key, dict[str, Any]]) -> None:
+    """Refuse to restore a class name another class has taken since (the name is unique)."""
+    for (class_id,), values in changes.items():
+        key = values.get("name_key")
+        if key is None:
+            continue
+        holder = session.execute(select(CelebrityClass.id, CelebrityClass.name).where(
+            CelebrityClass.name_key == key, CelebrityClass.id != class_id)).first()
+        if holder is not None:
+            raise UndoError(f"operation {event.id} ({event.operation}) cannot be undone: it would give class "
+                            f"{class_id} the name {values.get('name')!r} back, but class {holder.id} ({holder.name!r}) "
+                            "is called that now; rename one of them first")
+
+
 def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> OperationResult:
-    """Restore what an operation changed; refused when a later operation depends on it."""
+    """Restore what an operation changed; refused when a later operation depends on it.
+
+    Every refusal is an UndoError that says what depends on the operation. A constraint the
+    checks above did not foresee still ends as an UndoError (the transaction rolled back), never
+    as a raw database error: an editor pressing Undo must get a reason, not a stack trace.
+    """
+    try:
+        return _undo_event(factory, event_id, editor)
+    except IntegrityError as exc:
+        reason = (str(exc.orig).strip().splitlines() or ["constraint violated"])[0]
+        raise UndoError(f"operation {event_id} cannot be undone: restoring it would break a database constraint "
+                        f"({reason}); something written since depends on it") from exc
+
+
+def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> OperationResult:
     with write_scope(factory) as session:
         event = session.get(AuditEvent, event_id, with_for_update=True)
         if event is None:
@@ -242,12 +334,15 @@ def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> Op
         if event.undo_of_id is not None:
             raise UndoError(f"operation {event_id} is itself an undo (of operation {event.undo_of_id}); "
                             "redo the original change instead")
+        if foreign := _foreign_keys(event.after):
+            raise UndoError(f"operation {event_id} ({event.operation}) cannot be undone: it is a record of "
+                            f"{event.operation} ({', '.join(foreign[:5])}), not a change of labels, classes or tags")
         blocking = _blocking_events(session, event)
         if blocking:
             first = min(blocking, key=lambda e: e.id)
             raise UndoError(
                 f"operation {event_id} ({event.operation}) cannot be undone: {len(blocking)} later operation(s) changed "
-                f"the same entities, first {first.id} ({first.operation}) by {first.editor} at {first.at:%Y-%m-%d %H:%M:%S}; "
+                f"or used the same entities, first {first.id} ({first.operation}) by {first.editor} at {first.at:%Y-%m-%d %H:%M:%S}; "
                 "undo those first")
         op = Operation(session, editor, "undo")
         op.summary = f"undo of operation {event.id}: {event.summary}"
@@ -278,9 +373,13 @@ def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> Op
                         values.pop("id", None)
                     changes[key] = values
             if changes:
+                if kind == "class":
+                    _check_free_names(session, event, changes)
                 op.update(kind, changes, current[kind])
         for kind in reversed(INSERT_ORDER):  # remove what the operation created, children first
             created = {key: current[kind][key] for key, text in by_kind.get(kind, []) if event.before.get(text) is None}
+            if created and kind == "class":  # the undo's own face changes are already written: only others count
+                _check_deletable_classes(session, event, [key[0] for key in created])
             if created:
                 op.delete(kind, created)
         result = op.finish(undo_of=event)
@@ -289,13 +388,17 @@ def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> Op
 
 
 def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
-    """Undo this editor's most recent operation that is not undone yet (call again for the one before)."""
+    """Undo this editor's most recent operation that is not undone yet (call again for the one before).
+
+    Records that are not curation changes (an ingest batch) are passed over: they can never be
+    undone, and stopping at one would leave the editor no way back to the decision before it."""
     editor = check_editor(editor)
     with write_scope(factory) as session:
-        last = session.scalars(
-            select(AuditEvent.id).where(AuditEvent.editor == editor, AuditEvent.undone_by_id.is_(None),
-                                        AuditEvent.undo_of_id.is_(None)).order_by(AuditEvent.id.desc()).limit(1)
-        ).first()
+        candidates = session.execute(
+            select(AuditEvent.id, AuditEvent.after).where(AuditEvent.editor == editor, AuditEvent.undone_by_id.is_(None),
+                                                          AuditEvent.undo_of_id.is_(None))
+            .order_by(AuditEvent.id.desc()).execution_options(yield_per=20))
+        last = next((event_id for event_id, after in candidates if not _foreign_keys(after)), None)
     if last is None:
         raise UndoError(f"{editor} has no operation left to undo")
     return undo_event(factory, last, editor)

@@ -117,17 +117,52 @@ def track_face_ids(session: Session, track_id: int) -> list[int]:
                                 .order_by(FaceEmbedding.face_id)))
 
 
-def label_track(factory: sessionmaker[Session], track_id: int, decision: str, editor: str,
-                class_id: int | None = None) -> OperationResult:
-    """One decision for every face of a GIF's person track."""
-    with factory() as session:
-        faces = track_face_ids(session, track_id)
-    if not faces:
-        raise ValidationError(f"track {track_id} has no faces")
-    with run_operation(factory, editor, f"{decision}_track") as op:
-        apply_decision(op, faces, decision, class_id)
-        op.summary = f"{decision} track {track_id} ({len(faces)} faces)" + (f" to class {class_id}" if class_id else "")
+def tracks_face_ids(session: Session, track_ids: Sequence[int]) -> dict[int, list[int]]:
+    """track id -> its face ids, for many tracks in a few queries; unknown or empty tracks are an
+    error naming them (a bulk decision on a selection must not silently skip part of it)."""
+    ids = list(dict.fromkeys(int(t) for t in track_ids))
+    if not ids:
+        raise ValidationError("no tracks given")
+    found: dict[int, list[int]] = {}
+    for chunk in _chunks(ids):
+        found.update((t, []) for t in session.scalars(select(Track.id).where(Track.id.in_(chunk))))
+    missing = [t for t in ids if t not in found]
+    if missing:
+        raise NotFoundError(f"no face track with id {', '.join(map(str, missing[:10]))}" + (" ..." if len(missing) > 10 else ""))
+    for chunk in _chunks(ids):
+        stmt = (select(FaceEmbedding.track_id, FaceEmbedding.face_id).where(FaceEmbedding.track_id.in_(chunk))
+                .order_by(FaceEmbedding.track_id, FaceEmbedding.face_id))
+        for track_id, face_id in session.execute(stmt):
+            found[track_id].append(face_id)
+    empty = [t for t in ids if not found[t]]
+    if empty:
+        raise ValidationError(f"track {', '.join(map(str, empty[:10]))} has no faces")
+    return {t: found[t] for t in ids}
+
+
+def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decision: str, editor: str,
+                 class_id: int | None = None, expected_versions: dict[int, int] | None = None) -> OperationResult:
+    """One decision for every face of the given GIF person tracks: one transaction, one audit event.
+
+    Why one event: an editor who ticks ten tracks and presses Approve made one decision, and
+    "Undo last" must take all of it back. expected_versions (face id -> face label version the
+    editor saw, as in `decide_faces`) refuses the whole decision with a ConflictError when any of
+    those faces changed since. The faces are read inside the same transaction that writes them.
+    """
+    ids = list(dict.fromkeys(int(t) for t in track_ids))
+    with run_operation(factory, editor, f"{decision}_track" if len(ids) == 1 else f"{decision}_tracks") as op:
+        faces = tracks_face_ids(op.session, ids)
+        apply_decision(op, [f for members in faces.values() for f in members], decision, class_id, expected_versions)
+        n_faces = sum(len(members) for members in faces.values())
+        which = f"track {next(iter(faces))}" if len(faces) == 1 else f"{len(faces)} tracks"
+        op.summary = f"{decision} {which} ({n_faces} faces)" + (f" to class {class_id}" if class_id is not None else "")
     return op.result
+
+
+def label_track(factory: sessionmaker[Session], track_id: int, decision: str, editor: str,
+                class_id: int | None = None, expected_versions: dict[int, int] | None = None) -> OperationResult:
+    """One decision for every face of a GIF's person track (the one-track case of `label_tracks`)."""
+    return label_tracks(factory, [track_id], decision, editor, class_id, expected_versions)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class Predictor(Protocol):
     classes_: np.ndarray
     centroids_: np.ndarray
     threshold_: float
+    false_accept_rate_: float  # share of calibration impostors accepted at threshold_ (NaN: none to measure)
     model_id_: str
 
     @property
@@ -348,6 +349,11 @@ class RefreshResult:
     kept: int = 0  # faces an editor or an import decided: their decision kept, prediction columns refreshed
     tracks: int = 0
     tracks_named: int = 0
+    # The open-set cut the predictions used (cosine distance to the class centroid; farther is unknown)
+    # and the false-accept rate it implies on the calibration impostors: the two figures that say how
+    # often a stranger gets a celebrity's name. NaN when the model could not measure it.
+    threshold: float = float("nan")
+    far: float = float("nan")
     event_ids: list[int] = field(default_factory=list)
     artifact: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -359,12 +365,14 @@ class RefreshResult:
     @property
     def summary(self) -> str:
         return (f"predictions of {self.model_version}: {self.faces} faces ({self.named} named, {self.unknown} unknown, "
-                f"{self.kept} decisions kept), {self.tracks} tracks ({self.tracks_named} named)")
+                f"{self.kept} decisions kept), {self.tracks} tracks ({self.tracks_named} named); open-set threshold "
+                f"{self.threshold:.4f} (false-accept rate {self.far:.4f})")
 
     def line(self) -> str:
         return (f"model={self.model_version} face_model={self.model_id} faces={self.faces} named={self.named} "
                 f"unknown={self.unknown} kept={self.kept} tracks={self.tracks} tracks_named={self.tracks_named}"
-                + (f" artifact={self.artifact}" if self.artifact else ""))
+                + (f" artifact={self.artifact}" if self.artifact else "")
+                + f" threshold={self.threshold:.4f} far={self.far:.4f}")
 
 
 def _track_rows(predictor: Predictor, snapshot: Snapshot, method: str, top: int) -> list[dict[str, Any]]:
@@ -425,7 +433,9 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     vectors = snapshot.vectors[chosen]
     track_rows = _track_rows(predictor, snapshot, track_method, top) if len(f) else []
     total = len(face_ids) + len(track_rows)
-    result = RefreshResult(snapshot.model_id, version, artifact=artifact, notes=list(result_notes))
+    far = getattr(predictor, "false_accept_rate_", None)
+    result = RefreshResult(snapshot.model_id, version, artifact=artifact, notes=list(result_notes),
+                           threshold=float(predictor.threshold_), far=float("nan") if far is None else float(far))
     if on_progress is not None:
         on_progress(0, total)
     for start in range(0, len(face_ids), batch_size):

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from labeling.cli import app
+from labeling.queries import media_tags_frame
 from labeling.schema import AuditEvent, Face, FaceLabel, Media, MediaTag, Track
 from labeling.tags import add_tags
 from test_recognition_loop import CALVIN_1, SHARED, build_loop_store, count, models_written
@@ -50,6 +51,11 @@ def test_predict_then_retrain(store_url, loop_data_dir):
     assert int(out["faces"]) == count(loop.store, Face) and int(out["tracks"]) == count(loop.store, Track)
     assert int(out["named"]) + int(out["unknown"]) == int(out["faces"]) and int(out["kept"]) == 25
     assert Path(out["artifact"]) == loop.data_dir / "models" / "celebrity" / out["model"]
+    # the open-set cut and the false-accept rate it implies, as the saved classifier records them
+    assert re.search(r" threshold=\d\.\d{4} far=\d\.\d{4}$", result.stdout.strip().splitlines()[-1])
+    saved = json.loads((Path(out["artifact"]) / "classifier.json").read_text())
+    assert out["threshold"] == f"{saved['threshold']:.4f}" and out["far"] == f"{saved['false_accept_rate']:.4f}"
+    assert 0.0 < float(out["threshold"]) <= 2.0 and 0.0 <= float(out["far"]) <= 1.0
     assert "note class 'Junichiro Koizumi'" in result.stderr and "predict" in result.stderr  # notes, progress
     assert count(loop.store, FaceLabel, FaceLabel.model_version == out["model"]) == int(out["faces"])
     with loop.store() as s:
@@ -84,7 +90,11 @@ def test_autotag_and_dupes(loop_data_dir, tmp_path):
     result = invoke("autotag", *where, "--text", "none", "--k", "3", "--min-frequency", "0.3", "--editor", "bob")
     assert result.exit_code == 0, result.output
     out = summary(result)
-    assert set(out) >= {"media", "tagged", "suggested", "changed", "removed", "weight_visual", "weight_identity"}
+    assert set(out) >= {"media", "tagged", "suggested", "changed", "removed", "weight_visual", "weight_identity",
+                        "originals_confirmed", "originals_lowered", "originals_changed"}
+    uploader = media_tags_frame(loop.store).query("source == 'uploader' and status == 'active'")
+    assert int(out["originals_confirmed"]) == (uploader["confidence"] == 1.0).sum()
+    assert int(out["originals_lowered"]) == (uploader["confidence"] == 0.7).sum() > 0
     assert "weight_text" not in out and 0 < float(out["weight_identity"]) <= 1
     assert int(out["suggested"]) == count(loop.store, MediaTag, MediaTag.source == "experts_voting",
                                           MediaTag.status == "suggested") > 0

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from labeling.audit import history, recent_events, undo_event, undo_last
 from labeling.classes import (add_class, clear_class_attributes, merge_classes, rename_class, retire_class,
                               set_class_attributes, split_class)
 from labeling.db import open_store, session_scope
 from labeling.errors import ConflictError, NotFoundError, UndoError, ValidationError
-from labeling.face_labels import (Prediction, approve_faces, label_track, mark_unknown, record_predictions,
-                                  reject_faces, relabel_faces)
-from labeling.schema import AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track
+from labeling.face_labels import (Prediction, approve_faces, label_track, label_tracks, mark_unknown,
+                                  record_predictions, reject_faces, relabel_faces)
+from labeling.schema import (AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track,
+                             utcnow)
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 
 
@@ -175,16 +176,24 @@ def test_tags_confidences_and_bad_values(store):
         assert s.scalar(select(func.count()).select_from(MediaTag)) == 5
 
 
-def test_label_a_whole_track(store):
-    faces = make_faces(store, 1, 4)
+def make_track(store, face_ids: list[int], track_index: int = 0) -> int:
+    """A face track over faces of one media item, as ingest groups them (vectors are not what is tested)."""
     with session_scope(store) as s:
-        media_id = s.get(Face, faces[0]).media_id
-        track = Track(media_id=media_id, model_id="dlib-resnet-v1", track_index=0, n_faces=2, vector=b"\0" * 8)
+        media_id = s.get(Face, face_ids[0]).media_id
+        track = Track(media_id=media_id, model_id="dlib-resnet-v1", track_index=track_index, n_faces=len(face_ids),
+                      vector=b"\0" * 8)
         s.add(track)
         s.flush()
-        for f in faces[:2]:
+        for f in face_ids:
             s.add(FaceEmbedding(face_id=f, model_id="dlib-resnet-v1", dim=2, vector=b"\0" * 8, track_id=track.id))
-        track_id = track.id
+        return track.id
+
+
+def test_label_a_whole_track(store):
+    faces = make_faces(store, 1, 4)
+    track_id = make_track(store, faces[:2])
+    with store() as s:
+        media_id = s.get(Face, faces[0]).media_id
     a, _ = add_class(store, "A", "ann")
     label_track(store, track_id, "relabel", "ann", class_id=a)
     assert [label_of(store, f) is not None and label_of(store, f).class_id == a for f in faces] == [True, True, False, False]
@@ -239,3 +248,171 @@ def test_two_connections_racing_never_lose_an_edit(store):
     assert "changed by ann" in outcome["b"]
     final = label_of(store, faces[0])
     assert (final.status, final.class_id, final.editor) == ("approved", a, "ann")
+
+
+def count_events(store) -> int:
+    with store() as s:
+        return s.scalar(select(func.count()).select_from(AuditEvent))
+
+
+def test_bulk_track_decision_is_one_operation_and_one_undo(store):
+    faces = make_faces(store, 2, 3)
+    tracks = [make_track(store, faces[:2]), make_track(store, faces[3:6])]
+    lone = faces[2]  # in no track: untouched
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    record_predictions(store, [Prediction(f, a, 0.8, [(a, 0.8), (b, 0.2)]) for f in faces], "v1")
+    before = {f: (label_of(store, f).status, label_of(store, f).class_id, label_of(store, f).version) for f in faces}
+    events = count_events(store)
+    result = label_tracks(store, tracks + [tracks[0]], "relabel", "bob", class_id=b)  # a repeated id counts once
+    assert count_events(store) == events + 1 and result.changed == 5
+    assert result.operation == "relabel_tracks" and "2 tracks (5 faces)" in result.summary
+    assert [(label_of(store, f).status, label_of(store, f).class_id) for f in faces] == (
+        [("relabeled", b)] * 2 + [("predicted", a)] + [("relabeled", b)] * 3)
+    with store() as s:
+        for t in tracks:
+            media_id = s.get(Track, t).media_id
+            assert history(store, f"media:{media_id}")[0].event_id == result.event_id
+    undo_last(store, "bob")  # one press takes the whole selection back
+    assert {f: (label_of(store, f).status, label_of(store, f).class_id) for f in faces} == {
+        f: v[:2] for f, v in before.items()}
+    assert label_of(store, lone).status == "predicted"
+    with pytest.raises(UndoError, match="no operation left"):
+        undo_last(store, "bob")
+
+
+def test_bulk_track_decision_on_a_stale_version_changes_nothing(store):
+    faces = make_faces(store, 2, 2)
+    tracks = [make_track(store, faces[:2]), make_track(store, faces[2:])]
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    record_predictions(store, [Prediction(f, a, 0.8, [(a, 0.8)]) for f in faces], "v1")
+    seen = {f: label_of(store, f).version for f in faces}
+    relabel_faces(store, [faces[3]], b, "carol")  # carol edits one face of the second track meanwhile
+    events = count_events(store)
+    with pytest.raises(ConflictError, match=rf"face {faces[3]} was changed by carol"):
+        label_tracks(store, tracks, "approve", "bob", expected_versions=seen)
+    assert count_events(store) == events
+    assert [label_of(store, f).status for f in faces] == ["predicted", "predicted", "predicted", "relabeled"]
+    label_tracks(store, tracks[:1], "approve", "bob", expected_versions=seen)  # the untouched track goes through
+    assert [label_of(store, f).status for f in faces[:2]] == ["approved", "approved"]
+
+
+def test_bulk_track_decision_refuses_unknown_and_empty_tracks(store):
+    faces = make_faces(store, 1, 2)
+    track = make_track(store, faces)
+    with session_scope(store) as s:
+        empty = Track(media_id=s.get(Face, faces[0]).media_id, model_id="dlib-resnet-v1", track_index=1, n_faces=0,
+                      vector=b"\0" * 8)
+        s.add(empty)
+        s.flush()
+        empty_id = empty.id
+    a, _ = add_class(store, "A", "ann")
+    events = count_events(store)
+    with pytest.raises(NotFoundError, match="no face track with id 424242"):
+        label_tracks(store, [track, 424242], "relabel", "bob", class_id=a)
+    with pytest.raises(ValidationError, match=f"track {empty_id} has no faces"):
+        label_tracks(store, [track, empty_id], "relabel", "bob", class_id=a)
+    with pytest.raises(ValidationError, match="no tracks given"):
+        label_tracks(store, [], "relabel", "bob", class_id=a)
+    assert count_events(store) == events and label_of(store, faces[0]) is None
+
+
+def test_undo_of_a_class_the_model_predicts_is_refused_by_name(store):
+    """Predictions name the class (label, prediction or top list): deleting it would break them."""
+    faces = make_faces(store, 1, 3)
+    keep, _ = add_class(store, "Keep", "ann")
+    brad, added = add_class(store, "Brad Pitt", "ann")
+    predicted = record_predictions(store, [Prediction(faces[0], brad, 0.9, [(brad, 0.9)]),
+                                           Prediction(faces[1], None, 0.3, [(keep, 0.3), (brad, 0.2)])], "centroid-v1")
+    events = count_events(store)
+    with pytest.raises(UndoError, match=r"class 'Brad Pitt' \(id \d+\) is named by 2 face label\(s\) "
+                                        r"\(predictions of centroid-v1\).*retire the class instead"):
+        undo_event(store, added.event_id, "ann")
+    with store() as s:
+        assert s.get(CelebrityClass, brad) is not None and s.get(AuditEvent, added.event_id).undone_by_id is None
+    assert count_events(store) == events
+    # once the predictions are undone nothing names the class, and its creation can be undone
+    undo_event(store, predicted.event_id, "ann")
+    undo_event(store, added.event_id, "ann")
+    with store() as s:
+        assert s.get(CelebrityClass, brad) is None and s.get(CelebrityClass, keep) is not None
+
+
+def test_undo_of_a_class_a_track_prediction_names_is_refused(store):
+    """Track predictions are derived data without an audit event: the undo still sees them."""
+    faces = make_faces(store, 1, 2)
+    track = make_track(store, faces)
+    a, added = add_class(store, "A", "ann")
+    with session_scope(store) as s:  # what refresh_predictions writes for a track
+        s.execute(update(Track).where(Track.id == track).values(
+            predicted_class_id=a, predicted_confidence=0.7, predicted_top=[[a, 0.7]], model_version="v1",
+            predicted_at=utcnow()))
+    with pytest.raises(UndoError, match=r"class 'A' \(id \d+\) is named by the predictions of 1 face track\(s\)"):
+        undo_event(store, added.event_id, "ann")
+    with store() as s:
+        assert s.get(CelebrityClass, a) is not None
+
+
+def test_undo_of_a_class_merged_into_it_or_decided_on_is_refused(store):
+    faces = make_faces(store, 1, 2)
+    a, added_a = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    relabel_faces(store, faces[:1], a, "bob")
+    with pytest.raises(UndoError, match=r"1 later operation\(s\) changed or used the same entities, first \d+ "
+                                        r"\(relabel_faces\) by bob"):
+        undo_event(store, added_a.event_id, "ann")
+    merge_classes(store, b, a, "ann")
+    with pytest.raises(UndoError, match="later operation"):
+        undo_event(store, added_a.event_id, "ann")
+
+
+def test_undo_of_a_rename_whose_old_name_was_taken_is_refused(store):
+    a, _ = add_class(store, "Beyonce", "ann")
+    renamed = rename_class(store, a, "Beyoncé Knowles", "ann")
+    add_class(store, "beyonce", "bob")  # the old name, free again, taken by another class
+    with pytest.raises(UndoError, match=r"give class \d+ the name 'Beyonce' back, but class \d+ \('beyonce'\)"):
+        undo_event(store, renamed.event_id, "ann")
+    with store() as s:
+        assert s.get(CelebrityClass, a).name == "Beyoncé Knowles"
+
+
+def test_a_database_constraint_during_undo_is_an_undo_error(store):
+    """Last line of defence: a dependency no check foresaw (here a media row deleted outside the
+    audited operations, under a tag removal) ends as UndoError with nothing written, not a raw
+    IntegrityError."""
+    make_faces(store, 1, 0)
+    with store() as s:
+        media_id = s.scalar(select(Media.id))
+    add_tags(store, [media_id], ["happy"], "ann")
+    removed = remove_tags(store, [media_id], ["happy"], "ann")
+    with session_scope(store) as s:
+        s.execute(delete(Media).where(Media.id == media_id))
+    events = count_events(store)
+    with pytest.raises(UndoError, match=rf"operation {removed.event_id} cannot be undone: restoring it would break a "
+                                        "database constraint"):
+        undo_event(store, removed.event_id, "ann")
+    assert count_events(store) == events
+    with store() as s:
+        assert s.get(AuditEvent, removed.event_id).undone_by_id is None
+
+
+def test_an_ingest_record_is_refused_by_undo_and_passed_over_by_undo_last(store):
+    """An ingest batch's audit event records files stored, not a curation change: undo refuses it by
+    name, and "undo my last operation" goes past it to the editor's last decision."""
+    from labeling.ingest import IngestSummary, record_ingest_event
+
+    faces = make_faces(store, 1, 2)
+    a, _ = add_class(store, "A", "ann")
+    relabel_faces(store, faces, a, "ann")
+    with store() as s:
+        media_id = s.get(Face, faces[0]).media_id
+    with session_scope(store) as s:
+        ingest_event = record_ingest_event(s, "ann", IngestSummary(cached=1, faces=2,
+                                                                   media=[{"id": media_id, "status": "ok"}]), [media_id])
+    with pytest.raises(UndoError, match=rf"operation {ingest_event} \(ingest\) cannot be undone: it is a record of ingest"):
+        undo_event(store, ingest_event, "ann")
+    undone = undo_last(store, "ann")
+    assert "relabel 2 face(s)" in undone.summary and label_of(store, faces[0]) is None
+    with store() as s:
+        assert s.get(AuditEvent, ingest_event).undone_by_id is None

@@ -152,3 +152,91 @@ def test_review_tabs_render_with_the_store_queues(app, explored):
     app.button(key="review_undo").click().run()  # nothing of theirs to undo: a clear refusal
     _ok(app)
     assert app.error and "undo" in app.error[0].value.lower()
+
+
+# -- Review: bulk decisions from the tables, one audit event each, undone in one press ----------------
+@pytest.fixture
+def reviewed(tmp_path_factory, tmp_path) -> LoopStore:
+    """A store of its own (the module's `explored` store stays untouched by these writes)."""
+    loop = build_loop_store(session_dir(tmp_path_factory, "giflens-recognition-data"), f"sqlite:///{tmp_path / 'review.db'}")
+    refresh_predictions(loop.store)
+    return loop
+
+
+def _labels(loop: LoopStore, face_ids: list[int]) -> dict[int, tuple]:
+    with loop.store() as s:
+        rows = s.scalars(select(FaceLabel).where(FaceLabel.face_id.in_(face_ids))).all()
+    return {r.face_id: (r.status, r.class_id, r.source, r.editor) for r in rows}
+
+
+def _events(loop: LoopStore) -> list[AuditEvent]:
+    with loop.store() as s:
+        return list(s.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+
+
+def _tick(at: AppTest, key: str, ids: list[int]) -> None:
+    """Tick the rows of these ids in a pick table, as an editor clicking the checkboxes does."""
+    table = at.data_editor(key=key).value
+    rows = [i for i, row_id in enumerate(table["id"].tolist()) if int(row_id) in ids]
+    assert len(rows) == len(ids), (ids, table["id"].tolist())
+    at.session_state[key] = {"edited_rows": {r: {"pick": True} for r in rows}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    _ok(at)
+
+
+def _ticked(at: AppTest, key: str) -> list[int]:
+    """Row positions ticked in a pick table now."""
+    state = at.session_state[key] if key in at.session_state else {}
+    return sorted(r for r, cells in (state.get("edited_rows") or {}).items() if cells.get("pick"))
+
+
+def test_review_bulk_approve_is_one_event_and_one_undo(reviewed, monkeypatch):
+    app = open_app(monkeypatch, reviewed.data_dir, reviewed.url)
+    app.switch_page("explorer/pages/review.py").run()
+    _ok(app)
+    _sign_in(app, "reviewer")
+
+    # a class table: the unlabeled photo the model named Ariel Sharon, and an imported photo of his
+    app.selectbox(key="review_class").set_value("Ariel Sharon").run()
+    _ok(app)
+    chosen = [reviewed.face("Ariel_Sharon_0007.jpg"), reviewed.face("Ariel_Sharon_0001.jpg")]
+    before, events = _labels(reviewed, chosen), _events(reviewed)
+    assert before[chosen[0]][0] == "predicted" and before[chosen[1]][2:] == ("import", "importer")
+    _tick(app, "review_members", chosen)
+    approve = app.button(key="review_members_bulk_approve")
+    assert approve.label == "Approve 2"
+    approve.click().run()
+    _ok(app)
+    assert not app.error, [e.value for e in app.error]
+    ariel = reviewed.classes["Ariel Sharon"]
+    assert _labels(reviewed, chosen) == {f: ("approved", ariel, "editor", "reviewer") for f in chosen}
+    new = _events(reviewed)[len(events):]
+    assert [(e.operation, e.editor) for e in new] == [("approve_faces", "reviewer")]
+    assert set(new[0].after) == {f"face:{f}" for f in chosen}
+    assert _ticked(app, "review_members") == []  # ticks cleared: the recomputed rows are not what was chosen
+
+    app.button(key="review_undo").click().run()
+    _ok(app)
+    assert _labels(reviewed, chosen) == before
+    assert [e.operation for e in _events(reviewed)[len(events):]] == ["approve_faces", "undo"]
+
+    # the tracks queue: two GIF-person tracks ticked and approved are one operation, undone by one press
+    tracks = tracks_frame(reviewed.store)
+    named = tracks[tracks["predicted_class_id"].notna() & ~tracks["has_decision"]]
+    picked = named["track_id"].astype(int).tolist()
+    members = faces_frame(reviewed.store)
+    faces = members.loc[members["track_id"].isin(picked), "face_id"].astype(int).tolist()
+    assert len(picked) >= 2 and len(faces) >= len(picked)
+    before, events = _labels(reviewed, faces), _events(reviewed)
+    _tick(app, "review_tracks", picked)
+    app.button(key="review_tracks_approve").click().run()
+    _ok(app)
+    assert not app.error, [e.value for e in app.error]
+    assert _ticked(app, "review_tracks") == []
+    assert {f: v[0] for f, v in _labels(reviewed, faces).items()} == {f: "approved" for f in faces}
+    new = _events(reviewed)[len(events):]
+    assert [(e.operation, e.editor) for e in new] == [("approve_tracks", "reviewer")]
+    assert set(new[0].after) == {f"face:{f}" for f in faces}
+    app.button(key="review_undo").click().run()
+    _ok(app)
+    assert _labels(reviewed, faces) == before

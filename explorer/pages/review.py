@@ -2,13 +2,16 @@
 look-alike classes, GIF tracks without a decision), each with bulk actions and undo."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pandas as pd
 import streamlit as st
 
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
+from explorer.views import index_dir_for
 from labeling.audit import undo_last
-from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
+from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, write
 from labeling.queries import UNLABELED, classes_frame, faces_frame, face_models, tracks_frame
 
@@ -41,23 +44,30 @@ def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> No
             col.caption(cap)
 
 
-def bulk_actions(face_ids: list[int], key: str) -> None:
+def untick(table_key: str) -> Callable[[Any], None]:
+    """After a bulk action, clear the table's ticks: they are kept by row position, and the rows
+    move once the queue is recomputed, so stale ticks would land on faces nobody chose."""
+    return lambda _result: st.session_state.pop(table_key, None)
+
+
+def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
     """Approve / reject / relabel / mark unknown on the chosen faces: one operation, one audit event."""
     if not face_ids:
         st.caption("Tick faces in the table to act on them.")
         return
+    done = untick(table_key)
     cols = st.columns([1, 1, 1, 2, 1])
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve"):
-        write(lambda s, e: approve_faces(s, face_ids, e))
+        write(lambda s, e: approve_faces(s, face_ids, e), after=done)
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
-        write(lambda s, e: reject_faces(s, face_ids, e))
+        write(lambda s, e: reject_faces(s, face_ids, e), after=done)
     if cols[2].button(f"Mark {len(face_ids)} unknown", key=f"{key}_unknown"):
-        write(lambda s, e: mark_unknown(s, face_ids, e))
+        write(lambda s, e: mark_unknown(s, face_ids, e), after=done)
     if class_ids:
         target = cols[3].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c], key=f"{key}_class",
                                    label_visibility="collapsed")
         if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel"):
-            write(lambda s, e: relabel_faces(s, face_ids, int(target), e))
+            write(lambda s, e: relabel_faces(s, face_ids, int(target), e), after=done)
 
 
 def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
@@ -88,13 +98,15 @@ with clusters_tab:
         st.caption(f"{len(members)} faces of {chosen}, farthest from the centroid first")
         thumbnails(members["id"].head(24).tolist(), [f"{i} · {d:.3f}" for i, d in zip(members["id"].head(24), members["distance"].head(24))])
         ticked = pick_table(members[["id", "distance", "robust_z", "is_outlier", "nearest_class"]], "review_members")
-        bulk_actions(ticked, "review_members_bulk")
+        bulk_actions(ticked, "review_members_bulk", "review_members")
 
 with suspects_tab:
     conf = faces["predicted_confidence"].fillna(0.0).to_numpy()
     left, right = st.columns(2)
     min_conf = left.slider("Low confidence below", 0.0, 1.0, 0.5, 0.05, key="review_min_conf")
-    queue = suspect_faces(vectors, labels, predicted, conf, ids=faces["face_id"].tolist(), min_confidence=min_conf)
+    # The saved index of every face of this model (data folder/indexes), shared with Explore.
+    queue = suspect_faces(vectors, labels, predicted, conf, ids=faces["face_id"].tolist(), min_confidence=min_conf,
+                          index_dir=index_dir_for(settings.data_dir, "Faces", model_id), model_id=model_id)
     reasons = sorted({r for text in queue["reasons"] for r in text.split("; ")})
     only = right.multiselect("Reasons", reasons, key="review_reasons")
     if only:
@@ -103,7 +115,7 @@ with suspects_tab:
     head = queue.head(200)
     thumbnails(head["id"].head(16).tolist(), [f"{i} · {label or UNLABELED}" for i, label in zip(head["id"].head(16), head["label"].head(16))])
     ticked = pick_table(head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]], "review_suspects")
-    bulk_actions(ticked, "review_suspects_bulk")
+    bulk_actions(ticked, "review_suspects_bulk", "review_suspects")
 
 with lookalikes_tab:
     if sum(label is not None for label in labels) < 2:
@@ -123,17 +135,17 @@ with tracks_tab:
         thumbnails(todo["representative_face_id"].dropna().astype(int).head(16).tolist(),
                    [f"track {t}" for t in todo.dropna(subset=["representative_face_id"])["track_id"].head(16)])
         ticked = pick_table(table, "review_tracks")
-        if ticked:
-            cols = st.columns(4)
+        if ticked:  # one operation for the whole selection, so "Undo" takes all of it back
+            cols, done = st.columns(4), untick("review_tracks")
             if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve"):
-                write(lambda s, e: [label_track(s, t, "approve", e) for t in ticked][-1])
+                write(lambda s, e: label_tracks(s, ticked, "approve", e), after=done)
             if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
-                write(lambda s, e: [label_track(s, t, "reject", e) for t in ticked][-1])
+                write(lambda s, e: label_tracks(s, ticked, "reject", e), after=done)
             if class_ids:
                 target = cols[2].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
                                            key="review_tracks_class", label_visibility="collapsed")
                 if cols[3].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel"):
-                    write(lambda s, e: [label_track(s, t, "relabel", e, class_id=int(target)) for t in ticked][-1])
+                    write(lambda s, e: label_tracks(s, ticked, "relabel", e, class_id=int(target)), after=done)
 
 st.divider()
 if st.button("Undo my last operation", key="review_undo"):
