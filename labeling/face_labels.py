@@ -38,6 +38,14 @@ def _class_row(session: Session, class_id: int, for_labels: bool = True) -> Cele
     return cls
 
 
+def class_phrase(session: Session, class_id: int | None) -> str:
+    """" to 'Brad Pitt' (class 3)": an editor reads the name in the confirmation and the audit log."""
+    if class_id is None:
+        return ""
+    cls = session.get(CelebrityClass, class_id)
+    return f" to {cls.name!r} (class {class_id})" if cls is not None else f" to class {class_id}"
+
+
 def _face_ids(face_ids: Sequence[int]) -> list[int]:
     ids = list(dict.fromkeys(int(f) for f in face_ids))
     if not ids:
@@ -86,8 +94,7 @@ def decide_faces(factory: sessionmaker[Session], face_ids: Sequence[int], decisi
                  source: str = "editor") -> OperationResult:
     with run_operation(factory, editor, f"{decision}_faces") as op:
         apply_decision(op, face_ids, decision, class_id, expected_versions, source)
-        target = f" to class {class_id}" if class_id is not None else ""
-        op.summary = f"{decision} {len(set(face_ids))} face(s){target}"
+        op.summary = f"{decision} {len(set(face_ids))} face(s){class_phrase(op.session, class_id)}"
     return op.result
 
 
@@ -155,7 +162,7 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
         apply_decision(op, [f for members in faces.values() for f in members], decision, class_id, expected_versions)
         n_faces = sum(len(members) for members in faces.values())
         which = f"track {next(iter(faces))}" if len(faces) == 1 else f"{len(faces)} tracks"
-        op.summary = f"{decision} {which} ({n_faces} faces)" + (f" to class {class_id}" if class_id is not None else "")
+        op.summary = f"{decision} {which} ({n_faces} faces){class_phrase(op.session, class_id)}"
     return op.result
 
 
