@@ -1,8 +1,10 @@
 """giflens: the editors' app. Start it with `giflens app [--data-dir DIR]` or `streamlit run app.py`.
 
 The data folder and database come from the settings (`GIFLENS_DATA_DIR`, `GIFLENS_DATABASE_URL`).
-Browsing needs nothing; every change needs an editor name (and the password when
-`GIFLENS_EDITOR_PASSWORD` is set), which the audit log records.
+Browsing needs nothing; every change needs an editor, whom the audit log records: with an
+`[auth]` section in Streamlit's secrets (.streamlit/secrets.toml) editors log in through OIDC
+(`st.login`) and the identity provider names them; otherwise they type a name (and the password
+when `GIFLENS_EDITOR_PASSWORD` is set).
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ if str(ROOT) not in sys.path:  # `streamlit run` from elsewhere: the packages li
 from labeling.audit import undo_last  # noqa: E402
 from labeling.errors import StoreError  # noqa: E402
 from labeling.pages.common import (current_editor, database_label, flash, get_settings, get_store,  # noqa: E402
-                                   password_required, result_message, show_error, show_flash, sign_in, sign_out)
+                                   oidc_configured, oidc_providers, password_required, result_message, show_error,
+                                   show_flash, sign_in, sign_out)
 from labeling.queries import events_frame  # noqa: E402
 
 PAGES = "labeling/pages"
@@ -60,10 +63,36 @@ def _undo_last() -> None:
         flash(f"Cannot undo: {exc}", "error")
 
 
+def _oidc_login(provider: str | None) -> None:
+    """Hand over to the identity provider (the browser is redirected; st.user is set on return).
+    A configuration Streamlit refuses (Authlib missing, [auth] incomplete) is shown, not raised."""
+    from streamlit.errors import StreamlitAuthError
+
+    try:
+        st.login(provider)
+    except StreamlitAuthError as exc:
+        st.error(f"Log in is not available: {exc}")
+
+
 with st.sidebar:
     st.caption(f"Data folder `{settings.data_dir}`  \nDatabase `{database_label(settings)}`")
     editor = current_editor()
-    if editor:
+    if oidc_configured():
+        if editor or st.user.get("is_logged_in"):
+            if editor:
+                st.markdown(f"Editor: **{editor}**")
+            else:  # a token without a usable name: changes stay refused, say why
+                st.warning("Your login carries no name or e-mail the audit log can record; ask for the "
+                           "identity provider to include the `name` or `email` claim.")
+            if st.button("Log out", key="oidc_logout"):
+                st.logout()
+        else:
+            st.write("Log in to make changes (browsing needs no login).")
+            for provider in oidc_providers():
+                label = f"Log in with {provider}" if provider else "Log in"
+                if st.button(label, key=f"oidc_login_{provider or 'default'}"):
+                    _oidc_login(provider)
+    elif editor:
         st.markdown(f"Editor: **{editor}**")
         st.button("Sign out", key="sign_out", on_click=sign_out)
     else:

@@ -42,9 +42,13 @@ def ingest_command(
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, max=512, help="Frames sampled per clip.")] = None,
     face_model: Annotated[Optional[str], typer.Option("--face-model", help="dlib-resnet-v1 or facenet-vggface2.")] = None,
     database_url: DatabaseUrl = None,
+    editor: Editor = None,
 ) -> None:
-    """Ingest GIFs, videos and photos into cached face and GIF embeddings."""
+    """Ingest GIFs, videos and photos into cached face and GIF embeddings (one audit event per batch)."""
+    from rich.markup import escape
+
     from embeddings.pipeline import ModelUnavailableError
+    from labeling.errors import StoreError
     from labeling.ingest import ingest
     from models.registry import list_models
 
@@ -59,12 +63,17 @@ def ingest_command(
             progress.update(task, advance=1, current=Path(result.path).name[:40])
 
         try:
-            summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n), on_result=advance)
+            summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n), on_result=advance,
+                             editor=editor or _os_user())
         except ModelUnavailableError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
-    for path, reason in summary.failures:
-        console.print(f"[red]failed[/red] {reason}" if path in reason else f"[red]failed[/red] {path}: {reason}")
+        except StoreError as exc:  # e.g. an editor name the audit log refuses; nothing was stored
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from exc
+    for path, reason in summary.failures:  # one line each (no wrapping), brackets in names kept (no markup)
+        line = reason if path in reason else f"{path}: {reason}"
+        console.print(f"[red]failed[/red] {escape(line)}", highlight=False, soft_wrap=True)
     typer.echo(summary.line())
 
 
@@ -196,20 +205,54 @@ def app_command(
     database_url: DatabaseUrl = None,
     headless: Annotated[bool, typer.Option("--headless/--browser", help="Do not open a browser window.")] = True,
 ) -> None:
-    """Start the editors' app (Streamlit) on the data folder's store."""
+    """Start the editors' app (Streamlit) on the data folder's store.
+
+    The store is opened (created and migrated) before the server starts, so a wrong database URL
+    or a failed migration is an error here rather than in the first editor's browser. Streamlit
+    runs as a child process; SIGTERM, SIGINT and SIGHUP sent to `giflens app` are passed on to it,
+    so a supervisor (docker stop, systemd, a test) that stops this process stops the server too."""
     import os
+    import signal
     import subprocess
     import sys
+
+    from rich.markup import escape
+    from sqlalchemy.exc import SQLAlchemyError
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     env = dict(os.environ, GIFLENS_DATA_DIR=str(Path(settings.data_dir).resolve()))
     if database_url:
         env["GIFLENS_DATABASE_URL"] = database_url
+    try:
+        _store_for(settings)
+    except (SQLAlchemyError, OSError) as exc:
+        console.print(f"[red]error:[/red] cannot open the store: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
     script = Path(__file__).resolve().parents[1] / "app.py"
     typer.echo(f"giflens app on http://localhost:{port} (data folder {env['GIFLENS_DATA_DIR']})")
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                "--server.headless", str(headless).lower(), "--browser.gatherUsageStats", "false"]
-    raise typer.Exit(subprocess.call(command, env=env))
+    children: list[subprocess.Popen] = []
+    pending: list[int] = []  # signals that arrived before the server existed
+
+    def forward(signum: int, _frame: object) -> None:
+        if children:
+            children[0].send_signal(signum)
+        else:
+            pending.append(signum)
+
+    # Handlers first, so a signal that arrives while the server starts is not lost; its own process
+    # group, so a Ctrl-C in the terminal reaches only this process, which passes it on once.
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        children.append(subprocess.Popen(command, env=env, process_group=0))
+        for signum in pending:
+            children[0].send_signal(signum)
+        code = children[0].wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    raise typer.Exit(code)
 
 
 # -- the recognition loop: predictions, retraining, tag suggestions, near duplicates ----------------
@@ -279,7 +322,8 @@ def autotag_command(
     top: Annotated[int, typer.Option("--top", help="Suggestions stored per media item at most.")] = 5,
     gif_model: Annotated[Optional[str], typer.Option("--gif-model", help="GIF embedding model (default: the only one).")] = None,
 ) -> None:
-    """Experts voting (visual, identity, text): store tag suggestions for every media item; prints the weights."""
+    """Experts voting (visual, identity, text): store tag suggestions for every media item and set uploader /
+    import tags to 1.0 (an expert confirms them) or 0.7; prints the weights."""
     from labeling.auto_tagging import autotag
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)

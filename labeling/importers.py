@@ -470,7 +470,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         if on_result is not None:
             on_result(result)
 
-    ingested = ingest(files, settings, on_start=on_start, on_result=collect, store=store)
+    # the images are media the import adds: audited as one "ingest" event by the same editor
+    ingested = ingest(files, settings, on_start=on_start, on_result=collect, store=store, editor=_editor(editor, folder))
     summary.skipped += [reason if str(path) in reason else f"{path}: {reason}" for path, reason in ingested.failures]
     labels_csv = folder / "labels.csv"
     line_of = {r.label: r.line for r in labels}

@@ -3,22 +3,36 @@
 Media are keyed by content hash, so the same bytes under two paths are one item and a
 re-run updates rows in place instead of duplicating them. Face rows are kept when the
 detections did not change, so labels that later point at them survive re-ingests.
+
+An ingest an editor runs (the CLI, the Ingest page, a raw-dataset import) is audited like any
+other change, but as ONE summary event per batch (operation "ingest": the counts and the
+media ids and paths), not one entity snapshot per row: a batch can hold thousands of files,
+and what an editor needs to know is who added which files when. The event is written in the
+same transaction as the batch's last media item; a batch that changed nothing writes none,
+as a curation operation that changes nothing does. The event cannot be undone: removing
+media is not what undo means (see `record_ingest_event`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
+
+import logging
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, insert, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media
 from labeling.db import open_store, session_scope
-from labeling.schema import (TRACK_PREDICTION_FIELDS, Face, FaceEmbedding, Media, MediaEmbedding, Track,
-                             vector_to_bytes)
+from labeling.schema import (TRACK_PREDICTION_FIELDS, AuditEntity, AuditEvent, Face, FaceEmbedding, Media,
+                             MediaEmbedding, Track, utcnow, vector_to_bytes)
+from labeling.validation import check_editor
 from models.settings import Settings
+
+log = logging.getLogger(__name__)
+INGEST_OPERATION = "ingest"  # the audit event's operation name; such events are not undoable
 
 
 @dataclass
@@ -28,6 +42,9 @@ class IngestSummary:
     failed: int = 0
     faces: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # every file of the batch as stored: {"id", "path", "status"} (+ "error" when it failed)
+    media: list[dict[str, Any]] = field(default_factory=list)
+    event_id: int | None = None  # the audit event; None without an editor or when nothing changed
 
     def add(self, result: MediaResult) -> None:
         if result.status != "ok":
@@ -151,6 +168,110 @@ def store_result(session: Session, result: MediaResult) -> Media:
     return media
 
 
+def _changed(obj: object) -> bool:
+    """Whether a loaded row really changed, a media item's path aside (see `_watch_writes`)."""
+    for attr in inspect(obj).attrs:
+        if isinstance(obj, Media) and attr.key == "path":
+            continue
+        if attr.history.has_changes():
+            return True
+    return False
+
+
+def _watch_writes(session: Session) -> list[bool]:
+    """A flag that turns True when a flush of this session inserts, deletes or really changes a row.
+
+    `store_result` rewrites every column of a known file; only a net change counts, so a re-run
+    over the same files is recognised as changing nothing and writes no audit event (a re-import
+    stays idempotent). A media item's path is left to the batch (`ingest`): the same bytes under
+    two names in one batch move the path back and forth, which is no change once the batch ends."""
+    wrote = [False]
+
+    def before_flush(s: Session, _context: Any, _instances: Any) -> None:
+        if s.new or s.deleted or any(_changed(obj) for obj in s.dirty):
+            wrote[0] = True
+
+    event.listen(session, "before_flush", before_flush)
+    return wrote
+
+
+@dataclass
+class _Step:
+    """One media item as its transaction stored it (counted once the transaction commits)."""
+
+    result: MediaResult
+    media_id: int
+    path_before: str | None  # the row's path before this item (None: a new row)
+    path_after: str
+    wrote: bool  # anything but the path changed (see `_watch_writes`)
+    error: str | None
+
+    def entry(self) -> dict[str, Any]:
+        entry = {"id": self.media_id, "path": str(self.result.path), "status": self.result.status}
+        return entry if self.result.status == "ok" else {**entry, "error": self.error}
+
+
+@dataclass
+class _Ledger:
+    """Which media rows a batch changed: those with any write but a path change, plus those whose
+    path at the end of the batch differs from the one before it."""
+
+    written: dict[int, None] = field(default_factory=dict)  # ordered set
+    origin: dict[int, str] = field(default_factory=dict)  # media id -> path before the batch
+    final: dict[int, str] = field(default_factory=dict)  # media id -> path now
+
+    def commit(self, summary: IngestSummary, step: _Step) -> None:
+        summary.add(step.result)
+        summary.media.append(step.entry())
+        if step.path_before is not None:
+            self.origin.setdefault(step.media_id, step.path_before)
+        self.final[step.media_id] = step.path_after
+        if step.wrote:
+            self.written[step.media_id] = None
+
+    def changed(self, step: _Step | None = None) -> list[int]:
+        """Media ids changed so far (and by `step`, not yet committed, when given)."""
+        ledger = self
+        if step is not None:
+            ledger = _Ledger(dict(self.written), dict(self.origin), dict(self.final))
+            ledger.commit(IngestSummary(), step)
+        moved = [m for m, path in ledger.final.items() if m in ledger.origin and ledger.origin[m] != path]
+        return list(dict.fromkeys([*ledger.written, *moved]))
+
+    @staticmethod
+    def summary_with(summary: IngestSummary, step: _Step) -> IngestSummary:
+        """The batch's summary as it will be once `step` commits (for the event written with it)."""
+        preview = replace(summary, failures=list(summary.failures), media=list(summary.media))
+        preview.add(step.result)
+        preview.media.append(step.entry())
+        return preview
+
+
+def record_ingest_event(session: Session, editor: str, summary: IngestSummary, written: Iterable[int],
+                        interrupted: bool = False) -> int:
+    """Insert the batch's one audit event (caller owns the transaction) and return its id.
+
+    `Operation` is not used: it snapshots entity rows so that undo can restore them, and an
+    ingest's rows are files, not editor decisions to restore. `after` holds the counts and the
+    batch's media; `before` is empty. The media rows the batch changed are indexed as entities
+    ("media:<id>") so a GIF's history shows when it was ingested and by whom. Undoing such an
+    event must be refused (labeling/audit.py decides that; deleting media is never an undo)."""
+    written = list(dict.fromkeys(written))
+    after = {"ingested": summary.ingested, "cached": summary.cached, "failed": summary.failed,
+             "faces": summary.faces, "media": summary.media}
+    text = f"ingest: {summary.line()}" + (" (interrupted: the rest of the batch was not stored)" if interrupted else "")
+    if interrupted:
+        after["interrupted"] = True
+    row = AuditEvent(at=utcnow(), editor=editor, operation=INGEST_OPERATION, summary=text, n_entities=len(written),
+                     before={}, after=after)
+    session.add(row)
+    session.flush()
+    if written:
+        session.execute(insert(AuditEntity.__table__),
+                        [{"event_id": row.id, "key": f"media:{m}", "written": True} for m in written])
+    return row.id
+
+
 def ingest(
     paths: Iterable[Path | str],
     settings: Settings,
@@ -158,18 +279,48 @@ def ingest(
     on_result: Callable[[MediaResult], None] | None = None,
     pipeline: IngestPipeline | None = None,
     store: sessionmaker | None = None,
+    editor: str | None = None,
 ) -> IngestSummary:
-    """Ingest files and folders into the cache and the store; a bad file never stops the batch."""
+    """Ingest files and folders into the cache and the store; a bad file never stops the batch.
+
+    Each media item is stored in its own transaction, so a run killed half-way keeps what it
+    stored and a re-run resumes from the cache. With an `editor` (the CLI, the Ingest page, an
+    import) the batch is audited by one summary event, written with the last item; without
+    one (fixtures, benchmarks: nobody's decision) it is not audited. A batch interrupted by an
+    error still gets its event, for what it stored, before the error propagates."""
+    editor = check_editor(editor) if editor is not None else None  # a bad name is refused before any work
     files = discover_media(paths)
     if on_start is not None:
         on_start(len(files))
     pipeline = pipeline or IngestPipeline(settings)
     store = store or open_store(settings.resolved_database_url)
     summary = IngestSummary()
-    for result in pipeline.run(files):
-        with session_scope(store) as session:
-            store_result(session, result)
-        summary.add(result)
-        if on_result is not None:
-            on_result(result)
+    ledger = _Ledger()
+    last = len(files) - 1
+    try:
+        for i, result in enumerate(pipeline.run(files)):
+            event_id = None
+            with session_scope(store) as session:
+                known = _find_media(session, result)
+                path_before = known.path if known is not None else None  # store_result rewrites this very row
+                wrote = _watch_writes(session)
+                media = store_result(session, result)
+                step = _Step(result, media.id, path_before, media.path, wrote[0], media.error)
+                if editor is not None and i >= last and (ids := ledger.changed(step)):
+                    event_id = record_ingest_event(session, editor, ledger.summary_with(summary, step), ids)
+            ledger.commit(summary, step)  # only what committed counts, for an interrupted batch's event
+            summary.event_id = event_id
+            if on_result is not None:
+                on_result(result)
+    except BaseException:
+        if editor is not None and summary.event_id is None and (ids := ledger.changed()):
+            try:
+                with session_scope(store) as session:
+                    summary.event_id = record_ingest_event(session, editor, summary, ids, interrupted=True)
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                log.exception("could not record the audit event of an interrupted ingest")
+        raise
+    if editor is not None and summary.event_id is None and (ids := ledger.changed()):
+        with session_scope(store) as session:  # fewer results than files: not expected, but never unaudited
+            summary.event_id = record_ingest_event(session, editor, summary, ids)
     return summary

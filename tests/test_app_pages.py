@@ -336,6 +336,10 @@ def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):
     with store() as s:
         assert sorted((Path(p).name, st) for p, st in s.execute(select(Media.path, Media.status))) == \
             [("Hugo_Chavez_0001.jpg", "ok"), ("broken.gif", "failed")]
+        [event] = s.scalars(select(AuditEvent)).all()
+    # the batch is one audit event naming the signed-in editor
+    assert (event.operation, event.editor, event.n_entities, event.after["failed"]) == ("ingest", "ann", 2, 1)
+    assert f"Recorded as audit event {event.id} by ann." in [c.value for c in at.caption]
 
     # uploads: the size is checked before anything is saved (the widget itself refuses other types, and
     # ingest sniffs the content); the accepted photo is ingested, the fake PNG fails with its reason
@@ -402,3 +406,74 @@ def test_upload_checks_and_parsers():
     assert parse_ids("12, 15 20;12") == [12, 15, 20] and parse_ids("") == []
     with pytest.raises(ValidationError, match="whole numbers"):
         parse_ids("1, -2")
+
+
+# -- OIDC login (Streamlit's st.login) when [auth] is configured -----------------------------------------
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-cookie-secret-not-used",
+        "client_id": "giflens-test", "client_secret": "test-client-secret-not-used",
+        "server_metadata_url": "https://id.example.invalid/.well-known/openid-configuration"}
+
+
+def with_auth(at: AppTest, auth: dict, user: dict | None = None) -> AppTest:
+    """The same session, now with an [auth] secrets section (and, when given, what st.user holds)."""
+    at.secrets["auth"] = auth
+    if user is not None:
+        at.user = user
+    at.run()
+    no_exception(at)
+    return at
+
+
+def sidebar_buttons(at: AppTest) -> list[str]:
+    return [b.label for b in at.sidebar.button]
+
+
+def test_without_auth_the_sidebar_asks_for_a_name(app):
+    assert "Log in" not in sidebar_buttons(app)
+    assert app.sidebar.text_input(key="sign_in_name").value == ""
+    assert "Sign in" in [b.label for b in app.button]  # the form's submit button
+
+
+def test_with_auth_the_sidebar_offers_log_in_and_no_name_form(app, app_store):
+    at = with_auth(app, AUTH)
+    assert sidebar_buttons(at) == ["Log in"]
+    assert not [t for t in at.sidebar.text_input if t.key == "sign_in_name"]  # nobody can type a name
+    events = count(app_store.store, AuditEvent)
+    go(at, "classes")
+    at.text_input(key="add_class_name").input("Nobody Logged In")
+    button(at, "Add class").click().run()
+    no_exception(at)
+    assert any("log in with the sidebar's button" in e for e in errors(at))
+    assert count(app_store.store, AuditEvent) == events
+    # pressing it hands over to st.login; without a usable provider (no Authlib, no network here) the
+    # editor reads why instead of a stack trace
+    button(at, "Log in").click().run()
+    no_exception(at)
+    assert any(e.startswith("Log in is not available") for e in errors(at)), errors(at)
+
+
+def test_named_providers_get_one_button_each(app):
+    at = with_auth(app, {"redirect_uri": AUTH["redirect_uri"], "cookie_secret": AUTH["cookie_secret"],
+                         "google": {k: AUTH[k] for k in ("client_id", "client_secret", "server_metadata_url")},
+                         "okta": {k: AUTH[k] for k in ("client_id", "client_secret", "server_metadata_url")}})
+    assert sidebar_buttons(at) == ["Log in with google", "Log in with okta"]
+
+
+def test_a_logged_in_user_is_the_editor_the_audit_log_names(app, app_store):
+    at = with_auth(app, AUTH, user={"is_logged_in": True, "name": "Ann Oidc", "email": "ann@example.org"})
+    assert any("**Ann Oidc**" in m.value for m in at.sidebar.markdown)
+    assert "Log out" in sidebar_buttons(at) and "Log in" not in sidebar_buttons(at)
+    go(at, "classes")
+    at.text_input(key="add_class_name").input("Single Sign On Person")
+    button(at, "Add class").click().run()
+    no_exception(at)
+    assert not errors(at), errors(at)
+    with app_store.store() as s:
+        added = s.scalars(select(CelebrityClass).where(CelebrityClass.name == "Single Sign On Person")).one()
+        event = s.scalars(select(AuditEvent).where(AuditEvent.operation == "add_class")
+                          .order_by(AuditEvent.id.desc())).first()
+    assert added.updated_by == "Ann Oidc" and event.editor == "Ann Oidc"
+
+    # no name claim: the e-mail names the editor
+    at = with_auth(at, AUTH, user={"is_logged_in": True, "email": "bob@example.org"})
+    assert any("**bob@example.org**" in m.value for m in at.sidebar.markdown)

@@ -514,6 +514,68 @@ def test_raw_dataset_import_export_round_trip(store_url, second_store_url, tmp_p
     assert import_raw_dataset(fresh, out, Settings(data_dir=data_dir, database_url=second_store_url)).event_id is None
 
 
+def two_people_photo(lfw_dir: Path, path: Path, large: str, small: str) -> tuple[int, int]:
+    """One image of two LFW people side by side: `small` at half size on the left, `large` at full
+    size on the right (so "first face found" or "leftmost face" would pick the wrong one).
+    Returns the x range (start, end) where the large photo sits."""
+    with Image.open(sorted((lfw_dir / large).glob("*.jpg"))[0]) as a, \
+            Image.open(sorted((lfw_dir / small).glob("*.jpg"))[0]) as b:
+        a, b = a.convert("RGB"), b.convert("RGB").resize((b.width // 2, b.height // 2), Image.LANCZOS)
+        canvas = Image.new("RGB", (b.width + a.width, a.height), (128, 128, 128))
+        canvas.paste(b, (0, (a.height - b.height) // 2))
+        canvas.paste(a, (b.width, 0))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(path, quality=95)
+        return b.width, b.width + a.width
+
+
+@pytest.mark.slow
+def test_raw_dataset_import_labels_the_largest_face_when_several(store_url, tmp_path, lfw_dir, data_dir):
+    """GIPHY's folders name one person per image; when an image shows several faces, the label goes
+    on the largest one. With this pair the small face is the leftmost and (with MTCNN today) the
+    more confident one, so neither rule would land on Ariel Sharon's face."""
+    raw = tmp_path / "giphy"
+    label = "Ariel_Sharon_[m.test]"
+    x_start, x_end = two_people_photo(lfw_dir, raw / "raw_dataset" / label / "sharon-and-schroeder.jpg",
+                                      large="Ariel_Sharon", small="Gerhard_Schroeder")
+    (raw / "labels.csv").write_text(f"Label,Index\n{label},0\n")
+    store = open_store(store_url)
+    summary = import_raw_dataset(store, raw, Settings(data_dir=data_dir, database_url=store_url), "ann")
+    assert (summary.images, summary.created, summary.labels) == (1, 1, 1), summary.skipped
+    with store() as s:
+        faces = list(s.scalars(select(Face)))
+        [(face_id, class_name, status, source)] = s.execute(
+            select(FaceLabel.face_id, CelebrityClass.name, FaceLabel.status, FaceLabel.source)
+            .join(CelebrityClass, CelebrityClass.id == FaceLabel.class_id)).all()
+    assert len(faces) == 2, [(f.x1, f.y1, f.x2, f.y2) for f in faces]  # both people were found
+    area = {f.id: (f.x2 - f.x1) * (f.y2 - f.y1) for f in faces}
+    labeled = next(f for f in faces if f.id == face_id)
+    assert (class_name, status, source) == ("Ariel Sharon", "approved", "import")
+    assert area[face_id] == max(area.values()) and area[face_id] > 2 * min(area.values())
+    assert x_start <= (labeled.x1 + labeled.x2) / 2 <= x_end  # the face of the large photo: Ariel Sharon's
+
+
+def test_largest_face_does_not_depend_on_the_order_faces_were_stored(store_url):
+    """The detector happens to list big faces first; the choice must not rely on that."""
+    from labeling.importers import _largest_faces
+
+    store = open_store(store_url)
+    boxes = {"small-first": [(0, 0, 40, 40), (50, 0, 150, 100), (160, 0, 190, 30)],
+             "big-last": [(0, 0, 30, 30), (40, 0, 80, 40), (90, 0, 200, 110)]}
+    expected = {}
+    with session_scope(store) as s:
+        for name, faces in boxes.items():
+            media = Media(sha256=name.encode().hex().ljust(64, "0"), path=f"/data/{name}.jpg", kind="image", status="ok")
+            s.add(media)
+            s.flush()
+            rows = [Face(media_id=media.id, face_index=i, frame_index=0, x1=x1, y1=y1, x2=x2, y2=y2, probability=0.99,
+                         landmarks=[[0, 0]] * 5) for i, (x1, y1, x2, y2) in enumerate(faces)]
+            s.add_all(rows)
+            s.flush()
+            expected[media.id] = max(rows, key=lambda f: (f.x2 - f.x1) * (f.y2 - f.y1)).id
+        assert _largest_faces(s, list(expected)) == expected
+
+
 def resized_copy(src: Path, dest: Path, scale: float = 0.75) -> Path:
     """The same clip re-encoded smaller: a near-duplicate with different bytes."""
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -207,3 +207,127 @@ def test_cli_reports_unknown_or_unavailable_face_models(tmp_path, gifs_dir):
                 env={"TORCH_HOME": str(tmp_path / "torch")})
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "facenet-vggface2 weights not found" in err
+
+
+# -- the CLI's failure path and its audit event ------------------------------------------------------
+def _mixed_folder(tmp_path: Path, gifs_dir: Path) -> Path:
+    """A good GIF, a text file named like a GIF and a GIF cut short: one success, two failures."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "jlaw-nods.gif").write_bytes((gifs_dir / "jlaw-nods.gif").read_bytes())
+    (folder / "bad.gif").write_text("this is a text file, not a GIF\n")
+    (folder / "truncated.gif").write_bytes((gifs_dir / "awkward.gif").read_bytes()[:2048])
+    return folder
+
+
+def _audit(url: str) -> list:
+    from labeling.schema import AuditEntity, AuditEvent
+
+    with open_store(url)() as s:
+        return [(e, sorted(s.scalars(select(AuditEntity.key).where(AuditEntity.event_id == e.id))))
+                for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+
+
+def test_cli_lists_failures_and_audits_the_batch_once(tmp_path, gifs_dir):
+    from typer.testing import CliRunner
+
+    from labeling.audit import history
+    from labeling.cli import _os_user, app
+
+    folder = _mixed_folder(tmp_path, gifs_dir)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    where = ["--data-dir", str(tmp_path / "data"), "--database-url", url, "--frames", "8"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", str(folder), *where, "--editor", "ann"])
+    assert result.exit_code == 0, result.output  # the batch ran: failed files are not a failed command
+
+    store = open_store(url)
+    with store() as s:
+        rows = {Path(m.path).name: m for m in s.scalars(select(Media))}
+        faces = s.scalar(select(func.count()).select_from(Face))
+    assert faces >= 1 and rows["jlaw-nods.gif"].status == "ok"
+    assert result.stdout.strip().splitlines()[-1] == f"ingested 1, cached 0, failed 2, faces {faces}"
+    # every failure is listed on stderr with the reason the store keeps for it
+    failed = [line for line in result.stderr.splitlines() if line.startswith("failed ")]
+    assert len(failed) == 2, result.stderr
+    for name in ("bad.gif", "truncated.gif"):
+        row = rows[name]
+        assert row.status == "failed" and row.error and str(folder / name) in row.error
+        assert [line for line in failed if str(folder / name) in line] == [f"failed {row.error}"]
+    assert "content looks like text" in rows["bad.gif"].error
+
+    # one summary event for the whole batch, naming the editor, the counts and every file
+    [(event, keys)] = _audit(url)
+    assert (event.operation, event.editor, event.n_entities) == ("ingest", "ann", 3)
+    assert {k: event.after[k] for k in ("ingested", "cached", "failed", "faces")} == \
+        {"ingested": 1, "cached": 0, "failed": 2, "faces": faces}
+    assert sorted((m["id"], Path(m["path"]).name, m["status"]) for m in event.after["media"]) == \
+        sorted((r.id, name, r.status) for name, r in rows.items())
+    assert {m["error"] for m in event.after["media"] if m["status"] == "failed"} == \
+        {rows["bad.gif"].error, rows["truncated.gif"].error}
+    assert keys == sorted(f"media:{r.id}" for r in rows.values())
+    assert [h.operation for h in history(store, f"media:{rows['jlaw-nods.gif'].id}")] == ["ingest"]
+
+    # a re-run changes nothing in the store, so it records nothing; a new file is a new batch, by the OS user
+    again = runner.invoke(app, ["ingest", str(folder), *where, "--editor", "ann"])
+    assert again.exit_code == 0 and again.stdout.strip().splitlines()[-1] == f"ingested 0, cached 1, failed 2, faces {faces}"
+    assert len(_audit(url)) == 1
+    (folder / "hello.gif").write_bytes((gifs_dir / "hello.gif").read_bytes())
+    third = runner.invoke(app, ["ingest", str(folder), *where])
+    assert third.exit_code == 0, third.output
+    (_, _), (event, keys) = _audit(url)
+    with store() as s:
+        hello = s.scalars(select(Media.id).where(Media.path == str(folder / "hello.gif"))).one()
+    assert (event.editor, event.after["ingested"], event.after["cached"], keys) == (_os_user(), 1, 1, [f"media:{hello}"])
+
+
+def test_cli_refuses_a_blank_editor_before_storing_anything(tmp_path, gifs_dir):
+    from typer.testing import CliRunner
+
+    from labeling.cli import app
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    result = CliRunner().invoke(app, ["ingest", str(gifs_dir / "hello.gif"), "--data-dir", str(tmp_path / "data"),
+                                      "--database-url", url, "--editor", "   "])
+    assert result.exit_code == 1 and "an editor name is required" in result.stderr
+    with open_store(url)() as s:
+        assert s.scalar(select(func.count()).select_from(Media)) == 0
+
+
+def test_undo_of_an_ingest_event_is_refused(tmp_path, gifs_dir, pipeline_models):
+    """Undo restores editor decisions; an ingest record is not one, and deleting media is never an undo."""
+    from labeling.audit import undo_event, undo_last
+    from labeling.errors import UndoError
+
+    settings = _settings(tmp_path)
+    store = open_store(settings.resolved_database_url)
+    summary = ingest([gifs_dir / "hello.gif"], settings, pipeline=IngestPipeline(settings, **pipeline_models),
+                     store=store, editor="ann")
+    assert summary.event_id is not None
+    with pytest.raises(UndoError, match=rf"operation {summary.event_id} \(ingest\) cannot be undone"):
+        undo_event(store, summary.event_id, "ann")
+    with pytest.raises(UndoError):  # "Undo last" passes over it: ann has no decision to take back
+        undo_last(store, "ann")
+    with store() as s:
+        assert s.scalar(select(func.count()).select_from(Media)) == 1
+
+
+def test_an_interrupted_batch_is_audited_for_what_it_stored(tmp_path, gifs_dir, pipeline_models):
+    """Ctrl-C half-way (here: from the progress callback, after the first file is stored): the stored
+    file keeps its audit event, marked interrupted, and the interruption still propagates."""
+    settings = _settings(tmp_path)
+    store = open_store(settings.resolved_database_url)
+    files = [gifs_dir / "hello.gif", gifs_dir / "jlaw-nods.gif"]
+
+    def stop(_result) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest(files, settings, on_result=stop, pipeline=IngestPipeline(settings, **pipeline_models), store=store,
+               editor="ann")
+    [(event, keys)] = _audit(settings.resolved_database_url)
+    with store() as s:
+        [(media_id, path)] = s.execute(select(Media.id, Media.path)).all()
+    assert (event.operation, event.editor, event.after["interrupted"], event.after["ingested"]) == ("ingest", "ann", True, 1)
+    assert [m["path"] for m in event.after["media"]] == [path] == [str(files[0])] and keys == [f"media:{media_id}"]
+    assert "interrupted" in event.summary

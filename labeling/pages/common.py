@@ -17,6 +17,7 @@ import hmac
 import os
 import re
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,6 +71,49 @@ def get_pipeline(settings: Settings):
 
 
 # -- the editor ----------------------------------------------------------------------------
+# Two ways to say who you are. With an `[auth]` section in Streamlit's secrets (st.secrets, e.g.
+# .streamlit/secrets.toml) editors log in with OIDC through Streamlit's own st.login and the name
+# comes from the identity provider (st.user): nobody can type someone else's name. Without it,
+# editors type their name (and the shared password when GIFLENS_EDITOR_PASSWORD is set).
+USER_NAME_CLAIMS = ("name", "email", "preferred_username")  # first one present names the editor
+
+
+def _auth_section() -> Mapping[str, Any] | None:
+    """The `[auth]` secrets section, or None when OIDC login is not configured (no secrets at all
+    is the common case and not an error: st.secrets raises a FileNotFoundError for it)."""
+    try:
+        section = st.secrets.get("auth")
+    except FileNotFoundError:  # StreamlitSecretNotFoundError: no secrets file, or one that does not parse
+        return None
+    return section if isinstance(section, Mapping) and section else None
+
+
+def oidc_configured() -> bool:
+    return _auth_section() is not None
+
+
+def oidc_providers() -> list[str | None]:
+    """What st.login can be called with: the named providers (`[auth.<name>]` sub-sections), or
+    [None] for the single unnamed provider configured in `[auth]` itself."""
+    section = _auth_section() or {}
+    named = [name for name, value in section.items() if isinstance(value, Mapping)]
+    return named or [None]
+
+
+def oidc_editor() -> str | None:
+    """The logged-in user's name (or e-mail) from the identity token, None when not logged in."""
+    if not st.user.get("is_logged_in"):
+        return None
+    for claim in USER_NAME_CLAIMS:
+        value = st.user.get(claim)
+        if isinstance(value, str) and value.strip():
+            try:
+                return check_editor(value)
+            except ValidationError:  # e.g. over-long: try the next claim
+                continue
+    return None
+
+
 def password_required() -> bool:
     return bool(os.environ.get(PASSWORD_ENV))
 
@@ -82,7 +126,10 @@ def check_password(given: str | None) -> bool:
 
 
 def sign_in(name: str, password: str | None = None) -> str:
-    """Set the session's editor; raises ValidationError for a bad name or a wrong password."""
+    """Set the session's editor; raises ValidationError for a bad name or a wrong password, and
+    when OIDC login is configured (then the identity provider names the editor, not a form)."""
+    if oidc_configured():
+        raise ValidationError("this app uses single sign-on: log in with the button in the sidebar")
     editor = check_editor(name)
     if not check_password(password):
         raise ValidationError("wrong password")
@@ -95,6 +142,9 @@ def sign_out() -> None:
 
 
 def current_editor() -> str | None:
+    """Who the audit log will name: the OIDC user when login is configured, else the typed name."""
+    if oidc_configured():
+        return oidc_editor()
     return st.session_state.get(EDITOR_KEY) or None
 
 
@@ -102,8 +152,8 @@ def require_editor() -> str | None:
     """The editor's name, or None after telling them a name is needed (browsing needs none)."""
     editor = current_editor()
     if not editor:
-        st.error("An editor name is required before any change: sign in with your name in the sidebar. "
-                 "Browsing works without it.")
+        how = "log in with the sidebar's button" if oidc_configured() else "sign in with your name in the sidebar"
+        st.error(f"An editor name is required before any change: {how}. Browsing works without it.")
     return editor
 
 

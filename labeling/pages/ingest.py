@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from embeddings.pipeline import ModelUnavailableError
+from labeling.errors import StoreError
 from labeling.ingest import ingest
 from labeling.pages.common import (allowed_extensions, check_upload, get_pipeline, get_settings, get_store,
                                    human_bytes, require_editor, save_upload, show_error)
@@ -20,8 +21,9 @@ st.caption(f"Accepted types: {', '.join(allowed_extensions())}; at most {human_b
            f"{settings.gif_model}.")
 
 
-def run_ingest(paths: list[Path]) -> None:
-    """Ingest with a progress bar; the outcome is kept in the session and shown below."""
+def run_ingest(paths: list[Path], editor: str) -> None:
+    """Ingest with a progress bar as the signed-in editor (the batch's audit event names them);
+    the outcome is kept in the session and shown below."""
     bar = st.progress(0.0, text="Looking for media ...")
     state = {"total": 0, "done": 0}
 
@@ -36,17 +38,18 @@ def run_ingest(paths: list[Path]) -> None:
 
     try:
         summary = ingest(paths, settings, on_start=on_start, on_result=on_result, pipeline=get_pipeline(settings),
-                         store=store)
+                         store=store, editor=editor)
     except ModelUnavailableError as exc:
         bar.empty()
         st.error(f"A model could not be loaded, nothing was ingested: {exc}")
         return
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
         bar.empty()
         show_error(exc)
         return
     bar.progress(1.0, text=f"{state['done']} / {state['total']} files")
-    st.session_state[RESULT_KEY] = {"line": summary.line(), "files": state["total"],
+    st.session_state[RESULT_KEY] = {"line": summary.line(), "files": state["total"], "event_id": summary.event_id,
+                                    "editor": editor,
                                     "failures": [{"file": p, "reason": why} for p, why in summary.failures]}
 
 
@@ -62,8 +65,8 @@ with folder_tab:
             st.error("Give a folder or a file path.")
         elif not target.exists():
             st.error(f"{target} does not exist on the server.")
-        elif require_editor():
-            run_ingest([target])
+        elif editor := require_editor():
+            run_ingest([target], editor)
 
 with upload_tab:
     uploads = st.file_uploader("Media files", type=allowed_extensions(), accept_multiple_files=True,
@@ -74,13 +77,17 @@ with upload_tab:
         if refused:
             st.warning(f"{len(refused)} file(s) refused before ingest:")
             st.dataframe(pd.DataFrame(refused), hide_index=True, width="stretch")
-        if accepted and require_editor():
-            run_ingest([save_upload(f.name, f.getvalue(), settings) for f in accepted])
+        if accepted and (editor := require_editor()):
+            run_ingest([save_upload(f.name, f.getvalue(), settings) for f in accepted], editor)
 
 last = st.session_state.get(RESULT_KEY)
 if last:
     st.subheader("Last ingest")
     (st.warning if last["failures"] else st.success)(last["line"])
+    if last.get("event_id") is not None:
+        st.caption(f"Recorded as audit event {last['event_id']} by {last['editor']}.")
+    else:
+        st.caption("Nothing changed in the store, so no audit event was recorded.")
     if last["failures"]:
         st.write("Failures and their reasons:")
         st.dataframe(pd.DataFrame(last["failures"]), hide_index=True, width="stretch")
