@@ -9,6 +9,10 @@ tag dataset, Embedding Projector files and a manifest.
       tags.jsonl              {"media": path, "sha256": ..., "media_id": ..., "tags": [[tag, confidence], ...]}
       projector/vectors.tsv   face embeddings, one row per labeled face (TensorFlow Embedding Projector)
       projector/metadata.tsv  face_id, class, status, source, side (header row first)
+      projector/gif_vectors.tsv    GIF embeddings (one pooled vector per animated media item, e.g.
+                                   EfficientNet-Lite0's 1280 values), one row per media item
+      projector/gif_metadata.tsv   media_id, file, kind, tags (header row first; tags are the item's
+                                   active tags, most confident first, as "tag (0.93); tag (0.50)")
       manifest.json           counts, provenance, split, schema version, sha256 of every other file
 
 Only confirmed labels (`CONFIRMED_STATUSES`) of classes that are not retired are exported.
@@ -35,14 +39,14 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.near_duplicates import near_duplicate_media
 from labeling.db import current_revision
 from labeling.errors import ValidationError
-from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag,
-                             Tag, bytes_to_vector, utcnow)
+from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
+                             MediaEmbedding, MediaTag, Tag, bytes_to_vector, utcnow)
 from labeling.validation import check_editor
 
 FORMAT = "giflens-export/1"
@@ -52,6 +56,7 @@ ILLEGAL_CHARS = frozenset('<>:"/\\|?*')
 FOLDER_MAX_BYTES = 120  # of the name before the external id; ext4 and NTFS allow 255
 NEAR_DUPLICATE_RADIUS = 6  # bits of 64: resizes and re-encodes of a clip stay within this
 MIN_HASH_BITS = 16  # a natural frame's median-threshold pHash sets 32 bits; flat frames (black, one colour) set ~1
+GIF_TOP_TAGS = 5  # tags per media item in gif_metadata.tsv: enough to read a cluster, short enough for a tooltip
 
 
 # -- folder names (pure) ----------------------------------------------------------------------
@@ -195,6 +200,7 @@ class ExportSummary:
     missing_crops: int
     media_with_tags: int
     projector_vectors: int
+    gif_vectors: int
     seconds: float
     manifest: dict[str, Any]
 
@@ -202,7 +208,7 @@ class ExportSummary:
         missing = f", {self.missing_crops} without a crop skipped" if self.missing_crops else ""
         return (f"exported {self.classes} classes, {self.faces} faces (train {self.train}, val {self.val}){missing}, "
                 f"{self.media_with_tags} tagged media, {self.projector_vectors} projector vectors to {self.out_dir} "
-                f"in {self.seconds:.1f} s")
+                f"in {self.seconds:.1f} s ({self.gif_vectors} GIF vectors in projector/gif_vectors.tsv)")
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -216,7 +222,18 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
                                   "refusing to overwrite it")
 
 
-def _read_snapshot(session: Session, face_model: str) -> dict[str, Any]:
+def _export_gif_model(session: Session, gif_model: str | None) -> str | None:
+    """The GIF embedding model to export: the one asked for, else the one most media items were
+    embedded with (ties: the first by name), as the Explore page's GIFs view shows. Unlike tagging,
+    a store with several GIF models does not refuse the export: the label export must not depend
+    on it, and the chosen model is recorded in the manifest."""
+    if gif_model is not None:
+        return gif_model
+    return session.scalars(select(MediaEmbedding.model_id).group_by(MediaEmbedding.model_id)
+                           .order_by(func.count().desc(), MediaEmbedding.model_id).limit(1)).first()
+
+
+def _read_snapshot(session: Session, face_model: str, gif_model: str | None = None) -> dict[str, Any]:
     """Everything the export needs, read in one transaction (a consistent snapshot)."""
     labels = session.execute(
         select(FaceLabel.face_id, FaceLabel.class_id, FaceLabel.status, FaceLabel.source, Face.media_id,
@@ -240,8 +257,13 @@ def _read_snapshot(session: Session, face_model: str) -> dict[str, Any]:
         select(Media.id, Media.path, Media.sha256, Tag.name, MediaTag.confidence)
         .join(MediaTag, MediaTag.media_id == Media.id).join(Tag, Tag.id == MediaTag.tag_id)
         .where(MediaTag.status == "active").order_by(Media.id, MediaTag.confidence.desc(), Tag.name)).all()
+    gif_model = _export_gif_model(session, gif_model)
+    gifs = session.execute(
+        select(MediaEmbedding.media_id, Media.path, Media.kind, MediaEmbedding.dim, MediaEmbedding.vector)
+        .join(Media, Media.id == MediaEmbedding.media_id)
+        .where(MediaEmbedding.model_id == gif_model).order_by(MediaEmbedding.media_id)).all()
     return {"labels": labels, "projector": projector, "classes": classes, "media": media, "tags": tags,
-            "revision": current_revision(session.get_bind())}
+            "gif_model": gif_model, "gifs": gifs, "revision": current_revision(session.get_bind())}
 
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
@@ -253,6 +275,19 @@ def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> 
 
 def _tsv_cell(value: Any) -> str:
     return " ".join(str(value).split()) if value is not None else ""
+
+
+def _write_vectors(path: Path, vectors: list[np.ndarray]) -> None:
+    """The Projector's vectors file: tab-separated floats, no header, row i = metadata row i."""
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        if vectors:
+            np.savetxt(f, np.vstack(vectors), fmt="%.6f", delimiter="\t")
+
+
+def top_tags_text(tags: Iterable[tuple[str, float]], limit: int = GIF_TOP_TAGS) -> str:
+    """A media item's tags as one metadata cell, "cop (1.00); are (0.90)", in the order given
+    (most confident first); at most `limit`, so the Projector's tooltip stays readable."""
+    return "; ".join(f"{tag} ({float(confidence):.2f})" for tag, confidence in list(tags)[:limit])
 
 
 def _place(tmp: Path, out_dir: Path) -> Callable[[], None]:
@@ -283,11 +318,12 @@ def _place(tmp: Path, out_dir: Path) -> Callable[[], None]:
 def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, editor: str, split: float = 0.2,
                    seed: int = 0, on_progress: Callable[[int, int], None] | None = None, *,
                    face_model: str = "dlib-resnet-v1", overwrite: bool = False,
-                   near_duplicate_radius: int = NEAR_DUPLICATE_RADIUS) -> ExportSummary:
+                   near_duplicate_radius: int = NEAR_DUPLICATE_RADIUS, gif_model: str | None = None) -> ExportSummary:
     """Write the retraining export of the store to out_dir (see the module docstring) and record
     it in the `export` table. `split` is the share of each class's faces aimed at validation;
     `on_progress(done, total)` is called as face crops are copied. A non-empty out_dir is
-    refused unless `overwrite` (and then only when it holds an earlier export)."""
+    refused unless `overwrite` (and then only when it holds an earlier export). `gif_model`
+    chooses the GIF embeddings of the projector's GIF files (None: the store's most used)."""
     started = utcnow()
     editor = check_editor(editor)
     if not 0.0 <= split < 1.0:
@@ -298,7 +334,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     with store() as session:
         if session.get_bind().dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        snap = _read_snapshot(session, face_model)
+        snap = _read_snapshot(session, face_model, gif_model)
     classes = snap["classes"]
 
     def crop_of(row) -> Path | None:
@@ -357,15 +393,25 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         projector = tmp / "projector"
         projector.mkdir()
         vectors = [bytes_to_vector(p.vector) for p in snap["projector"]]
-        with (projector / "vectors.tsv").open("w", encoding="utf-8", newline="\n") as f:
-            if vectors:
-                np.savetxt(f, np.vstack(vectors), fmt="%.6f", delimiter="\t")
+        _write_vectors(projector / "vectors.tsv", vectors)
         with (projector / "metadata.tsv").open("w", encoding="utf-8", newline="\n") as f:
             f.write("face_id\tclass\tstatus\tsource\tside\n")
             for p in snap["projector"]:
                 name = classes[p.class_id].name if p.class_id is not None else ""
                 f.write("\t".join(_tsv_cell(v) for v in (p.face_id, name, p.status, p.source,
                                                            side_of_face.get(p.face_id, ""))) + "\n")
+        # GIF embeddings in files of their own: the Projector loads one vector space per file pair,
+        # and face (128-d) and GIF (1280-d) vectors cannot share one.
+        gif_vectors = [bytes_to_vector(g.vector, g.dim) for g in snap["gifs"]]
+        _write_vectors(projector / "gif_vectors.tsv", gif_vectors)
+        tags_of: dict[int, list[tuple[str, float]]] = {}
+        for media_id, _, _, tag, confidence in snap["tags"]:  # most confident first (the snapshot's order)
+            tags_of.setdefault(media_id, []).append((tag, confidence))
+        with (projector / "gif_metadata.tsv").open("w", encoding="utf-8", newline="\n") as f:
+            f.write("media_id\tfile\tkind\ttags\n")
+            for g in snap["gifs"]:
+                cells = (g.media_id, Path(g.path).name, g.kind, top_tags_text(tags_of.get(g.media_id, [])))
+                f.write("\t".join(_tsv_cell(v) for v in cells) + "\n")
 
         provenance: dict[str, dict[str, int]] = {}
         for (source, status), n in sorted(Counter((r.source, r.status) for r, _ in rows).items()):
@@ -379,12 +425,14 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             "editor": editor,
             "schema_version": snap["revision"],
             "face_model": face_model,
+            "gif_model": snap["gif_model"],
             "class_index_order": "class_id",
             "statuses": list(CONFIRMED_STATUSES),
             "counts": {"classes": len(folders), "faces": len(rows), "faces_without_crop": missing,
                        "train": side_counts.get("train", 0), "val": side_counts.get("val", 0),
                        "media": sum(side_media.values()), "media_with_tags": len(tagged),
-                       "media_tags": len(snap["tags"]), "projector_vectors": len(vectors)},
+                       "media_tags": len(snap["tags"]), "projector_vectors": len(vectors),
+                       "gif_projector_vectors": len(gif_vectors)},
             "label_provenance": provenance,
             "split": {"share": split, "seed": seed, "stratified_by": "class", "near_duplicate_radius": near_duplicate_radius,
                       "groups": len(set(groups[r.media_id] for r, _ in rows)),
@@ -415,5 +463,5 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportSummary(out_dir, export_id, len(folders), len(rows), side_counts.get("train", 0),
-                         side_counts.get("val", 0), missing, len(tagged), len(vectors),
+                         side_counts.get("val", 0), missing, len(tagged), len(vectors), len(gif_vectors),
                          (utcnow() - started).total_seconds(), manifest)

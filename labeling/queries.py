@@ -8,15 +8,15 @@ take as `expected_version(s)` for optimistic locking (0: no row yet).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from labeling.schema import (CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag, Track,
-                             bytes_to_vector)
+from labeling.schema import (AuditEntity, AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
+                             MediaTag, Tag, Track, bytes_to_vector)
 from labeling.validation import clean_tag_name
 
 UNLABELED = "unlabeled"  # label status of a face that has no face_label row (no prediction, no decision)
@@ -48,6 +48,7 @@ TRACK_COLUMNS = [
     "predicted_class_name", "mean_confidence",
 ]
 EXPORT_COLUMNS = ["export_id", "at", "editor", "out_dir", "classes", "faces", "train", "val", "media_with_tags"]
+HISTORY_COLUMNS = ["event_id", "at", "editor", "operation", "summary", "before", "after", "undone_by"]
 
 
 def _frame(rows: list[Any], columns: list[str]) -> pd.DataFrame:
@@ -322,6 +323,44 @@ def history_frame(store: sessionmaker[Session], key: str, limit: int = 200) -> p
                    for h in entries],
                   ["event_id", "at", "editor", "operation", "summary", "before", "after", "undone_by"])
 
+
+
+HISTORY_KEYS_CHUNK = 5000  # bound parameters per IN (...) list, as labeling.audit chunks them
+
+
+def entities_history_frame(store: sessionmaker[Session], keys: Sequence[str], limit: int = 200) -> pd.DataFrame:
+    """The audit history of several entities together, newest first, each event once: the columns of
+    `history_frame`, but before / after map each of the given entities the event wrote to its state
+    then ({"face:12": {...}, "face:13": {...}}; empty when the event only concerned them).
+
+    Why: some things an editor looks at have no audit key of their own. A GIF's person track is
+    decided through its member faces (`label_tracks` writes and audits "face:<id>" rows), so its
+    history is the union of theirs; one bulk event over several members is one row, not one per face."""
+    wanted = list(dict.fromkeys(keys))
+    if not wanted or limit <= 0:
+        return _frame([], HISTORY_COLUMNS)
+    with store() as session:
+        event_ids: set[int] = set()
+        for start in range(0, len(wanted), HISTORY_KEYS_CHUNK):
+            chunk = wanted[start : start + HISTORY_KEYS_CHUNK]
+            event_ids.update(session.scalars(select(AuditEntity.event_id).where(AuditEntity.key.in_(chunk)).distinct()
+                                             .order_by(AuditEntity.event_id.desc()).limit(limit)))
+        newest = sorted(event_ids, reverse=True)[:limit]
+        events = session.scalars(select(AuditEvent).where(AuditEvent.id.in_(newest))
+                                 .order_by(AuditEvent.id.desc())).all()
+        rows = [(e.id, e.at, e.editor, e.operation, e.summary,
+                 {k: e.before[k] for k in wanted if k in (e.before or {})},
+                 {k: e.after[k] for k in wanted if k in (e.after or {})}, e.undone_by_id) for e in events]
+    return _frame(rows, HISTORY_COLUMNS)
+
+
+def track_history_frame(store: sessionmaker[Session], track_id: int, limit: int = 200) -> pd.DataFrame:
+    """The audit history of a GIF's person track: every operation on any of its faces (a track has
+    no audit key of its own; see `entities_history_frame`), newest first, columns of `history_frame`."""
+    with store() as session:
+        face_ids = session.scalars(select(FaceEmbedding.face_id).where(FaceEmbedding.track_id == int(track_id))
+                                   .order_by(FaceEmbedding.face_id)).all()
+    return entities_history_frame(store, [f"face:{f}" for f in face_ids], limit)
 
 def store_overview(store: sessionmaker[Session]) -> dict[str, Any]:
     """Headline counts: media (ok / failed), faces, classes (active), labels per status, tags, events."""

@@ -154,6 +154,44 @@ def test_review_tabs_render_with_the_store_queues(app, explored):
     assert app.error and "undo" in app.error[0].value.lower()
 
 
+
+def _history_operations(at: AppTest) -> list[str]:
+    """The operations listed by the point's history table (the sidebar's recent events have no before / after)."""
+    tables = [d.value for d in at.dataframe if {"operation", "before", "after"} <= set(d.value.columns)]
+    assert len(tables) == 1, [list(d.value.columns) for d in at.dataframe]
+    return tables[0]["operation"].tolist()
+
+
+def test_explore_shows_the_history_of_a_track_and_of_a_gif(app, explored):
+    """A track has no audit key of its own: its details list its faces' events, so a decision taken on
+    the track from this page shows there at once; its GIF's details list the tag import and that decision
+    (operations on a face concern its media)."""
+    gif = explored.media["jlaw-nods.gif"]
+    tracks = tracks_frame(explored.store)
+    track = int(tracks.loc[~tracks["has_decision"] & (tracks["media_id"] == gif), "track_id"].iloc[0])
+    members = {f"face:{f}" for f in faces_frame(explored.store).query("track_id == @track")["face_id"].astype(int)}
+    app.switch_page("explorer/pages/explore.py").run()
+    _sign_in(app, "track-editor")
+    app.selectbox(key="explore_view").set_value("Face tracks").run()
+    app.number_input(key="explore_point_id").set_value(track).run()
+    _ok(app)
+    assert any("History of the track's faces" in c.value for c in app.caption)
+    assert "relabel_track" not in _history_operations(app)
+    app.selectbox(key="explore_relabel_class").set_value(explored.classes["Hugo Chavez"]).run()
+    app.button(key="explore_relabel").click().run()
+    _ok(app)
+    assert not app.error, [e.value for e in app.error]
+    operations = _history_operations(app)
+    assert operations[0] == "relabel_track", operations
+    history = next(d.value for d in app.dataframe if {"operation", "before", "after"} <= set(d.value.columns))
+    assert history["editor"].iloc[0] == "track-editor" and set(history["after"].iloc[0]) == members
+
+    app.selectbox(key="explore_view").set_value("GIFs").run()
+    app.number_input(key="explore_point_id").set_value(gif).run()
+    _ok(app)
+    assert any("History of the GIF" in c.value for c in app.caption)
+    assert _history_operations(app) == ["relabel_track", "import_tags"]
+
 # -- Review: bulk decisions from the tables, one audit event each, undone in one press ----------------
 @pytest.fixture
 def reviewed(tmp_path_factory, tmp_path) -> LoopStore:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 import random
@@ -9,6 +10,7 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import temporary_pg_database
 from PIL import Image
@@ -23,8 +25,9 @@ from labeling.face_labels import relabel_faces
 from labeling.importers import (import_attributes, import_classes, import_raw_dataset, import_tags, parse_giphy_label,
                                 read_labels_csv)
 from labeling.ingest import ingest
-from labeling.schema import (AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag)
-from labeling.tags import set_tag_status
+from labeling.schema import (AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaEmbedding,
+                             MediaTag, Tag, bytes_to_vector)
+from labeling.tags import set_tag_confidences, set_tag_status
 from models.settings import Settings
 
 PEOPLE = ["Ariel_Sharon", "Hugo_Chavez", "Serena_Williams"]
@@ -640,3 +643,44 @@ def test_near_duplicates_never_straddle_the_split_and_tags_export(store_url, tmp
     assert by_path[src.name]["tags"] == [["cop", 1.0]]  # the rejected tag is not exported
     assert by_path[src.name]["sha256"] and sorted(by_path[other.name]["tags"]) == [[t, 1.0] for t in
                                                                                   sorted(["aint", "nobody", "got", "time"])]
+
+
+@pytest.mark.slow
+def test_gif_embeddings_export_for_the_projector(store_url, tmp_path, gifs_dir, lfw_dir, shared_data, data_dir):
+    """Two real GIFs and a still photo: only the GIFs have a GIF embedding, so only they are rows of the
+    GIF projector files, each vector the stored one, beside its media's metadata; the face files keep
+    their names, and the manifest counts and hashes the new files like every other."""
+    store = open_store(store_url)
+    settings = Settings(data_dir=data_dir, database_url=store_url)
+    cop, aint = gifs_dir / "are-you-a-cop.gif", gifs_dir / "aint-nobody-got-time-for-that.gif"
+    photo = sorted((lfw_dir / "Ariel_Sharon").glob("*.jpg"))[0]
+    ingest([cop, aint, photo], settings, store=store)
+    import_tags(store, shared_data / "gifs.csv")
+    with store() as s:
+        media = {Path(p).name: m for p, m in s.execute(select(Media.path, Media.id))}
+        stored = {m: bytes_to_vector(v) for m, v in s.execute(select(MediaEmbedding.media_id, MediaEmbedding.vector))}
+    assert set(stored) == {media[cop.name], media[aint.name]}, "a still photo has no GIF embedding"
+    set_tag_confidences(store, [(media[cop.name], "are", 0.4)], "ann")  # "cop" (1.0) now leads
+
+    out = tmp_path / "export"
+    result = export_dataset(store, data_dir, out, "ann")
+    projector = out / "projector"
+    assert sorted(p.name for p in projector.iterdir()) == ["gif_metadata.tsv", "gif_vectors.tsv", "metadata.tsv",
+                                                          "vectors.tsv"]
+    vectors = np.loadtxt(projector / "gif_vectors.tsv", delimiter="\t", ndmin=2)
+    meta = [line.split("\t") for line in (projector / "gif_metadata.tsv").read_text(encoding="utf-8").splitlines()]
+    assert meta[0] == ["media_id", "file", "kind", "tags"]
+    assert vectors.shape == (len(stored), 1280) == (len(meta) - 1, 1280)
+    for (media_id, _, _, _), vector in zip(meta[1:], vectors):  # row i of the vectors is row i of the metadata
+        assert np.allclose(vector, stored[int(media_id)], atol=1e-6)
+    by_file = {name: (int(m), kind, tags) for m, name, kind, tags in meta[1:]}
+    assert by_file == {cop.name: (media[cop.name], "gif", "cop (1.00); are (0.40)"),
+                       aint.name: (media[aint.name], "gif", "aint (1.00); got (1.00); nobody (1.00); time (1.00)")}
+
+    manifest = result.manifest
+    assert manifest["counts"]["gif_projector_vectors"] == result.gif_vectors == len(stored)
+    assert manifest["gif_model"] == settings.gif_model
+    for rel in ("projector/gif_vectors.tsv", "projector/gif_metadata.tsv", "projector/vectors.tsv",
+                "projector/metadata.tsv"):
+        assert manifest["files"][rel] == hashlib.sha256((out / rel).read_bytes()).hexdigest()
+    assert verify_export(out) == []

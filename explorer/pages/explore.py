@@ -17,7 +17,7 @@ from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, filter_points, gif_mode
 from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, write
-from labeling.queries import classes_frame, face_models, history_frame
+from labeling.queries import classes_frame, face_models, history_frame, track_history_frame
 from labeling.schema import AuditEvent
 
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
@@ -152,8 +152,16 @@ with details:
         right.markdown(f"**{row['class']}** · status **{row['status']}**"
                        + (f" · confidence {row['confidence']:.2f}" if pd.notna(row["confidence"]) else "")
                        + f"  \nsource {row['source']} · {row['media_name']} (media {row['media_id']})")
+        # A face and a GIF have audit keys of their own (a GIF's: ingest and its tags); a track is
+        # decided through its faces, so its history is theirs.
         if row["kind"] == "face":
             right.dataframe(history_frame(store, f"face:{point_id}", limit=20), hide_index=True, height=180)
+        elif row["kind"] == "track":
+            right.caption("History of the track's faces")
+            right.dataframe(track_history_frame(store, int(point_id), limit=20), hide_index=True, height=180)
+        elif row["kind"] == "gif":
+            right.caption("History of the GIF: ingest, tags and its faces' labels")
+            right.dataframe(history_frame(store, f"media:{point_id}", limit=20), hide_index=True, height=180)
         if row["kind"] in ("face", "track") and class_ids:
             target = right.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
                                      key="explore_relabel_class")
