@@ -101,12 +101,16 @@ def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: 
     return len(changes)
 
 
-def merge_classes(factory, source_id: int, target_id: int, editor: str) -> OperationResult:
-    """Every label of source moves to target; source is retired and remembers where it went."""
+def merge_classes(factory, source_id: int, target_id: int, editor: str,
+                  expected_versions: dict[int, int] | None = None) -> OperationResult:
+    """Every label of source moves to target; source is retired and remembers where it went.
+    expected_versions (class id -> version the editor saw) refuses a merge based on a stale view."""
     if source_id == target_id:
         raise ValidationError("cannot merge a class into itself")
+    seen = expected_versions or {}
     with run_operation(factory, editor, "merge_classes") as op:
-        source, target = _load_class(op, source_id), _load_class(op, target_id)
+        source = _load_class(op, source_id, seen.get(source_id))
+        target = _load_class(op, target_id, seen.get(target_id))
         if target["status"] == "retired":
             raise ValidationError(f"class {target['name']!r} is retired: merge into an active class")
         moved = _move_labels(op, _labels_of(op.session, source_id), source_id, target_id)
@@ -116,14 +120,15 @@ def merge_classes(factory, source_id: int, target_id: int, editor: str) -> Opera
 
 
 def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, new_name: str | None = None,
-                target_id: int | None = None) -> tuple[int, OperationResult]:
-    """Move a subset of a class's faces to a new class (new_name) or an existing one (target_id)."""
+                target_id: int | None = None, expected_version: int | None = None) -> tuple[int, OperationResult]:
+    """Move a subset of a class's faces to a new class (new_name) or an existing one (target_id);
+    expected_version (of the split class) refuses a split based on a stale view."""
     if (new_name is None) == (target_id is None):
         raise ValidationError("split needs exactly one of a new class name or an existing target class")
     if not face_ids:
         raise ValidationError("split needs the faces to move")
     with run_operation(factory, editor, "split_class") as op:
-        source = _load_class(op, class_id)
+        source = _load_class(op, class_id, expected_version)
         members = set(_labels_of(op.session, class_id, face_ids))
         outside = [f for f in face_ids if f not in members]
         if outside:

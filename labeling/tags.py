@@ -88,8 +88,10 @@ def set_tag_confidences(factory: sessionmaker[Session], items: Sequence[tuple[in
     return op.result
 
 
-def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, str]], status: str, editor: str) -> OperationResult:
-    """Accept ("active") or reject ("rejected") suggestions, e.g. from experts voting."""
+def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, str]], status: str, editor: str,
+                   expected_versions: dict[tuple[int, int], int] | None = None) -> OperationResult:
+    """Accept ("active") or reject ("rejected") suggestions, e.g. from experts voting; expected_versions
+    ((media id, tag id) -> version seen) refuses a decision on a suggestion that changed meanwhile."""
     if status not in TAG_STATUSES:
         raise ValidationError(f"tag status must be one of {', '.join(TAG_STATUSES)}, got {status!r}")
     with run_operation(factory, editor, "set_tag_status") as op:
@@ -99,6 +101,7 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
         missing = [k for k, r in rows.items() if r is None]
         if missing:
             raise NotFoundError(f"media {missing[0][0]} has no tag {missing[0][1]}")
+        op.check_versions("media_tag", rows, expected_versions)
         op.update("media_tag", {k: {"status": status, "editor": op.editor} for k, r in rows.items() if r["status"] != status}, rows)
         for m, _ in keys:
             op.concern(f"media:{m}")
@@ -106,11 +109,14 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
     return op.result
 
 
-def remove_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: Sequence[str], editor: str) -> OperationResult:
+def remove_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: Sequence[str], editor: str,
+                expected_versions: dict[tuple[int, int], int] | None = None) -> OperationResult:
+    """expected_versions ((media id, tag id) -> version seen) refuses removing a tag someone changed meanwhile."""
     with run_operation(factory, editor, "remove_tags") as op:
         ids = tag_ids(op.session, tags, create=False)
         _check_media(op.session, media_ids)
         rows = op.load("media_tag", [(int(m), ids[clean_tag_name(t)]) for m in media_ids for t in tags])
+        op.check_versions("media_tag", rows, expected_versions)
         present = {k: r for k, r in rows.items() if r is not None}
         op.delete("media_tag", present)
         for m, _ in present:

@@ -416,3 +416,37 @@ def test_an_ingest_record_is_refused_by_undo_and_passed_over_by_undo_last(store)
     assert "relabel 2 face(s)" in undone.summary and label_of(store, faces[0]) is None
     with store() as s:
         assert s.get(AuditEvent, ingest_event).undone_by_id is None
+
+
+def test_merge_split_and_tag_decisions_on_a_stale_view_change_nothing(store):
+    """Two editors look at the same classes and tags; the second to act on what has since changed is refused."""
+    faces = make_faces(store, 1, 3)
+    a, _ = add_class(store, "Stale A", "ann")
+    b, _ = add_class(store, "Stale B", "ann")
+    relabel_faces(store, faces, a, "ann")
+    with store() as s:
+        seen = {c.id: c.version for c in s.scalars(select(CelebrityClass).where(CelebrityClass.id.in_([a, b])))}
+        media = s.scalar(select(Media.id))
+    rename_class(store, a, "Stale A renamed", "bob")  # bob changes class a after ann looked
+    events_before = len(recent_events(store))
+    with pytest.raises(ConflictError, match="changed by bob"):
+        merge_classes(store, a, b, "ann", expected_versions=seen)
+    with pytest.raises(ConflictError, match="changed by bob"):
+        split_class(store, a, faces[:1], "ann", new_name="Stale C", expected_version=seen[a])
+    assert {label_of(store, f).class_id for f in faces} == {a} and len(recent_events(store)) == events_before
+
+    add_tags(store, [media], ["party"], "model-run", confidence=0.4, source="experts_voting", status="suggested")
+    with store() as s:
+        tag = s.scalars(select(MediaTag).where(MediaTag.media_id == media)).one()
+        key, version = (tag.media_id, tag.tag_id), tag.version
+    set_tag_confidences(store, [(media, "party", 0.9)], "bob")  # bob accepts it with a confidence meanwhile
+    with pytest.raises(ConflictError, match="changed by bob"):
+        set_tag_status(store, [(media, "party")], "rejected", "ann", expected_versions={key: version})
+    with pytest.raises(ConflictError, match="changed by bob"):
+        remove_tags(store, [media], ["party"], "ann", expected_versions={key: version})
+    with store() as s:
+        tag = s.scalars(select(MediaTag).where(MediaTag.media_id == media)).one()
+    assert (tag.status, tag.confidence) == ("active", 0.9)
+    # with the current versions the same decisions go through
+    merge_classes(store, a, b, "ann", expected_versions={a: seen[a] + 1, b: seen[b]})
+    assert {label_of(store, f).class_id for f in faces} == {b}

@@ -109,7 +109,8 @@ if selected is not None:
         with st.form(f"merge_form_{selected}"):
             target = st.selectbox("Into", targets, format_func=label, key=f"merge_target_{selected}")
             if st.form_submit_button("Merge"):
-                write(lambda s, e: merge_classes(s, selected, target, e))
+                write(lambda s, e: merge_classes(s, selected, target, e,
+                                                 expected_versions={selected: expected(selected), target: expected(target)}))
 
     with split_tab:
         members = faces_frame(store, class_id=selected)
@@ -126,7 +127,8 @@ if selected is not None:
             if st.form_submit_button("Split"):
                 new = mode == "a new class"
                 write(lambda s, e: split_class(s, selected, faces, e, new_name=split_name if new else None,
-                                               target_id=None if new else split_target),
+                                               target_id=None if new else split_target,
+                                               expected_version=expected(selected)),
                       after=select_created)
         crops = [(f, media_file(p, settings)) for f, p in zip(members["face_id"], members["crop_path"])][:24]
         crops = [(f, p) for f, p in crops if p is not None]
