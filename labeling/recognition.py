@@ -23,7 +23,11 @@ What an ML engineer can rely on:
 - Track predictions are derived data, like the track vectors: rewritten by every refresh and
   by a re-ingest of the GIF, not audited one by one (the face predictions of the same refresh
   carry the audit event). The track method defaults to "mean" (classify the normalised mean
-  embedding), which bench/recognition.py measured above GIPHY's per-frame "product".
+  embedding) rather than GIPHY's per-frame "product". bench/recognition.py on LFW tracks of 3-5
+  photos (2026-11-26): top-1 is equal (0.987 / 1.000 / 1.000 at k = 1 / 3 / 5 reference photos),
+  open-set accuracy mean 0.956 / 0.982 / 0.979 vs product 0.820 / 0.980 / 0.988. Product only
+  wins by 0.009 once a class has 5 references and loses by 0.136 with one: multiplying
+  probabilities makes every track confident, so with few references impostor tracks are named.
 """
 from __future__ import annotations
 
