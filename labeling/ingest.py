@@ -8,13 +8,13 @@ An ingest an editor runs (the CLI, the Ingest page, a raw-dataset import) is aud
 other change, but as ONE summary event per batch (operation "ingest": the counts and the
 media ids and paths), not one entity snapshot per row: a batch can hold thousands of files,
 and what an editor needs to know is who added which files when. The event is written in the
-same transaction as the batch's last media item; a batch that changed nothing writes none,
-as a curation operation that changes nothing does. The event cannot be undone: removing
+transaction that follows the batch's last media item (or the interruption that ended it); a
+batch that changed nothing writes none, as a curation operation that changes nothing does. The event cannot be undone: removing
 media is not what undo means (see `record_ingest_event`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -196,22 +196,6 @@ def _watch_writes(session: Session) -> list[bool]:
 
 
 @dataclass
-class _Step:
-    """One media item as its transaction stored it (counted once the transaction commits)."""
-
-    result: MediaResult
-    media_id: int
-    path_before: str | None  # the row's path before this item (None: a new row)
-    path_after: str
-    wrote: bool  # anything but the path changed (see `_watch_writes`)
-    error: str | None
-
-    def entry(self) -> dict[str, Any]:
-        entry = {"id": self.media_id, "path": str(self.result.path), "status": self.result.status}
-        return entry if self.result.status == "ok" else {**entry, "error": self.error}
-
-
-@dataclass
 class _Ledger:
     """Which media rows a batch changed: those with any write but a path change, plus those whose
     path at the end of the batch differs from the one before it."""
@@ -220,31 +204,17 @@ class _Ledger:
     origin: dict[int, str] = field(default_factory=dict)  # media id -> path before the batch
     final: dict[int, str] = field(default_factory=dict)  # media id -> path now
 
-    def commit(self, summary: IngestSummary, step: _Step) -> None:
-        summary.add(step.result)
-        summary.media.append(step.entry())
-        if step.path_before is not None:
-            self.origin.setdefault(step.media_id, step.path_before)
-        self.final[step.media_id] = step.path_after
-        if step.wrote:
-            self.written[step.media_id] = None
+    def note(self, media_id: int, path_before: str | None, path_after: str, wrote: bool) -> None:
+        """One committed media item (path_before None: a new row)."""
+        if path_before is not None:
+            self.origin.setdefault(media_id, path_before)
+        self.final[media_id] = path_after
+        if wrote:
+            self.written[media_id] = None
 
-    def changed(self, step: _Step | None = None) -> list[int]:
-        """Media ids changed so far (and by `step`, not yet committed, when given)."""
-        ledger = self
-        if step is not None:
-            ledger = _Ledger(dict(self.written), dict(self.origin), dict(self.final))
-            ledger.commit(IngestSummary(), step)
-        moved = [m for m, path in ledger.final.items() if m in ledger.origin and ledger.origin[m] != path]
-        return list(dict.fromkeys([*ledger.written, *moved]))
-
-    @staticmethod
-    def summary_with(summary: IngestSummary, step: _Step) -> IngestSummary:
-        """The batch's summary as it will be once `step` commits (for the event written with it)."""
-        preview = replace(summary, failures=list(summary.failures), media=list(summary.media))
-        preview.add(step.result)
-        preview.media.append(step.entry())
-        return preview
+    def changed(self) -> list[int]:
+        moved = [m for m, path in self.final.items() if m in self.origin and self.origin[m] != path]
+        return list(dict.fromkeys([*self.written, *moved]))
 
 
 def record_ingest_event(session: Session, editor: str, summary: IngestSummary, written: Iterable[int],
@@ -285,7 +255,7 @@ def ingest(
 
     Each media item is stored in its own transaction, so a run killed half-way keeps what it
     stored and a re-run resumes from the cache. With an `editor` (the CLI, the Ingest page, an
-    import) the batch is audited by one summary event, written with the last item; without
+    import) the batch is audited by one summary event, written after the last item; without
     one (fixtures, benchmarks: nobody's decision) it is not audited. A batch interrupted by an
     error still gets its event, for what it stored, before the error propagates."""
     editor = check_editor(editor) if editor is not None else None  # a bad name is refused before any work
@@ -296,31 +266,29 @@ def ingest(
     store = store or open_store(settings.resolved_database_url)
     summary = IngestSummary()
     ledger = _Ledger()
-    last = len(files) - 1
+    interrupted = True
     try:
-        for i, result in enumerate(pipeline.run(files)):
-            event_id = None
+        for result in pipeline.run(files):
             with session_scope(store) as session:
                 known = _find_media(session, result)
                 path_before = known.path if known is not None else None  # store_result rewrites this very row
                 wrote = _watch_writes(session)
                 media = store_result(session, result)
-                step = _Step(result, media.id, path_before, media.path, wrote[0], media.error)
-                if editor is not None and i >= last and (ids := ledger.changed(step)):
-                    event_id = record_ingest_event(session, editor, ledger.summary_with(summary, step), ids)
-            ledger.commit(summary, step)  # only what committed counts, for an interrupted batch's event
-            summary.event_id = event_id
+                media_id, path_after, error = media.id, media.path, media.error
+            ledger.note(media_id, path_before, path_after, wrote[0])  # only what committed counts
+            summary.add(result)
+            entry = {"id": media_id, "path": str(result.path), "status": result.status}
+            summary.media.append(entry if result.status == "ok" else {**entry, "error": error})
             if on_result is not None:
                 on_result(result)
-    except BaseException:
-        if editor is not None and summary.event_id is None and (ids := ledger.changed()):
+        interrupted = False
+    finally:  # an interrupted batch is audited too, for what it stored, before the error propagates
+        if editor is not None and (ids := ledger.changed()):
             try:
                 with session_scope(store) as session:
-                    summary.event_id = record_ingest_event(session, editor, summary, ids, interrupted=True)
-            except Exception:  # noqa: BLE001 - the original error is the one to report
-                log.exception("could not record the audit event of an interrupted ingest")
-        raise
-    if editor is not None and summary.event_id is None and (ids := ledger.changed()):
-        with session_scope(store) as session:  # fewer results than files: not expected, but never unaudited
-            summary.event_id = record_ingest_event(session, editor, summary, ids)
+                    summary.event_id = record_ingest_event(session, editor, summary, ids, interrupted)
+            except Exception:
+                if not interrupted:
+                    raise
+                log.exception("could not record the audit event of an interrupted ingest")  # report the original
     return summary
