@@ -197,6 +197,11 @@ def new_suggestions(predicted: Mapping[str, list[tuple[str, float]]], existing: 
     return out, rejected
 
 
+def _is_original(source: str, status: str) -> bool:
+    """An active tag the media item came with: what the vote confirms (1.0) or lowers (0.7)."""
+    return source in ORIGINAL_SOURCES and status == "active"
+
+
 def original_confidences(predicted: Mapping[str, list[tuple[str, float]]],
                          existing: Mapping[tuple[int, str], tuple[str, str]]) -> list[tuple[int, str, float]]:
     """(media, tag, confidence) for the active uploader / import tags of the media voted on.
@@ -210,7 +215,7 @@ def original_confidences(predicted: Mapping[str, list[tuple[str, float]]],
         for tag, confidence in ranked:
             name = clean_tag_name(tag)
             row = existing.get((media_id, name))
-            if row is not None and row[0] in ORIGINAL_SOURCES and row[1] == "active":
+            if row is not None and _is_original(*row):
                 out.append((media_id, name, float(confidence)))
     return out
 
@@ -364,7 +369,7 @@ def _store_original_confidences(op: Operation, items: list[tuple[int, str, float
     changes: dict[tuple[int, int], dict[str, Any]] = {}
     for key, confidence in wanted.items():
         row = current[key]
-        if row is None or row["source"] not in ORIGINAL_SOURCES or row["status"] != "active":
+        if row is None or not _is_original(row["source"], row["status"]):
             continue
         if confidence >= confirmed_confidence:
             confirmed += 1
