@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--face-model", default="dlib-resnet-v1")
     parser.add_argument("--no-flip", action="store_true", help="dlib: no mirrored-crop averaging")
-    parser.add_argument("--jitters", type=int, default=0, help="dlib: num_jitters")
+    parser.add_argument("--jitters", type=int, default=0, help="dlib: extra jittered chips per face (shift, zoom, rotation) averaged in")
     parser.add_argument("--box-scale", type=float, default=0.85, help="dlib: scale of the square box given to the shape predictor")
     parser.add_argument("--reuse-lfw-cache", action="store_true",
                         help="take the embeddings from bench/lfw_faces.py's cache (same pipeline, computed once)")
