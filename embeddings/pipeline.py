@@ -78,6 +78,9 @@ class MediaResult:
     gif_embedding: np.ndarray | None = None
     top_labels: list[tuple[str, float]] = field(default_factory=list)
     from_cache: bool = False
+    # The face and GIF cache namespaces behind an ok result: the store keeps it to recognise a
+    # re-ingest that has nothing new to write (see labeling/ingest.py).
+    source_key: str | None = None
 
     def fail(self, reason: str, message: str) -> "MediaResult":
         self.status, self.reason, self.error = "failed", reason, message
@@ -233,6 +236,9 @@ class IngestPipeline:
         for copy, original in copies:  # same bytes twice in one chunk: computed once
             path = copy.path
             copy.__dict__.update({**original.__dict__, "path": path, "from_cache": original.status == "ok"})
+        for result in results:
+            if result.status == "ok":
+                result.source_key = f"{face_ns}+{gif_ns}"
         return results
 
     def _from_cache(self, result: MediaResult, face_ns: str, gif_ns: str,

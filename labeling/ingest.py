@@ -104,9 +104,20 @@ def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaRes
     return tracks
 
 
-def store_result(session: Session, result: MediaResult) -> Media:
-    """Upsert one media item with its faces, embeddings and tracks (caller owns the transaction)."""
-    media = _find_media(session, result)
+def already_stored(media: Media | None, result: MediaResult) -> bool:
+    """Whether the row holds exactly this result: same bytes, path and cache entries, stored ok.
+
+    Cache entries are content-addressed and never change, so the same key means the same faces,
+    tracks and embeddings: a warm re-run skips them instead of reading and comparing each row."""
+    return (media is not None and result.status == "ok" and result.source_key is not None
+            and media.status == "ok" and media.source_key == result.source_key and media.path == str(result.path))
+
+
+def store_result(session: Session, result: MediaResult, media: Media | None = None) -> Media:
+    """Upsert one media item with its faces, embeddings and tracks (caller owns the transaction).
+
+    `media` is the item's row when the caller has already looked it up."""
+    media = media or _find_media(session, result)
     if media is None:
         media = Media(sha256=result.sha256, path=str(result.path))
         session.add(media)
@@ -125,6 +136,7 @@ def store_result(session: Session, result: MediaResult) -> Media:
     media.sampled_frames = result.sampled_frames
     media.frame_hashes = result.frame_hashes
     media.duration_s = result.duration_s
+    media.source_key = result.source_key
     session.flush()
 
     existing = list(session.scalars(select(Face).where(Face.media_id == media.id)))
@@ -273,7 +285,7 @@ def ingest(
                 known = _find_media(session, result)
                 path_before = known.path if known is not None else None  # store_result rewrites this very row
                 wrote = _watch_writes(session)
-                media = store_result(session, result)
+                media = known if already_stored(known, result) else store_result(session, result, known)
                 media_id, path_after, error = media.id, media.path, media.error
             ledger.note(media_id, path_before, path_after, wrote[0])  # only what committed counts
             summary.add(result)

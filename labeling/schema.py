@@ -53,6 +53,8 @@ class Media(Base):
     sampled_frames: Mapped[Optional[list[int]]] = mapped_column(JSON)
     frame_hashes: Mapped[Optional[list[str]]] = mapped_column(JSON)  # 16-hex-digit 64-bit pHashes
     duration_s: Mapped[Optional[float]] = mapped_column(Float)
+    # The cache entries (face and GIF namespaces) the stored rows came from: same key, same rows.
+    source_key: Mapped[Optional[str]] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)

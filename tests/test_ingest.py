@@ -104,12 +104,25 @@ def test_ingest_store_and_warm_run_does_no_inference(tmp_path, gifs_dir, lfw_dir
         assert len(gif_rows) == 3 and all(r.dim == 1280 and len(r.top_labels) == 5 for r in gif_rows)
         assert s.scalar(select(func.count()).select_from(Track)) >= 4
 
+    with session_scope(store) as s:
+        versions = {m.path: m.version for m in s.scalars(select(Media))}
+        assert all(m.source_key for m in s.scalars(select(Media).where(Media.status == "ok")))
     calls = sum(INFERENCE_CALLS.values())
     warm = _run([folder], settings, pipeline_models)
     assert sum(INFERENCE_CALLS.values()) == calls, "a warm run must not run any model"
     assert (warm.ingested, warm.cached, warm.failed, warm.faces) == (0, 6, 2, cold.faces)
     with session_scope(store) as s:
         assert s.scalar(select(func.count()).select_from(Media)) == 8
+        assert s.scalar(select(func.count()).select_from(Face)) == cold.faces
+        ok = {m.path: m.version for m in s.scalars(select(Media).where(Media.status == "ok"))}
+        assert all(versions[p] == v for p, v in ok.items()), "stored from the same cache entries: nothing rewritten"
+        # a row stored from other cache entries (another model, an older giflens) is compared and re-keyed
+        nods = s.scalar(select(Media).where(Media.path.endswith("jlaw-nods.gif")))
+        nods.source_key = "older"
+    _run([folder], settings, pipeline_models)
+    with session_scope(store) as s:
+        nods = s.scalar(select(Media).where(Media.path.endswith("jlaw-nods.gif")))
+        assert nods.source_key != "older" and nods.version == versions[nods.path] + 2
         assert s.scalar(select(func.count()).select_from(Face)) == cold.faces
 
 
