@@ -21,7 +21,7 @@ import os
 import stat
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from embeddings.phash import drop_near_duplicates, phash64
+from embeddings.phash import drop_near_duplicates, phash64, tile_phashes
 from embeddings.sampling import evenly_spaced_indices
 
 # A cut-off file must fail loudly, never come back as half an image padded with grey.
@@ -82,6 +82,9 @@ class SampledMedia:
     width: int
     height: int
     duration_s: float | None
+    # Positions in `frames` that differ as whole pictures (the whole-frame hashes alone
+    # de-duplicated): what the GIF embedding averages; faces are looked for in every kept frame.
+    scene_positions: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -584,12 +587,15 @@ def sample_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = Med
                  dedupe_distance: int = 4) -> SampledMedia:
     """Up to n_frames evenly spaced frames, near-duplicates dropped, with their pHashes.
 
-    A frame is kept only if its pHash is more than dedupe_distance bits away from every
-    frame kept before it (a negative distance keeps everything).
+    A frame is kept only if its pHash, or the pHash of one of its four quarters, is more than
+    dedupe_distance bits away from every frame kept before it (a negative distance keeps
+    everything). The quarters matter for faces: someone entering at the edge of a still shot
+    barely moves the whole-frame hash (0-2 bits in the shared "so-it-begins" GIF), and a face
+    in a dropped frame is a person never found.
     """
     decoded = decode_media(path, n_frames, limits)
     hashes = [phash64(f) for f in decoded.frames]
-    keep = drop_near_duplicates(hashes, dedupe_distance)
+    keep = drop_near_duplicates([(h, *tile_phashes(f)) for h, f in zip(hashes, decoded.frames)], dedupe_distance)
     return SampledMedia(
         kind=decoded.kind,
         frames=[decoded.frames[i] for i in keep],
@@ -599,4 +605,5 @@ def sample_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = Med
         width=decoded.width,
         height=decoded.height,
         duration_s=decoded.duration,
+        scene_positions=drop_near_duplicates([hashes[i] for i in keep], dedupe_distance),
     )

@@ -13,6 +13,8 @@ Changing anything here changes every stored hash: bump the pipeline's PHASH_VERS
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from PIL import Image
 from scipy.fft import dctn
@@ -33,15 +35,33 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def drop_near_duplicates(hashes: list[int], max_distance: int) -> list[int]:
+def tile_phashes(frame: np.ndarray, grid: int = 2) -> tuple[int, ...]:
+    """pHashes of the grid x grid tiles of a frame, row by row.
+
+    The whole-frame hash keeps only the lowest frequencies, so a small change (a second person
+    stepping in at the edge) moves it by 0-2 bits; the same change rewrites its tile's hash."""
+    h, w = frame.shape[:2]
+    return tuple(phash64(frame[r * h // grid : (r + 1) * h // grid, c * w // grid : (c + 1) * w // grid])
+                 for r in range(grid) for c in range(grid))
+
+
+def _near(a: int | Sequence[int], b: int | Sequence[int], max_distance: int) -> bool:
+    if isinstance(a, int):
+        return hamming(a, b) <= max_distance  # type: ignore[arg-type]
+    return all(hamming(x, y) <= max_distance for x, y in zip(a, b))  # type: ignore[arg-type]
+
+
+def drop_near_duplicates(hashes: Sequence[int | Sequence[int]], max_distance: int) -> list[int]:
     """Positions to keep: a frame stays only if it is farther than max_distance from every kept frame.
 
-    Greedy in clip order, so the first frame of a run of near-identical frames is the one
-    kept; comparing against every kept frame (not just the previous one) also drops a
-    scene that returns later (ping-pong loops, cuts back to the same shot).
+    A hash may be a tuple of hashes (whole frame and tiles): then a frame is a near-duplicate only
+    when every one of them is within max_distance. Greedy in clip order, so the first frame of a
+    run of near-identical frames is the one kept; comparing against every kept frame (not just
+    the previous one) also drops a scene that returns later (ping-pong loops, cuts back to the
+    same shot).
     """
     kept: list[int] = []
     for i, h in enumerate(hashes):
-        if all(hamming(h, hashes[k]) > max_distance for k in kept):
+        if not any(_near(h, hashes[k], max_distance) for k in kept):
             kept.append(i)
     return kept

@@ -31,7 +31,7 @@ TOP_LABELS = 5
 # dlib: on LFW, same-person pairs sit below 0.062 (90th pct) and different people above
 # 0.086 (1st pct); within one clip the same face is far closer still. Per embedder.
 TRACK_MAX_DISTANCE = {"dlib-resnet-v1": 0.075, "facenet-vggface2": 0.5}
-PHASH_VERSION = "dct64-v1+decode-v2"  # bump when decoding changes what frames look like
+PHASH_VERSION = "dct64-v1+decode-v2+tiles2x2"  # bump when decoding changes what frames look like
 
 
 @dataclass
@@ -346,11 +346,11 @@ class IngestPipeline:
     def _infer_gif(self, items: list[_Pending], namespace: str, model_id: str, params: dict) -> None:
         gif = self._model("gif")
         self.cache.describe_namespace(namespace, model_id, params)
-        frames = [f for w in items for f in w.media.frames]
-        features, probs = gif.features_and_probs(frames)
+        scenes = [[w.media.frames[i] for i in (w.media.scene_positions or range(len(w.media.frames)))] for w in items]
+        features, probs = gif.features_and_probs([f for frames in scenes for f in frames])
         cursor = 0
-        for w in items:
-            n = len(w.media.frames)
+        for w, frames in zip(items, scenes):
+            n = len(frames)
             pooled = features[cursor : cursor + n].mean(axis=0)
             pooled = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
             mean_probs = probs[cursor : cursor + n].mean(axis=0)

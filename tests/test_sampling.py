@@ -88,3 +88,30 @@ def test_drop_near_duplicates_compares_with_every_kept_frame():
     assert drop_near_duplicates([a, near_a, b], 2) == [0, 1, 2]  # 3 bits apart is "> 2"
     assert drop_near_duplicates([a, a, a], -1) == [0, 1, 2]  # a negative distance keeps everything
     assert drop_near_duplicates([], 4) == []
+
+
+def test_a_small_change_at_the_edge_is_not_a_near_duplicate(lfw_dir):
+    """Someone stepping into a corner barely moves the whole-frame hash; a quarter's hash sees it."""
+    from embeddings.phash import tile_phashes
+
+    shot = np.asarray(Image.open(lfw_dir / "Colin_Powell" / "Colin_Powell_0001.jpg").convert("RGB")).copy()
+    visitor = np.asarray(Image.open(lfw_dir / "Serena_Williams" / "Serena_Williams_0001.jpg").convert("RGB")
+                         .resize((40, 40)))
+    later = shot.copy()
+    later[5:45, 5:45] = visitor
+    assert hamming(phash64(shot), phash64(later)) <= 4  # the whole-frame hash alone would drop it
+    signatures = [(phash64(f), *tile_phashes(f)) for f in (shot, shot.copy(), later)]
+    assert drop_near_duplicates(signatures, 4) == [0, 2]
+    assert drop_near_duplicates([s[0] for s in signatures], 4) == [0]
+
+
+def test_a_person_entering_a_still_shot_is_sampled(gifs_dir):
+    """In the shared "so-it-begins" GIF a third person enters at frame 6 of 14, into a shot whose
+    whole-frame hash stays within 2 bits: the frames kept for faces must include one of them, while
+    the GIF embedding still averages only frames that differ as whole pictures."""
+    from embeddings.media import sample_media
+
+    sampled = sample_media(gifs_dir / "so-it-begins.gif", 16)
+    assert max(sampled.frame_indices) >= 6
+    scenes = [sampled.frame_indices[i] for i in sampled.scene_positions]
+    assert scenes == sorted(scenes) and set(scenes) < set(sampled.frame_indices)
