@@ -56,17 +56,17 @@ def phase_pipeline(data_dir: Path, gifs: list[Path], photos: list[Path]) -> dict
         }
     from sqlalchemy import func, select
 
-    from labeling.schema import FaceEmbedding, Media, Track, bytes_to_vector
+    import numpy as np
+
+    from labeling.schema import Media, Track
 
     with store() as session:
         animated = Media.kind != "image"
         media_with_faces = session.scalar(select(func.count(func.distinct(Track.media_id))).join(Media).where(animated))
         tracks = session.scalar(select(func.count(Track.id)).join(Media).where(animated))
         vectors: dict[str, list] = {}
-        for path, dim, vector in session.execute(select(Media.path, FaceEmbedding.dim, Track.vector).join(Track)
-                                                 .join(FaceEmbedding, FaceEmbedding.face_id == Track.representative_face_id)
-                                                 .where(animated, Track.model_id == FaceEmbedding.model_id)):
-            vectors.setdefault(Path(path).name, []).append(bytes_to_vector(vector, dim).tolist())
+        for path, vector in session.execute(select(Media.path, Track.vector).join(Track).where(animated)):
+            vectors.setdefault(Path(path).name, []).append(np.frombuffer(vector, np.float32).tolist())
     out["gif_tracks"], out["media_with_faces"] = tracks, media_with_faces
     out["tracks_per_gif"] = {name: len(v) for name, v in vectors.items()}
     out["track_vectors"] = vectors

