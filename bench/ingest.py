@@ -109,9 +109,9 @@ def phase_baseline(gifs: list[Path]) -> dict:
             "peak_mb": peak_mb()}
 
 
-def unmatched_tracks(tracks: dict[str, list], others: dict[str, list]) -> list[tuple[str, int]]:
-    """(GIF, track) pairs of `tracks` with no track of `others` in the same GIF within the distance
-    that groups faces into one person's track."""
+def unmatched_tracks(tracks: dict[str, list], others: dict[str, list]) -> list[tuple[str, int, float]]:
+    """(GIF, track, distance to the nearest track of `others`) for the tracks of `tracks` with no
+    track of `others` in the same GIF within the distance that groups faces into one person."""
     import numpy as np
 
     from embeddings.pipeline import TRACK_MAX_DISTANCE
@@ -120,8 +120,9 @@ def unmatched_tracks(tracks: dict[str, list], others: dict[str, list]) -> list[t
     for name, vectors in sorted(tracks.items()):
         theirs = np.asarray(others.get(name, []), np.float32).reshape(-1, len(vectors[0]))
         for k, v in enumerate(np.asarray(vectors, np.float32)):
-            if not len(theirs) or (1 - theirs @ v).min() > limit:
-                out.append((name, k))
+            nearest = float((1 - theirs @ v).min()) if len(theirs) else float("inf")
+            if nearest > limit:
+                out.append((name, k, nearest))
     return out
 
 
@@ -175,12 +176,15 @@ def main() -> None:
     # may split one person into two tracks (a head turn). What must not be lost is people: a
     # baseline track with no pipeline track of the same person (within the track-grouping
     # distance) in the same GIF is a person the pipeline did not find.
+    from embeddings.pipeline import TRACK_MAX_DISTANCE
+
     missed = unmatched_tracks(base["track_vectors"], cold["track_vectors"])
     extra = unmatched_tracks(cold["track_vectors"], base["track_vectors"])
     print(f"baseline people the pipeline did not find: {len(missed)}; pipeline people the baseline did not find: {len(extra)}")
-    for name, k in missed:
-        print(f"  {name}: baseline track {k} (pipeline {cold['tracks_per_gif'].get(name, 0)} tracks, "
-              f"baseline {base['tracks_per_gif'].get(name, 0)})")
+    for name, k, nearest in missed:
+        print(f"  {name}: baseline track {k}, cosine distance {nearest:.3f} to the nearest pipeline track "
+              f"(pipeline {cold['tracks_per_gif'].get(name, 0)} tracks, baseline {base['tracks_per_gif'].get(name, 0)}; "
+              f"one person's faces are grouped within {TRACK_MAX_DISTANCE['dlib-resnet-v1']})")
     print(
         f"summary: cold_vs_baseline={rate(cold, 'gifs') / rate(base, 'gifs'):.2f}x "
         f"warm_vs_cold={warm_total / cold_total:.0f}x cold_media_per_s={cold_total:.2f} warm_media_per_s={warm_total:.1f} "

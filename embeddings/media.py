@@ -587,15 +587,19 @@ def sample_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = Med
                  dedupe_distance: int = 4) -> SampledMedia:
     """Up to n_frames evenly spaced frames, near-duplicates dropped, with their pHashes.
 
-    A frame is kept only if its pHash, or the pHash of one of its four quarters, is more than
-    dedupe_distance bits away from every frame kept before it (a negative distance keeps
-    everything). The quarters matter for faces: someone entering at the edge of a still shot
-    barely moves the whole-frame hash (0-2 bits in the shared "so-it-begins" GIF), and a face
-    in a dropped frame is a person never found.
+    A frame is kept only if its pHash is more than dedupe_distance bits away from every frame
+    kept before it (a negative distance keeps everything). A still shot, one that this leaves
+    with a quarter of the budget or less, is compared quarter by quarter as well: someone
+    entering at the edge of a still shot barely moves the whole-frame hash (0-2 bits in the
+    shared "so-it-begins" GIF), and a face in a dropped frame is a person never found. Doing
+    that for every clip would also find them but looks at 1.7x the frames (646 vs 386 over the
+    shared GIFs); for still shots only, 1.25x (482).
     """
     decoded = decode_media(path, n_frames, limits)
     hashes = [phash64(f) for f in decoded.frames]
-    keep = drop_near_duplicates([(h, *tile_phashes(f)) for h, f in zip(hashes, decoded.frames)], dedupe_distance)
+    keep = drop_near_duplicates(hashes, dedupe_distance)
+    if len(keep) <= max(1, n_frames // 4) and len(keep) < len(hashes):
+        keep = drop_near_duplicates([(h, *tile_phashes(f)) for h, f in zip(hashes, decoded.frames)], dedupe_distance)
     return SampledMedia(
         kind=decoded.kind,
         frames=[decoded.frames[i] for i in keep],

@@ -31,7 +31,7 @@ TOP_LABELS = 5
 # dlib: on LFW, same-person pairs sit below 0.062 (90th pct) and different people above
 # 0.086 (1st pct); within one clip the same face is far closer still. Per embedder.
 TRACK_MAX_DISTANCE = {"dlib-resnet-v1": 0.075, "facenet-vggface2": 0.5}
-PHASH_VERSION = "dct64-v1+decode-v2+tiles2x2"  # bump when decoding changes what frames look like
+PHASH_VERSION = "dct64-v1+decode-v2+still-shot-quarters"  # bump when decoding changes what frames look like
 
 
 @dataclass

@@ -106,12 +106,15 @@ def test_a_small_change_at_the_edge_is_not_a_near_duplicate(lfw_dir):
 
 
 def test_a_person_entering_a_still_shot_is_sampled(gifs_dir):
-    """In the shared "so-it-begins" GIF a third person enters at frame 6 of 14, into a shot whose
-    whole-frame hash stays within 2 bits: the frames kept for faces must include one of them, while
-    the GIF embedding still averages only frames that differ as whole pictures."""
+    """In the shared "so-it-begins" GIF a third person enters at frame 6 of 14, into a still shot
+    whose whole-frame hash stays within 2 bits: the frames kept for faces must include one of them,
+    while the GIF embedding still averages only frames that differ as whole pictures. A clip with
+    motion is de-duplicated by whole-frame hashes alone."""
     from embeddings.media import sample_media
 
     sampled = sample_media(gifs_dir / "so-it-begins.gif", 16)
     assert max(sampled.frame_indices) >= 6
     scenes = [sampled.frame_indices[i] for i in sampled.scene_positions]
     assert scenes == sorted(scenes) and set(scenes) < set(sampled.frame_indices)
+    moving = sample_media(gifs_dir / "not-gonna-lie.gif", 16)
+    assert moving.scene_positions == list(range(len(moving.frames)))
