@@ -2,8 +2,8 @@
 
 Recognition, kNN and explorer benchmarks all need the same thing: one embedding per LFW
 photo, with the person's name. Embedding all 5,985 photos takes about 3 minutes on two
-cores (MTCNN, dlib's chip, the ResNet in PyTorch), so the result is saved (keyed by the image list and the embedder parameters) and
-reused by every later run.
+cores (MTCNN, dlib's chip, the ResNet in PyTorch), so the result is saved (keyed by the image
+list and the embedder parameters) and reused by every later run.
 
     uv run python bench/lfw_faces.py --images ../shared/data/lfw --out /tmp/giflens-lfw-faces.npz
 """
