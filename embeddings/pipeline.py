@@ -81,10 +81,20 @@ class MediaResult:
     # The face and GIF cache namespaces behind an ok result: the store keeps it to recognise a
     # re-ingest that has nothing new to write (see labeling/ingest.py).
     source_key: str | None = None
+    # Set when the store already holds exactly this result (see `run`'s is_stored): its faces and
+    # tracks were not loaded, this is how many faces the store has for it.
+    stored_faces: int | None = None
+
+    @property
+    def face_count(self) -> int:
+        return self.stored_faces if self.stored_faces is not None else len(self.faces)
 
     def fail(self, reason: str, message: str) -> "MediaResult":
         self.status, self.reason, self.error = "failed", reason, message
         return self
+
+
+IsStored = Callable[[str, str, Path], "int | None"]
 
 
 def discover_media(paths: Iterable[Path | str]) -> list[Path]:
@@ -195,15 +205,19 @@ class IngestPipeline:
         return namespace_for(model_id, params), model_id, params
 
     # -- public -----------------------------------------------------------------------
-    def run(self, paths: Sequence[Path], on_result: Callable[[MediaResult], None] | None = None) -> Iterator[MediaResult]:
+    def run(self, paths: Sequence[Path], on_result: Callable[[MediaResult], None] | None = None,
+            is_stored: IsStored | None = None) -> Iterator[MediaResult]:
+        """Results in order. `is_stored(sha256, source_key, path)` (the store's answer) returns the
+        face count of an item stored from exactly these cache entries, or None: such an item is
+        yielded with `stored_faces` set and nothing read from the cache, a warm re-run's shortcut."""
         for start in range(0, len(paths), self.chunk_size):
-            for result in self._run_chunk(paths[start : start + self.chunk_size]):
+            for result in self._run_chunk(paths[start : start + self.chunk_size], is_stored):
                 if on_result is not None:
                     on_result(result)
                 yield result
 
     # -- stages -----------------------------------------------------------------------
-    def _run_chunk(self, paths: Sequence[Path]) -> list[MediaResult]:
+    def _run_chunk(self, paths: Sequence[Path], is_stored: IsStored | None = None) -> list[MediaResult]:
         face_ns, face_model, face_params = self._faces_namespace()
         gif_ns, gif_model, gif_params = self._gif_namespace()
         pending: list[_Pending] = []
@@ -213,7 +227,7 @@ class IngestPipeline:
         for path in paths:
             result = MediaResult(path=Path(path))
             results.append(result)
-            item = self._from_cache(result, face_ns, gif_ns, first_of)
+            item = self._from_cache(result, face_ns, gif_ns, first_of, is_stored)
             if item is not None:
                 pending.append(item)
             elif result.sha256 in first_of and first_of[result.sha256] is not result:
@@ -241,11 +255,12 @@ class IngestPipeline:
                 result.source_key = f"{face_ns}+{gif_ns}"
         return results
 
-    def _from_cache(self, result: MediaResult, face_ns: str, gif_ns: str,
-                    first_of: dict[str, MediaResult]) -> _Pending | None:
+    def _from_cache(self, result: MediaResult, face_ns: str, gif_ns: str, first_of: dict[str, MediaResult],
+                    is_stored: IsStored | None = None) -> _Pending | None:
         """Fill what the cache knows; decode only when some stage is missing.
 
-        Returns None for a failure, and for a repeat of bytes already seen in this chunk.
+        Returns None for a failure, for a repeat of bytes already seen in this chunk, and for an
+        item the store already holds (`is_stored`).
         """
         path = result.path
         try:
@@ -268,6 +283,9 @@ class IngestPipeline:
         if result.sha256 in first_of:
             return None
         first_of[result.sha256] = result
+        if is_stored is not None and (faces := is_stored(result.sha256, f"{face_ns}+{gif_ns}", path)) is not None:
+            result.stored_faces, result.from_cache = faces, True
+            return None
 
         frames_entry = self.cache.get(self.frames_namespace, result.sha256)
         if frames_entry is not None:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import logging
 
 import numpy as np
-from sqlalchemy import delete, event, insert, inspect, select
+from sqlalchemy import delete, event, func, insert, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media
@@ -55,7 +55,7 @@ class IngestSummary:
             self.cached += 1
         else:
             self.ingested += 1
-        self.faces += len(result.faces)
+        self.faces += result.face_count
 
     def line(self) -> str:
         return f"ingested {self.ingested}, cached {self.cached}, failed {self.failed}, faces {self.faces}"
@@ -108,7 +108,8 @@ def already_stored(media: Media | None, result: MediaResult) -> bool:
     """Whether the row holds exactly this result: same bytes, path and cache entries, stored ok.
 
     Cache entries are content-addressed and never change, so the same key means the same faces,
-    tracks and embeddings: a warm re-run skips them instead of reading and comparing each row."""
+    tracks and embeddings: a warm re-run skips them instead of reading and comparing each row
+    (and the pipeline, asked first, does not even read them from the cache)."""
     return (media is not None and result.status == "ok" and result.source_key is not None
             and media.status == "ok" and media.source_key == result.source_key and media.path == str(result.path))
 
@@ -279,8 +280,16 @@ def ingest(
     summary = IngestSummary()
     ledger = _Ledger()
     interrupted = True
+
+    def is_stored(sha256: str, source_key: str, path: Path) -> int | None:
+        with session_scope(store) as session:
+            media = session.scalar(select(Media).where(Media.sha256 == sha256))
+            if media is None or media.status != "ok" or media.source_key != source_key or media.path != str(path):
+                return None
+            return session.scalar(select(func.count()).select_from(Face).where(Face.media_id == media.id))
+
     try:
-        for result in pipeline.run(files):
+        for result in pipeline.run(files, is_stored=is_stored):
             with session_scope(store) as session:
                 known = _find_media(session, result)
                 path_before = known.path if known is not None else None  # store_result rewrites this very row

@@ -108,9 +108,12 @@ def test_ingest_store_and_warm_run_does_no_inference(tmp_path, gifs_dir, lfw_dir
         versions = {m.path: m.version for m in s.scalars(select(Media))}
         assert all(m.source_key for m in s.scalars(select(Media).where(Media.status == "ok")))
     calls = sum(INFERENCE_CALLS.values())
-    warm = _run([folder], settings, pipeline_models)
+    seen = []
+    warm = ingest([folder], settings, pipeline=IngestPipeline(settings, **pipeline_models), on_result=seen.append)
     assert sum(INFERENCE_CALLS.values()) == calls, "a warm run must not run any model"
     assert (warm.ingested, warm.cached, warm.failed, warm.faces) == (0, 6, 2, cold.faces)
+    ok = [r for r in seen if r.status == "ok"]  # the store holds them: not even read from the cache
+    assert len(ok) == 6 and all(r.stored_faces is not None and not r.faces for r in ok)
     with session_scope(store) as s:
         assert s.scalar(select(func.count()).select_from(Media)) == 8
         assert s.scalar(select(func.count()).select_from(Face)) == cold.faces
