@@ -104,16 +104,6 @@ def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaRes
     return tracks
 
 
-def already_stored(media: Media | None, result: MediaResult) -> bool:
-    """Whether the row holds exactly this result: same bytes, path and cache entries, stored ok.
-
-    Cache entries are content-addressed and never change, so the same key means the same faces,
-    tracks and embeddings: a warm re-run skips them instead of reading and comparing each row
-    (and the pipeline, asked first, does not even read them from the cache)."""
-    return (media is not None and result.status == "ok" and result.source_key is not None
-            and media.status == "ok" and media.source_key == result.source_key and media.path == str(result.path))
-
-
 def store_result(session: Session, result: MediaResult, media: Media | None = None) -> Media:
     """Upsert one media item with its faces, embeddings and tracks (caller owns the transaction).
 
@@ -281,22 +271,35 @@ def ingest(
     ledger = _Ledger()
     interrupted = True
 
+    stored_ids: dict[str, int] = {}  # sha256 -> media id of the items the store already holds as they are
+    face_count = select(func.count()).where(Face.media_id == Media.id).scalar_subquery()
+    lookup = select(Media.id, Media.status, Media.source_key, Media.path, face_count)
+
     def is_stored(sha256: str, source_key: str, path: Path) -> int | None:
-        with session_scope(store) as session:
-            media = session.scalar(select(Media).where(Media.sha256 == sha256))
-            if media is None or media.status != "ok" or media.source_key != source_key or media.path != str(path):
-                return None
-            return session.scalar(select(func.count()).select_from(Face).where(Face.media_id == media.id))
+        """The face count when the row holds exactly this result: same bytes, path and cache entries,
+        stored ok. Cache entries are content-addressed and never change, so the same key means the
+        same faces, tracks and embeddings: a warm re-run neither reads them from the cache nor
+        compares them row by row."""
+        with store() as session:  # one plain read, no ORM objects: this runs for every file of a warm batch
+            row = session.execute(lookup.where(Media.sha256 == sha256)).first()
+        if row is None or (row.status, row.source_key, row.path) != ("ok", source_key, str(path)):
+            return None
+        stored_ids[sha256] = row.id
+        return int(row[4])
 
     try:
         for result in pipeline.run(files, is_stored=is_stored):
-            with session_scope(store) as session:
-                known = _find_media(session, result)
-                path_before = known.path if known is not None else None  # store_result rewrites this very row
-                wrote = _watch_writes(session)
-                media = known if already_stored(known, result) else store_result(session, result, known)
-                media_id, path_after, error = media.id, media.path, media.error
-            ledger.note(media_id, path_before, path_after, wrote[0])  # only what committed counts
+            if result.stored_faces is not None:  # nothing to write, nothing changed
+                media_id, error = stored_ids[result.sha256], None
+                ledger.note(media_id, str(result.path), str(result.path), False)
+            else:
+                with session_scope(store) as session:
+                    known = _find_media(session, result)
+                    path_before = known.path if known is not None else None  # store_result rewrites this very row
+                    wrote = _watch_writes(session)
+                    media = store_result(session, result, known)
+                    media_id, path_after, error = media.id, media.path, media.error
+                ledger.note(media_id, path_before, path_after, wrote[0])  # only what committed counts
             summary.add(result)
             entry = {"id": media_id, "path": str(result.path), "status": result.status}
             summary.media.append(entry if result.status == "ok" else {**entry, "error": error})
