@@ -21,7 +21,7 @@ import os
 import stat
 import struct
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -84,7 +84,7 @@ class SampledMedia:
     duration_s: float | None
     # Positions in `frames` that differ as whole pictures (the whole-frame hashes alone
     # de-duplicated): what the GIF embedding averages; faces are looked for in every kept frame.
-    scene_positions: list[int] = field(default_factory=list)
+    scene_positions: list[int]
 
 
 @dataclass

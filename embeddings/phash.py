@@ -51,12 +51,6 @@ def tile_phashes(frame: np.ndarray, grid: int = 2) -> tuple[int, ...]:
     return tuple(_hash_32x32(pixels[r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32]) for r in range(grid) for c in range(grid))
 
 
-def _near(a: int | Sequence[int], b: int | Sequence[int], max_distance: int) -> bool:
-    if isinstance(a, int):
-        return hamming(a, b) <= max_distance  # type: ignore[arg-type]
-    return all(hamming(x, y) <= max_distance for x, y in zip(a, b))  # type: ignore[arg-type]
-
-
 def drop_near_duplicates(hashes: Sequence[int | Sequence[int]], max_distance: int) -> list[int]:
     """Positions to keep: a frame stays only if it is farther than max_distance from every kept frame.
 
@@ -66,8 +60,9 @@ def drop_near_duplicates(hashes: Sequence[int | Sequence[int]], max_distance: in
     the previous one) also drops a scene that returns later (ping-pong loops, cuts back to the
     same shot).
     """
+    signatures = [(h,) if isinstance(h, int) else tuple(h) for h in hashes]
     kept: list[int] = []
-    for i, h in enumerate(hashes):
-        if not any(_near(h, hashes[k], max_distance) for k in kept):
+    for i, sig in enumerate(signatures):
+        if not any(all(hamming(x, y) <= max_distance for x, y in zip(sig, signatures[k])) for k in kept):
             kept.append(i)
     return kept

@@ -220,6 +220,7 @@ class IngestPipeline:
     def _run_chunk(self, paths: Sequence[Path], is_stored: IsStored | None = None) -> list[MediaResult]:
         face_ns, face_model, face_params = self._faces_namespace()
         gif_ns, gif_model, gif_params = self._gif_namespace()
+        source_key = f"{face_ns}+{gif_ns}"
         pending: list[_Pending] = []
         results: list[MediaResult] = []
         first_of: dict[str, MediaResult] = {}
@@ -227,7 +228,7 @@ class IngestPipeline:
         for path in paths:
             result = MediaResult(path=Path(path))
             results.append(result)
-            item = self._from_cache(result, face_ns, gif_ns, first_of, is_stored)
+            item = self._from_cache(result, face_ns, gif_ns, first_of, source_key, is_stored)
             if item is not None:
                 pending.append(item)
             elif result.sha256 in first_of and first_of[result.sha256] is not result:
@@ -252,11 +253,11 @@ class IngestPipeline:
             copy.__dict__.update({**original.__dict__, "path": path, "from_cache": original.status == "ok"})
         for result in results:
             if result.status == "ok":
-                result.source_key = f"{face_ns}+{gif_ns}"
+                result.source_key = source_key
         return results
 
     def _from_cache(self, result: MediaResult, face_ns: str, gif_ns: str, first_of: dict[str, MediaResult],
-                    is_stored: IsStored | None = None) -> _Pending | None:
+                    source_key: str, is_stored: IsStored | None = None) -> _Pending | None:
         """Fill what the cache knows; decode only when some stage is missing.
 
         Returns None for a failure, for a repeat of bytes already seen in this chunk, and for an
@@ -283,7 +284,7 @@ class IngestPipeline:
         if result.sha256 in first_of:
             return None
         first_of[result.sha256] = result
-        if is_stored is not None and (faces := is_stored(result.sha256, f"{face_ns}+{gif_ns}", path)) is not None:
+        if is_stored is not None and (faces := is_stored(result.sha256, source_key, path)) is not None:
             result.stored_faces, result.from_cache = faces, True
             return None
 
@@ -364,7 +365,7 @@ class IngestPipeline:
     def _infer_gif(self, items: list[_Pending], namespace: str, model_id: str, params: dict) -> None:
         gif = self._model("gif")
         self.cache.describe_namespace(namespace, model_id, params)
-        scenes = [[w.media.frames[i] for i in (w.media.scene_positions or range(len(w.media.frames)))] for w in items]
+        scenes = [[w.media.frames[i] for i in w.media.scene_positions] for w in items]
         features, probs = gif.features_and_probs([f for frames in scenes for f in frames])
         cursor = 0
         for w, frames in zip(items, scenes):

@@ -104,11 +104,11 @@ def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaRes
     return tracks
 
 
-def store_result(session: Session, result: MediaResult, media: Media | None = None) -> Media:
+def store_result(session: Session, result: MediaResult, media: Media | None) -> Media:
     """Upsert one media item with its faces, embeddings and tracks (caller owns the transaction).
 
-    `media` is the item's row when the caller has already looked it up."""
-    media = media or _find_media(session, result)
+    `media` is the item's row as `_find_media` found it, None for a new item: the caller looks
+    it up anyway (to tell what the batch changed), so it is not looked up twice."""
     if media is None:
         media = Media(sha256=result.sha256, path=str(result.path))
         session.add(media)
