@@ -351,9 +351,9 @@ def test_the_returned_index_is_the_callers(faces, tmp_path):
 
 
 @pytest.mark.parametrize("exact_below", [2000, 100], ids=["exact", "saved-hnsw"])
-def test_explore_nearest_from_a_saved_index(faces, tmp_path, monkeypatch, exact_below):
-    """Explore's neighbour gallery: the same neighbours as the direct scan, from the view's saved
-    index when the view is large enough (100 puts these 259 faces above the threshold)."""
+def test_a_views_saved_index_finds_the_exact_neighbours(faces, tmp_path, monkeypatch, exact_below):
+    """The faces' saved index (where Review's suspect queue keeps it): the same neighbours as
+    Explore's direct scan, exact or HNSW (100 puts these 259 faces above the threshold)."""
     from explorer.views import index_dir_for, nearest
     from models import index_store
 
@@ -361,12 +361,12 @@ def test_explore_nearest_from_a_saved_index(faces, tmp_path, monkeypatch, exact_
     folder = index_dir_for(tmp_path, "Faces", MODEL)
     assert folder == index_folder(tmp_path, f"faces-{MODEL}")
     assert index_dir_for(tmp_path, "Class centroids", MODEL) is None and index_dir_for(tmp_path, "GIFs", None) is None
-    ids = np.arange(len(faces.vectors)) * 3 + 11
+    ids = (np.arange(len(faces.vectors)) * 3 + 11).tolist()
+    index, _ = stored_index(folder, faces.vectors, ids, MODEL)
     for row in (0, 57, len(ids) - 1):
         direct_rows, direct_d = nearest(faces.vectors, row, k=8)
-        rows, d = nearest(faces.vectors, row, k=8, ids=ids, index_dir=folder, model_id=MODEL)
+        found, d = index.query_ids([ids[row]], 8)
+        rows = np.array([ids.index(v) for v in found[0].tolist()])
         assert row not in rows and rows.tolist() == direct_rows.tolist()
-        np.testing.assert_allclose(d, direct_d, atol=1e-5)
+        np.testing.assert_allclose(d[0], direct_d, atol=1e-5)
     assert (folder / "index.json").is_file() == (exact_below == 100)
-    with pytest.raises(ValueError, match="ids"):
-        nearest(faces.vectors, 0, k=8, index_dir=folder, model_id=MODEL)

@@ -184,8 +184,6 @@ with details:
                 act("relabel", int(target))
             if buttons[3].button("Mark unknown", key="explore_unknown"):
                 act("unknown")
-        # One exact scan of the view's vectors (1.3 ms at 50,000 points): cheaper per click than
-        # checking a saved index's fingerprint, which Review's suspect queue uses instead.
         near_rows, near_dist = nearest(vectors, row_no, k=8)
         if len(near_rows):
             st.subheader("Nearest neighbours")
