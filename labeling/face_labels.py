@@ -117,13 +117,6 @@ def mark_unknown(factory, face_ids, editor, expected_versions=None) -> Operation
     return decide_faces(factory, face_ids, "unknown", editor, None, expected_versions)
 
 
-def track_face_ids(session: Session, track_id: int) -> list[int]:
-    if session.get(Track, track_id) is None:
-        raise NotFoundError(f"no face track with id {track_id}")
-    return list(session.scalars(select(FaceEmbedding.face_id).where(FaceEmbedding.track_id == track_id)
-                                .order_by(FaceEmbedding.face_id)))
-
-
 def tracks_face_ids(session: Session, track_ids: Sequence[int]) -> dict[int, list[int]]:
     """track id -> its face ids, for many tracks in a few queries; unknown or empty tracks are an
     error naming them (a bulk decision on a selection must not silently skip part of it)."""

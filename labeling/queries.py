@@ -320,12 +320,7 @@ def history_frame(store: sessionmaker[Session], key: str, limit: int = 200) -> p
 
     entries = history(store, key, limit)
     return _frame([(h.event_id, h.at, h.editor, h.operation, h.summary, h.before, h.after, h.undone_by)
-                   for h in entries],
-                  ["event_id", "at", "editor", "operation", "summary", "before", "after", "undone_by"])
-
-
-
-HISTORY_KEYS_CHUNK = 5000  # bound parameters per IN (...) list, as labeling.audit chunks them
+                   for h in entries], HISTORY_COLUMNS)
 
 
 def entities_history_frame(store: sessionmaker[Session], keys: Sequence[str], limit: int = 200) -> pd.DataFrame:
@@ -336,13 +331,14 @@ def entities_history_frame(store: sessionmaker[Session], keys: Sequence[str], li
     Why: some things an editor looks at have no audit key of their own. A GIF's person track is
     decided through its member faces (`label_tracks` writes and audits "face:<id>" rows), so its
     history is the union of theirs; one bulk event over several members is one row, not one per face."""
+    from labeling.audit import _chunks
+
     wanted = list(dict.fromkeys(keys))
     if not wanted or limit <= 0:
         return _frame([], HISTORY_COLUMNS)
     with store() as session:
         event_ids: set[int] = set()
-        for start in range(0, len(wanted), HISTORY_KEYS_CHUNK):
-            chunk = wanted[start : start + HISTORY_KEYS_CHUNK]
+        for chunk in _chunks(wanted):
             event_ids.update(session.scalars(select(AuditEntity.event_id).where(AuditEntity.key.in_(chunk)).distinct()
                                              .order_by(AuditEntity.event_id.desc()).limit(limit)))
         newest = sorted(event_ids, reverse=True)[:limit]
@@ -361,6 +357,7 @@ def track_history_frame(store: sessionmaker[Session], track_id: int, limit: int 
         face_ids = session.scalars(select(FaceEmbedding.face_id).where(FaceEmbedding.track_id == int(track_id))
                                    .order_by(FaceEmbedding.face_id)).all()
     return entities_history_frame(store, [f"face:{f}" for f in face_ids], limit)
+
 
 def store_overview(store: sessionmaker[Session]) -> dict[str, Any]:
     """Headline counts: media (ok / failed), faces, classes (active), labels per status, tags, events."""
