@@ -1,7 +1,7 @@
 """Real dlib face embeddings of LFW photos, computed once over the real pipeline and kept in an .npz.
 
 Recognition, kNN and explorer benchmarks all need the same thing: one embedding per LFW
-photo, with the person's name. Embedding all 5,985 photos takes about 3 minutes on two
+photo, with the person's name. Embedding all 5,985 photos takes about a minute on two
 cores (MTCNN, dlib's chip, the ResNet in PyTorch), so the result is saved (keyed by the image
 list and the embedder parameters) and reused by every later run.
 

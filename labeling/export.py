@@ -404,13 +404,11 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         # and face (128-d) and GIF (1280-d) vectors cannot share one.
         gif_vectors = [bytes_to_vector(g.vector, g.dim) for g in snap["gifs"]]
         _write_vectors(projector / "gif_vectors.tsv", gif_vectors)
-        tags_of: dict[int, list[tuple[str, float]]] = {}
-        for media_id, _, _, tag, confidence in snap["tags"]:  # most confident first (the snapshot's order)
-            tags_of.setdefault(media_id, []).append((tag, confidence))
         with (projector / "gif_metadata.tsv").open("w", encoding="utf-8", newline="\n") as f:
             f.write("media_id\tfile\tkind\ttags\n")
-            for g in snap["gifs"]:
-                cells = (g.media_id, Path(g.path).name, g.kind, top_tags_text(tags_of.get(g.media_id, [])))
+            for g in snap["gifs"]:  # tags most confident first (the snapshot's order), as in tags.jsonl
+                tags = tagged[g.media_id]["tags"] if g.media_id in tagged else []
+                cells = (g.media_id, Path(g.path).name, g.kind, top_tags_text(tags))
                 f.write("\t".join(_tsv_cell(v) for v in cells) + "\n")
 
         provenance: dict[str, dict[str, int]] = {}
