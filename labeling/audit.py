@@ -2,8 +2,9 @@
 
 An operation loads the rows it will change (locking them), writes new versions in bulk,
 and records the before and after state of every entity it wrote. That snapshot is what
-makes history readable and undo generic: undoing restores the before state, provided no
-later operation touched the same entities and the rows still match the after state.
+makes history readable and undo generic: undoing restores the before state of the columns it
+changed, provided no later operation still in force changed the same columns of the same rows
+and the rows still hold what the operation wrote.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
-from labeling.errors import ConflictError, NotFoundError, UndoError
-from labeling.schema import AuditEntity, AuditEvent, CelebrityClass, FaceLabel, MediaTag, Track, utcnow
+from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError
+from labeling.schema import (UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, FaceLabel, MediaTag, Track,
+                             utcnow)
 from labeling.validation import check_editor
 
 # entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
@@ -209,27 +211,76 @@ def _group_by_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any
         yield from (list(c) for c in _chunks(group))
 
 
+_UNIQUE_ROWS = {"name_key": "a class of the same name", "face_label": "a label of the same face",
+                "media_tag": "the same tag on the same media item", "tag": "the same new tag"}
+
+
+def concurrent_write_error(exc: IntegrityError) -> ConcurrentWriteError:
+    """Name what two simultaneous operations both created, from the constraint the database cites."""
+    message = str(exc.orig)
+    what = next((v for k, v in _UNIQUE_ROWS.items() if k in message), "the same row")
+    return ConcurrentWriteError(what)
+
+
 @contextmanager
 def run_operation(factory: sessionmaker[Session], editor: str, name: str) -> Iterator[Operation]:
     """`with run_operation(store, editor, "approve") as op: ...` then `op.result`."""
-    with write_scope(factory) as session:
-        op = Operation(session, editor, name)
-        yield op
-        op.result = op.finish()
+    try:
+        with write_scope(factory) as session:
+            op = Operation(session, editor, name)
+            yield op
+            op.result = op.finish()
+    except IntegrityError as exc:
+        raise concurrent_write_error(exc) from exc
 
 
 # -- undo --------------------------------------------------------------------------------
+STAMP_COLUMNS = frozenset({"version", "updated_at", "updated_by"})
+
+
+def _changed_columns(snapshot: dict[str, Any] | None) -> frozenset[str] | None:
+    """The columns an operation changed in one row (its snapshot minus the bookkeeping); None when the
+    row was created or deleted, which touches every column."""
+    return None if snapshot is None else frozenset(snapshot) - STAMP_COLUMNS
+
+
+def _depends_on(mine: frozenset[str] | None, later_before: dict[str, Any] | None,
+                later_after: dict[str, Any] | None) -> bool:
+    """Whether a later write of the same row builds on what this operation wrote: it does when either
+    created or deleted the row, or when both changed a column in common. A model's refreshed
+    prediction of a face the editor approved changes other columns, so the approval stays undoable."""
+    theirs = _changed_columns(later_after) if later_before is not None else None
+    return mine is None or theirs is None or bool(mine & theirs)
+
+
 def _blocking_events(session: Session, event: AuditEvent) -> list[AuditEvent]:
-    keys = list(event.after)
+    """Later operations, still in force, that wrote a column this one wrote in the same row.
+
+    An undone operation and the undo that reversed it cancel out: neither blocks (undos restore
+    only what the operation they reverse had changed, which was written after this event)."""
+    mine = {key: _changed_columns(snapshot) for key, snapshot in event.after.items()}
     blocking: dict[int, AuditEvent] = {}
-    for chunk in _chunks(keys):
-        stmt = (select(AuditEvent).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
-                .where(AuditEntity.key.in_(chunk), AuditEvent.id > event.id, AuditEvent.undone_by_id.is_(None)))
-        for later in session.scalars(stmt):
-            blocking[later.id] = later
-    # An undone operation and the undo that reversed it cancel out: neither blocks.
-    undone_pairs = {e.id for e in blocking.values() if e.undo_of_id is not None}
-    return [e for e in blocking.values() if e.id not in undone_pairs]
+    for chunk in _chunks(list(mine)):
+        stmt = (select(AuditEvent, AuditEntity.key).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
+                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True), AuditEvent.id > event.id,
+                       AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None)))
+        for later, key in session.execute(stmt):
+            if later.id not in blocking and _depends_on(mine[key], later.before.get(key), later.after.get(key)):
+                blocking[later.id] = later
+    return list(blocking.values())
+
+
+def _differs(model: type, now: dict[str, Any] | None, then: dict[str, Any] | None) -> bool:
+    """Whether a row no longer holds what an operation wrote into it (the columns it wrote only).
+
+    Versions are not compared: undoing a later operation restores content under a new version."""
+    if (now is None) != (then is None):
+        return True
+    if now is None:
+        return False
+    table = model.__table__
+    return any(now.get(c) != v for c, v in _from_json(model, then).items()
+               if c not in STAMP_COLUMNS and c in table.c and not isinstance(table.c[c].type, DateTime))
 
 
 def _foreign_keys(after: dict[str, Any] | None) -> list[str]:
@@ -353,8 +404,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         current = {kind: op.load(kind, [k for k, _ in items]) for kind, items in by_kind.items()}
         for kind, items in by_kind.items():
             for key, text in items:
-                now, then = current[kind][key], event.after[text]
-                if (now is None) != (then is None) or (now and now["version"] != then["version"]):
+                if _differs(KINDS[kind][0], current[kind][key], event.after[text]):
                     raise UndoError(f"operation {event_id} cannot be undone: {text} changed since "
                                     "(outside the audited operations)")
         for kind in INSERT_ORDER:  # restore existing / re-create deleted, parents first
@@ -371,6 +421,9 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                         values = {c: v for c, v in values.items() if c not in cols}
                     else:
                         values.pop("id", None)
+                        if kind == "face" and values.get("status") in UNDECIDED_STATUSES and "class_id" in values:
+                            # back to undecided: show the model's current guess, which may have been refreshed since
+                            values["class_id"] = current[kind][key]["predicted_class_id"]
                     changes[key] = values
             if changes:
                 if kind == "class":

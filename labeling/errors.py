@@ -31,3 +31,16 @@ class ConflictError(StoreError):
 
 class UndoError(StoreError):
     """An operation cannot be undone, e.g. because a later operation changed the same entities."""
+
+
+class ConcurrentWriteError(ConflictError):
+    """Two editors created the same row at the same moment (a first label of a face, a class name).
+
+    Why a subclass: row locks cannot guard a row that does not exist yet, so on PostgreSQL the
+    second writer meets the unique constraint at insert; the editor must see a conflict, not a
+    database error."""
+
+    def __init__(self, what: str) -> None:
+        StoreError.__init__(self, f"another editor saved {what} at the same moment; nothing of yours was saved: "
+                                  "reload and try again")
+        self.entity, self.expected, self.actual, self.editor, self.at = what, None, None, None, None

@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
 from labeling.errors import NotFoundError, ValidationError
-from labeling.schema import CelebrityClass, Face, FaceEmbedding, Track
+from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, Track
 from labeling.validation import check_confidence
 
 DECISIONS = {"approve": "approved", "reject": "rejected", "relabel": "relabeled", "unknown": "unknown"}
-UNDECIDED = ("predicted",)
+UNDECIDED = UNDECIDED_STATUSES
 
 
 def _existing_faces(session: Session, face_ids: Sequence[int]) -> dict[int, int]:

@@ -139,6 +139,7 @@ class MediaEmbedding(Base):
 # -- curation: classes, labels, tags, audit --------------------------------------------
 CLASS_STATUSES = ("active", "proposed", "retired")
 LABEL_STATUSES = ("predicted", "approved", "rejected", "relabeled", "unknown")
+UNDECIDED_STATUSES = ("predicted",)  # the model's guess only: refreshed by every prediction run
 CONFIRMED_STATUSES = ("approved", "relabeled")  # editor-confirmed class: what export and training read
 LABEL_SOURCES = ("model", "editor", "import")
 TAG_SOURCES = ("uploader", "model", "experts_voting", "editor", "import")

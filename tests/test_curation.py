@@ -68,6 +68,40 @@ def test_decisions_are_audited_and_undone_one_by_one(store):
     assert {h.operation for h in history(store, f"class:{angie}")} >= {"add_class", "relabel_faces"}
 
 
+def test_successive_changes_of_one_face_are_undone_one_by_one(store):
+    faces = make_faces(store, 1, 1)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    relabel_faces(store, faces, a, "bob")
+    relabel_faces(store, faces, b, "bob")
+    approve_faces(store, faces, "bob")
+    for expected in [("relabeled", b), ("relabeled", a)]:
+        undo_last(store, "bob")
+        label = label_of(store, faces[0])
+        assert (label.status, label.class_id) == expected
+    undo_last(store, "bob")
+    assert label_of(store, faces[0]) is None  # bob's first relabel created the label: undoing it removes it
+    with pytest.raises(UndoError, match="bob has no operation left to undo"):
+        undo_last(store, "bob")
+
+
+def test_a_model_refresh_does_not_pin_an_editor_decision(store):
+    faces = make_faces(store, 1, 2)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    record_predictions(store, [Prediction(f, a, 0.6, [(a, 0.6)]) for f in faces], "v1")
+    relabel_faces(store, faces[:1], b, "bob")
+    record_predictions(store, [Prediction(f, b, 0.8, [(b, 0.8)]) for f in faces], "v2")  # other columns only
+    undo_last(store, "bob")
+    label = label_of(store, faces[0])
+    assert (label.status, label.class_id, label.model_version, label.predicted_class_id) == ("predicted", b, "v2", b)
+    # a later write of the same columns still blocks, and says by whom
+    relabel_faces(store, faces[1:], b, "bob")
+    approve_faces(store, faces[1:], "ann")
+    with pytest.raises(UndoError, match=r"first \d+ \(approve_faces\) by ann"):
+        undo_last(store, "bob")
+
+
 def test_model_rerun_never_overwrites_a_decision(store):
     faces = make_faces(store, 1, 2)
     a, _ = add_class(store, "A", "ann")
@@ -250,6 +284,53 @@ def test_two_connections_racing_never_lose_an_edit(store):
     assert (final.status, final.class_id, final.editor) == ("approved", a, "ann")
 
 
+def race(store, first, second) -> str:
+    """Run `first(op)` in an open operation of ann's; `second()` starts in another connection once
+    ann has written, and its outcome (or the StoreError it met) is returned after ann commits."""
+    import threading
+
+    from labeling.audit import run_operation
+    from labeling.errors import StoreError
+
+    ann_wrote, outcome = threading.Event(), {}
+
+    def bob() -> None:
+        ann_wrote.wait()
+        try:
+            second()
+            outcome["bob"] = "written"
+        except StoreError as exc:
+            outcome["bob"] = f"{type(exc).__name__}: {exc}"
+
+    thread = threading.Thread(target=bob)
+    thread.start()
+    with run_operation(store, "ann", "race") as op:
+        first(op)
+        ann_wrote.set()
+        thread.join(timeout=0.5)
+    thread.join()
+    return outcome["bob"]
+
+
+def test_simultaneous_first_labels_and_class_names_are_conflicts_not_database_errors(store):
+    """Nothing to lock yet: on PostgreSQL the second insert meets the unique constraint, on SQLite
+    the second writer waits and then sees the first one's row. Either way the editor reads a refusal."""
+    from labeling.classes import create_class
+    from labeling.face_labels import apply_decision
+
+    faces = make_faces(store, 1, 1)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    outcome = race(store, lambda op: apply_decision(op, faces, "relabel", a, expected_versions={faces[0]: 0}),
+                   lambda: relabel_faces(store, faces, b, "bob", expected_versions={faces[0]: 0}))
+    assert outcome.startswith(("ConflictError", "ConcurrentWriteError")) and "reload" in outcome, outcome
+    assert (label_of(store, faces[0]).class_id, label_of(store, faces[0]).editor) == (a, "ann")
+    outcome = race(store, lambda op: create_class(op, "Brad Pitt"), lambda: add_class(store, "brad pitt", "bob"))
+    assert outcome.startswith(("ValidationError", "ConcurrentWriteError")) and "name" in outcome, outcome
+    with store() as s:
+        assert s.scalar(select(func.count()).select_from(CelebrityClass).where(CelebrityClass.name_key == "brad pitt")) == 1
+
+
 def count_events(store) -> int:
     with store() as s:
         return s.scalar(select(func.count()).select_from(AuditEvent))
@@ -359,11 +440,10 @@ def test_undo_of_a_class_merged_into_it_or_decided_on_is_refused(store):
     a, added_a = add_class(store, "A", "ann")
     b, _ = add_class(store, "B", "ann")
     relabel_faces(store, faces[:1], a, "bob")
-    with pytest.raises(UndoError, match=r"1 later operation\(s\) changed or used the same entities, first \d+ "
-                                        r"\(relabel_faces\) by bob"):
+    with pytest.raises(UndoError, match=r"class 'A' \(id \d+\) is named by 1 face label\(s\)"):
         undo_event(store, added_a.event_id, "ann")
     merge_classes(store, b, a, "ann")
-    with pytest.raises(UndoError, match="later operation"):
+    with pytest.raises(UndoError, match="merged into it"):
         undo_event(store, added_a.event_id, "ann")
 
 
