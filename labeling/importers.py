@@ -25,7 +25,7 @@ from labeling.audit import Operation, run_operation
 from labeling.classes import create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
-from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, Face, Media
+from labeling.schema import CONFIRMED_STATUSES, AuditEvent, CelebrityClass, Face, Media
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import ATTRIBUTES, class_name_key, clean_attributes, clean_class_name, clean_tag_name
 
@@ -263,14 +263,34 @@ class ClassSpec(NamedTuple):
     where: str  # "file: line n", for notes
 
 
+def former_names(session: Session) -> dict[str, int]:
+    """Name key a class was renamed from -> that class, for names no class holds now.
+
+    Why: an import names classes as the source file does; after an editor renamed one, a re-import
+    of the same file must find the renamed class, not create the old name again beside it."""
+    out: dict[str, int] = {}
+    stmt = select(AuditEvent.before).where(AuditEvent.operation == "rename_class", AuditEvent.undone_by_id.is_(None))
+    for before in session.scalars(stmt.order_by(AuditEvent.id)):
+        for key, snapshot in (before or {}).items():
+            if key.startswith("class:") and snapshot and snapshot.get("name_key"):
+                out[snapshot["name_key"]] = int(key.split(":", 1)[1])
+    return out
+
+
 def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSummary,
                     attributes: dict[str, dict[str, Any]] | None = None,
                     create: bool = True) -> tuple[dict[str, int], set[int]]:
     """(name key -> class id, ids created), creating missing classes inside the open operation.
-    An existing class without an external id gets the imported one; a different one is kept
-    and noted."""
-    existing = {row.name_key: row for row in op.session.execute(
-        select(CelebrityClass.id, CelebrityClass.name_key, CelebrityClass.external_id))}
+
+    A spec finds its class by external id first (GIPHY's Freebase id survives renames), then by
+    name ignoring case, then by a name the class had before an editor renamed it; only then is a
+    class created. An existing class without an external id gets the imported one; a different
+    one is kept and noted."""
+    rows = op.session.execute(select(CelebrityClass.id, CelebrityClass.name_key, CelebrityClass.external_id)).all()
+    existing = {row.name_key: row for row in rows}
+    by_external = {row.external_id: row for row in rows if row.external_id}
+    by_id = {row.id: row for row in rows}
+    renamed = {k: by_id[c] for k, c in former_names(op.session).items() if k not in existing and c in by_id}
     ids: dict[str, int] = {}
     created: set[int] = set()
     fill: dict[int, str] = {}
@@ -278,7 +298,8 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         key = class_name_key(spec.name)
         if key in ids:
             continue
-        row = existing.get(key)
+        row = by_external.get(spec.external_id) if spec.external_id else None
+        row = row or existing.get(key) or renamed.get(key)
         if row is None:
             if not create:
                 summary.skipped.append(f"{spec.where}: no class named {spec.name!r}")
@@ -360,7 +381,8 @@ def _media_by_name(session: Session) -> dict[str, list[int]]:
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
     """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
     name (every ingested media item of that name), with confidence 1.0 and source "uploader".
-    A (media, tag) an editor set, or rejected, is left alone."""
+    A (media, tag) an editor set, or rejected, is left alone, and so is one already imported: experts
+    voting may have lowered its confidence since, and re-importing the same file changes nothing."""
     csv_path = Path(csv_path)
     rows = read_tags_csv(csv_path)
     summary = ImportSummary("tags", csv_path.name)
@@ -380,15 +402,17 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     with run_operation(store, _editor(editor, csv_path), "import_tags") as op:
         ids = tag_ids(op.session, [t for _, t in wanted])
         current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
-        items = []
+        items, imported = [], 0
         for m, t in wanted:
             row = current[(m, ids[t])]
             if row is not None and (row["source"] == "editor" or row["status"] == "rejected"):
                 summary.kept += 1
+            elif row is not None and row["source"] in ("uploader", "import"):
+                imported += 1
             else:
                 items.append((m, t, 1.0))
         summary.tags = apply_tags(op, items, "uploader") if items else 0
-        summary.unchanged = len(items) - summary.tags
+        summary.unchanged = imported + len(items) - summary.tags
         op.summary = f"import uploader tags from {csv_path.name}: {summary.tags} written"
     summary.event_id = op.result.event_id
     return summary

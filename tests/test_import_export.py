@@ -16,7 +16,7 @@ from conftest import temporary_pg_database
 from PIL import Image
 from sqlalchemy import func, select
 
-from labeling.classes import add_class, retire_class, set_class_attributes
+from labeling.classes import add_class, rename_class, retire_class, set_class_attributes
 from labeling.db import current_revision, open_store, session_scope
 from labeling.errors import ValidationError
 from labeling.export import (ILLEGAL_CHARS, RESERVED_NAMES, assign_sides, export_dataset, folder_key,
@@ -111,6 +111,21 @@ def test_class_list_fills_a_missing_external_id_and_keeps_a_different_one(store_
         assert s.get(CelebrityClass, angie).external_id == "m.0ann"
         assert s.scalars(select(CelebrityClass.name).where(CelebrityClass.external_id == "m.1")).one() == "Zoë 🎬"
     assert import_classes(store, path).event_id is None
+
+
+def test_reimport_finds_renamed_classes_by_external_id_or_former_name(store_url, tmp_path):
+    store = open_store(store_url)
+    path = tmp_path / "list.csv"
+    path.write_text("Labels,Index\nBrad_Pitt_[m.0c6qh],0\nAdrien_Brody,1\n", encoding="utf-8")
+    import_classes(store, path)
+    with store() as s:
+        ids = dict(s.execute(select(CelebrityClass.name, CelebrityClass.id)).all())
+    rename_class(store, ids["Brad Pitt"], "William Bradley Pitt", "ann")
+    rename_class(store, ids["Adrien Brody"], "Adrien Brody (actor)", "ann")
+    again = import_classes(store, path)
+    assert (again.created, again.event_id) == (0, None), again.line()
+    with store() as s:
+        assert sorted(s.scalars(select(CelebrityClass.name))) == ["Adrien Brody (actor)", "William Bradley Pitt"]
 
 
 # -- attributes --------------------------------------------------------------------------------
@@ -616,6 +631,9 @@ def test_near_duplicates_never_straddle_the_split_and_tags_export(store_url, tmp
     set_tag_status(store, [(media[src.name], "are")], "rejected", "ann")
     kept = import_tags(store, shared_data / "gifs.csv")
     assert (kept.kept, kept.tags, kept.event_id) == (1, 0, None)
+    # experts voting lowered an uploader tag nobody confirmed: re-importing the file leaves it so
+    set_tag_confidences(store, [(media[other.name], "got", 0.7)], "experts", source="uploader")
+    assert import_tags(store, shared_data / "gifs.csv").event_id is None
 
     with store() as s:
         faces = dict(s.execute(select(Face.id, Face.media_id)).all())
@@ -641,8 +659,8 @@ def test_near_duplicates_never_straddle_the_split_and_tags_export(store_url, tmp
     by_path = {Path(item["media"]).name: item for item in lines}
     assert set(by_path) == {src.name, other.name}
     assert by_path[src.name]["tags"] == [["cop", 1.0]]  # the rejected tag is not exported
-    assert by_path[src.name]["sha256"] and sorted(by_path[other.name]["tags"]) == [[t, 1.0] for t in
-                                                                                  sorted(["aint", "nobody", "got", "time"])]
+    assert by_path[src.name]["sha256"] and sorted(by_path[other.name]["tags"]) == [
+        ["aint", 1.0], ["got", 0.7], ["nobody", 1.0], ["time", 1.0]]
 
 
 @pytest.mark.slow
