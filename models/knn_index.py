@@ -133,6 +133,7 @@ class KnnIndex:
         self.ids_: np.ndarray | None = None
         self._graph: Any = None
         self._graph_n = 0  # the graph holds rows [0, _graph_n); later rows are the exact-searched tail
+        self._graph_files: list[Path] = []  # the files a loaded graph came from (see save)
 
     def get_params(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "method": self.method, "exact_below": self.exact_below, "M": self.M,
@@ -206,6 +207,7 @@ class KnnIndex:
         graph = self._build_graph(x) if self._wants_hnsw(len(x)) else None
         self.vectors_, self.ids_, self._graph = x, ids, graph
         self._graph_n = len(x) if graph is not None else 0
+        self._graph_files = []
 
     def _build_graph(self, x: np.ndarray) -> Any:
         import nmslib
@@ -311,7 +313,7 @@ class KnnIndex:
             np.save(tmp / "vectors.npy", self.vectors_, allow_pickle=False)
             (tmp / "ids.json").write_text(json.dumps(self.ids_.tolist()))
             if self._graph is not None:
-                self._graph.saveIndex(str(tmp / _GRAPH_FILE), save_data=True)
+                self._write_graph(tmp)
             meta = {"format": FORMAT_VERSION, "params": self.get_params(), "n": len(self), "dim": self.dim,
                     "ids_dtype": "int64" if self.ids_.dtype == np.int64 else "object",
                     "graph": self._graph is not None, "graph_items": self.graph_items, "extra": extra or {}}
@@ -327,6 +329,18 @@ class KnnIndex:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return folder
+
+    def _write_graph(self, folder: Path) -> None:
+        """nmslib cannot save a graph it loaded (nmslib issue #346: it writes a 68-byte stub that
+        crashes the next reader), so a loaded graph, which `add` never changes, is saved by copying
+        the files it came from; if those are gone it is rebuilt from its rows."""
+        if self._graph_files and all(f.is_file() for f in self._graph_files):
+            for f in self._graph_files:
+                shutil.copyfile(f, folder / f.name)
+            return
+        if self._graph_files:
+            self._graph, self._graph_files = self._build_graph(self.vectors_[: self._graph_n]), []
+        self._graph.saveIndex(str(folder / _GRAPH_FILE), save_data=True)
 
     @classmethod
     def load(cls, folder: Path | str) -> "KnnIndex":
@@ -349,6 +363,7 @@ class KnnIndex:
             if len(graph) != graph_n or graph_n > meta["n"]:
                 raise KnnIndexError(f"{folder}: the HNSW graph holds {len(graph)} items, index.json says {graph_n}")
             index._graph, index._graph_n = graph, graph_n
+            index._graph_files = sorted(folder.glob(f"{_GRAPH_FILE}*"))
         return index
 
 

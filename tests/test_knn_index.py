@@ -294,6 +294,30 @@ def test_stored_index_extends_with_new_items_without_rebuilding_the_graph(faces,
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(g_ids.tolist(), e_ids.tolist())]) >= 0.98
 
 
+def test_a_graph_loaded_from_disk_extends_and_saves_intact(faces, tmp_path):
+    """nmslib writes a 68-byte stub when it saves a graph it loaded; the next process to read that
+    crashes. An index loaded from disk (an app restart), extended and saved must stay readable."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "idx"
+    n = len(faces.vectors)
+    ids = list(range(1000, 1000 + n))
+    stored_index(folder, faces.vectors[: n - 20], ids[: n - 20], MODEL, exact_below=50)
+    graph = {f.name: f.read_bytes() for f in folder.glob("hnsw.bin*")}
+    forget(folder)  # as after a restart: the next call reads the folder
+    grown, how = stored_index(folder, faces.vectors, ids, MODEL, exact_below=50)
+    assert how == "extended" and {f.name: f.read_bytes() for f in folder.glob("hnsw.bin*")} == graph
+    np.save(tmp_path / "queries.npy", faces.vectors[:5])
+    script = (f"import sys, numpy as np; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+              "from models.knn_index import KnnIndex; "
+              f"i = KnnIndex.load({str(folder)!r}); "
+              f"print(i.query(np.load({str(tmp_path / 'queries.npy')!r}), 3)[0].tolist())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert eval(done.stdout) == grown.query(faces.vectors[:5], 3)[0].tolist()
+
+
 def test_stored_index_rebuilds_when_an_item_is_removed_or_changed(faces, tmp_path):
     folder = tmp_path / "idx"
     ids = list(range(len(faces.vectors)))
