@@ -31,8 +31,8 @@ weight proposes it, else 0.7 (the tagger's confirmed / unconfirmed confidences),
 how sure the dataset is of what the uploader typed. Only the confidence (and the row's editor) is
 written, only when it changes, so a re-run with the same vote writes nothing, and undoing the run
 restores the old confidences. Editor rows are never touched (an editor's decision outranks a
-model), nor rejected rows, nor model rows; media no expert covers keep their tags as they are
-(no vote is not a vote against).
+model), nor rejected rows, nor model rows; media no expert covers keep their tags as they are,
+and so does every media item when no expert earned a weight (no vote is not a vote against).
 """
 from __future__ import annotations
 
@@ -309,7 +309,10 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
     except TaggerError as exc:
         raise ValidationError(f"experts voting refused the store's data: {exc}") from exc
     items, rejected = new_suggestions(predicted, inputs.existing, top, float(min_confidence))
-    originals = original_confidences(predicted, inputs.existing)
+    # With no expert trusted (every weight 0), nothing voted at all: lowering every original tag to 0.7
+    # would read as a vote against them. No vote is not a vote against.
+    trusted = any(w > 0 for w in tagger.weights_.values())
+    originals = original_confidences(predicted, inputs.existing) if trusted else []
     voted = {int(m) for m in ids}
     result = AutotagResult(dict(tagger.weights_), dict(tagger.coverage_), dict(tagger.hits_), len(ids),
                            sum(1 for t in inputs.tags.values() if t), 0, 0, 0, rejected)

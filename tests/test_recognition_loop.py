@@ -516,6 +516,9 @@ def test_autotag_with_the_text_expert_and_bad_input(loop_sqlite, tmp_path):
     assert trusted.weights["visual"] > 0 and trusted.suggested > 0 and not trusted.notes
     strict = autotag(nods.store, "bob", text=None, min_frequency=1.0)
     assert not any(strict.weights.values()) and strict.suggested == 0 and strict.removed == trusted.suggested
+    # nobody voted, so no uploader tag was voted down: they keep what the trusted run gave them
+    assert (strict.originals_confirmed, strict.originals_lowered, strict.originals_changed) == (0, 0, 0)
+    assert trusted.originals_confirmed + trusted.originals_lowered > 0
     assert strict.notes == [untrusted_experts_hint(10, 1.0)]
     assert "needs 10 of a media item's 10 nearest" in strict.notes[0] and "min_frequency 0.10" in strict.notes[0]
     assert "single neighbour" not in untrusted_experts_hint(10, 0.1)
