@@ -21,27 +21,43 @@ TAG_NAME_MAX = 100
 GENDERS_HINT = "free text such as female, male, non-binary"
 
 
+# Characters that draw nothing although Unicode files them as letters or symbols.
+_BLANK_LOOKING = set("\u2800\u3164\u115f\u1160\uffa0")
+# Emoji glue: the zero-width joiner and the emoji variation selector are part of emoji sequences.
+_EMOJI_GLUE = "\u200d\ufe0f"
+
+
+def _visible(c: str) -> bool:
+    return unicodedata.category(c)[0] not in "ZC" and unicodedata.category(c) not in ("Mn", "Me") and c not in _BLANK_LOOKING
+
+
 def clean_class_name(raw: Any) -> str:
+    """The name as typed, NFC, trimmed, with runs of spaces made one (what a reader sees)."""
     if not isinstance(raw, str):
         raise ValidationError(f"class name must be text, got {type(raw).__name__}")
     name = unicodedata.normalize("NFC", raw).strip()
     if not name:
         raise ValidationError("class name is empty")
-    if len(name) > CLASS_NAME_MAX:
-        raise ValidationError(f"class name is {len(name)} characters long; the limit is {CLASS_NAME_MAX}")
-    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf") and c not in "\u200d\ufe0f"]
     if any(c in _BIDI_CONTROLS for c in name):
         raise ValidationError(f"class name {name!r} contains an invisible bidirectional control character")
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf") and c not in _EMOJI_GLUE]
     if bad:
         raise ValidationError(f"class name {name!r} contains control characters {[hex(ord(c)) for c in bad]}")
+    name = " ".join(name.split())
+    if not any(_visible(c) for c in name):
+        raise ValidationError(f"class name {name!r} has no visible character")
+    if len(name) > CLASS_NAME_MAX:
+        raise ValidationError(f"class name is {len(name)} characters long; the limit is {CLASS_NAME_MAX}")
     if "/" in name or "\\" in name or name in (".", "..") or re.search(r"(^|\s)\.\.(\s|$)", name):
         raise ValidationError(f"class name {name!r} looks like a path (contains '/', '\\' or '..')")
     return name
 
 
 def class_name_key(name: str) -> str:
-    """Uniqueness ignores case and Unicode compatibility forms ("ＡＢ" == "ab")."""
-    return unicodedata.normalize("NFKC", name).casefold().strip()
+    """Uniqueness ignores case, Unicode compatibility forms ("ＡＢ" == "ab"), runs of whitespace and
+    emoji glue, so names that read the same cannot be two classes ("Brad\u200dPitt" is "BradPitt")."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return " ".join("".join(c for c in folded if c not in _EMOJI_GLUE).split())
 
 
 def clean_tag_name(raw: Any) -> str:
@@ -53,12 +69,14 @@ def clean_tag_name(raw: Any) -> str:
         raise ValidationError("tag is empty")
     if len(tag) > TAG_NAME_MAX:
         raise ValidationError(f"tag is {len(tag)} characters long; the limit is {TAG_NAME_MAX}")
-    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in "\u200d\ufe0f" for c in tag):
+    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in _EMOJI_GLUE for c in tag):
         raise ValidationError(f"tag {tag!r} contains control characters")
     return tag
 
 
 def check_confidence(value: Any) -> float:
+    if isinstance(value, bool):  # float(True) is 1.0: a flag passed by mistake, not a confidence
+        raise ValidationError(f"confidence must be a number in [0, 1], got {value!r}")
     try:
         conf = float(value)
     except (TypeError, ValueError):
@@ -91,8 +109,10 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
         elif key == "birth_year":
             try:
                 year = int(value)
+                if isinstance(value, bool) or year != float(value):  # 1970.7 is not a year to round
+                    raise ValueError
             except (TypeError, ValueError):
-                raise ValidationError(f"birth_year must be a year, got {value!r}") from None
+                raise ValidationError(f"birth_year must be a whole year, got {value!r}") from None
             if not 1800 <= year <= 2100:
                 raise ValidationError(f"birth_year {year} is outside 1800..2100")
             out[key] = year

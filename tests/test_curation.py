@@ -168,13 +168,26 @@ def test_class_lifecycle_merge_split_retire(store):
         assert s.get(CelebrityClass, new_id).status == "active"
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "../etc", "a/b", "back\\slash", "evil\u202etxt", "tab\there"])
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "../etc", "a/b", "back\\slash", "evil\u202etxt", "tab\there",
+                                  "\u2800", "\u3164", "\u200d", "\ufe0f \u2800", "\u3000"])
 def test_bad_class_names_are_refused_and_change_nothing(store, name):
     with pytest.raises(ValidationError):
         add_class(store, name, "ann")
     with store() as s:
         assert s.scalar(select(func.count()).select_from(CelebrityClass)) == 0
         assert s.scalar(select(func.count()).select_from(AuditEvent)) == 0
+
+
+def test_names_that_read_the_same_are_one_class(store):
+    class_id, _ = add_class(store, "  Brad   Pitt ", "ann")
+    with store() as s:
+        assert s.get(CelebrityClass, class_id).name == "Brad Pitt"
+    for twin in ("brad pitt", "Brad\u3000Pitt", "ＢＲＡＤ ＰＩＴＴ", "Brad Pitt\ufe0f"):
+        with pytest.raises(ValidationError, match="already exists"):
+            add_class(store, twin, "bob")
+    family, _ = add_class(store, "The 👨\u200d👩\u200d👧 Family", "ann")  # emoji glue inside an emoji sequence is kept
+    with store() as s:
+        assert s.get(CelebrityClass, family).name == "The 👨\u200d👩\u200d👧 Family"
 
 
 @pytest.mark.parametrize("name", ["O'Brien \"Bob\"", "Robert'); DROP TABLE face_label;--", "Zoë 🎬", "محمد صلاح", "李小龙"])

@@ -85,3 +85,25 @@ def test_postgres_urls_use_psycopg():
 def test_vector_length_is_checked():
     with pytest.raises(ValueError, match="expected 512"):
         bytes_to_vector(vector_to_bytes(np.zeros(128)), 512)
+
+
+def test_migration_0005_recomputes_class_name_keys_without_merging(store_url):
+    """Keys written before 0005 kept runs of spaces; the upgrade recomputes them, and leaves the old
+    key where the new one is taken (two classes an editor must merge, never one silently dropped)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from labeling.db import alembic_config, make_engine, migrate, normalise_url
+
+    engine = make_engine(normalise_url(store_url))
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+        for name, key in (("Brad  Pitt", "brad  pitt"), ("Dua   Lipa", "dua   lipa"), ("dua lipa", "dua lipa")):
+            conn.execute(text("INSERT INTO celebrity_class (name, name_key, status, created_at, updated_at, version) "
+                              "VALUES (:n, :k, 'active', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1)"), {"n": name, "k": key})
+    migrate(engine)
+    with engine.connect() as conn:
+        keys = dict(conn.execute(text("SELECT name, name_key FROM celebrity_class")).all())
+    assert keys == {"Brad  Pitt": "brad pitt", "Dua   Lipa": "dua   lipa", "dua lipa": "dua lipa"}
