@@ -377,7 +377,17 @@ def dupes_command(
                f"frames={sum(map(len, hashes.values()))} radius={radius}")
 
 
+def _exit_on_sigterm(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    """The console script. SIGTERM (a stopped container, a killed job) ends the command like Ctrl-C:
+    as an exception, so open transactions roll back and an export's or a cache entry's temporary
+    folder is removed instead of being left beside the result."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app()
 
 

@@ -382,6 +382,28 @@ def test_interrupted_export_leaves_nothing_and_keeps_the_previous_one(store_url,
     assert count(store, Export) == 1
 
 
+def test_a_terminated_export_leaves_nothing(store_url, tmp_path, lfw_dir):
+    """SIGTERM (a stopped container, a killed job) ends the CLI like Ctrl-C: the temporary folder goes."""
+    import os
+    import signal
+
+    from labeling.cli import _exit_on_sigterm
+
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    fake_labeled_faces(store, data, lfw_dir)
+    exports = tmp_path / "exports"
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            export_dataset(store, data, exports / "out", "ann",
+                           on_progress=lambda done, total: done == 2 and os.kill(os.getpid(), signal.SIGTERM))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert list(exports.iterdir()) == [] and count(store, Export) == 0
+
+
 def test_export_refuses_to_clobber(store_url, tmp_path, lfw_dir):
     store = open_store(store_url)
     data = tmp_path / "data"
