@@ -161,9 +161,11 @@ def _check_name(path: Path, line: int, name: str, external_id: str | None) -> st
     return name
 
 
-def read_labels_csv(path: Path) -> list[LabelRow]:
+def read_labels_csv(path: Path, class_map: dict[str, tuple[str, str | None]] | None = None) -> list[LabelRow]:
     """GIPHY's `Label,Index` (or `Labels,Index`): labels unique (also once parsed into class
-    names, ignoring case), indices unique non-negative integers, names valid class names."""
+    names, ignoring case), indices unique non-negative integers, names valid class names.
+    `class_map` (an export's classes.csv) gives the exact name of a label, where parsing the
+    folder name could not tell "Brad_Pitt" from "Brad Pitt"."""
     path = Path(path)
     _, rows = read_csv(path, ["Label", "Index"], aliases={"Labels": "Label"})
     out: list[LabelRow] = []
@@ -184,8 +186,11 @@ def read_labels_csv(path: Path) -> list[LabelRow]:
             raise ValidationError(f"{_where(path, line)}: label {label!r} repeats line {labels[label]}")
         if idx in indices:
             raise ValidationError(f"{_where(path, line)}: index {idx} repeats line {indices[idx]}")
-        name, external = parse_giphy_label(label)
-        name = _check_name(path, line, name, external)
+        if class_map and label in class_map:
+            name, external = class_map[label]
+        else:
+            name, external = parse_giphy_label(label)
+            name = _check_name(path, line, name, external)
         key = class_name_key(name)
         if key in keys:
             raise ValidationError(f"{_where(path, line)}: label {label!r} names the same class ({name!r}) as line {keys[key]}")
@@ -447,9 +452,9 @@ def scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str,
     labels_csv, raw = folder / "labels.csv", folder / "raw_dataset"
     if not labels_csv.is_file() or not raw.is_dir():
         raise ValidationError(f"{folder}: expected labels.csv and a raw_dataset/ folder (GIPHY's training layout)")
-    labels = read_labels_csv(labels_csv)
     class_map = read_class_map(folder / "classes.csv") if (folder / "classes.csv").is_file() else {}
-    names = {r.label: class_map.get(r.label) or (r.name, r.external_id) for r in labels}
+    labels = read_labels_csv(labels_csv, class_map)
+    names = {r.label: (r.name, r.external_id) for r in labels}
     notes: list[str] = []
     images: dict[str, list[Path]] = {}
     root = raw.resolve()

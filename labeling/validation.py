@@ -112,7 +112,7 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
                 if isinstance(value, bool) or year != float(value):  # 1970.7 is not a year to round
                     raise ValueError
             except (TypeError, ValueError):
-                raise ValidationError(f"birth_year must be a whole year, got {value!r}") from None
+                raise ValidationError(f"birth_year must be a year, got {value!r}") from None
             if not 1800 <= year <= 2100:
                 raise ValidationError(f"birth_year {year} is outside 1800..2100")
             out[key] = year

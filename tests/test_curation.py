@@ -158,6 +158,9 @@ def test_class_lifecycle_merge_split_retire(store):
     with pytest.raises(UndoError, match="later operation"):
         undo_event(store, merge.event_id, "ann")
     set_class_attributes(store, new_id, "ann", gender="Female", birth_year=1986, country="United States")
+    for bad_year in (1970.7, "19x", True, 1700):
+        with pytest.raises(ValidationError, match="birth_year"):
+            set_class_attributes(store, new_id, "ann", birth_year=bad_year)
     clear_class_attributes(store, new_id, "ann", ["country"])
     with store() as s:
         row = s.get(CelebrityClass, new_id)
@@ -207,7 +210,7 @@ def test_tags_confidences_and_bad_values(store):
     set_tag_confidences(store, [(media[0], "happy", 0.3)], "ann")
     add_tags(store, [media[1]], ["party"], "model-run", confidence=0.4, source="experts_voting", status="suggested")
     set_tag_status(store, [(media[1], "party")], "active", "ann")
-    for bad in (1.5, -0.1, float("nan"), "high"):
+    for bad in (1.5, -0.1, float("nan"), "high", True):
         with pytest.raises(ValidationError, match="confidence"):
             set_tag_confidences(store, [(media[0], "happy", bad)], "ann")
     with pytest.raises(NotFoundError):

@@ -192,6 +192,20 @@ BAD_CLASS_LISTS = [
 ]
 
 
+def test_an_exports_class_map_tells_underscores_from_spaces(tmp_path):
+    """An export names "Brad_Pitt" and "Brad Pitt [m.0c6qh]" Brad_Pitt/ and Brad_Pitt_[m.0c6qh]/; parsed
+    alone both folders mean "Brad Pitt", but classes.csv says which is which, so the export imports."""
+    from labeling.importers import read_class_map
+
+    (tmp_path / "labels.csv").write_text("Label,Index\nBrad_Pitt,0\nBrad_Pitt_[m.0c6qh],1\n", encoding="utf-8")
+    (tmp_path / "classes.csv").write_text("folder,name,external_id\nBrad_Pitt,Brad_Pitt,\n"
+                                          "Brad_Pitt_[m.0c6qh],Brad Pitt,m.0c6qh\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="names the same class"):
+        read_labels_csv(tmp_path / "labels.csv")
+    rows = read_labels_csv(tmp_path / "labels.csv", read_class_map(tmp_path / "classes.csv"))
+    assert [(r.name, r.external_id) for r in rows] == [("Brad_Pitt", None), ("Brad Pitt", "m.0c6qh")]
+
+
 @pytest.mark.parametrize("content, message", BAD_CLASS_LISTS)
 def test_bad_class_lists_are_refused_whole(store_url, tmp_path, content, message):
     store = open_store(store_url)
