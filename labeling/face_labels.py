@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
 from labeling.errors import NotFoundError, ValidationError
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, Track
-from labeling.validation import check_confidence
+from labeling.validation import check_confidence, check_id
 
 DECISIONS = {"approve": "approved", "reject": "rejected", "relabel": "relabeled", "unknown": "unknown"}
 UNDECIDED = UNDECIDED_STATUSES
@@ -47,7 +47,7 @@ def class_phrase(session: Session, class_id: int | None) -> str:
 
 
 def _face_ids(face_ids: Sequence[int]) -> list[int]:
-    ids = list(dict.fromkeys(int(f) for f in face_ids))
+    ids = list(dict.fromkeys(check_id(f, "face") for f in face_ids))
     if not ids:
         raise ValidationError("no faces given")
     return ids

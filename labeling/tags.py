@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
 from labeling.errors import NotFoundError, ValidationError
 from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
-from labeling.validation import check_confidence, clean_tag_name
+from labeling.validation import check_confidence, check_id, clean_tag_name
 
 
 def tag_ids(session: Session, names: Iterable[str], create: bool = True) -> dict[str, int]:
@@ -29,7 +29,7 @@ def tag_ids(session: Session, names: Iterable[str], create: bool = True) -> dict
 
 
 def _check_media(session: Session, media_ids: Iterable[int]) -> None:
-    ids = list(dict.fromkeys(media_ids))
+    ids = list(dict.fromkeys(check_id(m, "media") for m in media_ids))
     found: set[int] = set()
     for chunk in _chunks(ids):
         found.update(session.scalars(select(Media.id).where(Media.id.in_(chunk))))
@@ -45,7 +45,7 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
         raise ValidationError(f"tag source must be one of {', '.join(TAG_SOURCES)}, got {source!r}")
     if status not in TAG_STATUSES:
         raise ValidationError(f"tag status must be one of {', '.join(TAG_STATUSES)}, got {status!r}")
-    cleaned = [(int(m), clean_tag_name(t), check_confidence(c)) for m, t, c in items]
+    cleaned = [(check_id(m, "media"), clean_tag_name(t), check_confidence(c)) for m, t, c in items]
     if not cleaned:
         raise ValidationError("no tags given")
     _check_media(op.session, [m for m, _, _ in cleaned])
@@ -96,7 +96,7 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
         raise ValidationError(f"tag status must be one of {', '.join(TAG_STATUSES)}, got {status!r}")
     with run_operation(factory, editor, "set_tag_status") as op:
         ids = tag_ids(op.session, [t for _, t in items], create=False)
-        keys = [(int(m), ids[clean_tag_name(t)]) for m, t in items]
+        keys = [(check_id(m, "media"), ids[clean_tag_name(t)]) for m, t in items]
         rows = op.load("media_tag", keys)
         missing = [k for k, r in rows.items() if r is None]
         if missing:
@@ -115,7 +115,7 @@ def remove_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: 
     with run_operation(factory, editor, "remove_tags") as op:
         ids = tag_ids(op.session, tags, create=False)
         _check_media(op.session, media_ids)
-        rows = op.load("media_tag", [(int(m), ids[clean_tag_name(t)]) for m in media_ids for t in tags])
+        rows = op.load("media_tag", [(check_id(m, "media"), ids[clean_tag_name(t)]) for m in media_ids for t in tags])
         op.check_versions("media_tag", rows, expected_versions)
         present = {k: r for k, r in rows.items() if r is not None}
         op.delete("media_tag", present)

@@ -86,6 +86,20 @@ def check_confidence(value: Any) -> float:
     return conf
 
 
+def check_id(value: Any, what: str) -> int:
+    """A row id as callers pass it (int, numpy integer, digits from a form); anything else is a clear
+    refusal instead of int()'s ValueError deep inside an operation."""
+    if isinstance(value, bool):
+        raise ValidationError(f"{what} id must be a whole number, got {value!r}")
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ValidationError(f"{what} id must be a whole number, got {value!r}") from None
+    return number
+
+
 def check_editor(editor: Any) -> str:
     if not isinstance(editor, str) or not editor.strip():
         raise ValidationError("an editor name is required for every change")

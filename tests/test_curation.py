@@ -215,6 +215,11 @@ def test_tags_confidences_and_bad_values(store):
             set_tag_confidences(store, [(media[0], "happy", bad)], "ann")
     with pytest.raises(NotFoundError):
         add_tags(store, [999999], ["x"], "ann")
+    for bad_id in ("x", 1.5, True, None):
+        with pytest.raises(ValidationError, match="media id must be a whole number"):
+            add_tags(store, [bad_id], ["x"], "ann")
+        with pytest.raises(ValidationError, match="face id must be a whole number"):
+            approve_faces(store, [bad_id], "ann")
     remove_tags(store, [media[0]], ["dance"], "ann")
     with store() as s:
         rows = sorted((r.media_id, r.tag_id, r.confidence, r.status) for r in s.scalars(select(MediaTag)))
