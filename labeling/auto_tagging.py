@@ -21,7 +21,7 @@ The tagger weighs each expert by how often it proposes a correct tag, leave-one-
 media that already carry tags (active tags of any source: uploader, import, editor, and accepted
 suggestions). Results are written as media_tag rows with source "experts_voting" and status
 "suggested", in one audited operation, and never over anything else: an active tag is not
-suggested again, and a suggestion an editor rejected stays rejected. Earlier experts-voting
+suggested again, and a suggestion an editor rejected, or a tag an editor removed, stays so. Earlier experts-voting
 suggestions of the media voted on are refreshed, or removed when the vote no longer proposes them
 (suggestions are the latest vote, not a pile).
 
@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Operation, _chunks, run_operation
 from labeling.errors import ValidationError
-from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Face, FaceLabel, Media, MediaEmbedding, MediaTag, Tag,
+from labeling.schema import (CONFIRMED_STATUSES, AuditEvent, CelebrityClass, Face, FaceLabel, Media, MediaEmbedding, MediaTag, Tag,
                              Track, bytes_to_vector)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import clean_tag_name
@@ -132,6 +132,17 @@ def read_inputs(store: sessionmaker[Session], gif_model: str | None = None) -> T
             existing[(media_id, name)] = (source, status)
             if status == "active" and media_id in ok:
                 tags.setdefault(media_id, []).append(name)
+        # A tag an editor removed has no row left, but proposing it again would undo their decision:
+        # it counts as rejected until someone adds it back (which writes a row again).
+        tag_names = None
+        for (after,) in session.execute(select(AuditEvent.after).where(AuditEvent.operation == "remove_tags",
+                                                                       AuditEvent.undone_by_id.is_(None))):
+            tag_names = tag_names if tag_names is not None else dict(session.execute(select(Tag.id, Tag.name)).all())
+            for key in after or {}:
+                _, media_id, tag_id = key.split(":")
+                name = tag_names.get(int(tag_id))
+                if name is not None:
+                    existing.setdefault((int(media_id), name), ("editor", "rejected"))
         class_names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
                                            .where(CelebrityClass.status != "retired")).all())
         labels = session.execute(select(Face.media_id, FaceLabel.status, FaceLabel.class_id)

@@ -34,7 +34,7 @@ from labeling.recognition import (TRACK_PREDICTION_COLUMNS, fit_classifier, load
                                   predict_tracks, read_snapshot, refresh_predictions, retrain, stratified_holdout,
                                   track_predictions_frame)
 from labeling.schema import AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track
-from labeling.tags import add_tags, set_tag_status
+from labeling.tags import add_tags, remove_tags, set_tag_status
 from models.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -430,6 +430,10 @@ def test_autotag_stores_suggestions_and_keeps_editor_and_import_tags(loop):
     assert again.suggested == len(tags2[tags2["status"] == "suggested"]) and again.changed < again.suggested
     row = tags2[(tags2["media_id"] == accepted[0]) & (tags2["tag"] == accepted[1])].iloc[0]
     assert (row["status"], row["editor"]) == ("active", "ann")
+    # a tag the editor removed (the row is gone) is not proposed again, until someone adds it back
+    remove_tags(loop.store, [accepted[0]], [accepted[1]], "ann")
+    autotag(loop.store, "bob", text=None, k=3, min_frequency=0.3)
+    assert media_tags_frame(loop.store, media_id=accepted[0]).query("tag == @accepted[1]").empty
 
 
 @pytest.mark.slow
