@@ -293,6 +293,10 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         raise ValidationError(f"top must be a positive number of suggestions per media, got {top!r}")
     if not 0.0 <= float(min_confidence) <= 1.0:
         raise ValidationError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
+    try:  # bad parameters are refused before the store is read or MiniLM is loaded (seconds)
+        ExpertsVotingTagger(k=k, min_frequency=min_frequency)._check_params()
+    except (TaggerError, TypeError, ValueError) as exc:
+        raise ValidationError(f"experts voting: {exc}") from exc
     inputs = read_inputs(store, gif_model)
     if not inputs.visual and not inputs.identity:
         raise ValidationError("no ingested media with GIF embeddings or faces: ingest media first")

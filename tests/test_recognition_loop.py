@@ -512,6 +512,9 @@ def test_autotag_with_the_text_expert_and_bad_input(loop_sqlite, tmp_path):
     assert count(bare.store, AuditEvent) == 0
     with pytest.raises(ValidationError, match="text must be one of"):
         autotag(loop.store, "bob", text="titles")
+    for bad in ({"k": 0}, {"min_frequency": 1.5}, {"k": True}):
+        with pytest.raises(ValidationError, match="experts voting: (k|min_frequency) must"):
+            autotag(open_store(f"sqlite:///{tmp_path / 'never-read.db'}"), "bob", **bad)
 
     # two GIFs share "nods": the visual expert earns a weight at the default bound, none when all ten must agree
     nods = build_loop_store(loop.data_dir, f"sqlite:///{tmp_path / 'nods.db'}", people={}, extra=[], strangers=[],
