@@ -28,7 +28,7 @@ from models.index_store import index_folder
 
 VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
 POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gender", "ethnicity", "decade", "country",
-                 "media_id", "media_name", "crop_path", "media_path", "n"]
+                 "media_id", "media_name", "crop_path", "media_path", "n", "version"]  # version: a face label's (else 0)
 COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
 HOVER = ["class", "status", "confidence", "media_name"]
@@ -64,7 +64,7 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
         "ethnicity": _text(faces["ethnicity"]), "decade": faces["birth_year"].map(decade).astype(str),
         "country": _text(faces["country"]), "media_id": faces["media_id"].astype(int),
         "media_name": faces["media_path"].map(lambda p: Path(p).name), "crop_path": faces["crop_path"],
-        "media_path": faces["media_path"], "n": 1,
+        "media_path": faces["media_path"], "n": 1, "version": faces["version"].astype(int),
     })
     return points, vectors
 
@@ -85,7 +85,7 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
         "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),
         "crop_path": tracks["representative_crop_path"], "media_path": tracks["media_path"],
-        "n": tracks["n_faces"].astype(int),
+        "n": tracks["n_faces"].astype(int), "version": 0,
     })
     return points, vectors
 
@@ -122,7 +122,7 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
         "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
         "media_id": ids, "media_name": item["name"].fillna("").astype(str).to_numpy(),
         "crop_path": None, "media_path": item["path"].fillna("").astype(str).to_numpy(),
-        "n": item["faces"].fillna(0).astype(int).to_numpy(),
+        "n": item["faces"].fillna(0).astype(int).to_numpy(), "version": 0,
     })
     return points, np.stack([bytes_to_vector(r[2]) for r in rows]).astype(np.float32)
 
@@ -145,7 +145,7 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray) -> tuple[pd.DataFr
                      "confidence": float(part["confidence"].mean()), "source": "centroid",
                      "gender": first["gender"], "ethnicity": first["ethnicity"], "decade": first["decade"],
                      "country": first["country"], "media_id": int(first["media_id"]), "media_name": first["media_name"],
-                     "crop_path": first["crop_path"], "media_path": first["media_path"], "n": int(len(members))})
+                     "crop_path": first["crop_path"], "media_path": first["media_path"], "n": int(len(members)), "version": 0})
     return pd.DataFrame(rows, columns=POINT_COLUMNS), np.stack(centres).astype(np.float32)
 
 

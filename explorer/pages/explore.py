@@ -15,7 +15,7 @@ from explorer.projection import ProjectionError, load_cached, pca_preview
 from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, projection_for, view_points
 from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import get_settings, get_store, media_file, write
+from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
 from labeling.queries import classes_frame, face_models, history_frame, track_history_frame
 from labeling.schema import AuditEvent
 
@@ -166,14 +166,18 @@ with details:
                                      key="explore_relabel_class")
             buttons = right.columns(4)
 
+            # the label version shown, so a decision on a face another editor changed meanwhile is refused
+            seen = versions_seen("explore_point", {int(point_id): row["version"]}) if row["kind"] == "face" else None
+
             def act(decision: str, class_id: int | None = None) -> None:
                 if row["kind"] == "track":
                     write(lambda s, e: label_track(s, int(point_id), decision, e, class_id=class_id))
                     return
-                fn = {"approve": lambda s, e: approve_faces(s, [int(point_id)], e),
-                      "reject": lambda s, e: reject_faces(s, [int(point_id)], e),
-                      "unknown": lambda s, e: mark_unknown(s, [int(point_id)], e),
-                      "relabel": lambda s, e: relabel_faces(s, [int(point_id)], class_id, e)}[decision]
+                fid = [int(point_id)]
+                fn = {"approve": lambda s, e: approve_faces(s, fid, e, expected_versions=seen),
+                      "reject": lambda s, e: reject_faces(s, fid, e, expected_versions=seen),
+                      "unknown": lambda s, e: mark_unknown(s, fid, e, expected_versions=seen),
+                      "relabel": lambda s, e: relabel_faces(s, fid, class_id, e, expected_versions=seen)}[decision]
                 write(fn)
 
             if buttons[0].button("Approve", key="explore_approve"):
@@ -206,19 +210,21 @@ with bulk:
         st.write(f"{len(chosen)} face(s) selected" + (f": {', '.join(map(str, chosen[:20]))}" + (" ..." if len(chosen) > 20 else "") if chosen else
                  " (draw a lasso or a box around points)"))
         if chosen:
+            shown_versions = dict(zip(shown["id"].astype(int), shown["version"]))
+            seen = versions_seen("explore_bulk", {i: shown_versions[i] for i in chosen if i in shown_versions})
             cols = st.columns(4)
             if cols[0].button(f"Approve {len(chosen)}", key="explore_bulk_approve"):
-                write(lambda s, e: approve_faces(s, chosen, e))
+                write(lambda s, e: approve_faces(s, chosen, e, expected_versions=seen))
             if cols[1].button(f"Reject {len(chosen)}", key="explore_bulk_reject"):
-                write(lambda s, e: reject_faces(s, chosen, e))
+                write(lambda s, e: reject_faces(s, chosen, e, expected_versions=seen))
             if cols[2].button(f"Mark {len(chosen)} unknown", key="explore_bulk_unknown"):
-                write(lambda s, e: mark_unknown(s, chosen, e))
+                write(lambda s, e: mark_unknown(s, chosen, e, expected_versions=seen))
             with cols[3]:
                 if class_ids:
                     bulk_target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
                                                key="explore_bulk_class")
                     if st.button(f"Relabel {len(chosen)}", key="explore_bulk_relabel"):
-                        write(lambda s, e: relabel_faces(s, chosen, int(bulk_target), e))
+                        write(lambda s, e: relabel_faces(s, chosen, int(bulk_target), e, expected_versions=seen))
             with st.form("explore_new_class"):
                 name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
                 if st.form_submit_button("Add class"):

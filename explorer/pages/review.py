@@ -12,7 +12,7 @@ from explorer.figures import cluster_review, selected_ids
 from explorer.views import index_dir_for
 from labeling.audit import undo_last
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import get_settings, get_store, media_file, write
+from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
 from labeling.queries import UNLABELED, classes_frame, faces_frame, face_models, tracks_frame
 
 settings, store = get_settings(), get_store()
@@ -31,6 +31,7 @@ catalog = classes_frame(store)
 active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
 class_names = dict(zip(active["class_id"], active["name"]))
+face_versions = dict(zip(faces["face_id"].astype(int), faces["version"].astype(int)))
 
 
 def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> None:
@@ -56,18 +57,19 @@ def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
         st.caption("Tick faces in the table to act on them.")
         return
     done = untick(table_key)
+    seen = versions_seen(key, {f: face_versions[f] for f in face_ids})  # a face changed meanwhile is refused
     cols = st.columns([1, 1, 1, 2, 1])
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve"):
-        write(lambda s, e: approve_faces(s, face_ids, e), after=done)
+        write(lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen), after=done)
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
-        write(lambda s, e: reject_faces(s, face_ids, e), after=done)
+        write(lambda s, e: reject_faces(s, face_ids, e, expected_versions=seen), after=done)
     if cols[2].button(f"Mark {len(face_ids)} unknown", key=f"{key}_unknown"):
-        write(lambda s, e: mark_unknown(s, face_ids, e), after=done)
+        write(lambda s, e: mark_unknown(s, face_ids, e, expected_versions=seen), after=done)
     if class_ids:
         target = cols[3].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c], key=f"{key}_class",
                                    label_visibility="collapsed")
         if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel"):
-            write(lambda s, e: relabel_faces(s, face_ids, int(target), e), after=done)
+            write(lambda s, e: relabel_faces(s, face_ids, int(target), e, expected_versions=seen), after=done)
 
 
 def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
@@ -137,15 +139,18 @@ with tracks_tab:
         ticked = pick_table(table, "review_tracks")
         if ticked:  # one operation for the whole selection, so "Undo" takes all of it back
             cols, done = st.columns(4), untick("review_tracks")
+            members = faces[faces["track_id"].isin(ticked)]
+            seen = versions_seen("review_tracks", dict(zip(members["face_id"].astype(int), members["version"])))
             if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve"):
-                write(lambda s, e: label_tracks(s, ticked, "approve", e), after=done)
+                write(lambda s, e: label_tracks(s, ticked, "approve", e, expected_versions=seen), after=done)
             if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
-                write(lambda s, e: label_tracks(s, ticked, "reject", e), after=done)
+                write(lambda s, e: label_tracks(s, ticked, "reject", e, expected_versions=seen), after=done)
             if class_ids:
                 target = cols[2].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
                                            key="review_tracks_class", label_visibility="collapsed")
                 if cols[3].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel"):
-                    write(lambda s, e: label_tracks(s, ticked, "relabel", e, class_id=int(target)), after=done)
+                    write(lambda s, e: label_tracks(s, ticked, "relabel", e, class_id=int(target),
+                                                    expected_versions=seen), after=done)
 
 st.divider()
 if st.button("Undo my last operation", key="review_undo"):

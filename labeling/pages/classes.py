@@ -3,12 +3,11 @@ import pandas as pd
 import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
-from labeling.pages.common import get_settings, get_store, media_file, parse_ids, write
+from labeling.pages.common import get_settings, get_store, media_file, parse_ids, versions_seen, write
 from labeling.queries import classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
 from labeling.validation import ATTRIBUTES
 
-SEEN_KEY = "classes_versions_seen"  # class id -> version the editor was shown (optimistic locking)
 SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
 CATALOG_COLUMNS = ["class_id", "name", "status", "faces", "confirmed", "predicted", "predicted_by_model", "gender",
@@ -16,8 +15,8 @@ CATALOG_COLUMNS = ["class_id", "name", "status", "faces", "confirmed", "predicte
                    "updated_by", "updated_at", "version"]
 
 settings, store = get_settings(), get_store()
-seen: dict[int, int] = st.session_state.get(SEEN_KEY, {})
 catalog = classes_frame(store)
+seen = versions_seen("classes", dict(zip(catalog["class_id"].tolist(), catalog["version"].tolist())))
 by_id = catalog.set_index("class_id")
 
 st.title("Classes")
@@ -150,5 +149,3 @@ if selected is not None:
             st.dataframe(events, hide_index=True, width="stretch")
         else:
             st.write("No operation on this class yet.")
-
-st.session_state[SEEN_KEY] = dict(zip(catalog["class_id"].tolist(), catalog["version"].tolist()))

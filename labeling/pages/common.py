@@ -217,6 +217,22 @@ def write(action: Callable[[sessionmaker[Session], str], Any], after: Callable[[
     return result
 
 
+def versions_seen(key: str, current: Mapping[Any, Any]) -> dict[Any, int]:
+    """The versions these rows had when the editor last saw them: an operation's expected_versions.
+
+    Why not the versions read now: a click reruns the whole page, which reads the store again
+    before the button's code runs, so what this run read may already be another editor's change,
+    and acting on it would overwrite that change unseen. Each page records what it rendered under
+    `key`; call this before the buttons: it returns the previous run's record (the current version
+    for rows shown for the first time) and keeps the current one for the next click."""
+    memory: dict[Any, int] = st.session_state.setdefault("versions_seen", {}).setdefault(key, {})
+    current = {k: int(v) for k, v in current.items()}
+    seen = {k: memory.get(k, v) for k, v in current.items()}
+    memory.clear()
+    memory.update(current)
+    return seen
+
+
 def progress_callback(bar: Any, unit: str = "") -> Callable[[int, int], None]:
     """on_progress(done, total) for a long operation, drawn on an st.progress bar: the shape every
     long-running function of giflens reports progress in."""

@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from labeling.pages.common import get_settings, get_store, media_file, progress_callback, require_editor, write
+from labeling.pages.common import (get_settings, get_store, media_file, progress_callback, require_editor, versions_seen,
+                                   write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 
@@ -90,6 +91,10 @@ with per_gif:
         active = tags[tags["status"] == "active"].reset_index(drop=True)
         suggested = tags[tags["status"] == "suggested"].reset_index(drop=True)
         rejected = tags[tags["status"] == "rejected"].reset_index(drop=True)
+        # (media, tag id) -> the version the editor saw: a tag changed meanwhile is refused, not overwritten
+        seen = versions_seen(f"tags_media_{media_id}", dict(zip(zip(tags["media_id"].astype(int), tags["tag_id"].astype(int)),
+                                                             tags["version"])))
+        tag_key = dict(zip(tags["tag"], zip(tags["media_id"].astype(int), tags["tag_id"].astype(int))))
         picture, table = st.columns([2, 3])
         with picture:
             show_media(media_id)
@@ -110,14 +115,14 @@ with per_gif:
                         st.info("No confidence was changed.")
                     else:
                         items = [(media_id, t, float(c)) for t, c in zip(changed["tag"], changed["confidence"])]
-                        versions = {(media_id, int(active.loc[i, "tag_id"])): int(active.loc[i, "version"])
-                                    for i in changed.index}
+                        versions = {tag_key[t]: seen[tag_key[t]] for t in changed["tag"]}
                         write(lambda s, e: set_tag_confidences(s, items, e, expected_versions=versions),
                               after=lambda _: st.session_state.pop(editor_key(media_id), None))
                 with st.form(f"remove_tags_form_{media_id}"):
                     doomed = st.multiselect("Remove tags", active["tag"].tolist(), key=f"tags_remove_{media_id}")
                     if st.form_submit_button("Remove") and doomed:
-                        write(lambda s, e: remove_tags(s, [media_id], doomed, e))
+                        write(lambda s, e: remove_tags(s, [media_id], doomed, e,
+                                                       expected_versions={tag_key[t]: seen[tag_key[t]] for t in doomed}))
 
             st.subheader("Suggestions")
             if suggested.empty:
@@ -127,10 +132,13 @@ with per_gif:
                 chosen = st.multiselect("Suggestions", suggested["tag"].tolist(), default=suggested["tag"].tolist(),
                                         key=f"tags_suggestions_{media_id}")
                 accept, reject = st.columns(2)
+                decided = {tag_key[t]: seen[tag_key[t]] for t in chosen}
                 if accept.button("Accept", key="tags_accept") and chosen:
-                    write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "active", e))
+                    write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "active", e,
+                                                      expected_versions=decided))
                 if reject.button("Reject", key="tags_reject") and chosen:
-                    write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "rejected", e))
+                    write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "rejected", e,
+                                                      expected_versions=decided))
 
             with st.form(f"add_tag_form_{media_id}", clear_on_submit=True):
                 st.write("Add a tag")
@@ -156,6 +164,8 @@ with per_tag:
                            format_func=lambda t: f"{t} ({by_tag.loc[t, 'active']} active, "
                                                  f"{by_tag.loc[t, 'suggested']} suggested)")
         carrying = media_tags_frame(store, tag=tag)
+        seen_tag = versions_seen(f"tags_tag_{tag}", dict(zip(zip(carrying["media_id"].astype(int), carrying["tag_id"].astype(int)),
+                                                        carrying["version"])))
         st.dataframe(carrying[["media_id", "media_name", "confidence", "status", "source", "editor", "version"]],
                      hide_index=True, width="stretch")
         active_ids = carrying.loc[carrying["status"] == "active", "media_id"].tolist()
@@ -177,7 +187,10 @@ with per_tag:
         targets = carrying["media_id"].tolist() if every else picked
         if (do_set or do_remove) and not targets:
             st.error("Choose the media first (or tick all).")
-        elif do_set:
-            write(lambda s, e: set_tag_confidences(s, [(int(m), tag, confidence) for m in targets], e))
-        elif do_remove:
-            write(lambda s, e: remove_tags(s, [int(m) for m in targets], [tag], e))
+        elif do_set or do_remove:
+            seen_targets = {k: v for k, v in seen_tag.items() if k[0] in set(map(int, targets))}
+            if do_set:
+                write(lambda s, e: set_tag_confidences(s, [(int(m), tag, confidence) for m in targets], e,
+                                                       expected_versions=seen_targets))
+            else:
+                write(lambda s, e: remove_tags(s, [int(m) for m in targets], [tag], e, expected_versions=seen_targets))
