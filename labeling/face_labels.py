@@ -54,8 +54,11 @@ def _face_ids(face_ids: Sequence[int]) -> list[int]:
 
 
 def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_id: int | None = None,
-                   expected_versions: dict[int, int] | None = None, source: str = "editor") -> None:
-    """The core of every face decision, inside an open operation (so classes ops can reuse it)."""
+                   expected_versions: dict[int, int] | None = None, source: str = "editor",
+                   proposed_class: int | None = None) -> None:
+    """The core of every face decision, inside an open operation (so classes ops can reuse it).
+    `proposed_class`: what the model proposed for these faces together (a track's prediction), so
+    confirming it is an approval even where a face's own prediction differed."""
     if decision not in DECISIONS:
         raise ValidationError(f"unknown decision {decision!r}; one of {', '.join(DECISIONS)}")
     ids = _face_ids(face_ids)
@@ -76,7 +79,8 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
             new_class = class_id if class_id is not None else current_class
             if new_class is None:
                 raise ValidationError(f"face {face_id} has no predicted class to approve; relabel it to a class instead")
-            status = "approved" if row is None or new_class in (row["predicted_class_id"], current_class) else "relabeled"
+            agreed = (proposed_class, *((row["predicted_class_id"], current_class) if row else ()))
+            status = "approved" if row is None or new_class in agreed else "relabeled"
         elif decision == "relabel":
             new_class, status = class_id, "relabeled"
         else:
@@ -149,10 +153,25 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
     editor saw, as in `decide_faces`) refuses the whole decision with a ConflictError when any of
     those faces changed since. The faces are read inside the same transaction that writes them.
     """
-    ids = list(dict.fromkeys(int(t) for t in track_ids))
+    ids = list(dict.fromkeys(check_id(t, "track") for t in track_ids))
     with run_operation(factory, editor, f"{decision}_track" if len(ids) == 1 else f"{decision}_tracks") as op:
         faces = tracks_face_ids(op.session, ids)
-        apply_decision(op, [f for members in faces.values() for f in members], decision, class_id, expected_versions)
+        if decision == "approve" and class_id is None:
+            # Approving a track approves the person the model named for the whole track, so every face
+            # gets that class; a track the model called unknown has nothing to approve. Tracks never
+            # predicted fall back to each face's own class.
+            predicted = {t: (c, at) for t, c, at in op.session.execute(
+                select(Track.id, Track.predicted_class_id, Track.predicted_at).where(Track.id.in_(ids)))}
+            unnamed = [t for t in ids if predicted[t][1] is not None and predicted[t][0] is None]
+            if unnamed:
+                raise ValidationError(f"track {', '.join(map(str, unnamed[:10]))} has no predicted class to approve "
+                                      "(the model says unknown); relabel it to a class or mark it unknown, and "
+                                      "approve the other tracks on their own")
+            for track_id, members in faces.items():
+                apply_decision(op, members, decision, predicted[track_id][0], expected_versions,
+                               proposed_class=predicted[track_id][0])
+        else:
+            apply_decision(op, [f for members in faces.values() for f in members], decision, class_id, expected_versions)
         n_faces = sum(len(members) for members in faces.values())
         which = f"track {next(iter(faces))}" if len(faces) == 1 else f"{len(faces)} tracks"
         op.summary = f"{decision} {which} ({n_faces} faces){class_phrase(op.session, class_id)}"

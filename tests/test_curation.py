@@ -400,6 +400,25 @@ def test_bulk_track_decision_on_a_stale_version_changes_nothing(store):
     assert [label_of(store, f).status for f in faces[:2]] == ["approved", "approved"]
 
 
+def test_approving_tracks_approves_each_tracks_predicted_person(store):
+    faces = make_faces(store, 2, 2)
+    named, unknown = make_track(store, faces[:2]), make_track(store, faces[2:])
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    record_predictions(store, [Prediction(f, b, 0.5, [(b, 0.5)]) for f in faces], "v1")  # faces alone say B
+    with session_scope(store) as s:  # the track's aggregate says A for one track, unknown for the other
+        s.execute(update(Track).where(Track.id == named).values(predicted_class_id=a, predicted_at=utcnow()))
+        s.execute(update(Track).where(Track.id == unknown).values(predicted_class_id=None, predicted_at=utcnow()))
+    events = count_events(store)
+    with pytest.raises(ValidationError, match=rf"track {unknown} has no predicted class to approve \(the model says unknown\)"):
+        label_tracks(store, [named, unknown], "approve", "bob")
+    assert count_events(store) == events
+    label_tracks(store, [named], "approve", "bob")
+    assert [(label_of(store, f).status, label_of(store, f).class_id) for f in faces[:2]] == [("approved", a)] * 2
+    label_tracks(store, [unknown], "unknown", "bob")
+    assert [label_of(store, f).status for f in faces[2:]] == ["unknown", "unknown"]
+
+
 def test_bulk_track_decision_refuses_unknown_and_empty_tracks(store):
     faces = make_faces(store, 1, 2)
     track = make_track(store, faces)

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.views import (POINT_COLUMNS, VIEWS, centroid_points, face_points, filter_points, nearest, projection_for,
                             view_points)
+from labeling.face_labels import approve_faces, reject_faces, relabel_faces
 from labeling.queries import faces_frame, tracks_frame
 from labeling.recognition import refresh_predictions
 from labeling.schema import AuditEvent, FaceLabel
@@ -213,19 +214,55 @@ def _events(loop: LoopStore) -> list[AuditEvent]:
 
 
 def _tick(at: AppTest, key: str, ids: list[int]) -> None:
-    """Tick the rows of these ids in a pick table, as an editor clicking the checkboxes does."""
-    table = at.data_editor(key=key).value
+    """Tick the rows of these ids in a pick table, as an editor clicking the checkboxes does (the
+    table's widget key gets a generation suffix once its rows change: see review.pick_table)."""
+    widget = next(e for e in at.data_editor if e.key == key or str(e.key).startswith(f"{key}__"))
+    table = widget.value
     rows = [i for i, row_id in enumerate(table["id"].tolist()) if int(row_id) in ids]
     assert len(rows) == len(ids), (ids, table["id"].tolist())
-    at.session_state[key] = {"edited_rows": {r: {"pick": True} for r in rows}, "added_rows": [], "deleted_rows": []}
+    at.session_state[widget.key] = {"edited_rows": {r: {"pick": True} for r in rows}, "added_rows": [], "deleted_rows": []}
     at.run()
     _ok(at)
 
 
 def _ticked(at: AppTest, key: str) -> list[int]:
-    """Row positions ticked in a pick table now."""
-    state = at.session_state[key] if key in at.session_state else {}
-    return sorted(r for r, cells in (state.get("edited_rows") or {}).items() if cells.get("pick"))
+    """Face (or track) ids ticked in a pick table now."""
+    return sorted(at.session_state[f"{key}__picked"]) if f"{key}__picked" in at.session_state else []
+
+
+def test_a_decision_on_a_face_changed_meanwhile_is_refused(reviewed, monkeypatch):
+    """Explore's buttons and Review's bulk actions act on the label versions the editor was shown: a
+    click reruns the page, which reads the store again, but a face another editor decided since is
+    refused with a message naming them, not silently overwritten."""
+    app = open_app(monkeypatch, reviewed.data_dir, reviewed.url)
+    app.switch_page("explorer/pages/explore.py").run()
+    _sign_in(app, "ann")
+    face = reviewed.face("Serena_Williams_0007.jpg")
+    app.number_input(key="explore_point_id").set_value(face).run()
+    _ok(app)
+    relabel_faces(reviewed.store, [face], reviewed.classes["Hugo Chavez"], "bob")  # meanwhile
+    app.button(key="explore_approve").click().run()
+    _ok(app)
+    assert any("changed by bob" in e.value for e in app.error), [e.value for e in app.error]
+    assert _labels(reviewed, [face])[face][3] == "bob"
+    app.button(key="explore_approve").click().run()  # now based on what the page shows: bob's label
+    assert not app.error and _labels(reviewed, [face])[face][:2] == ("approved", reviewed.classes["Hugo Chavez"])
+
+    app.switch_page("explorer/pages/review.py").run()
+    app.selectbox(key="review_class").set_value("Ariel Sharon").run()
+    chosen = [reviewed.face("Ariel_Sharon_0007.jpg"), reviewed.face("Ariel_Sharon_0002.jpg")]
+    _tick(app, "review_members", chosen)
+    approve_faces(reviewed.store, chosen[:1], "bob")  # meanwhile: the face stays in the list, its label moved on
+    app.button(key="review_members_bulk_approve").click().run()
+    _ok(app)
+    assert any("changed by bob" in e.value for e in app.error), [e.value for e in app.error]
+    assert _labels(reviewed, chosen)[chosen[0]][3] == "bob" and _labels(reviewed, chosen)[chosen[1]][3] != "ann"
+    # a ticked face that leaves the list meanwhile takes its tick with it, and the page says so
+    reject_faces(reviewed.store, chosen[1:], "bob")
+    app.selectbox(key="review_class").set_value("Ariel Sharon").run()
+    _ok(app)
+    assert any(str(chosen[1]) in w.value and "left this list" in w.value for w in app.warning), [w.value for w in app.warning]
+    assert app.button(key="review_members_bulk_approve").label == "Approve 1"  # only the face still listed
 
 
 def test_review_bulk_approve_is_one_event_and_one_undo(reviewed, monkeypatch):

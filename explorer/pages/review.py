@@ -46,9 +46,11 @@ def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> No
 
 
 def untick(table_key: str) -> Callable[[Any], None]:
-    """After a bulk action, clear the table's ticks: they are kept by row position, and the rows
-    move once the queue is recomputed, so stale ticks would land on faces nobody chose."""
-    return lambda _result: st.session_state.pop(table_key, None)
+    """After a bulk action, clear the table's ticks (the faces acted on leave or move in the queue)."""
+    def clear(_result: Any) -> None:
+        st.session_state.pop(f"{table_key}__picked", None)
+        st.session_state[f"{table_key}__generation"] = st.session_state.get(f"{table_key}__generation", 0) + 1
+    return clear
 
 
 def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
@@ -73,11 +75,28 @@ def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
 
 
 def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
-    """The frame as a table with a tick box per row; returns the ticked face ids."""
-    shown = frame.assign(pick=False)[["pick", *frame.columns]]
-    edited = st.data_editor(shown, hide_index=True, key=key, disabled=list(frame.columns), width="stretch",
+    """The frame as a table with a tick box per row; returns the ticked ids.
+
+    Ticks are kept by id, not by row position: st.data_editor remembers edits per row position,
+    and a queue recomputed between two clicks (another editor's decision, another class opened)
+    would move them onto faces nobody ticked. When the rows change, the editor is rebuilt from
+    the ids ticked before, and ticked rows that left the table are named, not silently dropped."""
+    ids = [int(i) for i in frame["id"]]
+    picked_before = st.session_state.get(f"{key}__picked", [])
+    if st.session_state.get(f"{key}__ids", ids) != ids:
+        st.session_state[f"{key}__generation"] = st.session_state.get(f"{key}__generation", 0) + 1
+        gone = [i for i in picked_before if i not in set(ids)]
+        if gone:
+            st.warning(f"{len(gone)} ticked row(s) left this list since (changed meanwhile, or another list "
+                       f"was opened), so nothing will be done to them: {', '.join(map(str, gone[:20]))}")
+    generation = st.session_state.get(f"{key}__generation", 0)
+    shown = frame.assign(pick=[i in set(picked_before) for i in ids])[["pick", *frame.columns]]
+    edited = st.data_editor(shown, hide_index=True, key=key if generation == 0 else f"{key}__{generation}",
+                            disabled=list(frame.columns), width="stretch",
                             column_config={"pick": st.column_config.CheckboxColumn("pick", width="small")})
-    return [int(i) for i in edited.loc[edited["pick"], "id"]]
+    picked = [int(i) for i in edited.loc[edited["pick"], "id"]]
+    st.session_state[f"{key}__ids"], st.session_state[f"{key}__picked"] = ids, picked
+    return picked
 
 
 clusters_tab, suspects_tab, lookalikes_tab, tracks_tab = st.tabs(
@@ -115,8 +134,11 @@ with suspects_tab:
         queue = queue[queue["reasons"].map(lambda t: any(r in t for r in only))]
     st.caption(f"{len(queue)} suspect faces, most suspicious first")
     head = queue.head(200)
-    thumbnails(head["id"].head(16).tolist(), [f"{i} · {label or UNLABELED}" for i, label in zip(head["id"].head(16), head["label"].head(16))])
-    ticked = pick_table(head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]], "review_suspects")
+    thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
+                                              for i, label in zip(head["id"].head(16), head["label"].head(16))])
+    table = head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]].assign(
+        predicted=head["predicted"].where(head["predicted"].notna(), "unknown (open set)"))
+    ticked = pick_table(table, "review_suspects")
     bulk_actions(ticked, "review_suspects_bulk", "review_suspects")
 
 with lookalikes_tab:
@@ -138,17 +160,19 @@ with tracks_tab:
                    [f"track {t}" for t in todo.dropna(subset=["representative_face_id"])["track_id"].head(16)])
         ticked = pick_table(table, "review_tracks")
         if ticked:  # one operation for the whole selection, so "Undo" takes all of it back
-            cols, done = st.columns(4), untick("review_tracks")
+            cols, done = st.columns(5), untick("review_tracks")
             members = faces[faces["track_id"].isin(ticked)]
             seen = versions_seen("review_tracks", dict(zip(members["face_id"].astype(int), members["version"])))
             if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve"):
                 write(lambda s, e: label_tracks(s, ticked, "approve", e, expected_versions=seen), after=done)
             if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
                 write(lambda s, e: label_tracks(s, ticked, "reject", e, expected_versions=seen), after=done)
+            if cols[2].button(f"Mark {len(ticked)} track(s) unknown", key="review_tracks_unknown"):
+                write(lambda s, e: label_tracks(s, ticked, "unknown", e, expected_versions=seen), after=done)
             if class_ids:
-                target = cols[2].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
+                target = cols[3].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
                                            key="review_tracks_class", label_visibility="collapsed")
-                if cols[3].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel"):
+                if cols[4].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel"):
                     write(lambda s, e: label_tracks(s, ticked, "relabel", e, class_id=int(target),
                                                     expected_versions=seen), after=done)
 
