@@ -313,6 +313,19 @@ def events_frame(store: sessionmaker[Session], editor: str | None = None, limit:
                   ["event_id", "at", "editor", "operation", "summary", "n_entities", "undone_by", "undo_of"])
 
 
+def model_candidates(store: sessionmaker[Session], face_id: int | None = None, track_id: int | None = None) -> list[tuple[int, str, float]]:
+    """The model's top classes for a face (or a face track), best first: (class id, name, score).
+
+    Why: a face the open-set threshold turned down shows no class at all; the classes it nearly
+    matched are what an editor needs to relabel it (and the natural default for "Relabel to")."""
+    model, key = (FaceLabel, FaceLabel.face_id == face_id) if face_id is not None else (Track, Track.id == track_id)
+    with store() as session:
+        top = session.scalar(select(model.predicted_top).where(key)) or []
+        names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
+                                     .where(CelebrityClass.id.in_([int(c) for c, _ in top]))).all()) if top else {}
+    return [(int(c), names[int(c)], float(p)) for c, p in top if int(c) in names]
+
+
 def history_frame(store: sessionmaker[Session], key: str, limit: int = 200) -> pd.DataFrame:
     """The audit history of one entity ("face:12", "class:3", "media:7"), newest first: event_id, at,
     editor, operation, summary, before, after, undone_by."""

@@ -224,9 +224,14 @@ def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore
     page.get_by_text(f"face {face_id}", exact=True).wait_for()
     assert page.locator(".st-key-explore_point_id input").input_value() in ("", str(face_id))
     _shot(page, "explore-point")
-    # The relabel target is the dropdown's first active class, Ariel Sharon (the face is predicted
-    # Serena Williams, so the change is visible in the database).
-    page.locator(".st-key-explore_relabel_class").wait_for(state="visible")
+    # The dropdown starts at the model's guess (Serena Williams); the editor picks Ariel Sharon, so the
+    # change is visible in the database.
+    dropdown = page.locator(f".st-key-explore_relabel_class_{face_id}")
+    dropdown.wait_for(state="visible")
+    _settle(page)
+    dropdown.locator("input").click()
+    dropdown.locator("input").fill(target)  # the dropdown filters as one types; Enter takes the match
+    page.keyboard.press("Enter")
     _settle(page)
     page.get_by_role("button", name="Relabel", exact=True).click()
     _settle(page)

@@ -131,7 +131,7 @@ def test_explore_every_view_and_relabel_a_face_by_id(app, explored):
     assert any("editor name is required" in e.value for e in app.error)
     _sign_in(app, "explorer-editor")
     target = explored.classes["Hugo Chavez"]
-    app.selectbox(key="explore_relabel_class").set_value(target).run()
+    app.selectbox(key=f"explore_relabel_class_{face}").set_value(target).run()
     app.button(key="explore_relabel").click().run()
     _ok(app)
     with explored.store() as s:
@@ -178,7 +178,7 @@ def test_explore_shows_the_history_of_a_track_and_of_a_gif(app, explored):
     _ok(app)
     assert any("History of the track's faces" in c.value for c in app.caption)
     assert "relabel_track" not in _history_operations(app)
-    app.selectbox(key="explore_relabel_class").set_value(explored.classes["Hugo Chavez"]).run()
+    app.selectbox(key=f"explore_relabel_class_{track}").set_value(explored.classes["Hugo Chavez"]).run()
     app.button(key="explore_relabel").click().run()
     _ok(app)
     assert not app.error, [e.value for e in app.error]

@@ -16,7 +16,7 @@ from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, 
 from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
-from labeling.queries import classes_frame, face_models, history_frame, track_history_frame
+from labeling.queries import UNLABELED, classes_frame, face_models, history_frame, model_candidates, track_history_frame
 from labeling.schema import AuditEvent
 
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
@@ -161,9 +161,17 @@ with details:
         elif row["kind"] == "gif":
             right.caption("History of the GIF: ingest, tags and its faces' labels")
             right.dataframe(history_frame(store, f"media:{point_id}", limit=20), hide_index=True, height=180)
+        if row["kind"] in ("face", "track"):
+            candidates = model_candidates(store, **{f"{row['kind']}_id": int(point_id)})
+            if candidates:
+                right.caption("Model's top classes: " + ", ".join(f"{name} {p:.2f}" for _, name, p in candidates[:5])
+                              + (" (below the open-set threshold: unknown)" if row["class"] == UNLABELED else ""))
         if row["kind"] in ("face", "track") and class_ids:
+            # default to the model's best guess that is still an active class, else the first class
+            guess = next((c for c, _, _ in candidates if c in class_names), None)
             target = right.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
-                                     key="explore_relabel_class")
+                                     index=class_ids.index(guess) if guess is not None else 0,
+                                     key=f"explore_relabel_class_{point_id}")  # per point: its own default
             buttons = right.columns(4)
 
             # the label version shown, so a decision on a face another editor changed meanwhile is refused
