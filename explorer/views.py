@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from explorer.bias_audit import decade
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
-from labeling.queries import UNLABELED, faces_frame, media_frame, media_tags_frame, tracks_frame
+from labeling.queries import (ATTRIBUTE_COLUMNS, UNLABELED, classes_frame, faces_frame, media_frame, media_tags_frame,
+                              tracks_frame)
 from labeling.schema import CONFIRMED_STATUSES, MediaEmbedding, Track, bytes_to_vector
 from models.index_store import index_folder
 
@@ -79,10 +80,14 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
     tracks = tracks[tracks["track_id"].isin(list(blobs))].reset_index(drop=True)
     vectors = np.stack([bytes_to_vector(blobs[t]) for t in tracks["track_id"]]).astype(np.float32)
     status = np.where(tracks["has_decision"], "decided", "undecided")
+    # a track's demographic attributes are those of the person the model names for it
+    people = classes_frame(store).set_index("class_id")[list(ATTRIBUTE_COLUMNS)]
+    person = people.reindex(tracks["predicted_class_id"].astype("float").astype("Int64")).reset_index(drop=True)
     points = pd.DataFrame({
         "id": tracks["track_id"].astype(int), "kind": "track", "class": _text(tracks["predicted_class_name"], UNLABELED),
         "status": status, "confidence": tracks["mean_confidence"].astype(float), "source": "model",
-        "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
+        "gender": _text(person["gender"]), "ethnicity": _text(person["ethnicity"]),
+        "decade": person["birth_year"].map(decade).astype(str), "country": _text(person["country"]),
         "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),
         "crop_path": tracks["representative_crop_path"], "media_path": tracks["media_path"],
         "n": tracks["n_faces"].astype(int), "version": 0,

@@ -265,6 +265,20 @@ def test_a_decision_on_a_face_changed_meanwhile_is_refused(reviewed, monkeypatch
     assert app.button(key="review_members_bulk_approve").label == "Approve 1"  # only the face still listed
 
 
+def test_track_points_carry_their_predicted_persons_attributes(reviewed):
+    from explorer.views import track_points
+    from labeling.classes import set_class_attributes
+
+    serena = reviewed.classes["Serena Williams"]
+    set_class_attributes(reviewed.store, serena, "ann", gender="female", birth_year=1981, country="United States")
+    points, _ = track_points(reviewed.store)
+    tracks = tracks_frame(reviewed.store).set_index("track_id")
+    hers = points[points["id"].map(tracks["predicted_class_id"]) == serena]
+    others = points[points["id"].map(tracks["predicted_class_id"]).isna()]
+    assert len(hers) and set(zip(hers["gender"], hers["decade"], hers["country"])) == {("female", "1980s", "United States")}
+    assert set(others["gender"]) <= {"unknown"}
+
+
 def test_review_bulk_approve_is_one_event_and_one_undo(reviewed, monkeypatch):
     app = open_app(monkeypatch, reviewed.data_dir, reviewed.url)
     app.switch_page("explorer/pages/review.py").run()
