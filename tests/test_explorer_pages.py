@@ -279,6 +279,24 @@ def test_track_points_carry_their_predicted_persons_attributes(reviewed):
     assert set(others["gender"]) <= {"unknown"}
 
 
+def test_a_lookalike_pair_merges_from_the_review_page(reviewed, monkeypatch):
+    from labeling.schema import CelebrityClass
+
+    app = open_app(monkeypatch, reviewed.data_dir, reviewed.url)
+    app.switch_page("explorer/pages/review.py").run()
+    _sign_in(app, "merger")
+    pair = app.selectbox(key="review_lookalike_pair").value
+    source, target = reviewed.classes[pair[0]], reviewed.classes[pair[1]]
+    app.button(key=f"review_merge_{pair[0]}_{pair[1]}").click().run()
+    _ok(app)
+    assert not app.error, [e.value for e in app.error]
+    with reviewed.store() as s:
+        merged = s.get(CelebrityClass, source)
+        assert (merged.status, merged.merged_into_id) == ("retired", target)
+        assert not s.scalars(select(FaceLabel).where(FaceLabel.class_id == source)).all()
+    assert _events(reviewed)[-1].operation == "merge_classes" and _events(reviewed)[-1].editor == "merger"
+
+
 def test_review_bulk_approve_is_one_event_and_one_undo(reviewed, monkeypatch):
     app = open_app(monkeypatch, reviewed.data_dir, reviewed.url)
     app.switch_page("explorer/pages/review.py").run()

@@ -11,6 +11,7 @@ from explorer.clusters import class_stats, lookalike_pairs, members_by_distance,
 from explorer.figures import cluster_review, selected_ids
 from explorer.views import index_dir_for
 from labeling.audit import undo_last
+from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
 from labeling.queries import UNLABELED, classes_frame, faces_frame, face_models, tracks_frame
@@ -148,6 +149,20 @@ with lookalikes_tab:
         pairs = lookalike_pairs(vectors, labels, top=30)
         st.caption("Class pairs with the closest centroids: candidates for a merge or for relabelling")
         st.dataframe(pairs, hide_index=True, width="stretch", key="review_lookalikes")
+        # Two classes of one person (a re-import under another spelling, a duplicate added by hand) are
+        # merged right here; look-alikes of two people are reviewed in the Class clusters tab instead.
+        id_of = {name: cid for cid, name in zip(catalog["class_id"], catalog["name"])}
+        mergeable = [(a, b) for a, b in zip(pairs["class_a"], pairs["class_b"])
+                     if a in id_of and b in id_of and {a, b} <= set(class_names.values())]
+        if mergeable:
+            pair = st.selectbox("Pair", mergeable, format_func=lambda p: f"{p[0]}  ·  {p[1]}", key="review_lookalike_pair")
+            class_versions = dict(zip(catalog["class_id"].astype(int), catalog["version"].astype(int)))
+            seen_classes = versions_seen("review_lookalike_classes", {id_of[n]: class_versions[id_of[n]] for n in pair})
+            into_b, into_a = st.columns(2)
+            for col, (source, target) in ((into_b, pair), (into_a, pair[::-1])):
+                if col.button(f"Merge {source} into {target}", key=f"review_merge_{source}_{target}"):
+                    write(lambda s, e, src=id_of[source], dst=id_of[target]: merge_classes(
+                        s, src, dst, e, expected_versions={src: seen_classes[src], dst: seen_classes[dst]}))
 
 with tracks_tab:
     tracks = tracks_frame(store, model_id)
