@@ -14,16 +14,22 @@ Choices that matter for reading the numbers:
 - Missing attributes are the group "unknown", shown like any other group: how much of the
   dataset has no attribute is itself an audit finding. It is never the reference
   ("best-served") group, since it is not a demographic group.
-- A class with several ethnicities (`african;caucasian`) counts fully in each of its groups for
-  the quality metrics (its faces are faces of each group), and with weight 1/k in the
-  representation shares, so that shares sum to 1 and compare with a reference distribution.
+- A class with several ethnicities (`african;caucasian`, k values) is 1/k of a class in each of
+  its groups, and so is each of its faces. Every count in a row (`classes`, `faces`,
+  `approved_faces`) is such a weighted count and every share or rate is a ratio of them, so the
+  numbers of a row agree with each other (3 classes of 5 with a known value is a 60% share) and
+  the counts and shares of an attribute sum to its classes / faces and to 1, which is what a
+  reference distribution is compared with. Counting the class whole in each group would count
+  one person several times and inflate every group it belongs to. A count is therefore
+  fractional (6.5 classes) only where a multi-valued class belongs to the group; gender, decade
+  and country are single-valued and their counts are whole.
 - Accuracy and unknown-rate are measured on editor-confirmed labels only: predicted labels are
   the model grading itself.
 - The four-fifths rule (EEOC adverse-impact rule of thumb): a group is flagged for a metric when
   its value is below `threshold` (0.8) x the best eligible group's value; for representation,
   when its share among classes with a known value is below `threshold` x the reference share
   the editor set (a reference describes known groups, so "unknown" does not dilute it). Groups with fewer
-  than `min_faces` confirmed faces are still flagged but marked `small_sample`.
+  than `min_faces` confirmed faces (weighted, as above) are still flagged but marked `small_sample`.
 """
 from __future__ import annotations
 
@@ -44,6 +50,8 @@ from explorer.figures import UNKNOWN, audit_bars, representation_bars
 __all__ = [
     "AuditReport",
     "CONFIRMED",
+    "COUNT_COLUMNS",
+    "MULTI_VALUED",
     "QUALITY_METRICS",
     "audit_report",
     "audit_table",
@@ -51,6 +59,8 @@ __all__ = [
     "decade",
     "classes_with_faces",
     "confirmed_class_stats",
+    "count_text",
+    "counted",
     "face_groups",
     "known_attributes",
     "parse_reference",
@@ -61,6 +71,7 @@ __all__ = [
 CONFIRMED = ("approved", "relabeled")
 ATTRIBUTES = ("gender", "ethnicity", "decade", "country")
 MULTI_VALUED = {"ethnicity"}
+COUNT_COLUMNS = ("classes", "faces", "approved_faces")  # weighted counts (see above): whole unless multi-valued
 # Higher is better for each; unknown-rate enters as recognised_rate = 1 - unknown_rate.
 QUALITY_METRICS = ("accuracy", "recognised_rate", "purity")
 
@@ -163,15 +174,22 @@ def _purity_map(cluster_stats: pd.DataFrame | Mapping[str, float] | None) -> dic
     return {str(c): float(p) for c, p in cluster_stats.items() if not _is_missing(p)}
 
 
+def _count(weighted: pd.Series) -> float:
+    """A weighted count, rid of float noise (3 x 1/3 is 1.0, not 0.9999999999999999), so that whole
+    counts stay whole and compare equal to the integers a reader counts."""
+    return round(float(weighted.sum()), 9)
+
+
 # -- the table --------------------------------------------------------------------------------
 def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence[str] | None = None,
                 reference: Mapping[str, Mapping[str, float]] | None = None,
                 cluster_stats: pd.DataFrame | Mapping[str, float] | None = None, threshold: float = 0.8,
                 min_faces: int = 5, representation_basis: str = "class_share") -> pd.DataFrame:
-    """One row per (attribute, group): classes, faces, class_share / face_share (weighted, sum to
-    1 per attribute), share_of_known (the representation_basis share among groups other than
+    """One row per (attribute, group): classes, faces, class_share / face_share (counts weighted
+    1/k for a class with k values, shares = count / the attribute's total, summing to 1; see the
+    module docstring), share_of_known (the representation_basis share among groups other than
     "unknown": what a reference distribution is compared with), approved_share, predicted_share, accuracy and unknown_rate on confirmed
-    labels, recognised_rate, purity (mean over the group's classes), each quality metric's
+    labels, recognised_rate, purity (mean over the group's classes, weighted alike), each quality metric's
     `_reference` (best eligible group) and `_ratio`, reference_share and representation_ratio,
     and the flags: small_sample, flags (which rules fired), below_four_fifths."""
     if not 0 < threshold <= 1:
@@ -201,22 +219,24 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     g = groups.join(per_class, on="class").fillna({"faces": 0, "confirmed": 0, "predicted": 0,
                                                    "declined_confirmed": 0, "correct": 0, "correct_n": 0})
     g["purity"] = g["class"].map(purity)
-    g["w_faces"] = g["faces"] * g["weight"]
     rows = []
     for (attr, grp), part in g.groupby(["attribute", "group"], sort=False):
-        faces_n = int(part["faces"].sum())
-        confirmed_n = int(part["confirmed"].sum())
+        # One rule for every number of the row: a class with k values is 1/k of a class here, and
+        # so is each of its faces; rates are ratios of these weighted counts.
+        w = part["weight"]
+        faces_n, confirmed_n = _count(w * part["faces"]), _count(w * part["confirmed"])
+        correct_n = _count(w * part["correct_n"])
+        measured = part["purity"].notna()
         rows.append({
             "attribute": attr, "group": grp,
-            "classes": int(part["class"].nunique()), "faces": faces_n,
-            "w_classes": float(part["weight"].sum()), "w_faces": float(part["w_faces"].sum()),
+            "classes": _count(w), "faces": faces_n,
             "approved_faces": confirmed_n,
             "approved_share": confirmed_n / faces_n if faces_n else np.nan,
-            "predicted_share": float(part["predicted"].sum()) / faces_n if faces_n else np.nan,
-            "accuracy": float(part["correct"].sum()) / part["correct_n"].sum() if part["correct_n"].sum() else np.nan,
-            "unknown_rate": float(part["declined_confirmed"].sum()) / confirmed_n if confirmed_n else np.nan,
-            "purity": float(part["purity"].mean()) if part["purity"].notna().any() else np.nan,
-            "purity_classes": int(part["purity"].notna().sum()),
+            "predicted_share": _count(w * part["predicted"]) / faces_n if faces_n else np.nan,
+            "accuracy": _count(w * part["correct"]) / correct_n if correct_n else np.nan,
+            "unknown_rate": _count(w * part["declined_confirmed"]) / confirmed_n if confirmed_n else np.nan,
+            "purity": float(np.average(part["purity"][measured], weights=w[measured])) if measured.any() else np.nan,
+            "purity_classes": int(measured.sum()),
         })
     table = pd.DataFrame(rows)
     if table.empty:
@@ -224,8 +244,8 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     table["recognised_rate"] = 1.0 - table["unknown_rate"]
     for attr, idx in table.groupby("attribute").groups.items():
         part = table.loc[idx]
-        table.loc[idx, "class_share"] = part["w_classes"] / part["w_classes"].sum() if part["w_classes"].sum() else np.nan
-        table.loc[idx, "face_share"] = part["w_faces"] / part["w_faces"].sum() if part["w_faces"].sum() else np.nan
+        table.loc[idx, "class_share"] = part["classes"] / part["classes"].sum() if part["classes"].sum() else np.nan
+        table.loc[idx, "face_share"] = part["faces"] / part["faces"].sum() if part["faces"].sum() else np.nan
     table["small_sample"] = table["approved_faces"] < min_faces
     for metric in QUALITY_METRICS:
         table[f"{metric}_reference"] = np.nan
@@ -239,7 +259,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
         table[f"{metric}_ratio"] = np.where(ref > 0, table[metric] / ref.where(ref > 0, 1), np.nan)
     # A reference distribution describes people whose group is known: compare it with the share
     # among classes (or faces) whose attribute is known, not diluted by "unknown".
-    basis = "w_classes" if representation_basis == "class_share" else "w_faces"
+    basis = "classes" if representation_basis == "class_share" else "faces"
     known = table["group"] != UNKNOWN
     known_total = table[known].groupby("attribute")[basis].sum()
     table["share_of_known"] = np.where(known, table[basis] / table["attribute"].map(known_total).replace(0, np.nan), np.nan)
@@ -318,6 +338,7 @@ class AuditReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fmt = {c: "{:.3f}".format for c in self.table.columns if pd.api.types.is_float_dtype(self.table[c])}
+        fmt.update({c: count_text for c in COUNT_COLUMNS})  # 7 classes, 6.5 classes: not 7.000
 
         def table_html(df: pd.DataFrame) -> str:
             if df.empty:
@@ -379,6 +400,26 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
     }
     return AuditReport(table=table, attributes=attrs, threshold=threshold,
                        reference={k: dict(v) for k, v in (reference or {}).items()}, summary=summary)
+
+
+# -- words for the numbers (the page's captions) ------------------------------------------------
+def count_text(n: float) -> str:
+    """A count as a reader writes it: whole counts without decimals (7, not 7.0), weighted ones
+    (see the module docstring) with at most two (6.5, 0.33)."""
+    n = float(n)
+    if math.isnan(n):
+        return ""
+    if n == round(n):
+        return str(int(round(n)))
+    return f"{n:.2f}".rstrip("0").rstrip(".")
+
+
+def counted(n: float, singular: str, plural: str | None = None) -> str:
+    """"1 class", "2 classes", "0.5 classes": the singular only for exactly one, as in English
+    (a weighted count that is not whole takes the plural)."""
+    text = count_text(n)
+    word = singular if text == "1" else (plural if plural is not None else f"{singular}s")
+    return f"{text} {word}"
 
 
 # -- inputs from the store and the editor's reference (used by the Bias audit page) -------------

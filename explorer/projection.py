@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -363,17 +364,33 @@ def pca_preview(vectors: Any, n_components: int = 3, metric: str = "cosine") -> 
 
 
 class _ProgressFile:
-    """A file-like sink for UMAP's tqdm bar that turns "n/total" lines into on_progress calls."""
+    """A file-like sink for UMAP's tqdm bar that turns "n/total" lines into on_progress calls.
+
+    tqdm writes while holding its process-wide lock and does not release it if `write` raises, so
+    an exception from the callback (Streamlit raises StopException/RerunException from
+    `bar.progress` when the editor touches a widget or leaves the page) would leave every later
+    tqdm bar, i.e. every later UMAP fit in the server, blocked forever. The first exception is
+    therefore kept in `error` (any BaseException: Streamlit's are not Exceptions), the callback
+    is not called again, and the caller re-raises it once the fit is over. Writes from other
+    threads (tqdm's monitor thread) are ignored: the callback belongs to the caller's thread."""
 
     _pattern = re.compile(r"(\d+)/(\d+)")
 
     def __init__(self, callback: ProgressCallback, start: float, end: float) -> None:
         self.callback, self.start, self.end = callback, start, end
+        self.error: BaseException | None = None
+        self._thread = threading.get_ident()
 
     def write(self, text: str) -> int:
+        if self.error is not None or threading.get_ident() != self._thread:
+            return len(text)
         for n, total in self._pattern.findall(text):
             if int(total) > 0:
-                self.callback("layout", self.start + (self.end - self.start) * min(int(n) / int(total), 1.0))
+                try:
+                    self.callback("layout", self.start + (self.end - self.start) * min(int(n) / int(total), 1.0))
+                except BaseException as exc:  # never through tqdm: see the class docstring
+                    self.error = exc
+                    break
         return len(text)
 
     def flush(self) -> None:
@@ -386,31 +403,44 @@ def _transform(reducer: Any, x: np.ndarray) -> np.ndarray:
         return np.asarray(reducer.transform(x), dtype=np.float32)
 
 
-def _fit(x: np.ndarray, params: ProjectionParams, on_progress: ProgressCallback | None) -> tuple[np.ndarray, Any]:
+def _fit(x: np.ndarray, params: ProjectionParams,
+         on_progress: ProgressCallback | None) -> tuple[np.ndarray, Any, BaseException | None]:
+    """coords, fitted reducer, and the exception on_progress raised during UMAP's layout (or None).
+
+    That exception is returned, not raised, so the caller can save the finished fit first; if the
+    fit itself fails, it is raised here (with the fit's error as its context)."""
     if params.method == "pca":
         from sklearn.decomposition import PCA
 
         # Exact solver: no randomness, so the seed (like the UMAP knobs) does not matter.
         reducer = PCA(n_components=params.n_components, svd_solver="full")
         coords = reducer.fit_transform(_prepare(x, params.metric))
-        return np.asarray(coords, np.float32), reducer
+        return np.asarray(coords, np.float32), reducer, None
 
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "giflens-numba-cache"))
     import umap
 
     tqdm_kwds: dict[str, Any] = {"disable": True}
+    sink = None
     if on_progress is not None:
-        tqdm_kwds = {"disable": False, "file": _ProgressFile(on_progress, 0.3, 0.95),
-                     "bar_format": "{n}/{total}\n", "mininterval": 0.5}
+        sink = _ProgressFile(on_progress, 0.3, 0.95)
+        tqdm_kwds = {"disable": False, "file": sink, "bar_format": "{n}/{total}\n", "mininterval": 0.5}
     reducer = umap.UMAP(n_components=params.n_components, metric=params.metric, n_neighbors=params.n_neighbors,
                         min_dist=params.min_dist, random_state=params.seed, tqdm_kwds=tqdm_kwds)
-    with warnings.catch_warnings():
-        # "n_jobs overridden to 1 by setting random_state": reproducible layouts are the point.
-        warnings.simplefilter("ignore", UserWarning)
-        coords = reducer.fit_transform(x)
-    # The progress sink holds the caller's callback: not something to pickle or keep alive.
-    reducer.tqdm_kwds = {"disable": True}
-    return np.asarray(coords, np.float32), reducer
+    try:
+        with warnings.catch_warnings():
+            # "n_jobs overridden to 1 by setting random_state": reproducible layouts are the point.
+            warnings.simplefilter("ignore", UserWarning)
+            coords = reducer.fit_transform(x)
+    except BaseException:
+        if sink is not None and sink.error is not None:
+            raise sink.error  # the caller's stop wins; the fit's error is its __context__
+        raise
+    finally:
+        # The progress sink holds the caller's callback: not something to pickle or keep alive
+        # (and a later `transform` must never call it).
+        reducer.tqdm_kwds = {"disable": True}
+    return np.asarray(coords, np.float32), reducer, None if sink is None else sink.error
 
 
 def project(vectors: Any, ids: Sequence[Any], n_components: int = 3, method: str = "umap", metric: str = "cosine",
@@ -422,6 +452,8 @@ def project(vectors: Any, ids: Sequence[Any], n_components: int = 3, method: str
     model_id: the embedding model, part of the fingerprint so different models never share a
     cache entry. A cache hit returns the stored coordinates (and reducer) without fitting.
     on_progress(stage, fraction) is called with stages "cache", "fit", "layout", "save", "done".
+    If it raises during the UMAP fit (Streamlit's stop/rerun), the fit still runs to the end and
+    is saved to the cache, then that exception is raised (see `_ProgressFile`).
     """
     params = ProjectionParams(method, int(n_components), metric, int(n_neighbors), float(min_dist), int(seed))
     report = on_progress or (lambda stage, fraction: None)
@@ -443,11 +475,21 @@ def project(vectors: Any, ids: Sequence[Any], n_components: int = 3, method: str
             return hit
     report("fit", 0.05)
     started = time.perf_counter()
-    coords, reducer = _fit(x, params, on_progress)
+    coords, reducer, stopped = _fit(x, params, on_progress)
     proj = Projection(ids=arr, coords=coords, params=params, fingerprint=fp, model_id=model_id, reducer=reducer,
                       fit_seconds=time.perf_counter() - started)
-    if cache_dir is not None:
-        report("save", 0.97)
-        proj.save(cache_entry(cache_dir, fp, params), with_reducer=save_reducer)
+    # A callback that raised during the fit (a Streamlit stop/rerun) is not called again, but the
+    # finished fit is saved before its exception goes on: the next run gets a cache hit, not a refit.
+    if cache_dir is not None and stopped is None:
+        try:
+            report("save", 0.97)
+        except BaseException as exc:
+            stopped = exc
+    try:
+        if cache_dir is not None:
+            proj.save(cache_entry(cache_dir, fp, params), with_reducer=save_reducer)
+    finally:
+        if stopped is not None:
+            raise stopped
     report("done", 1.0)
     return proj

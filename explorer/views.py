@@ -262,7 +262,16 @@ def _extend_or_fit(vectors: np.ndarray, ids: Sequence[Any], cache_dir: Path, key
             folder = proj.save(cache_entry(cache_dir, proj.fingerprint, params))
             _write_latest(latest, folder)
             return proj, "extended"
-    proj = project(vectors, ids_arr, method=method, cache_dir=cache_dir, model_id=model_id, on_progress=on_progress)
+    try:
+        proj = project(vectors, ids_arr, method=method, cache_dir=cache_dir, model_id=model_id,
+                       on_progress=on_progress)
+    except BaseException:
+        # An editor who left the page mid-fit (Streamlit's stop) still gets the finished fit saved
+        # by `project`; point "latest" at it too, so the next new points extend it, not refit.
+        entry = cache_entry(cache_dir, fingerprint(vectors, ids_arr, model_id), params)
+        if entry.is_dir():
+            _write_latest(latest, entry)
+        raise
     _write_latest(latest, cache_entry(cache_dir, proj.fingerprint, params))
     return proj, "fitted"
 

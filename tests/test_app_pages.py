@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
-from labeling.classes import rename_class
+from labeling.classes import add_class, rename_class, set_class_status
 from labeling.db import open_store
 from labeling.pages.common import allowed_extensions, check_upload, parse_ids, safe_file_name
 from labeling.errors import ValidationError
@@ -215,6 +215,11 @@ def test_split_merge_and_status_from_the_page(app, app_store):
         assert (merged.status, merged.merged_into_id) == ("retired", ariel)
         assert s.scalars(select(FaceLabel.class_id).where(FaceLabel.face_id == face)).one() == ariel
     assert "Ariel Sharon (young)" not in set(app.dataframe[0].value["name"])  # retired: filtered out by default
+    # ... so it is no longer the class to edit; showing retired classes makes it selectable again
+    assert app.selectbox(key="class_selected").value != young.id
+    app.multiselect(key="class_status_filter").select("retired").run()
+    app.selectbox(key="class_selected").set_value(young.id).run()
+    no_exception(app)
 
     app.selectbox(key=f"status_{young.id}").set_value("proposed")
     button(app, "Set status").click().run()
@@ -224,6 +229,95 @@ def test_split_merge_and_status_from_the_page(app, app_store):
         operations = list(s.scalars(select(AuditEvent.operation).where(AuditEvent.editor == "ann")
                                     .order_by(AuditEvent.id.desc()).limit(3)))
     assert operations == ["set_class_status", "merge_classes", "split_class"]
+
+
+def selector_ids(at: AppTest) -> list[int]:
+    """The class ids the "Class to edit" selector offers ("Name (id 12, active, 3 faces)")."""
+    return [int(o.split("(id ")[1].split(",")[0]) for o in at.selectbox(key="class_selected").options]
+
+
+def test_search_chooses_the_class_to_edit(app, app_store):
+    retired, _ = add_class(app_store.store, "Retired Search Person", "ann")
+    set_class_status(app_store.store, retired, "retired", "ann")
+    app.session_state["editor"] = "ann"
+    go(app, "classes")
+    serena, ariel = app_store.classes["Serena Williams"], app_store.classes["Ariel Sharon"]
+    first = app.selectbox(key="class_selected").value
+    assert first != serena and selector_ids(app) == list(app.dataframe[0].value["class_id"])
+    with app_store.store() as s:
+        before = {c.id: (c.version, c.birth_year) for c in s.scalars(select(CelebrityClass))}
+
+    # the search narrows the table and the selector alike, and the class to edit follows it
+    app.text_input(key="class_search").input("williams").run()
+    no_exception(app)
+    assert list(app.dataframe[0].value["class_id"]) == [serena]
+    assert selector_ids(app) == [serena] and app.selectbox(key="class_selected").value == serena
+    assert app.text_input(key=f"attr_birth_year_{serena}").value == "1981"
+    assert not [t for t in app.text_input if t.key == f"attr_birth_year_{first}"]  # no form for the hidden class
+    app.text_input(key=f"attr_birth_year_{serena}").input("1960")
+    button(app, "Save attributes").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    with app_store.store() as s:
+        after = {c.id: (c.version, c.birth_year) for c in s.scalars(select(CelebrityClass))}
+    assert after[serena][1] == 1960  # the searched class got the edit ...
+    assert {c: v for c, v in after.items() if c != serena} == {c: v for c, v in before.items() if c != serena}
+    assert after[first] == before[first] and after[ariel] == before[ariel]  # ... and no other class
+    # a second save is based on the version the first one left: no false conflict
+    app.text_input(key=f"attr_birth_year_{serena}").input("1981")
+    button(app, "Save attributes").click().run()
+    assert not errors(app), errors(app)
+    with app_store.store() as s:
+        assert s.get(CelebrityClass, serena).birth_year == 1981
+
+    # a search nothing matches: no class to edit and no edit form, said so
+    app.text_input(key="class_search").input("nobody is called this").run()
+    no_exception(app)
+    assert len(app.dataframe[0].value) == 0
+    assert not [b for b in app.selectbox if b.key == "class_selected"]
+    assert not [b for b in app.button if b.label in ("Rename", "Save attributes", "Merge", "Split", "Set status")]
+    assert any("No class matches the search and status filter" in m for m in messages(app)), messages(app)
+
+    # a status filter that leaves the selection out moves it too
+    app.text_input(key="class_search").input("").run()
+    app.selectbox(key="class_selected").set_value(serena).run()
+    app.multiselect(key="class_status_filter").set_value(["retired"]).run()
+    no_exception(app)
+    shown = list(app.dataframe[0].value["class_id"])
+    assert retired in shown and serena not in shown and selector_ids(app) == shown
+    assert app.selectbox(key="class_selected").value == shown[0]
+
+
+def test_a_created_class_is_selected_even_when_the_search_hides_it(app, app_store):
+    app.session_state["editor"] = "ann"
+    go(app, "classes")
+    app.text_input(key="class_search").input("williams").run()
+    app.text_input(key="add_class_name").input("Hidden By The Search")
+    button(app, "Add class").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    with app_store.store() as s:
+        created = s.scalars(select(CelebrityClass).where(CelebrityClass.name == "Hidden By The Search")).one().id
+    # the search is cleared so the new class is in the view, and it is the class to edit
+    assert app.text_input(key="class_search").value == ""
+    assert created in selector_ids(app) and app.selectbox(key="class_selected").value == created
+    assert created in set(app.dataframe[0].value["class_id"])
+
+
+def test_split_offers_no_retired_class(app, app_store):
+    retired, _ = add_class(app_store.store, "Retired Split Target", "ann")
+    set_class_status(app_store.store, retired, "retired", "ann")
+    proposed, _ = add_class(app_store.store, "Proposed Split Target", "ann", status="proposed")
+    app.session_state["editor"] = "ann"
+    go(app, "classes")
+    ariel = app_store.classes["Ariel Sharon"]
+    app.selectbox(key="class_selected").set_value(ariel).run()
+    no_exception(app)
+    offered = [int(o.split("(id ")[1].split(",")[0]) for o in app.selectbox(key=f"split_target_{ariel}").options]
+    statuses = classes_frame(app_store.store).set_index("class_id")["status"]
+    assert retired not in offered and ariel not in offered
+    assert proposed in offered and app_store.classes["Serena Williams"] in offered
+    assert sorted(offered) == sorted(c for c, s in statuses.items() if s != "retired" and c != ariel)
 
 
 def test_bad_input_is_refused_with_its_reason(app, app_store):

@@ -6,7 +6,11 @@ UMAP tests are marked slow: numba compiles UMAP's kernels once per process (~20 
 NUMBA_CACHE_DIR); the fits themselves take about a second on these few hundred photos."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +135,67 @@ def test_umap_is_reproducible_for_a_seed(split):
     b = project(vectors[:120], paths[:120], n_components=2, n_neighbors=10)
     assert a.coords.shape == (120, 2)
     np.testing.assert_array_equal(a.coords, b.coords)
+
+
+# A stop raised by the progress callback mid-fit (Streamlit's StopException/RerunException when an
+# editor touches a widget or leaves the page) must not leave tqdm's global lock held: every later
+# UMAP fit in the server process would block forever. Run in a subprocess: without the fix the lock
+# is held by a finished call and would hang the rest of this test session too.
+STOP_MID_FIT = textwrap.dedent("""
+    import json, sys, threading
+    from pathlib import Path
+    import numpy as np
+    from explorer.projection import cache_entry, load_cached, project
+
+    class Stop(BaseException):  # like Streamlit's StopException: not an Exception
+        pass
+
+    cache = Path(sys.argv[1])
+    x = np.random.default_rng(0).normal(size=(60, 16)).astype(np.float32)
+    ids = np.arange(60)
+    calls = []
+
+    def stop_at_layout(stage, fraction):
+        calls.append(stage)
+        if stage == "layout":  # first call from inside UMAP's tqdm bar
+            raise Stop()
+
+    out = {}
+    try:
+        project(x, ids, n_components=2, cache_dir=cache, on_progress=stop_at_layout)
+        out["first"] = "returned"
+    except Stop:
+        out["first"] = "stopped"
+    out["calls_after_stop"] = calls[calls.index("layout") + 1:] if "layout" in calls else None
+    cached = load_cached(x, ids, cache, n_components=2)
+    out["fit_cached"] = cached is not None and cached.coords.shape == (60, 2)
+
+    events = []
+    def second():
+        proj = project(x[::-1].copy(), ids[::-1].copy(), n_components=2,
+                       on_progress=lambda stage, fraction: events.append(stage))
+        out["second_shape"] = list(proj.coords.shape)
+    worker = threading.Thread(target=second, daemon=True)  # another thread, like the next Streamlit run
+    worker.start()
+    worker.join(120)  # hang guard, far above the ~1 s this fit takes
+    out["second_deadlocked"] = worker.is_alive()
+    out["second_stages"] = sorted(set(events))
+    print(json.dumps(out), flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_a_stop_raised_by_the_progress_callback_does_not_deadlock_later_fits(tmp_path):
+    run = subprocess.run([sys.executable, "-c", STOP_MID_FIT, str(tmp_path / "projections")],
+                         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1],
+                         env={**os.environ, "NUMBA_CACHE_DIR": os.environ["NUMBA_CACHE_DIR"]})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not out["second_deadlocked"], f"a later UMAP fit blocked on tqdm's lock: {out}"
+    assert out["second_shape"] == [60, 2] and "layout" in out["second_stages"], out
+    assert out["first"] == "stopped", out  # the stop still reaches the caller (the script stops/reruns) ...
+    assert out["calls_after_stop"] == [], out  # ... the stopped callback is not called again ...
+    assert out["fit_cached"], out  # ... and the fit it waited for is in the cache for the next run
 
 
 # -- PCA, persistence, fingerprints (fast) ------------------------------------------------

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer.bias_audit import (AuditReport, audit_report, class_groups, classes_with_faces, confirmed_class_stats,
-                                 known_attributes, parse_reference, store_inputs, uniform_reference)
+from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, AuditReport, audit_report, class_groups,
+                                 classes_with_faces, confirmed_class_stats, count_text, counted, known_attributes,
+                                 parse_reference, store_inputs, uniform_reference)
 from labeling.pages.common import get_settings, get_store
 from labeling.queries import classes_frame, events_frame, faces_frame, store_overview
 
@@ -28,13 +29,22 @@ REPORTS = "reports"  # under the data folder
 HTML_CACHE_KEY = "_bias_html_cache"  # (fingerprint, bytes): the HTML export is only rebuilt when the report changes
 SHARE = "expected share"
 BASIS = {"classes": "class_share", "faces": "face_share"}
-GROUP_COLUMNS = ["group", "classes", "faces", "class_share", "face_share", "approved_faces", "approved_share",
-                 "predicted_share", "accuracy", "unknown_rate", "purity", "small_sample", "flags"]
-REPRESENTATION_COLUMNS = ["group", "classes", "faces", "share_of_known", "reference_share", "representation_ratio",
-                          "flags"]
-FLAGGED_COLUMNS = ["attribute", "group", "classes", "faces", "approved_faces", "flags", "small_sample"]
+# The flags come right after the group, pinned with it: the finding must not sit past the right
+# edge of a wide table, where a narrow window clips it.
+GROUP_COLUMNS = ["group", "flags", "classes", "faces", "class_share", "face_share", "approved_faces", "approved_share",
+                 "predicted_share", "accuracy", "unknown_rate", "purity", "small_sample"]
+REPRESENTATION_COLUMNS = ["group", "flags", "classes", "faces", "share_of_known", "reference_share",
+                          "representation_ratio"]
+FLAGGED_COLUMNS = ["attribute", "group", "flags", "classes", "faces", "approved_faces", "small_sample"]
 PERCENT = ["class_share", "face_share", "approved_share", "predicted_share", "accuracy", "unknown_rate", "purity",
            "share_of_known", "reference_share"]
+COLUMN_CONFIG = {"attribute": st.column_config.TextColumn("attribute", pinned=True),
+                 "group": st.column_config.TextColumn("group", pinned=True),
+                 "flags": st.column_config.TextColumn("flags", pinned=True, width="medium",
+                                                      help="The four-fifths rules this group fails")}
+COUNT_RULE = ("A class with several ethnicities (k values) counts as 1/k of a class in each of its groups, and so "
+              "do its faces: counts can be fractional, they add up to the attribute's classes and faces, and every "
+              "share or rate is a ratio of these counts.")
 FLAG_BACKGROUND = "background-color: #fbd5d5; color: #7f1d1d"
 
 
@@ -97,12 +107,14 @@ def highlight(table: pd.DataFrame, flagged: pd.Series):
     styler = table.style.apply(lambda _: pd.DataFrame(np.broadcast_to(styles, table.shape), index=table.index,
                                                       columns=table.columns), axis=None)
     ratios = {c: "{:.2f}" for c in table.columns if c.endswith("_ratio")}
-    return styler.format({**{c: "{:.1%}" for c in percent}, **ratios}, na_rep="")
+    counts = {c: count_text for c in COUNT_COLUMNS if c in table.columns}  # 7, 6.5: not 7.000000
+    return styler.format({**{c: "{:.1%}" for c in percent}, **ratios, **counts}, na_rep="")
 
 
 def show_table(table: pd.DataFrame, columns: list[str], key: str) -> None:
     rows = table.reset_index(drop=True)
-    st.dataframe(highlight(rows[columns], rows["below_four_fifths"]), key=key, hide_index=True, width="stretch")
+    st.dataframe(highlight(rows[columns], rows["below_four_fifths"]), key=key, hide_index=True, width="stretch",
+                 column_config=COLUMN_CONFIG)
 
 
 def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
@@ -110,9 +122,10 @@ def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
     flagged = rows[rows["below_four_fifths"]]
     unknown = rows.loc[rows["group"] == "unknown", "class_share"]
     if len(unknown) and unknown.iloc[0] > 0:
-        n = int(rows.loc[rows["group"] == "unknown", "classes"].iloc[0])
-        st.caption(f"{n} classes ({unknown.iloc[0]:.0%}) have no {LABELS[attribute].lower()}: the group "
-                   "\"unknown\", shown as found, never the best-served group nor part of the representation shares.")
+        n = rows.loc[rows["group"] == "unknown", "classes"].iloc[0]
+        st.caption(f"{counted(n, 'class', 'classes')} ({unknown.iloc[0]:.0%}) {'has' if n == 1 else 'have'} no "
+                   f"{LABELS[attribute].lower()}: the group \"unknown\", shown as found, never the best-served group "
+                   "nor part of the representation shares.")
     if len(flagged):
         named = ", ".join(f"**{g}** ({f})" for g, f in zip(flagged["group"], flagged["flags"]))
         st.error(f"Below four fifths: {named}")
@@ -120,7 +133,8 @@ def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
     show_table(rows, GROUP_COLUMNS, f"bias_groups_{attribute}")
     st.caption("Accuracy and unknown rate are measured on editor-confirmed labels (approved or relabeled) only; "
                "purity on the confirmed faces of each class, in the embedding space. A group with fewer than the "
-               "minimum confirmed faces is marked small_sample: its rates are noisy.")
+               "minimum confirmed faces is marked small_sample: its rates are noisy."
+               + (" " + COUNT_RULE if attribute in MULTI_VALUED else ""))
     charts = [(k, f) for k, f in figures.items() if k.split("/")[0] == attribute]
     for i in range(0, len(charts), 2):
         for col, (k, fig) in zip(st.columns(2), charts[i:i + 2]):
@@ -146,7 +160,7 @@ def show_overview(report: AuditReport, purity_measured: bool, missing: list[str]
     st.subheader("Flagged groups")
     if len(flagged):
         st.dataframe(highlight(flagged[FLAGGED_COLUMNS], flagged["below_four_fifths"]), key="bias_flagged",
-                     hide_index=True, width="stretch")
+                     hide_index=True, width="stretch", column_config=COLUMN_CONFIG)
     else:
         st.success(f"No group is below {report.threshold:.0%} of the best-served group or of its reference share.")
 
@@ -189,8 +203,9 @@ if classes.empty:
             "classes on the Classes page.")
     st.stop()
 if not known_attributes(classes):
-    st.info(f"None of the {len(classes)} classes has a demographic attribute (gender, ethnicity, birth year, "
-            "country) yet. Import them with `giflens import attributes <csv>` or set them on the Classes page.")
+    nobody = "No class" if len(classes) == 1 else f"None of the {len(classes)} classes"
+    st.info(f"{nobody} has a demographic attribute (gender, ethnicity, birth year, country) yet. Import them "
+            "with `giflens import attributes <csv>` or set them on the Classes page.")
     st.stop()
 
 left, middle, right, far = st.columns(4)
@@ -214,11 +229,14 @@ if with_faces:
         classes = classes[has_faces].reset_index(drop=True)
 attributes = known_attributes(classes)
 if not attributes:
-    st.info(f"None of the {len(classes)} classes with faces has a demographic attribute yet: set them on the "
-            "Classes page, or turn off \"Only classes with faces\" to audit the whole catalog.")
+    nobody = "The class with faces has no" if len(classes) == 1 else \
+        f"None of the {len(classes)} classes with faces has a"
+    st.info(f"{nobody} demographic attribute yet: set them on the Classes page, or turn off \"Only classes with "
+            "faces\" to audit the whole catalog.")
     st.stop()
 if with_faces and has_faces.any() and not has_faces.all():
-    st.caption(f"{int((~has_faces).sum())} classes without any face are left out.")
+    left_out = int((~has_faces).sum())
+    st.caption(f"{counted(left_out, 'class', 'classes')} without any face {'is' if left_out == 1 else 'are'} left out.")
 
 overview = st.container()  # filled once the report exists; shown above the tabs
 tabs = dict(zip(attributes, st.tabs([LABELS[a] for a in attributes])))

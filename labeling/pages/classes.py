@@ -10,6 +10,9 @@ from labeling.validation import ATTRIBUTES
 
 SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
+SEARCH_KEY = "class_search"
+STATUS_KEY = "class_status_filter"
+DEFAULT_STATUSES = ["active", "proposed"]
 CATALOG_COLUMNS = ["class_id", "name", "status", "faces", "confirmed", "predicted", "predicted_by_model", "gender",
                    "ethnicity", "birth_year", "country", "external_id", "display_name", "merged_into_name",
                    "updated_by", "updated_at", "version"]
@@ -19,10 +22,32 @@ catalog = classes_frame(store)
 seen = versions_seen("classes", dict(zip(catalog["class_id"].tolist(), catalog["version"].tolist())))
 by_id = catalog.set_index("class_id")
 
+
+def show_created() -> None:
+    """A class an operation just created (NEXT_KEY) becomes the selection. The selector only offers
+    the filtered view, so when the search or the status filter hides the new class they are widened
+    (the search cleared, its status added) before their widgets are drawn."""
+    created = st.session_state.pop(NEXT_KEY, None)
+    if created not in by_id.index:
+        return
+    st.session_state[SELECT_KEY] = created
+    statuses = st.session_state[STATUS_KEY]
+    if created in search_classes(catalog, st.session_state.get(SEARCH_KEY, ""), statuses or None)["class_id"].tolist():
+        return
+    st.session_state[SEARCH_KEY] = ""
+    status = by_id.loc[created, "status"]
+    if statuses and status not in statuses:
+        st.session_state[STATUS_KEY] = [*statuses, status]
+
+
+# the status filter's default lives in the session state (not the widget) so that show_created may widen it
+st.session_state.setdefault(STATUS_KEY, list(DEFAULT_STATUSES))
+show_created()
+
 st.title("Classes")
 left, right = st.columns([3, 2])
-text = left.text_input("Search", key="class_search", placeholder="name, display name or external id")
-statuses = right.multiselect("Status", CLASS_STATUSES, default=["active", "proposed"], key="class_status_filter")
+text = left.text_input("Search", key=SEARCH_KEY, placeholder="name, display name or external id")
+statuses = right.multiselect("Status", CLASS_STATUSES, key=STATUS_KEY)
 view = search_classes(catalog, text, statuses or None)
 st.dataframe(view[CATALOG_COLUMNS], hide_index=True, width="stretch",
              column_config={"faces": st.column_config.NumberColumn(help="faces labeled with the class now"),
@@ -49,12 +74,16 @@ def text_or_none(value: str) -> str | None:
     return value.strip() or None
 
 
-if NEXT_KEY in st.session_state:
-    st.session_state[SELECT_KEY] = st.session_state.pop(NEXT_KEY)
+# The class to edit is one of the filtered view: a search or status filter that leaves the selection out
+# moves it to the view's first class, so no form acts on a class the editor did not search for.
 options = view["class_id"].tolist()
-if st.session_state.get(SELECT_KEY) not in options and st.session_state.get(SELECT_KEY) in by_id.index:
-    options.insert(0, st.session_state[SELECT_KEY])  # keep a just-created or chosen class selectable
-selected = st.selectbox("Class to edit", options, format_func=label, key=SELECT_KEY) if options else None
+if options:
+    if st.session_state.get(SELECT_KEY) not in options:
+        st.session_state[SELECT_KEY] = options[0]
+    selected = st.selectbox("Class to edit", options, format_func=label, key=SELECT_KEY)
+else:
+    selected = None
+    st.info("No class matches the search and status filter: change them, or add a class.")
 
 add_tab, edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab = st.tabs(
     ["Add", "Rename", "Attributes", "Merge", "Split", "Status", "History"])
@@ -75,7 +104,7 @@ with add_tab:
 
 for tab in (edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab):
     if selected is None:
-        tab.info("No class matches the search: change it, or add a class.")
+        tab.info("No class to edit: no class matches the search and status filter.")
 
 if selected is not None:
     row = by_id.loc[selected]
@@ -121,7 +150,8 @@ if selected is not None:
                                    key=f"split_faces_{selected}")
             mode = st.radio("To", ["a new class", "an existing class"], horizontal=True, key=f"split_mode_{selected}")
             split_name = st.text_input("New class name", key=f"split_name_{selected}")
-            split_target = st.selectbox("Existing class", [c for c in catalog["class_id"] if c != selected], index=None,
+            split_targets = [c for c in catalog["class_id"] if c != selected and by_id.loc[c, "status"] != "retired"]
+            split_target = st.selectbox("Existing class", split_targets, index=None,
                                         format_func=label, key=f"split_target_{selected}")
             if st.form_submit_button("Split"):
                 new = mode == "a new class"

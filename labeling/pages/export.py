@@ -10,7 +10,20 @@ from labeling.queries import exports_frame
 
 RESULT_KEY = "export_last_result"
 OUT_KEY = "export_out_dir"
+PROPOSED_KEY = "export_proposed_out_dir"  # the folder the page proposed, as opposed to one the editor typed
 RETRAIN_KEY = "retrain_last_result"
+
+
+def fresh_out_dir(exports: Path, now: datetime) -> Path:
+    """<exports>/export-<local time>, or -2, -3 ... after it when that name is taken (two runs in one
+    second): an export refuses a folder that is not empty, so each proposal must be a new one."""
+    base = exports / f"export-{now:%Y%m%d-%H%M%S}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
 
 settings, store = get_settings(), get_store()
 st.title("Export")
@@ -23,8 +36,14 @@ except ImportError as exc:  # the export module is optional for the app to start
 st.caption("Writes labels.csv and raw_dataset/<Label>/*.jpg (confirmed labels of active classes), a train / "
            "validation split that keeps near-duplicate GIFs on one side, tags.jsonl, Embedding Projector TSVs "
            "and manifest.json with checksums. The folder is written whole or not at all.")
-if OUT_KEY not in st.session_state:
-    st.session_state[OUT_KEY] = str(Path(settings.data_dir) / "exports" / f"export-{datetime.now():%Y%m%d-%H%M%S}")
+# The proposed folder moves on once something is in it (the last export went there), so running the
+# export again writes a new folder instead of being refused. A folder the editor typed is kept: running
+# into it again is refused unless they tick "Replace", which is theirs to decide. Set before the form
+# draws the text box (Streamlit refuses a change to a widget's value once it is drawn).
+proposed = st.session_state.get(PROPOSED_KEY)
+if OUT_KEY not in st.session_state or (st.session_state[OUT_KEY] == proposed and Path(proposed).exists()):
+    st.session_state[OUT_KEY] = st.session_state[PROPOSED_KEY] = str(
+        fresh_out_dir(Path(settings.data_dir) / "exports", datetime.now()))
 with st.form("export_form"):
     out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY)
     left, middle, right = st.columns(3)
@@ -33,6 +52,8 @@ with st.form("export_form"):
     overwrite = right.checkbox("Replace the folder if it exists", key="export_overwrite")
     submitted = st.form_submit_button("Run export")
 
+if submitted:
+    st.session_state.pop(RESULT_KEY, None)  # a refusal must not be shown above the previous run's success
 if submitted and (editor := require_editor()):
     bar = st.progress(0.0, text="Reading the store ...")
     on_progress = progress_callback(bar, "faces")
@@ -46,6 +67,7 @@ if submitted and (editor := require_editor()):
     else:
         bar.progress(1.0, text="done")
         st.session_state[RESULT_KEY] = {"line": summary.line(), "manifest": summary.manifest}
+        st.rerun()  # draw the form again, now proposing the next new folder beside the result
 
 last = st.session_state.get(RESULT_KEY)
 if last:

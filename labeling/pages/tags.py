@@ -86,7 +86,12 @@ with per_gif:
     if media.empty:
         st.info("No media yet: ingest some on the Ingest page.")
     else:
-        media_id = st.selectbox("GIF or image", media.index.tolist(), format_func=media_label, key=MEDIA_KEY)
+        # GIFs and videos first: the photos are many and would bury them. Each group by file name (case
+        # ignored), then by id, so an item keeps its place between runs.
+        still = ~media["kind"].isin(("gif", "webp", *VIDEO_KINDS))
+        ordered = media.assign(_still=still, _name=media["name"].str.casefold()).sort_values(
+            ["_still", "_name"], kind="stable").index.tolist()
+        media_id = st.selectbox("GIF or image", ordered, format_func=media_label, key=MEDIA_KEY)
         tags = media_tags_frame(store, media_id=media_id)
         active = tags[tags["status"] == "active"].reset_index(drop=True)
         suggested = tags[tags["status"] == "suggested"].reset_index(drop=True)
