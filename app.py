@@ -108,7 +108,11 @@ with st.sidebar:
                 else:
                     st.rerun()
 
-show_flash()
+# The flash lives in a container that is always drawn, even empty: Streamlit keys the page's elements
+# by position, so a message that comes and goes before the page would shift every element of the page
+# and the browser would forget their state (an open Filters expander collapsed on the next click).
+with st.container():
+    show_flash()
 navigation.run()
 
 editor = current_editor()

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from models.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 app = typer.Typer(help="giflens: curate face and GIF embeddings.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -18,8 +21,19 @@ DatabaseUrl = Annotated[Optional[str], typer.Option("--database-url", help="SQLA
 
 
 def make_settings(**overrides: object) -> Settings:
-    """Environment first, then the options actually given on the command line."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Environment first, then the options actually given on the command line.
+
+    A bad value (GIFLENS_FRAMES=abc, say) is a one-line error naming the variable and exit 2, like a
+    bad option, instead of pydantic's traceback."""
+    from pydantic import ValidationError as SettingsError
+    from rich.markup import escape
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        problems = "; ".join(f"{e['loc'][0]} (GIFLENS_{str(e['loc'][0]).upper()}): {e['msg']}" for e in exc.errors())
+        console.print(f"[red]error:[/red] invalid setting {escape(problems)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
 
 
 def progress_bar() -> Progress:
@@ -56,6 +70,12 @@ def ingest_command(
     if settings.face_model not in list_models("face"):
         raise typer.BadParameter(f"unknown face model {settings.face_model!r}; known: {', '.join(list_models('face'))}",
                                  param_hint="--face-model")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:  # a typo is not a media file: refused before any work, so no "failed" row records it
+        console.print(f"[red]error:[/red] no such file or folder: {escape(', '.join(missing))}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    store = _store_for(settings)
     with progress_bar() as progress:
         task = progress.add_task("ingest", total=None, current="")
 
@@ -64,7 +84,7 @@ def ingest_command(
 
         try:
             summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n), on_result=advance,
-                             editor=editor or _os_user())
+                             store=store, editor=editor or _os_user())
         except ModelUnavailableError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
@@ -92,10 +112,39 @@ def _os_user() -> str:
         return "cli"
 
 
-def _store_for(settings: Settings):
+def _display_url(url: str) -> str:
+    """The URL as an error message may show it: password hidden; one that does not parse is not echoed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(--database-url / GIFLENS_DATABASE_URL)"
+
+
+def _store_for(settings: Settings) -> sessionmaker[Session]:
+    """The store of the settings, opened (created, migrated) before a command does any work.
+
+    Every command reaches the store through here, so a URL that does not parse, a driver that is not
+    installed, a server that refuses or does not answer, or a data folder that cannot hold the SQLite
+    file is one line on stderr and exit 1, not a traceback, and nothing has been written."""
+    from alembic.util.exc import CommandError
+    from rich.markup import escape
+    from sqlalchemy.exc import SQLAlchemyError
+
     from labeling.db import open_store
 
-    return open_store(settings.resolved_database_url)
+    url = settings.resolved_database_url
+    try:
+        return open_store(url)
+    except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())  # psycopg's messages span lines
+        if isinstance(exc, ImportError):
+            reason = f"the database driver is not installed ({reason})"
+        console.print(f"[red]error:[/red] cannot open the store {escape(_display_url(url))}: {escape(reason)}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
 
 
 def _run(action, notes: str = "skipped"):
@@ -132,10 +181,11 @@ def import_raw_dataset_command(
     from labeling.importers import import_raw_dataset
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
     with progress_bar() as progress:
         task = progress.add_task("import", total=None, current="")
         _run(lambda: import_raw_dataset(
-            _store_for(settings), folder, settings, editor or _os_user(),
+            store, folder, settings, editor or _os_user(),
             on_start=lambda n: progress.update(task, total=n),
             on_result=lambda r: progress.update(task, advance=1, current=Path(r.path).name[:40])))
 
@@ -147,8 +197,9 @@ def import_classes_command(csv_path: Annotated[Path, typer.Argument(help="Labels
     from labeling.importers import import_classes
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
     with console.status(f"importing classes from {csv_path.name}"):
-        _run(lambda: import_classes(_store_for(settings), csv_path, editor or _os_user()))
+        _run(lambda: import_classes(store, csv_path, editor or _os_user()))
 
 
 @import_app.command("attributes")
@@ -162,8 +213,9 @@ def import_attributes_command(
     from labeling.importers import import_attributes
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
     with console.status(f"importing attributes from {csv_path.name}"):
-        _run(lambda: import_attributes(_store_for(settings), csv_path, editor or _os_user(), create_missing))
+        _run(lambda: import_attributes(store, csv_path, editor or _os_user(), create_missing))
 
 
 @import_app.command("tags")
@@ -173,8 +225,9 @@ def import_tags_command(csv_path: Annotated[Path, typer.Argument(help="file,uplo
     from labeling.importers import import_tags
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
     with console.status(f"importing tags from {csv_path.name}"):
-        _run(lambda: import_tags(_store_for(settings), csv_path, editor or _os_user()))
+        _run(lambda: import_tags(store, csv_path, editor or _os_user()))
 
 
 @app.command("export")
@@ -190,10 +243,11 @@ def export_command(
     from labeling.export import export_dataset
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
     with progress_bar() as progress:
         task = progress.add_task("export", total=None, current="")
         _run(lambda: export_dataset(
-            _store_for(settings), Path(settings.data_dir), out_dir, editor or _os_user(), split=split, seed=seed,
+            store, Path(settings.data_dir), out_dir, editor or _os_user(), split=split, seed=seed,
             face_model=settings.face_model, overwrite=overwrite,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total, current="face crops")))
 
@@ -216,18 +270,11 @@ def app_command(
     import subprocess
     import sys
 
-    from rich.markup import escape
-    from sqlalchemy.exc import SQLAlchemyError
-
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     env = dict(os.environ, GIFLENS_DATA_DIR=str(Path(settings.data_dir).resolve()))
     if database_url:
         env["GIFLENS_DATABASE_URL"] = database_url
-    try:
-        _store_for(settings)
-    except (SQLAlchemyError, OSError) as exc:
-        console.print(f"[red]error:[/red] cannot open the store: {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
+    _store_for(settings)  # a bad URL or a failed migration: one line and exit 1
     script = Path(__file__).resolve().parents[1] / "app.py"
     typer.echo(f"giflens app on http://localhost:{port} (data folder {env['GIFLENS_DATA_DIR']})")
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
@@ -277,10 +324,11 @@ def predict_command(
     from labeling.recognition import refresh_predictions
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
     with progress_bar() as progress:
         task = progress.add_task("predict", total=None, current="")
         _run(lambda: refresh_predictions(
-            _store_for(settings), face_model, data_dir=Path(settings.data_dir), top=top, track_method=track_method,
+            store, face_model, data_dir=Path(settings.data_dir), top=top, track_method=track_method,
             faces="undecided" if undecided_only else "all", editor=editor or _os_user(),
             on_progress=_progress_callback(progress, task)), notes="note")
 
@@ -304,10 +352,11 @@ def retrain_command(
     from labeling.recognition import retrain
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
     with progress_bar() as progress:
         task = progress.add_task("retrain", total=None, current="")
         result = _run(lambda: retrain(
-            _store_for(settings), Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
+            store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
             hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
             editor=editor or _os_user(), on_progress=_progress_callback(progress, task)), notes="note")
     console.print(f"artifacts: {result.artifact} (deployed), report {result.report}", highlight=False, soft_wrap=True)
@@ -331,10 +380,11 @@ def autotag_command(
     if text not in source:
         console.print(f"[red]error:[/red] --text must be tags, weak-labels or none, got {text!r}", highlight=False)
         raise typer.Exit(1)
+    store = _store_for(settings)
     with progress_bar() as progress:
         task = progress.add_task("autotag", total=None, current="")
         result = _run(lambda: autotag(
-            _store_for(settings), editor or _os_user(), gif_model=gif_model, text=source[text], k=k,
+            store, editor or _os_user(), gif_model=gif_model, text=source[text], k=k,
             min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)), notes="note")
     for name, weight in result.weights.items():
         console.print(f"weight {name}: {weight:.4f} ({result.hits[name]} of {result.coverage[name]} tagged media it "

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x6769666C656E73  # "giflens": serialises concurrent migrations
 WRITE_OPTION = "giflens_write"
+PG_CONNECT_TIMEOUT_S = 10  # seconds to reach a PostgreSQL server before giving up
 
 
 def _head_revision() -> str:
@@ -64,7 +65,10 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # libpq waits forever by default for a server that accepts the connection but never answers;
+    # a bounded wait turns a wrong or dead host into an error. A connect_timeout in the URL wins.
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -363,9 +363,17 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     sides = assign_sides(group_classes, split, seed, {g: min(keys) for g, keys in group_key.items()})
     side_of_face = {r.face_id: sides[groups[r.media_id]] for r, _ in rows}
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{secrets.token_hex(6)}"
-    tmp.mkdir()
+    # An OUT_DIR under a file, or where nothing may be written, is bad input: a one-line refusal, not a traceback.
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(f"cannot create {out_dir}: {exc.filename or out_dir.parent}: "
+                              f"{exc.strerror or exc}") from exc
+    try:
+        tmp.mkdir()
+    except OSError as exc:  # the temporary folder's name would only confuse: name the folder it goes in
+        raise ValidationError(f"cannot create {out_dir}: cannot write in {out_dir.parent} ({exc.strerror or exc})") from exc
     try:
         _write_csv(tmp / "labels.csv", ["Label", "Index"], ([folders[c], index[c]] for c in sorted(folders)))
         _write_csv(tmp / "classes.csv", ["folder", "index", "class_id", "name", "external_id"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -485,7 +486,7 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     its decision; labels of a class that was merged away go to the class it was merged into."""
     from labeling.ingest import ingest
 
-    folder = Path(folder)
+    folder = Path(os.path.abspath(folder))  # ingest stores absolute paths; the images are matched by them below
     labels, names, images, notes = scan_raw_dataset(folder)
     summary = ImportSummary("raw dataset", folder.name)
     summary.skipped += notes

@@ -14,6 +14,7 @@ media is not what undo means (see `record_ingest_event`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -262,7 +263,10 @@ def ingest(
     one (fixtures, benchmarks: nobody's decision) it is not audited. A batch interrupted by an
     error still gets its event, for what it stored, before the error propagates."""
     editor = check_editor(editor) if editor is not None else None  # a bad name is refused before any work
-    files = discover_media(paths)
+    # Absolute paths: the store outlives the working directory this ran in, and the app reads a relative
+    # media path under the data folder, so "../shared/data/gifs" would point nowhere. abspath, not resolve:
+    # the path keeps the name the editor gave (symlinks included), only anchored.
+    files = discover_media([Path(os.path.abspath(p)) for p in paths])
     if on_start is not None:
         on_start(len(files))
     pipeline = pipeline or IngestPipeline(settings)

@@ -32,6 +32,7 @@ What an ML engineer can rely on:
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -572,6 +573,8 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     from models.retrain_head import HeadParams, compare_on_holdout, train_head
 
     _check_refresh_params("undecided", top, track_method)
+    if not math.isfinite(float(center_loss_lambda)):  # NaN passes a ">= 0" check and trains a head of NaNs
+        raise ValidationError(f"center_loss_lambda must be a finite number >= 0, got {center_loss_lambda}")
     try:  # refused before anything is read, trained or written
         HeadParams(hidden=hidden, center_loss_lambda=float(center_loss_lambda), epochs=epochs, seed=seed).check()
     except ClassifierError as exc:

@@ -122,10 +122,13 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = None
         elif key == "birth_year":
             try:
-                year = int(value)
-                if isinstance(value, bool) or year != float(value):  # 1970.7 is not a year to round
+                # "1970.0" is a year: pandas writes a year column with gaps as floats. Text goes through
+                # float() for that; NaN (ValueError) and inf (OverflowError) are refused below.
+                number = float(value) if isinstance(value, str) else value
+                year = int(number)
+                if isinstance(value, bool) or year != float(number):  # 1970.7 is not a year to round
                     raise ValueError
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ValidationError(f"birth_year must be a year, got {value!r}") from None
             if not 1800 <= year <= 2100:
                 raise ValidationError(f"birth_year {year} is outside 1800..2100")

@@ -164,3 +164,13 @@ def test_bad_input_exits_1_and_writes_nothing(loop_data_dir, tmp_path):
     assert count(loop.store, AuditEvent) == events and models_written(loop.data_dir) == models
     with loop.store() as s:
         assert s.scalar(select(func.count()).select_from(FaceLabel).where(FaceLabel.model_version.is_not(None))) == 0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_retrain_refuses_a_center_loss_weight_that_is_not_a_finite_number(tmp_path, value):
+    """NaN passes a ">= 0" check and trains a head whose every output is NaN; refused before the store is read."""
+    result = invoke("retrain", "--center-loss-lambda", value, "--data-dir", tmp_path / "data",
+                    "--database-url", f"sqlite:///{tmp_path / 'store.db'}")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "" and f"error: center_loss_lambda must be a finite number >= 0, got {value}" in result.stderr
+    assert not (tmp_path / "data" / "models").exists()

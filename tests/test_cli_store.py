@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from labeling.cli import _os_user, app
 from labeling.db import open_store
 from labeling.export import verify_export
-from labeling.schema import AuditEvent, CelebrityClass, Export, FaceLabel
+from labeling.schema import AuditEvent, CelebrityClass, Export, FaceLabel, Media
 
 runner = CliRunner()
 
@@ -145,3 +145,118 @@ def test_raw_dataset_import_then_export(store_url, tmp_path, lfw_dir, cli_data_d
         assert [e.editor for e in s.scalars(select(Export).order_by(Export.id))] == [_os_user(), "bob"]
     result = invoke("export", tmp_path / "other", *where, "--split", "1.5")
     assert result.exit_code == 1 and "split must be in [0, 1)" in result.stderr
+
+
+@pytest.mark.parametrize("url, message", [
+    ("not a url", "cannot open the store (--database-url / GIFLENS_DATABASE_URL): Could not parse SQLAlchemy URL"),
+    ("postgresql://postgres:s3cret@127.0.0.1:1/giflens", "cannot open the store postgresql://postgres:***@127.0.0.1:1/giflens: "
+                                                        "connection failed"),
+    ("mysql://editor@db.example/giflens", "cannot open the store mysql://editor@db.example/giflens: the database driver is not "
+                                          "installed"),
+])
+def test_a_bad_database_url_is_one_line_exit_1_for_every_command(tmp_path, url, message):
+    """A typo in --database-url (or a server that is down) is the editor's input, not a crash: every command
+    says so on one line before any work, and the password never reaches the terminal."""
+    (tmp_path / "tags.csv").write_text("file,uploader_tags\nx.gif,a\n")
+    (tmp_path / "media").mkdir()
+    for command in (["import", "tags", tmp_path / "tags.csv"], ["import", "raw-dataset", tmp_path], ["export", tmp_path / "out"],
+                    ["ingest", tmp_path / "media"], ["predict"], ["retrain"], ["autotag"], ["dupes"], ["app"]):
+        result = invoke(*command, "--data-dir", tmp_path / "data", "--database-url", url)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.stdout == "" and "Traceback" not in result.stderr, (command, result.stderr)
+        assert result.stderr.startswith(f"error: {message}") and len(result.stderr.strip().splitlines()) == 1, \
+            (command, result.stderr)
+        assert "s3cret" not in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_data_folder_that_is_a_file_or_a_bad_setting_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    result = invoke("dupes", "--data-dir", tmp_path / "file")
+    assert result.exit_code == 1 and result.stderr.startswith("error: cannot open the store sqlite:///"), result.output
+    assert "File exists" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    monkeypatch.setenv("GIFLENS_FRAMES", "abc")
+    result = invoke("dupes", "--data-dir", tmp_path / "data")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.output
+    assert result.stderr.startswith("error: invalid setting frames (GIFLENS_FRAMES): Input should be a valid integer")
+    assert not (tmp_path / "data").exists()
+
+
+def test_export_where_no_folder_can_be_made_is_refused(store_url, tmp_path):
+    """OUT_DIR under a file (or in a folder nobody may write) is bad input: exit 1, no export recorded."""
+    (tmp_path / "notes.txt").write_text("x")
+    where = ["--data-dir", tmp_path / "data", "--database-url", store_url]
+    result = invoke("export", tmp_path / "notes.txt" / "export", *where)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: cannot create {tmp_path / 'notes.txt' / 'export'}: {tmp_path / 'notes.txt'}")
+    with open_store(store_url)() as s:
+        assert s.scalar(select(func.count()).select_from(Export)) == 0
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary folder left behind
+
+
+def test_ingest_of_a_path_that_does_not_exist_is_refused_and_stores_nothing(store_url, tmp_path):
+    """A typo on the command line is not a media file to record as failed: exit 1 before any work."""
+    (tmp_path / "media").mkdir()
+    result = invoke("ingest", tmp_path / "media", tmp_path / "typo.gif", "--data-dir", tmp_path / "data",
+                    "--database-url", store_url)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "" and result.stderr.strip() == f"error: no such file or folder: {tmp_path / 'typo.gif'}"
+    with open_store(store_url)() as s:
+        assert s.scalar(select(func.count()).select_from(Media)) == 0
+    assert audit(store_url) == []
+
+
+@pytest.mark.slow
+def test_relative_paths_are_stored_absolute(store_url, tmp_path, gifs_dir, lfw_dir, cli_data_dir, monkeypatch):
+    """`giflens ingest ../shared/data/gifs` (the README's quick start) must store paths the app can open from
+    anywhere: it reads a relative media path under the data folder, where "../shared/..." points nowhere.
+    A raw dataset named relatively is ingested and labeled the same way."""
+    from labeling.pages.common import media_file
+    from models.settings import Settings
+
+    work = tmp_path / "work"
+    (work / "media").mkdir(parents=True)
+    (work / "media" / "hello.gif").write_bytes((gifs_dir / "hello.gif").read_bytes())
+    (work / "giphy" / "raw_dataset" / "Tony_Blair").mkdir(parents=True)
+    for photo in sorted((lfw_dir / "Tony_Blair").glob("*.jpg"))[:2]:
+        (work / "giphy" / "raw_dataset" / "Tony_Blair" / photo.name).write_bytes(photo.read_bytes())
+    (work / "giphy" / "labels.csv").write_text("Labels,Index\nTony_Blair,0\n")
+    monkeypatch.chdir(work)
+    where = ["--data-dir", cli_data_dir, "--database-url", store_url]
+
+    result = invoke("ingest", "media", *where)
+    assert result.exit_code == 0 and ", failed 0, faces " in result.stdout, result.output  # cached on the 2nd store
+    result = invoke("import", "raw-dataset", "giphy", *where)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().startswith("import raw dataset from giphy: 2 images, 1 classes created, 2 labels approved")
+    with open_store(store_url)() as s:
+        paths = sorted(s.scalars(select(Media.path)))
+    assert paths == sorted([str(work / "media" / "hello.gif")] +
+                           [str(p) for p in (work / "giphy" / "raw_dataset" / "Tony_Blair").glob("*.jpg")])
+    settings = Settings(data_dir=cli_data_dir, database_url=store_url)
+    monkeypatch.chdir(tmp_path)  # the app runs elsewhere
+    assert all(media_file(p, settings) == Path(p) for p in paths)
+
+
+def test_a_server_that_never_answers_times_out(tmp_path, monkeypatch):
+    """A host that accepts the connection and then says nothing (a wrong port behind a firewall, a hung server)
+    made every command wait forever: libpq has no connect timeout by default."""
+    import socket
+    import threading
+
+    import labeling.db
+
+    monkeypatch.setattr(labeling.db, "PG_CONNECT_TIMEOUT_S", 1)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # the kernel completes the handshake; nobody ever accepts or answers
+    closer = threading.Timer(20, silent.close)  # without a timeout the command would wait this long, then fail otherwise
+    closer.start()
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/giflens"
+        result = invoke("dupes", "--data-dir", tmp_path / "data", "--database-url", url)
+    finally:
+        closer.cancel()
+        silent.close()
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == f"error: cannot open the store {url}: connection timeout expired"

@@ -222,6 +222,9 @@ def test_bad_class_lists_are_refused_whole(store_url, tmp_path, content, message
     ("name,photos\nA,3\n", "no attribute column"),
     ("name,gender\nA_B,male\nA B,female\n", "line 3: 'A B' repeats line 2"),
     ("name,birth_year\nA,nineteen\n", "line 2: birth_year must be a year"),
+    ("name,birth_year\nA,1970.5\n", "line 2: birth_year must be a year, got '1970.5'"),
+    ("name,birth_year\nA,nan\n", "line 2: birth_year must be a year, got 'nan'"),
+    ("name,birth_year\nA,inf\n", "line 2: birth_year must be a year, got 'inf'"),
     ("name,gender\na/b,male\n", "line 2: class name 'a/b' looks like a path"),
     (b"name,gender\n\xff\xfe,male\n", "not UTF-8"),
 ])
@@ -233,6 +236,18 @@ def test_bad_attribute_files_are_refused_whole(store_url, tmp_path, content, mes
         import_attributes(store, path)
     assert str(path) in str(info.value) and message in str(info.value)
     assert count(store, CelebrityClass) == 0 and count(store, AuditEvent) == 0
+
+
+def test_a_year_column_written_as_floats_imports(store_url, tmp_path):
+    """pandas writes a birth_year column with gaps as 1963.0 (the gaps make it float): a whole year, not an error."""
+    store = open_store(store_url)
+    path = tmp_path / "people.csv"
+    path.write_text("name,birth_year\nBrad_Pitt,1963.0\nAngelina_Jolie,\n")
+    summary = import_attributes(store, path)
+    assert summary.created == 2
+    with store() as s:
+        years = dict(s.execute(select(CelebrityClass.name, CelebrityClass.birth_year)).all())
+    assert years == {"Brad Pitt": 1963, "Angelina Jolie": None}
 
 
 @pytest.mark.parametrize("content, message", [

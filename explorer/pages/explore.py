@@ -25,9 +25,18 @@ POINT_ID = "explore_point_id"
 settings, store = get_settings(), get_store()
 st.title("Explore")
 
+
+def _forget_selection() -> None:
+    """A new view has points of another kind: face 12 and GIF 12 are different things, so the point
+    picked in the old view must not be shown (or highlighted) as the new view's point of that id."""
+    for name in (SELECTED, "explore_last_pick"):
+        st.session_state.pop(name, None)
+    st.session_state[POINT_ID] = None  # set, not popped: the browser keeps showing a popped widget's value
+
+
 models = face_models(store)
 controls = st.columns([1.2, 1.2, 1.2, 2])
-view = controls[0].selectbox("Points", VIEWS, key="explore_view")
+view = controls[0].selectbox("Points", VIEWS, key="explore_view", on_change=_forget_selection)
 model_id = None
 if view in ("Faces", "Face tracks", "Class centroids") and len(models) > 1:
     model_id = controls[1].selectbox("Face model", models["model_id"].tolist(), key="explore_model")
@@ -128,14 +137,15 @@ details, bulk = st.tabs(["Point details", "2D selection and bulk actions"])
 
 # -- one point: crop, GIF, labels, history, neighbours, actions ----------------------------------
 with details:
-    st.number_input(f"{view[:-1] if view.endswith('s') else view} id", min_value=0, step=1, value=None,
+    noun = view[:-1] if view.endswith("s") else view  # "Face track", "GIF", ...
+    st.number_input(f"{noun} id", min_value=0, step=1, value=None,
                     key=POINT_ID, on_change=_select_typed, help="Type an id, or click a point in the 3D view")
     point_id = st.session_state.get(SELECTED)
     rows = points.index[points["id"] == point_id] if point_id is not None else []
     if point_id is None:
         st.caption("No point selected.")
     elif len(rows) == 0:
-        st.warning(f"No {view.lower()} point with id {point_id}.")
+        st.warning(f"No {noun} with id {point_id} in this view.")
     else:
         row_no = int(rows[0])
         row = points.loc[row_no]
