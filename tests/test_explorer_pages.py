@@ -287,6 +287,9 @@ def test_a_lookalike_pair_merges_from_the_review_page(reviewed, monkeypatch):
     _sign_in(app, "merger")
     pair = app.selectbox(key="review_lookalike_pair").value
     source, target = reviewed.classes[pair[0]], reviewed.classes[pair[1]]
+    merge = app.button(key=f"review_merge_{pair[0]}_{pair[1]}")
+    assert merge.disabled  # two look-alikes are not one person until the editor says so
+    app.checkbox(key=f"review_merge_same_{pair[0]}_{pair[1]}").check().run()
     app.button(key=f"review_merge_{pair[0]}_{pair[1]}").click().run()
     _ok(app)
     assert not app.error, [e.value for e in app.error]

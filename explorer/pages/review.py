@@ -158,9 +158,17 @@ with lookalikes_tab:
             pair = st.selectbox("Pair", mergeable, format_func=lambda p: f"{p[0]}  ·  {p[1]}", key="review_lookalike_pair")
             class_versions = dict(zip(catalog["class_id"].astype(int), catalog["version"].astype(int)))
             seen_classes = versions_seen("review_lookalike_classes", {id_of[n]: class_versions[id_of[n]] for n in pair})
+            # The closest pairs are usually two people who look alike: the editor sees both classes'
+            # most typical faces and says they are one person before a merge button does anything.
+            for name in pair:
+                typical = members_by_distance(vectors, labels, name, ids=faces["face_id"].tolist(), farthest_first=False)
+                st.caption(f"{name}: {len(typical)} faces, the most typical first")
+                thumbnails(typical["id"].head(8).tolist(), [f"{i}" for i in typical["id"].head(8)])
+            same = st.checkbox("These are the same person", key=f"review_merge_same_{pair[0]}_{pair[1]}",
+                               help="A merge moves every face of one class into the other (Undo takes it back).")
             into_b, into_a = st.columns(2)
             for col, (source, target) in ((into_b, pair), (into_a, pair[::-1])):
-                if col.button(f"Merge {source} into {target}", key=f"review_merge_{source}_{target}"):
+                if col.button(f"Merge {source} into {target}", key=f"review_merge_{source}_{target}", disabled=not same):
                     write(lambda s, e, src=id_of[source], dst=id_of[target]: merge_classes(
                         s, src, dst, e, expected_versions={src: seen_classes[src], dst: seen_classes[dst]}))
 
