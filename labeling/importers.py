@@ -112,6 +112,14 @@ def _where(path: Path, line: int) -> str:
     return f"{path}: line {line}"
 
 
+def _expected(required: list[str], aliases: dict[str, str]) -> str:
+    """The header a reader should write, with the other spellings accepted (GIPHY's own files say
+    `Labels`, the README says `Label`): an error that names only one sends people the wrong way."""
+    others = [[next((a for a, c in aliases.items() if c == r), r) for r in required]]
+    variants = [",".join(required), *(",".join(v) for v in others if v != required)]
+    return " or ".join(variants)
+
+
 def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None = None) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """(header, rows with the line each starts on); the header must hold the required columns
     (aliases map other spellings onto them). Blank rows are skipped; a row with more fields
@@ -124,7 +132,7 @@ def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None
     except OSError as exc:
         raise ValidationError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not text.strip():
-        raise ValidationError(f"{path}: line 1: the file is empty; expected a header {','.join(required)}")
+        raise ValidationError(f"{path}: line 1: the file is empty; expected a header {_expected(required, aliases)}")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, dict[str, str]]] = []
     try:
@@ -137,7 +145,7 @@ def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None
         if missing:
             hint = " (is the header missing?)" if not set(header) & set(required) else ""
             raise ValidationError(f"{_where(path, 1)}: the header {','.join(raw_header)!r} lacks column(s) "
-                                  f"{', '.join(missing)}; expected {','.join(required)}{hint}")
+                                  f"{', '.join(missing)}; expected {_expected(required, aliases)}{hint}")
         start = reader.line_num + 1
         for row in reader:
             line, start = start, reader.line_num + 1

@@ -175,7 +175,8 @@ def test_attributes_for_unknown_people_can_be_reported_instead(store_url, tmp_pa
 
 # -- bad input ---------------------------------------------------------------------------------
 BAD_CLASS_LISTS = [
-    ("", "line 1: the file is empty"),
+    ("", "line 1: the file is empty; expected a header Label,Index or Labels,Index"),
+    ("Name,Index\nA,0\n", "lacks column(s) Label; expected Label,Index or Labels,Index"),
     ("Brad_Pitt_[m.0c6qh],0\n", "line 1: the header 'Brad_Pitt_[m.0c6qh],0' lacks column(s) Label, Index"),
     ("Name,Number\nA,0\n", "lacks column"),
     ("Label,Labels,Index\nA,B,0\n", "appear more than once"),
