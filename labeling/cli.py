@@ -84,7 +84,7 @@ def ingest_command(
 
         try:
             summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n), on_result=advance,
-                             store=store, editor=editor or _os_user())
+                             store=store, editor=_editor(editor))
         except ModelUnavailableError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
@@ -101,6 +101,12 @@ import_app = typer.Typer(help="Import reference data (each import is idempotent 
 app.add_typer(import_app, name="import")
 Editor = Annotated[Optional[str], typer.Option("--editor", help="Who the audit log names (default: the OS user).")]
 MAX_NOTES = 50
+
+
+def _editor(given: str | None) -> str:
+    """Who the audit log names: the --editor given, else the OS user. An explicit empty name is
+    passed on and refused like a blank one, not quietly replaced by the OS user."""
+    return _os_user() if given is None else given
 
 
 def _os_user() -> str:
@@ -185,7 +191,7 @@ def import_raw_dataset_command(
     with progress_bar() as progress:
         task = progress.add_task("import", total=None, current="")
         _run(lambda: import_raw_dataset(
-            store, folder, settings, editor or _os_user(),
+            store, folder, settings, _editor(editor),
             on_start=lambda n: progress.update(task, total=n),
             on_result=lambda r: progress.update(task, advance=1, current=Path(r.path).name[:40])))
 
@@ -199,7 +205,7 @@ def import_classes_command(csv_path: Annotated[Path, typer.Argument(help="Labels
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
     with console.status(f"importing classes from {csv_path.name}"):
-        _run(lambda: import_classes(store, csv_path, editor or _os_user()))
+        _run(lambda: import_classes(store, csv_path, _editor(editor)))
 
 
 @import_app.command("attributes")
@@ -215,7 +221,7 @@ def import_attributes_command(
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
     with console.status(f"importing attributes from {csv_path.name}"):
-        _run(lambda: import_attributes(store, csv_path, editor or _os_user(), create_missing))
+        _run(lambda: import_attributes(store, csv_path, _editor(editor), create_missing))
 
 
 @import_app.command("tags")
@@ -227,7 +233,7 @@ def import_tags_command(csv_path: Annotated[Path, typer.Argument(help="file,uplo
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
     with console.status(f"importing tags from {csv_path.name}"):
-        _run(lambda: import_tags(store, csv_path, editor or _os_user()))
+        _run(lambda: import_tags(store, csv_path, _editor(editor)))
 
 
 @app.command("export")
@@ -247,7 +253,7 @@ def export_command(
     with progress_bar() as progress:
         task = progress.add_task("export", total=None, current="")
         _run(lambda: export_dataset(
-            store, Path(settings.data_dir), out_dir, editor or _os_user(), split=split, seed=seed,
+            store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
             face_model=settings.face_model, overwrite=overwrite,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total, current="face crops")))
 
@@ -329,7 +335,7 @@ def predict_command(
         task = progress.add_task("predict", total=None, current="")
         _run(lambda: refresh_predictions(
             store, face_model, data_dir=Path(settings.data_dir), top=top, track_method=track_method,
-            faces="undecided" if undecided_only else "all", editor=editor or _os_user(),
+            faces="undecided" if undecided_only else "all", editor=_editor(editor),
             on_progress=_progress_callback(progress, task)), notes="note")
 
 
@@ -358,7 +364,7 @@ def retrain_command(
         result = _run(lambda: retrain(
             store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
             hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
-            editor=editor or _os_user(), on_progress=_progress_callback(progress, task)), notes="note")
+            editor=_editor(editor), on_progress=_progress_callback(progress, task)), notes="note")
     console.print(f"artifacts: {result.artifact} (deployed), report {result.report}", highlight=False, soft_wrap=True)
 
 
@@ -384,7 +390,7 @@ def autotag_command(
     with progress_bar() as progress:
         task = progress.add_task("autotag", total=None, current="")
         result = _run(lambda: autotag(
-            store, editor or _os_user(), gif_model=gif_model, text=source[text], k=k,
+            store, _editor(editor), gif_model=gif_model, text=source[text], k=k,
             min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)), notes="note")
     for name, weight in result.weights.items():
         console.print(f"weight {name}: {weight:.4f} ({result.hits[name]} of {result.coverage[name]} tagged media it "

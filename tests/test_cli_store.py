@@ -206,6 +206,16 @@ def test_ingest_of_a_path_that_does_not_exist_is_refused_and_stores_nothing(stor
     assert audit(store_url) == []
 
 
+def test_an_explicitly_empty_editor_is_refused_not_replaced_by_the_os_user(store_url, tmp_path):
+    """`--editor ""` (an unset shell variable, say) would otherwise attribute the batch to whoever runs it."""
+    (tmp_path / "media").mkdir()
+    result = invoke("ingest", tmp_path / "media", "--data-dir", tmp_path / "data", "--database-url", store_url,
+                    "--editor", "")
+    assert result.exit_code == 1, result.output
+    assert "an editor name is required" in result.stderr
+    assert audit(store_url) == []
+
+
 @pytest.mark.slow
 def test_relative_paths_are_stored_absolute(store_url, tmp_path, gifs_dir, lfw_dir, cli_data_dir, monkeypatch):
     """`giflens ingest ../shared/data/gifs` (the README's quick start) must store paths the app can open from
