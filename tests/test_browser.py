@@ -2,12 +2,14 @@
 GIF, driven by Playwright for Python in Debian's Chromium (never `playwright install`: no downloads).
 
 The end-to-end flow an editor follows: sign in, open Explore, see the points drawn by Plotly, pick a
-face, relabel it, then read the new label and its audit event back from the database. Every page is
+face, relabel it, then read the new label and its audit event back from the database; and in the 2D
+view, box-select a group of faces with the mouse and mark them unknown in one bulk action. Every page is
 screenshotted into test-artifacts/screenshots/ (kept by CI as artifacts; the README shows some).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from labeling.schema import AuditEvent, FaceLabel
 from test_queries import FixtureStore, new_fixture_store
@@ -132,11 +134,16 @@ def _shot(pg, name: str) -> Path:
     return path
 
 
-def _sign_in(pg) -> None:
-    pg.locator(".st-key-sign_in_name input").fill(EDITOR)
+def _sign_in(pg, name: str = EDITOR) -> None:
+    """Sign in as `name`, signing the previous editor (an earlier test's) out first."""
+    sign_out = pg.get_by_role("button", name="Sign out")
+    if sign_out.count():
+        sign_out.click()
+        _settle(pg)
+    pg.locator(".st-key-sign_in_name input").fill(name)
     pg.get_by_role("button", name="Sign in").click()
     _settle(pg)
-    pg.get_by_text(f"Editor: {EDITOR}").wait_for()
+    pg.get_by_text(f"Editor: {name}").wait_for()
 
 
 def _coloured_pixels(png: Path) -> int:
@@ -245,3 +252,99 @@ def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore
     assert label.status == "relabeled" and label.editor == EDITOR
     assert event is not None and "relabel" in event.operation
     assert f"face:{face_id}" in event.after and event.after[f"face:{face_id}"]["class_id"] == browser_store.classes[target]
+
+
+# Every face marker of the 2D view and where it sits on screen: plotly.js's own axis mapping
+# (c2p, data to pixel) from the corner of the plot area, the drag layer the mouse works on.
+_POINTS_2D = """() => {
+  const gd = document.querySelector('.st-key-explore_2d .js-plotly-plot');
+  const area = gd.querySelector('.draglayer .nsewdrag').getBoundingClientRect();
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, out = [];
+  for (const t of gd._fullData) {
+    if (t.type !== 'scattergl' || t.name === 'highlighted' || t.visible !== true) continue;
+    for (let i = 0; i < t._length; i++) {
+      const c = t.customdata[i];
+      out.push({id: Number(Array.isArray(c) ? c[0] : c), x: area.left + xa.c2p(t.x[i]), y: area.top + ya.c2p(t.y[i])});
+    }
+  }
+  return {points: out, area: {left: area.left, top: area.top, right: area.right, bottom: area.bottom},
+          dragmode: gd._fullLayout.dragmode};
+}"""
+
+
+def _label_state(fx: FixtureStore) -> dict[int, tuple]:
+    with fx.store() as s:
+        return {r.face_id: (r.status, r.class_id, r.version, r.editor) for r in s.scalars(select(FaceLabel))}
+
+
+def _last_event_id(fx: FixtureStore) -> int:
+    with fx.store() as s:
+        return int(s.scalar(select(func.max(AuditEvent.id))) or 0)
+
+
+def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browser_store: FixtureStore):
+    editor = "bulk-editor"
+    _open(page, "Explore")
+    _sign_in(page, editor)
+    _no_exception(page, "Explore")
+    # The 2D view is the second tab, on the Faces points (the default view).
+    view = page.locator(".st-key-explore_view")
+    assert view.locator("input").input_value() == "Faces"
+    page.get_by_role("tab", name="2D selection and bulk actions").click()
+    plot = page.locator(".st-key-explore_2d .js-plotly-plot")
+    plot.wait_for(state="visible")
+    page.wait_for_function("""() => { const gd = document.querySelector('.st-key-explore_2d .js-plotly-plot');
+                                      return gd && gd._fullLayout && gd.querySelector('.draglayer .nsewdrag')
+                                             && gd._fullData.some(t => t.type === 'scattergl' && t._length > 0); }""")
+    _settle(page)
+    page.get_by_text("0 face(s) selected").wait_for()
+
+    # Box select (the modebar's button: the figure opens in lasso mode), then drag a box over the
+    # left part of the plot, from the plot's left edge to the widest gap between points, so some
+    # faces are inside and some outside.
+    plot.hover()
+    plot.locator(".modebar-btn[data-title='Box Select']").click()
+    layout = page.evaluate(_POINTS_2D)
+    assert layout["dragmode"] == "select"
+    points, area = layout["points"], layout["area"]
+    assert len(points) >= 4, f"the 2D view shows only {len(points)} faces"
+    xs = sorted(p["x"] for p in points)
+    gap, cut = max((xs[i + 1] - xs[i], (xs[i] + xs[i + 1]) / 2) for i in range(len(xs) - 1))
+    assert gap > 6, f"the faces are too close together for a box between them ({gap:.1f} px)"
+    inside = sorted({p["id"] for p in points if p["x"] < cut})
+    outside = {p["id"] for p in points if p["x"] > cut}
+    assert inside and outside
+
+    page.mouse.move(area["left"] + 3, area["top"] + 3)
+    page.mouse.down()
+    page.mouse.move((area["left"] + cut) / 2, (area["top"] + area["bottom"]) / 2, steps=10)
+    page.mouse.move(cut, area["bottom"] - 3, steps=10)
+    page.mouse.up()
+    # on_select="rerun": the page reruns and lists what Streamlit received from plotly.js
+    message = page.get_by_text(re.compile(r"^\d+ face\(s\) selected: "))
+    message.wait_for()
+    _settle(page)
+    _no_exception(page, "Explore after the box selection")
+    count, listed = message.inner_text().split(" face(s) selected: ")
+    assert int(count) == len(inside) and sorted(int(i) for i in listed.split(",")) == inside
+    _shot(page, "explore-2d-selection")
+
+    before, last_event = _label_state(browser_store), _last_event_id(browser_store)
+    alerts = page.locator("[data-testid='stAlert']")
+    assert alerts.count() == 0, alerts.first.inner_text()
+    page.get_by_role("button", name=f"Mark {len(inside)} unknown", exact=True).click()
+    alerts.first.wait_for()  # the outcome, flashed after the write and its rerun
+    _settle(page)
+    _no_exception(page, "Explore after the bulk action")
+    assert alerts.first.inner_text().startswith(f"Done: unknown {len(inside)} face(s)"), alerts.first.inner_text()
+    _shot(page, "explore-2d-after-bulk")
+
+    after = _label_state(browser_store)
+    changed = sorted(f for f in after if after[f] != before.get(f))
+    assert changed == inside, f"faces changed: {changed}, selected: {inside}"
+    assert all(after[f][0] == "unknown" and after[f][1] is None and after[f][3] == editor for f in inside)
+    with browser_store.store() as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.id > last_event)).all()
+    assert [(e.editor, e.operation, e.n_entities) for e in events] == [(editor, "unknown_faces", len(inside))]
+    assert {k for k in events[0].after if k.startswith("face:")} == {f"face:{f}" for f in inside}
+
