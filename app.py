@@ -58,7 +58,7 @@ def _undo_last() -> None:
         flash("An editor name is required before any change.", "error")
         return
     try:
-        flash(result_message(undo_last(store, editor)).replace("Done: ", "Undone: ", 1))
+        flash(result_message(undo_last(store, editor)))
     except StoreError as exc:
         flash(f"Cannot undo: {exc}", "error")
 

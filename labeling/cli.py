@@ -1,12 +1,15 @@
 """`giflens` command line: every page of the app can be driven from here too."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 from models.settings import Settings
 
@@ -44,6 +47,20 @@ def progress_bar() -> Progress:
     )
 
 
+@contextmanager
+def progress_task(description: str) -> Iterator[tuple[Progress, TaskID]]:
+    """One bar for one command. A command refused before any work started leaves only its error
+    message, not an empty "0/?" bar under it."""
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=None, current="")
+        try:
+            yield progress, task
+        except BaseException:
+            if not next(t for t in progress.tasks if t.id == task).completed:
+                progress.remove_task(task)
+            raise
+
+
 @app.callback()
 def _root() -> None:
     """giflens: curate face and GIF embeddings."""
@@ -76,8 +93,7 @@ def ingest_command(
                       highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     store = _store_for(settings)
-    with progress_bar() as progress:
-        task = progress.add_task("ingest", total=None, current="")
+    with progress_task("ingest") as (progress, task):
 
         def advance(result) -> None:
             progress.update(task, advance=1, current=Path(result.path).name[:40])
@@ -188,8 +204,7 @@ def import_raw_dataset_command(
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
-    with progress_bar() as progress:
-        task = progress.add_task("import", total=None, current="")
+    with progress_task("import") as (progress, task):
         _run(lambda: import_raw_dataset(
             store, folder, settings, _editor(editor),
             on_start=lambda n: progress.update(task, total=n),
@@ -250,8 +265,7 @@ def export_command(
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
-    with progress_bar() as progress:
-        task = progress.add_task("export", total=None, current="")
+    with progress_task("export") as (progress, task):
         _run(lambda: export_dataset(
             store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
             face_model=settings.face_model, overwrite=overwrite,
@@ -331,8 +345,7 @@ def predict_command(
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
-    with progress_bar() as progress:
-        task = progress.add_task("predict", total=None, current="")
+    with progress_task("predict") as (progress, task):
         _run(lambda: refresh_predictions(
             store, face_model, data_dir=Path(settings.data_dir), top=top, track_method=track_method,
             faces="undecided" if undecided_only else "all", editor=_editor(editor),
@@ -359,8 +372,7 @@ def retrain_command(
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
-    with progress_bar() as progress:
-        task = progress.add_task("retrain", total=None, current="")
+    with progress_task("retrain") as (progress, task):
         result = _run(lambda: retrain(
             store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
             hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
@@ -387,8 +399,7 @@ def autotag_command(
         console.print(f"[red]error:[/red] --text must be tags, weak-labels or none, got {text!r}", highlight=False)
         raise typer.Exit(1)
     store = _store_for(settings)
-    with progress_bar() as progress:
-        task = progress.add_task("autotag", total=None, current="")
+    with progress_task("autotag") as (progress, task):
         result = _run(lambda: autotag(
             store, _editor(editor), gif_model=gif_model, text=source[text], k=k,
             min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)), notes="note")

@@ -86,6 +86,7 @@ def test_missing_files_and_folders_exit_1(store_url, tmp_path):
     assert result.exit_code == 1 and "missing.csv: cannot read" in result.stderr
     result = invoke("import", "raw-dataset", tmp_path, *where)
     assert result.exit_code == 1 and "expected labels.csv and a raw_dataset/ folder" in result.stderr
+    assert "0/?" not in result.stderr, result.stderr  # refused before any work: no empty progress bar under it
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     result = invoke("export", tmp_path / "full", *where)

@@ -327,6 +327,7 @@ def test_review_bulk_approve_is_one_event_and_one_undo(reviewed, monkeypatch):
 
     app.button(key="review_undo").click().run()
     _ok(app)
+    assert any(m.value.startswith("Undone: undo of operation") for m in app.success), [m.value for m in app.success]
     assert _labels(reviewed, chosen) == before
     assert [e.operation for e in _events(reviewed)[len(events):]] == ["approve_faces", "undo"]
 

@@ -183,13 +183,14 @@ def show_flash() -> None:
 
 
 def result_message(result: Any) -> str:
-    """'Done: <summary> (operation N)' for an OperationResult or (id, OperationResult)."""
+    """'Done: <summary> (operation N)', or 'Undone: ...' for an undo, whichever page ran it."""
     if isinstance(result, tuple):
         result = next((r for r in result if hasattr(r, "summary")), None)
     if result is None or not hasattr(result, "summary"):
         return "Done."
     suffix = f" (operation {result.event_id})" if getattr(result, "event_id", None) else ""
-    return f"Done: {result.summary}{suffix}"
+    verb = "Undone" if str(result.summary).startswith("undo of ") else "Done"
+    return f"{verb}: {result.summary}{suffix}"
 
 
 def write(action: Callable[[sessionmaker[Session], str], Any], after: Callable[[Any], None] | None = None,
