@@ -39,7 +39,9 @@ OTHER = "other"
 UNKNOWN = "unknown"
 PALETTE: tuple[str, ...] = tuple(qualitative.Dark24) + tuple(qualitative.Light24)
 # Greys for "no class": points nobody has labelled must not look like one more celebrity.
-FIXED_COLORS = {OTHER: "#c8c8c8", UNKNOWN: "#7f7f7f", "unlabeled": "#b4b4b4", "untagged": "#b4b4b4"}
+# "rejected" and "marked unknown" are labeling.queries.TURNED_DOWN (figures stay free of the store).
+FIXED_COLORS = {OTHER: "#c8c8c8", UNKNOWN: "#7f7f7f", "unlabeled": "#b4b4b4", "untagged": "#b4b4b4",
+                "rejected": "#9a9a9a", "marked unknown": "#7f7f7f"}
 FLAG_COLOR = "#d62728"
 OK_COLOR = "#1f77b4"
 TEMPLATE = "plotly_white"
@@ -49,7 +51,7 @@ TEMPLATE = "plotly_white"
 def category_colors(categories: Iterable[Any], palette: Sequence[str] = PALETTE) -> dict[str, str]:
     """A colour per category that depends on its name, not on its rank or on the other classes
     (as long as no two shown classes hash to the same slot; then the later name in sorted
-    order takes the next free slot). "other", "unknown", "unlabeled" and "untagged" are always greys."""
+    order takes the next free slot). "other", "unknown", "unlabeled", "untagged" and a turned-down prediction are always greys."""
     out: dict[str, str] = {}
     used: set[int] = set()
     for name in sorted({str(c) for c in categories}):

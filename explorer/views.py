@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from explorer.bias_audit import decade
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
-from labeling.queries import (ATTRIBUTE_COLUMNS, UNLABELED, classes_frame, faces_frame, media_frame, media_tags_frame,
-                              tracks_frame)
+from labeling.queries import (ATTRIBUTE_COLUMNS, TURNED_DOWN, UNLABELED, classes_frame, faces_frame, media_frame,
+                              media_tags_frame, tracks_frame)
 from labeling.schema import CONFIRMED_STATUSES, MediaEmbedding, Track, bytes_to_vector
 from models.index_store import index_folder
 
@@ -53,11 +53,17 @@ def _empty() -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """One point per face with an embedding; its class is the current label, else the prediction."""
+    """One point per face with an embedding; its class is the current label, else the prediction.
+
+    A face an editor rejected or marked unknown has no class: it is drawn in its own group
+    ("rejected", "marked unknown") instead of in the colour of the prediction the editor turned
+    down, so a cluster shows what the catalog now says; colour by status shows both."""
     faces, vectors = faces_frame(store, model_id, with_vectors=True)
     if faces.empty:
         return _empty()
-    klass = faces["class_name"].where(faces["class_name"].notna(), faces["predicted_class_name"])
+    turned_down = faces["label_status"].map(TURNED_DOWN)
+    klass = faces["class_name"].where(faces["class_name"].notna(),
+                                      turned_down.where(turned_down.notna(), faces["predicted_class_name"]))
     points = pd.DataFrame({
         "id": faces["face_id"].astype(int), "kind": "face", "class": _text(klass, UNLABELED),
         "status": faces["label_status"].astype(str), "confidence": faces["predicted_confidence"].astype(float),

@@ -20,6 +20,8 @@ from labeling.schema import (AuditEntity, AuditEvent, CelebrityClass, Export, Fa
 from labeling.validation import clean_tag_name
 
 UNLABELED = "unlabeled"  # label status of a face that has no face_label row (no prediction, no decision)
+# the class group of a face whose prediction an editor turned down (it has no class any more)
+TURNED_DOWN = {"rejected": "rejected", "unknown": "marked unknown"}
 DECIDED_STATUSES = ("approved", "rejected", "relabeled", "unknown")  # an editor (or an import) decided
 ATTRIBUTE_COLUMNS = ("gender", "ethnicity", "birth_year", "country")
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.views import (POINT_COLUMNS, VIEWS, centroid_points, face_points, filter_points, nearest, projection_for,
                             view_points)
-from labeling.face_labels import approve_faces, reject_faces, relabel_faces
+from labeling.face_labels import approve_faces, mark_unknown, reject_faces, relabel_faces
 from labeling.queries import faces_frame, tracks_frame
 from labeling.recognition import refresh_predictions
 from labeling.schema import AuditEvent, FaceLabel
@@ -200,6 +200,19 @@ def reviewed(tmp_path_factory, tmp_path) -> LoopStore:
     loop = build_loop_store(session_dir(tmp_path_factory, "giflens-recognition-data"), f"sqlite:///{tmp_path / 'review.db'}")
     refresh_predictions(loop.store)
     return loop
+
+
+def test_a_turned_down_prediction_is_not_drawn_in_the_predicted_class(reviewed):
+    points, _ = face_points(reviewed.store)
+    predicted = points[points["status"] == "predicted"]
+    rejected, unknown = (int(i) for i in predicted["id"].head(2))
+    reject_faces(reviewed.store, [rejected], "reviewer")
+    mark_unknown(reviewed.store, [unknown], "reviewer")
+    after = face_points(reviewed.store)[0].set_index("id")
+    assert after.loc[rejected, ["class", "status"]].tolist() == ["rejected", "rejected"]
+    assert after.loc[unknown, ["class", "status"]].tolist() == ["marked unknown", "unknown"]
+    kept = predicted["id"].iloc[2:]  # everyone else keeps the class they showed
+    assert after.loc[kept, "class"].tolist() == predicted["class"].iloc[2:].tolist()
 
 
 def _labels(loop: LoopStore, face_ids: list[int]) -> dict[int, tuple]:
