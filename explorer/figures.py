@@ -196,7 +196,7 @@ def scatter_3d(df: pd.DataFrame, color_by: str | None = None, *, id_col: str = "
     traces += _highlight(df, go.Scatter3d, (x, y, z), ("x", "y", "z"), id_col, highlight_ids, marker_size * 3)
     fig = go.Figure(traces)
     axis = {"showticklabels": False, "title": {"text": ""}, "showspikes": False}
-    fig.update_layout(template=TEMPLATE, title=title, uirevision="explore-3d", margin={"l": 0, "r": 0, "t": 30 if title else 0, "b": 0},
+    fig.update_layout(template=TEMPLATE, title=title, uirevision="explore-3d", margin={"l": 0, "r": 0, "t": 30 if title else 36, "b": 0},
                       scene={"xaxis": axis, "yaxis": axis, "zaxis": axis, "aspectmode": "data"},
                       legend={"itemsizing": "constant", "title": {"text": color_by or ""}},
                       hoverlabel={"namelength": -1})
@@ -220,7 +220,7 @@ def scatter_2d(df: pd.DataFrame, color_by: str | None = None, *, id_col: str = "
     fig = go.Figure(traces)
     axis = {"showticklabels": False, "title": {"text": ""}, "zeroline": False, "showgrid": False}
     fig.update_layout(template=TEMPLATE, title=title, dragmode="lasso", clickmode="event+select",
-                      uirevision="explore-2d", margin={"l": 0, "r": 0, "t": 30 if title else 0, "b": 0},
+                      uirevision="explore-2d", margin={"l": 0, "r": 0, "t": 30 if title else 36, "b": 0},
                       xaxis=axis, yaxis={**axis, "scaleanchor": "x", "scaleratio": 1},
                       legend={"itemsizing": "constant", "title": {"text": color_by or ""}},
                       modebar_add=["select2d", "lasso2d"], hoverlabel={"namelength": -1})

@@ -116,12 +116,10 @@ event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_
 st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
 clicked = selected_ids(plotly_click("explore_3d"))  # 3D clicks: Streamlit's on_select never sees them
 picked = selected_ids(event)
-if clicked:
-    st.session_state["explore_last_pick"] = clicked[0]
-    st.session_state[SELECTED] = int(clicked[0])
-elif picked and picked[0] != st.session_state.get("explore_last_pick"):
-    st.session_state["explore_last_pick"] = picked[0]
-    st.session_state[SELECTED] = int(picked[0])
+choice = clicked[0] if clicked else (picked[0] if picked and picked[0] != st.session_state.get("explore_last_pick") else None)
+if choice is not None:
+    st.session_state["explore_last_pick"] = choice
+    st.session_state[SELECTED] = st.session_state[POINT_ID] = int(choice)  # the id box shows what was clicked
 
 
 def _select_typed() -> None:
@@ -182,7 +180,7 @@ with details:
             target = right.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
                                      index=class_ids.index(guess) if guess is not None else 0,
                                      key=f"explore_relabel_class_{point_id}")  # per point: its own default
-            buttons = right.columns(4)
+            buttons = right.columns(2) + right.columns(2)  # two rows: four labels fit a third of the page
 
             # the label version shown, so a decision on a face another editor changed meanwhile is refused
             seen = versions_seen("explore_point", {int(point_id): row["version"]}) if row["kind"] == "face" else None
@@ -198,13 +196,13 @@ with details:
                       "relabel": lambda s, e: relabel_faces(s, fid, class_id, e, expected_versions=seen)}[decision]
                 write(fn)
 
-            if buttons[0].button("Approve", key="explore_approve"):
+            if buttons[0].button("Approve", key="explore_approve", width="stretch"):
                 act("approve")
-            if buttons[1].button("Reject", key="explore_reject"):
+            if buttons[1].button("Reject", key="explore_reject", width="stretch"):
                 act("reject")
-            if buttons[2].button("Relabel", key="explore_relabel"):
+            if buttons[2].button("Relabel", key="explore_relabel", width="stretch"):
                 act("relabel", int(target))
-            if buttons[3].button("Mark unknown", key="explore_unknown"):
+            if buttons[3].button("Mark unknown", key="explore_unknown", width="stretch"):
                 act("unknown")
         near_rows, near_dist = nearest(vectors, row_no, k=8)
         if len(near_rows):
