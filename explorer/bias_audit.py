@@ -6,7 +6,10 @@ Pure functions on two DataFrames (the pages and the CLI load them from the store
 faces    one row per face: `face_id`, `class` (the label; for status "predicted" it may be
          empty and `predicted` is used), `status` ("approved" / "relabeled" = confirmed by an
          editor, "predicted", "unknown", "rejected"), `predicted` (the model's class; empty or
-         "unknown" = the model declined), optional `correct` (bool, overrides predicted == class).
+         "unknown" = the model declined), optional `correct` (bool, overrides predicted == class),
+         optional `measured` (bool: the model predicted this face; a confirmed face no model has
+         seen, e.g. an imported photo before the first `giflens predict`, is not graded at all,
+         rather than counted as a face the model declined).
 classes  one row per class: `class` (or `name`) and any of `gender`, `ethnicity`,
          `birth_year` (audited by decade) or `decade`, `country`.
 
@@ -139,7 +142,7 @@ def class_groups(classes: pd.DataFrame, attributes: Sequence[str] | None = None)
 def face_groups(faces: pd.DataFrame) -> pd.DataFrame:
     """Faces with their effective class (the confirmed class, or the model's for status
     "predicted"), confirmed/predicted flags, whether the model declined (said unknown) and
-    whether it was right. Faces without an effective class (status unknown/rejected) keep
+    whether it was right (both empty for a face the model never saw). Faces without an effective class (status unknown/rejected) keep
     `effective_class` empty and belong to no group."""
     for col in ("class", "status"):
         if col not in faces.columns:
@@ -155,13 +158,14 @@ def face_groups(faces: pd.DataFrame) -> pd.DataFrame:
         correct = faces["correct"].map(lambda v: np.nan if _is_missing(v) else float(bool(v)))
     else:
         correct = (predicted == label).astype(float)
+    measured = faces["measured"].astype(bool) if "measured" in faces.columns else pd.Series(True, index=faces.index)
     out = pd.DataFrame({
         "face_id": faces["face_id"] if "face_id" in faces.columns else faces.index,
         "effective_class": effective,
         "confirmed": confirmed,
         "predicted_status": is_predicted,
-        "declined": predicted.isna(),
-        "correct": correct.where(confirmed),
+        "declined": predicted.isna() & measured,
+        "correct": correct.where(confirmed & measured),
     }, index=faces.index)
     return out
 
@@ -188,7 +192,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     """One row per (attribute, group): classes, faces, class_share / face_share (counts weighted
     1/k for a class with k values, shares = count / the attribute's total, summing to 1; see the
     module docstring), share_of_known (the representation_basis share among groups other than
-    "unknown": what a reference distribution is compared with), approved_share, predicted_share, accuracy and unknown_rate on confirmed
+    "unknown": what a reference distribution is compared with), approved_share, predicted_share, accuracy and unknown_rate on confirmed faces the model predicted
     labels, recognised_rate, purity (mean over the group's classes, weighted alike), each quality metric's
     `_reference` (best eligible group) and `_ratio`, reference_share and representation_ratio,
     and the flags: small_sample, flags (which rules fired), below_four_fifths."""
@@ -234,7 +238,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
             "approved_share": confirmed_n / faces_n if faces_n else np.nan,
             "predicted_share": _count(w * part["predicted"]) / faces_n if faces_n else np.nan,
             "accuracy": _count(w * part["correct"]) / correct_n if correct_n else np.nan,
-            "unknown_rate": _count(w * part["declined_confirmed"]) / confirmed_n if confirmed_n else np.nan,
+            "unknown_rate": _count(w * part["declined_confirmed"]) / correct_n if correct_n else np.nan,
             "purity": float(np.average(part["purity"][measured], weights=w[measured])) if measured.any() else np.nan,
             "purity_classes": int(measured.sum()),
         })
@@ -432,7 +436,8 @@ def store_inputs(faces: pd.DataFrame, classes: pd.DataFrame,
     keep = classes if include_retired else classes[classes["status"] != "retired"]
     audit_classes = keep[["name", "gender", "ethnicity", "birth_year", "country"]].rename(columns={"name": "class"})
     audit_faces = pd.DataFrame({"face_id": faces["face_id"], "class": faces["class_name"],
-                                "status": faces["label_status"], "predicted": faces["predicted_class_name"]})
+                                "status": faces["label_status"], "predicted": faces["predicted_class_name"],
+                                "measured": faces["model_version"].notna()})
     if not include_retired:
         retired = set(classes.loc[classes["status"] == "retired", "name"].astype(str))
         effective = face_groups(audit_faces)["effective_class"]

@@ -114,6 +114,30 @@ def test_four_fifths_flag_on_a_constructed_case(faces, people):
     assert not audit_table(only_predicted, people, ["gender"])["below_four_fifths"].any()
 
 
+def test_a_confirmed_face_the_model_never_saw_is_not_graded(faces, people):
+    """An imported training set is approved before any prediction exists: those faces are not
+    "0% accurate, 100% unknown", they are not measured; a face the model did see and decline is."""
+    gender = dict(zip(people["class"], people["gender"].fillna("unknown")))
+    g = faces["class"].map(gender)
+    unseen = faces.assign(predicted=None, measured=False)
+    rows = audit_table(unseen, people, ["gender"]).set_index("group")
+    assert rows[["accuracy", "unknown_rate"]].isna().all().all(), rows[["accuracy", "unknown_rate"]]
+    assert not rows["below_four_fifths"].any()
+    assert (rows["approved_faces"] > 0).all()  # still counted as confirmed faces of their groups
+    # half the male faces predicted (one in four of those declined), the other half never seen
+    male = np.flatnonzero((g == "male") & (faces["status"] == "approved"))
+    seen, declined = male[::2], male[::8]
+    mixed = faces.assign(measured=False)
+    mixed.loc[mixed.index[seen], "measured"] = True
+    mixed.loc[mixed.index[declined], "predicted"] = "unknown"
+    row = audit_table(mixed, people, ["gender"]).set_index("group").loc["male"]
+    assert row["accuracy"] == pytest.approx(1 - len(declined) / len(seen))
+    assert row["unknown_rate"] == pytest.approx(len(declined) / len(seen))
+    assert row["approved_faces"] == len(male)
+    graded = face_groups(mixed)
+    assert graded["correct"].notna().sum() == len(seen) and graded["declined"].sum() == len(declined)
+
+
 def test_unknown_is_never_the_reference_group(faces, people):
     gender = dict(zip(people["class"], people["gender"].fillna("unknown")))
     g = faces["class"].map(gender)

@@ -19,8 +19,8 @@ import pandas as pd
 import streamlit as st
 
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, AuditReport, audit_report, class_groups,
-                                 classes_with_faces, confirmed_class_stats, count_text, counted, known_attributes,
-                                 parse_reference, store_inputs, uniform_reference)
+                                 classes_with_faces, confirmed_class_stats, count_text, counted, face_groups,
+                                 known_attributes, parse_reference, store_inputs, uniform_reference)
 from labeling.pages.common import get_settings, get_store
 from labeling.queries import classes_frame, events_frame, faces_frame, store_overview
 
@@ -131,7 +131,8 @@ def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
         st.error(f"Below four fifths: {named}")
     st.markdown("**Groups**")
     show_table(rows, GROUP_COLUMNS, f"bias_groups_{attribute}")
-    st.caption("Accuracy and unknown rate are measured on editor-confirmed labels (approved or relabeled) only; "
+    st.caption("Accuracy and unknown rate are measured on editor-confirmed labels (approved or relabeled) that the "
+               "model has predicted, against its latest prediction; "
                "purity on the confirmed faces of each class, in the embedding space. A group with fewer than the "
                "minimum confirmed faces is marked small_sample: its rates are noisy."
                + (" " + COUNT_RULE if attribute in MULTI_VALUED else ""))
@@ -255,6 +256,12 @@ report = audit_report(faces, classes, attributes, reference=references, cluster_
 missing = [LABELS[a].lower() for a in ("gender", "ethnicity", "decade", "country") if a not in attributes]
 with overview:
     show_overview(report, stats is not None and bool(stats["purity"].notna().any()), missing)
+    graded = face_groups(faces)
+    unseen = int((graded["confirmed"] & graded["correct"].isna()).sum())
+    if unseen:  # e.g. an imported training set before the first prediction: not "0% accurate"
+        st.caption(f"{counted(unseen, 'confirmed face')} {'has' if unseen == 1 else 'have'} no model prediction "
+                   "yet and {} not graded: `giflens predict` predicts every face (decisions are kept) and so "
+                   "measures {}.".format("is" if unseen == 1 else "are", "it" if unseen == 1 else "them"))
 
 figures = report.figures()
 for attribute in attributes:
