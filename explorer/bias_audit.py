@@ -27,7 +27,9 @@ Choices that matter for reading the numbers:
   fractional (6.5 classes) only where a multi-valued class belongs to the group; gender, decade
   and country are single-valued and their counts are whole.
 - Accuracy and unknown-rate are measured on editor-confirmed labels only: predicted labels are
-  the model grading itself.
+  the model grading itself. The app grades each confirmed face held out (`held_out_grades`: its
+  media item left out of its class centroid) rather than with the stored prediction, which
+  `giflens predict` makes with that very face in the training set.
 - The four-fifths rule (EEOC adverse-impact rule of thumb): a group is flagged for a metric when
   its value is below `threshold` (0.8) x the best eligible group's value; for representation,
   when its share among classes with a known value is below `threshold` x the reference share
@@ -65,6 +67,7 @@ __all__ = [
     "count_text",
     "counted",
     "face_groups",
+    "held_out_grades",
     "known_attributes",
     "parse_reference",
     "store_inputs",
@@ -470,6 +473,41 @@ def confirmed_class_stats(faces: pd.DataFrame, face_ids: Sequence[Any], vectors:
         return class_stats(vectors, labels)
     except ClusterError:
         return None
+
+
+def held_out_grades(faces: pd.DataFrame, face_ids: Sequence[Any], media_ids: Sequence[Any],
+                    vectors: np.ndarray) -> pd.DataFrame:
+    """`faces` with the `predicted` answer and `measured` flag of every editor-confirmed face
+    replaced by a held-out grade (models.celebrity_classifier.held_out_centroid_predictions, its
+    media item held out of its class): what the classifier's centroid rule says of a face it was
+    not fitted on. The stored prediction of a confirmed face is no such grade: `giflens predict`
+    fits on the confirmed faces and then predicts them too, and an imported training photo may
+    have none at all. face_ids / media_ids name the rows of vectors; a confirmed face without a
+    vector, or whose class has no face outside its media item, is not measured."""
+    from models.celebrity_classifier import CentroidKnnClassifier, held_out_centroid_predictions
+
+    out = faces.copy()
+    f = face_groups(out)
+    label_of = pd.Series(f["effective_class"].where(f["confirmed"]).to_numpy(object), index=f["face_id"].to_numpy())
+    label_of = label_of[~label_of.index.duplicated()].dropna()
+    rows = pd.Series(list(face_ids)).map(label_of)
+    keep = rows.notna().to_numpy()
+    predicted = pd.Series(np.nan, index=label_of.index, dtype=object)
+    measured = pd.Series(False, index=label_of.index)
+    if keep.any():
+        labels = rows[keep].astype(str).to_numpy()
+        answer, graded = held_out_centroid_predictions(
+            np.asarray(vectors)[keep], labels, np.asarray(list(media_ids), dtype=object)[keep],
+            target_far=CentroidKnnClassifier().target_far)
+        classes = np.unique(labels)
+        ids = np.asarray(list(face_ids), dtype=object)[keep]
+        predicted.loc[ids] = np.where(answer >= 0, classes[np.maximum(answer, 0)], UNKNOWN)
+        measured.loc[ids] = graded
+    is_confirmed = f["confirmed"].to_numpy()
+    out["measured"] = (out["measured"].astype(bool) if "measured" in out.columns else True)
+    out.loc[is_confirmed, "predicted"] = out.loc[is_confirmed, "face_id"].map(predicted).to_numpy(object)
+    out.loc[is_confirmed, "measured"] = out.loc[is_confirmed, "face_id"].map(measured).fillna(False).to_numpy(bool)
+    return out
 
 
 def known_attributes(classes: pd.DataFrame) -> list[str]:

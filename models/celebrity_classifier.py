@@ -170,6 +170,59 @@ def leave_one_out_distances(x: np.ndarray, index: np.ndarray, n_classes: int) ->
     return genuine, impostor
 
 
+def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: Sequence[Any],
+                                  target_far: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """(class index per row, or -1 for unknown; measured per row): the centroid rule and open-set
+    threshold of the classifier, each row graded with its whole group held out of its class.
+
+    Why: grading a model on the faces it was fitted on measures its memory (a kNN vote finds the
+    face itself), and grading it on frames of a GIF whose other frames it was fitted on is nearly
+    as flattering. Groups are media items (or near-duplicate groups): a row's class centroid is
+    recomputed without every face of its group. A row is measured when its class keeps faces
+    outside the group; other classes' centroids stay whole (their faces are other people). The
+    threshold is calibrated as `fit` does, on these held-out genuine distances and the nearest
+    other centroid as impostor, at `target_far`. Nothing is measured with fewer than two classes.
+    Class indices refer to `np.unique(labels)`.
+    """
+    x = as_embeddings(vectors)
+    classes, index = np.unique(np.asarray(list(labels), dtype=str), return_inverse=True)
+    if len(index) != len(x):
+        raise InvalidLabelsError(f"{len(x)} vectors but {len(index)} labels")
+    _, group = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    if len(group) != len(x):
+        raise ClassifierError(f"{len(x)} vectors but {len(group)} groups")
+    n, n_classes = len(x), len(classes)
+    predicted, measured = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
+    if n_classes < 2:
+        return predicted, measured
+    sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, index, x)
+    pair = index.astype(np.int64) * (int(group.max()) + 1) + group
+    _, pair_row = np.unique(pair, return_inverse=True)
+    pair_sums = np.zeros((int(pair_row.max()) + 1, x.shape[1]), dtype=np.float64)
+    np.add.at(pair_sums, pair_row, x)
+    own = sums[index] - pair_sums[pair_row]
+    measured = np.bincount(index, minlength=n_classes)[index] > np.bincount(pair_row)[pair_row]
+    own /= np.maximum(np.linalg.norm(own, axis=1, keepdims=True), 1e-12)
+    centroids = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    genuine = 1.0 - np.einsum("ij,ij->i", own, x.astype(np.float64))
+    impostor, best, best_distance = np.empty(n), np.empty(n, dtype=np.int64), np.empty(n)
+    for start in range(0, n, _CHUNK):
+        rows = slice(start, start + _CHUNK)
+        d = 1.0 - x[rows].astype(np.float64) @ centroids.T
+        at = (np.arange(len(d)), index[rows])
+        d[at] = np.inf
+        impostor[rows] = d.min(axis=1)
+        d[at] = np.where(measured[rows], genuine[rows], np.inf)
+        best[rows] = d.argmin(axis=1)
+        best_distance[rows] = d[np.arange(len(d)), best[rows]]
+    if not measured.any():
+        return predicted, measured
+    threshold = threshold_for_far(impostor, target_far)
+    predicted = np.where(measured & (best_distance <= threshold), best, -1)
+    return predicted, measured
+
+
 def threshold_for_far(impostor: np.ndarray, target_far: float) -> float:
     """The largest distance threshold that accepts at most `target_far` of the impostor distances.
 

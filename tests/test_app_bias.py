@@ -17,7 +17,7 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from explorer.bias_audit import (audit_report, class_groups, classes_with_faces, confirmed_class_stats,
-                                 known_attributes, parse_reference, store_inputs, uniform_reference)
+                                 held_out_grades, known_attributes, parse_reference, store_inputs, uniform_reference)
 from labeling.classes import add_class
 from labeling.db import open_store
 from labeling.importers import import_attributes
@@ -102,6 +102,7 @@ def expected_report(fx: FixtureStore, reference=None, with_faces: bool = True, *
         classes = classes[classes_with_faces(faces, classes)]
     vf, vectors = faces_frame(fx.store, with_vectors=True)
     stats = confirmed_class_stats(faces, vf["face_id"], vectors)
+    faces = held_out_grades(faces, vf["face_id"], vf["media_id"], vectors)
     attributes = known_attributes(classes)
     if reference is None:
         groups = class_groups(classes, attributes)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from bench.lfw_faces import load_lfw_faces
-from explorer.bias_audit import AuditReport, audit_report, audit_table, class_groups, decade, face_groups
+from explorer.bias_audit import (AuditReport, audit_report, audit_table, class_groups, decade, face_groups,
+                                 held_out_grades)
 from explorer.clusters import class_stats
 
 
@@ -136,6 +137,27 @@ def test_a_confirmed_face_the_model_never_saw_is_not_graded(faces, people):
     assert row["approved_faces"] == len(male)
     graded = face_groups(mixed)
     assert graded["correct"].notna().sum() == len(seen) and graded["declined"].sum() == len(declined)
+
+
+def test_held_out_grades_replace_stored_predictions_of_confirmed_faces(faces, people, lfw):
+    """The audit grades each confirmed face with its own photo held out of its class, whatever the
+    store holds (here: a stored prediction that is wrong everywhere, as after a bad model run)."""
+    stale = faces.assign(predicted="Someone_Else")
+    graded = held_out_grades(stale, faces["face_id"], faces["face_id"], lfw.vectors)
+    confirmed = faces["status"] == "approved"
+    assert (graded.loc[~confirmed, "predicted"] == "Someone_Else").all()  # predictions of undecided faces stay
+    per_class = faces[confirmed].groupby("class").size()
+    measurable = confirmed & faces["class"].map(per_class).ge(2)
+    assert graded.loc[measurable, "measured"].all() and not graded.loc[confirmed & ~measurable, "measured"].any()
+    right = (graded.loc[measurable, "predicted"] == faces.loc[measurable, "class"]).mean()
+    assert right >= 0.9, right
+    rows = audit_table(graded, people, ["gender"]).set_index("group")
+    assert (rows["accuracy"] >= 0.85).all() and (rows["unknown_rate"] <= 0.1).all(), rows[["accuracy", "unknown_rate"]]
+    # one photo per media item vs all of a class's photos in one media item: then nothing is left to grade it
+    one_media = faces["class"].where(faces["class"] == faces["class"].iloc[0], faces["face_id"].astype(str))
+    lumped = held_out_grades(stale, faces["face_id"], one_media, lfw.vectors)
+    first = confirmed & (faces["class"] == faces["class"].iloc[0])
+    assert not lumped.loc[first, "measured"].any() and lumped.loc[measurable & ~first, "measured"].all()
 
 
 def test_unknown_is_never_the_reference_group(faces, people):

@@ -10,7 +10,8 @@ import pytest
 from bench.lfw_faces import load_lfw_faces
 from models.celebrity_classifier import (UNKNOWN, CalibrationWarning, CentroidKnnClassifier, ClassifierError, InvalidLabelsError,
                                          InvalidVectorsError, ModelMismatchError, NotFittedError, TooFewFacesError,
-                                         compare_track_methods, leave_one_out_distances, threshold_for_far)
+                                         compare_track_methods, held_out_centroid_predictions, leave_one_out_distances,
+                                         threshold_for_far)
 
 MODEL = "dlib-resnet-v1"
 KNOWN_PEOPLE = 20  # the first people (by name) with 10+ photos get classes; the next 4 stay unseen
@@ -119,6 +120,42 @@ def test_short_class_list_warns_and_background_faces_fix_the_threshold(lfw):
     after = np.mean(clf.predict(outsider_x, MODEL)[0] == UNKNOWN)
     assert after >= 0.9 and after > before
     assert np.mean(clf.predict(lfw["x"][held], MODEL)[0] == lfw["y"][held]) >= 0.95
+
+
+def test_held_out_grades_catch_a_mislabelled_face(lfw):
+    """A photo filed under the wrong person is graded wrong (never "right" by its own vote), and
+    photos filed correctly are graded right, each with itself held out."""
+    known = [i for i in np.flatnonzero(np.isin(lfw["y"], lfw["known"]))]
+    x, y = lfw["x"][known], lfw["y"][known].copy()
+    wrong = int(np.flatnonzero(y == lfw["known"][0])[0])
+    y[wrong] = lfw["known"][1]
+    answer, measured = held_out_centroid_predictions(x, y.tolist(), np.arange(len(x)))
+    classes = np.unique(y)
+    assert measured.all()
+    assert answer[wrong] in (np.flatnonzero(classes == lfw["known"][0])[0], -1)  # who it shows, or nobody
+    named = np.where(answer >= 0, classes[np.maximum(answer, 0)], UNKNOWN)
+    right = np.delete(np.arange(len(x)), wrong)
+    assert np.mean(named[right] == y[right]) >= 0.95  # photos of known people, each held out
+    assert np.mean((named[right] != y[right]) & (named[right] != UNKNOWN)) <= 0.02
+
+
+def test_held_out_grades_hold_out_the_whole_group(lfw):
+    """Rows of one group (frames of one GIF) leave their class together; a class whose faces all
+    share one group has nothing left to be graded against."""
+    idx = np.flatnonzero(np.isin(lfw["y"], lfw["known"][:3]))
+    x, y = lfw["x"][idx], lfw["y"][idx]
+    groups = np.where(y == lfw["known"][0], "one-gif", np.arange(len(y)).astype(str))
+    answer, measured = held_out_centroid_predictions(x, y.tolist(), groups)
+    assert not measured[y == lfw["known"][0]].any() and measured[y != lfw["known"][0]].all()
+    assert (answer[~measured] == -1).all()
+    # a face's own group held out: with two rows per group, the centroid never contains the row's twin
+    pairs = (np.arange(len(y)) // 2).astype(str)
+    twin = held_out_centroid_predictions(np.repeat(x, 2, axis=0), np.repeat(y, 2).tolist(), np.repeat(pairs, 2))
+    alone = held_out_centroid_predictions(x, y.tolist(), pairs)
+    assert (twin[0][::2] == alone[0]).all() and (twin[1][::2] == alone[1]).all()
+    one_class = held_out_centroid_predictions(x[y == lfw["known"][1]], [lfw["known"][1]] * int((y == lfw["known"][1]).sum()),
+                                              np.arange(int((y == lfw["known"][1]).sum())))
+    assert not one_class[1].any()  # one class: nothing to tell apart, nothing graded
 
 
 def test_threshold_for_far_accepts_exactly_the_allowed_share():

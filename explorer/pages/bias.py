@@ -20,7 +20,7 @@ import streamlit as st
 
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, AuditReport, audit_report, class_groups,
                                  classes_with_faces, confirmed_class_stats, count_text, counted, face_groups,
-                                 known_attributes, parse_reference, store_inputs, uniform_reference)
+                                 held_out_grades, known_attributes, parse_reference, store_inputs, uniform_reference)
 from labeling.pages.common import get_settings, get_store
 from labeling.queries import classes_frame, events_frame, faces_frame, store_overview
 
@@ -61,11 +61,14 @@ def store_stamp() -> tuple:
 def load_inputs(url: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(faces, classes, cluster stats) for the audit. Purity is measured on editor-confirmed labels
     only, in the embedding space of the store's main face model: predicted labels would grade the
-    model with its own answers. None when there are too few confirmed faces to measure it."""
+    model with its own answers. None when there are too few confirmed faces to measure it.
+    Accuracy and unknown rate grade each confirmed face with its media item held out."""
     store = get_store()
     faces, classes = store_inputs(faces_frame(store), classes_frame(store))
     with_vectors, vectors = faces_frame(store, with_vectors=True)
     stats = confirmed_class_stats(faces, with_vectors["face_id"], vectors) if len(with_vectors) else None
+    if len(with_vectors):  # accuracy of faces the model was not fitted on, not of its training set
+        faces = held_out_grades(faces, with_vectors["face_id"], with_vectors["media_id"], vectors)
     return faces, classes, stats
 
 
@@ -131,8 +134,9 @@ def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
         st.error(f"Below four fifths: {named}")
     st.markdown("**Groups**")
     show_table(rows, GROUP_COLUMNS, f"bias_groups_{attribute}")
-    st.caption("Accuracy and unknown rate are measured on editor-confirmed labels (approved or relabeled) that the "
-               "model has predicted, against its latest prediction; "
+    st.caption("Accuracy and unknown rate are measured on editor-confirmed labels (approved or relabeled): each face "
+               "is classified by the nearest class centroid and the open-set threshold with its own GIF or photo "
+               "held out of its class (a face the model was fitted on would only test its memory); "
                "purity on the confirmed faces of each class, in the embedding space. A group with fewer than the "
                "minimum confirmed faces is marked small_sample: its rates are noisy."
                + (" " + COUNT_RULE if attribute in MULTI_VALUED else ""))
@@ -258,10 +262,10 @@ with overview:
     show_overview(report, stats is not None and bool(stats["purity"].notna().any()), missing)
     graded = face_groups(faces)
     unseen = int((graded["confirmed"] & graded["correct"].isna()).sum())
-    if unseen:  # e.g. an imported training set before the first prediction: not "0% accurate"
-        st.caption(f"{counted(unseen, 'confirmed face')} {'has' if unseen == 1 else 'have'} no model prediction "
-                   "yet and {} not graded: `giflens predict` predicts every face (decisions are kept) and so "
-                   "measures {}.".format("is" if unseen == 1 else "are", "it" if unseen == 1 else "them"))
+    if unseen:  # not "0% accurate": a class needs faces outside the face's own GIF or photo to be graded
+        st.caption(f"{counted(unseen, 'confirmed face')} {'is' if unseen == 1 else 'are'} not graded for accuracy: "
+                   "a face is graded when it has an embedding and its class has confirmed faces in other GIFs or "
+                   "photos, in at least two classes.")
 
 figures = report.figures()
 for attribute in attributes:
