@@ -444,6 +444,99 @@ def dupes_command(
                f"frames={sum(map(len, hashes.values()))} radius={radius}")
 
 
+def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
+    """--reference gender=female:50,male:50 (shares as weights, normalised) -> {attribute: shares}."""
+    from explorer.bias_audit import ATTRIBUTES, parse_reference
+
+    out: dict[str, dict[str, float]] = {}
+    for text in given:
+        attribute, sep, pairs = text.partition("=")
+        attribute = attribute.strip().casefold()
+        if not sep or attribute not in ATTRIBUTES or not pairs.strip():
+            raise typer.BadParameter(f"{text!r}: expected ATTRIBUTE=GROUP:SHARE,GROUP:SHARE with ATTRIBUTE one of "
+                                     f"{', '.join(ATTRIBUTES)}", param_hint="--reference")
+        rows = [p.rpartition(":") for p in pairs.split(",")]
+        if any(not sep for _, sep, _ in rows):
+            raise typer.BadParameter(f"{text!r}: every group needs a share, as GROUP:SHARE", param_hint="--reference")
+        try:
+            out[attribute] = parse_reference({group: share for group, _, share in rows})
+        except ValueError as exc:
+            raise typer.BadParameter(f"{text!r}: {exc}", param_hint="--reference") from exc
+    return out
+
+
+@app.command("audit")
+def audit_command(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for bias-audit.csv and bias-audit.html (created if missing).")],
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", min=0.5, max=1.0, help="Flag a group below this share of the best-served group.")] = 0.8,
+    min_faces: Annotated[int, typer.Option(
+        "--min-faces", min=1, help="Fewer confirmed faces in a group: its flags are marked small_sample.")] = 5,
+    basis: Annotated[str, typer.Option("--basis", help="Representation counts classes (people) or faces.")] = "classes",
+    reference: Annotated[Optional[list[str]], typer.Option(
+        "--reference", help="Expected shares, e.g. gender=female:50,male:50 (default: equal shares of the known "
+                            "groups); repeat per attribute.")] = None,
+    all_classes: Annotated[bool, typer.Option(
+        "--all-classes", help="Audit every class, also those without any face (roster entries).")] = False,
+    fail_on_flags: Annotated[bool, typer.Option(
+        "--fail-on-flags", help="Exit 3 when a group is flagged (for scheduled audits).")] = False,
+) -> None:
+    """The bias audit of the app's Bias audit page as CSV and HTML: groups per gender, ethnicity,
+    birth decade and country, accuracy graded held out, purity, representation against a reference,
+    groups below four fifths flagged."""
+    from rich.markup import escape
+
+    from explorer.audit_inputs import read_audit_inputs
+    from explorer.bias_audit import audit_report, class_groups, classes_with_faces, known_attributes, uniform_reference
+
+    if basis not in ("classes", "faces"):
+        raise typer.BadParameter(f"must be classes or faces, got {basis!r}", param_hint="--basis")
+    given = _parse_references(reference or [])
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
+    with console.status("reading the store and grading confirmed faces"):
+        faces, classes, stats = read_audit_inputs(store)
+    if not all_classes and len(classes):
+        has_faces = classes_with_faces(faces, classes)
+        classes = classes[has_faces].reset_index(drop=True) if has_faces.any() else classes
+    attributes = known_attributes(classes) if len(classes) else []
+    if not attributes:
+        what = "no classes" if classes.empty else "no class with a demographic attribute (gender, ethnicity, " \
+                                                 "birth year, country)"
+        console.print(f"[red]error:[/red] the store has {what}: import them with `giflens import attributes CSV`",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    unused = sorted(set(given) - set(attributes))
+    if unused:
+        raise typer.BadParameter(f"no class has a value for {', '.join(unused)}", param_hint="--reference")
+    references = {}
+    for attribute in attributes:
+        known = sorted(set(class_groups(classes, [attribute])["group"]) - {"unknown"})
+        references[attribute] = given.get(attribute, uniform_reference(known))
+    report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats,
+                          threshold=threshold, min_faces=min_faces,
+                          representation_basis={"classes": "class_share", "faces": "face_share"}[basis])
+    out_dir = Path(out_dir)
+    try:
+        written = [report.to_csv(out_dir / "bias-audit.csv"), report.to_html(out_dir / "bias-audit.html")]
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot write to {escape(str(out_dir))}: {escape(exc.strerror or str(exc))}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    flagged = report.flagged()
+    for row in flagged.itertuples():
+        small = " (small sample)" if row.small_sample else ""
+        console.print(f"[yellow]flagged[/yellow] {row.attribute} {escape(str(row.group))}: {row.flags}{small}",
+                      highlight=False, soft_wrap=True)
+    s = report.summary
+    typer.echo(f"audit of {s['classes']} classes, {s['faces in a class']} faces ({s['faces confirmed by an editor']} "
+               f"confirmed) over {', '.join(attributes)}: {len(flagged)} group(s) flagged; wrote "
+               f"{written[0]} and {written[1]}")
+    if fail_on_flags and len(flagged):
+        raise typer.Exit(3)
+
+
 def _exit_on_sigterm(signum: int, _frame) -> None:
     raise SystemExit(128 + signum)
 

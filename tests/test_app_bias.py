@@ -102,7 +102,7 @@ def expected_report(fx: FixtureStore, reference=None, with_faces: bool = True, *
         classes = classes[classes_with_faces(faces, classes)]
     vf, vectors = faces_frame(fx.store, with_vectors=True)
     stats = confirmed_class_stats(faces, vf["face_id"], vectors)
-    faces = held_out_grades(faces, vf["face_id"], vf["media_id"], vectors)
+    faces = held_out_grades(faces, vf["face_id"], vf["media_id"], vectors)  # the page's reading, spelt out
     attributes = known_attributes(classes)
     if reference is None:
         groups = class_groups(classes, attributes)

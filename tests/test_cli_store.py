@@ -161,7 +161,8 @@ def test_a_bad_database_url_is_one_line_exit_1_for_every_command(tmp_path, url, 
     (tmp_path / "tags.csv").write_text("file,uploader_tags\nx.gif,a\n")
     (tmp_path / "media").mkdir()
     for command in (["import", "tags", tmp_path / "tags.csv"], ["import", "raw-dataset", tmp_path], ["export", tmp_path / "out"],
-                    ["ingest", tmp_path / "media"], ["predict"], ["retrain"], ["autotag"], ["dupes"], ["app"]):
+                    ["ingest", tmp_path / "media"], ["predict"], ["retrain"], ["autotag"], ["dupes"], ["app"],
+                    ["audit", tmp_path / "out"]):
         result = invoke(*command, "--data-dir", tmp_path / "data", "--database-url", url)
         assert result.exit_code == 1, (command, result.output)
         assert result.stdout == "" and "Traceback" not in result.stderr, (command, result.stderr)

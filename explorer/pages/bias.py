@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from explorer.audit_inputs import read_audit_inputs
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, AuditReport, audit_report, class_groups,
-                                 classes_with_faces, confirmed_class_stats, count_text, counted, face_groups,
-                                 held_out_grades, known_attributes, parse_reference, store_inputs, uniform_reference)
+                                 classes_with_faces, count_text, counted, face_groups, known_attributes,
+                                 parse_reference, uniform_reference)
 from labeling.pages.common import get_settings, get_store
-from labeling.queries import classes_frame, events_frame, faces_frame, store_overview
+from labeling.queries import events_frame, store_overview
 
 LABELS = {"gender": "Gender", "ethnicity": "Ethnicity", "decade": "Birth decade", "country": "Country"}
 REPORTS = "reports"  # under the data folder
@@ -59,17 +60,9 @@ def store_stamp() -> tuple:
 
 @st.cache_data(show_spinner="Reading the store ...", max_entries=4)
 def load_inputs(url: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
-    """(faces, classes, cluster stats) for the audit. Purity is measured on editor-confirmed labels
-    only, in the embedding space of the store's main face model: predicted labels would grade the
-    model with its own answers. None when there are too few confirmed faces to measure it.
-    Accuracy and unknown rate grade each confirmed face with its media item held out."""
-    store = get_store()
-    faces, classes = store_inputs(faces_frame(store), classes_frame(store))
-    with_vectors, vectors = faces_frame(store, with_vectors=True)
-    stats = confirmed_class_stats(faces, with_vectors["face_id"], vectors) if len(with_vectors) else None
-    if len(with_vectors):  # accuracy of faces the model was not fitted on, not of its training set
-        faces = held_out_grades(faces, with_vectors["face_id"], with_vectors["media_id"], vectors)
-    return faces, classes, stats
+    """(faces, classes, cluster stats) for the audit: explorer.audit_inputs.read_audit_inputs, cached
+    until the store changes."""
+    return read_audit_inputs(get_store())
 
 
 # -- the editor's reference distribution -----------------------------------------------------
