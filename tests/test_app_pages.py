@@ -379,8 +379,11 @@ def test_tag_editor_changes_confidence_and_accepts_suggestions(app, app_store):
 
     # the experts-voting suggestion is accepted
     suggested = media_tags_frame(app_store.store, media_id=gif, status="suggested")
-    assert app.multiselect(key=f"tags_suggestions_{gif}").value == list(suggested["tag"])
-    button(app, "Accept").click().run()
+    assert app.multiselect(key=f"tags_suggestions_{gif}").value == []  # nothing accepted by one careless click
+    assert app.button(key="tags_accept").disabled and app.button(key="tags_reject").disabled
+    app.multiselect(key=f"tags_suggestions_{gif}").set_value(list(suggested["tag"])).run()
+    assert app.button(key="tags_accept").label == f"Accept {len(suggested)}"
+    app.button(key="tags_accept").click().run()
     no_exception(app)
     after = media_tags_frame(app_store.store, media_id=gif).set_index("tag")
     for tag in suggested["tag"]:

@@ -24,7 +24,7 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
-from labeling.schema import AuditEvent, FaceLabel
+from labeling.schema import AuditEvent, CelebrityClass, FaceLabel
 from test_queries import FixtureStore, new_fixture_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -348,3 +348,45 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     assert [(e.editor, e.operation, e.n_entities) for e in events] == [(editor, "unknown_faces", len(inside))]
     assert {k for k in events[0].after if k.startswith("face:")} == {f"face:{f}" for f in inside}
 
+
+
+def _class_row(fx: FixtureStore, name: str) -> tuple:
+    with fx.store() as s:
+        return s.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.country)
+                         .where(CelebrityClass.name == name)).one()
+
+
+def test_classes_a_rename_keeps_the_class_selected_for_the_next_edit(page, browser_store: FixtureStore):
+    """The browser sends a selectbox's choice back as its label: after a rename that label was gone
+    and Streamlit fell back to the first class, so the next form (attributes, merge) hit a class
+    the editor never picked."""
+    _open(page, "Classes")
+    _sign_in(page, "class-editor")
+    _no_exception(page, "Classes")
+    first = _class_row(browser_store, "Ariel Sharon")
+    chooser = page.locator(".st-key-class_selected input").first
+    chooser.click()
+    chooser.fill("Serena")
+    page.locator("[role='option']", has_text="Serena Williams").first.click()
+    _settle(page)
+    serena_id = _class_row(browser_store, "Serena Williams")[0]
+
+    alerts = page.locator("[data-testid='stAlert']")
+    page.get_by_role("tab", name="Rename", exact=True).click()
+    panel = page.locator("[role='tabpanel']:visible").first
+    panel.locator(f".st-key-rename_name_{serena_id} input").fill("Serena J. Williams")
+    panel.get_by_role("button", name="Rename", exact=True).click()
+    alerts.first.wait_for()
+    _settle(page)
+    assert "to 'Serena J. Williams'" in alerts.first.inner_text(), alerts.first.inner_text()
+    assert page.locator(".st-key-class_selected input").first.input_value().startswith("Serena J. Williams")
+
+    page.get_by_role("tab", name="Attributes", exact=True).click()
+    panel = page.locator("[role='tabpanel']:visible").first
+    panel.locator(f".st-key-attr_country_{serena_id} input").fill("USA")
+    panel.get_by_role("button", name="Save attributes", exact=True).click()
+    page.get_by_text(re.compile(r"Done: class 'Serena J\. Williams'")).wait_for()
+    _settle(page)
+    _no_exception(page, "Classes after the rename and the attributes")
+    assert _class_row(browser_store, "Serena J. Williams") == (serena_id, "Serena J. Williams", "USA")
+    assert _class_row(browser_store, "Ariel Sharon") == first  # the first class in the list is untouched

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
-from labeling.pages.common import get_settings, get_store, media_file, parse_ids, versions_seen, write
+from labeling.pages.common import get_settings, get_store, keep_choice, media_file, parse_ids, versions_seen, write
 from labeling.queries import classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
 from labeling.validation import ATTRIBUTES
@@ -80,6 +80,7 @@ options = view["class_id"].tolist()
 if options:
     if st.session_state.get(SELECT_KEY) not in options:
         st.session_state[SELECT_KEY] = options[0]
+    keep_choice(SELECT_KEY, options)
     selected = st.selectbox("Class to edit", options, format_func=label, key=SELECT_KEY)
 else:
     selected = None
@@ -135,6 +136,7 @@ if selected is not None:
         st.write(f"Merge **{row['name']}** into another class: its labels and predictions move there, "
                  "and it is retired.")
         with st.form(f"merge_form_{selected}"):
+            keep_choice(f"merge_target_{selected}", targets)
             target = st.selectbox("Into", targets, format_func=label, key=f"merge_target_{selected}")
             if st.form_submit_button("Merge"):
                 write(lambda s, e: merge_classes(s, selected, target, e,
@@ -151,6 +153,7 @@ if selected is not None:
             mode = st.radio("To", ["a new class", "an existing class"], horizontal=True, key=f"split_mode_{selected}")
             split_name = st.text_input("New class name", key=f"split_name_{selected}")
             split_targets = [c for c in catalog["class_id"] if c != selected and by_id.loc[c, "status"] != "retired"]
+            keep_choice(f"split_target_{selected}", split_targets)
             split_target = st.selectbox("Existing class", split_targets, index=None,
                                         format_func=label, key=f"split_target_{selected}")
             if st.form_submit_button("Split"):

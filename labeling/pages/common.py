@@ -172,6 +172,18 @@ def show_error(exc: BaseException) -> None:
         st.error(f"{type(exc).__name__}: {exc}")
 
 
+def keep_choice(key: str, options: list[Any]) -> None:
+    """Re-send a keyed selectbox's choice to the browser; call it before the selectbox is drawn.
+
+    The browser hands a selectbox's choice back as the label it shows. Once the chosen option's
+    label changes (a class renamed, faces moved in or out of it), the old label matches nothing
+    and Streamlit falls back to the first option: the next form submitted would act on a class
+    the editor never picked. A value set from the script makes the browser show, and later send,
+    the current label."""
+    if key in st.session_state and st.session_state[key] in options:
+        st.session_state[key] = st.session_state[key]
+
+
 def flash(message: str, kind: str = "success") -> None:
     """A message shown once, at the top of the next run (survives st.rerun)."""
     st.session_state.setdefault(FLASH_KEY, []).append((kind, message))

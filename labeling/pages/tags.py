@@ -2,8 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from labeling.pages.common import (get_settings, get_store, media_file, progress_callback, require_editor, versions_seen,
-                                   write)
+from labeling.pages.common import (get_settings, get_store, keep_choice, media_file, progress_callback, require_editor,
+                                   versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 
@@ -91,6 +91,7 @@ with per_gif:
         still = ~media["kind"].isin(("gif", "webp", *VIDEO_KINDS))
         ordered = media.assign(_still=still, _name=media["name"].str.casefold()).sort_values(
             ["_still", "_name"], kind="stable").index.tolist()
+        keep_choice(MEDIA_KEY, ordered)  # its label counts tags: accepting suggestions changes it
         media_id = st.selectbox("GIF or image", ordered, format_func=media_label, key=MEDIA_KEY)
         tags = media_tags_frame(store, media_id=media_id)
         active = tags[tags["status"] == "active"].reset_index(drop=True)
@@ -134,14 +135,16 @@ with per_gif:
                 st.write("No suggestions waiting.")
             else:
                 st.dataframe(suggested[["tag", "confidence", "source"]], hide_index=True, width="stretch")
-                chosen = st.multiselect("Suggestions", suggested["tag"].tolist(), default=suggested["tag"].tolist(),
-                                        key=f"tags_suggestions_{media_id}")
+                # none picked to start with: suggestions are guesses, and one click must not accept them all
+                chosen = st.multiselect("Suggestions to accept or reject", suggested["tag"].tolist(),
+                                        key=f"tags_suggestions_{media_id}", placeholder="pick suggestions")
                 accept, reject = st.columns(2)
                 decided = {tag_key[t]: seen[tag_key[t]] for t in chosen}
-                if accept.button("Accept", key="tags_accept") and chosen:
+                n = f" {len(chosen)}" if chosen else ""
+                if accept.button(f"Accept{n}", key="tags_accept", disabled=not chosen) and chosen:
                     write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "active", e,
                                                       expected_versions=decided))
-                if reject.button("Reject", key="tags_reject") and chosen:
+                if reject.button(f"Reject{n}", key="tags_reject", disabled=not chosen) and chosen:
                     write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "rejected", e,
                                                       expected_versions=decided))
 
@@ -165,6 +168,7 @@ with per_tag:
         st.info("No tags yet.")
     else:
         by_tag = counts.set_index("tag")
+        keep_choice(TAG_KEY, counts["tag"].tolist())
         tag = st.selectbox("Tag", counts["tag"].tolist(), key=TAG_KEY,
                            format_func=lambda t: f"{t} ({by_tag.loc[t, 'active']} active, "
                                                  f"{by_tag.loc[t, 'suggested']} suggested)")
