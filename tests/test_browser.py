@@ -311,14 +311,20 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     xs = sorted(p["x"] for p in points)
     gap, cut = max((xs[i + 1] - xs[i], (xs[i] + xs[i + 1]) / 2) for i in range(len(xs) - 1))
     assert gap > 6, f"the faces are too close together for a box between them ({gap:.1f} px)"
-    inside = sorted({p["id"] for p in points if p["x"] < cut})
-    outside = {p["id"] for p in points if p["x"] > cut}
-    assert inside and outside
+    left = sorted({p["id"] for p in points if p["x"] < cut})
+    right = sorted({p["id"] for p in points if p["x"] > cut})
+    assert left and right
+    # the side holding more editor-confirmed faces: the guard on changing decisions is part of the flow
+    before = _label_state(browser_store)
+    decided = {f for f, v in before.items() if v[0] in ("approved", "relabeled")}
+    to_right = len(decided & set(right)) > len(decided & set(left))
+    inside = right if to_right else left
+    x0, x1 = (cut, area["right"] - 3) if to_right else (area["left"] + 3, cut)
 
-    page.mouse.move(area["left"] + 3, area["top"] + 3)
+    page.mouse.move(x0, area["top"] + 3)
     page.mouse.down()
-    page.mouse.move((area["left"] + cut) / 2, (area["top"] + area["bottom"]) / 2, steps=10)
-    page.mouse.move(cut, area["bottom"] - 3, steps=10)
+    page.mouse.move((x0 + x1) / 2, (area["top"] + area["bottom"]) / 2, steps=10)
+    page.mouse.move(x1, area["bottom"] - 3, steps=10)
     page.mouse.up()
     # on_select="rerun": the page reruns and lists what Streamlit received from plotly.js
     message = page.get_by_text(re.compile(r"^\d+ face\(s\) selected: "))
@@ -331,9 +337,17 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
 
     before, last_event = _label_state(browser_store), _last_event_id(browser_store)
     alerts = page.locator("[data-testid='stAlert']")
-    assert alerts.count() == 0, alerts.first.inner_text()
-    page.get_by_role("button", name=f"Mark {len(inside)} unknown", exact=True).click()
-    alerts.first.wait_for()  # the outcome, flashed after the write and its rerun
+    mark = page.get_by_role("button", name=f"Mark {len(inside)} unknown", exact=True)
+    confirmed = [f for f in inside if f in decided]
+    assert confirmed, "the fixture's approved faces should be in the box"
+    # editors' decisions in the box: changing them takes a tick of its own
+    assert alerts.first.inner_text().startswith(f"{len(confirmed)} of the selected faces are confirmed")
+    assert mark.is_disabled()
+    page.get_by_text(f"Change the {len(confirmed)} confirmed face(s) too").click()
+    _settle(page)
+    assert mark.is_enabled()
+    mark.click()
+    page.get_by_text(re.compile(r"^Done: unknown")).wait_for()  # the outcome, flashed after the write and its rerun
     _settle(page)
     _no_exception(page, "Explore after the bulk action")
     assert alerts.first.inner_text().startswith(f"Done: unknown {len(inside)} face(s)"), alerts.first.inner_text()

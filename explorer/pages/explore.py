@@ -17,7 +17,7 @@ from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
 from labeling.queries import UNLABELED, classes_frame, face_models, history_frame, model_candidates, track_history_frame
-from labeling.schema import AuditEvent
+from labeling.schema import CONFIRMED_STATUSES, AuditEvent
 
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
 SELECTED = "explore_selected"  # id of the point whose details show
@@ -228,22 +228,33 @@ with bulk:
         if chosen:
             shown_versions = dict(zip(shown["id"].astype(int), shown["version"]))
             seen = versions_seen("explore_bulk", {i: shown_versions[i] for i in chosen if i in shown_versions})
+            # A lasso catches whatever lies in the way, editors' decisions included: changing those
+            # (reject, unknown, relabel, a new class seeded with them) takes a tick of its own.
+            confirmed = shown[shown["id"].isin(chosen) & shown["status"].isin(CONFIRMED_STATUSES)]
+            override = True
+            if len(confirmed):
+                classes_hit = ", ".join(f"{c} {n}" for c, n in confirmed["class"].value_counts().head(5).items())
+                st.warning(f"{len(confirmed)} of the selected faces are confirmed by an editor ({classes_hit}): "
+                           "rejecting them, marking them unknown, relabelling them or seeding a new class with them "
+                           "changes those decisions.")
+                override = st.checkbox(f"Change the {len(confirmed)} confirmed face(s) too",
+                                       key=f"explore_bulk_override_{hash(tuple(chosen))}")
             cols = st.columns(4)
             if cols[0].button(f"Approve {len(chosen)}", key="explore_bulk_approve"):
                 write(lambda s, e: approve_faces(s, chosen, e, expected_versions=seen))
-            if cols[1].button(f"Reject {len(chosen)}", key="explore_bulk_reject"):
+            if cols[1].button(f"Reject {len(chosen)}", key="explore_bulk_reject", disabled=not override):
                 write(lambda s, e: reject_faces(s, chosen, e, expected_versions=seen))
-            if cols[2].button(f"Mark {len(chosen)} unknown", key="explore_bulk_unknown"):
+            if cols[2].button(f"Mark {len(chosen)} unknown", key="explore_bulk_unknown", disabled=not override):
                 write(lambda s, e: mark_unknown(s, chosen, e, expected_versions=seen))
             with cols[3]:
                 if class_ids:
                     bulk_target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
                                                key="explore_bulk_class")
-                    if st.button(f"Relabel {len(chosen)}", key="explore_bulk_relabel"):
+                    if st.button(f"Relabel {len(chosen)}", key="explore_bulk_relabel", disabled=not override):
                         write(lambda s, e: relabel_faces(s, chosen, int(bulk_target), e, expected_versions=seen))
             with st.form("explore_new_class"):
                 name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
-                if st.form_submit_button("Add class"):
+                if st.form_submit_button("Add class", disabled=not override):
                     write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen))
     elif view != "Faces":
         st.info("Bulk actions work on faces: choose the Faces view.")
