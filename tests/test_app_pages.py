@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from labeling.classes import add_class, rename_class, set_class_status
 from labeling.db import open_store
-from labeling.pages.common import allowed_extensions, check_upload, parse_ids, safe_file_name
+from labeling.pages.common import allowed_extensions, check_upload, human_bytes, parse_ids, safe_file_name
 from labeling.errors import ValidationError
 from labeling.queries import classes_frame, media_tags_frame, store_overview
 from labeling.schema import AuditEvent, CelebrityClass, Export, Face, FaceLabel, Media, MediaTag, Tag
@@ -450,7 +450,8 @@ def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):
     no_exception(at)
     refused = [d.value for d in at.dataframe if "reason" in d.value.columns and big.name in set(d.value["file"])][0]
     assert list(refused["file"]) == [big.name]
-    assert refused["reason"].iloc[0] == f"{big.stat().st_size / 1e3:.1f} kB is over the limit of 20.0 kB per file"
+    size = f"{big.stat().st_size / 1024:.1f}".removesuffix(".0")
+    assert refused["reason"].iloc[0] == f"{size} KiB is over the limit of 19.5 KiB per file"
     assert any(m.startswith("ingested 1, cached 0, failed 1") for m in messages(at)), messages(at)
     failures = [d.value for d in at.dataframe if "reason" in d.value.columns and "fake.png" in d.value["file"].iloc[0]]
     assert failures and "text" in failures[0]["reason"].iloc[0]
@@ -497,7 +498,8 @@ def test_upload_checks_and_parsers():
     assert "type .txt is not accepted" in check_upload("notes.txt", 10, settings)
     assert "type .? is not accepted" in check_upload("no-extension", 10, settings)
     assert check_upload("a.jpg", 0, settings) == "the file is empty"
-    assert check_upload("a.jpg", 2_500_000, settings) == "2.5 MB is over the limit of 1.0 kB per file"
+    assert check_upload("a.jpg", 2_500_000, settings) == "2.4 MiB is over the limit of 1000 bytes per file"
+    assert human_bytes(200 * 2 ** 20) == "200 MiB" and human_bytes(1536) == "1.5 KiB" and human_bytes(999) == "999 bytes"
     assert safe_file_name("../../etc/passwd") == "passwd" and safe_file_name("..\\x\\.hidden.gif") == "hidden.gif"
     assert safe_file_name("\x00") == "upload"
     assert parse_ids("12, 15 20;12") == [12, 15, 20] and parse_ids("") == []

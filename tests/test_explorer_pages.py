@@ -243,6 +243,20 @@ def _ticked(at: AppTest, key: str) -> list[int]:
     return sorted(at.session_state[f"{key}__picked"]) if f"{key}__picked" in at.session_state else []
 
 
+def test_approve_is_offered_only_for_a_face_with_a_class(reviewed, monkeypatch):
+    app = open_app(monkeypatch, reviewed.data_dir, reviewed.url)
+    app.switch_page("explorer/pages/explore.py").run()
+    _sign_in(app, "ann")
+    face = reviewed.face("Serena_Williams_0007.jpg")
+    app.number_input(key="explore_point_id").set_value(face).run()
+    _ok(app)
+    assert not app.button(key="explore_approve").disabled
+    reject_faces(reviewed.store, [face], "bob")
+    app.number_input(key="explore_point_id").set_value(face).run()
+    assert app.button(key="explore_approve").disabled  # rejected: no class left to approve; relabel instead
+    assert not app.button(key="explore_relabel").disabled
+
+
 def test_a_decision_on_a_face_changed_meanwhile_is_refused(reviewed, monkeypatch):
     """Explore's buttons and Review's bulk actions act on the label versions the editor was shown: a
     click reruns the page, which reads the store again, but a face another editor decided since is

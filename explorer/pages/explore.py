@@ -16,7 +16,8 @@ from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, 
 from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
-from labeling.queries import UNLABELED, classes_frame, face_models, history_frame, model_candidates, track_history_frame
+from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, history_frame, model_candidates,
+                              track_history_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent
 
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
@@ -196,7 +197,9 @@ with details:
                       "relabel": lambda s, e: relabel_faces(s, fid, class_id, e, expected_versions=seen)}[decision]
                 write(fn)
 
-            if buttons[0].button("Approve", key="explore_approve", width="stretch"):
+            no_class = row["class"] in (UNLABELED, *TURNED_DOWN.values())  # nothing to approve: relabel instead
+            if buttons[0].button("Approve", key="explore_approve", width="stretch", disabled=no_class,
+                                 help="No class to approve: pick one and relabel" if no_class else None):
                 act("approve")
             if buttons[1].button("Reject", key="explore_reject", width="stretch"):
                 act("reject")

@@ -275,9 +275,11 @@ def allowed_extensions() -> list[str]:
 
 
 def human_bytes(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    """Binary units, as the limits are set (GIFLENS_MAX_FILE_BYTES defaults to 200 MiB, shown as
+    such, not as "209.7 MB"); no trailing ".0"."""
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
         if n >= scale:
-            return f"{n / scale:.1f} {unit}"
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
     return f"{n} bytes"
 
 

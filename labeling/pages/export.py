@@ -131,9 +131,11 @@ if retrained:
                f"{retrained['predicted']} undecided faces predicted.")
     before_col, after_col, version_col = st.columns(3)
     before_col.metric("Holdout accuracy before", f"{retrained['before']:.4f}")
-    after_col.metric("Holdout accuracy after", f"{retrained['after']:.4f}",
-                     delta=f"{retrained['after'] - retrained['before']:+.4f}")
-    version_col.metric("Model version", retrained["version"])
+    change = retrained["after"] - retrained["before"]
+    after_col.metric("Holdout accuracy after", f"{retrained['after']:.4f}", delta=f"{change:+.4f}",
+                     delta_color="normal" if round(change, 4) else "off")  # a tie is no green arrow
+    version_col.metric("Model version", retrained["version"].removeprefix("centroid-knn-").removeprefix("head-"),
+                       help=retrained["version"])
     st.code(retrained["line"], language=None)
     st.caption(f"Artifact: {retrained['artifact']} · report: {retrained['report']}")
     for note in retrained["notes"]:
