@@ -243,13 +243,19 @@ def _ticked(at: AppTest, key: str) -> list[int]:
     return sorted(at.session_state[f"{key}__picked"]) if f"{key}__picked" in at.session_state else []
 
 
-def test_approve_is_offered_only_for_a_face_with_a_class(reviewed, monkeypatch):
+def _explore_face_as_ann(reviewed: LoopStore, monkeypatch, photo: str) -> tuple[AppTest, int]:
+    """Explore, signed in as ann, with the face of this photo picked."""
     app = open_app(monkeypatch, reviewed.data_dir, reviewed.url)
     app.switch_page("explorer/pages/explore.py").run()
     _sign_in(app, "ann")
-    face = reviewed.face("Serena_Williams_0007.jpg")
+    face = reviewed.face(photo)
     app.number_input(key="explore_point_id").set_value(face).run()
     _ok(app)
+    return app, face
+
+
+def test_approve_is_offered_only_for_a_face_with_a_class(reviewed, monkeypatch):
+    app, face = _explore_face_as_ann(reviewed, monkeypatch, "Serena_Williams_0007.jpg")
     assert not app.button(key="explore_approve").disabled
     reject_faces(reviewed.store, [face], "bob")
     app.number_input(key="explore_point_id").set_value(face).run()
@@ -261,12 +267,7 @@ def test_a_decision_on_a_face_changed_meanwhile_is_refused(reviewed, monkeypatch
     """Explore's buttons and Review's bulk actions act on the label versions the editor was shown: a
     click reruns the page, which reads the store again, but a face another editor decided since is
     refused with a message naming them, not silently overwritten."""
-    app = open_app(monkeypatch, reviewed.data_dir, reviewed.url)
-    app.switch_page("explorer/pages/explore.py").run()
-    _sign_in(app, "ann")
-    face = reviewed.face("Serena_Williams_0007.jpg")
-    app.number_input(key="explore_point_id").set_value(face).run()
-    _ok(app)
+    app, face = _explore_face_as_ann(reviewed, monkeypatch, "Serena_Williams_0007.jpg")
     relabel_faces(reviewed.store, [face], reviewed.classes["Hugo Chavez"], "bob")  # meanwhile
     app.button(key="explore_approve").click().run()
     _ok(app)
