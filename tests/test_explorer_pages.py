@@ -379,3 +379,10 @@ def test_review_bulk_approve_is_one_event_and_one_undo(reviewed, monkeypatch):
     app.button(key="review_undo").click().run()
     _ok(app)
     assert _labels(reviewed, faces) == before
+    # a track the model could not name has nothing to approve: the button says so instead of failing
+    tracks = tracks_frame(reviewed.store)
+    unnamed = tracks.loc[tracks["predicted_class_id"].isna() & ~tracks["has_decision"], "track_id"].astype(int).tolist()
+    assert unnamed, "the fixture's GIFs hold tracks of people outside the class list"
+    _tick(app, "review_tracks", [unnamed[0], picked[0]])
+    assert app.button(key="review_tracks_approve").disabled
+    assert not app.button(key="review_tracks_relabel").disabled

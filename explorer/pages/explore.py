@@ -113,6 +113,8 @@ shown = frame[mask]
 selected_now = st.session_state.get(SELECTED)
 highlight = [selected_now] if selected_now is not None else None
 fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight).update_layout(height=640)
+if view == "GIFs" and COLOR_OPTIONS[colour] == "class":  # a GIF's "class" is its most confident tag
+    fig3.update_layout(legend_title_text="top tag")
 event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_mode=("points",))
 st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
 clicked = selected_ids(plotly_click("explore_3d"))  # 3D clicks: Streamlit's on_select never sees them

@@ -186,7 +186,10 @@ with tracks_tab:
             cols, done = st.columns(5), untick("review_tracks")
             members = faces[faces["track_id"].isin(ticked)]
             seen = versions_seen("review_tracks", dict(zip(members["face_id"].astype(int), members["version"])))
-            if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve"):
+            unnamed = sorted(set(ticked) & set(todo.loc[todo["predicted_class_name"].isna(), "track_id"].astype(int)))
+            if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve", disabled=bool(unnamed),
+                              help=(f"No predicted class to approve for track(s) {', '.join(map(str, unnamed[:10]))}: "
+                                    "relabel them, or untick them") if unnamed else None):
                 write(lambda s, e: label_tracks(s, ticked, "approve", e, expected_versions=seen), after=done)
             if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
                 write(lambda s, e: label_tracks(s, ticked, "reject", e, expected_versions=seen), after=done)
