@@ -85,7 +85,10 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
             new_class, status = class_id, "relabeled"
         else:
             new_class, status = None, DECISIONS[decision]
-        changes[(face_id,)] = {"status": status, "class_id": new_class, "source": source, "editor": op.editor}
+        values = {"status": status, "class_id": new_class, "source": source, "editor": op.editor}
+        if row is not None and all(row[c] == v for c, v in values.items()):
+            continue  # the same decision again (a second click): no new version, nothing to undo
+        changes[(face_id,)] = values
         touched_media.add(media_of[face_id])
         touched_classes.add(current_class)
         touched_classes.add(new_class)

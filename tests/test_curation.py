@@ -85,6 +85,28 @@ def test_successive_changes_of_one_face_are_undone_one_by_one(store):
         undo_last(store, "bob")
 
 
+def test_the_same_decision_twice_changes_nothing_the_second_time(store):
+    """A second click on Approve (or a bulk approve over faces already approved) is no new version and
+    no audit event: otherwise history fills with non-changes and "Undo last" undoes one of them."""
+    faces = make_faces(store, 1, 3)
+    a, _ = add_class(store, "A", "ann")
+    relabel_faces(store, faces[:2], a, "bob")
+    version = label_of(store, faces[0]).version
+    again = relabel_faces(store, faces[:2], a, "bob")
+    assert again.event_id is None and again.summary.endswith("(nothing changed)")
+    assert label_of(store, faces[0]).version == version
+    partly = relabel_faces(store, faces, a, "bob")  # only the third face changes
+    assert partly.event_id is not None and set(event_after(store, partly.event_id)) == {f"face:{faces[2]}"}
+    assert relabel_faces(store, faces[:1], a, "cid").event_id is not None  # another editor's confirmation counts
+    undo_last(store, "bob")
+    assert label_of(store, faces[2]) is None and label_of(store, faces[1]).class_id == a
+
+
+def event_after(store, event_id: int) -> dict:
+    with store() as s:
+        return s.get(AuditEvent, event_id).after
+
+
 def test_a_model_refresh_does_not_pin_an_editor_decision(store):
     faces = make_faces(store, 1, 2)
     a, _ = add_class(store, "A", "ann")

@@ -592,7 +592,8 @@ def test_app_retrain_and_experts_voting(loop_app):
                         .read_text())
     assert metrics["Holdout accuracy before"] == f"{report['before']:.4f}"
     assert metrics["Holdout accuracy after"] == f"{report['after']:.4f}"
-    assert metrics["Model version"] == report["model_version"]
+    assert report["model_version"].endswith(f"-{metrics['Model version']}")  # the hash; the kind is in the message
+    assert any(report["model_version"] in m.value for m in at.success), [m.value for m in at.success]
     with loop.store() as s:
         assert s.scalars(select(AuditEvent.editor).where(AuditEvent.operation == "predict_faces")).all() == ["ann"]
 
