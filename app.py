@@ -20,9 +20,9 @@ if str(ROOT) not in sys.path:  # `streamlit run` from elsewhere: the packages li
 
 from labeling.audit import undo_last  # noqa: E402
 from labeling.errors import StoreError  # noqa: E402
-from labeling.pages.common import (current_editor, database_label, flash, get_settings, get_store,  # noqa: E402
-                                   oidc_configured, oidc_providers, password_required, result_message, show_error,
-                                   show_flash, sign_in, sign_out)
+from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, get_settings,  # noqa: E402
+                                   get_store, oidc_configured, oidc_providers, password_required, result_message,
+                                   show_error, show_flash, sign_in, sign_out)
 from labeling.queries import events_frame  # noqa: E402
 
 PAGES = "labeling/pages"
@@ -120,11 +120,10 @@ if editor:
     with st.sidebar:
         st.subheader("Your recent operations")
         mine = events_frame(store, editor, limit=8)
-        if len(mine):
-            note = [f"undone by {u}" if pd.notna(u) else (f"undo of {o}" if pd.notna(o) else "")
-                    for u, o in zip(mine["undone_by"], mine["undo_of"])]
-            st.dataframe(mine.assign(note=note)[["event_id", "operation", "summary", "note"]], hide_index=True,
-                         width="stretch")
+        if len(mine):  # one short line each: a table is cut off in a sidebar this narrow
+            for event_id, summary, undone_by in zip(mine["event_id"], mine["summary"], mine["undone_by"]):
+                line = f"**#{event_id}** {escape_markdown(str(summary))}"
+                st.caption(f"~~{line}~~ (undone by #{int(undone_by)})" if pd.notna(undone_by) else line)
         else:
             st.caption("None yet.")
         st.button("Undo last", key="undo_last", on_click=_undo_last, disabled=mine.empty,

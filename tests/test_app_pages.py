@@ -152,8 +152,9 @@ def test_add_rename_class_with_audit_and_undo(app, app_store):
                           .order_by(AuditEvent.id.desc())).first()
     key = f"class:{cate.id}"
     assert event.before[key]["name"] == "Cate Blanchett" and event.after[key]["name"] == "Catherine Blanchett"
-    recent = app.sidebar.dataframe[0].value
-    assert list(recent["operation"][:2]) == ["rename_class", "add_class"]
+    recent = [c.value for c in app.sidebar.caption if c.value.startswith("**#")]
+    assert recent[0] == f"**#{event.id}** rename class 'Cate Blanchett' to 'Catherine Blanchett'", recent
+    assert recent[1].startswith(f"**#{event.id - 1}** add class 'Cate Blanchett'"), recent
 
     # the sidebar's undo reverses the rename, as an audited operation of its own
     button(app, "Undo last").click().run()

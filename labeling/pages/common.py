@@ -172,6 +172,15 @@ def show_error(exc: BaseException) -> None:
         st.error(f"{type(exc).__name__}: {exc}")
 
 
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
+
+
+def escape_markdown(text: str) -> str:
+    """Text shown through Streamlit's markdown as typed: a class named `*NSYNC_` or `[x](y)` is a
+    name, not emphasis or a link."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", text)
+
+
 def keep_choice(key: str, options: list[Any]) -> None:
     """Re-send a keyed selectbox's choice to the browser; call it before the selectbox is drawn.
 
