@@ -169,9 +169,10 @@ def _store_for(settings: Settings) -> sessionmaker[Session]:
         raise typer.Exit(1) from exc
 
 
-def _run(action, notes: str = "skipped"):
+def _run(action, notes: str = "skipped", progress: Progress | None = None):
     """Run an import or export: a refusal is exit code 1 with its message, notes go to stderr,
-    the one-line summary to stdout."""
+    the one-line summary to stdout, after the command's progress bar is drawn for the last time
+    (so a terminal or a log shows the bar, then the notes, then the summary)."""
     from rich.markup import escape
 
     from embeddings.pipeline import ModelUnavailableError
@@ -185,6 +186,8 @@ def _run(action, notes: str = "skipped"):
     except ModelUnavailableError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
+    if progress is not None:
+        progress.stop()
     skipped = getattr(summary, "skipped", None) or getattr(summary, "notes", None) or []
     for note in skipped[:MAX_NOTES]:
         console.print(f"[yellow]{notes}[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
@@ -208,7 +211,7 @@ def import_raw_dataset_command(
         _run(lambda: import_raw_dataset(
             store, folder, settings, _editor(editor),
             on_start=lambda n: progress.update(task, total=n),
-            on_result=lambda r: progress.update(task, advance=1, current=Path(r.path).name[:40])))
+            on_result=lambda r: progress.update(task, advance=1, current=Path(r.path).name[:40])), progress=progress)
 
 
 @import_app.command("classes")
@@ -269,7 +272,8 @@ def export_command(
         _run(lambda: export_dataset(
             store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
             face_model=settings.face_model, overwrite=overwrite,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total, current="face crops")))
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total, current="face crops")),
+             progress=progress)
 
 
 @app.command("app")
@@ -349,7 +353,7 @@ def predict_command(
         _run(lambda: refresh_predictions(
             store, face_model, data_dir=Path(settings.data_dir), top=top, track_method=track_method,
             faces="undecided" if undecided_only else "all", editor=_editor(editor),
-            on_progress=_progress_callback(progress, task)), notes="note")
+            on_progress=_progress_callback(progress, task)), notes="note", progress=progress)
 
 
 @app.command("retrain")
@@ -376,7 +380,7 @@ def retrain_command(
         result = _run(lambda: retrain(
             store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
             hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
-            editor=_editor(editor), on_progress=_progress_callback(progress, task)), notes="note")
+            editor=_editor(editor), on_progress=_progress_callback(progress, task)), notes="note", progress=progress)
     console.print(f"artifacts: {result.artifact} (deployed), report {result.report}", highlight=False, soft_wrap=True)
 
 
@@ -402,7 +406,8 @@ def autotag_command(
     with progress_task("autotag") as (progress, task):
         result = _run(lambda: autotag(
             store, _editor(editor), gif_model=gif_model, text=source[text], k=k,
-            min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)), notes="note")
+            min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)), notes="note",
+            progress=progress)
     for name, weight in result.weights.items():
         console.print(f"weight {name}: {weight:.4f} ({result.hits[name]} of {result.coverage[name]} tagged media it "
                       "covers get a correct tag)", highlight=False)
