@@ -10,7 +10,7 @@ import streamlit as st
 from sqlalchemy import func, select
 
 from explorer.click_bridge import plotly_click
-from explorer.figures import scatter_2d, scatter_3d, selected_ids
+from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, load_cached, pca_preview
 from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, projection_for, view_points
 from labeling.classes import add_class
@@ -112,7 +112,9 @@ frame = points.assign(x=coords[:, 0], y=coords[:, 1], z=coords[:, 2])
 shown = frame[mask]
 selected_now = st.session_state.get(SELECTED)
 highlight = [selected_now] if selected_now is not None else None
-fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight).update_layout(height=640)
+# one point per class in the centroids view: as many distinct colours as the palette has before folding into "other"
+fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight,
+                  max_classes=len(PALETTE) if view == "Class centroids" else 20).update_layout(height=640)
 if view == "GIFs" and COLOR_OPTIONS[colour] == "class":  # a GIF's "class" is its most confident tag
     fig3.update_layout(legend_title_text="top tag")
 event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_mode=("points",))
