@@ -121,7 +121,7 @@ event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_
 st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
 clicked = selected_ids(plotly_click("explore_3d"))  # 3D clicks: Streamlit's on_select never sees them
 picked = selected_ids(event)
-choice = clicked[0] if clicked else (picked[0] if picked and picked[0] != st.session_state.get("explore_last_pick") else None)
+# the centroids view has one point per class: every palette colour before folding into "other"
 if choice is not None:
     st.session_state["explore_last_pick"] = choice
     st.session_state[SELECTED] = st.session_state[POINT_ID] = int(choice)  # the id box shows what was clicked
