@@ -112,7 +112,7 @@ frame = points.assign(x=coords[:, 0], y=coords[:, 1], z=coords[:, 2])
 shown = frame[mask]
 selected_now = st.session_state.get(SELECTED)
 highlight = [selected_now] if selected_now is not None else None
-# one point per class in the centroids view: as many distinct colours as the palette has before folding into "other"
+# the centroids view has one point per class: every palette colour before folding into "other"
 fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight,
                   max_classes=len(PALETTE) if view == "Class centroids" else 20).update_layout(height=640)
 if view == "GIFs" and COLOR_OPTIONS[colour] == "class":  # a GIF's "class" is its most confident tag
@@ -121,7 +121,8 @@ event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_
 st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
 clicked = selected_ids(plotly_click("explore_3d"))  # 3D clicks: Streamlit's on_select never sees them
 picked = selected_ids(event)
-# the centroids view has one point per class: every palette colour before folding into "other"
+fresh_pick = picked[0] if picked and picked[0] != st.session_state.get("explore_last_pick") else None
+choice = clicked[0] if clicked else fresh_pick
 if choice is not None:
     st.session_state["explore_last_pick"] = choice
     st.session_state[SELECTED] = st.session_state[POINT_ID] = int(choice)  # the id box shows what was clicked
