@@ -20,8 +20,6 @@ def read_audit_inputs(store: sessionmaker[Session]) -> tuple[pd.DataFrame, pd.Da
     the stored prediction was made with that face in the training set."""
     faces, classes = store_inputs(faces_frame(store), classes_frame(store))
     with_vectors, vectors = faces_frame(store, with_vectors=True)
-    if not len(with_vectors):
-        return faces, classes, None
-    stats = confirmed_class_stats(faces, with_vectors["face_id"], vectors)
+    stats = confirmed_class_stats(faces, with_vectors["face_id"], vectors) if len(with_vectors) else None
     faces = held_out_grades(faces, with_vectors["face_id"], with_vectors["media_id"], vectors)
     return faces, classes, stats

@@ -7,9 +7,9 @@ faces    one row per face: `face_id`, `class` (the label; for status "predicted"
          empty and `predicted` is used), `status` ("approved" / "relabeled" = confirmed by an
          editor, "predicted", "unknown", "rejected"), `predicted` (the model's class; empty or
          "unknown" = the model declined), optional `correct` (bool, overrides predicted == class),
-         optional `measured` (bool: the model predicted this face; a confirmed face no model has
-         seen, e.g. an imported photo before the first `giflens predict`, is not graded at all,
-         rather than counted as a face the model declined).
+         optional `measured` (bool, default true: whether the face is graded at all; a confirmed
+         face that cannot be graded, see `held_out_grades`, is left out of accuracy and unknown
+         rate rather than counted as a face the model declined).
 classes  one row per class: `class` (or `name`) and any of `gender`, `ethnicity`,
          `birth_year` (audited by decade) or `decade`, `country`.
 
@@ -80,6 +80,7 @@ MULTI_VALUED = {"ethnicity"}
 COUNT_COLUMNS = ("classes", "faces", "approved_faces")  # weighted counts (see above): whole unless multi-valued
 # Higher is better for each; unknown-rate enters as recognised_rate = 1 - unknown_rate.
 QUALITY_METRICS = ("accuracy", "recognised_rate", "purity")
+REPRESENTATION_BASES = {"classes": "class_share", "faces": "face_share"}  # what representation counts
 
 
 # -- normalising attributes ------------------------------------------------------------------
@@ -145,8 +146,8 @@ def class_groups(classes: pd.DataFrame, attributes: Sequence[str] | None = None)
 def face_groups(faces: pd.DataFrame) -> pd.DataFrame:
     """Faces with their effective class (the confirmed class, or the model's for status
     "predicted"), confirmed/predicted flags, whether the model declined (said unknown) and
-    whether it was right (both empty for a face the model never saw). Faces without an effective class (status unknown/rejected) keep
-    `effective_class` empty and belong to no group."""
+    whether it was right (both empty for a face that is not `measured`). Faces without an
+    effective class (status unknown/rejected) keep `effective_class` empty and belong to no group."""
     for col in ("class", "status"):
         if col not in faces.columns:
             raise KeyError(f"the faces table needs a {col!r} column; it has {list(faces.columns)}")
@@ -195,8 +196,8 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     """One row per (attribute, group): classes, faces, class_share / face_share (counts weighted
     1/k for a class with k values, shares = count / the attribute's total, summing to 1; see the
     module docstring), share_of_known (the representation_basis share among groups other than
-    "unknown": what a reference distribution is compared with), approved_share, predicted_share, accuracy and unknown_rate on confirmed faces the model predicted
-    labels, recognised_rate, purity (mean over the group's classes, weighted alike), each quality metric's
+    "unknown": what a reference distribution is compared with), approved_share, predicted_share,
+    accuracy and unknown_rate on the measured confirmed faces, recognised_rate, purity (mean over the group's classes, weighted alike), each quality metric's
     `_reference` (best eligible group) and `_ratio`, reference_share and representation_ratio,
     and the flags: small_sample, flags (which rules fired), below_four_fifths."""
     if not 0 < threshold <= 1:
@@ -439,8 +440,7 @@ def store_inputs(faces: pd.DataFrame, classes: pd.DataFrame,
     keep = classes if include_retired else classes[classes["status"] != "retired"]
     audit_classes = keep[["name", "gender", "ethnicity", "birth_year", "country"]].rename(columns={"name": "class"})
     audit_faces = pd.DataFrame({"face_id": faces["face_id"], "class": faces["class_name"],
-                                "status": faces["label_status"], "predicted": faces["predicted_class_name"],
-                                "measured": faces["model_version"].notna()})
+                                "status": faces["label_status"], "predicted": faces["predicted_class_name"]})
     if not include_retired:
         retired = set(classes.loc[classes["status"] == "retired", "name"].astype(str))
         effective = face_groups(audit_faces)["effective_class"]
@@ -499,9 +499,8 @@ def held_out_grades(faces: pd.DataFrame, face_ids: Sequence[Any], media_ids: Seq
         answer, graded = held_out_centroid_predictions(
             np.asarray(vectors)[keep], labels, np.asarray(list(media_ids), dtype=object)[keep],
             target_far=CentroidKnnClassifier().target_far)
-        classes = np.unique(labels)
         ids = np.asarray(list(face_ids), dtype=object)[keep]
-        predicted.loc[ids] = np.where(answer >= 0, classes[np.maximum(answer, 0)], UNKNOWN)
+        predicted.loc[ids] = answer
         measured.loc[ids] = graded
     is_confirmed = f["confirmed"].to_numpy()
     out["measured"] = (out["measured"].astype(bool) if "measured" in out.columns else True)

@@ -493,9 +493,10 @@ def audit_command(
     from rich.markup import escape
 
     from explorer.audit_inputs import read_audit_inputs
-    from explorer.bias_audit import audit_report, class_groups, classes_with_faces, known_attributes, uniform_reference
+    from explorer.bias_audit import (REPRESENTATION_BASES, audit_report, class_groups, classes_with_faces,
+                                     known_attributes, uniform_reference)
 
-    if basis not in ("classes", "faces"):
+    if basis not in REPRESENTATION_BASES:
         raise typer.BadParameter(f"must be classes or faces, got {basis!r}", param_hint="--basis")
     given = _parse_references(reference or [])
     settings = make_settings(data_dir=data_dir, database_url=database_url)
@@ -515,13 +516,10 @@ def audit_command(
     unused = sorted(set(given) - set(attributes))
     if unused:
         raise typer.BadParameter(f"no class has a value for {', '.join(unused)}", param_hint="--reference")
-    references = {}
-    for attribute in attributes:
-        known = sorted(set(class_groups(classes, [attribute])["group"]) - {"unknown"})
-        references[attribute] = given.get(attribute, uniform_reference(known))
+    references = {a: given.get(a) or uniform_reference(class_groups(classes, [a])["group"]) for a in attributes}
     report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats,
                           threshold=threshold, min_faces=min_faces,
-                          representation_basis={"classes": "class_share", "faces": "face_share"}[basis])
+                          representation_basis=REPRESENTATION_BASES[basis])
     out_dir = Path(out_dir)
     try:
         written = [report.to_csv(out_dir / "bias-audit.csv"), report.to_html(out_dir / "bias-audit.html")]

@@ -172,8 +172,8 @@ def leave_one_out_distances(x: np.ndarray, index: np.ndarray, n_classes: int) ->
 
 def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: Sequence[Any],
                                   target_far: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """(class index per row, or -1 for unknown; measured per row): the centroid rule and open-set
-    threshold of the classifier, each row graded with its whole group held out of its class.
+    """(class name per row, or UNKNOWN; measured per row): the centroid rule and open-set threshold
+    of the classifier, each row graded with its whole group held out of its class.
 
     Why: grading a model on the faces it was fitted on measures its memory (a kNN vote finds the
     face itself), and grading it on frames of a GIF whose other frames it was fitted on is nearly
@@ -181,8 +181,8 @@ def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: S
     recomputed without every face of its group. A row is measured when its class keeps faces
     outside the group; other classes' centroids stay whole (their faces are other people). The
     threshold is calibrated as `fit` does, on these held-out genuine distances and the nearest
-    other centroid as impostor, at `target_far`. Nothing is measured with fewer than two classes.
-    Class indices refer to `np.unique(labels)`.
+    other centroid as impostor, at `target_far`. Nothing is measured with fewer than two classes;
+    a row not measured is UNKNOWN.
     """
     x = as_embeddings(vectors)
     classes, index = np.unique(np.asarray(list(labels), dtype=str), return_inverse=True)
@@ -192,7 +192,7 @@ def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: S
     if len(group) != len(x):
         raise ClassifierError(f"{len(x)} vectors but {len(group)} groups")
     n, n_classes = len(x), len(classes)
-    predicted, measured = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool)
+    predicted, measured = np.full(n, UNKNOWN, dtype=object), np.zeros(n, dtype=bool)
     if n_classes < 2:
         return predicted, measured
     sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
@@ -219,7 +219,8 @@ def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: S
     if not measured.any():
         return predicted, measured
     threshold = threshold_for_far(impostor, target_far)
-    predicted = np.where(measured & (best_distance <= threshold), best, -1)
+    named = measured & (best_distance <= threshold)
+    predicted[named] = classes[best[named]]
     return predicted, measured
 
 

@@ -19,9 +19,9 @@ import pandas as pd
 import streamlit as st
 
 from explorer.audit_inputs import read_audit_inputs
-from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, AuditReport, audit_report, class_groups,
-                                 classes_with_faces, count_text, counted, face_groups, known_attributes,
-                                 parse_reference, uniform_reference)
+from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BASES, AuditReport, audit_report,
+                                 class_groups, classes_with_faces, count_text, counted, face_groups,
+                                 known_attributes, parse_reference, uniform_reference)
 from labeling.pages.common import get_settings, get_store
 from labeling.queries import events_frame, store_overview
 
@@ -29,7 +29,6 @@ LABELS = {"gender": "Gender", "ethnicity": "Ethnicity", "decade": "Birth decade"
 REPORTS = "reports"  # under the data folder
 HTML_CACHE_KEY = "_bias_html_cache"  # (fingerprint, bytes): the HTML export is only rebuilt when the report changes
 SHARE = "expected share"
-BASIS = {"classes": "class_share", "faces": "face_share"}
 # The flags come right after the group, pinned with it: the finding must not sit past the right
 # edge of a wide table, where a narrow window clips it.
 GROUP_COLUMNS = ["group", "flags", "classes", "faces", "class_share", "face_share", "approved_faces", "approved_share",
@@ -211,7 +210,7 @@ threshold = left.number_input("Flag below this share of the best group", min_val
                               step=0.05, key="bias_threshold", help="0.8: the four-fifths rule")
 min_faces = middle.number_input("Minimum confirmed faces per group", min_value=1, value=5, step=1,
                                 key="bias_min_faces", help="Fewer: the group's rates are marked small_sample")
-basis = right.radio("Representation counts", list(BASIS), horizontal=True, key="bias_basis",
+basis = right.radio("Representation counts", list(REPRESENTATION_BASES), horizontal=True, key="bias_basis",
                     help="Share of classes (people) or of faces in each group")
 with_faces = far.toggle("Only classes with faces", value=True, key="bias_with_faces",
                         help="A class without any face (a roster entry from an attributes file, say) is not in "
@@ -249,7 +248,7 @@ for attribute, tab in tabs.items():
             references[attribute] = reference
 
 report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats, threshold=threshold,
-                      min_faces=int(min_faces), representation_basis=BASIS[basis])
+                      min_faces=int(min_faces), representation_basis=REPRESENTATION_BASES[basis])
 missing = [LABELS[a].lower() for a in ("gender", "ethnicity", "decade", "country") if a not in attributes]
 with overview:
     show_overview(report, stats is not None and bool(stats["purity"].notna().any()), missing)
