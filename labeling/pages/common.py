@@ -210,7 +210,7 @@ def result_message(result: Any) -> str:
     if result is None or not hasattr(result, "summary"):
         return "Done."
     suffix = f" (operation {result.event_id})" if getattr(result, "event_id", None) else ""
-    verb = "Undone" if str(result.summary).startswith("undo of ") else "Done"
+    verb = "Undone" if getattr(result, "operation", None) == "undo" else "Done"
     return f"{verb}: {result.summary}{suffix}"
 
 
