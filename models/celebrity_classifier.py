@@ -30,7 +30,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -141,11 +141,31 @@ def check_model_id(expected: str, got: str) -> None:
 
 # -- centroids and the open-set threshold -------------------------------------------------
 
-def class_centroids(x: np.ndarray, index: np.ndarray, n_classes: int) -> np.ndarray:
-    """Normalised mean of each class's (normalised) faces."""
+def _class_sums(x: np.ndarray, index: np.ndarray, n_classes: int) -> np.ndarray:
     sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
     np.add.at(sums, index, x)
-    return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+    return sums
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def _other_class_distances(x: np.ndarray, index: np.ndarray, centroids: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    """Blocks of (rows, cosine distance of each row to every centroid, its own class set to inf).
+
+    Why blocks: at 50k faces x 2,300 classes the full matrix would take ~0.9 GB.
+    """
+    for start in range(0, len(x), _CHUNK):
+        rows = slice(start, start + _CHUNK)
+        d = 1.0 - x[rows].astype(np.float64) @ centroids.T
+        d[np.arange(len(d)), index[rows]] = np.inf
+        yield rows, d
+
+
+def class_centroids(x: np.ndarray, index: np.ndarray, n_classes: int) -> np.ndarray:
+    """Normalised mean of each class's (normalised) faces."""
+    return _unit_rows(_class_sums(x, index, n_classes)).astype(np.float32)
 
 
 def leave_one_out_distances(x: np.ndarray, index: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,19 +174,13 @@ def leave_one_out_distances(x: np.ndarray, index: np.ndarray, n_classes: int) ->
     genuine: each face to its own class centroid recomputed without it (faces of one-face classes
     have none). impostor: each face to the nearest centroid among the other classes.
     """
-    sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, index, x)
-    counts = np.bincount(index, minlength=n_classes)
-    centroids = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
-    has_pair = counts[index] >= 2
-    own = sums[index[has_pair]] - x[has_pair]
-    own /= np.maximum(np.linalg.norm(own, axis=1, keepdims=True), 1e-12)
+    sums = _class_sums(x, index, n_classes)
+    has_pair = np.bincount(index, minlength=n_classes)[index] >= 2
+    own = _unit_rows(sums[index[has_pair]] - x[has_pair])
     genuine = 1.0 - np.einsum("ij,ij->i", own, x[has_pair].astype(np.float64))
     impostor = np.empty(len(x), dtype=np.float64)
-    for start in range(0, len(x), _CHUNK):
-        d = 1.0 - x[start:start + _CHUNK] @ centroids.T
-        d[np.arange(len(d)), index[start:start + _CHUNK]] = np.inf
-        impostor[start:start + _CHUNK] = d.min(axis=1)
+    for rows, d in _other_class_distances(x, index, _unit_rows(sums)):
+        impostor[rows] = d.min(axis=1)
     return genuine, impostor
 
 
@@ -195,27 +209,20 @@ def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: S
     predicted, measured = np.full(n, UNKNOWN, dtype=object), np.zeros(n, dtype=bool)
     if n_classes < 2:
         return predicted, measured
-    sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, index, x)
+    sums = _class_sums(x, index, n_classes)
     pair = index.astype(np.int64) * (int(group.max()) + 1) + group
     _, pair_row = np.unique(pair, return_inverse=True)
-    pair_sums = np.zeros((int(pair_row.max()) + 1, x.shape[1]), dtype=np.float64)
-    np.add.at(pair_sums, pair_row, x)
-    own = sums[index] - pair_sums[pair_row]
+    pair_sums = _class_sums(x, pair_row, int(pair_row.max()) + 1)
     measured = np.bincount(index, minlength=n_classes)[index] > np.bincount(pair_row)[pair_row]
-    own /= np.maximum(np.linalg.norm(own, axis=1, keepdims=True), 1e-12)
-    centroids = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    own = _unit_rows(sums[index] - pair_sums[pair_row])
     genuine = 1.0 - np.einsum("ij,ij->i", own, x.astype(np.float64))
     impostor, best, best_distance = np.empty(n), np.empty(n, dtype=np.int64), np.empty(n)
-    for start in range(0, n, _CHUNK):
-        rows = slice(start, start + _CHUNK)
-        d = 1.0 - x[rows].astype(np.float64) @ centroids.T
-        at = (np.arange(len(d)), index[rows])
-        d[at] = np.inf
+    for rows, d in _other_class_distances(x, index, _unit_rows(sums)):
         impostor[rows] = d.min(axis=1)
+        at = (np.arange(len(d)), index[rows])
         d[at] = np.where(measured[rows], genuine[rows], np.inf)
         best[rows] = d.argmin(axis=1)
-        best_distance[rows] = d[np.arange(len(d)), best[rows]]
+        best_distance[rows] = d[at[0], best[rows]]
     if not measured.any():
         return predicted, measured
     threshold = threshold_for_far(impostor, target_far)
