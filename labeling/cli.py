@@ -393,8 +393,9 @@ def autotag_command(
     top: Annotated[int, typer.Option("--top", help="Suggestions stored per media item at most.")] = 5,
     gif_model: Annotated[Optional[str], typer.Option("--gif-model", help="GIF embedding model (default: the only one).")] = None,
 ) -> None:
-    """Experts voting (visual, identity, text): store tag suggestions for every media item and set uploader /
-    import tags to 1.0 (an expert confirms them) or 0.7; prints the weights."""
+    """Experts voting (visual, identity, text): tag suggestions for every media item; prints the weights.
+
+    Uploader and import tags are set to 1.0 when an expert confirms them, else 0.7."""
     from labeling.auto_tagging import autotag
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
@@ -487,9 +488,10 @@ def audit_command(
     fail_on_flags: Annotated[bool, typer.Option(
         "--fail-on-flags", help="Exit 3 when a group is flagged (for scheduled audits).")] = False,
 ) -> None:
-    """The bias audit of the app's Bias audit page as CSV and HTML: groups per gender, ethnicity,
-    birth decade and country, accuracy graded held out, purity, representation against a reference,
-    groups below four fifths flagged."""
+    """The app's bias audit as CSV and HTML; with --fail-on-flags, exit 3 when a group is flagged.
+
+    Groups per gender, ethnicity, birth decade and country: accuracy graded held out, purity,
+    representation against a reference, groups below four fifths of the best-served flagged."""
     from rich.markup import escape
 
     from explorer.audit_inputs import read_audit_inputs
@@ -538,6 +540,23 @@ def audit_command(
                f"{written[0]} and {written[1]}")
     if fail_on_flags and len(flagged):
         raise typer.Exit(3)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Rich prints a docstring's line breaks as they are, and these are wrapped for the source, not
+    for the terminal: join each paragraph's lines so --help wraps at the terminal's width. Brackets
+    are escaped: Rich would take Brad_Pitt_[m.0c6qh] for markup and print Brad_Pitt_."""
+    import inspect
+
+    from rich.markup import escape
+
+    for info in typer_app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(escape(" ".join(p.split())) for p in doc.split("\n\n"))
+
+
+_reflow_help(app)
+_reflow_help(import_app)
 
 
 def _exit_on_sigterm(signum: int, _frame) -> None:
