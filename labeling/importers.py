@@ -466,10 +466,12 @@ def scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str,
     names = {r.label: (r.name, r.external_id) for r in labels}
     notes: list[str] = []
     images: dict[str, list[Path]] = {}
-    root = raw.resolve()
+    root = Path(os.path.normpath(raw))
     for r in labels:
         sub = raw / r.label
-        if sub.resolve().parent != root:  # labels are validated names, but never leave raw_dataset/
+        # labels are validated names, but never leave raw_dataset/. Lexically, not resolved: a class
+        # folder the editor symlinked in (photos kept elsewhere) is theirs to give.
+        if Path(os.path.normpath(sub)).parent != root:
             raise ValidationError(f"{_where(labels_csv, r.line)}: label {r.label!r} is not a folder inside raw_dataset/")
         if not sub.is_dir():
             notes.append(f"{_where(labels_csv, r.line)}: no folder raw_dataset/{r.label}/")

@@ -275,6 +275,24 @@ def test_missing_file_and_bad_layout_are_clear_errors(store_url, tmp_path):
         import_raw_dataset(store, tmp_path, Settings(data_dir=tmp_path / "data", database_url=store_url))
 
 
+def test_a_symlinked_class_folder_is_read_and_a_label_never_leaves_raw_dataset(tmp_path, lfw_dir):
+    """Editors keep photos where they are and link class folders in; a label still names one folder
+    directly inside raw_dataset/, whatever the link points at."""
+    from labeling.importers import scan_raw_dataset
+
+    raw = tmp_path / "giphy"
+    (raw / "raw_dataset").mkdir(parents=True)
+    (raw / "raw_dataset" / "Ariel_Sharon").symlink_to(lfw_dir / "Ariel_Sharon", target_is_directory=True)
+    (raw / "labels.csv").write_text("Label,Index\nAriel_Sharon,0\n")
+    _, names, images, notes = scan_raw_dataset(raw)
+    assert names == {"Ariel_Sharon": ("Ariel Sharon", None)} and not notes
+    assert [p.name for p in images["Ariel_Sharon"]] == sorted(p.name for p in (lfw_dir / "Ariel_Sharon").iterdir())
+    for label in ("..", "."):
+        (raw / "labels.csv").write_text(f"Label,Index\n{label},0\n")
+        with pytest.raises(ValidationError):
+            scan_raw_dataset(raw)
+
+
 # -- folder names, groups, sides (pure) ----------------------------------------------------------------
 HOSTILE = ["CON", "con", "Con.txt", "NUL ", "COM1", "LPT¹", "AUX.tar.gz", "...", "..", ".hidden", "trailing. ",
            "Zoë 🎬", "Zoe\u0308 🎬", "a:b", "a?b", "A?B", "x" * 300, "🎬" * 100, 'quote "me"', "tab\there",
