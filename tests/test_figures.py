@@ -14,7 +14,7 @@ import pytest
 
 from bench.lfw_faces import load_lfw_faces
 from explorer.figures import (OTHER, audit_bars, category_colors, cluster_review, payload_bytes, representation_bars,
-                              scatter_2d, scatter_3d, selected_ids)
+                              point_size, scatter_2d, scatter_3d, selected_ids)
 from explorer.projection import pca_preview
 
 
@@ -72,6 +72,16 @@ def test_scatter_3d_has_one_point_per_row_with_its_id(frame):
         assert t.text is None and t.hovertext is None
         assert "%{fullData.name}" in t.hovertemplate and "%{customdata}" in t.hovertemplate
     assert fig.layout.legend.itemsizing == "constant" and fig.layout.uirevision
+
+
+def test_dots_shrink_as_points_grow_so_few_stay_visible_and_many_stay_apart(frame):
+    sizes = [point_size(n) for n in (1, 100, 1_000, 10_000, 50_000, 1_000_000)]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 5.0 and sizes[-1] == 2.5
+    assert sizes[2] == pytest.approx(4.0)
+    few, many = scatter_3d(frame.head(50), "class"), scatter_3d(frame, "class")
+    assert {t.marker.size for t in few.data} == {5.0}
+    assert {t.marker.size for t in many.data} == {point_size(len(frame))} and point_size(len(frame)) < 5.0
+    assert {t.marker.size for t in scatter_3d(frame, "class", marker_size=2.0).data} == {2.0}
 
 
 def test_many_classes_fold_into_top_n_and_other(frame):
