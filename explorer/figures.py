@@ -350,7 +350,10 @@ def cluster_review(stats: pd.DataFrame, *, class_col: str = "class", size_col: s
         customdata=rows[class_col].astype(str).to_numpy(object),
         hovertemplate=f"<b>%{{customdata}}</b><br>{size_col}: %{{x}}<br>{purity_col}: %{{y:.2f}}<extra></extra>"))
     fig.add_hline(y=purity_line, line_dash="dot", line_color="#888888")
+    # Curated classes sit between 0.9 and 1: a 0-1 axis would press them into one line at the top.
+    lowest = min(purity_line - 0.1, float(rows[purity_col].min()) if len(rows) else 0.0)
+    floor = max(np.floor(lowest * 10) / 10, 0.0) - 0.02
     fig.update_layout(template=TEMPLATE, title=title or "class purity vs size", xaxis_title=f"{size_col} (log)",
-                      yaxis_title=purity_col, xaxis_type="log", yaxis_range=[-0.02, 1.05], clickmode="event+select",
+                      yaxis_title=purity_col, xaxis_type="log", yaxis_range=[floor, 1.02], clickmode="event+select",
                       margin={"t": 50})
     return fig

@@ -200,3 +200,6 @@ def test_cluster_review_is_one_point_per_class():
     t = fig.data[0]
     assert isinstance(t, go.Scattergl) and list(t.customdata) == ["a", "b", "c"]  # singleton purity unknown
     assert list(t.x) == [5, 50, 12] and fig.layout.xaxis.type == "log"
+    assert fig.layout.yaxis.range == pytest.approx((0.58, 1.02))  # the lowest purity (0.6) stays in view
+    clean = cluster_review(stats.assign(purity=[1.0, 0.95, 0.92, np.nan]))
+    assert clean.layout.yaxis.range[0] == pytest.approx(0.78)  # not 0: the spread between 0.92 and 1 shows
