@@ -2,8 +2,10 @@
 look-alike classes, GIF tracks without a decision), each with bulk actions and undo."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -15,6 +17,8 @@ from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
 from labeling.queries import UNLABELED, classes_frame, faces_frame, face_models, tracks_frame
+
+UNKNOWN_OPEN_SET = "unknown (open set)"  # what a prediction refused by the open-set threshold shows
 
 settings, store = get_settings(), get_store()
 st.title("Review")
@@ -138,7 +142,7 @@ with suspects_tab:
     thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
                                               for i, label in zip(head["id"].head(16), head["label"].head(16))])
     table = head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]].assign(
-        predicted=head["predicted"].where(head["predicted"].notna(), "unknown (open set)"))
+        predicted=head["predicted"].where(head["predicted"].notna(), UNKNOWN_OPEN_SET))
     ticked = pick_table(table, "review_suspects")
     bulk_actions(ticked, "review_suspects_bulk", "review_suspects")
 
@@ -177,11 +181,20 @@ with tracks_tab:
     todo = tracks[~tracks["has_decision"]]
     st.caption(f"{len(todo)} of {len(tracks)} tracks have no decision yet")
     if len(todo):
-        table = todo[["track_id", "media_path", "n_faces", "predicted_class_name", "mean_confidence"]].rename(
-            columns={"track_id": "id"})
-        thumbnails(todo["representative_face_id"].dropna().astype(int).head(16).tolist(),
-                   [f"track {t}" for t in todo.dropna(subset=["representative_face_id"])["track_id"].head(16)])
+        # no class but a confidence: the open-set threshold refused the model's best guess
+        predicted = todo["predicted_class_name"].where(
+            todo["predicted_class_name"].notna(),
+            np.where(todo["mean_confidence"].notna(), UNKNOWN_OPEN_SET, "not predicted yet"))
+        table = pd.DataFrame({"id": todo["track_id"], "gif": todo["media_path"].map(lambda p: Path(str(p)).name),
+                              "faces": todo["n_faces"], "predicted": predicted,
+                              "mean_confidence": todo["mean_confidence"]})
+        shown = todo.assign(predicted=todo["predicted_class_name"].fillna("unknown")).dropna(
+            subset=["representative_face_id"]).head(16)
+        thumbnails(shown["representative_face_id"].astype(int).tolist(),
+                   [f"track {t} · {name}" for t, name in zip(shown["track_id"], shown["predicted"])])
         ticked = pick_table(table, "review_tracks")
+        if not ticked:
+            st.caption("Tick tracks in the table to act on every face of each.")
         if ticked:  # one operation for the whole selection, so "Undo" takes all of it back
             cols, done = st.columns(5), untick("review_tracks")
             members = faces[faces["track_id"].isin(ticked)]
