@@ -188,14 +188,13 @@ with tracks_tab:
         table = pd.DataFrame({"id": todo["track_id"], "gif": todo["media_path"].map(lambda p: Path(str(p)).name),
                               "faces": todo["n_faces"], "predicted": predicted,
                               "mean_confidence": todo["mean_confidence"]})
-        shown = todo.assign(predicted=todo["predicted_class_name"].fillna("unknown")).dropna(
-            subset=["representative_face_id"]).head(16)
+        shown = todo.dropna(subset=["representative_face_id"]).head(16)
         thumbnails(shown["representative_face_id"].astype(int).tolist(),
-                   [f"track {t} · {name}" for t, name in zip(shown["track_id"], shown["predicted"])])
+                   [f"track {t} · {name}" for t, name in zip(shown["track_id"], shown["predicted_class_name"].fillna("unknown"))])
         ticked = pick_table(table, "review_tracks")
         if not ticked:
             st.caption("Tick tracks in the table to act on every face of each.")
-        if ticked:  # one operation for the whole selection, so "Undo" takes all of it back
+        else:  # one operation for the whole selection, so "Undo" takes all of it back
             cols, done = st.columns(5), untick("review_tracks")
             members = faces[faces["track_id"].isin(ticked)]
             seen = versions_seen("review_tracks", dict(zip(members["face_id"].astype(int), members["version"])))
