@@ -24,6 +24,8 @@ UNLABELED = "unlabeled"  # label status of a face that has no face_label row (no
 TURNED_DOWN = {"rejected": "rejected", "unknown": "marked unknown"}
 DECIDED_STATUSES = ("approved", "rejected", "relabeled", "unknown")  # an editor (or an import) decided
 ATTRIBUTE_COLUMNS = ("gender", "ethnicity", "birth_year", "country")
+UNKNOWN_OPEN_SET = "unknown (open set)"  # the model's best guess was refused by the open-set threshold
+NOT_PREDICTED = "not predicted yet"  # no prediction was ever recorded (no classifier run since ingest)
 
 FACE_COLUMNS = [
     "face_id", "media_id", "media_path", "media_kind", "frame_index", "face_index", "x1", "y1", "x2", "y2",
@@ -51,6 +53,17 @@ TRACK_COLUMNS = [
 ]
 EXPORT_COLUMNS = ["export_id", "at", "editor", "out_dir", "classes", "faces", "train", "val", "media_with_tags"]
 HISTORY_COLUMNS = ["event_id", "at", "editor", "operation", "summary", "before", "after", "undone_by"]
+
+
+def prediction_text(names: pd.Series, confidences: pd.Series) -> pd.Series:
+    """What an editor reads in a "predicted" column: the class name, or why there is none.
+
+    A prediction with no class but a confidence is an open-set refusal; one with neither was never
+    made. Both are None in the frames, and telling them apart says whether running the classifier
+    would help.
+    """
+    reason = pd.Series(np.where(confidences.notna(), UNKNOWN_OPEN_SET, NOT_PREDICTED), index=names.index)
+    return names.astype(object).where(names.notna(), reason)
 
 
 def _frame(rows: list[Any], columns: list[str]) -> pd.DataFrame:

@@ -147,6 +147,10 @@ def test_review_tabs_render_with_the_store_queues(app, explored):
     captions = " ".join(c.value for c in app.caption)
     assert "farthest from the centroid first" in captions
     assert "suspect faces" in captions and "tracks have no decision" in captions
+    queues = [d.value for d in app.dataframe if {"pick", "predicted"} <= set(d.value.columns)]
+    assert len(queues) == 2  # suspect faces, tracks without a decision
+    for queue in queues:  # every row says what the model named, or why it named no one
+        assert queue["predicted"].notna().all() and len(queue), queue
     app.selectbox(key="review_class").set_value("Serena Williams").run()
     _ok(app)
     _sign_in(app, "reviewer")

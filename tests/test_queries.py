@@ -21,7 +21,8 @@ from labeling.db import open_store
 from labeling.errors import ConflictError
 from labeling.face_labels import Prediction, mark_unknown, record_predictions, relabel_faces
 from labeling.ingest import IngestSummary, ingest
-from labeling.queries import (CLASS_COLUMNS, FACE_COLUMNS, MEDIA_COLUMNS, MEDIA_TAG_COLUMNS, TRACK_COLUMNS, UNLABELED,
+from labeling.queries import (CLASS_COLUMNS, FACE_COLUMNS, MEDIA_COLUMNS, MEDIA_TAG_COLUMNS, NOT_PREDICTED, TRACK_COLUMNS,
+                              UNKNOWN_OPEN_SET, UNLABELED, prediction_text,
                               classes_frame, events_frame, face_models, faces_frame, history_frame, media_frame,
                               media_tags_frame, search_classes, store_overview, tag_counts_frame, tracks_frame)
 from labeling.schema import (CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track, bytes_to_vector)
@@ -294,3 +295,11 @@ def test_overview_and_empty_store(fx: FixtureStore, tmp_path):
         assert len(frame) == 0 and list(frame.columns) == columns, query.__name__
     frame, vectors = faces_frame(empty, with_vectors=True)
     assert len(frame) == 0 and vectors.shape[0] == 0
+
+
+def test_prediction_text_tells_an_open_set_refusal_from_no_prediction() -> None:
+    names = pd.Series(["Ariel Sharon", None, None], index=[7, 8, 9])
+    confidences = pd.Series([0.91, 0.12, np.nan], index=[7, 8, 9])
+    text = prediction_text(names, confidences)
+    assert text.tolist() == ["Ariel Sharon", UNKNOWN_OPEN_SET, NOT_PREDICTED]
+    assert text.index.tolist() == [7, 8, 9]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -16,9 +15,7 @@ from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
-from labeling.queries import UNLABELED, classes_frame, faces_frame, face_models, tracks_frame
-
-UNKNOWN_OPEN_SET = "unknown (open set)"  # what a prediction refused by the open-set threshold shows
+from labeling.queries import UNLABELED, classes_frame, faces_frame, face_models, prediction_text, tracks_frame
 
 settings, store = get_settings(), get_store()
 st.title("Review")
@@ -141,8 +138,11 @@ with suspects_tab:
     head = queue.head(200)
     thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
                                               for i, label in zip(head["id"].head(16), head["label"].head(16))])
+    # the stored confidence, not the 0 the queue ranks a never-predicted face with
+    stored = faces.set_index("face_id")["predicted_confidence"].reindex(head["id"]).to_numpy()
     table = head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]].assign(
-        predicted=head["predicted"].where(head["predicted"].notna(), UNKNOWN_OPEN_SET))
+        predicted=prediction_text(head["predicted"], pd.Series(stored, index=head.index)),
+        confidence=stored)
     ticked = pick_table(table, "review_suspects")
     bulk_actions(ticked, "review_suspects_bulk", "review_suspects")
 
@@ -181,16 +181,13 @@ with tracks_tab:
     todo = tracks[~tracks["has_decision"]]
     st.caption(f"{len(todo)} of {len(tracks)} tracks have no decision yet")
     if len(todo):
-        # no class but a confidence: the open-set threshold refused the model's best guess
-        predicted = todo["predicted_class_name"].where(
-            todo["predicted_class_name"].notna(),
-            np.where(todo["mean_confidence"].notna(), UNKNOWN_OPEN_SET, "not predicted yet"))
+        predicted = prediction_text(todo["predicted_class_name"], todo["mean_confidence"])
         table = pd.DataFrame({"id": todo["track_id"], "gif": todo["media_path"].map(lambda p: Path(str(p)).name),
                               "faces": todo["n_faces"], "predicted": predicted,
                               "mean_confidence": todo["mean_confidence"]})
         shown = todo.dropna(subset=["representative_face_id"]).head(16)
         thumbnails(shown["representative_face_id"].astype(int).tolist(),
-                   [f"track {t} · {name}" for t, name in zip(shown["track_id"], shown["predicted_class_name"].fillna("unknown"))])
+                   [f"track {t} · {name}" for t, name in zip(shown["track_id"], predicted.loc[shown.index])])
         ticked = pick_table(table, "review_tracks")
         if not ticked:
             st.caption("Tick tracks in the table to act on every face of each.")
