@@ -91,7 +91,7 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
     person = people.reindex(tracks["predicted_class_id"].astype("float").astype("Int64")).reset_index(drop=True)
     points = pd.DataFrame({
         "id": tracks["track_id"].astype(int), "kind": "track", "class": _text(tracks["predicted_class_name"], UNLABELED),
-        "status": status, "confidence": tracks["mean_confidence"].astype(float), "source": "model",
+        "status": status, "confidence": tracks["predicted_confidence"].astype(float), "source": "model",
         "gender": _text(person["gender"]), "ethnicity": _text(person["ethnicity"]),
         "decade": person["birth_year"].map(decade).astype(str), "country": _text(person["country"]),
         "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),

@@ -49,7 +49,7 @@ MEDIA_TAG_COLUMNS = [
 TRACK_COLUMNS = [
     "track_id", "media_id", "media_path", "model_id", "track_index", "n_faces", "representative_face_id",
     "representative_crop_path", "decided", "undecided", "has_decision", "predicted_class_id",
-    "predicted_class_name", "mean_confidence",
+    "predicted_class_name", "predicted_confidence",
 ]
 EXPORT_COLUMNS = ["export_id", "at", "editor", "out_dir", "classes", "faces", "train", "val", "media_with_tags"]
 HISTORY_COLUMNS = ["event_id", "at", "editor", "operation", "summary", "before", "after", "undone_by"]
@@ -261,13 +261,19 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
 
     Columns: track_id, media_id, media_path, model_id, track_index, n_faces, representative_face_id,
     representative_crop_path, decided (faces with an editor or import decision), undecided,
-    has_decision, predicted_class_id / predicted_class_name (the most frequent prediction among the
-    track's faces), mean_confidence (of those predictions). model_id None: every model's tracks.
+    has_decision, predicted_class_id / predicted_class_name / predicted_confidence. model_id None:
+    every model's tracks.
+
+    The prediction is the track's own (`giflens predict` names the person of the whole track), which
+    is also what approving the track approves; for a track not predicted yet it is the most frequent
+    prediction among its faces, with their mean confidence. A class of None with a confidence is the
+    open-set threshold refusing the best guess; with neither, nothing was predicted.
     """
     rep = aliased(FaceEmbedding)
     with store() as session:
         stmt = (select(Track.id, Track.media_id, Media.path, Track.model_id, Track.track_index, Track.n_faces,
-                       Track.representative_face_id, rep.crop_path)
+                       Track.representative_face_id, rep.crop_path, Track.predicted_class_id,
+                       Track.predicted_confidence, Track.predicted_at)
                 .join(Media, Media.id == Track.media_id)
                 .outerjoin(rep, (rep.face_id == Track.representative_face_id) & (rep.model_id == Track.model_id)))
         if model_id is not None:
@@ -291,15 +297,18 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
         if conf is not None:
             s["conf"].append(conf)
     out = []
-    for t in tracks:
+    for *t, track_pred, track_conf, predicted_at in tracks:
         s = stats.get(t[0], {"decided": 0, "faces": 0, "preds": {}, "conf": []})
-        pred = max(s["preds"].items(), key=lambda kv: (kv[1], -kv[0]))[0] if s["preds"] else None
-        out.append((*t, s["decided"], s["faces"] - s["decided"], s["decided"] > 0, pred, names.get(pred),
-                    float(np.mean(s["conf"])) if s["conf"] else None))
+        if predicted_at is not None:
+            pred, conf = track_pred, track_conf
+        else:
+            pred = max(s["preds"].items(), key=lambda kv: (kv[1], -kv[0]))[0] if s["preds"] else None
+            conf = float(np.mean(s["conf"])) if s["conf"] else None
+        out.append((*t, s["decided"], s["faces"] - s["decided"], s["decided"] > 0, pred, names.get(pred), conf))
     frame = _frame(out, TRACK_COLUMNS)
     frame["predicted_class_id"] = frame["predicted_class_id"].astype("Int64")
     frame["representative_face_id"] = frame["representative_face_id"].astype("Int64")
-    frame["mean_confidence"] = frame["mean_confidence"].astype(float)
+    frame["predicted_confidence"] = frame["predicted_confidence"].astype(float)
     frame["has_decision"] = frame["has_decision"].astype(bool)
     return frame.sort_values(["has_decision", "n_faces", "track_id"], ascending=[True, False, True], ignore_index=True)
 

@@ -311,6 +311,31 @@ def test_track_points_carry_their_predicted_persons_attributes(reviewed):
     assert set(others["gender"]) <= {"unknown"}
 
 
+def test_the_tracks_queue_names_the_person_that_approving_the_track_approves(reviewed):
+    """The queue shows each track's own prediction (its mean embedding), which is what `label_tracks`
+    approves, not the majority of its faces' predictions, which can name someone else."""
+    from sqlalchemy import update
+
+    from labeling.face_labels import label_tracks
+    from labeling.recognition import track_predictions_frame
+    from labeling.schema import Track
+
+    own = track_predictions_frame(reviewed.store).set_index("track_id")
+    tracks = tracks_frame(reviewed.store).set_index("track_id")
+    assert own["predicted_at"].notna().all() and len(tracks) == len(own)
+    assert tracks["predicted_class_id"].equals(own.loc[tracks.index, "predicted_class_id"])
+    assert np.allclose(tracks["predicted_confidence"], own.loc[tracks.index, "predicted_confidence"])
+    named = tracks[tracks["predicted_class_id"].notna() & ~tracks["has_decision"]]
+    track = int(named.index[0])
+    other = next(c for c in reviewed.classes.values() if c != named.loc[track, "predicted_class_id"])
+    with reviewed.store.begin() as s:  # the whole track names another person than its faces do
+        s.execute(update(Track).where(Track.id == track).values(predicted_class_id=other))
+    assert tracks_frame(reviewed.store).set_index("track_id").loc[track, "predicted_class_id"] == other
+    label_tracks(reviewed.store, [track], "approve", "ann")
+    faces = faces_frame(reviewed.store)
+    assert set(faces.loc[faces["track_id"] == track, "class_id"]) == {other}
+
+
 def test_a_lookalike_pair_merges_from_the_review_page(reviewed, monkeypatch):
     from labeling.schema import CelebrityClass
 

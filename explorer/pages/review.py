@@ -181,10 +181,10 @@ with tracks_tab:
     todo = tracks[~tracks["has_decision"]]
     st.caption(f"{len(todo)} of {len(tracks)} tracks have no decision yet")
     if len(todo):
-        predicted = prediction_text(todo["predicted_class_name"], todo["mean_confidence"])
+        predicted = prediction_text(todo["predicted_class_name"], todo["predicted_confidence"])
         table = pd.DataFrame({"id": todo["track_id"], "gif": todo["media_path"].map(lambda p: Path(str(p)).name),
                               "faces": todo["n_faces"], "predicted": predicted,
-                              "mean_confidence": todo["mean_confidence"]})
+                              "confidence": todo["predicted_confidence"]})
         shown = todo.dropna(subset=["representative_face_id"]).head(16)
         thumbnails(shown["representative_face_id"].astype(int).tolist(),
                    [f"track {t} · {name}" for t, name in zip(shown["track_id"], predicted.loc[shown.index])])
