@@ -356,4 +356,18 @@ def cluster_review(stats: pd.DataFrame, *, class_col: str = "class", size_col: s
     fig.update_layout(template=TEMPLATE, title=title or "class purity vs size", xaxis_title=f"{size_col} (log)",
                       yaxis_title=purity_col, xaxis_type="log", yaxis_range=[floor, 1.02], clickmode="event+select",
                       margin={"t": 50})
+    ticks = log_ticks(rows[size_col].to_numpy(np.float64))
+    fig.update_xaxes(tickvals=ticks, ticktext=[f"{t:,}" for t in ticks])
     return fig
+
+
+def log_ticks(values: np.ndarray) -> list[int]:
+    """1-2-5 ticks spanning the values, for a log axis of counts: Plotly's own log ticks label
+    20 and 30 as small "2" and "3" after "10", which editors misread as two and three faces."""
+    finite = values[np.isfinite(values) & (values > 0)]
+    if not len(finite):
+        return [1, 10, 100]
+    low, high = float(finite.min()), float(finite.max())
+    steps = [m * 10 ** e for e in range(int(np.floor(np.log10(low))), int(np.log10(high)) + 2) for m in (1, 2, 5)]
+    inside = [t for t in steps if low / 2 < t < high * 2]
+    return inside or [int(round(low))]

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import pytest
 
 from bench.lfw_faces import load_lfw_faces
-from explorer.figures import (OTHER, audit_bars, category_colors, cluster_review, payload_bytes, representation_bars,
+from explorer.figures import (OTHER, audit_bars, category_colors, cluster_review, log_ticks, payload_bytes, representation_bars,
                               point_size, scatter_2d, scatter_3d, selected_ids)
 from explorer.projection import pca_preview
 
@@ -203,3 +203,11 @@ def test_cluster_review_is_one_point_per_class():
     assert fig.layout.yaxis.range == pytest.approx((0.58, 1.02))  # the lowest purity (0.6) stays in view
     clean = cluster_review(stats.assign(purity=[1.0, 0.95, 0.92, np.nan]))
     assert clean.layout.yaxis.range[0] == pytest.approx(0.78)  # not 0: the spread between 0.92 and 1 shows
+    # sizes 5-50 read as whole counts on a 1-2-5 scale, never a bare "2" meaning 20
+    assert list(fig.layout.xaxis.tickvals) == [5, 10, 20, 50] and list(fig.layout.xaxis.ticktext) == ["5", "10", "20", "50"]
+
+
+def test_log_ticks_span_the_counts_on_a_1_2_5_scale():
+    assert log_ticks(np.array([8.0, 560.0])) == [5, 10, 20, 50, 100, 200, 500, 1000]
+    assert log_ticks(np.array([3.0])) == [2, 5]
+    assert log_ticks(np.array([np.nan, 0.0])) == [1, 10, 100]
