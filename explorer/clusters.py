@@ -284,11 +284,13 @@ def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any],
                   index_dir: Path | str | None = None, model_id: str | None = None) -> pd.DataFrame:
     """Faces an editor should look at, each with the reasons why, most suspicious first.
 
-    Reasons: "model disagrees" (prediction differs from the label), "neighbours disagree" (the
-    majority of its k nearest labelled faces carry another label, with at least
-    min_neighbour_share of the votes), "low confidence" (< min_confidence) and "far from
-    centroid" (robust z of its distance to the class centroid > outlier_z). Faces with no
-    reason are not listed. Unlabelled faces can only be suspect for low confidence.
+    Reasons: "model disagrees" (prediction differs from the label; a prediction of None with a
+    confidence is the open-set threshold saying unknown), "neighbours disagree" (the majority of
+    its k nearest labelled faces carry another label, with at least min_neighbour_share of the
+    votes), "low confidence" (< min_confidence) and "far from centroid" (robust z of its distance
+    to the class centroid > outlier_z). Faces with no reason are not listed. Unlabelled faces can
+    only be suspect for low confidence. A NaN confidence means no prediction was made yet: such a
+    face is neither low-confidence nor disagreed with by a model that never saw it.
 
     index_dir None: the neighbours come from an index built for this call. With index_dir (e.g.
     explorer.views.index_dir_for(data_dir, "Faces", model_id)), the `ids` of the faces and the
@@ -309,10 +311,11 @@ def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any],
     labelled = classes.labelled
     pred_missing = _missing(pred)
     pred_str = np.where(pred_missing, None, pred.astype(str))
+    predicted_yet = ~np.isnan(conf)
     reasons = {
-        "model disagrees": labelled & (pred_str != faces["label"].to_numpy()),
+        "model disagrees": labelled & (predicted_yet | ~pred_missing) & (pred_str != faces["label"].to_numpy()),
         "neighbours disagree": labelled & (maj >= 0) & (maj != classes.code) & (np.nan_to_num(share) >= min_neighbour_share),
-        "low confidence": np.nan_to_num(conf, nan=0.0) < min_confidence,
+        "low confidence": predicted_yet & (np.nan_to_num(conf, nan=1.0) < min_confidence),
         "far from centroid": faces["is_outlier"].to_numpy(),
     }
     flags = np.column_stack(list(reasons.values()))

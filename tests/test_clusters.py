@@ -108,6 +108,24 @@ def test_unlabelled_faces_are_only_suspect_for_low_confidence(faces):
     assert class_stats(vectors, labels)["size"].sum() == len(names) - 5
 
 
+def test_faces_never_predicted_are_not_suspect_for_the_model(faces):
+    """Before any `giflens predict`, confidences are NaN and predictions None: a confirmed face is
+    not "low confidence" nor disagreed with by a model that never saw it; an open-set refusal
+    (None with a confidence) still disagrees with the editor's label."""
+    names, _, vectors = faces
+    labels = names.copy()
+    labels[0] = None
+    predicted = names.astype(object).copy()
+    predicted[:3] = None
+    confidences = np.ones(len(names))
+    confidences[:2] = np.nan  # faces 0 and 1 never predicted, face 2 refused by the open-set threshold
+    out = suspect_faces(vectors, labels, predicted, confidences).set_index("id")
+    assert 0 not in out.index
+    for reason in ("model disagrees", "low confidence"):
+        assert 1 not in out.index or reason not in out.loc[1, "reasons"]
+    assert "model disagrees" in out.loc[2, "reasons"]
+
+
 def test_lookalike_pairs_are_the_closest_centroids(faces):
     names, _, vectors = faces
     pairs = lookalike_pairs(vectors, names, top=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -124,7 +125,7 @@ with clusters_tab:
         bulk_actions(ticked, "review_members_bulk", "review_members")
 
 with suspects_tab:
-    conf = faces["predicted_confidence"].fillna(0.0).to_numpy()
+    conf = faces["predicted_confidence"].to_numpy(np.float64)  # NaN: not predicted yet
     left, right = st.columns(2)
     min_conf = left.slider("Low confidence below", 0.0, 1.0, 0.5, 0.05, key="review_min_conf")
     # The saved index of every face of this model (data folder/indexes), shared with Explore.
@@ -138,11 +139,8 @@ with suspects_tab:
     head = queue.head(200)
     thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
                                               for i, label in zip(head["id"].head(16), head["label"].head(16))])
-    # the stored confidence, not the 0 the queue ranks a never-predicted face with
-    stored = faces.set_index("face_id")["predicted_confidence"].reindex(head["id"]).to_numpy()
     table = head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]].assign(
-        predicted=prediction_text(head["predicted"], pd.Series(stored, index=head.index)),
-        confidence=stored)
+        predicted=prediction_text(head["predicted"], head["confidence"]))
     ticked = pick_table(table, "review_suspects")
     bulk_actions(ticked, "review_suspects_bulk", "review_suspects")
 
