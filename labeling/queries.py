@@ -47,7 +47,7 @@ MEDIA_TAG_COLUMNS = [
     "updated_at", "version",
 ]
 TRACK_COLUMNS = [
-    "track_id", "media_id", "media_path", "model_id", "track_index", "n_faces", "representative_face_id",
+    "track_id", "media_id", "media_path", "media_kind", "model_id", "track_index", "n_faces", "representative_face_id",
     "representative_crop_path", "decided", "undecided", "has_decision", "predicted_class_id",
     "predicted_class_name", "predicted_confidence",
 ]
@@ -259,7 +259,8 @@ def tag_counts_frame(store: sessionmaker[Session]) -> pd.DataFrame:
 def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> pd.DataFrame:
     """Face tracks (one person in one GIF), tracks without any decision first, then the largest.
 
-    Columns: track_id, media_id, media_path, model_id, track_index, n_faces, representative_face_id,
+    Columns: track_id, media_id, media_path, media_kind ("image" for a photo: one face, one track),
+    model_id, track_index, n_faces, representative_face_id,
     representative_crop_path, decided (faces with an editor or import decision), undecided,
     has_decision, predicted_class_id / predicted_class_name / predicted_confidence. model_id None:
     every model's tracks.
@@ -271,7 +272,7 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
     """
     rep = aliased(FaceEmbedding)
     with store() as session:
-        stmt = (select(Track.id, Track.media_id, Media.path, Track.model_id, Track.track_index, Track.n_faces,
+        stmt = (select(Track.id, Track.media_id, Media.path, Media.kind, Track.model_id, Track.track_index, Track.n_faces,
                        Track.representative_face_id, rep.crop_path, Track.predicted_class_id,
                        Track.predicted_confidence, Track.predicted_at)
                 .join(Media, Media.id == Track.media_id)

@@ -388,7 +388,14 @@ def test_review_bulk_approve_is_one_event_and_one_undo(reviewed, monkeypatch):
     assert _labels(reviewed, chosen) == before
     assert [e.operation for e in _events(reviewed)[len(events):]] == ["approve_faces", "undo"]
 
-    # the tracks queue: two GIF-person tracks ticked and approved are one operation, undone by one press
+    # the tracks queue lists the people of GIFs; photos (one face, one track) join on request
+    kinds = tracks_frame(reviewed.store).set_index("track_id")["media_kind"]
+    listed = lambda: set(kinds.loc[next(e for e in app.data_editor if str(e.key).startswith("review_tracks")).value["id"]])
+    assert listed() == {"gif"}
+    app.toggle(key="review_tracks_photos").set_value(True).run()
+    assert listed() == {"gif", "image"}
+
+    # two tracks ticked and approved are one operation, undone by one press
     tracks = tracks_frame(reviewed.store)
     named = tracks[tracks["predicted_class_id"].notna() & ~tracks["has_decision"]]
     picked = named["track_id"].astype(int).tolist()

@@ -176,11 +176,16 @@ with lookalikes_tab:
 
 with tracks_tab:
     tracks = tracks_frame(store, model_id)
+    # A photo's track is one face, already in the other queues; the people of GIFs and videos are
+    # what this queue is for, so photos join only on request.
+    if not st.toggle("Photos too", key="review_tracks_photos",
+                     help="A photo holds one face per track: include the faces of photos nobody decided yet."):
+        tracks = tracks[tracks["media_kind"] != "image"]
     todo = tracks[~tracks["has_decision"]]
     st.caption(f"{len(todo)} of {len(tracks)} tracks have no decision yet")
     if len(todo):
         predicted = prediction_text(todo["predicted_class_name"], todo["predicted_confidence"])
-        table = pd.DataFrame({"id": todo["track_id"], "gif": todo["media_path"].map(lambda p: Path(str(p)).name),
+        table = pd.DataFrame({"id": todo["track_id"], "media": todo["media_path"].map(lambda p: Path(str(p)).name),
                               "faces": todo["n_faces"], "predicted": predicted,
                               "confidence": todo["predicted_confidence"]})
         shown = todo.dropna(subset=["representative_face_id"]).head(16)
