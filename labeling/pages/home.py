@@ -25,6 +25,12 @@ if overview["media_ok"] + overview["media_failed"] == 0:
 st.subheader("Latest operations")
 events = events_frame(store, limit=30)
 if len(events):
-    st.dataframe(events.drop(columns=["n_entities"]), hide_index=True, width="stretch")
+    st.dataframe(events.drop(columns=["n_entities"]), hide_index=True, width="stretch", column_config={
+        "event_id": st.column_config.NumberColumn("event", width="small"),
+        "at": st.column_config.DatetimeColumn("at", format="YYYY-MM-DD HH:mm:ss"),
+        "summary": st.column_config.TextColumn("summary", width="large"),
+        "undone_by": st.column_config.NumberColumn("undone by", width="small", help="the event that took this one back"),
+        "undo_of": st.column_config.NumberColumn("undo of", width="small", help="the event this one took back"),
+    })
 else:
     st.write("No operation yet.")
