@@ -116,6 +116,15 @@ def _open(pg, title: str) -> None:
     _settle(pg)
 
 
+def _umap_ready(pg) -> None:
+    """Explore draws the PCA preview at once and reruns itself with UMAP when the background job is
+    done: wait for that, so clicks land on the map that stays."""
+    pg.get_by_text(re.compile(r"· click a point for its details")).first.wait_for(timeout=WAIT_MS)
+    pg.wait_for_function("() => ![...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
+                         ".some(c => c.innerText.includes('UMAP computes in the background'))", timeout=WAIT_MS)
+    _settle(pg)
+
+
 def _no_exception(pg, where: str) -> None:
     errors = pg.locator("[data-testid='stException']")
     assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:2000]}"
@@ -201,6 +210,8 @@ def test_every_page_renders_in_chromium(page):
     links = [link.inner_text().split("\n")[-1] for link in page.locator("[data-testid='stSidebarNavLink']").all()]
     for title in links:
         _open(page, title)
+        if title == "Explore":
+            _umap_ready(page)
         _no_exception(page, title)
         _shot(page, title.lower().replace(" ", "-"))
     assert set(PAGES) <= set(links), f"pages missing from the navigation: {set(PAGES) - set(links)}"
@@ -209,6 +220,7 @@ def test_every_page_renders_in_chromium(page):
 def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore):
     _sign_in(page)
     _open(page, "Explore")
+    _umap_ready(page)
     _no_exception(page, "Explore")
 
     # The Plotly figure reached the browser with every face and WebGL drew it.
@@ -285,6 +297,7 @@ def _last_event_id(fx: FixtureStore) -> int:
 def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browser_store: FixtureStore):
     editor = "bulk-editor"
     _open(page, "Explore")
+    _umap_ready(page)
     _sign_in(page, editor)
     _no_exception(page, "Explore")
     # The 2D view is the second tab, on the Faces points (the default view).

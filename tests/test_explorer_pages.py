@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
+from explorer.projection_jobs import wait_for_projections
 from explorer.views import (POINT_COLUMNS, VIEWS, centroid_points, face_points, filter_points, nearest, projection_for,
                             view_points)
 from labeling.face_labels import approve_faces, mark_unknown, reject_faces, relabel_faces
@@ -118,7 +119,11 @@ def _sign_in(at: AppTest, name: str) -> None:
 def test_explore_every_view_and_relabel_a_face_by_id(app, explored):
     app.switch_page("explorer/pages/explore.py").run()
     _ok(app)
-    assert any("UMAP" in c.value for c in app.caption), [c.value for c in app.caption]
+    # the PCA preview at once (or UMAP from the cache), then UMAP once the background job is done
+    assert any("PCA preview while UMAP computes" in c.value or "UMAP (" in c.value for c in app.caption)
+    assert wait_for_projections(timeout=600)
+    app.run()
+    assert any("UMAP (" in c.value for c in app.caption), [c.value for c in app.caption]
     for view in VIEWS:
         app.selectbox(key="explore_view").set_value(view).run()
         _ok(app)

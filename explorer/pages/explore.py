@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 
 from explorer.click_bridge import plotly_click
 from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
-from explorer.projection import ProjectionError, load_cached, pca_preview
-from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, projection_for, view_points
+from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
+from explorer.projection_jobs import collect, projection_job, running_job
+from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, view_points
 from labeling.classes import add_class
 from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
@@ -79,33 +80,36 @@ with controls[3].expander("Filters", expanded=False):
 keep = st.session_state.get("explore_isolated") if isolate else None
 mask = filter_points(points, classes, statuses, confidence, media_choice, search, keep)
 
-# -- projection: PCA at once, then UMAP (cached; new points placed with transform) ---------------
+# -- projection: PCA at once, UMAP in the background (cached; new points placed with transform) ----
 cache_dir = Path(settings.data_dir) / "projections"
 key = f"{view.lower().replace(' ', '-')}-{model_id or 'media'}"
 chart = st.empty()
 ids = points["id"].to_numpy()
-method_note = ""
+pending = None  # the UMAP job still running: the PCA preview is shown (and usable) meanwhile
 try:
     if len(vectors) < UMAP_MIN_POINTS:
         raise ProjectionError(f"{len(vectors)} points, UMAP needs {UMAP_MIN_POINTS}")
-    cached = load_cached(vectors, ids, cache_dir, model_id=key)
-    if cached is None:
-        preview = pca_preview(vectors)
-        frame = points.assign(x=preview[:, 0], y=preview[:, 1], z=preview[:, 2] if preview.shape[1] > 2 else 0.0)
-        chart.plotly_chart(scatter_3d(frame[mask], COLOR_OPTIONS[colour], hover_cols=HOVER,
-                                      title="PCA preview: UMAP is computing ..."), key="explore_preview")
-        bar = st.progress(0.0, text="UMAP: starting")
-        projection, how = projection_for(vectors, ids, cache_dir, key, model_id=key,
-                                         on_progress=lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=f"UMAP: {stage}"))
-        bar.empty()
-    else:
-        projection, how = cached, "cache"
+    job = running_job(fingerprint(vectors, ids, key))
+    if job is None and (projection := load_cached(vectors, ids, cache_dir, model_id=key, with_reducer=False)) is None:
+        job = projection_job(vectors, ids, cache_dir, key, model_id=key)
+    if job is not None and not job.done:
+        pending = job
+        raise ProjectionError("UMAP is computing in the background")
+    if job is not None:
+        if job.error is not None:  # remembered, not retried on every rerun; the editor keeps the PCA view
+            raise ProjectionError(f"UMAP failed: {job.error}")
+        collect(job)
+        projection = load_cached(vectors, ids, cache_dir, model_id=key, with_reducer=False)
+        if projection is None:
+            raise ProjectionError("the projection computed in the background is not in the cache folder")
+    how, fit_seconds = job.result() if job is not None else ("cache", 0.0)
     coords = projection.coords
     method_note = {"cache": "UMAP (cached)", "extended": "UMAP (new points placed with transform)",
-                   "fitted": f"UMAP (fitted in {projection.fit_seconds:.1f} s)"}[how]
+                   "fitted": f"UMAP (fitted in {fit_seconds:.1f} s)"}[how]
 except ProjectionError as exc:
     coords = pca_preview(vectors) if len(vectors) > 3 else np.zeros((len(vectors), 3), np.float32)
-    method_note = f"PCA, not UMAP ({exc})"
+    method_note = ("PCA preview while UMAP computes in the background" if pending is not None
+                   else f"PCA, not UMAP ({exc})")
 if coords.shape[1] < 3:
     coords = np.pad(coords, ((0, 0), (0, 3 - coords.shape[1])))
 frame = points.assign(x=coords[:, 0], y=coords[:, 1], z=coords[:, 2])
@@ -117,8 +121,24 @@ fig3 = scatter_3d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=
                   max_classes=len(PALETTE) if view == "Class centroids" else 20).update_layout(height=640)
 if view == "GIFs" and COLOR_OPTIONS[colour] == "class":  # a GIF's "class" is its most confident tag
     fig3.update_layout(legend_title_text="top tag")
+if pending is not None:
+    fig3.update_layout(title="PCA preview: UMAP is computing ...")
 event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_mode=("points",))
 st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
+
+
+@st.fragment(run_every=2.0)
+def _await_umap(signature: str) -> None:
+    """Polls the background fit; the whole page reruns once, with UMAP, when it is done."""
+    job = running_job(signature)
+    if job is None or job.done:
+        st.rerun(scope="app")
+    stage, fraction = job.progress()
+    st.progress(fraction, text=f"UMAP in the background: {stage} (the map is replaced when it is ready)")
+
+
+if pending is not None:
+    _await_umap(pending.signature)
 clicked = selected_ids(plotly_click("explore_3d"))  # 3D clicks: Streamlit's on_select never sees them
 picked = selected_ids(event)
 fresh_pick = picked[0] if picked and picked[0] != st.session_state.get("explore_last_pick") else None

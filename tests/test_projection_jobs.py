@@ -1,0 +1,54 @@
+"""explorer.projection_jobs: UMAP in a worker process on real LFW face embeddings. One job per
+embedding set however often it is asked for, its projection lands in the cache folder where the
+page finds it, progress is reported while it runs, and a set that cannot be projected fails once
+with its reason instead of being retried on every rerun."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.lfw_faces import load_lfw_faces
+from explorer.projection import ProjectionError, fingerprint, load_cached
+from explorer.projection_jobs import collect, projection_job, running_job, wait_for_projections
+
+pytestmark = pytest.mark.slow  # the worker process imports UMAP and compiles its kernels
+KEY = "faces-dlib-resnet-v1"
+
+
+@pytest.fixture(scope="module")
+def faces(lfw_dir: Path):
+    f = load_lfw_faces(lfw_dir, max_people=12)
+    return f.vectors, [str(p) for p in f.paths]
+
+
+def test_a_job_runs_once_per_embedding_set_and_fills_the_cache(faces, tmp_path):
+    vectors, ids = faces
+    job = projection_job(vectors, ids, tmp_path, KEY, model_id=KEY)
+    assert projection_job(vectors, ids, tmp_path, KEY, model_id=KEY) is job  # a rerun joins the running job
+    assert running_job(fingerprint(vectors, ids, KEY)) is job
+    stage, fraction = job.progress()
+    assert isinstance(stage, str) and 0.0 <= fraction <= 1.0
+    assert wait_for_projections(timeout=600)
+    how, seconds = job.result()
+    assert job.error is None and how == "fitted" and seconds > 0
+    cached = load_cached(vectors, ids, tmp_path, model_id=KEY, with_reducer=False)
+    assert cached is not None and cached.coords.shape == (len(ids), 3) and np.isfinite(cached.coords).all()
+    assert not job.progress_file.exists()  # the worker's progress note is gone with the job
+    collect(job)
+    assert running_job(job.signature) is None
+    # one more photo: a new job, which places it with transform instead of refitting
+    more = projection_job(np.vstack([vectors, vectors[:1] * 0.99]), [*ids, "extra"], tmp_path, KEY, model_id=KEY)
+    assert more is not job and wait_for_projections(timeout=600)
+    assert more.result()[0] == "extended"
+    collect(more)
+
+
+def test_a_set_that_cannot_be_projected_fails_once_with_its_reason(faces, tmp_path):
+    vectors, ids = faces
+    few = projection_job(vectors[:5], ids[:5], tmp_path, KEY, model_id=KEY)
+    assert wait_for_projections(timeout=600)
+    assert isinstance(few.error, ProjectionError) and "5" in str(few.error)
+    collect(few)  # only successful jobs are forgotten
+    assert projection_job(vectors[:5], ids[:5], tmp_path, KEY, model_id=KEY) is few
