@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -61,22 +63,21 @@ def browser_store(tmp_path_factory) -> FixtureStore:
     return new_fixture_store(tmp_path_factory, "browser-store")
 
 
-@pytest.fixture(scope="module")
-def server(browser_store: FixtureStore, tmp_path_factory):
-    """`streamlit run app.py` as an editor would start it, on a free port."""
+@contextmanager
+def streamlit_app(data_dir: Path, url: str, log: Path) -> Iterator[str]:
+    """`streamlit run app.py` as an editor would start it, on a free port, over this store."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    env = dict(os.environ, GIFLENS_DATA_DIR=str(browser_store.data_dir), GIFLENS_DATABASE_URL=browser_store.url)
+    env = dict(os.environ, GIFLENS_DATA_DIR=str(data_dir), GIFLENS_DATABASE_URL=url)
     env.pop("GIFLENS_EDITOR_PASSWORD", None)
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    app_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
-        yield url
+        _wait_healthy(app_url, proc, log)
+        yield app_url
     finally:
         proc.terminate()
         try:
@@ -85,20 +86,36 @@ def server(browser_store: FixtureStore, tmp_path_factory):
             proc.kill()
 
 
-@pytest.fixture(scope="module")
-def page(server):
+@contextmanager
+def chromium_page(url: str) -> Iterator[Any]:
+    """A page of Debian's Chromium on the app, once its first script run is over."""
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make chromium)"
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         # SwiftShader gives headless Chromium WebGL without a GPU (Plotly's 3D and scattergl need it).
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
         pg = browser.new_page(viewport={"width": 1500, "height": 1000})
         pg.set_default_timeout(WAIT_MS)
-        pg.goto(server)
+        pg.goto(url)
         _settle(pg)
+        try:
+            yield pg
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(browser_store: FixtureStore, tmp_path_factory):
+    with streamlit_app(browser_store.data_dir, browser_store.url,
+                       tmp_path_factory.mktemp("streamlit") / "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with chromium_page(server) as pg:
         yield pg
-        browser.close()
 
 
 def _settle(pg) -> None:
