@@ -315,7 +315,7 @@ def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any],
     reasons = {
         "model disagrees": labelled & (predicted_yet | ~pred_missing) & (pred_str != faces["label"].to_numpy()),
         "neighbours disagree": labelled & (maj >= 0) & (maj != classes.code) & (np.nan_to_num(share) >= min_neighbour_share),
-        "low confidence": predicted_yet & (np.nan_to_num(conf, nan=1.0) < min_confidence),
+        "low confidence": predicted_yet & (conf < min_confidence),
         "far from centroid": faces["is_outlier"].to_numpy(),
     }
     flags = np.column_stack(list(reasons.values()))

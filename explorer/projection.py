@@ -318,13 +318,17 @@ def cache_entry(cache_dir: Path | str, fp: str, params: ProjectionParams) -> Pat
 
 def load_cached(vectors: Any, ids: Sequence[Any], cache_dir: Path | str, *, model_id: str = "",
                 n_components: int = 3, method: str = "umap", metric: str = "cosine", n_neighbors: int = 15,
-                min_dist: float = 0.1, seed: int = 42, with_reducer: bool = True) -> Projection | None:
-    """The cached projection of exactly these vectors/ids/model with these parameters, or None."""
+                min_dist: float = 0.1, seed: int = 42, with_reducer: bool = True,
+                signature: str | None = None) -> Projection | None:
+    """The cached projection of exactly these vectors/ids/model with these parameters, or None.
+
+    signature: `fingerprint(vectors, ids, model_id)` when the caller has it already; it hashes
+    every vector (tens of ms at 50,000 faces), and a page that reruns on every click needs it once."""
     params = ProjectionParams(method, n_components, metric, n_neighbors, min_dist, seed)
-    x = _as_matrix(vectors)
-    arr = _as_ids(ids, len(x))
-    return _load_entry(cache_entry(cache_dir, _fingerprint(x, arr, model_id), params), _fingerprint(x, arr, model_id),
-                       params, with_reducer)
+    if signature is None:
+        x = _as_matrix(vectors)
+        signature = _fingerprint(x, _as_ids(ids, len(x)), model_id)
+    return _load_entry(cache_entry(cache_dir, signature, params), signature, params, with_reducer)
 
 
 def _load_entry(folder: Path, fp: str, params: ProjectionParams, with_reducer: bool) -> Projection | None:

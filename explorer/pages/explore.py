@@ -89,8 +89,10 @@ pending = None  # the UMAP job still running: the PCA preview is shown (and usab
 try:
     if len(vectors) < UMAP_MIN_POINTS:
         raise ProjectionError(f"{len(vectors)} points, UMAP needs {UMAP_MIN_POINTS}")
-    job = running_job(fingerprint(vectors, ids, key))
-    if job is None and (projection := load_cached(vectors, ids, cache_dir, model_id=key, with_reducer=False)) is None:
+    signature = fingerprint(vectors, ids, key)  # hashed once per run: the job lookup and the cache share it
+    job = running_job(signature)
+    if job is None and (projection := load_cached(vectors, ids, cache_dir, model_id=key, with_reducer=False,
+                                                  signature=signature)) is None:
         job = projection_job(vectors, ids, cache_dir, key, model_id=key)
     if job is not None and not job.done:
         pending = job
@@ -99,7 +101,7 @@ try:
         if job.error is not None:  # remembered, not retried on every rerun; the editor keeps the PCA view
             raise ProjectionError(f"UMAP failed: {job.error}")
         collect(job)
-        projection = load_cached(vectors, ids, cache_dir, model_id=key, with_reducer=False)
+        projection = load_cached(vectors, ids, cache_dir, model_id=key, with_reducer=False, signature=signature)
         if projection is None:
             raise ProjectionError("the projection computed in the background is not in the cache folder")
     how, fit_seconds = job.result() if job is not None else ("cache", 0.0)
