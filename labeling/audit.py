@@ -440,6 +440,22 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         return result
 
 
+def undoable_events(factory: sessionmaker[Session], limit: int = 30) -> list[AuditEvent]:
+    """The latest operations an Undo button may offer, newest first: not undone yet, not an undo
+    themselves, not a record such as an ingest batch. (A later operation may still pin one: undo_event
+    says which when asked.)"""
+    with factory() as session:
+        stmt = (select(AuditEvent).where(AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None))
+                .order_by(AuditEvent.id.desc()).execution_options(yield_per=50))
+        out: list[AuditEvent] = []
+        for event in session.scalars(stmt):
+            if not _foreign_keys(event.after):
+                out.append(event)
+                if len(out) == limit:
+                    break
+        return out
+
+
 def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
     """Undo this editor's most recent operation that is not undone yet (call again for the one before).
 

@@ -450,6 +450,85 @@ def dupes_command(
                f"frames={sum(map(len, hashes.values()))} radius={radius}")
 
 
+def _entity_key(store: sessionmaker[Session], entity: str) -> str:
+    """`face:12`, `media:7`, `class:3` or `class:Brad Pitt` (a class by name, any case) -> the audit key."""
+    from labeling.classes import find_class
+    from labeling.errors import StoreError
+
+    kind, sep, value = entity.partition(":")
+    kind, value = kind.strip().casefold(), value.strip()
+    if not sep or kind not in {"face", "media", "class"} or not value:
+        raise typer.BadParameter(f"{entity!r}: expected face:ID, media:ID, class:ID or class:NAME", param_hint="ENTITY")
+    if value.isdigit():
+        return f"{kind}:{int(value)}"
+    if kind != "class":
+        raise typer.BadParameter(f"{entity!r}: a {kind} is named by its id", param_hint="ENTITY")
+    with store() as session:
+        try:
+            found = find_class(session, value)
+        except StoreError as exc:  # a name no class can have (too long, a path)
+            raise typer.BadParameter(f"{entity!r}: {exc}", param_hint="ENTITY") from exc
+        if found is None:
+            raise typer.BadParameter(f"no class is called {value!r}", param_hint="ENTITY")
+        return f"class:{found.id}"
+
+
+@app.command("history")
+def history_command(
+    entity: Annotated[Optional[str], typer.Argument(
+        help="face:ID, media:ID, class:ID or class:NAME; without it, the latest operations.")] = None,
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+    editor: Annotated[Optional[str], typer.Option("--editor", help="Only this editor's operations.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many operations, newest first.")] = 20,
+) -> None:
+    """The audit log, newest first: of one face, GIF or class, or the latest operations (of one editor).
+
+    The event ids are what `giflens undo` takes."""
+    from labeling.queries import events_frame, history_frame
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
+    if entity:
+        events = history_frame(store, _entity_key(store, entity), limit=limit)
+        if editor:
+            events = events[events["editor"] == editor]
+    else:
+        events = events_frame(store, editor, limit=limit)
+    import pandas as pd
+
+    for row in events.itertuples():
+        undone = f"  [undone by {int(row.undone_by)}]" if pd.notna(row.undone_by) else ""
+        typer.echo(f"{row.event_id:>6}  {row.at:%Y-%m-%d %H:%M:%S}  {row.editor}  {row.summary}{undone}")
+    what = f"of {entity}" if entity else "in the store"
+    typer.echo(f"{len(events)} operation(s) {what}" + (f" by {editor}" if editor else "") + " shown, newest first")
+
+
+@app.command("undo")
+def undo_command(
+    event_id: Annotated[Optional[int], typer.Argument(
+        min=1, help="The operation to undo (see `giflens history`); without it, your last operation.")] = None,
+    data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
+) -> None:
+    """Undo one operation (audited as an undo); refused, with what depends on it, when a later operation
+    changed the same faces, classes or tags."""
+    from labeling.audit import undo_event, undo_last
+
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings)
+    who = _editor(editor)
+    _run(lambda: _UndoSummary(undo_last(store, who) if event_id is None else undo_event(store, event_id, who)))
+
+
+class _UndoSummary:
+    """An undo's one-line summary, as `_run` prints it."""
+
+    def __init__(self, result) -> None:
+        self.result = result
+
+    def line(self) -> str:
+        return f"{self.result.summary} (audit event {self.result.event_id}, {self.result.changed} row(s) restored)"
+
+
 def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
     """--reference gender=female:50,male:50 (shares as weights, normalised) -> {attribute: shares}."""
     from explorer.bias_audit import ATTRIBUTES, parse_reference

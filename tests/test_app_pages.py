@@ -165,6 +165,43 @@ def test_add_rename_class_with_audit_and_undo(app, app_store):
         assert s.get(AuditEvent, event.id).undone_by_id is not None
 
 
+def test_overview_undoes_any_operation_by_its_number_unless_a_later_one_depends_on_it(app, app_store):
+    sign_in(app, "cleo")
+    go(app, "classes")
+    app.text_input(key="add_class_name").input("Undo Target")
+    button(app, "Add class").click().run()
+    with app_store.store() as s:
+        target = s.scalars(select(CelebrityClass).where(CelebrityClass.name == "Undo Target")).one()
+    app.text_input(key=f"rename_name_{target.id}").input("Undo Target Renamed")
+    button(app, "Rename").click().run()
+    no_exception(app)
+    with app_store.store() as s:
+        added, renamed = s.scalars(select(AuditEvent.id).where(AuditEvent.editor == "cleo").order_by(AuditEvent.id)).all()
+
+    go(app, "home")
+    offered = app.selectbox(key="overview_undo_event")
+    assert offered.options[0].startswith(f"#{renamed} · cleo · ")  # newest first, with who and what
+    assert offered.options[0].endswith(" · rename class 'Undo Target' to 'Undo Target Renamed'")
+    assert offered.options[1].startswith(f"#{added} · cleo · ")
+    offered.set_value(added).run()
+    button(app, "Undo this operation").click().run()
+    no_exception(app)  # the rename depends on the add: refused with the reason, nothing written
+    assert any(f"operation {added} (add_class) cannot be undone" in e and f"first {renamed} (rename_class) by cleo" in e
+               for e in errors(app)), errors(app)
+    assert count(app_store.store, AuditEvent, AuditEvent.operation == "undo", AuditEvent.editor == "cleo") == 0
+
+    app.selectbox(key="overview_undo_event").set_value(renamed).run()
+    button(app, "Undo this operation").click().run()
+    assert any(m.startswith(f"Undone: undo of operation {renamed}") for m in messages(app)), messages(app)
+    app.selectbox(key="overview_undo_event").set_value(added).run()
+    button(app, "Undo this operation").click().run()
+    no_exception(app)
+    assert any(m.startswith(f"Undone: undo of operation {added}") for m in messages(app)), messages(app)
+    assert count(app_store.store, CelebrityClass, CelebrityClass.id == target.id) == 0
+    undone = [o for o in app.selectbox(key="overview_undo_event").options if o.startswith((f"#{added} ", f"#{renamed} "))]
+    assert undone == []  # undone operations are no longer offered
+
+
 def test_stale_edit_shows_the_conflict(app, app_store):
     app.session_state["editor"] = "ann"
     go(app, "classes")

@@ -272,3 +272,40 @@ def test_a_server_that_never_answers_times_out(tmp_path, monkeypatch):
         silent.close()
     assert result.exit_code == 1, result.output
     assert result.stderr.strip() == f"error: cannot open the store {url}: connection timeout expired"
+
+
+def test_history_and_undo_from_the_command_line(store_url, tmp_path):
+    where = ["--data-dir", tmp_path / "data", "--database-url", store_url]
+    (tmp_path / "classes.csv").write_text("Labels,Index\nAda_Lovelace_[m.0k2x],0\nGrace_Hopper_[m.03c0],1\n")
+    (tmp_path / "people.csv").write_text("name,gender,country\nAda_Lovelace,female,UK\n")
+    assert invoke("import", "classes", tmp_path / "classes.csv", *where, "--editor", "ann").exit_code == 0
+    assert invoke("import", "attributes", tmp_path / "people.csv", *where, "--editor", "bob").exit_code == 0
+
+    log = invoke("history", *where)
+    assert log.exit_code == 0, log.output
+    lines = log.stdout.strip().splitlines()
+    assert "bob  import attributes from people.csv" in lines[0] and "ann  import classes" in lines[1]
+    assert lines[-1] == "2 operation(s) in the store shown, newest first"
+    ada = invoke("history", "class:ada lovelace", *where)  # a class by name, any case
+    assert ada.exit_code == 0 and ada.stdout.strip().endswith("2 operation(s) of class:ada lovelace shown, newest first")
+    assert invoke("history", *where, "--editor", "ann").stdout.count("import") == 1
+
+    # bob undoes his last operation: Ada's attributes are gone, audited as an undo by bob
+    undo = invoke("undo", *where, "--editor", "bob")
+    assert undo.exit_code == 0, undo.output
+    assert undo.stdout.startswith("undo of operation 2: import attributes") and "(audit event 3, 1 row(s) restored)" in undo.stdout
+    with open_store(store_url)() as s:
+        ada_row = s.scalars(select(CelebrityClass).where(CelebrityClass.name == "Ada Lovelace")).one()
+    assert (ada_row.gender, ada_row.country) == (None, None)
+    assert audit(store_url)[-1] == ("undo", "bob", 1)
+    assert "[undone by 3]" in invoke("history", "class:1", *where).stdout
+
+    again = invoke("undo", "2", *where, "--editor", "bob")
+    assert again.exit_code == 1 and "already undone by operation 3" in again.output
+    assert "bob has no operation left to undo" in invoke("undo", *where, "--editor", "bob").output
+    assert "no audit event 99" in invoke("undo", "99", *where).output
+    for bad, message in [("face:x", "a face is named by its id"), ("class:Nobody", "no class is called 'Nobody'"),
+                         ("gif7", "expected face:ID, media:ID, class:ID or class:NAME")]:
+        result = invoke("history", bad, *where)
+        assert result.exit_code == 2 and message in " ".join(result.output.replace("│", " ").split()), result.output
+    assert len(audit(store_url)) == 3  # refusals wrote nothing

@@ -1,7 +1,8 @@
 """Overview: what the store holds, and the latest operations of every editor."""
 import streamlit as st
 
-from labeling.pages.common import database_label, get_settings, get_store
+from labeling.audit import undo_event, undoable_events
+from labeling.pages.common import database_label, get_settings, get_store, write
 from labeling.queries import events_frame, store_overview
 
 settings, store = get_settings(), get_store()
@@ -34,3 +35,13 @@ if len(events):
     })
 else:
     st.write("No operation yet.")
+
+undoable = undoable_events(store, limit=30)
+if undoable:
+    with st.expander("Undo an operation"):
+        st.caption("Any editor's operation can be taken back by its number, unless a later operation changed "
+                   "the same faces, classes or tags (then undo that one first). The undo is audited under your name.")
+        choices = {e.id: f"#{e.id} · {e.editor} · {e.at:%Y-%m-%d %H:%M} · {e.summary}" for e in undoable}
+        chosen = st.selectbox("Operation", list(choices), format_func=choices.get, key="overview_undo_event")
+        if st.button("Undo this operation", key="overview_undo"):
+            write(lambda s, e: undo_event(s, int(chosen), e))
