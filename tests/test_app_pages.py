@@ -198,6 +198,9 @@ def test_overview_undoes_any_operation_by_its_number_unless_a_later_one_depends_
     no_exception(app)
     assert any(m.startswith(f"Undone: undo of operation {added}") for m in messages(app)), messages(app)
     assert count(app_store.store, CelebrityClass, CelebrityClass.id == target.id) == 0
+    latest = app.main.dataframe[0].value.set_index("event_id")
+    assert latest.loc[renamed, "undone_by"] == f"#{renamed + 1}" and latest.loc[renamed + 1, "undo_of"] == f"#{renamed}"
+    assert latest.loc[renamed + 1, "undone_by"] == ""  # blank, not "None"
     undone = [o for o in app.selectbox(key="overview_undo_event").options if o.startswith((f"#{added} ", f"#{renamed} "))]
     assert undone == []  # undone operations are no longer offered
 

@@ -1,4 +1,5 @@
 """Overview: what the store holds, and the latest operations of every editor."""
+import pandas as pd
 import streamlit as st
 
 from labeling.audit import undo_event, undoable_events
@@ -26,12 +27,14 @@ if overview["media_ok"] + overview["media_failed"] == 0:
 st.subheader("Latest operations")
 events = events_frame(store, limit=30)
 if len(events):
+    for column in ("undone_by", "undo_of"):  # "#12", or blank where there is none (not a grey "None")
+        events[column] = [f"#{int(v)}" if pd.notna(v) else "" for v in events[column]]
     st.dataframe(events.drop(columns=["n_entities"]), hide_index=True, width="stretch", column_config={
         "event_id": st.column_config.NumberColumn("event", width="small"),
         "at": st.column_config.DatetimeColumn("at", format="YYYY-MM-DD HH:mm:ss"),
         "summary": st.column_config.TextColumn("summary", width="large"),
-        "undone_by": st.column_config.NumberColumn("undone by", width="small", help="the event that took this one back"),
-        "undo_of": st.column_config.NumberColumn("undo of", width="small", help="the event this one took back"),
+        "undone_by": st.column_config.TextColumn("undone by", width="small", help="the event that took this one back"),
+        "undo_of": st.column_config.TextColumn("undo of", width="small", help="the event this one took back"),
     })
 else:
     st.write("No operation yet.")
