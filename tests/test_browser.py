@@ -8,100 +8,30 @@ screenshotted into test-artifacts/screenshots/ (kept by CI as artifacts; the REA
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
+from bench.streamlit_browser import POINTS_3D, chromium_page, click_3d_point, settle, streamlit_app, umap_ready
 from labeling.schema import AuditEvent, CelebrityClass, FaceLabel
 from test_queries import FixtureStore, new_fixture_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 EDITOR = "browser-editor"
 # Every page of the navigation, by the title its sidebar link shows.
 PAGES = ["Overview", "Explore", "Review", "Classes", "Tags", "Bias audit", "Ingest", "Export"]
-WAIT_MS = int(os.environ.get("GIFLENS_BROWSER_WAIT_MS", "240000"))  # generous: a busy 2-core machine must not fail on time
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def browser_store(tmp_path_factory) -> FixtureStore:
     return new_fixture_store(tmp_path_factory, "browser-store")
-
-
-@contextmanager
-def streamlit_app(data_dir: Path, url: str, log: Path) -> Iterator[str]:
-    """`streamlit run app.py` as an editor would start it, on a free port, over this store."""
-    port = _free_port()
-    env = dict(os.environ, GIFLENS_DATA_DIR=str(data_dir), GIFLENS_DATABASE_URL=url)
-    env.pop("GIFLENS_EDITOR_PASSWORD", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    app_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(app_url, proc, log)
-        yield app_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@contextmanager
-def chromium_page(url: str) -> Iterator[Any]:
-    """A page of Debian's Chromium on the app, once its first script run is over."""
-    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make test` installs it (make chromium)"
-    with sync_playwright() as p:
-        # SwiftShader gives headless Chromium WebGL without a GPU (Plotly's 3D and scattergl need it).
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
-        pg = browser.new_page(viewport={"width": 1500, "height": 1000})
-        pg.set_default_timeout(WAIT_MS)
-        pg.goto(url)
-        _settle(pg)
-        try:
-            yield pg
-        finally:
-            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -118,28 +48,10 @@ def page(server):
         yield pg
 
 
-def _settle(pg) -> None:
-    """Wait until the script run is over (Streamlit marks its root with the script's run state)."""
-    pg.wait_for_selector("[data-testid='stSidebarNav']")
-    pg.wait_for_timeout(300)
-    pg.wait_for_function("() => document.querySelector('[data-testid=\"stApp\"]')"
-                         "?.getAttribute('data-test-script-state') !== 'running'", timeout=WAIT_MS)
-    pg.wait_for_timeout(300)
-
-
 def _open(pg, title: str) -> None:
     pg.locator("[data-testid='stSidebarNavLink']", has_text=title).first.click()
     pg.wait_for_function("t => document.title.includes(t) || true", arg=title)
-    _settle(pg)
-
-
-def _umap_ready(pg) -> None:
-    """Explore draws the PCA preview at once and reruns itself with UMAP when the background job is
-    done: wait for that, so clicks land on the map that stays."""
-    pg.get_by_text(re.compile(r"· click a point for its details")).first.wait_for(timeout=WAIT_MS)
-    pg.wait_for_function("() => ![...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
-                         ".some(c => c.innerText.includes('UMAP computes in the background'))", timeout=WAIT_MS)
-    _settle(pg)
+    settle(pg)
 
 
 def _no_exception(pg, where: str) -> None:
@@ -165,10 +77,10 @@ def _sign_in(pg, name: str = EDITOR) -> None:
     sign_out = pg.get_by_role("button", name="Sign out")
     if sign_out.count():
         sign_out.click()
-        _settle(pg)
+        settle(pg)
     pg.locator(".st-key-sign_in_name input").fill(name)
     pg.get_by_role("button", name="Sign in").click()
-    _settle(pg)
+    settle(pg)
     pg.get_by_text(f"Editor: {name}").wait_for()
 
 
@@ -179,56 +91,12 @@ def _coloured_pixels(png: Path) -> int:
     return int((spread > 60).sum())
 
 
-# Where a 3D point lands on screen, as plotly.js places its hover labels: data coordinates
-# scaled by the scene's dataScale, through the camera's model, view and projection matrices.
-_PROJECT_3D = """(args) => {
-  const gd = document.querySelector('.st-key-explore_3d .js-plotly-plot');
-  const scene = gd._fullLayout.scene._scene;
-  const cam = scene.glplot.cameraParams, scale = scene.dataScale;
-  for (const trace of gd._fullData) {
-    if (trace.type !== 'scatter3d' || trace.name === 'highlighted' || !trace.customdata) continue;
-    const i = Array.from(trace.customdata).findIndex(c => (Array.isArray(c) ? c[0] : c) === args.id);
-    if (i < 0) continue;
-    const v = [trace.x[i] * scale[0], trace.y[i] * scale[1], trace.z[i] * scale[2], 1];
-    const mul = (m, u) => [0, 1, 2, 3].map(r => [0, 1, 2, 3].reduce((s, c) => s + m[4 * c + r] * u[c], 0));
-    const p = mul(cam.projection, mul(cam.view, mul(cam.model, v)));
-    const box = scene.container.getBoundingClientRect();
-    return {x: box.left + (0.5 * p[0] / p[3] + 0.5) * box.width, y: box.top + (0.5 - 0.5 * p[1] / p[3]) * box.height};
-  }
-  return null;
-}"""
-
-
-def _click_3d_point(pg, candidates: list[int]) -> int:
-    """Click the first candidate whose 3D marker answers the mouse (hover names it), holding the
-    button as a hand does: plotly.js reports a 3D click from its render loop while the button is down."""
-    pg.evaluate("""() => { const gd = document.querySelector('.st-key-explore_3d .js-plotly-plot');
-                          window.__giflensHover = null;
-                          gd.on('plotly_hover', e => { const c = e.points[0].customdata;
-                                                      window.__giflensHover = Array.isArray(c) ? c[0] : c; }); }""")
-    for face_id in candidates:
-        xy = pg.evaluate(_PROJECT_3D, {"id": int(face_id)})
-        if xy is None:
-            continue
-        pg.mouse.move(xy["x"] + 40, xy["y"] + 40)
-        pg.mouse.move(xy["x"], xy["y"])
-        pg.wait_for_timeout(600)
-        if pg.evaluate("() => window.__giflensHover") != int(face_id):
-            continue
-        pg.mouse.down()
-        pg.wait_for_timeout(300)
-        pg.mouse.up()
-        _settle(pg)
-        return int(face_id)
-    raise AssertionError(f"none of the faces {candidates} could be hovered in the 3D view")
-
-
 def test_every_page_renders_in_chromium(page):
     links = [link.inner_text().split("\n")[-1] for link in page.locator("[data-testid='stSidebarNavLink']").all()]
     for title in links:
         _open(page, title)
         if title == "Explore":
-            _umap_ready(page)
+            umap_ready(page)
         _no_exception(page, title)
         _shot(page, title.lower().replace(" ", "-"))
     assert set(PAGES) <= set(links), f"pages missing from the navigation: {set(PAGES) - set(links)}"
@@ -237,16 +105,13 @@ def test_every_page_renders_in_chromium(page):
 def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore):
     _sign_in(page)
     _open(page, "Explore")
-    _umap_ready(page)
+    umap_ready(page)
     _no_exception(page, "Explore")
 
     # The Plotly figure reached the browser with every face and WebGL drew it.
     plot = page.locator(".st-key-explore_3d .js-plotly-plot")
     plot.wait_for()
-    n_points = page.evaluate(
-        """() => { const gd = document.querySelector('.st-key-explore_3d .js-plotly-plot');
-                   return gd._fullData.filter(t => t.visible !== false && t.type === 'scatter3d')
-                                      .reduce((n, t) => n + (t._length || (t.x ? t.x.length : 0)), 0); }""")
+    n_points = page.evaluate(POINTS_3D)
     assert n_points >= len(browser_store.gif_faces) + len(browser_store.largest_face)
     assert plot.locator("canvas").count() >= 1
     shot = SHOTS / "explore-3d.png"
@@ -255,7 +120,7 @@ def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore
 
     # Click one of the GIF's faces (predicted Serena Williams) in the 3D view, then relabel it to
     # Ariel Sharon. The first face whose marker is not hidden behind another one is clicked.
-    face_id = _click_3d_point(page, browser_store.gif_faces)
+    face_id = click_3d_point(page, browser_store.gif_faces)
     target = "Ariel Sharon"
     page.get_by_text(f"face {face_id}", exact=True).wait_for()
     assert page.locator(".st-key-explore_point_id input").input_value() == str(face_id)  # the id box follows the click
@@ -264,13 +129,13 @@ def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore
     # change is visible in the database.
     dropdown = page.locator(f".st-key-explore_relabel_class_{face_id}")
     dropdown.wait_for(state="visible")
-    _settle(page)
+    settle(page)
     dropdown.locator("input").click()
     dropdown.locator("input").fill(target)  # the dropdown filters as one types; Enter takes the match
     page.keyboard.press("Enter")
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="Relabel", exact=True).click()
-    _settle(page)
+    settle(page)
     _no_exception(page, "Explore after relabel")
     _shot(page, "explore-after-relabel")
 
@@ -314,7 +179,7 @@ def _last_event_id(fx: FixtureStore) -> int:
 def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browser_store: FixtureStore):
     editor = "bulk-editor"
     _open(page, "Explore")
-    _umap_ready(page)
+    umap_ready(page)
     _sign_in(page, editor)
     _no_exception(page, "Explore")
     # The 2D view is the second tab, on the Faces points (the default view).
@@ -326,7 +191,7 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     page.wait_for_function("""() => { const gd = document.querySelector('.st-key-explore_2d .js-plotly-plot');
                                       return gd && gd._fullLayout && gd.querySelector('.draglayer .nsewdrag')
                                              && gd._fullData.some(t => t.type === 'scattergl' && t._length > 0); }""")
-    _settle(page)
+    settle(page)
     page.get_by_text("0 face(s) selected").wait_for()
 
     # Box select (the modebar's button: the figure opens in lasso mode), then drag a box over the
@@ -359,7 +224,7 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     # on_select="rerun": the page reruns and lists what Streamlit received from plotly.js
     message = page.get_by_text(re.compile(r"^\d+ face\(s\) selected: "))
     message.wait_for()
-    _settle(page)
+    settle(page)
     _no_exception(page, "Explore after the box selection")
     count, listed = message.inner_text().split(" face(s) selected: ")
     assert int(count) == len(inside) and sorted(int(i) for i in listed.split(",")) == inside
@@ -374,11 +239,11 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     assert alerts.first.inner_text().startswith(f"{len(confirmed)} of the selected faces are confirmed")
     assert mark.is_disabled()
     page.get_by_text(f"Change the {len(confirmed)} confirmed face(s) too").click()
-    _settle(page)
+    settle(page)
     assert mark.is_enabled()
     mark.click()
     page.get_by_text(re.compile(r"^Done: unknown")).wait_for()  # the outcome, flashed after the write and its rerun
-    _settle(page)
+    settle(page)
     _no_exception(page, "Explore after the bulk action")
     assert alerts.first.inner_text().startswith(f"Done: unknown {len(inside)} face(s)"), alerts.first.inner_text()
     _shot(page, "explore-2d-after-bulk")
@@ -412,7 +277,7 @@ def test_classes_a_rename_keeps_the_class_selected_for_the_next_edit(page, brows
     chooser.click()
     chooser.fill("Serena")
     page.locator("[role='option']", has_text="Serena Williams").first.click()
-    _settle(page)
+    settle(page)
     serena_id = _class_row(browser_store, "Serena Williams")[0]
 
     alerts = page.locator("[data-testid='stAlert']")
@@ -421,7 +286,7 @@ def test_classes_a_rename_keeps_the_class_selected_for_the_next_edit(page, brows
     panel.locator(f".st-key-rename_name_{serena_id} input").fill("Serena J. Williams")
     panel.get_by_role("button", name="Rename", exact=True).click()
     alerts.first.wait_for()
-    _settle(page)
+    settle(page)
     assert "to 'Serena J. Williams'" in alerts.first.inner_text(), alerts.first.inner_text()
     assert page.locator(".st-key-class_selected input").first.input_value().startswith("Serena J. Williams")
 
@@ -430,7 +295,7 @@ def test_classes_a_rename_keeps_the_class_selected_for_the_next_edit(page, brows
     panel.locator(f".st-key-attr_country_{serena_id} input").fill("USA")
     panel.get_by_role("button", name="Save attributes", exact=True).click()
     page.get_by_text(re.compile(r"Done: class 'Serena J\. Williams'")).wait_for()
-    _settle(page)
+    settle(page)
     _no_exception(page, "Classes after the rename and the attributes")
     assert _class_row(browser_store, "Serena J. Williams") == (serena_id, "Serena J. Williams", "USA")
     assert _class_row(browser_store, "Ariel Sharon") == first  # the first class in the list is untouched

@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from conftest import session_dir
-from test_browser import SHOTS, _no_exception, _open, _settle, chromium_page, streamlit_app
+from bench.streamlit_browser import chromium_page, settle, streamlit_app
+from test_browser import SHOTS, _no_exception
 from test_recognition_loop import LoopStore, build_loop_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -37,7 +38,7 @@ def test_explore_swaps_the_pca_preview_for_umap_by_itself(loop: LoopStore, tmp_p
         pg.get_by_text(f"face {face}", exact=True).wait_for()
         # no click: the page reruns itself with UMAP, fitted once
         pg.get_by_text("UMAP (fitted in", exact=False).first.wait_for()
-        _settle(pg)
+        settle(pg)
         _no_exception(pg, "Explore")
         assert pg.get_by_text("UMAP in the background").count() == 0
         assert pg.locator(".st-key-explore_point_id input").input_value() == str(face)  # the editor's point stays
