@@ -45,8 +45,8 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
 
 from bench.app import noisy_copies  # noqa: E402
 from bench.lfw_faces import LfwFaces, load_lfw_faces  # noqa: E402
-from bench.streamlit_browser import (POINTS_3D, WAIT_MS, chromium_page, settle, streamlit_app,  # noqa: E402
-                                     umap_ready)
+from bench.streamlit_browser import (POINTS_3D, WAIT_MS, chromium_page, click_3d_point, settle,  # noqa: E402
+                                     streamlit_app, umap_ready)
 
 FACE_MODEL = "dlib-resnet-v1"
 MB = 1024 * 1024
@@ -115,41 +115,6 @@ def _wait_points(pg, n: int, trace: str | None = None) -> None:
     pg.wait_for_function(f"() => ({POINTS_3D})() >= {n} && {named}", timeout=WAIT_MS, polling=100)
 
 
-def _hover_and_click(pg, candidates: np.ndarray) -> tuple[float, float, float, int]:
-    """(hover, click picked by plotly.js, click to details shown: seconds; face id) for the first candidate the mouse can reach."""
-    from bench.streamlit_browser import PROJECT_3D
-
-    pg.evaluate("""() => { const gd = document.querySelector('.st-key-explore_3d .js-plotly-plot');
-                          const id = e => { const c = e.points[0].customdata; return Array.isArray(c) ? c[0] : c; };
-                          window.__giflensHover = window.__giflensClick = null;
-                          gd.on('plotly_hover', e => { window.__giflensHover = id(e); });
-                          gd.on('plotly_click', e => { window.__giflensClick = id(e); }); }""")
-    for face_id in candidates.tolist():
-        xy = pg.evaluate(PROJECT_3D, {"id": int(face_id)})
-        if xy is None:
-            continue
-        pg.mouse.move(xy["x"] + 40, xy["y"] + 40)
-        pg.evaluate("() => { window.__giflensHover = null; }")
-        start = time.perf_counter()
-        pg.mouse.move(xy["x"], xy["y"])
-        try:
-            pg.wait_for_function(f"() => window.__giflensHover === {int(face_id)}", timeout=5000, polling=20)
-        except Exception:  # hidden behind another marker: try the next one
-            continue
-        hover = time.perf_counter() - start
-        # plotly.js picks a 3D click in its render loop while the button is down: the button is held
-        # until it did (a hand holds it ~100 ms; a frame of 50,000 markers in SwiftShader takes longer).
-        start = time.perf_counter()
-        pg.mouse.down()
-        pg.wait_for_function(f"() => window.__giflensClick === {int(face_id)}", timeout=WAIT_MS, polling=20)
-        picked = time.perf_counter() - start
-        pg.mouse.up()
-        pg.get_by_text(f"face {face_id}", exact=True).wait_for(timeout=WAIT_MS)
-        settle(pg)
-        return hover, picked, time.perf_counter() - start - 0.6, int(face_id)  # settle's own fixed waits taken off
-    raise RuntimeError("no candidate face could be hovered in the 3D view")
-
-
 def measure(store: SyntheticStore, n: int, rng: np.random.Generator, log: Path) -> dict[str, float]:
     received = [0]
     with streamlit_app(store.data_dir, store.url, log) as url, chromium_page(url, settle_first=False) as pg:
@@ -168,7 +133,9 @@ def measure(store: SyntheticStore, n: int, rng: np.random.Generator, log: Path) 
         umap_swap = time.perf_counter() - start
         _wait_points(pg, n)
         heap = pg.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : 0")
-        hover, pick, click, face_id = _hover_and_click(pg, rng.permutation(store.face_ids)[:60])
+        clicked = click_3d_point(pg, rng.permutation(store.face_ids)[:60], hover_timeout_ms=5000)
+        pg.get_by_text(f"face {clicked.face_id}", exact=True).wait_for(timeout=WAIT_MS)
+        click = time.perf_counter() - clicked.pressed_at - 0.6  # settle's own fixed waits taken off
 
         start = time.perf_counter()
         pg.locator(".st-key-explore_colour").click()
@@ -176,8 +143,8 @@ def measure(store: SyntheticStore, n: int, rng: np.random.Generator, log: Path) 
         _wait_points(pg, n, trace="approved")
         recolour = time.perf_counter() - start
     return {"warm_up_s": warm_up, "first_map_s": first_map, "first_map_mb": first_bytes / MB, "umap_swap_s": umap_swap,
-            "hover_ms": hover * 1000, "click_pick_ms": pick * 1000, "click_to_details_s": click, "recolour_s": recolour, "js_heap_mb": heap / MB,
-            "face_id": face_id}
+            "hover_ms": clicked.hover_s * 1000, "click_pick_ms": clicked.pick_s * 1000, "click_to_details_s": click, "recolour_s": recolour, "js_heap_mb": heap / MB,
+            "face_id": clicked.face_id}
 
 
 def main() -> None:

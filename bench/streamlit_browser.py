@@ -13,8 +13,11 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -127,25 +130,42 @@ PROJECT_3D = """(args) => {
 }"""
 
 
-def click_3d_point(pg, candidates: list[int]) -> int:
-    """Click the first candidate whose 3D marker answers the mouse (hover names it), holding the
-    button as a hand does: plotly.js reports a 3D click from its render loop while the button is down."""
+@dataclass
+class Click3d:
+    face_id: int
+    hover_s: float  # mouse onto the marker -> plotly.js names it (WebGL picking)
+    pick_s: float  # button down -> plotly.js reports the click
+    pressed_at: float  # time.perf_counter() when the button went down
+
+
+def click_3d_point(pg, candidates: Iterable[int], hover_timeout_ms: int = 600) -> Click3d:
+    """Click the first candidate whose 3D marker answers the mouse (hover names it within
+    hover_timeout_ms), holding the button until plotly.js reports the click: it picks a 3D click
+    in its render loop while the button is down (a hand holds it ~100 ms; a frame of 50,000
+    markers in SwiftShader takes longer). Returns once the app's script run is over."""
     pg.evaluate("""() => { const gd = document.querySelector('.st-key-explore_3d .js-plotly-plot');
-                          window.__giflensHover = null;
-                          gd.on('plotly_hover', e => { const c = e.points[0].customdata;
-                                                      window.__giflensHover = Array.isArray(c) ? c[0] : c; }); }""")
-    for face_id in candidates:
-        xy = pg.evaluate(PROJECT_3D, {"id": int(face_id)})
+                          const id = e => { const c = e.points[0].customdata; return Array.isArray(c) ? c[0] : c; };
+                          window.__giflensHover = window.__giflensClick = null;
+                          gd.on('plotly_hover', e => { window.__giflensHover = id(e); });
+                          gd.on('plotly_click', e => { window.__giflensClick = id(e); }); }""")
+    for face_id in map(int, candidates):
+        xy = pg.evaluate(PROJECT_3D, {"id": face_id})
         if xy is None:
             continue
         pg.mouse.move(xy["x"] + 40, xy["y"] + 40)
+        pg.evaluate("() => { window.__giflensHover = null; }")
+        start = time.perf_counter()
         pg.mouse.move(xy["x"], xy["y"])
-        pg.wait_for_timeout(600)
-        if pg.evaluate("() => window.__giflensHover") != int(face_id):
+        try:
+            pg.wait_for_function(f"() => window.__giflensHover === {face_id}", timeout=hover_timeout_ms, polling=20)
+        except PlaywrightTimeoutError:  # hidden behind another marker: try the next one
             continue
+        hover = time.perf_counter() - start
+        pressed_at = time.perf_counter()
         pg.mouse.down()
-        pg.wait_for_timeout(300)
+        pg.wait_for_function(f"() => window.__giflensClick === {face_id}", timeout=WAIT_MS, polling=20)
+        pick = time.perf_counter() - pressed_at
         pg.mouse.up()
         settle(pg)
-        return int(face_id)
+        return Click3d(face_id, hover, pick, pressed_at)
     raise AssertionError(f"none of the faces {candidates} could be hovered in the 3D view")

@@ -120,7 +120,7 @@ def test_explore_relabel_lands_in_the_database(page, browser_store: FixtureStore
 
     # Click one of the GIF's faces (predicted Serena Williams) in the 3D view, then relabel it to
     # Ariel Sharon. The first face whose marker is not hidden behind another one is clicked.
-    face_id = click_3d_point(page, browser_store.gif_faces)
+    face_id = click_3d_point(page, browser_store.gif_faces).face_id
     target = "Ariel Sharon"
     page.get_by_text(f"face {face_id}", exact=True).wait_for()
     assert page.locator(".st-key-explore_point_id input").input_value() == str(face_id)  # the id box follows the click
