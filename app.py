@@ -13,45 +13,47 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from sqlalchemy.orm import Session, sessionmaker
+from streamlit.navigation.page import StreamlitPage
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # `streamlit run` from elsewhere: the packages live beside this file
     sys.path.insert(0, str(ROOT))
 
+from explorer.projection_jobs import warm_up  # noqa: E402
 from labeling.audit import undo_last  # noqa: E402
 from labeling.errors import StoreError  # noqa: E402
 from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, get_settings,  # noqa: E402
                                    get_store, oidc_configured, oidc_providers, password_required, result_message,
                                    show_error, show_flash, sign_in, sign_out)
 from labeling.queries import events_frame  # noqa: E402
+from models.settings import Settings  # noqa: E402
 
 PAGES = "labeling/pages"
 EXPLORER_PAGES = "explorer/pages"
 
-st.set_page_config(page_title="giflens", page_icon=":material/face:", layout="wide")
 
-navigation = st.navigation({
-    "giflens": [st.Page(f"{PAGES}/home.py", title="Overview", icon=":material/dashboard:", default=True)],
-    "Explore": [
-        st.Page(f"{EXPLORER_PAGES}/explore.py", title="Explore", icon=":material/scatter_plot:"),
-        st.Page(f"{EXPLORER_PAGES}/review.py", title="Review", icon=":material/rule:"),
-        st.Page(f"{EXPLORER_PAGES}/bias.py", title="Bias audit", icon=":material/balance:"),
-    ],
-    "Curate": [
-        st.Page(f"{PAGES}/classes.py", title="Classes", icon=":material/badge:"),
-        st.Page(f"{PAGES}/tags.py", title="Tags", icon=":material/sell:"),
-    ],
-    "Data": [
-        st.Page(f"{PAGES}/ingest.py", title="Ingest", icon=":material/upload:"),
-        st.Page(f"{PAGES}/export.py", title="Export", icon=":material/download:"),
-    ],
-})
-
-settings = get_settings()
-store = get_store()
+def _navigation() -> StreamlitPage:
+    """The pages, grouped as the sidebar shows them."""
+    return st.navigation({
+        "giflens": [st.Page(f"{PAGES}/home.py", title="Overview", icon=":material/dashboard:", default=True)],
+        "Explore": [
+            st.Page(f"{EXPLORER_PAGES}/explore.py", title="Explore", icon=":material/scatter_plot:"),
+            st.Page(f"{EXPLORER_PAGES}/review.py", title="Review", icon=":material/rule:"),
+            st.Page(f"{EXPLORER_PAGES}/bias.py", title="Bias audit", icon=":material/balance:"),
+        ],
+        "Curate": [
+            st.Page(f"{PAGES}/classes.py", title="Classes", icon=":material/badge:"),
+            st.Page(f"{PAGES}/tags.py", title="Tags", icon=":material/sell:"),
+        ],
+        "Data": [
+            st.Page(f"{PAGES}/ingest.py", title="Ingest", icon=":material/upload:"),
+            st.Page(f"{PAGES}/export.py", title="Export", icon=":material/download:"),
+        ],
+    })
 
 
-def _undo_last() -> None:
+def _undo_last(store: sessionmaker[Session]) -> None:
     """Runs before the page (a button callback), so the page already shows the restored state."""
     editor = current_editor()
     if not editor:
@@ -74,57 +76,79 @@ def _oidc_login(provider: str | None) -> None:
         st.error(f"Log in is not available: {exc}")
 
 
-with st.sidebar:
-    st.caption(f"Data folder `{settings.data_dir}`  \nDatabase `{database_label(settings)}`")
-    editor = current_editor()
-    if oidc_configured():
-        if editor or st.user.get("is_logged_in"):
-            if editor:
-                st.markdown(f"Editor: **{editor}**")
-            else:  # a token without a usable name: changes stay refused, say why
-                st.warning("Your login carries no name or e-mail the audit log can record; ask for the "
-                           "identity provider to include the `name` or `email` claim.")
-            if st.button("Log out", key="oidc_logout"):
-                st.logout()
-        else:
-            st.write("Log in to make changes (browsing needs no login).")
-            for provider in oidc_providers():
-                label = f"Log in with {provider}" if provider else "Log in"
-                if st.button(label, key=f"oidc_login_{provider or 'default'}"):
-                    _oidc_login(provider)
-    elif editor:
-        st.markdown(f"Editor: **{editor}**")
-        st.button("Sign out", key="sign_out", on_click=sign_out)
-    else:
-        with st.form("sign_in_form"):
-            st.write("Sign in to make changes (browsing needs no name).")
-            name = st.text_input("Editor name", key="sign_in_name")
-            password = st.text_input("Password", type="password", key="sign_in_password") if password_required() else None
-            if st.form_submit_button("Sign in"):
-                try:
-                    sign_in(name, password)
-                except StoreError as exc:
-                    show_error(exc)
-                else:
-                    st.rerun()
-
-# The flash lives in a container that is always drawn, even empty: Streamlit keys the page's elements
-# by position, so a message that comes and goes before the page would shift every element of the page
-# and the browser would forget their state (an open Filters expander collapsed on the next click).
-with st.container():
-    show_flash()
-navigation.run()
-
-editor = current_editor()
-if editor:
+def _sidebar(settings: Settings) -> None:
+    """Where the data lives, and who is editing: sign in, log in or out."""
     with st.sidebar:
-        st.subheader("Your recent operations")
-        mine = events_frame(store, editor, limit=8)
-        if len(mine):  # one short line each: a table is cut off in a sidebar this narrow
-            for event_id, summary, undone_by in zip(mine["event_id"], mine["summary"], mine["undone_by"]):
-                line = f"**#{event_id}** {escape_markdown(str(summary))}"
-                st.caption(f"~~{line}~~ (undone by #{int(undone_by)})" if pd.notna(undone_by) else line)
+        st.caption(f"Data folder `{settings.data_dir}`  \nDatabase `{database_label(settings)}`")
+        editor = current_editor()
+        if oidc_configured():
+            if editor or st.user.get("is_logged_in"):
+                if editor:
+                    st.markdown(f"Editor: **{editor}**")
+                else:  # a token without a usable name: changes stay refused, say why
+                    st.warning("Your login carries no name or e-mail the audit log can record; ask for the "
+                               "identity provider to include the `name` or `email` claim.")
+                if st.button("Log out", key="oidc_logout"):
+                    st.logout()
+            else:
+                st.write("Log in to make changes (browsing needs no login).")
+                for provider in oidc_providers():
+                    label = f"Log in with {provider}" if provider else "Log in"
+                    if st.button(label, key=f"oidc_login_{provider or 'default'}"):
+                        _oidc_login(provider)
+        elif editor:
+            st.markdown(f"Editor: **{editor}**")
+            st.button("Sign out", key="sign_out", on_click=sign_out)
         else:
-            st.caption("None yet.")
-        st.button("Undo last", key="undo_last", on_click=_undo_last, disabled=mine.empty,
-                  help="Undo your most recent operation that is not undone yet")
+            with st.form("sign_in_form"):
+                st.write("Sign in to make changes (browsing needs no name).")
+                name = st.text_input("Editor name", key="sign_in_name")
+                password = (st.text_input("Password", type="password", key="sign_in_password")
+                            if password_required() else None)
+                if st.form_submit_button("Sign in"):
+                    try:
+                        sign_in(name, password)
+                    except StoreError as exc:
+                        show_error(exc)
+                    else:
+                        st.rerun()
+
+
+def _recent_operations(store: sessionmaker[Session]) -> None:
+    """The signed-in editor's last operations, below every page, with their undo."""
+    editor = current_editor()
+    if editor:
+        with st.sidebar:
+            st.subheader("Your recent operations")
+            mine = events_frame(store, editor, limit=8)
+            if len(mine):  # one short line each: a table is cut off in a sidebar this narrow
+                for event_id, summary, undone_by in zip(mine["event_id"], mine["summary"], mine["undone_by"]):
+                    line = f"**#{event_id}** {escape_markdown(str(summary))}"
+                    st.caption(f"~~{line}~~ (undone by #{int(undone_by)})" if pd.notna(undone_by) else line)
+            else:
+                st.caption("None yet.")
+            st.button("Undo last", key="undo_last", on_click=_undo_last, args=(store,), disabled=mine.empty,
+                      help="Undo your most recent operation that is not undone yet")
+
+
+def main() -> None:
+    st.set_page_config(page_title="giflens", page_icon=":material/face:", layout="wide")
+    navigation = _navigation()
+    settings = get_settings()
+    store = get_store()
+    warm_up()  # UMAP's kernels compile in the worker while the editor finds their way to Explore
+    _sidebar(settings)
+    # The flash lives in a container that is always drawn, even empty: Streamlit keys the page's elements
+    # by position, so a message that comes and goes before the page would shift every element of the page
+    # and the browser would forget their state (an open Filters expander collapsed on the next click).
+    with st.container():
+        show_flash()
+    navigation.run()
+    _recent_operations(store)
+
+
+# `streamlit run` (and AppTest) run this file as __main__. The UMAP worker process, started with
+# "spawn", imports it again as __mp_main__: there it must only define, not open the store or start
+# another worker.
+if __name__ == "__main__":
+    main()

@@ -29,6 +29,7 @@ _LOCK = threading.Lock()
 _JOBS: dict[str, "ProjectionJob"] = {}
 _EXECUTOR: ProcessPoolExecutor | None = None
 _KEEP_FAILED = 16  # failed jobs are remembered, so a set that cannot be projected is not retried on every rerun
+_WARM_UP: tuple[ProcessPoolExecutor, Future] | None = None  # the worker warmed up, and how it went
 
 
 @dataclass
@@ -77,6 +78,27 @@ def _project_in_worker(vectors: np.ndarray, ids: list[Any], cache_dir: str, key:
         return how, float(projection.fit_seconds)
     finally:
         Path(progress_file).unlink(missing_ok=True)
+
+
+def _warm_up_in_worker() -> int:
+    """Runs in the worker process: compiles UMAP's kernels there; returns the worker's pid."""
+    from explorer.projection import compile_kernels
+
+    compile_kernels()
+    return os.getpid()
+
+
+def warm_up() -> Future:
+    """Start the worker and compile UMAP's kernels in it, once per worker; the Future gives the
+    worker's pid. A projection asked for meanwhile queues behind it and would have paid the
+    compile itself anyway; the app's own process stays free. A failed warm-up is not retried
+    (the first fit will compile, and report any real error); a worker that died is warmed again."""
+    global _WARM_UP
+    with _LOCK:
+        executor = _executor()
+        if _WARM_UP is None or _WARM_UP[0] is not executor:
+            _WARM_UP = (executor, executor.submit(_warm_up_in_worker))
+        return _WARM_UP[1]
 
 
 def _executor() -> ProcessPoolExecutor:

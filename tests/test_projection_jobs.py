@@ -4,6 +4,9 @@ page finds it, progress is reported while it runs, and a set that cannot be proj
 with its reason instead of being retried on every rerun."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import pytest
 
 from bench.lfw_faces import load_lfw_faces
 from explorer.projection import ProjectionError, fingerprint, load_cached
-from explorer.projection_jobs import collect, projection_job, running_job, wait_for_projections
+from explorer.projection_jobs import collect, projection_job, running_job, wait_for_projections, warm_up
 
 pytestmark = pytest.mark.slow  # the worker process imports UMAP and compiles its kernels
 KEY = "faces-dlib-resnet-v1"
@@ -52,3 +55,38 @@ def test_a_set_that_cannot_be_projected_fails_once_with_its_reason(faces, tmp_pa
     assert isinstance(few.error, ProjectionError) and "5" in str(few.error)
     collect(few)  # only successful jobs are forgotten
     assert projection_job(vectors[:5], ids[:5], tmp_path, KEY, model_id=KEY) is few
+
+
+# The kernels a 4,096+ face fit and a later `transform` compile: UMAP's layout epoch, NNDescent's
+# graph build, and the search graph preparation that places new faces.
+KERNELS = ("umap.layouts._nb_optimize_layout_euclidean_single_epoch", "pynndescent.pynndescent_.nn_descent",
+           "pynndescent.pynndescent_.diversify_alternative_dot")
+_COMPILED = """
+import importlib, sys
+from explorer.projection import compile_kernels
+if sys.argv[1] == "warm":
+    compile_kernels()
+import umap  # imported either way, so only compile_kernels can have compiled anything
+for path in sys.argv[2:]:
+    module, name = path.rsplit(".", 1)
+    print(path, len(getattr(importlib.import_module(module), name).signatures))
+"""
+
+
+def _compiled_in_fresh_process(mode: str) -> dict[str, int]:
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _COMPILED, mode, *KERNELS], cwd=root, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)}).stdout
+    return {path: int(count) for path, count in (line.split() for line in out.splitlines())}
+
+
+def test_compile_kernels_compiles_what_a_large_fit_and_its_transform_need():
+    assert _compiled_in_fresh_process("cold") == dict.fromkeys(KERNELS, 0)  # nothing is compiled at import
+    warm = _compiled_in_fresh_process("warm")
+    assert all(warm[path] >= 1 for path in KERNELS), warm
+
+
+def test_warm_up_runs_once_in_the_worker_not_in_the_app_process():
+    first = warm_up()
+    assert warm_up() is first  # every rerun of every session asks; the worker warms up once
+    assert first.result(timeout=600) != os.getpid()
