@@ -26,7 +26,7 @@ from labeling.errors import StoreError  # noqa: E402
 from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, get_settings,  # noqa: E402
                                    get_store, oidc_configured, oidc_providers, password_required, result_message,
                                    show_error, show_flash, sign_in, sign_out)
-from labeling.queries import events_frame  # noqa: E402
+from labeling.queries import events_frame, face_count  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
 PAGES = "labeling/pages"
@@ -136,7 +136,8 @@ def main() -> None:
     navigation = _navigation()
     settings = get_settings()
     store = get_store()
-    warm_up()  # UMAP's kernels compile in the worker while the editor finds their way to Explore
+    if settings.umap_warm_up:  # UMAP's kernels compile in the worker while the editor finds their way to Explore
+        warm_up(face_count(store))
     _sidebar(settings)
     # The flash lives in a container that is always drawn, even empty: Streamlit keys the page's elements
     # by position, so a message that comes and goes before the page would shift every element of the page

@@ -3,7 +3,8 @@ cold and after `explorer.projection.compile_kernels`.
 
 Why it matters: the app computes UMAP in a worker process it starts itself, and a fresh process
 pays numba's compile before its first fit does any work, and again before its first `transform`.
-The app now warms the worker up when it starts (`explorer.projection_jobs.warm_up`), so this
+The app now warms the worker up for the fit when it starts (`explorer.projection_jobs.warm_up`,
+`GIFLENS_UMAP_WARM_UP`), so this
 compares, on real LFW face embeddings, each in its own fresh process:
 - cold: fit, then place new faces with `transform` (what the first map cost before);
 - warm: the warm-up (timed on its own, it runs while the editor is elsewhere), then the same.
@@ -35,7 +36,7 @@ def _child(mode: str, images: Path, new: int) -> dict[str, float]:
 
     faces = load_lfw_faces(images)
     ids = [str(p) for p in faces.paths]
-    warm_up_s = compile_kernels() if mode == "warm" else 0.0
+    warm_up_s = compile_kernels(len(ids) - new) if mode == "warm" else 0.0
     started = time.perf_counter()
     fitted = project(faces.vectors[:-new], ids[:-new])
     fit_s = time.perf_counter() - started

@@ -37,6 +37,7 @@ import pandas as pd
 
 __all__ = [
     "METHODS",
+    "UMAP_EXACT_BELOW",
     "Projection",
     "ProjectionError",
     "ProjectionParams",
@@ -412,15 +413,20 @@ def _use_numba_cache() -> None:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "giflens-numba-cache"))
 
 
-def compile_kernels(params: ProjectionParams | None = None, seed: int = 0) -> float:
-    """Fit and extend a throwaway 300-point set so numba compiles UMAP's kernels; seconds taken.
+# UMAP finds neighbours exactly below this many points and with NNDescent from it on
+# (`umap.UMAP.fit`); the two paths compile different kernels.
+UMAP_EXACT_BELOW = 4096
 
-    Why: a process's first UMAP fit spends about 25 s compiling before it does any work (a
-    6,000-face fit: 30 s in a fresh process, 5.5 s after this). The app runs this in its worker
-    while the editor is still on the Overview, so the first map of Explore pays only for the fit.
-    Nearest neighbours are forced through NNDescent, the path every set of 4,096+ points takes
-    (smaller sets use exact distances, which compile in a moment), and `transform` compiles the
-    index search that places new faces."""
+
+def compile_kernels(n_points: int = UMAP_EXACT_BELOW, params: ProjectionParams | None = None, seed: int = 0) -> float:
+    """Fit a throwaway 300-point set the way a set of n_points would be fitted, so numba compiles
+    the kernels that fit needs; seconds taken.
+
+    Why: a process's first UMAP fit spends most of its time compiling (5,885 faces: 43 s in a
+    fresh process, 7 s after this, which takes 28 s). The app runs this in its worker as it starts, so the first
+    map of Explore pays for little more than the fit. Only the path n_points will take is
+    compiled: NNDescent costs a small store's first map more than it saves. `transform` (new
+    faces placed on a map) is left to compile when first used: it is not on the first map's path."""
     params = params or ProjectionParams()
     _use_numba_cache()
     import umap
@@ -431,11 +437,10 @@ def compile_kernels(params: ProjectionParams | None = None, seed: int = 0) -> fl
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     reducer = umap.UMAP(n_components=params.n_components, metric=params.metric, n_neighbors=params.n_neighbors,
                         min_dist=params.min_dist, random_state=params.seed, n_epochs=20,
-                        force_approximation_algorithm=True)
+                        force_approximation_algorithm=n_points >= UMAP_EXACT_BELOW)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         reducer.fit(x)
-    _transform(reducer, x[:8])
     return time.perf_counter() - started
 
 

@@ -29,7 +29,8 @@ _LOCK = threading.Lock()
 _JOBS: dict[str, "ProjectionJob"] = {}
 _EXECUTOR: ProcessPoolExecutor | None = None
 _KEEP_FAILED = 16  # failed jobs are remembered, so a set that cannot be projected is not retried on every rerun
-_WARM_UP: tuple[ProcessPoolExecutor, Future] | None = None  # the worker warmed up, and how it went
+# the worker warmed up, for which neighbour path (True: NNDescent), and how it went
+_WARM_UP: tuple[ProcessPoolExecutor, bool, Future] | None = None
 
 
 @dataclass
@@ -80,25 +81,33 @@ def _project_in_worker(vectors: np.ndarray, ids: list[Any], cache_dir: str, key:
         Path(progress_file).unlink(missing_ok=True)
 
 
-def _warm_up_in_worker() -> int:
+def _warm_up_in_worker(n_points: int) -> int:
     """Runs in the worker process: compiles UMAP's kernels there; returns the worker's pid."""
     from explorer.projection import compile_kernels
 
-    compile_kernels()
+    compile_kernels(n_points)
     return os.getpid()
 
 
-def warm_up() -> Future:
-    """Start the worker and compile UMAP's kernels in it, once per worker; the Future gives the
-    worker's pid. A projection asked for meanwhile queues behind it and would have paid the
-    compile itself anyway; the app's own process stays free. A failed warm-up is not retried
-    (the first fit will compile, and report any real error); a worker that died is warmed again."""
+def warm_up(n_points: int) -> Future | None:
+    """Start the worker and compile in it the UMAP kernels a set of n_points needs (the faces in
+    the store: the set Explore opens on); the Future gives the worker's pid. Once per worker and
+    path (exact or NNDescent neighbours); None while there is nothing to project.
+
+    A projection asked for meanwhile queues behind it and would have compiled the same kernels
+    itself; the app's own process stays free. A failed warm-up is not retried (the first fit
+    will compile, and report any real error); a worker that died is warmed again."""
+    from explorer.projection import UMAP_EXACT_BELOW, ProjectionParams
+
     global _WARM_UP
+    if n_points < ProjectionParams().min_points():
+        return None
+    path = n_points >= UMAP_EXACT_BELOW
     with _LOCK:
         executor = _executor()
-        if _WARM_UP is None or _WARM_UP[0] is not executor:
-            _WARM_UP = (executor, executor.submit(_warm_up_in_worker))
-        return _WARM_UP[1]
+        if _WARM_UP is None or _WARM_UP[0] is not executor or _WARM_UP[1] != path:
+            _WARM_UP = (executor, path, executor.submit(_warm_up_in_worker, n_points))
+        return _WARM_UP[2]
 
 
 def _executor() -> ProcessPoolExecutor:

@@ -397,6 +397,12 @@ def track_history_frame(store: sessionmaker[Session], track_id: int, limit: int 
     return entities_history_frame(store, [f"face:{f}" for f in face_ids], limit)
 
 
+def face_count(store: sessionmaker[Session]) -> int:
+    """Faces in the store: the size of the set Explore opens on, which decides how UMAP is warmed up."""
+    with store() as session:
+        return int(session.scalar(select(func.count()).select_from(Face)) or 0)
+
+
 def store_overview(store: sessionmaker[Session]) -> dict[str, Any]:
     """Headline counts: media (ok / failed), faces, classes (active), labels per status, tags, events."""
     with store() as session:

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # GIF embeddings
     gif_model: str = "efficientnet-lite0"
 
+    # The app
+    umap_warm_up: bool = Field(default=True, description="compile UMAP's kernels in the worker as the app starts")
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

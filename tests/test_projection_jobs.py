@@ -57,15 +57,14 @@ def test_a_set_that_cannot_be_projected_fails_once_with_its_reason(faces, tmp_pa
     assert projection_job(vectors[:5], ids[:5], tmp_path, KEY, model_id=KEY) is few
 
 
-# The kernels a 4,096+ face fit and a later `transform` compile: UMAP's layout epoch, NNDescent's
-# graph build, and the search graph preparation that places new faces.
-KERNELS = ("umap.layouts._nb_optimize_layout_euclidean_single_epoch", "pynndescent.pynndescent_.nn_descent",
-           "pynndescent.pynndescent_.diversify_alternative_dot")
+# The kernels a first fit compiles: UMAP's layout epoch (every fit) and NNDescent's graph build
+# (sets of 4,096 points and more; smaller sets find neighbours exactly).
+LAYOUT, NN_DESCENT = "umap.layouts._nb_optimize_layout_euclidean_single_epoch", "pynndescent.pynndescent_.nn_descent"
 _COMPILED = """
 import importlib, sys
 from explorer.projection import compile_kernels
-if sys.argv[1] == "warm":
-    compile_kernels()
+if sys.argv[1] != "cold":
+    compile_kernels(int(sys.argv[1]))
 import umap  # imported either way, so only compile_kernels can have compiled anything
 for path in sys.argv[2:]:
     module, name = path.rsplit(".", 1)
@@ -73,20 +72,25 @@ for path in sys.argv[2:]:
 """
 
 
-def _compiled_in_fresh_process(mode: str) -> dict[str, int]:
+def _compiled_in_fresh_process(n_points: str) -> dict[str, int]:
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", _COMPILED, mode, *KERNELS], cwd=root, capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)}).stdout
+    out = subprocess.run([sys.executable, "-c", _COMPILED, n_points, LAYOUT, NN_DESCENT], cwd=root,
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)}).stdout
     return {path: int(count) for path, count in (line.split() for line in out.splitlines())}
 
 
-def test_compile_kernels_compiles_what_a_large_fit_and_its_transform_need():
-    assert _compiled_in_fresh_process("cold") == dict.fromkeys(KERNELS, 0)  # nothing is compiled at import
-    warm = _compiled_in_fresh_process("warm")
-    assert all(warm[path] >= 1 for path in KERNELS), warm
+def test_compile_kernels_compiles_the_path_the_first_fit_will_take():
+    assert _compiled_in_fresh_process("cold") == {LAYOUT: 0, NN_DESCENT: 0}  # nothing is compiled at import
+    small = _compiled_in_fresh_process("1000")
+    assert small[LAYOUT] >= 1 and small[NN_DESCENT] == 0, small  # exact neighbours: NNDescent would be wasted
+    large = _compiled_in_fresh_process("50000")
+    assert large[LAYOUT] >= 1 and large[NN_DESCENT] >= 1, large
 
 
 def test_warm_up_runs_once_in_the_worker_not_in_the_app_process():
-    first = warm_up()
-    assert warm_up() is first  # every rerun of every session asks; the worker warms up once
+    assert warm_up(0) is None and warm_up(5) is None  # nothing to project yet, nothing to warm up
+    first = warm_up(50_000)
+    assert warm_up(60_000) is first  # every rerun of every session asks; the worker warms up once per path
     assert first.result(timeout=600) != os.getpid()
+    small = warm_up(1_000)
+    assert small is not first and warm_up(2_000) is small and small.result(timeout=600) == first.result()
