@@ -136,7 +136,10 @@ def main() -> None:
     navigation = _navigation()
     settings = get_settings()
     store = get_store()
-    if settings.umap_warm_up:  # UMAP's kernels compile in the worker while the editor finds their way to Explore
+    # UMAP's kernels compile in the worker while the editor finds their way to Explore. Asked once per
+    # session, not on every rerun: the store's face count is a query, and the warm-up happens once anyway.
+    if settings.umap_warm_up and not st.session_state.get("_umap_warm_up_asked"):
+        st.session_state["_umap_warm_up_asked"] = True
         warm_up(face_count(store))
     _sidebar(settings)
     # The flash lives in a container that is always drawn, even empty: Streamlit keys the page's elements

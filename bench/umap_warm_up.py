@@ -4,8 +4,8 @@ cold and after `explorer.projection.compile_kernels`.
 Why it matters: the app computes UMAP in a worker process it starts itself, and a fresh process
 pays numba's compile before its first fit does any work, and again before its first `transform`.
 The app now warms the worker up for the fit when it starts (`explorer.projection_jobs.warm_up`,
-`GIFLENS_UMAP_WARM_UP`), so this
-compares, on real LFW face embeddings, each in its own fresh process:
+`GIFLENS_UMAP_WARM_UP`), so this compares, on real LFW face embeddings, each in its own fresh
+process:
 - cold: fit, then place new faces with `transform` (what the first map cost before);
 - warm: the warm-up (timed on its own, it runs while the editor is elsewhere), then the same.
 A first, unreported cold run computes the embeddings and fills numba's on-disk cache, so both

@@ -423,10 +423,11 @@ def compile_kernels(n_points: int = UMAP_EXACT_BELOW, params: ProjectionParams |
     the kernels that fit needs; seconds taken.
 
     Why: a process's first UMAP fit spends most of its time compiling (5,885 faces: 43 s in a
-    fresh process, 7 s after this, which takes 28 s). The app runs this in its worker as it starts, so the first
-    map of Explore pays for little more than the fit. Only the path n_points will take is
-    compiled: NNDescent costs a small store's first map more than it saves. `transform` (new
-    faces placed on a map) is left to compile when first used: it is not on the first map's path."""
+    fresh process, 7 s after this, which takes 28 s). The app runs this in its worker as it
+    starts, so the first map of Explore pays for little more than the fit. Only the path
+    n_points will take is compiled: NNDescent costs a small store's first map more than it
+    saves. `transform` (new faces placed on a map) is left to compile when first used: it is not
+    on the first map's path."""
     params = params or ProjectionParams()
     _use_numba_cache()
     import umap

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from explorer.projection import fingerprint
+from explorer.projection import UMAP_EXACT_BELOW, ProjectionParams, fingerprint
 
 _LOCK = threading.Lock()
 _JOBS: dict[str, "ProjectionJob"] = {}
@@ -97,8 +97,6 @@ def warm_up(n_points: int) -> Future | None:
     A projection asked for meanwhile queues behind it and would have compiled the same kernels
     itself; the app's own process stays free. A failed warm-up is not retried (the first fit
     will compile, and report any real error); a worker that died is warmed again."""
-    from explorer.projection import UMAP_EXACT_BELOW, ProjectionParams
-
     global _WARM_UP
     if n_points < ProjectionParams().min_points():
         return None
