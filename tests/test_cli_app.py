@@ -67,3 +67,27 @@ def test_app_command_serves_the_app_on_the_data_folder(tmp_path):
     assert proc.returncode == 0, output
     assert f"giflens app on http://localhost:{port} (data folder {data_dir.resolve()})" in output
     assert _health(port) is None  # the server went down with it: nothing left listening
+
+
+def test_relative_sqlite_urls_keep_naming_the_callers_folder(tmp_path, monkeypatch):
+    """The server runs from the repository root (for .streamlit/config.toml): a relative SQLite path
+    given to `giflens app` is made absolute first; other URLs pass unchanged."""
+    from labeling.cli import absolute_sqlite_url
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_sqlite_url("sqlite:///team.db") == f"sqlite:///{tmp_path / 'team.db'}"
+    assert absolute_sqlite_url("sqlite:///sub/../team.db") == f"sqlite:///{tmp_path / 'team.db'}"
+    for unchanged in ("sqlite:////var/giflens.db", "sqlite://", "sqlite:///:memory:",
+                      "postgresql+psycopg://editor:s3cret@127.0.0.1:5432/giflens"):
+        assert absolute_sqlite_url(unchanged) == unchanged
+
+
+def test_the_servers_upload_limit_follows_the_settings(tmp_path):
+    """The browser refuses an upload over GIFLENS_MAX_FILE_BYTES, as the Ingest page would."""
+    from labeling.cli import streamlit_command
+    from models.settings import Settings
+
+    command = streamlit_command(REPO / "app.py", Settings(data_dir=tmp_path, max_file_bytes=5 * 2**20 + 1), 8600, True)
+    assert command[command.index("--server.maxUploadSize") + 1] == "6"
+    assert command[command.index("--server.port") + 1] == "8600"
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4] == str(REPO / "app.py")

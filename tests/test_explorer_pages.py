@@ -202,6 +202,50 @@ def test_explore_shows_the_history_of_a_track_and_of_a_gif(app, explored):
     assert any("History of the GIF" in c.value for c in app.caption)
     assert _history_operations(app) == ["relabel_track", "import_tags"]
 
+def _shown_count(at: AppTest) -> tuple[int, int]:
+    """(points drawn, points in the view) from the caption under the 3D chart."""
+    caption = next(c.value for c in at.caption if " of " in c.value and "click a point" in c.value)
+    shown, total = caption.split(" · ")[0].split(" ")[0:3:2]
+    return int(shown.replace(",", "")), int(total.replace(",", ""))
+
+
+def test_explore_filters_colour_and_isolate_narrow_the_points(app, explored):
+    """The controls act on what is drawn: a class filter keeps that class's faces, a colour choice
+    re-colours without dropping points, isolation keeps the 2D selection, and isolated face ids do not
+    leak into another view (face 12 and GIF 12 are different points)."""
+    faces = faces_frame(explored.store)
+    app.switch_page("explorer/pages/explore.py").run()
+    _ok(app)
+    shown, total = _shown_count(app)
+    assert shown == total == len(faces)
+    for colour in app.selectbox(key="explore_colour").options:
+        app.selectbox(key="explore_colour").set_value(colour).run()
+        _ok(app)
+        assert _shown_count(app) == (total, total)
+    app.selectbox(key="explore_colour").set_value("class").run()
+
+    app.multiselect(key="explore_classes").set_value(["Hugo Chavez"]).run()
+    _ok(app)
+    hugo, _ = _shown_count(app)
+    assert 0 < hugo < total
+    app.multiselect(key="explore_classes").set_value([]).run()
+    app.slider(key="explore_confidence").set_value((0.95, 1.0)).run()
+    confident, _ = _shown_count(app)
+    assert confident < total
+    app.slider(key="explore_confidence").set_value((0.0, 1.0)).run()
+
+    chosen = faces["face_id"].astype(int).head(5).tolist()
+    app.session_state["explore_isolated"] = chosen  # what a lasso in the 2D view stores
+    app.toggle(key="explore_isolate").set_value(True).run()
+    _ok(app)
+    assert _shown_count(app) == (len(chosen), total)
+    app.selectbox(key="explore_view").set_value("GIFs").run()
+    _ok(app)
+    gifs_shown, gifs_total = _shown_count(app)
+    assert gifs_shown == gifs_total and not app.toggle(key="explore_isolate").value
+    assert "explore_isolated" not in app.session_state
+
+
 # -- Review: bulk decisions from the tables, one audit event each, undone in one press ----------------
 @pytest.fixture
 def reviewed(tmp_path_factory, tmp_path) -> LoopStore:

@@ -24,6 +24,7 @@ from labeling.schema import CONFIRMED_STATUSES, AuditEvent
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
 SELECTED = "explore_selected"  # id of the point whose details show
 POINT_ID = "explore_point_id"
+ISOLATED = "explore_isolated"  # face ids last chosen with the 2D lasso or box
 settings, store = get_settings(), get_store()
 st.title("Explore")
 
@@ -31,9 +32,10 @@ st.title("Explore")
 def _forget_selection() -> None:
     """A new view has points of another kind: face 12 and GIF 12 are different things, so the point
     picked in the old view must not be shown (or highlighted) as the new view's point of that id."""
-    for name in (SELECTED, "explore_last_pick"):
+    for name in (SELECTED, "explore_last_pick", ISOLATED):
         st.session_state.pop(name, None)
     st.session_state[POINT_ID] = None  # set, not popped: the browser keeps showing a popped widget's value
+    st.session_state["explore_isolate"] = False  # face ids isolated in the old view mean nothing in the new one
 
 
 models = face_models(store)
@@ -75,9 +77,9 @@ with controls[3].expander("Filters", expanded=False):
     media_choice = st.selectbox("GIF", [None, *gif_names.index.tolist()], key="explore_media",
                                 format_func=lambda m: "any" if m is None else f"{gif_names[m]} (id {m})")
     isolate = st.toggle("Isolate the 2D selection", key="explore_isolate",
-                        help="Show only the points selected with the lasso or box in the 2D view")
+                        help="Show only the faces last selected with the lasso or box in the 2D view")
 
-keep = st.session_state.get("explore_isolated") if isolate else None
+keep = st.session_state.get(ISOLATED) if isolate else None
 mask = filter_points(points, classes, statuses, confidence, media_choice, search, keep)
 
 # -- projection: PCA at once, UMAP in the background (cached; new points placed with transform) ----
@@ -252,7 +254,7 @@ with bulk:
         event2 = st.plotly_chart(fig2, key="explore_2d", on_select="rerun", selection_mode=("points", "box", "lasso"))
         chosen = [int(i) for i in selected_ids(event2)]
         if chosen:
-            st.session_state["explore_isolated"] = chosen
+            st.session_state[ISOLATED] = chosen
         st.write(f"{len(chosen)} face(s) selected" + (f": {', '.join(map(str, chosen[:20]))}" + (" ..." if len(chosen) > 20 else "") if chosen else
                  " (draw a lasso or a box around points)"))
         if chosen:
