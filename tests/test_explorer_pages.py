@@ -245,6 +245,13 @@ def test_explore_filters_colour_and_isolate_narrow_the_points(app, explored):
     assert gifs_shown == gifs_total and not app.toggle(key="explore_isolate").value
     assert "explore_isolated" not in app.session_state
 
+    app.selectbox(key="explore_view").set_value("Class centroids").run()
+    app.number_input(key="explore_point_id").set_value(0).run()  # a class's centroid: its history, no face actions
+    _ok(app)
+    assert any("make this centroid" in c.value for c in app.caption), [c.value for c in app.caption]
+    history = next(d.value for d in app.dataframe if {"operation", "before", "after"} <= set(d.value.columns))
+    assert len(history) and not any(b.key == "explore_relabel" for b in app.button)
+
 
 # -- Review: bulk decisions from the tables, one audit event each, undone in one press ----------------
 @pytest.fixture

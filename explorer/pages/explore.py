@@ -154,7 +154,7 @@ if choice is not None:
 
 def _select_typed() -> None:
     value = st.session_state.get(POINT_ID)
-    st.session_state[SELECTED] = int(value) if value else None
+    st.session_state[SELECTED] = None if value is None else int(value)  # 0 is an id (the first centroid)
 
 
 catalog = classes_frame(store)
@@ -199,6 +199,10 @@ with details:
         elif row["kind"] == "gif":
             right.caption("History of the GIF: ingest, tags and its faces' labels")
             right.dataframe(history_frame(store, f"media:{point_id}", limit=20), hide_index=True, height=180)
+        elif row["kind"] == "class" and len(match := catalog.loc[catalog["name"] == row["class"], "class_id"]):
+            right.caption(f"{row['n']} face(s) make this centroid; the class's history (rename, merge, split, "
+                          "attributes); its faces, nearest the centroid first, are on the Review page")
+            right.dataframe(history_frame(store, f"class:{int(match.iloc[0])}", limit=20), hide_index=True, height=180)
         if row["kind"] in ("face", "track"):
             candidates = model_candidates(store, **{f"{row['kind']}_id": int(point_id)})
             if candidates:
