@@ -14,8 +14,11 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
 .PHONY: uv sync run test bench postgres chromium
 
+# uv from PATH, else `python3 -m uv`, else pip installs it; a Debian/Ubuntu system Python refuses that
+# (PEP 668, externally managed), so then it goes to the user site, where `python3 -m uv` finds it.
 uv:
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
+		|| python3 -m pip install --quiet --user --break-system-packages uv
 
 sync: uv
 	$(UV) sync --frozen

@@ -29,13 +29,70 @@ sys.path.insert(0, str(ROOT))
 Pair = tuple[str, int, str, int]  # person1, image1, person2, image2
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def person_images(images: Path, name: str) -> list[Path]:
+    """A person's photos: the image files (jpg/jpeg/png, any case, not hidden) in `images/name`, sorted by name."""
+    folder = images / name
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                   and p.is_file()), key=lambda p: p.name)
+
+
+def numbered_images(images: Path, name: str) -> dict[int, Path]:
+    """Image number n (1-based) -> file. n is LFW's `Name_{n:04d}.jpg` when that file exists (so the
+    official pairs files keep working); the numbers left over take the remaining files in sorted order,
+    so in any folder 1..count name count distinct files (plain sorted order when no file has an LFW name)."""
+    files = person_images(images, name)
+    numbers = range(1, len(files) + 1)
+    lfw = {n: images / name / f"{name}_{n:04d}.jpg" for n in numbers}
+    claimed = {n: path for n, path in lfw.items() if path in set(files)}
+    rest = iter([path for path in files if path not in set(claimed.values())])
+    return {n: claimed[n] if n in claimed else next(rest) for n in numbers}
+
+
+def image_path(images: Path, name: str, n: int) -> Path:
+    lfw = images / name / f"{name}_{n:04d}.jpg"
+    if lfw.is_file():  # LFW's own names: no folder listing
+        return lfw
+    numbered = numbered_images(images, name)
+    if n not in numbered:
+        raise FileNotFoundError(f"{images / name} has no image {n}: neither {lfw.name} nor an image number {n} "
+                                f"among its {len(numbered)} image files")
+    return numbered[n]
+
+
 def make_pairs(images: Path, folds: int, per_fold: int, seed: int) -> list[list[tuple[list[Pair], list[Pair]]]]:
-    """Disjoint people per fold (as in LFW's View 2): matched pairs from people with 2+ photos."""
+    """Disjoint people per fold (as in LFW's View 2): matched pairs from people with 2+ photos.
+
+    Raises ValueError, before drawing anything, when a fold cannot supply `per_fold` distinct matched
+    or mismatched pairs."""
+    if folds < 1 or per_fold < 1:
+        raise ValueError(f"--folds and --per-fold must be at least 1 (got {folds} and {per_fold})")
     rng = random.Random(seed)
-    people = {p.name: len(list(p.glob("*.jpg"))) for p in sorted(images.iterdir()) if p.is_dir()}
+    people = {p.name: len(person_images(images, p.name)) for p in sorted(images.iterdir()) if p.is_dir()}
     names = sorted(n for n, c in people.items() if c >= 1)
     rng.shuffle(names)
     groups = [names[i::folds] for i in range(folds)]
+    advice = "use fewer folds (--folds) or fewer pairs per fold (--per-fold)"
+    for k, group in enumerate(groups, 1):
+        counts = [people[n] for n in group]
+        n_matched = sum(c * (c - 1) // 2 for c in counts)  # two distinct photos of one person
+        # ordered (person1, photo, person2, photo) with different people, as the draw below tells them apart
+        n_mismatched = sum(counts) ** 2 - sum(c * c for c in counts)
+        where = f"{images}: {len(names)} people with photos split into {folds} folds; fold {k} of {folds}"
+        if len(group) < 2:
+            raise ValueError(f"{where} has {len(group)} {'person' if len(group) == 1 else 'people'}, "
+                             f"2 are needed for mismatched pairs; {advice}")
+        if n_matched < per_fold:
+            multi = sum(c >= 2 for c in counts)
+            raise ValueError(f"{where} can make only {n_matched} distinct matched pairs ({multi} of its {len(group)} "
+                             f"people have 2+ photos), {per_fold} requested; {advice}")
+        if n_mismatched < per_fold:
+            raise ValueError(f"{where} can make only {n_mismatched} distinct mismatched pairs ({len(group)} people, "
+                             f"{sum(counts)} photos), {per_fold} requested; {advice}")
     out = []
     for group in groups:
         multi = [n for n in group if people[n] >= 2]
@@ -70,10 +127,6 @@ def read_pairs(path: Path) -> list[tuple[list[Pair], list[Pair]]]:
         mismatched = [(r[0], int(r[1]), r[2], int(r[3])) for r in chunk[per_fold:]]
         out.append((matched, mismatched))
     return out
-
-
-def image_path(images: Path, name: str, n: int) -> Path:
-    return images / name / f"{name}_{n:04d}.jpg"
 
 
 def embed_images(paths: list[Path], face_model: str, kwargs: dict) -> tuple[dict[Path, np.ndarray], int]:
@@ -160,10 +213,12 @@ def pair_distances(folds, vectors: dict[Path, np.ndarray], images: Path, metric:
 
 
 def best_threshold(dist: np.ndarray, same: np.ndarray) -> float:
+    """The distance below which a pair is called the same person, most accurate on these pairs: cutting
+    just below candidates[i] scores acc[i], so the threshold is midway between it and the distance before."""
     candidates = np.unique(dist)
     acc = [((dist < t) == same).mean() for t in candidates]
     i = int(np.argmax(acc))
-    return float((candidates[i] + candidates[min(i + 1, len(candidates) - 1)]) / 2)
+    return float((candidates[max(i - 1, 0)] + candidates[i]) / 2)
 
 
 def main() -> None:
@@ -184,14 +239,22 @@ def main() -> None:
                         help="also run dlib's own reference pipeline (HOG detector) over the same pairs")
     args = parser.parse_args()
 
+    if not args.images.is_dir():
+        parser.error(f"--images {args.images} is not a folder")
     if args.make_pairs:
-        folds = make_pairs(args.images, args.folds, args.per_fold, args.seed)
+        try:
+            folds = make_pairs(args.images, args.folds, args.per_fold, args.seed)
+        except ValueError as e:
+            parser.error(str(e))
         write_pairs(args.pairs, folds, args.per_fold)
         print(f"wrote {args.pairs}: {args.folds} folds x ({args.per_fold} matched + {args.per_fold} mismatched) pairs")
         return
 
     folds = read_pairs(args.pairs)
-    paths = sorted({image_path(args.images, n, i) for m, mm in folds for a, i, b, j in m + mm for n, i in ((a, i), (b, j))})
+    try:
+        paths = sorted({image_path(args.images, n, i) for m, mm in folds for a, i, b, j in m + mm for n, i in ((a, i), (b, j))})
+    except FileNotFoundError as e:
+        parser.error(str(e))
     kwargs = {"flip": not args.no_flip, "jitters": args.jitters, "box_scale": args.box_scale} if args.face_model == "dlib-resnet-v1" else {}
     start = time.perf_counter()
     if args.reuse_lfw_cache:  # the same embed_images over every LFW photo, cached by bench/lfw_faces.py

@@ -129,6 +129,53 @@ def test_ingest_store_and_warm_run_does_no_inference(tmp_path, gifs_dir, lfw_dir
         assert s.scalar(select(func.count()).select_from(Face)) == cold.faces
 
 
+def _store_contents(url: str) -> dict[str, dict]:
+    """Per media file name: its row and its faces with their embeddings, as comparable values."""
+    with session_scope(open_store(url)) as s:
+        out = {}
+        for m in s.scalars(select(Media)):
+            faces = s.execute(select(Face.frame_index, Face.x1, Face.y1, Face.x2, Face.y2, FaceEmbedding.vector)
+                              .join(FaceEmbedding, FaceEmbedding.face_id == Face.id)
+                              .where(Face.media_id == m.id).order_by(Face.face_index)).all()
+            out[Path(m.path).name] = {"row": (m.sha256, m.kind, m.status, m.source_key, m.total_frames),
+                                      "faces": [tuple(f) for f in faces],
+                                      "tracks": s.scalar(select(func.count()).where(Track.media_id == m.id)),
+                                      "gif": s.scalar(select(func.count()).where(MediaEmbedding.media_id == m.id))}
+        return out
+
+
+def test_fresh_store_over_a_warm_cache_is_filled_without_inference(tmp_path, gifs_dir, lfw_dir, pipeline_models):
+    """The same data folder (so the same cache) behind a new, empty store: every row is written into the
+    new store from the cache entries, and no model runs."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    (folder / "jlaw-nods.gif").write_bytes((gifs_dir / "jlaw-nods.gif").read_bytes())
+    for photo in sorted((lfw_dir / "Serena_Williams").glob("*.jpg"))[:2]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    url_a, url_b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    before = sum(INFERENCE_CALLS.values())
+    cold = _run([folder], _settings(tmp_path, url_a), pipeline_models)
+    assert (cold.ingested, cold.cached, cold.failed) == (3, 0, 0) and cold.faces >= 3
+    assert sum(INFERENCE_CALLS.values()) > before, "the cold run into store A runs the models"
+
+    calls = dict(INFERENCE_CALLS)
+    seen = []
+    settings_b = _settings(tmp_path, url_b)  # same data dir D, fresh store B
+    fresh = ingest([folder], settings_b, pipeline=IngestPipeline(settings_b, **pipeline_models), on_result=seen.append)
+    assert dict(INFERENCE_CALLS) == calls, "a warm cache must fill a new store without running any model"
+    assert (fresh.ingested, fresh.cached, fresh.failed, fresh.faces) == (0, 3, 0, cold.faces)
+    # read from the cache, not short-circuited by the store: B held none of them
+    assert len(seen) == 3 and all(r.from_cache and r.stored_faces is None for r in seen)
+    assert sum(len(r.faces) for r in seen) == cold.faces
+
+    a, b = _store_contents(url_a), _store_contents(url_b)
+    assert sorted(b) == sorted(a) == sorted(p.name for p in folder.iterdir())
+    assert b == a  # the same rows, faces, boxes, embeddings, tracks and GIF embeddings
+    with session_scope(open_store(url_b)) as s:
+        assert s.scalar(select(func.count()).select_from(Face)) == cold.faces
+        assert s.scalar(select(func.count()).select_from(FaceEmbedding)) == cold.faces
+
+
 def test_same_bytes_under_two_names_is_one_media(tmp_path, gifs_dir, pipeline_models):
     data = (gifs_dir / "hello.gif").read_bytes()
     (tmp_path / "a.gif").write_bytes(data)
