@@ -52,12 +52,16 @@ def create_class(op: Operation, name: str, display_name: str | None = None, stat
 
 def add_class(factory: sessionmaker[Session], name: str, editor: str, display_name: str | None = None,
               status: str = "active", external_id: str | None = None, attributes: dict[str, Any] | None = None,
-              seed_face_ids: Sequence[int] = ()) -> tuple[int, OperationResult]:
-    """A new celebrity; seed faces (e.g. a selection in the explorer) are relabeled to it."""
+              seed_face_ids: Sequence[int] = (),
+              expected_versions: dict[int, int] | None = None) -> tuple[int, OperationResult]:
+    """A new celebrity; seed faces (e.g. a selection in the explorer) are relabeled to it.
+    expected_versions (face id -> face label version the editor saw, 0 for a face without a
+    label, as in `decide_faces`) refuses the whole operation, class included, with a
+    ConflictError when a seed face changed since: the selection may hold confirmed faces."""
     with run_operation(factory, editor, "add_class") as op:
         class_id = create_class(op, name, display_name, status, external_id, attributes)
         if seed_face_ids:
-            apply_decision(op, seed_face_ids, "relabel", class_id)
+            apply_decision(op, seed_face_ids, "relabel", class_id, expected_versions)
         op.summary = f"add class {clean_class_name(name)!r}" + (f" seeded with {len(set(seed_face_ids))} face(s)" if seed_face_ids else "")
     return class_id, op.result
 

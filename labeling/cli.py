@@ -262,6 +262,9 @@ def export_command(
     split: Annotated[float, typer.Option("--split", help="Share of each class's faces for validation, in [0, 1).")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the train / validation split.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export in OUT_DIR.")] = False,
+    previous: Annotated[Optional[Path], typer.Option(
+        "--previous", help="An earlier export of this store: every class still exported keeps its label index "
+                           "(by default classes are numbered in creation order).")] = None,
 ) -> None:
     """Confirmed labels in GIPHY's training layout, train/val split, tags JSONL, projector TSV, manifest.json."""
     from labeling.export import export_dataset
@@ -271,7 +274,7 @@ def export_command(
     with progress_task("export") as (progress, task):
         _run(lambda: export_dataset(
             store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
-            face_model=settings.face_model, overwrite=overwrite,
+            face_model=settings.face_model, overwrite=overwrite, previous=previous,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total, current="face crops")),
              progress=progress)
 
@@ -319,10 +322,10 @@ def app_command(
     import subprocess
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    _store_for(settings)  # a bad URL or a failed migration: one line and exit 1
     env = dict(os.environ, GIFLENS_DATA_DIR=str(Path(settings.data_dir).resolve()))
     if settings.database_url:
         env["GIFLENS_DATABASE_URL"] = absolute_sqlite_url(settings.database_url)
-    _store_for(settings)  # a bad URL or a failed migration: one line and exit 1
     script = Path(__file__).resolve().parents[1] / "app.py"
     typer.echo(f"giflens app on http://localhost:{port} (data folder {env['GIFLENS_DATA_DIR']})")
     command = streamlit_command(script, settings, port, headless)

@@ -2,7 +2,7 @@
 tag dataset, Embedding Projector files and a manifest.
 
     OUT_DIR/
-      labels.csv              Label,Index: one row per exported class, indices 0..n-1 in class-id order
+      labels.csv              Label,Index: one row per exported class, indices 0..n-1 (see below)
       classes.csv             folder,index,class_id,name,external_id: the exact names behind the folders
       raw_dataset/<Label>/<face id>.jpg   aligned face crops of confirmed labels
       split.csv               face_id,class_id,label,media_id,group,side (train / val)
@@ -19,6 +19,15 @@ Only confirmed labels (`CONFIRMED_STATUSES`) of classes that are not retired are
 Folder names are safe on Linux, macOS and Windows (`safe_folder_name`). Train and validation
 never share a source media item or its near-duplicates: media are joined when any of their
 frame pHashes lie within a small Hamming radius (union-find), and whole groups go to one side.
+
+Label indices are dense (0..n-1) and stable across exports (`class_indices`). Classes are
+numbered in class-id order, i.e. creation order, never by name: a new class (even "Aaron")
+takes the next index and every other class keeps its own, as long as no class drops out
+(retired, merged away, or left without confirmed faces); when one does, the classes after it
+move down one. Given `previous` (an earlier export of the same store: class ids identify the
+classes), every surviving class keeps its earlier index instead; the holes dropped classes leave
+are filled first by survivors whose index is no longer below n, then by new classes, so only as
+many classes move as density requires.
 
 The export is built in a hidden temporary folder beside OUT_DIR and renamed into place at
 the end, so an interrupted export leaves no half-written OUT_DIR.
@@ -45,6 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from embeddings.near_duplicates import near_duplicate_media
 from labeling.db import current_revision
 from labeling.errors import ValidationError
+from labeling.importers import read_csv
 from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
                              MediaEmbedding, MediaTag, Tag, bytes_to_vector, utcnow)
 from labeling.validation import check_editor
@@ -166,6 +176,44 @@ def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int
         else:
             sides[g] = "train"
     return sides
+
+
+# -- label indices (pure) ------------------------------------------------------------------------
+def class_indices(class_ids: Iterable[int], previous: dict[int, int] | None = None) -> dict[int, int]:
+    """class id -> label index, dense (0..n-1). Without `previous`, in class-id order: ids grow
+    with creation, so a new class appends. With `previous` (class id -> index of an earlier
+    export), a surviving class keeps its index while it is below n; the free indices go, in
+    order, to the survivors that must move (by earlier index), then to new classes (by id)."""
+    ids = sorted(set(class_ids))
+    prev = previous or {}
+    out = {c: prev[c] for c in ids if c in prev and prev[c] < len(ids)}
+    free = sorted(set(range(len(ids))) - set(out.values()))
+    rest = sorted((c for c in ids if c not in out), key=lambda c: (c not in prev, prev.get(c, 0), c))
+    out.update(zip(rest, free))
+    return out
+
+
+def read_class_indices(path: Path) -> dict[int, int]:
+    """class id -> index from an earlier export (its folder or its classes.csv), for `class_indices`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "classes.csv"
+    _, rows = read_csv(path, ["class_id", "index"])
+    out: dict[int, int] = {}
+    class_line: dict[int, int] = {}
+    index_line: dict[int, int] = {}
+    for line, row in rows:
+        try:
+            class_id, index = int(row["class_id"]), int(row["index"])
+        except ValueError:
+            raise ValidationError(f"{path}: line {line}: class_id and index must be whole numbers") from None
+        if index < 0:
+            raise ValidationError(f"{path}: line {line}: index {index} is negative")
+        for what, value, seen in (("class", class_id, class_line), ("index", index, index_line)):
+            if value in seen:
+                raise ValidationError(f"{path}: line {line}: {what} {value} repeats line {seen[value]}")
+        out[class_id], class_line[class_id], index_line[index] = index, line, line
+    return out
 
 
 # -- the export ----------------------------------------------------------------------------------
@@ -318,18 +366,22 @@ def _place(tmp: Path, out_dir: Path) -> Callable[[], None]:
 def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, editor: str, split: float = 0.2,
                    seed: int = 0, on_progress: Callable[[int, int], None] | None = None, *,
                    face_model: str = "dlib-resnet-v1", overwrite: bool = False,
-                   near_duplicate_radius: int = NEAR_DUPLICATE_RADIUS, gif_model: str | None = None) -> ExportSummary:
+                   near_duplicate_radius: int = NEAR_DUPLICATE_RADIUS, gif_model: str | None = None,
+                   previous: Path | None = None) -> ExportSummary:
     """Write the retraining export of the store to out_dir (see the module docstring) and record
     it in the `export` table. `split` is the share of each class's faces aimed at validation;
     `on_progress(done, total)` is called as face crops are copied. A non-empty out_dir is
     refused unless `overwrite` (and then only when it holds an earlier export). `gif_model`
-    chooses the GIF embeddings of the projector's GIF files (None: the store's most used)."""
+    chooses the GIF embeddings of the projector's GIF files (None: the store's most used);
+    `previous` (an earlier export of this store, its folder or classes.csv) keeps each surviving
+    class at its earlier label index (see the module docstring)."""
     started = utcnow()
     editor = check_editor(editor)
     if not 0.0 <= split < 1.0:
         raise ValidationError(f"the validation split must be in [0, 1), got {split}")
     out_dir, data_dir = Path(out_dir).absolute(), Path(data_dir)
     _check_out_dir(out_dir, overwrite)
+    previous_indices = read_class_indices(previous) if previous is not None else None
 
     with store() as session:
         if session.get_bind().dialect.name == "postgresql":
@@ -351,7 +403,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         else:
             rows.append((r, crop))
     folders = unique_folder_names([(c, classes[c].name, classes[c].external_id) for c in {r.class_id for r, _ in rows}])
-    index = {class_id: i for i, class_id in enumerate(sorted(folders))}  # dense and stable: class-id order
+    index = class_indices(folders, previous_indices)
+    ordered = sorted(folders, key=index.__getitem__)  # rows of labels.csv and classes.csv by index
     media = snap["media"]
     groups = near_duplicate_groups({m: media[m].frame_hashes for m in {r.media_id for r, _ in rows}}, near_duplicate_radius)
     group_classes: dict[int, Counter] = {}
@@ -375,9 +428,9 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     except OSError as exc:  # the temporary folder's name would only confuse: name the folder it goes in
         raise ValidationError(f"cannot create {out_dir}: cannot write in {out_dir.parent} ({exc.strerror or exc})") from exc
     try:
-        _write_csv(tmp / "labels.csv", ["Label", "Index"], ([folders[c], index[c]] for c in sorted(folders)))
+        _write_csv(tmp / "labels.csv", ["Label", "Index"], ([folders[c], index[c]] for c in ordered))
         _write_csv(tmp / "classes.csv", ["folder", "index", "class_id", "name", "external_id"],
-                   ([folders[c], index[c], c, classes[c].name, classes[c].external_id or ""] for c in sorted(folders)))
+                   ([folders[c], index[c], c, classes[c].name, classes[c].external_id or ""] for c in ordered))
         raw = tmp / "raw_dataset"
         raw.mkdir()
         for c in folders.values():
@@ -432,7 +485,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             "schema_version": snap["revision"],
             "face_model": face_model,
             "gif_model": snap["gif_model"],
-            "class_index_order": "class_id",
+            "class_index_order": "class_id" if previous is None else "previous export",
+            **({"previous_export": str(Path(previous).absolute())} if previous is not None else {}),
             "statuses": list(CONFIRMED_STATUSES),
             "counts": {"classes": len(folders), "faces": len(rows), "faces_without_crop": missing,
                        "train": side_counts.get("train", 0), "val": side_counts.get("val", 0),

@@ -146,6 +146,12 @@ def test_raw_dataset_import_then_export(store_url, tmp_path, lfw_dir, cli_data_d
         assert [e.editor for e in s.scalars(select(Export).order_by(Export.id))] == [_os_user(), "bob"]
     result = invoke("export", tmp_path / "other", *where, "--split", "1.5")
     assert result.exit_code == 1 and "split must be in [0, 1)" in result.stderr
+    kept = invoke("export", tmp_path / "kept", *where, "--previous", out)
+    assert kept.exit_code == 0, kept.output
+    assert (tmp_path / "kept" / "labels.csv").read_text() == (out / "labels.csv").read_text()
+    assert json.loads((tmp_path / "kept" / "manifest.json").read_text())["class_index_order"] == "previous export"
+    missing = invoke("export", tmp_path / "none", *where, "--previous", tmp_path / "no-such-export")
+    assert missing.exit_code == 1 and "no-such-export" in missing.stderr and not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize("url, message", [

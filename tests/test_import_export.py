@@ -16,12 +16,13 @@ from conftest import temporary_pg_database
 from PIL import Image
 from sqlalchemy import func, select
 
-from labeling.classes import add_class, rename_class, retire_class, set_class_attributes
+from labeling.classes import add_class, rename_class, retire_class, set_class_attributes, set_class_status
 from labeling.db import current_revision, open_store, session_scope
 from labeling.errors import ValidationError
-from labeling.export import (ILLEGAL_CHARS, RESERVED_NAMES, assign_sides, export_dataset, folder_key,
-                             near_duplicate_groups, safe_folder_name, unique_folder_names, verify_export)
-from labeling.face_labels import relabel_faces
+from labeling.export import (ILLEGAL_CHARS, RESERVED_NAMES, assign_sides, class_indices, export_dataset, folder_key,
+                             near_duplicate_groups, read_class_indices, safe_folder_name, unique_folder_names,
+                             verify_export)
+from labeling.face_labels import approve_faces, relabel_faces
 from labeling.importers import (import_attributes, import_classes, import_raw_dataset, import_tags, parse_giphy_label,
                                 read_labels_csv)
 from labeling.ingest import ingest
@@ -475,6 +476,104 @@ def test_export_refuses_to_clobber(store_url, tmp_path, lfw_dir):
         export_dataset(store, data, tmp_path / "new", "ann", split=1.0)
     with pytest.raises(ValidationError, match="editor"):
         export_dataset(store, data, tmp_path / "new", " ")
+
+
+def exported_indices(out: Path) -> dict[str, int]:
+    """Label -> index of an export, after checking that labels.csv, classes.csv, raw_dataset/,
+    split.csv and the manifest agree with each other."""
+    labels = list(csv.DictReader((out / "labels.csv").open(encoding="utf-8")))
+    classes = list(csv.DictReader((out / "classes.csv").open(encoding="utf-8")))
+    index = {r["Label"]: int(r["Index"]) for r in labels}
+    assert sorted(index.values()) == list(range(len(index)))  # dense
+    assert [int(r["Index"]) for r in labels] == [int(r["index"]) for r in classes] == sorted(index.values())
+    assert {r["folder"]: int(r["index"]) for r in classes} == index
+    assert {p.name for p in (out / "raw_dataset").iterdir()} == set(index)
+    split = list(csv.DictReader((out / "split.csv").open(encoding="utf-8")))
+    folder_of_class = {int(r["class_id"]): r["folder"] for r in classes}
+    assert all(folder_of_class[int(r["class_id"])] == r["label"] for r in split)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["counts"]["classes"] == len(index) and verify_export(out) == []
+    return index
+
+
+def test_label_indices_stay_put_when_a_class_is_added_or_dropped(store_url, tmp_path, lfw_dir):
+    """Indices follow class ids, not names: a new class whose name sorts first still takes the next
+    index. A class that drops out moves the later ones down, unless the previous export is given."""
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    faces = fake_labeled_faces(store, data, lfw_dir, n=8)
+    with store() as s:
+        first = s.scalars(select(CelebrityClass.id).where(CelebrityClass.name == "A")).one()
+    rename_class(store, first, "Brad", "ann")
+    add_class(store, "Mid", "ann", seed_face_ids=faces[4:6])
+    add_class(store, "Zed", "ann", seed_face_ids=faces[6:8])
+    export_dataset(store, data, tmp_path / "v1", "ann")
+    assert exported_indices(tmp_path / "v1") == {"Brad": 0, "Mid": 1, "Zed": 2}
+
+    add_class(store, "Aaron", "ann", seed_face_ids=faces[2:4])
+    approve_faces(store, faces[2:4], "ann")
+    assert {label.status for label in labels_of(store, faces[2:4])} == {"approved"}
+    v2 = export_dataset(store, data, tmp_path / "v2", "ann")
+    assert exported_indices(v2.out_dir) == {"Brad": 0, "Mid": 1, "Zed": 2, "Aaron": 3}
+    assert v2.manifest["class_index_order"] == "class_id" and "previous_export" not in v2.manifest
+
+    with store() as s:
+        mid = s.scalars(select(CelebrityClass.id).where(CelebrityClass.name == "Mid")).one()
+    retire_class(store, mid, "ann")
+    export_dataset(store, data, tmp_path / "v3", "ann")
+    assert exported_indices(tmp_path / "v3") == {"Brad": 0, "Zed": 1, "Aaron": 2}  # Zed and Aaron move down one
+    # with the previous export only the class whose index no longer fits moves, into the hole
+    kept = export_dataset(store, data, tmp_path / "v3-kept", "ann", previous=tmp_path / "v2")
+    assert exported_indices(kept.out_dir) == {"Brad": 0, "Aaron": 1, "Zed": 2}
+    assert kept.manifest["class_index_order"] == "previous export"
+    assert kept.manifest["previous_export"] == str((tmp_path / "v2").absolute())
+    # a class back from retirement is new to that export: it takes the next index, the others keep theirs
+    set_class_status(store, mid, "active", "ann")
+    v4 = export_dataset(store, data, tmp_path / "v4", "ann", previous=tmp_path / "v3-kept" / "classes.csv")
+    assert exported_indices(v4.out_dir) == {"Brad": 0, "Aaron": 1, "Zed": 2, "Mid": 3}
+    # an export over itself keeps its own indices: the previous mapping is read before it is replaced
+    again = export_dataset(store, data, tmp_path / "v4", "ann", overwrite=True, previous=tmp_path / "v4")
+    assert exported_indices(again.out_dir) == {"Brad": 0, "Aaron": 1, "Zed": 2, "Mid": 3}
+
+
+def labels_of(store, face_ids) -> list[FaceLabel]:
+    with store() as s:
+        return list(s.scalars(select(FaceLabel).where(FaceLabel.face_id.in_(face_ids))))
+
+
+def test_class_indices_are_dense_and_keep_earlier_indices():
+    assert class_indices([7, 3, 5]) == {3: 0, 5: 1, 7: 2}
+    assert class_indices([]) == {}
+    before = {1: 0, 2: 1, 3: 2, 4: 3}
+    assert class_indices([1, 2, 3, 4, 9], before) == {1: 0, 2: 1, 3: 2, 4: 3, 9: 4}  # a new class appends
+    assert class_indices([1, 3, 4], before) == {1: 0, 3: 2, 4: 1}  # one class moves into the hole
+    assert class_indices([1, 3, 4, 8, 9], before) == {1: 0, 3: 2, 4: 3, 8: 1, 9: 4}  # a new class fills it
+    assert class_indices([3, 4], before) == {3: 0, 4: 1}  # nobody survives below n: earlier order kept
+    assert class_indices([4, 3, 1, 2], {4: 0, 3: 1, 1: 2, 2: 3}) == {4: 0, 3: 1, 1: 2, 2: 3}  # not id order
+    assert class_indices([5, 6], before) == {5: 0, 6: 1}  # nothing in common: id order
+
+
+def test_a_bad_previous_mapping_is_refused_before_anything_is_written(store_url, tmp_path, lfw_dir):
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    fake_labeled_faces(store, data, lfw_dir, n=2)
+    bad = {"missing.csv": None,
+           "no-columns.csv": "folder,name\nA,A\n",
+           "text.csv": "class_id,index\n1,first\n",
+           "negative.csv": "class_id,index\n1,-1\n",
+           "class-twice.csv": "class_id,index\n1,0\n1,1\n",
+           "index-twice.csv": "class_id,index\n1,0\n2,0\n"}
+    messages = {"missing.csv": "cannot read", "no-columns.csv": "lacks column", "text.csv": "whole numbers",
+                "negative.csv": "negative", "class-twice.csv": "class 1 repeats line 2",
+                "index-twice.csv": "index 0 repeats line 2"}
+    for name, text in bad.items():
+        if text is not None:
+            (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(ValidationError, match=messages[name]):
+            export_dataset(store, data, tmp_path / "out", "ann", previous=tmp_path / name)
+    assert not (tmp_path / "out").exists() and count(store, Export) == 0
+    (tmp_path / "ok.csv").write_text("folder,index,class_id,name,external_id\nA,0,1,A,\n", encoding="utf-8")
+    assert read_class_indices(tmp_path / "ok.csv") == {1: 0}
 
 
 # -- real models: raw dataset, tags, export, round trip --------------------------------------------

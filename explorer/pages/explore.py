@@ -291,6 +291,6 @@ with bulk:
             with st.form("explore_new_class"):
                 name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
                 if st.form_submit_button("Add class", disabled=not override):
-                    write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen))
+                    write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen, expected_versions=seen))
     elif view != "Faces":
         st.info("Bulk actions work on faces: choose the Faces view.")

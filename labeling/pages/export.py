@@ -44,12 +44,23 @@ proposed = st.session_state.get(PROPOSED_KEY)
 if OUT_KEY not in st.session_state or (st.session_state[OUT_KEY] == proposed and Path(proposed).exists()):
     st.session_state[OUT_KEY] = st.session_state[PROPOSED_KEY] = str(
         fresh_out_dir(Path(settings.data_dir) / "exports", datetime.now()))
+past = exports_frame(store)
+# Earlier exports still on disk, newest first: a retraining job that fine-tunes its last model needs
+# each class at the output index it had, so the newest is the default.
+earlier = [d for d in dict.fromkeys(past["out_dir"]) if (Path(d) / "classes.csv").is_file()] if len(past) else []
+if st.session_state.get("export_previous_options") != earlier:  # a new export appeared: propose it
+    st.session_state["export_previous_options"] = earlier
+    st.session_state["export_previous"] = earlier[0] if earlier else None
 with st.form("export_form"):
     out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY)
     left, middle, right = st.columns(3)
     val_share = left.slider("Validation share (per class)", 0.0, 0.9, 0.2, 0.05, key="export_val_share")
     seed = middle.number_input("Split seed", min_value=0, value=0, step=1, key="export_seed")
     overwrite = right.checkbox("Replace the folder if it exists", key="export_overwrite")
+    previous = st.selectbox("Keep the label indices of", [None, *earlier], key="export_previous",
+                            format_func=lambda d: "none: number classes in creation order" if d is None else d,
+                            help="Every class still exported keeps the index it had in that export; "
+                                 "new classes fill the indices of classes that dropped out, then follow")
     submitted = st.form_submit_button("Run export")
 
 if submitted:
@@ -60,7 +71,7 @@ if submitted and (editor := require_editor()):
     try:
         summary = export_dataset(store, Path(settings.data_dir), Path(out_dir.strip()), editor, split=val_share,
                                  seed=int(seed), on_progress=on_progress, face_model=settings.face_model,
-                                 overwrite=overwrite)
+                                 overwrite=overwrite, previous=Path(previous) if previous else None)
     except (StoreError, OSError) as exc:
         bar.empty()
         show_error(exc)
@@ -83,7 +94,6 @@ if last:
         st.json(manifest.get("files", {}), expanded=True)
 
 st.subheader("Past exports")
-past = exports_frame(store)
 if len(past):
     st.dataframe(past, hide_index=True, width="stretch")
 else:
