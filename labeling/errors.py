@@ -44,3 +44,14 @@ class ConcurrentWriteError(ConflictError):
         StoreError.__init__(self, f"another editor saved {what} at the same moment; nothing of yours was saved: "
                                   "reload and try again")
         self.entity, self.expected, self.actual, self.editor, self.at = what, None, None, None, None
+
+
+class TagExistsError(ConflictError):
+    """Adding a tag a media item already carries (active): refused, never an overwrite.
+
+    Why a conflict: adding means the editor expected no such tag (version 0); the one there may be
+    another editor's, with a confidence they chose, so it is kept and its confidence is edited instead."""
+
+    def __init__(self, message: str, entity: str, actual: int, editor: str | None, at: datetime | None) -> None:
+        StoreError.__init__(self, message)
+        self.entity, self.expected, self.actual, self.editor, self.at = entity, 0, actual, editor, at

@@ -1,15 +1,33 @@
 """Tags on media with confidences: add, remove, set confidence, accept or reject suggestions."""
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
-from labeling.errors import NotFoundError, ValidationError
+from labeling.errors import NotFoundError, TagExistsError, ValidationError
 from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
 from labeling.validation import check_confidence, check_id, clean_tag_name
+
+
+SHOWN = 5  # rows an error names before "and N more"
+
+
+def _media_names(session: Session, media_ids: Iterable[int]) -> dict[int, str]:
+    """File names for error messages: an editor knows a GIF by its name, not its id."""
+    ids = list(dict.fromkeys(media_ids))
+    rows = session.execute(select(Media.id, Media.path).where(Media.id.in_(ids))).all() if ids else []
+    return {m: PurePath(p).name for m, p in rows}
+
+
+def _describe(session: Session, keys: Sequence[Key], tag_names: dict[int, str]) -> str:
+    """'jlaw-nods.gif (media 3) 'nod', ... and 2 more' for an error message."""
+    names = _media_names(session, [m for m, _ in keys[:SHOWN]])
+    text = ", ".join(f"{names.get(m, '?')} (media {m}) {tag_names[t]!r}" for m, t in keys[:SHOWN])
+    return text + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
 
 
 def tag_ids(session: Session, names: Iterable[str], create: bool = True) -> dict[str, int]:
@@ -39,8 +57,13 @@ def _check_media(session: Session, media_ids: Iterable[int]) -> None:
 
 
 def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: str, status: str = "active",
-               expected_versions: dict[tuple[int, int], int] | None = None, keep_editor_tags: bool = False) -> int:
-    """Upsert (media, tag, confidence) rows inside an open operation; returns rows changed."""
+               expected_versions: dict[tuple[int, int], int] | None = None, keep_editor_tags: bool = False,
+               refuse_active: bool = False, refuse_rejected: bool = False) -> int:
+    """Upsert (media, tag, confidence) rows inside an open operation; returns rows changed.
+
+    refuse_active: an existing active row is a TagExistsError, not overwritten (an editor adding a
+    tag). refuse_rejected: a rejected row is a ValidationError (setting a confidence must not undo a
+    rejection unseen). Importers and experts voting keep the upsert, which is what they mean."""
     if source not in TAG_SOURCES:
         raise ValidationError(f"tag source must be one of {', '.join(TAG_SOURCES)}, got {source!r}")
     if status not in TAG_STATUSES:
@@ -53,6 +76,17 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
     wanted = {(m, ids[t]): c for m, t, c in cleaned}
     rows = op.load("media_tag", list(wanted))
     op.check_versions("media_tag", rows, expected_versions)
+    names = {i: t for t, i in ids.items()}
+    if refuse_active:
+        _refuse_active(op.session, rows, names)
+    if refuse_rejected:
+        rejected = [k for k, r in rows.items() if r is not None and r["status"] == "rejected"]
+        if rejected:
+            who = sorted({rows[k]["editor"] or "?" for k in rejected})
+            raise ValidationError(
+                f"{len(rejected)} of these tags were rejected (by {', '.join(who)}): "
+                f"{_describe(op.session, rejected, names)}; setting a confidence does not undo a rejection: "
+                "add the tag again to restore it")
     changes: dict[Key, dict[str, Any]] = {}
     for key, conf in wanted.items():
         row = rows[key]
@@ -68,22 +102,50 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
     return len(changes)
 
 
+def _refuse_active(session: Session, rows: dict[Key, dict[str, Any] | None], tag_names: dict[int, str]) -> None:
+    """TagExistsError naming the active tags among rows (with their confidence and editor), if any."""
+    active = [(k, r) for k, r in rows.items() if r is not None and r["status"] == "active"]
+    if not active:
+        return
+    media = _media_names(session, [m for (m, _), _ in active[:SHOWN]])
+    shown = ", ".join(f"{media.get(m, '?')} (media {m}) is already tagged {tag_names[t]!r} with confidence "
+                      f"{r['confidence']:.2f} by {r['editor'] or r['source']}" for (m, t), r in active[:SHOWN])
+    more = f" and {len(active) - SHOWN} more" if len(active) > SHOWN else ""
+    (m, t), first = active[0]
+    raise TagExistsError(f"{shown}{more}; edit its confidence instead (nothing was added)", f"media_tag {m}:{t}",
+                         first["version"], first["editor"], first["updated_at"])
+
+
 def add_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: Sequence[str], editor: str,
-             confidence: float = 1.0, source: str = "editor", status: str = "active") -> OperationResult:
-    """Every tag on every media item (bulk when many), with one confidence."""
+             confidence: float = 1.0, source: str = "editor", status: str = "active",
+             expected_versions: dict[tuple[int, int], int] | None = None) -> OperationResult:
+    """Every tag on every media item (bulk when many), with one confidence.
+
+    A tag a media item already carries (active) is refused with TagExistsError, nothing written:
+    adding never overwrites someone's confidence; set_tag_confidences edits it. A suggested or
+    rejected row is taken over (the editor adding it now decides), audited with its old state so
+    undo restores it. expected_versions ((media id, tag id) -> version seen, 0 for none) refuses an
+    add over a row that changed since the editor looked."""
     items = [(m, t, confidence) for m in media_ids for t in tags]
     with run_operation(factory, editor, "add_tags") as op:
-        n = apply_tags(op, items, source, status)
-        op.summary = f"add tag(s) {', '.join(map(repr, tags))[:200]} to {len(set(media_ids))} media ({n} changed)"
+        n = apply_tags(op, items, source, status, expected_versions, refuse_active=True)
+        revived = sum(1 for k, before in op.before.items() if before and before.get("status") == "rejected")
+        again = f", {revived} of them rejected before" if revived else ""
+        op.summary = (f"add tag(s) {', '.join(map(repr, tags))[:200]} to {len(set(media_ids))} media "
+                      f"({n} changed{again})")
     return op.result
 
 
 def set_tag_confidences(factory: sessionmaker[Session], items: Sequence[tuple[int, str, float]], editor: str,
                         expected_versions: dict[tuple[int, int], int] | None = None,
                         source: str = "editor") -> OperationResult:
-    """(media id, tag, confidence) triples, single or bulk; confidences must lie in [0, 1]."""
+    """(media id, tag, confidence) triples, single or bulk; confidences must lie in [0, 1].
+
+    A suggestion given a confidence is accepted with it (status active). A rejected row is refused
+    with a ValidationError naming it, nothing written: a bulk edit must not undo editors' rejections;
+    adding the tag again (add_tags) is the explicit way back."""
     with run_operation(factory, editor, "set_tag_confidence") as op:
-        n = apply_tags(op, items, source, "active", expected_versions)
+        n = apply_tags(op, items, source, "active", expected_versions, refuse_rejected=True)
         op.summary = f"set confidence of {n} tag(s)"
     return op.result
 

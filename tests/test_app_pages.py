@@ -17,6 +17,7 @@ from labeling.pages.common import allowed_extensions, check_upload, human_bytes,
 from labeling.errors import ValidationError
 from labeling.queries import classes_frame, media_tags_frame, store_overview
 from labeling.schema import AuditEvent, CelebrityClass, Export, Face, FaceLabel, Media, MediaTag, Tag
+from labeling.tags import add_tags, set_tag_status
 from conftest import open_app
 from test_queries import GIF, SHARED, FixtureStore, new_fixture_store
 
@@ -437,7 +438,7 @@ def test_per_tag_bulk_confidence(app, app_store):
     go(app, "tags")
     app.selectbox(key="tags_tag").set_value("nod").run()
     no_exception(app)
-    carrying = media_tags_frame(app_store.store, tag="nod")
+    carrying = media_tags_frame(app_store.store, tag="nod", status="active")
     table = [d for d in app.dataframe if "media_name" in d.value.columns][0].value
     assert list(table["media_id"]) == list(carrying["media_id"])
     assert list(table["confidence"]) == sorted(table["confidence"], reverse=True)
@@ -449,6 +450,98 @@ def test_per_tag_bulk_confidence(app, app_store):
     after = media_tags_frame(app_store.store, tag="nod")
     assert set(after["media_id"]) == set(carrying["media_id"]) and set(after["confidence"]) == {0.65}
     assert set(after["editor"]) == {"ann"}
+
+
+def test_per_tag_bulk_actions_spare_decisions_and_decide_suggestions(tmp_path_factory, monkeypatch):
+    """Its own store (rows are added to it). The tag "nod": active on the GIF and a photo, suggested on
+    two photos, rejected on the last. Bulk confidence and removal touch the active rows only; the
+    suggestions are accepted or rejected in bulk, refused when one changed since the editor looked;
+    on the Per GIF tab adding a tag already there is refused, re-adding a rejected one is audited."""
+    fx = new_fixture_store(tmp_path_factory, "tags-bulk")
+    photos = sorted(fx.largest_face)  # photos[0] carries "nod" (fixture)
+    gif, tagged, maybe, spare, rejected = fx.media[GIF], *(fx.media[p] for p in photos)
+    add_tags(fx.store, [maybe, spare, rejected], ["nod"], "model-run", confidence=0.5, source="experts_voting",
+             status="suggested")
+    set_tag_status(fx.store, [(rejected, "nod")], "rejected", "ann")
+
+    def nod() -> dict[int, tuple]:
+        frame = media_tags_frame(fx.store, tag="nod")
+        return {m: (c, st, e) for m, c, st, e in zip(frame["media_id"], frame["confidence"], frame["status"],
+                                                      frame["editor"])}
+
+    def last_event() -> AuditEvent:
+        with fx.store() as s:
+            return s.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+
+    at = open_app(monkeypatch, fx.data_dir, fx.url)
+    at.session_state["editor"] = "bob"
+    go(at, "tags")
+    at.selectbox(key="tags_tag").set_value("nod").run()
+    no_exception(at)
+    tables = [d.value for d in at.dataframe if "media_name" in d.value.columns]
+    assert [sorted(t["media_id"]) for t in tables] == [sorted([gif, tagged]), sorted([maybe, spare]), [rejected]]
+    assert sorted(at.multiselect(key="bulk_media_nod").options) == sorted([GIF, photos[0]])
+    assert sorted(at.multiselect(key="bulk_suggested_nod").options) == sorted(photos[1:3])
+
+    # "all" means all tagged media: the suggestions and the rejection keep their confidence and status
+    at.checkbox(key="bulk_all_nod").check()
+    at.number_input(key="bulk_confidence_nod").set_value(0.65)
+    button(at, "Set confidence").click().run()
+    no_exception(at)
+    assert not errors(at), errors(at)
+    assert nod() == {gif: (0.65, "active", "bob"), tagged: (0.65, "active", "bob"),
+                     maybe: (0.5, "suggested", "model-run"), spare: (0.5, "suggested", "model-run"),
+                     rejected: (0.5, "rejected", "ann")}
+    assert (last_event().operation, last_event().n_entities) == ("set_tag_confidence", 2)
+
+    # one suggestion rejected by picking it
+    at.multiselect(key="bulk_suggested_nod").set_value([spare])
+    button(at, "Reject suggestions").click().run()
+    no_exception(at)
+    assert not errors(at), errors(at)
+    assert nod()[spare] == (0.5, "rejected", "bob") and nod()[maybe] == (0.5, "suggested", "model-run")
+    assert (last_event().operation, last_event().editor) == ("set_tag_status", "bob")
+
+    # experts voting refreshes the other suggestion meanwhile: accepting what bob saw is a conflict
+    add_tags(fx.store, [maybe], ["nod"], "model-run", confidence=0.9, source="experts_voting", status="suggested")
+    events = count(fx.store, AuditEvent)
+    at.checkbox(key="bulk_suggested_all_nod").check()
+    button(at, "Accept suggestions").click().run()
+    no_exception(at)
+    assert any(e.startswith("Conflict:") and "changed by model-run" in e for e in errors(at)), errors(at)
+    assert nod()[maybe] == (0.9, "suggested", "model-run") and count(fx.store, AuditEvent) == events
+    button(at, "Accept suggestions").click().run()  # now bob has seen the refreshed one
+    no_exception(at)
+    assert not errors(at), errors(at)
+    assert nod()[maybe] == (0.9, "active", "bob") and last_event().operation == "set_tag_status"
+
+    # Per GIF: "nod" is on the GIF already: adding it again is refused and says what to do instead
+    at.selectbox(key="tags_media").set_value(gif).run()
+    at.text_input(key=f"tags_new_{gif}").input("Nod")
+    button(at, "Add tag").click().run()
+    no_exception(at)
+    assert any(e.startswith("Conflict:") and "is already tagged 'nod' with confidence 0.65 by bob; edit its "
+               "confidence instead" in e for e in errors(at)), errors(at)
+    assert nod()[gif] == (0.65, "active", "bob") and count(fx.store, AuditEvent) == events + 1
+    # ... a rejected one is restored by adding it, and the audit log keeps the rejection as its before state
+    at.selectbox(key="tags_media").set_value(rejected).run()
+    at.text_input(key=f"tags_new_{rejected}").input("nod")
+    at.number_input(key=f"tags_new_confidence_{rejected}").set_value(0.4)
+    button(at, "Add tag").click().run()
+    no_exception(at)
+    assert not errors(at), errors(at)
+    assert nod()[rejected] == (0.4, "active", "bob")
+    event = last_event()
+    key = next(k for k in event.after if k.startswith(f"media_tag:{rejected}:"))
+    assert (event.operation, event.before[key]["status"], event.after[key]["status"]) == ("add_tags", "rejected", "active")
+    assert "1 of them rejected before" in event.summary
+
+    # removing "nod" from all tagged media leaves the rejected row (spare): experts voting remembers it
+    at.checkbox(key="bulk_all_nod").check()
+    button(at, "Remove tag").click().run()
+    no_exception(at)
+    assert not errors(at), errors(at)
+    assert nod() == {spare: (0.5, "rejected", "bob")}
 
 
 # -- ingest and export ----------------------------------------------------------------------------
@@ -529,6 +622,14 @@ def test_export_page_runs_the_export_and_shows_the_manifest(app, app_store, tmp_
     # a second export into the same folder is refused unless overwrite is ticked
     button(app, "Run export").click().run()
     assert any("exists and is not empty" in e for e in errors(app)), errors(app)
+    # the next export keeps the label indices of the newest earlier one by default
+    assert Path(app.selectbox(key="export_previous").value).resolve() == out.resolve()
+    again = tmp_path / "export-2"
+    app.text_input(key="export_out_dir").input(str(again))
+    button(app, "Run export").click().run()
+    no_exception(app)
+    assert (again / "labels.csv").read_text() == (out / "labels.csv").read_text()
+    assert json.loads((again / "manifest.json").read_text())["class_index_order"] == "previous export"
 
 
 def test_upload_checks_and_parsers():

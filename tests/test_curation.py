@@ -7,14 +7,14 @@ from sqlalchemy import delete, func, select, update
 
 from labeling.audit import history, recent_events, undo_event, undo_last
 from labeling.classes import (add_class, clear_class_attributes, merge_classes, rename_class, retire_class,
-                              set_class_attributes, split_class)
+                              set_class_attributes, set_class_status, split_class)
 from labeling.db import open_store, session_scope
 from labeling.errors import ConflictError, NotFoundError, UndoError, ValidationError
 from labeling.face_labels import (Prediction, approve_faces, label_track, label_tracks, mark_unknown,
                                   record_predictions, reject_faces, relabel_faces)
-from labeling.schema import (AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track,
-                             utcnow)
-from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
+from labeling.schema import (AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag,
+                             Track, utcnow)
+from labeling.tags import TagExistsError, add_tags, remove_tags, set_tag_confidences, set_tag_status
 
 
 def make_faces(store, n_media: int = 2, faces_per_media: int = 3) -> list[int]:
@@ -519,6 +519,78 @@ def test_undo_of_a_rename_whose_old_name_was_taken_is_refused(store):
         assert s.get(CelebrityClass, a).name == "Beyoncé Knowles"
 
 
+def tag_rows(store) -> dict[tuple[int, str], tuple]:
+    """(media id, tag) -> (confidence, source, status, editor, version): what a refused operation must leave."""
+    with store() as s:
+        rows = s.execute(select(MediaTag.media_id, Tag.name, MediaTag.confidence, MediaTag.source, MediaTag.status,
+                                MediaTag.editor, MediaTag.version).join(Tag, Tag.id == MediaTag.tag_id)).all()
+    return {(m, t): tuple(rest) for m, t, *rest in rows}
+
+
+def test_adding_a_tag_already_there_is_refused_not_overwritten(store):
+    """An editor adding a tag another editor already set (perhaps with a considered confidence) gets a
+    conflict naming it, and nothing of the bulk add is written; a stale view of the row is refused too."""
+    make_faces(store, 2, 0)
+    with store() as s:
+        media = sorted(s.scalars(select(Media.id)))
+    add_tags(store, [media[0]], ["Nod"], "ann", confidence=0.8)
+    before, events = tag_rows(store), count_events(store)
+    with pytest.raises(TagExistsError, match=rf"0\.gif \(media {media[0]}\) is already tagged 'nod' with confidence "
+                                             r"0\.80 by ann; edit its confidence instead") as refused:
+        add_tags(store, media, ["nod"], "bob", confidence=0.2)  # bulk: media[1] has no "nod" yet
+    assert isinstance(refused.value, ConflictError) and (refused.value.expected, refused.value.editor) == (0, "ann")
+    assert tag_rows(store) == before and count_events(store) == events  # not even media[1] got it
+    with pytest.raises(TagExistsError):  # as a suggestion neither: that would demote ann's tag
+        add_tags(store, [media[0]], ["nod"], "model-run", confidence=0.3, source="experts_voting", status="suggested")
+    assert tag_rows(store) == before
+
+    # bob saw media[1] without "party" (version 0); a suggestion arrived meanwhile: his add is refused
+    add_tags(store, [media[1]], ["party"], "model-run", confidence=0.4, source="experts_voting", status="suggested")
+    with store() as s:
+        party = s.scalars(select(MediaTag).where(MediaTag.media_id == media[1])).one()
+        key = (party.media_id, party.tag_id)
+    with pytest.raises(ConflictError, match="changed by model-run"):
+        add_tags(store, [media[1]], ["party"], "bob", expected_versions={key: 0})
+    assert tag_rows(store)[(media[1], "party")] == (0.4, "experts_voting", "suggested", "model-run", 1)
+    # with the version he saw, adding the suggested tag accepts it with his confidence
+    add_tags(store, [media[1]], ["party"], "bob", confidence=0.9, expected_versions={key: 1})
+    assert tag_rows(store)[(media[1], "party")] == (0.9, "editor", "active", "bob", 2)
+
+
+def test_a_rejection_is_undone_only_by_adding_the_tag_again_audited(store):
+    """set_tag_confidences refuses a rejected row (a bulk edit must not revive what an editor rejected);
+    adding the tag again is the explicit way back: allowed, audited with the rejection as its before
+    state, and undoable to the rejection."""
+    make_faces(store, 2, 0)
+    with store() as s:
+        media = sorted(s.scalars(select(Media.id)))
+    add_tags(store, [media[0]], ["dance"], "ann", confidence=0.8)
+    add_tags(store, [media[1]], ["party"], "model-run", confidence=0.4, source="experts_voting", status="suggested")
+    set_tag_status(store, [(media[1], "party")], "rejected", "ann")
+    before, events = tag_rows(store), count_events(store)
+    with pytest.raises(ValidationError, match=rf"1 of these tags were rejected \(by ann\): 1\.gif \(media {media[1]}\) "
+                                              r"'party'; setting a confidence does not undo a rejection"):
+        set_tag_confidences(store, [(media[0], "dance", 0.5), (media[1], "party", 0.9)], "bob")
+    assert tag_rows(store) == before and count_events(store) == events  # not even the active "dance" changed
+    assert before[(media[1], "party")] == (0.4, "experts_voting", "rejected", "ann", 2)
+
+    with store() as s:
+        tag_id = s.scalar(select(Tag.id).where(Tag.name == "party"))
+    with pytest.raises(ConflictError, match="changed by ann"):  # bob still saw the suggestion (version 1)
+        add_tags(store, [media[1]], ["party"], "bob", expected_versions={(media[1], tag_id): 1})
+    assert tag_rows(store) == before
+    readded = add_tags(store, [media[1]], ["party"], "bob", confidence=0.7, expected_versions={(media[1], tag_id): 2})
+    assert "1 of them rejected before" in readded.summary and readded.event_id is not None
+    assert tag_rows(store)[(media[1], "party")] == (0.7, "editor", "active", "bob", 3)
+    entry = history(store, f"media_tag:{media[1]}:{tag_id}")[0]
+    assert (entry.event_id, entry.operation, entry.editor) == (readded.event_id, "add_tags", "bob")
+    assert (entry.before["status"], entry.after["status"]) == ("rejected", "active")
+    assert (entry.before["source"], entry.before["confidence"]) == ("experts_voting", 0.4)
+    assert history(store, f"media:{media[1]}")[0].event_id == readded.event_id
+    undo_event(store, readded.event_id, "bob")
+    assert tag_rows(store)[(media[1], "party")][:4] == (0.4, "experts_voting", "rejected", "ann")
+
+
 def test_a_database_constraint_during_undo_is_an_undo_error(store):
     """Last line of defence: a dependency no check foresaw (here a media row deleted outside the
     audited operations, under a tag removal) ends as UndoError with nothing written, not a raw
@@ -592,3 +664,90 @@ def test_merge_split_and_tag_decisions_on_a_stale_view_change_nothing(store):
     # with the current versions the same decisions go through
     merge_classes(store, a, b, "ann", expected_versions={a: seen[a] + 1, b: seen[b]})
     assert {label_of(store, f).class_id for f in faces} == {b}
+
+
+def store_state(store) -> tuple:
+    """Every class, face label and audit event as plain tuples: 'changed nothing' compares two of these."""
+    with store() as s:
+        classes = s.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.name_key,
+                                   CelebrityClass.status, CelebrityClass.merged_into_id, CelebrityClass.gender,
+                                   CelebrityClass.version)
+                            .order_by(CelebrityClass.id)).all()
+        labels = s.execute(select(FaceLabel.face_id, FaceLabel.class_id, FaceLabel.status, FaceLabel.version)
+                           .order_by(FaceLabel.face_id)).all()
+        events = list(s.scalars(select(AuditEvent.id).order_by(AuditEvent.id)))
+    return classes, labels, events
+
+
+def test_a_class_seeded_from_a_stale_selection_is_refused_and_not_created(store):
+    """The explorer seeds a new class with a selection that may hold confirmed faces; when one of them
+    changed since the editor looked, the whole add is refused: no class, no relabel, no event."""
+    faces = make_faces(store, 1, 3)
+    a, _ = add_class(store, "A", "ann")
+    approve_faces(store, faces[:2], "ann", class_id=a)
+    seen = {f: (label_of(store, f).version if label_of(store, f) else 0) for f in faces}  # faces[2]: no label, 0
+    reject_faces(store, faces[1:2], "carol")  # carol changes an approved face of the selection meanwhile
+    for changed in (faces[1], faces[2]):
+        before = store_state(store)
+        with pytest.raises(ConflictError, match=rf"face {changed} was changed by carol"):
+            add_class(store, "Seeded", "bob", seed_face_ids=faces, expected_versions=seen)
+        assert store_state(store) == before
+        seen[faces[1]] = label_of(store, faces[1]).version  # bob reloads the rejected face only
+        relabel_faces(store, faces[2:], a, "carol")  # and carol labels the unlabeled face
+    with store() as s:
+        assert s.scalar(select(func.count()).select_from(CelebrityClass).where(CelebrityClass.name == "Seeded")) == 0
+    # with the versions the editor sees now the same seed goes through, in one event
+    now = {f: label_of(store, f).version for f in faces}
+    decided = [(label_of(store, f).status, label_of(store, f).class_id) for f in faces]
+    seeded, result = add_class(store, "Seeded", "bob", seed_face_ids=faces, expected_versions=now)
+    assert result.operation == "add_class" and "seeded with 3 face(s)" in result.summary
+    assert [(label_of(store, f).status, label_of(store, f).class_id) for f in faces] == [("relabeled", seeded)] * 3
+    undo_last(store, "bob")  # one undo takes back both the relabel and the class
+    with store() as s:
+        assert s.get(CelebrityClass, seeded) is None
+    assert [(label_of(store, f).status, label_of(store, f).class_id) for f in faces] == decided
+
+
+BAD_NEW_NAMES = ["", "   ", "x" * 201, "../etc", "a/b", "..", "\u202eevil"]
+
+
+@pytest.mark.parametrize("name", BAD_NEW_NAMES + ["taken", "TAKEN", "ＴＡＫＥＮ", "  Taken  "])
+def test_bad_or_taken_names_in_rename_and_split_are_refused_and_change_nothing(store, name):
+    faces = make_faces(store, 1, 2)
+    source, _ = add_class(store, "Source", "ann", seed_face_ids=faces)
+    add_class(store, "Taken", "ann")
+    before = store_state(store)
+    taken = name.strip().casefold() in ("taken", "ｔａｋｅｎ")
+    with pytest.raises(ValidationError, match="already exists" if taken else "class name"):
+        rename_class(store, source, name, "bob")
+    with pytest.raises(ValidationError, match="already exists" if taken else "class name"):
+        split_class(store, source, faces[:1], "bob", new_name=name)
+    assert store_state(store) == before
+    # renaming a class to its own name in another case is no clash with itself
+    rename_class(store, source, "SOURCE", "bob")
+    with store() as s:
+        assert s.get(CelebrityClass, source).name == "SOURCE"
+
+
+UNKNOWN = 424242
+
+
+@pytest.mark.parametrize("operation", [
+    lambda store, known, faces: rename_class(store, UNKNOWN, "New name", "bob"),
+    lambda store, known, faces: merge_classes(store, UNKNOWN, known, "bob"),
+    lambda store, known, faces: merge_classes(store, known, UNKNOWN, "bob"),
+    lambda store, known, faces: split_class(store, UNKNOWN, faces[:1], "bob", new_name="New name"),
+    lambda store, known, faces: split_class(store, known, faces[:1], "bob", target_id=UNKNOWN),
+    lambda store, known, faces: retire_class(store, UNKNOWN, "bob"),
+    lambda store, known, faces: set_class_status(store, UNKNOWN, "proposed", "bob"),
+    lambda store, known, faces: set_class_attributes(store, UNKNOWN, "bob", gender="female"),
+    lambda store, known, faces: clear_class_attributes(store, UNKNOWN, "bob", ["gender"]),
+], ids=["rename", "merge-source", "merge-target", "split-source", "split-target", "retire", "status", "attributes",
+        "clear-attributes"])
+def test_class_operations_on_an_unknown_class_are_not_found_and_change_nothing(store, operation):
+    faces = make_faces(store, 1, 2)
+    known, _ = add_class(store, "Known", "ann", seed_face_ids=faces)
+    before = store_state(store)
+    with pytest.raises(NotFoundError, match=f"no celebrity class with id {UNKNOWN}"):
+        operation(store, known, faces)
+    assert store_state(store) == before

@@ -34,7 +34,7 @@ from labeling.recognition import (TRACK_PREDICTION_COLUMNS, fit_classifier, load
                                   predict_tracks, read_snapshot, refresh_predictions, retrain, stratified_holdout,
                                   track_predictions_frame)
 from labeling.schema import AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track
-from labeling.tags import add_tags, remove_tags, set_tag_status
+from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 from models.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -442,8 +442,9 @@ def test_autotag_confirms_or_lowers_original_tags_and_undo_restores_them(loop):
     editor and rejected rows untouched; a re-run writes nothing; undoing the vote restores the confidences."""
     calvin_1, calvin_2, cake = loop.media[CALVIN_1], loop.media[CALVIN_2], loop.media["cake-is-a-lie.gif"]
     ariel = [loop.media[f"Ariel_Sharon_{i:04d}.jpg"] for i in range(1, 4)]
-    add_tags(loop.store, [calvin_2], ["calvin"], "ann", confidence=0.9)  # the twin's editor tag confirms "calvin"
-    add_tags(loop.store, [calvin_1], ["hobbes"], "ann", confidence=0.4)  # an editor took this uploader tag over
+    # the twin's editor tag confirms "calvin"; an editor took the "hobbes" uploader tag over (both were uploader
+    # tags: an editor changes one by setting its confidence, adding it again is refused)
+    set_tag_confidences(loop.store, [(calvin_2, "calvin", 0.9), (calvin_1, "hobbes", 0.4)], "ann")
     set_tag_status(loop.store, [(calvin_1, "knock")], "rejected", "ann")  # ... and rejected this one
     add_tags(loop.store, ariel, ["ariel sharon"], "importer", confidence=0.5, source="import")  # identity confirms
     add_tags(loop.store, [cake], ["dessert"], "importer", confidence=1.0, source="import")  # nobody else has it

@@ -2,10 +2,12 @@
 import pandas as pd
 import streamlit as st
 
-from labeling.pages.common import (get_settings, get_store, keep_choice, media_file, progress_callback, require_editor,
-                                   versions_seen, write)
+from labeling.errors import ValidationError
+from labeling.pages.common import (escape_markdown, get_settings, get_store, keep_choice, media_file, progress_callback,
+                                   require_editor, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
+from labeling.validation import clean_tag_name
 
 MEDIA_KEY = "tags_media"
 TAG_KEY = "tags_tag"
@@ -44,6 +46,15 @@ def run_experts_voting(store, editor: str, k: int, min_frequency: float):
 
 def editor_key(media_id: int) -> str:
     return f"tag_editor_{media_id}"
+
+
+def seen_key(name: str, keys: dict[str, tuple[int, int]]) -> tuple[int, int] | None:
+    """The (media, tag id) of a typed tag name if this media item shows it (any status), else None;
+    a name the store would refuse is left for add_tags to refuse with its reason."""
+    try:
+        return keys.get(clean_tag_name(name))
+    except ValidationError:
+        return None
 
 
 def changed_confidences(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
@@ -154,10 +165,17 @@ with per_gif:
                 confidence = st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
                                              key=f"tags_new_confidence_{media_id}")
                 if st.form_submit_button("Add tag"):
-                    write(lambda s, e: add_tags(s, [media_id], [new_tag], e, confidence=confidence))
+                    # a tag shown here as a suggestion or a rejection is taken over only as the editor saw it;
+                    # one already active is refused by add_tags ("edit its confidence instead")
+                    known = seen_key(new_tag, tag_key)
+                    expected = {known: seen[known]} if known else None
+                    write(lambda s, e: add_tags(s, [media_id], [new_tag], e, confidence=confidence,
+                                                expected_versions=expected))
 
             if not rejected.empty:
                 with st.expander(f"{len(rejected)} rejected suggestion(s)"):
+                    st.caption("Experts voting does not suggest these again. To tag the GIF with one after all, "
+                               "add it above: that is recorded like any other change.")
                     st.dataframe(rejected[["tag", "confidence", "source", "editor"]], hide_index=True)
         with st.expander("History of this media item"):
             st.dataframe(history_frame(store, f"media:{media_id}"), hide_index=True, width="stretch")
@@ -175,31 +193,73 @@ with per_tag:
         carrying = media_tags_frame(store, tag=tag)
         seen_tag = versions_seen(f"tags_tag_{tag}", dict(zip(zip(carrying["media_id"].astype(int), carrying["tag_id"].astype(int)),
                                                         carrying["version"])))
-        st.dataframe(carrying[["media_id", "media_name", "confidence", "status", "source", "editor", "version"]],
-                     hide_index=True, width="stretch")
-        active_ids = carrying.loc[carrying["status"] == "active", "media_id"].tolist()
+        # bulk actions act on one status each: setting a confidence or removing must not touch suggestions
+        # (not decided yet) nor rejections (decided against, and remembered so experts voting stays quiet)
+        tagged = carrying[carrying["status"] == "active"].reset_index(drop=True)
+        pending = carrying[carrying["status"] == "suggested"].reset_index(drop=True)
+        refused = carrying[carrying["status"] == "rejected"].reset_index(drop=True)
         names = dict(zip(carrying["media_id"], carrying["media_name"]))
-        thumbs = [(m, media_file(media.loc[m, "path"], settings)) for m in active_ids[:8] if m in media.index]
-        thumbs = [(m, p) for m, p in thumbs if p is not None and media.loc[m, "kind"] not in VIDEO_KINDS]
-        if thumbs:
-            st.image([str(p) for _, p in thumbs], caption=[names[m] for m, _ in thumbs], width=160)
-        with st.form(f"bulk_tag_form_{tag}"):
-            st.write(f"Bulk actions on **{tag}**")
-            every = st.checkbox(f"All {len(carrying)} media carrying it", key=f"bulk_all_{tag}")
-            picked = st.multiselect("Or these", carrying["media_id"].tolist(), format_func=lambda m: names[m],
-                                    key=f"bulk_media_{tag}")
-            confidence = st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
-                                         key=f"bulk_confidence_{tag}")
-            set_col, remove_col = st.columns(2)
-            do_set = set_col.form_submit_button("Set confidence")
-            do_remove = remove_col.form_submit_button("Remove tag")
-        targets = carrying["media_id"].tolist() if every else picked
-        if (do_set or do_remove) and not targets:
-            st.error("Choose the media first (or tick all).")
-        elif do_set or do_remove:
-            seen_targets = {k: v for k, v in seen_tag.items() if k[0] in set(map(int, targets))}
-            if do_set:
-                write(lambda s, e: set_tag_confidences(s, [(int(m), tag, confidence) for m in targets], e,
-                                                       expected_versions=seen_targets))
-            else:
-                write(lambda s, e: remove_tags(s, [int(m) for m in targets], [tag], e, expected_versions=seen_targets))
+        columns = ["media_id", "media_name", "confidence", "source", "editor", "version"]
+        shown = escape_markdown(tag)  # a tag is text, not markdown
+
+        def expected(media_ids: list[int]) -> dict[tuple[int, int], int]:
+            """The versions the editor saw of this tag on these media: a row changed since is refused."""
+            wanted = set(map(int, media_ids))
+            return {k: v for k, v in seen_tag.items() if k[0] in wanted}
+
+        st.subheader(f"Tagged {shown} ({len(tagged)})")
+        if tagged.empty:
+            st.write("No media carries it yet (only suggestions or rejections below).")
+        else:
+            st.dataframe(tagged[columns], hide_index=True, width="stretch")
+            active_ids = tagged["media_id"].tolist()
+            thumbs = [(m, media_file(media.loc[m, "path"], settings)) for m in active_ids[:8] if m in media.index]
+            thumbs = [(m, p) for m, p in thumbs if p is not None and media.loc[m, "kind"] not in VIDEO_KINDS]
+            if thumbs:
+                st.image([str(p) for _, p in thumbs], caption=[names[m] for m, _ in thumbs], width=160)
+            with st.form(f"bulk_tag_form_{tag}"):
+                st.write(f"Bulk actions on **{shown}** (tagged media only)")
+                every = st.checkbox(f"All {len(tagged)} media tagged with it", key=f"bulk_all_{tag}")
+                picked = st.multiselect("Or these", active_ids, format_func=lambda m: names[m],
+                                        key=f"bulk_media_{tag}")
+                confidence = st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
+                                             key=f"bulk_confidence_{tag}")
+                set_col, remove_col = st.columns(2)
+                do_set = set_col.form_submit_button("Set confidence")
+                do_remove = remove_col.form_submit_button("Remove tag")
+            targets = [int(m) for m in (active_ids if every else picked)]
+            if (do_set or do_remove) and not targets:
+                st.error("Choose the media first (or tick all).")
+            elif do_set:
+                write(lambda s, e: set_tag_confidences(s, [(m, tag, confidence) for m in targets], e,
+                                                       expected_versions=expected(targets)))
+            elif do_remove:
+                write(lambda s, e: remove_tags(s, targets, [tag], e, expected_versions=expected(targets)))
+
+        st.subheader(f"Suggested {shown} ({len(pending)})")
+        if pending.empty:
+            st.write("No suggestions waiting.")
+        else:
+            st.dataframe(pending[columns], hide_index=True, width="stretch")
+            pending_ids = pending["media_id"].tolist()
+            with st.form(f"bulk_suggestions_form_{tag}"):
+                st.write(f"Accept or reject the suggestions of **{shown}**")
+                every_pending = st.checkbox(f"All {len(pending)} suggestions", key=f"bulk_suggested_all_{tag}")
+                picked_pending = st.multiselect("Or these", pending_ids, format_func=lambda m: names[m],
+                                                key=f"bulk_suggested_{tag}")
+                accept_col, reject_col = st.columns(2)
+                do_accept = accept_col.form_submit_button("Accept suggestions")
+                do_reject = reject_col.form_submit_button("Reject suggestions")
+            decided = [int(m) for m in (pending_ids if every_pending else picked_pending)]
+            if (do_accept or do_reject) and not decided:
+                st.error("Choose the suggestions first (or tick all).")
+            elif do_accept or do_reject:
+                status = "active" if do_accept else "rejected"
+                write(lambda s, e: set_tag_status(s, [(m, tag) for m in decided], status, e,
+                                                  expected_versions=expected(decided)))
+
+        if not refused.empty:
+            with st.expander(f"{len(refused)} rejected suggestion(s) of {shown}"):
+                st.caption("Left out of the bulk actions. Experts voting does not suggest these again; adding the "
+                           "tag to a GIF on the Per GIF tab restores it there.")
+                st.dataframe(refused[columns], hide_index=True, width="stretch")
