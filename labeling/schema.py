@@ -206,6 +206,7 @@ class MediaTag(Base):
         UniqueConstraint("media_id", "tag_id"),
         CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence"),
         CheckConstraint("status IN ('active', 'suggested', 'rejected')", name="status"),
+        CheckConstraint("source IN ('uploader', 'model', 'experts_voting', 'editor', 'import')", name="source"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

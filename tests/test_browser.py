@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from bench.streamlit_browser import POINTS_3D, chromium_page, click_3d_point, settle, streamlit_app, umap_ready
-from labeling.schema import AuditEvent, CelebrityClass, FaceLabel
+from labeling.schema import AuditEvent, CelebrityClass, FaceEmbedding, FaceLabel, MediaTag, Tag
 from test_queries import FixtureStore, new_fixture_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -263,6 +263,115 @@ def _class_row(fx: FixtureStore, name: str) -> tuple:
     with fx.store() as s:
         return s.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.country)
                          .where(CelebrityClass.name == name)).one()
+
+
+def _choose(page, key: str, option: str) -> None:
+    """Pick an option of a selectbox by typing it into its search box, as a keyboard user would."""
+    box = page.locator(f".st-key-{key} input")
+    box.click()
+    box.fill(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    settle(page)
+    assert box.input_value() == option
+
+
+def _box_select_everything(page, plot, noun: str) -> list[int]:
+    """Box-select the whole 2D plot area; returns the ids the page says it received (all drawn)."""
+    plot.hover()
+    plot.locator(".modebar-btn[data-title='Box Select']").click()
+    layout = page.evaluate(_POINTS_2D)
+    drawn, area = sorted({p["id"] for p in layout["points"]}), layout["area"]
+    assert drawn
+    page.mouse.move(area["left"] + 2, area["top"] + 2)
+    page.mouse.down()
+    page.mouse.move((area["left"] + area["right"]) / 2, (area["top"] + area["bottom"]) / 2, steps=10)
+    page.mouse.move(area["right"] - 2, area["bottom"] - 2, steps=10)
+    page.mouse.up()
+    message = page.get_by_text(re.compile(rf"^{len(drawn)} {re.escape(noun)} selected: "))
+    message.wait_for()
+    settle(page)
+    assert sorted(int(i) for i in message.inner_text().split(" selected: ")[1].split(",")) == drawn
+    return drawn
+
+
+def test_explore_2d_box_tags_the_gifs_inside_it(page, browser_store: FixtureStore):
+    """The GIFs view's 2D selection tags every GIF in the box at once; a GIF already carrying the
+    tag keeps its confidence (adding never overwrites)."""
+    editor, tag = "gif-editor", "box-tagged"
+    _open(page, "Explore")
+    _sign_in(page, editor)
+    _choose(page, "explore_view", "GIFs")
+    settle(page)
+    umap_ready(page)
+    _no_exception(page, "Explore, GIFs")
+    page.get_by_role("tab", name="2D selection and bulk actions").click()
+    plot = page.locator(".st-key-explore_2d .js-plotly-plot")
+    plot.wait_for(state="visible")
+    page.wait_for_function("""() => { const gd = document.querySelector('.st-key-explore_2d .js-plotly-plot');
+                                      return gd && gd._fullLayout && gd.querySelector('.draglayer .nsewdrag')
+                                             && gd._fullData.some(t => t.type === 'scattergl' && t._length > 0); }""")
+    settle(page)
+    page.get_by_text("0 GIF(s) selected").wait_for()
+    gifs = _box_select_everything(page, plot, "GIF(s)")
+    last_event = _last_event_id(browser_store)
+    page.locator(".st-key-explore_bulk_tag_name input").fill(tag)
+    page.locator(".st-key-explore_bulk_tag_confidence input").fill("0.8")
+    page.get_by_role("button", name=f"Tag {len(gifs)} GIF(s)").click()
+    page.get_by_text(re.compile(r"^Done: add tag")).wait_for()
+    settle(page)
+    _no_exception(page, "Explore after tagging GIFs")
+    _shot(page, "explore-2d-gifs-tagged")
+    with browser_store.store() as s:
+        rows = s.execute(select(MediaTag.media_id, MediaTag.confidence, MediaTag.status, MediaTag.editor)
+                         .join(Tag, Tag.id == MediaTag.tag_id).where(Tag.name == tag)).all()
+        events = s.scalars(select(AuditEvent).where(AuditEvent.id > last_event)).all()
+    assert sorted(r.media_id for r in rows) == gifs
+    assert all(r.confidence == pytest.approx(0.8) and r.status == "active" and r.editor == editor for r in rows)
+    assert [(e.editor, e.operation) for e in events] == [(editor, "add_tags")]
+
+    # again: every GIF carries it now, so nothing is written and the confidences stay
+    assert _box_select_everything(page, plot, "GIF(s)") == gifs
+    page.locator(".st-key-explore_bulk_tag_name input").fill(tag)
+    page.locator(".st-key-explore_bulk_tag_confidence input").fill("0.3")
+    page.get_by_role("button", name=f"Tag {len(gifs)} GIF(s)").click()
+    page.get_by_text(f"{len(gifs)} of the selected GIFs already carry '{tag}'").wait_for()
+    assert _last_event_id(browser_store) == events[-1].id
+
+
+def test_explore_2d_box_decides_the_face_tracks_inside_it(page, browser_store: FixtureStore):
+    """The Face tracks view's 2D selection decides every face of every track in the box: one event."""
+    editor = "track-editor"
+    _open(page, "Explore")
+    _sign_in(page, editor)
+    _choose(page, "explore_view", "Face tracks")
+    settle(page)
+    umap_ready(page)
+    page.get_by_role("tab", name="2D selection and bulk actions").click()
+    plot = page.locator(".st-key-explore_2d .js-plotly-plot")
+    plot.wait_for(state="visible")
+    settle(page)
+    page.get_by_text("0 track(s) selected").wait_for()
+    tracks = _box_select_everything(page, plot, "track(s)")
+    with browser_store.store() as s:
+        members = sorted(f.face_id for f in s.scalars(select(FaceEmbedding).where(FaceEmbedding.track_id.in_(tracks))))
+    before, last_event = _label_state(browser_store), _last_event_id(browser_store)
+    confirmed = [f for f in members if before.get(f, ("",))[0] in ("approved", "relabeled")]
+    reject = page.get_by_role("button", name=f"Reject {len(tracks)} track(s)", exact=True)
+    assert members and confirmed, "the fixture's photos are one-face tracks with approved labels"
+    assert reject.is_disabled()  # editors' decisions among the faces: changing them takes a tick of its own
+    page.get_by_text(f"Change the {len(confirmed)} confirmed face(s) too").click()
+    settle(page)
+    reject.click()
+    page.get_by_text(re.compile(r"^Done: reject")).wait_for()
+    settle(page)
+    _no_exception(page, "Explore after deciding tracks")
+    after = _label_state(browser_store)
+    assert sorted(f for f in after if after[f] != before.get(f)) == members
+    assert all(after[f][0] == "rejected" and after[f][3] == editor for f in members)
+    with browser_store.store() as s:
+        events = s.scalars(select(AuditEvent).where(AuditEvent.id > last_event)).all()
+    assert [(e.editor, e.n_entities) for e in events] == [(editor, len(members))]
+    assert events[0].operation in ("reject_track", "reject_tracks")
 
 
 def test_classes_a_rename_keeps_the_class_selected_for_the_next_edit(page, browser_store: FixtureStore):

@@ -107,3 +107,40 @@ def test_migration_0005_recomputes_class_name_keys_without_merging(store_url):
     with engine.connect() as conn:
         keys = dict(conn.execute(text("SELECT name, name_key FROM celebrity_class")).all())
     assert keys == {"Brad  Pitt": "brad pitt", "Dua   Lipa": "dua   lipa", "dua lipa": "dua lipa"}
+
+
+def test_migration_0006_keeps_tags_and_refuses_an_unknown_tag_source(store_url):
+    """0006 adds the media_tag.source check (SQLite: batch copy of the table): rows written before
+    survive, an unknown source is refused by the database itself, and the downgrade works."""
+    from alembic import command
+
+    from labeling.db import alembic_config
+
+    engine = make_engine(normalise_url(store_url))
+    config = alembic_config(engine)
+    insert = text("INSERT INTO media_tag (media_id, tag_id, confidence, source, status, updated_at, version) "
+                  "VALUES (:m, :t, 0.5, :source, 'active', CURRENT_TIMESTAMP, 1)")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+        media = conn.execute(text("INSERT INTO media (sha256, path, kind, status, created_at, updated_at, version) "
+                                  "VALUES (:s, '/x/a.gif', 'gif', 'ok', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1) "
+                                  "RETURNING id"),
+                             {"s": "b" * 64}).scalar()
+        tags = [conn.execute(text("INSERT INTO tag (name, created_at) VALUES (:n, CURRENT_TIMESTAMP) RETURNING id"),
+                             {"n": n}).scalar() for n in ("nod", "wink")]
+        conn.execute(insert, {"m": media, "t": tags[0], "source": "uploader"})
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT source, confidence FROM media_tag")).all() == [("uploader", 0.5)]
+    with pytest.raises(IntegrityError):
+        with engine.begin() as conn:
+            conn.execute(insert, {"m": media, "t": tags[1], "source": "scraper"})
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0005")
+        conn.execute(insert, {"m": media, "t": tags[1], "source": "scraper"})  # no check before 0006
+        conn.execute(text("DELETE FROM media_tag WHERE source = 'scraper'"))
+    migrate(engine)
+    assert current_revision(engine) == HEAD
+    engine.dispose()

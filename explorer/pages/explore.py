@@ -15,16 +15,19 @@ from explorer.projection import ProjectionError, fingerprint, load_cached, pca_p
 from explorer.projection_jobs import collect, projection_job, running_job
 from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, view_points
 from labeling.classes import add_class
-from labeling.face_labels import approve_faces, label_track, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
-from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, history_frame, model_candidates,
-                              track_history_frame)
+from labeling.face_labels import approve_faces, label_track, label_tracks, mark_unknown, reject_faces, relabel_faces
+from labeling.errors import StoreError
+from labeling.pages.common import get_settings, get_store, media_file, show_error, versions_seen, write
+from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
+                              media_tags_frame, model_candidates, track_history_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent
+from labeling.tags import add_tags
 
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
 SELECTED = "explore_selected"  # id of the point whose details show
 POINT_ID = "explore_point_id"
-ISOLATED = "explore_isolated"  # face ids last chosen with the 2D lasso or box
+ISOLATED = "explore_isolated"  # ids of the points last chosen with the 2D lasso or box (this view's)
+BULK_NOUNS = {"Faces": "face(s)", "Face tracks": "track(s)", "GIFs": "GIF(s)"}  # views with 2D bulk actions
 settings, store = get_settings(), get_store()
 st.title("Explore")
 
@@ -77,7 +80,7 @@ with controls[3].expander("Filters", expanded=False):
     media_choice = st.selectbox("GIF", [None, *gif_names.index.tolist()], key="explore_media",
                                 format_func=lambda m: "any" if m is None else f"{gif_names[m]} (id {m})")
     isolate = st.toggle("Isolate the 2D selection", key="explore_isolate",
-                        help="Show only the faces last selected with the lasso or box in the 2D view")
+                        help="Show only the points last selected with the lasso or box in the 2D view")
 
 keep = st.session_state.get(ISOLATED) if isolate else None
 mask = filter_points(points, classes, statuses, confidence, media_choice, search, keep)
@@ -251,46 +254,106 @@ with details:
                     col.image(str(picture), width="stretch")
                 col.caption(f"{n['id']} · {n['class']} · {d:.3f}")
 
-# -- 2D view: lasso / box, then one action on every selected face --------------------------------
+# -- 2D view: lasso / box, then one action on every selected point ------------------------------
+def _bulk_faces(chosen: list[int]) -> None:
+    """Approve, reject, mark unknown, relabel or seed a new class with the selected faces."""
+    shown_versions = dict(zip(shown["id"].astype(int), shown["version"]))
+    seen = versions_seen("explore_bulk", {i: shown_versions[i] for i in chosen if i in shown_versions})
+    # A lasso catches whatever lies in the way, editors' decisions included: changing those
+    # (reject, unknown, relabel, a new class seeded with them) takes a tick of its own.
+    confirmed = shown[shown["id"].isin(chosen) & shown["status"].isin(CONFIRMED_STATUSES)]
+    override = True
+    if len(confirmed):
+        classes_hit = ", ".join(f"{c} {n}" for c, n in confirmed["class"].value_counts().head(5).items())
+        st.warning(f"{len(confirmed)} of the selected faces are confirmed by an editor ({classes_hit}): "
+                   "rejecting them, marking them unknown, relabelling them or seeding a new class with them "
+                   "changes those decisions.")
+        override = st.checkbox(f"Change the {len(confirmed)} confirmed face(s) too",
+                               key=f"explore_bulk_override_{hash(tuple(chosen))}")
+    cols = st.columns(4)
+    if cols[0].button(f"Approve {len(chosen)}", key="explore_bulk_approve"):
+        write(lambda s, e: approve_faces(s, chosen, e, expected_versions=seen))
+    if cols[1].button(f"Reject {len(chosen)}", key="explore_bulk_reject", disabled=not override):
+        write(lambda s, e: reject_faces(s, chosen, e, expected_versions=seen))
+    if cols[2].button(f"Mark {len(chosen)} unknown", key="explore_bulk_unknown", disabled=not override):
+        write(lambda s, e: mark_unknown(s, chosen, e, expected_versions=seen))
+    with cols[3]:
+        if class_ids:
+            bulk_target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
+                                       key="explore_bulk_class")
+            if st.button(f"Relabel {len(chosen)}", key="explore_bulk_relabel", disabled=not override):
+                write(lambda s, e: relabel_faces(s, chosen, int(bulk_target), e, expected_versions=seen))
+    with st.form("explore_new_class"):
+        name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
+        if st.form_submit_button("Add class", disabled=not override):
+            write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen, expected_versions=seen))
+
+
+def _bulk_tracks(chosen: list[int]) -> None:
+    """One decision for every face of the selected GIF person tracks: one operation, one undo."""
+    members = faces_frame(store, model_id)
+    members = members[members["track_id"].isin(chosen)]
+    seen = versions_seen("explore_bulk_tracks", dict(zip(members["face_id"].astype(int), members["version"])))
+    decided = members["label_status"].isin(CONFIRMED_STATUSES).sum()
+    override = True
+    if decided:
+        st.warning(f"{decided} face(s) of the selected tracks are confirmed by an editor: rejecting, marking "
+                   "unknown or relabelling the tracks changes those decisions.")
+        override = st.checkbox(f"Change the {decided} confirmed face(s) too",
+                               key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
+    unnamed = sorted(set(chosen) & set(shown.loc[shown["class"] == UNLABELED, "id"].astype(int)))
+    cols = st.columns(4)
+    if cols[0].button(f"Approve {len(chosen)} track(s)", key="explore_bulk_tracks_approve", disabled=bool(unnamed),
+                      help=(f"No predicted person to approve for track(s) {', '.join(map(str, unnamed[:10]))}"
+                            if unnamed else "Every face of each track gets the person the model named for it")):
+        write(lambda s, e: label_tracks(s, chosen, "approve", e, expected_versions=seen))
+    if cols[1].button(f"Reject {len(chosen)} track(s)", key="explore_bulk_tracks_reject", disabled=not override):
+        write(lambda s, e: label_tracks(s, chosen, "reject", e, expected_versions=seen))
+    if cols[2].button(f"Mark {len(chosen)} track(s) unknown", key="explore_bulk_tracks_unknown", disabled=not override):
+        write(lambda s, e: label_tracks(s, chosen, "unknown", e, expected_versions=seen))
+    with cols[3]:
+        if class_ids:
+            target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
+                                  key="explore_bulk_tracks_class")
+            if st.button(f"Relabel {len(chosen)} track(s)", key="explore_bulk_tracks_relabel", disabled=not override):
+                write(lambda s, e: label_tracks(s, chosen, "relabel", e, class_id=int(target), expected_versions=seen))
+
+
+def _bulk_gifs(chosen: list[int]) -> None:
+    """Tag the selected GIFs: GIFs that look alike sit together, so one lasso tags a visual family.
+    GIFs that already carry the tag keep their confidence (adding never overwrites one)."""
+    with st.form("explore_bulk_tag"):
+        left, right = st.columns([3, 1])
+        tag = left.text_input("Tag the selected GIFs with", key="explore_bulk_tag_name")
+        confidence = right.number_input("Confidence", 0.0, 1.0, 1.0, 0.05, key="explore_bulk_tag_confidence")
+        submitted = st.form_submit_button(f"Tag {len(chosen)} GIF(s)")
+    if not submitted:
+        return
+    try:
+        carrying = media_tags_frame(store, tag=tag, status="active")  # a bad tag name is refused here
+    except StoreError as exc:
+        show_error(exc)
+        return
+    already = set(carrying["media_id"].astype(int)) & set(chosen)
+    targets = [m for m in chosen if m not in already]
+    if already:
+        st.info(f"{len(already)} of the selected GIFs already carry {tag.strip()!r} and keep their confidence")
+    if targets:
+        write(lambda s, e: add_tags(s, targets, [tag], e, confidence=float(confidence)))
+
+
 with bulk:
-    if len(shown) and view == "Faces":
+    if len(shown) and view in BULK_NOUNS:
         fig2 = scatter_2d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight)
         event2 = st.plotly_chart(fig2, key="explore_2d", on_select="rerun", selection_mode=("points", "box", "lasso"))
         chosen = [int(i) for i in selected_ids(event2)]
         if chosen:
             st.session_state[ISOLATED] = chosen
-        st.write(f"{len(chosen)} face(s) selected" + (f": {', '.join(map(str, chosen[:20]))}" + (" ..." if len(chosen) > 20 else "") if chosen else
+        noun = BULK_NOUNS[view]
+        st.write(f"{len(chosen)} {noun} selected" + (f": {', '.join(map(str, chosen[:20]))}" + (" ..." if len(chosen) > 20 else "") if chosen else
                  " (draw a lasso or a box around points)"))
         if chosen:
-            shown_versions = dict(zip(shown["id"].astype(int), shown["version"]))
-            seen = versions_seen("explore_bulk", {i: shown_versions[i] for i in chosen if i in shown_versions})
-            # A lasso catches whatever lies in the way, editors' decisions included: changing those
-            # (reject, unknown, relabel, a new class seeded with them) takes a tick of its own.
-            confirmed = shown[shown["id"].isin(chosen) & shown["status"].isin(CONFIRMED_STATUSES)]
-            override = True
-            if len(confirmed):
-                classes_hit = ", ".join(f"{c} {n}" for c, n in confirmed["class"].value_counts().head(5).items())
-                st.warning(f"{len(confirmed)} of the selected faces are confirmed by an editor ({classes_hit}): "
-                           "rejecting them, marking them unknown, relabelling them or seeding a new class with them "
-                           "changes those decisions.")
-                override = st.checkbox(f"Change the {len(confirmed)} confirmed face(s) too",
-                                       key=f"explore_bulk_override_{hash(tuple(chosen))}")
-            cols = st.columns(4)
-            if cols[0].button(f"Approve {len(chosen)}", key="explore_bulk_approve"):
-                write(lambda s, e: approve_faces(s, chosen, e, expected_versions=seen))
-            if cols[1].button(f"Reject {len(chosen)}", key="explore_bulk_reject", disabled=not override):
-                write(lambda s, e: reject_faces(s, chosen, e, expected_versions=seen))
-            if cols[2].button(f"Mark {len(chosen)} unknown", key="explore_bulk_unknown", disabled=not override):
-                write(lambda s, e: mark_unknown(s, chosen, e, expected_versions=seen))
-            with cols[3]:
-                if class_ids:
-                    bulk_target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
-                                               key="explore_bulk_class")
-                    if st.button(f"Relabel {len(chosen)}", key="explore_bulk_relabel", disabled=not override):
-                        write(lambda s, e: relabel_faces(s, chosen, int(bulk_target), e, expected_versions=seen))
-            with st.form("explore_new_class"):
-                name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
-                if st.form_submit_button("Add class", disabled=not override):
-                    write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen, expected_versions=seen))
-    elif view != "Faces":
-        st.info("Bulk actions work on faces: choose the Faces view.")
+            {"Faces": _bulk_faces, "Face tracks": _bulk_tracks, "GIFs": _bulk_gifs}[view](chosen)
+    elif len(shown):
+        st.info("Bulk actions work on faces, face tracks and GIFs: a class centroid is decided through its faces "
+                "(Review page).")
