@@ -144,3 +144,31 @@ def test_migration_0006_keeps_tags_and_refuses_an_unknown_tag_source(store_url):
     migrate(engine)
     assert current_revision(engine) == HEAD
     engine.dispose()
+
+
+def test_the_audit_log_is_append_only_in_the_database(store_url):
+    """Whoever connects, an audit event cannot be edited or deleted, nor its entities; the one change
+    allowed is what undo does: mark an event undone, once."""
+    from sqlalchemy.exc import DBAPIError
+
+    from labeling.audit import undo_event
+    from labeling.classes import add_class
+
+    store = open_store(store_url)
+    _, result = add_class(store, "Audit Person", "ann")
+    engine = store.kw["bind"]
+    for statement in ("UPDATE audit_event SET summary = 'nothing happened'",
+                      "UPDATE audit_event SET editor = 'mallory'",
+                      "DELETE FROM audit_event",
+                      "UPDATE audit_entity SET key = 'class:999'",
+                      "DELETE FROM audit_entity"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            with engine.begin() as conn:
+                conn.execute(text(statement))
+    undone = undo_event(store, result.event_id, "bob")
+    with engine.connect() as conn:
+        events = conn.execute(text("SELECT id, editor, undone_by_id FROM audit_event ORDER BY id")).all()
+    assert events == [(result.event_id, "ann", undone.event_id), (undone.event_id, "bob", None)]
+    with pytest.raises(DBAPIError, match="append-only"):  # undone once: the mark cannot move
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE audit_event SET undone_by_id = NULL"))
