@@ -169,10 +169,11 @@ def _store_for(settings: Settings) -> sessionmaker[Session]:
         raise typer.Exit(1) from exc
 
 
-def _run(action, notes: str = "skipped", progress: Progress | None = None):
+def _run(action, notes: str = "skipped", progress: Progress | None = None, details=None):
     """Run an import or export: a refusal is exit code 1 with its message, notes go to stderr,
     the one-line summary to stdout, after the command's progress bar is drawn for the last time
-    (so a terminal or a log shows the bar, then the notes, then the summary)."""
+    (so a terminal or a log shows the bar, then the notes, then `details(summary)` if given, then
+    the summary: the summary is always the last line)."""
     from rich.markup import escape
 
     from embeddings.pipeline import ModelUnavailableError
@@ -193,6 +194,8 @@ def _run(action, notes: str = "skipped", progress: Progress | None = None):
         console.print(f"[yellow]{notes}[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     if len(skipped) > MAX_NOTES:
         console.print(f"[yellow]... and {len(skipped) - MAX_NOTES} more {notes}[/yellow]")
+    if details is not None:
+        console.print(escape(details(summary)), highlight=False, soft_wrap=True)
     typer.echo(summary.line())
     return summary
 
@@ -404,11 +407,11 @@ def retrain_command(
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
     with progress_task("retrain") as (progress, task):
-        result = _run(lambda: retrain(
+        _run(lambda: retrain(
             store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
             hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
-            editor=_editor(editor), on_progress=_progress_callback(progress, task)), notes="note", progress=progress)
-    console.print(f"artifacts: {result.artifact} (deployed), report {result.report}", highlight=False, soft_wrap=True)
+            editor=_editor(editor), on_progress=_progress_callback(progress, task)), notes="note", progress=progress,
+            details=lambda r: f"artifacts: {r.artifact} (deployed), report {r.report}")
 
 
 @app.command("autotag")
