@@ -176,6 +176,19 @@ def _last_event_id(fx: FixtureStore) -> int:
         return int(s.scalar(select(func.max(AuditEvent.id))) or 0)
 
 
+def _open_2d(page, noun: str):
+    """The 2D tab of Explore, once plotly.js has drawn its points and nothing is selected yet."""
+    page.get_by_role("tab", name="2D selection and bulk actions").click()
+    plot = page.locator(".st-key-explore_2d .js-plotly-plot")
+    plot.wait_for(state="visible")
+    page.wait_for_function("""() => { const gd = document.querySelector('.st-key-explore_2d .js-plotly-plot');
+                                      return gd && gd._fullLayout && gd.querySelector('.draglayer .nsewdrag')
+                                             && gd._fullData.some(t => t.type === 'scattergl' && t._length > 0); }""")
+    settle(page)
+    page.get_by_text(f"0 {noun} selected").wait_for()
+    return plot
+
+
 def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browser_store: FixtureStore):
     editor = "bulk-editor"
     _open(page, "Explore")
@@ -185,14 +198,7 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     # The 2D view is the second tab, on the Faces points (the default view).
     view = page.locator(".st-key-explore_view")
     assert view.locator("input").input_value() == "Faces"
-    page.get_by_role("tab", name="2D selection and bulk actions").click()
-    plot = page.locator(".st-key-explore_2d .js-plotly-plot")
-    plot.wait_for(state="visible")
-    page.wait_for_function("""() => { const gd = document.querySelector('.st-key-explore_2d .js-plotly-plot');
-                                      return gd && gd._fullLayout && gd.querySelector('.draglayer .nsewdrag')
-                                             && gd._fullData.some(t => t.type === 'scattergl' && t._length > 0); }""")
-    settle(page)
-    page.get_by_text("0 face(s) selected").wait_for()
+    plot = _open_2d(page, "face(s)")
 
     # Box select (the modebar's button: the figure opens in lasso mode), then drag a box over the
     # left part of the plot, from the plot's left edge to the widest gap between points, so some
@@ -304,14 +310,7 @@ def test_explore_2d_box_tags_the_gifs_inside_it(page, browser_store: FixtureStor
     settle(page)
     umap_ready(page)
     _no_exception(page, "Explore, GIFs")
-    page.get_by_role("tab", name="2D selection and bulk actions").click()
-    plot = page.locator(".st-key-explore_2d .js-plotly-plot")
-    plot.wait_for(state="visible")
-    page.wait_for_function("""() => { const gd = document.querySelector('.st-key-explore_2d .js-plotly-plot');
-                                      return gd && gd._fullLayout && gd.querySelector('.draglayer .nsewdrag')
-                                             && gd._fullData.some(t => t.type === 'scattergl' && t._length > 0); }""")
-    settle(page)
-    page.get_by_text("0 GIF(s) selected").wait_for()
+    plot = _open_2d(page, "GIF(s)")
     gifs = _box_select_everything(page, plot, "GIF(s)")
     last_event = _last_event_id(browser_store)
     page.locator(".st-key-explore_bulk_tag_name input").fill(tag)
@@ -346,11 +345,7 @@ def test_explore_2d_box_decides_the_face_tracks_inside_it(page, browser_store: F
     _choose(page, "explore_view", "Face tracks")
     settle(page)
     umap_ready(page)
-    page.get_by_role("tab", name="2D selection and bulk actions").click()
-    plot = page.locator(".st-key-explore_2d .js-plotly-plot")
-    plot.wait_for(state="visible")
-    settle(page)
-    page.get_by_text("0 track(s) selected").wait_for()
+    plot = _open_2d(page, "track(s)")
     tracks = _box_select_everything(page, plot, "track(s)")
     with browser_store.store() as s:
         members = sorted(f.face_id for f in s.scalars(select(FaceEmbedding).where(FaceEmbedding.track_id.in_(tracks))))

@@ -63,6 +63,25 @@ def changed_confidences(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFra
     return after[diff]
 
 
+def _bulk_form(key: str, heading: str, every: tuple[str, str], pick_key: str, ids: list[int], names: dict,
+               buttons: tuple[str, ...], extra=None) -> tuple[list[int], str | None, object]:
+    """One bulk form of the per-tag tab: tick all or pick media, then a button.
+
+    Returns (media chosen, the button pressed or None, what `extra()` drew inside the form, e.g. a
+    confidence); a press with nothing chosen is an error on the page, and no button is returned."""
+    with st.form(key):
+        st.write(heading)
+        every_ticked = st.checkbox(every[0], key=every[1])
+        picked = st.multiselect("Or these", ids, format_func=lambda m: names[m], key=pick_key)
+        value = extra() if extra is not None else None
+        pressed = [label for col, label in zip(st.columns(len(buttons)), buttons) if col.form_submit_button(label)]
+    chosen = [int(m) for m in (ids if every_ticked else picked)]
+    if pressed and not chosen:
+        st.error("Choose the media first (or tick all).")
+        return chosen, None, value
+    return chosen, pressed[0] if pressed else None, value
+
+
 def show_media(media_id: int) -> None:
     row = media.loc[media_id]
     path = media_file(row["path"], settings)
@@ -217,23 +236,16 @@ with per_tag:
             thumbs = [(m, p) for m, p in thumbs if p is not None and media.loc[m, "kind"] not in VIDEO_KINDS]
             if thumbs:
                 st.image([str(p) for _, p in thumbs], caption=[names[m] for m, _ in thumbs], width=160)
-            with st.form(f"bulk_tag_form_{tag}"):
-                st.write(f"Bulk actions on **{shown}** (tagged media only)")
-                every = st.checkbox(f"All {len(tagged)} media tagged with it", key=f"bulk_all_{tag}")
-                picked = st.multiselect("Or these", active_ids, format_func=lambda m: names[m],
-                                        key=f"bulk_media_{tag}")
-                confidence = st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
-                                             key=f"bulk_confidence_{tag}")
-                set_col, remove_col = st.columns(2)
-                do_set = set_col.form_submit_button("Set confidence")
-                do_remove = remove_col.form_submit_button("Remove tag")
-            targets = [int(m) for m in (active_ids if every else picked)]
-            if (do_set or do_remove) and not targets:
-                st.error("Choose the media first (or tick all).")
-            elif do_set:
+            targets, pressed, confidence = _bulk_form(
+                f"bulk_tag_form_{tag}", f"Bulk actions on **{shown}** (tagged media only)",
+                (f"All {len(tagged)} media tagged with it", f"bulk_all_{tag}"), f"bulk_media_{tag}", active_ids, names,
+                ("Set confidence", "Remove tag"),
+                extra=lambda: st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
+                                              key=f"bulk_confidence_{tag}"))
+            if pressed == "Set confidence":
                 write(lambda s, e: set_tag_confidences(s, [(m, tag, confidence) for m in targets], e,
                                                        expected_versions=expected(targets)))
-            elif do_remove:
+            elif pressed == "Remove tag":
                 write(lambda s, e: remove_tags(s, targets, [tag], e, expected_versions=expected(targets)))
 
         st.subheader(f"Suggested {shown} ({len(pending)})")
@@ -242,19 +254,12 @@ with per_tag:
         else:
             st.dataframe(pending[columns], hide_index=True, width="stretch")
             pending_ids = pending["media_id"].tolist()
-            with st.form(f"bulk_suggestions_form_{tag}"):
-                st.write(f"Accept or reject the suggestions of **{shown}**")
-                every_pending = st.checkbox(f"All {len(pending)} suggestions", key=f"bulk_suggested_all_{tag}")
-                picked_pending = st.multiselect("Or these", pending_ids, format_func=lambda m: names[m],
-                                                key=f"bulk_suggested_{tag}")
-                accept_col, reject_col = st.columns(2)
-                do_accept = accept_col.form_submit_button("Accept suggestions")
-                do_reject = reject_col.form_submit_button("Reject suggestions")
-            decided = [int(m) for m in (pending_ids if every_pending else picked_pending)]
-            if (do_accept or do_reject) and not decided:
-                st.error("Choose the suggestions first (or tick all).")
-            elif do_accept or do_reject:
-                status = "active" if do_accept else "rejected"
+            decided, pressed, _ = _bulk_form(
+                f"bulk_suggestions_form_{tag}", f"Accept or reject the suggestions of **{shown}**",
+                (f"All {len(pending)} suggestions", f"bulk_suggested_all_{tag}"), f"bulk_suggested_{tag}",
+                pending_ids, names, ("Accept suggestions", "Reject suggestions"))
+            if pressed:
+                status = "active" if pressed == "Accept suggestions" else "rejected"
                 write(lambda s, e: set_tag_status(s, [(m, tag) for m in decided], status, e,
                                                   expected_versions=expected(decided)))
 
