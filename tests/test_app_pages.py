@@ -598,6 +598,8 @@ def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):
 def test_export_page_runs_the_export_and_shows_the_manifest(app, app_store, tmp_path):
     app.session_state["editor"] = "ann"
     go(app, "export")
+    # something is chosen from the start: no earlier export shows as "none", not as an empty choice
+    assert app.selectbox(key="export_previous").value is not None
     out = tmp_path / "export"
     app.text_input(key="export_out_dir").input(str(out))
     button(app, "Run export").click().run()

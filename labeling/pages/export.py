@@ -12,6 +12,7 @@ RESULT_KEY = "export_last_result"
 OUT_KEY = "export_out_dir"
 PROPOSED_KEY = "export_proposed_out_dir"  # the folder the page proposed, as opposed to one the editor typed
 RETRAIN_KEY = "retrain_last_result"
+NO_PREVIOUS = ""  # not None: a selectbox showing None shows "Choose an option", as if nothing were chosen
 
 
 def fresh_out_dir(exports: Path, now: datetime) -> Path:
@@ -50,15 +51,15 @@ past = exports_frame(store)
 earlier = [d for d in dict.fromkeys(past["out_dir"]) if (Path(d) / "classes.csv").is_file()] if len(past) else []
 if st.session_state.get("export_previous_options") != earlier:  # a new export appeared: propose it
     st.session_state["export_previous_options"] = earlier
-    st.session_state["export_previous"] = earlier[0] if earlier else None
+    st.session_state["export_previous"] = earlier[0] if earlier else NO_PREVIOUS
 with st.form("export_form"):
     out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY)
     left, middle, right = st.columns(3)
     val_share = left.slider("Validation share (per class)", 0.0, 0.9, 0.2, 0.05, key="export_val_share")
     seed = middle.number_input("Split seed", min_value=0, value=0, step=1, key="export_seed")
     overwrite = right.checkbox("Replace the folder if it exists", key="export_overwrite")
-    previous = st.selectbox("Keep the label indices of", [None, *earlier], key="export_previous",
-                            format_func=lambda d: "none: number classes in creation order" if d is None else d,
+    previous = st.selectbox("Keep the label indices of", [NO_PREVIOUS, *earlier], key="export_previous",
+                            format_func=lambda d: d or "none: number classes in creation order",
                             help="Every class still exported keeps the index it had in that export; "
                                  "new classes fill the indices of classes that dropped out, then follow")
     submitted = st.form_submit_button("Run export")
