@@ -595,6 +595,35 @@ def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):
     assert Path(uploaded.path).read_bytes() == photo.read_bytes()
 
 
+def test_ingest_page_browses_the_servers_folders(tmp_path, monkeypatch):
+    """Pick a folder without typing its path: open subfolders, go up, use the one shown."""
+    from labeling.folders import list_folder
+
+    incoming = tmp_path / "incoming"
+    (incoming / "more").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    shutil.copy(SHARED / "lfw" / "Hugo_Chavez" / "Hugo_Chavez_0001.jpg", incoming)
+    (incoming / "clip.GIF").write_bytes(b"GIF89a")
+    (incoming / "notes.txt").write_text("not media")
+    listing = list_folder(incoming)
+    assert [p.name for p in listing.subfolders] == ["more"] and listing.media_files == 2 and listing.error is None
+    assert "cannot read" in list_folder(tmp_path / "nowhere").error
+
+    at = open_app(monkeypatch, tmp_path / "data", f"sqlite:///{tmp_path / 'browse.db'}")
+    go(at, "ingest")
+    root = tmp_path.resolve()
+    assert any(f"`{root}`" in c.value for c in at.caption), [c.value for c in at.caption]
+    sub = at.selectbox(key=f"ingest_browse_sub_{root}")
+    assert "incoming" in sub.options and ".hidden" not in sub.options
+    sub.set_value("incoming").run()
+    no_exception(at)
+    assert any(f"`{incoming.resolve()}` · 2 media file(s) here, 1 subfolder(s)" in c.value for c in at.caption)
+    button(at, "Use this folder").click().run()
+    assert at.text_input(key="ingest_folder").value == str(incoming.resolve())
+    button(at, "Up one folder").click().run()
+    assert any(f"`{root}`" in c.value for c in at.caption)
+
+
 def test_export_page_runs_the_export_and_shows_the_manifest(app, app_store, tmp_path):
     app.session_state["editor"] = "ann"
     go(app, "export")

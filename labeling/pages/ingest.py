@@ -6,6 +6,7 @@ import streamlit as st
 
 from embeddings.pipeline import ModelUnavailableError
 from labeling.errors import StoreError
+from labeling.folders import list_folder
 from labeling.ingest import ingest
 from labeling.pages.common import (allowed_extensions, check_upload, get_pipeline, get_settings, get_store,
                                    human_bytes, require_editor, save_upload, show_error)
@@ -53,8 +54,43 @@ def run_ingest(paths: list[Path], editor: str) -> None:
                                     "failures": [{"file": p, "reason": why} for p, why in summary.failures]}
 
 
+BROWSE_KEY = "ingest_browse"  # the folder the browser shows
+
+
+def _browse_to(path: str) -> None:
+    st.session_state[BROWSE_KEY] = path
+
+
+def _use_browsed() -> None:
+    """Before the form draws its text box (a callback), so the box can take the browsed folder."""
+    st.session_state["ingest_folder"] = st.session_state[BROWSE_KEY]
+
+
+def folder_browser() -> None:
+    """Walk the server's folders from the data folder's parent and pick one for the form below."""
+    here = Path(st.session_state.setdefault(BROWSE_KEY, str(Path(settings.data_dir).resolve().parent)))
+    listing = list_folder(here)
+    st.caption(f"`{listing.path}` · {listing.media_files} media file(s) here, "
+               f"{len(listing.subfolders)} subfolder(s)")
+    if listing.error:
+        st.warning(listing.error)
+    up, use = st.columns(2)
+    up.button("Up one folder", key="ingest_browse_up", on_click=_browse_to, args=(str(listing.path.parent),),
+              disabled=listing.path.parent == listing.path)
+    use.button("Use this folder", key="ingest_browse_use", on_click=_use_browsed)
+    if listing.subfolders:
+        names = [p.name for p in listing.subfolders]
+        choice = st.selectbox("Open a subfolder", names, index=None, key=f"ingest_browse_sub_{listing.path}",
+                              placeholder=f"{len(names)} subfolder(s)")
+        if choice is not None:
+            _browse_to(str(listing.path / choice))
+            st.rerun()
+
+
 folder_tab, upload_tab = st.tabs(["Folder", "Upload files"])
 with folder_tab:
+    with st.expander("Browse the server's folders"):
+        folder_browser()
     with st.form("ingest_folder_form"):
         folder = st.text_input("Folder or file on the server", key="ingest_folder",
                                placeholder="/path/to/media (folders are searched recursively)")
