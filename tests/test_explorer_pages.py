@@ -224,6 +224,20 @@ def test_explore_filters_colour_and_isolate_narrow_the_points(app, explored):
         assert _shown_count(app) == (total, total)
     app.selectbox(key="explore_colour").set_value("class").run()
 
+    def plane_xs() -> list[float]:  # the 2D figure's x values, every trace (plotly.js's typed arrays decoded)
+        import base64
+        import json
+        specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+        xs = [t["x"] for spec in specs for t in spec["data"] if t.get("type") == "scattergl" and "x" in t]
+        return sorted(v for x in xs for v in (np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"]).tolist()
+                                              if isinstance(x, dict) else x))
+
+    front = plane_xs()
+    app.radio(key="explore_plane").set_value("y-z").run()
+    _ok(app)
+    side = plane_xs()
+    assert len(side) == len(front) == total and side != front  # the same points, seen along another axis
+
     app.multiselect(key="explore_classes").set_value(["Hugo Chavez"]).run()
     _ok(app)
     hugo, _ = _shown_count(app)

@@ -27,6 +27,7 @@ UMAP_MIN_POINTS = 16  # n_neighbors + 1
 SELECTED = "explore_selected"  # id of the point whose details show
 POINT_ID = "explore_point_id"
 ISOLATED = "explore_isolated"  # ids of the points last chosen with the 2D lasso or box (this view's)
+PLANES = {"x-y": ("x", "y"), "x-z": ("x", "z"), "y-z": ("y", "z")}  # pairs of the 3D map's axes
 BULK_NOUNS = {"Faces": "face(s)", "Face tracks": "track(s)", "GIFs": "GIF(s)"}  # views with 2D bulk actions
 settings, store = get_settings(), get_store()
 st.title("Explore")
@@ -344,7 +345,10 @@ def _bulk_gifs(chosen: list[int]) -> None:
 
 with bulk:
     if len(shown) and view in BULK_NOUNS:
-        fig2 = scatter_2d(shown, COLOR_OPTIONS[colour], hover_cols=HOVER, highlight_ids=highlight)
+        # the map is 3D: a cluster hidden behind another in one plane stands apart in another
+        plane = st.radio("Plane of the 3D map", list(PLANES), horizontal=True, key="explore_plane")
+        fig2 = scatter_2d(shown, COLOR_OPTIONS[colour], x=PLANES[plane][0], y=PLANES[plane][1], hover_cols=HOVER,
+                          highlight_ids=highlight)
         event2 = st.plotly_chart(fig2, key="explore_2d", on_select="rerun", selection_mode=("points", "box", "lasso"))
         chosen = [int(i) for i in selected_ids(event2)]
         if chosen:
