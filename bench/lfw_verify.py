@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,15 +43,14 @@ def person_images(images: Path, name: str) -> list[Path]:
 
 
 def numbered_images(images: Path, name: str) -> dict[int, Path]:
-    """Image number n (1-based) -> file. n is LFW's `Name_{n:04d}.jpg` when that file exists (so the
-    official pairs files keep working); the numbers left over take the remaining files in sorted order,
-    so in any folder 1..count name count distinct files (plain sorted order when no file has an LFW name)."""
+    """Image number n (1-based) -> file. In a folder with LFW's names (`Name_{n:04d}.jpg`), the numbers
+    are those names and nothing else: a number whose file is missing stays missing, so an official pair
+    never silently compares another photo (or the same one twice). Elsewhere, 1..count name the image
+    files in sorted order."""
     files = person_images(images, name)
-    numbers = range(1, len(files) + 1)
-    lfw = {n: images / name / f"{name}_{n:04d}.jpg" for n in numbers}
-    claimed = {n: path for n, path in lfw.items() if path in set(files)}
-    rest = iter([path for path in files if path not in set(claimed.values())])
-    return {n: claimed[n] if n in claimed else next(rest) for n in numbers}
+    pattern = re.compile(rf"{re.escape(name)}_(\d{{4}})\.jpg")
+    lfw = {int(m.group(1)): p for p in files if (m := pattern.fullmatch(p.name))}
+    return lfw if lfw else dict(enumerate(files, 1))
 
 
 def image_path(images: Path, name: str, n: int) -> Path:
@@ -72,7 +72,8 @@ def make_pairs(images: Path, folds: int, per_fold: int, seed: int) -> list[list[
     if folds < 1 or per_fold < 1:
         raise ValueError(f"--folds and --per-fold must be at least 1 (got {folds} and {per_fold})")
     rng = random.Random(seed)
-    people = {p.name: len(person_images(images, p.name)) for p in sorted(images.iterdir()) if p.is_dir()}
+    numbers = {p.name: sorted(numbered_images(images, p.name)) for p in sorted(images.iterdir()) if p.is_dir()}
+    people = {name: len(nums) for name, nums in numbers.items()}
     names = sorted(n for n, c in people.items() if c >= 1)
     rng.shuffle(names)
     groups = [names[i::folds] for i in range(folds)]
@@ -99,12 +100,12 @@ def make_pairs(images: Path, folds: int, per_fold: int, seed: int) -> list[list[
         matched: set[Pair] = set()
         while len(matched) < per_fold:
             name = rng.choice(multi)
-            a, b = sorted(rng.sample(range(1, people[name] + 1), 2))
+            a, b = sorted(rng.sample(numbers[name], 2))  # the same draws as over 1..count when nothing is missing
             matched.add((name, a, name, b))
         mismatched: set[Pair] = set()
         while len(mismatched) < per_fold:
             n1, n2 = rng.sample(group, 2)
-            mismatched.add((n1, rng.randint(1, people[n1]), n2, rng.randint(1, people[n2])))
+            mismatched.add((n1, numbers[n1][rng.randint(1, people[n1]) - 1], n2, numbers[n2][rng.randint(1, people[n2]) - 1]))
         out.append((sorted(matched), sorted(mismatched)))
     return out
 

@@ -282,19 +282,6 @@ def export_command(
              progress=progress)
 
 
-def absolute_sqlite_url(url: str) -> str:
-    """The server runs from the repository root: a relative SQLite path must keep naming the file in
-    the folder `giflens app` was started from. Other URLs are returned unchanged."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    path = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:") \
-            or Path(path).is_absolute():
-        return url
-    return parsed.set(database=str(Path(path).resolve())).render_as_string(hide_password=False)
-
-
 def streamlit_command(script: Path, settings: Settings, port: int, headless: bool) -> list[str]:
     """`streamlit run app.py` with the upload limit taken from the settings, so the browser refuses
     what the Ingest page would refuse (GIFLENS_MAX_FILE_BYTES), not Streamlit's own 200 MB."""
@@ -328,7 +315,7 @@ def app_command(
     _store_for(settings)  # a bad URL or a failed migration: one line and exit 1
     env = dict(os.environ, GIFLENS_DATA_DIR=str(Path(settings.data_dir).resolve()))
     if settings.database_url:
-        env["GIFLENS_DATABASE_URL"] = absolute_sqlite_url(settings.database_url)
+        env["GIFLENS_DATABASE_URL"] = settings.database_url
     script = Path(__file__).resolve().parents[1] / "app.py"
     typer.echo(f"giflens app on http://localhost:{port} (data folder {env['GIFLENS_DATA_DIR']})")
     command = streamlit_command(script, settings, port, headless)
@@ -345,8 +332,7 @@ def app_command(
     # group, so a Ctrl-C in the terminal reaches only this process, which passes it on once.
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
-        # From the repository root, where Streamlit finds .streamlit/config.toml, wherever giflens was started
-        children.append(subprocess.Popen(command, env=env, cwd=script.parent, process_group=0))
+        children.append(subprocess.Popen(command, env=env, process_group=0))
         for signum in pending:
             children[0].send_signal(signum)
         code = children[0].wait()

@@ -612,6 +612,10 @@ def test_ingest_page_browses_the_servers_folders(tmp_path, monkeypatch):
     at = open_app(monkeypatch, tmp_path / "data", f"sqlite:///{tmp_path / 'browse.db'}")
     go(at, "ingest")
     root = tmp_path.resolve()
+    # the server's folders are listed for editors only
+    assert not any(f"`{root}`" in c.value for c in at.caption) and not any(b.label == "Up one folder" for b in at.button)
+    at.session_state["editor"] = "ann"
+    at.run()
     assert any(f"`{root}`" in c.value for c in at.caption), [c.value for c in at.caption]
     sub = at.selectbox(key=f"ingest_browse_sub_{root}")
     assert "incoming" in sub.options and ".hidden" not in sub.options

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from bench.streamlit_browser import POINTS_3D, chromium_page, click_3d_point, settle, streamlit_app, umap_ready
 from labeling.schema import AuditEvent, CelebrityClass, FaceEmbedding, FaceLabel, MediaTag, Tag
+from labeling.tags import set_tag_status
 from test_queries import FixtureStore, new_fixture_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -333,8 +334,20 @@ def test_explore_2d_box_tags_the_gifs_inside_it(page, browser_store: FixtureStor
     page.locator(".st-key-explore_bulk_tag_name input").fill(tag)
     page.locator(".st-key-explore_bulk_tag_confidence input").fill("0.3")
     page.get_by_role("button", name=f"Tag {len(gifs)} GIF(s)").click()
-    page.get_by_text(f"{len(gifs)} of the selected GIFs already carry '{tag}'").wait_for()
+    page.get_by_text(f"{len(gifs)} of the selected GIFs already carry it and keep their confidence").wait_for()
     assert _last_event_id(browser_store) == events[-1].id
+
+    # a tag an editor rejected on a GIF is not brought back by a lasso either
+    set_tag_status(browser_store.store, [(gifs[0], "happy")], "rejected", "another-editor")
+    rejected_at = _last_event_id(browser_store)
+    _open(page, "Overview")  # a fresh Explore, as an editor coming back to it
+    _open(page, "Explore")
+    _choose(page, "explore_view", "GIFs")
+    assert _box_select_everything(page, _open_2d(page, "GIF(s)"), "GIF(s)") == gifs
+    page.locator(".st-key-explore_bulk_tag_name input").fill("happy")
+    page.get_by_role("button", name=f"Tag {len(gifs)} GIF(s)").click()
+    page.get_by_text("had it rejected by an editor").wait_for()
+    assert _last_event_id(browser_store) == rejected_at
 
 
 def test_explore_2d_box_decides_the_face_tracks_inside_it(page, browser_store: FixtureStore):
@@ -350,11 +363,13 @@ def test_explore_2d_box_decides_the_face_tracks_inside_it(page, browser_store: F
     with browser_store.store() as s:
         members = sorted(f.face_id for f in s.scalars(select(FaceEmbedding).where(FaceEmbedding.track_id.in_(tracks))))
     before, last_event = _label_state(browser_store), _last_event_id(browser_store)
-    confirmed = [f for f in members if before.get(f, ("",))[0] in ("approved", "relabeled")]
+    decided = [f for f in members if before.get(f, ("",))[0] in ("approved", "relabeled", "rejected", "unknown")]
     reject = page.get_by_role("button", name=f"Reject {len(tracks)} track(s)", exact=True)
-    assert members and confirmed, "the fixture's photos are one-face tracks with approved labels"
-    assert reject.is_disabled()  # editors' decisions among the faces: changing them takes a tick of its own
-    page.get_by_text(f"Change the {len(confirmed)} confirmed face(s) too").click()
+    approve = page.get_by_role("button", name=f"Approve {len(tracks)} track(s)", exact=True)
+    assert members and decided, "the fixture's photos are one-face tracks with approved labels"
+    # editors' decisions among the faces: changing them, by approving the tracks too, takes a tick of its own
+    assert reject.is_disabled() and approve.is_disabled()
+    page.get_by_text(f"Change the {len(decided)} decided face(s) too").click()
     settle(page)
     reject.click()
     page.get_by_text(re.compile(r"^Done: reject")).wait_for()

@@ -69,19 +69,6 @@ def test_app_command_serves_the_app_on_the_data_folder(tmp_path):
     assert _health(port) is None  # the server went down with it: nothing left listening
 
 
-def test_relative_sqlite_urls_keep_naming_the_callers_folder(tmp_path, monkeypatch):
-    """The server runs from the repository root (for .streamlit/config.toml): a relative SQLite path
-    given to `giflens app` is made absolute first; other URLs pass unchanged."""
-    from labeling.cli import absolute_sqlite_url
-
-    monkeypatch.chdir(tmp_path)
-    assert absolute_sqlite_url("sqlite:///team.db") == f"sqlite:///{tmp_path / 'team.db'}"
-    assert absolute_sqlite_url("sqlite:///sub/../team.db") == f"sqlite:///{tmp_path / 'team.db'}"
-    for unchanged in ("sqlite:////var/giflens.db", "sqlite://", "sqlite:///:memory:",
-                      "postgresql+psycopg://editor:s3cret@127.0.0.1:5432/giflens"):
-        assert absolute_sqlite_url(unchanged) == unchanged
-
-
 def test_the_servers_upload_limit_follows_the_settings(tmp_path):
     """The browser refuses an upload over GIFLENS_MAX_FILE_BYTES, as the Ingest page would."""
     from labeling.cli import streamlit_command

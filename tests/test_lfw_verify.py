@@ -42,14 +42,20 @@ def test_image_numbers_name_the_sorted_image_files(tmp_path):
         image_path(root, "Person_01", 3)
 
 
-def test_lfw_names_win_and_every_number_is_a_distinct_file(tmp_path):
-    """Official pairs files name LFW's Name_NNNN.jpg; in a folder that mixes them with other names, or misses
-    some numbers, image n is still Name_{n:04d}.jpg when it exists and 1..count stay distinct files."""
+def test_in_an_lfw_folder_numbers_are_lfw_names_and_a_missing_one_stays_missing(tmp_path):
+    """Official pairs files name LFW's Name_NNNN.jpg: in a folder holding such names, image n is
+    Name_{n:04d}.jpg or nothing, never another photo standing in (which could pair a photo with itself)."""
     _people(tmp_path, {"Bob": ["Bob_0002.jpg", "Bob_0004.jpg", "a.jpg"], "Al": ["Al_0001.jpg", "Al_0002.jpg"]})
-    bob = [image_path(tmp_path, "Bob", n).name for n in (1, 2, 3)]
-    assert bob[1] == "Bob_0002.jpg" and sorted(bob) == ["Bob_0002.jpg", "Bob_0004.jpg", "a.jpg"]
-    assert image_path(tmp_path, "Bob", 4).name == "Bob_0004.jpg"  # beyond the count, but LFW names it
+    assert [image_path(tmp_path, "Bob", n).name for n in (2, 4)] == ["Bob_0002.jpg", "Bob_0004.jpg"]
+    for missing in (1, 3):
+        with pytest.raises(FileNotFoundError, match=f"no image {missing}"):
+            image_path(tmp_path, "Bob", missing)
     assert [image_path(tmp_path, "Al", n).name for n in (1, 2)] == ["Al_0001.jpg", "Al_0002.jpg"]
+    # pairs are drawn from the numbers that exist
+    folds = lfw_verify.make_pairs(tmp_path, 1, 2, seed=0)
+    assert {(a, i, j) for a, i, _, j in folds[0][0]} <= {("Bob", 2, 4), ("Al", 1, 2)}
+    for a, i, b, j in folds[0][0] + folds[0][1]:
+        assert image_path(tmp_path, a, i).is_file() and image_path(tmp_path, b, j).is_file()
 
 
 def test_make_pairs_round_trip_on_arbitrary_file_names(tmp_path):

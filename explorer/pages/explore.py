@@ -28,6 +28,7 @@ SELECTED = "explore_selected"  # id of the point whose details show
 POINT_ID = "explore_point_id"
 ISOLATED = "explore_isolated"  # ids of the points last chosen with the 2D lasso or box (this view's)
 PLANES = {"x-y": ("x", "y"), "x-z": ("x", "z"), "y-z": ("y", "z")}  # pairs of the 3D map's axes
+EDITOR_DECISIONS = (*CONFIRMED_STATUSES, "rejected", "unknown")  # label statuses only an editor sets
 BULK_NOUNS = {"Faces": "face(s)", "Face tracks": "track(s)", "GIFs": "GIF(s)"}  # views with 2D bulk actions
 settings, store = get_settings(), get_store()
 st.title("Explore")
@@ -295,16 +296,19 @@ def _bulk_tracks(chosen: list[int]) -> None:
     members = faces_frame(store, model_id)
     members = members[members["track_id"].isin(chosen)]
     seen = versions_seen("explore_bulk_tracks", dict(zip(members["face_id"].astype(int), members["version"])))
-    decided = members["label_status"].isin(CONFIRMED_STATUSES).sum()
+    # Any editor decision among the faces (approved, relabelled, rejected, marked unknown): every button,
+    # approve included (it gives each face the track's predicted person), would change it.
+    decided = int(members["label_status"].isin(EDITOR_DECISIONS).sum())
     override = True
     if decided:
-        st.warning(f"{decided} face(s) of the selected tracks are confirmed by an editor: rejecting, marking "
-                   "unknown or relabelling the tracks changes those decisions.")
-        override = st.checkbox(f"Change the {decided} confirmed face(s) too",
+        st.warning(f"{decided} face(s) of the selected tracks carry an editor's decision: any decision on the "
+                   "tracks, approve included, changes those.")
+        override = st.checkbox(f"Change the {decided} decided face(s) too",
                                key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
     unnamed = sorted(set(chosen) & set(shown.loc[shown["class"] == UNLABELED, "id"].astype(int)))
     cols = st.columns(4)
-    if cols[0].button(f"Approve {len(chosen)} track(s)", key="explore_bulk_tracks_approve", disabled=bool(unnamed),
+    if cols[0].button(f"Approve {len(chosen)} track(s)", key="explore_bulk_tracks_approve",
+                      disabled=bool(unnamed) or not override,
                       help=(f"No predicted person to approve for track(s) {', '.join(map(str, unnamed[:10]))}"
                             if unnamed else "Every face of each track gets the person the model named for it")):
         write(lambda s, e: label_tracks(s, chosen, "approve", e, expected_versions=seen))
@@ -331,16 +335,25 @@ def _bulk_gifs(chosen: list[int]) -> None:
     if not submitted:
         return
     try:
-        carrying = media_tags_frame(store, tag=tag, status="active")  # a bad tag name is refused here
+        rows = media_tags_frame(store, tag=tag)  # a bad tag name is refused here
     except StoreError as exc:
         show_error(exc)
         return
-    already = set(carrying["media_id"].astype(int)) & set(chosen)
-    targets = [m for m in chosen if m not in already]
-    if already:
-        st.info(f"{len(already)} of the selected GIFs already carry {tag.strip()!r} and keep their confidence")
+    rows = rows[rows["media_id"].isin(chosen)]
+    # Left alone: GIFs carrying the tag (their confidence is someone's decision) and GIFs where an
+    # editor rejected it (the Tags page restores one on purpose). Pending suggestions are accepted.
+    skipped = {status: rows.loc[rows["status"] == status, "media_id"].astype(int).tolist()
+               for status in ("active", "rejected")}
+    targets = [m for m in chosen if m not in {*skipped["active"], *skipped["rejected"]}]
+    for status, why in (("active", "already carry it and keep their confidence"),
+                        ("rejected", "had it rejected by an editor (restore it on the Tags page)")):
+        if skipped[status]:
+            st.info(f"{len(skipped[status])} of the selected GIFs {why}: {tag.strip()!r} is not added there")
+    # the versions of the suggestions read now: one changed before the write is refused, not taken over
+    seen = {(int(m), int(t)): int(v) for m, t, v in rows.loc[rows["media_id"].isin(targets),
+                                                               ["media_id", "tag_id", "version"]].itertuples(index=False)}
     if targets:
-        write(lambda s, e: add_tags(s, targets, [tag], e, confidence=float(confidence)))
+        write(lambda s, e: add_tags(s, targets, [tag], e, confidence=float(confidence), expected_versions=seen))
 
 
 with bulk:

@@ -49,7 +49,10 @@ past = exports_frame(store)
 # Earlier exports still on disk, newest first: a retraining job that fine-tunes its last model needs
 # each class at the output index it had, so the newest is the default.
 earlier = [d for d in dict.fromkeys(past["out_dir"]) if (Path(d) / "classes.csv").is_file()] if len(past) else []
-if st.session_state.get("export_previous_options") != earlier:  # a new export appeared: propose it
+# A new export appeared, or the widget's state is gone (Streamlit drops it when the editor visits
+# another page): propose the newest earlier export again.
+if (st.session_state.get("export_previous_options") != earlier
+        or st.session_state.get("export_previous") not in [NO_PREVIOUS, *earlier]):
     st.session_state["export_previous_options"] = earlier
     st.session_state["export_previous"] = earlier[0] if earlier else NO_PREVIOUS
 with st.form("export_form"):

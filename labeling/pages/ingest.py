@@ -8,8 +8,8 @@ from embeddings.pipeline import ModelUnavailableError
 from labeling.errors import StoreError
 from labeling.folders import list_folder
 from labeling.ingest import ingest
-from labeling.pages.common import (allowed_extensions, check_upload, get_pipeline, get_settings, get_store,
-                                   human_bytes, require_editor, save_upload, show_error)
+from labeling.pages.common import (allowed_extensions, check_upload, current_editor, get_pipeline, get_settings,
+                                   get_store, human_bytes, require_editor, save_upload, show_error)
 from labeling.queries import media_frame
 
 RESULT_KEY = "ingest_last_result"
@@ -90,7 +90,10 @@ def folder_browser() -> None:
 folder_tab, upload_tab = st.tabs(["Folder", "Upload files"])
 with folder_tab:
     with st.expander("Browse the server's folders"):
-        folder_browser()
+        if current_editor():  # a listing of the server's folders is for editors, not for anyone who can reach the app
+            folder_browser()
+        else:
+            st.caption("Sign in with your name in the sidebar to browse the server's folders.")
     with st.form("ingest_folder_form"):
         folder = st.text_input("Folder or file on the server", key="ingest_folder",
                                placeholder="/path/to/media (folders are searched recursively)")
