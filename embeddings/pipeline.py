@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
-from embeddings.media import MEDIA_EXTENSIONS, MediaError, MediaLimits, SampledMedia, sample_media
+from embeddings.media import MediaError, MediaLimits, SampledMedia, is_media_file, sample_media
 from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
@@ -108,8 +108,7 @@ def discover_media(paths: Iterable[Path | str]) -> list[Path]:
             candidates = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in MEDIA_EXTENSIONS
+                if is_media_file(p)
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         else:

@@ -413,6 +413,16 @@ def _use_numba_cache() -> None:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "giflens-numba-cache"))
 
 
+def _umap(params: ProjectionParams, **options: Any) -> Any:
+    """umap.UMAP for these parameters: the fit and the kernel warm-up build it in one place, so the
+    warm-up compiles the kernels the fit will use."""
+    _use_numba_cache()
+    import umap
+
+    return umap.UMAP(n_components=params.n_components, metric=params.metric, n_neighbors=params.n_neighbors,
+                     min_dist=params.min_dist, random_state=params.seed, **options)
+
+
 # UMAP finds neighbours exactly below this many points and with NNDescent from it on
 # (`umap.UMAP.fit`); the two paths compile different kernels.
 UMAP_EXACT_BELOW = 4096
@@ -430,15 +440,13 @@ def compile_kernels(n_points: int = UMAP_EXACT_BELOW, params: ProjectionParams |
     on the first map's path."""
     params = params or ProjectionParams()
     _use_numba_cache()
-    import umap
+    import umap  # noqa: F401  (imported before the clock starts: the figure is compiling, not importing)
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(300, 128)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    reducer = umap.UMAP(n_components=params.n_components, metric=params.metric, n_neighbors=params.n_neighbors,
-                        min_dist=params.min_dist, random_state=params.seed, n_epochs=20,
-                        force_approximation_algorithm=n_points >= UMAP_EXACT_BELOW)
+    reducer = _umap(params, n_epochs=20, force_approximation_algorithm=n_points >= UMAP_EXACT_BELOW)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         reducer.fit(x)
@@ -459,16 +467,12 @@ def _fit(x: np.ndarray, params: ProjectionParams,
         coords = reducer.fit_transform(_prepare(x, params.metric))
         return np.asarray(coords, np.float32), reducer, None
 
-    _use_numba_cache()
-    import umap
-
     tqdm_kwds: dict[str, Any] = {"disable": True}
     sink = None
     if on_progress is not None:
         sink = _ProgressFile(on_progress, 0.3, 0.95)
         tqdm_kwds = {"disable": False, "file": sink, "bar_format": "{n}/{total}\n", "mininterval": 0.5}
-    reducer = umap.UMAP(n_components=params.n_components, metric=params.metric, n_neighbors=params.n_neighbors,
-                        min_dist=params.min_dist, random_state=params.seed, tqdm_kwds=tqdm_kwds)
+    reducer = _umap(params, tqdm_kwds=tqdm_kwds)
     try:
         with warnings.catch_warnings():
             # "n_jobs overridden to 1 by setting random_state": reproducible layouts are the point.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embeddings.media import MEDIA_EXTENSIONS
+from embeddings.media import is_media_file
 
 
 @dataclass
@@ -34,7 +34,7 @@ def list_folder(path: Path) -> FolderListing:
         try:
             if entry.is_dir():
                 listing.subfolders.append(entry)
-            elif entry.suffix.lower() in MEDIA_EXTENSIONS and entry.is_file():
+            elif is_media_file(entry):
                 listing.media_files += 1
         except OSError:  # a broken link or a file that vanished: not worth failing the listing
             continue

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import PurePath
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,10 +23,10 @@ def _media_names(session: Session, media_ids: Iterable[int]) -> dict[int, str]:
     return {m: PurePath(p).name for m, p in rows}
 
 
-def _describe(session: Session, keys: Sequence[Key], tag_names: dict[int, str]) -> str:
-    """'jlaw-nods.gif (media 3) 'nod', ... and 2 more' for an error message."""
+def _describe(session: Session, keys: Sequence[Key], what: Callable[[Key], str]) -> str:
+    """'jlaw-nods.gif (media 3) <what(key)>, ... and 2 more' for an error message."""
     names = _media_names(session, [m for m, _ in keys[:SHOWN]])
-    text = ", ".join(f"{names.get(m, '?')} (media {m}) {tag_names[t]!r}" for m, t in keys[:SHOWN])
+    text = ", ".join(f"{names.get(m, '?')} (media {m}) {what((m, t))}" for m, t in keys[:SHOWN])
     return text + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
 
 
@@ -85,7 +85,7 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
             who = sorted({rows[k]["editor"] or "?" for k in rejected})
             raise ValidationError(
                 f"{len(rejected)} of these tags were rejected (by {', '.join(who)}): "
-                f"{_describe(op.session, rejected, names)}; setting a confidence does not undo a rejection: "
+                f"{_describe(op.session, rejected, lambda k: repr(names[k[1]]))}; setting a confidence does not undo a rejection: "
                 "add the tag again to restore it")
     changes: dict[Key, dict[str, Any]] = {}
     for key, conf in wanted.items():
@@ -104,15 +104,13 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
 
 def _refuse_active(session: Session, rows: dict[Key, dict[str, Any] | None], tag_names: dict[int, str]) -> None:
     """TagExistsError naming the active tags among rows (with their confidence and editor), if any."""
-    active = [(k, r) for k, r in rows.items() if r is not None and r["status"] == "active"]
+    active = [k for k, r in rows.items() if r is not None and r["status"] == "active"]
     if not active:
         return
-    media = _media_names(session, [m for (m, _), _ in active[:SHOWN]])
-    shown = ", ".join(f"{media.get(m, '?')} (media {m}) is already tagged {tag_names[t]!r} with confidence "
-                      f"{r['confidence']:.2f} by {r['editor'] or r['source']}" for (m, t), r in active[:SHOWN])
-    more = f" and {len(active) - SHOWN} more" if len(active) > SHOWN else ""
-    (m, t), first = active[0]
-    raise TagExistsError(f"{shown}{more}; edit its confidence instead (nothing was added)", f"media_tag {m}:{t}",
+    shown = _describe(session, active, lambda k: f"is already tagged {tag_names[k[1]]!r} with confidence "
+                      f"{rows[k]['confidence']:.2f} by {rows[k]['editor'] or rows[k]['source']}")
+    (m, t), first = active[0], rows[active[0]]
+    raise TagExistsError(f"{shown}; edit its confidence instead (nothing was added)", f"media_tag {m}:{t}",
                          first["version"], first["editor"], first["updated_at"])
 
 

@@ -2,6 +2,7 @@
 for lasso / box selection and bulk actions. Data and projections come from explorer/views.py."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from explorer.projection import ProjectionError, fingerprint, load_cached, pca_p
 from explorer.projection_jobs import collect, projection_job, running_job
 from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, view_points
 from labeling.classes import add_class
-from labeling.face_labels import approve_faces, label_track, label_tracks, mark_unknown, reject_faces, relabel_faces
+from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
 from labeling.pages.common import get_settings, get_store, media_file, show_error, versions_seen, write
 from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
@@ -228,12 +229,8 @@ with details:
                 if row["kind"] == "track":
                     write(lambda s, e: label_track(s, int(point_id), decision, e, class_id=class_id))
                     return
-                fid = [int(point_id)]
-                fn = {"approve": lambda s, e: approve_faces(s, fid, e, expected_versions=seen),
-                      "reject": lambda s, e: reject_faces(s, fid, e, expected_versions=seen),
-                      "unknown": lambda s, e: mark_unknown(s, fid, e, expected_versions=seen),
-                      "relabel": lambda s, e: relabel_faces(s, fid, class_id, e, expected_versions=seen)}[decision]
-                write(fn)
+                write(lambda s, e: decide_faces(s, [int(point_id)], decision, e, class_id=class_id,
+                                                expected_versions=seen))
 
             no_class = row["class"] in (UNLABELED, *TURNED_DOWN.values())  # nothing to approve: relabel instead
             if buttons[0].button("Approve", key="explore_approve", width="stretch", disabled=no_class,
@@ -257,6 +254,24 @@ with details:
                 col.caption(f"{n['id']} · {n['class']} · {d:.3f}")
 
 # -- 2D view: lasso / box, then one action on every selected point ------------------------------
+def _decision_buttons(count: str, key: str, override: bool, approve_ok: bool, decide: Callable[[str, int | None], None],
+                      approve_help: str | None = None) -> None:
+    """Approve / reject / mark unknown / relabel for a 2D selection (`count`: "12", "3 track(s)");
+    decide(decision, class id) writes. Every button but approve waits for `override`."""
+    cols = st.columns(4)
+    if cols[0].button(f"Approve {count}", key=f"{key}_approve", disabled=not approve_ok, help=approve_help):
+        decide("approve", None)
+    if cols[1].button(f"Reject {count}", key=f"{key}_reject", disabled=not override):
+        decide("reject", None)
+    if cols[2].button(f"Mark {count} unknown", key=f"{key}_unknown", disabled=not override):
+        decide("unknown", None)
+    with cols[3]:
+        if class_ids:
+            target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c], key=f"{key}_class")
+            if st.button(f"Relabel {count}", key=f"{key}_relabel", disabled=not override):
+                decide("relabel", int(target))
+
+
 def _bulk_faces(chosen: list[int]) -> None:
     """Approve, reject, mark unknown, relabel or seed a new class with the selected faces."""
     shown_versions = dict(zip(shown["id"].astype(int), shown["version"]))
@@ -272,19 +287,9 @@ def _bulk_faces(chosen: list[int]) -> None:
                    "changes those decisions.")
         override = st.checkbox(f"Change the {len(confirmed)} confirmed face(s) too",
                                key=f"explore_bulk_override_{hash(tuple(chosen))}")
-    cols = st.columns(4)
-    if cols[0].button(f"Approve {len(chosen)}", key="explore_bulk_approve"):
-        write(lambda s, e: approve_faces(s, chosen, e, expected_versions=seen))
-    if cols[1].button(f"Reject {len(chosen)}", key="explore_bulk_reject", disabled=not override):
-        write(lambda s, e: reject_faces(s, chosen, e, expected_versions=seen))
-    if cols[2].button(f"Mark {len(chosen)} unknown", key="explore_bulk_unknown", disabled=not override):
-        write(lambda s, e: mark_unknown(s, chosen, e, expected_versions=seen))
-    with cols[3]:
-        if class_ids:
-            bulk_target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
-                                       key="explore_bulk_class")
-            if st.button(f"Relabel {len(chosen)}", key="explore_bulk_relabel", disabled=not override):
-                write(lambda s, e: relabel_faces(s, chosen, int(bulk_target), e, expected_versions=seen))
+    _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=True,
+                      decide=lambda d, c: write(lambda s, e: decide_faces(s, chosen, d, e, class_id=c,
+                                                                          expected_versions=seen)))
     with st.form("explore_new_class"):
         name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
         if st.form_submit_button("Add class", disabled=not override):
@@ -306,22 +311,12 @@ def _bulk_tracks(chosen: list[int]) -> None:
         override = st.checkbox(f"Change the {decided} decided face(s) too",
                                key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
     unnamed = sorted(set(chosen) & set(shown.loc[shown["class"] == UNLABELED, "id"].astype(int)))
-    cols = st.columns(4)
-    if cols[0].button(f"Approve {len(chosen)} track(s)", key="explore_bulk_tracks_approve",
-                      disabled=bool(unnamed) or not override,
-                      help=(f"No predicted person to approve for track(s) {', '.join(map(str, unnamed[:10]))}"
-                            if unnamed else "Every face of each track gets the person the model named for it")):
-        write(lambda s, e: label_tracks(s, chosen, "approve", e, expected_versions=seen))
-    if cols[1].button(f"Reject {len(chosen)} track(s)", key="explore_bulk_tracks_reject", disabled=not override):
-        write(lambda s, e: label_tracks(s, chosen, "reject", e, expected_versions=seen))
-    if cols[2].button(f"Mark {len(chosen)} track(s) unknown", key="explore_bulk_tracks_unknown", disabled=not override):
-        write(lambda s, e: label_tracks(s, chosen, "unknown", e, expected_versions=seen))
-    with cols[3]:
-        if class_ids:
-            target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
-                                  key="explore_bulk_tracks_class")
-            if st.button(f"Relabel {len(chosen)} track(s)", key="explore_bulk_tracks_relabel", disabled=not override):
-                write(lambda s, e: label_tracks(s, chosen, "relabel", e, class_id=int(target), expected_versions=seen))
+    _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,
+                      approve_ok=not unnamed and override,
+                      approve_help=(f"No predicted person to approve for track(s) {', '.join(map(str, unnamed[:10]))}"
+                                    if unnamed else "Every face of each track gets the person the model named for it"),
+                      decide=lambda d, c: write(lambda s, e: label_tracks(s, chosen, d, e, class_id=c,
+                                                                          expected_versions=seen)))
 
 
 def _bulk_gifs(chosen: list[int]) -> None:

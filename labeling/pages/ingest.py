@@ -61,6 +61,12 @@ def _browse_to(path: str) -> None:
     st.session_state[BROWSE_KEY] = path
 
 
+def _open_subfolder(parent: str, key: str) -> None:
+    """A callback: the browser shows the chosen subfolder in the same rerun the choice makes."""
+    if st.session_state.get(key) is not None:
+        _browse_to(str(Path(parent) / st.session_state[key]))
+
+
 def _use_browsed() -> None:
     """Before the form draws its text box (a callback), so the box can take the browsed folder."""
     st.session_state["ingest_folder"] = st.session_state[BROWSE_KEY]
@@ -79,12 +85,10 @@ def folder_browser() -> None:
               disabled=listing.path.parent == listing.path)
     use.button("Use this folder", key="ingest_browse_use", on_click=_use_browsed)
     if listing.subfolders:
-        names = [p.name for p in listing.subfolders]
-        choice = st.selectbox("Open a subfolder", names, index=None, key=f"ingest_browse_sub_{listing.path}",
-                              placeholder=f"{len(names)} subfolder(s)")
-        if choice is not None:
-            _browse_to(str(listing.path / choice))
-            st.rerun()
+        key = f"ingest_browse_sub_{listing.path}"
+        st.selectbox("Open a subfolder", [p.name for p in listing.subfolders], index=None, key=key,
+                     placeholder=f"{len(listing.subfolders)} subfolder(s)", on_change=_open_subfolder,
+                     args=(str(listing.path), key))
 
 
 folder_tab, upload_tab = st.tabs(["Folder", "Upload files"])

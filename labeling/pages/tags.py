@@ -221,17 +221,22 @@ with per_tag:
         columns = ["media_id", "media_name", "confidence", "source", "editor", "version"]
         shown = escape_markdown(tag)  # a tag is text, not markdown
 
+        def listed(title: str, rows: pd.DataFrame, empty: str) -> list[int]:
+            """A heading with the count, the rows (or what their absence means); their media ids."""
+            st.subheader(f"{title} ({len(rows)})")
+            if rows.empty:
+                st.write(empty)
+            else:
+                st.dataframe(rows[columns], hide_index=True, width="stretch")
+            return rows["media_id"].tolist()
+
         def expected(media_ids: list[int]) -> dict[tuple[int, int], int]:
             """The versions the editor saw of this tag on these media: a row changed since is refused."""
             wanted = set(map(int, media_ids))
             return {k: v for k, v in seen_tag.items() if k[0] in wanted}
 
-        st.subheader(f"Tagged {shown} ({len(tagged)})")
-        if tagged.empty:
-            st.write("No media carries it yet (only suggestions or rejections below).")
-        else:
-            st.dataframe(tagged[columns], hide_index=True, width="stretch")
-            active_ids = tagged["media_id"].tolist()
+        if active_ids := listed(f"Tagged {shown}", tagged,
+                                "No media carries it yet (only suggestions or rejections below)."):
             thumbs = [(m, media_file(media.loc[m, "path"], settings)) for m in active_ids[:8] if m in media.index]
             thumbs = [(m, p) for m, p in thumbs if p is not None and media.loc[m, "kind"] not in VIDEO_KINDS]
             if thumbs:
@@ -248,12 +253,7 @@ with per_tag:
             elif pressed == "Remove tag":
                 write(lambda s, e: remove_tags(s, targets, [tag], e, expected_versions=expected(targets)))
 
-        st.subheader(f"Suggested {shown} ({len(pending)})")
-        if pending.empty:
-            st.write("No suggestions waiting.")
-        else:
-            st.dataframe(pending[columns], hide_index=True, width="stretch")
-            pending_ids = pending["media_id"].tolist()
+        if pending_ids := listed(f"Suggested {shown}", pending, "No suggestions waiting."):
             decided, pressed, _ = _bulk_form(
                 f"bulk_suggestions_form_{tag}", f"Accept or reject the suggestions of **{shown}**",
                 (f"All {len(pending)} suggestions", f"bulk_suggested_all_{tag}"), f"bulk_suggested_{tag}",
