@@ -149,7 +149,9 @@ CLASS_NAME_MAX = 200
 
 class CelebrityClass(Base):
     __tablename__ = "celebrity_class"
-    __table_args__ = (CheckConstraint("status IN ('active', 'proposed', 'retired')", name="status"),)
+    # AUTOINCREMENT: SQLite would otherwise give a new class the id of one an undo deleted (migration 0008)
+    __table_args__ = (CheckConstraint("status IN ('active', 'proposed', 'retired')", name="status"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(CLASS_NAME_MAX))

@@ -751,3 +751,14 @@ def test_class_operations_on_an_unknown_class_are_not_found_and_change_nothing(s
     with pytest.raises(NotFoundError, match=f"no celebrity class with id {UNKNOWN}"):
         operation(store, known, faces)
     assert store_state(store) == before
+
+
+def test_a_class_added_after_an_undone_one_gets_a_new_id_and_a_clean_history(store):
+    """Undoing "add class" deletes the row; the next class must not inherit its id, or the new
+    class's history would show the undone one's events and an earlier export's index."""
+    add_class(store, "Alpha", "ann")
+    beta, _ = add_class(store, "Beta", "ann")
+    undo_last(store, "ann")
+    gamma, _ = add_class(store, "Gamma", "ann")
+    assert gamma > beta
+    assert [h.operation for h in history(store, f"class:{gamma}")] == ["add_class"]

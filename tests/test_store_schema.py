@@ -172,3 +172,43 @@ def test_the_audit_log_is_append_only_in_the_database(store_url):
     with pytest.raises(DBAPIError, match="append-only"):  # undone once: the mark cannot move
         with engine.begin() as conn:
             conn.execute(text("UPDATE audit_event SET undone_by_id = NULL"))
+
+
+def test_migration_0008_keeps_class_ids_and_references_and_never_reuses_an_id(store_url):
+    """0008 (SQLite: a batch copy of celebrity_class, which face labels point at) keeps every id
+    and reference, and the next class is numbered above every id the audit log ever named, so a
+    class deleted by an undo before the upgrade does not lend its id either."""
+    from alembic import command
+
+    from labeling.audit import history, undo_last
+    from labeling.classes import add_class
+    from labeling.db import alembic_config
+    from labeling.face_labels import relabel_faces
+
+    engine = make_engine(normalise_url(store_url))
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+        media = conn.execute(text("INSERT INTO media (sha256, path, kind, status, created_at, updated_at, version) "
+                                  "VALUES (:s, '/x/a.gif', 'gif', 'ok', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1) "
+                                  "RETURNING id"), {"s": "c" * 64}).scalar()
+        face = conn.execute(text("INSERT INTO face (media_id, face_index, frame_index, x1, y1, x2, y2, probability, landmarks) "
+                                 "VALUES (:m, 0, 0, 0, 0, 10, 10, 0.99, '[]') RETURNING id"), {"m": media}).scalar()
+    store = open_store(store_url)  # migrates to head; the steps below then run on the old layout
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0007")
+    ann, _ = add_class(store, "Ann Person", "ann")
+    relabel_faces(store, [face], ann, "ann")
+    add_class(store, "Gone Person", "ann")
+    undo_last(store, "ann")
+    migrate(engine)
+    assert current_revision(engine) == HEAD
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, name FROM celebrity_class")).all() == [(ann, "Ann Person")]
+        assert conn.execute(text("SELECT face_id, class_id FROM face_label")).all() == [(face, ann)]
+    new, _ = add_class(store, "New Person", "ann")
+    assert new == ann + 2
+    assert [h.operation for h in history(store, f"class:{new}")] == ["add_class"]
+    engine.dispose()
