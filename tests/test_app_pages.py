@@ -543,6 +543,18 @@ def test_per_tag_bulk_actions_spare_decisions_and_decide_suggestions(tmp_path_fa
     assert not errors(at), errors(at)
     assert nod() == {spare: (0.5, "rejected", "bob")}
 
+    # "all" means the media bob had on screen: one tagged by carol after the page was drawn is left out
+    add_tags(fx.store, [gif], ["nod"], "carol", confidence=0.2)
+    at.run()
+    add_tags(fx.store, [tagged], ["nod"], "carol", confidence=0.2)
+    at.checkbox(key="bulk_all_nod").check()
+    at.number_input(key="bulk_confidence_nod").set_value(0.9)
+    button(at, "Set confidence").click().run()
+    no_exception(at)
+    assert not errors(at), errors(at)
+    assert any("1 media got nod after the page was drawn and were left out" in w.value for w in at.warning)
+    assert nod()[gif] == (0.9, "active", "bob") and nod()[tagged] == (0.2, "active", "carol")
+
 
 # -- ingest and export ----------------------------------------------------------------------------
 def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):

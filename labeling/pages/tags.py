@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from labeling.errors import ValidationError
-from labeling.pages.common import (escape_markdown, get_settings, get_store, keep_choice, media_file, progress_callback,
-                                   require_editor, versions_seen, write)
+from labeling.pages.common import (escape_markdown, flash, get_settings, get_store, keep_choice, media_file,
+                                   progress_callback, require_editor, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 from labeling.validation import clean_tag_name
@@ -210,6 +210,8 @@ with per_tag:
                            format_func=lambda t: f"{t} ({by_tag.loc[t, 'active']} active, "
                                                  f"{by_tag.loc[t, 'suggested']} suggested)")
         carrying = media_tags_frame(store, tag=tag)
+        # the rows the editor had on screen when they pressed: "All" means those, not rows added since
+        drawn = {m for m, _ in st.session_state.get("versions_seen", {}).get(f"tags_tag_{tag}", {})}
         seen_tag = versions_seen(f"tags_tag_{tag}", dict(zip(zip(carrying["media_id"].astype(int), carrying["tag_id"].astype(int)),
                                                         carrying["version"])))
         # bulk actions act on one status each: setting a confidence or removing must not touch suggestions
@@ -235,6 +237,19 @@ with per_tag:
             wanted = set(map(int, media_ids))
             return {k: v for k, v in seen_tag.items() if k[0] in wanted}
 
+        def as_drawn(media_ids: list[int]) -> list[int]:
+            """The chosen media the editor saw with this tag; one that got it since the page was drawn
+            (another editor, experts voting) is left out, and the page says so."""
+            kept = [m for m in media_ids if m in drawn]
+            if len(kept) < len(media_ids):
+                note = (f"{len(media_ids) - len(kept)} media got {shown} after the page was drawn and were left "
+                        "out; they are listed now: repeat the action if it should cover them too.")
+                if kept:
+                    flash(note, "warning")  # the action goes on and reruns the page
+                else:
+                    st.warning(note)
+            return kept
+
         if active_ids := listed(f"Tagged {shown}", tagged,
                                 "No media carries it yet (only suggestions or rejections below)."):
             thumbs = [(m, media_file(media.loc[m, "path"], settings)) for m in active_ids[:8] if m in media.index]
@@ -247,6 +262,8 @@ with per_tag:
                 ("Set confidence", "Remove tag"),
                 extra=lambda: st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
                                               key=f"bulk_confidence_{tag}"))
+            if pressed and not (targets := as_drawn(targets)):
+                pressed = None
             if pressed == "Set confidence":
                 write(lambda s, e: set_tag_confidences(s, [(m, tag, confidence) for m in targets], e,
                                                        expected_versions=expected(targets)))
@@ -258,7 +275,7 @@ with per_tag:
                 f"bulk_suggestions_form_{tag}", f"Accept or reject the suggestions of **{shown}**",
                 (f"All {len(pending)} suggestions", f"bulk_suggested_all_{tag}"), f"bulk_suggested_{tag}",
                 pending_ids, names, ("Accept suggestions", "Reject suggestions"))
-            if pressed:
+            if pressed and (decided := as_drawn(decided)):
                 status = "active" if pressed == "Accept suggestions" else "rejected"
                 write(lambda s, e: set_tag_status(s, [(m, tag) for m in decided], status, e,
                                                   expected_versions=expected(decided)))
