@@ -24,6 +24,7 @@ UNLABELED = "unlabeled"  # label status of a face that has no face_label row (no
 TURNED_DOWN = {"rejected": "rejected", "unknown": "marked unknown"}
 DECIDED_STATUSES = ("approved", "rejected", "relabeled", "unknown")  # an editor (or an import) decided
 ATTRIBUTE_COLUMNS = ("gender", "ethnicity", "birth_year", "country")
+MAX_SQL_LIST = 5000  # ids bound in one IN (...) list; SQLite allows 32,766 variables in a statement
 UNKNOWN_OPEN_SET = "unknown (open set)"  # the model's best guess was refused by the open-set threshold
 NOT_PREDICTED = "not predicted yet"  # no prediction was ever recorded (no classifier run since ingest)
 
@@ -84,7 +85,8 @@ def _default_face_model(session: Session) -> str | None:
 
 
 def faces_frame(store: sessionmaker[Session], model_id: str | None = None, *, class_id: int | None = None,
-                media_id: int | None = None, with_vectors: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
+                media_id: int | None = None, track_ids: Sequence[int] | None = None,
+                with_vectors: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """One row per detected face, ordered by face id.
 
     Columns: face_id, media_id, media_path, media_kind, frame_index, face_index, x1, y1, x2, y2 (the box),
@@ -96,7 +98,7 @@ def faces_frame(store: sessionmaker[Session], model_id: str | None = None, *, cl
 
     model_id chooses the face embedding (crop, track, vector); None takes the model with the most
     embeddings in the store. class_id keeps faces whose current or predicted class is that class;
-    media_id keeps one media item's faces.
+    media_id keeps one media item's faces; track_ids the faces of those tracks (of model_id).
 
     with_vectors=True returns (frame, vectors): vectors is a float32 (n, d) array aligned with the
     rows, and only faces that have an embedding of that model are kept (a face without one cannot
@@ -125,6 +127,8 @@ def faces_frame(store: sessionmaker[Session], model_id: str | None = None, *, cl
             stmt = stmt.where((FaceLabel.class_id == class_id) | (FaceLabel.predicted_class_id == class_id))
         if media_id is not None:
             stmt = stmt.where(Face.media_id == media_id)
+        if track_ids is not None and len(track_ids) <= MAX_SQL_LIST:  # else filtered below
+            stmt = stmt.where(FaceEmbedding.track_id.in_([int(t) for t in track_ids]))
         rows = session.execute(stmt.order_by(Face.id)).all()
     vectors = None
     if with_vectors:
@@ -137,6 +141,10 @@ def faces_frame(store: sessionmaker[Session], model_id: str | None = None, *, cl
     for col in ("class_id", "predicted_class_id", "track_id", "birth_year"):
         frame[col] = frame[col].astype("Int64")
     frame["predicted_confidence"] = frame["predicted_confidence"].astype(float)
+    if track_ids is not None and len(track_ids) > MAX_SQL_LIST:  # too many for one IN list: read all, keep some
+        keep = frame["track_id"].isin([int(t) for t in track_ids]).to_numpy()
+        frame = frame[keep].reset_index(drop=True)
+        vectors = vectors[keep] if with_vectors else None
     if with_vectors:
         return frame, vectors
     return frame

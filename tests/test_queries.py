@@ -21,8 +21,8 @@ from labeling.db import open_store
 from labeling.errors import ConflictError
 from labeling.face_labels import Prediction, mark_unknown, record_predictions, relabel_faces
 from labeling.ingest import IngestSummary, ingest
-from labeling.queries import (CLASS_COLUMNS, FACE_COLUMNS, MEDIA_COLUMNS, MEDIA_TAG_COLUMNS, NOT_PREDICTED, TRACK_COLUMNS,
-                              UNKNOWN_OPEN_SET, UNLABELED, prediction_text,
+from labeling.queries import (CLASS_COLUMNS, FACE_COLUMNS, MAX_SQL_LIST, MEDIA_COLUMNS, MEDIA_TAG_COLUMNS,
+                              NOT_PREDICTED, TRACK_COLUMNS, UNKNOWN_OPEN_SET, UNLABELED, prediction_text,
                               classes_frame, events_frame, face_models, faces_frame, history_frame, media_frame,
                               media_tags_frame, search_classes, store_overview, tag_counts_frame, tracks_frame)
 from labeling.schema import (CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track, bytes_to_vector)
@@ -170,6 +170,15 @@ def test_faces_frame_vectors_and_filters(fx: FixtureStore):
                 if serena in (none(c), none(p))}
     assert set(by_class["face_id"]) == expected and len(expected) > len(fx.gif_faces)
     assert set(faces_frame(fx.store, media_id=fx.media[GIF])["face_id"]) == set(fx.gif_faces)
+    # track filter: in SQL for a short list, in pandas past MAX_SQL_LIST ids; the same rows and vectors either way
+    track = int(frame.loc[frame["face_id"] == fx.gif_faces[0], "track_id"].iloc[0])
+    members = set(frame.loc[frame["track_id"] == track, "face_id"])
+    assert set(faces_frame(fx.store, track_ids=[track])["face_id"]) == members
+    long_list = [track, *range(10**6, 10**6 + MAX_SQL_LIST)]
+    many, many_vectors = faces_frame(fx.store, track_ids=long_list, with_vectors=True)
+    assert set(many["face_id"]) == members and len(many_vectors) == len(many)
+    np.testing.assert_array_equal(many_vectors, vectors[frame["face_id"].isin(members).to_numpy()])
+    assert faces_frame(fx.store, track_ids=[]).empty
     # an unknown model id has no embedding: the face rows remain, their crops and vectors do not
     other = faces_frame(fx.store, model_id="no-such-model")
     assert len(other) == len(frame) and other["crop_path"].isna().all()

@@ -298,8 +298,7 @@ def _bulk_faces(chosen: list[int]) -> None:
 
 def _bulk_tracks(chosen: list[int]) -> None:
     """One decision for every face of the selected GIF person tracks: one operation, one undo."""
-    members = faces_frame(store, model_id)
-    members = members[members["track_id"].isin(chosen)]
+    members = faces_frame(store, model_id, track_ids=chosen)
     seen = versions_seen("explore_bulk_tracks", dict(zip(members["face_id"].astype(int), members["version"])))
     # Any editor decision among the faces (approved, relabelled, rejected, marked unknown): every button,
     # approve included (it gives each face the track's predicted person), would change it.
