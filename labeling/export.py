@@ -416,7 +416,9 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     sides = assign_sides(group_classes, split, seed, {g: min(keys) for g, keys in group_key.items()})
     side_of_face = {r.face_id: sides[groups[r.media_id]] for r, _ in rows}
 
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{secrets.token_hex(6)}"
+    # beside OUT_DIR (the final rename stays on one file system), its name cut so the suffix still fits in 255 bytes
+    stem = out_dir.name.encode("utf-8")[:200].decode("utf-8", errors="ignore")
+    tmp = out_dir.parent / f".{stem}.tmp-{secrets.token_hex(6)}"
     # An OUT_DIR under a file, or where nothing may be written, is bad input: a one-line refusal, not a traceback.
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -72,13 +72,18 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
     rows = op.load("face", [(f,) for f in ids])
     op.check_versions("face", rows, expected_versions)
     changes: dict[Key, dict[str, Any]] = {}
+    implied: dict[int, int] = {}  # class an approval takes from the face's own label -> one such face
     touched_media, touched_classes = set(), {class_id}
     for (face_id,), row in rows.items():
         current_class = row["class_id"] if row else None
         if decision == "approve":
-            new_class = class_id if class_id is not None else current_class
+            # a face rejected or marked unknown has no current class, but still the model's prediction
+            new_class = next((c for c in (class_id, current_class, row and row["predicted_class_id"]) if c is not None),
+                             None)
             if new_class is None:
                 raise ValidationError(f"face {face_id} has no predicted class to approve; relabel it to a class instead")
+            if new_class != class_id:
+                implied.setdefault(new_class, face_id)
             agreed = (proposed_class, *((row["predicted_class_id"], current_class) if row else ()))
             status = "approved" if row is None or new_class in agreed else "relabeled"
         elif decision == "relabel":
@@ -92,6 +97,11 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
         touched_media.add(media_of[face_id])
         touched_classes.add(current_class)
         touched_classes.add(new_class)
+    for implied_class, face_id in implied.items():  # a given class_id was checked above
+        try:
+            _class_row(op.session, implied_class)
+        except ValidationError as exc:
+            raise ValidationError(f"face {face_id}: {exc}; relabel it to another class instead") from None
     op.concern(*(f"media:{m}" for m in touched_media), *(f"class:{c}" for c in touched_classes if c is not None))
     op.update("face", changes, rows)
 

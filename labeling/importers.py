@@ -22,13 +22,14 @@ from typing import Any, Callable, Iterable, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import Operation, run_operation
+from labeling.audit import Operation, entity_key, run_operation
 from labeling.classes import create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
-from labeling.schema import CONFIRMED_STATUSES, AuditEvent, CelebrityClass, Face, Media
+from labeling.schema import CONFIRMED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, Face, Media
 from labeling.tags import apply_tags, tag_ids
-from labeling.validation import ATTRIBUTES, class_name_key, clean_attributes, clean_class_name, clean_tag_name
+from labeling.validation import (ATTRIBUTES, check_editor, class_name_key, clean_attributes, clean_class_name,
+                                 clean_tag_name)
 
 # GIPHY labels end in a Freebase id (m.0c6qh) or a Knowledge Graph id (g.11cs12bg7b) in brackets.
 GIPHY_LABEL = re.compile(r"^(?P<name>.+?)_\[(?P<id>[^\[\]]+)\]$")
@@ -300,9 +301,13 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
     name ignoring case, then by a name the class had before an editor renamed it; only then is a
     class created. An existing class without an external id gets the imported one; a different
     one is kept and noted."""
-    rows = op.session.execute(select(CelebrityClass.id, CelebrityClass.name_key, CelebrityClass.external_id)).all()
+    rows = op.session.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.name_key,
+                                     CelebrityClass.external_id).order_by(CelebrityClass.id)).all()
     existing = {row.name_key: row for row in rows}
-    by_external = {row.external_id: row for row in rows if row.external_id}
+    by_external: dict[str, list[Any]] = {}  # one class per external id, unless a store holds older duplicates
+    for row in rows:
+        if row.external_id:
+            by_external.setdefault(row.external_id, []).append(row)
     by_id = {row.id: row for row in rows}
     renamed = {k: by_id[c] for k, c in former_names(op.session).items() if k not in existing and c in by_id}
     ids: dict[str, int] = {}
@@ -312,8 +317,17 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         key = class_name_key(spec.name)
         if key in ids:
             continue
-        row = by_external.get(spec.external_id) if spec.external_id else None
-        row = row or existing.get(key) or renamed.get(key)
+        holders = by_external.get(spec.external_id, []) if spec.external_id else []
+        row = next((h for h in holders if h.name_key == key), holders[0] if holders else None)
+        named = existing.get(key)
+        if len(holders) > 1:
+            summary.skipped.append(f"{spec.where}: classes {', '.join(repr(h.name) for h in holders)} share external id "
+                                   f"{spec.external_id}; {spec.name!r} went to {row.name!r}: merge them or fix the id")
+        elif row is not None and named is not None and named.id != row.id:
+            summary.skipped.append(f"{spec.where}: {spec.name!r} went to {row.name!r}, which holds external id "
+                                   f"{spec.external_id}, not to the class named {named.name!r}: merge them if they are "
+                                   "one person")
+        row = row or named or renamed.get(key)
         if row is None:
             if not create:
                 summary.skipped.append(f"{spec.where}: no class named {spec.name!r}")
@@ -326,6 +340,7 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         ids[key] = row.id
         if spec.external_id and row.external_id is None:
             fill[row.id] = spec.external_id
+            by_external[spec.external_id] = [row]  # a later line with the same id finds this class
         elif spec.external_id and row.external_id != spec.external_id:
             summary.skipped.append(f"{spec.where}: class {spec.name!r} keeps its external id {row.external_id} "
                                    f"(the file says {spec.external_id})")
@@ -337,7 +352,8 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
 
 
 def _editor(editor: str | None, source: Path) -> str:
-    return editor or f"import:{Path(source).name}"
+    """The editor given (a blank one refused, before anything is read or ingested), else the file."""
+    return f"import:{Path(source).name}" if editor is None else check_editor(editor)
 
 
 def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
@@ -392,12 +408,32 @@ def _media_by_name(session: Session) -> dict[str, list[int]]:
     return out
 
 
+def removed_by_editors(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], AuditEvent]:
+    """(media id, tag id) -> the removal, for tags whose last change was an editor removing them.
+
+    Why: a removed tag leaves no row behind, so without the audit log a re-import of the uploader
+    file would put back what an editor took off. An undo that deleted the row (of the import itself,
+    say) is not a removal: importing again after undoing an import imports again."""
+    by_key = {entity_key("media_tag", k): k for k in keys}
+    last: dict[str, AuditEvent] = {}
+    names = list(by_key)
+    for start in range(0, len(names), 5000):
+        stmt = (select(AuditEntity.key, AuditEvent).join(AuditEvent, AuditEvent.id == AuditEntity.event_id)
+                .where(AuditEntity.key.in_(names[start : start + 5000]), AuditEntity.written.is_(True))
+                .order_by(AuditEvent.id))
+        for key, event in session.execute(stmt):
+            last[key] = event
+    return {by_key[key]: event for key, event in last.items()
+            if event.operation == "remove_tags" and (event.after or {}).get(key, "absent") is None}
+
+
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
     """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
     name (every ingested media item of that name), with confidence 1.0 and source "uploader".
-    A (media, tag) an editor set, or rejected, is left alone, and so is one already imported: experts
+    A (media, tag) an editor set, rejected or removed is left alone, and so is one already imported: experts
     voting may have lowered its confidence since, and re-importing the same file changes nothing."""
     csv_path = Path(csv_path)
+    who = _editor(editor, csv_path)
     rows = read_tags_csv(csv_path)
     summary = ImportSummary("tags", csv_path.name)
     with store() as session:
@@ -413,13 +449,14 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
             wanted += [(m, t) for m in matches for t in row.tags]
     if not wanted:
         return summary
-    with run_operation(store, _editor(editor, csv_path), "import_tags") as op:
+    with run_operation(store, who, "import_tags") as op:
         ids = tag_ids(op.session, [t for _, t in wanted])
         current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
+        removed = removed_by_editors(op.session, [k for k, row in current.items() if row is None])
         items, imported = [], 0
         for m, t in wanted:
             row = current[(m, ids[t])]
-            if row is not None and (row["source"] == "editor" or row["status"] == "rejected"):
+            if (row is not None and (row["source"] == "editor" or row["status"] == "rejected")) or (m, ids[t]) in removed:
                 summary.kept += 1
             elif row is not None and row["source"] in ("uploader", "import"):
                 imported += 1
@@ -497,6 +534,7 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     from labeling.ingest import ingest
 
     folder = Path(os.path.abspath(folder))  # ingest stores absolute paths; the images are matched by them below
+    who = _editor(editor, folder)
     labels, names, images, notes = scan_raw_dataset(folder)
     summary = ImportSummary("raw dataset", folder.name)
     summary.skipped += notes
@@ -511,11 +549,11 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
             on_result(result)
 
     # the images are media the import adds: audited as one "ingest" event by the same editor
-    ingested = ingest(files, settings, on_start=on_start, on_result=collect, store=store, editor=_editor(editor, folder))
+    ingested = ingest(files, settings, on_start=on_start, on_result=collect, store=store, editor=who)
     summary.skipped += [reason if str(path) in reason else f"{path}: {reason}" for path, reason in ingested.failures]
     labels_csv = folder / "labels.csv"
     line_of = {r.label: r.line for r in labels}
-    with run_operation(store, _editor(editor, folder), "import_raw_dataset") as op:
+    with run_operation(store, who, "import_raw_dataset") as op:
         specs = [ClassSpec(*names[r.label], _where(labels_csv, r.line)) for r in labels]
         ids, _ = _ensure_classes(op, specs, summary)
         classes = {c.id: c for c in op.session.scalars(select(CelebrityClass))}

@@ -160,7 +160,8 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
         rows = op.load("media_tag", keys)
         missing = [k for k, r in rows.items() if r is None]
         if missing:
-            raise NotFoundError(f"media {missing[0][0]} has no tag {missing[0][1]}")
+            name = {tag_id: tag for tag, tag_id in ids.items()}[missing[0][1]]
+            raise NotFoundError(f"media {missing[0][0]} has no tag {name!r}")
         op.check_versions("media_tag", rows, expected_versions)
         op.update("media_tag", {k: {"status": status, "editor": op.editor} for k, r in rows.items() if r["status"] != status}, rows)
         for m, _ in keys:

@@ -48,6 +48,9 @@ def clean_class_name(raw: Any) -> str:
         raise ValidationError(f"class name {name!r} has no visible character")
     if len(name) > CLASS_NAME_MAX:
         raise ValidationError(f"class name is {len(name)} characters long; the limit is {CLASS_NAME_MAX}")
+    if (folded := len(class_name_key(name))) > CLASS_NAME_MAX:  # "ß" folds to "ss", "ﬀ" to "ff"
+        raise ValidationError(f"class name is {folded} characters long once case and compatibility forms are "
+                              f"folded (how names are compared); the limit is {CLASS_NAME_MAX}")
     if "/" in name or "\\" in name or name in (".", "..") or re.search(r"(^|\s)\.\.(\s|$)", name):
         raise ValidationError(f"class name {name!r} looks like a path (contains '/', '\\' or '..')")
     return name
@@ -135,8 +138,9 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = year
         else:
             text = " ".join(str(value).split())
+            text = text.lower() if key in ("gender", "ethnicity") else text  # before the length: "İ" lowers to 2
             limit = 200 if key == "ethnicity" else 100 if key == "country" else 64
             if len(text) > limit:
                 raise ValidationError(f"{key} is longer than {limit} characters")
-            out[key] = text.lower() if key in ("gender", "ethnicity") else text
+            out[key] = text
     return out

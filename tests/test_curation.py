@@ -242,6 +242,8 @@ def test_tags_confidences_and_bad_values(store):
             add_tags(store, [bad_id], ["x"], "ann")
         with pytest.raises(ValidationError, match="face id must be a whole number"):
             approve_faces(store, [bad_id], "ann")
+    with pytest.raises(NotFoundError, match=f"media {media[0]} has no tag 'party'"):  # named, not by its row id
+        set_tag_status(store, [(media[0], "party")], "rejected", "ann")
     remove_tags(store, [media[0]], ["dance"], "ann")
     with store() as s:
         rows = sorted((r.media_id, r.tag_id, r.confidence, r.status) for r in s.scalars(select(MediaTag)))
@@ -762,3 +764,34 @@ def test_a_class_added_after_an_undone_one_gets_a_new_id_and_a_clean_history(sto
     gamma, _ = add_class(store, "Gamma", "ann")
     assert gamma > beta
     assert [h.operation for h in history(store, f"class:{gamma}")] == ["add_class"]
+
+
+def test_approving_a_face_turned_down_takes_the_prediction_and_never_a_retired_class(store):
+    """Approve without a class confirms the face's class; a face rejected (or marked unknown) has none
+    left, so approving it confirms the model's prediction. A retired class takes no new labels, also
+    when approve only implies it: refused, naming the face, nothing written."""
+    faces = make_faces(store, 1, 2)
+    a, _ = add_class(store, "Approve Person", "ann")
+    record_predictions(store, [Prediction(f, a, 0.7, [(a, 0.7)]) for f in faces], "v1")
+    reject_faces(store, [faces[0]], "ann")
+    mark_unknown(store, [faces[1]], "ann")
+    approve_faces(store, faces, "bob")
+    assert [(label_of(store, f).status, label_of(store, f).class_id) for f in faces] == [("approved", a)] * 2
+    reject_faces(store, faces, "bob")
+    retire_class(store, a, "ann")
+    events = len(recent_events(store))
+    with pytest.raises(ValidationError, match=f"face {faces[0]}: class 'Approve Person' is retired.*relabel it"):
+        approve_faces(store, faces, "bob")
+    assert [label_of(store, f).status for f in faces] == ["rejected"] * 2 and len(recent_events(store)) == events
+
+
+@pytest.mark.parametrize("name", ["ß" * 110, "ﬀ" * 120, "ﷺ" * 12])
+def test_a_name_that_grows_when_folded_is_refused_clearly(store, name):
+    """Names are compared case- and compatibility-folded ("ß" is "ss"): a name within the limit whose
+    folded form is not is refused by the check, not by the database (PostgreSQL's varchar(200))."""
+    with pytest.raises(ValidationError, match="once case and compatibility forms are folded"):
+        add_class(store, name, "ann")
+    for attribute, value in (("gender", "İ" * 64), ("ethnicity", "İ" * 200)):
+        c, _ = add_class(store, f"Attr {attribute}", "ann")
+        with pytest.raises(ValidationError, match=f"{attribute} is longer than"):
+            set_class_attributes(store, c, "ann", **{attribute: value})

@@ -16,6 +16,7 @@ from conftest import temporary_pg_database
 from PIL import Image
 from sqlalchemy import func, select
 
+from labeling.audit import undo_event
 from labeling.classes import add_class, rename_class, retire_class, set_class_attributes, set_class_status
 from labeling.db import current_revision, open_store, session_scope
 from labeling.errors import ValidationError
@@ -28,7 +29,7 @@ from labeling.importers import (import_attributes, import_classes, import_raw_da
 from labeling.ingest import ingest
 from labeling.schema import (AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaEmbedding,
                              MediaTag, Tag, bytes_to_vector)
-from labeling.tags import set_tag_confidences, set_tag_status
+from labeling.tags import remove_tags, set_tag_confidences, set_tag_status
 from models.settings import Settings
 
 PEOPLE = ["Ariel_Sharon", "Hugo_Chavez", "Serena_Williams"]
@@ -127,6 +128,54 @@ def test_reimport_finds_renamed_classes_by_external_id_or_former_name(store_url,
     assert (again.created, again.event_id) == (0, None), again.line()
     with store() as s:
         assert sorted(s.scalars(select(CelebrityClass.name))) == ["Adrien Brody (actor)", "William Bradley Pitt"]
+
+
+
+def test_classes_sharing_an_external_id_are_reported_not_silently_chosen(store_url, tmp_path):
+    """An older store may hold two classes with one external id (new ones cannot get a taken id): a
+    line goes to the one whose name it gives, and the import says so; a line whose id belongs to one
+    class and whose name to another goes by the id (it survives renames), and says so too."""
+    store = open_store(store_url)
+    gore, _ = add_class(store, "Al Gore", "ann")
+    impostor, _ = add_class(store, "Impostor", "ann", external_id="m.0d05fv")
+    with session_scope(store) as s:  # as an older store could hold it
+        s.get(CelebrityClass, gore).external_id = "m.0d05fv"
+    path = tmp_path / "list.csv"
+    path.write_text("Labels,Index\nAl_Gore_[m.0d05fv],0\n", encoding="utf-8")
+    shared = import_classes(store, path)
+    assert shared.created == 0 and any("classes 'Al Gore', 'Impostor' share external id m.0d05fv; 'Al Gore' went "
+                                       "to 'Al Gore'" in n for n in shared.skipped), shared.skipped
+    with session_scope(store) as s:
+        s.get(CelebrityClass, gore).external_id = None
+    split = import_classes(store, path)
+    assert split.created == 0 and any("went to 'Impostor', which holds external id m.0d05fv, not to the class "
+                                      "named 'Al Gore'" in n for n in split.skipped), split.skipped
+
+
+def test_tags_an_editor_removed_stay_removed_on_reimport(store_url, tmp_path):
+    """The uploader file is imported again after an editor removed one of its tags: the removal
+    stands (imports never override an editor). Undoing the import itself is not a removal: importing
+    again brings the tags back. A blank editor name is refused before anything is read."""
+    store = open_store(store_url)
+    with session_scope(store) as s:
+        media = Media(sha256="d" * 64, path="/incoming/wave.gif", kind="gif", status="ok")
+        s.add(media)
+        s.flush()
+        media_id = media.id
+    path = tmp_path / "tags.csv"
+    path.write_text("file,uploader_tags\nwave.gif,nod;wink\n", encoding="utf-8")
+    first = import_tags(store, path)
+    assert first.tags == 2
+    undo_event(store, first.event_id, "ann")
+    assert count(store, MediaTag) == 0
+    assert import_tags(store, path).tags == 2
+    remove_tags(store, [media_id], ["nod"], "ann")
+    again = import_tags(store, path)
+    assert (again.tags, again.kept, again.event_id) == (0, 1, None), again.line()
+    with store() as s:
+        assert list(s.scalars(select(Tag.name).join(MediaTag, MediaTag.tag_id == Tag.id))) == ["wink"]
+    with pytest.raises(ValidationError, match="editor name is required"):
+        import_tags(store, path, editor="  ")
 
 
 # -- attributes --------------------------------------------------------------------------------
@@ -451,6 +500,17 @@ def test_a_terminated_export_leaves_nothing(store_url, tmp_path, lfw_dir):
         signal.signal(signal.SIGTERM, previous)
     assert exc.value.code == 128 + signal.SIGTERM
     assert list(exports.iterdir()) == [] and count(store, Export) == 0
+
+
+def test_an_export_folder_with_a_name_near_the_limit_is_written(store_url, tmp_path, lfw_dir):
+    """The temporary folder beside OUT_DIR takes a suffix: a name that fits 255 bytes itself must
+    not fail because the temporary one would not."""
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    fake_labeled_faces(store, data, lfw_dir, n=2)
+    out = tmp_path / ("é" * 120 + "x" * 10)  # 250 bytes
+    export_dataset(store, data, out, "ann")
+    assert (out / "manifest.json").is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_export_refuses_to_clobber(store_url, tmp_path, lfw_dir):
