@@ -29,7 +29,9 @@ from models.index_store import index_folder
 
 VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
 POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gender", "ethnicity", "decade", "country",
-                 "media_id", "media_name", "crop_path", "media_path", "n", "version"]  # version: a face label's (else 0)
+                 "media_id", "media_name", "crop_path", "media_path", "n",
+                 "version",  # a face label's (else 0)
+                 "nameable"]  # has a class to approve: a face's label or prediction, a track's prediction
 COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
 HOVER = ["class", "status", "confidence", "media_name"]
@@ -72,6 +74,7 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
         "country": _text(faces["country"]), "media_id": faces["media_id"].astype(int),
         "media_name": faces["media_path"].map(lambda p: Path(p).name), "crop_path": faces["crop_path"],
         "media_path": faces["media_path"], "n": 1, "version": faces["version"].astype(int),
+        "nameable": (faces["class_id"].notna() | faces["predicted_class_id"].notna()).to_numpy(dtype=bool),
     })
     return points, vectors
 
@@ -97,6 +100,7 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),
         "crop_path": tracks["representative_crop_path"], "media_path": tracks["media_path"],
         "n": tracks["n_faces"].astype(int), "version": 0,
+        "nameable": tracks["predicted_class_id"].notna().to_numpy(dtype=bool),
     })
     return points, vectors
 
@@ -133,7 +137,7 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
         "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
         "media_id": ids, "media_name": item["name"].fillna("").astype(str).to_numpy(),
         "crop_path": None, "media_path": item["path"].fillna("").astype(str).to_numpy(),
-        "n": item["faces"].fillna(0).astype(int).to_numpy(), "version": 0,
+        "n": item["faces"].fillna(0).astype(int).to_numpy(), "version": 0, "nameable": False,
     })
     return points, np.stack([bytes_to_vector(r[2]) for r in rows]).astype(np.float32)
 
@@ -141,7 +145,8 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
 def centroid_points(faces: pd.DataFrame, vectors: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
     """Class centroids from face points: the mean of a class's confirmed faces when it has any
     (what training reads), else of every face labelled or predicted with it; re-normalised."""
-    labelled = faces["class"] != UNLABELED
+    # the grey groups of faces editors turned down ("rejected", "marked unknown") are not classes
+    labelled = ~faces["class"].isin([UNLABELED, *TURNED_DOWN.values()])
     if not labelled.any():
         return _empty()
     rows, centres = [], []
@@ -156,7 +161,8 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray) -> tuple[pd.DataFr
                      "confidence": float(part["confidence"].mean()), "source": "centroid",
                      "gender": first["gender"], "ethnicity": first["ethnicity"], "decade": first["decade"],
                      "country": first["country"], "media_id": int(first["media_id"]), "media_name": first["media_name"],
-                     "crop_path": first["crop_path"], "media_path": first["media_path"], "n": int(len(members)), "version": 0})
+                     "crop_path": first["crop_path"], "media_path": first["media_path"], "n": int(len(members)),
+                     "version": 0, "nameable": True})
     return pd.DataFrame(rows, columns=POINT_COLUMNS), np.stack(centres).astype(np.float32)
 
 

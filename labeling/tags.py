@@ -114,6 +114,11 @@ def _refuse_active(session: Session, rows: dict[Key, dict[str, Any] | None], tag
                          first["version"], first["editor"], first["updated_at"])
 
 
+def _names(tags: Sequence[str]) -> str:
+    """The tags as stored (trimmed, lower case), for summaries: the audit log names what was written."""
+    return ", ".join(repr(t) for t in dict.fromkeys(clean_tag_name(t) for t in tags))[:200]
+
+
 def add_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: Sequence[str], editor: str,
              confidence: float = 1.0, source: str = "editor", status: str = "active",
              expected_versions: dict[tuple[int, int], int] | None = None) -> OperationResult:
@@ -129,7 +134,7 @@ def add_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: Seq
         n = apply_tags(op, items, source, status, expected_versions, refuse_active=True)
         revived = sum(1 for k, before in op.before.items() if before and before.get("status") == "rejected")
         again = f", {revived} of them rejected before" if revived else ""
-        op.summary = (f"add tag(s) {', '.join(map(repr, tags))[:200]} to {len(set(media_ids))} media "
+        op.summary = (f"add tag(s) {_names(tags)} to {len(set(media_ids))} media "
                       f"({n} changed{again})")
     return op.result
 
@@ -182,5 +187,5 @@ def remove_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: 
         op.delete("media_tag", present)
         for m, _ in present:
             op.concern(f"media:{m}")
-        op.summary = f"remove tag(s) {', '.join(map(repr, tags))[:200]} from {len(set(media_ids))} media ({len(present)} removed)"
+        op.summary = f"remove tag(s) {_names(tags)} from {len(set(media_ids))} media ({len(present)} removed)"
     return op.result

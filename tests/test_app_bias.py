@@ -264,7 +264,12 @@ def test_csv_and_html_downloads_and_saved_reports(fixture_store, monkeypatch, tm
     at.toggle(key="bias_html_offline").set_value(False).run()
     buttons = {b.key: b for b in at.get("download_button")}
     assert 'src="https://cdn.plot.ly' in served("bias_download_html").decode()
-    # Saved into <data folder>/reports/ under a timestamped name; a second save never overwrites.
+    # Writing on the server needs an editor (downloads do not); then saved into <data folder>/reports/
+    # under a timestamped name, and a second save never overwrites.
+    at.session_state["editor"] = ""
+    at.button(key="bias_save").click().run()
+    assert any("An editor name is required" in e.value for e in at.error) and not (tmp_path / "reports").exists()
+    at.session_state["editor"] = "ann"
     at.button(key="bias_save").click().run()
     ok(at)
     at.button(key="bias_save").click().run()

@@ -346,6 +346,43 @@ def test_a_created_class_is_selected_even_when_the_search_hides_it(app, app_stor
     assert created in set(app.dataframe[0].value["class_id"])
 
 
+def test_retiring_or_merging_keeps_the_edited_class_in_view(app, app_store):
+    """The status filter hides retired classes; retiring (or merging away) the class being edited must
+    not move the forms to another class: the filter widens to keep it, or the merge target is selected."""
+    gone, _ = add_class(app_store.store, "Retire Me From The Page", "ann")
+    kept, _ = add_class(app_store.store, "Merge Me Away", "ann")
+    app.session_state["editor"] = "ann"
+    go(app, "classes")
+    app.selectbox(key="class_selected").set_value(gone).run()
+    app.selectbox(key=f"status_{gone}").set_value("retired")
+    button(app, "Set status").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    assert app.selectbox(key="class_selected").value == gone and "retired" in app.multiselect(key="class_status_filter").value
+    app.selectbox(key="class_selected").set_value(kept).run()
+    target = app_store.classes["Serena Williams"]
+    app.selectbox(key=f"merge_target_{kept}").set_value(target)
+    button(app, "Merge").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    assert app.selectbox(key="class_selected").value == target
+
+
+def test_page_choices_survive_a_visit_to_another_page(app, app_store):
+    """Streamlit forgets a widget's state when a page does not draw it; the choices an editor makes to
+    find their place (the GIF on Tags, the search on Classes) are kept for the session."""
+    go(app, "tags")
+    photo = app_store.media[sorted(app_store.largest_face)[1]]
+    app.selectbox(key="tags_media").set_value(photo).run()
+    go(app, "classes")
+    app.text_input(key="class_search").input("serena").run()
+    go(app, "export")
+    go(app, "tags")
+    assert app.selectbox(key="tags_media").value == photo
+    go(app, "classes")
+    assert app.text_input(key="class_search").value == "serena"
+
+
 def test_split_offers_no_retired_class(app, app_store):
     retired, _ = add_class(app_store.store, "Retired Split Target", "ann")
     set_class_status(app_store.store, retired, "retired", "ann")
@@ -552,7 +589,7 @@ def test_per_tag_bulk_actions_spare_decisions_and_decide_suggestions(tmp_path_fa
     button(at, "Set confidence").click().run()
     no_exception(at)
     assert not errors(at), errors(at)
-    assert any("1 media got nod after the page was drawn and were left out" in w.value for w in at.warning)
+    assert any("1 media got 'nod' after the page was drawn and were left out" in w.value for w in at.warning)
     assert nod()[gif] == (0.9, "active", "bob") and nod()[tagged] == (0.2, "active", "carol")
 
 
@@ -645,6 +682,15 @@ def test_export_page_runs_the_export_and_shows_the_manifest(app, app_store, tmp_
     go(app, "export")
     # something is chosen from the start: no earlier export shows as "none", not as an empty choice
     assert app.selectbox(key="export_previous").value is not None
+    # no folder is refused (it would be the server's working directory); a relative one is in the data folder
+    app.text_input(key="export_out_dir").input("  ")
+    button(app, "Run export").click().run()
+    assert "Give an output folder." in errors(app), errors(app)
+    app.text_input(key="export_out_dir").input("relative-export")
+    button(app, "Run export").click().run()
+    no_exception(app)
+    assert not errors(app), errors(app)
+    assert (Path(app_store.data_dir) / "relative-export" / "manifest.json").is_file()
     out = tmp_path / "export"
     app.text_input(key="export_out_dir").input(str(out))
     button(app, "Run export").click().run()

@@ -230,3 +230,15 @@ def test_export_twice_in_a_session_writes_two_new_folders(app, polish_store, tmp
     finally:
         for folder in written:  # the data folder is the session's, shared with other tests
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_messages_show_names_as_typed_never_as_markup():
+    """A tag or class name in a success or error banner is text: no bold, no link, no html; the
+    punctuation of ordinary messages is left as it reads."""
+    from labeling.pages.common import plain
+
+    assert plain("add tag(s) '**huge** [click](https://x.y)' to 1 media") == \
+        r"add tag(s) '\*\*huge\*\* [click\](https://x.y)' to 1 media"
+    assert plain("<b>_x_</b> `y` ~z~ $w$ a|b") == r"\<b\>\_x\_\</b\> \`y\` \~z\~ \$w\$ a\|b"
+    for ordinary in ("operation 7 (add_class) cannot be undone", "confidence must be in [0, 1], got 1.5"):
+        assert plain(ordinary) == ordinary

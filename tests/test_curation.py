@@ -228,7 +228,8 @@ def test_tags_confidences_and_bad_values(store):
     make_faces(store, 2, 0)
     with store() as s:
         media = list(s.scalars(select(Media.id)))
-    add_tags(store, media, ["Happy", "dance"], "ann", confidence=0.8)
+    added = add_tags(store, media, ["  Happy ", "dance"], "ann", confidence=0.8)
+    assert added.summary.startswith("add tag(s) 'happy', 'dance' to 2 media")  # as stored, not as typed
     set_tag_confidences(store, [(media[0], "happy", 0.3)], "ann")
     add_tags(store, [media[1]], ["party"], "model-run", confidence=0.4, source="experts_voting", status="suggested")
     set_tag_status(store, [(media[1], "party")], "active", "ann")

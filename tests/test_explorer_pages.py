@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from explorer.projection_jobs import wait_for_projections
 from explorer.views import (POINT_COLUMNS, VIEWS, centroid_points, face_points, filter_points, nearest, projection_for,
                             view_points)
-from labeling.face_labels import approve_faces, mark_unknown, reject_faces, relabel_faces
+from labeling.face_labels import Prediction, approve_faces, mark_unknown, record_predictions, reject_faces, relabel_faces
 from labeling.queries import faces_frame, tracks_frame
 from labeling.recognition import refresh_predictions
 from labeling.schema import AuditEvent, FaceLabel
@@ -329,11 +329,19 @@ def _explore_face_as_ann(reviewed: LoopStore, monkeypatch, photo: str) -> tuple[
 
 
 def test_approve_is_offered_only_for_a_face_with_a_class(reviewed, monkeypatch):
+    """Approve confirms the face's class, or for a face turned down the model's prediction (the model
+    was right after all); a face with neither has nothing to approve: relabel instead."""
     app, face = _explore_face_as_ann(reviewed, monkeypatch, "Serena_Williams_0007.jpg")
     assert not app.button(key="explore_approve").disabled
     reject_faces(reviewed.store, [face], "bob")
     app.number_input(key="explore_point_id").set_value(face).run()
-    assert app.button(key="explore_approve").disabled  # rejected: no class left to approve; relabel instead
+    approve = app.button(key="explore_approve")
+    assert not approve.disabled and "Serena Williams" in approve.help
+    # the model now finds no known person in it (open set): nothing left to approve
+    record_predictions(reviewed.store, [Prediction(face, None, 0.4, [])], "open-set-run")
+    app.number_input(key="explore_point_id").set_value(None).run()
+    app.number_input(key="explore_point_id").set_value(face).run()
+    assert app.button(key="explore_approve").disabled
     assert not app.button(key="explore_relabel").disabled
 
 

@@ -22,7 +22,7 @@ from explorer.audit_inputs import read_audit_inputs
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BASES, AuditReport, audit_report,
                                  class_groups, classes_with_faces, count_text, counted, face_groups,
                                  known_attributes, parse_reference, uniform_reference)
-from labeling.pages.common import get_settings, get_store
+from labeling.pages.common import get_settings, get_store, require_editor
 from labeling.queries import events_frame, store_overview
 
 LABELS = {"gender": "Gender", "ethnicity": "Ethnicity", "decade": "Birth decade", "country": "Country"}
@@ -271,6 +271,8 @@ cols[0].download_button("Download CSV", csv_bytes, file_name="bias-audit.csv", m
                         key="bias_download_csv", on_click="ignore")
 cols[1].download_button("Download HTML", html_bytes, file_name="bias-audit.html", mime="text/html",
                         key="bias_download_html", on_click="ignore")
-if cols[2].button(f"Save to {REPORTS}/", key="bias_save", help=f"Into {Path(settings.data_dir) / REPORTS}"):
+# downloads are browsing; writing files on the server is a change like any other: signed-in editors only
+if cols[2].button(f"Save to {REPORTS}/", key="bias_save", help=f"Into {Path(settings.data_dir) / REPORTS}") \
+        and require_editor():
     saved = save_report(report, settings.data_dir, offline)
     st.success("Saved " + " and ".join(f"`{p}`" for p in saved))

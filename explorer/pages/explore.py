@@ -46,13 +46,14 @@ def _forget_selection() -> None:
 
 models = face_models(store)
 controls = st.columns([1.2, 1.2, 1.2, 2])
-view = controls[0].selectbox("Points", VIEWS, key="explore_view", on_change=_forget_selection)
+view = controls[0].selectbox("Points", VIEWS, key="explore_view", persist_state="session", on_change=_forget_selection)
 model_id = None
 if view in ("Faces", "Face tracks", "Class centroids") and len(models) > 1:
-    model_id = controls[1].selectbox("Face model", models["model_id"].tolist(), key="explore_model")
+    model_id = controls[1].selectbox("Face model", models["model_id"].tolist(), key="explore_model",
+                                     persist_state="session")
 elif len(models):
     model_id = models["model_id"].iloc[0]
-colour = controls[2].selectbox("Colour by", list(COLOR_OPTIONS), key="explore_colour")
+colour = controls[2].selectbox("Colour by", list(COLOR_OPTIONS), key="explore_colour", persist_state="session")
 
 
 @st.cache_data(show_spinner="Reading the store ...", max_entries=8)
@@ -72,15 +73,16 @@ if points.empty:
     st.stop()
 
 with controls[3].expander("Filters", expanded=False):
-    search = st.text_input("Search a class by name", key="explore_search")
+    search = st.text_input("Search a class by name", key="explore_search", persist_state="session")
     class_choices = sorted(points["class"].unique(), key=str.casefold)
     if search.strip():
         class_choices = [c for c in class_choices if search.strip().casefold() in c.casefold()]
-    classes = st.multiselect("Classes", class_choices, key="explore_classes")
-    statuses = st.multiselect("Status", sorted(points["status"].unique()), key="explore_statuses")
-    confidence = st.slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="explore_confidence")
+    classes = st.multiselect("Classes", class_choices, key="explore_classes", persist_state="session")
+    statuses = st.multiselect("Status", sorted(points["status"].unique()), key="explore_statuses",
+                              persist_state="session")
+    confidence = st.slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="explore_confidence", persist_state="session")
     gif_names = points.drop_duplicates("media_id").set_index("media_id")["media_name"]
-    media_choice = st.selectbox("GIF", [None, *gif_names.index.tolist()], key="explore_media",
+    media_choice = st.selectbox("GIF", [None, *gif_names.index.tolist()], key="explore_media", persist_state="session",
                                 format_func=lambda m: "any" if m is None else f"{gif_names[m]} (id {m})")
     isolate = st.toggle("Isolate the 2D selection", key="explore_isolate",
                         help="Show only the points last selected with the lasso or box in the 2D view")
@@ -232,9 +234,12 @@ with details:
                 write(lambda s, e: decide_faces(s, [int(point_id)], decision, e, class_id=class_id,
                                                 expected_versions=seen))
 
-            no_class = row["class"] in (UNLABELED, *TURNED_DOWN.values())  # nothing to approve: relabel instead
+            no_class = not row["nameable"]  # no label and no prediction: nothing to approve, relabel instead
+            turned_down = row["kind"] == "face" and row["status"] in TURNED_DOWN and candidates
+            approve_help = ("No class to approve: pick one and relabel" if no_class else
+                            f"The model was right after all: confirms {candidates[0][1]}" if turned_down else None)
             if buttons[0].button("Approve", key="explore_approve", width="stretch", disabled=no_class,
-                                 help="No class to approve: pick one and relabel" if no_class else None):
+                                 help=approve_help):
                 act("approve")
             if buttons[1].button("Reject", key="explore_reject", width="stretch"):
                 act("reject")
@@ -287,7 +292,12 @@ def _bulk_faces(chosen: list[int]) -> None:
                    "changes those decisions.")
         override = st.checkbox(f"Change the {len(confirmed)} confirmed face(s) too",
                                key=f"explore_bulk_override_{hash(tuple(chosen))}")
-    _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=True,
+    unnamed = sorted(set(chosen) & set(shown.loc[~shown["nameable"].astype(bool), "id"].astype(int)))
+    _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed,
+                      approve_help=(f"{len(unnamed)} of the faces have neither a class nor a prediction to approve "
+                                    f"(faces {', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): "
+                                    "relabel them, or select without them" if unnamed
+                                    else "Each face gets its class, else the model's prediction"),
                       decide=lambda d, c: write(lambda s, e: decide_faces(s, chosen, d, e, class_id=c,
                                                                           expected_versions=seen)))
     with st.form("explore_new_class"):
@@ -309,7 +319,7 @@ def _bulk_tracks(chosen: list[int]) -> None:
                    "tracks, approve included, changes those.")
         override = st.checkbox(f"Change the {decided} decided face(s) too",
                                key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
-    unnamed = sorted(set(chosen) & set(shown.loc[shown["class"] == UNLABELED, "id"].astype(int)))
+    unnamed = sorted(set(chosen) & set(shown.loc[~shown["nameable"].astype(bool), "id"].astype(int)))
     _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,
                       approve_ok=not unnamed and override,
                       approve_help=(f"No predicted person to approve for track(s) {', '.join(map(str, unnamed[:10]))}"
@@ -353,7 +363,8 @@ def _bulk_gifs(chosen: list[int]) -> None:
 with bulk:
     if len(shown) and view in BULK_NOUNS:
         # the map is 3D: a cluster hidden behind another in one plane stands apart in another
-        plane = st.radio("Plane of the 3D map", list(PLANES), horizontal=True, key="explore_plane")
+        plane = st.radio("Plane of the 3D map", list(PLANES), horizontal=True, key="explore_plane",
+                         persist_state="session")
         fig2 = scatter_2d(shown, COLOR_OPTIONS[colour], x=PLANES[plane][0], y=PLANES[plane][1], hover_cols=HOVER,
                           highlight_ids=highlight)
         event2 = st.plotly_chart(fig2, key="explore_2d", on_select="rerun", selection_mode=("points", "box", "lasso"))

@@ -15,8 +15,12 @@ from explorer.views import index_dir_for
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import get_settings, get_store, media_file, versions_seen, write
-from labeling.queries import UNLABELED, classes_frame, faces_frame, face_models, prediction_text, tracks_frame
+from labeling.pages.common import get_settings, get_store, keep_choice, media_file, versions_seen, write
+from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
+                              tracks_frame)
+
+CONFIDENCE_NOTE = (f"Confidence is the model's score for its best class among the catalog's; on \"{UNKNOWN_OPEN_SET}\" "
+                   "it is the score of the class the open-set threshold turned down (too far from everyone known).")
 
 settings, store = get_settings(), get_store()
 st.title("Review")
@@ -25,8 +29,8 @@ models = face_models(store)
 if models.empty:
     st.info("No faces yet: ingest GIFs or photos on the Ingest page (or `giflens ingest`).")
     st.stop()
-model_id = (st.selectbox("Face model", models["model_id"].tolist(), key="review_model") if len(models) > 1
-            else models["model_id"].iloc[0])
+model_id = (st.selectbox("Face model", models["model_id"].tolist(), key="review_model", persist_state="session")
+            if len(models) > 1 else models["model_id"].iloc[0])
 faces, vectors = faces_frame(store, model_id, with_vectors=True)
 labels = faces["class_name"].where(faces["class_name"].notna(), None).tolist()
 predicted = faces["predicted_class_name"].where(faces["predicted_class_name"].notna(), None).tolist()
@@ -116,8 +120,13 @@ with clusters_tab:
         st.dataframe(stats, hide_index=True, width="stretch", key="review_stats")
         clicked = selected_ids(chart)
         names = stats["class"].tolist()
-        default = names.index(clicked[0]) if clicked and clicked[0] in names else 0
-        chosen = st.selectbox("Open a class (worst first)", names, index=default, key="review_class")
+        # a new click on the chart opens that class; the choice otherwise stays (also across pages)
+        click = clicked[0] if clicked and clicked[0] in names else None
+        if click is not None and click != st.session_state.get("review_class_click"):
+            st.session_state["review_class"] = click
+        st.session_state["review_class_click"] = click
+        keep_choice("review_class", names)
+        chosen = st.selectbox("Open a class (worst first)", names, key="review_class", persist_state="session")
         members = members_by_distance(vectors, labels, chosen, ids=faces["face_id"].tolist())
         st.caption(f"{len(members)} faces of {chosen}, farthest from the centroid first")
         thumbnails(members["id"].head(24).tolist(), [f"{i} · {d:.3f}" for i, d in zip(members["id"].head(24), members["distance"].head(24))])
@@ -127,15 +136,15 @@ with clusters_tab:
 with suspects_tab:
     conf = faces["predicted_confidence"].to_numpy(np.float64)  # NaN: not predicted yet
     left, right = st.columns(2)
-    min_conf = left.slider("Low confidence below", 0.0, 1.0, 0.5, 0.05, key="review_min_conf")
+    min_conf = left.slider("Low confidence below", 0.0, 1.0, 0.5, 0.05, key="review_min_conf", persist_state="session")
     # The saved index of every face of this model (data folder/indexes), shared with Explore.
     queue = suspect_faces(vectors, labels, predicted, conf, ids=faces["face_id"].tolist(), min_confidence=min_conf,
                           index_dir=index_dir_for(settings.data_dir, "Faces", model_id), model_id=model_id)
     reasons = sorted({r for text in queue["reasons"] for r in text.split("; ")})
-    only = right.multiselect("Reasons", reasons, key="review_reasons")
+    only = right.multiselect("Reasons", reasons, key="review_reasons", persist_state="session")
     if only:
         queue = queue[queue["reasons"].map(lambda t: any(r in t for r in only))]
-    st.caption(f"{len(queue)} suspect faces, most suspicious first")
+    st.caption(f"{len(queue)} suspect faces, most suspicious first. {CONFIDENCE_NOTE}")
     head = queue.head(200)
     thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
                                               for i, label in zip(head["id"].head(16), head["label"].head(16))])
@@ -182,7 +191,7 @@ with tracks_tab:
                      help="A photo holds one face per track: include the faces of photos nobody decided yet."):
         tracks = tracks[tracks["media_kind"] != "image"]
     todo = tracks[~tracks["has_decision"]]
-    st.caption(f"{len(todo)} of {len(tracks)} tracks have no decision yet")
+    st.caption(f"{len(todo)} of {len(tracks)} tracks have no decision yet. {CONFIDENCE_NOTE}")
     if len(todo):
         predicted = prediction_text(todo["predicted_class_name"], todo["predicted_confidence"])
         table = pd.DataFrame({"id": todo["track_id"], "media": todo["media_path"].map(lambda p: Path(str(p)).name),

@@ -24,9 +24,9 @@ by_id = catalog.set_index("class_id")
 
 
 def show_created() -> None:
-    """A class an operation just created (NEXT_KEY) becomes the selection. The selector only offers
-    the filtered view, so when the search or the status filter hides the new class they are widened
-    (the search cleared, its status added) before their widgets are drawn."""
+    """A class an operation just created, retired or merged into (NEXT_KEY) becomes the selection. The
+    selector only offers the filtered view, so when the search or the status filter hides that class
+    they are widened (the search cleared, its status added) before their widgets are drawn."""
     created = st.session_state.pop(NEXT_KEY, None)
     if created not in by_id.index:
         return
@@ -46,8 +46,9 @@ show_created()
 
 st.title("Classes")
 left, right = st.columns([3, 2])
-text = left.text_input("Search", key=SEARCH_KEY, placeholder="name, display name or external id")
-statuses = right.multiselect("Status", CLASS_STATUSES, key=STATUS_KEY)
+text = left.text_input("Search", key=SEARCH_KEY, persist_state="session",
+                       placeholder="name, display name or external id")
+statuses = right.multiselect("Status", CLASS_STATUSES, key=STATUS_KEY, persist_state="session")
 view = search_classes(catalog, text, statuses or None)
 st.dataframe(view[CATALOG_COLUMNS], hide_index=True, width="stretch",
              column_config={"faces": st.column_config.NumberColumn(help="faces labeled with the class now"),
@@ -70,6 +71,11 @@ def select_created(result) -> None:
     st.session_state[NEXT_KEY] = result[0]
 
 
+def keep_editing(class_id: int) -> None:
+    """The class to select after an operation that may hide it (retired, merged) from the filtered view."""
+    st.session_state[NEXT_KEY] = class_id
+
+
 def text_or_none(value: str) -> str | None:
     return value.strip() or None
 
@@ -81,7 +87,7 @@ if options:
     if st.session_state.get(SELECT_KEY) not in options:
         st.session_state[SELECT_KEY] = options[0]
     keep_choice(SELECT_KEY, options)
-    selected = st.selectbox("Class to edit", options, format_func=label, key=SELECT_KEY)
+    selected = st.selectbox("Class to edit", options, format_func=label, key=SELECT_KEY, persist_state="session")
 else:
     selected = None
     st.info("No class matches the search and status filter: change them, or add a class.")
@@ -139,8 +145,9 @@ if selected is not None:
             keep_choice(f"merge_target_{selected}", targets)
             target = st.selectbox("Into", targets, format_func=label, key=f"merge_target_{selected}")
             if st.form_submit_button("Merge"):
-                write(lambda s, e: merge_classes(s, selected, target, e,
-                                                 expected_versions={selected: expected(selected), target: expected(target)}))
+                versions = {selected: expected(selected), target: expected(target)}
+                write(lambda s, e: merge_classes(s, selected, target, e, expected_versions=versions),
+                      after=lambda _: keep_editing(target))  # the merged class is retired: follow its faces
 
     with split_tab:
         members = faces_frame(store, class_id=selected)
@@ -174,7 +181,8 @@ if selected is not None:
             status = st.selectbox("Status", CLASS_STATUSES, index=CLASS_STATUSES.index(row["status"]),
                                   key=f"status_{selected}")
             if st.form_submit_button("Set status"):
-                write(lambda s, e: set_class_status(s, selected, status, e, expected_version=expected(selected)))
+                write(lambda s, e: set_class_status(s, selected, status, e, expected_version=expected(selected)),
+                      after=lambda _: keep_editing(selected))  # retired: still the one edited, not the next in view
 
     with history_tab:
         events = history_frame(store, f"class:{selected}")

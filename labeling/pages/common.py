@@ -160,16 +160,17 @@ def require_editor() -> str | None:
 # -- errors and messages -----------------------------------------------------------------------
 def show_error(exc: BaseException) -> None:
     """A refusal as the editor should read it: what was refused and why, never a traceback."""
+    text = plain(str(exc))
     if isinstance(exc, ConflictError):
-        st.error(f"Conflict: {exc}")
+        st.error(f"Conflict: {text}")
     elif isinstance(exc, UndoError):
-        st.error(f"Cannot undo: {exc}")
+        st.error(f"Cannot undo: {text}")
     elif isinstance(exc, NotFoundError):
-        st.error(f"Not found: {exc}")
+        st.error(f"Not found: {text}")
     elif isinstance(exc, (ValidationError, StoreError)):
-        st.error(f"Refused: {exc}")
+        st.error(f"Refused: {text}")
     else:
-        st.error(f"{type(exc).__name__}: {exc}")
+        st.error(f"{type(exc).__name__}: {text}")
 
 
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
@@ -179,6 +180,18 @@ def escape_markdown(text: str) -> str:
     """Text shown through Streamlit's markdown as typed: a class named `*NSYNC_` or `[x](y)` is a
     name, not emphasis or a link."""
     return _MARKDOWN_SPECIALS.sub(r"\\\1", text)
+
+
+# what can make markup inside a sentence: emphasis, code, html, strike, maths, tables; an underscore only
+# at a word's edge (add_class stays as it is); a bracket only where it closes a link text ("](")
+_INLINE_SPECIALS = re.compile(r"([\\`*<>~$|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|\](?=\())")
+
+
+def plain(text: str) -> str:
+    """A message built from names and summaries, shown through markdown as written: a tag typed as
+    `**huge** [click](https://x)` stays that text, never bold or a link. Lighter than escape_markdown,
+    so messages read the same where they are read raw ("add_class", "[0, 1]", "(operation 3)")."""
+    return _INLINE_SPECIALS.sub(r"\\\1", text)
 
 
 def keep_choice(key: str, options: list[Any]) -> None:
@@ -194,8 +207,8 @@ def keep_choice(key: str, options: list[Any]) -> None:
 
 
 def flash(message: str, kind: str = "success") -> None:
-    """A message shown once, at the top of the next run (survives st.rerun)."""
-    st.session_state.setdefault(FLASH_KEY, []).append((kind, message))
+    """A message shown once, at the top of the next run (survives st.rerun); plain text, not markdown."""
+    st.session_state.setdefault(FLASH_KEY, []).append((kind, plain(message)))
 
 
 def show_flash() -> None:

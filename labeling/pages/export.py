@@ -56,7 +56,8 @@ if (st.session_state.get("export_previous_options") != earlier
     st.session_state["export_previous_options"] = earlier
     st.session_state["export_previous"] = earlier[0] if earlier else NO_PREVIOUS
 with st.form("export_form"):
-    out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY)
+    out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY,
+                            help="A relative path is taken inside the data folder")
     left, middle, right = st.columns(3)
     val_share = left.slider("Validation share (per class)", 0.0, 0.9, 0.2, 0.05, key="export_val_share")
     seed = middle.number_input("Split seed", min_value=0, value=0, step=1, key="export_seed")
@@ -69,11 +70,16 @@ with st.form("export_form"):
 
 if submitted:
     st.session_state.pop(RESULT_KEY, None)  # a refusal must not be shown above the previous run's success
-if submitted and (editor := require_editor()):
+target = Path(out_dir.strip()).expanduser()
+if submitted and not out_dir.strip():
+    st.error("Give an output folder.")  # an empty path would be the server's working directory
+elif submitted and (editor := require_editor()):
+    # a relative folder is one in the data folder, not wherever the server happened to be started
+    target = target if target.is_absolute() else Path(settings.data_dir) / target
     bar = st.progress(0.0, text="Reading the store ...")
     on_progress = progress_callback(bar, "faces")
     try:
-        summary = export_dataset(store, Path(settings.data_dir), Path(out_dir.strip()), editor, split=val_share,
+        summary = export_dataset(store, Path(settings.data_dir), target, editor, split=val_share,
                                  seed=int(seed), on_progress=on_progress, face_model=settings.face_model,
                                  overwrite=overwrite, previous=Path(previous) if previous else None)
     except (StoreError, OSError) as exc:

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from labeling.errors import ValidationError
-from labeling.pages.common import (escape_markdown, flash, get_settings, get_store, keep_choice, media_file,
+from labeling.pages.common import (escape_markdown, flash, get_settings, get_store, keep_choice, media_file, plain,
                                    progress_callback, require_editor, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
@@ -122,7 +122,8 @@ with per_gif:
         ordered = media.assign(_still=still, _name=media["name"].str.casefold()).sort_values(
             ["_still", "_name"], kind="stable").index.tolist()
         keep_choice(MEDIA_KEY, ordered)  # its label counts tags: accepting suggestions changes it
-        media_id = st.selectbox("GIF or image", ordered, format_func=media_label, key=MEDIA_KEY)
+        media_id = st.selectbox("GIF or image", ordered, format_func=media_label, key=MEDIA_KEY,
+                                persist_state="session")
         tags = media_tags_frame(store, media_id=media_id)
         active = tags[tags["status"] == "active"].reset_index(drop=True)
         suggested = tags[tags["status"] == "suggested"].reset_index(drop=True)
@@ -206,7 +207,7 @@ with per_tag:
     else:
         by_tag = counts.set_index("tag")
         keep_choice(TAG_KEY, counts["tag"].tolist())
-        tag = st.selectbox("Tag", counts["tag"].tolist(), key=TAG_KEY,
+        tag = st.selectbox("Tag", counts["tag"].tolist(), key=TAG_KEY, persist_state="session",
                            format_func=lambda t: f"{t} ({by_tag.loc[t, 'active']} active, "
                                                  f"{by_tag.loc[t, 'suggested']} suggested)")
         carrying = media_tags_frame(store, tag=tag)
@@ -242,12 +243,12 @@ with per_tag:
             (another editor, experts voting) is left out, and the page says so."""
             kept = [m for m in media_ids if m in drawn]
             if len(kept) < len(media_ids):
-                note = (f"{len(media_ids) - len(kept)} media got {shown} after the page was drawn and were left "
+                note = (f"{len(media_ids) - len(kept)} media got {tag!r} after the page was drawn and were left "
                         "out; they are listed now: repeat the action if it should cover them too.")
                 if kept:
                     flash(note, "warning")  # the action goes on and reruns the page
                 else:
-                    st.warning(note)
+                    st.warning(plain(note))
             return kept
 
         if active_ids := listed(f"Tagged {shown}", tagged,
