@@ -138,14 +138,14 @@ def main() -> None:
 
     real = compare("real LFW", base, queries, args.k)
     ef_sweep(base, queries, args.k, [10, 20, 40, 100, 200])
-    summary = {"recall_at_10": real["recall"], "speedup": real["speedup"], "batch_speedup": real["batch_speedup"],
+    summary = {f"recall_at_{args.k}": real["recall"], "speedup": real["speedup"], "batch_speedup": real["batch_speedup"],
                "n": real["n"]}
     if args.large:
         pool = augmented(base, args.large, args.sigma, rng)
         large = compare(f"real + noisy copies (synthetic augmentation, sigma={args.sigma})", pool, queries, args.k)
         sizes = [s for s in (1000, 2000, 5000, 10_000, 20_000, args.large) if s <= args.large]
         first = crossover(pool, queries[:200], args.k, sizes)
-        summary.update({"large_n": large["n"], "large_recall_at_10": large["recall"],
+        summary.update({"large_n": large["n"], f"large_recall_at_{args.k}": large["recall"],
                         "large_speedup": large["speedup"], "large_batch_speedup": large["batch_speedup"],
                         "hnsw_faster_from_n": first if first is not None else "none"})
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) and k.endswith("10") else

@@ -8,19 +8,21 @@ and the rows still hold what the operation wrote.
 """
 from __future__ import annotations
 
+import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import PurePath
 from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import DateTime, and_, bindparam, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
 from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError
-from labeling.schema import (UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, FaceLabel, MediaTag, Track,
-                             utcnow)
+from labeling.schema import (UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, FaceLabel, Media, MediaTag,
+                             Tag, Track, utcnow)
 from labeling.validation import check_editor
 
 # entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
@@ -94,27 +96,33 @@ class Operation:
 
     # -- reading -------------------------------------------------------------------
     def load(self, kind: str, keys: Iterable[Key]) -> dict[Key, dict[str, Any] | None]:
-        """Current rows (locked on PostgreSQL), and the before-snapshot of the first load."""
+        """Current rows (locked on PostgreSQL), and the before-snapshot of the first load; the result
+        keeps the caller's order.
+
+        Rows are locked in key order, chunk after chunk and row after row, whatever order the caller
+        gave: two editors locking overlapping rows in different orders (a selection and the same one
+        reversed) would each hold rows the other waits for, a deadlock. In one order the second waits."""
         model, cols = KINDS[kind]
         table = model.__table__
         keys = list(dict.fromkeys(tuple(k) for k in keys))
+        order = [table.c[c] for c in cols]
         found: dict[Key, dict[str, Any]] = {}
-        for chunk in _chunks(keys, CHUNK if len(cols) == 1 else COMPOSITE_CHUNK):
+        for chunk in _chunks(sorted(keys), CHUNK if len(cols) == 1 else COMPOSITE_CHUNK):
             if len(cols) == 1:
                 cond = table.c[cols[0]].in_([k[0] for k in chunk])
             else:
                 cond = or_(*[and_(*[table.c[c] == v for c, v in zip(cols, k)]) for k in chunk])
-            for row in self.session.execute(select(table).where(cond).with_for_update()).mappings():
+            for row in self.session.execute(select(table).where(cond).order_by(*order).with_for_update()).mappings():
                 found[tuple(row[c] for c in cols)] = dict(row)
         out = {k: found.get(k) for k in keys}
         for k, row in out.items():
             self.loaded.setdefault(entity_key(kind, k), dict(row) if row else None)
         return out
 
-    @staticmethod
-    def check_versions(kind: str, rows: dict[Key, dict[str, Any] | None], expected: dict[Any, int] | None,
+    def check_versions(self, kind: str, rows: dict[Key, dict[str, Any] | None], expected: dict[Any, int] | None,
                        editor_col: str = "editor") -> None:
-        """Refuse the whole operation when any entity moved past the version the editor saw."""
+        """Refuse the whole operation when any entity moved past the version the editor saw; the
+        ConflictError names who moved it on (see `stale_version_error`)."""
         if not expected:
             return
         for key, row in rows.items():
@@ -123,8 +131,7 @@ class Operation:
                 continue
             actual = row["version"] if row else 0
             if actual != want:
-                raise ConflictError(entity_key(kind, key).replace(":", " ", 1), want, actual,
-                                    row.get(editor_col) if row else None, row.get("updated_at") if row else None)
+                raise stale_version_error(self.session, kind, key, row, want, editor_col)
 
     # -- writing -------------------------------------------------------------------
     def update(self, kind: str, changes: dict[Key, dict[str, Any]], current: dict[Key, dict[str, Any] | None]) -> None:
@@ -152,6 +159,9 @@ class Operation:
                 current[key] = {**row, **after}  # a second update in the same operation builds on this
             self.written.setdefault(kind, set()).add(key)
         table = model.__table__
+        # Inserts in key order too: two operations inserting the first labels of the same faces in
+        # different orders would each wait on a unique key the other holds.
+        inserts.sort(key=lambda row: tuple(row[c] for c in cols))
         for batch in _group_by_columns(updates):
             names = [c for c in batch[0] if c != "_id"]
             stmt = update(table).where(table.c.id == bindparam("_id")).values({c: bindparam(c) for c in names})
@@ -211,6 +221,77 @@ def _group_by_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any
         yield from (list(c) for c in _chunks(group))
 
 
+# -- who moved an entity on: the audit log, not the row ------------------------------------
+@dataclass(frozen=True)
+class LastWrite:
+    """The latest audited operation that wrote an entity."""
+
+    event_id: int
+    editor: str
+    at: datetime
+    operation: str
+    undo_of_id: int | None
+
+    def phrase(self) -> str:
+        """"by bob at 2026-12-06 10:00:00 UTC in operation 12 (approve_faces)"."""
+        what = f"undo of operation {self.undo_of_id}" if self.undo_of_id else self.operation
+        return f"by {self.editor} at {_utc(self.at):%Y-%m-%d %H:%M:%S} UTC in operation {self.event_id} ({what})"
+
+
+def last_write(session: Session, key: str) -> LastWrite | None:
+    """The latest audit event that wrote `key` ("face:12"), if any."""
+    stmt = (select(AuditEvent.id, AuditEvent.editor, AuditEvent.at, AuditEvent.operation, AuditEvent.undo_of_id)
+            .join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
+            .where(AuditEntity.key == key, AuditEntity.written.is_(True))
+            .order_by(AuditEvent.id.desc()).limit(1))
+    row = session.execute(stmt).first()
+    return LastWrite(*row) if row else None
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without a zone (they are stored in UTC); PostgreSQL with one."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def describe_entity(session: Session, kind: str, key: Key) -> str:
+    """"face 12", "class 3 ('Al Gore')", "tag 'smile' on nod.gif (media 7)": what an editor knows it by."""
+    if kind == "class":
+        name = session.scalar(select(CelebrityClass.name).where(CelebrityClass.id == key[0]))
+        return f"class {key[0]}" + (f" ({name!r})" if name else "")
+    if kind == "media_tag":
+        media_id, tag_id = key
+        tag = session.scalar(select(Tag.name).where(Tag.id == tag_id))
+        path = session.scalar(select(Media.path).where(Media.id == media_id))
+        file = PurePath(path).name if path else "?"
+        return f"tag {tag!r} on {file} (media {media_id})" if tag else f"tag {tag_id} on {file} (media {media_id})"
+    return entity_key(kind, key).replace(":", " ", 1)
+
+
+def stale_version_error(session: Session, kind: str, key: Key, row: dict[str, Any] | None, expected: int,
+                        editor_col: str = "editor") -> ConflictError:
+    """The refusal of an edit based on version `expected` of an entity that has moved on.
+
+    Who and when come from the audit log, not from the row: a model's prediction bumps a decided
+    face's version but keeps the `editor` who decided it, so the row would blame that editor at the
+    model's time; and a row removed since (a tag removed, a label undone) has nobody left to name.
+    The row speaks only when no audited operation wrote it last (a write outside the operations)."""
+    entity = describe_entity(session, kind, key)
+    writer = last_write(session, entity_key(kind, key))
+    if row is not None and writer is not None and row.get("updated_at") and _utc(row["updated_at"]) > _utc(writer.at):
+        writer = None  # written since outside the audited operations: the row knows better
+    if row is None:
+        what = f"the label of {entity}" if kind == "face" else entity  # the face is there, its label is gone
+        by = writer.phrase() if writer else "outside the audited operations"
+        return ConflictError(entity, expected, 0, writer.editor if writer else None, writer.at if writer else None,
+                             f"{what} was removed {by}; your edit was based on version {expected} of it: "
+                             "reload and try again")
+    if writer is None:
+        return ConflictError(entity, expected, row["version"], row.get(editor_col), row.get("updated_at"))
+    return ConflictError(entity, expected, row["version"], writer.editor, writer.at,
+                         f"{entity} was changed {writer.phrase()}: it is at version {row['version']}, your edit was "
+                         f"based on version {expected}; reload it and try again")
+
+
 _UNIQUE_ROWS = {"name_key": "a class of the same name", "face_label": "a label of the same face",
                 "media_tag": "the same tag on the same media item", "tag": "the same new tag"}
 
@@ -222,11 +303,44 @@ def concurrent_write_error(exc: IntegrityError) -> ConcurrentWriteError:
     return ConcurrentWriteError(what)
 
 
+# PostgreSQL gives up on one of two transactions waiting on each other (deadlock_detected) or that
+# cannot both be serialised (serialization_failure); running the loser again succeeds.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_write_collision(exc: DBAPIError) -> bool:
+    """Whether the database refused a write only because another transaction was writing the same
+    rows at the same time: a deadlock or serialization failure on PostgreSQL, a write lock held past
+    the busy timeout on SQLite. Nothing was saved, and the same edit would go through on a retry."""
+    if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True
+    return isinstance(exc.orig, sqlite3.OperationalError) and "database is locked" in str(exc.orig)
+
+
+def write_collision_error() -> ConcurrentWriteError:
+    """What an editor reads instead of "deadlock detected": someone else was saving, try again."""
+    return ConcurrentWriteError("changes to some of the same faces, classes or tags")
+
+
+@contextmanager
+def collisions_as_conflicts() -> Iterator[None]:
+    """Turn a write collision (`is_write_collision`) into a ConcurrentWriteError; other errors pass."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if not is_write_collision(exc):
+            raise
+        raise write_collision_error() from exc
+
+
 @contextmanager
 def run_operation(factory: sessionmaker[Session], editor: str, name: str) -> Iterator[Operation]:
-    """`with run_operation(store, editor, "approve") as op: ...` then `op.result`."""
+    """`with run_operation(store, editor, "approve") as op: ...` then `op.result`.
+
+    Two editors writing the same rows at once never see a raw database error: a unique key both
+    created, or a deadlock or lock timeout between them, is a ConcurrentWriteError (nothing saved)."""
     try:
-        with write_scope(factory) as session:
+        with collisions_as_conflicts(), write_scope(factory) as session:
             op = Operation(session, editor, name)
             yield op
             op.result = op.finish()
@@ -346,6 +460,33 @@ def _check_deletable_classes(session: Session, event: AuditEvent, class_ids: Seq
                     "wrote those first, or retire the class instead")
 
 
+def merge_chain(session: Session, class_id: int, pending: dict[int, int | None] | None = None) -> list[int]:
+    """class_id, the class it was merged into, the class that one was merged into, ... (`pending`:
+    merged_into_id values about to be written). Stops before repeating a class, so a cycle left by an
+    older version of giflens ends the walk instead of looping."""
+    pending = pending or {}
+    chain: list[int] = []
+    current: int | None = class_id
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = pending[current] if current in pending else session.scalar(
+            select(CelebrityClass.merged_into_id).where(CelebrityClass.id == current))
+    return chain
+
+
+def _check_merge_cycles(session: Session, event: AuditEvent, changes: dict[Key, dict[str, Any]]) -> None:
+    """Refuse to point a class back at the class it was merged into when that class has been merged
+    into it since (undoing "make B active" after "merge C into B"): each would name the other."""
+    pending = {class_id: values["merged_into_id"] for (class_id,), values in changes.items() if "merged_into_id" in values}
+    for class_id, target in pending.items():
+        if target is not None and class_id in merge_chain(session, target, pending):
+            names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
+                                         .where(CelebrityClass.id.in_([class_id, target]))).all())
+            raise UndoError(f"operation {event.id} ({event.operation}) cannot be undone: it would merge class "
+                            f"{names.get(class_id)!r} into {names.get(target)!r} again, but {names.get(target)!r} has "
+                            f"been merged into {names.get(class_id)!r} since; undo that merge first")
+
+
 def _check_free_names(session: Session, event: AuditEvent, changes: dict[Key, dict[str, Any]]) -> None:
     """Refuse to restore a class name another class has taken since (the name is unique)."""
     for (class_id,), values in changes.items():
@@ -368,7 +509,8 @@ def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> Op
     as a raw database error: an editor pressing Undo must get a reason, not a stack trace.
     """
     try:
-        return _undo_event(factory, event_id, editor)
+        with collisions_as_conflicts():
+            return _undo_event(factory, event_id, editor)
     except IntegrityError as exc:
         reason = (str(exc.orig).strip().splitlines() or ["constraint violated"])[0]
         raise UndoError(f"operation {event_id} cannot be undone: restoring it would break a database constraint "
@@ -428,6 +570,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
             if changes:
                 if kind == "class":
                     _check_free_names(session, event, changes)
+                    _check_merge_cycles(session, event, changes)
                 op.update(kind, changes, current[kind])
         for kind in reversed(INSERT_ORDER):  # remove what the operation created, children first
             created = {key: current[kind][key] for key, text in by_kind.get(kind, []) if event.before.get(text) is None}
@@ -462,7 +605,7 @@ def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
     Records that are not curation changes (an ingest batch) are passed over: they can never be
     undone, and stopping at one would leave the editor no way back to the decision before it."""
     editor = check_editor(editor)
-    with write_scope(factory) as session:
+    with collisions_as_conflicts(), write_scope(factory) as session:
         candidates = session.execute(
             select(AuditEvent.id, AuditEvent.after).where(AuditEvent.editor == editor, AuditEvent.undone_by_id.is_(None),
                                                           AuditEvent.undo_of_id.is_(None))

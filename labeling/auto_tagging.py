@@ -46,8 +46,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Operation, _chunks, run_operation
 from labeling.errors import ValidationError
-from labeling.schema import (CONFIRMED_STATUSES, AuditEvent, CelebrityClass, Face, FaceLabel, Media, MediaEmbedding, MediaTag, Tag,
-                             Track, bytes_to_vector)
+from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEvent, CelebrityClass, Face, FaceEmbedding,
+                             FaceLabel, Media, MediaEmbedding, MediaTag, Tag, Track, bytes_to_vector)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import clean_tag_name
 
@@ -94,7 +94,10 @@ def identity_names(class_names: Mapping[int, str], labels: list[tuple[int, str |
     """media -> celebrity tags, from (media, label status, class) per face and (media, class) per track.
 
     A face's confirmed class, or the model's accepted prediction (status "predicted" with a class);
-    faces rejected or marked unknown name nobody. Every media with a face gets an entry.
+    faces rejected or marked unknown name nobody. A track's prediction counts only for tracks no
+    editor decided a face of (the caller leaves the others out): their faces speak for themselves,
+    and a person an editor turned down must not come back as a tag. Every media with a face gets an
+    entry.
     """
     from models.tagger import class_name_to_tag
 
@@ -128,7 +131,9 @@ def read_inputs(store: sessionmaker[Session], gif_model: str | None = None) -> T
         existing: dict[tuple[int, str], tuple[str, str]] = {}
         for media_id, name, source, status in session.execute(
                 select(MediaTag.media_id, Tag.name, MediaTag.source, MediaTag.status)
-                .join(Tag, Tag.id == MediaTag.tag_id).order_by(MediaTag.media_id, MediaTag.confidence.desc(), Tag.name)):
+                # by name, not confidence: the vote writes confidences, and an order it changed would
+                # change the next vote's ties and text (a re-run on unchanged data must change nothing)
+                .join(Tag, Tag.id == MediaTag.tag_id).order_by(MediaTag.media_id, Tag.name)):
             existing[(media_id, name)] = (source, status)
             if status == "active" and media_id in ok:
                 tags.setdefault(media_id, []).append(name)
@@ -147,7 +152,11 @@ def read_inputs(store: sessionmaker[Session], gif_model: str | None = None) -> T
                                            .where(CelebrityClass.status != "retired")).all())
         labels = session.execute(select(Face.media_id, FaceLabel.status, FaceLabel.class_id)
                                  .outerjoin(FaceLabel, FaceLabel.face_id == Face.id)).all()
-        tracks = session.execute(select(Track.media_id, Track.predicted_class_id)).all()
+        decided_tracks = set(session.scalars(
+            select(FaceEmbedding.track_id).join(FaceLabel, FaceLabel.face_id == FaceEmbedding.face_id)
+            .where(FaceEmbedding.track_id.is_not(None), FaceLabel.status.not_in(UNDECIDED_STATUSES)).distinct()))
+        tracks = [(m, c) for t, m, c in session.execute(select(Track.id, Track.media_id, Track.predicted_class_id))
+                  if t not in decided_tracks]
     identity = identity_names(class_names, [tuple(r) for r in labels if r[0] in ok],
                               [tuple(r) for r in tracks if r[0] in ok])
     return TaggingInputs(gif_model, media_ids, visual, weak, tags, identity, existing)

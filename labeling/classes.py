@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import Operation, OperationResult, run_operation
+from labeling.audit import CHUNK, Operation, OperationResult, _chunks, merge_chain, run_operation
 from labeling.errors import NotFoundError, ValidationError
 from labeling.face_labels import apply_decision
 from labeling.schema import CLASS_STATUSES, CelebrityClass, FaceLabel
@@ -23,14 +23,41 @@ def _check_free(session: Session, name: str, but: int | None = None) -> None:
         raise ValidationError(f"a class named {existing.name!r} already exists (id {existing.id}, {existing.status})")
 
 
+# One PostgreSQL advisory lock for handing out external ids: "giflens" + "X".
+_EXTERNAL_ID_LOCK = 0x6769666C656E7358
+
+
+def _check_external_id_free(session: Session, external_id: str) -> None:
+    """Refuse an external id (a Freebase id such as m.0d05fv names one person) another class holds.
+
+    Why the lock on PostgreSQL: no unique constraint guards the column, and two editors adding a
+    class with the same id at once would both find it free; the lock makes the second one wait for
+    the first to commit and then see its class. SQLite's write lock (BEGIN IMMEDIATE) already does."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EXTERNAL_ID_LOCK})
+    holder = session.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.status)
+                             .where(CelebrityClass.external_id == external_id).order_by(CelebrityClass.id)).first()
+    if holder is not None:
+        raise ValidationError(f"external id {external_id!r} already belongs to class {holder.name!r} (id {holder.id}, "
+                              f"{holder.status}): one person has one class; use that class, or give this one another id")
+
+
+def _load_classes(op: Operation, class_ids: Sequence[int],
+                  expected_versions: dict[int, int | None] | None = None) -> dict[int, dict[str, Any]]:
+    """Lock several classes at once, in id order (`Operation.load`), so that merging C into D while
+    someone merges D into C makes one of them wait instead of deadlocking; then check versions."""
+    rows = op.load("class", [(c,) for c in class_ids])
+    missing = [c for (c,), row in rows.items() if row is None]
+    if missing:
+        raise NotFoundError(f"no celebrity class with id {missing[0]}")
+    expected = {c: v for c, v in (expected_versions or {}).items() if v}
+    op.check_versions("class", rows, expected or None, editor_col="updated_by")
+    op.concern(*(f"class:{c}" for (c,) in rows))
+    return {c: row for (c,), row in rows.items()}
+
+
 def _load_class(op: Operation, class_id: int, expected_version: int | None = None) -> dict[str, Any]:
-    row = op.load("class", [(class_id,)])[(class_id,)]
-    if row is None:
-        raise NotFoundError(f"no celebrity class with id {class_id}")
-    op.check_versions("class", {(class_id,): row}, {class_id: expected_version} if expected_version else None,
-                      editor_col="updated_by")
-    op.concern(f"class:{class_id}")
-    return row
+    return _load_classes(op, [class_id], {class_id: expected_version})[class_id]
 
 
 def create_class(op: Operation, name: str, display_name: str | None = None, status: str = "active",
@@ -42,6 +69,8 @@ def create_class(op: Operation, name: str, display_name: str | None = None, stat
     display = clean_class_name(display_name) if display_name else None
     if external_id is not None and len(external_id) > 64:
         raise ValidationError("external id is longer than 64 characters")
+    if external_id:
+        _check_external_id_free(op.session, external_id)
     values = {"name": name, "name_key": class_name_key(name), "display_name": display, "status": status,
               "external_id": external_id, "created_at": op.now, "updated_by": op.editor,
               **clean_attributes(attributes or {})}
@@ -80,12 +109,20 @@ def rename_class(factory, class_id: int, new_name: str, editor: str, expected_ve
     return op.result
 
 
-def _labels_of(session: Session, class_id: int, face_ids: Sequence[int] | None = None) -> list[int]:
+def _labels_of(session: Session, class_id: int, face_ids: Sequence[int] | None = None,
+               chunk_size: int = CHUNK) -> list[int]:
+    """Faces decided or predicted as the class (of `face_ids` only, when given), in id order.
+
+    The face ids go in chunks: one IN list of them all would bind a parameter per face, and a split
+    of more than 65,535 faces is refused by PostgreSQL ("number of parameters must be between 0 and 65535")."""
     stmt = select(FaceLabel.face_id).where(
         (FaceLabel.class_id == class_id) | (FaceLabel.predicted_class_id == class_id))
-    if face_ids is not None:
-        stmt = stmt.where(FaceLabel.face_id.in_(list(face_ids)))
-    return list(session.scalars(stmt.order_by(FaceLabel.face_id)))
+    if face_ids is None:
+        return list(session.scalars(stmt.order_by(FaceLabel.face_id)))
+    found: list[int] = []
+    for chunk in _chunks(sorted(set(face_ids)), chunk_size):
+        found.extend(session.scalars(stmt.where(FaceLabel.face_id.in_(chunk))))
+    return sorted(found)
 
 
 def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: int) -> int:
@@ -113,14 +150,26 @@ def merge_classes(factory, source_id: int, target_id: int, editor: str,
         raise ValidationError("cannot merge a class into itself")
     seen = expected_versions or {}
     with run_operation(factory, editor, "merge_classes") as op:
-        source = _load_class(op, source_id, seen.get(source_id))
-        target = _load_class(op, target_id, seen.get(target_id))
+        rows = _load_classes(op, [source_id, target_id], {c: seen.get(c) for c in (source_id, target_id)})
+        source, target = rows[source_id], rows[target_id]
         if target["status"] == "retired":
             raise ValidationError(f"class {target['name']!r} is retired: merge into an active class")
+        _check_no_merge_cycle(op.session, source, target)
         moved = _move_labels(op, _labels_of(op.session, source_id), source_id, target_id)
         op.update("class", {(source_id,): {"status": "retired", "merged_into_id": target_id}}, {(source_id,): source})
         op.summary = f"merge class {source['name']!r} into {target['name']!r} ({moved} label(s) moved)"
     return op.result
+
+
+def _check_no_merge_cycle(session: Session, source: dict[str, Any], target: dict[str, Any]) -> None:
+    """Refuse to merge a class into one that is (perhaps through others) merged into it: each would
+    name the other as where its faces went. A class made active again is no longer merged into
+    anything (`set_class_status`), but stores written before that rule may still hold such a link."""
+    chain = merge_chain(session, target["id"])
+    if source["id"] in chain:
+        raise ValidationError(f"class {target['name']!r} is recorded as merged into {source['name']!r} "
+                              f"(classes {' -> '.join(map(str, chain))}): merging {source['name']!r} into it would "
+                              "make a cycle; retire one of them instead")
 
 
 def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, new_name: str | None = None,
@@ -132,7 +181,9 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
     if not face_ids:
         raise ValidationError("split needs the faces to move")
     with run_operation(factory, editor, "split_class") as op:
-        source = _load_class(op, class_id, expected_version)
+        locked = _load_classes(op, [class_id] if target_id is None else [class_id, target_id],
+                               {class_id: expected_version})
+        source = locked[class_id]
         members = set(_labels_of(op.session, class_id, face_ids))
         outside = [f for f in face_ids if f not in members]
         if outside:
@@ -142,7 +193,7 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
         else:
             if target_id == class_id:
                 raise ValidationError("split target is the class itself")
-            if _load_class(op, target_id)["status"] == "retired":
+            if locked[target_id]["status"] == "retired":
                 raise ValidationError("split target class is retired")
         moved = _move_labels(op, list(members), class_id, target_id)
         op.summary = f"split {moved} face(s) from class {source['name']!r} into class {target_id}"
@@ -159,9 +210,14 @@ def set_class_status(factory, class_id: int, status: str, editor: str, expected_
         raise ValidationError(f"class status must be one of {', '.join(CLASS_STATUSES)}, got {status!r}")
     with run_operation(factory, editor, "set_class_status") as op:
         row = _load_class(op, class_id, expected_version)
-        if row["status"] != status:
-            op.update("class", {(class_id,): {"status": status}}, {(class_id,): row})
-        op.summary = f"class {row['name']!r}: {row['status']} -> {status}"
+        values: dict[str, Any] = {"status": status} if row["status"] != status else {}
+        unmerged = status != "retired" and row["merged_into_id"] is not None
+        if unmerged:  # back in use: no longer merged into anything, or a later merge back would make a cycle
+            values["merged_into_id"] = None
+        if values:
+            op.update("class", {(class_id,): values}, {(class_id,): row})
+        op.summary = f"class {row['name']!r}: {row['status']} -> {status}" + (
+            f" (no longer merged into class {row['merged_into_id']})" if unmerged else "")
     return op.result
 
 

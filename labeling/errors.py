@@ -19,13 +19,13 @@ class NotFoundError(StoreError):
 class ConflictError(StoreError):
     """The edit was based on a stale version: someone else changed the entity first."""
 
-    def __init__(self, entity: str, expected: int, actual: int, editor: str | None, at: datetime | None) -> None:
+    def __init__(self, entity: str, expected: int, actual: int, editor: str | None, at: datetime | None,
+                 message: str | None = None) -> None:
         who = editor or "another process"
         when = f" at {at:%Y-%m-%d %H:%M:%S} UTC" if at else ""
-        super().__init__(
+        super().__init__(message or (
             f"{entity} was changed by {who}{when} (version {actual}, your edit was based on version {expected}); "
-            "reload it and try again"
-        )
+            "reload it and try again"))
         self.entity, self.expected, self.actual, self.editor, self.at = entity, expected, actual, editor, at
 
 

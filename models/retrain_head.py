@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -61,15 +62,15 @@ class HeadParams:
     def check(self) -> None:
         if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
             raise ClassifierError(f"hidden must be None (linear head) or a positive width, got {self.hidden!r}")
-        if self.center_loss_lambda < 0:
-            raise ClassifierError(f"center_loss_lambda must be >= 0, got {self.center_loss_lambda}")
+        if not 0 <= self.center_loss_lambda < math.inf:  # NaN fails every comparison: refused here too
+            raise ClassifierError(f"center_loss_lambda must be a finite number >= 0, got {self.center_loss_lambda}")
         if not 0 < self.center_alpha <= 1:
             raise ClassifierError(f"center_alpha must be in (0, 1], got {self.center_alpha}")
         for name in ("epochs", "batch_size", "min_faces_per_class"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ClassifierError(f"{name} must be a positive integer, got {value!r}")
-        if not self.learning_rate > 0 or self.weight_decay < 0:
+        if not 0 < self.learning_rate < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ClassifierError(f"learning_rate must be > 0 and weight_decay >= 0, got "
                                   f"{self.learning_rate}, {self.weight_decay}")
         if not 0 < self.target_far < 1:

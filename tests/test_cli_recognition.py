@@ -152,7 +152,7 @@ def test_bad_input_exits_1_and_writes_nothing(loop_data_dir, tmp_path):
     loop = build_loop_store(loop_data_dir, f"sqlite:///{tmp_path / 'loop.db'}", gifs=[])
     where = ["--data-dir", loop.data_dir, "--database-url", loop.url]
     events, models = count(loop.store, AuditEvent), models_written(loop.data_dir)
-    for command, message in [(["retrain", "--center-loss-lambda", "-1"], "center_loss_lambda must be >= 0"),
+    for command, message in [(["retrain", "--center-loss-lambda", "-1"], "center_loss_lambda must be a finite number >= 0"),
                              (["retrain", "--hidden", "0"], "hidden must be None (linear head) or a positive width"),
                              (["retrain", "--holdout", "1.5"], "the holdout share must be in (0, 1)"),
                              (["retrain", "--top", "0"], "top must be a positive number"),

@@ -796,3 +796,22 @@ def test_a_name_that_grows_when_folded_is_refused_clearly(store, name):
         c, _ = add_class(store, f"Attr {attribute}", "ann")
         with pytest.raises(ValidationError, match=f"{attribute} is longer than"):
             set_class_attributes(store, c, "ann", **{attribute: value})
+
+
+def test_a_person_an_editor_turned_down_on_a_track_is_no_identity_tag(store):
+    """Experts voting's identity expert names the people in a GIF: a track's prediction counts while no
+    editor decided its faces; once one is rejected (or relabelled), the faces speak for themselves."""
+    from labeling.auto_tagging import read_inputs
+
+    faces = make_faces(store, 1, 2)
+    track = make_track(store, faces)
+    agassi, _ = add_class(store, "Andre Agassi", "ann")
+    graf, _ = add_class(store, "Steffi Graf", "ann")
+    with session_scope(store) as s:
+        s.get(Track, track).predicted_class_id = agassi
+        media = s.get(Track, track).media_id
+    assert read_inputs(store).identity[media] == ["andre agassi"]
+    reject_faces(store, faces, "ann")
+    assert read_inputs(store).identity[media] == []
+    relabel_faces(store, faces[:1], graf, "ann")
+    assert read_inputs(store).identity[media] == ["steffi graf"]

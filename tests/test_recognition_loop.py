@@ -374,7 +374,7 @@ def test_retrain_compares_on_a_holdout_saves_artifacts_and_predicts_undecided_fa
         p = predict_track(head, snapshot.vectors[ariel], FACE_MODEL, method)
         assert p.label == str(loop.classes["Ariel Sharon"]) and 0 <= p.confidence <= 1 and len(p.top) == 4
 
-    with pytest.raises(ValidationError, match="center_loss_lambda must be >= 0"):
+    with pytest.raises(ValidationError, match="center_loss_lambda must be a finite number >= 0"):
         retrain(loop.store, loop.data_dir, center_loss_lambda=-1)
 
 

@@ -164,7 +164,8 @@ def test_bad_input_is_refused(lfw, head):
         train_head(bad, y, model_id=MODEL)
     with pytest.raises(InvalidVectorsError, match="mixed dimensions"):
         train_head([*x[:-1], x[-1][:10]], y, model_id=MODEL)
-    for params in ({"hidden": 0}, {"center_loss_lambda": -1.0}, {"epochs": 0}, {"center_alpha": 0.0}):
+    for params in ({"hidden": 0}, {"center_loss_lambda": -1.0}, {"center_loss_lambda": float("nan")},
+                   {"learning_rate": float("nan")}, {"weight_decay": float("inf")}, {"epochs": 0}, {"center_alpha": 0.0}):
         with pytest.raises(ClassifierError):
             train_head(x, y, model_id=MODEL, **params)
     with pytest.raises(ClassifierError, match="model_id"):
