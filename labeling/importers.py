@@ -336,6 +336,8 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
                                     attributes=(attributes or {}).get(key))
             created.add(ids[key])
             summary.created += 1
+            if spec.external_id:  # a later line with the same id (another spelling) finds this class
+                by_external[spec.external_id] = [ClassRef(ids[key], spec.name, key, spec.external_id)]
             continue
         ids[key] = row.id
         if spec.external_id and row.external_id is None:
@@ -349,6 +351,15 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         op.update("class", {(c,): {"external_id": e} for c, e in fill.items()}, rows)
         summary.updated += len(fill)
     return ids, created
+
+
+class ClassRef(NamedTuple):
+    """A class as _ensure_classes matches lines to it (the columns it reads of celebrity_class)."""
+
+    id: int
+    name: str
+    name_key: str
+    external_id: str | None
 
 
 def _editor(editor: str | None, source: Path) -> str:

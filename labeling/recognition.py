@@ -267,6 +267,36 @@ def save_head(head: Any, data_dir: Path, class_names: dict[int, str]) -> Path:
     return folder
 
 
+def trained_on(data_dir: Path, version: str) -> str | None:
+    """The embedding model a saved classifier or head of this version was trained on (None when its
+    folder is not in this data folder): read from the artifact, which records it."""
+    for meta in (models_dir(data_dir) / CELEBRITY_DIR / version / "classifier.json",
+                 models_dir(data_dir) / HEAD_DIR / version / "meta.json"):
+        if meta.is_file():
+            try:
+                return json.loads(meta.read_text(encoding="utf-8")).get("model_id")
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def replaced_other_models(faces: pd.DataFrame, data_dir: Path | None, model_id: str, version: str) -> list[str]:
+    """Notes on predictions this run replaces that a classifier of another embedding model made.
+
+    Why: a face holds one prediction, the latest run's; predicting with a second embedding model
+    replaces the first one's predictions of the faces both embed. That is allowed (an editor may
+    switch models), never silent."""
+    if data_dir is None or faces.empty:
+        return []
+    notes = []
+    for old, n in faces["model_version"].dropna().value_counts().items():
+        other = trained_on(data_dir, str(old)) if old != version else None
+        if other is not None and other != model_id:
+            notes.append(f"{n} face(s) had predictions of {old} (a classifier of {other} embeddings): replaced by "
+                         f"this run's on {model_id} (a face keeps one prediction, the latest)")
+    return notes
+
+
 def load_predictor(folder: Path) -> Predictor:
     """A saved centroid classifier or head, from its version folder."""
     folder = Path(folder)
@@ -439,6 +469,7 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     track_rows = _track_rows(predictor, snapshot, track_method, top) if len(f) else []
     total = len(face_ids) + len(track_rows)
     far = getattr(predictor, "false_accept_rate_", None)
+    result_notes = [*result_notes, *replaced_other_models(f[chosen], data_dir, snapshot.model_id, version)]
     result = RefreshResult(snapshot.model_id, version, artifact=artifact, notes=list(result_notes),
                            threshold=float(predictor.threshold_), far=float("nan") if far is None else float(far))
     if on_progress is not None:

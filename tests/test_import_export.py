@@ -152,6 +152,18 @@ def test_classes_sharing_an_external_id_are_reported_not_silently_chosen(store_u
                                       "named 'Al Gore'" in n for n in split.skipped), split.skipped
 
 
+def test_two_spellings_with_one_external_id_in_one_file_make_one_class(store_url, tmp_path):
+    """One person, two spellings, one Freebase id in the same file: one class (the first spelling),
+    not a refused import (an external id belongs to one class)."""
+    store = open_store(store_url)
+    path = tmp_path / "list.csv"
+    path.write_text("Labels,Index\nBeyonce_[m.016fmk],0\nBeyonce_Knowles_[m.016fmk],1\n", encoding="utf-8")
+    summary = import_classes(store, path)
+    assert summary.created == 1, summary.line()
+    with store() as s:
+        assert s.execute(select(CelebrityClass.name, CelebrityClass.external_id)).all() == [("Beyonce", "m.016fmk")]
+
+
 def test_tags_an_editor_removed_stay_removed_on_reimport(store_url, tmp_path):
     """The uploader file is imported again after an editor removed one of its tags: the removal
     stands (imports never override an editor). Undoing the import itself is not a removal: importing

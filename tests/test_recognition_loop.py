@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import open_app, session_dir
 from sqlalchemy import func, select
@@ -31,8 +32,8 @@ from labeling.importers import import_raw_dataset, import_tags
 from labeling.ingest import ingest
 from labeling.queries import faces_frame, media_tags_frame
 from labeling.recognition import (TRACK_PREDICTION_COLUMNS, fit_classifier, load_predictor, predict_track,
-                                  predict_tracks, read_snapshot, refresh_predictions, retrain, stratified_holdout,
-                                  track_predictions_frame)
+                                  predict_tracks, read_snapshot, refresh_predictions, replaced_other_models, retrain,
+                                  stratified_holdout, track_predictions_frame)
 from labeling.schema import AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Track
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 from models.settings import Settings
@@ -167,6 +168,22 @@ def test_original_confidences_pick_active_uploader_and_import_tags_only():
                 (1, "funny"): ("experts_voting", "suggested"), (2, "cat"): ("import", "active")}
     assert original_confidences(predicted, existing) == [(1, "cat", 1.0), (1, "dog", 0.7), (2, "cat", 0.7)]
     assert original_confidences(predicted, {}) == []
+
+
+def test_replacing_another_embedding_models_predictions_is_said(tmp_path):
+    """A face keeps one prediction, the latest run's: a run on other embeddings replaces those of a
+    classifier the data folder knows was trained on another model, and says so; its own earlier
+    versions and classifiers it cannot look up are not worth a note."""
+    for version, model in (("centroid-knn-aaaaaaaaaaaa", "facenet-vggface2"), ("centroid-knn-bbbbbbbbbbbb", FACE_MODEL)):
+        folder = tmp_path / "models" / "celebrity" / version
+        folder.mkdir(parents=True)
+        (folder / "classifier.json").write_text(json.dumps({"model_id": model}), encoding="utf-8")
+    faces = pd.DataFrame({"model_version": ["centroid-knn-aaaaaaaaaaaa"] * 3 + ["centroid-knn-bbbbbbbbbbbb",
+                                                                               "centroid-knn-gone", None]})
+    notes = replaced_other_models(faces, tmp_path, FACE_MODEL, "centroid-knn-new")
+    assert notes == ["3 face(s) had predictions of centroid-knn-aaaaaaaaaaaa (a classifier of facenet-vggface2 "
+                     f"embeddings): replaced by this run's on {FACE_MODEL} (a face keeps one prediction, the latest)"]
+    assert replaced_other_models(faces, None, FACE_MODEL, "centroid-knn-new") == []
 
 
 def test_identity_names_prefer_decisions_and_cover_media_with_faces():
