@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ class EmbeddingCache:
             if (folder / _ARRAYS).is_file():
                 with np.load(folder / _ARRAYS, allow_pickle=False) as npz:
                     arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, json.JSONDecodeError):
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # JSONDecodeError is a ValueError
+            # a disk error or a hand-damaged file (cut short, emptied): a cache miss, never a failed batch
             shutil.rmtree(folder, ignore_errors=True)
             return None
         return CacheEntry(folder, meta, arrays)

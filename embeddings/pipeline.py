@@ -12,13 +12,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
 from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
-from embeddings.media import MediaError, MediaLimits, SampledMedia, is_media_file, sample_media
+from embeddings.media import MEDIA_EXTENSIONS, MediaError, MediaLimits, SampledMedia, sample_media
 from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
@@ -97,24 +98,46 @@ class MediaResult:
 IsStored = Callable[[str, str, Path], "int | None"]
 
 
+def _not_a_file(path: Path, mode: int) -> str:
+    """Why a path that exists is not media: a folder that cannot be read, or no regular file."""
+    if S_ISDIR(mode):
+        try:
+            os.scandir(path).close()
+        except OSError as exc:
+            return f"a folder that cannot be read ({exc.strerror or exc}): its media were not looked at"
+        return "a folder, not a file"
+    return "not a regular file (a pipe, device or socket)"
+
+
+def _walk_folder(root: Path) -> list[Path]:
+    """Media files under root (by extension; hidden entries and symlinked folders not followed),
+    sorted, plus what could not be looked into: a subfolder that cannot be read, and a media name
+    that is no file (a broken link, a link loop, a pipe). Those are returned too, so the batch
+    records each as failed with its reason instead of missing them without a word."""
+    found: list[Path] = []
+
+    def unreadable(error: OSError) -> None:
+        found.append(Path(error.filename))
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in MEDIA_EXTENSIONS]
+    return sorted(found)
+
+
 def discover_media(paths: Iterable[Path | str]) -> list[Path]:
     """Files named explicitly are kept whatever their extension (so a bad one is reported);
-    folders are walked recursively for media extensions, hidden entries skipped, sorted."""
+    folders are walked recursively for media extensions (`_walk_folder`)."""
     found: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            candidates = sorted(
-                p
-                for p in path.rglob("*")
-                if is_media_file(p)
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        else:
-            candidates = [path]
+        candidates = _walk_folder(path) if path.is_dir() else [path]
         for candidate in candidates:
-            key = candidate.resolve() if candidate.exists() else candidate
+            try:
+                key = candidate.resolve(strict=True)
+            except (OSError, RuntimeError):  # missing, a broken link or a link loop: reported when read
+                key = candidate
             if key not in seen:
                 seen.add(key)
                 found.append(candidate)
@@ -250,6 +273,8 @@ class IngestPipeline:
         for copy, original in copies:  # same bytes twice in one chunk: computed once
             path = copy.path
             copy.__dict__.update({**original.__dict__, "path": path, "from_cache": original.status == "ok"})
+            if copy.error:  # the copy's failure names the copy, not the file it shares its bytes with
+                copy.error = copy.error.replace(str(original.path), str(path))
         for result in results:
             if result.status == "ok":
                 result.source_key = source_key
@@ -270,6 +295,9 @@ class IngestPipeline:
             return None
         except OSError as exc:
             result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")
+            return None
+        if not S_ISREG(stat.st_mode):  # hashing a pipe or a device would wait for it forever
+            result.fail("unreadable", f"{path}: {_not_a_file(path, stat.st_mode)}")
             return None
         result.size_bytes = stat.st_size
         if stat.st_size > self.limits.max_file_bytes:

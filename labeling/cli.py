@@ -1,6 +1,7 @@
 """`giflens` command line: every page of the app can be driven from here too."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,11 @@ def progress_task(description: str) -> Iterator[tuple[Progress, TaskID]]:
             raise
 
 
+def one_line(text: str) -> str:
+    """Control characters (a newline in a file name) shown escaped, so one failure stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @app.callback()
 def _root() -> None:
     """giflens: curate face and GIF embeddings."""
@@ -68,7 +74,8 @@ def _root() -> None:
 
 @app.command("ingest")
 def ingest_command(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).")],
+    # readable=False: an unreadable file is recorded as failed like any bad file, not a refused command
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).", readable=False)],
     data_dir: DataDir = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, max=512, help="Frames sampled per clip.")] = None,
     face_model: Annotated[Optional[str], typer.Option("--face-model", help="dlib-resnet-v1 or facenet-vggface2.")] = None,
@@ -87,7 +94,7 @@ def ingest_command(
     if settings.face_model not in list_models("face"):
         raise typer.BadParameter(f"unknown face model {settings.face_model!r}; known: {', '.join(list_models('face'))}",
                                  param_hint="--face-model")
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [str(p) for p in paths if not os.path.lexists(p)]  # a broken link is there: recorded as failed
     if missing:  # a typo is not a media file: refused before any work, so no "failed" row records it
         console.print(f"[red]error:[/red] no such file or folder: {escape(', '.join(missing))}",
                       highlight=False, soft_wrap=True)
@@ -96,7 +103,7 @@ def ingest_command(
     with progress_task("ingest") as (progress, task):
 
         def advance(result) -> None:
-            progress.update(task, advance=1, current=Path(result.path).name[:40])
+            progress.update(task, advance=1, current=one_line(Path(result.path).name)[:40])
 
         try:
             summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n), on_result=advance,
@@ -108,7 +115,7 @@ def ingest_command(
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from exc
     for path, reason in summary.failures:  # one line each (no wrapping), brackets in names kept (no markup)
-        line = reason if path in reason else f"{path}: {reason}"
+        line = one_line(reason if path in reason else f"{path}: {reason}")
         console.print(f"[red]failed[/red] {escape(line)}", highlight=False, soft_wrap=True)
     typer.echo(summary.line())
 
@@ -214,7 +221,7 @@ def import_raw_dataset_command(
         _run(lambda: import_raw_dataset(
             store, folder, settings, _editor(editor),
             on_start=lambda n: progress.update(task, total=n),
-            on_result=lambda r: progress.update(task, advance=1, current=Path(r.path).name[:40])), progress=progress)
+            on_result=lambda r: progress.update(task, advance=1, current=one_line(Path(r.path).name)[:40])), progress=progress)
 
 
 @import_app.command("classes")

@@ -220,6 +220,19 @@ class _Ledger:
         moved = [m for m, path in self.final.items() if m in self.origin and self.origin[m] != path]
         return list(dict.fromkeys([*self.written, *moved]))
 
+    def to_audit(self, session: Session) -> list[int]:
+        """What the batch's event names: the rows it changed, and rows it found as they are that no
+        audit event names yet. Why the second: a run killed outright (SIGKILL, power) stores items
+        but never writes its event; the re-run that finds them is the first record of who ingested
+        them, or they would be in no one's history."""
+        changed = self.changed()
+        unchanged = [m for m in self.final if m not in set(changed)]
+        audited: set[str] = set()
+        for start in range(0, len(unchanged), 5000):
+            keys = [f"media:{m}" for m in unchanged[start : start + 5000]]
+            audited.update(session.scalars(select(AuditEntity.key).where(AuditEntity.key.in_(keys))))
+        return [*changed, *(m for m in unchanged if f"media:{m}" not in audited)]
+
 
 def record_ingest_event(session: Session, editor: str, summary: IngestSummary, written: Iterable[int],
                         interrupted: bool = False) -> int:
@@ -311,10 +324,11 @@ def ingest(
                 on_result(result)
         interrupted = False
     finally:  # an interrupted batch is audited too, for what it stored, before the error propagates
-        if editor is not None and (ids := ledger.changed()):
+        if editor is not None and ledger.final:
             try:
                 with session_scope(store) as session:
-                    summary.event_id = record_ingest_event(session, editor, summary, ids, interrupted)
+                    if ids := ledger.to_audit(session):
+                        summary.event_id = record_ingest_event(session, editor, summary, ids, interrupted)
             except Exception:
                 if not interrupted:
                     raise

@@ -44,12 +44,16 @@ def test_entry_without_meta_is_a_miss_and_gets_replaced(tmp_path):
 
 
 def test_corrupt_entry_is_dropped(tmp_path):
+    """Garbage, an emptied file or one cut in half (a zip without its directory): each is a miss and
+    the entry is dropped to be recomputed, never an error that stops the batch."""
     cache = EmbeddingCache(tmp_path)
     sha = "ef" * 32
-    cache.put("ns", sha, {"ok": True}, {"x": np.zeros(3)})
-    (cache.entry_dir("ns", sha) / "arrays.npz").write_bytes(b"not a zip")
-    assert cache.get("ns", sha) is None
-    assert not cache.entry_dir("ns", sha).exists()
+    for damage in (lambda data: b"not a zip", lambda data: b"", lambda data: data[: len(data) // 2]):
+        cache.put("ns", sha, {"ok": True}, {"x": np.arange(5000.0)})
+        arrays = cache.entry_dir("ns", sha) / "arrays.npz"
+        arrays.write_bytes(damage(arrays.read_bytes()))
+        assert cache.get("ns", sha) is None
+        assert not cache.entry_dir("ns", sha).exists()
 
 
 def test_writer_killed_mid_entry_leaves_no_entry_and_tmp_is_swept(tmp_path):

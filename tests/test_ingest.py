@@ -259,6 +259,10 @@ def test_cli_killed_half_way_resumes_without_duplicates(tmp_path, gifs_dir):
     with session_scope(open_store(settings.resolved_database_url)) as s:
         assert s.scalar(select(func.count()).select_from(Media)) == 12
         assert s.scalar(select(func.count(func.distinct(Media.sha256)))) == 12
+        # the killed run never wrote its audit event: the re-run names what it stored, so every row has one
+        from labeling.schema import AuditEntity
+        audited = set(s.scalars(select(AuditEntity.key)))
+        assert {f"media:{m}" for m in s.scalars(select(Media.id))} <= audited
     assert not any((cache / ".tmp").iterdir())
 
 
@@ -343,6 +347,15 @@ def test_cli_lists_failures_and_audits_the_batch_once(tmp_path, gifs_dir):
         hello = s.scalars(select(Media.id).where(Media.path == str(folder / "hello.gif"))).one()
     assert (event.editor, event.after["ingested"], event.after["cached"], keys) == (_os_user(), 1, 1, [f"media:{hello}"])
 
+    # a newline in a file name is shown escaped: one failure, one line
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "two\nlines.gif").write_text("not a GIF\n")
+    fourth = runner.invoke(app, ["ingest", str(odd), *where])
+    failed = [line for line in fourth.stderr.splitlines() if line.startswith("failed ")]
+    assert fourth.exit_code == 0 and len(failed) == 1 and "two\\nlines.gif: not a supported" in failed[0]
+    assert not [line for line in fourth.stderr.splitlines() if line.strip().startswith("lines.gif")]
+
 
 def test_cli_refuses_a_blank_editor_before_storing_anything(tmp_path, gifs_dir):
     from typer.testing import CliRunner
@@ -373,6 +386,29 @@ def test_undo_of_an_ingest_event_is_refused(tmp_path, gifs_dir, pipeline_models)
         undo_last(store, "ann")
     with store() as s:
         assert s.scalar(select(func.count()).select_from(Media)) == 1
+
+
+def test_what_a_folder_holds_that_is_no_readable_file_is_recorded_as_failed(tmp_path, gifs_dir, pipeline_models):
+    """A pipe, a broken link and a link loop named like media are failures with their reason (a pipe
+    used to hang the batch: hashing waits for a writer forever), and two copies of one bad file each
+    fail under their own name; the good GIF beside them is ingested."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "good.gif").write_bytes((gifs_dir / "hello.gif").read_bytes())
+    os.mkfifo(folder / "pipe.gif")
+    (folder / "dangling.gif").symlink_to(folder / "gone.gif")
+    (folder / "loop-a.gif").symlink_to(folder / "loop-b.gif")
+    (folder / "loop-b.gif").symlink_to(folder / "loop-a.gif")
+    for name in ("bad-1.gif", "bad-2.gif"):
+        (folder / name).write_text("GIF89a and then nothing a decoder can use\n")
+    settings = _settings(tmp_path)
+    summary = ingest([folder], settings, pipeline=IngestPipeline(settings, **pipeline_models))
+    reasons = {Path(p).name: r for p, r in summary.failures}
+    assert summary.ingested == 1 and set(reasons) == {"pipe.gif", "dangling.gif", "loop-a.gif", "loop-b.gif",
+                                                      "bad-1.gif", "bad-2.gif"}
+    assert "not a regular file" in reasons["pipe.gif"] and "no such file" in reasons["dangling.gif"]
+    assert "symbolic links" in reasons["loop-a.gif"]
+    assert "bad-2.gif" in reasons["bad-2.gif"] and "bad-1.gif" not in reasons["bad-2.gif"]
 
 
 def test_an_interrupted_batch_is_audited_for_what_it_stored(tmp_path, gifs_dir, pipeline_models):
