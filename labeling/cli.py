@@ -117,6 +117,8 @@ def ingest_command(
     for path, reason in summary.failures:  # one line each (no wrapping), brackets in names kept (no markup)
         line = one_line(reason if path in reason else f"{path}: {reason}")
         console.print(f"[red]failed[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    for note in summary.notes:
+        console.print(f"[yellow]note[/yellow] {escape(one_line(note))}", highlight=False, soft_wrap=True)
     typer.echo(summary.line())
 
 

@@ -46,6 +46,7 @@ class IngestSummary:
     # every file of the batch as stored: {"id", "path", "status"} (+ "error" when it failed)
     media: list[dict[str, Any]] = field(default_factory=list)
     event_id: int | None = None  # the audit event; None without an editor or when nothing changed
+    notes: list[str] = field(default_factory=list)  # what an editor should know that is no failure
 
     def add(self, result: MediaResult) -> None:
         if result.status != "ok":
@@ -259,6 +260,20 @@ def record_ingest_event(session: Session, editor: str, summary: IngestSummary, w
     return row.id
 
 
+def _replaced_notes(session: Session, media: Media) -> list[str]:
+    """A new item at a path other items were ingested from: the file was replaced by other content.
+
+    Why a note and not a change: those items keep their faces, labels and tags (editors' work, and
+    their crops and embeddings are in the cache by content), but the file they point at is now
+    another one, which the app would play for them; the editor decides what to do."""
+    older = list(session.scalars(select(Media.id).where(Media.path == media.path, Media.id != media.id,
+                                                        Media.status == "ok").order_by(Media.id)))
+    if not older:
+        return []
+    return [f"{media.path}: the file now holds other content than when it was ingested as media "
+            f"{', '.join(map(str, older))}; they keep their faces, labels and tags, but their file is now this one"]
+
+
 def ingest(
     paths: Iterable[Path | str],
     settings: Settings,
@@ -316,6 +331,8 @@ def ingest(
                     wrote = _watch_writes(session)
                     media = store_result(session, result, known)
                     media_id, path_after, error = media.id, media.path, media.error
+                    if known is None and result.status == "ok":
+                        summary.notes += _replaced_notes(session, media)
                 ledger.note(media_id, path_before, path_after, wrote[0])  # only what committed counts
             summary.add(result)
             entry = {"id": media_id, "path": str(result.path), "status": result.status}

@@ -411,6 +411,23 @@ def test_what_a_folder_holds_that_is_no_readable_file_is_recorded_as_failed(tmp_
     assert "bad-2.gif" in reasons["bad-2.gif"] and "bad-1.gif" not in reasons["bad-2.gif"]
 
 
+def test_a_file_replaced_by_other_content_is_noted(tmp_path, lfw_dir, pipeline_models):
+    """The same path, new bytes: a new item, and a note that the earlier item's file is now this one
+    (the earlier item keeps its faces and labels: editors' work is never dropped by an ingest)."""
+    photo = tmp_path / "x.jpg"
+    photo.write_bytes((lfw_dir / "Hugo_Chavez" / "Hugo_Chavez_0001.jpg").read_bytes())
+    settings = _settings(tmp_path)
+    pipeline = IngestPipeline(settings, **pipeline_models)
+    first = ingest([photo], settings, pipeline=pipeline)
+    assert first.notes == [] and first.ingested == 1
+    photo.write_bytes((lfw_dir / "Serena_Williams" / "Serena_Williams_0001.jpg").read_bytes())
+    second = ingest([photo], settings, pipeline=pipeline)
+    old = first.media[0]["id"]
+    assert second.ingested == 1 and len(second.notes) == 1
+    assert f"than when it was ingested as media {old};" in second.notes[0] and str(photo) in second.notes[0]
+    assert ingest([photo], settings, pipeline=pipeline).notes == []  # said once, when it happens
+
+
 def test_an_interrupted_batch_is_audited_for_what_it_stored(tmp_path, gifs_dir, pipeline_models):
     """Ctrl-C half-way (here: from the progress callback, after the first file is stored): the stored
     file keeps its audit event, marked interrupted, and the interruption still propagates."""

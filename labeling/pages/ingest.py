@@ -9,7 +9,7 @@ from labeling.errors import StoreError
 from labeling.folders import list_folder
 from labeling.ingest import ingest
 from labeling.pages.common import (allowed_extensions, check_upload, current_editor, get_pipeline, get_settings,
-                                   get_store, human_bytes, require_editor, save_upload, show_error)
+                                   get_store, human_bytes, plain, require_editor, save_upload, show_error)
 from labeling.queries import media_frame
 
 RESULT_KEY = "ingest_last_result"
@@ -51,7 +51,8 @@ def run_ingest(paths: list[Path], editor: str) -> None:
     bar.progress(1.0, text=f"{state['done']} / {state['total']} files")
     st.session_state[RESULT_KEY] = {"line": summary.line(), "files": state["total"], "event_id": summary.event_id,
                                     "editor": editor,
-                                    "failures": [{"file": p, "reason": why} for p, why in summary.failures]}
+                                    "failures": [{"file": p, "reason": why} for p, why in summary.failures],
+                                    "notes": list(summary.notes)}
 
 
 BROWSE_KEY = "ingest_browse"  # the folder the browser shows
@@ -134,6 +135,8 @@ if last:
     if last["failures"]:
         st.write("Failures and their reasons:")
         st.dataframe(pd.DataFrame(last["failures"]), hide_index=True, width="stretch")
+    for note in last.get("notes", []):
+        st.info(plain(note))
 
 media = media_frame(store)
 st.subheader(f"Media in the store ({len(media)})")
