@@ -9,6 +9,9 @@ Sizes and frame counts are read from the headers (our own walk of the GIF and
 WebP block structure, Pillow's header parse for PNG/JPEG, the container for
 video) and checked against MediaLimits before any pixel is decoded, so a
 decompression bomb or a million-frame GIF costs a header read, not the machine.
+An animation also has a compositing budget (canvas pixels x frames drawn to reach
+the last sample), so a small file of many tiny frames on a huge canvas costs
+a header read too, not minutes of decoding.
 
 Transparent pixels (GIF transparency, alpha in PNG/WebP) are composited onto
 white, as on a web page; without this they show whatever colour the encoder left
@@ -71,10 +74,15 @@ class MediaLimits:
     max_file_bytes: int = 200 * 1024 * 1024
     max_pixels: int = 40_000_000  # per frame
     max_frames: int = 20_000
+    # Canvas pixels x frames composited to reach an animation's last sample (GIF, animated WebP):
+    # 100 canvases at the per-frame limit; about 12 s of compositing at the 320 Mpixel/s Pillow
+    # managed on a 6300x6300 GIF, and 500x what the largest of the 63 shared GIFs needs (8 Mpixels).
+    max_decode_pixels: int = 4_000_000_000
 
     @classmethod
     def from_settings(cls, settings) -> "MediaLimits":
-        return cls(settings.max_file_bytes, settings.max_pixels, settings.max_frames)
+        return cls(max_file_bytes=settings.max_file_bytes, max_pixels=settings.max_pixels,
+                   max_frames=settings.max_frames, max_decode_pixels=settings.max_decode_pixels)
 
 
 @dataclass
@@ -171,6 +179,23 @@ def _check_frames(path: Path, total: int, limits: MediaLimits, at_least: bool = 
     if total > limits.max_frames:
         count = f"more than {limits.max_frames:,}" if at_least else f"{total:,}"
         raise MediaError("too_many_frames", f"{path}: {count} frames is over the {limits.max_frames:,}-frame limit")
+
+
+def _check_compositing(path: Path, width: int, height: int, wanted: list[int], limits: MediaLimits,
+                       what: str) -> None:
+    """Refuse an animation whose sampling would composite more pixels than the decode budget.
+
+    Each frame is drawn over the previous canvas, so reaching the last sampled frame decodes
+    every frame before it at the full canvas size, however small the frame itself is: a 25 KB
+    GIF of 1,000 one-pixel frames on a 6300x6300 canvas took 98 s and 2.35 GB. The frame count
+    comes from the header walk, so the refusal costs no pixel decoding.
+    """
+    frames = wanted[-1] + 1 if wanted else 0
+    pixels = width * height * frames
+    if pixels > limits.max_decode_pixels:
+        raise MediaError("bomb", f"{path}: reaching the sampled frames means compositing {frames:,} frames of a "
+                                 f"{width}x{height} {what} canvas = {pixels:,} pixels, over the "
+                                 f"{limits.max_decode_pixels:,}-pixel decode limit (GIFLENS_MAX_DECODE_PIXELS)")
 
 
 def _truncated(path: Path, what: str) -> MediaError:
@@ -288,6 +313,7 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
 def _decode_gif(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames:
     layout = scan_gif(path, limits)
     wanted = evenly_spaced_indices(layout.frames, n_frames)
+    _check_compositing(path, layout.width, layout.height, wanted, limits, "GIF")
     wanted_set = set(wanted)
     frames, indices = [], []
     with _open_pillow(path, "GIF") as im:
@@ -354,12 +380,15 @@ def _decode_webp(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrame
         raise _truncated(path, "the WebP holds no image chunk")
     _check_pixels(path, layout.width, layout.height, limits, "canvas")
     _check_frames(path, layout.frames, limits)
+    _check_compositing(path, layout.width, layout.height, evenly_spaced_indices(layout.frames, n_frames), limits,
+                       "WebP")
     with _open_pillow(path, "WEBP") as im:
         total = int(getattr(im, "n_frames", 1))
         _check_frames(path, total, limits)
         if total == 1:
             return _decode_still(path, im, limits)
         wanted = evenly_spaced_indices(total, n_frames)
+        _check_compositing(path, im.width, im.height, wanted, limits, "WebP")  # libwebp's own count
         frames = []
         for index in wanted:  # libwebp composites; seeking forward decodes only up to the target
             im.seek(index)

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     max_pixels: int = Field(default=40_000_000, ge=1, description="per frame, against decompression bombs")
     max_frames: int = Field(default=20_000, ge=1, description="frames in one clip")
+    max_decode_pixels: int = Field(default=4_000_000_000, ge=1,
+                                   description="canvas pixels x frames composited to reach an animation's last sample")
 
     # faces
     face_model: str = "dlib-resnet-v1"
