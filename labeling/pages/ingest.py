@@ -17,7 +17,8 @@ RESULT_KEY = "ingest_last_result"
 settings, store = get_settings(), get_store()
 st.title("Ingest")
 st.caption(f"Accepted types: {', '.join(allowed_extensions())}; at most {human_bytes(settings.max_file_bytes)}, "
-           f"{settings.max_pixels / 1e6:.0f} Mpixels per frame and {settings.max_frames} frames per file. "
+           f"{settings.max_pixels / 1e6:.0f} Mpixels per frame and {settings.max_frames} frames per file "
+           f"(an animation at most {settings.max_decode_pixels / 1e9:g} Gpixels composited to reach its samples). "
            f"{settings.frames} frames are sampled per clip; faces with {settings.face_model}, GIFs with "
            f"{settings.gif_model}.")
 
