@@ -505,13 +505,16 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
 
     Frame i is the one whose timestamp is i / rate after the stream start. Returns
     None whenever timestamps cannot be trusted (missing pts, a seek that lands
-    after its target, the stream ending early); the caller then decodes sequentially.
+    after its target, the stream ending early), and when keyframes are so sparse that
+    a seek decodes more frames than decoding straight on from the previous sample
+    would (one keyframe for the whole clip made every seek decode from the start);
+    the caller then decodes sequentially, each frame once.
     """
     import av
 
     if not probe.rate or not probe.time_base:
         return None
-    frames = []
+    frames, previous = [], -1
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -520,7 +523,7 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
             container.seek(target_pts, stream=stream, backward=True, any_frame=False)
             found = None
             for position, frame in enumerate(container.decode(stream)):
-                if frame.pts is None:
+                if frame.pts is None or position > target - previous:
                     return None
                 index = round((frame.pts - probe.start) * probe.time_base * probe.rate)
                 if index >= target:
@@ -532,6 +535,7 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
                 return None
             _check_pixels(path, found.width, found.height, limits)
             frames.append(_upright(found))
+            previous = target
     return frames
 
 

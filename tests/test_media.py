@@ -12,6 +12,7 @@ from conftest import unprivileged
 from PIL import Image
 
 from embeddings.media import (
+    SEEK_MIN_GAP,
     MediaError,
     MediaLimits,
     _decode_video_by_seeking,
@@ -296,6 +297,24 @@ def test_long_video_is_sampled_by_seeking_to_the_same_frames(tmp_path):
     assert (m.total_frames, m.frame_indices) == (700, wanted)
     for index, got, via_api in zip(wanted, sought, m.frames):
         assert np.array_equal(got, everything[index]) and np.array_equal(via_api, everything[index])
+
+
+def test_a_video_with_one_keyframe_is_decoded_straight_through_not_by_seeking(tmp_path):
+    """One keyframe for the whole clip: every seek would land at the start and decode all the way to its
+    sample again (16 samples of a long 4K clip: minutes). The seek path gives up as soon as a seek costs
+    more frames than decoding on from the previous sample, and the frames come from one pass."""
+    ramp = np.linspace(0, 200, 32, dtype=np.uint8)[None, :, None].repeat(32, 0).repeat(3, 2)
+    pictures = [ramp + np.uint8(i // 20) for i in range(1000)]  # slow change: no scene cut forces a keyframe
+    path = _video(tmp_path / "one-key.mp4", "mpeg4", n=1000, size=(32, 32), rate=25, gop=2000,
+                  frame=lambda i: pictures[i])
+    wanted = evenly_spaced_indices(1000, 3)
+    assert min(b - a for a, b in zip(wanted, wanted[1:])) >= SEEK_MIN_GAP  # the seek path is tried
+    assert _decode_video_by_seeking(path, wanted, _probe_video(path, MediaLimits()), MediaLimits()) is None
+    with av.open(str(path)) as container:
+        everything = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    m = sample_media(path, n_frames=3, dedupe_distance=-1)
+    assert m.frame_indices == wanted
+    assert all(np.array_equal(got, everything[i]) for i, got in zip(wanted, m.frames))
 
 
 # -- refusals ----------------------------------------------------------------------------------
