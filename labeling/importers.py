@@ -419,23 +419,24 @@ def _media_by_name(session: Session) -> dict[str, list[int]]:
     return out
 
 
-def removed_by_editors(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], AuditEvent]:
-    """(media id, tag id) -> the removal, for tags whose last change was an editor removing them.
+def removed_by_editors(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    """(media id, tag id) -> who removed it, for tags whose last change was an editor removing them.
 
     Why: a removed tag leaves no row behind, so without the audit log a re-import of the uploader
     file would put back what an editor took off. An undo that deleted the row (of the import itself,
     say) is not a removal: importing again after undoing an import imports again."""
     by_key = {entity_key("media_tag", k): k for k in keys}
-    last: dict[str, AuditEvent] = {}
+    last: dict[str, tuple[int, str, str]] = {}  # key -> (event id, operation, editor); never the JSON snapshots
     names = list(by_key)
     for start in range(0, len(names), 5000):
-        stmt = (select(AuditEntity.key, AuditEvent).join(AuditEvent, AuditEvent.id == AuditEntity.event_id)
+        stmt = (select(AuditEntity.key, AuditEvent.id, AuditEvent.operation, AuditEvent.editor)
+                .join(AuditEvent, AuditEvent.id == AuditEntity.event_id)
                 .where(AuditEntity.key.in_(names[start : start + 5000]), AuditEntity.written.is_(True))
                 .order_by(AuditEvent.id))
-        for key, event in session.execute(stmt):
-            last[key] = event
-    return {by_key[key]: event for key, event in last.items()
-            if event.operation == "remove_tags" and (event.after or {}).get(key, "absent") is None}
+        for key, event_id, operation, editor in session.execute(stmt):
+            last[key] = (event_id, operation, editor)
+    # remove_tags only ever deletes the rows it writes: its last write of a key is that key's removal
+    return {by_key[key]: last_write[2] for key, last_write in last.items() if last_write[1] == "remove_tags"}
 
 
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:

@@ -2,7 +2,8 @@
 
 Media are keyed by content hash, so the same bytes under two paths are one item and a
 re-run updates rows in place instead of duplicating them. Face rows are kept when the
-detections did not change, so labels that later point at them survive re-ingests.
+detections did not change, and matched by box when they did (`_reconcile_faces`), so the labels
+that point at them survive re-ingests.
 
 An ingest an editor runs (the CLI, the Ingest page, a raw-dataset import) is audited like any
 other change, but as ONE summary event per batch (operation "ingest": the counts and the
@@ -17,18 +18,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
 import logging
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, event, func, insert, inspect, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import event, func, insert, inspect, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media
 from labeling.db import open_store, session_scope
-from labeling.schema import (TRACK_PREDICTION_FIELDS, AuditEntity, AuditEvent, Face, FaceEmbedding, Media,
-                             MediaEmbedding, Track, utcnow, vector_to_bytes)
+from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, Face, FaceEmbedding,
+                             FaceLabel, Media, MediaEmbedding, Track, utcnow, vector_to_bytes)
 from labeling.validation import check_editor
 from models.settings import Settings
 
@@ -78,6 +78,69 @@ def _same_detections(faces: list[Face], result: MediaResult) -> bool:
         if not np.allclose([row.x1, row.y1, row.x2, row.y2], rec.box, atol=0.5):
             return False
     return True
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def _match_faces(existing: list[Face], result: MediaResult, min_iou: float = 0.5) -> dict[int, Face]:
+    """Position in result.faces -> the stored face it is (same frame, boxes overlapping by min_iou or
+    more, the best overlaps first): the same person found again with a slightly different box."""
+    pairs = sorted(((_iou((f.x1, f.y1, f.x2, f.y2), r.box), i, f.id) for i, r in enumerate(result.faces)
+                    for f in existing if f.frame_index == r.frame_index), reverse=True)
+    by_id = {f.id: f for f in existing}
+    matched: dict[int, Face] = {}
+    taken: set[int] = set()
+    for overlap, i, face_id in pairs:
+        if overlap < min_iou:
+            break
+        if i not in matched and face_id not in taken:
+            matched[i] = by_id[face_id]
+            taken.add(face_id)
+    return matched
+
+
+def _reconcile_faces(session: Session, media: Media, existing: list[Face], result: MediaResult) -> list[Face]:
+    """The item's faces after a re-ingest that detected differently (other frames sampled, another
+    detector setting), in result order, without losing an editor's work.
+
+    Why not delete and insert: a face's label (the editor's decision, its audit history) hangs on the
+    face row and would go with it. A face found again keeps its row and id, with the new box; a new
+    face gets a row; a stored face not found again is deleted only when nobody decided it: one an
+    editor or an import decided stays (after the new ones, out of any track), with its label."""
+    matched = _match_faces(existing, result)
+    found_again = {f.id for f in matched.values()}
+    gone = [f for f in existing if f.id not in found_again]
+    decided = set(session.scalars(select(FaceLabel.face_id).where(
+        FaceLabel.face_id.in_([f.id for f in gone]), FaceLabel.status.not_in(UNDECIDED_STATUSES)))) if gone else set()
+    for face in gone:
+        if face.id not in decided:
+            session.delete(face)
+    kept = [f for f in gone if f.id in decided]
+    for face in [*matched.values(), *kept]:  # out of the way of the unique (media, face_index) first
+        face.face_index = -face.id
+    session.flush()
+    faces = []
+    for i, r in enumerate(result.faces):
+        face = matched.get(i) or Face(media_id=media.id)
+        face.face_index, face.frame_index = r.face_index, r.frame_index
+        face.x1, face.y1, face.x2, face.y2 = r.box
+        face.probability, face.landmarks = r.probability, r.landmarks
+        session.add(face)
+        faces.append(face)
+    for k, face in enumerate(kept):
+        face.face_index = len(result.faces) + k
+    if kept:
+        session.execute(update(FaceEmbedding).where(FaceEmbedding.face_id.in_([f.id for f in kept]))
+                        .values(track_id=None))
+        log.warning("%s: %d face(s) an editor decided were not detected again; kept with their labels",
+                    media.path, len(kept))
+    session.flush()
+    return faces
 
 
 def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaResult, faces: list[Face]) -> list[Track]:
@@ -134,9 +197,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
 
     existing = list(session.scalars(select(Face).where(Face.media_id == media.id)))
     if existing and not _same_detections(existing, result):
-        session.execute(delete(Face).where(Face.media_id == media.id))
-        session.flush()
-        existing = []
+        existing = _reconcile_faces(session, media, existing, result)
     if not existing:
         existing = [
             Face(media_id=media.id, face_index=r.face_index, frame_index=r.frame_index,
@@ -227,7 +288,8 @@ class _Ledger:
         but never writes its event; the re-run that finds them is the first record of who ingested
         them, or they would be in no one's history."""
         changed = self.changed()
-        unchanged = [m for m in self.final if m not in set(changed)]
+        changed_set = set(changed)
+        unchanged = [m for m in self.final if m not in changed_set]
         audited: set[str] = set()
         for start in range(0, len(unchanged), 5000):
             keys = [f"media:{m}" for m in unchanged[start : start + 5000]]
@@ -260,18 +322,27 @@ def record_ingest_event(session: Session, editor: str, summary: IngestSummary, w
     return row.id
 
 
-def _replaced_notes(session: Session, media: Media) -> list[str]:
-    """A new item at a path other items were ingested from: the file was replaced by other content.
+def _replaced_notes(session: Session, new_items: list[int]) -> list[str]:
+    """New items at a path other items were ingested from: the file was replaced by other content.
 
     Why a note and not a change: those items keep their faces, labels and tags (editors' work, and
     their crops and embeddings are in the cache by content), but the file they point at is now
-    another one, which the app would play for them; the editor decides what to do."""
-    older = list(session.scalars(select(Media.id).where(Media.path == media.path, Media.id != media.id,
-                                                        Media.status == "ok").order_by(Media.id)))
-    if not older:
-        return []
-    return [f"{media.path}: the file now holds other content than when it was ingested as media "
-            f"{', '.join(map(str, older))}; they keep their faces, labels and tags, but their file is now this one"]
+    another one, which the app would play for them; the editor decides what to do. Checked once the
+    batch is stored, so a file renamed and replaced in one batch (its old content found under its
+    new name) is no replacement."""
+    notes = []
+    for start in range(0, len(new_items), 5000):
+        new = aliased(Media)
+        rows = session.execute(
+            select(new.id, new.path, Media.id).join(Media, (Media.path == new.path) & (Media.id != new.id))
+            .where(new.id.in_(new_items[start : start + 5000]), Media.status == "ok").order_by(new.id, Media.id)).all()
+        older: dict[tuple[int, str], list[int]] = {}
+        for new_id, path, old_id in rows:
+            older.setdefault((new_id, path), []).append(old_id)
+        notes += [f"{path}: the file now holds other content than when it was ingested as media "
+                  f"{', '.join(map(str, ids))}; they keep their faces, labels and tags, but their file is now this one"
+                  for (_, path), ids in older.items()]
+    return notes
 
 
 def ingest(
@@ -319,6 +390,7 @@ def ingest(
         stored_ids[sha256] = row.id
         return int(row[4])
 
+    new_items: list[int] = []  # rows this batch created: checked at the end for replaced files
     try:
         for result in pipeline.run(files, is_stored=is_stored):
             if result.stored_faces is not None:  # nothing to write, nothing changed
@@ -332,7 +404,7 @@ def ingest(
                     media = store_result(session, result, known)
                     media_id, path_after, error = media.id, media.path, media.error
                     if known is None and result.status == "ok":
-                        summary.notes += _replaced_notes(session, media)
+                        new_items.append(media_id)
                 ledger.note(media_id, path_before, path_after, wrote[0])  # only what committed counts
             summary.add(result)
             entry = {"id": media_id, "path": str(result.path), "status": result.status}
@@ -340,6 +412,8 @@ def ingest(
             if on_result is not None:
                 on_result(result)
         interrupted = False
+        with store() as session:
+            summary.notes += _replaced_notes(session, new_items)
     finally:  # an interrupted batch is audited too, for what it stored, before the error propagates
         if editor is not None and ledger.final:
             try:

@@ -428,6 +428,58 @@ def test_a_file_replaced_by_other_content_is_noted(tmp_path, lfw_dir, pipeline_m
     assert ingest([photo], settings, pipeline=pipeline).notes == []  # said once, when it happens
 
 
+def test_a_re_ingest_that_detects_differently_keeps_the_faces_editors_labelled(tmp_path, lfw_dir, pipeline_models):
+    """Other frames sampled or another detector setting move a box by a few pixels: the face is the
+    same row (its label stays); a face not found again goes, unless an editor decided it; a new one
+    is added. Before, any difference deleted every face of the item, and their labels with them."""
+    import copy
+
+    from labeling.classes import add_class
+    from labeling.face_labels import relabel_faces
+    from labeling.ingest import _find_media, store_result
+    from labeling.schema import FaceLabel
+
+    photo = tmp_path / "two.jpg"
+    left = Image.open(lfw_dir / "Hugo_Chavez" / "Hugo_Chavez_0001.jpg").convert("RGB")
+    right = Image.open(lfw_dir / "Serena_Williams" / "Serena_Williams_0001.jpg").convert("RGB")
+    both = Image.new("RGB", (500, 250))
+    both.paste(left, (0, 0))
+    both.paste(right, (250, 0))
+    both.save(photo, quality=95)
+    settings = _settings(tmp_path)
+    [result] = list(IngestPipeline(settings, **pipeline_models).run([photo]))
+    assert result.status == "ok" and len(result.faces) >= 2
+    store = open_store(settings.resolved_database_url)
+
+    def stored(res) -> list[tuple[int, int, float]]:
+        with session_scope(store) as s:
+            store_result(s, res, _find_media(s, res))
+        with store() as s:
+            return [(f.id, f.face_index, f.x1) for f in s.scalars(select(Face).order_by(Face.face_index))]
+
+    faces = stored(result)
+    person, _ = add_class(store, "Kept Person", "ann")
+    relabel_faces(store, [faces[0][0]], person, "ann")
+
+    moved = copy.deepcopy(result)  # every box 6 px to the right: the same faces, detected a little differently
+    for face in moved.faces:
+        face.box = [face.box[0] + 6, face.box[1], face.box[2] + 6, face.box[3]]
+    again = stored(moved)
+    assert [f[0] for f in again] == [f[0] for f in faces] and again[0][2] == pytest.approx(faces[0][2] + 6)
+
+    lost = copy.deepcopy(moved)  # the decided face is no longer found, the other one neither
+    lost.faces = [face for face in lost.faces if face.face_index not in (0, 1)]
+    for i, face in enumerate(lost.faces):
+        face.face_index = i
+    lost.tracks = []
+    after = stored(lost)
+    ids = [f[0] for f in after]
+    assert faces[0][0] in ids and faces[1][0] not in ids  # the labelled one stays, the other goes
+    with store() as s:
+        label = s.scalars(select(FaceLabel).where(FaceLabel.face_id == faces[0][0])).one()
+    assert (label.status, label.class_id) == ("relabeled", person)
+
+
 def test_an_interrupted_batch_is_audited_for_what_it_stored(tmp_path, gifs_dir, pipeline_models):
     """Ctrl-C half-way (here: from the progress callback, after the first file is stored): the stored
     file keeps its audit event, marked interrupted, and the interruption still propagates."""
