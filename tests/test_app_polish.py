@@ -240,5 +240,6 @@ def test_messages_show_names_as_typed_never_as_markup():
     assert plain("add tag(s) '**huge** [click](https://x.y)' to 1 media") == \
         r"add tag(s) '\*\*huge\*\* [click\](https://x.y)' to 1 media"
     assert plain("<b>_x_</b> `y` ~z~ $w$ a|b") == r"\<b\>\_x\_\</b\> \`y\` \~z\~ \$w\$ a\|b"
+    assert plain("tag ':red[alarm]' and :smile:") == r"tag '\:red[alarm]' and \:smile:"
     for ordinary in ("operation 7 (add_class) cannot be undone", "confidence must be in [0, 1], got 1.5"):
         assert plain(ordinary) == ordinary

@@ -183,8 +183,9 @@ def escape_markdown(text: str) -> str:
 
 
 # what can make markup inside a sentence: emphasis, code, html, strike, maths, tables; an underscore only
-# at a word's edge (add_class stays as it is); a bracket only where it closes a link text ("](")
-_INLINE_SPECIALS = re.compile(r"([\\`*<>~$|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|\](?=\())")
+# at a word's edge (add_class stays as it is); a bracket only where it closes a link text ("](");
+# a colon only before a letter (Streamlit's :red[colour], :emoji: and :material/icon:, not "reason: why")
+_INLINE_SPECIALS = re.compile(r"([\\`*<>~$|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])|\](?=\()|:(?=[A-Za-z]))")
 
 
 def plain(text: str) -> str:
