@@ -41,9 +41,14 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 MEDIA_EXTENSIONS = frozenset({".gif", ".webp", ".mp4", ".webm", ".mov", ".mkv", ".m4v", ".jpg", ".jpeg", ".png"})
 
 
+def has_media_extension(path: Path) -> bool:
+    """Named like media (the content is checked when the file is read)."""
+    return path.suffix.lower() in MEDIA_EXTENSIONS
+
+
 def is_media_file(path: Path) -> bool:
     """A file a folder ingest picks up (by extension; its content is checked when it is read)."""
-    return path.suffix.lower() in MEDIA_EXTENSIONS and path.is_file()
+    return has_media_extension(path) and path.is_file()
 
 TRANSPARENT_BACKGROUND = (255, 255, 255)
 

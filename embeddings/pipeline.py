@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
-from embeddings.media import MEDIA_EXTENSIONS, MediaError, MediaLimits, SampledMedia, sample_media
+from embeddings.media import MediaError, MediaLimits, SampledMedia, has_media_extension, sample_media
 from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
@@ -121,7 +121,7 @@ def _walk_folder(root: Path) -> list[Path]:
 
     for folder, subfolders, names in os.walk(root, onerror=unreadable):
         subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        found += [Path(folder) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in MEDIA_EXTENSIONS]
+        found += [Path(folder) / n for n in names if not n.startswith(".") and has_media_extension(Path(n))]
     return sorted(found)
 
 

@@ -317,20 +317,16 @@ def is_write_collision(exc: DBAPIError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and "database is locked" in str(exc.orig)
 
 
-def write_collision_error() -> ConcurrentWriteError:
-    """What an editor reads instead of "deadlock detected": someone else was saving, try again."""
-    return ConcurrentWriteError("changes to some of the same faces, classes or tags")
-
-
 @contextmanager
 def collisions_as_conflicts() -> Iterator[None]:
-    """Turn a write collision (`is_write_collision`) into a ConcurrentWriteError; other errors pass."""
+    """Turn a write collision (`is_write_collision`) into a ConcurrentWriteError, what an editor reads
+    instead of "deadlock detected": someone else was saving, try again. Other errors pass."""
     try:
         yield
     except DBAPIError as exc:
         if not is_write_collision(exc):
             raise
-        raise write_collision_error() from exc
+        raise ConcurrentWriteError("changes to some of the same faces, classes or tags") from exc
 
 
 @contextmanager

@@ -67,6 +67,11 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _file_progress(progress: Progress, task: TaskID):
+    """on_result(result) of an ingest: one step per file, the file's name beside the bar."""
+    return lambda result: progress.update(task, advance=1, current=one_line(Path(result.path).name)[:40])
+
+
 @app.callback()
 def _root() -> None:
     """giflens: curate face and GIF embeddings."""
@@ -101,12 +106,9 @@ def ingest_command(
         raise typer.Exit(1)
     store = _store_for(settings)
     with progress_task("ingest") as (progress, task):
-
-        def advance(result) -> None:
-            progress.update(task, advance=1, current=one_line(Path(result.path).name)[:40])
-
         try:
-            summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n), on_result=advance,
+            summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n),
+                             on_result=_file_progress(progress, task),
                              store=store, editor=_editor(editor))
         except ModelUnavailableError as exc:
             console.print(f"[red]error:[/red] {exc}")
@@ -223,7 +225,7 @@ def import_raw_dataset_command(
         _run(lambda: import_raw_dataset(
             store, folder, settings, _editor(editor),
             on_start=lambda n: progress.update(task, total=n),
-            on_result=lambda r: progress.update(task, advance=1, current=one_line(Path(r.path).name)[:40])), progress=progress)
+            on_result=_file_progress(progress, task)), progress=progress)
 
 
 @import_app.command("classes")

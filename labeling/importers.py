@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import Operation, entity_key, run_operation
+from labeling.audit import Operation, _chunks, entity_key, run_operation
 from labeling.classes import create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
@@ -426,17 +426,16 @@ def removed_by_editors(session: Session, keys: Iterable[tuple[int, int]]) -> dic
     file would put back what an editor took off. An undo that deleted the row (of the import itself,
     say) is not a removal: importing again after undoing an import imports again."""
     by_key = {entity_key("media_tag", k): k for k in keys}
-    last: dict[str, tuple[int, str, str]] = {}  # key -> (event id, operation, editor); never the JSON snapshots
-    names = list(by_key)
-    for start in range(0, len(names), 5000):
-        stmt = (select(AuditEntity.key, AuditEvent.id, AuditEvent.operation, AuditEvent.editor)
+    last: dict[str, tuple[str, str]] = {}  # key -> (operation, editor) of its last write; never the JSON snapshots
+    for chunk in _chunks(list(by_key)):
+        stmt = (select(AuditEntity.key, AuditEvent.operation, AuditEvent.editor)
                 .join(AuditEvent, AuditEvent.id == AuditEntity.event_id)
-                .where(AuditEntity.key.in_(names[start : start + 5000]), AuditEntity.written.is_(True))
+                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True))
                 .order_by(AuditEvent.id))
-        for key, event_id, operation, editor in session.execute(stmt):
-            last[key] = (event_id, operation, editor)
+        for key, operation, editor in session.execute(stmt):
+            last[key] = (operation, editor)
     # remove_tags only ever deletes the rows it writes: its last write of a key is that key's removal
-    return {by_key[key]: last_write[2] for key, last_write in last.items() if last_write[1] == "remove_tags"}
+    return {by_key[key]: editor for key, (operation, editor) in last.items() if operation == "remove_tags"}
 
 
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:

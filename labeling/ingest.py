@@ -26,6 +26,7 @@ from sqlalchemy import event, func, insert, inspect, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media
+from labeling.audit import _chunks
 from labeling.db import open_store, session_scope
 from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, Face, FaceEmbedding,
                              FaceLabel, Media, MediaEmbedding, Track, utcnow, vector_to_bytes)
@@ -291,9 +292,8 @@ class _Ledger:
         changed_set = set(changed)
         unchanged = [m for m in self.final if m not in changed_set]
         audited: set[str] = set()
-        for start in range(0, len(unchanged), 5000):
-            keys = [f"media:{m}" for m in unchanged[start : start + 5000]]
-            audited.update(session.scalars(select(AuditEntity.key).where(AuditEntity.key.in_(keys))))
+        for chunk in _chunks([f"media:{m}" for m in unchanged]):
+            audited.update(session.scalars(select(AuditEntity.key).where(AuditEntity.key.in_(chunk))))
         return [*changed, *(m for m in unchanged if f"media:{m}" not in audited)]
 
 
@@ -331,11 +331,11 @@ def _replaced_notes(session: Session, new_items: list[int]) -> list[str]:
     batch is stored, so a file renamed and replaced in one batch (its old content found under its
     new name) is no replacement."""
     notes = []
-    for start in range(0, len(new_items), 5000):
-        new = aliased(Media)
+    new = aliased(Media)
+    for chunk in _chunks(new_items):
         rows = session.execute(
             select(new.id, new.path, Media.id).join(Media, (Media.path == new.path) & (Media.id != new.id))
-            .where(new.id.in_(new_items[start : start + 5000]), Media.status == "ok").order_by(new.id, Media.id)).all()
+            .where(new.id.in_(chunk), Media.status == "ok").order_by(new.id, Media.id)).all()
         older: dict[tuple[int, str], list[int]] = {}
         for new_id, path, old_id in rows:
             older.setdefault((new_id, path), []).append(old_id)

@@ -15,6 +15,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from labeling.audit import CHUNK  # ids bound in one IN (...) list
 from labeling.schema import (AuditEntity, AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
                              MediaTag, Tag, Track, bytes_to_vector)
 from labeling.validation import clean_tag_name
@@ -24,7 +25,6 @@ UNLABELED = "unlabeled"  # label status of a face that has no face_label row (no
 TURNED_DOWN = {"rejected": "rejected", "unknown": "marked unknown"}
 DECIDED_STATUSES = ("approved", "rejected", "relabeled", "unknown")  # an editor (or an import) decided
 ATTRIBUTE_COLUMNS = ("gender", "ethnicity", "birth_year", "country")
-MAX_SQL_LIST = 5000  # ids bound in one IN (...) list; SQLite allows 32,766 variables in a statement
 UNKNOWN_OPEN_SET = "unknown (open set)"  # the model's best guess was refused by the open-set threshold
 NOT_PREDICTED = "not predicted yet"  # no prediction was ever recorded (no classifier run since ingest)
 
@@ -127,7 +127,7 @@ def faces_frame(store: sessionmaker[Session], model_id: str | None = None, *, cl
             stmt = stmt.where((FaceLabel.class_id == class_id) | (FaceLabel.predicted_class_id == class_id))
         if media_id is not None:
             stmt = stmt.where(Face.media_id == media_id)
-        if track_ids is not None and len(track_ids) <= MAX_SQL_LIST:  # else filtered below
+        if track_ids is not None and len(track_ids) <= CHUNK:  # else filtered below
             stmt = stmt.where(FaceEmbedding.track_id.in_([int(t) for t in track_ids]))
         rows = session.execute(stmt.order_by(Face.id)).all()
     vectors = None
@@ -141,7 +141,7 @@ def faces_frame(store: sessionmaker[Session], model_id: str | None = None, *, cl
     for col in ("class_id", "predicted_class_id", "track_id", "birth_year"):
         frame[col] = frame[col].astype("Int64")
     frame["predicted_confidence"] = frame["predicted_confidence"].astype(float)
-    if track_ids is not None and len(track_ids) > MAX_SQL_LIST:  # too many for one IN list: read all, keep some
+    if track_ids is not None and len(track_ids) > CHUNK:  # too many for one IN list: read all, keep some
         keep = frame["track_id"].isin([int(t) for t in track_ids]).to_numpy()
         frame = frame[keep].reset_index(drop=True)
         vectors = vectors[keep] if with_vectors else None

@@ -17,11 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.classes import add_class, rename_class
+from labeling.audit import CHUNK
 from labeling.db import open_store
 from labeling.errors import ConflictError
 from labeling.face_labels import Prediction, mark_unknown, record_predictions, relabel_faces
 from labeling.ingest import IngestSummary, ingest
-from labeling.queries import (CLASS_COLUMNS, FACE_COLUMNS, MAX_SQL_LIST, MEDIA_COLUMNS, MEDIA_TAG_COLUMNS,
+from labeling.queries import (CLASS_COLUMNS, FACE_COLUMNS, MEDIA_COLUMNS, MEDIA_TAG_COLUMNS,
                               NOT_PREDICTED, TRACK_COLUMNS, UNKNOWN_OPEN_SET, UNLABELED, prediction_text,
                               classes_frame, events_frame, face_models, faces_frame, history_frame, media_frame,
                               media_tags_frame, search_classes, store_overview, tag_counts_frame, tracks_frame)
@@ -170,11 +171,11 @@ def test_faces_frame_vectors_and_filters(fx: FixtureStore):
                 if serena in (none(c), none(p))}
     assert set(by_class["face_id"]) == expected and len(expected) > len(fx.gif_faces)
     assert set(faces_frame(fx.store, media_id=fx.media[GIF])["face_id"]) == set(fx.gif_faces)
-    # track filter: in SQL for a short list, in pandas past MAX_SQL_LIST ids; the same rows and vectors either way
+    # track filter: in SQL for a short list, in pandas past CHUNK ids; the same rows and vectors either way
     track = int(frame.loc[frame["face_id"] == fx.gif_faces[0], "track_id"].iloc[0])
     members = set(frame.loc[frame["track_id"] == track, "face_id"])
     assert set(faces_frame(fx.store, track_ids=[track])["face_id"]) == members
-    long_list = [track, *range(10**6, 10**6 + MAX_SQL_LIST)]
+    long_list = [track, *range(10**6, 10**6 + CHUNK)]
     many, many_vectors = faces_frame(fx.store, track_ids=long_list, with_vectors=True)
     assert set(many["face_id"]) == members and len(many_vectors) == len(many)
     np.testing.assert_array_equal(many_vectors, vectors[frame["face_id"].isin(members).to_numpy()])

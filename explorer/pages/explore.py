@@ -277,6 +277,11 @@ def _decision_buttons(count: str, key: str, override: bool, approve_ok: bool, de
                 decide("relabel", int(target))
 
 
+def _unnamed(chosen: list[int]) -> list[int]:
+    """The chosen points with no class to approve (see POINT_COLUMNS' "nameable"), in id order."""
+    return sorted(set(chosen) & set(shown.loc[~shown["nameable"].astype(bool), "id"].astype(int)))
+
+
 def _bulk_faces(chosen: list[int]) -> None:
     """Approve, reject, mark unknown, relabel or seed a new class with the selected faces."""
     shown_versions = dict(zip(shown["id"].astype(int), shown["version"]))
@@ -292,7 +297,7 @@ def _bulk_faces(chosen: list[int]) -> None:
                    "changes those decisions.")
         override = st.checkbox(f"Change the {len(confirmed)} confirmed face(s) too",
                                key=f"explore_bulk_override_{hash(tuple(chosen))}")
-    unnamed = sorted(set(chosen) & set(shown.loc[~shown["nameable"].astype(bool), "id"].astype(int)))
+    unnamed = _unnamed(chosen)
     _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed,
                       approve_help=(f"{len(unnamed)} of the faces have neither a class nor a prediction to approve "
                                     f"(faces {', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): "
@@ -319,7 +324,7 @@ def _bulk_tracks(chosen: list[int]) -> None:
                    "tracks, approve included, changes those.")
         override = st.checkbox(f"Change the {decided} decided face(s) too",
                                key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
-    unnamed = sorted(set(chosen) & set(shown.loc[~shown["nameable"].astype(bool), "id"].astype(int)))
+    unnamed = _unnamed(chosen)
     _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,
                       approve_ok=not unnamed and override,
                       approve_help=(f"No predicted person to approve for track(s) {', '.join(map(str, unnamed[:10]))}"

@@ -67,13 +67,14 @@ def expected(class_id: int) -> int:
     return seen.get(class_id, int(by_id.loc[class_id, "version"]))
 
 
-def select_created(result) -> None:
-    st.session_state[NEXT_KEY] = result[0]
-
-
 def keep_editing(class_id: int) -> None:
-    """The class to select after an operation that may hide it (retired, merged) from the filtered view."""
+    """The class to select after an operation that may hide it (created, retired, merged into) from the
+    filtered view: `show_created` makes it the selection on the next run."""
     st.session_state[NEXT_KEY] = class_id
+
+
+def select_created(result) -> None:
+    keep_editing(result[0])
 
 
 def text_or_none(value: str) -> str | None:

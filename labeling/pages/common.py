@@ -31,6 +31,7 @@ from models.settings import Settings
 
 EDITOR_KEY = "editor"
 FLASH_KEY = "_giflens_flash"
+VERSIONS_KEY = "versions_seen"  # per page key: the row versions its last run drew (versions_seen)
 PASSWORD_ENV = "GIFLENS_EDITOR_PASSWORD"
 UPLOADS = "uploads"  # under the data folder
 
@@ -261,12 +262,18 @@ def versions_seen(key: str, current: Mapping[Any, Any]) -> dict[Any, int]:
     and acting on it would overwrite that change unseen. Each page records what it rendered under
     `key`; call this before the buttons: it returns the previous run's record (the current version
     for rows shown for the first time) and keeps the current one for the next click."""
-    memory: dict[Any, int] = st.session_state.setdefault("versions_seen", {}).setdefault(key, {})
+    memory: dict[Any, int] = st.session_state.setdefault(VERSIONS_KEY, {}).setdefault(key, {})
     current = {k: int(v) for k, v in current.items()}
     seen = {k: memory.get(k, v) for k, v in current.items()}
     memory.clear()
     memory.update(current)
     return seen
+
+
+def drawn_before(key: str) -> set[Any]:
+    """The rows the page recorded under `key` when it was last drawn (call it before `versions_seen`,
+    which records this run's): what the editor had on screen when they pressed a button."""
+    return set(st.session_state.get(VERSIONS_KEY, {}).get(key, {}))
 
 
 def progress_callback(bar: Any, unit: str = "") -> Callable[[int, int], None]:

@@ -70,12 +70,11 @@ with st.form("export_form"):
 
 if submitted:
     st.session_state.pop(RESULT_KEY, None)  # a refusal must not be shown above the previous run's success
-target = Path(out_dir.strip()).expanduser()
 if submitted and not out_dir.strip():
     st.error("Give an output folder.")  # an empty path would be the server's working directory
 elif submitted and (editor := require_editor()):
     # a relative folder is one in the data folder, not wherever the server happened to be started
-    target = target if target.is_absolute() else Path(settings.data_dir) / target
+    target = Path(settings.data_dir) / Path(out_dir.strip()).expanduser()  # an absolute path stays itself
     bar = st.progress(0.0, text="Reading the store ...")
     on_progress = progress_callback(bar, "faces")
     try:

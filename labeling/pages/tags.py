@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from labeling.errors import ValidationError
-from labeling.pages.common import (escape_markdown, flash, get_settings, get_store, keep_choice, media_file, plain,
-                                   progress_callback, require_editor, versions_seen, write)
+from labeling.pages.common import (drawn_before, escape_markdown, flash, get_settings, get_store, keep_choice,
+                                   media_file, plain, progress_callback, require_editor, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 from labeling.validation import clean_tag_name
@@ -212,7 +212,7 @@ with per_tag:
                                                  f"{by_tag.loc[t, 'suggested']} suggested)")
         carrying = media_tags_frame(store, tag=tag)
         # the rows the editor had on screen when they pressed: "All" means those, not rows added since
-        drawn = {m for m, _ in st.session_state.get("versions_seen", {}).get(f"tags_tag_{tag}", {})}
+        drawn = {m for m, _ in drawn_before(f"tags_tag_{tag}")}
         seen_tag = versions_seen(f"tags_tag_{tag}", dict(zip(zip(carrying["media_id"].astype(int), carrying["tag_id"].astype(int)),
                                                         carrying["version"])))
         # bulk actions act on one status each: setting a confidence or removing must not touch suggestions
