@@ -23,7 +23,7 @@ from labeling.db import write_scope
 from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError
 from labeling.schema import (UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, FaceLabel, Media, MediaTag,
                              Tag, Track, utcnow)
-from labeling.validation import check_editor
+from labeling.validation import check_editor, check_id
 
 # entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
 KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
@@ -504,6 +504,7 @@ def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> Op
     checks above did not foresee still ends as an UndoError (the transaction rolled back), never
     as a raw database error: an editor pressing Undo must get a reason, not a stack trace.
     """
+    event_id = check_id(event_id, "audit event")
     try:
         with collisions_as_conflicts():
             return _undo_event(factory, event_id, editor)

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import CHUNK, Operation, OperationResult, _chunks, merge_chain, run_operation
 from labeling.errors import NotFoundError, ValidationError
 from labeling.face_labels import apply_decision
-from labeling.schema import CLASS_STATUSES, CelebrityClass, FaceLabel
-from labeling.validation import clean_attributes, clean_class_name, class_name_key
+from labeling.schema import CLASS_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel
+from labeling.validation import check_id, clean_attributes, clean_class_name, clean_external_id, class_name_key
 
 
 def find_class(session: Session, name: str) -> CelebrityClass | None:
@@ -45,7 +45,11 @@ def _check_external_id_free(session: Session, external_id: str) -> None:
 def _load_classes(op: Operation, class_ids: Sequence[int],
                   expected_versions: dict[int, int | None] | None = None) -> dict[int, dict[str, Any]]:
     """Lock several classes at once, in id order (`Operation.load`), so that merging C into D while
-    someone merges D into C makes one of them wait instead of deadlocking; then check versions."""
+    someone merges D into C makes one of them wait instead of deadlocking; then check versions.
+    Ids go through `check_id` (a numpy integer from a dataframe is bound as bytes by SQLite, and
+    cannot be written into the audit log's JSON on PostgreSQL)."""
+    class_ids = [check_id(c, "class") for c in class_ids]
+    expected_versions = {check_id(c, "class"): v for c, v in (expected_versions or {}).items()}
     rows = op.load("class", [(c,) for c in class_ids])
     missing = [c for (c,), row in rows.items() if row is None]
     if missing:
@@ -57,6 +61,7 @@ def _load_classes(op: Operation, class_ids: Sequence[int],
 
 
 def _load_class(op: Operation, class_id: int, expected_version: int | None = None) -> dict[str, Any]:
+    class_id = check_id(class_id, "class")
     return _load_classes(op, [class_id], {class_id: expected_version})[class_id]
 
 
@@ -67,8 +72,7 @@ def create_class(op: Operation, name: str, display_name: str | None = None, stat
         raise ValidationError(f"class status must be one of {', '.join(CLASS_STATUSES)}, got {status!r}")
     _check_free(op.session, name)
     display = clean_class_name(display_name) if display_name else None
-    if external_id is not None and len(external_id) > 64:
-        raise ValidationError("external id is longer than 64 characters")
+    external_id = clean_external_id(external_id)
     if external_id:
         _check_external_id_free(op.session, external_id)
     values = {"name": name, "name_key": class_name_key(name), "display_name": display, "status": status,
@@ -97,6 +101,7 @@ def add_class(factory: sessionmaker[Session], name: str, editor: str, display_na
 
 def rename_class(factory, class_id: int, new_name: str, editor: str, expected_version: int | None = None,
                  display_name: str | None = None) -> OperationResult:
+    class_id = check_id(class_id, "class")
     with run_operation(factory, editor, "rename_class") as op:
         row = _load_class(op, class_id, expected_version)
         name = clean_class_name(new_name)
@@ -126,13 +131,19 @@ def _labels_of(session: Session, class_id: int, face_ids: Sequence[int] | None =
 
 
 def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: int) -> int:
-    """Point both decisions and predictions of source at target, keeping each label's status."""
+    """Point both decisions and predictions of source at target, keeping each label's status.
+
+    A decided label the editor moves becomes the editor's decision (source "editor"): its class is
+    now theirs, not the import's, so re-importing the same raw dataset keeps it where the merge or
+    split put it instead of moving it back. An undecided label stays the model's."""
     rows = op.load("face", [(f,) for f in face_ids])
     changes = {}
     for key, row in rows.items():
-        values = {}
+        values: dict[str, Any] = {}
         if row["class_id"] == source_id:
             values["class_id"] = target_id
+            if row["status"] not in UNDECIDED_STATUSES and row["source"] != "editor":
+                values["source"] = "editor"
         if row["predicted_class_id"] == source_id:
             values["predicted_class_id"] = target_id
         if values:
@@ -146,6 +157,7 @@ def merge_classes(factory, source_id: int, target_id: int, editor: str,
                   expected_versions: dict[int, int] | None = None) -> OperationResult:
     """Every label of source moves to target; source is retired and remembers where it went.
     expected_versions (class id -> version the editor saw) refuses a merge based on a stale view."""
+    source_id, target_id = check_id(source_id, "class"), check_id(target_id, "class")
     if source_id == target_id:
         raise ValidationError("cannot merge a class into itself")
     seen = expected_versions or {}
@@ -180,6 +192,9 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
         raise ValidationError("split needs exactly one of a new class name or an existing target class")
     if not face_ids:
         raise ValidationError("split needs the faces to move")
+    class_id = check_id(class_id, "class")
+    target_id = None if target_id is None else check_id(target_id, "class")
+    face_ids = list(dict.fromkeys(check_id(f, "face") for f in face_ids))
     with run_operation(factory, editor, "split_class") as op:
         locked = _load_classes(op, [class_id] if target_id is None else [class_id, target_id],
                                {class_id: expected_version})
@@ -208,6 +223,7 @@ def retire_class(factory, class_id: int, editor: str, expected_version: int | No
 def set_class_status(factory, class_id: int, status: str, editor: str, expected_version: int | None = None) -> OperationResult:
     if status not in CLASS_STATUSES:
         raise ValidationError(f"class status must be one of {', '.join(CLASS_STATUSES)}, got {status!r}")
+    class_id = check_id(class_id, "class")
     with run_operation(factory, editor, "set_class_status") as op:
         row = _load_class(op, class_id, expected_version)
         values: dict[str, Any] = {"status": status} if row["status"] != status else {}
@@ -227,6 +243,7 @@ def set_class_attributes(factory, class_id: int, editor: str, expected_version: 
     values = clean_attributes(attributes)
     if not values:
         raise ValidationError("no attributes given")
+    class_id = check_id(class_id, "class")
     with run_operation(factory, editor, "set_class_attributes") as op:
         row = _load_class(op, class_id, expected_version)
         changed = {k: v for k, v in values.items() if row[k] != v}

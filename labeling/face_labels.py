@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
 from labeling.errors import NotFoundError, ValidationError
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, Track
-from labeling.validation import check_confidence, check_id
+from labeling.validation import check_confidence, check_id, refuse_hidden_characters
 
 DECISIONS = {"approve": "approved", "reject": "rejected", "relabel": "relabeled", "unknown": "unknown"}
 UNDECIDED = UNDECIDED_STATUSES
@@ -46,6 +46,11 @@ def class_phrase(session: Session, class_id: int | None) -> str:
     return f" to {cls.name!r} (class {class_id})" if cls is not None else f" to class {class_id}"
 
 
+def _class_id(class_id: Any) -> int | None:
+    """A class id as callers pass it (int, numpy integer from a dataframe), or None for no class."""
+    return None if class_id is None else check_id(class_id, "class")
+
+
 def _face_ids(face_ids: Sequence[int]) -> list[int]:
     ids = list(dict.fromkeys(check_id(f, "face") for f in face_ids))
     if not ids:
@@ -61,6 +66,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
     confirming it is an approval even where a face's own prediction differed."""
     if decision not in DECISIONS:
         raise ValidationError(f"unknown decision {decision!r}; one of {', '.join(DECISIONS)}")
+    class_id, proposed_class = _class_id(class_id), _class_id(proposed_class)
     ids = _face_ids(face_ids)
     media_of = _existing_faces(op.session, ids)
     if decision == "relabel" and class_id is None:
@@ -109,6 +115,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
 def decide_faces(factory: sessionmaker[Session], face_ids: Sequence[int], decision: str, editor: str,
                  class_id: int | None = None, expected_versions: dict[int, int] | None = None,
                  source: str = "editor") -> OperationResult:
+    class_id = _class_id(class_id)
     with run_operation(factory, editor, f"{decision}_faces") as op:
         apply_decision(op, face_ids, decision, class_id, expected_versions, source)
         op.summary = f"{decision} {len(set(face_ids))} face(s){class_phrase(op.session, class_id)}"
@@ -167,6 +174,7 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
     those faces changed since. The faces are read inside the same transaction that writes them.
     """
     ids = list(dict.fromkeys(check_id(t, "track") for t in track_ids))
+    class_id = _class_id(class_id)
     with run_operation(factory, editor, f"{decision}_track" if len(ids) == 1 else f"{decision}_tracks") as op:
         faces = tracks_face_ids(op.session, ids)
         if decision == "approve" and class_id is None:
@@ -205,13 +213,22 @@ class Prediction:
     top: list[tuple[int, float]]
 
 
+def _checked_ids(p: Prediction) -> Prediction:
+    """The prediction with plain int ids (a recognizer hands numpy integers over from its arrays)."""
+    return Prediction(check_id(p.face_id, "face"), _class_id(p.class_id), p.confidence,
+                      [(check_id(c, "class"), score) for c, score in p.top])
+
+
 def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Prediction], model_version: str,
                        editor: str = "model") -> OperationResult:
     """Write the model's predictions. Faces an editor (or an import) decided keep their decision;
     only the prediction columns beside it are refreshed."""
-    if not model_version:
+    if not isinstance(model_version, str) or not model_version.strip():
         raise ValidationError("model_version is required")
-    preds = {p.face_id: p for p in predictions}
+    if len(model_version) > 64:
+        raise ValidationError("model_version is longer than 64 characters")
+    refuse_hidden_characters(model_version, "model_version", line_breaks=False)
+    preds = {p.face_id: p for p in map(_checked_ids, predictions)}
     with run_operation(factory, editor, "predict_faces") as op:
         _existing_faces(op.session, list(preds))
         class_ids = {p.class_id for p in preds.values()} | {c for p in preds.values() for c, _ in p.top}

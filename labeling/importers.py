@@ -28,13 +28,12 @@ from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
 from labeling.schema import CONFIRMED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, Face, Media
 from labeling.tags import apply_tags, tag_ids
-from labeling.validation import (ATTRIBUTES, check_editor, class_name_key, clean_attributes, clean_class_name,
-                                 clean_tag_name)
+from labeling.validation import (ATTRIBUTES, check_editor, class_name_key, clean_attributes,
+                                 clean_class_name, clean_external_id, clean_tag_name)
 
 # GIPHY labels end in a Freebase id (m.0c6qh) or a Knowledge Graph id (g.11cs12bg7b) in brackets.
 GIPHY_LABEL = re.compile(r"^(?P<name>.+?)_\[(?P<id>[^\[\]]+)\]$")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
-EXTERNAL_ID_MAX = 64
 TAG_SEPARATOR = ";"
 
 
@@ -64,6 +63,8 @@ class ImportSummary:
             parts.append(f"{self.images} images")
         if self.what in ("classes", "attributes", "raw dataset"):
             parts.append(f"{self.created} classes created")
+        if self.what == "raw dataset" and self.updated:
+            parts.append(f"{self.updated} classes updated")
         if self.what in ("classes", "attributes"):
             parts.append(f"{self.updated} updated")
         if self.what == "raw dataset":
@@ -93,6 +94,16 @@ class AttributeRow(NamedTuple):
     name: str
     external_id: str | None
     values: dict[str, Any]  # only the attributes the row knows; empty cells are unknown and absent
+
+
+class MappedClass(NamedTuple):
+    """A row of an export's classes.csv: the class behind a folder."""
+
+    line: int
+    name: str  # exact, where the folder name cannot tell "Brad_Pitt" from "Brad Pitt"
+    external_id: str | None
+    display_name: str | None  # None: empty cell, or a classes.csv written before the column existed
+    attributes: dict[str, Any]  # only the attributes the row knows; empty cells are unknown and absent
 
 
 class TagRow(NamedTuple):
@@ -164,14 +175,13 @@ def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None
 def _check_name(path: Path, line: int, name: str, external_id: str | None) -> str:
     try:
         name = clean_class_name(name)
+        clean_external_id(external_id)
     except ValidationError as exc:
         raise ValidationError(f"{_where(path, line)}: {exc}") from None
-    if external_id is not None and len(external_id) > EXTERNAL_ID_MAX:
-        raise ValidationError(f"{_where(path, line)}: external id {external_id[:20]!r}... is longer than {EXTERNAL_ID_MAX} characters")
     return name
 
 
-def read_labels_csv(path: Path, class_map: dict[str, tuple[str, str | None]] | None = None) -> list[LabelRow]:
+def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None) -> list[LabelRow]:
     """GIPHY's `Label,Index` (or `Labels,Index`): labels unique (also once parsed into class
     names, ignoring case), indices unique non-negative integers, names valid class names.
     `class_map` (an export's classes.csv) gives the exact name of a label, where parsing the
@@ -197,7 +207,7 @@ def read_labels_csv(path: Path, class_map: dict[str, tuple[str, str | None]] | N
         if idx in indices:
             raise ValidationError(f"{_where(path, line)}: index {idx} repeats line {indices[idx]}")
         if class_map and label in class_map:
-            name, external = class_map[label]
+            name, external = class_map[label].name, class_map[label].external_id
         else:
             name, external = parse_giphy_label(label)
             name = _check_name(path, line, name, external)
@@ -209,17 +219,25 @@ def read_labels_csv(path: Path, class_map: dict[str, tuple[str, str | None]] | N
     return out
 
 
-def read_class_map(path: Path) -> dict[str, tuple[str, str | None]]:
-    """An export's `classes.csv`: folder -> (exact class name, external id). It is preferred over
-    parsing folder names, which cannot tell a space from an underscore."""
+def read_class_map(path: Path) -> dict[str, MappedClass]:
+    """An export's `classes.csv`: folder -> its class (exact name, external id, and the display name
+    and attributes when the file has those columns; older exports do not, and empty cells are
+    unknown). It is preferred over parsing folder names, which cannot tell a space from an underscore."""
     path = Path(path)
-    _, rows = read_csv(path, ["folder", "name"])
-    out: dict[str, tuple[str, str | None]] = {}
+    header, rows = read_csv(path, ["folder", "name"])
+    columns = [c for c in ATTRIBUTES if c in header]
+    out: dict[str, MappedClass] = {}
     for line, row in rows:
         if row["folder"] in out:
             raise ValidationError(f"{_where(path, line)}: folder {row['folder']!r} appears twice")
         external = row.get("external_id") or None
-        out[row["folder"]] = (_check_name(path, line, row["name"], external), external)
+        name = _check_name(path, line, row["name"], external)
+        try:
+            display = clean_class_name(row["display_name"]) if row.get("display_name") else None
+            values = clean_attributes({c: row[c] for c in columns if row[c]})
+        except ValidationError as exc:
+            raise ValidationError(f"{_where(path, line)}: {exc}") from None
+        out[row["folder"]] = MappedClass(line, name, external, display, values)
     return out
 
 
@@ -294,7 +312,8 @@ def former_names(session: Session) -> dict[str, int]:
 
 def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSummary,
                     attributes: dict[str, dict[str, Any]] | None = None,
-                    create: bool = True) -> tuple[dict[str, int], set[int]]:
+                    create: bool = True,
+                    display_names: dict[str, str | None] | None = None) -> tuple[dict[str, int], set[int]]:
     """(name key -> class id, ids created), creating missing classes inside the open operation.
 
     A spec finds its class by external id first (GIPHY's Freebase id survives renames), then by
@@ -332,7 +351,7 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
             if not create:
                 summary.skipped.append(f"{spec.where}: no class named {spec.name!r}")
                 continue
-            ids[key] = create_class(op, spec.name, external_id=spec.external_id,
+            ids[key] = create_class(op, spec.name, (display_names or {}).get(key), external_id=spec.external_id,
                                     attributes=(attributes or {}).get(key))
             created.add(ids[key])
             summary.created += 1
@@ -363,8 +382,14 @@ class ClassRef(NamedTuple):
 
 
 def _editor(editor: str | None, source: Path) -> str:
-    """The editor given (a blank one refused, before anything is read or ingested), else the file."""
-    return f"import:{Path(source).name}" if editor is None else check_editor(editor)
+    """The editor given (a blank one refused, before anything is read or ingested), else the file.
+
+    A file name may hold what an editor name may not (a newline, a tab): those become "?", and a
+    long name is cut, so an odd file name never stops an import at its audit event."""
+    if editor is not None:
+        return check_editor(editor)
+    name = "".join(c if c.isprintable() else "?" for c in Path(source).name)
+    return check_editor(f"import:{name}"[:200])
 
 
 def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
@@ -412,6 +437,30 @@ def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str 
     return summary
 
 
+def _fill_class_details(op: Operation, targets: dict[str, int], details: dict[str, MappedClass],
+                        summary: ImportSummary, source: Path) -> None:
+    """Display name and attributes an export's classes.csv gives, onto classes that exist already
+    (name key -> class id in `targets`): only empty ones are filled, as `import attributes` leaves
+    what a file does not know. A value the class holds is never overwritten (an editor set it, or
+    it is newer than the export) and a different one in the file is noted; re-importing the same
+    export fills nothing the second time."""
+    rows = op.load("class", [(c,) for c in dict.fromkeys(targets.values())])
+    changes: dict[tuple[int], dict[str, Any]] = {}
+    for key, class_id in targets.items():
+        mapped = details[key]
+        row = {**rows[(class_id,)], **changes.get((class_id,), {})}
+        for column, value in {"display_name": mapped.display_name, **mapped.attributes}.items():
+            if value is None or row[column] == value:
+                continue
+            if row[column] is None:
+                changes.setdefault((class_id,), {})[column] = value
+            else:
+                summary.skipped.append(f"{_where(source, mapped.line)}: class {row['name']!r} keeps its "
+                                       f"{column.replace('_', ' ')} {row[column]!r} (the file says {value!r})")
+    if changes:
+        op.update("class", changes, rows)
+
+
 def _media_by_name(session: Session) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for media_id, path in session.execute(select(Media.id, Media.path).where(Media.status == "ok").order_by(Media.id)):
@@ -420,17 +469,21 @@ def _media_by_name(session: Session) -> dict[str, list[int]]:
 
 
 def removed_by_editors(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], str]:
-    """(media id, tag id) -> who removed it, for tags whose last change was an editor removing them.
+    """(media id, tag id) -> who removed it, for tags whose latest write still in force is an editor
+    removing them.
 
     Why: a removed tag leaves no row behind, so without the audit log a re-import of the uploader
-    file would put back what an editor took off. An undo that deleted the row (of the import itself,
-    say) is not a removal: importing again after undoing an import imports again."""
+    file would put back what an editor took off. Only operations in force count: an undone one and
+    the undo that reversed it cancel out. So an undo that deleted the row (of the import itself,
+    say) is not a removal: importing again after undoing an import imports again; and an editor who
+    removed a tag, added it back and undid that add has still removed it."""
     by_key = {entity_key("media_tag", k): k for k in keys}
     last: dict[str, tuple[str, str]] = {}  # key -> (operation, editor) of its last write; never the JSON snapshots
     for chunk in _chunks(list(by_key)):
         stmt = (select(AuditEntity.key, AuditEvent.operation, AuditEvent.editor)
                 .join(AuditEvent, AuditEvent.id == AuditEntity.event_id)
-                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True))
+                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True),
+                       AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None))
                 .order_by(AuditEvent.id))
         for key, operation, editor in session.execute(stmt):
             last[key] = (operation, editor)
@@ -505,6 +558,12 @@ def _active_target(classes: dict[int, Any], class_id: int) -> int | None:
 def scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str, str | None]], dict[str, list[Path]], list[str]]:
     """(labels, label -> (class name, external id), label -> image files, notes) of a GIPHY
     training folder; raises ValidationError when the layout or labels.csv is wrong."""
+    return _scan_raw_dataset(folder)[:4]
+
+
+def _scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str, str | None]], dict[str, list[Path]],
+                                             list[str], dict[str, MappedClass]]:
+    """`scan_raw_dataset`, and the export's classes.csv (folder -> class; empty without the file)."""
     folder = Path(folder)
     labels_csv, raw = folder / "labels.csv", folder / "raw_dataset"
     if not labels_csv.is_file() or not raw.is_dir():
@@ -530,23 +589,26 @@ def scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str,
             notes.append(f"raw_dataset/{r.label}/: no images")
     listed = {r.label for r in labels}
     notes += [f"raw_dataset/{p.name}/: not in labels.csv" for p in sorted(raw.iterdir()) if p.is_dir() and p.name not in listed]
-    return labels, names, images, notes
+    return labels, names, images, notes, class_map
 
 
 def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
                        on_start: Callable[[int], None] | None = None,
                        on_result: Callable[[Any], None] | None = None) -> ImportSummary:
     """GIPHY's training layout: `labels.csv` + `raw_dataset/<Label>/*.jpg` (an export's
-    `classes.csv`, when present, gives the exact class names). Images are ingested with the
-    real pipeline; each image's largest face gets an approved label (source "import") in one
-    operation with the classes. Images without a face are reported, not fatal; an image
-    filed under two labels is reported and left unlabeled; a face an editor decided keeps
-    its decision; labels of a class that was merged away go to the class it was merged into."""
+    `classes.csv`, when present, gives the exact class names, and the display names and
+    attributes of the classes it creates; existing classes only get the empty ones filled, see
+    `_fill_class_details`). Images are ingested with the real pipeline; each image's largest face
+    gets an approved label (source "import") in one operation with the classes. Images without a
+    face are reported, not fatal; an image filed under two labels is reported and left unlabeled;
+    a face an editor decided (or moved to another class by a merge or split) keeps its decision;
+    labels of a class that was merged away go to the class it was merged into."""
     from labeling.ingest import ingest
 
     folder = Path(os.path.abspath(folder))  # ingest stores absolute paths; the images are matched by them below
     who = _editor(editor, folder)
-    labels, names, images, notes = scan_raw_dataset(folder)
+    labels, names, images, notes, class_map = _scan_raw_dataset(folder)
+    details = {class_name_key(names[r.label][0]): class_map[r.label] for r in labels if r.label in class_map}
     summary = ImportSummary("raw dataset", folder.name)
     summary.skipped += notes
     files = [p for paths in images.values() for p in paths]
@@ -566,7 +628,11 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     line_of = {r.label: r.line for r in labels}
     with run_operation(store, who, "import_raw_dataset") as op:
         specs = [ClassSpec(*names[r.label], _where(labels_csv, r.line)) for r in labels]
-        ids, _ = _ensure_classes(op, specs, summary)
+        ids, created = _ensure_classes(op, specs, summary, attributes={k: d.attributes for k, d in details.items()},
+                                       display_names={k: d.display_name for k, d in details.items()})
+        _fill_class_details(op, {k: ids[k] for k in details if k in ids and ids[k] not in created}, details,
+                            summary, folder / "classes.csv")
+        summary.updated = len({key[0] for key in op.written.get("class", set())} - created)
         classes = {c.id: c for c in op.session.scalars(select(CelebrityClass))}
         shas = list(set(sha_of.values()))
         media_ids: dict[str, int] = {}
@@ -612,7 +678,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         for class_id, faces in todo.items():
             apply_decision(op, faces, "approve", class_id, source="import")
             summary.labels += len(faces)
-        op.summary = (f"import raw dataset {folder.name}: {summary.created} classes created, "
+        updated = f"{summary.updated} classes updated, " if summary.updated else ""
+        op.summary = (f"import raw dataset {folder.name}: {summary.created} classes created, {updated}"
                       f"{summary.labels} labels approved")
     summary.event_id = op.result.event_id
     return summary

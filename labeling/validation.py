@@ -31,6 +31,27 @@ def _visible(c: str) -> bool:
     return unicodedata.category(c)[0] not in "ZC" and unicodedata.category(c) not in ("Mn", "Me") and c not in _BLANK_LOOKING
 
 
+# Control (NUL, newline, escape), format (bidi overrides, zero-width) and lone surrogate characters.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+# Line and paragraph separators: `giflens history` and the app show text on its own line.
+_LINE_BREAKS = frozenset({"Zl", "Zp"})
+
+
+def refuse_hidden_characters(text: str, what: str, line_breaks: bool = True) -> None:
+    """Refuse what a reader cannot see or what rewrites the screen around it: control characters
+    (a newline forges lines in `giflens history`, NUL is stored by SQLite but refused by PostgreSQL
+    with a driver error, so the same call would differ per store), bidirectional overrides (they
+    disguise a text's reading order), zero-width format characters and lone surrogates (not UTF-8).
+    Emoji glue is kept. `line_breaks=False` also refuses U+2028/U+2029, for text that is not
+    whitespace-collapsed before it is stored."""
+    if any(c in _BIDI_CONTROLS for c in text):
+        raise ValidationError(f"{what} {text!r} contains an invisible bidirectional control character")
+    refused = _HIDDEN_CATEGORIES if line_breaks else _HIDDEN_CATEGORIES | _LINE_BREAKS
+    bad = [c for c in text if unicodedata.category(c) in refused and c not in _EMOJI_GLUE]
+    if bad:
+        raise ValidationError(f"{what} {text!r} contains control characters {[hex(ord(c)) for c in bad]}")
+
+
 def clean_class_name(raw: Any) -> str:
     """The name as typed, NFC, trimmed, with runs of spaces made one (what a reader sees)."""
     if not isinstance(raw, str):
@@ -38,11 +59,7 @@ def clean_class_name(raw: Any) -> str:
     name = unicodedata.normalize("NFC", raw).strip()
     if not name:
         raise ValidationError("class name is empty")
-    if any(c in _BIDI_CONTROLS for c in name):
-        raise ValidationError(f"class name {name!r} contains an invisible bidirectional control character")
-    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cf") and c not in _EMOJI_GLUE]
-    if bad:
-        raise ValidationError(f"class name {name!r} contains control characters {[hex(ord(c)) for c in bad]}")
+    refuse_hidden_characters(name, "class name")
     name = " ".join(name.split())
     if not any(_visible(c) for c in name):
         raise ValidationError(f"class name {name!r} has no visible character")
@@ -104,12 +121,34 @@ def check_id(value: Any, what: str) -> int:
 
 
 def check_editor(editor: Any) -> str:
+    """The editor name every audit event carries: trimmed, on one line, without hidden characters
+    (a name with a newline would forge lines in `giflens history`)."""
     if not isinstance(editor, str) or not editor.strip():
         raise ValidationError("an editor name is required for every change")
     editor = editor.strip()
     if len(editor) > 200:
         raise ValidationError("editor name is longer than 200 characters")
+    refuse_hidden_characters(editor, "editor name", line_breaks=False)
     return editor
+
+
+EXTERNAL_ID_MAX = 64
+
+
+def clean_external_id(raw: Any) -> str | None:
+    """A GIPHY / Freebase id (m.0c6qh) as given, trimmed; blank is none. It names a folder in the
+    export and is compared as typed, so hidden characters (NUL, bidi overrides) are refused."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValidationError(f"external id must be text, got {type(raw).__name__}")
+    external_id = raw.strip()
+    if not external_id:
+        return None
+    if len(external_id) > EXTERNAL_ID_MAX:
+        raise ValidationError(f"external id {external_id[:20]!r}... is longer than {EXTERNAL_ID_MAX} characters")
+    refuse_hidden_characters(external_id, "external id", line_breaks=False)
+    return external_id
 
 
 ATTRIBUTES = ("gender", "ethnicity", "birth_year", "country")
@@ -137,7 +176,12 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
                 raise ValidationError(f"birth_year {year} is outside 1800..2100")
             out[key] = year
         else:
-            text = " ".join(str(value).split())
+            if not isinstance(value, str):
+                # a float NaN is how pandas hands over a missing cell; stored as text it would read "nan"
+                raise ValidationError(f"{key} must be text, got {value!r} ({type(value).__name__}); "
+                                      "None clears it, and an attribute left out keeps its value")
+            refuse_hidden_characters(value, key)
+            text = " ".join(value.split())
             text = text.lower() if key in ("gender", "ethnicity") else text  # before the length: "İ" lowers to 2
             limit = 200 if key == "ethnicity" else 100 if key == "country" else 64
             if len(text) > limit:
