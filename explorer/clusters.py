@@ -238,13 +238,26 @@ def _neighbour_labels(x: np.ndarray, codes: np.ndarray, k: int, ids: np.ndarray 
     else:
         neighbours = _labelled_neighbours(codes, k, ids, raw, index_dir, model_id)
     for i, row in enumerate(neighbours):
-        if not len(row):
-            continue
-        counts = np.bincount(codes[row])
-        best = int(counts.argmax())
-        majority[i] = best
-        share[i] = counts[best] / len(row)
+        if len(row):
+            majority[i], share[i] = _neighbour_vote(codes[row], int(codes[i]))
     return majority, share
+
+
+def _neighbour_vote(neighbour_codes: np.ndarray, own: int) -> tuple[int, float]:
+    """(winning class code, its share) among one face's labelled neighbours, nearest first.
+
+    A tie is no majority against the face: when its own label is among the most frequent, its own
+    label wins, so a 50/50 split never reads "neighbours disagree" (before, the class first in name
+    order won, and the same faces were flagged or not depending on what the classes were called).
+    A tie among other classes goes to the one with the nearest member, not to the alphabet.
+    """
+    counts = np.bincount(neighbour_codes)
+    tied = np.flatnonzero(counts == counts.max())
+    if own in tied:
+        best = own
+    else:
+        best = int(next(c for c in neighbour_codes.tolist() if c in tied))
+    return best, float(counts[best] / len(neighbour_codes))
 
 
 def _labelled_neighbours(codes: np.ndarray, k: int, ids: np.ndarray | None, raw: np.ndarray | None,
@@ -287,8 +300,9 @@ def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any],
     Reasons: "model disagrees" (prediction differs from the label; a prediction of None with a
     confidence is the open-set threshold saying unknown), "neighbours disagree" (the majority of
     its k nearest labelled faces carry another label, with at least min_neighbour_share of the
-    votes), "low confidence" (< min_confidence) and "far from centroid" (robust z of its distance
-    to the class centroid > outlier_z). Faces with no reason are not listed. Unlabelled faces can
+    votes; a tie that includes the face's own label is no majority against it), "low confidence"
+    (< min_confidence) and "far from centroid" (robust z of its distance to the class centroid >
+    outlier_z). Faces with no reason are not listed. Unlabelled faces can
     only be suspect for low confidence. A NaN confidence means no prediction was made yet: such a
     face is neither low-confidence nor disagreed with by a model that never saw it.
 

@@ -31,8 +31,9 @@ weight proposes it, else 0.7 (the tagger's confirmed / unconfirmed confidences),
 how sure the dataset is of what the uploader typed. Only the confidence (and the row's editor) is
 written, only when it changes, so a re-run with the same vote writes nothing, and undoing the run
 restores the old confidences. Editor rows are never touched (an editor's decision outranks a
-model), nor rejected rows, nor model rows; media no expert covers keep their tags as they are,
-and so does every media item when no expert earned a weight (no vote is not a vote against).
+model), nor rejected rows, nor model rows; media no expert with a positive weight covers keep
+their tags as they are, and so does every media item when no expert earned a weight (no vote is
+not a vote against).
 """
 from __future__ import annotations
 
@@ -227,7 +228,8 @@ def original_confidences(predicted: Mapping[str, list[tuple[str, float]]],
     """(media, tag, confidence) for the active uploader / import tags of the media voted on.
 
     The tagger already ranks a media item's original tags at its confirmed (1.0) or unconfirmed
-    (0.7) confidence, so this only picks them out: the rule lives in one place (models/tagger.py).
+    (0.7) confidence, and leaves them out on media no expert with a positive weight covers, so this
+    only picks them out: the rule lives in one place (models/tagger.py).
     Editor, model and experts-voting rows, and rejected ones, are not originals to rewrite."""
     out: list[tuple[int, str, float]] = []
     for media_key, ranked in predicted.items():
@@ -333,10 +335,10 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
     except TaggerError as exc:
         raise ValidationError(f"experts voting refused the store's data: {exc}") from exc
     items, rejected = new_suggestions(predicted, inputs.existing, top, float(min_confidence))
-    # With no expert trusted (every weight 0), nothing voted at all: lowering every original tag to 0.7
-    # would read as a vote against them. No vote is not a vote against.
-    trusted = any(w > 0 for w in tagger.weights_.values())
-    originals = original_confidences(predicted, inputs.existing) if trusted else []
+    # Only media some trusted expert (weight > 0) covers had a vote: the tagger lists no original tags for
+    # the others (nor for any media when every weight is 0), so they keep their confidences. Lowering
+    # them to 0.7 would read as a vote against them; no vote is not a vote against.
+    originals = original_confidences(predicted, inputs.existing)
     voted = {int(m) for m in ids}
     result = AutotagResult(dict(tagger.weights_), dict(tagger.coverage_), dict(tagger.hits_), len(ids),
                            sum(1 for t in inputs.tags.values() if t), 0, 0, 0, rejected)

@@ -50,7 +50,8 @@ from labeling.face_labels import Prediction, record_predictions
 from labeling.queries import DECIDED_STATUSES, face_models, faces_frame
 from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, FaceEmbedding, FaceLabel, Media, Track, utcnow
 from models.celebrity_classifier import (LOG_FLOOR, TRACK_METHODS, UNKNOWN, CalibrationWarning, CentroidKnnClassifier,
-                                         ClassifierError, TrackPrediction, as_embeddings, softmax_rows, top_pairs)
+                                         ClassifierError, TrackPrediction, as_embeddings, distances_to, softmax_rows,
+                                         top_pairs)
 
 DEFAULT_TRACK_METHOD = "mean"
 DEFAULT_TOP = 5
@@ -190,9 +191,23 @@ def training_set(snapshot: Snapshot, min_faces_per_class: int = 2) -> TrainingSe
                        snapshot.vectors[usable], names, notes)
 
 
+def _unknown_rows(snapshot: Snapshot) -> np.ndarray:
+    return (snapshot.faces["label_status"] == "unknown").to_numpy()
+
+
 def unknown_faces(snapshot: Snapshot) -> np.ndarray:
     """Vectors of faces editors marked unknown: people outside the class list."""
-    return snapshot.vectors[(snapshot.faces["label_status"] == "unknown").to_numpy()]
+    return snapshot.vectors[_unknown_rows(snapshot)]
+
+
+def calibration_set(vectors: np.ndarray, labels: list[str], unknown: np.ndarray | None
+                    ) -> tuple[np.ndarray, list[str]] | None:
+    """What a model's open-set threshold is recalibrated on: its training faces plus the faces editors
+    marked unknown (as impostors), or None when there are no such faces (the leave-one-out calibration
+    stands). One definition for the deployed models and the ones retrain compares."""
+    if unknown is None or not len(unknown):
+        return None
+    return np.concatenate([vectors, unknown]), list(labels) + [NO_CLASS] * len(unknown)
 
 
 # -- fitting ------------------------------------------------------------------------------------
@@ -213,10 +228,9 @@ def fit_centroid(data: TrainingSet, unknown: np.ndarray | None = None,
     try:
         clf = _quietly(data.notes, lambda: CentroidKnnClassifier(**params).fit(data.vectors, data.labels,
                                                                                 data.model_id))
-        if unknown is not None and len(unknown):
-            x = np.concatenate([data.vectors, unknown])
-            y = data.labels + [NO_CLASS] * len(unknown)
-            _quietly(data.notes, lambda: clf.calibrate(x, y, data.model_id))
+        calibration = calibration_set(data.vectors, data.labels, unknown)
+        if calibration is not None:
+            _quietly(data.notes, lambda: clf.calibrate(*calibration, data.model_id))
             data.notes.append(f"open-set threshold calibrated with {len(unknown)} face(s) editors marked unknown")
     except ClassifierError as exc:
         raise ValidationError(str(exc)) from exc
@@ -349,15 +363,15 @@ def predict_tracks(predictor: Predictor, track_ids: np.ndarray, vectors: np.ndar
         if not len(ids):
             return {}
         proba = predictor.predict_proba(means, model_id)
-        distances = 1.0 - means.astype(np.float64) @ predictor.centroids_.T.astype(np.float64)
+        best = proba.argmax(axis=1)
+        best_distance = distances_to(means, predictor.centroids_, best)
     else:
         p = predictor.predict_proba(x, model_id)
         proba = softmax_rows(np.add.reduceat(np.log(np.maximum(p, LOG_FLOOR)), starts, axis=0))
-        distances = np.add.reduceat(1.0 - x.astype(np.float64) @ predictor.centroids_.T.astype(np.float64), starts,
-                                    axis=0) / counts[:, None]
-    best = proba.argmax(axis=1)
+        best = proba.argmax(axis=1)
+        per_face = distances_to(x, predictor.centroids_, np.repeat(best, counts))
+        best_distance = np.add.reduceat(per_face, starts) / counts
     rows = np.arange(len(best))
-    best_distance = distances[rows, best]
     tops = top_pairs(proba, predictor.classes_, top)
     return {int(t): TrackPrediction(str(predictor.classes_[b]) if d <= predictor.threshold_ else UNKNOWN,
                                     float(proba[r, b]), float(d), tops[r])
@@ -525,6 +539,18 @@ def stratified_holdout(class_ids: np.ndarray, groups: np.ndarray, share: float, 
     return held
 
 
+def unknown_holdout(media_ids: np.ndarray, groups_of: dict[int, Any], share: float, seed: int = 0) -> np.ndarray:
+    """Boolean mask of the faces editors marked unknown that are held out to score the open-set rule.
+
+    Why split them: the models compared are recalibrated on these faces as the deployed ones are,
+    and a threshold calibrated on a face refuses that face by construction, so scoring it would
+    flatter the model. About `share` of them, whole near-duplicate groups at a time (one GIF's
+    faces of a stranger are one person), and at least one is kept to calibrate on.
+    """
+    groups = np.array([groups_of[m] for m in media_ids.tolist()], dtype=object)
+    return stratified_holdout(np.zeros(len(media_ids), dtype=np.int64), groups, share, seed, min_train=1)
+
+
 def media_groups(store: sessionmaker[Session], media_ids: Sequence[int]) -> dict[int, Any]:
     """media id -> near-duplicate group (labeling.export's grouping over frame pHashes)."""
     from labeling.export import near_duplicate_groups
@@ -546,6 +572,9 @@ class RetrainResult:
         (what `giflens predict` deploys) fitted on the training split only: the baseline.
     after: the same accuracy of the model retrain deployed (the head when it beat the baseline,
         else the centroid classifier), fitted on the same split and scored on the same faces.
+    Both compared models are recalibrated, as the deployed ones are, on the training split plus the
+    faces editors marked unknown that are not held out (`unknown_holdout`); the held-out ones
+    (`holdout_unknown_faces`) must come out unknown in the open-set accuracies of `comparison`.
     Why not the predictions already in the store: a refresh also predicts decided faces with a
     model trained on them, so their stored predictions overstate accuracy. The deployed artifact
     is refitted on every confirmed label once the holdout has picked the recipe; its version is
@@ -614,17 +643,20 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
         raise ValidationError(f"the holdout share must be in (0, 1), got {holdout_share}")
     snapshot = read_snapshot(store, model_id)
     data = training_set(snapshot)
-    groups_of = media_groups(store, data.media_ids.tolist())
+    unknown = unknown_faces(snapshot)
+    unknown_media = snapshot.faces["media_id"].to_numpy(np.int64)[_unknown_rows(snapshot)]
+    groups_of = media_groups(store, [*data.media_ids.tolist(), *unknown_media.tolist()])
     held = stratified_holdout(data.class_ids, np.array([groups_of[m] for m in data.media_ids.tolist()], dtype=object),
                               holdout_share, seed)
     if not held.any():
         raise ValidationError("nothing to hold out: retraining needs a class with at least 3 confirmed faces in "
                               "2+ different media (each class keeps 2 for training)")
-    unknown = unknown_faces(snapshot)
+    held_unknown = unknown_holdout(unknown_media, groups_of, holdout_share, seed)
     x_train, y_train = data.subset(~held)
     x_hold, y_hold = data.subset(held)
-    x_eval = np.concatenate([x_hold, unknown]) if len(unknown) else x_hold
-    y_eval = y_hold + [NO_CLASS] * len(unknown)
+    x_eval = np.concatenate([x_hold, unknown[held_unknown]])
+    y_eval = y_hold + [NO_CLASS] * int(held_unknown.sum())
+    calibration = calibration_set(x_train, y_train, unknown[~held_unknown])
     head_params = {"hidden": hidden, "center_loss_lambda": float(center_loss_lambda), "epochs": int(epochs),
                    "seed": int(seed)}
     undecided = int((~snapshot.faces["label_status"].isin(DECIDED_STATUSES)).sum())
@@ -638,13 +670,17 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     progress(0)
     try:
         comparison = _quietly(data.notes, lambda: compare_on_holdout(
-            (x_train, y_train), (x_eval, y_eval), model_id=data.model_id, head_params=head_params))
+            (x_train, y_train), (x_eval, y_eval), model_id=data.model_id, head_params=head_params,
+            calibration=calibration))
         progress(1)
         head_wins = ((comparison["head_accuracy"], comparison["head_open_set_accuracy"])
                      > (comparison["centroid_accuracy"], comparison["centroid_open_set_accuracy"]))
         centroid = fit_centroid(data, unknown)
         head = _quietly(data.notes, lambda: train_head(data.vectors, data.labels, model_id=data.model_id,
                                                        **head_params))
+        deployed_calibration = calibration_set(data.vectors, data.labels, unknown)
+        if deployed_calibration is not None:
+            _quietly(data.notes, lambda: head.calibrate(*deployed_calibration, data.model_id))
     except ClassifierError as exc:
         raise ValidationError(str(exc)) from exc
     centroid_dir = save_classifier(centroid, data_dir, data.class_names)
@@ -660,7 +696,7 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     report = models_dir(data_dir) / REPORTS_DIR / f"{stamp}-{deployed.version}.json"
     result = RetrainResult(
         model_id=data.model_id, classes=data.n_classes, train_faces=int((~held).sum()), holdout_faces=int(held.sum()),
-        holdout_unknown_faces=int(len(unknown)), before=before, after=after,
+        holdout_unknown_faces=int(held_unknown.sum()), before=before, after=after,
         deployed="head" if head_wins else "centroid", model_version=deployed.version,
         artifact=head_dir if head_wins else centroid_dir, centroid_artifact=centroid_dir, head_artifact=head_dir,
         report=report, comparison=comparison,

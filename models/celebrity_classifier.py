@@ -163,6 +163,44 @@ def _other_class_distances(x: np.ndarray, index: np.ndarray, centroids: np.ndarr
         yield rows, d
 
 
+def distances_to(x: np.ndarray, centroids: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """Cosine distance (float64) of each row of `x` to one centroid each, `centroids[cls[i]]`.
+
+    This is what the open-set rule compares, at calibration and at prediction alike. Why float64: a
+    float64 threshold compared with float32 distances is rounded to float32 first, which can put it
+    back onto the closest impostor's distance and accept it. Why row by row and not a column of a
+    matrix product: BLAS sums a row's products in an order that depends on the batch's shape, so a
+    face scored alone and the same face scored in a batch can differ in the last bit, which is the
+    step between the calibrated threshold and the closest impostor.
+    """
+    rows = np.ascontiguousarray(x, dtype=np.float64)
+    targets = np.ascontiguousarray(np.asarray(centroids)[np.asarray(cls, dtype=np.int64)], dtype=np.float64)
+    return 1.0 - np.einsum("ij,ij->i", rows, targets)
+
+
+def calibration_distances(x: np.ndarray, centroids: np.ndarray, classes: np.ndarray,
+                          labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) distances of labelled faces to fitted centroids, as `predict` measures them.
+
+    Faces of a class give a genuine distance (to their own centroid) and an impostor distance (to
+    the nearest other centroid); faces whose label is no class give an impostor distance (nearest
+    centroid). Both through `distances_to`, so a face calibrated on is judged on the same bits later.
+    """
+    position = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
+    own = np.array([position.get(label, -1) for label in np.asarray(labels).tolist()], dtype=np.int64)
+    known = own >= 0
+    nearest = np.empty(len(x), dtype=np.int64)
+    c64 = np.asarray(centroids, dtype=np.float64)
+    for start in range(0, len(x), _CHUNK):
+        rows = slice(start, start + _CHUNK)
+        d = 1.0 - np.asarray(x[rows], dtype=np.float64) @ c64.T
+        mine = np.flatnonzero(known[rows])
+        d[mine, own[rows][mine]] = np.inf
+        nearest[rows] = d.argmin(axis=1)
+    genuine = distances_to(x[known], centroids, own[known])
+    return genuine, distances_to(x, centroids, nearest)
+
+
 def class_centroids(x: np.ndarray, index: np.ndarray, n_classes: int) -> np.ndarray:
     """Normalised mean of each class's (normalised) faces."""
     return _unit_rows(_class_sums(x, index, n_classes)).astype(np.float32)
@@ -232,10 +270,15 @@ def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: S
 
 
 def threshold_for_far(impostor: np.ndarray, target_far: float) -> float:
-    """The largest distance threshold that accepts at most `target_far` of the impostor distances.
+    """A distance threshold that accepts at most `target_far` of the impostor distances.
 
-    Faces at distance <= threshold are accepted; the threshold sits halfway between the last
-    accepted and the first refused impostor so that it does not sit on a training point.
+    Faces at distance <= threshold are accepted. The first impostor to refuse is the one at rank
+    `allowed`, and with it every impostor at the same distance: a threshold between two equal
+    distances would accept them all (three impostors tied at 0.2 with two allowed: three accepted).
+    The threshold sits halfway between the last accepted and the first refused distance so that it
+    does not sit on a training point; with none accepted, one float64 step below the first refused.
+    The step is safe because the open-set rule compares float64 distances computed the same way
+    at calibration and at prediction (`distances_to`).
     """
     s = np.sort(np.asarray(impostor, dtype=np.float64))
     if len(s) == 0:
@@ -243,9 +286,12 @@ def threshold_for_far(impostor: np.ndarray, target_far: float) -> float:
     allowed = int(np.floor(target_far * len(s) + 1e-9))
     if allowed >= len(s):
         return float(s[-1])
-    if allowed == 0:
-        return float(np.nextafter(s[0], -np.inf))
-    return float((s[allowed - 1] + s[allowed]) / 2)
+    refused = s[allowed]
+    accepted = int(np.searchsorted(s, refused, side="left"))  # impostors strictly closer than the tie run
+    below = np.nextafter(refused, -np.inf)
+    if accepted == 0:
+        return float(below)
+    return float(min((s[accepted - 1] + refused) / 2, below))  # two adjacent floats' mean can round up
 
 
 def open_set_threshold(genuine: np.ndarray, impostor: np.ndarray, target_far: float,
@@ -410,14 +456,7 @@ class CentroidKnnClassifier:
         self._check_fitted(model_id)
         x = as_embeddings(vectors, self.centroids_.shape[1])
         y = np.full(len(x), UNKNOWN) if labels is None else as_labels(labels, len(x))
-        d = self._centroid_distances(x)
-        position = {c: i for i, c in enumerate(self.classes_.tolist())}
-        own = np.array([position.get(label, -1) for label in y.tolist()])
-        known = own >= 0
-        genuine = d[known, own[known]]
-        masked = d.copy()
-        masked[known, own[known]] = np.inf
-        self._set_threshold(genuine, masked.min(axis=1))
+        self._set_threshold(*calibration_distances(x, self.centroids_, self.classes_, y))
         return self
 
     def _set_threshold(self, genuine: np.ndarray, impostor: np.ndarray) -> None:
@@ -446,14 +485,15 @@ class CentroidKnnClassifier:
 
     # -- predicting ------------------------------------------------------------------------
     def _centroid_distances(self, x: np.ndarray) -> np.ndarray:
-        return 1.0 - x @ self.centroids_.T
+        """(rows, classes) float64 distances for the probabilities; the open-set rule uses `distances_to`."""
+        return 1.0 - x.astype(np.float64) @ self.centroids_.T.astype(np.float64)
 
     def _proba(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(class probabilities (n, C), centroid distances (n, C)) for normalised rows."""
         t = float(self.temperature)
         n_classes = len(self.classes_)
         d_cen = self._centroid_distances(x)
-        p_cen = softmax_rows(-d_cen.astype(np.float64) / t)
+        p_cen = softmax_rows(-d_cen / t)
         k = min(int(self.k), len(self.reference_vectors_))
         sims = x @ self.reference_vectors_.T
         near = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(x), 1))
@@ -466,14 +506,11 @@ class CentroidKnnClassifier:
         return a * p_cen + (1.0 - a) * p_knn, d_cen
 
     def _blocks(self, vectors: Any, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, float64 distance of each face to its best class's centroid)."""
         self._check_fitted(model_id)
         x = as_embeddings(vectors, self.centroids_.shape[1])
-        probas, dists = [], []
-        for start in range(0, len(x), _CHUNK):
-            p, d = self._proba(x[start:start + _CHUNK])
-            probas.append(p)
-            dists.append(d)
-        return np.concatenate(probas), np.concatenate(dists)
+        proba = np.concatenate([self._proba(x[start:start + _CHUNK])[0] for start in range(0, len(x), _CHUNK)])
+        return proba, distances_to(x, self.centroids_, proba.argmax(axis=1))
 
     def predict_proba(self, vectors: Any, model_id: str) -> np.ndarray:
         """(n, n_classes) probabilities, columns in `classes_` order; closed-set (no unknown column)."""
@@ -485,8 +522,7 @@ class CentroidKnnClassifier:
 
     def best_distance(self, vectors: Any, model_id: str) -> np.ndarray:
         """Cosine distance of each face to its best class's centroid: what the open-set rule compares."""
-        proba, dist = self._blocks(vectors, model_id)
-        return dist[np.arange(len(dist)), proba.argmax(axis=1)]
+        return self._blocks(vectors, model_id)[1]
 
     def predict(self, vectors: Any, model_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(labels, confidences): the best class, or UNKNOWN when the face is too far from that class.
@@ -494,11 +530,10 @@ class CentroidKnnClassifier:
         The confidence is the best class's probability in every row, so an editor can still see
         whom an unknown face resembled most.
         """
-        proba, dist = self._blocks(vectors, model_id)
+        proba, distance = self._blocks(vectors, model_id)
         best = proba.argmax(axis=1)
-        rows = np.arange(len(best))
-        labels = np.where(dist[rows, best] <= self.threshold_, self.classes_[best], UNKNOWN).astype(object)
-        return labels, proba[rows, best]
+        labels = np.where(distance <= self.threshold_, self.classes_[best], UNKNOWN).astype(object)
+        return labels, proba[np.arange(len(best)), best]
 
     def predict_track(self, face_vectors: Any, model_id: str, method: str = "product", top: int = 5) -> TrackPrediction:
         """One person track of a GIF (its faces, one per frame) -> one answer.
@@ -516,14 +551,13 @@ class CentroidKnnClassifier:
             norm = np.linalg.norm(mean)
             if norm < 1e-6:
                 raise InvalidVectorsError("the track's faces cancel out: their mean embedding has no direction")
-            proba, dist = self._proba((mean / norm)[None, :])
-            proba, distance_to = proba[0], dist[0]
+            x = (mean / norm)[None, :]
+            proba = self._proba(x)[0][0]
         else:
-            p, dist = self._proba(x)
+            p, _ = self._proba(x)
             proba = softmax_rows(np.log(np.maximum(p, LOG_FLOOR)).sum(axis=0, keepdims=True))[0]
-            distance_to = dist.mean(axis=0)
         best = int(proba.argmax())
-        distance = float(distance_to[best])
+        distance = float(distances_to(x, self.centroids_, np.full(len(x), best)).mean())
         label = str(self.classes_[best]) if distance <= self.threshold_ else UNKNOWN
         return TrackPrediction(label, float(proba[best]), distance, top_pairs(proba[None, :], self.classes_, top)[0])
 

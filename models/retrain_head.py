@@ -37,9 +37,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.celebrity_classifier import (UNKNOWN, CentroidKnnClassifier, ClassifierError, as_embeddings, as_labels,
-                                         canonical_order, check_model_id, check_training_set, class_centroids,
-                                         data_digest, leave_one_out_distances, open_set_threshold, softmax_rows,
-                                         top_pairs)
+                                         calibration_distances, canonical_order, check_model_id, check_training_set,
+                                         class_centroids, data_digest, distances_to, leave_one_out_distances,
+                                         open_set_threshold, softmax_rows, top_pairs)
 
 HEAD_FILE, META_FILE = "head.pt", "meta.json"
 
@@ -115,13 +115,35 @@ class HeadModel:
     data_digest_: str
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
+    calibration_: dict[str, Any] | None = None  # set by calibrate(): digest and sizes of the calibration set
 
     @property
     def version(self) -> str:
-        """Stable id: training data (any row order), params and embedding model; the seed makes training repeatable."""
-        payload = json.dumps({"data": self.data_digest_, "params": asdict(self.params), "model_id": self.model_id_},
-                             sort_keys=True)
+        """Stable id: training data (any row order), params and embedding model; the seed makes training repeatable.
+
+        A recalibrated head also names its calibration set: same weights, another threshold, other answers.
+        """
+        fields = {"data": self.data_digest_, "params": asdict(self.params), "model_id": self.model_id_}
+        if self.calibration_ is not None:  # only then: heads saved before calibrate() existed keep their versions
+            fields["calibration"] = self.calibration_["digest"]
+        payload = json.dumps(fields, sort_keys=True)
         return f"head-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+    def calibrate(self, vectors: Any, labels: Sequence[str] | None, model_id: str) -> "HeadModel":
+        """Recalibrate the open-set threshold on a separate set, as CentroidKnnClassifier.calibrate does.
+
+        Why the head has it too: its open-set rule is the classifier's (embedding-space centroids and
+        a threshold), so faces editors marked unknown must move its threshold the same way, or the
+        head and the classifier are compared, and deployed, on different rules.
+        """
+        check_model_id(self.model_id_, model_id)
+        x = as_embeddings(vectors, self.centroids_.shape[1])
+        y = np.full(len(x), UNKNOWN) if labels is None else as_labels(labels, len(x))
+        genuine, impostor = calibration_distances(x, self.centroids_, self.classes_, y)
+        self.threshold_, self.false_accept_rate_, self.genuine_accept_rate_ = open_set_threshold(
+            genuine, impostor, self.params.target_far)
+        self.calibration_ = {"digest": data_digest(x, y), "genuine": int(len(genuine)), "impostor": int(len(impostor))}
+        return self
 
     # -- predicting ------------------------------------------------------------------------
     def _forward(self, vectors: Any, model_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +167,7 @@ class HeadModel:
         """(labels, confidences); UNKNOWN when the face is farther than threshold_ from its class's centroid."""
         x, proba = self._forward(vectors, model_id)
         best = proba.argmax(axis=1)
-        distance = 1.0 - np.einsum("ij,ij->i", x, self.centroids_[best])
+        distance = distances_to(x, self.centroids_, best)
         labels = np.where(distance <= self.threshold_, self.classes_[best], UNKNOWN).astype(object)
         return labels, proba[np.arange(len(best)), best]
 
@@ -172,7 +194,8 @@ class HeadModel:
                     "classes": self.classes_.tolist(), "params": asdict(self.params),
                     "dim": int(self.centroids_.shape[1]), "threshold": self.threshold_,
                     "false_accept_rate": self.false_accept_rate_, "genuine_accept_rate": self.genuine_accept_rate_,
-                    "data_digest": self.data_digest_, "metrics": self.metrics, "created_at": self.created_at,
+                    "data_digest": self.data_digest_, "calibration": self.calibration_, "metrics": self.metrics,
+                    "created_at": self.created_at,
                     "head_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(), "torch": torch.__version__}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
             if target.exists():
@@ -204,7 +227,7 @@ class HeadModel:
                    centroids_=state["centroids"].numpy(), centers_=state["centers"].numpy(),
                    threshold_=float(meta["threshold"]), false_accept_rate_=meta["false_accept_rate"],
                    genuine_accept_rate_=meta["genuine_accept_rate"], data_digest_=meta["data_digest"],
-                   metrics=meta["metrics"], created_at=meta["created_at"])
+                   metrics=meta["metrics"], created_at=meta["created_at"], calibration_=meta.get("calibration"))
         if head.version != meta["version"]:
             raise ClassifierError(f"{version_folder} is damaged: its metadata gives version {head.version}, "
                                   f"it says {meta['version']}")
@@ -331,14 +354,23 @@ def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, c
 
 def compare_on_holdout(train: tuple[Any, Sequence[str]], holdout: tuple[Any, Sequence[str]], *, model_id: str,
                        classifier_params: dict[str, Any] | None = None,
-                       head_params: dict[str, Any] | None = None) -> dict[str, Any]:
+                       head_params: dict[str, Any] | None = None,
+                       calibration: tuple[Any, Sequence[str] | None] | None = None) -> dict[str, Any]:
     """Centroid classifier vs retrained head, both fitted on `train`, scored on `holdout` (vectors, labels).
+
+    `calibration` (vectors, labels), when given, recalibrates both open-set thresholds (`calibrate`),
+    as the deployed models are recalibrated on faces editors marked unknown: each candidate is scored
+    as it would be deployed. It must come from the training side: faces calibrated on are refused
+    by construction, so scoring them would flatter the open-set accuracy.
 
     `*_accuracy` is closed-set top-1 over holdout faces whose class exists in train;
     `*_open_set_accuracy` also counts faces of other people, which must come out UNKNOWN.
     """
     classifier = CentroidKnnClassifier(**(classifier_params or {})).fit(train[0], train[1], model_id)
     head = train_head(train[0], train[1], model_id=model_id, **(head_params or {}))
+    if calibration is not None:
+        classifier.calibrate(calibration[0], calibration[1], model_id)
+        head.calibrate(calibration[0], calibration[1], model_id)
     c = holdout_metrics(classifier, holdout[0], holdout[1], model_id)
     h = holdout_metrics(head, holdout[0], holdout[1], model_id)
     return {"centroid_accuracy": c["accuracy"], "head_accuracy": h["accuracy"],

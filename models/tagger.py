@@ -17,7 +17,9 @@ score of a tag is the weighted mean of its frequencies over the experts that cov
 which lies in [0, 1] by construction and keeps its meaning across GIFs (a per-GIF max
 normalisation would crown a tag carried by one neighbour in ten with 1.0). Uploader tags
 are kept: confidence `confirmed_confidence` (1.0) when some expert with a positive weight
-proposes them, else `unconfirmed_confidence` (0.7).
+proposes them, else `unconfirmed_confidence` (0.7), on media some expert with a positive weight
+covers; media only zero-weight experts cover (or none) got no vote, and their uploader tags are
+left out rather than lowered. Tag names are spelled as the store spells them (NFKC, case-folded).
 
 Choices worth knowing:
 - A modality may hold several vectors per GIF (ids repeat, e.g. one per face track); two
@@ -78,8 +80,24 @@ class NotFittedError(TaggerError):
 # -- tags ---------------------------------------------------------------------------------
 
 def normalise_tag(tag: str) -> str:
-    """One spelling per tag: lower case, single spaces, no surrounding blanks."""
-    return " ".join(str(tag).lower().split())
+    """One spelling per tag, the store's: NFKC, case-folded, single spaces, no surrounding blanks; "" if blank.
+
+    Why the store's normaliser (labeling.validation.clean_tag_name, what labeling.tags writes names
+    with) and not str.lower(): votes are matched to stored tags by name, and "Straße" lowers to
+    "straße" but is stored as "strasse", and a decomposed "Zoë" only equals the stored one after NFKC.
+    """
+    # imported here: labeling.validation pulls in the store's schema (SQLAlchemy), seconds the
+    # tagger's other users (bench/tagging.py) need not pay
+    from labeling.errors import ValidationError
+    from labeling.validation import clean_tag_name
+
+    text = str(tag)
+    if not text.split():
+        return ""
+    try:
+        return clean_tag_name(text)
+    except ValidationError as exc:  # control characters, over-long: the store would refuse it too
+        raise TaggerError(str(exc)) from exc
 
 
 def class_name_to_tag(name: str) -> str:
@@ -369,10 +387,14 @@ class ExpertsVotingTagger:
         """
         return self._inputs(media_ids, modalities, identity_tags, None)[1]
 
+    def covering_weight(self, votes: Mapping[str, Mapping[str, Mapping[str, float]]], media_id: str) -> float:
+        """Summed weight of the experts that cover a media item: 0 means nobody trusted voted on it."""
+        return float(sum(self.weights_[n] for n in self.modalities_ if media_id in votes.get(n, {})))
+
     def combine(self, votes: Mapping[str, Mapping[str, Mapping[str, float]]], media_id: str) -> dict[str, float]:
         """Weighted mean of the covering experts' frequencies, in [0, 1]; empty when their weights sum to 0."""
         covering = [n for n in self.modalities_ if media_id in votes.get(n, {})]
-        total = sum(self.weights_[n] for n in covering)
+        total = self.covering_weight(votes, media_id)
         if total <= 0:
             return {}
         scores: dict[str, float] = {}
@@ -398,6 +420,9 @@ class ExpertsVotingTagger:
                 top: int | None = 10) -> dict[str, list[tuple[str, float]]]:
         """Media id -> [(tag, confidence)], best first, at most `top` (None: all).
 
+        Original tags come at `confirmed_confidence` or `unconfirmed_confidence` only on media that
+        some expert with a positive weight covers; on the others nobody trusted voted, and no vote is
+        not a vote against, so their original tags are not listed (there is no confidence to give).
         Ties go to the tag ranked higher by some expert with a positive weight (its nearest
         carrier is nearer), then to the alphabet.
 
@@ -411,7 +436,8 @@ class ExpertsVotingTagger:
         for media_id in ids:
             scores = self.combine(votes, media_id)
             merged = dict(scores)
-            for tag in originals[media_id]:
+            judged = originals[media_id] if self.covering_weight(votes, media_id) > 0 else []
+            for tag in judged:
                 merged[tag] = float(self.confirmed_confidence if scores.get(tag, 0.0) > 0
                                     else self.unconfirmed_confidence)
             position = self._positions(votes, media_id)

@@ -118,7 +118,7 @@ def test_a_zero_weight_expert_confirms_nothing():
     t = ExpertsVotingTagger(k=2).fit({"v": (ids, at(0, 10, 20))}, tags)
     assert t.weights_ == {"v": 0.0}
     assert t.predict_votes(["u1"])["v"]["u1"] == {"q": 0.5, "r": 0.5}
-    assert t.predict(["u1"]) == {"u1": [("p", 0.7)]}
+    assert t.predict(["u1"]) == {"u1": []}  # no trusted vote: its original tag is neither confirmed nor lowered
 
 
 def test_leave_one_out_never_uses_a_gifs_own_tags():
