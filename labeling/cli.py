@@ -277,20 +277,31 @@ def export_command(
     seed: Annotated[int, typer.Option("--seed", help="Seeds the train / validation split.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export in OUT_DIR.")] = False,
     previous: Annotated[Optional[Path], typer.Option(
-        "--previous", help="An earlier export of this store: every class still exported keeps its label index "
-                           "(by default classes are numbered in creation order).")] = None,
+        "--previous", help="An earlier export of this store (default: the newest recorded one still on disk): every "
+                           "class still exported keeps its label index and every earlier media item its train / "
+                           "validation side, so a model fine-tuned on it is never validated on its training faces.")] = None,
+    no_previous: Annotated[bool, typer.Option(
+        "--no-previous", help="Start afresh: classes numbered in creation order, the split drawn anew.")] = False,
 ) -> None:
     """Confirmed labels in GIPHY's training layout, train/val split, tags JSONL, projector TSV, manifest.json."""
-    from labeling.export import export_dataset
+    from labeling.export import export_dataset, newest_export
 
+    if previous is not None and no_previous:
+        console.print("[red]error:[/red] --previous and --no-previous contradict each other; give one", highlight=False)
+        raise typer.Exit(1)
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
+    chosen = None if no_previous else previous or newest_export(store)
+    # An earlier export the editor did not name is said aloud (before the summary line), so a
+    # numbering or split that follows it is never a surprise.
+    note = (lambda _: f"kept label indices and train / validation sides of the newest earlier export {chosen} "
+                      "(--no-previous to start afresh)") if previous is None and chosen is not None else None
     with progress_task("export") as (progress, task):
         _run(lambda: export_dataset(
             store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
-            face_model=settings.face_model, overwrite=overwrite, previous=previous,
+            face_model=settings.face_model, overwrite=overwrite, previous=chosen,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total, current="face crops")),
-             progress=progress)
+             progress=progress, details=note)
 
 
 def streamlit_command(script: Path, settings: Settings, port: int, headless: bool) -> list[str]:

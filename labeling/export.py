@@ -3,9 +3,12 @@ tag dataset, Embedding Projector files and a manifest.
 
     OUT_DIR/
       labels.csv              Label,Index: one row per exported class, indices 0..n-1 (see below)
-      classes.csv             folder,index,class_id,name,external_id: the exact names behind the folders
+      classes.csv             folder,index,class_id,name,external_id,display_name,status,gender,ethnicity,
+                              birth_year,country: the exact names behind the folders and what an import
+                              needs to rebuild each class (an empty cell: unknown); readers of the older
+                              five columns keep working
       raw_dataset/<Label>/<face id>.jpg   aligned face crops of confirmed labels
-      split.csv               face_id,class_id,label,media_id,group,side (train / val)
+      split.csv               face_id,class_id,label,media_id,group,side (train / val),sha256 (of the media)
       tags.jsonl              {"media": path, "sha256": ..., "media_id": ..., "tags": [[tag, confidence], ...]}
       projector/vectors.tsv   face embeddings, one row per labeled face (TensorFlow Embedding Projector)
       projector/metadata.tsv  face_id, class, status, source, side (header row first)
@@ -17,8 +20,18 @@ tag dataset, Embedding Projector files and a manifest.
 
 Only confirmed labels (`CONFIRMED_STATUSES`) of classes that are not retired are exported.
 Folder names are safe on Linux, macOS and Windows (`safe_folder_name`). Train and validation
-never share a source media item or its near-duplicates: media are joined when any of their
-frame pHashes lie within a small Hamming radius (union-find), and whole groups go to one side.
+never share a source media item or its near-duplicates: media are joined (union-find) when any of
+their frame pHashes lie within a small Hamming radius, or when they hold faces of one class whose
+embeddings are nearly identical (`same_photo_pairs`: mirrored and cropped copies of one photo,
+which move the pHash too far), and whole groups go to one side.
+
+Sides are stable too. Given `previous`, every media item of the earlier export's split.csv
+(matched by sha256, else by media id) stays on its earlier side, and only groups new to this
+export are split, by the share and stratified by class as always. A group that now unites media
+of both earlier sides trains, so no face a model fine-tuned on the earlier export trained on ever
+becomes a validation face; the manifest counts the faces that kept their side and the ones moved.
+A share of 0 asks for no validation set at all: earlier validation media then train. `giflens
+export` passes the newest recorded export still on disk (`newest_export`) unless told not to.
 
 Label indices are dense (0..n-1) and stable across exports (`class_indices`). Classes are
 numbered in class-id order, i.e. creation order, never by name: a new class (even "Aaron")
@@ -67,6 +80,19 @@ FOLDER_MAX_BYTES = 120  # of the name before the external id; ext4 and NTFS allo
 NEAR_DUPLICATE_RADIUS = 6  # bits of 64: resizes and re-encodes of a clip stay within this
 MIN_HASH_BITS = 16  # a natural frame's median-threshold pHash sets 32 bits; flat frames (black, one colour) set ~1
 GIF_TOP_TAGS = 5  # tags per media item in gif_metadata.tsv: enough to read a cluster, short enough for a tooltip
+# Face embeddings of one class closer than this (Euclidean) are one photo (`same_photo_pairs`). Measured
+# with dlib on LFW: mirrored copies of 60 photos lay at most 0.117 from the original, copies cropped by
+# 6-15 px at most 0.109, re-encoded at 200 px at most 0.099; of 198,479 pairs of different photos of one
+# person (8 people, 1,348 photos) the median lay at 0.295, 0.1% below 0.165, and only 16 below 0.12, all
+# LFW's own duplicates or shots a moment apart. Chaining stays short there (largest group: 2 photos; at
+# 0.15 already 7). Per face model: another model's distances mean something else, so a model not
+# listed here adds no pairs (the pHash signal still applies).
+SAME_PHOTO_DISTANCE = {"dlib-resnet-v1": 0.12}
+MIN_VECTOR_NORM = 1e-6  # a zero vector is no embedding (a placeholder): it would be "near" every other one
+FACE_CHUNK = 1024  # rows of a class's distance matrix computed at a time (1024 x 5000 floats: 40 MB)
+CLASS_COLUMNS = ["folder", "index", "class_id", "name", "external_id",
+                 "display_name", "status", "gender", "ethnicity", "birth_year", "country"]
+SPLIT_COLUMNS = ["face_id", "class_id", "label", "media_id", "group", "side", "sha256"]
 
 
 # -- folder names (pure) ----------------------------------------------------------------------
@@ -123,13 +149,10 @@ def unique_folder_names(classes: Iterable[tuple[int, str, str | None]]) -> dict[
 
 
 # -- near-duplicate groups and the split (pure) -------------------------------------------------
-def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
-                          radius: int = NEAR_DUPLICATE_RADIUS) -> dict[Hashable, Hashable]:
-    """media -> group (its smallest member): union-find over media that share any pair of frame
-    pHashes (16 hex digits) within `radius` bits, found exactly by multi-index hashing
-    (`embeddings.near_duplicates`). Flat frames (fewer than MIN_HASH_BITS bits set) are
-    ignored: a black frame would otherwise join every clip that fades to black."""
-    parent: dict[Hashable, Hashable] = {m: m for m in media_hashes}
+def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Hashable]]) -> dict[Hashable, Hashable]:
+    """member -> group (its smallest member): union-find over `pairs` (both ends must be members).
+    The root is the smallest member, so a group's name does not depend on the order pairs come in."""
+    parent: dict[Hashable, Hashable] = {m: m for m in members}
 
     def find(m: Hashable) -> Hashable:
         root = m
@@ -139,17 +162,60 @@ def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
             parent[m], m = root, parent[m]
         return root
 
-    def union(a: Hashable, b: Hashable) -> None:
+    for a, b in pairs:
         ra, rb = find(a), find(b)
         if ra != rb:
             lo, hi = sorted((ra, rb), key=lambda x: (str(type(x)), x))
             parent[hi] = lo
+    return {m: find(m) for m in parent}
 
+
+def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
+                          radius: int = NEAR_DUPLICATE_RADIUS,
+                          extra_pairs: Iterable[tuple[Hashable, Hashable]] = ()) -> dict[Hashable, Hashable]:
+    """media -> group (its smallest member): union-find over media that share any pair of frame
+    pHashes (16 hex digits) within `radius` bits, found exactly by multi-index hashing
+    (`embeddings.near_duplicates`), and over `extra_pairs` (media joined by another signal, e.g.
+    `same_photo_pairs`). Flat frames (fewer than MIN_HASH_BITS bits set) are ignored: a black
+    frame would otherwise join every clip that fades to black."""
     informative = {m: [h for h in hashes or [] if int(h, 16).bit_count() >= MIN_HASH_BITS]
                    for m, hashes in media_hashes.items()}
-    for a, b, _, _ in near_duplicate_media(informative, radius=radius):
-        union(a, b)
-    return {m: find(m) for m in media_hashes}
+    pairs = [(a, b) for a, b, _, _ in near_duplicate_media(informative, radius=radius)]
+    return join_groups(media_hashes, [*pairs, *extra_pairs])
+
+
+def same_photo_pairs(faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], threshold: float,
+                     chunk: int = FACE_CHUNK) -> set[tuple[Hashable, Hashable]]:
+    """(media, media) pairs, smaller first, of distinct media holding faces of one class whose
+    embeddings lie within `threshold` (Euclidean). faces: (class, media, vector). A mirrored or
+    lightly cropped copy of a photo moves its frame pHash by 4-30 bits, more than a Hamming radius
+    can allow without joining unrelated clips, but barely moves its face embedding (dlib's averages
+    the face and its mirror), so this catches the copies the hashes miss. Compared per class (a
+    copy keeps its label) and in blocks of `chunk` rows, so a class of thousands of faces needs
+    chunk x n distances at a time, not n x n. Vectors of (near) zero length carry no identity and
+    are skipped."""
+    by_class: dict[Hashable, tuple[list[Hashable], list[np.ndarray]]] = {}
+    for cls, media, vector in faces:
+        vector = np.asarray(vector, dtype=np.float64)
+        if float(vector @ vector) > MIN_VECTOR_NORM ** 2:
+            media_list, vectors = by_class.setdefault(cls, ([], []))
+            media_list.append(media)
+            vectors.append(vector)
+    pairs: set[tuple[Hashable, Hashable]] = set()
+    limit = float(threshold) ** 2
+    for media_list, vectors in by_class.values():
+        if len(vectors) < 2:
+            continue
+        x = np.vstack(vectors)
+        norms = np.einsum("ij,ij->i", x, x)
+        for start in range(0, len(x), chunk):
+            block = x[start : start + chunk]  # against itself and every later row: each pair once
+            d2 = norms[start : start + chunk, None] + norms[None, start:] - 2.0 * (block @ x[start:].T)
+            for i, j in zip(*np.nonzero(d2 <= limit)):
+                a, b = media_list[start + i], media_list[start + j]
+                if j > i and a != b:
+                    pairs.add(tuple(sorted((a, b), key=lambda m: (str(type(m)), m))))  # type: ignore[arg-type]
+    return pairs
 
 
 def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int,
@@ -176,6 +242,67 @@ def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int
         else:
             sides[g] = "train"
     return sides
+
+
+@dataclass(frozen=True)
+class EarlierSides:
+    """The side (train / val) of every media item of an earlier export's split.csv. Media are
+    matched by content (sha256) where the file names it, so an export of another store, or of this
+    one after a re-ingest, still matches; rows without a sha256 (exports written before the column
+    existed) are matched by media id, which holds within one store."""
+    path: Path
+    by_sha256: dict[str, str]
+    by_media_id: dict[int, str]
+
+    def side_of(self, media_id: int, sha256: str | None) -> str | None:
+        if sha256 and sha256 in self.by_sha256:
+            return self.by_sha256[sha256]
+        return self.by_media_id.get(media_id)
+
+
+def read_earlier_sides(previous: Path) -> EarlierSides | None:
+    """The sides of an earlier export (its folder, or its classes.csv: split.csv lies beside it), or
+    None when it has no split.csv (a bare class map keeps indices only). A media item listed on both
+    sides (a hand-edited file) counts as train: the safe side, since no face a model trained on may
+    become a validation face."""
+    previous = Path(previous)
+    path = (previous if previous.is_dir() else previous.parent) / "split.csv"
+    if not path.is_file():
+        return None
+    _, rows = read_csv(path, ["media_id", "side"])
+    by_sha256: dict[str, str] = {}
+    by_media_id: dict[int, str] = {}
+    for line, row in rows:
+        side = row["side"].strip()
+        if side not in ("train", "val"):
+            raise ValidationError(f"{path}: line {line}: side must be train or val, got {side!r}")
+        try:
+            media_id = int(row["media_id"])
+        except ValueError:
+            raise ValidationError(f"{path}: line {line}: media_id must be a whole number") from None
+        sha = (row.get("sha256") or "").strip()
+        sides, key = (by_sha256, sha) if sha else (by_media_id, media_id)
+        sides[key] = "train" if "train" in (side, sides.get(key)) else "val"  # type: ignore[index]
+    return EarlierSides(path, by_sha256, by_media_id)
+
+
+def earlier_group_sides(group_media: dict[Hashable, Iterable[Hashable]], earlier: dict[Hashable, str],
+                        no_validation: bool = False) -> tuple[dict[Hashable, str], set[Hashable]]:
+    """(group -> side for every group holding a media item of the earlier export, the groups that
+    unite media of both earlier sides). A group keeps its media's earlier side; one uniting both
+    sides (a near-duplicate found only now) goes to train, so no face an earlier model trained on
+    becomes a validation face (a validation face that now trains does no such harm). With
+    `no_validation` (a share of 0: the editor asked for no validation set) every kept group trains."""
+    kept: dict[Hashable, str] = {}
+    both: set[Hashable] = set()
+    for group, media in group_media.items():
+        seen = {earlier[m] for m in media if m in earlier}
+        if not seen:
+            continue
+        if len(seen) > 1:
+            both.add(group)
+        kept[group] = "val" if seen == {"val"} and not no_validation else "train"
+    return kept, both
 
 
 # -- label indices (pure) ------------------------------------------------------------------------
@@ -217,6 +344,25 @@ def read_class_indices(path: Path) -> dict[int, int]:
 
 
 # -- the export ----------------------------------------------------------------------------------
+def newest_export(store: sessionmaker[Session]) -> Path | None:
+    """The newest export recorded in the store whose folder still holds a classes.csv (None: none):
+    what the CLI keeps label indices and sides of by default, as the Export page proposes, so a
+    retraining job fine-tuning its last model finds every class at its output index and is never
+    validated on faces it trained on."""
+    with store() as session:
+        for out_dir in session.scalars(select(Export.out_dir).order_by(Export.id.desc())):
+            if (Path(out_dir) / "classes.csv").is_file():
+                return Path(out_dir)
+    return None
+
+
+def class_row(folder: str, index: int, cls: Any) -> list[Any]:
+    """A row of classes.csv (CLASS_COLUMNS): everything an import needs to rebuild the class, an
+    empty cell for an unknown value."""
+    return [folder, index, cls.id, cls.name, *["" if v is None else v for v in (
+        cls.external_id, cls.display_name, cls.status, cls.gender, cls.ethnicity, cls.birth_year, cls.country)]]
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -285,7 +431,7 @@ def _read_snapshot(session: Session, face_model: str, gif_model: str | None = No
     """Everything the export needs, read in one transaction (a consistent snapshot)."""
     labels = session.execute(
         select(FaceLabel.face_id, FaceLabel.class_id, FaceLabel.status, FaceLabel.source, Face.media_id,
-               FaceEmbedding.crop_path)
+               FaceEmbedding.crop_path, FaceEmbedding.vector)
         .join(Face, Face.id == FaceLabel.face_id)
         .join(CelebrityClass, CelebrityClass.id == FaceLabel.class_id)
         .outerjoin(FaceEmbedding, (FaceEmbedding.face_id == Face.id) & (FaceEmbedding.model_id == face_model))
@@ -367,14 +513,16 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
                    seed: int = 0, on_progress: Callable[[int, int], None] | None = None, *,
                    face_model: str = "dlib-resnet-v1", overwrite: bool = False,
                    near_duplicate_radius: int = NEAR_DUPLICATE_RADIUS, gif_model: str | None = None,
-                   previous: Path | None = None) -> ExportSummary:
+                   previous: Path | None = None, same_photo_distance: float | None = None) -> ExportSummary:
     """Write the retraining export of the store to out_dir (see the module docstring) and record
     it in the `export` table. `split` is the share of each class's faces aimed at validation;
     `on_progress(done, total)` is called as face crops are copied. A non-empty out_dir is
     refused unless `overwrite` (and then only when it holds an earlier export). `gif_model`
     chooses the GIF embeddings of the projector's GIF files (None: the store's most used);
     `previous` (an earlier export of this store, its folder or classes.csv) keeps each surviving
-    class at its earlier label index (see the module docstring)."""
+    class at its earlier label index and each earlier media item on its earlier side (see the
+    module docstring). `same_photo_distance` joins media with faces of one class this close
+    (None: `SAME_PHOTO_DISTANCE` of the face model, no such joins for a model not listed there)."""
     started = utcnow()
     editor = check_editor(editor)
     if not 0.0 <= split < 1.0:
@@ -382,6 +530,9 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     out_dir, data_dir = Path(out_dir).absolute(), Path(data_dir)
     _check_out_dir(out_dir, overwrite)
     previous_indices = read_class_indices(previous) if previous is not None else None
+    earlier = read_earlier_sides(previous) if previous is not None else None  # before OUT_DIR may be replaced
+    if same_photo_distance is None:
+        same_photo_distance = SAME_PHOTO_DISTANCE.get(face_model)
 
     with store() as session:
         if session.get_bind().dialect.name == "postgresql":
@@ -406,15 +557,27 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     index = class_indices(folders, previous_indices)
     ordered = sorted(folders, key=index.__getitem__)  # rows of labels.csv and classes.csv by index
     media = snap["media"]
-    groups = near_duplicate_groups({m: media[m].frame_hashes for m in {r.media_id for r, _ in rows}}, near_duplicate_radius)
+    photo_pairs = same_photo_pairs(((r.class_id, r.media_id, bytes_to_vector(r.vector)) for r, _ in rows
+                                    if r.vector is not None), same_photo_distance) if same_photo_distance is not None else set()
+    groups = near_duplicate_groups({m: media[m].frame_hashes for m in {r.media_id for r, _ in rows}}, near_duplicate_radius,
+                                   photo_pairs)
     group_classes: dict[int, Counter] = {}
     group_key: dict[int, list[str]] = {}
+    group_media: dict[int, set[int]] = {}
     for r, _ in rows:
         g = groups[r.media_id]
         group_classes.setdefault(g, Counter())[r.class_id] += 1
         group_key.setdefault(g, []).append(media[r.media_id].sha256 or f"media-{r.media_id}")
-    sides = assign_sides(group_classes, split, seed, {g: min(keys) for g, keys in group_key.items()})
+        group_media.setdefault(g, set()).add(r.media_id)
+    earlier_side = {} if earlier is None else {
+        m: side for m in groups if (side := earlier.side_of(m, media[m].sha256)) is not None}
+    kept, both_sides = earlier_group_sides(group_media, earlier_side, no_validation=split == 0)
+    sides = {**assign_sides({g: c for g, c in group_classes.items() if g not in kept}, split, seed,
+                            {g: min(keys) for g, keys in group_key.items()}), **kept}
     side_of_face = {r.face_id: sides[groups[r.media_id]] for r, _ in rows}
+    # per face, by its media's earlier side: kept, moved (val -> train only), or new to this export
+    continuity = Counter("new" if r.media_id not in earlier_side else
+                         "kept" if earlier_side[r.media_id] == side_of_face[r.face_id] else "moved" for r, _ in rows)
 
     # beside OUT_DIR (the final rename stays on one file system), its name cut so the suffix still fits in 255 bytes
     stem = out_dir.name.encode("utf-8")[:200].decode("utf-8", errors="ignore")
@@ -431,8 +594,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         raise ValidationError(f"cannot create {out_dir}: cannot write in {out_dir.parent} ({exc.strerror or exc})") from exc
     try:
         _write_csv(tmp / "labels.csv", ["Label", "Index"], ([folders[c], index[c]] for c in ordered))
-        _write_csv(tmp / "classes.csv", ["folder", "index", "class_id", "name", "external_id"],
-                   ([folders[c], index[c], c, classes[c].name, classes[c].external_id or ""] for c in ordered))
+        _write_csv(tmp / "classes.csv", CLASS_COLUMNS, (class_row(folders[c], index[c], classes[c]) for c in ordered))
         raw = tmp / "raw_dataset"
         raw.mkdir()
         for c in folders.values():
@@ -441,9 +603,9 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             shutil.copyfile(crop, raw / folders[r.class_id] / f"{r.face_id}.jpg")
             if on_progress is not None:
                 on_progress(n, len(rows))
-        _write_csv(tmp / "split.csv", ["face_id", "class_id", "label", "media_id", "group", "side"],
-                   ([r.face_id, r.class_id, folders[r.class_id], r.media_id, groups[r.media_id], side_of_face[r.face_id]]
-                    for r, _ in rows))
+        _write_csv(tmp / "split.csv", SPLIT_COLUMNS,
+                   ([r.face_id, r.class_id, folders[r.class_id], r.media_id, groups[r.media_id], side_of_face[r.face_id],
+                     media[r.media_id].sha256 or ""] for r, _ in rows))
 
         tagged: dict[int, dict[str, Any]] = {}
         for media_id, path, sha, tag, confidence in snap["tags"]:
@@ -497,8 +659,13 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
                        "gif_projector_vectors": len(gif_vectors)},
             "label_provenance": provenance,
             "split": {"share": split, "seed": seed, "stratified_by": "class", "near_duplicate_radius": near_duplicate_radius,
+                      "same_photo_distance": same_photo_distance, "same_photo_media_pairs": len(photo_pairs),
                       "groups": len(set(groups[r.media_id] for r, _ in rows)),
-                      "train_media": side_media.get("train", 0), "val_media": side_media.get("val", 0)},
+                      "train_media": side_media.get("train", 0), "val_media": side_media.get("val", 0),
+                      "earlier_sides": None if earlier is None else {
+                          "split_csv": str(earlier.path.absolute()), "faces_kept_side": continuity["kept"],
+                          "faces_moved_to_train": continuity["moved"], "faces_new": continuity["new"],
+                          "groups_uniting_both_sides": len(both_sides)}},
             "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         text = json.dumps(manifest, indent=2, ensure_ascii=False)

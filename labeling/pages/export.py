@@ -62,10 +62,12 @@ with st.form("export_form"):
     val_share = left.slider("Validation share (per class)", 0.0, 0.9, 0.2, 0.05, key="export_val_share")
     seed = middle.number_input("Split seed", min_value=0, value=0, step=1, key="export_seed")
     overwrite = right.checkbox("Replace the folder if it exists", key="export_overwrite")
-    previous = st.selectbox("Keep the label indices of", [NO_PREVIOUS, *earlier], key="export_previous",
-                            format_func=lambda d: d or "none: number classes in creation order",
-                            help="Every class still exported keeps the index it had in that export; "
-                                 "new classes fill the indices of classes that dropped out, then follow")
+    previous = st.selectbox("Keep the label indices and train / validation sides of", [NO_PREVIOUS, *earlier],
+                            key="export_previous",
+                            format_func=lambda d: d or "none: number classes in creation order, draw the split anew",
+                            help="Every class still exported keeps the index it had in that export; new classes fill "
+                                 "the indices of classes that dropped out, then follow. Every face of that export "
+                                 "keeps its side, so a model trained on it is never validated on its training faces")
     submitted = st.form_submit_button("Run export")
 
 if submitted:
