@@ -24,7 +24,7 @@ from explorer.projection_jobs import warm_up  # noqa: E402
 from labeling.audit import undo_last  # noqa: E402
 from labeling.errors import StoreError  # noqa: E402
 from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, get_settings,  # noqa: E402
-                                   get_store, oidc_configured, oidc_providers, password_required, result_message,
+                                   get_store, oidc_configured, oidc_providers, password_required, plain, result_message,
                                    show_error, show_flash, sign_in, sign_out)
 from labeling.queries import events_frame, face_count  # noqa: E402
 from models.settings import Settings  # noqa: E402
@@ -73,7 +73,7 @@ def _oidc_login(provider: str | None) -> None:
     try:
         st.login(provider)
     except StreamlitAuthError as exc:
-        st.error(f"Log in is not available: {exc}")
+        st.error(f"Log in is not available: {plain(str(exc))}")
 
 
 def _sidebar(settings: Settings) -> None:
@@ -84,7 +84,7 @@ def _sidebar(settings: Settings) -> None:
         if oidc_configured():
             if editor or st.user.get("is_logged_in"):
                 if editor:
-                    st.markdown(f"Editor: **{editor}**")
+                    st.markdown(f"Editor: **{plain(editor)}**")  # a name, never a link or emphasis
                 else:  # a token without a usable name: changes stay refused, say why
                     st.warning("Your login carries no name or e-mail the audit log can record; ask for the "
                                "identity provider to include the `name` or `email` claim.")
@@ -93,11 +93,11 @@ def _sidebar(settings: Settings) -> None:
             else:
                 st.write("Log in to make changes (browsing needs no login).")
                 for provider in oidc_providers():
-                    label = f"Log in with {provider}" if provider else "Log in"
+                    label = f"Log in with {plain(provider)}" if provider else "Log in"
                     if st.button(label, key=f"oidc_login_{provider or 'default'}"):
                         _oidc_login(provider)
         elif editor:
-            st.markdown(f"Editor: **{editor}**")
+            st.markdown(f"Editor: **{plain(editor)}**")  # a name, never a link or emphasis
             st.button("Sign out", key="sign_out", on_click=sign_out)
         else:
             with st.form("sign_in_form"):

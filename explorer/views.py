@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,8 +37,8 @@ COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "conf
 HOVER = ["class", "status", "confidence", "media_name"]
 LATEST = "latest.json"  # per view and parameters: the last fitted projection, for extending with new points
 # Views whose points have stable ids (store primary keys) and vectors that change only on ingest:
-# their nearest-neighbour index is worth saving. Class centroids are numbered by position and
-# move with every label decision, so a saved index of them would never be reused.
+# their nearest-neighbour index is worth saving. Class centroids (numbered by class id) move with
+# every label decision, so a saved index of them would never be reused.
 INDEXED_VIEWS = {"Faces": "faces", "Face tracks": "tracks", "GIFs": "gifs"}
 # numba's default threading layer (workqueue) is not safe for parallel kernels launched from two
 # threads at once: two editors opening Explore together hung the app. One UMAP at a time per
@@ -142,27 +142,38 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
     return points, np.stack([bytes_to_vector(r[2]) for r in rows]).astype(np.float32)
 
 
-def centroid_points(faces: pd.DataFrame, vectors: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
+                    class_ids: Mapping[str, int] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """Class centroids from face points: the mean of a class's confirmed faces when it has any
-    (what training reads), else of every face labelled or predicted with it; re-normalised."""
+    (what training reads), else of every face labelled or predicted with it; re-normalised.
+
+    A centroid's id is its class's id (`class_ids`: name -> class id, the catalog's), not its
+    position: a class added or retired shifts the positions, and the page remembers a selected
+    centroid, its projection and its history by id. Without `class_ids` (a table with no catalog
+    behind it) centroids are numbered by position."""
     # the grey groups of faces editors turned down ("rejected", "marked unknown") are not classes
     labelled = ~faces["class"].isin([UNLABELED, *TURNED_DOWN.values()])
     if not labelled.any():
         return _empty()
     rows, centres = [], []
     for name, part in faces[labelled].groupby("class", sort=True):
+        point_id = len(rows) if class_ids is None else class_ids.get(name)
+        if point_id is None:  # renamed between the two reads: it is back, under its new name, on the next run
+            continue
         confirmed = part["status"].isin(CONFIRMED_STATUSES)
         members = part[confirmed] if confirmed.any() else part
         centre = vectors[members.index.to_numpy()].mean(axis=0)
         centres.append(centre / (np.linalg.norm(centre) or 1.0))
         first = members.iloc[0]
-        rows.append({"id": len(rows), "kind": "class", "class": name,
+        rows.append({"id": int(point_id), "kind": "class", "class": name,
                      "status": "confirmed" if confirmed.any() else "predicted only",
                      "confidence": float(part["confidence"].mean()), "source": "centroid",
                      "gender": first["gender"], "ethnicity": first["ethnicity"], "decade": first["decade"],
                      "country": first["country"], "media_id": int(first["media_id"]), "media_name": first["media_name"],
                      "crop_path": first["crop_path"], "media_path": first["media_path"], "n": int(len(members)),
                      "version": 0, "nameable": True})
+    if not rows:
+        return _empty()
     return pd.DataFrame(rows, columns=POINT_COLUMNS), np.stack(centres).astype(np.float32)
 
 
@@ -175,7 +186,8 @@ def view_points(store: sessionmaker[Session], view: str, model_id: str | None = 
     if view == "GIFs":
         return gif_points(store)
     if view == "Class centroids":
-        return centroid_points(*face_points(store, model_id))
+        catalog = classes_frame(store)
+        return centroid_points(*face_points(store, model_id), class_ids=dict(zip(catalog["name"], catalog["class_id"])))
     raise ValueError(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
 
 
@@ -199,6 +211,36 @@ def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: S
     if keep_ids is not None:
         mask &= points["id"].isin(list(keep_ids))
     return mask
+
+
+def filter_summary(classes: Sequence[str] = (), statuses: Sequence[str] = (),
+                   confidence: tuple[float, float] | None = None, media_name: str | None = None,
+                   search: str = "", isolated: int | None = None, present: Collection[str] = ()) -> str:
+    """The active filters of `filter_points` in words ("search 'serena' · classes Al Gore (outside the
+    search)"), "" when none is. Filters stay set across views and while the Filters expander is closed,
+    so the page says which ones hide points; a chosen class the search or the view leaves out is named
+    as such rather than dropped. `present`: the classes of the view's points."""
+    needle = search.strip().casefold()
+
+    def why_empty(name: str) -> str:
+        if needle and needle not in name.casefold():
+            return " (outside the search)"
+        return " (none in this view)" if present and name not in present else ""
+
+    parts = []
+    if needle:
+        parts.append(f"search {search.strip()!r}")
+    if classes:
+        parts.append("classes " + ", ".join(f"{c}{why_empty(c)}" for c in classes))
+    if statuses:
+        parts.append("status " + ", ".join(statuses))
+    if confidence is not None and tuple(confidence) != (0.0, 1.0):
+        parts.append(f"confidence {confidence[0]:.2f}-{confidence[1]:.2f}")
+    if media_name is not None:
+        parts.append(f"GIF {media_name}")
+    if isolated is not None:
+        parts.append(f"isolated 2D selection of {isolated}")
+    return " · ".join(parts)
 
 
 def index_dir_for(data_dir: Path | str, view: str, model_id: str | None) -> Path | None:

@@ -218,7 +218,7 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     assert left and right
     # the side holding more editor-confirmed faces: the guard on changing decisions is part of the flow
     before = _label_state(browser_store)
-    decided = {f for f, v in before.items() if v[0] in ("approved", "relabeled")}
+    decided = {f for f, v in before.items() if v[0] in ("approved", "relabeled", "rejected", "unknown")}
     to_right = len(decided & set(right)) > len(decided & set(left))
     inside = right if to_right else left
     x0, x1 = (cut, area["right"] - 3) if to_right else (area["left"] + 3, cut)
@@ -245,7 +245,7 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     # editors' decisions in the box: changing them takes a tick of its own
     assert alerts.first.inner_text().startswith(f"{len(confirmed)} of the selected faces are confirmed")
     assert mark.is_disabled()
-    page.get_by_text(f"Change the {len(confirmed)} confirmed face(s) too").click()
+    page.get_by_text(f"Change the {len(confirmed)} decided face(s) too").click()
     settle(page)
     assert mark.is_enabled()
     mark.click()

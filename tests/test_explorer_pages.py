@@ -260,7 +260,8 @@ def test_explore_filters_colour_and_isolate_narrow_the_points(app, explored):
     assert "explore_isolated" not in app.session_state
 
     app.selectbox(key="explore_view").set_value("Class centroids").run()
-    app.number_input(key="explore_point_id").set_value(0).run()  # a class's centroid: its history, no face actions
+    # a class's centroid (numbered by its class id): its history, no face actions
+    app.number_input(key="explore_point_id").set_value(explored.classes["Hugo Chavez"]).run()
     _ok(app)
     assert any("make this centroid" in c.value for c in app.caption), [c.value for c in app.caption]
     history = next(d.value for d in app.dataframe if {"operation", "before", "after"} <= set(d.value.columns))

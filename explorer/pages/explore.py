@@ -14,11 +14,11 @@ from explorer.click_bridge import plotly_click
 from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
 from explorer.projection_jobs import collect, projection_job, running_job
-from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, nearest, view_points
+from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, filter_summary, nearest, view_points
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
-from labeling.pages.common import get_settings, get_store, media_file, show_error, versions_seen, write
+from labeling.pages.common import flash, get_settings, get_store, media_file, plain, show_error, versions_seen, write
 from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
                               media_tags_frame, model_candidates, track_history_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent
@@ -72,14 +72,23 @@ if points.empty:
     st.info("Nothing to show yet: ingest GIFs or photos on the Ingest page (or `giflens ingest`).")
     st.stop()
 
+
+def _keeping_chosen(options: list[str], key: str) -> list[str]:
+    """A multiselect's options plus what the editor chose there that they leave out. Streamlit drops a
+    chosen value that is no longer an option, so a search typed later (or another view) would undo a
+    Classes or Status filter unseen; kept, it stays chosen and the caption above the map names it."""
+    return [*options, *(c for c in st.session_state.get(key) or [] if c not in options)]
+
+
 with controls[3].expander("Filters", expanded=False):
     search = st.text_input("Search a class by name", key="explore_search", persist_state="session")
     class_choices = sorted(points["class"].unique(), key=str.casefold)
     if search.strip():
         class_choices = [c for c in class_choices if search.strip().casefold() in c.casefold()]
-    classes = st.multiselect("Classes", class_choices, key="explore_classes", persist_state="session")
-    statuses = st.multiselect("Status", sorted(points["status"].unique()), key="explore_statuses",
-                              persist_state="session")
+    classes = st.multiselect("Classes", _keeping_chosen(class_choices, "explore_classes"), key="explore_classes",
+                             persist_state="session")
+    statuses = st.multiselect("Status", _keeping_chosen(sorted(points["status"].unique()), "explore_statuses"),
+                              key="explore_statuses", persist_state="session")
     confidence = st.slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="explore_confidence", persist_state="session")
     gif_names = points.drop_duplicates("media_id").set_index("media_id")["media_name"]
     media_choice = st.selectbox("GIF", [None, *gif_names.index.tolist()], key="explore_media", persist_state="session",
@@ -89,6 +98,13 @@ with controls[3].expander("Filters", expanded=False):
 
 keep = st.session_state.get(ISOLATED) if isolate else None
 mask = filter_points(points, classes, statuses, confidence, media_choice, search, keep)
+# Filters outlive a change of view and a closed expander: say which ones hide points, above the map.
+# Drawn always (empty when none is set), so the elements after it keep their place on the page.
+filters_note = st.empty()
+active_filters = filter_summary(classes, statuses, confidence, None if media_choice is None else gif_names[media_choice],
+                                search, None if keep is None else len(keep), present=set(points["class"]))
+if active_filters:
+    filters_note.caption(f"Filtered: {plain(active_filters)} — {int(mask.sum()):,} of {len(points):,} shown")
 
 # -- projection: PCA at once, UMAP in the background (cached; new points placed with transform) ----
 cache_dir = Path(settings.data_dir) / "projections"
@@ -162,7 +178,30 @@ if choice is not None:
 
 def _select_typed() -> None:
     value = st.session_state.get(POINT_ID)
-    st.session_state[SELECTED] = None if value is None else int(value)  # 0 is an id (the first centroid)
+    st.session_state[SELECTED] = None if value is None else int(value)
+
+
+def _reseed_point_id() -> None:
+    """The id box shows the point whose details show. The selection outlives a visit to another page,
+    the box's value (a widget's, forgotten while its page is away) does not: an empty box beside a
+    point's details hides which point they are."""
+    if st.session_state.get(POINT_ID) is None and st.session_state.get(SELECTED) is not None:
+        st.session_state[POINT_ID] = st.session_state[SELECTED]
+
+
+def _decisions_guard(decided: int, warning: str, key: str) -> bool:
+    """Whether the buttons may change `decided` editors' decisions (faces whose label status is one of
+    EDITOR_DECISIONS): True when there are none; else the warning shows and the editor ticks a box of its
+    own. A lasso or a track holds whatever lies in it, and approving overwrites another editor's
+    rejection or "unknown" as surely as rejecting overwrites an approval."""
+    if not decided:
+        return True
+    st.warning(warning)
+    return st.checkbox(f"Change the {decided} decided face(s) too", key=key)
+
+
+def _tick_first(decided: int) -> str:
+    return f"Tick \"Change the {decided} decided face(s) too\" first: this changes editors' decisions"
 
 
 catalog = classes_frame(store)
@@ -174,6 +213,7 @@ details, bulk = st.tabs(["Point details", "2D selection and bulk actions"])
 # -- one point: crop, GIF, labels, history, neighbours, actions ----------------------------------
 with details:
     noun = view[:-1] if view.endswith("s") else view  # "Face track", "GIF", ...
+    _reseed_point_id()
     st.number_input(f"{noun} id", min_value=0, step=1, value=None,
                     key=POINT_ID, on_change=_select_typed, help="Type an id, or click a point in the 3D view")
     point_id = st.session_state.get(SELECTED)
@@ -194,9 +234,9 @@ with details:
             middle.video(str(source))
         elif source is not None:
             middle.image(str(source), caption=row["media_name"], width="stretch")  # a GIF plays
-        right.markdown(f"**{row['class']}** · status **{row['status']}**"
+        right.markdown(f"**{plain(row['class'])}** · status **{row['status']}**"
                        + (f" · confidence {row['confidence']:.2f}" if pd.notna(row["confidence"]) else "")
-                       + f"  \nsource {row['source']} · {row['media_name']} (media {row['media_id']})")
+                       + f"  \nsource {plain(row['source'])} · {plain(row['media_name'])} (media {row['media_id']})")
         # A face and a GIF have audit keys of their own (a GIF's: ingest and its tags); a track is
         # decided through its faces, so its history is theirs.
         if row["kind"] == "face":
@@ -207,14 +247,14 @@ with details:
         elif row["kind"] == "gif":
             right.caption("History of the GIF: ingest, tags and its faces' labels")
             right.dataframe(history_frame(store, f"media:{point_id}", limit=20), hide_index=True, height=180)
-        elif row["kind"] == "class" and len(match := catalog.loc[catalog["name"] == row["class"], "class_id"]):
+        elif row["kind"] == "class":  # a centroid's id is its class's (views.centroid_points)
             right.caption(f"{row['n']} face(s) make this centroid; the class's history (rename, merge, split, "
                           "attributes); its faces, nearest the centroid first, are on the Review page")
-            right.dataframe(history_frame(store, f"class:{int(match.iloc[0])}", limit=20), hide_index=True, height=180)
+            right.dataframe(history_frame(store, f"class:{int(point_id)}", limit=20), hide_index=True, height=180)
         if row["kind"] in ("face", "track"):
             candidates = model_candidates(store, **{f"{row['kind']}_id": int(point_id)})
             if candidates:
-                right.caption("Model's top classes: " + ", ".join(f"{name} {p:.2f}" for _, name, p in candidates[:5])
+                right.caption("Model's top classes: " + ", ".join(f"{plain(name)} {p:.2f}" for _, name, p in candidates[:5])
                               + (" (below the open-set threshold: unknown)" if row["class"] == UNLABELED else ""))
         if row["kind"] in ("face", "track") and class_ids:
             # default to the model's best guess that is still an active class, else the first class
@@ -222,30 +262,45 @@ with details:
             target = right.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
                                      index=class_ids.index(guess) if guess is not None else 0,
                                      key=f"explore_relabel_class_{point_id}")  # per point: its own default
+            # the label versions shown, so a decision on a face another editor changed meanwhile is refused
+            allowed, guard_help = True, None
+            if row["kind"] == "track":
+                # a track is decided through all its faces: the editors' decisions among them are as much in
+                # the way here as in a 2D selection of tracks, and take the same tick
+                members = faces_frame(store, model_id, track_ids=[int(point_id)])
+                seen = versions_seen("explore_point_track", dict(zip(members["face_id"].astype(int), members["version"])))
+                decided = int(members["label_status"].isin(EDITOR_DECISIONS).sum())
+                with right:
+                    allowed = _decisions_guard(decided, f"{decided} of the track's {len(members)} face(s) carry an "
+                                               "editor's decision: any decision on the track, approve included, "
+                                               "changes those.", key=f"explore_point_override_{point_id}")
+                guard_help = None if allowed else _tick_first(decided)
+            else:
+                seen = versions_seen("explore_point", {int(point_id): row["version"]})
             buttons = right.columns(2) + right.columns(2)  # two rows: four labels fit a third of the page
-
-            # the label version shown, so a decision on a face another editor changed meanwhile is refused
-            seen = versions_seen("explore_point", {int(point_id): row["version"]}) if row["kind"] == "face" else None
 
             def act(decision: str, class_id: int | None = None) -> None:
                 if row["kind"] == "track":
-                    write(lambda s, e: label_track(s, int(point_id), decision, e, class_id=class_id))
+                    write(lambda s, e: label_track(s, int(point_id), decision, e, class_id=class_id,
+                                                   expected_versions=seen))
                     return
                 write(lambda s, e: decide_faces(s, [int(point_id)], decision, e, class_id=class_id,
                                                 expected_versions=seen))
 
             no_class = not row["nameable"]  # no label and no prediction: nothing to approve, relabel instead
             turned_down = row["kind"] == "face" and row["status"] in TURNED_DOWN and candidates
-            approve_help = ("No class to approve: pick one and relabel" if no_class else
-                            f"The model was right after all: confirms {candidates[0][1]}" if turned_down else None)
-            if buttons[0].button("Approve", key="explore_approve", width="stretch", disabled=no_class,
+            approve_help = ("No class to approve: pick one and relabel" if no_class else guard_help if not allowed else
+                            f"The model was right after all: confirms {plain(candidates[0][1])}" if turned_down else None)
+            if buttons[0].button("Approve", key="explore_approve", width="stretch", disabled=no_class or not allowed,
                                  help=approve_help):
                 act("approve")
-            if buttons[1].button("Reject", key="explore_reject", width="stretch"):
+            if buttons[1].button("Reject", key="explore_reject", width="stretch", disabled=not allowed, help=guard_help):
                 act("reject")
-            if buttons[2].button("Relabel", key="explore_relabel", width="stretch"):
+            if buttons[2].button("Relabel", key="explore_relabel", width="stretch", disabled=not allowed,
+                                 help=guard_help):
                 act("relabel", int(target))
-            if buttons[3].button("Mark unknown", key="explore_unknown", width="stretch"):
+            if buttons[3].button("Mark unknown", key="explore_unknown", width="stretch", disabled=not allowed,
+                                 help=guard_help):
                 act("unknown")
         near_rows, near_dist = nearest(vectors, row_no, k=8)
         if len(near_rows):
@@ -256,7 +311,7 @@ with details:
                 picture = media_file(n["crop_path"], settings) or media_file(n["media_path"], settings)
                 if picture is not None:
                     col.image(str(picture), width="stretch")
-                col.caption(f"{n['id']} · {n['class']} · {d:.3f}")
+                col.caption(f"{n['id']} · {plain(n['class'])} · {d:.3f}")
 
 # -- 2D view: lasso / box, then one action on every selected point ------------------------------
 def _decision_buttons(count: str, key: str, override: bool, approve_ok: bool, decide: Callable[[str, int | None], None],
@@ -286,22 +341,19 @@ def _bulk_faces(chosen: list[int]) -> None:
     """Approve, reject, mark unknown, relabel or seed a new class with the selected faces."""
     shown_versions = dict(zip(shown["id"].astype(int), shown["version"]))
     seen = versions_seen("explore_bulk", {i: shown_versions[i] for i in chosen if i in shown_versions})
-    # A lasso catches whatever lies in the way, editors' decisions included: changing those
-    # (reject, unknown, relabel, a new class seeded with them) takes a tick of its own.
-    confirmed = shown[shown["id"].isin(chosen) & shown["status"].isin(CONFIRMED_STATUSES)]
-    override = True
-    if len(confirmed):
-        classes_hit = ", ".join(f"{c} {n}" for c, n in confirmed["class"].value_counts().head(5).items())
-        st.warning(f"{len(confirmed)} of the selected faces are confirmed by an editor ({classes_hit}): "
-                   "rejecting them, marking them unknown, relabelling them or seeding a new class with them "
-                   "changes those decisions.")
-        override = st.checkbox(f"Change the {len(confirmed)} confirmed face(s) too",
-                               key=f"explore_bulk_override_{hash(tuple(chosen))}")
+    # A lasso catches whatever lies in the way, editors' decisions included (approved, relabelled,
+    # rejected, marked unknown): changing those, approve included, takes a tick of its own.
+    decided = shown[shown["id"].isin(chosen) & shown["status"].isin(EDITOR_DECISIONS)]
+    classes_hit = ", ".join(f"{plain(c)} {n}" for c, n in decided["class"].value_counts().head(5).items())
+    override = _decisions_guard(len(decided), f"{len(decided)} of the selected faces are confirmed, rejected or marked "
+                                f"unknown by an editor ({classes_hit}): any action on them, approve included, "
+                                "changes those decisions.", key=f"explore_bulk_override_{hash(tuple(chosen))}")
     unnamed = _unnamed(chosen)
-    _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed,
+    _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed and override,
                       approve_help=(f"{len(unnamed)} of the faces have neither a class nor a prediction to approve "
                                     f"(faces {', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): "
                                     "relabel them, or select without them" if unnamed
+                                    else _tick_first(len(decided)) if not override
                                     else "Each face gets its class, else the model's prediction"),
                       decide=lambda d, c: write(lambda s, e: decide_faces(s, chosen, d, e, class_id=c,
                                                                           expected_versions=seen)))
@@ -318,17 +370,15 @@ def _bulk_tracks(chosen: list[int]) -> None:
     # Any editor decision among the faces (approved, relabelled, rejected, marked unknown): every button,
     # approve included (it gives each face the track's predicted person), would change it.
     decided = int(members["label_status"].isin(EDITOR_DECISIONS).sum())
-    override = True
-    if decided:
-        st.warning(f"{decided} face(s) of the selected tracks carry an editor's decision: any decision on the "
-                   "tracks, approve included, changes those.")
-        override = st.checkbox(f"Change the {decided} decided face(s) too",
-                               key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
+    override = _decisions_guard(decided, f"{decided} face(s) of the selected tracks carry an editor's decision: any "
+                                "decision on the tracks, approve included, changes those.",
+                                key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
     unnamed = _unnamed(chosen)
     _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,
                       approve_ok=not unnamed and override,
                       approve_help=(f"No predicted person to approve for track(s) {', '.join(map(str, unnamed[:10]))}"
-                                    if unnamed else "Every face of each track gets the person the model named for it"),
+                                    if unnamed else _tick_first(decided) if not override
+                                    else "Every face of each track gets the person the model named for it"),
                       decide=lambda d, c: write(lambda s, e: label_tracks(s, chosen, d, e, class_id=c,
                                                                           expected_versions=seen)))
 
@@ -354,15 +404,27 @@ def _bulk_gifs(chosen: list[int]) -> None:
     skipped = {status: rows.loc[rows["status"] == status, "media_id"].astype(int).tolist()
                for status in ("active", "rejected")}
     targets = [m for m in chosen if m not in {*skipped["active"], *skipped["rejected"]}]
-    for status, why in (("active", "already carry it and keep their confidence"),
-                        ("rejected", "had it rejected by an editor (restore it on the Tags page)")):
-        if skipped[status]:
-            st.info(f"{len(skipped[status])} of the selected GIFs {why}: {tag.strip()!r} is not added there")
+    notices = _left_alone(skipped, tag)
+    if not targets:  # nothing to write, no rerun: the notices show in this run
+        for notice in notices:
+            st.info(plain(notice))
+        return
     # the versions of the suggestions read now: one changed before the write is refused, not taken over
     seen = {(int(m), int(t)): int(v) for m, t, v in rows.loc[rows["media_id"].isin(targets),
                                                                ["media_id", "tag_id", "version"]].itertuples(index=False)}
-    if targets:
-        write(lambda s, e: add_tags(s, targets, [tag], e, confidence=float(confidence), expected_versions=seen))
+    if write(lambda s, e: add_tags(s, targets, [tag], e, confidence=float(confidence), expected_versions=seen),
+             rerun=False) is not None:
+        for notice in notices:  # flashed after the outcome: a write reruns the page, which would wipe an st.info
+            flash(notice, "info")
+        st.rerun()
+
+
+def _left_alone(skipped: dict[str, list[int]], tag: str) -> list[str]:
+    """What a bulk tag left alone and why: the GIFs already carrying it and those where an editor rejected it."""
+    why = {"active": "already carry it and keep their confidence",
+           "rejected": "had it rejected by an editor (restore it on the Tags page)"}
+    return [f"{len(skipped[status])} of the selected GIFs {why[status]}: {tag.strip()!r} is not added there"
+            for status in why if skipped[status]]
 
 
 with bulk:

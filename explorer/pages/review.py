@@ -15,7 +15,7 @@ from explorer.views import index_dir_for
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import get_settings, get_store, keep_choice, media_file, versions_seen, write
+from labeling.pages.common import get_settings, get_store, keep_choice, media_file, plain, versions_seen, write
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
 
@@ -39,6 +39,8 @@ active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
 class_names = dict(zip(active["class_id"], active["name"]))
 face_versions = dict(zip(faces["face_id"].astype(int), faces["version"].astype(int)))
+# faces with neither a label's class nor a prediction: approving them has no class to confirm
+unnameable = set(faces.loc[faces["class_id"].isna() & faces["predicted_class_id"].isna(), "face_id"].astype(int))
 
 
 def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> None:
@@ -49,7 +51,7 @@ def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> No
             path = media_file(crops.get(fid), settings)
             if path is not None:
                 col.image(str(path), width="stretch")
-            col.caption(cap)
+            col.caption(plain(cap))  # captions name classes: shown as typed, never as markdown
 
 
 def untick(table_key: str) -> Callable[[Any], None]:
@@ -68,7 +70,12 @@ def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
     done = untick(table_key)
     seen = versions_seen(key, {f: face_versions[f] for f in face_ids})  # a face changed meanwhile is refused
     cols = st.columns([1, 1, 1, 2, 1])
-    if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve"):
+    # as on Explore: a face with nothing to approve disables Approve, and the help says which and what to do
+    unnamed = sorted(set(face_ids) & unnameable)
+    approve_help = (f"{len(unnamed)} of the faces have neither a class nor a prediction to approve (faces "
+                    f"{', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): relabel them, or untick them"
+                    if unnamed else None)
+    if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
         write(lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen), after=done)
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
         write(lambda s, e: reject_faces(s, face_ids, e, expected_versions=seen), after=done)
@@ -128,7 +135,7 @@ with clusters_tab:
         keep_choice("review_class", names)
         chosen = st.selectbox("Open a class (worst first)", names, key="review_class", persist_state="session")
         members = members_by_distance(vectors, labels, chosen, ids=faces["face_id"].tolist())
-        st.caption(f"{len(members)} faces of {chosen}, farthest from the centroid first")
+        st.caption(f"{len(members)} faces of {plain(chosen)}, farthest from the centroid first")
         thumbnails(members["id"].head(24).tolist(), [f"{i} · {d:.3f}" for i, d in zip(members["id"].head(24), members["distance"].head(24))])
         ticked = pick_table(members[["id", "distance", "robust_z", "is_outlier", "nearest_class"]], "review_members")
         bulk_actions(ticked, "review_members_bulk", "review_members")
@@ -173,13 +180,14 @@ with lookalikes_tab:
             # most typical faces and says they are one person before a merge button does anything.
             for name in pair:
                 typical = members_by_distance(vectors, labels, name, ids=faces["face_id"].tolist(), farthest_first=False)
-                st.caption(f"{name}: {len(typical)} faces, the most typical first")
+                st.caption(f"{plain(name)}: {len(typical)} faces, the most typical first")
                 thumbnails(typical["id"].head(8).tolist(), [f"{i}" for i in typical["id"].head(8)])
             same = st.checkbox("These are the same person", key=f"review_merge_same_{pair[0]}_{pair[1]}",
                                help="A merge moves every face of one class into the other (Undo takes it back).")
             into_b, into_a = st.columns(2)
             for col, (source, target) in ((into_b, pair), (into_a, pair[::-1])):
-                if col.button(f"Merge {source} into {target}", key=f"review_merge_{source}_{target}", disabled=not same):
+                if col.button(f"Merge {plain(source)} into {plain(target)}", key=f"review_merge_{source}_{target}",
+                              disabled=not same):
                     write(lambda s, e, src=id_of[source], dst=id_of[target]: merge_classes(
                         s, src, dst, e, expected_versions={src: seen_classes[src], dst: seen_classes[dst]}))
 

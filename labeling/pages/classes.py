@@ -3,7 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
-from labeling.pages.common import get_settings, get_store, keep_choice, media_file, parse_ids, versions_seen, write
+from labeling.pages.common import (escape_markdown, get_settings, get_store, keep_choice, media_file, parse_ids,
+                                   versions_seen, write)
 from labeling.queries import classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
 from labeling.validation import ATTRIBUTES
@@ -116,8 +117,9 @@ for tab in (edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab):
 
 if selected is not None:
     row = by_id.loc[selected]
+    name_md = escape_markdown(row["name"])  # a class named `*NSYNC*` or `[x](y)` is shown as typed
     with edit_tab:
-        st.write(f"Rename **{row['name']}**")
+        st.write(f"Rename **{name_md}**")
         with st.form(f"rename_class_form_{selected}"):
             new_name = st.text_input("New name", value=row["name"], key=f"rename_name_{selected}")
             new_display = st.text_input("Display name (blank: none)", value=row["display_name"] or "",
@@ -127,7 +129,7 @@ if selected is not None:
                                                 display_name=new_display))
 
     with attrs_tab:
-        st.write(f"Demographic attributes of **{row['name']}** (blank clears one; used by the bias audit)")
+        st.write(f"Demographic attributes of **{name_md}** (blank clears one; used by the bias audit)")
         with st.form(f"attributes_form_{selected}"):
             cols = st.columns(4)
             values = {}
@@ -140,7 +142,7 @@ if selected is not None:
 
     with merge_tab:
         targets = [c for c in catalog["class_id"] if c != selected and by_id.loc[c, "status"] != "retired"]
-        st.write(f"Merge **{row['name']}** into another class: its labels and predictions move there, "
+        st.write(f"Merge **{name_md}** into another class: its labels and predictions move there, "
                  "and it is retired.")
         with st.form(f"merge_form_{selected}"):
             keep_choice(f"merge_target_{selected}", targets)
@@ -152,7 +154,7 @@ if selected is not None:
 
     with split_tab:
         members = faces_frame(store, class_id=selected)
-        st.write(f"Move some of the {len(members)} faces of **{row['name']}** to a new or another class.")
+        st.write(f"Move some of the {len(members)} faces of **{name_md}** to a new or another class.")
         with st.form(f"split_form_{selected}"):
             face_labels = {f: f"face {f} · {p.split('/')[-1]} · {s}"
                            for f, p, s in zip(members["face_id"], members["media_path"], members["label_status"])}
@@ -176,7 +178,7 @@ if selected is not None:
             st.image([str(p) for _, p in crops], caption=[f"face {f}" for f, _ in crops], width=96)
 
     with status_tab:
-        st.write(f"**{row['name']}** is {row['status']}. Retired classes keep their labels but take no new ones "
+        st.write(f"**{name_md}** is {row['status']}. Retired classes keep their labels but take no new ones "
                  "and are not exported.")
         with st.form(f"status_form_{selected}"):
             status = st.selectbox("Status", CLASS_STATUSES, index=CLASS_STATUSES.index(row["status"]),

@@ -39,12 +39,23 @@ if len(events):
 else:
     st.write("No operation yet.")
 
+
+
+def _forget_choice() -> None:
+    """After an undo the select box shows nothing chosen (not the operation that took its place)."""
+    st.session_state.pop("overview_undo_event", None)
+
+
 undoable = undoable_events(store, limit=30)
 if undoable:
     with st.expander("Undo an operation"):
         st.caption("Any editor's operation can be taken back by its number, unless a later operation changed "
                    "the same faces, classes or tags (then undo that one first). The undo is audited under your name.")
         choices = {e.id: f"#{e.id} · {e.editor} · {e.at:%Y-%m-%d %H:%M} · {e.summary}" for e in undoable}
-        chosen = st.selectbox("Operation", list(choices), format_func=choices.get, key="overview_undo_event")
-        if st.button("Undo this operation", key="overview_undo"):
-            write(lambda s, e: undo_event(s, int(chosen), e))
+        # Nothing chosen to start with, and nothing again after an undo: the operation undone leaves the list,
+        # and a select box with a default would move on to the next one, which a second press would undo.
+        chosen = st.selectbox("Operation", list(choices), format_func=choices.get, key="overview_undo_event",
+                              index=None, placeholder="Pick the operation to undo")
+        if st.button("Undo this operation", key="overview_undo", disabled=chosen is None,
+                     help="Pick an operation above first" if chosen is None else None):
+            write(lambda s, e: undo_event(s, int(chosen), e), after=lambda _: _forget_choice())

@@ -36,14 +36,14 @@ def run_ingest(paths: list[Path], editor: str) -> None:
     def on_result(result) -> None:
         state["done"] += 1
         total = max(state["total"], 1)
-        bar.progress(min(state["done"] / total, 1.0), text=f"{state['done']} / {state['total']} · {Path(result.path).name}")
+        bar.progress(min(state["done"] / total, 1.0), text=f"{state['done']} / {state['total']} · {plain(Path(result.path).name)}")
 
     try:
         summary = ingest(paths, settings, on_start=on_start, on_result=on_result, pipeline=get_pipeline(settings),
                          store=store, editor=editor)
     except ModelUnavailableError as exc:
         bar.empty()
-        st.error(f"A model could not be loaded, nothing was ingested: {exc}")
+        st.error(f"A model could not be loaded, nothing was ingested: {plain(str(exc))}")
         return
     except (OSError, StoreError) as exc:
         bar.empty()
@@ -81,7 +81,7 @@ def folder_browser() -> None:
     st.caption(f"`{listing.path}` · {listing.media_files} media file(s) here, "
                f"{len(listing.subfolders)} subfolder(s)")
     if listing.error:
-        st.warning(listing.error)
+        st.warning(plain(listing.error))
     up, use = st.columns(2)
     up.button("Up one folder", key="ingest_browse_up", on_click=_browse_to, args=(str(listing.path.parent),),
               disabled=listing.path.parent == listing.path)
@@ -104,13 +104,14 @@ with folder_tab:
         folder = st.text_input("Folder or file on the server", key="ingest_folder",
                                placeholder="/path/to/media (folders are searched recursively)")
         go_folder = st.form_submit_button("Ingest folder")
-    if go_folder:
+    # The editor first: whether a typed path exists is the server's business, not anyone's who can reach the app.
+    if go_folder and (editor := require_editor()):
         target = Path(folder.strip()).expanduser() if folder.strip() else None
         if target is None:
             st.error("Give a folder or a file path.")
         elif not target.exists():
-            st.error(f"{target} does not exist on the server.")
-        elif editor := require_editor():
+            st.error(f"{plain(str(target))} does not exist on the server.")
+        else:
             run_ingest([target], editor)
 
 with upload_tab:
@@ -128,9 +129,9 @@ with upload_tab:
 last = st.session_state.get(RESULT_KEY)
 if last:
     st.subheader("Last ingest")
-    (st.warning if last["failures"] else st.success)(last["line"])
+    (st.warning if last["failures"] else st.success)(plain(last["line"]))
     if last.get("event_id") is not None:
-        st.caption(f"Recorded as audit event {last['event_id']} by {last['editor']}.")
+        st.caption(f"Recorded as audit event {last['event_id']} by {plain(last['editor'])}.")
     else:
         st.caption("Nothing changed in the store, so no audit event was recorded.")
     if last["failures"]:

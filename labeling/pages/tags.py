@@ -86,7 +86,7 @@ def show_media(media_id: int) -> None:
     row = media.loc[media_id]
     path = media_file(row["path"], settings)
     if path is None:
-        st.warning(f"{row['path']} is not readable from the server.")
+        st.warning(f"{plain(str(row['path']))} is not readable from the server.")
     elif row["kind"] in VIDEO_KINDS:
         st.video(str(path))
     else:
