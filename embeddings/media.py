@@ -321,15 +321,35 @@ def _decode_gif(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames
     _check_compositing(path, layout.width, layout.height, wanted, limits, "GIF")
     wanted_set = set(wanted)
     frames, indices = [], []
+    # Canvas areas some frame has drawn. Pillow fills an area no frame has drawn yet, or one that
+    # disposal 2 cleared in a GIF without transparency, with a palette colour (index 0 or the
+    # background entry); browsers show it transparent, so it is composited onto white too.
+    painted = np.zeros((layout.height, layout.width), bool)
     with _open_pillow(path, "GIF") as im:
         # Compositing is sequential (each frame is drawn over the previous canvas), so every
         # frame up to the last sample is decoded, but only the sampled ones are converted.
         for index in range(wanted[-1] + 1):
             im.seek(index)
+            extent, disposal = im.dispose_extent, im.disposal_method  # as Pillow composites them
+            before = painted.copy() if disposal == 3 and extent else None
+            _mark(painted, extent, True)
             if index in wanted_set:
                 frames.append(_pad_to(to_rgb(im), layout.width, layout.height))
+                if not painted.all():
+                    frames[-1] = np.where(painted[:, :, None], frames[-1], np.uint8(TRANSPARENT_BACKGROUND))
                 indices.append(index)
+            if disposal == 2:  # restore to background: undrawn again for the next frame
+                _mark(painted, extent, False)
+            elif before is not None:  # restore to previous
+                painted = before
     return DecodedFrames("gif", frames, indices, layout.frames, layout.width, layout.height, layout.duration_s)
+
+
+def _mark(painted: np.ndarray, extent: tuple[int, int, int, int] | None, drawn: bool) -> None:
+    """Mark a frame's rectangle (x0, y0, x1, y1) as drawn or not."""
+    if extent is not None:
+        x0, y0, x1, y1 = extent
+        painted[y0:y1, x0:x1] = drawn
 
 
 # -- WebP ------------------------------------------------------------------------------------
@@ -451,6 +471,9 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
         if not container.streams.video:
             raise MediaError("unsupported", f"{path}: the container has no video stream")
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # FFmpeg has no decoder for the track's codec id
+            raise MediaError("unsupported", f"{path}: unsupported codec: the video stream's codec is unknown to "
+                                            "FFmpeg, so it cannot be decoded")
         width, height = stream.codec_context.width, stream.codec_context.height
         _check_pixels(path, width, height, limits)
         time_base = stream.time_base
@@ -480,28 +503,58 @@ def _upright(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
 
 
-def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimits) -> tuple[list[np.ndarray], list[int], int]:
-    """Decode from the start up to the last wanted frame; converts only the wanted ones.
+@dataclass
+class _Sequential:
+    """What a decode from the start returned: the wanted frames, their indices, how many frames were
+    decoded (less than wanted[-1] + 1 when the stream ended early) and when the last decoded frame
+    ends, in seconds from the stream start (None without timestamps)."""
 
-    Returns the frames, their indices and how many frames were decoded (less than
-    wanted[-1] + 1 when the stream ended early).
-    """
+    frames: list[np.ndarray]
+    indices: list[int]
+    decoded: int
+    end_s: float | None
+
+
+def _frame_end_s(frame, probe: _VideoProbe) -> float | None:
+    """When a decoded frame stops showing, in seconds from the stream start."""
+    if frame is None or frame.pts is None or not probe.time_base:
+        return None
+    return float((frame.pts - probe.start + (getattr(frame, "duration", 0) or 0)) * probe.time_base)
+
+
+def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimits,
+                               probe: _VideoProbe | None = None) -> _Sequential:
+    """Decode from the start up to the last wanted frame; converts only the wanted ones."""
     import av
 
     wanted_set, last = set(wanted), wanted[-1]
-    frames, indices, decoded = [], [], 0
+    frames, indices, decoded, latest = [], [], 0, None
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for index, frame in enumerate(container.decode(stream)):
-            decoded = index + 1
+            decoded, latest = index + 1, frame
             if index in wanted_set:
                 _check_pixels(path, frame.width, frame.height, limits)
                 frames.append(_upright(frame))
                 indices.append(index)
             if index >= last:
                 break
-    return frames, indices, decoded
+        end_s = _frame_end_s(latest, probe) if probe is not None else None
+    return _Sequential(frames, indices, decoded, end_s)
+
+
+def _played_to_the_end(probe: _VideoProbe, end_s: float | None) -> bool:
+    """Whether the decoded frames reach the duration the container states.
+
+    Why: without a frame count in the header (WebM, MKV) the count is duration x nominal rate, which a
+    variable-frame-rate clip (screen recorders, browsers' MediaRecorder) does not meet: a complete
+    file then decodes far fewer frames than estimated. A cut-off file stops short of its stated
+    duration; a complete one ends at it (within two nominal frames or 1% of the clip)."""
+    if probe.count_is_exact or end_s is None or not probe.duration:
+        return False
+    slack = max(2 / float(probe.rate) if probe.rate else 0.0, probe.duration / 100)
+    return end_s >= probe.duration - slack
 
 
 def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
@@ -555,23 +608,44 @@ def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFram
         frames = _decode_video_by_seeking(path, wanted, probe, limits)
         indices = wanted
     if frames is None:
-        frames, indices, decoded = _decode_video_sequentially(path, wanted, limits)
+        run = _decode_video_sequentially(path, wanted, limits, probe)
+        frames, indices, decoded = run.frames, run.indices, run.decoded
         if decoded == 0:
             raise _truncated(path, f"the header announces {total:,} frames but none decodes")
         if decoded < wanted[-1] + 1:
             # The stream ended before the header said it would. A frame or two (rounding of
-            # duration x rate, edit lists) is normal; a big shortfall means a cut-off file.
+            # duration x rate, edit lists) is normal, and so is any shortfall of an estimated
+            # count when the frames reach the stated duration (variable frame rate); a big
+            # shortfall otherwise means a cut-off file.
             tolerance = max(2, total // 100) if probe.count_is_exact else max(2, total // 4)
-            if total - decoded > tolerance:
+            if total - decoded > tolerance and not _played_to_the_end(probe, run.end_s):
                 raise _truncated(path, f"the header announces {total:,} frames but only {decoded:,} decode")
             total = decoded
             wanted = evenly_spaced_indices(total, n_frames)
-            frames, indices, _ = _decode_video_sequentially(path, wanted, limits)
+            rerun = _decode_video_sequentially(path, wanted, limits)
+            frames, indices = rerun.frames, rerun.indices
     height, width = frames[0].shape[:2]
     return DecodedFrames("video", frames, indices, total, width, height, probe.duration)
 
 
 # -- entry point -----------------------------------------------------------------------------
+
+def _ffmpeg_refusal(path: Path, fmt: str, exc: Exception) -> MediaError | None:
+    """The MediaError for one of PyAV's errors (av.error.FFmpegError and its subclasses, which derive
+    from Exception only, not OSError or ValueError), None for any other exception.
+
+    Why: FFmpeg raises for anything from a missing decoder to a corrupt packet, and each is one bad
+    file, never a reason to stop the batch."""
+    try:
+        import av
+    except ImportError:
+        return None
+    if not isinstance(exc, av.error.FFmpegError):
+        return None
+    if isinstance(exc, (av.error.DecoderNotFoundError, av.error.PatchWelcomeError)):
+        return MediaError("unsupported", f"{path}: unsupported codec or feature in the {fmt} data: {exc}")
+    return _truncated(path, f"cannot decode the {fmt} data: FFmpeg: {exc}")
+
 
 def _read_head(path: Path, limits: MediaLimits) -> bytes:
     """Stat before reading: the size limit, and no blocking on FIFOs or devices."""
@@ -619,8 +693,12 @@ def decode_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = Med
     except Image.DecompressionBombError as exc:
         raise MediaError("bomb", f"{path}: refused as a decompression bomb: {exc}") from exc
     except (OSError, EOFError, SyntaxError, ValueError, IndexError, struct.error) as exc:
-        # Includes PyAV's errors (av.error.FFmpegError subclasses OSError/ValueError).
         raise _truncated(path, f"cannot decode the {fmt} data: {exc}") from exc
+    except Exception as exc:
+        refusal = _ffmpeg_refusal(path, fmt, exc)
+        if refusal is None:
+            raise
+        raise refusal from exc
     if not decoded.frames:
         raise MediaError("empty", f"{path}: no frame could be decoded")
     return decoded

@@ -144,6 +144,22 @@ def discover_media(paths: Iterable[Path | str]) -> list[Path]:
     return found
 
 
+def name_is_utf8(path: Path | str) -> bool:
+    """Whether a path's text can be stored: on Linux a name is bytes, and one that is not UTF-8 (an old
+    Latin-1 archive) comes back from the file system with lone surrogates no database accepts."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def path_text(path: Path | str) -> str:
+    """A path as storable, printable text: itself, or with its non-UTF-8 bytes escaped (caf\\xe9.jpg)."""
+    text = str(path)
+    return text if name_is_utf8(text) else os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def _hex(h: int) -> str:
     return f"{h:016x}"
 
@@ -250,7 +266,7 @@ class IngestPipeline:
         for path in paths:
             result = MediaResult(path=Path(path))
             results.append(result)
-            item = self._from_cache(result, face_ns, gif_ns, first_of, source_key, is_stored)
+            item = self._from_cache_guarded(result, face_ns, gif_ns, first_of, source_key, is_stored)
             if item is not None:
                 pending.append(item)
             elif result.sha256 in first_of and first_of[result.sha256] is not result:
@@ -280,6 +296,18 @@ class IngestPipeline:
                 result.source_key = source_key
         return results
 
+    def _from_cache_guarded(self, result: MediaResult, face_ns: str, gif_ns: str, first_of: dict[str, MediaResult],
+                            source_key: str, is_stored: IsStored | None = None) -> _Pending | None:
+        """`_from_cache`, with any unexpected error (a decoder bug, a library raising what it does not
+        document) recorded as this file's failure: one file never stops the batch."""
+        try:
+            return self._from_cache(result, face_ns, gif_ns, first_of, source_key, is_stored)
+        except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
+            log.exception("%s: unexpected error while reading the file", path_text(result.path))
+            result.fail("error", f"{path_text(result.path)}: unexpected error while reading the file: "
+                                 f"{type(exc).__name__}: {exc}")
+            return None
+
     def _from_cache(self, result: MediaResult, face_ns: str, gif_ns: str, first_of: dict[str, MediaResult],
                     source_key: str, is_stored: IsStored | None = None) -> _Pending | None:
         """Fill what the cache knows; decode only when some stage is missing.
@@ -288,6 +316,9 @@ class IngestPipeline:
         item the store already holds (`is_stored`).
         """
         path = result.path
+        if not name_is_utf8(path):  # the store keeps paths as text: such a name cannot be stored or shown
+            result.fail("unsupported", f"{path_text(path)}: the file name is not valid UTF-8: rename it")
+            return None
         try:
             stat = os.stat(path)
         except FileNotFoundError:

@@ -22,14 +22,15 @@ import logging
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import event, func, insert, inspect, select, update
+from sqlalchemy import delete, event, exists, func, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from embeddings.pipeline import IngestPipeline, MediaResult, discover_media
+from embeddings.pipeline import IngestPipeline, MediaResult, discover_media, path_text
 from labeling.audit import _chunks
-from labeling.db import open_store, session_scope
+from labeling.db import open_store, write_scope
 from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, Face, FaceEmbedding,
-                             FaceLabel, Media, MediaEmbedding, Track, utcnow, vector_to_bytes)
+                             FaceLabel, Media, MediaEmbedding, MediaTag, Track, utcnow, vector_to_bytes)
 from labeling.validation import check_editor
 from models.settings import Settings
 
@@ -48,26 +49,36 @@ class IngestSummary:
     media: list[dict[str, Any]] = field(default_factory=list)
     event_id: int | None = None  # the audit event; None without an editor or when nothing changed
     notes: list[str] = field(default_factory=list)  # what an editor should know that is no failure
+    # failed rows an ok file at their path replaced (`_drop_stale_failures`): {"id", "path"}
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    _counted: set[str] = field(default_factory=set, repr=False)  # sha256 of the media whose faces are counted
 
     def add(self, result: MediaResult) -> None:
         if result.status != "ok":
             self.failed += 1
-            self.failures.append((str(result.path), result.error or result.reason or "failed"))
+            self.failures.append((path_text(result.path), result.error or result.reason or "failed"))
             return
         if result.from_cache:
             self.cached += 1
         else:
             self.ingested += 1
-        self.faces += result.face_count
+        if result.sha256 not in self._counted:  # the same bytes under two names are one item: its faces once
+            self._counted.add(result.sha256)
+            self.faces += result.face_count
 
     def line(self) -> str:
         return f"ingested {self.ingested}, cached {self.cached}, failed {self.failed}, faces {self.faces}"
 
 
 def _find_media(session: Session, result: MediaResult) -> Media | None:
+    """The item's row (by content, or by path for a file never hashed), locked for this transaction
+    on PostgreSQL (FOR UPDATE; SQLite's write scope holds the whole database): two ingests storing the
+    same file at once then update it one after the other instead of interleaving their face rows."""
     if result.sha256 is not None:
-        return session.scalar(select(Media).where(Media.sha256 == result.sha256))
-    return session.scalar(select(Media).where(Media.path == str(result.path), Media.sha256.is_(None)))
+        query = select(Media).where(Media.sha256 == result.sha256)
+    else:
+        query = select(Media).where(Media.path == path_text(result.path), Media.sha256.is_(None))
+    return session.scalar(query.with_for_update())
 
 
 def _same_detections(faces: list[Face], result: MediaResult) -> bool:
@@ -176,9 +187,9 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     `media` is the item's row as `_find_media` found it, None for a new item: the caller looks
     it up anyway (to tell what the batch changed), so it is not looked up twice."""
     if media is None:
-        media = Media(sha256=result.sha256, path=str(result.path))
+        media = Media(sha256=result.sha256, path=path_text(result.path))
         session.add(media)
-    media.path = str(result.path)
+    media.path = path_text(result.path)
     media.status = result.status
     media.error = result.error
     media.size_bytes = result.size_bytes
@@ -233,6 +244,61 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
         session.add(row)
     session.flush()
     return media
+
+
+def _drop_stale_failures(session: Session, media: Media) -> list[dict[str, Any]]:
+    """Delete the failed rows at the path an ok item was just stored from; return them ({"id", "path"}).
+
+    Why: a file that failed (a download cut short) and was fixed in place has new bytes, so a new
+    row; the old failed one would stay forever, listed as a failure of a file that is fine. Only a
+    row nobody worked on goes: one with faces or tags (an item that was ok once) is kept."""
+    stale = list(session.scalars(select(Media.id).where(
+        Media.status == "failed", Media.path == media.path, Media.id != media.id,
+        ~exists().where(Face.media_id == Media.id), ~exists().where(MediaTag.media_id == Media.id))))
+    if stale:
+        session.execute(delete(Media).where(Media.id.in_(stale)))
+    return [{"id": m, "path": media.path} for m in stale]
+
+
+@dataclass
+class _Stored:
+    """One media item as its transaction committed it."""
+
+    media_id: int
+    path_before: str | None  # None: a new row
+    path_after: str
+    error: str | None
+    wrote: bool
+    removed: list[dict[str, Any]]
+
+
+# The store itself failing (locked past the busy timeout, the server gone): every further file would
+# fail the same way, so the batch stops (audited for what it stored) instead of failing each file.
+_STORE_DOWN = (OperationalError, InterfaceError)
+
+
+def _store_once(store: sessionmaker, result: MediaResult) -> _Stored:
+    """Store one result in its own write transaction (BEGIN IMMEDIATE on SQLite: a second ingest
+    waits for the lock instead of failing with "database is locked" when it starts writing)."""
+    with write_scope(store) as session:
+        known = _find_media(session, result)
+        path_before = known.path if known is not None else None  # store_result rewrites this very row
+        wrote = _watch_writes(session)
+        media = store_result(session, result, known)
+        removed = _drop_stale_failures(session, media) if result.status == "ok" else []
+        stored = _Stored(media.id, path_before, media.path, media.error, wrote[0] or bool(removed), removed)
+    return stored
+
+
+def _store_file(store: sessionmaker, result: MediaResult) -> _Stored:
+    """`_store_once`, tried again once when another ingest inserted the same bytes between this one's
+    look-up and its insert (PostgreSQL: the unique key on sha256 refuses the second row): the retry
+    finds that row and updates it, as if it had been stored before."""
+    try:
+        return _store_once(store, result)
+    except IntegrityError:
+        log.info("%s: stored meanwhile by another ingest; storing again over it", path_text(result.path))
+        return _store_once(store, result)
 
 
 def _changed(obj: object) -> bool:
@@ -309,6 +375,8 @@ def record_ingest_event(session: Session, editor: str, summary: IngestSummary, w
     written = list(dict.fromkeys(written))
     after = {"ingested": summary.ingested, "cached": summary.cached, "failed": summary.failed,
              "faces": summary.faces, "media": summary.media}
+    if summary.removed:  # failed rows of files since fixed in place (`_drop_stale_failures`)
+        after["removed"] = summary.removed
     text = f"ingest: {summary.line()}" + (" (interrupted: the rest of the batch was not stored)" if interrupted else "")
     if interrupted:
         after["interrupted"] = True
@@ -345,6 +413,39 @@ def _replaced_notes(session: Session, new_items: list[int]) -> list[str]:
     return notes
 
 
+def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, summary: IngestSummary,
+                    new_items: list[int]) -> tuple[int | None, str | None]:
+    """Store one result and note what its committed transaction changed; (media id, error).
+
+    An unexpected error while storing (a value the database refuses, a bug) fails this file only:
+    its transaction is rolled back, the result becomes a failure with the error's type and message,
+    and the batch goes on. The store itself failing (`_STORE_DOWN`) stops the batch."""
+    try:
+        stored = _store_file(store, result)
+    except _STORE_DOWN:
+        raise
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        return None, _failed_to_store(result, exc)
+    except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
+        return None, _failed_to_store(result, exc)
+    ledger.note(stored.media_id, stored.path_before, stored.path_after, stored.wrote)  # only what committed counts
+    for row in stored.removed:
+        ledger.written[row["id"]] = None  # named by the batch's event, like the rows it changed
+    summary.removed += stored.removed
+    if stored.path_before is None and result.status == "ok":
+        new_items.append(stored.media_id)
+    return stored.media_id, stored.error
+
+
+def _failed_to_store(result: MediaResult, exc: Exception) -> str:
+    """Turn a result its store step refused into a failure; return the message."""
+    log.exception("%s: could not be stored", path_text(result.path))
+    result.fail("store", f"{path_text(result.path)}: could not be stored: {type(exc).__name__}: {exc}")
+    return result.error
+
+
 def ingest(
     paths: Iterable[Path | str],
     settings: Settings,
@@ -374,7 +475,7 @@ def ingest(
     ledger = _Ledger()
     interrupted = True
 
-    stored_ids: dict[str, int] = {}  # sha256 -> media id of the items the store already holds as they are
+    stored_ids: dict[str, tuple[int, str]] = {}  # sha256 -> (media id, path) of the items stored as they are
     face_count = select(func.count()).where(Face.media_id == Media.id).scalar_subquery()
     lookup = select(Media.id, Media.status, Media.source_key, Media.path, face_count)
 
@@ -385,29 +486,23 @@ def ingest(
         compares them row by row."""
         with store() as session:  # one plain read, no ORM objects: this runs for every file of a warm batch
             row = session.execute(lookup.where(Media.sha256 == sha256)).first()
-        if row is None or (row.status, row.source_key, row.path) != ("ok", source_key, str(path)):
+        if row is None or (row.status, row.source_key, row.path) != ("ok", source_key, path_text(path)):
             return None
-        stored_ids[sha256] = row.id
+        stored_ids[sha256] = row.id, row.path
         return int(row[4])
 
     new_items: list[int] = []  # rows this batch created: checked at the end for replaced files
     try:
         for result in pipeline.run(files, is_stored=is_stored):
             if result.stored_faces is not None:  # nothing to write, nothing changed
-                media_id, error = stored_ids[result.sha256], None
-                ledger.note(media_id, str(result.path), str(result.path), False)
+                # A copy (the same bytes under another name) is no move either: the row keeps its path.
+                media_id, stored_path = stored_ids[result.sha256]
+                error = None
+                ledger.note(media_id, stored_path, stored_path, False)
             else:
-                with session_scope(store) as session:
-                    known = _find_media(session, result)
-                    path_before = known.path if known is not None else None  # store_result rewrites this very row
-                    wrote = _watch_writes(session)
-                    media = store_result(session, result, known)
-                    media_id, path_after, error = media.id, media.path, media.error
-                    if known is None and result.status == "ok":
-                        new_items.append(media_id)
-                ledger.note(media_id, path_before, path_after, wrote[0])  # only what committed counts
+                media_id, error = _store_and_note(store, result, ledger, summary, new_items)
             summary.add(result)
-            entry = {"id": media_id, "path": str(result.path), "status": result.status}
+            entry = {"id": media_id, "path": path_text(result.path), "status": result.status}
             summary.media.append(entry if result.status == "ok" else {**entry, "error": error})
             if on_result is not None:
                 on_result(result)
@@ -417,7 +512,7 @@ def ingest(
     finally:  # an interrupted batch is audited too, for what it stored, before the error propagates
         if editor is not None and ledger.final:
             try:
-                with session_scope(store) as session:
+                with write_scope(store) as session:
                     if ids := ledger.to_audit(session):
                         summary.event_id = record_ingest_event(session, editor, summary, ids, interrupted)
             except Exception:
