@@ -48,23 +48,22 @@ sys.path.insert(0, str(ROOT))
 
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media  # noqa: E402
 from models.settings import Settings  # noqa: E402
-from models.tagger import IDENTITY, ExpertsVotingTagger, normalise_tag  # noqa: E402
+from models.tagger import IDENTITY, ExpertsVotingTagger, tag_lists  # noqa: E402
 
 TOP = 5
 Modalities = dict[str, tuple[list[str], np.ndarray]]
 
 
 def read_tags(path: Path) -> dict[str, list[str]]:
-    """`file,uploader_tags` with `;`-separated tags; an empty cell is a GIF without tags."""
+    """`file,uploader_tags` with `;`-separated tags; an empty cell is a GIF without tags. Tags are
+    spelled as the store spells them; one the store would refuse (say over 100 characters) is left
+    out with a SkippedTagWarning naming the file and the tag, and the run goes on."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"file", "uploader_tags"} <= set(reader.fieldnames):
             raise SystemExit(f"{path}: expected the header file,uploader_tags, got {reader.fieldnames}")
-        out = {}
-        for row in reader:
-            tags = [normalise_tag(t) for t in (row["uploader_tags"] or "").split(";")]
-            out[row["file"]] = [t for t in dict.fromkeys(tags) if t]
-    return out
+        raw = {row["file"]: (row["uploader_tags"] or "").split(";") for row in reader}
+    return tag_lists(raw, f"{path.name} uploader_tags")
 
 
 def ingest(gifs: Path, data_dir: Path) -> list[MediaResult]:

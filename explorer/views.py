@@ -54,6 +54,21 @@ def _empty() -> tuple[pd.DataFrame, np.ndarray]:
     return pd.DataFrame(columns=POINT_COLUMNS), np.zeros((0, 0), dtype=np.float32)
 
 
+def nameable_faces(faces: pd.DataFrame) -> np.ndarray:
+    """Per face (a faces_frame), whether approving it has a class to confirm: its label's class, else
+    the model's prediction. A face with neither can only be relabelled, so Approve is disabled for it."""
+    return (faces["class_id"].notna() | faces["predicted_class_id"].notna()).to_numpy(dtype=bool)
+
+
+def unnameable_help(unnamed: Sequence[int], remedy: str) -> str | None:
+    """The help of an Approve disabled by faces with nothing to approve (see `nameable_faces`): how
+    many, which (the first ten), and `remedy`, what to do instead; None when there are none."""
+    if not unnamed:
+        return None
+    return (f"{len(unnamed)} of the faces have neither a class nor a prediction to approve (faces "
+            f"{', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): {remedy}")
+
+
 def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """One point per face with an embedding; its class is the current label, else the prediction.
 
@@ -74,7 +89,7 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
         "country": _text(faces["country"]), "media_id": faces["media_id"].astype(int),
         "media_name": faces["media_path"].map(lambda p: Path(p).name), "crop_path": faces["crop_path"],
         "media_path": faces["media_path"], "n": 1, "version": faces["version"].astype(int),
-        "nameable": (faces["class_id"].notna() | faces["predicted_class_id"].notna()).to_numpy(dtype=bool),
+        "nameable": nameable_faces(faces),
     })
     return points, vectors
 
@@ -143,21 +158,20 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
 
 
 def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
-                    class_ids: Mapping[str, int] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+                    class_ids: Mapping[str, int]) -> tuple[pd.DataFrame, np.ndarray]:
     """Class centroids from face points: the mean of a class's confirmed faces when it has any
     (what training reads), else of every face labelled or predicted with it; re-normalised.
 
     A centroid's id is its class's id (`class_ids`: name -> class id, the catalog's), not its
     position: a class added or retired shifts the positions, and the page remembers a selected
-    centroid, its projection and its history by id. Without `class_ids` (a table with no catalog
-    behind it) centroids are numbered by position."""
+    centroid, its projection and its history (`class:<id>`) by id."""
     # the grey groups of faces editors turned down ("rejected", "marked unknown") are not classes
     labelled = ~faces["class"].isin([UNLABELED, *TURNED_DOWN.values()])
     if not labelled.any():
         return _empty()
     rows, centres = [], []
     for name, part in faces[labelled].groupby("class", sort=True):
-        point_id = len(rows) if class_ids is None else class_ids.get(name)
+        point_id = class_ids.get(name)
         if point_id is None:  # renamed between the two reads: it is back, under its new name, on the next run
             continue
         confirmed = part["status"].isin(CONFIRMED_STATUSES)
@@ -187,7 +201,7 @@ def view_points(store: sessionmaker[Session], view: str, model_id: str | None = 
         return gif_points(store)
     if view == "Class centroids":
         catalog = classes_frame(store)
-        return centroid_points(*face_points(store, model_id), class_ids=dict(zip(catalog["name"], catalog["class_id"])))
+        return centroid_points(*face_points(store, model_id), dict(zip(catalog["name"], catalog["class_id"])))
     raise ValueError(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import CHUNK, Operation, OperationResult, _chunks, merge_chain, run_operation
 from labeling.errors import NotFoundError, ValidationError
-from labeling.face_labels import apply_decision
+from labeling.face_labels import apply_decision, optional_class_id
 from labeling.schema import CLASS_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel
 from labeling.validation import check_id, clean_attributes, clean_class_name, clean_external_id, class_name_key
 
@@ -46,10 +46,8 @@ def _load_classes(op: Operation, class_ids: Sequence[int],
                   expected_versions: dict[int, int | None] | None = None) -> dict[int, dict[str, Any]]:
     """Lock several classes at once, in id order (`Operation.load`), so that merging C into D while
     someone merges D into C makes one of them wait instead of deadlocking; then check versions.
-    Ids go through `check_id` (a numpy integer from a dataframe is bound as bytes by SQLite, and
-    cannot be written into the audit log's JSON on PostgreSQL)."""
-    class_ids = [check_id(c, "class") for c in class_ids]
-    expected_versions = {check_id(c, "class"): v for c, v in (expected_versions or {}).items()}
+    The ids are checked ones (`check_id`, at each public function's entry: a numpy integer from a
+    dataframe is bound as bytes by SQLite, and cannot be written into the audit log's JSON on PostgreSQL)."""
     rows = op.load("class", [(c,) for c in class_ids])
     missing = [c for (c,), row in rows.items() if row is None]
     if missing:
@@ -61,7 +59,7 @@ def _load_classes(op: Operation, class_ids: Sequence[int],
 
 
 def _load_class(op: Operation, class_id: int, expected_version: int | None = None) -> dict[str, Any]:
-    class_id = check_id(class_id, "class")
+    """One class, as `_load_classes` (the id already checked)."""
     return _load_classes(op, [class_id], {class_id: expected_version})[class_id]
 
 
@@ -193,7 +191,7 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
     if not face_ids:
         raise ValidationError("split needs the faces to move")
     class_id = check_id(class_id, "class")
-    target_id = None if target_id is None else check_id(target_id, "class")
+    target_id = optional_class_id(target_id)
     face_ids = list(dict.fromkeys(check_id(f, "face") for f in face_ids))
     with run_operation(factory, editor, "split_class") as op:
         locked = _load_classes(op, [class_id] if target_id is None else [class_id, target_id],

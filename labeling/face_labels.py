@@ -46,7 +46,7 @@ def class_phrase(session: Session, class_id: int | None) -> str:
     return f" to {cls.name!r} (class {class_id})" if cls is not None else f" to class {class_id}"
 
 
-def _class_id(class_id: Any) -> int | None:
+def optional_class_id(class_id: Any) -> int | None:
     """A class id as callers pass it (int, numpy integer from a dataframe), or None for no class."""
     return None if class_id is None else check_id(class_id, "class")
 
@@ -66,7 +66,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
     confirming it is an approval even where a face's own prediction differed."""
     if decision not in DECISIONS:
         raise ValidationError(f"unknown decision {decision!r}; one of {', '.join(DECISIONS)}")
-    class_id, proposed_class = _class_id(class_id), _class_id(proposed_class)
+    class_id, proposed_class = optional_class_id(class_id), optional_class_id(proposed_class)
     ids = _face_ids(face_ids)
     media_of = _existing_faces(op.session, ids)
     if decision == "relabel" and class_id is None:
@@ -115,7 +115,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
 def decide_faces(factory: sessionmaker[Session], face_ids: Sequence[int], decision: str, editor: str,
                  class_id: int | None = None, expected_versions: dict[int, int] | None = None,
                  source: str = "editor") -> OperationResult:
-    class_id = _class_id(class_id)
+    class_id = optional_class_id(class_id)
     with run_operation(factory, editor, f"{decision}_faces") as op:
         apply_decision(op, face_ids, decision, class_id, expected_versions, source)
         op.summary = f"{decision} {len(set(face_ids))} face(s){class_phrase(op.session, class_id)}"
@@ -174,7 +174,7 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
     those faces changed since. The faces are read inside the same transaction that writes them.
     """
     ids = list(dict.fromkeys(check_id(t, "track") for t in track_ids))
-    class_id = _class_id(class_id)
+    class_id = optional_class_id(class_id)
     with run_operation(factory, editor, f"{decision}_track" if len(ids) == 1 else f"{decision}_tracks") as op:
         faces = tracks_face_ids(op.session, ids)
         if decision == "approve" and class_id is None:
@@ -215,7 +215,7 @@ class Prediction:
 
 def _checked_ids(p: Prediction) -> Prediction:
     """The prediction with plain int ids (a recognizer hands numpy integers over from its arrays)."""
-    return Prediction(check_id(p.face_id, "face"), _class_id(p.class_id), p.confidence,
+    return Prediction(check_id(p.face_id, "face"), optional_class_id(p.class_id), p.confidence,
                       [(check_id(c, "class"), score) for c, score in p.top])
 
 

@@ -89,8 +89,7 @@ def clean_tag_name(raw: Any) -> str:
         raise ValidationError("tag is empty")
     if len(tag) > TAG_NAME_MAX:
         raise ValidationError(f"tag is {len(tag)} characters long; the limit is {TAG_NAME_MAX}")
-    if any(unicodedata.category(c) in ("Cc", "Cf") and c not in _EMOJI_GLUE for c in tag):
-        raise ValidationError(f"tag {tag!r} contains control characters")
+    refuse_hidden_characters(tag, "tag")
     return tag
 
 

@@ -201,6 +201,16 @@ def calibration_distances(x: np.ndarray, centroids: np.ndarray, classes: np.ndar
     return genuine, distances_to(x, centroids, nearest)
 
 
+def calibration_set(vectors: Any, labels: Sequence[str] | None, centroids: np.ndarray,
+                    classes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, labels, genuine, impostor) of a separate calibration set, for `calibrate` of the
+    classifier and of the retrained head alike (one open-set rule). `labels` None: every face is of
+    nobody in the class list (background faces), so all give impostor distances."""
+    x = as_embeddings(vectors, np.asarray(centroids).shape[1])
+    y = np.full(len(x), UNKNOWN) if labels is None else as_labels(labels, len(x))
+    return (x, y, *calibration_distances(x, centroids, classes, y))
+
+
 def class_centroids(x: np.ndarray, index: np.ndarray, n_classes: int) -> np.ndarray:
     """Normalised mean of each class's (normalised) faces."""
     return _unit_rows(_class_sums(x, index, n_classes)).astype(np.float32)
@@ -454,9 +464,8 @@ class CentroidKnnClassifier:
         `unknown_threshold` stays fixed; only the rates are re-measured.
         """
         self._check_fitted(model_id)
-        x = as_embeddings(vectors, self.centroids_.shape[1])
-        y = np.full(len(x), UNKNOWN) if labels is None else as_labels(labels, len(x))
-        self._set_threshold(*calibration_distances(x, self.centroids_, self.classes_, y))
+        _, _, genuine, impostor = calibration_set(vectors, labels, self.centroids_, self.classes_)
+        self._set_threshold(genuine, impostor)
         return self
 
     def _set_threshold(self, genuine: np.ndarray, impostor: np.ndarray) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from models.celebrity_classifier import (UNKNOWN, CentroidKnnClassifier, ClassifierError, as_embeddings, as_labels,
-                                         calibration_distances, canonical_order, check_model_id, check_training_set,
+                                         calibration_set, canonical_order, check_model_id, check_training_set,
                                          class_centroids, data_digest, distances_to, leave_one_out_distances,
                                          open_set_threshold, softmax_rows, top_pairs)
 
@@ -137,11 +137,9 @@ class HeadModel:
         head and the classifier are compared, and deployed, on different rules.
         """
         check_model_id(self.model_id_, model_id)
-        x = as_embeddings(vectors, self.centroids_.shape[1])
-        y = np.full(len(x), UNKNOWN) if labels is None else as_labels(labels, len(x))
-        genuine, impostor = calibration_distances(x, self.centroids_, self.classes_, y)
+        x, y, genuine, impostor = calibration_set(vectors, labels, self.centroids_, self.classes_)
         self.threshold_, self.false_accept_rate_, self.genuine_accept_rate_ = open_set_threshold(
-            genuine, impostor, self.params.target_far)
+            genuine, impostor, self.params.target_far, stacklevel=3)  # a CalibrationWarning names the caller's line
         self.calibration_ = {"digest": data_digest(x, y), "genuine": int(len(genuine)), "impostor": int(len(impostor))}
         return self
 

@@ -19,7 +19,8 @@ normalisation would crown a tag carried by one neighbour in ten with 1.0). Uploa
 are kept: confidence `confirmed_confidence` (1.0) when some expert with a positive weight
 proposes them, else `unconfirmed_confidence` (0.7), on media some expert with a positive weight
 covers; media only zero-weight experts cover (or none) got no vote, and their uploader tags are
-left out rather than lowered. Tag names are spelled as the store spells them (NFKC, case-folded).
+left out rather than lowered. Tag names are spelled as the store spells them (NFKC, case-folded);
+a tag the store would refuse (over-long, hidden characters) is left out with a SkippedTagWarning.
 
 Choices worth knowing:
 - A modality may hold several vectors per GIF (ids repeat, e.g. one per face track); two
@@ -38,6 +39,8 @@ Choices worth knowing:
 from __future__ import annotations
 
 import re
+import reprlib
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -77,6 +80,11 @@ class NotFittedError(TaggerError):
     """Prediction before fit."""
 
 
+class SkippedTagWarning(UserWarning):
+    """Tags the store would refuse (over-long, hidden characters) were left out of a tag list; the
+    warning names each one's media and tag."""
+
+
 # -- tags ---------------------------------------------------------------------------------
 
 def normalise_tag(tag: str) -> str:
@@ -106,11 +114,18 @@ def class_name_to_tag(name: str) -> str:
     return normalise_tag(name.replace("_", " "))
 
 
-def _tag_lists(mapping: Mapping[str, Iterable[str]], what: str) -> dict[str, list[str]]:
-    """Normalised, de-duplicated tag lists in their given order; refuses a bare string."""
+def tag_lists(mapping: Mapping[str, Iterable[str]], what: str, stacklevel: int = 2) -> dict[str, list[str]]:
+    """Normalised, de-duplicated tag lists in their given order; refuses a bare string or a non-string tag.
+
+    A tag the store would refuse (over 100 characters, control characters) is left out with a
+    SkippedTagWarning naming its media and the tag, not raised: such a tag can never be stored, so
+    it can neither be suggested nor confirm a stored one, and one bad uploader tag among thousands
+    must not stop a fit (bench/tagging.py over gifs.csv). `stacklevel` points the warning at the
+    caller's line."""
     if not isinstance(mapping, Mapping):
         raise TaggerError(f"{what} must be a mapping of media id to a list of tags")
     out: dict[str, list[str]] = {}
+    skipped: list[str] = []
     for media_id, raw in mapping.items():
         if isinstance(raw, str):
             raise TaggerError(f"{what}[{media_id!r}] must be a list of tags, not one string ({raw!r})")
@@ -120,10 +135,17 @@ def _tag_lists(mapping: Mapping[str, Iterable[str]], what: str) -> dict[str, lis
         for tag in raw:
             if not isinstance(tag, str):
                 raise TaggerError(f"{what}[{media_id!r}] holds a non-string tag {tag!r}")
-            t = normalise_tag(tag)
+            try:
+                t = normalise_tag(tag)
+            except TaggerError as exc:
+                skipped.append(f"media {media_id!r}, tag {reprlib.repr(tag)} ({exc})")
+                continue
             if t:
                 seen[t] = None
         out[str(media_id)] = list(seen)
+    if skipped:
+        warnings.warn(f"{what}: left out {len(skipped)} tag(s) the store would refuse: {'; '.join(skipped[:10])}"
+                      f"{' ...' * (len(skipped) > 10)}", SkippedTagWarning, stacklevel=stacklevel)
     return out
 
 
@@ -234,7 +256,7 @@ class ExpertsVotingTagger:
         `tags` needs an entry (possibly empty) for every media id of every modality.
         """
         self._check_params()
-        tags_ = _tag_lists(tags, "tags")
+        tags_ = tag_lists(tags, "tags", stacklevel=3)
         if not modalities and identity_tags is None:
             raise EmptyModalityError("fit needs at least one modality or identity_tags")
         if identity_tags is not None and IDENTITY in modalities:
@@ -242,7 +264,7 @@ class ExpertsVotingTagger:
         rows = {name: _as_rows(name, data) for name, data in modalities.items()}
         identity = None
         if identity_tags is not None:
-            identity = _tag_lists(identity_tags, "identity_tags")
+            identity = tag_lists(identity_tags, "identity_tags", stacklevel=3)
             if not identity:
                 raise EmptyModalityError("identity_tags is empty")
         covered: set[str] = set()
@@ -367,9 +389,9 @@ class ExpertsVotingTagger:
         if identity_tags is not None and self._identity is None:
             raise TaggerError("identity_tags given but the tagger was fitted without them")
         new_rows = {n: _as_rows(n, d, self.dims_[n]) for n, d in modalities.items()}
-        new_identity = _tag_lists(identity_tags, "identity_tags") if identity_tags is not None else None
+        new_identity = tag_lists(identity_tags, "identity_tags", stacklevel=4) if identity_tags is not None else None
         ids = list(dict.fromkeys([*(m for r in new_rows.values() for m in r.ids), *(new_identity or {})]))
-        originals = _tag_lists(tags, "tags") if tags is not None else {}
+        originals = tag_lists(tags, "tags", stacklevel=4) if tags is not None else {}
         stray = [m for m in originals if m not in set(ids)]
         if stray:
             raise IdsMismatchError(f"tags given for {len(stray)} media in no modality (e.g. {stray[:3]})")

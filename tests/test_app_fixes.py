@@ -41,6 +41,7 @@ def fixture_store(tmp_path_factory) -> FixtureStore:
 
 @pytest.fixture
 def app(fixture_store, monkeypatch) -> AppTest:
+    """A fresh app session (no editor) on the requesting module's `fixture_store` (test_app_polish imports it)."""
     return open_app(monkeypatch, fixture_store.data_dir, fixture_store.url)
 
 

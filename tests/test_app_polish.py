@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
+import test_app_fixes
 from conftest import open_app
 from explorer.bias_audit import audit_table, count_text, counted
 from labeling.classes import set_class_attributes
@@ -31,15 +31,13 @@ BIAS_PAGE = "explorer/pages/bias.py"
 
 
 @pytest.fixture(scope="module")
-def polish_store(tmp_path_factory) -> FixtureStore:
-    """One fixture store for this module (its own SQLite file; the session's data folder and cache)."""
+def fixture_store(tmp_path_factory) -> FixtureStore:
+    """One fixture store for this module (its own SQLite file; the session's data folder and cache);
+    `app` (test_app_fixes) opens a fresh app session on it. Module-wide: these tests do not share writes."""
     return new_fixture_store(tmp_path_factory, "polish-store")
 
 
-@pytest.fixture
-def app(polish_store, monkeypatch) -> AppTest:
-    """A fresh app session (no editor) on the module's store."""
-    return open_app(monkeypatch, polish_store.data_dir, polish_store.url)
+app = test_app_fixes.app  # the fixture: a fresh app session (no editor) on this module's fixture_store
 
 
 # -- bias audit: one counting rule for counts and shares (pure) ----------------------------------------
@@ -117,8 +115,8 @@ def test_counts_read_as_numbers_and_words():
 
 
 # -- bias audit page: "1 class", flags beside the group --------------------------------------------
-def test_bias_page_says_one_class_and_shows_the_flags_first(polish_store, monkeypatch, tmp_path):
-    at = open_app(monkeypatch, tmp_path, polish_store.url)
+def test_bias_page_says_one_class_and_shows_the_flags_first(fixture_store, monkeypatch, tmp_path):
+    at = open_app(monkeypatch, tmp_path, fixture_store.url)
     at.switch_page(BIAS_PAGE).run()
     no_exception(at)
     captions = [c.value for c in at.caption]
@@ -192,10 +190,10 @@ def test_tags_page_lists_gifs_and_videos_before_photos(tmp_path_factory, tmp_pat
 
 
 # -- export: a new folder per run --------------------------------------------------------------------
-def test_export_twice_in_a_session_writes_two_new_folders(app, polish_store, tmp_path):
+def test_export_twice_in_a_session_writes_two_new_folders(app, fixture_store, tmp_path):
     app.session_state["editor"] = "ann"
     go(app, "export")
-    exports = polish_store.data_dir / "exports"
+    exports = fixture_store.data_dir / "exports"
     written: list[Path] = []
     try:
         for run in range(2):

@@ -7,17 +7,17 @@ extended with `transform` when faces are added, without moving the faces already
 driven headless with AppTest (select a face by id, relabel it, read it back with its audit event)."""
 from __future__ import annotations
 
-
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from explorer.projection_jobs import wait_for_projections
-from explorer.views import (POINT_COLUMNS, VIEWS, centroid_points, face_points, filter_points, nearest, projection_for,
-                            view_points)
+from explorer.views import (POINT_COLUMNS, VIEWS, centroid_points, face_points, filter_points, nameable_faces, nearest,
+                            projection_for, unnameable_help, view_points)
 from labeling.face_labels import Prediction, approve_faces, mark_unknown, record_predictions, reject_faces, relabel_faces
-from labeling.queries import faces_frame, tracks_frame
+from labeling.queries import classes_frame, faces_frame, tracks_frame
 from labeling.recognition import refresh_predictions
 from labeling.schema import AuditEvent, FaceLabel
 from conftest import open_app, session_dir
@@ -62,12 +62,24 @@ def test_face_points_show_the_decision_first_then_the_prediction(explored):
 
 def test_centroids_are_the_mean_of_confirmed_faces(explored):
     points, vectors = face_points(explored.store)
-    centres, cvec = centroid_points(points, vectors)
+    catalog = classes_frame(explored.store)
+    class_ids = dict(zip(catalog["name"], catalog["class_id"]))
+    centres, cvec = centroid_points(points, vectors, class_ids)
+    assert dict(zip(centres["class"], centres["id"])) == {c: class_ids[c] for c in centres["class"]}  # ids are classes'
     row = centres.index[centres["class"] == "Hugo Chavez"][0]
     members = points.index[(points["class"] == "Hugo Chavez") & points["status"].isin(["approved", "relabeled"])]
     expected = vectors[members].mean(axis=0)
     assert np.allclose(cvec[row], expected / np.linalg.norm(expected), atol=1e-5)
     assert centres.loc[row, "n"] == len(members) == 6
+
+
+def test_one_rule_says_which_faces_have_nothing_to_approve():
+    faces = pd.DataFrame({"class_id": [1.0, None, None, None], "predicted_class_id": [None, 2.0, None, None]})
+    assert nameable_faces(faces).tolist() == [True, True, False, False]
+    assert unnameable_help([], "untick them") is None
+    assert unnameable_help([3, 4], "untick them") == ("2 of the faces have neither a class nor a prediction to "
+                                                      "approve (faces 3, 4): untick them")
+    assert unnameable_help(list(range(12)), "x").endswith("(faces 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 ...): x")
 
 
 def test_filters_and_nearest_neighbours(explored):

@@ -26,6 +26,7 @@ from labeling.errors import ConcurrentWriteError, ConflictError, StoreError, Und
 from labeling.face_labels import Prediction, approve_faces, record_predictions, relabel_faces
 from labeling.schema import AuditEvent, CelebrityClass, Face, FaceLabel, Media, MediaTag
 from labeling.tags import add_tags, remove_tags, set_tag_confidences
+from labeling.validation import clean_tag_name
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------
@@ -433,3 +434,20 @@ def test_a_merge_that_would_make_a_cycle_is_refused(store):
     with pytest.raises(ValidationError, match=r"class 'B' is recorded as merged into 'C' .*cycle"):
         merge_classes(store, c, b, "ann")
     assert snapshot(store) == before
+
+
+# -- tags: the same hidden-character rule as class names and editors ------------------------------
+@pytest.mark.parametrize("raw, reason", [
+    ("smile\ud800", r"contains control characters \['0xd800'\]"),  # a lone surrogate: not UTF-8, PostgreSQL refuses it
+    ("smile\x00", r"contains control characters \['0x0'\]"),
+    ("evil\u202etxt", "bidirectional"),
+])
+def test_a_tag_with_a_hidden_character_is_refused_before_anything_is_written(store, raw, reason):
+    make_faces(store, 1, 0)
+    with store() as s:
+        media = s.scalar(select(Media.id))
+    before = snapshot(store)
+    with pytest.raises(ValidationError, match=rf"^tag .*{reason}"):
+        add_tags(store, [media], [raw], "ann")
+    assert snapshot(store) == before
+    assert clean_tag_name("ok\u200d👍") == "ok\u200d👍"  # emoji glue stays, as in class names

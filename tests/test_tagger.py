@@ -15,6 +15,7 @@ from models.tagger import (
     IdsMismatchError,
     InvalidVectorsError,
     NotFittedError,
+    SkippedTagWarning,
     TaggerError,
     class_name_to_tag,
     normalise_tag,
@@ -172,6 +173,26 @@ def test_identity_tags_are_a_direct_expert():
     assert got == pytest.approx({"b": (4 / 6) / total, "keanu reeves": (1 / 3) / total})
     assert class_name_to_tag("Brad_Pitt_[m.0c6qh]") == "brad pitt"
     assert normalise_tag("  Jennifer   LAWRENCE ") == "jennifer lawrence"
+
+
+def test_a_tag_the_store_would_refuse_is_left_out_naming_its_media():
+    long_tag = "x" * 101
+    with pytest.warns(SkippedTagWarning, match=r"tags: left out 2 tag\(s\) the store would refuse: media 'g1', tag "
+                                               r"'x+\.\.\.x+' \(tag is 101 characters long; the limit is 100\); "
+                                               r"media 'g3', tag 'b\\x00' .*control characters"):
+        t = ExpertsVotingTagger(k=1).fit({"visual": (IDS, VISUAL)}, {**TAGS, "g1": ["a", long_tag], "g3": ["b\x00", "b"]})
+    assert t.tags_ == TAGS  # the other tags of both media stay
+    with pytest.raises(TaggerError, match="101 characters"):  # asked for directly, the tag is still refused
+        normalise_tag(long_tag)
+
+
+def test_the_tagging_bench_reads_a_csv_with_a_tag_the_store_would_refuse(tmp_path):
+    from bench.tagging import read_tags
+
+    csv = tmp_path / "gifs.csv"
+    csv.write_text(f"file,uploader_tags\nnods.gif,Nods;{'y' * 150};nods\nempty.gif,\n", encoding="utf-8")
+    with pytest.warns(SkippedTagWarning, match=r"gifs\.csv uploader_tags: .*media 'nods\.gif', tag 'y+\.\.\.y+'"):
+        assert read_tags(csv) == {"nods.gif": ["nods"], "empty.gif": []}
 
 
 def test_top_limits_and_orders(tagger):

@@ -14,7 +14,8 @@ from explorer.click_bridge import plotly_click
 from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
 from explorer.projection_jobs import collect, projection_job, running_job
-from explorer.views import COLOR_OPTIONS, HOVER, VIEWS, filter_points, filter_summary, nearest, view_points
+from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, filter_points, filter_summary, nearest, unnameable_help,
+                            view_points)
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
@@ -350,9 +351,7 @@ def _bulk_faces(chosen: list[int]) -> None:
                                 "changes those decisions.", key=f"explore_bulk_override_{hash(tuple(chosen))}")
     unnamed = _unnamed(chosen)
     _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed and override,
-                      approve_help=(f"{len(unnamed)} of the faces have neither a class nor a prediction to approve "
-                                    f"(faces {', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): "
-                                    "relabel them, or select without them" if unnamed
+                      approve_help=(unnameable_help(unnamed, "relabel them, or select without them") if unnamed
                                     else _tick_first(len(decided)) if not override
                                     else "Each face gets its class, else the model's prediction"),
                       decide=lambda d, c: write(lambda s, e: decide_faces(s, chosen, d, e, class_id=c,

@@ -11,7 +11,7 @@ import streamlit as st
 
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
-from explorer.views import index_dir_for
+from explorer.views import index_dir_for, nameable_faces, unnameable_help
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
@@ -39,8 +39,7 @@ active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
 class_names = dict(zip(active["class_id"], active["name"]))
 face_versions = dict(zip(faces["face_id"].astype(int), faces["version"].astype(int)))
-# faces with neither a label's class nor a prediction: approving them has no class to confirm
-unnameable = set(faces.loc[faces["class_id"].isna() & faces["predicted_class_id"].isna(), "face_id"].astype(int))
+unnameable = set(faces.loc[~nameable_faces(faces), "face_id"].astype(int))  # nothing to approve
 
 
 def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> None:
@@ -72,9 +71,7 @@ def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
     cols = st.columns([1, 1, 1, 2, 1])
     # as on Explore: a face with nothing to approve disables Approve, and the help says which and what to do
     unnamed = sorted(set(face_ids) & unnameable)
-    approve_help = (f"{len(unnamed)} of the faces have neither a class nor a prediction to approve (faces "
-                    f"{', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): relabel them, or untick them"
-                    if unnamed else None)
+    approve_help = unnameable_help(unnamed, "relabel them, or untick them")
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
         write(lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen), after=done)
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):

@@ -40,7 +40,6 @@ else:
     st.write("No operation yet.")
 
 
-
 def _forget_choice() -> None:
     """After an undo the select box shows nothing chosen (not the operation that took its place)."""
     st.session_state.pop("overview_undo_event", None)
