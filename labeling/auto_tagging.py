@@ -98,19 +98,26 @@ def identity_names(class_names: Mapping[int, str], labels: list[tuple[int, str |
     faces rejected or marked unknown name nobody. A track's prediction counts only for tracks no
     editor decided a face of (the caller leaves the others out): their faces speak for themselves,
     and a person an editor turned down must not come back as a tag. Every media with a face gets an
-    entry.
+    entry. A class whose name cannot be a tag (class names may be twice as long as tag names) gives
+    none, rather than stopping the run for every other media item.
     """
-    from models.tagger import class_name_to_tag
+    from models.tagger import TaggerError, class_name_to_tag
+
+    def tag_of(class_id: int) -> str:
+        try:
+            return class_name_to_tag(class_names[class_id])
+        except TaggerError:
+            return ""
 
     out: dict[int, dict[str, None]] = {}
     for media_id, status, class_id in labels:
         names = out.setdefault(media_id, {})
         if class_id is not None and class_id in class_names and (status in CONFIRMED_STATUSES or status == "predicted"):
-            names[class_name_to_tag(class_names[class_id])] = None
+            names[tag_of(class_id)] = None
     for media_id, class_id in track_classes:
         names = out.setdefault(media_id, {})
         if class_id is not None and class_id in class_names:
-            names[class_name_to_tag(class_names[class_id])] = None
+            names[tag_of(class_id)] = None
     return {m: [t for t in names if t] for m, names in out.items()}
 
 

@@ -293,3 +293,11 @@ def test_real_minilm_text_expert():
     assert t.weights_ == {"text": pytest.approx(4 / 5)}  # meanings make neighbours: only "sad" has no peer
     got = t.predict(modalities={"text": (["q"], embedder.embed(["so cheerful and glad"]))})["q"]
     assert got[0][0] == "happy"
+
+
+def test_a_class_name_too_long_for_a_tag_names_nobody_and_stops_nothing():
+    from labeling.auto_tagging import identity_names
+
+    long_name = "Maria " + "x" * 150  # a valid class name (up to 200 characters), too long for a tag (100)
+    names = identity_names({1: long_name, 2: "Ariel Sharon"}, [(5, "approved", 1), (5, "approved", 2), (6, "predicted", 1)], [])
+    assert names == {5: ["ariel sharon"], 6: []}
