@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
@@ -155,9 +156,39 @@ def name_is_utf8(path: Path | str) -> bool:
 
 
 def path_text(path: Path | str) -> str:
-    """A path as storable, printable text: itself, or with its non-UTF-8 bytes escaped (caf\\xe9.jpg)."""
+    """A path as storable, printable text: itself, or with its non-UTF-8 bytes escaped (caf\\xe9.jpg).
+
+    The escaped text is not unique: a file literally named caf\\xe9.jpg (a valid name) has the same
+    text as a Latin-1 café.jpg beside it. `may_be_escaped` tells the texts for which that can be."""
     text = str(path)
     return text if name_is_utf8(text) else os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+_ESCAPED_BYTE = re.compile(r"\\x[89a-f][0-9a-f]")  # how path_text writes a byte that is not UTF-8
+
+
+def may_be_escaped(text: str) -> bool:
+    """Whether `path_text` may have made this text from another path than the one it reads as:
+    it holds what an escaped byte looks like (\\x80 to \\xff)."""
+    return _ESCAPED_BYTE.search(text) is not None
+
+
+def non_utf8_name(path: Path | str) -> str | None:
+    """Why a path's name cannot be stored, naming the part to rename; None when every part is UTF-8.
+
+    The first part that is not UTF-8 is named, escaped, and called the folder or the file: a UTF-8
+    file in a Latin-1 folder is renamed in vain if the message says "the file name"."""
+    parts = Path(path).parts
+    bad = [i for i, part in enumerate(parts) if not name_is_utf8(part)]
+    if not bad:
+        return None
+    first, last = bad[0], len(parts) - 1
+    name = path_text(parts[first])
+    if first == last:
+        return f'the file name "{name}" is not valid UTF-8: rename it'
+    if last in bad:
+        return f'the folder name "{name}" is not valid UTF-8, nor is the file name "{path_text(parts[last])}": rename both'
+    return f'the folder name "{name}" is not valid UTF-8 (the file name is fine): rename that folder'
 
 
 def _hex(h: int) -> str:
@@ -180,6 +211,17 @@ class _Pending:
 
 class ModelUnavailableError(RuntimeError):
     """A model could not be loaded: fatal for the whole run, not one file's failure."""
+
+
+class CacheUnavailableError(OSError):
+    """The embedding cache folder cannot be read or written (a full disk, no permission, a read-only
+    mount): fatal for the whole run, like a model that cannot be loaded. Every further file would
+    fail the same way, so the batch stops (audited for what it stored) instead of recording each
+    file as failed, which would also mark media stored ok earlier as failed."""
+
+
+# Errors that stop the run wherever they happen: no file is to blame.
+FATAL_ERRORS = (ModelUnavailableError, CacheUnavailableError)
 
 
 class IngestPipeline:
@@ -219,6 +261,25 @@ class IngestPipeline:
         if s.face_model == "facenet-vggface2" and s.facenet_weights is not None:
             return {"weights_path": s.facenet_weights}
         return {}
+
+    # -- the cache, its I/O errors fatal (`CacheUnavailableError`) -------------------------
+    def _cache_io(self, action: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return action(*args)
+        except OSError as exc:
+            error = CacheUnavailableError(f"the embedding cache at {self.cache.root} cannot be used "
+                                          f"({exc.strerror or exc}); the batch stopped, files stored so far are kept")
+            error.errno = exc.errno
+            raise error from exc
+
+    def _cache_get(self, namespace: str, sha256: str) -> CacheEntry | None:
+        return self._cache_io(self.cache.get, namespace, sha256)
+
+    def _cache_put(self, namespace: str, sha256: str, *args: Any) -> CacheEntry:
+        return self._cache_io(self.cache.put, namespace, sha256, *args)
+
+    def _describe_namespace(self, namespace: str, model_id: str, params: dict[str, Any]) -> None:
+        self._cache_io(self.cache.describe_namespace, namespace, model_id, params)
 
     # -- namespaces -------------------------------------------------------------------
     @property
@@ -266,7 +327,7 @@ class IngestPipeline:
         for path in paths:
             result = MediaResult(path=Path(path))
             results.append(result)
-            item = self._from_cache_guarded(result, face_ns, gif_ns, first_of, source_key, is_stored)
+            item = self._from_cache(result, face_ns, gif_ns, first_of, source_key, is_stored)
             if item is not None:
                 pending.append(item)
             elif result.sha256 in first_of and first_of[result.sha256] is not result:
@@ -275,14 +336,14 @@ class IngestPipeline:
         if work:
             try:
                 self._infer(work, face_ns, face_model, face_params, gif_ns, gif_model, gif_params)
-            except ModelUnavailableError:
+            except FATAL_ERRORS:
                 raise
             except Exception:  # isolate the file that broke the batch; the others go on
                 log.exception("batched inference failed; retrying file by file")
                 for item in work:
                     try:
                         self._infer([item], face_ns, face_model, face_params, gif_ns, gif_model, gif_params)
-                    except ModelUnavailableError:
+                    except FATAL_ERRORS:
                         raise
                     except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
                         item.result.fail("inference", f"{item.result.path}: inference failed: {exc}")
@@ -296,28 +357,18 @@ class IngestPipeline:
                 result.source_key = source_key
         return results
 
-    def _from_cache_guarded(self, result: MediaResult, face_ns: str, gif_ns: str, first_of: dict[str, MediaResult],
-                            source_key: str, is_stored: IsStored | None = None) -> _Pending | None:
-        """`_from_cache`, with any unexpected error (a decoder bug, a library raising what it does not
-        document) recorded as this file's failure: one file never stops the batch."""
-        try:
-            return self._from_cache(result, face_ns, gif_ns, first_of, source_key, is_stored)
-        except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
-            log.exception("%s: unexpected error while reading the file", path_text(result.path))
-            result.fail("error", f"{path_text(result.path)}: unexpected error while reading the file: "
-                                 f"{type(exc).__name__}: {exc}")
-            return None
-
     def _from_cache(self, result: MediaResult, face_ns: str, gif_ns: str, first_of: dict[str, MediaResult],
                     source_key: str, is_stored: IsStored | None = None) -> _Pending | None:
         """Fill what the cache knows; decode only when some stage is missing.
 
         Returns None for a failure, for a repeat of bytes already seen in this chunk, and for an
-        item the store already holds (`is_stored`).
+        item the store already holds (`is_stored`). Only what concerns this one file is its failure:
+        its name, reading and decoding it (`_sample`). Errors of the environment propagate and stop
+        the batch: the cache folder (`CacheUnavailableError`) and the store (`is_stored`'s read).
         """
         path = result.path
-        if not name_is_utf8(path):  # the store keeps paths as text: such a name cannot be stored or shown
-            result.fail("unsupported", f"{path_text(path)}: the file name is not valid UTF-8: rename it")
+        if (why := non_utf8_name(path)) is not None:  # the store keeps paths as text: cannot be stored or shown
+            result.fail("unsupported", f"{path_text(path)}: {why}")
             return None
         try:
             stat = os.stat(path)
@@ -346,12 +397,12 @@ class IngestPipeline:
             result.stored_faces, result.from_cache = faces, True
             return None
 
-        frames_entry = self.cache.get(self.frames_namespace, result.sha256)
+        frames_entry = self._cache_get(self.frames_namespace, result.sha256)
         if frames_entry is not None:
             _apply_media_meta(result, frames_entry.meta)
-        face_entry = self.cache.get(face_ns, result.sha256) if frames_entry else None
+        face_entry = self._cache_get(face_ns, result.sha256) if frames_entry else None
         animated = frames_entry is not None and result.kind in ANIMATED_KINDS
-        gif_entry = self.cache.get(gif_ns, result.sha256) if animated else None
+        gif_entry = self._cache_get(gif_ns, result.sha256) if animated else None
         item = _Pending(result, need_faces=face_entry is None, need_gif=frames_entry is None or (animated and gif_entry is None))
         if face_entry is not None:
             self._apply_faces(result, face_entry)
@@ -360,16 +411,29 @@ class IngestPipeline:
         if not item.need_faces and not item.need_gif:
             result.from_cache = True
             return item
-        try:
-            item.media = sample_media(path, self.settings.frames, self.limits, self.settings.dedupe_distance)
-        except MediaError as exc:
-            result.fail(exc.reason, str(exc))
+        item.media = self._sample(result)
+        if item.media is None:
             return None
         meta = _media_meta(item.media)
-        self.cache.put(self.frames_namespace, result.sha256, meta)
+        self._cache_put(self.frames_namespace, result.sha256, meta)
         _apply_media_meta(result, meta)
         item.need_gif = result.kind in ANIMATED_KINDS and gif_entry is None
         return item
+
+    def _sample(self, result: MediaResult) -> SampledMedia | None:
+        """Decode and sample one file; None when it fails, recorded as its failure. Besides the media
+        errors the decoder reports, any unexpected error (a decoder bug, a library raising what it
+        does not document) is this file's failure, with its type and message: one file never stops
+        the batch. Only this step is guarded so broadly: it touches nothing but this file."""
+        try:
+            return sample_media(result.path, self.settings.frames, self.limits, self.settings.dedupe_distance)
+        except MediaError as exc:
+            result.fail(exc.reason, str(exc))
+        except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
+            log.exception("%s: unexpected error while reading the file", path_text(result.path))
+            result.fail("error", f"{path_text(result.path)}: unexpected error while reading the file: "
+                                 f"{type(exc).__name__}: {exc}")
+        return None
 
     def _infer(self, work: list[_Pending], face_ns: str, face_model: str, face_params: dict, gif_ns: str,
                gif_model: str, gif_params: dict) -> None:
@@ -382,7 +446,7 @@ class IngestPipeline:
 
     def _infer_faces(self, items: list[_Pending], namespace: str, model_id: str, params: dict) -> None:
         detector, embedder = self._model("detector"), self._model("face")
-        self.cache.describe_namespace(namespace, model_id, params)
+        self._describe_namespace(namespace, model_id, params)
         frames = [f for w in items for f in w.media.frames]
         detections = detector.detect(frames)
         per_item: list[list[tuple[int, Any, np.ndarray]]] = []
@@ -417,12 +481,12 @@ class IngestPipeline:
                 "track_representative": np.asarray([t.representative for t in tracks], dtype=np.int32),
             }
             files = {f"face_{i:03d}.jpg": _jpeg(crop) for i, (_, _, crop) in enumerate(found)}
-            entry = self.cache.put(namespace, w.result.sha256, {"model_id": model_id, "faces": len(found)}, arrays, files)
+            entry = self._cache_put(namespace, w.result.sha256, {"model_id": model_id, "faces": len(found)}, arrays, files)
             self._apply_faces(w.result, entry)
 
     def _infer_gif(self, items: list[_Pending], namespace: str, model_id: str, params: dict) -> None:
         gif = self._model("gif")
-        self.cache.describe_namespace(namespace, model_id, params)
+        self._describe_namespace(namespace, model_id, params)
         scenes = [[w.media.frames[i] for i in w.media.scene_positions] for w in items]
         features, probs = gif.features_and_probs([f for frames in scenes for f in frames])
         cursor = 0
@@ -434,7 +498,7 @@ class IngestPipeline:
             cursor += n
             top = np.argsort(-mean_probs)[:TOP_LABELS]
             labels = [[gif.imagenet_labels[int(i)], round(float(mean_probs[i]), 6)] for i in top]
-            entry = self.cache.put(namespace, w.result.sha256, {"model_id": model_id, "top_labels": labels},
+            entry = self._cache_put(namespace, w.result.sha256, {"model_id": model_id, "top_labels": labels},
                                    {"embedding": pooled.astype(np.float32)})
             _apply_gif(w.result, entry)
 

@@ -26,7 +26,7 @@ from sqlalchemy import delete, event, exists, func, insert, inspect, select, upd
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from embeddings.pipeline import IngestPipeline, MediaResult, discover_media, path_text
+from embeddings.pipeline import IngestPipeline, MediaResult, discover_media, may_be_escaped, path_text
 from labeling.audit import _chunks
 from labeling.db import open_store, write_scope
 from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, Face, FaceEmbedding,
@@ -251,9 +251,16 @@ def _drop_stale_failures(session: Session, media: Media) -> list[dict[str, Any]]
 
     Why: a file that failed (a download cut short) and was fixed in place has new bytes, so a new
     row; the old failed one would stay forever, listed as a failure of a file that is fine. Only a
-    row nobody worked on goes: one with faces or tags (an item that was ok once) is kept."""
+    row nobody worked on goes: one with faces or tags (an item that was ok once) is kept.
+
+    A failed row at the same text may be another file's: a name that is not UTF-8 is stored escaped
+    (`path_text`), and a Latin-1 café.jpg then reads like a file literally named caf\\xe9.jpg. Such a
+    name fails before it is hashed, so its row has no sha256: when this path's text could be an escaped
+    one (`may_be_escaped`), only failed rows with a sha256 go, which were hashed and so were this
+    very file. (A sha-less failure of this file, unreadable once, then stays: listed, never lost.)"""
+    same_file = [Media.sha256.is_not(None)] if may_be_escaped(media.path) else []
     stale = list(session.scalars(select(Media.id).where(
-        Media.status == "failed", Media.path == media.path, Media.id != media.id,
+        Media.status == "failed", Media.path == media.path, Media.id != media.id, *same_file,
         ~exists().where(Face.media_id == Media.id), ~exists().where(MediaTag.media_id == Media.id))))
     if stale:
         session.execute(delete(Media).where(Media.id.in_(stale)))
@@ -270,6 +277,15 @@ class _Stored:
     error: str | None
     wrote: bool
     removed: list[dict[str, Any]]
+    kept_ok: bool = False  # a failure that says nothing of the content left the ok row as it was
+
+
+# Failures that say nothing about the file's content: an unexpected error in the decoder or the model
+# (a bug, memory running out), or the store step refusing a value. They never replace a row stored ok
+# from the same bytes (`_store_once`): the item would drop out of tag imports and raw-dataset label
+# matching for a fault of the run, not of the file. A failure the content explains (truncated, over a
+# limit, an unknown codec) does replace it: the same bytes fail the same way on every run.
+_FAULT_OF_THE_RUN = frozenset({"error", "inference", "store"})
 
 
 # The store itself failing (locked past the busy timeout, the server gone): every further file would
@@ -283,6 +299,10 @@ def _store_once(store: sessionmaker, result: MediaResult) -> _Stored:
     with write_scope(store) as session:
         known = _find_media(session, result)
         path_before = known.path if known is not None else None  # store_result rewrites this very row
+        if known is not None and known.status == "ok" and result.status != "ok" and result.reason in _FAULT_OF_THE_RUN:
+            # Rows are one per content (unique sha256), so this path's failure has no row of its own:
+            # the batch reports it (failures, a note), the ok row keeps its status, faces and path.
+            return _Stored(known.id, path_before, known.path, result.error, False, [], kept_ok=True)
         wrote = _watch_writes(session)
         media = store_result(session, result, known)
         removed = _drop_stale_failures(session, media) if result.status == "ok" else []
@@ -430,6 +450,12 @@ def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, s
         return None, _failed_to_store(result, exc)
     except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
         return None, _failed_to_store(result, exc)
+    if stored.kept_ok:  # nothing written: the batch names no row for this file, as for a file not stored
+        log.warning("%s: %s; media %d (the same content) is kept as it was", path_text(result.path), result.error,
+                    stored.media_id)
+        summary.notes.append(f"{path_text(result.path)}: not recorded as failed ({result.reason}): media "
+                             f"{stored.media_id}, the same content at {stored.path_after}, stays ok")
+        return None, stored.error
     ledger.note(stored.media_id, stored.path_before, stored.path_after, stored.wrote)  # only what committed counts
     for row in stored.removed:
         ledger.written[row["id"]] = None  # named by the batch's event, like the rows it changed

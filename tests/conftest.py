@@ -34,6 +34,25 @@ def gifs_dir(shared_data: Path) -> Path:
     return GIFS
 
 
+# -- ingest: the real networks and a data folder per test ---------------------------------------------
+@pytest.fixture(scope="module")
+def pipeline_models() -> dict:
+    """The networks, loaded once per test module (`IngestPipeline(settings, **pipeline_models)`);
+    every test still gets its own data folder (`ingest_settings`)."""
+    from embeddings.pipeline import IngestPipeline
+    from models.settings import Settings
+
+    p = IngestPipeline(Settings(data_dir=Path("/tmp/unused")))
+    return {role: p._model(role) for role in ("detector", "face", "gif")}
+
+
+def ingest_settings(tmp_path: Path, url: str | None = None):
+    """Settings on a data folder of the test's own (its SQLite store, unless a store URL is given)."""
+    from models.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data", database_url=url)
+
+
 def session_dir(tmp_path_factory, name: str) -> Path:
     """A folder the whole test session shares (an embedding cache filled once, so the networks
     run once per image however many stores are built from it)."""
@@ -87,6 +106,61 @@ def open_app(monkeypatch, data_dir: Path, url: str, *, password: str | None = No
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return AppTest.from_file(str(APP), default_timeout=timeout).run()
+
+
+# -- store rows as ingest writes them, without running the models ---------------------------------
+def make_faces(store, n_media: int = 2, faces_per_media: int = 3) -> list[int]:
+    """Media and face rows as ingest writes them (geometry only; labels are what is tested)."""
+    from labeling.db import session_scope
+    from labeling.schema import Face, Media
+
+    with session_scope(store) as s:
+        ids = []
+        for m in range(n_media):
+            media = Media(sha256=f"{m + 1:064x}", path=f"/data/{m}.gif", kind="gif", status="ok")
+            s.add(media)
+            s.flush()
+            for i in range(faces_per_media):
+                face = Face(media_id=media.id, face_index=i, frame_index=i, x1=0, y1=0, x2=10, y2=10,
+                            probability=0.99, landmarks=[[0, 0]] * 5)
+                s.add(face)
+                s.flush()
+                ids.append(face.id)
+        return ids
+
+
+def photo_faces(store, data_dir: Path, folder: Path, n: int, start: int = 0) -> list[int]:
+    """n media (photos n° start.. of folder, e.g. one LFW person), one face each with a crop under
+    data_dir, as ingest stores them; no label yet. Frame hashes are random but informative (16+ bits
+    set, no two near), the face vector a zero placeholder (no identity): only the export's own
+    rules group them."""
+    import random
+
+    from PIL import Image
+
+    from labeling.db import session_scope
+    from labeling.schema import Face, FaceEmbedding, Media
+
+    crops = data_dir / "crops"
+    crops.mkdir(parents=True, exist_ok=True)
+    photos = sorted(folder.glob("*.jpg"))[start : start + n]
+    face_ids = []
+    with session_scope(store) as s:
+        for i, photo in enumerate(photos, start=start):
+            media = Media(sha256=f"{i:064x}", path=str(photo), kind="image", status="ok",
+                          frame_hashes=[f"{random.Random(i).getrandbits(64) | 0xFFFF:016x}"])
+            s.add(media)
+            s.flush()
+            face = Face(media_id=media.id, face_index=0, frame_index=0, x1=60, y1=60, x2=190, y2=190,
+                        probability=0.99, landmarks=[[0, 0]] * 5)
+            s.add(face)
+            s.flush()
+            with Image.open(photo) as im:
+                im.crop((60, 60, 190, 190)).save(crops / f"{face.id}.jpg", quality=92)
+            s.add(FaceEmbedding(face_id=face.id, model_id="dlib-resnet-v1", dim=2, vector=b"\0" * 8,
+                                crop_path=f"crops/{face.id}.jpg"))
+            face_ids.append(face.id)
+    return face_ids
 
 
 # -- SQL stores: SQLite in tmp_path, and a fresh PostgreSQL database per test ---------

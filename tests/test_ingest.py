@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
+from conftest import ingest_settings
 from embeddings.pipeline import IngestPipeline
 from labeling.db import open_store, session_scope
 from labeling.ingest import ingest
@@ -35,24 +36,13 @@ def _two_person_gif(lfw_dir: Path, path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def pipeline_models():
-    """Load the networks once for the module; every test still gets its own data folder."""
-    p = IngestPipeline(Settings(data_dir=Path("/tmp/unused")))
-    return {role: p._model(role) for role in ("detector", "face", "gif")}
-
-
-def _settings(tmp_path: Path, url: str | None = None) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=url)
-
-
 def _run(paths, settings, models):
     return ingest(paths, settings, pipeline=IngestPipeline(settings, **models))
 
 
 def test_gif_alternating_two_people_gives_two_tracks(tmp_path, lfw_dir, pipeline_models):
     gif = _two_person_gif(lfw_dir, tmp_path / "blair-powell.gif")
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     result = next(IngestPipeline(settings, **pipeline_models).run([gif]))
     assert result.status == "ok" and result.kind == "gif" and result.total_frames == 8
     assert len(result.faces) == 8
@@ -82,7 +72,7 @@ def _sample_folder(tmp_path: Path, gifs_dir: Path, lfw_dir: Path) -> Path:
 
 def test_ingest_store_and_warm_run_does_no_inference(tmp_path, gifs_dir, lfw_dir, pipeline_models, store_url):
     folder = _sample_folder(tmp_path, gifs_dir, lfw_dir)
-    settings = _settings(tmp_path, store_url)
+    settings = ingest_settings(tmp_path, store_url)
     cold = _run([folder], settings, pipeline_models)
     assert (cold.ingested, cold.cached, cold.failed) == (6, 0, 2)
     assert cold.faces > 6
@@ -154,13 +144,13 @@ def test_fresh_store_over_a_warm_cache_is_filled_without_inference(tmp_path, gif
         (folder / photo.name).write_bytes(photo.read_bytes())
     url_a, url_b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
     before = sum(INFERENCE_CALLS.values())
-    cold = _run([folder], _settings(tmp_path, url_a), pipeline_models)
+    cold = _run([folder], ingest_settings(tmp_path, url_a), pipeline_models)
     assert (cold.ingested, cold.cached, cold.failed) == (3, 0, 0) and cold.faces >= 3
     assert sum(INFERENCE_CALLS.values()) > before, "the cold run into store A runs the models"
 
     calls = dict(INFERENCE_CALLS)
     seen = []
-    settings_b = _settings(tmp_path, url_b)  # same data dir D, fresh store B
+    settings_b = ingest_settings(tmp_path, url_b)  # same data dir D, fresh store B
     fresh = ingest([folder], settings_b, pipeline=IngestPipeline(settings_b, **pipeline_models), on_result=seen.append)
     assert dict(INFERENCE_CALLS) == calls, "a warm cache must fill a new store without running any model"
     assert (fresh.ingested, fresh.cached, fresh.failed, fresh.faces) == (0, 3, 0, cold.faces)
@@ -180,7 +170,7 @@ def test_same_bytes_under_two_names_is_one_media(tmp_path, gifs_dir, pipeline_mo
     data = (gifs_dir / "hello.gif").read_bytes()
     (tmp_path / "a.gif").write_bytes(data)
     (tmp_path / "b.gif").write_bytes(data)
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     summary = _run([tmp_path / "a.gif", tmp_path / "b.gif"], settings, pipeline_models)
     assert (summary.ingested, summary.cached) == (1, 1)
     with session_scope(open_store(settings.resolved_database_url)) as s:
@@ -200,7 +190,7 @@ def test_video_ingest_finds_faces(tmp_path, lfw_dir, pipeline_models):
                     out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    result = next(IngestPipeline(_settings(tmp_path), **pipeline_models).run([path]))
+    result = next(IngestPipeline(ingest_settings(tmp_path), **pipeline_models).run([path]))
     assert result.status == "ok", result.error
     assert result.kind == "video" and result.total_frames == 15
     assert len(result.faces) >= 3 and {f.frame_index // 5 for f in result.faces} == {0, 1, 2}  # a face per photo
@@ -375,7 +365,7 @@ def test_undo_of_an_ingest_event_is_refused(tmp_path, gifs_dir, pipeline_models)
     from labeling.audit import undo_event, undo_last
     from labeling.errors import UndoError
 
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     store = open_store(settings.resolved_database_url)
     summary = ingest([gifs_dir / "hello.gif"], settings, pipeline=IngestPipeline(settings, **pipeline_models),
                      store=store, editor="ann")
@@ -401,7 +391,7 @@ def test_what_a_folder_holds_that_is_no_readable_file_is_recorded_as_failed(tmp_
     (folder / "loop-b.gif").symlink_to(folder / "loop-a.gif")
     for name in ("bad-1.gif", "bad-2.gif"):
         (folder / name).write_text("GIF89a and then nothing a decoder can use\n")
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     summary = ingest([folder], settings, pipeline=IngestPipeline(settings, **pipeline_models))
     reasons = {Path(p).name: r for p, r in summary.failures}
     assert summary.ingested == 1 and set(reasons) == {"pipe.gif", "dangling.gif", "loop-a.gif", "loop-b.gif",
@@ -416,7 +406,7 @@ def test_a_file_replaced_by_other_content_is_noted(tmp_path, lfw_dir, pipeline_m
     (the earlier item keeps its faces and labels: editors' work is never dropped by an ingest)."""
     photo = tmp_path / "x.jpg"
     photo.write_bytes((lfw_dir / "Hugo_Chavez" / "Hugo_Chavez_0001.jpg").read_bytes())
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     pipeline = IngestPipeline(settings, **pipeline_models)
     first = ingest([photo], settings, pipeline=pipeline)
     assert first.notes == [] and first.ingested == 1
@@ -446,7 +436,7 @@ def test_a_re_ingest_that_detects_differently_keeps_the_faces_editors_labelled(t
     both.paste(left, (0, 0))
     both.paste(right, (250, 0))
     both.save(photo, quality=95)
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     [result] = list(IngestPipeline(settings, **pipeline_models).run([photo]))
     assert result.status == "ok" and len(result.faces) >= 2
     store = open_store(settings.resolved_database_url)
@@ -483,7 +473,7 @@ def test_a_re_ingest_that_detects_differently_keeps_the_faces_editors_labelled(t
 def test_an_interrupted_batch_is_audited_for_what_it_stored(tmp_path, gifs_dir, pipeline_models):
     """Ctrl-C half-way (here: from the progress callback, after the first file is stored): the stored
     file keeps its audit event, marked interrupted, and the interruption still propagates."""
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     store = open_store(settings.resolved_database_url)
     files = [gifs_dir / "hello.gif", gifs_dir / "jlaw-nods.gif"]
 

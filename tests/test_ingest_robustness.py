@@ -2,7 +2,9 @@
 one store both finish; re-runs over duplicates and fixed files leave the store and the audit log tidy."""
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -16,9 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
+from conftest import ingest_settings
+from embeddings.cache import sha256_file
 from embeddings.media import MediaError, decode_media
-from embeddings.pipeline import IngestPipeline
+from embeddings.pipeline import CacheUnavailableError, IngestPipeline, non_utf8_name
 from labeling import ingest as ingest_module
 from labeling.db import open_store
 from labeling.ingest import _store_file, ingest
@@ -27,17 +32,6 @@ from models.gif_embedder import center_crop_resize
 from models.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pipeline_models():
-    """Load the networks once for the module; every test still gets its own data folder."""
-    p = IngestPipeline(Settings(data_dir=Path("/tmp/unused")))
-    return {role: p._model(role) for role in ("detector", "face", "gif")}
-
-
-def _settings(tmp_path: Path, url: str | None = None) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=url)
 
 
 def _photo(lfw_dir: Path, person: str, dest: Path) -> Path:
@@ -65,7 +59,7 @@ def test_a_file_name_that_is_not_utf8_fails_alone(tmp_path, lfw_dir, pipeline_mo
     latin1 = Path(os.fsdecode(bytes(folder) + b"/0-caf\xe9.jpg"))
     _photo(lfw_dir, "Tony_Blair", latin1)
     _photo(lfw_dir, "Colin_Powell", folder / "1-good.jpg")
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     pipeline = IngestPipeline(settings, **pipeline_models)
     summary = ingest([folder], settings, pipeline=pipeline, editor="ann")
     assert (summary.ingested, summary.failed) == (1, 1)
@@ -96,13 +90,159 @@ def test_an_error_while_storing_one_file_fails_only_that_file(tmp_path, lfw_dir,
         return stored
 
     monkeypatch.setattr(ingest_module, "store_result", store_result)
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     summary = ingest([folder], settings, pipeline=IngestPipeline(settings, **pipeline_models), editor="ann")
     assert (summary.ingested, summary.failed) == (2, 1)
     [(path, reason)] = summary.failures
     assert path.endswith("b.jpg") and "could not be stored: ValueError: the database refused a value" in reason
     assert [Path(p).name for _, _, p in _rows(settings.resolved_database_url)] == ["a.jpg", "c.jpg"]  # b rolled back
     assert [m["status"] for m in summary.media] == ["ok", "failed", "ok"] and summary.media[1]["id"] is None
+
+
+def _latin1(folder: Path, name: bytes) -> Path:
+    """A path under folder whose last part is these bytes (not UTF-8: the name an old archive has)."""
+    return Path(os.fsdecode(bytes(folder) + b"/" + name))
+
+
+@pytest.mark.parametrize("path,message", [
+    (b"/in/caf\xe9/photo.jpg", 'the folder name "caf\\xe9" is not valid UTF-8 (the file name is fine): rename that folder'),
+    (b"/in/cafe/ph\xf6to.jpg", 'the file name "ph\\xf6to.jpg" is not valid UTF-8: rename it'),
+    (b"/in/caf\xe9/sub/ph\xf6to.jpg",
+     'the folder name "caf\\xe9" is not valid UTF-8, nor is the file name "ph\\xf6to.jpg": rename both'),
+    (b"/in/cafe/photo.jpg", None)])
+def test_the_name_that_is_not_utf8_is_the_one_named(path, message):
+    assert non_utf8_name(os.fsdecode(path)) == message
+
+
+def test_a_utf8_file_in_a_latin1_folder_is_told_to_rename_the_folder(tmp_path):
+    """It was told "the file name is not valid UTF-8: rename it", and renaming the file changes nothing."""
+    folder = _latin1(tmp_path, b"caf\xe9")
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8 never decoded")
+    settings = ingest_settings(tmp_path)
+    summary = ingest([folder], settings, pipeline=IngestPipeline(settings))  # no model needed
+    [(path, reason)] = summary.failures
+    assert path == f"{tmp_path}/caf\\xe9/photo.jpg"
+    assert reason == f'{path}: the folder name "caf\\xe9" is not valid UTF-8 (the file name is fine): rename that folder'
+    assert [(status, p) for _, status, p in _rows(settings.resolved_database_url)] == [("failed", path)]
+
+
+@pytest.mark.slow
+def test_a_fixed_file_named_like_an_escaped_name_leaves_the_other_files_failure(tmp_path, lfw_dir, pipeline_models):
+    """A Latin-1 café.jpg is stored as "caf\xe9.jpg" (escaped), the very text of a file literally named
+    caf\xe9.jpg beside it. When the literal one is fixed in place, its own stale failure goes; the
+    Latin-1 file's failure, which only reads the same, stays."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    latin1, literal = _latin1(folder, b"caf\xe9.jpg"), folder / "caf\\xe9.jpg"
+    _photo(lfw_dir, "Tony_Blair", latin1)
+    data = (lfw_dir / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes()
+    literal.write_bytes(data[:5000])  # a download cut short
+    settings = ingest_settings(tmp_path)
+    url = settings.resolved_database_url
+    pipeline = IngestPipeline(settings, **pipeline_models)
+    assert ingest([latin1], settings, pipeline=pipeline).failed == 1
+    assert ingest([literal], settings, pipeline=pipeline).failed == 1
+    (name_id, _, name_path), (cut_id, _, cut_path) = _rows(url)
+    assert name_path == cut_path == str(literal)  # two files, one text
+    literal.write_bytes(data)  # the download completed
+    fixed = ingest([literal], settings, pipeline=pipeline, editor="ann")
+    assert fixed.ingested == 1 and fixed.removed == [{"id": cut_id, "path": str(literal)}]
+    rows = _rows(url)
+    assert (name_id, "failed", str(literal)) in rows and sorted(status for _, status, _ in rows) == ["failed", "ok"]
+
+
+# -- 1b. the cache or the store failing stops the batch; a fault of the run never fails an ok row -----
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.slow
+def test_a_full_cache_disk_stops_the_batch_and_the_ok_row_stays_ok(tmp_path, lfw_dir, pipeline_models, monkeypatch):
+    """The reviewer's case: a.jpg stored ok, then a copy ingested while the cache cannot be read (the disk
+    full). Every file was recorded as failed, and the copy's failure turned a.jpg's ok row into a failed
+    one at the copy's path. Now the batch stops with the cache's error, audited for what it stored."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a = _photo(lfw_dir, "Tony_Blair", folder / "a.jpg")
+    settings = ingest_settings(tmp_path)
+    url = settings.resolved_database_url
+    assert ingest([a], settings, pipeline=IngestPipeline(settings, **pipeline_models)).ingested == 1
+    [(a_id, _, _)] = _rows(url)
+    copy = folder / "b-copy.jpg"
+    copy.write_bytes(a.read_bytes())
+    other = _photo(lfw_dir, "Colin_Powell", folder / "a-other.jpg")
+    pipeline = IngestPipeline(settings, chunk_size=1, **pipeline_models)  # a-other is stored before the copy fails
+    real_get, sha_a = pipeline.cache.get, sha256_file(a)
+    monkeypatch.setattr(pipeline.cache, "get", lambda ns, sha: _no_space() if sha == sha_a else real_get(ns, sha))
+    with pytest.raises(CacheUnavailableError) as stopped:
+        ingest([other, copy], settings, pipeline=pipeline, editor="ann")
+    assert stopped.value.errno == errno.ENOSPC and isinstance(stopped.value, OSError)
+    assert "embedding cache" in str(stopped.value) and "No space left on device" in str(stopped.value)
+    assert [(status, p) for _, status, p in _rows(url)] == [("ok", str(a)), ("ok", str(other))]
+    [event] = _events(url)  # the interrupted batch is audited for the file it stored
+    assert event.after["interrupted"] and [m["path"] for m in event.after["media"]] == [str(other)]
+    assert a_id not in [m["id"] for m in event.after["media"]]
+
+
+def test_a_cache_that_cannot_be_written_stops_the_batch(tmp_path, monkeypatch):
+    """Writing the first entry fails (a full disk): no file is to blame, so none is recorded as failed."""
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(photo)
+    settings = ingest_settings(tmp_path)
+    pipeline = IngestPipeline(settings)  # the frames entry is written before any model is needed
+    monkeypatch.setattr(pipeline.cache, "put", _no_space)
+    with pytest.raises(CacheUnavailableError, match="No space left on device"):
+        ingest([photo, tmp_path / "missing.gif"], settings, pipeline=pipeline)
+    assert _rows(settings.resolved_database_url) == []
+
+
+def test_a_store_that_cannot_be_read_stops_the_batch(tmp_path):
+    """The store's look-up (`is_stored`) failing is no fault of the file: it propagates."""
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(photo)
+
+    def is_stored(sha256, source_key, path):
+        raise OperationalError("SELECT", {}, Exception("disk I/O error"))
+
+    with pytest.raises(OperationalError):
+        list(IngestPipeline(ingest_settings(tmp_path)).run([photo], is_stored=is_stored))
+
+
+@pytest.mark.slow
+def test_an_unexpected_decoding_error_fails_that_file_and_never_an_ok_row_of_its_bytes(
+        tmp_path, lfw_dir, pipeline_models, monkeypatch):
+    """The same bytes stored ok once, decoded again (the cache was cleared) under another name, and the
+    decoder hits a bug: that file fails, the next is stored, and the ok row keeps its status and path."""
+    from embeddings import pipeline as pipeline_module
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a = _photo(lfw_dir, "Tony_Blair", folder / "a.jpg")
+    settings = ingest_settings(tmp_path)
+    url = settings.resolved_database_url
+    assert ingest([a], settings, pipeline=IngestPipeline(settings, **pipeline_models)).ingested == 1
+    [(a_id, _, _)] = _rows(url)
+    shutil.rmtree(settings.cache_dir)
+    copy = folder / "b-copy.jpg"
+    copy.write_bytes(a.read_bytes())
+    other = _photo(lfw_dir, "Colin_Powell", folder / "c-other.jpg")
+    real = pipeline_module.sample_media
+
+    def sample_media(path, *args, **kwargs):
+        if Path(path).name == "b-copy.jpg":
+            raise RuntimeError("a decoder bug")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "sample_media", sample_media)
+    summary = ingest([copy, other], settings, pipeline=IngestPipeline(settings, **pipeline_models), editor="ann")
+    assert (summary.ingested, summary.failed) == (1, 1)
+    [(path, reason)] = summary.failures
+    assert path == str(copy) and "unexpected error while reading the file: RuntimeError: a decoder bug" in reason
+    assert summary.media[0] == {"id": None, "path": str(copy), "status": "failed", "error": reason}
+    assert summary.notes == [f"{copy}: not recorded as failed (error): media {a_id}, the same content at {a}, stays ok"]
+    assert [(m, status, p) for m, status, p in _rows(url)][0] == (a_id, "ok", str(a))
+    assert [status for _, status, _ in _rows(url)] == ["ok", "ok"]
 
 
 # -- 2. two ingests into one store at once ----------------------------------------------------------
@@ -127,7 +267,7 @@ def test_an_ingest_waits_for_another_writer_instead_of_failing(tmp_path, lfw_dir
     deferred BEGIN its read snapshot went stale and it died with "database is locked"; a write scope
     (BEGIN IMMEDIATE) waits for the lock instead, and the batch is stored."""
     folder = _lfw_folder(tmp_path, lfw_dir, 3)
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     _warm_cache(folder, settings, pipeline_models)
     store = open_store(settings.resolved_database_url)
     db = settings.resolved_database_url.removeprefix("sqlite:///")
@@ -157,7 +297,7 @@ def test_an_ingest_waits_for_another_writer_instead_of_failing(tmp_path, lfw_dir
 @pytest.mark.slow
 def test_two_cli_ingests_of_one_folder_into_one_store_both_finish(tmp_path, lfw_dir, pipeline_models):
     folder = _lfw_folder(tmp_path, lfw_dir, 24)
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     _warm_cache(folder, settings, pipeline_models)
     open_store(settings.resolved_database_url)  # the store exists (migrated) before both start
     runs = [subprocess.Popen([sys.executable, "-m", "labeling.cli", "ingest", str(folder), "--data-dir",
@@ -179,7 +319,7 @@ def test_the_same_bytes_inserted_meanwhile_by_another_ingest_are_updated_not_a_c
     key on sha256 (PostgreSQL lets both look before either commits). Simulated by a look-up that
     misses the row once: the store step is tried again and updates the row the other one stored."""
     photo = _photo(lfw_dir, "Tony_Blair", tmp_path / "a.jpg")
-    settings = _settings(tmp_path, store_url)
+    settings = ingest_settings(tmp_path, store_url)
     [result] = list(IngestPipeline(settings, **pipeline_models).run([photo]))
     store = open_store(store_url)
     first = _store_file(store, result)
@@ -290,7 +430,7 @@ def test_an_unexpected_error_while_decoding_one_file_fails_only_that_file(tmp_pa
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(pipeline_module, "sample_media", sample_media)
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     summary = ingest([folder], settings, pipeline=IngestPipeline(settings, **pipeline_models), editor="ann")
     reasons = {Path(p).name: r for p, r in summary.failures}
     assert summary.ingested == 1 and set(reasons) == {"a-clip.mkv", "b-odd.jpg"}
@@ -339,7 +479,7 @@ def test_a_re_run_over_duplicate_files_writes_no_event_and_counts_faces_once(tmp
     folder = tmp_path / "in"
     folder.mkdir()
     _photo(lfw_dir, "Tony_Blair", folder / "a.jpg")
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     pipeline = IngestPipeline(settings, **pipeline_models)
     first = ingest([folder], settings, pipeline=pipeline, editor="ann")
     assert first.faces >= 1 and first.event_id is not None
@@ -357,7 +497,7 @@ def test_two_copies_in_one_cold_batch_count_their_faces_once(tmp_path, lfw_dir, 
     folder.mkdir()
     _photo(lfw_dir, "Tony_Blair", folder / "a.jpg")
     (folder / "b.jpg").write_bytes((folder / "a.jpg").read_bytes())
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     summary = ingest([folder], settings, pipeline=IngestPipeline(settings, **pipeline_models))
     with open_store(settings.resolved_database_url)() as s:
         assert summary.faces == s.scalar(select(func.count()).select_from(Face)) >= 1
@@ -369,7 +509,7 @@ def test_a_failed_file_fixed_in_place_replaces_its_failed_row(tmp_path, lfw_dir,
     photo = tmp_path / "photo.jpg"
     data = (lfw_dir / "Tony_Blair" / "Tony_Blair_0001.jpg").read_bytes()
     photo.write_bytes(data[:5000])  # a download cut short
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     url = settings.resolved_database_url
     pipeline = IngestPipeline(settings, **pipeline_models)
     failed = ingest([photo], settings, pipeline=pipeline, editor="ann")
@@ -390,7 +530,7 @@ def test_a_failed_file_fixed_in_place_replaces_its_failed_row(tmp_path, lfw_dir,
 def test_a_failed_row_with_faces_is_kept_when_its_path_is_stored_ok(tmp_path, lfw_dir, pipeline_models):
     """A failed row that has faces was ok once (an editor may have labelled them): never removed."""
     photo = _photo(lfw_dir, "Tony_Blair", tmp_path / "photo.jpg")
-    settings = _settings(tmp_path)
+    settings = ingest_settings(tmp_path)
     url = settings.resolved_database_url
     store = open_store(url)
     with store.begin() as s:
