@@ -284,7 +284,9 @@ def export_command(
         "--no-previous", help="Start afresh: classes numbered in creation order, the split drawn anew.")] = False,
 ) -> None:
     """Confirmed labels in GIPHY's training layout, train/val split, tags JSONL, projector TSV, manifest.json."""
-    from labeling.export import export_dataset, newest_export
+    from rich.markup import escape
+
+    from labeling.export import PreviousExportError, export_dataset, newest_export
 
     if previous is not None and no_previous:
         console.print("[red]error:[/red] --previous and --no-previous contradict each other; give one", highlight=False)
@@ -292,16 +294,28 @@ def export_command(
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
     chosen = None if no_previous else previous or newest_export(store)
-    # An earlier export the editor did not name is said aloud (before the summary line), so a
-    # numbering or split that follows it is never a surprise.
-    note = (lambda _: f"kept label indices and train / validation sides of the newest earlier export {chosen} "
-                      "(--no-previous to start afresh)") if previous is None and chosen is not None else None
+    implicit = previous is None and chosen is not None
+    # An earlier export the editor did not name is said aloud before anything runs, so a numbering
+    # or split that follows it is never a surprise, and a failure to read it is not a riddle.
+    if implicit:
+        console.print(escape(f"keeping label indices and train / validation sides of the newest earlier export "
+                             f"{chosen} (--no-previous to start afresh)"), highlight=False, soft_wrap=True)
+
+    def run():
+        try:
+            return export_dataset(
+                store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
+                face_model=settings.face_model, overwrite=overwrite, previous=chosen,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total,
+                                                                current="face crops"))
+        except PreviousExportError as exc:
+            if not implicit:
+                raise
+            raise PreviousExportError(f"{exc} (the newest earlier export, used by default; "
+                                      "--no-previous to skip)") from exc
+
     with progress_task("export") as (progress, task):
-        _run(lambda: export_dataset(
-            store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
-            face_model=settings.face_model, overwrite=overwrite, previous=chosen,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total, current="face crops")),
-             progress=progress, details=note)
+        _run(run, notes="note", progress=progress)
 
 
 def streamlit_command(script: Path, settings: Settings, port: int, headless: bool) -> list[str]:

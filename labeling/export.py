@@ -5,8 +5,8 @@ tag dataset, Embedding Projector files and a manifest.
       labels.csv              Label,Index: one row per exported class, indices 0..n-1 (see below)
       classes.csv             folder,index,class_id,name,external_id,display_name,status,gender,ethnicity,
                               birth_year,country: the exact names behind the folders and what an import
-                              needs to rebuild each class (an empty cell: unknown); readers of the older
-                              five columns keep working
+                              needs to rebuild each class it creates (an empty cell: unknown; see
+                              `class_row`); readers of the older five columns keep working
       raw_dataset/<Label>/<face id>.jpg   aligned face crops of confirmed labels
       split.csv               face_id,class_id,label,media_id,group,side (train / val),sha256 (of the media)
       tags.jsonl              {"media": path, "sha256": ..., "media_id": ..., "tags": [[tag, confidence], ...]}
@@ -23,24 +23,30 @@ Folder names are safe on Linux, macOS and Windows (`safe_folder_name`). Train an
 never share a source media item or its near-duplicates: media are joined (union-find) when any of
 their frame pHashes lie within a small Hamming radius, or when they hold faces of one class whose
 embeddings are nearly identical (`same_photo_pairs`: mirrored and cropped copies of one photo,
-which move the pHash too far), and whole groups go to one side.
+which move the pHash too far), and whole groups go to one side (`copy_groups`: retrain's holdout
+groups media the same way).
 
-Sides are stable too. Given `previous`, every media item of the earlier export's split.csv
-(matched by sha256, else by media id) stays on its earlier side, and only groups new to this
-export are split, by the share and stratified by class as always. A group that now unites media
-of both earlier sides trains, so no face a model fine-tuned on the earlier export trained on ever
-becomes a validation face; the manifest counts the faces that kept their side and the ones moved.
-A share of 0 asks for no validation set at all: earlier validation media then train. `giflens
-export` passes the newest recorded export still on disk (`newest_export`) unless told not to.
+Sides are stable too. Given `previous` (an earlier export of this store), every media item of
+its split.csv (matched by sha256, else by media id) stays on its earlier side, and only groups
+new to this export are split, by the share and stratified by class as always. A group that now
+unites media of both earlier sides trains, so no face a model fine-tuned on the earlier export
+trained on ever becomes a validation face; the manifest counts the faces that kept their side
+and the ones moved. A share of 0 asks for no validation set at all: earlier validation media then
+train. An earlier export without validation faces (written with a share of 0) gives its label
+indices but not its sides: kept, they would keep every earlier face in training for good, and
+validation would only ever get new media; the split is drawn anew and `notes` say so. When kept
+sides leave validation with less than half the share asked for, `notes` say that too. The notes
+are in the manifest and the summary. `giflens export` passes the newest recorded export whose
+folder still holds it unchanged (`newest_export`, `earlier_exports`) unless told not to.
 
 Label indices are dense (0..n-1) and stable across exports (`class_indices`). Classes are
 numbered in class-id order, i.e. creation order, never by name: a new class (even "Aaron")
 takes the next index and every other class keeps its own, as long as no class drops out
 (retired, merged away, or left without confirmed faces); when one does, the classes after it
-move down one. Given `previous` (an earlier export of the same store: class ids identify the
-classes), every surviving class keeps its earlier index instead; the holes dropped classes leave
-are filled first by survivors whose index is no longer below n, then by new classes, so only as
-many classes move as density requires.
+move down one. Given `previous` (an earlier export of this store: class ids identify the
+classes, so another store's export would map unrelated ones), every surviving class keeps its
+earlier index instead; the holes dropped classes leave are filled first by survivors whose index
+is no longer below n, then by new classes, so only as many classes move as density requires.
 
 The export is built in a hidden temporary folder beside OUT_DIR and renamed into place at
 the end, so an interrupted export leaves no half-written OUT_DIR.
@@ -56,9 +62,9 @@ import secrets
 import shutil
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Hashable, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy import func, select
@@ -218,6 +224,26 @@ def same_photo_pairs(faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], thr
     return pairs
 
 
+def same_photo_threshold(face_model: str, given: float | None = None) -> float | None:
+    """The distance under which two faces of one class are one photo: `given`, else the one measured
+    for `face_model` (SAME_PHOTO_DISTANCE); None for a model nobody measured, whose distances mean
+    something else (only the pHash signal joins media then)."""
+    return given if given is not None else SAME_PHOTO_DISTANCE.get(face_model)
+
+
+def copy_groups(media_hashes: dict[Hashable, Iterable[str] | None],
+                faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], same_photo_distance: float | None,
+                radius: int = NEAR_DUPLICATE_RADIUS) -> tuple[dict[Hashable, Hashable], set[tuple[Hashable, Hashable]]]:
+    """(media -> group, the same-photo pairs found): the one grouping of every split that must keep
+    copies of a picture on one side, the export's train / validation split and retrain's holdout.
+    Media join when their frame pHashes lie within `radius` (`near_duplicate_groups`) or when they
+    hold faces (class, media, vector) of one class within `same_photo_distance` (`same_photo_pairs`:
+    mirrored and cropped copies the hashes miss; None: no such joins). One definition, so a copy
+    the export keeps on one side can never straddle retrain's holdout, or the other way round."""
+    pairs = same_photo_pairs(faces, same_photo_distance) if same_photo_distance is not None else set()
+    return near_duplicate_groups(media_hashes, radius, pairs), pairs
+
+
 def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int,
                  group_keys: dict[Hashable, str] | None = None) -> dict[Hashable, str]:
     """group -> "train" or "val", whole groups only, stratified by class: each class aims at
@@ -246,10 +272,11 @@ def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int
 
 @dataclass(frozen=True)
 class EarlierSides:
-    """The side (train / val) of every media item of an earlier export's split.csv. Media are
-    matched by content (sha256) where the file names it, so an export of another store, or of this
-    one after a re-ingest, still matches; rows without a sha256 (exports written before the column
-    existed) are matched by media id, which holds within one store."""
+    """The side (train / val) of every media item of an earlier export of this store's split.csv
+    (an export of another store is no basis: its label indices name other classes). Media are
+    matched by content (sha256) where the file names it, so a media item re-ingested since (a new
+    id, the same bytes) keeps its side; rows without a sha256 (exports written before the column
+    existed) are matched by media id."""
     path: Path
     by_sha256: dict[str, str]
     by_media_id: dict[int, str]
@@ -258,6 +285,12 @@ class EarlierSides:
         if sha256 and sha256 in self.by_sha256:
             return self.by_sha256[sha256]
         return self.by_media_id.get(media_id)
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether any earlier media item was a validation one. An export written with a share of 0
+        has none, and its sides are no basis: kept, they would train every earlier face for good."""
+        return "val" in self.by_sha256.values() or "val" in self.by_media_id.values()
 
 
 def read_earlier_sides(previous: Path) -> EarlierSides | None:
@@ -305,6 +338,31 @@ def earlier_group_sides(group_media: dict[Hashable, Iterable[Hashable]], earlier
     return kept, both
 
 
+def sides_to_keep(earlier: EarlierSides | None, split: float) -> tuple[EarlierSides | None, list[str]]:
+    """(the earlier sides this export keeps, notes). An earlier export without validation faces
+    (written with a share of 0) gives none when this one asks for validation: kept, its sides would
+    train every earlier face for good, export after export, and validation would only ever get new
+    media. Its label indices are still kept; the note says the split is drawn anew."""
+    if earlier is None or split == 0 or earlier.has_validation:
+        return earlier, []
+    return None, [f"{earlier.path.parent} has no validation faces (a validation share of 0): its label indices are "
+                  "kept, its train / validation sides are not, and the split is drawn anew (a model trained on that "
+                  "export has seen every earlier face, so some validation faces are known to it)"]
+
+
+def validation_shortfall(val_faces: int, faces: int, split: float, kept_train: int) -> str | None:
+    """A note when validation holds less than half the share asked for and faces that kept their
+    earlier train side are why (`kept_train` of them), else None. Kept sides are right (a model
+    trained on them must not be validated on them), but they can leave a validation set too small to
+    measure anything, and the editor should hear it rather than find it in the counts."""
+    if not (faces and split > 0 and kept_train and val_faces / faces < split / 2):
+        return None
+    return (f"validation holds {val_faces} of {faces} faces ({val_faces / faces:.0%}), under half the {split:.0%} "
+            f"asked for: {kept_train} face(s) kept their train side from the earlier export, and only media new "
+            "to it can be drawn for validation; without the earlier export (--no-previous) the split is drawn "
+            "anew, but a model trained on it would then be validated on faces it trained on")
+
+
 # -- label indices (pure) ------------------------------------------------------------------------
 def class_indices(class_ids: Iterable[int], previous: dict[int, int] | None = None) -> dict[int, int]:
     """class id -> label index, dense (0..n-1). Without `previous`, in class-id order: ids grow
@@ -343,22 +401,69 @@ def read_class_indices(path: Path) -> dict[int, int]:
     return out
 
 
-# -- the export ----------------------------------------------------------------------------------
+class PreviousExportError(ValidationError):
+    """The earlier export given as `previous` cannot be read. A class of its own, so a caller that
+    chose the export without being told to (the CLI's default) can say so in the message."""
+
+
+def read_previous(previous: Path) -> tuple[dict[int, int], EarlierSides | None]:
+    """(class id -> index, its sides) of an earlier export (its folder or classes.csv); any problem
+    is a PreviousExportError naming the file and line."""
+    try:
+        return read_class_indices(previous), read_earlier_sides(previous)
+    except ValidationError as exc:
+        raise PreviousExportError(str(exc)) from exc
+
+
+# -- earlier exports of the store ------------------------------------------------------------------
+FOLLOWED_FILES = ("classes.csv", "split.csv")  # what a later export reads of an earlier one
+
+
+def intact_export(out_dir: Path, manifest_sha256: str | None) -> bool:
+    """Whether out_dir still holds the export the store recorded: its manifest.json is the recorded
+    one (sha256), and the files a later export follows (FOLLOWED_FILES) match that manifest. A
+    folder another store's export replaced, or whose class map was edited by hand, is not that
+    export any more: its indices would name other classes, its sides other faces."""
+    out_dir = Path(out_dir)
+    try:
+        if not manifest_sha256 or _sha256(out_dir / "manifest.json") != manifest_sha256:
+            return False
+        files = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))["files"]
+        return "classes.csv" in files and all(_sha256(out_dir / name) == files[name]
+                                              for name in FOLLOWED_FILES if name in files)
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, not JSON, not a manifest
+        return False
+
+
+def _intact_exports(store: sessionmaker[Session]) -> Iterator[Path]:
+    """The folders of the store's recorded exports that are still intact, newest first (a folder
+    exported into twice may come twice: only the newest row can match it, but order is kept)."""
+    with store() as session:
+        rows = session.execute(select(Export.out_dir, Export.manifest).order_by(Export.id.desc())).all()
+    for out_dir, record in rows:
+        if intact_export(Path(out_dir), (record or {}).get("manifest_sha256")):
+            yield Path(out_dir)
+
+
+def earlier_exports(store: sessionmaker[Session]) -> list[Path]:
+    """Earlier exports of the store a new one may follow, newest first, each folder once: recorded
+    here and still intact on disk (`intact_export`). What the Export page offers."""
+    return list(dict.fromkeys(_intact_exports(store)))
+
+
 def newest_export(store: sessionmaker[Session]) -> Path | None:
-    """The newest export recorded in the store whose folder still holds a classes.csv (None: none):
-    what the CLI keeps label indices and sides of by default, as the Export page proposes, so a
+    """The first of `earlier_exports` (None: none), checking no more folders than it must: what
+    the CLI keeps label indices and sides of by default, as the Export page proposes, so a
     retraining job fine-tuning its last model finds every class at its output index and is never
     validated on faces it trained on."""
-    with store() as session:
-        for out_dir in session.scalars(select(Export.out_dir).order_by(Export.id.desc())):
-            if (Path(out_dir) / "classes.csv").is_file():
-                return Path(out_dir)
-    return None
+    return next(_intact_exports(store), None)
 
 
 def class_row(folder: str, index: int, cls: Any) -> list[Any]:
-    """A row of classes.csv (CLASS_COLUMNS): everything an import needs to rebuild the class, an
-    empty cell for an unknown value."""
+    """A row of classes.csv (CLASS_COLUMNS), an empty cell for an unknown value: everything an
+    import of the raw dataset needs to create the class as it is here (name, external id, display
+    name, status, attributes). A class the store already has keeps its status and gets only its
+    empty fields filled (`labeling.importers`)."""
     return [folder, index, cls.id, cls.name, *["" if v is None else v for v in (
         cls.external_id, cls.display_name, cls.status, cls.gender, cls.ethnicity, cls.birth_year, cls.country)]]
 
@@ -397,6 +502,7 @@ class ExportSummary:
     gif_vectors: int
     seconds: float
     manifest: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what the editor should hear about the split (manifest too)
 
     def line(self) -> str:
         missing = f", {self.missing_crops} without a crop skipped" if self.missing_crops else ""
@@ -521,18 +627,19 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     chooses the GIF embeddings of the projector's GIF files (None: the store's most used);
     `previous` (an earlier export of this store, its folder or classes.csv) keeps each surviving
     class at its earlier label index and each earlier media item on its earlier side (see the
-    module docstring). `same_photo_distance` joins media with faces of one class this close
-    (None: `SAME_PHOTO_DISTANCE` of the face model, no such joins for a model not listed there)."""
+    module docstring; the summary's and manifest's `notes` say when it gives no sides, or when its
+    sides leave validation short). `same_photo_distance` joins media with faces of one class this
+    close (None: `SAME_PHOTO_DISTANCE` of the face model, no such joins for a model not listed there)."""
     started = utcnow()
     editor = check_editor(editor)
     if not 0.0 <= split < 1.0:
         raise ValidationError(f"the validation split must be in [0, 1), got {split}")
     out_dir, data_dir = Path(out_dir).absolute(), Path(data_dir)
     _check_out_dir(out_dir, overwrite)
-    previous_indices = read_class_indices(previous) if previous is not None else None
-    earlier = read_earlier_sides(previous) if previous is not None else None  # before OUT_DIR may be replaced
-    if same_photo_distance is None:
-        same_photo_distance = SAME_PHOTO_DISTANCE.get(face_model)
+    # read before OUT_DIR may be replaced: an export over itself follows itself
+    previous_indices, earlier = read_previous(previous) if previous is not None else (None, None)
+    earlier, notes = sides_to_keep(earlier, split)
+    same_photo_distance = same_photo_threshold(face_model, same_photo_distance)
 
     with store() as session:
         if session.get_bind().dialect.name == "postgresql":
@@ -557,10 +664,10 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     index = class_indices(folders, previous_indices)
     ordered = sorted(folders, key=index.__getitem__)  # rows of labels.csv and classes.csv by index
     media = snap["media"]
-    photo_pairs = same_photo_pairs(((r.class_id, r.media_id, bytes_to_vector(r.vector)) for r, _ in rows
-                                    if r.vector is not None), same_photo_distance) if same_photo_distance is not None else set()
-    groups = near_duplicate_groups({m: media[m].frame_hashes for m in {r.media_id for r, _ in rows}}, near_duplicate_radius,
-                                   photo_pairs)
+    groups, photo_pairs = copy_groups(
+        {m: media[m].frame_hashes for m in {r.media_id for r, _ in rows}},
+        ((r.class_id, r.media_id, bytes_to_vector(r.vector)) for r, _ in rows if r.vector is not None),
+        same_photo_distance, near_duplicate_radius)
     group_classes: dict[int, Counter] = {}
     group_key: dict[int, list[str]] = {}
     group_media: dict[int, set[int]] = {}
@@ -578,6 +685,10 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     # per face, by its media's earlier side: kept, moved (val -> train only), or new to this export
     continuity = Counter("new" if r.media_id not in earlier_side else
                          "kept" if earlier_side[r.media_id] == side_of_face[r.face_id] else "moved" for r, _ in rows)
+    kept_train = sum(kept.get(groups[r.media_id]) == "train" for r, _ in rows)
+    shortfall = validation_shortfall(Counter(side_of_face.values())["val"], len(rows), split, kept_train)
+    if shortfall is not None:
+        notes.append(shortfall)
 
     # beside OUT_DIR (the final rename stays on one file system), its name cut so the suffix still fits in 255 bytes
     stem = out_dir.name.encode("utf-8")[:200].decode("utf-8", errors="ignore")
@@ -651,6 +762,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             "gif_model": snap["gif_model"],
             "class_index_order": "class_id" if previous is None else "previous export",
             **({"previous_export": str(Path(previous).absolute())} if previous is not None else {}),
+            "notes": notes,
             "statuses": list(CONFIRMED_STATUSES),
             "counts": {"classes": len(folders), "faces": len(rows), "faces_without_crop": missing,
                        "train": side_counts.get("train", 0), "val": side_counts.get("val", 0),
@@ -669,7 +781,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         text = json.dumps(manifest, indent=2, ensure_ascii=False)
-        (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8")
+        (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8", newline="\n")  # as hashed below
         record = {k: v for k, v in manifest.items() if k != "files"}
         record["manifest_sha256"] = hashlib.sha256((text + "\n").encode("utf-8")).hexdigest()
         record["files"] = len(manifest["files"])
@@ -693,4 +805,4 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         raise
     return ExportSummary(out_dir, export_id, len(folders), len(rows), side_counts.get("train", 0),
                          side_counts.get("val", 0), missing, len(tagged), len(vectors), len(gif_vectors),
-                         (utcnow() - started).total_seconds(), manifest)
+                         (utcnow() - started).total_seconds(), manifest, notes)

@@ -26,7 +26,8 @@ from labeling.audit import Operation, _chunks, entity_key, run_operation
 from labeling.classes import create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
-from labeling.schema import CONFIRMED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, Face, Media
+from labeling.schema import (CLASS_STATUSES, CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
+                             CelebrityClass, Face, Media)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import (ATTRIBUTES, check_editor, class_name_key, clean_attributes,
                                  clean_class_name, clean_external_id, clean_tag_name)
@@ -104,6 +105,7 @@ class MappedClass(NamedTuple):
     external_id: str | None
     display_name: str | None  # None: empty cell, or a classes.csv written before the column existed
     attributes: dict[str, Any]  # only the attributes the row knows; empty cells are unknown and absent
+    status: str | None = None  # active / proposed / retired; None: empty cell, or an older classes.csv
 
 
 class TagRow(NamedTuple):
@@ -220,8 +222,8 @@ def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None)
 
 
 def read_class_map(path: Path) -> dict[str, MappedClass]:
-    """An export's `classes.csv`: folder -> its class (exact name, external id, and the display name
-    and attributes when the file has those columns; older exports do not, and empty cells are
+    """An export's `classes.csv`: folder -> its class (exact name, external id, and the display name,
+    status and attributes when the file has those columns; older exports do not, and empty cells are
     unknown). It is preferred over parsing folder names, which cannot tell a space from an underscore."""
     path = Path(path)
     header, rows = read_csv(path, ["folder", "name"])
@@ -235,10 +237,21 @@ def read_class_map(path: Path) -> dict[str, MappedClass]:
         try:
             display = clean_class_name(row["display_name"]) if row.get("display_name") else None
             values = clean_attributes({c: row[c] for c in columns if row[c]})
+            status = _class_status(row.get("status"))
         except ValidationError as exc:
             raise ValidationError(f"{_where(path, line)}: {exc}") from None
-        out[row["folder"]] = MappedClass(line, name, external, display, values)
+        out[row["folder"]] = MappedClass(line, name, external, display, values, status)
     return out
+
+
+def _class_status(cell: str | None) -> str | None:
+    """A status cell of classes.csv: one of CLASS_STATUSES (any case), None when empty or absent."""
+    if not cell:
+        return None
+    status = cell.strip().lower()
+    if status not in CLASS_STATUSES:
+        raise ValidationError(f"class status must be one of {', '.join(CLASS_STATUSES)}, got {cell!r}")
+    return status
 
 
 def read_attributes_csv(path: Path) -> list[AttributeRow]:
@@ -313,13 +326,15 @@ def former_names(session: Session) -> dict[str, int]:
 def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSummary,
                     attributes: dict[str, dict[str, Any]] | None = None,
                     create: bool = True,
-                    display_names: dict[str, str | None] | None = None) -> tuple[dict[str, int], set[int]]:
+                    display_names: dict[str, str | None] | None = None,
+                    statuses: dict[str, str | None] | None = None) -> tuple[dict[str, int], set[int]]:
     """(name key -> class id, ids created), creating missing classes inside the open operation.
 
     A spec finds its class by external id first (GIPHY's Freebase id survives renames), then by
     name ignoring case, then by a name the class had before an editor renamed it; only then is a
-    class created. An existing class without an external id gets the imported one; a different
-    one is kept and noted."""
+    class created, with its status from `statuses` (default active). An existing class without an
+    external id gets the imported one; a different one is kept and noted. An existing class's
+    status is never changed: activating, proposing or retiring a class is an editor's decision."""
     rows = op.session.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.name_key,
                                      CelebrityClass.external_id).order_by(CelebrityClass.id)).all()
     existing = {row.name_key: row for row in rows}
@@ -351,7 +366,8 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
             if not create:
                 summary.skipped.append(f"{spec.where}: no class named {spec.name!r}")
                 continue
-            ids[key] = create_class(op, spec.name, (display_names or {}).get(key), external_id=spec.external_id,
+            ids[key] = create_class(op, spec.name, (display_names or {}).get(key),
+                                    (statuses or {}).get(key) or "active", external_id=spec.external_id,
                                     attributes=(attributes or {}).get(key))
             created.add(ids[key])
             summary.created += 1
@@ -596,13 +612,15 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
                        on_start: Callable[[int], None] | None = None,
                        on_result: Callable[[Any], None] | None = None) -> ImportSummary:
     """GIPHY's training layout: `labels.csv` + `raw_dataset/<Label>/*.jpg` (an export's
-    `classes.csv`, when present, gives the exact class names, and the display names and
-    attributes of the classes it creates; existing classes only get the empty ones filled, see
-    `_fill_class_details`). Images are ingested with the real pipeline; each image's largest face
-    gets an approved label (source "import") in one operation with the classes. Images without a
-    face are reported, not fatal; an image filed under two labels is reported and left unlabeled;
-    a face an editor decided (or moved to another class by a merge or split) keeps its decision;
-    labels of a class that was merged away go to the class it was merged into."""
+    `classes.csv`, when present, gives the exact class names, and the display names, statuses
+    and attributes of the classes it creates; existing classes keep their status and only get
+    empty fields filled, see `_fill_class_details`; a class created retired, from an edited
+    classes.csv since exports leave retired classes out, gets no labels, like any retired class).
+    Images are ingested with the real pipeline; each image's largest face gets an approved label
+    (source "import") in one operation with the classes. Images without a face are reported, not
+    fatal; an image filed under two labels is reported and left unlabeled; a face an editor decided
+    (or moved to another class by a merge or split) keeps its decision; labels of a class that was
+    merged away go to the class it was merged into."""
     from labeling.ingest import ingest
 
     folder = Path(os.path.abspath(folder))  # ingest stores absolute paths; the images are matched by them below
@@ -629,7 +647,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     with run_operation(store, who, "import_raw_dataset") as op:
         specs = [ClassSpec(*names[r.label], _where(labels_csv, r.line)) for r in labels]
         ids, created = _ensure_classes(op, specs, summary, attributes={k: d.attributes for k, d in details.items()},
-                                       display_names={k: d.display_name for k, d in details.items()})
+                                       display_names={k: d.display_name for k, d in details.items()},
+                                       statuses={k: d.status for k, d in details.items()})
         _fill_class_details(op, {k: ids[k] for k in details if k in ids and ids[k] not in created}, details,
                             summary, folder / "classes.csv")
         summary.updated = len({key[0] for key in op.written.get("class", set())} - created)
@@ -666,7 +685,7 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         todo: dict[int, list[int]] = {}
         for face_id, (class_id, _) in wanted.items():
             row = current[(face_id,)]
-            if row is not None and row["source"] == "editor" and row["status"] != "predicted":
+            if row is not None and row["source"] == "editor" and row["status"] not in UNDECIDED_STATUSES:
                 if row["status"] in CONFIRMED_STATUSES and row["class_id"] == class_id:
                     summary.unchanged += 1
                 else:

@@ -551,17 +551,38 @@ def unknown_holdout(media_ids: np.ndarray, groups_of: dict[int, Any], share: flo
     return stratified_holdout(np.zeros(len(media_ids), dtype=np.int64), groups, share, seed, min_train=1)
 
 
-def media_groups(store: sessionmaker[Session], media_ids: Sequence[int]) -> dict[int, Any]:
-    """media id -> near-duplicate group (labeling.export's grouping over frame pHashes)."""
-    from labeling.export import near_duplicate_groups
+def media_groups(store: sessionmaker[Session], faces: Sequence[tuple[Any, int, np.ndarray]],
+                 model_id: str) -> dict[int, Any]:
+    """media id -> copy group of the media holding `faces` (class, media id, vector of `model_id`):
+    the export's grouping (`labeling.export.copy_groups`: frame pHashes, and faces of one class this
+    model places on one photo), so a mirrored or cropped copy of a photo never sits on both sides of
+    the holdout, as it never straddles the export's split. Faces editors marked unknown come as
+    class NO_CLASS: two copies of one stranger's photo are one group too."""
+    from labeling.export import copy_groups, same_photo_threshold
 
-    ids = sorted(set(int(m) for m in media_ids))
+    ids = sorted({int(m) for _, m, _ in faces})
     hashes: dict[int, Any] = {}
     with store() as session:
         for start in range(0, len(ids), 5000):
             hashes.update(session.execute(select(Media.id, Media.frame_hashes)
                                           .where(Media.id.in_(ids[start:start + 5000]))).all())
-    return near_duplicate_groups({m: hashes.get(m) for m in ids})
+    groups, _ = copy_groups({m: hashes.get(m) for m in ids}, ((c, int(m), v) for c, m, v in faces),
+                            same_photo_threshold(model_id))
+    return groups
+
+
+def unknown_holdout_note(media_ids: np.ndarray, groups_of: dict[int, Any], held: np.ndarray) -> str | None:
+    """A note when editors marked faces unknown but none is held out (all in one copy group, which
+    is kept to calibrate on): the open-set accuracies then score no stranger, and without the note
+    they would read as a measured open-set rule."""
+    if not len(media_ids) or held.any():
+        return None
+    n_groups = len({groups_of[m] for m in media_ids.tolist()})
+    where = ("one media item and its copies" if n_groups == 1
+             else f"{n_groups} groups of media, each too large for the holdout share")
+    return (f"none of the {len(media_ids)} face(s) editors marked unknown is held out (they come from {where}, "
+            "kept to calibrate the open-set threshold): the open-set accuracies score known faces only; mark "
+            "strangers unknown in more GIFs to measure the open-set rule")
 
 
 @dataclass
@@ -578,7 +599,8 @@ class RetrainResult:
     Why not the predictions already in the store: a refresh also predicts decided faces with a
     model trained on them, so their stored predictions overstate accuracy. The deployed artifact
     is refitted on every confirmed label once the holdout has picked the recipe; its version is
-    `model_version` (the holdout models' versions are in `comparison`).
+    `model_version` (the holdout models' versions are in `comparison`). `notes` say what was
+    skipped, and when no face marked unknown could be held out (`unknown_holdout_note`).
     """
 
     model_id: str
@@ -645,13 +667,17 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     data = training_set(snapshot)
     unknown = unknown_faces(snapshot)
     unknown_media = snapshot.faces["media_id"].to_numpy(np.int64)[_unknown_rows(snapshot)]
-    groups_of = media_groups(store, [*data.media_ids.tolist(), *unknown_media.tolist()])
+    groups_of = media_groups(store, [*zip(data.class_ids.tolist(), data.media_ids.tolist(), data.vectors),
+                                     *((NO_CLASS, m, v) for m, v in zip(unknown_media.tolist(), unknown))],
+                             data.model_id)
     held = stratified_holdout(data.class_ids, np.array([groups_of[m] for m in data.media_ids.tolist()], dtype=object),
                               holdout_share, seed)
     if not held.any():
         raise ValidationError("nothing to hold out: retraining needs a class with at least 3 confirmed faces in "
                               "2+ different media (each class keeps 2 for training)")
     held_unknown = unknown_holdout(unknown_media, groups_of, holdout_share, seed)
+    if (note := unknown_holdout_note(unknown_media, groups_of, held_unknown)) is not None:
+        data.notes.append(note)
     x_train, y_train = data.subset(~held)
     x_hold, y_hold = data.subset(held)
     x_eval = np.concatenate([x_hold, unknown[held_unknown]])

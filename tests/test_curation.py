@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 import pytest
+from conftest import make_faces
 from sqlalchemy import delete, func, select, update
 
 from labeling.audit import history, recent_events, undo_event, undo_last
@@ -15,23 +16,6 @@ from labeling.face_labels import (Prediction, approve_faces, label_track, label_
 from labeling.schema import (AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag,
                              Track, utcnow)
 from labeling.tags import TagExistsError, add_tags, remove_tags, set_tag_confidences, set_tag_status
-
-
-def make_faces(store, n_media: int = 2, faces_per_media: int = 3) -> list[int]:
-    """Media and face rows as ingest writes them (geometry only; labels are what is tested)."""
-    with session_scope(store) as s:
-        ids = []
-        for m in range(n_media):
-            media = Media(sha256=f"{m:064x}", path=f"/data/{m}.gif", kind="gif", status="ok")
-            s.add(media)
-            s.flush()
-            for i in range(faces_per_media):
-                face = Face(media_id=media.id, face_index=i, frame_index=i, x1=0, y1=0, x2=10, y2=10,
-                            probability=0.99, landmarks=[[0, 0]] * 5)
-                s.add(face)
-                s.flush()
-                ids.append(face.id)
-        return ids
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import photo_faces
 from PIL import Image, ImageOps
 from sqlalchemy import select, update
 from typer.testing import CliRunner
@@ -20,8 +20,10 @@ from labeling.classes import add_class, set_class_attributes
 from labeling.cli import app
 from labeling.db import open_store, session_scope
 from labeling.errors import ValidationError
-from labeling.export import (SAME_PHOTO_DISTANCE, earlier_group_sides, export_dataset, newest_export,
-                             read_class_indices, read_earlier_sides, same_photo_pairs, verify_export)
+from labeling.export import (SAME_PHOTO_DISTANCE, EarlierSides, PreviousExportError, copy_groups, earlier_exports,
+                             earlier_group_sides, export_dataset, newest_export, read_class_indices,
+                             read_earlier_sides, read_previous, same_photo_pairs, sides_to_keep,
+                             validation_shortfall, verify_export)
 from labeling.face_labels import relabel_faces
 from labeling.importers import import_raw_dataset
 from labeling.schema import (CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, bytes_to_vector)
@@ -34,31 +36,6 @@ PERSON = "George_W_Bush"  # enough photos for a split with room on both sides
 def model_data_dir(tmp_path_factory) -> Path:
     """Embedding cache and face crops shared by this module's real-model tests."""
     return tmp_path_factory.mktemp("giflens-stability-data")
-
-
-def faces_of_photos(store, data_dir: Path, lfw_dir: Path, n: int, start: int = 0) -> list[int]:
-    """n media (real LFW photos), one face each with a crop, as ingest stores them; no label yet.
-    Frame hashes are random (no two near), the face vector a zero placeholder (no identity)."""
-    crops = data_dir / "crops"
-    crops.mkdir(parents=True, exist_ok=True)
-    photos = sorted((lfw_dir / PERSON).glob("*.jpg"))[start : start + n]
-    face_ids = []
-    with session_scope(store) as s:
-        for i, photo in enumerate(photos, start=start):
-            media = Media(sha256=f"{i:064x}", path=str(photo), kind="image", status="ok",
-                          frame_hashes=[f"{random.Random(i).getrandbits(64) | 0xFFFF:016x}"])
-            s.add(media)
-            s.flush()
-            face = Face(media_id=media.id, face_index=0, frame_index=0, x1=60, y1=60, x2=190, y2=190,
-                        probability=0.99, landmarks=[[0, 0]] * 5)
-            s.add(face)
-            s.flush()
-            with Image.open(photo) as im:
-                im.crop((60, 60, 190, 190)).save(crops / f"{face.id}.jpg", quality=92)
-            s.add(FaceEmbedding(face_id=face.id, model_id="dlib-resnet-v1", dim=2, vector=b"\0" * 8,
-                                crop_path=f"crops/{face.id}.jpg"))
-            face_ids.append(face.id)
-    return face_ids
 
 
 def split_rows(out: Path) -> dict[int, dict[str, str]]:
@@ -103,7 +80,7 @@ def test_earlier_sides_match_by_sha256_else_media_id_and_bad_rows_are_refused(tm
         "face_id,class_id,label,media_id,group,side,sha256\n1,1,A,10,10,train,aa\n2,1,A,11,10,val,\n"
         "3,1,A,12,12,val,cc\n4,1,A,12,12,train,cc\n", encoding="utf-8")
     earlier = read_earlier_sides(tmp_path / "new" / "classes.csv")  # the class map's folder holds split.csv
-    assert earlier.side_of(99, "aa") == "train"  # content, not id: another store's ids differ
+    assert earlier.side_of(99, "aa") == "train"  # content, not id: a media item re-ingested since has a new id
     assert earlier.side_of(10, "zz") is None  # a row with a sha256 is not matched by its id alone
     assert earlier.side_of(11, "bb") == "val"  # a row without one is
     assert earlier.side_of(12, "cc") == "train"  # listed on both sides (hand-edited): the safe side
@@ -120,6 +97,31 @@ def test_earlier_sides_match_by_sha256_else_media_id_and_bad_rows_are_refused(tm
             read_earlier_sides(tmp_path / "bad")
 
 
+def test_an_earlier_export_without_validation_gives_no_sides_and_a_short_validation_is_said():
+    only_train = EarlierSides(Path("/x/split.csv"), {"aa": "train"}, {3: "train"})
+    with_val = EarlierSides(Path("/x/split.csv"), {"aa": "train"}, {3: "val"})
+    assert not only_train.has_validation and with_val.has_validation
+    kept, notes = sides_to_keep(only_train, 0.2)
+    assert kept is None and len(notes) == 1 and "/x has no validation faces" in notes[0]
+    assert sides_to_keep(only_train, 0.0) == (only_train, [])  # no validation asked: nothing is lost
+    assert sides_to_keep(with_val, 0.2) == (with_val, []) and sides_to_keep(None, 0.2) == (None, [])
+    assert "validation holds 8 of 40 faces (20%), under half the 50% asked for: 27 face(s)" in \
+        validation_shortfall(8, 40, 0.5, 27)
+    assert validation_shortfall(8, 40, 0.5, 0) is None  # short, but not because of kept sides
+    assert validation_shortfall(10, 40, 0.5, 27) is None  # exactly half: not far below
+    assert validation_shortfall(0, 0, 0.5, 0) is None and validation_shortfall(0, 40, 0.0, 40) is None
+
+
+def test_copy_groups_join_hash_neighbours_and_copies_of_one_photo():
+    rng = np.random.default_rng(1)
+    face = rng.normal(size=8)
+    hashes = {1: ["ffff0000ffff0000"], 2: ["ffff0000ffff0001"], 3: ["0f0f0f0f0f0f0f0f"], 4: ["f0f0f0f0f0f0f0f0"]}
+    faces = [("a", 3, face), ("a", 4, face + 0.001), ("b", 1, rng.normal(size=8))]
+    groups, pairs = copy_groups(hashes, faces, 0.1)
+    assert pairs == {(3, 4)} and groups == {1: 1, 2: 1, 3: 3, 4: 3}
+    assert copy_groups(hashes, faces, None) == ({1: 1, 2: 1, 3: 3, 4: 4}, set())  # a model nobody measured
+
+
 # -- export without models ------------------------------------------------------------------------
 def test_faces_keep_their_earlier_side_when_more_are_confirmed(store_url, tmp_path, lfw_dir):
     """Export 1, then more faces are confirmed: with the earlier export every face keeps its side
@@ -127,7 +129,7 @@ def test_faces_keep_their_earlier_side_when_more_are_confirmed(store_url, tmp_pa
     are split by the share; a group that now unites both sides trains; a share of 0 trains all."""
     store = open_store(store_url)
     data = tmp_path / "data"
-    faces = faces_of_photos(store, data, lfw_dir, 40)
+    faces = photo_faces(store, data, lfw_dir / PERSON, 40)
     cls, _ = add_class(store, "George W Bush", "ann")
     first, later = faces[:30], faces[30:]
     relabel_faces(store, first, cls, "ann")
@@ -177,7 +179,7 @@ def test_faces_keep_their_earlier_side_when_more_are_confirmed(store_url, tmp_pa
 def test_classes_csv_carries_every_class_attribute(store_url, tmp_path, lfw_dir):
     store = open_store(store_url)
     data = tmp_path / "data"
-    faces = faces_of_photos(store, data, lfw_dir, 3)
+    faces = photo_faces(store, data, lfw_dir / PERSON, 3)
     bush, _ = add_class(store, "George W Bush", "ann", display_name="George W. Bush", external_id="m.09b6zr",
                         seed_face_ids=faces[:2])
     set_class_attributes(store, bush, "ann", gender="male", ethnicity="white", birth_year=1946,
@@ -202,7 +204,7 @@ def test_cli_export_keeps_the_newest_exports_indices_by_default(store_url, tmp_p
     earlier export's indices, says which export it followed, and --no-previous starts afresh."""
     store = open_store(store_url)
     data = tmp_path / "data"
-    faces = faces_of_photos(store, data, lfw_dir, 6)
+    faces = photo_faces(store, data, lfw_dir / PERSON, 6)
     older, _ = add_class(store, "Imported Early", "ann")
     add_class(store, "Bee", "ann", seed_face_ids=faces[:2])
     add_class(store, "Cee", "ann", seed_face_ids=faces[2:4])
@@ -214,7 +216,7 @@ def test_cli_export_keeps_the_newest_exports_indices_by_default(store_url, tmp_p
         assert result.exit_code == 0, result.output
         return result, {r["name"]: int(r["index"]) for r in csv.DictReader((tmp_path / out / "classes.csv").open())}
 
-    first, indices = export("v1")
+    first, indices = export("v1", "--split", "0.5")  # a validation face per class: sides worth keeping
     assert indices == {"Bee": 0, "Cee": 1} and "newest earlier export" not in first.stderr
     relabel_faces(store, faces[4:], older, "ann")
     second, indices = export("v2")
@@ -235,6 +237,88 @@ def test_cli_export_keeps_the_newest_exports_indices_by_default(store_url, tmp_p
     both = runner.invoke(app, ["export", str(tmp_path / "v6"), *where, "--previous", str(tmp_path / "v1"),
                                "--no-previous"])
     assert both.exit_code == 1 and "contradict" in both.stderr and not (tmp_path / "v6").exists()
+
+
+def test_an_all_train_earlier_export_keeps_indices_but_the_split_is_drawn_anew(store_url, tmp_path, lfw_dir):
+    """Exported once with a share of 0 (allowed): every face trains. Kept, those sides would keep every
+    earlier face in training in every later default export, validation getting new media only."""
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    faces = photo_faces(store, data, lfw_dir / PERSON, 30)
+    cls, _ = add_class(store, "George W Bush", "ann")
+    relabel_faces(store, faces, cls, "ann")
+    assert export_dataset(store, data, tmp_path / "v1", "ann", split=0.0).val == 0
+    later = export_dataset(store, data, tmp_path / "v2", "ann", split=0.3, previous=tmp_path / "v1")
+    fresh = export_dataset(store, data, tmp_path / "fresh", "ann", split=0.3)
+    assert later.val == 9 and sides(tmp_path / "v2") == sides(tmp_path / "fresh")
+    assert later.manifest["split"]["earlier_sides"] is None and later.manifest["class_index_order"] == "previous export"
+    assert later.notes == later.manifest["notes"] and len(later.notes) == 1
+    assert f"{tmp_path / 'v1'} has no validation faces" in later.notes[0] and fresh.notes == []
+    assert json.loads((tmp_path / "v2" / "manifest.json").read_text())["notes"] == later.notes
+
+
+def test_a_validation_set_kept_sides_leave_short_is_said(store_url, tmp_path, lfw_dir):
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    faces = photo_faces(store, data, lfw_dir / PERSON, 40)
+    cls, _ = add_class(store, "George W Bush", "ann")
+    relabel_faces(store, faces[:30], cls, "ann")
+    assert export_dataset(store, data, tmp_path / "v1", "ann", split=0.1).val == 3
+    relabel_faces(store, faces[30:], cls, "ann")
+    short = export_dataset(store, data, tmp_path / "v2", "ann", split=0.5, previous=tmp_path / "v1")
+    assert short.val == 3 + 5 and short.notes == short.manifest["notes"]
+    assert short.notes == [validation_shortfall(8, 40, 0.5, 27)]
+    assert export_dataset(store, data, tmp_path / "v3", "ann", split=0.1, previous=tmp_path / "v1").notes == []
+
+
+def test_only_intact_exports_of_this_store_are_followed(store_url, tmp_path, lfw_dir):
+    """An export folder another store's export replaced, or whose classes.csv or split.csv someone
+    edited, is no longer the export the store recorded: the next newest intact one is followed."""
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    faces = photo_faces(store, data, lfw_dir / PERSON, 4)
+    add_class(store, "Bee", "ann", seed_face_ids=faces)
+    for name in ("v1", "v2", "v3"):
+        export_dataset(store, data, tmp_path / name, "ann")
+    assert earlier_exports(store) == [tmp_path / "v3", tmp_path / "v2", tmp_path / "v1"]
+    with (tmp_path / "v3" / "classes.csv").open("a", encoding="utf-8") as f:
+        f.write("Cee,1,99,Cee,,,active,,,,\n")  # edited by hand
+    (tmp_path / "v2" / "split.csv").write_text("face_id,class_id,label,media_id,group,side,sha256\n")
+    assert newest_export(store) == tmp_path / "v1" and earlier_exports(store) == [tmp_path / "v1"]
+    # another store's export into the same folder: a manifest this store never recorded
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = open_store(other_url)
+    add_class(other, "Bee", "bob", seed_face_ids=photo_faces(other, data, lfw_dir / PERSON, 2, start=10))
+    export_dataset(other, data, tmp_path / "v1", "bob", overwrite=True)
+    assert newest_export(store) is None and earlier_exports(other) == [tmp_path / "v1"]
+    # exported into twice by this store: listed once, the newest record is the one on disk
+    export_dataset(store, data, tmp_path / "v1", "ann", overwrite=True)
+    export_dataset(store, data, tmp_path / "v1", "ann", overwrite=True, seed=3)
+    assert earlier_exports(store) == [tmp_path / "v1"]
+    (tmp_path / "v1" / "manifest.json").write_text("not json")
+    assert earlier_exports(store) == []
+
+
+def test_cli_says_which_earlier_export_it_follows_before_running_and_in_its_error(store_url, tmp_path, lfw_dir,
+                                                                                  monkeypatch):
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    add_class(store, "Bee", "ann", seed_face_ids=photo_faces(store, data, lfw_dir / PERSON, 2))
+    export_dataset(store, data, tmp_path / "v1", "ann")
+    (tmp_path / "v1" / "split.csv").write_text("media_id,side\n1,test\n")  # unreadable as sides
+    monkeypatch.setattr("labeling.export.newest_export", lambda _store: tmp_path / "v1")
+    where = ["--data-dir", str(data), "--database-url", store_url]
+    failed = CliRunner().invoke(app, ["export", str(tmp_path / "v2"), *where])
+    assert failed.exit_code == 1 and not (tmp_path / "v2").exists()
+    said, error = failed.stderr.splitlines()[0], failed.stderr.rstrip()  # said before the run, then the error
+    assert said == (f"keeping label indices and train / validation sides of the newest earlier export "
+                    f"{tmp_path / 'v1'} (--no-previous to start afresh)")
+    assert error.endswith("side must be train or val, got 'test' (the newest earlier export, used by default; "
+                          "--no-previous to skip)")
+    named = CliRunner().invoke(app, ["export", str(tmp_path / "v2"), *where, "--previous", str(tmp_path / "v1")])
+    assert named.exit_code == 1 and "used by default" not in named.stderr and "newest earlier" not in named.stderr
+    with pytest.raises(PreviousExportError, match="line 2: side must be train or val"):
+        read_previous(tmp_path / "v1")
 
 
 # -- real models: mirrored and cropped copies ------------------------------------------------------

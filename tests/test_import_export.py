@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import temporary_pg_database
+from conftest import photo_faces, temporary_pg_database
 from PIL import Image
 from sqlalchemy import func, select
 
@@ -444,25 +444,7 @@ def test_sides_are_whole_groups_stratified_and_seeded():
 # -- export without models -----------------------------------------------------------------------
 def fake_labeled_faces(store, data_dir: Path, lfw_dir: Path, n: int = 3) -> list[int]:
     """Media, faces and crops (real LFW photos, cropped) as ingest would store them, labeled by an editor."""
-    crops = data_dir / "crops"
-    crops.mkdir(parents=True, exist_ok=True)
-    photos = sorted((lfw_dir / PEOPLE[0]).glob("*.jpg"))[:n]
-    with session_scope(store) as s:
-        face_ids = []
-        for i, photo in enumerate(photos):
-            media = Media(sha256=f"{i:064x}", path=str(photo), kind="image", status="ok",
-                          frame_hashes=[f"{random.Random(i).getrandbits(64):016x}"])
-            s.add(media)
-            s.flush()
-            face = Face(media_id=media.id, face_index=0, frame_index=0, x1=60, y1=60, x2=190, y2=190,
-                        probability=0.99, landmarks=[[0, 0]] * 5)
-            s.add(face)
-            s.flush()
-            with Image.open(photo) as im:
-                im.crop((60, 60, 190, 190)).save(crops / f"{face.id}.jpg", quality=92)
-            s.add(FaceEmbedding(face_id=face.id, model_id="dlib-resnet-v1", dim=2, vector=b"\0" * 8,
-                                crop_path=f"crops/{face.id}.jpg"))
-            face_ids.append(face.id)
+    face_ids = photo_faces(store, data_dir, lfw_dir / PEOPLE[0], n)
     cls, _ = add_class(store, "A", "ann")
     relabel_faces(store, face_ids, cls, "ann")
     return face_ids

@@ -7,6 +7,8 @@
 4. A 50/50 neighbour tie was decided by class name order.
 5. Retrain compared a centroid classifier without the unknown-face calibration the deployed one gets.
 6. The tagger spelled tags with str.lower(), the store with NFKC + casefold.
+7. Retrain's holdout grouped media by pHash only, so a mirrored or cropped copy of a photo (joined by
+   the export) could sit on both sides; and a holdout without any face marked unknown went unsaid.
 """
 from __future__ import annotations
 
@@ -16,10 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from explorer.clusters import suspect_faces
 from labeling.auto_tagging import identity_names, original_confidences
-from labeling.recognition import NO_CLASS, calibration_set, unknown_holdout
+from labeling.classes import add_class
+from labeling.cli import app
+from labeling.db import open_store, session_scope
+from labeling.face_labels import mark_unknown
+from labeling.recognition import NO_CLASS, calibration_set, media_groups, retrain, unknown_holdout, unknown_holdout_note
+from labeling.schema import Face, FaceEmbedding, Media, vector_to_bytes
 from labeling.validation import clean_tag_name
 from models.celebrity_classifier import (UNKNOWN, CentroidKnnClassifier, accept_rates, distances_to,
                                          threshold_for_far)
@@ -209,3 +217,82 @@ def test_tagger_spells_tags_as_the_store_does():
     assert t.predict(["g1", "g2"]) == {"g1": [("strasse", 1.0)], "g2": [("zoë saldaña", 1.0)]}
     assert identity_names({1: "Straße", 2: decomposed}, [(5, "approved", 1), (6, "predicted", 2)], []) == {
         5: ["strasse"], 6: [clean_tag_name("Zoë Saldaña")]}
+
+
+# -- 7. retrain's holdout groups media as the export does -----------------------------------------------
+def store_faces(store, vectors: list[np.ndarray], model_id: str = "dlib-resnet-v1") -> tuple[list[int], list[int]]:
+    """(media ids, face ids): one media item per vector, its one face embedded as that vector, frame
+    hashes random but informative (no two near), as ingest would store them."""
+    rng = np.random.default_rng(len(vectors))
+    media_ids, face_ids = [], []
+    with session_scope(store) as s:
+        for i, vector in enumerate(vectors):
+            media = Media(sha256=f"{i + 1:064x}", path=f"/data/{i}.jpg", kind="image", status="ok",
+                          frame_hashes=[f"{int(rng.integers(0, 2**63)) | 0xFFFF:016x}"])
+            s.add(media)
+            s.flush()
+            face = Face(media_id=media.id, face_index=0, frame_index=0, x1=0, y1=0, x2=10, y2=10, probability=0.99,
+                        landmarks=[[0, 0]] * 5)
+            s.add(face)
+            s.flush()
+            s.add(FaceEmbedding(face_id=face.id, model_id=model_id, dim=len(vector), vector=vector_to_bytes(vector)))
+            media_ids.append(media.id)
+            face_ids.append(face.id)
+    return media_ids, face_ids
+
+
+def test_retrain_groups_copies_of_one_photo_as_the_export_does(store_url):
+    """A mirrored or cropped copy of a photo moves its pHash but barely its face embedding: the export
+    joins the two media (same_photo_pairs) and so must retrain's holdout, for the classes and the
+    strangers alike, and only for a face model whose distances were measured."""
+    rng = np.random.default_rng(0)
+    photo, stranger = rng.normal(size=128) * 0.1, rng.normal(size=128) * 0.1
+    vectors = [photo, photo + 0.003, rng.normal(size=128) * 0.1, stranger, stranger + 0.003]
+    store = open_store(store_url)
+    media, _ = store_faces(store, vectors)
+    faces = [(1, media[0], vectors[0]), (1, media[1], vectors[1]), (1, media[2], vectors[2]),
+             (NO_CLASS, media[3], vectors[3]), (NO_CLASS, media[4], vectors[4])]
+    groups = media_groups(store, faces, "dlib-resnet-v1")
+    assert groups[media[0]] == groups[media[1]] != groups[media[2]]
+    assert groups[media[3]] == groups[media[4]] != groups[media[0]]
+    assert len(set(media_groups(store, faces, "another-model").values())) == 5  # unmeasured: pHashes only
+    held = unknown_holdout(np.array(media[3:]), groups, 0.5)
+    assert not held.any()  # one stranger's photo and its copy: one group, kept to calibrate on
+
+
+def test_retrain_says_when_no_face_marked_unknown_is_held_out(store_url, tmp_path):
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(2, 128))
+    stranger = rng.normal(size=128)
+    people = [c + 0.05 * rng.normal(size=128) for c in centres for _ in range(6)]
+    store = open_store(store_url)
+    _, faces = store_faces(store, [*people, stranger])
+    add_class(store, "Bee", "ann", seed_face_ids=faces[:6])
+    add_class(store, "Cee", "ann", seed_face_ids=faces[6:12])
+    with session_scope(store) as s:  # three faces of the stranger in one GIF
+        media_id = s.get(Face, faces[12]).media_id
+        for i in (1, 2):
+            face = Face(media_id=media_id, face_index=i, frame_index=i, x1=0, y1=0, x2=10, y2=10, probability=0.99,
+                        landmarks=[[0, 0]] * 5)
+            s.add(face)
+            s.flush()
+            s.add(FaceEmbedding(face_id=face.id, model_id="dlib-resnet-v1", dim=128,
+                                vector=vector_to_bytes(stranger + 0.05 * rng.normal(size=128))))
+            faces.append(face.id)
+    mark_unknown(store, faces[12:], "ann")
+    result = retrain(store, tmp_path, epochs=2, holdout_share=0.34)
+    assert result.holdout_unknown_faces == 0
+    assert any("none of the 3 face(s) editors marked unknown is held out" in n for n in result.notes)
+    report = CliRunner().invoke(app, ["retrain", "--data-dir", str(tmp_path), "--database-url", store_url,
+                                      "--epochs", "2", "--holdout", "0.34"])
+    assert report.exit_code == 0, report.output
+    assert "none of the 3 face(s) editors marked unknown is held out" in report.stderr
+
+
+def test_no_unknown_face_held_out_is_said():
+    media = np.array([10, 10, 11])
+    assert "none of the 3 face(s) editors marked unknown is held out (they come from one media item and its " \
+           "copies" in unknown_holdout_note(media, {10: 10, 11: 10}, np.zeros(3, bool))
+    assert "from 2 groups of media, each too large" in unknown_holdout_note(media, {10: 10, 11: 11}, np.zeros(3, bool))
+    assert unknown_holdout_note(media, {10: 10, 11: 11}, np.array([False, False, True])) is None
+    assert unknown_holdout_note(media[:0], {}, np.zeros(0, bool)) is None  # nobody marked unknown: nothing missing

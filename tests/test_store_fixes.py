@@ -9,17 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_faces
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from labeling.audit import history, undo_event, undo_last
 from labeling.classes import (add_class, merge_classes, rename_class, set_class_attributes, set_class_status,
                               split_class)
-from labeling.db import HEAD, alembic_config, current_revision, open_store, session_scope
+from labeling.db import HEAD, alembic_config, current_revision, open_store
 from labeling.errors import ValidationError
 from labeling.face_labels import Prediction, approve_faces, record_predictions, relabel_faces
 from labeling.importers import import_classes, import_raw_dataset, import_tags, read_class_map, read_labels_csv
-from labeling.schema import AuditEntity, AuditEvent, CelebrityClass, Face, FaceLabel, Media, MediaTag, Tag
+from labeling.schema import AuditEntity, AuditEvent, CelebrityClass, Face, FaceLabel, MediaTag, Tag
 from labeling.tags import add_tags, remove_tags
 from labeling.validation import check_editor, clean_attributes
 from models.settings import Settings
@@ -34,23 +35,6 @@ def store(store_url):
 def data_dir(tmp_path_factory) -> Path:
     """One data folder (embedding cache, crops) for the real-model tests here: each photo is inferred once."""
     return tmp_path_factory.mktemp("giflens-fixes-data")
-
-
-def make_faces(store, n_media: int = 1, faces_per_media: int = 3) -> list[int]:
-    """Media and face rows as ingest writes them (geometry only)."""
-    with session_scope(store) as s:
-        ids = []
-        for m in range(n_media):
-            media = Media(sha256=f"{m + 1:064x}", path=f"/data/{m}.gif", kind="gif", status="ok")
-            s.add(media)
-            s.flush()
-            for i in range(faces_per_media):
-                face = Face(media_id=media.id, face_index=i, frame_index=i, x1=0, y1=0, x2=10, y2=10,
-                            probability=0.99, landmarks=[[0, 0]] * 5)
-                s.add(face)
-                s.flush()
-                ids.append(face.id)
-        return ids
 
 
 def label(store, face_id: int) -> tuple:
@@ -347,13 +331,38 @@ def test_an_exports_classes_csv_gives_display_names_and_attributes(tmp_path):
     (tmp_path / "classes.csv").write_text("folder,index,class_id,name,external_id\nAriel_Sharon,0,7,Ariel Sharon,\n",
                                           encoding="utf-8")
     old = read_class_map(tmp_path / "classes.csv")["Ariel_Sharon"]
-    assert (old.name, old.external_id, old.display_name, old.attributes) == ("Ariel Sharon", None, None, {})
+    assert (old.name, old.external_id, old.display_name, old.attributes, old.status) == (
+        "Ariel Sharon", None, None, {}, None)
+    assert mapped["Ariel_Sharon"].status == "active"
+
+
+def test_a_raw_dataset_import_creates_classes_with_their_status_and_keeps_existing_ones(store_url, tmp_path):
+    """classes.csv carries each class's status: a class the import creates gets it (a proposed class
+    stays a proposal in the new store), an existing class keeps its own (the editors' decision), an
+    empty cell means active, and "retired" (a hand-edited file: exports leave retired classes out) holds."""
+    store = open_store(store_url)
+    hugo, _ = add_class(store, "Hugo Chavez", "ann", status="proposed")
+    raw = tmp_path / "export"
+    people = {"Ariel_Sharon": "Proposed", "Hugo_Chavez": "active", "Colin_Powell": "retired", "Serena_Williams": ""}
+    for folder in people:
+        (raw / "raw_dataset" / folder).mkdir(parents=True)
+    (raw / "labels.csv").write_text("Label,Index\n" + "".join(f"{p},{i}\n" for i, p in enumerate(people)))
+    (raw / "classes.csv").write_text("folder,index,class_id,name,status\n" + "".join(
+        f"{p},{i},{i + 1},{p.replace('_', ' ')},{status}\n" for i, (p, status) in enumerate(people.items())))
+    summary = import_raw_dataset(store, raw, Settings(data_dir=tmp_path / "data", database_url=store_url))
+    assert (summary.created, summary.updated) == (3, 0), summary.skipped
+    assert {name: class_named(store, name).status for name in ("Ariel Sharon", "Hugo Chavez", "Colin Powell",
+                                                                "Serena Williams")} == {
+        "Ariel Sharon": "proposed", "Hugo Chavez": "proposed", "Colin Powell": "retired", "Serena Williams": "active"}
+    assert class_named(store, "Hugo Chavez").id == hugo
 
 
 @pytest.mark.parametrize("row, message", [
     ("Ariel_Sharon,0,7,Ariel Sharon,,,active,,,1700,", "line 2: birth_year 1700 is outside"),
     ("Ariel_Sharon,0,7,Ariel Sharon,,,active,,,,Isr\u202eael", "line 2: country .* bidirectional"),
     ("Ariel_Sharon,0,7,Ariel Sharon,,a/b,active,,,,", "line 2: class name 'a/b' looks like a path"),
+    ("Ariel_Sharon,0,7,Ariel Sharon,,,gone,,,,", "line 2: class status must be one of active, proposed, retired, "
+                                                "got 'gone'"),
 ])
 def test_bad_values_in_an_exports_classes_csv_name_their_line(tmp_path, row, message):
     path = tmp_path / "classes.csv"

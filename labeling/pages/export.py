@@ -29,7 +29,7 @@ def fresh_out_dir(exports: Path, now: datetime) -> Path:
 settings, store = get_settings(), get_store()
 st.title("Export")
 try:
-    from labeling.export import export_dataset
+    from labeling.export import earlier_exports, export_dataset
 except ImportError as exc:  # the export module is optional for the app to start
     st.info(f"Export is not available in this installation ({exc}).")
     st.stop()
@@ -46,9 +46,10 @@ if OUT_KEY not in st.session_state or (st.session_state[OUT_KEY] == proposed and
     st.session_state[OUT_KEY] = st.session_state[PROPOSED_KEY] = str(
         fresh_out_dir(Path(settings.data_dir) / "exports", datetime.now()))
 past = exports_frame(store)
-# Earlier exports still on disk, newest first: a retraining job that fine-tunes its last model needs
-# each class at the output index it had, so the newest is the default.
-earlier = [d for d in dict.fromkeys(past["out_dir"]) if (Path(d) / "classes.csv").is_file()] if len(past) else []
+# Earlier exports of this store still intact on disk, newest first (the rule `giflens export` follows):
+# a retraining job that fine-tunes its last model needs each class at the output index it had, so the
+# newest is the default.
+earlier = [str(d) for d in earlier_exports(store)]
 # A new export appeared, or the widget's state is gone (Streamlit drops it when the editor visits
 # another page): propose the newest earlier export again.
 if (st.session_state.get("export_previous_options") != earlier
@@ -95,6 +96,8 @@ last = st.session_state.get(RESULT_KEY)
 if last:
     st.success(last["line"])
     manifest = last["manifest"]
+    for note in manifest.get("notes", []):  # earlier sides not kept, or a validation set left short by them
+        st.warning(note)
     counts = manifest.get("counts", {})
     cols = st.columns(4)
     for col, key in zip(cols, ("classes", "faces", "train", "val")):
