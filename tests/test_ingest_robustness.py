@@ -51,6 +51,20 @@ def _events(url: str) -> list[AuditEvent]:
 
 # -- 1. file names that are not UTF-8, and a store step that fails --------------------------------
 @pytest.mark.slow
+
+def _decoder_bug_on(monkeypatch, name: str) -> None:
+    """Decoding the file called `name` raises what no media check expects, as a decoder bug would."""
+    from embeddings import pipeline as pipeline_module
+
+    real = pipeline_module.sample_media
+
+    def sample_media(path, *args, **kwargs):
+        if Path(path).name == name:
+            raise RuntimeError("a decoder bug")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "sample_media", sample_media)
+
 def test_a_file_name_that_is_not_utf8_fails_alone(tmp_path, lfw_dir, pipeline_models):
     """A Latin-1 name (bytes, on Linux) used to abort the batch with UnicodeEncodeError when its row
     was written, losing the good files after it; now it is one failure, stored under an escaped name."""
@@ -214,7 +228,6 @@ def test_an_unexpected_decoding_error_fails_that_file_and_never_an_ok_row_of_its
         tmp_path, lfw_dir, pipeline_models, monkeypatch):
     """The same bytes stored ok once, decoded again (the cache was cleared) under another name, and the
     decoder hits a bug: that file fails, the next is stored, and the ok row keeps its status and path."""
-    from embeddings import pipeline as pipeline_module
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -227,14 +240,7 @@ def test_an_unexpected_decoding_error_fails_that_file_and_never_an_ok_row_of_its
     copy = folder / "b-copy.jpg"
     copy.write_bytes(a.read_bytes())
     other = _photo(lfw_dir, "Colin_Powell", folder / "c-other.jpg")
-    real = pipeline_module.sample_media
-
-    def sample_media(path, *args, **kwargs):
-        if Path(path).name == "b-copy.jpg":
-            raise RuntimeError("a decoder bug")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline_module, "sample_media", sample_media)
+    _decoder_bug_on(monkeypatch, "b-copy.jpg")
     summary = ingest([copy, other], settings, pipeline=IngestPipeline(settings, **pipeline_models), editor="ann")
     assert (summary.ingested, summary.failed) == (1, 1)
     [(path, reason)] = summary.failures
@@ -415,21 +421,13 @@ def test_an_ffmpeg_error_is_a_media_error(tmp_path, monkeypatch, error, reason):
 @pytest.mark.slow
 def test_an_unexpected_error_while_decoding_one_file_fails_only_that_file(tmp_path, lfw_dir, pipeline_models,
                                                                           monkeypatch):
-    from embeddings import pipeline as pipeline_module
 
     folder = tmp_path / "in"
     folder.mkdir()
     _unknown_codec_mkv(folder / "a-clip.mkv")
     _photo(lfw_dir, "Tony_Blair", folder / "b-odd.jpg")
     _photo(lfw_dir, "Colin_Powell", folder / "c-photo.jpg")
-    real = pipeline_module.sample_media
-
-    def sample_media(path, *args, **kwargs):
-        if Path(path).name == "b-odd.jpg":
-            raise RuntimeError("a decoder bug")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline_module, "sample_media", sample_media)
+    _decoder_bug_on(monkeypatch, "b-odd.jpg")
     settings = ingest_settings(tmp_path)
     summary = ingest([folder], settings, pipeline=IngestPipeline(settings, **pipeline_models), editor="ann")
     reasons = {Path(p).name: r for p, r in summary.failures}
