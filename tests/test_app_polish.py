@@ -225,6 +225,16 @@ def test_export_twice_in_a_session_writes_two_new_folders(app, fixture_store, tm
         assert any("exists and is not empty" in e for e in errors(app)), errors(app)
         assert not [s.value for s in app.success if s.value.startswith("exported")]
         assert not app.json and "Manifest" not in [h.value for h in app.subheader]
+
+        # "Replace" replaces it, once: the tick is cleared after the run, so the next run is refused again.
+        app.checkbox(key="export_overwrite").check()
+        button(app, "Run export").click().run()
+        no_exception(app)
+        assert not errors(app), errors(app)
+        assert [s.value for s in app.success if s.value.startswith("exported")]
+        assert app.checkbox(key="export_overwrite").value is False
+        button(app, "Run export").click().run()
+        assert any("exists and is not empty" in e for e in errors(app)), errors(app)
     finally:
         for folder in written:  # the data folder is the session's, shared with other tests
             shutil.rmtree(folder, ignore_errors=True)

@@ -9,6 +9,7 @@ from labeling.pages.common import get_settings, get_store, progress_callback, re
 from labeling.queries import exports_frame
 
 RESULT_KEY = "export_last_result"
+REPLACE_USED_KEY = "export_replace_used"  # the last run replaced a folder: untick "Replace"
 OUT_KEY = "export_out_dir"
 PROPOSED_KEY = "export_proposed_out_dir"  # the folder the page proposed, as opposed to one the editor typed
 RETRAIN_KEY = "retrain_last_result"
@@ -56,6 +57,10 @@ if (st.session_state.get("export_previous_options") != earlier
         or st.session_state.get("export_previous") not in [NO_PREVIOUS, *earlier]):
     st.session_state["export_previous_options"] = earlier
     st.session_state["export_previous"] = earlier[0] if earlier else NO_PREVIOUS
+# "Replace" is ticked for one run: left on, a later export into an existing folder would replace it
+# without the editor deciding again. Cleared here, before the checkbox is drawn (see above).
+if st.session_state.pop(REPLACE_USED_KEY, False):
+    st.session_state["export_overwrite"] = False
 with st.form("export_form"):
     out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY,
                             help="A relative path is taken inside the data folder")
@@ -90,6 +95,7 @@ elif submitted and (editor := require_editor()):
     else:
         bar.progress(1.0, text="done")
         st.session_state[RESULT_KEY] = {"line": summary.line(), "manifest": summary.manifest}
+        st.session_state[REPLACE_USED_KEY] = overwrite
         st.rerun()  # draw the form again, now proposing the next new folder beside the result
 
 last = st.session_state.get(RESULT_KEY)
