@@ -35,6 +35,15 @@ Choices that matter for reading the numbers:
   when its share among classes with a known value is below `threshold` x the reference share
   the editor set (a reference describes known groups, so "unknown" does not dilute it). Groups with fewer
   than `min_faces` confirmed faces (weighted, as above) are still flagged but marked `small_sample`.
+- The best-served group of accuracy and recognised rate is taken among groups with `min_faces`
+  confirmed faces; when no known group with a value has that many, among all known groups with a
+  value, so a gap between small groups is still flagged (marked `small_sample`) and the report says
+  the reference is itself a small sample (`small_sample_references`, the summary's
+  "small-sample references").
+- A group of the reference distribution that no class belongs to (`nonbinary` expected at 20%,
+  nobody in the data) gets a row of its own with 0 classes and faces, a 0 share and representation
+  ratio 0, so it is flagged for representation; its quality metrics are empty, not 0 (nothing was
+  measured). A group expected at share 0 gets no such row.
 """
 from __future__ import annotations
 
@@ -70,6 +79,7 @@ __all__ = [
     "held_out_grades",
     "known_attributes",
     "parse_reference",
+    "small_sample_references",
     "store_inputs",
     "uniform_reference",
 ]
@@ -209,6 +219,15 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
         bad = {g: s for g, s in shares.items() if not 0 <= float(s) <= 1}
         if bad:
             raise ValueError(f"reference shares must lie in 0..1; {attr}: {bad}")
+        # matched like the groups (case and surrounding spaces ignored): "Female" must find "female",
+        # not become a group of its own that the data lacks
+        named: dict[str, float] = {}
+        for g, share in shares.items():
+            name = _group(g)
+            if name in named:
+                raise ValueError(f"reference group {name!r} is listed twice for {attr}")
+            named[name] = float(share)
+        reference[attr] = named
     groups = class_groups(classes, attributes)
     attributes = list(dict.fromkeys(groups["attribute"])) if attributes is None else list(attributes)
     f = face_groups(faces)
@@ -246,9 +265,18 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
             "purity": float(np.average(part["purity"][measured], weights=w[measured])) if measured.any() else np.nan,
             "purity_classes": int(measured.sum()),
         })
+    if not rows:
+        return pd.DataFrame(rows)
+    # A group the reference expects and no class belongs to: the worst under-representation, so it
+    # gets a row (0 classes, 0 faces, share 0) and is flagged below; nothing was measured of it.
+    found = {(r["attribute"], r["group"]) for r in rows}
+    for attr in attributes:
+        for grp, share in reference.get(attr, {}).items():
+            if grp != UNKNOWN and share > 0 and (attr, grp) not in found:
+                rows.append({"attribute": attr, "group": grp, "classes": 0.0, "faces": 0.0, "approved_faces": 0.0,
+                             "approved_share": np.nan, "predicted_share": np.nan, "accuracy": np.nan,
+                             "unknown_rate": np.nan, "purity": np.nan, "purity_classes": 0})
     table = pd.DataFrame(rows)
-    if table.empty:
-        return table
     table["recognised_rate"] = 1.0 - table["unknown_rate"]
     for attr, idx in table.groupby("attribute").groups.items():
         part = table.loc[idx]
@@ -258,9 +286,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     for metric in QUALITY_METRICS:
         table[f"{metric}_reference"] = np.nan
         for attr, idx in table.groupby("attribute").groups.items():
-            part = table.loc[idx]
-            support = part["purity_classes"] >= 1 if metric == "purity" else ~part["small_sample"]
-            eligible = part[(part["group"] != UNKNOWN) & support & part[metric].notna()]
+            eligible, _ = _reference_candidates(table.loc[idx], metric)
             if len(eligible):
                 table.loc[idx, f"{metric}_reference"] = float(eligible[metric].max())
         ref = table[f"{metric}_reference"]
@@ -293,6 +319,47 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
               [f"{m}_{s}" for m in QUALITY_METRICS for s in ("reference", "ratio")] + \
               ["small_sample", "flags", "below_four_fifths"]
     return table[columns].reset_index(drop=True)
+
+
+def _reference_candidates(rows: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, bool]:
+    """The groups of one attribute among which the best-served group of `metric` is taken, and
+    whether that reference is a small sample that others are compared with: known groups with a
+    value and `min_faces` confirmed faces, or, when no such group exists, every known group with a
+    value (the gap between small groups is still a finding). Purity is measured per class whatever
+    the face count, so it never falls back."""
+    valued = rows[(rows["group"] != UNKNOWN) & rows[metric].notna()]
+    if metric == "purity":
+        return valued, False
+    supported = valued[~valued["small_sample"].astype(bool)]
+    if len(supported) or valued.empty:
+        return supported, False
+    compared = int(rows[metric].notna().sum()) > 1  # a lone group with a value is compared with nobody
+    return valued, compared
+
+
+def small_sample_references(table: pd.DataFrame) -> dict[str, list[str]]:
+    """{attribute: [quality metrics]} whose best-served group (the reference the others are compared
+    with) is a small sample, because no known group with a value has `min_faces` confirmed faces, and
+    another group is compared with it; empty when every reference has enough faces."""
+    out: dict[str, list[str]] = {}
+    if table.empty:
+        return out
+    for attr in dict.fromkeys(table["attribute"]):
+        rows = table[table["attribute"] == attr]
+        small = [m for m in QUALITY_METRICS if _reference_candidates(rows, m)[1]]
+        if small:
+            out[attr] = small
+    return out
+
+
+def small_sample_reference_text(table: pd.DataFrame, min_faces: int) -> str:
+    """The summary's words for `small_sample_references`: "" when there is none."""
+    found = small_sample_references(table)
+    if not found:
+        return ""
+    what = "; ".join(f"{attr} ({', '.join(m.replace('_', ' ') for m in metrics)})" for attr, metrics in found.items())
+    return (f"{what}: no group with a value has {min_faces} confirmed faces, so the best-served group the others "
+            "are compared with is itself a small sample")
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -405,6 +472,7 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
         "groups flagged": int(table["below_four_fifths"].sum()) if len(table) else 0,
         "representation basis": representation_basis,
         "min confirmed faces per group": min_faces,
+        "small-sample references": small_sample_reference_text(table, min_faces) or "none",
     }
     return AuditReport(table=table, attributes=attrs, threshold=threshold,
                        reference={k: dict(v) for k, v in (reference or {}).items()}, summary=summary)

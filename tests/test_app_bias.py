@@ -17,10 +17,12 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from explorer.bias_audit import (audit_report, class_groups, classes_with_faces, confirmed_class_stats,
-                                 held_out_grades, known_attributes, parse_reference, store_inputs, uniform_reference)
+                                 held_out_grades, known_attributes, parse_reference, small_sample_references,
+                                 store_inputs, uniform_reference)
 from labeling.classes import add_class
 from labeling.db import open_store
 from labeling.importers import import_attributes
+from labeling.pages.common import plain
 from labeling.queries import classes_frame, faces_frame
 from models.celebrity_classifier import UNKNOWN, CentroidKnnClassifier
 from labeling.face_labels import Prediction, record_predictions
@@ -314,3 +316,60 @@ def test_empty_store_and_store_without_attributes(monkeypatch, tmp_path):
     ok(at)
     assert any("has a demographic attribute" in i.value for i in at.info) and not at.tabs
     assert not at.get("download_button")
+
+
+def test_a_small_sample_reference_is_said(fixture_store, monkeypatch, tmp_path):
+    """Two confirmed faces per class, five needed: no group qualifies, so the best of the small
+    groups is the reference, and the page says so (overview and tab), in the report's words."""
+    at = open_page(monkeypatch, fixture_store.url, tmp_path)
+    report = expected_report(fixture_store)
+    assert small_sample_references(report.table)["gender"] == ["accuracy", "recognised_rate"]
+    note = report.summary["small-sample references"]
+    assert "no group with a value has 5 confirmed faces" in note
+    assert any(w.value == plain(f"Small-sample references: {note}.") for w in at.main.warning), \
+        [w.value for w in at.warning]
+    said = [w.value for w in tab(at, "Gender").warning]
+    assert any("No group with a value has 5 confirmed faces" in w and "accuracy and recognised rate is itself a "
+               "small sample" in w for w in said), said
+    assert groups_table(at, "Gender")["small_sample"].all()
+    assert flagged_shown(at) == flagged_expected(report)
+    # one confirmed face is enough: every group qualifies and nothing is said
+    at.number_input(key="bias_min_faces").set_value(1)
+    at.run()
+    ok(at)
+    assert not [w.value for w in at.warning if "small sample" in w.value]
+    assert expected_report(fixture_store, min_faces=1).summary["small-sample references"] == "none"
+
+
+def test_a_reference_group_absent_from_the_data_is_flagged_and_names_are_shown_as_typed(fixture_store, monkeypatch,
+                                                                                         tmp_path, downloads):
+    at = open_page(monkeypatch, fixture_store.url, tmp_path)
+    odd = "**x** [y](z)"  # a group name that markdown would make bold text and a link
+    edit_reference(at, "gender", {}, added=[{"group": "Nonbinary", SHARE: 0.1}, {"group": odd, SHARE: 0.1}])
+    rows = representation_table(at, "Gender")
+    assert set(rows.index) == {"male", "female", "nonbinary", odd}
+    for group in ("nonbinary", odd):
+        assert rows.loc[group, "representation_ratio"] == 0 and rows.loc[group, "share_of_known"] == 0
+        assert rows.loc[group, "flags"] == "representation" and rows.loc[group, "classes"] == 0
+        assert rows.loc[group, "reference_share"] == pytest.approx(0.1 / 1.2)
+    groups = groups_table(at, "Gender")
+    assert groups.loc["nonbinary", ["accuracy", "unknown_rate", "purity", "approved_share"]].isna().all()
+    reference = {"gender": {"female": 0.5, "male": 0.5, "nonbinary": 0.1, odd: 0.1},
+                 "decade": {"1980s": 1.0}, "country": {"israel": 1.0}}
+    report = expected_report(fixture_store, reference=reference)
+    assert {("gender", "nonbinary", "representation"), ("gender", odd, "representation")} <= flagged_shown(at)
+    assert flagged_shown(at) == flagged_expected(report)
+    assert {m.label: m.value for m in at.metric}["Groups flagged"] == str(len(report.flagged()))
+    errors = [e.value for e in tab(at, "Gender").error]
+    escaped = plain(odd)
+    assert escaped != odd and any(f"**{escaped}** (representation)" in e for e in errors), errors
+    assert not any(f"**{odd}**" in e for e in errors)  # never as markdown
+    assert any("**nonbinary** (representation)" in e for e in errors)
+    warned = [w.value for w in tab(at, "Gender").warning if "absent from the dataset" in w.value]
+    assert len(warned) == 1 and escaped in warned[0] and "nonbinary" in warned[0] and "flagged" in warned[0]
+    # the downloads carry the rows
+    buttons = {b.key: b for b in at.get("download_button")}
+    csv = pd.read_csv(io.BytesIO(downloads[-1].get_file(Path(buttons["bias_download_csv"].proto.url).stem).content),
+                      keep_default_na=False, na_values=[""])
+    absent = csv[(csv["attribute"] == "gender") & csv["group"].isin(["nonbinary", odd])]
+    assert len(absent) == 2 and (absent["representation_ratio"] == 0).all() and absent["below_four_fifths"].all()

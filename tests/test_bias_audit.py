@@ -4,6 +4,7 @@ flag on a constructed case, representation against a reference, purity from real
 the CSV/HTML exports."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from bench.lfw_faces import load_lfw_faces
 from explorer.bias_audit import (AuditReport, audit_report, audit_table, class_groups, decade, face_groups,
-                                 held_out_grades)
+                                 held_out_grades, small_sample_references)
 from explorer.clusters import class_stats
 
 
@@ -235,3 +236,94 @@ def test_csv_and_html_are_written(faces, people, tmp_path):
     small = report.to_html(tmp_path / "audit" / "bias-cdn.html", include_plotlyjs="cdn").read_text()
     assert small.count('src="https://cdn.plot.ly') == 1 and len(small) < 200_000
     assert not list((tmp_path / "audit").glob(".*"))  # no temp files left
+
+
+def test_when_every_group_is_a_small_sample_the_gap_is_still_flagged(faces, people):
+    """No group reaches min_faces: the best of the small groups is the reference, the gap between
+    them is flagged (marked small_sample, as a small group flagged against a large one is), and the
+    report says the reference is itself a small sample."""
+    gender = dict(zip(people["class"], people["gender"].fillna("unknown")))
+    g = faces["class"].map(gender)
+    broken = faces.copy()
+    female = np.flatnonzero((g == "female") & (faces["status"] == "approved"))
+    broken.loc[broken.index[female[::2]], "predicted"] = "unknown"  # declined on half the confirmed female faces
+    unknown_group = np.flatnonzero(g == "unknown")
+    broken.loc[broken.index[unknown_group], "predicted"] = broken.loc[broken.index[unknown_group], "class"]
+    rows = audit_table(broken, people, ["gender"]).set_index("group")
+    assert rows.loc[["male", "female"], "approved_faces"].min() >= 5  # enough faces: the usual rule...
+    assert not small_sample_references(rows.reset_index())
+    big = int(rows["approved_faces"].max()) + 1  # ...then no group has enough
+    report = audit_report(broken, people, ["gender"], min_faces=big)
+    rows = report.groups("gender").set_index("group")
+    assert rows["small_sample"].all()
+    assert rows.loc["male", "accuracy"] == 1.0 and rows.loc["female", "accuracy"] < 0.8
+    assert rows.loc["female", "accuracy_reference"] == rows.loc["male", "accuracy_reference"] == 1.0
+    assert rows.loc["female", "accuracy_ratio"] == pytest.approx(rows.loc["female", "accuracy"])
+    assert rows.loc["female", "flags"] == "accuracy; recognised_rate" and rows.loc["female", "below_four_fifths"]
+    assert not rows.loc["male", "below_four_fifths"]
+    assert list(report.flagged()["group"]) == ["female"] and report.flagged()["small_sample"].all()
+    assert report.summary["groups flagged"] == 1  # counted like any flag (what --fail-on-flags reads)
+    assert small_sample_references(report.table) == {"gender": ["accuracy", "recognised_rate"]}
+    note = report.summary["small-sample references"]
+    assert note.startswith("gender (accuracy, recognised rate): no group with a value has") and str(big) in note
+    assert "itself a small sample" in note
+    # "unknown" is still never the reference, even when it is the best served of the small groups
+    assert rows.loc["unknown", "accuracy"] == 1.0
+    worse = broken.copy()
+    male = np.flatnonzero((g == "male") & (faces["status"] == "approved"))
+    worse.loc[worse.index[male[::4]], "predicted"] = "Someone_Else"
+    rows = audit_table(worse, people, ["gender"], min_faces=big).set_index("group")
+    assert rows.loc["male", "accuracy"] < 1.0
+    assert rows.loc["female", "accuracy_reference"] == pytest.approx(rows.loc["male", "accuracy"])
+
+
+def test_a_lone_small_group_is_compared_with_nobody(faces, people):
+    """One class, one group: its reference is itself, nothing is flagged and no small-sample
+    reference is reported (there is no comparison)."""
+    one = faces[faces["class"] == faces["class"].iloc[0]].head(3)
+    classes = people[people["class"] == faces["class"].iloc[0]].assign(gender="female")
+    report = audit_report(one, classes, ["gender"])
+    row = report.groups("gender").iloc[0]
+    assert row["small_sample"] and row["accuracy_ratio"] == 1.0 and not row["below_four_fifths"]
+    assert report.summary["small-sample references"] == "none"
+
+
+def test_a_reference_group_absent_from_the_data_is_flagged(faces, people, tmp_path):
+    """A group the reference expects and no class belongs to: a zero row, share 0, ratio 0,
+    flagged for representation; nothing measured of it, so its rates are empty, not 0."""
+    known = people["gender"].dropna()
+    reference = {"gender": {"Female": 0.4, "male": 0.4, " Nonbinary ": 0.2, "agender": 0.0}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # nothing divides by zero
+        report = audit_report(faces, people, ["gender", "ethnicity"], reference=reference)
+        by_faces = audit_table(faces, people, ["gender"], reference=reference, representation_basis="face_share")
+    rows = report.groups("gender").set_index("group")
+    assert set(rows.index) == {"female", "male", "nonbinary", "unknown"}  # "Female" is female; share 0: no row
+    absent = rows.loc["nonbinary"]
+    assert (absent["classes"], absent["faces"], absent["approved_faces"]) == (0, 0, 0)
+    assert (absent["class_share"], absent["face_share"], absent["share_of_known"]) == (0, 0, 0)
+    assert absent["reference_share"] == pytest.approx(0.2) and absent["representation_ratio"] == 0
+    assert absent["flags"] == "representation" and absent["below_four_fifths"]
+    for col in ("approved_share", "predicted_share", "accuracy", "unknown_rate", "recognised_rate", "purity",
+                "accuracy_ratio", "recognised_rate_ratio", "purity_ratio"):
+        assert np.isnan(absent[col]), col
+    # the groups that are there are measured as before: the zero row changes no share
+    assert rows.loc["female", "share_of_known"] == pytest.approx((known == "female").mean())
+    assert rows.loc["female", "representation_ratio"] == pytest.approx((known == "female").mean() / 0.4)
+    assert rows["class_share"].sum() == pytest.approx(1.0) and rows["classes"].sum() == len(people)
+    assert list(report.groups("gender")["group"])[-2:] == ["nonbinary", "unknown"]  # after the groups found
+    assert "nonbinary" not in set(report.groups("ethnicity")["group"])  # no reference there: nothing added
+    assert ("gender", "nonbinary") in set(zip(report.flagged()["attribute"], report.flagged()["group"]))
+    assert report.summary["groups flagged"] == len(report.flagged())
+    face_row = by_faces.set_index("group").loc["nonbinary"]
+    assert face_row["share_of_known"] == 0 and face_row["flags"] == "representation"
+    # the exports carry the row, and the charts draw it
+    back = pd.read_csv(report.to_csv(tmp_path / "bias.csv"), keep_default_na=False, na_values=[""])
+    row = back[(back["attribute"] == "gender") & (back["group"] == "nonbinary")].iloc[0]
+    assert row["classes"] == 0 and row["representation_ratio"] == 0 and row["flags"] == "representation"
+    assert bool(row["below_four_fifths"]) and np.isnan(row["accuracy"])
+    page = report.to_html(tmp_path / "bias.html", include_plotlyjs="cdn").read_text()
+    assert page.count("nonbinary") >= 3  # flagged list, gender table, representation chart
+    assert "nonbinary" in report.figures()["gender/representation"].data[0].x
+    with pytest.raises(ValueError, match="listed twice"):
+        audit_table(faces, people, ["gender"], reference={"gender": {"Female": 0.5, "female": 0.5}})

@@ -21,8 +21,8 @@ import streamlit as st
 from explorer.audit_inputs import read_audit_inputs
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BASES, AuditReport, audit_report,
                                  class_groups, classes_with_faces, count_text, counted, face_groups,
-                                 known_attributes, parse_reference, uniform_reference)
-from labeling.pages.common import get_settings, get_store, require_editor
+                                 known_attributes, parse_reference, small_sample_references, uniform_reference)
+from labeling.pages.common import get_settings, get_store, plain, require_editor
 from labeling.queries import events_frame, store_overview
 
 LABELS = {"gender": "Gender", "ethnicity": "Ethnicity", "decade": "Birth decade", "country": "Country"}
@@ -85,12 +85,16 @@ def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | No
     try:
         reference = parse_reference(rows, share_col=SHARE)
     except ValueError as exc:
-        st.error(f"Invalid reference for {LABELS[attribute].lower()}: {exc}. Representation is shown without a "
-                 "reference until it is fixed.")
+        # the message quotes the group names the editor typed: shown as typed, never as markdown
+        st.error(plain(f"Invalid reference for {LABELS[attribute].lower()}: {exc}. Representation is shown without "
+                       "a reference until it is fixed."))
         return None
-    absent = sorted(set(reference) - set(groups))
+    present = set(groups)
+    absent = sorted(g for g, share in reference.items() if share > 0 and g not in present)
     if absent:
-        st.warning(f"In the reference but absent from the dataset (no class at all): {', '.join(absent)}.")
+        st.warning(plain(f"In the reference but absent from the dataset (no class at all): {', '.join(absent)}. "
+                         f"{'It is' if len(absent) == 1 else 'Each is'} shown with 0 classes and flagged for "
+                         "representation."))
     return reference
 
 
@@ -121,9 +125,14 @@ def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
         st.caption(f"{counted(n, 'class', 'classes')} ({unknown.iloc[0]:.0%}) {'has' if n == 1 else 'have'} no "
                    f"{LABELS[attribute].lower()}: the group \"unknown\", shown as found, never the best-served group "
                    "nor part of the representation shares.")
-    if len(flagged):
-        named = ", ".join(f"**{g}** ({f})" for g, f in zip(flagged["group"], flagged["flags"]))
+    if len(flagged):  # group names are data (an editor may type any reference group): shown as typed
+        named = ", ".join(f"**{plain(str(g))}** ({plain(str(f))})" for g, f in zip(flagged["group"], flagged["flags"]))
         st.error(f"Below four fifths: {named}")
+    small = small_sample_references(rows).get(attribute)
+    if small:
+        st.warning(f"No group with a value has {report.summary['min confirmed faces per group']} confirmed faces, so "
+                   f"the best-served group for {' and '.join(m.replace('_', ' ') for m in small)} is itself a small "
+                   "sample: its comparisons (and flags, marked small_sample) rest on few faces.")
     st.markdown("**Groups**")
     show_table(rows, GROUP_COLUMNS, f"bias_groups_{attribute}")
     st.caption("Accuracy and unknown rate are measured on editor-confirmed labels (approved or relabeled): each face "
@@ -153,6 +162,8 @@ def show_overview(report: AuditReport, purity_measured: bool, missing: list[str]
     if missing:
         notes.insert(0, f"No class has a value for {', '.join(missing)}: not audited.")
     st.caption(" ".join(notes))
+    if small_sample_references(report.table):
+        st.warning(plain(f"Small-sample references: {summary['small-sample references']}."))
     flagged = report.flagged()
     st.subheader("Flagged groups")
     if len(flagged):
