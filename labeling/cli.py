@@ -662,10 +662,12 @@ def audit_command(
         raise typer.Exit(1) from exc
     flagged = report.flagged()
     for row in flagged.itertuples():
-        small = " (small sample)" if row.small_sample else ""
+        small = " (absent from the data)" if row.classes == 0 else " (small sample)" if row.small_sample else ""
         console.print(f"[yellow]flagged[/yellow] {row.attribute} {escape(str(row.group))}: {row.flags}{small}",
                       highlight=False, soft_wrap=True)
     s = report.summary
+    if s.get("small-sample references", "none") != "none":
+        console.print(f"[yellow]note[/yellow] {escape(str(s['small-sample references']))}", highlight=False, soft_wrap=True)
     typer.echo(f"audit of {s['classes']} classes, {s['faces in a class']} faces ({s['faces confirmed by an editor']} "
                f"confirmed) over {', '.join(attributes)}: {len(flagged)} group(s) flagged; wrote "
                f"{written[0]} and {written[1]}")

@@ -72,3 +72,11 @@ def test_the_reference_decides_representation_flags_and_can_fail_the_run(audited
         refused = invoke("audit", tmp_path / "x", *audited_store, "--reference", bad)
         assert refused.exit_code == 2 and message in refused.output, (bad, refused.output)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_a_reference_group_the_data_lacks_is_flagged_as_absent(audited_store, tmp_path):
+    result = invoke("audit", tmp_path / "report", *audited_store, "--reference", "gender=female:40,male:40,nonbinary:20",
+                    "--fail-on-flags")
+    assert result.exit_code == 3, result.output
+    assert "flagged gender nonbinary: representation (absent from the data)" in result.stderr
