@@ -5,6 +5,12 @@ and records the before and after state of every entity it wrote. That snapshot i
 makes history readable and undo generic: undoing restores the before state of the columns it
 changed, provided no later operation still in force changed the same columns of the same rows
 and the rows still hold what the operation wrote.
+
+A row the operation created (or removed) is all of its columns: undoing would delete (or bring back)
+the whole row, with whatever later operations wrote into its other columns, so any later write of
+that row pins the operation (an import's labels, then a model's predictions written into them: undo
+the predictions first). A later undo of an earlier operation that changed the same columns, or
+removed the row, pins it too: it is a later change like any other, and an undo cannot be undone.
 """
 from __future__ import annotations
 
@@ -363,21 +369,61 @@ def _depends_on(mine: frozenset[str] | None, later_before: dict[str, Any] | None
     return mine is None or theirs is None or bool(mine & theirs)
 
 
-def _blocking_events(session: Session, event: AuditEvent) -> list[AuditEvent]:
-    """Later operations, still in force, that wrote a column this one wrote in the same row.
+def _blocking_events(session: Session, event: AuditEvent) -> list[tuple[AuditEvent, str]]:
+    """Later operations, still in force, that wrote a column this one wrote in the same row, each with
+    the first such entity key.
 
-    An undone operation and the undo that reversed it cancel out: neither blocks (undos restore
-    only what the operation they reverse had changed, which was written after this event)."""
-    mine = {key: _changed_columns(snapshot) for key, snapshot in event.after.items()}
-    blocking: dict[int, AuditEvent] = {}
+    A row this operation created or removed counts as every column (undoing it deletes or re-creates
+    the whole row), so a model refresh of the prediction columns of a label an import created pins the
+    import, while a refresh beside a decision on an existing label does not (see `_depends_on`).
+
+    An undone operation and the undo that reversed it cancel out: neither blocks. That holds only for
+    undos of operations later than this one; an undo of an EARLIER operation is a later change in its
+    own right (undoing an import deletes the labels a later prediction wrote into), and it blocks when
+    it changed a column this operation wrote or removed the row."""
+    mine = {key: None if event.before.get(key) is None else _changed_columns(snapshot)
+            for key, snapshot in event.after.items()}
+    blocking: dict[int, tuple[AuditEvent, str]] = {}
     for chunk in _chunks(list(mine)):
         stmt = (select(AuditEvent, AuditEntity.key).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
                 .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True), AuditEvent.id > event.id,
-                       AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None)))
+                       AuditEvent.undone_by_id.is_(None),
+                       or_(AuditEvent.undo_of_id.is_(None), AuditEvent.undo_of_id < event.id))
+                .order_by(AuditEvent.id, AuditEntity.key))
         for later, key in session.execute(stmt):
             if later.id not in blocking and _depends_on(mine[key], later.before.get(key), later.after.get(key)):
-                blocking[later.id] = later
-    return list(blocking.values())
+                blocking[later.id] = (later, key)
+    return sorted(blocking.values(), key=lambda pair: pair[0].id)
+
+
+def _blocking_error(session: Session, event: AuditEvent, blocking: list[tuple[AuditEvent, str]]) -> UndoError:
+    """The refusal naming what pins `event`: the first later operation still in force (undo it first),
+    else the first undo of an earlier operation (which cannot be undone: the refusal is final)."""
+    ops = [(e, k) for e, k in blocking if e.undo_of_id is None]
+    undos = [(e, k) for e, k in blocking if e.undo_of_id is not None]
+
+    def where(key: str) -> str:
+        kind, parts = parse_key(key)
+        return describe_entity(session, kind, parts)
+
+    head = f"operation {event.id} ({event.operation}) cannot be undone: "
+    if ops:
+        first, key = ops[0]
+        created = event.before.get(key) is None and event.after.get(key) is not None
+        why = (f"; it wrote into {where(key)}, which operation {event.id} created, and undoing {event.id} would "
+               "delete that row with what was written into it" if created else f" ({where(key)})")
+        also = (f"; {len(undos)} later undo(s) of earlier operations changed them too, first {undos[0][0].id} "
+                f"(undo of operation {undos[0][0].undo_of_id})" if undos else "")
+        return UndoError(
+            head + f"{len(ops)} later operation(s) changed or used the same entities, first {first.id} "
+            f"({first.operation}) by {first.editor} at {first.at:%Y-%m-%d %H:%M:%S}{why}{also}; undo those first")
+    first, key = undos[0]
+    removed = first.after.get(key) is None
+    return UndoError(
+        head + f"{where(key)} was {'removed' if removed else 'changed'} since by operation {first.id} (undo of the "
+        f"earlier operation {first.undo_of_id}) by {first.editor} at {first.at:%Y-%m-%d %H:%M:%S}, over what "
+        f"operation {event.id} wrote there; an undo cannot be undone, so operation {event.id} can no longer be "
+        "restored (redo what you want changed as a new operation)")
 
 
 def _differs(model: type, now: dict[str, Any] | None, then: dict[str, Any] | None) -> bool:
@@ -529,11 +575,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                             f"{event.operation} ({', '.join(foreign[:5])}), not a change of labels, classes or tags")
         blocking = _blocking_events(session, event)
         if blocking:
-            first = min(blocking, key=lambda e: e.id)
-            raise UndoError(
-                f"operation {event_id} ({event.operation}) cannot be undone: {len(blocking)} later operation(s) changed "
-                f"or used the same entities, first {first.id} ({first.operation}) by {first.editor} at {first.at:%Y-%m-%d %H:%M:%S}; "
-                "undo those first")
+            raise _blocking_error(session, event, blocking)
         op = Operation(session, editor, "undo")
         op.summary = f"undo of operation {event.id}: {event.summary}"
         by_kind: dict[str, list[tuple[Key, str]]] = {}
@@ -544,6 +586,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         for kind, items in by_kind.items():
             for key, text in items:
                 if _differs(KINDS[kind][0], current[kind][key], event.after[text]):
+                    # every audited change since that matters blocked above: this one was made outside them
                     raise UndoError(f"operation {event_id} cannot be undone: {text} changed since "
                                     "(outside the audited operations)")
         for kind in INSERT_ORDER:  # restore existing / re-create deleted, parents first
@@ -561,8 +604,10 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                     else:
                         values.pop("id", None)
                         if kind == "face" and values.get("status") in UNDECIDED_STATUSES and "class_id" in values:
-                            # back to undecided: show the model's current guess, which may have been refreshed since
-                            values["class_id"] = current[kind][key]["predicted_class_id"]
+                            # back to undecided: show the model's guess, which may have been refreshed since; when
+                            # this undo restores the guess too (a prediction undone), the restored one
+                            values["class_id"] = values.get("predicted_class_id",
+                                                            current[kind][key]["predicted_class_id"])
                     changes[key] = values
             if changes:
                 if kind == "class":
