@@ -5,7 +5,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -40,11 +40,32 @@ def make_settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def refuse(message: str, code: int = 1) -> NoReturn:
+    """Bad input: one line `error: ...` on stderr and exit 1, like every other refusal (not Typer's
+    multi-line usage box, which stays for options Typer itself does not know)."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(one_line(message))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class _Bar(Progress):
+    """Transient while it runs; drawn once more when it stops, only if there was work to show. So a
+    command refused before any work, or one with nothing to do (an export of 0 faces), leaves neither
+    an empty "0/?" bar nor a blank line, and a finished one leaves its bar above the summary."""
+
+    def stop(self) -> None:  # not Progress.stop: off a terminal it adds a blank line
+        was_running = self.live.is_started
+        self.live.stop()
+        if was_running and any(t.visible and (t.total or t.completed) for t in self.tasks):
+            self.console.print(self.get_renderable())
+
+
 def progress_bar() -> Progress:
-    return Progress(
+    return _Bar(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[current]}"),
-        console=console, transient=False,
+        console=console, transient=True,
     )
 
 
@@ -97,8 +118,7 @@ def ingest_command(
 
     settings = make_settings(data_dir=data_dir, frames=frames, face_model=face_model, database_url=database_url)
     if settings.face_model not in list_models("face"):
-        raise typer.BadParameter(f"unknown face model {settings.face_model!r}; known: {', '.join(list_models('face'))}",
-                                 param_hint="--face-model")
+        refuse(f"unknown face model {settings.face_model!r} (--face-model); known: {', '.join(list_models('face'))}")
     missing = [str(p) for p in paths if not os.path.lexists(p)]  # a broken link is there: recorded as failed
     if missing:  # a typo is not a media file: refused before any work, so no "failed" row records it
         console.print(f"[red]error:[/red] no such file or folder: {escape(', '.join(missing))}",
@@ -111,7 +131,7 @@ def ingest_command(
                              on_result=_file_progress(progress, task),
                              store=store, editor=_editor(editor))
         except ModelUnavailableError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
         except StoreError as exc:  # e.g. an editor name the audit log refuses; nothing was stored
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -205,8 +225,8 @@ def _run(action, notes: str = "skipped", progress: Progress | None = None, detai
         console.print(f"[yellow]{notes}[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     if len(skipped) > MAX_NOTES:
         console.print(f"[yellow]... and {len(skipped) - MAX_NOTES} more {notes}[/yellow]")
-    if details is not None:
-        console.print(escape(details(summary)), highlight=False, soft_wrap=True)
+    if details is not None and (text := details(summary)):
+        console.print(escape(text), highlight=False, soft_wrap=True)
     typer.echo(summary.line())
     return summary
 
@@ -286,13 +306,23 @@ def export_command(
     """Confirmed labels in GIPHY's training layout, train/val split, tags JSONL, projector TSV, manifest.json."""
     from rich.markup import escape
 
-    from labeling.export import PreviousExportError, export_dataset, newest_export
+    from labeling.errors import StoreError
+    from labeling.export import PreviousExportError, check_out_dir, export_dataset, newest_export
+    from labeling.validation import check_editor
 
     if previous is not None and no_previous:
         console.print("[red]error:[/red] --previous and --no-previous contradict each other; give one", highlight=False)
         raise typer.Exit(1)
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
+    # What export_dataset would refuse first, refused before the note below: no note above a refusal.
+    if not 0.0 <= split < 1.0:
+        refuse(f"the validation split must be in [0, 1), got {split}")
+    try:
+        check_editor(_editor(editor))
+        check_out_dir(Path(out_dir).absolute(), overwrite)
+    except StoreError as exc:
+        refuse(str(exc))
     chosen = None if no_previous else previous or newest_export(store)
     implicit = previous is None and chosen is not None
     # An earlier export the editor did not name is said aloud before anything runs, so a numbering
@@ -457,13 +487,16 @@ def autotag_command(
         raise typer.Exit(1)
     store = _store_for(settings)
     with progress_task("autotag") as (progress, task):
-        result = _run(lambda: autotag(
+        _run(lambda: autotag(
             store, _editor(editor), gif_model=gif_model, text=source[text], k=k,
             min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)), notes="note",
-            progress=progress)
-    for name, weight in result.weights.items():
-        console.print(f"weight {name}: {weight:.4f} ({result.hits[name]} of {result.coverage[name]} tagged media it "
-                      "covers get a correct tag)", highlight=False)
+            progress=progress, details=_autotag_weights)
+
+
+def _autotag_weights(result) -> str:
+    """One line per expert's weight, printed before the summary (which stays the last line)."""
+    return "\n".join(f"weight {name}: {weight:.4f} ({result.hits[name]} of {result.coverage[name]} tagged media it "
+                     "covers get a correct tag)" for name, weight in result.weights.items())
 
 
 @app.command("dupes")
@@ -503,26 +536,34 @@ def dupes_command(
 
 
 def _entity_key(store: sessionmaker[Session], entity: str) -> str:
-    """`face:12`, `media:7`, `class:3` or `class:Brad Pitt` (a class by name, any case) -> the audit key."""
+    """`face:12`, `media:7`, `class:3` or `class:Brad Pitt` (a class by name, any case; also as GIPHY
+    writes it, `Brad_Pitt_[m.0c6qh]` or `Adrien_Brody`) -> the audit key. Bad input: one line, exit 1."""
     from labeling.classes import find_class
     from labeling.errors import StoreError
+    from labeling.importers import parse_giphy_label
 
     kind, sep, value = entity.partition(":")
     kind, value = kind.strip().casefold(), value.strip()
     if not sep or kind not in {"face", "media", "class"} or not value:
-        raise typer.BadParameter(f"{entity!r}: expected face:ID, media:ID, class:ID or class:NAME", param_hint="ENTITY")
+        refuse(f"{entity!r}: expected face:ID, media:ID, class:ID or class:NAME")
     if value.isdigit():
         return f"{kind}:{int(value)}"
     if kind != "class":
-        raise typer.BadParameter(f"{entity!r}: a {kind} is named by its id", param_hint="ENTITY")
+        refuse(f"{entity!r}: a {kind} is named by its id")
+    giphy_name = parse_giphy_label(value)[0]
     with store() as session:
-        try:
-            found = find_class(session, value)
-        except StoreError as exc:  # a name no class can have (too long, a path)
-            raise typer.BadParameter(f"{entity!r}: {exc}", param_hint="ENTITY") from exc
-        if found is None:
-            raise typer.BadParameter(f"no class is called {value!r}", param_hint="ENTITY")
-        return f"class:{found.id}"
+        problem = None
+        for name in dict.fromkeys([value, giphy_name]):  # the name as given, then as the importers read it
+            if not name:
+                continue
+            try:
+                found = find_class(session, name)
+            except StoreError as exc:  # a name no class can have (too long, a path)
+                problem = problem or f"{entity!r}: {exc}"
+                continue
+            if found is not None:
+                return f"class:{found.id}"
+        refuse(problem or f"no class is called {value!r}")
 
 
 @app.command("history")
@@ -541,9 +582,19 @@ def history_command(
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
     if entity:
-        events = history_frame(store, _entity_key(store, entity), limit=limit)
-        if editor:
-            events = events[events["editor"] == editor]
+        key = _entity_key(store, entity)
+        # the editor filter before the limit: the entity's history has no editor filter of its own,
+        # so read more of it until `limit` of the editor's operations are found or it is exhausted
+        fetch = limit
+        while True:
+            events = history_frame(store, key, limit=fetch)
+            complete = len(events) < fetch
+            if editor:
+                events = events[events["editor"] == editor]
+            if complete or len(events) >= limit:
+                break
+            fetch *= 4
+        events = events.head(limit)
     else:
         events = events_frame(store, editor, limit=limit)
     import pandas as pd
@@ -585,20 +636,25 @@ def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
     """--reference gender=female:50,male:50 (shares as weights, normalised) -> {attribute: shares}."""
     from explorer.bias_audit import ATTRIBUTES, parse_reference
 
+    import pandas as pd
+
     out: dict[str, dict[str, float]] = {}
     for text in given:
         attribute, sep, pairs = text.partition("=")
         attribute = attribute.strip().casefold()
         if not sep or attribute not in ATTRIBUTES or not pairs.strip():
-            raise typer.BadParameter(f"{text!r}: expected ATTRIBUTE=GROUP:SHARE,GROUP:SHARE with ATTRIBUTE one of "
-                                     f"{', '.join(ATTRIBUTES)}", param_hint="--reference")
+            refuse(f"--reference {text!r}: expected ATTRIBUTE=GROUP:SHARE,GROUP:SHARE with ATTRIBUTE one of "
+                   f"{', '.join(ATTRIBUTES)}")
+        if attribute in out:  # a second option would silently replace the first
+            refuse(f"--reference {text!r}: {attribute} is given twice; give each attribute once")
         rows = [p.rpartition(":") for p in pairs.split(",")]
         if any(not sep for _, sep, _ in rows):
-            raise typer.BadParameter(f"{text!r}: every group needs a share, as GROUP:SHARE", param_hint="--reference")
-        try:
-            out[attribute] = parse_reference({group: share for group, _, share in rows})
+            refuse(f"--reference {text!r}: every group needs a share, as GROUP:SHARE")
+        try:  # rows, not a dict: a group listed twice is refused by parse_reference, not silently dropped
+            out[attribute] = parse_reference(pd.DataFrame({"group": [g for g, _, _ in rows],
+                                                           "share": [v for _, _, v in rows]}))
         except ValueError as exc:
-            raise typer.BadParameter(f"{text!r}: {exc}", param_hint="--reference") from exc
+            refuse(f"--reference {text!r}: {exc}")
     return out
 
 
@@ -630,7 +686,7 @@ def audit_command(
                                      known_attributes, uniform_reference)
 
     if basis not in REPRESENTATION_BASES:
-        raise typer.BadParameter(f"must be classes or faces, got {basis!r}", param_hint="--basis")
+        refuse(f"--basis must be classes or faces, got {basis!r}")
     given = _parse_references(reference or [])
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
@@ -648,7 +704,7 @@ def audit_command(
         raise typer.Exit(1)
     unused = sorted(set(given) - set(attributes))
     if unused:
-        raise typer.BadParameter(f"no class has a value for {', '.join(unused)}", param_hint="--reference")
+        refuse(f"--reference: no class has a value for {', '.join(unused)}")
     references = {a: given.get(a) or uniform_reference(class_groups(classes, [a])["group"]) for a in attributes}
     report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats,
                           threshold=threshold, min_faces=min_faces,

@@ -511,7 +511,7 @@ class ExportSummary:
                 f"in {self.seconds:.1f} s ({self.gif_vectors} GIF vectors in projector/gif_vectors.tsv)")
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ValidationError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -635,7 +635,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     if not 0.0 <= split < 1.0:
         raise ValidationError(f"the validation split must be in [0, 1), got {split}")
     out_dir, data_dir = Path(out_dir).absolute(), Path(data_dir)
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     # read before OUT_DIR may be replaced: an export over itself follows itself
     previous_indices, earlier = read_previous(previous) if previous is not None else (None, None)
     earlier, notes = sides_to_keep(earlier, split)

@@ -67,10 +67,18 @@ def test_the_reference_decides_representation_flags_and_can_fail_the_run(audited
     result = invoke("audit", out, *audited_store, "--reference", "gender=female:25,male:75", "--fail-on-flags")
     assert result.exit_code == 0, result.output
     assert "0 group(s) flagged" in result.stdout and "flagged" not in result.stderr
-    for bad, message in [("gender=female", "needs a share"), ("religion=a:1", "ATTRIBUTE one of"),
-                         ("gender=unknown:1", "'unknown' cannot"), ("country=usa:1", "no class has a value for country")]:
-        refused = invoke("audit", tmp_path / "x", *audited_store, "--reference", bad)
-        assert refused.exit_code == 2 and message in refused.output, (bad, refused.output)
+    for bad, message in [(["gender=female"], "needs a share"), (["religion=a:1"], "ATTRIBUTE one of"),
+                         (["gender=unknown:1"], "'unknown' cannot"),
+                         (["country=usa:1"], "no class has a value for country"),
+                         (["gender=female:50,male:50,female:10"], "group 'female' is listed twice"),
+                         (["gender=female:50,male:50", "gender=female:25,male:75"], "gender is given twice")]:
+        refused = invoke("audit", tmp_path / "x", *audited_store, *(a for r in bad for a in ("--reference", r)))
+        # one line and exit 1 like any bad input, not Typer's usage box
+        assert refused.exit_code == 1, (bad, refused.output)
+        lines = refused.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --reference") and message in lines[0], (bad, lines)
+    basis = invoke("audit", tmp_path / "x", *audited_store, "--basis", "people")
+    assert basis.exit_code == 1 and basis.stderr.splitlines() == ["error: --basis must be classes or faces, got 'people'"]
     assert not (tmp_path / "x").exists()
 
 

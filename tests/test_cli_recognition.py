@@ -99,6 +99,9 @@ def test_autotag_and_dupes(loop_data_dir, tmp_path):
     assert int(out["suggested"]) == count(loop.store, MediaTag, MediaTag.source == "experts_voting",
                                           MediaTag.status == "suggested") > 0
     assert re.search(r"weight visual: \d\.\d{4} \(\d+ of \d+ tagged media", result.stderr)
+    # stdout and stderr as a terminal shows them: the weights, then the summary as the last line
+    shown = result.output.strip().splitlines()
+    assert shown[-1] == result.stdout.strip() and shown[-2].startswith("weight "), shown[-4:]
 
     result = invoke("dupes", *where)
     assert result.exit_code == 0, result.output

@@ -87,6 +87,10 @@ def test_missing_files_and_folders_exit_1(store_url, tmp_path):
     result = invoke("import", "raw-dataset", tmp_path, *where)
     assert result.exit_code == 1 and "expected labels.csv and a raw_dataset/ folder" in result.stderr
     assert "0/?" not in result.stderr, result.stderr  # refused before any work: no empty progress bar under it
+    assert result.stderr.count("\n") == 1, repr(result.stderr)  # nor a blank line
+    empty = invoke("export", tmp_path / "empty", *where)  # nothing to export: no "0/?" bar left either
+    assert empty.exit_code == 0 and empty.stdout.startswith("exported 0 classes, 0 faces"), empty.output
+    assert empty.stderr == "", repr(empty.stderr)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     result = invoke("export", tmp_path / "full", *where)
@@ -137,15 +141,20 @@ def test_raw_dataset_import_then_export(store_url, tmp_path, lfw_dir, cli_data_d
     assert (manifest["editor"], manifest["split"]["seed"], manifest["split"]["share"]) == (_os_user(), 3, 0.5)
     assert (out / "labels.csv").read_text() == "Label,Index\nHugo_Chavez_[m.0d1b_],0\nSerena_Williams_[m.0c_1x],1\n"
 
-    refused = invoke("export", out, *where)
-    assert refused.exit_code == 1 and "not empty" in refused.stderr
+    refused = invoke("export", out, *where)  # refused before the note on the earlier export it would follow
+    assert refused.exit_code == 1, refused.output
+    assert refused.stderr.splitlines() == [f"error: {out} exists and is not empty; choose another folder or overwrite it"]
     replaced = invoke("export", out, *where, "--overwrite", "--editor", "bob", "--split", "0")
     assert replaced.exit_code == 0 and "(train 4, val 0)" in replaced.stdout
+    assert replaced.stderr.startswith(f"keeping label indices and train / validation sides of the newest earlier "
+                                      f"export {out}"), replaced.stderr
+    assert "4/4" in replaced.stderr and replaced.stdout.count("\n") == 1  # the bar, then the summary alone on stdout
     assert json.loads((out / "manifest.json").read_text())["editor"] == "bob" and verify_export(out) == []
     with open_store(store_url)() as s:
         assert [e.editor for e in s.scalars(select(Export).order_by(Export.id))] == [_os_user(), "bob"]
     result = invoke("export", tmp_path / "other", *where, "--split", "1.5")
-    assert result.exit_code == 1 and "split must be in [0, 1)" in result.stderr
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == ["error: the validation split must be in [0, 1), got 1.5"]
     kept = invoke("export", tmp_path / "kept", *where, "--previous", out)
     assert kept.exit_code == 0, kept.output
     assert (tmp_path / "kept" / "labels.csv").read_text() == (out / "labels.csv").read_text()
@@ -209,6 +218,11 @@ def test_ingest_of_a_path_that_does_not_exist_is_refused_and_stores_nothing(stor
                     "--database-url", store_url)
     assert result.exit_code == 1, result.output
     assert result.stdout == "" and result.stderr.strip() == f"error: no such file or folder: {tmp_path / 'typo.gif'}"
+    model = invoke("ingest", tmp_path / "media", "--face-model", "nope", "--data-dir", tmp_path / "data",
+                   "--database-url", store_url)  # one line and exit 1, not Typer's usage box
+    assert model.exit_code == 1 and model.stdout == "", model.output
+    assert model.stderr.splitlines() == ["error: unknown face model 'nope' (--face-model); known: dlib-resnet-v1, "
+                                         "facenet-vggface2"], model.stderr
     with open_store(store_url)() as s:
         assert s.scalar(select(func.count()).select_from(Media)) == 0
     assert audit(store_url) == []
@@ -310,8 +324,38 @@ def test_history_and_undo_from_the_command_line(store_url, tmp_path):
     assert again.exit_code == 1 and "already undone by operation 3" in again.output
     assert "bob has no operation left to undo" in invoke("undo", *where, "--editor", "bob").output
     assert "no audit event 99" in invoke("undo", "99", *where).output
-    for bad, message in [("face:x", "a face is named by its id"), ("class:Nobody", "no class is called 'Nobody'"),
-                         ("gif7", "expected face:ID, media:ID, class:ID or class:NAME")]:
-        result = invoke("history", bad, *where)
-        assert result.exit_code == 2 and message in " ".join(result.output.replace("│", " ").split()), result.output
+    for bad, message in [("face:x", "'face:x': a face is named by its id"),
+                         ("media:abc", "'media:abc': a media is named by its id"),
+                         ("class:Nobody", "no class is called 'Nobody'"),
+                         ("foo:1", "'foo:1': expected face:ID, media:ID, class:ID or class:NAME"),
+                         ("gif7", "'gif7': expected face:ID, media:ID, class:ID or class:NAME")]:
+        result = invoke("history", bad, *where)  # one line and exit 1, not Typer's usage box
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [f"error: {message}"] and result.stdout == "", result.output
     assert len(audit(store_url)) == 3  # refusals wrote nothing
+
+
+def test_history_finds_classes_by_their_giphy_label_and_filters_by_editor_before_the_limit(store_url, tmp_path):
+    where = ["--data-dir", tmp_path / "data", "--database-url", store_url]
+    (tmp_path / "classes.csv").write_text("Labels,Index\nBrad_Pitt_[m.0c6qh],0\nAdrien_Brody,1\n")
+    assert invoke("import", "classes", tmp_path / "classes.csv", *where, "--editor", "ann").exit_code == 0
+    for n, editor in enumerate(["ann", "bob", "bob", "bob"]):  # ann's operation is the oldest
+        (tmp_path / "people.csv").write_text(f"name,birth_year\nBrad Pitt,{1960 + n}\n")
+        assert invoke("import", "attributes", tmp_path / "people.csv", *where, "--editor", editor).exit_code == 0
+
+    # names as GIPHY's class list and labels.csv write them, as well as the stored names
+    for name in ["Brad_Pitt_[m.0c6qh]", "Brad_Pitt", "brad pitt"]:
+        result = invoke("history", f"class:{name}", *where)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines()[-1] == f"5 operation(s) of class:{name} shown, newest first"
+    brody = invoke("history", "class:Adrien_Brody", *where)
+    assert brody.exit_code == 0 and "1 operation(s) of class:Adrien_Brody" in brody.stdout, brody.output
+
+    # ann's operations are the two oldest of five: --limit 1 still finds the newest of them
+    ann = invoke("history", "class:Brad_Pitt_[m.0c6qh]", *where, "--editor", "ann", "--limit", "1")
+    assert ann.exit_code == 0, ann.output
+    lines = ann.stdout.splitlines()
+    assert len(lines) == 2 and "ann  import attributes from people.csv" in lines[0], ann.stdout
+    assert lines[-1] == "1 operation(s) of class:Brad_Pitt_[m.0c6qh] by ann shown, newest first"
+    both = invoke("history", "class:Brad Pitt", *where, "--editor", "ann", "--limit", "5")
+    assert both.stdout.splitlines()[-1].startswith("2 operation(s)") and "import classes" in both.stdout
