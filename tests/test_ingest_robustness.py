@@ -167,6 +167,19 @@ def test_a_fixed_file_named_like_an_escaped_name_leaves_the_other_files_failure(
 
 
 # -- 1b. the cache or the store failing stops the batch; a fault of the run never fails an ok row -----
+
+def _one_photo_stored(tmp_path: Path, lfw_dir: Path, pipeline_models: dict):
+    """(folder, a.jpg, settings, store URL, a's media id): one LFW photo ingested ok, the start of the
+    cases where the same bytes come back under another name."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a = _photo(lfw_dir, "Tony_Blair", folder / "a.jpg")
+    settings = ingest_settings(tmp_path)
+    url = settings.resolved_database_url
+    assert ingest([a], settings, pipeline=IngestPipeline(settings, **pipeline_models)).ingested == 1
+    [(a_id, _, _)] = _rows(url)
+    return folder, a, settings, url, a_id
+
 def _no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -176,13 +189,7 @@ def test_a_full_cache_disk_stops_the_batch_and_the_ok_row_stays_ok(tmp_path, lfw
     """The reviewer's case: a.jpg stored ok, then a copy ingested while the cache cannot be read (the disk
     full). Every file was recorded as failed, and the copy's failure turned a.jpg's ok row into a failed
     one at the copy's path. Now the batch stops with the cache's error, audited for what it stored."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    a = _photo(lfw_dir, "Tony_Blair", folder / "a.jpg")
-    settings = ingest_settings(tmp_path)
-    url = settings.resolved_database_url
-    assert ingest([a], settings, pipeline=IngestPipeline(settings, **pipeline_models)).ingested == 1
-    [(a_id, _, _)] = _rows(url)
+    folder, a, settings, url, a_id = _one_photo_stored(tmp_path, lfw_dir, pipeline_models)
     copy = folder / "b-copy.jpg"
     copy.write_bytes(a.read_bytes())
     other = _photo(lfw_dir, "Colin_Powell", folder / "a-other.jpg")
@@ -228,14 +235,7 @@ def test_an_unexpected_decoding_error_fails_that_file_and_never_an_ok_row_of_its
         tmp_path, lfw_dir, pipeline_models, monkeypatch):
     """The same bytes stored ok once, decoded again (the cache was cleared) under another name, and the
     decoder hits a bug: that file fails, the next is stored, and the ok row keeps its status and path."""
-
-    folder = tmp_path / "in"
-    folder.mkdir()
-    a = _photo(lfw_dir, "Tony_Blair", folder / "a.jpg")
-    settings = ingest_settings(tmp_path)
-    url = settings.resolved_database_url
-    assert ingest([a], settings, pipeline=IngestPipeline(settings, **pipeline_models)).ingested == 1
-    [(a_id, _, _)] = _rows(url)
+    folder, a, settings, url, a_id = _one_photo_stored(tmp_path, lfw_dir, pipeline_models)
     shutil.rmtree(settings.cache_dir)
     copy = folder / "b-copy.jpg"
     copy.write_bytes(a.read_bytes())
