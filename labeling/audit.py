@@ -671,12 +671,15 @@ class HistoryEntry:
     undone_by: int | None
 
 
-def history(factory: sessionmaker[Session], key: str, limit: int = 200) -> list[HistoryEntry]:
+def history(factory: sessionmaker[Session], key: str, limit: int = 200, editor: str | None = None) -> list[HistoryEntry]:
     """Newest first: every operation that wrote or concerned the entity, e.g. "face:12",
-    "class:3", "media:7" (a GIF: its faces' labels and its tags)."""
+    "class:3", "media:7" (a GIF: its faces' labels and its tags); only `editor`'s when given,
+    filtered before the limit."""
     with factory() as session:
         stmt = (select(AuditEvent).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
                 .where(AuditEntity.key == key).order_by(AuditEvent.id.desc()).limit(limit))
+        if editor:
+            stmt = stmt.where(AuditEvent.editor == editor)
         return [HistoryEntry(e.id, e.at, e.editor, e.operation, e.summary, e.before.get(key), e.after.get(key),
                              e.undone_by_id) for e in session.scalars(stmt).unique()]
 

@@ -582,19 +582,7 @@ def history_command(
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
     if entity:
-        key = _entity_key(store, entity)
-        # the editor filter before the limit: the entity's history has no editor filter of its own,
-        # so read more of it until `limit` of the editor's operations are found or it is exhausted
-        fetch = limit
-        while True:
-            events = history_frame(store, key, limit=fetch)
-            complete = len(events) < fetch
-            if editor:
-                events = events[events["editor"] == editor]
-            if complete or len(events) >= limit:
-                break
-            fetch *= 4
-        events = events.head(limit)
+        events = history_frame(store, _entity_key(store, entity), limit=limit, editor=editor)
     else:
         events = events_frame(store, editor, limit=limit)
     import pandas as pd

@@ -359,12 +359,12 @@ def model_candidates(store: sessionmaker[Session], face_id: int | None = None, t
     return [(int(c), names[int(c)], float(p)) for c, p in top if int(c) in names]
 
 
-def history_frame(store: sessionmaker[Session], key: str, limit: int = 200) -> pd.DataFrame:
+def history_frame(store: sessionmaker[Session], key: str, limit: int = 200, editor: str | None = None) -> pd.DataFrame:
     """The audit history of one entity ("face:12", "class:3", "media:7"), newest first: event_id, at,
-    editor, operation, summary, before, after, undone_by."""
+    editor, operation, summary, before, after, undone_by (only `editor`'s operations when given)."""
     from labeling.audit import history
 
-    entries = history(store, key, limit)
+    entries = history(store, key, limit, editor)
     return _frame([(h.event_id, h.at, h.editor, h.operation, h.summary, h.before, h.after, h.undone_by)
                    for h in entries], HISTORY_COLUMNS)
 
