@@ -686,7 +686,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     continuity = Counter("new" if r.media_id not in earlier_side else
                          "kept" if earlier_side[r.media_id] == side_of_face[r.face_id] else "moved" for r, _ in rows)
     kept_train = sum(kept.get(groups[r.media_id]) == "train" for r, _ in rows)
-    shortfall = validation_shortfall(Counter(side_of_face.values())["val"], len(rows), split, kept_train)
+    side_counts = Counter(side_of_face.values())
+    shortfall = validation_shortfall(side_counts["val"], len(rows), split, kept_train)
     if shortfall is not None:
         notes.append(shortfall)
 
@@ -750,7 +751,6 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         provenance: dict[str, dict[str, int]] = {}
         for (source, status), n in sorted(Counter((r.source, r.status) for r, _ in rows).items()):
             provenance.setdefault(source, {})[status] = n
-        side_counts = Counter(side_of_face.values())
         side_media = Counter(sides[groups[m]] for m in {r.media_id for r, _ in rows})
         finished = utcnow()
         manifest = {

@@ -497,8 +497,8 @@ class CentroidKnnClassifier:
         """(rows, classes) float64 distances for the probabilities; the open-set rule uses `distances_to`."""
         return 1.0 - x.astype(np.float64) @ self.centroids_.T.astype(np.float64)
 
-    def _proba(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(class probabilities (n, C), centroid distances (n, C)) for normalised rows."""
+    def _proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, C) for normalised rows."""
         t = float(self.temperature)
         n_classes = len(self.classes_)
         d_cen = self._centroid_distances(x)
@@ -512,13 +512,13 @@ class CentroidKnnClassifier:
         np.add.at(p_knn, (np.repeat(np.arange(len(x)), k), self.reference_index_[near].ravel()), w.ravel())
         p_knn /= p_knn.sum(axis=1, keepdims=True)
         a = float(self.centroid_weight)
-        return a * p_cen + (1.0 - a) * p_knn, d_cen
+        return a * p_cen + (1.0 - a) * p_knn
 
     def _blocks(self, vectors: Any, model_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(class probabilities, float64 distance of each face to its best class's centroid)."""
         self._check_fitted(model_id)
         x = as_embeddings(vectors, self.centroids_.shape[1])
-        proba = np.concatenate([self._proba(x[start:start + _CHUNK])[0] for start in range(0, len(x), _CHUNK)])
+        proba = np.concatenate([self._proba(x[start:start + _CHUNK]) for start in range(0, len(x), _CHUNK)])
         return proba, distances_to(x, self.centroids_, proba.argmax(axis=1))
 
     def predict_proba(self, vectors: Any, model_id: str) -> np.ndarray:
@@ -561,10 +561,9 @@ class CentroidKnnClassifier:
             if norm < 1e-6:
                 raise InvalidVectorsError("the track's faces cancel out: their mean embedding has no direction")
             x = (mean / norm)[None, :]
-            proba = self._proba(x)[0][0]
+            proba = self._proba(x)[0]
         else:
-            p, _ = self._proba(x)
-            proba = softmax_rows(np.log(np.maximum(p, LOG_FLOOR)).sum(axis=0, keepdims=True))[0]
+            proba = softmax_rows(np.log(np.maximum(self._proba(x), LOG_FLOOR)).sum(axis=0, keepdims=True))[0]
         best = int(proba.argmax())
         distance = float(distances_to(x, self.centroids_, np.full(len(x), best)).mean())
         label = str(self.classes_[best]) if distance <= self.threshold_ else UNKNOWN

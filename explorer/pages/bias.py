@@ -162,7 +162,7 @@ def show_overview(report: AuditReport, purity_measured: bool, missing: list[str]
     if missing:
         notes.insert(0, f"No class has a value for {', '.join(missing)}: not audited.")
     st.caption(" ".join(notes))
-    if small_sample_references(report.table):
+    if summary["small-sample references"] != "none":  # the report worked it out already
         st.warning(plain(f"Small-sample references: {summary['small-sample references']}."))
     flagged = report.flagged()
     st.subheader("Flagged groups")
