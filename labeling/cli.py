@@ -121,9 +121,7 @@ def ingest_command(
         refuse(f"unknown face model {settings.face_model!r} (--face-model); known: {', '.join(list_models('face'))}")
     missing = [str(p) for p in paths if not os.path.lexists(p)]  # a broken link is there: recorded as failed
     if missing:  # a typo is not a media file: refused before any work, so no "failed" row records it
-        console.print(f"[red]error:[/red] no such file or folder: {escape(', '.join(missing))}",
-                      highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        refuse(f"no such file or folder: {', '.join(missing)}")
     store = _store_for(settings)
     with progress_task("ingest") as (progress, task):
         try:
@@ -311,8 +309,7 @@ def export_command(
     from labeling.validation import check_editor
 
     if previous is not None and no_previous:
-        console.print("[red]error:[/red] --previous and --no-previous contradict each other; give one", highlight=False)
-        raise typer.Exit(1)
+        refuse("--previous and --no-previous contradict each other; give one")
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings)
     # What export_dataset would refuse first, refused before the note below: no note above a refusal.
@@ -483,8 +480,7 @@ def autotag_command(
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     source = {"tags": "tags", "weak-labels": "weak_labels", "weak_labels": "weak_labels", "none": None}
     if text not in source:
-        console.print(f"[red]error:[/red] --text must be tags, weak-labels or none, got {text!r}", highlight=False)
-        raise typer.Exit(1)
+        refuse(f"--text must be tags, weak-labels or none, got {text!r}")
     store = _store_for(settings)
     with progress_task("autotag") as (progress, task):
         _run(lambda: autotag(
@@ -687,9 +683,7 @@ def audit_command(
     if not attributes:
         what = "no classes" if classes.empty else "no class with a demographic attribute (gender, ethnicity, " \
                                                  "birth year, country)"
-        console.print(f"[red]error:[/red] the store has {what}: import them with `giflens import attributes CSV`",
-                      highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        refuse(f"the store has {what}: import them with `giflens import attributes CSV`")
     unused = sorted(set(given) - set(attributes))
     if unused:
         refuse(f"--reference: no class has a value for {', '.join(unused)}")
