@@ -208,17 +208,8 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     session.flush()
 
     existing = list(session.scalars(select(Face).where(Face.media_id == media.id)))
-    if existing and not _same_detections(existing, result):
+    if not _same_detections(existing, result):  # a first ingest too: nothing stored, every face new
         existing = _reconcile_faces(session, media, existing, result)
-    if not existing:
-        existing = [
-            Face(media_id=media.id, face_index=r.face_index, frame_index=r.frame_index,
-                 x1=r.box[0], y1=r.box[1], x2=r.box[2], y2=r.box[3],
-                 probability=r.probability, landmarks=r.landmarks)
-            for r in result.faces
-        ]
-        session.add_all(existing)
-        session.flush()
     faces = sorted(existing, key=lambda f: f.face_index)
 
     if result.face_model is not None:
