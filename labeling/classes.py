@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import CHUNK, Operation, OperationResult, _chunks, merge_chain, run_operation
 from labeling.errors import NotFoundError, ValidationError
 from labeling.face_labels import apply_decision, optional_class_id
-from labeling.schema import CLASS_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel
-from labeling.validation import check_id, clean_attributes, clean_class_name, clean_external_id, class_name_key
+from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, FaceLabel
+from labeling.validation import check_class_status, check_id, clean_attributes, clean_class_name, clean_external_id, class_name_key
 
 
 def find_class(session: Session, name: str) -> CelebrityClass | None:
@@ -66,8 +66,7 @@ def _load_class(op: Operation, class_id: int, expected_version: int | None = Non
 def create_class(op: Operation, name: str, display_name: str | None = None, status: str = "active",
                  external_id: str | None = None, attributes: dict[str, Any] | None = None) -> int:
     name = clean_class_name(name)
-    if status not in CLASS_STATUSES:
-        raise ValidationError(f"class status must be one of {', '.join(CLASS_STATUSES)}, got {status!r}")
+    check_class_status(status)
     _check_free(op.session, name)
     display = clean_class_name(display_name) if display_name else None
     external_id = clean_external_id(external_id)
@@ -219,8 +218,7 @@ def retire_class(factory, class_id: int, editor: str, expected_version: int | No
 
 
 def set_class_status(factory, class_id: int, status: str, editor: str, expected_version: int | None = None) -> OperationResult:
-    if status not in CLASS_STATUSES:
-        raise ValidationError(f"class status must be one of {', '.join(CLASS_STATUSES)}, got {status!r}")
+    check_class_status(status)
     class_id = check_id(class_id, "class")
     with run_operation(factory, editor, "set_class_status") as op:
         row = _load_class(op, class_id, expected_version)

@@ -26,10 +26,10 @@ from labeling.audit import Operation, _chunks, entity_key, run_operation
 from labeling.classes import create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
-from labeling.schema import (CLASS_STATUSES, CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
+from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
                              CelebrityClass, Face, Media)
 from labeling.tags import apply_tags, tag_ids
-from labeling.validation import (ATTRIBUTES, check_editor, class_name_key, clean_attributes,
+from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, class_name_key, clean_attributes,
                                  clean_class_name, clean_external_id, clean_tag_name)
 
 # GIPHY labels end in a Freebase id (m.0c6qh) or a Knowledge Graph id (g.11cs12bg7b) in brackets.
@@ -248,10 +248,7 @@ def _class_status(cell: str | None) -> str | None:
     """A status cell of classes.csv: one of CLASS_STATUSES (any case), None when empty or absent."""
     if not cell:
         return None
-    status = cell.strip().lower()
-    if status not in CLASS_STATUSES:
-        raise ValidationError(f"class status must be one of {', '.join(CLASS_STATUSES)}, got {cell!r}")
-    return status
+    return check_class_status(cell.strip().lower(), as_typed=cell)
 
 
 def read_attributes_csv(path: Path) -> list[AttributeRow]:

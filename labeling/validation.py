@@ -14,7 +14,7 @@ import unicodedata
 from typing import Any
 
 from labeling.errors import ValidationError
-from labeling.schema import CLASS_NAME_MAX
+from labeling.schema import CLASS_NAME_MAX, CLASS_STATUSES
 
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 TAG_NAME_MAX = 100
@@ -187,3 +187,12 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
                 raise ValidationError(f"{key} is longer than {limit} characters")
             out[key] = text
     return out
+
+
+def check_class_status(status: str, as_typed: Any = None) -> str:
+    """`status` when it is a class status, else a ValidationError quoting `as_typed` (what the editor
+    or the file gave, before any cleaning), or `status` itself."""
+    if status not in CLASS_STATUSES:
+        shown = status if as_typed is None else as_typed
+        raise ValidationError(f"class status must be one of {', '.join(CLASS_STATUSES)}, got {shown!r}")
+    return status
