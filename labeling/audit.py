@@ -26,9 +26,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
-from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError
-from labeling.schema import (UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, FaceLabel, Media, MediaTag,
-                             Tag, Track, utcnow)
+from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError, ValidationError
+from labeling.schema import (UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, Face, FaceLabel, Media,
+                             MediaTag, Tag, Track, utcnow)
 from labeling.validation import check_editor, check_id
 
 # entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
@@ -131,8 +131,9 @@ class Operation:
         ConflictError names who moved it on (see `stale_version_error`)."""
         if not expected:
             return
+        expected = expected_by_key(kind, expected)
         for key, row in rows.items():
-            want = expected.get(key[0] if len(key) == 1 else key)
+            want = expected.get(key)
             if want is None:
                 continue
             actual = row["version"] if row else 0
@@ -141,15 +142,17 @@ class Operation:
 
     # -- writing -------------------------------------------------------------------
     def update(self, kind: str, changes: dict[Key, dict[str, Any]], current: dict[Key, dict[str, Any] | None]) -> None:
-        """Bulk update existing rows (by primary key) and insert missing ones, bumping versions."""
+        """Bulk update existing rows (by primary key) and insert missing ones, bumping versions; a row
+        inserted where one was before continues its versions (`recorded_versions`)."""
         model, cols = KINDS[kind]
         updates, inserts = [], []
+        recorded = recorded_versions(self.session, kind, [k for k in changes if current.get(k) is None])
         for key, values in changes.items():
             row = current.get(key)
             stamp = {"updated_at": self.now, **({"updated_by": self.editor} if kind == "class" else {})}
             ek = entity_key(kind, key)
             if row is None:
-                inserts.append({**dict(zip(cols, key)), **values, **stamp, "version": 1})
+                inserts.append({**dict(zip(cols, key)), **values, **stamp, "version": recorded.get(key, 0) + 1})
                 self.before.setdefault(ek, None)
                 self.after[ek] = inserts[-1]
             else:
@@ -200,6 +203,10 @@ class Operation:
         """Entities this operation is about without writing them (for history)."""
         self.context.update(keys)
 
+    def concern_media_of(self, face_ids: Iterable[int]) -> None:
+        """The GIFs of these faces: a GIF's history ("media:7") lists every operation on its faces' labels."""
+        self.concern(*(f"media:{m}" for m in media_of_faces(self.session, face_ids).values()))
+
     # -- the audit row ---------------------------------------------------------------
     def finish(self, undo_of: AuditEvent | None = None) -> OperationResult:
         if not self.written:
@@ -225,6 +232,59 @@ def _group_by_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any
         groups.setdefault(tuple(sorted(row)), []).append(row)
     for group in groups.values():
         yield from (list(c) for c in _chunks(group))
+
+
+def media_of_faces(session: Session, face_ids: Iterable[int]) -> dict[int, int]:
+    """face id -> media id for the faces that exist."""
+    ids = sorted(set(face_ids))
+    found: dict[int, int] = {}
+    for chunk in _chunks(ids):
+        found.update(session.execute(select(Face.id, Face.media_id).where(Face.id.in_(chunk))).all())
+    return found
+
+
+def expected_by_key(kind: str, expected: dict[Any, Any]) -> dict[Key, int | None]:
+    """An editor's expected versions keyed as `Operation.load` keys rows: (12,) or (media, tag).
+
+    Why: ids that went through JSON or a form arrive as text ("12") or numpy integers; looked up as
+    given they would match no row and the version check would silently pass."""
+    out: dict[Key, int | None] = {}
+    for raw, version in expected.items():
+        parts = tuple(raw) if isinstance(raw, (tuple, list)) else (raw,)
+        key = tuple(check_id(p, kind) for p in parts)
+        if version is not None:
+            try:
+                version = check_id(version, kind)
+            except ValidationError:
+                raise ValidationError(f"expected version of {kind} {':'.join(map(str, key))} must be a whole "
+                                      f"number, got {version!r}") from None
+        out[key] = version
+    return out
+
+
+def recorded_versions(session: Session, kind: str, keys: Sequence[Key]) -> dict[Key, int]:
+    """The highest version the audit log ever recorded for each key (before or after any operation).
+
+    Why: a row deleted and created again (a label an undo removed, then a new decision; a tag removed,
+    then the removal undone) must not start again at version 1, or an editor still looking at the old
+    version 1 would overwrite the new row without a conflict. Keys never written are left out."""
+    texts = {entity_key(kind, k): k for k in keys}
+    keys_of: dict[int, list[str]] = {}
+    for chunk in _chunks(list(texts)):
+        stmt = select(AuditEntity.event_id, AuditEntity.key).where(AuditEntity.key.in_(chunk),
+                                                                     AuditEntity.written.is_(True))
+        for event_id, key in session.execute(stmt):
+            keys_of.setdefault(event_id, []).append(key)
+    out: dict[Key, int] = {}
+    for chunk in _chunks(sorted(keys_of), 100):  # events can be large: a bulk operation's whole snapshot
+        stmt = select(AuditEvent.id, AuditEvent.before, AuditEvent.after).where(AuditEvent.id.in_(chunk))
+        for event_id, before, after in session.execute(stmt):
+            for text in keys_of[event_id]:
+                for snapshot in ((before or {}).get(text), (after or {}).get(text)):
+                    if snapshot and isinstance(snapshot.get("version"), int):
+                        key = texts[text]
+                        out[key] = max(out.get(key, 0), snapshot["version"])
+    return out
 
 
 # -- who moved an entity on: the audit log, not the row ------------------------------------
@@ -489,9 +549,36 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
     return out
 
 
+def _label_events_naming(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Later operations, still undoable, whose face label snapshots name classes an undo is about to
+    delete, per class: a list of readable reasons.
+
+    Why: such an operation may have moved its faces off the class since (the labels no longer name it,
+    so `_class_dependents` finds nothing), yet undoing it would put them back on a class that is gone.
+    Operations that label faces concern the classes they name ("class:<id>"), which finds them."""
+    ids = set(class_ids)
+    naming: dict[int, list[str]] = {}
+    stmt = (select(AuditEvent).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
+            .where(AuditEntity.key.in_([f"class:{c}" for c in sorted(ids)]), AuditEvent.id > event.id,
+                   AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None))
+            .order_by(AuditEvent.id))
+    for later in session.scalars(stmt).unique():
+        named: set[Any] = set()
+        for snapshots in (later.before or {}, later.after or {}):
+            for key, snapshot in snapshots.items():
+                if key.startswith("face:") and snapshot:
+                    named |= {snapshot.get("class_id"), snapshot.get("predicted_class_id")}
+                    named |= {int(c) for c, _ in snapshot.get("predicted_top") or []}
+        for c in named & ids:
+            naming.setdefault(c, []).append(f"{later.id} ({later.operation} by {later.editor})")
+    return {c: [f"the face labels of operation(s) {', '.join(events)}"] for c, events in naming.items()}
+
+
 def _check_deletable_classes(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> None:
     """Refuse to delete a class (undo of its creation) while anything still names it."""
     dependents = _class_dependents(session, class_ids, event.at)
+    for c, reasons in _label_events_naming(session, event, class_ids).items():
+        dependents.setdefault(c, []).extend(reasons)
     if not dependents:
         return
     names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
@@ -543,6 +630,77 @@ def _check_free_names(session: Session, event: AuditEvent, changes: dict[Key, di
                             "is called that now; rename one of them first")
 
 
+def _show_model_guess(values: dict[str, Any], row: dict[str, Any]) -> None:
+    """A label an undo leaves undecided shows the model's guess as its class, which may have been
+    refreshed since; when this undo restores the guess too (a prediction run undone), the restored one.
+
+    Why also when only the guess is restored: a prediction run over a decided label writes the
+    prediction columns alone; once that decision is undone the label is undecided, and undoing the run
+    must move its class back with its guess, or the label would show one class and predict another."""
+    status = values.get("status", row["status"])
+    if status in UNDECIDED_STATUSES and ("class_id" in values or "predicted_class_id" in values):
+        values["class_id"] = values.get("predicted_class_id", row["predicted_class_id"])
+
+
+def _concern_as(op: Operation, event: AuditEvent) -> None:
+    """An undo concerns what the operation it reverses concerned (its classes, its GIFs), and the GIFs
+    of the faces it writes: the history of a class or a GIF shows the undo beside the operation."""
+    op.concern(*op.session.scalars(select(AuditEntity.key).where(AuditEntity.event_id == event.id,
+                                                                 AuditEntity.written.is_(False))))
+    op.concern_media_of(key[0] for kind, key in map(parse_key, event.after) if kind == "face")
+
+
+def retiring_event(session: Session, class_id: int) -> AuditEvent | None:
+    """The latest operation still in force that left the class retired (a merge, a retirement, an undo
+    of making it active), or None when no audited operation did."""
+    key = f"class:{class_id}"
+    stmt = (select(AuditEvent).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
+            .where(AuditEntity.key == key, AuditEntity.written.is_(True), AuditEvent.undone_by_id.is_(None))
+            .order_by(AuditEvent.id.desc()))
+    for event in session.scalars(stmt):
+        snapshot = (event.after or {}).get(key) or {}
+        if snapshot.get("status") == "retired":
+            return event
+    return None
+
+
+def retired_phrase(session: Session, class_id: int) -> str:
+    """"merged into 'Bob' by ann at ... in operation 6 (merge_classes)" or "retired by ...": why a class
+    takes no labels, in the words of the operation that did it."""
+    name, merged_into = session.execute(select(CelebrityClass.name, CelebrityClass.merged_into_id)
+                                        .where(CelebrityClass.id == class_id)).one()
+    target = session.scalar(select(CelebrityClass.name).where(CelebrityClass.id == merged_into)) if merged_into else None
+    what = f"merged into {target!r}" if merged_into else "retired"
+    by = retiring_event(session, class_id)
+    return what + (" " + LastWrite(by.id, by.editor, by.at, by.operation, by.undo_of_id).phrase() if by else "")
+
+
+def _check_live_classes(session: Session, event: AuditEvent, changes: dict[Key, dict[str, Any]],
+                        current: dict[Key, dict[str, Any] | None]) -> None:
+    """Refuse to put a decision back on a class that is retired now (merged away, or retired).
+
+    Why: a retired class takes no labels and is not exported; a label restored onto it would be a
+    confirmed face that silently vanishes from the training set. The editor undoes the merge (or makes
+    the class active) first, or decides the face anew."""
+    wanted: dict[int, int] = {}  # class id -> first face an undo would decide as it
+    for key, values in changes.items():
+        row = current.get(key) or {}
+        status, class_id = values.get("status", row.get("status")), values.get("class_id", row.get("class_id"))
+        if ("status" in values or "class_id" in values) and status not in UNDECIDED_STATUSES and class_id is not None:
+            wanted.setdefault(class_id, key[0])
+    if not wanted:
+        return
+    retired = session.scalars(select(CelebrityClass.id).where(CelebrityClass.id.in_(sorted(wanted)),
+                                                              CelebrityClass.status == "retired")
+                              .order_by(CelebrityClass.id)).first()
+    if retired is None:
+        return
+    name = session.scalar(select(CelebrityClass.name).where(CelebrityClass.id == retired))
+    raise UndoError(f"operation {event.id} ({event.operation}) cannot be undone: it would put face {wanted[retired]} "
+                    f"back on class {name!r}, which was {retired_phrase(session, retired)}; undo that first, or "
+                    "decide the face anew")
+
+
 def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> OperationResult:
     """Restore what an operation changed; refused when a later operation depends on it.
 
@@ -578,6 +736,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
             raise _blocking_error(session, event, blocking)
         op = Operation(session, editor, "undo")
         op.summary = f"undo of operation {event.id}: {event.summary}"
+        _concern_as(op, event)
         by_kind: dict[str, list[tuple[Key, str]]] = {}
         for text in event.after:
             kind, key = parse_key(text)
@@ -603,16 +762,15 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                         values = {c: v for c, v in values.items() if c not in cols}
                     else:
                         values.pop("id", None)
-                        if kind == "face" and values.get("status") in UNDECIDED_STATUSES and "class_id" in values:
-                            # back to undecided: show the model's guess, which may have been refreshed since; when
-                            # this undo restores the guess too (a prediction undone), the restored one
-                            values["class_id"] = values.get("predicted_class_id",
-                                                            current[kind][key]["predicted_class_id"])
+                        if kind == "face":
+                            _show_model_guess(values, current[kind][key])
                     changes[key] = values
             if changes:
                 if kind == "class":
                     _check_free_names(session, event, changes)
                     _check_merge_cycles(session, event, changes)
+                if kind == "face":  # the classes are restored already (parents first)
+                    _check_live_classes(session, event, changes, current[kind])
                 op.update(kind, changes, current[kind])
         for kind in reversed(INSERT_ORDER):  # remove what the operation created, children first
             created = {key: current[kind][key] for key, text in by_kind.get(kind, []) if event.before.get(text) is None}

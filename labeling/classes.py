@@ -6,7 +6,8 @@ from typing import Any, Sequence
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import CHUNK, Operation, OperationResult, _chunks, merge_chain, run_operation
+from labeling.audit import (CHUNK, Operation, OperationResult, _chunks, expected_by_key, merge_chain, retired_phrase,
+                            run_operation)
 from labeling.errors import NotFoundError, ValidationError
 from labeling.face_labels import apply_decision, optional_class_id
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, FaceLabel
@@ -98,6 +99,9 @@ def add_class(factory: sessionmaker[Session], name: str, editor: str, display_na
 
 def rename_class(factory, class_id: int, new_name: str, editor: str, expected_version: int | None = None,
                  display_name: str | None = None) -> OperationResult:
+    """New name (and display name, when given; blank clears it). Only what changes is written: renaming
+    a class to the name it has writes nothing, as `set_class_attributes` does (the result says
+    "nothing changed" and has no event), so no version moves and there is nothing to undo."""
     class_id = check_id(class_id, "class")
     with run_operation(factory, editor, "rename_class") as op:
         row = _load_class(op, class_id, expected_version)
@@ -106,8 +110,11 @@ def rename_class(factory, class_id: int, new_name: str, editor: str, expected_ve
         values = {"name": name, "name_key": class_name_key(name)}
         if display_name is not None:
             values["display_name"] = clean_class_name(display_name) if display_name.strip() else None
-        op.update("class", {(class_id,): values}, {(class_id,): row})
-        op.summary = f"rename class {row['name']!r} to {name!r}"
+        changed = {c: v for c, v in values.items() if row[c] != v}
+        if changed:
+            op.update("class", {(class_id,): changed}, {(class_id,): row})
+        op.summary = (f"rename class {row['name']!r} to {name!r}" if row["name"] != name else f"class {name!r}") + (
+            f", display name {row['display_name']!r} -> {changed['display_name']!r}" if "display_name" in changed else "")
     return op.result
 
 
@@ -134,7 +141,7 @@ def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: 
     now theirs, not the import's, so re-importing the same raw dataset keeps it where the merge or
     split put it instead of moving it back. An undecided label stays the model's."""
     rows = op.load("face", [(f,) for f in face_ids])
-    changes = {}
+    changes: dict[tuple[int], dict[str, Any]] = {}
     for key, row in rows.items():
         values: dict[str, Any] = {}
         if row["class_id"] == source_id:
@@ -147,6 +154,7 @@ def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: 
             changes[key] = {**values, "editor": op.editor}
     if changes:
         op.update("face", changes, rows)
+        op.concern_media_of(face_id for (face_id,) in changes)
     return len(changes)
 
 
@@ -157,10 +165,13 @@ def merge_classes(factory, source_id: int, target_id: int, editor: str,
     source_id, target_id = check_id(source_id, "class"), check_id(target_id, "class")
     if source_id == target_id:
         raise ValidationError("cannot merge a class into itself")
-    seen = expected_versions or {}
+    seen = {key[0]: v for key, v in expected_by_key("class", expected_versions or {}).items()}
     with run_operation(factory, editor, "merge_classes") as op:
         rows = _load_classes(op, [source_id, target_id], {c: seen.get(c) for c in (source_id, target_id)})
         source, target = rows[source_id], rows[target_id]
+        if source["merged_into_id"] is not None:
+            raise ValidationError(f"class {source['name']!r} is already {retired_phrase(op.session, source_id)}: "
+                                  "its labels went there; make it active again first to merge it elsewhere")
         if target["status"] == "retired":
             raise ValidationError(f"class {target['name']!r} is retired: merge into an active class")
         _check_no_merge_cycle(op.session, source, target)

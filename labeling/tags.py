@@ -80,13 +80,7 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
     if refuse_active:
         _refuse_active(op.session, rows, names)
     if refuse_rejected:
-        rejected = [k for k, r in rows.items() if r is not None and r["status"] == "rejected"]
-        if rejected:
-            who = sorted({rows[k]["editor"] or "?" for k in rejected})
-            raise ValidationError(
-                f"{len(rejected)} of these tags were rejected (by {', '.join(who)}): "
-                f"{_describe(op.session, rejected, lambda k: repr(names[k[1]]))}; setting a confidence does not undo a rejection: "
-                "add the tag again to restore it")
+        _refuse_rejected(op.session, rows, names, "setting a confidence")
     changes: dict[Key, dict[str, Any]] = {}
     for key, conf in wanted.items():
         row = rows[key]
@@ -100,6 +94,20 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
     if changes:
         op.update("media_tag", changes, rows)
     return len(changes)
+
+
+def _refuse_rejected(session: Session, rows: dict[Key, dict[str, Any] | None], tag_names: dict[int, str],
+                     doing: str) -> None:
+    """ValidationError naming the rejected tags among rows (and who rejected them), if any: `doing`
+    ("setting a confidence", "accepting") must not undo an editor's rejection unseen."""
+    rejected = [k for k, r in rows.items() if r is not None and r["status"] == "rejected"]
+    if not rejected:
+        return
+    who = sorted({rows[k]["editor"] or "?" for k in rejected})
+    raise ValidationError(
+        f"{len(rejected)} of these tags were rejected (by {', '.join(who)}): "
+        f"{_describe(session, rejected, lambda k: repr(tag_names[k[1]]))}; {doing} does not undo a rejection: "
+        "add the tag again to restore it")
 
 
 def _refuse_active(session: Session, rows: dict[Key, dict[str, Any] | None], tag_names: dict[int, str]) -> None:
@@ -156,7 +164,11 @@ def set_tag_confidences(factory: sessionmaker[Session], items: Sequence[tuple[in
 def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, str]], status: str, editor: str,
                    expected_versions: dict[tuple[int, int], int] | None = None) -> OperationResult:
     """Accept ("active") or reject ("rejected") suggestions, e.g. from experts voting; expected_versions
-    ((media id, tag id) -> version seen) refuses a decision on a suggestion that changed meanwhile."""
+    ((media id, tag id) -> version seen) refuses a decision on a suggestion that changed meanwhile.
+
+    A rejected tag is refused (ValidationError naming it) unless the status asked is "rejected", as in
+    `set_tag_confidences`: accepting a selection must not undo an editor's rejection unseen; adding the
+    tag again (add_tags) is the explicit way back."""
     if status not in TAG_STATUSES:
         raise ValidationError(f"tag status must be one of {', '.join(TAG_STATUSES)}, got {status!r}")
     with run_operation(factory, editor, "set_tag_status") as op:
@@ -168,6 +180,9 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
             name = {tag_id: tag for tag, tag_id in ids.items()}[missing[0][1]]
             raise NotFoundError(f"media {missing[0][0]} has no tag {name!r}")
         op.check_versions("media_tag", rows, expected_versions)
+        if status != "rejected":
+            _refuse_rejected(op.session, rows, {tag_id: tag for tag, tag_id in ids.items()},
+                             "accepting" if status == "active" else f"marking {status}")
         op.update("media_tag", {k: {"status": status, "editor": op.editor} for k, r in rows.items() if r["status"] != status}, rows)
         for m, _ in keys:
             op.concern(f"media:{m}")

@@ -3,8 +3,9 @@
 Class names may be any Unicode (accents, emoji, right-to-left scripts, quotes): they are
 stored as typed and only ever reach SQL as bound parameters. What is refused is what
 cannot be a name or would be dangerous elsewhere: blank, over-long, control characters,
-invisible bidirectional overrides (they disguise a name's reading order), and path syntax
-(`/`, `\\`, `..`), since class names become folder names in the retraining export.
+invisible bidirectional overrides (they disguise a name's reading order), characters that draw
+nothing where they stand (a name could pose as another), and path syntax (`/`, `\\`, `..`), since
+class names become folder names in the retraining export.
 """
 from __future__ import annotations
 
@@ -25,6 +26,51 @@ GENDERS_HINT = "free text such as female, male, non-binary"
 _BLANK_LOOKING = set("\u2800\u3164\u115f\u1160\uffa0")
 # Emoji glue: the zero-width joiner and the emoji variation selector are part of emoji sequences.
 _EMOJI_GLUE = "\u200d\ufe0f"
+
+
+# Characters that draw nothing where they stand (Unicode's default-ignorable letters and marks, the blank
+# braille pattern): "Alice" followed by one reads as "Alice" but would be another class or tag.
+_INVISIBLE = frozenset(_BLANK_LOOKING | set("\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f"))
+_VS16 = "\ufe0f"
+
+
+def _variation_selector(c: str) -> bool:
+    return "\ufe00" <= c <= "\ufe0f" or "\U000e0100" <= c <= "\U000e01ef"
+
+
+def _emoji_base(c: str) -> bool:
+    """What an emoji sequence builds on: a symbol (emoji, skin tone), punctuation or digit ("‼️", "1️⃣"),
+    or U+2139 INFORMATION SOURCE, the one emoji Unicode files as a letter."""
+    return bool(c) and (unicodedata.category(c)[0] in "SPN" or c == "\u2139")
+
+
+def _glue_in_place(text: str, i: int) -> bool:
+    """Whether the emoji glue at text[i] is part of an emoji sequence.
+
+    The emoji variation selector (U+FE0F) follows an emoji base. The zero-width joiner joins two drawn
+    characters of which one is an emoji (or the one before is a combining mark: Indic scripts join a
+    virama to the next letter); at an end, beside a space, or between two letters it draws nothing."""
+    before, after = text[i - 1] if i else "", text[i + 1 : i + 2]
+    if text[i] == _VS16:
+        return _emoji_base(before)
+    if not before or not after or after.isspace() or after in _EMOJI_GLUE or before.isspace():
+        return False
+    return _emoji_base(before) or before == _VS16 or _emoji_base(after) or unicodedata.category(before) in ("Mn", "Mc")
+
+
+def refuse_invisible_characters(text: str, what: str) -> None:
+    """Refuse characters that draw nothing where they stand, so that a name cannot pose as another
+    ("Alice" + U+2800, U+3164, U+034F, a variation selector): fillers and blanks, the combining grapheme
+    joiner, variation selectors other than the emoji one, and emoji glue outside an emoji sequence.
+
+    Why refused and not folded into the comparison key: class name keys are stored (unique), and a new
+    fold would need every stored key recomputed; refused, no stored name changes meaning."""
+    bad = [c for i, c in enumerate(text) if c in _INVISIBLE or (_variation_selector(c) and c != _VS16)
+           or (c in _EMOJI_GLUE and not _glue_in_place(text, i))]
+    if bad:
+        raise ValidationError(f"{what} {text!r} contains invisible characters {[hex(ord(c)) for c in bad]} "
+                              "(blanks, fillers, variation selectors or joiners outside an emoji sequence); "
+                              "remove them")
 
 
 def _visible(c: str) -> bool:
@@ -63,6 +109,7 @@ def clean_class_name(raw: Any) -> str:
     name = " ".join(name.split())
     if not any(_visible(c) for c in name):
         raise ValidationError(f"class name {name!r} has no visible character")
+    refuse_invisible_characters(name, "class name")
     if len(name) > CLASS_NAME_MAX:
         raise ValidationError(f"class name is {len(name)} characters long; the limit is {CLASS_NAME_MAX}")
     if (folded := len(class_name_key(name))) > CLASS_NAME_MAX:  # "ß" folds to "ss", "ﬀ" to "ff"
@@ -90,6 +137,7 @@ def clean_tag_name(raw: Any) -> str:
     if len(tag) > TAG_NAME_MAX:
         raise ValidationError(f"tag is {len(tag)} characters long; the limit is {TAG_NAME_MAX}")
     refuse_hidden_characters(tag, "tag")
+    refuse_invisible_characters(tag, "tag")
     return tag
 
 
