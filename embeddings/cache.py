@@ -81,6 +81,16 @@ class EmbeddingCache:
         tmp.write_text(json.dumps({"model_id": model_id, "params": params}, indent=2, sort_keys=True, default=str))
         os.replace(tmp, target)
 
+    def meta(self, namespace: str, sha256: str) -> dict[str, Any] | None:
+        """An entry's meta.json alone (no arrays), or None when the entry is missing or its meta
+        unreadable: a cheap check that an entry is still on disk. A damaged entry is left for `get`
+        to drop when the item is recomputed."""
+        try:
+            meta = json.loads((self.entry_dir(namespace, sha256) / _META).read_text())
+        except (OSError, ValueError):  # missing, unreadable or cut short: a miss, as in `get`
+            return None
+        return meta if isinstance(meta, dict) else None
+
     def get(self, namespace: str, sha256: str) -> CacheEntry | None:
         """The complete entry, or None; an unreadable entry is dropped so it gets recomputed."""
         folder = self.entry_dir(namespace, sha256)

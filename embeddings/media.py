@@ -5,9 +5,9 @@ are often misnamed, and the extension is the attacker's choice. Every refusal is
 a MediaError whose message names the file and the limit, and whose `reason` is a
 short code stored with the failed media row.
 
-Sizes and frame counts are read from the headers (our own walk of the GIF and
-WebP block structure, Pillow's header parse for PNG/JPEG, the container for
-video) and checked against MediaLimits before any pixel is decoded, so a
+Sizes and frame counts are read from the headers (our own walk of the GIF, WebP
+and animated PNG block structure, Pillow's header parse for PNG/JPEG, the container
+for video) and checked against MediaLimits before any pixel is decoded, so a
 decompression bomb or a million-frame GIF costs a header read, not the machine.
 An animation also has a compositing budget (canvas pixels x frames drawn to reach
 the last sample), so a small file of many tiny frames on a huge canvas costs
@@ -92,7 +92,7 @@ class MediaLimits:
 
 @dataclass
 class SampledMedia:
-    kind: str  # gif | webp | video | image, from the content
+    kind: str  # gif | webp | apng | video | image, from the content
     frames: list[np.ndarray]  # kept frames (after de-duplication), RGB uint8 [h, w, 3], all the same size
     frame_indices: list[int]  # index of each kept frame in the clip
     frame_hashes: list[int]  # 64-bit DCT pHash of each kept frame
@@ -271,8 +271,10 @@ def _skip_sub_blocks(fh: BinaryIO, file_size: int, path: Path, what: str) -> Non
 def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
     """Count frames, sum delays and check every frame's size from the block structure alone.
 
-    Stops as soon as a limit is crossed, and refuses a file that ends before its
-    trailer byte: Pillow would silently stop at the cut and return fewer frames.
+    Stops as soon as a limit is crossed, and refuses a file cut inside a block: Pillow would
+    silently stop at the cut and return fewer frames. A file whose last frame is complete and that
+    only lacks its trailer byte (some encoders and downloads drop it; browsers play it) is accepted:
+    every frame it announces is there.
     """
     with open(path, "rb") as fh:
         file_size = os.fstat(fh.fileno()).st_size
@@ -283,12 +285,17 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
         if packed & 0x80:
             _read_exact(fh, 3 << ((packed & 7) + 1), path, "its colour table")
         frames, delay_cs, delay = 0, 0, 0
+        after_frame = False  # the last block read was a complete frame (not an extension announcing one)
         while True:
             introducer = fh.read(1)
             if not introducer:
+                if after_frame:
+                    break
                 raise _truncated(path, f"the GIF ends without its trailer byte, after {frames} frames")
             if introducer == b"\x3b":
                 break
+            if introducer in (b"\x21", b"\x2c"):  # any other byte is padding, see below
+                after_frame = introducer == b"\x2c"
             if introducer == b"\x21":
                 label = _read_exact(fh, 1, path, "an extension")[0]
                 if label == 0xF9:  # graphic control: the frame delay
@@ -443,10 +450,76 @@ def _decode_still(path: Path, im: Image.Image, limits: MediaLimits) -> DecodedFr
     return DecodedFrames("image", [frame], [0], 1, width, height, None)
 
 
-def _decode_image(path: Path, fmt: str, limits: MediaLimits) -> DecodedFrames:
+def _decode_image(path: Path, fmt: str, n_frames: int, limits: MediaLimits) -> DecodedFrames:
     with _open_pillow(path, fmt) as im:
-        # An animated PNG is used through its default image, like a still.
+        if fmt == "PNG" and getattr(im, "is_animated", False):
+            return _decode_apng(path, im, n_frames, limits)
         return _decode_still(path, im, limits)
+
+
+# -- animated PNG ----------------------------------------------------------------------------
+
+@dataclass
+class ApngLayout:
+    frames: int  # animation frames (fcTL chunks), the default image aside when it is none of them
+    duration_s: float | None
+
+
+def scan_apng(path: Path) -> ApngLayout:
+    """Frame count and duration from the chunk structure (acTL, fcTL), without decoding pixels.
+
+    Why a walk of our own: Pillow reads a frame's control chunk only when it seeks to it, and stops
+    at a cut without a word, so the frames after the last sample would go unchecked. A file that
+    ends inside a chunk, or holds fewer frames than its acTL chunk announces, is truncated."""
+    announced, frames, delay = 0, 0, 0.0
+    with open(path, "rb") as fh:
+        file_size = os.fstat(fh.fileno()).st_size
+        fh.seek(8)
+        while True:
+            head = fh.read(8)
+            if not head:
+                break  # no IEND: harmless when every frame is there (checked below)
+            if len(head) < 8:
+                raise _truncated(path, "the PNG ends inside a chunk header")
+            size, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                break
+            if kind in (b"acTL", b"fcTL"):
+                body = fh.read(size)
+                if len(body) < size or size < (8 if kind == b"acTL" else 26):
+                    raise _truncated(path, f"the PNG's {kind.decode()} chunk is cut short")
+                if kind == b"acTL":
+                    announced = struct.unpack(">I", body[:4])[0]
+                else:
+                    frames += 1
+                    numerator, denominator = struct.unpack(">HH", body[20:24])
+                    delay += numerator / (denominator or 100)  # a zero denominator means 1/100 s
+                fh.seek(4, os.SEEK_CUR)  # the CRC
+            elif fh.seek(size + 4, os.SEEK_CUR) > file_size:
+                raise _truncated(path, f"the PNG ends inside its {kind.decode('latin-1')} chunk")
+    if frames < announced:
+        raise _truncated(path, f"the APNG announces {announced:,} frames but holds {frames:,}")
+    return ApngLayout(frames, delay if frames > 1 and delay > 0 else None)
+
+
+def _decode_apng(path: Path, im: Image.Image, n_frames: int, limits: MediaLimits) -> DecodedFrames:
+    """An animated PNG, sampled like an animated WebP: Pillow composites each frame over the canvas
+    (the dispose and blend ops). Pillow counts a default image that is no animation frame (what a
+    viewer without APNG support shows) as frame 0; it is left out, as browsers leave it out."""
+    _check_pixels(path, im.width, im.height, limits, "canvas")
+    first = 1 if getattr(im, "default_image", False) else 0
+    total = int(im.n_frames) - first
+    _check_frames(path, total, limits)
+    if total <= 1:  # one animation frame besides the default image: a still, as before
+        return _decode_still(path, im, limits)
+    layout = scan_apng(path)
+    wanted = evenly_spaced_indices(total, n_frames)
+    _check_compositing(path, im.width, im.height, [first + i for i in wanted], limits, "APNG")
+    frames = []
+    for index in wanted:  # seeking forward composites only up to the target
+        im.seek(first + index)
+        frames.append(to_rgb(im))
+    return DecodedFrames("apng", frames, wanted, total, im.width, im.height, layout.duration_s)
 
 
 # -- video -----------------------------------------------------------------------------------
@@ -523,8 +596,12 @@ def _frame_end_s(frame, probe: _VideoProbe) -> float | None:
 
 
 def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimits,
-                               probe: _VideoProbe | None = None) -> _Sequential:
-    """Decode from the start up to the last wanted frame; converts only the wanted ones."""
+                               probe: _VideoProbe | None = None, overrun: int | None = None) -> _Sequential:
+    """Decode from the start up to the last wanted frame; converts only the wanted ones.
+
+    With `overrun` (an estimated count, `_overrun_index`), decoding goes on to the end of the stream
+    (a few frames past the last wanted one when the estimate holds), so `decoded` is the true count,
+    at most `limits.max_frames`."""
     import av
 
     wanted_set, last = set(wanted), wanted[-1]
@@ -538,10 +615,26 @@ def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimit
                 _check_pixels(path, frame.width, frame.height, limits)
                 frames.append(_upright(frame))
                 indices.append(index)
-            if index >= last:
-                break
+            if overrun is None:
+                if index >= last:
+                    break
+            elif index >= overrun:  # more frames than estimated: counting them
+                _check_frames(path, decoded, limits, at_least=True)
         end_s = _frame_end_s(latest, probe) if probe is not None else None
     return _Sequential(frames, indices, decoded, end_s)
+
+
+def _overrun_index(probe: _VideoProbe) -> int | None:
+    """For an estimated frame count (duration x nominal rate, no count in the header), the frame
+    index that proves the estimate too low; None for an exact count.
+
+    Why: a variable-frame-rate clip can hold far more frames than its nominal rate says (20 slow
+    frames at a declared 1 fps, then hundreds at 30 fps: an estimate of 53 for 1,000 frames), and
+    sampling up to the estimate then only ever looks at the clip's start. A frame or two past it
+    (rounding of duration x rate) is normal."""
+    if probe.count_is_exact:
+        return None
+    return probe.total + max(2, probe.total // 100)
 
 
 def _played_to_the_end(probe: _VideoProbe, end_s: float | None) -> bool:
@@ -608,11 +701,17 @@ def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFram
         frames = _decode_video_by_seeking(path, wanted, probe, limits)
         indices = wanted
     if frames is None:
-        run = _decode_video_sequentially(path, wanted, limits, probe)
+        overrun = _overrun_index(probe)
+        run = _decode_video_sequentially(path, wanted, limits, probe, overrun)
         frames, indices, decoded = run.frames, run.indices, run.decoded
         if decoded == 0:
             raise _truncated(path, f"the header announces {total:,} frames but none decodes")
-        if decoded < wanted[-1] + 1:
+        if overrun is not None and decoded > overrun:  # far more frames than estimated: counted to the end
+            total = decoded
+            wanted = evenly_spaced_indices(total, n_frames)
+            rerun = _decode_video_sequentially(path, wanted, limits)
+            frames, indices = rerun.frames, rerun.indices
+        elif decoded < wanted[-1] + 1:
             # The stream ended before the header said it would. A frame or two (rounding of
             # duration x rate, edit lists) is normal, and so is any shortfall of an estimated
             # count when the frames reach the stated duration (variable frame rate); a big
@@ -687,7 +786,7 @@ def decode_media(path: Path | str, n_frames: int = 16, limits: MediaLimits = Med
         elif fmt in ("mp4", "matroska"):
             decoded = _decode_video(path, n_frames, limits)
         else:
-            decoded = _decode_image(path, fmt.upper(), limits)
+            decoded = _decode_image(path, fmt.upper(), n_frames, limits)
     except MediaError:
         raise
     except Image.DecompressionBombError as exc:

@@ -27,7 +27,7 @@ from models.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ANIMATED_KINDS = frozenset({"gif", "webp", "video"})
+ANIMATED_KINDS = frozenset({"gif", "webp", "apng", "video"})
 TOP_LABELS = 5
 # Cosine distance between track means below which two face clusters are one person.
 # dlib: on LFW, same-person pairs sit below 0.062 (90th pct) and different people above
@@ -84,7 +84,8 @@ class MediaResult:
     # re-ingest that has nothing new to write (see labeling/ingest.py).
     source_key: str | None = None
     # Set when the store already holds exactly this result (see `run`'s is_stored): its faces and
-    # tracks were not loaded, this is how many faces the store has for it.
+    # tracks were not loaded, this is how many faces the current settings detect in it (its cache
+    # entry's count, as a computed result counts them: not the decided faces an earlier run kept).
     stored_faces: int | None = None
 
     @property
@@ -96,7 +97,7 @@ class MediaResult:
         return self
 
 
-IsStored = Callable[[str, str, Path], "int | None"]
+IsStored = Callable[[str, str, Path], bool]
 
 
 def _not_a_file(path: Path, mode: int) -> str:
@@ -110,30 +111,58 @@ def _not_a_file(path: Path, mode: int) -> str:
     return "not a regular file (a pipe, device or socket)"
 
 
-def _walk_folder(root: Path) -> list[Path]:
-    """Media files under root (by extension; hidden entries and symlinked folders not followed),
-    sorted, plus what could not be looked into: a subfolder that cannot be read, and a media name
-    that is no file (a broken link, a link loop, a pipe). Those are returned too, so the batch
-    records each as failed with its reason instead of missing them without a word."""
+def _dir_key(path: Path | str) -> tuple[int, int] | None:
+    """A folder's identity (device, inode) through any links; None when it cannot be looked at."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if S_ISDIR(info.st_mode) else None
+
+
+def _walk_folder(root: Path, skip: frozenset[tuple[int, int]] = frozenset()) -> list[Path]:
+    """Media files under root (by extension; hidden entries left out), sorted, plus what could not be
+    looked into: a subfolder that cannot be read, and a media name that is no file (a broken link, a
+    link loop, a pipe). Those are returned too, so the batch records each as failed with its reason
+    instead of missing them without a word.
+
+    Symlinked folders are followed, as the Ingest page's folder browser lists them; each folder is
+    walked once (by device and inode), so a link back up the tree is no endless loop. Folders in
+    `skip` (the data folder: its cache holds giflens's own face crops) are never entered from a parent;
+    root itself always is, since it was named on purpose."""
     found: list[Path] = []
+    seen = {key} if (key := _dir_key(root)) is not None else set()
 
     def unreadable(error: OSError) -> None:
         found.append(Path(error.filename))
 
-    for folder, subfolders, names in os.walk(root, onerror=unreadable):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+    def enter(folder: str, name: str) -> bool:
+        if name.startswith("."):
+            return False
+        key = _dir_key(os.path.join(folder, name))
+        if key is None:  # vanished meanwhile, or unreadable: os.walk reports it when it tries
+            return True
+        if key in seen or key in skip:
+            return False
+        seen.add(key)
+        return True
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
+        subfolders[:] = [d for d in sorted(subfolders) if enter(folder, d)]
         found += [Path(folder) / n for n in names if not n.startswith(".") and has_media_extension(Path(n))]
     return sorted(found)
 
 
-def discover_media(paths: Iterable[Path | str]) -> list[Path]:
+def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = ()) -> list[Path]:
     """Files named explicitly are kept whatever their extension (so a bad one is reported);
-    folders are walked recursively for media extensions (`_walk_folder`)."""
+    folders are walked recursively for media extensions (`_walk_folder`), never entering a folder of
+    `skip` (pass the data folder: uploads saved inside it still go in when named themselves)."""
+    skipped = frozenset(key for folder in skip if (key := _dir_key(folder)) is not None)
     found: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
-        candidates = _walk_folder(path) if path.is_dir() else [path]
+        candidates = _walk_folder(path, skipped) if path.is_dir() else [path]
         for candidate in candidates:
             try:
                 key = candidate.resolve(strict=True)
@@ -306,9 +335,11 @@ class IngestPipeline:
     # -- public -----------------------------------------------------------------------
     def run(self, paths: Sequence[Path], on_result: Callable[[MediaResult], None] | None = None,
             is_stored: IsStored | None = None) -> Iterator[MediaResult]:
-        """Results in order. `is_stored(sha256, source_key, path)` (the store's answer) returns the
-        face count of an item stored from exactly these cache entries, or None: such an item is
-        yielded with `stored_faces` set and nothing read from the cache, a warm re-run's shortcut."""
+        """Results in order. `is_stored(sha256, source_key, path)` (the store's answer) says whether
+        an item is stored from exactly these cache entries: such an item is yielded with
+        `stored_faces` set and only its entries' meta files read, a warm re-run's shortcut. An entry
+        gone from disk (a cleared cache) makes it a miss, computed and stored again, so its crops
+        are back (`_stored_face_count`)."""
         for start in range(0, len(paths), self.chunk_size):
             for result in self._run_chunk(paths[start : start + self.chunk_size], is_stored):
                 if on_result is not None:
@@ -393,9 +424,11 @@ class IngestPipeline:
         if result.sha256 in first_of:
             return None
         first_of[result.sha256] = result
-        if is_stored is not None and (faces := is_stored(result.sha256, source_key, path)) is not None:
-            result.stored_faces, result.from_cache = faces, True
-            return None
+        if is_stored is not None and is_stored(result.sha256, source_key, path):
+            faces = self._stored_face_count(result.sha256, face_ns, gif_ns)
+            if faces is not None:
+                result.stored_faces, result.from_cache = faces, True
+                return None
 
         frames_entry = self._cache_get(self.frames_namespace, result.sha256)
         if frames_entry is not None:
@@ -419,6 +452,18 @@ class IngestPipeline:
         _apply_media_meta(result, meta)
         item.need_gif = result.kind in ANIMATED_KINDS and gif_entry is None
         return item
+
+    def _stored_face_count(self, sha256: str, face_ns: str, gif_ns: str) -> int | None:
+        """The face count of a stored item's cache entries (from their meta files, no arrays), or None
+        when one is gone or damaged: the store's rows point at crops in the face entry, so a lost
+        entry must be computed again, never skipped because the row is there."""
+        frames = self._cache_io(self.cache.meta, self.frames_namespace, sha256)
+        faces = self._cache_io(self.cache.meta, face_ns, sha256) if frames is not None else None
+        if faces is None or "faces" not in faces:
+            return None
+        if frames.get("kind") in ANIMATED_KINDS and self._cache_io(self.cache.meta, gif_ns, sha256) is None:
+            return None
+        return int(faces["faces"])
 
     def _sample(self, result: MediaResult) -> SampledMedia | None:
         """Decode and sample one file; None when it fails, recorded as its failure. Besides the media

@@ -22,7 +22,7 @@ import logging
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, event, exists, func, insert, inspect, select, update
+from sqlalchemy import delete, event, exists, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -237,6 +237,14 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     return media
 
 
+def _stale_failure(row: Any, path: Any, media_id: Any) -> list[Any]:
+    """Conditions on `row` (Media or an alias) for a failed row at `path` other than `media_id` that
+    nobody worked on (no faces, no tags): one `_drop_stale_failures` deletes. Shared with the warm
+    re-run's look-up (`ingest`), which asks the same question without writing."""
+    return [row.status == "failed", row.path == path, row.id != media_id,
+            ~exists().where(Face.media_id == row.id), ~exists().where(MediaTag.media_id == row.id)]
+
+
 def _drop_stale_failures(session: Session, media: Media) -> list[dict[str, Any]]:
     """Delete the failed rows at the path an ok item was just stored from; return them ({"id", "path"}).
 
@@ -250,9 +258,7 @@ def _drop_stale_failures(session: Session, media: Media) -> list[dict[str, Any]]
     one (`may_be_escaped`), only failed rows with a sha256 go, which were hashed and so were this
     very file. (A sha-less failure of this file, unreadable once, then stays: listed, never lost.)"""
     same_file = [Media.sha256.is_not(None)] if may_be_escaped(media.path) else []
-    stale = list(session.scalars(select(Media.id).where(
-        Media.status == "failed", Media.path == media.path, Media.id != media.id, *same_file,
-        ~exists().where(Face.media_id == Media.id), ~exists().where(MediaTag.media_id == Media.id))))
+    stale = list(session.scalars(select(Media.id).where(*_stale_failure(Media, media.path, media.id), *same_file)))
     if stale:
         session.execute(delete(Media).where(Media.id.in_(stale)))
     return [{"id": m, "path": media.path} for m in stale]
@@ -456,6 +462,28 @@ def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, s
     return stored.media_id, stored.error
 
 
+@dataclass
+class _Warm:
+    """An item a warm re-run found stored as it is (`ingest`'s is_stored)."""
+
+    media_id: int
+    path: str
+    stale: bool  # a failed row nobody worked on sits at its path: the file failed once, then was restored
+
+
+def _drop_stale_for(store: sessionmaker, warm: _Warm) -> list[dict[str, Any]]:
+    """The warm path's `_drop_stale_failures`: a file that failed (damaged in place) and was then
+    restored to bytes already stored is no new content, so nothing is written for it, and its failed
+    row would stay forever. Only run when the look-up saw such a row: a warm batch takes no write lock."""
+    if not warm.stale:
+        return []
+    warm.stale = False  # the same bytes again under another name in this batch: done once
+    with write_scope(store) as session:
+        media = session.get(Media, warm.media_id)
+        removed = _drop_stale_failures(session, media) if media is not None else []
+    return removed
+
+
 def _failed_to_store(result: MediaResult, exc: Exception) -> str:
     """Turn a result its store step refused into a failure; return the message."""
     log.exception("%s: could not be stored", path_text(result.path))
@@ -483,7 +511,9 @@ def ingest(
     # Absolute paths: the store outlives the working directory this ran in, and the app reads a relative
     # media path under the data folder, so "../shared/data/gifs" would point nowhere. abspath, not resolve:
     # the path keeps the name the editor gave (symlinks included), only anchored.
-    files = discover_media([Path(os.path.abspath(p)) for p in paths])
+    # A folder walk never enters the data folder: its cache holds giflens's own face crops, which would
+    # come back as media, more of them every run. Uploads saved there are named one by one, so they go in.
+    files = discover_media([Path(os.path.abspath(p)) for p in paths], skip=[settings.data_dir, settings.cache_dir])
     if on_start is not None:
         on_start(len(files))
     pipeline = pipeline or IngestPipeline(settings)
@@ -492,30 +522,35 @@ def ingest(
     ledger = _Ledger()
     interrupted = True
 
-    stored_ids: dict[str, tuple[int, str]] = {}  # sha256 -> (media id, path) of the items stored as they are
-    face_count = select(func.count()).where(Face.media_id == Media.id).scalar_subquery()
-    lookup = select(Media.id, Media.status, Media.source_key, Media.path, face_count)
+    stored_ids: dict[str, _Warm] = {}  # sha256 -> the row of an item stored as it is
+    other = aliased(Media)
+    stale = exists().where(*_stale_failure(other, Media.path, Media.id))  # a failed row at its path to drop
+    lookup = select(Media.id, Media.status, Media.source_key, Media.path, stale.label("stale"))
 
-    def is_stored(sha256: str, source_key: str, path: Path) -> int | None:
-        """The face count when the row holds exactly this result: same bytes, path and cache entries,
-        stored ok. Cache entries are content-addressed and never change, so the same key means the
-        same faces, tracks and embeddings: a warm re-run neither reads them from the cache nor
-        compares them row by row."""
+    def is_stored(sha256: str, source_key: str, path: Path) -> bool:
+        """Whether the row holds exactly this result: same bytes, path and cache entries, stored ok.
+        Cache entries are content-addressed and never change, so the same key means the same faces,
+        tracks and embeddings: a warm re-run neither reads them from the cache nor compares them row
+        by row (the pipeline still checks the entries are on disk, see `IngestPipeline.run`)."""
         with store() as session:  # one plain read, no ORM objects: this runs for every file of a warm batch
             row = session.execute(lookup.where(Media.sha256 == sha256)).first()
         if row is None or (row.status, row.source_key, row.path) != ("ok", source_key, path_text(path)):
-            return None
-        stored_ids[sha256] = row.id, row.path
-        return int(row[4])
+            return False
+        stored_ids[sha256] = _Warm(row.id, row.path, bool(row.stale))
+        return True
 
     new_items: list[int] = []  # rows this batch created: checked at the end for replaced files
     try:
         for result in pipeline.run(files, is_stored=is_stored):
-            if result.stored_faces is not None:  # nothing to write, nothing changed
+            if result.stored_faces is not None:  # nothing to write but a stale failed row, nothing changed
                 # A copy (the same bytes under another name) is no move either: the row keeps its path.
-                media_id, stored_path = stored_ids[result.sha256]
-                error = None
-                ledger.note(media_id, stored_path, stored_path, False)
+                warm, error = stored_ids[result.sha256], None
+                media_id = warm.media_id
+                removed = _drop_stale_for(store, warm)
+                ledger.note(media_id, warm.path, warm.path, bool(removed))
+                for row in removed:
+                    ledger.written[row["id"]] = None  # named by the batch's event, as on the write path
+                summary.removed += removed
             else:
                 media_id, error = _store_and_note(store, result, ledger, summary, new_items)
             summary.add(result)

@@ -469,12 +469,15 @@ def test_truncated_real_gif(tmp_path, gifs_dir, name):
     _refusal(path, "truncated")
 
 
-def test_gif_missing_only_its_trailer_is_truncated(tmp_path):
+def test_gif_missing_only_its_trailer_is_used_but_one_cut_after_an_extension_is_truncated(tmp_path):
     data = _gif(tmp_path / "full.gif", _noise_frames(10)).read_bytes()
     assert data.endswith(b";")
-    (tmp_path / "cut.gif").write_bytes(data[:-1])
+    (tmp_path / "cut.gif").write_bytes(data[:-1])  # every frame complete: browsers play it
+    assert sample_media(tmp_path / "cut.gif").total_frames == 10
+    start = data.rindex(b"\x21\xf9\x04")  # the last frame's graphic control extension
+    (tmp_path / "cut.gif").write_bytes(data[: start + 8])  # the extension complete, its frame missing
     message = _refusal(tmp_path / "cut.gif", "truncated")
-    assert "trailer" in message and re.search(r"\b10\b", message)  # names the frames that were complete
+    assert "trailer" in message and re.search(r"\b9\b", message)  # names the frames that were complete
 
 
 def test_truncated_jpeg(tmp_path, lfw_dir):

@@ -390,9 +390,11 @@ def test_truncated_files(tmp_path, gifs_dir, lfw_dir):
         _refused(tmp_path / "cut.jpg", "truncated")
 
     gif = (gifs_dir / "where.gif").read_bytes()
-    for keep in (10, 1500, len(gif) // 2, len(gif) * 9 // 10, len(gif) - 1):  # header, first frame, middle, tail, trailer
+    for keep in (10, 1500, len(gif) // 2, len(gif) * 9 // 10, len(gif) - 2):  # header, first frame, middle, tail, last block
         (tmp_path / "cut.gif").write_bytes(gif[:keep])
         _refused(tmp_path / "cut.gif", "truncated")
+    (tmp_path / "cut.gif").write_bytes(gif[:-1])  # only the trailer byte missing: every frame is there
+    assert sample_media(tmp_path / "cut.gif").total_frames == scan_gif(gifs_dir / "where.gif", MediaLimits()).frames
     (tmp_path / "padded.gif").write_bytes(gif + bytes(64))  # junk after the trailer is harmless
     assert sample_media(tmp_path / "padded.gif").total_frames == scan_gif(gifs_dir / "where.gif", MediaLimits()).frames
 
