@@ -21,6 +21,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,8 +149,15 @@ def main() -> None:
         summary.update({"large_n": large["n"], f"large_recall_at_{args.k}": large["recall"],
                         "large_speedup": large["speedup"], "large_batch_speedup": large["batch_speedup"],
                         "hnsw_faster_from_n": first if first is not None else "none"})
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) and k.endswith("10") else
-                   f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    print(summary_line(summary))
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """`key=value` pairs: recalls with 4 decimals (whatever --k names them), other figures with 2.
+
+    Why by "recall" and not the key's ending: `recall_at_5` with --k 5 printed as 1.00 hid a 0.9960."""
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) and "recall" in k else
+                    f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ Three experts, as in bench/tagging.py:
   named no one"); media without faces are not covered by this expert;
 - text: MiniLM over words the media already has. `text="tags"` (the default): its existing
   active tags, for media that have some; it proposes tags that travel with the ones already
-  there. Caveat, measured: its fit-time weight is computed on that same text, so it reads how
-  often tag-alike neighbours share a tag; in a small library where one tag is on most media
-  that is close to 1 while the proposals are weak (on the 11 tagged LFW photos of the tests it
-  got 1.00 and proposed other people's names). `text="weak_labels"`: the ImageNet weak labels
-  from ingest (what bench/tagging.py measured): every animated media has them, and they never
-  contain the answer, so the weight is honest. `text=None` leaves the expert out (and MiniLM
-  unloaded).
+  there. Its weight is measured without the answer in the question (`text_weight_without_own_tags`):
+  each media with 2+ tags holds one out and queries with the rest, and a hit is the held-out tag
+  proposed; media with one tag have nothing left to query with and are not counted. (Measured on
+  the query text of all its own tags, the weight read how often tag-alike neighbours share a tag:
+  1.00 on the 11 tagged LFW photos of the tests, which it answered with other people's names.)
+  `text="weak_labels"`: the ImageNet weak labels from ingest (what bench/tagging.py measured):
+  every animated media has them, and they never contain the answer, so the tagger's own
+  leave-one-out weight is honest. `text=None` leaves the expert out (and MiniLM unloaded).
 
 The tagger weighs each expert by how often it proposes a correct tag, leave-one-out, on the
 media that already carry tags (active tags of any source: uploader, import, editor, and accepted
@@ -47,6 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Operation, _chunks, run_operation
 from labeling.errors import ValidationError
+from labeling.queries import current_track_prediction
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEvent, CelebrityClass, Face, FaceEmbedding,
                              FaceLabel, Media, MediaEmbedding, MediaTag, Tag, Track, bytes_to_vector)
 from labeling.tags import apply_tags, tag_ids
@@ -163,7 +165,10 @@ def read_inputs(store: sessionmaker[Session], gif_model: str | None = None) -> T
         decided_tracks = set(session.scalars(
             select(FaceEmbedding.track_id).join(FaceLabel, FaceLabel.face_id == FaceEmbedding.face_id)
             .where(FaceEmbedding.track_id.is_not(None), FaceLabel.status.not_in(UNDECIDED_STATUSES)).distinct()))
-        tracks = [(m, c) for t, m, c in session.execute(select(Track.id, Track.media_id, Track.predicted_class_id))
+        # a track's prediction counts only while its faces carry that model's predictions (an undone
+        # refresh leaves the track's behind: labeling.queries.current_track_prediction)
+        tracks = [(m, c) for t, m, c in session.execute(select(Track.id, Track.media_id, Track.predicted_class_id)
+                                                        .where(current_track_prediction()))
                   if t not in decided_tracks]
     identity = identity_names(class_names, [tuple(r) for r in labels if r[0] in ok],
                               [tuple(r) for r in tracks if r[0] in ok])
@@ -199,6 +204,40 @@ def text_sources(inputs: TaggingInputs, text: str | None) -> dict[int, list[str]
         raise ValidationError(f"text must be one of {', '.join(TEXT_SOURCES)} or None, got {text!r}")
     source = inputs.tags if text == "tags" else inputs.weak_labels
     return {m: words for m, words in source.items() if words}
+
+
+def held_out_tag_queries(words: Mapping[int, list[str]]) -> dict[int, tuple[str, list[str]]]:
+    """media -> (the tag held out, the tags left as its text), for every media with 2+ tags.
+
+    Which tag is held out rotates with the media id (deterministic, and not always the first by
+    name, which would favour tags early in the alphabet)."""
+    out: dict[int, tuple[str, list[str]]] = {}
+    for media_id, tags in words.items():
+        if len(tags) >= 2:
+            held = tags[media_id % len(tags)]
+            out[media_id] = (held, [t for t in tags if t != held])
+    return out
+
+
+def text_weight_without_own_tags(tagger: Any, words: Mapping[int, list[str]], text_embedder: Any
+                                 ) -> tuple[float, int, int]:
+    """(weight, media measured, hits) of the text expert over tags, leave-one-tag-out.
+
+    Why: with text="tags" a media item's text is its own tags, so the tagger's leave-one-out weight
+    asks neighbours of the answer for the answer. Here each media with 2+ tags queries the fitted
+    references (the other media's full tags; itself excluded by id) with its tags but one, and a hit
+    is the held-out tag among the expert's proposals: what the expert is used for, proposing tags
+    that travel with the ones a media item has."""
+    from models.tagger import normalise_tag
+
+    queries = held_out_tag_queries(words)
+    if not queries:
+        return 0.0, 0, 0
+    ids = sorted(queries)
+    vectors = np.asarray(text_embedder.embed([", ".join(queries[m][1]) for m in ids]), dtype=np.float32)
+    votes = tagger.predict_votes(modalities={TEXT: ([str(m) for m in ids], vectors)}).get(TEXT, {})
+    hits = sum(1 for m in ids if normalise_tag(queries[m][0]) in votes.get(str(m), {}))
+    return hits / len(ids), len(ids), hits
 
 
 def new_suggestions(predicted: Mapping[str, list[tuple[str, float]]], existing: Mapping[tuple[int, str], tuple[str, str]],
@@ -332,6 +371,9 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         on_progress(0, total)
     try:
         tagger = ExpertsVotingTagger(k=k, min_frequency=min_frequency).fit(modalities, tags, identity_tags=identity)
+        if text == "tags" and TEXT in tagger.weights_:  # its fit-time weight saw the answer: measure it without
+            weight, measured, hits = text_weight_without_own_tags(tagger, text_sources(inputs, text), text_embedder)
+            tagger.weights_[TEXT], tagger.coverage_[TEXT], tagger.hits_[TEXT] = weight, measured, hits
         if on_progress is not None:
             on_progress(1, total)
         predicted: dict[str, list[tuple[str, float]]] = {}

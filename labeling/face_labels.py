@@ -3,14 +3,15 @@ whole GIF tracks, and the model's predictions, which never overwrite a decision.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
 from labeling.errors import NotFoundError, ValidationError
-from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, Track
+from labeling.queries import current_track_predictions
+from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, FaceLabel, Track
 from labeling.validation import check_confidence, check_id, refuse_hidden_characters
 
 DECISIONS = {"approve": "approved", "reject": "rejected", "relabel": "relabeled", "unknown": "unknown"}
@@ -28,14 +29,42 @@ def _existing_faces(session: Session, face_ids: Sequence[int]) -> dict[int, int]
     return found
 
 
-def _class_row(session: Session, class_id: int, for_labels: bool = True) -> CelebrityClass:
-    cls = session.get(CelebrityClass, class_id)
+def _lock_classes(session: Session, class_ids: Iterable[int | None]) -> dict[int, Row]:
+    """The classes faces are about to be labeled as, read FOR SHARE on PostgreSQL, in id order.
+
+    Why the lock: a merge retires its source class while this operation checks that class is active; an
+    unlocked read would see it active until the merge commits, and the labels would land on a retired
+    class after the merge moved the others away. FOR SHARE makes the labeling wait for a merge (which
+    locks both classes FOR UPDATE) and then see the class retired, while two labelings of one class do
+    not wait for each other. In id order, as merges lock them, so two such operations cannot deadlock.
+    SQLite needs none of it: a write transaction holds the whole database (BEGIN IMMEDIATE)."""
+    ids = sorted({c for c in class_ids if c is not None})
+    if not ids:
+        return {}
+    stmt = (select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.status, CelebrityClass.merged_into_id)
+            .where(CelebrityClass.id.in_(ids)).order_by(CelebrityClass.id).with_for_update(read=True))
+    return {row.id: row for row in session.execute(stmt)}
+
+
+def _check_labelable(locked: dict[int, Row], class_id: int) -> None:
+    """A class labels may be added to: it exists and is not retired."""
+    cls = locked.get(class_id)
     if cls is None:
         raise NotFoundError(f"no celebrity class with id {class_id}")
-    if for_labels and cls.status == "retired":
+    if cls.status == "retired":
         target = f"; it was merged into class {cls.merged_into_id}" if cls.merged_into_id else ""
         raise ValidationError(f"class {cls.name!r} is retired{target}: labels cannot be added to it")
-    return cls
+
+
+def _current_classes(session: Session, face_ids: Sequence[int]) -> set[int]:
+    """The classes the faces' labels name now (decided or predicted), read without a lock: the classes an
+    approval without a class may take, to lock before the faces (`_lock_classes`)."""
+    found: set[int] = set()
+    for chunk in _chunks(list(face_ids)):
+        for class_id, predicted in session.execute(select(FaceLabel.class_id, FaceLabel.predicted_class_id)
+                                                   .where(FaceLabel.face_id.in_(chunk))):
+            found.update(c for c in (class_id, predicted) if c is not None)
+    return found
 
 
 def class_phrase(session: Session, class_id: int | None) -> str:
@@ -71,10 +100,13 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
     media_of = _existing_faces(op.session, ids)
     if decision == "relabel" and class_id is None:
         raise ValidationError("relabel needs the class to move the faces to")
+    if class_id is not None and decision in ("reject", "unknown"):
+        raise ValidationError(f"{decision} takes no class")
+    # classes before faces, as a merge locks them: an approval may take each face's own class
+    guessed = _current_classes(op.session, ids) if decision == "approve" else set()
+    locked = _lock_classes(op.session, {class_id, proposed_class, *guessed})
     if class_id is not None:
-        if decision in ("reject", "unknown"):
-            raise ValidationError(f"{decision} takes no class")
-        _class_row(op.session, class_id)
+        _check_labelable(locked, class_id)
     rows = op.load("face", [(f,) for f in ids])
     op.check_versions("face", rows, expected_versions)
     changes: dict[Key, dict[str, Any]] = {}
@@ -103,9 +135,11 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
         touched_media.add(media_of[face_id])
         touched_classes.add(current_class)
         touched_classes.add(new_class)
+    # a label may have changed between the unlocked read and the faces' lock: lock what is new (rare)
+    locked.update(_lock_classes(op.session, [c for c in implied if c not in locked]))
     for implied_class, face_id in implied.items():  # a given class_id was checked above
         try:
-            _class_row(op.session, implied_class)
+            _check_labelable(locked, implied_class)
         except ValidationError as exc:
             raise ValidationError(f"face {face_id}: {exc}; relabel it to another class instead") from None
     op.concern(*(f"media:{m}" for m in touched_media), *(f"class:{c}" for c in touched_classes if c is not None))
@@ -180,9 +214,8 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
         if decision == "approve" and class_id is None:
             # Approving a track approves the person the model named for the whole track, so every face
             # gets that class; a track the model called unknown has nothing to approve. Tracks never
-            # predicted fall back to each face's own class.
-            predicted = {t: (c, at) for t, c, at in op.session.execute(
-                select(Track.id, Track.predicted_class_id, Track.predicted_at).where(Track.id.in_(ids)))}
+            # predicted, or whose prediction an undo took back, fall back to each face's own class.
+            predicted = current_track_predictions(op.session, ids)
             unnamed = [t for t in ids if predicted[t][1] is not None and predicted[t][0] is None]
             if unnamed:
                 raise ValidationError(f"track {', '.join(map(str, unnamed[:10]))} has no predicted class to approve "
@@ -219,6 +252,18 @@ def _checked_ids(p: Prediction) -> Prediction:
                       [(check_id(c, "class"), score) for c, score in p.top])
 
 
+def _concern_predicted(op: Operation, media_of: dict[int, int], rows: dict[Key, dict[str, Any] | None],
+                       changes: dict[Key, dict[str, Any]]) -> None:
+    """A prediction run is part of the history of the GIFs of its faces and of the classes it predicted
+    or predicted no more, as decisions are (`apply_decision`)."""
+    classes: set[int | None] = set()
+    for key, values in changes.items():
+        row = rows.get(key) or {}
+        classes.update((row.get("class_id"), row.get("predicted_class_id"), values["predicted_class_id"]))
+    op.concern(*(f"media:{m}" for m in sorted({media_of[f] for (f,) in changes})),
+               *(f"class:{c}" for c in sorted(c for c in classes if c is not None)))
+
+
 def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Prediction], model_version: str,
                        editor: str = "model") -> OperationResult:
     """Write the model's predictions. Faces an editor (or an import) decided keep their decision;
@@ -230,7 +275,7 @@ def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Pre
     refuse_hidden_characters(model_version, "model_version", line_breaks=False)
     preds = {p.face_id: p for p in map(_checked_ids, predictions)}
     with run_operation(factory, editor, "predict_faces") as op:
-        _existing_faces(op.session, list(preds))
+        media_of = _existing_faces(op.session, list(preds))
         class_ids = {p.class_id for p in preds.values()} | {c for p in preds.values() for c, _ in p.top}
         class_ids.discard(None)
         known = set(op.session.scalars(select(CelebrityClass.id).where(CelebrityClass.id.in_(class_ids)))) if class_ids else set()
@@ -252,5 +297,6 @@ def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Pre
                 decided += 1
             changes[(face_id,)] = values
         op.update("face", changes, rows)
+        _concern_predicted(op, media_of, rows, changes)
         op.summary = f"predictions of {model_version} for {len(preds)} face(s) ({decided} already decided kept)"
     return op.result

@@ -7,12 +7,13 @@ take as `expected_version(s)` for optimistic locking (0: no row yet).
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from labeling.audit import CHUNK  # ids bound in one IN (...) list
@@ -264,6 +265,38 @@ def tag_counts_frame(store: sessionmaker[Session]) -> pd.DataFrame:
     return frame.sort_values(["active", "suggested", "tag"], ascending=[False, False, True], ignore_index=True)
 
 
+def current_track_prediction() -> ColumnElement[bool]:
+    """SQL condition on `Track`: it holds a prediction that one of its faces' current predictions
+    shares the model version of. False for a track never predicted, and for one whose prediction an
+    undo left behind.
+
+    Why: a refresh writes the track's prediction outside the audited operation (derived data) and
+    its model version onto the faces of every track it predicts, inside it; undoing the refresh
+    restores the faces' earlier predictions and leaves the track's. Read without this condition,
+    approving the track (or the identity tag expert) would take the undone model's word for it.
+    Use it wherever a track's prediction is read: `current_track_predictions`, the identity expert
+    of labeling/auto_tagging.py, `track_predictions_frame`, `tracks_frame`, `label_tracks`."""
+    return exists(select(FaceEmbedding.id).join(FaceLabel, FaceLabel.face_id == FaceEmbedding.face_id)
+                  .where(FaceEmbedding.track_id == Track.id, FaceLabel.model_version == Track.model_version)
+                  .correlate(Track))
+
+
+def current_track_predictions(session: Session, track_ids: Sequence[int]
+                              ) -> dict[int, tuple[int | None, datetime | None]]:
+    """track id -> (predicted class, predicted_at) as the model's answer for the whole track stands
+    now; (None, None) for a track never predicted or whose prediction was undone
+    (`current_track_prediction`), so a caller falls back to each face's own prediction, as for a
+    track never predicted. Tracks that do not exist are left out."""
+    ids = sorted({int(t) for t in track_ids})
+    out: dict[int, tuple[int | None, datetime | None]] = {}
+    for start in range(0, len(ids), CHUNK):
+        stmt = select(Track.id, Track.predicted_class_id, Track.predicted_at, current_track_prediction()).where(
+            Track.id.in_(ids[start:start + CHUNK]))
+        for track_id, class_id, at, current in session.execute(stmt):
+            out[track_id] = (class_id, at) if current else (None, None)
+    return out
+
+
 def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> pd.DataFrame:
     """Face tracks (one person in one GIF), tracks without any decision first, then the largest.
 
@@ -274,7 +307,8 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
     every model's tracks.
 
     The prediction is the track's own (`giflens predict` names the person of the whole track), which
-    is also what approving the track approves; for a track not predicted yet it is the most frequent
+    is also what approving the track approves; for a track not predicted yet (or whose prediction an
+    undo took back: `current_track_prediction`) it is the most frequent
     prediction among its faces, with their mean confidence. A class of None with a confidence is the
     open-set threshold refusing the best guess; with neither, nothing was predicted.
     """
@@ -282,7 +316,7 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
     with store() as session:
         stmt = (select(Track.id, Track.media_id, Media.path, Media.kind, Track.model_id, Track.track_index, Track.n_faces,
                        Track.representative_face_id, rep.crop_path, Track.predicted_class_id,
-                       Track.predicted_confidence, Track.predicted_at)
+                       Track.predicted_confidence, Track.predicted_at, current_track_prediction())
                 .join(Media, Media.id == Track.media_id)
                 .outerjoin(rep, (rep.face_id == Track.representative_face_id) & (rep.model_id == Track.model_id)))
         if model_id is not None:
@@ -306,9 +340,9 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
         if conf is not None:
             s["conf"].append(conf)
     out = []
-    for *t, track_pred, track_conf, predicted_at in tracks:
+    for *t, track_pred, track_conf, predicted_at, current in tracks:
         s = stats.get(t[0], {"decided": 0, "faces": 0, "preds": {}, "conf": []})
-        if predicted_at is not None:
+        if predicted_at is not None and current:
             pred, conf = track_pred, track_conf
         else:
             pred = max(s["preds"].items(), key=lambda kv: (kv[1], -kv[0]))[0] if s["preds"] else None

@@ -22,7 +22,11 @@ What an ML engineer can rely on:
   classifier), `head/<version>/` (retrained head), `retrain/<time>-<version>.json` (the report).
 - Track predictions are derived data, like the track vectors: rewritten by every refresh and
   by a re-ingest of the GIF, not audited one by one (the face predictions of the same refresh
-  carry the audit event). The track method defaults to "mean" (classify the normalised mean
+  carry the audit event). So an undo of that refresh restores the faces' predictions and leaves
+  the track's: every reader goes through `current_track_prediction`, which counts a track's
+  prediction only while one of its faces still carries a prediction of the same model version
+  (a refresh writes its version onto the faces of every track it predicts), so an undone model
+  never names a track. The track method defaults to "mean" (classify the normalised mean
   embedding) rather than GIPHY's per-frame "product". bench/recognition.py on LFW tracks of 3-5
   photos (2026-11-26): top-1 is equal (0.987 / 1.000 / 1.000 at k = 1 / 3 / 5 reference photos),
   open-set accuracy mean 0.956 / 0.982 / 0.979 vs product 0.820 / 0.980 / 0.988. Product only
@@ -47,7 +51,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.db import session_scope
 from labeling.errors import ValidationError
 from labeling.face_labels import Prediction, record_predictions
-from labeling.queries import DECIDED_STATUSES, face_models, faces_frame
+from labeling.queries import DECIDED_STATUSES, current_track_prediction, face_models, faces_frame
 from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, FaceEmbedding, FaceLabel, Media, Track, utcnow
 from models.celebrity_classifier import (LOG_FLOOR, TRACK_METHODS, UNKNOWN, CalibrationWarning, CentroidKnnClassifier,
                                          ClassifierError, TrackPrediction, as_embeddings, distances_to, softmax_rows,
@@ -400,7 +404,9 @@ class RefreshResult:
     tracks_named: int = 0
     # The open-set cut the predictions used (cosine distance to the class centroid; farther is unknown)
     # and the false-accept rate it implies on the calibration impostors: the two figures that say how
-    # often a stranger gets a celebrity's name. NaN when the model could not measure it.
+    # often a stranger gets a celebrity's name. NaN when the model could not measure it: no impostors,
+    # or fewer than 1 / target_far (then the threshold is capped at the face model's prior, and a note
+    # says so: models.celebrity_classifier.open_set_threshold).
     threshold: float = float("nan")
     far: float = float("nan")
     event_ids: list[int] = field(default_factory=list)
@@ -415,7 +421,11 @@ class RefreshResult:
     def summary(self) -> str:
         return (f"predictions of {self.model_version}: {self.faces} faces ({self.named} named, {self.unknown} unknown, "
                 f"{self.kept} decisions kept), {self.tracks} tracks ({self.tracks_named} named); open-set threshold "
-                f"{self.threshold:.4f} (false-accept rate {self.far:.4f})")
+                f"{self.threshold:.4f} ({self._far_phrase()})")
+
+    def _far_phrase(self) -> str:
+        return ("false-accept rate not measured: too few impostors" if math.isnan(self.far)
+                else f"false-accept rate {self.far:.4f}")
 
     def line(self) -> str:
         return (f"model={self.model_version} face_model={self.model_id} faces={self.faces} named={self.named} "
@@ -424,10 +434,16 @@ class RefreshResult:
                 + f" threshold={self.threshold:.4f} far={self.far:.4f}")
 
 
-def _track_rows(predictor: Predictor, snapshot: Snapshot, method: str, top: int) -> list[dict[str, Any]]:
-    """Track update rows (by primary key) from the snapshot's faces grouped by track."""
+def _track_rows(predictor: Predictor, snapshot: Snapshot, method: str, top: int,
+                chosen: np.ndarray) -> list[dict[str, Any]]:
+    """Track update rows (by primary key) from the snapshot's faces grouped by track, for the tracks
+    holding a face this refresh predicts (`chosen` rows of the snapshot); each from all its faces.
+
+    Why not every track: a track's prediction counts only while one of its faces carries the same
+    model version (`current_track_prediction`), and a refresh of the undecided faces writes none
+    onto a track every face of which an editor decided: predicting it would be discarded unread."""
     track_ids = snapshot.faces["track_id"].fillna(-1).to_numpy(np.int64)
-    member = track_ids >= 0
+    member = np.isin(track_ids, np.unique(track_ids[chosen & (track_ids >= 0)]))
     answers = predict_tracks(predictor, track_ids[member], snapshot.vectors[member], snapshot.model_id, method, top)
     rows, now = [], utcnow()
     for track_id, p in answers.items():
@@ -480,7 +496,7 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     chosen = np.ones(len(f), dtype=bool) if faces == "all" else ~decided
     face_ids = f["face_id"].to_numpy(np.int64)[chosen]
     vectors = snapshot.vectors[chosen]
-    track_rows = _track_rows(predictor, snapshot, track_method, top) if len(f) else []
+    track_rows = _track_rows(predictor, snapshot, track_method, top, chosen) if len(f) else []
     total = len(face_ids) + len(track_rows)
     far = getattr(predictor, "false_accept_rate_", None)
     result_notes = [*result_notes, *replaced_other_models(f[chosen], data_dir, snapshot.model_id, version)]
@@ -685,8 +701,9 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     calibration = calibration_set(x_train, y_train, unknown[~held_unknown])
     head_params = {"hidden": hidden, "center_loss_lambda": float(center_loss_lambda), "epochs": int(epochs),
                    "seed": int(seed)}
-    undecided = int((~snapshot.faces["label_status"].isin(DECIDED_STATUSES)).sum())
-    n_tracks = int(snapshot.faces["track_id"].dropna().nunique())
+    undecided_rows = ~snapshot.faces["label_status"].isin(DECIDED_STATUSES)
+    undecided = int(undecided_rows.sum())
+    n_tracks = int(snapshot.faces.loc[undecided_rows, "track_id"].dropna().nunique())  # tracks the refresh predicts
     total = 2 + undecided + n_tracks
 
     def progress(done: int) -> None:
@@ -739,17 +756,22 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
 # -- reading track predictions ------------------------------------------------------------------
 TRACK_PREDICTION_COLUMNS = ["track_id", "media_id", "model_id", "track_index", "n_faces", "predicted_class_id",
                             "predicted_class_name", "predicted_confidence", "predicted_distance", "predicted_top",
-                            "prediction_method", "model_version", "predicted_at"]
+                            "prediction_method", "model_version", "predicted_at", "stale"]
+_STALE_CLEARED = ["predicted_class_id", "predicted_class_name", "predicted_confidence", "predicted_distance",
+                  "predicted_top", "prediction_method", "model_version", "predicted_at"]
 
 
 def track_predictions_frame(store: sessionmaker[Session], model_id: str | None = None,
                             media_id: int | None = None) -> pd.DataFrame:
-    """One row per face track with its stored prediction (None class: unknown, or not predicted yet when
-    model_version is None), ordered by media and track index. Columns: TRACK_PREDICTION_COLUMNS."""
+    """One row per face track with its prediction (None class: unknown, or not predicted yet when
+    model_version is None), ordered by media and track index. Columns: TRACK_PREDICTION_COLUMNS.
+
+    A stored prediction none of the track's faces' current predictions comes from (its refresh was
+    undone: `current_track_prediction`) reads as not predicted, with `stale` True."""
     stmt = (select(Track.id, Track.media_id, Track.model_id, Track.track_index, Track.n_faces,
                    Track.predicted_class_id, CelebrityClass.name, Track.predicted_confidence,
                    Track.predicted_distance, Track.predicted_top, Track.prediction_method, Track.model_version,
-                   Track.predicted_at)
+                   Track.predicted_at, Track.model_version.is_not(None) & ~current_track_prediction())
             .outerjoin(CelebrityClass, CelebrityClass.id == Track.predicted_class_id))
     if model_id is not None:
         stmt = stmt.where(Track.model_id == model_id)
@@ -758,6 +780,8 @@ def track_predictions_frame(store: sessionmaker[Session], model_id: str | None =
     with store() as session:
         rows = session.execute(stmt.order_by(Track.media_id, Track.track_index, Track.id)).all()
     frame = pd.DataFrame([tuple(r) for r in rows], columns=TRACK_PREDICTION_COLUMNS)
+    frame["stale"] = frame["stale"].astype(bool)
+    frame.loc[frame["stale"], _STALE_CLEARED] = None
     frame["predicted_class_id"] = frame["predicted_class_id"].astype("Int64")
     for col in ("predicted_confidence", "predicted_distance"):
         frame[col] = frame[col].astype(float)

@@ -11,7 +11,8 @@ enough to its best class: the cosine distance to the predicted class's centroid 
 `threshold_`. The threshold is calibrated at fit time, leave-one-out on the training set: genuine
 distances are each face to its own class centroid computed without it; impostor distances are
 each face to the nearest centroid of any other class, i.e. what the face would look like if its
-class did not exist. The threshold accepts `target_far` of the impostors. On LFW the centroid
+class did not exist. The threshold accepts `target_far` of the impostors; with too few impostors to
+resolve that target it is capped at a per-model prior (PRIOR_THRESHOLD) and the rate is NaN. On LFW the centroid
 distance separated unknown people better than the nearest-reference distance (bench/recognition.py).
 
 Per GIF track, GIPHY's detector multiplied per-frame class probabilities; `predict_track` does that
@@ -35,6 +36,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 UNKNOWN = "unknown"
+# Per face model: the open-set threshold a large calibration gives, the cap of one calibrated on too few
+# impostors to resolve its target (see `open_set_threshold`). dlib-resnet-v1: bench/recognition.py
+# (2026-12, 5 draws) on LFW, 119 enrolled people x 5 reference photos (595 impostors, target_far 0.01):
+# threshold 0.0432 +- 0.0022, measured false-accept rate 0.0047 on 39 unenrolled people and 0.0042 on
+# the never-enrolled people with 5-9 photos. Another model's distances mean something else: a model
+# not listed gets no cap.
+PRIOR_THRESHOLD = {"dlib-resnet-v1": 0.043}
 LOG_FLOOR = 1e-12  # probabilities are floored here before logs, so one zero never vetoes a class forever
 _CHUNK = 2048  # query rows per block: bounds the (rows, references) similarity matrix in memory
 
@@ -305,24 +313,34 @@ def threshold_for_far(impostor: np.ndarray, target_far: float) -> float:
 
 
 def open_set_threshold(genuine: np.ndarray, impostor: np.ndarray, target_far: float,
-                       fixed: float | None = None, stacklevel: int = 4) -> tuple[float, float, float]:
+                       fixed: float | None = None, stacklevel: int = 4,
+                       model_id: str | None = None) -> tuple[float, float, float]:
     """(threshold, false-accept rate, genuine-accept rate): `fixed` if given, else calibrated for `target_far`.
 
-    `stacklevel` points a CalibrationWarning at the caller's fit line.
+    With fewer impostor distances than 1 / target_far the target is below the resolution: the
+    threshold lands just under the closest impostor, wherever that is (2 LFW classes of 8 photos:
+    0.156, and 19 of 20 photos of 4 other people named; with 6 classes 0.058). Then the threshold is
+    capped at the face model's PRIOR_THRESHOLD (when `model_id` names a measured one), the
+    false-accept rate is NaN (0 of 16 accepted measures nothing at a 1% target) and a
+    CalibrationWarning says so. `stacklevel` points the warning at the caller's fit line.
     """
-    if fixed is None:
-        if len(impostor) * target_far < 1:
-            # With 30 impostors a 1% rate is below the resolution: the threshold lands just under the
-            # closest impostor, and on LFW with 6 classes it then accepted 9 of 15 photos of an unseen
-            # person. Say so rather than pretend the target was met.
-            warnings.warn(f"only {len(impostor)} impostor distances: a false-accept rate of {target_far} "
-                          f"needs at least {int(np.ceil(1 / target_far))}; fit more classes or "
-                          "calibrate() with faces of people outside the class list", CalibrationWarning,
-                          stacklevel=stacklevel)
-        threshold = threshold_for_far(impostor, target_far)
-    else:
+    if fixed is not None:
         threshold = float(fixed)
-    return (threshold, *accept_rates(genuine, impostor, threshold))
+        return (threshold, *accept_rates(genuine, impostor, threshold))
+    threshold = threshold_for_far(impostor, target_far)
+    if len(impostor) * target_far >= 1:
+        return (threshold, *accept_rates(genuine, impostor, threshold))
+    prior = PRIOR_THRESHOLD.get(model_id) if model_id is not None else None
+    capped = prior is not None and prior < threshold
+    if capped:
+        threshold = prior
+    cap = (f"; the threshold is capped at {prior:.4f}, what {model_id} gets from a large calibration"
+           if capped else "")
+    warnings.warn(f"only {len(impostor)} impostor distances: a false-accept rate of {target_far} needs at least "
+                  f"{int(np.ceil(1 / target_far))}, so the rate is not measured (far=nan){cap}; fit more classes "
+                  "or calibrate() with faces of people outside the class list", CalibrationWarning,
+                  stacklevel=stacklevel)
+    return threshold, float("nan"), accept_rates(genuine, impostor, threshold)[1]
 
 
 def accept_rates(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -470,7 +488,7 @@ class CentroidKnnClassifier:
 
     def _set_threshold(self, genuine: np.ndarray, impostor: np.ndarray) -> None:
         self.threshold_, self.false_accept_rate_, self.genuine_accept_rate_ = open_set_threshold(
-            genuine, impostor, self.target_far, self.unknown_threshold)
+            genuine, impostor, self.target_far, self.unknown_threshold, model_id=self.model_id_)
         self.calibration_sizes_ = {"genuine": int(len(genuine)), "impostor": int(len(impostor))}
 
     # -- state -----------------------------------------------------------------------------

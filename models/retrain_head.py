@@ -139,7 +139,8 @@ class HeadModel:
         check_model_id(self.model_id_, model_id)
         x, y, genuine, impostor = calibration_set(vectors, labels, self.centroids_, self.classes_)
         self.threshold_, self.false_accept_rate_, self.genuine_accept_rate_ = open_set_threshold(
-            genuine, impostor, self.params.target_far, stacklevel=3)  # a CalibrationWarning names the caller's line
+            genuine, impostor, self.params.target_far, stacklevel=3,  # a CalibrationWarning names the caller's line
+            model_id=self.model_id_)
         self.calibration_ = {"digest": data_digest(x, y), "genuine": int(len(genuine)), "impostor": int(len(impostor))}
         return self
 
@@ -339,7 +340,7 @@ def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, c
     classes, index = np.unique(y, return_inverse=True)
     net, centers, losses = _train_net(x, index, len(classes), params)
     genuine, impostor = leave_one_out_distances(x, index, len(classes))
-    threshold, far, gar = open_set_threshold(genuine, impostor, params.target_far, stacklevel=3)
+    threshold, far, gar = open_set_threshold(genuine, impostor, params.target_far, stacklevel=3, model_id=model_id)
     head = HeadModel(net=net, classes_=classes, model_id_=model_id, params=params,
                      centroids_=class_centroids(x, index, len(classes)), centers_=centers, threshold_=threshold,
                      false_accept_rate_=far, genuine_accept_rate_=gar, data_digest_=data_digest(x, y),

@@ -51,11 +51,12 @@ def test_predict_then_retrain(store_url, loop_data_dir):
     assert int(out["faces"]) == count(loop.store, Face) and int(out["tracks"]) == count(loop.store, Track)
     assert int(out["named"]) + int(out["unknown"]) == int(out["faces"]) and int(out["kept"]) == 25
     assert Path(out["artifact"]) == loop.data_dir / "models" / "celebrity" / out["model"]
-    # the open-set cut and the false-accept rate it implies, as the saved classifier records them
-    assert re.search(r" threshold=\d\.\d{4} far=\d\.\d{4}$", result.stdout.strip().splitlines()[-1])
+    # the open-set cut and the false-accept rate it implies, as the saved classifier records them: 4 classes
+    # give 24 impostors, too few to measure a 1% rate (nan), so the cut is dlib's prior and a note says so
+    assert re.search(r" threshold=\d\.\d{4} far=nan$", result.stdout.strip().splitlines()[-1])
     saved = json.loads((Path(out["artifact"]) / "classifier.json").read_text())
     assert out["threshold"] == f"{saved['threshold']:.4f}" and out["far"] == f"{saved['false_accept_rate']:.4f}"
-    assert 0.0 < float(out["threshold"]) <= 2.0 and 0.0 <= float(out["far"]) <= 1.0
+    assert 0.0 < float(out["threshold"]) <= 2.0 and "only 24 impostor distances" in result.stderr.replace("\n", "")
     assert "note class 'Junichiro Koizumi'" in result.stderr and "predict" in result.stderr  # notes, progress
     assert count(loop.store, FaceLabel, FaceLabel.model_version == out["model"]) == int(out["faces"])
     with loop.store() as s:

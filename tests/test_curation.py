@@ -191,9 +191,11 @@ def test_names_that_read_the_same_are_one_class(store):
     class_id, _ = add_class(store, "  Brad   Pitt ", "ann")
     with store() as s:
         assert s.get(CelebrityClass, class_id).name == "Brad Pitt"
-    for twin in ("brad pitt", "Brad\u3000Pitt", "ＢＲＡＤ ＰＩＴＴ", "Brad Pitt\ufe0f"):
+    for twin in ("brad pitt", "Brad\u3000Pitt", "ＢＲＡＤ ＰＩＴＴ"):
         with pytest.raises(ValidationError, match="already exists"):
             add_class(store, twin, "bob")
+    with pytest.raises(ValidationError, match="invisible characters"):  # emoji glue after a letter glues nothing
+        add_class(store, "Brad Pitt\ufe0f", "bob")
     family, _ = add_class(store, "The 👨\u200d👩\u200d👧 Family", "ann")  # emoji glue inside an emoji sequence is kept
     with store() as s:
         assert s.get(CelebrityClass, family).name == "The 👨\u200d👩\u200d👧 Family"
@@ -791,8 +793,9 @@ def test_a_person_an_editor_turned_down_on_a_track_is_no_identity_tag(store):
     track = make_track(store, faces)
     agassi, _ = add_class(store, "Andre Agassi", "ann")
     graf, _ = add_class(store, "Steffi Graf", "ann")
-    with session_scope(store) as s:
-        s.get(Track, track).predicted_class_id = agassi
+    record_predictions(store, [Prediction(f, agassi, 0.9, [(agassi, 0.9)]) for f in faces], "v1")
+    with session_scope(store) as s:  # the track's own prediction, as a refresh writes it beside its faces'
+        s.get(Track, track).predicted_class_id, s.get(Track, track).model_version = agassi, "v1"
         media = s.get(Track, track).media_id
     assert read_inputs(store).identity[media] == ["andre agassi"]
     reject_faces(store, faces, "ann")

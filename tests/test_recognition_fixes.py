@@ -54,7 +54,8 @@ def test_a_calibrated_threshold_refuses_the_closest_impostor_scored_alone():
             warnings.simplefilter("ignore")
             clf = CentroidKnnClassifier().fit(x, y, MODEL)
             clf.calibrate(np.concatenate([x, stranger]), y + [NO_CLASS], MODEL)  # as recognition.fit_centroid does
-        assert clf.false_accept_rate_ == 0.0  # 25 impostors at target 0.01: none may be accepted
+        # 25 impostors at target 0.01: none may be accepted, and the rate is below the resolution (NaN)
+        assert np.isnan(clf.false_accept_rate_)
         assert clf.predict(stranger, MODEL)[0][0] == UNKNOWN
         assert clf.best_distance(stranger, MODEL)[0] > clf.threshold_
 
@@ -68,7 +69,7 @@ def test_calibrated_head_refuses_the_closest_impostor_scored_alone():
         head = train_head(x, y, model_id=MODEL, epochs=3)
         uncalibrated = head.version
         head.calibrate(np.concatenate([x, strangers]), y + [NO_CLASS] * 3, MODEL)
-    assert head.false_accept_rate_ == 0.0 and head.version != uncalibrated
+    assert np.isnan(head.false_accept_rate_) and head.version != uncalibrated  # 27 impostors: below 1% resolution
     for s in strangers:
         assert head.predict(s[None], MODEL)[0][0] == UNKNOWN
 
@@ -103,7 +104,7 @@ def test_calibrated_threshold_on_real_faces_refuses_every_impostor_calibrated_on
             warnings.simplefilter("ignore")
             clf = CentroidKnnClassifier().fit(x, y, MODEL).calibrate(np.concatenate([x, unseen]),
                                                                      y + [NO_CLASS] * len(unseen), MODEL)
-        assert clf.calibration_sizes_["impostor"] == 38 and clf.false_accept_rate_ == 0.0
+        assert clf.calibration_sizes_["impostor"] == 38 and np.isnan(clf.false_accept_rate_)  # below 1% resolution
         assert all(clf.predict(v[None], MODEL)[0][0] == UNKNOWN for v in unseen)
         assert (clf.predict(unseen, MODEL)[0] == UNKNOWN).all()
 
