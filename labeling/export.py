@@ -26,30 +26,34 @@ embeddings are nearly identical (`same_photo_pairs`: mirrored and cropped copies
 which move the pHash too far), and whole groups go to one side (`copy_groups`: retrain's holdout
 groups media the same way).
 
-Sides are stable too. Given `previous` (an earlier export of this store), every media item of
-its split.csv (matched by sha256, else by media id) stays on its earlier side, and only groups
-new to this export are split, by the share and stratified by class as always. A group that now
-unites media of both earlier sides trains, so no face a model fine-tuned on the earlier export
-trained on ever becomes a validation face; the manifest counts the faces that kept their side
-and the ones moved. A share of 0 asks for no validation set at all: earlier validation media then
-train. An earlier export without validation faces (written with a share of 0) gives its label
-indices but not its sides: kept, they would keep every earlier face in training for good, and
-validation would only ever get new media; the split is drawn anew and `notes` say so. When kept
-sides leave validation with less than half the share asked for, `notes` say that too. The notes
-are in the manifest and the summary. `giflens export` passes the newest recorded export whose
-folder still holds it unchanged (`newest_export`, `earlier_exports`) unless told not to.
+Sides are stable too. Given `previous` (an earlier export), every media item of its split.csv
+(matched by sha256, else, when its class ids are this store's, by media id) stays on its earlier
+side, and only groups new to this export are split, by the share and stratified by class as
+always. A group that now unites media of both earlier sides trains, so no face a model
+fine-tuned on the earlier export trained on ever becomes a validation face; the manifest counts the
+faces that kept their side and the ones moved. A share of 0 asks for no validation set at all:
+earlier validation media then train. An earlier export without validation faces (written with a
+share of 0, or with classes too small to give any) gives its label indices but not its sides:
+kept, they would keep every earlier face in training for good, and validation would only ever
+get new media; the split is drawn anew and `notes` say so. When kept sides leave validation with
+less than half the share asked for, `notes` say that too. The notes are in the manifest and the
+summary. `giflens export` passes the newest recorded export whose folder still holds it
+unchanged (`newest_export`, `earlier_exports`) unless told not to.
 
 Label indices are dense (0..n-1) and stable across exports (`class_indices`). Classes are
 numbered in class-id order, i.e. creation order, never by name: a new class (even "Aaron")
 takes the next index and every other class keeps its own, as long as no class drops out
 (retired, merged away, or left without confirmed faces); when one does, the classes after it
-move down one. Given `previous` (an earlier export of this store: class ids identify the
-classes, so another store's export would map unrelated ones), every surviving class keeps its
-earlier index instead; the holes dropped classes leave are filled first by survivors whose index
-is no longer below n, then by new classes, so only as many classes move as density requires.
+move down one. Given `previous` (an earlier export), every surviving class keeps its earlier
+index instead; the holes dropped classes leave are filled first by survivors whose index is no
+longer below n, then by new classes, so only as many classes move as density requires. Its class
+ids are trusted only when it is an intact export this store recorded; otherwise each row is checked
+by name (`match_earlier_classes`): another store's ids name other classes, so its classes are found
+here by name, a note says so, and an export with no class in common is refused.
 
 The export is built in a hidden temporary folder beside OUT_DIR and renamed into place at
-the end, so an interrupted export leaves no half-written OUT_DIR.
+the end, so an interrupted export leaves no half-written OUT_DIR. An OUT_DIR that is a symbolic
+link is the folder it names (`resolve_out_dir`): the link stays, the folder is replaced.
 """
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator
+from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 from sqlalchemy import func, select
@@ -73,10 +77,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from embeddings.near_duplicates import near_duplicate_media
 from labeling.db import current_revision
 from labeling.errors import ValidationError
-from labeling.importers import read_csv
+from labeling.importers import read_csv, renames
 from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
                              MediaEmbedding, MediaTag, Tag, bytes_to_vector, utcnow)
-from labeling.validation import check_editor
+from labeling.validation import check_editor, class_name_key
 
 FORMAT = "giflens-export/1"
 _WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "CLOCK$"}
@@ -272,14 +276,15 @@ def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int
 
 @dataclass(frozen=True)
 class EarlierSides:
-    """The side (train / val) of every media item of an earlier export of this store's split.csv
-    (an export of another store is no basis: its label indices name other classes). Media are
+    """The side (train / val) of every media item of an earlier export's split.csv. Media are
     matched by content (sha256) where the file names it, so a media item re-ingested since (a new
     id, the same bytes) keeps its side; rows without a sha256 (exports written before the column
-    existed) are matched by media id."""
+    existed) are matched by media id, which only this store's own exports may use (`export_dataset`
+    drops them for an export whose classes had to be found by name: another store's)."""
     path: Path
     by_sha256: dict[str, str]
     by_media_id: dict[int, str]
+    share: float | None = None  # the validation share it was written with (its manifest's); None: unknown
 
     def side_of(self, media_id: int, sha256: str | None) -> str | None:
         if sha256 and sha256 in self.by_sha256:
@@ -302,7 +307,7 @@ def read_earlier_sides(previous: Path) -> EarlierSides | None:
     path = (previous if previous.is_dir() else previous.parent) / "split.csv"
     if not path.is_file():
         return None
-    _, rows = read_csv(path, ["media_id", "side"])
+    _, rows = read_csv(path, ["media_id", "side"], known=["sha256"])
     by_sha256: dict[str, str] = {}
     by_media_id: dict[int, str] = {}
     for line, row in rows:
@@ -316,7 +321,17 @@ def read_earlier_sides(previous: Path) -> EarlierSides | None:
         sha = (row.get("sha256") or "").strip()
         sides, key = (by_sha256, sha) if sha else (by_media_id, media_id)
         sides[key] = "train" if "train" in (side, sides.get(key)) else "val"  # type: ignore[index]
-    return EarlierSides(path, by_sha256, by_media_id)
+    return EarlierSides(path, by_sha256, by_media_id, _manifest_share(path.parent / "manifest.json"))
+
+
+def _manifest_share(manifest: Path) -> float | None:
+    """The validation share an export's manifest records, None when it cannot say (no manifest, another
+    format): a note about that export must not guess it."""
+    try:
+        share = json.loads(manifest.read_text(encoding="utf-8"))["split"]["share"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(share) if isinstance(share, (int, float)) and not isinstance(share, bool) else None
 
 
 def earlier_group_sides(group_media: dict[Hashable, Iterable[Hashable]], earlier: dict[Hashable, str],
@@ -345,7 +360,9 @@ def sides_to_keep(earlier: EarlierSides | None, split: float) -> tuple[EarlierSi
     media. Its label indices are still kept; the note says the split is drawn anew."""
     if earlier is None or split == 0 or earlier.has_validation:
         return earlier, []
-    return None, [f"{earlier.path.parent} has no validation faces (a validation share of 0): its label indices are "
+    why = ("" if earlier.share is None else " (written with a validation share of 0)" if earlier.share == 0 else
+           f" (written with a validation share of {earlier.share:g}, yet none of its faces was drawn for validation)")
+    return None, [f"{earlier.path.parent} has no validation faces{why}: its label indices are "
                   "kept, its train / validation sides are not, and the split is drawn anew (a model trained on that "
                   "export has seen every earlier face, so some validation faces are known to it)"]
 
@@ -378,13 +395,40 @@ def class_indices(class_ids: Iterable[int], previous: dict[int, int] | None = No
     return out
 
 
-def read_class_indices(path: Path) -> dict[int, int]:
-    """class id -> index from an earlier export (its folder or its classes.csv), for `class_indices`."""
+@dataclass(frozen=True)
+class EarlierClass:
+    """A row of an earlier export's classes.csv: what a later export needs to find the class again."""
+
+    line: int
+    class_id: int
+    index: int
+    name: str | None  # None: a class map without names (written by hand): its ids are all it has
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class EarlierClasses:
+    """An earlier export's class map, and whether this store may trust its class ids (see
+    `match_earlier_classes`): `manifest_sha256` is that of its manifest.json when the manifest still
+    vouches for its classes.csv (`intact_export`), None otherwise."""
+
+    path: Path  # the classes.csv
+    rows: list[EarlierClass]
+    manifest_sha256: str | None = None
+
+    def indices(self) -> dict[int, int]:
+        """class id (of the store that wrote it) -> index."""
+        return {r.class_id: r.index for r in self.rows}
+
+
+def read_earlier_classes(path: Path) -> EarlierClasses:
+    """An earlier export's class map (its folder or its classes.csv): class id and index of each row,
+    and its name and external id where the file has them."""
     path = Path(path)
     if path.is_dir():
         path = path / "classes.csv"
-    _, rows = read_csv(path, ["class_id", "index"])
-    out: dict[int, int] = {}
+    header, rows = read_csv(path, ["class_id", "index"], known=["name", "external_id"])
+    out: list[EarlierClass] = []
     class_line: dict[int, int] = {}
     index_line: dict[int, int] = {}
     for line, row in rows:
@@ -397,8 +441,73 @@ def read_class_indices(path: Path) -> dict[int, int]:
         for what, value, seen in (("class", class_id, class_line), ("index", index, index_line)):
             if value in seen:
                 raise ValidationError(f"{path}: line {line}: {what} {value} repeats line {seen[value]}")
-        out[class_id], class_line[class_id], index_line[index] = index, line, line
-    return out
+        class_line[class_id], index_line[index] = line, line
+        out.append(EarlierClass(line, class_id, index, row["name"] if "name" in header else None,
+                                row.get("external_id") or None))
+    manifest = path.parent / "manifest.json"
+    digest = _sha256(manifest) if manifest.is_file() else None
+    trusted = digest if digest is not None and intact_export(path.parent, digest) and path.name == "classes.csv" else None
+    return EarlierClasses(path, out, trusted)
+
+
+def read_class_indices(path: Path) -> dict[int, int]:
+    """class id -> index from an earlier export (its folder or its classes.csv), as that export's
+    store numbered its classes (`match_earlier_classes` finds them in this store)."""
+    return read_earlier_classes(path).indices()
+
+
+class ClassMatch(NamedTuple):
+    """How an earlier export's classes were found in this store (`match_earlier_classes`)."""
+
+    indices: dict[int, int]  # class id here -> its earlier index, for `class_indices`
+    notes: list[str]
+    ids_are_ours: bool  # its ids name this store's classes (none had to be found by name): its media ids may too
+
+
+def match_earlier_classes(earlier: EarlierClasses, classes: dict[int, Any], trusted: bool = False,
+                          renamed: Iterable[tuple[str, int]] = ()) -> ClassMatch:
+    """Each class of an earlier export, found in this store: its index, notes, whether ids were enough.
+
+    Class ids only mean the same class in the store that wrote the export: another store's export (or
+    a copy of one) numbers other classes with them, and following its ids would silently renumber
+    every class. So ids are taken as they are only when `trusted` (the export is one this store
+    recorded, still intact) or when the file has no names to check them by. Otherwise a row keeps its
+    class id when this store's class of that id has its name (`class_name_key`: any case, spacing),
+    had it before a rename (`renamed`: (name key, class id)), or has its external id; failing that,
+    the class of its name (else of its external id) takes its index, and a note says how many were
+    matched so. A row whose class
+    is in neither way here is a class this store does not have (dropped, like a retired one). If no row
+    matches, the export is another store's with nothing in common: a PreviousExportError says so."""
+    if trusted or not earlier.rows or any(r.name is None for r in earlier.rows):
+        return ClassMatch(earlier.indices(), [], True)
+    former = set(renamed)
+    by_key = {class_name_key(c.name): c for c in classes.values()}
+    out: dict[int, int] = {}
+    pending: list[EarlierClass] = []
+    for r in earlier.rows:
+        here, key = classes.get(r.class_id), class_name_key(r.name or "")
+        if here is not None and (class_name_key(here.name) == key or (key, here.id) in former
+                                 or (r.external_id and here.external_id == r.external_id)):
+            out[here.id] = r.index
+        else:
+            pending.append(r)
+    by_name: list[tuple[EarlierClass, int]] = []
+    by_external = {c.external_id: c for c in classes.values() if c.external_id}
+    for r in pending:
+        here = by_key.get(class_name_key(r.name or "")) or (by_external.get(r.external_id) if r.external_id else None)
+        if here is not None and here.id not in out:
+            out[here.id] = r.index
+            by_name.append((r, here.id))
+    if not out:
+        raise PreviousExportError(f"{earlier.path}: none of its {len(earlier.rows)} classes is a class of this store "
+                                  "(by class id and name): it is another store's export; give one of this store's")
+    notes = []
+    if by_name:
+        r, here_id = by_name[0]
+        notes.append(f"{earlier.path}: {len(by_name)} of its {len(earlier.rows)} classes were found by name, their "
+                     f"class ids there naming other classes here (e.g. {r.name!r}: class {r.class_id} there, "
+                     f"{here_id} here): another store's export; their earlier indices are kept")
+    return ClassMatch(out, notes, not by_name)
 
 
 class PreviousExportError(ValidationError):
@@ -406,11 +515,11 @@ class PreviousExportError(ValidationError):
     chose the export without being told to (the CLI's default) can say so in the message."""
 
 
-def read_previous(previous: Path) -> tuple[dict[int, int], EarlierSides | None]:
-    """(class id -> index, its sides) of an earlier export (its folder or classes.csv); any problem
+def read_previous(previous: Path) -> tuple[EarlierClasses, EarlierSides | None]:
+    """(its class map, its sides) of an earlier export (its folder or classes.csv); any problem
     is a PreviousExportError naming the file and line."""
     try:
-        return read_class_indices(previous), read_earlier_sides(previous)
+        return read_earlier_classes(previous), read_earlier_sides(previous)
     except ValidationError as exc:
         raise PreviousExportError(str(exc)) from exc
 
@@ -512,6 +621,9 @@ class ExportSummary:
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an OUT_DIR the export may not write (a file, a folder that is not an earlier export), as
+    `export_dataset` checks it: a symbolic link by the folder it names (`resolve_out_dir`)."""
+    out_dir = resolve_out_dir(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValidationError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -562,8 +674,11 @@ def _read_snapshot(session: Session, face_model: str, gif_model: str | None = No
         select(MediaEmbedding.media_id, Media.path, Media.kind, MediaEmbedding.dim, MediaEmbedding.vector)
         .join(Media, Media.id == MediaEmbedding.media_id)
         .where(MediaEmbedding.model_id == gif_model).order_by(MediaEmbedding.media_id)).all()
+    # what tells whether an earlier export's class ids are this store's (`match_earlier_classes`)
+    recorded = {r.get("manifest_sha256") for r in session.scalars(select(Export.manifest)) if isinstance(r, dict)}
     return {"labels": labels, "projector": projector, "classes": classes, "media": media, "tags": tags,
-            "gif_model": gif_model, "gifs": gifs, "revision": current_revision(session.get_bind())}
+            "gif_model": gif_model, "gifs": gifs, "revision": current_revision(session.get_bind()),
+            "recorded_manifests": recorded - {None}, "renames": renames(session)}
 
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
@@ -590,15 +705,38 @@ def top_tags_text(tags: Iterable[tuple[str, float]], limit: int = GIF_TOP_TAGS) 
     return "; ".join(f"{tag} ({float(confidence):.2f})" for tag, confidence in list(tags)[:limit])
 
 
+def _beside(out_dir: Path, what: str, nbytes: int) -> Path:
+    """A hidden name beside OUT_DIR (`.<name>.<what>-<random hex>`), on its file system so renames stay
+    atomic, the name cut so the whole fits the 255 bytes a file name may have."""
+    stem = out_dir.name.encode("utf-8")[:200].decode("utf-8", errors="ignore")
+    return out_dir.parent / f".{stem}.{what}-{secrets.token_hex(nbytes)}"
+
+
+def resolve_out_dir(out_dir: Path) -> Path:
+    """OUT_DIR made absolute, and when it is a symbolic link, the folder the link names. Why: the
+    export replaces OUT_DIR by renaming folders, and a rename moves the link itself: the old export
+    would stay where the link points and the link would become a folder. A link that loops is refused."""
+    out_dir = Path(out_dir).absolute()
+    if not out_dir.is_symlink():
+        return out_dir
+    try:
+        return out_dir.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise ValidationError(f"{out_dir} is a symbolic link that cannot be followed ({exc})") from None
+
+
 def _place(tmp: Path, out_dir: Path) -> Callable[[], None]:
     """Move the finished export into place; returns a function that puts things back."""
     old = None
-    if out_dir.is_dir():
-        if any(out_dir.iterdir()):
-            old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(4)}"
-            out_dir.rename(old)
-        else:
-            out_dir.rmdir()
+    try:
+        if out_dir.is_dir():
+            if any(out_dir.iterdir()):
+                old = _beside(out_dir, "old", 4)
+                out_dir.rename(old)
+            else:
+                out_dir.rmdir()
+    except OSError as exc:  # the earlier export stays as it was: nothing has moved
+        raise ValidationError(f"cannot replace {out_dir}: {exc.strerror or exc}") from exc
     try:
         os.rename(tmp, out_dir)
     except OSError as exc:
@@ -625,8 +763,9 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     `on_progress(done, total)` is called as face crops are copied. A non-empty out_dir is
     refused unless `overwrite` (and then only when it holds an earlier export). `gif_model`
     chooses the GIF embeddings of the projector's GIF files (None: the store's most used);
-    `previous` (an earlier export of this store, its folder or classes.csv) keeps each surviving
-    class at its earlier label index and each earlier media item on its earlier side (see the
+    `previous` (an earlier export, its folder or classes.csv; another store's is matched by class
+    name) keeps each surviving class at its earlier label index and each earlier media item on its
+    earlier side (see the
     module docstring; the summary's and manifest's `notes` say when it gives no sides, or when its
     sides leave validation short). `same_photo_distance` joins media with faces of one class this
     close (None: `SAME_PHOTO_DISTANCE` of the face model, no such joins for a model not listed there)."""
@@ -634,11 +773,10 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     editor = check_editor(editor)
     if not 0.0 <= split < 1.0:
         raise ValidationError(f"the validation split must be in [0, 1), got {split}")
-    out_dir, data_dir = Path(out_dir).absolute(), Path(data_dir)
+    out_dir, data_dir = resolve_out_dir(out_dir), Path(data_dir)
     check_out_dir(out_dir, overwrite)
     # read before OUT_DIR may be replaced: an export over itself follows itself
-    previous_indices, earlier = read_previous(previous) if previous is not None else (None, None)
-    earlier, notes = sides_to_keep(earlier, split)
+    earlier_classes, earlier = read_previous(previous) if previous is not None else (None, None)
     same_photo_distance = same_photo_threshold(face_model, same_photo_distance)
 
     with store() as session:
@@ -646,6 +784,15 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         snap = _read_snapshot(session, face_model, gif_model)
     classes = snap["classes"]
+    previous_indices, notes = None, []
+    if earlier_classes is not None:
+        trusted = earlier_classes.manifest_sha256 in snap["recorded_manifests"]
+        match = match_earlier_classes(earlier_classes, classes, trusted, snap["renames"])
+        previous_indices, notes = match.indices, list(match.notes)
+        if earlier is not None and not match.ids_are_ours:  # another store's media ids name other media
+            earlier = EarlierSides(earlier.path, earlier.by_sha256, {}, earlier.share)
+    earlier, side_notes = sides_to_keep(earlier, split)
+    notes += side_notes
 
     def crop_of(row) -> Path | None:
         if not row.crop_path:
@@ -691,9 +838,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     if shortfall is not None:
         notes.append(shortfall)
 
-    # beside OUT_DIR (the final rename stays on one file system), its name cut so the suffix still fits in 255 bytes
-    stem = out_dir.name.encode("utf-8")[:200].decode("utf-8", errors="ignore")
-    tmp = out_dir.parent / f".{stem}.tmp-{secrets.token_hex(6)}"
+    tmp = _beside(out_dir, "tmp", 6)
     # An OUT_DIR under a file, or where nothing may be written, is bad input: a one-line refusal, not a traceback.
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,14 @@ so each import is one transaction with one audit event, like an editor's change 
 
 Every import is idempotent: what already matches is left alone, and an import that changes
 nothing writes no audit event. Imports never override an editor: a face an editor decided
-keeps its decision, and a tag an editor set or rejected keeps its state.
+keeps its decision, a tag an editor set or rejected keeps its state, and a class attribute or
+display name an editor set or cleared since it was imported keeps it (`editor_held_columns`).
+Headers are matched in any case (`column_key`); a spreadsheet's empty trailing columns are ignored.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import re
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Operation, _chunks, entity_key, run_operation
@@ -27,7 +30,7 @@ from labeling.classes import create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
-                             CelebrityClass, Face, Media)
+                             CelebrityClass, Export, Face, Media)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, class_name_key, clean_attributes,
                                  clean_class_name, clean_external_id, clean_tag_name)
@@ -36,6 +39,9 @@ from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, c
 GIPHY_LABEL = re.compile(r"^(?P<name>.+?)_\[(?P<id>[^\[\]]+)\]$")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 TAG_SEPARATOR = ";"
+# the columns of an export's classes.csv an import reads beyond folder and name (see labeling.export.CLASS_COLUMNS)
+CLASS_MAP_COLUMNS = ("index", "class_id", "external_id", "display_name", "status", *ATTRIBUTES)
+IMPORT_PREFIX = "import_"  # operations named so are imports (import_classes, ...); every other one is an editor's
 
 
 @dataclass
@@ -134,10 +140,29 @@ def _expected(required: list[str], aliases: dict[str, str]) -> str:
     return " or ".join(variants)
 
 
-def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None = None) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def column_key(text: str) -> str:
+    """How a header cell is matched to a known column: case, surrounding whitespace, and spaces or
+    underscores inside are ignored ("Gender", " Birth Year " are gender, birth_year). Why: spreadsheets
+    capitalise headers, and a column missed for its spelling is data silently not imported."""
+    return "_".join(part for part in re.split(r"[\s_]+", text.casefold()) if part)
+
+
+def _separator_hint(raw_header: list[str]) -> str:
+    """" (the file seems to use ';' as separator ...)" when the header reads as one cell holding a ';' or
+    a tab: a spreadsheet saved with another separator, which no missing-header hint explains."""
+    text = ",".join(raw_header)
+    sep = "';'" if ";" in text else "a tab" if "\t" in text else None
+    return f" (the file seems to use {sep} as separator; save it as comma-separated CSV)" if sep else ""
+
+
+def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None = None,
+             known: Iterable[str] = ()) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """(header, rows with the line each starts on); the header must hold the required columns
-    (aliases map other spellings onto them). Blank rows are skipped; a row with more fields
-    than the header is an error."""
+    (aliases map other spellings onto them). Header cells naming a required, alias or `known` column
+    are matched by `column_key` (any case, spaces or underscores) and come back spelled as known;
+    other cells come back stripped. Columns without a header cell that hold no values (a spreadsheet's
+    trailing `,,`) are dropped; one holding a value is an error. Blank rows are skipped; a row with
+    more fields than the header is an error."""
     path, aliases, required = Path(path), aliases or {}, list(required)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -147,17 +172,20 @@ def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None
         raise ValidationError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not text.strip():
         raise ValidationError(f"{path}: line 1: the file is empty; expected a header {_expected(required, aliases)}")
+    spelled = {column_key(c): c for c in [*required, *known]}
+    spelled.update({column_key(a): c for a, c in aliases.items()})
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, dict[str, str]]] = []
     try:
         raw_header = next(reader)
-        header = [aliases.get(h.strip(), h.strip()) for h in raw_header]
-        repeated = sorted({h for h in header if header.count(h) > 1})
+        header = [spelled.get(column_key(h), h.strip()) for h in raw_header]
+        unnamed = [i for i, h in enumerate(header) if not h]
+        repeated = sorted({h for h in header if h and header.count(h) > 1})
         if repeated:
             raise ValidationError(f"{_where(path, 1)}: column(s) {', '.join(repeated)} appear more than once in the header")
         missing = [c for c in required if c not in header]
         if missing:
-            hint = " (is the header missing?)" if not set(header) & set(required) else ""
+            hint = _separator_hint(raw_header) or (" (is the header missing?)" if not set(header) & set(required) else "")
             raise ValidationError(f"{_where(path, 1)}: the header {','.join(raw_header)!r} lacks column(s) "
                                   f"{', '.join(missing)}; expected {_expected(required, aliases)}{hint}")
         start = reader.line_num + 1
@@ -168,10 +196,14 @@ def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None
             if len(row) > len(header):
                 raise ValidationError(f"{_where(path, line)}: {len(row)} fields, but the header has {len(header)} "
                                       "(a comma in a value needs quotes)")
-            rows.append((line, {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}))
+            for i in unnamed:
+                if i < len(row) and row[i].strip():
+                    raise ValidationError(f"{_where(path, line)}: column {i + 1} holds {row[i].strip()!r} but has no "
+                                          "name in the header")
+            rows.append((line, {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header) if h}))
     except csv.Error as exc:
         raise ValidationError(f"{_where(path, reader.line_num)}: not valid CSV ({exc})") from None
-    return header, rows
+    return [h for h in header if h], rows
 
 
 def _check_name(path: Path, line: int, name: str, external_id: str | None) -> str:
@@ -226,7 +258,7 @@ def read_class_map(path: Path) -> dict[str, MappedClass]:
     status and attributes when the file has those columns; older exports do not, and empty cells are
     unknown). It is preferred over parsing folder names, which cannot tell a space from an underscore."""
     path = Path(path)
-    header, rows = read_csv(path, ["folder", "name"])
+    header, rows = read_csv(path, ["folder", "name"], known=CLASS_MAP_COLUMNS)
     columns = [c for c in ATTRIBUTES if c in header]
     out: dict[str, MappedClass] = {}
     for line, row in rows:
@@ -252,15 +284,24 @@ def _class_status(cell: str | None) -> str | None:
 
 
 def read_attributes_csv(path: Path) -> list[AttributeRow]:
-    """`name,...` plus any of gender, ethnicity, birth_year, country (other columns, such as
-    lfw-people.csv's `photos`, are ignored). Names may use underscores for spaces and may
-    carry a GIPHY id. Empty cells mean unknown: the attribute is not set."""
+    """`name,...` plus any of gender, ethnicity, birth_year, country, in any case (`Gender`, `Birth Year`;
+    other columns, such as lfw-people.csv's `photos`, are ignored: `_read_attributes_csv` notes them).
+    Names may use underscores for spaces and may carry a GIPHY id. Empty cells mean unknown: the
+    attribute is not set."""
+    return _read_attributes_csv(path)[0]
+
+
+def _read_attributes_csv(path: Path) -> tuple[list[AttributeRow], list[str]]:
+    """`read_attributes_csv`, and a note for each header column that is neither name nor an attribute:
+    a misspelt attribute ("gendre") would otherwise import nothing and say nothing."""
     path = Path(path)
-    header, rows = read_csv(path, ["name"])
+    header, rows = read_csv(path, ["name"], known=ATTRIBUTES)
     columns = [c for c in ATTRIBUTES if c in header]
     if not columns:
         raise ValidationError(f"{_where(path, 1)}: the header has no attribute column; expected name and any of "
                               f"{', '.join(ATTRIBUTES)}")
+    notes = [f"{_where(path, 1)}: column {c!r} is neither name nor an attribute ({', '.join(ATTRIBUTES)}); ignored"
+             for c in header if c != "name" and c not in ATTRIBUTES]
     out: list[AttributeRow] = []
     seen: dict[str, int] = {}
     for line, row in rows:
@@ -275,7 +316,7 @@ def read_attributes_csv(path: Path) -> list[AttributeRow]:
         except ValidationError as exc:
             raise ValidationError(f"{_where(path, line)}: {exc}") from None
         out.append(AttributeRow(line, name, external, values))
-    return out
+    return out, notes
 
 
 def read_tags_csv(path: Path) -> list[TagRow]:
@@ -306,18 +347,27 @@ class ClassSpec(NamedTuple):
     where: str  # "file: line n", for notes
 
 
-def former_names(session: Session) -> dict[str, int]:
-    """Name key a class was renamed from -> that class, for names no class holds now.
+def renames(session: Session) -> list[tuple[str, int]]:
+    """(name key a class was renamed from, that class), oldest rename first, of renames in force.
 
-    Why: an import names classes as the source file does; after an editor renamed one, a re-import
-    of the same file must find the renamed class, not create the old name again beside it."""
-    out: dict[str, int] = {}
+    Why: a file written before a rename (an import's source, an earlier export's classes.csv) names
+    the class by its old name; this tells that name still means that class."""
+    out: list[tuple[str, int]] = []
     stmt = select(AuditEvent.before).where(AuditEvent.operation == "rename_class", AuditEvent.undone_by_id.is_(None))
     for before in session.scalars(stmt.order_by(AuditEvent.id)):
         for key, snapshot in (before or {}).items():
             if key.startswith("class:") and snapshot and snapshot.get("name_key"):
-                out[snapshot["name_key"]] = int(key.split(":", 1)[1])
+                out.append((snapshot["name_key"], int(key.split(":", 1)[1])))
     return out
+
+
+def former_names(session: Session) -> dict[str, int]:
+    """Name key a class was renamed from -> that class (the latest rename from it wins); callers keep
+    only the names no class holds now.
+
+    Why: an import names classes as the source file does; after an editor renamed one, a re-import
+    of the same file must find the renamed class, not create the old name again beside it."""
+    return dict(renames(session))
 
 
 def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSummary,
@@ -414,6 +464,8 @@ def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | N
     summary = ImportSummary("classes", csv_path.name)
     with run_operation(store, _editor(editor, csv_path), "import_classes") as op:
         _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows], summary)
+        if (note := _index_note(csv_path, rows)) is not None:
+            summary.skipped.append(note)
         summary.unchanged = len(rows) - summary.created - summary.updated
         op.summary = f"import classes from {csv_path.name}: {summary.created} created, {summary.updated} updated"
     summary.event_id = op.result.event_id
@@ -423,27 +475,35 @@ def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | N
 def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None,
                       create_missing: bool = True) -> ImportSummary:
     """Demographic attributes of classes for the bias audit. Empty cells are unknown and leave
-    the attribute as it is (never cleared). People without a class get one (an attributes
-    file is a roster of people the catalog should know); with `create_missing=False` they are
-    reported instead."""
+    the attribute as it is (never cleared). An attribute an editor set or cleared since it was
+    last imported (`editor_held_columns`) is left alone too, and its class counts as kept. People
+    without a class get one (an attributes file is a roster of people the catalog should know);
+    with `create_missing=False` they are reported instead."""
     csv_path = Path(csv_path)
-    rows = read_attributes_csv(csv_path)
+    rows, notes = _read_attributes_csv(csv_path)
     summary = ImportSummary("attributes", csv_path.name)
+    summary.skipped += notes
     with run_operation(store, _editor(editor, csv_path), "import_attributes") as op:
         values_of = {class_name_key(r.name): r.values for r in rows}
         ids, created = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
                                        summary, attributes=values_of, create=create_missing)
         targets = {key: class_id for key, class_id in ids.items() if class_id not in created}
         current = op.load("class", [(c,) for c in targets.values()])
+        held = editor_held_columns(op.session, targets.values(), ATTRIBUTES)
         changes: dict[tuple[int], dict[str, Any]] = {}
+        kept: set[int] = set()
         for key, class_id in targets.items():
             diff = {k: v for k, v in values_of[key].items() if current[(class_id,)][k] != v}
+            if any(k in held.get(class_id, {}) for k in diff):
+                kept.add(class_id)
+            diff = {k: v for k, v in diff.items() if k not in held.get(class_id, {})}
             if diff:
                 changes[(class_id,)] = diff
         if changes:
             op.update("class", changes, current)
         updated = {key[0] for key in op.written.get("class", set())} - created
-        summary.updated, summary.unchanged = len(updated), len(targets) - len(updated)
+        summary.updated, summary.kept = len(updated), len(kept - updated)
+        summary.unchanged = len(targets) - summary.updated - summary.kept
         op.summary = (f"import attributes from {csv_path.name}: {summary.created} classes created, "
                       f"{summary.updated} updated")
     summary.event_id = op.result.event_id
@@ -455,23 +515,29 @@ def _fill_class_details(op: Operation, targets: dict[str, int], details: dict[st
     """Display name and attributes an export's classes.csv gives, onto classes that exist already
     (name key -> class id in `targets`): only empty ones are filled, as `import attributes` leaves
     what a file does not know. A value the class holds is never overwritten (an editor set it, or
-    it is newer than the export) and a different one in the file is noted; re-importing the same
+    it is newer than the export) and a different one in the file is noted; an empty one an editor
+    cleared (`editor_held_columns`) stays empty, its class counted as kept. Re-importing the same
     export fills nothing the second time."""
     rows = op.load("class", [(c,) for c in dict.fromkeys(targets.values())])
+    held = editor_held_columns(op.session, dict.fromkeys(targets.values()), ("display_name", *ATTRIBUTES))
     changes: dict[tuple[int], dict[str, Any]] = {}
+    kept: set[int] = set()
     for key, class_id in targets.items():
         mapped = details[key]
         row = {**rows[(class_id,)], **changes.get((class_id,), {})}
         for column, value in {"display_name": mapped.display_name, **mapped.attributes}.items():
             if value is None or row[column] == value:
                 continue
-            if row[column] is None:
+            if row[column] is None and column in held.get(class_id, {}):
+                kept.add(class_id)
+            elif row[column] is None:
                 changes.setdefault((class_id,), {})[column] = value
             else:
                 summary.skipped.append(f"{_where(source, mapped.line)}: class {row['name']!r} keeps its "
                                        f"{column.replace('_', ' ')} {row[column]!r} (the file says {value!r})")
     if changes:
         op.update("class", changes, rows)
+    summary.kept += len(kept - {c for (c,) in changes})
 
 
 def _media_by_name(session: Session) -> dict[str, list[int]]:
@@ -502,6 +568,53 @@ def removed_by_editors(session: Session, keys: Iterable[tuple[int, int]]) -> dic
             last[key] = (operation, editor)
     # remove_tags only ever deletes the rows it writes: its last write of a key is that key's removal
     return {by_key[key]: editor for key, (operation, editor) in last.items() if operation == "remove_tags"}
+
+
+def editor_held_columns(session: Session, class_ids: Iterable[int], columns: Iterable[str]) -> dict[int, dict[str, str]]:
+    """class id -> {column: editor} for those of `columns` whose latest write still in force is an
+    editor's operation (any but an import's, `IMPORT_PREFIX`), setting or clearing it.
+
+    Why: an import must not undo an editor. A cleared attribute looks like one nobody knew, so only
+    the audit log tells "unknown" from "an editor removed it"; and a value an editor set since the
+    last import is theirs even where the file says otherwise. Like `removed_by_editors`, an undone
+    operation and the undo that reversed it cancel out. A class an editor created counts only the
+    values given (a create writes every column; an empty one there is unknown, not a decision)."""
+    wanted = set(columns)
+    by_key = {entity_key("class", (c,)): c for c in class_ids}
+    writes: dict[str, list[tuple[int, str, str]]] = {}  # key -> (event, operation, editor), oldest first
+    for chunk in _chunks(list(by_key)):
+        stmt = (select(AuditEntity.key, AuditEvent.id, AuditEvent.operation, AuditEvent.editor)
+                .join(AuditEvent, AuditEvent.id == AuditEntity.event_id)
+                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True),
+                       AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None))
+                .order_by(AuditEvent.id))
+        for key, event_id, operation, editor in session.execute(stmt):
+            writes.setdefault(key, []).append((event_id, operation, editor))
+    # only classes an editor wrote can hold anything: the snapshots (JSON) of their events alone are read
+    writes = {k: w for k, w in writes.items() if any(not op.startswith(IMPORT_PREFIX) for _, op, _ in w)}
+    events = sorted({e for w in writes.values() for e, _, _ in w})
+    snapshots: dict[int, tuple[dict, dict]] = {}
+    for chunk in _chunks(events):
+        for event_id, before, after in session.execute(
+                select(AuditEvent.id, AuditEvent.before, AuditEvent.after).where(AuditEvent.id.in_(chunk))):
+            snapshots[event_id] = (before or {}, after or {})
+    out: dict[int, dict[str, str]] = {}
+    for key, history in writes.items():
+        held: dict[str, str] = {}
+        for event_id, operation, editor in history:
+            before, after = snapshots[event_id]
+            written = after.get(key) or {}
+            created = before.get(key) is None
+            for column in wanted & set(written):
+                if created and written[column] is None:
+                    continue
+                if operation.startswith(IMPORT_PREFIX):
+                    held.pop(column, None)
+                else:
+                    held[column] = editor
+        if held:
+            out[by_key[key]] = held
+    return out
 
 
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
@@ -605,6 +718,66 @@ def _scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str
     return labels, names, images, notes, class_map
 
 
+def _resolved(path: Path) -> Path:
+    """The file a path names, links followed (itself when it cannot be resolved: a loop, gone)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path
+
+
+def _index_note(path: Path, rows: list[LabelRow]) -> str | None:
+    """A note when the file's label indices are not 0..n-1 in the order of its rows, None when they are.
+    Why: indices are checked, then dropped: a store numbers exported classes 0..n-1 in the order they
+    were created (`labeling.export.class_indices`), and an import creates classes in row order, so only
+    such a file's numbering can come back out; a retraining job reusing a model trained on another
+    numbering must hear that an export will not follow it."""
+    moved = [(place, r) for place, r in enumerate(rows) if r.index != place]
+    if not moved:
+        return None
+    place, first = moved[0]
+    return (f"{_where(path, first.line)}: label indices are not kept: an export numbers classes 0..n-1 in the order "
+            f"they were created, and {len(moved)} of the {len(rows)} here differ from their row's place in the file "
+            f"(e.g. {first.label!r} has index {first.index} on row {place + 1})")
+
+
+def own_export(session: Session, folder: Path) -> str | None:
+    """Why `folder` is an export of this store, None when it is not: its manifest.json is one this store
+    recorded (`Export.manifest`'s manifest_sha256), or, the manifest changed, its classes.csv names this
+    store's classes by their ids and every face of its split.csv comes from media this store holds.
+
+    Why: an export's face crops are new images to an ingest; imported back into their own store they
+    would label every exported face a second time, and the next export would train on each twice."""
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        try:
+            digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        except OSError:
+            digest = None
+        for export_id, out_dir, record in session.execute(select(Export.id, Export.out_dir, Export.manifest)
+                                                          .order_by(Export.id)):
+            if digest is not None and isinstance(record, dict) and record.get("manifest_sha256") == digest:
+                return f"export {export_id}, written to {out_dir}"
+    try:
+        _, class_rows = read_csv(folder / "classes.csv", ["class_id", "name"])
+        _, split_rows = read_csv(folder / "split.csv", ["sha256"])
+        names = {int(row["class_id"]): class_name_key(row["name"]) for _, row in class_rows}
+    except (ValidationError, ValueError):  # no such files, or not an export's: not this store's export
+        return None
+    shas = list({row["sha256"] for _, row in split_rows if row["sha256"]})
+    if not names or not shas:
+        return None
+    here = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name_key)
+                                .where(CelebrityClass.id.in_(list(names)))).all())
+    if here != names:
+        return None
+    held = sum(session.scalar(select(func.count(func.distinct(Media.sha256))).where(Media.sha256.in_(chunk))) or 0
+               for chunk in _chunks(shas))
+    if held < len(shas):
+        return None
+    return "its classes.csv names this store's classes by id, and every face in its split.csv is of media here"
+
+
 def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
                        on_start: Callable[[int], None] | None = None,
                        on_result: Callable[[Any], None] | None = None) -> ImportSummary:
@@ -617,22 +790,37 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     (source "import") in one operation with the classes. Images without a face are reported, not
     fatal; an image filed under two labels is reported and left unlabeled; a face an editor decided
     (or moved to another class by a merge or split) keeps its decision; labels of a class that was
-    merged away go to the class it was merged into."""
+    merged away go to the class it was merged into. Images are matched to their ingest results by
+    the file they name, so an image or class folder linked in (a symlink) is labeled like any other,
+    and one filed under two labels that way is reported too; every image left unlabeled is noted
+    with why. A folder that is an export of this store (`own_export`) is refused before anything is
+    ingested, and labels.csv indices an export would not keep are noted (`_index_note`)."""
     from labeling.ingest import ingest
 
     folder = Path(os.path.abspath(folder))  # ingest stores absolute paths; the images are matched by them below
     who = _editor(editor, folder)
     labels, names, images, notes, class_map = _scan_raw_dataset(folder)
+    with store() as session:  # before anything is ingested
+        own = own_export(session, folder)
+    if own is not None:
+        raise ValidationError(f"{folder} is an export of this store ({own}): importing it would add each of its "
+                              "faces again, as a new image, doubling them in the next export; import it into another "
+                              "store")
     details = {class_name_key(names[r.label][0]): class_map[r.label] for r in labels if r.label in class_map}
     summary = ImportSummary("raw dataset", folder.name)
     summary.skipped += notes
     files = [p for paths in images.values() for p in paths]
     summary.images = len(files)
+    # by resolved path: ingest takes a file linked in twice (a symlink beside its target, a class folder
+    # linked to another) once, so the link's path has no result of its own, only its target's
     sha_of: dict[Path, str] = {}
+    failed: set[Path] = set()
 
     def collect(result) -> None:
         if result.status == "ok" and result.sha256:
-            sha_of[Path(result.path)] = result.sha256
+            sha_of[_resolved(Path(result.path))] = result.sha256
+        else:
+            failed.add(_resolved(Path(result.path)))
         if on_result is not None:
             on_result(result)
 
@@ -649,6 +837,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         _fill_class_details(op, {k: ids[k] for k in details if k in ids and ids[k] not in created}, details,
                             summary, folder / "classes.csv")
         summary.updated = len({key[0] for key in op.written.get("class", set())} - created)
+        if (note := _index_note(labels_csv, labels)) is not None:
+            summary.skipped.append(note)
         classes = {c.id: c for c in op.session.scalars(select(CelebrityClass))}
         shas = list(set(sha_of.values()))
         media_ids: dict[str, int] = {}
@@ -665,9 +855,11 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
                                        f"its {len(paths)} image(s) are not labeled")
                 continue
             for path in paths:
-                media_id = media_ids.get(sha_of.get(path, ""))
+                media_id = media_ids.get(sha_of.get(_resolved(path), ""))
                 if media_id is None:
-                    continue  # failed to ingest: reported above
+                    if _resolved(path) not in failed:  # a failure is reported above; nothing may go unsaid
+                        summary.skipped.append(f"{path}: no media of it is in the store after ingest; not labeled")
+                    continue
                 face_id = largest.get(media_id)
                 if face_id is None:
                     summary.skipped.append(f"{path}: no face found")
