@@ -1,14 +1,22 @@
 # Two commands set everything up on a machine with only Python and make:
-#   make run   ingest a sample folder (SAMPLE=..., empty to skip) and its tags into the default
-#              SQLite store, then start the editors' app on http://localhost:$(PORT)
+#   make run   ingest a sample folder (SAMPLE=..., empty to skip; the shared GIFs' tags only with the
+#              default SAMPLE, else TAGS=...) into the SQLite store of DATA_DIR (default $GIFLENS_DATA_DIR,
+#              else giflens-data), then start the editors' app on http://localhost:$(PORT)
 #   make test  run the whole test suite (slow, postgres and browser tests included)
+#   make bench run the benchmarks that take minutes, printing their figures (never pass / fail)
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
-SAMPLE ?= ../shared/data/gifs
-TAGS ?= ../shared/data/gifs.csv
-CLASSES ?= ../shared/data/giphy-celebrities.csv
+SHARED := ../shared/data
+DEFAULT_SAMPLE := $(SHARED)/gifs
+SAMPLE ?= $(DEFAULT_SAMPLE)
+# The shared GIFs' tags only go with the shared GIFs: another SAMPLE would get one "not ingested" note per row.
+ifeq ($(patsubst %/,%,$(SAMPLE)),$(DEFAULT_SAMPLE))
+TAGS ?= $(SHARED)/gifs.csv
+endif
+TAGS ?=
+CLASSES ?= $(SHARED)/giphy-celebrities.csv
 PORT ?= 8501
-DATA_DIR ?= giflens-data
+DATA_DIR ?= $(or $(GIFLENS_DATA_DIR),giflens-data)
 PYTEST_ARGS ?=
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
@@ -38,3 +46,12 @@ chromium:
 
 test: sync postgres chromium
 	$(UV) run pytest -q $(PYTEST_ARGS)
+
+# The benchmarks that run in minutes on the shared data (README, Benchmarks); each prints its figures and ends
+# with one key=value line. The LFW ones share embeddings computed once (about a minute) into /tmp.
+bench: sync postgres
+	$(UV) run python bench/store.py
+	$(UV) run python bench/dupes.py
+	$(UV) run python bench/knn.py --images $(SHARED)/lfw
+	$(UV) run python bench/recognition.py --images $(SHARED)/lfw
+	$(UV) run python bench/tagging.py --gifs $(SHARED)/gifs --tags $(SHARED)/gifs.csv

@@ -22,22 +22,40 @@ console = Console(stderr=True)
 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data folder (cache, SQLite store). Env: GIFLENS_DATA_DIR.")]
 DatabaseUrl = Annotated[Optional[str], typer.Option("--database-url", help="SQLAlchemy URL. Env: GIFLENS_DATABASE_URL.")]
+FaceModel = Annotated[Optional[str], typer.Option(
+    "--face-model", help="Face embedding model to use (default: the store's only one; required when it has several).")]
 
 
 def make_settings(**overrides: object) -> Settings:
     """Environment first, then the options actually given on the command line.
 
     A bad value (GIFLENS_FRAMES=abc, say) is a one-line error naming the variable and exit 2, like a
-    bad option, instead of pydantic's traceback."""
-    from pydantic import ValidationError as SettingsError
-    from rich.markup import escape
+    bad option, instead of pydantic's traceback. pydantic-settings' own SettingsError (an env value it
+    cannot decode before validation) is one such line too."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        _settings_error("; ".join(f"{_setting_name(e['loc'][0])}: {e['msg']}" for e in exc.errors()), exc)
     except SettingsError as exc:
-        problems = "; ".join(f"{e['loc'][0]} (GIFLENS_{str(e['loc'][0]).upper()}): {e['msg']}" for e in exc.errors())
-        console.print(f"[red]error:[/red] invalid setting {escape(problems)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from exc
+        import re
+
+        field = re.search(r'field "([^"]+)"', str(exc))
+        _settings_error(f"{_setting_name(field[1])}: cannot be parsed" if field else str(exc), exc)
+
+
+def _setting_name(field: object) -> str:
+    """`frames (GIFLENS_FRAMES)`: the setting as Python and as the environment name it."""
+    return f"{field} (GIFLENS_{str(field).upper()})"
+
+
+def _settings_error(problems: str, exc: Exception) -> NoReturn:
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] invalid setting {escape(one_line(problems))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from exc
 
 
 def refuse(message: str, code: int = 1) -> NoReturn:
@@ -118,7 +136,8 @@ def ingest_command(
 
     settings = make_settings(data_dir=data_dir, frames=frames, face_model=face_model, database_url=database_url)
     if settings.face_model not in list_models("face"):
-        refuse(f"unknown face model {settings.face_model!r} (--face-model); known: {', '.join(list_models('face'))}")
+        source = "--face-model" if face_model is not None else "GIFLENS_FACE_MODEL"  # the default is known
+        refuse(f"unknown face model {settings.face_model!r} ({source}); known: {', '.join(list_models('face'))}")
     missing = [str(p) for p in paths if not os.path.lexists(p)]  # a broken link is there: recorded as failed
     if missing:  # a typo is not a media file: refused before any work, so no "failed" row records it
         refuse(f"no such file or folder: {', '.join(missing)}")
@@ -300,12 +319,13 @@ def export_command(
                            "validation side, so a model fine-tuned on it is never validated on its training faces.")] = None,
     no_previous: Annotated[bool, typer.Option(
         "--no-previous", help="Start afresh: classes numbered in creation order, the split drawn anew.")] = False,
+    face_model: FaceModel = None,
 ) -> None:
     """Confirmed labels in GIPHY's training layout, train/val split, tags JSONL, projector TSV, manifest.json."""
     from rich.markup import escape
 
     from labeling.errors import StoreError
-    from labeling.export import PreviousExportError, check_out_dir, export_dataset, newest_export
+    from labeling.export import PreviousExportError, check_out_dir, export_dataset, newest_export, resolve_out_dir
     from labeling.validation import check_editor
 
     if previous is not None and no_previous:
@@ -318,6 +338,8 @@ def export_command(
     try:
         check_editor(_editor(editor))
         check_out_dir(Path(out_dir).absolute(), overwrite)
+        _check_out_parent(resolve_out_dir(out_dir))
+        face_model = _export_face_model(store, face_model, settings)
     except StoreError as exc:
         refuse(str(exc))
     chosen = None if no_previous else previous or newest_export(store)
@@ -332,7 +354,7 @@ def export_command(
         try:
             return export_dataset(
                 store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
-                face_model=settings.face_model, overwrite=overwrite, previous=chosen,
+                face_model=face_model, overwrite=overwrite, previous=chosen,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total,
                                                                 current="face crops"))
         except PreviousExportError as exc:
@@ -342,7 +364,45 @@ def export_command(
                                       "--no-previous to skip)") from exc
 
     with progress_task("export") as (progress, task):
-        _run(run, notes="note", progress=progress)
+        _run(run, notes="note", progress=progress, details=_no_faces_exported)
+
+
+def _export_face_model(store: sessionmaker[Session], given: str | None, settings: Settings) -> str:
+    """The face model whose crops the export copies, chosen as `giflens predict` chooses it: the one given
+    (which the store must hold), else the store's only one. Why not GIFLENS_FACE_MODEL: that names what
+    ingest computes; a store ingested with another model would export no face at all, with exit 0.
+    A store without any face embedding exports its classes and tags whatever the model."""
+    from labeling.queries import face_models
+
+    if face_models(store).empty:
+        return given or settings.face_model
+    from labeling.recognition import resolve_face_model
+
+    return resolve_face_model(store, given)
+
+
+def _check_out_parent(out_dir: Path) -> None:
+    """Refuse an OUT_DIR whose nearest existing ancestor is a file or cannot be written, before the note on
+    the earlier export the run would follow: no note above a refusal. (The export refuses it too, later.)"""
+    from labeling.errors import ValidationError
+
+    ancestor = out_dir.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValidationError(f"cannot create {out_dir}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValidationError(f"cannot create {out_dir}: cannot write in {ancestor} (permission denied)")
+
+
+def _no_faces_exported(summary) -> str | None:
+    """A warning above the summary when confirmed labels exist but none had a face crop of the chosen model:
+    an export with no face is otherwise easy to take for a successful one."""
+    if summary.faces or not summary.missing_crops:
+        return None
+    model = summary.manifest.get("face_model", "the chosen model")
+    return (f"warning: no face exported: none of the {summary.missing_crops} confirmed label(s) has a face crop of "
+            f"{model} (faces ingested with another model? give it with --face-model; crops deleted? ingest again)")
 
 
 def streamlit_command(script: Path, settings: Settings, port: int, headless: bool) -> list[str]:
@@ -406,8 +466,6 @@ def app_command(
 
 
 # -- the recognition loop: predictions, retraining, tag suggestions, near duplicates ----------------
-FaceModel = Annotated[Optional[str], typer.Option(
-    "--face-model", help="Face embedding model to use (default: the store's only one; required when it has several).")]
 Top = Annotated[int, typer.Option("--top", help="Classes kept per prediction, best first.")]
 TrackMethod = Annotated[str, typer.Option("--track-method", help="One prediction per GIF track: mean or product.")]
 
@@ -466,7 +524,9 @@ def retrain_command(
 @app.command("autotag")
 def autotag_command(
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
-    text: Annotated[str, typer.Option("--text", help="Text expert over: tags, weak-labels (ImageNet labels), none.")] = "tags",
+    text: Annotated[str, typer.Option("--text", help=(
+        "Text expert over: tags (the media's own tags, so its weight is partly measured on the answer), "
+        "weak-labels (ImageNet labels from ingest, which never hold the answer), none."))] = "tags",
     k: Annotated[int, typer.Option("--k", help="Neighbours each kNN expert asks.")] = 10,
     min_frequency: Annotated[float, typer.Option("--min-frequency", help="Share of neighbours a tag needs.")] = 0.2,
     top: Annotated[int, typer.Option("--top", help="Suggestions stored per media item at most.")] = 5,
@@ -474,7 +534,11 @@ def autotag_command(
 ) -> None:
     """Experts voting (visual, identity, text): tag suggestions for every media item; prints the weights.
 
-    Uploader and import tags are set to 1.0 when an expert confirms them, else 0.7."""
+    Uploader and import tags are set to 1.0 when an expert confirms them, else 0.7.
+
+    With --text tags (the default) the text expert reads each media item's own tags: its weight is measured
+    holding one tag out, but the tags left are still the media's own, so the weight is partly measured on the
+    answer. --text weak-labels reads the ImageNet labels from ingest instead, which never contain the answer."""
     from labeling.auto_tagging import autotag
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
@@ -542,13 +606,15 @@ def _entity_key(store: sessionmaker[Session], entity: str) -> str:
     kind, value = kind.strip().casefold(), value.strip()
     if not sep or kind not in {"face", "media", "class"} or not value:
         refuse(f"{entity!r}: expected face:ID, media:ID, class:ID or class:NAME")
-    if value.isdigit():
+    if value.isdecimal() and _entity_known(store, kind, int(value)):
         return f"{kind}:{int(value)}"
+    if value.isdecimal() and kind != "class":
+        refuse(f"no {kind} {int(value)} in the store (nor in its audit log)")
     if kind != "class":
         refuse(f"{entity!r}: a {kind} is named by its id")
     giphy_name = parse_giphy_label(value)[0]
     with store() as session:
-        problem = None
+        problem = f"no class has id {int(value)} or is called {value!r}" if value.isdecimal() else None
         for name in dict.fromkeys([value, giphy_name]):  # the name as given, then as the importers read it
             if not name:
                 continue
@@ -560,6 +626,23 @@ def _entity_key(store: sessionmaker[Session], entity: str) -> str:
             if found is not None:
                 return f"class:{found.id}"
         refuse(problem or f"no class is called {value!r}")
+
+
+def _entity_known(store: sessionmaker[Session], kind: str, entity_id: int) -> bool:
+    """Whether `kind:id` names something: a row of the store, or one the audit log remembers (a face an
+    ingest replaced, a class an undo removed still has its history). Why: an id that names nothing
+    would list "0 operation(s)" as if it were a real entity without history, and `class:2001` could
+    never reach a class called "2001"."""
+    from sqlalchemy import select
+
+    from labeling.schema import AuditEntity, CelebrityClass, Face, Media
+
+    if entity_id > 2**31 - 1:  # beyond an id column: PostgreSQL would refuse the query
+        return False
+    table = {"face": Face, "media": Media, "class": CelebrityClass}[kind]
+    with store() as session:
+        return (session.get(table, entity_id) is not None or session.scalar(
+            select(AuditEntity.id).where(AuditEntity.key == f"{kind}:{entity_id}").limit(1)) is not None)
 
 
 @app.command("history")

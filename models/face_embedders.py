@@ -135,6 +135,8 @@ class FacenetEmbedder:
 
         candidates = [Path(p) for p in (weights_path, get_settings().facenet_weights) if p]
         candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / cls.hub_file)
+        # each once, in order: the pipeline passes GIFLENS_FACENET_WEIGHTS as weights_path too
+        candidates = list(dict.fromkeys(candidates))
         for candidate in candidates:
             if candidate.is_file():
                 return candidate

@@ -4,11 +4,18 @@ Lives in `models/` because it is the lowest layer every other package may import
 """
 from __future__ import annotations
 
+import json
+import math
+import numbers
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+THRESHOLDS_EXPECTED = "expected a JSON list of 3 numbers in [0, 1]"
 
 
 class Settings(BaseSettings):
@@ -31,7 +38,10 @@ class Settings(BaseSettings):
     # faces
     face_model: str = "dlib-resnet-v1"
     min_face_size: int = Field(default=20, ge=8)
-    detect_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    # NoDecode: the env value reaches `_check_thresholds` as text, so a bad one is one settings error, not
+    # pydantic-settings' SettingsError traceback
+    detect_thresholds: Annotated[tuple[float, float, float], NoDecode] = Field(
+        default=(0.6, 0.7, 0.7), description="MTCNN's P-, R- and O-net probability thresholds, as a JSON list")
     min_face_probability: float = Field(default=0.9, ge=0.0, le=1.0)
     facenet_weights: Path | None = Field(default=None, description="InceptionResnetV1 vggface2 state dict")
 
@@ -40,6 +50,33 @@ class Settings(BaseSettings):
 
     # The app
     umap_warm_up: bool = Field(default=True, description="compile UMAP's kernels in the worker as the app starts")
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _check_data_dir(cls, value: Any) -> Any:
+        """An empty GIFLENS_DATA_DIR= would be Path(''), the current folder: a store and cache made wherever
+        the command runs, never the folder the editor meant. Refused; unset it for the default."""
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError("empty_data_dir", "must not be empty (unset it for the default, giflens-data)")
+        return value
+
+    @field_validator("detect_thresholds", mode="before")
+    @classmethod
+    def _check_thresholds(cls, value: Any) -> Any:
+        """Three probabilities, one per MTCNN stage. Why checked here: a value above 1 (a typo, 7 for 0.7) is
+        accepted by the detector and silently finds no face at all; a list of two is not "Field required"."""
+        given = value
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        ok = (isinstance(value, (list, tuple)) and len(value) == 3
+              and all(isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t) and 0 <= t <= 1
+                      for t in value))
+        if not ok:
+            raise PydanticCustomError("detect_thresholds", THRESHOLDS_EXPECTED + ", got {given}", {"given": repr(given)})
+        return value
 
     @property
     def resolved_database_url(self) -> str:
