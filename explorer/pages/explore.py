@@ -19,7 +19,8 @@ from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, filter_points, filter_s
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
-from labeling.pages.common import flash, get_settings, get_store, media_file, plain, show_error, versions_seen, write
+from labeling.pages.common import (flash, get_settings, get_store, media_file, plain, refuse_lost_class, select_choice,
+                                   show_error, versions_seen, write)
 from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
                               media_tags_frame, model_candidates, track_history_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent
@@ -257,12 +258,16 @@ with details:
             if candidates:
                 right.caption("Model's top classes: " + ", ".join(f"{plain(name)} {p:.2f}" for _, name, p in candidates[:5])
                               + (" (below the open-set threshold: unknown)" if row["class"] == UNLABELED else ""))
-        if row["kind"] in ("face", "track") and class_ids:
-            # default to the model's best guess that is still an active class, else the first class
-            guess = next((c for c, _, _ in candidates if c in class_names), None)
-            target = right.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
-                                     index=class_ids.index(guess) if guess is not None else 0,
-                                     key=f"explore_relabel_class_{point_id}")  # per point: its own default
+        if row["kind"] in ("face", "track"):
+            target = None  # no active class: approve, reject and mark unknown still apply
+            if class_ids:
+                # default to the model's best guess that is still an active class, else the first class
+                guess = next((c for c, _, _ in candidates if c in class_names), None)
+                target = select_choice(right, "Relabel to", class_ids, format_func=lambda c: class_names[c],
+                                       index=class_ids.index(guess) if guess is not None else 0,
+                                       key=f"explore_relabel_class_{point_id}")  # per point: its own default
+            else:
+                right.caption("No active class to relabel to: add one, or make one active, on the Classes page")
             # the label versions shown, so a decision on a face another editor changed meanwhile is refused
             allowed, guard_help = True, None
             if row["kind"] == "track":
@@ -278,7 +283,7 @@ with details:
                 guard_help = None if allowed else _tick_first(decided)
             else:
                 seen = versions_seen("explore_point", {int(point_id): row["version"]})
-            buttons = right.columns(2) + right.columns(2)  # two rows: four labels fit a third of the page
+            buttons = iter(right.columns(2) + right.columns(2))  # two rows: four labels fit a third of the page
 
             def act(decision: str, class_id: int | None = None) -> None:
                 if row["kind"] == "track":
@@ -292,16 +297,18 @@ with details:
             turned_down = row["kind"] == "face" and row["status"] in TURNED_DOWN and candidates
             approve_help = ("No class to approve: pick one and relabel" if no_class else guard_help if not allowed else
                             f"The model was right after all: confirms {plain(candidates[0][1])}" if turned_down else None)
-            if buttons[0].button("Approve", key="explore_approve", width="stretch", disabled=no_class or not allowed,
-                                 help=approve_help):
+            if next(buttons).button("Approve", key="explore_approve", width="stretch", disabled=no_class or not allowed,
+                                    help=approve_help):
                 act("approve")
-            if buttons[1].button("Reject", key="explore_reject", width="stretch", disabled=not allowed, help=guard_help):
+            if next(buttons).button("Reject", key="explore_reject", width="stretch", disabled=not allowed,
+                                    help=guard_help):
                 act("reject")
-            if buttons[2].button("Relabel", key="explore_relabel", width="stretch", disabled=not allowed,
-                                 help=guard_help):
-                act("relabel", int(target))
-            if buttons[3].button("Mark unknown", key="explore_unknown", width="stretch", disabled=not allowed,
-                                 help=guard_help):
+            if target is not None and next(buttons).button("Relabel", key="explore_relabel", width="stretch",
+                                                           disabled=not allowed, help=guard_help):
+                if not refuse_lost_class(store, target.lost):  # the class chosen is still the one in the box
+                    act("relabel", int(target.value))
+            if next(buttons).button("Mark unknown", key="explore_unknown", width="stretch", disabled=not allowed,
+                                    help=guard_help):
                 act("unknown")
         near_rows, near_dist = nearest(vectors, row_no, k=8)
         if len(near_rows):
@@ -328,9 +335,10 @@ def _decision_buttons(count: str, key: str, override: bool, approve_ok: bool, de
         decide("unknown", None)
     with cols[3]:
         if class_ids:
-            target = st.selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c], key=f"{key}_class")
+            target = select_choice(st, "Relabel to", class_ids, format_func=lambda c: class_names[c], key=f"{key}_class")
             if st.button(f"Relabel {count}", key=f"{key}_relabel", disabled=not override):
-                decide("relabel", int(target))
+                if not refuse_lost_class(store, target.lost):  # the class chosen is still the one in the box
+                    decide("relabel", int(target.value))
 
 
 def _unnamed(chosen: list[int]) -> list[int]:

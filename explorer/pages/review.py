@@ -15,7 +15,8 @@ from explorer.views import index_dir_for, nameable_faces, unnameable_help
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import get_settings, get_store, keep_choice, media_file, plain, versions_seen, write
+from labeling.pages.common import (get_settings, get_store, keep_choice, media_file, plain, refuse_lost_class,
+                                   select_choice, versions_seen, write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
 
@@ -79,10 +80,10 @@ def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
     if cols[2].button(f"Mark {len(face_ids)} unknown", key=f"{key}_unknown"):
         write(lambda s, e: mark_unknown(s, face_ids, e, expected_versions=seen), after=done)
     if class_ids:
-        target = cols[3].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c], key=f"{key}_class",
-                                   label_visibility="collapsed")
-        if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel"):
-            write(lambda s, e: relabel_faces(s, face_ids, int(target), e, expected_versions=seen), after=done)
+        target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
+                               key=f"{key}_class", label_visibility="collapsed")
+        if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel") and not refuse_lost_class(store, target.lost):
+            write(lambda s, e: relabel_faces(s, face_ids, int(target.value), e, expected_versions=seen), after=done)
 
 
 def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
@@ -222,10 +223,11 @@ with tracks_tab:
             if cols[2].button(f"Mark {len(ticked)} track(s) unknown", key="review_tracks_unknown"):
                 write(lambda s, e: label_tracks(s, ticked, "unknown", e, expected_versions=seen), after=done)
             if class_ids:
-                target = cols[3].selectbox("Relabel to", class_ids, format_func=lambda c: class_names[c],
-                                           key="review_tracks_class", label_visibility="collapsed")
-                if cols[4].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel"):
-                    write(lambda s, e: label_tracks(s, ticked, "relabel", e, class_id=int(target),
+                target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
+                                       key="review_tracks_class", label_visibility="collapsed")
+                if (cols[4].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel")
+                        and not refuse_lost_class(store, target.lost)):
+                    write(lambda s, e: label_tracks(s, ticked, "relabel", e, class_id=int(target.value),
                                                     expected_versions=seen), after=done)
 
 st.divider()

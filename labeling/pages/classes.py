@@ -3,8 +3,9 @@ import pandas as pd
 import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
-from labeling.pages.common import (escape_markdown, get_settings, get_store, keep_choice, media_file, parse_ids,
-                                   versions_seen, write)
+from labeling.pages.common import (VERSIONS_KEY, class_fate, current_editor, escape_markdown, get_settings, get_store,
+                                   keep_choice, last_change, media_file, parse_ids, plain, refuse_lost_class,
+                                   select_choice, versions_seen, write)
 from labeling.queries import classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
 from labeling.validation import ATTRIBUTES
@@ -20,6 +21,7 @@ CATALOG_COLUMNS = ["class_id", "name", "status", "faces", "confirmed", "predicte
 
 settings, store = get_settings(), get_store()
 catalog = classes_frame(store)
+seen_before = dict(st.session_state.get(VERSIONS_KEY, {}).get("classes", {}))  # as drawn last run (moved_out)
 seen = versions_seen("classes", dict(zip(catalog["class_id"].tolist(), catalog["version"].tolist())))
 by_id = catalog.set_index("class_id")
 
@@ -82,9 +84,33 @@ def text_or_none(value: str) -> str | None:
     return value.strip() or None
 
 
+def moved_out(class_id: int | None, options: list[int]) -> str | None:
+    """Why the class being edited left the filtered view, when another editor's operation moved it out
+    (retired, merged, renamed, removed since the page was drawn); None when it is still shown, or when
+    the editor's own search or filter, or their own operation, left it out.
+
+    Its forms are keyed by class, so a form submitted for it in this run is not drawn and its click is
+    lost: the editor is told what happened and that nothing was saved."""
+    if class_id is None or class_id in options or class_id not in seen_before:
+        return None
+    if class_id in by_id.index and int(by_id.loc[class_id, "version"]) == seen_before[class_id]:
+        return None  # unchanged: the search or the status filter left it out
+    change = last_change(store, [f"class:{int(class_id)}"])
+    if change is not None and change.editor == current_editor():
+        return None  # the editor's own operation, already reported
+    name, status, how = class_fate(store, class_id)
+    hidden = ("" if status is None else " (the status filter hides it)" if statuses and status not in statuses
+              else " (the search hides it)")
+    now = f"; the forms now edit {by_id.loc[options[0], 'name']!r}" if options else ""
+    return f"{name!r} left the classes shown: {how}{hidden}. Nothing was saved for it{now}."
+
+
 # The class to edit is one of the filtered view: a search or status filter that leaves the selection out
 # moves it to the view's first class, so no form acts on a class the editor did not search for.
 options = view["class_id"].tolist()
+notice = st.empty()  # always drawn: a message that comes and goes must not shift the elements below
+if (why := moved_out(st.session_state.get(SELECT_KEY), options)) is not None:
+    notice.warning(plain(why))
 if options:
     if st.session_state.get(SELECT_KEY) not in options:
         st.session_state[SELECT_KEY] = options[0]
@@ -144,13 +170,15 @@ if selected is not None:
         targets = [c for c in catalog["class_id"] if c != selected and by_id.loc[c, "status"] != "retired"]
         st.write(f"Merge **{name_md}** into another class: its labels and predictions move there, "
                  "and it is retired.")
-        with st.form(f"merge_form_{selected}"):
-            keep_choice(f"merge_target_{selected}", targets)
-            target = st.selectbox("Into", targets, format_func=label, key=f"merge_target_{selected}")
-            if st.form_submit_button("Merge"):
-                versions = {selected: expected(selected), target: expected(target)}
-                write(lambda s, e: merge_classes(s, selected, target, e, expected_versions=versions),
-                      after=lambda _: keep_editing(target))  # the merged class is retired: follow its faces
+        if not targets:
+            st.info("There is no other class to merge into (a retired class takes no labels): add one first.")
+        else:
+            with st.form(f"merge_form_{selected}"):
+                target = select_choice(st, "Into", targets, format_func=label, key=f"merge_target_{selected}")
+                if st.form_submit_button("Merge") and not refuse_lost_class(store, target.lost):
+                    versions = {selected: expected(selected), target.value: expected(target.value)}
+                    write(lambda s, e: merge_classes(s, selected, target.value, e, expected_versions=versions),
+                          after=lambda _: keep_editing(target.value))  # the merged class is retired: follow its faces
 
     with split_tab:
         members = faces_frame(store, class_id=selected)

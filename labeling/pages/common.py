@@ -17,15 +17,19 @@ import hmac
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import streamlit as st
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from labeling.audit import last_write
 from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError
+from labeling.schema import AuditEvent, CelebrityClass
 from labeling.validation import check_editor
 from models.settings import Settings
 
@@ -206,6 +210,98 @@ def keep_choice(key: str, options: list[Any]) -> None:
     the current label."""
     if key in st.session_state and st.session_state[key] in options:
         st.session_state[key] = st.session_state[key]
+
+
+class Choice(NamedTuple):
+    """A select box's value, and `lost`: the option the editor had chosen when it has left the options
+    since the page was drawn (None while it is still offered). See select_choice."""
+
+    value: Any
+    lost: Any = None
+
+
+def select_choice(where: Any, label: str, options: list[Any], key: str, **kwargs: Any) -> Choice:
+    """A keyed st.selectbox drawn in `where` (st, a column, a form) that tells when the editor's choice
+    has left its options since the page was drawn.
+
+    Streamlit then falls back to the default option without a word, so a button pressed in that very
+    run would act on a class the editor never picked (theirs retired or merged by another editor
+    meanwhile). What they chose is read before the box is drawn: the browser's value as the options
+    of the run that drew it resolve it. A renamed option stays chosen (keep_choice)."""
+    keep_choice(key, options)
+    before = st.session_state.get(key)
+    value = where.selectbox(label, options, key=key, **kwargs)
+    lost = before if before is not None and before != value and before not in options else None
+    return Choice(value, lost)
+
+
+@dataclass(frozen=True)
+class Change:
+    """The newest audited operation that wrote an entity, and what it wrote there (the changed columns)."""
+
+    event_id: int
+    editor: str
+    operation: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    def by(self) -> str:
+        """"by bob in operation 8"."""
+        return f"by {self.editor} in operation {self.event_id}"
+
+
+def last_change(store: sessionmaker[Session], keys: Iterable[str]) -> Change | None:
+    """The newest audited operation that wrote any of these entities ("class:3", "media_tag:7:2"), None
+    when none did: who moved something on under an editor's feet, read from the audit log."""
+    with store() as session:
+        writes = [(w, k) for k in keys if (w := last_write(session, k)) is not None]
+        if not writes:
+            return None
+        write_, key = max(writes, key=lambda pair: pair[0].event_id)
+        event = session.get(AuditEvent, write_.event_id)
+        return Change(write_.event_id, write_.editor, write_.operation, (event.before or {}).get(key),
+                      (event.after or {}).get(key))
+
+
+def class_fate(store: sessionmaker[Session], class_id: int) -> tuple[str, str | None, str]:
+    """(name, status now or None when removed, what happened to it last and who did it), e.g.
+    ("Delta Four", "retired", "retired by bob in operation 8") or ("Alpha One", "retired",
+    "merged into 'Beta Two' by bob in operation 7")."""
+    change = last_change(store, [f"class:{int(class_id)}"])
+    before, after = (change.before or {}, change.after) if change else ({}, {})
+    with store() as session:
+        row = session.get(CelebrityClass, int(class_id))
+        name, status = (row.name, row.status) if row is not None else (None, None)
+        merged_into = after.get("merged_into_id") if after else None
+        merged_into = session.get(CelebrityClass, int(merged_into)) if merged_into else None
+    name = name or before.get("name") or f"class {class_id}"  # removed: its name is in the snapshot
+    if change is None:
+        return name, status, "changed outside the audited operations"
+    if after is None:
+        what = "removed"
+    elif merged_into is not None:
+        what = f"merged into {merged_into.name!r}"
+    elif "status" in after:
+        what = "retired" if after["status"] == "retired" else f"made {after['status']}"
+    elif "name" in after:
+        what = f"renamed to {after['name']!r}"
+    else:
+        what = "changed"
+    return name, status, f"{what} {change.by()}" + (" (an undo)" if change.operation == "undo" else "")
+
+
+def refuse_lost_class(store: sessionmaker[Session], lost: Any) -> bool:
+    """Call on a press, with select_choice's `lost`: True (after an error that names what happened to
+    the class the editor chose, and who did it) when it is no longer offered, so that nothing is written."""
+    if lost is None:
+        return False
+    if not isinstance(lost, Integral):
+        st.error(plain(f"{lost!s} is no longer offered; nothing was written: choose again"))
+        return True
+    name, status, how = class_fate(store, lost)
+    state = "is no longer active" if status != "active" else "is no longer offered"
+    st.error(plain(f"{name!r} {state} ({how}); nothing was written: choose the class again"))
+    return True
 
 
 def flash(message: str, kind: str = "success") -> None:

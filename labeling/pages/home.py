@@ -3,7 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from labeling.audit import undo_event, undoable_events
-from labeling.pages.common import database_label, get_settings, get_store, write
+from labeling.pages.common import database_label, get_settings, get_store, plain, select_choice, write
+from labeling.schema import AuditEvent
 from labeling.queries import events_frame, store_overview
 
 settings, store = get_settings(), get_store()
@@ -45,6 +46,15 @@ def _forget_choice() -> None:
     st.session_state.pop("overview_undo_event", None)
 
 
+def _already_undone(event_id: int) -> str | None:
+    """"operation #5 was already undone by bob (#6)" when it was, else None. The operation leaves the list
+    when another editor undoes it, and the select box would quietly fall back to nothing chosen."""
+    with store() as session:
+        event = session.get(AuditEvent, event_id)
+        undo = session.get(AuditEvent, event.undone_by_id) if event is not None and event.undone_by_id else None
+        return None if undo is None else f"operation #{event_id} was already undone by {plain(undo.editor)} (#{undo.id})"
+
+
 undoable = undoable_events(store, limit=30)
 if undoable:
     with st.expander("Undo an operation"):
@@ -53,8 +63,13 @@ if undoable:
         choices = {e.id: f"#{e.id} · {e.editor} · {e.at:%Y-%m-%d %H:%M} · {e.summary}" for e in undoable}
         # Nothing chosen to start with, and nothing again after an undo: the operation undone leaves the list,
         # and a select box with a default would move on to the next one, which a second press would undo.
-        chosen = st.selectbox("Operation", list(choices), format_func=choices.get, key="overview_undo_event",
-                              index=None, placeholder="Pick the operation to undo")
+        choice = select_choice(st, "Operation", list(choices), format_func=choices.get, key="overview_undo_event",
+                               index=None, placeholder="Pick the operation to undo")
+        # the operation the editor picked, even when it left the list meanwhile (another editor undid it)
+        chosen = choice.value if choice.lost is None else choice.lost
         if st.button("Undo this operation", key="overview_undo", disabled=chosen is None,
                      help="Pick an operation above first" if chosen is None else None):
-            write(lambda s, e: undo_event(s, int(chosen), e), after=lambda _: _forget_choice())
+            if (undone := _already_undone(int(chosen))) is not None:
+                st.warning(undone)
+            else:
+                write(lambda s, e: undo_event(s, int(chosen), e), after=lambda _: _forget_choice())

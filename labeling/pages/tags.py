@@ -2,15 +2,18 @@
 import pandas as pd
 import streamlit as st
 
+from embeddings.pipeline import ANIMATED_KINDS
 from labeling.errors import ValidationError
 from labeling.pages.common import (drawn_before, escape_markdown, flash, get_settings, get_store, keep_choice,
-                                   media_file, plain, progress_callback, require_editor, versions_seen, write)
+                                   last_change, media_file, plain, progress_callback, require_editor, versions_seen,
+                                   write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 from labeling.validation import clean_tag_name
 
 MEDIA_KEY = "tags_media"
 TAG_KEY = "tags_tag"
+TABLE_KEY = "tags_table_drawn"  # media id -> the (tag id, version) rows its confidence table last showed
 VIDEO_KINDS = ("video",)
 
 settings, store = get_settings(), get_store()
@@ -61,6 +64,34 @@ def changed_confidences(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFra
     """Rows of the tag table whose confidence the editor changed (tables aligned by position)."""
     diff = before["confidence"].to_numpy() != after["confidence"].to_numpy()
     return after[diff]
+
+
+def table_rows(active: pd.DataFrame) -> tuple[tuple[int, int], ...]:
+    """The confidence table as the editor sees it: its (tag id, version) rows in order (a version moves
+    with every change of a row's confidence, source, editor or status)."""
+    return tuple(zip(active["tag_id"].astype(int).tolist(), active["version"].astype(int).tolist()))
+
+
+def drawn_table(media_id: int, active: pd.DataFrame) -> tuple[tuple[int, int], ...] | None:
+    """The rows the media's confidence table showed when the page was last drawn (None the first time);
+    records this run's for the next press."""
+    memory = st.session_state.setdefault(TABLE_KEY, {})
+    before = memory.get(media_id)
+    memory[media_id] = table_rows(active)
+    return before
+
+
+def table_moved_on(media_id: int, drawn: tuple, now: tuple) -> None:
+    """Another editor changed the table between the editor's edits and their press: Streamlit forgets a
+    table's edits when its rows change, and edits that survive a change of values are kept by row
+    position, which may now be another tag's. Nothing is saved; the table is redrawn afresh, and the
+    operation that changed it is named."""
+    keys = [f"media_tag:{media_id}:{tag_id}" for tag_id in sorted({t for t, _ in set(drawn) ^ set(now)})]
+    change = last_change(store, keys)
+    by = f" (operation {change.event_id} by {change.editor})" if change is not None else ""
+    flash(f"The tag table changed since you edited it{by}; your edits were not saved — edit again.", "warning")
+    st.session_state.pop(editor_key(media_id), None)
+    st.rerun()
 
 
 def _bulk_form(key: str, heading: str, every: tuple[str, str], pick_key: str, ids: list[int], names: dict,
@@ -118,7 +149,7 @@ with per_gif:
     else:
         # GIFs and videos first: the photos are many and would bury them. Each group by file name (case
         # ignored), then by id, so an item keeps its place between runs.
-        still = ~media["kind"].isin(("gif", "webp", *VIDEO_KINDS))
+        still = ~media["kind"].isin(ANIMATED_KINDS)
         ordered = media.assign(_still=still, _name=media["name"].str.casefold()).sort_values(
             ["_still", "_name"], kind="stable").index.tolist()
         keep_choice(MEDIA_KEY, ordered)  # its label counts tags: accepting suggestions changes it
@@ -146,9 +177,12 @@ with per_gif:
                     disabled=["tag", "source", "editor", "version"],
                     column_config={"confidence": st.column_config.NumberColumn(
                         "confidence", min_value=0.0, max_value=1.0, step=0.01, format="%.2f", required=True)})
+                drawn = drawn_table(media_id, active)
                 if st.button("Save confidences", key="tags_save_confidences"):
                     changed = changed_confidences(active, edited)
-                    if changed.empty:
+                    if drawn is not None and drawn != table_rows(active):
+                        table_moved_on(media_id, drawn, table_rows(active))
+                    elif changed.empty:
                         st.info("No confidence was changed.")
                     else:
                         items = [(media_id, t, float(c)) for t, c in zip(changed["tag"], changed["confidence"])]
