@@ -25,20 +25,13 @@ from labeling.db import open_store
 from labeling.queries import media_tags_frame, tracks_frame
 from labeling.schema import AuditEvent, CelebrityClass, FaceLabel
 from labeling.tags import add_tags, set_tag_confidences
+import test_app_fixes
 from test_app_fixes import _explore, _tick, lasso  # noqa: F401 (lasso: the fixture)
 from test_app_pages import button, errors, go, no_exception, sign_in
-from test_queries import GIF, FixtureStore, new_fixture_store
+from test_queries import GIF, FixtureStore
 
-
-@pytest.fixture
-def fixture_store(tmp_path_factory) -> FixtureStore:
-    """A fixture store of its own for each test (they write), filled from the session's embedding cache."""
-    return new_fixture_store(tmp_path_factory, "round6-store")
-
-
-@pytest.fixture
-def app(fixture_store, monkeypatch) -> AppTest:
-    return open_app(monkeypatch, fixture_store.data_dir, fixture_store.url)
+fixture_store = test_app_fixes.fixture_store  # the fixtures: a store of its own per test (they write) ...
+app = test_app_fixes.app  # ... and a fresh app session (no editor) on it
 
 
 def _label(fx: FixtureStore, face_id: int) -> tuple[str, int | None, str]:

@@ -417,9 +417,11 @@ def test_approving_tracks_approves_each_tracks_predicted_person(store):
     a, _ = add_class(store, "A", "ann")
     b, _ = add_class(store, "B", "ann")
     record_predictions(store, [Prediction(f, b, 0.5, [(b, 0.5)]) for f in faces], "v1")  # faces alone say B
-    with session_scope(store) as s:  # the track's aggregate says A for one track, unknown for the other
-        s.execute(update(Track).where(Track.id == named).values(predicted_class_id=a, predicted_at=utcnow()))
-        s.execute(update(Track).where(Track.id == unknown).values(predicted_class_id=None, predicted_at=utcnow()))
+    with session_scope(store) as s:  # the track's aggregate (same run "v1") says A for one track, unknown for the other
+        s.execute(update(Track).where(Track.id == named).values(predicted_class_id=a, predicted_at=utcnow(),
+                                                                 model_version="v1"))
+        s.execute(update(Track).where(Track.id == unknown).values(predicted_class_id=None, predicted_at=utcnow(),
+                                                                   model_version="v1"))
     events = count_events(store)
     with pytest.raises(ValidationError, match=rf"track {unknown} has no predicted class to approve \(the model says unknown\)"):
         label_tracks(store, [named, unknown], "approve", "bob")

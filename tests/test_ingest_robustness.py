@@ -12,6 +12,7 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import av
 import numpy as np
@@ -345,24 +346,31 @@ def test_the_same_bytes_inserted_meanwhile_by_another_ingest_are_updated_not_a_c
 
 
 # -- 3. variable frame rate WebM ---------------------------------------------------------------------
-def _vfr_webm(path: Path) -> Path:
-    """Nominal 30 fps; 30 frames 33 ms apart, then 30 frames 200 ms apart (a still screen), as screen
-    recorders and browsers' MediaRecorder write. WebM states no frame count, only the duration."""
+def write_timed_video(path: Path, codec: str, rate: int, frames: Sequence[np.ndarray], steps_ms: Sequence[int]) -> Path:
+    """A 64x48 video whose frames sit `steps_ms` apart (frame i then i + 1), whatever `rate` it declares:
+    how variable-frame-rate files (screen recorders, MediaRecorder) are laid out."""
     time_base = Fraction(1, 1000)
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libvpx-vp9", rate=30)
+        stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.codec_context.time_base = time_base
         t = 0
-        for i in range(60):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 4, np.uint8), format="rgb24")
+        for pixels, step in zip(frames, steps_ms):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts, frame.time_base = t, time_base
-            t += 33 if i < 30 else 200
+            t += step
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def _vfr_webm(path: Path) -> Path:
+    """Nominal 30 fps; 30 frames 33 ms apart, then 30 frames 200 ms apart (a still screen), as screen
+    recorders and browsers' MediaRecorder write. WebM states no frame count, only the duration."""
+    return write_timed_video(path, "libvpx-vp9", 30, [np.full((48, 64, 3), i * 4, np.uint8) for i in range(60)],
+                             [33] * 30 + [200] * 30)
 
 
 def test_a_complete_variable_frame_rate_webm_is_sampled_from_what_it_holds(tmp_path):

@@ -4,10 +4,8 @@ path, face grouping at scale, animated PNG, and a GIF missing only its trailer b
 from __future__ import annotations
 
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,6 +21,7 @@ from labeling.ingest import ingest
 from labeling.schema import Face, FaceEmbedding, FaceLabel, Media
 from models.registry import INFERENCE_CALLS
 from models.settings import Settings
+from test_ingest_robustness import write_timed_video
 
 EDITOR = "round6"
 
@@ -151,21 +150,7 @@ def _colour(i: int) -> np.ndarray:
 def _slow_then_fast_mkv(path: Path, codec: str = "mpeg4") -> Path:
     """Declared 1 fps: 20 frames a second apart, then 200 frames 40 ms apart (a screen recorder after
     a still start). MKV states no frame count: duration x rate estimates 29 frames for 220."""
-    time_base = Fraction(1, 1000)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=1)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.time_base = time_base
-        t = 0
-        for i in range(220):
-            frame = av.VideoFrame.from_ndarray(_colour(i), format="rgb24")
-            frame.pts, frame.time_base = t, time_base
-            t += 1000 if i < 20 else 40
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_timed_video(path, codec, 1, [_colour(i) for i in range(220)], [1000] * 20 + [40] * 200)
 
 
 def test_a_video_holding_more_frames_than_estimated_is_sampled_to_its_end(tmp_path):
