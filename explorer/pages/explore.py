@@ -305,7 +305,7 @@ with details:
                 act("reject")
             if target is not None and next(buttons).button("Relabel", key="explore_relabel", width="stretch",
                                                            disabled=not allowed, help=guard_help):
-                if not refuse_lost_class(store, target.lost):  # the class chosen is still the one in the box
+                if not refuse_lost_class(store, target):  # the class chosen is still the one in the box
                     act("relabel", int(target.value))
             if next(buttons).button("Mark unknown", key="explore_unknown", width="stretch", disabled=not allowed,
                                     help=guard_help):
@@ -337,7 +337,7 @@ def _decision_buttons(count: str, key: str, override: bool, approve_ok: bool, de
         if class_ids:
             target = select_choice(st, "Relabel to", class_ids, format_func=lambda c: class_names[c], key=f"{key}_class")
             if st.button(f"Relabel {count}", key=f"{key}_relabel", disabled=not override):
-                if not refuse_lost_class(store, target.lost):  # the class chosen is still the one in the box
+                if not refuse_lost_class(store, target):  # the class chosen is still the one in the box
                     decide("relabel", int(target.value))
 
 

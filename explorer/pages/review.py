@@ -82,7 +82,7 @@ def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
     if class_ids:
         target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
                                key=f"{key}_class", label_visibility="collapsed")
-        if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel") and not refuse_lost_class(store, target.lost):
+        if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel") and not refuse_lost_class(store, target):
             write(lambda s, e: relabel_faces(s, face_ids, int(target.value), e, expected_versions=seen), after=done)
 
 
@@ -226,7 +226,7 @@ with tracks_tab:
                 target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
                                        key="review_tracks_class", label_visibility="collapsed")
                 if (cols[4].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel")
-                        and not refuse_lost_class(store, target.lost)):
+                        and not refuse_lost_class(store, target)):
                     write(lambda s, e: label_tracks(s, ticked, "relabel", e, class_id=int(target.value),
                                                     expected_versions=seen), after=done)
 

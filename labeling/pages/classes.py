@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
-from labeling.pages.common import (VERSIONS_KEY, class_fate, current_editor, escape_markdown, get_settings, get_store,
+from labeling.pages.common import (class_fate, current_editor, escape_markdown, get_settings, get_store,
                                    keep_choice, last_change, media_file, parse_ids, plain, refuse_lost_class,
                                    select_choice, versions_seen, write)
 from labeling.queries import classes_frame, faces_frame, history_frame, search_classes
@@ -14,6 +14,8 @@ SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
 SEARCH_KEY = "class_search"
 STATUS_KEY = "class_status_filter"
+VIEW_KEY = "class_view_drawn"  # the search, status filter and class being edited as the last run drew them
+FORMS = ("rename", "attributes", "merge", "split", "status")  # the class's forms: "<form>_submit_<class id>"
 DEFAULT_STATUSES = ["active", "proposed"]
 CATALOG_COLUMNS = ["class_id", "name", "status", "faces", "confirmed", "predicted", "predicted_by_model", "gender",
                    "ethnicity", "birth_year", "country", "external_id", "display_name", "merged_into_name",
@@ -21,7 +23,7 @@ CATALOG_COLUMNS = ["class_id", "name", "status", "faces", "confirmed", "predicte
 
 settings, store = get_settings(), get_store()
 catalog = classes_frame(store)
-seen_before = dict(st.session_state.get(VERSIONS_KEY, {}).get("classes", {}))  # as drawn last run (moved_out)
+drawn_view = st.session_state.get(VIEW_KEY)  # as drawn last run (moved_out)
 seen = versions_seen("classes", dict(zip(catalog["class_id"].tolist(), catalog["version"].tolist())))
 by_id = catalog.set_index("class_id")
 
@@ -84,25 +86,35 @@ def text_or_none(value: str) -> str | None:
     return value.strip() or None
 
 
+def submitted(class_id: int) -> bool:
+    """Whether one of the class's forms was submitted in this run (read before they are drawn)."""
+    return any(st.session_state.get(f"{form}_submit_{class_id}") for form in FORMS)
+
+
 def moved_out(class_id: int | None, options: list[int]) -> str | None:
     """Why the class being edited left the filtered view, when another editor's operation moved it out
     (retired, merged, renamed, removed since the page was drawn); None when it is still shown, or when
     the editor's own search or filter, or their own operation, left it out.
 
-    Its forms are keyed by class, so a form submitted for it in this run is not drawn and its click is
-    lost: the editor is told what happened and that nothing was saved."""
-    if class_id is None or class_id in options or class_id not in seen_before:
+    The class is the one the last run drew for editing, named as drawn; the search and filter of that
+    run are what tell another editor's change (the class no longer matches them) from the editor's own
+    change of the search or the filter (it still would). Its forms are keyed by class, so a form
+    submitted for it in this run is not drawn and its click is lost: the editor is then told so."""
+    if drawn_view is None or class_id is None or class_id != drawn_view["selected"] or class_id in options:
         return None
-    if class_id in by_id.index and int(by_id.loc[class_id, "version"]) == seen_before[class_id]:
-        return None  # unchanged: the search or the status filter left it out
+    if class_id in search_classes(catalog, drawn_view["search"], drawn_view["statuses"] or None)["class_id"].tolist():
+        return None  # still matches what the editor saw: their own search or status filter left it out
     change = last_change(store, [f"class:{int(class_id)}"])
     if change is not None and change.editor == current_editor():
         return None  # the editor's own operation, already reported
-    name, status, how = class_fate(store, class_id)
+    name, status, how = class_fate(store, class_id, shown=drawn_view["name"])
     hidden = ("" if status is None else " (the status filter hides it)" if statuses and status not in statuses
               else " (the search hides it)")
-    now = f"; the forms now edit {by_id.loc[options[0], 'name']!r}" if options else ""
-    return f"{name!r} left the classes shown: {how}{hidden}. Nothing was saved for it{now}."
+    head = f"{name!r} left the classes shown: {how}{hidden}."
+    first = f"{by_id.loc[options[0], 'name']!r}" if options else None
+    if submitted(class_id):
+        return f"{head} Nothing was saved for it" + (f"; the forms now edit {first}." if first else ".")
+    return f"{head} The forms now edit {first}." if first else head
 
 
 # The class to edit is one of the filtered view: a search or status filter that leaves the selection out
@@ -119,6 +131,8 @@ if options:
 else:
     selected = None
     st.info("No class matches the search and status filter: change them, or add a class.")
+st.session_state[VIEW_KEY] = {"search": text, "statuses": list(statuses), "selected": selected,
+                              "name": None if selected is None else by_id.loc[selected, "name"]}
 
 add_tab, edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab = st.tabs(
     ["Add", "Rename", "Attributes", "Merge", "Split", "Status", "History"])
@@ -150,7 +164,7 @@ if selected is not None:
             new_name = st.text_input("New name", value=row["name"], key=f"rename_name_{selected}")
             new_display = st.text_input("Display name (blank: none)", value=row["display_name"] or "",
                                         key=f"rename_display_{selected}")
-            if st.form_submit_button("Rename"):
+            if st.form_submit_button("Rename", key=f"rename_submit_{selected}"):
                 write(lambda s, e: rename_class(s, selected, new_name, e, expected_version=expected(selected),
                                                 display_name=new_display))
 
@@ -162,7 +176,7 @@ if selected is not None:
             for i, a in enumerate(ATTRIBUTES):
                 shown = "" if pd.isna(row[a]) else str(row[a])
                 values[a] = cols[i].text_input(a.replace("_", " ").capitalize(), value=shown, key=f"attr_{a}_{selected}")
-            if st.form_submit_button("Save attributes"):
+            if st.form_submit_button("Save attributes", key=f"attributes_submit_{selected}"):
                 write(lambda s, e: set_class_attributes(s, selected, e, expected_version=expected(selected),
                                                         **{k: text_or_none(v) for k, v in values.items()}))
 
@@ -175,7 +189,7 @@ if selected is not None:
         else:
             with st.form(f"merge_form_{selected}"):
                 target = select_choice(st, "Into", targets, format_func=label, key=f"merge_target_{selected}")
-                if st.form_submit_button("Merge") and not refuse_lost_class(store, target.lost):
+                if st.form_submit_button("Merge", key=f"merge_submit_{selected}") and not refuse_lost_class(store, target):
                     versions = {selected: expected(selected), target.value: expected(target.value)}
                     write(lambda s, e: merge_classes(s, selected, target.value, e, expected_versions=versions),
                           after=lambda _: keep_editing(target.value))  # the merged class is retired: follow its faces
@@ -191,13 +205,13 @@ if selected is not None:
             mode = st.radio("To", ["a new class", "an existing class"], horizontal=True, key=f"split_mode_{selected}")
             split_name = st.text_input("New class name", key=f"split_name_{selected}")
             split_targets = [c for c in catalog["class_id"] if c != selected and by_id.loc[c, "status"] != "retired"]
-            keep_choice(f"split_target_{selected}", split_targets)
-            split_target = st.selectbox("Existing class", split_targets, index=None,
-                                        format_func=label, key=f"split_target_{selected}")
-            if st.form_submit_button("Split"):
-                new = mode == "a new class"
+            split_target = select_choice(st, "Existing class", split_targets, index=None,
+                                         format_func=label, key=f"split_target_{selected}")
+            new = mode == "a new class"
+            pressed = st.form_submit_button("Split", key=f"split_submit_{selected}")
+            if pressed and (new or not refuse_lost_class(store, split_target)):
                 write(lambda s, e: split_class(s, selected, faces, e, new_name=split_name if new else None,
-                                               target_id=None if new else split_target,
+                                               target_id=None if new else split_target.value,
                                                expected_version=expected(selected)),
                       after=select_created)
         crops = [(f, media_file(p, settings)) for f, p in zip(members["face_id"], members["crop_path"])][:24]
@@ -211,7 +225,7 @@ if selected is not None:
         with st.form(f"status_form_{selected}"):
             status = st.selectbox("Status", CLASS_STATUSES, index=CLASS_STATUSES.index(row["status"]),
                                   key=f"status_{selected}")
-            if st.form_submit_button("Set status"):
+            if st.form_submit_button("Set status", key=f"status_submit_{selected}"):
                 write(lambda s, e: set_class_status(s, selected, status, e, expected_version=expected(selected)),
                       after=lambda _: keep_editing(selected))  # retired: still the one edited, not the next in view
 

@@ -200,39 +200,67 @@ def plain(text: str) -> str:
     return _INLINE_SPECIALS.sub(r"\\\1", text)
 
 
-def keep_choice(key: str, options: list[Any]) -> None:
+def keep_choice(key: str, options: list[Any]) -> bool:
     """Re-send a keyed selectbox's choice to the browser; call it before the selectbox is drawn.
 
     The browser hands a selectbox's choice back as the label it shows. Once the chosen option's
     label changes (a class renamed, faces moved in or out of it), the old label matches nothing
     and Streamlit falls back to the first option: the next form submitted would act on a class
     the editor never picked. A value set from the script makes the browser show, and later send,
-    the current label."""
+    the current label. True when it did set it (then the box must not be given a default `index`)."""
     if key in st.session_state and st.session_state[key] in options:
         st.session_state[key] = st.session_state[key]
+        return True
+    return False
+
+
+LOST_SUFFIX = "__lost"  # a select box's key + this: (the choice that left its options, the option it fell back to)
 
 
 class Choice(NamedTuple):
     """A select box's value, and `lost`: the option the editor had chosen when it has left the options
-    since the page was drawn (None while it is still offered). See select_choice."""
+    since they chose it, as long as they have not picked another (None otherwise). See select_choice."""
 
     value: Any
     lost: Any = None
+    key: str = ""
 
 
 def select_choice(where: Any, label: str, options: list[Any], key: str, **kwargs: Any) -> Choice:
     """A keyed st.selectbox drawn in `where` (st, a column, a form) that tells when the editor's choice
-    has left its options since the page was drawn.
+    has left its options since they made it.
 
-    Streamlit then falls back to the default option without a word, so a button pressed in that very
-    run would act on a class the editor never picked (theirs retired or merged by another editor
+    Streamlit then falls back to the default option without a word, so a button pressed afterwards
+    would act on a class the editor never picked (theirs retired or merged by another editor
     meanwhile). What they chose is read before the box is drawn: the browser's value as the options
-    of the run that drew it resolve it. A renamed option stays chosen (keep_choice)."""
-    keep_choice(key, options)
+    of the run that drew it resolve it. The loss is remembered across reruns (ticking another face is
+    one) until the editor picks another option, the choice is offered again (then it is chosen again),
+    or a press is refused for it (refuse_lost_class, forget_lost). A renamed option stays chosen
+    (keep_choice); a default `index` is passed only while the box has no value of its own, as
+    Streamlit warns about a box given both."""
+    memory = key + LOST_SUFFIX
+    lost, fell_to = st.session_state.get(memory, (None, None))
+    if lost is not None and st.session_state.get(key) != fell_to:
+        lost = None  # the editor picked another option since: that one is their choice
+    elif lost is not None and lost in options:
+        st.session_state[key] = lost  # offered again, and nothing else picked: theirs again
+        lost = None
+    if keep_choice(key, options):
+        kwargs.pop("index", None)
     before = st.session_state.get(key)
     value = where.selectbox(label, options, key=key, **kwargs)
-    lost = before if before is not None and before != value and before not in options else None
-    return Choice(value, lost)
+    if lost is None and before is not None and before != value and before not in options:
+        lost = before  # (when the option it fell back to leaves in turn, the editor's own choice stays the lost one)
+    if lost is None:
+        st.session_state.pop(memory, None)
+    else:
+        st.session_state[memory] = (lost, value)
+    return Choice(value, lost, key)
+
+
+def forget_lost(choice: Choice) -> None:
+    """After a press was turned down for a lost choice: the next press acts on what the box shows."""
+    st.session_state.pop(choice.key + LOST_SUFFIX, None)
 
 
 @dataclass(frozen=True)
@@ -263,10 +291,23 @@ def last_change(store: sessionmaker[Session], keys: Iterable[str]) -> Change | N
                       (event.after or {}).get(key))
 
 
-def class_fate(store: sessionmaker[Session], class_id: int) -> tuple[str, str | None, str]:
+BOOKKEEPING = ("version", "updated_at", "updated_by", "name_key")  # columns every class write moves
+
+
+def _edited(after: Mapping[str, Any]) -> str:
+    """"country set to 'France'", "display name cleared": what an edit of other columns did."""
+    parts = [f"{k.replace('_', ' ')} " + (f"set to {v!r}" if v not in (None, "") else "cleared")
+             for k, v in after.items() if k not in BOOKKEEPING]
+    return ", ".join(parts) or "changed"
+
+
+def class_fate(store: sessionmaker[Session], class_id: int, shown: str | None = None) -> tuple[str, str | None, str]:
     """(name, status now or None when removed, what happened to it last and who did it), e.g.
     ("Delta Four", "retired", "retired by bob in operation 8") or ("Alpha One", "retired",
-    "merged into 'Beta Two' by bob in operation 7")."""
+    "merged into 'Beta Two' by bob in operation 7").
+
+    The name is the one the editor knows it by: `shown` (as the page drew it) when given, else the name
+    before the last change when that renamed it, else its name now."""
     change = last_change(store, [f"class:{int(class_id)}"])
     before, after = (change.before or {}, change.after) if change else ({}, {})
     with store() as session:
@@ -274,7 +315,9 @@ def class_fate(store: sessionmaker[Session], class_id: int) -> tuple[str, str | 
         name, status = (row.name, row.status) if row is not None else (None, None)
         merged_into = after.get("merged_into_id") if after else None
         merged_into = session.get(CelebrityClass, int(merged_into)) if merged_into else None
-    name = name or before.get("name") or f"class {class_id}"  # removed: its name is in the snapshot
+    if after and "name" in after:
+        name = before.get("name") or name
+    name = shown or name or before.get("name") or f"class {class_id}"  # removed: its name is in the snapshot
     if change is None:
         return name, status, "changed outside the audited operations"
     if after is None:
@@ -286,15 +329,18 @@ def class_fate(store: sessionmaker[Session], class_id: int) -> tuple[str, str | 
     elif "name" in after:
         what = f"renamed to {after['name']!r}"
     else:
-        what = "changed"
+        what = _edited(after)
     return name, status, f"{what} {change.by()}" + (" (an undo)" if change.operation == "undo" else "")
 
 
-def refuse_lost_class(store: sessionmaker[Session], lost: Any) -> bool:
-    """Call on a press, with select_choice's `lost`: True (after an error that names what happened to
-    the class the editor chose, and who did it) when it is no longer offered, so that nothing is written."""
+def refuse_lost_class(store: sessionmaker[Session], choice: Choice) -> bool:
+    """Call on a press, with select_choice's Choice: True (after an error that names what happened to the
+    class the editor chose, and who did it) when it is no longer offered, so that nothing is written.
+    The loss is then forgotten: the next press acts on the class the box shows."""
+    lost = choice.lost
     if lost is None:
         return False
+    forget_lost(choice)
     if not isinstance(lost, Integral):
         st.error(plain(f"{lost!s} is no longer offered; nothing was written: choose again"))
         return True

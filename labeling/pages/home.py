@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from labeling.audit import undo_event, undoable_events
-from labeling.pages.common import database_label, get_settings, get_store, plain, select_choice, write
+from labeling.pages.common import database_label, forget_lost, get_settings, get_store, plain, select_choice, write
 from labeling.schema import AuditEvent
 from labeling.queries import events_frame, store_overview
 
@@ -69,6 +69,7 @@ if undoable:
         chosen = choice.value if choice.lost is None else choice.lost
         if st.button("Undo this operation", key="overview_undo", disabled=chosen is None,
                      help="Pick an operation above first" if chosen is None else None):
+            forget_lost(choice)  # pressed: an operation that left the list is not offered again
             if (undone := _already_undone(int(chosen))) is not None:
                 st.warning(undone)
             else:

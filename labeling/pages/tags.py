@@ -81,11 +81,18 @@ def drawn_table(media_id: int, active: pd.DataFrame) -> tuple[tuple[int, int], .
     return before
 
 
+def pending_edits(media_id: int) -> bool:
+    """Whether the media's confidence table holds edits not saved yet (read before the table is drawn:
+    the browser's state of the table as the last run drew it)."""
+    state = st.session_state.get(editor_key(media_id))
+    return isinstance(state, dict) and bool(state.get("edited_rows"))
+
+
 def table_moved_on(media_id: int, drawn: tuple, now: tuple) -> None:
-    """Another editor changed the table between the editor's edits and their press: Streamlit forgets a
-    table's edits when its rows change, and edits that survive a change of values are kept by row
-    position, which may now be another tag's. Nothing is saved; the table is redrawn afresh, and the
-    operation that changed it is named."""
+    """Another editor changed the table between the editor's edits and their press, or between the
+    page's drawing and the rerun an edit itself causes: Streamlit forgets a table's edits when its rows
+    change, and edits that survive a change of values are kept by row position, which may now be another
+    tag's. Nothing is saved; the table is redrawn afresh, and the operation that changed it is named."""
     keys = [f"media_tag:{media_id}:{tag_id}" for tag_id in sorted({t for t, _ in set(drawn) ^ set(now)})]
     change = last_change(store, keys)
     by = f" (operation {change.event_id} by {change.editor})" if change is not None else ""
@@ -172,13 +179,17 @@ with per_gif:
                 st.write("No tags yet.")
             else:
                 columns = ["tag", "confidence", "source", "editor", "version"]
+                editing = pending_edits(media_id)
                 edited = st.data_editor(
                     active[columns], key=editor_key(media_id), hide_index=True, num_rows="fixed", width="stretch",
                     disabled=["tag", "source", "editor", "version"],
                     column_config={"confidence": st.column_config.NumberColumn(
                         "confidence", min_value=0.0, max_value=1.0, step=0.01, format="%.2f", required=True)})
                 drawn = drawn_table(media_id, active)
-                if st.button("Save confidences", key="tags_save_confidences"):
+                saving = st.button("Save confidences", key="tags_save_confidences")
+                if editing and not saving and drawn is not None and drawn != table_rows(active):
+                    table_moved_on(media_id, drawn, table_rows(active))  # the edit's own rerun: say so now
+                if saving:
                     changed = changed_confidences(active, edited)
                     if drawn is not None and drawn != table_rows(active):
                         table_moved_on(media_id, drawn, table_rows(active))
