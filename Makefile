@@ -10,8 +10,15 @@ SHARED := ../shared/data
 DEFAULT_SAMPLE := $(SHARED)/gifs
 SAMPLE ?= $(DEFAULT_SAMPLE)
 # The shared GIFs' tags only go with the shared GIFs: another SAMPLE would get one "not ingested" note per row.
+# The shared GIFs however spelt (an absolute path, ./../, a link to them): their real paths are compared;
+# realpath is empty for a path that does not exist, so only the text is compared then.
+SAMPLE_REAL := $(realpath $(SAMPLE))
 ifeq ($(patsubst %/,%,$(SAMPLE)),$(DEFAULT_SAMPLE))
 TAGS ?= $(SHARED)/gifs.csv
+else ifneq ($(SAMPLE_REAL),)
+ifeq ($(SAMPLE_REAL),$(realpath $(DEFAULT_SAMPLE)))
+TAGS ?= $(SHARED)/gifs.csv
+endif
 endif
 TAGS ?=
 CLASSES ?= $(SHARED)/giphy-celebrities.csv

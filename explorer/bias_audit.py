@@ -509,6 +509,8 @@ def store_inputs(faces: pd.DataFrame, classes: pd.DataFrame,
     audit_classes = keep[["name", "gender", "ethnicity", "birth_year", "country"]].rename(columns={"name": "class"})
     audit_faces = pd.DataFrame({"face_id": faces["face_id"], "class": faces["class_name"],
                                 "status": faces["label_status"], "predicted": faces["predicted_class_name"]})
+    if "model_id" in faces.columns:  # the face model of the embeddings: `held_out_grades` caps as it does
+        audit_faces["model_id"] = faces["model_id"]
     if not include_retired:
         retired = set(classes.loc[classes["status"] == "retired", "name"].astype(str))
         effective = face_groups(audit_faces)["effective_class"]
@@ -544,15 +546,23 @@ def confirmed_class_stats(faces: pd.DataFrame, face_ids: Sequence[Any], vectors:
 
 
 def held_out_grades(faces: pd.DataFrame, face_ids: Sequence[Any], media_ids: Sequence[Any],
-                    vectors: np.ndarray) -> pd.DataFrame:
+                    vectors: np.ndarray, model_id: str | None = None) -> pd.DataFrame:
     """`faces` with the `predicted` answer and `measured` flag of every editor-confirmed face
     replaced by a held-out grade (models.celebrity_classifier.held_out_centroid_predictions, its
     media item held out of its class): what the classifier's centroid rule says of a face it was
     not fitted on. The stored prediction of a confirmed face is no such grade: `giflens predict`
     fits on the confirmed faces and then predicts them too, and an imported training photo may
     have none at all. face_ids / media_ids name the rows of vectors; a confirmed face without a
-    vector, or whose class has no face outside its media item, is not measured."""
+    vector, or whose class has no face outside its media item, is not measured.
+
+    model_id names the face model of the vectors, so that the threshold is capped as the deployed
+    classifier caps it for a short class list (`prior_capped`); None takes the one model named in the
+    faces' model_id column (`store_inputs` keeps faces_frame's), if there is one."""
     from models.celebrity_classifier import CentroidKnnClassifier, held_out_centroid_predictions
+
+    if model_id is None and "model_id" in faces.columns:
+        models = faces["model_id"].dropna().unique()
+        model_id = str(models[0]) if len(models) == 1 else None
 
     out = faces.copy()
     f = face_groups(out)
@@ -566,7 +576,7 @@ def held_out_grades(faces: pd.DataFrame, face_ids: Sequence[Any], media_ids: Seq
         labels = rows[keep].astype(str).to_numpy()
         answer, graded = held_out_centroid_predictions(
             np.asarray(vectors)[keep], labels, np.asarray(list(media_ids), dtype=object)[keep],
-            target_far=CentroidKnnClassifier().target_far)
+            target_far=CentroidKnnClassifier().target_far, model_id=model_id)
         ids = np.asarray(list(face_ids), dtype=object)[keep]
         predicted.loc[ids] = answer
         measured.loc[ids] = graded

@@ -17,18 +17,19 @@ from __future__ import annotations
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import groupby
 from datetime import datetime, timezone
 from pathlib import PurePath
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import DateTime, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import DateTime, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
 from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError, ValidationError
-from labeling.schema import (UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, Face, FaceLabel, Media,
-                             MediaTag, Tag, Track, utcnow)
+from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, Face,
+                             FaceLabel, Media, MediaTag, Tag, Track, utcnow)
 from labeling.validation import check_editor, check_id
 
 # entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
@@ -267,13 +268,18 @@ def recorded_versions(session: Session, kind: str, keys: Sequence[Key]) -> dict[
 
     Why: a row deleted and created again (a label an undo removed, then a new decision; a tag removed,
     then the removal undone) must not start again at version 1, or an editor still looking at the old
-    version 1 would overwrite the new row without a conflict. Keys never written are left out."""
+    version 1 would overwrite the new row without a conflict. Keys never written are left out.
+
+    Versions only rise, so the latest event that wrote a key holds its highest version (after it, or
+    before it when it removed the row): only those events are read. Reading every event that ever
+    wrote the keys made each prediction run over labels an undo removed slower than the last (the
+    whole snapshot of every earlier run and undo, again and again)."""
     texts = {entity_key(kind, k): k for k in keys}
     keys_of: dict[int, list[str]] = {}
     for chunk in _chunks(list(texts)):
-        stmt = select(AuditEntity.event_id, AuditEntity.key).where(AuditEntity.key.in_(chunk),
-                                                                     AuditEntity.written.is_(True))
-        for event_id, key in session.execute(stmt):
+        stmt = (select(AuditEntity.key, func.max(AuditEntity.event_id))
+                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True)).group_by(AuditEntity.key))
+        for key, event_id in session.execute(stmt):
             keys_of.setdefault(event_id, []).append(key)
     out: dict[Key, int] = {}
     for chunk in _chunks(sorted(keys_of), 100):  # events can be large: a bulk operation's whole snapshot
@@ -285,6 +291,26 @@ def recorded_versions(session: Session, kind: str, keys: Sequence[Key]) -> dict[
                         key = texts[text]
                         out[key] = max(out.get(key, 0), snapshot["version"])
     return out
+
+
+def lock_classes(session: Session, class_ids: Iterable[int | None]) -> dict[int, Any]:
+    """Classes faces are about to be labeled as (or put back on), read FOR SHARE on PostgreSQL, in id
+    order: id -> row (id, name, status, merged_into_id); ids of no class are left out.
+
+    Why the lock: a merge retires its source class while this operation checks that class is active; an
+    unlocked read would see it active until the merge commits, and the labels would land on a retired
+    class after the merge moved the others away. FOR SHARE makes the labeling wait for a merge (which
+    locks both classes FOR UPDATE) and then see the class retired, while two labelings of one class do
+    not wait for each other. Take it before locking the faces, in id order, as merges lock classes and
+    then faces, so that the two cannot deadlock. SQLite needs none of it: a write transaction holds the
+    whole database (BEGIN IMMEDIATE)."""
+    ids = sorted({c for c in class_ids if c is not None})
+    found: dict[int, Any] = {}
+    for chunk in _chunks(ids):
+        stmt = (select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.status, CelebrityClass.merged_into_id)
+                .where(CelebrityClass.id.in_(chunk)).order_by(CelebrityClass.id).with_for_update(read=True))
+        found.update((row.id, row) for row in session.execute(stmt))
+    return found
 
 
 # -- who moved an entity on: the audit log, not the row ------------------------------------
@@ -515,6 +541,8 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
     track predictions are derived data written without an audit event at all (labeling/recognition.py);
     deleting the class under them would break a foreign key or leave ids that a later class could
     reuse. Only rows written since the class was created (`since`) can name it in a top list.
+    A track prediction an undone refresh left behind is not read anywhere (`current_track_prediction`),
+    so it does not count: `_clear_stale_track_predictions` clears it with the class.
     """
     ids = set(class_ids)
     if not ids:
@@ -536,7 +564,7 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
         out.setdefault(c, []).append(f"{n} face label(s){by}")
     tracks: dict[int, int] = {}
     stmt = select(Track.predicted_class_id, Track.predicted_top).where(
-        or_(Track.predicted_class_id.in_(id_list), Track.predicted_at >= since))
+        or_(Track.predicted_class_id.in_(id_list), Track.predicted_at >= since), _current_track_prediction())
     for predicted, top in session.execute(stmt):
         for c in ({predicted} | {int(c) for c, _ in (top or [])}) & ids:
             tracks[c] = tracks.get(c, 0) + 1
@@ -547,6 +575,31 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
     for target, name in session.execute(stmt):
         out.setdefault(target, []).append(f"class {name!r}, merged into it")
     return out
+
+
+def _current_track_prediction():
+    """labeling.queries.current_track_prediction, imported when called: labeling.queries imports this module."""
+    from labeling.queries import current_track_prediction
+
+    return current_track_prediction()
+
+
+def _clear_stale_track_predictions(session: Session, class_ids: Sequence[int], since: datetime) -> int:
+    """Clear the track predictions an undone refresh left behind (`current_track_prediction` false)
+    that name classes an undo is deleting; how many.
+
+    Why: they are read nowhere, so they do not stop the class's deletion (`_class_dependents`), but
+    the class id they hold has no foreign key and SQLite may hand it to the next class created: a later
+    refresh with the same model version would make the old prediction current again, naming that other
+    class. Cleared, the track reads as never predicted, as it does already."""
+    ids = set(class_ids)
+    stmt = select(Track.id, Track.predicted_class_id, Track.predicted_top).where(
+        or_(Track.predicted_class_id.in_(sorted(ids)), Track.predicted_at >= since), ~_current_track_prediction())
+    stale = [track_id for track_id, predicted, top in session.execute(stmt)
+             if ({predicted} | {int(c) for c, _ in (top or [])}) & ids]
+    for chunk in _chunks(stale):
+        session.execute(update(Track).where(Track.id.in_(chunk)).values({f: None for f in TRACK_PREDICTION_FIELDS}))
+    return len(stale)
 
 
 def _label_events_naming(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -690,15 +743,35 @@ def _check_live_classes(session: Session, event: AuditEvent, changes: dict[Key, 
             wanted.setdefault(class_id, key[0])
     if not wanted:
         return
-    retired = session.scalars(select(CelebrityClass.id).where(CelebrityClass.id.in_(sorted(wanted)),
-                                                              CelebrityClass.status == "retired")
-                              .order_by(CelebrityClass.id)).first()
+    # locked before the faces already (`_lock_undo_classes`); a class the faces' rows named only once they
+    # were locked is locked here, late (rare: a later write that does not block the undo changed it)
+    locked = lock_classes(session, wanted)
+    retired = next((c for c in sorted(wanted) if c in locked and locked[c].status == "retired"), None)
     if retired is None:
         return
-    name = session.scalar(select(CelebrityClass.name).where(CelebrityClass.id == retired))
+    name = locked[retired].name
     raise UndoError(f"operation {event.id} ({event.operation}) cannot be undone: it would put face {wanted[retired]} "
                     f"back on class {name!r}, which was {retired_phrase(session, retired)}; undo that first, or "
                     "decide the face anew")
+
+
+def _lock_undo_classes(op: Operation, event: AuditEvent) -> None:
+    """Before an undo reads anything else: lock the classes it writes (FOR UPDATE) and the classes its
+    face snapshots put labels back on (FOR SHARE), together in id order.
+
+    Why: an undo putting a decision back on a class must see a merge of that class that is committing
+    right now, or the label lands on a class retired a moment later (`lock_classes`); and it locks
+    classes before faces, in id order, as merges do, so that the two wait instead of deadlocking. Taken
+    before the later operations are looked up, so an operation that committed meanwhile is seen too."""
+    written = {key[0] for kind, key in map(parse_key, event.after) if kind == "class"}
+    named = {snapshot.get("class_id") for text, snapshot in (event.before or {}).items()
+             if snapshot and text.startswith("face:")}
+    ids = sorted(written | {c for c in named if isinstance(c, int)})
+    for for_update, run in groupby(ids, key=written.__contains__):
+        if for_update:
+            op.load("class", [(c,) for c in run])
+        else:
+            lock_classes(op.session, run)
 
 
 def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> OperationResult:
@@ -731,10 +804,11 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         if foreign := _foreign_keys(event.after):
             raise UndoError(f"operation {event_id} ({event.operation}) cannot be undone: it is a record of "
                             f"{event.operation} ({', '.join(foreign[:5])}), not a change of labels, classes or tags")
+        op = Operation(session, editor, "undo")
+        _lock_undo_classes(op, event)
         blocking = _blocking_events(session, event)
         if blocking:
             raise _blocking_error(session, event, blocking)
-        op = Operation(session, editor, "undo")
         op.summary = f"undo of operation {event.id}: {event.summary}"
         _concern_as(op, event)
         by_kind: dict[str, list[tuple[Key, str]]] = {}
@@ -776,6 +850,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
             created = {key: current[kind][key] for key, text in by_kind.get(kind, []) if event.before.get(text) is None}
             if created and kind == "class":  # the undo's own face changes are already written: only others count
                 _check_deletable_classes(session, event, [key[0] for key in created])
+                _clear_stale_track_predictions(session, [key[0] for key in created], event.at)
             if created:
                 op.delete(kind, created)
         result = op.finish(undo_of=event)

@@ -11,11 +11,15 @@ from labeling.audit import (CHUNK, Operation, OperationResult, _chunks, expected
 from labeling.errors import NotFoundError, ValidationError
 from labeling.face_labels import apply_decision, optional_class_id
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, FaceLabel
-from labeling.validation import check_class_status, check_id, clean_attributes, clean_class_name, clean_external_id, class_name_key
+from labeling.validation import (check_class_status, check_id, clean_attributes, clean_class_name, clean_external_id,
+                                 class_name_key, refuse_invisible_characters)
 
 
 def find_class(session: Session, name: str) -> CelebrityClass | None:
-    return session.scalars(select(CelebrityClass).where(CelebrityClass.name_key == class_name_key(clean_class_name(name)))).first()
+    """The class of that name (compared as `class_name_key` compares), or None. A lookup: a name stored
+    before the check of invisible characters existed is still found (`clean_class_name(new=False)`)."""
+    key = class_name_key(clean_class_name(name, new=False))
+    return session.scalars(select(CelebrityClass).where(CelebrityClass.name_key == key)).first()
 
 
 def _check_free(session: Session, name: str, but: int | None = None) -> None:
@@ -105,12 +109,15 @@ def rename_class(factory, class_id: int, new_name: str, editor: str, expected_ve
     class_id = check_id(class_id, "class")
     with run_operation(factory, editor, "rename_class") as op:
         row = _load_class(op, class_id, expected_version)
-        name = clean_class_name(new_name)
+        name = clean_class_name(new_name, new=False)
         _check_free(op.session, name, but=class_id)
         values = {"name": name, "name_key": class_name_key(name)}
         if display_name is not None:
-            values["display_name"] = clean_class_name(display_name) if display_name.strip() else None
+            values["display_name"] = clean_class_name(display_name, new=False) if display_name.strip() else None
         changed = {c: v for c, v in values.items() if row[c] != v}
+        for column in ("name", "display_name"):  # only a name given anew: a stored one stays as it was accepted
+            if changed.get(column) is not None:
+                refuse_invisible_characters(changed[column], "class name")
         if changed:
             op.update("class", {(class_id,): changed}, {(class_id,): row})
         op.summary = (f"rename class {row['name']!r} to {name!r}" if row["name"] != name else f"class {name!r}") + (

@@ -237,11 +237,13 @@ def _run(action, notes: str = "skipped", progress: Progress | None = None, detai
         raise typer.Exit(2) from exc
     if progress is not None:
         progress.stop()
-    skipped = getattr(summary, "skipped", None) or getattr(summary, "notes", None) or []
-    for note in skipped[:MAX_NOTES]:
-        console.print(f"[yellow]{notes}[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
-    if len(skipped) > MAX_NOTES:
-        console.print(f"[yellow]... and {len(skipped) - MAX_NOTES} more {notes}[/yellow]")
+    # Skipped rows under the command's own word, then notes that skip nothing (an import's column
+    # notes, an export's split notes): each list alone, so neither hides the other.
+    for label, lines in ((notes, getattr(summary, "skipped", None) or []), ("note", getattr(summary, "notes", None) or [])):
+        for line in lines[:MAX_NOTES]:
+            console.print(f"[yellow]{label}[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+        if len(lines) > MAX_NOTES:
+            console.print(f"[yellow]... and {len(lines) - MAX_NOTES} more {label}[/yellow]")
     if details is not None and (text := details(summary)):
         console.print(escape(text), highlight=False, soft_wrap=True)
     typer.echo(summary.line())

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
+from labeling.audit import Key, Operation, OperationResult, _chunks, lock_classes, merge_chain, run_operation
 from labeling.errors import NotFoundError, ValidationError
 from labeling.queries import current_track_predictions
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, FaceLabel, Track
@@ -29,23 +29,6 @@ def _existing_faces(session: Session, face_ids: Sequence[int]) -> dict[int, int]
     return found
 
 
-def _lock_classes(session: Session, class_ids: Iterable[int | None]) -> dict[int, Row]:
-    """The classes faces are about to be labeled as, read FOR SHARE on PostgreSQL, in id order.
-
-    Why the lock: a merge retires its source class while this operation checks that class is active; an
-    unlocked read would see it active until the merge commits, and the labels would land on a retired
-    class after the merge moved the others away. FOR SHARE makes the labeling wait for a merge (which
-    locks both classes FOR UPDATE) and then see the class retired, while two labelings of one class do
-    not wait for each other. In id order, as merges lock them, so two such operations cannot deadlock.
-    SQLite needs none of it: a write transaction holds the whole database (BEGIN IMMEDIATE)."""
-    ids = sorted({c for c in class_ids if c is not None})
-    if not ids:
-        return {}
-    stmt = (select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.status, CelebrityClass.merged_into_id)
-            .where(CelebrityClass.id.in_(ids)).order_by(CelebrityClass.id).with_for_update(read=True))
-    return {row.id: row for row in session.execute(stmt)}
-
-
 def _check_labelable(locked: dict[int, Row], class_id: int) -> None:
     """A class labels may be added to: it exists and is not retired."""
     cls = locked.get(class_id)
@@ -58,13 +41,22 @@ def _check_labelable(locked: dict[int, Row], class_id: int) -> None:
 
 def _current_classes(session: Session, face_ids: Sequence[int]) -> set[int]:
     """The classes the faces' labels name now (decided or predicted), read without a lock: the classes an
-    approval without a class may take, to lock before the faces (`_lock_classes`)."""
+    approval without a class may take, to lock before the faces (`lock_classes`)."""
     found: set[int] = set()
     for chunk in _chunks(list(face_ids)):
         for class_id, predicted in session.execute(select(FaceLabel.class_id, FaceLabel.predicted_class_id)
                                                    .where(FaceLabel.face_id.in_(chunk))):
             found.update(c for c in (class_id, predicted) if c is not None)
     return found
+
+
+def lock_classes_before_faces(session: Session, face_ids: Sequence[int], class_ids: Iterable[int | None]) -> dict[int, Row]:
+    """Lock (`lock_classes`) the classes faces are about to take: `class_ids` and the classes their labels
+    name now, before the faces are locked. For an operation that locks faces and then decides them in
+    parts (`apply_decision` once per class or track): each part would lock its classes after the faces
+    of the parts before, while a merge locks classes and then faces, a deadlock. Locked up front, the
+    parts find their classes held already."""
+    return lock_classes(session, {*class_ids, *_current_classes(session, face_ids)})
 
 
 def class_phrase(session: Session, class_id: int | None) -> str:
@@ -104,7 +96,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
         raise ValidationError(f"{decision} takes no class")
     # classes before faces, as a merge locks them: an approval may take each face's own class
     guessed = _current_classes(op.session, ids) if decision == "approve" else set()
-    locked = _lock_classes(op.session, {class_id, proposed_class, *guessed})
+    locked = lock_classes(op.session, {class_id, proposed_class, *guessed})
     if class_id is not None:
         _check_labelable(locked, class_id)
     rows = op.load("face", [(f,) for f in ids])
@@ -136,7 +128,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
         touched_classes.add(current_class)
         touched_classes.add(new_class)
     # a label may have changed between the unlocked read and the faces' lock: lock what is new (rare)
-    locked.update(_lock_classes(op.session, [c for c in implied if c not in locked]))
+    locked.update(lock_classes(op.session, [c for c in implied if c not in locked]))
     for implied_class, face_id in implied.items():  # a given class_id was checked above
         try:
             _check_labelable(locked, implied_class)
@@ -221,6 +213,9 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
                 raise ValidationError(f"track {', '.join(map(str, unnamed[:10]))} has no predicted class to approve "
                                       "(the model says unknown); relabel it to a class or mark it unknown, and "
                                       "approve the other tracks on their own")
+            # every track's classes before any track's faces: one apply_decision per track locks faces
+            lock_classes_before_faces(op.session, [f for members in faces.values() for f in members],
+                                      (predicted[t][0] for t in ids))
             for track_id, members in faces.items():
                 apply_decision(op, members, decision, predicted[track_id][0], expected_versions,
                                proposed_class=predicted[track_id][0])
@@ -264,10 +259,52 @@ def _concern_predicted(op: Operation, media_of: dict[int, int], rows: dict[Key, 
                *(f"class:{c}" for c in sorted(c for c in classes if c is not None)))
 
 
+def _prediction_targets(session: Session, class_ids: set[int]) -> dict[int, int | None]:
+    """class id a model named -> the class its predictions go to now: itself while not retired, the end of
+    its merge chain when it was merged away since the model was fitted, None (unknown) when it was
+    retired without a merge. The classes are locked (`lock_classes`, FOR SHARE, before the faces), so a
+    merge committing meanwhile is waited for and seen. Unknown ids are a NotFoundError."""
+    chains = {c: merge_chain(session, c) for c in class_ids}  # unlocked: which classes to lock
+    locked = lock_classes(session, {c for chain in chains.values() for c in chain})
+    missing = sorted(class_ids - set(locked))
+    if missing:
+        raise NotFoundError(f"predictions name unknown classes {missing[:10]}")
+    out: dict[int, int | None] = {}
+    for class_id in class_ids:
+        current: int | None = class_id
+        seen: set[int] = set()
+        while current is not None and current not in seen:
+            seen.add(current)
+            row = locked.get(current) or lock_classes(session, [current]).get(current)  # merged on since the read
+            if row is not None and row.status != "retired":
+                break
+            current = row.merged_into_id if row is not None else None
+        else:
+            current = None  # retired and merged nowhere (or a cycle an older giflens left)
+        out[class_id] = current
+    return out
+
+
+def _mapped(p: Prediction, targets: dict[int, int | None]) -> Prediction:
+    """The prediction naming each class's current target (`_prediction_targets`); the top list keeps each
+    target once, at its best score, and drops classes retired without a merge."""
+    top: dict[int, float] = {}
+    for c, score in p.top:
+        target = targets[c]
+        if target is not None and target not in top:
+            top[target] = score
+    class_id = targets[p.class_id] if p.class_id is not None else None
+    return Prediction(p.face_id, class_id, p.confidence, list(top.items()))
+
+
 def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Prediction], model_version: str,
                        editor: str = "model") -> OperationResult:
     """Write the model's predictions. Faces an editor (or an import) decided keep their decision;
-    only the prediction columns beside it are refreshed."""
+    only the prediction columns beside it are refreshed.
+
+    A class merged away since the model was fitted is predicted as the class it was merged into, and
+    a class retired without a merge as unknown (the summary counts both): a label predicting a retired
+    class could be neither approved (it takes no labels) nor exported."""
     if not isinstance(model_version, str) or not model_version.strip():
         raise ValidationError("model_version is required")
     if len(model_version) > 64:
@@ -278,9 +315,11 @@ def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Pre
         media_of = _existing_faces(op.session, list(preds))
         class_ids = {p.class_id for p in preds.values()} | {c for p in preds.values() for c, _ in p.top}
         class_ids.discard(None)
-        known = set(op.session.scalars(select(CelebrityClass.id).where(CelebrityClass.id.in_(class_ids)))) if class_ids else set()
-        if class_ids - known:
-            raise NotFoundError(f"predictions name unknown classes {sorted(class_ids - known)[:10]}")
+        targets = _prediction_targets(op.session, class_ids)  # classes locked before the faces
+        merged = sum(1 for p in preds.values() if p.class_id is not None and targets[p.class_id] not in (p.class_id, None))
+        retired = sum(1 for p in preds.values() if p.class_id is not None and targets[p.class_id] is None)
+        if any(targets[c] != c for c in class_ids):
+            preds = {f: _mapped(p, targets) for f, p in preds.items()}
         rows = op.load("face", [(f,) for f in preds])
         changes: dict[Key, dict[str, Any]] = {}
         decided = 0
@@ -298,5 +337,7 @@ def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Pre
             changes[(face_id,)] = values
         op.update("face", changes, rows)
         _concern_predicted(op, media_of, rows, changes)
-        op.summary = f"predictions of {model_version} for {len(preds)} face(s) ({decided} already decided kept)"
+        op.summary = f"predictions of {model_version} for {len(preds)} face(s) ({decided} already decided kept)" + (
+            f"; {merged} naming a class merged since the fit went to the class it was merged into" if merged else "") + (
+            f"; {retired} naming a class retired since the fit are unknown" if retired else "")
     return op.result

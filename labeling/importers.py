@@ -9,7 +9,8 @@ Every import is idempotent: what already matches is left alone, and an import th
 nothing writes no audit event. Imports never override an editor: a face an editor decided
 keeps its decision, a tag an editor set or rejected keeps its state, and a class attribute or
 display name an editor set or cleared since it was imported keeps it (`editor_held_columns`).
-Headers are matched in any case (`column_key`); a spreadsheet's empty trailing columns are ignored.
+Headers are matched in any case (`column_key`); columns without a header cell are ignored (a
+spreadsheet's empty trailing ones, the row index pandas writes), with a note when they hold values.
 """
 from __future__ import annotations
 
@@ -22,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Operation, _chunks, entity_key, run_operation
 from labeling.classes import create_class
 from labeling.errors import ValidationError
-from labeling.face_labels import apply_decision
+from labeling.face_labels import apply_decision, lock_classes_before_faces
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
-                             CelebrityClass, Export, Face, Media)
+                             CelebrityClass, Export, Face, FaceLabel, Media)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, class_name_key, clean_attributes,
                                  clean_class_name, clean_external_id, clean_tag_name)
@@ -55,9 +56,11 @@ class ImportSummary:
     labels: int = 0  # face labels written (raw dataset)
     tags: int = 0  # media tags written
     unchanged: int = 0  # records that already matched
-    kept: int = 0  # records left alone because an editor decided them
+    kept: int = 0  # records left alone, wholly or in part, because an editor decided them (a class may be updated too)
     images: int = 0  # images found (raw dataset)
     skipped: list[str] = field(default_factory=list)  # rows, files or images not imported, each with why
+    # said about the file, not a row left out (a column ignored, a value an editor keeps): not counted as skipped
+    notes: list[str] = field(default_factory=list)
     event_id: int | None = None  # the audit event, None when nothing changed
 
     @property
@@ -155,14 +158,15 @@ def _separator_hint(raw_header: list[str]) -> str:
     return f" (the file seems to use {sep} as separator; save it as comma-separated CSV)" if sep else ""
 
 
-def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None = None,
-             known: Iterable[str] = ()) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None = None, known: Iterable[str] = (),
+             notes: list[str] | None = None) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """(header, rows with the line each starts on); the header must hold the required columns
     (aliases map other spellings onto them). Header cells naming a required, alias or `known` column
     are matched by `column_key` (any case, spaces or underscores) and come back spelled as known;
-    other cells come back stripped. Columns without a header cell that hold no values (a spreadsheet's
-    trailing `,,`) are dropped; one holding a value is an error. Blank rows are skipped; a row with
-    more fields than the header is an error."""
+    other cells come back stripped. Columns without a header cell are dropped: a spreadsheet's trailing
+    `,,`, or the row index pandas writes first (`df.to_csv()`: an empty header cell over 0, 1, 2 ...);
+    one holding values gets a note in `notes` (when given), since nothing can tell which column they
+    were meant for. Blank rows are skipped; a row with more fields than the header is an error."""
     path, aliases, required = Path(path), aliases or {}, list(required)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -176,6 +180,7 @@ def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None
     spelled.update({column_key(a): c for a, c in aliases.items()})
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[int, dict[str, str]]] = []
+    ignored: dict[int, tuple[int, str]] = {}  # unnamed column -> (line, value) of its first value
     try:
         raw_header = next(reader)
         header = [spelled.get(column_key(h), h.strip()) for h in raw_header]
@@ -197,13 +202,20 @@ def read_csv(path: Path, required: Iterable[str], aliases: dict[str, str] | None
                 raise ValidationError(f"{_where(path, line)}: {len(row)} fields, but the header has {len(header)} "
                                       "(a comma in a value needs quotes)")
             for i in unnamed:
-                if i < len(row) and row[i].strip():
-                    raise ValidationError(f"{_where(path, line)}: column {i + 1} holds {row[i].strip()!r} but has no "
-                                          "name in the header")
+                if i < len(row) and row[i].strip() and i not in ignored:
+                    ignored[i] = (line, row[i].strip())
             rows.append((line, {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header) if h}))
     except csv.Error as exc:
         raise ValidationError(f"{_where(path, reader.line_num)}: not valid CSV ({exc})") from None
+    if notes is not None:
+        notes += [_unnamed_note(path, i, *first) for i, first in sorted(ignored.items())]
     return [h for h in header if h], rows
+
+
+def _unnamed_note(path: Path, column: int, line: int, value: str) -> str:
+    """The note on a column without a header cell that holds values: they are ignored, said once per column."""
+    return (f"{_where(path, 1)}: column {column + 1} has no name in the header; its values (e.g. {value!r} on line "
+            f"{line}) are ignored")
 
 
 def _check_name(path: Path, line: int, name: str, external_id: str | None) -> str:
@@ -215,13 +227,14 @@ def _check_name(path: Path, line: int, name: str, external_id: str | None) -> st
     return name
 
 
-def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None) -> list[LabelRow]:
+def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None,
+                    notes: list[str] | None = None) -> list[LabelRow]:
     """GIPHY's `Label,Index` (or `Labels,Index`): labels unique (also once parsed into class
     names, ignoring case), indices unique non-negative integers, names valid class names.
     `class_map` (an export's classes.csv) gives the exact name of a label, where parsing the
-    folder name could not tell "Brad_Pitt" from "Brad Pitt"."""
+    folder name could not tell "Brad_Pitt" from "Brad Pitt". Notes on the file go to `notes` (`read_csv`)."""
     path = Path(path)
-    _, rows = read_csv(path, ["Label", "Index"], aliases={"Labels": "Label"})
+    _, rows = read_csv(path, ["Label", "Index"], aliases={"Labels": "Label"}, notes=notes)
     out: list[LabelRow] = []
     labels: dict[str, int] = {}
     keys: dict[str, int] = {}
@@ -253,12 +266,13 @@ def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None)
     return out
 
 
-def read_class_map(path: Path) -> dict[str, MappedClass]:
+def read_class_map(path: Path, notes: list[str] | None = None) -> dict[str, MappedClass]:
     """An export's `classes.csv`: folder -> its class (exact name, external id, and the display name,
     status and attributes when the file has those columns; older exports do not, and empty cells are
-    unknown). It is preferred over parsing folder names, which cannot tell a space from an underscore."""
+    unknown). It is preferred over parsing folder names, which cannot tell a space from an underscore.
+    Notes on the file go to `notes` (`read_csv`)."""
     path = Path(path)
-    header, rows = read_csv(path, ["folder", "name"], known=CLASS_MAP_COLUMNS)
+    header, rows = read_csv(path, ["folder", "name"], known=CLASS_MAP_COLUMNS, notes=notes)
     columns = [c for c in ATTRIBUTES if c in header]
     out: dict[str, MappedClass] = {}
     for line, row in rows:
@@ -295,13 +309,14 @@ def _read_attributes_csv(path: Path) -> tuple[list[AttributeRow], list[str]]:
     """`read_attributes_csv`, and a note for each header column that is neither name nor an attribute:
     a misspelt attribute ("gendre") would otherwise import nothing and say nothing."""
     path = Path(path)
-    header, rows = read_csv(path, ["name"], known=ATTRIBUTES)
+    notes: list[str] = []
+    header, rows = read_csv(path, ["name"], known=ATTRIBUTES, notes=notes)
     columns = [c for c in ATTRIBUTES if c in header]
     if not columns:
         raise ValidationError(f"{_where(path, 1)}: the header has no attribute column; expected name and any of "
                               f"{', '.join(ATTRIBUTES)}")
-    notes = [f"{_where(path, 1)}: column {c!r} is neither name nor an attribute ({', '.join(ATTRIBUTES)}); ignored"
-             for c in header if c != "name" and c not in ATTRIBUTES]
+    notes[:0] = [f"{_where(path, 1)}: column {c!r} is neither name nor an attribute ({', '.join(ATTRIBUTES)}); "
+                 "ignored" for c in header if c != "name" and c not in ATTRIBUTES]
     out: list[AttributeRow] = []
     seen: dict[str, int] = {}
     for line, row in rows:
@@ -319,10 +334,11 @@ def _read_attributes_csv(path: Path) -> tuple[list[AttributeRow], list[str]]:
     return out, notes
 
 
-def read_tags_csv(path: Path) -> list[TagRow]:
-    """`file,uploader_tags` with tags separated by `;` (a row may have none)."""
+def read_tags_csv(path: Path, notes: list[str] | None = None) -> list[TagRow]:
+    """`file,uploader_tags` with tags separated by `;` (a row may have none). Notes on the file go to
+    `notes` (`read_csv`)."""
     path = Path(path)
-    _, rows = read_csv(path, ["file", "uploader_tags"])
+    _, rows = read_csv(path, ["file", "uploader_tags"], notes=notes)
     out: list[TagRow] = []
     seen: dict[str, int] = {}
     for line, row in rows:
@@ -460,12 +476,13 @@ def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | N
     all in one operation. Classes that exist (same name, ignoring case) are left as they are,
     except that a missing external id is filled in."""
     csv_path = Path(csv_path)
-    rows = read_labels_csv(csv_path)
     summary = ImportSummary("classes", csv_path.name)
+    rows = read_labels_csv(csv_path, notes=summary.notes)
     with run_operation(store, _editor(editor, csv_path), "import_classes") as op:
-        _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows], summary)
-        if (note := _index_note(csv_path, rows)) is not None:
-            summary.skipped.append(note)
+        ids, _ = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
+                                 summary)
+        if (note := _index_note(op.session, csv_path, rows, ids)) is not None:
+            summary.notes.append(note)
         summary.unchanged = len(rows) - summary.created - summary.updated
         op.summary = f"import classes from {csv_path.name}: {summary.created} created, {summary.updated} updated"
     summary.event_id = op.result.event_id
@@ -476,13 +493,15 @@ def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str 
                       create_missing: bool = True) -> ImportSummary:
     """Demographic attributes of classes for the bias audit. Empty cells are unknown and leave
     the attribute as it is (never cleared). An attribute an editor set or cleared since it was
-    last imported (`editor_held_columns`) is left alone too, and its class counts as kept. People
-    without a class get one (an attributes file is a roster of people the catalog should know);
-    with `create_missing=False` they are reported instead."""
+    last imported (`editor_held_columns`) is left alone too: its class counts as kept (and as updated
+    too when other attributes of it changed), with a note naming what it keeps. People without a class
+    get one (an attributes file is a roster of people the catalog should know); with
+    `create_missing=False` they are reported instead. Notes on the file's columns are notes, not
+    skipped rows."""
     csv_path = Path(csv_path)
     rows, notes = _read_attributes_csv(csv_path)
     summary = ImportSummary("attributes", csv_path.name)
-    summary.skipped += notes
+    summary.notes += notes
     with run_operation(store, _editor(editor, csv_path), "import_attributes") as op:
         values_of = {class_name_key(r.name): r.values for r in rows}
         ids, created = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
@@ -492,22 +511,35 @@ def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str 
         held = editor_held_columns(op.session, targets.values(), ATTRIBUTES)
         changes: dict[tuple[int], dict[str, Any]] = {}
         kept: set[int] = set()
+        line_of = {class_name_key(r.name): r.line for r in rows}
         for key, class_id in targets.items():
             diff = {k: v for k, v in values_of[key].items() if current[(class_id,)][k] != v}
-            if any(k in held.get(class_id, {}) for k in diff):
+            if mine := {k: v for k, v in diff.items() if k in held.get(class_id, {})}:
                 kept.add(class_id)
+                summary.notes.append(_kept_note(_where(csv_path, line_of[key]), current[(class_id,)], mine))
             diff = {k: v for k, v in diff.items() if k not in held.get(class_id, {})}
             if diff:
                 changes[(class_id,)] = diff
         if changes:
             op.update("class", changes, current)
         updated = {key[0] for key in op.written.get("class", set())} - created
-        summary.updated, summary.kept = len(updated), len(kept - updated)
-        summary.unchanged = len(targets) - summary.updated - summary.kept
+        summary.updated, summary.kept = len(updated), len(kept)  # a class may be both: some values in, some kept
+        summary.unchanged = len(targets) - len(updated | kept)
         op.summary = (f"import attributes from {csv_path.name}: {summary.created} classes created, "
                       f"{summary.updated} updated")
     summary.event_id = op.result.event_id
     return summary
+
+
+def _kept_note(where: str, row: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """The note on the attributes an editor holds that a file would change: what the class keeps, and what
+    the file says. Why: "1 kept" alone does not tell which value of which class the file did not bring in."""
+    def shown(value: Any) -> str:
+        return "empty" if value is None else repr(value)
+
+    keeps = ", ".join(f"{c.replace('_', ' ')} {shown(row[c])}" for c in wanted)
+    says = ", ".join(shown(v) for v in wanted.values())
+    return f"{where}: class {row['name']!r} keeps its {keeps}, as an editor left it (the file says {says})"
 
 
 def _fill_class_details(op: Operation, targets: dict[str, int], details: dict[str, MappedClass],
@@ -537,7 +569,7 @@ def _fill_class_details(op: Operation, targets: dict[str, int], details: dict[st
                                        f"{column.replace('_', ' ')} {row[column]!r} (the file says {value!r})")
     if changes:
         op.update("class", changes, rows)
-    summary.kept += len(kept - {c for (c,) in changes})
+    summary.kept += len(kept)  # a class may be both filled and kept, as in `import_attributes`
 
 
 def _media_by_name(session: Session) -> dict[str, list[int]]:
@@ -624,8 +656,8 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     voting may have lowered its confidence since, and re-importing the same file changes nothing."""
     csv_path = Path(csv_path)
     who = _editor(editor, csv_path)
-    rows = read_tags_csv(csv_path)
     summary = ImportSummary("tags", csv_path.name)
+    rows = read_tags_csv(csv_path, notes=summary.notes)
     with store() as session:
         media = _media_by_name(session)
     wanted: list[tuple[int, str]] = []
@@ -687,15 +719,16 @@ def scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str,
     return _scan_raw_dataset(folder)[:4]
 
 
-def _scan_raw_dataset(folder: Path) -> tuple[list[LabelRow], dict[str, tuple[str, str | None]], dict[str, list[Path]],
-                                             list[str], dict[str, MappedClass]]:
-    """`scan_raw_dataset`, and the export's classes.csv (folder -> class; empty without the file)."""
+def _scan_raw_dataset(folder: Path, file_notes: list[str] | None = None) -> tuple[
+        list[LabelRow], dict[str, tuple[str, str | None]], dict[str, list[Path]], list[str], dict[str, MappedClass]]:
+    """`scan_raw_dataset`, and the export's classes.csv (folder -> class; empty without the file); notes on
+    the CSV files themselves (a column ignored) go to `file_notes`."""
     folder = Path(folder)
     labels_csv, raw = folder / "labels.csv", folder / "raw_dataset"
     if not labels_csv.is_file() or not raw.is_dir():
         raise ValidationError(f"{folder}: expected labels.csv and a raw_dataset/ folder (GIPHY's training layout)")
-    class_map = read_class_map(folder / "classes.csv") if (folder / "classes.csv").is_file() else {}
-    labels = read_labels_csv(labels_csv, class_map)
+    class_map = read_class_map(folder / "classes.csv", file_notes) if (folder / "classes.csv").is_file() else {}
+    labels = read_labels_csv(labels_csv, class_map, file_notes)
     names = {r.label: (r.name, r.external_id) for r in labels}
     notes: list[str] = []
     images: dict[str, list[Path]] = {}
@@ -726,25 +759,46 @@ def _resolved(path: Path) -> Path:
         return path
 
 
-def _index_note(path: Path, rows: list[LabelRow]) -> str | None:
-    """A note when the file's label indices are not 0..n-1 in the order of its rows, None when they are.
-    Why: indices are checked, then dropped: a store numbers exported classes 0..n-1 in the order they
-    were created (`labeling.export.class_indices`), and an import creates classes in row order, so only
-    such a file's numbering can come back out; a retraining job reusing a model trained on another
-    numbering must hear that an export will not follow it."""
-    moved = [(place, r) for place, r in enumerate(rows) if r.index != place]
+def _index_note(session: Session, path: Path, rows: list[LabelRow], ids: dict[str, int]) -> str | None:
+    """A note when the file's label indices are not those an export would give its classes, None when they are.
+    Why: indices are checked, then dropped: an export that follows no earlier one numbers the classes it holds
+    0..n-1 in the order they were created (`labeling.export.class_indices`), so classes of this store that
+    hold confirmed labels already come first, whatever the file's rows say; a retraining job reusing a model
+    trained on the file's numbering must hear that an export will not follow it. A row of a retired class
+    counts as the class it was merged into (where its labels go); one retired for good is never exported."""
+    expected = _fresh_export_indices(session, ids.values())
+    moved = [(r, index) for r in rows
+             if (index := expected.get(ids.get(class_name_key(r.name), -1))) is not None and index != r.index]
     if not moved:
         return None
-    place, first = moved[0]
-    return (f"{_where(path, first.line)}: label indices are not kept: an export numbers classes 0..n-1 in the order "
-            f"they were created, and {len(moved)} of the {len(rows)} here differ from their row's place in the file "
-            f"(e.g. {first.label!r} has index {first.index} on row {place + 1})")
+    first, index = moved[0]
+    return (f"{_where(path, first.line)}: label indices are not kept: an export numbers the classes it holds 0..n-1 "
+            f"in the order they were created (this store's labeled classes first) unless it follows an earlier "
+            f"export, and a fresh one would give {len(moved)} of the {len(rows)} here another index than the file "
+            f"(e.g. {first.label!r}: {first.index} in the file, {index} in an export)")
+
+
+def _fresh_export_indices(session: Session, class_ids: Iterable[int]) -> dict[int, int]:
+    """class id (of `class_ids`, retired ones followed to the class they were merged into) -> the label
+    index an export following no earlier one would give it once each of them holds confirmed faces:
+    `class_indices` over those classes and every active or proposed class holding confirmed labels now.
+    Keyed by the given id, so a caller looks up the id it has."""
+    from labeling.export import class_indices  # labeling.export imports this module
+
+    classes = {row.id: row for row in session.execute(select(CelebrityClass.id, CelebrityClass.status,
+                                                             CelebrityClass.merged_into_id))}
+    labeled = set(session.scalars(select(FaceLabel.class_id).distinct().where(FaceLabel.status.in_(CONFIRMED_STATUSES),
+                                                                              FaceLabel.class_id.is_not(None))))
+    targets = {c: _active_target(classes, c) for c in set(class_ids) if c in classes}
+    held = {c for c in labeled if c in classes and classes[c].status != "retired"} | {t for t in targets.values() if t}
+    index = class_indices(held)
+    return {c: index[t] for c, t in targets.items() if t is not None}
 
 
 def own_export(session: Session, folder: Path) -> str | None:
     """Why `folder` is an export of this store, None when it is not: its manifest.json is one this store
-    recorded (`Export.manifest`'s manifest_sha256), or, the manifest changed, its classes.csv names this
-    store's classes by their ids and every face of its split.csv comes from media this store holds.
+    recorded (`Export.manifest`'s manifest_sha256), or, the manifest changed, its faces are confirmed
+    here already (`_confirmed_here`).
 
     Why: an export's face crops are new images to an ingest; imported back into their own store they
     would label every exported face a second time, and the next export would train on each twice."""
@@ -758,24 +812,42 @@ def own_export(session: Session, folder: Path) -> str | None:
                                                           .order_by(Export.id)):
             if digest is not None and isinstance(record, dict) and record.get("manifest_sha256") == digest:
                 return f"export {export_id}, written to {out_dir}"
+    return _confirmed_here(session, folder)
+
+
+def _confirmed_here(session: Session, folder: Path) -> str | None:
+    """Why importing `folder` would only label faces twice, None when it would not: every row of its
+    split.csv is of media this store holds (by sha256) with a face confirmed here in the class its
+    classes.csv names (by name, or a name the class had before a rename; merges followed).
+
+    Why not class ids and media alone: every store seeded from the same files (`make run`) holds
+    those too, and may import another store's export; only labels already here make it a duplicate.
+    The file's class ids only tie split.csv to classes.csv: they never reach the database, whatever
+    their size."""
     try:
         _, class_rows = read_csv(folder / "classes.csv", ["class_id", "name"])
-        _, split_rows = read_csv(folder / "split.csv", ["sha256"])
-        names = {int(row["class_id"]): class_name_key(row["name"]) for _, row in class_rows}
-    except (ValidationError, ValueError):  # no such files, or not an export's: not this store's export
+        _, split_rows = read_csv(folder / "split.csv", ["class_id", "sha256"])
+    except ValidationError:  # no such files, or not an export's: not this store's export
         return None
-    shas = list({row["sha256"] for _, row in split_rows if row["sha256"]})
-    if not names or not shas:
+    name_of = {row["class_id"]: class_name_key(row["name"]) for _, row in class_rows}
+    wanted = {(row["sha256"], name_of.get(row["class_id"])) for _, row in split_rows}
+    if not wanted or any(not sha or key is None for sha, key in wanted):
         return None
-    here = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name_key)
-                                .where(CelebrityClass.id.in_(list(names)))).all())
-    if here != names:
+    classes = {row.id: row for row in session.execute(select(CelebrityClass.id, CelebrityClass.name_key,
+                                                             CelebrityClass.status, CelebrityClass.merged_into_id))}
+    by_key = {**former_names(session), **{row.name_key: row.id for row in classes.values()}}
+    target = {key: _active_target(classes, by_key[key]) for _, key in wanted if key in by_key}
+    if any(target.get(key) is None for _, key in wanted):
         return None
-    held = sum(session.scalar(select(func.count(func.distinct(Media.sha256))).where(Media.sha256.in_(chunk))) or 0
-               for chunk in _chunks(shas))
-    if held < len(shas):
+    confirmed: set[tuple[str, int]] = set()
+    for chunk in _chunks(list({sha for sha, _ in wanted})):
+        confirmed.update((sha, class_id) for sha, class_id in session.execute(
+            select(Media.sha256, FaceLabel.class_id).join(Face, Face.media_id == Media.id)
+            .join(FaceLabel, FaceLabel.face_id == Face.id)
+            .where(Media.sha256.in_(chunk), FaceLabel.status.in_(CONFIRMED_STATUSES))))
+    if any((sha, target[key]) not in confirmed for sha, key in wanted):
         return None
-    return "its classes.csv names this store's classes by id, and every face in its split.csv is of media here"
+    return "every face in its split.csv is of media here, confirmed here already in the class its classes.csv names"
 
 
 def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
@@ -799,7 +871,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
 
     folder = Path(os.path.abspath(folder))  # ingest stores absolute paths; the images are matched by them below
     who = _editor(editor, folder)
-    labels, names, images, notes, class_map = _scan_raw_dataset(folder)
+    file_notes: list[str] = []
+    labels, names, images, notes, class_map = _scan_raw_dataset(folder, file_notes)
     with store() as session:  # before anything is ingested
         own = own_export(session, folder)
     if own is not None:
@@ -807,7 +880,7 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
                               "faces again, as a new image, doubling them in the next export; import it into another "
                               "store")
     details = {class_name_key(names[r.label][0]): class_map[r.label] for r in labels if r.label in class_map}
-    summary = ImportSummary("raw dataset", folder.name)
+    summary = ImportSummary("raw dataset", folder.name, notes=file_notes)
     summary.skipped += notes
     files = [p for paths in images.values() for p in paths]
     summary.images = len(files)
@@ -837,8 +910,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         _fill_class_details(op, {k: ids[k] for k in details if k in ids and ids[k] not in created}, details,
                             summary, folder / "classes.csv")
         summary.updated = len({key[0] for key in op.written.get("class", set())} - created)
-        if (note := _index_note(labels_csv, labels)) is not None:
-            summary.skipped.append(note)
+        if (note := _index_note(op.session, labels_csv, labels, ids)) is not None:
+            summary.notes.append(note)
         classes = {c.id: c for c in op.session.scalars(select(CelebrityClass))}
         shas = list(set(sha_of.values()))
         media_ids: dict[str, int] = {}
@@ -870,6 +943,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
                 wanted.setdefault(face_id, (class_id, label))
         for face_id in conflicts:
             del wanted[face_id]
+        # classes before faces, as a merge locks them: apply_decision below, once per class, finds them held
+        lock_classes_before_faces(op.session, list(wanted), {c for c, _ in wanted.values()})
         current = op.load("face", [(f,) for f in wanted])
         todo: dict[int, list[int]] = {}
         for face_id, (class_id, _) in wanted.items():

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
 from labeling.errors import NotFoundError, TagExistsError, ValidationError
 from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
-from labeling.validation import check_confidence, check_id, clean_tag_name
+from labeling.validation import check_confidence, check_id, clean_tag_name, refuse_invisible_characters
 
 
 SHOWN = 5  # rows an error names before "and N more"
@@ -31,7 +31,10 @@ def _describe(session: Session, keys: Sequence[Key], what: Callable[[Key], str])
 
 
 def tag_ids(session: Session, names: Iterable[str], create: bool = True) -> dict[str, int]:
-    """Tag vocabulary rows (never deleted, so they are not part of undo)."""
+    """Tag vocabulary rows (never deleted, so they are not part of undo).
+
+    Only a tag created here is checked for invisible characters (`refuse_invisible_characters`): a
+    tag stored before that rule is still found, so it can be removed, rejected or added elsewhere."""
     names = list(dict.fromkeys(clean_tag_name(n) for n in names))
     found: dict[str, int] = {}
     for chunk in _chunks(names):
@@ -40,6 +43,8 @@ def tag_ids(session: Session, names: Iterable[str], create: bool = True) -> dict
     if missing and not create:
         raise NotFoundError(f"no tag named {', '.join(map(repr, missing[:10]))}")
     if missing:
+        for name in missing:
+            refuse_invisible_characters(name, "tag")
         session.execute(insert(Tag), [{"name": n, "created_at": utcnow()} for n in missing])
         for chunk in _chunks(missing):
             found.update(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(chunk))).all())

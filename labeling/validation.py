@@ -26,51 +26,117 @@ GENDERS_HINT = "free text such as female, male, non-binary"
 _BLANK_LOOKING = set("\u2800\u3164\u115f\u1160\uffa0")
 # Emoji glue: the zero-width joiner and the emoji variation selector are part of emoji sequences.
 _EMOJI_GLUE = "\u200d\ufe0f"
+_ZWJ, _ZWNJ, _VS15, _VS16 = "\u200d", "\u200c", "\ufe0e", "\ufe0f"
+_KEYCAP, _BLACK_FLAG, _CANCEL_TAG = "\u20e3", "\U0001f3f4", "\U000e007f"
+
+# Invisible wherever they stand: the blank-looking fillers, the combining grapheme joiner, Khmer's
+# inherent vowels (which Unicode says not to use). "Alice" + one of them reads as "Alice".
+_INVISIBLE = frozenset(_BLANK_LOOKING | set("\u034f\u17b4\u17b5"))
+_MONGOLIAN_FVS = frozenset("\u180b\u180c\u180d\u180f")
+# Format characters a name may hold, each only where it does something (`refuse_invisible_characters`):
+# the joiners, and the tag characters of an emoji flag tag sequence (England: U+1F3F4 + tags + cancel tag).
+_NAME_FORMAT = frozenset({_ZWJ, _ZWNJ, *map(chr, range(0xE0020, 0xE0080))})
+
+# Scripts whose letters change shape beside a (non-)joiner: Arabic and its relatives, Mongolian, and the
+# Brahmic scripts (a virama + joiner makes a half form, a chillu, a ya-phala). In Latin, Greek, Cyrillic
+# or CJK text a joiner draws nothing.
+_SHAPING_SCRIPTS = ((0x0600, 0x08FF), (0x0900, 0x0DFF), (0x0F00, 0x109F), (0x1780, 0x18AF), (0x1A00, 0x1C4F),
+                    (0xA800, 0xA8FF), (0xA980, 0xAAFF), (0xABC0, 0xABFF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFC),
+                    (0x10A00, 0x10A5F), (0x10AC0, 0x10AFF), (0x10B80, 0x10BAF), (0x10D00, 0x10D3F),
+                    (0x10F30, 0x10FFF), (0x11000, 0x11DFF), (0x1E900, 0x1E95F))
+# CJK ideographs, what ideographic variation selectors (U+E0100..) and most standardized ones follow.
+_IDEOGRAPHS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF))
 
 
-# Characters that draw nothing where they stand (Unicode's default-ignorable letters and marks, the blank
-# braille pattern): "Alice" followed by one reads as "Alice" but would be another class or tag.
-_INVISIBLE = frozenset(_BLANK_LOOKING | set("\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f"))
-_VS16 = "\ufe0f"
+def _in(c: str, ranges: tuple[tuple[int, int], ...]) -> bool:
+    return bool(c) and any(lo <= ord(c) <= hi for lo, hi in ranges)
+
+
+def _shaping_letter(c: str) -> bool:
+    """A letter or mark of a script in which joiners and selectors change what is drawn."""
+    return _in(c, _SHAPING_SCRIPTS) and unicodedata.category(c)[0] in "LM"
+
+
+def _symbol(c: str) -> bool:
+    """What an emoji sequence builds on: a symbol (emoji, ©, skin tone), non-ASCII punctuation ("‼", "〰"),
+    or U+2139 INFORMATION SOURCE, the one emoji Unicode files as a letter."""
+    return bool(c) and (unicodedata.category(c)[0] == "S" or (unicodedata.category(c)[0] == "P" and not c.isascii())
+                        or c == "\u2139")
 
 
 def _variation_selector(c: str) -> bool:
     return "\ufe00" <= c <= "\ufe0f" or "\U000e0100" <= c <= "\U000e01ef"
 
 
-def _emoji_base(c: str) -> bool:
-    """What an emoji sequence builds on: a symbol (emoji, skin tone), punctuation or digit ("‼️", "1️⃣"),
-    or U+2139 INFORMATION SOURCE, the one emoji Unicode files as a letter."""
-    return bool(c) and (unicodedata.category(c)[0] in "SPN" or c == "\u2139")
+def _selector_in_place(c: str, before: str, after: str) -> bool:
+    """A variation selector picks a glyph of the character before it: text or emoji style of a symbol
+    ("☺︎", "❤️", keycaps "1️⃣" where U+20E3 follows), a variant of a CJK ideograph ("葛󠄀"), of a math
+    symbol or of a letter of a shaping script. After a Latin letter or at the start it selects nothing."""
+    if c in (_VS15, _VS16):
+        return _symbol(before) or (before != "" and before in "0123456789#*" and after == _KEYCAP)
+    if c >= "\U000e0100":
+        return _in(before, _IDEOGRAPHS)
+    return _symbol(before) or _in(before, _IDEOGRAPHS) or _shaping_letter(before)
 
 
-def _glue_in_place(text: str, i: int) -> bool:
-    """Whether the emoji glue at text[i] is part of an emoji sequence.
+def _joiner_in_place(c: str, before: str, after: str) -> bool:
+    """A (non-)joiner shapes the letter before it in a shaping script (Persian "فرخ‌زاد", Malayalam
+    chillu "ന്‍", Bengali ya-phala "র‍্য", an Arabic joining form at a word's end); the zero-width joiner
+    also joins two emoji into one ("👨‍👩‍👧"). Anywhere else (after a Latin letter, a space, at the
+    start, an emoji joined to nothing) it draws nothing."""
+    if _shaping_letter(before):
+        return True
+    return c == _ZWJ and (_symbol(before) or before == _VS16) and _symbol(after)
 
-    The emoji variation selector (U+FE0F) follows an emoji base. The zero-width joiner joins two drawn
-    characters of which one is an emoji (or the one before is a combining mark: Indic scripts join a
-    virama to the next letter); at an end, beside a space, or between two letters it draws nothing."""
-    before, after = text[i - 1] if i else "", text[i + 1 : i + 2]
-    if text[i] == _VS16:
-        return _emoji_base(before)
-    if not before or not after or after.isspace() or after in _EMOJI_GLUE or before.isspace():
-        return False
-    return _emoji_base(before) or before == _VS16 or _emoji_base(after) or unicodedata.category(before) in ("Mn", "Mc")
+
+def _tag_sequences(text: str) -> set[int]:
+    """Positions of tag characters that form an emoji flag tag sequence: U+1F3F4, tags U+E0020..E007E,
+    then the cancel tag U+E007F (🏴 England, Scotland, Wales)."""
+    inside: set[int] = set()
+    for m in re.finditer("\U0001f3f4([\U000e0020-\U000e007e]+)\U000e007f", text):
+        inside.update(range(m.start(1), m.end()))
+    return inside
+
+
+def _out_of_place(text: str) -> list[str]:
+    """The characters of `text` that draw nothing where they stand (see `refuse_invisible_characters`)."""
+    tags = _tag_sequences(text)
+    bad = []
+    for i, c in enumerate(text):
+        before, after = text[i - 1] if i else "", text[i + 1 : i + 2]
+        if c in _INVISIBLE:
+            bad.append(c)
+        elif c in (_ZWJ, _ZWNJ):
+            if not _joiner_in_place(c, before, after):
+                bad.append(c)
+        elif _variation_selector(c):
+            if not _selector_in_place(c, before, after):
+                bad.append(c)
+        elif c in _MONGOLIAN_FVS:
+            if not ("\u1820" <= before <= "\u18aa"):
+                bad.append(c)
+        elif "\U000e0000" <= c <= "\U000e007f" and i not in tags:
+            bad.append(c)
+    return bad
 
 
 def refuse_invisible_characters(text: str, what: str) -> None:
-    """Refuse characters that draw nothing where they stand, so that a name cannot pose as another
-    ("Alice" + U+2800, U+3164, U+034F, a variation selector): fillers and blanks, the combining grapheme
-    joiner, variation selectors other than the emoji one, and emoji glue outside an emoji sequence.
+    """Refuse characters that draw nothing where they stand, so that a new name cannot pose as another
+    ("Alice" + U+2800, U+3164, U+034F, a variation selector, a joiner): the blank-looking fillers and the
+    combining grapheme joiner always; joiners, variation selectors and Mongolian free variation selectors
+    only where they select or shape nothing (after a Latin letter, a space, at the start); tag characters
+    outside an emoji flag tag sequence. Scripts that need them keep them: Persian, Indic, Arabic,
+    Mongolian, CJK ideographic variants, emoji sequences.
 
-    Why refused and not folded into the comparison key: class name keys are stored (unique), and a new
-    fold would need every stored key recomputed; refused, no stored name changes meaning."""
-    bad = [c for i, c in enumerate(text) if c in _INVISIBLE or (_variation_selector(c) and c != _VS16)
-           or (c in _EMOJI_GLUE and not _glue_in_place(text, i))]
+    Run when a name is created or renamed, never when one is looked up: a name stored before a rule
+    existed must stay reachable (removed, rejected, found). Why refused and not folded into the
+    comparison key: class name keys are stored (unique), and a new fold would need every stored key
+    recomputed; refused, no stored name changes meaning."""
+    bad = _out_of_place(text)
     if bad:
         raise ValidationError(f"{what} {text!r} contains invisible characters {[hex(ord(c)) for c in bad]} "
-                              "(blanks, fillers, variation selectors or joiners outside an emoji sequence); "
-                              "remove them")
+                              "(blanks, fillers, or joiners and variation selectors where they join or select "
+                              "nothing); remove them")
 
 
 def _visible(c: str) -> bool:
@@ -83,33 +149,41 @@ _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 _LINE_BREAKS = frozenset({"Zl", "Zp"})
 
 
-def refuse_hidden_characters(text: str, what: str, line_breaks: bool = True) -> None:
+def refuse_hidden_characters(text: str, what: str, line_breaks: bool = True,
+                             kept: frozenset[str] | str = _EMOJI_GLUE) -> None:
     """Refuse what a reader cannot see or what rewrites the screen around it: control characters
     (a newline forges lines in `giflens history`, NUL is stored by SQLite but refused by PostgreSQL
     with a driver error, so the same call would differ per store), bidirectional overrides (they
     disguise a text's reading order), zero-width format characters and lone surrogates (not UTF-8).
-    Emoji glue is kept. `line_breaks=False` also refuses U+2028/U+2029, for text that is not
+    `kept` format characters pass: emoji glue by default; names also keep the zero-width non-joiner and
+    flag tag characters (`_NAME_FORMAT`), which `refuse_invisible_characters` checks in place when a name
+    is created. `line_breaks=False` also refuses U+2028/U+2029, for text that is not
     whitespace-collapsed before it is stored."""
     if any(c in _BIDI_CONTROLS for c in text):
         raise ValidationError(f"{what} {text!r} contains an invisible bidirectional control character")
     refused = _HIDDEN_CATEGORIES if line_breaks else _HIDDEN_CATEGORIES | _LINE_BREAKS
-    bad = [c for c in text if unicodedata.category(c) in refused and c not in _EMOJI_GLUE]
+    bad = [c for c in text if unicodedata.category(c) in refused and c not in kept]
     if bad:
         raise ValidationError(f"{what} {text!r} contains control characters {[hex(ord(c)) for c in bad]}")
 
 
-def clean_class_name(raw: Any) -> str:
-    """The name as typed, NFC, trimmed, with runs of spaces made one (what a reader sees)."""
+def clean_class_name(raw: Any, new: bool = True) -> str:
+    """The name as typed, NFC, trimmed, with runs of spaces made one (what a reader sees).
+
+    new=False for a name looked up, not given to a class (`find_class`): it skips the check of
+    invisible characters (`refuse_invisible_characters`), so a class named before that rule stays
+    reachable. The default checks: most callers are about to create a class or read a file that may."""
     if not isinstance(raw, str):
         raise ValidationError(f"class name must be text, got {type(raw).__name__}")
     name = unicodedata.normalize("NFC", raw).strip()
     if not name:
         raise ValidationError("class name is empty")
-    refuse_hidden_characters(name, "class name")
+    refuse_hidden_characters(name, "class name", kept=_NAME_FORMAT)
     name = " ".join(name.split())
     if not any(_visible(c) for c in name):
         raise ValidationError(f"class name {name!r} has no visible character")
-    refuse_invisible_characters(name, "class name")
+    if new:
+        refuse_invisible_characters(name, "class name")
     if len(name) > CLASS_NAME_MAX:
         raise ValidationError(f"class name is {len(name)} characters long; the limit is {CLASS_NAME_MAX}")
     if (folded := len(class_name_key(name))) > CLASS_NAME_MAX:  # "ß" folds to "ss", "ﬀ" to "ff"
@@ -127,8 +201,12 @@ def class_name_key(name: str) -> str:
     return " ".join("".join(c for c in folded if c not in _EMOJI_GLUE).split())
 
 
-def clean_tag_name(raw: Any) -> str:
-    """Tags are lower-case words or phrases; inner whitespace collapsed."""
+def clean_tag_name(raw: Any, new: bool = False) -> str:
+    """Tags are lower-case words or phrases; inner whitespace collapsed.
+
+    Mostly used to look a tag up (remove, reject, filter, match a vote), so the check of invisible
+    characters runs only with new=True, or where a tag is created (`labeling.tags.tag_ids`): a tag
+    stored before that rule stays reachable."""
     if not isinstance(raw, str):
         raise ValidationError(f"tag must be text, got {type(raw).__name__}")
     tag = " ".join(unicodedata.normalize("NFKC", raw).split()).casefold()
@@ -136,8 +214,9 @@ def clean_tag_name(raw: Any) -> str:
         raise ValidationError("tag is empty")
     if len(tag) > TAG_NAME_MAX:
         raise ValidationError(f"tag is {len(tag)} characters long; the limit is {TAG_NAME_MAX}")
-    refuse_hidden_characters(tag, "tag")
-    refuse_invisible_characters(tag, "tag")
+    refuse_hidden_characters(tag, "tag", kept=_NAME_FORMAT)
+    if new:
+        refuse_invisible_characters(tag, "tag")
     return tag
 
 

@@ -241,7 +241,7 @@ def leave_one_out_distances(x: np.ndarray, index: np.ndarray, n_classes: int) ->
 
 
 def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: Sequence[Any],
-                                  target_far: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+                                  target_far: float = 0.01, model_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(class name per row, or UNKNOWN; measured per row): the centroid rule and open-set threshold
     of the classifier, each row graded with its whole group held out of its class.
 
@@ -251,8 +251,9 @@ def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: S
     recomputed without every face of its group. A row is measured when its class keeps faces
     outside the group; other classes' centroids stay whole (their faces are other people). The
     threshold is calibrated as `fit` does, on these held-out genuine distances and the nearest
-    other centroid as impostor, at `target_far`. Nothing is measured with fewer than two classes;
-    a row not measured is UNKNOWN.
+    other centroid as impostor, at `target_far`, and capped as `fit` caps it (`prior_capped`) for the
+    face model `model_id`, so that a short class list is graded by the rule the classifier deploys, not
+    by a looser one. Nothing is measured with fewer than two classes; a row not measured is UNKNOWN.
     """
     x = as_embeddings(vectors)
     classes, index = np.unique(np.asarray(list(labels), dtype=str), return_inverse=True)
@@ -281,7 +282,7 @@ def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: S
         best_distance[rows] = d[at[0], best[rows]]
     if not measured.any():
         return predicted, measured
-    threshold = threshold_for_far(impostor, target_far)
+    threshold, _ = prior_capped(threshold_for_far(impostor, target_far), len(impostor), target_far, model_id)
     named = measured & (best_distance <= threshold)
     predicted[named] = classes[best[named]]
     return predicted, measured
@@ -312,6 +313,19 @@ def threshold_for_far(impostor: np.ndarray, target_far: float) -> float:
     return float(min((s[accepted - 1] + refused) / 2, below))  # two adjacent floats' mean can round up
 
 
+def prior_capped(threshold: float, n_impostor: int, target_far: float, model_id: str | None) -> tuple[float, float | None]:
+    """(threshold, the face model's prior or None when it has no measured one): a threshold calibrated on
+    fewer impostors than 1 / target_far is capped at PRIOR_THRESHOLD[model_id]; a threshold calibrated
+    on enough, or for a model without a measured prior, is returned as it is.
+
+    Why one function: `fit` (through `open_set_threshold`) and the held-out grade of the bias audit
+    (`held_out_centroid_predictions`) must apply the same rule, or the audit grades another model."""
+    prior = PRIOR_THRESHOLD.get(model_id) if model_id is not None else None
+    if n_impostor * target_far >= 1 or prior is None:
+        return threshold, prior
+    return min(threshold, prior), prior
+
+
 def open_set_threshold(genuine: np.ndarray, impostor: np.ndarray, target_far: float,
                        fixed: float | None = None, stacklevel: int = 4,
                        model_id: str | None = None) -> tuple[float, float, float]:
@@ -320,22 +334,26 @@ def open_set_threshold(genuine: np.ndarray, impostor: np.ndarray, target_far: fl
     With fewer impostor distances than 1 / target_far the target is below the resolution: the
     threshold lands just under the closest impostor, wherever that is (2 LFW classes of 8 photos:
     0.156, and 19 of 20 photos of 4 other people named; with 6 classes 0.058). Then the threshold is
-    capped at the face model's PRIOR_THRESHOLD (when `model_id` names a measured one), the
-    false-accept rate is NaN (0 of 16 accepted measures nothing at a 1% target) and a
-    CalibrationWarning says so. `stacklevel` points the warning at the caller's fit line.
+    capped at the face model's PRIOR_THRESHOLD (when `model_id` names a measured one: `prior_capped`),
+    the false-accept rate is NaN (0 of 16 accepted measures nothing at a 1% target) and a
+    CalibrationWarning says so, and says when the model has no measured prior, so that its threshold
+    is not capped (as loose as the few impostors leave it). `stacklevel` points the warning at the
+    caller's fit line.
     """
     if fixed is not None:
         threshold = float(fixed)
         return (threshold, *accept_rates(genuine, impostor, threshold))
-    threshold = threshold_for_far(impostor, target_far)
+    calibrated = threshold_for_far(impostor, target_far)
     if len(impostor) * target_far >= 1:
-        return (threshold, *accept_rates(genuine, impostor, threshold))
-    prior = PRIOR_THRESHOLD.get(model_id) if model_id is not None else None
-    capped = prior is not None and prior < threshold
-    if capped:
-        threshold = prior
-    cap = (f"; the threshold is capped at {prior:.4f}, what {model_id} gets from a large calibration"
-           if capped else "")
+        return (calibrated, *accept_rates(genuine, impostor, calibrated))
+    threshold, prior = prior_capped(calibrated, len(impostor), target_far, model_id)
+    if prior is None:
+        cap = (f"; the threshold {threshold:.4f} is not capped (no measured prior for "
+               f"{model_id or 'an unnamed face model'})")
+    elif threshold < calibrated:
+        cap = f"; the threshold is capped at {prior:.4f}, what {model_id} gets from a large calibration"
+    else:
+        cap = ""
     warnings.warn(f"only {len(impostor)} impostor distances: a false-accept rate of {target_far} needs at least "
                   f"{int(np.ceil(1 / target_far))}, so the rate is not measured (far=nan){cap}; fit more classes "
                   "or calibrate() with faces of people outside the class list", CalibrationWarning,

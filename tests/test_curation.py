@@ -474,10 +474,12 @@ def test_undo_of_a_class_the_model_predicts_is_refused_by_name(store):
 
 
 def test_undo_of_a_class_a_track_prediction_names_is_refused(store):
-    """Track predictions are derived data without an audit event: the undo still sees them."""
+    """Track predictions are derived data without an audit event: the undo still sees them (while they
+    stand: the faces carry the refresh's model version, `current_track_prediction`)."""
     faces = make_faces(store, 1, 2)
     track = make_track(store, faces)
     a, added = add_class(store, "A", "ann")
+    record_predictions(store, [Prediction(f, None, 0.4, []) for f in faces], "v1")  # the faces: unknown
     with session_scope(store) as s:  # what refresh_predictions writes for a track
         s.execute(update(Track).where(Track.id == track).values(
             predicted_class_id=a, predicted_confidence=0.7, predicted_top=[[a, 0.7]], model_version="v1",

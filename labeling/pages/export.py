@@ -16,6 +16,32 @@ RETRAIN_KEY = "retrain_last_result"
 NO_PREVIOUS = ""  # not None: a selectbox showing None shows "Choose an option", as if nothing were chosen
 
 
+def export_face_model(store, settings) -> str:
+    """The face model whose crops the export copies, chosen as `giflens export` chooses it (the store's only
+    one), or, when the store holds several, GIFLENS_FACE_MODEL if it is one of them (as Retrain below does).
+    Why not GIFLENS_FACE_MODEL alone: it names what ingest computes; a store ingested with another model
+    would export no face at all. A store without any face embedding exports its classes and tags whatever
+    the model. Raises ValidationError when the store holds several models, none of them the configured one."""
+    from labeling.queries import face_models
+    from labeling.recognition import resolve_face_model
+
+    known = set(face_models(store)["model_id"])
+    if not known:
+        return settings.face_model
+    return resolve_face_model(store, settings.face_model if settings.face_model in known else None)
+
+
+def no_faces_warning(summary) -> str | None:
+    """The warning `giflens export` prints when confirmed labels exist but none had a face crop of the chosen
+    model: an export with no face is otherwise easy to take for a successful one."""
+    if summary.faces or not summary.missing_crops:
+        return None
+    model = summary.manifest.get("face_model", "the chosen model")
+    return (f"No face exported: none of the {summary.missing_crops} confirmed label(s) has a face crop of {model} "
+            "(faces ingested with another model? start the app with GIFLENS_FACE_MODEL naming it; crops deleted? "
+            "ingest again).")
+
+
 def fresh_out_dir(exports: Path, now: datetime) -> Path:
     """<exports>/export-<local time>, or -2, -3 ... after it when that name is taken (two runs in one
     second): an export refuses a folder that is not empty, so each proposal must be a new one."""
@@ -87,19 +113,22 @@ elif submitted and (editor := require_editor()):
     on_progress = progress_callback(bar, "faces")
     try:
         summary = export_dataset(store, Path(settings.data_dir), target, editor, split=val_share,
-                                 seed=int(seed), on_progress=on_progress, face_model=settings.face_model,
+                                 seed=int(seed), on_progress=on_progress, face_model=export_face_model(store, settings),
                                  overwrite=overwrite, previous=Path(previous) if previous else None)
     except (StoreError, OSError) as exc:
         bar.empty()
         show_error(exc)
     else:
         bar.progress(1.0, text="done")
-        st.session_state[RESULT_KEY] = {"line": summary.line(), "manifest": summary.manifest}
+        st.session_state[RESULT_KEY] = {"line": summary.line(), "manifest": summary.manifest,
+                                        "warning": no_faces_warning(summary)}
         st.session_state[REPLACE_USED_KEY] = overwrite
         st.rerun()  # draw the form again, now proposing the next new folder beside the result
 
 last = st.session_state.get(RESULT_KEY)
 if last:
+    if last.get("warning"):
+        st.warning(last["warning"])
     st.success(last["line"])
     manifest = last["manifest"]
     for note in manifest.get("notes", []):  # earlier sides not kept, or a validation set left short by them
