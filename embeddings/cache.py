@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,16 @@ class EmbeddingCache:
         except (OSError, ValueError):  # missing, unreadable or cut short: a miss, as in `get`
             return None
         return meta if isinstance(meta, dict) else None
+
+    def has(self, namespace: str, sha256: str) -> bool:
+        """Whether an entry is on disk: its meta.json is a file and not empty (one stat, nothing read).
+        Cheaper than `meta` for a check run on every file of a warm re-run; an entry damaged inside is
+        found, and dropped, when it is next read (`get`)."""
+        try:
+            info = os.stat(self.entry_dir(namespace, sha256) / _META)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return stat.S_ISREG(info.st_mode) and info.st_size > 0
 
     def get(self, namespace: str, sha256: str) -> CacheEntry | None:
         """The complete entry, or None; an unreadable entry is dropped so it gets recomputed."""

@@ -274,7 +274,9 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
     Stops as soon as a limit is crossed, and refuses a file cut inside a block: Pillow would
     silently stop at the cut and return fewer frames. A file whose last frame is complete and that
     only lacks its trailer byte (some encoders and downloads drop it; browsers play it) is accepted:
-    every frame it announces is there.
+    every frame it announces is there, also when a complete extension (a comment, XMP data) follows
+    that frame. Only a graphic control extension after the last frame announces one more frame, so
+    a file ending right after it is truncated.
     """
     with open(path, "rb") as fh:
         file_size = os.fstat(fh.fileno()).st_size
@@ -285,20 +287,21 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
         if packed & 0x80:
             _read_exact(fh, 3 << ((packed & 7) + 1), path, "its colour table")
         frames, delay_cs, delay = 0, 0, 0
-        after_frame = False  # the last block read was a complete frame (not an extension announcing one)
+        announced = False  # a graphic control extension was read whose frame has not come yet
         while True:
             introducer = fh.read(1)
             if not introducer:
-                if after_frame:
+                if frames and not announced:  # every block read is complete: only the trailer is missing
                     break
                 raise _truncated(path, f"the GIF ends without its trailer byte, after {frames} frames")
             if introducer == b"\x3b":
                 break
-            if introducer in (b"\x21", b"\x2c"):  # any other byte is padding, see below
-                after_frame = introducer == b"\x2c"
+            if introducer == b"\x2c":
+                announced = False
             if introducer == b"\x21":
                 label = _read_exact(fh, 1, path, "an extension")[0]
                 if label == 0xF9:  # graphic control: the frame delay
+                    announced = True
                     block = _read_exact(fh, 1, path, "a graphic control extension")
                     body = _read_exact(fh, block[0], path, "a graphic control extension")
                     if len(body) >= 3:
@@ -452,7 +455,7 @@ def _decode_still(path: Path, im: Image.Image, limits: MediaLimits) -> DecodedFr
 
 def _decode_image(path: Path, fmt: str, n_frames: int, limits: MediaLimits) -> DecodedFrames:
     with _open_pillow(path, fmt) as im:
-        if fmt == "PNG" and getattr(im, "is_animated", False):
+        if fmt == "PNG" and (getattr(im, "is_animated", False) or getattr(im, "default_image", False)):
             return _decode_apng(path, im, n_frames, limits)
         return _decode_still(path, im, limits)
 
@@ -502,24 +505,63 @@ def scan_apng(path: Path) -> ApngLayout:
     return ApngLayout(frames, delay if frames > 1 and delay > 0 else None)
 
 
+def is_apng(path: Path) -> bool:
+    """Whether a file is a PNG with an animation control chunk (acTL) before its image data: the files
+    `decode_media` decodes through FFmpeg (`_decode_apng`). Reads chunk headers only, up to the first
+    IDAT, so the ingest pipeline can ask it of every file (its frames cache key depends on it)."""
+    with open(path, "rb") as fh:
+        if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+            return False
+        while len(head := fh.read(8)) == 8:
+            size, kind = struct.unpack(">I4s", head)
+            if kind == b"acTL":
+                return True
+            if kind in (b"IDAT", b"IEND"):
+                return False
+            fh.seek(size + 4, os.SEEK_CUR)
+    return False
+
+
 def _decode_apng(path: Path, im: Image.Image, n_frames: int, limits: MediaLimits) -> DecodedFrames:
-    """An animated PNG, sampled like an animated WebP: Pillow composites each frame over the canvas
-    (the dispose and blend ops). Pillow counts a default image that is no animation frame (what a
-    viewer without APNG support shows) as frame 0; it is left out, as browsers leave it out."""
+    """An animated PNG, sampled like an animated WebP or GIF, its frames composited by FFmpeg.
+
+    Why not Pillow's frames: Pillow blends a semi-transparent frame over the canvas with the wrong
+    weights (blend op OVER) and restores the wrong canvas after an OVER frame disposed to PREVIOUS;
+    FFmpeg's decoder follows the APNG spec. A default image that is no animation frame (what a viewer
+    without APNG support shows) is left out, as browsers and FFmpeg leave it out; one animation frame
+    besides it is a still, as a single-frame APNG is."""
     _check_pixels(path, im.width, im.height, limits, "canvas")
-    first = 1 if getattr(im, "default_image", False) else 0
-    total = int(im.n_frames) - first
-    _check_frames(path, total, limits)
-    if total <= 1:  # one animation frame besides the default image: a still, as before
-        return _decode_still(path, im, limits)
     layout = scan_apng(path)
+    total = layout.frames
+    _check_frames(path, total, limits)
+    separate_default = bool(getattr(im, "default_image", False))
+    if total == 0 or (total == 1 and not separate_default):  # the default image is the one frame
+        return _decode_still(path, im, limits)
     wanted = evenly_spaced_indices(total, n_frames)
-    _check_compositing(path, im.width, im.height, [first + i for i in wanted], limits, "APNG")
-    frames = []
-    for index in wanted:  # seeking forward composites only up to the target
-        im.seek(first + index)
-        frames.append(to_rgb(im))
+    _check_compositing(path, im.width, im.height, wanted, limits, "APNG")
+    frames = _composite_apng(path, wanted, total, limits)
+    if total == 1:
+        return DecodedFrames("image", frames, [0], 1, im.width, im.height, None)
     return DecodedFrames("apng", frames, wanted, total, im.width, im.height, layout.duration_s)
+
+
+def _composite_apng(path: Path, wanted: list[int], total: int, limits: MediaLimits) -> list[np.ndarray]:
+    """The wanted animation frames as FFmpeg composites them (decoding up to the last one), RGB with
+    transparent areas on white (`to_rgb`). Fewer frames than the chunks announce is a truncated file."""
+    import av
+
+    wanted_set, frames, decoded = set(wanted), [], 0
+    with av.open(str(path), format="apng") as container:
+        for index, frame in enumerate(container.decode(container.streams.video[0])):
+            decoded = index + 1
+            if index in wanted_set:
+                _check_pixels(path, frame.width, frame.height, limits, "canvas")
+                frames.append(to_rgb(Image.fromarray(frame.to_ndarray(format="rgba"), "RGBA")))
+            if index >= wanted[-1]:
+                break
+    if len(frames) < len(wanted):
+        raise _truncated(path, f"the APNG announces {total:,} frames but only {decoded:,} decode")
+    return frames
 
 
 # -- video -----------------------------------------------------------------------------------

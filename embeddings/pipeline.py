@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
-from embeddings.media import MediaError, MediaLimits, SampledMedia, has_media_extension, sample_media
+from embeddings.media import MediaError, MediaLimits, SampledMedia, has_media_extension, is_apng, sample_media
 from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
@@ -34,6 +34,11 @@ TOP_LABELS = 5
 # 0.086 (1st pct); within one clip the same face is far closer still. Per embedder.
 TRACK_MAX_DISTANCE = {"dlib-resnet-v1": 0.075, "facenet-vggface2": 0.5}
 PHASH_VERSION = "dct64-v1+decode-v2+still-shot-quarters"  # bump when decoding changes what frames look like
+# Animated PNGs only (`is_apng`): their frames are composited by FFmpeg since this version. Earlier runs
+# cached them as one still (before animated PNG was read) or as Pillow composited them (wrongly), and
+# those entries are keyed by the same bytes: a key of their own makes them misses, computed again,
+# while every other file keeps its cache.
+APNG_DECODER = "ffmpeg-composite-v1"
 
 
 @dataclass
@@ -97,7 +102,9 @@ class MediaResult:
         return self
 
 
-IsStored = Callable[[str, str, Path], bool]
+# The store's answer for one file (sha256, source_key, path): the stored item's kind when the store holds
+# exactly this result, else None (see `IngestPipeline.run`).
+IsStored = Callable[[str, str, Path], str | None]
 
 
 def _not_a_file(path: Path, mode: int) -> str:
@@ -120,50 +127,111 @@ def _dir_key(path: Path | str) -> tuple[int, int] | None:
     return (info.st_dev, info.st_ino) if S_ISDIR(info.st_mode) else None
 
 
-def _walk_folder(root: Path, skip: frozenset[tuple[int, int]] = frozenset()) -> list[Path]:
-    """Media files under root (by extension; hidden entries left out), sorted, plus what could not be
-    looked into: a subfolder that cannot be read, and a media name that is no file (a broken link, a
-    link loop, a pipe). Those are returned too, so the batch records each as failed with its reason
-    instead of missing them without a word.
+# The one folder of the data folder that holds media: the Ingest page saves uploads there
+# (labeling/pages/common.py, UPLOADS). Everything else in it is giflens's own output: the cache's face
+# crops, exports' crops, model artifacts, reports.
+DATA_UPLOADS = "uploads"
 
-    Symlinked folders are followed, as the Ingest page's folder browser lists them; each folder is
-    walked once (by device and inode), so a link back up the tree is no endless loop. Folders in
-    `skip` (the data folder: its cache holds giflens's own face crops) are never entered from a parent;
-    root itself always is, since it was named on purpose."""
-    found: list[Path] = []
-    seen = {key} if (key := _dir_key(root)) is not None else set()
+Key = tuple[int, int]
 
-    def unreadable(error: OSError) -> None:
-        found.append(Path(error.filename))
 
-    def enter(folder: str, name: str) -> bool:
-        if name.startswith("."):
-            return False
-        key = _dir_key(os.path.join(folder, name))
+@dataclass
+class _FolderWalk:
+    """One discovery's walk over its folders (`_walk_folders`): each folder entered once."""
+
+    skip: frozenset[Key]
+    data_dir: str | None  # the data folder's real path
+    found: list[list[Path]]  # per root
+    seen: set[Key] = field(default_factory=set)
+    links: list[tuple[int, str]] = field(default_factory=list)  # (root, linked folder) met, walked later
+    data_paths: set[str] = field(default_factory=set)  # names under which the data folder was entered
+
+    def __post_init__(self) -> None:
+        self.data_key = _dir_key(self.data_dir) if self.data_dir is not None else None
+
+    def enter(self, path: str, root: bool = False, link: bool = False) -> bool:
+        """Whether to walk a folder: not seen yet, and not skipped (a root always is, named on purpose)."""
+        key = _dir_key(path)
         if key is None:  # vanished meanwhile, or unreadable: os.walk reports it when it tries
             return True
-        if key in seen or key in skip:
+        if key in self.seen or (key in self.skip and not root) or (link and self._data_output(path)):
             return False
-        seen.add(key)
+        self.seen.add(key)
+        if key == self.data_key:
+            self.data_paths.add(path)
         return True
 
-    for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
-        subfolders[:] = [d for d in sorted(subfolders) if enter(folder, d)]
-        found += [Path(folder) / n for n in names if not n.startswith(".") and has_media_extension(Path(n))]
-    return sorted(found)
+    def _data_output(self, path: str) -> bool:
+        """Whether a linked folder is inside the data folder but not in its uploads (giflens's output)."""
+        if self.data_dir is None:
+            return False
+        inside = os.path.relpath(os.path.realpath(path), self.data_dir).split(os.sep)
+        return inside[0] not in (os.curdir, os.pardir, DATA_UPLOADS)
+
+    def walk(self, root: int, start: str) -> None:
+        """Media files under start without following links; linked folders are kept for later."""
+        found = self.found[root]
+
+        def unreadable(error: OSError) -> None:
+            found.append(Path(error.filename))
+
+        for folder, subfolders, names in os.walk(start, onerror=unreadable):
+            keep = []
+            in_data = folder in self.data_paths  # the data folder: its uploads only, no file of its own
+            for name in sorted(subfolders):
+                path = os.path.join(folder, name)
+                if name.startswith(".") or (in_data and name != DATA_UPLOADS):
+                    continue
+                if os.path.islink(path):
+                    self.links.append((root, path))
+                elif self.enter(path):
+                    keep.append(name)
+            subfolders[:] = keep
+            if not in_data:
+                found += [Path(folder) / n for n in names if not n.startswith(".") and has_media_extension(Path(n))]
 
 
-def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = ()) -> list[Path]:
+def _walk_folders(roots: Sequence[Path], skip: frozenset[Key], data_dir: Path | str | None = None) -> list[list[Path]]:
+    """Media files under each root (by extension; hidden entries left out), sorted, plus what could not
+    be looked into: a subfolder that cannot be read, and a media name that is no file (a broken link,
+    a link loop, a pipe). Those are returned too, so the batch records each as failed with its reason
+    instead of missing them without a word.
+
+    Symlinked folders are followed, as the Ingest page's folder browser lists them, and each folder is
+    walked once (by device and inode), so a link back up the tree is no endless loop. Real folders come
+    first: every root's tree is walked without following links, then the linked folders met, then the
+    links met in those. Why: a link to a folder that is also there under its real name (tree/a/x ->
+    ../b/real) would otherwise win when its name sorts first, and a re-run would rename the stored files.
+
+    Folders in `skip` are never entered from a parent; a root always is, since it was named on purpose.
+    In the data folder (`data_dir`), root or reached (through a link too), only its uploads are walked."""
+    walk = _FolderWalk(skip, os.path.realpath(data_dir) if data_dir is not None else None, [[] for _ in roots])
+    for i, root in enumerate(roots):
+        if walk.enter(str(root), root=True):
+            walk.walk(i, str(root))
+    while walk.links:
+        links, walk.links = walk.links, []
+        for i, path in links:
+            if walk.enter(path, link=True):
+                walk.walk(i, path)
+    return [sorted(found) for found in walk.found]
+
+
+def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
+                   data_dir: Path | str | None = None) -> list[Path]:
     """Files named explicitly are kept whatever their extension (so a bad one is reported);
-    folders are walked recursively for media extensions (`_walk_folder`), never entering a folder of
-    `skip` (pass the data folder: uploads saved inside it still go in when named themselves)."""
+    folders are walked recursively for media extensions (`_walk_folders`), never entering a folder of
+    `skip` from a parent (pass the cache folder). In `data_dir` (the data folder), root or reached,
+    only its uploads folder is walked: the rest (the cache's and exports' face crops, model artifacts)
+    is giflens's own output, which would come back as media, more of it every run."""
     skipped = frozenset(key for folder in skip if (key := _dir_key(folder)) is not None)
+    paths = [Path(raw) for raw in paths]
+    folders = list(dict.fromkeys(path for path in paths if path.is_dir()))
+    walked = dict(zip(folders, _walk_folders(folders, skipped, data_dir)))
     found: list[Path] = []
     seen: set[Path] = set()
-    for raw in paths:
-        path = Path(raw)
-        candidates = _walk_folder(path, skipped) if path.is_dir() else [path]
-        for candidate in candidates:
+    for path in paths:
+        for candidate in walked.get(path, [path]):
             try:
                 key = candidate.resolve(strict=True)
             except (OSError, RuntimeError):  # missing, a broken link or a link loop: reported when read
@@ -230,9 +298,27 @@ def _jpeg(crop: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@dataclass(eq=False)
+class _Namespaces:
+    """The cache namespaces of one file's stages, with their models and declared parameters."""
+
+    frames: str
+    faces: str
+    face_model: str
+    face_params: dict[str, Any]
+    gif: str
+    gif_model: str
+    gif_params: dict[str, Any]
+
+    @property
+    def source_key(self) -> str:
+        return f"{self.faces}+{self.gif}"
+
+
 @dataclass
 class _Pending:
     result: MediaResult
+    ns: _Namespaces
     media: SampledMedia | None = None
     need_faces: bool = False
     need_gif: bool = False
@@ -313,33 +399,42 @@ class IngestPipeline:
     # -- namespaces -------------------------------------------------------------------
     @property
     def sampling_params(self) -> dict[str, Any]:
-        return {"frames": self.settings.frames, "dedupe_distance": self.settings.dedupe_distance, "phash": PHASH_VERSION}
+        return self._sampling_params()
+
+    def _sampling_params(self, apng: bool = False) -> dict[str, Any]:
+        """What shapes the sampled frames; an animated PNG's also name its decoder (`APNG_DECODER`)."""
+        params = {"frames": self.settings.frames, "dedupe_distance": self.settings.dedupe_distance, "phash": PHASH_VERSION}
+        return {**params, "apng": APNG_DECODER} if apng else params
 
     @property
     def frames_namespace(self) -> str:
         return namespace_for("frames", self.sampling_params)
 
-    def _faces_namespace(self) -> tuple[str, str, dict[str, Any]]:
+    def _faces_namespace(self, apng: bool = False) -> tuple[str, str, dict[str, Any]]:
         """Declared parameters only (no model loaded), so cold and warm runs agree."""
         s = self.settings
         detector = {"model_id": "mtcnn", **model_params("mtcnn", **self._detector_kwargs())}
-        params = {"sampling": self.sampling_params, "detector": detector,
+        params = {"sampling": self._sampling_params(apng), "detector": detector,
                   "embedder": model_params(s.face_model, **self._face_kwargs())}
         return namespace_for(s.face_model, params), s.face_model, params
 
-    def _gif_namespace(self) -> tuple[str, str, dict[str, Any]]:
+    def _gif_namespace(self, apng: bool = False) -> tuple[str, str, dict[str, Any]]:
         model_id = self.settings.gif_model
-        params = {"sampling": self.sampling_params, "embedder": model_params(model_id), "pooling": "mean-l2"}
+        params = {"sampling": self._sampling_params(apng), "embedder": model_params(model_id), "pooling": "mean-l2"}
         return namespace_for(model_id, params), model_id, params
+
+    def _namespaces(self, apng: bool = False) -> _Namespaces:
+        return _Namespaces(namespace_for("frames", self._sampling_params(apng)), *self._faces_namespace(apng),
+                           *self._gif_namespace(apng))
 
     # -- public -----------------------------------------------------------------------
     def run(self, paths: Sequence[Path], on_result: Callable[[MediaResult], None] | None = None,
             is_stored: IsStored | None = None) -> Iterator[MediaResult]:
-        """Results in order. `is_stored(sha256, source_key, path)` (the store's answer) says whether
-        an item is stored from exactly these cache entries: such an item is yielded with
-        `stored_faces` set and only its entries' meta files read, a warm re-run's shortcut. An entry
-        gone from disk (a cleared cache) makes it a miss, computed and stored again, so its crops
-        are back (`_stored_face_count`)."""
+        """Results in order. `is_stored(sha256, source_key, path)` (the store's answer) gives the
+        stored kind of an item stored from exactly these cache entries, None otherwise: such an item
+        is yielded with `stored_faces` set, its face entry's meta read and its other entries only
+        looked for, a warm re-run's shortcut. An entry gone from disk (a cleared cache) makes it a
+        miss, computed and stored again, so its crops are back (`_stored_face_count`)."""
         for start in range(0, len(paths), self.chunk_size):
             for result in self._run_chunk(paths[start : start + self.chunk_size], is_stored):
                 if on_result is not None:
@@ -348,9 +443,7 @@ class IngestPipeline:
 
     # -- stages -----------------------------------------------------------------------
     def _run_chunk(self, paths: Sequence[Path], is_stored: IsStored | None = None) -> list[MediaResult]:
-        face_ns, face_model, face_params = self._faces_namespace()
-        gif_ns, gif_model, gif_params = self._gif_namespace()
-        source_key = f"{face_ns}+{gif_ns}"
+        spaces = {apng: self._namespaces(apng) for apng in (False, True)}
         pending: list[_Pending] = []
         results: list[MediaResult] = []
         first_of: dict[str, MediaResult] = {}
@@ -358,7 +451,7 @@ class IngestPipeline:
         for path in paths:
             result = MediaResult(path=Path(path))
             results.append(result)
-            item = self._from_cache(result, face_ns, gif_ns, first_of, source_key, is_stored)
+            item = self._from_cache(result, spaces, first_of, is_stored)
             if item is not None:
                 pending.append(item)
             elif result.sha256 in first_of and first_of[result.sha256] is not result:
@@ -366,14 +459,14 @@ class IngestPipeline:
         work = [p for p in pending if p.need_faces or p.need_gif]
         if work:
             try:
-                self._infer(work, face_ns, face_model, face_params, gif_ns, gif_model, gif_params)
+                self._infer(work)
             except FATAL_ERRORS:
                 raise
             except Exception:  # isolate the file that broke the batch; the others go on
                 log.exception("batched inference failed; retrying file by file")
                 for item in work:
                     try:
-                        self._infer([item], face_ns, face_model, face_params, gif_ns, gif_model, gif_params)
+                        self._infer([item])
                     except FATAL_ERRORS:
                         raise
                     except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
@@ -383,13 +476,13 @@ class IngestPipeline:
             copy.__dict__.update({**original.__dict__, "path": path, "from_cache": original.status == "ok"})
             if copy.error:  # the copy's failure names the copy, not the file it shares its bytes with
                 copy.error = copy.error.replace(str(original.path), str(path))
-        for result in results:
-            if result.status == "ok":
-                result.source_key = source_key
+        for result in results:  # the key `_from_cache` chose stays with what was stored ok only
+            if result.status != "ok":
+                result.source_key = None
         return results
 
-    def _from_cache(self, result: MediaResult, face_ns: str, gif_ns: str, first_of: dict[str, MediaResult],
-                    source_key: str, is_stored: IsStored | None = None) -> _Pending | None:
+    def _from_cache(self, result: MediaResult, spaces: dict[bool, _Namespaces], first_of: dict[str, MediaResult],
+                    is_stored: IsStored | None = None) -> _Pending | None:
         """Fill what the cache knows; decode only when some stage is missing.
 
         Returns None for a failure, for a repeat of bytes already seen in this chunk, and for an
@@ -418,25 +511,28 @@ class IngestPipeline:
             return None
         try:
             result.sha256 = sha256_file(path)
+            ns = spaces[is_apng(path)]
         except OSError as exc:
             result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")
             return None
         if result.sha256 in first_of:
             return None
         first_of[result.sha256] = result
-        if is_stored is not None and is_stored(result.sha256, source_key, path):
-            faces = self._stored_face_count(result.sha256, face_ns, gif_ns)
+        result.source_key = ns.source_key
+        if is_stored is not None and (kind := is_stored(result.sha256, ns.source_key, path)) is not None:
+            faces = self._stored_face_count(result.sha256, ns, kind)
             if faces is not None:
                 result.stored_faces, result.from_cache = faces, True
                 return None
 
-        frames_entry = self._cache_get(self.frames_namespace, result.sha256)
+        frames_entry = self._cache_get(ns.frames, result.sha256)
         if frames_entry is not None:
             _apply_media_meta(result, frames_entry.meta)
-        face_entry = self._cache_get(face_ns, result.sha256) if frames_entry else None
+        face_entry = self._cache_get(ns.faces, result.sha256) if frames_entry else None
         animated = frames_entry is not None and result.kind in ANIMATED_KINDS
-        gif_entry = self._cache_get(gif_ns, result.sha256) if animated else None
-        item = _Pending(result, need_faces=face_entry is None, need_gif=frames_entry is None or (animated and gif_entry is None))
+        gif_entry = self._cache_get(ns.gif, result.sha256) if animated else None
+        item = _Pending(result, ns, need_faces=face_entry is None,
+                        need_gif=frames_entry is None or (animated and gif_entry is None))
         if face_entry is not None:
             self._apply_faces(result, face_entry)
         if gif_entry is not None:
@@ -448,20 +544,25 @@ class IngestPipeline:
         if item.media is None:
             return None
         meta = _media_meta(item.media)
-        self._cache_put(self.frames_namespace, result.sha256, meta)
+        self._cache_put(ns.frames, result.sha256, meta)
         _apply_media_meta(result, meta)
         item.need_gif = result.kind in ANIMATED_KINDS and gif_entry is None
         return item
 
-    def _stored_face_count(self, sha256: str, face_ns: str, gif_ns: str) -> int | None:
-        """The face count of a stored item's cache entries (from their meta files, no arrays), or None
-        when one is gone or damaged: the store's rows point at crops in the face entry, so a lost
-        entry must be computed again, never skipped because the row is there."""
-        frames = self._cache_io(self.cache.meta, self.frames_namespace, sha256)
-        faces = self._cache_io(self.cache.meta, face_ns, sha256) if frames is not None else None
-        if faces is None or "faces" not in faces:
+    def _stored_face_count(self, sha256: str, ns: _Namespaces, kind: str) -> int | None:
+        """The face count of a stored item's face entry (its meta file, no arrays), or None when one of
+        its entries is gone (or the face entry's meta damaged): the store's rows point at crops in the
+        face entry, so a lost entry must be computed again, never skipped because the row is there.
+
+        Only the face entry's meta is read (for the count); the frames entry, and an animation's GIF
+        entry (`kind`, as stored), are only looked for (`EmbeddingCache.has`): a warm re-run does this
+        for every file, and the store holds what they gave."""
+        if not self._cache_io(self.cache.has, ns.frames, sha256):
             return None
-        if frames.get("kind") in ANIMATED_KINDS and self._cache_io(self.cache.meta, gif_ns, sha256) is None:
+        if kind in ANIMATED_KINDS and not self._cache_io(self.cache.has, ns.gif, sha256):
+            return None
+        faces = self._cache_io(self.cache.meta, ns.faces, sha256)
+        if faces is None or "faces" not in faces:
             return None
         return int(faces["faces"])
 
@@ -480,18 +581,20 @@ class IngestPipeline:
                                  f"{type(exc).__name__}: {exc}")
         return None
 
-    def _infer(self, work: list[_Pending], face_ns: str, face_model: str, face_params: dict, gif_ns: str,
-               gif_model: str, gif_params: dict) -> None:
+    def _infer(self, work: list[_Pending]) -> None:
+        """Faces and GIF embeddings of the items missing them, in batches across the items (whose
+        namespaces may differ: an animated PNG's, `APNG_DECODER`, and the others')."""
         face_items = [w for w in work if w.need_faces]
         if face_items:
-            self._infer_faces(face_items, face_ns, face_model, face_params)
+            self._infer_faces(face_items)
         gif_items = [w for w in work if w.need_gif]
         if gif_items:
-            self._infer_gif(gif_items, gif_ns, gif_model, gif_params)
+            self._infer_gif(gif_items)
 
-    def _infer_faces(self, items: list[_Pending], namespace: str, model_id: str, params: dict) -> None:
+    def _infer_faces(self, items: list[_Pending]) -> None:
         detector, embedder = self._model("detector"), self._model("face")
-        self._describe_namespace(namespace, model_id, params)
+        for ns in {id(w.ns): w.ns for w in items}.values():
+            self._describe_namespace(ns.faces, ns.face_model, ns.face_params)
         frames = [f for w in items for f in w.media.frames]
         detections = detector.detect(frames)
         per_item: list[list[tuple[int, Any, np.ndarray]]] = []
@@ -506,8 +609,9 @@ class IngestPipeline:
         crops = [crop for found in per_item for (_, _, crop) in found]
         vectors = embedder.embed(crops) if crops else np.zeros((0, embedder.dim), np.float32)
         cursor = 0
-        max_distance = TRACK_MAX_DISTANCE.get(model_id, 0.3)
         for w, found in zip(items, per_item):
+            model_id = w.ns.face_model
+            max_distance = TRACK_MAX_DISTANCE.get(model_id, 0.3)
             emb = vectors[cursor : cursor + len(found)]
             cursor += len(found)
             frame_of_face = [fi for (fi, _, _) in found]
@@ -526,12 +630,13 @@ class IngestPipeline:
                 "track_representative": np.asarray([t.representative for t in tracks], dtype=np.int32),
             }
             files = {f"face_{i:03d}.jpg": _jpeg(crop) for i, (_, _, crop) in enumerate(found)}
-            entry = self._cache_put(namespace, w.result.sha256, {"model_id": model_id, "faces": len(found)}, arrays, files)
+            entry = self._cache_put(w.ns.faces, w.result.sha256, {"model_id": model_id, "faces": len(found)}, arrays, files)
             self._apply_faces(w.result, entry)
 
-    def _infer_gif(self, items: list[_Pending], namespace: str, model_id: str, params: dict) -> None:
+    def _infer_gif(self, items: list[_Pending]) -> None:
         gif = self._model("gif")
-        self._describe_namespace(namespace, model_id, params)
+        for ns in {id(w.ns): w.ns for w in items}.values():
+            self._describe_namespace(ns.gif, ns.gif_model, ns.gif_params)
         scenes = [[w.media.frames[i] for i in w.media.scene_positions] for w in items]
         features, probs = gif.features_and_probs([f for frames in scenes for f in frames])
         cursor = 0
@@ -543,7 +648,7 @@ class IngestPipeline:
             cursor += n
             top = np.argsort(-mean_probs)[:TOP_LABELS]
             labels = [[gif.imagenet_labels[int(i)], round(float(mean_probs[i]), 6)] for i in top]
-            entry = self._cache_put(namespace, w.result.sha256, {"model_id": model_id, "top_labels": labels},
+            entry = self._cache_put(w.ns.gif, w.result.sha256, {"model_id": w.ns.gif_model, "top_labels": labels},
                                    {"embedding": pooled.astype(np.float32)})
             _apply_gif(w.result, entry)
 

@@ -237,12 +237,17 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     return media
 
 
-def _stale_failure(row: Any, path: Any, media_id: Any) -> list[Any]:
-    """Conditions on `row` (Media or an alias) for a failed row at `path` other than `media_id` that
-    nobody worked on (no faces, no tags): one `_drop_stale_failures` deletes. Shared with the warm
-    re-run's look-up (`ingest`), which asks the same question without writing."""
-    return [row.status == "failed", row.path == path, row.id != media_id,
-            ~exists().where(Face.media_id == row.id), ~exists().where(MediaTag.media_id == row.id)]
+def _unworked_failure() -> list[Any]:
+    """Conditions on Media for a failed row nobody worked on (no faces, no tags): the rows
+    `_drop_stale_failures` may delete. Shared with the warm re-run's look-up (`_StaleFailures`)."""
+    return [Media.status == "failed", ~exists().where(Face.media_id == Media.id),
+            ~exists().where(MediaTag.media_id == Media.id)]
+
+
+def _may_be_this_file(path: str, sha256: str | None) -> bool:
+    """Whether a failed row at `path` (the text of an ok item's path) may be that very file's: see
+    `_drop_stale_failures`. The one test both the write path and the warm path apply."""
+    return sha256 is not None or not may_be_escaped(path)
 
 
 def _drop_stale_failures(session: Session, media: Media) -> list[dict[str, Any]]:
@@ -256,9 +261,11 @@ def _drop_stale_failures(session: Session, media: Media) -> list[dict[str, Any]]
     (`path_text`), and a Latin-1 café.jpg then reads like a file literally named caf\\xe9.jpg. Such a
     name fails before it is hashed, so its row has no sha256: when this path's text could be an escaped
     one (`may_be_escaped`), only failed rows with a sha256 go, which were hashed and so were this
-    very file. (A sha-less failure of this file, unreadable once, then stays: listed, never lost.)"""
-    same_file = [Media.sha256.is_not(None)] if may_be_escaped(media.path) else []
-    stale = list(session.scalars(select(Media.id).where(*_stale_failure(Media, media.path, media.id), *same_file)))
+    very file (`_may_be_this_file`). (A sha-less failure of this file, unreadable once, then stays:
+    listed, never lost.)"""
+    rows = session.execute(select(Media.id, Media.sha256).where(*_unworked_failure(), Media.path == media.path,
+                                                               Media.id != media.id))
+    stale = [m for m, sha256 in rows if _may_be_this_file(media.path, sha256)]
     if stale:
         session.execute(delete(Media).where(Media.id.in_(stale)))
     return [{"id": m, "path": media.path} for m in stale]
@@ -471,6 +478,26 @@ class _Warm:
     stale: bool  # a failed row nobody worked on sits at its path: the file failed once, then was restored
 
 
+class _StaleFailures:
+    """The paths of failed rows `_drop_stale_failures` would delete for an ok item there, read once per
+    batch (on first use) for the warm path's check.
+
+    Why not one query per file: a warm re-run asks for every file, and `media.path` has no index, so
+    each question scanned the failed rows (20,000 of them made a 500-file warm run 7x slower). Rows
+    failing during the batch are not in the set: they are this batch's own files, at other paths."""
+
+    def __init__(self, store: sessionmaker) -> None:
+        self._store = store
+        self._paths: set[str] | None = None
+
+    def at(self, path: str) -> bool:
+        if self._paths is None:
+            with self._store() as session:
+                rows = session.execute(select(Media.path, Media.sha256).where(*_unworked_failure()))
+                self._paths = {p for p, sha256 in rows if _may_be_this_file(p, sha256)}
+        return path in self._paths
+
+
 def _drop_stale_for(store: sessionmaker, warm: _Warm) -> list[dict[str, Any]]:
     """The warm path's `_drop_stale_failures`: a file that failed (damaged in place) and was then
     restored to bytes already stored is no new content, so nothing is written for it, and its failed
@@ -511,9 +538,10 @@ def ingest(
     # Absolute paths: the store outlives the working directory this ran in, and the app reads a relative
     # media path under the data folder, so "../shared/data/gifs" would point nowhere. abspath, not resolve:
     # the path keeps the name the editor gave (symlinks included), only anchored.
-    # A folder walk never enters the data folder: its cache holds giflens's own face crops, which would
-    # come back as media, more of them every run. Uploads saved there are named one by one, so they go in.
-    files = discover_media([Path(os.path.abspath(p)) for p in paths], skip=[settings.data_dir, settings.cache_dir])
+    # In the data folder a walk enters only its uploads: the rest (the cache's and exports' face crops, model
+    # artifacts) is giflens's own output, which would come back as media, more of it every run.
+    files = discover_media([Path(os.path.abspath(p)) for p in paths], skip=[settings.cache_dir],
+                           data_dir=settings.data_dir)
     if on_start is not None:
         on_start(len(files))
     pipeline = pipeline or IngestPipeline(settings)
@@ -523,21 +551,21 @@ def ingest(
     interrupted = True
 
     stored_ids: dict[str, _Warm] = {}  # sha256 -> the row of an item stored as it is
-    other = aliased(Media)
-    stale = exists().where(*_stale_failure(other, Media.path, Media.id))  # a failed row at its path to drop
-    lookup = select(Media.id, Media.status, Media.source_key, Media.path, stale.label("stale"))
+    stale_failures = _StaleFailures(store)
+    lookup = select(Media.id, Media.status, Media.source_key, Media.path, Media.kind)
 
-    def is_stored(sha256: str, source_key: str, path: Path) -> bool:
-        """Whether the row holds exactly this result: same bytes, path and cache entries, stored ok.
-        Cache entries are content-addressed and never change, so the same key means the same faces,
-        tracks and embeddings: a warm re-run neither reads them from the cache nor compares them row
-        by row (the pipeline still checks the entries are on disk, see `IngestPipeline.run`)."""
+    def is_stored(sha256: str, source_key: str, path: Path) -> str | None:
+        """The stored kind when the row holds exactly this result (same bytes, path and cache entries,
+        stored ok), else None. Cache entries are content-addressed and never change, so the same key
+        means the same faces, tracks and embeddings: a warm re-run neither reads them from the cache
+        nor compares them row by row (the pipeline still checks the entries are on disk, see
+        `IngestPipeline.run`)."""
         with store() as session:  # one plain read, no ORM objects: this runs for every file of a warm batch
             row = session.execute(lookup.where(Media.sha256 == sha256)).first()
         if row is None or (row.status, row.source_key, row.path) != ("ok", source_key, path_text(path)):
-            return False
-        stored_ids[sha256] = _Warm(row.id, row.path, bool(row.stale))
-        return True
+            return None
+        stored_ids[sha256] = _Warm(row.id, row.path, stale_failures.at(row.path))
+        return row.kind
 
     new_items: list[int] = []  # rows this batch created: checked at the end for replaced files
     try:

@@ -27,6 +27,7 @@ import streamlit as st
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from embeddings.pipeline import DATA_UPLOADS
 from labeling.audit import last_write
 from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError
 from labeling.schema import AuditEvent, CelebrityClass
@@ -37,7 +38,7 @@ EDITOR_KEY = "editor"
 FLASH_KEY = "_giflens_flash"
 VERSIONS_KEY = "versions_seen"  # per page key: the row versions its last run drew (versions_seen)
 PASSWORD_ENV = "GIFLENS_EDITOR_PASSWORD"
-UPLOADS = "uploads"  # under the data folder
+UPLOADS = DATA_UPLOADS  # under the data folder: the one folder of it an ingest walks
 
 
 # -- settings and store ------------------------------------------------------------------
