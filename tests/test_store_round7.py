@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_faces
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import recorded_versions, undo_event
@@ -24,23 +24,18 @@ from labeling.classes import add_class, find_class, merge_classes, rename_class,
 from labeling.db import make_engine, normalise_url, open_store, session_scope
 from labeling.errors import UndoError, ValidationError
 from labeling.face_labels import Prediction, approve_faces, label_tracks, record_predictions, reject_faces
-from labeling.schema import (AuditEvent, CelebrityClass, Face, FaceEmbedding, FaceLabel, MediaTag, Tag, Track,
+from labeling.schema import (CelebrityClass, Face, FaceEmbedding, FaceLabel, MediaTag, Tag, Track,
                              utcnow)
 from labeling.tags import add_tags, remove_tags, set_tag_status
 from models.celebrity_classifier import (UNKNOWN, CalibrationWarning, CentroidKnnClassifier,
                                          held_out_centroid_predictions, PRIOR_THRESHOLD)
 
+import test_store_round6
+from test_store_round6 import _lock_waiters, _outcome, class_row, n_events
+
+store = test_store_round6.store  # the fixture: a store on each of SQLite and PostgreSQL
+
 DLIB = "dlib-resnet-v1"
-
-
-@pytest.fixture
-def store(store_url):
-    return open_store(store_url)
-
-
-def n_events(store) -> int:
-    with store() as s:
-        return s.scalar(select(func.count()).select_from(AuditEvent))
 
 
 def label(store, face_id: int) -> tuple | None:
@@ -50,25 +45,7 @@ def label(store, face_id: int) -> tuple | None:
         return None if row is None else (row.status, row.class_id, row.predicted_class_id, row.source)
 
 
-def class_row(store, class_id: int) -> CelebrityClass | None:
-    with store() as s:
-        return s.get(CelebrityClass, class_id)
-
-
 # -- PostgreSQL races: the paused side waits, right after locking face labels, for the other to wait ------
-def _lock_waiters(monitor) -> int:
-    with monitor.connect() as conn:
-        return conn.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND wait_event_type = 'Lock'"))
-
-
-def _outcome(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - the point is which kind came out
-        return exc
-
-
 def race(url: str, paused: Callable[[sessionmaker[Session]], Any], other: Callable[[], Any]) -> tuple[Any, Any]:
     """(outcome of paused, outcome of other). `paused` runs on its own engine and stops right after its
     first SELECT ... FOR UPDATE of face labels until `other` waits for a lock or finishes; `other` starts
