@@ -259,7 +259,7 @@ def _concern_predicted(op: Operation, media_of: dict[int, int], rows: dict[Key, 
                *(f"class:{c}" for c in sorted(c for c in classes if c is not None)))
 
 
-def _prediction_targets(session: Session, class_ids: set[int]) -> dict[int, int | None]:
+def prediction_targets(session: Session, class_ids: set[int]) -> dict[int, int | None]:
     """class id a model named -> the class its predictions go to now: itself while not retired, the end of
     its merge chain when it was merged away since the model was fitted, None (unknown) when it was
     retired without a merge. The classes are locked (`lock_classes`, FOR SHARE, before the faces), so a
@@ -285,8 +285,8 @@ def _prediction_targets(session: Session, class_ids: set[int]) -> dict[int, int 
     return out
 
 
-def _mapped(p: Prediction, targets: dict[int, int | None]) -> Prediction:
-    """The prediction naming each class's current target (`_prediction_targets`); the top list keeps each
+def mapped_prediction(p: Prediction, targets: dict[int, int | None]) -> Prediction:
+    """The prediction naming each class's current target (`prediction_targets`); the top list keeps each
     target once, at its best score, and drops classes retired without a merge."""
     top: dict[int, float] = {}
     for c, score in p.top:
@@ -315,11 +315,11 @@ def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Pre
         media_of = _existing_faces(op.session, list(preds))
         class_ids = {p.class_id for p in preds.values()} | {c for p in preds.values() for c, _ in p.top}
         class_ids.discard(None)
-        targets = _prediction_targets(op.session, class_ids)  # classes locked before the faces
+        targets = prediction_targets(op.session, class_ids)  # classes locked before the faces
         merged = sum(1 for p in preds.values() if p.class_id is not None and targets[p.class_id] not in (p.class_id, None))
         retired = sum(1 for p in preds.values() if p.class_id is not None and targets[p.class_id] is None)
         if any(targets[c] != c for c in class_ids):
-            preds = {f: _mapped(p, targets) for f, p in preds.items()}
+            preds = {f: mapped_prediction(p, targets) for f, p in preds.items()}
         rows = op.load("face", [(f,) for f in preds])
         changes: dict[Key, dict[str, Any]] = {}
         decided = 0

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import session_scope
 from labeling.errors import ValidationError
-from labeling.face_labels import Prediction, record_predictions
+from labeling.face_labels import Prediction, mapped_prediction, prediction_targets, record_predictions
 from labeling.queries import DECIDED_STATUSES, current_track_prediction, face_models, faces_frame
 from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, FaceEmbedding, FaceLabel, Media, Track, utcnow
 from models.celebrity_classifier import (LOG_FLOOR, TRACK_METHODS, UNKNOWN, CalibrationWarning, CentroidKnnClassifier,
@@ -455,6 +455,20 @@ def _track_rows(predictor: Predictor, snapshot: Snapshot, method: str, top: int,
     return rows
 
 
+def _current_classes(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Track rows naming each class's current target (`prediction_targets`: the end of its merge chain,
+    None for a class retired without a merge), so approving the track never meets a retired class."""
+    named = {r["predicted_class_id"] for r in rows} | {c for r in rows for c, _ in r["predicted_top"]}
+    named.discard(None)
+    targets = prediction_targets(session, named) if named else {}
+    out = []
+    for r in rows:
+        p = mapped_prediction(Prediction(r["id"], r["predicted_class_id"], r["predicted_confidence"],
+                                         [(c, s) for c, s in r["predicted_top"]]), targets)
+        out.append({**r, "predicted_class_id": p.class_id, "predicted_top": [[c, s] for c, s in p.top]})
+    return out
+
+
 def _check_refresh_params(faces: str, top: int, track_method: str) -> None:
     if faces not in FACE_SCOPES:
         raise ValidationError(f"faces must be one of {', '.join(FACE_SCOPES)}, got {faces!r}")
@@ -518,6 +532,8 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     result.kept = int((decided & chosen).sum())
     if track_rows:
         with session_scope(store) as session:
+            # as record_predictions does for faces: a class merged since the fit is named by its target
+            track_rows = _current_classes(session, track_rows)
             for start in range(0, len(track_rows), batch_size):
                 session.execute(update(Track), track_rows[start:start + batch_size])
         result.tracks = len(track_rows)

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import session_dir
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bench.knn import summary_line
 from labeling.audit import undo_event
+from labeling.classes import merge_classes
 from labeling.auto_tagging import TEXT, autotag, held_out_tag_queries, read_inputs, text_weight_without_own_tags
 from labeling.face_labels import label_track, relabel_faces
 from labeling.queries import current_track_predictions, tracks_frame
-from labeling.recognition import RefreshResult, refresh_predictions, track_predictions_frame
+from labeling.recognition import RefreshResult, fit_classifier, refresh_predictions, track_predictions_frame
 from labeling.schema import FaceEmbedding, FaceLabel, Track
 from models.celebrity_classifier import PRIOR_THRESHOLD, UNKNOWN, CalibrationWarning, CentroidKnnClassifier
 from models.tagger import ExpertsVotingTagger
@@ -94,6 +95,24 @@ def test_an_undone_refresh_no_longer_names_its_tracks(store_url, loop_data_dir):
     assert undecided.tracks == len(open_tracks) < len(after)
     assert set(after.loc[sorted(open_tracks), "prediction_method"]) == {"product"}
     assert not after.loc[sorted(open_tracks), "stale"].any() and after.loc[track, "predicted_class_id"] == colin
+
+
+@pytest.mark.slow
+def test_tracks_predicted_by_a_model_fitted_before_a_merge_name_the_class_merged_into(store_url, loop_data_dir):
+    """A classifier fitted while Ariel Sharon was a class of her own writes after she was merged into
+    Colin Powell: her photos' faces and tracks are predicted as Colin (as the merge moved her labels),
+    never as the retired class, which no approval could take."""
+    loop = build_loop_store(loop_data_dir, store_url)
+    ariel, colin = loop.classes["Ariel Sharon"], loop.classes["Colin Powell"]
+    fitted = fit_classifier(loop.store, DLIB)
+    merge_classes(loop.store, ariel, colin, "ann")
+    refresh_predictions(loop.store, DLIB, predictor=fitted.classifier, editor="bob")
+    track = _track_of(loop.store, loop.face("Ariel_Sharon_0007.jpg"))
+    with loop.store() as s:
+        assert s.scalar(select(func.count()).select_from(Track).where(Track.predicted_class_id == ariel)) == 0
+        assert s.get(Track, track).predicted_class_id == colin
+        assert all(c != ariel for c, _ in s.get(Track, track).predicted_top)
+    assert tracks_frame(loop.store, DLIB).set_index("track_id").loc[track, "predicted_class_id"] == colin
 
 
 # -- 2. a short class list: the threshold is capped, the rate not pretended ----------------------------
