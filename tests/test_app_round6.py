@@ -227,12 +227,16 @@ def test_point_details_offer_decisions_without_an_active_class(app, fixture_stor
 
 
 # -- 5. Overview: the operation picked was undone by someone else meanwhile -----------------------------
-def test_overview_undo_names_who_already_undid_the_operation(app, fixture_store):
+@pytest.mark.parametrize("rerun_first", [False, True], ids=["press", "rerun-then-press"])
+def test_overview_undo_names_who_already_undid_the_operation(app, fixture_store, rerun_first):
     _, added = add_class(fixture_store.store, "Undo Me", "bob")
     sign_in(app, "ann")
     go(app, "home")
     app.selectbox(key="overview_undo_event").set_value(added.event_id).run()
     undone = undo_event(fixture_store.store, added.event_id, "bob")  # meanwhile
+    if rerun_first:  # any rerun before the press: the choice is still remembered
+        app.run()
+        assert not app.button(key="overview_undo").disabled
     button(app, "Undo this operation").click().run()
     no_exception(app)
     assert not errors(app), errors(app)

@@ -3,7 +3,7 @@ fixture store (real photos and a real GIF, see test_queries.build_fixture_store)
 ("bob") works through the same labeling operations the pages call:
 
 - a class chosen in a select box that another editor retires stays "lost" across reruns (ticking another
-  face is one) until the editor picks again or a press is refused for it; the Overview's undo likewise;
+  face is one) until the editor picks again or a press is refused for it; the Overview's undo likewise (test_app_round6, rerun-then-press);
 - Split's existing target refuses a class retired meanwhile, naming what happened, as Merge does;
 - the Classes page stays quiet when the editor's own search or filter hides the class being edited, names
   the class as it was drawn, and says "Nothing was saved" only when a form was submitted;
@@ -18,11 +18,10 @@ import pytest
 from sqlalchemy import func, select
 from streamlit.elements.lib import policies
 
-from labeling.audit import undo_event
 from labeling.classes import add_class, rename_class, set_class_attributes, set_class_status
 from labeling.pages.common import class_fate, plain
 from labeling.queries import media_tags_frame
-from labeling.schema import AuditEvent, FaceLabel
+from labeling.schema import FaceLabel
 from labeling.tags import add_tags
 import test_app_fixes
 from test_app_fixes import _explore, _tick
@@ -96,23 +95,6 @@ def test_review_relabel_keeps_a_lost_class_that_comes_back(app, fixture_store):
     app.button(key="review_suspects_bulk_relabel").click().run()
     assert not errors(app), errors(app)
     assert _label(fixture_store, face) == ("relabeled", delta, "ann")
-
-
-def test_overview_undo_names_who_undid_the_operation_after_another_rerun(app, fixture_store):
-    _, added = add_class(fixture_store.store, "Undo Me", "bob")
-    sign_in(app, "ann")
-    go(app, "home")
-    app.selectbox(key="overview_undo_event").set_value(added.event_id).run()
-    undone = undo_event(fixture_store.store, added.event_id, "bob")  # meanwhile
-    app.run()  # any rerun before the press
-    assert not app.button(key="overview_undo").disabled
-    app.button(key="overview_undo").click().run()
-    no_exception(app)
-    assert f"operation #{added.event_id} was already undone by bob (#{undone.event_id})" in _warnings(app)
-    with fixture_store.store() as s:
-        assert s.scalar(select(func.max(AuditEvent.id))) == undone.event_id  # nothing written
-    app.run()
-    assert app.selectbox(key="overview_undo_event").value is None and app.button(key="overview_undo").disabled
 
 
 # -- 4. Split into an existing class retired meanwhile --------------------------------------------------------
