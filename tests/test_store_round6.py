@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 from conftest import make_faces
 from sqlalchemy import create_engine, event, func, select, text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import history, undo_event, undo_last
 from labeling.classes import add_class, merge_classes, rename_class, retire_class, split_class
@@ -158,6 +158,50 @@ def _outcome(fn: Callable[[], Any]) -> Any:
         return exc
 
 
+def race(url: str, paused: Callable[[sessionmaker[Session]], Any], other: Callable[[], Any]) -> tuple[Any, Any]:
+    """(outcome of paused, outcome of other). `paused` runs on its own engine and stops right after its
+    first SELECT ... FOR UPDATE of face labels until `other` waits for a lock or finishes; `other` starts
+    only once `paused` stopped there. So the interleaving never depends on timing: without a fix, a
+    deadlock (or a stale read) is certain, and with it the waits resolve."""
+    engine, monitor = make_engine(url), create_engine(normalise_url(url))
+    stopped, other_done = threading.Event(), threading.Event()
+
+    def pause(conn, cursor, statement, parameters, context, executemany) -> None:
+        if not stopped.is_set() and "FOR UPDATE" in statement and "FROM face_label" in statement:
+            stopped.set()
+            while not (other_done.is_set() or _lock_waiters(monitor)):
+                time.sleep(0.005)
+
+    event.listen(engine, "after_cursor_execute", pause)
+    outcomes: dict[str, Any] = {}
+
+    def run_paused() -> None:
+        try:
+            outcomes["paused"] = _outcome(lambda: paused(sessionmaker(engine, expire_on_commit=False)))
+        finally:
+            stopped.set()
+
+    def run_other() -> None:
+        try:
+            outcomes["other"] = _outcome(other)
+        finally:
+            other_done.set()
+
+    try:
+        first = threading.Thread(target=run_paused)
+        first.start()
+        stopped.wait()
+        second = threading.Thread(target=run_other)
+        second.start()
+        second.join()
+        first.join()
+    finally:
+        engine.dispose()
+        monitor.dispose()
+    return outcomes["paused"], outcomes["other"]
+
+
+
 @pytest.mark.postgres
 def test_a_relabel_racing_a_merge_onto_its_source_class_is_refused(pg_url):
     """The merge has locked both classes and moved the source's labels; before it commits, ann relabels
@@ -171,42 +215,9 @@ def test_a_relabel_racing_a_merge_onto_its_source_class_is_refused(pg_url):
     carl, _ = add_class(store, "Carl", "ed")
     approve_faces(store, [faces[0]], "ed", class_id=alice)
     approve_faces(store, [faces[1]], "ed", class_id=carl)
-    merge_engine, monitor = make_engine(pg_url), create_engine(normalise_url(pg_url))
-    paused, ann_done = threading.Event(), threading.Event()
-
-    def pause_after_locking_labels(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not paused.is_set() and "FOR UPDATE" in statement and "FROM face_label" in statement:
-            paused.set()
-            while not (ann_done.is_set() or _lock_waiters(monitor)):
-                time.sleep(0.005)
-
-    event.listen(merge_engine, "after_cursor_execute", pause_after_locking_labels)
-    outcomes: dict[str, Any] = {}
-
-    def merge() -> None:
-        try:
-            outcomes["merge"] = _outcome(lambda: merge_classes(sessionmaker(merge_engine, expire_on_commit=False),
-                                                               alice, bob, "bob"))
-        finally:
-            paused.set()
-
-    def relabel() -> None:
-        try:
-            outcomes["ann"] = _outcome(lambda: relabel_faces(store, [faces[1]], alice, "ann"))
-        finally:
-            ann_done.set()
-
-    try:
-        merging = threading.Thread(target=merge)
-        merging.start()
-        paused.wait()
-        relabeling = threading.Thread(target=relabel)
-        relabeling.start()
-        relabeling.join()
-        merging.join()
-    finally:
-        merge_engine.dispose()
-        monitor.dispose()
+    merged, relabeled = race(pg_url, lambda factory: merge_classes(factory, alice, bob, "bob"),
+                             lambda: relabel_faces(store, [faces[1]], alice, "ann"))
+    outcomes = {"merge": merged, "ann": relabeled}
     assert not isinstance(outcomes["merge"], Exception), outcomes["merge"]
     assert isinstance(outcomes["ann"], ValidationError) and "is retired" in str(outcomes["ann"]), outcomes["ann"]
     assert label(store, faces[1])[:2] == ("approved", carl)

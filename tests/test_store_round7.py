@@ -6,22 +6,18 @@ before the invisible-character rule unreachable, predictions naming classes merg
 the fit, and the open-set threshold's cap (said when there is none; the same in the bias audit)."""
 from __future__ import annotations
 
-import threading
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_faces
-from sqlalchemy import create_engine, event, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import event, func, select, update
 
 from labeling.audit import recorded_versions, undo_event
 from labeling.classes import add_class, find_class, merge_classes, rename_class, retire_class
-from labeling.db import make_engine, normalise_url, open_store, session_scope
+from labeling.db import open_store, session_scope
 from labeling.errors import UndoError, ValidationError
 from labeling.face_labels import Prediction, approve_faces, label_tracks, record_predictions, reject_faces
 from labeling.schema import (CelebrityClass, Face, FaceEmbedding, FaceLabel, MediaTag, Tag, Track,
@@ -31,7 +27,7 @@ from models.celebrity_classifier import (UNKNOWN, CalibrationWarning, CentroidKn
                                          held_out_centroid_predictions, PRIOR_THRESHOLD)
 
 import test_store_round6
-from test_store_round6 import _lock_waiters, _outcome, class_row, n_events
+from test_store_round6 import class_row, n_events, race
 
 store = test_store_round6.store  # the fixture: a store on each of SQLite and PostgreSQL
 
@@ -43,50 +39,6 @@ def label(store, face_id: int) -> tuple | None:
     with store() as s:
         row = s.scalars(select(FaceLabel).where(FaceLabel.face_id == face_id)).first()
         return None if row is None else (row.status, row.class_id, row.predicted_class_id, row.source)
-
-
-# -- PostgreSQL races: the paused side waits, right after locking face labels, for the other to wait ------
-def race(url: str, paused: Callable[[sessionmaker[Session]], Any], other: Callable[[], Any]) -> tuple[Any, Any]:
-    """(outcome of paused, outcome of other). `paused` runs on its own engine and stops right after its
-    first SELECT ... FOR UPDATE of face labels until `other` waits for a lock or finishes; `other` starts
-    only once `paused` stopped there. So the interleaving never depends on timing: without a fix, a
-    deadlock (or a stale read) is certain, and with it the waits resolve."""
-    engine, monitor = make_engine(url), create_engine(normalise_url(url))
-    stopped, other_done = threading.Event(), threading.Event()
-
-    def pause(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not stopped.is_set() and "FOR UPDATE" in statement and "FROM face_label" in statement:
-            stopped.set()
-            while not (other_done.is_set() or _lock_waiters(monitor)):
-                time.sleep(0.005)
-
-    event.listen(engine, "after_cursor_execute", pause)
-    outcomes: dict[str, Any] = {}
-
-    def run_paused() -> None:
-        try:
-            outcomes["paused"] = _outcome(lambda: paused(sessionmaker(engine, expire_on_commit=False)))
-        finally:
-            stopped.set()
-
-    def run_other() -> None:
-        try:
-            outcomes["other"] = _outcome(other)
-        finally:
-            other_done.set()
-
-    try:
-        first = threading.Thread(target=run_paused)
-        first.start()
-        stopped.wait()
-        second = threading.Thread(target=run_other)
-        second.start()
-        second.join()
-        first.join()
-    finally:
-        engine.dispose()
-        monitor.dispose()
-    return outcomes["paused"], outcomes["other"]
 
 
 # -- 1. an undo racing a merge of the class it puts a decision back on ----------------------------------
