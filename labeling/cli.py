@@ -400,11 +400,10 @@ def _check_out_parent(out_dir: Path) -> None:
 def _no_faces_exported(summary) -> str | None:
     """A warning above the summary when confirmed labels exist but none had a face crop of the chosen model:
     an export with no face is otherwise easy to take for a successful one."""
-    if summary.faces or not summary.missing_crops:
-        return None
-    model = summary.manifest.get("face_model", "the chosen model")
-    return (f"warning: no face exported: none of the {summary.missing_crops} confirmed label(s) has a face crop of "
-            f"{model} (faces ingested with another model? give it with --face-model; crops deleted? ingest again)")
+    from labeling.export import no_faces_exported
+
+    note = no_faces_exported(summary, "give it with --face-model")
+    return None if note is None else f"warning: {note}"
 
 
 def streamlit_command(script: Path, settings: Settings, port: int, headless: bool) -> list[str]:

@@ -620,6 +620,17 @@ class ExportSummary:
                 f"in {self.seconds:.1f} s ({self.gif_vectors} GIF vectors in projector/gif_vectors.tsv)")
 
 
+def no_faces_exported(summary: "ExportSummary", how_to_choose: str) -> str | None:
+    """What to say when confirmed labels exist but none had a face crop of the chosen model (an export
+    with no face is otherwise easy to take for a successful one); `how_to_choose` says how this front
+    end names another face model. None when faces were exported or nothing was missing."""
+    if summary.faces or not summary.missing_crops:
+        return None
+    model = summary.manifest.get("face_model", "the chosen model")
+    return (f"no face exported: none of the {summary.missing_crops} confirmed label(s) has a face crop of {model} "
+            f"(faces ingested with another model? {how_to_choose}; crops deleted? ingest again)")
+
+
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse an OUT_DIR the export may not write (a file, a folder that is not an earlier export), as
     `export_dataset` checks it: a symbolic link by the folder it names (`resolve_out_dir`)."""

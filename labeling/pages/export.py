@@ -34,12 +34,10 @@ def export_face_model(store, settings) -> str:
 def no_faces_warning(summary) -> str | None:
     """The warning `giflens export` prints when confirmed labels exist but none had a face crop of the chosen
     model: an export with no face is otherwise easy to take for a successful one."""
-    if summary.faces or not summary.missing_crops:
-        return None
-    model = summary.manifest.get("face_model", "the chosen model")
-    return (f"No face exported: none of the {summary.missing_crops} confirmed label(s) has a face crop of {model} "
-            "(faces ingested with another model? start the app with GIFLENS_FACE_MODEL naming it; crops deleted? "
-            "ingest again).")
+    from labeling.export import no_faces_exported
+
+    note = no_faces_exported(summary, "start the app with GIFLENS_FACE_MODEL naming it")
+    return None if note is None else f"{note[0].upper()}{note[1:]}."
 
 
 def fresh_out_dir(exports: Path, now: datetime) -> Path:
