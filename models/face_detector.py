@@ -135,12 +135,13 @@ class MTCNNDetector:
         """One MTCNN call; boxes and landmarks scaled by (sx, sy) back to the full frame."""
         INFERENCE_CALLS[self.model_id] += 1
         boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+        box_scale = np.tile(scale, 2)
         out: list[list[Detection]] = []
         for b, p, pts in zip(boxes, probs, points):
             if b is None:
                 out.append([])
                 continue
-            dets = [Detection(np.asarray(bb, np.float32) * np.tile(scale, 2), float(pp),
+            dets = [Detection(np.asarray(bb, np.float32) * box_scale, float(pp),
                               np.asarray(ll, np.float32) * scale)
                     for bb, pp, ll in zip(b, p, pts) if pp is not None and pp >= self.min_probability]
             out.append(sorted(dets, key=lambda d: -float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))))
