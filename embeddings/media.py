@@ -13,13 +13,19 @@ An animation also has a compositing budget (canvas pixels x frames drawn to reac
 the last sample), so a small file of many tiny frames on a huge canvas costs
 a header read too, not minutes of decoding.
 
-Transparent pixels (GIF transparency, alpha in PNG/WebP) are composited onto
-white, as on a web page; without this they show whatever colour the encoder left
-under them (arbitrary palette entries), which differs per file and misleads the
-hash and the embedders.
+Transparent pixels (GIF transparency, alpha in PNG/WebP and in VP8/VP9 WebM) are
+composited onto white, as on a web page; without this they show whatever colour the
+encoder left under them (arbitrary palette entries), which differs per file and
+misleads the hash and the embedders. Video frames are shown as players show them:
+non-square pixels stretched to the display aspect, then turned by the rotation matrix.
+
+The frames kept of one file share a budget of MediaLimits.max_retained_pixels pixels
+(`retained_frame_pixels`): the frames of a huge animation canvas are shrunk, but never below
+the area the face detector searches, so a small file cannot hold gigabytes until inference.
 """
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -38,7 +44,10 @@ from embeddings.sampling import evenly_spaced_indices
 # A cut-off file must fail loudly, never come back as half an image padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-MEDIA_EXTENSIONS = frozenset({".gif", ".webp", ".mp4", ".webm", ".mov", ".mkv", ".m4v", ".jpg", ".jpeg", ".png"})
+# The content is sniffed anyway; these are the names a folder walk picks up. `.apng` is animated PNG's
+# registered extension, `.jfif` / `.jpe` / `.jif` are JPEGs (Chrome saves many JPEGs as `.jfif`).
+MEDIA_EXTENSIONS = frozenset({".gif", ".webp", ".mp4", ".webm", ".mov", ".mkv", ".m4v", ".jpg", ".jpeg", ".jpe", ".jfif",
+                              ".jif", ".png", ".apng"})
 
 
 def has_media_extension(path: Path) -> bool:
@@ -56,6 +65,15 @@ TRANSPARENT_BACKGROUND = (255, 255, 255)
 # keyframe interval (x264's default is 250): each seek then decodes at most about one
 # GOP instead of every frame in between. Shorter gaps decode straight through.
 SEEK_MIN_GAP = 300
+
+# No kept frame is shrunk below the area the face detector searches (models.face_detector.DETECT_MAX_PIXELS,
+# full HD): a bigger frame is shown to MTCNN shrunk to that area anyway, so shrinking to it loses no face.
+RETAIN_MIN_FRAME_PIXELS = 1920 * 1080
+
+# WebM keeps VP8/VP9 alpha in a side channel that FFmpeg's native decoders ignore (they give the colour
+# stored under transparent pixels, mostly black); libvpx decodes it (yuva420p). Used when the stream says
+# alpha_mode=1 (GIPHY's transparent stickers) and the decoder is in the PyAV build.
+ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"})
 _QUICKTIME_ATOMS = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
@@ -83,6 +101,10 @@ class MediaLimits:
     # 100 canvases at the per-frame limit; about 12 s of compositing at the 320 Mpixel/s Pillow
     # managed on a 6300x6300 GIF, and 500x what the largest of the 63 shared GIFs needs (8 Mpixels).
     max_decode_pixels: int = 4_000_000_000
+    # Pixels all kept frames of one file may hold (3 bytes each: 400 MB), as the ingest keeps a chunk of
+    # files' frames until inference: 16 frames of a 6000x6000 GIF held 1.7 GB (`retained_frame_pixels`).
+    # 16 frames of 4K UHD video, so that at the default sampling only canvases beyond 4K are shrunk.
+    max_retained_pixels: int = 16 * 3840 * 2160
 
     @classmethod
     def from_settings(cls, settings) -> "MediaLimits":
@@ -239,6 +261,27 @@ def _pad_to(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def retained_frame_pixels(sampled: int, limits: MediaLimits) -> int:
+    """The most pixels one kept frame may have when `sampled` frames are taken of a file.
+
+    Why: the frames of a chunk of files wait in memory for inference, and a small file can draw 16
+    frames on a 40-Mpixel canvas. The file's budget (max_retained_pixels) is shared by its frames,
+    but a frame is never shrunk below the area the face detector searches (RETAIN_MIN_FRAME_PIXELS):
+    a still, 4K video sampled at 16 frames and every ordinary GIF are kept as they are."""
+    return max(RETAIN_MIN_FRAME_PIXELS, limits.max_retained_pixels // max(1, sampled))
+
+
+def fit_pixels(frame: np.ndarray, max_pixels: int) -> np.ndarray:
+    """The frame, or the frame shrunk to at most max_pixels with its aspect kept (area-averaged, as the
+    face detector shrinks frames), so that every frame of one file gets the same size."""
+    height, width = frame.shape[:2]
+    if width * height <= max_pixels:
+        return frame
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))
+
+
 # -- GIF -------------------------------------------------------------------------------------
 
 @dataclass
@@ -329,7 +372,7 @@ def _decode_gif(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames
     layout = scan_gif(path, limits)
     wanted = evenly_spaced_indices(layout.frames, n_frames)
     _check_compositing(path, layout.width, layout.height, wanted, limits, "GIF")
-    wanted_set = set(wanted)
+    wanted_set, cap = set(wanted), retained_frame_pixels(len(wanted), limits)
     frames, indices = [], []
     # Canvas areas some frame has drawn. Pillow fills an area no frame has drawn yet, or one that
     # disposal 2 cleared in a GIF without transparency, with a palette colour (index 0 or the
@@ -347,6 +390,7 @@ def _decode_gif(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames
                 frames.append(_pad_to(to_rgb(im), layout.width, layout.height))
                 if not painted.all():
                     frames[-1] = np.where(painted[:, :, None], frames[-1], np.uint8(TRANSPARENT_BACKGROUND))
+                frames[-1] = fit_pixels(frames[-1], cap)
                 indices.append(index)
             if disposal == 2:  # restore to background: undrawn again for the next frame
                 _mark(painted, extent, False)
@@ -424,10 +468,10 @@ def _decode_webp(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrame
             return _decode_still(path, im, limits)
         wanted = evenly_spaced_indices(total, n_frames)
         _check_compositing(path, im.width, im.height, wanted, limits, "WebP")  # libwebp's own count
-        frames = []
+        frames, cap = [], retained_frame_pixels(len(wanted), limits)
         for index in wanted:  # libwebp composites; seeking forward decodes only up to the target
             im.seek(index)
-            frames.append(to_rgb(im))
+            frames.append(fit_pixels(to_rgb(im), cap))
         width, height = im.size
     return DecodedFrames("webp", frames, wanted, total, width, height, layout.duration_s)
 
@@ -522,6 +566,14 @@ def is_apng(path: Path) -> bool:
     return False
 
 
+def is_video(path: Path) -> bool:
+    """Whether a file's content is a video container (MP4 / QuickTime, Matroska / WebM): the files
+    `_decode_video` decodes. Reads the first bytes only, so the ingest pipeline can ask it of every file
+    to give videos a frames cache key of their own when video decoding changes (display aspect, alpha)."""
+    with open(path, "rb") as fh:
+        return sniff_format(fh.read(64)) in ("mp4", "matroska")
+
+
 def _decode_apng(path: Path, im: Image.Image, n_frames: int, limits: MediaLimits) -> DecodedFrames:
     """An animated PNG, sampled like an animated WebP or GIF, its frames composited by FFmpeg.
 
@@ -551,12 +603,13 @@ def _composite_apng(path: Path, wanted: list[int], total: int, limits: MediaLimi
     import av
 
     wanted_set, frames, decoded = set(wanted), [], 0
+    cap = retained_frame_pixels(len(wanted), limits)
     with av.open(str(path), format="apng") as container:
         for index, frame in enumerate(container.decode(container.streams.video[0])):
             decoded = index + 1
             if index in wanted_set:
                 _check_pixels(path, frame.width, frame.height, limits, "canvas")
-                frames.append(to_rgb(Image.fromarray(frame.to_ndarray(format="rgba"), "RGBA")))
+                frames.append(fit_pixels(to_rgb(Image.fromarray(frame.to_ndarray(format="rgba"), "RGBA")), cap))
             if index >= wanted[-1]:
                 break
     if len(frames) < len(wanted):
@@ -568,7 +621,7 @@ def _composite_apng(path: Path, wanted: list[int], total: int, limits: MediaLimi
 
 @dataclass
 class _VideoProbe:
-    width: int
+    width: int  # as displayed: non-square pixels stretched (`display_size`), before any rotation
     height: int
     total: int
     count_is_exact: bool  # from the container's sample table rather than an estimate
@@ -576,6 +629,78 @@ class _VideoProbe:
     rate: Fraction | None
     time_base: Fraction | None
     start: int
+
+
+def sample_aspect(stream) -> Fraction | None:
+    """The width:height of a video's pixels when they are not square (the container's value, else the
+    codec's, as FFmpeg's own guess goes), None for square or unknown pixels.
+
+    Why: DVD, HDV and many broadcast clips store a 16:9 picture at 4:3 or narrower and tell players to
+    stretch it; decoded as stored, faces are squeezed (at 2:1 MTCNN found none)."""
+    for aspect in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if aspect is not None and aspect > 0:
+            return None if aspect == 1 else Fraction(aspect)
+    return None
+
+
+def display_size(width: int, height: int, aspect: Fraction | None) -> tuple[int, int]:
+    """The (width, height) a player shows stored pixels of this aspect at. One side is stretched,
+    never shrunk, so no stored pixel is lost: the width for wide pixels, the height for tall ones."""
+    if aspect is None:
+        return width, height
+    if aspect > 1:
+        return max(1, round(width * aspect)), height
+    return width, max(1, round(height / aspect))
+
+
+def _alpha_decoder(stream):
+    """A libvpx decoding context for a VP8/VP9 stream with an alpha channel (WebM alpha_mode=1), None
+    for any other stream and when this PyAV build has no libvpx (its frames then show the colour
+    stored under transparent pixels, as before)."""
+    import av
+
+    name = ALPHA_DECODERS.get(stream.codec_context.name)
+    if name is None or stream.metadata.get("alpha_mode") != "1":
+        return None
+    try:
+        return av.CodecContext.create(name, "r")
+    except (ValueError, av.error.FFmpegError):  # UnknownCodecError is a ValueError
+        return None
+
+
+class _VideoReader:
+    """A video's first stream and its decoder: FFmpeg's choice, or libvpx for VP8/VP9 with alpha."""
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        self.container = av.open(str(path))
+        try:
+            self.stream = self.container.streams.video[0]
+            self.stream.thread_type = "AUTO"
+            self.aspect = sample_aspect(self.stream)
+            self.alpha = _alpha_decoder(self.stream)
+        except BaseException:
+            self.container.close()
+            raise
+
+    def __enter__(self) -> "_VideoReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.close()
+
+    def frames(self):
+        """Decoded frames from the current position to the end of the stream."""
+        if self.alpha is None:
+            return self.container.decode(self.stream)
+        return (frame for packet in self.container.demux(self.stream) for frame in self.alpha.decode(packet))
+
+    def seek(self, pts: int) -> None:
+        """To the keyframe at or before pts; the container flushes its own decoder, libvpx's is ours."""
+        self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+        if self.alpha is not None:
+            self.alpha.flush_buffers()
 
 
 def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
@@ -589,7 +714,7 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
         if stream.codec_context is None:  # FFmpeg has no decoder for the track's codec id
             raise MediaError("unsupported", f"{path}: unsupported codec: the video stream's codec is unknown to "
                                             "FFmpeg, so it cannot be decoded")
-        width, height = stream.codec_context.width, stream.codec_context.height
+        width, height = display_size(stream.codec_context.width, stream.codec_context.height, sample_aspect(stream))
         _check_pixels(path, width, height, limits)
         time_base = stream.time_base
         if stream.duration and time_base:
@@ -611,11 +736,21 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
     return _VideoProbe(width, height, total, exact, duration, rate, time_base, start)
 
 
-def _upright(frame) -> np.ndarray:
-    """RGB pixels of a video frame, turned by the container's display matrix (phone videos)."""
-    pixels = frame.to_ndarray(format="rgb24")
+def _upright(frame, aspect: Fraction | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """RGB pixels of a video frame as a player shows them: alpha composited onto white (`to_rgb`),
+    non-square pixels stretched to the display aspect (`display_size`), then turned by the container's
+    display matrix (phone videos); shrunk to max_pixels last (`fit_pixels`)."""
+    if any(component.is_alpha for component in frame.format.components):
+        pixels = to_rgb(Image.fromarray(frame.to_ndarray(format="rgba"), "RGBA"))
+    else:
+        pixels = frame.to_ndarray(format="rgb24")
+    size = display_size(frame.width, frame.height, aspect)
+    if size != (frame.width, frame.height):
+        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
     turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
-    return np.ascontiguousarray(np.rot90(pixels, turns)) if turns else pixels
+    if turns:
+        pixels = np.ascontiguousarray(np.rot90(pixels, turns))
+    return pixels if max_pixels is None else fit_pixels(pixels, max_pixels)
 
 
 @dataclass
@@ -644,18 +779,14 @@ def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimit
     With `overrun` (an estimated count, `_overrun_index`), decoding goes on to the end of the stream
     (a few frames past the last wanted one when the estimate holds), so `decoded` is the true count,
     at most `limits.max_frames`."""
-    import av
-
-    wanted_set, last = set(wanted), wanted[-1]
+    wanted_set, last, cap = set(wanted), wanted[-1], retained_frame_pixels(len(wanted), limits)
     frames, indices, decoded, latest = [], [], 0, None
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
+    with _VideoReader(path) as reader:
+        for index, frame in enumerate(reader.frames()):
             decoded, latest = index + 1, frame
             if index in wanted_set:
-                _check_pixels(path, frame.width, frame.height, limits)
-                frames.append(_upright(frame))
+                _check_pixels(path, *display_size(frame.width, frame.height, reader.aspect), limits)
+                frames.append(_upright(frame, reader.aspect, cap))
                 indices.append(index)
             if overrun is None:
                 if index >= last:
@@ -703,19 +834,15 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
     would (one keyframe for the whole clip made every seek decode from the start);
     the caller then decodes sequentially, each frame once.
     """
-    import av
-
     if not probe.rate or not probe.time_base:
         return None
-    frames, previous = [], -1
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+    frames, previous, cap = [], -1, retained_frame_pixels(len(wanted), limits)
+    with _VideoReader(path) as reader:
         for target in wanted:
             target_pts = probe.start + int(Fraction(target) / (probe.rate * probe.time_base))
-            container.seek(target_pts, stream=stream, backward=True, any_frame=False)
+            reader.seek(target_pts)
             found = None
-            for position, frame in enumerate(container.decode(stream)):
+            for position, frame in enumerate(reader.frames()):
                 if frame.pts is None or position > target - previous:
                     return None
                 index = round((frame.pts - probe.start) * probe.time_base * probe.rate)
@@ -726,8 +853,8 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
                     break
             if found is None:
                 return None
-            _check_pixels(path, found.width, found.height, limits)
-            frames.append(_upright(found))
+            _check_pixels(path, *display_size(found.width, found.height, reader.aspect), limits)
+            frames.append(_upright(found, reader.aspect, cap))
             previous = target
     return frames
 
@@ -765,8 +892,17 @@ def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFram
             wanted = evenly_spaced_indices(total, n_frames)
             rerun = _decode_video_sequentially(path, wanted, limits)
             frames, indices = rerun.frames, rerun.indices
-    height, width = frames[0].shape[:2]
+    width, height = _shown_size(frames[0], probe)
     return DecodedFrames("video", frames, indices, total, width, height, probe.duration)
+
+
+def _shown_size(frame: np.ndarray, probe: _VideoProbe) -> tuple[int, int]:
+    """The video's (width, height) as players show it: the display size, turned a quarter when the
+    frames are (a rotation matrix), whatever `fit_pixels` shrank the kept frames to."""
+    height, width = frame.shape[:2]
+    if width != height and (width > height) != (probe.width > probe.height):
+        return probe.height, probe.width
+    return probe.width, probe.height
 
 
 # -- entry point -----------------------------------------------------------------------------
