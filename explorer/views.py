@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from explorer.bias_audit import decade
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
-from labeling.queries import (ATTRIBUTE_COLUMNS, TURNED_DOWN, UNLABELED, classes_frame, faces_frame, media_frame,
+from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame, faces_frame,
+                              media_frame,
                               media_tags_frame, tracks_frame)
-from labeling.schema import CONFIRMED_STATUSES, MediaEmbedding, Track, bytes_to_vector
+from labeling.schema import CONFIRMED_STATUSES, FaceLabel, MediaEmbedding, Track, bytes_to_vector
 from models.index_store import index_folder
 
 VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
@@ -189,6 +190,33 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
     if not rows:
         return _empty()
     return pd.DataFrame(rows, columns=POINT_COLUMNS), np.stack(centres).astype(np.float32)
+
+
+NOTHING_YET = "Nothing to show yet: ingest GIFs or photos on the Ingest page (or `giflens ingest`)."
+
+
+def empty_view_message(view: str, has_media: bool, has_faces: bool) -> str:
+    """Why a view has no point, and what fills it: ingesting more photos fills neither the GIFs view
+    (GIF embeddings are made for GIFs and videos only) nor the class centroids (classes need faces)."""
+    if view == "GIFs" and has_media:
+        return ("No GIF or video has a GIF embedding yet: photos are shown in the Faces view; "
+                "ingest GIFs or videos to see them here.")
+    if view == "Class centroids" and has_faces:
+        return ("No class has faces yet: add or import classes on the Classes page (seeded with faces), "
+                "or label faces with a class in the Faces view or on the Review page.")
+    return NOTHING_YET
+
+
+def decided_since_prediction(store: sessionmaker[Session]) -> set[int]:
+    """The faces an editor (or an import) decided after the model's last prediction for them (or that
+    were never predicted): the review queues have nothing left to ask about them. A prediction run
+    stamps both predicted_at and updated_at of the labels it refreshes, so a decision made before it
+    (updated_at == predicted_at) is one the new model may disagree with: such faces stay in the queue."""
+    with store() as session:
+        rows = session.scalars(select(FaceLabel.face_id).where(
+            FaceLabel.status.in_(DECIDED_STATUSES),
+            FaceLabel.predicted_at.is_(None) | (FaceLabel.updated_at > FaceLabel.predicted_at)))
+        return {int(f) for f in rows}
 
 
 def view_points(store: sessionmaker[Session], view: str, model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:

@@ -14,8 +14,8 @@ from explorer.click_bridge import plotly_click
 from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
 from explorer.projection_jobs import collect, projection_job, running_job
-from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, filter_points, filter_summary, nearest, unnameable_help,
-                            view_points)
+from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, filter_points, filter_summary, nearest,
+                            unnameable_help, view_points)
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
@@ -23,7 +23,7 @@ from labeling.pages.common import (flash, get_settings, get_store, media_file, p
                                    show_error, versions_seen, write)
 from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
                               media_tags_frame, model_candidates, track_history_frame)
-from labeling.schema import CONFIRMED_STATUSES, AuditEvent
+from labeling.schema import CONFIRMED_STATUSES, AuditEvent, Media
 from labeling.tags import add_tags
 
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
@@ -71,7 +71,9 @@ def _stamp() -> int:
 
 points, vectors = _points(settings.database_url or str(settings.data_dir), view, model_id, _stamp())
 if points.empty:
-    st.info("Nothing to show yet: ingest GIFs or photos on the Ingest page (or `giflens ingest`).")
+    with store() as session:  # what is in the store says why this view is empty
+        has_media = session.scalar(select(func.count()).select_from(Media).where(Media.status == "ok")) > 0
+    st.info(empty_view_message(view, has_media=has_media, has_faces=not models.empty))
     st.stop()
 
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
-from explorer.views import index_dir_for, nameable_faces, unnameable_help
+from explorer.views import decided_since_prediction, index_dir_for, nameable_faces, unnameable_help
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
@@ -102,7 +102,9 @@ def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
             st.warning(f"{len(gone)} ticked row(s) left this list since (changed meanwhile, or another list "
                        f"was opened), so nothing will be done to them: {', '.join(map(str, gone[:20]))}")
     generation = st.session_state.get(f"{key}__generation", 0)
-    shown = frame.assign(pick=[i in set(picked_before) for i in ids])[["pick", *frame.columns]]
+    # bool even with no row: an empty column would be float, which a checkbox column refuses
+    ticks = pd.Series([i in set(picked_before) for i in ids], index=frame.index, dtype=bool)
+    shown = frame.assign(pick=ticks)[["pick", *frame.columns]]
     edited = st.data_editor(shown, hide_index=True, key=key if generation == 0 else f"{key}__{generation}",
                             disabled=list(frame.columns), width="stretch",
                             column_config={"pick": st.column_config.CheckboxColumn("pick", width="small")})
@@ -139,24 +141,43 @@ with clusters_tab:
         bulk_actions(ticked, "review_members_bulk", "review_members")
 
 with suspects_tab:
-    conf = faces["predicted_confidence"].to_numpy(np.float64)  # NaN: not predicted yet
-    left, right = st.columns(2)
-    min_conf = left.slider("Low confidence below", 0.0, 1.0, 0.5, 0.05, key="review_min_conf", persist_state="session")
-    # The saved index of every face of this model (data folder/indexes), shared with Explore.
-    queue = suspect_faces(vectors, labels, predicted, conf, ids=faces["face_id"].tolist(), min_confidence=min_conf,
-                          index_dir=index_dir_for(settings.data_dir, "Faces", model_id), model_id=model_id)
-    reasons = sorted({r for text in queue["reasons"] for r in text.split("; ")})
-    only = right.multiselect("Reasons", reasons, key="review_reasons", persist_state="session")
-    if only:
-        queue = queue[queue["reasons"].map(lambda t: any(r in t for r in only))]
-    st.caption(f"{len(queue)} suspect faces, most suspicious first. {CONFIDENCE_NOTE}")
-    head = queue.head(200)
-    thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
-                                              for i, label in zip(head["id"].head(16), head["label"].head(16))])
-    table = head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]].assign(
-        predicted=prediction_text(head["predicted"], head["confidence"]))
-    ticked = pick_table(table, "review_suspects")
-    bulk_actions(ticked, "review_suspects_bulk", "review_suspects")
+    if not any(label is not None for label in labels):
+        # the neighbours and the centroids a face is compared with are labelled faces: none yet
+        st.info("Nothing to review yet: suspect faces are compared with labelled faces. Add classes seeded with "
+                "faces on the Classes page, label faces on Explore, or predict some first.")
+    else:
+        conf = faces["predicted_confidence"].to_numpy(np.float64)  # NaN: not predicted yet
+        left, middle, right = st.columns([2, 1, 2])
+        min_conf = left.slider("Low confidence below", 0.0, 1.0, 0.5, 0.05, key="review_min_conf",
+                               persist_state="session")
+        # A face an editor decided after the model's last word on it is done: the queue shrinks as it is
+        # worked through; the decided ones come back on request (to check the decisions themselves).
+        with_decided = middle.toggle("Decided faces too", key="review_suspects_decided", persist_state="session",
+                                     help="Include faces an editor approved, relabelled, rejected or marked unknown "
+                                          "since the model's last prediction for them.")
+        # The saved index of every face of this model (data folder/indexes), shared with Explore.
+        queue = suspect_faces(vectors, labels, predicted, conf, ids=faces["face_id"].tolist(), min_confidence=min_conf,
+                              index_dir=index_dir_for(settings.data_dir, "Faces", model_id), model_id=model_id)
+        decided = decided_since_prediction(store)
+        hidden = int(queue["id"].isin(decided).sum())
+        if not with_decided:
+            queue = queue[~queue["id"].isin(decided)]
+        reasons = sorted({r for text in queue["reasons"] for r in text.split("; ")})
+        only = right.multiselect("Reasons", reasons, key="review_reasons", persist_state="session")
+        if only:
+            queue = queue[queue["reasons"].map(lambda t: any(r in t for r in only))]
+        done_note = "" if with_decided or not hidden else f"{hidden} decided face(s) left out. "
+        st.caption(f"{len(queue)} suspect faces, most suspicious first. {done_note}{CONFIDENCE_NOTE}")
+        head = queue.head(200)
+        thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
+                                                  for i, label in zip(head["id"].head(16), head["label"].head(16))])
+        status_of = dict(zip(faces["face_id"].astype(int), faces["label_status"]))
+        table = head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]].assign(
+            predicted=prediction_text(head["predicted"], head["confidence"]),
+            status=[status_of.get(int(i), UNLABELED) for i in head["id"]])
+        ticked = pick_table(table[["id", "status", "label", "predicted", "confidence", "neighbour_label", "reasons"]],
+                            "review_suspects")
+        bulk_actions(ticked, "review_suspects_bulk", "review_suspects")
 
 with lookalikes_tab:
     if sum(label is not None for label in labels) < 2:

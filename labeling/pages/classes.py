@@ -14,6 +14,7 @@ SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
 SEARCH_KEY = "class_search"
 STATUS_KEY = "class_status_filter"
+FILLED_KEY = "class_forms_filled"  # class id -> the version its rename and attribute boxes were filled from
 VIEW_KEY = "class_view_drawn"  # the search, status filter and class being edited as the last run drew them
 FORMS = ("rename", "attributes", "merge", "split", "status")  # the class's forms: "<form>_submit_<class id>"
 DEFAULT_STATUSES = ["active", "proposed"]
@@ -80,6 +81,24 @@ def keep_editing(class_id: int) -> None:
 
 def select_created(result) -> None:
     keep_editing(result[0])
+
+
+def fill_forms(class_id: int, row: pd.Series) -> None:
+    """Fill the class's rename and attribute boxes with what the store holds whenever the class changed
+    since they were filled (an undo, another editor's operation, the editor's own save), or the boxes
+    were not drawn last run. A box keeps its own state once drawn and ignores a new `value=`: left
+    alone, it would show an undone value, and the next save would write it back with the one field
+    the editor typed. A form submitted in this run keeps what was typed: its write is checked
+    against the version the editor saw, so a change made meanwhile is refused, not overwritten."""
+    text = {c: "" if pd.isna(row[c]) else str(row[c]) for c in ("name", "display_name", *ATTRIBUTES)}
+    boxes = {f"rename_name_{class_id}": text["name"], f"rename_display_{class_id}": text["display_name"],
+             **{f"attr_{a}_{class_id}": text[a] for a in ATTRIBUTES}}
+    filled = st.session_state.setdefault(FILLED_KEY, {})
+    version = int(row["version"])
+    if submitted(class_id) or (filled.get(class_id) == version and all(k in st.session_state for k in boxes)):
+        return
+    filled[class_id] = version
+    st.session_state.update(boxes)
 
 
 def text_or_none(value: str) -> str | None:
@@ -158,12 +177,12 @@ for tab in (edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab):
 if selected is not None:
     row = by_id.loc[selected]
     name_md = escape_markdown(row["name"])  # a class named `*NSYNC*` or `[x](y)` is shown as typed
+    fill_forms(selected, row)
     with edit_tab:
         st.write(f"Rename **{name_md}**")
         with st.form(f"rename_class_form_{selected}"):
-            new_name = st.text_input("New name", value=row["name"], key=f"rename_name_{selected}")
-            new_display = st.text_input("Display name (blank: none)", value=row["display_name"] or "",
-                                        key=f"rename_display_{selected}")
+            new_name = st.text_input("New name", key=f"rename_name_{selected}")  # filled by fill_forms
+            new_display = st.text_input("Display name (blank: none)", key=f"rename_display_{selected}")
             if st.form_submit_button("Rename", key=f"rename_submit_{selected}"):
                 write(lambda s, e: rename_class(s, selected, new_name, e, expected_version=expected(selected),
                                                 display_name=new_display))
@@ -173,9 +192,8 @@ if selected is not None:
         with st.form(f"attributes_form_{selected}"):
             cols = st.columns(4)
             values = {}
-            for i, a in enumerate(ATTRIBUTES):
-                shown = "" if pd.isna(row[a]) else str(row[a])
-                values[a] = cols[i].text_input(a.replace("_", " ").capitalize(), value=shown, key=f"attr_{a}_{selected}")
+            for i, a in enumerate(ATTRIBUTES):  # filled by fill_forms
+                values[a] = cols[i].text_input(a.replace("_", " ").capitalize(), key=f"attr_{a}_{selected}")
             if st.form_submit_button("Save attributes", key=f"attributes_submit_{selected}"):
                 write(lambda s, e: set_class_attributes(s, selected, e, expected_version=expected(selected),
                                                         **{k: text_or_none(v) for k, v in values.items()}))
