@@ -484,7 +484,9 @@ def _blocking_events(session: Session, event: AuditEvent) -> list[tuple[AuditEve
 
 def _blocking_error(session: Session, event: AuditEvent, blocking: list[tuple[AuditEvent, str]]) -> UndoError:
     """The refusal naming what pins `event`: the first later operation still in force (undo it first),
-    else the first undo of an earlier operation (which cannot be undone: the refusal is final)."""
+    else the first undo of an earlier operation (which cannot be undone: the refusal is final). Times in
+    UTC, labelled, as ConflictError gives them (`LastWrite.phrase`): PostgreSQL hands them back in the
+    session's time zone, SQLite in UTC, and the same operation must read the same time everywhere."""
     ops = [(e, k) for e, k in blocking if e.undo_of_id is None]
     undos = [(e, k) for e, k in blocking if e.undo_of_id is not None]
 
@@ -502,12 +504,12 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: list[tuple[Au
                 f"(undo of operation {undos[0][0].undo_of_id})" if undos else "")
         return UndoError(
             head + f"{len(ops)} later operation(s) changed or used the same entities, first {first.id} "
-            f"({first.operation}) by {first.editor} at {first.at:%Y-%m-%d %H:%M:%S}{why}{also}; undo those first")
+            f"({first.operation}) by {first.editor} at {_utc(first.at):%Y-%m-%d %H:%M:%S} UTC{why}{also}; undo those first")
     first, key = undos[0]
     removed = first.after.get(key) is None
     return UndoError(
         head + f"{where(key)} was {'removed' if removed else 'changed'} since by operation {first.id} (undo of the "
-        f"earlier operation {first.undo_of_id}) by {first.editor} at {first.at:%Y-%m-%d %H:%M:%S}, over what "
+        f"earlier operation {first.undo_of_id}) by {first.editor} at {_utc(first.at):%Y-%m-%d %H:%M:%S} UTC, over what "
         f"operation {event.id} wrote there; an undo cannot be undone, so operation {event.id} can no longer be "
         "restored (redo what you want changed as a new operation)")
 

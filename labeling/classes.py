@@ -11,8 +11,8 @@ from labeling.audit import (CHUNK, Operation, OperationResult, _chunks, expected
 from labeling.errors import NotFoundError, ValidationError
 from labeling.face_labels import apply_decision, optional_class_id
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, FaceLabel
-from labeling.validation import (check_class_status, check_id, clean_attributes, clean_class_name, clean_external_id,
-                                 class_name_key, refuse_invisible_characters)
+from labeling.validation import (check_class_status, check_id, clean_attributes, clean_class_name, clean_display_name,
+                                 clean_external_id, class_name_key, refuse_invisible_characters)
 
 
 def find_class(session: Session, name: str) -> CelebrityClass | None:
@@ -73,7 +73,7 @@ def create_class(op: Operation, name: str, display_name: str | None = None, stat
     name = clean_class_name(name)
     check_class_status(status)
     _check_free(op.session, name)
-    display = clean_class_name(display_name) if display_name else None
+    display = clean_display_name(display_name) if display_name else None
     external_id = clean_external_id(external_id)
     if external_id:
         _check_external_id_free(op.session, external_id)
@@ -113,11 +113,11 @@ def rename_class(factory, class_id: int, new_name: str, editor: str, expected_ve
         _check_free(op.session, name, but=class_id)
         values = {"name": name, "name_key": class_name_key(name)}
         if display_name is not None:
-            values["display_name"] = clean_class_name(display_name, new=False) if display_name.strip() else None
+            values["display_name"] = clean_display_name(display_name, new=False) if display_name.strip() else None
         changed = {c: v for c, v in values.items() if row[c] != v}
-        for column in ("name", "display_name"):  # only a name given anew: a stored one stays as it was accepted
-            if changed.get(column) is not None:
-                refuse_invisible_characters(changed[column], "class name")
+        for column, what in (("name", "class name"), ("display_name", "display name")):
+            if changed.get(column) is not None:  # only a name given anew: a stored one stays as it was accepted
+                refuse_invisible_characters(changed[column], what)
         if changed:
             op.update("class", {(class_id,): changed}, {(class_id,): row})
         op.summary = (f"rename class {row['name']!r} to {name!r}" if row["name"] != name else f"class {name!r}") + (
@@ -220,13 +220,17 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
             raise ValidationError(f"face(s) {outside[:10]} are not labeled {source['name']!r}")
         if target_id is None:
             target_id = create_class(op, new_name)
+            target_name = clean_class_name(new_name)
         else:
             if target_id == class_id:
                 raise ValidationError("split target is the class itself")
             if locked[target_id]["status"] == "retired":
                 raise ValidationError("split target class is retired")
+            target_name = locked[target_id]["name"]
         moved = _move_labels(op, list(members), class_id, target_id)
-        op.summary = f"split {moved} face(s) from class {source['name']!r} into class {target_id}"
+        # both by name, as editors know them (the summary is the history and undo list's line); the id tells
+        # a class created here from one that had a similar name
+        op.summary = f"split {moved} face(s) from {source['name']!r} into {target_name!r} (class {target_id})"
     return target_id, op.result
 
 

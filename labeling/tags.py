@@ -14,6 +14,9 @@ from labeling.validation import check_confidence, check_id, clean_tag_name, refu
 
 
 SHOWN = 5  # rows an error names before "and N more"
+# What `set_tag_status` did, for its summary: "accepted 2 tag suggestion(s)", not "active 2 ...".
+STATUS_SUMMARIES = {"active": "accepted {n} tag suggestion(s)", "rejected": "rejected {n} tag suggestion(s)",
+                    "suggested": "marked {n} tag(s) as suggestions"}
 
 
 def _media_names(session: Session, media_ids: Iterable[int]) -> dict[int, str]:
@@ -78,7 +81,7 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
         raise ValidationError("no tags given")
     _check_media(op.session, [m for m, _, _ in cleaned])
     ids = tag_ids(op.session, [t for _, t, _ in cleaned])
-    wanted = {(m, ids[t]): c for m, t, c in cleaned}
+    wanted = _one_confidence_each(op.session, [((m, ids[t]), t, c) for m, t, c in cleaned])
     rows = op.load("media_tag", list(wanted))
     op.check_versions("media_tag", rows, expected_versions)
     names = {i: t for t, i in ids.items()}
@@ -99,6 +102,18 @@ def apply_tags(op: Operation, items: Sequence[tuple[int, str, float]], source: s
     if changes:
         op.update("media_tag", changes, rows)
     return len(changes)
+
+
+def _one_confidence_each(session: Session, items: Sequence[tuple[Key, str, float]]) -> dict[Key, float]:
+    """(media id, tag id) -> confidence. The same pair twice ("x" and "X" are one tag) with two different
+    confidences is contradictory input: a ValidationError naming the pair, instead of the last one
+    silently winning. The same pair with the same confidence twice is one edit, accepted."""
+    wanted: dict[Key, float] = {}
+    for key, tag, conf in items:
+        if wanted.setdefault(key, conf) != conf:
+            raise ValidationError(f"{_describe(session, [key], lambda k: f'tag {tag!r}')} is given two confidences, "
+                                  f"{wanted[key]:g} and {conf:g}, in one edit; give one (nothing was written)")
+    return wanted
 
 
 def _refuse_rejected(session: Session, rows: dict[Key, dict[str, Any] | None], tag_names: dict[int, str],
@@ -191,7 +206,7 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
         op.update("media_tag", {k: {"status": status, "editor": op.editor} for k, r in rows.items() if r["status"] != status}, rows)
         for m, _ in keys:
             op.concern(f"media:{m}")
-        op.summary = f"{status} {len(keys)} tag suggestion(s)"
+        op.summary = STATUS_SUMMARIES[status].format(n=len(keys))
     return op.result
 
 

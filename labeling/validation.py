@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from datetime import date
 from typing import Any
 
 from labeling.errors import ValidationError
@@ -167,25 +168,32 @@ def refuse_hidden_characters(text: str, what: str, line_breaks: bool = True,
         raise ValidationError(f"{what} {text!r} contains control characters {[hex(ord(c)) for c in bad]}")
 
 
+def _clean_name(raw: Any, what: str, new: bool) -> str:
+    """A name as typed, NFC, trimmed, with runs of spaces made one, refused when it is not text, blank,
+    holds hidden characters, draws nothing, or is over-long; `what` names the field in the messages."""
+    if not isinstance(raw, str):
+        raise ValidationError(f"{what} must be text, got {type(raw).__name__}")
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not name:
+        raise ValidationError(f"{what} is empty")
+    refuse_hidden_characters(name, what, kept=_NAME_FORMAT)
+    name = " ".join(name.split())
+    if not any(_visible(c) for c in name):
+        raise ValidationError(f"{what} {name!r} has no visible character")
+    if new:
+        refuse_invisible_characters(name, what)
+    if len(name) > CLASS_NAME_MAX:
+        raise ValidationError(f"{what} is {len(name)} characters long; the limit is {CLASS_NAME_MAX}")
+    return name
+
+
 def clean_class_name(raw: Any, new: bool = True) -> str:
     """The name as typed, NFC, trimmed, with runs of spaces made one (what a reader sees).
 
     new=False for a name looked up, not given to a class (`find_class`): it skips the check of
     invisible characters (`refuse_invisible_characters`), so a class named before that rule stays
     reachable. The default checks: most callers are about to create a class or read a file that may."""
-    if not isinstance(raw, str):
-        raise ValidationError(f"class name must be text, got {type(raw).__name__}")
-    name = unicodedata.normalize("NFC", raw).strip()
-    if not name:
-        raise ValidationError("class name is empty")
-    refuse_hidden_characters(name, "class name", kept=_NAME_FORMAT)
-    name = " ".join(name.split())
-    if not any(_visible(c) for c in name):
-        raise ValidationError(f"class name {name!r} has no visible character")
-    if new:
-        refuse_invisible_characters(name, "class name")
-    if len(name) > CLASS_NAME_MAX:
-        raise ValidationError(f"class name is {len(name)} characters long; the limit is {CLASS_NAME_MAX}")
+    name = _clean_name(raw, "class name", new)
     if (folded := len(class_name_key(name))) > CLASS_NAME_MAX:  # "ß" folds to "ss", "ﬀ" to "ff"
         raise ValidationError(f"class name is {folded} characters long once case and compatibility forms are "
                               f"folded (how names are compared); the limit is {CLASS_NAME_MAX}")
@@ -194,11 +202,26 @@ def clean_class_name(raw: Any, new: bool = True) -> str:
     return name
 
 
+def clean_display_name(raw: Any, new: bool = True) -> str:
+    """A class's display name, checked as a name (`clean_class_name`) but for the path rule: it is what a
+    reader sees ("AC/DC"), never a folder name (the export writes it only as a column of classes.csv),
+    and it is not a key, so it has no folded length either. new=False as in `clean_class_name`."""
+    return _clean_name(raw, "display name", new)
+
+
 def class_name_key(name: str) -> str:
     """Uniqueness ignores case, Unicode compatibility forms ("ＡＢ" == "ab"), runs of whitespace and
-    emoji glue, so names that read the same cannot be two classes ("Brad\u200dPitt" is "BradPitt")."""
-    folded = unicodedata.normalize("NFKC", name).casefold()
-    return " ".join("".join(c for c in folded if c not in _EMOJI_GLUE).split())
+    emoji glue, so names that read the same cannot be two classes ("Brad\u200dPitt" is "BradPitt").
+
+    Normalised again after folding (NFKC_Casefold): casefold decomposes some letters ("ΐ" to ι + two
+    marks) but not their capitals' folds ("Ϊ́" to ϊ + one mark), so only a normal form makes them one.
+    Turkic dotted and dotless i are folded to "i": "BARIŞ" folds to "bariş" and "İ" to "i" + U+0307, so
+    without it "Barış Manço" and its upper case would be two classes. A change here changes stored
+    keys: a migration recomputes them (0005, 0010)."""
+    glueless = "".join(c for c in name if c not in _EMOJI_GLUE)
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", glueless).casefold())
+    folded = folded.replace("\u0131", "i").replace("i\u0307", "i")  # then "i" + U+0307 + U+0301 is "í"
+    return " ".join(unicodedata.normalize("NFKC", folded).split())
 
 
 def clean_tag_name(raw: Any, new: bool = False) -> str:
@@ -298,8 +321,12 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
                     raise ValueError
             except (TypeError, ValueError, OverflowError):
                 raise ValidationError(f"birth_year must be a year, got {value!r}") from None
-            if not 1800 <= year <= 2100:
-                raise ValidationError(f"birth_year {year} is outside 1800..2100")
+            # no later than this year: a future birth year is a typo, and the bias audit would count it as a
+            # decade of people not born yet ("2090s") among the groups it compares
+            this_year = date.today().year
+            if not 1800 <= year <= this_year:
+                raise ValidationError(f"birth_year {year} is outside 1800..{this_year}"
+                                      + (" (a birth year cannot be in the future)" if year > this_year else ""))
             out[key] = year
         else:
             if not isinstance(value, str):
