@@ -39,6 +39,12 @@ PHASH_VERSION = "dct64-v1+decode-v2+still-shot-quarters"  # bump when decoding c
 # those entries are keyed by the same bytes: a key of their own makes them misses, computed again,
 # while every other file keeps its cache.
 APNG_DECODER = "ffmpeg-composite-v1"
+# Sampled frames a chunk may hold, all files together, before they go through the networks: a chunk
+# runs inference as soon as its pending frames reach this many pixels (about 190 MB of RGB), not only
+# after its last file. Why: a file's frames can be large (a small GIF on a 6000x6000 canvas, 1080p
+# video), and a chunk of such files held to the end asked for many gigabytes. A chunk of typical
+# GIFs (8 x 16 frames x 0.13 Mpx) stays one batch.
+MAX_PENDING_PIXELS = 64_000_000
 
 
 @dataclass
@@ -339,14 +345,43 @@ class CacheUnavailableError(OSError):
 FATAL_ERRORS = (ModelUnavailableError, CacheUnavailableError)
 
 
+def cache_unavailable(root: Path, exc: OSError, consequence: str = "") -> CacheUnavailableError:
+    """The error an OSError of the cache folder becomes: one line naming the folder and the reason
+    (a file in the way of a folder said so, "File exists" alone does not explain it)."""
+    why = exc.strerror or str(exc)
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        why += ": a file is where a folder is needed"
+    error = CacheUnavailableError(f"the embedding cache at {root} cannot be used ({why}){consequence}")
+    error.errno = exc.errno
+    return error
+
+
+def _open_cache(root: Path) -> EmbeddingCache:
+    """The cache folder, created if need be. A data folder that cannot be created (no permission, a
+    read-only mount) or a plain file named like the cache is `CacheUnavailableError`, as any later
+    cache error is, not a raw OSError: nothing checks the data folder before this with a PostgreSQL
+    store, and the CLI reports this error in one line."""
+    try:
+        return EmbeddingCache(root)
+    except OSError as exc:
+        raise cache_unavailable(root, exc) from exc
+
+
+def _pixels(media: SampledMedia | None) -> int:
+    """The pixels of a file's kept frames (what it holds in memory until inference)."""
+    return sum(frame.shape[0] * frame.shape[1] for frame in media.frames) if media is not None else 0
+
+
 class IngestPipeline:
     """Decode, sample, detect, align, embed and cache; yields one MediaResult per file."""
 
-    def __init__(self, settings: Settings, chunk_size: int = 8, **model_overrides: Any) -> None:
+    def __init__(self, settings: Settings, chunk_size: int = 8, max_pending_pixels: int = MAX_PENDING_PIXELS,
+                 **model_overrides: Any) -> None:
         self.settings = settings
         self.chunk_size = chunk_size
+        self.max_pending_pixels = max_pending_pixels
         self.data_dir = Path(settings.data_dir)
-        self.cache = EmbeddingCache(settings.cache_dir)
+        self.cache = _open_cache(Path(settings.cache_dir))
         self.limits = MediaLimits.from_settings(settings)
         self._models: dict[str, Any] = dict(model_overrides)
 
@@ -382,10 +417,7 @@ class IngestPipeline:
         try:
             return action(*args)
         except OSError as exc:
-            error = CacheUnavailableError(f"the embedding cache at {self.cache.root} cannot be used "
-                                          f"({exc.strerror or exc}); the batch stopped, files stored so far are kept")
-            error.errno = exc.errno
-            raise error from exc
+            raise cache_unavailable(self.cache.root, exc, "; the batch stopped, files stored so far are kept") from exc
 
     def _cache_get(self, namespace: str, sha256: str) -> CacheEntry | None:
         return self._cache_io(self.cache.get, namespace, sha256)
@@ -443,8 +475,11 @@ class IngestPipeline:
 
     # -- stages -----------------------------------------------------------------------
     def _run_chunk(self, paths: Sequence[Path], is_stored: IsStored | None = None) -> list[MediaResult]:
+        """The chunk's results, its files' frames going through the networks together: after the last
+        file, or as soon as the frames held reach `max_pending_pixels` (`MAX_PENDING_PIXELS`)."""
         spaces = {apng: self._namespaces(apng) for apng in (False, True)}
-        pending: list[_Pending] = []
+        work: list[_Pending] = []
+        pending_pixels = 0
         results: list[MediaResult] = []
         first_of: dict[str, MediaResult] = {}
         copies: list[tuple[MediaResult, MediaResult]] = []
@@ -453,24 +488,16 @@ class IngestPipeline:
             results.append(result)
             item = self._from_cache(result, spaces, first_of, is_stored)
             if item is not None:
-                pending.append(item)
+                if item.need_faces or item.need_gif:
+                    work.append(item)
+                    pending_pixels += _pixels(item.media)
+                    if pending_pixels >= self.max_pending_pixels:  # frames held no longer than needed
+                        self._infer_isolated(work)
+                        work, pending_pixels = [], 0
             elif result.sha256 in first_of and first_of[result.sha256] is not result:
                 copies.append((result, first_of[result.sha256]))
-        work = [p for p in pending if p.need_faces or p.need_gif]
         if work:
-            try:
-                self._infer(work)
-            except FATAL_ERRORS:
-                raise
-            except Exception:  # isolate the file that broke the batch; the others go on
-                log.exception("batched inference failed; retrying file by file")
-                for item in work:
-                    try:
-                        self._infer([item])
-                    except FATAL_ERRORS:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
-                        item.result.fail("inference", f"{item.result.path}: inference failed: {exc}")
+            self._infer_isolated(work)
         for copy, original in copies:  # same bytes twice in one chunk: computed once
             path = copy.path
             copy.__dict__.update({**original.__dict__, "path": path, "from_cache": original.status == "ok"})
@@ -480,6 +507,26 @@ class IngestPipeline:
             if result.status != "ok":
                 result.source_key = None
         return results
+
+    def _infer_isolated(self, work: list[_Pending]) -> None:
+        """`_infer` over the items together; when that fails, file by file, so only the file that broke
+        the batch fails. Their frames are let go afterwards: a chunk holds no file's frames past its
+        inference."""
+        try:
+            self._infer(work)
+        except FATAL_ERRORS:
+            raise
+        except Exception:  # isolate the file that broke the batch; the others go on
+            log.exception("batched inference failed; retrying file by file")
+            for item in work:
+                try:
+                    self._infer([item])
+                except FATAL_ERRORS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
+                    item.result.fail("inference", f"{item.result.path}: inference failed: {exc}")
+        for item in work:
+            item.media = None
 
     def _from_cache(self, result: MediaResult, spaces: dict[bool, _Namespaces], first_of: dict[str, MediaResult],
                     is_stored: IsStored | None = None) -> _Pending | None:

@@ -26,6 +26,7 @@ from sqlalchemy import delete, event, exists, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from embeddings.cache import sha256_file
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media, may_be_escaped, path_text
 from labeling.audit import _chunks
 from labeling.db import open_store, write_scope
@@ -437,6 +438,41 @@ def _replaced_notes(session: Session, new_items: list[int]) -> list[str]:
     return notes
 
 
+@dataclass
+class _Names:
+    """The names one media item's bytes were found under in a batch (ok results only), in order."""
+
+    sha256: str
+    paths: dict[str, None] = field(default_factory=dict)  # ordered set
+
+
+def _holds(path: str, sha256: str, kept: str) -> bool:
+    """Whether `path` is another file than `kept` (no link to it) that still holds these bytes."""
+    try:
+        return not os.path.samefile(path, kept) and sha256_file(Path(path)) == sha256
+    except OSError:  # gone (a move), unreadable, or the kept file itself gone: no copy to name
+        return False
+
+
+def _copy_notes(names: dict[int, _Names], ledger: _Ledger) -> list[str]:
+    """Files whose bytes the store holds under another name: `"{copy}: same content as {path} (media N);
+    stored once"`, `path` being the name the item keeps.
+
+    Why: media are one row per content, so of two files with the same bytes only one name is stored
+    (the batch's last, or the stored one on a warm re-run), and a tag import naming the other finds no
+    such media. The copies are the other names this batch met, and the item's name before the batch
+    when that file still holds the same bytes (a copy ingested later is no move: the original is there)."""
+    notes = []
+    for media_id, seen in names.items():
+        kept = ledger.final[media_id]
+        copies = [path for path in seen.paths if path != kept]
+        before = ledger.origin.get(media_id)
+        if before is not None and before != kept and before not in seen.paths and _holds(before, seen.sha256, kept):
+            copies.append(before)
+        notes += [f"{copy}: same content as {kept} (media {media_id}); stored once" for copy in copies]
+    return notes
+
+
 def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, summary: IngestSummary,
                     new_items: list[int]) -> tuple[int | None, str | None]:
     """Store one result and note what its committed transaction changed; (media id, error).
@@ -533,7 +569,9 @@ def ingest(
     stored and a re-run resumes from the cache. With an `editor` (the CLI, the Ingest page, an
     import) the batch is audited by one summary event, written after the last item; without
     one (fixtures, benchmarks: nobody's decision) it is not audited. A batch interrupted by an
-    error still gets its event, for what it stored, before the error propagates."""
+    error still gets its event, for what it stored, before the error propagates, carrying the batch's
+    summary so far as its `summary` attribute (Ctrl-C, the cache or the store failing: the caller
+    reports what was stored before the stop)."""
     editor = check_editor(editor) if editor is not None else None  # a bad name is refused before any work
     # Absolute paths: the store outlives the working directory this ran in, and the app reads a relative
     # media path under the data folder, so "../shared/data/gifs" would point nowhere. abspath, not resolve:
@@ -568,6 +606,7 @@ def ingest(
         return row.kind
 
     new_items: list[int] = []  # rows this batch created: checked at the end for replaced files
+    names: dict[int, _Names] = {}  # media id -> the names its bytes had in this batch: checked at the end for copies
     try:
         for result in pipeline.run(files, is_stored=is_stored):
             if result.stored_faces is not None:  # nothing to write but a stale failed row, nothing changed
@@ -582,6 +621,8 @@ def ingest(
             else:
                 media_id, error = _store_and_note(store, result, ledger, summary, new_items)
             summary.add(result)
+            if result.status == "ok" and media_id is not None:
+                names.setdefault(media_id, _Names(result.sha256)).paths[path_text(result.path)] = None
             entry = {"id": media_id, "path": path_text(result.path), "status": result.status}
             summary.media.append(entry if result.status == "ok" else {**entry, "error": error})
             if on_result is not None:
@@ -589,6 +630,10 @@ def ingest(
         interrupted = False
         with store() as session:
             summary.notes += _replaced_notes(session, new_items)
+        summary.notes += _copy_notes(names, ledger)
+    except BaseException as exc:  # Ctrl-C, the cache or the store failing: what the batch did goes with it
+        exc.summary = summary  # type: ignore[attr-defined]
+        raise
     finally:  # an interrupted batch is audited too, for what it stored, before the error propagates
         if editor is not None and ledger.final:
             try:

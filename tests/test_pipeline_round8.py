@@ -1,0 +1,131 @@
+"""Pipeline fixes of the eighth audit: a chunk's frames go through the networks once they reach a pixel
+budget, a cache folder that cannot be created is `CacheUnavailableError`, the same bytes under two
+names are noted, and an interrupted
+ingest carries its summary so far."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from PIL import Image
+
+from conftest import ingest_settings, unprivileged
+from embeddings.pipeline import CacheUnavailableError, IngestPipeline
+from labeling.ingest import ingest
+from models.registry import INFERENCE_CALLS
+from test_ingest_robustness import _events, _photo, _rows
+
+PEOPLE = ["Tony_Blair", "Colin_Powell", "George_W_Bush", "Serena_Williams"]
+
+
+# -- 3. a chunk's pending frames are bounded ----------------------------------------------------------
+@pytest.mark.slow
+def test_a_chunk_runs_inference_once_its_frames_reach_the_pixel_budget(tmp_path, lfw_dir, pipeline_models):
+    """Four 250x250 photos (62,500 px each) in one chunk: held all together, one MTCNN batch; with a
+    budget of 100,000 px, inference runs after every second photo, and finds the same faces."""
+    photos = [_photo(lfw_dir, person, tmp_path / f"{person}.jpg") for person in PEOPLE]
+
+    def detect(name: str, **budget: int) -> tuple[int, list[int]]:
+        settings = ingest_settings(tmp_path / name)
+        pipeline = IngestPipeline(settings, **budget, **pipeline_models)
+        before = INFERENCE_CALLS["mtcnn"]
+        results = list(pipeline.run(photos))
+        assert all(r.status == "ok" and not r.from_cache for r in results)
+        return INFERENCE_CALLS["mtcnn"] - before, [r.face_count for r in results]
+
+    whole_calls, whole_faces = detect("whole")
+    budget_calls, budget_faces = detect("budget", max_pending_pixels=100_000)
+    assert (whole_calls, budget_calls) == (1, 2)
+    assert budget_faces == whole_faces and sum(whole_faces) >= 4
+
+
+# -- 4. a cache folder that cannot be created ---------------------------------------------------------
+def test_a_plain_file_named_cache_is_cache_unavailable(tmp_path):
+    settings = ingest_settings(tmp_path)
+    settings.data_dir.mkdir()
+    settings.cache_dir.write_text("not a folder")
+    with pytest.raises(CacheUnavailableError) as refused:
+        IngestPipeline(settings)
+    assert str(refused.value) == (f"the embedding cache at {settings.cache_dir} cannot be used "
+                                  "(File exists: a file is where a folder is needed)")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32), (200, 100, 50)).save(photo)
+    with pytest.raises(CacheUnavailableError, match="cannot be used"):  # ingest creates its pipeline
+        ingest([photo], settings)
+
+
+def test_a_data_folder_that_cannot_be_created_is_cache_unavailable(shared_tmp):
+    locked = shared_tmp / "locked"
+    locked.mkdir(mode=0o555)
+    settings = ingest_settings(locked)
+    with unprivileged(), pytest.raises(CacheUnavailableError) as refused:
+        IngestPipeline(settings)
+    assert str(refused.value) == f"the embedding cache at {settings.cache_dir} cannot be used (Permission denied)"
+    assert isinstance(refused.value, OSError) and refused.value.errno is not None
+
+
+# -- 5. the same bytes under two names ---------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk_size", [8, 1])
+def test_a_copy_in_a_cold_batch_is_noted(tmp_path, lfw_dir, pipeline_models, chunk_size):
+    """a/x.jpg and b/y.jpg hold the same bytes, a/z.jpg another photo: one row, kept at the batch's last
+    name (y), in one chunk or in two; x is named by a note (a tag import naming it finds no media)."""
+    (tmp_path / "in" / "a").mkdir(parents=True)
+    (tmp_path / "in" / "b").mkdir()
+    x = _photo(lfw_dir, "Tony_Blair", tmp_path / "in" / "a" / "x.jpg")
+    _photo(lfw_dir, "Colin_Powell", tmp_path / "in" / "a" / "z.jpg")
+    y = tmp_path / "in" / "b" / "y.jpg"
+    shutil.copy(x, y)
+    settings = ingest_settings(tmp_path)
+    pipeline = IngestPipeline(settings, chunk_size=chunk_size, **pipeline_models)
+    summary = ingest([tmp_path / "in"], settings, pipeline=pipeline)
+    rows = _rows(settings.resolved_database_url)
+    [y_id] = [m for m, _, path in rows if path == str(y)]
+    assert (summary.ingested, summary.cached, summary.failed, len(rows)) == (2, 1, 0, 2)
+    assert summary.notes == [f"{x}: same content as {y} (media {y_id}); stored once"]
+    again = ingest([tmp_path / "in"], settings, pipeline=pipeline)  # said on every run while both are there
+    assert (again.ingested, again.cached, again.notes) == (0, 3, summary.notes)
+
+
+@pytest.mark.slow
+def test_a_copy_ingested_later_is_noted_but_a_move_is_not(tmp_path, lfw_dir, pipeline_models):
+    original = _photo(lfw_dir, "Tony_Blair", tmp_path / "original.jpg")
+    settings = ingest_settings(tmp_path)
+    pipeline = IngestPipeline(settings, **pipeline_models)
+    assert ingest([original], settings, pipeline=pipeline).notes == []
+    [(media_id, _, _)] = _rows(settings.resolved_database_url)
+    moved = tmp_path / "moved.jpg"
+    original.rename(moved)
+    assert ingest([moved], settings, pipeline=pipeline).notes == []  # a move: nothing holds the old name
+    copy = tmp_path / "copy.jpg"
+    shutil.copy(moved, copy)
+    copied = ingest([copy], settings, pipeline=pipeline)  # the row now names the copy; moved.jpg is still there
+    assert copied.notes == [f"{moved}: same content as {copy} (media {media_id}); stored once"]
+    assert [(m, path) for m, _, path in _rows(settings.resolved_database_url)] == [(media_id, str(copy))]
+
+
+# -- 7. an interrupted ingest carries its summary -----------------------------------------------------
+@pytest.mark.slow
+def test_an_interrupted_ingest_carries_its_summary_so_far(tmp_path, lfw_dir, pipeline_models):
+    """Ctrl-C after the second file (a damaged one, then a photo): the exception holds the summary the
+    CLI prints, failures included, and the audit event is written as before."""
+    bad = tmp_path / "a-bad.gif"
+    bad.write_bytes(b"GIF89a not really")
+    photo = _photo(lfw_dir, "Tony_Blair", tmp_path / "b-photo.jpg")
+    later = _photo(lfw_dir, "Colin_Powell", tmp_path / "c-later.jpg")
+    settings = ingest_settings(tmp_path)
+    seen = []
+
+    def stop(result) -> None:
+        seen.append(result)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        ingest([bad, photo, later], settings, on_result=stop, pipeline=IngestPipeline(settings, **pipeline_models),
+               editor="ann")
+    summary = stopped.value.summary
+    assert summary.line() == f"ingested 1, cached 0, failed 1, faces {seen[1].face_count}"
+    assert [path for path, _ in summary.failures] == [str(bad)]
+    [event] = _events(settings.resolved_database_url)
+    assert event.after["interrupted"] and summary.event_id == event.id
