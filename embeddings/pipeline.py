@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
-from embeddings.media import MediaError, MediaLimits, SampledMedia, has_media_extension, is_apng, sample_media
+from embeddings.media import MediaError, MediaLimits, SampledMedia, has_media_extension, is_apng, is_video, sample_media
 from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
@@ -39,6 +39,16 @@ PHASH_VERSION = "dct64-v1+decode-v2+still-shot-quarters"  # bump when decoding c
 # those entries are keyed by the same bytes: a key of their own makes them misses, computed again,
 # while every other file keeps its cache.
 APNG_DECODER = "ffmpeg-composite-v1"
+# Videos only (`is_video`), for the same reason: since this version their frames are shown at their
+# display aspect (non-square pixels) and a VP8/VP9 WebM's transparency is composited onto white.
+VIDEO_DECODER = "display-aspect+vpx-alpha-v1"
+# The files whose frames cache key names their decoder: kind -> decoder version.
+DECODERS = {"apng": APNG_DECODER, "video": VIDEO_DECODER}
+
+
+def decoder_of(path: Path) -> str | None:
+    """Which `DECODERS` entry keys a file's frames ("apng", "video"), or None for every other file."""
+    return "apng" if is_apng(path) else "video" if is_video(path) else None
 # Sampled frames a chunk may hold, all files together, before they go through the networks: a chunk
 # runs inference as soon as its pending frames reach this many pixels (about 190 MB of RGB), not only
 # after its last file. Why: a file's frames can be large (a small GIF on a 6000x6000 canvas, 1080p
@@ -298,6 +308,16 @@ def _hex(h: int) -> str:
     return f"{h:016x}"
 
 
+def _to_media_size(media: SampledMedia) -> np.ndarray:
+    """(sx, sy) from a kept frame's pixels to the media's own: boxes and landmarks are stored in the
+    media's coordinates even when its kept frames were shrunk to the retained-pixel budget (a huge
+    canvas); 1 for every ordinary file."""
+    if not media.frames:
+        return np.ones(2, np.float32)
+    height, width = media.frames[0].shape[:2]
+    return np.array([media.width / width, media.height / height], np.float32)
+
+
 def _jpeg(crop: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="JPEG", quality=92)
@@ -433,31 +453,31 @@ class IngestPipeline:
     def sampling_params(self) -> dict[str, Any]:
         return self._sampling_params()
 
-    def _sampling_params(self, apng: bool = False) -> dict[str, Any]:
-        """What shapes the sampled frames; an animated PNG's also name its decoder (`APNG_DECODER`)."""
+    def _sampling_params(self, decoder: str | None = None) -> dict[str, Any]:
+        """What shapes the sampled frames; an animated PNG's or a video's also name its decoder (`DECODERS`)."""
         params = {"frames": self.settings.frames, "dedupe_distance": self.settings.dedupe_distance, "phash": PHASH_VERSION}
-        return {**params, "apng": APNG_DECODER} if apng else params
+        return {**params, decoder: DECODERS[decoder]} if decoder else params
 
     @property
     def frames_namespace(self) -> str:
         return namespace_for("frames", self.sampling_params)
 
-    def _faces_namespace(self, apng: bool = False) -> tuple[str, str, dict[str, Any]]:
+    def _faces_namespace(self, decoder: str | None = None) -> tuple[str, str, dict[str, Any]]:
         """Declared parameters only (no model loaded), so cold and warm runs agree."""
         s = self.settings
         detector = {"model_id": "mtcnn", **model_params("mtcnn", **self._detector_kwargs())}
-        params = {"sampling": self._sampling_params(apng), "detector": detector,
+        params = {"sampling": self._sampling_params(decoder), "detector": detector,
                   "embedder": model_params(s.face_model, **self._face_kwargs())}
         return namespace_for(s.face_model, params), s.face_model, params
 
-    def _gif_namespace(self, apng: bool = False) -> tuple[str, str, dict[str, Any]]:
+    def _gif_namespace(self, decoder: str | None = None) -> tuple[str, str, dict[str, Any]]:
         model_id = self.settings.gif_model
-        params = {"sampling": self._sampling_params(apng), "embedder": model_params(model_id), "pooling": "mean-l2"}
+        params = {"sampling": self._sampling_params(decoder), "embedder": model_params(model_id), "pooling": "mean-l2"}
         return namespace_for(model_id, params), model_id, params
 
-    def _namespaces(self, apng: bool = False) -> _Namespaces:
-        return _Namespaces(namespace_for("frames", self._sampling_params(apng)), *self._faces_namespace(apng),
-                           *self._gif_namespace(apng))
+    def _namespaces(self, decoder: str | None = None) -> _Namespaces:
+        return _Namespaces(namespace_for("frames", self._sampling_params(decoder)), *self._faces_namespace(decoder),
+                           *self._gif_namespace(decoder))
 
     # -- public -----------------------------------------------------------------------
     def run(self, paths: Sequence[Path], on_result: Callable[[MediaResult], None] | None = None,
@@ -477,7 +497,7 @@ class IngestPipeline:
     def _run_chunk(self, paths: Sequence[Path], is_stored: IsStored | None = None) -> list[MediaResult]:
         """The chunk's results, its files' frames going through the networks together: after the last
         file, or as soon as the frames held reach `max_pending_pixels` (`MAX_PENDING_PIXELS`)."""
-        spaces = {apng: self._namespaces(apng) for apng in (False, True)}
+        spaces = {decoder: self._namespaces(decoder) for decoder in (None, *DECODERS)}
         work: list[_Pending] = []
         pending_pixels = 0
         results: list[MediaResult] = []
@@ -528,7 +548,7 @@ class IngestPipeline:
         for item in work:
             item.media = None
 
-    def _from_cache(self, result: MediaResult, spaces: dict[bool, _Namespaces], first_of: dict[str, MediaResult],
+    def _from_cache(self, result: MediaResult, spaces: dict[str | None, _Namespaces], first_of: dict[str, MediaResult],
                     is_stored: IsStored | None = None) -> _Pending | None:
         """Fill what the cache knows; decode only when some stage is missing.
 
@@ -558,7 +578,7 @@ class IngestPipeline:
             return None
         try:
             result.sha256 = sha256_file(path)
-            ns = spaces[is_apng(path)]
+            ns = spaces[decoder_of(path)]
         except OSError as exc:
             result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")
             return None
@@ -630,7 +650,7 @@ class IngestPipeline:
 
     def _infer(self, work: list[_Pending]) -> None:
         """Faces and GIF embeddings of the items missing them, in batches across the items (whose
-        namespaces may differ: an animated PNG's, `APNG_DECODER`, and the others')."""
+        namespaces may differ: an animated PNG's and a video's, `DECODERS`, and the others')."""
         face_items = [w for w in work if w.need_faces]
         if face_items:
             self._infer_faces(face_items)
@@ -666,11 +686,12 @@ class IngestPipeline:
             track_of = np.full(len(found), -1, dtype=np.int32)
             for t in tracks:
                 track_of[list(t.members)] = t.index
+            scale = _to_media_size(w.media)
             arrays = {
                 "frame_index": np.asarray(frame_of_face, dtype=np.int32),
-                "box": np.asarray([d.box for (_, d, _) in found], dtype=np.float32).reshape(-1, 4),
+                "box": np.asarray([d.box for (_, d, _) in found], dtype=np.float32).reshape(-1, 4) * np.tile(scale, 2),
                 "probability": np.asarray([d.probability for (_, d, _) in found], dtype=np.float32),
-                "landmarks": np.asarray([d.landmarks for (_, d, _) in found], dtype=np.float32).reshape(-1, 5, 2),
+                "landmarks": np.asarray([d.landmarks for (_, d, _) in found], dtype=np.float32).reshape(-1, 5, 2) * scale,
                 "embedding": np.asarray(emb, dtype=np.float32).reshape(-1, embedder.dim),
                 "track": track_of,
                 "track_vector": np.asarray([t.vector for t in tracks], dtype=np.float32).reshape(-1, embedder.dim),

@@ -160,9 +160,9 @@ def test_only_animated_pngs_are_told_apart_for_their_cache_key(tmp_path):
     assert is_apng(tmp_path / "anim.png")
     assert not is_apng(tmp_path / "still.png") and not is_apng(_jpeg(tmp_path / "a.jpg"))
     pipeline = IngestPipeline(Settings(data_dir=tmp_path / "data"))
-    assert pipeline._namespaces(False).frames == pipeline.frames_namespace  # every other file keeps its entries
-    assert pipeline._namespaces(True).frames != pipeline.frames_namespace
-    assert pipeline._namespaces(True).source_key != pipeline._namespaces(False).source_key
+    assert pipeline._namespaces(None).frames == pipeline.frames_namespace  # every other file keeps its entries
+    assert pipeline._namespaces("apng").frames != pipeline.frames_namespace
+    assert pipeline._namespaces("apng").source_key != pipeline._namespaces(None).source_key
 
 
 @pytest.mark.slow

@@ -129,3 +129,53 @@ def test_an_interrupted_ingest_carries_its_summary_so_far(tmp_path, lfw_dir, pip
     assert [path for path, _ in summary.failures] == [str(bad)]
     [event] = _events(settings.resolved_database_url)
     assert event.after["interrupted"] and summary.event_id == event.id
+
+
+# -- video decoding changed (display aspect, WebM alpha): videos alone get new frames keys ------------
+def test_only_videos_get_a_frames_key_of_their_own(tmp_path):
+    import numpy as np
+
+    from embeddings.pipeline import decoder_of
+    from test_ingest_robustness import write_timed_video
+
+    frames = [np.full((48, 64, 3), v, np.uint8) for v in (0, 120, 240)]
+    video = write_timed_video(tmp_path / "clip.mp4", "libx264", 25, frames, [40, 40])
+    webm = write_timed_video(tmp_path / "clip.webm", "libvpx-vp9", 25, frames, [40, 40])
+    still = tmp_path / "still.png"
+    Image.new("RGB", (8, 8)).save(still)
+    named_like_a_video = tmp_path / "photo.mp4"
+    Image.new("RGB", (8, 8)).save(named_like_a_video, format="JPEG")
+    assert [decoder_of(p) for p in (video, webm, still, named_like_a_video)] == ["video", "video", None, None]
+    pipeline = IngestPipeline(ingest_settings(tmp_path))
+    keys = {d: pipeline._namespaces(d) for d in (None, "apng", "video")}
+    assert keys[None].frames == pipeline.frames_namespace  # photos and GIFs keep their cache entries
+    assert len({k.frames for k in keys.values()}) == len({k.source_key for k in keys.values()}) == 3
+
+
+@pytest.mark.slow
+def test_faces_of_shrunk_frames_are_stored_in_the_media_coordinates(tmp_path, lfw_dir, pipeline_models):
+    """A 2-frame GIF on a 2400x2400 canvas whose frames are shrunk to the retained-pixel budget: its
+    faces' boxes and landmarks are where they are on the canvas, as without the budget."""
+    import dataclasses
+
+    import numpy as np
+
+    from embeddings.media import RETAIN_MIN_FRAME_PIXELS
+
+    people = [Image.open(next((lfw_dir / p).glob("*.jpg"))).convert("RGB").resize((2400, 2400)) for p in PEOPLE[:2]]
+    gif = tmp_path / "big.gif"
+    people[0].save(gif, save_all=True, append_images=people[1:], duration=200, loop=0)
+
+    def faces(name: str, budget: int | None):
+        pipeline = IngestPipeline(ingest_settings(tmp_path / name), **pipeline_models)
+        if budget:
+            pipeline.limits = dataclasses.replace(pipeline.limits, max_retained_pixels=budget)
+        (result,) = pipeline.run([gif])
+        assert result.status == "ok", result.error
+        return result
+
+    whole, shrunk = faces("whole", None), faces("shrunk", 2 * RETAIN_MIN_FRAME_PIXELS)
+    assert (shrunk.width, shrunk.height) == (2400, 2400) and len(shrunk.faces) == len(whole.faces) >= 2
+    for a, b in zip(whole.faces, shrunk.faces):
+        assert np.allclose(a.box, b.box, atol=24)  # 1% of the canvas
+        assert np.allclose(a.landmarks, b.landmarks, atol=24)
