@@ -34,9 +34,12 @@ Choices that matter for reading the numbers:
   its value is below `threshold` (0.8) x the best eligible group's value; for representation,
   when its share among classes with a known value is below `threshold` x the reference share
   the editor set (a reference describes known groups, so "unknown" does not dilute it). Groups with fewer
-  than `min_faces` confirmed faces (weighted, as above) are still flagged but marked `small_sample`.
+  than `min_faces` graded confirmed faces (`graded_faces`, weighted as above) are still flagged but
+  marked `small_sample`: accuracy and unknown rate are ratios over the graded faces only, and a
+  class whose faces all come from one GIF has many confirmed faces but none graded, so the count of
+  confirmed faces would vouch for a rate measured on one or two faces.
 - The best-served group of accuracy and recognised rate is taken among groups with `min_faces`
-  confirmed faces; when no known group with a value has that many, among all known groups with a
+  graded confirmed faces; when no known group with a value has that many, among all known groups with a
   value, so a gap between small groups is still flagged (marked `small_sample`) and the report says
   the reference is itself a small sample (`small_sample_references`, the summary's
   "small-sample references").
@@ -64,6 +67,7 @@ from explorer.figures import UNKNOWN, audit_bars, representation_bars
 __all__ = [
     "AuditReport",
     "CONFIRMED",
+    "carried_reference",
     "COUNT_COLUMNS",
     "MULTI_VALUED",
     "QUALITY_METRICS",
@@ -80,6 +84,7 @@ __all__ = [
     "known_attributes",
     "parse_reference",
     "small_sample_references",
+    "spreadsheet_text",
     "store_inputs",
     "uniform_reference",
 ]
@@ -87,7 +92,7 @@ __all__ = [
 CONFIRMED = ("approved", "relabeled")
 ATTRIBUTES = ("gender", "ethnicity", "decade", "country")
 MULTI_VALUED = {"ethnicity"}
-COUNT_COLUMNS = ("classes", "faces", "approved_faces")  # weighted counts (see above): whole unless multi-valued
+COUNT_COLUMNS = ("classes", "faces", "approved_faces", "graded_faces")  # weighted counts (see above): whole unless multi-valued
 # Higher is better for each; unknown-rate enters as recognised_rate = 1 - unknown_rate.
 QUALITY_METRICS = ("accuracy", "recognised_rate", "purity")
 REPRESENTATION_BASES = {"classes": "class_share", "faces": "face_share"}  # what representation counts
@@ -104,14 +109,16 @@ def _group(v: Any) -> str:
 
 
 def decade(birth_year: Any) -> str:
-    """1963 -> "1960s"; missing or not a plausible year -> "unknown"."""
+    """1963 -> "1960s"; missing or not a plausible year -> "unknown". A year after the current one is
+    no birth year yet (a typo, 2090 for 1990): a "2090s" group would count as a known group in the
+    representation shares and get an equal share of the default reference."""
     if _is_missing(birth_year):
         return UNKNOWN
     try:
         year = int(float(birth_year))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return UNKNOWN
-    return f"{year // 10 * 10}s" if 1000 <= year <= 2100 else UNKNOWN
+    return f"{year // 10 * 10}s" if 1000 <= year <= time.gmtime().tm_year else UNKNOWN
 
 
 def _class_column(df: pd.DataFrame) -> str:
@@ -207,7 +214,8 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     1/k for a class with k values, shares = count / the attribute's total, summing to 1; see the
     module docstring), share_of_known (the representation_basis share among groups other than
     "unknown": what a reference distribution is compared with), approved_share, predicted_share,
-    accuracy and unknown_rate on the measured confirmed faces, recognised_rate, purity (mean over the group's classes, weighted alike), each quality metric's
+    accuracy and unknown_rate on the measured (graded) confirmed faces, graded_faces (their weighted
+    count, which small_sample compares with min_faces), recognised_rate, purity (mean over the group's classes, weighted alike), each quality metric's
     `_reference` (best eligible group) and `_ratio`, reference_share and representation_ratio,
     and the flags: small_sample, flags (which rules fired), below_four_fifths."""
     if not 0 < threshold <= 1:
@@ -257,7 +265,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
         rows.append({
             "attribute": attr, "group": grp,
             "classes": _count(w), "faces": faces_n,
-            "approved_faces": confirmed_n,
+            "approved_faces": confirmed_n, "graded_faces": correct_n,
             "approved_share": confirmed_n / faces_n if faces_n else np.nan,
             "predicted_share": _count(w * part["predicted"]) / faces_n if faces_n else np.nan,
             "accuracy": _count(w * part["correct"]) / correct_n if correct_n else np.nan,
@@ -274,6 +282,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
         for grp, share in reference.get(attr, {}).items():
             if grp != UNKNOWN and share > 0 and (attr, grp) not in found:
                 rows.append({"attribute": attr, "group": grp, "classes": 0.0, "faces": 0.0, "approved_faces": 0.0,
+                             "graded_faces": 0.0,
                              "approved_share": np.nan, "predicted_share": np.nan, "accuracy": np.nan,
                              "unknown_rate": np.nan, "purity": np.nan, "purity_classes": 0})
     table = pd.DataFrame(rows)
@@ -282,7 +291,8 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
         part = table.loc[idx]
         table.loc[idx, "class_share"] = part["classes"] / part["classes"].sum() if part["classes"].sum() else np.nan
         table.loc[idx, "face_share"] = part["faces"] / part["faces"].sum() if part["faces"].sum() else np.nan
-    table["small_sample"] = table["approved_faces"] < min_faces
+    # the faces the rates were measured on, not the confirmed ones: see the module docstring
+    table["small_sample"] = table["graded_faces"] < min_faces
     for metric in QUALITY_METRICS:
         table[f"{metric}_reference"] = np.nan
         for attr, idx in table.groupby("attribute").groups.items():
@@ -314,7 +324,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     table["_u"] = table["group"] == UNKNOWN
     table = table.sort_values(["_a", "_u", "faces", "group"], ascending=[True, True, False, True], kind="stable")
     columns = ["attribute", "group", "classes", "faces", "class_share", "face_share", "share_of_known", "reference_share",
-               "representation_ratio", "approved_faces", "approved_share", "predicted_share", "accuracy",
+               "representation_ratio", "approved_faces", "graded_faces", "approved_share", "predicted_share", "accuracy",
                "unknown_rate", "recognised_rate", "purity"] + \
               [f"{m}_{s}" for m in QUALITY_METRICS for s in ("reference", "ratio")] + \
               ["small_sample", "flags", "below_four_fifths"]
@@ -324,7 +334,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
 def _reference_candidates(rows: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, bool]:
     """The groups of one attribute among which the best-served group of `metric` is taken, and
     whether that reference is a small sample that others are compared with: known groups with a
-    value and `min_faces` confirmed faces, or, when no such group exists, every known group with a
+    value and `min_faces` graded confirmed faces, or, when no such group exists, every known group with a
     value (the gap between small groups is still a finding). Purity is measured per class whatever
     the face count, so it never falls back."""
     valued = rows[(rows["group"] != UNKNOWN) & rows[metric].notna()]
@@ -339,7 +349,7 @@ def _reference_candidates(rows: pd.DataFrame, metric: str) -> tuple[pd.DataFrame
 
 def small_sample_references(table: pd.DataFrame) -> dict[str, list[str]]:
     """{attribute: [quality metrics]} whose best-served group (the reference the others are compared
-    with) is a small sample, because no known group with a value has `min_faces` confirmed faces, and
+    with) is a small sample, because no known group with a value has `min_faces` graded confirmed faces, and
     another group is compared with it; empty when every reference has enough faces."""
     out: dict[str, list[str]] = {}
     if table.empty:
@@ -358,11 +368,24 @@ def small_sample_reference_text(table: pd.DataFrame, min_faces: int) -> str:
     if not found:
         return ""
     what = "; ".join(f"{attr} ({', '.join(m.replace('_', ' ') for m in metrics)})" for attr, metrics in found.items())
-    return (f"{what}: no group with a value has {min_faces} confirmed faces, so the best-served group the others "
-            "are compared with is itself a small sample")
+    return (f"{what}: no group with a value has {min_faces} confirmed faces graded, so the best-served group the "
+            "others are compared with is itself a small sample")
 
 
 # -- the report -------------------------------------------------------------------------------
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
+
+
+def spreadsheet_text(value: Any) -> Any:
+    """A text cell as a spreadsheet must show it: one beginning like a formula (`=HYPERLINK(...)`, `+`,
+    `-`, `@`) gets a leading apostrophe, so Excel and LibreOffice show the text rather than evaluate
+    it (CSV injection). Group names are attribute values, free text from an import or an editor.
+    Anything else (numbers, missing values) is returned as it is."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 @dataclass
 class AuditReport:
     """An audit computed once and then read, charted or exported without recomputing."""
@@ -396,11 +419,16 @@ class AuditReport:
         return out
 
     def to_csv(self, path: Path | str) -> Path:
-        """The full table, one row per (attribute, group), for spreadsheets and diffs between audits."""
+        """The full table, one row per (attribute, group), for spreadsheets and diffs between audits.
+        Text cells are written through `spreadsheet_text`: group names are free text an editor typed."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        self.table.to_csv(tmp, index=False, float_format="%.6g")
+        table = self.table.copy()
+        for col in table.columns:
+            if table[col].dtype == object or pd.api.types.is_string_dtype(table[col].dtype):
+                table[col] = table[col].map(spreadsheet_text)
+        table.to_csv(tmp, index=False, float_format="%.6g")
         tmp.replace(path)
         return path
 
@@ -600,6 +628,50 @@ def uniform_reference(groups: Sequence[str]) -> dict[str, float]:
     """Equal shares over the known groups (parity): the default an editor starts from."""
     known = [g for g in dict.fromkeys(groups) if g != UNKNOWN]
     return {g: 1.0 / len(known) for g in known} if known else {}
+
+
+def carried_reference(typed: Sequence[tuple[Any, Any]], base: Mapping[str, float],
+                      groups: Sequence[str]) -> tuple[list[tuple[Any, Any]], list[str]]:
+    """The reference an editor typed, carried over to a new set of groups: (rows, new groups).
+
+    typed: the (group, share) rows of the editor's table as they are now; base: the rows it started
+    from (group -> share); groups: the known groups of the data now. Why: when a class with a new
+    group value appears (another editor adds one) the table must be rebuilt, and rebuilding it from
+    equal shares would drop the editor's shares, and the flags they raise, without a word.
+
+    Each typed row is kept, by group name, while its group is still in the data or the editor added
+    or changed it (a row left at its starting share for a group nobody belongs to any more is
+    dropped: it was the default, not a choice, and would be flagged as absent). Each new group gets
+    the mean of the kept shares of groups in the data (an untouched equal reference stays equal;
+    1.0 when there is none), which an editor can then change."""
+    present = {_group(g) for g in groups} - {UNKNOWN}
+    start = {_group(g): v for g, v in base.items()}
+    kept: list[tuple[Any, Any]] = []
+    for group, share in typed:
+        if _is_missing(group):
+            if not _is_missing(share):
+                kept.append((group, share))  # half-typed: parse_reference says what is missing
+            continue
+        name = _group(group)
+        if name in present or name not in start or _number(share) != _number(start[name]):
+            kept.append((group, share))
+    named = {_group(g) for g, _ in kept if not _is_missing(g)}
+    new = [g for g in dict.fromkeys(groups) if g != UNKNOWN and _group(g) not in named]
+    shares = [v for g, s in kept if not _is_missing(g) and _group(g) in present
+              for v in [_number(s)] if v is not None and v >= 0]
+    fill = float(np.mean(shares)) if shares else 1.0
+    return kept + [(g, fill) for g in new], new
+
+
+def _number(value: Any) -> float | None:
+    """A typed share as a finite number, or None (blank, text, infinite)."""
+    if _is_missing(value):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_reference(rows: pd.DataFrame | Mapping[str, Any], group_col: str = "group",

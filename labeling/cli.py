@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
@@ -129,7 +130,7 @@ def ingest_command(
     """Ingest GIFs, videos and photos into cached face and GIF embeddings (one audit event per batch)."""
     from rich.markup import escape
 
-    from embeddings.pipeline import ModelUnavailableError
+    from embeddings.pipeline import CacheUnavailableError, ModelUnavailableError
     from labeling.errors import StoreError
     from labeling.ingest import ingest
     from models.registry import list_models
@@ -142,23 +143,52 @@ def ingest_command(
     if missing:  # a typo is not a media file: refused before any work, so no "failed" row records it
         refuse(f"no such file or folder: {', '.join(missing)}")
     store = _store_for(settings)
+    interrupted: KeyboardInterrupt | None = None
     with progress_task("ingest") as (progress, task):
         try:
             summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n),
                              on_result=_file_progress(progress, task),
                              store=store, editor=_editor(editor))
-        except ModelUnavailableError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        # a model or a cache folder that cannot be used (no permission, a full disk) fails every file
+        # alike: the batch stops with one line (what it stored is kept and audited), exit 2 like any
+        # setting of the machine, not a traceback
+        except (ModelUnavailableError, CacheUnavailableError) as exc:
+            console.print(f"[red]error:[/red] {escape(one_line(str(exc)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
         except StoreError as exc:  # e.g. an editor name the audit log refuses; nothing was stored
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from exc
-    for path, reason in summary.failures:  # one line each (no wrapping), brackets in names kept (no markup)
+        except KeyboardInterrupt as exc:  # said below the bar, once it is drawn for the last time
+            interrupted = exc
+    if interrupted is not None:
+        _report_interrupted(interrupted)
+    _print_failures_and_notes(summary)
+    typer.echo(summary.line())
+
+
+def _print_failures_and_notes(summary) -> None:
+    """An ingest's failures (one line each: no wrapping, brackets in names kept, no markup), then its notes."""
+    from rich.markup import escape
+
+    for path, reason in summary.failures:
         line = one_line(reason if path in reason else f"{path}: {reason}")
         console.print(f"[red]failed[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    for note in summary.notes:
+    for note in getattr(summary, "notes", None) or []:
         console.print(f"[yellow]note[/yellow] {escape(one_line(note))}", highlight=False, soft_wrap=True)
-    typer.echo(summary.line())
+
+
+def _report_interrupted(exc: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C during an ingest: the failures so far and `interrupted: <summary> (re-run to resume)`, exit 130
+    (128 + SIGINT, as a shell reports it). Why: each file is stored as it is done and the cache makes a
+    re-run skip them, so an editor needs to know what was kept and that running it again resumes, not
+    a bare exit. The summary is the one `ingest` attaches to the interruption (`summary`); without it
+    the line still says the batch was cut short."""
+    summary = getattr(exc, "summary", None)
+    if summary is not None:
+        _print_failures_and_notes(summary)
+    done = f"{summary.line()} " if summary is not None else "the rest of the batch was not stored "
+    typer.echo(f"interrupted: {done}(re-run to resume)")
+    raise typer.Exit(130) from exc
 
 
 import_app = typer.Typer(help="Import reference data (each import is idempotent and audited).", no_args_is_help=True)
@@ -193,12 +223,19 @@ def _display_url(url: str) -> str:
         return "(--database-url / GIFLENS_DATABASE_URL)"
 
 
-def _store_for(settings: Settings) -> sessionmaker[Session]:
+def _store_for(settings: Settings, create: bool = True) -> sessionmaker[Session]:
     """The store of the settings, opened (created, migrated) before a command does any work.
 
     Every command reaches the store through here, so a URL that does not parse, a driver that is not
     installed, a server that refuses or does not answer, or a data folder that cannot hold the SQLite
-    file is one line on stderr and exit 1, not a traceback, and nothing has been written."""
+    file is one line on stderr and exit 1, not a traceback, and nothing has been written.
+
+    create=False is for commands that only read or refine what is stored (predict, export, history...):
+    with the default SQLite store, a data folder without one is refused, `no giflens store in DIR`,
+    and nothing is created. Why: a mistyped --data-dir would otherwise leave a new empty store behind
+    and the command would blame the data ("ingest media first") instead of the folder. A store named
+    by --database-url / GIFLENS_DATABASE_URL is opened as before (a new PostgreSQL database is the
+    team's to create)."""
     from alembic.util.exc import CommandError
     from rich.markup import escape
     from sqlalchemy.exc import SQLAlchemyError
@@ -206,6 +243,12 @@ def _store_for(settings: Settings) -> sessionmaker[Session]:
     from labeling.db import open_store
 
     url = settings.resolved_database_url
+    if not create and not settings.database_url:
+        folder = Path(settings.data_dir)
+        # a data folder that is a file is left to open_store, which says why it cannot hold the store
+        if not (folder / "giflens.db").exists() and (folder.is_dir() or not folder.exists()):
+            refuse(f"no giflens store in {folder} (ingest or import into it first, or check --data-dir / "
+                   "GIFLENS_DATA_DIR)")
     try:
         return open_store(url)
     except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
@@ -333,7 +376,7 @@ def export_command(
     if previous is not None and no_previous:
         refuse("--previous and --no-previous contradict each other; give one")
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    store = _store_for(settings)
+    store = _store_for(settings, create=False)
     # What export_dataset would refuse first, refused before the note below: no note above a refusal.
     if not 0.0 <= split < 1.0:
         refuse(f"the validation split must be in [0, 1), got {split}")
@@ -486,7 +529,7 @@ def predict_command(
     from labeling.recognition import refresh_predictions
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    store = _store_for(settings)
+    store = _store_for(settings, create=False)
     with progress_task("predict") as (progress, task):
         _run(lambda: refresh_predictions(
             store, face_model, data_dir=Path(settings.data_dir), top=top, track_method=track_method,
@@ -513,7 +556,7 @@ def retrain_command(
     from labeling.recognition import retrain
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    store = _store_for(settings)
+    store = _store_for(settings, create=False)
     with progress_task("retrain") as (progress, task):
         _run(lambda: retrain(
             store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
@@ -546,7 +589,7 @@ def autotag_command(
     source = {"tags": "tags", "weak-labels": "weak_labels", "weak_labels": "weak_labels", "none": None}
     if text not in source:
         refuse(f"--text must be tags, weak-labels or none, got {text!r}")
-    store = _store_for(settings)
+    store = _store_for(settings, create=False)
     with progress_task("autotag") as (progress, task):
         _run(lambda: autotag(
             store, _editor(editor), gif_model=gif_model, text=source[text], k=k,
@@ -574,7 +617,7 @@ def dupes_command(
     from labeling.schema import Media
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    with _store_for(settings)() as session:
+    with _store_for(settings, create=False)() as session:
         rows = session.execute(select(Media.id, Media.path, Media.frame_hashes).where(Media.status == "ok")
                                .order_by(Media.id)).all()
     names = {m: Path(p).name for m, p, _ in rows}
@@ -594,6 +637,17 @@ def dupes_command(
     in_pairs = {m for a, b, _, _ in pairs for m in (a, b)}
     typer.echo(f"pairs={len(pairs)} media_in_pairs={len(in_pairs)} media={len(rows)} "
                f"frames={sum(map(len, hashes.values()))} radius={radius}")
+
+
+def utc_text(moment: datetime) -> str:
+    """An audit time as `2026-12-06 13:51:59 UTC`. Why: PostgreSQL hands a timestamptz back in the
+    session's time zone (a server set up on a machine in New York answers in New York time) and SQLite
+    in UTC without a zone, so the same operation printed as it came would read differently per server;
+    UTC, and saying so, is also how a conflict names the time of the write it lost to."""
+    from datetime import timezone
+
+    utc = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return f"{utc:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _entity_key(store: sessionmaker[Session], entity: str) -> str:
@@ -656,11 +710,11 @@ def history_command(
 ) -> None:
     """The audit log, newest first: of one face, GIF or class, or the latest operations (of one editor).
 
-    The event ids are what `giflens undo` takes."""
+    The event ids are what `giflens undo` takes; times are in UTC."""
     from labeling.queries import events_frame, history_frame
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    store = _store_for(settings)
+    store = _store_for(settings, create=False)
     if entity:
         events = history_frame(store, _entity_key(store, entity), limit=limit, editor=editor)
     else:
@@ -669,7 +723,7 @@ def history_command(
 
     for row in events.itertuples():
         undone = f"  [undone by {int(row.undone_by)}]" if pd.notna(row.undone_by) else ""
-        typer.echo(f"{row.event_id:>6}  {row.at:%Y-%m-%d %H:%M:%S}  {row.editor}  {row.summary}{undone}")
+        typer.echo(f"{row.event_id:>6}  {utc_text(row.at)}  {row.editor}  {row.summary}{undone}")
     what = f"of {entity}" if entity else "in the store"
     typer.echo(f"{len(events)} operation(s) {what}" + (f" by {editor}" if editor else "") + " shown, newest first")
 
@@ -685,7 +739,7 @@ def undo_command(
     from labeling.audit import undo_event, undo_last
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    store = _store_for(settings)
+    store = _store_for(settings, create=False)
     who = _editor(editor)
     _run(lambda: _UndoSummary(undo_last(store, who) if event_id is None else undo_event(store, event_id, who)))
 
@@ -701,7 +755,12 @@ class _UndoSummary:
 
 
 def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
-    """--reference gender=female:50,male:50 (shares as weights, normalised) -> {attribute: shares}."""
+    """--reference gender=female:50,male:50 (shares as weights, normalised) -> {attribute: shares}.
+
+    A comma separates pairs; a group whose name holds one is quoted as in a CSV line:
+    country="Korea, Republic of":1,France:2 (the pairs are read as one CSV row)."""
+    import csv
+
     from explorer.bias_audit import ATTRIBUTES, parse_reference
 
     import pandas as pd
@@ -715,15 +774,23 @@ def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
                    f"{', '.join(ATTRIBUTES)}")
         if attribute in out:  # a second option would silently replace the first
             refuse(f"--reference {text!r}: {attribute} is given twice; give each attribute once")
-        rows = [p.rpartition(":") for p in pairs.split(",")]
+        rows = [p.rpartition(":") for p in next(csv.reader([pairs], skipinitialspace=True))]
         if any(not sep for _, sep, _ in rows):
-            refuse(f"--reference {text!r}: every group needs a share, as GROUP:SHARE")
+            refuse(f"--reference {text!r}: every group needs a share, as GROUP:SHARE; a comma separates pairs, so "
+                   'quote a group that holds one: "Korea, Republic of":1')
         try:  # rows, not a dict: a group listed twice is refused by parse_reference, not silently dropped
             out[attribute] = parse_reference(pd.DataFrame({"group": [g for g, _, _ in rows],
                                                            "share": [v for _, _, v in rows]}))
         except ValueError as exc:
             refuse(f"--reference {text!r}: {exc}")
     return out
+
+
+def _rests_on_few_faces(row) -> bool:
+    """Whether a flagged row's "(small sample)" note applies: small_sample speaks of the graded faces that
+    accuracy and recognised rate are measured on; a representation flag is a share of classes (or faces)
+    and rests on no grading, so on a representation flag alone the note would cast a doubt it has not."""
+    return bool(row.small_sample) and bool(set(row.flags.split("; ")) - {"representation"})
 
 
 @app.command("audit")
@@ -733,7 +800,7 @@ def audit_command(
     threshold: Annotated[float, typer.Option(
         "--threshold", min=0.5, max=1.0, help="Flag a group below this share of the best-served group.")] = 0.8,
     min_faces: Annotated[int, typer.Option(
-        "--min-faces", min=1, help="Fewer confirmed faces in a group: its flags are marked small_sample.")] = 5,
+        "--min-faces", min=1, help="Fewer graded confirmed faces in a group: its flags are marked small_sample.")] = 5,
     basis: Annotated[str, typer.Option("--basis", help="Representation counts classes (people) or faces.")] = "classes",
     reference: Annotated[Optional[list[str]], typer.Option(
         "--reference", help="Expected shares, e.g. gender=female:50,male:50 (default: equal shares of the known "
@@ -757,7 +824,7 @@ def audit_command(
         refuse(f"--basis must be classes or faces, got {basis!r}")
     given = _parse_references(reference or [])
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    store = _store_for(settings)
+    store = _store_for(settings, create=False)
     with console.status("reading the store and grading confirmed faces"):
         faces, classes, stats = read_audit_inputs(store)
     if not all_classes and len(classes):
@@ -784,7 +851,7 @@ def audit_command(
         raise typer.Exit(1) from exc
     flagged = report.flagged()
     for row in flagged.itertuples():
-        small = " (absent from the data)" if row.classes == 0 else " (small sample)" if row.small_sample else ""
+        small = " (absent from the data)" if row.classes == 0 else " (small sample)" if _rests_on_few_faces(row) else ""
         console.print(f"[yellow]flagged[/yellow] {row.attribute} {escape(str(row.group))}: {row.flags}{small}",
                       highlight=False, soft_wrap=True)
     s = report.summary

@@ -20,7 +20,7 @@ import streamlit as st
 
 from explorer.audit_inputs import read_audit_inputs
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BASES, AuditReport, audit_report,
-                                 class_groups, classes_with_faces, count_text, counted, face_groups,
+                                 carried_reference, class_groups, classes_with_faces, count_text, counted, face_groups,
                                  known_attributes, parse_reference, small_sample_references, uniform_reference)
 from labeling.pages.common import get_settings, get_store, plain, require_editor
 from labeling.queries import events_frame, store_overview
@@ -31,11 +31,11 @@ HTML_CACHE_KEY = "_bias_html_cache"  # (fingerprint, bytes): the HTML export is 
 SHARE = "expected share"
 # The flags come right after the group, pinned with it: the finding must not sit past the right
 # edge of a wide table, where a narrow window clips it.
-GROUP_COLUMNS = ["group", "flags", "classes", "faces", "class_share", "face_share", "approved_faces", "approved_share",
-                 "predicted_share", "accuracy", "unknown_rate", "purity", "small_sample"]
+GROUP_COLUMNS = ["group", "flags", "classes", "faces", "class_share", "face_share", "approved_faces", "graded_faces",
+                 "approved_share", "predicted_share", "accuracy", "unknown_rate", "purity", "small_sample"]
 REPRESENTATION_COLUMNS = ["group", "flags", "classes", "faces", "share_of_known", "reference_share",
                           "representation_ratio"]
-FLAGGED_COLUMNS = ["attribute", "group", "flags", "classes", "faces", "approved_faces", "small_sample"]
+FLAGGED_COLUMNS = ["attribute", "group", "flags", "classes", "faces", "approved_faces", "graded_faces", "small_sample"]
 PERCENT = ["class_share", "face_share", "approved_share", "predicted_share", "accuracy", "unknown_rate", "purity",
            "share_of_known", "reference_share"]
 COLUMN_CONFIG = {"attribute": st.column_config.TextColumn("attribute", pinned=True),
@@ -68,11 +68,11 @@ def load_inputs(url: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame, pd.
 def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | None:
     """The table of group -> expected share for one attribute (uniform over its known groups to
     start with); None, after saying why, when what the editor typed is not a distribution."""
+    start = reference_rows(attribute, groups)  # may rebuild the table, with a new version
     # Reset = a new key: the browser keeps a data editor's edits for as long as its key lives.
     version = st.session_state.get(f"_bias_reference_version_{attribute}", 0)
     key = f"bias_reference_{attribute}" + (f"_v{version}" if version else "")
-    uniform = uniform_reference(groups)
-    default = pd.DataFrame({"group": list(uniform), SHARE: list(uniform.values())})
+    default = pd.DataFrame({"group": [g for g, _ in start], SHARE: [v for _, v in start]})
     st.markdown(f"**Reference distribution: {LABELS[attribute].lower()}**")
     st.caption("The share of each group you expect among classes with a known value (population, user base, "
                "a target...). Any non-negative weights or percentages: they are normalised to sum to 1. Add "
@@ -80,8 +80,11 @@ def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | No
     rows = st.data_editor(default, key=key, num_rows="dynamic", hide_index=True, width="stretch",
                           column_config={"group": st.column_config.TextColumn("group"),
                                          SHARE: st.column_config.NumberColumn(SHARE, format="%.3f")})
-    st.button("Reset to equal shares", key=f"bias_reference_reset_{attribute}",
-              on_click=lambda: st.session_state.update({f"_bias_reference_version_{attribute}": version + 1}))
+    st.session_state[f"_bias_reference_typed_{attribute}"] = list(zip(rows["group"].tolist(), rows[SHARE].tolist()))
+    st.button("Reset to equal shares", key=f"bias_reference_reset_{attribute}", on_click=reset_reference,
+              args=(attribute, version))
+    if note := st.session_state.get(f"_bias_reference_note_{attribute}"):
+        st.info(plain(note))
     try:
         reference = parse_reference(rows, share_col=SHARE)
     except ValueError as exc:
@@ -96,6 +99,40 @@ def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | No
                          f"{'It is' if len(absent) == 1 else 'Each is'} shown with 0 classes and flagged for "
                          "representation."))
     return reference
+
+
+def reference_rows(attribute: str, groups: list[str]) -> list[tuple]:
+    """The (group, share) rows the reference table starts from: equal shares, until the set of groups
+    changes under an editor's typed shares (another editor adds a class of a new group). Then the
+    table is rebuilt from what was typed, by group name (`carried_reference`), under a new key, so
+    that no edit of the old table lands on another row, and the page says what changed: a silent
+    return to equal shares would drop the editor's shares and the flags they raise."""
+    base_key, typed_key = f"_bias_reference_base_{attribute}", f"_bias_reference_typed_{attribute}"
+    base = st.session_state.get(base_key)
+    if base is not None and base[0] == tuple(groups):
+        return base[1]
+    typed = st.session_state.get(typed_key)
+    note = None
+    if base is None or typed is None or typed == base[1]:  # nothing typed: equal shares of the groups now
+        rows = list(uniform_reference(groups).items())
+    else:
+        rows, new = carried_reference(typed, dict(base[1]), groups)
+        added = f" New: {', '.join(new)}, at the mean of your shares (edit them)." if new else ""
+        note = (f"The {LABELS[attribute].lower()} groups in the data changed: the reference keeps the shares you "
+                f"entered, by group.{added}")
+    if base is not None:
+        version_key = f"_bias_reference_version_{attribute}"
+        st.session_state[version_key] = st.session_state.get(version_key, 0) + 1
+    st.session_state[base_key] = (tuple(groups), rows)
+    st.session_state[f"_bias_reference_note_{attribute}"] = note
+    return rows
+
+
+def reset_reference(attribute: str, version: int) -> None:
+    """"Reset to equal shares": a new table of equal shares (new key), nothing carried over."""
+    for name in ("base", "typed", "note"):
+        st.session_state.pop(f"_bias_reference_{name}_{attribute}", None)
+    st.session_state[f"_bias_reference_version_{attribute}"] = version + 1
 
 
 # -- showing the report ------------------------------------------------------------------------
@@ -130,16 +167,17 @@ def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
         st.error(f"Below four fifths: {named}")
     small = small_sample_references(rows).get(attribute)
     if small:
-        st.warning(f"No group with a value has {report.summary['min confirmed faces per group']} confirmed faces, so "
-                   f"the best-served group for {' and '.join(m.replace('_', ' ') for m in small)} is itself a small "
-                   "sample: its comparisons (and flags, marked small_sample) rest on few faces.")
+        metrics = " and ".join(m.replace("_", " ") for m in small)
+        st.warning(f"No group with a value has {report.summary['min confirmed faces per group']} confirmed faces "
+                   f"graded, so the best-served group for {metrics} is itself a small sample: its comparisons (and "
+                   "flags, marked small_sample) rest on few faces.")
     st.markdown("**Groups**")
     show_table(rows, GROUP_COLUMNS, f"bias_groups_{attribute}")
     st.caption("Accuracy and unknown rate are measured on editor-confirmed labels (approved or relabeled): each face "
                "is classified by the nearest class centroid and the open-set threshold with its own GIF or photo "
                "held out of its class (a face the model was fitted on would only test its memory); "
                "purity on the confirmed faces of each class, in the embedding space. A group with fewer than the "
-               "minimum confirmed faces is marked small_sample: its rates are noisy."
+               "minimum of graded confirmed faces (graded_faces) is marked small_sample: its rates are noisy."
                + (" " + COUNT_RULE if attribute in MULTI_VALUED else ""))
     charts = [(k, f) for k, f in figures.items() if k.split("/")[0] == attribute]
     for i in range(0, len(charts), 2):
@@ -175,11 +213,13 @@ def show_overview(report: AuditReport, purity_measured: bool, missing: list[str]
 
 def report_bytes(report: AuditReport, offline: bool) -> tuple[bytes, bytes]:
     """CSV and HTML of the report, written by AuditReport.to_csv / to_html into a temporary folder.
-    The HTML (with plotly.js inlined it is ~4.6 MB) is rebuilt only when the report changes."""
+    The HTML (with plotly.js inlined it is ~4.6 MB) is rebuilt only when the report changes: its table, summary,
+    reference or threshold (which the HTML states and draws its lines at, and which is in neither the table
+    nor the summary: moving it without changing a flag would otherwise serve the earlier page)."""
     with tempfile.TemporaryDirectory(prefix="giflens-bias-") as tmp:
         csv = report.to_csv(Path(tmp) / "bias-audit.csv").read_bytes()
-        fingerprint = hashlib.sha256(csv + json.dumps([report.summary, report.reference, offline],
-                                                      sort_keys=True, default=str).encode()).hexdigest()
+        inputs = [report.summary, report.reference, report.threshold, report.attributes, offline]
+        fingerprint = hashlib.sha256(csv + json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
         cached = st.session_state.get(HTML_CACHE_KEY)
         if cached and cached[0] == fingerprint:
             return csv, cached[1]
@@ -220,7 +260,7 @@ left, middle, right, far = st.columns(4)
 threshold = left.number_input("Flag below this share of the best group", min_value=0.5, max_value=1.0, value=0.8,
                               step=0.05, key="bias_threshold", help="0.8: the four-fifths rule")
 min_faces = middle.number_input("Minimum confirmed faces per group", min_value=1, value=5, step=1,
-                                key="bias_min_faces", help="Fewer: the group's rates are marked small_sample")
+                                key="bias_min_faces", help="Graded confirmed faces; fewer: the group's rates are marked small_sample")
 basis = right.radio("Representation counts", list(REPRESENTATION_BASES), horizontal=True, key="bias_basis",
                     help="Share of classes (people) or of faces in each group")
 with_faces = far.toggle("Only classes with faces", value=True, key="bias_with_faces",
