@@ -21,10 +21,10 @@ tag dataset, Embedding Projector files and a manifest.
 Only confirmed labels (`CONFIRMED_STATUSES`) of classes that are not retired are exported.
 Folder names are safe on Linux, macOS and Windows (`safe_folder_name`). Train and validation
 never share a source media item or its near-duplicates: media are joined (union-find) when any of
-their frame pHashes lie within a small Hamming radius, or when they hold faces of one class whose
-embeddings are nearly identical (`same_photo_pairs`: mirrored and cropped copies of one photo,
-which move the pHash too far), and whole groups go to one side (`copy_groups`: retrain's holdout
-groups media the same way).
+their frame pHashes lie within a small Hamming radius, or when they hold faces (of any classes)
+whose embeddings are nearly identical (`same_photo_pairs`: mirrored and cropped copies of one
+photo, which move the pHash too far, also one filed under a second class), and whole groups go to
+one side (`copy_groups`: retrain's holdout groups media the same way).
 
 Sides are stable too. Given `previous` (an earlier export), every media item of its split.csv
 (matched by sha256, else, when its class ids are this store's, by media id) stays on its earlier
@@ -35,8 +35,9 @@ faces that kept their side and the ones moved. A share of 0 asks for no validati
 earlier validation media then train. An earlier export without validation faces (written with a
 share of 0, or with classes too small to give any) gives its label indices but not its sides:
 kept, they would keep every earlier face in training for good, and validation would only ever
-get new media; the split is drawn anew and `notes` say so. When kept sides leave validation with
-less than half the share asked for, `notes` say that too. The notes are in the manifest and the
+get new media; the split is drawn anew and `notes` say so. When validation holds less than half
+the share asked for (kept sides, or groups of copies larger than small classes' validation targets),
+`notes` say that too, naming the classes without a validation face. The notes are in the manifest and the
 summary. `giflens export` passes the newest recorded export whose folder still holds it
 unchanged (`newest_export`, `earlier_exports`) unless told not to.
 
@@ -52,7 +53,9 @@ by name (`match_earlier_classes`): another store's ids name other classes, so it
 here by name, a note says so, and an export with no class in common is refused.
 
 The export is built in a hidden temporary folder beside OUT_DIR and renamed into place at
-the end, so an interrupted export leaves no half-written OUT_DIR. An OUT_DIR that is a symbolic
+the end, so an interrupted export leaves no half-written OUT_DIR; one a killed export left behind is
+removed by the next export into OUT_DIR (`remove_stale_temporaries`). OUT_DIR is replaced only when
+it holds an earlier export and nothing else (`not_replaceable`). An OUT_DIR that is a symbolic
 link is the folder it names (`resolve_out_dir`): the link stays, the folder is replaced.
 """
 from __future__ import annotations
@@ -62,7 +65,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
+import time
 import shutil
 import unicodedata
 from collections import Counter
@@ -90,7 +95,7 @@ FOLDER_MAX_BYTES = 120  # of the name before the external id; ext4 and NTFS allo
 NEAR_DUPLICATE_RADIUS = 6  # bits of 64: resizes and re-encodes of a clip stay within this
 MIN_HASH_BITS = 16  # a natural frame's median-threshold pHash sets 32 bits; flat frames (black, one colour) set ~1
 GIF_TOP_TAGS = 5  # tags per media item in gif_metadata.tsv: enough to read a cluster, short enough for a tooltip
-# Face embeddings of one class closer than this (Euclidean) are one photo (`same_photo_pairs`). Measured
+# Face embeddings closer than this (Euclidean) are one photo (`same_photo_pairs`). Measured
 # with dlib on LFW: mirrored copies of 60 photos lay at most 0.117 from the original, copies cropped by
 # 6-15 px at most 0.109, re-encoded at 200 px at most 0.099; of 198,479 pairs of different photos of one
 # person (8 people, 1,348 photos) the median lay at 0.295, 0.1% below 0.165, and only 16 below 0.12, all
@@ -99,7 +104,10 @@ GIF_TOP_TAGS = 5  # tags per media item in gif_metadata.tsv: enough to read a cl
 # listed here adds no pairs (the pHash signal still applies).
 SAME_PHOTO_DISTANCE = {"dlib-resnet-v1": 0.12}
 MIN_VECTOR_NORM = 1e-6  # a zero vector is no embedding (a placeholder): it would be "near" every other one
-FACE_CHUNK = 1024  # rows of a class's distance matrix computed at a time (1024 x 5000 floats: 40 MB)
+# A temporary folder beside OUT_DIR no export holds (`_lock_folder`) is a killed export's leftover once it is
+# this old; the age only covers the instant between creating a folder and locking it.
+STALE_TMP_SECONDS = 300
+FACE_CHUNK = 1024  # rows and columns of a distance tile computed at a time (1024 x 1024 floats: 8 MB)
 CLASS_COLUMNS = ["folder", "index", "class_id", "name", "external_id",
                  "display_name", "status", "gender", "ethnicity", "birth_year", "country"]
 SPLIT_COLUMNS = ["face_id", "class_id", "label", "media_id", "group", "side", "sha256"]
@@ -195,20 +203,22 @@ def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
 
 
 def same_photo_pairs(faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], threshold: float,
-                     chunk: int = FACE_CHUNK) -> set[tuple[Hashable, Hashable]]:
-    """(media, media) pairs, smaller first, of distinct media holding faces of one class whose
-    embeddings lie within `threshold` (Euclidean). faces: (class, media, vector). A mirrored or
-    lightly cropped copy of a photo moves its frame pHash by 4-30 bits, more than a Hamming radius
-    can allow without joining unrelated clips, but barely moves its face embedding (dlib's averages
-    the face and its mirror), so this catches the copies the hashes miss. Compared per class (a
-    copy keeps its label) and in blocks of `chunk` rows, so a class of thousands of faces needs
-    chunk x n distances at a time, not n x n. Vectors of (near) zero length carry no identity and
-    are skipped."""
+                     chunk: int = FACE_CHUNK, across_classes: bool = False) -> set[tuple[Hashable, Hashable]]:
+    """(media, media) pairs, smaller first, of distinct media holding faces whose embeddings lie
+    within `threshold` (Euclidean): faces of one class, or of any classes with `across_classes`
+    (what `copy_groups` asks). faces: (class, media, vector). A mirrored or lightly cropped copy of
+    a photo moves its frame pHash by 4-30 bits, more than a Hamming radius can allow without joining
+    unrelated clips, but barely moves its face embedding (dlib's averages the face and its mirror),
+    so this catches the copies the hashes miss. A copy may be filed under another class (a duplicate
+    catalog entry such as "Al Gore" / "Albert Gore" before an editor merges them), and different
+    people lie farther apart than different photos of one person, so a split compares across classes.
+    Computed in `chunk` x `chunk` tiles (each pair once), so tens of thousands of faces need 8 MB of
+    distances at a time, not n x n. Vectors of (near) zero length carry no identity and are skipped."""
     by_class: dict[Hashable, tuple[list[Hashable], list[np.ndarray]]] = {}
     for cls, media, vector in faces:
         vector = np.asarray(vector, dtype=np.float64)
         if float(vector @ vector) > MIN_VECTOR_NORM ** 2:
-            media_list, vectors = by_class.setdefault(cls, ([], []))
+            media_list, vectors = by_class.setdefault(None if across_classes else cls, ([], []))
             media_list.append(media)
             vectors.append(vector)
     pairs: set[tuple[Hashable, Hashable]] = set()
@@ -219,17 +229,19 @@ def same_photo_pairs(faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], thr
         x = np.vstack(vectors)
         norms = np.einsum("ij,ij->i", x, x)
         for start in range(0, len(x), chunk):
-            block = x[start : start + chunk]  # against itself and every later row: each pair once
-            d2 = norms[start : start + chunk, None] + norms[None, start:] - 2.0 * (block @ x[start:].T)
-            for i, j in zip(*np.nonzero(d2 <= limit)):
-                a, b = media_list[start + i], media_list[start + j]
-                if j > i and a != b:
-                    pairs.add(tuple(sorted((a, b), key=lambda m: (str(type(m)), m))))  # type: ignore[arg-type]
+            block = x[start : start + chunk]
+            for col in range(start, len(x), chunk):  # against itself and every later tile: each pair once
+                d2 = (norms[start : start + chunk, None] + norms[None, col : col + chunk]
+                      - 2.0 * (block @ x[col : col + chunk].T))
+                for i, j in zip(*np.nonzero(d2 <= limit)):
+                    a, b = media_list[start + i], media_list[col + j]
+                    if col + j > start + i and a != b:
+                        pairs.add(tuple(sorted((a, b), key=lambda m: (str(type(m)), m))))  # type: ignore[arg-type]
     return pairs
 
 
 def same_photo_threshold(face_model: str, given: float | None = None) -> float | None:
-    """The distance under which two faces of one class are one photo: `given`, else the one measured
+    """The distance under which two faces are one photo: `given`, else the one measured
     for `face_model` (SAME_PHOTO_DISTANCE); None for a model nobody measured, whose distances mean
     something else (only the pHash signal joins media then)."""
     return given if given is not None else SAME_PHOTO_DISTANCE.get(face_model)
@@ -241,11 +253,18 @@ def copy_groups(media_hashes: dict[Hashable, Iterable[str] | None],
     """(media -> group, the same-photo pairs found): the one grouping of every split that must keep
     copies of a picture on one side, the export's train / validation split and retrain's holdout.
     Media join when their frame pHashes lie within `radius` (`near_duplicate_groups`) or when they
-    hold faces (class, media, vector) of one class within `same_photo_distance` (`same_photo_pairs`:
-    mirrored and cropped copies the hashes miss; None: no such joins). One definition, so a copy
+    hold faces (class, media, vector) within `same_photo_distance`, whatever their classes
+    (`same_photo_pairs`: mirrored and cropped copies the hashes miss, also one filed under a second
+    class; None: no such joins). One definition, so a copy
     the export keeps on one side can never straddle retrain's holdout, or the other way round."""
-    pairs = same_photo_pairs(faces, same_photo_distance) if same_photo_distance is not None else set()
+    pairs = (same_photo_pairs(faces, same_photo_distance, across_classes=True) if same_photo_distance is not None
+             else set())
     return near_duplicate_groups(media_hashes, radius, pairs), pairs
+
+
+def validation_target(faces: int, split: float) -> int:
+    """The validation faces a class of `faces` aims at (`assign_sides`): round(split x faces), halves up."""
+    return math.floor(split * faces + 0.5)
 
 
 def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int,
@@ -259,7 +278,7 @@ def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int
     totals: Counter = Counter()
     for counts in group_classes.values():
         totals.update(counts)
-    target = {c: math.floor(split * n + 0.5) for c, n in totals.items()}
+    target = {c: validation_target(n, split) for c, n in totals.items()}
     keys = group_keys or {g: str(g) for g in group_classes}
     order = sorted(group_classes, key=lambda g: (hashlib.sha256(f"{seed}:{keys[g]}".encode()).hexdigest(), str(g)))
     val: Counter = Counter()
@@ -378,6 +397,31 @@ def validation_shortfall(val_faces: int, faces: int, split: float, kept_train: i
             f"asked for: {kept_train} face(s) kept their train side from the earlier export, and only media new "
             "to it can be drawn for validation; without the earlier export (--no-previous) the split is drawn "
             "anew, but a model trained on it would then be validated on faces it trained on")
+
+
+def small_validation(val_faces: int, faces: int, split: float, kept_train: int, target: int,
+                     without_validation: list[str]) -> list[str]:
+    """The notes on a validation set holding less than half the share asked for: because faces kept
+    their earlier train side (`validation_shortfall`), or because groups of copies (one clip's faces, a
+    photo and its copies) larger than a class's validation target stay in train whole, leaving it under
+    the `target` the classes aimed at (sum of `validation_target`); and the classes whose target asked for
+    a validation face that got none (`without_validation`, by name; the first ten). Not when rounding
+    alone is why (classes of one or two faces aim at none at a share of 0.2: the documented rule).
+    Why: an export whose validation set measures nothing must say so, not leave it to the counts."""
+    if not (faces and split > 0 and val_faces / faces < split / 2) or not (kept_train or val_faces < target):
+        return []
+    notes = [validation_shortfall(val_faces, faces, split, kept_train)] if kept_train else [
+        f"validation holds {val_faces} of {faces} faces ({val_faces / faces:.0%}), under half the {split:.0%} "
+        "asked for: a group (the faces of one media item with its near-duplicates and copies) goes to one side "
+        "whole, and to validation only while each of its classes stays within round(share x its faces), so "
+        "groups larger than a class's validation target stay in train (more faces per class, or a larger share, "
+        "give validation room)"]
+    if without_validation:
+        shown = ", ".join(repr(n) for n in without_validation[:10])
+        more = f" and {len(without_validation) - 10} more" if len(without_validation) > 10 else ""
+        notes.append(f"{len(without_validation)} class(es) have no validation face, though their share asks for "
+                     f"one or more: {shown}{more}")
+    return [n for n in notes if n is not None]
 
 
 # -- label indices (pure) ------------------------------------------------------------------------
@@ -632,17 +676,41 @@ def no_faces_exported(summary: "ExportSummary", how_to_choose: str) -> str | Non
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an OUT_DIR the export may not write (a file, a folder that is not an earlier export), as
-    `export_dataset` checks it: a symbolic link by the folder it names (`resolve_out_dir`)."""
+    """Refuse an OUT_DIR the export may not write (a file, a folder that is not an earlier export,
+    `not_replaceable`), as `export_dataset` checks it: a symbolic link by the folder it names
+    (`resolve_out_dir`)."""
     out_dir = resolve_out_dir(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValidationError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
             raise ValidationError(f"{out_dir} exists and is not empty; choose another folder or overwrite it")
-        if not (out_dir / "manifest.json").is_file():
-            raise ValidationError(f"{out_dir} is not empty and is not a giflens export (no manifest.json); "
-                                  "refusing to overwrite it")
+        why = not_replaceable(out_dir)
+        if why is not None:
+            raise ValidationError(f"{out_dir} is not empty and is not a giflens export ({why}); refusing to "
+                                  "overwrite it")
+
+
+def not_replaceable(out_dir: Path) -> str | None:
+    """Why replacing the folder could delete something that is not an export's, None when it holds one:
+    its manifest.json is a giflens export's (`format` FORMAT, a `files` list) and lists every other file
+    in it. Why not a manifest.json alone: web extensions, PWAs and many projects keep one at their root;
+    and a file someone put into an export (notes, a trained model) would go with it unsaid."""
+    manifest = out_dir / "manifest.json"
+    if not manifest.is_file():
+        return "no manifest.json"
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its manifest.json cannot be read as JSON ({exc})"
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
+        return f"its manifest.json is not a {FORMAT} manifest"
+    extra = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
+                   if not p.is_dir() and p != manifest and p.relative_to(out_dir).as_posix() not in data["files"])
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        return f"{len(extra)} file(s) its manifest does not list: {shown}; move them out first"
+    return None
 
 
 def _export_gif_model(session: Session, gif_model: str | None) -> str | None:
@@ -716,11 +784,66 @@ def top_tags_text(tags: Iterable[tuple[str, float]], limit: int = GIF_TOP_TAGS) 
     return "; ".join(f"{tag} ({float(confidence):.2f})" for tag, confidence in list(tags)[:limit])
 
 
+def _hidden_stem(out_dir: Path) -> str:
+    """OUT_DIR's name as the hidden folders beside it start (`_beside`): cut so the whole fits 255 bytes."""
+    return out_dir.name.encode("utf-8")[:200].decode("utf-8", errors="ignore")
+
+
 def _beside(out_dir: Path, what: str, nbytes: int) -> Path:
     """A hidden name beside OUT_DIR (`.<name>.<what>-<random hex>`), on its file system so renames stay
     atomic, the name cut so the whole fits the 255 bytes a file name may have."""
-    stem = out_dir.name.encode("utf-8")[:200].decode("utf-8", errors="ignore")
-    return out_dir.parent / f".{stem}.{what}-{secrets.token_hex(nbytes)}"
+    return out_dir.parent / f".{_hidden_stem(out_dir)}.{what}-{secrets.token_hex(nbytes)}"
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """An open descriptor of `folder` holding an exclusive lock on it (flock), None when another process
+    holds one, or locks cannot be taken here (no fcntl, a file system refusing them). The kernel drops the
+    lock when its process ends however it ends (SIGKILL, OOM), which is what tells a running export's
+    temporary folder from a killed one's; a process id would be reused, or name another container's."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no way to tell, so nothing is ever taken for stale
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Remove the temporary folders earlier exports into OUT_DIR left beside it when killed (SIGKILL,
+    OOM, power loss: no handler ran), and return them. Only folders named exactly as `export_dataset`
+    names them (`.<name>.tmp-<12 hex digits>`, not links), older than `min_age` seconds and locked by
+    no process (`_lock_folder`: a running export holds its own) are removed; anything else is left alone.
+    Why: each is a hidden, full copy of the crops, invisible in a listing, kept forever otherwise."""
+    pattern = re.compile(rf"\.{re.escape(_hidden_stem(out_dir))}\.tmp-[0-9a-f]{{12}}")
+    try:
+        candidates = [p for p in out_dir.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return []
+    removed = []
+    for path in candidates:
+        try:
+            if path.is_symlink() or not path.is_dir() or time.time() - path.stat().st_mtime < min_age:
+                continue
+        except OSError:
+            continue
+        fd = _lock_folder(path)
+        if fd is None:  # in use, or no lock to tell
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        if not path.exists():
+            removed.append(path)
+    return removed
 
 
 def resolve_out_dir(out_dir: Path) -> Path:
@@ -778,7 +901,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     name) keeps each surviving class at its earlier label index and each earlier media item on its
     earlier side (see the
     module docstring; the summary's and manifest's `notes` say when it gives no sides, or when its
-    sides leave validation short). `same_photo_distance` joins media with faces of one class this
+    sides leave validation short). `same_photo_distance` joins media with faces this
     close (None: `SAME_PHOTO_DISTANCE` of the face model, no such joins for a model not listed there)."""
     started = utcnow()
     editor = check_editor(editor)
@@ -845,9 +968,11 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
                          "kept" if earlier_side[r.media_id] == side_of_face[r.face_id] else "moved" for r, _ in rows)
     kept_train = sum(kept.get(groups[r.media_id]) == "train" for r, _ in rows)
     side_counts = Counter(side_of_face.values())
-    shortfall = validation_shortfall(side_counts["val"], len(rows), split, kept_train)
-    if shortfall is not None:
-        notes.append(shortfall)
+    with_validation = {r.class_id for r, _ in rows if side_of_face[r.face_id] == "val"}
+    class_faces = Counter(r.class_id for r, _ in rows)
+    target = {c: validation_target(n, split) for c, n in class_faces.items()}
+    notes += small_validation(side_counts["val"], len(rows), split, kept_train, sum(target.values()),
+                              [classes[c].name for c in ordered if target[c] and c not in with_validation])
 
     tmp = _beside(out_dir, "tmp", 6)
     # An OUT_DIR under a file, or where nothing may be written, is bad input: a one-line refusal, not a traceback.
@@ -856,10 +981,12 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     except OSError as exc:
         raise ValidationError(f"cannot create {out_dir}: {exc.filename or out_dir.parent}: "
                               f"{exc.strerror or exc}") from exc
+    remove_stale_temporaries(out_dir)
     try:
         tmp.mkdir()
     except OSError as exc:  # the temporary folder's name would only confuse: name the folder it goes in
         raise ValidationError(f"cannot create {out_dir}: cannot write in {out_dir.parent} ({exc.strerror or exc})") from exc
+    lock = _lock_folder(tmp)  # held until the end: a later export never takes this folder for a killed one's
     try:
         _write_csv(tmp / "labels.csv", ["Label", "Index"], ([folders[c], index[c]] for c in ordered))
         _write_csv(tmp / "classes.csv", CLASS_COLUMNS, (class_row(folders[c], index[c], classes[c]) for c in ordered))
@@ -959,6 +1086,9 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     return ExportSummary(out_dir, export_id, len(folders), len(rows), side_counts.get("train", 0),
                          side_counts.get("val", 0), missing, len(tagged), len(vectors), len(gif_vectors),
                          (utcnow() - started).total_seconds(), manifest, notes)

@@ -38,7 +38,6 @@ from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, c
 
 # GIPHY labels end in a Freebase id (m.0c6qh) or a Knowledge Graph id (g.11cs12bg7b) in brackets.
 GIPHY_LABEL = re.compile(r"^(?P<name>.+?)_\[(?P<id>[^\[\]]+)\]$")
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 TAG_SEPARATOR = ";"
 # the columns of an export's classes.csv an import reads beyond folder and name (see labeling.export.CLASS_COLUMNS)
 CLASS_MAP_COLUMNS = ("index", "class_id", "external_id", "display_name", "status", *ATTRIBUTES)
@@ -227,10 +226,28 @@ def _check_name(path: Path, line: int, name: str, external_id: str | None) -> st
     return name
 
 
+def _check_one_name_per_id(path: Path, line: int, what: str, external: str | None, key: str,
+                           seen: dict[str, tuple[int, str, str]]) -> None:
+    """Refuse a row whose external id an earlier row of the file (in `seen`: id -> (line, name key, what
+    it says)) gave to another name; record this row's otherwise. Why: an import finds a class by its
+    external id first (`_ensure_classes`), so the second name's photos would be approved as the first
+    person, or its attributes written onto them, without a word; a file naming two people with one id
+    is bad input, and nothing of it may be written."""
+    if not external:
+        return
+    if external in seen and seen[external][1] != key:
+        first_line, _, first = seen[external]
+        raise ValidationError(f"{_where(path, line)}: {what} has the external id {external} of line {first_line} "
+                              f"({first}): one external id names one person; fix the id (or merge the two)")
+    seen.setdefault(external, (line, key, what))
+
+
 def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None,
-                    notes: list[str] | None = None) -> list[LabelRow]:
+                    notes: list[str] | None = None, one_name_per_id: bool = True) -> list[LabelRow]:
     """GIPHY's `Label,Index` (or `Labels,Index`): labels unique (also once parsed into class
-    names, ignoring case), indices unique non-negative integers, names valid class names.
+    names, ignoring case), indices unique non-negative integers, names valid class names, and no
+    external id given to two names (`_check_one_name_per_id`) unless `one_name_per_id` is False (a
+    class list, where a second spelling labels nothing: `_ensure_classes` notes where it went).
     `class_map` (an export's classes.csv) gives the exact name of a label, where parsing the
     folder name could not tell "Brad_Pitt" from "Brad Pitt". Notes on the file go to `notes` (`read_csv`)."""
     path = Path(path)
@@ -239,6 +256,7 @@ def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None,
     labels: dict[str, int] = {}
     keys: dict[str, int] = {}
     indices: dict[int, int] = {}
+    ids: dict[str, tuple[int, str, str]] = {}
     for line, row in rows:
         label, index = row["Label"], row["Index"]
         if not label:
@@ -261,6 +279,8 @@ def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None,
         key = class_name_key(name)
         if key in keys:
             raise ValidationError(f"{_where(path, line)}: label {label!r} names the same class ({name!r}) as line {keys[key]}")
+        if one_name_per_id:
+            _check_one_name_per_id(path, line, f"label {label!r}", external, key, ids)
         labels[label], keys[key], indices[idx] = line, line, line
         out.append(LabelRow(line, label, idx, name, external))
     return out
@@ -275,11 +295,13 @@ def read_class_map(path: Path, notes: list[str] | None = None) -> dict[str, Mapp
     header, rows = read_csv(path, ["folder", "name"], known=CLASS_MAP_COLUMNS, notes=notes)
     columns = [c for c in ATTRIBUTES if c in header]
     out: dict[str, MappedClass] = {}
+    ids: dict[str, tuple[int, str, str]] = {}
     for line, row in rows:
         if row["folder"] in out:
             raise ValidationError(f"{_where(path, line)}: folder {row['folder']!r} appears twice")
         external = row.get("external_id") or None
         name = _check_name(path, line, row["name"], external)
+        _check_one_name_per_id(path, line, f"class {name!r}", external, class_name_key(name), ids)
         try:
             display = clean_class_name(row["display_name"]) if row.get("display_name") else None
             values = clean_attributes({c: row[c] for c in columns if row[c]})
@@ -319,12 +341,14 @@ def _read_attributes_csv(path: Path) -> tuple[list[AttributeRow], list[str]]:
                  "ignored" for c in header if c != "name" and c not in ATTRIBUTES]
     out: list[AttributeRow] = []
     seen: dict[str, int] = {}
+    ids: dict[str, tuple[int, str, str]] = {}
     for line, row in rows:
         name, external = parse_giphy_label(row["name"])
         name = _check_name(path, line, name, external)
         key = class_name_key(name)
         if key in seen:
             raise ValidationError(f"{_where(path, line)}: {name!r} repeats line {seen[key]}")
+        _check_one_name_per_id(path, line, repr(row["name"]), external, key, ids)
         seen[key] = line
         try:
             values = clean_attributes({c: row[c] for c in columns if row[c]})
@@ -406,7 +430,8 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         if row.external_id:
             by_external.setdefault(row.external_id, []).append(row)
     by_id = {row.id: row for row in rows}
-    renamed = {k: by_id[c] for k, c in former_names(op.session).items() if k not in existing and c in by_id}
+    former = former_names(op.session)
+    renamed = {k: by_id[c] for k, c in former.items() if k not in existing and c in by_id}
     ids: dict[str, int] = {}
     created: set[int] = set()
     fill: dict[int, str] = {}
@@ -424,6 +449,12 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
             summary.skipped.append(f"{spec.where}: {spec.name!r} went to {row.name!r}, which holds external id "
                                    f"{spec.external_id}, not to the class named {named.name!r}: merge them if they are "
                                    "one person")
+        elif row is not None and named is None and row.name_key != key and former.get(key) != row.id:
+            # found by its id alone, under another name no rename links to it: say so, or one person's
+            # line silently becomes another's (a typo'd id, a second spelling in a class list)
+            summary.skipped.append(f"{spec.where}: {spec.name!r} went to {row.name!r}, which holds its external id "
+                                   f"{spec.external_id}; no class {spec.name!r} is created: if they are two people, "
+                                   "fix the id")
         row = row or named or renamed.get(key)
         if row is None:
             if not create:
@@ -474,10 +505,12 @@ def _editor(editor: str | None, source: Path) -> str:
 def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
     """GIPHY's class list (`Labels,Index`, names like `Brad_Pitt_[m.0c6qh]`) -> active classes,
     all in one operation. Classes that exist (same name, ignoring case) are left as they are,
-    except that a missing external id is filled in."""
+    except that a missing external id is filled in. A line whose external id belongs to another
+    line's or class's name goes to that class, with a note (`_ensure_classes`)."""
     csv_path = Path(csv_path)
     summary = ImportSummary("classes", csv_path.name)
-    rows = read_labels_csv(csv_path, notes=summary.notes)
+    # a second spelling of one id labels nothing here: it goes to the first one's class, with a note
+    rows = read_labels_csv(csv_path, notes=summary.notes, one_name_per_id=False)
     with run_operation(store, _editor(editor, csv_path), "import_classes") as op:
         ids, _ = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
                                  summary)
@@ -572,11 +605,42 @@ def _fill_class_details(op: Operation, targets: dict[str, int], details: dict[st
     summary.kept += len(kept)  # a class may be both filled and kept, as in `import_attributes`
 
 
-def _media_by_name(session: Session) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
+def _media_by_name(session: Session) -> dict[str, list[tuple[int, str]]]:
+    """File name -> (media id, stored path) of every ingested media item of that name."""
+    out: dict[str, list[tuple[int, str]]] = {}
     for media_id, path in session.execute(select(Media.id, Media.path).where(Media.status == "ok").order_by(Media.id)):
-        out.setdefault(Path(path).name, []).append(media_id)
+        out.setdefault(Path(path).name, []).append((media_id, path))
     return out
+
+
+def path_ends_with(stored: str, wanted: str) -> bool:
+    """Whether the stored path ends with `wanted`'s components (`clips_a/x.jpg` matches /m/clips_a/x.jpg, not
+    /m/clips_b/x.jpg; an absolute one only itself). Why: a tags file naming a folder means that file, and
+    matching by base name alone would put its tags on every file of that name."""
+    want = Path(wanted).parts
+    return len(want) > 0 and Path(stored).parts[-len(want):] == want
+
+
+def _media_matching(media: dict[str, list[tuple[int, str]]], wanted: str) -> list[tuple[int, str]]:
+    """The media a tags row's `file` names: by base name, and by its folders too when it gives them."""
+    matches = media.get(Path(wanted).name, [])
+    return [m for m in matches if path_ends_with(m[1], wanted)] if len(Path(wanted).parts) > 1 else matches
+
+
+def _same_content(session: Session, csv_path: Path, wanted: str) -> tuple[int, str] | None:
+    """(media id, stored path) of ingested media with the content of the file a tags row names, when that
+    file is found (absolute, or beside the tags file) and its bytes are stored under another name; else None.
+    Why: ingest stores one media item per content, under the last name it met, so a copy's own name is
+    not in the store, and "not ingested" would send the editor to ingest it again for nothing."""
+    path = Path(wanted) if Path(wanted).is_absolute() else csv_path.parent / wanted
+    try:
+        if not path.is_file():
+            return None
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    row = session.execute(select(Media.id, Media.path).where(Media.sha256 == digest, Media.status == "ok")).first()
+    return None if row is None else (row.id, row.path)
 
 
 def removed_by_editors(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], str]:
@@ -651,24 +715,30 @@ def editor_held_columns(session: Session, class_ids: Iterable[int], columns: Ite
 
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
     """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
-    name (every ingested media item of that name), with confidence 1.0 and source "uploader".
+    name (every ingested media item of that name, with a note when there are several; a `file` with
+    folders, `clips/x.gif`, only media whose path ends so), with confidence 1.0 and source "uploader".
     A (media, tag) an editor set, rejected or removed is left alone, and so is one already imported: experts
     voting may have lowered its confidence since, and re-importing the same file changes nothing."""
     csv_path = Path(csv_path)
     who = _editor(editor, csv_path)
     summary = ImportSummary("tags", csv_path.name)
     rows = read_tags_csv(csv_path, notes=summary.notes)
+    wanted: list[tuple[int, str]] = []
     with store() as session:
         media = _media_by_name(session)
-    wanted: list[tuple[int, str]] = []
-    for row in rows:
-        matches = media.get(Path(row.file).name)
-        if not matches:
-            summary.skipped.append(f"{_where(csv_path, row.line)}: {row.file} is not ingested")
-        elif not row.tags:
-            summary.skipped.append(f"{_where(csv_path, row.line)}: {row.file} has no tags")
-        else:
-            wanted += [(m, t) for m in matches for t in row.tags]
+        for row in rows:
+            where, matches = _where(csv_path, row.line), _media_matching(media, row.file)
+            if not matches:
+                summary.skipped.append(f"{where}: {_not_ingested(session, csv_path, row.file, media)}")
+            elif not row.tags:
+                summary.skipped.append(f"{where}: {row.file} has no tags")
+            else:
+                if len(matches) > 1:
+                    shown = ", ".join(p for _, p in matches[:3]) + (", ..." if len(matches) > 3 else "")
+                    summary.notes.append(f"{where}: {row.file} matches {len(matches)} ingested media ({shown}); "
+                                         "tagged all of them (give the file's folder too, e.g. "
+                                         f"{Path(*Path(matches[0][1]).parts[-2:]).as_posix()}, to tag one)")
+                wanted += [(m, t) for m, _ in matches for t in row.tags]
     if not wanted:
         return summary
     with run_operation(store, who, "import_tags") as op:
@@ -689,6 +759,19 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
         op.summary = f"import uploader tags from {csv_path.name}: {summary.tags} written"
     summary.event_id = op.result.event_id
     return summary
+
+
+def _not_ingested(session: Session, csv_path: Path, wanted: str, media: dict[str, list[tuple[int, str]]]) -> str:
+    """Why a tags row matched no media: not ingested, only under other folders, or ingested under another name."""
+    same = _same_content(session, csv_path, wanted)
+    if same is not None:
+        return (f"{wanted} is ingested under another name: media {same[0]}, {same[1]}, has the same content "
+                "(a media item is stored once, under the last of its names); not tagged")
+    others = media.get(Path(wanted).name, [])
+    if others:
+        shown = ", ".join(p for _, p in others[:3]) + (", ..." if len(others) > 3 else "")
+        return f"{wanted} is not ingested; no media in that folder, but {len(others)} of that name elsewhere ({shown})"
+    return f"{wanted} is not ingested"
 
 
 def _largest_faces(session: Session, media_ids: list[int]) -> dict[int, int]:
@@ -742,13 +825,38 @@ def _scan_raw_dataset(folder: Path, file_notes: list[str] | None = None) -> tupl
         if not sub.is_dir():
             notes.append(f"{_where(labels_csv, r.line)}: no folder raw_dataset/{r.label}/")
             continue
-        images[r.label] = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                                 and not p.name.startswith("."))
+        images[r.label], left_out = _class_folder_files(sub)
+        notes += [f"raw_dataset/{r.label}/{why}" for why in left_out]
         if not images[r.label]:
             notes.append(f"raw_dataset/{r.label}/: no images")
     listed = {r.label for r in labels}
     notes += [f"raw_dataset/{p.name}/: not in labels.csv" for p in sorted(raw.iterdir()) if p.is_dir() and p.name not in listed]
     return labels, names, images, notes, class_map
+
+
+def _class_folder_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """(the files of a class folder an import ingests, what it leaves out with why, relative to the folder).
+    Files of every type ingest reads (`embeddings.media.MEDIA_EXTENSIONS`: stills, GIF, WebP, video; the
+    content is checked when read) directly in the folder are taken; anything else that is not hidden, and
+    any sub-folder, is named: an image left out without a word is a label silently lost."""
+    from embeddings.media import MEDIA_EXTENSIONS
+
+    taken: list[Path] = []
+    left_out: list[str] = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            left_out.append(f"{p.name}/: a folder inside a class folder; its files are not imported (only files "
+                            "directly in the class folder are)")
+        elif p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS:
+            taken.append(p)
+        elif not p.exists():
+            left_out.append(f"{p.name}: a link to nothing; not imported")
+        else:
+            left_out.append(f"{p.name}: not a file type ingest reads ({', '.join(sorted(MEDIA_EXTENSIONS))}); "
+                            "not imported")
+    return taken, left_out
 
 
 def _resolved(path: Path) -> Path:
@@ -853,7 +961,8 @@ def _confirmed_here(session: Session, folder: Path) -> str | None:
 def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
                        on_start: Callable[[int], None] | None = None,
                        on_result: Callable[[Any], None] | None = None) -> ImportSummary:
-    """GIPHY's training layout: `labels.csv` + `raw_dataset/<Label>/*.jpg` (an export's
+    """GIPHY's training layout: `labels.csv` + `raw_dataset/<Label>/*.jpg` (any file type ingest reads,
+    directly in the class folder; other files and sub-folders are noted, `_class_folder_files`; an export's
     `classes.csv`, when present, gives the exact class names, and the display names, statuses
     and attributes of the classes it creates; existing classes keep their status and only get
     empty fields filled, see `_fill_class_details`; a class created retired, from an edited

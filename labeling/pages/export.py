@@ -91,7 +91,9 @@ with st.form("export_form"):
     left, middle, right = st.columns(3)
     val_share = left.slider("Validation share (per class)", 0.0, 0.9, 0.2, 0.05, key="export_val_share")
     seed = middle.number_input("Split seed", min_value=0, value=0, step=1, key="export_seed")
-    overwrite = right.checkbox("Replace the folder if it exists", key="export_overwrite")
+    overwrite = right.checkbox("Replace the folder if it exists", key="export_overwrite",
+                               help="Only a folder holding an earlier export, and no file its manifest does "
+                                    "not list, is replaced; any other folder is refused")
     previous = st.selectbox("Keep the label indices and train / validation sides of", [NO_PREVIOUS, *earlier],
                             key="export_previous",
                             format_func=lambda d: d or "none: number classes in creation order, draw the split anew",
