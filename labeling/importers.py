@@ -34,7 +34,7 @@ from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity
                              CelebrityClass, Export, Face, FaceLabel, Media)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, class_name_key, clean_attributes,
-                                 clean_class_name, clean_external_id, clean_tag_name)
+                                 clean_class_name, clean_display_name, clean_external_id, clean_tag_name)
 
 # GIPHY labels end in a Freebase id (m.0c6qh) or a Knowledge Graph id (g.11cs12bg7b) in brackets.
 GIPHY_LABEL = re.compile(r"^(?P<name>.+?)_\[(?P<id>[^\[\]]+)\]$")
@@ -303,7 +303,7 @@ def read_class_map(path: Path, notes: list[str] | None = None) -> dict[str, Mapp
         name = _check_name(path, line, row["name"], external)
         _check_one_name_per_id(path, line, f"class {name!r}", external, class_name_key(name), ids)
         try:
-            display = clean_class_name(row["display_name"]) if row.get("display_name") else None
+            display = clean_display_name(row["display_name"]) if row.get("display_name") else None
             values = clean_attributes({c: row[c] for c in columns if row[c]})
             status = _class_status(row.get("status"))
         except ValidationError as exc:

@@ -151,3 +151,16 @@ def test_a_birth_year_after_this_year_is_refused():
         with pytest.raises(ValidationError, match=rf"birth_year {int(future)} is outside 1800\.\.{this_year} "
                                                   r"\(a birth year cannot be in the future\)"):
             clean_attributes({"birth_year": future})
+
+
+def test_an_exports_display_name_with_a_slash_is_read_back(tmp_path):
+    """classes.csv of an export whose class shows as "AC/DC": the import takes it back (a display name
+    is no folder), while a name with '/' is still refused."""
+    from labeling.importers import read_class_map
+
+    path = tmp_path / "classes.csv"
+    path.write_text("folder,name,display_name\nACDC,ACDC,AC/DC\n", encoding="utf-8")
+    assert read_class_map(path)["ACDC"].display_name == "AC/DC"
+    path.write_text("folder,name,display_name\nACDC,AC/DC,AC/DC\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="looks like a path"):
+        read_class_map(path)
