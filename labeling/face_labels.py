@@ -2,8 +2,9 @@
 whole GIF tracks, and the model's predictions, which never overwrite a decision."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +16,12 @@ from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedd
 from labeling.validation import check_confidence, check_id, refuse_hidden_characters
 
 DECISIONS = {"approve": "approved", "reject": "rejected", "relabel": "relabeled", "unknown": "unknown"}
+# How a summary tells what a decision did ("approved 3 face(s)", "marked 3 face(s) unknown"): the
+# sidebar, Overview's undo list and `giflens history` show it as the record of what happened.
+DECISION_VERBS = {"approve": ("approved", ""), "reject": ("rejected", ""), "relabel": ("relabel", ""),
+                  "unknown": ("marked", " unknown")}
 UNDECIDED = UNDECIDED_STATUSES
+SCORE_TOLERANCE = 1e-6  # a stored confidence this close to the new one is the same (top scores keep 6 decimals)
 
 
 def _existing_faces(session: Session, face_ids: Sequence[int]) -> dict[int, int]:
@@ -138,13 +144,19 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
     op.update("face", changes, rows)
 
 
+def decision_summary(decision: str, what: str, to_class: str = "") -> str:
+    """"approved 3 face(s)", "marked track 4 (6 faces) unknown", "relabel 2 face(s) to 'B' (class 2)"."""
+    verb, suffix = DECISION_VERBS.get(decision, (decision, ""))
+    return f"{verb} {what}{suffix}{to_class}"
+
+
 def decide_faces(factory: sessionmaker[Session], face_ids: Sequence[int], decision: str, editor: str,
                  class_id: int | None = None, expected_versions: dict[int, int] | None = None,
                  source: str = "editor") -> OperationResult:
     class_id = optional_class_id(class_id)
     with run_operation(factory, editor, f"{decision}_faces") as op:
         apply_decision(op, face_ids, decision, class_id, expected_versions, source)
-        op.summary = f"{decision} {len(set(face_ids))} face(s){class_phrase(op.session, class_id)}"
+        op.summary = decision_summary(decision, f"{len(set(face_ids))} face(s)", class_phrase(op.session, class_id))
     return op.result
 
 
@@ -190,6 +202,33 @@ def tracks_face_ids(session: Session, track_ids: Sequence[int]) -> dict[int, lis
     return {t: found[t] for t in ids}
 
 
+def _faces_by_track_class(faces: dict[int, list[int]], predicted: dict[int, int | None]) -> dict[int | None, list[int]]:
+    """class a track approval gives -> the distinct faces taking it, each face once.
+
+    Why: one face may sit in several tracks (tracks of two face models over one GIF). Approved track by
+    track it would be written twice, and the second write would find its own first one as a change since
+    the version the editor saw. A track never predicted (None) leaves each face its own class, which a
+    named track holding the same face overrides; two tracks naming different classes for one face are
+    contradictory, refused."""
+    class_of: dict[int, int | None] = {}
+    for track_id, members in faces.items():
+        for face_id in members:
+            named = predicted[track_id]
+            before = class_of.setdefault(face_id, named)
+            if named is None or before == named:
+                continue
+            if before is not None:
+                tracks = [t for t, m in faces.items() if face_id in m]
+                raise ValidationError(f"face {face_id} is in tracks {', '.join(map(str, tracks))}, which the model "
+                                      f"names as different classes ({before} and {named}); approve them one at a time "
+                                      "or relabel the face")
+            class_of[face_id] = named
+    grouped: dict[int | None, list[int]] = {}
+    for face_id, class_id in class_of.items():
+        grouped.setdefault(class_id, []).append(face_id)
+    return grouped
+
+
 def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decision: str, editor: str,
                  class_id: int | None = None, expected_versions: dict[int, int] | None = None) -> OperationResult:
     """One decision for every face of the given GIF person tracks: one transaction, one audit event.
@@ -198,11 +237,13 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
     "Undo last" must take all of it back. expected_versions (face id -> face label version the
     editor saw, as in `decide_faces`) refuses the whole decision with a ConflictError when any of
     those faces changed since. The faces are read inside the same transaction that writes them.
+    A face in several of the tracks is decided once and counted once.
     """
     ids = list(dict.fromkeys(check_id(t, "track") for t in track_ids))
     class_id = optional_class_id(class_id)
     with run_operation(factory, editor, f"{decision}_track" if len(ids) == 1 else f"{decision}_tracks") as op:
         faces = tracks_face_ids(op.session, ids)
+        distinct = list(dict.fromkeys(f for members in faces.values() for f in members))
         if decision == "approve" and class_id is None:
             # Approving a track approves the person the model named for the whole track, so every face
             # gets that class; a track the model called unknown has nothing to approve. Tracks never
@@ -213,17 +254,17 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
                 raise ValidationError(f"track {', '.join(map(str, unnamed[:10]))} has no predicted class to approve "
                                       "(the model says unknown); relabel it to a class or mark it unknown, and "
                                       "approve the other tracks on their own")
-            # every track's classes before any track's faces: one apply_decision per track locks faces
-            lock_classes_before_faces(op.session, [f for members in faces.values() for f in members],
-                                      (predicted[t][0] for t in ids))
-            for track_id, members in faces.items():
-                apply_decision(op, members, decision, predicted[track_id][0], expected_versions,
-                               proposed_class=predicted[track_id][0])
+            by_class = _faces_by_track_class(faces, {t: predicted[t][0] for t in ids})
+            # every track's classes before any track's faces: one apply_decision per class locks faces
+            lock_classes_before_faces(op.session, distinct, by_class)
+            # the versions the editor saw, checked once before any part writes (a part's own write is no conflict)
+            op.check_versions("face", op.load("face", [(f,) for f in distinct]), expected_versions)
+            for proposed, members in by_class.items():
+                apply_decision(op, members, decision, proposed, None, proposed_class=proposed)
         else:
-            apply_decision(op, [f for members in faces.values() for f in members], decision, class_id, expected_versions)
-        n_faces = sum(len(members) for members in faces.values())
+            apply_decision(op, distinct, decision, class_id, expected_versions)
         which = f"track {next(iter(faces))}" if len(faces) == 1 else f"{len(faces)} tracks"
-        op.summary = f"{decision} {which} ({n_faces} faces){class_phrase(op.session, class_id)}"
+        op.summary = decision_summary(decision, f"{which} ({len(distinct)} faces)", class_phrase(op.session, class_id))
     return op.result
 
 
@@ -297,10 +338,102 @@ def mapped_prediction(p: Prediction, targets: dict[int, int | None]) -> Predicti
     return Prediction(p.face_id, class_id, p.confidence, list(top.items()))
 
 
+def unique_predictions(predictions: Iterable[Prediction]) -> dict[int, Prediction]:
+    """face id -> its prediction (plain ids); the same prediction given twice counts once.
+
+    Why refuse two different ones: which should stand is a guess either way (the last one silently
+    won before), and a caller handing them over has a bug worth seeing before anything is written."""
+    out: dict[int, Prediction] = {}
+    for p in map(_checked_ids, predictions):
+        seen = out.setdefault(p.face_id, p)
+        if seen != p:
+            raise ValidationError(f"face {p.face_id} is given two different predictions in one call "
+                                  f"(class {seen.class_id} at {seen.confidence} and class {p.class_id} at "
+                                  f"{p.confidence}); nothing was written")
+    return out
+
+
+def _close(old: Any, new: float) -> bool:
+    return old is not None and math.isclose(float(old), new, rel_tol=0.0, abs_tol=SCORE_TOLERANCE)
+
+
+def same_prediction(row: dict[str, Any] | None, values: dict[str, Any]) -> bool:
+    """Whether a label already holds the prediction `values` would write (class, confidence, top list,
+    model version; and for an undecided label its status, class and source).
+
+    Why: a re-run of the same model over the same data must leave such a label alone. A new version
+    for a prediction nobody can tell from the old one would make an editor working on the face reload
+    (a ConflictError on the version they saw) and fill the audit log with runs that changed nothing.
+    Confidences read back from the database are compared within SCORE_TOLERANCE, not bit for bit."""
+    if row is None or row["model_version"] != values["model_version"] \
+            or row["predicted_class_id"] != values["predicted_class_id"] \
+            or not _close(row["predicted_confidence"], values["predicted_confidence"]):
+        return False
+    old_top, new_top = row["predicted_top"] or [], values["predicted_top"]
+    if len(old_top) != len(new_top) or any(int(oc) != nc or not _close(os, ns)
+                                           for (oc, os), (nc, ns) in zip(old_top, new_top)):
+        return False
+    return all(row[c] == values[c] for c in ("status", "class_id", "source") if c in values)
+
+
+@dataclass
+class PredictionCounts:
+    """What a prediction run wrote, for its summary."""
+
+    written: int = 0  # labels given a new prediction
+    decided: int = 0  # ... of which an editor or an import had decided: their decision kept
+    unchanged: int = 0  # labels that held the same prediction already: not written
+    merged: int = 0  # predictions naming a class merged since the fit, moved to its target
+    retired: int = 0  # predictions naming a class retired since the fit, made unknown
+
+    def summary(self, model_version: str) -> str:
+        return (f"predictions of {model_version} for {self.written} face(s) ({self.decided} already decided kept)"
+                + (f"; {self.unchanged} face(s) unchanged" if self.unchanged else "")
+                + (f"; {self.merged} naming a class merged since the fit went to the class it was merged into"
+                   if self.merged else "")
+                + (f"; {self.retired} naming a class retired since the fit are unknown" if self.retired else ""))
+
+
+def _write_predictions(op: Operation, preds: dict[int, Prediction], model_version: str,
+                       counts: PredictionCounts) -> None:
+    """Write one chunk of predictions (already mapped to the classes' current targets) inside `op`."""
+    media_of = _existing_faces(op.session, list(preds))
+    rows = op.load("face", [(f,) for f in preds])
+    changes: dict[Key, dict[str, Any]] = {}
+    for (face_id,), row in rows.items():
+        p = preds[face_id]
+        values: dict[str, Any] = {
+            "predicted_class_id": p.class_id, "predicted_confidence": check_confidence(p.confidence),
+            "predicted_top": [[int(c), round(check_confidence(s), 6)] for c, s in p.top],
+            "model_version": model_version,
+        }
+        if row is None or row["status"] in UNDECIDED:
+            values.update(status="predicted", class_id=p.class_id, source="model")
+        if same_prediction(row, values):
+            counts.unchanged += 1
+            continue
+        values["predicted_at"] = op.now
+        if "status" in values:
+            values["editor"] = op.editor
+        else:
+            counts.decided += 1
+        changes[(face_id,)] = values
+    counts.written += len(changes)
+    op.update("face", changes, rows)
+    _concern_predicted(op, media_of, rows, changes)
+
+
 def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Prediction], model_version: str,
-                       editor: str = "model") -> OperationResult:
-    """Write the model's predictions. Faces an editor (or an import) decided keep their decision;
-    only the prediction columns beside it are refreshed.
+                       editor: str = "model", *, chunk_size: int = 5000,
+                       on_chunk: Callable[[int], None] | None = None) -> OperationResult:
+    """Write the model's predictions: one operation (one audit event, one undo) however many faces.
+    Faces an editor (or an import) decided keep their decision; only the prediction columns beside
+    it are refreshed. A label that holds the same prediction already is left alone (`same_prediction`),
+    so a run that changes nothing writes no audit event.
+
+    The faces are read and written `chunk_size` at a time, `on_chunk(faces done)` after each (a
+    progress bar), all in one transaction: a run split over several events could be undone only in part,
+    leaving the store with two models' predictions.
 
     A class merged away since the model was fitted is predicted as the class it was merged into, and
     a class retired without a merge as unknown (the summary counts both): a label predicting a retired
@@ -310,34 +443,24 @@ def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Pre
     if len(model_version) > 64:
         raise ValidationError("model_version is longer than 64 characters")
     refuse_hidden_characters(model_version, "model_version", line_breaks=False)
-    preds = {p.face_id: p for p in map(_checked_ids, predictions)}
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValidationError(f"chunk_size must be a positive number of faces, got {chunk_size!r}")
+    preds = unique_predictions(predictions)
+    counts = PredictionCounts()
     with run_operation(factory, editor, "predict_faces") as op:
-        media_of = _existing_faces(op.session, list(preds))
         class_ids = {p.class_id for p in preds.values()} | {c for p in preds.values() for c, _ in p.top}
         class_ids.discard(None)
         targets = prediction_targets(op.session, class_ids)  # classes locked before the faces
-        merged = sum(1 for p in preds.values() if p.class_id is not None and targets[p.class_id] not in (p.class_id, None))
-        retired = sum(1 for p in preds.values() if p.class_id is not None and targets[p.class_id] is None)
+        counts.merged = sum(1 for p in preds.values()
+                            if p.class_id is not None and targets[p.class_id] not in (p.class_id, None))
+        counts.retired = sum(1 for p in preds.values() if p.class_id is not None and targets[p.class_id] is None)
         if any(targets[c] != c for c in class_ids):
             preds = {f: mapped_prediction(p, targets) for f, p in preds.items()}
-        rows = op.load("face", [(f,) for f in preds])
-        changes: dict[Key, dict[str, Any]] = {}
-        decided = 0
-        for (face_id,), row in rows.items():
-            p = preds[face_id]
-            values: dict[str, Any] = {
-                "predicted_class_id": p.class_id, "predicted_confidence": check_confidence(p.confidence),
-                "predicted_top": [[int(c), round(check_confidence(s), 6)] for c, s in p.top],
-                "model_version": model_version, "predicted_at": op.now,
-            }
-            if row is None or row["status"] in UNDECIDED:
-                values.update(status="predicted", class_id=p.class_id, source="model", editor=op.editor)
-            else:
-                decided += 1
-            changes[(face_id,)] = values
-        op.update("face", changes, rows)
-        _concern_predicted(op, media_of, rows, changes)
-        op.summary = f"predictions of {model_version} for {len(preds)} face(s) ({decided} already decided kept)" + (
-            f"; {merged} naming a class merged since the fit went to the class it was merged into" if merged else "") + (
-            f"; {retired} naming a class retired since the fit are unknown" if retired else "")
+        face_ids = list(preds)
+        for start in range(0, len(face_ids), chunk_size):
+            chunk = face_ids[start:start + chunk_size]
+            _write_predictions(op, {f: preds[f] for f in chunk}, model_version, counts)
+            if on_chunk is not None:
+                on_chunk(start + len(chunk))
+        op.summary = counts.summary(model_version)
     return op.result

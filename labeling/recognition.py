@@ -64,7 +64,7 @@ CELEBRITY_DIR = "celebrity"
 HEAD_DIR = "head"
 REPORTS_DIR = "retrain"
 CLASSES_FILE = "classes.json"
-WRITE_BATCH = 5000  # faces per audited write: bounds one transaction's audit snapshot, paces the progress bar
+WRITE_BATCH = 5000  # faces per prediction batch and per write chunk of the run's one operation: paces the progress bar
 NO_CLASS = "no-class"  # holdout label of faces editors marked unknown (any string that is not a class id)
 FACE_SCOPES = ("all", "undecided")
 
@@ -396,10 +396,11 @@ def predict_track(predictor: Predictor, vectors: np.ndarray, model_id: str, meth
 class RefreshResult:
     model_id: str
     model_version: str
-    faces: int = 0  # predictions written
+    faces: int = 0  # faces predicted
     named: int = 0  # ... naming a class
     unknown: int = 0  # ... open-set unknown (class None)
     kept: int = 0  # faces an editor or an import decided: their decision kept, prediction columns refreshed
+    changed: int = 0  # face labels written: the others held the same prediction already
     tracks: int = 0
     tracks_named: int = 0
     # The open-set cut the predictions used (cosine distance to the class centroid; farther is unknown)
@@ -409,7 +410,7 @@ class RefreshResult:
     # says so: models.celebrity_classifier.open_set_threshold).
     threshold: float = float("nan")
     far: float = float("nan")
-    event_ids: list[int] = field(default_factory=list)
+    event_ids: list[int] = field(default_factory=list)  # the run's audit event (one); empty when nothing changed
     artifact: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -417,10 +418,14 @@ class RefreshResult:
     def event_id(self) -> int | None:
         return self.event_ids[-1] if self.event_ids else None
 
+    def event_phrase(self) -> str:
+        """"event=12" (the number `giflens undo` takes), "event=none" when the run changed nothing."""
+        return f"event={self.event_id if self.event_id is not None else 'none'}"
+
     @property
     def summary(self) -> str:
         return (f"predictions of {self.model_version}: {self.faces} faces ({self.named} named, {self.unknown} unknown, "
-                f"{self.kept} decisions kept), {self.tracks} tracks ({self.tracks_named} named); open-set threshold "
+                f"{self.kept} decisions kept, {self.changed} changed), {self.tracks} tracks ({self.tracks_named} named); open-set threshold "
                 f"{self.threshold:.4f} ({self._far_phrase()})")
 
     def _far_phrase(self) -> str:
@@ -428,10 +433,11 @@ class RefreshResult:
                 else f"false-accept rate {self.far:.4f}")
 
     def line(self) -> str:
-        return (f"model={self.model_version} face_model={self.model_id} faces={self.faces} named={self.named} "
+        return (f"model={self.model_version} face_model={self.model_id} faces={self.faces} changed={self.changed} "
+                f"named={self.named} "
                 f"unknown={self.unknown} kept={self.kept} tracks={self.tracks} tracks_named={self.tracks_named}"
                 + (f" artifact={self.artifact}" if self.artifact else "")
-                + f" threshold={self.threshold:.4f} far={self.far:.4f}")
+                + f" {self.event_phrase()} threshold={self.threshold:.4f} far={self.far:.4f}")
 
 
 def _track_rows(predictor: Predictor, snapshot: Snapshot, method: str, top: int,
@@ -488,7 +494,9 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     predictor None fits the centroid classifier from the confirmed labels (saved under data_dir
     when given). faces="all" refreshes every face (decisions are kept by record_predictions;
     only the prediction columns beside them change); "undecided" only faces without a decision.
-    Faces are written in audited batches of `batch_size` (model_version = predictor.version);
+    Faces are predicted and written `batch_size` at a time, all in one audited operation
+    (model_version = predictor.version), so `giflens undo` takes the whole run back; a face whose
+    prediction is unchanged is not written, and a run that changes nothing writes no audit event.
     on_progress(done, total) counts faces and tracks written.
     """
     _check_refresh_params(faces, top, track_method)
@@ -518,16 +526,19 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
                            threshold=float(predictor.threshold_), far=float("nan") if far is None else float(far))
     if on_progress is not None:
         on_progress(0, total)
-    for start in range(0, len(face_ids), batch_size):
-        batch = predict_faces(predictor, face_ids[start:start + batch_size], vectors[start:start + batch_size],
-                              snapshot.model_id, top)
-        op = record_predictions(store, batch, version, editor=editor)
+    # predicted batch by batch (bounded score matrices), written as one operation so one undo takes
+    # the whole run back; the write transaction is not held while the model runs
+    predictions = [p for start in range(0, len(face_ids), batch_size)
+                   for p in predict_faces(predictor, face_ids[start:start + batch_size],
+                                          vectors[start:start + batch_size], snapshot.model_id, top)]
+    if predictions:
+        op = record_predictions(store, predictions, version, editor=editor, chunk_size=batch_size,
+                                on_chunk=None if on_progress is None else lambda done: on_progress(done, total))
         if op.event_id is not None:
             result.event_ids.append(op.event_id)
-        result.faces += len(batch)
-        result.named += sum(p.class_id is not None for p in batch)
-        if on_progress is not None:
-            on_progress(result.faces, total)
+        result.changed = op.changed
+    result.faces = len(predictions)
+    result.named = sum(p.class_id is not None for p in predictions)
     result.unknown = result.faces - result.named
     result.kept = int((decided & chosen).sum())
     if track_rows:
@@ -586,7 +597,7 @@ def unknown_holdout(media_ids: np.ndarray, groups_of: dict[int, Any], share: flo
 def media_groups(store: sessionmaker[Session], faces: Sequence[tuple[Any, int, np.ndarray]],
                  model_id: str) -> dict[int, Any]:
     """media id -> copy group of the media holding `faces` (class, media id, vector of `model_id`):
-    the export's grouping (`labeling.export.copy_groups`: frame pHashes, and faces of one class this
+    the export's grouping (`labeling.export.copy_groups`: frame pHashes, and faces (of any classes) this
     model places on one photo), so a mirrored or cropped copy of a photo never sits on both sides of
     the holdout, as it never straddles the export's split. Faces editors marked unknown come as
     class NO_CLASS: two copies of one stranger's photo are one group too."""
@@ -668,7 +679,8 @@ class RetrainResult:
                 f"deployed={self.deployed} model={self.model_version} "
                 f"centroid_open_set={self.comparison['centroid_open_set_accuracy']:.4f} "
                 f"head_open_set={self.comparison['head_open_set_accuracy']:.4f} "
-                f"predicted={self.refresh.faces} before={self.before:.4f} after={self.after:.4f}")
+                f"predicted={self.refresh.faces} {self.refresh.event_phrase()} "
+                f"before={self.before:.4f} after={self.after:.4f}")
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "refresh"}

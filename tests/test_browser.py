@@ -249,10 +249,10 @@ def test_explore_2d_box_selection_bulk_action_lands_in_the_database(page, browse
     settle(page)
     assert mark.is_enabled()
     mark.click()
-    page.get_by_text(re.compile(r"^Done: unknown")).wait_for()  # the outcome, flashed after the write and its rerun
+    page.get_by_text(re.compile(r"^Done: marked")).wait_for()  # the outcome, flashed after the write and its rerun
     settle(page)
     _no_exception(page, "Explore after the bulk action")
-    assert alerts.first.inner_text().startswith(f"Done: unknown {len(inside)} face(s)"), alerts.first.inner_text()
+    assert alerts.first.inner_text().startswith(f"Done: marked {len(inside)} face(s) unknown"), alerts.first.inner_text()
     _shot(page, "explore-2d-after-bulk")
 
     after = _label_state(browser_store)
