@@ -18,7 +18,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -27,10 +27,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
-from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError, ValidationError
+from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError, ValidationError, as_utc
 from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, Face,
                              FaceLabel, Media, MediaTag, Tag, Track, utcnow)
-from labeling.validation import check_editor, check_id
+from labeling.validation import check_editor, check_id, class_name_key
 
 # entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
 KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
@@ -327,7 +327,7 @@ class LastWrite:
     def phrase(self) -> str:
         """"by bob at 2026-12-06 10:00:00 UTC in operation 12 (approve_faces)"."""
         what = f"undo of operation {self.undo_of_id}" if self.undo_of_id else self.operation
-        return f"by {self.editor} at {_utc(self.at):%Y-%m-%d %H:%M:%S} UTC in operation {self.event_id} ({what})"
+        return f"by {self.editor} at {as_utc(self.at):%Y-%m-%d %H:%M:%S} UTC in operation {self.event_id} ({what})"
 
 
 def last_write(session: Session, key: str) -> LastWrite | None:
@@ -338,11 +338,6 @@ def last_write(session: Session, key: str) -> LastWrite | None:
             .order_by(AuditEvent.id.desc()).limit(1))
     row = session.execute(stmt).first()
     return LastWrite(*row) if row else None
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without a zone (they are stored in UTC); PostgreSQL with one."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def describe_entity(session: Session, kind: str, key: Key) -> str:
@@ -369,7 +364,7 @@ def stale_version_error(session: Session, kind: str, key: Key, row: dict[str, An
     The row speaks only when no audited operation wrote it last (a write outside the operations)."""
     entity = describe_entity(session, kind, key)
     writer = last_write(session, entity_key(kind, key))
-    if row is not None and writer is not None and row.get("updated_at") and _utc(row["updated_at"]) > _utc(writer.at):
+    if row is not None and writer is not None and row.get("updated_at") and as_utc(row["updated_at"]) > as_utc(writer.at):
         writer = None  # written since outside the audited operations: the row knows better
     if row is None:
         what = f"the label of {entity}" if kind == "face" else entity  # the face is there, its label is gone
@@ -504,12 +499,12 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: list[tuple[Au
                 f"(undo of operation {undos[0][0].undo_of_id})" if undos else "")
         return UndoError(
             head + f"{len(ops)} later operation(s) changed or used the same entities, first {first.id} "
-            f"({first.operation}) by {first.editor} at {_utc(first.at):%Y-%m-%d %H:%M:%S} UTC{why}{also}; undo those first")
+            f"({first.operation}) by {first.editor} at {as_utc(first.at):%Y-%m-%d %H:%M:%S} UTC{why}{also}; undo those first")
     first, key = undos[0]
     removed = first.after.get(key) is None
     return UndoError(
         head + f"{where(key)} was {'removed' if removed else 'changed'} since by operation {first.id} (undo of the "
-        f"earlier operation {first.undo_of_id}) by {first.editor} at {_utc(first.at):%Y-%m-%d %H:%M:%S} UTC, over what "
+        f"earlier operation {first.undo_of_id}) by {first.editor} at {as_utc(first.at):%Y-%m-%d %H:%M:%S} UTC, over what "
         f"operation {event.id} wrote there; an undo cannot be undone, so operation {event.id} can no longer be "
         "restored (redo what you want changed as a new operation)")
 
@@ -671,14 +666,35 @@ def _check_merge_cycles(session: Session, event: AuditEvent, changes: dict[Key, 
                             f"been merged into {names.get(class_id)!r} since; undo that merge first")
 
 
+def _without_derived_key(kind: str, snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What an operation wrote into a row, as `_differs` compares it: a class's name but not its key.
+
+    Why: the key is derived from the name; one a migration recomputed since (0010) is no change of the
+    class, and comparing it would refuse every undo of a rename made before as "changed outside"."""
+    if kind != "class" or not snapshot or "name" not in snapshot:
+        return snapshot
+    return {c: v for c, v in snapshot.items() if c != "name_key"}
+
+
+def _rekey_name(values: dict[str, Any]) -> None:
+    """A restored class name gets its key as `class_name_key` computes it now, not the snapshot's.
+
+    Why: the audit log is never rewritten, so a rename made before a change of the key (migration 0010)
+    holds the older key; restored as it was, the class could not be found by its name, and a second
+    class of that name could be added beside it."""
+    values["name_key"] = class_name_key(values["name"])
+
+
 def _check_free_names(session: Session, event: AuditEvent, changes: dict[Key, dict[str, Any]]) -> None:
-    """Refuse to restore a class name another class has taken since (the name is unique)."""
+    """Refuse to restore a class name another class has taken since (the name is unique): one holding its
+    key, or its exact name (a class a migration left with an older key, see `labeling.classes.find_class`)."""
     for (class_id,), values in changes.items():
         key = values.get("name_key")
         if key is None:
             continue
         holder = session.execute(select(CelebrityClass.id, CelebrityClass.name).where(
-            CelebrityClass.name_key == key, CelebrityClass.id != class_id)).first()
+            or_(CelebrityClass.name_key == key, CelebrityClass.name == values.get("name")),
+            CelebrityClass.id != class_id).order_by(CelebrityClass.id)).first()
         if holder is not None:
             raise UndoError(f"operation {event.id} ({event.operation}) cannot be undone: it would give class "
                             f"{class_id} the name {values.get('name')!r} back, but class {holder.id} ({holder.name!r}) "
@@ -820,7 +836,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         current = {kind: op.load(kind, [k for k, _ in items]) for kind, items in by_kind.items()}
         for kind, items in by_kind.items():
             for key, text in items:
-                if _differs(KINDS[kind][0], current[kind][key], event.after[text]):
+                if _differs(KINDS[kind][0], current[kind][key], _without_derived_key(kind, event.after[text])):
                     # every audited change since that matters blocked above: this one was made outside them
                     raise UndoError(f"operation {event_id} cannot be undone: {text} changed since "
                                     "(outside the audited operations)")
@@ -840,6 +856,8 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                         values.pop("id", None)
                         if kind == "face":
                             _show_model_guess(values, current[kind][key])
+                    if kind == "class" and values.get("name") is not None:
+                        _rekey_name(values)
                     changes[key] = values
             if changes:
                 if kind == "class":

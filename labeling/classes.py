@@ -17,14 +17,55 @@ from labeling.validation import (check_class_status, check_id, clean_attributes,
 
 def find_class(session: Session, name: str) -> CelebrityClass | None:
     """The class of that name (compared as `class_name_key` compares), or None. A lookup: a name stored
-    before the check of invisible characters existed is still found (`clean_class_name(new=False)`)."""
-    key = class_name_key(clean_class_name(name, new=False))
-    return session.scalars(select(CelebrityClass).where(CelebrityClass.name_key == key)).first()
+    before the check of invisible characters existed is still found (`clean_class_name(new=False)`).
+
+    The class of exactly that name comes first: where two classes' names fold alike only since
+    migration 0010, it left the later with its older key (the two stay distinct until an editor merges
+    them), and that class's own name must find it, not the other one."""
+    name = clean_class_name(name, new=False)
+    by_key = session.scalars(select(CelebrityClass).where(CelebrityClass.name_key == class_name_key(name))).first()
+    if by_key is not None and by_key.name == name:
+        return by_key
+    return _exact_name_holder(session, name) or by_key
+
+
+def _exact_name_holder(session: Session, name: str, but: int | None = None) -> CelebrityClass | None:
+    """The class (other than `but`) named exactly `name` among those whose key is not their name's
+    (`_stale_keys`): the one lookup that finds a class a migration left with an older key."""
+    for class_id in _stale_keys(session).get(name, ()):
+        if class_id != but:
+            found = session.scalars(select(CelebrityClass).where(CelebrityClass.id == class_id,
+                                                                 CelebrityClass.name == name)).first()
+            if found is not None:
+                return found
+    return None
+
+
+def _stale_keys(session: Session) -> dict[str, list[int]]:
+    """Name -> ids of the classes whose stored key is not `class_name_key` of their name: those a
+    migration changing the key left with their older one, because another class held the new key
+    already (0005, 0010: the two stay distinct until an editor merges them).
+
+    Found by one pass over the classes, once per session: only a migration (or a direct SQL write)
+    makes such a row, so none appears while a session is open, and an import creating thousands of
+    classes must not scan them all again for each (the name has no index)."""
+    stale = session.info.get("giflens_stale_class_keys")
+    if stale is None:
+        stale = session.info["giflens_stale_class_keys"] = {}
+        for class_id, name, key in session.execute(select(CelebrityClass.id, CelebrityClass.name,
+                                                          CelebrityClass.name_key).order_by(CelebrityClass.id)):
+            if key != class_name_key(name):
+                stale.setdefault(name, []).append(class_id)
+    return stale
 
 
 def _check_free(session: Session, name: str, but: int | None = None) -> None:
+    """Refuse a name another class holds: its key, or exactly that name (a class migration 0010 left with
+    an older key, which the key alone would miss: a byte-identical second class could be added)."""
     existing = session.scalars(select(CelebrityClass).where(CelebrityClass.name_key == class_name_key(name))).first()
-    if existing is not None and existing.id != but:
+    if existing is None or existing.id == but:
+        existing = _exact_name_holder(session, name, but)
+    if existing is not None:
         raise ValidationError(f"a class named {existing.name!r} already exists (id {existing.id}, {existing.status})")
 
 
@@ -110,8 +151,10 @@ def rename_class(factory, class_id: int, new_name: str, editor: str, expected_ve
     with run_operation(factory, editor, "rename_class") as op:
         row = _load_class(op, class_id, expected_version)
         name = clean_class_name(new_name, new=False)
-        _check_free(op.session, name, but=class_id)
-        values = {"name": name, "name_key": class_name_key(name)}
+        values: dict[str, Any] = {}
+        if name != row["name"]:  # a class saved under its own name keeps its key, even one 0010 left older
+            _check_free(op.session, name, but=class_id)
+            values.update(name=name, name_key=class_name_key(name))
         if display_name is not None:
             values["display_name"] = clean_display_name(display_name, new=False) if display_name.strip() else None
         changed = {c: v for c, v in values.items() if row[c] != v}

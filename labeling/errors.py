@@ -1,7 +1,13 @@
 """Errors an editor can see: each says what was refused and why; none leaves a partial write."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The moment in UTC, for messages that label it "UTC". SQLite hands timestamps back without a zone
+    (they are stored in UTC); PostgreSQL with one, in the session's zone (a server in New York)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 class StoreError(ValueError):
@@ -22,7 +28,7 @@ class ConflictError(StoreError):
     def __init__(self, entity: str, expected: int, actual: int, editor: str | None, at: datetime | None,
                  message: str | None = None) -> None:
         who = editor or "another process"
-        when = f" at {at:%Y-%m-%d %H:%M:%S} UTC" if at else ""
+        when = f" at {as_utc(at):%Y-%m-%d %H:%M:%S} UTC" if at else ""
         super().__init__(message or (
             f"{entity} was changed by {who}{when} (version {actual}, your edit was based on version {expected}); "
             "reload it and try again"))

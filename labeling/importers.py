@@ -20,6 +20,7 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
 
@@ -302,6 +303,11 @@ def read_class_map(path: Path, notes: list[str] | None = None) -> dict[str, Mapp
         external = row.get("external_id") or None
         name = _check_name(path, line, row["name"], external)
         _check_one_name_per_id(path, line, f"class {name!r}", external, class_name_key(name), ids)
+        if (year := _future_year(row.get("birth_year"))) is not None:
+            row = {**row, "birth_year": ""}
+            if notes is not None:
+                notes.append(f"{_where(path, line)}: birth_year {year} is after this year; read as unknown "
+                             "(a birth year cannot be in the future)")
         try:
             display = clean_display_name(row["display_name"]) if row.get("display_name") else None
             values = clean_attributes({c: row[c] for c in columns if row[c]})
@@ -310,6 +316,22 @@ def read_class_map(path: Path, notes: list[str] | None = None) -> dict[str, Mapp
             raise ValidationError(f"{_where(path, line)}: {exc}") from None
         out[row["folder"]] = MappedClass(line, name, external, display, values, status)
     return out
+
+
+def _future_year(cell: str | None) -> int | None:
+    """The year a birth_year cell holds when it is after this one, else None (empty, a past year, or not
+    a year at all: `clean_attributes` judges those).
+
+    Why not refuse it, as `clean_attributes` does: a store could hold such a year before that rule
+    (up to 2100 was accepted), and its export writes it to classes.csv; refusing the cell refused the
+    whole file, so an export could not be imported back. Unknown is what the bias audit makes of it."""
+    try:
+        number = float(cell) if cell else None
+    except ValueError:
+        return None
+    if number is None or not number.is_integer() or number <= date.today().year:
+        return None
+    return int(number)
 
 
 def _class_status(cell: str | None) -> str | None:
@@ -391,13 +413,19 @@ def renames(session: Session) -> list[tuple[str, int]]:
     """(name key a class was renamed from, that class), oldest rename first, of renames in force.
 
     Why: a file written before a rename (an import's source, an earlier export's classes.csv) names
-    the class by its old name; this tells that name still means that class."""
+    the class by its old name; this tells that name still means that class. The key is computed from
+    the snapshot's name as `class_name_key` computes it now: the audit log is never rewritten, so a
+    rename made before a change of the key (migration 0010) holds the older key, which callers looking
+    names up by the current one would miss. The stored key serves only a snapshot without a name."""
     out: list[tuple[str, int]] = []
     stmt = select(AuditEvent.before).where(AuditEvent.operation == "rename_class", AuditEvent.undone_by_id.is_(None))
     for before in session.scalars(stmt.order_by(AuditEvent.id)):
         for key, snapshot in (before or {}).items():
-            if key.startswith("class:") and snapshot and snapshot.get("name_key"):
-                out.append((snapshot["name_key"], int(key.split(":", 1)[1])))
+            if not key.startswith("class:") or not snapshot:
+                continue
+            name_key = class_name_key(snapshot["name"]) if snapshot.get("name") else snapshot.get("name_key")
+            if name_key:
+                out.append((name_key, int(key.split(":", 1)[1])))
     return out
 
 
