@@ -20,8 +20,9 @@ misleads the hash and the embedders. Video frames are shown as players show them
 non-square pixels stretched to the display aspect, then turned by the rotation matrix.
 
 The frames kept of one file share a budget of MediaLimits.max_retained_pixels pixels
-(`retained_frame_pixels`): the frames of a huge animation canvas are shrunk, but never below
-the area the face detector searches, so a small file cannot hold gigabytes until inference.
+(`retained_frame_pixels`), so a small file cannot hold gigabytes until inference: the frames of
+a huge animation canvas are shrunk, and so are those of full-HD video sampled at more than 64
+frames, though never below 640x360 (RETAIN_FLOOR_PIXELS).
 """
 from __future__ import annotations
 
@@ -66,9 +67,14 @@ TRANSPARENT_BACKGROUND = (255, 255, 255)
 # GOP instead of every frame in between. Shorter gaps decode straight through.
 SEEK_MIN_GAP = 300
 
-# No kept frame is shrunk below the area the face detector searches (models.face_detector.DETECT_MAX_PIXELS,
-# full HD): a bigger frame is shown to MTCNN shrunk to that area anyway, so shrinking to it loses no face.
+# The area the face detector searches (models.face_detector.DETECT_MAX_PIXELS, full HD): a bigger frame is
+# shown to MTCNN shrunk to that area anyway, so shrinking a kept frame to it loses no face. The default
+# budget keeps frames this big for up to 64 sampled frames (`retained_frame_pixels`).
 RETAIN_MIN_FRAME_PIXELS = 1920 * 1080
+# No kept frame is shrunk below 640x360, whatever the sampling: the size of an ordinary GIF or clip, whose
+# faces of min_face_size (20 px) the detector finds as they are. The default budget (max_retained_pixels)
+# gives 512 frames, the most --frames asks for, 0.26 Mpixels each: above this floor, so the budget holds.
+RETAIN_FLOOR_PIXELS = 640 * 360
 
 # WebM keeps VP8/VP9 alpha in a side channel that FFmpeg's native decoders ignore (they give the colour
 # stored under transparent pixels, mostly black); libvpx decodes it (yuva420p). Used when the stream says
@@ -265,10 +271,13 @@ def retained_frame_pixels(sampled: int, limits: MediaLimits) -> int:
     """The most pixels one kept frame may have when `sampled` frames are taken of a file.
 
     Why: the frames of a chunk of files wait in memory for inference, and a small file can draw 16
-    frames on a 40-Mpixel canvas. The file's budget (max_retained_pixels) is shared by its frames,
-    but a frame is never shrunk below the area the face detector searches (RETAIN_MIN_FRAME_PIXELS):
-    a still, 4K video sampled at 16 frames and every ordinary GIF are kept as they are."""
-    return max(RETAIN_MIN_FRAME_PIXELS, limits.max_retained_pixels // max(1, sampled))
+    frames on a 40-Mpixel canvas, or 512 frames of 1080p video (3.2 GB when every frame was kept whole).
+    The file's budget (max_retained_pixels) is shared by its frames: a still, 4K video sampled at 16
+    frames and 1080p video sampled at up to 64 are kept as they are (the detector searches no more than
+    full HD anyway, RETAIN_MIN_FRAME_PIXELS); beyond that, frames are shrunk as the budget requires
+    (a face must then be bigger to be found), but never below RETAIN_FLOOR_PIXELS, so an ordinary clip
+    is never shrunk and keeps every face the detector finds in it."""
+    return max(RETAIN_FLOOR_PIXELS, limits.max_retained_pixels // max(1, sampled))
 
 
 def fit_pixels(frame: np.ndarray, max_pixels: int) -> np.ndarray:

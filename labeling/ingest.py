@@ -100,6 +100,49 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return w * h / union if union > 0 else 0.0
 
 
+Size = tuple[int | None, int | None]
+
+
+def _stored_frame(stored: Size, new: Size) -> tuple[int, int] | None:
+    """The (width, height) of the frames the stored boxes were found in, or None when they need no scaling
+    (the same size, or a size unknown).
+
+    Why turned: before the display-aspect decode a rotated video stored its coded size though its boxes
+    were found in the turned frames. So the stored size turned a quarter is the boxes' frame when it is
+    the new one, or differs from it along one side only (the display aspect stretches one side), and the
+    stored size itself is not; else the stored size is (same orientation as `_shown_size` decides)."""
+    (w, h), (new_w, new_h) = stored, new
+    if not (w and h and new_w and new_h) or (w, h) == (new_w, new_h):
+        return None
+    straight, turned = w == new_w or h == new_h, h == new_w or w == new_h
+    if turned and not straight:
+        return h, w
+    if straight or w == h or (w > h) == (new_w > new_h):
+        return w, h
+    return h, w
+
+
+def _scale_face(face: Face, sx: float, sy: float) -> None:
+    """A stored face's box and landmarks moved to frames `sx` x `sy` times the size they were found in."""
+    face.x1, face.y1, face.x2, face.y2 = face.x1 * sx, face.y1 * sy, face.x2 * sx, face.y2 * sy
+    if face.landmarks:
+        face.landmarks = [[x * sx, y * sy] for x, y in face.landmarks]
+
+
+def _rescale_stored(existing: list[Face], stored: Size, result: MediaResult) -> None:
+    """Put the stored faces in the coordinates of the new decode when it shows the media at another size.
+
+    Why: a decoder change can change the size the media is shown at (non-square video pixels now
+    stretched to their display aspect), and every box with it; compared unscaled, no face would be
+    found again, so each decided face would stay with a box in the wrong place beside a new undecided
+    twin of it. Scaled, the same faces match (`_match_faces`) and keep their rows and labels."""
+    frame = _stored_frame(stored, (result.width, result.height))
+    if frame is not None:
+        sx, sy = result.width / frame[0], result.height / frame[1]
+        for face in existing:
+            _scale_face(face, sx, sy)
+
+
 def _match_faces(existing: list[Face], result: MediaResult, min_iou: float = 0.5) -> dict[int, Face]:
     """Position in result.faces -> the stored face it is (same frame, boxes overlapping by min_iou or
     more, the best overlaps first): the same person found again with a slightly different box."""
@@ -117,14 +160,17 @@ def _match_faces(existing: list[Face], result: MediaResult, min_iou: float = 0.5
     return matched
 
 
-def _reconcile_faces(session: Session, media: Media, existing: list[Face], result: MediaResult) -> list[Face]:
+def _reconcile_faces(session: Session, media: Media, existing: list[Face], result: MediaResult,
+                     stored: Size = (None, None)) -> list[Face]:
     """The item's faces after a re-ingest that detected differently (other frames sampled, another
-    detector setting), in result order, without losing an editor's work.
+    detector setting, another display size: `stored` is the (width, height) the faces were stored at),
+    in result order, without losing an editor's work.
 
     Why not delete and insert: a face's label (the editor's decision, its audit history) hangs on the
     face row and would go with it. A face found again keeps its row and id, with the new box; a new
     face gets a row; a stored face not found again is deleted only when nobody decided it: one an
     editor or an import decided stays (after the new ones, out of any track), with its label."""
+    _rescale_stored(existing, stored, result)
     matched = _match_faces(existing, result)
     found_again = {f.id for f in matched.values()}
     gone = [f for f in existing if f.id not in found_again]
@@ -200,6 +246,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
         session.flush()
         return media  # a failure never deletes what an earlier good run stored
     media.kind = result.kind
+    stored = (media.width, media.height)  # what the stored faces' boxes are relative to
     media.width, media.height = result.width, result.height
     media.total_frames = result.total_frames
     media.sampled_frames = result.sampled_frames
@@ -210,7 +257,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
 
     existing = list(session.scalars(select(Face).where(Face.media_id == media.id)))
     if not _same_detections(existing, result):  # a first ingest too: nothing stored, every face new
-        existing = _reconcile_faces(session, media, existing, result)
+        existing = _reconcile_faces(session, media, existing, result, stored)
     faces = sorted(existing, key=lambda f: f.face_index)
 
     if result.face_model is not None:
@@ -446,11 +493,22 @@ class _Names:
     paths: dict[str, None] = field(default_factory=dict)  # ordered set
 
 
+def _is_link(path: str, kept: str) -> bool:
+    """Whether `path` is `kept` itself under another name (a hard link, or a symbolic link): no copy, so
+    `_copy_notes` names it neither among the batch's names nor as the name before the batch (one rule for
+    both). Why: a link is the file the store keeps, not a second file that could change or go on its own
+    (a tag import naming it is still told which media has its content). False when either name is gone."""
+    try:
+        return os.path.samefile(path, kept)
+    except OSError:
+        return False
+
+
 def _holds(path: str, sha256: str, kept: str) -> bool:
     """Whether `path` is another file than `kept` (no link to it) that still holds these bytes."""
     try:
-        return not os.path.samefile(path, kept) and sha256_file(Path(path)) == sha256
-    except OSError:  # gone (a move), unreadable, or the kept file itself gone: no copy to name
+        return os.path.exists(kept) and not _is_link(path, kept) and sha256_file(Path(path)) == sha256
+    except OSError:  # gone (a move) or unreadable: no copy to name; nor when the kept file itself is gone
         return False
 
 
@@ -461,11 +519,12 @@ def _copy_notes(names: dict[int, _Names], ledger: _Ledger) -> list[str]:
     Why: media are one row per content, so of two files with the same bytes only one name is stored
     (the batch's last, or the stored one on a warm re-run), and a tag import naming the other finds no
     such media. The copies are the other names this batch met, and the item's name before the batch
-    when that file still holds the same bytes (a copy ingested later is no move: the original is there)."""
+    when that file still holds the same bytes (a copy ingested later is no move: the original is there);
+    a link to the kept file is no copy in either case (`_is_link`)."""
     notes = []
     for media_id, seen in names.items():
         kept = ledger.final[media_id]
-        copies = [path for path in seen.paths if path != kept]
+        copies = [path for path in seen.paths if path != kept and not _is_link(path, kept)]
         before = ledger.origin.get(media_id)
         if before is not None and before != kept and before not in seen.paths and _holds(before, seen.sha256, kept):
             copies.append(before)

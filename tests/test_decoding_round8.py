@@ -170,7 +170,8 @@ def test_the_retained_frame_floor_is_what_the_face_detector_searches():
     limits = MediaLimits()
     assert retained_frame_pixels(1, limits) >= limits.max_pixels  # a still is never shrunk
     assert retained_frame_pixels(16, limits) >= 3840 * 2160  # 4K video at the default sampling is kept whole
-    assert retained_frame_pixels(512, limits) == RETAIN_MIN_FRAME_PIXELS
+    assert retained_frame_pixels(64, limits) >= RETAIN_MIN_FRAME_PIXELS  # 1080p video at 64 frames is kept whole
+    assert 512 * retained_frame_pixels(512, limits) <= limits.max_retained_pixels  # --frames' maximum: the budget holds
 
 
 def test_a_gif_on_a_huge_canvas_keeps_bounded_frames(tmp_path):
