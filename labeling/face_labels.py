@@ -18,7 +18,7 @@ from labeling.validation import check_confidence, check_id, refuse_hidden_charac
 DECISIONS = {"approve": "approved", "reject": "rejected", "relabel": "relabeled", "unknown": "unknown"}
 # How a summary tells what a decision did ("approved 3 face(s)", "marked 3 face(s) unknown"): the
 # sidebar, Overview's undo list and `giflens history` show it as the record of what happened.
-DECISION_VERBS = {"approve": ("approved", ""), "reject": ("rejected", ""), "relabel": ("relabel", ""),
+DECISION_VERBS = {"approve": ("approved", ""), "reject": ("rejected", ""), "relabel": ("relabeled", ""),
                   "unknown": ("marked", " unknown")}
 UNDECIDED = UNDECIDED_STATUSES
 SCORE_TOLERANCE = 1e-6  # a stored confidence this close to the new one is the same (top scores keep 6 decimals)
@@ -145,7 +145,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
 
 
 def decision_summary(decision: str, what: str, to_class: str = "") -> str:
-    """"approved 3 face(s)", "marked track 4 (6 faces) unknown", "relabel 2 face(s) to 'B' (class 2)"."""
+    """"approved 3 face(s)", "marked track 4 (6 faces) unknown", "relabeled 2 face(s) to 'B' (class 2)"."""
     verb, suffix = DECISION_VERBS.get(decision, (decision, ""))
     return f"{verb} {what}{suffix}{to_class}"
 

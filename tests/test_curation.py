@@ -620,7 +620,7 @@ def test_an_ingest_record_is_refused_by_undo_and_passed_over_by_undo_last(store)
     with pytest.raises(UndoError, match=rf"operation {ingest_event} \(ingest\) cannot be undone: it is a record of ingest"):
         undo_event(store, ingest_event, "ann")
     undone = undo_last(store, "ann")
-    assert "relabel 2 face(s)" in undone.summary and label_of(store, faces[0]) is None
+    assert "relabeled 2 face(s)" in undone.summary and label_of(store, faces[0]) is None
     with store() as s:
         assert s.get(AuditEvent, ingest_event).undone_by_id is None
 

@@ -150,7 +150,7 @@ def test_approving_tracks_that_share_faces_checks_the_seen_versions_once(store):
         assert set(s.execute(select(FaceLabel.status, FaceLabel.class_id))) == {("approved", a)}
 
     result = label_tracks(store, [one, two], "relabel", "bob", class_id=b, expected_versions=versions(store))
-    assert result.summary == f"relabel 2 tracks (2 faces) to 'B' (class {b})"
+    assert result.summary == f"relabeled 2 tracks (2 faces) to 'B' (class {b})"
 
     # two tracks naming different people for one face: which one is meant is not guessed
     predict_track_as(store, two, b, "v1")
@@ -166,6 +166,6 @@ def test_decision_summaries_say_what_was_done(store):
     assert approve_faces(store, faces[:2], "bob").summary == "approved 2 face(s)"
     assert reject_faces(store, faces[2:3], "bob").summary == "rejected 1 face(s)"
     assert mark_unknown(store, faces[3:], "bob").summary == "marked 1 face(s) unknown"
-    assert relabel_faces(store, faces[:1], a, "bob").summary == f"relabel 1 face(s) to 'A' (class {a})"
+    assert relabel_faces(store, faces[:1], a, "bob").summary == f"relabeled 1 face(s) to 'A' (class {a})"
     track = track_over(store, faces[:2], "model-one")
     assert label_track(store, track, "unknown", "bob").summary == f"marked track {track} (2 faces) unknown"
