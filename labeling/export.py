@@ -55,8 +55,9 @@ here by name, a note says so, and an export with no class in common is refused.
 The export is built in a hidden temporary folder beside OUT_DIR and renamed into place at
 the end, so an interrupted export leaves no half-written OUT_DIR; one a killed export left behind is
 removed by the next export into OUT_DIR (`remove_stale_temporaries`). OUT_DIR is replaced only when
-it holds an earlier export and nothing else (`not_replaceable`). An OUT_DIR that is a symbolic
-link is the folder it names (`resolve_out_dir`): the link stays, the folder is replaced.
+it holds an earlier export and nothing else but the files an OS writes into any folder (`not_replaceable`).
+An OUT_DIR that is a symbolic link is the folder it names (`resolve_out_dir`): the link stays, the folder
+is replaced.
 """
 from __future__ import annotations
 
@@ -107,6 +108,9 @@ MIN_VECTOR_NORM = 1e-6  # a zero vector is no embedding (a placeholder): it woul
 # A temporary folder beside OUT_DIR no export holds (`_lock_folder`) is a killed export's leftover once it is
 # this old; the age only covers the instant between creating a folder and locking it.
 STALE_TMP_SECONDS = 300
+# A running export touches its temporary folder every this many crops copied: its age stays a sign of life
+# where locks do not reach another host (NFS with local locks, CIFS nobrl), not only its lock.
+TMP_TOUCH_EVERY = 200
 FACE_CHUNK = 1024  # rows and columns of a distance tile computed at a time (1024 x 1024 floats: 8 MB)
 CLASS_COLUMNS = ["folder", "index", "class_id", "name", "external_id",
                  "display_name", "status", "gender", "ethnicity", "birth_year", "country"]
@@ -705,29 +709,48 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise ValidationError(f"{out_dir} exists and is not empty; choose another folder or overwrite it")
         why = not_replaceable(out_dir)
         if why is not None:
-            raise ValidationError(f"{out_dir} is not empty and is not a giflens export ({why}); refusing to "
-                                  "overwrite it")
+            raise ValidationError(f"{out_dir} is not empty and {why}; refusing to overwrite it")
+
+
+# Files an operating system's file browser writes into any folder it shows (Finder, and over SMB its
+# AppleDouble `._*` files; Explorer): not an editor's, and they go with the folder they describe.
+OS_METADATA_FILES = re.compile(r"\.DS_Store|\._.*|Thumbs\.db|desktop\.ini", re.IGNORECASE)
+
+
+def is_export_manifest(data: Any) -> bool:
+    """Whether a parsed manifest.json is a giflens export's: `format` FORMAT and a `files` mapping; or,
+    written before `format` existed (the first giflens version), no `format` and a `files` mapping that
+    lists labels.csv and classes.csv. Why: an export that old is still one an editor may replace."""
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        return False
+    if "format" not in data:
+        return {"labels.csv", "classes.csv"} <= data["files"].keys()
+    return data["format"] == FORMAT
 
 
 def not_replaceable(out_dir: Path) -> str | None:
-    """Why replacing the folder could delete something that is not an export's, None when it holds one:
-    its manifest.json is a giflens export's (`format` FORMAT, a `files` list) and lists every other file
-    in it. Why not a manifest.json alone: web extensions, PWAs and many projects keep one at their root;
-    and a file someone put into an export (notes, a trained model) would go with it unsaid."""
+    """What the folder is, said as why replacing it could delete something that is not an export's ("is
+    not a giflens export (...)", "holds an earlier export plus ..."), None when it holds an export only:
+    its manifest.json is a giflens export's (`is_export_manifest`) and lists every other file in it but
+    those the OS writes into any folder (`OS_METADATA_FILES`). Why not a manifest.json alone: web
+    extensions, PWAs and many projects keep one at their root; and a file someone put into an export
+    (notes, a trained model) would go with it unsaid."""
     manifest = out_dir / "manifest.json"
     if not manifest.is_file():
-        return "no manifest.json"
+        return "is not a giflens export (no manifest.json)"
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return f"its manifest.json cannot be read as JSON ({exc})"
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
-        return f"its manifest.json is not a {FORMAT} manifest"
+        return f"is not a giflens export (its manifest.json cannot be read as JSON ({exc}))"
+    if not is_export_manifest(data):
+        return f"is not a giflens export (its manifest.json is not a {FORMAT} manifest)"
     extra = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
-                   if not p.is_dir() and p != manifest and p.relative_to(out_dir).as_posix() not in data["files"])
+                   if not p.is_dir() and p != manifest and not OS_METADATA_FILES.fullmatch(p.name)
+                   and p.relative_to(out_dir).as_posix() not in data["files"])
     if extra:
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-        return f"{len(extra)} file(s) its manifest does not list: {shown}; move them out first"
+        return (f"holds an earlier export plus {len(extra)} file(s) its manifest does not list: {shown}; "
+                "move them out first")
     return None
 
 
@@ -1014,6 +1037,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             (raw / c).mkdir()
         for n, (r, crop) in enumerate(rows, start=1):
             shutil.copyfile(crop, raw / folders[r.class_id] / f"{r.face_id}.jpg")
+            if n % TMP_TOUCH_EVERY == 0:  # the crops go into sub-folders: tmp's own mtime would stop here
+                os.utime(tmp)
             if on_progress is not None:
                 on_progress(n, len(rows))
         _write_csv(tmp / "split.csv", SPLIT_COLUMNS,

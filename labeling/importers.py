@@ -21,18 +21,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Operation, _chunks, entity_key, run_operation
-from labeling.classes import create_class
+from labeling.classes import _exact_name_holder, create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision, lock_classes_before_faces
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
-                             CelebrityClass, Export, Face, FaceLabel, Media)
+                             CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, class_name_key, clean_attributes,
                                  clean_class_name, clean_display_name, clean_external_id, clean_tag_name)
@@ -446,7 +446,8 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
     """(name key -> class id, ids created), creating missing classes inside the open operation.
 
     A spec finds its class by external id first (GIPHY's Freebase id survives renames), then by
-    name ignoring case, then by a name the class had before an editor renamed it; only then is a
+    name ignoring case (the class of exactly that name first, `_exact_first`), then by a name the
+    class had before an editor renamed it; only then is a
     class created, with its status from `statuses` (default active). An existing class without an
     external id gets the imported one; a different one is kept and noted. An existing class's
     status is never changed: activating, proposing or retiring a class is an editor's decision."""
@@ -468,8 +469,9 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         if key in ids:
             continue
         holders = by_external.get(spec.external_id, []) if spec.external_id else []
-        row = next((h for h in holders if h.name_key == key), holders[0] if holders else None)
-        named = existing.get(key)
+        row = next((h for h in holders if h.name == spec.name), None) or next(
+            (h for h in holders if h.name_key == key), holders[0] if holders else None)
+        named = _exact_first(op.session, spec.name, existing.get(key), by_id)
         if len(holders) > 1:
             summary.skipped.append(f"{spec.where}: classes {', '.join(repr(h.name) for h in holders)} share external id "
                                    f"{spec.external_id}; {spec.name!r} went to {row.name!r}: merge them or fix the id")
@@ -508,6 +510,17 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         op.update("class", {(c,): {"external_id": e} for c, e in fill.items()}, rows)
         summary.updated += len(fill)
     return ids, created
+
+
+def _exact_first(session: Session, name: str, by_key: Any | None, by_id: dict[int, Any]) -> Any | None:
+    """The class named exactly `name` where a migration left it under an older key, its row in `by_id`;
+    else `by_key` (the class holding the name's key). `find_class`'s rule, over rows already read.
+    Why: where two classes' names fold alike only since migration 0010, the key finds the other one, and
+    a file naming a class exactly must reach that class, not put its values or labels on its look-alike."""
+    if by_key is not None and by_key.name == name:
+        return by_key
+    holder = _exact_name_holder(session, name)
+    return by_id.get(holder.id, by_key) if holder is not None else by_key
 
 
 class ClassRef(NamedTuple):
@@ -633,42 +646,100 @@ def _fill_class_details(op: Operation, targets: dict[str, int], details: dict[st
     summary.kept += len(kept)  # a class may be both filled and kept, as in `import_attributes`
 
 
-def _media_by_name(session: Session) -> dict[str, list[tuple[int, str]]]:
-    """File name -> (media id, stored path) of every ingested media item of that name."""
-    out: dict[str, list[tuple[int, str]]] = {}
-    for media_id, path in session.execute(select(Media.id, Media.path).where(Media.status == "ok").order_by(Media.id)):
-        out.setdefault(Path(path).name, []).append((media_id, path))
-    return out
+class StoredMedia(NamedTuple):
+    """The ingested media a tags import matches rows against, read once (`stored_media`)."""
+
+    by_name: dict[str, list[tuple[int, str]]]  # file name -> (media id, stored path), every one of that name
+    by_sha256: dict[str, tuple[int, str]]  # content -> (media id, stored path)
+    sizes: set[int | None]  # their sizes in bytes (None: a media item stored without one)
 
 
-def path_ends_with(stored: str, wanted: str) -> bool:
+def stored_media(session: Session) -> StoredMedia:
+    """Every ingested (ok) media item by file name and by content, in one query. Why once: a tags file
+    covers a whole media folder of which only part may be ingested, and a query (or a file read) per
+    row left unmatched made an import of thousands of rows read every other file of the folder."""
+    by_name: dict[str, list[tuple[int, str]]] = {}
+    by_sha256: dict[str, tuple[int, str]] = {}
+    sizes: set[int | None] = set()
+    for media_id, path, sha, size in session.execute(select(Media.id, Media.path, Media.sha256, Media.size_bytes)
+                                                     .where(Media.status == "ok").order_by(Media.id)):
+        by_name.setdefault(Path(path).name, []).append((media_id, path))
+        if sha:
+            by_sha256[sha] = (media_id, path)
+        sizes.add(size)
+    return StoredMedia(by_name, by_sha256, sizes)
+
+
+def path_ends_with(stored: str, wanted: str | tuple[str, ...]) -> bool:
     """Whether the stored path ends with `wanted`'s components (`clips_a/x.jpg` matches /m/clips_a/x.jpg, not
     /m/clips_b/x.jpg; an absolute one only itself). Why: a tags file naming a folder means that file, and
     matching by base name alone would put its tags on every file of that name."""
-    want = Path(wanted).parts
+    want = Path(wanted).parts if isinstance(wanted, str) else wanted
     return len(want) > 0 and Path(stored).parts[-len(want):] == want
 
 
-def _media_matching(media: dict[str, list[tuple[int, str]]], wanted: str) -> list[tuple[int, str]]:
-    """The media a tags row's `file` names: by base name, and by its folders too when it gives them."""
-    matches = media.get(Path(wanted).name, [])
-    return [m for m in matches if path_ends_with(m[1], wanted)] if len(Path(wanted).parts) > 1 else matches
+def tags_file_parts(wanted: str) -> tuple[str, ...]:
+    """A tags row's `file` as path components: Windows separators (`clips\\x.gif`) read as folders, `.`
+    dropped, `..` kept (an absolute path starts with "/")."""
+    return PurePosixPath(wanted.replace("\\", "/")).parts
 
 
-def _same_content(session: Session, csv_path: Path, wanted: str) -> tuple[int, str] | None:
-    """(media id, stored path) of ingested media with the content of the file a tags row names, when that
-    file is found (absolute, or beside the tags file) and its bytes are stored under another name; else None.
-    Why: ingest stores one media item per content, under the last name it met, so a copy's own name is
-    not in the store, and "not ingested" would send the editor to ingest it again for nothing."""
-    path = Path(wanted) if Path(wanted).is_absolute() else csv_path.parent / wanted
+def _file_named(csv_path: Path, parts: tuple[str, ...]) -> Path | None:
+    """The existing file a tags row names (absolute, or relative to the tags file's folder), links
+    followed; None when there is none."""
+    path = Path(*parts) if parts[0] == "/" else csv_path.parent.joinpath(*parts)
     try:
-        if not path.is_file():
+        return Path(os.path.realpath(path)) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _same_content(media: StoredMedia, path: Path) -> tuple[int, str] | None:
+    """(media id, stored path) of ingested media with the content of `path`, else None. Only a file of a
+    size some media item has is read: most files of a folder are not ingested, and hashing each is
+    reading the whole folder."""
+    try:
+        if path.stat().st_size not in media.sizes and None not in media.sizes:
             return None
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
-    row = session.execute(select(Media.id, Media.path).where(Media.sha256 == digest, Media.status == "ok")).first()
-    return None if row is None else (row.id, row.path)
+    return media.by_sha256.get(digest)
+
+
+def _media_matching(media: StoredMedia, csv_path: Path, wanted: str) -> tuple[list[tuple[int, str]], tuple[int, str] | None]:
+    """(the media a tags row's `file` names, the media holding its content under another name when it
+    names none). A name alone: every media item of that name; with folders: those whose path ends so;
+    an absolute path: that path. Else the file it names on disk (relative to the tags file's folder,
+    `../media/x.gif`, or absolute through a linked folder), resolved: a media item stored as that very
+    file (links followed), or holding its content and resolving to it, is the one; failing that, a path
+    with `..` matches by the components after the last `..`. Why resolve: a path out of the tags file's
+    folder or through a link is never a suffix of the stored path, yet names a stored file."""
+    parts = tags_file_parts(wanted)
+    if not parts or parts[-1] in ("/", ".."):
+        return [], None
+    plain = ".." not in parts
+    if plain:
+        named = media.by_name.get(parts[-1], [])
+        found = named if len(parts) == 1 else [m for m in named if path_ends_with(m[1], parts)]
+        if found:
+            return found, None
+    file = _file_named(csv_path, parts)
+    if file is not None:
+        candidates = dict.fromkeys(media.by_name.get(file.name, []) + media.by_name.get(parts[-1], []))
+        found = [m for m in candidates if _resolved(Path(m[1])) == file]
+        if found:
+            return found, None
+    if not plain:
+        tail = parts[len(parts) - parts[::-1].index(".."):]
+        found = [m for m in media.by_name.get(parts[-1], []) if path_ends_with(m[1], tail)]
+        if found:
+            return found, None
+    same = _same_content(media, file) if file is not None else None
+    if same is not None and _resolved(Path(same[1])) == file:
+        return [same], None
+    return [], same
 
 
 def removed_by_editors(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], str]:
@@ -744,7 +815,10 @@ def editor_held_columns(session: Session, class_ids: Iterable[int], columns: Ite
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
     """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
     name (every ingested media item of that name, with a note when there are several; a `file` with
-    folders, `clips/x.gif`, only media whose path ends so), with confidence 1.0 and source "uploader".
+    folders, `clips/x.gif` or `clips\\x.gif`, only media whose path ends so; one out of the tags file's
+    folder, `../media/x.gif`, or absolute through a link, the media stored as the file it names:
+    `_media_matching`), with confidence 1.0 and source "uploader". Stored media are read once, and a
+    file is read only to tell a copy stored under another name (`_same_content`).
     A (media, tag) an editor set, rejected or removed is left alone, and so is one already imported: experts
     voting may have lowered its confidence since, and re-importing the same file changes nothing."""
     csv_path = Path(csv_path)
@@ -753,20 +827,20 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     rows = read_tags_csv(csv_path, notes=summary.notes)
     wanted: list[tuple[int, str]] = []
     with store() as session:
-        media = _media_by_name(session)
-        for row in rows:
-            where, matches = _where(csv_path, row.line), _media_matching(media, row.file)
-            if not matches:
-                summary.skipped.append(f"{where}: {_not_ingested(session, csv_path, row.file, media)}")
-            elif not row.tags:
-                summary.skipped.append(f"{where}: {row.file} has no tags")
-            else:
-                if len(matches) > 1:
-                    shown = ", ".join(p for _, p in matches[:3]) + (", ..." if len(matches) > 3 else "")
-                    summary.notes.append(f"{where}: {row.file} matches {len(matches)} ingested media ({shown}); "
-                                         "tagged all of them (give the file's folder too, e.g. "
-                                         f"{Path(*Path(matches[0][1]).parts[-2:]).as_posix()}, to tag one)")
-                wanted += [(m, t) for m, _ in matches for t in row.tags]
+        media = stored_media(session)
+    for row in rows:
+        where, (matches, same) = _where(csv_path, row.line), _media_matching(media, csv_path, row.file)
+        if not matches:
+            summary.skipped.append(f"{where}: {_not_ingested(row.file, same, media)}")
+        elif not row.tags:
+            summary.skipped.append(f"{where}: {row.file} has no tags")
+        else:
+            if len(matches) > 1:
+                shown = ", ".join(p for _, p in matches[:3]) + (", ..." if len(matches) > 3 else "")
+                summary.notes.append(f"{where}: {row.file} matches {len(matches)} ingested media ({shown}); "
+                                     "tagged all of them (give the file's folder too, e.g. "
+                                     f"{Path(*Path(matches[0][1]).parts[-2:]).as_posix()}, to tag one)")
+            wanted += [(m, t) for m, _ in matches for t in row.tags]
     if not wanted:
         return summary
     with run_operation(store, who, "import_tags") as op:
@@ -789,13 +863,14 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     return summary
 
 
-def _not_ingested(session: Session, csv_path: Path, wanted: str, media: dict[str, list[tuple[int, str]]]) -> str:
-    """Why a tags row matched no media: not ingested, only under other folders, or ingested under another name."""
-    same = _same_content(session, csv_path, wanted)
+def _not_ingested(wanted: str, same: tuple[int, str] | None, media: StoredMedia) -> str:
+    """Why a tags row matched no media: not ingested, only under other folders, or ingested under another
+    name (`same`, the media holding the content of the file it names: ingest stores one media item per
+    content, under the last name it met, so "not ingested" would send the editor to ingest it again)."""
     if same is not None:
         return (f"{wanted} is ingested under another name: media {same[0]}, {same[1]}, has the same content "
                 "(a media item is stored once, under the last of its names); not tagged")
-    others = media.get(Path(wanted).name, [])
+    others = media.by_name.get((tags_file_parts(wanted) or (wanted,))[-1], [])
     if others:
         shown = ", ".join(p for _, p in others[:3]) + (", ..." if len(others) > 3 else "")
         return f"{wanted} is not ingested; no media in that folder, but {len(others)} of that name elsewhere ({shown})"
@@ -813,6 +888,45 @@ def _largest_faces(session: Session, media_ids: list[int]) -> dict[int, int]:
             if media_id not in best or area > best[media_id][0]:
                 best[media_id] = (area, face_id)
     return {m: f for m, (_, f) in best.items()}
+
+
+class FacesToLabel(NamedTuple):
+    """What a raw-dataset import labels of its media (`faces_to_label`)."""
+
+    faces: dict[int, list[int]]  # media id -> the faces it labels
+    people: dict[int, int]  # media id -> its face tracks, of media left unlabeled for having several
+
+
+def faces_to_label(session: Session, media_ids: list[int], face_model: str) -> FacesToLabel:
+    """The faces a raw-dataset import labels with the class a file is filed under. A still: its largest
+    face (`_largest_faces`; a photo of a person may show others beside them, smaller). An animation or
+    video: every face of its one face track of `face_model` (one person throughout: the clip is theirs,
+    frame by frame); with several tracks none, for the folder does not say which person it means, and
+    the largest box of one frame says nothing about it (a face without a track counts as one of its own).
+    Why not one face per clip: the others of the same person stayed undecided, and a two-person GIF
+    gave the class to whoever had the biggest box, unsaid."""
+    kinds: dict[int, str] = {}
+    tracks: dict[int, dict[Any, list[int]]] = {}  # media -> track -> faces
+    for start in range(0, len(media_ids), 5000):
+        chunk = media_ids[start : start + 5000]
+        kinds.update(session.execute(select(Media.id, Media.kind).where(Media.id.in_(chunk))).all())
+        for face_id, media_id, track_id in session.execute(
+                select(Face.id, Face.media_id, FaceEmbedding.track_id)
+                .outerjoin(FaceEmbedding, (FaceEmbedding.face_id == Face.id) & (FaceEmbedding.model_id == face_model))
+                .where(Face.media_id.in_(chunk)).order_by(Face.id)):
+            tracks.setdefault(media_id, {}).setdefault(("face", face_id) if track_id is None else track_id,
+                                                       []).append(face_id)
+    stills = [m for m in tracks if kinds.get(m) == "image"]
+    faces = {m: [f] for m, f in _largest_faces(session, stills).items()}
+    people: dict[int, int] = {}
+    for media_id, groups in tracks.items():
+        if kinds.get(media_id) == "image":
+            continue
+        if len(groups) == 1:
+            faces[media_id] = next(iter(groups.values()))
+        else:
+            people[media_id] = len(groups)
+    return FacesToLabel(faces, people)
 
 
 def _active_target(classes: dict[int, Any], class_id: int) -> int | None:
@@ -965,15 +1079,24 @@ def _confirmed_here(session: Session, folder: Path) -> str | None:
         _, split_rows = read_csv(folder / "split.csv", ["class_id", "sha256"])
     except ValidationError:  # no such files, or not an export's: not this store's export
         return None
-    name_of = {row["class_id"]: class_name_key(row["name"]) for _, row in class_rows}
+    name_of = {row["class_id"]: row["name"] for _, row in class_rows}
     wanted = {(row["sha256"], name_of.get(row["class_id"])) for _, row in split_rows}
-    if not wanted or any(not sha or key is None for sha, key in wanted):
+    if not wanted or any(not sha or name is None for sha, name in wanted):
         return None
-    classes = {row.id: row for row in session.execute(select(CelebrityClass.id, CelebrityClass.name_key,
-                                                             CelebrityClass.status, CelebrityClass.merged_into_id))}
-    by_key = {**former_names(session), **{row.name_key: row.id for row in classes.values()}}
-    target = {key: _active_target(classes, by_key[key]) for _, key in wanted if key in by_key}
-    if any(target.get(key) is None for _, key in wanted):
+    classes = {row.id: row for row in session.execute(select(CelebrityClass.id, CelebrityClass.name,
+                                                             CelebrityClass.name_key, CelebrityClass.status,
+                                                             CelebrityClass.merged_into_id))}
+    by_key = {row.name_key: row for row in classes.values()}
+    former = former_names(session)
+
+    def class_of(name: str) -> int | None:  # as `_ensure_classes` finds it: exact name first, then a former one
+        key = class_name_key(name)
+        row = _exact_first(session, name, by_key.get(key), classes)
+        return row.id if row is not None else former.get(key)
+
+    target = {name: _active_target(classes, c) for name in {n for _, n in wanted}
+              if (c := class_of(name)) is not None and c in classes}
+    if any(target.get(name) is None for _, name in wanted):
         return None
     confirmed: set[tuple[str, int]] = set()
     for chunk in _chunks(list({sha for sha, _ in wanted})):
@@ -981,7 +1104,7 @@ def _confirmed_here(session: Session, folder: Path) -> str | None:
             select(Media.sha256, FaceLabel.class_id).join(Face, Face.media_id == Media.id)
             .join(FaceLabel, FaceLabel.face_id == Face.id)
             .where(Media.sha256.in_(chunk), FaceLabel.status.in_(CONFIRMED_STATUSES))))
-    if any((sha, target[key]) not in confirmed for sha, key in wanted):
+    if any((sha, target[name]) not in confirmed for sha, name in wanted):
         return None
     return "every face in its split.csv is of media here, confirmed here already in the class its classes.csv names"
 
@@ -995,8 +1118,9 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     and attributes of the classes it creates; existing classes keep their status and only get
     empty fields filled, see `_fill_class_details`; a class created retired, from an edited
     classes.csv since exports leave retired classes out, gets no labels, like any retired class).
-    Images are ingested with the real pipeline; each image's largest face gets an approved label
-    (source "import") in one operation with the classes. Images without a face are reported, not
+    Images are ingested with the real pipeline; each still's largest face, and every face of a GIF or
+    video showing one person (one face track; one showing several is noted and left unlabeled,
+    `faces_to_label`), gets an approved label (source "import") in one operation with the classes. Images without a face are reported, not
     fatal; an image filed under two labels is reported and left unlabeled; a face an editor decided
     (or moved to another class by a merge or split) keeps its decision; labels of a class that was
     merged away go to the class it was merged into. Images are matched to their ingest results by
@@ -1055,7 +1179,7 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         for start in range(0, len(shas), 5000):
             media_ids.update(op.session.execute(select(Media.sha256, Media.id).where(
                 Media.sha256.in_(shas[start : start + 5000]), Media.status == "ok")).all())
-        largest = _largest_faces(op.session, list(media_ids.values()))
+        to_label = faces_to_label(op.session, list(media_ids.values()), settings.face_model)
         wanted: dict[int, tuple[int, str]] = {}  # face -> (class, label)
         conflicts: set[int] = set()
         for label, paths in images.items():
@@ -1070,14 +1194,20 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
                     if _resolved(path) not in failed:  # a failure is reported above; nothing may go unsaid
                         summary.skipped.append(f"{path}: no media of it is in the store after ingest; not labeled")
                     continue
-                face_id = largest.get(media_id)
-                if face_id is None:
+                faces = to_label.faces.get(media_id)
+                if faces is None and media_id in to_label.people:
+                    summary.skipped.append(f"{path}: {to_label.people[media_id]} people (face tracks) in it; not "
+                                           "labeled: file one person per clip, or label it in Review")
+                    continue
+                if faces is None:
                     summary.skipped.append(f"{path}: no face found")
                     continue
-                if face_id in wanted and wanted[face_id][0] != class_id:
-                    conflicts.add(face_id)
-                    summary.skipped.append(f"{path}: the same image is also under {wanted[face_id][1]}/; not labeled")
-                wanted.setdefault(face_id, (class_id, label))
+                other = next((wanted[f][1] for f in faces if f in wanted and wanted[f][0] != class_id), None)
+                if other is not None:
+                    conflicts.update(faces)
+                    summary.skipped.append(f"{path}: the same image is also under {other}/; not labeled")
+                for face_id in faces:
+                    wanted.setdefault(face_id, (class_id, label))
         for face_id in conflicts:
             del wanted[face_id]
         # classes before faces, as a merge locks them: apply_decision below, once per class, finds them held

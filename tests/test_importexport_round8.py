@@ -5,7 +5,6 @@ is said, and a killed export's temporary folder is removed by the next one."""
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import os
@@ -259,6 +258,7 @@ export_dataset(open_store(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), "a
 
 
 def test_a_killed_exports_temporary_folder_is_removed_by_the_next_export(store_url, tmp_path, lfw_dir):
+    fcntl = pytest.importorskip("fcntl")  # here, not at the top: the rest of the module runs on Windows too
     store = store_with_classes(store_url, tmp_path / "data", lfw_dir, ["Bee", "Cee"])
     exports = tmp_path / "exports"
     out = exports / "out"

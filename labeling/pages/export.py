@@ -93,7 +93,8 @@ with st.form("export_form"):
     seed = middle.number_input("Split seed", min_value=0, value=0, step=1, key="export_seed")
     overwrite = right.checkbox("Replace the folder if it exists", key="export_overwrite",
                                help="Only a folder holding an earlier export, and no file its manifest does "
-                                    "not list, is replaced; any other folder is refused")
+                                    "not list (the OS's own .DS_Store, Thumbs.db and the like aside), is "
+                                    "replaced; any other folder is refused")
     previous = st.selectbox("Keep the label indices and train / validation sides of", [NO_PREVIOUS, *earlier],
                             key="export_previous",
                             format_func=lambda d: d or "none: number classes in creation order, draw the split anew",
