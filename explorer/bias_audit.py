@@ -68,6 +68,8 @@ __all__ = [
     "AuditReport",
     "CONFIRMED",
     "carried_reference",
+    "reference_proposals",
+    "untouched_reference",
     "COUNT_COLUMNS",
     "MULTI_VALUED",
     "QUALITY_METRICS",
@@ -460,7 +462,8 @@ class AuditReport:
             f"reference distribution: {html.escape(json.dumps(self.reference)) if self.reference else 'none set'}</p>",
             "<ul>" + "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in self.summary.items()) + "</ul>",
             "<h2>Flagged groups</h2>",
-            table_html(self.flagged()[["attribute", "group", "faces", "approved_faces", "flags", "small_sample"]]),
+            table_html(self.flagged()[["attribute", "group", "faces", "approved_faces", "graded_faces", "flags",
+                                        "small_sample"]]),  # small_sample counts graded faces
         ]
         figures = self.figures()
         first = True
@@ -631,21 +634,27 @@ def uniform_reference(groups: Sequence[str]) -> dict[str, float]:
 
 
 def carried_reference(typed: Sequence[tuple[Any, Any]], base: Mapping[str, float],
-                      groups: Sequence[str]) -> tuple[list[tuple[Any, Any]], list[str]]:
+                      groups: Sequence[str], proposed: Mapping[str, float] | None = None
+                      ) -> tuple[list[tuple[Any, Any]], list[str]]:
     """The reference an editor typed, carried over to a new set of groups: (rows, new groups).
 
     typed: the (group, share) rows of the editor's table as they are now; base: the rows it started
-    from (group -> share); groups: the known groups of the data now. Why: when a class with a new
-    group value appears (another editor adds one) the table must be rebuilt, and rebuilding it from
-    equal shares would drop the editor's shares, and the flags they raise, without a word.
+    from (group -> share); groups: the known groups of the data now; proposed: the rows of base the
+    page filled in itself, not the editor (default: all of base, a table of equal shares). Why: when
+    a class with a new group value appears (another editor adds one) the table must be rebuilt, and
+    rebuilding it from equal shares would drop the editor's shares, and the flags they raise, without
+    a word. A table carried over once holds the editor's shares: they are choices the next change of
+    groups must keep too, which is why proposals and the table's rows are told apart.
 
     Each typed row is kept, by group name, while its group is still in the data or the editor added
-    or changed it (a row left at its starting share for a group nobody belongs to any more is
-    dropped: it was the default, not a choice, and would be flagged as absent). Each new group gets
-    the mean of the kept shares of groups in the data (an untouched equal reference stays equal;
-    1.0 when there is none), which an editor can then change."""
+    or changed it (a row left at its proposed share for a group nobody belongs to any more is
+    dropped: it was the default, not a choice, and would be flagged as absent). Each group the table
+    did not offer gets the mean of the kept shares of groups in the data (an untouched equal reference
+    stays equal; 1.0 when there is none), which an editor can then change; a row the editor deleted
+    stays deleted ("a group left out has no reference")."""
     present = {_group(g) for g in groups} - {UNKNOWN}
-    start = {_group(g): v for g, v in base.items()}
+    start = {_group(g) for g in base}
+    default = {_group(g): v for g, v in (base if proposed is None else proposed).items()}
     kept: list[tuple[Any, Any]] = []
     for group, share in typed:
         if _is_missing(group):
@@ -653,14 +662,39 @@ def carried_reference(typed: Sequence[tuple[Any, Any]], base: Mapping[str, float
                 kept.append((group, share))  # half-typed: parse_reference says what is missing
             continue
         name = _group(group)
-        if name in present or name not in start or _number(share) != _number(start[name]):
+        if name in present or name not in default or _number(share) != _number(default[name]):
             kept.append((group, share))
     named = {_group(g) for g, _ in kept if not _is_missing(g)}
-    new = [g for g in dict.fromkeys(groups) if g != UNKNOWN and _group(g) not in named]
+    new = [g for g in dict.fromkeys(groups) if g != UNKNOWN and _group(g) not in named | start]
     shares = [v for g, s in kept if not _is_missing(g) and _group(g) in present
               for v in [_number(s)] if v is not None and v >= 0]
     fill = float(np.mean(shares)) if shares else 1.0
     return kept + [(g, fill) for g in new], new
+
+
+def reference_proposals(rows: Sequence[tuple[Any, Any]], proposed: Mapping[str, float],
+                        new: Sequence[str]) -> dict[str, float]:
+    """The rows of a carried table (`carried_reference`) the page filled in, not the editor: the new
+    groups at their fill, and the earlier proposals carried unchanged. The next change of groups drops
+    these, and only these, when their group leaves the data."""
+    default = {_group(g): v for g, v in proposed.items()}
+    fresh = {_group(g) for g in new}
+    out: dict[str, float] = {}
+    for group, share in rows:
+        name = None if _is_missing(group) else _group(group)
+        if name is not None and (name in fresh or (name in default and _number(share) == _number(default[name]))):
+            out[name] = share
+    return out
+
+
+def untouched_reference(typed: Sequence[tuple[Any, Any]] | None, rows: Sequence[tuple[Any, Any]],
+                        proposed: Mapping[str, float]) -> bool:
+    """Whether the editor left a reference table as the page proposed it: the same rows, none of them
+    the editor's (a carried table's shares are the editor's, even when not touched since)."""
+    if typed is None:
+        return True
+    named = {_group(g) for g, _ in rows if not _is_missing(g)}
+    return list(typed) == list(rows) and reference_proposals(rows, proposed, []).keys() == named
 
 
 def _number(value: Any) -> float | None:

@@ -195,27 +195,37 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
 NOTHING_YET = "Nothing to show yet: ingest GIFs or photos on the Ingest page (or `giflens ingest`)."
 
 
-def empty_view_message(view: str, has_media: bool, has_faces: bool) -> str:
+def empty_view_message(view: str, has_media: bool, has_faces: bool, media_count: int | None = None) -> str:
     """Why a view has no point, and what fills it: ingesting more photos fills neither the GIFs view
-    (GIF embeddings are made for GIFs and videos only) nor the class centroids (classes need faces)."""
+    (GIF embeddings are made for GIFs and videos only) nor the class centroids (classes need faces),
+    and ingesting more of the same media fills no face view when none of it held a face.
+    media_count, when given, is the number of media items stored (said in that last case)."""
     if view == "GIFs" and has_media:
         return ("No GIF or video has a GIF embedding yet: photos are shown in the Faces view; "
                 "ingest GIFs or videos to see them here.")
     if view == "Class centroids" and has_faces:
         return ("No class has faces yet: add or import classes on the Classes page (seeded with faces), "
                 "or label faces with a class in the Faces view or on the Review page.")
+    if has_media and not has_faces:  # faces, face tracks and class centroids all need a detected face
+        items = f" ({media_count} item{'' if media_count == 1 else 's'})" if media_count is not None else ""
+        return (f"No face was found in the ingested media{items}: ingesting more of the same adds none. GIFs and "
+                "videos are shown in the GIFs view; the Ingest page (or `giflens ingest`) lists the files that "
+                "failed. Ingest media with visible faces to fill this view.")
     return NOTHING_YET
 
 
 def decided_since_prediction(store: sessionmaker[Session]) -> set[int]:
-    """The faces an editor (or an import) decided after the model's last prediction for them (or that
-    were never predicted): the review queues have nothing left to ask about them. A prediction run
-    stamps both predicted_at and updated_at of the labels it refreshes, so a decision made before it
-    (updated_at == predicted_at) is one the new model may disagree with: such faces stay in the queue."""
+    """The faces an editor decided after the model's last prediction for them: the review queues have
+    nothing left to ask about them. A prediction run stamps both predicted_at and updated_at of the
+    labels it refreshes, so a decision made before it (updated_at == predicted_at) is one the new model
+    may disagree with: such faces stay in the queue. So do the faces never predicted (a class's seed
+    faces, an imported training set before any `giflens predict`) and the labels an import wrote: no
+    editor weighed them against the model, and a mislabelled training photo is what the queue's
+    "neighbours disagree" is there to catch."""
     with store() as session:
         rows = session.scalars(select(FaceLabel.face_id).where(
-            FaceLabel.status.in_(DECIDED_STATUSES),
-            FaceLabel.predicted_at.is_(None) | (FaceLabel.updated_at > FaceLabel.predicted_at)))
+            FaceLabel.status.in_(DECIDED_STATUSES), FaceLabel.source == "editor",
+            FaceLabel.predicted_at.is_not(None), FaceLabel.updated_at > FaceLabel.predicted_at))
         return {int(f) for f in rows}
 
 

@@ -97,9 +97,14 @@ def progress_task(description: str) -> Iterator[tuple[Progress, TaskID]]:
         try:
             yield progress, task
         except BaseException:
-            if not next(t for t in progress.tasks if t.id == task).completed:
-                progress.remove_task(task)
+            drop_idle_bar(progress, task)
             raise
+
+
+def drop_idle_bar(progress: Progress, task: TaskID) -> None:
+    """Remove a bar no step was done on: a command stopped before any work leaves only its message."""
+    if not next(t for t in progress.tasks if t.id == task).completed:
+        progress.remove_task(task)
 
 
 def one_line(text: str) -> str:
@@ -128,8 +133,6 @@ def ingest_command(
     editor: Editor = None,
 ) -> None:
     """Ingest GIFs, videos and photos into cached face and GIF embeddings (one audit event per batch)."""
-    from rich.markup import escape
-
     from embeddings.pipeline import CacheUnavailableError, ModelUnavailableError
     from labeling.errors import StoreError
     from labeling.ingest import ingest
@@ -144,6 +147,7 @@ def ingest_command(
         refuse(f"no such file or folder: {', '.join(missing)}")
     store = _store_for(settings)
     interrupted: KeyboardInterrupt | None = None
+    stopped: Exception | None = None  # the cache, a model or the store failed: reported below the bar
     with progress_task("ingest") as (progress, task):
         try:
             summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n),
@@ -151,19 +155,37 @@ def ingest_command(
                              store=store, editor=_editor(editor))
         # a model or a cache folder that cannot be used (no permission, a full disk) fails every file
         # alike: the batch stops with one line (what it stored is kept and audited), exit 2 like any
-        # setting of the machine, not a traceback
-        except (ModelUnavailableError, CacheUnavailableError) as exc:
-            console.print(f"[red]error:[/red] {escape(one_line(str(exc)))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from exc
-        except StoreError as exc:  # e.g. an editor name the audit log refuses; nothing was stored
-            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from exc
+        # setting of the machine, not a traceback; a store error (an editor name the audit log refuses,
+        # the store failing mid-batch) is one line too, exit 1. Both are said below the bar.
+        except (ModelUnavailableError, CacheUnavailableError, StoreError) as exc:
+            stopped = exc
+            drop_idle_bar(progress, task)
         except KeyboardInterrupt as exc:  # said below the bar, once it is drawn for the last time
             interrupted = exc
+    if isinstance(stopped, StoreError):
+        _report_stopped(stopped, str(stopped), code=1)
+    if stopped is not None:
+        _report_stopped(stopped, one_line(str(stopped)), code=2)
     if interrupted is not None:
         _report_interrupted(interrupted)
     _print_failures_and_notes(summary)
     typer.echo(summary.line())
+
+
+def _report_stopped(exc: Exception, message: str, code: int) -> NoReturn:
+    """The cache, a model or the store stopped an ingest: what the batch did before the stop (its failures,
+    notes and `stopped: <summary>`, from the summary `ingest` attaches as `exc.summary`), then the one-line
+    error, exit `code`. Why: the files stored before the stop are kept and audited, and the failures found
+    so far are real; a bare error would hide both. A batch stopped before it did anything prints the error
+    line alone."""
+    from rich.markup import escape
+
+    summary = getattr(exc, "summary", None)
+    if summary is not None and (summary.media or summary.notes):
+        _print_failures_and_notes(summary)
+        typer.echo(f"stopped: {summary.line()}")
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from exc
 
 
 def _print_failures_and_notes(summary) -> None:
@@ -757,8 +779,9 @@ class _UndoSummary:
 def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
     """--reference gender=female:50,male:50 (shares as weights, normalised) -> {attribute: shares}.
 
-    A comma separates pairs; a group whose name holds one is quoted as in a CSV line:
-    country="Korea, Republic of":1,France:2 (the pairs are read as one CSV row)."""
+    A comma separates pairs; a group whose name holds one is quoted as in a CSV line, and the whole value
+    in single quotes for the shell (which would otherwise eat the double quotes):
+    --reference 'country="Korea, Republic of":1,France:2' (the pairs are read as one CSV row)."""
     import csv
 
     from explorer.bias_audit import ATTRIBUTES, parse_reference
@@ -774,10 +797,15 @@ def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
                    f"{', '.join(ATTRIBUTES)}")
         if attribute in out:  # a second option would silently replace the first
             refuse(f"--reference {text!r}: {attribute} is given twice; give each attribute once")
-        rows = [p.rpartition(":") for p in next(csv.reader([pairs], skipinitialspace=True))]
+        try:  # a newline outside quotes is no CSV row: refused like any other bad value, not a traceback
+            rows = [p.rpartition(":") for p in next(csv.reader([pairs], skipinitialspace=True))]
+        except csv.Error as exc:
+            reason = str(exc).split(" - ")[0]  # not csv's advice on opening files
+            refuse(f"--reference {text!r}: {reason}; give the pairs on one line, as GROUP:SHARE,GROUP:SHARE")
         if any(not sep for _, sep, _ in rows):
             refuse(f"--reference {text!r}: every group needs a share, as GROUP:SHARE; a comma separates pairs, so "
-                   'quote a group that holds one: "Korea, Republic of":1')
+                   "quote a group that holds one, and the whole value for the shell: "
+                   """--reference 'country="Korea, Republic of":1'""")
         try:  # rows, not a dict: a group listed twice is refused by parse_reference, not silently dropped
             out[attribute] = parse_reference(pd.DataFrame({"group": [g for g, _, _ in rows],
                                                            "share": [v for _, _, v in rows]}))
@@ -786,11 +814,15 @@ def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
+GRADED_FLAGS = {"accuracy", "recognised_rate"}  # the flags measured on graded faces, which small_sample counts
+
+
 def _rests_on_few_faces(row) -> bool:
     """Whether a flagged row's "(small sample)" note applies: small_sample speaks of the graded faces that
-    accuracy and recognised rate are measured on; a representation flag is a share of classes (or faces)
-    and rests on no grading, so on a representation flag alone the note would cast a doubt it has not."""
-    return bool(row.small_sample) and bool(set(row.flags.split("; ")) - {"representation"})
+    accuracy and recognised rate are measured on. A representation flag is a share of classes (or faces)
+    and purity is measured on every confirmed face of a class (it never falls back to a small-sample
+    reference): on those flags alone the note would cast a doubt they do not have."""
+    return bool(row.small_sample) and bool(set(row.flags.split("; ")) & GRADED_FLAGS)
 
 
 @app.command("audit")

@@ -21,7 +21,8 @@ import streamlit as st
 from explorer.audit_inputs import read_audit_inputs
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BASES, AuditReport, audit_report,
                                  carried_reference, class_groups, classes_with_faces, count_text, counted, face_groups,
-                                 known_attributes, parse_reference, small_sample_references, uniform_reference)
+                                 known_attributes, parse_reference, reference_proposals, small_sample_references,
+                                 uniform_reference, untouched_reference)
 from labeling.pages.common import get_settings, get_store, plain, require_editor
 from labeling.queries import events_frame, store_overview
 
@@ -106,24 +107,30 @@ def reference_rows(attribute: str, groups: list[str]) -> list[tuple]:
     changes under an editor's typed shares (another editor adds a class of a new group). Then the
     table is rebuilt from what was typed, by group name (`carried_reference`), under a new key, so
     that no edit of the old table lands on another row, and the page says what changed: a silent
-    return to equal shares would drop the editor's shares and the flags they raise."""
+    return to equal shares would drop the editor's shares and the flags they raise.
+
+    The base remembers which rows the page proposed (equal shares, a new group's fill) as opposed to
+    the editor's: a carried table left as it is still holds the editor's shares, so the next change of
+    groups carries it again instead of taking it for an untouched table."""
     base_key, typed_key = f"_bias_reference_base_{attribute}", f"_bias_reference_typed_{attribute}"
-    base = st.session_state.get(base_key)
+    base = st.session_state.get(base_key)  # (groups, rows, proposed rows: group -> share)
     if base is not None and base[0] == tuple(groups):
         return base[1]
     typed = st.session_state.get(typed_key)
     note = None
-    if base is None or typed is None or typed == base[1]:  # nothing typed: equal shares of the groups now
+    if base is None or untouched_reference(typed, base[1], base[2]):  # nothing typed: equal shares of now
         rows = list(uniform_reference(groups).items())
+        proposed = dict(rows)
     else:
-        rows, new = carried_reference(typed, dict(base[1]), groups)
+        rows, new = carried_reference(typed, dict(base[1]), groups, proposed=base[2])
+        proposed = reference_proposals(rows, base[2], new)
         added = f" New: {', '.join(new)}, at the mean of your shares (edit them)." if new else ""
         note = (f"The {LABELS[attribute].lower()} groups in the data changed: the reference keeps the shares you "
                 f"entered, by group.{added}")
     if base is not None:
         version_key = f"_bias_reference_version_{attribute}"
         st.session_state[version_key] = st.session_state.get(version_key, 0) + 1
-    st.session_state[base_key] = (tuple(groups), rows)
+    st.session_state[base_key] = (tuple(groups), rows, proposed)
     st.session_state[f"_bias_reference_note_{attribute}"] = note
     return rows
 

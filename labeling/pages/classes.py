@@ -84,15 +84,16 @@ def select_created(result) -> None:
 
 
 def fill_forms(class_id: int, row: pd.Series) -> None:
-    """Fill the class's rename and attribute boxes with what the store holds whenever the class changed
-    since they were filled (an undo, another editor's operation, the editor's own save), or the boxes
-    were not drawn last run. A box keeps its own state once drawn and ignores a new `value=`: left
-    alone, it would show an undone value, and the next save would write it back with the one field
-    the editor typed. A form submitted in this run keeps what was typed: its write is checked
-    against the version the editor saw, so a change made meanwhile is refused, not overwritten."""
+    """Fill the class's rename, attribute and status boxes with what the store holds whenever the class
+    changed since they were filled (an undo, another editor's operation, the editor's own save), or the
+    boxes were not drawn last run. A box keeps its own state once drawn and ignores a new `value=` (or
+    `index=`): left alone, it would show an undone value, and the next save would write it back with
+    the one field the editor typed (or set the undone status again). A form submitted in this run keeps
+    what was typed: its write is checked against the version the editor saw, so a change made meanwhile
+    is refused, not overwritten."""
     text = {c: "" if pd.isna(row[c]) else str(row[c]) for c in ("name", "display_name", *ATTRIBUTES)}
     boxes = {f"rename_name_{class_id}": text["name"], f"rename_display_{class_id}": text["display_name"],
-             **{f"attr_{a}_{class_id}": text[a] for a in ATTRIBUTES}}
+             **{f"attr_{a}_{class_id}": text[a] for a in ATTRIBUTES}, f"status_{class_id}": row["status"]}
     filled = st.session_state.setdefault(FILLED_KEY, {})
     version = int(row["version"])
     if submitted(class_id) or (filled.get(class_id) == version and all(k in st.session_state for k in boxes)):
@@ -241,8 +242,7 @@ if selected is not None:
         st.write(f"**{name_md}** is {row['status']}. Retired classes keep their labels but take no new ones "
                  "and are not exported.")
         with st.form(f"status_form_{selected}"):
-            status = st.selectbox("Status", CLASS_STATUSES, index=CLASS_STATUSES.index(row["status"]),
-                                  key=f"status_{selected}")
+            status = st.selectbox("Status", CLASS_STATUSES, key=f"status_{selected}")  # filled by fill_forms
             if st.form_submit_button("Set status", key=f"status_submit_{selected}"):
                 write(lambda s, e: set_class_status(s, selected, status, e, expected_version=expected(selected)),
                       after=lambda _: keep_editing(selected))  # retired: still the one edited, not the next in view
