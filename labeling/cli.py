@@ -320,7 +320,7 @@ def import_raw_dataset_command(
     folder: Annotated[Path, typer.Argument(help="Folder holding labels.csv and raw_dataset/<Label>/*.jpg.")],
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
 ) -> None:
-    """GIPHY's training layout: classes, ingested images, approved labels (largest face per image)."""
+    """GIPHY's training layout: classes, ingested images, approved labels (the largest face of each still, every face of a one-person GIF or video)."""
     from labeling.importers import import_raw_dataset
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
