@@ -24,7 +24,7 @@ from models.settings import Settings
 import test_app_fixes
 from test_app_bias import SHARE, edit_reference, ok, open_page, representation_table, tab
 from test_app_fixes import _explore
-from test_app_pages import button, no_exception, sign_in
+from test_app_pages import button, no_exception
 from test_apppages_round8 import REVIEW, _classes_page, _info, _suspects
 from test_biascli_round8 import graded_faces_case, invoke, no_store_env  # noqa: F401
 from test_queries import new_fixture_store

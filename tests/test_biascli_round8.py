@@ -6,7 +6,6 @@ and `giflens ingest` on a cache that cannot be used or interrupted by Ctrl-C."""
 from __future__ import annotations
 
 import csv
-import io
 import os
 import re
 import signal

@@ -11,7 +11,7 @@ from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from labeling.audit import run_operation, undo_event
