@@ -676,13 +676,20 @@ def _without_derived_key(kind: str, snapshot: dict[str, Any] | None) -> dict[str
     return {c: v for c, v in snapshot.items() if c != "name_key"}
 
 
-def _rekey_name(values: dict[str, Any]) -> None:
-    """A restored class name gets its key as `class_name_key` computes it now, not the snapshot's.
+def _rekey_name(session: Session, class_id: int, values: dict[str, Any]) -> None:
+    """A restored class name gets its key as `class_name_key` computes it now, not the snapshot's, unless
+    another class holds that key: then the snapshot's older key stays, as migration 0010 kept it.
 
     Why: the audit log is never rewritten, so a rename made before a change of the key (migration 0010)
     holds the older key; restored as it was, the class could not be found by its name, and a second
-    class of that name could be added beside it."""
-    values["name_key"] = class_name_key(values["name"])
+    class of that name could be added beside it. But a class 0010 left with its older key (its current
+    one held by a class whose name folds alike) must get that name back after a rename, as the migration
+    let it keep it; `_check_free_names` still refuses a key or an exact name another class holds."""
+    key = class_name_key(values["name"])
+    taken = session.execute(select(CelebrityClass.id).where(
+        CelebrityClass.name_key == key, CelebrityClass.id != class_id)).first()
+    if taken is None or not values.get("name_key"):
+        values["name_key"] = key
 
 
 def _check_free_names(session: Session, event: AuditEvent, changes: dict[Key, dict[str, Any]]) -> None:
@@ -857,7 +864,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                         if kind == "face":
                             _show_model_guess(values, current[kind][key])
                     if kind == "class" and values.get("name") is not None:
-                        _rekey_name(values)
+                        _rekey_name(session, key[0], values)
                     changes[key] = values
             if changes:
                 if kind == "class":

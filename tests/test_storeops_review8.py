@@ -175,6 +175,19 @@ def test_an_undo_does_not_give_back_the_exact_name_of_a_class_left_with_its_olde
     assert class_row(store, made["first"]).name == "Cem Karaca"
 
 
+def test_a_class_left_with_its_older_key_gets_its_name_back_by_undo(store_url):
+    """Renamed after 0010 and the rename undone: the class takes back its name and the older key the
+    migration left it (the current key is the other class's), so it is found by that name again."""
+    store, made = _stale_pairs(store_url)
+    stale, other = made["Barış Manço"], made["BARIŞ MANÇO"]
+    old_key = class_row(store, stale).name_key
+    undo_event(store, rename_class(store, stale, "Baris Typo", "ann").event_id, "ann")
+    assert (class_row(store, stale).name, class_row(store, stale).name_key) == ("Barış Manço", old_key)
+    assert class_row(store, other).name_key == class_name_key("Barış Manço")
+    with store() as s:
+        assert find_class(s, "Barış Manço").id == stale and find_class(s, "BARIŞ MANÇO").id == other
+
+
 # -- 4. an export's future birth year -------------------------------------------------------------------
 def test_a_future_birth_year_in_classes_csv_is_read_as_unknown_with_a_note(tmp_path):
     """A store could hold one (accepted up to 2100 before) and its export writes it: the whole classes.csv
