@@ -16,7 +16,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from explorer.bias_audit import decade
@@ -215,17 +215,16 @@ def empty_view_message(view: str, has_media: bool, has_faces: bool, media_count:
 
 
 def decided_since_prediction(store: sessionmaker[Session]) -> set[int]:
-    """The faces an editor decided after the model's last prediction for them: the review queues have
-    nothing left to ask about them. A prediction run stamps both predicted_at and updated_at of the
+    """The faces an editor decided after the model's last prediction for them, or decided with no
+    prediction at all (an approval before any `giflens predict`, a class's seed faces): the review queues
+    have nothing left to ask about them. A prediction run stamps both predicted_at and updated_at of the
     labels it refreshes, so a decision made before it (updated_at == predicted_at) is one the new model
-    may disagree with: such faces stay in the queue. So do the faces never predicted (a class's seed
-    faces, an imported training set before any `giflens predict`) and the labels an import wrote: no
-    editor weighed them against the model, and a mislabelled training photo is what the queue's
-    "neighbours disagree" is there to catch."""
+    may disagree with: such faces stay in the queue. So do the labels an import wrote: no editor weighed
+    them, and a mislabelled training photo is what the queue's "neighbours disagree" is there to catch."""
     with store() as session:
         rows = session.scalars(select(FaceLabel.face_id).where(
             FaceLabel.status.in_(DECIDED_STATUSES), FaceLabel.source == "editor",
-            FaceLabel.predicted_at.is_not(None), FaceLabel.updated_at > FaceLabel.predicted_at))
+            or_(FaceLabel.predicted_at.is_(None), FaceLabel.updated_at > FaceLabel.predicted_at)))
         return {int(f) for f in rows}
 
 
