@@ -18,6 +18,7 @@ import pytest
 from conftest import photo_faces, session_dir
 from sqlalchemy import event, select
 from test_import_export_round6 import PERSON, store_with_classes
+from test_importexport_round8 import tags_by_path
 from test_storeops_review8 import _stale_pairs
 
 from labeling import export as export_module
@@ -28,18 +29,8 @@ from labeling.export import export_dataset, verify_export
 from labeling.face_labels import approve_faces
 from labeling.importers import (faces_to_label, import_attributes, import_classes, import_raw_dataset, import_tags,
                                 own_export)
-from labeling.schema import CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag, Track
+from labeling.schema import CelebrityClass, Face, FaceEmbedding, FaceLabel, Media, Track
 from models.settings import Settings
-
-
-def tags_by_path(store) -> dict[str, set[str]]:
-    with store() as s:
-        rows = s.execute(select(Media.path, Tag.name).join(MediaTag, MediaTag.media_id == Media.id)
-                         .join(Tag, Tag.id == MediaTag.tag_id)).all()
-    out: dict[str, set[str]] = {}
-    for path, tag in rows:
-        out.setdefault(path, set()).add(tag)
-    return out
 
 
 def add_media(store, path: Path) -> int:

@@ -31,6 +31,16 @@ from labeling.schema import CelebrityClass, Face, FaceEmbedding, FaceLabel, Medi
 from models.settings import Settings
 
 
+def tags_by_path(store) -> dict[str, set[str]]:
+    with store() as s:
+        rows = s.execute(select(Media.path, Tag.name).join(MediaTag, MediaTag.media_id == Media.id)
+                         .join(Tag, Tag.id == MediaTag.tag_id)).all()
+    out: dict[str, set[str]] = {}
+    for path, tag in rows:
+        out.setdefault(path, set()).add(tag)
+    return out
+
+
 def split_sides(out: Path) -> dict[int, str]:
     """media id -> side, from an export's split.csv."""
     return {int(r["media_id"]): r["side"] for r in csv.DictReader((out / "split.csv").open(encoding="utf-8"))}
@@ -172,13 +182,7 @@ def test_a_tags_row_with_a_folder_tags_that_file_only_and_a_shared_name_is_noted
     path.write_text("file,uploader_tags\nclips_a/x.jpg,politician;gore\nclips_b/x.jpg,actor\nx.jpg,funny\n"
                     "clips_c/x.jpg,lost\ncopy.gif,wave\nnowhere.gif,gone\n", encoding="utf-8")
     summary = import_tags(store, path)
-    with store() as s:
-        tags = s.execute(select(Media.path, Tag.name).join(MediaTag, MediaTag.media_id == Media.id)
-                         .join(Tag, Tag.id == MediaTag.tag_id)).all()
-    by_path: dict[str, set[str]] = {}
-    for media_path, tag in tags:
-        by_path.setdefault(media_path, set()).add(tag)
-    assert by_path == {"/m/clips_a/x.jpg": {"politician", "gore", "funny"}, "/m/clips_b/x.jpg": {"actor", "funny"}}
+    assert tags_by_path(store) == {"/m/clips_a/x.jpg": {"politician", "gore", "funny"}, "/m/clips_b/x.jpg": {"actor", "funny"}}
     assert summary.notes == [f"{path}: line 4: x.jpg matches 2 ingested media (/m/clips_a/x.jpg, /m/clips_b/x.jpg); "
                              "tagged all of them (give the file's folder too, e.g. clips_a/x.jpg, to tag one)"]
     assert summary.skipped == [
