@@ -26,7 +26,6 @@ frames, though never below 640x360 (RETAIN_FLOOR_PIXELS).
 """
 from __future__ import annotations
 
-import math
 import os
 import stat
 import struct
@@ -41,6 +40,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from embeddings.phash import drop_near_duplicates, phash64, tile_phashes
 from embeddings.sampling import evenly_spaced_indices
+from models.face_detector import DETECT_MAX_PIXELS, detection_size, shrink
 
 # A cut-off file must fail loudly, never come back as half an image padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -70,7 +70,7 @@ SEEK_MIN_GAP = 300
 # The area the face detector searches (models.face_detector.DETECT_MAX_PIXELS, full HD): a bigger frame is
 # shown to MTCNN shrunk to that area anyway, so shrinking a kept frame to it loses no face. The default
 # budget keeps frames this big for up to 64 sampled frames (`retained_frame_pixels`).
-RETAIN_MIN_FRAME_PIXELS = 1920 * 1080
+RETAIN_MIN_FRAME_PIXELS = DETECT_MAX_PIXELS
 # No kept frame is shrunk below 640x360, whatever the sampling: the size of an ordinary GIF or clip, whose
 # faces of min_face_size (20 px) the detector finds as they are. The default budget (max_retained_pixels)
 # gives 512 frames, the most --frames asks for, 0.26 Mpixels each: above this floor, so the budget holds.
@@ -281,14 +281,9 @@ def retained_frame_pixels(sampled: int, limits: MediaLimits) -> int:
 
 
 def fit_pixels(frame: np.ndarray, max_pixels: int) -> np.ndarray:
-    """The frame, or the frame shrunk to at most max_pixels with its aspect kept (area-averaged, as the
-    face detector shrinks frames), so that every frame of one file gets the same size."""
-    height, width = frame.shape[:2]
-    if width * height <= max_pixels:
-        return frame
-    scale = math.sqrt(max_pixels / (width * height))
-    size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))
+    """The frame, or the frame shrunk to at most max_pixels with its aspect kept, exactly as the face
+    detector shrinks frames, so that every frame of one file gets the same size."""
+    return shrink(frame, detection_size(frame.shape[1], frame.shape[0], max_pixels))
 
 
 # -- GIF -------------------------------------------------------------------------------------
@@ -558,29 +553,37 @@ def scan_apng(path: Path) -> ApngLayout:
     return ApngLayout(frames, delay if frames > 1 and delay > 0 else None)
 
 
-def is_apng(path: Path) -> bool:
-    """Whether a file is a PNG with an animation control chunk (acTL) before its image data: the files
-    `decode_media` decodes through FFmpeg (`_decode_apng`). Reads chunk headers only, up to the first
-    IDAT, so the ingest pipeline can ask it of every file (its frames cache key depends on it)."""
+def animation_decoder(path: Path) -> str | None:
+    """"apng" for a PNG with an animation control chunk (acTL) before its image data (the files
+    `decode_media` decodes through FFmpeg, `_decode_apng`), "video" for a video container (MP4 /
+    QuickTime, Matroska / WebM: `_decode_video`), else None. One open, reading the first bytes and, of a
+    PNG, its chunk headers up to the first IDAT: the ingest pipeline asks it of every file, as their
+    frames cache key names the decoder whose changes would make cached frames stale."""
     with open(path, "rb") as fh:
-        if fh.read(8) != b"\x89PNG\r\n\x1a\n":
-            return False
+        form = sniff_format(fh.read(64))
+        if form in ("mp4", "matroska"):
+            return "video"
+        if form != "png":
+            return None
+        fh.seek(8)
         while len(head := fh.read(8)) == 8:
             size, kind = struct.unpack(">I4s", head)
             if kind == b"acTL":
-                return True
+                return "apng"
             if kind in (b"IDAT", b"IEND"):
-                return False
+                return None
             fh.seek(size + 4, os.SEEK_CUR)
-    return False
+    return None
+
+
+def is_apng(path: Path) -> bool:
+    """Whether a file is an animated PNG (`animation_decoder`)."""
+    return animation_decoder(path) == "apng"
 
 
 def is_video(path: Path) -> bool:
-    """Whether a file's content is a video container (MP4 / QuickTime, Matroska / WebM): the files
-    `_decode_video` decodes. Reads the first bytes only, so the ingest pipeline can ask it of every file
-    to give videos a frames cache key of their own when video decoding changes (display aspect, alpha)."""
-    with open(path, "rb") as fh:
-        return sniff_format(fh.read(64)) in ("mp4", "matroska")
+    """Whether a file's content is a video container (`animation_decoder`)."""
+    return animation_decoder(path) == "video"
 
 
 def _decode_apng(path: Path, im: Image.Image, n_frames: int, limits: MediaLimits) -> DecodedFrames:

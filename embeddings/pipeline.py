@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
-from embeddings.media import MediaError, MediaLimits, SampledMedia, has_media_extension, is_apng, is_video, sample_media
+from embeddings.media import MediaError, MediaLimits, SampledMedia, animation_decoder, has_media_extension, sample_media
 from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
@@ -42,13 +42,8 @@ APNG_DECODER = "ffmpeg-composite-v1"
 # Videos only (`is_video`), for the same reason: since this version their frames are shown at their
 # display aspect (non-square pixels) and a VP8/VP9 WebM's transparency is composited onto white.
 VIDEO_DECODER = "display-aspect+vpx-alpha-v1"
-# The files whose frames cache key names their decoder: kind -> decoder version.
+# The files whose frames cache key names their decoder (`animation_decoder`): kind -> decoder version.
 DECODERS = {"apng": APNG_DECODER, "video": VIDEO_DECODER}
-
-
-def decoder_of(path: Path) -> str | None:
-    """Which `DECODERS` entry keys a file's frames ("apng", "video"), or None for every other file."""
-    return "apng" if is_apng(path) else "video" if is_video(path) else None
 # Sampled frames a chunk may hold, all files together, before they go through the networks: a chunk
 # runs inference as soon as its pending frames reach this many pixels (about 190 MB of RGB), not only
 # after its last file. Why: a file's frames can be large (a small GIF on a 6000x6000 canvas, 1080p
@@ -578,7 +573,7 @@ class IngestPipeline:
             return None
         try:
             result.sha256 = sha256_file(path)
-            ns = spaces[decoder_of(path)]
+            ns = spaces[animation_decoder(path)]  # which DECODERS entry keys its frames, if any
         except OSError as exc:
             result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")
             return None

@@ -135,7 +135,7 @@ def test_an_interrupted_ingest_carries_its_summary_so_far(tmp_path, lfw_dir, pip
 def test_only_videos_get_a_frames_key_of_their_own(tmp_path):
     import numpy as np
 
-    from embeddings.pipeline import decoder_of
+    from embeddings.media import animation_decoder as decoder_of
     from test_ingest_robustness import write_timed_video
 
     frames = [np.full((48, 64, 3), v, np.uint8) for v in (0, 120, 240)]
