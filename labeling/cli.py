@@ -162,10 +162,9 @@ def ingest_command(
             drop_idle_bar(progress, task)
         except KeyboardInterrupt as exc:  # said below the bar, once it is drawn for the last time
             interrupted = exc
-    if isinstance(stopped, StoreError):
-        _report_stopped(stopped, str(stopped), code=1)
-    if stopped is not None:
-        _report_stopped(stopped, one_line(str(stopped)), code=2)
+    if stopped is not None:  # a store error as it is, exit 1; the cache or a model on one line, exit 2
+        store_error = isinstance(stopped, StoreError)
+        _report_stopped(stopped, str(stopped) if store_error else one_line(str(stopped)), code=1 if store_error else 2)
     if interrupted is not None:
         _report_interrupted(interrupted)
     _print_failures_and_notes(summary)
@@ -195,7 +194,7 @@ def _print_failures_and_notes(summary) -> None:
     for path, reason in summary.failures:
         line = one_line(reason if path in reason else f"{path}: {reason}")
         console.print(f"[red]failed[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    for note in getattr(summary, "notes", None) or []:
+    for note in summary.notes:
         console.print(f"[yellow]note[/yellow] {escape(one_line(note))}", highlight=False, soft_wrap=True)
 
 
@@ -268,7 +267,7 @@ def _store_for(settings: Settings, create: bool = True) -> sessionmaker[Session]
     if not create and not settings.database_url:
         folder = Path(settings.data_dir)
         # a data folder that is a file is left to open_store, which says why it cannot hold the store
-        if not (folder / "giflens.db").exists() and (folder.is_dir() or not folder.exists()):
+        if not settings.sqlite_path.exists() and (folder.is_dir() or not folder.exists()):
             refuse(f"no giflens store in {folder} (ingest or import into it first, or check --data-dir / "
                    "GIFLENS_DATA_DIR)")
     try:
@@ -666,10 +665,9 @@ def utc_text(moment: datetime) -> str:
     session's time zone (a server set up on a machine in New York answers in New York time) and SQLite
     in UTC without a zone, so the same operation printed as it came would read differently per server;
     UTC, and saying so, is also how a conflict names the time of the write it lost to."""
-    from datetime import timezone
+    from labeling.errors import as_utc
 
-    utc = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-    return f"{utc:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{as_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _entity_key(store: sessionmaker[Session], entity: str) -> str:

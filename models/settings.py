@@ -79,10 +79,15 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def sqlite_path(self) -> Path:
+        """The embedded default store's file in the data folder (used when no database URL is set)."""
+        return self.data_dir / "giflens.db"
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'giflens.db').resolve()}"
+        return f"sqlite:///{self.sqlite_path.resolve()}"
 
     @property
     def cache_dir(self) -> Path:
