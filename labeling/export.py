@@ -80,6 +80,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from embeddings.cache import sha256_file
 from embeddings.near_duplicates import near_duplicate_media
 from labeling.db import current_revision
 from labeling.errors import ValidationError
@@ -511,7 +512,7 @@ def read_earlier_classes(path: Path) -> EarlierClasses:
         out.append(EarlierClass(line, class_id, index, row["name"] if "name" in header else None,
                                 row.get("external_id") or None))
     manifest = path.parent / "manifest.json"
-    digest = _sha256(manifest) if manifest.is_file() else None
+    digest = sha256_file(manifest) if manifest.is_file() else None
     trusted = digest if digest is not None and intact_export(path.parent, digest) and path.name == "classes.csv" else None
     return EarlierClasses(path, out, trusted)
 
@@ -601,10 +602,10 @@ def intact_export(out_dir: Path, manifest_sha256: str | None) -> bool:
     export any more: its indices would name other classes, its sides other faces."""
     out_dir = Path(out_dir)
     try:
-        if not manifest_sha256 or _sha256(out_dir / "manifest.json") != manifest_sha256:
+        if not manifest_sha256 or sha256_file(out_dir / "manifest.json") != manifest_sha256:
             return False
         files = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))["files"]
-        return "classes.csv" in files and all(_sha256(out_dir / name) == files[name]
+        return "classes.csv" in files and all(sha256_file(out_dir / name) == files[name]
                                               for name in FOLLOWED_FILES if name in files)
     except (OSError, ValueError, KeyError, TypeError):  # unreadable, not JSON, not a manifest
         return False
@@ -643,14 +644,6 @@ def class_row(folder: str, index: int, cls: Any) -> list[Any]:
         cls.external_id, cls.display_name, cls.status, cls.gender, cls.ethnicity, cls.birth_year, cls.country)]]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_export(out_dir: Path) -> list[str]:
     """Files whose sha256 differs from the manifest, or that are missing or unlisted (empty: intact)."""
     out_dir = Path(out_dir)
@@ -659,7 +652,7 @@ def verify_export(out_dir: Path) -> list[str]:
     present = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()} - {"manifest.json"}
     problems = [f"{rel}: missing" for rel in sorted(set(listed) - present)]
     problems += [f"{rel}: not in the manifest" for rel in sorted(present - set(listed))]
-    problems += [f"{rel}: sha256 differs" for rel in sorted(set(listed) & present) if _sha256(out_dir / rel) != listed[rel]]
+    problems += [f"{rel}: sha256 differs" for rel in sorted(set(listed) & present) if sha256_file(out_dir / rel) != listed[rel]]
     return problems
 
 
@@ -1104,7 +1097,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
                           "split_csv": str(earlier.path.absolute()), "faces_kept_side": continuity["kept"],
                           "faces_moved_to_train": continuity["moved"], "faces_new": continuity["new"],
                           "groups_uniting_both_sides": len(both_sides)}},
-            "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+            "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         text = json.dumps(manifest, indent=2, ensure_ascii=False)
         (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8", newline="\n")  # as hashed below

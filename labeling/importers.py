@@ -15,7 +15,6 @@ spreadsheet's empty trailing ones, the row index pandas writes), with a note whe
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import re
@@ -27,6 +26,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from embeddings.cache import sha256_file
 from labeling.audit import Operation, _chunks, entity_key, run_operation
 from labeling.classes import _exact_name_holder, create_class
 from labeling.errors import ValidationError
@@ -701,8 +701,7 @@ def _same_content(media: StoredMedia, path: Path) -> tuple[int, str] | None:
     try:
         if path.stat().st_size not in media.sizes and None not in media.sizes:
             return None
-        with path.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        digest = sha256_file(path)
     except OSError:
         return None
     return media.by_sha256.get(digest)
@@ -1055,7 +1054,7 @@ def own_export(session: Session, folder: Path) -> str | None:
     manifest = folder / "manifest.json"
     if manifest.is_file():
         try:
-            digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+            digest = sha256_file(manifest)
         except OSError:
             digest = None
         for export_id, out_dir, record in session.execute(select(Export.id, Export.out_dir, Export.manifest)
