@@ -879,8 +879,7 @@ def _not_ingested(wanted: str, same: tuple[int, str] | None, media: StoredMedia)
 def _largest_faces(session: Session, media_ids: list[int]) -> dict[int, int]:
     """media id -> its largest face (by box area), for media that have faces."""
     best: dict[int, tuple[float, int]] = {}
-    for chunk_start in range(0, len(media_ids), 5000):
-        chunk = media_ids[chunk_start : chunk_start + 5000]
+    for chunk in _chunks(media_ids):
         for face_id, media_id, x1, y1, x2, y2 in session.execute(
                 select(Face.id, Face.media_id, Face.x1, Face.y1, Face.x2, Face.y2).where(Face.media_id.in_(chunk))):
             area = (x2 - x1) * (y2 - y1)
@@ -905,22 +904,19 @@ def faces_to_label(session: Session, media_ids: list[int], face_model: str) -> F
     Why not one face per clip: the others of the same person stayed undecided, and a two-person GIF
     gave the class to whoever had the biggest box, unsaid."""
     kinds: dict[int, str] = {}
-    tracks: dict[int, dict[Any, list[int]]] = {}  # media -> track -> faces
-    for start in range(0, len(media_ids), 5000):
-        chunk = media_ids[start : start + 5000]
+    for chunk in _chunks(media_ids):
         kinds.update(session.execute(select(Media.id, Media.kind).where(Media.id.in_(chunk))).all())
+    faces = {m: [f] for m, f in _largest_faces(session, [m for m in media_ids if kinds.get(m) == "image"]).items()}
+    tracks: dict[int, dict[Any, list[int]]] = {}  # clip -> track -> faces (a still's faces are read once, above)
+    for chunk in _chunks([m for m in media_ids if m in kinds and kinds[m] != "image"]):
         for face_id, media_id, track_id in session.execute(
                 select(Face.id, Face.media_id, FaceEmbedding.track_id)
                 .outerjoin(FaceEmbedding, (FaceEmbedding.face_id == Face.id) & (FaceEmbedding.model_id == face_model))
                 .where(Face.media_id.in_(chunk)).order_by(Face.id)):
             tracks.setdefault(media_id, {}).setdefault(("face", face_id) if track_id is None else track_id,
                                                        []).append(face_id)
-    stills = [m for m in tracks if kinds.get(m) == "image"]
-    faces = {m: [f] for m, f in _largest_faces(session, stills).items()}
     people: dict[int, int] = {}
     for media_id, groups in tracks.items():
-        if kinds.get(media_id) == "image":
-            continue
         if len(groups) == 1:
             faces[media_id] = next(iter(groups.values()))
         else:
