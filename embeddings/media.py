@@ -621,7 +621,7 @@ def _composite_apng(path: Path, wanted: list[int], total: int, limits: MediaLimi
             decoded = index + 1
             if index in wanted_set:
                 _check_pixels(path, frame.width, frame.height, limits, "canvas")
-                frames.append(fit_pixels(to_rgb(Image.fromarray(frame.to_ndarray(format="rgba"), "RGBA")), cap))
+                frames.append(fit_pixels(_on_white(frame), cap))
             if index >= wanted[-1]:
                 break
     if len(frames) < len(wanted):
@@ -748,12 +748,18 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
     return _VideoProbe(width, height, total, exact, duration, rate, time_base, start)
 
 
+def _on_white(frame) -> np.ndarray:
+    """RGB pixels of an FFmpeg frame with alpha (an APNG frame, a VP8/VP9 WebM's), composited onto white
+    as every transparent frame is (`to_rgb`)."""
+    return to_rgb(Image.fromarray(frame.to_ndarray(format="rgba"), "RGBA"))
+
+
 def _upright(frame, aspect: Fraction | None = None, max_pixels: int | None = None) -> np.ndarray:
     """RGB pixels of a video frame as a player shows them: alpha composited onto white (`to_rgb`),
     non-square pixels stretched to the display aspect (`display_size`), then turned by the container's
     display matrix (phone videos); shrunk to max_pixels last (`fit_pixels`)."""
     if any(component.is_alpha for component in frame.format.components):
-        pixels = to_rgb(Image.fromarray(frame.to_ndarray(format="rgba"), "RGBA"))
+        pixels = _on_white(frame)
     else:
         pixels = frame.to_ndarray(format="rgb24")
     size = display_size(frame.width, frame.height, aspect)
