@@ -226,6 +226,13 @@ class Operation:
         return OperationResult(event.id, self.name, self.summary, len(after))
 
 
+def written_count(written: int, asked: int) -> tuple[int, str]:
+    """(the count a summary names, a note for the rest): the rows an operation wrote, with
+    "; 9 unchanged" for those already as asked, so the history reads what changed; all that were
+    asked when none was written (`Operation.finish` then adds "(nothing changed)")."""
+    return (written, f"; {asked - written} unchanged") if 0 < written < asked else (written or asked, "")
+
+
 def _group_by_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """executemany needs the same keys in every row."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -464,17 +471,31 @@ def _blocking_events(session: Session, event: AuditEvent) -> list[tuple[AuditEve
     it changed a column this operation wrote or removed the row."""
     mine = {key: None if event.before.get(key) is None else _changed_columns(snapshot)
             for key, snapshot in event.after.items()}
-    blocking: dict[int, tuple[AuditEvent, str]] = {}
-    for chunk in _chunks(list(mine)):
-        stmt = (select(AuditEvent, AuditEntity.key).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
+    blocking: list[tuple[AuditEvent, str]] = []
+    for later_id, keys in _later_writes(session, event, list(mine)).items():
+        later = session.get(AuditEvent, later_id)
+        key = next((k for k in keys if _depends_on(mine[k], later.before.get(k), later.after.get(k))), None)
+        if key is not None:
+            blocking.append((later, key))
+    return blocking
+
+
+def _later_writes(session: Session, event: AuditEvent, keys: list[str]) -> dict[int, list[str]]:
+    """Later events still in force that wrote any of `keys`, by id in order, each with the keys (sorted).
+
+    Only (event id, key) pairs are read here: selecting the event with every shared key fetched and
+    decoded a bulk event's whole before/after snapshot once per key, so undoing a bulk edit that a later
+    bulk edit overlapped took the square of its size in time and memory. The caller loads each later
+    event once."""
+    out: dict[int, list[str]] = {}
+    for chunk in _chunks(keys):
+        stmt = (select(AuditEntity.event_id, AuditEntity.key).join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
                 .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True), AuditEvent.id > event.id,
                        AuditEvent.undone_by_id.is_(None),
-                       or_(AuditEvent.undo_of_id.is_(None), AuditEvent.undo_of_id < event.id))
-                .order_by(AuditEvent.id, AuditEntity.key))
-        for later, key in session.execute(stmt):
-            if later.id not in blocking and _depends_on(mine[key], later.before.get(key), later.after.get(key)):
-                blocking[later.id] = (later, key)
-    return sorted(blocking.values(), key=lambda pair: pair[0].id)
+                       or_(AuditEvent.undo_of_id.is_(None), AuditEvent.undo_of_id < event.id)))
+        for later_id, key in session.execute(stmt):
+            out.setdefault(later_id, []).append(key)
+    return {later_id: sorted(out[later_id]) for later_id in sorted(out)}
 
 
 def _blocking_error(session: Session, event: AuditEvent, blocking: list[tuple[AuditEvent, str]]) -> UndoError:

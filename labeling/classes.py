@@ -169,13 +169,14 @@ def rename_class(factory, class_id: int, new_name: str, editor: str, expected_ve
 
 
 def _labels_of(session: Session, class_id: int, face_ids: Sequence[int] | None = None,
-               chunk_size: int = CHUNK) -> list[int]:
-    """Faces decided or predicted as the class (of `face_ids` only, when given), in id order.
+               chunk_size: int = CHUNK, predicted: bool = True) -> list[int]:
+    """Faces labeled as the class, or also only predicted as it (`predicted`), of `face_ids` only when
+    given, in id order.
 
     The face ids go in chunks: one IN list of them all would bind a parameter per face, and a split
     of more than 65,535 faces is refused by PostgreSQL ("number of parameters must be between 0 and 65535")."""
-    stmt = select(FaceLabel.face_id).where(
-        (FaceLabel.class_id == class_id) | (FaceLabel.predicted_class_id == class_id))
+    labeled = FaceLabel.class_id == class_id
+    stmt = select(FaceLabel.face_id).where(labeled | (FaceLabel.predicted_class_id == class_id) if predicted else labeled)
     if face_ids is None:
         return list(session.scalars(stmt.order_by(FaceLabel.face_id)))
     found: list[int] = []
@@ -189,7 +190,9 @@ def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: 
 
     A decided label the editor moves becomes the editor's decision (source "editor"): its class is
     now theirs, not the import's, so re-importing the same raw dataset keeps it where the merge or
-    split put it instead of moving it back. An undecided label stays the model's."""
+    split put it instead of moving it back. An undecided label stays the model's. Only a moved label
+    (class_id) names the editor: a face another editor relabeled or rejected keeps their name when
+    only its prediction follows the merge."""
     rows = op.load("face", [(f,) for f in face_ids])
     changes: dict[tuple[int], dict[str, Any]] = {}
     for key, row in rows.items():
@@ -200,8 +203,10 @@ def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: 
                 values["source"] = "editor"
         if row["predicted_class_id"] == source_id:
             values["predicted_class_id"] = target_id
+        if "class_id" in values:
+            values["editor"] = op.editor
         if values:
-            changes[key] = {**values, "editor": op.editor}
+            changes[key] = values
     if changes:
         op.update("face", changes, rows)
         op.concern_media_of(face_id for (face_id,) in changes)
@@ -257,10 +262,8 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
         locked = _load_classes(op, [class_id] if target_id is None else [class_id, target_id],
                                {class_id: expected_version})
         source = locked[class_id]
-        members = set(_labels_of(op.session, class_id, face_ids))
-        outside = [f for f in face_ids if f not in members]
-        if outside:
-            raise ValidationError(f"face(s) {outside[:10]} are not labeled {source['name']!r}")
+        members = set(_labels_of(op.session, class_id, face_ids, predicted=False))
+        _refuse_outside(op.session, source, face_ids, members)
         if target_id is None:
             target_id = create_class(op, new_name)
             target_name = clean_class_name(new_name)
@@ -275,6 +278,22 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
         # a class created here from one that had a similar name
         op.summary = f"split {moved} face(s) from {source['name']!r} into {target_name!r} (class {target_id})"
     return target_id, op.result
+
+
+def _refuse_outside(session: Session, source: dict[str, Any], face_ids: Sequence[int], members: set[int]) -> None:
+    """Refuse a split of faces not labeled as the source, naming them. A face only predicted as it
+    (relabeled to another class, or rejected) is named apart: a split moves labels, and moving only
+    its prediction would report it split while its decision stayed where the editor put it."""
+    outside = [f for f in face_ids if f not in members]
+    if not outside:
+        return
+    predicted = set(_labels_of(session, source["id"], outside))
+    only_predicted = [f for f in outside if f in predicted]
+    unlabeled = [f for f in outside if f not in predicted]
+    parts = ([f"face(s) {unlabeled[:10]} are not labeled {source['name']!r}"] if unlabeled else []) + (
+        [f"face(s) {only_predicted[:10]} are only predicted as {source['name']!r} (an editor decided them "
+         "otherwise): relabel those instead"] if only_predicted else [])
+    raise ValidationError("; ".join(parts))
 
 
 def retire_class(factory, class_id: int, editor: str, expected_version: int | None = None) -> OperationResult:
@@ -310,7 +329,8 @@ def set_class_attributes(factory, class_id: int, editor: str, expected_version: 
         changed = {k: v for k, v in values.items() if row[k] != v}
         if changed:
             op.update("class", {(class_id,): changed}, {(class_id,): row})
-        op.summary = f"class {row['name']!r}: " + ", ".join(f"{k}={v!r}" for k, v in values.items())
+        # what changed, as the history lists it; all given when nothing did ("(nothing changed)" follows)
+        op.summary = f"class {row['name']!r}: " + ", ".join(f"{k}={v!r}" for k, v in (changed or values).items())
     return op.result
 
 

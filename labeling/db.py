@@ -92,7 +92,10 @@ def migrate(engine: Engine) -> None:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
                 conn.commit()
     else:
-        with engine.connect() as conn:
+        # BEGIN IMMEDIATE (WRITE_OPTION): a second process opening the same new store waits for the
+        # write lock and then finds the store at head. A deferred BEGIN read the version table first
+        # and failed at once (SQLITE_BUSY, no busy wait) upgrading to a writer behind the first.
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
             # SQLite rebuilds a table to alter it (batch mode) and asks for foreign keys off meanwhile:
             # a pragma that only takes effect outside a transaction, hence the driver connection.
             driver = conn.connection.driver_connection

@@ -9,7 +9,8 @@ from typing import Any, Callable, Iterable, Sequence
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import Key, Operation, OperationResult, _chunks, lock_classes, merge_chain, run_operation
+from labeling.audit import (Key, Operation, OperationResult, _chunks, lock_classes, merge_chain, run_operation,
+                            written_count)
 from labeling.errors import NotFoundError, ValidationError
 from labeling.queries import current_track_predictions
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, FaceLabel, Track
@@ -87,8 +88,9 @@ def _face_ids(face_ids: Sequence[int]) -> list[int]:
 
 def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_id: int | None = None,
                    expected_versions: dict[int, int] | None = None, source: str = "editor",
-                   proposed_class: int | None = None) -> None:
-    """The core of every face decision, inside an open operation (so classes ops can reuse it).
+                   proposed_class: int | None = None) -> int:
+    """The core of every face decision, inside an open operation (so classes ops can reuse it); the
+    number of labels written (a face already so decided is not).
     `proposed_class`: what the model proposed for these faces together (a track's prediction), so
     confirming it is an approval even where a face's own prediction differed."""
     if decision not in DECISIONS:
@@ -142,6 +144,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
             raise ValidationError(f"face {face_id}: {exc}; relabel it to another class instead") from None
     op.concern(*(f"media:{m}" for m in touched_media), *(f"class:{c}" for c in touched_classes if c is not None))
     op.update("face", changes, rows)
+    return len(changes)
 
 
 def decision_summary(decision: str, what: str, to_class: str = "") -> str:
@@ -155,8 +158,9 @@ def decide_faces(factory: sessionmaker[Session], face_ids: Sequence[int], decisi
                  source: str = "editor") -> OperationResult:
     class_id = optional_class_id(class_id)
     with run_operation(factory, editor, f"{decision}_faces") as op:
-        apply_decision(op, face_ids, decision, class_id, expected_versions, source)
-        op.summary = decision_summary(decision, f"{len(set(face_ids))} face(s)", class_phrase(op.session, class_id))
+        n, unchanged = written_count(apply_decision(op, face_ids, decision, class_id, expected_versions, source),
+                                     len(set(face_ids)))
+        op.summary = decision_summary(decision, f"{n} face(s)", class_phrase(op.session, class_id)) + unchanged
     return op.result
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from labeling.audit import CHUNK  # ids bound in one IN (...) list
+from labeling.audit import CHUNK, merge_chain  # CHUNK: ids bound in one IN (...) list
 from labeling.schema import (AuditEntity, AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
                              MediaTag, Tag, Track, bytes_to_vector)
 from labeling.validation import clean_tag_name
@@ -281,20 +281,32 @@ def current_track_prediction() -> ColumnElement[bool]:
                   .correlate(Track))
 
 
+def merged_targets(session: Session, class_ids: Sequence[int | None]) -> dict[int, int]:
+    """class id -> the class it was merged into, followed to the end of its merge chain (itself when
+    never merged).
+
+    Why: a merge moves the faces' predictions (labeling/classes.py) but not the tracks', which are
+    derived data written outside the audited operation; read as stored, a track would show, and
+    approving it would try to label its faces as, a class merged away since."""
+    return {c: merge_chain(session, c)[-1] for c in {c for c in class_ids if c is not None}}
+
+
 def current_track_predictions(session: Session, track_ids: Sequence[int]
                               ) -> dict[int, tuple[int | None, datetime | None]]:
     """track id -> (predicted class, predicted_at) as the model's answer for the whole track stands
     now; (None, None) for a track never predicted or whose prediction was undone
     (`current_track_prediction`), so a caller falls back to each face's own prediction, as for a
-    track never predicted. Tracks that do not exist are left out."""
+    track never predicted. A class merged away since is read as the class it went to
+    (`merged_targets`). Tracks that do not exist are left out."""
     ids = sorted({int(t) for t in track_ids})
-    out: dict[int, tuple[int | None, datetime | None]] = {}
+    found: dict[int, tuple[int | None, datetime | None]] = {}
     for start in range(0, len(ids), CHUNK):
         stmt = select(Track.id, Track.predicted_class_id, Track.predicted_at, current_track_prediction()).where(
             Track.id.in_(ids[start:start + CHUNK]))
         for track_id, class_id, at, current in session.execute(stmt):
-            out[track_id] = (class_id, at) if current else (None, None)
-    return out
+            found[track_id] = (class_id, at) if current else (None, None)
+    targets = merged_targets(session, [c for c, _ in found.values()])
+    return {t: (targets.get(c) if c is not None else None, at) for t, (c, at) in found.items()}
 
 
 def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> pd.DataFrame:
@@ -306,7 +318,8 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
     has_decision, predicted_class_id / predicted_class_name / predicted_confidence. model_id None:
     every model's tracks.
 
-    The prediction is the track's own (`giflens predict` names the person of the whole track), which
+    The prediction is the track's own (`giflens predict` names the person of the whole track; a class
+    merged away since reads as the class it went to, `merged_targets`), which
     is also what approving the track approves; for a track not predicted yet (or whose prediction an
     undo took back: `current_track_prediction`) it is the most frequent
     prediction among its faces, with their mean confidence. A class of None with a confidence is the
@@ -330,6 +343,7 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
             member_stmt = member_stmt.where(FaceEmbedding.model_id == model_id)
         members = session.execute(member_stmt).all()
         names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)).all())
+        targets = merged_targets(session, [t[-4] for t in tracks])
     stats: dict[int, dict[str, Any]] = {}
     for track_id, status, pred, conf in members:
         s = stats.setdefault(track_id, {"decided": 0, "faces": 0, "preds": {}, "conf": []})
@@ -343,7 +357,7 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
     for *t, track_pred, track_conf, predicted_at, current in tracks:
         s = stats.get(t[0], {"decided": 0, "faces": 0, "preds": {}, "conf": []})
         if predicted_at is not None and current:
-            pred, conf = track_pred, track_conf
+            pred, conf = targets.get(track_pred), track_conf
         else:
             pred = max(s["preds"].items(), key=lambda kv: (kv[1], -kv[0]))[0] if s["preds"] else None
             conf = float(np.mean(s["conf"])) if s["conf"] else None

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Sequence
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation
+from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation, written_count
 from labeling.errors import NotFoundError, TagExistsError, ValidationError
 from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
 from labeling.validation import check_confidence, check_id, clean_tag_name, refuse_invisible_characters
@@ -203,10 +203,12 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
         if status != "rejected":
             _refuse_rejected(op.session, rows, {tag_id: tag for tag, tag_id in ids.items()},
                              "accepting" if status == "active" else f"marking {status}")
-        op.update("media_tag", {k: {"status": status, "editor": op.editor} for k, r in rows.items() if r["status"] != status}, rows)
+        changes = {k: {"status": status, "editor": op.editor} for k, r in rows.items() if r["status"] != status}
+        op.update("media_tag", changes, rows)
         for m, _ in keys:
             op.concern(f"media:{m}")
-        op.summary = STATUS_SUMMARIES[status].format(n=len(keys))
+        n, unchanged = written_count(len(changes), len(rows))
+        op.summary = STATUS_SUMMARIES[status].format(n=n) + unchanged
     return op.result
 
 
