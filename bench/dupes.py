@@ -57,6 +57,8 @@ def real_frame_hashes(gifs: Path) -> tuple[list[int], list[int]]:
 
 
 def planted(real: list[int], copies: int, max_flips: int, rng: np.random.Generator) -> list[int]:
+    """`copies` variants of each real hash with 1 to max_flips random bit flips (at most all 64 bits)."""
+    max_flips = min(max_flips, 64)  # radius 63 or 64 asks for 65-66 flips of a 64-bit hash
     out = []
     for h in real:
         for _ in range(copies):
@@ -110,7 +112,7 @@ def main() -> None:
     hashes = [hashes[i] for i in rng.permutation(len(hashes))]
     m = args.m or choose_m(len(hashes), args.radius)
     print(f"{len(hashes)} hashes: {len(real)} real GIF frame pHashes, {len(reencoded)} of their re-encodes "
-          f"(half size, JPEG q60), {len(plants)} planted (1-{args.radius + 2} bit flips), {n_random} random "
+          f"(half size, JPEG q60), {len(plants)} planted (1-{min(args.radius + 2, 64)} bit flips), {n_random} random "
           f"[{time.perf_counter() - start:.1f} s to build]")
     print(f"radius {args.radius}, m={m} (substrings of {64 // m}-{-(-64 // m)} bits, each probed within "
           f"{args.radius // m} flips)")
@@ -131,10 +133,11 @@ def main() -> None:
     print(f"  re-encodes within the radius of their original frame: {reencode_found}/{len(real)}; "
           f"pairs touching a real frame: {sum(1 for a, b, _ in brute if hashes[a] in real_set or hashes[b] in real_set)}")
 
-    queries = [hashes[i] for i in rng.choice(n, size=args.queries, replace=False)]
+    n_queries = min(args.queries, n)  # queries are distinct stored hashes: a small --n has fewer than 1000
+    queries = [hashes[i] for i in rng.choice(n, size=n_queries, replace=False)]
     q_mih, q_scan, q_cand, q_same = time_queries(hashes, queries, m, args.radius)
-    print(f"single queries ({args.queries}): MIH {q_mih * 1e6:.0f} us ({q_cand} candidates each), "
-          f"scan {q_scan * 1e6:.0f} us ({n} hashes each) -> {q_scan / q_mih:.1f}x, identical={q_same}")
+    print(f"single queries ({n_queries}): MIH {q_mih * 1e6:.0f} us ({q_cand} candidates each), "
+          f"scan {q_scan * 1e6:.0f} us ({n} hashes each) -> {q_scan / q_mih:.3g}x, identical={q_same}")
 
     if args.sweep:
         for other in sorted({m - 1, m + 1, args.radius + 1} - {m, 0}):
@@ -143,7 +146,7 @@ def main() -> None:
 
     print(f"speedup={brute_s / (fit_s + mih_s):.1f} identical={identical} n={n} radius={args.radius} m={m} "
           f"candidates={candidates} brute_pairs={all_pairs} candidate_ratio={all_pairs / max(candidates, 1):.0f} "
-          f"pairs={len(brute)} query_speedup={q_scan / q_mih:.1f}")
+          f"pairs={len(brute)} query_speedup={q_scan / q_mih:.3g}")
 
 
 if __name__ == "__main__":

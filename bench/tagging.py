@@ -175,9 +175,13 @@ def main() -> None:
         print(f"  failed: {r.path.name}: {r.error or 'no GIF embedding'}")
     if untagged_files:
         print(f"  not in {args.tags.name}, skipped: {', '.join(untagged_files)}")
+    tagged = sum(map(bool, tags.values()))
+    if tagged < 2:  # leave-one-out fits on the other tagged GIFs: with fewer than 2 there is nothing to fit
+        raise SystemExit(f"{tagged} ingested GIF(s) of {args.gifs} carry tags in {args.tags}: leave-one-out needs "
+                         "at least 2 tagged GIFs (the CSV's file column names GIF file names)")
     counts = Counter(t for ts in tags.values() for t in ts)
     shared = sorted(t for t, c in counts.items() if c > 1)
-    print(f"tags: {len(tags)} GIFs, {sum(map(bool, tags.values()))} with tags, {len(counts)} distinct tags, "
+    print(f"tags: {len(tags)} GIFs, {tagged} with tags, {len(counts)} distinct tags, "
           f"{len(shared)} on more than one GIF ({', '.join(shared)}); most GIFs on one tag: {max(counts.values())}")
 
     start = time.perf_counter()

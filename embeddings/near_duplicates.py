@@ -52,6 +52,24 @@ def _check_radius(radius: int) -> int:
     return int(radius)
 
 
+# Beyond this radius "near-duplicate" stops meaning a copy: two unrelated 64-bit hashes are 32 +- 4 bits
+# apart, so at radius 16 about 1 pair of unrelated frames in 26,000 already matches, at 20 1 in 540,
+# and from ~24 up a good share of all pairs does (3,000 media at radius 32: 2.5 million pairs, 2 GB).
+# The library accepts 0-64 (benchmarks, tests); `giflens dupes` refuses more than this.
+MAX_USEFUL_RADIUS = 16
+
+
+def check_useful_radius(radius: int) -> int:
+    """The radius when it can still tell copies from unrelated media (see MAX_USEFUL_RADIUS), else a
+    NearDuplicateError saying why, before any pair is built."""
+    radius = _check_radius(radius)
+    if radius > MAX_USEFUL_RADIUS:
+        raise NearDuplicateError(
+            f"radius {radius} is above {MAX_USEFUL_RADIUS}: unrelated frames' hashes are about 32 of 64 bits "
+            f"apart, so such a radius pairs unrelated media by the thousands (copies are usually within 6)")
+    return radius
+
+
 def substring_widths(m: int) -> list[int]:
     """Widths of the m substrings, as equal as possible (any m from 1 to 64, not only divisors)."""
     return [BITS // m + (1 if j < BITS % m else 0) for j in range(m)]

@@ -627,16 +627,21 @@ def _autotag_weights(result) -> str:
 @app.command("dupes")
 def dupes_command(
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
-    radius: Annotated[int, typer.Option("--radius", help="Hamming distance (bits of 64) of near-duplicate frames.")] = 6,
+    radius: Annotated[int, typer.Option("--radius", help="Hamming distance (bits of 64, at most 16) of near-duplicate frames.")] = 6,
 ) -> None:
     """Near-duplicate media pairs from frame pHashes (re-uploads, re-encodes), closest first."""
     from rich.markup import escape
     from sqlalchemy import select
 
-    from embeddings.near_duplicates import NearDuplicateError, near_duplicate_media
+    from embeddings.near_duplicates import NearDuplicateError, check_useful_radius, near_duplicate_media
     from labeling.export import MIN_HASH_BITS
     from labeling.schema import Media
 
+    try:  # refused before the store is read: a huge radius pairs everything, at gigabytes of memory
+        check_useful_radius(radius)
+    except NearDuplicateError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     with _store_for(settings, create=False)() as session:
         rows = session.execute(select(Media.id, Media.path, Media.frame_hashes).where(Media.status == "ok")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -555,6 +556,11 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
 
 
 # -- retraining ---------------------------------------------------------------------------------
+def _holdout_budget(share: float, n: int, min_train: int) -> int:
+    """Faces of an n-face class a holdout of `share` may take: the rounded share, leaving min_train to train."""
+    return min(int(np.floor(share * n + 0.5)), n - min_train)
+
+
 def stratified_holdout(class_ids: np.ndarray, groups: np.ndarray, share: float, seed: int = 0,
                        min_train: int = 2) -> np.ndarray:
     """Boolean mask of held-out rows: about `share` of each class, whole groups at a time.
@@ -568,7 +574,7 @@ def stratified_holdout(class_ids: np.ndarray, groups: np.ndarray, share: float, 
     held = np.zeros(len(class_ids), dtype=bool)
     for cid in sorted(set(class_ids.tolist())):
         rows = np.flatnonzero(class_ids == cid)
-        budget = min(int(np.floor(share * len(rows) + 0.5)), len(rows) - min_train)
+        budget = _holdout_budget(share, len(rows), min_train)
         by_group: dict[Any, list[int]] = {}
         for r in rows.tolist():
             by_group.setdefault(groups[r], []).append(r)
@@ -580,6 +586,38 @@ def stratified_holdout(class_ids: np.ndarray, groups: np.ndarray, share: float, 
                 held[by_group[k]] = True
                 taken += len(by_group[k])
     return held
+
+
+def smallest_holdout_share(class_ids: np.ndarray, groups: np.ndarray, min_train: int = 2) -> float | None:
+    """The smallest share (in hundredths) for which `stratified_holdout` holds out at least one face, or
+    None when no class can spare a whole group at any share.
+
+    Why: a share that rounds to no face in any class (0.05 of 5 faces) holds nothing out, and the
+    editor needs the share that works, not the rule for class sizes, which their classes already meet."""
+    best: int | None = None
+    for cid in set(class_ids.tolist()):
+        rows = np.flatnonzero(class_ids == cid)
+        smallest = min(Counter(groups[r] for r in rows.tolist()).values())
+        if smallest > len(rows) - min_train:
+            continue  # no share spares a whole group of this class
+        hundredths = max(1, math.ceil((smallest - 0.5) * 100 / len(rows)))
+        while _holdout_budget(hundredths / 100, len(rows), min_train) < smallest:  # float rounding at the edge
+            hundredths += 1
+        best = hundredths if best is None else min(best, hundredths)
+    return None if best is None or best >= 100 else best / 100
+
+
+def empty_holdout_reason(class_ids: np.ndarray, groups: np.ndarray, share: float) -> str:
+    """Why `stratified_holdout` held nothing out: the share is too small for the classes' sizes (and the
+    smallest one that works), or no class has faces in enough media to spare any."""
+    works = smallest_holdout_share(class_ids, groups)
+    if works is None:
+        return ("nothing to hold out: retraining needs a class with at least 3 confirmed faces in 2+ different "
+                "media (each class keeps 2 for training)")
+    largest = int(np.unique(class_ids, return_counts=True)[1].max())
+    return (f"nothing to hold out: a holdout share of {share:g} rounds to no whole face or media group in any "
+            f"class (the largest has {largest} confirmed faces); the smallest share that holds faces out is "
+            f"{works:.2f}")
 
 
 def unknown_holdout(media_ids: np.ndarray, groups_of: dict[int, Any], share: float, seed: int = 0) -> np.ndarray:
@@ -714,11 +752,10 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     groups_of = media_groups(store, [*zip(data.class_ids.tolist(), data.media_ids.tolist(), data.vectors),
                                      *((NO_CLASS, m, v) for m, v in zip(unknown_media.tolist(), unknown))],
                              data.model_id)
-    held = stratified_holdout(data.class_ids, np.array([groups_of[m] for m in data.media_ids.tolist()], dtype=object),
-                              holdout_share, seed)
+    groups = np.array([groups_of[m] for m in data.media_ids.tolist()], dtype=object)
+    held = stratified_holdout(data.class_ids, groups, holdout_share, seed)
     if not held.any():
-        raise ValidationError("nothing to hold out: retraining needs a class with at least 3 confirmed faces in "
-                              "2+ different media (each class keeps 2 for training)")
+        raise ValidationError(empty_holdout_reason(data.class_ids, groups, holdout_share))
     held_unknown = unknown_holdout(unknown_media, groups_of, holdout_share, seed)
     if (note := unknown_holdout_note(unknown_media, groups_of, held_unknown)) is not None:
         data.notes.append(note)
@@ -782,6 +819,34 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
 
 
 # -- reading track predictions ------------------------------------------------------------------
+def current_class_targets(session: Session) -> dict[int, int | None]:
+    """class id -> the class a prediction naming it stands for now, read without locks: itself while not
+    retired, the end of its merge chain when merged away, None (unknown) when retired without a merge.
+
+    Why at read time: a class merged or retired after `predict` still sits in the stored predictions
+    (the class and the top list), and a reader must not offer the merged-away class. The rule of
+    `labeling.face_labels.prediction_targets`, which locks the classes for the writes it guards."""
+    rows = {cid: (status, merged) for cid, status, merged in
+            session.execute(select(CelebrityClass.id, CelebrityClass.status, CelebrityClass.merged_into_id))}
+    out: dict[int, int | None] = {}
+    for class_id in rows:
+        current: int | None = class_id
+        seen: set[int] = set()
+        while current is not None and current not in seen and current in rows and rows[current][0] == "retired":
+            seen.add(current)
+            current = rows[current][1]
+        out[class_id] = current if current in rows and rows[current][0] != "retired" else None
+    return out
+
+
+def current_top(top: Sequence[Sequence[Any]] | None, targets: dict[int, int | None]) -> list[list[Any]]:
+    """A stored top list ([[class id, score], ...]) naming each class's current target
+    (`current_class_targets`) once, at its best score; classes retired without a merge are dropped."""
+    p = mapped_prediction(Prediction(0, None, 0.0, [(int(c), float(s)) for c, s in top or []]),
+                          {int(c): targets.get(int(c)) for c, _ in top or []})
+    return [[c, s] for c, s in p.top]
+
+
 TRACK_PREDICTION_COLUMNS = ["track_id", "media_id", "model_id", "track_index", "n_faces", "predicted_class_id",
                             "predicted_class_name", "predicted_confidence", "predicted_distance", "predicted_top",
                             "prediction_method", "model_version", "predicted_at", "stale"]
@@ -795,7 +860,8 @@ def track_predictions_frame(store: sessionmaker[Session], model_id: str | None =
     model_version is None), ordered by media and track index. Columns: TRACK_PREDICTION_COLUMNS.
 
     A stored prediction none of the track's faces' current predictions comes from (its refresh was
-    undone: `current_track_prediction`) reads as not predicted, with `stale` True."""
+    undone: `current_track_prediction`) reads as not predicted, with `stale` True. A class merged or
+    retired since the refresh reads as its current target, in the class and the top list alike."""
     stmt = (select(Track.id, Track.media_id, Track.model_id, Track.track_index, Track.n_faces,
                    Track.predicted_class_id, CelebrityClass.name, Track.predicted_confidence,
                    Track.predicted_distance, Track.predicted_top, Track.prediction_method, Track.model_version,
@@ -807,7 +873,13 @@ def track_predictions_frame(store: sessionmaker[Session], model_id: str | None =
         stmt = stmt.where(Track.media_id == media_id)
     with store() as session:
         rows = session.execute(stmt.order_by(Track.media_id, Track.track_index, Track.id)).all()
+        targets = current_class_targets(session) if rows else {}
+        names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)).all()) if rows else {}
     frame = pd.DataFrame([tuple(r) for r in rows], columns=TRACK_PREDICTION_COLUMNS)
+    # classes merged or retired since the refresh: read as their current target (`current_class_targets`)
+    frame["predicted_class_id"] = [None if pd.isna(c) else targets.get(int(c)) for c in frame["predicted_class_id"]]
+    frame["predicted_class_name"] = [None if c is None else names.get(c) for c in frame["predicted_class_id"]]
+    frame["predicted_top"] = [None if top is None else current_top(top, targets) for top in frame["predicted_top"]]
     frame["stale"] = frame["stale"].astype(bool)
     frame.loc[frame["stale"], _STALE_CLEARED] = None
     frame["predicted_class_id"] = frame["predicted_class_id"].astype("Int64")

@@ -533,16 +533,31 @@ class CentroidKnnClassifier:
         """(rows, classes) float64 distances for the probabilities; the open-set rule uses `distances_to`."""
         return 1.0 - x.astype(np.float64) @ self.centroids_.T.astype(np.float64)
 
+    def _references64(self) -> np.ndarray:
+        """The reference faces in float64, converted once per fitted (or loaded) set of references.
+
+        Why float64: a float32 product sums each row in an order that depends on the batch's shape,
+        so one face scored alone, in a subset or in the whole store differed by up to ~1e-5 once
+        divided by the temperature: enough for a re-run of the same model to write new versions and
+        audit events (labeling.face_labels.SCORE_TOLERANCE). In float64 the difference is ~1e-16.
+        """
+        cached = getattr(self, "_references64_cache", None)
+        if cached is None or cached[0] is not self.reference_vectors_:
+            cached = (self.reference_vectors_, np.asarray(self.reference_vectors_, dtype=np.float64))
+            self._references64_cache = cached
+        return cached[1]
+
     def _proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities (n, C) for normalised rows."""
+        """Class probabilities (n, C) for normalised rows, float64 throughout (see `_references64`)."""
         t = float(self.temperature)
         n_classes = len(self.classes_)
         d_cen = self._centroid_distances(x)
         p_cen = softmax_rows(-d_cen / t)
-        k = min(int(self.k), len(self.reference_vectors_))
-        sims = x @ self.reference_vectors_.T
+        references = self._references64()
+        k = min(int(self.k), len(references))
+        sims = x.astype(np.float64) @ references.T
         near = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(x), 1))
-        d_near = 1.0 - np.take_along_axis(sims, near, axis=1).astype(np.float64)
+        d_near = 1.0 - np.take_along_axis(sims, near, axis=1)
         w = np.exp(-(d_near - d_near.min(axis=1, keepdims=True)) / t)
         p_knn = np.zeros((len(x), n_classes))
         np.add.at(p_knn, (np.repeat(np.arange(len(x)), k), self.reference_index_[near].ravel()), w.ravel())
