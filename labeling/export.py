@@ -8,7 +8,9 @@ tag dataset, Embedding Projector files and a manifest.
                               needs to rebuild each class it creates (an empty cell: unknown; see
                               `class_row`); readers of the older five columns keep working
       raw_dataset/<Label>/<face id>.jpg   aligned face crops of confirmed labels
-      split.csv               face_id,class_id,label,media_id,group,side (train / val),sha256 (of the media)
+      split.csv               face_id,class_id,label,media_id,group,side (train / val),sha256 (of the media),
+                              crop_sha256 (of the face crop exported: an import of the export ingests it as a
+                              media item of those bytes, so a later export of that store finds its side)
       tags.jsonl              {"media": path, "sha256": ..., "media_id": ..., "tags": [[tag, confidence], ...]}
       projector/vectors.tsv   face embeddings, one row per labeled face (TensorFlow Embedding Projector)
       projector/metadata.tsv  face_id, class, status, source, side (header row first)
@@ -27,15 +29,17 @@ photo, which move the pHash too far, also one filed under a second class), and w
 one side (`copy_groups`: retrain's holdout groups media the same way).
 
 Sides are stable too. Given `previous` (an earlier export), every media item of its split.csv
-(matched by sha256, else, when its class ids are this store's, by media id) stays on its earlier
-side, and only groups new to this export are split, by the share and stratified by class as
-always. A group that now unites media of both earlier sides trains, so no face a model
-fine-tuned on the earlier export trained on ever becomes a validation face; the manifest counts the
-faces that kept their side and the ones moved. A share of 0 asks for no validation set at all:
-earlier validation media then train. An earlier export without validation faces (written with a
-share of 0, or with classes too small to give any) gives its label indices but not its sides:
-kept, they would keep every earlier face in training for good, and validation would only ever
-get new media; the split is drawn anew and `notes` say so. When validation holds less than half
+(matched by sha256; or by the sha256 of a face crop it exported, which is how a store that imported
+that export holds it; else, when its class ids are this store's, by media id) stays on its earlier
+side, media one earlier group held stay one group here (`earlier_group_pairs`), and only groups new
+to this export are split, by the share and stratified by class as always. A group that now unites
+media of both earlier sides trains, so no face a model fine-tuned on the earlier export trained on
+ever becomes a validation face; the manifest counts the faces that kept their side and the ones
+moved, and a note says when an earlier export with sides keeps none (`no_face_kept`). A share of 0
+asks for no validation set at all: earlier validation media then train. An earlier export without
+validation faces (written with a share of 0, or with classes too small to give any) gives its label
+indices but not its sides: kept, they would keep every earlier face in training for good, and
+validation would only ever get new media; the split is drawn anew and `notes` say so. When validation holds less than half
 the share asked for (kept sides, or groups of copies larger than small classes' validation targets),
 `notes` say that too, naming the classes without a validation face. The notes are in the manifest and the
 summary. `giflens export` passes the newest recorded export whose folder still holds it
@@ -52,16 +56,22 @@ ids are trusted only when it is an intact export this store recorded; otherwise 
 by name (`match_earlier_classes`): another store's ids name other classes, so its classes are found
 here by name, a note says so, and an export with no class in common is refused.
 
-The export is built in a hidden temporary folder beside OUT_DIR and renamed into place at
-the end, so an interrupted export leaves no half-written OUT_DIR; one a killed export left behind is
-removed by the next export into OUT_DIR (`remove_stale_temporaries`). OUT_DIR is replaced only when
-it holds an earlier export and nothing else but the files an OS writes into any folder (`not_replaceable`).
+The export is built in a hidden temporary folder beside OUT_DIR (so its parent must be writable,
+`unwritable_parent`) and renamed into place at the end, so an interrupted export leaves no
+half-written OUT_DIR; one a killed export left behind, and an earlier export replaced but not yet
+deleted when interrupted, are removed by the next export into OUT_DIR (`remove_stale_temporaries`).
+OUT_DIR is replaced only when it holds an earlier export and nothing else but the files an OS writes
+into any folder (`not_replaceable`), checked when the export starts and again, under a lock on OUT_DIR's
+parent, when it moves into place (`_place`): what was saved into OUT_DIR meanwhile, or another export
+finished into it, is never replaced unasked.
 An OUT_DIR that is a symbolic link is the folder it names (`resolve_out_dir`): the link stays, the folder
 is replaced.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import json
 import math
@@ -72,7 +82,7 @@ import time
 import shutil
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple
 
@@ -115,7 +125,7 @@ TMP_TOUCH_EVERY = 200
 FACE_CHUNK = 1024  # rows and columns of a distance tile computed at a time (1024 x 1024 floats: 8 MB)
 CLASS_COLUMNS = ["folder", "index", "class_id", "name", "external_id",
                  "display_name", "status", "gender", "ethnicity", "birth_year", "country"]
-SPLIT_COLUMNS = ["face_id", "class_id", "label", "media_id", "group", "side", "sha256"]
+SPLIT_COLUMNS = ["face_id", "class_id", "label", "media_id", "group", "side", "sha256", "crop_sha256"]
 
 
 # -- folder names (pure) ----------------------------------------------------------------------
@@ -272,17 +282,19 @@ def same_photo_threshold(face_model: str, given: float | None = None) -> float |
 
 def copy_groups(media_hashes: dict[Hashable, Iterable[str] | None],
                 faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], same_photo_distance: float | None,
-                radius: int = NEAR_DUPLICATE_RADIUS) -> tuple[dict[Hashable, Hashable], set[tuple[Hashable, Hashable]]]:
+                radius: int = NEAR_DUPLICATE_RADIUS, joined: Iterable[tuple[Hashable, Hashable]] = (),
+                ) -> tuple[dict[Hashable, Hashable], set[tuple[Hashable, Hashable]]]:
     """(media -> group, the same-photo pairs found): the one grouping of every split that must keep
     copies of a picture on one side, the export's train / validation split and retrain's holdout.
     Media join when their frame pHashes lie within `radius` (`near_duplicate_groups`) or when they
     hold faces (class, media, vector) within `same_photo_distance`, whatever their classes
     (`same_photo_pairs`: mirrored and cropped copies the hashes miss, also one filed under a second
-    class; None: no such joins). One definition, so a copy
+    class; None: no such joins), or when they are `joined` (media one group of an earlier export held,
+    `earlier_group_pairs`). One definition, so a copy
     the export keeps on one side can never straddle retrain's holdout, or the other way round."""
     pairs = (same_photo_pairs(faces, same_photo_distance, across_classes=True) if same_photo_distance is not None
              else set())
-    return near_duplicate_groups(media_hashes, radius, pairs), pairs
+    return near_duplicate_groups(media_hashes, radius, [*pairs, *joined]), pairs
 
 
 def validation_target(faces: int, split: float) -> int:
@@ -320,38 +332,62 @@ def assign_sides(group_classes: dict[Hashable, Counter], split: float, seed: int
 class EarlierSides:
     """The side (train / val) of every media item of an earlier export's split.csv. Media are
     matched by content (sha256) where the file names it, so a media item re-ingested since (a new
-    id, the same bytes) keeps its side; rows without a sha256 (exports written before the column
-    existed) are matched by media id, which only this store's own exports may use (`export_dataset`
-    drops them for an export whose classes had to be found by name: another store's)."""
+    id, the same bytes) keeps its side; then by the content of a face crop it exported (`by_crop_sha256`:
+    that export imported into a store, its crops are media items of their own, each holding the bytes
+    of one crop); rows without a sha256 (exports written before the column existed) are matched by media
+    id, which only this store's own exports may use (`export_dataset` drops them for an export whose
+    classes had to be found by name: another store's). `groups` gives the earlier group (`copy_groups`)
+    of each matched row, by the key `key_of` returns: media it held together stay together."""
     path: Path
     by_sha256: dict[str, str]
     by_media_id: dict[int, str]
     share: float | None = None  # the validation share it was written with (its manifest's); None: unknown
+    by_crop_sha256: dict[str, str] = field(default_factory=dict)  # sha256 of an exported crop -> its side
+    groups: dict[tuple[str, Hashable], str] = field(default_factory=dict)  # `key_of` -> earlier group
+
+    def key_of(self, media_id: int, sha256: str | None) -> tuple[str, Hashable] | None:
+        """Which earlier row a media item is: ("media", its sha256), ("crop", its sha256: it is an
+        exported crop, imported), ("id", its media id), or None (new to this export)."""
+        if sha256 and sha256 in self.by_sha256:
+            return "media", sha256
+        if sha256 and sha256 in self.by_crop_sha256:
+            return "crop", sha256
+        return ("id", media_id) if media_id in self.by_media_id else None
 
     def side_of(self, media_id: int, sha256: str | None) -> str | None:
-        if sha256 and sha256 in self.by_sha256:
-            return self.by_sha256[sha256]
-        return self.by_media_id.get(media_id)
+        key = self.key_of(media_id, sha256)
+        if key is None:
+            return None
+        sides = {"media": self.by_sha256, "crop": self.by_crop_sha256, "id": self.by_media_id}[key[0]]
+        return sides[key[1]]  # type: ignore[index]
 
     @property
     def has_validation(self) -> bool:
         """Whether any earlier media item was a validation one. An export written with a share of 0
         has none, and its sides are no basis: kept, they would train every earlier face for good."""
-        return "val" in self.by_sha256.values() or "val" in self.by_media_id.values()
+        return any("val" in sides.values() for sides in (self.by_sha256, self.by_media_id, self.by_crop_sha256))
+
+
+def _train_wins(sides: dict[Hashable, str], key: Hashable, side: str) -> None:
+    """Record `side` for `key`; a key listed on both sides counts as train (see `read_earlier_sides`)."""
+    sides[key] = "train" if "train" in (side, sides.get(key)) else "val"
 
 
 def read_earlier_sides(previous: Path) -> EarlierSides | None:
     """The sides of an earlier export (its folder, or its classes.csv: split.csv lies beside it), or
-    None when it has no split.csv (a bare class map keeps indices only). A media item listed on both
-    sides (a hand-edited file) counts as train: the safe side, since no face a model trained on may
-    become a validation face."""
+    None when it has no split.csv (a bare class map keeps indices only). A media item (or crop) listed on
+    both sides (a hand-edited file, or two faces whose crops are byte for byte alike) counts as train: the
+    safe side, since no face a model trained on may become a validation face. The crop_sha256 and group
+    columns are optional: exports written before them are read as they were."""
     previous = Path(previous)
     path = (previous if previous.is_dir() else previous.parent) / "split.csv"
     if not path.is_file():
         return None
-    _, rows = read_csv(path, ["media_id", "side"], known=["sha256"])
+    _, rows = read_csv(path, ["media_id", "side"], known=["sha256", "crop_sha256", "group"])
     by_sha256: dict[str, str] = {}
     by_media_id: dict[int, str] = {}
+    by_crop: dict[str, str] = {}
+    groups: dict[tuple[str, Hashable], str] = {}
     for line, row in rows:
         side = row["side"].strip()
         if side not in ("train", "val"):
@@ -360,10 +396,44 @@ def read_earlier_sides(previous: Path) -> EarlierSides | None:
             media_id = int(row["media_id"])
         except ValueError:
             raise ValidationError(f"{path}: line {line}: media_id must be a whole number") from None
-        sha = (row.get("sha256") or "").strip()
-        sides, key = (by_sha256, sha) if sha else (by_media_id, media_id)
-        sides[key] = "train" if "train" in (side, sides.get(key)) else "val"  # type: ignore[index]
-    return EarlierSides(path, by_sha256, by_media_id, _manifest_share(path.parent / "manifest.json"))
+        sha, crop, group = ((row.get(c) or "").strip() for c in ("sha256", "crop_sha256", "group"))
+        key: tuple[str, Hashable] = ("media", sha) if sha else ("id", media_id)
+        _train_wins(by_sha256 if sha else by_media_id, key[1], side)  # type: ignore[arg-type]
+        if crop:
+            _train_wins(by_crop, crop, side)  # type: ignore[arg-type]
+        if group:
+            for k in (key, ("crop", crop)) if crop else (key,):
+                groups.setdefault(k, group)
+    return EarlierSides(path, by_sha256, by_media_id, _manifest_share(path.parent / "manifest.json"), by_crop, groups)
+
+
+def earlier_group_pairs(earlier: EarlierSides,
+                        media_sha256: dict[Hashable, str | None]) -> list[tuple[Hashable, Hashable]]:
+    """(media, media) pairs of this export's media (id -> sha256) that one group of the earlier export
+    held, for `copy_groups` to join. Why: an export imported into another store turns each face crop into
+    a media item of its own, so the crops of one clip are no longer near-duplicates by any signal here
+    (their frame hashes differ, and so do their faces' embeddings, frame by frame); the earlier export's
+    group column still says they were one clip, and one clip's faces must share a side."""
+    first: dict[str, Hashable] = {}
+    pairs: list[tuple[Hashable, Hashable]] = []
+    for media_id, sha in media_sha256.items():
+        key = earlier.key_of(media_id, sha)  # type: ignore[arg-type]
+        group = earlier.groups.get(key) if key is not None else None
+        if group is not None:
+            pairs.append((first.setdefault(group, media_id), media_id))
+    return [(a, b) for a, b in pairs if a != b]
+
+
+def no_face_kept(earlier: EarlierSides) -> str:
+    """What to say when an earlier export with sides keeps none of this export's faces on one. Why: a store
+    that imported that export holds its crops as media of their own, matched only by their bytes; when
+    nothing matches, the editor must hear that the split was drawn anew, or a model trained on it is
+    validated on faces it saw unsaid."""
+    old = ("; its split.csv records no sha256 of its face crops (written before it did), so crops of it imported "
+           "into a store are not found: export again in the store that wrote it, following it, and give that "
+           "export instead" if not earlier.by_crop_sha256 else "")
+    return ("none of this export's faces is of a media item its split.csv lists (by the media's sha256, or that "
+            f"of a face crop it exported), so no face keeps an earlier side and the split is drawn anew{old}")
 
 
 def _manifest_share(manifest: Path) -> float | None:
@@ -829,11 +899,13 @@ def _beside(out_dir: Path, what: str, nbytes: int) -> Path:
     return out_dir.parent / f".{_hidden_stem(out_dir)}.{what}-{secrets.token_hex(nbytes)}"
 
 
-def _lock_folder(folder: Path) -> int | None:
+def _lock_folder(folder: Path, wait: bool = False) -> int | None:
     """An open descriptor of `folder` holding an exclusive lock on it (flock), None when another process
-    holds one, or locks cannot be taken here (no fcntl, a file system refusing them). The kernel drops the
+    holds one (with `wait`, until it lets go), or locks cannot be taken here (no fcntl, a file system
+    refusing them). The kernel drops the
     lock when its process ends however it ends (SIGKILL, OOM), which is what tells a running export's
-    temporary folder from a killed one's; a process id would be reused, or name another container's."""
+    temporary folder from a killed one's; a process id would be reused, or name another container's.
+    OUT_DIR's parent is locked so while an export moves into place (`_place`)."""
     try:
         import fcntl
     except ImportError:  # Windows: no way to tell, so nothing is ever taken for stale
@@ -843,7 +915,7 @@ def _lock_folder(folder: Path) -> int | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return None
@@ -851,28 +923,38 @@ def _lock_folder(folder: Path) -> int | None:
 
 
 def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) -> list[Path]:
-    """Remove the temporary folders earlier exports into OUT_DIR left beside it when killed (SIGKILL,
-    OOM, power loss: no handler ran), and return them. Only folders named exactly as `export_dataset`
-    names them (`.<name>.tmp-<12 hex digits>`, not links), older than `min_age` seconds and locked by
-    no process (`_lock_folder`: a running export holds its own) are removed; anything else is left alone.
+    """Remove the hidden folders earlier exports into OUT_DIR left beside it, and return them: temporary
+    folders of exports killed (SIGKILL, OOM, power loss: no handler ran), and earlier exports replaced but
+    not deleted (an export interrupted while it deleted the one it replaced). Only folders named exactly as
+    `export_dataset` names them (`.<name>.tmp-<12 hex digits>`, `.<name>.old-<8 hex digits>`, not links)
+    are taken: a temporary one older than `min_age` seconds and locked by no process (`_lock_folder`: a
+    running export holds its own), a replaced one when it holds what a replaced export leaves
+    (`_leftover_export`) and no export is moving into place beside it (the lock on OUT_DIR's parent,
+    `_place`: only then may one be put back); anything else is left alone.
     Why: each is a hidden, full copy of the crops, invisible in a listing, kept forever otherwise."""
-    pattern = re.compile(rf"\.{re.escape(_hidden_stem(out_dir))}\.tmp-[0-9a-f]{{12}}")
+    stem = re.escape(_hidden_stem(out_dir))
+    temporary, replaced = re.compile(rf"\.{stem}\.tmp-[0-9a-f]{{12}}"), re.compile(rf"\.{stem}\.old-[0-9a-f]{{8}}")
     try:
-        candidates = [p for p in out_dir.parent.iterdir() if pattern.fullmatch(p.name)]
+        candidates = [p for p in out_dir.parent.iterdir() if temporary.fullmatch(p.name) or replaced.fullmatch(p.name)]
     except OSError:
         return []
     removed = []
     for path in candidates:
+        is_temporary = temporary.fullmatch(path.name) is not None
         try:
-            if path.is_symlink() or not path.is_dir() or time.time() - path.stat().st_mtime < min_age:
+            if (path.is_symlink() or not path.is_dir()
+                    or (is_temporary and time.time() - path.stat().st_mtime < min_age)):
                 continue
         except OSError:
             continue
-        fd = _lock_folder(path)
+        fd = _lock_folder(path if is_temporary else out_dir.parent)
         if fd is None:  # in use, or no lock to tell
             continue
         try:
-            shutil.rmtree(path, ignore_errors=True)
+            if is_temporary:
+                shutil.rmtree(path, ignore_errors=True)
+            elif _leftover_export(path):
+                _delete_export(path)
         finally:
             os.close(fd)
         if not path.exists():
@@ -893,23 +975,38 @@ def resolve_out_dir(out_dir: Path) -> Path:
         raise ValidationError(f"{out_dir} is a symbolic link that cannot be followed ({exc})") from None
 
 
-def _place(tmp: Path, out_dir: Path) -> Callable[[], None]:
-    """Move the finished export into place; returns a function that puts things back."""
+def _place(tmp: Path, out_dir: Path, overwrite: bool) -> Callable[[], None]:
+    """Move the finished export into place; returns a function that puts things back. OUT_DIR is checked
+    again here, as `check_out_dir` checked it when the export started: a file saved into it, or an export
+    another editor finished into it, while this one ran is not replaced unasked (`_changed`). An empty
+    OUT_DIR goes by rmdir and the export is renamed onto its name, both of which fail rather than delete
+    what appears in between; a replaced one is checked once more when renamed aside, out of reach of
+    anyone saving into it by name, and put back when it holds more than an export. The caller holds the
+    lock on OUT_DIR's parent (`_lock_folder`), so two exports into one OUT_DIR place one after the other."""
     old = None
     try:
-        if out_dir.is_dir():
-            if any(out_dir.iterdir()):
-                old = _beside(out_dir, "old", 4)
-                out_dir.rename(old)
-            else:
-                out_dir.rmdir()
+        if out_dir.is_dir() and any(out_dir.iterdir()):
+            why = (f"it {w}" if (w := not_replaceable(out_dir)) else None) if overwrite else "it is not empty any more"
+            if why is not None:
+                raise _changed(out_dir, why)
+            old = _beside(out_dir, "old", 4)
+            out_dir.rename(old)
+            if (w := not_replaceable(old)) is not None:
+                old.rename(out_dir)
+                raise _changed(out_dir, f"it {w}")
+        elif out_dir.is_dir():
+            out_dir.rmdir()
     except OSError as exc:  # the earlier export stays as it was: nothing has moved
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise _changed(out_dir, "something was saved into it") from exc
         raise ValidationError(f"cannot replace {out_dir}: {exc.strerror or exc}") from exc
     try:
         os.rename(tmp, out_dir)
     except OSError as exc:
         if old is not None:
             old.rename(out_dir)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise _changed(out_dir, "it was created and filled") from exc
         raise ValidationError(f"cannot move the export into {out_dir}: {exc.strerror or exc}") from exc
 
     def restore() -> None:
@@ -921,6 +1018,66 @@ def _place(tmp: Path, out_dir: Path) -> Callable[[], None]:
     return restore
 
 
+def _changed(out_dir: Path, what: str) -> ValidationError:
+    """The refusal of an OUT_DIR that changed while the export ran (`_place`): it is left alone."""
+    return ValidationError(f"{out_dir} changed while the export ran ({what}); it is left as it is and this export "
+                           "was not kept: export again, into another folder, or with overwrite if it holds an "
+                           "earlier export only")
+
+
+def _remove_replaced(old: Path | None) -> None:
+    """Delete the earlier export OUT_DIR held, renamed aside by `_place` (`_delete_export`). An interrupt
+    (Ctrl-C) while it goes finishes the delete before it is passed on: the new export is in place and
+    recorded, and the hidden full copy would stay otherwise (one left all the same, by a second interrupt
+    or a kill, is removed by the next export into OUT_DIR, `remove_stale_temporaries`)."""
+    if old is None:
+        return
+    try:
+        _delete_export(old)
+    except BaseException:
+        _delete_export(old)
+        raise
+
+
+def _delete_export(folder: Path) -> None:
+    """Delete an export's folder, its manifest.json last: a delete cut short leaves a folder its manifest
+    still vouches for, or only empty folders, which `_leftover_export` tells from anyone else's."""
+    manifest = folder / "manifest.json"
+    with contextlib.suppress(OSError):
+        for entry in list(folder.iterdir()):
+            if entry == manifest:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _leftover_export(folder: Path) -> bool:
+    """Whether a folder named as `_place` names a replaced export holds only what one leaves: an export
+    (its manifest lists every file but the OS's, `not_replaceable`; files already deleted are no matter)
+    or nothing but empty folders (`_delete_export` takes the manifest last). Why: a folder of that name
+    holding anything else is not known to be ours, and is left alone."""
+    try:
+        return not_replaceable(folder) is None or not any(p.is_file() or p.is_symlink() for p in folder.rglob("*"))
+    except OSError:
+        return False
+
+
+def unwritable_parent(out_dir: Path, folder: Path, why: str) -> str:
+    """The refusal of an OUT_DIR whose parent (or nearest existing ancestor, `folder`) cannot be written.
+    Why it says more for an OUT_DIR that exists: the editor made it empty and writable, as the help asks,
+    and "cannot create" it would puzzle them; the export is built in a hidden folder beside OUT_DIR and
+    renamed onto it at the end (an interrupted export never leaves half an OUT_DIR), which writes in its
+    parent."""
+    if out_dir.is_dir():
+        return (f"cannot export into {out_dir}: an export is built in a hidden folder beside it and renamed into "
+                f"place at the end, and {folder} cannot be written ({why}); choose an OUT_DIR in a folder you can "
+                "write, or make that folder writable")
+    return f"cannot create {out_dir}: cannot write in {folder} ({why})"
+
+
 def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, editor: str, split: float = 0.2,
                    seed: int = 0, on_progress: Callable[[int, int], None] | None = None, *,
                    face_model: str = "dlib-resnet-v1", overwrite: bool = False,
@@ -929,7 +1086,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     """Write the retraining export of the store to out_dir (see the module docstring) and record
     it in the `export` table. `split` is the share of each class's faces aimed at validation;
     `on_progress(done, total)` is called as face crops are copied. A non-empty out_dir is
-    refused unless `overwrite` (and then only when it holds an earlier export). `gif_model`
+    refused unless `overwrite` (and then only when it holds an earlier export), when the export starts
+    and again when it moves into place (`_place`). `gif_model`
     chooses the GIF embeddings of the projector's GIF files (None: the store's most used);
     `previous` (an earlier export, its folder or classes.csv; another store's is matched by class
     name) keeps each surviving class at its earlier label index and each earlier media item on its
@@ -958,7 +1116,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         match = match_earlier_classes(earlier_classes, classes, trusted, snap["renames"])
         previous_indices, notes = match.indices, list(match.notes)
         if earlier is not None and not match.ids_are_ours:  # another store's media ids name other media
-            earlier = EarlierSides(earlier.path, earlier.by_sha256, {}, earlier.share)
+            earlier = replace(earlier, by_media_id={})
+    followed = earlier  # its groups hold even when its sides give no basis (`sides_to_keep`)
     earlier, side_notes = sides_to_keep(earlier, split)
     notes += side_notes
 
@@ -979,10 +1138,12 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     index = class_indices(folders, previous_indices)
     ordered = sorted(folders, key=index.__getitem__)  # rows of labels.csv and classes.csv by index
     media = snap["media"]
+    media_ids = {r.media_id for r, _ in rows}
     groups, photo_pairs = copy_groups(
-        {m: media[m].frame_hashes for m in {r.media_id for r, _ in rows}},
+        {m: media[m].frame_hashes for m in media_ids},
         ((r.class_id, r.media_id, bytes_to_vector(r.vector)) for r, _ in rows if r.vector is not None),
-        same_photo_distance, near_duplicate_radius)
+        same_photo_distance, near_duplicate_radius,
+        earlier_group_pairs(followed, {m: media[m].sha256 for m in media_ids}) if followed is not None else ())
     group_classes: dict[int, Counter] = {}
     group_key: dict[int, list[str]] = {}
     group_media: dict[int, set[int]] = {}
@@ -1001,6 +1162,13 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     continuity = Counter("new" if r.media_id not in earlier_side else
                          "kept" if earlier_side[r.media_id] == side_of_face[r.face_id] else "moved" for r, _ in rows)
     kept_train = sum(kept.get(groups[r.media_id]) == "train" for r, _ in rows)
+    if earlier is not None and rows and continuity["new"] == len(rows):
+        # one note per earlier export: with the one saying it is another store's, when there is one
+        at = 0 if earlier_classes is not None and not match.ids_are_ours else None
+        if at is None:
+            notes.append(f"{earlier.path.parent}: {no_face_kept(earlier)}")
+        else:
+            notes[at] = f"{notes[at]}; {no_face_kept(earlier)}"
     side_counts = Counter(side_of_face.values())
     with_validation = {r.class_id for r, _ in rows if side_of_face[r.face_id] == "val"}
     class_faces = Counter(r.class_id for r, _ in rows)
@@ -1019,7 +1187,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     try:
         tmp.mkdir()
     except OSError as exc:  # the temporary folder's name would only confuse: name the folder it goes in
-        raise ValidationError(f"cannot create {out_dir}: cannot write in {out_dir.parent} ({exc.strerror or exc})") from exc
+        raise ValidationError(unwritable_parent(out_dir, out_dir.parent, str(exc.strerror or exc))) from exc
     lock = _lock_folder(tmp)  # held until the end: a later export never takes this folder for a killed one's
     try:
         _write_csv(tmp / "labels.csv", ["Label", "Index"], ([folders[c], index[c]] for c in ordered))
@@ -1028,15 +1196,19 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         raw.mkdir()
         for c in folders.values():
             (raw / c).mkdir()
+        hashed: dict[str, str] = {}  # path in the export -> sha256: read once, for split.csv and the manifest
         for n, (r, crop) in enumerate(rows, start=1):
-            shutil.copyfile(crop, raw / folders[r.class_id] / f"{r.face_id}.jpg")
+            target = raw / folders[r.class_id] / f"{r.face_id}.jpg"
+            shutil.copyfile(crop, target)
+            hashed[target.relative_to(tmp).as_posix()] = sha256_file(target)
             if n % TMP_TOUCH_EVERY == 0:  # the crops go into sub-folders: tmp's own mtime would stop here
                 os.utime(tmp)
             if on_progress is not None:
                 on_progress(n, len(rows))
         _write_csv(tmp / "split.csv", SPLIT_COLUMNS,
                    ([r.face_id, r.class_id, folders[r.class_id], r.media_id, groups[r.media_id], side_of_face[r.face_id],
-                     media[r.media_id].sha256 or ""] for r, _ in rows))
+                     media[r.media_id].sha256 or "", hashed[f"raw_dataset/{folders[r.class_id]}/{r.face_id}.jpg"]]
+                    for r, _ in rows))
 
         tagged: dict[int, dict[str, Any]] = {}
         for media_id, path, sha, tag, confidence in snap["tags"]:
@@ -1097,7 +1269,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
                           "split_csv": str(earlier.path.absolute()), "faces_kept_side": continuity["kept"],
                           "faces_moved_to_train": continuity["moved"], "faces_new": continuity["new"],
                           "groups_uniting_both_sides": len(both_sides)}},
-            "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+            "files": {(rel := p.relative_to(tmp).as_posix()): hashed.get(rel) or sha256_file(p)
+                      for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         text = json.dumps(manifest, indent=2, ensure_ascii=False)
         (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8", newline="\n")  # as hashed below
@@ -1110,15 +1283,18 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             session.add(row)
             session.flush()
             export_id = row.id
-            restore = _place(tmp, out_dir)  # the row commits only if the folder is in place
+            placing = _lock_folder(out_dir.parent, wait=True)  # another export into OUT_DIR places before or after
             try:
-                session.commit()
-            except BaseException:
-                restore()
-                raise
-        old = getattr(restore, "old", None)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+                restore = _place(tmp, out_dir, overwrite)  # the row commits only if the folder is in place
+                try:
+                    session.commit()
+                except BaseException:
+                    restore()
+                    raise
+            finally:
+                if placing is not None:
+                    os.close(placing)
+        _remove_replaced(getattr(restore, "old", None))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,6 +18,7 @@ import csv
 import io
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
@@ -104,6 +105,7 @@ class AttributeRow(NamedTuple):
     name: str
     external_id: str | None
     values: dict[str, Any]  # only the attributes the row knows; empty cells are unknown and absent
+    written: str | None = None  # the name with its underscores, where they were read as spaces ("Laura_Bush")
 
 
 class MappedClass(NamedTuple):
@@ -129,6 +131,19 @@ def parse_giphy_label(label: str) -> tuple[str, str | None]:
     match = GIPHY_LABEL.match(label)
     name, external = (match["name"], match["id"].strip()) if match else (label, None)
     return " ".join(name.replace("_", " ").split()), external or None
+
+
+def _as_written(label: str) -> str | None:
+    """The name part of a label as written, underscores kept ("Laura_Bush" of "Laura_Bush_[m.0x]"), when
+    `parse_giphy_label` reads it otherwise and it is a valid class name; else None."""
+    label = label.strip()
+    match = GIPHY_LABEL.match(label)
+    written = " ".join((match["name"] if match else label).split())
+    try:
+        written = clean_class_name(written)
+    except ValidationError:
+        return None
+    return written if written != parse_giphy_label(label)[0] else None
 
 
 def _where(path: Path, line: int) -> str:
@@ -246,7 +261,9 @@ def _check_one_name_per_id(path: Path, line: int, what: str, external: str | Non
 def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None,
                     notes: list[str] | None = None, one_name_per_id: bool = True) -> list[LabelRow]:
     """GIPHY's `Label,Index` (or `Labels,Index`): labels unique (also once parsed into class
-    names, ignoring case), indices unique non-negative integers, names valid class names, and no
+    names, ignoring case; the exact names `class_map` gives only exactly: an export of an upgraded store
+    may hold two classes whose names fold alike, which migration 0010 kept apart), indices unique
+    non-negative integers, names valid class names, and no
     external id given to two names (`_check_one_name_per_id`) unless `one_name_per_id` is False (a
     class list, where a second spelling labels nothing: `_ensure_classes` notes where it went).
     `class_map` (an export's classes.csv) gives the exact name of a label, where parsing the
@@ -274,14 +291,15 @@ def read_labels_csv(path: Path, class_map: dict[str, MappedClass] | None = None,
             raise ValidationError(f"{_where(path, line)}: index {idx} repeats line {indices[idx]}")
         if class_map and label in class_map:
             name, external = class_map[label].name, class_map[label].external_id
+            key = name
         else:
             name, external = parse_giphy_label(label)
             name = _check_name(path, line, name, external)
-        key = class_name_key(name)
+            key = class_name_key(name)
         if key in keys:
             raise ValidationError(f"{_where(path, line)}: label {label!r} names the same class ({name!r}) as line {keys[key]}")
         if one_name_per_id:
-            _check_one_name_per_id(path, line, f"label {label!r}", external, key, ids)
+            _check_one_name_per_id(path, line, f"label {label!r}", external, class_name_key(name), ids)
         labels[label], keys[key], indices[idx] = line, line, line
         out.append(LabelRow(line, label, idx, name, external))
     return out
@@ -344,8 +362,8 @@ def _class_status(cell: str | None) -> str | None:
 def read_attributes_csv(path: Path) -> list[AttributeRow]:
     """`name,...` plus any of gender, ethnicity, birth_year, country, in any case (`Gender`, `Birth Year`;
     other columns, such as lfw-people.csv's `photos`, are ignored: `_read_attributes_csv` notes them).
-    Names may use underscores for spaces and may carry a GIPHY id. Empty cells mean unknown: the
-    attribute is not set."""
+    Names may use underscores for spaces and may carry a GIPHY id (`import_attributes` takes the name as
+    written first, `written`). Empty cells mean unknown: the attribute is not set."""
     return _read_attributes_csv(path)[0]
 
 
@@ -376,7 +394,7 @@ def _read_attributes_csv(path: Path) -> tuple[list[AttributeRow], list[str]]:
             values = clean_attributes({c: row[c] for c in columns if row[c]})
         except ValidationError as exc:
             raise ValidationError(f"{_where(path, line)}: {exc}") from None
-        out.append(AttributeRow(line, name, external, values))
+        out.append(AttributeRow(line, name, external, values, _as_written(row["name"])))
     return out, notes
 
 
@@ -395,7 +413,9 @@ def read_tags_csv(path: Path, notes: list[str] | None = None) -> list[TagRow]:
             raise ValidationError(f"{_where(path, line)}: file {name!r} repeats line {seen[name]}")
         seen[name] = line
         try:
-            tags = list(dict.fromkeys(clean_tag_name(t) for t in row["uploader_tags"].split(TAG_SEPARATOR) if t.strip()))
+            # checked as new tags here (invisible characters too), so a refusal names its file and line
+            tags = list(dict.fromkeys(clean_tag_name(t, new=True) for t in row["uploader_tags"].split(TAG_SEPARATOR)
+                                      if t.strip()))
         except ValidationError as exc:
             raise ValidationError(f"{_where(path, line)}: {exc}") from None
         out.append(TagRow(line, name, tags))
@@ -442,8 +462,13 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
                     attributes: dict[str, dict[str, Any]] | None = None,
                     create: bool = True,
                     display_names: dict[str, str | None] | None = None,
-                    statuses: dict[str, str | None] | None = None) -> tuple[dict[str, int], set[int]]:
-    """(name key -> class id, ids created), creating missing classes inside the open operation.
+                    statuses: dict[str, str | None] | None = None,
+                    exact: bool = False) -> tuple[dict[str, int], set[int]]:
+    """(name key -> class id, ids created), creating missing classes inside the open operation. With
+    `exact` the specs' names are exact (an export's classes.csv) and the ids, attributes, display names and
+    statuses are keyed by exact name: two names that fold alike (classes migration 0010 kept apart) each
+    find the class of exactly their name, and where this store holds one class for both, the second goes
+    to it, noted (`_look_alike_note`).
 
     A spec finds its class by external id first (GIPHY's Freebase id survives renames), then by
     name ignoring case (the class of exactly that name first, `_exact_first`), then by a name the
@@ -464,9 +489,11 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
     ids: dict[str, int] = {}
     created: set[int] = set()
     fill: dict[int, str] = {}
+    went: dict[int, ClassSpec] = {}  # class id -> the first spec that went to it
     for spec in specs:
         key = class_name_key(spec.name)
-        if key in ids:
+        k = spec.name if exact else key
+        if k in ids:
             continue
         holders = by_external.get(spec.external_id, []) if spec.external_id else []
         row = next((h for h in holders if h.name == spec.name), None) or next(
@@ -490,15 +517,20 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
             if not create:
                 summary.skipped.append(f"{spec.where}: no class named {spec.name!r}")
                 continue
-            ids[key] = create_class(op, spec.name, (display_names or {}).get(key),
-                                    (statuses or {}).get(key) or "active", external_id=spec.external_id,
-                                    attributes=(attributes or {}).get(key))
-            created.add(ids[key])
+            ids[k] = create_class(op, spec.name, (display_names or {}).get(k),
+                                  (statuses or {}).get(k) or "active", external_id=spec.external_id,
+                                  attributes=(attributes or {}).get(k))
+            created.add(ids[k])
+            went[ids[k]] = spec
             summary.created += 1
+            ref = ClassRef(ids[k], spec.name, key, spec.external_id)
+            existing.setdefault(key, ref)  # a later exact name folding alike finds it: no second class of one key
             if spec.external_id:  # a later line with the same id (another spelling) finds this class
-                by_external[spec.external_id] = [ClassRef(ids[key], spec.name, key, spec.external_id)]
+                by_external[spec.external_id] = [ref]
             continue
-        ids[key] = row.id
+        if (first := went.setdefault(row.id, spec)).name != spec.name and class_name_key(first.name) == key:
+            summary.notes.append(_look_alike_note(spec, first, row.name))  # its labels are imported: not skipped
+        ids[k] = row.id
         if spec.external_id and row.external_id is None:
             fill[row.id] = spec.external_id
             by_external[spec.external_id] = [row]  # a later line with the same id finds this class
@@ -510,6 +542,14 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         op.update("class", {(c,): {"external_id": e} for c, e in fill.items()}, rows)
         summary.updated += len(fill)
     return ids, created
+
+
+def _look_alike_note(spec: ClassSpec, first: ClassSpec, class_name: str) -> str:
+    """Where a file's exact name went when an earlier line's name folds alike and this store holds one class
+    for both (`_ensure_classes` with `exact`). Why: the file's store kept two classes (migration 0010 left
+    them apart until an editor merges them); here they are one, and the editor should hear it."""
+    return (f"{spec.where}: {spec.name!r} went to class {class_name!r}, as {first.name!r} did: the two names read "
+            "the same (case, spacing), and this store holds one class for both")
 
 
 def _exact_first(session: Session, name: str, by_key: Any | None, by_id: dict[int, Any]) -> Any | None:
@@ -577,6 +617,7 @@ def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str 
     summary = ImportSummary("attributes", csv_path.name)
     summary.notes += notes
     with run_operation(store, _editor(editor, csv_path), "import_attributes") as op:
+        rows = _written_names_first(op.session, rows)
         values_of = {class_name_key(r.name): r.values for r in rows}
         ids, created = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
                                        summary, attributes=values_of, create=create_missing)
@@ -603,6 +644,20 @@ def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str 
                       f"{summary.updated} updated")
     summary.event_id = op.result.event_id
     return summary
+
+
+def _written_names_first(session: Session, rows: list[AttributeRow]) -> list[AttributeRow]:
+    """The rows, each naming its class as written ("Laura_Bush") where this store holds a class of that
+    name (any case, or exactly, as a class migration 0010 left with an older key), else with underscores
+    read as spaces (GIPHY's style, "Laura Bush"). Why: a class may hold an underscore in its name (an
+    editor named it so, or an export's exact names were imported), and reading the file's name otherwise
+    created a second class beside it. The classes are read once: a roster has thousands of rows."""
+    if not any(r.written for r in rows):
+        return rows
+    held = session.execute(select(CelebrityClass.name, CelebrityClass.name_key)).all()
+    names, keys = {name for name, _ in held}, {key for _, key in held}
+    return [r._replace(name=r.written) if r.written and (r.written in names or class_name_key(r.written) in keys)
+            else r for r in rows]
 
 
 def _kept_note(where: str, row: dict[str, Any], wanted: dict[str, Any]) -> str:
@@ -953,21 +1008,32 @@ def _scan_raw_dataset(folder: Path, file_notes: list[str] | None = None) -> tupl
     notes: list[str] = []
     images: dict[str, list[Path]] = {}
     root = Path(os.path.normpath(raw))
+    folders = [p for p in sorted(raw.iterdir()) if p.is_dir()]
+    # NFC name -> folder: macOS and some archivers write names decomposed (NFD), labels.csv holds them composed
+    by_form: dict[str, Path] = {}
+    for p in folders:
+        by_form.setdefault(unicodedata.normalize("NFC", p.name), p)
+    used: set[str] = set()
     for r in labels:
         sub = raw / r.label
         # labels are validated names, but never leave raw_dataset/. Lexically, not resolved: a class
         # folder the editor symlinked in (photos kept elsewhere) is theirs to give.
         if Path(os.path.normpath(sub)).parent != root:
             raise ValidationError(f"{_where(labels_csv, r.line)}: label {r.label!r} is not a folder inside raw_dataset/")
+        if not sub.is_dir():  # the exact name first; else the folder of that name in another Unicode form
+            sub = by_form.get(unicodedata.normalize("NFC", r.label), sub)
         if not sub.is_dir():
             notes.append(f"{_where(labels_csv, r.line)}: no folder raw_dataset/{r.label}/")
             continue
+        used.add(sub.name)
         images[r.label], left_out = _class_folder_files(sub)
-        notes += [f"raw_dataset/{r.label}/{why}" for why in left_out]
+        notes += [f"raw_dataset/{sub.name}/{why}" for why in left_out]
         if not images[r.label]:
-            notes.append(f"raw_dataset/{r.label}/: no images")
-    listed = {r.label for r in labels}
-    notes += [f"raw_dataset/{p.name}/: not in labels.csv" for p in sorted(raw.iterdir()) if p.is_dir() and p.name not in listed]
+            notes.append(f"raw_dataset/{sub.name}/: no images")
+    forms = {unicodedata.normalize("NFC", r.label) for r in labels}
+    twin = "a label's name in another Unicode form, beside the folder of that label; not imported"
+    notes += [f"raw_dataset/{p.name}/: {twin if unicodedata.normalize('NFC', p.name) in forms else 'not in labels.csv'}"
+              for p in folders if p.name not in used]
     return labels, names, images, notes, class_map
 
 
@@ -1004,16 +1070,19 @@ def _resolved(path: Path) -> Path:
         return path
 
 
-def _index_note(session: Session, path: Path, rows: list[LabelRow], ids: dict[str, int]) -> str | None:
+def _index_note(session: Session, path: Path, rows: list[LabelRow], ids: dict[str, int],
+                exact: bool = False) -> str | None:
     """A note when the file's label indices are not those an export would give its classes, None when they are.
     Why: indices are checked, then dropped: an export that follows no earlier one numbers the classes it holds
     0..n-1 in the order they were created (`labeling.export.class_indices`), so classes of this store that
     hold confirmed labels already come first, whatever the file's rows say; a retraining job reusing a model
     trained on the file's numbering must hear that an export will not follow it. A row of a retired class
-    counts as the class it was merged into (where its labels go); one retired for good is never exported."""
+    counts as the class it was merged into (where its labels go); one retired for good is never exported.
+    `ids` is keyed as `_ensure_classes` keyed it (`exact`: by exact name)."""
     expected = _fresh_export_indices(session, ids.values())
     moved = [(r, index) for r in rows
-             if (index := expected.get(ids.get(class_name_key(r.name), -1))) is not None and index != r.index]
+             if (index := expected.get(ids.get(r.name if exact else class_name_key(r.name), -1))) is not None
+             and index != r.index]
     if not moved:
         return None
     first, index = moved[0]
@@ -1135,7 +1204,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         raise ValidationError(f"{folder} is an export of this store ({own}): importing it would add each of its "
                               "faces again, as a new image, doubling them in the next export; import it into another "
                               "store")
-    details = {class_name_key(names[r.label][0]): class_map[r.label] for r in labels if r.label in class_map}
+    # by exact name (`_ensure_classes` with exact): labels.csv's names are unique so, folded or not (`read_labels_csv`)
+    details = {names[r.label][0]: class_map[r.label] for r in labels if r.label in class_map}
     summary = ImportSummary("raw dataset", folder.name, notes=file_notes)
     summary.skipped += notes
     files = [p for paths in images.values() for p in paths]
@@ -1162,11 +1232,11 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         specs = [ClassSpec(*names[r.label], _where(labels_csv, r.line)) for r in labels]
         ids, created = _ensure_classes(op, specs, summary, attributes={k: d.attributes for k, d in details.items()},
                                        display_names={k: d.display_name for k, d in details.items()},
-                                       statuses={k: d.status for k, d in details.items()})
+                                       statuses={k: d.status for k, d in details.items()}, exact=True)
         _fill_class_details(op, {k: ids[k] for k in details if k in ids and ids[k] not in created}, details,
                             summary, folder / "classes.csv")
         summary.updated = len({key[0] for key in op.written.get("class", set())} - created)
-        if (note := _index_note(op.session, labels_csv, labels, ids)) is not None:
+        if (note := _index_note(op.session, labels_csv, labels, ids, exact=True)) is not None:
             summary.notes.append(note)
         classes = {c.id: c for c in op.session.scalars(select(CelebrityClass))}
         shas = list(set(sha_of.values()))
@@ -1178,7 +1248,7 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         wanted: dict[int, tuple[int, str]] = {}  # face -> (class, label)
         conflicts: set[int] = set()
         for label, paths in images.items():
-            class_id = _active_target(classes, ids[class_name_key(names[label][0])])
+            class_id = _active_target(classes, ids[names[label][0]])
             if class_id is None:
                 summary.skipped.append(f"{_where(labels_csv, line_of[label])}: class {names[label][0]!r} is retired; "
                                        f"its {len(paths)} image(s) are not labeled")
