@@ -95,8 +95,29 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
     return points, vectors
 
 
+DECISION_COLUMNS = ["label_status", "class_id", "class_name", "source"]
+
+
+def track_decisions(store: sessionmaker[Session], tracks: pd.DataFrame) -> pd.DataFrame:
+    """Per track (a tracks_frame) with an editor's or an import's decision on one of its faces, the decision
+    most of its decided faces carry: label_status, class_id, class_name (None when turned down) and source,
+    indexed by track id. Ties go to the first in status and class order, so the point stays put."""
+    if tracks.empty:
+        return pd.DataFrame(columns=DECISION_COLUMNS, index=pd.Index([], name="track_id"))
+    faces = pd.concat([faces_frame(store, model) for model in tracks["model_id"].unique()], ignore_index=True)
+    decided = faces[faces["track_id"].isin(tracks["track_id"]) & faces["label_status"].isin(DECIDED_STATUSES)]
+    counts = (decided.assign(class_id=decided["class_id"].astype("Int64"))
+              .groupby(["track_id", *DECISION_COLUMNS], dropna=False, sort=True).size().rename("n").reset_index())
+    counts = counts.sort_values(["track_id", "n"], ascending=[True, False], kind="stable")
+    return counts.drop_duplicates("track_id").set_index("track_id")[DECISION_COLUMNS]
+
+
 def track_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """One point per face track (a person in one GIF) at the track's mean embedding."""
+    """One point per face track (a person in one GIF) at the track's mean embedding.
+
+    Its class follows the faces view's rule: a track an editor (or an import) decided shows that decision
+    (the one most of its decided faces carry, and its label status: approved, relabeled, or the grey groups
+    "rejected" and "marked unknown"), an undecided one the person the model names for the whole track."""
     tracks = tracks_frame(store, model_id)
     if tracks.empty:
         return _empty()
@@ -104,13 +125,19 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         blobs = dict(session.execute(select(Track.id, Track.vector).where(Track.id.in_(tracks["track_id"].tolist()))).all())
     tracks = tracks[tracks["track_id"].isin(list(blobs))].reset_index(drop=True)
     vectors = np.stack([bytes_to_vector(blobs[t]) for t in tracks["track_id"]]).astype(np.float32)
-    status = np.where(tracks["has_decision"], "decided", "undecided")
-    # a track's demographic attributes are those of the person the model names for it
+    decision = track_decisions(store, tracks).reindex(tracks["track_id"]).reset_index(drop=True)
+    decided = decision["label_status"].notna()
+    named = decision["class_name"].where(decision["class_name"].notna(), decision["label_status"].map(TURNED_DOWN))
+    klass = named.where(decided, tracks["predicted_class_name"])
+    person_id = decision["class_id"].astype("Int64").where(decided, tracks["predicted_class_id"].astype("Int64"))
+    # a track's demographic attributes are those of the person it shows
     people = classes_frame(store).set_index("class_id")[list(ATTRIBUTE_COLUMNS)]
-    person = people.reindex(tracks["predicted_class_id"].astype("float").astype("Int64")).reset_index(drop=True)
+    person = people.reindex(person_id).reset_index(drop=True)
     points = pd.DataFrame({
-        "id": tracks["track_id"].astype(int), "kind": "track", "class": _text(tracks["predicted_class_name"], UNLABELED),
-        "status": status, "confidence": tracks["predicted_confidence"].astype(float), "source": "model",
+        "id": tracks["track_id"].astype(int), "kind": "track", "class": _text(klass, UNLABELED),
+        "status": decision["label_status"].where(decided, "undecided").astype(str),
+        "confidence": tracks["predicted_confidence"].astype(float),
+        "source": decision["source"].where(decided, "model").astype(str),
         "gender": _text(person["gender"]), "ethnicity": _text(person["ethnicity"]),
         "decade": person["birth_year"].map(decade).astype(str), "country": _text(person["country"]),
         "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import Operation, _chunks, run_operation
 from labeling.errors import ValidationError
 from labeling.queries import current_track_prediction
+from labeling.recognition import current_class_targets
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEvent, CelebrityClass, Face, FaceEmbedding,
                              FaceLabel, Media, MediaEmbedding, MediaTag, Tag, Track, bytes_to_vector)
 from labeling.tags import apply_tags, tag_ids
@@ -167,8 +168,11 @@ def read_inputs(store: sessionmaker[Session], gif_model: str | None = None) -> T
             .where(FaceEmbedding.track_id.is_not(None), FaceLabel.status.not_in(UNDECIDED_STATUSES)).distinct()))
         # a track's prediction counts only while its faces carry that model's predictions (an undone
         # refresh leaves the track's behind: labeling.queries.current_track_prediction)
-        tracks = [(m, c) for t, m, c in session.execute(select(Track.id, Track.media_id, Track.predicted_class_id)
-                                                        .where(current_track_prediction()))
+        # a class merged since the prediction counts as the class it went to (a retired one as unknown)
+        targets = current_class_targets(session)
+        tracks = [(m, targets.get(c) if c is not None else None)
+                  for t, m, c in session.execute(select(Track.id, Track.media_id, Track.predicted_class_id)
+                                                 .where(current_track_prediction()))
                   if t not in decided_tracks]
     identity = identity_names(class_names, [tuple(r) for r in labels if r[0] in ok],
                               [tuple(r) for r in tracks if r[0] in ok])

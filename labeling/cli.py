@@ -373,7 +373,7 @@ def import_tags_command(csv_path: Annotated[Path, typer.Argument(help="file,uplo
 
 @app.command("export")
 def export_command(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to create (must not exist, or be empty).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create (must not exist, or be empty), in a folder you can write: the export is built beside it.")],
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     editor: Annotated[Optional[str], typer.Option("--editor", help="Who the manifest names (default: the OS user).")] = None,
     split: Annotated[float, typer.Option("--split", help="Share of each class's faces for validation, in [0, 1).")] = 0.2,
@@ -458,7 +458,9 @@ def _check_out_parent(out_dir: Path) -> None:
     if not ancestor.is_dir():
         raise ValidationError(f"cannot create {out_dir}: {ancestor} is not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValidationError(f"cannot create {out_dir}: cannot write in {ancestor} (permission denied)")
+        from labeling.export import unwritable_parent
+
+        raise ValidationError(unwritable_parent(out_dir, ancestor, "permission denied"))
 
 
 def _no_faces_exported(summary) -> str | None:

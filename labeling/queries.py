@@ -401,7 +401,10 @@ def model_candidates(store: sessionmaker[Session], face_id: int | None = None, t
     matched are what an editor needs to relabel it (and the natural default for "Relabel to")."""
     model, key = (FaceLabel, FaceLabel.face_id == face_id) if face_id is not None else (Track, Track.id == track_id)
     with store() as session:
-        top = session.scalar(select(model.predicted_top).where(key)) or []
+        from labeling.recognition import current_class_targets, current_top  # recognition imports this module
+
+        # a class merged or retired since the prediction is offered as the class it went to, or not at all
+        top = current_top(session.scalar(select(model.predicted_top).where(key)) or [], current_class_targets(session))
         names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
                                      .where(CelebrityClass.id.in_([int(c) for c, _ in top]))).all()) if top else {}
     return [(int(c), names[int(c)], float(p)) for c, p in top if int(c) in names]

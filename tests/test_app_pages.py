@@ -131,6 +131,9 @@ def test_add_rename_class_with_audit_and_undo(app, app_store):
     app.text_input(key="add_class_gender").input("Female")
     app.text_input(key="add_class_seeds").input(str(seed))
     button(app, "Add class").click().run()
+    assert any("seed faces carry an editor's decision" in w.value for w in app.warning)  # the fixture's seed
+    app.checkbox(key="add_class_override").check()
+    button(app, "Add class").click().run()
     no_exception(app)
     assert not errors(app), errors(app)
     assert any("add class 'Cate Blanchett' seeded with 1 face(s)" in m for m in messages(app))

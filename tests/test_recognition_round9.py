@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 from bench.dupes import planted
 from labeling.classes import merge_classes
 from labeling.cli import app
+from labeling.auto_tagging import read_inputs
 from labeling.errors import ValidationError
+from labeling.queries import faces_frame, model_candidates
 from labeling.recognition import refresh_predictions, retrain, smallest_holdout_share, stratified_holdout, \
     track_predictions_frame
 from test_recognition_loop import build_loop_store
@@ -65,6 +67,13 @@ def test_track_top_classes_name_the_merge_target_not_the_merged_class(store_url,
     assert ariel not in top and top[0] == hugo and len(top) == len(set(top))
     assert (row["predicted_class_id"], row["predicted_class_name"]) == (hugo, "Hugo Chavez")
     assert row["predicted_top"][0][1] == before["predicted_top"][0][1]  # the merged class's score, kept once
+    # the face's own top classes (Explore's "Model's top classes") and the identity expert's tags too
+    face_id = int(faces_frame(loop.store, media_id=media).iloc[0]["face_id"])
+    candidates = [c for c, _, _ in model_candidates(loop.store, face_id=face_id)]
+    assert ariel not in candidates and candidates[0] == hugo
+    identity = read_inputs(loop.store).identity
+    assert "ariel sharon" not in {t.lower() for tags in identity.values() for t in tags}
+    assert "hugo chavez" in {t.lower() for t in identity[media]}
 
 
 # -- 3. giflens dupes refuses radii that pair unrelated media -------------------------------------

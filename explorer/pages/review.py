@@ -3,7 +3,7 @@ look-alike classes, GIF tracks without a decision), each with bulk actions and u
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from labeling.pages.common import (get_settings, get_store, keep_choice, media_f
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
 
+TICK_VERSIONS = "__tick_versions"  # a pick table's key + this: per ticked row, its faces' versions at the tick
 CONFIDENCE_NOTE = (f"Confidence is the model's score for its best class among the catalog's; on \"{UNKNOWN_OPEN_SET}\" "
                    "it is the score of the class the open-set threshold turned down (too far from everyone known).")
 
@@ -58,32 +59,59 @@ def untick(table_key: str) -> Callable[[Any], None]:
     """After a bulk action, clear the table's ticks (the faces acted on leave or move in the queue)."""
     def clear(_result: Any) -> None:
         st.session_state.pop(f"{table_key}__picked", None)
+        st.session_state.pop(f"{table_key}{TICK_VERSIONS}", None)
         st.session_state[f"{table_key}__generation"] = st.session_state.get(f"{table_key}__generation", 0) + 1
     return clear
 
 
-def bulk_actions(face_ids: list[int], key: str, table_key: str) -> None:
-    """Approve / reject / relabel / mark unknown on the chosen faces: one operation, one audit event."""
+def versions_at_tick(table_key: str, row_faces: Mapping[int, Mapping[int, int]], ticked: list[int]) -> dict[int, int]:
+    """The label versions of the ticked rows' faces as the table showed them when the editor ticked each
+    row: a bulk action's expected_versions. `row_faces`: per row the table draws, its faces' versions now.
+
+    Why not `versions_seen` over the ticked faces: a tick reruns the page, which reads the store again,
+    so a face another editor decided between the table's drawing and the tick would be recorded with
+    that editor's version, and the press would overwrite the decision unseen (the row looks the same).
+    Every face the table draws is recorded on every run; a ticked row keeps the versions drawn in the run
+    before its tick until it is unticked, acted on, or a press on it is refused (`bulk_write`)."""
+    drawn = versions_seen(f"{table_key}__drawn", {f: v for faces in row_faces.values() for f, v in faces.items()})
+    memory: dict[int, dict[int, int]] = st.session_state.setdefault(f"{table_key}{TICK_VERSIONS}", {})
+    kept = {r: memory.get(r) or {f: drawn[f] for f in row_faces[r]} for r in ticked if r in row_faces}
+    memory.clear()
+    memory.update(kept)
+    return {f: v for faces in kept.values() for f, v in faces.items()}
+
+
+def bulk_write(table_key: str, operation: Callable[[Any, str], Any]) -> None:
+    """Run a bulk operation on a table's ticked rows (`write`: it reruns the page when it succeeds). When
+    it is refused (a face changed since it was ticked), the versions of the ticks are forgotten: the
+    table drawn beside the refusal is what the next press acts on, as on Explore."""
+    write(operation, after=untick(table_key))
+    st.session_state.pop(f"{table_key}{TICK_VERSIONS}", None)
+
+
+def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: str) -> None:
+    """Approve / reject / relabel / mark unknown on the chosen faces (of the `listed` ones the table draws):
+    one operation, one audit event. A face another editor changed since it was ticked is refused
+    (`versions_at_tick`), not overwritten."""
+    seen = versions_at_tick(table_key, {f: {f: face_versions[f]} for f in listed}, face_ids)
     if not face_ids:
         st.caption("Tick faces in the table to act on them.")
         return
-    done = untick(table_key)
-    seen = versions_seen(key, {f: face_versions[f] for f in face_ids})  # a face changed meanwhile is refused
     cols = st.columns([1, 1, 1, 2, 1])
     # as on Explore: a face with nothing to approve disables Approve, and the help says which and what to do
     unnamed = sorted(set(face_ids) & unnameable)
     approve_help = unnameable_help(unnamed, "relabel them, or untick them")
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
-        write(lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen), after=done)
+        bulk_write(table_key, lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen))
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
-        write(lambda s, e: reject_faces(s, face_ids, e, expected_versions=seen), after=done)
+        bulk_write(table_key, lambda s, e: reject_faces(s, face_ids, e, expected_versions=seen))
     if cols[2].button(f"Mark {len(face_ids)} unknown", key=f"{key}_unknown"):
-        write(lambda s, e: mark_unknown(s, face_ids, e, expected_versions=seen), after=done)
+        bulk_write(table_key, lambda s, e: mark_unknown(s, face_ids, e, expected_versions=seen))
     if class_ids:
         target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
                                key=f"{key}_class", label_visibility="collapsed")
         if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel") and not refuse_lost_class(store, target):
-            write(lambda s, e: relabel_faces(s, face_ids, int(target.value), e, expected_versions=seen), after=done)
+            bulk_write(table_key, lambda s, e: relabel_faces(s, face_ids, int(target.value), e, expected_versions=seen))
 
 
 def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
@@ -138,7 +166,7 @@ with clusters_tab:
         st.caption(f"{len(members)} faces of {plain(chosen)}, farthest from the centroid first")
         thumbnails(members["id"].head(24).tolist(), [f"{i} · {d:.3f}" for i, d in zip(members["id"].head(24), members["distance"].head(24))])
         ticked = pick_table(members[["id", "distance", "robust_z", "is_outlier", "nearest_class"]], "review_members")
-        bulk_actions(ticked, "review_members_bulk", "review_members")
+        bulk_actions(ticked, members["id"].astype(int).tolist(), "review_members_bulk", "review_members")
 
 with suspects_tab:
     if not any(label is not None for label in labels):
@@ -177,7 +205,7 @@ with suspects_tab:
             status=[status_of.get(int(i), UNLABELED) for i in head["id"]])
         ticked = pick_table(table[["id", "status", "label", "predicted", "confidence", "neighbour_label", "reasons"]],
                             "review_suspects")
-        bulk_actions(ticked, "review_suspects_bulk", "review_suspects")
+        bulk_actions(ticked, head["id"].astype(int).tolist(), "review_suspects_bulk", "review_suspects")
 
 with lookalikes_tab:
     if sum(label is not None for label in labels) < 2:
@@ -228,28 +256,31 @@ with tracks_tab:
         thumbnails(shown["representative_face_id"].astype(int).tolist(),
                    [f"track {t} · {name}" for t, name in zip(shown["track_id"], predicted.loc[shown.index])])
         ticked = pick_table(table, "review_tracks")
+        listed = faces[faces["track_id"].isin(table["id"])]
+        row_faces = {int(t): dict(zip(part["face_id"].astype(int), part["version"].astype(int)))
+                     for t, part in listed.groupby("track_id")}
+        seen = versions_at_tick("review_tracks", row_faces, ticked)
         if not ticked:
             st.caption("Tick tracks in the table to act on every face of each.")
         else:  # one operation for the whole selection, so "Undo" takes all of it back
-            cols, done = st.columns(5), untick("review_tracks")
-            members = faces[faces["track_id"].isin(ticked)]
-            seen = versions_seen("review_tracks", dict(zip(members["face_id"].astype(int), members["version"])))
+            cols = st.columns(5)
             unnamed = sorted(set(ticked) & set(todo.loc[todo["predicted_class_name"].isna(), "track_id"].astype(int)))
             if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve", disabled=bool(unnamed),
                               help=(f"No predicted class to approve for track(s) {', '.join(map(str, unnamed[:10]))}: "
                                     "relabel them, or untick them") if unnamed else None):
-                write(lambda s, e: label_tracks(s, ticked, "approve", e, expected_versions=seen), after=done)
+                bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "approve", e, expected_versions=seen))
             if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
-                write(lambda s, e: label_tracks(s, ticked, "reject", e, expected_versions=seen), after=done)
+                bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "reject", e, expected_versions=seen))
             if cols[2].button(f"Mark {len(ticked)} track(s) unknown", key="review_tracks_unknown"):
-                write(lambda s, e: label_tracks(s, ticked, "unknown", e, expected_versions=seen), after=done)
+                bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "unknown", e, expected_versions=seen))
             if class_ids:
                 target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
                                        key="review_tracks_class", label_visibility="collapsed")
                 if (cols[4].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel")
                         and not refuse_lost_class(store, target)):
-                    write(lambda s, e: label_tracks(s, ticked, "relabel", e, class_id=int(target.value),
-                                                    expected_versions=seen), after=done)
+                    bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "relabel", e,
+                                                                          class_id=int(target.value),
+                                                                          expected_versions=seen))
 
 st.divider()
 if st.button("Undo my last operation", key="review_undo"):

@@ -3,10 +3,11 @@ import pandas as pd
 import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
+from labeling.errors import StoreError
 from labeling.pages.common import (class_fate, current_editor, escape_markdown, get_settings, get_store,
                                    keep_choice, last_change, media_file, parse_ids, plain, refuse_lost_class,
-                                   select_choice, versions_seen, write)
-from labeling.queries import classes_frame, faces_frame, history_frame, search_classes
+                                   require_editor, select_choice, show_error, versions_seen, write)
+from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
 from labeling.validation import ATTRIBUTES
 
@@ -14,6 +15,7 @@ SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
 SEARCH_KEY = "class_search"
 STATUS_KEY = "class_status_filter"
+SEEDS_WARNED_KEY = "add_class_seeds_warned"  # decided seed faces the last warning named: face id -> version
 FILLED_KEY = "class_forms_filled"  # class id -> the version its rename and attribute boxes were filled from
 VIEW_KEY = "class_view_drawn"  # the search, status filter and class being edited as the last run drew them
 FORMS = ("rename", "attributes", "merge", "split", "status")  # the class's forms: "<form>_submit_<class id>"
@@ -81,6 +83,69 @@ def keep_editing(class_id: int) -> None:
 
 def select_created(result) -> None:
     keep_editing(result[0])
+
+
+def label_text(face: pd.Series) -> str:
+    """"face 5 approved as 'Serena Williams' by bob", "face 6 rejected by bob", "face 7 predicted as 'Al Gore'":
+    a face's label as it is now (a faces_frame row)."""
+    status = face["label_status"]
+    name = face["class_name"] if pd.notna(face["class_name"]) else (
+        face["predicted_class_name"] if status == "predicted" else None)
+    named = f" as {name!r}" if pd.notna(name) else ""
+    by = f" by {face['editor']}" if pd.notna(face["editor"]) else ""
+    return f"face {int(face['face_id'])} {TURNED_DOWN.get(status, status)}{named}{by}"
+
+
+def seed_versions(seed_ids: list[int], override: bool) -> dict[int, int] | None:
+    """The seed faces' label versions (add_class's expected_versions), or None after a warning when some
+    carry an editor's decision (approved, relabeled, rejected, marked unknown) the editor has not agreed to
+    change: a new class takes its seed faces whatever was decided for them, as a new class seeded with a
+    selection on Explore does, which needs the same tick.
+
+    The tick counts for the decided faces the last warning named, at the versions it named them: a face
+    decided (again) since is named in a new warning rather than relabeled unseen."""
+    faces = faces_frame(store)
+    faces = faces[faces["face_id"].isin(seed_ids)]
+    decided = faces[faces["label_status"].isin(DECIDED_STATUSES)]
+    named = dict(zip(decided["face_id"].astype(int), decided["version"].astype(int)))
+    if named and not (override and st.session_state.get(SEEDS_WARNED_KEY) == named):
+        st.session_state[SEEDS_WARNED_KEY] = named
+        listed = "; ".join(label_text(f) for _, f in decided.head(10).iterrows())
+        st.warning(plain(f"{len(named)} of the seed faces carry an editor's decision, which the new class would "
+                         f"change: {listed}{' ...' if len(named) > 10 else ''}. Nothing was written: tick \"Change "
+                         "seed faces editors decided too\" and press Add class again, or leave them out."))
+        return None
+    return dict(zip(faces["face_id"].astype(int), faces["version"].astype(int)))
+
+
+def keep_split_members(class_id: int, members: set[int]) -> str | None:
+    """Call before the split form is drawn. When it was submitted with faces that are no longer the class's
+    (another editor rejected or relabeled them meanwhile), why nothing is split (naming them and their
+    label now); None otherwise.
+
+    The faces picked are read before the box is drawn, as the run that drew them resolves them: the box
+    itself drops a face that left its options without a word (and one whose label, shown in its option,
+    changed), so a press would split part of the editor's choice. On a press the box is set to the picked
+    faces still in the class: the next press splits those."""
+    key = f"split_faces_{class_id}"
+    picked = [int(f) for f in st.session_state.get(key) or [] if str(f).isdigit()]
+    if not st.session_state.get(f"split_submit_{class_id}"):
+        return None
+    st.session_state[key] = [f for f in picked if f in members]
+    left = [f for f in picked if f not in members]
+    if not left:
+        return None
+    now = faces_frame(store).set_index("face_id", drop=False)
+    named = [label_text(now.loc[f]) if f in now.index else f"face {f} no longer in the store" for f in left[:10]]
+    return (f"Nothing was split: {len(left)} of the faces picked left {by_id.loc[class_id, 'name']!r} since they "
+            f"were shown ({'; '.join(named)}{' ...' if len(left) > 10 else ''}). The others stay picked: press "
+            "Split again to move them.")
+
+
+def seeded(result) -> None:
+    """After a class was added: select it, and forget the decided seed faces a warning named."""
+    st.session_state.pop(SEEDS_WARNED_KEY, None)
+    select_created(result)
 
 
 def fill_forms(class_id: int, row: pd.Series) -> None:
@@ -165,11 +230,21 @@ with add_tab:
         attrs = {a: cols[i].text_input(a.replace("_", " ").capitalize(), key=f"add_class_{a}") for i, a in enumerate(ATTRIBUTES)}
         seeds = st.text_input("Seed faces (optional): face ids, e.g. a selection from the explorer",
                               key="add_class_seeds", placeholder="12, 15, 20")
-        if st.form_submit_button("Add class"):
-            write(lambda s, e: add_class(s, name, e, display_name=text_or_none(display),
-                                         attributes={k: v for k, v in attrs.items() if v.strip()},
-                                         seed_face_ids=parse_ids(seeds)),
-                  after=select_created)
+        override = st.checkbox("Change seed faces editors decided too", key="add_class_override",
+                               help="Seed faces are relabeled to the new class, whatever an editor decided for them "
+                                    "(approved, relabeled, rejected, marked unknown): the page names them first")
+        if st.form_submit_button("Add class") and require_editor():
+            try:
+                seed_ids = parse_ids(seeds)
+            except StoreError as exc:
+                show_error(exc)
+            else:
+                seen_seeds = seed_versions(seed_ids, override)
+                if seen_seeds is not None:
+                    write(lambda s, e: add_class(s, name, e, display_name=text_or_none(display),
+                                                 attributes={k: v for k, v in attrs.items() if v.strip()},
+                                                 seed_face_ids=seed_ids, expected_versions=seen_seeds),
+                          after=seeded)
 
 for tab in (edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab):
     if selected is None:
@@ -215,7 +290,10 @@ if selected is not None:
 
     with split_tab:
         members = faces_frame(store, class_id=selected)
+        # a split moves labels: a face only predicted as the class (an editor put it elsewhere) is not offered
+        members = members[members["class_id"] == selected]
         st.write(f"Move some of the {len(members)} faces of **{name_md}** to a new or another class.")
+        gone = keep_split_members(selected, set(members["face_id"].astype(int)))
         with st.form(f"split_form_{selected}"):
             face_labels = {f: f"face {f} · {p.split('/')[-1]} · {s}"
                            for f, p, s in zip(members["face_id"], members["media_path"], members["label_status"])}
@@ -228,7 +306,9 @@ if selected is not None:
                                          format_func=label, key=f"split_target_{selected}")
             new = mode == "a new class"
             pressed = st.form_submit_button("Split", key=f"split_submit_{selected}")
-            if pressed and (new or not refuse_lost_class(store, split_target)):
+            if pressed and gone:
+                st.error(plain(gone))
+            elif pressed and (new or not refuse_lost_class(store, split_target)):
                 write(lambda s, e: split_class(s, selected, faces, e, new_name=split_name if new else None,
                                                target_id=None if new else split_target.value,
                                                expected_version=expected(selected)),

@@ -431,6 +431,16 @@ def progress_callback(bar: Any, unit: str = "") -> Callable[[int, int], None]:
 
 
 # -- small parsers for what editors type -------------------------------------------------------
+def server_path(text: str) -> Path:
+    """A path typed on a page, with `~` and `~user` expanded. A `~user` the server has no home folder for
+    is a ValidationError (shown by show_error), not pathlib's RuntimeError as a traceback."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise ValidationError(f"cannot expand {Path(text).parts[0]!r}: the server knows no such user's home "
+                              "folder") from None
+
+
 def parse_ids(text: str | None, what: str = "face") -> list[int]:
     """'12, 15 20' -> [12, 15, 20]; anything else than whole numbers is a ValidationError."""
     parts = [p for p in re.split(r"[\s,;]+", text or "") if p]

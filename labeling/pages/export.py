@@ -5,7 +5,8 @@ from pathlib import Path
 import streamlit as st
 
 from labeling.errors import StoreError
-from labeling.pages.common import get_settings, get_store, progress_callback, require_editor, show_error
+from labeling.pages.common import (get_settings, get_store, plain, progress_callback, require_editor, server_path,
+                                   show_error)
 from labeling.queries import exports_frame
 
 RESULT_KEY = "export_last_result"
@@ -52,6 +53,9 @@ def fresh_out_dir(exports: Path, now: datetime) -> Path:
 
 
 settings, store = get_settings(), get_store()
+# Where a relative output folder goes, and where the proposals are made: the data folder as the server
+# resolves it. A relative GIFLENS_DATA_DIR in a proposal would be joined onto the data folder a second time.
+data_dir = Path(settings.data_dir).expanduser().resolve()
 st.title("Export")
 try:
     from labeling.export import earlier_exports, export_dataset
@@ -69,7 +73,7 @@ st.caption("Writes labels.csv and raw_dataset/<Label>/*.jpg (confirmed labels of
 proposed = st.session_state.get(PROPOSED_KEY)
 if OUT_KEY not in st.session_state or (st.session_state[OUT_KEY] == proposed and Path(proposed).exists()):
     st.session_state[OUT_KEY] = st.session_state[PROPOSED_KEY] = str(
-        fresh_out_dir(Path(settings.data_dir) / "exports", datetime.now()))
+        fresh_out_dir(data_dir / "exports", datetime.now()))
 past = exports_frame(store)
 # Earlier exports of this store still intact on disk, newest first (the rule `giflens export` follows):
 # a retraining job that fine-tunes its last model needs each class at the output index it had, so the
@@ -108,12 +112,12 @@ if submitted:
 if submitted and not out_dir.strip():
     st.error("Give an output folder.")  # an empty path would be the server's working directory
 elif submitted and (editor := require_editor()):
-    # a relative folder is one in the data folder, not wherever the server happened to be started
-    target = Path(settings.data_dir) / Path(out_dir.strip()).expanduser()  # an absolute path stays itself
     bar = st.progress(0.0, text="Reading the store ...")
     on_progress = progress_callback(bar, "faces")
     try:
-        summary = export_dataset(store, Path(settings.data_dir), target, editor, split=val_share,
+        # a relative folder is one in the data folder, not wherever the server happened to be started
+        target = data_dir / server_path(out_dir.strip())  # an absolute path stays itself
+        summary = export_dataset(store, data_dir, target, editor, split=val_share,
                                  seed=int(seed), on_progress=on_progress, face_model=export_face_model(store, settings),
                                  overwrite=overwrite, previous=Path(previous) if previous else None)
     except (StoreError, OSError) as exc:
@@ -129,11 +133,11 @@ elif submitted and (editor := require_editor()):
 last = st.session_state.get(RESULT_KEY)
 if last:
     if last.get("warning"):
-        st.warning(last["warning"])
-    st.success(last["line"])
+        st.warning(plain(last["warning"]))  # notes name classes: shown as typed, never as markdown
+    st.success(plain(last["line"]))
     manifest = last["manifest"]
     for note in manifest.get("notes", []):  # earlier sides not kept, or a validation set left short by them
-        st.warning(note)
+        st.warning(plain(note))
     counts = manifest.get("counts", {})
     cols = st.columns(4)
     for col, key in zip(cols, ("classes", "faces", "train", "val")):
@@ -163,6 +167,8 @@ with st.form("retrain_form"):
     holdout = right.slider("Holdout share (per class)", 0.05, 0.5, 0.2, 0.05, key="retrain_holdout")
     retrain_submitted = st.form_submit_button("Retrain")
 
+if retrain_submitted:
+    st.session_state.pop(RETRAIN_KEY, None)  # a refusal must not be shown above the previous run's success
 if retrain_submitted and (editor := require_editor()):
     from labeling.queries import face_models
     from labeling.recognition import retrain
@@ -199,4 +205,4 @@ if retrained:
     st.code(retrained["line"], language=None)
     st.caption(f"Artifact: {retrained['artifact']} · report: {retrained['report']}")
     for note in retrained["notes"]:
-        st.info(note)
+        st.info(plain(note))

@@ -9,7 +9,8 @@ from labeling.errors import StoreError
 from labeling.folders import list_folder
 from labeling.ingest import ingest
 from labeling.pages.common import (allowed_extensions, check_upload, current_editor, get_pipeline, get_settings,
-                                   get_store, human_bytes, plain, require_editor, save_upload, show_error)
+                                   get_store, human_bytes, plain, require_editor, save_upload, server_path,
+                                   show_error)
 from labeling.queries import media_frame
 
 RESULT_KEY = "ingest_last_result"
@@ -59,6 +60,22 @@ def run_ingest(paths: list[Path], editor: str) -> None:
 BROWSE_KEY = "ingest_browse"  # the folder the browser shows
 
 
+def typed_target(text: str) -> Path | None:
+    """The folder or file typed, when it exists on the server; None after saying why not."""
+    if not text.strip():
+        st.error("Give a folder or a file path.")
+        return None
+    try:
+        target = server_path(text.strip())
+    except StoreError as exc:  # "~nosuchuser/gifs": no home folder to expand it to
+        show_error(exc)
+        return None
+    if not target.exists():
+        st.error(f"{plain(str(target))} does not exist on the server.")
+        return None
+    return target
+
+
 def _browse_to(path: str) -> None:
     st.session_state[BROWSE_KEY] = path
 
@@ -105,14 +122,8 @@ with folder_tab:
                                placeholder="/path/to/media (folders are searched recursively)")
         go_folder = st.form_submit_button("Ingest folder")
     # The editor first: whether a typed path exists is the server's business, not anyone's who can reach the app.
-    if go_folder and (editor := require_editor()):
-        target = Path(folder.strip()).expanduser() if folder.strip() else None
-        if target is None:
-            st.error("Give a folder or a file path.")
-        elif not target.exists():
-            st.error(f"{plain(str(target))} does not exist on the server.")
-        else:
-            run_ingest([target], editor)
+    if go_folder and (editor := require_editor()) and (target := typed_target(folder)) is not None:
+        run_ingest([target], editor)
 
 with upload_tab:
     uploads = st.file_uploader("Media files", type=allowed_extensions(), accept_multiple_files=True,
