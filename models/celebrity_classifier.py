@@ -556,7 +556,9 @@ class CentroidKnnClassifier:
         references = self._references64()
         k = min(int(self.k), len(references))
         sims = x.astype(np.float64) @ references.T
-        near = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(x), 1))
+        # the k largest without a negated copy of the (rows, references) float64 block
+        near = (np.argpartition(sims, sims.shape[1] - k, axis=1)[:, -k:] if k < sims.shape[1]
+                else np.tile(np.arange(k), (len(x), 1)))
         d_near = 1.0 - np.take_along_axis(sims, near, axis=1)
         w = np.exp(-(d_near - d_near.min(axis=1, keepdims=True)) / t)
         p_knn = np.zeros((len(x), n_classes))

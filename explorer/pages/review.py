@@ -55,11 +55,18 @@ def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> No
             col.caption(plain(cap))  # captions name classes: shown as typed, never as markdown
 
 
+def forget_tick_versions(_result: Any = None) -> None:
+    """After any write of this editor's (a bulk action, an undo), forget every table's versions at the
+    tick: they may predate the editor's own change, and a press must be refused only for others'."""
+    for key in [k for k in st.session_state if str(k).endswith(TICK_VERSIONS)]:
+        st.session_state.pop(key, None)
+
+
 def untick(table_key: str) -> Callable[[Any], None]:
     """After a bulk action, clear the table's ticks (the faces acted on leave or move in the queue)."""
     def clear(_result: Any) -> None:
         st.session_state.pop(f"{table_key}__picked", None)
-        st.session_state.pop(f"{table_key}{TICK_VERSIONS}", None)
+        forget_tick_versions()
         st.session_state[f"{table_key}__generation"] = st.session_state.get(f"{table_key}__generation", 0) + 1
     return clear
 
@@ -284,4 +291,4 @@ with tracks_tab:
 
 st.divider()
 if st.button("Undo my last operation", key="review_undo"):
-    write(lambda s, e: undo_last(s, e))
+    write(lambda s, e: undo_last(s, e), after=forget_tick_versions)

@@ -145,6 +145,7 @@ def keep_split_members(class_id: int, members: set[int]) -> str | None:
 def seeded(result) -> None:
     """After a class was added: select it, and forget the decided seed faces a warning named."""
     st.session_state.pop(SEEDS_WARNED_KEY, None)
+    st.session_state.pop("add_class_override", None)  # the next class's decided seeds need their own tick
     select_created(result)
 
 
