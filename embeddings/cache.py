@@ -15,7 +15,7 @@ import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -49,6 +49,41 @@ class CacheEntry:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+
+def _no_files(meta: dict[str, Any]) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class EntryShape:
+    """What a complete entry of one kind holds besides its meta.json: the meta keys and arrays its
+    reader indexes, and the files it names (`files(meta)`: a face entry's crops, one per face).
+
+    Why: an entry renamed into place is complete, but a cache copied in part or cleaned by hand can
+    lose a file inside one. Such an entry must be a miss, dropped and recomputed (its reader checks
+    `complete` and calls `EmbeddingCache.drop`; `put` replaces it), never a reader's KeyError that
+    stops the batch, nor a store row pointing at a crop that is gone (an export skips that label)."""
+
+    meta_keys: tuple[str, ...] = ()
+    arrays: tuple[str, ...] = ()
+    files: Callable[[dict[str, Any]], Iterable[str]] = _no_files
+
+    def complete(self, folder: Path, meta: Any, arrays: Iterable[str] | None = None) -> bool:
+        """Whether an entry holds all of it; `arrays` are the keys read from its arrays.npz, None when
+        that file was not read (then only its presence is looked for)."""
+        if not isinstance(meta, dict) or any(key not in meta for key in self.meta_keys):
+            return False
+        if self.arrays:
+            if arrays is None and not (folder / _ARRAYS).is_file():
+                return False
+            if arrays is not None and not set(self.arrays) <= set(arrays):
+                return False
+        try:
+            names = list(self.files(meta))
+        except (KeyError, TypeError, ValueError):  # a meta value that names no files (hand-edited)
+            return False
+        return all((folder / name).is_file() for name in names)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -103,7 +138,8 @@ class EmbeddingCache:
         return stat.S_ISREG(info.st_mode) and info.st_size > 0
 
     def get(self, namespace: str, sha256: str) -> CacheEntry | None:
-        """The complete entry, or None; an unreadable entry is dropped so it gets recomputed."""
+        """The entry, or None; an unreadable entry is dropped so it gets recomputed. Whether it holds all
+        its reader needs is the reader's check (`EntryShape.complete`, then `drop`)."""
         folder = self.entry_dir(namespace, sha256)
         meta_path = folder / _META
         if not meta_path.is_file():
@@ -120,6 +156,10 @@ class EmbeddingCache:
             return None
         return CacheEntry(folder, meta, arrays)
 
+    def drop(self, namespace: str, sha256: str) -> None:
+        """Remove an entry (one damaged inside, `EntryShape`), so it is a miss and gets recomputed."""
+        shutil.rmtree(self.entry_dir(namespace, sha256), ignore_errors=True)
+
     def put(
         self,
         namespace: str,
@@ -128,11 +168,15 @@ class EmbeddingCache:
         arrays: dict[str, np.ndarray] | None = None,
         files: dict[str, bytes] | None = None,
     ) -> CacheEntry:
-        """Write the entry under a temporary name, fsync, then rename it into place."""
+        """Write the entry under a temporary name, fsync, then rename it into place. An entry already
+        there is kept when it holds everything this one would (another process wrote it meanwhile),
+        else replaced: one damaged inside is never handed back for what was just computed."""
         final = self.entry_dir(namespace, sha256)
         if (final / _META).is_file():
+            names = tuple(files or {})
+            shape = EntryShape(tuple(meta), tuple(arrays or {}), lambda _: names)
             existing = self.get(namespace, sha256)
-            if existing is not None:
+            if existing is not None and shape.complete(final, existing.meta, existing.arrays):
                 return existing
         tmp_root = self.root / _TMP
         tmp_root.mkdir(parents=True, exist_ok=True)

@@ -244,10 +244,14 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         transparency is not None and (image.mode in ("P", "L", "1") or isinstance(transparency, tuple)))
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit greyscale: scale instead of clipping everything above 255 to white.
-        grey = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image)
+        grey = values.astype(np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
         grey = np.clip(grey / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+        rgb = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+        if isinstance(transparency, int):  # a tRNS chunk: the pixels of this one grey value are transparent
+            rgb[values == transparency] = TRANSPARENT_BACKGROUND
+        return rgb
     if has_alpha:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
@@ -553,16 +557,23 @@ def scan_apng(path: Path) -> ApngLayout:
     return ApngLayout(frames, delay if frames > 1 and delay > 0 else None)
 
 
-def animation_decoder(path: Path) -> str | None:
-    """"apng" for a PNG with an animation control chunk (acTL) before its image data (the files
-    `decode_media` decodes through FFmpeg, `_decode_apng`), "video" for a video container (MP4 /
-    QuickTime, Matroska / WebM: `_decode_video`), else None. One open, reading the first bytes and, of a
-    PNG, its chunk headers up to the first IDAT: the ingest pipeline asks it of every file, as their
-    frames cache key names the decoder whose changes would make cached frames stale."""
+STILL = "still"  # `sampling_key` of a file that is one picture whatever the sampling
+
+
+def sampling_key(path: Path) -> str | None:
+    """What a file's frames cache key names besides the sampling settings: "apng" for a PNG with an
+    animation control chunk (acTL) before its image data (the files `decode_media` decodes through
+    FFmpeg, `_decode_apng`), "video" for a video container (MP4 / QuickTime, Matroska / WebM:
+    `_decode_video`), `STILL` for a JPEG or another PNG (always decoded as one picture, `_decode_still`,
+    so --frames changes nothing in it), else None (a GIF or WebP, animated or not: only a scan tells).
+    One open, reading the first bytes and, of a PNG, its chunk headers up to the first IDAT: the ingest
+    pipeline asks it of every file."""
     with open(path, "rb") as fh:
         form = sniff_format(fh.read(64))
         if form in ("mp4", "matroska"):
             return "video"
+        if form == "jpeg":
+            return STILL
         if form != "png":
             return None
         fh.seek(8)
@@ -571,9 +582,16 @@ def animation_decoder(path: Path) -> str | None:
             if kind == b"acTL":
                 return "apng"
             if kind in (b"IDAT", b"IEND"):
-                return None
+                return STILL
             fh.seek(size + 4, os.SEEK_CUR)
-    return None
+    return None  # a PNG cut short before its image data: refused when decoded
+
+
+def animation_decoder(path: Path) -> str | None:
+    """"apng" or "video" (`sampling_key`): the decoder whose changes would make a file's cached frames
+    stale, so its frames cache key names it; None for every other file."""
+    key = sampling_key(path)
+    return None if key == STILL else key
 
 
 def is_apng(path: Path) -> bool:

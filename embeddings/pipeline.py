@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from embeddings.cache import CacheEntry, EmbeddingCache, namespace_for, sha256_file
-from embeddings.media import MediaError, MediaLimits, SampledMedia, animation_decoder, has_media_extension, sample_media
+from embeddings.cache import CacheEntry, EmbeddingCache, EntryShape, namespace_for, sha256_file
+from embeddings.media import (STILL, MediaError, MediaLimits, SampledMedia, has_media_extension, sample_media,
+                              sampling_key)
 from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
@@ -44,12 +45,35 @@ APNG_DECODER = "ffmpeg-composite-v1"
 VIDEO_DECODER = "display-aspect+vpx-alpha-v1"
 # The files whose frames cache key names their decoder (`animation_decoder`): kind -> decoder version.
 DECODERS = {"apng": APNG_DECODER, "video": VIDEO_DECODER}
+# A still photo (`sampling_key` STILL) is one frame whatever --frames says, so its entries are keyed at the
+# default sampling, whatever the setting: one set serves every --frames (no photo detected and embedded
+# again, nor its stored rows rewritten, when clips are sampled otherwise), and it is the key default runs
+# always gave photos, so their cached entries stay valid.
+STILL_FRAMES = Settings.model_fields["frames"].default
 # Sampled frames a chunk may hold, all files together, before they go through the networks: a chunk
 # runs inference as soon as its pending frames reach this many pixels (about 190 MB of RGB), not only
 # after its last file. Why: a file's frames can be large (a small GIF on a 6000x6000 canvas, 1080p
 # video), and a chunk of such files held to the end asked for many gigabytes. A chunk of typical
 # GIFs (8 x 16 frames x 0.13 Mpx) stays one batch.
 MAX_PENDING_PIXELS = 64_000_000
+
+
+def crop_name(face_index: int) -> str:
+    """The file of a face entry holding its face's aligned crop."""
+    return f"face_{face_index:03d}.jpg"
+
+
+def _crop_names(meta: dict[str, Any]) -> list[str]:
+    return [crop_name(i) for i in range(int(meta["faces"]))]
+
+
+# What each stage's entry must hold for its reader (`_apply_media_meta`, `_apply_faces`, `_apply_gif`): an
+# entry missing any of it (a file deleted inside) is a miss, dropped and computed again (`EntryShape`).
+# Face entries of early versions hold no track arrays: those are read only when present.
+FRAMES_SHAPE = EntryShape(meta_keys=("kind", "width", "height", "total_frames", "sampled_frames", "frame_hashes"))
+FACES_SHAPE = EntryShape(("model_id", "faces"),
+                         ("frame_index", "box", "probability", "landmarks", "embedding", "track"), _crop_names)
+GIF_SHAPE = EntryShape(("model_id", "top_labels"), ("embedding",))
 
 
 @dataclass
@@ -156,6 +180,7 @@ class _FolderWalk:
     seen: set[Key] = field(default_factory=set)
     links: list[tuple[int, str]] = field(default_factory=list)  # (root, linked folder) met, walked later
     data_paths: set[str] = field(default_factory=set)  # names under which the data folder was entered
+    read: list[Path] = field(default_factory=list)  # the folders listed (`Discovery.folders`)
 
     def __post_init__(self) -> None:
         self.data_key = _dir_key(self.data_dir) if self.data_dir is not None else None
@@ -187,6 +212,7 @@ class _FolderWalk:
             found.append(Path(error.filename))
 
         for folder, subfolders, names in os.walk(start, onerror=unreadable):
+            self.read.append(Path(folder))
             keep = []
             in_data = folder in self.data_paths  # the data folder: its uploads only, no file of its own
             for name in sorted(subfolders):
@@ -202,9 +228,9 @@ class _FolderWalk:
                 found += [Path(folder) / n for n in names if not n.startswith(".") and has_media_extension(Path(n))]
 
 
-def _walk_folders(roots: Sequence[Path], skip: frozenset[Key], data_dir: Path | str | None = None) -> list[list[Path]]:
-    """Media files under each root (by extension; hidden entries left out), sorted, plus what could not
-    be looked into: a subfolder that cannot be read, and a media name that is no file (a broken link,
+def _walk_folders(roots: Sequence[Path], skip: frozenset[Key], data_dir: Path | str | None = None) -> _FolderWalk:
+    """Media files under each root (by extension; hidden entries left out), plus what could not be looked
+    into: a subfolder that cannot be read, and a media name that is no file (a broken link,
     a link loop, a pipe). Those are returned too, so the batch records each as failed with its reason
     instead of missing them without a word.
 
@@ -215,7 +241,8 @@ def _walk_folders(roots: Sequence[Path], skip: frozenset[Key], data_dir: Path | 
     ../b/real) would otherwise win when its name sorts first, and a re-run would rename the stored files.
 
     Folders in `skip` are never entered from a parent; a root always is, since it was named on purpose.
-    In the data folder (`data_dir`), root or reached (through a link too), only its uploads are walked."""
+    In the data folder (`data_dir`), root or reached (through a link too), only its uploads are walked.
+    Returns the walk: what it found per root (`found`, not sorted yet) and the folders it listed (`read`)."""
     walk = _FolderWalk(skip, os.path.realpath(data_dir) if data_dir is not None else None, [[] for _ in roots])
     for i, root in enumerate(roots):
         if walk.enter(str(root), root=True):
@@ -225,11 +252,27 @@ def _walk_folders(roots: Sequence[Path], skip: frozenset[Key], data_dir: Path | 
         for i, path in links:
             if walk.enter(path, link=True):
                 walk.walk(i, path)
-    return [sorted(found) for found in walk.found]
+    return walk
+
+
+@dataclass
+class Discovery:
+    """What `discover` found: the files to ingest, and the folders it read, each listed whole."""
+
+    files: list[Path]
+    # A failure recorded earlier at one of these paths (a folder that could not be read) is stale: its
+    # media were looked at this time (see labeling/ingest.py, `_drop_folder_failures`).
+    folders: list[Path]
 
 
 def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
                    data_dir: Path | str | None = None) -> list[Path]:
+    """The files of `discover`."""
+    return discover(paths, skip, data_dir).files
+
+
+def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
+             data_dir: Path | str | None = None) -> Discovery:
     """Files named explicitly are kept whatever their extension (so a bad one is reported);
     folders are walked recursively for media extensions (`_walk_folders`), never entering a folder of
     `skip` from a parent (pass the cache folder). In `data_dir` (the data folder), root or reached,
@@ -238,7 +281,8 @@ def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
     skipped = frozenset(key for folder in skip if (key := _dir_key(folder)) is not None)
     paths = [Path(raw) for raw in paths]
     folders = list(dict.fromkeys(path for path in paths if path.is_dir()))
-    walked = dict(zip(folders, _walk_folders(folders, skipped, data_dir)))
+    walk = _walk_folders(folders, skipped, data_dir)
+    walked = dict(zip(folders, map(sorted, walk.found)))
     found: list[Path] = []
     seen: set[Path] = set()
     for path in paths:
@@ -250,7 +294,7 @@ def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
             if key not in seen:
                 seen.add(key)
                 found.append(candidate)
-    return found
+    return Discovery(found, walk.read)
 
 
 def name_is_utf8(path: Path | str) -> bool:
@@ -434,8 +478,13 @@ class IngestPipeline:
         except OSError as exc:
             raise cache_unavailable(self.cache.root, exc, "; the batch stopped, files stored so far are kept") from exc
 
-    def _cache_get(self, namespace: str, sha256: str) -> CacheEntry | None:
-        return self._cache_io(self.cache.get, namespace, sha256)
+    def _cache_get(self, namespace: str, sha256: str, shape: EntryShape) -> CacheEntry | None:
+        """The entry when it holds all of `shape`; one damaged inside (a file gone) is dropped: a miss."""
+        entry = self._cache_io(self.cache.get, namespace, sha256)
+        if entry is not None and not shape.complete(entry.path, entry.meta, entry.arrays):
+            self._cache_io(self.cache.drop, namespace, sha256)
+            return None
+        return entry
 
     def _cache_put(self, namespace: str, sha256: str, *args: Any) -> CacheEntry:
         return self._cache_io(self.cache.put, namespace, sha256, *args)
@@ -448,31 +497,33 @@ class IngestPipeline:
     def sampling_params(self) -> dict[str, Any]:
         return self._sampling_params()
 
-    def _sampling_params(self, decoder: str | None = None) -> dict[str, Any]:
-        """What shapes the sampled frames; an animated PNG's or a video's also name its decoder (`DECODERS`)."""
-        params = {"frames": self.settings.frames, "dedupe_distance": self.settings.dedupe_distance, "phash": PHASH_VERSION}
-        return {**params, decoder: DECODERS[decoder]} if decoder else params
+    def _sampling_params(self, key: str | None = None) -> dict[str, Any]:
+        """What shapes the sampled frames (`key` is a file's `sampling_key`); an animated PNG's or a
+        video's also name its decoder (`DECODERS`); a still's are those of the default sampling (`STILL_FRAMES`)."""
+        frames = STILL_FRAMES if key == STILL else self.settings.frames
+        params = {"frames": frames, "dedupe_distance": self.settings.dedupe_distance, "phash": PHASH_VERSION}
+        return {**params, key: DECODERS[key]} if key in DECODERS else params
 
     @property
     def frames_namespace(self) -> str:
         return namespace_for("frames", self.sampling_params)
 
-    def _faces_namespace(self, decoder: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    def _faces_namespace(self, key: str | None = None) -> tuple[str, str, dict[str, Any]]:
         """Declared parameters only (no model loaded), so cold and warm runs agree."""
         s = self.settings
         detector = {"model_id": "mtcnn", **model_params("mtcnn", **self._detector_kwargs())}
-        params = {"sampling": self._sampling_params(decoder), "detector": detector,
+        params = {"sampling": self._sampling_params(key), "detector": detector,
                   "embedder": model_params(s.face_model, **self._face_kwargs())}
         return namespace_for(s.face_model, params), s.face_model, params
 
-    def _gif_namespace(self, decoder: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    def _gif_namespace(self, key: str | None = None) -> tuple[str, str, dict[str, Any]]:
         model_id = self.settings.gif_model
-        params = {"sampling": self._sampling_params(decoder), "embedder": model_params(model_id), "pooling": "mean-l2"}
+        params = {"sampling": self._sampling_params(key), "embedder": model_params(model_id), "pooling": "mean-l2"}
         return namespace_for(model_id, params), model_id, params
 
-    def _namespaces(self, decoder: str | None = None) -> _Namespaces:
-        return _Namespaces(namespace_for("frames", self._sampling_params(decoder)), *self._faces_namespace(decoder),
-                           *self._gif_namespace(decoder))
+    def _namespaces(self, key: str | None = None) -> _Namespaces:
+        return _Namespaces(namespace_for("frames", self._sampling_params(key)), *self._faces_namespace(key),
+                           *self._gif_namespace(key))
 
     # -- public -----------------------------------------------------------------------
     def run(self, paths: Sequence[Path], on_result: Callable[[MediaResult], None] | None = None,
@@ -492,7 +543,7 @@ class IngestPipeline:
     def _run_chunk(self, paths: Sequence[Path], is_stored: IsStored | None = None) -> list[MediaResult]:
         """The chunk's results, its files' frames going through the networks together: after the last
         file, or as soon as the frames held reach `max_pending_pixels` (`MAX_PENDING_PIXELS`)."""
-        spaces = {decoder: self._namespaces(decoder) for decoder in (None, *DECODERS)}
+        spaces = {key: self._namespaces(key) for key in (None, STILL, *DECODERS)}
         work: list[_Pending] = []
         pending_pixels = 0
         results: list[MediaResult] = []
@@ -573,7 +624,7 @@ class IngestPipeline:
             return None
         try:
             result.sha256 = sha256_file(path)
-            ns = spaces[animation_decoder(path)]  # which DECODERS entry keys its frames, if any
+            ns = spaces[sampling_key(path)]  # a still, or which DECODERS entry keys its frames, if any
         except OSError as exc:
             result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")
             return None
@@ -587,12 +638,12 @@ class IngestPipeline:
                 result.stored_faces, result.from_cache = faces, True
                 return None
 
-        frames_entry = self._cache_get(ns.frames, result.sha256)
+        frames_entry = self._cache_get(ns.frames, result.sha256, FRAMES_SHAPE)
         if frames_entry is not None:
             _apply_media_meta(result, frames_entry.meta)
-        face_entry = self._cache_get(ns.faces, result.sha256) if frames_entry else None
+        face_entry = self._cache_get(ns.faces, result.sha256, FACES_SHAPE) if frames_entry else None
         animated = frames_entry is not None and result.kind in ANIMATED_KINDS
-        gif_entry = self._cache_get(ns.gif, result.sha256) if animated else None
+        gif_entry = self._cache_get(ns.gif, result.sha256, GIF_SHAPE) if animated else None
         item = _Pending(result, ns, need_faces=face_entry is None,
                         need_gif=frames_entry is None or (animated and gif_entry is None))
         if face_entry is not None:
@@ -613,18 +664,20 @@ class IngestPipeline:
 
     def _stored_face_count(self, sha256: str, ns: _Namespaces, kind: str) -> int | None:
         """The face count of a stored item's face entry (its meta file, no arrays), or None when one of
-        its entries is gone (or the face entry's meta damaged): the store's rows point at crops in the
-        face entry, so a lost entry must be computed again, never skipped because the row is there.
+        its entries is gone (or the face entry's meta damaged, or a crop of it gone): the store's rows
+        point at crops in the face entry, so a lost entry or crop must be computed again, never skipped
+        because the row is there.
 
-        Only the face entry's meta is read (for the count); the frames entry, and an animation's GIF
-        entry (`kind`, as stored), are only looked for (`EmbeddingCache.has`): a warm re-run does this
-        for every file, and the store holds what they gave."""
+        Only the face entry's meta is read (for the count), its arrays file and crops looked for; the
+        frames entry, and an animation's GIF entry (`kind`, as stored), are only looked for
+        (`EmbeddingCache.has`): a warm re-run does this for every file, and the store holds what they
+        gave."""
         if not self._cache_io(self.cache.has, ns.frames, sha256):
             return None
         if kind in ANIMATED_KINDS and not self._cache_io(self.cache.has, ns.gif, sha256):
             return None
         faces = self._cache_io(self.cache.meta, ns.faces, sha256)
-        if faces is None or "faces" not in faces:
+        if faces is None or not FACES_SHAPE.complete(self.cache.entry_dir(ns.faces, sha256), faces):
             return None
         return int(faces["faces"])
 
@@ -692,7 +745,7 @@ class IngestPipeline:
                 "track_vector": np.asarray([t.vector for t in tracks], dtype=np.float32).reshape(-1, embedder.dim),
                 "track_representative": np.asarray([t.representative for t in tracks], dtype=np.int32),
             }
-            files = {f"face_{i:03d}.jpg": _jpeg(crop) for i, (_, _, crop) in enumerate(found)}
+            files = {crop_name(i): _jpeg(crop) for i, (_, _, crop) in enumerate(found)}
             entry = self._cache_put(w.ns.faces, w.result.sha256, {"model_id": model_id, "faces": len(found)}, arrays, files)
             self._apply_faces(w.result, entry)
 
@@ -728,7 +781,7 @@ class IngestPipeline:
                 probability=float(a["probability"][i]),
                 landmarks=a["landmarks"][i].astype(float).tolist(),
                 embedding=a["embedding"][i],
-                crop_path=str(rel / f"face_{i:03d}.jpg"),
+                crop_path=str(rel / crop_name(i)),
                 track_index=int(a["track"][i]),
             )
             for i in range(n)

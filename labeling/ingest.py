@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from sqlalchemy import delete, event, exists, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.cache import sha256_file
-from embeddings.pipeline import IngestPipeline, MediaResult, discover_media, may_be_escaped, path_text
+from embeddings.pipeline import IngestPipeline, MediaResult, discover, may_be_escaped, path_text
 from labeling.audit import _chunks
 from labeling.db import open_store, write_scope
 from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, Face, FaceEmbedding,
@@ -82,15 +82,32 @@ def _find_media(session: Session, result: MediaResult) -> Media | None:
     return session.scalar(query.with_for_update())
 
 
-def _same_detections(faces: list[Face], result: MediaResult) -> bool:
-    if len(faces) != len(result.faces):
+def _same_detections(session: Session, faces: list[Face], result: MediaResult) -> bool:
+    """Whether the stored faces are the result's detections (same frames and boxes, in order), followed
+    only by faces an editor decided that an earlier re-ingest did not detect again (`_reconcile_faces`
+    keeps those after the detected ones, out of any track): then there is nothing to reconcile.
+
+    Why the kept faces are left out of the comparison: they are no detection, so counted in, every
+    re-run would reconcile again, rewriting the rows and writing an audit event for nothing. One that
+    is no longer decided (its decision undone) is a stale detection, reconciled away."""
+    ordered = sorted(faces, key=lambda f: f.face_index)
+    detected, kept = ordered[: len(result.faces)], ordered[len(result.faces) :]
+    if len(detected) != len(result.faces):
         return False
-    for row, rec in zip(sorted(faces, key=lambda f: f.face_index), result.faces):
+    for row, rec in zip(detected, result.faces):
         if row.frame_index != rec.frame_index:
             return False
         if not np.allclose([row.x1, row.y1, row.x2, row.y2], rec.box, atol=0.5):
             return False
-    return True
+    return not kept or len(_decided(session, kept)) == len(kept)
+
+
+def _decided(session: Session, faces: list[Face]) -> set[int]:
+    """The ids of these faces that an editor or an import decided (a label no longer undecided)."""
+    if not faces:
+        return set()
+    return set(session.scalars(select(FaceLabel.face_id).where(
+        FaceLabel.face_id.in_([f.id for f in faces]), FaceLabel.status.not_in(UNDECIDED_STATUSES))))
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -169,37 +186,55 @@ def _reconcile_faces(session: Session, media: Media, existing: list[Face], resul
     Why not delete and insert: a face's label (the editor's decision, its audit history) hangs on the
     face row and would go with it. A face found again keeps its row and id, with the new box; a new
     face gets a row; a stored face not found again is deleted only when nobody decided it: one an
-    editor or an import decided stays (after the new ones, out of any track), with its label."""
+    editor or an import decided stays (after the new ones, out of any track), with its label, and the
+    transaction's notes get a line saying so (`_notes`)."""
     _rescale_stored(existing, stored, result)
     matched = _match_faces(existing, result)
     found_again = {f.id for f in matched.values()}
     gone = [f for f in existing if f.id not in found_again]
-    decided = set(session.scalars(select(FaceLabel.face_id).where(
-        FaceLabel.face_id.in_([f.id for f in gone]), FaceLabel.status.not_in(UNDECIDED_STATUSES)))) if gone else set()
+    decided = _decided(session, gone)
     for face in gone:
         if face.id not in decided:
             session.delete(face)
     kept = [f for f in gone if f.id in decided]
-    for face in [*matched.values(), *kept]:  # out of the way of the unique (media, face_index) first
-        face.face_index = -face.id
-    session.flush()
+    target = {face.id: result.faces[i].face_index for i, face in matched.items()}
+    target.update({face.id: len(result.faces) + k for k, face in enumerate(kept)})
+    _reindex(session, [*matched.values(), *kept], target)
     faces = []
     for i, r in enumerate(result.faces):
-        face = matched.get(i) or Face(media_id=media.id)
-        face.face_index, face.frame_index = r.face_index, r.frame_index
+        face = matched.get(i) or Face(media_id=media.id, face_index=r.face_index)
+        face.frame_index = r.frame_index
         face.x1, face.y1, face.x2, face.y2 = r.box
         face.probability, face.landmarks = r.probability, r.landmarks
         session.add(face)
         faces.append(face)
-    for k, face in enumerate(kept):
-        face.face_index = len(result.faces) + k
     if kept:
         session.execute(update(FaceEmbedding).where(FaceEmbedding.face_id.in_([f.id for f in kept]))
                         .values(track_id=None))
-        log.warning("%s: %d face(s) an editor decided were not detected again; kept with their labels",
-                    media.path, len(kept))
+        _notes(session).append(f"{media.path}: {len(kept)} face(s) an editor decided were not detected again; "
+                               "kept with their labels")
     session.flush()
     return faces
+
+
+def _notes(session: Session) -> list[str]:
+    """What an editor should know of the items a write transaction stores (kept in the session's `info`,
+    so `store_result` keeps its signature); the batch reports them as notes once the transaction
+    commits (`_store_once`), never those of one rolled back."""
+    return session.info.setdefault("ingest_notes", [])
+
+
+def _reindex(session: Session, faces: list[Face], target: dict[int, int]) -> None:
+    """Give stored faces their new face_index (`target`, by face id), touching only those whose index
+    changes: a row set to its own index is no write (`_watch_writes`). Those move out of the way of the
+    unique (media, face_index) first; the faces keeping theirs hold indexes no other face targets. The
+    flush also deletes the faces deleted before it, before any new face takes their index."""
+    moving = [face for face in faces if face.face_index != target[face.id]]
+    for face in moving:
+        face.face_index = -face.id
+    session.flush()
+    for face in moving:
+        face.face_index = target[face.id]
 
 
 def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaResult, faces: list[Face]) -> list[Track]:
@@ -232,7 +267,8 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     """Upsert one media item with its faces, embeddings and tracks (caller owns the transaction).
 
     `media` is the item's row as `_find_media` found it, None for a new item: the caller looks
-    it up anyway (to tell what the batch changed), so it is not looked up twice."""
+    it up anyway (to tell what the batch changed), so it is not looked up twice. What an editor should
+    know of the item (decided faces not detected again) goes to the transaction's notes (`_notes`)."""
     if media is None:
         media = Media(sha256=result.sha256, path=path_text(result.path))
         session.add(media)
@@ -256,7 +292,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     session.flush()
 
     existing = list(session.scalars(select(Face).where(Face.media_id == media.id)))
-    if not _same_detections(existing, result):  # a first ingest too: nothing stored, every face new
+    if not _same_detections(session, existing, result):  # a first ingest too: nothing stored, every face new
         existing = _reconcile_faces(session, media, existing, result, stored)
     faces = sorted(existing, key=lambda f: f.face_index)
 
@@ -330,6 +366,7 @@ class _Stored:
     wrote: bool
     removed: list[dict[str, Any]]
     kept_ok: bool = False  # a failure that says nothing of the content left the ok row as it was
+    notes: list[str] = field(default_factory=list)  # what `store_result` noted, as committed
 
 
 # Failures that say nothing about the file's content: an unexpected error in the decoder or the model
@@ -358,7 +395,8 @@ def _store_once(store: sessionmaker, result: MediaResult) -> _Stored:
         wrote = _watch_writes(session)
         media = store_result(session, result, known)
         removed = _drop_stale_failures(session, media) if result.status == "ok" else []
-        stored = _Stored(media.id, path_before, media.path, media.error, wrote[0] or bool(removed), removed)
+        stored = _Stored(media.id, path_before, media.path, media.error, wrote[0] or bool(removed), removed,
+                         notes=list(_notes(session)))
     return stored
 
 
@@ -462,27 +500,29 @@ def record_ingest_event(session: Session, editor: str, summary: IngestSummary, w
     return row.id
 
 
-def _replaced_notes(session: Session, new_items: list[int]) -> list[str]:
-    """New items at a path other items were ingested from: the file was replaced by other content.
+def _replaced_notes(session: Session, placed: dict[str, set[int]]) -> list[str]:
+    """Paths the batch stored an item at (`placed`: path -> those items, new rows and rows moved there)
+    where other items were ingested from: the file was replaced by other content.
 
     Why a note and not a change: those items keep their faces, labels and tags (editors' work, and
     their crops and embeddings are in the cache by content), but the file they point at is now
     another one, which the app would play for them; the editor decides what to do. Checked once the
     batch is stored, so a file renamed and replaced in one batch (its old content found under its
-    new name) is no replacement."""
-    notes = []
-    new = aliased(Media)
-    for chunk in _chunks(new_items):
-        rows = session.execute(
-            select(new.id, new.path, Media.id).join(Media, (Media.path == new.path) & (Media.id != new.id))
-            .where(new.id.in_(chunk), Media.status == "ok").order_by(new.id, Media.id)).all()
-        older: dict[tuple[int, str], list[int]] = {}
-        for new_id, path, old_id in rows:
-            older.setdefault((new_id, path), []).append(old_id)
-        notes += [f"{path}: the file now holds other content than when it was ingested as media "
-                  f"{', '.join(map(str, ids))}; they keep their faces, labels and tags, but their file is now this one"
-                  for (_, path), ids in older.items()]
-    return notes
+    new name) is no replacement. Why moved rows too: a file overwritten with content the store holds
+    under another name moves that item to it (a copy of b.jpg over a.jpg), and the item of a.jpg's
+    old content still points at it, also when the moved item went back to its own name later in
+    the batch (b.jpg met after a.jpg)."""
+    older: dict[str, list[int]] = {}
+    for chunk in _chunks(list(placed)):
+        rows = session.execute(select(Media.path, Media.id).where(Media.path.in_(chunk), Media.status == "ok")
+                               .order_by(Media.id))
+        for path, media_id in rows:
+            if media_id not in placed[path]:
+                older.setdefault(path, []).append(media_id)
+    return [f"{path}: the file now holds other content than when it was ingested as media "
+            f"{', '.join(map(str, older[path]))}; they keep their faces, labels and tags, "
+            "but their file is now this one"
+            for path in placed if path in older]
 
 
 @dataclass
@@ -533,7 +573,7 @@ def _copy_notes(names: dict[int, _Names], ledger: _Ledger) -> list[str]:
 
 
 def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, summary: IngestSummary,
-                    new_items: list[int]) -> tuple[int | None, str | None]:
+                    placed: dict[str, set[int]]) -> tuple[int | None, str | None]:
     """Store one result and note what its committed transaction changed; (media id, error).
 
     An unexpected error while storing (a value the database refuses, a bug) fails this file only:
@@ -556,12 +596,18 @@ def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, s
                              f"{stored.media_id}, the same content at {stored.path_after}, stays ok")
         return None, stored.error
     ledger.note(stored.media_id, stored.path_before, stored.path_after, stored.wrote)  # only what committed counts
-    for row in stored.removed:
-        ledger.written[row["id"]] = None  # named by the batch's event, like the rows it changed
-    summary.removed += stored.removed
-    if stored.path_before is None and result.status == "ok":
-        new_items.append(stored.media_id)
+    _note_removed(ledger, summary, stored.removed)
+    summary.notes += stored.notes
+    if stored.path_before != stored.path_after and result.status == "ok":  # a new row, or one moved
+        placed.setdefault(stored.path_after, set()).add(stored.media_id)
     return stored.media_id, stored.error
+
+
+def _note_removed(ledger: _Ledger, summary: IngestSummary, removed: list[dict[str, Any]]) -> None:
+    """Failed rows the batch deleted ({"id", "path"}): named by its event, like the rows it changed."""
+    for row in removed:
+        ledger.written[row["id"]] = None
+    summary.removed += removed
 
 
 @dataclass
@@ -574,23 +620,36 @@ class _Warm:
 
 
 class _StaleFailures:
-    """The paths of failed rows `_drop_stale_failures` would delete for an ok item there, read once per
-    batch (on first use) for the warm path's check.
+    """The failed rows nobody worked on, read once per batch (on first use): the paths where
+    `_drop_stale_failures` would delete one for an ok item there (the warm path's check), and the
+    rows of folders that could not be read (`_drop_folder_failures`).
 
     Why not one query per file: a warm re-run asks for every file, and `media.path` has no index, so
     each question scanned the failed rows (20,000 of them made a 500-file warm run 7x slower). Rows
-    failing during the batch are not in the set: they are this batch's own files, at other paths."""
+    failing during the batch may be in it or not (it is read on first use): either way they are this
+    batch's own files, at other paths than its ok items and the folders it read."""
 
     def __init__(self, store: sessionmaker) -> None:
         self._store = store
-        self._paths: set[str] | None = None
+        self._rows: list[tuple[int, str, str | None]] | None = None
+        self._paths: set[str] = set()
+
+    def _read(self) -> list[tuple[int, str, str | None]]:
+        if self._rows is None:
+            with self._store() as session:
+                self._rows = [tuple(row) for row in session.execute(
+                    select(Media.id, Media.path, Media.sha256).where(*_unworked_failure()))]
+            self._paths = {p for _, p, sha256 in self._rows if _may_be_this_file(p, sha256)}
+        return self._rows
 
     def at(self, path: str) -> bool:
-        if self._paths is None:
-            with self._store() as session:
-                rows = session.execute(select(Media.path, Media.sha256).where(*_unworked_failure()))
-                self._paths = {p for p, sha256 in rows if _may_be_this_file(p, sha256)}
+        self._read()
         return path in self._paths
+
+    def without_content_at(self, paths: set[str]) -> list[int]:
+        """The ids of rows never hashed (a folder's, a file's that could not be read) at these paths, but
+        not at a text that may be another name's escaped one (`_may_be_this_file`)."""
+        return [m for m, p, sha256 in self._read() if sha256 is None and p in paths and _may_be_this_file(p, None)]
 
 
 def _drop_stale_for(store: sessionmaker, warm: _Warm) -> list[dict[str, Any]]:
@@ -604,6 +663,44 @@ def _drop_stale_for(store: sessionmaker, warm: _Warm) -> list[dict[str, Any]]:
         media = session.get(Media, warm.media_id)
         removed = _drop_stale_failures(session, media) if media is not None else []
     return removed
+
+
+def _drop_folder_failures(store: sessionmaker, failures: _StaleFailures,
+                          folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """Delete the failed rows of folders the batch read (`Discovery.folders`); return them ({"id", "path"}).
+
+    Why: a folder that could not be read (no permission) is recorded as failed, a row without content
+    (no sha256) at the folder's path, so the batch says its media were not looked at. Once the folder
+    is read its files are stored as they are, and that row would stay forever, counted and listed among
+    the failures. Only a row nobody worked on goes (`_StaleFailures.without_content_at`); the write lock
+    is taken only when there is one, as most batches have none."""
+    candidates = failures.without_content_at({path_text(folder) for folder in folders}) if folders else []
+    if not candidates:
+        return []
+    unworked = [*_unworked_failure(), Media.sha256.is_(None)]
+    stale = []
+    with write_scope(store) as session:
+        for chunk in _chunks(candidates):
+            rows = session.execute(select(Media.id, Media.path).where(Media.id.in_(chunk), *unworked)).all()
+            session.execute(delete(Media).where(Media.id.in_([m for m, _ in rows])))
+            stale += rows
+    return [{"id": m, "path": path} for m, path in stale]
+
+
+def _anchored(path: Path | str) -> Path:
+    """An absolute path keeping the names given (symbolic links included), its ".." applied as the system
+    applies them: after a symbolic link, to the parent of the link's target.
+
+    Why not os.path.abspath: it drops "name/.." by name, so link/../photo.jpg became the photo beside
+    the link, another file or none, while the system (and the CLI's check that the path exists) opens
+    the one beside the link's target. Why not resolve: the path keeps the links the editor named."""
+    out = Path.cwd()  # joined with an absolute path's root, that root
+    for part in Path(path).parts:
+        if part == os.pardir:
+            out = Path(os.path.realpath(out) if out.is_symlink() else out).parent
+        else:
+            out = out / part
+    return out
 
 
 def _failed_to_store(result: MediaResult, exc: Exception) -> str:
@@ -632,13 +729,12 @@ def ingest(
     summary so far as its `summary` attribute (Ctrl-C, the cache or the store failing: the caller
     reports what was stored before the stop)."""
     editor = check_editor(editor) if editor is not None else None  # a bad name is refused before any work
-    # Absolute paths: the store outlives the working directory this ran in, and the app reads a relative
-    # media path under the data folder, so "../shared/data/gifs" would point nowhere. abspath, not resolve:
-    # the path keeps the name the editor gave (symlinks included), only anchored.
+    # Absolute paths (`_anchored`): the store outlives the working directory this ran in, and the app reads a
+    # relative media path under the data folder, so "../shared/data/gifs" would point nowhere.
     # In the data folder a walk enters only its uploads: the rest (the cache's and exports' face crops, model
     # artifacts) is giflens's own output, which would come back as media, more of it every run.
-    files = discover_media([Path(os.path.abspath(p)) for p in paths], skip=[settings.cache_dir],
-                           data_dir=settings.data_dir)
+    found = discover([_anchored(p) for p in paths], skip=[settings.cache_dir], data_dir=settings.data_dir)
+    files = found.files
     if on_start is not None:
         on_start(len(files))
     pipeline = pipeline or IngestPipeline(settings)
@@ -664,7 +760,7 @@ def ingest(
         stored_ids[sha256] = _Warm(row.id, row.path, stale_failures.at(row.path))
         return row.kind
 
-    new_items: list[int] = []  # rows this batch created: checked at the end for replaced files
+    placed: dict[str, set[int]] = {}  # path -> rows created or moved there: checked at the end for replaced files
     names: dict[int, _Names] = {}  # media id -> the names its bytes had in this batch: checked at the end for copies
     try:
         for result in pipeline.run(files, is_stored=is_stored):
@@ -674,11 +770,9 @@ def ingest(
                 media_id = warm.media_id
                 removed = _drop_stale_for(store, warm)
                 ledger.note(media_id, warm.path, warm.path, bool(removed))
-                for row in removed:
-                    ledger.written[row["id"]] = None  # named by the batch's event, as on the write path
-                summary.removed += removed
+                _note_removed(ledger, summary, removed)
             else:
-                media_id, error = _store_and_note(store, result, ledger, summary, new_items)
+                media_id, error = _store_and_note(store, result, ledger, summary, placed)
             summary.add(result)
             if result.status == "ok" and media_id is not None:
                 names.setdefault(media_id, _Names(result.sha256)).paths[path_text(result.path)] = None
@@ -687,14 +781,15 @@ def ingest(
             if on_result is not None:
                 on_result(result)
         interrupted = False
+        _note_removed(ledger, summary, _drop_folder_failures(store, stale_failures, found.folders))
         with store() as session:
-            summary.notes += _replaced_notes(session, new_items)
+            summary.notes += _replaced_notes(session, placed)
         summary.notes += _copy_notes(names, ledger)
     except BaseException as exc:  # Ctrl-C, the cache or the store failing: what the batch did goes with it
         exc.summary = summary  # type: ignore[attr-defined]
         raise
     finally:  # an interrupted batch is audited too, for what it stored, before the error propagates
-        if editor is not None and ledger.final:
+        if editor is not None and (ledger.final or ledger.written):
             try:
                 with write_scope(store) as session:
                     if ids := ledger.to_audit(session):
