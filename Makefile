@@ -27,7 +27,11 @@ DATA_DIR ?= $(or $(GIFLENS_DATA_DIR),giflens-data)
 PYTEST_ARGS ?=
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
-.PHONY: uv sync run test bench postgres chromium
+# CLASSES or TAGS named on the command line or in the environment (not the Makefile's defaults, the shared
+# data some machines lack, which are skipped silently): a missing one is a typo, refused before anything runs.
+NAMED_FILES := $(foreach v,CLASSES TAGS,$(if $(filter-out file default,$(origin $(v))),$(if $(strip $($(v))),$(v))))
+
+.PHONY: uv sync run run-args test bench postgres chromium
 
 # uv from PATH, else `python3 -m uv`, else pip installs it; a Debian/Ubuntu system Python refuses that
 # (PEP 668, externally managed), so then it goes to the user site, where `python3 -m uv` finds it.
@@ -38,7 +42,13 @@ uv:
 sync: uv
 	$(UV) sync --frozen
 
-run: sync
+# Refused before anything runs: an empty DATA_DIR (`make run DATA_DIR=`) would be --data-dir "", and a
+# mistyped CLASSES= or TAGS= would be skipped without a word.
+run-args:
+	@if [ -z "$(strip $(DATA_DIR))" ]; then echo 'error: DATA_DIR is empty (omit it for $$GIFLENS_DATA_DIR or giflens-data)' >&2; exit 2; fi
+	@$(foreach v,$(NAMED_FILES),if [ ! -f "$($(v))" ]; then echo 'error: $(v)=$($(v)): no such file (empty to skip it)' >&2; exit 2; fi;) true
+
+run: run-args sync
 	@if [ -n "$(SAMPLE)" ]; then $(UV) run giflens ingest "$(SAMPLE)" --data-dir "$(DATA_DIR)"; fi
 	@if [ -n "$(CLASSES)" ] && [ -f "$(CLASSES)" ]; then $(UV) run giflens import classes "$(CLASSES)" --data-dir "$(DATA_DIR)"; fi
 	@if [ -n "$(TAGS)" ] && [ -f "$(TAGS)" ]; then $(UV) run giflens import tags "$(TAGS)" --data-dir "$(DATA_DIR)"; fi

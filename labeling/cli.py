@@ -21,7 +21,20 @@ if TYPE_CHECKING:
 app = typer.Typer(help="giflens: curate face and GIF embeddings.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data folder (cache, SQLite store). Env: GIFLENS_DATA_DIR.")]
+
+
+def _data_dir_option(value: Optional[str]) -> Optional[Path]:
+    """--data-dir as a folder. Why not Typer's Path: it turns "" (an unset shell variable, `make run
+    DATA_DIR=`) into Path('.'), and the store would be made wherever the command runs. Refused, exit 2,
+    like an empty GIFLENS_DATA_DIR."""
+    if value is not None and not value.strip():
+        refuse("invalid setting --data-dir: must not be empty (omit it for GIFLENS_DATA_DIR or the default, "
+               "giflens-data)", code=2)
+    return None if value is None else Path(value)
+
+
+DataDir = Annotated[Optional[str], typer.Option("--data-dir", callback=_data_dir_option,
+                                                help="Data folder (cache, SQLite store). Env: GIFLENS_DATA_DIR.")]
 DatabaseUrl = Annotated[Optional[str], typer.Option("--database-url", help="SQLAlchemy URL. Env: GIFLENS_DATABASE_URL.")]
 FaceModel = Annotated[Optional[str], typer.Option(
     "--face-model", help="Face embedding model to use (default: the store's only one; required when it has several).")]
@@ -146,7 +159,7 @@ def ingest_command(
     if missing:  # a typo is not a media file: refused before any work, so no "failed" row records it
         refuse(f"no such file or folder: {', '.join(missing)}")
     store = _store_for(settings)
-    interrupted: KeyboardInterrupt | None = None
+    interrupted: KeyboardInterrupt | Terminated | None = None
     stopped: Exception | None = None  # the cache, a model or the store failed: reported below the bar
     with progress_task("ingest") as (progress, task):
         try:
@@ -160,7 +173,7 @@ def ingest_command(
         except (ModelUnavailableError, CacheUnavailableError, StoreError) as exc:
             stopped = exc
             drop_idle_bar(progress, task)
-        except KeyboardInterrupt as exc:  # said below the bar, once it is drawn for the last time
+        except (KeyboardInterrupt, Terminated) as exc:  # said below the bar, once it is drawn for the last time
             interrupted = exc
     if stopped is not None:  # a store error as it is, exit 1; the cache or a model on one line, exit 2
         store_error = isinstance(stopped, StoreError)
@@ -198,9 +211,14 @@ def _print_failures_and_notes(summary) -> None:
         console.print(f"[yellow]note[/yellow] {escape(one_line(note))}", highlight=False, soft_wrap=True)
 
 
-def _report_interrupted(exc: KeyboardInterrupt) -> NoReturn:
-    """Ctrl-C during an ingest: the failures so far and `interrupted: <summary> (re-run to resume)`, exit 130
-    (128 + SIGINT, as a shell reports it). Why: each file is stored as it is done and the cache makes a
+class Terminated(SystemExit):
+    """SIGTERM (a stopped container, a killed job), raised by `main`: a SystemExit, so every command ends as
+    before (exit 143), and a class of its own, so ingest and import raw-dataset can report what they kept."""
+
+
+def _report_interrupted(exc: KeyboardInterrupt | Terminated) -> NoReturn:
+    """Ctrl-C or SIGTERM during an ingest: the failures so far and `interrupted: <summary> (re-run to resume)`,
+    exit 130 or 143 (128 + the signal, as a shell reports it). Why: each file is stored as it is done and the cache makes a
     re-run skip them, so an editor needs to know what was kept and that running it again resumes, not
     a bare exit. The summary is the one `ingest` attaches to the interruption (`summary`); without it
     the line still says the batch was cut short."""
@@ -208,8 +226,8 @@ def _report_interrupted(exc: KeyboardInterrupt) -> NoReturn:
     if summary is not None:
         _print_failures_and_notes(summary)
     done = f"{summary.line()} " if summary is not None else "the rest of the batch was not stored "
-    typer.echo(f"interrupted: {done}(re-run to resume)")
-    raise typer.Exit(130) from exc
+    typer.echo(one_line(f"interrupted: {done}(re-run to resume)"))
+    raise typer.Exit(exc.code if isinstance(exc, Terminated) else 130) from exc
 
 
 import_app = typer.Typer(help="Import reference data (each import is idempotent and audited).", no_args_is_help=True)
@@ -234,14 +252,17 @@ def _os_user() -> str:
 
 
 def _display_url(url: str) -> str:
-    """The URL as an error message may show it: password hidden; one that does not parse is not echoed."""
+    """The URL as an error message may show it: password hidden, also one given in the query string
+    (?password=..., libpq's sslpassword); one that does not parse is not echoed."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:
         return "(--database-url / GIFLENS_DATABASE_URL)"
+    hidden = {key: "xxx" for key in parsed.query if "password" in key.casefold()}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def _store_for(settings: Settings, create: bool = True) -> sessionmaker[Session]:
@@ -264,13 +285,10 @@ def _store_for(settings: Settings, create: bool = True) -> sessionmaker[Session]
     from labeling.db import open_store
 
     url = settings.resolved_database_url
-    if not create and not settings.database_url:
-        folder = Path(settings.data_dir)
-        # a data folder that is a file is left to open_store, which says why it cannot hold the store
-        if not settings.sqlite_path.exists() and (folder.is_dir() or not folder.exists()):
-            refuse(f"no giflens store in {folder} (ingest or import into it first, or check --data-dir / "
-                   "GIFLENS_DATA_DIR)")
+    _refuse_in_memory(url)
     try:
+        if not create:
+            _require_store(settings, url)
         return open_store(url)
     except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
         reason = " ".join(str(getattr(exc, "orig", None) or exc).split())  # psycopg's messages span lines
@@ -279,6 +297,44 @@ def _store_for(settings: Settings, create: bool = True) -> sessionmaker[Session]
         console.print(f"[red]error:[/red] cannot open the store {escape(_display_url(url))}: {escape(reason)}",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
+
+
+def _refuse_in_memory(url: str) -> None:
+    """A SQLite URL without a file (sqlite://, sqlite:///, :memory:, an unset shell variable in
+    sqlite:///$DB) is an in-memory store: an import would report its rows and keep none of them."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # open_store says it does not parse
+    memory = not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory"
+    if parsed.get_backend_name() == "sqlite" and memory:
+        refuse(f"{_display_url(url)} is an in-memory store: nothing would be kept; give a file, sqlite:///PATH")
+
+
+def _require_store(settings: Settings, url: str) -> None:
+    """For commands that only read or refine the store: refuse a data folder, SQLite file or database that
+    holds no giflens store, before anything is created or migrated. Why: a mistyped --data-dir or URL would
+    otherwise leave a new empty store (and its folders, or 13 tables in someone else's database) behind
+    and the command would blame the data ("0 operation(s)") instead of the place."""
+    from sqlalchemy.engine import make_url
+
+    from labeling.db import stored_revision
+
+    folder = Path(settings.data_dir)
+    if not settings.database_url and not settings.sqlite_path.exists():
+        if folder.is_file():
+            return  # a data folder that is a file is left to open_store, which says why it cannot hold the store
+        refuse(f"no giflens store in {folder} (ingest or import into it first, or check --data-dir / "
+               "GIFLENS_DATA_DIR)")
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database).exists():
+        refuse(f"no giflens store in {_display_url(url)}: no such file (check --database-url / GIFLENS_DATABASE_URL)")
+    if stored_revision(url) is None:
+        refuse(f"no giflens store in {_display_url(url)} (ingest or import into it first, or check "
+               "--data-dir / --database-url)")
 
 
 def _run(action, notes: str = "skipped", progress: Progress | None = None, details=None):
@@ -305,13 +361,20 @@ def _run(action, notes: str = "skipped", progress: Progress | None = None, detai
     # notes, an export's split notes): each list alone, so neither hides the other.
     for label, lines in ((notes, getattr(summary, "skipped", None) or []), ("note", getattr(summary, "notes", None) or [])):
         for line in lines[:MAX_NOTES]:
-            console.print(f"[yellow]{label}[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]{label}[/yellow] {escape(one_line(line))}", highlight=False, soft_wrap=True)
         if len(lines) > MAX_NOTES:
             console.print(f"[yellow]... and {len(lines) - MAX_NOTES} more {label}[/yellow]")
     if details is not None and (text := details(summary)):
         console.print(escape(text), highlight=False, soft_wrap=True)
-    typer.echo(summary.line())
+    typer.echo(one_line(summary.line()))  # a file name's newline must not forge a line below it
     return summary
+
+
+def _require_file(path: Path) -> None:
+    """An import's CSV that is not there is refused before the store is opened: a typo must not leave a new
+    data folder and an empty store behind. (One that cannot be read is the importer's to refuse.)"""
+    if not path.exists():
+        refuse(f"{path}: cannot read (No such file or directory)")
 
 
 @import_app.command("raw-dataset")
@@ -323,12 +386,20 @@ def import_raw_dataset_command(
     from labeling.importers import import_raw_dataset
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    if not folder.is_dir():  # refused before the store is opened: a typo leaves no new store behind
+        refuse(f"{folder}: no such folder (expected labels.csv and a raw_dataset/ folder, GIPHY's training layout)")
     store = _store_for(settings)
+    interrupted: KeyboardInterrupt | Terminated | None = None
     with progress_task("import") as (progress, task):
-        _run(lambda: import_raw_dataset(
-            store, folder, settings, _editor(editor),
-            on_start=lambda n: progress.update(task, total=n),
-            on_result=_file_progress(progress, task)), progress=progress)
+        try:
+            _run(lambda: import_raw_dataset(
+                store, folder, settings, _editor(editor),
+                on_start=lambda n: progress.update(task, total=n),
+                on_result=_file_progress(progress, task)), progress=progress)
+        except (KeyboardInterrupt, Terminated) as exc:  # the images ingested so far are kept: said below the bar
+            interrupted = exc
+    if interrupted is not None:
+        _report_interrupted(interrupted)
 
 
 @import_app.command("classes")
@@ -338,6 +409,7 @@ def import_classes_command(csv_path: Annotated[Path, typer.Argument(help="Labels
     from labeling.importers import import_classes
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    _require_file(csv_path)
     store = _store_for(settings)
     with console.status(f"importing classes from {csv_path.name}"):
         _run(lambda: import_classes(store, csv_path, _editor(editor)))
@@ -354,6 +426,7 @@ def import_attributes_command(
     from labeling.importers import import_attributes
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    _require_file(csv_path)
     store = _store_for(settings)
     with console.status(f"importing attributes from {csv_path.name}"):
         _run(lambda: import_attributes(store, csv_path, _editor(editor), create_missing))
@@ -366,6 +439,7 @@ def import_tags_command(csv_path: Annotated[Path, typer.Argument(help="file,uplo
     from labeling.importers import import_tags
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
+    _require_file(csv_path)
     store = _store_for(settings)
     with console.status(f"importing tags from {csv_path.name}"):
         _run(lambda: import_tags(store, csv_path, _editor(editor)))
@@ -750,7 +824,7 @@ def history_command(
 
     for row in events.itertuples():
         undone = f"  [undone by {int(row.undone_by)}]" if pd.notna(row.undone_by) else ""
-        typer.echo(f"{row.event_id:>6}  {utc_text(row.at)}  {row.editor}  {row.summary}{undone}")
+        typer.echo(one_line(f"{row.event_id:>6}  {utc_text(row.at)}  {row.editor}  {row.summary}{undone}"))
     what = f"of {entity}" if entity else "in the store"
     typer.echo(f"{len(events)} operation(s) {what}" + (f" by {editor}" if editor else "") + " shown, newest first")
 
@@ -919,7 +993,7 @@ _reflow_help(import_app)
 
 
 def _exit_on_sigterm(signum: int, _frame) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
 
 
 def main() -> None:

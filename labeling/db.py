@@ -65,10 +65,30 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN")
 
         return engine
-    # libpq waits forever by default for a server that accepts the connection but never answers;
-    # a bounded wait turns a wrong or dead host into an error. A connect_timeout in the URL wins.
-    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(parsed))
+
+
+def _pg_connect_args(parsed) -> dict[str, int]:
+    """libpq waits forever by default for a server that accepts the connection but never answers;
+    a bounded wait turns a wrong or dead host into an error. A connect_timeout in the URL wins."""
+    return {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+
+
+def stored_revision(url: str) -> str | None:
+    """The migration revision of the store at url, None where giflens never migrated one (an empty or
+    someone else's database, a SQLite file that is not there), read without creating or migrating
+    anything. Why: a command that only reads must not turn a mistyped URL into a new empty store."""
+    from sqlalchemy.pool import NullPool
+
+    parsed = make_url(normalise_url(url))
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite and not (parsed.database and Path(parsed.database).is_file()):
+        return None  # sqlite3 would create the file
+    engine = create_engine(parsed, poolclass=NullPool, connect_args={} if sqlite else _pg_connect_args(parsed))
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -91,8 +111,10 @@ def migrate(engine: Engine) -> None:
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
                 conn.commit()
-    else:
-        # BEGIN IMMEDIATE (WRITE_OPTION): a second process opening the same new store waits for the
+    elif current_revision(engine) != _head_revision():
+        # BEGIN IMMEDIATE (WRITE_OPTION), only when there is something to upgrade (a store at head is
+        # opened without the write lock, so readers never wait behind a long write): a second process
+        # opening the same new store waits for the
         # write lock and then finds the store at head. A deferred BEGIN read the version table first
         # and failed at once (SQLITE_BUSY, no busy wait) upgrading to a writer behind the first.
         with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:

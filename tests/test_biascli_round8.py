@@ -245,15 +245,16 @@ def test_commands_that_read_a_store_refuse_a_folder_without_one(command, tmp_pat
     assert not (tmp_path / "typo").exists() and list((tmp_path / "empty").iterdir()) == [] and not out.exists()
 
 
-def test_imports_still_create_the_store_and_a_database_url_is_opened_as_before(tmp_path, no_store_env):
+def test_imports_still_create_the_store_and_a_database_url_without_one_is_refused(tmp_path, no_store_env):
     data = tmp_path / "data"
     (tmp_path / "classes.csv").write_text("Labels,Index\nAda_Lovelace_[m.0k2x],0\n")
     assert invoke("import", "classes", tmp_path / "classes.csv", "--data-dir", data).exit_code == 0
     assert (data / "giflens.db").is_file()
     assert invoke("history", "--data-dir", data).exit_code == 0
-    url = f"sqlite:///{tmp_path / 'new.db'}"  # named explicitly: opened (and created) as before
+    url = f"sqlite:///{tmp_path / 'new.db'}"  # a read-only command never turns a mistyped URL into a new store
     result = invoke("history", "--data-dir", tmp_path / "elsewhere", "--database-url", url)
-    assert result.exit_code == 0 and result.stdout.strip() == "0 operation(s) in the store shown, newest first"
+    assert result.exit_code == 1 and "no giflens store in" in result.stderr, result.output
+    assert not (tmp_path / "new.db").exists()
 
 
 # -- ingest 4: a cache that cannot be used is one error line ---------------------------------------------------

@@ -13,6 +13,7 @@ from PIL import Image, ImageSequence
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from labeling.db import open_store
 from labeling.cli import app
 from labeling.queries import media_tags_frame
 from labeling.schema import AuditEvent, Face, FaceLabel, Media, MediaTag, Track
@@ -142,6 +143,7 @@ def reencoded(source: Path, target: Path) -> Path:
 
 @pytest.mark.slow
 def test_bad_input_exits_1_and_writes_nothing(loop_data_dir, tmp_path):
+    open_store(f"sqlite:///{tmp_path / 'empty.db'}")  # an empty giflens store (read commands refuse none at all)
     empty = ["--data-dir", tmp_path / "empty", "--database-url", f"sqlite:///{tmp_path / 'empty.db'}"]
     for command, message in [(["predict"], "the store has no face embeddings"),
                              (["retrain"], "the store has no face embeddings"),
@@ -173,6 +175,7 @@ def test_bad_input_exits_1_and_writes_nothing(loop_data_dir, tmp_path):
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_retrain_refuses_a_center_loss_weight_that_is_not_a_finite_number(tmp_path, value):
     """NaN passes a ">= 0" check and trains a head whose every output is NaN; refused before the store is read."""
+    open_store(f"sqlite:///{tmp_path / 'store.db'}")
     result = invoke("retrain", "--center-loss-lambda", value, "--data-dir", tmp_path / "data",
                     "--database-url", f"sqlite:///{tmp_path / 'store.db'}")
     assert result.exit_code == 1, result.output

@@ -202,6 +202,7 @@ def test_a_data_folder_that_is_a_file_or_a_bad_setting_is_one_line(tmp_path, mon
 def test_export_where_no_folder_can_be_made_is_refused(store_url, tmp_path):
     """OUT_DIR under a file (or in a folder nobody may write) is bad input: exit 1, no export recorded."""
     (tmp_path / "notes.txt").write_text("x")
+    open_store(store_url)  # a giflens store (export refuses a database without one)
     where = ["--data-dir", tmp_path / "data", "--database-url", store_url]
     result = invoke("export", tmp_path / "notes.txt" / "export", *where)
     assert result.exit_code == 1, result.output
