@@ -25,6 +25,7 @@ CLASSES ?= $(SHARED)/giphy-celebrities.csv
 PORT ?= 8501
 DATA_DIR ?= $(or $(GIFLENS_DATA_DIR),giflens-data)
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
 
 # CLASSES or TAGS named on the command line or in the environment (not the Makefile's defaults, the shared
@@ -61,8 +62,9 @@ postgres:
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "chromium could not be installed: browser tests will fail"
 
+# Both cores: the suite is mostly model inference, and one worker per core halves the wall time.
 test: sync postgres chromium
-	$(UV) run pytest -q $(PYTEST_ARGS)
+	$(UV) run pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The benchmarks that run in minutes on the shared data (README, Benchmarks); each prints its figures and ends
 # with one key=value line. The LFW ones share embeddings computed once (about a minute) into /tmp.
