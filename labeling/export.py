@@ -1278,22 +1278,24 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         record["manifest_sha256"] = hashlib.sha256((text + "\n").encode("utf-8")).hexdigest()
         record["files"] = len(manifest["files"])
 
-        with store() as session:
-            row = Export(at=finished, editor=editor, out_dir=str(out_dir), manifest=record)
-            session.add(row)
-            session.flush()
-            export_id = row.id
-            placing = _lock_folder(out_dir.parent, wait=True)  # another export into OUT_DIR places before or after
-            try:
+        # another export into OUT_DIR places before or after this one; the folder lock is taken before the
+        # row is written, so waiting for it never holds the store's write lock (SQLite: one writer at a time)
+        placing = _lock_folder(out_dir.parent, wait=True)
+        try:
+            with store() as session:
+                row = Export(at=finished, editor=editor, out_dir=str(out_dir), manifest=record)
+                session.add(row)
+                session.flush()
+                export_id = row.id
                 restore = _place(tmp, out_dir, overwrite)  # the row commits only if the folder is in place
                 try:
                     session.commit()
                 except BaseException:
                     restore()
                     raise
-            finally:
-                if placing is not None:
-                    os.close(placing)
+        finally:
+            if placing is not None:
+                os.close(placing)
         _remove_replaced(getattr(restore, "old", None))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
