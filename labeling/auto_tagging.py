@@ -48,8 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Operation, _chunks, run_operation
 from labeling.errors import ValidationError
-from labeling.queries import current_track_prediction
-from labeling.recognition import current_class_targets
+from labeling.queries import current_class_targets, current_track_prediction
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEvent, CelebrityClass, Face, FaceEmbedding,
                              FaceLabel, Media, MediaEmbedding, MediaTag, Tag, Track, bytes_to_vector)
 from labeling.tags import apply_tags, tag_ids

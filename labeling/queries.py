@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from labeling.audit import CHUNK, merge_chain  # CHUNK: ids bound in one IN (...) list
+from labeling.audit import CHUNK  # CHUNK: ids bound in one IN (...) list
 from labeling.schema import (AuditEntity, AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
                              MediaTag, Tag, Track, bytes_to_vector)
 from labeling.validation import clean_tag_name
@@ -281,14 +281,38 @@ def current_track_prediction() -> ColumnElement[bool]:
                   .correlate(Track))
 
 
-def merged_targets(session: Session, class_ids: Sequence[int | None]) -> dict[int, int]:
-    """class id -> the class it was merged into, followed to the end of its merge chain (itself when
-    never merged).
+def current_class_targets(session: Session) -> dict[int, int | None]:
+    """class id -> the class a prediction naming it stands for now, read without locks: itself while not
+    retired, the end of its merge chain when merged away, None (unknown) when retired without a merge,
+    or when its merge chain ends at a class retired since without one. Ids of no class are left out
+    (`.get` reads them as None).
 
-    Why: a merge moves the faces' predictions (labeling/classes.py) but not the tracks', which are
-    derived data written outside the audited operation; read as stored, a track would show, and
-    approving it would try to label its faces as, a class merged away since."""
-    return {c: merge_chain(session, c)[-1] for c in {c for c in class_ids if c is not None}}
+    Why at read time: a class merged or retired after `predict` still sits in the stored predictions
+    (the faces', the tracks', and their top lists), and a reader must not offer, nor approving a track
+    label its faces as, a class merged away or retired. The one rule of every reader (tracks, top lists,
+    the identity tag expert); `labeling.face_labels.prediction_targets` applies it under locks for the
+    writes it guards. One read of the class table (thousands of rows), not a query per merge step."""
+    rows = {cid: (status, merged) for cid, status, merged in
+            session.execute(select(CelebrityClass.id, CelebrityClass.status, CelebrityClass.merged_into_id))}
+    out: dict[int, int | None] = {}
+    for class_id in rows:
+        current: int | None = class_id
+        seen: set[int] = set()
+        while current is not None and current not in seen and current in rows and rows[current][0] == "retired":
+            seen.add(current)
+            current = rows[current][1]
+        out[class_id] = current if current in rows and rows[current][0] != "retired" else None
+    return out
+
+
+def current_top(top: Sequence[Sequence[Any]] | None, targets: dict[int, int | None]) -> list[list[Any]]:
+    """A stored top list ([[class id, score], ...]) naming each class's current target
+    (`current_class_targets`) once, at its best score; classes retired without a merge are dropped."""
+    from labeling.face_labels import Prediction, mapped_prediction  # face_labels imports this module
+
+    p = mapped_prediction(Prediction(0, None, 0.0, [(int(c), float(s)) for c, s in top or []]),
+                          {int(c): targets.get(int(c)) for c, _ in top or []})
+    return [[c, s] for c, s in p.top]
 
 
 def current_track_predictions(session: Session, track_ids: Sequence[int]
@@ -296,8 +320,10 @@ def current_track_predictions(session: Session, track_ids: Sequence[int]
     """track id -> (predicted class, predicted_at) as the model's answer for the whole track stands
     now; (None, None) for a track never predicted or whose prediction was undone
     (`current_track_prediction`), so a caller falls back to each face's own prediction, as for a
-    track never predicted. A class merged away since is read as the class it went to
-    (`merged_targets`). Tracks that do not exist are left out."""
+    track never predicted. A class merged away since is read as the class it went to, one retired
+    since (or whose merge chain ends at a retired class) as None, the model saying unknown
+    (`current_class_targets`): `label_tracks` then refuses to approve it. Tracks that do not exist
+    are left out."""
     ids = sorted({int(t) for t in track_ids})
     found: dict[int, tuple[int | None, datetime | None]] = {}
     for start in range(0, len(ids), CHUNK):
@@ -305,7 +331,7 @@ def current_track_predictions(session: Session, track_ids: Sequence[int]
             Track.id.in_(ids[start:start + CHUNK]))
         for track_id, class_id, at, current in session.execute(stmt):
             found[track_id] = (class_id, at) if current else (None, None)
-    targets = merged_targets(session, [c for c, _ in found.values()])
+    targets = current_class_targets(session) if any(c is not None for c, _ in found.values()) else {}
     return {t: (targets.get(c) if c is not None else None, at) for t, (c, at) in found.items()}
 
 
@@ -319,7 +345,8 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
     every model's tracks.
 
     The prediction is the track's own (`giflens predict` names the person of the whole track; a class
-    merged away since reads as the class it went to, `merged_targets`), which
+    merged away since reads as the class it went to, one retired since as None, unknown:
+    `current_class_targets`), which
     is also what approving the track approves; for a track not predicted yet (or whose prediction an
     undo took back: `current_track_prediction`) it is the most frequent
     prediction among its faces, with their mean confidence. A class of None with a confidence is the
@@ -343,7 +370,7 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
             member_stmt = member_stmt.where(FaceEmbedding.model_id == model_id)
         members = session.execute(member_stmt).all()
         names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)).all())
-        targets = merged_targets(session, [t[-4] for t in tracks])
+        targets = current_class_targets(session) if tracks else {}
     stats: dict[int, dict[str, Any]] = {}
     for track_id, status, pred, conf in members:
         s = stats.setdefault(track_id, {"decided": 0, "faces": 0, "preds": {}, "conf": []})
@@ -401,8 +428,6 @@ def model_candidates(store: sessionmaker[Session], face_id: int | None = None, t
     matched are what an editor needs to relabel it (and the natural default for "Relabel to")."""
     model, key = (FaceLabel, FaceLabel.face_id == face_id) if face_id is not None else (Track, Track.id == track_id)
     with store() as session:
-        from labeling.recognition import current_class_targets, current_top  # recognition imports this module
-
         # a class merged or retired since the prediction is offered as the class it went to, or not at all
         top = current_top(session.scalar(select(model.predicted_top).where(key)) or [], current_class_targets(session))
         names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)

@@ -52,7 +52,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.db import session_scope
 from labeling.errors import ValidationError
 from labeling.face_labels import Prediction, mapped_prediction, prediction_targets, record_predictions
-from labeling.queries import DECIDED_STATUSES, current_track_prediction, face_models, faces_frame
+# current_class_targets, current_top: the rule lives in queries (tracks_frame reads it too), re-exported here
+from labeling.queries import (DECIDED_STATUSES, current_class_targets, current_top, current_track_prediction, face_models,
+                              faces_frame)
 from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, FaceEmbedding, FaceLabel, Media, Track, utcnow
 from models.celebrity_classifier import (LOG_FLOOR, TRACK_METHODS, UNKNOWN, CalibrationWarning, CentroidKnnClassifier,
                                          ClassifierError, TrackPrediction, as_embeddings, distances_to, softmax_rows,
@@ -498,7 +500,10 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     Faces are predicted and written `batch_size` at a time, all in one audited operation
     (model_version = predictor.version), so `giflens undo` takes the whole run back; a face whose
     prediction is unchanged is not written, and a run that changes nothing writes no audit event.
-    on_progress(done, total) counts faces and tracks written.
+    on_progress(done, total): total is faces + tracks; each face counts half when predicted and
+    half when written (done = (predicted + written) // 2, then + tracks written), so the bar moves
+    while the model runs (minutes at 50k faces) and while rows are written. done never goes down,
+    never exceeds total, and ends at total.
     """
     _check_refresh_params(faces, top, track_method)
     if batch_size < 1:
@@ -525,16 +530,21 @@ def refresh_predictions(store: sessionmaker[Session], model_id: str | None = Non
     result_notes = [*result_notes, *replaced_other_models(f[chosen], data_dir, snapshot.model_id, version)]
     result = RefreshResult(snapshot.model_id, version, artifact=artifact, notes=list(result_notes),
                            threshold=float(predictor.threshold_), far=float("nan") if far is None else float(far))
-    if on_progress is not None:
-        on_progress(0, total)
+    def faces_progress(predicted: int, written: int) -> None:
+        if on_progress is not None:
+            on_progress((predicted + written) // 2, total)
+
+    faces_progress(0, 0)
     # predicted batch by batch (bounded score matrices), written as one operation so one undo takes
     # the whole run back; the write transaction is not held while the model runs
-    predictions = [p for start in range(0, len(face_ids), batch_size)
-                   for p in predict_faces(predictor, face_ids[start:start + batch_size],
-                                          vectors[start:start + batch_size], snapshot.model_id, top)]
+    predictions: list[Prediction] = []
+    for start in range(0, len(face_ids), batch_size):
+        predictions += predict_faces(predictor, face_ids[start:start + batch_size], vectors[start:start + batch_size],
+                                     snapshot.model_id, top)
+        faces_progress(len(predictions), 0)
     if predictions:
         op = record_predictions(store, predictions, version, editor=editor, chunk_size=batch_size,
-                                on_chunk=None if on_progress is None else lambda done: on_progress(done, total))
+                                on_chunk=lambda written: faces_progress(len(predictions), written))
         if op.event_id is not None:
             result.event_ids.append(op.event_id)
         result.changed = op.changed
@@ -819,34 +829,6 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
 
 
 # -- reading track predictions ------------------------------------------------------------------
-def current_class_targets(session: Session) -> dict[int, int | None]:
-    """class id -> the class a prediction naming it stands for now, read without locks: itself while not
-    retired, the end of its merge chain when merged away, None (unknown) when retired without a merge.
-
-    Why at read time: a class merged or retired after `predict` still sits in the stored predictions
-    (the class and the top list), and a reader must not offer the merged-away class. The rule of
-    `labeling.face_labels.prediction_targets`, which locks the classes for the writes it guards."""
-    rows = {cid: (status, merged) for cid, status, merged in
-            session.execute(select(CelebrityClass.id, CelebrityClass.status, CelebrityClass.merged_into_id))}
-    out: dict[int, int | None] = {}
-    for class_id in rows:
-        current: int | None = class_id
-        seen: set[int] = set()
-        while current is not None and current not in seen and current in rows and rows[current][0] == "retired":
-            seen.add(current)
-            current = rows[current][1]
-        out[class_id] = current if current in rows and rows[current][0] != "retired" else None
-    return out
-
-
-def current_top(top: Sequence[Sequence[Any]] | None, targets: dict[int, int | None]) -> list[list[Any]]:
-    """A stored top list ([[class id, score], ...]) naming each class's current target
-    (`current_class_targets`) once, at its best score; classes retired without a merge are dropped."""
-    p = mapped_prediction(Prediction(0, None, 0.0, [(int(c), float(s)) for c, s in top or []]),
-                          {int(c): targets.get(int(c)) for c, _ in top or []})
-    return [[c, s] for c, s in p.top]
-
-
 TRACK_PREDICTION_COLUMNS = ["track_id", "media_id", "model_id", "track_index", "n_faces", "predicted_class_id",
                             "predicted_class_name", "predicted_confidence", "predicted_distance", "predicted_top",
                             "prediction_method", "model_version", "predicted_at", "stale"]
