@@ -22,17 +22,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from explorer.bias_audit import decade
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
-from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame, faces_frame,
-                              media_frame,
-                              media_tags_frame, tracks_frame)
-from labeling.schema import CONFIRMED_STATUSES, FaceLabel, MediaEmbedding, Track, bytes_to_vector
+from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame,
+                              current_track_predictions, faces_frame, media_frame, media_tags_frame, tracks_frame)
+from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, FaceLabel, MediaEmbedding, Track,
+                             bytes_to_vector)
 from models.index_store import index_folder
 
 VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
 POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gender", "ethnicity", "decade", "country",
                  "media_id", "media_name", "crop_path", "media_path", "n",
                  "version",  # a face label's (else 0)
-                 "nameable"]  # has a class to approve: a face's label or prediction, a track's prediction
+                 "nameable"]  # Approve has a class to confirm: see nameable_faces, nameable_tracks
 COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
 HOVER = ["class", "status", "confidence", "media_name"]
@@ -98,13 +98,23 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
 DECISION_COLUMNS = ["label_status", "class_id", "class_name", "source"]
 
 
-def track_decisions(store: sessionmaker[Session], tracks: pd.DataFrame) -> pd.DataFrame:
+def track_faces(store: sessionmaker[Session], tracks: pd.DataFrame) -> pd.DataFrame:
+    """The faces (a faces_frame) of the tracks (a tracks_frame), of every face model among them."""
+    if tracks.empty:
+        return faces_frame(store).iloc[0:0]
+    faces = pd.concat([faces_frame(store, model) for model in tracks["model_id"].unique()], ignore_index=True)
+    return faces[faces["track_id"].isin(tracks["track_id"])]
+
+
+def track_decisions(store: sessionmaker[Session], tracks: pd.DataFrame,
+                    faces: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per track (a tracks_frame) with an editor's or an import's decision on one of its faces, the decision
     most of its decided faces carry: label_status, class_id, class_name (None when turned down) and source,
-    indexed by track id. Ties go to the first in status and class order, so the point stays put."""
+    indexed by track id. Ties go to the first in status and class order, so the point stays put.
+    faces: the tracks' faces (`track_faces`) when the caller has read them already."""
     if tracks.empty:
         return pd.DataFrame(columns=DECISION_COLUMNS, index=pd.Index([], name="track_id"))
-    faces = pd.concat([faces_frame(store, model) for model in tracks["model_id"].unique()], ignore_index=True)
+    faces = track_faces(store, tracks) if faces is None else faces
     decided = faces[faces["track_id"].isin(tracks["track_id"]) & faces["label_status"].isin(DECIDED_STATUSES)]
     counts = (decided.assign(class_id=decided["class_id"].astype("Int64"))
               .groupby(["track_id", *DECISION_COLUMNS], dropna=False, sort=True).size().rename("n").reset_index())
@@ -112,12 +122,37 @@ def track_decisions(store: sessionmaker[Session], tracks: pd.DataFrame) -> pd.Da
     return counts.drop_duplicates("track_id").set_index("track_id")[DECISION_COLUMNS]
 
 
+def nameable_tracks(store: sessionmaker[Session], tracks: pd.DataFrame, faces: pd.DataFrame) -> np.ndarray:
+    """Per track (a tracks_frame; faces: its faces, `track_faces`), whether approving it succeeds, as
+    `label_tracks` approves a track given no class (what Explore's Approve buttons send): the person the
+    model names for the whole track while that prediction stands (`current_track_predictions`), whatever
+    the faces' labels say, so a track the model called unknown has nothing to approve even when an editor
+    relabelled it; a track without one (never predicted, or its prediction undone) gives each face its own
+    class, else its prediction, and has something to approve only when every face has one
+    (`nameable_faces`). Why: an Approve the store refuses is as misleading as one disabled that works."""
+    with store() as session:
+        standing = current_track_predictions(session, tracks["track_id"].astype(int).tolist())
+    own = [standing.get(int(t), (None, None)) for t in tracks["track_id"]]
+    by_faces = pd.Series(nameable_faces(faces), index=faces.index).groupby(faces["track_id"]).all()
+    faces_ok = tracks["track_id"].map(by_faces).fillna(False).to_numpy(dtype=bool)  # a track without faces: refused
+    return np.array([named is not None or (at is None and ok) for (named, at), ok in zip(own, faces_ok)], dtype=bool)
+
+
+def undecided_track_status(tracks: pd.DataFrame, faces: pd.DataFrame) -> pd.Series:
+    """Per track (a tracks_frame; faces: its faces), the label status its point shows while nobody decided
+    it, in the faces view's words, so one colour-by-status legend and one status filter serve both views:
+    "predicted" when the model predicted any of its faces (its guess may be "unknown"), else UNLABELED."""
+    predicted = set(faces.loc[faces["label_status"].isin(UNDECIDED_STATUSES), "track_id"])
+    return tracks["track_id"].map(lambda t: UNDECIDED_STATUSES[0] if t in predicted else UNLABELED)
+
+
 def track_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """One point per face track (a person in one GIF) at the track's mean embedding.
 
     Its class follows the faces view's rule: a track an editor (or an import) decided shows that decision
     (the one most of its decided faces carry, and its label status: approved, relabeled, or the grey groups
-    "rejected" and "marked unknown"), an undecided one the person the model names for the whole track."""
+    "rejected" and "marked unknown"), an undecided one the person the model names for the whole track, with
+    the faces view's status for no decision ("predicted", or "unlabeled" before any prediction)."""
     tracks = tracks_frame(store, model_id)
     if tracks.empty:
         return _empty()
@@ -125,7 +160,8 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         blobs = dict(session.execute(select(Track.id, Track.vector).where(Track.id.in_(tracks["track_id"].tolist()))).all())
     tracks = tracks[tracks["track_id"].isin(list(blobs))].reset_index(drop=True)
     vectors = np.stack([bytes_to_vector(blobs[t]) for t in tracks["track_id"]]).astype(np.float32)
-    decision = track_decisions(store, tracks).reindex(tracks["track_id"]).reset_index(drop=True)
+    faces = track_faces(store, tracks)
+    decision = track_decisions(store, tracks, faces).reindex(tracks["track_id"]).reset_index(drop=True)
     decided = decision["label_status"].notna()
     named = decision["class_name"].where(decision["class_name"].notna(), decision["label_status"].map(TURNED_DOWN))
     klass = named.where(decided, tracks["predicted_class_name"])
@@ -135,7 +171,7 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
     person = people.reindex(person_id).reset_index(drop=True)
     points = pd.DataFrame({
         "id": tracks["track_id"].astype(int), "kind": "track", "class": _text(klass, UNLABELED),
-        "status": decision["label_status"].where(decided, "undecided").astype(str),
+        "status": decision["label_status"].where(decided, undecided_track_status(tracks, faces)).astype(str),
         "confidence": tracks["predicted_confidence"].astype(float),
         "source": decision["source"].where(decided, "model").astype(str),
         "gender": _text(person["gender"]), "ethnicity": _text(person["ethnicity"]),
@@ -143,7 +179,7 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),
         "crop_path": tracks["representative_crop_path"], "media_path": tracks["media_path"],
         "n": tracks["n_faces"].astype(int), "version": 0,
-        "nameable": tracks["predicted_class_id"].notna().to_numpy(dtype=bool),
+        "nameable": nameable_tracks(store, tracks, faces),
     })
     return points, vectors
 

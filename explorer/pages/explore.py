@@ -295,9 +295,12 @@ with details:
                 write(lambda s, e: decide_faces(s, [int(point_id)], decision, e, class_id=class_id,
                                                 expected_versions=seen))
 
-            no_class = not row["nameable"]  # no label and no prediction: nothing to approve, relabel instead
+            no_class = not row["nameable"]  # nothing to approve (views.nameable_faces / nameable_tracks)
             turned_down = row["kind"] == "face" and row["status"] in TURNED_DOWN and candidates
-            approve_help = ("No class to approve: pick one and relabel" if no_class else guard_help if not allowed else
+            nothing = ("No class to approve: pick one and relabel" if row["kind"] == "face" else
+                       "Nothing to approve: the model names no one for this track (or some of its faces have "
+                       "neither a class nor a prediction); relabel it or mark it unknown")
+            approve_help = (nothing if no_class else guard_help if not allowed else
                             f"The model was right after all: confirms {plain(candidates[0][1])}" if turned_down else None)
             if next(buttons).button("Approve", key="explore_approve", width="stretch", disabled=no_class or not allowed,
                                     help=approve_help):
@@ -385,7 +388,9 @@ def _bulk_tracks(chosen: list[int]) -> None:
     unnamed = _unnamed(chosen)
     _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,
                       approve_ok=not unnamed and override,
-                      approve_help=(f"No predicted person to approve for track(s) {', '.join(map(str, unnamed[:10]))}"
+                      approve_help=(f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}: the model "
+                                    "names no one for them (or some of their faces have neither a class nor a "
+                                    "prediction); relabel them, or select without them"
                                     if unnamed else _tick_first(decided) if not override
                                     else "Every face of each track gets the person the model named for it"),
                       decide=lambda d, c: write(lambda s, e: label_tracks(s, chosen, d, e, class_id=c,
