@@ -136,9 +136,9 @@ def add_class(factory: sessionmaker[Session], name: str, editor: str, display_na
     ConflictError when a seed face changed since: the selection may hold confirmed faces."""
     with run_operation(factory, editor, "add_class") as op:
         class_id = create_class(op, name, display_name, status, external_id, attributes)
-        if seed_face_ids:
-            apply_decision(op, seed_face_ids, "relabel", class_id, expected_versions)
-        op.summary = f"add class {clean_class_name(name)!r}" + (f" seeded with {len(set(seed_face_ids))} face(s)" if seed_face_ids else "")
+        # the seeds written, not the ids given: "3" and 3 (from a form and a dataframe) are one face
+        seeded = apply_decision(op, seed_face_ids, "relabel", class_id, expected_versions) if seed_face_ids else 0
+        op.summary = f"add class {clean_class_name(name)!r}" + (f" seeded with {seeded} face(s)" if seed_face_ids else "")
     return class_id, op.result
 
 

@@ -159,7 +159,7 @@ def decide_faces(factory: sessionmaker[Session], face_ids: Sequence[int], decisi
     class_id = optional_class_id(class_id)
     with run_operation(factory, editor, f"{decision}_faces") as op:
         n, unchanged = written_count(apply_decision(op, face_ids, decision, class_id, expected_versions, source),
-                                     len(set(face_ids)))
+                                     len(_face_ids(face_ids)))
         op.summary = decision_summary(decision, f"{n} face(s)", class_phrase(op.session, class_id)) + unchanged
     return op.result
 
@@ -263,12 +263,14 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
             lock_classes_before_faces(op.session, distinct, by_class)
             # the versions the editor saw, checked once before any part writes (a part's own write is no conflict)
             op.check_versions("face", op.load("face", [(f,) for f in distinct]), expected_versions)
-            for proposed, members in by_class.items():
-                apply_decision(op, members, decision, proposed, None, proposed_class=proposed)
+            written = sum(apply_decision(op, members, decision, proposed, None, proposed_class=proposed)
+                          for proposed, members in by_class.items())
         else:
-            apply_decision(op, distinct, decision, class_id, expected_versions)
+            written = apply_decision(op, distinct, decision, class_id, expected_versions)
+        # the faces written, "; 4 unchanged" for those already so decided, as `decide_faces` words it
+        n, unchanged = written_count(written, len(distinct))
         which = f"track {next(iter(faces))}" if len(faces) == 1 else f"{len(faces)} tracks"
-        op.summary = decision_summary(decision, f"{which} ({len(distinct)} faces)", class_phrase(op.session, class_id))
+        op.summary = decision_summary(decision, f"{which} ({n} faces{unchanged})", class_phrase(op.session, class_id))
     return op.result
 
 
