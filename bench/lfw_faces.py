@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,13 @@ def _key(paths: list[Path], images: Path, face_model: str, kwargs: dict) -> str:
 
 
 def load_lfw_faces(images: Path, cache: Path = DEFAULT_CACHE, min_photos: int = 1, max_people: int | None = None,
-                   face_model: str = "dlib-resnet-v1", **kwargs) -> LfwFaces:
-    """Embeddings of every photo of the people with at least min_photos photos (sorted by name)."""
+                   face_model: str = "dlib-resnet-v1", only: Collection[str] | None = None, **kwargs) -> LfwFaces:
+    """Embeddings of every photo of the people with at least min_photos photos (sorted by name); `only`
+    keeps just the people so named, so a quick run embeds only the photos it uses."""
     from bench.lfw_verify import embed_images
 
-    people = sorted(p for p in images.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= min_photos)
+    people = sorted(p for p in images.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= min_photos
+                    and (only is None or p.name in only))
     if max_people is not None:
         people = people[:max_people]
     paths = [f for person in people for f in sorted(person.glob("*.jpg"))]
