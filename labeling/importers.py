@@ -24,17 +24,17 @@ from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.cache import sha256_file
 from labeling.audit import Operation, _chunks, entity_key, run_operation
-from labeling.classes import _exact_name_holder, create_class
+from labeling.classes import _EXTERNAL_ID_LOCK, _exact_name_holder, create_class
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision, lock_classes_before_faces
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
                              CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media)
-from labeling.tags import apply_tags, tag_ids
+from labeling.tags import apply_tags, lock_tag_vocabulary, tag_ids
 from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, class_name_key, clean_attributes,
                                  clean_class_name, clean_display_name, clean_external_id, clean_tag_name)
 
@@ -458,6 +458,22 @@ def former_names(session: Session) -> dict[str, int]:
     return dict(renames(session))
 
 
+def lock_class_catalog(session: Session) -> None:
+    """Hold the class catalog until this transaction ends, before an import reads the classes it
+    matches its lines against (PostgreSQL; on SQLite the import's write transaction, BEGIN IMMEDIATE,
+    already excludes every other writer before its first read).
+
+    Why: two imports of one file at once both read the classes before either committed, so the second
+    created the first's classes again and failed, blaming the file ("external id ... already belongs
+    to class ...") or the other editor ("saved a class of the same name at the same moment"), where
+    run again alone it changes nothing. Under the lock the second waits for the first to commit and
+    then reads its classes (READ COMMITTED: each statement sees what was committed before it), so it
+    reports them unchanged. The lock is the one `create_class` takes to hand out external ids: an
+    editor adding a class with an id waits for the import too, and the import for them."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EXTERNAL_ID_LOCK})
+
+
 def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSummary,
                     attributes: dict[str, dict[str, Any]] | None = None,
                     create: bool = True,
@@ -593,6 +609,7 @@ def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | N
     # a second spelling of one id labels nothing here: it goes to the first one's class, with a note
     rows = read_labels_csv(csv_path, notes=summary.notes, one_name_per_id=False)
     with run_operation(store, _editor(editor, csv_path), "import_classes") as op:
+        lock_class_catalog(op.session)
         ids, _ = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
                                  summary)
         if (note := _index_note(op.session, csv_path, rows, ids)) is not None:
@@ -617,6 +634,7 @@ def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str 
     summary = ImportSummary("attributes", csv_path.name)
     summary.notes += notes
     with run_operation(store, _editor(editor, csv_path), "import_attributes") as op:
+        lock_class_catalog(op.session)
         rows = _written_names_first(op.session, rows)
         values_of = {class_name_key(r.name): r.values for r in rows}
         ids, created = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
@@ -898,6 +916,8 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     if not wanted:
         return summary
     with run_operation(store, who, "import_tags") as op:
+        # before the tags and rows are read: a second import of the file waits, then finds them (`lock_tag_vocabulary`)
+        lock_tag_vocabulary(op.session)
         ids = tag_ids(op.session, [t for _, t in wanted])
         current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
         removed = removed_by_editors(op.session, [k for k, row in current.items() if row is None])
@@ -1229,6 +1249,7 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     labels_csv = folder / "labels.csv"
     line_of = {r.label: r.line for r in labels}
     with run_operation(store, who, "import_raw_dataset") as op:
+        lock_class_catalog(op.session)
         specs = [ClassSpec(*names[r.label], _where(labels_csv, r.line)) for r in labels]
         ids, created = _ensure_classes(op, specs, summary, attributes={k: d.attributes for k, d in details.items()},
                                        display_names={k: d.display_name for k, d in details.items()},

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation, written_count
@@ -33,18 +33,44 @@ def _describe(session: Session, keys: Sequence[Key], what: Callable[[Key], str])
     return text + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
 
 
+# One PostgreSQL advisory lock for creating tags: "giflens" + "T" (classes.py's external-id lock is "X").
+TAG_VOCABULARY_LOCK = 0x6769666C656E7354
+
+
+def lock_tag_vocabulary(session: Session) -> None:
+    """Hold the tag vocabulary until this transaction ends (PostgreSQL; SQLite's write transaction,
+    BEGIN IMMEDIATE, already excludes every other writer).
+
+    Why: two transactions creating the same new tag both find it missing and the second fails on the
+    unique name (reported as "another editor saved the same new tag"); under the lock the second waits
+    for the first to commit, and a statement after the wait sees the first's tags (READ COMMITTED)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_VOCABULARY_LOCK})
+
+
+def _find_tags(session: Session, names: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(list(names)):
+        found.update(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(chunk))).all())
+    return found
+
+
 def tag_ids(session: Session, names: Iterable[str], create: bool = True) -> dict[str, int]:
-    """Tag vocabulary rows (never deleted, so they are not part of undo).
+    """Tag vocabulary rows (never deleted, so they are not part of undo). Missing ones are created under
+    `lock_tag_vocabulary`, looked up again once it is held: a tag another transaction created meanwhile
+    is found, not created twice.
 
     Only a tag created here is checked for invisible characters (`refuse_invisible_characters`): a
     tag stored before that rule is still found, so it can be removed, rejected or added elsewhere."""
     names = list(dict.fromkeys(clean_tag_name(n) for n in names))
-    found: dict[str, int] = {}
-    for chunk in _chunks(names):
-        found.update(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(chunk))).all())
+    found = _find_tags(session, names)
     missing = [n for n in names if n not in found]
     if missing and not create:
         raise NotFoundError(f"no tag named {', '.join(map(repr, missing[:10]))}")
+    if missing:
+        lock_tag_vocabulary(session)
+        found.update(_find_tags(session, missing))
+        missing = [n for n in names if n not in found]
     if missing:
         for name in missing:
             refuse_invisible_characters(name, "tag")
