@@ -32,7 +32,8 @@ VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
 POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gender", "ethnicity", "decade", "country",
                  "media_id", "media_name", "crop_path", "media_path", "n",
                  "version",  # a face label's (else 0)
-                 "nameable"]  # Approve has a class to confirm: see nameable_faces, nameable_tracks
+                 "nameable",  # Approve has a class to confirm: see nameable_faces, nameable_tracks
+                 "approve_class"]  # the class id Approve sends (None: none needed), see track_approve_classes
 COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
 HOVER = ["class", "status", "confidence", "media_name"]
@@ -90,7 +91,7 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
         "country": _text(faces["country"]), "media_id": faces["media_id"].astype(int),
         "media_name": faces["media_path"].map(lambda p: Path(p).name), "crop_path": faces["crop_path"],
         "media_path": faces["media_path"], "n": 1, "version": faces["version"].astype(int),
-        "nameable": nameable_faces(faces),
+        "nameable": nameable_faces(faces), "approve_class": pd.Series(pd.NA, index=faces.index, dtype="Int64"),
     })
     return points, vectors
 
@@ -122,20 +123,53 @@ def track_decisions(store: sessionmaker[Session], tracks: pd.DataFrame,
     return counts.drop_duplicates("track_id").set_index("track_id")[DECISION_COLUMNS]
 
 
-def nameable_tracks(store: sessionmaker[Session], tracks: pd.DataFrame, faces: pd.DataFrame) -> np.ndarray:
-    """Per track (a tracks_frame; faces: its faces, `track_faces`), whether approving it succeeds, as
-    `label_tracks` approves a track given no class (what Explore's Approve buttons send): the person the
-    model names for the whole track while that prediction stands (`current_track_predictions`), whatever
-    the faces' labels say, so a track the model called unknown has nothing to approve even when an editor
-    relabelled it; a track without one (never predicted, or its prediction undone) gives each face its own
-    class, else its prediction, and has something to approve only when every face has one
-    (`nameable_faces`). Why: an Approve the store refuses is as misleading as one disabled that works."""
+def track_predictions(store: sessionmaker[Session], tracks: pd.DataFrame) -> dict[int, tuple[int | None, Any]]:
+    """The model's standing answer per track (a tracks_frame): `current_track_predictions`."""
     with store() as session:
-        standing = current_track_predictions(session, tracks["track_id"].astype(int).tolist())
+        return current_track_predictions(session, tracks["track_id"].astype(int).tolist())
+
+
+def track_approve_classes(standing: Mapping[int, tuple[int | None, Any]], tracks: pd.DataFrame,
+                          decision: pd.DataFrame, faces: pd.DataFrame) -> list[int | None]:
+    """Per track (a tracks_frame; decision: `track_decisions` aligned with it; faces: its faces), the class
+    Explore's Approve must name to confirm what the track's point shows: the class an editor decided
+    (approved or relabelled) unless approving without a class gives every face that class already (the
+    model's standing prediction for the whole track is it, or, with none standing, every face's own class,
+    else its prediction, is it); None otherwise (an undecided or turned-down track: `label_tracks` without a
+    class approves the model's person). Why: given no class, approving a predicted track gives every face
+    the model's person, which would overwrite the editor's relabel the point shows, as a face's Approve
+    confirms its current label; and sending no class where it changes nothing lets such tracks be
+    approved together with undecided ones. standing: `current_track_predictions` of the tracks."""
+    confirmed = decision["label_status"].isin(CONFIRMED_STATUSES) & decision["class_id"].notna()
+    own = faces["class_id"].astype("Int64").fillna(faces["predicted_class_id"].astype("Int64"))
+    own_classes = own.groupby(faces["track_id"]).agg(lambda c: set(c.dropna().astype(int)) if c.notna().all() else None)
+    out: list[int | None] = []
+    for track, ok, chosen in zip(tracks["track_id"], confirmed, decision["class_id"]):
+        named, at = standing.get(int(track), (None, None))
+        given = named if at is not None else own_classes.get(track)
+        out.append(int(chosen) if ok and given not in (int(chosen), {int(chosen)}) else None)
+    return out
+
+
+def nameable_tracks(store: sessionmaker[Session], tracks: pd.DataFrame, faces: pd.DataFrame,
+                    approve_classes: Sequence[int | None] | None = None,
+                    standing: Mapping[int, tuple[int | None, Any]] | None = None) -> np.ndarray:
+    """Per track (a tracks_frame; faces: its faces, `track_faces`), whether approving it succeeds, as
+    Explore's Approve buttons send it: a track given its decided class (approve_classes, from
+    `track_approve_classes`; None where no class is sent) has that class to confirm, whatever the model
+    says. Given no class, `label_tracks` approves the person the model names for the whole track while
+    that prediction stands (`current_track_predictions`), whatever the faces' labels say, so a track the
+    model called unknown has nothing to approve; a track without one (never predicted, or its prediction
+    undone) gives each face its own class, else its prediction, and has something to approve only when
+    every face has one (`nameable_faces`). Why: an Approve the store refuses is as misleading as one
+    disabled that works. standing: `track_predictions` of the tracks when the caller has read them."""
+    standing = track_predictions(store, tracks) if standing is None else standing
     own = [standing.get(int(t), (None, None)) for t in tracks["track_id"]]
+    given = list(approve_classes) if approve_classes is not None else [None] * len(tracks)
     by_faces = pd.Series(nameable_faces(faces), index=faces.index).groupby(faces["track_id"]).all()
     faces_ok = tracks["track_id"].map(by_faces).fillna(False).to_numpy(dtype=bool)  # a track without faces: refused
-    return np.array([named is not None or (at is None and ok) for (named, at), ok in zip(own, faces_ok)], dtype=bool)
+    return np.array([sent is not None or named is not None or (at is None and ok)
+                     for (named, at), ok, sent in zip(own, faces_ok, given)], dtype=bool)
 
 
 def undecided_track_status(tracks: pd.DataFrame, faces: pd.DataFrame) -> pd.Series:
@@ -163,6 +197,8 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
     faces = track_faces(store, tracks)
     decision = track_decisions(store, tracks, faces).reindex(tracks["track_id"]).reset_index(drop=True)
     decided = decision["label_status"].notna()
+    standing = track_predictions(store, tracks)
+    approve = track_approve_classes(standing, tracks, decision, faces)
     named = decision["class_name"].where(decision["class_name"].notna(), decision["label_status"].map(TURNED_DOWN))
     klass = named.where(decided, tracks["predicted_class_name"])
     person_id = decision["class_id"].astype("Int64").where(decided, tracks["predicted_class_id"].astype("Int64"))
@@ -179,7 +215,8 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),
         "crop_path": tracks["representative_crop_path"], "media_path": tracks["media_path"],
         "n": tracks["n_faces"].astype(int), "version": 0,
-        "nameable": nameable_tracks(store, tracks, faces),
+        "nameable": nameable_tracks(store, tracks, faces, approve, standing),
+        "approve_class": pd.Series(approve, dtype="Int64"),
     })
     return points, vectors
 
@@ -217,6 +254,7 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
         "media_id": ids, "media_name": item["name"].fillna("").astype(str).to_numpy(),
         "crop_path": None, "media_path": item["path"].fillna("").astype(str).to_numpy(),
         "n": item["faces"].fillna(0).astype(int).to_numpy(), "version": 0, "nameable": False,
+        "approve_class": pd.Series(pd.NA, index=range(len(ids)), dtype="Int64"),
     })
     return points, np.stack([bytes_to_vector(r[2]) for r in rows]).astype(np.float32)
 
@@ -249,7 +287,7 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
                      "gender": first["gender"], "ethnicity": first["ethnicity"], "decade": first["decade"],
                      "country": first["country"], "media_id": int(first["media_id"]), "media_name": first["media_name"],
                      "crop_path": first["crop_path"], "media_path": first["media_path"], "n": int(len(members)),
-                     "version": 0, "nameable": True})
+                     "version": 0, "nameable": True, "approve_class": pd.NA})
     if not rows:
         return _empty()
     return pd.DataFrame(rows, columns=POINT_COLUMNS), np.stack(centres).astype(np.float32)

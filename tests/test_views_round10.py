@@ -51,10 +51,11 @@ def _undecided(loop: LoopStore, named: bool) -> list[int]:
     return tracks.loc[keep, "track_id"].astype(int).tolist()
 
 
-def _approves(loop: LoopStore, track: int) -> bool:
-    """Whether approving the track as Explore does (no class given) succeeds; a refusal writes nothing."""
+def _approves(loop: LoopStore, track: int, approve_class: object) -> bool:
+    """Whether approving the track as Explore does (the point's approve_class: the class editors decided, or
+    none for the model's person) succeeds; a refusal writes nothing."""
     try:
-        label_track(loop.store, track, "approve", "ann")
+        label_track(loop.store, track, "approve", "ann", class_id=None if pd.isna(approve_class) else int(approve_class))
     except ValidationError:
         return False
     return True
@@ -63,9 +64,10 @@ def _approves(loop: LoopStore, track: int) -> bool:
 def _assert_approve_offered_exactly_where_it_succeeds(loop: LoopStore) -> None:
     """Every track, one by one: the view's nameable, read before, is what approving it does. The tracks
     are of one face model, so approving one changes no other track's faces."""
-    nameable = _points(loop)["nameable"]
+    points = _points(loop)
+    nameable = points["nameable"]
     assert nameable.any() and not nameable.all(), nameable.value_counts()  # both kinds are checked
-    outcome = {int(t): _approves(loop, int(t)) for t in nameable.index}
+    outcome = {int(t): _approves(loop, int(t), points.loc[t, "approve_class"]) for t in nameable.index}
     wrong = {t: (bool(nameable[t]), done) for t, done in outcome.items() if bool(nameable[t]) != done}
     assert not wrong, wrong  # track -> (Approve offered, approving succeeded)
 
@@ -101,20 +103,21 @@ def test_before_any_prediction_approve_follows_each_faces_label(fresh):
     assert set(faces_frame(fresh.store, track_ids=[relabeled])["class_name"]) == {"Serena Williams"}
 
 
-def test_with_predictions_approve_follows_the_tracks_own_prediction(fresh):
-    """Approving a predicted track gives its faces the person the model names for the whole track: one the
-    model calls unknown has nothing to approve, even after an editor relabelled it."""
+def test_with_predictions_approve_confirms_what_the_point_shows(fresh):
+    """Approving an undecided predicted track gives its faces the person the model names for the whole track
+    (one the model calls unknown has nothing to approve); a track an editor relabelled is approved as the
+    class its point shows, the editors', even when the model calls it unknown."""
     refresh_predictions(fresh.store)
     track = _undecided(fresh, named=False)[0]
     label_track(fresh.store, track, "relabel", "ann", class_id=fresh.classes["Serena Williams"])
-    assert tuple(_points(fresh).loc[track, ["class", "status", "nameable"]]) == ("Serena Williams", "relabeled", False)
+    assert tuple(_points(fresh).loc[track, ["class", "status", "nameable"]]) == ("Serena Williams", "relabeled", True)
     _assert_approve_offered_exactly_where_it_succeeds(fresh)
-    assert set(faces_frame(fresh.store, track_ids=[track])["label_status"]) == {"relabeled"}  # the refusal wrote nothing
+    faces = faces_frame(fresh.store, track_ids=[track])
+    assert set(faces["label_status"]) == {"approved"} and set(faces["class_name"]) == {"Serena Williams"}
 
 
-def test_explore_disables_approve_of_a_relabeled_track_the_model_calls_unknown(predicted, monkeypatch):
+def test_explore_disables_approve_of_an_undecided_track_the_model_calls_unknown(predicted, monkeypatch):
     track = _undecided(predicted, named=False)[-1]
-    label_track(predicted.store, track, "relabel", "ann", class_id=predicted.classes["Serena Williams"])
     named = _undecided(predicted, named=True)[0]
     app = open_app(monkeypatch, predicted.data_dir, predicted.url)
     sign_in(_explore(app, "Face tracks"), "bob")

@@ -208,6 +208,11 @@ def _tick_first(decided: int) -> str:
     return f"Tick \"Change the {decided} decided face(s) too\" first: this changes editors' decisions"
 
 
+def _approve_class(value: object) -> int | None:
+    """A point's "approve_class" as the class id Approve sends (None: approving needs no class)."""
+    return None if pd.isna(value) else int(value)
+
+
 catalog = classes_frame(store)
 active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
@@ -300,11 +305,15 @@ with details:
             nothing = ("No class to approve: pick one and relabel" if row["kind"] == "face" else
                        "Nothing to approve: the model names no one for this track (or some of its faces have "
                        "neither a class nor a prediction); relabel it or mark it unknown")
+            # a track an editor decided confirms the class its point shows, not the model's (views.track_approve_classes)
+            approve_class = _approve_class(row["approve_class"])
             approve_help = (nothing if no_class else guard_help if not allowed else
-                            f"The model was right after all: confirms {plain(candidates[0][1])}" if turned_down else None)
+                            f"The model was right after all: confirms {plain(candidates[0][1])}" if turned_down else
+                            f"Confirms {plain(row['class'])}, the editors' decision, for every face of the track"
+                            if approve_class is not None else None)
             if next(buttons).button("Approve", key="explore_approve", width="stretch", disabled=no_class or not allowed,
                                     help=approve_help):
-                act("approve")
+                act("approve", approve_class)
             if next(buttons).button("Reject", key="explore_reject", width="stretch", disabled=not allowed,
                                     help=guard_help):
                 act("reject")
@@ -344,6 +353,24 @@ def _decision_buttons(count: str, key: str, override: bool, approve_ok: bool, de
             if st.button(f"Relabel {count}", key=f"{key}_relabel", disabled=not override):
                 if not refuse_lost_class(store, target):  # the class chosen is still the one in the box
                     decide("relabel", int(target.value))
+
+
+def _track_approve_class(chosen: list[int]) -> tuple[int | None, str | None]:
+    """The one class id approving the chosen tracks sends, and why they cannot be approved together (else None).
+
+    A track an editor decided is approved as its decided class (views.track_approve_classes), an undecided
+    one as the model's person for it; one `label_tracks` call (one decision, one undo) sends one class, so
+    a selection needing two of them is refused rather than approved as what its points do not show."""
+    needs = shown.loc[shown["id"].isin(chosen), ["id", "class", "approve_class"]]
+    sent = {_approve_class(c) for c in needs["approve_class"]}
+    if len(sent) <= 1:
+        return next(iter(sent), None), None
+    decided = needs[needs["approve_class"].notna()]
+    which = ", ".join(f"{t} ({plain(c)})" for t, c in zip(decided["id"].head(10), decided["class"].head(10)))
+    others = ", the other tracks as the model's person for them" if None in sent else ""
+    return None, (f"One Approve confirms one class, and these tracks need {len(sent)}: track(s) {which}"
+                  f"{' ...' * (len(decided) > 10)} as the class editors decided{others}. Select the tracks of one "
+                  "class (colour by class), or approve them one by one")
 
 
 def _unnamed(chosen: list[int]) -> list[int]:
@@ -386,15 +413,19 @@ def _bulk_tracks(chosen: list[int]) -> None:
                                 "decision on the tracks, approve included, changes those.",
                                 key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
     unnamed = _unnamed(chosen)
+    approve_class, mixed = _track_approve_class(chosen)
     _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,
-                      approve_ok=not unnamed and override,
+                      approve_ok=not unnamed and not mixed and override,
                       approve_help=(f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}: the model "
                                     "names no one for them (or some of their faces have neither a class nor a "
                                     "prediction); relabel them, or select without them"
-                                    if unnamed else _tick_first(decided) if not override
-                                    else "Every face of each track gets the person the model named for it"),
-                      decide=lambda d, c: write(lambda s, e: label_tracks(s, chosen, d, e, class_id=c,
-                                                                          expected_versions=seen)))
+                                    if unnamed else mixed or (_tick_first(decided) if not override else
+                                    "Every face of each track gets the person the model named for it"
+                                    if approve_class is None else
+                                    f"Every face of the tracks gets {plain(class_names.get(approve_class, f'class {approve_class}'))}"
+                                    ", the class editors decided for them")),
+                      decide=lambda d, c: write(lambda s, e: label_tracks(
+                          s, chosen, d, e, class_id=approve_class if d == "approve" else c, expected_versions=seen)))
 
 
 def _bulk_gifs(chosen: list[int]) -> None:
