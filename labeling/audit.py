@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import PurePath
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import DateTime, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import JSON, DateTime, String, and_, bindparam, column, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -109,18 +109,8 @@ class Operation:
         Rows are locked in key order, chunk after chunk and row after row, whatever order the caller
         gave: two editors locking overlapping rows in different orders (a selection and the same one
         reversed) would each hold rows the other waits for, a deadlock. In one order the second waits."""
-        model, cols = KINDS[kind]
-        table = model.__table__
         keys = list(dict.fromkeys(tuple(k) for k in keys))
-        order = [table.c[c] for c in cols]
-        found: dict[Key, dict[str, Any]] = {}
-        for chunk in _chunks(sorted(keys), CHUNK if len(cols) == 1 else COMPOSITE_CHUNK):
-            if len(cols) == 1:
-                cond = table.c[cols[0]].in_([k[0] for k in chunk])
-            else:
-                cond = or_(*[and_(*[table.c[c] == v for c, v in zip(cols, k)]) for k in chunk])
-            for row in self.session.execute(select(table).where(cond).order_by(*order).with_for_update()).mappings():
-                found[tuple(row[c] for c in cols)] = dict(row)
+        found = select_rows(self.session, kind, keys, lock=True)
         out = {k: found.get(k) for k in keys}
         for k, row in out.items():
             self.loaded.setdefault(entity_key(kind, k), dict(row) if row else None)
@@ -224,6 +214,24 @@ class Operation:
         for chunk in _chunks(rows):
             self.session.execute(insert(AuditEntity.__table__), list(chunk))
         return OperationResult(event.id, self.name, self.summary, len(after))
+
+
+def select_rows(session: Session, kind: str, keys: Iterable[Key], lock: bool = False) -> dict[Key, dict[str, Any]]:
+    """The rows of these entities that exist, by key, read in key order chunk by chunk (FOR UPDATE
+    when `lock`: see `Operation.load` for why the order matters)."""
+    model, cols = KINDS[kind]
+    table = model.__table__
+    order = [table.c[c] for c in cols]
+    found: dict[Key, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(set(keys)), CHUNK if len(cols) == 1 else COMPOSITE_CHUNK):
+        if len(cols) == 1:
+            cond = table.c[cols[0]].in_([k[0] for k in chunk])
+        else:
+            cond = or_(*[and_(*[table.c[c] == v for c, v in zip(cols, k)]) for k in chunk])
+        stmt = select(table).where(cond).order_by(*order)
+        for row in session.execute(stmt.with_for_update() if lock else stmt).mappings():
+            found[tuple(row[c] for c in cols)] = dict(row)
+    return found
 
 
 def written_count(written: int, asked: int) -> tuple[int, str]:
@@ -390,11 +398,46 @@ _UNIQUE_ROWS = {"name_key": "a class of the same name", "face_label": "a label o
                 "media_tag": "the same tag on the same media item", "tag": "the same new tag"}
 
 
-def concurrent_write_error(exc: IntegrityError) -> ConcurrentWriteError:
-    """Name what two simultaneous operations both created, from the constraint the database cites."""
+def concurrent_write_error(exc: IntegrityError, factory: sessionmaker[Session] | None = None,
+                           op: Operation | None = None) -> ConcurrentWriteError:
+    """Name what two simultaneous operations both created: who created it first, when and in which
+    operation (`first_creator`), else what it was, from the constraint the database cites."""
+    named = first_creator(factory, op) if factory is not None and op is not None else None
+    if named is not None:
+        return named
     message = str(exc.orig)
     what = next((v for k, v in _UNIQUE_ROWS.items() if k in message), "the same row")
     return ConcurrentWriteError(what)
+
+
+def first_creator(factory: sessionmaker[Session], op: Operation) -> ConcurrentWriteError | None:
+    """After `op` was rolled back on a unique key: the first entity it was creating that exists now, refused
+    as a stale edit of it (`stale_version_error`: by whom, when, in which operation), or None.
+
+    Why: two editors saving the first label of the same face both saw no row, version 0; the one who
+    committed first wins and the other meets the unique key. That editor's edit was based on a version
+    that has moved on, and must read who moved it as any stale edit does, not only "someone, at the same
+    moment". Read after the rollback, in a new transaction: the winner has committed (the insert waited
+    for it), so its row and audit event are there. Still a ConcurrentWriteError, as callers expect."""
+    created = sorted(parse_key(text) for text, after in op.after.items()
+                     if after is not None and text in op.before and op.before[text] is None)
+    with factory() as session:
+        for kind, group in groupby(created, key=lambda item: item[0]):
+            wanted = [key for _, key in group]
+            rows = select_rows(session, kind, wanted)
+            key = next((k for k in wanted if k in rows), None)
+            if key is not None:
+                based_on = op.after[entity_key(kind, key)]["version"] - 1
+                return _as_concurrent(stale_version_error(session, kind, key, rows[key], based_on))
+    return None
+
+
+def _as_concurrent(conflict: ConflictError) -> ConcurrentWriteError:
+    """The same refusal, as the ConcurrentWriteError a collision on a unique key has always raised."""
+    error = ConcurrentWriteError.__new__(ConcurrentWriteError)
+    ConflictError.__init__(error, conflict.entity, conflict.expected, conflict.actual, conflict.editor, conflict.at,
+                           str(conflict))
+    return error
 
 
 # PostgreSQL gives up on one of two transactions waiting on each other (deadlock_detected) or that
@@ -429,13 +472,14 @@ def run_operation(factory: sessionmaker[Session], editor: str, name: str) -> Ite
 
     Two editors writing the same rows at once never see a raw database error: a unique key both
     created, or a deadlock or lock timeout between them, is a ConcurrentWriteError (nothing saved)."""
+    op: Operation | None = None
     try:
         with collisions_as_conflicts(), write_scope(factory) as session:
             op = Operation(session, editor, name)
             yield op
             op.result = op.finish()
     except IntegrityError as exc:
-        raise concurrent_write_error(exc) from exc
+        raise concurrent_write_error(exc, factory, op) from exc
 
 
 # -- undo --------------------------------------------------------------------------------
@@ -852,9 +896,6 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                             f"{event.operation} ({', '.join(foreign[:5])}), not a change of labels, classes or tags")
         op = Operation(session, editor, "undo")
         _lock_undo_classes(op, event)
-        blocking = _blocking_events(session, event)
-        if blocking:
-            raise _blocking_error(session, event, blocking)
         op.summary = f"undo of operation {event.id}: {event.summary}"
         _concern_as(op, event)
         by_kind: dict[str, list[tuple[Key, str]]] = {}
@@ -862,12 +903,18 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
             kind, key = parse_key(text)
             by_kind.setdefault(kind, []).append((key, text))
         current = {kind: op.load(kind, [k for k, _ in items]) for kind, items in by_kind.items()}
+        # Looked up once the rows are locked, not before: an operation on them that was committing while
+        # this undo waited for their locks is in the log now, and blocks like any other, by name (looked
+        # up first, it was seen only as rows that differ, "changed outside the audited operations").
+        blocking = _blocking_events(session, event)
+        if blocking:
+            raise _blocking_error(session, event, blocking)
         for kind, items in by_kind.items():
             for key, text in items:
                 if _differs(KINDS[kind][0], current[kind][key], _without_derived_key(kind, event.after[text])):
                     # every audited change since that matters blocked above: this one was made outside them
-                    raise UndoError(f"operation {event_id} cannot be undone: {text} changed since "
-                                    "(outside the audited operations)")
+                    raise UndoError(f"operation {event_id} cannot be undone: {describe_entity(session, kind, key)} "
+                                    "changed since (outside the audited operations)")
         for kind in INSERT_ORDER:  # restore existing / re-create deleted, parents first
             items = by_kind.get(kind, [])
             changes = {}
@@ -955,22 +1002,52 @@ class HistoryEntry:
 def history(factory: sessionmaker[Session], key: str, limit: int = 200, editor: str | None = None) -> list[HistoryEntry]:
     """Newest first: every operation that wrote or concerned the entity, e.g. "face:12",
     "class:3", "media:7" (a GIF: its faces' labels and its tags); only `editor`'s when given,
-    filtered before the limit.
-
-    Only this key's snapshots are read, extracted by the database (json_extract on SQLite, -> on
-    PostgreSQL): loading whole events decoded every bulk event's before and after in full (a prediction
-    run over 20,000 faces) to pick one entity out, seconds and hundreds of MB for one face's history.
-    A key missing from a snapshot and a JSON null both come back as None: the entity did not exist."""
-    columns = (AuditEvent.id, AuditEvent.at, AuditEvent.editor, AuditEvent.operation, AuditEvent.summary,
-               AuditEvent.before[key], AuditEvent.after[key], AuditEvent.undone_by_id)
+    filtered before the limit. A key missing from a snapshot comes back as None: the entity did not exist."""
     with factory() as session:
-        stmt = (select(*columns).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
-                .where(AuditEntity.key == key).order_by(AuditEvent.id.desc()).limit(limit))
-        if editor:
-            stmt = stmt.where(AuditEvent.editor == editor)
-        # each event once, as the entity rows are (no DISTINCT: PostgreSQL's json type has no equality)
-        rows = {row[0]: row for row in session.execute(stmt)}
-        return [HistoryEntry(*row) for row in rows.values()]
+        heads = entity_events(session, [key], limit, editor)
+        before, after = snapshots_of(session, [h[0] for h in heads], [key])
+        return [HistoryEntry(*head[:5], before.get(head[0], {}).get(key), after.get(head[0], {}).get(key), head[5])
+                for head in heads]
+
+
+def entity_events(session: Session, keys: Sequence[str], limit: int = 200,
+                  editor: str | None = None) -> list[tuple[int, datetime, str, str, str, int | None]]:
+    """The newest `limit` events that wrote or concerned any of `keys` (only `editor`'s when given), newest
+    first, each once: (id, at, editor, operation, summary, undone_by); no snapshot (`snapshots_of`)."""
+    ids: set[int] = set()
+    for chunk in _chunks(list(keys)):
+        stmt = (select(AuditEntity.event_id).join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
+                .where(AuditEntity.key.in_(chunk)).distinct().order_by(AuditEntity.event_id.desc()).limit(limit))
+        ids.update(session.scalars(stmt.where(AuditEvent.editor == editor) if editor else stmt))
+    newest = sorted(ids, reverse=True)[:limit]
+    stmt = (select(AuditEvent.id, AuditEvent.at, AuditEvent.editor, AuditEvent.operation, AuditEvent.summary,
+                   AuditEvent.undone_by_id).where(AuditEvent.id.in_(newest)).order_by(AuditEvent.id.desc()))
+    return [tuple(row) for row in session.execute(stmt)]
+
+
+def snapshots_of(session: Session, event_ids: Sequence[int], keys: Sequence[str]
+                 ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """(before, after): event id -> {key: snapshot} for those of `keys` each event's snapshots hold (None
+    where the entity did not exist), in the order of `keys`.
+
+    Only these keys are read, picked out by the database (json_each, on SQLite and PostgreSQL alike):
+    loading whole events decoded every bulk event's before and after in full (a prediction run over 20,000
+    faces) to pick a few entities out, seconds and hundreds of MB for one face's or one track's history.
+    json_each goes through a snapshot once whatever the number of keys (PostgreSQL parses a json value
+    again for every `->`), and tells a key that is absent from one that holds null."""
+    order = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    found: dict[str, dict[int, dict[str, Any]]] = {"before": {}, "after": {}}
+    for side, out in found.items():
+        each = func.json_each(getattr(AuditEvent, side)).table_valued(column("key", String), column("value", JSON))
+        for ids in _chunks(list(event_ids)):
+            for chunk in _chunks(list(order)):
+                stmt = (select(AuditEvent.id, each.c.key, each.c.value).select_from(AuditEvent)
+                        .join(each, each.c.key.in_(chunk)).where(AuditEvent.id.in_(ids)))
+                for event_id, key, value in session.execute(stmt):
+                    out.setdefault(event_id, {})[key] = value
+        for event_id, snapshots in out.items():
+            out[event_id] = dict(sorted(snapshots.items(), key=lambda item: order[item[0]]))
+    return found["before"], found["after"]
 
 
 def recent_events(factory: sessionmaker[Session], editor: str | None = None, limit: int = 50) -> list[AuditEvent]:

@@ -16,9 +16,9 @@ import pandas as pd
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from labeling.audit import CHUNK  # CHUNK: ids bound in one IN (...) list
-from labeling.schema import (AuditEntity, AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
-                             MediaTag, Tag, Track, bytes_to_vector)
+from labeling.audit import CHUNK, entity_events, snapshots_of  # CHUNK: ids bound in one IN (...) list
+from labeling.schema import (CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag, Track,
+                             bytes_to_vector)
 from labeling.validation import clean_tag_name
 
 UNLABELED = "unlabeled"  # label status of a face that has no face_label row (no prediction, no decision)
@@ -453,23 +453,14 @@ def entities_history_frame(store: sessionmaker[Session], keys: Sequence[str], li
     Why: some things an editor looks at have no audit key of their own. A GIF's person track is
     decided through its member faces (`label_tracks` writes and audits "face:<id>" rows), so its
     history is the union of theirs; one bulk event over several members is one row, not one per face."""
-    from labeling.audit import _chunks
-
     wanted = list(dict.fromkeys(keys))
     if not wanted or limit <= 0:
         return _frame([], HISTORY_COLUMNS)
     with store() as session:
-        event_ids: set[int] = set()
-        for chunk in _chunks(wanted):
-            event_ids.update(session.scalars(select(AuditEntity.event_id).where(AuditEntity.key.in_(chunk)).distinct()
-                                             .order_by(AuditEntity.event_id.desc()).limit(limit)))
-        newest = sorted(event_ids, reverse=True)[:limit]
-        events = session.scalars(select(AuditEvent).where(AuditEvent.id.in_(newest))
-                                 .order_by(AuditEvent.id.desc())).all()
-        rows = [(e.id, e.at, e.editor, e.operation, e.summary,
-                 {k: e.before[k] for k in wanted if k in (e.before or {})},
-                 {k: e.after[k] for k in wanted if k in (e.after or {})}, e.undone_by_id) for e in events]
-    return _frame(rows, HISTORY_COLUMNS)
+        heads = entity_events(session, wanted, limit)
+        before, after = snapshots_of(session, [h[0] for h in heads], wanted)
+    return _frame([(*head[:5], before.get(head[0], {}), after.get(head[0], {}), head[5]) for head in heads],
+                  HISTORY_COLUMNS)
 
 
 def track_history_frame(store: sessionmaker[Session], track_id: int, limit: int = 200) -> pd.DataFrame:
