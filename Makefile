@@ -70,6 +70,7 @@ test: sync postgres chromium
 # with one key=value line. The LFW ones share embeddings computed once (about a minute) into /tmp.
 bench: sync postgres
 	$(UV) run python bench/store.py
+	$(UV) run python bench/history.py
 	$(UV) run python bench/dupes.py
 	$(UV) run python bench/knn.py --images $(SHARED)/lfw
 	$(UV) run python bench/recognition.py --images $(SHARED)/lfw

@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +30,23 @@ from labeling.face_labels import Prediction, approve_faces, record_predictions, 
 from labeling.schema import Face, Media  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards: a benchmark never touches a real store."""
+    name = f"giflens_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        from labeling.db import _engine_for
+
+        _engine_for.cache_clear()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def seed(store, n_faces: int) -> list[int]:
@@ -75,18 +94,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out["sqlite"] = run(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", args.faces, args.singles)
     if not args.no_postgres:
-        name = f"giflens_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            out["postgres"] = run(f"postgresql://postgres@127.0.0.1:5432/{name}", "postgres", args.faces, args.singles)
-        finally:
-            from labeling.db import _engine_for
-
-            _engine_for.cache_clear()
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with postgres_database() as url:
+            out["postgres"] = run(url, "postgres", args.faces, args.singles)
     print(" ".join(f"{db}_{k}={v:.1f}" for db, figures in out.items() for k, v in figures.items()))
 
 
