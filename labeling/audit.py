@@ -402,7 +402,10 @@ def concurrent_write_error(exc: IntegrityError, factory: sessionmaker[Session] |
                            op: Operation | None = None) -> ConcurrentWriteError:
     """Name what two simultaneous operations both created: who created it first, when and in which
     operation (`first_creator`), else what it was, from the constraint the database cites."""
-    named = first_creator(factory, op) if factory is not None and op is not None else None
+    try:
+        named = first_creator(factory, op) if factory is not None and op is not None else None
+    except Exception:  # noqa: BLE001 - naming the winner is a courtesy: the conflict is reported whatever it met
+        named = None
     if named is not None:
         return named
     message = str(exc.orig)
@@ -894,6 +897,9 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         if foreign := _foreign_keys(event.after):
             raise UndoError(f"operation {event_id} ({event.operation}) cannot be undone: it is a record of "
                             f"{event.operation} ({', '.join(foreign[:5])}), not a change of labels, classes or tags")
+        blocking = _blocking_events(session, event)  # refused at once, before any row of a large event is locked
+        if blocking:
+            raise _blocking_error(session, event, blocking)
         op = Operation(session, editor, "undo")
         _lock_undo_classes(op, event)
         op.summary = f"undo of operation {event.id}: {event.summary}"
@@ -903,9 +909,9 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
             kind, key = parse_key(text)
             by_kind.setdefault(kind, []).append((key, text))
         current = {kind: op.load(kind, [k for k, _ in items]) for kind, items in by_kind.items()}
-        # Looked up once the rows are locked, not before: an operation on them that was committing while
-        # this undo waited for their locks is in the log now, and blocks like any other, by name (looked
-        # up first, it was seen only as rows that differ, "changed outside the audited operations").
+        # Looked up again once the rows are locked: an operation on them that was committing while this
+        # undo waited for their locks is in the log now, and blocks like any other, by name (looked up
+        # only before, it was seen only as rows that differ, "changed outside the audited operations").
         blocking = _blocking_events(session, event)
         if blocking:
             raise _blocking_error(session, event, blocking)

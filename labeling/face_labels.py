@@ -233,6 +233,17 @@ def _faces_by_track_class(faces: dict[int, list[int]], predicted: dict[int, int 
     return grouped
 
 
+def _why_unnamed(session: Session, track_ids: Sequence[int]) -> str:
+    """Why tracks read as naming no one: the model said unknown, or the class it named was retired since
+    (on its own or after a merge into a class retired since), which an editor would otherwise take for
+    the model's doubt."""
+    stored = session.execute(select(Track.id, CelebrityClass.name).join(
+        CelebrityClass, CelebrityClass.id == Track.predicted_class_id).where(Track.id.in_(list(track_ids)))).all()
+    if not stored:
+        return "the model says unknown"
+    return "the model named " + ", ".join(f"{name!r} for track {t}" for t, name in stored[:5]) + ", retired since"
+
+
 def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decision: str, editor: str,
                  class_id: int | None = None, expected_versions: dict[int, int] | None = None) -> OperationResult:
     """One decision for every face of the given GIF person tracks: one transaction, one audit event.
@@ -256,8 +267,8 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
             unnamed = [t for t in ids if predicted[t][1] is not None and predicted[t][0] is None]
             if unnamed:
                 raise ValidationError(f"track {', '.join(map(str, unnamed[:10]))} has no predicted class to approve "
-                                      "(the model says unknown); relabel it to a class or mark it unknown, and "
-                                      "approve the other tracks on their own")
+                                      f"({_why_unnamed(op.session, unnamed)}); relabel it to a class or mark it "
+                                      "unknown, and approve the other tracks on their own")
             by_class = _faces_by_track_class(faces, {t: predicted[t][0] for t in ids})
             # every track's classes before any track's faces: one apply_decision per class locks faces
             lock_classes_before_faces(op.session, distinct, by_class)

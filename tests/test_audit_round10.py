@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from conftest import make_faces
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 from test_curation import make_track
 
@@ -195,6 +196,42 @@ def test_a_collision_whose_winner_cannot_be_found_keeps_the_general_refusal(pg_u
     assert isinstance(refused, ConcurrentWriteError), refused
     assert str(refused).startswith("another editor saved a class of the same name at the same moment"), refused
     assert (refused.editor, refused.at) == (None, None)
+
+
+@pytest.mark.postgres
+def test_a_collision_whose_winner_cannot_be_looked_up_is_still_a_conflict(pg_url):
+    """Naming the winner reads the store once more after the rollback; when that read fails (the server
+    went away, the pool is exhausted) bob still gets the conflict, not the failure of the courtesy."""
+    store = open_store(pg_url)
+    faces = make_faces(store, 1, 2)
+    a, _ = add_class(store, "A", "ann")
+    thread, written, release, out = held_open(
+        pg_url, "alice", lambda op: apply_decision(op, faces, "relabel", a, {f: 0 for f in faces}))
+    written.wait()
+    bob: dict[str, Any] = {}
+
+    def save() -> None:
+        with own_store(pg_url) as other:
+            calls = {"n": 0}
+
+            def failing_after_the_first(**kwargs: Any):
+                calls["n"] += 1
+                if calls["n"] > 1:
+                    raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+                return other(**kwargs)
+
+            bob["outcome"] = outcome_of(lambda: relabel_faces(failing_after_the_first, faces, a, "bob",
+                                                              {f: 0 for f in faces}))
+
+    saver = threading.Thread(target=save)
+    saver.start()
+    wait_for_a_lock_wait(pg_url)
+    release.set()
+    thread.join()
+    saver.join()
+    refused = bob["outcome"]
+    assert isinstance(refused, ConcurrentWriteError), refused
+    assert "at the same moment" in str(refused), refused
 
 
 # -- 3. a track's history after bulk runs -------------------------------------------------------------

@@ -126,7 +126,8 @@ def test_a_track_predicted_as_a_class_merged_into_a_retired_one_reads_unknown_an
     assert pd.isna(row["predicted_class_id"]) and not row["stale"]
 
     events = _events(st.store)
-    with pytest.raises(ValidationError, match=rf"track {st.track} has no predicted class to approve"):
+    with pytest.raises(ValidationError, match=rf"track {st.track} has no predicted class to approve \(the model named 'Person A' for "
+                                              rf"track {st.track}, retired since\)"):
         label_track(st.store, st.track, "approve", "ann")
     assert _events(st.store) == events
     with st.store() as s:
