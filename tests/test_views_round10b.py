@@ -105,7 +105,8 @@ def test_bulk_approve_sends_the_one_decided_class_and_refuses_a_mix(predicted, m
     undecided one) the selection needs two classes, and one Approve is refused with a help saying why."""
     undecided, *named = _undecided(predicted, named=True)
     first, second, third = (named + _undecided(predicted, named=False))[:3]
-    models = {_predicted_class(predicted, t) for t in (first, second, third)}
+    # X is none of the model's classes for these tracks, the undecided one's included: that mix needs two classes
+    models = {_predicted_class(predicted, t) for t in (first, second, third, undecided)}
     name, chosen = _other_class(predicted, *models)
     other, other_id = _other_class(predicted, *models, chosen)
     for track in (first, second):

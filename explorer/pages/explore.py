@@ -213,10 +213,17 @@ def _approve_class(value: object) -> int | None:
     return None if pd.isna(value) else int(value)
 
 
+def _class_name(class_id: int) -> str:
+    """A class's name as typed, retired ones included (the catalog, not only the active classes)."""
+    return str(all_names.get(class_id, f"class {class_id}"))
+
+
 catalog = classes_frame(store)
 active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
 class_names = dict(zip(active["class_id"], active["name"]))
+all_names = dict(zip(catalog["class_id"], catalog["name"]))
+retired = set(catalog.loc[catalog["status"] == "retired", "class_id"].astype(int))
 details, bulk = st.tabs(["Point details", "2D selection and bulk actions"])
 
 # -- one point: crop, GIF, labels, history, neighbours, actions ----------------------------------
@@ -302,9 +309,12 @@ with details:
 
             no_class = not row["nameable"]  # nothing to approve (views.nameable_faces / nameable_tracks)
             turned_down = row["kind"] == "face" and row["status"] in TURNED_DOWN and candidates
-            nothing = ("No class to approve: pick one and relabel" if row["kind"] == "face" else
+            gives = _approve_class(row["approves"])
+            nothing = (f"Class {plain(_class_name(gives))} is retired: labels cannot be added to it; relabel "
+                       "to another class" if gives in retired else
+                       "No class to approve: pick one and relabel" if row["kind"] == "face" else
                        "Nothing to approve: the model names no one for this track (or some of its faces have "
-                       "neither a class nor a prediction); relabel it or mark it unknown")
+                       "neither a class nor a prediction, or one that is retired); relabel it or mark it unknown")
             # a track an editor decided confirms the class its point shows, not the model's (views.track_approve_classes)
             approve_class = _approve_class(row["approve_class"])
             approve_help = (nothing if no_class else guard_help if not allowed else
@@ -358,19 +368,29 @@ def _decision_buttons(count: str, key: str, override: bool, approve_ok: bool, de
 def _track_approve_class(chosen: list[int]) -> tuple[int | None, str | None]:
     """The one class id approving the chosen tracks sends, and why they cannot be approved together (else None).
 
-    A track an editor decided is approved as its decided class (views.track_approve_classes), an undecided
-    one as the model's person for it; one `label_tracks` call (one decision, one undo) sends one class, so
-    a selection needing two of them is refused rather than approved as what its points do not show."""
-    needs = shown.loc[shown["id"].isin(chosen), ["id", "class", "approve_class"]]
-    sent = {_approve_class(c) for c in needs["approve_class"]}
-    if len(sent) <= 1:
-        return next(iter(sent), None), None
-    decided = needs[needs["approve_class"].notna()]
-    which = ", ".join(f"{t} ({plain(c)})" for t, c in zip(decided["id"].head(10), decided["class"].head(10)))
-    others = ", the other tracks as the model's person for them" if None in sent else ""
-    return None, (f"One Approve confirms one class, and these tracks need {len(sent)}: track(s) {which}"
-                  f"{' ...' * (len(decided) > 10)} as the class editors decided{others}. Select the tracks of one "
-                  "class (colour by class), or approve them one by one")
+    Each track comes out as one class (views.track_approves: the class editors decided, else the model's
+    person for it): tracks that all come out as X are approved by sending X (`label_tracks` gives every
+    face X, approved where it agrees with the face's label or prediction, relabelled elsewhere), which
+    also confirms editors' relabels to X. Sent without a class only when no track needs one (the model's
+    person per track). One `label_tracks` call (one decision, one undo) sends one class, so a selection
+    coming out as two is refused, naming each track and its class."""
+    needs = shown.loc[shown["id"].isin(chosen), ["id", "approve_class", "approves"]]
+    if needs["approve_class"].isna().all():
+        return None, None
+    gives = {_approve_class(c) for c in needs["approves"]}
+    if len(gives) == 1 and None not in gives:
+        return next(iter(gives)), None
+    which = ", ".join(f"{t} ({'several classes' if pd.isna(c) else plain(_class_name(int(c)))})"
+                      for t, c in zip(needs["id"].head(10), needs["approves"].head(10)))
+    return None, (f"One Approve confirms one class, and these tracks come out as {len(gives)}: track(s) {which}"
+                  f"{' ...' * (len(needs) > 10)}. Select the tracks of one class (colour by class), or approve "
+                  "them one by one")
+
+
+def _retired_named(ids: list[int]) -> str:
+    """" (retired: 'A', 'B')": the retired classes Approve would give the points (views' "approves")."""
+    hit = sorted({int(c) for c in shown.loc[shown["id"].isin(ids), "approves"].dropna() if int(c) in retired})
+    return f" (retired: {', '.join(plain(repr(_class_name(c))) for c in hit[:5])})" if hit else ""
 
 
 def _unnamed(chosen: list[int]) -> list[int]:
@@ -391,7 +411,9 @@ def _bulk_faces(chosen: list[int]) -> None:
                                 "changes those decisions.", key=f"explore_bulk_override_{hash(tuple(chosen))}")
     unnamed = _unnamed(chosen)
     _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed and override,
-                      approve_help=(unnameable_help(unnamed, "relabel them, or select without them") if unnamed
+                      approve_help=(unnameable_help(unnamed, "relabel them, or select without them") + (
+                                        f"; or their class is retired{_retired_named(unnamed)}"
+                                        * bool(_retired_named(unnamed))) if unnamed
                                     else _tick_first(len(decided)) if not override
                                     else "Each face gets its class, else the model's prediction"),
                       decide=lambda d, c: write(lambda s, e: decide_faces(s, chosen, d, e, class_id=c,
@@ -418,12 +440,13 @@ def _bulk_tracks(chosen: list[int]) -> None:
                       approve_ok=not unnamed and not mixed and override,
                       approve_help=(f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}: the model "
                                     "names no one for them (or some of their faces have neither a class nor a "
-                                    "prediction); relabel them, or select without them"
+                                    "prediction), or the class they would get is retired"
+                                    f"{_retired_named(unnamed)}; relabel them, or select without them"
                                     if unnamed else mixed or (_tick_first(decided) if not override else
                                     "Every face of each track gets the person the model named for it"
                                     if approve_class is None else
-                                    f"Every face of the tracks gets {plain(class_names.get(approve_class, f'class {approve_class}'))}"
-                                    ", the class editors decided for them")),
+                                    f"Every face of the tracks gets {plain(_class_name(approve_class))}, the "
+                                    "class their points show")),
                       decide=lambda d, c: write(lambda s, e: label_tracks(
                           s, chosen, d, e, class_id=approve_class if d == "approve" else c, expected_versions=seen)))
 

@@ -11,7 +11,8 @@ import streamlit as st
 
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
-from explorer.views import decided_since_prediction, index_dir_for, nameable_faces, unnameable_help
+from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, nameable_tracks,
+                            unnameable_help)
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
@@ -271,10 +272,15 @@ with tracks_tab:
             st.caption("Tick tracks in the table to act on every face of each.")
         else:  # one operation for the whole selection, so "Undo" takes all of it back
             cols = st.columns(5)
-            unnamed = sorted(set(ticked) & set(todo.loc[todo["predicted_class_name"].isna(), "track_id"].astype(int)))
+            # Explore's rule (views.nameable_tracks): Approve only where the store's approval succeeds
+            picked = todo[todo["track_id"].isin(ticked)]
+            ok = nameable_tracks(store, picked, faces[faces["track_id"].isin(ticked)])
+            unnamed = sorted(picked.loc[~ok, "track_id"].astype(int))
             if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve", disabled=bool(unnamed),
-                              help=(f"No predicted class to approve for track(s) {', '.join(map(str, unnamed[:10]))}: "
-                                    "relabel them, or untick them") if unnamed else None):
+                              help=(f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}: the model "
+                                    "names no one for them (or some of their faces have neither a class nor a "
+                                    "prediction, or one that is retired); relabel them, or untick them")
+                              if unnamed else None):
                 bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "approve", e, expected_versions=seen))
             if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
                 bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "reject", e, expected_versions=seen))
