@@ -615,7 +615,10 @@ def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):
     assert faces >= 1
     assert f"ingested 1, cached 0, failed 1, faces {faces}" in messages(at)
     failures = [d.value for d in at.dataframe if "reason" in d.value.columns][0]
-    assert list(failures["file"]) == [str(folder / "broken.gif")] and failures["reason"].iloc[0]
+    # the file's name, then the reason alone (not behind the path again), then where it is
+    assert list(failures.columns) == ["file", "reason", "path"]
+    assert list(failures["file"]) == ["broken.gif"] and list(failures["path"]) == [str(folder / "broken.gif")]
+    assert failures["reason"].iloc[0] and not failures["reason"].iloc[0].startswith(str(folder))
     with store() as s:
         assert sorted((Path(p).name, st) for p, st in s.execute(select(Media.path, Media.status))) == \
             [("Hugo_Chavez_0001.jpg", "ok"), ("broken.gif", "failed")]
@@ -640,7 +643,11 @@ def test_ingest_page_folder_and_uploads(tmp_path, monkeypatch, app_store):
     assert refused["reason"].iloc[0] == f"{size} KiB is over the limit of 19.5 KiB per file"
     assert any(m.startswith("ingested 1, cached 0, failed 1") for m in messages(at)), messages(at)
     failures = [d.value for d in at.dataframe if "reason" in d.value.columns and "fake.png" in d.value["file"].iloc[0]]
-    assert failures and "text" in failures[0]["reason"].iloc[0]
+    assert failures and "text" in failures[0]["reason"].iloc[0] and failures[0]["file"].iloc[0] == "fake.png"
+    assert not failures[0]["reason"].iloc[0].startswith(str(data_dir))  # the hidden upload folder is in "path" only
+    # the store's failed files read the same way
+    failed = [d.value for d in at.dataframe if "media_id" in d.value.columns and "reason" in d.value.columns][0]
+    assert set(failed["file"]) == {"broken.gif", "fake.png"} and not failed["reason"].str.contains(str(tmp_path)).any()
     with store() as s:
         uploaded = s.scalars(select(Media).where(Media.path.like(f"%{photo.name}"))).one()
     assert uploaded.status == "ok" and Path(uploaded.path).is_relative_to(data_dir / "uploads")

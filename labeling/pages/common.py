@@ -486,6 +486,16 @@ def safe_file_name(name: str) -> str:
     return base or "upload"
 
 
+def failure_row(path: str, reason: str) -> dict[str, str]:
+    """A failed file as an editor reads it: its name, the reason alone, then the full path.
+
+    Why: a reason arrives as "<path>: <what is wrong>", and an upload's path is a hidden folder under
+    the data folder (uploads/<hash>/<name>), so a table showing both pushed the reason out of view."""
+    prefix = f"{path}: "
+    return {"file": Path(path).name, "reason": reason[len(prefix):] if reason.startswith(prefix) else reason,
+            "path": path}
+
+
 def save_upload(name: str, data: bytes, settings: Settings) -> Path:
     """Store an upload under <data folder>/uploads/<content hash>/<name>: the same bytes twice are one file."""
     digest = hashlib.sha256(data).hexdigest()[:16]

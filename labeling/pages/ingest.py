@@ -8,9 +8,9 @@ from embeddings.pipeline import ModelUnavailableError
 from labeling.errors import StoreError
 from labeling.folders import list_folder
 from labeling.ingest import ingest
-from labeling.pages.common import (allowed_extensions, check_upload, current_editor, get_pipeline, get_settings,
-                                   get_store, human_bytes, plain, require_editor, save_upload, server_path,
-                                   show_error)
+from labeling.pages.common import (allowed_extensions, check_upload, current_editor, failure_row, get_pipeline,
+                                   get_settings, get_store, human_bytes, plain, require_editor, save_upload,
+                                   server_path, show_error)
 from labeling.queries import media_frame
 
 RESULT_KEY = "ingest_last_result"
@@ -53,7 +53,7 @@ def run_ingest(paths: list[Path], editor: str) -> None:
     bar.progress(1.0, text=f"{state['done']} / {state['total']} files")
     st.session_state[RESULT_KEY] = {"line": summary.line(), "files": state["total"], "event_id": summary.event_id,
                                     "editor": editor,
-                                    "failures": [{"file": p, "reason": why} for p, why in summary.failures],
+                                    "failures": [failure_row(str(p), why) for p, why in summary.failures],
                                     "notes": list(summary.notes)}
 
 
@@ -156,6 +156,8 @@ st.subheader(f"Media in the store ({len(media)})")
 failed = media[media["status"] == "failed"]
 if len(failed):
     with st.expander(f"{len(failed)} failed file(s)"):
-        st.dataframe(failed[["media_id", "path", "error"]], hide_index=True, width="stretch")
+        rows = pd.DataFrame([failure_row(str(p), str(e or "")) for p, e in zip(failed["path"], failed["error"])])
+        st.dataframe(pd.concat([failed[["media_id"]].reset_index(drop=True), rows], axis=1), hide_index=True,
+                     width="stretch")
 st.dataframe(media[["media_id", "name", "kind", "status", "faces", "tracks", "tags", "width", "height", "total_frames",
                     "size_bytes", "path"]], hide_index=True, width="stretch")
