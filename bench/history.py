@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
-from bench.store import postgres_database, seed  # noqa: E402
+from bench.store import on_both_backends, seed  # noqa: E402
 from labeling.audit import HistoryEntry, history  # noqa: E402
 from labeling.classes import add_class  # noqa: E402
 from labeling.db import open_store  # noqa: E402
@@ -103,12 +102,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="bulk prediction runs over every face")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        out["sqlite"] = run(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", args.faces, args.runs)
-    if not args.no_postgres:
-        with postgres_database() as url:
-            out["postgres"] = run(url, "postgres", args.faces, args.runs)
+    out = on_both_backends(lambda url, label: run(url, label, args.faces, args.runs), args.no_postgres)
     print(" ".join(f"{db}_{k}={v:.3f}" for db, figures in out.items() for k, v in figures.items()))
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,10 +33,11 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped afterwards: a benchmark never touches a real store."""
-    name = f"giflens_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+def postgres_database(admin_url: str = PG_ADMIN, prefix: str = "giflens_bench") -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards (connections forced out): a benchmark,
+    or a test (tests/conftest.py), never touches a real store."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -47,6 +48,19 @@ def postgres_database() -> Iterator[str]:
         _engine_for.cache_clear()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def on_both_backends(run_one: Callable[[str, str], dict[str, float]], no_postgres: bool) -> dict[str, dict[str, float]]:
+    """backend -> run_one(url, backend)'s figures, on a temporary SQLite file and, unless no_postgres, a
+    temporary PostgreSQL database."""
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out["sqlite"] = run_one(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite")
+    if not no_postgres:
+        with postgres_database() as url:
+            out["postgres"] = run_one(url, "postgres")
+    return out
 
 
 def seed(store, n_faces: int) -> list[int]:
@@ -90,12 +104,7 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=300)
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        out["sqlite"] = run(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", args.faces, args.singles)
-    if not args.no_postgres:
-        with postgres_database() as url:
-            out["postgres"] = run(url, "postgres", args.faces, args.singles)
+    out = on_both_backends(lambda url, label: run(url, label, args.faces, args.singles), args.no_postgres)
     print(" ".join(f"{db}_{k}={v:.1f}" for db, figures in out.items() for k, v in figures.items()))
 
 

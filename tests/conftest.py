@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from contextlib import contextmanager
 from typing import Iterator
 from pathlib import Path
@@ -172,24 +171,11 @@ def pg_admin_url() -> str:
     return PG_ADMIN_URL
 
 
-@contextmanager
-def temporary_pg_database(admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+def temporary_pg_database(admin_url: str = PG_ADMIN_URL):
     """A brand-new PostgreSQL database for one test, dropped afterwards (connections forced out)."""
-    from sqlalchemy import create_engine, text
+    from bench.store import postgres_database
 
-    name = f"giflens_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        from labeling.db import _engine_for
-
-        _engine_for.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return postgres_database(admin_url, prefix="giflens_test")
 
 
 @pytest.fixture

@@ -81,6 +81,29 @@ def held_open(url: str, editor: str, write: Callable[[Any], None]) -> tuple[thre
     return thread, written, release, out
 
 
+def race(url: str, editor: str, write: Callable[[Any], None], second: Callable[[sessionmaker], Any],
+         wait_for_lock: bool = True) -> tuple[Any, Any]:
+    """`write` held open by `editor` (`held_open`) while `second(store)` runs on another engine, released once
+    the second waits for a lock (PostgreSQL; SQLite's second transaction waits for the file lock unseen):
+    (what second returned or raised, the first operation's result)."""
+    thread, written, release, out = held_open(url, editor, write)
+    written.wait()
+    got: dict[str, Any] = {}
+
+    def run() -> None:
+        with own_store(url) as other:
+            got["outcome"] = outcome_of(lambda: second(other))
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    if wait_for_lock:
+        wait_for_a_lock_wait(url)
+    release.set()
+    thread.join()
+    runner.join()
+    return got["outcome"], out["result"]
+
+
 # -- 1. an undo and an in-flight edit of the same faces ----------------------------------------------
 @pytest.mark.postgres
 def test_an_undo_waiting_for_an_edit_in_flight_names_that_edit(pg_url):
@@ -89,22 +112,9 @@ def test_an_undo_waiting_for_an_edit_in_flight_names_that_edit(pg_url):
     a, _ = add_class(store, "A", "ann")
     b, _ = add_class(store, "B", "ann")
     mine = relabel_faces(store, faces, a, "alice").event_id
-    thread, written, release, out = held_open(pg_url, "bob", lambda op: apply_decision(op, faces, "relabel", b))
-    written.wait()
-    undo: dict[str, Any] = {}
-
-    def alice() -> None:
-        with own_store(pg_url) as other:
-            undo["outcome"] = outcome_of(lambda: undo_event(other, mine, "alice"))
-
-    undoer = threading.Thread(target=alice)
-    undoer.start()
-    wait_for_a_lock_wait(pg_url)  # alice's undo waits for the faces bob holds
-    release.set()
-    thread.join()
-    undoer.join()
-    bobs = out["result"].event_id
-    refused = undo["outcome"]
+    refused, bobs_result = race(pg_url, "bob", lambda op: apply_decision(op, faces, "relabel", b),
+                                lambda other: undo_event(other, mine, "alice"))  # alice's undo waits for bob's faces
+    bobs = bobs_result.event_id
     assert isinstance(refused, UndoError), refused
     message = str(refused)
     with store() as s:
@@ -141,24 +151,11 @@ def test_a_first_label_saved_by_another_editor_meanwhile_names_them(store_url):
     a, _ = add_class(store, "A", "ann")
     b, _ = add_class(store, "B", "ann")
     theirs, mine = faces[0:8], faces[4:12]
-    thread, written, release, out = held_open(
-        store_url, "alice", lambda op: apply_decision(op, theirs, "relabel", a, {f: 0 for f in theirs}))
-    written.wait()
-    bob: dict[str, Any] = {}
-
-    def save() -> None:
-        with own_store(store_url) as other:
-            bob["outcome"] = outcome_of(lambda: relabel_faces(other, mine, b, "bob", {f: 0 for f in mine}))
-
-    saver = threading.Thread(target=save)
-    saver.start()
-    if store_url.startswith("postgresql"):
-        wait_for_a_lock_wait(store_url)  # bob's first insert waits on alice's uncommitted label
-    release.set()
-    thread.join()
-    saver.join()
-    alices = out["result"].event_id
-    refused = bob["outcome"]
+    refused, alices_result = race(
+        store_url, "alice", lambda op: apply_decision(op, theirs, "relabel", a, {f: 0 for f in theirs}),
+        lambda other: relabel_faces(other, mine, b, "bob", {f: 0 for f in mine}),
+        wait_for_lock=store_url.startswith("postgresql"))  # bob's first insert waits on alice's uncommitted label
+    alices = alices_result.event_id
     assert isinstance(refused, ConflictError), refused
     if store_url.startswith("postgresql"):
         assert isinstance(refused, ConcurrentWriteError), refused  # the type callers of a collision know
@@ -178,21 +175,8 @@ def test_a_collision_whose_winner_cannot_be_found_keeps_the_general_refusal(pg_u
     """Two new classes of one name: the class bob was creating has no key the other holds (its id is
     new), so nobody can be named; the refusal stays the one that says what both saved."""
     open_store(pg_url)  # migrated
-    thread, written, release, out = held_open(pg_url, "alice", lambda op: create_class(op, "Brad Pitt"))
-    written.wait()
-    bob: dict[str, Any] = {}
-
-    def save() -> None:
-        with own_store(pg_url) as other:
-            bob["outcome"] = outcome_of(lambda: add_class(other, "brad pitt", "bob"))
-
-    saver = threading.Thread(target=save)
-    saver.start()
-    wait_for_a_lock_wait(pg_url)
-    release.set()
-    thread.join()
-    saver.join()
-    refused = bob["outcome"]
+    refused, _ = race(pg_url, "alice", lambda op: create_class(op, "Brad Pitt"),
+                      lambda other: add_class(other, "brad pitt", "bob"))
     assert isinstance(refused, ConcurrentWriteError), refused
     assert str(refused).startswith("another editor saved a class of the same name at the same moment"), refused
     assert (refused.editor, refused.at) == (None, None)
@@ -205,31 +189,19 @@ def test_a_collision_whose_winner_cannot_be_looked_up_is_still_a_conflict(pg_url
     store = open_store(pg_url)
     faces = make_faces(store, 1, 2)
     a, _ = add_class(store, "A", "ann")
-    thread, written, release, out = held_open(
-        pg_url, "alice", lambda op: apply_decision(op, faces, "relabel", a, {f: 0 for f in faces}))
-    written.wait()
-    bob: dict[str, Any] = {}
 
-    def save() -> None:
-        with own_store(pg_url) as other:
-            calls = {"n": 0}
+    def failing_after_the_first(other: sessionmaker) -> Callable[..., Any]:
+        calls = {"n": 0}
 
-            def failing_after_the_first(**kwargs: Any):
-                calls["n"] += 1
-                if calls["n"] > 1:
-                    raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
-                return other(**kwargs)
+        def factory(**kwargs: Any):
+            calls["n"] += 1
+            if calls["n"] > 1:
+                raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+            return other(**kwargs)
+        return factory
 
-            bob["outcome"] = outcome_of(lambda: relabel_faces(failing_after_the_first, faces, a, "bob",
-                                                              {f: 0 for f in faces}))
-
-    saver = threading.Thread(target=save)
-    saver.start()
-    wait_for_a_lock_wait(pg_url)
-    release.set()
-    thread.join()
-    saver.join()
-    refused = bob["outcome"]
+    refused, _ = race(pg_url, "alice", lambda op: apply_decision(op, faces, "relabel", a, {f: 0 for f in faces}),
+                      lambda other: relabel_faces(failing_after_the_first(other), faces, a, "bob", {f: 0 for f in faces}))
     assert isinstance(refused, ConcurrentWriteError), refused
     assert "at the same moment" in str(refused), refused
 
