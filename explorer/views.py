@@ -80,13 +80,15 @@ def nameable_faces(faces: pd.DataFrame, retired: Collection[int] = ()) -> np.nda
     return (own.notna() & ~own.isin(list(retired))).to_numpy(dtype=bool)
 
 
-def unnameable_help(unnamed: Sequence[int], remedy: str) -> str | None:
+def unnameable_help(unnamed: Sequence[int], remedy: str, retired_names: Sequence[str] = ()) -> str | None:
     """The help of an Approve disabled by faces with nothing to approve (see `nameable_faces`): how
-    many, which (the first ten), and `remedy`, what to do instead; None when there are none."""
+    many, which (the first ten), and `remedy`, what to do instead, naming the retired classes among
+    theirs; None when there are none."""
     if not unnamed:
         return None
+    retired = f"; or their class is retired (retired: {', '.join(map(repr, retired_names[:5]))})" if retired_names else ""
     return (f"{len(unnamed)} of the faces have neither a class nor a prediction to approve (faces "
-            f"{', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): {remedy}")
+            f"{', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): {remedy}{retired}")
 
 
 def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:

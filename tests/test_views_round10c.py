@@ -13,14 +13,15 @@ from sqlalchemy import func, select
 
 from conftest import open_app
 from explorer.views import face_points, track_approve_classes, track_decisions, track_faces, track_predictions
-from labeling.classes import retire_class
+from labeling.classes import add_class, retire_class
 from labeling.errors import ValidationError
-from labeling.face_labels import Prediction, decide_faces, label_track, record_predictions
+from labeling.face_labels import Prediction, approve_faces, decide_faces, label_track, record_predictions
 from labeling.queries import faces_frame, tracks_frame
 from labeling.recognition import refresh_predictions
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent
 from test_app_fixes import _explore, _tick, lasso  # noqa: F401  (lasso: a fixture the bulk tests use)
 from test_app_pages import no_exception, sign_in
+from test_queries import new_fixture_store
 from test_recognition_loop import LoopStore
 from test_views_round10 import _approves, _build, _undecided
 from test_views_round10b import _open_track, _other_class, _points, _predicted_class
@@ -192,3 +193,21 @@ def test_review_track_queue_offers_approve_where_explore_does(tmp_path_factory, 
     approve = app.button(key="review_tracks_approve")
     assert approve.disabled and f"track(s) {track}:" in approve.help, approve.help
     assert not _approves(loop, track, None)
+
+
+def test_review_does_not_offer_approving_faces_into_a_retired_class(tmp_path_factory, monkeypatch):
+    """As Explore: a face whose class (here its prediction) was retired has nothing Approve could give it
+    (the store refuses a retired class), so Review's bulk Approve is disabled and its help names the class."""
+    fixture_store = new_fixture_store(tmp_path_factory, "round10c-retired")
+    app = open_app(monkeypatch, fixture_store.data_dir, fixture_store.url)
+    face = fixture_store.gif_faces[0]
+    soon, _ = add_class(fixture_store.store, "Soon Retired", "ann")
+    record_predictions(fixture_store.store, [Prediction(face, soon, 0.3, [(soon, 0.3)])], "retire-run")
+    retire_class(fixture_store.store, soon, "ann")
+    with pytest.raises(ValidationError, match="retired"):
+        approve_faces(fixture_store.store, [face], "ann")
+    app.switch_page("explorer/pages/review.py").run()
+    no_exception(app)
+    _tick(app, "review_suspects", [face])
+    approve = app.button(key="review_suspects_bulk_approve")
+    assert approve.disabled and str(face) in approve.help and "'Soon Retired'" in approve.help, approve.help

@@ -12,7 +12,7 @@ import streamlit as st
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
 from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, nameable_tracks,
-                            unnameable_help)
+                            own_classes, retired_classes, unnameable_help)
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
@@ -42,7 +42,10 @@ active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
 class_names = dict(zip(active["class_id"], active["name"]))
 face_versions = dict(zip(faces["face_id"].astype(int), faces["version"].astype(int)))
-unnameable = set(faces.loc[~nameable_faces(faces), "face_id"].astype(int))  # nothing to approve
+retired = retired_classes(store)
+unnameable = set(faces.loc[~nameable_faces(faces, retired), "face_id"].astype(int))  # nothing to approve, or retired
+own_class = dict(zip(faces["face_id"].astype(int), own_classes(faces)))
+every_name = dict(zip(catalog["class_id"], catalog["name"]))  # retired classes included
 
 
 def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> None:
@@ -108,7 +111,9 @@ def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: st
     cols = st.columns([1, 1, 1, 2, 1])
     # as on Explore: a face with nothing to approve disables Approve, and the help says which and what to do
     unnamed = sorted(set(face_ids) & unnameable)
-    approve_help = unnameable_help(unnamed, "relabel them, or untick them")
+    retired_names = sorted({every_name.get(int(c), str(c)) for f in unnamed
+                            if pd.notna(c := own_class.get(f)) and int(c) in retired})
+    approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names)
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
         bulk_write(table_key, lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen))
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
