@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import (Key, Operation, OperationResult, _chunks, lock_classes, merge_chain, run_operation,
                             written_count)
 from labeling.errors import NotFoundError, ValidationError
-from labeling.queries import current_track_predictions
+from labeling.queries import current_target, current_track_predictions
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, FaceLabel, Track
 from labeling.validation import check_confidence, check_id, refuse_hidden_characters
 
@@ -327,20 +327,12 @@ def prediction_targets(session: Session, class_ids: set[int]) -> dict[int, int |
     missing = sorted(class_ids - set(locked))
     if missing:
         raise NotFoundError(f"predictions name unknown classes {missing[:10]}")
-    out: dict[int, int | None] = {}
-    for class_id in class_ids:
-        current: int | None = class_id
-        seen: set[int] = set()
-        while current is not None and current not in seen:
-            seen.add(current)
-            row = locked.get(current) or lock_classes(session, [current]).get(current)  # merged on since the read
-            if row is not None and row.status != "retired":
-                break
-            current = row.merged_into_id if row is not None else None
-        else:
-            current = None  # retired and merged nowhere (or a cycle an older giflens left)
-        out[class_id] = current
-    return out
+
+    def row_of(class_id: int) -> tuple[str, int | None] | None:
+        row = locked.get(class_id) or lock_classes(session, [class_id]).get(class_id)  # merged on since the read
+        return None if row is None else (row.status, row.merged_into_id)
+
+    return {class_id: current_target(class_id, row_of) for class_id in class_ids}
 
 
 def mapped_prediction(p: Prediction, targets: dict[int, int | None]) -> Prediction:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -294,15 +294,27 @@ def current_class_targets(session: Session) -> dict[int, int | None]:
     writes it guards. One read of the class table (thousands of rows), not a query per merge step."""
     rows = {cid: (status, merged) for cid, status, merged in
             session.execute(select(CelebrityClass.id, CelebrityClass.status, CelebrityClass.merged_into_id))}
-    out: dict[int, int | None] = {}
-    for class_id in rows:
-        current: int | None = class_id
-        seen: set[int] = set()
-        while current is not None and current not in seen and current in rows and rows[current][0] == "retired":
-            seen.add(current)
-            current = rows[current][1]
-        out[class_id] = current if current in rows and rows[current][0] != "retired" else None
-    return out
+    return {class_id: current_target(class_id, rows.get) for class_id in rows}
+
+
+def current_target(class_id: int, row_of: Callable[[int], tuple[str, int | None] | None]) -> int | None:
+    """The class a prediction naming `class_id` stands for now: the first class of its merge chain that is
+    not retired, None when the chain ends at a retired class, at a class that does not exist, or comes
+    back on itself (a cycle an older giflens left). row_of(class id) -> (status, merged_into_id), or None
+    for no such class: read from a table already loaded (`current_class_targets`) or under locks
+    (`labeling.face_labels.prediction_targets`), one rule either way."""
+    current: int | None = class_id
+    seen: set[int] = set()
+    while current is not None and current not in seen:
+        seen.add(current)
+        row = row_of(current)
+        if row is None:
+            return None
+        status, merged_into = row
+        if status != "retired":
+            return current
+        current = merged_into
+    return None
 
 
 def current_top(top: Sequence[Sequence[Any]] | None, targets: dict[int, int | None]) -> list[list[Any]]:
