@@ -152,7 +152,7 @@ class EmbeddingCache:
                     arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # JSONDecodeError is a ValueError
             # a disk error or a hand-damaged file (cut short, emptied): a cache miss, never a failed batch
-            shutil.rmtree(folder, ignore_errors=True)
+            self.drop(namespace, sha256)
             return None
         return CacheEntry(folder, meta, arrays)
 

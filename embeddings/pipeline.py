@@ -43,7 +43,7 @@ APNG_DECODER = "ffmpeg-composite-v1"
 # Videos only (`is_video`), for the same reason: since this version their frames are shown at their
 # display aspect (non-square pixels) and a VP8/VP9 WebM's transparency is composited onto white.
 VIDEO_DECODER = "display-aspect+vpx-alpha-v1"
-# The files whose frames cache key names their decoder (`animation_decoder`): kind -> decoder version.
+# The files whose frames cache key names their decoder (`sampling_key`): kind -> decoder version.
 DECODERS = {"apng": APNG_DECODER, "video": VIDEO_DECODER}
 # A still photo (`sampling_key` STILL) is one frame whatever --frames says, so its entries are keyed at the
 # default sampling, whatever the setting: one set serves every --frames (no photo detected and embedded

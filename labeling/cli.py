@@ -706,7 +706,6 @@ def dupes_command(
     radius: Annotated[int, typer.Option("--radius", help="Hamming distance (bits of 64, at most 16) of near-duplicate frames.")] = 6,
 ) -> None:
     """Near-duplicate media pairs from frame pHashes (re-uploads, re-encodes), closest first."""
-    from rich.markup import escape
     from sqlalchemy import select
 
     from embeddings.near_duplicates import NearDuplicateError, check_useful_radius, near_duplicate_media
@@ -716,8 +715,7 @@ def dupes_command(
     try:  # refused before the store is read: a huge radius pairs everything, at gigabytes of memory
         check_useful_radius(radius)
     except NearDuplicateError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
+        refuse(str(exc))
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     with _store_for(settings, create=False)() as session:
         rows = session.execute(select(Media.id, Media.path, Media.frame_hashes).where(Media.status == "ok")
@@ -729,8 +727,7 @@ def dupes_command(
         with console.status(f"comparing {sum(map(len, hashes.values()))} frame hashes"):
             pairs = near_duplicate_media(hashes, radius=radius)
     except NearDuplicateError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
+        refuse(str(exc))
     if pairs:
         width = max(len(names[m]) for a, b, _, _ in pairs for m in (a, b))
         typer.echo(f"{'distance':>8}  {'frames':>6}  {'media_a':>7}  {'media_b':>7}  {'name_a':<{width}}  name_b")

@@ -111,7 +111,7 @@ def migrate(engine: Engine) -> None:
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
                 conn.commit()
-    elif current_revision(engine) != _head_revision():
+    elif current_revision(engine) != HEAD:
         # BEGIN IMMEDIATE (WRITE_OPTION), only when there is something to upgrade (a store at head is
         # opened without the write lock, so readers never wait behind a long write): a second process
         # opening the same new store waits for the
