@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import (CHUNK, Operation, OperationResult, _chunks, expected_by_key, merge_chain, retired_phrase,
                             run_operation)
+from labeling.db import advisory_xact_lock
 from labeling.errors import NotFoundError, ValidationError
 from labeling.face_labels import apply_decision, optional_class_id
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, FaceLabel
@@ -73,14 +74,26 @@ def _check_free(session: Session, name: str, but: int | None = None) -> None:
 _EXTERNAL_ID_LOCK = 0x6769666C656E7358
 
 
+def lock_class_catalog(session: Session) -> None:
+    """Hold the class catalog until this transaction ends (`advisory_xact_lock`), before classes are
+    read to hand out an external id or, in an import, to match its lines against.
+
+    Why: two imports of one file at once both read the classes before either committed, so the second
+    created the first's classes again and failed, blaming the file ("external id ... already belongs
+    to class ...") or the other editor ("saved a class of the same name at the same moment"), where
+    run again alone it changes nothing. Under the lock the second waits for the first to commit and
+    then reads its classes, so it reports them unchanged; an editor adding a class with an id waits
+    for the import too, and the import for them."""
+    advisory_xact_lock(session, _EXTERNAL_ID_LOCK)
+
+
 def _check_external_id_free(session: Session, external_id: str) -> None:
     """Refuse an external id (a Freebase id such as m.0d05fv names one person) another class holds.
 
     Why the lock on PostgreSQL: no unique constraint guards the column, and two editors adding a
     class with the same id at once would both find it free; the lock makes the second one wait for
     the first to commit and then see its class. SQLite's write lock (BEGIN IMMEDIATE) already does."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EXTERNAL_ID_LOCK})
+    lock_class_catalog(session)
     holder = session.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.status)
                              .where(CelebrityClass.external_id == external_id).order_by(CelebrityClass.id)).first()
     if holder is not None:

@@ -22,6 +22,18 @@ WRITE_OPTION = "giflens_write"
 PG_CONNECT_TIMEOUT_S = 10  # seconds to reach a PostgreSQL server before giving up
 
 
+
+def advisory_xact_lock(session: Session, key: int) -> None:
+    """Hold PostgreSQL's advisory lock `key` until this transaction ends (waiting for its holder); nothing
+    on SQLite, whose write transaction (BEGIN IMMEDIATE) already excludes every other writer.
+
+    Why: no row exists yet to lock where two transactions would both create the same thing (a class for
+    one external id, a catalog import, a new tag); under the lock the second waits for the first to
+    commit, and a statement after the wait sees what it created (READ COMMITTED)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def _head_revision() -> str:
     from alembic.script import ScriptDirectory
 

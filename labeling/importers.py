@@ -24,12 +24,12 @@ from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, NamedTuple
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.cache import sha256_file
 from labeling.audit import Operation, _chunks, entity_key, run_operation
-from labeling.classes import _EXTERNAL_ID_LOCK, _exact_name_holder, create_class
+from labeling.classes import _exact_name_holder, create_class, lock_class_catalog
 from labeling.errors import ValidationError
 from labeling.face_labels import apply_decision, lock_classes_before_faces
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
@@ -458,20 +458,6 @@ def former_names(session: Session) -> dict[str, int]:
     return dict(renames(session))
 
 
-def lock_class_catalog(session: Session) -> None:
-    """Hold the class catalog until this transaction ends, before an import reads the classes it
-    matches its lines against (PostgreSQL; on SQLite the import's write transaction, BEGIN IMMEDIATE,
-    already excludes every other writer before its first read).
-
-    Why: two imports of one file at once both read the classes before either committed, so the second
-    created the first's classes again and failed, blaming the file ("external id ... already belongs
-    to class ...") or the other editor ("saved a class of the same name at the same moment"), where
-    run again alone it changes nothing. Under the lock the second waits for the first to commit and
-    then reads its classes (READ COMMITTED: each statement sees what was committed before it), so it
-    reports them unchanged. The lock is the one `create_class` takes to hand out external ids: an
-    editor adding a class with an id waits for the import too, and the import for them."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EXTERNAL_ID_LOCK})
 
 
 def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSummary,

@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import Key, Operation, OperationResult, _chunks, run_operation, written_count
+from labeling.db import advisory_xact_lock
 from labeling.errors import NotFoundError, TagExistsError, ValidationError
 from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
 from labeling.validation import check_confidence, check_id, clean_tag_name, refuse_invisible_characters
@@ -44,8 +45,7 @@ def lock_tag_vocabulary(session: Session) -> None:
     Why: two transactions creating the same new tag both find it missing and the second fails on the
     unique name (reported as "another editor saved the same new tag"); under the lock the second waits
     for the first to commit, and a statement after the wait sees the first's tags (READ COMMITTED)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": TAG_VOCABULARY_LOCK})
+    advisory_xact_lock(session, TAG_VOCABULARY_LOCK)
 
 
 def _find_tags(session: Session, names: Sequence[str]) -> dict[str, int]:
