@@ -169,7 +169,7 @@ def read_inputs(store: sessionmaker[Session], gif_model: str | None = None) -> T
         # refresh leaves the track's behind: labeling.queries.current_track_prediction)
         # a class merged since the prediction counts as the class it went to (a retired one as unknown)
         targets = current_class_targets(session)
-        tracks = [(m, targets.get(c) if c is not None else None)
+        tracks = [(m, targets.get(c))
                   for t, m, c in session.execute(select(Track.id, Track.media_id, Track.predicted_class_id)
                                                  .where(current_track_prediction()))
                   if t not in decided_tracks]

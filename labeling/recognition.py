@@ -46,7 +46,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select, update
+from sqlalchemy import func, null, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import session_scope
@@ -845,10 +845,9 @@ def track_predictions_frame(store: sessionmaker[Session], model_id: str | None =
     undone: `current_track_prediction`) reads as not predicted, with `stale` True. A class merged or
     retired since the refresh reads as its current target, in the class and the top list alike."""
     stmt = (select(Track.id, Track.media_id, Track.model_id, Track.track_index, Track.n_faces,
-                   Track.predicted_class_id, CelebrityClass.name, Track.predicted_confidence,
+                   Track.predicted_class_id, null(), Track.predicted_confidence,  # the name: of the current target, below
                    Track.predicted_distance, Track.predicted_top, Track.prediction_method, Track.model_version,
-                   Track.predicted_at, Track.model_version.is_not(None) & ~current_track_prediction())
-            .outerjoin(CelebrityClass, CelebrityClass.id == Track.predicted_class_id))
+                   Track.predicted_at, Track.model_version.is_not(None) & ~current_track_prediction()))
     if model_id is not None:
         stmt = stmt.where(Track.model_id == model_id)
     if media_id is not None:
