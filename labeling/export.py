@@ -1164,11 +1164,10 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     kept_train = sum(kept.get(groups[r.media_id]) == "train" for r, _ in rows)
     if earlier is not None and rows and continuity["new"] == len(rows):
         # one note per earlier export: with the one saying it is another store's, when there is one
-        at = 0 if earlier_classes is not None and not match.ids_are_ours else None
-        if at is None:
-            notes.append(f"{earlier.path.parent}: {no_face_kept(earlier)}")
+        if earlier_classes is not None and not match.ids_are_ours:
+            notes[0] = f"{notes[0]}; {no_face_kept(earlier)}"
         else:
-            notes[at] = f"{notes[at]}; {no_face_kept(earlier)}"
+            notes.append(f"{earlier.path.parent}: {no_face_kept(earlier)}")
     side_counts = Counter(side_of_face.values())
     with_validation = {r.class_id for r, _ in rows if side_of_face[r.face_id] == "val"}
     class_faces = Counter(r.class_id for r, _ in rows)
@@ -1197,17 +1196,18 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         for c in folders.values():
             (raw / c).mkdir()
         hashed: dict[str, str] = {}  # path in the export -> sha256: read once, for split.csv and the manifest
+        crop_sha: dict[int, str] = {}  # face id -> its crop's sha256, for split.csv
         for n, (r, crop) in enumerate(rows, start=1):
             target = raw / folders[r.class_id] / f"{r.face_id}.jpg"
             shutil.copyfile(crop, target)
-            hashed[target.relative_to(tmp).as_posix()] = sha256_file(target)
+            crop_sha[r.face_id] = hashed[target.relative_to(tmp).as_posix()] = sha256_file(target)
             if n % TMP_TOUCH_EVERY == 0:  # the crops go into sub-folders: tmp's own mtime would stop here
                 os.utime(tmp)
             if on_progress is not None:
                 on_progress(n, len(rows))
         _write_csv(tmp / "split.csv", SPLIT_COLUMNS,
                    ([r.face_id, r.class_id, folders[r.class_id], r.media_id, groups[r.media_id], side_of_face[r.face_id],
-                     media[r.media_id].sha256 or "", hashed[f"raw_dataset/{folders[r.class_id]}/{r.face_id}.jpg"]]
+                     media[r.media_id].sha256 or "", crop_sha[r.face_id]]
                     for r, _ in rows))
 
         tagged: dict[int, dict[str, Any]] = {}
