@@ -431,16 +431,8 @@ def first_creator(factory: sessionmaker[Session], op: Operation) -> ConcurrentWr
             key = next((k for k in wanted if k in rows), None)
             if key is not None:
                 based_on = op.after[entity_key(kind, key)]["version"] - 1
-                return _as_concurrent(stale_version_error(session, kind, key, rows[key], based_on))
+                return ConcurrentWriteError.naming(stale_version_error(session, kind, key, rows[key], based_on))
     return None
-
-
-def _as_concurrent(conflict: ConflictError) -> ConcurrentWriteError:
-    """The same refusal, as the ConcurrentWriteError a collision on a unique key has always raised."""
-    error = ConcurrentWriteError.__new__(ConcurrentWriteError)
-    ConflictError.__init__(error, conflict.entity, conflict.expected, conflict.actual, conflict.editor, conflict.at,
-                           str(conflict))
-    return error
 
 
 # PostgreSQL gives up on one of two transactions waiting on each other (deadlock_detected) or that

@@ -51,6 +51,14 @@ class ConcurrentWriteError(ConflictError):
                                   "reload and try again")
         self.entity, self.expected, self.actual, self.editor, self.at = what, None, None, None, None
 
+    @classmethod
+    def naming(cls, stale: ConflictError) -> "ConcurrentWriteError":
+        """The collision as the stale edit it was, once the winner is known (who, when, which operation):
+        the same refusal, of the type a collision on a unique key has always raised."""
+        error = cls.__new__(cls)
+        ConflictError.__init__(error, stale.entity, stale.expected, stale.actual, stale.editor, stale.at, str(stale))
+        return error
+
 
 class TagExistsError(ConflictError):
     """Adding a tag a media item already carries (active): refused, never an overwrite.
