@@ -23,9 +23,9 @@ from explorer.bias_audit import decade
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
 from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame,
-                              current_class_targets, current_track_predictions, faces_frame,
+                              current_track_predictions, faces_frame,
                               media_frame, media_tags_frame, tracks_frame)
-from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, FaceLabel, MediaEmbedding, Track,
+from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel, MediaEmbedding, Track,
                              bytes_to_vector)
 from models.index_store import index_folder
 
@@ -66,9 +66,9 @@ def own_classes(faces: pd.DataFrame) -> pd.Series:
 
 def retired_classes(store: sessionmaker[Session]) -> set[int]:
     """The ids of retired classes (merged away or not): the store refuses labels naming them, an approval
-    included, so an Approve that would give one is not offered. One read of the class table."""
+    included, so an Approve that would give one is not offered."""
     with store() as session:
-        return {c for c, now in current_class_targets(session).items() if now != c}
+        return set(session.scalars(select(CelebrityClass.id).where(CelebrityClass.status == "retired")))
 
 
 def nameable_faces(faces: pd.DataFrame, retired: Collection[int] = ()) -> np.ndarray:
@@ -86,9 +86,22 @@ def unnameable_help(unnamed: Sequence[int], remedy: str, retired_names: Sequence
     theirs; None when there are none."""
     if not unnamed:
         return None
-    retired = f"; or their class is retired (retired: {', '.join(map(repr, retired_names[:5]))})" if retired_names else ""
     return (f"{len(unnamed)} of the faces have neither a class nor a prediction to approve (faces "
-            f"{', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): {remedy}{retired}")
+            f"{', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): {remedy}"
+            f"{'; or their class is retired' * bool(retired_names)}{retired_list(retired_names)}")
+
+
+def unnameable_tracks_help(unnamed: Sequence[int], remedy: str, retired_names: Sequence[str] = ()) -> str:
+    """The help of an Approve disabled by tracks with nothing to approve (see `nameable_tracks`), in Explore
+    and Review alike: which (the first ten), why it may be, and `remedy`."""
+    return (f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}: the model names no one for "
+            "them (or some of their faces have neither a class nor a prediction), or the class they would get "
+            f"is retired{retired_list(retired_names)}; {remedy}")
+
+
+def retired_list(names: Sequence[str]) -> str:
+    """" (retired: 'A', 'B')" for the names as they are to be shown (quoted, escaped), "" for none."""
+    return f" (retired: {', '.join(names[:5])})" if names else ""
 
 
 def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:

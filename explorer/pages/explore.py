@@ -15,7 +15,7 @@ from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
 from explorer.projection_jobs import collect, projection_job, running_job
 from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, filter_points, filter_summary, nearest,
-                            unnameable_help, view_points)
+                            retired_classes, unnameable_help, unnameable_tracks_help, view_points)
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
@@ -223,7 +223,7 @@ active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
 class_names = dict(zip(active["class_id"], active["name"]))
 all_names = dict(zip(catalog["class_id"], catalog["name"]))
-retired = set(catalog.loc[catalog["status"] == "retired", "class_id"].astype(int))
+retired = retired_classes(store)
 details, bulk = st.tabs(["Point details", "2D selection and bulk actions"])
 
 # -- one point: crop, GIF, labels, history, neighbours, actions ----------------------------------
@@ -387,10 +387,10 @@ def _track_approve_class(chosen: list[int]) -> tuple[int | None, str | None]:
                   "them one by one")
 
 
-def _retired_named(ids: list[int]) -> str:
-    """" (retired: 'A', 'B')": the retired classes Approve would give the points (views' "approves")."""
+def _retired_names(ids: list[int]) -> list[str]:
+    """The retired classes Approve would give the points (views' "approves"), quoted as shown."""
     hit = sorted({int(c) for c in shown.loc[shown["id"].isin(ids), "approves"].dropna() if int(c) in retired})
-    return f" (retired: {', '.join(plain(repr(_class_name(c))) for c in hit[:5])})" if hit else ""
+    return [plain(repr(_class_name(c))) for c in hit]
 
 
 def _unnamed(chosen: list[int]) -> list[int]:
@@ -411,9 +411,8 @@ def _bulk_faces(chosen: list[int]) -> None:
                                 "changes those decisions.", key=f"explore_bulk_override_{hash(tuple(chosen))}")
     unnamed = _unnamed(chosen)
     _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed and override,
-                      approve_help=(unnameable_help(unnamed, "relabel them, or select without them") + (
-                                        f"; or their class is retired{_retired_named(unnamed)}"
-                                        * bool(_retired_named(unnamed))) if unnamed
+                      approve_help=(unnameable_help(unnamed, "relabel them, or select without them",
+                                                    _retired_names(unnamed)) if unnamed
                                     else _tick_first(len(decided)) if not override
                                     else "Each face gets its class, else the model's prediction"),
                       decide=lambda d, c: write(lambda s, e: decide_faces(s, chosen, d, e, class_id=c,
@@ -438,10 +437,8 @@ def _bulk_tracks(chosen: list[int]) -> None:
     approve_class, mixed = _track_approve_class(chosen)
     _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,
                       approve_ok=not unnamed and not mixed and override,
-                      approve_help=(f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}: the model "
-                                    "names no one for them (or some of their faces have neither a class nor a "
-                                    "prediction), or the class they would get is retired"
-                                    f"{_retired_named(unnamed)}; relabel them, or select without them"
+                      approve_help=(unnameable_tracks_help(unnamed, "relabel them, or select without them",
+                                                           _retired_names(unnamed))
                                     if unnamed else mixed or (_tick_first(decided) if not override else
                                     "Every face of each track gets the person the model named for it"
                                     if approve_class is None else

@@ -12,7 +12,7 @@ import streamlit as st
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
 from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, nameable_tracks,
-                            own_classes, retired_classes, unnameable_help)
+                            own_classes, retired_classes, unnameable_help, unnameable_tracks_help)
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
@@ -44,7 +44,6 @@ class_names = dict(zip(active["class_id"], active["name"]))
 face_versions = dict(zip(faces["face_id"].astype(int), faces["version"].astype(int)))
 retired = retired_classes(store)
 unnameable = set(faces.loc[~nameable_faces(faces, retired), "face_id"].astype(int))  # nothing to approve, or retired
-own_class = dict(zip(faces["face_id"].astype(int), own_classes(faces)))
 every_name = dict(zip(catalog["class_id"], catalog["name"]))  # retired classes included
 
 
@@ -111,8 +110,8 @@ def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: st
     cols = st.columns([1, 1, 1, 2, 1])
     # as on Explore: a face with nothing to approve disables Approve, and the help says which and what to do
     unnamed = sorted(set(face_ids) & unnameable)
-    retired_names = sorted({every_name.get(int(c), str(c)) for f in unnamed
-                            if pd.notna(c := own_class.get(f)) and int(c) in retired})
+    gives = own_classes(faces[faces["face_id"].isin(unnamed)]).dropna().astype(int)
+    retired_names = [plain(repr(every_name.get(c, f"class {c}"))) for c in sorted(set(gives) & retired)]
     approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names)
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
         bulk_write(table_key, lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen))
@@ -282,10 +281,7 @@ with tracks_tab:
             ok = nameable_tracks(store, picked, faces[faces["track_id"].isin(ticked)])
             unnamed = sorted(picked.loc[~ok, "track_id"].astype(int))
             if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve", disabled=bool(unnamed),
-                              help=(f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}: the model "
-                                    "names no one for them (or some of their faces have neither a class nor a "
-                                    "prediction, or one that is retired); relabel them, or untick them")
-                              if unnamed else None):
+                              help=unnameable_tracks_help(unnamed, "relabel them, or untick them") if unnamed else None):
                 bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "approve", e, expected_versions=seen))
             if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
                 bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "reject", e, expected_versions=seen))
