@@ -402,17 +402,23 @@ def import_raw_dataset_command(
         _report_interrupted(interrupted)
 
 
+def _import_csv(what: str, csv_path: Path, data_dir: Optional[Path], database_url: Optional[str], action) -> None:
+    """The shared shape of the CSV imports: the file is checked before any store is opened (a typo
+    leaves no new store behind), then `action(store)` runs as one reported operation."""
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    _require_file(csv_path)
+    store = _store_for(settings)
+    with console.status(f"importing {what} from {csv_path.name}"):
+        _run(lambda: action(store))
+
+
 @import_app.command("classes")
 def import_classes_command(csv_path: Annotated[Path, typer.Argument(help="Labels,Index CSV (GIPHY's class list).")],
                            data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
     """Celebrity classes from GIPHY's list (names like Brad_Pitt_[m.0c6qh]), in one operation."""
     from labeling.importers import import_classes
 
-    settings = make_settings(data_dir=data_dir, database_url=database_url)
-    _require_file(csv_path)
-    store = _store_for(settings)
-    with console.status(f"importing classes from {csv_path.name}"):
-        _run(lambda: import_classes(store, csv_path, _editor(editor)))
+    _import_csv("classes", csv_path, data_dir, database_url, lambda store: import_classes(store, csv_path, _editor(editor)))
 
 
 @import_app.command("attributes")
@@ -425,11 +431,8 @@ def import_attributes_command(
     """Demographic attributes of classes (for the bias audit); empty cells are unknown and change nothing."""
     from labeling.importers import import_attributes
 
-    settings = make_settings(data_dir=data_dir, database_url=database_url)
-    _require_file(csv_path)
-    store = _store_for(settings)
-    with console.status(f"importing attributes from {csv_path.name}"):
-        _run(lambda: import_attributes(store, csv_path, _editor(editor), create_missing))
+    _import_csv("attributes", csv_path, data_dir, database_url,
+                lambda store: import_attributes(store, csv_path, _editor(editor), create_missing))
 
 
 @import_app.command("tags")
@@ -438,11 +441,7 @@ def import_tags_command(csv_path: Annotated[Path, typer.Argument(help="file,uplo
     """Uploader tags onto ingested media, matched by file name (confidence 1.0, source uploader)."""
     from labeling.importers import import_tags
 
-    settings = make_settings(data_dir=data_dir, database_url=database_url)
-    _require_file(csv_path)
-    store = _store_for(settings)
-    with console.status(f"importing tags from {csv_path.name}"):
-        _run(lambda: import_tags(store, csv_path, _editor(editor)))
+    _import_csv("tags", csv_path, data_dir, database_url, lambda store: import_tags(store, csv_path, _editor(editor)))
 
 
 @app.command("export")

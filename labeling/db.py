@@ -4,7 +4,7 @@ SQLite (WAL, foreign keys on) is the embedded default; PostgreSQL goes through p
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -164,10 +164,12 @@ def open_store(url: str | None = None) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any error."""
+def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error. `write=True` is `write_scope`."""
     session = factory()
     try:
+        if write:
+            session.connection(execution_options={WRITE_OPTION: True})
         yield session
         session.commit()
     except BaseException:
@@ -177,18 +179,8 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-@contextmanager
-def write_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+def write_scope(factory: sessionmaker[Session]) -> AbstractContextManager[Session]:
     """A transaction for an editor's operation: on SQLite it takes the write lock at BEGIN
     (BEGIN IMMEDIATE), so the versions it reads cannot change before it writes; on
     PostgreSQL operations lock the rows they read (SELECT ... FOR UPDATE)."""
-    session = factory()
-    try:
-        session.connection(execution_options={WRITE_OPTION: True})
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    return session_scope(factory, write=True)

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from models.atomic_folder import atomic_folder
 
 UNKNOWN = "unknown"
 # Per face model: the open-set threshold a large calibration gives, the cap of one calibrated on too few
@@ -631,21 +631,13 @@ class CentroidKnnClassifier:
         if not self.is_fitted:
             raise NotFittedError("nothing to save: the classifier is not fitted")
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp:
             np.savez(tmp / "classifier.npz", vectors=self.reference_vectors_, labels=self.reference_labels_)
             meta = {"kind": "centroid-knn", "version": self.version, "model_id": self.model_id_,
                     "params": self.get_params(), "threshold": self.threshold_,
                     "false_accept_rate": self.false_accept_rate_, "genuine_accept_rate": self.genuine_accept_rate_,
                     "calibration_sizes": self.calibration_sizes_, "classes": self.classes_.tolist()}
             (tmp / "classifier.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
     @classmethod

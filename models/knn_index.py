@@ -20,15 +20,15 @@ than a silently wrong neighbour list.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from models.atomic_folder import atomic_folder
 
 FORMAT_VERSION = 1
 METHODS = ("auto", "hnsw", "exact")
@@ -307,9 +307,7 @@ class KnnIndex:
         """
         self._check_fitted()
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp:
             np.save(tmp / "vectors.npy", self.vectors_, allow_pickle=False)
             (tmp / "ids.json").write_text(json.dumps(self.ids_.tolist()))
             if self._graph is not None:
@@ -318,16 +316,6 @@ class KnnIndex:
                     "ids_dtype": "int64" if self.ids_.dtype == np.int64 else "object",
                     "graph": self._graph is not None, "graph_items": self.graph_items, "extra": extra or {}}
             (tmp / "index.json").write_text(json.dumps(meta, indent=1))
-            old = None
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{tmp.name[-8:]}")
-                folder.rename(old)
-            tmp.rename(folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return folder
 
     def _write_graph(self, folder: Path) -> None:

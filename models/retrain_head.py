@@ -27,8 +27,6 @@ import hashlib
 import io
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from models.atomic_folder import atomic_folder
 from models.celebrity_classifier import (UNKNOWN, CentroidKnnClassifier, ClassifierError, as_embeddings, as_labels,
                                          calibration_set, canonical_order, check_model_id, check_training_set,
                                          class_centroids, data_digest, distances_to, leave_one_out_distances,
@@ -180,9 +179,7 @@ class HeadModel:
         import torch
 
         target = Path(folder) / self.version
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.version}.", dir=target.parent))
-        try:
+        with atomic_folder(target) as tmp:
             state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
             state["centroids"] = torch.from_numpy(self.centroids_)
             state["centers"] = torch.from_numpy(self.centers_)
@@ -197,12 +194,6 @@ class HeadModel:
                     "created_at": self.created_at,
                     "head_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(), "torch": torch.__version__}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     @classmethod
