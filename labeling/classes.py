@@ -203,9 +203,10 @@ def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: 
 
     A decided label the editor moves becomes the editor's decision (source "editor"): its class is
     now theirs, not the import's, so re-importing the same raw dataset keeps it where the merge or
-    split put it instead of moving it back. An undecided label stays the model's. Only a moved label
-    (class_id) names the editor: a face another editor relabeled or rejected keeps their name when
-    only its prediction follows the merge."""
+    split put it instead of moving it back. An undecided label stays the model's. Only a moved decided
+    label (class_id) names the editor: a face another editor relabeled or rejected keeps their name when
+    only its prediction follows the merge, and a face only predicted keeps no editor's name, or it would
+    read "predicted as 'B' by bob" as though bob had decided it."""
     rows = op.load("face", [(f,) for f in face_ids])
     changes: dict[tuple[int], dict[str, Any]] = {}
     for key, row in rows.items():
@@ -216,8 +217,8 @@ def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: 
                 values["source"] = "editor"
         if row["predicted_class_id"] == source_id:
             values["predicted_class_id"] = target_id
-        if "class_id" in values:
-            values["editor"] = op.editor
+        if "class_id" in values and row["status"] not in UNDECIDED_STATUSES:
+            values["editor"] = op.editor  # a decision moved is the editor's; a prediction stays the model's
         if values:
             changes[key] = values
     if changes:
@@ -332,13 +333,17 @@ def set_class_status(factory, class_id: int, status: str, editor: str, expected_
 
 def set_class_attributes(factory, class_id: int, editor: str, expected_version: int | None = None,
                          **attributes: Any) -> OperationResult:
-    """Set demographic attributes (gender, ethnicity, birth_year, country); None clears one."""
-    values = clean_attributes(attributes)
-    if not values:
+    """Set demographic attributes (gender, ethnicity, birth_year, country); None clears one.
+
+    The version is checked before the values: a value refused (a birth year typed '19x0') must not hide
+    that the class changed since the editor saw it, or the corrected press would be their first word of
+    it, and a page that moved on to the version read meanwhile would write stale boxes over the change."""
+    if not attributes:
         raise ValidationError("no attributes given")
     class_id = check_id(class_id, "class")
     with run_operation(factory, editor, "set_class_attributes") as op:
         row = _load_class(op, class_id, expected_version)
+        values = clean_attributes(attributes)
         changed = {k: v for k, v in values.items() if row[k] != v}
         if changed:
             op.update("class", {(class_id,): changed}, {(class_id,): row})

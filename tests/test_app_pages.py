@@ -225,7 +225,10 @@ def test_stale_edit_shows_the_conflict(app, app_store):
     with app_store.store() as s:
         row = s.get(CelebrityClass, serena)
     assert (row.country, row.updated_by) == (None, "bob")
-    # the page now shows bob's version; saving again is based on it and goes through
+    # the boxes are refilled with bob's version (the typed country is not pressed again unseen)
+    assert any("refilled" in w.value for w in app.warning), [w.value for w in app.warning]
+    assert app.text_input(key=f"attr_country_{serena}").value == ""
+    app.text_input(key=f"attr_country_{serena}").input("United States")
     button(app, "Save attributes").click().run()
     assert not errors(app), errors(app)
     with app_store.store() as s:

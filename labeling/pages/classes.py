@@ -1,4 +1,6 @@
 """Classes: the catalog (sortable, searchable) and every class operation, each audited and undoable."""
+from typing import Any, Callable
+
 import pandas as pd
 import streamlit as st
 
@@ -71,7 +73,8 @@ def label(class_id: int) -> str:
 
 
 def expected(class_id: int) -> int:
-    """The version the editor was shown, so an edit based on a stale view is refused."""
+    """The version the editor was shown, so an edit based on a stale view is refused (merge, split; the
+    forms of boxes check the version the boxes were filled from, `boxes_version`)."""
     return seen.get(class_id, int(by_id.loc[class_id, "version"]))
 
 
@@ -149,23 +152,43 @@ def seeded(result) -> None:
     select_created(result)
 
 
-def fill_forms(class_id: int, row: pd.Series) -> None:
+def fill_forms(class_id: int, row: pd.Series) -> int | None:
     """Fill the class's rename, attribute and status boxes with what the store holds whenever the class
     changed since they were filled (an undo, another editor's operation, the editor's own save), or the
     boxes were not drawn last run. A box keeps its own state once drawn and ignores a new `value=` (or
     `index=`): left alone, it would show an undone value, and the next save would write it back with
-    the one field the editor typed (or set the undone status again). A form submitted in this run keeps
-    what was typed: its write is checked against the version the editor saw, so a change made meanwhile
-    is refused, not overwritten."""
+    the one field the editor typed (or set the undone status again).
+
+    Returns the version the boxes showed when this run began (None: never filled), the one a press of
+    their forms is checked against (`boxes_version`). A press on boxes filled from an older version is
+    refilled too: its write is refused as a conflict naming who changed the class, and the editor
+    finds the class as it is now to check before pressing again. Keeping what was typed instead left
+    the stale boxes on screen while the page moved on to the version read meanwhile, so the next press
+    wrote them over the other editor's change."""
     text = {c: "" if pd.isna(row[c]) else str(row[c]) for c in ("name", "display_name", *ATTRIBUTES)}
     boxes = {f"rename_name_{class_id}": text["name"], f"rename_display_{class_id}": text["display_name"],
              **{f"attr_{a}_{class_id}": text[a] for a in ATTRIBUTES}, f"status_{class_id}": row["status"]}
     filled = st.session_state.setdefault(FILLED_KEY, {})
+    shown = filled.get(class_id)
     version = int(row["version"])
-    if submitted(class_id) or (filled.get(class_id) == version and all(k in st.session_state for k in boxes)):
-        return
-    filled[class_id] = version
-    st.session_state.update(boxes)
+    if shown != version or not all(k in st.session_state for k in boxes):
+        filled[class_id] = version
+        st.session_state.update(boxes)
+    return shown
+
+
+def boxes_version(class_id: int, shown: int | None) -> int:
+    """The version a press of the rename, attributes or status form is checked against: the one its boxes
+    were filled from (`fill_forms`), not the one the page read last run (`expected`), which a refused
+    press moves on while the boxes still hold what the editor saw before."""
+    return expected(class_id) if shown is None else shown
+
+
+def save_boxes(action: Callable[[Any, str], Any], stale: bool, after: Callable[[Any], None] | None = None) -> None:
+    """`write` for a form of boxes `fill_forms` fills; when they were stale (refilled in this run, the
+    write refused as a conflict), say that nothing was written and that they now show the class as it is."""
+    if write(action, after=after) is None and stale:
+        st.warning("Nothing was saved: the boxes were refilled with the class as it is now; check and press again.")
 
 
 def text_or_none(value: str) -> str | None:
@@ -254,15 +277,17 @@ for tab in (edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab):
 if selected is not None:
     row = by_id.loc[selected]
     name_md = escape_markdown(row["name"])  # a class named `*NSYNC*` or `[x](y)` is shown as typed
-    fill_forms(selected, row)
+    shown = fill_forms(selected, row)
+    stale = shown is not None and shown != int(row["version"])  # a press now is on boxes filled from an older version
+    pressed_on = boxes_version(selected, shown)
     with edit_tab:
         st.write(f"Rename **{name_md}**")
         with st.form(f"rename_class_form_{selected}"):
             new_name = st.text_input("New name", key=f"rename_name_{selected}")  # filled by fill_forms
             new_display = st.text_input("Display name (blank: none)", key=f"rename_display_{selected}")
             if st.form_submit_button("Rename", key=f"rename_submit_{selected}"):
-                write(lambda s, e: rename_class(s, selected, new_name, e, expected_version=expected(selected),
-                                                display_name=new_display))
+                save_boxes(lambda s, e: rename_class(s, selected, new_name, e, expected_version=pressed_on,
+                                                     display_name=new_display), stale)
 
     with attrs_tab:
         st.write(f"Demographic attributes of **{name_md}** (blank clears one; used by the bias audit)")
@@ -272,8 +297,9 @@ if selected is not None:
             for i, a in enumerate(ATTRIBUTES):  # filled by fill_forms
                 values[a] = cols[i].text_input(a.replace("_", " ").capitalize(), key=f"attr_{a}_{selected}")
             if st.form_submit_button("Save attributes", key=f"attributes_submit_{selected}"):
-                write(lambda s, e: set_class_attributes(s, selected, e, expected_version=expected(selected),
-                                                        **{k: text_or_none(v) for k, v in values.items()}))
+                save_boxes(lambda s, e: set_class_attributes(s, selected, e, expected_version=pressed_on,
+                                                             **{k: text_or_none(v) for k, v in values.items()}),
+                           stale)
 
     with merge_tab:
         targets = [c for c in catalog["class_id"] if c != selected and by_id.loc[c, "status"] != "retired"]
@@ -325,8 +351,8 @@ if selected is not None:
         with st.form(f"status_form_{selected}"):
             status = st.selectbox("Status", CLASS_STATUSES, key=f"status_{selected}")  # filled by fill_forms
             if st.form_submit_button("Set status", key=f"status_submit_{selected}"):
-                write(lambda s, e: set_class_status(s, selected, status, e, expected_version=expected(selected)),
-                      after=lambda _: keep_editing(selected))  # retired: still the one edited, not the next in view
+                save_boxes(lambda s, e: set_class_status(s, selected, status, e, expected_version=pressed_on),
+                           stale, after=lambda _: keep_editing(selected))  # retired: still the one edited
 
     with history_tab:
         events = history_frame(store, f"class:{selected}")
