@@ -50,13 +50,14 @@ Choices that matter for reading the numbers:
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,7 @@ __all__ = [
     "face_groups",
     "held_out_grades",
     "known_attributes",
+    "left_out_text",
     "parse_reference",
     "small_sample_references",
     "spreadsheet_text",
@@ -203,8 +205,34 @@ def _purity_map(cluster_stats: pd.DataFrame | Mapping[str, float] | None) -> dic
 
 def _count(weighted: pd.Series) -> float:
     """A weighted count, rid of float noise (3 x 1/3 is 1.0, not 0.9999999999999999), so that whole
-    counts stay whole and compare equal to the integers a reader counts."""
+    counts stay whole and compare equal to the integers a reader counts. For display and the
+    small-sample test only: a rate divided from rounded counts is off by up to 1e-10 (16/20 faces of
+    a 1/3-weighted class gave 0.79999999991), which flagged a group at exactly four fifths."""
     return round(float(weighted.sum()), 9)
+
+
+def _fraction(numerator: float, denominator: float) -> float:
+    """numerator / denominator of unrounded weighted sums (see `_count`), NaN when nothing was counted."""
+    return numerator / denominator if denominator else np.nan
+
+
+RATIO_DIGITS = 9  # a ratio is compared with the threshold at this precision: see `_ratio_column`
+# Rates are written rid of float noise at this precision (16/20 faces of a 1/3-weighted class: 0.8, not
+# 0.7999999999999999). Shares are not: they are compared with the editor's reference share, which carries
+# float noise of its own (1/6), and rounding one side only would move a share at its reference off it.
+VALUE_DIGITS = 12
+RATE_COLUMNS = ("approved_share", "predicted_share", "accuracy", "unknown_rate", "recognised_rate",
+                "purity") + tuple(f"{m}_reference" for m in QUALITY_METRICS)
+
+
+def _ratio_column(values: pd.Series, reference: pd.Series) -> np.ndarray:
+    """values / reference (NaN where the reference is not positive), rounded to RATIO_DIGITS decimals.
+    Why rounded: dividing sums of 1/k weights leaves float noise ((16/3) / (20/3) is
+    0.7999999999999999), and a ratio compared strictly with the threshold would flag a group at
+    exactly four fifths, or exactly at its reference share, only because its class is multi-valued.
+    A real gap is far wider than 1e-9."""
+    ratio = np.where(reference > 0, values / reference.where(reference > 0, 1), np.nan)
+    return np.round(ratio.astype(float), RATIO_DIGITS)
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -259,19 +287,21 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     rows = []
     for (attr, grp), part in g.groupby(["attribute", "group"], sort=False):
         # One rule for every number of the row: a class with k values is 1/k of a class here, and
-        # so is each of its faces; rates are ratios of these weighted counts.
+        # so is each of its faces; rates are ratios of these weighted counts, divided from the
+        # unrounded sums (`_count` rounds the counts shown).
         w = part["weight"]
-        faces_n, confirmed_n = _count(w * part["faces"]), _count(w * part["confirmed"])
-        correct_n = _count(w * part["correct_n"])
+        total = {c: float((w * part[c]).sum()) for c in
+                 ("faces", "confirmed", "predicted", "correct", "correct_n", "declined_confirmed")}
         measured = part["purity"].notna()
         rows.append({
             "attribute": attr, "group": grp,
-            "classes": _count(w), "faces": faces_n,
-            "approved_faces": confirmed_n, "graded_faces": correct_n,
-            "approved_share": confirmed_n / faces_n if faces_n else np.nan,
-            "predicted_share": _count(w * part["predicted"]) / faces_n if faces_n else np.nan,
-            "accuracy": _count(w * part["correct"]) / correct_n if correct_n else np.nan,
-            "unknown_rate": _count(w * part["declined_confirmed"]) / correct_n if correct_n else np.nan,
+            "classes": _count(w), "faces": _count(w * part["faces"]),
+            "approved_faces": _count(w * part["confirmed"]), "graded_faces": _count(w * part["correct_n"]),
+            "_classes": float(w.sum()), "_faces": total["faces"],
+            "approved_share": _fraction(total["confirmed"], total["faces"]),
+            "predicted_share": _fraction(total["predicted"], total["faces"]),
+            "accuracy": _fraction(total["correct"], total["correct_n"]),
+            "unknown_rate": _fraction(total["declined_confirmed"], total["correct_n"]),
             "purity": float(np.average(part["purity"][measured], weights=w[measured])) if measured.any() else np.nan,
             "purity_classes": int(measured.sum()),
         })
@@ -284,15 +314,15 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
         for grp, share in reference.get(attr, {}).items():
             if grp != UNKNOWN and share > 0 and (attr, grp) not in found:
                 rows.append({"attribute": attr, "group": grp, "classes": 0.0, "faces": 0.0, "approved_faces": 0.0,
-                             "graded_faces": 0.0,
+                             "graded_faces": 0.0, "_classes": 0.0, "_faces": 0.0,
                              "approved_share": np.nan, "predicted_share": np.nan, "accuracy": np.nan,
                              "unknown_rate": np.nan, "purity": np.nan, "purity_classes": 0})
     table = pd.DataFrame(rows)
     table["recognised_rate"] = 1.0 - table["unknown_rate"]
     for attr, idx in table.groupby("attribute").groups.items():
         part = table.loc[idx]
-        table.loc[idx, "class_share"] = part["classes"] / part["classes"].sum() if part["classes"].sum() else np.nan
-        table.loc[idx, "face_share"] = part["faces"] / part["faces"].sum() if part["faces"].sum() else np.nan
+        table.loc[idx, "class_share"] = part["_classes"] / part["_classes"].sum() if part["_classes"].sum() else np.nan
+        table.loc[idx, "face_share"] = part["_faces"] / part["_faces"].sum() if part["_faces"].sum() else np.nan
     # the faces the rates were measured on, not the confirmed ones: see the module docstring
     table["small_sample"] = table["graded_faces"] < min_faces
     for metric in QUALITY_METRICS:
@@ -301,18 +331,16 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
             eligible, _ = _reference_candidates(table.loc[idx], metric)
             if len(eligible):
                 table.loc[idx, f"{metric}_reference"] = float(eligible[metric].max())
-        ref = table[f"{metric}_reference"]
-        table[f"{metric}_ratio"] = np.where(ref > 0, table[metric] / ref.where(ref > 0, 1), np.nan)
+        table[f"{metric}_ratio"] = _ratio_column(table[metric], table[f"{metric}_reference"])
     # A reference distribution describes people whose group is known: compare it with the share
     # among classes (or faces) whose attribute is known, not diluted by "unknown".
-    basis = "classes" if representation_basis == "class_share" else "faces"
+    basis = "_classes" if representation_basis == "class_share" else "_faces"
     known = table["group"] != UNKNOWN
     known_total = table[known].groupby("attribute")[basis].sum()
     table["share_of_known"] = np.where(known, table[basis] / table["attribute"].map(known_total).replace(0, np.nan), np.nan)
     table["reference_share"] = [reference.get(a, {}).get(g, np.nan) for a, g in zip(table["attribute"], table["group"])]
-    table["representation_ratio"] = np.where(table["reference_share"] > 0,
-                                             table["share_of_known"] / table["reference_share"].where(table["reference_share"] > 0, 1),
-                                             np.nan)
+    table["representation_ratio"] = _ratio_column(table["share_of_known"], table["reference_share"])
+    table[list(RATE_COLUMNS)] = table[list(RATE_COLUMNS)].round(VALUE_DIGITS)  # the ratios are taken: for output
     flags = []
     for _, r in table.iterrows():
         fired = [m for m in QUALITY_METRICS if r[f"{m}_ratio"] < threshold]
@@ -425,14 +453,11 @@ class AuditReport:
         Text cells are written through `spreadsheet_text`: group names are free text an editor typed."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         table = self.table.copy()
         for col in table.columns:
             if table[col].dtype == object or pd.api.types.is_string_dtype(table[col].dtype):
                 table[col] = table[col].map(spreadsheet_text)
-        table.to_csv(tmp, index=False, float_format="%.6g")
-        tmp.replace(path)
-        return path
+        return _write_replacing(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
 
     def to_html(self, path: Path | str, include_plotlyjs: str | bool = "inline") -> Path:
         """A self-contained page: summary, flagged groups, then per attribute its table and charts.
@@ -480,17 +505,33 @@ class AuditReport:
                                          default_height="380px"))
                 first = False
         parts.append("</body></html>")
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("\n".join(parts), encoding="utf-8")
+        return _write_replacing(path, lambda tmp: tmp.write_text("\n".join(parts), encoding="utf-8"))
+
+
+def _write_replacing(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Write a report through a temporary file beside `path` and then put it in place, so a reader
+    never sees half a report. On any failure (a full disk, a folder where the file should go, Ctrl-C)
+    the temporary file is removed: an inline HTML report is ~4.6 MB, and a hidden .tmp left behind
+    by every failed run fills the reports folder unseen."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
         tmp.replace(path)
-        return path
+    except BaseException:
+        with contextlib.suppress(OSError):  # the write's own error is the one to report
+            tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence[str] | None = None,
                  reference: Mapping[str, Mapping[str, float]] | None = None,
                  cluster_stats: pd.DataFrame | Mapping[str, float] | None = None, threshold: float = 0.8,
-                 min_faces: int = 5, representation_basis: str = "class_share") -> AuditReport:
-    """Run the audit (see `audit_table`) and wrap it with its parameters and a summary."""
+                 min_faces: int = 5, representation_basis: str = "class_share", left_out: str = "") -> AuditReport:
+    """Run the audit (see `audit_table`) and wrap it with its parameters and a summary.
+
+    left_out: what the caller left out of `classes` before the audit (`left_out_text`), stated in the
+    summary ("not audited") so that a report read on its own does not pass for the whole catalog."""
     table = audit_table(faces, classes, attributes, reference, cluster_stats, threshold, min_faces, representation_basis)
     f = face_groups(faces)
     attrs = tuple(dict.fromkeys(table["attribute"])) if len(table) else tuple(attributes or ())
@@ -505,11 +546,22 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
         "min confirmed faces per group": min_faces,
         "small-sample references": small_sample_reference_text(table, min_faces) or "none",
     }
+    if left_out:
+        summary["not audited"] = left_out
     return AuditReport(table=table, attributes=attrs, threshold=threshold,
                        reference={k: dict(v) for k, v in (reference or {}).items()}, summary=summary)
 
 
 # -- words for the numbers (the page's captions) ------------------------------------------------
+def left_out_text(classes_without_faces: int, how_to_include: str) -> str:
+    """"3 classes without any face left out (--all-classes to include them)": the note of an audit that
+    left out the roster classes nobody has a face of (`classes_with_faces`); "" when none was. The
+    report, the CLI and the page say it alike: a silent omission reads as the whole catalog audited."""
+    if classes_without_faces <= 0:
+        return ""
+    return f"{counted(classes_without_faces, 'class', 'classes')} without any face left out ({how_to_include})"
+
+
 def count_text(n: float) -> str:
     """A count as a reader writes it: whole counts without decimals (7, not 7.0), weighted ones
     (see the module docstring) with at most two (6.5, 0.33)."""

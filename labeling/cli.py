@@ -925,7 +925,7 @@ def audit_command(
 
     from explorer.audit_inputs import read_audit_inputs
     from explorer.bias_audit import (REPRESENTATION_BASES, audit_report, class_groups, classes_with_faces,
-                                     known_attributes, uniform_reference)
+                                     known_attributes, left_out_text, uniform_reference)
 
     if basis not in REPRESENTATION_BASES:
         refuse(f"--basis must be classes or faces, got {basis!r}")
@@ -934,9 +934,12 @@ def audit_command(
     store = _store_for(settings, create=False)
     with console.status("reading the store and grading confirmed faces"):
         faces, classes, stats = read_audit_inputs(store)
+    left_out = ""
     if not all_classes and len(classes):
         has_faces = classes_with_faces(faces, classes)
-        classes = classes[has_faces].reset_index(drop=True) if has_faces.any() else classes
+        if has_faces.any():  # none with a face: the whole catalog is audited (class counts only)
+            left_out = left_out_text(int((~has_faces).sum()), "--all-classes to include them")
+            classes = classes[has_faces].reset_index(drop=True)
     attributes = known_attributes(classes) if len(classes) else []
     if not attributes:
         what = "no classes" if classes.empty else "no class with a demographic attribute (gender, ethnicity, " \
@@ -948,7 +951,7 @@ def audit_command(
     references = {a: given.get(a) or uniform_reference(class_groups(classes, [a])["group"]) for a in attributes}
     report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats,
                           threshold=threshold, min_faces=min_faces,
-                          representation_basis=REPRESENTATION_BASES[basis])
+                          representation_basis=REPRESENTATION_BASES[basis], left_out=left_out)
     out_dir = Path(out_dir)
     try:
         written = [report.to_csv(out_dir / "bias-audit.csv"), report.to_html(out_dir / "bias-audit.html")]
@@ -965,7 +968,8 @@ def audit_command(
     if s.get("small-sample references", "none") != "none":
         console.print(f"[yellow]note[/yellow] {escape(str(s['small-sample references']))}", highlight=False, soft_wrap=True)
     typer.echo(f"audit of {s['classes']} classes, {s['faces in a class']} faces ({s['faces confirmed by an editor']} "
-               f"confirmed) over {', '.join(attributes)}: {len(flagged)} group(s) flagged; wrote "
+               f"confirmed) over {', '.join(attributes)}: {len(flagged)} group(s) flagged; "
+               f"{left_out + '; ' if left_out else ''}wrote "
                f"{written[0]} and {written[1]}")
     if fail_on_flags and len(flagged):
         raise typer.Exit(3)

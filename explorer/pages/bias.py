@@ -21,8 +21,8 @@ import streamlit as st
 from explorer.audit_inputs import read_audit_inputs
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BASES, AuditReport, audit_report,
                                  carried_reference, class_groups, classes_with_faces, count_text, counted, face_groups,
-                                 known_attributes, parse_reference, reference_proposals, small_sample_references,
-                                 uniform_reference, untouched_reference)
+                                 known_attributes, left_out_text, parse_reference, reference_proposals,
+                                 small_sample_references, uniform_reference, untouched_reference)
 from labeling.pages.common import get_settings, get_store, plain, require_editor
 from labeling.queries import events_frame, store_overview
 
@@ -289,8 +289,8 @@ if not attributes:
     st.info(f"{nobody} demographic attribute yet: set them on the Classes page, or turn off \"Only classes with "
             "faces\" to audit the whole catalog.")
     st.stop()
-if with_faces and has_faces.any() and not has_faces.all():
-    left_out = int((~has_faces).sum())
+left_out = int((~has_faces).sum()) if with_faces and has_faces.any() else 0
+if left_out:
     st.caption(f"{counted(left_out, 'class', 'classes')} without any face {'is' if left_out == 1 else 'are'} left out.")
 
 overview = st.container()  # filled once the report exists; shown above the tabs
@@ -306,7 +306,8 @@ for attribute, tab in tabs.items():
             references[attribute] = reference
 
 report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats, threshold=threshold,
-                      min_faces=int(min_faces), representation_basis=REPRESENTATION_BASES[basis])
+                      min_faces=int(min_faces), representation_basis=REPRESENTATION_BASES[basis],
+                      left_out=left_out_text(left_out, 'turn off "Only classes with faces" to include them'))
 missing = [LABELS[a].lower() for a in ("gender", "ethnicity", "decade", "country") if a not in attributes]
 with overview:
     show_overview(report, stats is not None and bool(stats["purity"].notna().any()), missing)
