@@ -281,6 +281,14 @@ def _attribute_rows(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
     return rows
 
 
+def _below(rows: pd.DataFrame, ratio_col: str, ratio: Any, threshold: float) -> np.ndarray:
+    """Which bars are red: the audit table's own ratio column when it has one (rounded as its flags
+    compare it, so a group the table does not flag is never drawn red by float noise in
+    threshold x best), else the ratio computed here."""
+    values = rows[ratio_col] if ratio_col in rows.columns else ratio
+    return np.asarray(pd.Series(values, index=rows.index, dtype=float) < threshold)
+
+
 def audit_bars(table: pd.DataFrame, attribute: str, metric: str = "accuracy", threshold: float = 0.8,
                title: str | None = None) -> go.Figure:
     """One bar per group of an attribute for a quality metric (accuracy, purity, recognised
@@ -296,7 +304,7 @@ def audit_bars(table: pd.DataFrame, attribute: str, metric: str = "accuracy", th
     else:
         best = float(rows[metric].max()) if len(rows) else np.nan
     line = threshold * best
-    flagged = rows[metric] < line
+    flagged = _below(rows, f"{metric}_ratio", rows[metric] / best if best > 0 else np.nan, threshold)
     faces = rows["faces"].to_numpy() if "faces" in rows.columns else np.full(len(rows), np.nan)
     fig = go.Figure(go.Bar(
         x=rows["group"].astype(str), y=rows[metric].astype(float), marker_color=np.where(flagged, FLAG_COLOR, OK_COLOR).tolist(),
@@ -319,7 +327,9 @@ def representation_bars(table: pd.DataFrame, attribute: str, share: str = "share
     rows = rows[rows[share].notna()]
     groups = rows["group"].astype(str)
     has_ref = reference in rows.columns and rows[reference].notna().any()
-    under = (rows[share] < threshold * rows[reference]).to_numpy() if has_ref else np.zeros(len(rows), bool)
+    ratio_col = "representation_ratio" if (share, reference) == ("share_of_known", "reference_share") else ""
+    under = (_below(rows, ratio_col, rows[share] / rows[reference].where(rows[reference] > 0), threshold)
+             if has_ref else np.zeros(len(rows), bool))
     fig = go.Figure(go.Bar(x=groups, y=rows[share], name="dataset", marker_color=np.where(under, FLAG_COLOR, OK_COLOR).tolist(),
                            hovertemplate=f"%{{x}}<br>{share}: %{{y:.3f}}<extra></extra>"))
     if has_ref:

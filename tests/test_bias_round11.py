@@ -135,3 +135,21 @@ def test_the_audit_command_leaves_no_temporary_file_when_it_cannot_write(store_w
     result = runner.invoke(app, ["audit", str(out), "--data-dir", str(store_with_roster)])
     assert result.exit_code == 1, result.output
     assert sorted(p.name for p in out.iterdir()) == ["bias-audit.csv", "bias-audit.html"]
+
+
+def test_the_charts_colour_a_group_as_the_table_flags_it():
+    """0.72 is exactly four fifths of 0.9, but 0.8 * 0.9 is 0.7200000000000001 in floats: the bar is red
+    only if the table flags the group, never by the chart's own arithmetic."""
+    from explorer.figures import FLAG_COLOR, OK_COLOR, audit_bars, representation_bars
+
+    classes = pd.DataFrame({"class": ["A", "B"], "gender": ["female", "male"]})
+    table = audit_table(graded([("A", 25, 18), ("B", 10, 9)], declined=True), classes)
+    assert (table["flags"] == "").all(), table
+    assert list(audit_bars(table, "gender").data[0].marker.color) == [OK_COLOR] * 2
+    gap = audit_table(graded([("A", 25, 17), ("B", 10, 9)], declined=True), classes)
+    colours = dict(zip(gap["group"], audit_bars(gap, "gender").data[0].marker.color))
+    assert colours == {"female": FLAG_COLOR, "male": OK_COLOR}
+    shares = audit_table(graded([("A", 1, 1), ("B", 1, 1)]), classes, threshold=0.9,
+                         reference={"gender": {"female": 0.5 / 0.9, "male": 1 - 0.5 / 0.9}})
+    assert list(representation_bars(shares, "gender", threshold=0.9).data[0].marker.color) == [
+        FLAG_COLOR if f else OK_COLOR for f in shares["flags"].str.contains("representation")]
