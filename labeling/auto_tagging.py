@@ -24,7 +24,8 @@ suggestions). Results are written as media_tag rows with source "experts_voting"
 "suggested", in one audited operation, and never over anything else: an active tag is not
 suggested again, and a suggestion an editor rejected, or a tag an editor removed, stays so. Earlier experts-voting
 suggestions of the media voted on are refreshed, or removed when the vote no longer proposes them
-(suggestions are the latest vote, not a pile).
+(suggestions are the latest vote, not a pile). A media item is voted on when some expert with a positive
+weight covers it: a run in which no expert earned a weight removes no suggestion (no vote is not a vote against).
 
 The same operation applies GIPHY's rule for original tags: an active tag with source "uploader"
 or "import" on a media item voted on gets confidence 1.0 when at least one expert with a positive
@@ -301,7 +302,7 @@ class AutotagResult:
     tagged: int  # media with active tags
     suggested: int  # experts-voting suggestions standing after this vote
     changed: int  # ... of which rows written (new, or a new confidence)
-    removed: int  # earlier experts-voting suggestions the vote no longer proposes
+    removed: int  # earlier experts-voting suggestions the vote no longer proposes (on media a trusted expert covers)
     rejected: int  # proposals an editor had rejected on that media: they stay rejected
     originals_confirmed: int = 0  # active uploader / import tags of the media voted on, now at 1.0 ...
     originals_lowered: int = 0  # ... and at 0.7 (no expert confirms them)
@@ -335,6 +336,23 @@ def untrusted_experts_hint(k: int, min_frequency: float) -> str:
     if need > 1:
         hint += f"; min_frequency {1 / k:.2f} lets a single neighbour vote"
     return hint
+
+
+def trusted_media(tagger: Any, modalities: Mapping[str, tuple[list[str], np.ndarray]],
+                  identity: Mapping[str, list[str]] | None) -> set[int]:
+    """The media some expert with a positive weight covers: the only ones the vote had a say on.
+
+    Why: a suggestion left from an earlier run is removed when the vote no longer proposes it, but an
+    expert with weight 0 proposes nothing, so counting the media it covers would read its silence as a
+    vote against (every pending suggestion deleted by a run in which no expert earned a weight). An
+    expert covers every media item it has a row for (vector modalities) or faces for (identity), so the
+    coverage is read from the inputs rather than from a second kNN pass over them."""
+    coverage: dict[str, dict[str, dict[str, float]]] = {
+        name: dict.fromkeys(media_ids, {}) for name, (media_ids, _) in modalities.items()}
+    if identity is not None:
+        coverage[IDENTITY] = dict.fromkeys(identity, {})
+    covered = {m for media_ids in coverage.values() for m in media_ids}
+    return {int(m) for m in covered if tagger.covering_weight(coverage, m) > 0}
 
 
 def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None = None, text: str | None = "tags",
@@ -391,7 +409,7 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
     # the others (nor for any media when every weight is 0), so they keep their confidences. Lowering
     # them to 0.7 would read as a vote against them; no vote is not a vote against.
     originals = original_confidences(predicted, inputs.existing)
-    voted = {int(m) for m in ids}
+    voted = trusted_media(tagger, modalities, identity)  # stale suggestions are dropped only where a vote was cast
     result = AutotagResult(dict(tagger.weights_), dict(tagger.coverage_), dict(tagger.hits_), len(ids),
                            sum(1 for t in inputs.tags.values() if t), 0, 0, 0, rejected)
     with run_operation(store, editor, "experts_voting") as op:

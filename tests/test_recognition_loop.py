@@ -550,7 +550,9 @@ def test_autotag_with_the_text_expert_and_bad_input(loop_sqlite, tmp_path):
     trusted = autotag(nods.store, "bob", text=None)
     assert trusted.weights["visual"] > 0 and trusted.suggested > 0 and not trusted.notes
     strict = autotag(nods.store, "bob", text=None, min_frequency=1.0)
-    assert not any(strict.weights.values()) and strict.suggested == 0 and strict.removed == trusted.suggested
+    assert not any(strict.weights.values()) and strict.suggested == 0 and strict.removed == 0
+    # no vote is not a vote against: the trusted run's suggestions stay pending
+    assert count(nods.store, MediaTag, MediaTag.source == SOURCE, MediaTag.status == "suggested") == trusted.suggested
     # nobody voted, so no uploader tag was voted down: they keep what the trusted run gave them
     assert (strict.originals_confirmed, strict.originals_lowered, strict.originals_changed) == (0, 0, 0)
     assert trusted.originals_confirmed + trusted.originals_lowered > 0

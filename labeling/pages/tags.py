@@ -4,16 +4,20 @@ import streamlit as st
 
 from embeddings.pipeline import ANIMATED_KINDS
 from labeling.errors import ValidationError
-from labeling.pages.common import (drawn_before, escape_markdown, flash, get_settings, get_store, keep_choice,
-                                   last_change, media_file, plain, progress_callback, require_editor, versions_seen,
-                                   write)
+from labeling.pages.common import (Change, current_editor, drawn_before, escape_markdown, flash, forget_lost,
+                                   get_settings, get_store, keep_choice, last_change, media_file, plain,
+                                   progress_callback, require_editor, select_choice, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
+from labeling.schema import AuditEvent
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 from labeling.validation import clean_tag_name
 
 MEDIA_KEY = "tags_media"
 TAG_KEY = "tags_tag"
 TABLE_KEY = "tags_table_drawn"  # media id -> the (tag id, version) rows its confidence table last showed
+PICKED_KEY = "tags_suggestions_picked"  # {media id: {tag: tag id}}: the suggestions picked when last drawn
+BULK_FORMS = {"bulk_tag_form": ("Set confidence", "Remove tag"),
+              "bulk_suggestions_form": ("Accept suggestions", "Reject suggestions")}  # per tag: form -> buttons
 VIDEO_KINDS = ("video",)
 
 settings, store = get_settings(), get_store()
@@ -101,6 +105,75 @@ def table_moved_on(media_id: int, drawn: tuple, now: tuple) -> None:
     st.rerun()
 
 
+def what_happened(change: Change | None) -> str:
+    """"rejected by bob in operation 9 (2026-12-06 22:31)": what the newest audited write of a media tag
+    did to it, who did it and when, for the messages that explain why a choice is gone."""
+    if change is None:
+        return "changed outside the audited operations"
+    status = (change.after or {}).get("status")
+    what = ("removed" if change.after is None else "accepted" if status == "active"
+            else "rejected" if status == "rejected" else "changed")
+    with store() as session:
+        at = session.get(AuditEvent, change.event_id).at
+    return f"{what} {change.by()} ({at:%Y-%m-%d %H:%M})" + (" (an undo)" if change.operation == "undo" else "")
+
+
+def by_someone_else(change: Change | None) -> bool:
+    """Whether another editor (or a change outside the audited operations) moved the rows: the editor's
+    own operation was reported when it ran."""
+    return change is None or change.editor != current_editor()
+
+
+def suggestions_gone(media_id: int, options: list[str]) -> list[str]:
+    """The suggestions the editor picked on this media item when the page was last drawn that are no
+    longer waiting, each with what happened to it; read before the picker is drawn.
+
+    Why: the picker is rebuilt from the suggestions still pending, and Streamlit drops a picked option
+    that is no longer offered without a word, so an Accept pressed for a suggestion another editor
+    rejected meanwhile did nothing and said nothing. The picks are remembered by media_id (the
+    one drawn last) as {tag: tag id}, the tag id being what names the row in the audit log."""
+    picked: dict[str, int] = st.session_state.get(PICKED_KEY, {}).get(media_id, {})
+    notes = []
+    for tag, tag_id in picked.items():
+        if tag in options:
+            continue
+        change = last_change(store, [f"media_tag:{media_id}:{tag_id}"])
+        if by_someone_else(change):
+            notes.append(f"{tag!r} {what_happened(change)}")
+    return notes
+
+
+def remember_picks(media_id: int, chosen: list[str], tag_key: dict[str, tuple[int, int]]) -> None:
+    """Record the suggestions picked in this run (for suggestions_gone on the next one)."""
+    st.session_state[PICKED_KEY] = {media_id: {t: tag_key[t][1] for t in chosen}}
+
+
+def warn_suggestions_gone(notes: list[str]) -> None:
+    """Say which picked suggestions left the list, who decided them, and that a press did nothing."""
+    pressed = ("accepted" if st.session_state.get("tags_accept")
+               else "rejected" if st.session_state.get("tags_reject") else None)
+    done = f" Nothing was {pressed}." if pressed else ""
+    st.warning(plain(f"Suggestion(s) you picked are no longer waiting: {'; '.join(notes)}.{done}"))
+
+
+def tag_lost_note(lost: str, shown: str | None) -> str | None:
+    """Why the tag the editor had chosen on the Per tag tab is gone (no media carries it any more,
+    in any status), who did it and when, or None when it was the editor's own operation.
+
+    Its rows are the ones the page last drew for it (drawn_before); its forms are keyed by the tag, so
+    a bulk action pressed for it in this run is not drawn and does nothing: the editor is told so."""
+    keys = [f"media_tag:{m}:{t}" for m, t in sorted(drawn_before(f"tags_tag_{lost}"))]
+    change = last_change(store, keys)
+    if not by_someone_else(change):
+        return None
+    pressed = any(st.session_state.get(f"{form}_{lost}_{i}") for form, labels in BULK_FORMS.items()
+                  for i in range(len(labels)))
+    head = f"{lost!r} is no longer on any media: {what_happened(change)}."
+    done = " Nothing was done for it." if pressed else ""
+    now = f" The page shows {shown!r} now." if shown is not None else ""
+    return head + done + now
+
+
 def _bulk_form(key: str, heading: str, every: tuple[str, str], pick_key: str, ids: list[int], names: dict,
                buttons: tuple[str, ...], extra=None) -> tuple[list[int], str | None, object]:
     """One bulk form of the per-tag tab: tick all or pick media, then a button.
@@ -112,7 +185,9 @@ def _bulk_form(key: str, heading: str, every: tuple[str, str], pick_key: str, id
         every_ticked = st.checkbox(every[0], key=every[1])
         picked = st.multiselect("Or these", ids, format_func=lambda m: names[m], key=pick_key)
         value = extra() if extra is not None else None
-        pressed = [label for col, label in zip(st.columns(len(buttons)), buttons) if col.form_submit_button(label)]
+        # keyed (key_0, key_1, ...) so a press for a tag that left the page can be read (tag_lost_note)
+        pressed = [label for i, (col, label) in enumerate(zip(st.columns(len(buttons)), buttons))
+                   if col.form_submit_button(label, key=f"{key}_{i}")]
     chosen = [int(m) for m in (ids if every_ticked else picked)]
     if pressed and not chosen:
         st.error("Choose the media first (or tick all).")
@@ -207,22 +282,28 @@ with per_gif:
                                                        expected_versions={tag_key[t]: seen[tag_key[t]] for t in doomed}))
 
             st.subheader("Suggestions")
+            if gone := suggestions_gone(media_id, suggested["tag"].tolist()):
+                warn_suggestions_gone(gone)
             if suggested.empty:
+                remember_picks(media_id, [], tag_key)
                 st.write("No suggestions waiting.")
             else:
                 st.dataframe(suggested[["tag", "confidence", "source"]], hide_index=True, width="stretch")
                 # none picked to start with: suggestions are guesses, and one click must not accept them all
                 chosen = st.multiselect("Suggestions to accept or reject", suggested["tag"].tolist(),
                                         key=f"tags_suggestions_{media_id}", placeholder="pick suggestions")
+                remember_picks(media_id, chosen, tag_key)
                 accept, reject = st.columns(2)
                 decided = {tag_key[t]: seen[tag_key[t]] for t in chosen}
                 n = f" {len(chosen)}" if chosen else ""
                 if accept.button(f"Accept{n}", key="tags_accept", disabled=not chosen) and chosen:
                     write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "active", e,
-                                                      expected_versions=decided))
+                                                      expected_versions=decided),
+                          after=lambda _: remember_picks(media_id, [], tag_key))
                 if reject.button(f"Reject{n}", key="tags_reject", disabled=not chosen) and chosen:
                     write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "rejected", e,
-                                                      expected_versions=decided))
+                                                      expected_versions=decided),
+                          after=lambda _: remember_picks(media_id, [], tag_key))
 
             with st.form(f"add_tag_form_{media_id}", clear_on_submit=True):
                 st.write("Add a tag")
@@ -248,13 +329,21 @@ with per_gif:
 with per_tag:
     counts = tag_counts_frame(store)
     if counts.empty:
+        if (gone := st.session_state.pop(TAG_KEY, None)) is not None and (note := tag_lost_note(gone, None)):
+            st.warning(plain(note))
         st.info("No tags yet.")
     else:
         by_tag = counts.set_index("tag")
-        keep_choice(TAG_KEY, counts["tag"].tolist())
-        tag = st.selectbox("Tag", counts["tag"].tolist(), key=TAG_KEY, persist_state="session",
-                           format_func=lambda t: f"{t} ({by_tag.loc[t, 'active']} active, "
-                                                 f"{by_tag.loc[t, 'suggested']} suggested)")
+        # select_choice, not a plain box: a tag another editor removed from every media meanwhile leaves the
+        # options, and the box would fall back to another tag without a word (and a bulk press do nothing)
+        choice = select_choice(st, "Tag", counts["tag"].tolist(), key=TAG_KEY, persist_state="session",
+                               format_func=lambda t: f"{t} ({by_tag.loc[t, 'active']} active, "
+                                                     f"{by_tag.loc[t, 'suggested']} suggested)")
+        tag = choice.value
+        if choice.lost is not None:
+            forget_lost(choice)  # told once (no form of the lost tag is drawn again, so nothing more to refuse)
+            if (note := tag_lost_note(choice.lost, tag)) is not None:  # None: the editor's own operation
+                st.warning(plain(note))
         carrying = media_tags_frame(store, tag=tag)
         # the rows the editor had on screen when they pressed: "All" means those, not rows added since
         drawn = {m for m, _ in drawn_before(f"tags_tag_{tag}")}
