@@ -61,8 +61,12 @@ MAX_USEFUL_RADIUS = 16
 
 def check_useful_radius(radius: int) -> int:
     """The radius when it can still tell copies from unrelated media (see MAX_USEFUL_RADIUS), else a
-    NearDuplicateError saying why, before any pair is built."""
-    radius = _check_radius(radius)
+    NearDuplicateError saying why, before any pair is built. A value that is no radius at all (not an
+    integer, negative) is refused naming the range `giflens dupes` documents (0 to MAX_USEFUL_RADIUS),
+    not the library's 0 to 64, which would contradict its help."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+        raise NearDuplicateError(f"radius must be an integer between 0 and {MAX_USEFUL_RADIUS}, got {radius!r}")
+    radius = int(radius)
     if radius > MAX_USEFUL_RADIUS:
         raise NearDuplicateError(
             f"radius {radius} is above {MAX_USEFUL_RADIUS}: unrelated frames' hashes are about 32 of 64 bits "

@@ -367,6 +367,13 @@ class EarlierSides:
         has none, and its sides are no basis: kept, they would train every earlier face for good."""
         return any("val" in sides.values() for sides in (self.by_sha256, self.by_media_id, self.by_crop_sha256))
 
+    @property
+    def lists_nothing(self) -> bool:
+        """Whether its split.csv lists no media item at all (an export of no face). Why: such an export
+        drew no side, so it has none to keep and none to be missing; a note that it lacks validation
+        faces, or that a model trained on it knows some faces, would be false."""
+        return not (self.by_sha256 or self.by_media_id or self.by_crop_sha256)
+
 
 def _train_wins(sides: dict[Hashable, str], key: Hashable, side: str) -> None:
     """Record `side` for `key`; a key listed on both sides counts as train (see `read_earlier_sides`)."""
@@ -469,7 +476,11 @@ def sides_to_keep(earlier: EarlierSides | None, split: float) -> tuple[EarlierSi
     """(the earlier sides this export keeps, notes). An earlier export without validation faces
     (written with a share of 0) gives none when this one asks for validation: kept, its sides would
     train every earlier face for good, export after export, and validation would only ever get new
-    media. Its label indices are still kept; the note says the split is drawn anew."""
+    media. Its label indices are still kept; the note says the split is drawn anew. An earlier export
+    that lists no face (`lists_nothing`) gives no sides either, and no note: no face of it is known to
+    a model, and none of this export's faces could match it (a note that none does would be noise)."""
+    if earlier is not None and earlier.lists_nothing:
+        return None, []
     if earlier is None or split == 0 or earlier.has_validation:
         return earlier, []
     why = ("" if earlier.share is None else " (written with a validation share of 0)" if earlier.share == 0 else
@@ -745,7 +756,7 @@ class ExportSummary:
     def line(self) -> str:
         missing = f", {self.missing_crops} without a crop skipped" if self.missing_crops else ""
         return (f"exported {self.classes} classes, {self.faces} faces (train {self.train}, val {self.val}){missing}, "
-                f"{self.media_with_tags} tagged media, {self.projector_vectors} projector vectors to {self.out_dir} "
+                f"{self.media_with_tags} tagged media, {self.projector_vectors} face projector vectors to {self.out_dir} "
                 f"in {self.seconds:.1f} s ({self.gif_vectors} GIF vectors in projector/gif_vectors.tsv)")
 
 

@@ -135,7 +135,7 @@ def test_raw_dataset_import_then_export(store_url, tmp_path, lfw_dir, cli_data_d
     out = tmp_path / "export"
     result = invoke("export", out, *where, "--split", "0.5", "--seed", "3")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"exported 2 classes, 4 faces (train 2, val 2), 0 tagged media, 4 projector vectors to {out}")
+    assert result.stdout.startswith(f"exported 2 classes, 4 faces (train 2, val 2), 0 tagged media, 4 face projector vectors to {out}")
     assert verify_export(out) == []
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert (manifest["editor"], manifest["split"]["seed"], manifest["split"]["share"]) == (_os_user(), 3, 0.5)
