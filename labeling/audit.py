@@ -1048,6 +1048,28 @@ def snapshots_of(session: Session, event_ids: Sequence[int], keys: Sequence[str]
     return found["before"], found["after"]
 
 
+def classes_once_named(session: Session, name: str) -> list[int]:
+    """Ids of the classes whose audited state (before or after any operation) carried `name`, compared
+    as class names compare, the most recently so named first.
+
+    Why: an editor asks for the history of a class by the name they remember, which a rename since, or
+    an undo that removed the class, has taken off the catalog; the audit log still knows it. Only events
+    that wrote a class are read, and only their class snapshots (json_each, as `snapshots_of`)."""
+    wanted = class_name_key(name)
+    class_events = select(AuditEntity.event_id).where(AuditEntity.key.like("class:%"), AuditEntity.written)
+    latest: dict[int, int] = {}
+    for side in ("before", "after"):
+        each = func.json_each(getattr(AuditEvent, side)).table_valued(column("key", String), column("value", JSON))
+        stmt = (select(AuditEvent.id, each.c.key, each.c.value).select_from(AuditEvent)
+                .join(each, each.c.key.like("class:%")).where(AuditEvent.id.in_(class_events)))
+        for event_id, key, snapshot in session.execute(stmt):
+            named = snapshot.get("name") if isinstance(snapshot, dict) else None
+            if isinstance(named, str) and class_name_key(named) == wanted:
+                class_id = int(key.partition(":")[2])
+                latest[class_id] = max(latest.get(class_id, 0), int(event_id))
+    return sorted(latest, key=lambda class_id: -latest[class_id])
+
+
 def recent_events(factory: sessionmaker[Session], editor: str | None = None, limit: int = 50) -> list[AuditEvent]:
     with factory() as session:
         stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)

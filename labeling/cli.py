@@ -262,6 +262,8 @@ def _display_url(url: str) -> str:
     except ArgumentError:
         return "(--database-url / GIFLENS_DATABASE_URL)"
     hidden = {key: "xxx" for key in parsed.query if "password" in key.casefold()}
+    if parsed.password is None and not hidden:
+        return url  # nothing to hide: as the editor typed it (SQLAlchemy would quote sqlite:///:memory:)
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
@@ -305,13 +307,16 @@ def _refuse_in_memory(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return  # open_store says it does not parse
-    memory = not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory"
-    if parsed.get_backend_name() == "sqlite" and memory:
-        refuse(f"{_display_url(url)} is an in-memory store: nothing would be kept; give a file, sqlite:///PATH")
+    if url.strip() != ":memory:":  # sqlite3's own name for it, which is no URL: refused as one, not "does not parse"
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            return  # open_store says it does not parse
+        memory = not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory"
+        if parsed.get_backend_name() != "sqlite" or not memory:
+            return
+    refuse(f"{_display_url(url) if url.strip() != ':memory:' else url} is an in-memory store: nothing would be kept; "
+           "give a file, sqlite:///PATH")
 
 
 def _require_store(settings: Settings, url: str) -> None:
@@ -777,7 +782,25 @@ def _entity_key(store: sessionmaker[Session], entity: str) -> str:
                 continue
             if found is not None:
                 return f"class:{found.id}"
-        refuse(problem or f"no class is called {value!r}")
+        return _former_class_key(session, value, [giphy_name], problem)
+
+
+def _former_class_key(session: Session, value: str, also: list[str], problem: str | None) -> str:
+    """A class by a name it no longer has (renamed since, or removed by an undo): the audit log knows which
+    class carried it; several classes that carried it are listed for the editor to pick by id."""
+    from labeling.audit import classes_once_named
+    from labeling.errors import StoreError
+
+    for name in dict.fromkeys([value, *also]):
+        try:
+            found = classes_once_named(session, name) if name else []
+        except StoreError:
+            continue
+        if len(found) == 1:
+            return f"class:{found[0]}"
+        if found:
+            refuse(f"{value!r} was the name of classes {', '.join(map(str, found))}: give class:ID")
+    refuse(problem or f"no class is called {value!r}")
 
 
 def _entity_known(store: sessionmaker[Session], kind: str, entity_id: int) -> bool:
