@@ -149,7 +149,7 @@ def test_bad_input_exits_1_and_writes_nothing(loop_data_dir, tmp_path):
                              (["retrain"], "the store has no face embeddings"),
                              (["autotag"], "no ingested media with GIF embeddings or faces"),
                              (["autotag", "--text", "titles"], "--text must be tags, weak-labels or none"),
-                             (["dupes", "--radius", "65"], "radius must be an integer between 0 and 64")]:
+                             (["dupes", "--radius", "65"], "radius 65 is above 16")]:
         result = invoke(*command, *empty)
         assert result.exit_code == 1, (command, result.output)
         assert result.stdout == "" and message in result.stderr, (command, result.stderr)
