@@ -19,18 +19,20 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import streamlit as st
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.pipeline import DATA_UPLOADS
-from labeling.audit import last_write
-from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError
-from labeling.schema import AuditEvent, CelebrityClass
+from labeling.audit import _chunks
+from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError, as_utc
+from labeling.schema import AuditEntity, AuditEvent, CelebrityClass
 from labeling.validation import check_editor
 from models.settings import Settings
 
@@ -281,15 +283,36 @@ class Change:
 
 def last_change(store: sessionmaker[Session], keys: Iterable[str]) -> Change | None:
     """The newest audited operation that wrote any of these entities ("class:3", "media_tag:7:2"), None
-    when none did: who moved something on under an editor's feet, read from the audit log."""
+    when none did: who moved something on under an editor's feet, read from the audit log.
+
+    Why chunked IN queries (the newest written event per chunk of keys), not one last_write per key: a
+    tag that left thousands of media is looked up over every row the page drew, and a query per key
+    took seconds. Among several keys the event wrote, the change shown is the first key's as given."""
+    order = list(dict.fromkeys(keys))
     with store() as session:
-        writes = [(w, k) for k in keys if (w := last_write(session, k)) is not None]
-        if not writes:
+        per_chunk = (_newest_write(session, chunk) for chunk in _chunks(sorted(order)))
+        newest = max((n for n in per_chunk if n is not None), default=None)
+        if newest is None:
             return None
-        write_, key = max(writes, key=lambda pair: pair[0].event_id)
-        event = session.get(AuditEvent, write_.event_id)
-        return Change(write_.event_id, write_.editor, write_.operation, (event.before or {}).get(key),
+        event = session.get(AuditEvent, newest)
+        written = set(session.scalars(select(AuditEntity.key).where(AuditEntity.event_id == newest,
+                                                                    AuditEntity.written.is_(True))))
+        key = next(k for k in order if k in written)
+        return Change(event.id, event.editor, event.operation, (event.before or {}).get(key),
                       (event.after or {}).get(key))
+
+
+def _newest_write(session: Session, keys: Iterable[str]) -> int | None:
+    """The id of the newest audit event that wrote one of these keys (one query; the key/event index)."""
+    return session.scalar(select(func.max(AuditEntity.event_id)).where(AuditEntity.key.in_(list(keys)),
+                                                                       AuditEntity.written.is_(True)))
+
+
+def utc_text(moment: datetime) -> str:
+    """An audit time as `2026-12-06 13:51:59 UTC`, as `giflens history` and the conflict messages print it.
+    Why: PostgreSQL hands a timestamptz back in the session's time zone, SQLite in UTC without one; the
+    same operation must read the same on every page and server."""
+    return f"{as_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
 
 
 BOOKKEEPING = ("version", "updated_at", "updated_by", "name_key")  # columns every class write moves

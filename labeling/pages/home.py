@@ -3,7 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from labeling.audit import undo_event, undoable_events
-from labeling.pages.common import database_label, forget_lost, get_settings, get_store, plain, select_choice, write
+from labeling.pages.common import (database_label, forget_lost, get_settings, get_store, plain, select_choice,
+                                   utc_text, write)
 from labeling.schema import AuditEvent
 from labeling.queries import events_frame, store_overview
 
@@ -30,9 +31,10 @@ events = events_frame(store, limit=30)
 if len(events):
     for column in ("undone_by", "undo_of"):  # "#12", or blank where there is none (not a grey "None")
         events[column] = [f"#{int(v)}" if pd.notna(v) else "" for v in events[column]]
+    events["at"] = [utc_text(v) for v in events["at"]]  # as giflens history prints it, whatever the server's zone
     st.dataframe(events.drop(columns=["n_entities"]), hide_index=True, width="stretch", column_config={
         "event_id": st.column_config.NumberColumn("event", width="small"),
-        "at": st.column_config.DatetimeColumn("at", format="YYYY-MM-DD HH:mm:ss"),
+        "at": st.column_config.TextColumn("at"),
         "summary": st.column_config.TextColumn("summary", width="large"),
         "undone_by": st.column_config.TextColumn("undone by", width="small", help="the event that took this one back"),
         "undo_of": st.column_config.TextColumn("undo of", width="small", help="the event this one took back"),
@@ -60,7 +62,7 @@ if undoable:
     with st.expander("Undo an operation"):
         st.caption("Any editor's operation can be taken back by its number, unless a later operation changed "
                    "the same faces, classes or tags (then undo that one first). The undo is audited under your name.")
-        choices = {e.id: f"#{e.id} · {e.editor} · {e.at:%Y-%m-%d %H:%M} · {e.summary}" for e in undoable}
+        choices = {e.id: f"#{e.id} · {e.editor} · {utc_text(e.at)} · {e.summary}" for e in undoable}
         # Nothing chosen to start with, and nothing again after an undo: the operation undone leaves the list,
         # and a select box with a default would move on to the next one, which a second press would undo.
         choice = select_choice(st, "Operation", list(choices), format_func=choices.get, key="overview_undo_event",

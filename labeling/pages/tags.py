@@ -6,7 +6,7 @@ from embeddings.pipeline import ANIMATED_KINDS
 from labeling.errors import ValidationError
 from labeling.pages.common import (Change, current_editor, drawn_before, escape_markdown, flash, forget_lost,
                                    get_settings, get_store, keep_choice, last_change, media_file, plain,
-                                   progress_callback, require_editor, select_choice, versions_seen, write)
+                                   progress_callback, require_editor, select_choice, utc_text, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.schema import AuditEvent
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
@@ -106,7 +106,7 @@ def table_moved_on(media_id: int, drawn: tuple, now: tuple) -> None:
 
 
 def what_happened(change: Change | None) -> str:
-    """"rejected by bob in operation 9 (2026-12-06 22:31)": what the newest audited write of a media tag
+    """"rejected by bob in operation 9 (2026-12-06 22:31:07 UTC)": what the newest audited write of a media tag
     did to it, who did it and when, for the messages that explain why a choice is gone."""
     if change is None:
         return "changed outside the audited operations"
@@ -115,7 +115,7 @@ def what_happened(change: Change | None) -> str:
             else "rejected" if status == "rejected" else "changed")
     with store() as session:
         at = session.get(AuditEvent, change.event_id).at
-    return f"{what} {change.by()} ({at:%Y-%m-%d %H:%M})" + (" (an undo)" if change.operation == "undo" else "")
+    return f"{what} {change.by()} ({utc_text(at)})" + (" (an undo)" if change.operation == "undo" else "")
 
 
 def by_someone_else(change: Change | None) -> bool:
@@ -143,16 +143,27 @@ def suggestions_gone(media_id: int, options: list[str]) -> list[str]:
     return notes
 
 
+def still_picked(media_id: int, options: list[str]) -> list[str]:
+    """The suggestions picked when the page was last drawn that are still waiting (the picker keeps them)."""
+    return [t for t in st.session_state.get(PICKED_KEY, {}).get(media_id, {}) if t in options]
+
+
 def remember_picks(media_id: int, chosen: list[str], tag_key: dict[str, tuple[int, int]]) -> None:
     """Record the suggestions picked in this run (for suggestions_gone on the next one)."""
     st.session_state[PICKED_KEY] = {media_id: {t: tag_key[t][1] for t in chosen}}
 
 
-def warn_suggestions_gone(notes: list[str]) -> None:
-    """Say which picked suggestions left the list, who decided them, and that a press did nothing."""
+def warn_suggestions_gone(notes: list[str], left: list[str]) -> None:
+    """Say which picked suggestions left the list and who decided them; on a press, that nothing was
+    written and which picks are kept (`left`) for the editor to press again on.
+
+    Why nothing is written: a press meant for picks of which some were decided meanwhile is not the
+    decision the editor made; acting on the rest would also rerun the page and lose this warning."""
     pressed = ("accepted" if st.session_state.get("tags_accept")
                else "rejected" if st.session_state.get("tags_reject") else None)
     done = f" Nothing was {pressed}." if pressed else ""
+    if pressed and left:
+        done += f" Still picked: {', '.join(map(repr, left))}; press again to decide those."
     st.warning(plain(f"Suggestion(s) you picked are no longer waiting: {'; '.join(notes)}.{done}"))
 
 
@@ -283,7 +294,7 @@ with per_gif:
 
             st.subheader("Suggestions")
             if gone := suggestions_gone(media_id, suggested["tag"].tolist()):
-                warn_suggestions_gone(gone)
+                warn_suggestions_gone(gone, still_picked(media_id, suggested["tag"].tolist()))
             if suggested.empty:
                 remember_picks(media_id, [], tag_key)
                 st.write("No suggestions waiting.")
@@ -296,11 +307,12 @@ with per_gif:
                 accept, reject = st.columns(2)
                 decided = {tag_key[t]: seen[tag_key[t]] for t in chosen}
                 n = f" {len(chosen)}" if chosen else ""
-                if accept.button(f"Accept{n}", key="tags_accept", disabled=not chosen) and chosen:
+                # a press on picks some of which were decided meanwhile writes nothing (warn_suggestions_gone)
+                if accept.button(f"Accept{n}", key="tags_accept", disabled=not chosen) and chosen and not gone:
                     write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "active", e,
                                                       expected_versions=decided),
                           after=lambda _: remember_picks(media_id, [], tag_key))
-                if reject.button(f"Reject{n}", key="tags_reject", disabled=not chosen) and chosen:
+                if reject.button(f"Reject{n}", key="tags_reject", disabled=not chosen) and chosen and not gone:
                     write(lambda s, e: set_tag_status(s, [(media_id, t) for t in chosen], "rejected", e,
                                                       expected_versions=decided),
                           after=lambda _: remember_picks(media_id, [], tag_key))
