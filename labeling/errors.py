@@ -10,6 +10,14 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
+def utc_text(moment: datetime) -> str:
+    """An audit time as `2026-12-06 13:51:59 UTC`, the one way the CLI, the pages and conflict messages print
+    it. Why: PostgreSQL hands a timestamptz back in the session's time zone (a server set up in New York
+    answers in New York time), SQLite in UTC without a zone; the same operation must read the same on every
+    page, command and server."""
+    return f"{as_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
+
+
 class StoreError(ValueError):
     """Base of every refusal by a curation operation (the transaction is rolled back)."""
 
@@ -28,7 +36,7 @@ class ConflictError(StoreError):
     def __init__(self, entity: str, expected: int, actual: int, editor: str | None, at: datetime | None,
                  message: str | None = None) -> None:
         who = editor or "another process"
-        when = f" at {as_utc(at):%Y-%m-%d %H:%M:%S} UTC" if at else ""
+        when = f" at {utc_text(at)}" if at else ""
         super().__init__(message or (
             f"{entity} was changed by {who}{when} (version {actual}, your edit was based on version {expected}); "
             "reload it and try again"))

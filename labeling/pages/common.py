@@ -19,7 +19,6 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.pipeline import DATA_UPLOADS
 from labeling.audit import _chunks
-from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError, as_utc
+from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError
 from labeling.schema import AuditEntity, AuditEvent, CelebrityClass
 from labeling.validation import check_editor
 from models.settings import Settings
@@ -306,13 +305,6 @@ def _newest_write(session: Session, keys: Iterable[str]) -> int | None:
     """The id of the newest audit event that wrote one of these keys (one query; the key/event index)."""
     return session.scalar(select(func.max(AuditEntity.event_id)).where(AuditEntity.key.in_(list(keys)),
                                                                        AuditEntity.written.is_(True)))
-
-
-def utc_text(moment: datetime) -> str:
-    """An audit time as `2026-12-06 13:51:59 UTC`, as `giflens history` and the conflict messages print it.
-    Why: PostgreSQL hands a timestamptz back in the session's time zone, SQLite in UTC without one; the
-    same operation must read the same on every page and server."""
-    return f"{as_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
 
 
 BOOKKEEPING = ("version", "updated_at", "updated_by", "name_key")  # columns every class write moves

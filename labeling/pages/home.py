@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from labeling.audit import undo_event, undoable_events
-from labeling.pages.common import (database_label, forget_lost, get_settings, get_store, plain, select_choice,
-                                   utc_text, write)
+from labeling.errors import utc_text
+from labeling.pages.common import database_label, forget_lost, get_settings, get_store, plain, select_choice, write
 from labeling.schema import AuditEvent
 from labeling.queries import events_frame, store_overview
 

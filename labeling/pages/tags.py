@@ -4,9 +4,10 @@ import streamlit as st
 
 from embeddings.pipeline import ANIMATED_KINDS
 from labeling.errors import ValidationError
+from labeling.errors import utc_text
 from labeling.pages.common import (Change, current_editor, drawn_before, escape_markdown, flash, forget_lost,
                                    get_settings, get_store, keep_choice, last_change, media_file, plain,
-                                   progress_callback, require_editor, select_choice, utc_text, versions_seen, write)
+                                   progress_callback, require_editor, select_choice, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.schema import AuditEvent
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
