@@ -23,9 +23,9 @@ if str(ROOT) not in sys.path:  # `streamlit run` from elsewhere: the packages li
 from explorer.projection_jobs import warm_up  # noqa: E402
 from labeling.audit import undo_last  # noqa: E402
 from labeling.errors import StoreError  # noqa: E402
-from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, get_settings,  # noqa: E402
-                                   get_store, oidc_configured, oidc_providers, password_required, plain, result_message,
-                                   show_error, show_flash, sign_in, sign_out)
+from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, forget_tick_versions,  # noqa: E402
+                                   get_settings, get_store, oidc_configured, oidc_providers, password_required, plain,
+                                   result_message, show_error, show_flash, sign_in, sign_out)
 from labeling.queries import events_frame, face_count  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
@@ -54,7 +54,9 @@ def _navigation() -> StreamlitPage:
 
 
 def _undo_last(store: sessionmaker[Session]) -> None:
-    """Runs before the page (a button callback), so the page already shows the restored state."""
+    """Runs before the page (a button callback), so the page already shows the restored state; the
+    versions Review's pick tables recorded predate this editor's own undo and are forgotten
+    (`forget_tick_versions`), so a still-ticked face is not refused as changed by the editor themself."""
     editor = current_editor()
     if not editor:
         flash("An editor name is required before any change.", "error")
@@ -63,6 +65,8 @@ def _undo_last(store: sessionmaker[Session]) -> None:
         flash(result_message(undo_last(store, editor)))
     except StoreError as exc:
         flash(f"Cannot undo: {exc}", "error")
+        return
+    forget_tick_versions()
 
 
 def _oidc_login(provider: str | None) -> None:

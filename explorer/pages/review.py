@@ -16,12 +16,15 @@ from explorer.views import (decided_since_prediction, index_dir_for, nameable_fa
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import (get_settings, get_store, keep_choice, media_file, plain, refuse_lost_class,
-                                   select_choice, versions_seen, write)
+from labeling.pages.common import (DRAWN, TICK_VERSIONS, forget_tick_versions, get_settings, get_store, keep_choice, media_file, plain,
+                                   refuse_lost_class, select_choice, versions_seen, write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
 
-TICK_VERSIONS = "__tick_versions"  # a pick table's key + this: per ticked row, its faces' versions at the tick
+# explorer.clusters.suspect_faces' reasons, all of them: the Reasons filter offers each whether or not a face of
+# the queue has it now, so a chosen one is never dropped when its last face leaves the queue
+SUSPECT_REASONS = ("model disagrees", "neighbours disagree", "low confidence", "far from centroid")
+LISTED = 200  # suspect faces the table lists (a longer table is slow to draw and to tick through)
 CONFIDENCE_NOTE = (f"Confidence is the model's score for its best class among the catalog's; on \"{UNKNOWN_OPEN_SET}\" "
                    "it is the score of the class the open-set threshold turned down (too far from everyone known).")
 
@@ -58,13 +61,6 @@ def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> No
             col.caption(plain(cap))  # captions name classes: shown as typed, never as markdown
 
 
-def forget_tick_versions(_result: Any = None) -> None:
-    """After any write of this editor's (a bulk action, an undo), forget every table's versions at the
-    tick: they may predate the editor's own change, and a press must be refused only for others'."""
-    for key in [k for k in st.session_state if str(k).endswith(TICK_VERSIONS)]:
-        st.session_state.pop(key, None)
-
-
 def untick(table_key: str) -> Callable[[Any], None]:
     """After a bulk action, clear the table's ticks (the faces acted on leave or move in the queue)."""
     def clear(_result: Any) -> None:
@@ -83,7 +79,7 @@ def versions_at_tick(table_key: str, row_faces: Mapping[int, Mapping[int, int]],
     that editor's version, and the press would overwrite the decision unseen (the row looks the same).
     Every face the table draws is recorded on every run; a ticked row keeps the versions drawn in the run
     before its tick until it is unticked, acted on, or a press on it is refused (`bulk_write`)."""
-    drawn = versions_seen(f"{table_key}__drawn", {f: v for faces in row_faces.values() for f, v in faces.items()})
+    drawn = versions_seen(f"{table_key}{DRAWN}", {f: v for faces in row_faces.values() for f, v in faces.items()})
     memory: dict[int, dict[int, int]] = st.session_state.setdefault(f"{table_key}{TICK_VERSIONS}", {})
     kept = {r: memory.get(r) or {f: drawn[f] for f in row_faces[r]} for r in ticked if r in row_faces}
     memory.clear()
@@ -153,6 +149,24 @@ def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
     return picked
 
 
+def filter_note(reasons: list[str], n: int) -> str:
+    """The Reasons filter in the queue's caption: a filter left on (across pages too) must not pass for
+    the whole queue, least of all once its reasons match no face any more."""
+    if not reasons:
+        return ""
+    none = ", which no face of the queue has now" if n == 0 else ""
+    return f" (filtered by Reasons: {', '.join(reasons)}{none})"
+
+
+def listed_note(n: int) -> str:
+    """Say when the table lists only the first LISTED of the queue: the others can be ticked only once
+    these are decided, or with a narrower queue."""
+    if n <= LISTED:
+        return ""
+    return (f"Only the first {LISTED} are listed: decide them, or narrow the queue (Reasons, Low confidence "
+            f"below), to reach the other {n - LISTED}. ")
+
+
 clusters_tab, suspects_tab, lookalikes_tab, tracks_tab = st.tabs(
     ["Class clusters", "Suspect faces", "Look-alike classes", "Tracks without a decision"])
 
@@ -202,13 +216,13 @@ with suspects_tab:
         hidden = int(queue["id"].isin(decided).sum())
         if not with_decided:
             queue = queue[~queue["id"].isin(decided)]
-        reasons = sorted({r for text in queue["reasons"] for r in text.split("; ")})
-        only = right.multiselect("Reasons", reasons, key="review_reasons", persist_state="session")
+        only = right.multiselect("Reasons", SUSPECT_REASONS, key="review_reasons", persist_state="session")
         if only:
-            queue = queue[queue["reasons"].map(lambda t: any(r in t for r in only))]
+            queue = queue[queue["reasons"].map(lambda t: any(r in t.split("; ") for r in only))]
         done_note = "" if with_decided or not hidden else f"{hidden} decided face(s) left out. "
-        st.caption(f"{len(queue)} suspect faces, most suspicious first. {done_note}{CONFIDENCE_NOTE}")
-        head = queue.head(200)
+        st.caption(f"{len(queue)} suspect faces{filter_note(only, len(queue))}, most suspicious first. "
+                   f"{listed_note(len(queue))}{done_note}{CONFIDENCE_NOTE}")
+        head = queue.head(LISTED)
         thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
                                                   for i, label in zip(head["id"].head(16), head["label"].head(16))])
         status_of = dict(zip(faces["face_id"].astype(int), faces["label_status"]))

@@ -38,6 +38,8 @@ from models.settings import Settings
 EDITOR_KEY = "editor"
 FLASH_KEY = "_giflens_flash"
 VERSIONS_KEY = "versions_seen"  # per page key: the row versions its last run drew (versions_seen)
+TICK_VERSIONS = "__tick_versions"  # a pick table's key + this: per ticked row, its faces' versions at the tick
+DRAWN = "__drawn"  # a pick table's key + this, under VERSIONS_KEY: the versions of every row it drew last run
 PASSWORD_ENV = "GIFLENS_EDITOR_PASSWORD"
 UPLOADS = DATA_UPLOADS  # under the data folder: the one folder of it an ingest walks
 
@@ -426,6 +428,19 @@ def versions_seen(key: str, current: Mapping[Any, Any]) -> dict[Any, int]:
     memory.clear()
     memory.update(current)
     return seen
+
+
+def forget_tick_versions(_result: Any = None) -> None:
+    """After any write of this editor's (a bulk action, an undo), forget every table's versions at the
+    tick and the versions it drew: they may predate the editor's own change, and a press must be refused
+    only for others'. The drawn ones too: a still-ticked row would otherwise be refilled from the run
+    before the write (`versions_at_tick`), and a write reruns the page at once, so the tables drawn after
+    the pressed one kept versions older still. Review's pick tables and the sidebar's Undo last (app.py `_undo_last`) call it."""
+    for key in [k for k in st.session_state if str(k).endswith(TICK_VERSIONS)]:
+        st.session_state.pop(key, None)
+    drawn: dict[Any, Any] = st.session_state.get(VERSIONS_KEY, {})
+    for key in [k for k in drawn if str(k).endswith(DRAWN)]:
+        drawn.pop(key, None)
 
 
 def drawn_before(key: str) -> set[Any]:
