@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
@@ -542,8 +541,9 @@ def _check_out_parent(out_dir: Path) -> None:
 
 
 def _no_faces_exported(summary) -> str | None:
-    """A warning above the summary when confirmed labels exist but none had a face crop of the chosen model:
-    an export with no face is otherwise easy to take for a successful one."""
+    """A warning above the summary whenever confirmed labels were skipped for want of a face crop (none of
+    the chosen model, or crops in another editor's data folder): an export lacking them is otherwise easy
+    to take for a complete one. The exit stays 0: an export of what is available is still useful."""
     from labeling.export import no_faces_exported
 
     note = no_faces_exported(summary, "give it with --face-model")
@@ -742,16 +742,6 @@ def dupes_command(
                f"frames={sum(map(len, hashes.values()))} radius={radius}")
 
 
-def utc_text(moment: datetime) -> str:
-    """An audit time as `2026-12-06 13:51:59 UTC`. Why: PostgreSQL hands a timestamptz back in the
-    session's time zone (a server set up on a machine in New York answers in New York time) and SQLite
-    in UTC without a zone, so the same operation printed as it came would read differently per server;
-    UTC, and saying so, is also how a conflict names the time of the write it lost to."""
-    from labeling.errors import as_utc
-
-    return f"{as_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
-
-
 def _entity_key(store: sessionmaker[Session], entity: str) -> str:
     """`face:12`, `media:7`, `class:3` or `class:Brad Pitt` (a class by name, any case; also as GIPHY
     writes it, `Brad_Pitt_[m.0c6qh]` or `Adrien_Brody`) -> the audit key. Bad input: one line, exit 1."""
@@ -831,6 +821,7 @@ def history_command(
     """The audit log, newest first: of one face, GIF or class, or the latest operations (of one editor).
 
     The event ids are what `giflens undo` takes; times are in UTC."""
+    from labeling.errors import utc_text
     from labeling.queries import events_frame, history_frame
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)

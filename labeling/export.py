@@ -752,6 +752,10 @@ class ExportSummary:
     seconds: float
     manifest: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # what the editor should hear about the split (manifest too)
+    # of missing_crops: those with a crop path the data folder below has no file for (the rest have no crop
+    # of the face model at all); a crop path is relative to the data folder of whoever ingested the face
+    crops_not_found: int = 0
+    data_dir: Path | None = None  # where the crops were looked for
 
     def line(self) -> str:
         missing = f", {self.missing_crops} without a crop skipped" if self.missing_crops else ""
@@ -761,14 +765,34 @@ class ExportSummary:
 
 
 def no_faces_exported(summary: "ExportSummary", how_to_choose: str) -> str | None:
-    """What to say when confirmed labels exist but none had a face crop of the chosen model (an export
-    with no face is otherwise easy to take for a successful one); `how_to_choose` says how this front
-    end names another face model. None when faces were exported or nothing was missing."""
-    if summary.faces or not summary.missing_crops:
+    """What to say when confirmed labels were skipped for want of a face crop (an export that lacks
+    them is otherwise easy to take for a complete one, and a later export follows it); `how_to_choose`
+    says how this front end names another face model. None when nothing was missing. Crops that are
+    recorded but not in this data folder are named apart (`crops_not_found_note`): a crop path is
+    relative to the data folder of whoever ingested or imported the face, so a teammate's data folder
+    on a shared store misses them all, while another model is not the cause."""
+    if not summary.missing_crops:
         return None
-    model = summary.manifest.get("face_model", "the chosen model")
-    return (f"no face exported: none of the {summary.missing_crops} confirmed label(s) has a face crop of {model} "
-            f"(faces ingested with another model? {how_to_choose}; crops deleted? ingest again)")
+    no_crop = summary.missing_crops - summary.crops_not_found
+    if not summary.faces and not summary.crops_not_found:
+        model = summary.manifest.get("face_model", "the chosen model")
+        return (f"no face exported: none of the {no_crop} confirmed label(s) has a face crop of {model} "
+                f"(faces ingested with another model? {how_to_choose}; crops deleted? ingest again)")
+    notes = [crops_not_found_note(summary.crops_not_found, summary.data_dir)] if summary.crops_not_found else []
+    if no_crop:
+        model = summary.manifest.get("face_model", "the chosen model")
+        notes.append(f"{no_crop} confirmed label(s) skipped: no face crop of {model} "
+                     f"(faces ingested with another model? {how_to_choose})")
+    return ("no face exported: " if not summary.faces else "") + "; ".join(notes)
+
+
+def crops_not_found_note(count: int, data_dir: Path | None) -> str:
+    """Confirmed labels skipped because their recorded crop is not a file under `data_dir`: why and
+    what to do (share the data folder, or ingest the media again with this one)."""
+    where = "this data folder" if data_dir is None else f"the data folder {data_dir}"
+    return (f"{count} confirmed label(s) skipped: their face crops are not in {where} (faces ingested or "
+            f"imported with another --data-dir? editors sharing one database should share one data folder, "
+            f"or ingest the media with this one; crops deleted? ingest again)")
 
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -1132,19 +1156,14 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     earlier, side_notes = sides_to_keep(earlier, split)
     notes += side_notes
 
-    def crop_of(row) -> Path | None:
-        if not row.crop_path:
-            return None
-        path = data_dir / row.crop_path
-        return path if path.is_file() else None
-
-    rows, missing = [], 0
+    rows, missing, not_found = [], 0, 0
     for r in snap["labels"]:
-        crop = crop_of(r)
-        if crop is None:
-            missing += 1
-        else:
+        crop = data_dir / r.crop_path if r.crop_path else None
+        if crop is not None and crop.is_file():
             rows.append((r, crop))
+        else:
+            missing += 1
+            not_found += crop is not None  # recorded, but not in this data folder: `no_faces_exported`
     folders = unique_folder_names([(c, classes[c].name, classes[c].external_id) for c in {r.class_id for r, _ in rows}])
     index = class_indices(folders, previous_indices)
     ordered = sorted(folders, key=index.__getitem__)  # rows of labels.csv and classes.csv by index
@@ -1316,4 +1335,4 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
             os.close(lock)
     return ExportSummary(out_dir, export_id, len(folders), len(rows), side_counts.get("train", 0),
                          side_counts.get("val", 0), missing, len(tagged), len(vectors), len(gif_vectors),
-                         (utcnow() - started).total_seconds(), manifest, notes)
+                         (utcnow() - started).total_seconds(), manifest, notes, not_found, data_dir.absolute())

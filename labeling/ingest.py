@@ -53,6 +53,9 @@ class IngestSummary:
     # failed rows an ok file at their path replaced (`_drop_stale_failures`): {"id", "path"}
     removed: list[dict[str, Any]] = field(default_factory=list)
     _counted: set[str] = field(default_factory=set, repr=False)  # sha256 of the media whose faces are counted
+    # of `ingested`: items computed (not in this data folder's cache) that the store already held as they
+    # are, e.g. a teammate's media on a shared store: the store is unchanged, only the cache was filled
+    already_stored: int = 0
 
     def add(self, result: MediaResult) -> None:
         if result.status != "ok":
@@ -68,7 +71,13 @@ class IngestSummary:
             self.faces += result.face_count
 
     def line(self) -> str:
-        return f"ingested {self.ingested}, cached {self.cached}, failed {self.failed}, faces {self.faces}"
+        """The four counts (scripts and the README read them), then what `already_stored` says when any:
+        "ingested" counts cache misses, which on a store shared by editors with their own data folders
+        may add nothing to the store."""
+        counts = f"ingested {self.ingested}, cached {self.cached}, failed {self.failed}, faces {self.faces}"
+        if not self.already_stored:
+            return counts
+        return f"{counts} ({self.already_stored} already in the store: computed again for this data folder's cache)"
 
 
 def _find_media(session: Session, result: MediaResult) -> Media | None:
@@ -596,6 +605,8 @@ def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, s
                              f"{stored.media_id}, the same content at {stored.path_after}, stays ok")
         return None, stored.error
     ledger.note(stored.media_id, stored.path_before, stored.path_after, stored.wrote)  # only what committed counts
+    if result.status == "ok" and not result.from_cache and stored.path_before is not None and not stored.wrote:
+        summary.already_stored += 1  # a cache miss the store held already (`IngestSummary.line`)
     _note_removed(ledger, summary, stored.removed)
     summary.notes += stored.notes
     if stored.path_before != stored.path_after and result.status == "ok":  # a new row, or one moved

@@ -720,14 +720,16 @@ class RetrainResult:
     def summary(self) -> str:
         return (f"retrained on {self.train_faces} faces of {self.classes} classes: deployed {self.deployed} "
                 f"{self.model_version}, holdout accuracy {self.before:.4f} -> {self.after:.4f}; "
-                f"{self.refresh.faces} undecided faces predicted")
+                f"{self.refresh.faces} undecided faces predicted ({self.refresh.changed} changed)")
 
     def line(self) -> str:
+        """key=value pairs, the refresh named as `giflens predict` names it (`faces=` looked at, `changed=`
+        written: a count of faces looked at alone reads as rewritten ones), ending with before= after=."""
         return (f"classes={self.classes} train={self.train_faces} holdout={self.holdout_faces} "
                 f"deployed={self.deployed} model={self.model_version} "
                 f"centroid_open_set={self.comparison['centroid_open_set_accuracy']:.4f} "
                 f"head_open_set={self.comparison['head_open_set_accuracy']:.4f} "
-                f"predicted={self.refresh.faces} {self.refresh.event_phrase()} "
+                f"faces={self.refresh.faces} changed={self.refresh.changed} {self.refresh.event_phrase()} "
                 f"before={self.before:.4f} after={self.after:.4f}")
 
     def to_dict(self) -> dict[str, Any]:
