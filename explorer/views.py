@@ -80,23 +80,67 @@ def nameable_faces(faces: pd.DataFrame, retired: Collection[int] = ()) -> np.nda
     return (own.notna() & ~own.isin(list(retired))).to_numpy(dtype=bool)
 
 
-def unnameable_help(unnamed: Sequence[int], remedy: str, retired_names: Sequence[str] = ()) -> str | None:
+def unnameable_help(unnamed: Sequence[int], remedy: str, retired_names: Sequence[str] = (),
+                    retired_faces: Collection[int] | None = None) -> str | None:
     """The help of an Approve disabled by faces with nothing to approve (see `nameable_faces`): how
-    many, which (the first ten), and `remedy`, what to do instead, naming the retired classes among
-    theirs; None when there are none."""
+    many, which (the first ten), and `remedy`, what to do instead; None when there are none.
+    retired_faces: those of `unnamed` whose class is retired (retired_names: those classes, as shown).
+    Why apart: "neither a class nor a prediction" is false of a face whose class is retired, so each
+    group is worded on its own. Without retired_faces (a caller that cannot tell them apart) the
+    retired classes are only named as a possible cause."""
     if not unnamed:
         return None
-    return (f"{len(unnamed)} of the faces have neither a class nor a prediction to approve (faces "
-            f"{', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}): {remedy}"
-            f"{'; or their class is retired' * bool(retired_names)}{retired_list(retired_names)}")
+    if retired_faces is None:
+        return (f"{_faces_phrase(unnamed, 'have neither a class nor a prediction to approve')}: {remedy}"
+                f"{'; or their class is retired' * bool(retired_names)}{retired_list(retired_names)}")
+    retired_set = set(retired_faces)
+    gone = [f for f in unnamed if f in retired_set]
+    bare = [f for f in unnamed if f not in retired_set]
+    parts = ([_faces_phrase(bare, "have neither a class nor a prediction to approve")] if bare else []) + (
+        [_faces_phrase(gone, f"are of retired class{'es' * (len(retired_names) > 1)} {', '.join(retired_names[:5])}")]
+        if gone else [])
+    return f"{'; '.join(parts)}: {remedy}"
 
 
-def unnameable_tracks_help(unnamed: Sequence[int], remedy: str, retired_names: Sequence[str] = ()) -> str:
+def _faces_phrase(faces: Sequence[int], what: str) -> str:
+    """"2 of the faces <what> (faces 5, 8)", the first ten named."""
+    return (f"{len(faces)} of the faces {what} (faces {', '.join(map(str, faces[:10]))}"
+            f"{' ...' * (len(faces) > 10)})")
+
+
+# Why Approve is not offered for a track (`track_refusals`), worded for the help of a disabled Approve.
+NO_ONE, UNCLASSED, MIXED, RETIRED = "no one", "unclassed", "mixed", "retired"
+TRACK_REFUSALS = {NO_ONE: "the model names no one for {which}",
+                  UNCLASSED: "some faces of {which} have neither a class nor a prediction",
+                  MIXED: "the faces of {which} are predicted as different classes (relabel the track instead)",
+                  RETIRED: "the class {which} would get is retired"}
+
+
+def unnameable_tracks_help(unnamed: Sequence[int], remedy: str, retired_names: Sequence[str] = (),
+                           reasons: Mapping[int, str] | None = None) -> str:
     """The help of an Approve disabled by tracks with nothing to approve (see `nameable_tracks`), in Explore
-    and Review alike: which (the first ten), why it may be, and `remedy`."""
-    return (f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}: the model names no one for "
-            "them (or some of their faces have neither a class nor a prediction), or the class they would get "
-            f"is retired{retired_list(retired_names)}; {remedy}")
+    and Review alike: which (the first ten), why, and `remedy`. reasons: per track its `track_refusals`
+    reason, so each cause is said of the tracks it holds for; without them every possible cause is named."""
+    if reasons is None or not any(reasons.get(t) in TRACK_REFUSALS for t in unnamed):  # none known: every cause
+        head = f"Nothing to approve for track(s) {', '.join(map(str, unnamed[:10]))}{' ...' * (len(unnamed) > 10)}: "
+        return (f"{head}the model names no one for them (or some of their faces have neither a class nor a "
+                "prediction, or are predicted as different classes), or the class they would get "
+                f"is retired{retired_list(retired_names)}; {remedy}")
+    causes = []
+    for reason, wording in TRACK_REFUSALS.items():
+        held = [t for t in unnamed if reasons.get(t) == reason]
+        if held:
+            which = f"track(s) {', '.join(map(str, held[:10]))}{' ...' * (len(held) > 10)}"
+            causes.append(wording.format(which=which) + (retired_list(retired_names) if reason == RETIRED else ""))
+    return f"Nothing to approve for {len(unnamed)} track(s): {'; '.join(causes)}; {remedy}"
+
+
+def track_refusal_help(reason: str | None) -> str:
+    """The help of one track's disabled Approve (Explore's point details), for a `track_refusals` reason
+    (RETIRED's help names the class instead); every cause for one the store changed since the point was read."""
+    cause = (TRACK_REFUSALS[reason].format(which="this track") if reason in TRACK_REFUSALS else
+             "the model names no one for this track, or its faces have no class or different ones")
+    return f"Nothing to approve: {cause}; relabel it or mark it unknown"
 
 
 def retired_list(names: Sequence[str]) -> str:
@@ -214,25 +258,47 @@ def nameable_tracks(store: sessionmaker[Session], tracks: pd.DataFrame, faces: p
                     approve_classes: Sequence[int | None] | None = None,
                     standing: Mapping[int, tuple[int | None, Any]] | None = None,
                     retired: Collection[int] | None = None) -> np.ndarray:
-    """Per track (a tracks_frame; faces: its faces, `track_faces`), whether approving it succeeds, as
-    Explore's Approve buttons send it: a track given its decided class (approve_classes, from
-    `track_approve_classes`; None where no class is sent) has that class to confirm, whatever the model
-    says. Given no class, `label_tracks` approves the person the model names for the whole track while
-    that prediction stands (`current_track_predictions`), whatever the faces' labels say, so a track the
-    model called unknown has nothing to approve; a track without one (never predicted, or its prediction
-    undone) gives each face its own class, else its prediction, and has something to approve only when
-    every face has one, not retired (`nameable_faces`). A class sent that was retired since is refused
-    too. Why: an Approve the store refuses is as misleading as one disabled that works. standing:
-    `track_predictions`, retired: `retired_classes`, when the caller has read them (a standing
-    prediction of a retired class reads as unknown already)."""
+    """Per track (a tracks_frame; faces: its faces, `track_faces`), whether approving it succeeds and gives
+    what its point shows, as Explore's Approve buttons send it: `track_refusals` finds no reason against.
+    Why: an Approve the store refuses is as misleading as one disabled that works. standing:
+    `track_predictions`, retired: `retired_classes`, when the caller has read them."""
     standing = track_predictions(store, tracks) if standing is None else standing
     retired = retired_classes(store) if retired is None else retired
-    own = [standing.get(int(t), (None, None)) for t in tracks["track_id"]]
+    return np.array([r is None for r in track_refusals(tracks, faces, approve_classes, standing, retired)], dtype=bool)
+
+
+def track_refusals(tracks: pd.DataFrame, faces: pd.DataFrame, approve_classes: Sequence[int | None] | None,
+                   standing: Mapping[int, tuple[int | None, Any]], retired: Collection[int]) -> list[str | None]:
+    """Per track (a tracks_frame; faces: its faces), why Approve is not offered (NO_ONE, UNCLASSED, MIXED,
+    RETIRED), None where it is. A track given its decided class (approve_classes, from
+    `track_approve_classes`; None where no class is sent) has that class to confirm unless it was retired
+    since. Given no class, `label_tracks` approves the person the model names for the whole track while that
+    prediction stands (`current_track_predictions`: a retired one reads as unknown), so a track the model
+    called unknown has nothing to approve (NO_ONE). A track without one (never predicted, or its prediction
+    undone) gives each face its own class, else its prediction (`own_classes`): it is offered only when they
+    all come out as one class (`track_own_class`), as its point shows that one class; a face with none is
+    UNCLASSED, faces of different classes MIXED (approving would give face 7 Alice and face 8 Bob under a
+    point saying Alice), one retired class RETIRED (the store refuses it)."""
     given = list(approve_classes) if approve_classes is not None else [None] * len(tracks)
-    by_faces = pd.Series(nameable_faces(faces, retired), index=faces.index).groupby(faces["track_id"]).all()
-    faces_ok = tracks["track_id"].map(by_faces).fillna(False).to_numpy(dtype=bool)  # a track without faces: refused
-    return np.array([sent not in retired if sent is not None else named is not None or (at is None and ok)
-                     for (named, at), ok, sent in zip(own, faces_ok, given)], dtype=bool)
+    retired = set(retired)
+    own = own_classes(faces).groupby(faces["track_id"])
+    unclassed = own.count() < own.size()
+    mixed = own.nunique() > 1
+    only = track_own_class(faces)
+    out: list[str | None] = []
+    for track, sent in zip(tracks["track_id"], given):
+        named, at = standing.get(int(track), (None, None))
+        if sent is not None:
+            out.append(RETIRED if sent in retired else None)
+        elif at is not None:
+            out.append(NO_ONE if named is None else RETIRED if named in retired else None)
+        elif track not in unclassed.index or unclassed[track]:  # a track without faces: refused
+            out.append(UNCLASSED)
+        elif mixed[track]:
+            out.append(MIXED)
+        else:
+            out.append(RETIRED if int(only[track]) in retired else None)
+    return out
 
 
 def undecided_track_status(tracks: pd.DataFrame, faces: pd.DataFrame) -> pd.Series:

@@ -15,7 +15,8 @@ from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
 from explorer.projection_jobs import collect, projection_job, running_job
 from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, filter_points, filter_summary, nearest,
-                            retired_classes, unnameable_help, unnameable_tracks_help, view_points)
+                            retired_classes, track_predictions, track_refusal_help, track_refusals, unnameable_help,
+                            unnameable_tracks_help, view_points)
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
@@ -25,6 +26,7 @@ from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models
                               media_tags_frame, model_candidates, track_history_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent, Media
 from labeling.tags import add_tags
+from labeling.validation import clean_tag_name
 
 UMAP_MIN_POINTS = 16  # n_neighbors + 1
 SELECTED = "explore_selected"  # id of the point whose details show
@@ -218,6 +220,17 @@ def _class_name(class_id: int) -> str:
     return str(all_names.get(class_id, f"class {class_id}"))
 
 
+def _track_reasons(chosen: list[int], members: pd.DataFrame) -> dict[int, str | None]:
+    """Per chosen track (members: their faces), why Approve is not offered (views.track_refusals, the rule
+    the points' "nameable" follows), so its help names the cause that holds: the model naming no one, a face
+    with no class, faces predicted as different classes, a retired class."""
+    tracks = pd.DataFrame({"track_id": chosen})
+    sent = shown.set_index("id")["approve_class"].reindex(chosen)
+    reasons = track_refusals(tracks, members, [_approve_class(c) for c in sent], track_predictions(store, tracks),
+                             retired)
+    return dict(zip(chosen, reasons))
+
+
 catalog = classes_frame(store)
 active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
@@ -313,8 +326,8 @@ with details:
             nothing = (f"Class {plain(_class_name(gives))} is retired: labels cannot be added to it; relabel "
                        "to another class" if gives in retired else
                        "No class to approve: pick one and relabel" if row["kind"] == "face" else
-                       "Nothing to approve: the model names no one for this track (or some of its faces have "
-                       "neither a class nor a prediction, or one that is retired); relabel it or mark it unknown")
+                       track_refusal_help(_track_reasons([int(point_id)], members)[int(point_id)]) if no_class
+                       else None)
             # a track an editor decided confirms the class its point shows, not the model's (views.track_approve_classes)
             approve_class = _approve_class(row["approve_class"])
             approve_help = (nothing if no_class else guard_help if not allowed else
@@ -387,6 +400,12 @@ def _track_approve_class(chosen: list[int]) -> tuple[int | None, str | None]:
                   "them one by one")
 
 
+def _retired_ids(ids: list[int]) -> list[int]:
+    """Those of the points whose class Approve would give (views' "approves") is retired."""
+    part = shown[shown["id"].isin(ids)]
+    return sorted(int(i) for i, c in zip(part["id"], part["approves"]) if not pd.isna(c) and int(c) in retired)
+
+
 def _retired_names(ids: list[int]) -> list[str]:
     """The retired classes Approve would give the points (views' "approves"), quoted as shown."""
     hit = sorted({int(c) for c in shown.loc[shown["id"].isin(ids), "approves"].dropna() if int(c) in retired})
@@ -412,7 +431,7 @@ def _bulk_faces(chosen: list[int]) -> None:
     unnamed = _unnamed(chosen)
     _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed and override,
                       approve_help=(unnameable_help(unnamed, "relabel them, or select without them",
-                                                    _retired_names(unnamed)) if unnamed
+                                                    _retired_names(unnamed), _retired_ids(unnamed)) if unnamed
                                     else _tick_first(len(decided)) if not override
                                     else "Each face gets its class, else the model's prediction"),
                       decide=lambda d, c: write(lambda s, e: decide_faces(s, chosen, d, e, class_id=c,
@@ -438,7 +457,7 @@ def _bulk_tracks(chosen: list[int]) -> None:
     _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,
                       approve_ok=not unnamed and not mixed and override,
                       approve_help=(unnameable_tracks_help(unnamed, "relabel them, or select without them",
-                                                           _retired_names(unnamed))
+                                                           _retired_names(unnamed), _track_reasons(unnamed, members))
                                     if unnamed else mixed or (_tick_first(decided) if not override else
                                     "Every face of each track gets the person the model named for it"
                                     if approve_class is None else
@@ -488,7 +507,7 @@ def _left_alone(skipped: dict[str, list[int]], tag: str) -> list[str]:
     """What a bulk tag left alone and why: the GIFs already carrying it and those where an editor rejected it."""
     why = {"active": "already carry it and keep their confidence",
            "rejected": "had it rejected by an editor (restore it on the Tags page)"}
-    return [f"{len(skipped[status])} of the selected GIFs {why[status]}: {tag.strip()!r} is not added there"
+    return [f"{len(skipped[status])} of the selected GIFs {why[status]}: {clean_tag_name(tag)!r} is not added there"
             for status in why if skipped[status]]
 
 
