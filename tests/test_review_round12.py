@@ -178,3 +178,17 @@ def test_a_suspect_queue_longer_than_the_table_says_only_the_first_200_are_liste
     total = int(caption.split()[0])
     assert total >= 250 and len(_table(at, "review_suspects")) == 200
     assert "Only the first 200 are listed" in caption and f"the other {total - 200}" in caption, caption
+
+
+def test_bulk_approve_help_names_a_retired_class_as_the_cause(review, synthetic):
+    """Review words the retired-class cause on its own, as Explore does: the face has a class, so "neither a
+    class nor a prediction" would be false of it."""
+    from labeling.classes import set_class_status
+
+    face = synthetic.faces["D"][0]
+    set_class_status(synthetic.store, synthetic.classes["D"], "retired", "bob")
+    review.toggle(key="review_suspects_decided").set_value(True).run()
+    _tick(review, "review_suspects", [face])
+    approve = review.button(key="review_suspects_bulk_approve")
+    assert approve.disabled
+    assert "are of retired class 'Person D'" in approve.help and "neither a class" not in approve.help, approve.help

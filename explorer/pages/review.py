@@ -11,8 +11,9 @@ import streamlit as st
 
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
-from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, nameable_tracks,
-                            own_classes, retired_classes, unnameable_help, unnameable_tracks_help)
+from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, own_classes, retired_classes,
+                            track_own_class, track_predictions, track_refusals, unnameable_help,
+                            unnameable_tracks_help)
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
@@ -108,7 +109,8 @@ def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: st
     unnamed = sorted(set(face_ids) & unnameable)
     gives = own_classes(faces[faces["face_id"].isin(unnamed)]).dropna().astype(int)
     retired_names = [plain(repr(every_name.get(c, f"class {c}"))) for c in sorted(set(gives) & retired)]
-    approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names)
+    of_retired = faces.loc[faces["face_id"].isin(unnamed) & own_classes(faces).isin(retired), "face_id"].astype(int)
+    approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names, set(of_retired))
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
         bulk_write(table_key, lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen))
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
@@ -292,10 +294,15 @@ with tracks_tab:
             cols = st.columns(5)
             # Explore's rule (views.nameable_tracks): Approve only where the store's approval succeeds
             picked = todo[todo["track_id"].isin(ticked)]
-            ok = nameable_tracks(store, picked, faces[faces["track_id"].isin(ticked)])
-            unnamed = sorted(picked.loc[~ok, "track_id"].astype(int))
+            members = faces[faces["track_id"].isin(ticked)]
+            standing = track_predictions(store, picked)
+            reasons = dict(zip(picked["track_id"].astype(int), track_refusals(picked, members, None, standing, retired)))
+            unnamed = sorted(t for t, reason in reasons.items() if reason is not None)
+            gives = {standing.get(t, (None, None))[0] for t in unnamed} | set(track_own_class(members).dropna())
+            names = [plain(repr(every_name.get(c, f"class {c}"))) for c in sorted({c for c in gives if c in retired})]
             if cols[0].button(f"Approve {len(ticked)} track(s)", key="review_tracks_approve", disabled=bool(unnamed),
-                              help=unnameable_tracks_help(unnamed, "relabel them, or untick them") if unnamed else None):
+                              help=unnameable_tracks_help(unnamed, "relabel them, or untick them", names, reasons)
+                              if unnamed else None):
                 bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "approve", e, expected_versions=seen))
             if cols[1].button(f"Reject {len(ticked)} track(s)", key="review_tracks_reject"):
                 bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "reject", e, expected_versions=seen))
