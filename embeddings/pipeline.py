@@ -170,6 +170,20 @@ DATA_UPLOADS = "uploads"
 Key = tuple[int, int]
 
 
+def is_data_output(path: Path | str, data_dir: Path | str) -> bool:
+    """Whether a path, through any links, is inside the data folder but not in its uploads: giflens's own
+    output (cache and export crops, model artifacts), which must never come back as media. The data
+    folder itself is not: walked, it gives its uploads only (`_FolderWalk.walk`)."""
+    inside = os.path.relpath(os.path.realpath(path), os.path.realpath(data_dir)).split(os.sep)
+    return inside[0] not in (os.curdir, os.pardir, DATA_UPLOADS)
+
+
+def data_output_note(path: Path | str) -> str:
+    """What an editor is told of a named path `is_data_output` leaves out (`Discovery.notes`, the Ingest page)."""
+    return (f"{path_text(path)} is giflens's own output in the data folder (only its {DATA_UPLOADS} folder "
+            f"holds media); not ingested")
+
+
 @dataclass
 class _FolderWalk:
     """One discovery's walk over its folders (`_walk_folders`): each folder entered once."""
@@ -199,10 +213,7 @@ class _FolderWalk:
 
     def _data_output(self, path: str) -> bool:
         """Whether a linked folder is inside the data folder but not in its uploads (giflens's output)."""
-        if self.data_dir is None:
-            return False
-        inside = os.path.relpath(os.path.realpath(path), self.data_dir).split(os.sep)
-        return inside[0] not in (os.curdir, os.pardir, DATA_UPLOADS)
+        return self.data_dir is not None and is_data_output(path, self.data_dir)
 
     def walk(self, root: int, start: str) -> None:
         """Media files under start without following links; linked folders are kept for later."""
@@ -263,6 +274,8 @@ class Discovery:
     # A failure recorded earlier at one of these paths (a folder that could not be read) is stale: its
     # media were looked at this time (see labeling/ingest.py, `_drop_folder_failures`).
     folders: list[Path]
+    # Named paths left out, each with why (`data_output_note`): no failure, nothing was stored for them.
+    notes: list[str] = field(default_factory=list)
 
 
 def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
@@ -277,9 +290,11 @@ def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
     folders are walked recursively for media extensions (`_walk_folders`), never entering a folder of
     `skip` from a parent (pass the cache folder). In `data_dir` (the data folder), root or reached,
     only its uploads folder is walked: the rest (the cache's and exports' face crops, model artifacts)
-    is giflens's own output, which would come back as media, more of it every run."""
+    is giflens's own output, which would come back as media, more of it every run. A path named inside
+    the data folder but not in its uploads (a cache crop, an export's folder) is that output too: left
+    out, with a note (`Discovery.notes`), whether folder or file."""
     skipped = frozenset(key for folder in skip if (key := _dir_key(folder)) is not None)
-    paths = [Path(raw) for raw in paths]
+    paths, notes = _named_media(paths, data_dir)
     folders = list(dict.fromkeys(path for path in paths if path.is_dir()))
     walk = _walk_folders(folders, skipped, data_dir)
     walked = dict(zip(folders, map(sorted, walk.found)))
@@ -294,7 +309,22 @@ def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
             if key not in seen:
                 seen.add(key)
                 found.append(candidate)
-    return Discovery(found, walk.read)
+    return Discovery(found, walk.read, notes)
+
+
+def _named_media(paths: Iterable[Path | str], data_dir: Path | str | None) -> tuple[list[Path], list[str]]:
+    """The named paths to look at, and a note for each left out as giflens's own output (`is_data_output`).
+    Why here and not only in the walk: a root is always entered and a named file always kept, so a cache
+    crop typed, or an export folder picked in the Ingest page's browser, would become media (duplicate
+    faces nobody labels, or an item's path moved onto its own crop)."""
+    kept: list[Path] = []
+    notes: list[str] = []
+    for path in map(Path, paths):
+        if data_dir is not None and is_data_output(path, data_dir):
+            notes.append(data_output_note(path))
+        else:
+            kept.append(path)
+    return kept, list(dict.fromkeys(notes))
 
 
 def name_is_utf8(path: Path | str) -> bool:

@@ -750,7 +750,7 @@ def ingest(
         on_start(len(files))
     pipeline = pipeline or IngestPipeline(settings)
     store = store or open_store(settings.resolved_database_url)
-    summary = IngestSummary()
+    summary = IngestSummary(notes=list(found.notes))
     ledger = _Ledger()
     interrupted = True
 

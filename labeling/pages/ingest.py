@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from embeddings.pipeline import ModelUnavailableError
+from embeddings.pipeline import ModelUnavailableError, data_output_note, is_data_output
 from labeling.errors import StoreError
 from labeling.folders import list_folder
 from labeling.ingest import ingest
@@ -61,7 +61,9 @@ BROWSE_KEY = "ingest_browse"  # the folder the browser shows
 
 
 def typed_target(text: str) -> Path | None:
-    """The folder or file typed, when it exists on the server; None after saying why not."""
+    """The folder or file typed, when it exists on the server and is no output of giflens's own (the browser
+    lists the data folder's cache and exports too: ingest leaves them out, so picking one is refused here,
+    before any work); None after saying why not."""
     if not text.strip():
         st.error("Give a folder or a file path.")
         return None
@@ -72,6 +74,9 @@ def typed_target(text: str) -> Path | None:
         return None
     if not target.exists():
         st.error(f"{plain(str(target))} does not exist on the server.")
+        return None
+    if is_data_output(target, settings.data_dir):
+        st.error(plain(data_output_note(target)))
         return None
     return target
 
@@ -121,6 +126,8 @@ with folder_tab:
         folder = st.text_input("Folder or file on the server", key="ingest_folder",
                                placeholder="/path/to/media (folders are searched recursively)")
         go_folder = st.form_submit_button("Ingest folder")
+    if go_folder:  # a refusal below is not shown above the previous run's outcome
+        st.session_state.pop(RESULT_KEY, None)
     # The editor first: whether a typed path exists is the server's business, not anyone's who can reach the app.
     if go_folder and (editor := require_editor()) and (target := typed_target(folder)) is not None:
         run_ingest([target], editor)
@@ -129,6 +136,7 @@ with upload_tab:
     uploads = st.file_uploader("Media files", type=allowed_extensions(), accept_multiple_files=True,
                                key="ingest_uploads")
     if st.button("Ingest uploaded files", key="ingest_uploads_button", disabled=not uploads):
+        st.session_state.pop(RESULT_KEY, None)  # a refusal below is not shown above the previous run's outcome
         refused = [{"file": f.name, "reason": why} for f in uploads if (why := check_upload(f.name, f.size, settings))]
         accepted = [f for f in uploads if not check_upload(f.name, f.size, settings)]
         if refused:
