@@ -170,18 +170,38 @@ DATA_UPLOADS = "uploads"
 Key = tuple[int, int]
 
 
+# The folders giflens writes into the data folder (besides the SQLite file): the embedding cache with its face
+# crops, exports (the Export page's default place), UMAP projections, fitted models, kNN indexes (models/
+# index_store.INDEXES) and bias-audit reports (explorer/pages/bias.REPORTS).
+DATA_OUTPUTS = ("cache", "exports", "projections", "models", "indexes", "reports")
+
+
+def _inside(path: Path | str, data_dir: Path | str) -> str | None:
+    """The first component of the path's real place (links followed) inside the data folder; None outside."""
+    first = os.path.relpath(os.path.realpath(path), os.path.realpath(data_dir)).split(os.sep)[0]
+    return None if first == os.pardir else first
+
+
 def is_data_output(path: Path | str, data_dir: Path | str) -> bool:
-    """Whether a path, through any links, is inside the data folder but not in its uploads: giflens's own
-    output (cache and export crops, model artifacts), which must never come back as media. The data
-    folder itself is not: walked, it gives its uploads only (`_FolderWalk.walk`)."""
-    inside = os.path.relpath(os.path.realpath(path), os.path.realpath(data_dir)).split(os.sep)
-    return inside[0] not in (os.curdir, os.pardir, DATA_UPLOADS)
+    """Whether a folder a walk reaches (through a link) is inside the data folder but not in its uploads: the
+    walk of the data folder gives its uploads only, whatever else an editor keeps there. The data folder
+    itself is not (walked, it gives its uploads, `_FolderWalk.walk`)."""
+    return _inside(path, data_dir) not in (None, os.curdir, DATA_UPLOADS)
+
+
+def is_own_output(path: Path | str, data_dir: Path | str) -> bool:
+    """Whether a path named on purpose lies in one of the folders giflens itself writes in the data folder
+    (DATA_OUTPUTS): a cache crop typed, an export folder picked in the Ingest page's browser. Such a path
+    would come back as media (duplicate faces nobody labels, or an item's path moved onto its own crop).
+    A folder of the editor's own kept in the data folder (a raw dataset beside the store) is ingested as
+    named."""
+    return _inside(path, data_dir) in DATA_OUTPUTS
 
 
 def data_output_note(path: Path | str) -> str:
-    """What an editor is told of a named path `is_data_output` leaves out (`Discovery.notes`, the Ingest page)."""
-    return (f"{path_text(path)} is giflens's own output in the data folder (only its {DATA_UPLOADS} folder "
-            f"holds media); not ingested")
+    """What an editor is told of a named path `is_own_output` leaves out (`Discovery.notes`, the Ingest page)."""
+    return (f"{path_text(path)} is giflens's own output in the data folder ({', '.join(DATA_OUTPUTS)} hold "
+            "what giflens writes); not ingested")
 
 
 @dataclass
@@ -290,9 +310,10 @@ def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
     folders are walked recursively for media extensions (`_walk_folders`), never entering a folder of
     `skip` from a parent (pass the cache folder). In `data_dir` (the data folder), root or reached,
     only its uploads folder is walked: the rest (the cache's and exports' face crops, model artifacts)
-    is giflens's own output, which would come back as media, more of it every run. A path named inside
-    the data folder but not in its uploads (a cache crop, an export's folder) is that output too: left
-    out, with a note (`Discovery.notes`), whether folder or file."""
+    is giflens's own output, which would come back as media, more of it every run. A path named in one
+    of the folders giflens writes there (`is_own_output`: a cache crop, an export's folder) is that output
+    too: left out, with a note (`Discovery.notes`), whether folder or file; a folder of the editor's own
+    kept in the data folder is ingested as named."""
     skipped = frozenset(key for folder in skip if (key := _dir_key(folder)) is not None)
     paths, notes = _named_media(paths, data_dir)
     folders = list(dict.fromkeys(path for path in paths if path.is_dir()))
@@ -313,14 +334,14 @@ def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
 
 
 def _named_media(paths: Iterable[Path | str], data_dir: Path | str | None) -> tuple[list[Path], list[str]]:
-    """The named paths to look at, and a note for each left out as giflens's own output (`is_data_output`).
+    """The named paths to look at, and a note for each left out as giflens's own output (`is_own_output`).
     Why here and not only in the walk: a root is always entered and a named file always kept, so a cache
     crop typed, or an export folder picked in the Ingest page's browser, would become media (duplicate
     faces nobody labels, or an item's path moved onto its own crop)."""
     kept: list[Path] = []
     notes: list[str] = []
     for path in map(Path, paths):
-        if data_dir is not None and is_data_output(path, data_dir):
+        if data_dir is not None and is_own_output(path, data_dir):
             notes.append(data_output_note(path))
         else:
             kept.append(path)

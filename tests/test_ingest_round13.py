@@ -131,3 +131,12 @@ def test_a_refused_ingest_is_not_shown_above_the_previous_runs_outcome(page: App
         _ingest_folder(page, typed)
         assert errors(page), typed
         assert not _last_ingest_shown(page), (typed, [m.value for m in page.success])
+
+
+def test_a_folder_of_the_editors_own_in_the_data_folder_is_ingested_when_named(data_dir: Path):
+    """Only the folders giflens writes are its output: a raw dataset kept beside the store (as the import
+    tests and many editors do) is ingested when named, though a walk of the data folder gives uploads only."""
+    mine = _touch(data_dir / "raw" / "raw_dataset" / "Ann" / "1.jpg")
+    found = discover([data_dir / "raw"], data_dir=data_dir)
+    assert found.files == [mine] and not found.notes
+    assert discover([data_dir], data_dir=data_dir).files == [data_dir / "uploads" / "clip.gif"]

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from embeddings.pipeline import ModelUnavailableError, data_output_note, is_data_output
+from embeddings.pipeline import ModelUnavailableError, data_output_note, is_own_output
 from labeling.errors import StoreError
 from labeling.folders import list_folder
 from labeling.ingest import ingest
@@ -75,7 +75,7 @@ def typed_target(text: str) -> Path | None:
     if not target.exists():
         st.error(f"{plain(str(target))} does not exist on the server.")
         return None
-    if is_data_output(target, settings.data_dir):
+    if is_own_output(target, settings.data_dir):
         st.error(plain(data_output_note(target)))
         return None
     return target
