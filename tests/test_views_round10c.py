@@ -191,7 +191,7 @@ def test_review_track_queue_offers_approve_where_explore_does(tmp_path_factory, 
     assert not app.button(key="review_tracks_approve").disabled
     _tick(app, "review_tracks", [track, whole])
     approve = app.button(key="review_tracks_approve")
-    assert approve.disabled and f"track(s) {track}:" in approve.help, approve.help
+    assert approve.disabled and f"track(s) {track} have neither a class nor a prediction" in approve.help, approve.help
     assert not _approves(loop, track, None)
 
 
