@@ -998,10 +998,15 @@ def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) 
 
 
 def resolve_out_dir(out_dir: Path) -> Path:
-    """OUT_DIR made absolute, and when it is a symbolic link, the folder the link names. Why: the
-    export replaces OUT_DIR by renaming folders, and a rename moves the link itself: the old export
-    would stay where the link points and the link would become a folder. A link that loops is refused."""
-    out_dir = Path(out_dir).absolute()
+    """OUT_DIR made absolute with its ".." applied as the system applies them (`_anchored`), and when it
+    is a symbolic link, the folder the link names. Why "..": "typo/.." is the folder it is in, not a new
+    one; kept as typed, "typo/.." did not exist when checked, the export created "typo" and wrote
+    everything, then found the folder not empty. Why the link: the export replaces OUT_DIR by renaming
+    folders, and a rename moves the link itself: the old export would stay where the link points and the
+    link would become a folder. A link that loops is refused."""
+    from labeling.ingest import _anchored  # one rule for ".." in a typed path, as ingest follows it
+
+    out_dir = _anchored(out_dir)
     if not out_dir.is_symlink():
         return out_dir
     try:

@@ -41,6 +41,23 @@ def no_faces_warning(summary) -> str | None:
     return None if note is None else f"{note[0].upper()}{note[1:]}."
 
 
+def page_out_dir(text: str, data_dir: Path) -> Path:
+    """The output folder typed on the page: an absolute path (or `~`) as it is, a relative one inside the
+    data folder. A relative one whose ".." (applied as the system applies them, after a symbolic link to
+    its target's parent) leads out of the data folder is refused (ValidationError): the box says a relative
+    path is taken inside the data folder, and "../outside" must not quietly write beside it."""
+    from labeling.errors import ValidationError
+    from labeling.ingest import _anchored  # the rule the export itself follows for ".." (`resolve_out_dir`)
+
+    typed = server_path(text)
+    if typed.is_absolute():
+        return typed
+    if not _anchored(data_dir / typed).is_relative_to(data_dir):
+        raise ValidationError(f"{text} leads out of the data folder {data_dir}: a relative output folder is "
+                              "taken inside the data folder; give an absolute path to export elsewhere")
+    return data_dir / typed
+
+
 def fresh_out_dir(exports: Path, now: datetime) -> Path:
     """<exports>/export-<local time>, or -2, -3 ... after it when that name is taken (two runs in one
     second): an export refuses a folder that is not empty, so each proposal must be a new one."""
@@ -91,7 +108,8 @@ if st.session_state.pop(REPLACE_USED_KEY, False):
     st.session_state["export_overwrite"] = False
 with st.form("export_form"):
     out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY,
-                            help="A relative path is taken inside the data folder")
+                            help="A relative path is taken inside the data folder (one leading out of it is refused); "
+                                 "an absolute path may be anywhere")
     left, middle, right = st.columns(3)
     val_share = left.slider("Validation share (per class)", 0.0, 0.9, 0.2, 0.05, key="export_val_share")
     seed = middle.number_input("Split seed", min_value=0, value=0, step=1, key="export_seed")
@@ -116,7 +134,7 @@ elif submitted and (editor := require_editor()):
     on_progress = progress_callback(bar, "faces")
     try:
         # a relative folder is one in the data folder, not wherever the server happened to be started
-        target = data_dir / server_path(out_dir.strip())  # an absolute path stays itself
+        target = page_out_dir(out_dir.strip(), data_dir)  # an absolute path stays itself
         summary = export_dataset(store, data_dir, target, editor, split=val_share,
                                  seed=int(seed), on_progress=on_progress, face_model=export_face_model(store, settings),
                                  overwrite=overwrite, previous=Path(previous) if previous else None)

@@ -1,4 +1,6 @@
 """Overview: what the store holds, and the latest operations of every editor."""
+from typing import Callable
+
 import pandas as pd
 import streamlit as st
 
@@ -48,6 +50,21 @@ def _forget_choice() -> None:
     st.session_state.pop("overview_undo_event", None)
 
 
+def _forget_number() -> None:
+    """After an undo by number the box is empty again: a second press must not be taken for a new undo."""
+    st.session_state.pop("overview_undo_number", None)
+
+
+def _undo(event_id: int, after: Callable[[], None]) -> None:
+    """Undo operation `event_id` as the signed-in editor, as the picker and the number box both do: one
+    already undone says by whom; any other refusal (no such operation, an undo, a record, a later operation
+    depending on it) is undo_event's own message."""
+    if (undone := _already_undone(event_id)) is not None:
+        st.warning(undone)
+    else:
+        write(lambda s, e: undo_event(s, event_id, e), after=lambda _: after())
+
+
 def _already_undone(event_id: int) -> str | None:
     """"operation #5 was already undone by bob (#6)" when it was, else None. The operation leaves the list
     when another editor undoes it, and the select box would quietly fall back to nothing chosen."""
@@ -60,8 +77,9 @@ def _already_undone(event_id: int) -> str | None:
 undoable = undoable_events(store, limit=30)
 if undoable:
     with st.expander("Undo an operation"):
-        st.caption("Any editor's operation can be taken back by its number, unless a later operation changed "
-                   "the same faces, classes or tags (then undo that one first). The undo is audited under your name.")
+        st.caption("Any editor's operation can be taken back by its number (pick one of the latest below, or type "
+                   "any operation's number), unless a later operation changed the same faces, classes or tags "
+                   "(then undo that one first). The undo is audited under your name.")
         choices = {e.id: f"#{e.id} · {e.editor} · {utc_text(e.at)} · {e.summary}" for e in undoable}
         # Nothing chosen to start with, and nothing again after an undo: the operation undone leaves the list,
         # and a select box with a default would move on to the next one, which a second press would undo.
@@ -72,7 +90,11 @@ if undoable:
         if st.button("Undo this operation", key="overview_undo", disabled=chosen is None,
                      help="Pick an operation above first" if chosen is None else None):
             forget_lost(choice)  # pressed: an operation that left the list is not offered again
-            if (undone := _already_undone(int(chosen))) is not None:
-                st.warning(undone)
-            else:
-                write(lambda s, e: undo_event(s, int(chosen), e), after=lambda _: _forget_choice())
+            _undo(int(chosen), _forget_choice)
+        # The list holds the latest ones only: any older operation is undone by its number (events table,
+        # `giflens history`), checked and refused as the picker's are.
+        number = st.number_input("or type its number", min_value=1, value=None, step=1, key="overview_undo_number",
+                                 placeholder="an operation's number, e.g. from giflens history")
+        if st.button("Undo operation by number", key="overview_undo_by_number", disabled=number is None,
+                     help="Type an operation's number first" if number is None else None):
+            _undo(int(number), _forget_number)
