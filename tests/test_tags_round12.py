@@ -156,3 +156,10 @@ def test_the_notes_and_the_overview_say_utc_times_on_a_server_in_new_york(tmp_pa
     options = at.selectbox(key="overview_undo_event").options
     assert any(f"#{rejected.event_id} · bob · {when} ·" in o for o in options), options
     assert all(UTC_TIME.search(o) for o in options)
+
+    # the history tables of the pages too (Tags' history of a GIF here; Classes and Explore show theirs the same way)
+    at.switch_page("labeling/pages/tags.py").run()
+    no_exception(at)
+    histories = [d.value for d in at.dataframe if {"event_id", "at"} <= set(d.value.columns)]
+    assert histories and all(UTC_TIME.search(v) for h in histories for v in h["at"]), histories
+    assert any(h.loc[h["event_id"] == rejected.event_id, "at"].tolist() == [when] for h in histories), histories

@@ -20,8 +20,8 @@ from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, fil
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
-from labeling.pages.common import (flash, get_settings, get_store, media_file, plain, refuse_lost_class, select_choice,
-                                   show_error, versions_seen, write)
+from labeling.pages.common import (flash, get_settings, get_store, history_table, media_file, plain, refuse_lost_class,
+                                   select_choice, show_error, versions_seen, write)
 from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
                               media_tags_frame, model_candidates, track_history_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent, Media
@@ -269,17 +269,18 @@ with details:
         # A face and a GIF have audit keys of their own (a GIF's: ingest and its tags); a track is
         # decided through its faces, so its history is theirs.
         if row["kind"] == "face":
-            right.dataframe(history_frame(store, f"face:{point_id}", limit=20), hide_index=True, height=180)
+            events = history_frame(store, f"face:{point_id}", limit=20)
         elif row["kind"] == "track":
             right.caption("History of the track's faces")
-            right.dataframe(track_history_frame(store, int(point_id), limit=20), hide_index=True, height=180)
+            events = track_history_frame(store, int(point_id), limit=20)
         elif row["kind"] == "gif":
             right.caption("History of the GIF: ingest, tags and its faces' labels")
-            right.dataframe(history_frame(store, f"media:{point_id}", limit=20), hide_index=True, height=180)
-        elif row["kind"] == "class":  # a centroid's id is its class's (views.centroid_points)
+            events = history_frame(store, f"media:{point_id}", limit=20)
+        else:  # a centroid's id is its class's (views.centroid_points)
             right.caption(f"{row['n']} face(s) make this centroid; the class's history (rename, merge, split, "
                           "attributes); its faces, nearest the centroid first, are on the Review page")
-            right.dataframe(history_frame(store, f"class:{int(point_id)}", limit=20), hide_index=True, height=180)
+            events = history_frame(store, f"class:{int(point_id)}", limit=20)
+        right.dataframe(history_table(events), hide_index=True, height=180)
         if row["kind"] in ("face", "track"):
             candidates = model_candidates(store, **{f"{row['kind']}_id": int(point_id)})
             if candidates:

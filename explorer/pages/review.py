@@ -160,13 +160,14 @@ def filter_note(reasons: list[str], n: int) -> str:
     return f" (filtered by Reasons: {', '.join(reasons)}{none})"
 
 
-def listed_note(n: int) -> str:
-    """Say when the table lists only the first LISTED of the queue: the others can be ticked only once
-    these are decided, or with a narrower queue."""
+def listed_note(n: int, with_decided: bool = False) -> str:
+    """Say when the table lists only the first LISTED of the queue, and how to reach the others: deciding
+    these takes them out of the queue, unless decided faces are kept in it ("Decided faces too")."""
     if n <= LISTED:
         return ""
-    return (f"Only the first {LISTED} are listed: decide them, or narrow the queue (Reasons, Low confidence "
-            f"below), to reach the other {n - LISTED}. ")
+    how = ("turn off Decided faces too (decided faces then leave the queue) or narrow it" if with_decided else
+           "decide them, or narrow the queue")
+    return f"Only the first {LISTED} are listed: {how} (Reasons, Low confidence below) to reach the other {n - LISTED}. "
 
 
 clusters_tab, suspects_tab, lookalikes_tab, tracks_tab = st.tabs(
@@ -223,7 +224,7 @@ with suspects_tab:
             queue = queue[queue["reasons"].map(lambda t: any(r in t.split("; ") for r in only))]
         done_note = "" if with_decided or not hidden else f"{hidden} decided face(s) left out. "
         st.caption(f"{len(queue)} suspect faces{filter_note(only, len(queue))}, most suspicious first. "
-                   f"{listed_note(len(queue))}{done_note}{CONFIDENCE_NOTE}")
+                   f"{listed_note(len(queue), with_decided)}{done_note}{CONFIDENCE_NOTE}")
         head = queue.head(LISTED)
         thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
                                                   for i, label in zip(head["id"].head(16), head["label"].head(16))])

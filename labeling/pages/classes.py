@@ -6,7 +6,7 @@ import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
 from labeling.errors import StoreError
-from labeling.pages.common import (class_fate, current_editor, escape_markdown, get_settings, get_store,
+from labeling.pages.common import (class_fate, current_editor, escape_markdown, get_settings, get_store, history_table,
                                    keep_choice, last_change, media_file, parse_ids, plain, refuse_lost_class,
                                    require_editor, select_choice, show_error, versions_seen, write)
 from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
@@ -355,7 +355,7 @@ if selected is not None:
                            stale, after=lambda _: keep_editing(selected))  # retired: still the one edited
 
     with history_tab:
-        events = history_frame(store, f"class:{selected}")
+        events = history_table(history_frame(store, f"class:{selected}"))
         if len(events):
             st.dataframe(events, hide_index=True, width="stretch")
         else:

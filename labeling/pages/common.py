@@ -23,6 +23,7 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+import pandas as pd
 import streamlit as st
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.pipeline import DATA_UPLOADS
 from labeling.audit import _chunks
-from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError
+from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError, utc_text
 from labeling.schema import AuditEntity, AuditEvent, CelebrityClass
 from labeling.validation import check_editor
 from models.settings import Settings
@@ -389,6 +390,13 @@ def result_message(result: Any) -> str:
     return f"{verb}: {result.summary}{suffix}"
 
 
+def history_table(events: pd.DataFrame) -> pd.DataFrame:
+    """An audit history frame (`queries.history_frame` and kin) as a page shows it: times as UTC text, as
+    `giflens history` and the Overview print them. Why: PostgreSQL hands times back in the session's zone
+    and SQLite in UTC without one, so the same operation would read hours apart on two pages."""
+    return events.assign(at=[utc_text(v) for v in events["at"]]) if "at" in events.columns else events
+
+
 def write(action: Callable[[sessionmaker[Session], str], Any], after: Callable[[Any], None] | None = None,
           rerun: bool = True) -> Any:
     """Run a labeling operation as the signed-in editor: action(store, editor).
@@ -404,6 +412,7 @@ def write(action: Callable[[sessionmaker[Session], str], Any], after: Callable[[
     except StoreError as exc:
         show_error(exc)
         return None
+    forget_tick_versions()  # the editor's own change: Review's ticks must not be refused as changed by them
     if after is not None:
         after(result)
     flash(result_message(result))
@@ -435,7 +444,8 @@ def forget_tick_versions(_result: Any = None) -> None:
     tick and the versions it drew: they may predate the editor's own change, and a press must be refused
     only for others'. The drawn ones too: a still-ticked row would otherwise be refilled from the run
     before the write (`versions_at_tick`), and a write reruns the page at once, so the tables drawn after
-    the pressed one kept versions older still. Review's pick tables and the sidebar's Undo last (app.py `_undo_last`) call it."""
+    the pressed one kept versions older still. `write` (every page's own writes, the Overview's undo included) and the sidebar's Undo last (app.py
+    `_undo_last`) call it."""
     for key in [k for k in st.session_state if str(k).endswith(TICK_VERSIONS)]:
         st.session_state.pop(key, None)
     drawn: dict[Any, Any] = st.session_state.get(VERSIONS_KEY, {})

@@ -6,7 +6,7 @@ from embeddings.pipeline import ANIMATED_KINDS
 from labeling.errors import ValidationError
 from labeling.errors import utc_text
 from labeling.pages.common import (Change, current_editor, drawn_before, escape_markdown, flash, forget_lost,
-                                   get_settings, get_store, keep_choice, last_change, media_file, plain,
+                                   get_settings, get_store, history_table, keep_choice, last_change, media_file, plain,
                                    progress_callback, require_editor, select_choice, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
 from labeling.schema import AuditEvent
@@ -337,7 +337,7 @@ with per_gif:
                                "add it above: that is recorded like any other change.")
                     st.dataframe(rejected[["tag", "confidence", "source", "editor"]], hide_index=True)
         with st.expander("History of this media item"):
-            st.dataframe(history_frame(store, f"media:{media_id}"), hide_index=True, width="stretch")
+            st.dataframe(history_table(history_frame(store, f"media:{media_id}")), hide_index=True, width="stretch")
 
 with per_tag:
     counts = tag_counts_frame(store)
