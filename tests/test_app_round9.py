@@ -13,6 +13,8 @@ works through the labeling operations the pages call:
 """
 from __future__ import annotations
 
+import re
+
 import pwd
 from pathlib import Path
 
@@ -194,6 +196,8 @@ def test_retrain_notes_are_plain_and_a_refusal_hides_the_previous_success(tmp_pa
     button(at, "Retrain").click().run()
     no_exception(at)
     assert any(s.value.startswith("Retrained:") for s in at.success), errors(at)
+    # faces looked at and faces changed, as `giflens retrain` says them (faces= changed=)
+    assert any(re.search(r"\d+ undecided faces predicted \(\d+ changed\)\.$", s.value) for s in at.success), at.success
     notes = [i.value for i in at.info if "skipped" in i.value]
 
     for name in ("Serena Williams", "Colin Powell"):

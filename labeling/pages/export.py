@@ -207,12 +207,12 @@ if retrain_submitted and (editor := require_editor()):
         st.session_state[RETRAIN_KEY] = {
             "line": outcome.line(), "before": outcome.before, "after": outcome.after, "deployed": outcome.deployed,
             "version": outcome.model_version, "artifact": str(outcome.artifact), "report": str(outcome.report),
-            "predicted": outcome.refresh.faces, "notes": outcome.notes}
+            "predicted": outcome.refresh.faces, "changed": outcome.refresh.changed, "notes": outcome.notes}
 
 retrained = st.session_state.get(RETRAIN_KEY)
 if retrained:
     st.success(f"Retrained: deployed {retrained['deployed']} {retrained['version']}; "
-               f"{retrained['predicted']} undecided faces predicted.")
+               f"{retrained['predicted']} undecided faces predicted ({retrained['changed']} changed).")
     before_col, after_col, version_col = st.columns(3)
     before_col.metric("Holdout accuracy before", f"{retrained['before']:.4f}")
     change = retrained["after"] - retrained["before"]
