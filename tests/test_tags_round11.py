@@ -95,15 +95,21 @@ def test_per_tag_says_the_chosen_tag_was_removed_from_every_media_and_who_did_it
 
 
 # -- 3. Per GIF: picked suggestions decided by someone else ------------------------------------------------
-def test_per_gif_says_which_picked_suggestions_another_editor_decided(tmp_path_factory, monkeypatch):
-    fx = new_fixture_store(tmp_path_factory, "tags-r11-per-gif")
+def per_gif_with_suggestions(tmp_path_factory, monkeypatch, name: str):
+    """A fixture store whose GIF has the experts' suggestions 'smile' and 'wave', open on the Tags page's
+    Per GIF tab with "ann" signed in: (store, app, gif, the suggestions picker's key)."""
+    fx = new_fixture_store(tmp_path_factory, name)
     gif = fx.media[GIF]
     add_tags(fx.store, [gif], ["smile", "wave"], "model-run", confidence=0.5, source=SOURCE, status="suggested")
     at = open_app(monkeypatch, fx.data_dir, fx.url)
     at.session_state["editor"] = "ann"
     at.switch_page("labeling/pages/tags.py").run()
     at.selectbox(key="tags_media").set_value(gif).run()
-    picker = f"tags_suggestions_{gif}"
+    return fx, at, gif, f"tags_suggestions_{gif}"
+
+
+def test_per_gif_says_which_picked_suggestions_another_editor_decided(tmp_path_factory, monkeypatch):
+    fx, at, gif, picker = per_gif_with_suggestions(tmp_path_factory, monkeypatch, "tags-r11-per-gif")
 
     # the editor's own accept is no news
     at.multiselect(key=picker).set_value(["wave"]).run()

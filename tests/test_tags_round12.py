@@ -25,7 +25,8 @@ from labeling.pages.common import last_change
 from labeling.queries import media_tags_frame
 from labeling.schema import AuditEvent, Media, MediaTag
 from labeling.tags import add_tags, remove_tags, set_tag_status
-from test_queries import GIF, build_fixture_store, new_fixture_store, session_dir
+from test_queries import GIF, build_fixture_store, session_dir
+from test_tags_round11 import per_gif_with_suggestions
 
 UTC_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 
@@ -53,14 +54,7 @@ def utc_at(store, event_id: int) -> str:
 # -- 1. Per GIF: some of the picks decided meanwhile ---------------------------------------------------------
 def test_a_press_on_picks_of_which_some_were_decided_meanwhile_writes_nothing_and_keeps_the_rest(
         tmp_path_factory, monkeypatch):
-    fx = new_fixture_store(tmp_path_factory, "tags-r12-partial")
-    gif = fx.media[GIF]
-    add_tags(fx.store, [gif], ["smile", "wave"], "model-run", confidence=0.5, source=SOURCE, status="suggested")
-    at = open_app(monkeypatch, fx.data_dir, fx.url)
-    at.session_state["editor"] = "ann"
-    at.switch_page("labeling/pages/tags.py").run()
-    at.selectbox(key="tags_media").set_value(gif).run()
-    picker = f"tags_suggestions_{gif}"
+    fx, at, gif, picker = per_gif_with_suggestions(tmp_path_factory, monkeypatch, "tags-r12-partial")
     at.multiselect(key=picker).set_value(["happy", "smile"]).run()
 
     rejected = set_tag_status(fx.store, [(gif, "happy")], "rejected", "bob")  # meanwhile
