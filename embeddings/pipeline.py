@@ -194,8 +194,12 @@ def is_own_output(path: Path | str, data_dir: Path | str) -> bool:
     (DATA_OUTPUTS): a cache crop typed, an export folder picked in the Ingest page's browser. Such a path
     would come back as media (duplicate faces nobody labels, or an item's path moved onto its own crop).
     A folder of the editor's own kept in the data folder (a raw dataset beside the store) is ingested as
-    named."""
-    return _inside(path, data_dir) in DATA_OUTPUTS
+    named. An output folder that is a link (the cache moved to another disk) counts by its target too."""
+    if _inside(path, data_dir) in DATA_OUTPUTS:
+        return True
+    real = os.path.realpath(path)
+    linked = [Path(data_dir) / name for name in DATA_OUTPUTS if os.path.islink(Path(data_dir) / name)]
+    return any(os.path.commonpath([real, target]) == target for target in map(os.path.realpath, linked))
 
 
 def data_output_note(path: Path | str) -> str:
@@ -305,7 +309,7 @@ def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
 
 
 def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
-             data_dir: Path | str | None = None) -> Discovery:
+             data_dir: Path | str | None = None, keep_outputs: bool = False) -> Discovery:
     """Files named explicitly are kept whatever their extension (so a bad one is reported);
     folders are walked recursively for media extensions (`_walk_folders`), never entering a folder of
     `skip` from a parent (pass the cache folder). In `data_dir` (the data folder), root or reached,
@@ -313,9 +317,10 @@ def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
     is giflens's own output, which would come back as media, more of it every run. A path named in one
     of the folders giflens writes there (`is_own_output`: a cache crop, an export's folder) is that output
     too: left out, with a note (`Discovery.notes`), whether folder or file; a folder of the editor's own
-    kept in the data folder is ingested as named."""
+    kept in the data folder is ingested as named. keep_outputs: the caller chose those files itself (an
+    import of an export kept in the data folder's exports, whose crops are the media to label)."""
     skipped = frozenset(key for folder in skip if (key := _dir_key(folder)) is not None)
-    paths, notes = _named_media(paths, data_dir)
+    paths, notes = _named_media(paths, None if keep_outputs else data_dir)
     folders = list(dict.fromkeys(path for path in paths if path.is_dir()))
     walk = _walk_folders(folders, skipped, data_dir)
     walked = dict(zip(folders, map(sorted, walk.found)))

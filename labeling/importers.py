@@ -1230,7 +1230,9 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
             on_result(result)
 
     # the images are media the import adds: audited as one "ingest" event by the same editor
-    ingested = ingest(files, settings, on_start=on_start, on_result=collect, store=store, editor=who)
+    # keep_outputs: an export kept in the data folder's exports is imported from its crops, the media to label
+    ingested = ingest(files, settings, on_start=on_start, on_result=collect, store=store, editor=who,
+                      keep_outputs=True)
     summary.skipped += [reason if str(path) in reason else f"{path}: {reason}" for path, reason in ingested.failures]
     labels_csv = folder / "labels.csv"
     line_of = {r.label: r.line for r in labels}

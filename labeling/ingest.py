@@ -729,6 +729,7 @@ def ingest(
     pipeline: IngestPipeline | None = None,
     store: sessionmaker | None = None,
     editor: str | None = None,
+    keep_outputs: bool = False,
 ) -> IngestSummary:
     """Ingest files and folders into the cache and the store; a bad file never stops the batch.
 
@@ -738,13 +739,15 @@ def ingest(
     one (fixtures, benchmarks: nobody's decision) it is not audited. A batch interrupted by an
     error still gets its event, for what it stored, before the error propagates, carrying the batch's
     summary so far as its `summary` attribute (Ctrl-C, the cache or the store failing: the caller
-    reports what was stored before the stop)."""
+    reports what was stored before the stop). keep_outputs: paths named in the folders giflens writes in
+    the data folder are ingested too (`discover`), for an import that chose them itself."""
     editor = check_editor(editor) if editor is not None else None  # a bad name is refused before any work
     # Absolute paths (`_anchored`): the store outlives the working directory this ran in, and the app reads a
     # relative media path under the data folder, so "../shared/data/gifs" would point nowhere.
     # In the data folder a walk enters only its uploads: the rest (the cache's and exports' face crops, model
     # artifacts) is giflens's own output, which would come back as media, more of it every run.
-    found = discover([_anchored(p) for p in paths], skip=[settings.cache_dir], data_dir=settings.data_dir)
+    found = discover([_anchored(p) for p in paths], skip=[settings.cache_dir], data_dir=settings.data_dir,
+                     keep_outputs=keep_outputs)
     files = found.files
     if on_start is not None:
         on_start(len(files))

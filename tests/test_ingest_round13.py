@@ -20,6 +20,7 @@ from embeddings.pipeline import discover, is_data_output
 from labeling.db import open_store
 from labeling.ingest import ingest
 from labeling.schema import Media
+from models.settings import Settings
 from test_app_pages import button, errors, no_exception, sign_in
 
 INGEST = "labeling/pages/ingest.py"
@@ -140,3 +141,35 @@ def test_a_folder_of_the_editors_own_in_the_data_folder_is_ingested_when_named(d
     found = discover([data_dir / "raw"], data_dir=data_dir)
     assert found.files == [mine] and not found.notes
     assert discover([data_dir], data_dir=data_dir).files == [data_dir / "uploads" / "clip.gif"]
+
+
+def test_an_output_folder_that_is_a_link_counts_by_its_target(data_dir: Path, tmp_path: Path):
+    """The cache moved to another disk and linked back: its crops, named through the data folder, are still
+    giflens's own output."""
+    elsewhere = tmp_path / "bigdisk" / "cache"
+    elsewhere.parent.mkdir()
+    (data_dir / "cache").rename(elsewhere)
+    (data_dir / "cache").symlink_to(elsewhere)
+    _touch(elsewhere / "crops" / "face-1.jpg")
+    found = discover([data_dir / "cache" / "crops"], data_dir=data_dir)
+    assert found.files == [] and len(found.notes) == 1, found
+    assert discover([data_dir / "cache" / "crops"], data_dir=data_dir, keep_outputs=True).files == [
+        data_dir / "cache" / "crops" / "face-1.jpg"]  # an import that chose the files itself
+
+
+@pytest.mark.slow
+def test_an_export_kept_in_the_data_folders_exports_is_imported_with_its_labels(tmp_path: Path, lfw_dir: Path):
+    """The Export page writes to <data>/exports by default: importing that export into a fresh store (a round
+    trip, or a second store on the same data folder) labels its crops; they are the media the import names."""
+    from labeling.importers import import_raw_dataset
+
+    data = tmp_path / "data"
+    raw = data / "exports" / "export-1"
+    for person in ("Ariel_Sharon", "Serena_Williams"):
+        (raw / "raw_dataset" / person).mkdir(parents=True)
+        for photo in sorted((lfw_dir / person).glob("*.jpg"))[:2]:
+            (raw / "raw_dataset" / person / photo.name).write_bytes(photo.read_bytes())
+    (raw / "labels.csv").write_text("Label,Index\nAriel_Sharon,0\nSerena_Williams,1\n")
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    summary = import_raw_dataset(open_store(url), raw, Settings(data_dir=data, database_url=url), "alice")
+    assert summary.created == 2 and summary.labels == 4 and not summary.skipped, summary
