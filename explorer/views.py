@@ -23,8 +23,7 @@ from explorer.bias_audit import decade
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
 from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame,
-                              current_track_predictions, faces_frame,
-                              media_frame, media_tags_frame, tracks_frame)
+                              current_track_predictions, faces_frame, media_frame, media_tags_frame, tracks_frame)
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel, MediaEmbedding, Track,
                              bytes_to_vector)
 from models.index_store import index_folder

@@ -306,7 +306,8 @@ def _refuse_in_memory(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    if url.strip() != ":memory:":  # sqlite3's own name for it, which is no URL: refused as one, not "does not parse"
+    bare = url.strip() == ":memory:"  # sqlite3's own name for it, which is no URL: refused as one, not "does not parse"
+    if not bare:
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -314,8 +315,7 @@ def _refuse_in_memory(url: str) -> None:
         memory = not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory"
         if parsed.get_backend_name() != "sqlite" or not memory:
             return
-    refuse(f"{_display_url(url) if url.strip() != ':memory:' else url} is an in-memory store: nothing would be kept; "
-           "give a file, sqlite:///PATH")
+    refuse(f"{url if bare else _display_url(url)} is an in-memory store: nothing would be kept; give a file, sqlite:///PATH")
 
 
 def _require_store(settings: Settings, url: str) -> None:
@@ -779,13 +779,9 @@ def _former_class_key(session: Session, value: str, also: list[str], problem: st
     """A class by a name it no longer has (renamed since, or removed by an undo): the audit log knows which
     class carried it; several classes that carried it are listed for the editor to pick by id."""
     from labeling.audit import classes_once_named
-    from labeling.errors import StoreError
 
     for name in dict.fromkeys([value, *also]):
-        try:
-            found = classes_once_named(session, name) if name else []
-        except StoreError:
-            continue
+        found = classes_once_named(session, name) if name else []
         if len(found) == 1:
             return f"class:{found[0]}"
         if found:

@@ -22,7 +22,6 @@ WRITE_OPTION = "giflens_write"
 PG_CONNECT_TIMEOUT_S = 10  # seconds to reach a PostgreSQL server before giving up
 
 
-
 def advisory_xact_lock(session: Session, key: int) -> None:
     """Hold PostgreSQL's advisory lock `key` until this transaction ends (waiting for its holder); nothing
     on SQLite, whose write transaction (BEGIN IMMEDIATE) already excludes every other writer.

@@ -774,13 +774,12 @@ def no_faces_exported(summary: "ExportSummary", how_to_choose: str) -> str | Non
     if not summary.missing_crops:
         return None
     no_crop = summary.missing_crops - summary.crops_not_found
+    model = summary.manifest.get("face_model", "the chosen model")
     if not summary.faces and not summary.crops_not_found:
-        model = summary.manifest.get("face_model", "the chosen model")
         return (f"no face exported: none of the {no_crop} confirmed label(s) has a face crop of {model} "
                 f"(faces ingested with another model? {how_to_choose}; crops deleted? ingest again)")
     notes = [crops_not_found_note(summary.crops_not_found, summary.data_dir)] if summary.crops_not_found else []
     if no_crop:
-        model = summary.manifest.get("face_model", "the chosen model")
         notes.append(f"{no_crop} confirmed label(s) skipped: no face crop of {model} "
                      f"(faces ingested with another model? {how_to_choose})")
     return ("no face exported: " if not summary.faces else "") + "; ".join(notes)

@@ -458,8 +458,6 @@ def former_names(session: Session) -> dict[str, int]:
     return dict(renames(session))
 
 
-
-
 def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSummary,
                     attributes: dict[str, dict[str, Any]] | None = None,
                     create: bool = True,

@@ -17,8 +17,8 @@ from explorer.views import (decided_since_prediction, index_dir_for, nameable_fa
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import (DRAWN, TICK_VERSIONS, forget_tick_versions, get_settings, get_store, keep_choice, media_file, plain,
-                                   refuse_lost_class, select_choice, versions_seen, write)
+from labeling.pages.common import (DRAWN, TICK_VERSIONS, forget_tick_versions, get_settings, get_store, keep_choice,
+                                   media_file, plain, refuse_lost_class, select_choice, versions_seen, write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
 
@@ -107,10 +107,11 @@ def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: st
     cols = st.columns([1, 1, 1, 2, 1])
     # as on Explore: a face with nothing to approve disables Approve, and the help says which and what to do
     unnamed = sorted(set(face_ids) & unnameable)
-    gives = own_classes(faces[faces["face_id"].isin(unnamed)]).dropna().astype(int)
-    retired_names = [plain(repr(every_name.get(c, f"class {c}"))) for c in sorted(set(gives) & retired)]
-    of_retired = faces.loc[faces["face_id"].isin(unnamed) & own_classes(faces).isin(retired), "face_id"].astype(int)
-    approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names, set(of_retired))
+    unnamed_faces = faces[faces["face_id"].isin(unnamed)]
+    gives = own_classes(unnamed_faces)
+    retired_names = [plain(repr(every_name.get(c, f"class {c}"))) for c in sorted(set(gives.dropna().astype(int)) & retired)]
+    of_retired = set(unnamed_faces.loc[gives.isin(retired), "face_id"].astype(int))
+    approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names, of_retired)
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
         bulk_write(table_key, lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen))
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):

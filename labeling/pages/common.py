@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -277,6 +278,7 @@ class Change:
     operation: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    at: datetime  # when (as the database hands it back: `utc_text` prints it)
 
     def by(self) -> str:
         """"by bob in operation 8"."""
@@ -301,7 +303,7 @@ def last_change(store: sessionmaker[Session], keys: Iterable[str]) -> Change | N
                                                                     AuditEntity.written.is_(True))))
         key = next(k for k in order if k in written)
         return Change(event.id, event.editor, event.operation, (event.before or {}).get(key),
-                      (event.after or {}).get(key))
+                      (event.after or {}).get(key), event.at)
 
 
 def _newest_write(session: Session, keys: Iterable[str]) -> int | None:

@@ -6,7 +6,8 @@ import streamlit as st
 
 from labeling.audit import undo_event, undoable_events
 from labeling.errors import utc_text
-from labeling.pages.common import database_label, forget_lost, get_settings, get_store, plain, select_choice, write
+from labeling.pages.common import (database_label, forget_lost, get_settings, get_store, history_table, plain,
+                                   select_choice, write)
 from labeling.schema import AuditEvent
 from labeling.queries import events_frame, store_overview
 
@@ -33,7 +34,7 @@ events = events_frame(store, limit=30)
 if len(events):
     for column in ("undone_by", "undo_of"):  # "#12", or blank where there is none (not a grey "None")
         events[column] = [f"#{int(v)}" if pd.notna(v) else "" for v in events[column]]
-    events["at"] = [utc_text(v) for v in events["at"]]  # as giflens history prints it, whatever the server's zone
+    events = history_table(events)  # times as giflens history prints them, whatever the server's zone
     st.dataframe(events.drop(columns=["n_entities"]), hide_index=True, width="stretch", column_config={
         "event_id": st.column_config.NumberColumn("event", width="small"),
         "at": st.column_config.TextColumn("at"),

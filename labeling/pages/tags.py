@@ -3,13 +3,11 @@ import pandas as pd
 import streamlit as st
 
 from embeddings.pipeline import ANIMATED_KINDS
-from labeling.errors import ValidationError
-from labeling.errors import utc_text
+from labeling.errors import ValidationError, utc_text
 from labeling.pages.common import (Change, current_editor, drawn_before, escape_markdown, flash, forget_lost,
                                    get_settings, get_store, history_table, keep_choice, last_change, media_file, plain,
                                    progress_callback, require_editor, select_choice, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, tag_counts_frame
-from labeling.schema import AuditEvent
 from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 from labeling.validation import clean_tag_name
 
@@ -114,9 +112,7 @@ def what_happened(change: Change | None) -> str:
     status = (change.after or {}).get("status")
     what = ("removed" if change.after is None else "accepted" if status == "active"
             else "rejected" if status == "rejected" else "changed")
-    with store() as session:
-        at = session.get(AuditEvent, change.event_id).at
-    return f"{what} {change.by()} ({utc_text(at)})" + (" (an undo)" if change.operation == "undo" else "")
+    return f"{what} {change.by()} ({utc_text(change.at)})" + (" (an undo)" if change.operation == "undo" else "")
 
 
 def by_someone_else(change: Change | None) -> bool:
