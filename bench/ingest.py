@@ -186,8 +186,8 @@ def main() -> None:
               f"(pipeline {cold['tracks_per_gif'].get(name, 0)} tracks, baseline {base['tracks_per_gif'].get(name, 0)}; "
               f"one person's faces are grouped within {TRACK_MAX_DISTANCE['dlib-resnet-v1']})")
     print(
-        f"summary: cold_vs_baseline={rate(cold, 'gifs') / rate(base, 'gifs'):.2f}x "
-        f"warm_vs_cold={warm_total / cold_total:.0f}x cold_media_per_s={cold_total:.2f} warm_media_per_s={warm_total:.1f} "
+        f"cold_vs_baseline={rate(cold, 'gifs') / rate(base, 'gifs'):.2f} "
+        f"warm_vs_cold={warm_total / cold_total:.0f} cold_media_per_s={cold_total:.2f} warm_media_per_s={warm_total:.1f} "
         f"cold_faces_per_s={(cold['gifs']['faces'] + cold['photos']['faces']) / (cold['gifs']['seconds'] + cold['photos']['seconds']):.1f} "
         f"gif_tracks={cold['gif_tracks']} baseline_gif_tracks={base['gif_tracks']} people_missed={len(missed)} "
         f"warm_inference_calls={warm['gifs']['inference_calls'] + warm['photos']['inference_calls']} "

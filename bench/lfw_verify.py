@@ -222,6 +222,13 @@ def best_threshold(dist: np.ndarray, same: np.ndarray) -> float:
     return float((candidates[max(i - 1, 0)] + candidates[i]) / 2)
 
 
+def error_ratio(accuracy: float, baseline_accuracy: float) -> float:
+    """Our error rate over the baseline's; a baseline without errors (tiny pair files) leaves the ratio
+    undefined (nan), where a division would print inf and a RuntimeWarning."""
+    base_error = 1 - baseline_accuracy
+    return (1 - accuracy) / base_error if base_error > 0 else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=Path, required=True)
@@ -284,7 +291,8 @@ def main() -> None:
         base_accs, base_t = fold_accuracies(*pair_distances(folds, native, args.images, "euclidean"))
         print(f"baseline dlib native (HOG detector, euclidean): mean {np.mean(base_accs):.4f} +- {np.std(base_accs):.4f}, "
               f"threshold {np.mean(base_t):.4f}, no_face_fallbacks={native_fallbacks}")
-        summary += f" baseline_accuracy={np.mean(base_accs):.4f} error_ratio={(1 - np.mean(accs)) / (1 - np.mean(base_accs)):.3f}"
+        summary += (f" baseline_accuracy={np.mean(base_accs):.4f} "
+                    f"error_ratio={error_ratio(float(np.mean(accs)), float(np.mean(base_accs))):.3f}")
     print(summary)
 
 

@@ -83,6 +83,9 @@ def fit_quietly(x: np.ndarray, labels: list[str], **params) -> tuple[CentroidKnn
     return clf, any(issubclass(w.category, CalibrationWarning) for w in caught)
 
 
+MIN_PEOPLE = 4  # the open-set draw leaves a quarter of the people unenrolled: fewer than four leaves nobody
+
+
 def run_draw(x: np.ndarray, names: np.ndarray, people: list[str], never_enrolled: np.ndarray, k: int, draw: int,
              with_head: bool) -> dict[str, float]:
     rng = np.random.default_rng(1000 * k + draw)
@@ -176,6 +179,9 @@ def main() -> None:
     parser.add_argument("--max-people", type=int, default=None, help="only the first N people with 10+ photos")
     parser.add_argument("--no-head", action="store_true", help="skip the retrained-head comparison")
     args = parser.parse_args()
+    if args.max_people is not None and args.max_people < MIN_PEOPLE:
+        parser.error(f"--max-people needs at least {MIN_PEOPLE}: a quarter of the people are left unenrolled "
+                     "for the open-set measurement")
     try:
         import torch
 
@@ -188,6 +194,9 @@ def main() -> None:
     person, counts = np.unique(names, return_counts=True)
     people = sorted(person[counts >= 10].tolist())[: args.max_people]
     never_enrolled = np.flatnonzero(np.isin(names, person[counts < 10]))
+    if len(people) < MIN_PEOPLE:
+        parser.error(f"{args.images} has {len(people)} people with 10+ photos; the benchmark needs at least "
+                     f"{MIN_PEOPLE} (a quarter are left unenrolled for the open-set measurement)")
     print(f"LFW dlib embeddings: {len(names)} photos of {len(person)} people; {len(people)} people with 10+ photos "
           f"({int(np.isin(names, people).sum())} photos); {len(never_enrolled)} photos of "
           f"{int((counts < 10).sum())} people with 5-9 photos, never enrolled")

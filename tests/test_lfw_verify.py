@@ -147,3 +147,25 @@ def test_fold_accuracies_chooses_the_threshold_on_the_other_folds():
     # folds 1 and 2 train on a regular fold plus the odd one: 0.65 and 0.75 both score 7/8, the first is taken
     assert thresholds == pytest.approx([0.65, 0.65, 0.5])
     assert accs == [1.0, 1.0, 0.5]
+
+
+def test_error_ratio_is_undefined_when_the_baseline_makes_no_error():
+    import math
+    import warnings
+
+    assert lfw_verify.error_ratio(0.98, 0.96) == pytest.approx(0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the old division printed inf with a RuntimeWarning
+        assert math.isnan(lfw_verify.error_ratio(0.75, 1.0))
+
+
+def test_recognition_bench_refuses_fewer_people_than_its_open_set_draw_needs():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "bench" / "recognition.py"), "--max-people", "3"],
+                         capture_output=True, text=True, cwd=root)
+    assert run.returncode == 2
+    assert "--max-people needs at least 4" in run.stderr
+    assert "Traceback" not in run.stderr
