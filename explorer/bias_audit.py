@@ -55,6 +55,7 @@ import html
 import json
 import math
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -86,6 +87,7 @@ __all__ = [
     "held_out_grades",
     "known_attributes",
     "left_out_text",
+    "no_faces_text",
     "parse_reference",
     "small_sample_references",
     "spreadsheet_text",
@@ -109,7 +111,16 @@ def _is_missing(v: Any) -> bool:
 
 
 def _group(v: Any) -> str:
-    return UNKNOWN if _is_missing(v) else str(v).strip().casefold()
+    """An attribute value (or a reference's group name) as the group it names: case, surrounding
+    and repeated inner spaces ignored, and Unicode-normalised (NFC). Why NFC: "Côte d'Ivoire" typed
+    precomposed and pasted decomposed (NFD, as macOS file names and some exports give it) look the
+    same and must be one group, not two with the same name and split shares; casefolding alone
+    keeps their different code points. Normalised before and after casefolding, since casefolding
+    can take a composed character apart (canonical caseless matching, Unicode 3.13)."""
+    if _is_missing(v):
+        return UNKNOWN
+    text = " ".join(unicodedata.normalize("NFD", str(v)).split())
+    return unicodedata.normalize("NFC", text.casefold())
 
 
 def decade(birth_year: Any) -> str:
@@ -457,6 +468,9 @@ class AuditReport:
         for col in table.columns:
             if table[col].dtype == object or pd.api.types.is_string_dtype(table[col].dtype):
                 table[col] = table[col].map(spreadsheet_text)
+        for col in COUNT_COLUMNS:  # exact: %.6g wrote 1234567 faces as 1.23457e+06
+            if col in table.columns:
+                table[col] = table[col].map(_exact_count)
         return _write_replacing(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
 
     def to_html(self, path: Path | str, include_plotlyjs: str | bool = "inline") -> Path:
@@ -508,6 +522,16 @@ class AuditReport:
         return _write_replacing(path, lambda tmp: tmp.write_text("\n".join(parts), encoding="utf-8"))
 
 
+def _exact_count(n: Any) -> str:
+    """A count for the CSV: whole counts as integers (1234567, not 1.23457e+06 as "%.6g" wrote them),
+    weighted ones (see the module docstring) with every digit `_count` kept (100000.333333333, where
+    "%.6g" wrote 100000 and lost the fraction). Rates and ratios keep "%.6g": they lie in 0..1 or near it."""
+    if _is_missing(n):
+        return ""
+    n = float(n)
+    return str(int(n)) if n == round(n) else repr(n)
+
+
 def _write_replacing(path: Path, write: Callable[[Path], Any]) -> Path:
     """Write a report through a temporary file beside `path` and then put it in place, so a reader
     never sees half a report. On any failure (a full disk, a folder where the file should go, Ctrl-C)
@@ -527,11 +551,14 @@ def _write_replacing(path: Path, write: Callable[[Path], Any]) -> Path:
 def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence[str] | None = None,
                  reference: Mapping[str, Mapping[str, float]] | None = None,
                  cluster_stats: pd.DataFrame | Mapping[str, float] | None = None, threshold: float = 0.8,
-                 min_faces: int = 5, representation_basis: str = "class_share", left_out: str = "") -> AuditReport:
+                 min_faces: int = 5, representation_basis: str = "class_share", left_out: str = "",
+                 scope: str = "") -> AuditReport:
     """Run the audit (see `audit_table`) and wrap it with its parameters and a summary.
 
     left_out: what the caller left out of `classes` before the audit (`left_out_text`), stated in the
-    summary ("not audited") so that a report read on its own does not pass for the whole catalog."""
+    summary ("not audited") so that a report read on its own does not pass for the whole catalog.
+    scope: why the caller audited other classes than it usually does (`no_faces_text`: no class has a
+    face, so the whole catalog), stated in the summary ("scope")."""
     table = audit_table(faces, classes, attributes, reference, cluster_stats, threshold, min_faces, representation_basis)
     f = face_groups(faces)
     attrs = tuple(dict.fromkeys(table["attribute"])) if len(table) else tuple(attributes or ())
@@ -548,6 +575,8 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
     }
     if left_out:
         summary["not audited"] = left_out
+    if scope:
+        summary["scope"] = scope
     return AuditReport(table=table, attributes=attrs, threshold=threshold,
                        reference={k: dict(v) for k, v in (reference or {}).items()}, summary=summary)
 
@@ -560,6 +589,14 @@ def left_out_text(classes_without_faces: int, how_to_include: str) -> str:
     if classes_without_faces <= 0:
         return ""
     return f"{counted(classes_without_faces, 'class', 'classes')} without any face left out ({how_to_include})"
+
+
+def no_faces_text(classes: int) -> str:
+    """"no class has a face yet: all 4 classes audited by class counts": the note of an audit meant for the
+    classes with faces (`classes_with_faces`) when no class has one, so it falls back to the whole catalog.
+    The CLI, the report and the page say it alike: without it the run reads as one that left nothing out."""
+    which = "the only class" if classes == 1 else f"all {counted(classes, 'class', 'classes')}"
+    return f"no class has a face yet: {which} audited by class counts"
 
 
 def count_text(n: float) -> str:
@@ -765,7 +802,7 @@ def parse_reference(rows: pd.DataFrame | Mapping[str, Any], group_col: str = "gr
     """An editor's reference table (group -> expected share) as shares summing to 1.
 
     Shares may be fractions, percentages or any weights: they are normalised. Group names are
-    matched like the audit's groups (case and surrounding spaces ignored). Raises ValueError
+    matched like the audit's groups (`_group`: case, extra spaces and Unicode form ignored). Raises ValueError
     with a message an editor can act on: a blank group, a repeated group, "unknown" (a
     reference describes known groups), a share that is missing, not a number or negative, or
     shares summing to 0. Rows left completely blank are ignored (a half-added row)."""

@@ -935,7 +935,7 @@ def audit_command(
 
     from explorer.audit_inputs import read_audit_inputs
     from explorer.bias_audit import (REPRESENTATION_BASES, audit_report, class_groups, classes_with_faces,
-                                     known_attributes, left_out_text, uniform_reference)
+                                     known_attributes, left_out_text, no_faces_text, uniform_reference)
 
     if basis not in REPRESENTATION_BASES:
         refuse(f"--basis must be classes or faces, got {basis!r}")
@@ -944,12 +944,14 @@ def audit_command(
     store = _store_for(settings, create=False)
     with console.status("reading the store and grading confirmed faces"):
         faces, classes, stats = read_audit_inputs(store)
-    left_out = ""
+    left_out = scope = ""
     if not all_classes and len(classes):
         has_faces = classes_with_faces(faces, classes)
-        if has_faces.any():  # none with a face: the whole catalog is audited (class counts only)
+        if has_faces.any():
             left_out = left_out_text(int((~has_faces).sum()), "--all-classes to include them")
             classes = classes[has_faces].reset_index(drop=True)
+        else:  # none with a face: the whole catalog is audited (class counts only), and the run says so
+            scope = no_faces_text(len(classes))
     attributes = known_attributes(classes) if len(classes) else []
     if not attributes:
         what = "no classes" if classes.empty else "no class with a demographic attribute (gender, ethnicity, " \
@@ -961,7 +963,7 @@ def audit_command(
     references = {a: given.get(a) or uniform_reference(class_groups(classes, [a])["group"]) for a in attributes}
     report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats,
                           threshold=threshold, min_faces=min_faces,
-                          representation_basis=REPRESENTATION_BASES[basis], left_out=left_out)
+                          representation_basis=REPRESENTATION_BASES[basis], left_out=left_out, scope=scope)
     out_dir = Path(out_dir)
     try:
         written = [report.to_csv(out_dir / "bias-audit.csv"), report.to_html(out_dir / "bias-audit.html")]
@@ -979,7 +981,7 @@ def audit_command(
         console.print(f"[yellow]note[/yellow] {escape(str(s['small-sample references']))}", highlight=False, soft_wrap=True)
     typer.echo(f"audit of {s['classes']} classes, {s['faces in a class']} faces ({s['faces confirmed by an editor']} "
                f"confirmed) over {', '.join(attributes)}: {len(flagged)} group(s) flagged; "
-               f"{left_out + '; ' if left_out else ''}wrote "
+               f"{left_out + '; ' if left_out else ''}{scope + '; ' if scope else ''}wrote "
                f"{written[0]} and {written[1]}")
     if fail_on_flags and len(flagged):
         raise typer.Exit(3)

@@ -21,7 +21,7 @@ import streamlit as st
 from explorer.audit_inputs import read_audit_inputs
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BASES, AuditReport, audit_report,
                                  carried_reference, class_groups, classes_with_faces, count_text, counted, face_groups,
-                                 known_attributes, left_out_text, parse_reference, reference_proposals,
+                                 known_attributes, left_out_text, no_faces_text, parse_reference, reference_proposals,
                                  small_sample_references, uniform_reference, untouched_reference)
 from labeling.pages.common import get_settings, get_store, plain, require_editor
 from labeling.queries import events_frame, store_overview
@@ -277,9 +277,11 @@ offline = far.toggle("HTML works offline", value=True, key="bias_html_offline",
                      help="Embed plotly.js in the HTML report (about 4.6 MB); off: load it from a CDN")
 
 has_faces = classes_with_faces(faces, classes)
+scope = ""
 if with_faces:
     if not has_faces.any():
-        st.info("No class has faces yet: the audit shows the whole catalog (class counts only).")
+        scope = no_faces_text(len(classes))  # said in the report too, which is read without this page
+        st.info(f"{scope[0].upper()}{scope[1:]}.")
     else:
         classes = classes[has_faces].reset_index(drop=True)
 attributes = known_attributes(classes)
@@ -307,7 +309,8 @@ for attribute, tab in tabs.items():
 
 report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats, threshold=threshold,
                       min_faces=int(min_faces), representation_basis=REPRESENTATION_BASES[basis],
-                      left_out=left_out_text(left_out, 'turn off "Only classes with faces" to include them'))
+                      left_out=left_out_text(left_out, 'turn off "Only classes with faces" to include them'),
+                      scope=scope)
 missing = [LABELS[a].lower() for a in ("gender", "ethnicity", "decade", "country") if a not in attributes]
 with overview:
     show_overview(report, stats is not None and bool(stats["purity"].notna().any()), missing)
