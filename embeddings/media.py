@@ -30,7 +30,7 @@ import os
 import stat
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -300,6 +300,23 @@ class GifLayout:
     width: int  # canvas, grown by any frame that extends past the logical screen (as Pillow does)
     height: int
     duration_s: float | None  # as browsers play it; None for a still
+    # frame index -> where its transparent pixels are found (only frames with a transparent index)
+    transparent: dict[int, "GifTransparency"] = field(default_factory=dict)
+
+
+@dataclass
+class GifTransparency:
+    """A frame's transparent index and where its LZW data starts: enough to tell which of its
+    pixels it draws (`_drawn_pixels`), as Pillow's composited canvas no longer tells."""
+
+    index: int  # the palette index that is not drawn
+    left: int
+    top: int
+    width: int
+    height: int
+    interlaced: bool
+    min_code_size: int
+    data_offset: int  # the first sub-block of the frame's image data
 
 
 def _read_exact(fh: BinaryIO, n: int, path: Path, what: str) -> bytes:
@@ -337,7 +354,8 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
             _check_pixels(path, width, height, limits, "canvas")
         if packed & 0x80:
             _read_exact(fh, 3 << ((packed & 7) + 1), path, "its colour table")
-        frames, delay_cs, delay = 0, 0, 0
+        frames, delay_cs, delay, transparent_index = 0, 0, 0, None
+        transparent: dict[int, GifTransparency] = {}
         announced = False  # a graphic control extension was read whose frame has not come yet
         while True:
             introducer = fh.read(1)
@@ -357,6 +375,8 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
                     body = _read_exact(fh, block[0], path, "a graphic control extension")
                     if len(body) >= 3:
                         delay = struct.unpack("<H", body[1:3])[0]
+                    if len(body) >= 4 and body[0] & 1:  # as Pillow reads it: a later extension without one keeps it
+                        transparent_index = body[3]
                 _skip_sub_blocks(fh, file_size, path, "an extension")
             elif introducer == b"\x2c":
                 frames += 1
@@ -368,12 +388,16 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
                 _check_pixels(path, width, height, limits, "canvas")
                 if fpacked & 0x80:
                     _read_exact(fh, 3 << ((fpacked & 7) + 1), path, f"frame {frames}'s colour table")
-                _read_exact(fh, 1, path, f"frame {frames}")  # LZW minimum code size
+                min_code_size = _read_exact(fh, 1, path, f"frame {frames}")[0]  # LZW minimum code size
+                if transparent_index is not None:
+                    transparent[frames - 1] = GifTransparency(transparent_index, left, top, w, h,
+                                                              bool(fpacked & 0x40), min_code_size, fh.tell())
+                    transparent_index = None
                 _skip_sub_blocks(fh, file_size, path, f"frame {frames}'s image data")
             # Any other byte is stray padding; Pillow and browsers skip it too.
     if frames == 0:
         raise MediaError("empty", f"{path}: the GIF holds no frame")
-    return GifLayout(frames, width, height, delay_cs / 100 if frames > 1 else None)
+    return GifLayout(frames, width, height, delay_cs / 100 if frames > 1 else None, transparent)
 
 
 def _decode_gif(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames:
@@ -382,18 +406,25 @@ def _decode_gif(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames
     _check_compositing(path, layout.width, layout.height, wanted, limits, "GIF")
     wanted_set, cap = set(wanted), retained_frame_pixels(len(wanted), limits)
     frames, indices = [], []
-    # Canvas areas some frame has drawn. Pillow fills an area no frame has drawn yet, or one that
-    # disposal 2 cleared in a GIF without transparency, with a palette colour (index 0 or the
-    # background entry); browsers show it transparent, so it is composited onto white too.
+    # Canvas pixels some frame has drawn. Pillow fills a pixel no frame has drawn yet, or one that
+    # disposal 2 cleared, with a palette colour (index 0, the background entry or the transparent
+    # index's colour, as its canvas is opaque once it is RGB); browsers show it transparent, so it
+    # is composited onto white too. Per pixel: a frame's transparent pixels draw nothing.
     painted = np.zeros((layout.height, layout.width), bool)
-    with _open_pillow(path, "GIF") as im:
+    with _open_pillow(path, "GIF") as im, open(path, "rb") as fh:
         # Compositing is sequential (each frame is drawn over the previous canvas), so every
         # frame up to the last sample is decoded, but only the sampled ones are converted.
         for index in range(wanted[-1] + 1):
-            im.seek(index)
+            # Pillow updates disposal_method only for a frame whose disposal bits are non-zero, so
+            # a frame with disposal 0 ("leave in place") after a disposal 2 or 3 frame would be
+            # cleared or restored like it, and vanish from the next frame: 0 unless this frame says.
+            # (Frame 0 was read when the file was opened: seeking to it reads nothing again.)
+            if index:
+                im.disposal_method = 0
+                im.seek(index)
             extent, disposal = im.dispose_extent, im.disposal_method  # as Pillow composites them
             before = painted.copy() if disposal == 3 and extent else None
-            _mark(painted, extent, True)
+            _mark_drawn(painted, extent, layout.transparent.get(index), fh)
             if index in wanted_set:
                 frames.append(_pad_to(to_rgb(im), layout.width, layout.height))
                 if not painted.all():
@@ -412,6 +443,39 @@ def _mark(painted: np.ndarray, extent: tuple[int, int, int, int] | None, drawn: 
     if extent is not None:
         x0, y0, x1, y1 = extent
         painted[y0:y1, x0:x1] = drawn
+
+
+def _mark_drawn(painted: np.ndarray, extent: tuple[int, int, int, int] | None,
+                transparency: GifTransparency | None, fh: BinaryIO) -> None:
+    """Mark the pixels a frame draws: its whole rectangle, or, with a transparent index, the pixels
+    that are not that index (its transparent pixels leave the canvas below as it was)."""
+    drawn = _drawn_pixels(transparency, fh) if transparency is not None else None
+    if drawn is None:
+        _mark(painted, extent, True)
+        return
+    t = transparency
+    painted[t.top:t.top + t.height, t.left:t.left + t.width] |= drawn
+
+
+def _drawn_pixels(t: GifTransparency, fh: BinaryIO) -> np.ndarray | None:
+    """The frame's pixels that are not its transparent index, decoded again from its LZW data with
+    Pillow's GIF decoder (Pillow composites them away, so its canvas cannot tell them from the pixels
+    below); None when the data does not decode (Pillow then reports the frame broken anyway)."""
+    if t.width == 0 or t.height == 0:
+        return np.zeros((t.height, t.width), bool)
+    fh.seek(t.data_offset)
+    data = bytearray()
+    while size := fh.read(1):  # the chain of sub-blocks, length bytes included: the decoder reads them
+        data += size
+        if size[0] == 0:
+            break
+        data += fh.read(size[0])
+    frame = Image.new("P", (t.width, t.height), t.index)  # pixels the data leaves out stay transparent
+    try:
+        frame.frombytes(bytes(data), "gif", t.min_code_size, t.interlaced, -1)
+    except (ValueError, OSError):
+        return None
+    return np.asarray(frame) != t.index
 
 
 # -- WebP ------------------------------------------------------------------------------------
