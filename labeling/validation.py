@@ -224,15 +224,47 @@ def class_name_key(name: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", folded).split())
 
 
+def _final_sigma(text: str) -> str:
+    """"σ" at the end of a word (after a letter, its accents skipped, and before no letter or accent) made
+    "ς" again, as lower case writes it: casefold makes every sigma "σ", so "Σοφός" was stored "σοφόσ"."""
+    out = list(text)
+    for i, c in enumerate(out):
+        if c != "\u03c3":
+            continue
+        j = i - 1
+        while j >= 0 and unicodedata.category(out[j]) in ("Mn", "Me"):
+            j -= 1
+        after = out[i + 1] if i + 1 < len(out) else ""
+        if j >= 0 and unicodedata.category(out[j])[0] == "L" and not (after and unicodedata.category(after)[0] in "LM"):
+            out[i] = "\u03c2"
+    return "".join(out)
+
+
+def fold_tag_name(text: str) -> str:
+    """The name a tag is stored and looked up by, without the checks (`clean_tag_name` says why each step);
+    migration 0011 recomputes stored names with it."""
+    tag = " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
+    tag = tag.replace("\u0131", "i").replace("i\u0307", "i")  # then "i" + U+0307 + U+0301 is "í"
+    return _final_sigma(unicodedata.normalize("NFC", tag))
+
+
 def clean_tag_name(raw: Any, new: bool = False) -> str:
     """Tags are lower-case words or phrases; inner whitespace collapsed.
+
+    Compared without case, so the name stored is the same for any case it is typed in: NFKC, casefolded,
+    Turkic dotted and dotless i folded to "i" as in `class_name_key` ("İstanbul", "ISTANBUL" and
+    "ıstanbul" are one tag, "istanbul", not three, the first with a stray U+0307), normalised again (NFC:
+    casefold leaves some letters decomposed) and a word's last sigma written "ς" again ("Σοφός", "ΣΟΦΟΣ"
+    and "σοφός" are "σοφός"). Casefold's other expansions stay, since they are what makes two spellings
+    match without case: "Straße" is stored "strasse", one tag with "STRASSE". A change here changes
+    stored names: a migration recomputes them and merges the tags that become one (0011).
 
     Mostly used to look a tag up (remove, reject, filter, match a vote), so the check of invisible
     characters runs only with new=True, or where a tag is created (`labeling.tags.tag_ids`): a tag
     stored before that rule stays reachable."""
     if not isinstance(raw, str):
         raise ValidationError(f"tag must be text, got {type(raw).__name__}")
-    tag = " ".join(unicodedata.normalize("NFKC", raw).split()).casefold()
+    tag = fold_tag_name(raw)
     if not tag:
         raise ValidationError("tag is empty")
     if len(tag) > TAG_NAME_MAX:
@@ -304,7 +336,8 @@ ATTRIBUTES = ("gender", "ethnicity", "birth_year", "country")
 
 
 def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
-    """Demographic attributes for the bias audit; None clears one."""
+    """Demographic attributes for the bias audit; None clears one. Text is stored NFC, runs of
+    whitespace made one."""
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in ATTRIBUTES:
@@ -334,7 +367,9 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
                 raise ValidationError(f"{key} must be text, got {value!r} ({type(value).__name__}); "
                                       "None clears it, and an attribute left out keeps its value")
             refuse_hidden_characters(value, key)
-            text = " ".join(value.split())
+            # NFC first: "Türkiye" typed with a precomposed "ü" and with "u" + U+0308 is one country, stored
+            # one way (rows stored before are not rewritten: the bias audit groups values by NFC too)
+            text = " ".join(unicodedata.normalize("NFC", value).split())
             text = text.lower() if key in ("gender", "ethnicity") else text  # before the length: "İ" lowers to 2
             limit = 200 if key == "ethnicity" else 100 if key == "country" else 64
             if len(text) > limit:
