@@ -396,10 +396,7 @@ def _store_once(store: sessionmaker, result: MediaResult) -> _Stored:
     waits for the lock instead of failing with "database is locked" when it starts writing)."""
     with write_scope(store) as session:
         known = _find_media(session, result)
-        if known is not None and known.status == "failed" and result.status != "ok":
-            known = _failure_row(session, result, known)
-        # store_result rewrites this very row; a copy's own failed row is new (`_failure_row`: no id yet)
-        path_before = known.path if known is not None and known.id is not None else None
+        path_before = known.path if known is not None else None  # store_result rewrites this very row
         if known is not None and known.status == "ok" and result.status != "ok" and result.reason in _FAULT_OF_THE_RUN:
             # Rows are one per content (unique sha256), so this path's failure has no row of its own:
             # the batch reports it (failures, a note), the ok row keeps its status, faces and path.
@@ -410,29 +407,6 @@ def _store_once(store: sessionmaker, result: MediaResult) -> _Stored:
         stored = _Stored(media.id, path_before, media.path, media.error, wrote[0] or bool(removed), removed,
                          notes=list(_notes(session)))
     return stored
-
-
-def _failure_row(session: Session, result: MediaResult, known: Media) -> Media:
-    """The row a failed file is recorded in when its bytes' row (`known`) is a failure too.
-
-    Why: rows are one per content (unique sha256), so two bad files with the same bytes (two empty
-    files) shared one failed row, which named only the last: every bad file is to be listed in the
-    store as failed. A copy whose twin still holds the bytes (`_holds`) gets a row of its own, without
-    a sha256 (as a failure never hashed), at its path; a failure at the twin's path that is gone or
-    changed is the same file moved, which moves the row as before. The copy's row is found again by
-    path on the next run, and goes when the file at that path is stored ok (`_drop_stale_failures`)."""
-    path = path_text(result.path)
-    if known.path == path:
-        return known
-    own = session.scalar(select(Media).where(Media.path == path, Media.sha256.is_(None), Media.status == "failed")
-                         .with_for_update())
-    if own is not None:
-        return own
-    if not _holds(known.path, result.sha256, path):
-        return known
-    own = Media(sha256=None, path=path)
-    session.add(own)
-    return own
 
 
 def _store_file(store: sessionmaker, result: MediaResult) -> _Stored:
@@ -814,7 +788,7 @@ def ingest(
             else:
                 media_id, error = _store_and_note(store, result, ledger, summary, placed)
             summary.add(result)
-            if result.status == "ok" and media_id is not None:
+            if media_id is not None and result.sha256:  # a failed copy shares its bytes' failed row: noted too
                 names.setdefault(media_id, _Names(result.sha256)).paths[path_text(result.path)] = None
             entry = {"id": media_id, "path": path_text(result.path), "status": result.status}
             summary.media.append(entry if result.status == "ok" else {**entry, "error": error})
