@@ -229,13 +229,24 @@ def _quietly(notes: list[str], fn: Callable[[], Any]) -> Any:
     return out
 
 
+def _superseded(notes: list[str], calibrated: bool, fn: Callable[[], Any]) -> Any:
+    """Run fn (a fit whose threshold a calibrate() may replace): its CalibrationWarnings become notes
+    only when no calibration follows.
+
+    Why: a fit on a short class list warns that its threshold is capped (far=nan); calibrate() then
+    replaces that threshold, so the note would contradict the summary's threshold and far (predict
+    printed "capped at 0.0430" beside threshold=0.0723 far=0.0100). Only calibrate()'s warnings
+    speak for the threshold deployed."""
+    return _quietly([] if calibrated else notes, fn)
+
+
 def fit_centroid(data: TrainingSet, unknown: np.ndarray | None = None,
                  **params: Any) -> CentroidKnnClassifier:
     """CentroidKnnClassifier on the training set; unknown-marked faces recalibrate its threshold."""
     try:
-        clf = _quietly(data.notes, lambda: CentroidKnnClassifier(**params).fit(data.vectors, data.labels,
-                                                                                data.model_id))
         calibration = calibration_set(data.vectors, data.labels, unknown)
+        clf = _superseded(data.notes, calibration is not None,
+                          lambda: CentroidKnnClassifier(**params).fit(data.vectors, data.labels, data.model_id))
         if calibration is not None:
             _quietly(data.notes, lambda: clf.calibrate(*calibration, data.model_id))
             data.notes.append(f"open-set threshold calibrated with {len(unknown)} face(s) editors marked unknown")
@@ -789,16 +800,18 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
 
     progress(0)
     try:
-        comparison = _quietly(data.notes, lambda: compare_on_holdout(
+        # with a calibration set both candidates' thresholds come from calibrate(): the fits' warnings
+        # are superseded (and the deployed models' own calibrate() warnings are kept below)
+        comparison = _superseded(data.notes, calibration is not None, lambda: compare_on_holdout(
             (x_train, y_train), (x_eval, y_eval), model_id=data.model_id, head_params=head_params,
             calibration=calibration))
         progress(1)
         head_wins = ((comparison["head_accuracy"], comparison["head_open_set_accuracy"])
                      > (comparison["centroid_accuracy"], comparison["centroid_open_set_accuracy"]))
         centroid = fit_centroid(data, unknown)
-        head = _quietly(data.notes, lambda: train_head(data.vectors, data.labels, model_id=data.model_id,
-                                                       **head_params))
         deployed_calibration = calibration_set(data.vectors, data.labels, unknown)
+        head = _superseded(data.notes, deployed_calibration is not None,
+                           lambda: train_head(data.vectors, data.labels, model_id=data.model_id, **head_params))
         if deployed_calibration is not None:
             _quietly(data.notes, lambda: head.calibrate(*deployed_calibration, data.model_id))
     except ClassifierError as exc:
@@ -807,8 +820,8 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     head_dir = save_head(head, data_dir, data.class_names)
     deployed: Predictor = head if head_wins else centroid
     progress(2)
-    refresh = refresh_predictions(store, data.model_id, deployed, faces="undecided", top=top, track_method=track_method,
-                                  editor=editor, snapshot=snapshot,
+    refresh = refresh_predictions(store, data.model_id, deployed, data_dir=data_dir, faces="undecided", top=top,
+                                  track_method=track_method, editor=editor, snapshot=snapshot,
                                   on_progress=lambda d, t: progress(2 + d))
     before = float(comparison["centroid_accuracy"])
     after = float(comparison["head_accuracy"] if head_wins else comparison["centroid_accuracy"])
@@ -821,7 +834,7 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
         artifact=head_dir if head_wins else centroid_dir, centroid_artifact=centroid_dir, head_artifact=head_dir,
         report=report, comparison=comparison,
         params={**head_params, "holdout_share": holdout_share, "top": top, "track_method": track_method},
-        refresh=refresh, notes=data.notes)
+        refresh=refresh, notes=[*data.notes, *(n for n in refresh.notes if n not in data.notes)])
     report.parent.mkdir(parents=True, exist_ok=True)
     tmp = report.with_name(f".{report.name}.part")
     tmp.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
