@@ -498,7 +498,7 @@ class AuditReport:
             "h2{margin-top:2em}.note{color:#555}</style></head><body>",
             "<h1>giflens bias audit</h1>",
             f"<p class='note'>created {html.escape(self.created_at)}; four-fifths threshold {self.threshold:g}; "
-            f"reference distribution: {html.escape(json.dumps(self.reference)) if self.reference else 'none set'}</p>",
+            f"reference distribution: {html.escape(json.dumps(self.reference, ensure_ascii=False)) if self.reference else 'none set'}</p>",
             "<ul>" + "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in self.summary.items()) + "</ul>",
             "<h2>Flagged groups</h2>",
             table_html(self.flagged()[["attribute", "group", "faces", "approved_faces", "graded_faces", "flags",
@@ -591,11 +591,18 @@ def left_out_text(classes_without_faces: int, how_to_include: str) -> str:
     return f"{counted(classes_without_faces, 'class', 'classes')} without any face left out ({how_to_include})"
 
 
-def no_faces_text(classes: int) -> str:
+def no_faces_text(classes: int, by_faces: bool = False, how_to_count_classes: str = "") -> str:
     """"no class has a face yet: all 4 classes audited by class counts": the note of an audit meant for the
     classes with faces (`classes_with_faces`) when no class has one, so it falls back to the whole catalog.
-    The CLI, the report and the page say it alike: without it the run reads as one that left nothing out."""
+    The CLI, the report and the page say it alike: without it the run reads as one that left nothing out.
+
+    by_faces: representation counted by faces (`REPRESENTATION_BASES`), which with no face measures nothing,
+    so no group can be flagged; the note says so and how to count classes instead, rather than pass an
+    audit that compared nothing for a clean one."""
     which = "the only class" if classes == 1 else f"all {counted(classes, 'class', 'classes')}"
+    if by_faces:
+        return (f"no class has a face yet: representation by faces cannot be measured ({which} listed, "
+                f"nothing compared){'; ' + how_to_count_classes if how_to_count_classes else ''}")
     return f"no class has a face yet: {which} audited by class counts"
 
 

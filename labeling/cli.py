@@ -951,7 +951,7 @@ def audit_command(
             left_out = left_out_text(int((~has_faces).sum()), "--all-classes to include them")
             classes = classes[has_faces].reset_index(drop=True)
         else:  # none with a face: the whole catalog is audited (class counts only), and the run says so
-            scope = no_faces_text(len(classes))
+            scope = no_faces_text(len(classes), basis == "faces", "--basis classes counts classes")
     attributes = known_attributes(classes) if len(classes) else []
     if not attributes:
         what = "no classes" if classes.empty else "no class with a demographic attribute (gender, ethnicity, " \

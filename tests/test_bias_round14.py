@@ -130,3 +130,32 @@ def test_the_page_and_its_report_say_it_audited_the_whole_catalog(tmp_path, monk
     assert pd.read_csv(io.BytesIO(csv))["classes"].sum() == 4
     at.toggle(key="bias_with_faces").set_value(False).run()
     assert not at.exception and not at.info
+
+
+def test_by_faces_with_no_face_says_nothing_was_compared(tmp_path, monkeypatch):
+    """Representation by faces with no face yet measures nothing and flags nothing: the run says so and how
+    to count classes, instead of "audited by class counts" over an audit that compared nothing."""
+    assert no_faces_text(4, True, "--basis classes counts classes") == (
+        "no class has a face yet: representation by faces cannot be measured (all 4 classes listed, nothing "
+        "compared); --basis classes counts classes")
+    data = roster_without_faces(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["audit", str(out), "--data-dir", str(data), "--basis", "faces"])
+    assert result.exit_code == 0, result.output
+    assert "representation by faces cannot be measured" in result.stdout
+    assert "audited by class counts" not in result.stdout
+    at = open_app(monkeypatch, data, f"sqlite:///{data / 'giflens.db'}", timeout=600)
+    at.switch_page("explorer/pages/bias.py").run()
+    at.radio(key="bias_basis").set_value("faces").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any('choose "classes" under "Representation counts"' in w.value for w in at.warning)
+    assert not at.info
+
+
+def test_the_html_reference_line_shows_group_names_as_written(tmp_path):
+    classes = pd.DataFrame({"class": ["a", "b"], "country": ["대한민국", "Côte d'Ivoire"]})
+    faces = approved(["a", "b"])
+    report = audit_report(faces, classes, ["country"], reference={"country": parse_reference({"대한민국": 1, "Côte d'Ivoire": 1})})
+    text = report.to_html(tmp_path / "r.html", include_plotlyjs=False).read_text(encoding="utf-8")
+    line = text[text.index("reference distribution:"):].split("</p>")[0]
+    assert "대한민국" in line and "\\u" not in line

@@ -280,8 +280,10 @@ has_faces = classes_with_faces(faces, classes)
 scope = ""
 if with_faces:
     if not has_faces.any():
-        scope = no_faces_text(len(classes))  # said in the report too, which is read without this page
-        st.info(f"{scope[0].upper()}{scope[1:]}.")
+        by_faces = REPRESENTATION_BASES[basis] == "face_share"
+        # said in the report too, which is read without this page
+        scope = no_faces_text(len(classes), by_faces, 'choose "classes" under "Representation counts"')
+        (st.warning if by_faces else st.info)(f"{scope[0].upper()}{scope[1:]}.")
     else:
         classes = classes[has_faces].reset_index(drop=True)
 attributes = known_attributes(classes)
