@@ -244,7 +244,9 @@ def fold_tag_name(text: str) -> str:
     """The name a tag is stored and looked up by, without the checks (`clean_tag_name` says why each step);
     migration 0011 recomputes stored names with it."""
     tag = " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
-    tag = tag.replace("\u0131", "i").replace("i\u0307", "i")  # then "i" + U+0307 + U+0301 is "í"
+    # every dot above after an "i" goes (not one: "İ" + U+0307 left "i" + U+0307, folded again to "i", so a
+    # stored name would not be its own fold and migration 0011 met two tags renamed alike)
+    tag = re.sub("i\u0307+", "i", tag.replace("\u0131", "i"))  # then "i" + U+0307 + U+0301 is "í"
     return _final_sigma(unicodedata.normalize("NFC", tag))
 
 

@@ -174,6 +174,62 @@ def test_migration_0011_recomputes_tag_names_and_merges_the_tags_now_alike(store
         add_tags(store, [m1], ["Σοφός"], "bob")
 
 
+def test_fold_tag_name_is_its_own_fold():
+    """A stored name is looked up by folding it again: "İ" + a dot above left "i" + U+0307, which folded
+    again to "i", so add_tags failed with a KeyError and migration 0011 renamed two tags to one name."""
+    from labeling.validation import fold_tag_name
+
+    for raw in ("\u0130\u0307zmir", "I\u0307\u0307zmir", "\u0130stanbul", "ΣΟΦΌΣ", "ΑΣ1", "σ", "Straße"):
+        once = fold_tag_name(raw)
+        assert fold_tag_name(once) == once, raw
+    assert fold_tag_name("\u0130\u0307zmir") == "izmir"
+
+
+def test_migration_0011_keeps_what_editors_did_to_the_tags_it_merges(store_url):
+    """Stores written before 0011 held "i̇stanbul" and "istanbul" apart (tags made with other names here,
+    then renamed in place to what the code before stored). After the migration: the row kept where a media
+    carried both is the migration's, so undoing either add is refused instead of deleting the tag the other
+    editor added too; a merged-away tag an editor removed stays rejected on that media for experts voting;
+    tags stored as "i̇̇zmir" and "i̇zmir" (whose fold was not its own fold) merge instead of failing the
+    migration on the unique name."""
+    from sqlalchemy import text
+
+    from labeling.auto_tagging import read_inputs
+    from labeling.tags import remove_tags
+
+    store = open_store(store_url)
+    with store.begin() as s:
+        media = [Media(sha256=f"{i + 7:064x}", path=f"/data/m{i}.gif", kind="gif", status="ok") for i in range(3)]
+        s.add_all(media)
+    m1, m2, m3 = (m.id for m in media)
+    ann_add = add_tags(store, [m1], ["old-dotted"], "ann").event_id
+    add_tags(store, [m2], ["old-dotted"], "ann")
+    bob_add = add_tags(store, [m1], ["old-plain"], "bob").event_id
+    remove_tags(store, [m2], ["old-dotted"], "carl")
+    add_tags(store, [m3], ["old-izmir-2", "old-izmir-1"], "dan")
+    with store() as s:
+        ids = dict(s.execute(select(Tag.name, Tag.id)).all())
+    engine = store.kw["bind"]
+    with engine.begin() as conn:
+        for old, stored in (("old-dotted", "i\u0307stanbul"), ("old-plain", "istanbul"),
+                            ("old-izmir-2", "i\u0307\u0307zmir"), ("old-izmir-1", "i\u0307zmir")):
+            conn.execute(text("UPDATE tag SET name = :n WHERE id = :i"), {"n": stored, "i": ids[old]})
+        conn.execute(text("UPDATE alembic_version SET version_num = '0010'"))
+    migrate(engine)
+    survivor, izmir = ids["old-plain"], max(ids["old-izmir-1"], ids["old-izmir-2"])
+    with store() as s:
+        assert dict(s.execute(select(Tag.id, Tag.name)).all()) == {survivor: "istanbul", izmir: "izmir"}
+        rows = {(r.media_id, r.tag_id): (r.status, r.editor) for r in s.scalars(select(MediaTag))}
+    assert rows == {(m1, survivor): ("active", "migration 0011"), (m2, survivor): ("rejected", "carl"),
+                    (m3, izmir): ("active", "migration 0011")}
+    for added in (bob_add, ann_add):  # either undo would delete the tag the other editor added too
+        with pytest.raises(UndoError):
+            undo_event(store, added, "ann")
+    with store() as s:
+        assert s.scalar(select(MediaTag.status).where(MediaTag.media_id == m1, MediaTag.tag_id == survivor)) == "active"
+    assert read_inputs(store).existing[(m2, "istanbul")] == ("editor", "rejected")  # not proposed again
+
+
 # -- 3. attribute values stored NFC ----------------------------------------------------------------------
 def test_a_country_typed_decomposed_is_stored_as_typed_precomposed():
     precomposed, decomposed = "Türkiye", "Tu\u0308rkiye"
