@@ -213,18 +213,37 @@ def text_sources(inputs: TaggingInputs, text: str | None) -> dict[int, list[str]
     return {m: words for m, words in source.items() if words}
 
 
+SHARED_SHARE = 0.9  # a tag on this share of the media the text expert covers counts as shared (`shared_tags`)
+
+
 def shared_tags(words: Mapping[int, list[str]]) -> frozenset[str]:
-    """Tags every media item of `words` carries: the text expert can never suggest them.
+    """Tags (nearly) every media item of `words` carries, at least SHARED_SHARE of them: the text expert
+    (almost) never suggests them, and they say nothing about a media item.
 
     Why: the text expert over tags covers only media that have tags, and a suggestion is a tag the
-    media lacks, so a tag all of them carry is never one. Held out, it is proposed by every
-    neighbour (64 LFW photos tagged `<name>;person`: `person` held out was a hit on all 32 media that
-    held it out, a text weight of 0.63 earned by a tag it cannot write, and 64 suggestions of other
-    people's names); left in the query it says nothing about the media."""
+    media lacks, so a tag they all carry is never one. Held out, it is proposed by every neighbour (64
+    LFW photos tagged `<name>;person`: `person` held out was a hit on all 32 media that held it out, a
+    text weight of 0.63 earned by a tag it cannot write, and 64 suggestions of other people's names);
+    left in the query it says nothing about the media. "Nearly": one media item without it (a photo
+    tagged with a name only) was enough to bring the whole 0.62 back."""
     if len(words) < 2:
         return frozenset(t for tags in words.values() for t in tags)
-    sets = [set(tags) for tags in words.values()]
-    return frozenset(set.intersection(*sets))
+    counts: dict[str, int] = {}
+    for tags in words.values():
+        for t in set(tags):
+            counts[t] = counts.get(t, 0) + 1
+    return frozenset(t for t, n in counts.items() if n >= SHARED_SHARE * len(words))
+
+
+def unmeasured_text_note(words: Mapping[int, list[str]]) -> str:
+    """Why the text expert's weight is 0 of 0 though it covers tagged media: no media item has 2 tags
+    it could lack (`held_out_tag_queries`), so nothing was measured; the weight line alone read as an
+    expert that covers nothing."""
+    shared = sorted(shared_tags(words))
+    besides = f" besides {', '.join(repr(t) for t in shared[:3])}{' ...' if len(shared) > 3 else ''} " \
+              f"(on {SHARED_SHARE:.0%} or more of them)" if shared else ""
+    return (f"text expert not measured: none of the {len(words)} tagged media items it covers has 2 tags"
+            f"{besides} to hold one out, so its weight is 0")
 
 
 def held_out_tag_queries(words: Mapping[int, list[str]], shared: Iterable[str] = ()
@@ -420,11 +439,15 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
     total = len(ids) + 2
     if on_progress is not None:
         on_progress(0, total)
+    notes: list[str] = []
     try:
         tagger = ExpertsVotingTagger(k=k, min_frequency=min_frequency).fit(modalities, tags, identity_tags=identity)
         if text == "tags" and TEXT in tagger.weights_:  # its fit-time weight saw the answer: measure it without
-            weight, measured, hits = text_weight_without_own_tags(tagger, text_sources(inputs, text), text_embedder)
+            words = text_sources(inputs, text)
+            weight, measured, hits = text_weight_without_own_tags(tagger, words, text_embedder)
             tagger.weights_[TEXT], tagger.coverage_[TEXT], tagger.hits_[TEXT] = weight, measured, hits
+            if not measured and words:
+                notes.append(unmeasured_text_note(words))
         if on_progress is not None:
             on_progress(1, total)
         predicted: dict[str, list[tuple[str, float]]] = {}
@@ -448,6 +471,7 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
             op, originals, float(tagger.confirmed_confidence))
         op.summary = result.summary
     result.event_id = op.result.event_id
+    result.notes += notes
     if not any(result.weights.values()):
         result.notes.append(untrusted_experts_hint(k, float(min_frequency)))
     if on_progress is not None:

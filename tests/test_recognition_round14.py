@@ -45,6 +45,23 @@ def test_a_tag_every_media_carries_is_never_held_out():
                                            3: ("cy", ["person", "tennis"]), 4: ("person", ["dee", "golf"])}
 
 
+def test_a_tag_nearly_every_media_carries_is_shared_too():
+    """One media item without the shared tag (a photo tagged with a name only, or another's `dog`) brought
+    the whole inflated weight back when only a tag on every media counted as shared."""
+    from labeling.auto_tagging import unmeasured_text_note
+
+    words = {m: [f"name-{m // 8}", "person"] for m in range(1, 65)}
+    words[65] = ["someone-else", "dog"]
+    assert shared_tags(words) == {"person"}  # 64 of 65
+    assert set(held_out_tag_queries(words, shared_tags(words))) == {65}
+    words[64] = ["name-8"]
+    assert shared_tags(words) == {"person"}  # 63 of 65
+    assert shared_tags({1: ["a", "b"], 2: ["a", "c"], 3: ["c", "d"]}) == frozenset()  # 2 of 3 is no "nearly"
+    note = unmeasured_text_note({m: [f"name-{m}", "reaction"] for m in range(1, 64)})
+    assert note == ("text expert not measured: none of the 63 tagged media items it covers has 2 tags besides "
+                    "'reaction' (on 90% or more of them) to hold one out, so its weight is 0")
+
+
 @pytest.mark.slow
 def test_a_name_plus_a_shared_tag_earns_the_text_expert_no_weight():
     """The auditor's tags: 8 LFW people x 8 photos, each `<name>;person`. Holding out `person` (what every
@@ -63,6 +80,11 @@ def test_a_name_plus_a_shared_tag_earns_the_text_expert_no_weight():
                                                              {str(m): words[m] for m in ids})
     assert tagger.weights_[TEXT] == 1.0  # asked with its own tags, every photo finds its own name
     assert text_weight_without_own_tags(tagger, words, minilm) == (0.0, 0, 0)  # was (0.625, 64, 40)
+    words[1] = [names[0]]  # one photo without `person`: still no weight (was 0.619 with "every media" shared)
+    vectors[0] = minilm.embed([names[0]])[0]
+    tagger = ExpertsVotingTagger(k=10, min_frequency=0.1).fit({TEXT: ([str(m) for m in ids], vectors)},
+                                                             {str(m): words[m] for m in ids})
+    assert text_weight_without_own_tags(tagger, words, minilm) == (0.0, 0, 0)
 
     # a tag that travels with others still earns its weight where a media has two tags it could lack
     sport = {1: ["tennis", "serena williams", "person"], 2: ["tennis", "venus williams", "person"],
