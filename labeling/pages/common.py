@@ -521,11 +521,35 @@ def check_upload(name: str, size: int, settings: Settings) -> str | None:
     return None
 
 
+# A file name's limit on Linux (and most file systems) is 255 bytes; an upload is first written as
+# ".<name>.part" (save_upload), six bytes more than the name it is stored under.
+NAME_BYTES = 255 - len(".") - len(".part")
+KEPT_SUFFIX_BYTES = 16  # a longer "extension" is no media type's: it is cut as part of the name
+
+
+def fit_name(name: str, limit: int = NAME_BYTES) -> str:
+    """`name` itself when its UTF-8 form fits in `limit` bytes; else its stem cut on a character boundary,
+    a short hash of the whole name and its extension (kept: ingest and the pages read the type from it).
+
+    Why the hash: two long names that differ only past the cut would otherwise be stored under one name,
+    and two uploads of the same bytes under different names are two files, as short names are."""
+    if len(name.encode()) <= limit:
+        return name
+    suffix = Path(name).suffix
+    if len(suffix.encode()) > KEPT_SUFFIX_BYTES:
+        suffix = ""
+    stem = name[:len(name) - len(suffix)] if suffix else name
+    mark = "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    room = limit - len(mark.encode()) - len(suffix.encode())
+    return stem.encode()[:room].decode("utf-8", "ignore") + mark + suffix  # "ignore": the cut character only
+
+
 def safe_file_name(name: str) -> str:
-    """The base name of an upload with path syntax and control characters removed."""
+    """The base name of an upload with path syntax and control characters removed, cut to fit the file
+    system's limit on a name (fit_name): a long name is otherwise refused by the system when saved."""
     base = unicodedata.normalize("NFC", name.replace("\\", "/").split("/")[-1])
     base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip().lstrip(".")
-    return base or "upload"
+    return fit_name(base or "upload")
 
 
 def failure_row(path: str, reason: str) -> dict[str, str]:

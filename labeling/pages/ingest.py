@@ -139,11 +139,18 @@ with upload_tab:
         st.session_state.pop(RESULT_KEY, None)  # a refusal below is not shown above the previous run's outcome
         refused = [{"file": f.name, "reason": why} for f in uploads if (why := check_upload(f.name, f.size, settings))]
         accepted = [f for f in uploads if not check_upload(f.name, f.size, settings)]
+        editor = require_editor() if accepted else None
+        saved = []
+        for f in accepted if editor else []:
+            try:
+                saved.append(save_upload(f.name, f.getvalue(), settings))
+            except OSError as exc:  # a full disk, a data folder not writable: this file is refused, the rest go on
+                refused.append({"file": f.name, "reason": f"could not be saved: {exc.strerror or exc}"})
         if refused:
             st.warning(f"{len(refused)} file(s) refused before ingest:")
             st.dataframe(pd.DataFrame(refused), hide_index=True, width="stretch")
-        if accepted and (editor := require_editor()):
-            run_ingest([save_upload(f.name, f.getvalue(), settings) for f in accepted], editor)
+        if saved:
+            run_ingest(saved, editor)
 
 last = st.session_state.get(RESULT_KEY)
 if last:

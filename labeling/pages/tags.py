@@ -1,4 +1,6 @@
 """Tags: per GIF (its tags and confidences, suggestions to accept or reject) and per tag (bulk actions)."""
+from numbers import Integral
+
 import pandas as pd
 import streamlit as st
 
@@ -121,6 +123,20 @@ def by_someone_else(change: Change | None) -> bool:
     return change is None or change.editor != current_editor()
 
 
+def gone_notes(picked: dict, options: list, label) -> list[str]:
+    """For each pick ({option: the audit key of its media tag row}) no longer among `options`, changed by
+    another editor: "<label(pick)> rejected by bob in operation 9 (...)". The editor's own changes are
+    left out (their operation was reported when it ran)."""
+    notes = []
+    for pick, key in picked.items():
+        if pick in options:
+            continue
+        change = last_change(store, [key])
+        if by_someone_else(change):
+            notes.append(f"{label(pick)} {what_happened(change)}")
+    return notes
+
+
 def suggestions_gone(media_id: int, options: list[str]) -> list[str]:
     """The suggestions the editor picked on this media item when the page was last drawn that are no
     longer waiting, each with what happened to it; read before the picker is drawn.
@@ -130,14 +146,7 @@ def suggestions_gone(media_id: int, options: list[str]) -> list[str]:
     rejected meanwhile did nothing and said nothing. The picks are remembered by media_id (the
     one drawn last) as {tag: tag id}, the tag id being what names the row in the audit log."""
     picked: dict[str, int] = st.session_state.get(PICKED_KEY, {}).get(media_id, {})
-    notes = []
-    for tag, tag_id in picked.items():
-        if tag in options:
-            continue
-        change = last_change(store, [f"media_tag:{media_id}:{tag_id}"])
-        if by_someone_else(change):
-            notes.append(f"{tag!r} {what_happened(change)}")
-    return notes
+    return gone_notes({t: f"media_tag:{media_id}:{i}" for t, i in picked.items()}, options, repr)
 
 
 def still_picked(media_id: int, options: list[str]) -> list[str]:
@@ -150,18 +159,44 @@ def remember_picks(media_id: int, chosen: list[str], tag_key: dict[str, tuple[in
     st.session_state[PICKED_KEY] = {media_id: {t: tag_key[t][1] for t in chosen}}
 
 
-def warn_suggestions_gone(notes: list[str], left: list[str]) -> None:
-    """Say which picked suggestions left the list and who decided them; on a press, that nothing was
-    written and which picks are kept (`left`) for the editor to press again on.
+def warn_picks_gone(head: str, notes: list[str], pressed: str | None, left: list[str], again: str) -> None:
+    """Say which picks left the list and who changed them; on a press (`pressed`: what it would have done,
+    "accepted"), that nothing was written and which picks are kept (`left`) for the editor to press again.
 
-    Why nothing is written: a press meant for picks of which some were decided meanwhile is not the
+    Why nothing is written: a press meant for picks of which some were changed meanwhile is not the
     decision the editor made; acting on the rest would also rerun the page and lose this warning."""
-    pressed = ("accepted" if st.session_state.get("tags_accept")
-               else "rejected" if st.session_state.get("tags_reject") else None)
     done = f" Nothing was {pressed}." if pressed else ""
     if pressed and left:
-        done += f" Still picked: {', '.join(map(repr, left))}; press again to decide those."
-    st.warning(plain(f"Suggestion(s) you picked are no longer waiting: {'; '.join(notes)}.{done}"))
+        done += f" Still picked: {', '.join(left)}; press again to {again}."
+    st.warning(plain(f"{head}: {'; '.join(notes)}.{done}"))
+
+
+def warn_suggestions_gone(notes: list[str], left: list[str]) -> None:
+    """Per GIF: warn_picks_gone for the suggestions picked on the media item, on an Accept or Reject press."""
+    pressed = ("accepted" if st.session_state.get("tags_accept")
+               else "rejected" if st.session_state.get("tags_reject") else None)
+    warn_picks_gone("Suggestion(s) you picked are no longer waiting", notes, pressed, list(map(repr, left)),
+                    "decide those")
+
+
+def media_name(media_id: int) -> str:
+    """"barf.gif (id 3)": a media item named in a warning (its row may have left the tag's lists)."""
+    name = media.loc[media_id, "name"] if media_id in media.index else "media"
+    return f"{name} (id {media_id})"
+
+
+def bulk_picks_gone(pick_key: str, ids: list[int], tag_id: int) -> tuple[list[str], list[int]]:
+    """Per tag: (notes on the media picked under "Or these" that left the form's list since the page was
+    drawn, with who changed them; the picks still listed). Read before the form is drawn.
+
+    Why here, not with PICKED_KEY as on Per GIF: a pick inside a form reaches the server only with the
+    press, so no earlier run saw it. Read before the picker is drawn, the widget's value is the one the
+    browser sent, matched against the options of the page the editor picked on; drawn again, Streamlit
+    would drop the picks no longer offered without a word (a press on them then did nothing, or acted on
+    the rest alone)."""
+    picked = [int(m) for m in st.session_state.get(pick_key) or [] if isinstance(m, Integral)]
+    notes = gone_notes({m: f"media_tag:{m}:{tag_id}" for m in picked}, ids, media_name)
+    return notes, [m for m in picked if m in ids]
 
 
 def tag_lost_note(lost: str, shown: str | None) -> str | None:
@@ -183,11 +218,16 @@ def tag_lost_note(lost: str, shown: str | None) -> str | None:
 
 
 def _bulk_form(key: str, heading: str, every: tuple[str, str], pick_key: str, ids: list[int], names: dict,
-               buttons: tuple[str, ...], extra=None) -> tuple[list[int], str | None, object]:
+               buttons: tuple[str, ...], extra=None, *, tag_id: int, gone_head: str, verbs: tuple[str, ...],
+               again: str) -> tuple[list[int], str | None, object]:
     """One bulk form of the per-tag tab: tick all or pick media, then a button.
 
     Returns (media chosen, the button pressed or None, what `extra()` drew inside the form, e.g. a
-    confidence); a press with nothing chosen is an error on the page, and no button is returned."""
+    confidence); a press with nothing chosen is an error on the page, and no button is returned.
+    Picked media that left the list since the page was drawn (bulk_picks_gone) are named with who changed
+    them (`gone_head`: what they no longer are); a press on the picks then writes nothing (`verbs`: what
+    each button would have done, for the warning) and the picks still listed stay picked."""
+    gone, left = bulk_picks_gone(pick_key, ids, tag_id)
     with st.form(key):
         st.write(heading)
         every_ticked = st.checkbox(every[0], key=every[1])
@@ -197,6 +237,10 @@ def _bulk_form(key: str, heading: str, every: tuple[str, str], pick_key: str, id
         pressed = [label for i, (col, label) in enumerate(zip(st.columns(len(buttons)), buttons))
                    if col.form_submit_button(label, key=f"{key}_{i}")]
     chosen = [int(m) for m in (ids if every_ticked else picked)]
+    if gone and not every_ticked:  # ticking all acts on the list as drawn (as_drawn): the picks play no part
+        done = verbs[buttons.index(pressed[0])] if pressed else None
+        warn_picks_gone(gone_head, gone, done, [names.get(m, media_name(m)) for m in left], again)
+        return chosen, None, value
     if pressed and not chosen:
         st.error("Choose the media first (or tick all).")
         return chosen, None, value
@@ -364,6 +408,7 @@ with per_tag:
         pending = carrying[carrying["status"] == "suggested"].reset_index(drop=True)
         refused = carrying[carrying["status"] == "rejected"].reset_index(drop=True)
         names = dict(zip(carrying["media_id"], carrying["media_name"]))
+        tag_id = int(carrying["tag_id"].iloc[0]) if len(carrying) else -1  # one id per tag: names its audit rows
         columns = ["media_id", "media_name", "confidence", "source", "editor", "version"]
         shown = escape_markdown(tag)  # a tag is text, not markdown
 
@@ -405,7 +450,9 @@ with per_tag:
                 (f"All {len(tagged)} media tagged with it", f"bulk_all_{tag}"), f"bulk_media_{tag}", active_ids, names,
                 ("Set confidence", "Remove tag"),
                 extra=lambda: st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
-                                              key=f"bulk_confidence_{tag}"))
+                                              key=f"bulk_confidence_{tag}"),
+                tag_id=tag_id, gone_head=f"Media you picked no longer carry {tag!r}",
+                verbs=("changed", "removed"), again="act on those")
             if pressed and not (targets := as_drawn(targets)):
                 pressed = None
             if pressed == "Set confidence":
@@ -418,7 +465,9 @@ with per_tag:
             decided, pressed, _ = _bulk_form(
                 f"bulk_suggestions_form_{tag}", f"Accept or reject the suggestions of **{shown}**",
                 (f"All {len(pending)} suggestions", f"bulk_suggested_all_{tag}"), f"bulk_suggested_{tag}",
-                pending_ids, names, ("Accept suggestions", "Reject suggestions"))
+                pending_ids, names, ("Accept suggestions", "Reject suggestions"),
+                tag_id=tag_id, gone_head=f"Suggestion(s) of {tag!r} you picked are no longer waiting",
+                verbs=("accepted", "rejected"), again="decide those")
             if pressed and (decided := as_drawn(decided)):
                 status = "active" if pressed == "Accept suggestions" else "rejected"
                 write(lambda s, e: set_tag_status(s, [(m, tag) for m in decided], status, e,
