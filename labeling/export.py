@@ -803,7 +803,7 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ValidationError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise ValidationError(f"{out_dir} exists and is not empty; choose another folder or overwrite it")
+            raise ValidationError(f"{out_dir} exists and is not empty; choose another folder or replace it (--overwrite; on the Export page, \"Replace the folder if it exists\")")
         why = not_replaceable(out_dir)
         if why is not None:
             raise ValidationError(f"{out_dir} is not empty and {why}; refusing to overwrite it")

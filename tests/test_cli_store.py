@@ -143,7 +143,7 @@ def test_raw_dataset_import_then_export(store_url, tmp_path, lfw_dir, cli_data_d
 
     refused = invoke("export", out, *where)  # refused before the note on the earlier export it would follow
     assert refused.exit_code == 1, refused.output
-    assert refused.stderr.splitlines() == [f"error: {out} exists and is not empty; choose another folder or overwrite it"]
+    assert refused.stderr.splitlines() == [f"error: {out} exists and is not empty; choose another folder or replace it (--overwrite; on the Export page, \"Replace the folder if it exists\")"]
     replaced = invoke("export", out, *where, "--overwrite", "--editor", "bob", "--split", "0")
     assert replaced.exit_code == 0 and "(train 4, val 0)" in replaced.stdout
     assert replaced.stderr.startswith(f"keeping label indices and train / validation sides of the newest earlier "

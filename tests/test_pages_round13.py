@@ -42,7 +42,7 @@ def _run_export(at, folder: str) -> list[str]:
 def test_export_page_refuses_a_folder_typed_through_dotdot_as_the_folder_it_names(monkeypatch, tmp_path):
     at, data = _export_page(monkeypatch, tmp_path)
     shown = _run_export(at, "typo/..")
-    assert shown == [f"Refused: {data} {NOT_EMPTY}; choose another folder or overwrite it"], shown
+    assert shown == [f"Refused: {data} {NOT_EMPTY}; choose another folder or replace it (--overwrite; on the Export page, \"Replace the folder if it exists\")"], shown
     assert sorted(p.name for p in data.iterdir()) == ["notes.txt"]  # no "typo", no export, no temporary
 
 
