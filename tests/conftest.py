@@ -189,3 +189,47 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue("pg_url")
+
+
+def n_events(store) -> int:
+    """Audit events in the store: a refused or failed operation must leave the count as it was."""
+    from sqlalchemy import func, select
+
+    from labeling.schema import AuditEvent
+
+    with store() as s:
+        return s.scalar(select(func.count()).select_from(AuditEvent))
+
+
+def roster_data_dir(tmp_path: Path, monkeypatch) -> Path:
+    """A data folder whose store holds 4 roster classes with a gender (imported as attributes) and no face."""
+    from typer.testing import CliRunner
+
+    from labeling.cli import app
+
+    monkeypatch.delenv("GIFLENS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("GIFLENS_DATA_DIR", raising=False)
+    data = tmp_path / "data"
+    people = tmp_path / "people.csv"
+    people.write_text("name,gender\nA One,male\nB Two,female\nC Three,male\nD Four,female\n")
+    result = CliRunner().invoke(app, ["import", "attributes", str(people), "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    return data
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> list:
+    """Streamlit's in-memory media storage of each AppTest run, kept so a test can read what a
+    download button would send (AppTest drops its runtime after the run)."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    kept: list[MemoryMediaFileStorage] = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            kept.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
+    return kept

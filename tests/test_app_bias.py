@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from explorer.bias_audit import (audit_report, class_groups, classes_with_faces, confirmed_class_stats,
@@ -66,23 +65,6 @@ def lfw_store(tmp_path_factory) -> FixtureStore:
     predict_every_face(fx)
     import_attributes(fx.store, SHARED / "lfw-people.csv", "fixture")
     return fx
-
-
-@pytest.fixture
-def downloads(monkeypatch) -> list[MemoryMediaFileStorage]:
-    """Streamlit's in-memory media storage of each AppTest run, kept so a test can read what a
-    download button would send (AppTest drops its runtime after the run)."""
-    import streamlit.testing.v1.app_test as app_test
-
-    kept: list[MemoryMediaFileStorage] = []
-
-    class Kept(MemoryMediaFileStorage):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            kept.append(self)
-
-    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
-    return kept
 
 
 def open_page(monkeypatch, url: str, data_dir: Path) -> AppTest:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_faces
+from conftest import make_faces, roster_data_dir
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -99,12 +99,7 @@ def test_the_report_summary_says_what_was_left_out(tmp_path):
 @pytest.fixture
 def store_with_roster(tmp_path, monkeypatch) -> Path:
     """4 roster classes with a gender, 2 of them with 3 approved faces each (no embeddings: nothing graded)."""
-    monkeypatch.delenv("GIFLENS_DATABASE_URL", raising=False)
-    monkeypatch.delenv("GIFLENS_DATA_DIR", raising=False)
-    data = tmp_path / "data"
-    people = tmp_path / "people.csv"
-    people.write_text("name,gender\nA One,male\nB Two,female\nC Three,male\nD Four,female\n")
-    assert runner.invoke(app, ["import", "attributes", str(people), "--data-dir", str(data)]).exit_code == 0
+    data = roster_data_dir(tmp_path, monkeypatch)
     store = open_store(make_settings(data_dir=data).resolved_database_url)
     faces = make_faces(store, 2, 3)
     with store() as s:

@@ -8,10 +8,9 @@ import unicodedata
 from pathlib import Path
 
 import pandas as pd
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from typer.testing import CliRunner
 
-from conftest import open_app
+from conftest import open_app, roster_data_dir
 from explorer.bias_audit import (audit_report, audit_table, carried_reference, class_groups, no_faces_text,
                                  parse_reference)
 from labeling.cli import app
@@ -72,16 +71,6 @@ def test_large_and_fractional_counts_are_written_exactly(tmp_path):
 
 
 # -- 3. a run that falls back to the whole catalog says so ------------------------------------------------
-def roster_without_faces(tmp_path, monkeypatch) -> Path:
-    monkeypatch.delenv("GIFLENS_DATABASE_URL", raising=False)
-    monkeypatch.delenv("GIFLENS_DATA_DIR", raising=False)
-    data = tmp_path / "data"
-    people = tmp_path / "people.csv"
-    people.write_text("name,gender\nA One,male\nB Two,female\nC Three,male\nD Four,female\n")
-    assert runner.invoke(app, ["import", "attributes", str(people), "--data-dir", str(data)]).exit_code == 0
-    return data
-
-
 def test_no_faces_text():
     assert no_faces_text(4) == "no class has a face yet: all 4 classes audited by class counts"
     assert no_faces_text(1) == "no class has a face yet: the only class audited by class counts"
@@ -91,7 +80,7 @@ def test_no_faces_text():
 
 
 def test_the_audit_command_says_it_audited_the_whole_catalog(tmp_path, monkeypatch):
-    data = roster_without_faces(tmp_path, monkeypatch)
+    data = roster_data_dir(tmp_path, monkeypatch)
     out = tmp_path / "out"
     note = "no class has a face yet: all 4 classes audited by class counts"
     result = runner.invoke(app, ["audit", str(out), "--data-dir", str(data)])
@@ -106,18 +95,9 @@ def test_the_audit_command_says_it_audited_the_whole_catalog(tmp_path, monkeypat
     assert "<li>scope:" not in (out / "bias-audit.html").read_text(encoding="utf-8")
 
 
-def test_the_page_and_its_report_say_it_audited_the_whole_catalog(tmp_path, monkeypatch):
-    import streamlit.testing.v1.app_test as app_test
-
-    kept: list[MemoryMediaFileStorage] = []
-
-    class Kept(MemoryMediaFileStorage):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            kept.append(self)
-
-    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
-    data = roster_without_faces(tmp_path, monkeypatch)
+def test_the_page_and_its_report_say_it_audited_the_whole_catalog(tmp_path, monkeypatch, downloads):
+    kept = downloads
+    data = roster_data_dir(tmp_path, monkeypatch)
     at = open_app(monkeypatch, data, f"sqlite:///{data / 'giflens.db'}", timeout=600)
     at.switch_page("explorer/pages/bias.py").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -138,7 +118,7 @@ def test_by_faces_with_no_face_says_nothing_was_compared(tmp_path, monkeypatch):
     assert no_faces_text(4, True, "--basis classes counts classes") == (
         "no class has a face yet: representation by faces cannot be measured (all 4 classes listed, nothing "
         "compared); --basis classes counts classes")
-    data = roster_without_faces(tmp_path, monkeypatch)
+    data = roster_data_dir(tmp_path, monkeypatch)
     out = tmp_path / "out"
     result = runner.invoke(app, ["audit", str(out), "--data-dir", str(data), "--basis", "faces"])
     assert result.exit_code == 0, result.output

@@ -28,7 +28,7 @@ from labeling.classes import add_class
 from labeling.cli import _rests_on_few_faces, app
 from labeling.db import open_store
 from labeling.schema import AuditEvent
-from test_app_bias import SHARE, downloads, edit_reference, ok, open_page, representation_table, tab  # noqa: F401
+from test_app_bias import SHARE, edit_reference, ok, open_page, representation_table, tab  # noqa: F401
 from test_queries import new_fixture_store
 
 runner = CliRunner()

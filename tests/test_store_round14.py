@@ -9,8 +9,8 @@ import sqlite3
 import unicodedata
 
 import pytest
-from conftest import make_faces
-from sqlalchemy import event, func, select
+from conftest import make_faces, n_events
+from sqlalchemy import event, select
 
 from labeling.audit import undo_event
 from labeling.classes import add_class
@@ -25,11 +25,6 @@ from labeling.validation import clean_attributes, clean_tag_name
 @pytest.fixture
 def store(store_url):
     return open_store(store_url)
-
-
-def n_events(store) -> int:
-    with store() as s:
-        return s.scalar(select(func.count()).select_from(AuditEvent))
 
 
 # -- 1. refusing an undo reads later events in chunks, outside the write lock -----------------------------

@@ -10,8 +10,8 @@ import time
 from typing import Any, Callable
 
 import pytest
-from conftest import make_faces
-from sqlalchemy import create_engine, event, func, select, text
+from conftest import make_faces, n_events
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import history, undo_event, undo_last
@@ -26,11 +26,6 @@ from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_st
 @pytest.fixture
 def store(store_url):
     return open_store(store_url)
-
-
-def n_events(store) -> int:
-    with store() as s:
-        return s.scalar(select(func.count()).select_from(AuditEvent))
 
 
 def label(store, face_id: int) -> tuple | None:
