@@ -26,6 +26,7 @@ from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, 
                               current_track_predictions, faces_frame, media_frame, media_tags_frame, tracks_frame)
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel, MediaEmbedding, Track,
                              bytes_to_vector)
+from labeling.validation import class_name_key
 from models.index_store import index_folder
 
 VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
@@ -79,23 +80,40 @@ def nameable_faces(faces: pd.DataFrame, retired: Collection[int] = ()) -> np.nda
     return (own.notna() & ~own.isin(list(retired))).to_numpy(dtype=bool)
 
 
+def named_no_one(own: pd.Series, confidence: pd.Series) -> np.ndarray:
+    """Per face, whether the model predicted it but named no one (below the open-set threshold): no class
+    to approve (own: `own_classes`, or the points' "approves") though a prediction is stored (confidence:
+    the prediction's, which every stored prediction carries, "unknown" included). Such a face has a
+    prediction, so `unnameable_help` must not say it has none."""
+    return (own.isna() & confidence.notna()).to_numpy(dtype=bool)
+
+
+NO_ONE_FACES = "have no class, and the model names no one for them (below the open-set threshold)"
+
+
 def unnameable_help(unnamed: Sequence[int], remedy: str, retired_names: Sequence[str] = (),
-                    retired_faces: Collection[int] | None = None) -> str | None:
+                    retired_faces: Collection[int] | None = None, no_one: Collection[int] = ()) -> str | None:
     """The help of an Approve disabled by faces with nothing to approve (see `nameable_faces`): how
     many, which (the first ten), and `remedy`, what to do instead; None when there are none.
     retired_faces: those of `unnamed` whose class is retired (retired_names: those classes, as shown).
-    Why apart: "neither a class nor a prediction" is false of a face whose class is retired, so each
-    group is worded on its own. Without retired_faces (a caller that cannot tell them apart) the
-    retired classes are only named as a possible cause."""
+    no_one: those of `unnamed` the model predicted but named no one for (`named_no_one`).
+    Why apart: "neither a class nor a prediction" is false of a face whose class is retired, and of one
+    the model left unknown, so each group is worded on its own. Without retired_faces (a caller that
+    cannot tell them apart) the retired classes are only named as a possible cause."""
     if not unnamed:
         return None
+    no_one_set = set(no_one)
+    unsure = [f for f in unnamed if f in no_one_set]
+    head = [_faces_phrase(unsure, NO_ONE_FACES)] if unsure else []
     if retired_faces is None:
-        return (f"{_faces_phrase(unnamed, 'have neither a class nor a prediction to approve')}: {remedy}"
+        bare = [f for f in unnamed if f not in no_one_set]
+        parts = head + ([_faces_phrase(bare, "have neither a class nor a prediction to approve")] if bare else [])
+        return (f"{'; '.join(parts)}: {remedy}"
                 f"{'; or their class is retired' * bool(retired_names)}{retired_list(retired_names)}")
     retired_set = set(retired_faces)
     gone = [f for f in unnamed if f in retired_set]
-    bare = [f for f in unnamed if f not in retired_set]
-    parts = ([_faces_phrase(bare, "have neither a class nor a prediction to approve")] if bare else []) + (
+    bare = [f for f in unnamed if f not in retired_set and f not in no_one_set]
+    parts = head + ([_faces_phrase(bare, "have neither a class nor a prediction to approve")] if bare else []) + (
         [_faces_phrase(gone, f"are of retired class{'es' * (len(retired_names) > 1)} {', '.join(retired_names[:5])}")]
         if gone else [])
     return f"{'; '.join(parts)}: {remedy}"
@@ -473,11 +491,20 @@ def view_points(store: sessionmaker[Session], view: str, model_id: str | None = 
     raise ValueError(f"unknown view {view!r}; one of {', '.join(VIEWS)}")
 
 
+def matching_classes(names: Collection[str], search: str) -> list[str]:
+    """The names containing search, compared as `class_name_key` compares (any case, compatibility forms,
+    composed or decomposed accents, runs of whitespace), as the Classes page searches: "JOSE\u0301" as a
+    macOS paste gives it, or a doubled space, finds "José"; every name for an empty search."""
+    needle = class_name_key(search)
+    return [n for n in names if needle in class_name_key(n)]
+
+
 def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: Sequence[str] = (),
                   confidence: tuple[float, float] | None = None, media_id: int | None = None,
                   search: str = "", keep_ids: Sequence[Any] | None = None) -> pd.Series:
     """A boolean mask over points. Empty choices keep everything; a confidence range keeps points
-    without a confidence only when it is the full [0, 1]; search matches class names, any case."""
+    without a confidence only when it is the full [0, 1]; search matches class names as
+    `matching_classes` does."""
     mask = pd.Series(True, index=points.index)
     if classes:
         mask &= points["class"].isin(list(classes))
@@ -488,8 +515,8 @@ def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: S
         mask &= points["confidence"].between(lo, hi)
     if media_id is not None:
         mask &= points["media_id"] == media_id
-    if search.strip():
-        mask &= points["class"].str.casefold().str.contains(search.strip().casefold(), regex=False)
+    if class_name_key(search):
+        mask &= points["class"].isin(matching_classes(points["class"].unique(), search))
     if keep_ids is not None:
         mask &= points["id"].isin(list(keep_ids))
     return mask
@@ -502,10 +529,10 @@ def filter_summary(classes: Sequence[str] = (), statuses: Sequence[str] = (),
     search)"), "" when none is. Filters stay set across views and while the Filters expander is closed,
     so the page says which ones hide points; a chosen class the search or the view leaves out is named
     as such rather than dropped. `present`: the classes of the view's points."""
-    needle = search.strip().casefold()
+    needle = class_name_key(search)
 
     def why_empty(name: str) -> str:
-        if needle and needle not in name.casefold():
+        if needle and not matching_classes([name], search):
             return " (outside the search)"
         return " (none in this view)" if present and name not in present else ""
 

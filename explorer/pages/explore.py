@@ -14,9 +14,9 @@ from explorer.click_bridge import plotly_click
 from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
 from explorer.projection_jobs import collect, projection_job, running_job
-from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, filter_points, filter_summary, nearest,
-                            retired_classes, track_predictions, track_refusal_help, track_refusals, unnameable_help,
-                            unnameable_tracks_help, view_points)
+from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, filter_points, filter_summary,
+                            matching_classes, named_no_one, nearest, retired_classes, track_predictions,
+                            track_refusal_help, track_refusals, unnameable_help, unnameable_tracks_help, view_points)
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
@@ -89,8 +89,7 @@ def _keeping_chosen(options: list[str], key: str) -> list[str]:
 with controls[3].expander("Filters", expanded=False):
     search = st.text_input("Search a class by name", key="explore_search", persist_state="session")
     class_choices = sorted(points["class"].unique(), key=str.casefold)
-    if search.strip():
-        class_choices = [c for c in class_choices if search.strip().casefold() in c.casefold()]
+    class_choices = matching_classes(class_choices, search)  # as filter_points and the Classes page compare
     classes = st.multiselect("Classes", _keeping_chosen(class_choices, "explore_classes"), key="explore_classes",
                              persist_state="session")
     statuses = st.multiselect("Status", _keeping_chosen(sorted(points["status"].unique()), "explore_statuses"),
@@ -195,13 +194,19 @@ def _reseed_point_id() -> None:
         st.session_state[POINT_ID] = st.session_state[SELECTED]
 
 
-def _decisions_guard(decided: int, warning: str, key: str) -> bool:
+def _decisions_guard(decided: int, warning: str, key: str, agreed: object = None) -> bool:
     """Whether the buttons may change `decided` editors' decisions (faces whose label status is one of
     EDITOR_DECISIONS): True when there are none; else the warning shows and the editor ticks a box of its
     own. A lasso or a track holds whatever lies in it, and approving overwrites another editor's
-    rejection or "unknown" as surely as rejecting overwrites an approval."""
+    rejection or "unknown" as surely as rejecting overwrites an approval.
+    agreed: the decided faces and their versions the tick is for; when they change (a bulk action just
+    decided more of the selection, or another editor changed one) the box comes back unticked, so a
+    tick given for "2 decided faces" never stands for another set."""
     if not decided:
         return True
+    if st.session_state.get(f"{key}__agreed") != agreed:
+        st.session_state[key] = False  # before the checkbox is drawn this run: a fresh, unticked box
+        st.session_state[f"{key}__agreed"] = agreed
     st.warning(warning)
     return st.checkbox(f"Change the {decided} decided face(s) too", key=key)
 
@@ -428,11 +433,14 @@ def _bulk_faces(chosen: list[int]) -> None:
     classes_hit = ", ".join(f"{plain(c)} {n}" for c, n in decided["class"].value_counts().head(5).items())
     override = _decisions_guard(len(decided), f"{len(decided)} of the selected faces are confirmed, rejected or marked "
                                 f"unknown by an editor ({classes_hit}): any action on them, approve included, "
-                                "changes those decisions.", key=f"explore_bulk_override_{hash(tuple(chosen))}")
+                                "changes those decisions.", key=f"explore_bulk_override_{hash(tuple(chosen))}",
+                                agreed=tuple(sorted(zip(decided["id"].astype(int), decided["version"].astype(int)))))
     unnamed = _unnamed(chosen)
+    part = shown[shown["id"].isin(unnamed)]
+    no_one = part.loc[named_no_one(part["approves"], part["confidence"]), "id"].astype(int).tolist()
     _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed and override,
                       approve_help=(unnameable_help(unnamed, "relabel them, or select without them",
-                                                    _retired_names(unnamed), _retired_ids(unnamed)) if unnamed
+                                                    _retired_names(unnamed), _retired_ids(unnamed), no_one) if unnamed
                                     else _tick_first(len(decided)) if not override
                                     else "Each face gets its class, else the model's prediction"),
                       decide=lambda d, c: write(lambda s, e: decide_faces(s, chosen, d, e, class_id=c,
@@ -452,7 +460,10 @@ def _bulk_tracks(chosen: list[int]) -> None:
     decided = int(members["label_status"].isin(EDITOR_DECISIONS).sum())
     override = _decisions_guard(decided, f"{decided} face(s) of the selected tracks carry an editor's decision: any "
                                 "decision on the tracks, approve included, changes those.",
-                                key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}")
+                                key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}",
+                                agreed=tuple(sorted((int(f), int(v)) for f, v, d in zip(
+                                    members["face_id"], members["version"],
+                                    members["label_status"].isin(EDITOR_DECISIONS)) if d)))
     unnamed = _unnamed(chosen)
     approve_class, mixed = _track_approve_class(chosen)
     _decision_buttons(f"{len(chosen)} track(s)", "explore_bulk_tracks", override,

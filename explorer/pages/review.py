@@ -11,8 +11,8 @@ import streamlit as st
 
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
-from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, own_classes, retired_classes,
-                            track_own_class, track_predictions, track_refusals, unnameable_help,
+from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, named_no_one, own_classes,
+                            retired_classes, track_own_class, track_predictions, track_refusals, unnameable_help,
                             unnameable_tracks_help)
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
@@ -111,7 +111,8 @@ def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: st
     gives = own_classes(unnamed_faces)
     retired_names = [plain(repr(every_name.get(c, f"class {c}"))) for c in sorted(set(gives.dropna().astype(int)) & retired)]
     of_retired = set(unnamed_faces.loc[gives.isin(retired), "face_id"].astype(int))
-    approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names, of_retired)
+    no_one = unnamed_faces.loc[named_no_one(gives, unnamed_faces["predicted_confidence"]), "face_id"].astype(int)
+    approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names, of_retired, no_one.tolist())
     if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
         bulk_write(table_key, lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen))
     if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
