@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import open_app
@@ -68,47 +69,31 @@ def _override(page: AppTest, prefix: str):
     return boxes[0]
 
 
-def test_the_decided_faces_tick_comes_back_unticked_after_a_bulk_action(synthetic, monkeypatch, lasso):  # noqa: F811
+@pytest.mark.parametrize("view, prefix", [("Faces", "explore_bulk"), ("Face tracks", "explore_bulk_tracks")])
+def test_the_decided_faces_tick_comes_back_unticked_after_a_bulk_action(synthetic, monkeypatch, lasso,  # noqa: F811
+                                                                        view, prefix):
     decided = synthetic.faces["A"][0]  # relabelled by "setup"
     fresh = _add_faces(synthetic.store, [synthetic_vector(synthetic, decided)], 100)[0]
     b = synthetic.classes["B"]
     record_predictions(synthetic.store, [Prediction(fresh, b, 0.9, [(b, 0.9)])], "m-v1")
-    page = _explore_page(synthetic, monkeypatch)
-    lasso[:] = [decided, fresh]
+    if view == "Faces":
+        page, picked = _explore_page(synthetic, monkeypatch), [decided, fresh]
+    else:
+        tracks = faces_frame(synthetic.store).set_index("face_id")["track_id"]
+        page, picked = _explore_page(synthetic, monkeypatch, view), [int(tracks[decided]), int(tracks[fresh])]
+    lasso[:] = picked
     page.run()
     no_exception(page)
-    box = _override(page, "explore_bulk_override")
+    box = _override(page, f"{prefix}_override")
     assert box.label == "Change the 1 decided face(s) too" and not box.value
     box.check().run()
-    page.button(key="explore_bulk_reject").click().run()
+    page.button(key=f"{prefix}_reject").click().run()
     no_exception(page)
     assert _status(synthetic, [decided, fresh]) == {decided: "rejected", fresh: "rejected"}
-    box = _override(page, "explore_bulk_override")
+    box = _override(page, f"{prefix}_override")
     assert box.label == "Change the 2 decided face(s) too"
     assert not box.value, "the tick given for 1 decided face stands for 2"
-    assert page.button(key="explore_bulk_unknown").disabled
-
-
-def test_the_decided_faces_tick_of_tracks_comes_back_unticked_after_a_bulk_action(  # noqa: F811
-        synthetic, monkeypatch, lasso):  # noqa: F811
-    decided = synthetic.faces["A"][0]
-    fresh = _add_faces(synthetic.store, [synthetic_vector(synthetic, decided)], 100)[0]
-    b = synthetic.classes["B"]
-    record_predictions(synthetic.store, [Prediction(fresh, b, 0.9, [(b, 0.9)])], "m-v1")
-    tracks = faces_frame(synthetic.store).set_index("face_id")["track_id"]
-    page = _explore_page(synthetic, monkeypatch, "Face tracks")
-    lasso[:] = [int(tracks[decided]), int(tracks[fresh])]
-    page.run()
-    no_exception(page)
-    box = _override(page, "explore_bulk_tracks_override")
-    assert box.label == "Change the 1 decided face(s) too" and not box.value
-    box.check().run()
-    page.button(key="explore_bulk_tracks_reject").click().run()
-    no_exception(page)
-    assert _status(synthetic, [decided, fresh]) == {decided: "rejected", fresh: "rejected"}
-    box = _override(page, "explore_bulk_tracks_override")
-    assert box.label == "Change the 2 decided face(s) too"
-    assert not box.value, "the tick given for 1 decided face stands for 2"
+    assert page.button(key=f"{prefix}_unknown").disabled
 
 
 def synthetic_vector(fx: Store, face: int) -> np.ndarray:
