@@ -448,7 +448,15 @@ def _mark(painted: np.ndarray, extent: tuple[int, int, int, int] | None, drawn: 
 def _mark_drawn(painted: np.ndarray, extent: tuple[int, int, int, int] | None,
                 transparency: GifTransparency | None, fh: BinaryIO) -> None:
     """Mark the pixels a frame draws: its whole rectangle, or, with a transparent index, the pixels
-    that are not that index (its transparent pixels leave the canvas below as it was)."""
+    that are not that index (its transparent pixels leave the canvas below as it was).
+
+    A frame over a rectangle already drawn everywhere (most frames of most GIFs: nothing disposed to
+    the background below) changes no mark, so its pixels are not decoded a second time: that second
+    decode made decoding the shared GIFs about 40% slower."""
+    if transparency is not None:
+        t = transparency
+        if painted[t.top:t.top + t.height, t.left:t.left + t.width].all():
+            return
     drawn = _drawn_pixels(transparency, fh) if transparency is not None else None
     if drawn is None:
         _mark(painted, extent, True)
