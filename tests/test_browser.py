@@ -272,12 +272,25 @@ def _class_row(fx: FixtureStore, name: str) -> tuple:
                          .where(CelebrityClass.name == name)).one()
 
 
-def _choose(page, key: str, option: str) -> None:
-    """Pick an option of a selectbox by typing it into its search box, as a keyboard user would."""
+def _choose(page, key: str, option: str, attempts: int = 3) -> None:
+    """Pick an option of a selectbox by typing it into its search box, as a keyboard user would.
+
+    Tried again when the list closed under the pointer: a rerun of the whole app (a projection job
+    finishing, `explore.py`'s poll) redraws the selectbox between typing and clicking, and the option
+    then never comes back (a loaded CI machine waited out the whole click timeout for it)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     box = page.locator(f".st-key-{key} input")
-    box.click()
-    box.fill(option)
-    page.get_by_role("option", name=option, exact=True).click()
+    for attempt in range(attempts):
+        box.click()
+        box.fill(option)
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=60_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+            settle(page)
     settle(page)
     assert box.input_value() == option
 
