@@ -68,6 +68,7 @@ HEAD_DIR = "head"
 REPORTS_DIR = "retrain"
 CLASSES_FILE = "classes.json"
 WRITE_BATCH = 5000  # faces per prediction batch and per write chunk of the run's one operation: paces the progress bar
+HEAD_VERSION_PREFIX = "head-"  # models.retrain_head.HeadModel.version: the model versions a retrain head writes
 NO_CLASS = "no-class"  # holdout label of faces editors marked unknown (any string that is not a class id)
 FACE_SCOPES = ("all", "undecided")
 
@@ -312,20 +313,32 @@ def trained_on(data_dir: Path, version: str) -> str | None:
     return None
 
 
+def is_head_version(version: str) -> bool:
+    """Whether a model version names a retrained head (models.retrain_head.HeadModel.version)."""
+    return str(version).startswith(HEAD_VERSION_PREFIX)
+
+
 def replaced_other_models(faces: pd.DataFrame, data_dir: Path | None, model_id: str, version: str) -> list[str]:
-    """Notes on predictions this run replaces that a classifier of another embedding model made.
+    """Notes on predictions this run replaces that a classifier of another embedding model made, or
+    that a head `giflens retrain` deployed when this run's model is not a head.
 
     Why: a face holds one prediction, the latest run's; predicting with a second embedding model
-    replaces the first one's predictions of the faces both embed. That is allowed (an editor may
-    switch models), never silent."""
-    if data_dir is None or faces.empty:
+    replaces the first one's predictions of the faces both embed, and `giflens predict` (the centroid
+    classifier) replaces the deployed head's, which retrain chose because it beat that classifier on
+    the holdout. Both are allowed (an editor may switch models, or go back), never silent."""
+    if faces.empty:
         return []
     notes = []
     for old, n in faces["model_version"].dropna().value_counts().items():
-        other = trained_on(data_dir, str(old)) if old != version else None
+        if old == version:
+            continue
+        other = trained_on(data_dir, str(old)) if data_dir is not None else None
         if other is not None and other != model_id:
             notes.append(f"{n} face(s) had predictions of {old} (a classifier of {other} embeddings): replaced by "
                          f"this run's on {model_id} (a face keeps one prediction, the latest)")
+        elif is_head_version(old) and not is_head_version(version):
+            notes.append(f"{n} face(s) had predictions of {old} (deployed by retrain): replaced by {version} "
+                         "(a face keeps one prediction, the latest)")
     return notes
 
 
@@ -735,9 +748,15 @@ class RetrainResult:
 
     def line(self) -> str:
         """key=value pairs, the refresh named as `giflens predict` names it (`faces=` looked at, `changed=`
-        written: a count of faces looked at alone reads as rewritten ones), ending with before= after=."""
+        written: a count of faces looked at alone reads as rewritten ones), ending with before= after=.
+
+        Both candidates' holdout closed-set accuracies are on the line (`centroid_accuracy=`,
+        `head_accuracy=`) beside their open-set ones: before= and after= show the head's only when it
+        was deployed (else after = before), and the report alone held the score it lost with."""
         return (f"classes={self.classes} train={self.train_faces} holdout={self.holdout_faces} "
                 f"deployed={self.deployed} model={self.model_version} "
+                f"centroid_accuracy={self.comparison['centroid_accuracy']:.4f} "
+                f"head_accuracy={self.comparison['head_accuracy']:.4f} "
                 f"centroid_open_set={self.comparison['centroid_open_set_accuracy']:.4f} "
                 f"head_open_set={self.comparison['head_open_set_accuracy']:.4f} "
                 f"faces={self.refresh.faces} changed={self.refresh.changed} {self.refresh.event_phrase()} "
@@ -756,7 +775,11 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
             on_progress: Progress | None = None) -> RetrainResult:
     """Train the head on confirmed labels, compare it with the centroid classifier on a stratified
     holdout, save both (refitted on every confirmed label), and predict the undecided faces with
-    the better one. See RetrainResult for what before and after measure."""
+    the better one. See RetrainResult for what before and after measure.
+
+    on_progress(done, total): total counts both head trainings epoch by epoch (the holdout one, then
+    the refit on every confirmed label), a step after each, then the refresh's faces and tracks. A
+    head whose training diverges (non-finite loss or weights) refuses the run before anything is saved."""
     from models.retrain_head import HeadParams, compare_on_holdout, train_head
 
     _check_refresh_params("undecided", top, track_method)
@@ -792,7 +815,11 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     undecided_rows = ~snapshot.faces["label_status"].isin(DECIDED_STATUSES)
     undecided = int(undecided_rows.sum())
     n_tracks = int(snapshot.faces.loc[undecided_rows, "track_id"].dropna().nunique())  # tracks the refresh predicts
-    total = 2 + undecided + n_tracks
+    # steps: the holdout head's epochs, scoring the comparison (1), the refitted head's epochs, fitting
+    # and saving both models (1), then the refresh's faces and tracks. Why per epoch: the two trainings
+    # are most of a retrain's time, and a bar standing still through them reads as a hung command
+    n_epochs = int(epochs)
+    total = 2 * n_epochs + 2 + undecided + n_tracks
 
     def progress(done: int) -> None:
         if on_progress is not None:
@@ -804,14 +831,15 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
         # are superseded (and the deployed models' own calibrate() warnings are kept below)
         comparison = _superseded(data.notes, calibration is not None, lambda: compare_on_holdout(
             (x_train, y_train), (x_eval, y_eval), model_id=data.model_id, head_params=head_params,
-            calibration=calibration))
-        progress(1)
+            calibration=calibration, on_epoch=progress))
+        progress(n_epochs + 1)
         head_wins = ((comparison["head_accuracy"], comparison["head_open_set_accuracy"])
                      > (comparison["centroid_accuracy"], comparison["centroid_open_set_accuracy"]))
         centroid = fit_centroid(data, unknown)
         deployed_calibration = calibration_set(data.vectors, data.labels, unknown)
         head = _superseded(data.notes, deployed_calibration is not None,
-                           lambda: train_head(data.vectors, data.labels, model_id=data.model_id, **head_params))
+                           lambda: train_head(data.vectors, data.labels, model_id=data.model_id, **head_params,
+                                              on_epoch=lambda done: progress(n_epochs + 1 + done)))
         if deployed_calibration is not None:
             _quietly(data.notes, lambda: head.calibrate(*deployed_calibration, data.model_id))
     except ClassifierError as exc:
@@ -819,10 +847,10 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     centroid_dir = save_classifier(centroid, data_dir, data.class_names)
     head_dir = save_head(head, data_dir, data.class_names)
     deployed: Predictor = head if head_wins else centroid
-    progress(2)
+    progress(2 * n_epochs + 2)
     refresh = refresh_predictions(store, data.model_id, deployed, data_dir=data_dir, faces="undecided", top=top,
                                   track_method=track_method, editor=editor, snapshot=snapshot,
-                                  on_progress=lambda d, t: progress(2 + d))
+                                  on_progress=lambda d, t: progress(2 * n_epochs + 2 + d))
     before = float(comparison["centroid_accuracy"])
     after = float(comparison["head_accuracy"] if head_wins else comparison["centroid_accuracy"])
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")  # runs deploying one version never collide

@@ -30,7 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from models.celebrity_classifier import (UNKNOWN, CentroidKnnClassifier, Classif
                                          open_set_threshold, softmax_rows, top_pairs)
 
 HEAD_FILE, META_FILE = "head.pt", "meta.json"
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds agree on 0 .. 2**32-1; outside it one of them refuses or wraps
+
+OnEpoch = Callable[[int], None]  # called with the number of epochs trained so far (1 .. epochs)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ class HeadParams:
                                   f"{self.learning_rate}, {self.weight_decay}")
         if not 0 < self.target_far < 1:
             raise ClassifierError(f"target_far must be in (0, 1), got {self.target_far}")
+        # why here: a negative seed reached np.random.default_rng (the holdout split) and one past 2**64
+        # torch.manual_seed, each a traceback after the store was read; bool is an int to Python, not a seed
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ClassifierError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
 
 
 def _build_net(dim: int, n_classes: int, hidden: int | None):
@@ -255,8 +262,29 @@ class _Adam:
                 p.grad = None
 
 
-def _train_net(x: np.ndarray, index: np.ndarray, n_classes: int, params: HeadParams):
-    """Minibatch Adam on cross-entropy + lambda * center loss; returns (net, centers, last epoch's mean losses)."""
+def _diverged(epoch: int, loss: float, net: Any, centers: Any) -> str | None:
+    """Why training cannot go on after `epoch` (its mean loss `loss`), or None while loss and weights are finite.
+
+    Why checked every epoch: a huge center-loss weight (1e308) overflows the loss to inf and the
+    gradients to NaN; Adam then writes NaN into every weight, and such a head was saved (and could be
+    deployed) as if trained. Stopping at the first bad epoch names it and saves nothing."""
+    import torch
+
+    if not math.isfinite(loss):
+        what = f"loss is {loss}"
+    elif not (all(bool(torch.isfinite(p).all()) for p in net.parameters()) and bool(torch.isfinite(centers).all())):
+        what = "weights are not finite"
+    else:
+        return None
+    return f"training diverged: {what} at epoch {epoch}; lower --center-loss-lambda or the learning rate"
+
+
+def _train_net(x: np.ndarray, index: np.ndarray, n_classes: int, params: HeadParams, on_epoch: OnEpoch | None = None):
+    """Minibatch Adam on cross-entropy + lambda * center loss; returns (net, centers, last epoch's mean losses).
+
+    on_epoch(done) after each epoch, so a progress bar moves while the head trains. Raises
+    ClassifierError as soon as an epoch's loss or the weights are not finite (`_diverged`).
+    """
     import torch
     import torch.nn.functional as F
 
@@ -271,7 +299,7 @@ def _train_net(x: np.ndarray, index: np.ndarray, n_classes: int, params: HeadPar
         generator = torch.Generator().manual_seed(params.seed)
         losses = {"cross_entropy": float("nan"), "center": float("nan")}
         net.train()
-        for _ in range(params.epochs):
+        for epoch in range(1, params.epochs + 1):
             order = torch.randperm(len(xt), generator=generator)
             ce_sum = center_sum = 0.0
             for start in range(0, len(xt), params.batch_size):
@@ -291,6 +319,11 @@ def _train_net(x: np.ndarray, index: np.ndarray, n_classes: int, params: HeadPar
                 ce_sum += float(ce.detach()) * len(batch)
                 center_sum += float(center.detach()) * len(batch)
             losses = {"cross_entropy": ce_sum / len(xt), "center": center_sum / len(xt)}
+            mean_loss = losses["cross_entropy"] + params.center_loss_lambda * losses["center"]
+            if (why := _diverged(epoch, mean_loss, net, centers)) is not None:
+                raise ClassifierError(why)
+            if on_epoch is not None:
+                on_epoch(epoch)
         net.eval()
     return net, centers.numpy(), losses
 
@@ -312,8 +345,12 @@ def holdout_metrics(model: Any, vectors: Any, labels: Sequence[str], model_id: s
 def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, center_loss_lambda: float = 0.01,
                epochs: int = 40, seed: int = 0, *, model_id: str, center_alpha: float = 0.5, batch_size: int = 128,
                learning_rate: float = 0.01, weight_decay: float = 1e-4, target_far: float = 0.01,
-               min_faces_per_class: int = 2, holdout: tuple[Any, Sequence[str]] | None = None) -> HeadModel:
+               min_faces_per_class: int = 2, holdout: tuple[Any, Sequence[str]] | None = None,
+               on_epoch: OnEpoch | None = None) -> HeadModel:
     """Train a head on curated (embedding, class name) pairs; `holdout` (vectors, labels) adds holdout metrics.
+
+    on_epoch(done) is called after each training epoch (progress); a training whose loss or weights
+    stop being finite raises ClassifierError instead of returning a head of NaNs.
 
     Refuses the same bad input as CentroidKnnClassifier.fit (small classes listed, empty, non-finite,
     mixed dimensions). Deterministic for a seed on one machine: rows are put in a canonical order first.
@@ -329,7 +366,7 @@ def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, c
     order = canonical_order(x, y)
     x, y = x[order], y[order]
     classes, index = np.unique(y, return_inverse=True)
-    net, centers, losses = _train_net(x, index, len(classes), params)
+    net, centers, losses = _train_net(x, index, len(classes), params, on_epoch)
     genuine, impostor = leave_one_out_distances(x, index, len(classes))
     threshold, far, gar = open_set_threshold(genuine, impostor, params.target_far, stacklevel=3, model_id=model_id)
     head = HeadModel(net=net, classes_=classes, model_id_=model_id, params=params,
@@ -345,7 +382,8 @@ def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, c
 def compare_on_holdout(train: tuple[Any, Sequence[str]], holdout: tuple[Any, Sequence[str]], *, model_id: str,
                        classifier_params: dict[str, Any] | None = None,
                        head_params: dict[str, Any] | None = None,
-                       calibration: tuple[Any, Sequence[str] | None] | None = None) -> dict[str, Any]:
+                       calibration: tuple[Any, Sequence[str] | None] | None = None,
+                       on_epoch: OnEpoch | None = None) -> dict[str, Any]:
     """Centroid classifier vs retrained head, both fitted on `train`, scored on `holdout` (vectors, labels).
 
     `calibration` (vectors, labels), when given, recalibrates both open-set thresholds (`calibrate`),
@@ -355,9 +393,10 @@ def compare_on_holdout(train: tuple[Any, Sequence[str]], holdout: tuple[Any, Seq
 
     `*_accuracy` is closed-set top-1 over holdout faces whose class exists in train;
     `*_open_set_accuracy` also counts faces of other people, which must come out UNKNOWN.
+    on_epoch is the head's training progress (train_head).
     """
     classifier = CentroidKnnClassifier(**(classifier_params or {})).fit(train[0], train[1], model_id)
-    head = train_head(train[0], train[1], model_id=model_id, **(head_params or {}))
+    head = train_head(train[0], train[1], model_id=model_id, on_epoch=on_epoch, **(head_params or {}))
     if calibration is not None:
         classifier.calibrate(calibration[0], calibration[1], model_id)
         head.calibrate(calibration[0], calibration[1], model_id)
