@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
 from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError, ValidationError, as_utc
-from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, CelebrityClass, Face,
-                             FaceLabel, Media, MediaTag, Tag, Track, utcnow)
-from labeling.validation import check_editor, check_id, class_name_key
+from labeling.schema import (CONFIRMED_STATUSES, TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
+                             CelebrityClass, Face, FaceLabel, Media, MediaTag, Tag, Track, utcnow)
+from labeling.validation import check_editor, check_id, class_name_key, whole_number
 
 # entity kind -> (model, key columns); the key string is "<kind>:<v1>[:<v2>]"
 KINDS: dict[str, tuple[type, tuple[str, ...]]] = {
@@ -263,14 +263,15 @@ def expected_by_key(kind: str, expected: dict[Any, Any]) -> dict[Key, int | None
     """An editor's expected versions keyed as `Operation.load` keys rows: (12,) or (media, tag).
 
     Why: ids that went through JSON or a form arrive as text ("12") or numpy integers; looked up as
-    given they would match no row and the version check would silently pass."""
+    given they would match no row and the version check would silently pass. An id beyond the id columns
+    (`check_id`) is kept: it matches no row, as any unknown id, and is never bound in a query from here."""
     out: dict[Key, int | None] = {}
     for raw, version in expected.items():
         parts = tuple(raw) if isinstance(raw, (tuple, list)) else (raw,)
-        key = tuple(check_id(p, kind) for p in parts)
+        key = tuple(whole_number(p, kind) for p in parts)
         if version is not None:
             try:
-                version = check_id(version, kind)
+                version = whole_number(version, kind)
             except ValidationError:
                 raise ValidationError(f"expected version of {kind} {':'.join(map(str, key))} must be a whole "
                                       f"number, got {version!r}") from None
@@ -942,7 +943,85 @@ def _refuse_undo(session: Session, event_id: int, event: AuditEvent | None) -> A
     blocking = _blocking_events(session, event)
     if blocking:
         raise _blocking_error(session, event, blocking)
+    _check_decisions_on_retiring(session, event)
     return event
+
+
+def _retiring_classes(session: Session, event: AuditEvent) -> dict[int, str]:
+    """Classes an undo of `event` would retire again (their restored state is retired, and they are not now):
+    class id -> "retire class 'A' (id 5) again, merged into 'B'".
+
+    A class the undo would remove (`event` created it) is not here: `_check_deletable_classes` refuses that
+    while any label, decided or predicted, names it, and names the operations that labeled with it."""
+    restored = {key[0]: event.before.get(text) for text in event.after
+                for kind, key in [parse_key(text)] if kind == "class"}
+    wanted = [c for c, before in restored.items() if before is not None and before.get("status") == "retired"]
+    if not wanted:
+        return {}
+    rows = session.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.status)
+                           .where(CelebrityClass.id.in_(wanted), CelebrityClass.status != "retired")).all()
+    out: dict[int, str] = {}
+    for class_id, name, _ in sorted(rows):
+        target = restored[class_id].get("merged_into_id")
+        into = session.scalar(select(CelebrityClass.name).where(CelebrityClass.id == target)) if target else None
+        out[class_id] = f"retire class {name!r} (id {class_id}) again" + (f", merged into {into!r}" if into else "")
+    return out
+
+
+def _later_decisions(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Confirmed face decisions on these classes that operations later than `event`, still in force, made:
+    (event id, face id, class id), by event then face.
+
+    A face's decision is the latest write of its status or class: the labels confirmed on a class now are
+    read from the store, then the later events that wrote them (`_later_writes`: an undone operation and
+    its undo cancel out) from the log, only their snapshots of those faces (`snapshots_of`). A later write
+    of only the prediction columns beside a decision made before `event` (a model refresh) is not one."""
+    labels: dict[str, int] = {}
+    for chunk in _chunks(list(class_ids)):
+        stmt = select(FaceLabel.face_id, FaceLabel.class_id).where(FaceLabel.class_id.in_(chunk),
+                                                                   FaceLabel.status.in_(CONFIRMED_STATUSES))
+        labels.update((f"face:{face_id}", class_id) for face_id, class_id in session.execute(stmt))
+    if not labels:
+        return []
+    later = _later_writes(session, event, sorted(labels))
+    _, after = snapshots_of(session, list(later), sorted(labels))
+    found: list[tuple[int, int, int]] = []
+    for key, class_id in labels.items():
+        for later_id in sorted((i for i in later if key in later[i][1]), reverse=True):
+            snapshot = after.get(later_id, {}).get(key)
+            if snapshot is not None and ("status" in snapshot or "class_id" in snapshot):
+                if snapshot.get("class_id", class_id) == class_id:
+                    found.append((later_id, parse_key(key)[1][0], class_id))
+                break
+    return sorted(found)
+
+
+def _check_decisions_on_retiring(session: Session, event: AuditEvent) -> None:
+    """Refuse an undo that would retire a class again (undoing "make it active", after a merge or a
+    retirement) while faces confirmed as it since are still so decided, naming the first operation that
+    decided them, by whom and when, as a blocking operation is named (`_blocking_error`).
+
+    Why beside `_blocking_events`: those decisions wrote face labels, not the class row, so nothing pins
+    the undo by its rows; yet a confirmed face on a retired class is left out of the export and takes no
+    further decision, a decision silently lost. The model's predictions do not count: they are guesses,
+    not exported, and the next prediction run maps a retired class to where it went (`prediction_targets`).
+    Decisions on the class made before `event` stay: retiring it again restores what was, as a retirement
+    leaves its labels."""
+    retiring = _retiring_classes(session, event)
+    if not retiring:
+        return
+    decided = _later_decisions(session, event, sorted(retiring))
+    if not decided:
+        return
+    first_id, face_id, class_id = decided[0]
+    first = session.get(AuditEvent, first_id)
+    what = f"undo of operation {first.undo_of_id}" if first.undo_of_id else first.operation
+    n_ops, n_faces = len({e for e, _, _ in decided}), len({f for _, f, _ in decided})
+    raise UndoError(
+        f"operation {event.id} ({event.operation}) cannot be undone: it would {retiring[class_id]}, but {n_ops} later "
+        f"operation(s) confirmed {n_faces} face(s) as it since, first {first.id} ({what}) by {first.editor} at "
+        f"{as_utc(first.at):%Y-%m-%d %H:%M:%S} UTC (face {face_id}); a face confirmed as a retired class drops out "
+        "of the export: undo those first, or relabel the faces")
 
 
 def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> OperationResult:

@@ -850,6 +850,101 @@ def _entity_known(store: sessionmaker[Session], kind: str, entity_id: int) -> bo
             select(AuditEntity.id).where(AuditEntity.key == f"{kind}:{entity_id}").limit(1)) is not None)
 
 
+HISTORY_CHANGES_SHOWN = 5  # lines of what one operation changed of a GIF, under its summary
+
+
+def _history_changes(store: sessionmaker[Session], key: str, events) -> dict[int, list[str]]:
+    """event id -> what it changed of the entity, from the audit log's own before/after snapshots: for
+    `face:ID` its label ("face 2: rejected -> approved 'Al Gore' (class 1)"), for `media:ID` its tags
+    ("tag 'wow': active 0.5 -> active 0.1"); nothing for a class (its summary says it).
+
+    Why: a summary speaks of the whole operation ("approved 2 face(s)", "set confidence of 3 tag(s)"); the
+    history of one face or GIF must say what happened to that one. An event that only concerned the entity
+    (a decision on another face of the GIF) wrote no snapshot of it and gets no line."""
+    from sqlalchemy import select
+
+    from labeling.audit import _chunks, snapshots_of
+    from labeling.schema import AuditEntity, CelebrityClass, Tag
+
+    kind, _, ident = key.partition(":")
+    ids = [int(e) for e in events["event_id"]] if len(events) else []
+    if kind not in ("face", "media") or not ids:
+        return {}
+    with store() as session:
+        if kind == "face":
+            keys = [key]
+        else:
+            found: set[str] = set()
+            for chunk in _chunks(ids):
+                found.update(session.scalars(select(AuditEntity.key).where(
+                    AuditEntity.event_id.in_(chunk), AuditEntity.written.is_(True),
+                    AuditEntity.key.like(f"media_tag:{ident}:%"))))
+            keys = sorted(found, key=lambda text: int(text.rsplit(":", 1)[1]))
+        before, after = snapshots_of(session, ids, keys) if keys else ({}, {})
+        named = {c for side in (before, after) for snapshots in side.values() for snap in snapshots.values() if snap
+                 for c in (snap.get("class_id"), snap.get("predicted_class_id")) if isinstance(c, int)}
+        classes = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
+                                       .where(CelebrityClass.id.in_(sorted(named)))).all()) if named else {}
+        tag_ids = [int(text.rsplit(":", 1)[1]) for text in keys] if kind == "media" else []
+        tags = dict(session.execute(select(Tag.id, Tag.name).where(Tag.id.in_(tag_ids))).all()) if tag_ids else {}
+    out: dict[int, list[str]] = {}
+    for event_id, written in after.items():
+        for text, now in written.items():
+            then = before.get(event_id, {}).get(text)
+            if kind == "face":
+                line = _face_change(text, then, now, classes)
+            else:
+                tag_id = int(text.rsplit(":", 1)[1])
+                line = _tag_change(tags.get(tag_id, f"tag {tag_id}"), then, now)
+            if line:
+                out.setdefault(event_id, []).append(line)
+    return out
+
+
+def _class_text(class_id: int | None, classes: dict[int, str]) -> str:
+    if class_id is None:
+        return "no class"
+    return f"{classes[class_id]!r} (class {class_id})" if class_id in classes else f"class {class_id}"
+
+
+def _face_change(key: str, then: dict | None, now: dict | None, classes: dict[int, str]) -> str:
+    """"face 2: rejected -> approved 'Al Gore' (class 1)": the status and class an operation changed; the
+    model's guess when only that changed beside a decision ("face 2: guess 'A' (class 1) -> 'B' (class 2)")."""
+    face = key.replace(":", " ", 1)
+
+    def label(snap: dict | None) -> str:
+        if snap is None:
+            return "no label"
+        parts = [snap["status"]] if "status" in snap else []
+        if "class_id" in snap and (snap["class_id"] is not None or not parts):
+            parts.append(_class_text(snap["class_id"], classes))
+        return " ".join(parts)
+
+    if then is None or now is None or "status" in now or "class_id" in now:
+        return f"{face}: {label(then)} -> {label(now)}"
+    if "predicted_class_id" in now:
+        return (f"{face}: guess {_class_text(then.get('predicted_class_id'), classes)} -> "
+                f"{_class_text(now['predicted_class_id'], classes)}")
+    return ""
+
+
+def _tag_change(name: str, then: dict | None, now: dict | None) -> str:
+    """"tag 'wow': active 0.5 -> active 0.1", "tag 'lol' added: active 0.5", "tag 'lol' removed (was
+    rejected 0.5)": the status and confidence an operation changed of a GIF's tag."""
+
+    def state(snap: dict) -> str:
+        parts = [snap["status"]] if "status" in snap else []
+        if snap.get("confidence") is not None:
+            parts.append(f"{snap['confidence']:g}")
+        return " ".join(parts) or "?"
+
+    if then is None:
+        return f"tag {name!r} added: {state(now)}" if now is not None else ""
+    if now is None:
+        return f"tag {name!r} removed (was {state(then)})"
+    return f"tag {name!r}: {state(then)} -> {state(now)}"
+
+
 @app.command("history")
 def history_command(
     entity: Annotated[Optional[str], typer.Argument(
@@ -866,15 +961,22 @@ def history_command(
 
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings, create=False)
-    if entity:
-        events = history_frame(store, _entity_key(store, entity), limit=limit, editor=editor)
+    key = _entity_key(store, entity) if entity else None
+    if key:
+        events = history_frame(store, key, limit=limit, editor=editor)
     else:
         events = events_frame(store, editor, limit=limit)
     import pandas as pd
 
+    changes = _history_changes(store, key, events) if key else {}
     for row in events.itertuples():
         undone = f"  [undone by {int(row.undone_by)}]" if pd.notna(row.undone_by) else ""
         typer.echo(one_line(f"{row.event_id:>6}  {utc_text(row.at)}  {row.editor}  {row.summary}{undone}"))
+        lines = changes.get(row.event_id, [])
+        for line in lines[:HISTORY_CHANGES_SHOWN]:
+            typer.echo(one_line(f"{'':>8}{line}"))
+        if len(lines) > HISTORY_CHANGES_SHOWN:
+            typer.echo(f"{'':>8}... and {len(lines) - HISTORY_CHANGES_SHOWN} more")
     what = f"of {entity}" if entity else "in the store"
     typer.echo(f"{len(events)} operation(s) {what}" + (f" by {editor}" if editor else "") + " shown, newest first")
 

@@ -66,12 +66,26 @@ def lock_classes_before_faces(session: Session, face_ids: Sequence[int], class_i
     return lock_classes(session, {*class_ids, *_current_classes(session, face_ids)})
 
 
-def class_phrase(session: Session, class_id: int | None) -> str:
+def class_phrase(session: Session, class_id: int | None, word: str = "to") -> str:
     """" to 'Brad Pitt' (class 3)": an editor reads the name in the confirmation and the audit log."""
     if class_id is None:
         return ""
     cls = session.get(CelebrityClass, class_id)
-    return f" to {cls.name!r} (class {class_id})" if cls is not None else f" to class {class_id}"
+    return f" {word} {cls.name!r} (class {class_id})" if cls is not None else f" {word} class {class_id}"
+
+
+def decided_class_phrase(op: Operation, decision: str, class_id: int | None) -> str:
+    """The class a decision's summary names: the one given (" to 'B' (class 2)"), or for an approval
+    without one the class every face written took (" as 'A' (class 1)"), the model's guess confirmed.
+
+    Why: "approved 2 face(s)" said nothing of who they were confirmed as; faces that took several
+    classes name none here (`giflens history face:ID` shows each face's class)."""
+    if decision != "approve":
+        return class_phrase(op.session, class_id)
+    if class_id is None:
+        taken = {after.get("class_id") for text, after in op.after.items() if text.startswith("face:") and after}
+        class_id = taken.pop() if len(taken) == 1 else None
+    return class_phrase(op.session, class_id, "as")
 
 
 def optional_class_id(class_id: Any) -> int | None:
@@ -160,7 +174,7 @@ def decide_faces(factory: sessionmaker[Session], face_ids: Sequence[int], decisi
     with run_operation(factory, editor, f"{decision}_faces") as op:
         n, unchanged = written_count(apply_decision(op, face_ids, decision, class_id, expected_versions, source),
                                      len(_face_ids(face_ids)))
-        op.summary = decision_summary(decision, f"{n} face(s)", class_phrase(op.session, class_id)) + unchanged
+        op.summary = decision_summary(decision, f"{n} face(s)", decided_class_phrase(op, decision, class_id)) + unchanged
     return op.result
 
 
@@ -281,7 +295,8 @@ def label_tracks(factory: sessionmaker[Session], track_ids: Sequence[int], decis
         # the faces written, "; 4 unchanged" for those already so decided, as `decide_faces` words it
         n, unchanged = written_count(written, len(distinct))
         which = f"track {next(iter(faces))}" if len(faces) == 1 else f"{len(faces)} tracks"
-        op.summary = decision_summary(decision, f"{which} ({n} faces{unchanged})", class_phrase(op.session, class_id))
+        op.summary = decision_summary(decision, f"{which} ({n} faces{unchanged})",
+                                      decided_class_phrase(op, decision, class_id))
     return op.result
 
 

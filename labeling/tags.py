@@ -14,10 +14,13 @@ from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
 from labeling.validation import check_confidence, check_id, clean_tag_name, refuse_invisible_characters
 
 
-SHOWN = 5  # rows an error names before "and N more"
-# What `set_tag_status` did, for its summary: "accepted 2 tag suggestion(s)", not "active 2 ...".
+SHOWN = 5  # rows an error names before "and N more"; tags a summary names
+# What `set_tag_status` did, for its summary: "accepted 2 tag suggestion(s)", not "active 2 ...". Rejecting
+# reads by what was rejected: suggestions, tags an editor or import had made active, or both.
 STATUS_SUMMARIES = {"active": "accepted {n} tag suggestion(s)", "rejected": "rejected {n} tag suggestion(s)",
                     "suggested": "marked {n} tag(s) as suggestions"}
+REJECTED_SUMMARIES = {frozenset({"active"}): "rejected {n} tag(s)",
+                      frozenset({"active", "suggested"}): "rejected {n} tag(s) ({s} of them suggestions)"}
 
 
 def _media_names(session: Session, media_ids: Iterable[int]) -> dict[int, str]:
@@ -168,9 +171,32 @@ def _refuse_active(session: Session, rows: dict[Key, dict[str, Any] | None], tag
                          first["version"], first["editor"], first["updated_at"])
 
 
+def _listed(names: Iterable[str]) -> str:
+    """"'a', 'b', 'c', 'd', 'e' and 3 more": the first SHOWN names, each once, for a summary kept short."""
+    names = list(dict.fromkeys(names))
+    text = ", ".join(repr(t) for t in names[:SHOWN])
+    return text + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
 def _names(tags: Sequence[str]) -> str:
     """The tags as stored (trimmed, lower case), for summaries: the audit log names what was written."""
-    return ", ".join(repr(t) for t in dict.fromkeys(clean_tag_name(t) for t in tags))[:200]
+    return _listed(clean_tag_name(t) for t in tags)
+
+
+def _written_tags(op: Operation, asked: Iterable[str]) -> str:
+    """The tags of the rows `op` wrote, by name (`_listed`); those asked when it wrote none ("nothing
+    changed" follows). Why: "set confidence of 1 tag(s)" did not say which tag, in the history of a GIF."""
+    tag_ids = {key[1] for key in op.written.get("media_tag", ())}
+    if not tag_ids:
+        return _names(list(asked))
+    names = dict(op.session.execute(select(Tag.id, Tag.name).where(Tag.id.in_(sorted(tag_ids)))).all())
+    return _listed(names[t] for _, t in sorted(op.written["media_tag"]) if t in names)
+
+
+def _confidences(values: Iterable[float]) -> str:
+    """"0.1", or "0.1..0.9" for several: what a confidence edit set, short."""
+    values = sorted(set(values))
+    return f"{values[0]:g}" if len(values) == 1 else f"{values[0]:g}..{values[-1]:g}"
 
 
 def add_tags(factory: sessionmaker[Session], media_ids: Sequence[int], tags: Sequence[str], editor: str,
@@ -203,7 +229,9 @@ def set_tag_confidences(factory: sessionmaker[Session], items: Sequence[tuple[in
     adding the tag again (add_tags) is the explicit way back."""
     with run_operation(factory, editor, "set_tag_confidence") as op:
         n = apply_tags(op, items, source, "active", expected_versions, refuse_rejected=True)
-        op.summary = f"set confidence of {n} tag(s)"
+        written = [after["confidence"] for text, after in op.after.items() if text.startswith("media_tag:") and after]
+        confidence = _confidences(written or [check_confidence(c) for _, _, c in items])  # items: not empty
+        op.summary = f"set confidence of {n} tag(s) to {confidence}: {_written_tags(op, [t for _, t, _ in items])}"
     return op.result
 
 
@@ -230,11 +258,15 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
             _refuse_rejected(op.session, rows, {tag_id: tag for tag, tag_id in ids.items()},
                              "accepting" if status == "active" else f"marking {status}")
         changes = {k: {"status": status, "editor": op.editor} for k, r in rows.items() if r["status"] != status}
+        was = [rows[k]["status"] for k in changes]  # before the update, which moves `rows` on
         op.update("media_tag", changes, rows)
         for m, _ in keys:
             op.concern(f"media:{m}")
         n, unchanged = written_count(len(changes), len(rows))
-        op.summary = STATUS_SUMMARIES[status].format(n=n) + unchanged
+        wording = REJECTED_SUMMARIES.get(frozenset(was), STATUS_SUMMARIES[status]) if status == "rejected" else \
+            STATUS_SUMMARIES[status]
+        op.summary = (wording.format(n=n, s=was.count("suggested")) + f": {_written_tags(op, [t for _, t in items])}"
+                      + unchanged)
     return op.result
 
 

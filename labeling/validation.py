@@ -15,7 +15,7 @@ import unicodedata
 from datetime import date
 from typing import Any
 
-from labeling.errors import ValidationError
+from labeling.errors import NotFoundError, ValidationError
 from labeling.schema import CLASS_NAME_MAX, CLASS_STATUSES
 
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
@@ -289,9 +289,9 @@ def check_confidence(value: Any) -> float:
     return conf
 
 
-def check_id(value: Any, what: str) -> int:
-    """A row id as callers pass it (int, numpy integer, digits from a form); anything else is a clear
-    refusal instead of int()'s ValueError deep inside an operation."""
+def whole_number(value: Any, what: str) -> int:
+    """A whole number as callers pass it (int, numpy integer, digits from a form); anything else is a clear
+    refusal instead of int()'s ValueError deep inside an operation. No range: a version or a count."""
     if isinstance(value, bool):
         raise ValidationError(f"{what} id must be a whole number, got {value!r}")
     try:
@@ -300,6 +300,26 @@ def check_id(value: Any, what: str) -> int:
             raise ValueError
     except (TypeError, ValueError, OverflowError):
         raise ValidationError(f"{what} id must be a whole number, got {value!r}") from None
+    return number
+
+
+# The id columns are INTEGER: PostgreSQL refuses a bound number beyond them with a DataError ("integer out
+# of range") and SQLite one beyond 64 bits with an OverflowError, where a smaller unknown id is "not found".
+ID_MIN, ID_MAX = -(2**31), 2**31 - 1
+# What each lookup says of an id no row has, word for word, so that an id beyond the columns reads the same.
+_NOT_FOUND = {"audit event": "no audit event {id}", "class": "no celebrity class with id {id}",
+              "face": "no face with id {id}", "media": "no media with id {id}", "track": "no face track with id {id}"}
+
+
+def check_id(value: Any, what: str) -> int:
+    """A row id as callers pass it (`whole_number`); one no id column can hold is a NotFoundError
+    worded as the lookup words an unknown id (`_NOT_FOUND`).
+
+    Why here: every public operation checks its ids on entry, and an id like 2**40 (a typo, a
+    hash pasted for an id) must be "not found" on every store, not a database traceback on PostgreSQL."""
+    number = whole_number(value, what)
+    if not ID_MIN <= number <= ID_MAX:
+        raise NotFoundError(_NOT_FOUND.get(what, "no {what} with id {id}").format(what=what, id=number))
     return number
 
 

@@ -144,7 +144,7 @@ def test_approving_tracks_that_share_faces_checks_the_seen_versions_once(store):
     seen = versions(store)
 
     result = label_tracks(store, [one, two], "approve", "bob", expected_versions=seen)
-    assert result.summary == "approved 2 tracks (2 faces)" and result.changed == 2
+    assert result.summary == f"approved 2 tracks (2 faces) as 'A' (class {a})" and result.changed == 2
     assert {f: v - seen[f] for f, v in versions(store).items()} == {f: 1 for f in faces}  # written once each
     with store() as s:
         assert set(s.execute(select(FaceLabel.status, FaceLabel.class_id))) == {("approved", a)}
@@ -163,7 +163,7 @@ def test_decision_summaries_say_what_was_done(store):
     faces = make_faces(store, 1, 4)
     a, _ = add_class(store, "A", "ann")
     record_predictions(store, [Prediction(f, a, 0.9, [(a, 0.9)]) for f in faces], "v1")
-    assert approve_faces(store, faces[:2], "bob").summary == "approved 2 face(s)"
+    assert approve_faces(store, faces[:2], "bob").summary == f"approved 2 face(s) as 'A' (class {a})"
     assert reject_faces(store, faces[2:3], "bob").summary == "rejected 1 face(s)"
     assert mark_unknown(store, faces[3:], "bob").summary == "marked 1 face(s) unknown"
     assert relabel_faces(store, faces[:1], a, "bob").summary == f"relabeled 1 face(s) to 'A' (class {a})"

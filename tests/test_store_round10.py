@@ -46,7 +46,7 @@ def test_a_track_approved_twice_writes_nothing_the_second_time(store):
     a, _ = add_class(store, "Alice", "ann")
     track = predicted_track(store, faces, a)
     first = label_track(store, track, "approve", "ann")
-    assert first.summary == f"approved track {track} (3 faces)" and first.changed == 3
+    assert first.summary == f"approved track {track} (3 faces) as 'Alice' (class {a})" and first.changed == 3
     events = n_events(store)
     again = label_track(store, track, "approve", "ann")
     assert (again.event_id, again.changed) == (None, 0)
@@ -60,7 +60,7 @@ def test_a_partly_approved_track_names_the_faces_written_and_those_unchanged(sto
     track = predicted_track(store, faces, a)
     approve_faces(store, faces[:4], "ann", a)
     approved = label_track(store, track, "approve", "ann")
-    assert approved.summary == f"approved track {track} (2 faces; 4 unchanged)" and approved.changed == 2
+    assert approved.summary == f"approved track {track} (2 faces; 4 unchanged) as 'Alice' (class {a})" and approved.changed == 2
     with store() as s:
         assert s.get(AuditEvent, approved.event_id).summary == approved.summary
     relabel_faces(store, faces[:2], b, "ann")

@@ -131,6 +131,6 @@ def test_summaries_count_what_was_written(store):
     set_tag_status(store, [(2, "dance")], "suggested", "ann")
     set_tag_status(store, [(1, "dance")], "active", "ann")
     accepted = set_tag_status(store, [(1, "dance"), (2, "dance")], "active", "ann")
-    assert accepted.summary == "accepted 1 tag suggestion(s); 1 unchanged"
+    assert accepted.summary == "accepted 1 tag suggestion(s): 'dance'; 1 unchanged"
     nothing = set_tag_status(store, [(1, "dance"), (2, "dance")], "active", "ann")
-    assert nothing.summary == "accepted 2 tag suggestion(s) (nothing changed)" and nothing.event_id is None
+    assert nothing.summary == "accepted 2 tag suggestion(s): 'dance' (nothing changed)" and nothing.event_id is None

@@ -138,9 +138,9 @@ def test_a_split_summary_names_the_target_class(store):
 def test_tag_decision_summaries_say_what_was_done(store):
     media = media_of(store, make_faces(store, 1, 1)[0])
     add_tags(store, [media], ["smile", "wink", "nod"], "ann", status="suggested")
-    assert set_tag_status(store, [(media, "smile")], "active", "bob").summary == "accepted 1 tag suggestion(s)"
-    assert set_tag_status(store, [(media, "wink")], "rejected", "bob").summary == "rejected 1 tag suggestion(s)"
-    assert set_tag_status(store, [(media, "smile")], "suggested", "bob").summary == "marked 1 tag(s) as suggestions"
+    assert set_tag_status(store, [(media, "smile")], "active", "bob").summary == "accepted 1 tag suggestion(s): 'smile'"
+    assert set_tag_status(store, [(media, "wink")], "rejected", "bob").summary == "rejected 1 tag suggestion(s): 'wink'"
+    assert set_tag_status(store, [(media, "smile")], "suggested", "bob").summary == "marked 1 tag(s) as suggestions: 'smile'"
 
 
 # -- bias 4. no birth year after this one -----------------------------------------------------------------
