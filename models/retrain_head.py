@@ -41,7 +41,9 @@ from models.celebrity_classifier import (UNKNOWN, CentroidKnnClassifier, Classif
                                          open_set_threshold, softmax_rows, top_pairs)
 
 HEAD_FILE, META_FILE = "head.pt", "meta.json"
-MAX_SEED = 2**32 - 1  # numpy's and torch's seeds agree on 0 .. 2**32-1; outside it one of them refuses or wraps
+MAX_SEED = 2**64 - 1  # torch.manual_seed refuses a seed past it, numpy's default_rng a negative one
+# the head trains in float32: a center-loss weight past its largest number makes the loss inf at once
+MAX_CENTER_LOSS_LAMBDA = float(np.finfo(np.float32).max)
 
 OnEpoch = Callable[[int], None]  # called with the number of epochs trained so far (1 .. epochs)
 
@@ -64,8 +66,9 @@ class HeadParams:
     def check(self) -> None:
         if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
             raise ClassifierError(f"hidden must be None (linear head) or a positive width, got {self.hidden!r}")
-        if not 0 <= self.center_loss_lambda < math.inf:  # NaN fails every comparison: refused here too
-            raise ClassifierError(f"center_loss_lambda must be a finite number >= 0, got {self.center_loss_lambda}")
+        if not 0 <= self.center_loss_lambda <= MAX_CENTER_LOSS_LAMBDA:  # NaN fails every comparison: refused too
+            raise ClassifierError(f"center_loss_lambda must be a finite number >= 0, got {self.center_loss_lambda} "
+                                  f"(at most {MAX_CENTER_LOSS_LAMBDA:.4g}: the head trains in float32)")
         if not 0 < self.center_alpha <= 1:
             raise ClassifierError(f"center_alpha must be in (0, 1], got {self.center_alpha}")
         for name in ("epochs", "batch_size", "min_faces_per_class"):
@@ -276,7 +279,7 @@ def _diverged(epoch: int, loss: float, net: Any, centers: Any) -> str | None:
         what = "weights are not finite"
     else:
         return None
-    return f"training diverged: {what} at epoch {epoch}; lower --center-loss-lambda or the learning rate"
+    return f"training diverged: {what} at epoch {epoch} (a center-loss lambda or learning rate too large)"
 
 
 def _train_net(x: np.ndarray, index: np.ndarray, n_classes: int, params: HeadParams, on_epoch: OnEpoch | None = None):
