@@ -26,7 +26,9 @@ never share a source media item or its near-duplicates: media are joined (union-
 their frame pHashes lie within a small Hamming radius, or when they hold faces (of any classes)
 whose embeddings are nearly identical (`same_photo_pairs`: mirrored and cropped copies of one
 photo, which move the pHash too far, also one filed under a second class), and whole groups go to
-one side (`copy_groups`: retrain's holdout groups media the same way).
+one side (`copy_groups`: retrain's holdout groups media the same way). Media that one group of an
+imported export held (its crops of one clip, recorded by `giflens import raw-dataset`,
+`labeling.import_groups`) are joined too, whether or not an earlier export is followed.
 
 Sides are stable too. Given `previous` (an earlier export), every media item of its split.csv
 (matched by sha256; or by the sha256 of a face crop it exported, which is how a store that imported
@@ -94,6 +96,7 @@ from embeddings.cache import sha256_file
 from embeddings.near_duplicates import near_duplicate_media
 from labeling.db import current_revision
 from labeling.errors import ValidationError
+from labeling.import_groups import recorded_group_pairs
 from labeling.importers import read_csv, renames
 from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
                              MediaEmbedding, MediaTag, Tag, bytes_to_vector, utcnow)
@@ -764,6 +767,10 @@ class ExportSummary:
                 f"in {self.seconds:.1f} s ({self.gif_vectors} GIF vectors in projector/gif_vectors.tsv)")
 
 
+NO_CONFIRMED_LABELS = ("no confirmed labels (approved or relabeled faces of a class that is not retired): the export "
+                       "holds no class and no face; approve faces in the app, or run `giflens import raw-dataset`")
+
+
 def no_faces_exported(summary: "ExportSummary", how_to_choose: str) -> str | None:
     """What to say when confirmed labels were skipped for want of a face crop (an export that lacks
     them is otherwise easy to take for a complete one, and a later export follows it); `how_to_choose`
@@ -895,7 +902,10 @@ def _read_snapshot(session: Session, face_model: str, gif_model: str | None = No
     recorded = {r.get("manifest_sha256") for r in session.scalars(select(Export.manifest)) if isinstance(r, dict)}
     return {"labels": labels, "projector": projector, "classes": classes, "media": media, "tags": tags,
             "gif_model": gif_model, "gifs": gifs, "revision": current_revision(session.get_bind()),
-            "recorded_manifests": recorded - {None}, "renames": renames(session)}
+            "recorded_manifests": recorded - {None}, "renames": renames(session),
+            "imported_pairs": recorded_group_pairs(session, media_ids),
+            "holds_media": bool(labels) or session.scalar(select(Media.id).where(Media.status == "ok")
+                                                          .limit(1)) is not None}
 
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
@@ -1160,6 +1170,10 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     earlier, side_notes = sides_to_keep(earlier, split)
     notes += side_notes
 
+    # media ingested, none confirmed: an export of 0 faces would read as a finished one (and later exports
+    # follow it); a store that holds nothing yet (a quick start) has nothing to explain
+    if not snap["labels"] and snap["holds_media"]:
+        notes.append(NO_CONFIRMED_LABELS)
     rows, missing, not_found = [], 0, 0
     for r in snap["labels"]:
         crop = data_dir / r.crop_path if r.crop_path else None
@@ -1173,11 +1187,15 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     ordered = sorted(folders, key=index.__getitem__)  # rows of labels.csv and classes.csv by index
     media = snap["media"]
     media_ids = {r.media_id for r, _ in rows}
+    # media one group of an imported export held (its crops of one clip, `labeling.import_groups`) stay one
+    # group whether or not an earlier export is followed; those of the one followed, too
+    joined = [(a, b) for a, b in snap["imported_pairs"] if a in media_ids and b in media_ids]
+    if followed is not None:
+        joined += earlier_group_pairs(followed, {m: media[m].sha256 for m in media_ids})
     groups, photo_pairs = copy_groups(
         {m: media[m].frame_hashes for m in media_ids},
         ((r.class_id, r.media_id, bytes_to_vector(r.vector)) for r, _ in rows if r.vector is not None),
-        same_photo_distance, near_duplicate_radius,
-        earlier_group_pairs(followed, {m: media[m].sha256 for m in media_ids}) if followed is not None else ())
+        same_photo_distance, near_duplicate_radius, joined)
     group_classes: dict[int, Counter] = {}
     group_key: dict[int, list[str]] = {}
     group_media: dict[int, set[int]] = {}

@@ -598,7 +598,9 @@ def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | N
                                  summary)
         if (note := _index_note(op.session, csv_path, rows, ids)) is not None:
             summary.notes.append(note)
-        summary.unchanged = len(rows) - summary.created - summary.updated
+        # each row is created, updated, skipped (`_ensure_classes` reports a row at most once) or unchanged:
+        # the four add up to the file's rows, so a skipped row is never counted as unchanged too
+        summary.unchanged = max(0, len(rows) - summary.created - summary.updated - len(summary.skipped))
         op.summary = f"import classes from {csv_path.name}: {summary.created} created, {summary.updated} updated"
     summary.event_id = op.result.event_id
     return summary
@@ -706,9 +708,17 @@ def _fill_class_details(op: Operation, targets: dict[str, int], details: dict[st
 class StoredMedia(NamedTuple):
     """The ingested media a tags import matches rows against, read once (`stored_media`)."""
 
-    by_name: dict[str, list[tuple[int, str]]]  # file name -> (media id, stored path), every one of that name
+    by_name: dict[str, list[tuple[int, str]]]  # file name (NFC) -> (media id, stored path), every one of that name
     by_sha256: dict[str, tuple[int, str]]  # content -> (media id, stored path)
     sizes: set[int | None]  # their sizes in bytes (None: a media item stored without one)
+    by_folded: dict[str, list[str]] = {}  # file name casefolded (NFC) -> the stored names (NFC) that fold so
+
+
+def _nfc(text: str) -> str:
+    """A file name as tags rows and stored paths are compared: composed (NFC). Why: macOS and some archivers
+    write names decomposed (NFD), a spreadsheet holds them composed; byte for byte, "Beyoncé.jpg" typed in
+    a tags file would never match the ingested "Beyoncé.jpg" of a folder copied from a Mac."""
+    return unicodedata.normalize("NFC", text)
 
 
 def stored_media(session: Session) -> StoredMedia:
@@ -720,11 +730,14 @@ def stored_media(session: Session) -> StoredMedia:
     sizes: set[int | None] = set()
     for media_id, path, sha, size in session.execute(select(Media.id, Media.path, Media.sha256, Media.size_bytes)
                                                      .where(Media.status == "ok").order_by(Media.id)):
-        by_name.setdefault(Path(path).name, []).append((media_id, path))
+        by_name.setdefault(_nfc(Path(path).name), []).append((media_id, path))
         if sha:
             by_sha256[sha] = (media_id, path)
         sizes.add(size)
-    return StoredMedia(by_name, by_sha256, sizes)
+    by_folded: dict[str, list[str]] = {}
+    for name in by_name:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    return StoredMedia(by_name, by_sha256, sizes, by_folded)
 
 
 def path_ends_with(stored: str, wanted: str | tuple[str, ...]) -> bool:
@@ -732,7 +745,7 @@ def path_ends_with(stored: str, wanted: str | tuple[str, ...]) -> bool:
     /m/clips_b/x.jpg; an absolute one only itself). Why: a tags file naming a folder means that file, and
     matching by base name alone would put its tags on every file of that name."""
     want = Path(wanted).parts if isinstance(wanted, str) else wanted
-    return len(want) > 0 and Path(stored).parts[-len(want):] == want
+    return len(want) > 0 and tuple(map(_nfc, Path(stored).parts[-len(want):])) == tuple(map(_nfc, want))
 
 
 def tags_file_parts(wanted: str) -> tuple[str, ...]:
@@ -777,19 +790,19 @@ def _media_matching(media: StoredMedia, csv_path: Path, wanted: str) -> tuple[li
         return [], None
     plain = ".." not in parts
     if plain:
-        named = media.by_name.get(parts[-1], [])
+        named = media.by_name.get(_nfc(parts[-1]), [])
         found = named if len(parts) == 1 else [m for m in named if path_ends_with(m[1], parts)]
         if found:
             return found, None
     file = _file_named(csv_path, parts)
     if file is not None:
-        candidates = dict.fromkeys(media.by_name.get(file.name, []) + media.by_name.get(parts[-1], []))
+        candidates = dict.fromkeys(media.by_name.get(_nfc(file.name), []) + media.by_name.get(_nfc(parts[-1]), []))
         found = [m for m in candidates if _resolved(Path(m[1])) == file]
         if found:
             return found, None
     if not plain:
         tail = parts[len(parts) - parts[::-1].index(".."):]
-        found = [m for m in media.by_name.get(parts[-1], []) if path_ends_with(m[1], tail)]
+        found = [m for m in media.by_name.get(_nfc(parts[-1]), []) if path_ends_with(m[1], tail)]
         if found:
             return found, None
     same = _same_content(media, file) if file is not None else None
@@ -924,14 +937,21 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
 def _not_ingested(wanted: str, same: tuple[int, str] | None, media: StoredMedia) -> str:
     """Why a tags row matched no media: not ingested, only under other folders, or ingested under another
     name (`same`, the media holding the content of the file it names: ingest stores one media item per
-    content, under the last name it met, so "not ingested" would send the editor to ingest it again)."""
+    content, under the last name it met, so "not ingested" would send the editor to ingest it again), or
+    under a name that differs only in case (named: "al_gore_0002.jpg" typed for the ingested "Al_Gore_0002.jpg"
+    is a typo to fix, not a file to ingest again)."""
     if same is not None:
         return (f"{wanted} is ingested under another name: media {same[0]}, {same[1]}, has the same content "
                 "(a media item is stored once, under the last of its names); not tagged")
-    others = media.by_name.get((tags_file_parts(wanted) or (wanted,))[-1], [])
+    name = _nfc((tags_file_parts(wanted) or (wanted,))[-1])
+    others = media.by_name.get(name, [])
     if others:
         shown = ", ".join(p for _, p in others[:3]) + (", ..." if len(others) > 3 else "")
         return f"{wanted} is not ingested; no media in that folder, but {len(others)} of that name elsewhere ({shown})"
+    alike = sorted(media.by_folded.get(name.casefold(), []))
+    if alike:
+        shown = " or ".join(alike[:3]) + (" or ..." if len(alike) > 3 else "")
+        return f"{wanted} is not ingested; did you mean {shown}? (file names are matched in their exact case)"
     return f"{wanted} is not ingested"
 
 
@@ -1177,6 +1197,53 @@ def _confirmed_here(session: Session, folder: Path) -> str | None:
     return "every face in its split.csv is of media here, confirmed here already in the class its classes.csv names"
 
 
+def own_crops(session: Session, files: Iterable[Path], data_dir: Path) -> dict[Path, int]:
+    """file -> face id, for the files that are byte for byte the face crop (under `data_dir`) of a face
+    confirmed here: what an export of this store copied into its raw_dataset/.
+
+    Why: `own_export` knows an export by its manifest.json or split.csv; one copied without them (labels.csv
+    and raw_dataset/ alone, GIPHY's own layout) is still this store's faces, and imported back each would
+    be a new image labeled a second time. Only sizes are compared first: a crop is read only when a file
+    of its size is imported, and a file only when a crop of its size exists."""
+    sizes: dict[Path, int] = {}
+    for path in files:
+        try:
+            sizes[path] = path.stat().st_size
+        except OSError:
+            continue
+    if not sizes:
+        return {}
+    wanted = set(sizes.values())
+    crop_sha: dict[str, int] = {}
+    crop_sizes: set[int] = set()
+    for face_id, crop_path in session.execute(
+            select(FaceLabel.face_id, FaceEmbedding.crop_path)
+            .join(FaceEmbedding, FaceEmbedding.face_id == FaceLabel.face_id)
+            .where(FaceLabel.status.in_(CONFIRMED_STATUSES), FaceEmbedding.crop_path.is_not(None))
+            .order_by(FaceLabel.face_id)):
+        crop = Path(data_dir) / crop_path
+        try:
+            size = crop.stat().st_size
+            if size in wanted:
+                crop_sha.setdefault(sha256_file(crop), face_id)
+                crop_sizes.add(size)
+        except OSError:
+            continue
+    if not crop_sha:
+        return {}
+    found: dict[Path, int] = {}
+    for path, size in sizes.items():
+        if size not in crop_sizes:
+            continue
+        try:
+            face_id = crop_sha.get(sha256_file(path))
+        except OSError:
+            continue
+        if face_id is not None:
+            found[path] = face_id
+    return found
+
+
 def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
                        on_start: Callable[[int], None] | None = None,
                        on_result: Callable[[Any], None] | None = None) -> ImportSummary:
@@ -1194,26 +1261,44 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     merged away go to the class it was merged into. Images are matched to their ingest results by
     the file they name, so an image or class folder linked in (a symlink) is labeled like any other,
     and one filed under two labels that way is reported too; every image left unlabeled is noted
-    with why. A folder that is an export of this store (`own_export`) is refused before anything is
-    ingested, and labels.csv indices an export would not keep are noted (`_index_note`)."""
+    with why. A folder that is an export of this store (`own_export`, or one whose every image is the crop
+    of a face confirmed here, `own_crops`) is refused before anything is ingested; images that are such
+    crops beside others are skipped with one note. labels.csv indices an export would not keep are noted
+    (`_index_note`). The groups of an export's split.csv (one clip's crops) are recorded for the media
+    ingested from them (`labeling.import_groups`), so every later export keeps each clip on one side."""
+    from labeling.import_groups import read_export_groups, record_groups
     from labeling.ingest import ingest
 
     folder = Path(os.path.abspath(folder))  # ingest stores absolute paths; the images are matched by them below
     who = _editor(editor, folder)
     file_notes: list[str] = []
     labels, names, images, notes, class_map = _scan_raw_dataset(folder, file_notes)
+    all_files = [p for paths in images.values() for p in paths]
     with store() as session:  # before anything is ingested
         own = own_export(session, folder)
+        mine = own_crops(session, all_files, Path(settings.data_dir)) if own is None else {}
+    if own is None and mine and len(mine) == len(all_files):
+        own = (f"each of its {len(mine)} image(s) is, byte for byte, the face crop of a face confirmed here, "
+               "though it holds no manifest.json or split.csv")
     if own is not None:
         raise ValidationError(f"{folder} is an export of this store ({own}): importing it would add each of its "
                               "faces again, as a new image, doubling them in the next export; import it into another "
                               "store")
+    groups, groups_note = read_export_groups(folder)  # an export's clips: their crops stay one group here
     # by exact name (`_ensure_classes` with exact): labels.csv's names are unique so, folded or not (`read_labels_csv`)
     details = {names[r.label][0]: class_map[r.label] for r in labels if r.label in class_map}
     summary = ImportSummary("raw dataset", folder.name, notes=file_notes)
     summary.skipped += notes
+    if groups_note is not None:
+        summary.notes.append(groups_note)
+    summary.images = len(all_files)
+    if mine:  # some of its images are this store's exported crops (all of them: refused above)
+        first = min(mine)
+        summary.skipped.append(f"{len(mine)} image(s) are, byte for byte, face crops of faces confirmed here (e.g. "
+                               f"{first}, the crop of face {mine[first]}: an export of this store); not imported: "
+                               "each would label its face a second time, as a new image")
+        images = {label: [p for p in paths if p not in mine] for label, paths in images.items()}
     files = [p for paths in images.values() for p in paths]
-    summary.images = len(files)
     # by resolved path: ingest takes a file linked in twice (a symlink beside its target, a class folder
     # linked to another) once, so the link's path has no result of its own, only its target's
     sha_of: dict[Path, str] = {}
@@ -1251,8 +1336,15 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
         for start in range(0, len(shas), 5000):
             media_ids.update(op.session.execute(select(Media.sha256, Media.id).where(
                 Media.sha256.in_(shas[start : start + 5000]), Media.status == "ok")).all())
+        if groups:
+            grouped: dict[int, set[str]] = {}
+            for path in files:
+                sha = sha_of.get(_resolved(path))
+                if (key := groups.key_of(path, sha)) is not None and (media_id := media_ids.get(sha or "")) is not None:
+                    grouped.setdefault(media_id, set()).add(key)
+            record_groups(op.session, grouped)
         to_label = faces_to_label(op.session, list(media_ids.values()), settings.face_model)
-        wanted: dict[int, tuple[int, str]] = {}  # face -> (class, label)
+        wanted: dict[int, tuple[int, str, Path]] = {}  # face -> (class, label, the file that asked for it)
         conflicts: set[int] = set()
         for label, paths in images.items():
             class_id = _active_target(classes, ids[names[label][0]])
@@ -1274,19 +1366,20 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
                 if faces is None:
                     summary.skipped.append(f"{path}: no face found")
                     continue
-                other = next((wanted[f][1] for f in faces if f in wanted and wanted[f][0] != class_id), None)
+                other = next((wanted[f] for f in faces if f in wanted and wanted[f][0] != class_id), None)
                 if other is not None:
                     conflicts.update(faces)
-                    summary.skipped.append(f"{path}: the same image is also under {other}/; not labeled")
+                    summary.skipped.append(f"{path}: the same image is also under {other[1]}/; not labeled, and "
+                                           f"neither is {other[2]}: neither copy is labeled (file it under one label)")
                 for face_id in faces:
-                    wanted.setdefault(face_id, (class_id, label))
+                    wanted.setdefault(face_id, (class_id, label, path))
         for face_id in conflicts:
             del wanted[face_id]
         # classes before faces, as a merge locks them: apply_decision below, once per class, finds them held
-        lock_classes_before_faces(op.session, list(wanted), {c for c, _ in wanted.values()})
+        lock_classes_before_faces(op.session, list(wanted), {c for c, _, _ in wanted.values()})
         current = op.load("face", [(f,) for f in wanted])
         todo: dict[int, list[int]] = {}
-        for face_id, (class_id, _) in wanted.items():
+        for face_id, (class_id, _, _) in wanted.items():
             row = current[(face_id,)]
             if row is not None and row["source"] == "editor" and row["status"] not in UNDECIDED_STATUSES:
                 if row["status"] in CONFIRMED_STATUSES and row["class_id"] == class_id:

@@ -674,6 +674,7 @@ def media_groups(store: sessionmaker[Session], faces: Sequence[tuple[Any, int, n
     the holdout, as it never straddles the export's split. Faces editors marked unknown come as
     class NO_CLASS: two copies of one stranger's photo are one group too."""
     from labeling.export import copy_groups, same_photo_threshold
+    from labeling.import_groups import recorded_group_pairs
 
     ids = sorted({int(m) for _, m, _ in faces})
     hashes: dict[int, Any] = {}
@@ -681,8 +682,9 @@ def media_groups(store: sessionmaker[Session], faces: Sequence[tuple[Any, int, n
         for start in range(0, len(ids), 5000):
             hashes.update(session.execute(select(Media.id, Media.frame_hashes)
                                           .where(Media.id.in_(ids[start:start + 5000]))).all())
+        joined = recorded_group_pairs(session, ids)  # crops of one clip an imported export grouped
     groups, _ = copy_groups({m: hashes.get(m) for m in ids}, ((c, int(m), v) for c, m, v in faces),
-                            same_photo_threshold(model_id))
+                            same_photo_threshold(model_id), joined=joined)
     return groups
 
 

@@ -136,6 +136,24 @@ class MediaEmbedding(Base):
     top_labels: Mapped[Optional[list]] = mapped_column(JSON)  # [[imagenet label, probability], ...]
 
 
+class ImportedGroup(Base):
+    """One group of an imported export that held this media item (migration 0012): its crops of one clip.
+
+    Why: `giflens import raw-dataset` of an export ingests each face crop as a media item of its own, so
+    the crops of one multi-frame GIF share no frame hash or embedding here; only the export's split.csv
+    `group` says they were one clip. Media sharing a `group_key` stay one group in every later export
+    (`labeling.export.copy_groups`), or one clip's faces would train and validate at once. The key is
+    namespaced by the export it came from (`labeling.import_groups.group_key`), so groups of two exports
+    never meet by their numbers alone. Provenance, not an editor's decision: not audited."""
+
+    __tablename__ = "imported_group"
+    __table_args__ = (UniqueConstraint("media_id", "group_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    group_key: Mapped[str] = mapped_column(String(64), index=True)
+
+
 # -- curation: classes, labels, tags, audit --------------------------------------------
 CLASS_STATUSES = ("active", "proposed", "retired")
 LABEL_STATUSES = ("predicted", "approved", "rejected", "relabeled", "unknown")

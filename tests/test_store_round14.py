@@ -209,6 +209,7 @@ def test_migration_0011_keeps_what_editors_did_to_the_tags_it_merges(store_url):
         for old, stored in (("old-dotted", "i\u0307stanbul"), ("old-plain", "istanbul"),
                             ("old-izmir-2", "i\u0307\u0307zmir"), ("old-izmir-1", "i\u0307zmir")):
             conn.execute(text("UPDATE tag SET name = :n WHERE id = :i"), {"n": stored, "i": ids[old]})
+        conn.execute(text("DROP TABLE imported_group"))  # what later migrations add: a store at 0010 lacks it
         conn.execute(text("UPDATE alembic_version SET version_num = '0010'"))
     migrate(engine)
     survivor, izmir = ids["old-plain"], max(ids["old-izmir-1"], ids["old-izmir-2"])
