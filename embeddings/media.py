@@ -205,7 +205,8 @@ def _check_pixels(path: Path, width: int, height: int, limits: MediaLimits, what
         raise MediaError("unreadable", f"{path}: {what} size {width}x{height} is invalid")
     if width * height > limits.max_pixels:
         raise MediaError("bomb", f"{path}: {width}x{height} = {width * height:,} pixels per {what} is over the "
-                                 f"{limits.max_pixels:,}-pixel limit (decompression bomb guard)")
+                                 f"{limits.max_pixels:,}-pixel limit (decompression bomb guard, set by "
+                                 f"GIFLENS_MAX_PIXELS)")
 
 
 def _check_frames(path: Path, total: int, limits: MediaLimits, at_least: bool = False) -> None:
@@ -411,7 +412,7 @@ def _decode_gif(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrames
     # index's colour, as its canvas is opaque once it is RGB); browsers show it transparent, so it
     # is composited onto white too. Per pixel: a frame's transparent pixels draw nothing.
     painted = np.zeros((layout.height, layout.width), bool)
-    with _open_pillow(path, "GIF") as im, open(path, "rb") as fh:
+    with _open_pillow(path, "GIF", limits) as im, open(path, "rb") as fh:
         # Compositing is sequential (each frame is drawn over the previous canvas), so every
         # frame up to the last sample is decoded, but only the sampled ones are converted.
         for index in range(wanted[-1] + 1):
@@ -541,7 +542,7 @@ def _decode_webp(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrame
     _check_frames(path, layout.frames, limits)
     _check_compositing(path, layout.width, layout.height, evenly_spaced_indices(layout.frames, n_frames), limits,
                        "WebP")
-    with _open_pillow(path, "WEBP") as im:
+    with _open_pillow(path, "WEBP", limits) as im:
         total = int(getattr(im, "n_frames", 1))
         _check_frames(path, total, limits)
         if total == 1:
@@ -558,15 +559,38 @@ def _decode_webp(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFrame
 
 # -- still images ----------------------------------------------------------------------------
 
-def _open_pillow(path: Path, fmt: str) -> Image.Image:
-    """Image.open restricted to the sniffed format; Pillow's own bomb check becomes a MediaError."""
+def _open_pillow(path: Path, fmt: str, limits: MediaLimits) -> Image.Image:
+    """Image.open restricted to the sniffed format; Pillow's own bomb check becomes giflens's message.
+
+    Why: Pillow refuses a header over twice `Image.MAX_IMAGE_PIXELS` (178,956,970 pixels) in
+    Image.open, before the callers' `_check_pixels` sees the size, so a 60000x60000 PNG said "exceeds
+    limit of 178956970 pixels" while an 8000x8000 one named GIFLENS_MAX_PIXELS. The size is read again
+    from the header alone (`_header_size`) and checked against our limit. Pillow's global is left as
+    it is: raising it here would loosen every other Image.open in the process (other threads too)."""
     with warnings.catch_warnings():
         # Our limit is checked from the header before any decode; Pillow's warning level is redundant.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             return Image.open(path, formats=[fmt])
         except Image.DecompressionBombError as exc:
-            raise MediaError("bomb", f"{path}: refused as a decompression bomb: {exc}") from exc
+            size = _header_size(path, fmt)
+            if size is not None:
+                _check_pixels(path, *size, limits, "image")
+            # within GIFLENS_MAX_PIXELS (set above Pillow's ceiling), or a header only Image.open reads
+            raise MediaError("bomb", f"{path}: refused as a decompression bomb: {exc} (Pillow's own ceiling, "
+                                     f"which applies whatever GIFLENS_MAX_PIXELS says)") from exc
+
+
+def _header_size(path: Path, fmt: str) -> tuple[int, int] | None:
+    """The (width, height) the file's header declares, read by the format's Pillow plugin without
+    Image.open's bomb check and without decoding a pixel; None when the plugin cannot read it."""
+    Image.init()
+    try:
+        factory, _ = Image.OPEN[fmt]
+        with open(path, "rb") as fh, factory(fh, str(path)) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - only a better message is at stake; the caller refuses the file anyway
+        return None
 
 
 def _decode_still(path: Path, im: Image.Image, limits: MediaLimits) -> DecodedFrames:
@@ -578,7 +602,7 @@ def _decode_still(path: Path, im: Image.Image, limits: MediaLimits) -> DecodedFr
 
 
 def _decode_image(path: Path, fmt: str, n_frames: int, limits: MediaLimits) -> DecodedFrames:
-    with _open_pillow(path, fmt) as im:
+    with _open_pillow(path, fmt, limits) as im:
         if fmt == "PNG" and (getattr(im, "is_animated", False) or getattr(im, "default_image", False)):
             return _decode_apng(path, im, n_frames, limits)
         return _decode_still(path, im, limits)
@@ -731,6 +755,25 @@ class _VideoProbe:
     rate: Fraction | None
     time_base: Fraction | None
     start: int
+    constant_rate: bool = False  # `_is_constant_rate`: frame i is the one shown at i / rate
+
+
+def _is_constant_rate(frames: int, duration: float | None, average: Fraction | None,
+                      guessed: Fraction | None) -> bool:
+    """Whether a stream with an exact frame count (`frames`, from the sample table) shows its frames
+    at one steady rate, so that frame i is the one whose timestamp is i / rate.
+
+    Why: seeking finds frame i by that timestamp. A variable-frame-rate clip (phones in low light,
+    screen recorders) breaks it: 3,000 frames at 33 ms then 3,000 at 66 ms gave seeks that stored
+    frame 3,328 as frame 2,437. Both rates FFmpeg knows must agree (the average, frames / duration,
+    and the guessed one, from the typical frame spacing), and the guessed rate must account for
+    every frame over the duration to within one, so a mapping from timestamps to frame numbers is
+    off by at most one frame anywhere in the clip."""
+    if frames <= 0 or not duration or not average or not guessed:
+        return False
+    if abs(float(average / guessed) - 1) > 0.01:
+        return False
+    return abs(duration * float(guessed) - frames) <= 1
 
 
 def sample_aspect(stream) -> Fraction | None:
@@ -825,6 +868,9 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
             duration = container.duration / 1_000_000 if container.duration else None
         rate = stream.average_rate or stream.guessed_rate or None
         total, exact = int(stream.frames or 0), True
+        constant = exact and _is_constant_rate(total, duration, stream.average_rate, stream.guessed_rate)
+        if constant:  # the frame spacing itself, not frames / duration (a frame's worth of rounding)
+            rate = stream.guessed_rate
         if total <= 0 and duration and rate:
             total, exact = int(round(duration * float(rate))), False
         if total <= 0:
@@ -835,7 +881,7 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
                     _check_frames(path, total, limits, at_least=True)
         _check_frames(path, total, limits)
         start = stream.start_time if stream.start_time is not None else 0
-    return _VideoProbe(width, height, total, exact, duration, rate, time_base, start)
+    return _VideoProbe(width, height, total, exact, duration, rate, time_base, start, constant)
 
 
 def _on_white(frame) -> np.ndarray:
@@ -935,8 +981,9 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
                              limits: MediaLimits) -> list[np.ndarray] | None:
     """Seek to the keyframe before each wanted frame and decode forward to it.
 
-    Frame i is the one whose timestamp is i / rate after the stream start. Returns
-    None whenever timestamps cannot be trusted (missing pts, a seek that lands
+    Frame i is the one whose timestamp is i / rate after the stream start, which holds only for a
+    constant-rate stream (`_is_constant_rate`; the caller seeks no other). Returns
+    None whenever timestamps cannot be trusted (missing pts, one off the i / rate grid, a seek that lands
     after its target, the stream ending early), and when keyframes are so sparse that
     a seek decodes more frames than decoding straight on from the previous sample
     would (one keyframe for the whole clip made every seek decode from the start);
@@ -953,7 +1000,10 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
             for position, frame in enumerate(reader.frames()):
                 if frame.pts is None or position > target - previous:
                     return None
-                index = round((frame.pts - probe.start) * probe.time_base * probe.rate)
+                position_in_frames = (frame.pts - probe.start) * probe.time_base * probe.rate
+                index = round(position_in_frames)
+                if abs(position_in_frames - index) > Fraction(1, 10):
+                    return None  # a timestamp off the constant-rate grid: frame numbers would be guesses
                 if index >= target:
                     if position == 0 and index > target:
                         return None  # landed after the target: the seek is not trustworthy here
@@ -974,7 +1024,11 @@ def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFram
         raise MediaError("empty", f"{path}: the video stream holds no frames")
     wanted = evenly_spaced_indices(total, n_frames)
     frames: list[np.ndarray] | None = None
-    if len(wanted) > 1 and min(b - a for a, b in zip(wanted, wanted[1:])) >= SEEK_MIN_GAP:
+    # Seeking finds frames by timestamp, which names the frame only at a constant rate with an exact
+    # count; anything else (variable rate, a WebM's estimated count) is decoded in one pass, which
+    # numbers and counts the frames as they come.
+    if (probe.constant_rate and len(wanted) > 1
+            and min(b - a for a, b in zip(wanted, wanted[1:])) >= SEEK_MIN_GAP):
         frames = _decode_video_by_seeking(path, wanted, probe, limits)
         indices = wanted
     if frames is None:

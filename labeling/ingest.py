@@ -56,28 +56,41 @@ class IngestSummary:
     # of `ingested`: items computed (not in this data folder's cache) that the store already held as they
     # are, e.g. a teammate's media on a shared store: the store is unchanged, only the cache was filled
     already_stored: int = 0
+    # files whose bytes an earlier file of this batch had, computed then (`ingested`): stored once, neither
+    # computed again nor a cache hit. ingested + cached + failed + copies is the number of files.
+    copies: int = 0
+    _computed: set[str] = field(default_factory=set, repr=False)  # sha256 of the items counted as `ingested`
 
     def add(self, result: MediaResult) -> None:
         if result.status != "ok":
             self.failed += 1
             self.failures.append((path_text(result.path), result.error or result.reason or "failed"))
             return
-        if result.from_cache:
+        if result.sha256 in self._computed:
+            # Why not "cached": the pipeline hands a copy the result it computed for the first name (in
+            # the same chunk, `from_cache` set) or finds the entries that run just wrote (a later chunk).
+            # Counted as a cache hit, a first run into an empty data folder said "cached 5".
+            self.copies += 1
+        elif result.from_cache:
             self.cached += 1
         else:
             self.ingested += 1
+            if result.sha256 is not None:
+                self._computed.add(result.sha256)
         if result.sha256 not in self._counted:  # the same bytes under two names are one item: its faces once
             self._counted.add(result.sha256)
             self.faces += result.face_count
 
     def line(self) -> str:
-        """The four counts (scripts and the README read them), then what `already_stored` says when any:
-        "ingested" counts cache misses, which on a store shared by editors with their own data folders
-        may add nothing to the store."""
-        counts = f"ingested {self.ingested}, cached {self.cached}, failed {self.failed}, faces {self.faces}"
-        if not self.already_stored:
-            return counts
-        return f"{counts} ({self.already_stored} already in the store: computed again for this data folder's cache)"
+        """The four counts (scripts and the README read them), then what `copies` and `already_stored`
+        say when any: "ingested" counts cache misses, which on a store shared by editors with their own
+        data folders may add nothing to the store."""
+        line = f"ingested {self.ingested}, cached {self.cached}, failed {self.failed}, faces {self.faces}"
+        if self.copies:
+            line += f" ({self.copies} {'copy' if self.copies == 1 else 'copies'} of other files in this batch, stored once)"
+        if self.already_stored:
+            line += f" ({self.already_stored} already in the store: computed again for this data folder's cache)"
+        return line
 
 
 def _find_media(session: Session, result: MediaResult) -> Media | None:
@@ -493,7 +506,7 @@ def record_ingest_event(session: Session, editor: str, summary: IngestSummary, w
     event must be refused (labeling/audit.py decides that; deleting media is never an undo)."""
     written = list(dict.fromkeys(written))
     after = {"ingested": summary.ingested, "cached": summary.cached, "failed": summary.failed,
-             "faces": summary.faces, "media": summary.media}
+             "copies": summary.copies, "faces": summary.faces, "media": summary.media}
     if summary.removed:  # failed rows of files since fixed in place (`_drop_stale_failures`)
         after["removed"] = summary.removed
     text = f"ingest: {summary.line()}" + (" (interrupted: the rest of the batch was not stored)" if interrupted else "")

@@ -114,7 +114,7 @@ def test_a_hard_link_is_no_copy_in_the_batch_nor_before_it(tmp_path, lfw_dir, pi
     settings = ingest_settings(tmp_path)
     pipeline = IngestPipeline(settings, **pipeline_models)
     together = ingest([tmp_path / "in"], settings, pipeline=pipeline)
-    assert (together.ingested, together.cached, together.notes) == (1, 1, [])
+    assert (together.ingested, together.cached, together.copies, together.notes) == (1, 0, 1, [])
     assert ingest([a], settings, pipeline=pipeline).notes == []  # the link stored before, its file met now
     assert ingest([b], settings, pipeline=pipeline).notes == []
     copy = tmp_path / "in" / "c.jpg"

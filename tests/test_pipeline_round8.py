@@ -81,7 +81,7 @@ def test_a_copy_in_a_cold_batch_is_noted(tmp_path, lfw_dir, pipeline_models, chu
     summary = ingest([tmp_path / "in"], settings, pipeline=pipeline)
     rows = _rows(settings.resolved_database_url)
     [y_id] = [m for m, _, path in rows if path == str(y)]
-    assert (summary.ingested, summary.cached, summary.failed, len(rows)) == (2, 1, 0, 2)
+    assert (summary.ingested, summary.cached, summary.failed, summary.copies, len(rows)) == (2, 0, 0, 1, 2)
     assert summary.notes == [f"{x}: same content as {y} (media {y_id}); stored once"]
     again = ingest([tmp_path / "in"], settings, pipeline=pipeline)  # said on every run while both are there
     assert (again.ingested, again.cached, again.notes) == (0, 3, summary.notes)
