@@ -984,10 +984,19 @@ def _later_decisions(session: Session, event: AuditEvent, class_ids: Sequence[in
     if not labels:
         return []
     later = _later_writes(session, event, sorted(labels))
-    _, after = snapshots_of(session, list(later), sorted(labels))
+    # key -> the later events that wrote it, newest first: looked up per face, not by scanning every later
+    # event for every face (that took the product of the two, 12 s for 20,000 one-face approvals)
+    writers: dict[str, list[int]] = {}
+    for later_id in sorted(later, reverse=True):
+        for key in later[later_id][1]:
+            writers.setdefault(key, []).append(later_id)
+    if not writers:
+        return []
+    _, after = snapshots_of(session, list(later), sorted(writers), sides=("after",))
     found: list[tuple[int, int, int]] = []
-    for key, class_id in labels.items():
-        for later_id in sorted((i for i in later if key in later[i][1]), reverse=True):
+    for key, ids in writers.items():
+        class_id = labels[key]
+        for later_id in ids:
             snapshot = after.get(later_id, {}).get(key)
             if snapshot is not None and ("status" in snapshot or "class_id" in snapshot):
                 if snapshot.get("class_id", class_id) == class_id:
@@ -1021,7 +1030,8 @@ def _check_decisions_on_retiring(session: Session, event: AuditEvent) -> None:
         f"operation {event.id} ({event.operation}) cannot be undone: it would {retiring[class_id]}, but {n_ops} later "
         f"operation(s) confirmed {n_faces} face(s) as it since, first {first.id} ({what}) by {first.editor} at "
         f"{as_utc(first.at):%Y-%m-%d %H:%M:%S} UTC (face {face_id}); a face confirmed as a retired class drops out "
-        "of the export: undo those first, or relabel the faces")
+        "of the export: " + ("relabel the faces (an undo cannot be undone)" if first.undo_of_id
+                             else "undo those first, or relabel the faces"))
 
 
 def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> OperationResult:
@@ -1164,10 +1174,11 @@ def entity_events(session: Session, keys: Sequence[str], limit: int = 200,
     return [tuple(row) for row in session.execute(stmt)]
 
 
-def snapshots_of(session: Session, event_ids: Sequence[int], keys: Sequence[str]
+def snapshots_of(session: Session, event_ids: Sequence[int], keys: Sequence[str],
+                 sides: Sequence[str] = ("before", "after"),
                  ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
     """(before, after): event id -> {key: snapshot} for those of `keys` each event's snapshots hold (None
-    where the entity did not exist), in the order of `keys`.
+    where the entity did not exist), in the order of `keys`; a side not in `sides` is not read (left empty).
 
     Only these keys are read, picked out by the database (json_each, on SQLite and PostgreSQL alike):
     loading whole events decoded every bulk event's before and after in full (a prediction run over 20,000
@@ -1177,6 +1188,8 @@ def snapshots_of(session: Session, event_ids: Sequence[int], keys: Sequence[str]
     order = {key: i for i, key in enumerate(dict.fromkeys(keys))}
     found: dict[str, dict[int, dict[str, Any]]] = {"before": {}, "after": {}}
     for side, out in found.items():
+        if side not in sides:
+            continue
         each = func.json_each(getattr(AuditEvent, side)).table_valued(column("key", String), column("value", JSON))
         for ids in _chunks(list(event_ids)):
             for chunk in _chunks(list(order)):

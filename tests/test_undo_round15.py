@@ -98,6 +98,22 @@ def test_a_decision_put_back_by_undoing_a_later_edit_pins_the_reactivation(store
         undo_event(store, active.event_id, "A")
 
 
+def test_when_an_undo_put_the_decision_back_the_refusal_does_not_ask_to_undo_it(store):
+    """An undo cannot be undone: the advice is to relabel, as `_blocking_error` says for undos."""
+    faces = make_faces(store, 1, 1)
+    a, _ = add_class(store, "A", "x")
+    relabel_faces(store, faces, a, "x")
+    rejected = reject_faces(store, faces, "x")
+    retire_class(store, a, "x")
+    active = set_class_status(store, a, "active", "x")
+    put_back = undo_event(store, rejected.event_id, "x")
+    with pytest.raises(UndoError) as refused:
+        undo_event(store, active.event_id, "x")
+    message = str(refused.value)
+    assert f"first {put_back.event_id} (undo of operation {rejected.event_id})" in message, message
+    assert message.endswith("drops out of the export: relabel the faces (an undo cannot be undone)"), message
+
+
 # -- 2. ids beyond the id columns ---------------------------------------------------------------------------------
 def test_ids_beyond_the_id_columns_are_not_found_on_every_store(store):
     faces = make_faces(store, 1, 1)
