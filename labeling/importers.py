@@ -1276,7 +1276,10 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
     all_files = [p for paths in images.values() for p in paths]
     with store() as session:  # before anything is ingested
         own = own_export(session, folder)
-        mine = own_crops(session, all_files, Path(settings.data_dir)) if own is None else {}
+        # only for the bare GIPHY layout: with a manifest or split.csv, `own_export` decided, and a store seeded
+        # from the same files writes the same crops, byte for byte, yet its export is another store's
+        bare = not (folder / "manifest.json").exists() and not (folder / "split.csv").exists()
+        mine = own_crops(session, all_files, Path(settings.data_dir)) if own is None and bare else {}
     if own is None and mine and len(mine) == len(all_files):
         own = (f"each of its {len(mine)} image(s) is, byte for byte, the face crop of a face confirmed here, "
                "though it holds no manifest.json or split.csv")

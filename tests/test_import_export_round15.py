@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from labeling.classes import add_class
+from labeling.classes import add_class, rename_class
 from labeling.cli import app
 from labeling.db import open_store, session_scope
 from labeling.errors import ValidationError
@@ -178,6 +178,24 @@ def test_an_own_export_without_manifest_or_split_is_refused_or_its_crops_skipped
     with store() as s:
         assert s.scalar(select(func.count()).select_from(FaceLabel)) == 3
         assert s.scalar(select(func.count()).select_from(Media).where(Media.status == "ok")) == 3
+
+
+@pytest.mark.slow
+def test_a_sibling_stores_export_with_its_manifest_is_imported_though_its_crops_match(tmp_path, lfw_dir):
+    """Two stores seeded from the same photos write the same crops, byte for byte: the crops check is for the
+    bare layout only, so another store's export (manifest and split.csv beside it, a class renamed there)
+    is imported, as the README promises."""
+    data = tmp_path / "data"
+    mine = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    add_class(mine, "Al Gore", "ann", seed_face_ids=photo_faces(mine, data, lfw_dir / "Al_Gore", 2))
+    sibling = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    gore, _ = add_class(sibling, "Al Gore", "bob", seed_face_ids=photo_faces(sibling, tmp_path / "b", lfw_dir / "Al_Gore", 2))
+    rename_class(sibling, gore, "Albert Gore", "bob")
+    export_dataset(sibling, tmp_path / "b", tmp_path / "eb", "bob")
+    summary = import_raw_dataset(mine, tmp_path / "eb", Settings(data_dir=data, database_url=f"sqlite:///{tmp_path / 'a.db'}"),
+                                 "ann")
+    assert not [n for n in summary.skipped if "face crops of faces confirmed here" in n], summary.skipped
+    assert summary.images == 2 and summary.labels == 2
 
 
 # -- 3. an export of a store without confirmed labels says so ----------------------------------------------------
