@@ -141,6 +141,14 @@ class MediaResult:
 # exactly this result, else None (see `IngestPipeline.run`).
 IsStored = Callable[[str, str, Path], str | None]
 
+# Told of each file once, as soon as it has been read: decoded and sampled, answered from the cache or the
+# store, or failed (`run`'s on_read(path, batch)). `batch` is how many files' frames now go through the
+# networks together (the models loaded first when this is their first use), 0 when the next file is read.
+# Why: results come out per chunk, after its batched inference (`on_result`), so a caller counting
+# results alone shows nothing for the whole first chunk (decoding, loading models, inference) and then a
+# burst; this says what is going on meanwhile, without counting as a file done.
+OnRead = Callable[[Path, int], None]
+
 
 def _not_a_file(path: Path, mode: int) -> str:
     """Why a path that exists is not media: a folder that cannot be read, or no regular file."""
@@ -583,29 +591,33 @@ class IngestPipeline:
 
     # -- public -----------------------------------------------------------------------
     def run(self, paths: Sequence[Path], on_result: Callable[[MediaResult], None] | None = None,
-            is_stored: IsStored | None = None) -> Iterator[MediaResult]:
+            is_stored: IsStored | None = None, on_read: OnRead | None = None) -> Iterator[MediaResult]:
         """Results in order. `is_stored(sha256, source_key, path)` (the store's answer) gives the
         stored kind of an item stored from exactly these cache entries, None otherwise: such an item
         is yielded with `stored_faces` set, its face entry's meta read and its other entries only
         looked for, a warm re-run's shortcut. An entry gone from disk (a cleared cache) makes it a
-        miss, computed and stored again, so its crops are back (`_stored_face_count`)."""
+        miss, computed and stored again, so its crops are back (`_stored_face_count`).
+        `on_read(path, batch)` is told of each file as soon as it is read, before its chunk's
+        inference and so before its result (`OnRead`); `on_result` of each result, once per file."""
         for start in range(0, len(paths), self.chunk_size):
-            for result in self._run_chunk(paths[start : start + self.chunk_size], is_stored):
+            for result in self._run_chunk(paths[start : start + self.chunk_size], is_stored, on_read):
                 if on_result is not None:
                     on_result(result)
                 yield result
 
     # -- stages -----------------------------------------------------------------------
-    def _run_chunk(self, paths: Sequence[Path], is_stored: IsStored | None = None) -> list[MediaResult]:
+    def _run_chunk(self, paths: Sequence[Path], is_stored: IsStored | None = None,
+                   on_read: OnRead | None = None) -> list[MediaResult]:
         """The chunk's results, its files' frames going through the networks together: after the last
-        file, or as soon as the frames held reach `max_pending_pixels` (`MAX_PENDING_PIXELS`)."""
+        file, or as soon as the frames held reach `max_pending_pixels` (`MAX_PENDING_PIXELS`).
+        `on_read` is told of each file once it is read, with how many files go through the networks next."""
         spaces = {key: self._namespaces(key) for key in (None, STILL, *DECODERS)}
         work: list[_Pending] = []
         pending_pixels = 0
         results: list[MediaResult] = []
         first_of: dict[str, MediaResult] = {}
         copies: list[tuple[MediaResult, MediaResult]] = []
-        for path in paths:
+        for n, path in enumerate(paths, 1):
             result = MediaResult(path=Path(path))
             results.append(result)
             item = self._from_cache(result, spaces, first_of, is_stored)
@@ -613,13 +625,15 @@ class IngestPipeline:
                 if item.need_faces or item.need_gif:
                     work.append(item)
                     pending_pixels += _pixels(item.media)
-                    if pending_pixels >= self.max_pending_pixels:  # frames held no longer than needed
-                        self._infer_isolated(work)
-                        work, pending_pixels = [], 0
             elif result.sha256 in first_of and first_of[result.sha256] is not result:
                 copies.append((result, first_of[result.sha256]))
-        if work:
-            self._infer_isolated(work)
+            # inference after the chunk's last file, or sooner: frames held no longer than needed
+            infer = bool(work) and (n == len(paths) or pending_pixels >= self.max_pending_pixels)
+            if on_read is not None:
+                on_read(result.path, len(work) if infer else 0)
+            if infer:
+                self._infer_isolated(work)
+                work, pending_pixels = [], 0
         for copy, original in copies:  # same bytes twice in one chunk: computed once
             path = copy.path
             copy.__dict__.update({**original.__dict__, "path": path, "from_cache": original.status == "ok"})

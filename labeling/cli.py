@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, Task, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+from rich.text import Text
 
 from models.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
+
+    from embeddings.pipeline import MediaResult
 
 app = typer.Typer(help="giflens: curate face and GIF embeddings.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -92,10 +95,29 @@ class _Bar(Progress):
             self.console.print(self.get_renderable())
 
 
+class _TimeLeftColumn(TimeRemainingColumn):
+    """Rich's time left, except for a task that sets `eta_after` (an ingest): "-:--:--" until that many
+    steps are done, then the average pace of the whole run (elapsed / done x left). Why: an ingest's files
+    come back in bursts, a chunk at a time after its batched inference (the first one after the models
+    load), and rich's recent-speed estimate read a burst of 8 files in a second as 55 files left in one
+    second."""
+
+    def render(self, task: Task) -> Text:
+        eta_after = task.fields.get("eta_after")
+        if eta_after is None or task.total is None or task.finished:
+            return super().render(task)
+        if task.completed < eta_after or not task.elapsed:
+            return Text("-:--:--", style="progress.remaining")
+        left = int(task.elapsed / task.completed * (task.total - task.completed))
+        minutes, seconds = divmod(left, 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
 def progress_bar() -> Progress:
     return _Bar(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[current]}"),
+        TimeElapsedColumn(), _TimeLeftColumn(), TextColumn("{task.fields[current]}"),
         console=console, transient=True,
     )
 
@@ -126,7 +148,47 @@ def one_line(text: str) -> str:
 
 def _file_progress(progress: Progress, task: TaskID):
     """on_result(result) of an ingest: one step per file, the file's name beside the bar."""
-    return lambda result: progress.update(task, advance=1, current=one_line(Path(result.path).name)[:40])
+    return lambda result: progress.update(task, advance=1, current=_name(result.path))
+
+
+def _name(path: Path | str) -> str:
+    return one_line(Path(path).name)[:40]
+
+
+# The share of an ingest's files done before its bar shows a time left (`_TimeLeftColumn`): the first
+# chunk's time includes loading the models, and a few files say little of the rest.
+ETA_SHARE = 0.1
+
+
+class _IngestProgress:
+    """The ingest command's bar. Results come back a chunk at a time, after the chunk's batched inference,
+    so counting them alone left the bar at 0/N (no time left) while the first chunk was read and the models
+    loaded, then jumped. The count still moves once per file stored (`on_result`); beside it the bar says
+    what is going on meanwhile (`on_read`): the file just read, then the files going through the networks."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self.progress, self.task = progress, task
+        self.total = self.read = 0
+        self.inferred = False  # whether a batch went through the networks yet (the first loads them)
+
+    def on_start(self, total: int) -> None:
+        self.total = total
+        self.progress.update(self.task, total=total, eta_after=max(1, round(total * ETA_SHARE)),
+                             current="reading the first file" if total else "")
+
+    def on_read(self, path: Path, batch: int) -> None:
+        self.read += 1
+        if batch:
+            files = f"{batch} file{'s' if batch != 1 else ''}"
+            status = (f"detecting faces in {files}" if self.inferred
+                      else f"loading models, then detecting faces in {files}")
+            self.inferred = True
+        else:
+            status = f"read {self.read} of {self.total}: {_name(path)}"
+        self.progress.update(self.task, current=status)
+
+    def on_result(self, result: MediaResult) -> None:
+        self.progress.update(self.task, advance=1, current=_name(result.path))
 
 
 @app.callback()
@@ -161,9 +223,9 @@ def ingest_command(
     interrupted: KeyboardInterrupt | Terminated | None = None
     stopped: Exception | None = None  # the cache, a model or the store failed: reported below the bar
     with progress_task("ingest") as (progress, task):
+        bar = _IngestProgress(progress, task)
         try:
-            summary = ingest(paths, settings, on_start=lambda n: progress.update(task, total=n),
-                             on_result=_file_progress(progress, task),
+            summary = ingest(paths, settings, on_start=bar.on_start, on_result=bar.on_result, on_read=bar.on_read,
                              store=store, editor=_editor(editor))
         # a model or a cache folder that cannot be used (no permission, a full disk) fails every file
         # alike: the batch stops with one line (what it stored is kept and audited), exit 2 like any

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.cache import sha256_file
-from embeddings.pipeline import IngestPipeline, MediaResult, discover, may_be_escaped, path_text
+from embeddings.pipeline import IngestPipeline, MediaResult, OnRead, discover, may_be_escaped, path_text
 from labeling.audit import _chunks
 from labeling.db import open_store, write_scope
 from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, Face, FaceEmbedding,
@@ -743,6 +743,7 @@ def ingest(
     store: sessionmaker | None = None,
     editor: str | None = None,
     keep_outputs: bool = False,
+    on_read: OnRead | None = None,
 ) -> IngestSummary:
     """Ingest files and folders into the cache and the store; a bad file never stops the batch.
 
@@ -753,7 +754,9 @@ def ingest(
     error still gets its event, for what it stored, before the error propagates, carrying the batch's
     summary so far as its `summary` attribute (Ctrl-C, the cache or the store failing: the caller
     reports what was stored before the stop). keep_outputs: paths named in the folders giflens writes in
-    the data folder are ingested too (`discover`), for an import that chose them itself."""
+    the data folder are ingested too (`discover`), for an import that chose them itself. on_read(path, batch):
+    each file as soon as it is read, before its result (`OnRead`, for a progress display); on_result counts
+    the files done."""
     editor = check_editor(editor) if editor is not None else None  # a bad name is refused before any work
     # Absolute paths (`_anchored`): the store outlives the working directory this ran in, and the app reads a
     # relative media path under the data folder, so "../shared/data/gifs" would point nowhere.
@@ -790,7 +793,7 @@ def ingest(
     placed: dict[str, set[int]] = {}  # path -> rows created or moved there: checked at the end for replaced files
     names: dict[int, _Names] = {}  # media id -> the names its bytes had in this batch: checked at the end for copies
     try:
-        for result in pipeline.run(files, is_stored=is_stored):
+        for result in pipeline.run(files, is_stored=is_stored, on_read=on_read):
             if result.stored_faces is not None:  # nothing to write but a stale failed row, nothing changed
                 # A copy (the same bytes under another name) is no move either: the row keeps its path.
                 warm, error = stored_ids[result.sha256], None

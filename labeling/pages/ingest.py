@@ -28,11 +28,19 @@ def run_ingest(paths: list[Path], editor: str) -> None:
     """Ingest with a progress bar as the signed-in editor (the batch's audit event names them);
     the outcome is kept in the session and shown below."""
     bar = st.progress(0.0, text="Looking for media ...")
-    state = {"total": 0, "done": 0}
+    state = {"total": 0, "done": 0, "read": 0}
 
     def on_start(total: int) -> None:
         state["total"] = total
         bar.progress(0.0, text=f"0 / {total} files")
+
+    def on_read(path: Path, batch: int) -> None:
+        """What goes on between results, which come a chunk at a time after its batched inference."""
+        state["read"] += 1
+        doing = (f"detecting faces in {batch} file{'s' if batch != 1 else ''}" if batch
+                 else f"read {state['read']} of {state['total']}: {plain(path.name)}")
+        bar.progress(min(state["done"] / max(state["total"], 1), 1.0),
+                     text=f"{state['done']} / {state['total']} · {doing}")
 
     def on_result(result) -> None:
         state["done"] += 1
@@ -40,7 +48,8 @@ def run_ingest(paths: list[Path], editor: str) -> None:
         bar.progress(min(state["done"] / total, 1.0), text=f"{state['done']} / {state['total']} · {plain(Path(result.path).name)}")
 
     try:
-        summary = ingest(paths, settings, on_start=on_start, on_result=on_result, pipeline=get_pipeline(settings),
+        summary = ingest(paths, settings, on_start=on_start, on_result=on_result, on_read=on_read,
+                         pipeline=get_pipeline(settings),
                          store=store, editor=editor)
     except ModelUnavailableError as exc:
         bar.empty()
