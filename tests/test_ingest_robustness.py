@@ -346,14 +346,17 @@ def test_the_same_bytes_inserted_meanwhile_by_another_ingest_are_updated_not_a_c
 
 
 # -- 3. variable frame rate WebM ---------------------------------------------------------------------
-def write_timed_video(path: Path, codec: str, rate: int, frames: Sequence[np.ndarray], steps_ms: Sequence[int]) -> Path:
+def write_timed_video(path: Path, codec: str, rate: int, frames: Sequence[np.ndarray], steps_ms: Sequence[int],
+                      options: dict[str, str] | None = None) -> Path:
     """A 64x48 video whose frames sit `steps_ms` apart (frame i then i + 1), whatever `rate` it declares:
     how variable-frame-rate files (screen recorders, MediaRecorder) are laid out."""
     time_base = Fraction(1, 1000)
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.time_base = time_base
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = stream.time_base = time_base
+        stream.options = options or {}
         t = 0
         for pixels, step in zip(frames, steps_ms):
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")

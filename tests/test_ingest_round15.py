@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,6 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import ingest_settings
+from test_ingest_robustness import write_timed_video
 from embeddings.media import SEEK_MIN_GAP, MediaError, MediaLimits, _probe_video, decode_media, sample_media
 from embeddings.pipeline import IngestPipeline
 from labeling.ingest import ingest
@@ -52,21 +52,7 @@ def _number_of(frame: np.ndarray) -> int:
 
 def _vfr_video(path: Path, codec: str, steps_ms: list[int], options: dict[str, str]) -> Path:
     """Frame i shows number i and lasts steps_ms[i] (a millisecond time base), at a declared 30 fps."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=30)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
-        stream.options = options
-        pts = 0
-        for i, step in enumerate(steps_ms):
-            frame = av.VideoFrame.from_ndarray(_numbered(i), format="rgb24")
-            frame.pts, frame.time_base = pts, Fraction(1, 1000)
-            pts += step
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_timed_video(path, codec, 30, [_numbered(i) for i in range(len(steps_ms))], steps_ms, options)
 
 
 @pytest.fixture(scope="module")

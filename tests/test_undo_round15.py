@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import pytest
 from conftest import make_faces
+from test_store_round10 import predicted_track
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from labeling.audit import undo_event
 from labeling.classes import add_class, merge_classes, retire_class, set_class_status
 from labeling.cli import app
-from labeling.db import open_store, session_scope
+from labeling.db import open_store
 from labeling.errors import NotFoundError, UndoError
 from labeling.face_labels import (Prediction, approve_faces, label_track, record_predictions, reject_faces,
                                   relabel_faces)
-from labeling.schema import CelebrityClass, Face, FaceEmbedding, FaceLabel, Track, utcnow
+from labeling.schema import CelebrityClass, Face, FaceLabel
 from labeling.tags import add_tags, set_tag_confidences, set_tag_status
 from labeling.validation import check_id
 
@@ -203,15 +204,6 @@ def test_tag_summaries_name_the_tags_and_the_kind_of_rejection(store):
 def test_a_track_approval_names_the_class_it_confirms(store):
     faces = make_faces(store, 1, 2)
     a, _ = add_class(store, "Alice", "ann")
-    record_predictions(store, [Prediction(f, a, 0.9, [(a, 0.9)]) for f in faces], "m1")
-    with session_scope(store) as s:
-        track = Track(media_id=1, model_id="dlib-resnet-v1", track_index=0, n_faces=len(faces), vector=b"\0" * 8,
-                      predicted_class_id=a, predicted_confidence=0.9, predicted_top=[[a, 0.9]],
-                      prediction_method="mean", model_version="m1", predicted_at=utcnow())
-        s.add(track)
-        s.flush()
-        s.add_all(FaceEmbedding(face_id=f, model_id="dlib-resnet-v1", dim=2, vector=b"\0" * 8, track_id=track.id)
-                  for f in faces)
-        track_id = track.id
+    track_id = predicted_track(store, faces, a)
     assert label_track(store, track_id, "approve", "ann").summary == \
         f"approved track {track_id} (2 faces) as 'Alice' (class {a})"
