@@ -749,31 +749,81 @@ def _composite_apng(path: Path, wanted: list[int], total: int, limits: MediaLimi
 class _VideoProbe:
     width: int  # as displayed: non-square pixels stretched (`display_size`), before any rotation
     height: int
-    total: int
-    count_is_exact: bool  # from the container's sample table rather than an estimate
+    total: int  # frames shown, counted from the packets (`_scan_packets`), whatever the container
     duration: float | None
     rate: Fraction | None
     time_base: Fraction | None
-    start: int
-    constant_rate: bool = False  # `_is_constant_rate`: frame i is the one shown at i / rate
+    start: int  # the first shown frame's timestamp: frame i is at start + i / rate when constant_rate
+    constant_rate: bool = False  # every shown frame's timestamp on that grid (`grid_rate`)
 
 
-def _is_constant_rate(frames: int, duration: float | None, average: Fraction | None,
-                      guessed: Fraction | None) -> bool:
-    """Whether a stream with an exact frame count (`frames`, from the sample table) shows its frames
-    at one steady rate, so that frame i is the one whose timestamp is i / rate.
+# How far (in frames) a timestamp may sit off the constant-rate grid: time-base rounding (a WebM's
+# millisecond ticks are 0.015 of a 30 fps frame) and nothing more.
+GRID_SLACK = Fraction(1, 10)
 
-    Why: seeking finds frame i by that timestamp. A variable-frame-rate clip (phones in low light,
-    screen recorders) breaks it: 3,000 frames at 33 ms then 3,000 at 66 ms gave seeks that stored
-    frame 3,328 as frame 2,437. Both rates FFmpeg knows must agree (the average, frames / duration,
-    and the guessed one, from the typical frame spacing), and the guessed rate must account for
-    every frame over the duration to within one, so a mapping from timestamps to frame numbers is
-    off by at most one frame anywhere in the clip."""
-    if frames <= 0 or not duration or not average or not guessed:
-        return False
-    if abs(float(average / guessed) - 1) > 0.01:
-        return False
-    return abs(duration * float(guessed) - frames) <= 1
+
+@dataclass
+class _PacketScan:
+    """What demuxing a video stream without decoding it tells (`_scan_packets`)."""
+
+    shown: int  # packets the decoder turns into shown frames
+    stored: int  # packets with data, the hidden lead-in of a trimmed MP4 (edit list) included
+    pts: list[int]  # the shown packets' timestamps in display order (B-frames are stored out of it)
+    end: int | None  # when the last shown frame stops showing, in time-base units
+
+
+def _scan_packets(container, stream, path: Path, limits: MediaLimits) -> _PacketScan:
+    """Count a video stream's shown frames and collect their timestamps from the packets alone.
+
+    Why: the header's count is missing (WebM, MKV, fragmented MP4) or counts frames nobody sees (an MP4
+    trimmed by stream copy keeps the frames from the keyframe before the cut and an edit list hides
+    them: 17,750 stored for 17,670 shown), and only the timestamps tell a constant rate, which seeking
+    needs, from a variable one. Demuxing reads the packets without decoding them (18,000 packets of a
+    10-minute 640x360 clip in 0.1-0.2 s, against 4-12 s to decode them). A packet the demuxer flags
+    discard (before the edit list's start) is decoded for its successors but never shown. Counting
+    stops at twice `limits.max_frames`: a file a little over the limit is refused with its count."""
+    shown = stored = 0
+    pts: list[int] = []
+    end = None
+    for packet in container.demux(stream):
+        if not packet.size:  # the end-of-stream marker
+            continue
+        stored += 1
+        if packet.is_discard:
+            continue
+        shown += 1
+        if shown > 2 * limits.max_frames:  # refused whatever the rest holds; counted exactly up to here
+            _check_frames(path, shown, limits, at_least=True)
+        if packet.pts is not None:
+            pts.append(packet.pts)
+            stop = packet.pts + (packet.duration or 0)
+            end = stop if end is None else max(end, stop)
+    pts.sort()
+    return _PacketScan(shown, stored, pts, end)
+
+
+def grid_rate(pts: list[int], time_base: Fraction, candidates: list[Fraction | None]) -> Fraction | None:
+    """The first candidate rate (frames per second) at which sorted timestamps `pts` (in `time_base`
+    units) lie on one grid, pts[0] + i / rate for the i-th, each within GRID_SLACK of a frame; None when
+    none fits (variable frame rate) or there are fewer than two timestamps.
+
+    Why: seeking finds frame i by its timestamp, which names the frame only on such a grid. A
+    variable-frame-rate clip (phones in low light, screen recorders) is off it: 3,000 frames at 33 ms
+    then 3,000 at 66 ms gave seeks that stored frame 3,328 as frame 2,437. Every timestamp is checked,
+    so a gap or a change of rate anywhere in the clip is found. The rate the timestamps themselves
+    span ((n - 1) frames over last - first) is tried after the container's nominal rates, which can
+    be rounded or wrong."""
+    if len(pts) < 2 or not time_base or pts[-1] == pts[0]:
+        return None
+    offsets = (np.asarray(pts, np.int64) - pts[0]).astype(np.float64)
+    spanned = Fraction(len(pts) - 1) / ((pts[-1] - pts[0]) * time_base)
+    steps = np.arange(len(pts), dtype=np.float64)
+    for rate in (*candidates, spanned.limit_denominator(1001), spanned):
+        if rate is None or rate <= 0:
+            continue
+        if np.abs(offsets * float(rate * time_base) - steps).max() <= float(GRID_SLACK):
+            return Fraction(rate)
+    return None
 
 
 def sample_aspect(stream) -> Fraction | None:
@@ -848,8 +898,31 @@ class _VideoReader:
             self.alpha.flush_buffers()
 
 
+def _cut_short(declared: int, stored: int, duration: float | None, shown_s: float | None,
+               rate: Fraction | None) -> str | None:
+    """Why a file holds less than its header states, None when it holds it all.
+
+    Why: the count comes from the packets, so a file cut off after its header (a broken download) would
+    pass as a short clip. An MP4's sample table states the count: the packets must all be there, a frame
+    or two and 1% aside. WebM and MKV state only the duration: the frames must reach it, short by at
+    most a quarter (as the estimated count from duration x rate once allowed) and two frames, so
+    that a clip whose sound runs on is no cut file."""
+    if declared:
+        if declared - stored > max(2, declared // 100):
+            return f"the header announces {declared:,} frames but only {stored:,} are in the file"
+        return None
+    if not duration:
+        return None
+    if not stored:
+        return f"the header states {duration:.2f} s but no frame is in the file"
+    if shown_s is not None and shown_s < duration - max(2 / float(rate) if rate else 0.0, duration / 4):
+        return f"the header states {duration:.2f} s but the frames stop at {shown_s:.2f} s"
+    return None
+
+
 def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
-    """Frame size and frame count from the container: stream.frames, else duration x rate, else a demux count."""
+    """Frame size from the codec; frame count, start and rate from the packets (`_scan_packets`), the
+    same way for every container; a file cut off short of what its header states is truncated."""
     import av
 
     with av.open(str(path)) as container:
@@ -866,22 +939,21 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
             duration = float(stream.duration * time_base)
         else:
             duration = container.duration / 1_000_000 if container.duration else None
+        scan = _scan_packets(container, stream, path, limits)
+        _check_frames(path, scan.shown, limits)
+        declared = int(stream.frames or 0)  # an MP4's sample table; WebM, MKV and fragmented MP4 have none
+        start = scan.pts[0] if scan.pts else (stream.start_time or 0)
         rate = stream.average_rate or stream.guessed_rate or None
-        total, exact = int(stream.frames or 0), True
-        constant = exact and _is_constant_rate(total, duration, stream.average_rate, stream.guessed_rate)
-        if constant:  # the frame spacing itself, not frames / duration (a frame's worth of rounding)
-            rate = stream.guessed_rate
-        if total <= 0 and duration and rate:
-            total, exact = int(round(duration * float(rate))), False
-        if total <= 0:
-            exact = False
-            for packet in container.demux(stream):
-                if packet.size:
-                    total += 1
-                    _check_frames(path, total, limits, at_least=True)
-        _check_frames(path, total, limits)
-        start = stream.start_time if stream.start_time is not None else 0
-    return _VideoProbe(width, height, total, exact, duration, rate, time_base, start, constant)
+        grid = None
+        if len(scan.pts) == scan.shown:
+            grid = grid_rate(scan.pts, time_base, [stream.guessed_rate, stream.average_rate])
+        if grid is not None:  # the frame spacing itself, not frames / duration (a frame's worth of rounding)
+            rate = grid
+    shown_s = float((scan.end - start) * time_base) if scan.end is not None and time_base else None
+    cut = _cut_short(declared, scan.stored, duration, shown_s, rate)
+    if cut is not None:
+        raise _truncated(path, cut)
+    return _VideoProbe(width, height, scan.shown, duration, rate, time_base, start, grid is not None)
 
 
 def _on_white(frame) -> np.ndarray:
@@ -909,72 +981,28 @@ def _upright(frame, aspect: Fraction | None = None, max_pixels: int | None = Non
 
 @dataclass
 class _Sequential:
-    """What a decode from the start returned: the wanted frames, their indices, how many frames were
-    decoded (less than wanted[-1] + 1 when the stream ended early) and when the last decoded frame
-    ends, in seconds from the stream start (None without timestamps)."""
+    """What a decode from the start returned: the wanted frames, their indices and how many frames were
+    decoded (less than wanted[-1] + 1 when the stream ended early)."""
 
     frames: list[np.ndarray]
     indices: list[int]
     decoded: int
-    end_s: float | None
 
 
-def _frame_end_s(frame, probe: _VideoProbe) -> float | None:
-    """When a decoded frame stops showing, in seconds from the stream start."""
-    if frame is None or frame.pts is None or not probe.time_base:
-        return None
-    return float((frame.pts - probe.start + (getattr(frame, "duration", 0) or 0)) * probe.time_base)
-
-
-def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimits,
-                               probe: _VideoProbe | None = None, overrun: int | None = None) -> _Sequential:
-    """Decode from the start up to the last wanted frame; converts only the wanted ones.
-
-    With `overrun` (an estimated count, `_overrun_index`), decoding goes on to the end of the stream
-    (a few frames past the last wanted one when the estimate holds), so `decoded` is the true count,
-    at most `limits.max_frames`."""
+def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimits) -> _Sequential:
+    """Decode from the start up to the last wanted frame; converts only the wanted ones."""
     wanted_set, last, cap = set(wanted), wanted[-1], retained_frame_pixels(len(wanted), limits)
-    frames, indices, decoded, latest = [], [], 0, None
+    frames, indices, decoded = [], [], 0
     with _VideoReader(path) as reader:
         for index, frame in enumerate(reader.frames()):
-            decoded, latest = index + 1, frame
+            decoded = index + 1
             if index in wanted_set:
                 _check_pixels(path, *display_size(frame.width, frame.height, reader.aspect), limits)
                 frames.append(_upright(frame, reader.aspect, cap))
                 indices.append(index)
-            if overrun is None:
-                if index >= last:
-                    break
-            elif index >= overrun:  # more frames than estimated: counting them
-                _check_frames(path, decoded, limits, at_least=True)
-        end_s = _frame_end_s(latest, probe) if probe is not None else None
-    return _Sequential(frames, indices, decoded, end_s)
-
-
-def _overrun_index(probe: _VideoProbe) -> int | None:
-    """For an estimated frame count (duration x nominal rate, no count in the header), the frame
-    index that proves the estimate too low; None for an exact count.
-
-    Why: a variable-frame-rate clip can hold far more frames than its nominal rate says (20 slow
-    frames at a declared 1 fps, then hundreds at 30 fps: an estimate of 53 for 1,000 frames), and
-    sampling up to the estimate then only ever looks at the clip's start. A frame or two past it
-    (rounding of duration x rate) is normal."""
-    if probe.count_is_exact:
-        return None
-    return probe.total + max(2, probe.total // 100)
-
-
-def _played_to_the_end(probe: _VideoProbe, end_s: float | None) -> bool:
-    """Whether the decoded frames reach the duration the container states.
-
-    Why: without a frame count in the header (WebM, MKV) the count is duration x nominal rate, which a
-    variable-frame-rate clip (screen recorders, browsers' MediaRecorder) does not meet: a complete
-    file then decodes far fewer frames than estimated. A cut-off file stops short of its stated
-    duration; a complete one ends at it (within two nominal frames or 1% of the clip)."""
-    if probe.count_is_exact or end_s is None or not probe.duration:
-        return False
-    slack = max(2 / float(probe.rate) if probe.rate else 0.0, probe.duration / 100)
-    return end_s >= probe.duration - slack
+            if index >= last:
+                break
+    return _Sequential(frames, indices, decoded)
 
 
 def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
@@ -982,7 +1010,7 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
     """Seek to the keyframe before each wanted frame and decode forward to it.
 
     Frame i is the one whose timestamp is i / rate after the stream start, which holds only for a
-    constant-rate stream (`_is_constant_rate`; the caller seeks no other). Returns
+    constant-rate stream (`grid_rate`; the caller seeks no other). Returns
     None whenever timestamps cannot be trusted (missing pts, one off the i / rate grid, a seek that lands
     after its target, the stream ending early), and when keyframes are so sparse that
     a seek decodes more frames than decoding straight on from the previous sample
@@ -1002,7 +1030,7 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
                     return None
                 position_in_frames = (frame.pts - probe.start) * probe.time_base * probe.rate
                 index = round(position_in_frames)
-                if abs(position_in_frames - index) > Fraction(1, 10):
+                if abs(position_in_frames - index) > GRID_SLACK:
                     return None  # a timestamp off the constant-rate grid: frame numbers would be guesses
                 if index >= target:
                     if position == 0 and index > target:
@@ -1024,32 +1052,22 @@ def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFram
         raise MediaError("empty", f"{path}: the video stream holds no frames")
     wanted = evenly_spaced_indices(total, n_frames)
     frames: list[np.ndarray] | None = None
-    # Seeking finds frames by timestamp, which names the frame only at a constant rate with an exact
-    # count; anything else (variable rate, a WebM's estimated count) is decoded in one pass, which
-    # numbers and counts the frames as they come.
+    # Seeking finds frames by timestamp, which names the frame only on a constant-rate grid (whatever
+    # the container); a variable-rate clip is decoded in one pass, which numbers the frames as they come.
     if (probe.constant_rate and len(wanted) > 1
             and min(b - a for a, b in zip(wanted, wanted[1:])) >= SEEK_MIN_GAP):
         frames = _decode_video_by_seeking(path, wanted, probe, limits)
         indices = wanted
     if frames is None:
-        overrun = _overrun_index(probe)
-        run = _decode_video_sequentially(path, wanted, limits, probe, overrun)
+        run = _decode_video_sequentially(path, wanted, limits)
         frames, indices, decoded = run.frames, run.indices, run.decoded
         if decoded == 0:
-            raise _truncated(path, f"the header announces {total:,} frames but none decodes")
-        if overrun is not None and decoded > overrun:  # far more frames than estimated: counted to the end
-            total = decoded
-            wanted = evenly_spaced_indices(total, n_frames)
-            rerun = _decode_video_sequentially(path, wanted, limits)
-            frames, indices = rerun.frames, rerun.indices
-        elif decoded < wanted[-1] + 1:
-            # The stream ended before the header said it would. A frame or two (rounding of
-            # duration x rate, edit lists) is normal, and so is any shortfall of an estimated
-            # count when the frames reach the stated duration (variable frame rate); a big
-            # shortfall otherwise means a cut-off file.
-            tolerance = max(2, total // 100) if probe.count_is_exact else max(2, total // 4)
-            if total - decoded > tolerance and not _played_to_the_end(probe, run.end_s):
-                raise _truncated(path, f"the header announces {total:,} frames but only {decoded:,} decode")
+            raise _truncated(path, f"the file holds {total:,} frames but none decodes")
+        if decoded < wanted[-1] + 1:
+            # The decoder showed fewer frames than the packets promise. A frame or two (a decoder
+            # dropping an open GOP's leading frames) is normal; more means broken data.
+            if total - decoded > max(2, total // 100):
+                raise _truncated(path, f"the file holds {total:,} frames but only {decoded:,} decode")
             total = decoded
             wanted = evenly_spaced_indices(total, n_frames)
             rerun = _decode_video_sequentially(path, wanted, limits)

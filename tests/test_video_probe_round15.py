@@ -1,0 +1,157 @@
+"""Round 15, video probe: the frame count and the constant rate come from the packets' timestamps.
+
+Seeking was kept only for files whose header count matched duration x rate, so every WebM, MKV and
+fragmented MP4 (no count in the header) and every MP4 trimmed by stream copy (its count includes the
+frames an edit list hides) was decoded in one pass: a 10-minute 640x360 WebM took 5-12 s instead of
+about 1. A trimmed file's total also counted the hidden frames (17,750 for 17,670 shown).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from test_ingest_robustness import write_timed_video
+from embeddings import media
+from embeddings.media import MediaLimits, _probe_video, decode_media, grid_rate
+
+BITS = 15  # a frame shows its own number as 15 blocks of 16 x 12 px, white for a 1 bit (5 x 3 of them)
+WIDTH, HEIGHT = 80, 36
+
+
+def _numbered(i: int) -> np.ndarray:
+    pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    for bit in range(BITS):
+        if (i >> bit) & 1:
+            row, col = divmod(bit, 5)
+            pixels[row * 12 + 2 : row * 12 + 10, col * 16 + 2 : col * 16 + 14] = 255
+    return pixels
+
+
+def _number_of(frame: np.ndarray) -> int:
+    gray = frame.mean(axis=2)
+    sy, sx = frame.shape[0] / HEIGHT, frame.shape[1] / WIDTH
+    value = 0
+    for bit in range(BITS):
+        row, col = divmod(bit, 5)
+        if gray[int((row * 12 + 6) * sy), int((col * 16 + 8) * sx)] > 128:
+            value |= 1 << bit
+    return value
+
+
+def _constant_rate_video(path: Path, n: int, codec: str, options: dict[str, str],
+                         container_options: dict[str, str] | None = None) -> Path:
+    """n frames at 30 fps, frame i showing number i."""
+    with av.open(str(path), "w", options=container_options or {}) as out:
+        stream = out.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = options
+        for i in range(n):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(_numbered(i), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+X264 = {"preset": "ultrafast", "crf": "10", "g": "30"}
+
+
+def _trimmed(source: Path, path: Path, cut: int) -> Path:
+    """A stream-copy trim starting at frame `cut` (as `ffmpeg -ss ... -c copy` and phones' editors write it):
+    the packets from the keyframe before the cut are kept with negative timestamps, which the MP4 muxer
+    hides behind an edit list, so the header counts frames that are never shown."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        step = int(1 / (stream.guessed_rate * stream.time_base))
+        packets = [p for p in src.demux(stream) if p.size]
+        keyframe = max(i for i, p in enumerate(packets) if p.is_keyframe and p.pts <= cut * step)
+        assert keyframe < cut  # some frames are hidden
+        for packet in packets[keyframe:]:
+            packet.pts -= cut * step
+            packet.dts -= cut * step
+            packet.stream = copy
+            out.mux(packet)
+    return path
+
+
+def _sequential_decode_forbidden(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded in one pass, not by seeking")
+
+    monkeypatch.setattr(media, "_decode_video_sequentially", refuse)
+
+
+@pytest.fixture(scope="module")
+def long_webm(tmp_path_factory) -> Path:
+    """4,800 frames: 16 samples are 300 apart (SEEK_MIN_GAP), so they are sought when the rate is constant."""
+    return _constant_rate_video(tmp_path_factory.mktemp("webm") / "long.webm", 4800, "libvpx-vp9",
+                                {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "1M", "g": "60"})
+
+
+def test_a_constant_rate_webm_is_sampled_by_seeking(long_webm, monkeypatch):
+    """WebM states no frame count: the old probe never called it constant-rate and decoded all 4,800 frames."""
+    probe = _probe_video(long_webm, MediaLimits())
+    assert probe.constant_rate and probe.total == 4800 and probe.rate == 30
+    _sequential_decode_forbidden(monkeypatch)
+    decoded = decode_media(long_webm, 16)
+    assert decoded.total == 4800 and len(decoded.indices) == 16
+    assert [_number_of(f) for f in decoded.frames] == decoded.indices
+
+
+def test_a_constant_rate_fragmented_mp4_is_sampled_by_seeking(tmp_path, monkeypatch):
+    path = _constant_rate_video(tmp_path / "frag.mp4", 700, "libx264", X264,
+                                {"movflags": "frag_keyframe+empty_moov"})
+    probe = _probe_video(path, MediaLimits())
+    assert probe.constant_rate and probe.total == 700
+    _sequential_decode_forbidden(monkeypatch)
+    decoded = decode_media(path, 2)
+    assert decoded.total == 700 and [_number_of(f) for f in decoded.frames] == decoded.indices == [175, 525]
+
+
+def test_a_trimmed_mp4_counts_its_shown_frames_and_is_sampled_by_seeking(tmp_path, monkeypatch):
+    """The edit list hides the frames from the keyframe before the cut: they are neither counted nor
+    numbered, and the frame shown first is frame 0 (it shows number 110 of the source)."""
+    source = _constant_rate_video(tmp_path / "source.mp4", 710, "libx264", X264)
+    path = _trimmed(source, tmp_path / "trim.mp4", 110)
+    with av.open(str(path)) as check:
+        assert check.streams.video[0].frames > 600  # the header counts the hidden frames too
+    probe = _probe_video(path, MediaLimits())
+    assert probe.total == 600 and probe.constant_rate
+    _sequential_decode_forbidden(monkeypatch)
+    decoded = decode_media(path, 2)
+    assert decoded.total == 600 and decoded.indices == [150, 450]
+    assert [_number_of(f) - 110 for f in decoded.frames] == decoded.indices
+
+
+def test_a_variable_frame_rate_webm_is_not_sought_and_keeps_its_numbers(tmp_path, monkeypatch):
+    """Timestamps off one grid (33 ms, then 66 ms) are read in one pass, numbered as they come."""
+    steps = [33] * 400 + [66] * 400
+    path = write_timed_video(tmp_path / "vfr.webm", "libvpx-vp9", 30, [_numbered(i) for i in range(len(steps))],
+                             steps, {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "1M"})
+    probe = _probe_video(path, MediaLimits())
+    assert not probe.constant_rate and probe.total == 800
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a variable-rate file was sought")
+
+    monkeypatch.setattr(media, "_decode_video_by_seeking", refuse)
+    decoded = decode_media(path, 2)
+    assert decoded.total == 800 and [_number_of(f) for f in decoded.frames] == decoded.indices == [200, 600]
+
+
+def test_grid_rate_checks_every_timestamp():
+    ms = Fraction(1, 1000)
+    rounded = [round(i * 1000 / 30) for i in range(1000)]  # a WebM's millisecond ticks at 30 fps
+    assert grid_rate(rounded, ms, [Fraction(30)]) == 30
+    assert grid_rate(rounded, ms, [None, Fraction(25)]) == 30  # the rate the timestamps span
+    ntsc = [i * 1001 for i in range(500)]
+    assert grid_rate(ntsc, Fraction(1, 30000), [None]) == Fraction(30000, 1001)
+    assert grid_rate(rounded[:500] + [rounded[499] + 66 * (i + 1) for i in range(500)], ms, [Fraction(30)]) is None
+    assert grid_rate(rounded[:600] + rounded[601:], ms, [Fraction(30)]) is None  # one frame missing
+    assert grid_rate([0, 33, 33, 100], ms, [Fraction(30)]) is None  # two frames at one time
+    assert grid_rate([5], ms, [Fraction(30)]) is None
