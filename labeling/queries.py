@@ -506,16 +506,40 @@ def store_overview(store: sessionmaker[Session]) -> dict[str, Any]:
 
 
 def search_classes(catalog: pd.DataFrame, text: str = "", statuses: Any = None) -> pd.DataFrame:
-    """Rows of classes_frame whose name, display name or external id contains text (ignoring case and
-    accents' compatibility forms), and whose status is one of statuses (None: any)."""
-    from labeling.validation import class_name_key
+    """Rows of classes_frame whose name, display name or external id contains text, and whose status is
+    one of statuses (None: any).
+
+    Text matches ignoring case and compatibility forms ("ＢＥＹＯＮＣＥ", `class_name_key`), and also
+    ignoring accents with "_" read as a space (`search_key`): GIPHY's list imported "Beyonce" and
+    "Celine Dion", which "Beyoncé", "Céline Dion" and the CSV / folder form "Celine_Dion" must find, or
+    the editor is told no class matches and adds the same person again. A label as GIPHY writes it,
+    "Brad_Pitt_[m.0c6qh]", finds the classes named so and the class of that external id."""
+    from labeling.validation import class_name_key, search_key
 
     out = catalog
     if statuses is not None:
         out = out[out["status"].isin(list(statuses))]
     needle = class_name_key(text or "")
     if needle:
-        hay = (out["name"].fillna("") + "\n" + out["display_name"].fillna("") + "\n"
-               + out["external_id"].fillna("")).map(class_name_key)
-        out = out[hay.str.contains(needle, regex=False)]
+        fields = [out[c].fillna("").astype(str) for c in ("name", "display_name", "external_id")]
+        hay = (fields[0] + "\n" + fields[1] + "\n" + fields[2]).map(class_name_key)
+        found = hay.str.contains(needle, regex=False)
+        name, external = _split_label_id(needle)
+        loose = search_key(name)
+        if loose:  # each field on its own: a match must not run from a name into its display name
+            bare = fields[0].map(search_key) + "\n" + fields[1].map(search_key) + "\n" + fields[2].map(search_key)
+            found |= bare.str.contains(loose, regex=False)
+        if external is not None:
+            found |= fields[2].map(class_name_key) == external
+        out = out[found]
     return out.reset_index(drop=True)
+
+
+def _split_label_id(key: str) -> tuple[str, str | None]:
+    """A search text (as `class_name_key` folds it) ending in a bracketed external id, as GIPHY's labels
+    and the raw dataset's folders do ("brad_pitt_[m.0c6qh]", "brad pitt [m.0c6qh]"): (the name part, the
+    id); any other text: (the text, None)."""
+    import re
+
+    match = re.fullmatch(r"(?P<name>.+?)[_ ]?\[(?P<id>[^\[\]]+)\]", key)
+    return (match["name"].strip(" _"), match["id"].strip()) if match else (key, None)

@@ -224,6 +224,19 @@ def class_name_key(name: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", folded).split())
 
 
+def search_key(text: str) -> str:
+    """`class_name_key` without accents, "_" read as a space: "Beyoncé", "BEYONCE" and "Beyonce" are
+    "beyonce", "Brad_Pitt" is "brad pitt". For finding and warning, never for uniqueness.
+
+    Why: GIPHY's list spells names without accents and with underscores (Celine_Dion_[m.01cwhp]), while
+    editors type them as written ("Céline Dion"); matching only `class_name_key` told them no class
+    matched, and they added the same person again. Not the uniqueness key: "Müller" and "Muller" may well
+    be two people, so an editor decides (the Classes page warns); changing it would need a migration."""
+    key = class_name_key(text).replace("_", " ")
+    bare = "".join(c for c in unicodedata.normalize("NFKD", key) if not unicodedata.combining(c))
+    return " ".join(unicodedata.normalize("NFC", bare).split())
+
+
 def _final_sigma(text: str) -> str:
     """"σ" at the end of a word (after a letter, its accents skipped, and before no letter or accent) made
     "ς" again, as lower case writes it: casefold makes every sigma "σ", so "Σοφός" was stored "σοφόσ"."""
@@ -324,11 +337,12 @@ def check_id(value: Any, what: str) -> int:
 
 
 def check_editor(editor: Any) -> str:
-    """The editor name every audit event carries: trimmed, on one line, without hidden characters
-    (a name with a newline would forge lines in `giflens history`)."""
+    """The editor name every audit event carries: NFC, trimmed, on one line, without hidden characters
+    (a name with a newline would forge lines in `giflens history`). Why NFC: "José" typed on a Mac (an
+    "e" + U+0301) and elsewhere (one "é") is one editor, whose Undo last and recent operations find both."""
     if not isinstance(editor, str) or not editor.strip():
         raise ValidationError("an editor name is required for every change")
-    editor = editor.strip()
+    editor = unicodedata.normalize("NFC", editor).strip()
     if len(editor) > 200:
         raise ValidationError("editor name is longer than 200 characters")
     refuse_hidden_characters(editor, "editor name", line_breaks=False)

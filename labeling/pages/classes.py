@@ -11,13 +11,15 @@ from labeling.pages.common import (class_fate, current_editor, escape_markdown, 
                                    require_editor, select_choice, show_error, versions_seen, write)
 from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
-from labeling.validation import ATTRIBUTES
+from labeling.validation import ATTRIBUTES, class_name_key, search_key
 
 SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
 SEARCH_KEY = "class_search"
 STATUS_KEY = "class_status_filter"
 SEEDS_WARNED_KEY = "add_class_seeds_warned"  # decided seed faces the last warning named: face id -> version
+ALIKE_WARNED_KEY = "class_lookalikes_warned"  # form -> (search key, class ids) the last look-alike warning named
+ADD_DIFFERENT_KEY = "add_class_different"  # the Add form's "It is a different person" tick
 FILLED_KEY = "class_forms_filled"  # class id -> the version its rename and attribute boxes were filled from
 VIEW_KEY = "class_view_drawn"  # the search, status filter and class being edited as the last run drew them
 FORMS = ("rename", "attributes", "merge", "split", "status")  # the class's forms: "<form>_submit_<class id>"
@@ -145,10 +147,54 @@ def keep_split_members(class_id: int, members: set[int]) -> str | None:
             "Split again to move them.")
 
 
+def look_alikes(name: str, but: int | None = None) -> pd.DataFrame:
+    """The classes (but `but`) whose name reads as `name` once accents, case and underscores are ignored
+    (`search_key`): "Beyonce" for "Beyoncé", "Celine_Dion" for "Céline Dion". No class when one holds the
+    name itself (`class_name_key`): the store refuses that one with its own message."""
+    key = search_key(name)
+    others = catalog[catalog["class_id"] != but]
+    if not key or (others["name"].map(class_name_key) == class_name_key(name)).any():
+        return others.iloc[0:0]
+    return others[others["name"].map(search_key) == key]
+
+
+def different_person(form: str, name: str, ticked: bool, button: str, but: int | None = None,
+                     current: str | None = None) -> bool:
+    """Whether `name` may be written by the form: yes when no other class looks alike (`look_alikes`), or the
+    editor ticked "It is a different person" after a warning naming these very classes; otherwise the
+    classes are named in a warning and nothing is written. A rename that keeps the name's `search_key`
+    (`current`: the class's name now) makes no new look-alike and is not asked.
+
+    Why: GIPHY's list imported names without accents, so "Beyoncé" typed as written was a second class of
+    the same person, added without a word (the uniqueness key keeps accents, rightly: "Müller" and
+    "Muller" may be two people, so the editor decides). As with the seed faces' tick, the tick counts for
+    the classes the last warning named: a look-alike added meanwhile is named before anything is written."""
+    if current is not None and search_key(name) == search_key(current):
+        return True
+    alike = look_alikes(name, but)
+    named = (search_key(name), tuple(sorted(alike["class_id"].astype(int).tolist())))
+    warned = st.session_state.setdefault(ALIKE_WARNED_KEY, {})
+    if alike.empty or (ticked and warned.get(form) == named):
+        return True
+    warned[form] = named
+    listed = "; ".join(f"{r['name']!r} (id {r['class_id']}, {r['status']})" for _, r in alike.head(10).iterrows())
+    st.warning(plain(f"{name.strip()!r} reads as {len(alike)} existing class(es) once accents, case and underscores "
+                     f"are ignored: {listed}{' ...' if len(alike) > 10 else ''}. If it is the same person, use that "
+                     f"class. Nothing was written: tick \"It is a different person\" and press {button} again."))
+    return False
+
+
+def forget_look_alikes(form: str, tick_key: str) -> None:
+    """After a write: the next name's look-alikes need their own warning and tick."""
+    st.session_state.get(ALIKE_WARNED_KEY, {}).pop(form, None)
+    st.session_state.pop(tick_key, None)
+
+
 def seeded(result) -> None:
-    """After a class was added: select it, and forget the decided seed faces a warning named."""
+    """After a class was added: select it, and forget the decided seed faces and look-alikes a warning named."""
     st.session_state.pop(SEEDS_WARNED_KEY, None)
     st.session_state.pop("add_class_override", None)  # the next class's decided seeds need their own tick
+    forget_look_alikes("add", ADD_DIFFERENT_KEY)
     select_created(result)
 
 
@@ -257,14 +303,18 @@ with add_tab:
         override = st.checkbox("Change seed faces editors decided too", key="add_class_override",
                                help="Seed faces are relabeled to the new class, whatever an editor decided for them "
                                     "(approved, relabeled, rejected, marked unknown): the page names them first")
+        different = st.checkbox("It is a different person", key=ADD_DIFFERENT_KEY,
+                                help="Add the class although an existing class has the same name once accents, "
+                                     "case and underscores are ignored: the page names them first")
         if st.form_submit_button("Add class") and require_editor():
             try:
                 seed_ids = parse_ids(seeds)
             except StoreError as exc:
                 show_error(exc)
             else:
-                seen_seeds = seed_versions(seed_ids, override)
-                if seen_seeds is not None:
+                new_person = different_person("add", name, different, "Add class")
+                seen_seeds = seed_versions(seed_ids, override)  # both warnings at once, not one per press
+                if new_person and seen_seeds is not None:
                     write(lambda s, e: add_class(s, name, e, display_name=text_or_none(display),
                                                  attributes={k: v for k, v in attrs.items() if v.strip()},
                                                  seed_face_ids=seed_ids, expected_versions=seen_seeds),
@@ -285,9 +335,16 @@ if selected is not None:
         with st.form(f"rename_class_form_{selected}"):
             new_name = st.text_input("New name", key=f"rename_name_{selected}")  # filled by fill_forms
             new_display = st.text_input("Display name (blank: none)", key=f"rename_display_{selected}")
-            if st.form_submit_button("Rename", key=f"rename_submit_{selected}"):
+            rename_different = st.checkbox(
+                "It is a different person", key=f"rename_different_{selected}",
+                help="Rename although another class has the new name once accents, case and underscores are "
+                     "ignored: the page names them first")
+            if (st.form_submit_button("Rename", key=f"rename_submit_{selected}")
+                    and different_person(f"rename_{selected}", new_name, rename_different, "Rename", but=selected,
+                                         current=row["name"])):
                 save_boxes(lambda s, e: rename_class(s, selected, new_name, e, expected_version=pressed_on,
-                                                     display_name=new_display), stale)
+                                                     display_name=new_display), stale,
+                           after=lambda _: forget_look_alikes(f"rename_{selected}", f"rename_different_{selected}"))
 
     with attrs_tab:
         st.write(f"Demographic attributes of **{name_md}** (blank clears one; used by the bias audit)")

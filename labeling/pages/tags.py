@@ -17,6 +17,7 @@ MEDIA_KEY = "tags_media"
 TAG_KEY = "tags_tag"
 TABLE_KEY = "tags_table_drawn"  # media id -> the (tag id, version) rows its confidence table last showed
 PICKED_KEY = "tags_suggestions_picked"  # {media id: {tag: tag id}}: the suggestions picked when last drawn
+REMOVABLE_KEY = "tags_removable_drawn"  # {media id: {tag: tag id}}: the tags the Remove box last offered
 BULK_FORMS = {"bulk_tag_form": ("Set confidence", "Remove tag"),
               "bulk_suggestions_form": ("Accept suggestions", "Reject suggestions")}  # per tag: form -> buttons
 VIDEO_KINDS = ("video",)
@@ -179,6 +180,24 @@ def warn_suggestions_gone(notes: list[str], left: list[str]) -> None:
                     "decide those")
 
 
+def removal_picks_gone(media_id: int, options: list[str], tag_key: dict[str, tuple[int, int]]
+                       ) -> tuple[list[str], list[str]]:
+    """Per GIF, on a press of Remove: (notes on the tags picked to remove that are no longer active on the
+    media item, with who changed them; the picks still active). Read before the form is drawn.
+
+    Why: the picks reach the server only with the press, and the box, drawn again with the tags active now,
+    drops a tag another editor removed meanwhile without a word, so the press removed the rest alone or,
+    with nothing left, nothing, and said nothing. The box's value read before it is drawn is the one the
+    browser sent; a removed tag has no row left, so its tag id (which names it in the audit log) is the one
+    the box offered when last drawn (REMOVABLE_KEY)."""
+    picked = [t for t in st.session_state.get(f"tags_remove_{media_id}") or [] if isinstance(t, str)]
+    ids = {**st.session_state.get(REMOVABLE_KEY, {}).get(media_id, {}),
+           **{t: i for t, (_, i) in tag_key.items()}}
+    notes = gone_notes({t: f"media_tag:{media_id}:{ids[t]}" for t in picked if t in ids}, options, repr)
+    unknown = [repr(t) for t in picked if t not in ids and t not in options]  # no id to ask the audit log with
+    return notes + unknown, [t for t in picked if t in options]
+
+
 def media_name(media_id: int) -> str:
     """"barf.gif (id 3)": a media item named in a warning (its row may have left the tag's lists)."""
     name = media.loc[media_id, "name"] if media_id in media.index else "media"
@@ -297,6 +316,11 @@ with per_gif:
         seen = versions_seen(f"tags_media_{media_id}", dict(zip(zip(tags["media_id"].astype(int), tags["tag_id"].astype(int)),
                                                              tags["version"])))
         tag_key = dict(zip(tags["tag"], zip(tags["media_id"].astype(int), tags["tag_id"].astype(int))))
+        removing = bool(st.session_state.get(f"tags_remove_submit_{media_id}"))  # read before the form is drawn
+        removed_gone, still_removable = (removal_picks_gone(media_id, active["tag"].tolist(), tag_key) if removing
+                                         else ([], []))
+        st.session_state[REMOVABLE_KEY] = {media_id: {t: tag_key[t][1] for t in active["tag"]}}
+        gone_head = "Tag(s) you picked to remove are no longer on this media item"
         picture, table = st.columns([2, 3])
         with picture:
             show_media(media_id)
@@ -304,6 +328,8 @@ with per_gif:
             st.subheader("Tags")
             if active.empty:
                 st.write("No tags yet.")
+                if removed_gone:  # the last ones went meanwhile: the form is not drawn, its press is answered here
+                    warn_picks_gone(gone_head, removed_gone, "removed", [], "remove those")
             else:
                 columns = ["tag", "confidence", "source", "editor", "version"]
                 editing = pending_edits(media_id)
@@ -329,7 +355,13 @@ with per_gif:
                               after=lambda _: st.session_state.pop(editor_key(media_id), None))
                 with st.form(f"remove_tags_form_{media_id}"):
                     doomed = st.multiselect("Remove tags", active["tag"].tolist(), key=f"tags_remove_{media_id}")
-                    if st.form_submit_button("Remove") and doomed:
+                    remove_pressed = st.form_submit_button("Remove", key=f"tags_remove_submit_{media_id}")
+                    if remove_pressed and removed_gone:  # a press on picks some of which went meanwhile writes nothing
+                        warn_picks_gone(gone_head, removed_gone, "removed", list(map(repr, still_removable)),
+                                        "remove those")
+                    elif remove_pressed and not doomed:
+                        st.error("Choose the tags first.")
+                    elif remove_pressed:
                         write(lambda s, e: remove_tags(s, [media_id], doomed, e,
                                                        expected_versions={tag_key[t]: seen[tag_key[t]] for t in doomed}))
 
