@@ -197,17 +197,51 @@ def is_data_output(path: Path | str, data_dir: Path | str) -> bool:
     return _inside(path, data_dir) not in (None, os.curdir, DATA_UPLOADS)
 
 
+def data_folder_part(path: Path | str, data_dir: Path | str, names: Sequence[str]) -> str | None:
+    """Which of the data folder's folders `names` the path lies in (or is), by its real place (links
+    followed); a folder of them that is a link (the cache moved to another disk) counts by its target too.
+    None when it lies in none of them."""
+    if (first := _inside(path, data_dir)) in names:
+        return first
+    real = os.path.realpath(path)
+    for name in names:
+        if os.path.islink(Path(data_dir) / name):
+            target = os.path.realpath(Path(data_dir) / name)
+            if os.path.commonpath([real, target]) == target:
+                return name
+    return None
+
+
 def is_own_output(path: Path | str, data_dir: Path | str) -> bool:
     """Whether a path named on purpose lies in one of the folders giflens itself writes in the data folder
     (DATA_OUTPUTS): a cache crop typed, an export folder picked in the Ingest page's browser. Such a path
     would come back as media (duplicate faces nobody labels, or an item's path moved onto its own crop).
     A folder of the editor's own kept in the data folder (a raw dataset beside the store) is ingested as
     named. An output folder that is a link (the cache moved to another disk) counts by its target too."""
-    if _inside(path, data_dir) in DATA_OUTPUTS:
-        return True
-    real = os.path.realpath(path)
-    linked = [Path(data_dir) / name for name in DATA_OUTPUTS if os.path.islink(Path(data_dir) / name)]
-    return any(os.path.commonpath([real, target]) == target for target in map(os.path.realpath, linked))
+    return data_folder_part(path, data_dir, DATA_OUTPUTS) is not None
+
+
+# What makes a folder a giflens export (labeling/export.py writes all three): its crops are faces of some
+# store already, and its labels.csv says whose.
+EXPORT_MARKERS = ("manifest.json", "labels.csv", "raw_dataset")
+
+
+def is_export_folder(path: Path | str) -> bool:
+    """Whether a folder holds a giflens export: manifest.json and labels.csv files and a raw_dataset folder.
+
+    Why the walk leaves one out wherever it lies (an export written into the uploads, kept in a photo
+    folder): its crops would come back as new media, each face a duplicate nobody labels, while its
+    labels.csv already says who each one is; `giflens import raw-dataset` reads both."""
+    folder = Path(path)
+    return ((folder / "manifest.json").is_file() and (folder / "labels.csv").is_file()
+            and (folder / "raw_dataset").is_dir())
+
+
+def export_folder_note(path: Path | str) -> str:
+    """What an editor is told of an export folder a walk leaves out, or one named (`is_export_folder`)."""
+    return (f"{path_text(path)} is a giflens export (manifest.json, labels.csv, raw_dataset/); not ingested: its "
+            "crops would come back as new, unlabeled faces. Import it with its labels: giflens import raw-dataset "
+            f"{path_text(path)}")
 
 
 def data_output_note(path: Path | str) -> str:
@@ -227,18 +261,24 @@ class _FolderWalk:
     links: list[tuple[int, str]] = field(default_factory=list)  # (root, linked folder) met, walked later
     data_paths: set[str] = field(default_factory=set)  # names under which the data folder was entered
     read: list[Path] = field(default_factory=list)  # the folders listed (`Discovery.folders`)
+    notes: list[str] = field(default_factory=list)  # folders left out on the way, each with why (`Discovery.notes`)
 
     def __post_init__(self) -> None:
         self.data_key = _dir_key(self.data_dir) if self.data_dir is not None else None
 
     def enter(self, path: str, root: bool = False, link: bool = False) -> bool:
-        """Whether to walk a folder: not seen yet, and not skipped (a root always is, named on purpose)."""
+        """Whether to walk a folder: not seen yet, and not skipped (a root always is, named on purpose). A
+        giflens export met on the way (`is_export_folder`) is left out with a note: a root that is one never
+        gets here (`_named_media`)."""
         key = _dir_key(path)
         if key is None:  # vanished meanwhile, or unreadable: os.walk reports it when it tries
             return True
         if key in self.seen or (key in self.skip and not root) or (link and self._data_output(path)):
             return False
         self.seen.add(key)
+        if not root and is_export_folder(path):
+            self.notes.append(export_folder_note(path))
+            return False
         if key == self.data_key:
             self.data_paths.add(path)
         return True
@@ -328,9 +368,10 @@ def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
     kept in the data folder is ingested as named. keep_outputs: the caller chose those files itself (an
     import of an export kept in the data folder's exports, whose crops are the media to label)."""
     skipped = frozenset(key for folder in skip if (key := _dir_key(folder)) is not None)
-    paths, notes = _named_media(paths, None if keep_outputs else data_dir)
+    paths, notes = _named_media(paths, data_dir, keep_outputs)
     folders = list(dict.fromkeys(path for path in paths if path.is_dir()))
     walk = _walk_folders(folders, skipped, data_dir)
+    notes = list(dict.fromkeys(notes + walk.notes))
     walked = dict(zip(folders, map(sorted, walk.found)))
     found: list[Path] = []
     seen: set[Path] = set()
@@ -346,16 +387,20 @@ def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
     return Discovery(found, walk.read, notes)
 
 
-def _named_media(paths: Iterable[Path | str], data_dir: Path | str | None) -> tuple[list[Path], list[str]]:
-    """The named paths to look at, and a note for each left out as giflens's own output (`is_own_output`).
+def _named_media(paths: Iterable[Path | str], data_dir: Path | str | None,
+                 keep_outputs: bool = False) -> tuple[list[Path], list[str]]:
+    """The named paths to look at, and a note for each left out as giflens's own output (`is_own_output`)
+    or as a giflens export wherever it lies (`is_export_folder`), unless `keep_outputs` (`discover`).
     Why here and not only in the walk: a root is always entered and a named file always kept, so a cache
     crop typed, or an export folder picked in the Ingest page's browser, would become media (duplicate
     faces nobody labels, or an item's path moved onto its own crop)."""
     kept: list[Path] = []
     notes: list[str] = []
     for path in map(Path, paths):
-        if data_dir is not None and is_own_output(path, data_dir):
+        if not keep_outputs and data_dir is not None and is_own_output(path, data_dir):
             notes.append(data_output_note(path))
+        elif not keep_outputs and path.is_dir() and is_export_folder(path):
+            notes.append(export_folder_note(path))
         else:
             kept.append(path)
     return kept, list(dict.fromkeys(notes))

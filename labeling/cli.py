@@ -542,7 +542,7 @@ def export_command(
         refuse(f"the validation split must be in [0, 1), got {split}")
     try:
         check_editor(_editor(editor))
-        check_out_dir(Path(out_dir).absolute(), overwrite)
+        check_out_dir(Path(out_dir).absolute(), overwrite, Path(settings.data_dir))
         _check_out_parent(resolve_out_dir(out_dir))
         face_model = _export_face_model(store, face_model, settings)
     except StoreError as exc:

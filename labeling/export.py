@@ -801,11 +801,14 @@ def crops_not_found_note(count: int, data_dir: Path | None) -> str:
             f"or ingest the media with this one; crops deleted? ingest again)")
 
 
-def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def check_out_dir(out_dir: Path, overwrite: bool, data_dir: Path | None = None) -> None:
     """Refuse an OUT_DIR the export may not write (a file, a folder that is not an earlier export,
-    `not_replaceable`), as `export_dataset` checks it: a symbolic link by the folder it names
+    `not_replaceable`, a folder giflens keeps its own data in when `data_dir` is given,
+    `refuse_data_folder`), as `export_dataset` checks it: a symbolic link by the folder it names
     (`resolve_out_dir`)."""
     out_dir = resolve_out_dir(out_dir)
+    if data_dir is not None:
+        refuse_data_folder(out_dir, data_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValidationError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -1006,6 +1009,23 @@ def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) 
     return removed
 
 
+def refuse_data_folder(out_dir: Path, data_dir: Path) -> None:
+    """Refuse an OUT_DIR in one of the data folder's folders giflens writes its own data in: its uploads
+    (an ingest of the data folder walks them, so the export's crops would come back as new media, every
+    face a duplicate nobody labels) and its outputs but exports/ (the cache, projections, models, indexes,
+    reports: files giflens rewrites or deletes as its own). exports/ is where exports belong. By the
+    folder's real place, links followed (`data_folder_part`)."""
+    from embeddings.pipeline import DATA_OUTPUTS, DATA_UPLOADS, data_folder_part
+
+    part = data_folder_part(out_dir, data_dir, (DATA_UPLOADS, *(n for n in DATA_OUTPUTS if n != "exports")))
+    if part is None:
+        return
+    why = ("an ingest of the data folder reads everything in it, so the export's crops would come back as new, "
+           "unlabeled faces") if part == DATA_UPLOADS else "giflens keeps its own files there"
+    raise ValidationError(f"{out_dir} is inside the data folder's {part}/ folder: {why}; export to another "
+                          f"folder, e.g. under {Path(data_dir) / 'exports'}")
+
+
 def resolve_out_dir(out_dir: Path) -> Path:
     """OUT_DIR made absolute with its ".." applied as the system applies them (`_anchored`), and when it
     is a symbolic link, the folder the link names. Why "..": "typo/.." is the folder it is in, not a new
@@ -1149,7 +1169,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     if not 0.0 <= split < 1.0:
         raise ValidationError(f"the validation split must be in [0, 1), got {split}")
     out_dir, data_dir = resolve_out_dir(out_dir), Path(data_dir)
-    check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite, data_dir)
     # read before OUT_DIR may be replaced: an export over itself follows itself
     earlier_classes, earlier = read_previous(previous) if previous is not None else (None, None)
     same_photo_distance = same_photo_threshold(face_model, same_photo_distance)

@@ -160,10 +160,18 @@ def current_editor() -> str | None:
 
 
 def require_editor() -> str | None:
-    """The editor's name, or None after telling them a name is needed (browsing needs none)."""
+    """The editor's name, or None after telling them a name is needed (browsing needs none). Logged in
+    through OIDC without a usable name claim, "log in" would be no help: they are; the sidebar's reason
+    (app.py, `_sidebar`) is given instead, in its words."""
     editor = current_editor()
     if not editor:
-        how = "log in with the sidebar's button" if oidc_configured() else "sign in with your name in the sidebar"
+        if not oidc_configured():
+            how = "sign in with your name in the sidebar"
+        elif st.user.get("is_logged_in"):
+            how = ("your login carries no name or e-mail the audit log can record; ask for the identity provider "
+                   "to include the `name` or `email` claim")
+        else:
+            how = "log in with the sidebar's button"
         st.error(f"An editor name is required before any change: {how}. Browsing works without it.")
     return editor
 
@@ -546,10 +554,16 @@ def fit_name(name: str, limit: int = NAME_BYTES) -> str:
 
 def safe_file_name(name: str) -> str:
     """The base name of an upload with path syntax and control characters removed, cut to fit the file
-    system's limit on a name (fit_name): a long name is otherwise refused by the system when saved."""
+    system's limit on a name (fit_name): a long name is otherwise refused by the system when saved.
+
+    Leading dots go from the stem only (a hidden file is passed over by ingest), never from the extension
+    (`Path.suffix`, the one `check_upload` accepted the upload by): "..jpg" is saved "upload.jpg", not "jpg",
+    which has no extension to say it is media."""
     base = unicodedata.normalize("NFC", name.replace("\\", "/").split("/")[-1])
-    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip().lstrip(".")
-    return fit_name(base or "upload")
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip()
+    suffix = Path(base).suffix  # ".jpg" of "..jpg", "" of ".hidden"
+    stem = base[:len(base) - len(suffix)].lstrip(".").strip()
+    return fit_name((stem or "upload") + suffix)
 
 
 def failure_row(path: str, reason: str) -> dict[str, str]:

@@ -45,17 +45,21 @@ def page_out_dir(text: str, data_dir: Path) -> Path:
     """The output folder typed on the page: an absolute path (or `~`) as it is, a relative one inside the
     data folder. A relative one whose ".." (applied as the system applies them, after a symbolic link to
     its target's parent) leads out of the data folder is refused (ValidationError): the box says a relative
-    path is taken inside the data folder, and "../outside" must not quietly write beside it."""
+    path is taken inside the data folder, and "../outside" must not quietly write beside it. One, relative or
+    absolute, in a folder giflens keeps its own data in (uploads/, cache/ ...: `refuse_data_folder`) is refused
+    too: an export in uploads/ would be ingested as new media by the next ingest of the data folder."""
     from labeling.errors import ValidationError
+    from labeling.export import refuse_data_folder
     from labeling.ingest import _anchored  # the rule the export itself follows for ".." (`resolve_out_dir`)
 
     typed = server_path(text)
-    if typed.is_absolute():
-        return typed
-    if not _anchored(data_dir / typed).is_relative_to(data_dir):
-        raise ValidationError(f"{text} leads out of the data folder {data_dir}: a relative output folder is "
-                              "taken inside the data folder; give an absolute path to export elsewhere")
-    return data_dir / typed
+    if not typed.is_absolute():
+        if not _anchored(data_dir / typed).is_relative_to(data_dir):
+            raise ValidationError(f"{text} leads out of the data folder {data_dir}: a relative output folder is "
+                                  "taken inside the data folder; give an absolute path to export elsewhere")
+        typed = data_dir / typed
+    refuse_data_folder(typed, data_dir)
+    return typed
 
 
 def fresh_out_dir(exports: Path, now: datetime) -> Path:

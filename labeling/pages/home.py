@@ -5,11 +5,12 @@ import pandas as pd
 import streamlit as st
 
 from labeling.audit import undo_event, undoable_events
-from labeling.errors import utc_text
+from labeling.errors import StoreError, utc_text
 from labeling.pages.common import (database_label, forget_lost, get_settings, get_store, history_table, plain,
-                                   select_choice, write)
+                                   select_choice, show_error, write)
 from labeling.schema import AuditEvent
 from labeling.queries import events_frame, store_overview
+from labeling.validation import check_id
 
 settings, store = get_settings(), get_store()
 st.title("giflens")
@@ -59,7 +60,14 @@ def _forget_number() -> None:
 def _undo(event_id: int, after: Callable[[], None]) -> None:
     """Undo operation `event_id` as the signed-in editor, as the picker and the number box both do: one
     already undone says by whom; any other refusal (no such operation, an undo, a record, a later operation
-    depending on it) is undo_event's own message."""
+    depending on it) is undo_event's own message. The number is checked first (`check_id`), as undo_event
+    checks it: the lookup below must not be the first to meet a number no id column holds (2**31 typed in the
+    box), which PostgreSQL refuses with a DataError instead of "not found"."""
+    try:
+        event_id = check_id(event_id, "audit event")
+    except StoreError as exc:
+        show_error(exc)
+        return
     if (undone := _already_undone(event_id)) is not None:
         st.warning(undone)
     else:
