@@ -781,7 +781,8 @@ def _scan_packets(container, stream, path: Path, limits: MediaLimits) -> _Packet
     needs, from a variable one. Demuxing reads the packets without decoding them (18,000 packets of a
     10-minute 640x360 clip in 0.1-0.2 s, against 4-12 s to decode them). A packet the demuxer flags
     discard (before the edit list's start) is decoded for its successors but never shown. Counting
-    stops at twice `limits.max_frames`: a file a little over the limit is refused with its count."""
+    stops at twice `limits.max_frames`, of shown and of stored packets alike (`_check_stored`): a file
+    a little over the limit is refused with its count."""
     shown = stored = 0
     pts: list[int] = []
     end = None
@@ -789,17 +790,33 @@ def _scan_packets(container, stream, path: Path, limits: MediaLimits) -> _Packet
         if not packet.size:  # the end-of-stream marker
             continue
         stored += 1
-        if packet.is_discard:
-            continue
-        shown += 1
+        shown += not packet.is_discard
         if shown > 2 * limits.max_frames:  # refused whatever the rest holds; counted exactly up to here
             _check_frames(path, shown, limits, at_least=True)
+        if stored > 2 * limits.max_frames:  # hidden frames are decoded too (`_check_stored`)
+            _check_stored(path, stored, stored - shown, limits, at_least=True)
+        if packet.is_discard:
+            continue
         if packet.pts is not None:
             pts.append(packet.pts)
             stop = packet.pts + (packet.duration or 0)
             end = stop if end is None else max(end, stop)
     pts.sort()
     return _PacketScan(shown, stored, pts, end)
+
+
+def _check_stored(path: Path, stored: int, hidden: int, limits: MediaLimits, at_least: bool = False) -> None:
+    """Refuse a video whose stored frames, the hidden lead-in of an edit list included, are over the limit.
+
+    Why: the decoder decodes every stored frame, shown or not (a hidden frame is the reference of the
+    next), so the limit on decoding work counts them all. A stream-copy trim of a one-keyframe clip kept
+    29,990 hidden frames before its 10 shown ones and passed as a 10-frame clip, then decoded 30,000."""
+    if stored > limits.max_frames:
+        count = f"more than {limits.max_frames:,}" if at_least else f"{stored:,}"
+        hidden_count = f"at least {hidden:,}" if at_least else f"{hidden:,}"
+        raise MediaError("too_many_frames", f"{path}: {count} frames stored ({hidden_count} of them hidden lead-in frames "
+                                            f"that an edit list skips but the decoder decodes) is over the "
+                                            f"{limits.max_frames:,}-frame limit")
 
 
 def grid_rate(pts: list[int], time_base: Fraction, candidates: list[Fraction | None]) -> Fraction | None:
@@ -935,12 +952,16 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
         width, height = display_size(stream.codec_context.width, stream.codec_context.height, sample_aspect(stream))
         _check_pixels(path, width, height, limits)
         time_base = stream.time_base
-        if stream.duration and time_base:
+        # The stream's duration runs from its first frame; the container's from time 0 (a clip whose
+        # timestamps start at 30 s states 32 s for 2 s of frames), so its end is compared as is.
+        from_zero = not (stream.duration and time_base)
+        if not from_zero:
             duration = float(stream.duration * time_base)
         else:
             duration = container.duration / 1_000_000 if container.duration else None
         scan = _scan_packets(container, stream, path, limits)
         _check_frames(path, scan.shown, limits)
+        _check_stored(path, scan.stored, scan.stored - scan.shown, limits)
         declared = int(stream.frames or 0)  # an MP4's sample table; WebM, MKV and fragmented MP4 have none
         start = scan.pts[0] if scan.pts else (stream.start_time or 0)
         rate = stream.average_rate or stream.guessed_rate or None
@@ -949,7 +970,9 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
             grid = grid_rate(scan.pts, time_base, [stream.guessed_rate, stream.average_rate])
         if grid is not None:  # the frame spacing itself, not frames / duration (a frame's worth of rounding)
             rate = grid
-    shown_s = float((scan.end - start) * time_base) if scan.end is not None and time_base else None
+    shown_s = None
+    if scan.end is not None and time_base:
+        shown_s = float((scan.end - (0 if from_zero else start)) * time_base)
     cut = _cut_short(declared, scan.stored, duration, shown_s, rate)
     if cut is not None:
         raise _truncated(path, cut)
@@ -989,17 +1012,42 @@ class _Sequential:
     decoded: int
 
 
-def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimits) -> _Sequential:
-    """Decode from the start up to the last wanted frame; converts only the wanted ones."""
-    wanted_set, last, cap = set(wanted), wanted[-1], retained_frame_pixels(len(wanted), limits)
-    frames, indices, decoded = [], [], 0
+class _OffGrid(Exception):
+    """A decoded frame's timestamp is off the probe's constant-rate grid (`_decode_video_sequentially`)."""
+
+
+def _grid_index(frame, probe: _VideoProbe) -> int:
+    """The frame's number on the probe's constant-rate grid (the one seeking uses); _OffGrid without one."""
+    if frame.pts is None or not probe.rate or not probe.time_base:
+        raise _OffGrid
+    position = (frame.pts - probe.start) * probe.time_base * probe.rate
+    index = round(position)
+    if abs(position - index) > GRID_SLACK:
+        raise _OffGrid
+    return index
+
+
+def _decode_video_sequentially(path: Path, wanted: list[int], limits: MediaLimits,
+                               probe: _VideoProbe | None = None) -> _Sequential:
+    """Decode from the start up to the last wanted frame; converts only the wanted ones.
+
+    Frames are numbered as they come, or, given a constant-rate `probe`, by their timestamps as
+    seeking numbers them (`_grid_index`; _OffGrid when one is off the grid). Why: a clip cut mid-GOP
+    starts with frames whose references are gone, which the decoder drops (12 of a 300-frame MKV);
+    counted, every later frame's number was 12 below the one a seek gives it. A wanted frame the
+    decoder drops is replaced by the next one shown; `decoded` is then the last number reached + 1."""
+    last, cap = wanted[-1], retained_frame_pixels(len(wanted), limits)
+    frames, indices, decoded, pending = [], [], 0, 0
     with _VideoReader(path) as reader:
-        for index, frame in enumerate(reader.frames()):
-            decoded = index + 1
-            if index in wanted_set:
+        for count, frame in enumerate(reader.frames()):
+            index = count if probe is None else _grid_index(frame, probe)
+            decoded = max(decoded, index + 1)
+            if pending < len(wanted) and index >= wanted[pending] and (not indices or index > indices[-1]):
                 _check_pixels(path, *display_size(frame.width, frame.height, reader.aspect), limits)
                 frames.append(_upright(frame, reader.aspect, cap))
                 indices.append(index)
+            while pending < len(wanted) and wanted[pending] <= index:
+                pending += 1
             if index >= last:
                 break
     return _Sequential(frames, indices, decoded)
@@ -1058,16 +1106,25 @@ def _decode_video(path: Path, n_frames: int, limits: MediaLimits) -> DecodedFram
             and min(b - a for a, b in zip(wanted, wanted[1:])) >= SEEK_MIN_GAP):
         frames = _decode_video_by_seeking(path, wanted, probe, limits)
         indices = wanted
-    if frames is None:
+    run = None
+    if frames is None and probe.constant_rate:  # numbered as seeking numbers them
+        try:
+            run = _decode_video_sequentially(path, wanted, limits, probe)
+        except _OffGrid:
+            run = None
+        if run is not None and run.decoded < wanted[-1] + 1:
+            run = None  # the decoder stopped short of the grid's end: counted as below instead
+    if frames is None and run is not None:
+        frames, indices = run.frames, run.indices
+    elif frames is None:
         run = _decode_video_sequentially(path, wanted, limits)
         frames, indices, decoded = run.frames, run.indices, run.decoded
         if decoded == 0:
             raise _truncated(path, f"the file holds {total:,} frames but none decodes")
         if decoded < wanted[-1] + 1:
-            # The decoder showed fewer frames than the packets promise. A frame or two (a decoder
-            # dropping an open GOP's leading frames) is normal; more means broken data.
-            if total - decoded > max(2, total // 100):
-                raise _truncated(path, f"the file holds {total:,} frames but only {decoded:,} decode")
+            # The decoder showed fewer frames than the packets hold and ran out of packets doing so:
+            # `_cut_short` found them all in the file, so the missing ones are frames the decoder will
+            # not show (leading frames of a clip cut mid-GOP, whose references are gone), not a cut file.
             total = decoded
             wanted = evenly_spaced_indices(total, n_frames)
             rerun = _decode_video_sequentially(path, wanted, limits)

@@ -155,3 +155,77 @@ def test_grid_rate_checks_every_timestamp():
     assert grid_rate(rounded[:600] + rounded[601:], ms, [Fraction(30)]) is None  # one frame missing
     assert grid_rate([0, 33, 33, 100], ms, [Fraction(30)]) is None  # two frames at one time
     assert grid_rate([5], ms, [Fraction(30)]) is None
+
+
+def test_the_frame_limit_counts_the_hidden_frames_of_a_trimmed_mp4(tmp_path):
+    """A stream-copy trim of a one-keyframe clip: 300 frames hidden by the edit list, 10 shown. The
+    decoder decodes all 310, so the limit counts them; counting only the shown 10 let it through."""
+    source = _constant_rate_video(tmp_path / "onegop.mp4", 310, "libx264", {"preset": "ultrafast", "g": "1000"})
+    path = _trimmed(source, tmp_path / "trim.mp4", 300)
+    with pytest.raises(media.MediaError) as refused:
+        decode_media(path, 4, MediaLimits(max_frames=200))
+    assert refused.value.reason == "too_many_frames"
+    assert ": 310 frames stored (300 of them hidden lead-in frames" in str(refused.value)
+    with pytest.raises(media.MediaError) as refused:  # the scan stops at twice the limit
+        decode_media(path, 4, MediaLimits(max_frames=100))
+    assert "more than 100 frames stored (at least 201 of them hidden" in str(refused.value)
+    assert decode_media(path, 4, MediaLimits(max_frames=400)).total == 10
+
+
+def _cut_mid_gop(source: Path, path: Path, first: int, n: int) -> Path:
+    """Packets first .. first + n - 1 of `source` (no B-frames), timestamps from 0: a clip cut mid-GOP
+    by stream copy, whose leading frames reference a keyframe that is gone."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        packets = [p for p in src.demux(stream) if p.size][first : first + n]
+        base = packets[0].pts
+        for packet in packets:
+            packet.pts -= base
+            packet.dts -= base
+            packet.stream = copy
+            out.mux(packet)
+    return path
+
+
+def test_a_clip_cut_mid_gop_is_read_and_numbered_as_seeking_numbers_it(tmp_path):
+    """Cut 12 frames before a keyframe, the decoder drops those 12. All packets are there, so this is no
+    truncated file (it was refused as one: 90 frames held, 78 decoded); frames are numbered by their
+    timestamps, as a seek numbers them, so the frame shown first is number 12, not 0."""
+    source = _constant_rate_video(tmp_path / "source.mkv", 150, "libx264", {**X264, "bf": "0"})
+    path = _cut_mid_gop(source, tmp_path / "midgop.mkv", 18, 90)  # keyframes at 0, 30, 60...
+    decoded = decode_media(path, 8)
+    assert decoded.total == 90 and len(decoded.indices) == 8
+    assert decoded.indices[0] == 12  # frame 5, the first wanted, is one the decoder drops
+    assert [_number_of(f) - 18 for f in decoded.frames] == decoded.indices
+
+
+def test_a_variable_rate_clip_cut_mid_gop_counts_the_frames_it_shows(tmp_path):
+    """Off any grid, frames are numbered as they come: the 12 the decoder drops are not counted."""
+    steps = [33] * 60 + [66] * 60
+    source = write_timed_video(tmp_path / "vfr.mkv", "libx264", 30, [_numbered(i) for i in range(len(steps))],
+                               steps, {**X264, "bf": "0"})
+    path = _cut_mid_gop(source, tmp_path / "midgop.mkv", 18, 100)
+    decoded = decode_media(path, 8)
+    assert decoded.total == 88
+    assert [_number_of(f) - 30 for f in decoded.frames] == decoded.indices
+
+
+def test_a_clip_whose_timestamps_start_late_is_not_truncated(tmp_path):
+    """Timestamps from 30 s: the MKV states 32 s from time 0, which the frames reach; measured from the
+    first frame (2 s) it was refused as truncated."""
+    source = _constant_rate_video(tmp_path / "source.mkv", 60, "libx264", X264)
+    path = tmp_path / "offset30.mkv"
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        stream = src.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        offset = int(30 / stream.time_base)
+        for packet in src.demux(stream):
+            if packet.size:
+                packet.pts += offset
+                packet.dts += offset
+                packet.stream = copy
+                out.mux(packet)
+    decoded = decode_media(path, 4)
+    assert decoded.total == 60
+    assert [_number_of(f) for f in decoded.frames] == decoded.indices
