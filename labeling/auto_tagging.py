@@ -356,7 +356,8 @@ class AutotagResult:
     originals_confirmed: int = 0  # active uploader / import tags of the media voted on, now at 1.0 ...
     originals_lowered: int = 0  # ... and at 0.7 (no expert confirms them)
     originals_changed: int = 0  # ... of which rows written (their confidence changed)
-    event_id: int | None = None
+    kept: int = 0  # earlier experts-voting suggestions left pending that this vote did not restate
+    event_id: int | None = None  # the run's audit event (the number `giflens undo` takes); None: nothing written
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -367,24 +368,56 @@ class AutotagResult:
                 f"{self.originals_lowered} lowered (0.7), {self.originals_changed} written; weights {weights}")
 
     def line(self) -> str:
+        """The counts, then "event=12" ("event=none" when nothing was written), then the weights: the
+        event where `giflens predict` puts it, so a run can be undone without looking it up in history."""
         return " ".join([f"media={self.media}", f"tagged={self.tagged}", f"suggested={self.suggested}",
                          f"changed={self.changed}", f"removed={self.removed}", f"rejected_kept={self.rejected}",
                          f"originals_confirmed={self.originals_confirmed}",
                          f"originals_lowered={self.originals_lowered}",
                          f"originals_changed={self.originals_changed}",
+                         f"event={self.event_id if self.event_id is not None else 'none'}",
                          *(f"weight_{n}={w:.4f}" for n, w in self.weights.items())])
 
 
-def untrusted_experts_hint(k: int, min_frequency: float) -> str:
+def _at_most(x: float) -> str:
+    """x in [0, 1] written with two decimals, more when those would read 0.00, rounded down: a bound
+    printed as advice must not round up past the value that works (1/7 is 0.14, 1/500 is 0.002)."""
+    for places in range(2, 10):
+        scale = 10 ** places
+        shown = math.floor(x * scale + 1e-9) / scale
+        if shown > 0:
+            return f"{shown:.{places}f}"
+    return f"{x:.2g}"
+
+
+def _fraction(x: float) -> str:
+    """A min_frequency as given: two decimals unless that would change it (0.005 is not 0.01)."""
+    return f"{x:.2f}" if math.isclose(round(x, 2), x, abs_tol=1e-12) else f"{x:g}"
+
+
+def untrusted_experts_hint(k: int, min_frequency: float, tagged: int | None = None) -> str:
     """Why a vote comes back empty when every weight is 0, and the knobs that change it: the experts
-    learn only from tags several GIFs share, and the bound decides how many neighbours must agree."""
-    need = max(1, math.ceil(min_frequency * k - 1e-9))
+    learn only from tags several GIFs share, and the bound decides how many neighbours must agree.
+
+    tagged: the media with tags. Leave-one-out, a tagged media item has at most tagged - 1 tagged
+    neighbours, and the tagger divides by the neighbours it found, not by k: with k=10 and three
+    tagged GIFs a tag needs min_frequency x 2 of them, and the bound that lets one neighbour vote is 1/2."""
+    n = k if tagged is None else max(1, min(k, tagged - 1))
+    need = max(1, math.ceil(min_frequency * n - 1e-9))
+    nearest = f"{n} nearest tagged media" + (f" (k={k}, but only {tagged} media are tagged)" if n < k else "")
     hint = ("no suggestion: every expert's weight is 0 (none proposed a correct tag for a tagged media item, "
             f"leave-one-out); experts learn from tags several media share, and with k={k} and min_frequency "
-            f"{min_frequency:.2f} a tag needs {need} of a media item's {k} nearest tagged media")
+            f"{_fraction(min_frequency)} a tag needs {need} of a media item's {nearest}")
     if need > 1:
-        hint += f"; min_frequency {1 / k:.2f} lets a single neighbour vote"
+        hint += f"; min_frequency {_at_most(1 / n)} lets a single neighbour vote"
     return hint
+
+
+def kept_suggestions_note(kept: int) -> str:
+    """Why a run that suggests nothing new leaves suggestions pending: they are an earlier run's, on
+    media no expert with a weight covers, and no vote is not a vote against."""
+    return (f"nothing new suggested: {kept} earlier suggestion(s) kept, pending review (no expert with a weight "
+            "covers their media this time, and no vote is not a vote against)")
 
 
 def trusted_media(tagger: Any, modalities: Mapping[str, tuple[list[str], np.ndarray]],
@@ -469,11 +502,16 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         result.suggested, result.changed, result.removed = _store_suggestions(op, items, voted)
         result.originals_confirmed, result.originals_lowered, result.originals_changed = _store_original_confidences(
             op, originals, float(tagger.confirmed_confidence))
+        pending = op.session.scalar(select(func.count()).select_from(MediaTag).where(
+            MediaTag.source == SOURCE, MediaTag.status == "suggested"))
+        result.kept = max(0, int(pending or 0) - result.suggested)
         op.summary = result.summary
     result.event_id = op.result.event_id
     result.notes += notes
     if not any(result.weights.values()):
-        result.notes.append(untrusted_experts_hint(k, float(min_frequency)))
+        result.notes.append(untrusted_experts_hint(k, float(min_frequency), result.tagged))
+    if result.changed == 0 and result.kept:
+        result.notes.append(kept_suggestions_note(result.kept))
     if on_progress is not None:
         on_progress(total, total)
     return result

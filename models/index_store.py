@@ -10,13 +10,16 @@ by 200 items in 0.1 s. `stored_index` brings it up to date with the embeddings a
               is not rebuilt until the tail grows large);
 - "rebuilt":  ids were removed, a vector changed (re-embedded) or the build parameters differ:
               nmslib cannot delete from a graph, and a stale vector would give wrong neighbours;
+              also when a saved file is missing or damaged (`KnnIndex.load` checks each file's size
+              and CRC-32 recorded at save time), and once for an index saved before those were recorded;
 - "built":    nothing usable was saved;
 - "exact":    fewer than `exact_below` items: one matrix product is exact and as fast as the
               graph, building it costs no more than normalising the vectors, so nothing is saved.
 
 Staleness is detected by a fingerprint kept in index.json: a SHA-1 of the model id, the ids in the
 index's order and the caller's float32 vector bytes for those ids. Checking it costs one hash of
-the vectors (about 20 ms for 50,000 x 128) instead of a graph build.
+the vectors (about 20 ms for 50,000 x 128) instead of a graph build. The fingerprint vouches for the
+caller's vectors only; that the saved files still hold what was saved is the checksums' job.
 
 Vectors of different embedding models never share an index: a folder holding another model's
 index is refused with KnnIndexError, nothing written. Name folders with `index_folder(data_dir,
@@ -133,6 +136,7 @@ def _reconcile(folder: Path, x: np.ndarray, ids: np.ndarray, wanted: KnnIndex) -
     with _GUARD:
         remembered = _MEMORY.get(folder)
     index: KnnIndex | None = None
+    unchecked = False
     if remembered is not None and ident is not None and remembered[0] == ident:
         index, fp = remembered[1], remembered[2]
         saved_model, saved_params, saved_ids = index.model_id, index.get_params(), index.ids_.tolist()
@@ -141,6 +145,7 @@ def _reconcile(folder: Path, x: np.ndarray, ids: np.ndarray, wanted: KnnIndex) -
             meta = saved_meta(folder)
             saved_model, saved_params = meta["params"]["model_id"], meta["params"]
             fp = meta.get("extra", {}).get("fingerprint")
+            unchecked = not meta.get("checksums")  # saved before checksums: damage would go unnoticed
             saved_ids = json.loads((folder / "ids.json").read_text()) if saved_model == model_id else []
         except (KnnIndexError, OSError, ValueError, KeyError, TypeError) as exc:
             if ident is not None:
@@ -149,6 +154,9 @@ def _reconcile(folder: Path, x: np.ndarray, ids: np.ndarray, wanted: KnnIndex) -
     if saved_model != model_id:
         raise KnnIndexError(f"{folder} holds an index of {saved_model!r} embeddings, refusing to mix {model_id!r} "
                             "vectors into it: use one folder per embedding model (index_folder(data_dir, namespace))")
+    if unchecked:
+        log.info("rebuilding the index in %s: saved without checksums", folder)
+        return _build(folder, x, ids, wanted, "rebuilt")
     position = {v: i for i, v in enumerate(ids.tolist())}
     rows = [position.get(i) for i in saved_ids]
     if any(r is None for r in rows):
@@ -161,7 +169,7 @@ def _reconcile(folder: Path, x: np.ndarray, ids: np.ndarray, wanted: KnnIndex) -
     if index is None:
         try:
             index = KnnIndex.load(folder)
-        except (KnnIndexError, OSError, ValueError) as exc:
+        except (KnnIndexError, OSError, ValueError, KeyError, TypeError, EOFError) as exc:
             log.warning("rebuilding the unreadable index in %s: %s", folder, exc)
             return _build(folder, x, ids, wanted, "rebuilt")
     index = copy.copy(index)  # the remembered copy is shared with other callers: never mutate it

@@ -16,11 +16,19 @@ past that, `add` rebuilds the graph over everything.
 The index remembers the embedding model its vectors came from (`model_id`): a distance
 between a dlib face and a FaceNet face is meaningless, so mixing models is an error rather
 than a silently wrong neighbour list.
+
+A saved index records the size and CRC-32 of each of its files, and `load` checks them before
+reading: a damaged vectors.npy of the right shape (rows shuffled) would otherwise answer with wrong
+neighbours, and a damaged graph file could crash nmslib's reader. Damage is a KnnIndexError naming
+the file, so a caller (models/index_store.py) rebuilds. CRC-32 because it detects corruption, not
+tampering, and runs at about 3 GB/s (SHA-1: 1 GB/s): checking the 85 MB of a 50,000 x 128 index adds
+about 20 ms to its load (25-30 ms unchecked, warm disk cache), against a 70 s rebuild.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +42,40 @@ FORMAT_VERSION = 1
 METHODS = ("auto", "hnsw", "exact")
 _GRAPH_FILE = "hnsw.bin"  # nmslib also writes hnsw.bin.dat (the data) beside it
 _EXACT_BLOCK = 1024  # query rows per matrix product: bounds memory at 1024 x n floats
+_CHUNK = 1 << 22  # bytes per read when checksumming a file
+
+
+def _checksum(path: Path) -> list[int | str]:
+    """[size, CRC-32 as 8 hex digits] of a file, read in chunks (a graph file can be 100 MB)."""
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+    return [size, f"{crc:08x}"]
+
+
+def _checksums(folder: Path) -> dict[str, list[int | str]]:
+    """Checksums of every file of a saved index except index.json, which holds them."""
+    return {f.name: _checksum(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != "index.json"}
+
+
+def _verify(folder: Path, expected: dict[str, Any]) -> None:
+    """Raise KnnIndexError naming the first file missing, resized or changed since it was saved;
+    sizes first (one stat each), so a truncated or missing file costs no read."""
+    for name, (size, _) in expected.items():
+        try:
+            found = (folder / name).stat().st_size
+        except OSError as exc:
+            raise KnnIndexError(f"{folder / name}: unreadable ({exc})") from exc
+        if found != size:
+            raise KnnIndexError(f"{folder / name}: {found} bytes, {size} when saved")
+    for name, (_, crc) in expected.items():
+        try:
+            found_crc = _checksum(folder / name)[1]
+        except OSError as exc:
+            raise KnnIndexError(f"{folder / name}: unreadable ({exc})") from exc
+        if found_crc != crc:
+            raise KnnIndexError(f"{folder / name}: damaged (CRC-32 {found_crc}, {crc} when saved)")
 
 
 @lru_cache(maxsize=1)
@@ -134,6 +176,7 @@ class KnnIndex:
         self._graph: Any = None
         self._graph_n = 0  # the graph holds rows [0, _graph_n); later rows are the exact-searched tail
         self._graph_files: list[Path] = []  # the files a loaded graph came from (see save)
+        self._graph_sums: dict[str, Any] = {}  # their checksums when loaded, if the save recorded them
 
     def get_params(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "method": self.method, "exact_below": self.exact_below, "M": self.M,
@@ -207,7 +250,7 @@ class KnnIndex:
         graph = self._build_graph(x) if self._wants_hnsw(len(x)) else None
         self.vectors_, self.ids_, self._graph = x, ids, graph
         self._graph_n = len(x) if graph is not None else 0
-        self._graph_files = []
+        self._graph_files, self._graph_sums = [], {}
 
     def _build_graph(self, x: np.ndarray) -> Any:
         import nmslib
@@ -303,7 +346,8 @@ class KnnIndex:
 
         Atomic: everything goes to a temporary folder beside the target, which is then renamed
         into place, so a reader never sees half an index. `extra` (JSON) is kept in index.json for
-        the caller, e.g. a fingerprint of the embeddings indexed (models/index_store.py).
+        the caller, e.g. a fingerprint of the embeddings indexed (models/index_store.py). index.json
+        also holds each file's size and CRC-32, checked by `load`.
         """
         self._check_fitted()
         folder = Path(folder)
@@ -314,27 +358,40 @@ class KnnIndex:
                 self._write_graph(tmp)
             meta = {"format": FORMAT_VERSION, "params": self.get_params(), "n": len(self), "dim": self.dim,
                     "ids_dtype": "int64" if self.ids_.dtype == np.int64 else "object",
-                    "graph": self._graph is not None, "graph_items": self.graph_items, "extra": extra or {}}
+                    "graph": self._graph is not None, "graph_items": self.graph_items, "extra": extra or {},
+                    "checksums": _checksums(tmp)}
             (tmp / "index.json").write_text(json.dumps(meta, indent=1))
         return folder
 
     def _write_graph(self, folder: Path) -> None:
         """nmslib cannot save a graph it loaded (nmslib issue #346: it writes a 68-byte stub that
         crashes the next reader), so a loaded graph, which `add` never changes, is saved by copying
-        the files it came from; if those are gone it is rebuilt from its rows."""
+        the files it came from; if those are gone or changed since loading, it is rebuilt from its rows
+        (copying a damaged file would give it fresh checksums)."""
         if self._graph_files and all(f.is_file() for f in self._graph_files):
             for f in self._graph_files:
                 shutil.copyfile(f, folder / f.name)
-            return
+            try:
+                _verify(folder, self._graph_sums)
+                return
+            except KnnIndexError:
+                for f in self._graph_files:
+                    (folder / f.name).unlink(missing_ok=True)
         if self._graph_files:
             self._graph, self._graph_files = self._build_graph(self.vectors_[: self._graph_n]), []
         self._graph.saveIndex(str(folder / _GRAPH_FILE), save_data=True)
 
     @classmethod
     def load(cls, folder: Path | str) -> "KnnIndex":
-        """Read an index written by save; the HNSW graph is loaded, not rebuilt."""
+        """Read an index written by save; the HNSW graph is loaded, not rebuilt. A file missing or
+        damaged since the save is a KnnIndexError naming it (indexes saved before checksums were
+        recorded are read unchecked; nmslib's own read errors still become KnnIndexError)."""
         folder = Path(folder)
         meta = saved_meta(folder)
+        sums = meta.get("checksums") or {}
+        if not isinstance(sums, dict) or not all(isinstance(v, list) and len(v) == 2 for v in sums.values()):
+            raise KnnIndexError(f"{folder / 'index.json'}: malformed checksums")
+        _verify(folder, sums)
         index = cls(**meta["params"])
         vectors = np.load(folder / "vectors.npy", allow_pickle=False)
         ids = json.loads((folder / "ids.json").read_text())
@@ -346,12 +403,17 @@ class KnnIndex:
             import nmslib
 
             graph = nmslib.init(method="hnsw", space="cosinesimil")
-            graph.loadIndex(str(folder / _GRAPH_FILE), load_data=True)
+            try:
+                graph.loadIndex(str(folder / _GRAPH_FILE), load_data=True)
+            except Exception as exc:  # nmslib reports a missing or garbled file as RuntimeError (or MemoryError)
+                raise KnnIndexError(f"{folder / _GRAPH_FILE}: nmslib could not read the HNSW graph "
+                                    f"({type(exc).__name__}: {exc})") from exc
             graph_n = int(meta.get("graph_items", meta["n"]))  # indexes saved before the tail existed: all in the graph
             if len(graph) != graph_n or graph_n > meta["n"]:
                 raise KnnIndexError(f"{folder}: the HNSW graph holds {len(graph)} items, index.json says {graph_n}")
             index._graph, index._graph_n = graph, graph_n
             index._graph_files = sorted(folder.glob(f"{_GRAPH_FILE}*"))
+            index._graph_sums = {f.name: sums[f.name] for f in index._graph_files if f.name in sums}
         return index
 
 

@@ -556,8 +556,10 @@ def test_autotag_with_the_text_expert_and_bad_input(loop_sqlite, tmp_path):
     # nobody voted, so no uploader tag was voted down: they keep what the trusted run gave them
     assert (strict.originals_confirmed, strict.originals_lowered, strict.originals_changed) == (0, 0, 0)
     assert trusted.originals_confirmed + trusted.originals_lowered > 0
-    assert strict.notes == [untrusted_experts_hint(10, 1.0)]
-    assert "needs 10 of a media item's 10 nearest" in strict.notes[0] and "min_frequency 0.10" in strict.notes[0]
+    # the hint counts the neighbours a tagged media item has (3 tagged: 2), not k
+    assert strict.notes[0] == untrusted_experts_hint(10, 1.0, strict.tagged)
+    assert "needs 2 of a media item's 2 nearest" in strict.notes[0] and "min_frequency 0.50" in strict.notes[0]
+    assert strict.notes[1].startswith(f"nothing new suggested: {trusted.suggested} earlier suggestion(s) kept")
     assert "single neighbour" not in untrusted_experts_hint(10, 0.1)
 
     add_tags(loop.store, [loop.media[f"Serena_Williams_{i:04d}.jpg"] for i in range(1, 4)], ["tennis"], "ann")
