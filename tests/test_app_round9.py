@@ -55,8 +55,14 @@ def test_review_bulk_action_refuses_a_face_decided_between_the_drawing_and_the_t
     face = int(_table(app, "review_members")["id"].iloc[0])
     approve_faces(fixture_store.store, [face], "bob")  # meanwhile: the row looks the same
     _tick(app, "review_members", [face])
+    no_exception(app)
+    # bob's decision waits for a tick of its own: the buttons wait, and the page names it
+    assert any("another editor's decision" in w.value for w in app.warning), [w.value for w in app.warning]
+    assert app.button(key="review_members_bulk_unknown").disabled
+    app.checkbox(key="review_members_bulk_override").check().run()
     app.button(key="review_members_bulk_unknown").click().run()
     no_exception(app)
+    # ticked for bob's decision, the press still acts on the version the face was drawn at: refused, naming bob
     assert any(e.startswith("Conflict:") and "bob" in e for e in errors(app)), errors(app)
     assert _label(fixture_store, face)[0::2] == ("approved", "bob")
     # the refusal showed the table as it is now: the next press acts on that

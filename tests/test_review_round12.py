@@ -62,7 +62,8 @@ def _add_faces(store, vectors: list[np.ndarray], start: int) -> list[int]:
 
 @pytest.fixture
 def synthetic(tmp_path: Path) -> Store:
-    """Classes A-E labelled by "setup"; A's 2nd face lies at B's centre and its 3rd far from everyone (both
+    """Classes A-E labelled by "ann" herself (what these tests follow is the versions a tick saw; faces another
+    editor decided wait for a tick of their own, tests/test_explore_review_round15.py); A's 2nd face lies at B's centre and its 3rd far from everyone (both
     "far from centroid"), E's faces at A's centre (a look-alike class)."""
     rng = np.random.default_rng(0)
     centres = {name: rng.normal(size=8) * 3 for name, _ in PLAN}
@@ -73,9 +74,9 @@ def synthetic(tmp_path: Path) -> Store:
     store = open_store(url)
     ids = _add_faces(store, vectors, 0)
     faces = {name: [i for i, n in zip(ids, names) if n == name] for name, _ in PLAN}
-    classes = {name: add_class(store, f"Person {name}", "setup")[0] for name, _ in PLAN}
+    classes = {name: add_class(store, f"Person {name}", "ann")[0] for name, _ in PLAN}
     for name, members in faces.items():
-        relabel_faces(store, members, classes[name], "setup")
+        relabel_faces(store, members, classes[name], "ann")
     return Store(tmp_path, url, store, faces, classes)
 
 
@@ -119,7 +120,7 @@ def _approve_tick_again_and_undo(at: AppTest, face: int, undo_key: str) -> None:
 def test_a_face_still_ticked_after_an_own_undo_is_acted_on(review, synthetic, undo_key):
     face = synthetic.faces["A"][5]
     _approve_tick_again_and_undo(review, face, undo_key)
-    assert _label(synthetic, face)[0] == "relabeled"  # the undo restored setup's label
+    assert _label(synthetic, face)[0] == "relabeled"  # the undo restored the earlier label
     review.button(key="review_members_bulk_reject").click().run()
     no_exception(review)
     assert not errors(review), errors(review)
@@ -133,6 +134,14 @@ def test_another_editors_change_after_an_own_undo_is_still_refused(review, synth
     approve_faces(synthetic.store, [face], "bob")  # between the tick and the press: the row looks the same
     review.button(key="review_members_bulk_reject").click().run()
     no_exception(review)
+    # bob's decision now waits for a tick of its own: the press wrote nothing, and the page names it
+    assert any("another editor's decision" in w.value for w in review.warning), [w.value for w in review.warning]
+    assert review.button(key="review_members_bulk_reject").disabled
+    assert _label(synthetic, face) == ("approved", "bob")
+    review.checkbox(key="review_members_bulk_override").check().run()
+    review.button(key="review_members_bulk_reject").click().run()
+    no_exception(review)
+    # ticked for bob's decision, the press still acts on the version the face was ticked at: refused, naming bob
     assert any("Conflict" in e and "bob" in e for e in errors(review)), errors(review)
     assert _label(synthetic, face) == ("approved", "bob")
 

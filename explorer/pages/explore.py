@@ -205,6 +205,9 @@ def _decisions_guard(decided: int, warning: str, key: str, agreed: object = None
     if not decided:
         return True
     if st.session_state.get(f"{key}__agreed") != agreed:
+        if st.session_state.get(key):  # a press in this run waits too (its button is drawn disabled): say why
+            st.info("The decided faces changed since the box was ticked (an action, or another editor's decision), "
+                    "so it is unticked and the buttons wait for a new tick: tick it again to change them as shown.")
         st.session_state[key] = False  # before the checkbox is drawn this run: a fresh, unticked box
         st.session_state[f"{key}__agreed"] = agreed
     st.warning(warning)
@@ -308,11 +311,16 @@ with details:
                 # the way here as in a 2D selection of tracks, and take the same tick
                 members = faces_frame(store, model_id, track_ids=[int(point_id)])
                 seen = versions_seen("explore_point_track", dict(zip(members["face_id"].astype(int), members["version"])))
-                decided = int(members["label_status"].isin(EDITOR_DECISIONS).sum())
+                by_editors = members["label_status"].isin(EDITOR_DECISIONS)
+                decided = int(by_editors.sum())
                 with right:
+                    # agreed: as for a 2D selection, the tick is for these decided faces at these versions only
                     allowed = _decisions_guard(decided, f"{decided} of the track's {len(members)} face(s) carry an "
                                                "editor's decision: any decision on the track, approve included, "
-                                               "changes those.", key=f"explore_point_override_{point_id}")
+                                               "changes those.", key=f"explore_point_override_{point_id}",
+                                               agreed=tuple(sorted(zip(
+                                                   members.loc[by_editors, "face_id"].astype(int),
+                                                   members.loc[by_editors, "version"].astype(int)))))
                 guard_help = None if allowed else _tick_first(decided)
             else:
                 seen = versions_seen("explore_point", {int(point_id): row["version"]})

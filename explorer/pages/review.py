@@ -17,14 +17,18 @@ from explorer.views import (decided_since_prediction, index_dir_for, nameable_fa
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import (DRAWN, TICK_VERSIONS, forget_tick_versions, get_settings, get_store, keep_choice,
-                                   media_file, plain, refuse_lost_class, select_choice, versions_seen, write)
+from labeling.pages.common import (DRAWN, TICK_VERSIONS, current_editor, flash, forget_tick_versions, get_settings,
+                                   get_store, keep_choice, media_file, plain, refuse_lost_class, select_choice,
+                                   versions_seen, write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
+from labeling.schema import CONFIRMED_STATUSES
 
 # explorer.clusters.suspect_faces' reasons, all of them: the Reasons filter offers each whether or not a face of
 # the queue has it now, so a chosen one is never dropped when its last face leaves the queue
 SUSPECT_REASONS = ("model disagrees", "neighbours disagree", "low confidence", "far from centroid")
+EDITOR_DECISIONS = (*CONFIRMED_STATUSES, "rejected", "unknown")  # label statuses only an editor sets (as on Explore)
+GONE = "__gone"  # a pick table's key + this: the notice naming ticked rows that left it this run (pick_table)
 LISTED = 200  # suspect faces the table lists (a longer table is slow to draw and to tick through)
 CONFIDENCE_NOTE = (f"Confidence is the model's score for its best class among the catalog's; on \"{UNKNOWN_OPEN_SET}\" "
                    "it is the score of the class the open-set threshold turned down (too far from everyone known).")
@@ -49,6 +53,18 @@ face_versions = dict(zip(faces["face_id"].astype(int), faces["version"].astype(i
 retired = retired_classes(store)
 unnameable = set(faces.loc[~nameable_faces(faces, retired), "face_id"].astype(int))  # nothing to approve, or retired
 every_name = dict(zip(catalog["class_id"], catalog["name"]))  # retired classes included
+status_of = dict(zip(faces["face_id"].astype(int), faces["label_status"]))
+editor_of = {int(f): (e if isinstance(e, str) else "") for f, e in zip(faces["face_id"], faces["editor"])}
+# the faces whose label an editor set (not the model, not an import): the decisions `others_decisions_guard` keeps
+by_editor = set(faces.loc[faces["source"] == "editor", "face_id"].astype(int))
+
+
+def face_fate(face_id: int) -> str:
+    """A face as a notice names it: its id, and its label now and who set it (why it left a queue)."""
+    status, editor = status_of.get(face_id), editor_of.get(face_id)
+    if status is None:
+        return f"face {face_id} (gone from the store)"
+    return f"face {face_id} ({status}{f' by {editor}' if editor else ''})"
 
 
 def thumbnails(face_ids: list[int], captions: list[str], per_row: int = 8) -> None:
@@ -68,6 +84,11 @@ def untick(table_key: str) -> Callable[[Any], None]:
         st.session_state.pop(f"{table_key}__picked", None)
         forget_tick_versions()
         st.session_state[f"{table_key}__generation"] = st.session_state.get(f"{table_key}__generation", 0) + 1
+        # the action's rerun wipes pick_table's warning: the editor must still learn why fewer rows changed
+        # than were ticked (the button counted the ticks left, the rows that left are named here)
+        gone = st.session_state.pop(f"{table_key}{GONE}", None)
+        if gone:
+            flash(gone, "warning")
     return clear
 
 
@@ -96,14 +117,44 @@ def bulk_write(table_key: str, operation: Callable[[Any, str], Any]) -> None:
     st.session_state.pop(f"{table_key}{TICK_VERSIONS}", None)
 
 
-def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: str) -> None:
+def others_decisions_guard(face_ids: list[int], key: str) -> tuple[bool, str | None]:
+    """Whether the buttons may act on the ticked faces, and the buttons' help when they may not.
+
+    Explore's rule (its `_decisions_guard`): a face another editor confirmed, rejected or marked unknown
+    changes only with a tick of its own, "Change the N decided face(s) too". The tick is for those faces
+    at those versions: when they change (this editor's action, another editor's decision) it comes back
+    unticked, so a tick given for two decisions never stands for others. Only editors' decisions: a label
+    an import wrote is what this tab is there to correct, and the editor's own take no tick."""
+    me = current_editor()
+    theirs = sorted(f for f in face_ids if f in by_editor and status_of.get(f) in EDITOR_DECISIONS
+                    and editor_of.get(f) != me)
+    if not theirs:
+        return True, None
+    agreed = tuple((f, face_versions[f]) for f in theirs)
+    if st.session_state.get(f"{key}__agreed") != agreed:
+        if st.session_state.get(key):  # a press in this run waits too (its button is drawn disabled): say why
+            st.info("The decided faces changed since the box was ticked (an action, or another editor's decision), "
+                    "so it is unticked and the buttons wait for a new tick: tick it again to change them as shown.")
+        st.session_state[key] = False  # before the checkbox is drawn this run: a fresh, unticked box
+        st.session_state[f"{key}__agreed"] = agreed
+    named = ", ".join(face_fate(f) for f in theirs[:10]) + (" ..." if len(theirs) > 10 else "")
+    st.warning(f"{len(theirs)} of the ticked faces carry another editor's decision ({named}): any action on "
+               "them, approve included, changes those decisions.")
+    if st.checkbox(f"Change the {len(theirs)} decided face(s) too", key=key):
+        return True, None
+    return False, f"Tick \"Change the {len(theirs)} decided face(s) too\" first: this changes editors' decisions"
+
+
+def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: str, guard: bool = False) -> None:
     """Approve / reject / relabel / mark unknown on the chosen faces (of the `listed` ones the table draws):
     one operation, one audit event. A face another editor changed since it was ticked is refused
-    (`versions_at_tick`), not overwritten."""
+    (`versions_at_tick`), not overwritten. guard: faces another editor decided wait for a tick of their
+    own (`others_decisions_guard`)."""
     seen = versions_at_tick(table_key, {f: {f: face_versions[f]} for f in listed}, face_ids)
     if not face_ids:
         st.caption("Tick faces in the table to act on them.")
         return
+    allowed, guard_help = others_decisions_guard(face_ids, f"{key}_override") if guard else (True, None)
     cols = st.columns([1, 1, 1, 2, 1])
     # as on Explore: a face with nothing to approve disables Approve, and the help says which and what to do
     unnamed = sorted(set(face_ids) & unnameable)
@@ -113,34 +164,45 @@ def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: st
     of_retired = set(unnamed_faces.loc[gives.isin(retired), "face_id"].astype(int))
     no_one = unnamed_faces.loc[named_no_one(gives, unnamed_faces["predicted_confidence"]), "face_id"].astype(int)
     approve_help = unnameable_help(unnamed, "relabel them, or untick them", retired_names, of_retired, no_one.tolist())
-    if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed), help=approve_help):
+    if cols[0].button(f"Approve {len(face_ids)}", key=f"{key}_approve", disabled=bool(unnamed) or not allowed,
+                      help=approve_help or guard_help):
         bulk_write(table_key, lambda s, e: approve_faces(s, face_ids, e, expected_versions=seen))
-    if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject"):
+    if cols[1].button(f"Reject {len(face_ids)}", key=f"{key}_reject", disabled=not allowed, help=guard_help):
         bulk_write(table_key, lambda s, e: reject_faces(s, face_ids, e, expected_versions=seen))
-    if cols[2].button(f"Mark {len(face_ids)} unknown", key=f"{key}_unknown"):
+    if cols[2].button(f"Mark {len(face_ids)} unknown", key=f"{key}_unknown", disabled=not allowed, help=guard_help):
         bulk_write(table_key, lambda s, e: mark_unknown(s, face_ids, e, expected_versions=seen))
     if class_ids:
         target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
                                key=f"{key}_class", label_visibility="collapsed")
-        if cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel") and not refuse_lost_class(store, target):
+        if (cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel", disabled=not allowed, help=guard_help)
+                and not refuse_lost_class(store, target)):
             bulk_write(table_key, lambda s, e: relabel_faces(s, face_ids, int(target.value), e, expected_versions=seen))
 
 
-def pick_table(frame: pd.DataFrame, key: str) -> list[int]:
+def pick_table(frame: pd.DataFrame, key: str, describe: Callable[[int], str] = str) -> list[int]:
     """The frame as a table with a tick box per row; returns the ticked ids.
 
     Ticks are kept by id, not by row position: st.data_editor remembers edits per row position,
     and a queue recomputed between two clicks (another editor's decision, another class opened)
     would move them onto faces nobody ticked. When the rows change, the editor is rebuilt from
-    the ids ticked before, and ticked rows that left the table are named, not silently dropped."""
+    the ids ticked before, and ticked rows that left the table are named, not silently dropped (`describe`
+    names a row by its id: e.g. a face with its label now and who set it). The notice is also kept for a
+    bulk action of this run (`untick`), whose rerun would otherwise wipe it unread."""
     ids = [int(i) for i in frame["id"]]
     picked_before = st.session_state.get(f"{key}__picked", [])
     if st.session_state.get(f"{key}__ids", ids) != ids:
         st.session_state[f"{key}__generation"] = st.session_state.get(f"{key}__generation", 0) + 1
         gone = [i for i in picked_before if i not in set(ids)]
         if gone:
-            st.warning(f"{len(gone)} ticked row(s) left this list since (changed meanwhile, or another list "
-                       f"was opened), so nothing will be done to them: {', '.join(map(str, gone[:20]))}")
+            more = " ..." if len(gone) > 20 else ""
+            notice = (f"{len(gone)} ticked row(s) left this list since (changed meanwhile, or another list was "
+                      f"opened), so nothing will be done to them: {', '.join(map(describe, gone[:20]))}{more}")
+            st.warning(notice)
+            st.session_state[f"{key}{GONE}"] = notice
+        else:
+            st.session_state.pop(f"{key}{GONE}", None)
+    else:
+        st.session_state.pop(f"{key}{GONE}", None)
     generation = st.session_state.get(f"{key}__generation", 0)
     # bool even with no row: an empty column would be float, which a checkbox column refuses
     ticks = pd.Series([i in set(picked_before) for i in ids], index=frame.index, dtype=bool)
@@ -196,8 +258,13 @@ with clusters_tab:
         members = members_by_distance(vectors, labels, chosen, ids=faces["face_id"].tolist())
         st.caption(f"{len(members)} faces of {plain(chosen)}, farthest from the centroid first")
         thumbnails(members["id"].head(24).tolist(), [f"{i} · {d:.3f}" for i, d in zip(members["id"].head(24), members["distance"].head(24))])
-        ticked = pick_table(members[["id", "distance", "robust_z", "is_outlier", "nearest_class"]], "review_members")
-        bulk_actions(ticked, members["id"].astype(int).tolist(), "review_members_bulk", "review_members")
+        # status and editor: whose decisions an action here would change (they take a tick of their own)
+        member_ids = members["id"].astype(int)
+        members = members.assign(status=[status_of.get(i, UNLABELED) for i in member_ids],
+                                 editor=[editor_of.get(i, "") for i in member_ids])
+        ticked = pick_table(members[["id", "status", "editor", "distance", "robust_z", "is_outlier", "nearest_class"]],
+                            "review_members", describe=face_fate)
+        bulk_actions(ticked, member_ids.tolist(), "review_members_bulk", "review_members", guard=True)
 
 with suspects_tab:
     if not any(label is not None for label in labels):
@@ -230,12 +297,11 @@ with suspects_tab:
         head = queue.head(LISTED)
         thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
                                                   for i, label in zip(head["id"].head(16), head["label"].head(16))])
-        status_of = dict(zip(faces["face_id"].astype(int), faces["label_status"]))
         table = head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]].assign(
             predicted=prediction_text(head["predicted"], head["confidence"]),
             status=[status_of.get(int(i), UNLABELED) for i in head["id"]])
         ticked = pick_table(table[["id", "status", "label", "predicted", "confidence", "neighbour_label", "reasons"]],
-                            "review_suspects")
+                            "review_suspects", describe=face_fate)
         bulk_actions(ticked, head["id"].astype(int).tolist(), "review_suspects_bulk", "review_suspects")
 
 with lookalikes_tab:
