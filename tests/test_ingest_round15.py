@@ -29,25 +29,29 @@ BITS, BLOCK = 10, 16  # a frame shows its own number as 10 blocks, white for a 1
 WIDTH, HEIGHT = 5 * BLOCK, 2 * BLOCK
 
 
-def _numbered(i: int) -> np.ndarray:
-    pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    for bit in range(BITS):
+def numbered_frame(i: int, bits: int = BITS, bw: int = BLOCK, bh: int = BLOCK) -> np.ndarray:
+    """A frame showing number i: `bits` blocks of bw x bh px in rows of 5, white for a 1 bit."""
+    pixels = np.zeros((-(-bits // 5) * bh, 5 * bw, 3), np.uint8)
+    for bit in range(bits):
         if (i >> bit) & 1:
             row, col = divmod(bit, 5)
-            pixels[row * BLOCK + 2 : row * BLOCK + 14, col * BLOCK + 2 : col * BLOCK + 14] = 255
+            pixels[row * bh + 2 : (row + 1) * bh - 2, col * bw + 2 : (col + 1) * bw - 2] = 255
     return pixels
 
 
-def _number_of(frame: np.ndarray) -> int:
-    """The number a decoded frame shows (any size: read at the blocks' centres)."""
+def number_shown(frame: np.ndarray, bits: int = BITS, bw: int = BLOCK, bh: int = BLOCK) -> int:
+    """The number a decoded `numbered_frame` shows (any size: read at the blocks' centres)."""
     gray = frame.mean(axis=2)
-    sy, sx = frame.shape[0] / HEIGHT, frame.shape[1] / WIDTH
+    sy, sx = frame.shape[0] / (-(-bits // 5) * bh), frame.shape[1] / (5 * bw)
     value = 0
-    for bit in range(BITS):
+    for bit in range(bits):
         row, col = divmod(bit, 5)
-        if gray[int((row * BLOCK + 8) * sy), int((col * BLOCK + 8) * sx)] > 128:
+        if gray[int((row * bh + bh // 2) * sy), int((col * bw + bw // 2) * sx)] > 128:
             value |= 1 << bit
     return value
+
+
+_numbered, _number_of = numbered_frame, number_shown
 
 
 def _vfr_video(path: Path, codec: str, steps_ms: list[int], options: dict[str, str]) -> Path:

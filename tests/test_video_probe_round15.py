@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from test_ingest_robustness import write_timed_video
+from test_ingest_round15 import number_shown, numbered_frame
 from embeddings import media
 from embeddings.media import MediaLimits, _probe_video, decode_media, grid_rate
 
@@ -23,23 +24,11 @@ WIDTH, HEIGHT = 80, 36
 
 
 def _numbered(i: int) -> np.ndarray:
-    pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    for bit in range(BITS):
-        if (i >> bit) & 1:
-            row, col = divmod(bit, 5)
-            pixels[row * 12 + 2 : row * 12 + 10, col * 16 + 2 : col * 16 + 14] = 255
-    return pixels
+    return numbered_frame(i, BITS, 16, 12)
 
 
 def _number_of(frame: np.ndarray) -> int:
-    gray = frame.mean(axis=2)
-    sy, sx = frame.shape[0] / HEIGHT, frame.shape[1] / WIDTH
-    value = 0
-    for bit in range(BITS):
-        row, col = divmod(bit, 5)
-        if gray[int((row * 12 + 6) * sy), int((col * 16 + 8) * sx)] > 128:
-            value |= 1 << bit
-    return value
+    return number_shown(frame, BITS, 16, 12)
 
 
 def _constant_rate_video(path: Path, n: int, codec: str, options: dict[str, str],

@@ -20,7 +20,7 @@ from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, fil
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
-from labeling.pages.common import (flash, get_settings, get_store, history_table, media_file, plain, refuse_lost_class,
+from labeling.pages.common import (decided_faces_tick, flash, get_settings, get_store, history_table, media_file, plain, refuse_lost_class,
                                    select_choice, show_error, versions_seen, write)
 from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
                               media_tags_frame, model_candidates, track_history_frame)
@@ -194,26 +194,6 @@ def _reseed_point_id() -> None:
         st.session_state[POINT_ID] = st.session_state[SELECTED]
 
 
-def _decisions_guard(decided: int, warning: str, key: str, agreed: object = None) -> bool:
-    """Whether the buttons may change `decided` editors' decisions (faces whose label status is one of
-    EDITOR_DECISIONS): True when there are none; else the warning shows and the editor ticks a box of its
-    own. A lasso or a track holds whatever lies in it, and approving overwrites another editor's
-    rejection or "unknown" as surely as rejecting overwrites an approval.
-    agreed: the decided faces and their versions the tick is for; when they change (a bulk action just
-    decided more of the selection, or another editor changed one) the box comes back unticked, so a
-    tick given for "2 decided faces" never stands for another set."""
-    if not decided:
-        return True
-    if st.session_state.get(f"{key}__agreed") != agreed:
-        if st.session_state.get(key):  # a press in this run waits too (its button is drawn disabled): say why
-            st.info("The decided faces changed since the box was ticked (an action, or another editor's decision), "
-                    "so it is unticked and the buttons wait for a new tick: tick it again to change them as shown.")
-        st.session_state[key] = False  # before the checkbox is drawn this run: a fresh, unticked box
-        st.session_state[f"{key}__agreed"] = agreed
-    st.warning(warning)
-    return st.checkbox(f"Change the {decided} decided face(s) too", key=key)
-
-
 def _tick_first(decided: int) -> str:
     return f"Tick \"Change the {decided} decided face(s) too\" first: this changes editors' decisions"
 
@@ -315,7 +295,7 @@ with details:
                 decided = int(by_editors.sum())
                 with right:
                     # agreed: as for a 2D selection, the tick is for these decided faces at these versions only
-                    allowed = _decisions_guard(decided, f"{decided} of the track's {len(members)} face(s) carry an "
+                    allowed = decided_faces_tick(decided, f"{decided} of the track's {len(members)} face(s) carry an "
                                                "editor's decision: any decision on the track, approve included, "
                                                "changes those.", key=f"explore_point_override_{point_id}",
                                                agreed=tuple(sorted(zip(
@@ -439,7 +419,7 @@ def _bulk_faces(chosen: list[int]) -> None:
     # rejected, marked unknown): changing those, approve included, takes a tick of its own.
     decided = shown[shown["id"].isin(chosen) & shown["status"].isin(EDITOR_DECISIONS)]
     classes_hit = ", ".join(f"{plain(c)} {n}" for c, n in decided["class"].value_counts().head(5).items())
-    override = _decisions_guard(len(decided), f"{len(decided)} of the selected faces are confirmed, rejected or marked "
+    override = decided_faces_tick(len(decided), f"{len(decided)} of the selected faces are confirmed, rejected or marked "
                                 f"unknown by an editor ({classes_hit}): any action on them, approve included, "
                                 "changes those decisions.", key=f"explore_bulk_override_{hash(tuple(chosen))}",
                                 agreed=tuple(sorted(zip(decided["id"].astype(int), decided["version"].astype(int)))))
@@ -466,7 +446,7 @@ def _bulk_tracks(chosen: list[int]) -> None:
     # Any editor decision among the faces (approved, relabelled, rejected, marked unknown): every button,
     # approve included (it gives each face the track's predicted person), would change it.
     decided = int(members["label_status"].isin(EDITOR_DECISIONS).sum())
-    override = _decisions_guard(decided, f"{decided} face(s) of the selected tracks carry an editor's decision: any "
+    override = decided_faces_tick(decided, f"{decided} face(s) of the selected tracks carry an editor's decision: any "
                                 "decision on the tracks, approve included, changes those.",
                                 key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}",
                                 agreed=tuple(sorted((int(f), int(v)) for f, v, d in zip(

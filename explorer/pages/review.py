@@ -17,7 +17,7 @@ from explorer.views import (decided_since_prediction, index_dir_for, nameable_fa
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import (DRAWN, TICK_VERSIONS, current_editor, flash, forget_tick_versions, get_settings,
+from labeling.pages.common import (DRAWN, TICK_VERSIONS, current_editor, decided_faces_tick, flash, forget_tick_versions, get_settings,
                                    get_store, keep_choice, media_file, plain, refuse_lost_class, select_choice,
                                    versions_seen, write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
@@ -120,7 +120,7 @@ def bulk_write(table_key: str, operation: Callable[[Any, str], Any]) -> None:
 def others_decisions_guard(face_ids: list[int], key: str) -> tuple[bool, str | None]:
     """Whether the buttons may act on the ticked faces, and the buttons' help when they may not.
 
-    Explore's rule (its `_decisions_guard`): a face another editor confirmed, rejected or marked unknown
+    Explore's rule (`decided_faces_tick`): a face another editor confirmed, rejected or marked unknown
     changes only with a tick of its own, "Change the N decided face(s) too". The tick is for those faces
     at those versions: when they change (this editor's action, another editor's decision) it comes back
     unticked, so a tick given for two decisions never stands for others. Only editors' decisions: a label
@@ -131,16 +131,9 @@ def others_decisions_guard(face_ids: list[int], key: str) -> tuple[bool, str | N
     if not theirs:
         return True, None
     agreed = tuple((f, face_versions[f]) for f in theirs)
-    if st.session_state.get(f"{key}__agreed") != agreed:
-        if st.session_state.get(key):  # a press in this run waits too (its button is drawn disabled): say why
-            st.info("The decided faces changed since the box was ticked (an action, or another editor's decision), "
-                    "so it is unticked and the buttons wait for a new tick: tick it again to change them as shown.")
-        st.session_state[key] = False  # before the checkbox is drawn this run: a fresh, unticked box
-        st.session_state[f"{key}__agreed"] = agreed
     named = ", ".join(face_fate(f) for f in theirs[:10]) + (" ..." if len(theirs) > 10 else "")
-    st.warning(f"{len(theirs)} of the ticked faces carry another editor's decision ({named}): any action on "
-               "them, approve included, changes those decisions.")
-    if st.checkbox(f"Change the {len(theirs)} decided face(s) too", key=key):
+    if decided_faces_tick(len(theirs), f"{len(theirs)} of the ticked faces carry another editor's decision ({named}): "
+                          "any action on them, approve included, changes those decisions.", key, agreed):
         return True, None
     return False, f"Tick \"Change the {len(theirs)} decided face(s) too\" first: this changes editors' decisions"
 

@@ -597,3 +597,23 @@ def media_file(path: str | None, settings: Settings) -> Path | None:
     if not p.is_absolute():
         p = Path(settings.data_dir) / p
     return p if p.is_file() else None
+
+
+def decided_faces_tick(decided: int, warning: str, key: str, agreed: object = None) -> bool:
+    """Whether the buttons may change `decided` editors' decisions (faces whose label status is one of
+    EDITOR_DECISIONS): True when there are none; else the warning shows and the editor ticks a box of its
+    own. Explore's lasso or track, and Review's ticked rows, hold whatever lies in them, and approving overwrites another editor's
+    rejection or "unknown" as surely as rejecting overwrites an approval.
+    agreed: the decided faces and their versions the tick is for; when they change (a bulk action just
+    decided more of the selection, or another editor changed one) the box comes back unticked, so a
+    tick given for "2 decided faces" never stands for another set."""
+    if not decided:
+        return True
+    if st.session_state.get(f"{key}__agreed") != agreed:
+        if st.session_state.get(key):  # a press in this run waits too (its button is drawn disabled): say why
+            st.info("The decided faces changed since the box was ticked (an action, or another editor's decision), "
+                    "so it is unticked and the buttons wait for a new tick: tick it again to change them as shown.")
+        st.session_state[key] = False  # before the checkbox is drawn this run: a fresh, unticked box
+        st.session_state[f"{key}__agreed"] = agreed
+    st.warning(warning)
+    return st.checkbox(f"Change the {decided} decided face(s) too", key=key)
