@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:  # `streamlit run` from elsewhere: the packages li
     sys.path.insert(0, str(ROOT))
 
 from explorer.projection_jobs import warm_up  # noqa: E402
-from labeling.audit import _foreign_keys, undo_last  # noqa: E402
+from labeling.audit import _foreign_keys, editor_forms, undo_last  # noqa: E402
 from labeling.errors import StoreError  # noqa: E402
 from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, forget_tick_versions,  # noqa: E402
                                    get_settings, get_store, oidc_configured, oidc_providers, password_required, plain,
@@ -78,7 +78,7 @@ def _undo_left(store: sessionmaker[Session], editor: str) -> bool:
     operations already undone are left, the button was enabled and every press was refused."""
     with store() as session:
         rows = session.execute(
-            select(AuditEvent.after).where(AuditEvent.editor == editor, AuditEvent.undone_by_id.is_(None),
+            select(AuditEvent.after).where(AuditEvent.editor.in_(editor_forms(editor)), AuditEvent.undone_by_id.is_(None),
                                            AuditEvent.undo_of_id.is_(None))
             .order_by(AuditEvent.id.desc()).execution_options(yield_per=20))
         return any(not _foreign_keys(after) for (after,) in rows)

@@ -233,8 +233,26 @@ def is_export_folder(path: Path | str) -> bool:
     folder): its crops would come back as new media, each face a duplicate nobody labels, while its
     labels.csv already says who each one is; `giflens import raw-dataset` reads both."""
     folder = Path(path)
-    return ((folder / "manifest.json").is_file() and (folder / "labels.csv").is_file()
-            and (folder / "raw_dataset").is_dir())
+    if not ((folder / "manifest.json").is_file() and (folder / "labels.csv").is_file()
+            and (folder / "raw_dataset").is_dir()):
+        return False
+    return _export_manifest(folder / "manifest.json")
+
+
+def _export_manifest(path: Path) -> bool:
+    """Whether manifest.json is a giflens export's (a `files` mapping listing labels.csv, and `format`
+    "giflens-export/..." when it has one; labeling.export.is_export_manifest is the full rule). Why read it:
+    a folder of someone's own media may carry a manifest.json (web apps, datasets) beside a labels.csv,
+    and taking it for an export left every file in it out of the ingest."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict) or "labels.csv" not in data["files"]:
+        return False
+    return "format" not in data or str(data["format"]).startswith("giflens-export/")
 
 
 def export_folder_note(path: Path | str) -> str:

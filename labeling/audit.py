@@ -15,6 +15,7 @@ removed the row, pins it too: it is a later change like any other, and an undo c
 from __future__ import annotations
 
 import sqlite3
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
@@ -1118,6 +1119,14 @@ def undoable_events(factory: sessionmaker[Session], limit: int = 30) -> list[Aud
         return out
 
 
+def editor_forms(editor: str) -> list[str]:
+    """The spellings one editor's name may be stored under: NFC, as `check_editor` stores it since names
+    were normalised, and NFD, as a Mac typed it before (its events stay as written: the log is append-only).
+    Why: "José" typed either way is one editor, whose Undo last, recent operations and history find both."""
+    name = editor.strip()
+    return sorted({unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)})
+
+
 def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
     """Undo this editor's most recent operation that is not undone yet (call again for the one before).
 
@@ -1126,7 +1135,7 @@ def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
     editor = check_editor(editor)
     with collisions_as_conflicts(), write_scope(factory) as session:
         candidates = session.execute(
-            select(AuditEvent.id, AuditEvent.after).where(AuditEvent.editor == editor, AuditEvent.undone_by_id.is_(None),
+            select(AuditEvent.id, AuditEvent.after).where(AuditEvent.editor.in_(editor_forms(editor)), AuditEvent.undone_by_id.is_(None),
                                                           AuditEvent.undo_of_id.is_(None))
             .order_by(AuditEvent.id.desc()).execution_options(yield_per=20))
         last = next((event_id for event_id, after in candidates if not _foreign_keys(after)), None)
@@ -1167,7 +1176,7 @@ def entity_events(session: Session, keys: Sequence[str], limit: int = 200,
     for chunk in _chunks(list(keys)):
         stmt = (select(AuditEntity.event_id).join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
                 .where(AuditEntity.key.in_(chunk)).distinct().order_by(AuditEntity.event_id.desc()).limit(limit))
-        ids.update(session.scalars(stmt.where(AuditEvent.editor == editor) if editor else stmt))
+        ids.update(session.scalars(stmt.where(AuditEvent.editor.in_(editor_forms(editor))) if editor else stmt))
     newest = sorted(ids, reverse=True)[:limit]
     stmt = (select(AuditEvent.id, AuditEvent.at, AuditEvent.editor, AuditEvent.operation, AuditEvent.summary,
                    AuditEvent.undone_by_id).where(AuditEvent.id.in_(newest)).order_by(AuditEvent.id.desc()))
@@ -1228,5 +1237,5 @@ def recent_events(factory: sessionmaker[Session], editor: str | None = None, lim
     with factory() as session:
         stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
         if editor:
-            stmt = stmt.where(AuditEvent.editor == editor)
+            stmt = stmt.where(AuditEvent.editor.in_(editor_forms(editor)))
         return list(session.scalars(stmt))

@@ -224,6 +224,11 @@ def class_name_key(name: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", folded).split())
 
 
+# letters Unicode does not split into a base letter and an accent, read as the Latin letters people type
+# for them ("Lukasz" finds "Łukasz"): after casefold, so lower case only
+_UNDECOMPOSED = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ð": "d", "ħ": "h", "æ": "ae", "œ": "oe", "þ": "th"})
+
+
 def search_key(text: str) -> str:
     """`class_name_key` without accents, "_" read as a space: "Beyoncé", "BEYONCE" and "Beyonce" are
     "beyonce", "Brad_Pitt" is "brad pitt". For finding and warning, never for uniqueness.
@@ -232,7 +237,7 @@ def search_key(text: str) -> str:
     editors type them as written ("Céline Dion"); matching only `class_name_key` told them no class
     matched, and they added the same person again. Not the uniqueness key: "Müller" and "Muller" may well
     be two people, so an editor decides (the Classes page warns); changing it would need a migration."""
-    key = class_name_key(text).replace("_", " ")
+    key = class_name_key(text).replace("_", " ").translate(_UNDECOMPOSED)
     bare = "".join(c for c in unicodedata.normalize("NFKD", key) if not unicodedata.combining(c))
     return " ".join(unicodedata.normalize("NFC", bare).split())
 

@@ -116,7 +116,7 @@ def _export_like(folder: Path) -> Path:
     """What the export writes, as far as a walk can tell: manifest.json, labels.csv, raw_dataset/<label>/*.jpg."""
     (folder / "raw_dataset" / "0").mkdir(parents=True)
     (folder / "raw_dataset" / "0" / "face_1.jpg").write_bytes(b"crop")
-    (folder / "manifest.json").write_text(json.dumps({"files": {}}))
+    (folder / "manifest.json").write_text(json.dumps({"format": "giflens-export/1", "files": {"labels.csv": "0" * 64}}))
     (folder / "labels.csv").write_text("filename,label\n")
     return folder
 

@@ -2,6 +2,8 @@
 look-alike classes, GIF tracks without a decision), each with bulk actions and undo."""
 from __future__ import annotations
 
+import unicodedata
+
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -54,7 +56,9 @@ retired = retired_classes(store)
 unnameable = set(faces.loc[~nameable_faces(faces, retired), "face_id"].astype(int))  # nothing to approve, or retired
 every_name = dict(zip(catalog["class_id"], catalog["name"]))  # retired classes included
 status_of = dict(zip(faces["face_id"].astype(int), faces["label_status"]))
-editor_of = {int(f): (e if isinstance(e, str) else "") for f, e in zip(faces["face_id"], faces["editor"])}
+# NFC: an editor's own decisions stored under the NFD spelling of their name (before names were normalised)
+editor_of = {int(f): (unicodedata.normalize("NFC", e) if isinstance(e, str) else "")
+             for f, e in zip(faces["face_id"], faces["editor"])}
 # the faces whose label an editor set (not the model, not an import): the decisions `others_decisions_guard` keeps
 by_editor = set(faces.loc[faces["source"] == "editor", "face_id"].astype(int))
 

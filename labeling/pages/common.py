@@ -560,9 +560,11 @@ def safe_file_name(name: str) -> str:
     (`Path.suffix`, the one `check_upload` accepted the upload by): "..jpg" is saved "upload.jpg", not "jpg",
     which has no extension to say it is media."""
     base = unicodedata.normalize("NFC", name.replace("\\", "/").split("/")[-1])
-    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip()
-    suffix = Path(base).suffix  # ".jpg" of "..jpg", "" of ".hidden"
-    stem = base[:len(base) - len(suffix)].lstrip(".").strip()
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C")
+    suffix = Path(base).suffix.strip()  # ".jpg" of "..jpg" and of " .jpg" (as check_upload reads it), "" of ".hidden"
+    stem = base[:len(base) - len(Path(base).suffix)]
+    while stem != (bare := stem.strip().lstrip(".")):  # ".. ..gif": dots and spaces until none lead
+        stem = bare
     return fit_name((stem or "upload") + suffix)
 
 
