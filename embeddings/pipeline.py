@@ -233,8 +233,11 @@ def is_export_folder(path: Path | str) -> bool:
     folder): its crops would come back as new media, each face a duplicate nobody labels, while its
     labels.csv already says who each one is; `giflens import raw-dataset` reads both."""
     folder = Path(path)
-    if not ((folder / "manifest.json").is_file() and (folder / "labels.csv").is_file()
-            and (folder / "raw_dataset").is_dir()):
+    try:
+        if not ((folder / "manifest.json").is_file() and (folder / "labels.csv").is_file()
+                and (folder / "raw_dataset").is_dir()):
+            return False
+    except OSError:  # a folder that cannot be read is no export: the walk records it as failed, as before
         return False
     return _export_manifest(folder / "manifest.json")
 
