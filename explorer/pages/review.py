@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 import streamlit as st
+from sqlalchemy import func, select
 
 from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
 from explorer.figures import cluster_review, selected_ids
@@ -24,7 +25,7 @@ from labeling.pages.common import (DRAWN, TICK_VERSIONS, current_editor, decided
                                    versions_seen, write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
-from labeling.schema import CONFIRMED_STATUSES
+from labeling.schema import CONFIRMED_STATUSES, AuditEvent, FaceEmbedding, Track
 
 # explorer.clusters.suspect_faces' reasons, all of them: the Reasons filter offers each whether or not a face of
 # the queue has it now, so a chosen one is never dropped when its last face leaves the queue
@@ -44,9 +45,60 @@ if models.empty:
     st.stop()
 model_id = (st.selectbox("Face model", models["model_id"].tolist(), key="review_model", persist_state="session")
             if len(models) > 1 else models["model_id"].iloc[0])
-faces, vectors = faces_frame(store, model_id, with_vectors=True)
-labels = faces["class_name"].where(faces["class_name"].notna(), None).tolist()
-predicted = faces["predicted_class_name"].where(faces["predicted_class_name"].notna(), None).tolist()
+
+
+# -- reads and computations cached until the store changes (a tick reruns the whole page) ---------------
+def store_stamp(model_id: str) -> tuple:
+    """Cheap numbers that change whenever what this page shows does: the newest audit event (every
+    operation writes one, an undo too), plus the writes made without an event: an ingest run without
+    an editor (faces and tracks added or dropped) and track predictions (rewritten by every `predict`)."""
+    with store() as session:
+        event = session.scalar(select(func.max(AuditEvent.id)))
+        faces_now = session.execute(select(func.count(), func.max(FaceEmbedding.face_id))
+                                    .where(FaceEmbedding.model_id == model_id)).one()
+        tracks_now = session.execute(select(func.count(), func.max(Track.id), func.max(Track.predicted_at))
+                                     .where(Track.model_id == model_id)).one()
+    return (event or 0, *faces_now, *tracks_now)
+
+
+@st.cache_data(show_spinner="Reading the store ...", max_entries=4)
+def cached_faces(url: str, model_id: str, stamp: tuple) -> tuple[pd.DataFrame, np.ndarray]:
+    """faces_frame with vectors (url, model_id, stamp: the cache key)."""
+    return faces_frame(store, model_id, with_vectors=True)
+
+
+def class_labels(frame: pd.DataFrame, column: str) -> list[str | None]:
+    """A label column as a list with None for no label (what explorer.clusters takes)."""
+    return frame[column].where(frame[column].notna(), None).tolist()
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_class_stats(url: str, model_id: str, stamp: tuple) -> pd.DataFrame:
+    """class_stats of the model's labelled faces (url, model_id, stamp: the cache key)."""
+    frame, vecs = cached_faces(url, model_id, stamp)
+    return class_stats(vecs, class_labels(frame, "class_name"))
+
+
+@st.cache_data(show_spinner="Finding suspect faces ...", max_entries=4)
+def cached_suspects(url: str, data_dir: str, model_id: str, min_conf: float, stamp: tuple) -> pd.DataFrame:
+    """suspect_faces over every face of the model (all arguments: the cache key; data_dir: the saved index)."""
+    frame, vecs = cached_faces(url, model_id, stamp)
+    return suspect_faces(vecs, class_labels(frame, "class_name"), class_labels(frame, "predicted_class_name"),
+                         frame["predicted_confidence"].to_numpy(np.float64), ids=frame["face_id"].tolist(),
+                         min_confidence=min_conf, index_dir=index_dir_for(Path(data_dir), "Faces", model_id),
+                         model_id=model_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_tracks(url: str, model_id: str, stamp: tuple) -> pd.DataFrame:
+    """tracks_frame (url, model_id, stamp: the cache key)."""
+    return tracks_frame(store, model_id)
+
+
+URL = settings.database_url or str(settings.data_dir)
+STAMP = store_stamp(model_id)
+faces, vectors = cached_faces(URL, model_id, STAMP)
+labels = class_labels(faces, "class_name")
 catalog = classes_frame(store)
 active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
@@ -239,7 +291,7 @@ with clusters_tab:
     if labelled < 2:
         st.info("Cluster review needs labelled faces: approve or predict some first.")
     else:
-        stats = class_stats(vectors, labels)
+        stats = cached_class_stats(URL, model_id, STAMP)
         chart = st.plotly_chart(cluster_review(stats), key="review_clusters_chart", on_select="rerun",
                                 selection_mode=("points",))
         st.dataframe(stats, hide_index=True, width="stretch", key="review_stats")
@@ -269,7 +321,6 @@ with suspects_tab:
         st.info("Nothing to review yet: suspect faces are compared with labelled faces. Add classes seeded with "
                 "faces on the Classes page, label faces on Explore, or predict some first.")
     else:
-        conf = faces["predicted_confidence"].to_numpy(np.float64)  # NaN: not predicted yet
         left, middle, right = st.columns([2, 1, 2])
         min_conf = left.slider("Low confidence below", 0.0, 1.0, 0.5, 0.05, key="review_min_conf",
                                persist_state="session")
@@ -279,8 +330,7 @@ with suspects_tab:
                                      help="Include faces an editor approved, relabelled, rejected or marked unknown "
                                           "since the model's last prediction for them.")
         # The saved index of every face of this model (data folder/indexes), shared with Explore.
-        queue = suspect_faces(vectors, labels, predicted, conf, ids=faces["face_id"].tolist(), min_confidence=min_conf,
-                              index_dir=index_dir_for(settings.data_dir, "Faces", model_id), model_id=model_id)
+        queue = cached_suspects(URL, str(settings.data_dir), model_id, min_conf, STAMP)
         decided = decided_since_prediction(store)
         hidden = int(queue["id"].isin(decided).sum())
         if not with_decided:
@@ -333,7 +383,7 @@ with lookalikes_tab:
                         s, src, dst, e, expected_versions={src: seen_classes[src], dst: seen_classes[dst]}))
 
 with tracks_tab:
-    tracks = tracks_frame(store, model_id)
+    tracks = cached_tracks(URL, model_id, STAMP)
     # A photo's track is one face, already in the other queues; the people of GIFs and videos are
     # what this queue is for, so photos join only on request.
     if not st.toggle("Photos too", key="review_tracks_photos",
