@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from streamlit.navigation.page import StreamlitPage
 
@@ -22,13 +21,12 @@ if str(ROOT) not in sys.path:  # `streamlit run` from elsewhere: the packages li
     sys.path.insert(0, str(ROOT))
 
 from explorer.projection_jobs import warm_up  # noqa: E402
-from labeling.audit import _foreign_keys, editor_forms, undo_last  # noqa: E402
+from labeling.audit import last_undoable, undo_last  # noqa: E402
 from labeling.errors import StoreError  # noqa: E402
 from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, forget_tick_versions,  # noqa: E402
                                    get_settings, get_store, oidc_configured, oidc_providers, password_required, plain,
                                    result_message, show_error, show_flash, sign_in, sign_out)
 from labeling.queries import events_frame, face_count  # noqa: E402
-from labeling.schema import AuditEvent  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
 PAGES = "labeling/pages"
@@ -72,16 +70,11 @@ def _undo_last(store: sessionmaker[Session]) -> None:
 
 
 def _undo_left(store: sessionmaker[Session], editor: str) -> bool:
-    """Whether Undo last has something to take back: an operation of this editor's that `undo_last` would
-    pick (not undone, not an undo itself, a change rather than a record such as an ingest batch,
-    `_foreign_keys`), by the same query. Why not "any operation listed": once only undos, records and
-    operations already undone are left, the button was enabled and every press was refused."""
+    """Whether Undo last has something to take back, by `undo_last`'s own rule (`last_undoable`). Why not
+    "any operation listed": once only undos, records and operations already undone are left, the button
+    was enabled and every press was refused."""
     with store() as session:
-        rows = session.execute(
-            select(AuditEvent.after).where(AuditEvent.editor.in_(editor_forms(editor)), AuditEvent.undone_by_id.is_(None),
-                                           AuditEvent.undo_of_id.is_(None))
-            .order_by(AuditEvent.id.desc()).execution_options(yield_per=20))
-        return any(not _foreign_keys(after) for (after,) in rows)
+        return last_undoable(session, editor) is not None
 
 
 def _oidc_login(provider: str | None) -> None:

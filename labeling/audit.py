@@ -1127,6 +1127,17 @@ def editor_forms(editor: str) -> list[str]:
     return sorted({unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name)})
 
 
+def last_undoable(session: Session, editor: str) -> int | None:
+    """The id of the editor's newest operation `undo_last` would take back (not undone, not an undo itself,
+    a change rather than a record such as an ingest batch, `_foreign_keys`), None when none is left. One
+    query for Undo last and for the sidebar, which greys the button out when there is none."""
+    candidates = session.execute(
+        select(AuditEvent.id, AuditEvent.after).where(AuditEvent.editor.in_(editor_forms(editor)),
+                                                      AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None))
+        .order_by(AuditEvent.id.desc()).execution_options(yield_per=20))
+    return next((event_id for event_id, after in candidates if not _foreign_keys(after)), None)
+
+
 def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
     """Undo this editor's most recent operation that is not undone yet (call again for the one before).
 
@@ -1134,11 +1145,7 @@ def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
     undone, and stopping at one would leave the editor no way back to the decision before it."""
     editor = check_editor(editor)
     with collisions_as_conflicts(), write_scope(factory) as session:
-        candidates = session.execute(
-            select(AuditEvent.id, AuditEvent.after).where(AuditEvent.editor.in_(editor_forms(editor)), AuditEvent.undone_by_id.is_(None),
-                                                          AuditEvent.undo_of_id.is_(None))
-            .order_by(AuditEvent.id.desc()).execution_options(yield_per=20))
-        last = next((event_id for event_id, after in candidates if not _foreign_keys(after)), None)
+        last = last_undoable(session, editor)
     if last is None:
         raise UndoError(f"{editor} has no operation left to undo")
     return undo_event(factory, last, editor)
