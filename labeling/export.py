@@ -424,14 +424,20 @@ def earlier_group_pairs(earlier: EarlierSides,
     a media item of its own, so the crops of one clip are no longer near-duplicates by any signal here
     (their frame hashes differ, and so do their faces' embeddings, frame by frame); the earlier export's
     group column still says they were one clip, and one clip's faces must share a side."""
-    first: dict[str, Hashable] = {}
+    return group_pairs((media_id, earlier.groups.get(key) if key is not None else None)
+                       for media_id, sha in media_sha256.items()
+                       for key in [earlier.key_of(media_id, sha)])  # type: ignore[arg-type]
+
+
+def group_pairs(members: Iterable[tuple[Hashable, Hashable | None]]) -> list[tuple[Hashable, Hashable]]:
+    """(member, member) pairs joining the members (member, group; None: no group) of each group: each paired
+    with its group's first member seen, a chain, which is all `copy_groups`' union-find needs."""
+    first: dict[Hashable, Hashable] = {}
     pairs: list[tuple[Hashable, Hashable]] = []
-    for media_id, sha in media_sha256.items():
-        key = earlier.key_of(media_id, sha)  # type: ignore[arg-type]
-        group = earlier.groups.get(key) if key is not None else None
-        if group is not None:
-            pairs.append((first.setdefault(group, media_id), media_id))
-    return [(a, b) for a, b in pairs if a != b]
+    for member, group in members:
+        if group is not None and (head := first.setdefault(group, member)) != member:
+            pairs.append((head, member))
+    return pairs
 
 
 def no_face_kept(earlier: EarlierSides) -> str:

@@ -106,14 +106,10 @@ def recorded_group_pairs(session: Session, media_ids: Iterable[Hashable]) -> lis
     """(media, media) pairs of `media_ids` that one recorded group holds, for `copy_groups` to join: each
     member paired with the group's first member seen (a chain is enough for union-find)."""
     from labeling.audit import _chunks
+    from labeling.export import group_pairs
 
-    first: dict[str, int] = {}
-    pairs: list[tuple[int, int]] = []
-    for chunk in _chunks(sorted(set(media_ids))):
-        for media_id, key in session.execute(select(ImportedGroup.media_id, ImportedGroup.group_key)
-                                             .where(ImportedGroup.media_id.in_(chunk))
-                                             .order_by(ImportedGroup.media_id, ImportedGroup.group_key)):
-            head = first.setdefault(key, media_id)
-            if head != media_id:
-                pairs.append((head, media_id))
-    return pairs
+    rows = [row for chunk in _chunks(sorted(set(media_ids)))
+            for row in session.execute(select(ImportedGroup.media_id, ImportedGroup.group_key)
+                                       .where(ImportedGroup.media_id.in_(chunk))
+                                       .order_by(ImportedGroup.media_id, ImportedGroup.group_key))]
+    return group_pairs((media_id, key) for media_id, key in rows)  # type: ignore[return-value]
