@@ -1074,12 +1074,12 @@ def _decode_video_by_seeking(path: Path, wanted: list[int], probe: _VideoProbe,
             reader.seek(target_pts)
             found = None
             for position, frame in enumerate(reader.frames()):
-                if frame.pts is None or position > target - previous:
+                if position > target - previous:
                     return None
-                position_in_frames = (frame.pts - probe.start) * probe.time_base * probe.rate
-                index = round(position_in_frames)
-                if abs(position_in_frames - index) > GRID_SLACK:
-                    return None  # a timestamp off the constant-rate grid: frame numbers would be guesses
+                try:
+                    index = _grid_index(frame, probe)
+                except _OffGrid:  # no timestamp, or one off the constant-rate grid: frame numbers would be guesses
+                    return None
                 if index >= target:
                     if position == 0 and index > target:
                         return None  # landed after the target: the seek is not trustworthy here
