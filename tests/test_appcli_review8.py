@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import open_app
 from explorer.bias_audit import audit_report, carried_reference
 from explorer.views import NOTHING_YET, decided_since_prediction, empty_view_message
-from labeling.cli import _rests_on_few_faces
+from labeling.cli_audit import _rests_on_few_faces
 from labeling.classes import add_class
 from labeling.face_labels import Prediction, approve_faces, decide_faces, record_predictions
 from labeling.ingest import ingest

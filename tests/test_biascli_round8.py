@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 from explorer.bias_audit import audit_report, carried_reference, class_groups, decade
 from labeling.classes import add_class
-from labeling.cli import _rests_on_few_faces, app
+from labeling.cli import app
+from labeling.cli_audit import _rests_on_few_faces
 from labeling.db import open_store
 from labeling.schema import AuditEvent
 from test_app_bias import SHARE, edit_reference, ok, open_page, representation_table, tab  # noqa: F401

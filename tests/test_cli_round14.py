@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from labeling.cli import app, dupes_names, replaced_on_disk
+from labeling.cli import app
+from labeling.cli_dupes import dupes_names, replaced_on_disk
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "gifs"
 

@@ -1,0 +1,151 @@
+"""`giflens audit`: the app's bias audit written as CSV and HTML."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from labeling.cli import (
+    DatabaseUrl,
+    DataDir,
+    _store_for,
+    app,
+    console,
+    make_settings,
+    refuse,
+)
+
+
+def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
+    """--reference gender=female:50,male:50 (shares as weights, normalised) -> {attribute: shares}.
+
+    A comma separates pairs; a group whose name holds one is quoted as in a CSV line, and the whole value
+    in single quotes for the shell (which would otherwise eat the double quotes):
+    --reference 'country="Korea, Republic of":1,France:2' (the pairs are read as one CSV row)."""
+    import csv
+
+    import pandas as pd
+
+    from explorer.bias_audit import ATTRIBUTES, parse_reference
+
+    out: dict[str, dict[str, float]] = {}
+    for text in given:
+        attribute, sep, pairs = text.partition("=")
+        attribute = attribute.strip().casefold()
+        if not sep or attribute not in ATTRIBUTES or not pairs.strip():
+            refuse(f"--reference {text!r}: expected ATTRIBUTE=GROUP:SHARE,GROUP:SHARE with ATTRIBUTE one of "
+                   f"{', '.join(ATTRIBUTES)}")
+        if attribute in out:  # a second option would silently replace the first
+            refuse(f"--reference {text!r}: {attribute} is given twice; give each attribute once")
+        try:  # a newline outside quotes is no CSV row: refused like any other bad value, not a traceback
+            rows = [p.rpartition(":") for p in next(csv.reader([pairs], skipinitialspace=True))]
+        except csv.Error as exc:
+            reason = str(exc).split(" - ")[0]  # not csv's advice on opening files
+            refuse(f"--reference {text!r}: {reason}; give the pairs on one line, as GROUP:SHARE,GROUP:SHARE")
+        if any(not sep for _, sep, _ in rows):
+            refuse(f"--reference {text!r}: every group needs a share, as GROUP:SHARE; a comma separates pairs, so "
+                   "quote a group that holds one, and the whole value for the shell: "
+                   """--reference 'country="Korea, Republic of":1'""")
+        try:  # rows, not a dict: a group listed twice is refused by parse_reference, not silently dropped
+            out[attribute] = parse_reference(pd.DataFrame({"group": [g for g, _, _ in rows],
+                                                           "share": [v for _, _, v in rows]}))
+        except ValueError as exc:
+            refuse(f"--reference {text!r}: {exc}")
+    return out
+
+
+GRADED_FLAGS = {"accuracy", "recognised_rate"}  # the flags measured on graded faces, which small_sample counts
+
+
+def _rests_on_few_faces(row) -> bool:
+    """Whether a flagged row's "(small sample)" note applies: small_sample speaks of the graded faces that
+    accuracy and recognised rate are measured on. A representation flag is a share of classes (or faces)
+    and purity is measured on every confirmed face of a class (it never falls back to a small-sample
+    reference): on those flags alone the note would cast a doubt they do not have."""
+    return bool(row.small_sample) and bool(set(row.flags.split("; ")) & GRADED_FLAGS)
+
+
+@app.command("audit")
+def audit_command(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for bias-audit.csv and bias-audit.html (created if missing).")],
+    data_dir: DataDir = None, database_url: DatabaseUrl = None,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", min=0.5, max=1.0, help="Flag a group below this share of the best-served group.")] = 0.8,
+    min_faces: Annotated[int, typer.Option(
+        "--min-faces", min=1, help="Fewer graded confirmed faces in a group: its flags are marked small_sample.")] = 5,
+    basis: Annotated[str, typer.Option("--basis", help="Representation counts classes (people) or faces.")] = "classes",
+    reference: Annotated[Optional[list[str]], typer.Option(
+        "--reference", help="Expected shares, e.g. gender=female:50,male:50 (default: equal shares of the known "
+                            "groups); repeat per attribute.")] = None,
+    all_classes: Annotated[bool, typer.Option(
+        "--all-classes", help="Audit every class, also those without any face (roster entries).")] = False,
+    fail_on_flags: Annotated[bool, typer.Option(
+        "--fail-on-flags", help="Exit 3 when a group is flagged (for scheduled audits).")] = False,
+) -> None:
+    """The app's bias audit as CSV and HTML; with --fail-on-flags, exit 3 when a group is flagged.
+
+    Groups per gender, ethnicity, birth decade and country: accuracy graded held out, purity,
+    representation against a reference, groups below four fifths of the best-served flagged."""
+    from rich.markup import escape
+
+    from explorer.audit_inputs import read_audit_inputs
+    from explorer.bias_audit import (
+        REPRESENTATION_BASES,
+        audit_report,
+        class_groups,
+        classes_with_faces,
+        known_attributes,
+        left_out_text,
+        no_faces_text,
+        uniform_reference,
+    )
+
+    if basis not in REPRESENTATION_BASES:
+        refuse(f"--basis must be classes or faces, got {basis!r}")
+    given = _parse_references(reference or [])
+    settings = make_settings(data_dir=data_dir, database_url=database_url)
+    store = _store_for(settings, create=False)
+    with console.status("reading the store and grading confirmed faces"):
+        faces, classes, stats = read_audit_inputs(store)
+    left_out = scope = ""
+    if not all_classes and len(classes):
+        has_faces = classes_with_faces(faces, classes)
+        if has_faces.any():
+            left_out = left_out_text(int((~has_faces).sum()), "--all-classes to include them")
+            classes = classes[has_faces].reset_index(drop=True)
+        else:  # none with a face: the whole catalog is audited (class counts only), and the run says so
+            scope = no_faces_text(len(classes), basis == "faces", "--basis classes counts classes")
+    attributes = known_attributes(classes) if len(classes) else []
+    if not attributes:
+        what = "no classes" if classes.empty else "no class with a demographic attribute (gender, ethnicity, " \
+                                                 "birth year, country)"
+        refuse(f"the store has {what}: import them with `giflens import attributes CSV`")
+    unused = sorted(set(given) - set(attributes))
+    if unused:
+        refuse(f"--reference: no class has a value for {', '.join(unused)}")
+    references = {a: given.get(a) or uniform_reference(class_groups(classes, [a])["group"]) for a in attributes}
+    report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats,
+                          threshold=threshold, min_faces=min_faces,
+                          representation_basis=REPRESENTATION_BASES[basis], left_out=left_out, scope=scope)
+    out_dir = Path(out_dir)
+    try:
+        written = [report.to_csv(out_dir / "bias-audit.csv"), report.to_html(out_dir / "bias-audit.html")]
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot write to {escape(str(out_dir))}: {escape(exc.strerror or str(exc))}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    flagged = report.flagged()
+    for row in flagged.itertuples():
+        small = " (absent from the data)" if row.classes == 0 else " (small sample)" if _rests_on_few_faces(row) else ""
+        console.print(f"[yellow]flagged[/yellow] {row.attribute} {escape(str(row.group))}: {row.flags}{small}",
+                      highlight=False, soft_wrap=True)
+    s = report.summary
+    if s.get("small-sample references", "none") != "none":
+        console.print(f"[yellow]note[/yellow] {escape(str(s['small-sample references']))}", highlight=False, soft_wrap=True)
+    typer.echo(f"audit of {s['classes']} classes, {s['faces in a class']} faces ({s['faces confirmed by an editor']} "
+               f"confirmed) over {', '.join(attributes)}: {len(flagged)} group(s) flagged; "
+               f"{left_out + '; ' if left_out else ''}{scope + '; ' if scope else ''}wrote "
+               f"{written[0]} and {written[1]}")
+    if fail_on_flags and len(flagged):
+        raise typer.Exit(3)
