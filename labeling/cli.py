@@ -146,11 +146,6 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _file_progress(progress: Progress, task: TaskID):
-    """on_result(result) of an ingest: one step per file, the file's name beside the bar."""
-    return lambda result: progress.update(task, advance=1, current=_name(result.path))
-
-
 def _name(path: Path | str) -> str:
     return one_line(Path(path).name)[:40]
 
@@ -457,11 +452,10 @@ def import_raw_dataset_command(
     store = _store_for(settings)
     interrupted: KeyboardInterrupt | Terminated | None = None
     with progress_task("import") as (progress, task):
+        bar = _IngestProgress(progress, task)  # the images go through ingest: its bar, time left and status
         try:
-            _run(lambda: import_raw_dataset(
-                store, folder, settings, _editor(editor),
-                on_start=lambda n: progress.update(task, total=n),
-                on_result=_file_progress(progress, task)), progress=progress)
+            _run(lambda: import_raw_dataset(store, folder, settings, _editor(editor), on_start=bar.on_start,
+                                            on_result=bar.on_result, on_read=bar.on_read), progress=progress)
         except (KeyboardInterrupt, Terminated) as exc:  # the images ingested so far are kept: said below the bar
             interrupted = exc
     if interrupted is not None:

@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +37,9 @@ from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity
 from labeling.tags import apply_tags, lock_tag_vocabulary, tag_ids
 from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, class_name_key, clean_attributes,
                                  clean_class_name, clean_display_name, clean_external_id, clean_tag_name)
+
+if TYPE_CHECKING:
+    from embeddings.pipeline import OnRead
 
 # GIPHY labels end in a Freebase id (m.0c6qh) or a Knowledge Graph id (g.11cs12bg7b) in brackets.
 GIPHY_LABEL = re.compile(r"^(?P<name>.+?)_\[(?P<id>[^\[\]]+)\]$")
@@ -1047,13 +1050,14 @@ def _scan_raw_dataset(folder: Path, file_notes: list[str] | None = None) -> tupl
         if not sub.is_dir():  # the exact name first; else the folder of that name in another Unicode form
             sub = by_form.get(unicodedata.normalize("NFC", r.label), sub)
         if not sub.is_dir():
-            notes.append(f"{_where(labels_csv, r.line)}: no folder raw_dataset/{r.label}/")
+            # the class is still created: labels.csv is the class list (GIPHY's lists classes with no photos yet)
+            notes.append(f"{_where(labels_csv, r.line)}: no folder raw_dataset/{r.label}/ (class kept, no images)")
             continue
         used.add(sub.name)
         images[r.label], left_out = _class_folder_files(sub)
         notes += [f"raw_dataset/{sub.name}/{why}" for why in left_out]
         if not images[r.label]:
-            notes.append(f"raw_dataset/{sub.name}/: no images")
+            notes.append(f"raw_dataset/{sub.name}/: no images (class kept, no images)")
     forms = {unicodedata.normalize("NFC", r.label) for r in labels}
     twin = "a label's name in another Unicode form, beside the folder of that label; not imported"
     notes += [f"raw_dataset/{p.name}/: {twin if unicodedata.normalize('NFC', p.name) in forms else 'not in labels.csv'}"
@@ -1246,7 +1250,8 @@ def own_crops(session: Session, files: Iterable[Path], data_dir: Path) -> dict[P
 
 def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
                        on_start: Callable[[int], None] | None = None,
-                       on_result: Callable[[Any], None] | None = None) -> ImportSummary:
+                       on_result: Callable[[Any], None] | None = None,
+                       on_read: OnRead | None = None) -> ImportSummary:
     """GIPHY's training layout: `labels.csv` + `raw_dataset/<Label>/*.jpg` (any file type ingest reads,
     directly in the class folder; other files and sub-folders are noted, `_class_folder_files`; an export's
     `classes.csv`, when present, gives the exact class names, and the display names, statuses
@@ -1317,8 +1322,8 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
 
     # the images are media the import adds: audited as one "ingest" event by the same editor
     # keep_outputs: an export kept in the data folder's exports is imported from its crops, the media to label
-    ingested = ingest(files, settings, on_start=on_start, on_result=collect, store=store, editor=who,
-                      keep_outputs=True)
+    ingested = ingest(files, settings, on_start=on_start, on_result=collect, on_read=on_read, store=store,
+                      editor=who, keep_outputs=True)
     summary.skipped += [reason if str(path) in reason else f"{path}: {reason}" for path, reason in ingested.failures]
     labels_csv = folder / "labels.csv"
     line_of = {r.label: r.line for r in labels}
