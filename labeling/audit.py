@@ -603,8 +603,7 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: Blockers) -> 
     if blocking.first_op is not None:
         first, key = blocking.first_op
         created = event.before.get(key) is None and event.after.get(key) is not None
-        why = (f"; it wrote into {where(key)}, which operation {event.id} created, and undoing {event.id} would "
-               "delete that row with what was written into it" if created else f" ({where(key)})")
+        why = _created_row_pinned(event.id, key, where(key)) if created else f" ({where(key)})"
         undo = blocking.first_undo[0] if blocking.first_undo is not None else None
         also = (f"; {blocking.undos} later undo(s) of earlier operations changed them too, first {undo.id} "
                 f"(undo of operation {undo.undo_of_id})" if undo is not None else "")
@@ -619,6 +618,18 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: Blockers) -> 
         f"earlier operation {first.undo_of_id}) by {first.editor} at {as_utc(first.at):%Y-%m-%d %H:%M:%S} UTC, over what "
         f"operation {event.id} wrote there; an undo cannot be undone, so operation {event.id} can no longer be "
         "restored (redo what you want changed as a new operation)")
+
+
+def _created_row_pinned(event_id: int, key: str, entity: str) -> str:
+    """Why a later write pins a row `event_id` created: "; it wrote into face 1's label, which operation 4
+    created, and undoing 4 would delete that label with what was written into it".
+
+    Why the face's label: a face's audit key is its label's row, not the face (an ingest made the face, an
+    import or a decision its label); saying operation 4 created "face 1" sent the editor looking for the
+    wrong thing, as if the undo would delete the face."""
+    row, that = (f"{entity}'s label", "that label") if key.startswith("face:") else (entity, "that row")
+    return (f"; it wrote into {row}, which operation {event_id} created, and undoing {event_id} would delete "
+            f"{that} with what was written into it")
 
 
 def _differs(model: type, now: dict[str, Any] | None, then: dict[str, Any] | None) -> bool:
@@ -1223,21 +1234,45 @@ def classes_once_named(session: Session, name: str) -> list[int]:
     as class names compare, the most recently so named first.
 
     Why: an editor asks for the history of a class by the name they remember, which a rename since, or
-    an undo that removed the class, has taken off the catalog; the audit log still knows it. Only events
-    that wrote a class are read, and only their class snapshots (json_each, as `snapshots_of`)."""
+    an undo that removed the class, has taken off the catalog; the audit log still knows it."""
     wanted = class_name_key(name)
-    class_events = select(AuditEntity.event_id).where(AuditEntity.key.like("class:%"), AuditEntity.written)
     latest: dict[int, int] = {}
-    for side in ("before", "after"):
-        each = func.json_each(getattr(AuditEvent, side)).table_valued(column("key", String), column("value", JSON))
-        stmt = (select(AuditEvent.id, each.c.key, each.c.value).select_from(AuditEvent)
-                .join(each, each.c.key.like("class:%")).where(AuditEvent.id.in_(class_events)))
-        for event_id, key, snapshot in session.execute(stmt):
-            named = snapshot.get("name") if isinstance(snapshot, dict) else None
-            if isinstance(named, str) and class_name_key(named) == wanted:
-                class_id = int(key.partition(":")[2])
-                latest[class_id] = max(latest.get(class_id, 0), int(event_id))
+    for event_id, _, class_id, named in _class_names_in_log(session):
+        if class_name_key(named) == wanted:
+            latest[class_id] = max(latest.get(class_id, 0), event_id)
     return sorted(latest, key=lambda class_id: -latest[class_id])
+
+
+def former_class_names(session: Session, class_ids: Iterable[int]) -> dict[int, str]:
+    """class id -> the last name the audit log recorded for it (after the newest operation that wrote its
+    name; before it, when that operation removed the class).
+
+    Why: a class an undo removed (undoing the import that created it) is gone from the catalog, yet the
+    history of a face decided as it must still say who that was ("'Al Gore' (class 5)"), not a bare id."""
+    last: dict[int, tuple[int, int, str]] = {}
+    for event_id, side, class_id, named in _class_names_in_log(session, sorted(set(class_ids))):
+        if (event_id, side) > last.get(class_id, (0, -1, ""))[:2]:
+            last[class_id] = (event_id, side, named)
+    return {class_id: named for class_id, (_, _, named) in last.items()}
+
+
+def _class_names_in_log(session: Session, class_ids: Sequence[int] | None = None) -> Iterator[tuple[int, int, int, str]]:
+    """(event id, side: 0 before / 1 after, class id, name) for every class snapshot that holds a name, of
+    these classes only when given. Only events that wrote a class are read, and only their class snapshots
+    (json_each, as `snapshots_of`): loading whole events would decode every bulk event in full."""
+    groups = [None] if class_ids is None else [[f"class:{c}" for c in chunk] for chunk in _chunks(class_ids)]
+    for keys in groups:
+        mine = AuditEntity.key.like("class:%") if keys is None else AuditEntity.key.in_(keys)
+        class_events = select(AuditEntity.event_id).where(mine, AuditEntity.written)
+        for rank, side in enumerate(("before", "after")):
+            each = func.json_each(getattr(AuditEvent, side)).table_valued(column("key", String), column("value", JSON))
+            wanted = each.c.key.like("class:%") if keys is None else each.c.key.in_(keys)
+            stmt = (select(AuditEvent.id, each.c.key, each.c.value).select_from(AuditEvent)
+                    .join(each, wanted).where(AuditEvent.id.in_(class_events)))
+            for event_id, key, snapshot in session.execute(stmt):
+                named = snapshot.get("name") if isinstance(snapshot, dict) else None
+                if isinstance(named, str):
+                    yield int(event_id), rank, int(key.partition(":")[2]), named
 
 
 def recent_events(factory: sessionmaker[Session], editor: str | None = None, limit: int = 50) -> list[AuditEvent]:

@@ -86,6 +86,7 @@ def _entity_known(store: sessionmaker[Session], kind: str, entity_id: int) -> bo
             select(AuditEntity.id).where(AuditEntity.key == f"{kind}:{entity_id}").limit(1)) is not None)
 
 
+HISTORY_LIMIT_MAX = 2**31 - 1  # more than any store holds; a LIMIT past int64 crashed SQLite and PostgreSQL
 HISTORY_CHANGES_SHOWN = 5  # lines of what one operation changed of a GIF, under its summary
 
 
@@ -99,7 +100,7 @@ def _history_changes(store: sessionmaker[Session], key: str, events) -> dict[int
     (a decision on another face of the GIF) wrote no snapshot of it and gets no line."""
     from sqlalchemy import select
 
-    from labeling.audit import _chunks, snapshots_of
+    from labeling.audit import _chunks, former_class_names, snapshots_of
     from labeling.schema import AuditEntity, CelebrityClass, Tag
 
     kind, _, ident = key.partition(":")
@@ -121,6 +122,8 @@ def _history_changes(store: sessionmaker[Session], key: str, events) -> dict[int
                  for c in (snap.get("class_id"), snap.get("predicted_class_id")) if isinstance(c, int)}
         classes = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
                                        .where(CelebrityClass.id.in_(sorted(named)))).all()) if named else {}
+        if named - set(classes):  # removed since (an undone import took its classes): named as the log knew them
+            classes.update(former_class_names(session, named - set(classes)))
         tag_ids = [int(text.rsplit(":", 1)[1]) for text in keys] if kind == "media" else []
         tags = dict(session.execute(select(Tag.id, Tag.name).where(Tag.id.in_(tag_ids))).all()) if tag_ids else {}
     out: dict[int, list[str]] = {}
@@ -198,10 +201,13 @@ def history_command(
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings, create=False)
     key = _entity_key(store, entity) if entity else None
+    limit = min(limit, HISTORY_LIMIT_MAX)  # a larger one asks for everything all the same
+    # One more than shown: whether older operations were left out, said rather than cut silently.
     if key:
-        events = history_frame(store, key, limit=limit, editor=editor)
+        events = history_frame(store, key, limit=limit + 1, editor=editor)
     else:
-        events = events_frame(store, editor, limit=limit)
+        events = events_frame(store, editor, limit=limit + 1)
+    more, events = len(events) > limit, events.iloc[:limit]
     import pandas as pd
 
     changes = _history_changes(store, key, events) if key else {}
@@ -213,6 +219,8 @@ def history_command(
             typer.echo(one_line(f"{'':>8}{line}"))
         if len(lines) > HISTORY_CHANGES_SHOWN:
             typer.echo(f"{'':>8}... and {len(lines) - HISTORY_CHANGES_SHOWN} more")
+    if more:  # on stderr: the listing and its summary line, last, stay what scripts read
+        typer.echo(f"... older operations not shown (raise --limit above {limit})", err=True)
     what = f"of {entity}" if entity else "in the store"
     typer.echo(f"{len(events)} operation(s) {what}" + (f" by {editor}" if editor else "") + " shown, newest first")
 

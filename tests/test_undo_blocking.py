@@ -82,7 +82,7 @@ def test_undoing_an_import_is_refused_while_predictions_written_into_its_labels_
     message = str(refused.value)
     assert message.startswith(f"operation {imported} (import_raw_dataset) cannot be undone: 1 later operation(s)")
     assert f"first {predicted} (predict_faces) by model" in message
-    assert f"it wrote into face {faces[0]}, which operation {imported} created" in message
+    assert f"it wrote into face {faces[0]}'s label, which operation {imported} created" in message
     assert message.endswith("undo those first")
     assert labels(store) == before and n_events(store) == events and undone_by(store, imported) is None
 
@@ -146,7 +146,7 @@ def test_a_decision_that_created_the_label_is_pinned_by_a_later_refresh(store):
     decided = relabel_faces(store, faces, a, "bob").event_id
     refreshed = record_predictions(store, predictions(faces, a), "v1").event_id
     with pytest.raises(UndoError, match=rf"first {refreshed} \(predict_faces\) by model .* it wrote into face "
-                                        rf"{faces[0]}, which operation {decided} created"):
+                                        rf"{faces[0]}'s label, which operation {decided} created"):
         undo_event(store, decided, "bob")
     assert labels(store)[faces[0]] == ("relabeled", a, "editor", a, "v1")
     undo_event(store, refreshed, "bob")
