@@ -32,8 +32,14 @@ Choices that matter for reading the numbers:
   `giflens predict` makes with that very face in the training set.
 - The four-fifths rule (EEOC adverse-impact rule of thumb): a group is flagged for a metric when
   its value is below `threshold` (0.8) x the best eligible group's value; for representation,
-  when its share among classes with a known value is below `threshold` x the reference share
-  the editor set (a reference describes known groups, so "unknown" does not dilute it). Groups with fewer
+  when its share among the classes of the groups the reference lists (`share_among_listed`) is
+  below `threshold` x the reference share the editor set. The reference's shares are weights
+  normalised over the groups it lists, so they can only be compared with shares taken among those
+  same groups: a group left out of the reference has no representation comparison and does not
+  change the others' (a reference describes known groups, so "unknown" is never among them). With
+  every known group listed, as by default, the share among the listed groups is `share_of_known`.
+  `reference_scope_notes` says, for the report, the CLI and the page alike, which groups a reference
+  left out and what its shares were normalised to. Groups with fewer
   than `min_faces` graded confirmed faces (`graded_faces`, weighted as above) are still flagged but
   marked `small_sample`: accuracy and unknown rate are ratios over the graded faces only, and a
   class whose faces all come from one GIF has many confirmed faces but none graded, so the count of
@@ -90,6 +96,8 @@ __all__ = [
     "no_faces_text",
     "parse_reference",
     "small_sample_references",
+    "reference_scope_notes",
+    "summary_label",
     "spreadsheet_text",
     "store_inputs",
     "uniform_reference",
@@ -350,7 +358,8 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     known_total = table[known].groupby("attribute")[basis].sum()
     table["share_of_known"] = np.where(known, table[basis] / table["attribute"].map(known_total).replace(0, np.nan), np.nan)
     table["reference_share"] = [reference.get(a, {}).get(g, np.nan) for a, g in zip(table["attribute"], table["group"])]
-    table["representation_ratio"] = _ratio_column(table["share_of_known"], table["reference_share"])
+    table["share_among_listed"] = _share_among_listed(table, reference, basis)
+    table["representation_ratio"] = _ratio_column(table["share_among_listed"], table["reference_share"])
     table[list(RATE_COLUMNS)] = table[list(RATE_COLUMNS)].round(VALUE_DIGITS)  # the ratios are taken: for output
     flags = []
     for _, r in table.iterrows():
@@ -364,12 +373,56 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     table["_a"] = table["attribute"].map(order)
     table["_u"] = table["group"] == UNKNOWN
     table = table.sort_values(["_a", "_u", "faces", "group"], ascending=[True, True, False, True], kind="stable")
-    columns = ["attribute", "group", "classes", "faces", "class_share", "face_share", "share_of_known", "reference_share",
-               "representation_ratio", "approved_faces", "graded_faces", "approved_share", "predicted_share", "accuracy",
+    columns = ["attribute", "group", "classes", "faces", "class_share", "face_share", "share_of_known",
+               "share_among_listed", "reference_share", "representation_ratio", "approved_faces", "graded_faces", "approved_share", "predicted_share", "accuracy",
                "unknown_rate", "recognised_rate", "purity"] + \
               [f"{m}_{s}" for m in QUALITY_METRICS for s in ("reference", "ratio")] + \
               ["small_sample", "flags", "below_four_fifths"]
     return table[columns].reset_index(drop=True)
+
+
+def _share_among_listed(table: pd.DataFrame, reference: Mapping[str, Mapping[str, float]], basis: str) -> np.ndarray:
+    """Each group's `basis` count over the count of the groups its attribute's reference lists (NaN for a group
+    the reference leaves out, and for every group of an attribute without a reference).
+
+    Why not the share among all known groups: the reference's shares are normalised over the groups it
+    lists, so a group left out (latino, with african:1,caucasian:1) took its classes out of the expected
+    shares but not out of the observed ones, and the others' ratios, and flags, moved with it. A group
+    listed at share 0 counts here: the editor expects none of it, and it takes its part of the data."""
+    listed = np.array([g != UNKNOWN and g in reference.get(a, {}) for a, g in zip(table["attribute"], table["group"])],
+                      dtype=bool)
+    totals = table[listed].groupby("attribute")[basis].sum()
+    denominator = table["attribute"].map(totals).replace(0, np.nan).astype(float)
+    return np.where(listed, table[basis] / denominator, np.nan)
+
+
+def reference_scope_notes(table: pd.DataFrame, reference: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
+    """{attribute: note} for each reference that leaves out a known group of the data: the groups left
+    out (no representation comparison), and the listed groups' shares as normalised, compared with their
+    share among the listed groups only. Why: "country=germany:10" meant 10% to its editor and was
+    read as 100% without a word; said like this, the rule and its consequence are on the page, in the
+    CLI's output and in the report alike. A single listed group is 100% of the listed groups whatever
+    the data, so it is compared with nothing, and the note says so."""
+    out: dict[str, str] = {}
+    if table.empty:
+        return out
+    for attr, shares in reference.items():
+        rows = table[(table["attribute"] == attr) & (table["group"] != UNKNOWN)]
+        listed = {_group(g): float(v) for g, v in shares.items()}
+        left = [str(g) for g in rows["group"] if g not in listed]
+        if not left or not listed:
+            continue
+        named = ", ".join(f"{g} {v:.0%}" for g, v in listed.items())
+        if len(listed) == 1:
+            note = (f"the reference lists only {named}; a single group is 100% of the groups listed whatever "
+                    f"the data, so nothing is compared. Left out: {', '.join(left)}. To expect {next(iter(listed))} at "
+                    "a share of the whole, list the other groups with their shares too")
+        else:
+            note = (f"the reference leaves out {', '.join(left)} (no representation comparison); its shares, "
+                    f"normalised over the groups listed ({named}), are compared with each listed group's share "
+                    "among the listed groups only")
+        out[attr] = note
+    return out
 
 
 def _reference_candidates(rows: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, bool]:
@@ -427,6 +480,20 @@ def spreadsheet_text(value: Any) -> Any:
     return value
 
 
+# Display labels of summary keys kept for the code that reads them (tests, scripts) whose words say less than
+# what they count: the faces without a class include those the model declined, not only the editor's
+# unknown / rejected; and small_sample counts graded faces, not all confirmed ones.
+SUMMARY_LABELS = {
+    "faces without a class (unknown / rejected)": "faces without a class (model declined, or editor marked unknown/rejected)",
+    "min confirmed faces per group": "min graded confirmed faces per group (fewer: small_sample)",
+}
+
+
+def summary_label(key: str) -> str:
+    """How a summary key is shown to a reader (`SUMMARY_LABELS`), the key itself when it says what it counts."""
+    return SUMMARY_LABELS.get(key, key)
+
+
 @dataclass
 class AuditReport:
     """An audit computed once and then read, charted or exported without recomputing."""
@@ -456,8 +523,19 @@ class AuditReport:
             for metric in QUALITY_METRICS:
                 if rows[metric].notna().any():
                     out[f"{attr}/{metric}"] = audit_bars(self.table, attr, metric, self.threshold)
-            out[f"{attr}/representation"] = representation_bars(self.table, attr, threshold=self.threshold)
+            out[f"{attr}/representation"] = self._representation_figure(attr, rows)
         return out
+
+    def _representation_figure(self, attr: str, rows: pd.DataFrame) -> go.Figure:
+        """The representation chart: each group's share among the listed groups next to its reference share,
+        when the reference leaves a group out (the shares the flags compare); else the share among known
+        groups, the same numbers. Swapped into the column the chart reads, so its red bars are the flags."""
+        listed, known = rows["share_among_listed"], rows["share_of_known"]
+        if not listed.notna().any() or listed.fillna(-1).equals(known.fillna(-1)):
+            return representation_bars(self.table, attr, threshold=self.threshold)
+        view = self.table.assign(share_of_known=self.table["share_among_listed"])
+        return representation_bars(view, attr, threshold=self.threshold,
+                                   title=f"representation by {attr} (share among the groups the reference lists)")
 
     def to_csv(self, path: Path | str) -> Path:
         """The full table, one row per (attribute, group), for spreadsheets and diffs between audits.
@@ -499,7 +577,8 @@ class AuditReport:
             "<h1>giflens bias audit</h1>",
             f"<p class='note'>created {html.escape(self.created_at)}; four-fifths threshold {self.threshold:g}; "
             f"reference distribution: {html.escape(json.dumps(self.reference, ensure_ascii=False)) if self.reference else 'none set'}</p>",
-            "<ul>" + "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in self.summary.items()) + "</ul>",
+            "<ul>" + "".join(f"<li>{html.escape(summary_label(str(k)))}: {html.escape(str(v))}</li>"
+                            for k, v in self.summary.items()) + "</ul>",
             "<h2>Flagged groups</h2>",
             table_html(self.flagged()[["attribute", "group", "faces", "approved_faces", "graded_faces", "flags",
                                         "small_sample"]]),  # small_sample counts graded faces
@@ -567,12 +646,16 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
         "faces in a class": int(f["effective_class"].notna().sum()),
         "faces confirmed by an editor": int(f["confirmed"].sum()),
         "faces without a class (unknown / rejected)": int(f["effective_class"].isna().sum()),
+        "faces the model declined, awaiting review": int((f["predicted_status"] & f["effective_class"].isna()).sum()),
+        "faces an editor marked unknown or rejected": int((~f["predicted_status"] & f["effective_class"].isna()).sum()),
         "classes": int(classes[_class_column(classes)].nunique()),
         "groups flagged": int(table["below_four_fifths"].sum()) if len(table) else 0,
         "representation basis": representation_basis,
         "min confirmed faces per group": min_faces,
         "small-sample references": small_sample_reference_text(table, min_faces) or "none",
     }
+    for attr, note in reference_scope_notes(table, reference or {}).items():
+        summary[f"reference of {attr}"] = note
     if left_out:
         summary["not audited"] = left_out
     if scope:

@@ -10,6 +10,7 @@ class names become folder names in the retraining export.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import unicodedata
 from datetime import date
@@ -373,6 +374,28 @@ def clean_external_id(raw: Any) -> str | None:
     return external_id
 
 
+YEAR_TEXT = re.compile(r"[0-9]+(?:\.0+)?")  # 1975, and 1975.0 as spreadsheets export a year column with gaps
+
+
+def birth_year_number(value: Any) -> int | None:
+    """A birth year as an int, or None when `value` is no year written as one.
+
+    Text must be ASCII digits, optionally followed by ".0" (pandas and spreadsheets write a year column
+    with gaps as floats): float() also read "2e3" as 2000 and "99999999999999999999" as 1e20, which an
+    error then echoed as 100000000000000000000, neither of them what was typed. A number must be whole
+    (1970.7 is not a year to round); True is not 1, NaN and infinity are not years."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        return int(text.split(".")[0]) if YEAR_TEXT.fullmatch(text) else None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
 ATTRIBUTES = ("gender", "ethnicity", "birth_year", "country")
 
 
@@ -386,20 +409,15 @@ def clean_attributes(values: dict[str, Any]) -> dict[str, Any]:
         if value is None or (isinstance(value, str) and not value.strip()):
             out[key] = None
         elif key == "birth_year":
-            try:
-                # "1970.0" is a year: pandas writes a year column with gaps as floats. Text goes through
-                # float() for that; NaN (ValueError) and inf (OverflowError) are refused below.
-                number = float(value) if isinstance(value, str) else value
-                year = int(number)
-                if isinstance(value, bool) or year != float(number):  # 1970.7 is not a year to round
-                    raise ValueError
-            except (TypeError, ValueError, OverflowError):
-                raise ValidationError(f"birth_year must be a year, got {value!r}") from None
+            year = birth_year_number(value)
+            if year is None:
+                raise ValidationError(f"birth_year must be a year, got {value!r} (digits, as 1975)")
             # no later than this year: a future birth year is a typo, and the bias audit would count it as a
             # decade of people not born yet ("2090s") among the groups it compares
             this_year = date.today().year
             if not 1800 <= year <= this_year:
-                raise ValidationError(f"birth_year {year} is outside 1800..{this_year}"
+                shown = year if str(year) == str(value).strip() else repr(value)  # the text as given, if it differs
+                raise ValidationError(f"birth_year {shown} is outside 1800..{this_year}"
                                       + (" (a birth year cannot be in the future)" if year > this_year else ""))
             out[key] = year
         else:

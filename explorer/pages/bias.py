@@ -22,6 +22,7 @@ from explorer.audit_inputs import read_audit_inputs
 from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BASES, AuditReport, audit_report,
                                  carried_reference, class_groups, classes_with_faces, count_text, counted, face_groups,
                                  known_attributes, left_out_text, no_faces_text, parse_reference, reference_proposals,
+                                 reference_scope_notes,
                                  small_sample_references, uniform_reference, untouched_reference)
 from labeling.pages.common import get_settings, get_store, plain, require_editor
 from labeling.queries import events_frame, store_overview
@@ -34,11 +35,11 @@ SHARE = "expected share"
 # edge of a wide table, where a narrow window clips it.
 GROUP_COLUMNS = ["group", "flags", "classes", "faces", "class_share", "face_share", "approved_faces", "graded_faces",
                  "approved_share", "predicted_share", "accuracy", "unknown_rate", "purity", "small_sample"]
-REPRESENTATION_COLUMNS = ["group", "flags", "classes", "faces", "share_of_known", "reference_share",
-                          "representation_ratio"]
+REPRESENTATION_COLUMNS = ["group", "flags", "classes", "faces", "share_of_known", "share_among_listed",
+                          "reference_share", "representation_ratio"]
 FLAGGED_COLUMNS = ["attribute", "group", "flags", "classes", "faces", "approved_faces", "graded_faces", "small_sample"]
 PERCENT = ["class_share", "face_share", "approved_share", "predicted_share", "accuracy", "unknown_rate", "purity",
-           "share_of_known", "reference_share"]
+           "share_of_known", "share_among_listed", "reference_share"]
 COLUMN_CONFIG = {"attribute": st.column_config.TextColumn("attribute", pinned=True),
                  "group": st.column_config.TextColumn("group", pinned=True),
                  "flags": st.column_config.TextColumn("flags", pinned=True, width="medium",
@@ -76,8 +77,10 @@ def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | No
     default = pd.DataFrame({"group": [g for g, _ in start], SHARE: [v for _, v in start]})
     st.markdown(f"**Reference distribution: {LABELS[attribute].lower()}**")
     st.caption("The share of each group you expect among classes with a known value (population, user base, "
-               "a target...). Any non-negative weights or percentages: they are normalised to sum to 1. Add "
-               "a row for a group the dataset lacks; a group left out has no reference.")
+               "a target...). Any non-negative weights or percentages: they are normalised to sum to 1 over the "
+               "groups listed. Add a row for a group the dataset lacks. A group left out has no reference, and the "
+               "listed groups are then compared by their share among the listed groups only (share_among_listed): "
+               "one group at 10 alone is 100% of the groups listed, so list the others to expect it at 10%.")
     rows = st.data_editor(default, key=key, num_rows="dynamic", hide_index=True, width="stretch",
                           column_config={"group": st.column_config.TextColumn("group"),
                                          SHARE: st.column_config.NumberColumn(SHARE, format="%.3f")})
@@ -191,6 +194,8 @@ def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
         for col, (k, fig) in zip(st.columns(2), charts[i:i + 2]):
             col.plotly_chart(fig, key=f"bias_chart_{k.replace('/', '_')}", width="stretch")
     st.markdown("**Representation against the reference**")
+    if note := reference_scope_notes(report.table, report.reference).get(attribute):
+        st.info(plain(f"{note[0].upper()}{note[1:]}."))  # group names are data: shown as typed
     show_table(rows[rows["group"] != "unknown"], REPRESENTATION_COLUMNS, f"bias_representation_{attribute}")
 
 
@@ -266,7 +271,7 @@ if not known_attributes(classes):
 left, middle, right, far = st.columns(4)
 threshold = left.number_input("Flag below this share of the best group", min_value=0.5, max_value=1.0, value=0.8,
                               step=0.05, key="bias_threshold", help="0.8: the four-fifths rule")
-min_faces = middle.number_input("Minimum confirmed faces per group", min_value=1, value=5, step=1,
+min_faces = middle.number_input("Minimum graded faces per group", min_value=1, value=5, step=1,
                                 key="bias_min_faces", help="Graded confirmed faces; fewer: the group's rates are marked small_sample")
 basis = right.radio("Representation counts", list(REPRESENTATION_BASES), horizontal=True, key="bias_basis",
                     help="Share of classes (people) or of faces in each group")
