@@ -392,8 +392,10 @@ def _share_among_listed(table: pd.DataFrame, reference: Mapping[str, Mapping[str
     listed = np.array([g != UNKNOWN and g in reference.get(a, {}) for a, g in zip(table["attribute"], table["group"])],
                       dtype=bool)
     totals = table[listed].groupby("attribute")[basis].sum()
-    denominator = table["attribute"].map(totals).replace(0, np.nan).astype(float)
-    return np.where(listed, table[basis] / denominator, np.nan)
+    denominator = table["attribute"].map(totals).astype(float)
+    # listed groups none of which the data holds: each is absent, share 0 (flagged), not a share of nothing
+    shares = np.where(denominator > 0, table[basis] / denominator.where(denominator > 0, 1.0), 0.0)
+    return np.where(listed, shares, np.nan)
 
 
 def reference_scope_notes(table: pd.DataFrame, reference: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
@@ -413,7 +415,11 @@ def reference_scope_notes(table: pd.DataFrame, reference: Mapping[str, Mapping[s
         if not left or not listed:
             continue
         named = ", ".join(f"{g} {v:.0%}" for g, v in listed.items())
-        if len(listed) == 1:
+        observed = rows.loc[rows["group"].isin(listed), "share_among_listed"] if "share_among_listed" in rows else None
+        if observed is not None and not (observed.fillna(0) > 0).any():
+            note = (f"the reference lists only groups absent from the data ({named}): each is flagged absent; "
+                    f"left out: {', '.join(left)}")
+        elif len(listed) == 1:
             note = (f"the reference lists only {named}; a single group is 100% of the groups listed whatever "
                     f"the data, so nothing is compared. Left out: {', '.join(left)}. To expect {next(iter(listed))} at "
                     "a share of the whole, list the other groups with their shares too")
@@ -484,7 +490,8 @@ def spreadsheet_text(value: Any) -> Any:
 # what they count: the faces without a class include those the model declined, not only the editor's
 # unknown / rejected; and small_sample counts graded faces, not all confirmed ones.
 SUMMARY_LABELS = {
-    "faces without a class (unknown / rejected)": "faces without a class (model declined, or editor marked unknown/rejected)",
+    "faces without a class (unknown / rejected)": ("faces without a class (model declined, editor marked unknown/rejected, "
+                                                   "or not predicted yet)"),
     "min confirmed faces per group": "min graded confirmed faces per group (fewer: small_sample)",
 }
 
@@ -640,6 +647,8 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
     face, so the whole catalog), stated in the summary ("scope")."""
     table = audit_table(faces, classes, attributes, reference, cluster_stats, threshold, min_faces, representation_basis)
     f = face_groups(faces)
+    # the editor's own "no class" decisions, apart from faces no model has looked at yet (ingested since the last predict)
+    editor_no_class = faces["status"].astype(str).str.strip().str.casefold().isin({"unknown", "rejected"})
     attrs = tuple(dict.fromkeys(table["attribute"])) if len(table) else tuple(attributes or ())
     summary = {
         "faces": int(len(f)),
@@ -647,7 +656,8 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
         "faces confirmed by an editor": int(f["confirmed"].sum()),
         "faces without a class (unknown / rejected)": int(f["effective_class"].isna().sum()),
         "faces the model declined, awaiting review": int((f["predicted_status"] & f["effective_class"].isna()).sum()),
-        "faces an editor marked unknown or rejected": int((~f["predicted_status"] & f["effective_class"].isna()).sum()),
+        "faces an editor marked unknown or rejected": int(editor_no_class.sum()),
+        "faces not predicted yet": int((~f["predicted_status"] & ~editor_no_class & f["effective_class"].isna()).sum()),
         "classes": int(classes[_class_column(classes)].nunique()),
         "groups flagged": int(table["below_four_fifths"].sum()) if len(table) else 0,
         "representation basis": representation_basis,

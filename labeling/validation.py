@@ -374,7 +374,7 @@ def clean_external_id(raw: Any) -> str | None:
     return external_id
 
 
-YEAR_TEXT = re.compile(r"[0-9]+(?:\.0+)?")  # 1975, and 1975.0 as spreadsheets export a year column with gaps
+YEAR_TEXT = re.compile(r"[0-9]{1,9}(?:\.0+)?")  # 1975, and 1975.0 as spreadsheets export a year column with gaps
 
 
 def birth_year_number(value: Any) -> int | None:

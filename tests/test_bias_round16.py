@@ -166,7 +166,8 @@ def test_the_summary_says_what_it_counts(tmp_path):
     assert s["faces an editor marked unknown or rejected"] == 2
     assert s["faces without a class (unknown / rejected)"] == 3  # kept for the code that reads it
     page = report.to_html(tmp_path / "r.html", include_plotlyjs="cdn").read_text()
-    assert "faces without a class (model declined, or editor marked unknown/rejected): 3" in page
+    assert ("faces without a class (model declined, editor marked unknown/rejected, or not predicted yet): 3"
+            in page)
     assert "min graded confirmed faces per group (fewer: small_sample): 5" in page
     assert "unknown / rejected)" not in page and "<li>min confirmed faces" not in page
 
@@ -179,8 +180,34 @@ def test_a_birth_year_is_read_as_digits_only():
     for text in ("2e3", "1.975e3", "+1975", "1975.5", "١٩٧٥", "nan", "inf", "0x7b7"):
         with pytest.raises(ValidationError, match=re.escape(f"birth_year must be a year, got '{text}' (digits, as 1975)")):
             clean_attributes({"birth_year": text})
-    with pytest.raises(ValidationError, match=r"birth_year 99999999999999999999 is outside 1800\.\.") as caught:
-        clean_attributes({"birth_year": "99999999999999999999"})
-    assert "100000000000000000000" not in str(caught.value)
+    with pytest.raises(ValidationError, match=r"birth_year 99999 is outside 1800\.\.") as caught:
+        clean_attributes({"birth_year": "99999"})
+    for text in ("99999999999999999999", "1" * 5000):  # no year: not read as a number (int() refuses 4,300+ digits)
+        with pytest.raises(ValidationError, match=re.escape(f"birth_year must be a year, got '{text}'")) as caught:
+            clean_attributes({"birth_year": text})
+        assert "100000000000000000000" not in str(caught.value)
     with pytest.raises(ValidationError, match=r"birth_year '1700.0' is outside 1800\.\."):
         clean_attributes({"birth_year": "1700.0"})  # the text as typed, where the year reads differently
+
+
+# -- review of round 16 ------------------------------------------------------------------------------------
+def test_a_reference_of_groups_the_data_lacks_flags_them_absent():
+    """Listed groups none of which the data holds: each is absent (share 0, flagged), as before the listed
+    groups were compared among themselves, not a share of nothing that flags nothing."""
+    faces, classes = countries({"a": 3, "b": 3, "c": 4})
+    table = audit_table(faces, classes, ["country"], reference={"country": {"zz": 0.5, "yy": 0.5}}).set_index("group")
+    assert table.loc[["zz", "yy"], "share_among_listed"].tolist() == [0.0, 0.0]
+    assert table.loc[["zz", "yy"], "representation_ratio"].tolist() == [0.0, 0.0]
+    assert all("representation" in f for f in table.loc[["zz", "yy"], "flags"])
+    report = audit_report(faces, classes, ["country"], reference={"country": {"zz": 1.0}})
+    note = reference_scope_notes(report.table, report.reference)["country"]
+    assert "absent from the data (zz 100%)" in note and "nothing is compared" not in note
+
+
+def test_faces_not_predicted_yet_are_no_editors_decision():
+    faces, classes = countries({"a": 2})
+    extra = pd.DataFrame({"face_id": [10, 11], "class": [None, None], "status": [None, "unlabeled"],
+                          "predicted": [None, None]})
+    s = audit_report(pd.concat([faces, extra], ignore_index=True), classes, ["country"]).summary
+    assert s["faces an editor marked unknown or rejected"] == 0
+    assert s["faces not predicted yet"] == 2 and s["faces the model declined, awaiting review"] == 0
