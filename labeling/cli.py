@@ -86,13 +86,94 @@ def refuse(message: str, code: int = 1) -> NoReturn:
 class _Bar(Progress):
     """Transient while it runs; drawn once more when it stops, only if there was work to show. So a
     command refused before any work, or one with nothing to do (an export of 0 faces), leaves neither
-    an empty "0/?" bar nor a blank line, and a finished one leaves its bar above the summary."""
+    an empty "0/?" bar nor a blank line, and a finished one leaves its bar above the summary.
+
+    Off a terminal (a log file, a pipe, `docker logs`) rich draws nothing while it runs, so there plain
+    status lines say how far it got (`_StatusLines`); on a terminal nothing else is printed."""
+
+    _status: _StatusLines | None = None
+
+    def start(self) -> None:
+        super().start()
+        if not self.console.is_terminal and self._status is None:
+            self._status = _StatusLines(self, _status_every())
+            self._status.start()
 
     def stop(self) -> None:  # not Progress.stop: off a terminal it adds a blank line
+        if self._status is not None:  # before the last drawing: no status line below it
+            self._status.stop()
+            self._status = None
         was_running = self.live.is_started
         self.live.stop()
         if was_running and any(t.visible and (t.total or t.completed) for t in self.tasks):
             self.console.print(self.get_renderable())
+
+
+def _status_every() -> float:
+    """Seconds between status lines off a terminal, GIFLENS_PROGRESS_EVERY. Every command made its settings
+    (refusing a bad value, exit 2) before its bar starts; the default is left only when the environment alone
+    is no valid settings (GIFLENS_DATA_DIR= under a --data-dir that overrides it)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return Settings().progress_every
+    except (ValidationError, SettingsError):
+        return Settings.model_fields["progress_every"].default
+
+
+class _StatusLines:
+    """A bar's plain status lines off a terminal, `ingest 20/63 0:00:40 elapsed, ~0:01:20 left: <current>`,
+    on stderr like the bar. Why: rich draws a bar only on a terminal, and a 9-minute ingest into a log said
+    nothing until its end. None in the first `every` seconds (a short command's last bar says it all); then
+    one each `every` seconds, sooner when a tenth more of the total is done, but never two within `every / 3`
+    seconds: a log gets a few lines a minute, not one per file."""
+
+    def __init__(self, progress: Progress, every: float) -> None:
+        import threading
+
+        self.progress, self.every = progress, every
+        self.started = self.last_line = progress.get_time()
+        self.done_at_last_line: dict[TaskID, float] = {}
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="giflens-status", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(min(1.0, self.every / 3)):
+            now = self.progress.get_time()
+            with self.progress._lock:  # the command's thread updates the tasks meanwhile
+                tasks = [t for t in self.progress.tasks if t.visible and (t.total or t.completed)]
+                lines = [_status_line(t) for t in tasks] if self._due(tasks, now) else []
+            if lines:
+                self.last_line = now
+                self.done_at_last_line = {t.id: t.completed for t in tasks}
+                for line in lines:
+                    self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _due(self, tasks: list[Task], now: float) -> bool:
+        since = now - self.last_line
+        if not tasks or now - self.started < self.every:
+            return False
+        return since >= self.every or (since >= self.every / 3 and any(
+            t.total and t.completed - self.done_at_last_line.get(t.id, 0) >= t.total / 10 for t in tasks))
+
+
+def _status_line(task: Task) -> str:
+    """One task as a plain line: the bar's own count, elapsed time, time left (when known) and status."""
+    elapsed = TimeElapsedColumn().render(task).plain
+    left = _TimeLeftColumn().render(task).plain
+    line = f"{task.description} {task.completed:g}/{'?' if task.total is None else f'{task.total:g}'} {elapsed} elapsed"
+    if left and "-" not in left:
+        line += f", ~{left} left"
+    current = one_line(str(task.fields.get("current") or ""))
+    return f"{line}: {current}" if current else line
 
 
 class _TimeLeftColumn(TimeRemainingColumn):
@@ -191,6 +272,19 @@ def _root() -> None:
     """giflens: curate face and GIF embeddings."""
 
 
+def _refuse_unknown_face_model(given: str | None) -> None:
+    """Ingest's face model checked before its settings are made, to say which of its two sources to fix:
+    `error: unknown face model 'x' (--face-model); known: ...`, exit 1. (The settings refuse an unknown
+    face or GIF model too, for every command and the app: `invalid setting face_model (GIFLENS_FACE_MODEL)`,
+    exit 2; that names the variable even when the option gave the name.)"""
+    from models.registry import list_models
+
+    name, source = (given, "--face-model") if given is not None else (os.environ.get("GIFLENS_FACE_MODEL"),
+                                                                      "GIFLENS_FACE_MODEL")
+    if name is not None and name not in list_models("face"):
+        refuse(f"unknown face model {name!r} ({source}); known: {', '.join(list_models('face'))}")
+
+
 @app.command("ingest")
 def ingest_command(
     # readable=False: an unreadable file is recorded as failed like any bad file, not a refused command
@@ -205,12 +299,9 @@ def ingest_command(
     from embeddings.pipeline import CacheUnavailableError, ModelUnavailableError
     from labeling.errors import StoreError
     from labeling.ingest import ingest
-    from models.registry import list_models
 
+    _refuse_unknown_face_model(face_model)
     settings = make_settings(data_dir=data_dir, frames=frames, face_model=face_model, database_url=database_url)
-    if settings.face_model not in list_models("face"):
-        source = "--face-model" if face_model is not None else "GIFLENS_FACE_MODEL"  # the default is known
-        refuse(f"unknown face model {settings.face_model!r} ({source}); known: {', '.join(list_models('face'))}")
     missing = [str(p) for p in paths if not os.path.lexists(p)]  # a broken link is there: recorded as failed
     if missing:  # a typo is not a media file: refused before any work, so no "failed" row records it
         refuse(f"no such file or folder: {', '.join(missing)}")

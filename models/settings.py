@@ -11,9 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.registry import list_models  # cheap: the networks and torch load inside its factories
 
 THRESHOLDS_EXPECTED = "expected a JSON list of 3 numbers in [0, 1]"
 
@@ -50,6 +52,23 @@ class Settings(BaseSettings):
 
     # The app
     umap_warm_up: bool = Field(default=True, description="compile UMAP's kernels in the worker as the app starts")
+
+    # The CLI
+    progress_every: float = Field(default=10.0, ge=1, allow_inf_nan=False,
+                                  description="seconds between a command's status lines off a terminal (a log, a pipe)")
+
+    @field_validator("face_model", "gif_model")
+    @classmethod
+    def _check_model(cls, value: str, info: ValidationInfo) -> str:
+        """A model the registry knows in that role. Why checked here: every command and the app read their
+        models from these settings, and a typo was a traceback, or (a model of another role, `mtcnn` as
+        the GIF model) every file of an ingest stored as failed: a setup mistake recorded as bad media."""
+        role, what = ("face", "face") if info.field_name == "face_model" else ("gif", "GIF")
+        known = list_models(role)
+        if value not in known:
+            raise PydanticCustomError("unknown_model", "unknown {what} model {given}; known: {known}",
+                                      {"what": what, "given": repr(value), "known": ", ".join(known)})
+        return value
 
     @field_validator("data_dir", mode="before")
     @classmethod
