@@ -431,7 +431,7 @@ def _store_for(settings: Settings, create: bool = True) -> sessionmaker[Session]
     from rich.markup import escape
     from sqlalchemy.exc import SQLAlchemyError
 
-    from labeling.db import open_store
+    from labeling.db import SchemaTooNewError, open_store
 
     url = settings.resolved_database_url
     _refuse_in_memory(url)
@@ -439,6 +439,8 @@ def _store_for(settings: Settings, create: bool = True) -> sessionmaker[Session]
         if not create:
             _require_store(settings, url)
         return open_store(url)
+    except SchemaTooNewError as exc:  # it names the store itself, and what to do
+        refuse(str(exc))
     except (SQLAlchemyError, CommandError, ImportError, OSError) as exc:
         reason = " ".join(str(getattr(exc, "orig", None) or exc).split())  # psycopg's messages span lines
         if isinstance(exc, ImportError):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Hashable
 
 import typer
 
@@ -17,14 +17,14 @@ from labeling.cli import (
 )
 
 
-def dupes_names(paths: dict[int, str]) -> dict[int, str]:
+def dupes_names(paths: dict[Hashable, str]) -> dict[Hashable, str]:
     """media -> the name `giflens dupes` shows: the file name, or, where several media share one (a
     re-upload in another folder, the common case of a near-duplicate), the path from the folder their
     paths share, so each pair names files an editor can tell apart."""
     import os
     from collections import defaultdict
 
-    by_name: dict[str, list[int]] = defaultdict(list)
+    by_name: dict[str, list[Hashable]] = defaultdict(list)
     for m, path in paths.items():
         by_name[Path(path).name].append(m)
     names = {m: Path(path).name for m, path in paths.items()}
@@ -40,7 +40,7 @@ def dupes_names(paths: dict[int, str]) -> dict[int, str]:
     return names
 
 
-def replaced_on_disk(rows: list[tuple[int, str, str | None]]) -> set[int]:
+def replaced_on_disk(rows: list[tuple[Hashable, str, str | None]]) -> set[Hashable]:
     """Media (id, path, sha256) whose path a newer content holds now: a file overwritten and ingested again
     keeps the old row (its labels, its history) at the same path. Why: `dupes` would present the old
     content as that file, and an editor deleting "the copy" would delete a clip found nowhere else. Only
@@ -59,12 +59,39 @@ def replaced_on_disk(rows: list[tuple[int, str, str | None]]) -> set[int]:
     return {m for m, p, sha in rows if p in shared and now[p] is not None and sha != now[p]}  # gone: unknown
 
 
+def other_names(session, media: dict[int, str]) -> list[tuple[int, str]]:
+    """(media id, path) of the other files the ok media `media` (id -> path) were ingested from: identical
+    copies, byte for byte (`MediaPath`), oldest first. A copy whose file is gone while the media's own file
+    is there is left out: that name was a move or a deleted copy, not a second file (on a store shared by
+    machines, where neither file is here, the copy is listed)."""
+    import os
+
+    from sqlalchemy import select
+
+    from labeling.schema import MediaPath
+
+    rows = session.execute(select(MediaPath.media_id, MediaPath.path).where(MediaPath.media_id.in_(list(media)))
+                           .order_by(MediaPath.media_id, MediaPath.id)) if media else []
+    return [(m, p) for m, p in rows
+            if p != media[m] and (os.path.exists(p) or not os.path.exists(media[m]))]
+
+
+def _rows_of_pairs(identical: list[tuple[int, str]], pairs: list[tuple[int, int, int, int]],
+                   hashes: dict[int, list[str]]) -> list[tuple[int, int, int, Hashable, Hashable, str]]:
+    """What `giflens dupes` prints, closest first: (distance, frames, media_a, key_a, key_b, mark) where the
+    keys name a media item (its id) or one of its copies ((id, path)). Identical copies first: distance 0,
+    one media item under two names, marked "identical bytes"; then the near-duplicate media pairs."""
+    out = [(0, len(hashes.get(m, [])), m, m, (m, p), "identical bytes") for m, p in identical]
+    return out + [(distance, frames, a, a, b, "") for a, b, frames, distance in pairs]
+
+
 @app.command("dupes")
 def dupes_command(
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     radius: Annotated[int, typer.Option("--radius", help="Hamming distance (bits of 64, at most 16) of near-duplicate frames.")] = 6,
 ) -> None:
-    """Near-duplicate media pairs from frame pHashes (re-uploads, re-encodes), closest first."""
+    """Near-duplicate media pairs from frame pHashes (re-uploads, re-encodes), closest first; identical
+    copies (one media item ingested under several names) first, at distance 0, marked "identical bytes"."""
     from sqlalchemy import select
 
     from embeddings.near_duplicates import (
@@ -83,9 +110,12 @@ def dupes_command(
     with _store_for(settings, create=False)() as session:
         rows = session.execute(select(Media.id, Media.path, Media.frame_hashes, Media.sha256)
                                .where(Media.status == "ok").order_by(Media.id)).all()
-    names = dupes_names({m: p for m, p, _, _ in rows})
-    for m in replaced_on_disk([(m, p, sha) for m, p, _, sha in rows]):
-        names[m] += " (replaced on disk)"
+        identical = other_names(session, {m: p for m, p, _, _ in rows})
+    sha = {m: digest for m, _, _, digest in rows}
+    names = dupes_names({**{m: p for m, p, _, _ in rows}, **{(m, p): p for m, p in identical}})
+    replaced = replaced_on_disk([(m, p, digest) for m, p, _, digest in rows] + [((m, p), p, sha[m]) for m, p in identical])
+    for key in replaced:
+        names[key] += " (replaced on disk)"
     # Flat frames (black, one colour) are ignored, as the export's split does: they would pair every fade-out.
     hashes = {m: [h for h in (hs or []) if int(h, 16).bit_count() >= MIN_HASH_BITS] for m, _, hs, _ in rows}
     try:
@@ -93,11 +123,16 @@ def dupes_command(
             pairs = near_duplicate_media(hashes, radius=radius)
     except NearDuplicateError as exc:
         refuse(str(exc))
-    if pairs:
-        width = max(len(names[m]) for a, b, _, _ in pairs for m in (a, b))
+    shown = _rows_of_pairs(identical, pairs, hashes)
+    if shown:
+        width = max(len(names[k]) for _, _, _, a, b, _ in shown for k in (a, b))
         typer.echo(f"{'distance':>8}  {'frames':>6}  {'media_a':>7}  {'media_b':>7}  {'name_a':<{width}}  name_b")
-        for a, b, frames, distance in pairs:
-            typer.echo(f"{distance:>8}  {frames:>6}  {a:>7}  {b:>7}  {names[a]:<{width}}  {names[b]}")
+        for distance, frames, m, a, b, mark in shown:
+            b_id = b[0] if isinstance(b, tuple) else b
+            typer.echo(f"{distance:>8}  {frames:>6}  {m:>7}  {b_id:>7}  {names[a]:<{width}}  {names[b]}"
+                       + (f" ({mark})" if mark else ""))
     in_pairs = {m for a, b, _, _ in pairs for m in (a, b)}
+    # identical_pairs only when there are any: scripts (and tests) read the line as it always was
     typer.echo(f"pairs={len(pairs)} media_in_pairs={len(in_pairs)} media={len(rows)} "
-               f"frames={sum(map(len, hashes.values()))} radius={radius}")
+               f"frames={sum(map(len, hashes.values()))} radius={radius}"
+               + (f" identical_pairs={len(identical)}" if identical else ""))

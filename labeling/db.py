@@ -11,10 +11,13 @@ from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.errors import StoreError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x6769666C656E73  # "giflens": serialises concurrent migrations
@@ -33,15 +36,44 @@ def advisory_xact_lock(session: Session, key: int) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _head_revision() -> str:
+def _scripts():
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
 
 
-HEAD = _head_revision()
+HEAD = _scripts().get_current_head()
+# every revision this code can migrate from: a store at another one was migrated by a newer giflens
+KNOWN_REVISIONS = frozenset(script.revision for script in _scripts().walk_revisions())
+
+
+class SchemaTooNewError(StoreError, CommandError):
+    """The store was migrated by a newer giflens than this one (a teammate upgraded the shared database).
+
+    A StoreError (an editor's refusal, one line) that is also Alembic's CommandError, the error a store that
+    cannot be migrated raises: callers that report "cannot open the store" for those report this one alike."""
+
+
+def check_known_revision(revision: str | None, url: object) -> None:
+    """Refuse a store at a revision this code does not know, before Alembic tries to upgrade from it.
+
+    Why: Alembic only says "Can't locate revision identified by '0014'"; the editor needs to hear that the
+    store is newer than their giflens and how to update it. Nothing is written to the store."""
+    if revision is not None and revision not in KNOWN_REVISIONS:
+        raise SchemaTooNewError(f"the store at {_hidden(url)} is at schema {revision}, newer than this giflens "
+                                f"(head {HEAD}): update giflens (git pull && make sync)")
+
+
+def _hidden(url: object) -> str:
+    """A URL as a message shows it: its password hidden, also one given in the query string (?password=), and
+    without the driver `normalise_url` added (postgresql://, as the editor writes it)."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.drivername == "postgresql+psycopg":
+        parsed = parsed.set(drivername="postgresql")
+    hidden = {key: "xxx" for key in parsed.query if "password" in key.casefold()}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def normalise_url(url: str) -> str:
@@ -110,19 +142,25 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Upgrade to head; idempotent, and serialised across processes on PostgreSQL."""
+    """Upgrade to head; idempotent, and serialised across processes on PostgreSQL. A store at a revision
+    this code does not know (a newer giflens migrated it) is refused (`check_known_revision`)."""
     config = alembic_config(engine)
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
             try:
+                check_known_revision(MigrationContext.configure(conn).get_current_revision(), engine.url)
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
                 conn.commit()
             finally:
+                conn.rollback()  # the check's read, when it refused: the unlock runs in a clean transaction
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
                 conn.commit()
-    elif current_revision(engine) != HEAD:
+        return
+    revision = current_revision(engine)
+    check_known_revision(revision, engine.url)
+    if revision != HEAD:
         # BEGIN IMMEDIATE (WRITE_OPTION), only when there is something to upgrade (a store at head is
         # opened without the write lock, so readers never wait behind a long write): a second process
         # opening the same new store waits for the

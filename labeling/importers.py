@@ -35,8 +35,9 @@ from labeling.face_labels import apply_decision, lock_classes_before_faces
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
                              CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media)
 from labeling.tags import apply_tags, lock_tag_vocabulary, tag_ids
-from labeling.validation import (ATTRIBUTES, check_class_status, check_editor, class_name_key, clean_attributes,
-                                 clean_class_name, clean_display_name, clean_external_id, clean_tag_name)
+from labeling.validation import (ATTRIBUTES, birth_year_number, check_class_status, check_editor, class_name_key,
+                                 clean_attributes, clean_class_name, clean_display_name, clean_external_id,
+                                 clean_tag_name)
 
 if TYPE_CHECKING:
     from embeddings.pipeline import OnRead
@@ -346,13 +347,10 @@ def _future_year(cell: str | None) -> int | None:
     Why not refuse it, as `clean_attributes` does: a store could hold such a year before that rule
     (up to 2100 was accepted), and its export writes it to classes.csv; refusing the cell refused the
     whole file, so an export could not be imported back. Unknown is what the bias audit makes of it."""
-    try:
-        number = float(cell) if cell else None
-    except ValueError:
+    number = birth_year_number(cell) if cell else None  # as clean_attributes reads it: "3e3" is no year
+    if number is None or number <= date.today().year:
         return None
-    if number is None or not number.is_integer() or number <= date.today().year:
-        return None
-    return int(number)
+    return number
 
 
 def _class_status(cell: str | None) -> str | None:
@@ -737,10 +735,35 @@ def stored_media(session: Session) -> StoredMedia:
         if sha:
             by_sha256[sha] = (media_id, path)
         sizes.add(size)
+    _add_other_names(session, by_name)
     by_folded: dict[str, list[str]] = {}
     for name in by_name:
         by_folded.setdefault(name.casefold(), []).append(name)
     return StoredMedia(by_name, by_sha256, sizes, by_folded)
+
+
+def _add_other_names(session: Session, by_name: dict[str, list[tuple[int, str]]]) -> None:
+    """Add the other paths ok media were ingested from (identical copies, `MediaPath`) to `by_name`.
+
+    Why: a media item is one row per content and keeps its first path; a byte-identical re-upload under
+    another name is recorded beside it, and a tags row naming either file names that item."""
+    from labeling.schema import MediaPath
+
+    have = {entry for entries in by_name.values() for entry in entries}
+    for media_id, path in session.execute(select(MediaPath.media_id, MediaPath.path).join(Media, Media.id == MediaPath.media_id)
+                                          .where(Media.status == "ok").order_by(MediaPath.media_id, MediaPath.id)):
+        if (media_id, path) not in have:
+            have.add((media_id, path))
+            by_name.setdefault(_nfc(Path(path).name), []).append((media_id, path))
+
+
+def _one_per_media(found: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The first (media id, path) of each media item: two names of one item (a copy in another folder) that a
+    tags row matches are one media item to tag, not two."""
+    first: dict[int, tuple[int, str]] = {}
+    for media_id, path in found:
+        first.setdefault(media_id, (media_id, path))
+    return list(first.values())
 
 
 def path_ends_with(stored: str, wanted: str | tuple[str, ...]) -> bool:
@@ -796,18 +819,18 @@ def _media_matching(media: StoredMedia, csv_path: Path, wanted: str) -> tuple[li
         named = media.by_name.get(_nfc(parts[-1]), [])
         found = named if len(parts) == 1 else [m for m in named if path_ends_with(m[1], parts)]
         if found:
-            return found, None
+            return _one_per_media(found), None
     file = _file_named(csv_path, parts)
     if file is not None:
         candidates = dict.fromkeys(media.by_name.get(_nfc(file.name), []) + media.by_name.get(_nfc(parts[-1]), []))
         found = [m for m in candidates if _resolved(Path(m[1])) == file]
         if found:
-            return found, None
+            return _one_per_media(found), None
     if not plain:
         tail = parts[len(parts) - parts[::-1].index(".."):]
         found = [m for m in media.by_name.get(_nfc(parts[-1]), []) if path_ends_with(m[1], tail)]
         if found:
-            return found, None
+            return _one_per_media(found), None
     same = _same_content(media, file) if file is not None else None
     if same is not None and _resolved(Path(same[1])) == file:
         return [same], None
@@ -886,7 +909,8 @@ def editor_held_columns(session: Session, class_ids: Iterable[int], columns: Ite
 
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
     """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
-    name (every ingested media item of that name, with a note when there are several; a `file` with
+    name (every ingested media item of that name, or with a copy of that name ingested, `MediaPath`,
+    with a note when there are several; a `file` with
     folders, `clips/x.gif` or `clips\\x.gif`, only media whose path ends so; one out of the tags file's
     folder, `../media/x.gif`, or absolute through a link, the media stored as the file it names:
     `_media_matching`), with confidence 1.0 and source "uploader". Stored media are read once, and a
@@ -939,13 +963,13 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
 
 def _not_ingested(wanted: str, same: tuple[int, str] | None, media: StoredMedia) -> str:
     """Why a tags row matched no media: not ingested, only under other folders, or ingested under another
-    name (`same`, the media holding the content of the file it names: ingest stores one media item per
-    content, under the last name it met, so "not ingested" would send the editor to ingest it again), or
+    name (`same`, the media holding the content of the file it names, a copy never ingested itself: ingest
+    stores one media item per content, so "not ingested" would send the editor to ingest it again), or
     under a name that differs only in case (named: "al_gore_0002.jpg" typed for the ingested "Al_Gore_0002.jpg"
     is a typo to fix, not a file to ingest again)."""
     if same is not None:
         return (f"{wanted} is ingested under another name: media {same[0]}, {same[1]}, has the same content "
-                "(a media item is stored once, under the last of its names); not tagged")
+                "(a media item is stored once per content, and this file itself was never ingested); not tagged")
     name = _nfc((tags_file_parts(wanted) or (wanted,))[-1])
     others = media.by_name.get(name, [])
     if others:

@@ -1,7 +1,9 @@
 """Write ingest results to the SQL store: one transaction per media item.
 
 Media are keyed by content hash, so the same bytes under two paths are one item and a
-re-run updates rows in place instead of duplicating them. Face rows are kept when the
+re-run updates rows in place instead of duplicating them. The item keeps the first path it was
+ingested from (while that file is there; a moved file's item follows it), and every path its bytes
+were met under is recorded (`MediaPath`), for tag imports and `giflens dupes`. Face rows are kept when the
 detections did not change, and matched by box when they did (`_reconcile_faces`), so the labels
 that point at them survive re-ingests.
 
@@ -31,7 +33,7 @@ from embeddings.pipeline import IngestPipeline, MediaResult, OnRead, discover, m
 from labeling.audit import _chunks
 from labeling.db import open_store, write_scope
 from labeling.schema import (TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent, Face, FaceEmbedding,
-                             FaceLabel, Media, MediaEmbedding, MediaTag, Track, utcnow, vector_to_bytes)
+                             FaceLabel, Media, MediaEmbedding, MediaPath, MediaTag, Track, utcnow, vector_to_bytes)
 from labeling.validation import check_editor
 from models.settings import Settings
 
@@ -285,6 +287,46 @@ def _upsert_tracks(session: Session, media_id: int, model: str, result: MediaRes
     return tracks
 
 
+def _still_there(path: str) -> bool:
+    """Whether the file a stored path names is on this machine. A text that may be an escaped non-UTF-8 name
+    (`may_be_escaped`) names no file as written: it counts as gone, so such an item follows its file."""
+    return not may_be_escaped(path) and os.path.exists(path)
+
+
+def _kept_path(media: Media, result: MediaResult) -> str:
+    """The path the item's row keeps after storing `result`: its first name while that file is still there.
+
+    Why: a byte-identical re-upload under another name is the same row (one per content); moving the row to
+    the copy's name forgot the original's, so a tags file naming it found "no such media" and `giflens dupes`
+    never showed the copy. The copy's name is recorded beside it instead (`_record_path`). A file that is gone
+    from its stored path was moved or renamed: the row follows it. A failed row (or a failure replacing an ok
+    row) names the last file that failed, as before."""
+    new = path_text(result.path)
+    if media.id is None or media.path == new or media.status != "ok" or result.status != "ok":
+        return new
+    return media.path if _still_there(media.path) else new
+
+
+def _record_path(session: Session, media_id: int, path: str) -> bool:
+    """Record `path` among the paths the item's bytes were ingested from (`MediaPath`); True when it is new.
+
+    Why: the row keeps one path (`_kept_path`); a tags import and `giflens dupes` need every name the same
+    bytes were met under. A new name is a write (`_watch_writes`): the batch's event names the item."""
+    known = session.scalar(select(MediaPath.id).where(MediaPath.media_id == media_id, MediaPath.path == path))
+    if known is not None:
+        return False
+    session.add(MediaPath(media_id=media_id, path=path))
+    session.flush()
+    _new_paths(session).append(path)
+    return True
+
+
+def _new_paths(session: Session) -> list[str]:
+    """The paths this write transaction recorded as new names of its item (`_record_path`), kept in the
+    session's `info` like `_notes`: the batch checks them for replaced files (`_replaced_notes`)."""
+    return session.info.setdefault("ingest_new_paths", [])
+
+
 def store_result(session: Session, result: MediaResult, media: Media | None) -> Media:
     """Upsert one media item with its faces, embeddings and tracks (caller owns the transaction).
 
@@ -294,7 +336,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     if media is None:
         media = Media(sha256=result.sha256, path=path_text(result.path))
         session.add(media)
-    media.path = path_text(result.path)
+    media.path = _kept_path(media, result)
     media.status = result.status
     media.error = result.error
     media.size_bytes = result.size_bytes
@@ -302,6 +344,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
         if media.kind is None:
             media.kind = result.kind
         session.flush()
+        _record_path(session, media.id, path_text(result.path))
         return media  # a failure never deletes what an earlier good run stored
     media.kind = result.kind
     stored = (media.width, media.height)  # what the stored faces' boxes are relative to
@@ -312,6 +355,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     media.duration_s = result.duration_s
     media.source_key = result.source_key
     session.flush()
+    _record_path(session, media.id, path_text(result.path))
 
     existing = list(session.scalars(select(Face).where(Face.media_id == media.id)))
     if not _same_detections(session, existing, result):  # a first ingest too: nothing stored, every face new
@@ -389,6 +433,7 @@ class _Stored:
     removed: list[dict[str, Any]]
     kept_ok: bool = False  # a failure that says nothing of the content left the ok row as it was
     notes: list[str] = field(default_factory=list)  # what `store_result` noted, as committed
+    new_paths: list[str] = field(default_factory=list)  # names of the item recorded by this transaction
 
 
 # Failures that say nothing about the file's content: an unexpected error in the decoder or the model
@@ -418,7 +463,7 @@ def _store_once(store: sessionmaker, result: MediaResult) -> _Stored:
         media = store_result(session, result, known)
         removed = _drop_stale_failures(session, media) if result.status == "ok" else []
         stored = _Stored(media.id, path_before, media.path, media.error, wrote[0] or bool(removed), removed,
-                         notes=list(_notes(session)))
+                         notes=list(_notes(session)), new_paths=list(_new_paths(session)))
     return stored
 
 
@@ -578,9 +623,9 @@ def _copy_notes(names: dict[int, _Names], ledger: _Ledger) -> list[str]:
     """Files whose bytes the store holds under another name: `"{copy}: same content as {path} (media N);
     stored once"`, `path` being the name the item keeps.
 
-    Why: media are one row per content, so of two files with the same bytes only one name is stored
-    (the batch's last, or the stored one on a warm re-run), and a tag import naming the other finds no
-    such media. The copies are the other names this batch met, and the item's name before the batch
+    Why: media are one row per content, so of two files with the same bytes only one name is the item's
+    (the first it was ingested from, `_kept_path`; the others are recorded as its other names, `MediaPath`):
+    the editor should know the two files are one item (one set of labels and tags). The copies are the other names this batch met, and the item's name before the batch
     when that file still holds the same bytes (a copy ingested later is no move: the original is there);
     a link to the kept file is no copy in either case (`_is_link`)."""
     notes = []
@@ -622,8 +667,9 @@ def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, s
         summary.already_stored += 1  # a cache miss the store held already (`IngestSummary.line`)
     _note_removed(ledger, summary, stored.removed)
     summary.notes += stored.notes
-    if stored.path_before != stored.path_after and result.status == "ok":  # a new row, or one moved
-        placed.setdefault(stored.path_after, set()).add(stored.media_id)
+    if result.status == "ok":  # a new row, one moved, or a new name of a known row (a copy of its bytes)
+        for path in ([stored.path_after] if stored.path_before != stored.path_after else []) + stored.new_paths:
+            placed.setdefault(path, set()).add(stored.media_id)
     return stored.media_id, stored.error
 
 

@@ -154,6 +154,24 @@ class ImportedGroup(Base):
     group_key: Mapped[str] = mapped_column(String(64), index=True)
 
 
+class MediaPath(Base):
+    """One path a media item's bytes were ingested from (migration 0013): its name, and the name of every
+    identical copy ingested since.
+
+    Why: media are one row per content (unique sha256), so a byte-identical re-upload under another name
+    is the same row; `media.path` keeps the first name (an editor's labels were made on that file), and
+    the copies' names live here. `giflens import tags` matches a row's file name against every one of them,
+    and `giflens dupes` lists them as identical copies. Provenance, not an editor's decision: not audited."""
+
+    __tablename__ = "media_path"
+    __table_args__ = (UniqueConstraint("media_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # -- curation: classes, labels, tags, audit --------------------------------------------
 CLASS_STATUSES = ("active", "proposed", "retired")
 LABEL_STATUSES = ("predicted", "approved", "rejected", "relabeled", "unknown")

@@ -64,7 +64,7 @@ def test_a_tags_row_naming_the_stored_file_through_dots_a_link_or_backslashes_ta
     assert tags_by_path(store) == {str(clip): {"wave", "hello", "win", "alias"}}
     assert summary.skipped == [
         f"{path}: line 6: copy.gif is ingested under another name: media 1, {clip}, has the same content "
-        "(a media item is stored once, under the last of its names); not tagged",
+        "(a media item is stored once per content, and this file itself was never ingested); not tagged",
         f"{path}: line 7: ../media/clips/gone.gif is not ingested"]
     assert summary.notes == []
 

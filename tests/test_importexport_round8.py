@@ -189,7 +189,7 @@ def test_a_tags_row_with_a_folder_tags_that_file_only_and_a_shared_name_is_noted
         f"{path}: line 5: clips_c/x.jpg is not ingested; no media in that folder, but 2 of that name elsewhere "
         "(/m/clips_a/x.jpg, /m/clips_b/x.jpg)",
         f"{path}: line 6: copy.gif is ingested under another name: media 4, /m/original.gif, has the same content "
-        "(a media item is stored once, under the last of its names); not tagged",
+        "(a media item is stored once per content, and this file itself was never ingested); not tagged",
         f"{path}: line 7: nowhere.gif is not ingested"]
 
 

@@ -68,8 +68,8 @@ def test_a_data_folder_that_cannot_be_created_is_cache_unavailable(shared_tmp):
 @pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [8, 1])
 def test_a_copy_in_a_cold_batch_is_noted(tmp_path, lfw_dir, pipeline_models, chunk_size):
-    """a/x.jpg and b/y.jpg hold the same bytes, a/z.jpg another photo: one row, kept at the batch's last
-    name (y), in one chunk or in two; x is named by a note (a tag import naming it finds no media)."""
+    """a/x.jpg and b/y.jpg hold the same bytes, a/z.jpg another photo: one row, kept at the first name it
+    was ingested from (x), in one chunk or in two; y is named by a note (one item: one set of labels and tags)."""
     (tmp_path / "in" / "a").mkdir(parents=True)
     (tmp_path / "in" / "b").mkdir()
     x = _photo(lfw_dir, "Tony_Blair", tmp_path / "in" / "a" / "x.jpg")
@@ -80,9 +80,9 @@ def test_a_copy_in_a_cold_batch_is_noted(tmp_path, lfw_dir, pipeline_models, chu
     pipeline = IngestPipeline(settings, chunk_size=chunk_size, **pipeline_models)
     summary = ingest([tmp_path / "in"], settings, pipeline=pipeline)
     rows = _rows(settings.resolved_database_url)
-    [y_id] = [m for m, _, path in rows if path == str(y)]
+    [x_id] = [m for m, _, path in rows if path == str(x)]
     assert (summary.ingested, summary.cached, summary.failed, summary.copies, len(rows)) == (2, 0, 0, 1, 2)
-    assert summary.notes == [f"{x}: same content as {y} (media {y_id}); stored once"]
+    assert summary.notes == [f"{y}: same content as {x} (media {x_id}); stored once"]
     again = ingest([tmp_path / "in"], settings, pipeline=pipeline)  # said on every run while both are there
     assert (again.ingested, again.cached, again.notes) == (0, 3, summary.notes)
 
@@ -99,9 +99,9 @@ def test_a_copy_ingested_later_is_noted_but_a_move_is_not(tmp_path, lfw_dir, pip
     assert ingest([moved], settings, pipeline=pipeline).notes == []  # a move: nothing holds the old name
     copy = tmp_path / "copy.jpg"
     shutil.copy(moved, copy)
-    copied = ingest([copy], settings, pipeline=pipeline)  # the row now names the copy; moved.jpg is still there
-    assert copied.notes == [f"{moved}: same content as {copy} (media {media_id}); stored once"]
-    assert [(m, path) for m, _, path in _rows(settings.resolved_database_url)] == [(media_id, str(copy))]
+    copied = ingest([copy], settings, pipeline=pipeline)  # moved.jpg is still there: the row keeps its name
+    assert copied.notes == [f"{copy}: same content as {moved} (media {media_id}); stored once"]
+    assert [(m, path) for m, _, path in _rows(settings.resolved_database_url)] == [(media_id, str(moved))]
 
 
 # -- 7. an interrupted ingest carries its summary -----------------------------------------------------
