@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba-cache"))
 
+from bench.checks import at_least, existing_dir  # noqa: E402
 from bench.lfw_faces import load_lfw_faces  # noqa: E402
 from explorer.figures import payload_bytes, scatter_2d, scatter_3d  # noqa: E402
 from explorer.projection import load_cached, pca_preview, project  # noqa: E402
@@ -71,6 +72,31 @@ def dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def size_label(n: int) -> str:
+    """The prefix of a size's summary keys (n10k_...)."""
+    return f"n{n // 1000}k"
+
+
+MIN_PHOTOS = 30  # UMAP's 15 neighbours in the warm-up fit, plus the 10 photos it places with transform
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what would fail (or print colliding summary keys) only after the embeddings load."""
+    existing_dir(parser, "--images", args.images)
+    for n in args.sizes:
+        at_least(parser, "--sizes", n, 1)
+    labels = [size_label(n) for n in args.sizes]
+    if len(set(labels)) < len(labels):
+        parser.error(f"--sizes {' '.join(map(str, args.sizes))}: sizes name their summary keys by thousands "
+                     f"({', '.join(labels)}), so each must fall in a different thousand")
+    at_least(parser, "--new", args.new, 1)
+    at_least(parser, "--sigma", args.sigma, 0)
+    photos = sum(1 for _ in args.images.glob("*/*.jpg"))
+    if photos < MIN_PHOTOS:
+        parser.error(f"--images {args.images} has {photos} photos (<Person>/*.jpg); the benchmark needs at least "
+                     f"{MIN_PHOTOS}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "lfw")
@@ -79,6 +105,7 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.01, help="noise per dimension of the copies")
     parser.add_argument("--no-naive", action="store_true", help="skip the plotly.express payload baseline")
     args = parser.parse_args()
+    check_args(parser, args)
 
     rng = np.random.default_rng(0)
     faces = load_lfw_faces(args.images)
@@ -93,18 +120,20 @@ def main() -> None:
     # numba compiles UMAP's kernels once per process (or loads them from NUMBA_CACHE_DIR): pay it
     # here, outside the measurements. Above 4,096 points UMAP switches to NNDescent, whose search
     # function is compiled on first transform or pickling, so the warm-up set is above that.
+    # A smaller --images folder warms up on what it has, keeping 10 photos apart for the transform.
+    w = min(4500, len(real_v) - 10)
     warm_dir = Path(tempfile.mkdtemp(prefix="giflens-bench-warm-"))
-    _, warm = timed(lambda: project(real_v[:4500], np.arange(4500), cache_dir=warm_dir)
-                    .extend(real_v[4500:4510], np.arange(4500, 4510)))
+    _, warm = timed(lambda: project(real_v[:w], np.arange(w), cache_dir=warm_dir)
+                    .extend(real_v[w:w + 10], np.arange(w, w + 10)))
     shutil.rmtree(warm_dir, ignore_errors=True)
-    print(f"numba warm-up (compile or load from NUMBA_CACHE_DIR, fit 4,500 + save + transform): {warm:.1f} s")
+    print(f"numba warm-up (compile or load from NUMBA_CACHE_DIR, fit {w:,} + save + transform): {warm:.1f} s")
 
     summary: dict[str, str] = {"real_photos": str(len(real_v)), "copy_dist": f"{copy_d:.4f}",
                                "person_dist": f"{person_d:.4f}"}
     cache_root = Path(tempfile.mkdtemp(prefix="giflens-bench-app-"))
     try:
         for n in args.sizes:
-            tag = f"n{n // 1000}k"
+            tag = size_label(n)
             extra = max(0, n - len(real_v))
             cv, cn, _ = noisy_copies(real_v, real_names, extra, args.sigma, rng)
             vectors = np.concatenate([real_v, cv])[:n]

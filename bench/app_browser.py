@@ -153,6 +153,11 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "lfw")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from bench.checks import at_least, existing_dir
+
+    existing_dir(parser, "--images", args.images)
+    for n in args.sizes:
+        at_least(parser, "--sizes", n, 1)
     sizes = sorted(set(args.sizes))
     lfw = load_lfw_faces(args.images)
     print(f"real LFW embeddings: {len(lfw.paths)}; Chromium with SwiftShader (WebGL on the CPU), 1500 x 1000")

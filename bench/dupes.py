@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embeddings.media import MediaError, MediaLimits, sample_media  # noqa: E402
-from embeddings.near_duplicates import (MultiIndexHash, brute_force_pairs, choose_m,  # noqa: E402
-                                        hamming_distances)
+from bench.checks import at_least, existing_dir  # noqa: E402
+from embeddings.near_duplicates import (BITS, MultiIndexHash, NearDuplicateError, _check_radius,  # noqa: E402
+                                        brute_force_pairs, choose_m, hamming_distances)
 from embeddings.phash import phash64  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
@@ -90,6 +91,23 @@ def time_queries(hashes: list[int], queries: list[int], m: int, radius: int) -> 
     return mih_s, scan_s, index.candidates_examined // len(queries), mih == scan
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a bad option before any GIF is decoded. The radius may go up to the library's 64 bits
+    (a benchmark measures the far end too), not only the CLI's useful range."""
+    existing_dir(parser, "--gifs", args.gifs)
+    if not any(args.gifs.glob("*.gif")):
+        parser.error(f"--gifs {args.gifs}: no .gif files there; the benchmark needs real GIF frames")
+    try:
+        _check_radius(args.radius)
+    except NearDuplicateError as e:
+        parser.error(f"--radius: {e}")
+    at_least(parser, "--n", args.n, 1)
+    at_least(parser, "--copies", args.copies, 0)
+    at_least(parser, "--queries", args.queries, 1)
+    if args.m is not None and not 1 <= args.m <= BITS:
+        parser.error(f"--m must be between 1 and {BITS} substrings, got {args.m}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gifs", type=Path, default=ROOT.parent / "shared" / "data" / "gifs")
@@ -100,14 +118,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--sweep", action="store_true", help="also time m - 1, m + 1 and radius + 1")
     args = parser.parse_args()
+    check_args(parser, args)
     rng = np.random.default_rng(0)
 
     start = time.perf_counter()
     real, reencoded = real_frame_hashes(args.gifs)
+    if not real:  # a random-only set has no near duplicates: its figures would say nothing about real frames
+        parser.error(f"--gifs {args.gifs}: no GIF there yielded a frame (see the skipped lines above)")
     plants = planted(real, args.copies, args.radius + 2, rng)
     n_random = args.n - len(real) - len(reencoded) - len(plants)
     if n_random < 0:
-        raise SystemExit(f"--n {args.n} is smaller than the {args.n - n_random} real and planted hashes")
+        parser.error(f"--n {args.n} is smaller than the {args.n - n_random} real and planted hashes")
     hashes = real + reencoded + plants + [int(x) for x in rng.integers(0, 2**64, size=n_random, dtype=np.uint64)]
     hashes = [hashes[i] for i in rng.permutation(len(hashes))]
     m = args.m or choose_m(len(hashes), args.radius)

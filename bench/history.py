@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select  # noqa: E402
 
+from bench.checks import at_least  # noqa: E402
 from bench.store import on_both_backends, seed  # noqa: E402
 from labeling.audit import HistoryEntry, history  # noqa: E402
 from labeling.classes import add_class  # noqa: E402
@@ -33,6 +34,9 @@ from labeling.queries import HISTORY_COLUMNS, _frame, entities_history_frame  # 
 from labeling.schema import AuditEntity, AuditEvent  # noqa: E402
 
 TRACK_FACES = 10
+# seed makes media of 20 faces (fewer --faces seed none); from 40 on, the track taken from the middle of
+# the faces (faces[n // 2: n // 2 + 10]) lies wholly within the seeded ones for every n
+MIN_FACES = 40
 
 
 def whole_event_history(store, key: str, limit: int = 200) -> list[HistoryEntry]:
@@ -102,6 +106,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="bulk prediction runs over every face")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
+    at_least(parser, "--faces", args.faces, MIN_FACES,
+             f"faces are seeded in media of 20 and the {TRACK_FACES}-face track is taken from their middle")
+    at_least(parser, "--runs", args.runs, 0)
     out = on_both_backends(lambda url, label: run(url, label, args.faces, args.runs), args.no_postgres)
     print(" ".join(f"{db}_{k}={v:.3f}" for db, figures in out.items() for k, v in figures.items()))
 

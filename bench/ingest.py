@@ -142,6 +142,14 @@ def main() -> None:
     parser.add_argument("--phase", choices=["cold", "warm", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from bench.checks import at_least, existing_dir
+
+    existing_dir(parser, "--gifs", args.gifs)
+    existing_dir(parser, "--lfw", args.lfw)
+    at_least(parser, "--photos", args.photos, 0)
+    available = len(list(args.lfw.glob("*/*.jpg")))
+    if args.photos > available:
+        parser.error(f"--photos {args.photos} is more than the {available} photos (<Person>/*.jpg) in --lfw {args.lfw}")
     gifs = sorted(args.gifs.glob("*.gif"))
     photos = lfw_sample(args.lfw, args.photos)
 

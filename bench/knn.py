@@ -28,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.checks import at_least, existing_dir  # noqa: E402
 from bench.lfw_faces import load_lfw_faces  # noqa: E402
 from models.knn_index import KnnIndex  # noqa: E402
 
@@ -128,6 +129,12 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=50_000, help="size of the augmented set (0 skips it)")
     parser.add_argument("--sigma", type=float, default=0.02)
     args = parser.parse_args()
+    existing_dir(parser, "--images", args.images)
+    at_least(parser, "--max-people", args.max_people, 1)
+    at_least(parser, "--queries", args.queries, 1)
+    at_least(parser, "--k", args.k, 1)
+    at_least(parser, "--large", args.large, 0, "0 skips the augmented set")
+    at_least(parser, "--sigma", args.sigma, 0)
     rng = np.random.default_rng(0)
 
     faces = load_lfw_faces(args.images, max_people=args.max_people)

@@ -27,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.checks import at_least, existing_dir, existing_file  # noqa: E402
+
 Pair = tuple[str, int, str, int]  # person1, image1, person2, image2
 
 
@@ -118,27 +120,67 @@ def write_pairs(path: Path, folds_pairs, per_fold: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _pair_row(fields: list[str], line: int, matched: bool) -> Pair:
+    """One row of a pairs file: `name n1 n2` (matched) or `name1 n1 name2 n2` (mismatched)."""
+    want = 3 if matched else 4
+    if len(fields) != want:
+        raise ValueError(f"line {line}: a {'matched' if matched else 'mismatched'} pair has {want} tab-separated "
+                         f"fields, this row has {len(fields)}")
+    try:
+        if matched:
+            return fields[0], int(fields[1]), fields[0], int(fields[2])
+        return fields[0], int(fields[1]), fields[2], int(fields[3])
+    except ValueError:
+        raise ValueError(f"line {line}: image numbers must be integers, got {fields!r}") from None
+
+
 def read_pairs(path: Path) -> list[tuple[list[Pair], list[Pair]]]:
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    folds, per_fold = int(rows[0][0]), int(rows[0][1])
-    body, out = rows[1:], []
+    """LFW's pairs.txt format: a `folds<TAB>per_fold` header, then per fold per_fold matched rows and
+    per_fold mismatched rows. Raises ValueError naming the line when the file is not that shape, so a
+    truncated or hand-edited file is refused instead of scoring a short (or empty: nan) fold."""
+    rows = [(n, line.split("\t")) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    if not rows:
+        raise ValueError("empty file: expected a header line `folds<TAB>pairs per fold`")
+    line, header = rows[0]
+    try:
+        folds, per_fold = (int(x) for x in header) if len(header) == 2 else (None, None)
+    except ValueError:
+        folds = per_fold = None
+    if folds is None or per_fold is None or folds < 1 or per_fold < 1:
+        shown = "\t".join(header)
+        raise ValueError(f"line {line}: expected the header `folds<TAB>pairs per fold` with two positive integers, "
+                         f"got {shown!r}")
+    body = rows[1:]
+    expected = folds * 2 * per_fold
+    if len(body) != expected:
+        raise ValueError(f"line {line}: the header announces {folds} folds x 2 x {per_fold} = {expected} pair rows, "
+                         f"the file has {len(body)}")
+    out = []
     for f in range(folds):
         chunk = body[f * 2 * per_fold : (f + 1) * 2 * per_fold]
-        matched = [(r[0], int(r[1]), r[0], int(r[2])) for r in chunk[:per_fold]]
-        mismatched = [(r[0], int(r[1]), r[2], int(r[3])) for r in chunk[per_fold:]]
+        matched = [_pair_row(r, n, True) for n, r in chunk[:per_fold]]
+        mismatched = [_pair_row(r, n, False) for n, r in chunk[per_fold:]]
         out.append((matched, mismatched))
     return out
 
 
-def embed_images(paths: list[Path], face_model: str, kwargs: dict) -> tuple[dict[Path, np.ndarray], int]:
-    """One embedding per image: the most central confident face; a centred box when MTCNN finds none."""
+def face_models(face_model: str, kwargs: dict) -> tuple:
+    """(MTCNN detector, embedder): loaded apart from embed_images so a throughput clock can start after them."""
+    from models.registry import create_model
+
+    return create_model("mtcnn"), create_model(face_model, **kwargs)
+
+
+def embed_images(paths: list[Path], face_model: str, kwargs: dict,
+                 models: tuple | None = None) -> tuple[dict[Path, np.ndarray], int]:
+    """One embedding per image: the most central confident face; a centred box when MTCNN finds none.
+    `models`: face_models(face_model, kwargs) already loaded, else they are loaded here."""
     from PIL import Image
     from tqdm import tqdm
 
     from models.face_detector import Detection
-    from models.registry import create_model
 
-    detector, embedder = create_model("mtcnn"), create_model(face_model, **kwargs)
+    detector, embedder = models or face_models(face_model, kwargs)
     vectors, fallbacks = {}, 0
     for start in tqdm(range(0, len(paths), 16), desc="embed", unit="batch"):
         batch = paths[start : start + 16]
@@ -247,9 +289,10 @@ def main() -> None:
                         help="also run dlib's own reference pipeline (HOG detector) over the same pairs")
     args = parser.parse_args()
 
-    if not args.images.is_dir():
-        parser.error(f"--images {args.images} is not a folder")
+    existing_dir(parser, "--images", args.images)
+    at_least(parser, "--jitters", args.jitters, 0)
     if args.make_pairs:
+        at_least(parser, "--folds", args.folds, 2, "each fold is scored with the threshold chosen on the other folds")
         try:
             folds = make_pairs(args.images, args.folds, args.per_fold, args.seed)
         except ValueError as e:
@@ -258,13 +301,19 @@ def main() -> None:
         print(f"wrote {args.pairs}: {args.folds} folds x ({args.per_fold} matched + {args.per_fold} mismatched) pairs")
         return
 
-    folds = read_pairs(args.pairs)
+    existing_file(parser, "--pairs", args.pairs)
+    try:
+        folds = read_pairs(args.pairs)
+    except ValueError as e:
+        parser.error(f"--pairs {args.pairs}: {e}")
+    if len(folds) < 2:
+        parser.error(f"--pairs {args.pairs}: {len(folds)} fold; at least 2 are needed, each fold is scored with "
+                     "the threshold chosen on the other folds")
     try:
         paths = sorted({image_path(args.images, n, i) for m, mm in folds for a, i, b, j in m + mm for n, i in ((a, i), (b, j))})
     except FileNotFoundError as e:
         parser.error(str(e))
     kwargs = {"flip": not args.no_flip, "jitters": args.jitters, "box_scale": args.box_scale} if args.face_model == "dlib-resnet-v1" else {}
-    start = time.perf_counter()
     if args.reuse_lfw_cache:  # the same embed_images over every LFW photo, cached by bench/lfw_faces.py
         from bench.lfw_faces import load_lfw_faces
 
@@ -272,10 +321,13 @@ def main() -> None:
         faces = load_lfw_faces(args.images, face_model=args.face_model,
                                **{k: v for k, v in kwargs.items() if defaults.get(k) != v})
         everything = {args.images / p: v for p, v in zip(faces.paths, faces.vectors)}
-        vectors, fallbacks = {p: everything[p] for p in paths}, -1
+        vectors = {p: everything[p] for p in paths}
+        fallbacks, rate = "n/a", "n/a (cached)"  # no detection ran here, and the time is a cache read
     else:
-        vectors, fallbacks = embed_images(paths, args.face_model, kwargs)
-    seconds = time.perf_counter() - start
+        models = face_models(args.face_model, kwargs)
+        start = time.perf_counter()  # after the models load: throughput of the work, not of the weights' loading
+        vectors, n_fallbacks = embed_images(paths, args.face_model, kwargs, models)
+        fallbacks, rate = str(n_fallbacks), f"{len(paths) / (time.perf_counter() - start):.2f}"
 
     dists, sames = pair_distances(folds, vectors, args.images, "cosine")
     accs, thresholds = fold_accuracies(dists, sames)
@@ -283,7 +335,7 @@ def main() -> None:
         print(f"fold {k + 1:2d}: accuracy {acc:.4f} (threshold {t:.4f})")
     n_pairs = sum(len(s) for s in sames)
     print(f"model={args.face_model} params={kwargs} pairs={n_pairs} images={len(paths)} "
-          f"no_face_fallbacks={fallbacks} images_per_s={len(paths) / seconds:.2f}")
+          f"no_face_fallbacks={fallbacks} images_per_s={rate}")
     print(f"mean {np.mean(accs):.4f} +- {np.std(accs):.4f}, cosine-distance threshold {np.mean(thresholds):.4f}")
     summary = f"accuracy={np.mean(accs):.4f}"
     if args.baseline:

@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.checks import at_least, existing_dir  # noqa: E402
 from bench.lfw_faces import load_lfw_faces  # noqa: E402
 from models.celebrity_classifier import (UNKNOWN, CalibrationWarning, CentroidKnnClassifier,  # noqa: E402
                                          compare_track_methods)
@@ -179,6 +180,8 @@ def main() -> None:
     parser.add_argument("--max-people", type=int, default=None, help="only the first N people with 10+ photos")
     parser.add_argument("--no-head", action="store_true", help="skip the retrained-head comparison")
     args = parser.parse_args()
+    existing_dir(parser, "--images", args.images)
+    at_least(parser, "--draws", args.draws, 1)
     if args.max_people is not None and args.max_people < MIN_PEOPLE:
         parser.error(f"--max-people needs at least {MIN_PEOPLE}: a quarter of the people are left unenrolled "
                      "for the open-set measurement")

@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media  # noqa: E402
 from models.settings import Settings  # noqa: E402
-from models.tagger import IDENTITY, ExpertsVotingTagger, tag_lists  # noqa: E402
+from bench.checks import existing_dir, existing_file  # noqa: E402
+from models.tagger import IDENTITY, ExpertsVotingTagger, TaggerError, tag_lists  # noqa: E402
 
 TOP = 5
 Modalities = dict[str, tuple[list[str], np.ndarray]]
@@ -159,6 +160,12 @@ def main() -> None:
     parser.add_argument("--min-frequency", type=float, default=0.1,
                         help="1/k here: no tag is on more than two GIFs, so a higher bound hides every held-out tag")
     args = parser.parse_args()
+    existing_dir(parser, "--gifs", args.gifs)
+    existing_file(parser, "--tags", args.tags)
+    try:  # the tagger's own parameter check, before minutes of ingest rather than after
+        ExpertsVotingTagger(k=args.k, min_frequency=args.min_frequency)._check_params()
+    except TaggerError as e:
+        parser.error(f"--k / --min-frequency: {e}")
 
     tags_by_file = read_tags(args.tags)
     start = time.perf_counter()

@@ -58,6 +58,10 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=100, help="faces placed with transform after the fit")
     parser.add_argument("--child", choices=("cold", "warm"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from bench.checks import at_least, existing_dir
+
+    existing_dir(parser, "--images", args.images)
+    at_least(parser, "--new", args.new, 1, "the fit leaves the last --new faces out and places them with transform")
     if args.child:
         print(json.dumps(_child(args.child, args.images, args.new)))
         return
