@@ -53,7 +53,8 @@ TRACK_COLUMNS = [
     "representative_crop_path", "decided", "undecided", "has_decision", "predicted_class_id",
     "predicted_class_name", "predicted_confidence",
 ]
-EXPORT_COLUMNS = ["export_id", "at", "editor", "out_dir", "classes", "faces", "train", "val", "media_with_tags"]
+EXPORT_COLUMNS = ["export_id", "at", "editor", "out_dir", "on_disk", "classes", "faces", "train", "val",
+                  "media_with_tags"]
 HISTORY_COLUMNS = ["event_id", "at", "editor", "operation", "summary", "before", "after", "undone_by"]
 
 
@@ -410,16 +411,26 @@ def tracks_frame(store: sessionmaker[Session], model_id: str | None = None) -> p
 
 
 def exports_frame(store: sessionmaker[Session]) -> pd.DataFrame:
-    """Past exports, newest first: export_id, at, editor, out_dir and the manifest's counts."""
+    """Past exports, newest first: export_id, at (as the store hands it back: a page shows it through
+    `history_table`, as UTC text), editor, out_dir, on_disk and the manifest's counts.
+
+    on_disk: whether out_dir still holds that export (`labeling.export.intact_export`, the check that picks
+    the earlier exports a new one may follow). Why: a folder replaced by a later export, moved or edited by
+    hand is listed all the same, and an editor looking for the dataset must know which rows are still there."""
+    from labeling.export import intact_export  # lazily: labeling.export is heavy and imports the store's modules
+
     with store() as session:
         rows = session.execute(select(Export.id, Export.at, Export.editor, Export.out_dir, Export.manifest)
                                .order_by(Export.id.desc())).all()
     out = []
     for export_id, at, editor, out_dir, manifest in rows:
         counts = (manifest or {}).get("counts", {})
-        out.append((export_id, at, editor, out_dir, counts.get("classes"), counts.get("faces"), counts.get("train"),
-                    counts.get("val"), counts.get("media_with_tags")))
-    return _frame(out, EXPORT_COLUMNS)
+        on_disk = intact_export(Path(out_dir), (manifest or {}).get("manifest_sha256"))
+        out.append((export_id, at, editor, out_dir, on_disk, counts.get("classes"), counts.get("faces"),
+                    counts.get("train"), counts.get("val"), counts.get("media_with_tags")))
+    frame = _frame(out, EXPORT_COLUMNS)
+    frame["on_disk"] = frame["on_disk"].astype(bool)
+    return frame
 
 
 def events_frame(store: sessionmaker[Session], editor: str | None = None, limit: int = 50) -> pd.DataFrame:

@@ -241,6 +241,12 @@ def _superseded(notes: list[str], calibrated: bool, fn: Callable[[], Any]) -> An
     return _quietly([] if calibrated else notes, fn)
 
 
+def calibrated_note(unknown_faces: int) -> str:
+    """What a model calibrated on the faces editors marked unknown says of its threshold (the centroid
+    classifier's fit and the retrained head alike)."""
+    return f"open-set threshold calibrated with {unknown_faces} face(s) editors marked unknown"
+
+
 def fit_centroid(data: TrainingSet, unknown: np.ndarray | None = None,
                  **params: Any) -> CentroidKnnClassifier:
     """CentroidKnnClassifier on the training set; unknown-marked faces recalibrate its threshold."""
@@ -250,7 +256,7 @@ def fit_centroid(data: TrainingSet, unknown: np.ndarray | None = None,
                           lambda: CentroidKnnClassifier(**params).fit(data.vectors, data.labels, data.model_id))
         if calibration is not None:
             _quietly(data.notes, lambda: clf.calibrate(*calibration, data.model_id))
-            data.notes.append(f"open-set threshold calibrated with {len(unknown)} face(s) editors marked unknown")
+            data.notes.append(calibrated_note(len(unknown)))
     except ClassifierError as exc:
         raise ValidationError(str(exc)) from exc
     return clf
@@ -743,6 +749,26 @@ class RetrainResult:
         return self.refresh.event_id
 
     @property
+    def decision(self) -> str:
+        """One sentence on why this model was deployed: both candidates' closed-set / open-set accuracies on
+        the held-out faces and the rule (the head must beat the centroid classifier, closed-set first, open-set
+        breaking a tie; a full tie keeps the centroid classifier). Why: before= and after= alone do not say
+        why a head with the same closed-set accuracy was not deployed."""
+        c = self.comparison
+        head = (c["head_accuracy"], c["head_open_set_accuracy"])
+        centroid = (c["centroid_accuracy"], c["centroid_open_set_accuracy"])
+        unknown = f" ({self.holdout_unknown_faces} of them marked unknown)" if self.holdout_unknown_faces else ""
+        if self.deployed == "head":
+            on = "closed-set" if head[0] > centroid[0] else "open-set accuracy at equal closed-set"
+            outcome = f"the head is deployed (it beat the centroid classifier on {on})"
+        else:
+            outcome = ("the centroid classifier stays (a tie keeps it)" if head == centroid
+                       else "the centroid classifier stays (the head did not beat it)")
+        faces = c.get("holdout_faces", self.holdout_faces + self.holdout_unknown_faces)
+        return (f"head {head[0]:.4f} closed-set / {head[1]:.4f} open-set vs centroid {centroid[0]:.4f} / "
+                f"{centroid[1]:.4f} on {faces} held-out faces{unknown}: {outcome}")
+
+    @property
     def summary(self) -> str:
         return (f"retrained on {self.train_faces} faces of {self.classes} classes: deployed {self.deployed} "
                 f"{self.model_version}, holdout accuracy {self.before:.4f} -> {self.after:.4f}; "
@@ -767,7 +793,36 @@ class RetrainResult:
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "refresh"}
         out["refresh"] = {k: v for k, v in asdict(self.refresh).items() if k not in ("notes",)}
+        out["decision"] = self.decision
         return json.loads(json.dumps(out, default=str))
+
+
+def _notes_taken(notes: list[str], fn: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """fn()'s result and the notes it appended to `notes`, taken back out of them. Why: retrain fits both
+    candidates but deploys one; only the deployed model's calibration note may reach the editor."""
+    before = len(notes)
+    out = fn()
+    added = notes[before:]
+    del notes[before:]
+    return out, added
+
+
+def _fit_deployable_head(data: TrainingSet, unknown: np.ndarray, head_params: dict[str, Any],
+                         on_epoch: Callable[[int], None]) -> tuple[Any, list[str]]:
+    """The head trained on every confirmed label, calibrated as the centroid classifier is (on the faces
+    editors marked unknown, when any), and its own notes: the fit's warnings only when no calibration
+    supersedes them, then calibrate()'s."""
+    from models.retrain_head import train_head
+
+    notes: list[str] = []
+    calibration = calibration_set(data.vectors, data.labels, unknown)
+    head = _superseded(notes, calibration is not None,
+                       lambda: train_head(data.vectors, data.labels, model_id=data.model_id, **head_params,
+                                          on_epoch=on_epoch))
+    if calibration is not None:
+        _quietly(notes, lambda: head.calibrate(*calibration, data.model_id))
+        notes.append(calibrated_note(len(unknown)))
+    return head, notes
 
 
 def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None = None, *,
@@ -782,7 +837,7 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     on_progress(done, total): total counts both head trainings epoch by epoch (the holdout one, then
     the refit on every confirmed label), a step after each, then the refresh's faces and tracks. A
     head whose training diverges (non-finite loss or weights) refuses the run before anything is saved."""
-    from models.retrain_head import HeadParams, compare_on_holdout, train_head
+    from models.retrain_head import HeadParams, compare_on_holdout
 
     _check_refresh_params("undecided", top, track_method)
     if not math.isfinite(float(center_loss_lambda)):  # NaN passes a ">= 0" check and trains a head of NaNs
@@ -829,21 +884,19 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
 
     progress(0)
     try:
-        # with a calibration set both candidates' thresholds come from calibrate(): the fits' warnings
-        # are superseded (and the deployed models' own calibrate() warnings are kept below)
-        comparison = _superseded(data.notes, calibration is not None, lambda: compare_on_holdout(
+        # the holdout models' calibration warnings are not kept: they speak of models fitted on the training
+        # split only (fewer impostor distances than the deployed one's), so beside the deployed model's note
+        # they read as a second, conflicting count
+        comparison = _quietly([], lambda: compare_on_holdout(
             (x_train, y_train), (x_eval, y_eval), model_id=data.model_id, head_params=head_params,
             calibration=calibration, on_epoch=progress))
         progress(n_epochs + 1)
         head_wins = ((comparison["head_accuracy"], comparison["head_open_set_accuracy"])
                      > (comparison["centroid_accuracy"], comparison["centroid_open_set_accuracy"]))
-        centroid = fit_centroid(data, unknown)
-        deployed_calibration = calibration_set(data.vectors, data.labels, unknown)
-        head = _superseded(data.notes, deployed_calibration is not None,
-                           lambda: train_head(data.vectors, data.labels, model_id=data.model_id, **head_params,
-                                              on_epoch=lambda done: progress(n_epochs + 1 + done)))
-        if deployed_calibration is not None:
-            _quietly(data.notes, lambda: head.calibrate(*deployed_calibration, data.model_id))
+        centroid, centroid_notes = _notes_taken(data.notes, lambda: fit_centroid(data, unknown))
+        head, head_notes = _fit_deployable_head(data, unknown, head_params,
+                                                lambda done: progress(n_epochs + 1 + done))
+        data.notes.extend(n for n in (head_notes if head_wins else centroid_notes) if n not in data.notes)
     except ClassifierError as exc:
         raise ValidationError(str(exc)) from exc
     centroid_dir = save_classifier(centroid, data_dir, data.class_names)

@@ -355,8 +355,9 @@ def open_set_threshold(genuine: np.ndarray, impostor: np.ndarray, target_far: fl
     else:
         cap = ""
     warnings.warn(f"only {len(impostor)} impostor distances: a false-accept rate of {target_far} needs at least "
-                  f"{int(np.ceil(1 / target_far))}, so the rate is not measured (far=nan){cap}; fit more classes "
-                  "or calibrate() with faces of people outside the class list", CalibrationWarning,
+                  f"{int(np.ceil(1 / target_far))}, so the rate is not measured (far=nan){cap}; to measure it, confirm "
+                  "faces of more classes, or mark faces of people outside the class list unknown in Review",
+                  CalibrationWarning,
                   stacklevel=stacklevel)
     return threshold, float("nan"), accept_rates(genuine, impostor, threshold)[1]
 

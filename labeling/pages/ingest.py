@@ -1,4 +1,5 @@
 """Ingest: a folder on the server or uploaded files -> cached embeddings and store rows, with progress."""
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -9,8 +10,8 @@ from labeling.errors import StoreError
 from labeling.folders import list_folder
 from labeling.ingest import ingest
 from labeling.pages.common import (allowed_extensions, check_upload, current_editor, failure_row, get_pipeline,
-                                   get_settings, get_store, human_bytes, plain, require_editor, save_upload,
-                                   server_path, show_error)
+                                   get_settings, get_store, human_bytes, plain, require_editor, safe_file_name,
+                                   save_upload, server_path, show_error)
 from labeling.queries import media_frame
 
 RESULT_KEY = "ingest_last_result"
@@ -24,9 +25,11 @@ st.caption(f"Accepted types: {', '.join(allowed_extensions())}; at most {human_b
            f"{settings.gif_model}.")
 
 
-def run_ingest(paths: list[Path], editor: str) -> None:
+def run_ingest(paths: list[Path], editor: str, refused: list[dict[str, str]] | None = None,
+               upload_notes: list[str] | None = None) -> None:
     """Ingest with a progress bar as the signed-in editor (the batch's audit event names them);
-    the outcome is kept in the session and shown below."""
+    the outcome is kept in the session and shown below, with the uploads refused before ingest and
+    the notes on uploads merged or renamed (kept with it: a rerun of the page must not lose them)."""
     bar = st.progress(0.0, text="Looking for media ...")
     state = {"total": 0, "done": 0, "read": 0}
 
@@ -60,13 +63,82 @@ def run_ingest(paths: list[Path], editor: str) -> None:
         show_error(exc)
         return
     bar.progress(1.0, text=f"{state['done']} / {state['total']} files")
-    st.session_state[RESULT_KEY] = {"line": summary.line(), "files": state["total"], "event_id": summary.event_id,
-                                    "editor": editor,
+    refused_note = f"; {len(refused)} file(s) refused before ingest" if refused else ""
+    st.session_state[RESULT_KEY] = {"line": summary.line() + refused_note, "files": state["total"],
+                                    "event_id": summary.event_id, "editor": editor,
                                     "failures": [failure_row(str(p), why) for p, why in summary.failures],
-                                    "notes": list(summary.notes)}
+                                    "notes": list(summary.notes), "refused": list(refused or []),
+                                    "upload_notes": list(upload_notes or [])}
 
 
 BROWSE_KEY = "ingest_browse"  # the folder the browser shows
+
+# Streamlit's uploader adds ".mpeg4" wherever ".mp4" is allowed (its TYPE_PAIRS). The decoder reads the format
+# from the content (embeddings.media.sniff_format), so such a file is an mp4 by another name: it is saved as
+# .mp4, the name a folder ingest and the pages (Explore plays it as a video) know it by.
+UPLOAD_ALIASES = {".mpeg4": ".mp4"}
+
+
+def upload_name(name: str) -> str:
+    """The name an upload is checked and saved under: an alias extension (UPLOAD_ALIASES) replaced."""
+    suffix = Path(name).suffix
+    alias = UPLOAD_ALIASES.get(suffix.lower())
+    return name[:len(name) - len(suffix)] + alias if alias else name
+
+
+def extension_only(name: str) -> str | None:
+    """Why an upload named only by an extension (".gif") is refused, None for any other name. Why: the
+    uploader lets ".gif" through (the name ends in .gif), but to Python it is a hidden file named ".gif" with
+    no extension at all (`Path('.gif').suffix == ''`), which check_upload called "type .? is not accepted"."""
+    base = name.replace("\\", "/").split("/")[-1]
+    types = {f".{e}" for e in allowed_extensions()} | set(UPLOAD_ALIASES)
+    if Path(base).suffix or "." + base.lstrip(".").lower() not in types:
+        return None
+    return (f"the name {base} is only an extension, with no name before it (a hidden file, which a folder "
+            f"ingest leaves out too): rename it, e.g. to clip{base.lower()}")
+
+
+def upload_refusal(name: str, size: int) -> str | None:
+    """Why an upload is refused before it is saved (None: accepted), by the name it is saved under."""
+    return extension_only(name) or check_upload(upload_name(name), size, settings)
+
+
+def merge_key(name: str, data: bytes) -> tuple[str, str]:
+    """What save_upload stores an upload by: its safe name and its content. Two uploads with the same key are
+    one file on disk (save_upload returns one path for both), so the second is ingested as the first."""
+    return safe_file_name(upload_name(name)), hashlib.sha256(data).hexdigest()
+
+
+def save_uploads(uploads: list, refused: list[dict[str, str]]) -> tuple[list[Path], list[str]]:
+    """The accepted uploads saved (each file once), and notes for the editor: a line per group of uploads
+    merged because they had the same name and bytes, and per upload saved under another extension
+    (UPLOAD_ALIASES). A file that cannot be saved joins `refused`, the rest go on."""
+    saved: list[Path] = []
+    seen: dict[tuple[str, str], list[str]] = {}
+    for f in uploads:
+        data = f.getvalue()
+        key = merge_key(f.name, data)
+        if key in seen:
+            seen[key].append(f.name)
+            continue
+        try:
+            saved.append(save_upload(upload_name(f.name), data, settings))
+        except OSError as exc:  # a full disk, a data folder not writable: this file is refused, the rest go on
+            refused.append({"file": f.name, "reason": f"could not be saved: {exc.strerror or exc}"})
+            continue
+        seen[key] = [f.name]
+    notes = [f"{len(names)} uploads named {key[0]} had the same bytes: ingested once"
+             for key, names in seen.items() if len(names) > 1]
+    notes += [f"{name} was saved as {upload_name(name)} (the same video format: it is read by its content)"
+              for name in dict.fromkeys(f.name for f in uploads) if upload_name(name) != name]
+    return saved, notes
+
+
+def show_refused(refused: list[dict[str, str]]) -> None:
+    """The uploads refused before ingest, with their reasons."""
+    if refused:
+        st.warning(f"{len(refused)} file(s) refused before ingest:")
+        st.dataframe(pd.DataFrame(refused), hide_index=True, width="stretch")
 
 
 def typed_target(text: str) -> Path | None:
@@ -146,25 +218,23 @@ with upload_tab:
                                key="ingest_uploads")
     if st.button("Ingest uploaded files", key="ingest_uploads_button", disabled=not uploads):
         st.session_state.pop(RESULT_KEY, None)  # a refusal below is not shown above the previous run's outcome
-        refused = [{"file": f.name, "reason": why} for f in uploads if (why := check_upload(f.name, f.size, settings))]
-        accepted = [f for f in uploads if not check_upload(f.name, f.size, settings)]
+        refused = [{"file": f.name, "reason": why} for f in uploads if (why := upload_refusal(f.name, f.size))]
+        accepted = [f for f in uploads if not upload_refusal(f.name, f.size)]
         editor = require_editor() if accepted else None
-        saved = []
-        for f in accepted if editor else []:
-            try:
-                saved.append(save_upload(f.name, f.getvalue(), settings))
-            except OSError as exc:  # a full disk, a data folder not writable: this file is refused, the rest go on
-                refused.append({"file": f.name, "reason": f"could not be saved: {exc.strerror or exc}"})
-        if refused:
-            st.warning(f"{len(refused)} file(s) refused before ingest:")
-            st.dataframe(pd.DataFrame(refused), hide_index=True, width="stretch")
+        saved, upload_notes = save_uploads(accepted, refused) if editor else ([], [])
         if saved:
-            run_ingest(saved, editor)
+            run_ingest(saved, editor, refused, upload_notes)
+        elif refused and (editor or not accepted):  # every file refused: that is this press's outcome
+            st.session_state[RESULT_KEY] = {"line": f"nothing ingested: {len(refused)} file(s) refused before ingest",
+                                            "files": 0, "event_id": None, "editor": editor, "failures": [],
+                                            "notes": [], "refused": refused, "upload_notes": []}
+        if RESULT_KEY not in st.session_state:  # not signed in, or the ingest failed: shown for this run only
+            show_refused(refused)
 
 last = st.session_state.get(RESULT_KEY)
 if last:
     st.subheader("Last ingest")
-    (st.warning if last["failures"] else st.success)(plain(last["line"]))
+    (st.warning if last["failures"] or last.get("refused") else st.success)(plain(last["line"]))
     if last.get("event_id") is not None:
         st.caption(f"Recorded as audit event {last['event_id']} by {plain(last['editor'])}.")
     else:
@@ -172,7 +242,8 @@ if last:
     if last["failures"]:
         st.write("Failures and their reasons:")
         st.dataframe(pd.DataFrame(last["failures"]), hide_index=True, width="stretch")
-    for note in last.get("notes", []):
+    show_refused(last.get("refused", []))
+    for note in [*last.get("upload_notes", []), *last.get("notes", [])]:
         st.info(plain(note))
 
 media = media_frame(store)
