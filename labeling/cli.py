@@ -812,7 +812,7 @@ def retrain_command(
             store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
             hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
             editor=_editor(editor), on_progress=_progress_callback(progress, task)), notes="note", progress=progress,
-            details=lambda r: f"artifacts: {r.artifact} (deployed), report {r.report}")
+            details=lambda r: f"{r.decision}\nartifacts: {r.artifact} (deployed), report {r.report}")
 
 
 @app.command("autotag")

@@ -77,6 +77,7 @@ def test_predict_then_retrain(store_url, loop_data_dir):
     assert report["params"]["hidden"] == 32 and report["params"]["center_loss_lambda"] == 0.05
     assert (Path(report["head_artifact"]) / "meta.json").is_file()
     assert f"artifacts: {report['artifact']} (deployed)" in result.stderr.replace("\n", "")
+    assert report["decision"] in " ".join(result.stderr.split())  # which model, and why, said before the artifacts
     undecided = count(loop.store, FaceLabel, FaceLabel.status == "predicted")
     assert int(out["faces"]) == undecided and 0 <= int(out["changed"]) <= undecided
     assert count(loop.store, FaceLabel, FaceLabel.model_version == out["model"]) >= undecided
