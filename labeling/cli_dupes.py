@@ -59,21 +59,27 @@ def replaced_on_disk(rows: list[tuple[Hashable, str, str | None]]) -> set[Hashab
     return {m for m, p, sha in rows if p in shared and now[p] is not None and sha != now[p]}  # gone: unknown
 
 
-def other_names(session, media: dict[int, str]) -> list[tuple[int, str]]:
+def other_names(session, media: dict[int, str], sha256: dict[int, str | None] | None = None) -> list[tuple[int, str]]:
     """(media id, path) of the other files the ok media `media` (id -> path) were ingested from: identical
     copies, byte for byte (`MediaPath`), oldest first. A copy whose file is gone while the media's own file
     is there is left out: that name was a move or a deleted copy, not a second file (on a store shared by
-    machines, where neither file is here, the copy is listed)."""
+    machines, where neither file is here, the copy is listed). So is a name another ok item has as its own
+    path, unless that file holds this item's bytes (`recorded_name_stands`, `sha256`: id -> content): a
+    renamed item's old name a new clip took is no copy of it."""
     import os
 
     from sqlalchemy import select
 
+    from labeling.importers import recorded_name_stands
     from labeling.schema import MediaPath
 
+    own = set(media.values())
+    sha256 = sha256 or {}
     rows = session.execute(select(MediaPath.media_id, MediaPath.path).where(MediaPath.media_id.in_(list(media)))
                            .order_by(MediaPath.media_id, MediaPath.id)) if media else []
     return [(m, p) for m, p in rows
-            if p != media[m] and (os.path.exists(p) or not os.path.exists(media[m]))]
+            if p != media[m] and (os.path.exists(p) or not os.path.exists(media[m]))
+            and recorded_name_stands(p, sha256.get(m), own)]
 
 
 def _rows_of_pairs(identical: list[tuple[int, str]], pairs: list[tuple[int, int, int, int]],
@@ -110,7 +116,7 @@ def dupes_command(
     with _store_for(settings, create=False)() as session:
         rows = session.execute(select(Media.id, Media.path, Media.frame_hashes, Media.sha256)
                                .where(Media.status == "ok").order_by(Media.id)).all()
-        identical = other_names(session, {m: p for m, p, _, _ in rows})
+        identical = other_names(session, {m: p for m, p, _, _ in rows}, {m: digest for m, _, _, digest in rows})
     sha = {m: digest for m, _, _, digest in rows}
     names = dupes_names({**{m: p for m, p, _, _ in rows}, **{(m, p): p for m, p in identical}})
     replaced = replaced_on_disk([(m, p, digest) for m, p, _, digest in rows] + [((m, p), p, sha[m]) for m, p in identical])

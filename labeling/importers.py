@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -729,32 +729,54 @@ def stored_media(session: Session) -> StoredMedia:
     by_name: dict[str, list[tuple[int, str]]] = {}
     by_sha256: dict[str, tuple[int, str]] = {}
     sizes: set[int | None] = set()
+    shas: dict[int, str | None] = {}
     for media_id, path, sha, size in session.execute(select(Media.id, Media.path, Media.sha256, Media.size_bytes)
                                                      .where(Media.status == "ok").order_by(Media.id)):
         by_name.setdefault(_nfc(Path(path).name), []).append((media_id, path))
         if sha:
             by_sha256[sha] = (media_id, path)
         sizes.add(size)
-    _add_other_names(session, by_name)
+        shas[media_id] = sha
+    _add_other_names(session, by_name, shas)
     by_folded: dict[str, list[str]] = {}
     for name in by_name:
         by_folded.setdefault(name.casefold(), []).append(name)
     return StoredMedia(by_name, by_sha256, sizes, by_folded)
 
 
-def _add_other_names(session: Session, by_name: dict[str, list[tuple[int, str]]]) -> None:
-    """Add the other paths ok media were ingested from (identical copies, `MediaPath`) to `by_name`.
+def _add_other_names(session: Session, by_name: dict[str, list[tuple[int, str]]],
+                     shas: dict[int, str | None]) -> None:
+    """Add the other paths ok media were ingested from (identical copies, `MediaPath`) to `by_name`, but
+    not a name another ok item now has as its own path (`recorded_name_stands`).
 
     Why: a media item is one row per content and keeps its first path; a byte-identical re-upload under
     another name is recorded beside it, and a tags row naming either file names that item."""
     from labeling.schema import MediaPath
 
     have = {entry for entries in by_name.values() for entry in entries}
+    own = {path for _, path in have}
     for media_id, path in session.execute(select(MediaPath.media_id, MediaPath.path).join(Media, Media.id == MediaPath.media_id)
                                           .where(Media.status == "ok").order_by(MediaPath.media_id, MediaPath.id)):
-        if (media_id, path) not in have:
+        if (media_id, path) not in have and recorded_name_stands(path, shas.get(media_id), own):
             have.add((media_id, path))
             by_name.setdefault(_nfc(Path(path).name), []).append((media_id, path))
+
+
+def recorded_name_stands(path: str, sha256: str | None, own_paths: Container[str]) -> bool:
+    """Whether a name recorded for a media item (`MediaPath`, not its own path) still names it: not when it is
+    another ok item's own path (`own_paths`), unless the file there, on this machine, holds this item's bytes
+    (then that other item is the stale one: its file was overwritten with these bytes).
+
+    Why: an ingest takes a name from the items that had it recorded when other bytes are stored there
+    (`labeling.ingest._claim_path`), but a store written before that kept them: the renamed item's old name
+    then tagged it too when a new clip took that name, and `giflens dupes` listed the clip as its copy.
+    Only such a name is hashed; shared with `giflens dupes` (`other_names`)."""
+    if path not in own_paths:
+        return True
+    try:
+        return sha256 is not None and os.path.isfile(path) and sha256_file(Path(path)) == sha256
+    except OSError:
+        return False
 
 
 def _one_per_media(found: list[tuple[int, str]]) -> list[tuple[int, str]]:

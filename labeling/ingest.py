@@ -304,7 +304,32 @@ def _kept_path(media: Media, result: MediaResult) -> str:
     new = path_text(result.path)
     if media.id is None or media.path == new or media.status != "ok" or result.status != "ok":
         return new
-    return media.path if _still_there(media.path) else new
+    return media.path if _holds_bytes(media.path, media.sha256) else new
+
+
+def _holds_bytes(path: str, sha256: str | None) -> bool:
+    """Whether the file a stored path names is on this machine and still holds these bytes.
+
+    Why the hash and not only the file being there: a kept name overwritten with another clip is no longer
+    this item's file; keeping the item there named the new clip as it (`_kept_path`), and the copy notes
+    said "same content as" a file holding other bytes (`_holds`). Only hashed when another name of the
+    same bytes is met, so a warm re-run reads nothing more."""
+    if sha256 is None or not _still_there(path):
+        return False
+    try:
+        return sha256_file(Path(path)) == sha256
+    except OSError:  # unreadable now: no file to keep the item on
+        return False
+
+
+def _claim_path(session: Session, media_id: int, path: str) -> None:
+    """Forget the other media items' recorded names at `path`: the file there now holds this item's bytes.
+
+    Why: a name recorded for an item (`MediaPath`) stays after the file was renamed away or overwritten;
+    when another clip later takes that name, a tags row naming it tagged the old item too, and `giflens
+    dupes` listed the new clip as an identical copy of it. No ORM flush: not a change of this item."""
+    session.execute(delete(MediaPath).where(MediaPath.path == path, MediaPath.media_id != media_id)
+                    .execution_options(synchronize_session=False))
 
 
 def _record_path(session: Session, media_id: int, path: str) -> bool:
@@ -327,6 +352,15 @@ def _new_paths(session: Session) -> list[str]:
     return session.info.setdefault("ingest_new_paths", [])
 
 
+def _took_path(session: Session, media: Media, result: MediaResult) -> None:
+    """The item's bytes were just read at the result's path: record that name (`_record_path`) and, when
+    the bytes are known (hashed), take it from the other items that had it recorded (`_claim_path`)."""
+    path = path_text(result.path)
+    if result.sha256 is not None:
+        _claim_path(session, media.id, path)
+    _record_path(session, media.id, path)
+
+
 def store_result(session: Session, result: MediaResult, media: Media | None) -> Media:
     """Upsert one media item with its faces, embeddings and tracks (caller owns the transaction).
 
@@ -344,7 +378,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
         if media.kind is None:
             media.kind = result.kind
         session.flush()
-        _record_path(session, media.id, path_text(result.path))
+        _took_path(session, media, result)
         return media  # a failure never deletes what an earlier good run stored
     media.kind = result.kind
     stored = (media.width, media.height)  # what the stored faces' boxes are relative to
@@ -355,7 +389,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     media.duration_s = result.duration_s
     media.source_key = result.source_key
     session.flush()
-    _record_path(session, media.id, path_text(result.path))
+    _took_path(session, media, result)
 
     existing = list(session.scalars(select(Face).where(Face.media_id == media.id)))
     if not _same_detections(session, existing, result):  # a first ingest too: nothing stored, every face new
@@ -400,8 +434,9 @@ def _may_be_this_file(path: str, sha256: str | None) -> bool:
     return sha256 is not None or not may_be_escaped(path)
 
 
-def _drop_stale_failures(session: Session, media: Media) -> list[dict[str, Any]]:
-    """Delete the failed rows at the path an ok item was just stored from; return them ({"id", "path"}).
+def _drop_stale_failures(session: Session, media: Media, paths: Iterable[str]) -> list[dict[str, Any]]:
+    """Delete the failed rows at `paths`, where an ok item's bytes are now (the path it keeps and the path
+    it was just read from); return them ({"id", "path"}).
 
     Why: a file that failed (a download cut short) and was fixed in place has new bytes, so a new
     row; the old failed one would stay forever, listed as a failure of a file that is fine. Only a
@@ -412,13 +447,18 @@ def _drop_stale_failures(session: Session, media: Media) -> list[dict[str, Any]]
     name fails before it is hashed, so its row has no sha256: when this path's text could be an escaped
     one (`may_be_escaped`), only failed rows with a sha256 go, which were hashed and so were this
     very file (`_may_be_this_file`). (A sha-less failure of this file, unreadable once, then stays:
-    listed, never lost.)"""
-    rows = session.execute(select(Media.id, Media.sha256).where(*_unworked_failure(), Media.path == media.path,
-                                                               Media.id != media.id))
-    stale = [m for m, sha256 in rows if _may_be_this_file(media.path, sha256)]
+    listed, never lost.)
+
+    Why the path read too, not only the one kept: a file that failed and was then replaced by bytes stored
+    under another name is a copy of that item, which keeps its first name (`_kept_path`); matched on the
+    kept name only, the copy's failed row stayed forever."""
+    paths = list(dict.fromkeys(paths))
+    rows = session.execute(select(Media.id, Media.path, Media.sha256).where(
+        *_unworked_failure(), Media.path.in_(paths), Media.id != media.id).order_by(Media.id))
+    stale = [(m, path) for m, path, sha256 in rows if _may_be_this_file(path, sha256)]
     if stale:
-        session.execute(delete(Media).where(Media.id.in_(stale)))
-    return [{"id": m, "path": media.path} for m in stale]
+        session.execute(delete(Media).where(Media.id.in_([m for m, _ in stale])))
+    return [{"id": m, "path": path} for m, path in stale]
 
 
 @dataclass
@@ -461,7 +501,8 @@ def _store_once(store: sessionmaker, result: MediaResult) -> _Stored:
             return _Stored(known.id, path_before, known.path, result.error, False, [], kept_ok=True)
         wrote = _watch_writes(session)
         media = store_result(session, result, known)
-        removed = _drop_stale_failures(session, media) if result.status == "ok" else []
+        removed = (_drop_stale_failures(session, media, [media.path, path_text(result.path)])
+                   if result.status == "ok" else [])
         stored = _Stored(media.id, path_before, media.path, media.error, wrote[0] or bool(removed), removed,
                          notes=list(_notes(session)), new_paths=list(_new_paths(session)))
     return stored
@@ -612,9 +653,10 @@ def _is_link(path: str, kept: str) -> bool:
 
 
 def _holds(path: str, sha256: str, kept: str) -> bool:
-    """Whether `path` is another file than `kept` (no link to it) that still holds these bytes."""
+    """Whether `path` is another file than `kept` (no link to it) that still holds these bytes, `kept` holding
+    them too (`_holds_bytes`: a kept name overwritten with another clip is no original to be a copy of)."""
     try:
-        return os.path.exists(kept) and not _is_link(path, kept) and sha256_file(Path(path)) == sha256
+        return _holds_bytes(kept, sha256) and not _is_link(path, kept) and sha256_file(Path(path)) == sha256
     except OSError:  # gone (a move) or unreadable: no copy to name; nor when the kept file itself is gone
         return False
 
@@ -686,7 +728,7 @@ class _Warm:
 
     media_id: int
     path: str
-    stale: bool  # a failed row nobody worked on sits at its path: the file failed once, then was restored
+    known: set[str] | None = None  # the item's recorded names (`MediaPath`), read when a copy of it is met
 
 
 class _StaleFailures:
@@ -716,23 +758,52 @@ class _StaleFailures:
         self._read()
         return path in self._paths
 
+    def dropped(self, paths: Iterable[str]) -> None:
+        """These paths' rows were deleted (`_drop_stale_failures`): not asked for again in this batch."""
+        self._paths.difference_update(paths)
+
     def without_content_at(self, paths: set[str]) -> list[int]:
         """The ids of rows never hashed (a folder's, a file's that could not be read) at these paths, but
         not at a text that may be another name's escaped one (`_may_be_this_file`)."""
         return [m for m, p, sha256 in self._read() if sha256 is None and p in paths and _may_be_this_file(p, None)]
 
 
-def _drop_stale_for(store: sessionmaker, warm: _Warm) -> list[dict[str, Any]]:
-    """The warm path's `_drop_stale_failures`: a file that failed (damaged in place) and was then
-    restored to bytes already stored is no new content, so nothing is written for it, and its failed
-    row would stay forever. Only run when the look-up saw such a row: a warm batch takes no write lock."""
-    if not warm.stale:
-        return []
-    warm.stale = False  # the same bytes again under another name in this batch: done once
+def _known_names(store: sessionmaker, warm: _Warm) -> set[str]:
+    """The warm item's recorded names, read once per item and batch (only for an item met under a second
+    name: a warm re-run of files without copies reads nothing more)."""
+    if warm.known is None:
+        with store() as session:
+            warm.known = set(session.scalars(select(MediaPath.path).where(MediaPath.media_id == warm.media_id)))
+    return warm.known
+
+
+def _settle_warm(store: sessionmaker, warm: _Warm, path: str,
+                 failures: _StaleFailures) -> tuple[list[dict[str, Any]], bool]:
+    """The warm path's writes for a file whose bytes the store holds as they are (the item's own file, or a
+    copy of it met in the same chunk, which gets that file's result): record the copy's name when it is new
+    (`_took_path`'s `_claim_path` and `_record_path`), and delete the failed rows nobody worked on at either
+    path (`_drop_stale_failures`: a file that failed, then was restored to, or replaced by, bytes already
+    stored). Returns (the failed rows deleted, whether the name is new).
+
+    Why here: such a file goes through no `store_result`, so a copy added beside an ingested file was noted
+    as "same content" but never recorded (a tags row naming it found no media, `dupes` never listed it),
+    and a failure replaced by a copy stayed forever. The write lock is taken only when there is something to
+    write: a re-run of the same batch writes nothing (and so has no audit event)."""
+    new_name = path != warm.path and path not in _known_names(store, warm)
+    stale = [p for p in dict.fromkeys([warm.path, path]) if failures.at(p)]
+    if not new_name and not stale:
+        return [], False
     with write_scope(store) as session:
         media = session.get(Media, warm.media_id)
-        removed = _drop_stale_failures(session, media) if media is not None else []
-    return removed
+        if media is None:  # deleted meanwhile by another session: nothing of it to record
+            return [], False
+        if new_name:
+            _claim_path(session, media.id, path)
+            new_name = _record_path(session, media.id, path)
+        removed = _drop_stale_failures(session, media, stale) if stale else []
+    failures.dropped(stale)
+    _known_names(store, warm).add(path)
+    return removed, new_name
 
 
 def _drop_folder_failures(store: sessionmaker, failures: _StaleFailures,
@@ -833,7 +904,7 @@ def ingest(
             row = session.execute(lookup.where(Media.sha256 == sha256)).first()
         if row is None or (row.status, row.source_key, row.path) != ("ok", source_key, path_text(path)):
             return None
-        stored_ids[sha256] = _Warm(row.id, row.path, stale_failures.at(row.path))
+        stored_ids[sha256] = _Warm(row.id, row.path)
         return row.kind
 
     placed: dict[str, set[int]] = {}  # path -> rows created or moved there: checked at the end for replaced files
@@ -844,9 +915,11 @@ def ingest(
                 # A copy (the same bytes under another name) is no move either: the row keeps its path.
                 warm, error = stored_ids[result.sha256], None
                 media_id = warm.media_id
-                removed = _drop_stale_for(store, warm)
-                ledger.note(media_id, warm.path, warm.path, bool(removed))
+                removed, new_name = _settle_warm(store, warm, path_text(result.path), stale_failures)
+                ledger.note(media_id, warm.path, warm.path, bool(removed) or new_name)
                 _note_removed(ledger, summary, removed)
+                if new_name:  # its file may have been another item's: checked at the end (`_replaced_notes`)
+                    placed.setdefault(path_text(result.path), set()).add(media_id)
             else:
                 media_id, error = _store_and_note(store, result, ledger, summary, placed)
             summary.add(result)

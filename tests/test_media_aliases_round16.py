@@ -159,3 +159,149 @@ def test_a_store_a_newer_giflens_migrated_is_one_line_saying_so(store_url, tmp_p
     assert lines[0].endswith(f"the store at {shown} is at schema 0099, newer than this giflens (head {HEAD}): "
                              "update giflens (git pull && make sync)"), lines[0]
     assert "Can't locate revision" not in result.output
+
+
+# -- C. review 2: copies met beside a stored file, kept names overwritten, names taken, failures replaced ------
+def _two_clips(gifs_dir) -> tuple:
+    """The two smallest real GIFs (different bytes)."""
+    return tuple(sorted(gifs_dir.glob("*.gif"), key=lambda p: p.stat().st_size)[:2])
+
+
+def _ingester(tmp_path, store_url, pipeline_models):
+    from embeddings.pipeline import IngestPipeline
+    from labeling.ingest import ingest
+
+    settings = ingest_settings(tmp_path, store_url)
+    store = open_store(store_url)
+    pipeline = IngestPipeline(settings, **pipeline_models)
+    return store, lambda paths, **kw: ingest(paths, settings, pipeline=pipeline, store=store, editor="ann", **kw)
+
+
+def _dupes(tmp_path, store_url) -> list[str]:
+    result = runner.invoke(app, ["dupes", "--data-dir", str(tmp_path / "data"), "--database-url", store_url])
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_c_a_copy_added_beside_an_ingested_file_is_recorded_and_a_rerun_writes_nothing(
+        store_url, tmp_path, gifs_dir, pipeline_models):
+    """A copy in the same chunk as the stored file gets that file's result, "already stored": it was noted as
+    "same content" but its name never recorded (tags naming it skipped, dupes empty)."""
+    clip, _ = _two_clips(gifs_dir)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    a, b = folder / "a.gif", folder / "b.gif"
+    shutil.copyfile(clip, a)
+    store, run = _ingester(tmp_path, store_url, pipeline_models)
+    [media_id] = [m["id"] for m in run([folder]).media]
+    shutil.copyfile(a, b)
+    second = run([folder])
+    assert second.notes == [f"{b}: same content as {a} (media {media_id}); stored once"]
+    assert paths_of(store, media_id) == [str(a), str(b)]  # was: [a] only
+    with store() as s:  # the new name is the batch's change: its event names the media
+        assert s.scalar(select(AuditEntity.id).where(AuditEntity.event_id == second.event_id,
+                                                     AuditEntity.key == f"media:{media_id}")) is not None
+    assert run([folder]).event_id is None  # a re-run writes nothing: no event
+    assert paths_of(store, media_id) == [str(a), str(b)]
+
+    tags = tmp_path / "tags.csv"
+    tags.write_text("file,uploader_tags\nb.gif,meme\n", encoding="utf-8")
+    summary = import_tags(store, tags, editor="ann")
+    assert summary.skipped == [] and tags_of(store) == {media_id: {"meme"}}
+    lines = _dupes(tmp_path, store_url)
+    assert lines[1].split()[2:6] == [str(media_id), str(media_id), "a.gif", "b.gif"], lines
+
+
+@pytest.mark.slow
+def test_c_a_kept_name_overwritten_with_another_clip_moves_the_item_to_its_copy(
+        store_url, tmp_path, gifs_dir, pipeline_models):
+    """a.gif and b.gif the same bytes; a.gif overwritten with another clip: the item kept a.gif (the file was
+    there), so it named the new clip, and b.gif was noted as "same content as" a.gif."""
+    clip, other = _two_clips(gifs_dir)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    a, b = folder / "a.gif", folder / "b.gif"
+    shutil.copyfile(clip, a)
+    shutil.copyfile(clip, b)
+    store, run = _ingester(tmp_path, store_url, pipeline_models)
+    [media_id] = {m["id"] for m in run([folder]).media}
+    shutil.copyfile(other, a)
+    again = run([folder])
+    assert not [n for n in again.notes if "same content" in n], again.notes
+    with store() as s:
+        assert s.get(Media, media_id).path == str(b)  # was: a.gif, which holds the other clip
+        [new_id] = s.scalars(select(Media.id).where(Media.id != media_id))
+        assert s.get(Media, new_id).path == str(a)
+    assert paths_of(store, media_id) == [str(b)] and paths_of(store, new_id) == [str(a)]
+    assert [line for line in _dupes(tmp_path, store_url) if "identical" in line] == []
+
+
+@pytest.mark.slow
+def test_c_a_renamed_items_old_name_taken_by_a_new_clip_no_longer_tags_or_pairs_it(
+        store_url, tmp_path, gifs_dir, pipeline_models):
+    """a.gif ingested, renamed, and a new clip saved as a.gif: a tags row naming a.gif tagged the renamed
+    item too, through its recorded old name."""
+    clip, other = _two_clips(gifs_dir)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    a, renamed = folder / "a.gif", folder / "renamed.gif"
+    shutil.copyfile(clip, a)
+    store, run = _ingester(tmp_path, store_url, pipeline_models)
+    [old_id] = [m["id"] for m in run([folder]).media]
+    a.rename(renamed)
+    run([folder])
+    shutil.copyfile(other, a)
+    [new_id] = [m["id"] for m in run([folder]).media if m["path"] == str(a)]
+    assert paths_of(store, old_id) == [str(renamed)] and paths_of(store, new_id) == [str(a)]
+    tags = tmp_path / "tags.csv"
+    tags.write_text("file,uploader_tags\na.gif,new\n", encoding="utf-8")
+    import_tags(store, tags, editor="ann")
+    assert tags_of(store) == {new_id: {"new"}}  # was: both media
+    assert [line for line in _dupes(tmp_path, store_url) if "identical" in line] == []
+
+
+def test_c_tags_and_dupes_ignore_a_recorded_name_that_is_another_items_own_path(store_url, tmp_path):
+    """A store written before ingest took names from other items (`_claim_path`): the renamed item still has
+    its old name recorded, now another item's own path. Neither tags nor dupes see it as the old item's."""
+    store = open_store(store_url)
+    old_id = _media(store, "/m/renamed.gif", b"GIF89a old")
+    new_id = _media(store, "/m/a.gif", b"GIF89a new")
+    with session_scope(store) as s:
+        s.add(MediaPath(media_id=old_id, path="/m/a.gif"))
+        for media in s.scalars(select(Media)):
+            media.frame_hashes = ["f0f0f0f0f0f0f0f0" if media.id == old_id else "0f0f0f0f0f0f0f0f"]
+    tags = tmp_path / "tags.csv"
+    tags.write_text("file,uploader_tags\na.gif,new\n", encoding="utf-8")
+    summary = import_tags(store, tags, editor="ann")
+    assert tags_of(store) == {new_id: {"new"}} and summary.notes == []  # was: both, "matches 2 media"
+    lines = _dupes(tmp_path, store_url)
+    assert [line for line in lines if "identical" in line] == [], lines
+    assert "identical_pairs" not in lines[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("way", ["alone", "folder"])
+def test_c_a_failed_file_replaced_by_a_copy_of_stored_bytes_loses_its_failed_row(
+        way, store_url, tmp_path, gifs_dir, pipeline_models):
+    """x.gif truncated (failed row), then replaced by a copy of a.gif: its failed row stayed forever, the
+    item keeping a.gif's name. Both ways in: x.gif alone (a write) and with a.gif in one chunk (a copy
+    given a.gif's stored result, nothing else to write)."""
+    clip, _ = _two_clips(gifs_dir)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    a, x = folder / "a.gif", folder / "x.gif"
+    shutil.copyfile(clip, a)
+    x.write_bytes(clip.read_bytes()[:3000])
+    store, run = _ingester(tmp_path, store_url, pipeline_models)
+    first = run([folder])
+    [failed_id] = [m["id"] for m in first.media if m["status"] == "failed"]
+    [media_id] = [m["id"] for m in first.media if m["status"] == "ok"]
+    shutil.copyfile(a, x)
+    again = run([x] if way == "alone" else [folder])
+    assert again.removed == [{"id": failed_id, "path": str(x)}], again.removed
+    with store() as s:
+        assert s.get(Media, failed_id) is None  # was: failed row x.gif kept
+        assert s.get(Media, media_id).path == str(a)
+    assert paths_of(store, media_id) == [str(a), str(x)]
+    assert run([folder]).event_id is None  # nothing left to do

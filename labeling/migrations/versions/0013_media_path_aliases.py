@@ -2,13 +2,18 @@
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-09 12:00:00.000000
+Create Date: 2026-12-07 12:00:00.000000
 
 Media are one row per content (unique sha256). Before this revision a byte-identical re-upload under
 another name moved the row's path to the copy: the original's name was forgotten, `giflens import tags`
 said it was "not ingested", and `giflens dupes` never showed the copy. The ingest now keeps the first
 path on the media row and records every path here (labeling.schema.MediaPath). The upgrade backfills one
 row per media item from media.path (its first_seen: the media's created_at); nothing else is rewritten.
+A store upgraded from 0012 so knows each item's current path only: the names of copies met before the
+upgrade were never stored (the old code moved the row to the last of them). Ingesting the media folders
+again records them (a copy's bytes are found stored, its name is recorded); until then a tags row naming
+such a copy finds it only by content (the file found from the tags file's folder), and `giflens dupes`
+does not list it.
 Idempotent: a store that has the table already (one set back to an older revision by hand) keeps it,
 and only media without a row for their path get one. Downgrade drops the table: the code before this
 revision never reads it.
@@ -37,6 +42,9 @@ def upgrade() -> None:
         )
         with op.batch_alter_table('media_path', schema=None) as batch_op:
             batch_op.create_index(batch_op.f('ix_media_path_media_id'), ['media_id'], unique=False)
+    if 'ix_media_path_path' not in {i['name'] for i in sa.inspect(bind).get_indexes('media_path')}:
+        # by path: storing content at a path takes that name from any other item that held it
+        op.create_index(op.f('ix_media_path_path'), 'media_path', ['path'], unique=False)
     op.execute(sa.text(
         "INSERT INTO media_path (media_id, path, first_seen) "
         "SELECT m.id, m.path, COALESCE(m.created_at, CURRENT_TIMESTAMP) FROM media m WHERE m.path IS NOT NULL AND NOT EXISTS "
@@ -45,5 +53,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table('media_path', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_media_path_path'))
         batch_op.drop_index(batch_op.f('ix_media_path_media_id'))
     op.drop_table('media_path')
