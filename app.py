@@ -53,28 +53,30 @@ def _navigation() -> StreamlitPage:
     })
 
 
-def _undo_last(store: sessionmaker[Session]) -> None:
+def _undo_last(store: sessionmaker[Session], shown: int | None = None) -> None:
     """Runs before the page (a button callback), so the page already shows the restored state; the
     versions Review's pick tables recorded predate this editor's own undo and are forgotten
-    (`forget_tick_versions`), so a still-ticked face is not refused as changed by the editor themself."""
+    (`forget_tick_versions`), so a still-ticked face is not refused as changed by the editor themself.
+    shown: the operation the button offered to undo; when a colleague undid it meanwhile, `undo_last`
+    refuses rather than take back an older one the editor never saw (the rerun offers that one)."""
     editor = current_editor()
     if not editor:
         flash("An editor name is required before any change.", "error")
         return
     try:
-        flash(result_message(undo_last(store, editor)))
+        flash(result_message(undo_last(store, editor, expected=shown)))
     except StoreError as exc:
         flash(f"Cannot undo: {exc}", "error")
         return
     forget_tick_versions()
 
 
-def _undo_left(store: sessionmaker[Session], editor: str) -> bool:
-    """Whether Undo last has something to take back, by `undo_last`'s own rule (`last_undoable`). Why not
-    "any operation listed": once only undos, records and operations already undone are left, the button
-    was enabled and every press was refused."""
+def _undo_left(store: sessionmaker[Session], editor: str) -> int | None:
+    """The operation Undo last would take back, by `undo_last`'s own rule (`last_undoable`), None when none.
+    Why not "any operation listed": once only undos, records and operations already undone are left, the
+    button was enabled and every press was refused. The button carries this id (`_undo_last`)."""
     with store() as session:
-        return last_undoable(session, editor) is not None
+        return last_undoable(session, editor)
 
 
 def _oidc_login(provider: str | None) -> None:
@@ -139,9 +141,9 @@ def _recent_operations(store: sessionmaker[Session]) -> None:
                     st.caption(f"~~{line}~~ (undone by #{int(undone_by)})" if pd.notna(undone_by) else line)
             else:
                 st.caption("None yet.")
-            left = not mine.empty and _undo_left(store, editor)
-            st.button("Undo last", key="undo_last", on_click=_undo_last, args=(store,), disabled=not left,
-                      help="Undo your most recent operation that is not undone yet" if left else
+            left = None if mine.empty else _undo_left(store, editor)
+            st.button("Undo last", key="undo_last", on_click=_undo_last, args=(store, left), disabled=left is None,
+                      help=f"Undo your most recent operation that is not undone yet (#{left})" if left is not None else
                       "Nothing of yours is left to undo (only undos, records such as ingest batches, or "
                       "operations already undone)")
 

@@ -1149,17 +1149,38 @@ def last_undoable(session: Session, editor: str) -> int | None:
     return next((event_id for event_id, after in candidates if not _foreign_keys(after)), None)
 
 
-def undo_last(factory: sessionmaker[Session], editor: str) -> OperationResult:
+def undo_last(factory: sessionmaker[Session], editor: str, expected: int | None = None) -> OperationResult:
     """Undo this editor's most recent operation that is not undone yet (call again for the one before).
 
     Records that are not curation changes (an ingest batch) are passed over: they can never be
-    undone, and stopping at one would leave the editor no way back to the decision before it."""
+    undone, and stopping at one would leave the editor no way back to the decision before it.
+    expected: the operation the editor was shown as their last (a page's button). When it is no longer
+    their last undoable one (a colleague undid it meanwhile, or they did something newer elsewhere) the
+    press is refused (UndoError naming what happened) instead of undoing an older operation they never saw."""
     editor = check_editor(editor)
     with collisions_as_conflicts(), write_scope(factory) as session:
         last = last_undoable(session, editor)
+        if expected is not None and last != expected:
+            raise UndoError(_not_last_anymore(session, int(expected), last))
     if last is None:
         raise UndoError(f"{editor} has no operation left to undo")
     return undo_event(factory, last, editor)
+
+
+def _not_last_anymore(session: Session, expected: int, last: int | None) -> str:
+    """Why operation `expected`, shown as the editor's last, is not what Undo last would take back now:
+    who undid it, in which operation and when, or that a newer one came; and what a new press would undo."""
+    event = session.get(AuditEvent, expected)
+    undo = session.get(AuditEvent, event.undone_by_id) if event is not None and event.undone_by_id else None
+    if undo is not None:
+        what = (f"#{expected} was already undone by {undo.editor} in operation {undo.id} "
+                f"at {as_utc(undo.at):%Y-%m-%d %H:%M:%S} UTC")
+    elif event is None:
+        what = f"#{expected} no longer exists"
+    else:
+        what = f"#{expected} is no longer your last operation left to undo"
+    then = f"press again to undo #{last}" if last is not None else "you have no operation left to undo"
+    return f"{what}; nothing was undone; {then}"
 
 
 # -- history -----------------------------------------------------------------------------

@@ -194,6 +194,13 @@ def _reseed_point_id() -> None:
         st.session_state[POINT_ID] = st.session_state[SELECTED]
 
 
+def _pressed(key: str) -> bool:
+    """Whether a decision button `key`_approve, _reject, _unknown or _relabel was pressed in this run, read
+    before the buttons are drawn: one drawn disabled (another editor decided a face since) returns False, and
+    the press would otherwise pass without a word (`decided_faces_tick` says what changed)."""
+    return any(st.session_state.get(f"{key}_{b}") for b in ("approve", "reject", "unknown", "relabel"))
+
+
 def _tick_first(decided: int) -> str:
     return f"Tick \"Change the {decided} decided face(s) too\" first: this changes editors' decisions"
 
@@ -298,6 +305,7 @@ with details:
                     allowed = decided_faces_tick(decided, f"{decided} of the track's {len(members)} face(s) carry an "
                                                "editor's decision: any decision on the track, approve included, "
                                                "changes those.", key=f"explore_point_override_{point_id}",
+                                               pressed=_pressed("explore"),
                                                agreed=tuple(sorted(zip(
                                                    members.loc[by_editors, "face_id"].astype(int),
                                                    members.loc[by_editors, "version"].astype(int)))))
@@ -422,6 +430,7 @@ def _bulk_faces(chosen: list[int]) -> None:
     override = decided_faces_tick(len(decided), f"{len(decided)} of the selected faces are confirmed, rejected or marked "
                                 f"unknown by an editor ({classes_hit}): any action on them, approve included, "
                                 "changes those decisions.", key=f"explore_bulk_override_{hash(tuple(chosen))}",
+                                pressed=_pressed("explore_bulk"),
                                 agreed=tuple(sorted(zip(decided["id"].astype(int), decided["version"].astype(int)))))
     unnamed = _unnamed(chosen)
     part = shown[shown["id"].isin(unnamed)]
@@ -449,6 +458,7 @@ def _bulk_tracks(chosen: list[int]) -> None:
     override = decided_faces_tick(decided, f"{decided} face(s) of the selected tracks carry an editor's decision: any "
                                 "decision on the tracks, approve included, changes those.",
                                 key=f"explore_bulk_tracks_override_{hash(tuple(chosen))}",
+                                pressed=_pressed("explore_bulk_tracks"),
                                 agreed=tuple(sorted((int(f), int(v)) for f, v, d in zip(
                                     members["face_id"], members["version"],
                                     members["label_status"].isin(EDITOR_DECISIONS)) if d)))

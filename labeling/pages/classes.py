@@ -6,8 +6,8 @@ import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
 from labeling.errors import StoreError
-from labeling.pages.common import (class_fate, current_editor, escape_markdown, get_settings, get_store, history_table,
-                                   keep_choice, last_change, media_file, parse_ids, plain, refuse_lost_class,
+from labeling.pages.common import (Choice, class_fate, current_editor, escape_markdown, get_settings, get_store,
+                                   history_table, keep_choice, last_change, media_file, parse_ids, plain, refuse_lost_class,
                                    require_editor, select_choice, show_error, versions_seen, write)
 from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
@@ -272,6 +272,16 @@ def moved_out(class_id: int | None, options: list[int]) -> str | None:
     return f"{head} The forms now edit {first}." if first else head
 
 
+def lost_press(submit_key: str, box_key: str) -> None:
+    """A press of a form that is not drawn this run (its last option left meanwhile: another editor retired
+    or merged the only class to merge into) is otherwise lost without a word: refuse it naming what happened
+    to the class the editor chose (`refuse_lost_class`). Read before anything is drawn: the button's press
+    and the box's value as the run that drew them left them."""
+    chosen = st.session_state.get(box_key)
+    if st.session_state.get(submit_key) and chosen is not None:
+        refuse_lost_class(store, Choice(None, chosen, box_key))
+
+
 # The class to edit is one of the filtered view: a search or status filter that leaves the selection out
 # moves it to the view's first class, so no form acts on a class the editor did not search for.
 options = view["class_id"].tolist()
@@ -363,6 +373,7 @@ if selected is not None:
         st.write(f"Merge **{name_md}** into another class: its labels and predictions move there, "
                  "and it is retired.")
         if not targets:
+            lost_press(f"merge_submit_{selected}", f"merge_target_{selected}")
             st.info("There is no other class to merge into (a retired class takes no labels): add one first.")
         else:
             with st.form(f"merge_form_{selected}"):

@@ -376,7 +376,17 @@ def refuse_lost_class(store: sessionmaker[Session], choice: Choice) -> bool:
     name, status, how = class_fate(store, lost)
     state = "is no longer active" if status != "active" else "is no longer offered"
     st.error(plain(f"{name!r} {state} ({how}); nothing was written: choose the class again"))
+    if (when := class_change_when(store, lost)) is not None:
+        st.caption(plain(when))
     return True
+
+
+def class_change_when(store: sessionmaker[Session], class_id: int) -> str | None:
+    """"Operation 8 (bob) was at 2026-12-07 07:53:49 UTC": when the change `class_fate` names was made, as
+    conflict refusals say it (`utc_text`), None when no audited operation wrote the class. A line of its own
+    under the refusal: the refusal's wording is what editors (and the tests) already know."""
+    change = last_change(store, [f"class:{int(class_id)}"])
+    return None if change is None else f"Operation {change.event_id} ({change.editor}) was at {utc_text(change.at)}."
 
 
 def flash(message: str, kind: str = "success") -> None:
@@ -601,17 +611,46 @@ def media_file(path: str | None, settings: Settings) -> Path | None:
     return p if p.is_file() else None
 
 
-def decided_faces_tick(decided: int, warning: str, key: str, agreed: object = None) -> bool:
+def face_change(store: sessionmaker[Session], face_id: int) -> str:
+    """"face 25 relabeled by bob in operation 12 at 2026-12-07 07:53:49 UTC": what last happened to a face's
+    label, who did it, in which operation and when (read from the audit log, `last_change`)."""
+    change = last_change(store, [f"face:{int(face_id)}"])
+    if change is None:
+        return f"face {face_id} changed outside the audited operations"
+    status = (change.after or {}).get("status")
+    what = "label removed" if change.after is None else "marked unknown" if status == "unknown" else status or "changed"
+    return f"face {face_id} {what} {change.by()} at {utc_text(change.at)}"
+
+
+def _newly_decided(drawn: object, agreed: object) -> list[int]:
+    """The faces among `agreed` ((face, version) pairs) that were not decided at those versions in `drawn`."""
+    try:
+        before = set(drawn or ())
+        return sorted(int(f) for f, v in agreed if (f, v) not in before)  # type: ignore[union-attr]
+    except (TypeError, ValueError):  # a caller whose `agreed` is not (face, version) pairs
+        return []
+
+
+def decided_faces_tick(decided: int, warning: str, key: str, agreed: object = None, pressed: bool = False) -> bool:
     """Whether the buttons may change `decided` editors' decisions (faces whose label status is one of
     EDITOR_DECISIONS): True when there are none; else the warning shows and the editor ticks a box of its
     own. Explore's lasso or track, and Review's ticked rows, hold whatever lies in them, and approving overwrites another editor's
     rejection or "unknown" as surely as rejecting overwrites an approval.
     agreed: the decided faces and their versions the tick is for; when they change (a bulk action just
     decided more of the selection, or another editor changed one) the box comes back unticked, so a
-    tick given for "2 decided faces" never stands for another set."""
+    tick given for "2 decided faces" never stands for another set.
+    pressed: a button the tick guards was pressed in this run. When the decided faces changed since the page
+    was drawn, that press now meets a disabled button and writes nothing: say so, naming each face that
+    changed, who changed it, in which operation and when (as Review's refusals do), not only the warning."""
+    drawn = st.session_state.get(f"{key}__agreed")
     if not decided:
+        st.session_state[f"{key}__agreed"] = agreed  # what a press on the buttons drawn now was made against
         return True
-    if st.session_state.get(f"{key}__agreed") != agreed:
+    if drawn != agreed:
+        if pressed and (changed := _newly_decided(drawn, agreed)):
+            named = "; ".join(face_change(get_store(), f) for f in changed[:10]) + (" ..." if len(changed) > 10 else "")
+            st.warning(plain(f"Nothing was written: {named}. Look at the selection again and press again "
+                             "(with the tick below, to change those decisions too)."))
         if st.session_state.get(key):  # a press in this run waits too (its button is drawn disabled): say why
             st.info("The decided faces changed since the box was ticked (an action, or another editor's decision), "
                     "so it is unticked and the buttons wait for a new tick: tick it again to change them as shown.")

@@ -1,10 +1,12 @@
 """Export: confirmed labels in GIPHY's training layout, tags JSONL, projector TSV, and the manifest."""
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
+import pandas as pd
 import streamlit as st
 
-from labeling.errors import StoreError
+from labeling.errors import StoreError, utc_text
 from labeling.pages.common import (get_settings, get_store, plain, progress_callback, require_editor, server_path,
                                    show_error)
 from labeling.queries import exports_frame
@@ -14,7 +16,48 @@ REPLACE_USED_KEY = "export_replace_used"  # the last run replaced a folder: unti
 OUT_KEY = "export_out_dir"
 PROPOSED_KEY = "export_proposed_out_dir"  # the folder the page proposed, as opposed to one the editor typed
 RETRAIN_KEY = "retrain_last_result"
+OPTIONS_KEY = "export_previous_options"  # the earlier exports the form was last drawn with
+OWN_EXPORT_KEY = "export_own_run"  # this editor's export just succeeded: propose it to follow next
 NO_PREVIOUS = ""  # not None: a selectbox showing None shows "Choose an option", as if nothing were chosen
+
+
+class StaleChoice(NamedTuple):
+    """What changed in the earlier exports since the form was drawn: `message` (None: nothing that a press
+    made on that form must not ignore) and `own` (the change is this editor's own export)."""
+
+    message: str | None
+    own: bool = False
+
+
+def export_label(folder: str, past: pd.DataFrame) -> str:
+    """An earlier export as a warning names it: its folder, and who made it when if the store records it."""
+    match = past[[str(Path(d)) == folder for d in past["out_dir"]]] if len(past) else past
+    if not len(match):
+        return folder
+    return f"{folder} (by {match['editor'].iloc[0]} at {utc_text(match['at'].iloc[0])})"
+
+
+def previous_changed(drawn: list[str] | None, earlier: list[str], choice: str | None, past: pd.DataFrame,
+                     own: bool = False) -> StaleChoice:
+    """Why a press of Run export must not run: exports appeared since the form was drawn (a colleague's:
+    the editor chose "none" or an older one not knowing a newer one exists), or the export the editor chose
+    to follow is no longer offered. Why refuse rather than proceed: the choice decides every label index and
+    every face's side, and the old code silently followed the newest, the colleague's."""
+    if drawn is None or own:
+        return StaleChoice(None, own)
+    new = [d for d in earlier if d not in drawn]
+    lost = choice is not None and choice not in [NO_PREVIOUS, *earlier]
+    if not new and not lost:
+        return StaleChoice(None)
+    parts = []
+    if new:
+        parts.append(f"{'A new export' if len(new) == 1 else 'New exports'} appeared since this page was drawn: "
+                     + ", ".join(export_label(d, past) for d in new))
+    if lost:
+        parts.append(f"the export you chose to follow, {choice}, is no longer offered (moved, changed or removed)")
+    said = "; ".join(parts)
+    return StaleChoice(said[0].upper() + said[1:] + ". Nothing was exported: check \"Keep the label indices and train / "
+                       "validation sides of\" and press Run export again.")
 
 
 def export_face_model(store, settings) -> str:
@@ -100,11 +143,14 @@ past = exports_frame(store)
 # a retraining job that fine-tunes its last model needs each class at the output index it had, so the
 # newest is the default.
 earlier = [str(d) for d in earlier_exports(store)]
-# A new export appeared, or the widget's state is gone (Streamlit drops it when the editor visits
-# another page): propose the newest earlier export again.
-if (st.session_state.get("export_previous_options") != earlier
-        or st.session_state.get("export_previous") not in [NO_PREVIOUS, *earlier]):
-    st.session_state["export_previous_options"] = earlier
+# What a press of Run export was made against: the earlier exports the form offered, and the choice in it.
+stale = previous_changed(st.session_state.get(OPTIONS_KEY), earlier, st.session_state.get("export_previous"), past,
+                         own=st.session_state.pop(OWN_EXPORT_KEY, False))
+st.session_state[OPTIONS_KEY] = earlier
+# The editor's choice stays while it is offered (a colleague's export appearing does not move it). Proposed
+# again: the newest, when the widget's state is gone (Streamlit drops it when the editor visits another page),
+# the choice left the options, or this editor's own export just made a new newest one.
+if stale.own or st.session_state.get("export_previous") not in [NO_PREVIOUS, *earlier]:
     st.session_state["export_previous"] = earlier[0] if earlier else NO_PREVIOUS
 # "Replace" is ticked for one run: left on, a later export into an existing folder would replace it
 # without the editor deciding again. Cleared here, before the checkbox is drawn (see above).
@@ -131,7 +177,9 @@ with st.form("export_form"):
 
 if submitted:
     st.session_state.pop(RESULT_KEY, None)  # a refusal must not be shown above the previous run's success
-if submitted and not out_dir.strip():
+if submitted and stale.message:  # the press chose among other exports than there are now: nothing is written
+    st.warning(plain(stale.message))
+elif submitted and not out_dir.strip():
     st.error("Give an output folder.")  # an empty path would be the server's working directory
 elif submitted and (editor := require_editor()):
     bar = st.progress(0.0, text="Reading the store ...")
@@ -150,6 +198,7 @@ elif submitted and (editor := require_editor()):
         st.session_state[RESULT_KEY] = {"line": summary.line(), "manifest": summary.manifest,
                                         "warning": no_faces_warning(summary)}
         st.session_state[REPLACE_USED_KEY] = overwrite
+        st.session_state[OWN_EXPORT_KEY] = True  # the next run proposes this export to follow
         st.rerun()  # draw the form again, now proposing the next new folder beside the result
 
 last = st.session_state.get(RESULT_KEY)
