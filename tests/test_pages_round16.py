@@ -169,3 +169,24 @@ def test_past_exports_say_whether_their_folder_still_holds_them(store_url, tmp_p
     assert [(Path(d).name, bool(on)) for d, on in zip(past["out_dir"], past["on_disk"])] == [
         ("v1", True), ("v2", False), ("v1", False)]
     assert past["on_disk"].dtype == bool
+
+
+# -- the Export page shows what the export followed, the past exports in UTC and on disk, and retrain's decision
+@pytest.mark.filterwarnings("ignore::models.celebrity_classifier.CalibrationWarning")
+def test_the_export_page_names_what_it_followed_and_why_retrain_deployed(tmp_path, monkeypatch):
+    _, url, _ = small_store(tmp_path)
+    at = open_app(monkeypatch, tmp_path / "data", url)
+    at.session_state["editor"] = "ann"
+    go(at, "export")
+    for name in ("first", "second"):
+        at.text_input(key="export_out_dir").input(str(tmp_path / name))
+        button(at, "Run export").click().run()
+        no_exception(at)
+    assert any(c.value.endswith(f"follow the earlier export {tmp_path / 'first'}.") for c in at.caption), \
+        [c.value for c in at.caption]
+    [past] = [d.value for d in at.dataframe if "on_disk" in d.value.columns]
+    assert all(str(v).endswith(" UTC") for v in past["at"]) and past["on_disk"].tolist() == [True, True]
+    button(at, "Retrain").click().run()
+    no_exception(at)
+    shown = [m.value for m in at.markdown]
+    assert any(" held-out faces" in m and ("stays" in m or "deployed" in m) for m in shown), shown

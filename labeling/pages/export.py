@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from labeling.errors import StoreError, utc_text
-from labeling.pages.common import (get_settings, get_store, plain, progress_callback, require_editor, server_path,
-                                   show_error)
+from labeling.pages.common import (get_settings, get_store, history_table, plain, progress_callback, require_editor,
+                                   server_path, show_error)
 from labeling.queries import exports_frame
 
 RESULT_KEY = "export_last_result"
@@ -207,6 +207,9 @@ if last:
         st.warning(plain(last["warning"]))  # notes name classes: shown as typed, never as markdown
     st.success(plain(last["line"]))
     manifest = last["manifest"]
+    if manifest.get("previous_export"):  # what its label indices and sides follow, as the CLI says before it starts
+        st.caption(plain(f"Label indices and train / validation sides follow the earlier export "
+                         f"{manifest['previous_export']}."))
     for note in manifest.get("notes", []):  # earlier sides not kept, or a validation set left short by them
         st.warning(plain(note))
     counts = manifest.get("counts", {})
@@ -220,7 +223,9 @@ if last:
 
 st.subheader("Past exports")
 if len(past):
-    st.dataframe(past, hide_index=True, width="stretch")
+    # times in UTC as on every page; on_disk: whether the folder still holds that export (a later one may replace it)
+    st.dataframe(history_table(past), hide_index=True, width="stretch",
+                 column_config={"on_disk": st.column_config.CheckboxColumn("on disk")})
 else:
     st.write("No export yet.")
 
@@ -260,7 +265,8 @@ if retrain_submitted and (editor := require_editor()):
         st.session_state[RETRAIN_KEY] = {
             "line": outcome.line(), "before": outcome.before, "after": outcome.after, "deployed": outcome.deployed,
             "version": outcome.model_version, "artifact": str(outcome.artifact), "report": str(outcome.report),
-            "predicted": outcome.refresh.faces, "changed": outcome.refresh.changed, "notes": outcome.notes}
+            "predicted": outcome.refresh.faces, "changed": outcome.refresh.changed, "notes": outcome.notes,
+            "decision": outcome.decision}
 
 retrained = st.session_state.get(RETRAIN_KEY)
 if retrained:
@@ -273,6 +279,8 @@ if retrained:
                      delta_color="normal" if round(change, 4) else "off")  # a tie is no green arrow
     version_col.metric("Model version", retrained["version"].removeprefix("centroid-knn-").removeprefix("head-"),
                        help=retrained["version"])
+    if retrained.get("decision"):  # which model, and why: a tie keeps the centroid classifier
+        st.write(plain(retrained["decision"]))
     st.code(retrained["line"], language=None)
     st.caption(f"Artifact: {retrained['artifact']} · report: {retrained['report']}")
     for note in retrained["notes"]:
