@@ -6,15 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from labeling.cli import (
-    DatabaseUrl,
-    DataDir,
-    _store_for,
-    app,
-    console,
-    make_settings,
-    refuse,
-)
+from labeling.cli import DatabaseUrl, DataDir, _store_for, app, console, make_settings, refuse
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -6,15 +6,7 @@ from typing import Annotated, Hashable
 
 import typer
 
-from labeling.cli import (
-    DatabaseUrl,
-    DataDir,
-    _store_for,
-    app,
-    console,
-    make_settings,
-    refuse,
-)
+from labeling.cli import DatabaseUrl, DataDir, _store_for, app, console, make_settings, refuse
 
 
 def dupes_names(paths: dict[Hashable, str]) -> dict[Hashable, str]:

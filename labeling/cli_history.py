@@ -5,18 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from labeling.cli import (
-    DatabaseUrl,
-    DataDir,
-    Editor,
-    _editor,
-    _run,
-    _store_for,
-    app,
-    make_settings,
-    one_line,
-    refuse,
-)
+from labeling.cli import DatabaseUrl, DataDir, Editor, _editor, _run, _store_for, app, make_settings, one_line, refuse
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
