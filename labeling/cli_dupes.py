@@ -83,10 +83,35 @@ def _rows_of_pairs(identical: list[tuple[int, str]], pairs: list[tuple[int, int,
     return out + [(distance, frames, a, a, b, "") for a, b, frames, distance in pairs]
 
 
+def media_groups(identical: list[tuple[int, str]], pairs: list[tuple[int, int, int, int]]) -> list[list[int]]:
+    """The media that `giflens dupes` pairs, as groups: connected components of the near-duplicate pairs,
+    plus each item met under several names (its identical copies), largest group first.
+
+    Why: every pair is a row, so one clip re-uploaded five times is ten rows; an editor deciding which copy
+    to keep wants the five together."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids = sorted({m for a, b, _, _ in pairs for m in (a, b)} | {m for m, _ in identical})
+    if not ids:
+        return []
+    index = {m: i for i, m in enumerate(ids)}
+    rows = [index[a] for a, _, _, _ in pairs]
+    cols = [index[b] for _, b, _, _ in pairs]
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(ids), len(ids)))
+    _, labels = connected_components(graph, directed=False)
+    groups: dict[int, list[int]] = {}
+    for m, label in zip(ids, labels):
+        groups.setdefault(int(label), []).append(m)
+    return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
+
+
 @app.command("dupes")
 def dupes_command(
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     radius: Annotated[int, typer.Option("--radius", help="Hamming distance (bits of 64, at most 16) of near-duplicate frames.")] = 6,
+    groups: Annotated[bool, typer.Option("--groups", help="One line per group of copies of one clip, not one per pair.")] = False,
 ) -> None:
     """Near-duplicate media pairs from frame pHashes (re-uploads, re-encodes), closest first; identical
     copies (one media item ingested under several names) first, at distance 0, marked "identical bytes"."""
@@ -122,7 +147,13 @@ def dupes_command(
     except NearDuplicateError as exc:
         refuse(str(exc))
     shown = _rows_of_pairs(identical, pairs, hashes)
-    if shown:
+    found = media_groups(identical, pairs) if groups else []
+    for number, members in enumerate(found, 1):
+        keys = [k for m in members for k in [m, *((m, p) for mm, p in identical if mm == m)]]
+        distances = [d for d, _, _, a, b, _ in shown if (a if not isinstance(a, tuple) else a[0]) in members]
+        typer.echo(f"group {number}: {len(members)} media, {len(keys)} names, distance {min(distances)}-"
+                   f"{max(distances)}: " + ", ".join(names[k] for k in keys))
+    if shown and not groups:
         width = max(len(names[k]) for _, _, _, a, b, _ in shown for k in (a, b))
         typer.echo(f"{'distance':>8}  {'frames':>6}  {'media_a':>7}  {'media_b':>7}  {'name_a':<{width}}  name_b")
         for distance, frames, m, a, b, mark in shown:
@@ -133,4 +164,4 @@ def dupes_command(
     # identical_pairs only when there are any: scripts (and tests) read the line as it always was
     typer.echo(f"pairs={len(pairs)} media_in_pairs={len(in_pairs)} media={len(rows)} "
                f"frames={sum(map(len, hashes.values()))} radius={radius}"
-               + (f" identical_pairs={len(identical)}" if identical else ""))
+               + (f" identical_pairs={len(identical)}" if identical else "") + (f" groups={len(found)}" if groups else ""))
