@@ -177,6 +177,18 @@ def _ingester(tmp_path, store_url, pipeline_models):
     return store, lambda paths, **kw: ingest(paths, settings, pipeline=pipeline, store=store, editor="ann", **kw)
 
 
+def _clip_ingested(tmp_path, store_url, gifs_dir, pipeline_models):
+    """m/a.gif (the smallest real GIF) ingested: (folder, a.gif, the other clip, store, run, its media id)."""
+    clip, other = _two_clips(gifs_dir)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    a = folder / "a.gif"
+    shutil.copyfile(clip, a)
+    store, run = _ingester(tmp_path, store_url, pipeline_models)
+    [media_id] = [m["id"] for m in run([folder]).media]
+    return folder, a, other, store, run, media_id
+
+
 def _dupes(tmp_path, store_url) -> list[str]:
     result = runner.invoke(app, ["dupes", "--data-dir", str(tmp_path / "data"), "--database-url", store_url])
     assert result.exit_code == 0, result.output
@@ -188,13 +200,8 @@ def test_c_a_copy_added_beside_an_ingested_file_is_recorded_and_a_rerun_writes_n
         store_url, tmp_path, gifs_dir, pipeline_models):
     """A copy in the same chunk as the stored file gets that file's result, "already stored": it was noted as
     "same content" but its name never recorded (tags naming it skipped, dupes empty)."""
-    clip, _ = _two_clips(gifs_dir)
-    folder = tmp_path / "m"
-    folder.mkdir()
-    a, b = folder / "a.gif", folder / "b.gif"
-    shutil.copyfile(clip, a)
-    store, run = _ingester(tmp_path, store_url, pipeline_models)
-    [media_id] = [m["id"] for m in run([folder]).media]
+    folder, a, _, store, run, media_id = _clip_ingested(tmp_path, store_url, gifs_dir, pipeline_models)
+    b = folder / "b.gif"
     shutil.copyfile(a, b)
     second = run([folder])
     assert second.notes == [f"{b}: same content as {a} (media {media_id}); stored once"]
@@ -242,13 +249,8 @@ def test_c_a_renamed_items_old_name_taken_by_a_new_clip_no_longer_tags_or_pairs_
         store_url, tmp_path, gifs_dir, pipeline_models):
     """a.gif ingested, renamed, and a new clip saved as a.gif: a tags row naming a.gif tagged the renamed
     item too, through its recorded old name."""
-    clip, other = _two_clips(gifs_dir)
-    folder = tmp_path / "m"
-    folder.mkdir()
-    a, renamed = folder / "a.gif", folder / "renamed.gif"
-    shutil.copyfile(clip, a)
-    store, run = _ingester(tmp_path, store_url, pipeline_models)
-    [old_id] = [m["id"] for m in run([folder]).media]
+    folder, a, other, store, run, old_id = _clip_ingested(tmp_path, store_url, gifs_dir, pipeline_models)
+    renamed = folder / "renamed.gif"
     a.rename(renamed)
     run([folder])
     shutil.copyfile(other, a)
