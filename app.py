@@ -21,11 +21,11 @@ if str(ROOT) not in sys.path:  # `streamlit run` from elsewhere: the packages li
     sys.path.insert(0, str(ROOT))
 
 from explorer.projection_jobs import warm_up  # noqa: E402
-from labeling.audit import last_undoable, undo_last  # noqa: E402
+from labeling.audit import undo_last  # noqa: E402
 from labeling.errors import StoreError  # noqa: E402
 from labeling.pages.common import (current_editor, database_label, escape_markdown, flash, forget_tick_versions,  # noqa: E402
                                    get_settings, get_store, oidc_configured, oidc_providers, password_required, plain,
-                                   result_message, show_error, show_flash, sign_in, sign_out)
+                                   result_message, show_error, show_flash, sign_in, sign_out, undo_offered)
 from labeling.queries import events_frame, face_count  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
@@ -69,14 +69,6 @@ def _undo_last(store: sessionmaker[Session], shown: int | None = None) -> None:
         flash(f"Cannot undo: {exc}", "error")
         return
     forget_tick_versions()
-
-
-def _undo_left(store: sessionmaker[Session], editor: str) -> int | None:
-    """The operation Undo last would take back, by `undo_last`'s own rule (`last_undoable`), None when none.
-    Why not "any operation listed": once only undos, records and operations already undone are left, the
-    button was enabled and every press was refused. The button carries this id (`_undo_last`)."""
-    with store() as session:
-        return last_undoable(session, editor)
 
 
 def _oidc_login(provider: str | None) -> None:
@@ -141,7 +133,7 @@ def _recent_operations(store: sessionmaker[Session]) -> None:
                     st.caption(f"~~{line}~~ (undone by #{int(undone_by)})" if pd.notna(undone_by) else line)
             else:
                 st.caption("None yet.")
-            left = None if mine.empty else _undo_left(store, editor)
+            left = None if mine.empty else undo_offered(store, editor)
             st.button("Undo last", key="undo_last", on_click=_undo_last, args=(store, left), disabled=left is None,
                       help=f"Undo your most recent operation that is not undone yet (#{left})" if left is not None else
                       "Nothing of yours is left to undo (only undos, records such as ingest batches, or "

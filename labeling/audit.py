@@ -28,7 +28,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.db import write_scope
-from labeling.errors import ConcurrentWriteError, ConflictError, NotFoundError, UndoError, ValidationError, as_utc
+from labeling.errors import (ConcurrentWriteError, ConflictError, NotFoundError, UndoError, ValidationError, as_utc,
+                             utc_text)
 from labeling.schema import (CONFIRMED_STATUSES, TRACK_PREDICTION_FIELDS, UNDECIDED_STATUSES, AuditEntity, AuditEvent,
                              CelebrityClass, Face, FaceLabel, Media, MediaTag, Tag, Track, utcnow)
 from labeling.validation import check_editor, check_id, class_name_key, whole_number
@@ -344,7 +345,7 @@ class LastWrite:
     def phrase(self) -> str:
         """"by bob at 2026-12-06 10:00:00 UTC in operation 12 (approve_faces)"."""
         what = f"undo of operation {self.undo_of_id}" if self.undo_of_id else self.operation
-        return f"by {self.editor} at {as_utc(self.at):%Y-%m-%d %H:%M:%S} UTC in operation {self.event_id} ({what})"
+        return f"by {self.editor} at {utc_text(self.at)} in operation {self.event_id} ({what})"
 
 
 def last_write(session: Session, key: str) -> LastWrite | None:
@@ -609,13 +610,13 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: Blockers) -> 
                 f"(undo of operation {undo.undo_of_id})" if undo is not None else "")
         return UndoError(
             head + f"{blocking.ops} later operation(s) changed or used the same entities, first {first.id} "
-            f"({first.operation}) by {first.editor} at {as_utc(first.at):%Y-%m-%d %H:%M:%S} UTC{why}{also}; undo those first")
+            f"({first.operation}) by {first.editor} at {utc_text(first.at)}{why}{also}; undo those first")
     assert blocking.first_undo is not None
     first, key = blocking.first_undo
     removed = first.after.get(key) is None
     return UndoError(
         head + f"{where(key)} was {'removed' if removed else 'changed'} since by operation {first.id} (undo of the "
-        f"earlier operation {first.undo_of_id}) by {first.editor} at {as_utc(first.at):%Y-%m-%d %H:%M:%S} UTC, over what "
+        f"earlier operation {first.undo_of_id}) by {first.editor} at {utc_text(first.at)}, over what "
         f"operation {event.id} wrote there; an undo cannot be undone, so operation {event.id} can no longer be "
         "restored (redo what you want changed as a new operation)")
 
@@ -1041,7 +1042,7 @@ def _check_decisions_on_retiring(session: Session, event: AuditEvent) -> None:
     raise UndoError(
         f"operation {event.id} ({event.operation}) cannot be undone: it would {retiring[class_id]}, but {n_ops} later "
         f"operation(s) confirmed {n_faces} face(s) as it since, first {first.id} ({what}) by {first.editor} at "
-        f"{as_utc(first.at):%Y-%m-%d %H:%M:%S} UTC (face {face_id}); a face confirmed as a retired class drops out "
+        f"{utc_text(first.at)} (face {face_id}); a face confirmed as a retired class drops out "
         "of the export: " + ("relabel the faces (an undo cannot be undone)" if first.undo_of_id
                              else "undo those first, or relabel the faces"))
 
@@ -1174,7 +1175,7 @@ def _not_last_anymore(session: Session, expected: int, last: int | None) -> str:
     undo = session.get(AuditEvent, event.undone_by_id) if event is not None and event.undone_by_id else None
     if undo is not None:
         what = (f"#{expected} was already undone by {undo.editor} in operation {undo.id} "
-                f"at {as_utc(undo.at):%Y-%m-%d %H:%M:%S} UTC")
+                f"at {utc_text(undo.at)}")
     elif event is None:
         what = f"#{expected} no longer exists"
     else:

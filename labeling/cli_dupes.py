@@ -133,8 +133,8 @@ def dupes_command(
     with _store_for(settings, create=False)() as session:
         rows = session.execute(select(Media.id, Media.path, Media.frame_hashes, Media.sha256)
                                .where(Media.status == "ok").order_by(Media.id)).all()
-        identical = other_names(session, {m: p for m, p, _, _ in rows}, {m: digest for m, _, _, digest in rows})
-    sha = {m: digest for m, _, _, digest in rows}
+        sha = {m: digest for m, _, _, digest in rows}
+        identical = other_names(session, {m: p for m, p, _, _ in rows}, sha)
     names = dupes_names({**{m: p for m, p, _, _ in rows}, **{(m, p): p for m, p in identical}})
     replaced = replaced_on_disk([(m, p, digest) for m, p, _, digest in rows] + [((m, p), p, sha[m]) for m, p in identical])
     for key in replaced:
@@ -148,11 +148,18 @@ def dupes_command(
         refuse(str(exc))
     shown = _rows_of_pairs(identical, pairs, hashes)
     found = media_groups(identical, pairs) if groups else []
+    copies: dict[int, list[tuple[int, str]]] = {}
+    for m, p in identical:
+        copies.setdefault(m, []).append((m, p))
+    group_of = {m: number for number, members in enumerate(found, 1) for m in members}
+    distances: dict[int, list[int]] = {}
+    for distance, _, m, _, _, _ in shown:  # each row's media_a: a pair's members share its group
+        if m in group_of:
+            distances.setdefault(group_of[m], []).append(distance)
     for number, members in enumerate(found, 1):
-        keys = [k for m in members for k in [m, *((m, p) for mm, p in identical if mm == m)]]
-        distances = [d for d, _, _, a, b, _ in shown if (a if not isinstance(a, tuple) else a[0]) in members]
-        typer.echo(f"group {number}: {len(members)} media, {len(keys)} names, distance {min(distances)}-"
-                   f"{max(distances)}: " + ", ".join(names[k] for k in keys))
+        keys = [k for m in members for k in [m, *copies.get(m, [])]]
+        typer.echo(f"group {number}: {len(members)} media, {len(keys)} names, distance {min(distances[number])}-"
+                   f"{max(distances[number])}: " + ", ".join(names[k] for k in keys))
     if shown and not groups:
         width = max(len(names[k]) for _, _, _, a, b, _ in shown for k in (a, b))
         typer.echo(f"{'distance':>8}  {'frames':>6}  {'media_a':>7}  {'media_b':>7}  {'name_a':<{width}}  name_b")

@@ -1103,7 +1103,7 @@ def _scan_raw_dataset(folder: Path, file_notes: list[str] | None = None) -> tupl
         images[r.label], left_out = _class_folder_files(sub)
         notes += [f"raw_dataset/{sub.name}/{why}" for why in left_out]
         if not images[r.label]:
-            notes.append(f"raw_dataset/{sub.name}/: no images (class kept, no images)")
+            notes.append(f"raw_dataset/{sub.name}/: no images (class kept)")
     forms = {unicodedata.normalize("NFC", r.label) for r in labels}
     twin = "a label's name in another Unicode form, beside the folder of that label; not imported"
     notes += [f"raw_dataset/{p.name}/: {twin if unicodedata.normalize('NFC', p.name) in forms else 'not in labels.csv'}"

@@ -352,13 +352,12 @@ def _new_paths(session: Session) -> list[str]:
     return session.info.setdefault("ingest_new_paths", [])
 
 
-def _took_path(session: Session, media: Media, result: MediaResult) -> None:
-    """The item's bytes were just read at the result's path: record that name (`_record_path`) and, when
-    the bytes are known (hashed), take it from the other items that had it recorded (`_claim_path`)."""
-    path = path_text(result.path)
-    if result.sha256 is not None:
-        _claim_path(session, media.id, path)
-    _record_path(session, media.id, path)
+def _took_path(session: Session, media_id: int, path: str, hashed: bool = True) -> bool:
+    """The item's bytes were just read at `path`: record that name (`_record_path`; True when it is new) and,
+    when the bytes are known (`hashed`), take it from the other items that had it recorded (`_claim_path`)."""
+    if hashed:
+        _claim_path(session, media_id, path)
+    return _record_path(session, media_id, path)
 
 
 def store_result(session: Session, result: MediaResult, media: Media | None) -> Media:
@@ -378,7 +377,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
         if media.kind is None:
             media.kind = result.kind
         session.flush()
-        _took_path(session, media, result)
+        _took_path(session, media.id, path_text(result.path), hashed=result.sha256 is not None)
         return media  # a failure never deletes what an earlier good run stored
     media.kind = result.kind
     stored = (media.width, media.height)  # what the stored faces' boxes are relative to
@@ -389,7 +388,7 @@ def store_result(session: Session, result: MediaResult, media: Media | None) -> 
     media.duration_s = result.duration_s
     media.source_key = result.source_key
     session.flush()
-    _took_path(session, media, result)
+    _took_path(session, media.id, path_text(result.path), hashed=result.sha256 is not None)
 
     existing = list(session.scalars(select(Face).where(Face.media_id == media.id)))
     if not _same_detections(session, existing, result):  # a first ingest too: nothing stored, every face new
@@ -781,7 +780,7 @@ def _settle_warm(store: sessionmaker, warm: _Warm, path: str,
                  failures: _StaleFailures) -> tuple[list[dict[str, Any]], bool]:
     """The warm path's writes for a file whose bytes the store holds as they are (the item's own file, or a
     copy of it met in the same chunk, which gets that file's result): record the copy's name when it is new
-    (`_took_path`'s `_claim_path` and `_record_path`), and delete the failed rows nobody worked on at either
+    (`_took_path`), and delete the failed rows nobody worked on at either
     path (`_drop_stale_failures`: a file that failed, then was restored to, or replaced by, bytes already
     stored). Returns (the failed rows deleted, whether the name is new).
 
@@ -798,8 +797,7 @@ def _settle_warm(store: sessionmaker, warm: _Warm, path: str,
         if media is None:  # deleted meanwhile by another session: nothing of it to record
             return [], False
         if new_name:
-            _claim_path(session, media.id, path)
-            new_name = _record_path(session, media.id, path)
+            new_name = _took_path(session, media.id, path)
         removed = _drop_stale_failures(session, media, stale) if stale else []
     failures.dropped(stale)
     _known_names(store, warm).add(path)

@@ -17,12 +17,12 @@ from explorer.figures import cluster_review, selected_ids
 from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, named_no_one, own_classes,
                             retired_classes, track_own_class, track_predictions, track_refusals, unnameable_help,
                             unnameable_tracks_help)
-from labeling.audit import last_undoable, undo_last
+from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
 from labeling.pages.common import (DRAWN, TICK_VERSIONS, current_editor, decided_faces_tick, flash, forget_tick_versions, get_settings,
                                    get_store, keep_choice, media_file, plain, refuse_lost_class, select_choice,
-                                   versions_seen, write)
+                                   undo_offered, versions_seen, write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent, FaceEmbedding, Track
@@ -166,16 +166,6 @@ def versions_at_tick(table_key: str, row_faces: Mapping[int, Mapping[int, int]],
 
 
 UNDO_SHOWN = "review_undo_shown"  # the operation "Undo my last operation" offered when it was drawn
-
-
-def undo_shown(store: Any) -> int | None:
-    """The operation "Undo my last operation" takes back as the store stands (`last_undoable`), None when the
-    editor has none (or nobody is signed in: the press is then refused for want of an editor)."""
-    editor = current_editor()
-    if not editor:
-        return None
-    with store() as session:
-        return last_undoable(session, editor)
 
 
 def bulk_write(table_key: str, operation: Callable[[Any, str], Any]) -> None:
@@ -447,10 +437,10 @@ with tracks_tab:
                                                                           expected_versions=seen))
 
 st.divider()
-# The press undoes the operation the button was drawn for (the last run's, `undo_shown`), not whatever is
+# The press undoes the operation the button was drawn for (the last run's, `undo_offered`), not whatever is
 # the editor's last by the time it arrives: after a colleague undid that one, an older operation the editor
 # never saw here would go instead. `undo_last` refuses then, saying who undid it; this run offers the next.
 shown_undo = st.session_state.get(UNDO_SHOWN)
 if st.button("Undo my last operation", key="review_undo"):
     write(lambda s, e: undo_last(s, e, expected=shown_undo), after=forget_tick_versions)
-st.session_state[UNDO_SHOWN] = undo_shown(store)
+st.session_state[UNDO_SHOWN] = undo_offered(store, current_editor())

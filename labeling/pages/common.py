@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from embeddings.pipeline import DATA_UPLOADS
-from labeling.audit import _chunks
+from labeling.audit import _chunks, last_undoable
 from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError, utc_text
 from labeling.schema import AuditEntity, AuditEvent, CelebrityClass
 from labeling.validation import check_editor
@@ -157,6 +157,18 @@ def current_editor() -> str | None:
     if oidc_configured():
         return oidc_editor()
     return st.session_state.get(EDITOR_KEY) or None
+
+
+def undo_offered(store: sessionmaker[Session], editor: str | None) -> int | None:
+    """The operation an Undo button offers this editor (`last_undoable`, undo_last's own rule), None when
+    they have none or nobody is signed in. The sidebar's "Undo last" and Review's "Undo my last operation"
+    carry it, so a press undoes what was shown (`undo_last`'s `expected`). Why not "any operation listed":
+    once only undos, records and operations already undone are left, the button was enabled and every press
+    was refused."""
+    if not editor:
+        return None
+    with store() as session:
+        return last_undoable(session, editor)
 
 
 def require_editor() -> str | None:
