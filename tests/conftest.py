@@ -191,6 +191,21 @@ def store_url(request, tmp_path):
     return request.getfixturevalue("pg_url")
 
 
+def downgrade_then_upgrade(store, revision: str) -> None:
+    """Take a store's schema back to `revision`, then up to head again, in one transaction: a migration
+    test's round trip over the rows the store holds."""
+    from alembic import command
+
+    from labeling.db import alembic_config
+
+    engine = store.kw["bind"]
+    config = alembic_config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+        command.upgrade(config, "head")
+
+
 def n_events(store) -> int:
     """Audit events in the store: a refused or failed operation must leave the count as it was."""
     from sqlalchemy import func, select

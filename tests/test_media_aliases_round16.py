@@ -13,13 +13,12 @@ import hashlib
 import shutil
 
 import pytest
-from alembic import command
-from conftest import ingest_settings
+from conftest import downgrade_then_upgrade, ingest_settings
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from labeling.cli import app
-from labeling.db import HEAD, alembic_config, make_engine, migrate, open_store, session_scope
+from labeling.db import HEAD, make_engine, migrate, open_store, session_scope
 from labeling.importers import import_tags
 from labeling.schema import AuditEntity, Media, MediaPath, MediaTag, Tag
 
@@ -130,12 +129,7 @@ def test_migration_0013_records_each_media_items_path(store_url):
     store = open_store(store_url)
     with session_scope(store) as s:
         s.add_all([Media(sha256=f"{i:064x}", path=f"/m/{i}.gif", kind="gif", status="ok") for i in range(1, 4)])
-    engine = store.kw["bind"]
-    config = alembic_config(engine)
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0012")
-        command.upgrade(config, "head")
+    downgrade_then_upgrade(store, "0012")
     with store() as s:
         rows = s.execute(select(MediaPath.media_id, MediaPath.path).order_by(MediaPath.media_id)).all()
         media = s.execute(select(Media.id, Media.path).order_by(Media.id)).all()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_faces
+from conftest import downgrade_then_upgrade, make_faces
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -296,16 +296,10 @@ def test_postgres_refuses_to_truncate_the_audit_log_and_the_migration_downgrades
 
 
 def test_the_truncate_migration_is_a_no_op_on_sqlite(tmp_path):
-    from alembic import command
-
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     add_class(store, "A", "ann")
+    downgrade_then_upgrade(store, "0008")
     engine = store.kw["bind"]
-    config = alembic_config(engine)
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0008")
-        command.upgrade(config, "head")
     assert current_revision(engine) == HEAD
     with pytest.raises(DBAPIError, match="append-only"):  # 0007's triggers still refuse the delete
         with engine.begin() as conn:
