@@ -23,7 +23,10 @@ Three experts, as in bench/tagging.py:
 
 The tagger weighs each expert by how often it proposes a correct tag, leave-one-out, on the
 media that already carry tags (active tags of any source: uploader, import, editor, and accepted
-suggestions). Results are written as media_tag rows with source "experts_voting" and status
+suggestions). A tag (nearly) every tagged media item an expert covers carries (`shared_tags`:
+"reaction" on every GIF) is no correct tag: every neighbour proposes it, so it earned the visual
+expert weight 1.0 and every uploader tag the expert did not confirm was lowered to 0.7. Media whose
+tags are all shared are not measured; a note names the tags left out (`shared_tags_notes`). Results are written as media_tag rows with source "experts_voting" and status
 "suggested", in one audited operation, and never over anything else: an active tag is not
 suggested again, and a suggestion an editor rejected, or a tag an editor removed, stays so. Earlier experts-voting
 suggestions of the media voted on are refreshed, or removed when the vote no longer proposes them
@@ -57,6 +60,7 @@ from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEvent,
                              FaceLabel, Media, MediaEmbedding, MediaTag, Tag, Track, bytes_to_vector)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import clean_tag_name
+from models.tagger import SHARED_SHARE, shared_tags  # the rule lives in the tagger: every expert's weight
 
 SOURCE = "experts_voting"
 ORIGINAL_SOURCES = ("uploader", "import")  # tags a media item came with: the vote confirms or lowers them
@@ -213,28 +217,6 @@ def text_sources(inputs: TaggingInputs, text: str | None) -> dict[int, list[str]
     return {m: words for m, words in source.items() if words}
 
 
-SHARED_SHARE = 0.9  # a tag on this share of the media the text expert covers counts as shared (`shared_tags`)
-
-
-def shared_tags(words: Mapping[int, list[str]]) -> frozenset[str]:
-    """Tags (nearly) every media item of `words` carries, at least SHARED_SHARE of them: the text expert
-    (almost) never suggests them, and they say nothing about a media item.
-
-    Why: the text expert over tags covers only media that have tags, and a suggestion is a tag the
-    media lacks, so a tag they all carry is never one. Held out, it is proposed by every neighbour (64
-    LFW photos tagged `<name>;person`: `person` held out was a hit on all 32 media that held it out, a
-    text weight of 0.63 earned by a tag it cannot write, and 64 suggestions of other people's names);
-    left in the query it says nothing about the media. "Nearly": one media item without it (a photo
-    tagged with a name only) was enough to bring the whole 0.62 back."""
-    if len(words) < 2:
-        return frozenset(t for tags in words.values() for t in tags)
-    counts: dict[str, int] = {}
-    for tags in words.values():
-        for t in set(tags):
-            counts[t] = counts.get(t, 0) + 1
-    return frozenset(t for t, n in counts.items() if n >= SHARED_SHARE * len(words))
-
-
 def unmeasured_text_note(words: Mapping[int, list[str]]) -> str:
     """Why the text expert's weight is 0 of 0 though it covers tagged media: no media item has 2 tags
     it could lack (`held_out_tag_queries`), so nothing was measured; the weight line alone read as an
@@ -244,6 +226,32 @@ def unmeasured_text_note(words: Mapping[int, list[str]]) -> str:
               f"(on {SHARED_SHARE:.0%} or more of them)" if shared else ""
     return (f"text expert not measured: none of the {len(words)} tagged media items it covers has 2 tags"
             f"{besides} to hold one out, so its weight is 0")
+
+
+def shared_tags_notes(tagger: Any, remeasured: Iterable[str] = (), said: Iterable[str] = ()) -> list[str]:
+    """One note per expert whose weight was measured without shared tags: which tags, and why.
+
+    Why: the weight lines print "N of M tagged media it covers", and M no longer counts the media
+    whose tags are all shared; without the note a run on gifs.csv plus "reaction" would print a
+    weight unexplained by the tags the editor sees on every GIF. `remeasured`: experts whose weight
+    was measured again outside the tagger (text over tags, `text_weight_without_own_tags`, which never
+    holds a shared tag out): their media counts are not the tagger's. `said`: experts another note
+    already explains (the text expert that measured nothing)."""
+    remeasured = set(remeasured)
+    notes = []
+    for name in tagger.modalities_:
+        shared = sorted(tagger.shared_.get(name, ()))
+        if not shared or name in said:
+            continue
+        names = ", ".join(repr(t) for t in shared[:3]) + (" ..." if len(shared) > 3 else "")
+        covered = "" if name in remeasured else f" {tagger.coverage_[name] + tagger.unevaluated_[name]}"
+        note = (f"weight {name} measured without {names} (on {SHARED_SHARE:.0%} or more of the{covered} tagged media "
+                "it covers: every neighbour proposes such a tag, so proposing it says nothing)")
+        left = 0 if name in remeasured else tagger.unevaluated_[name]
+        if left:
+            note += f"; {left} media with only such tags not measured"
+        notes.append(note)
+    return notes
 
 
 def held_out_tag_queries(words: Mapping[int, list[str]], shared: Iterable[str] = ()
@@ -474,13 +482,19 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         on_progress(0, total)
     notes: list[str] = []
     try:
-        tagger = ExpertsVotingTagger(k=k, min_frequency=min_frequency).fit(modalities, tags, identity_tags=identity)
+        tagger = ExpertsVotingTagger(k=k, min_frequency=min_frequency).fit(
+            modalities, tags, identity_tags=identity)
+        remeasured: set[str] = set()
+        said: set[str] = set()
         if text == "tags" and TEXT in tagger.weights_:  # its fit-time weight saw the answer: measure it without
             words = text_sources(inputs, text)
             weight, measured, hits = text_weight_without_own_tags(tagger, words, text_embedder)
             tagger.weights_[TEXT], tagger.coverage_[TEXT], tagger.hits_[TEXT] = weight, measured, hits
+            remeasured.add(TEXT)
             if not measured and words:
-                notes.append(unmeasured_text_note(words))
+                notes.append(unmeasured_text_note(words))  # names the shared tags itself
+                said.add(TEXT)
+        notes += shared_tags_notes(tagger, remeasured, said)
         if on_progress is not None:
             on_progress(1, total)
         predicted: dict[str, list[tuple[str, float]]] = {}

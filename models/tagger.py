@@ -12,7 +12,11 @@ tracks) proposes its names with frequency 1.
 
 Experts are not equally reliable, and how reliable depends on the library, so each one is
 weighted by the share of tagged GIFs it covers for which it proposes at least one of their
-tags, measured at fit time leave-one-out (a GIF's own tags never vote for it). The combined
+tags, measured at fit time leave-one-out (a GIF's own tags never vote for it). With
+`shared_share` (SHARED_SHARE unless None is given), a tag on that share or more of the
+tagged GIFs an expert covers ("reaction", "gif", "person") is no hit: every neighbour carries it, so
+any expert proposes it for every GIF, and counting it gave the visual expert weight 1.0 on a library
+whose other tags it never got right (see `shared_tags`). The combined
 score of a tag is the weighted mean of its frequencies over the experts that cover the GIF,
 which lies in [0, 1] by construction and keeps its meaning across GIFs (a per-GIF max
 normalisation would crown a tag carried by one neighbour in ten with 1.0). Uploader tags
@@ -50,6 +54,7 @@ import numpy as np
 IDENTITY = "identity"
 _CHUNK = 1024  # query media per block: bounds the (query rows, reference rows) similarity matrix
 _EPS = 1e-9
+SHARED_SHARE = 0.9  # a tag on this share of the tagged media an expert covers counts as shared (`shared_tags`)
 
 ModalityInput = tuple[Sequence[str], Any]  # (media ids, one vector per id; ids may repeat)
 
@@ -149,6 +154,25 @@ def tag_lists(mapping: Mapping[str, Iterable[str]], what: str, stacklevel: int =
     return out
 
 
+def shared_tags(words: Mapping[Any, Iterable[str]], share: float = SHARED_SHARE) -> frozenset[str]:
+    """Tags (nearly) every media item of `words` carries, on at least `share` of them: they say nothing
+    about a media item, and a hit on one measures nothing.
+
+    Why: a kNN expert proposes what its neighbours carry, so a tag on every tagged media item is
+    proposed for every media item, right or wrong neighbours alike. Counted as a hit, "reaction" on
+    every GIF of gifs.csv gave the visual expert weight 1.0 (0.16 without it), and with that weight
+    it lowered all 118 uploader tags it did not confirm to 0.7. The text expert over tags met the same
+    tag held out (64 LFW photos tagged `<name>;person`: weight 0.63 earned by `person`, then another
+    person's name suggested on all 64). "Nearly": one media item without it (a photo tagged with a
+    name only) was enough to bring the whole inflated weight back. Fewer than 2 media items: every
+    tag is on all of them, and nothing tells them apart."""
+    lists = [set(tags) for tags in words.values()]
+    if len(lists) < 2:
+        return frozenset(t for tags in lists for t in tags)
+    counts = Counter(t for tags in lists for t in tags)
+    return frozenset(t for t, n in counts.items() if n >= share * len(lists))
+
+
 # -- vectors ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -224,17 +248,20 @@ class ExpertsVotingTagger:
     """
 
     def __init__(self, k: int = 10, min_frequency: float = 0.2, confirmed_confidence: float = 1.0,
-                 unconfirmed_confidence: float = 0.7, max_distance: Mapping[str, float] | None = None) -> None:
+                 unconfirmed_confidence: float = 0.7, max_distance: Mapping[str, float] | None = None,
+                 shared_share: float | None = SHARED_SHARE) -> None:
         self.k = k
         self.min_frequency = min_frequency
         self.confirmed_confidence = confirmed_confidence
         self.unconfirmed_confidence = unconfirmed_confidence
         self.max_distance = max_distance
+        self.shared_share = shared_share  # None: every tag counts as a hit, a tag on every GIF too (see `shared_tags`)
 
     def get_params(self) -> dict[str, Any]:
         return {"k": self.k, "min_frequency": self.min_frequency, "confirmed_confidence": self.confirmed_confidence,
                 "unconfirmed_confidence": self.unconfirmed_confidence,
-                "max_distance": dict(self.max_distance) if self.max_distance else None}
+                "max_distance": dict(self.max_distance) if self.max_distance else None,
+                "shared_share": self.shared_share}
 
     def _check_params(self) -> None:
         if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
@@ -247,6 +274,8 @@ class ExpertsVotingTagger:
         for name, d in (self.max_distance or {}).items():
             if not 0.0 <= float(d) <= 2.0:
                 raise TaggerError(f"max_distance[{name!r}] is a cosine distance in [0, 2], got {d!r}")
+        if self.shared_share is not None and not 0.0 < float(self.shared_share) <= 1.0:
+            raise TaggerError(f"shared_share must be in (0, 1] or None, got {self.shared_share!r}")
 
     # -- fit ------------------------------------------------------------------------------
     def fit(self, modalities: Mapping[str, ModalityInput], tags: Mapping[str, Iterable[str]],
@@ -290,14 +319,29 @@ class ExpertsVotingTagger:
         self.dims_ = {name: r.dim for name, r in rows.items()}
 
         votes = self._votes_for(list(tags_), None, None)
-        self.weights_, self.coverage_, self.hits_ = {}, {}, {}
+        self.weights_, self.coverage_, self.hits_, self.shared_, self.unevaluated_ = {}, {}, {}, {}, {}
         for name in self.modalities_:
-            evaluated = [m for m in votes[name] if tags_[m]]
-            hits = sum(1 for m in evaluated if set(votes[name][m]) & set(tags_[m]))
-            self.coverage_[name] = len(evaluated)
-            self.hits_[name] = hits
-            self.weights_[name] = hits / len(evaluated) if evaluated else 0.0
+            self._measure(name, votes[name])
         return self
+
+    def _measure(self, name: str, votes: Mapping[str, Mapping[str, float]]) -> None:
+        """One expert's weight: the share of the tagged media it covers that it proposes one of their
+        tags for, leave-one-out, tags shared by (nearly) all of them left out of both the hits and the
+        media counted.
+
+        Fitted per expert: `shared_` (the tags left out), `unevaluated_` (tagged media it covers whose
+        tags are all shared: nothing of theirs could be a hit, so counting them as misses would punish
+        the expert for the library), `coverage_` (media measured), `hits_`, `weights_`."""
+        tagged = {m: self.tags_[m] for m in votes if self.tags_[m]}
+        shared = shared_tags(tagged, float(self.shared_share)) if self.shared_share is not None else frozenset()
+        own = {m: set(tags) - shared for m, tags in tagged.items()}
+        evaluated = [m for m, tags in own.items() if tags]
+        hits = sum(1 for m in evaluated if set(votes[m]) & own[m])
+        self.shared_[name] = shared
+        self.unevaluated_[name] = len(tagged) - len(evaluated)
+        self.coverage_[name] = len(evaluated)
+        self.hits_[name] = hits
+        self.weights_[name] = hits / len(evaluated) if evaluated else 0.0
 
     def is_fitted(self) -> bool:
         return hasattr(self, "weights_")

@@ -73,9 +73,10 @@ def test_lower_bound_drops_rare_tags_and_is_inclusive():
     tags = {"r1": ["common", "rare"], "r2": ["common"], "r3": ["common"], "r4": ["common"]}
     vectors = at(0, 1, 2, 3)
     new = {"v": (["n"], at(1.5))}
-    strict = ExpertsVotingTagger(k=4, min_frequency=0.3).fit({"v": (ids, vectors)}, tags)
+    # shared_share=None: "common" (on every GIF) counts as a hit here, which the store's rule would not let it
+    strict = ExpertsVotingTagger(k=4, min_frequency=0.3, shared_share=None).fit({"v": (ids, vectors)}, tags)
     assert strict.predict_votes(modalities=new)["v"]["n"] == {"common": 1.0}
-    inclusive = ExpertsVotingTagger(k=4, min_frequency=0.25).fit({"v": (ids, vectors)}, tags)
+    inclusive = ExpertsVotingTagger(k=4, min_frequency=0.25, shared_share=None).fit({"v": (ids, vectors)}, tags)
     assert inclusive.predict_votes(modalities=new)["v"]["n"] == {"common": 1.0, "rare": 0.25}
     # leave-one-out at fit: r1 sees 3 neighbours without "rare"; everyone gets "common" right
     assert strict.weights_ == {"v": 1.0}
@@ -95,8 +96,8 @@ def test_frequencies_are_shares_of_the_neighbours_and_scores_stay_in_unit_interv
 def test_equal_frequencies_rank_the_nearest_carrier_first():
     ids = ["n1", "n2", "n3"]
     tags = {"n1": ["zebra", "common"], "n2": ["apple", "common"], "n3": ["mango", "common"]}
-    t = ExpertsVotingTagger(k=3, min_frequency=0.0).fit({"v": (ids, at(1, 5, 9))}, tags)
-    assert t.weights_ == {"v": 1.0}  # "common" is always right
+    t = ExpertsVotingTagger(k=3, min_frequency=0.0, shared_share=None).fit({"v": (ids, at(1, 5, 9))}, tags)
+    assert t.weights_ == {"v": 1.0}  # "common" is always right (counted: shared_share=None)
     new = {"v": (["q"], at(0))}
     assert list(t.predict_votes(modalities=new)["v"]["q"]) == ["common", "zebra", "apple", "mango"]
     got = t.predict(modalities=new)["q"]
@@ -126,7 +127,7 @@ def test_leave_one_out_never_uses_a_gifs_own_tags():
     ids = ["s1", "s2", "s3"]
     tags = {"s1": ["secret", "shared"], "s2": ["shared"], "s3": ["shared"]}
     vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # s1 and s2 identical
-    t = ExpertsVotingTagger(k=3, min_frequency=0.0).fit({"v": (ids, vectors)}, tags)
+    t = ExpertsVotingTagger(k=3, min_frequency=0.0, shared_share=None).fit({"v": (ids, vectors)}, tags)
     votes = t.predict_votes(["s1"])["v"]["s1"]
     assert "secret" not in votes and votes == {"shared": 1.0}
     assert dict(t.predict(["s1"])["s1"]) == {"shared": 1.0, "secret": 0.7}

@@ -72,6 +72,21 @@ def changed_confidences(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFra
     return after[diff]
 
 
+def empty_confidences(edited: pd.DataFrame) -> list[str]:
+    """The tags whose confidence cell the editor cleared (st.data_editor gives None, read as NaN).
+
+    Why: an empty cell is a changed cell, and saving it was refused by the store as "confidence must be
+    in [0, 1], got nan", which names no tag: in a table of many, the editor could not tell which
+    cell to fix. Named here, before anything is written."""
+    return edited.loc[pd.isna(edited["confidence"]), "tag"].tolist()
+
+
+def empty_confidences_message(tags: list[str]) -> str:
+    """"The confidence of 'x' is empty: type a number from 0 to 1", one clause per tag; nothing saved."""
+    return "; ".join(f"The confidence of {t!r} is empty: type a number from 0 to 1" for t in tags) + \
+        ". Nothing was saved."
+
+
 def table_rows(active: pd.DataFrame) -> tuple[tuple[int, int], ...]:
     """The confidence table as the editor sees it: its (tag id, version) rows in order (a version moves
     with every change of a row's confidence, source, editor or status)."""
@@ -346,6 +361,8 @@ with per_gif:
                     changed = changed_confidences(active, edited)
                     if drawn is not None and drawn != table_rows(active):
                         table_moved_on(media_id, drawn, table_rows(active))
+                    elif empty := empty_confidences(edited):  # the edits stay in the table, to be fixed
+                        st.error(plain(empty_confidences_message(empty)))
                     elif changed.empty:
                         st.info("No confidence was changed.")
                     else:
