@@ -259,10 +259,36 @@ def _final_sigma(text: str) -> str:
     return "".join(out)
 
 
+def _without_presentation_selectors(text: str) -> str:
+    """`text`, NFC, without the text and emoji presentation selectors (U+FE0E, U+FE0F) that select a
+    presentation: after a symbol or a keycap's digit (`_selector_in_place`), judged against the last
+    character kept ("❤" + two U+FE0F is "❤"), again after NFC until none goes ("=" U+FE0E U+0338 U+FE0F
+    composes "≠" before the last selector once the first is gone), so a second fold drops nothing more.
+    A stray one (after a letter, a space) selects nothing and stays: `refuse_invisible_characters`
+    refuses it in a new name, and a name stored with one before that rule stays reachable under it."""
+    text = unicodedata.normalize("NFC", text)
+    while True:
+        out: list[str] = []
+        for i, c in enumerate(text):
+            if not (c in (_VS15, _VS16) and _selector_in_place(c, out[-1] if out else "", text[i + 1 : i + 2])):
+                out.append(c)
+        kept = unicodedata.normalize("NFC", "".join(out))
+        if kept == text:
+            return text
+        text = kept
+
+
 def fold_tag_name(text: str) -> str:
     """The name a tag is stored and looked up by, without the checks (`clean_tag_name` says why each step);
-    migration 0011 recomputes stored names with it."""
+    migrations 0011 and 0014 recompute stored names with it.
+
+    Presentation selectors go (`_without_presentation_selectors`): how a symbol is drawn, text "❤︎" or
+    emoji "❤️", is not which word a tag is; kept, "❤" and "❤️" were two tags that look alike (adding "❤" to
+    a GIF tagged "❤️" was not refused as already there, the Per tag box listed both, experts voting and
+    tags.jsonl split one word in two). Emoji sequences stay whole ("❤️‍🔥" is stored U+2764 U+200D U+1F525),
+    and other variation selectors stay (a CJK or math variant is a glyph an editor chose)."""
     tag = " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
+    tag = _without_presentation_selectors(tag)
     # every dot above after an "i" goes (not one: "İ" + U+0307 left "i" + U+0307, folded again to "i", so a
     # stored name would not be its own fold and migration 0011 met two tags renamed alike)
     tag = re.sub("i\u0307+", "i", tag.replace("\u0131", "i"))  # then "i" + U+0307 + U+0301 is "í"
