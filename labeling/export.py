@@ -20,7 +20,8 @@ tag dataset, Embedding Projector files and a manifest.
                                    active tags, most confident first, as "tag (0.93); tag (0.50)")
       manifest.json           counts, provenance, split, schema version, sha256 of every other file
 
-Only confirmed labels (`CONFIRMED_STATUSES`) of classes that are not retired are exported.
+Only confirmed labels (`CONFIRMED_STATUSES`) of classes that are not retired are exported; a note names
+the retired classes left out that hold confirmed faces (`retired_classes_note`).
 Folder names are safe on Linux, macOS and Windows (`safe_folder_name`). Train and validation
 never share a source media item or its near-duplicates: media are joined (union-find) when any of
 their frame pHashes lie within a small Hamming radius, or when they hold faces (of any classes)
@@ -28,7 +29,9 @@ whose embeddings are nearly identical (`same_photo_pairs`: mirrored and cropped 
 photo, which move the pHash too far, also one filed under a second class), and whole groups go to
 one side (`copy_groups`: retrain's holdout groups media the same way). Media that one group of an
 imported export held (its crops of one clip, recorded by `giflens import raw-dataset`,
-`labeling.import_groups`) are joined too, whether or not an earlier export is followed.
+`labeling.import_groups`) are joined too, whether or not an earlier export is followed. Crops of a followed
+export that it put in different groups are not joined by their frame hashes alone (`hash_pair_kept`): an
+aligned face crop's hash is not its frame's, and crops of one person's different photos can lie close.
 
 Sides are stable too. Given `previous` (an earlier export), every media item of its split.csv
 (matched by sha256; or by the sha256 of a face crop it exported, which is how a store that imported
@@ -37,7 +40,8 @@ side, media one earlier group held stay one group here (`earlier_group_pairs`), 
 to this export are split, by the share and stratified by class as always. A group that now unites
 media of both earlier sides trains, so no face a model fine-tuned on the earlier export trained on
 ever becomes a validation face; the manifest counts the faces that kept their side and the ones
-moved, and a note says when an earlier export with sides keeps none (`no_face_kept`). A share of 0
+moved, a note says how many validation faces moved to train and why (`moved_to_train_note`), and one
+says when an earlier export with sides keeps none (`no_face_kept`). A share of 0
 asks for no validation set at all: earlier validation media then train. An earlier export without
 validation faces (written with a share of 0, or with classes too small to give any) gives its label
 indices but not its sides: kept, they would keep every earlier face in training for good, and
@@ -109,6 +113,7 @@ ILLEGAL_CHARS = frozenset('<>:"/\\|?*')
 FOLDER_MAX_BYTES = 120  # of the name before the external id; ext4 and NTFS allow 255
 NEAR_DUPLICATE_RADIUS = 6  # bits of 64: resizes and re-encodes of a clip stay within this
 MIN_HASH_BITS = 16  # a natural frame's median-threshold pHash sets 32 bits; flat frames (black, one colour) set ~1
+NAMES_SHOWN = 10  # names a note lists before "and N more" (`listed_names`)
 GIF_TOP_TAGS = 5  # tags per media item in gif_metadata.tsv: enough to read a cluster, short enough for a tooltip
 # Face embeddings closer than this (Euclidean) are one photo (`same_photo_pairs`). Measured
 # with dlib on LFW: mirrored copies of 60 photos lay at most 0.117 from the original, copies cropped by
@@ -208,16 +213,29 @@ def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Has
 
 def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
                           radius: int = NEAR_DUPLICATE_RADIUS,
-                          extra_pairs: Iterable[tuple[Hashable, Hashable]] = ()) -> dict[Hashable, Hashable]:
+                          extra_pairs: Iterable[tuple[Hashable, Hashable]] = (),
+                          apart: dict[Hashable, Hashable] | None = None) -> dict[Hashable, Hashable]:
     """media -> group (its smallest member): union-find over media that share any pair of frame
     pHashes (16 hex digits) within `radius` bits, found exactly by multi-index hashing
     (`embeddings.near_duplicates`), and over `extra_pairs` (media joined by another signal, e.g.
     `same_photo_pairs`). Flat frames (fewer than MIN_HASH_BITS bits set) are ignored: a black
-    frame would otherwise join every clip that fades to black."""
+    frame would otherwise join every clip that fades to black. Media `apart` names (media -> a group an
+    earlier export gave it, `earlier_crop_groups`) are not joined by their hashes when their groups
+    differ (`hash_pair_kept`); `extra_pairs` join them still."""
     informative = {m: [h for h in hashes or [] if int(h, 16).bit_count() >= MIN_HASH_BITS]
                    for m, hashes in media_hashes.items()}
-    pairs = [(a, b) for a, b, _, _ in near_duplicate_media(informative, radius=radius)]
+    pairs = [(a, b) for a, b, _, _ in near_duplicate_media(informative, radius=radius)
+             if hash_pair_kept(a, b, apart or {})]
     return join_groups(media_hashes, [*pairs, *extra_pairs])
+
+
+def hash_pair_kept(a: Hashable, b: Hashable, apart: dict[Hashable, Hashable]) -> bool:
+    """Whether a pair of media with near frame hashes joins: not when both are crops of an earlier export
+    that gave them different groups (`apart`). Why: the hash of an aligned face crop is not the hash of the
+    frame it came from; aligned crops of one person look alike (two LFW photos of George Lopez, cropped,
+    lay 4 bits apart), and the export that wrote them had the frames themselves and kept them apart. Joined
+    here, a validation face would move to train on a round trip through another store, unasked."""
+    return a not in apart or b not in apart or apart[a] == apart[b]
 
 
 def same_photo_pairs(faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], threshold: float,
@@ -286,6 +304,7 @@ def same_photo_threshold(face_model: str, given: float | None = None) -> float |
 def copy_groups(media_hashes: dict[Hashable, Iterable[str] | None],
                 faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], same_photo_distance: float | None,
                 radius: int = NEAR_DUPLICATE_RADIUS, joined: Iterable[tuple[Hashable, Hashable]] = (),
+                apart: dict[Hashable, Hashable] | None = None,
                 ) -> tuple[dict[Hashable, Hashable], set[tuple[Hashable, Hashable]]]:
     """(media -> group, the same-photo pairs found): the one grouping of every split that must keep
     copies of a picture on one side, the export's train / validation split and retrain's holdout.
@@ -293,11 +312,12 @@ def copy_groups(media_hashes: dict[Hashable, Iterable[str] | None],
     hold faces (class, media, vector) within `same_photo_distance`, whatever their classes
     (`same_photo_pairs`: mirrored and cropped copies the hashes miss, also one filed under a second
     class; None: no such joins), or when they are `joined` (media one group of an earlier export held,
-    `earlier_group_pairs`). One definition, so a copy
+    `earlier_group_pairs`). Crops of an earlier export in groups it kept apart (`apart`,
+    `earlier_crop_groups`) are not joined by their hashes alone (`hash_pair_kept`). One definition, so a copy
     the export keeps on one side can never straddle retrain's holdout, or the other way round."""
     pairs = (same_photo_pairs(faces, same_photo_distance, across_classes=True) if same_photo_distance is not None
              else set())
-    return near_duplicate_groups(media_hashes, radius, [*pairs, *joined]), pairs
+    return near_duplicate_groups(media_hashes, radius, [*pairs, *joined], apart), pairs
 
 
 def validation_target(faces: int, split: float) -> int:
@@ -429,6 +449,16 @@ def earlier_group_pairs(earlier: EarlierSides,
                        for key in [earlier.key_of(media_id, sha)])  # type: ignore[arg-type]
 
 
+def earlier_crop_groups(earlier: EarlierSides, media_sha256: dict[Hashable, str | None]) -> dict[Hashable, str]:
+    """media id -> earlier group of this export's media (id -> sha256) that are face crops the earlier export
+    wrote (imported into this store: matched by the crop's bytes) and that its split.csv gives a group, for
+    `copy_groups` to keep apart when only their hashes are near (`hash_pair_kept`). Media matched as media
+    (not crops) carry their own frames' hashes, which the earlier export compared too: the radius asked for
+    now applies to them."""
+    return {media_id: earlier.groups[key] for media_id, sha in media_sha256.items()
+            if (key := earlier.key_of(media_id, sha)) is not None and key[0] == "crop" and key in earlier.groups}
+
+
 def group_pairs(members: Iterable[tuple[Hashable, Hashable | None]]) -> list[tuple[Hashable, Hashable]]:
     """(member, member) pairs joining the members (member, group; None: no group) of each group: each paired
     with its group's first member seen, a chain, which is all `copy_groups`' union-find needs."""
@@ -530,11 +560,43 @@ def small_validation(val_faces: int, faces: int, split: float, kept_train: int, 
         "groups larger than a class's validation target stay in train (more faces per class, or a larger share, "
         "give validation room)"]
     if without_validation:
-        shown = ", ".join(repr(n) for n in without_validation[:10])
-        more = f" and {len(without_validation) - 10} more" if len(without_validation) > 10 else ""
         notes.append(f"{len(without_validation)} class(es) have no validation face, though their share asks for "
-                     f"one or more: {shown}{more}")
+                     f"one or more: {listed_names(without_validation)}")
     return [n for n in notes if n is not None]
+
+
+def listed_names(names: Iterable[str], limit: int = NAMES_SHOWN) -> str:
+    """Names quoted, the first `limit` of them, then "and N more": a note stays one readable line."""
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def moved_to_train_note(earlier: Path, moved_classes: list[str], uniting: int, no_validation: bool,
+                        radius: int = NEAR_DUPLICATE_RADIUS) -> str:
+    """What to say when faces that were validation faces in the followed export (`earlier`) now train, one
+    class name per face moved (`moved_classes`), and why: a share of 0 (`no_validation`: no validation set
+    asked for), else `uniting` groups of copies that unite media of both its sides (`earlier_group_sides`:
+    such a group trains). Why a note: a validation face that trains leaves that export's and this one's
+    validation sets different, which a comparison of models validated on each must hear, not find in the
+    manifest's counts."""
+    counts = Counter(moved_classes)
+    which = listed_names(sorted(counts, key=lambda c: (-counts[c], c)))
+    head = f"{len(moved_classes)} face(s) that were validation faces in {earlier} now train (of {which})"
+    if no_validation:
+        return f"{head}: a validation share of 0 asks for no validation set"
+    return (f"{head}: {uniting} group(s) of copies here unite media of its train and validation sides (frame hashes "
+            f"within {radius} bits, nearly identical faces, or one clip's media), and a group goes to one side "
+            "whole: train, so that no face a model trained on that export becomes a validation face")
+
+
+def retired_classes_note(retired: list[tuple[str, int]]) -> str:
+    """What to say when retired classes (name, confirmed faces) hold confirmed faces: the export leaves them
+    out, which is the rule, but silently their faces would seem lost (and a model trained on the export no
+    longer knows those people)."""
+    faces = sum(n for _, n in retired)
+    return (f"{len(retired)} retired class(es) ({faces} confirmed face(s)) left out: "
+            f"{listed_names(name for name, _ in retired)}; set a class active again on the Classes page to export it")
 
 
 # -- label indices (pure) ------------------------------------------------------------------------
@@ -893,6 +955,11 @@ def _read_snapshot(session: Session, face_model: str, gif_model: str | None = No
         .join(FaceEmbedding, (FaceEmbedding.face_id == FaceLabel.face_id) & (FaceEmbedding.model_id == face_model))
         .order_by(FaceLabel.face_id)).all()
     classes = {c.id: c for c in session.scalars(select(CelebrityClass))}
+    retired = session.execute(  # what the export leaves out unasked: `retired_classes_note`
+        select(CelebrityClass.name, func.count(FaceLabel.face_id))
+        .join(FaceLabel, FaceLabel.class_id == CelebrityClass.id)
+        .where(FaceLabel.status.in_(CONFIRMED_STATUSES), CelebrityClass.status == "retired")
+        .group_by(CelebrityClass.id, CelebrityClass.name).order_by(CelebrityClass.id)).all()
     media_ids = sorted({r.media_id for r in labels})
     media: dict[int, Any] = {}
     for start in range(0, len(media_ids), 5000):
@@ -910,6 +977,7 @@ def _read_snapshot(session: Session, face_model: str, gif_model: str | None = No
     # what tells whether an earlier export's class ids are this store's (`match_earlier_classes`)
     recorded = {r.get("manifest_sha256") for r in session.scalars(select(Export.manifest)) if isinstance(r, dict)}
     return {"labels": labels, "projector": projector, "classes": classes, "media": media, "tags": tags,
+            "retired": [(name, int(n)) for name, n in retired],
             "gif_model": gif_model, "gifs": gifs, "revision": current_revision(session.get_bind()),
             "recorded_manifests": recorded - {None}, "renames": renames(session),
             "imported_pairs": recorded_group_pairs(session, media_ids),
@@ -1200,6 +1268,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     # follow it); a store that holds nothing yet (a quick start) has nothing to explain
     if not snap["labels"] and snap["holds_media"]:
         notes.append(NO_CONFIRMED_LABELS)
+    if snap["retired"]:
+        notes.append(retired_classes_note(snap["retired"]))
     rows, missing, not_found = [], 0, 0
     for r in snap["labels"]:
         crop = data_dir / r.crop_path if r.crop_path else None
@@ -1216,12 +1286,15 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     # media one group of an imported export held (its crops of one clip, `labeling.import_groups`) stay one
     # group whether or not an earlier export is followed; those of the one followed, too
     joined = [(a, b) for a, b in snap["imported_pairs"] if a in media_ids and b in media_ids]
+    apart: dict[Hashable, str] = {}
     if followed is not None:
-        joined += earlier_group_pairs(followed, {m: media[m].sha256 for m in media_ids})
+        media_sha256 = {m: media[m].sha256 for m in media_ids}
+        joined += earlier_group_pairs(followed, media_sha256)
+        apart = earlier_crop_groups(followed, media_sha256)  # its crops' hashes do not undo its groups
     groups, photo_pairs = copy_groups(
         {m: media[m].frame_hashes for m in media_ids},
         ((r.class_id, r.media_id, bytes_to_vector(r.vector)) for r, _ in rows if r.vector is not None),
-        same_photo_distance, near_duplicate_radius, joined)
+        same_photo_distance, near_duplicate_radius, joined, apart)
     group_classes: dict[int, Counter] = {}
     group_key: dict[int, list[str]] = {}
     group_media: dict[int, set[int]] = {}
@@ -1240,6 +1313,11 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     continuity = Counter("new" if r.media_id not in earlier_side else
                          "kept" if earlier_side[r.media_id] == side_of_face[r.face_id] else "moved" for r, _ in rows)
     kept_train = sum(kept.get(groups[r.media_id]) == "train" for r, _ in rows)
+    if earlier is not None and continuity["moved"]:
+        notes.append(moved_to_train_note(earlier.path.parent, [
+            classes[r.class_id].name for r, _ in rows
+            if earlier_side.get(r.media_id) == "val" and side_of_face[r.face_id] == "train"],
+            len(both_sides), split == 0, near_duplicate_radius))
     if earlier is not None and rows and continuity["new"] == len(rows):
         # one note per earlier export: with the one saying it is another store's, when there is one
         if earlier_classes is not None and not match.ids_are_ours:

@@ -249,11 +249,15 @@ def calibrated_note(unknown_faces: int) -> str:
 
 def fit_centroid(data: TrainingSet, unknown: np.ndarray | None = None,
                  **params: Any) -> CentroidKnnClassifier:
-    """CentroidKnnClassifier on the training set; unknown-marked faces recalibrate its threshold."""
+    """CentroidKnnClassifier on the training set; unknown-marked faces recalibrate its threshold.
+
+    Genuine distances hold out each face's whole media item (the frames of one GIF track are nearly one
+    face), so the genuine-accept rate it reports is not flattered by a track's other frames."""
     try:
         calibration = calibration_set(data.vectors, data.labels, unknown)
         clf = _superseded(data.notes, calibration is not None,
-                          lambda: CentroidKnnClassifier(**params).fit(data.vectors, data.labels, data.model_id))
+                          lambda: CentroidKnnClassifier(**params).fit(data.vectors, data.labels, data.model_id,
+                                                                         groups=data.media_ids))
         if calibration is not None:
             _quietly(data.notes, lambda: clf.calibrate(*calibration, data.model_id))
             data.notes.append(calibrated_note(len(unknown)))

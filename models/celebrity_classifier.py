@@ -9,7 +9,8 @@ turned into distributions over classes and mixed with `centroid_weight`.
 Most faces in GIFs belong to nobody in the class list, so a face is only named when it is close
 enough to its best class: the cosine distance to the predicted class's centroid must not exceed
 `threshold_`. The threshold is calibrated at fit time, leave-one-out on the training set: genuine
-distances are each face to its own class centroid computed without it; impostor distances are
+distances are each face to its own class centroid computed without it (without its whole media item,
+when fit is given each face's media: a GIF track's frames are nearly one face); impostor distances are
 each face to the nearest centroid of any other class, i.e. what the face would look like if its
 class did not exist. The threshold accepts `target_far` of the impostors; with too few impostors to
 resolve that target it is capped at a per-model prior (PRIOR_THRESHOLD) and the rate is NaN. On LFW the centroid
@@ -224,20 +225,47 @@ def class_centroids(x: np.ndarray, index: np.ndarray, n_classes: int) -> np.ndar
     return _unit_rows(_class_sums(x, index, n_classes)).astype(np.float32)
 
 
-def leave_one_out_distances(x: np.ndarray, index: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def group_index(groups: Sequence[Any], n: int) -> np.ndarray:
+    """Groups (media ids, group names: anything with a str) as 0..g-1 per row; refuses a count other than n."""
+    _, group = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    if len(group) != n:
+        raise ClassifierError(f"{n} vectors but {len(group)} groups")
+    return group
+
+
+def held_out_genuine(x: np.ndarray, index: np.ndarray, group: np.ndarray,
+                     sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distance of each row to its class centroid recomputed without every row of its group, whether the
+    row's class keeps rows outside its group: only those distances mean anything). `sums`: the class sums.
+
+    One computation for the calibration of `fit` and the held-out grade (`held_out_centroid_predictions`).
+    """
+    pair = index.astype(np.int64) * (int(group.max()) + 1) + group
+    _, pair_row = np.unique(pair, return_inverse=True)
+    pair_sums = _class_sums(x, pair_row, int(pair_row.max()) + 1)
+    measured = np.bincount(index, minlength=len(sums))[index] > np.bincount(pair_row)[pair_row]
+    own = _unit_rows(sums[index] - pair_sums[pair_row])
+    return 1.0 - np.einsum("ij,ij->i", own, x.astype(np.float64)), measured
+
+
+def leave_one_out_distances(x: np.ndarray, index: np.ndarray, n_classes: int,
+                            groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(genuine, impostor) cosine distances for the open-set threshold, without refitting per face.
 
-    genuine: each face to its own class centroid recomputed without it (faces of one-face classes
-    have none). impostor: each face to the nearest centroid among the other classes.
+    genuine: each face to its own class centroid recomputed without it, or, given `groups` (the media
+    item of each face), without every face of its media (faces whose class has no face outside it give
+    none). Why media: the frames of one GIF track are nearly one face, so a frame measured against a
+    centroid holding its siblings lies near 0 and the genuine-accept rate reads far better than a new
+    GIF of the person would get. impostor: each face to the nearest centroid among the other classes
+    (whole centroids: the face is another person's, whatever its media).
     """
     sums = _class_sums(x, index, n_classes)
-    has_pair = np.bincount(index, minlength=n_classes)[index] >= 2
-    own = _unit_rows(sums[index[has_pair]] - x[has_pair])
-    genuine = 1.0 - np.einsum("ij,ij->i", own, x[has_pair].astype(np.float64))
+    group = np.arange(len(x)) if groups is None else group_index(groups, len(x))
+    genuine, measured = held_out_genuine(x, index, group, sums)
     impostor = np.empty(len(x), dtype=np.float64)
     for rows, d in _other_class_distances(x, index, _unit_rows(sums)):
         impostor[rows] = d.min(axis=1)
-    return genuine, impostor
+    return genuine[measured], impostor
 
 
 def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: Sequence[Any],
@@ -259,20 +287,13 @@ def held_out_centroid_predictions(vectors: Any, labels: Sequence[str], groups: S
     classes, index = np.unique(np.asarray(list(labels), dtype=str), return_inverse=True)
     if len(index) != len(x):
         raise InvalidLabelsError(f"{len(x)} vectors but {len(index)} labels")
-    _, group = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
-    if len(group) != len(x):
-        raise ClassifierError(f"{len(x)} vectors but {len(group)} groups")
+    group = group_index(groups, len(x))
     n, n_classes = len(x), len(classes)
     predicted, measured = np.full(n, UNKNOWN, dtype=object), np.zeros(n, dtype=bool)
     if n_classes < 2:
         return predicted, measured
     sums = _class_sums(x, index, n_classes)
-    pair = index.astype(np.int64) * (int(group.max()) + 1) + group
-    _, pair_row = np.unique(pair, return_inverse=True)
-    pair_sums = _class_sums(x, pair_row, int(pair_row.max()) + 1)
-    measured = np.bincount(index, minlength=n_classes)[index] > np.bincount(pair_row)[pair_row]
-    own = _unit_rows(sums[index] - pair_sums[pair_row])
-    genuine = 1.0 - np.einsum("ij,ij->i", own, x.astype(np.float64))
+    genuine, measured = held_out_genuine(x, index, group, sums)
     impostor, best, best_distance = np.empty(n), np.empty(n, dtype=np.int64), np.empty(n)
     for rows, d in _other_class_distances(x, index, _unit_rows(sums)):
         impostor[rows] = d.min(axis=1)
@@ -468,12 +489,19 @@ class CentroidKnnClassifier:
             raise ClassifierError(f"min_faces_per_class must be a positive integer, got {self.min_faces_per_class!r}")
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, vectors: Any, labels: Sequence[str], model_id: str) -> "CentroidKnnClassifier":
-        """Store centroids and reference faces, and calibrate the open-set threshold leave-one-out."""
+    def fit(self, vectors: Any, labels: Sequence[str], model_id: str,
+            groups: Sequence[Any] | None = None) -> "CentroidKnnClassifier":
+        """Store centroids and reference faces, and calibrate the open-set threshold leave-one-out.
+
+        `groups` (the media item of each face; None: every face its own) makes the genuine distances
+        leave one media item out, not one face (`leave_one_out_distances`): what the genuine-accept rate
+        reports. The threshold comes from impostor distances alone, so it, the version and every
+        prediction are the same with or without groups."""
         self._check_params()
         if not isinstance(model_id, str) or not model_id:
             raise ClassifierError("model_id must name the embedding model of the vectors")
         x, y, _, _ = check_training_set(vectors, labels, self.min_faces_per_class)
+        group = None if groups is None else group_index(groups, len(x))
         # One canonical row order: float sums depend on order, and the model (threshold included)
         # must be the same bits for the same faces however the caller listed them.
         order = canonical_order(x, y)
@@ -486,7 +514,7 @@ class CentroidKnnClassifier:
         self.reference_index_ = index.astype(np.int64)
         self.centroids_ = class_centroids(x, index, len(classes))
         self.data_digest_ = data_digest(x, y)
-        genuine, impostor = leave_one_out_distances(x, index, len(classes))
+        genuine, impostor = leave_one_out_distances(x, index, len(classes), None if group is None else group[order])
         self._set_threshold(genuine, impostor)
         return self
 
