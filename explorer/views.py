@@ -20,6 +20,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from explorer.bias_audit import decade
+from explorer.figures import FIXED_COLORS
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
 from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame,
@@ -38,7 +39,11 @@ POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gende
                  "approves"]  # the one class Approve gives every face of the point (None: none, or several)
 COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
-HOVER = ["class", "status", "confidence", "media_name"]
+HOVER = ["class", "status", "confidence", "media_name"]  # the figures leave out the one the traces are coloured by
+# The names Explore gives groups of points that are no class: faces nobody labelled or editors turned down,
+# GIFs without a tag, and the figures' "other" (classes past the top N) and "unknown" (no value). A class or
+# tag may be named so (labeling.validation allows it), so its points are shown under `group_safe`'s name.
+GROUP_NAMES = frozenset(FIXED_COLORS)
 LATEST = "latest.json"  # per view and parameters: the last fitted projection, for extending with new points
 # Views whose points have stable ids (store primary keys) and vectors that change only on ingest:
 # their nearest-neighbour index is worth saving. Class centroids (numbered by class id) move with
@@ -52,6 +57,25 @@ _FIT_LOCK = threading.Lock()
 
 def _text(values: pd.Series, missing: str = "unknown") -> pd.Series:
     return values.astype(object).where(values.notna(), missing).astype(str)
+
+
+def group_safe(names: pd.Series, noun: str = "class") -> pd.Series:
+    """Class (or tag) names as Explore shows them: a name equal to a group's (`GROUP_NAMES`) gets
+    " (class)" (" (tag)"), so faces approved as class "rejected" are not drawn, filtered, greyed or averaged
+    as the faces editors rejected, and a class "other" is not folded into the figures' "other".
+    A name that is already a group's name plus such suffixes gets one more, so no two names meet: "rejected
+    (class)" the class stays apart from "rejected" the class. Missing names stay missing."""
+    suffix = f" ({noun})"
+
+    def shown(name: Any) -> Any:
+        if not isinstance(name, str):
+            return name
+        base = name
+        while base.endswith(suffix):
+            base = base[: -len(suffix)]
+        return name + suffix if base in GROUP_NAMES else name
+
+    return names.map(shown).astype(object)  # all missing: object still, so fillna with a name stays quiet
 
 
 def _empty() -> tuple[pd.DataFrame, np.ndarray]:
@@ -175,8 +199,8 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
     if faces.empty:
         return _empty()
     turned_down = faces["label_status"].map(TURNED_DOWN)
-    klass = faces["class_name"].where(faces["class_name"].notna(),
-                                      turned_down.where(turned_down.notna(), faces["predicted_class_name"]))
+    klass = group_safe(faces["class_name"]).where(
+        faces["class_name"].notna(), turned_down.where(turned_down.notna(), group_safe(faces["predicted_class_name"])))
     points = pd.DataFrame({
         "id": faces["face_id"].astype(int), "kind": "face", "class": _text(klass, UNLABELED),
         "status": faces["label_status"].astype(str), "confidence": faces["predicted_confidence"].astype(float),
@@ -345,8 +369,9 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
     decided = decision["label_status"].notna()
     standing = track_predictions(store, tracks)
     approve = track_approve_classes(standing, tracks, decision, faces)
-    named = decision["class_name"].where(decision["class_name"].notna(), decision["label_status"].map(TURNED_DOWN))
-    klass = named.where(decided, tracks["predicted_class_name"])
+    named = group_safe(decision["class_name"]).where(decision["class_name"].notna(),
+                                                     decision["label_status"].map(TURNED_DOWN))
+    klass = named.where(decided, group_safe(tracks["predicted_class_name"]))
     person_id = decision["class_id"].astype("Int64").where(decided, tracks["predicted_class_id"].astype("Int64"))
     # a track's demographic attributes are those of the person it shows
     people = classes_frame(store).set_index("class_id")[list(ATTRIBUTE_COLUMNS)]
@@ -394,7 +419,7 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
     ids = [int(r[0]) for r in rows]
     item, tag = media.reindex(ids), top_tag.reindex(ids)  # aligned with the vectors; missing rows are NaN
     points = pd.DataFrame({
-        "id": ids, "kind": "gif", "class": tag["tag"].fillna("untagged").astype(str).to_numpy(),
+        "id": ids, "kind": "gif", "class": group_safe(tag["tag"], "tag").fillna("untagged").astype(str).to_numpy(),
         "status": item["status"].fillna("ok").astype(str).to_numpy(),
         "confidence": tag["confidence"].astype(float).to_numpy(), "source": tag["source"].fillna("none").astype(str).to_numpy(),
         "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
@@ -412,18 +437,23 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
     """Class centroids from face points: the mean of a class's confirmed faces when it has any
     (what training reads), else of every face labelled or predicted with it; re-normalised.
 
-    A centroid's id is its class's id (`class_ids`: name -> class id, the catalog's), not its
-    position: a class added or retired shifts the positions, and the page remembers a selected
-    centroid, its projection and its history (`class:<id>`) by id."""
-    # the grey groups of faces editors turned down ("rejected", "marked unknown") are not classes
-    labelled = ~faces["class"].isin([UNLABELED, *TURNED_DOWN.values()])
+    A centroid's id is its class's id (`class_ids`: name -> class id, the catalog's; a class not in it is
+    left out), not its position: a class added or retired shifts the positions, and the page remembers a
+    selected centroid, its projection and its history (`class:<id>`) by id.
+
+    A face's class is read by id and status, not by the name shown: the class Approve gives it ("approves")
+    unless an editor turned it down. Why: a class may be named "rejected" or "unlabeled" like the groups
+    of faces that have none, and comparing names dropped it, or averaged rejected faces into it."""
+    own = faces["approves"].astype("Int64")
+    labelled = own.notna() & ~faces["status"].isin(list(TURNED_DOWN))
     if not labelled.any():
         return _empty()
+    catalog = set(class_ids.values())
     rows, centres = [], []
-    for name, part in faces[labelled].groupby("class", sort=True):
-        point_id = class_ids.get(name)
-        if point_id is None:  # renamed between the two reads: it is back, under its new name, on the next run
+    for point_id, part in faces[labelled].groupby(own[labelled], sort=False):
+        if int(point_id) not in catalog:  # added or removed between the two reads: right on the next run
             continue
+        name = part["class"].iloc[0]
         confirmed = part["status"].isin(CONFIRMED_STATUSES)
         members = part[confirmed] if confirmed.any() else part
         centre = vectors[members.index.to_numpy()].mean(axis=0)
@@ -438,20 +468,30 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
                      "version": 0, "nameable": True, "approve_class": pd.NA, "approves": pd.NA})
     if not rows:
         return _empty()
-    return pd.DataFrame(rows, columns=POINT_COLUMNS), np.stack(centres).astype(np.float32)
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["class"], rows[i]["id"]))  # by name, as before
+    return (pd.DataFrame([rows[i] for i in order], columns=POINT_COLUMNS),
+            np.stack([centres[i] for i in order]).astype(np.float32))
 
 
 NOTHING_YET = "Nothing to show yet: ingest GIFs or photos on the Ingest page (or `giflens ingest`)."
 
 
-def empty_view_message(view: str, has_media: bool, has_faces: bool, media_count: int | None = None) -> str:
+def empty_view_message(view: str, has_media: bool, has_faces: bool, media_count: int | None = None,
+                       face_statuses: Collection[str] = ()) -> str:
     """Why a view has no point, and what fills it: ingesting more photos fills neither the GIFs view
     (GIF embeddings are made for GIFs and videos only) nor the class centroids (classes need faces),
     and ingesting more of the same media fills no face view when none of it held a face.
-    media_count, when given, is the number of media items stored (said in that last case)."""
+    media_count, when given, is the number of media items stored (said in that last case).
+    face_statuses: the label status of every face of the view's model (the Faces view's "status"), so
+    empty centroids over faces that editors all rejected or marked unknown say that, not "no class has
+    faces yet" (which sends the editor to add classes that exist)."""
     if view == "GIFs" and has_media:
         return ("No GIF or video has a GIF embedding yet: photos are shown in the Faces view; "
                 "ingest GIFs or videos to see them here.")
+    statuses = pd.Series(list(face_statuses), dtype=object)
+    if view == "Class centroids" and len(statuses) and statuses.isin(list(TURNED_DOWN)).all():
+        return (f"All {len(statuses):,} face(s) are rejected or marked unknown, so no class has a face to average: "
+                "approve or relabel faces (Faces view, Review page) to see their classes here.")
     if view == "Class centroids" and has_faces:
         return ("No class has faces yet: add or import classes on the Classes page (seeded with faces), "
                 "or label faces with a class in the Faces view or on the Review page.")
@@ -524,11 +564,13 @@ def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: S
 
 def filter_summary(classes: Sequence[str] = (), statuses: Sequence[str] = (),
                    confidence: tuple[float, float] | None = None, media_name: str | None = None,
-                   search: str = "", isolated: int | None = None, present: Collection[str] = ()) -> str:
+                   search: str = "", isolated: int | None = None, present: Collection[str] = (),
+                   media_present: bool = True) -> str:
     """The active filters of `filter_points` in words ("search 'serena' · classes Al Gore (outside the
     search)"), "" when none is. Filters stay set across views and while the Filters expander is closed,
     so the page says which ones hide points; a chosen class the search or the view leaves out is named
-    as such rather than dropped. `present`: the classes of the view's points."""
+    as such rather than dropped. `present`: the classes of the view's points; media_present: whether any
+    point of the view is of the chosen GIF (a GIF chosen in another view stays chosen, and hides them all)."""
     needle = class_name_key(search)
 
     def why_empty(name: str) -> str:
@@ -546,7 +588,7 @@ def filter_summary(classes: Sequence[str] = (), statuses: Sequence[str] = (),
     if confidence is not None and tuple(confidence) != (0.0, 1.0):
         parts.append(f"confidence {confidence[0]:.2f}-{confidence[1]:.2f}")
     if media_name is not None:
-        parts.append(f"GIF {media_name}")
+        parts.append(f"GIF {media_name}{'' if media_present else ' (none in this view)'}")
     if isolated is not None:
         parts.append(f"isolated 2D selection of {isolated}")
     return " · ".join(parts)

@@ -162,6 +162,7 @@ def test_merge_press_whose_only_target_was_retired_is_refused_not_lost(app, fixt
     go(app, "classes")
     app.selectbox(key="class_selected").set_value(ariel).run()
     assert [o.split(" (id")[0] for o in app.selectbox(key=f"merge_target_{ariel}").options] == ["Serena Williams"]
+    app.selectbox(key=f"merge_target_{ariel}").set_value(serena)  # the box has no default: ann chooses it
     retired = set_class_status(fixture_store.store, serena, "retired", "bob")  # meanwhile: the only target
     button(app, "Merge").click().run()
     no_exception(app)

@@ -20,9 +20,10 @@ from explorer.views import (decided_since_prediction, index_dir_for, nameable_fa
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import (DRAWN, TICK_VERSIONS, current_editor, decided_faces_tick, flash, forget_tick_versions, get_settings,
-                                   get_store, keep_choice, media_file, plain, refuse_lost_class, select_choice,
-                                   undo_offered, versions_seen, write)
+from labeling.pages.common import (CHOOSE_CLASS, DRAWN, RELABEL_TO_NOTHING, TICK_VERSIONS, box_chosen, current_editor,
+                                   decided_faces_tick, flash, forget_tick_versions, get_settings, get_store, keep_choice,
+                                   media_file, plain, refuse_lost_class, select_choice, undo_offered, versions_seen,
+                                   write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent, FaceEmbedding, Track
@@ -197,6 +198,8 @@ def others_decisions_guard(face_ids: list[int], key: str) -> tuple[bool, str | N
     return False, f"Tick \"Change the {len(theirs)} decided face(s) too\" first: this changes editors' decisions"
 
 
+
+
 def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: str, guard: bool = False) -> None:
     """Approve / reject / relabel / mark unknown on the chosen faces (of the `listed` ones the table draws):
     one operation, one audit event. A face another editor changed since it was ticked is refused
@@ -224,10 +227,10 @@ def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: st
     if cols[2].button(f"Mark {len(face_ids)} unknown", key=f"{key}_unknown", disabled=not allowed, help=guard_help):
         bulk_write(table_key, lambda s, e: mark_unknown(s, face_ids, e, expected_versions=seen))
     if class_ids:
-        target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
-                               key=f"{key}_class", label_visibility="collapsed")
+        target = select_choice(cols[3], "Relabel to", class_ids, index=None, placeholder=CHOOSE_CLASS,
+                               format_func=lambda c: class_names[c], key=f"{key}_class", label_visibility="collapsed")
         if (cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel", disabled=not allowed, help=guard_help)
-                and not refuse_lost_class(store, target)):
+                and not refuse_lost_class(store, target) and box_chosen(target, RELABEL_TO_NOTHING)):
             bulk_write(table_key, lambda s, e: relabel_faces(s, face_ids, int(target.value), e, expected_versions=seen))
 
 
@@ -306,9 +309,9 @@ with clusters_tab:
             st.session_state["review_class"] = click
         st.session_state["review_class_click"] = click
         keep_choice("review_class", names)
-        chosen = st.selectbox("Open a class (worst first)", names, key="review_class", persist_state="session")
-        members = members_by_distance(vectors, labels, chosen, ids=faces["face_id"].tolist())
-        st.caption(f"{len(members)} faces of {plain(chosen)}, farthest from the centroid first")
+        opened = st.selectbox("Open a class (worst first)", names, key="review_class", persist_state="session")
+        members = members_by_distance(vectors, labels, opened, ids=faces["face_id"].tolist())
+        st.caption(f"{len(members)} faces of {plain(opened)}, farthest from the centroid first")
         thumbnails(members["id"].head(24).tolist(), [f"{i} · {d:.3f}" for i, d in zip(members["id"].head(24), members["distance"].head(24))])
         # status and editor: whose decisions an action here would change (they take a tick of their own)
         member_ids = members["id"].astype(int)
@@ -428,10 +431,11 @@ with tracks_tab:
             if cols[2].button(f"Mark {len(ticked)} track(s) unknown", key="review_tracks_unknown"):
                 bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "unknown", e, expected_versions=seen))
             if class_ids:
-                target = select_choice(cols[3], "Relabel to", class_ids, format_func=lambda c: class_names[c],
-                                       key="review_tracks_class", label_visibility="collapsed")
+                target = select_choice(cols[3], "Relabel to", class_ids, index=None, placeholder=CHOOSE_CLASS,
+                                       format_func=lambda c: class_names[c], key="review_tracks_class",
+                                       label_visibility="collapsed")
                 if (cols[4].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel")
-                        and not refuse_lost_class(store, target)):
+                        and not refuse_lost_class(store, target) and box_chosen(target, RELABEL_TO_NOTHING)):
                     bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "relabel", e,
                                                                           class_id=int(target.value),
                                                                           expected_versions=seen))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
 from labeling.errors import StoreError
-from labeling.pages.common import (Choice, class_fate, current_editor, escape_markdown, get_settings, get_store,
+from labeling.pages.common import (Choice, box_chosen, class_fate, current_editor, escape_markdown, get_settings, get_store,
                                    history_table, keep_choice, last_change, media_file, parse_ids, plain, refuse_lost_class,
                                    require_editor, select_choice, show_error, versions_seen, write)
 from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
@@ -277,9 +277,31 @@ def lost_press(submit_key: str, box_key: str) -> None:
     or merged the only class to merge into) is otherwise lost without a word: refuse it naming what happened
     to the class the editor chose (`refuse_lost_class`). Read before anything is drawn: the button's press
     and the box's value as the run that drew them left them."""
-    chosen = st.session_state.get(box_key)
-    if st.session_state.get(submit_key) and chosen is not None:
-        refuse_lost_class(store, Choice(None, chosen, box_key))
+    picked = st.session_state.get(box_key)
+    if st.session_state.get(submit_key) and picked is not None:
+        refuse_lost_class(store, Choice(None, picked, box_key))
+
+
+def split(class_id: int, faces: list[int], new_name: str | None, different: bool, target: Choice) -> None:
+    """The Split press: into a new class (`new_name`, not None) or the existing class `target`.
+
+    A new class's name gets the look-alike check that Add and Rename make (`different_person`): split
+    into "Albert Costá" beside "Albert Costa" made a second class of one person without a word. An
+    existing class must be chosen (the box has no default) and still be offered (`refuse_lost_class`)."""
+    form = f"split_{class_id}"
+
+    def created(result) -> None:
+        forget_look_alikes(form, f"split_different_{class_id}")
+        select_created(result)
+
+    if new_name is not None:
+        if different_person(form, new_name, different, "Split"):
+            write(lambda s, e: split_class(s, class_id, faces, e, new_name=new_name, expected_version=expected(class_id)),
+                  after=created)
+    elif not refuse_lost_class(store, target) and box_chosen(target, "Choose the existing class to move the faces to: "
+                                                                  "nothing was split."):
+        write(lambda s, e: split_class(s, class_id, faces, e, target_id=target.value, expected_version=expected(class_id)),
+              after=select_created)
 
 
 # The class to edit is one of the filtered view: a search or status filter that leaves the selection out
@@ -377,8 +399,11 @@ if selected is not None:
             st.info("There is no other class to merge into (a retired class takes no labels): add one first.")
         else:
             with st.form(f"merge_form_{selected}"):
-                target = select_choice(st, "Into", targets, format_func=label, key=f"merge_target_{selected}")
-                if st.form_submit_button("Merge", key=f"merge_submit_{selected}") and not refuse_lost_class(store, target):
+                # no default: a press before the editor chose would merge into the catalog's first class
+                target = select_choice(st, "Into", targets, index=None, placeholder="Choose the class to merge into",
+                                       format_func=label, key=f"merge_target_{selected}")
+                if (st.form_submit_button("Merge", key=f"merge_submit_{selected}") and not refuse_lost_class(store, target)
+                        and box_chosen(target, "Choose the class to merge into: nothing was merged.")):
                     versions = {selected: expected(selected), target.value: expected(target.value)}
                     write(lambda s, e: merge_classes(s, selected, target.value, e, expected_versions=versions),
                           after=lambda _: keep_editing(target.value))  # the merged class is retired: follow its faces
@@ -396,18 +421,18 @@ if selected is not None:
                                    key=f"split_faces_{selected}")
             mode = st.radio("To", ["a new class", "an existing class"], horizontal=True, key=f"split_mode_{selected}")
             split_name = st.text_input("New class name", key=f"split_name_{selected}")
+            split_different = st.checkbox(
+                "It is a different person", key=f"split_different_{selected}",
+                help="Split into a new class although an existing class has its name once accents, case and "
+                     "underscores are ignored: the page names them first")
             split_targets = [c for c in catalog["class_id"] if c != selected and by_id.loc[c, "status"] != "retired"]
             split_target = select_choice(st, "Existing class", split_targets, index=None,
                                          format_func=label, key=f"split_target_{selected}")
-            new = mode == "a new class"
             pressed = st.form_submit_button("Split", key=f"split_submit_{selected}")
             if pressed and gone:
                 st.error(plain(gone))
-            elif pressed and (new or not refuse_lost_class(store, split_target)):
-                write(lambda s, e: split_class(s, selected, faces, e, new_name=split_name if new else None,
-                                               target_id=None if new else split_target.value,
-                                               expected_version=expected(selected)),
-                      after=select_created)
+            elif pressed:
+                split(selected, faces, split_name if mode == "a new class" else None, split_different, split_target)
         crops = [(f, media_file(p, settings)) for f, p in zip(members["face_id"], members["crop_path"])][:24]
         crops = [(f, p) for f, p in crops if p is not None]
         if crops:

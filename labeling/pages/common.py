@@ -252,6 +252,20 @@ class Choice(NamedTuple):
     key: str = ""
 
 
+CHOOSE_CLASS = "Choose the class to relabel to"  # the Relabel boxes' placeholder: they start empty (see chosen)
+RELABEL_TO_NOTHING = f"{CHOOSE_CLASS}: nothing was relabeled."
+
+
+def box_chosen(choice: Choice, ask: str) -> bool:
+    """Whether the editor chose an option of a box drawn with no default (`index=None`); otherwise `ask`
+    says what to choose and nothing is written. Why no default: Merge's and the Relabel boxes started on the
+    catalog's first class ("50 Cent"), so one press merged or relabeled into a class the editor never picked."""
+    if choice.value is not None:
+        return True
+    st.warning(ask)
+    return False
+
+
 def select_choice(where: Any, label: str, options: list[Any], key: str, **kwargs: Any) -> Choice:
     """A keyed st.selectbox drawn in `where` (st, a column, a form) that tells when the editor's choice
     has left its options since they made it.
