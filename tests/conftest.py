@@ -248,3 +248,10 @@ def downloads(monkeypatch) -> list:
 
     monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
     return kept
+
+
+@pytest.fixture
+def no_store_env(monkeypatch):
+    """The data folder and store come from the command line only."""
+    monkeypatch.delenv("GIFLENS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("GIFLENS_DATA_DIR", raising=False)

@@ -16,18 +16,18 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-import test_app_fixes
+import test_app_decision_ticks_and_filters
 from bench.lfw_faces import load_lfw_faces
 from explorer.clusters import class_stats, face_distances, suspect_faces
 from labeling.queries import classes_frame, faces_frame, tracks_frame
 from labeling.schema import CelebrityClass
-from test_app_fixes import _tick
+from test_app_decision_ticks_and_filters import _tick
 from test_app_pages import button, errors, go, no_exception, sign_in
-from test_app_round6 import _label, _warnings
-from test_app_round7 import _review_suspects
+from test_app_stale_class_choices import _label, _warnings
+from test_app_lost_class_and_own_search import _review_suspects
 
-fixture_store = test_app_fixes.fixture_store  # a store of its own per test (they write) ...
-app = test_app_fixes.app  # ... and a fresh app session (no editor) on it
+fixture_store = test_app_decision_ticks_and_filters.fixture_store  # a store of its own per test (they write) ...
+app = test_app_decision_ticks_and_filters.app  # ... and a fresh app session (no editor) on it
 
 
 def _classes_page(app, class_id: int):

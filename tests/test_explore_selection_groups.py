@@ -33,9 +33,9 @@ from labeling.db import open_store, session_scope
 from labeling.face_labels import Prediction, approve_faces, record_predictions, reject_faces
 from labeling.queries import faces_frame
 from labeling.schema import MediaEmbedding, vector_to_bytes
-from test_app_fixes import _explore
+from test_app_decision_ticks_and_filters import _explore
 from test_app_pages import no_exception, sign_in
-from test_review_round12 import _add_faces
+from test_review_own_changes_and_filters import _add_faces
 
 PEOPLE = ("A", "B", "C")  # 4 faces each: 12 points, under UMAP's 16, so the map is PCA and drawn at once
 
