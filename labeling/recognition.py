@@ -259,7 +259,7 @@ def fit_centroid(data: TrainingSet, unknown: np.ndarray | None = None,
                           lambda: CentroidKnnClassifier(**params).fit(data.vectors, data.labels, data.model_id,
                                                                          groups=data.media_ids))
         if calibration is not None:
-            _quietly(data.notes, lambda: clf.calibrate(*calibration, data.model_id))
+            _quietly(data.notes, lambda: clf.calibrate(*calibration, data.model_id, training=True))
             data.notes.append(calibrated_note(len(unknown)))
     except ClassifierError as exc:
         raise ValidationError(str(exc)) from exc
@@ -824,7 +824,7 @@ def _fit_deployable_head(data: TrainingSet, unknown: np.ndarray, head_params: di
                        lambda: train_head(data.vectors, data.labels, model_id=data.model_id, **head_params,
                                           on_epoch=on_epoch))
     if calibration is not None:
-        _quietly(notes, lambda: head.calibrate(*calibration, data.model_id))
+        _quietly(notes, lambda: head.calibrate(*calibration, data.model_id, training=True))
         notes.append(calibrated_note(len(unknown)))
     return head, notes
 

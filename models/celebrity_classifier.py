@@ -515,10 +515,12 @@ class CentroidKnnClassifier:
         self.centroids_ = class_centroids(x, index, len(classes))
         self.data_digest_ = data_digest(x, y)
         genuine, impostor = leave_one_out_distances(x, index, len(classes), None if group is None else group[order])
+        self.held_out_genuine_ = genuine  # for calibrate(training=True); not saved: a loaded model has none
         self._set_threshold(genuine, impostor)
         return self
 
-    def calibrate(self, vectors: Any, labels: Sequence[str] | None, model_id: str) -> "CentroidKnnClassifier":
+    def calibrate(self, vectors: Any, labels: Sequence[str] | None, model_id: str,
+                  training: bool = False) -> "CentroidKnnClassifier":
         """Recalibrate the open-set threshold on a separate set, replacing the leave-one-out calibration.
 
         Why: a short class list gives too few impostors to calibrate on (see CalibrationWarning), and
@@ -527,10 +529,16 @@ class CentroidKnnClassifier:
         centroid); faces whose label is no class, or all faces when `labels` is None (background
         faces of nobody in the list), give an impostor distance (nearest centroid). A fixed
         `unknown_threshold` stays fixed; only the rates are re-measured.
+
+        `training`: the set holds the faces fitted on (plus faces marked unknown, recognition.calibration_set).
+        Their distances to centroids that contain them would flatter the genuine-accept rate, so the fit's
+        held-out genuine distances stand (`fit`'s groups: a whole media held out); only impostors come from
+        the set. The threshold comes from impostors either way.
         """
         self._check_fitted(model_id)
         _, _, genuine, impostor = calibration_set(vectors, labels, self.centroids_, self.classes_)
-        self._set_threshold(genuine, impostor)
+        held_out = getattr(self, "held_out_genuine_", None)
+        self._set_threshold(held_out if training and held_out is not None else genuine, impostor)
         return self
 
     def _set_threshold(self, genuine: np.ndarray, impostor: np.ndarray) -> None:

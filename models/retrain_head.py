@@ -125,6 +125,7 @@ class HeadModel:
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     calibration_: dict[str, Any] | None = None  # set by calibrate(): digest and sizes of the calibration set
+    held_out_genuine_: np.ndarray | None = None  # train_head's leave-one-out genuine distances (not saved)
 
     @property
     def version(self) -> str:
@@ -138,15 +139,19 @@ class HeadModel:
         payload = json.dumps(fields, sort_keys=True)
         return f"head-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
-    def calibrate(self, vectors: Any, labels: Sequence[str] | None, model_id: str) -> "HeadModel":
+    def calibrate(self, vectors: Any, labels: Sequence[str] | None, model_id: str,
+                  training: bool = False) -> "HeadModel":
         """Recalibrate the open-set threshold on a separate set, as CentroidKnnClassifier.calibrate does.
 
         Why the head has it too: its open-set rule is the classifier's (embedding-space centroids and
         a threshold), so faces editors marked unknown must move its threshold the same way, or the
-        head and the classifier are compared, and deployed, on different rules.
+        head and the classifier are compared, and deployed, on different rules. `training` as there: the
+        set holds the faces trained on, and the held-out genuine distances of train_head stand.
         """
         check_model_id(self.model_id_, model_id)
         x, y, genuine, impostor = calibration_set(vectors, labels, self.centroids_, self.classes_)
+        if training and self.held_out_genuine_ is not None:
+            genuine = self.held_out_genuine_
         self.threshold_, self.false_accept_rate_, self.genuine_accept_rate_ = open_set_threshold(
             genuine, impostor, self.params.target_far, stacklevel=3,  # a CalibrationWarning names the caller's line
             model_id=self.model_id_)
@@ -375,7 +380,7 @@ def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, c
     head = HeadModel(net=net, classes_=classes, model_id_=model_id, params=params,
                      centroids_=class_centroids(x, index, len(classes)), centers_=centers, threshold_=threshold,
                      false_accept_rate_=far, genuine_accept_rate_=gar, data_digest_=data_digest(x, y),
-                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), held_out_genuine_=genuine)
     head.metrics = {"train": {**holdout_metrics(head, x, y, model_id), **losses}}
     if holdout is not None:
         head.metrics["holdout"] = holdout_metrics(head, holdout[0], holdout[1], model_id)
@@ -401,8 +406,8 @@ def compare_on_holdout(train: tuple[Any, Sequence[str]], holdout: tuple[Any, Seq
     classifier = CentroidKnnClassifier(**(classifier_params or {})).fit(train[0], train[1], model_id)
     head = train_head(train[0], train[1], model_id=model_id, on_epoch=on_epoch, **(head_params or {}))
     if calibration is not None:
-        classifier.calibrate(calibration[0], calibration[1], model_id)
-        head.calibrate(calibration[0], calibration[1], model_id)
+        classifier.calibrate(calibration[0], calibration[1], model_id, training=True)
+        head.calibrate(calibration[0], calibration[1], model_id, training=True)
     c = holdout_metrics(classifier, holdout[0], holdout[1], model_id)
     h = holdout_metrics(head, holdout[0], holdout[1], model_id)
     return {"centroid_accuracy": c["accuracy"], "head_accuracy": h["accuracy"],
