@@ -103,21 +103,35 @@ def test_the_weight_with_a_shared_tag_is_the_weight_without_it(tmp_path):
     assert plain.notes == []
 
 
-def test_the_tagger_leaves_shared_tags_out_of_every_experts_weight():
-    """Identity tags (a direct expert) and a kNN expert alike: "person" on every tagged media is no hit."""
+def test_the_tagger_leaves_shared_tags_out_of_a_knn_experts_weight_not_the_direct_identity_experts():
+    """A kNN expert: "person" on every tagged media is no hit. The direct identity expert names who it recognised
+    in that very GIF, not what neighbours carry: naming the one person of a one-person library is a real hit."""
     ids = [f"m{i}" for i in range(10)]
     tags = {m: [f"name{i}", "person"] for i, m in enumerate(ids)}
-    identity = {m: ["person"] for m in ids}  # names no one right, only what everyone carries
+    identity = {m: ["person"] for m in ids}
     vectors = np.random.default_rng(1).normal(size=(10, 8))
     old = ExpertsVotingTagger(k=3, shared_share=None).fit({"visual": (ids, vectors)}, tags, identity_tags=identity)
     assert old.weights_ == {"visual": 1.0, "identity": 1.0}  # the rule off: every media "right"
     new = ExpertsVotingTagger(k=3).fit({"visual": (ids, vectors)}, tags, identity_tags=identity)  # on by default
-    assert new.weights_ == {"visual": 0.0, "identity": 0.0}
-    assert new.shared_ == {"visual": {"person"}, "identity": {"person"}}
+    assert new.weights_ == {"visual": 0.0, "identity": 1.0}
+    assert new.shared_ == {"visual": {"person"}, "identity": set()}
     assert new.coverage_ == {"visual": 10, "identity": 10} and new.unevaluated_ == {"visual": 0, "identity": 0}
     assert new.get_params()["shared_share"] == SHARED_SHARE
     with pytest.raises(ValueError, match="shared_share must be in"):
         ExpertsVotingTagger(shared_share=0).fit({"visual": (ids, vectors)}, tags)
+
+
+def test_a_new_library_of_a_few_gifs_keeps_its_common_tag():
+    """Three cat GIFs tagged "cat" (and one more tag each) and three untagged look-alikes: below SHARED_MIN_MEDIA
+    tagged media "cat" is the library's subject, and the untagged GIFs still get it suggested."""
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=8)
+    ids = [f"g{i}" for i in range(6)]
+    vectors = np.stack([base + 0.01 * rng.normal(size=8) for _ in ids])
+    tags = {"g0": ["cat", "funny"], "g1": ["cat", "sleepy"], "g2": ["cat"], "g3": [], "g4": [], "g5": []}
+    tagger = ExpertsVotingTagger(k=3).fit({"visual": (ids, vectors)}, tags)
+    assert tagger.shared_ == {"visual": set()} and tagger.weights_ == {"visual": 1.0}
+    assert dict(tagger.predict(["g3"])["g3"])["cat"] == 1.0
 
 
 @pytest.mark.slow
