@@ -31,7 +31,9 @@ from labeling.validation import class_name_key
 from models.index_store import index_folder
 
 VIEWS = ("Faces", "Face tracks", "GIFs", "Class centroids")
-POINT_COLUMNS = ["id", "kind", "class", "status", "confidence", "source", "gender", "ethnicity", "decade", "country",
+POINT_COLUMNS = ["id", "kind", "class",
+                 "class_name",  # "class" as stored: without group_safe's suffix, what the class search matches
+                 "status", "confidence", "source", "gender", "ethnicity", "decade", "country",
                  "media_id", "media_name", "crop_path", "media_path", "n",
                  "version",  # a face label's (else 0)
                  "nameable",  # Approve has a class to confirm: see nameable_faces, nameable_tracks
@@ -199,10 +201,13 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
     if faces.empty:
         return _empty()
     turned_down = faces["label_status"].map(TURNED_DOWN)
+    stored = faces["class_name"].where(faces["class_name"].notna(),
+                                       turned_down.where(turned_down.notna(), faces["predicted_class_name"]))
     klass = group_safe(faces["class_name"]).where(
         faces["class_name"].notna(), turned_down.where(turned_down.notna(), group_safe(faces["predicted_class_name"])))
     points = pd.DataFrame({
         "id": faces["face_id"].astype(int), "kind": "face", "class": _text(klass, UNLABELED),
+        "class_name": _text(stored, UNLABELED),
         "status": faces["label_status"].astype(str), "confidence": faces["predicted_confidence"].astype(float),
         "source": _text(faces["source"], "none"), "gender": _text(faces["gender"]),
         "ethnicity": _text(faces["ethnicity"]), "decade": faces["birth_year"].map(decade).astype(str),
@@ -372,12 +377,15 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
     named = group_safe(decision["class_name"]).where(decision["class_name"].notna(),
                                                      decision["label_status"].map(TURNED_DOWN))
     klass = named.where(decided, group_safe(tracks["predicted_class_name"]))
+    stored = decision["class_name"].where(decision["class_name"].notna(), decision["label_status"].map(TURNED_DOWN)
+                                          ).where(decided, tracks["predicted_class_name"])
     person_id = decision["class_id"].astype("Int64").where(decided, tracks["predicted_class_id"].astype("Int64"))
     # a track's demographic attributes are those of the person it shows
     people = classes_frame(store).set_index("class_id")[list(ATTRIBUTE_COLUMNS)]
     person = people.reindex(person_id).reset_index(drop=True)
     points = pd.DataFrame({
         "id": tracks["track_id"].astype(int), "kind": "track", "class": _text(klass, UNLABELED),
+        "class_name": _text(stored, UNLABELED),
         "status": decision["label_status"].where(decided, undecided_track_status(tracks, faces)).astype(str),
         "confidence": tracks["predicted_confidence"].astype(float),
         "source": decision["source"].where(decided, "model").astype(str),
@@ -420,6 +428,7 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
     item, tag = media.reindex(ids), top_tag.reindex(ids)  # aligned with the vectors; missing rows are NaN
     points = pd.DataFrame({
         "id": ids, "kind": "gif", "class": group_safe(tag["tag"], "tag").fillna("untagged").astype(str).to_numpy(),
+        "class_name": tag["tag"].astype(object).fillna("untagged").astype(str).to_numpy(),
         "status": item["status"].fillna("ok").astype(str).to_numpy(),
         "confidence": tag["confidence"].astype(float).to_numpy(), "source": tag["source"].fillna("none").astype(str).to_numpy(),
         "gender": "unknown", "ethnicity": "unknown", "decade": "unknown", "country": "unknown",
@@ -459,7 +468,7 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
         centre = vectors[members.index.to_numpy()].mean(axis=0)
         centres.append(centre / (np.linalg.norm(centre) or 1.0))
         first = members.iloc[0]
-        rows.append({"id": int(point_id), "kind": "class", "class": name,
+        rows.append({"id": int(point_id), "kind": "class", "class": name, "class_name": part["class_name"].iloc[0],
                      "status": "confirmed" if confirmed.any() else "predicted only",
                      "confidence": float(part["confidence"].mean()), "source": "centroid",
                      "gender": first["gender"], "ethnicity": first["ethnicity"], "decade": first["decade"],
@@ -539,12 +548,22 @@ def matching_classes(names: Collection[str], search: str) -> list[str]:
     return [n for n in names if needle in class_name_key(n)]
 
 
+def searched_classes(points: pd.DataFrame, search: str) -> list[str]:
+    """The classes (as shown: "class") of the points whose stored name ("class_name") the search finds, as
+    `matching_classes` compares; every class for an empty search. Why the stored name: the " (class)" suffix
+    `group_safe` gives a class named like a group is Explore's, not the class's, and "class" must not find
+    "rejected (class)". A frame without "class_name" (no group-named class) is searched by "class"."""
+    stored = points["class_name"] if "class_name" in points else points["class"]
+    found = stored.isin(matching_classes(stored.unique(), search))
+    return list(dict.fromkeys(points.loc[found, "class"]))
+
+
 def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: Sequence[str] = (),
                   confidence: tuple[float, float] | None = None, media_id: int | None = None,
                   search: str = "", keep_ids: Sequence[Any] | None = None) -> pd.Series:
     """A boolean mask over points. Empty choices keep everything; a confidence range keeps points
-    without a confidence only when it is the full [0, 1]; search matches class names as
-    `matching_classes` does."""
+    without a confidence only when it is the full [0, 1]; search matches the names as stored
+    (`searched_classes`)."""
     mask = pd.Series(True, index=points.index)
     if classes:
         mask &= points["class"].isin(list(classes))
@@ -556,7 +575,7 @@ def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: S
     if media_id is not None:
         mask &= points["media_id"] == media_id
     if class_name_key(search):
-        mask &= points["class"].isin(matching_classes(points["class"].unique(), search))
+        mask &= points["class"].isin(searched_classes(points, search))
     if keep_ids is not None:
         mask &= points["id"].isin(list(keep_ids))
     return mask
@@ -565,16 +584,17 @@ def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: S
 def filter_summary(classes: Sequence[str] = (), statuses: Sequence[str] = (),
                    confidence: tuple[float, float] | None = None, media_name: str | None = None,
                    search: str = "", isolated: int | None = None, present: Collection[str] = (),
-                   media_present: bool = True) -> str:
+                   media_present: bool = True, found: Collection[str] | None = None) -> str:
     """The active filters of `filter_points` in words ("search 'serena' · classes Al Gore (outside the
     search)"), "" when none is. Filters stay set across views and while the Filters expander is closed,
     so the page says which ones hide points; a chosen class the search or the view leaves out is named
     as such rather than dropped. `present`: the classes of the view's points; media_present: whether any
-    point of the view is of the chosen GIF (a GIF chosen in another view stays chosen, and hides them all)."""
+    point of the view is of the chosen GIF (a GIF chosen in another view stays chosen, and hides them all);
+    found: the classes the search finds (`searched_classes`), by default those whose shown name it matches."""
     needle = class_name_key(search)
 
     def why_empty(name: str) -> str:
-        if needle and not matching_classes([name], search):
+        if needle and (not matching_classes([name], search) if found is None else name not in found):
             return " (outside the search)"
         return " (none in this view)" if present and name not in present else ""
 

@@ -3,9 +3,12 @@ message and the size of the figures.
 
 - Streamlit names the 2D chart by its whole figure, so a redrawn figure (Isolate narrowed to the last lasso, a
   plane switched) came back with no selection and a bulk press in that run was dropped unseen: the last lasso
-  is kept (and can be cleared), and a press that meets no selection says so;
+  is kept (and can be cleared), and a press that meets no selection (the Add class and Tag forms included)
+  says so; only Explore's own controls keep it: a change of the data, a visit to another page or a filter
+  hiding all of it ends it;
 - a class named like one of Explore's groups ("rejected", "other", "unlabeled", ...) is neither merged with
-  that group, greyed, folded into "other", nor dropped from the class centroids;
+  that group, greyed, folded into "other", nor dropped from the class centroids, and the class search
+  matches its stored name, not the " (class)" suffix;
 - a GIF chosen in the GIF filter stays chosen across views, named when no point of the view is of it;
 - class centroids over faces all turned down say so, not "no class has faces yet";
 - the figures do not repeat per point the class their trace is named by.
@@ -27,13 +30,14 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import open_app
 from explorer.figures import FIXED_COLORS, OTHER, scatter_2d, scatter_3d
-from explorer.views import (GROUP_NAMES, HOVER, empty_view_message, filter_summary, group_safe, view_points)
+from explorer.views import (GROUP_NAMES, HOVER, empty_view_message, filter_points, filter_summary, group_safe,
+                            searched_classes, view_points)
 from labeling.classes import add_class
 from labeling.db import open_store, session_scope
 from labeling.face_labels import Prediction, approve_faces, record_predictions, reject_faces
-from labeling.queries import faces_frame
+from labeling.queries import classes_frame, faces_frame, media_tags_frame
 from labeling.schema import MediaEmbedding, vector_to_bytes
-from test_app_decision_ticks_and_filters import _explore
+from test_app_decision_ticks_and_filters import EXPLORE, _explore
 from test_app_pages import no_exception, sign_in
 from test_review_own_changes_and_filters import _add_faces
 
@@ -164,6 +168,77 @@ def test_a_bulk_press_that_meets_no_selection_says_so(tmp_path, monkeypatch, liv
         [w.value for w in page.warning]
 
 
+def test_a_selection_deselected_on_the_chart_stays_cleared_when_the_data_changed_meanwhile(tmp_path, monkeypatch,
+                                                                                           live_lasso):
+    """Only Explore's own controls keep a lasso over a redraw: another editor's decision (a point outside the
+    lasso) redraws the figure too, and an empty selection then is the editor's, not a lost one."""
+    fx = _store(tmp_path)
+    page = _page(fx, monkeypatch)
+    lasso(page, live_lasso, fx.faces[:5])
+    assert _selected(page).startswith("5 face(s) selected")
+    reject_faces(fx.store, [fx.faces[11]], "bob")
+    live_lasso["ids"] = []  # deselected on the chart
+    page.run()
+    no_exception(page)
+    assert _selected(page).startswith("0 face(s) selected")
+    assert not any("Kept from your last lasso" in c.value for c in page.caption)
+    page.radio(key="explore_plane").set_value("y-z").run()  # not revived by a later redraw either
+    assert _selected(page).startswith("0 face(s) selected")
+
+
+def test_a_kept_selection_ends_when_the_editor_leaves_explore(tmp_path, monkeypatch, live_lasso):
+    fx = _store(tmp_path)
+    page = _page(fx, monkeypatch)
+    lasso(page, live_lasso, fx.faces[:5])
+    page.radio(key="explore_plane").set_value("x-z").run()  # kept: the chart no longer shows it
+    assert _selected(page).startswith("5 face(s) selected")
+    page.switch_page("labeling/pages/home.py").run()
+    no_exception(page)
+    page.switch_page(EXPLORE).run()
+    no_exception(page)
+    assert _selected(page).startswith("0 face(s) selected")
+    assert not [b for b in page.button if b.key == "explore_bulk_reject"]
+
+
+def test_a_kept_selection_all_hidden_by_a_filter_is_dropped(tmp_path, monkeypatch, live_lasso):
+    fx = _store(tmp_path)
+    page = _page(fx, monkeypatch)
+    lasso(page, live_lasso, fx.faces[:6])  # Person A's 4 and 2 of Person B's
+    page.multiselect(key="explore_classes").set_value(["Person C"]).run()
+    no_exception(page)
+    assert _selected(page).startswith("0 face(s) selected")
+    assert not any("Kept from your last lasso" in c.value for c in page.caption), [c.value for c in page.caption]
+    assert not [b for b in page.button if b.key == "explore_clear_lasso"]
+    page.multiselect(key="explore_classes").set_value(["Person A", "Person B"]).run()  # widened: not revived
+    assert _selected(page).startswith("0 face(s) selected")
+
+
+def test_the_add_class_and_tag_forms_pressed_without_a_selection_say_so(tmp_path, monkeypatch, live_lasso):
+    fx = _store(tmp_path)
+    page = _page(fx, monkeypatch)
+    lasso(page, live_lasso, fx.faces[:3])
+    page.text_input(key="explore_new_class_name").set_value("Zed")
+    page.multiselect(key="explore_classes").set_value(["Person C"])  # the selection leaves the map in that run
+    page.button(key="explore_new_class_add").click().run()
+    no_exception(page)
+    assert "Zed" not in classes_frame(fx.store)["name"].tolist()
+    assert any(w.value.startswith("Nothing was written: the 2D selection was cleared") for w in page.warning), \
+        [w.value for w in page.warning]
+
+    _gif_embeddings(fx)
+    page.multiselect(key="explore_classes").set_value([]).run()
+    page.selectbox(key="explore_view").set_value("GIFs").run()
+    lasso(page, live_lasso, [1, 2])
+    assert _selected(page).startswith("2 GIF(s) selected")
+    page.text_input(key="explore_bulk_tag_name").set_value("cats")
+    page.selectbox(key="explore_media").set_value(3)  # only GIF 3 shown in the run the press arrives
+    page.button(key="explore_bulk_tag_add").click().run()
+    no_exception(page)
+    assert media_tags_frame(fx.store, tag="cats").empty
+    assert any(w.value.startswith("Nothing was written: the 2D selection was cleared") for w in page.warning), \
+        [w.value for w in page.warning]
+
+
 # -- 2. class names equal to group names ------------------------------------------------------------------------
 COLLIDING = ("rejected", "marked unknown", "unlabeled", "other", "unknown", "untagged")
 
@@ -190,6 +265,32 @@ def test_classes_named_like_groups_keep_their_own_traces_colours_and_centroids(t
     assert set(tracks["class"]) == set(points["class"])
 
 
+def test_the_class_search_matches_stored_names_not_the_group_suffix(tmp_path, monkeypatch):
+    """"class" finds no class here: " (class)" is Explore's suffix for the class named "rejected", not its
+    name; the class is still found by its name, and chosen in the Classes filter."""
+    fx = _store(tmp_path, ("rejected", "Real Person"), per_class=3)
+    approve_faces(fx.store, fx.faces, "ann")
+    reject_faces(fx.store, fx.faces[-1:], "ann")
+    points, _ = view_points(fx.store, "Faces")
+    assert not filter_points(points, search="class").any()
+    assert searched_classes(points, "class") == []
+    assert sorted(searched_classes(points, "REJECTED")) == ["rejected", "rejected (class)"]
+    found = filter_points(points, classes=["rejected (class)"], search="rejected")
+    assert sorted(points.loc[found, "id"]) == fx.faces[:3]
+    assert filter_summary(["rejected (class)"], search="class", found=searched_classes(points, "class")) == \
+        "search 'class' · classes rejected (class) (outside the search)"
+    page = _page(fx, monkeypatch)
+    page.text_input(key="explore_search").set_value("class").run()
+    no_exception(page)
+    assert page.multiselect(key="explore_classes").options == []
+    page.text_input(key="explore_search").set_value("rej").run()
+    assert sorted(page.multiselect(key="explore_classes").options) == ["rejected", "rejected (class)"]
+    page.multiselect(key="explore_classes").set_value(["rejected (class)"]).run()
+    no_exception(page)
+    assert any(c.value.startswith("Filtered: search 'rej' · classes rejected (class) — 3 of 6 shown")
+               for c in page.caption), [c.value for c in page.caption]
+
+
 def test_group_safe_names_never_meet():
     names = pd.Series([*GROUP_NAMES, "rejected (class)", "rejected (class) (class)", "Person (class)", "Ann", None])
     shown = group_safe(names)
@@ -199,13 +300,18 @@ def test_group_safe_names_never_meet():
 
 
 # -- 3. the GIF filter stays chosen across views ----------------------------------------------------------------
-def test_the_gif_filter_stays_chosen_across_views_and_is_named_where_it_hides_all(tmp_path, monkeypatch):
-    fx = _store(tmp_path)
+def _gif_embeddings(fx: Fx) -> None:
+    """The first 6 media get a GIF embedding, as GIFs do: the GIFs view's points."""
     rng = np.random.default_rng(1)
-    with session_scope(fx.store) as s:  # the first 6 media have a GIF embedding, as GIFs do
+    with session_scope(fx.store) as s:
         for media in range(1, 7):
             v = rng.normal(size=16).astype(np.float32)
             s.add(MediaEmbedding(media_id=media, model_id="g", dim=16, vector=vector_to_bytes(v / np.linalg.norm(v))))
+
+
+def test_the_gif_filter_stays_chosen_across_views_and_is_named_where_it_hides_all(tmp_path, monkeypatch):
+    fx = _store(tmp_path)
+    _gif_embeddings(fx)
     page = _page(fx, monkeypatch)
     page.selectbox(key="explore_media").set_value(10).run()  # a photo: no point of the GIFs view
     page.selectbox(key="explore_view").set_value("GIFs").run()

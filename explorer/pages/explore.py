@@ -2,7 +2,6 @@
 for lasso / box selection and bulk actions. Data and projections come from explorer/views.py."""
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
 from explorer.projection_jobs import collect, projection_job, running_job
 from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, filter_points, filter_summary,
-                            matching_classes, named_no_one, nearest, retired_classes, track_predictions,
+                            named_no_one, nearest, retired_classes, searched_classes, track_predictions,
                             track_refusal_help, track_refusals, unnameable_help, unnameable_tracks_help, view_points)
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
@@ -35,11 +34,18 @@ SELECTED = "explore_selected"  # id of the point whose details show
 POINT_ID = "explore_point_id"
 ISOLATED = "explore_isolated"  # ids of the points last chosen with the 2D lasso or box (this view's)
 LASSO = "explore_lasso"  # the last non-empty 2D selection, kept while the 2D figure is redrawn (see _lasso)
+CHART_2D = "explore_2d"  # the 2D chart's key: in the session only while Explore drew it in its last run
+NEW_CLASS_BUTTON = "explore_new_class_add"  # the "Add class" press of a Faces selection (see _lost_press)
+BULK_TAG_BUTTON = "explore_bulk_tag_add"  # the "Tag N GIF(s)" press of a GIFs selection (see _lost_press)
 PLANES = {"x-y": ("x", "y"), "x-z": ("x", "z"), "y-z": ("y", "z")}  # pairs of the 3D map's axes
 EDITOR_DECISIONS = (*CONFIRMED_STATUSES, "rejected", "unknown")  # label statuses only an editor sets
 BULK_NOUNS = {"Faces": "face(s)", "Face tracks": "track(s)", "GIFs": "GIF(s)"}  # views with 2D bulk actions
 settings, store = get_settings(), get_store()
 st.title("Explore")
+if CHART_2D not in st.session_state:
+    # Streamlit forgets a chart's selection once a run does not draw it (another page was visited): the lasso
+    # drawn before is gone from the chart, and kept on it would come back unasked (see _lasso)
+    st.session_state.pop(LASSO, None)
 
 
 def _forget_selection() -> None:
@@ -74,7 +80,8 @@ def _stamp() -> int:
         return int(session.scalar(select(func.max(AuditEvent.id))) or 0)
 
 
-points, vectors = _points(settings.database_url or str(settings.data_dir), view, model_id, _stamp())
+stamp = _stamp()
+points, vectors = _points(settings.database_url or str(settings.data_dir), view, model_id, stamp)
 if points.empty:
     with store() as session:  # what is in the store says why this view is empty
         has_media = session.scalar(select(func.count()).select_from(Media).where(Media.status == "ok")) > 0
@@ -103,8 +110,8 @@ def _media_name(media_id: int) -> str:
 
 with controls[3].expander("Filters", expanded=False):
     search = st.text_input("Search a class by name", key="explore_search", persist_state="session")
-    class_choices = sorted(points["class"].unique(), key=str.casefold)
-    class_choices = matching_classes(class_choices, search)  # as filter_points and the Classes page compare
+    # as filter_points and the Classes page compare, on the names as stored (not group_safe's " (class)")
+    class_choices = sorted(searched_classes(points, search), key=str.casefold)
     classes = st.multiselect("Classes", _keeping_chosen(class_choices, "explore_classes"), key="explore_classes",
                              persist_state="session")
     statuses = st.multiselect("Status", _keeping_chosen(sorted(points["status"].unique()), "explore_statuses"),
@@ -126,6 +133,7 @@ mask = filter_points(points, classes, statuses, confidence, media_choice, search
 filters_note = st.empty()
 active_filters = filter_summary(classes, statuses, confidence, None if media_choice is None else _media_name(media_choice),
                                 search, None if keep is None else len(keep), present=set(points["class"]),
+                                found=class_choices,
                                 media_present=media_choice is None or media_choice in gif_names.index)
 if active_filters:
     filters_note.caption(f"Filtered: {plain(active_filters)} — {int(mask.sum()):,} of {len(points):,} shown")
@@ -158,10 +166,12 @@ try:
     coords = projection.coords
     method_note = {"cache": "UMAP (cached)", "extended": "UMAP (new points placed with transform)",
                    "fitted": f"UMAP (fitted in {fit_seconds:.1f} s)"}[how]
+    projected_by = "umap"
 except ProjectionError as exc:
     coords = pca_preview(vectors) if len(vectors) > 3 else np.zeros((len(vectors), 3), np.float32)
     method_note = ("PCA preview while UMAP computes in the background" if pending is not None
                    else f"PCA, not UMAP ({exc})")
+    projected_by = "pca"
 if coords.shape[1] < 3:
     coords = np.pad(coords, ((0, 0), (0, 3 - coords.shape[1])))
 frame = points.assign(x=coords[:, 0], y=coords[:, 1], z=coords[:, 2])
@@ -467,7 +477,7 @@ def _bulk_faces(chosen: list[int]) -> None:
                                                                           expected_versions=seen), after=_forget_lasso))
     with st.form("explore_new_class"):
         name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
-        if st.form_submit_button("Add class", disabled=not override):
+        if st.form_submit_button("Add class", disabled=not override, key=NEW_CLASS_BUTTON):
             write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen, expected_versions=seen), after=_forget_lasso)
 
 
@@ -508,7 +518,7 @@ def _bulk_gifs(chosen: list[int]) -> None:
         left, right = st.columns([3, 1])
         tag = left.text_input("Tag the selected GIFs with", key="explore_bulk_tag_name")
         confidence = right.number_input("Confidence", 0.0, 1.0, 1.0, 0.05, key="explore_bulk_tag_confidence")
-        submitted = st.form_submit_button(f"Tag {len(chosen)} GIF(s)")
+        submitted = st.form_submit_button(f"Tag {len(chosen)} GIF(s)", key=BULK_TAG_BUTTON)
     if not submitted:
         return
     try:
@@ -545,39 +555,45 @@ def _left_alone(skipped: dict[str, list[int]], tag: str) -> list[str]:
             for status in why if skipped[status]]
 
 
-def _lasso(event: object, figure: str) -> tuple[list[int], bool]:
+def _lasso_controls() -> tuple:
+    """The values of Explore's own controls the 2D figure is drawn with: plane, colour, Isolate (and the ids it
+    keeps), the filters and the point whose details show. Only a change of these redraws the chart while the
+    editor's selection stands; anything else that changes the figure changes the data stamp (`_lasso`)."""
+    return (plane, colour, None if keep is None else tuple(keep), tuple(classes), tuple(statuses), tuple(confidence),
+            media_choice, search, st.session_state.get(SELECTED))
+
+
+def _lasso(event: object) -> tuple[list[int], bool]:
     """The 2D selection to act on, and whether it is a kept one (the map no longer shows it).
 
-    Why kept: Streamlit names the 2D chart by its whole figure, so any change to the figure (Isolate
-    narrowed to the last lasso, a plane switched, a filter, a point decided elsewhere) makes a new chart
-    with no selection, and a bulk button pressed in the run that redraws it met no selection and was
-    dropped unseen. So the last non-empty selection of this view (`figure`: a digest of the figure it
-    was drawn on) is kept in the session, restricted to the points shown, until the editor draws another,
-    clears it (the Clear button, or deselecting on the chart that shows it), a write succeeds, or the
-    view or model changes."""
+    Why kept: Streamlit names the 2D chart by its whole figure, so a change to the figure (Isolate narrowed
+    to the last lasso, a plane switched, a filter) makes a new chart with no selection, and a bulk button
+    pressed in the run that redraws it met no selection and was dropped unseen. So the last non-empty
+    selection of this view is kept in the session, restricted to the points shown, until the editor draws
+    another, clears it (the Clear button, or deselecting on the chart that shows it), a write succeeds, the
+    view or model changes, none of its points is shown, or the editor leaves the page (see the page's top).
+
+    Only redraws caused by Explore's own controls (`_lasso_controls`) keep it: an empty selection is read
+    as cleared when the controls are those of the chart that showed it (the editor deselected there), or
+    when the data stamp (the last operation written, and whether the map is PCA or UMAP) changed since:
+    another editor's decision, the editor's own write elsewhere or UMAP finishing redraw the figure too,
+    and a selection the editor cleared on the chart must not come back with them."""
     lassoed = [int(i) for i in selected_ids(event)]
-    where = (view, model_id)
+    where, data = (view, model_id), (stamp, projected_by)
     if lassoed:
-        st.session_state[LASSO] = {"where": where, "ids": lassoed, "figure": figure}
+        st.session_state[LASSO] = {"where": where, "ids": lassoed, "controls": _lasso_controls(), "data": data}
         return lassoed, False
     kept = st.session_state.get(LASSO)
     if not kept or kept["where"] != where:
         return [], False
-    if kept["figure"] == figure:  # the chart that showed the selection is drawn again without it: cleared
+    on_map = set(shown["id"].astype(int))
+    still = [i for i in kept["ids"] if i in on_map]
+    # the chart that showed the selection drawn again without it, the data changed, or all of it hidden
+    if kept["data"] != data or kept["controls"] == _lasso_controls() or not still:
         st.session_state.pop(LASSO)
         return [], False
-    kept["figure"] = None  # drawn on an earlier figure: a later return to that figure is a new, empty chart
-    on_map = set(shown["id"].astype(int))
-    return [i for i in kept["ids"] if i in on_map], True
-
-
-def _figure_digest(frame: pd.DataFrame, columns: list[str]) -> str:
-    """A digest of what the 2D figure is drawn from (its rows and these columns, in order): equal digests,
-    equal figures. Hashing the inputs costs milliseconds where hashing the figure's JSON took 0.15 s at
-    20,000 points."""
-    part = frame[["id", *dict.fromkeys(columns)]]
-    return hashlib.sha1(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes()
-                        + repr(columns).encode()).hexdigest()
+    kept["controls"] = None  # drawn on earlier controls: a later return to them is a new, empty chart
+    return still, True
 
 
 def _forget_lasso(_result: object = None) -> None:
@@ -588,7 +604,8 @@ def _forget_lasso(_result: object = None) -> None:
 def _lost_press() -> None:
     """A bulk button pressed while no selection is left (its points were hidden or decided meanwhile): say
     so, rather than letting the press pass without a word."""
-    if any(_pressed(k) for k in ("explore_bulk", "explore_bulk_tracks")):
+    if (any(_pressed(k) for k in ("explore_bulk", "explore_bulk_tracks"))
+            or any(st.session_state.get(k) for k in (NEW_CLASS_BUTTON, BULK_TAG_BUTTON))):
         st.warning("Nothing was written: the 2D selection was cleared before the press reached the page (its "
                    "points are no longer shown). Select the points again and press again.")
 
@@ -600,8 +617,8 @@ with bulk:
                          persist_state="session")
         # no ring for the point whose details show: opening one would redraw the chart, and drop its selection
         fig2 = scatter_2d(shown, COLOR_OPTIONS[colour], x=PLANES[plane][0], y=PLANES[plane][1], hover_cols=HOVER)
-        event2 = st.plotly_chart(fig2, key="explore_2d", on_select="rerun", selection_mode=("points", "box", "lasso"))
-        chosen, kept = _lasso(event2, _figure_digest(shown, [*PLANES[plane], COLOR_OPTIONS[colour], *HOVER]))
+        event2 = st.plotly_chart(fig2, key=CHART_2D, on_select="rerun", selection_mode=("points", "box", "lasso"))
+        chosen, kept = _lasso(event2)
         if chosen and not kept:
             st.session_state[ISOLATED] = chosen
         noun = BULK_NOUNS[view]
