@@ -30,8 +30,9 @@ photo, which move the pHash too far, also one filed under a second class), and w
 one side (`copy_groups`: retrain's holdout groups media the same way). Media that one group of an
 imported export held (its crops of one clip, recorded by `giflens import raw-dataset`,
 `labeling.import_groups`) are joined too, whether or not an earlier export is followed. Crops of a followed
-export that it put in different groups are not joined by their frame hashes alone (`hash_pair_kept`): an
-aligned face crop's hash is not its frame's, and crops of one person's different photos can lie close.
+export that it put in different groups are not joined by their frame hashes alone, nor through a media item
+whose hashes lie near both (`labels_kept_apart`): an aligned face crop's hash is not its frame's, and crops of
+one person's different photos can lie close.
 
 Sides are stable too. Given `previous` (an earlier export), every media item of its split.csv
 (matched by sha256; or by the sha256 of a face crop it exported, which is how a store that imported
@@ -190,10 +191,17 @@ def unique_folder_names(classes: Iterable[tuple[int, str, str | None]]) -> dict[
 
 
 # -- near-duplicate groups and the split (pure) -------------------------------------------------
-def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Hashable]]) -> dict[Hashable, Hashable]:
-    """member -> group (its smallest member): union-find over `pairs` (both ends must be members).
-    The root is the smallest member, so a group's name does not depend on the order pairs come in."""
+def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Hashable]],
+                guarded: Iterable[tuple[Hashable, Hashable]] = (),
+                apart: dict[Hashable, Hashable] | None = None) -> dict[Hashable, Hashable]:
+    """member -> group (its smallest member): union-find over `pairs` (both ends must be members), then over
+    `guarded` pairs, in their order, each joining only when its two groups do not carry different `apart`
+    labels (member -> label; a group carries its members' labels, `labels_kept_apart`). Why per group, not
+    per pair: a member without a label near two labelled members of different labels would otherwise
+    bridge them, one pair at a time. The root is the smallest member, so a group's name does not depend on
+    the order pairs come in (which groups `guarded` pairs join may: give them closest first)."""
     parent: dict[Hashable, Hashable] = {m: m for m in members}
+    labels: dict[Hashable, frozenset] = {m: frozenset([label]) for m, label in (apart or {}).items() if m in parent}
 
     def find(m: Hashable) -> Hashable:
         root = m
@@ -203,12 +211,30 @@ def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Has
             parent[m], m = root, parent[m]
         return root
 
-    for a, b in pairs:
+    def union(a: Hashable, b: Hashable, guard: bool) -> None:
         ra, rb = find(a), find(b)
-        if ra != rb:
-            lo, hi = sorted((ra, rb), key=lambda x: (str(type(x)), x))
-            parent[hi] = lo
+        if ra == rb or (guard and labels_kept_apart(labels.get(ra), labels.get(rb))):
+            return
+        lo, hi = sorted((ra, rb), key=lambda x: (str(type(x)), x))
+        parent[hi] = lo
+        if hi in labels:
+            labels[lo] = labels.get(lo, frozenset()) | labels.pop(hi)
+
+    for a, b in pairs:
+        union(a, b, False)
+    for a, b in guarded:
+        union(a, b, True)
     return {m: find(m) for m in parent}
+
+
+def labels_kept_apart(a: frozenset | None, b: frozenset | None) -> bool:
+    """Whether two groups carrying `apart` labels (None: none) stay apart: when both carry labels and share
+    none. Why: the labels are groups an earlier export gave crops of its own (`earlier_crop_groups`); the
+    hash of an aligned face crop is not the hash of the frame it came from, aligned crops of one person look
+    alike (two LFW photos of George Lopez, cropped, lay 4 bits apart), and the export that wrote them had
+    the frames themselves and kept them apart. Joined here, a validation face would move to train on a round
+    trip through another store, unasked. Groups sharing a label were one group there: nothing to keep apart."""
+    return bool(a) and bool(b) and not a & b
 
 
 def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
@@ -219,23 +245,15 @@ def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
     pHashes (16 hex digits) within `radius` bits, found exactly by multi-index hashing
     (`embeddings.near_duplicates`), and over `extra_pairs` (media joined by another signal, e.g.
     `same_photo_pairs`). Flat frames (fewer than MIN_HASH_BITS bits set) are ignored: a black
-    frame would otherwise join every clip that fades to black. Media `apart` names (media -> a group an
-    earlier export gave it, `earlier_crop_groups`) are not joined by their hashes when their groups
-    differ (`hash_pair_kept`); `extra_pairs` join them still."""
+    frame would otherwise join every clip that fades to black. Groups holding media `apart` names (media ->
+    a group an earlier export gave it, `earlier_crop_groups`) of different groups are not joined by hashes
+    (`labels_kept_apart`), not even through a third media item near both; `extra_pairs` join them still,
+    and are joined first. Hash pairs join closest first, so a re-upload of one crop joins that crop's
+    group and not the other's."""
     informative = {m: [h for h in hashes or [] if int(h, 16).bit_count() >= MIN_HASH_BITS]
                    for m, hashes in media_hashes.items()}
-    pairs = [(a, b) for a, b, _, _ in near_duplicate_media(informative, radius=radius)
-             if hash_pair_kept(a, b, apart or {})]
-    return join_groups(media_hashes, [*pairs, *extra_pairs])
-
-
-def hash_pair_kept(a: Hashable, b: Hashable, apart: dict[Hashable, Hashable]) -> bool:
-    """Whether a pair of media with near frame hashes joins: not when both are crops of an earlier export
-    that gave them different groups (`apart`). Why: the hash of an aligned face crop is not the hash of the
-    frame it came from; aligned crops of one person look alike (two LFW photos of George Lopez, cropped,
-    lay 4 bits apart), and the export that wrote them had the frames themselves and kept them apart. Joined
-    here, a validation face would move to train on a round trip through another store, unasked."""
-    return a not in apart or b not in apart or apart[a] == apart[b]
+    pairs = [(a, b) for a, b, _, _ in near_duplicate_media(informative, radius=radius)]  # closest first
+    return join_groups(media_hashes, extra_pairs, pairs, apart)
 
 
 def same_photo_pairs(faces: Iterable[tuple[Hashable, Hashable, np.ndarray]], threshold: float,
@@ -313,7 +331,7 @@ def copy_groups(media_hashes: dict[Hashable, Iterable[str] | None],
     (`same_photo_pairs`: mirrored and cropped copies the hashes miss, also one filed under a second
     class; None: no such joins), or when they are `joined` (media one group of an earlier export held,
     `earlier_group_pairs`). Crops of an earlier export in groups it kept apart (`apart`,
-    `earlier_crop_groups`) are not joined by their hashes alone (`hash_pair_kept`). One definition, so a copy
+    `earlier_crop_groups`) are not joined by their hashes alone (`labels_kept_apart`). One definition, so a copy
     the export keeps on one side can never straddle retrain's holdout, or the other way round."""
     pairs = (same_photo_pairs(faces, same_photo_distance, across_classes=True) if same_photo_distance is not None
              else set())
@@ -452,7 +470,7 @@ def earlier_group_pairs(earlier: EarlierSides,
 def earlier_crop_groups(earlier: EarlierSides, media_sha256: dict[Hashable, str | None]) -> dict[Hashable, str]:
     """media id -> earlier group of this export's media (id -> sha256) that are face crops the earlier export
     wrote (imported into this store: matched by the crop's bytes) and that its split.csv gives a group, for
-    `copy_groups` to keep apart when only their hashes are near (`hash_pair_kept`). Media matched as media
+    `copy_groups` to keep apart when only their hashes are near (`labels_kept_apart`). Media matched as media
     (not crops) carry their own frames' hashes, which the earlier export compared too: the radius asked for
     now applies to them."""
     return {media_id: earlier.groups[key] for media_id, sha in media_sha256.items()

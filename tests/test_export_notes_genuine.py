@@ -54,12 +54,9 @@ def set_hashes(store, face_ids: list[int], hashes: list[str]) -> None:
 
 
 # -- 1b. crops an earlier export kept apart stay apart on a round trip (real pipeline) ----------------------------
-@pytest.mark.slow
-def test_a_round_trip_keeps_apart_the_crops_an_export_kept_apart(tmp_path, lfw_dir):
-    """Store A imports five LFW photos of George Lopez and six of Jennifer Lopez; its export is imported into
-    store B, whose export follows it. Two of George Lopez's aligned crops lie within the near-duplicate radius
-    (the audit's case): B used to join them, so the validation one trained. Now every group and every side of
-    A's export holds in B's, and nothing moves."""
+def round_trip(tmp_path: Path, lfw_dir: Path):
+    """Store A imports five LFW photos of George Lopez and six of Jennifer Lopez and exports them (eA); store B
+    imports eA. Returns B, its settings, and eA's split.csv rows."""
     raw = tmp_path / "giphy"
     for i, person in enumerate(("George_Lopez", "Jennifer_Lopez")):
         (raw / "raw_dataset" / person).mkdir(parents=True)
@@ -72,22 +69,74 @@ def test_a_round_trip_keeps_apart_the_crops_an_export_kept_apart(tmp_path, lfw_d
                               "ann").labels == 11
     export_dataset(a, data_a, tmp_path / "eA", "ann")
     b = open_store(f"sqlite:///{tmp_path / 'b.db'}")
-    assert import_raw_dataset(b, tmp_path / "eA", Settings(data_dir=data_b, database_url=f"sqlite:///{tmp_path / 'b.db'}"),
-                              "bob").labels == 11
-    summary = export_dataset(b, data_b, tmp_path / "eB", "bob", previous=tmp_path / "eA")
+    settings_b = Settings(data_dir=data_b, database_url=f"sqlite:///{tmp_path / 'b.db'}")
+    assert import_raw_dataset(b, tmp_path / "eA", settings_b, "bob").labels == 11
+    return b, settings_b, split_rows(tmp_path / "eA")
 
-    rows_a, rows_b = split_rows(tmp_path / "eA"), split_rows(tmp_path / "eB")
+
+def close_crops(store, rows_a: list[dict[str, str]]) -> list[tuple[str, str, int]]:
+    """(crop sha256, crop sha256, bits) of the imported crops of different eA groups within the radius."""
     group_a = {r["crop_sha256"]: r["group"] for r in rows_a}
-    with session_scope(b) as s:
-        hashes = {sha: h for sha, h in s.query(Media.sha256, Media.frame_hashes)}
-    close = [(x, y) for x, y, _, _ in near_duplicate_media(hashes, radius=NEAR_DUPLICATE_RADIUS)
-             if group_a.get(x) != group_a.get(y)]
-    assert close, "no two crops of different groups lie within the radius: the case is not exercised"
+    with session_scope(store) as s:
+        hashes = {sha: h for sha, h in s.query(Media.sha256, Media.frame_hashes) if sha in group_a}
+    return [(x, y, d) for x, y, _, d in near_duplicate_media(hashes, radius=NEAR_DUPLICATE_RADIUS)
+            if group_a[x] != group_a[y]]
+
+
+@pytest.mark.slow
+def test_a_round_trip_keeps_apart_the_crops_an_export_kept_apart(tmp_path, lfw_dir):
+    """Store B's export follows eA. Two of George Lopez's aligned crops lie within the near-duplicate radius
+    (the audit's case): B used to join them, so the validation one trained. Now every group and every side of
+    A's export holds in B's, and nothing moves."""
+    b, settings_b, rows_a = round_trip(tmp_path, lfw_dir)
+    summary = export_dataset(b, settings_b.data_dir, tmp_path / "eB", "bob", previous=tmp_path / "eA")
+    rows_b = split_rows(tmp_path / "eB")
+    assert close_crops(b, rows_a), "no two crops of different groups lie within the radius: the case is not exercised"
     assert partition(rows_b, "sha256") == partition(rows_a, "crop_sha256")
     assert {r["sha256"]: r["side"] for r in rows_b} == {r["crop_sha256"]: r["side"] for r in rows_a}
     earlier = summary.manifest["split"]["earlier_sides"]
     assert earlier["faces_moved_to_train"] == 0 and earlier["faces_kept_side"] == 11
     assert summary.val == sum(r["side"] == "val" for r in rows_a) >= 2
+
+
+@pytest.mark.slow
+def test_a_re_upload_near_two_crops_an_export_kept_apart_joins_one_and_bridges_nothing(tmp_path, lfw_dir):
+    """The reviewer's case: store B ingests a re-encoded copy of one of the two close crops (its hashes lie
+    near both) and confirms its face. B's export, following eA, used to join the two crops through the copy
+    (the pair rule looked at the crops alone), moving a validation face to train. Now the copy joins the
+    crop it copies, the other crop keeps its group and side, and nothing moves."""
+    from labeling.face_labels import relabel_faces
+    from labeling.ingest import ingest
+    from labeling.schema import CelebrityClass, Face
+
+    b, settings_b, rows_a = round_trip(tmp_path, lfw_dir)
+    x, y, _ = close_crops(b, rows_a)[0]
+    copied = {r["crop_sha256"]: r for r in rows_a}[x]
+    copy = tmp_path / "upload" / "reupload.jpg"
+    copy.parent.mkdir()
+    with Image.open(tmp_path / "eA" / "raw_dataset" / copied["label"] / f"{copied['face_id']}.jpg") as im:
+        im.save(copy, quality=90)
+    assert ingest([copy], settings_b, store=b).ingested == 1
+    with session_scope(b) as s:
+        media = s.query(Media).filter(Media.path.like("%reupload.jpg")).one()
+        face_ids = [f.id for f in s.query(Face).filter(Face.media_id == media.id)]
+        copy_sha, class_id = media.sha256, s.query(CelebrityClass.id).filter(
+            CelebrityClass.name == copied["label"].replace("_", " ")).scalar()
+    assert len(face_ids) == 1 and relabel_faces(b, face_ids, class_id, "bob").changed == 1
+    with session_scope(b) as s:
+        hashes = dict(s.query(Media.sha256, Media.frame_hashes).filter(Media.sha256.in_([x, y, copy_sha])))
+    near = {frozenset(p[:2]) for p in near_duplicate_media(hashes, radius=NEAR_DUPLICATE_RADIUS)}
+    assert {frozenset((copy_sha, x)), frozenset((copy_sha, y))} <= near, "the copy is not near both: not exercised"
+
+    summary = export_dataset(b, settings_b.data_dir, tmp_path / "eB", "bob", previous=tmp_path / "eA")
+    rows_b = {r["sha256"]: r for r in split_rows(tmp_path / "eB")}
+    assert rows_b[copy_sha]["group"] == rows_b[x]["group"] != rows_b[y]["group"]
+    assert partition([r for r in rows_b.values() if r["sha256"] != copy_sha], "sha256") == \
+        partition(rows_a, "crop_sha256")
+    assert {sha: r["side"] for sha, r in rows_b.items() if sha != copy_sha} == \
+        {r["crop_sha256"]: r["side"] for r in rows_a}
+    assert summary.manifest["split"]["earlier_sides"]["faces_moved_to_train"] == 0
+    assert not any("now train" in n for n in summary.notes)
 
 
 def test_hashes_do_not_join_crops_of_different_earlier_groups_but_other_signals_do():
@@ -99,7 +148,11 @@ def test_hashes_do_not_join_crops_of_different_earlier_groups_but_other_signals_
     groups, _ = copy_groups(hashes, [], None)
     assert groups[1] == groups[2] == groups[3]
     groups, _ = copy_groups(hashes, [], None, apart={1: "71", 2: "75"})
-    assert groups[1] == groups[2] == groups[3]  # 3, no crop of the earlier export, bridges them by its hashes
+    assert groups[1] == groups[3] != groups[2]  # 3, a copy of 1 new to this export, joins 1 and bridges nothing
+    groups, _ = copy_groups({1: [h1], 2: [h2], 3: [h2]}, [], None, apart={1: "71", 2: "75"})
+    assert groups[2] == groups[3] != groups[1]  # closest first: 3 is 2's copy, 4 bits from 1
+    groups, _ = copy_groups({**hashes, 4: [h2]}, [], None, joined=[(3, 4)], apart={1: "71", 2: "75"})
+    assert groups[3] == groups[4] and groups[1] != groups[2]  # joined first: 3 and 4, then one of 1 and 2 at most
     groups, _ = copy_groups({1: [h1], 2: [h2]}, [], None, apart={1: "71", 2: "75"})
     assert groups[1] != groups[2]
     groups, _ = copy_groups({1: [h1], 2: [h2]}, [], None, joined=[(1, 2)], apart={1: "71", 2: "75"})
