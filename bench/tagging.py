@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from bench.checks import existing_dir, existing_file  # noqa: E402
-from models.tagger import (IDENTITY, SHARED_MIN_MEDIA, SHARED_SHARE, ExpertsVotingTagger,  # noqa: E402
+from models.tagger import (IDENTITY, SHARED_SHARE, ExpertsVotingTagger,  # noqa: E402
                            TaggerError, shared_tags, tag_lists)
 
 TOP = 5
@@ -114,8 +114,7 @@ def popularity(counts: Mapping[str, int]) -> list[str]:
 
 def _shared(tags: dict[str, list[str]]) -> frozenset[str]:
     """The tags the tagger's weights leave out on these tagged GIFs (none below SHARED_MIN_MEDIA of them)."""
-    tagged = {g: t for g, t in tags.items() if t}
-    return shared_tags(tagged) if len(tagged) >= SHARED_MIN_MEDIA else frozenset()
+    return shared_tags({g: t for g, t in tags.items() if t})
 
 
 def evaluate(modalities: Modalities, tags: dict[str, list[str]], k: int, min_frequency: float,

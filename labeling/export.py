@@ -1300,7 +1300,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     index = class_indices(folders, previous_indices)
     ordered = sorted(folders, key=index.__getitem__)  # rows of labels.csv and classes.csv by index
     media = snap["media"]
-    media_ids = {r.media_id for r, _ in rows}
+    media_ids = sorted({r.media_id for r, _ in rows})  # sorted: pairs at one distance join in one order everywhere
     # media one group of an imported export held (its crops of one clip, `labeling.import_groups`) stay one
     # group whether or not an earlier export is followed; those of the one followed, too
     joined = [(a, b) for a, b in snap["imported_pairs"] if a in media_ids and b in media_ids]
@@ -1310,7 +1310,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         joined += earlier_group_pairs(followed, media_sha256)
         apart = earlier_crop_groups(followed, media_sha256)  # its crops' hashes do not undo its groups
     groups, photo_pairs = copy_groups(
-        {m: media[m].frame_hashes for m in media_ids},
+        {m: media[m].frame_hashes for m in media_ids},  # (in id order: see media_ids)
         ((r.class_id, r.media_id, bytes_to_vector(r.vector)) for r, _ in rows if r.vector is not None),
         same_photo_distance, near_duplicate_radius, joined, apart)
     group_classes: dict[int, Counter] = {}

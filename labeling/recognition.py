@@ -822,7 +822,7 @@ def _fit_deployable_head(data: TrainingSet, unknown: np.ndarray, head_params: di
     calibration = calibration_set(data.vectors, data.labels, unknown)
     head = _superseded(notes, calibration is not None,
                        lambda: train_head(data.vectors, data.labels, model_id=data.model_id, **head_params,
-                                          on_epoch=on_epoch))
+                                          on_epoch=on_epoch, groups=data.media_ids))
     if calibration is not None:
         _quietly(notes, lambda: head.calibrate(*calibration, data.model_id, training=True))
         notes.append(calibrated_note(len(unknown)))

@@ -225,6 +225,15 @@ def class_centroids(x: np.ndarray, index: np.ndarray, n_classes: int) -> np.ndar
     return _unit_rows(_class_sums(x, index, n_classes)).astype(np.float32)
 
 
+def require_held_out(genuine: np.ndarray | None) -> np.ndarray:
+    """The fit's held-out genuine distances, for calibrate(training=True). They are not saved: a loaded model
+    has none, and falling back to the training faces' own distances would report the flattered rate unasked."""
+    if genuine is None:
+        raise ClassifierError("calibrate(training=True) needs the held-out genuine distances of this model's fit; "
+                              "a loaded model has none: refit it, or calibrate on a separate set")
+    return genuine
+
+
 def group_index(groups: Sequence[Any], n: int) -> np.ndarray:
     """Groups (media ids, group names: anything with a str) as 0..g-1 per row; refuses a count other than n."""
     _, group = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
@@ -537,8 +546,8 @@ class CentroidKnnClassifier:
         """
         self._check_fitted(model_id)
         _, _, genuine, impostor = calibration_set(vectors, labels, self.centroids_, self.classes_)
-        held_out = getattr(self, "held_out_genuine_", None)
-        self._set_threshold(held_out if training and held_out is not None else genuine, impostor)
+        self._set_threshold(require_held_out(getattr(self, "held_out_genuine_", None)) if training else genuine,
+                            impostor)
         return self
 
     def _set_threshold(self, genuine: np.ndarray, impostor: np.ndarray) -> None:

@@ -37,8 +37,9 @@ import numpy as np
 from models.atomic_folder import atomic_folder
 from models.celebrity_classifier import (UNKNOWN, CentroidKnnClassifier, ClassifierError, as_embeddings, as_labels,
                                          calibration_set, canonical_order, check_model_id, check_training_set,
-                                         class_centroids, data_digest, distances_to, leave_one_out_distances,
-                                         open_set_threshold, softmax_rows, top_pairs)
+                                         class_centroids, data_digest, distances_to, group_index,
+                                         leave_one_out_distances, open_set_threshold, require_held_out, softmax_rows,
+                                         top_pairs)
 
 HEAD_FILE, META_FILE = "head.pt", "meta.json"
 MAX_SEED = 2**64 - 1  # torch.manual_seed refuses a seed past it, numpy's default_rng a negative one
@@ -150,8 +151,8 @@ class HeadModel:
         """
         check_model_id(self.model_id_, model_id)
         x, y, genuine, impostor = calibration_set(vectors, labels, self.centroids_, self.classes_)
-        if training and self.held_out_genuine_ is not None:
-            genuine = self.held_out_genuine_
+        if training:
+            genuine = require_held_out(self.held_out_genuine_)
         self.threshold_, self.false_accept_rate_, self.genuine_accept_rate_ = open_set_threshold(
             genuine, impostor, self.params.target_far, stacklevel=3,  # a CalibrationWarning names the caller's line
             model_id=self.model_id_)
@@ -354,7 +355,7 @@ def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, c
                epochs: int = 40, seed: int = 0, *, model_id: str, center_alpha: float = 0.5, batch_size: int = 128,
                learning_rate: float = 0.01, weight_decay: float = 1e-4, target_far: float = 0.01,
                min_faces_per_class: int = 2, holdout: tuple[Any, Sequence[str]] | None = None,
-               on_epoch: OnEpoch | None = None) -> HeadModel:
+               on_epoch: OnEpoch | None = None, groups: Sequence[Any] | None = None) -> HeadModel:
     """Train a head on curated (embedding, class name) pairs; `holdout` (vectors, labels) adds holdout metrics.
 
     on_epoch(done) is called after each training epoch (progress); a training whose loss or weights
@@ -371,11 +372,13 @@ def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, c
     if not isinstance(model_id, str) or not model_id:
         raise ClassifierError("model_id must name the embedding model of the vectors")
     x, y, _, _ = check_training_set(vectors, labels, params.min_faces_per_class)
+    group = None if groups is None else group_index(groups, len(x))
     order = canonical_order(x, y)
     x, y = x[order], y[order]
     classes, index = np.unique(y, return_inverse=True)
     net, centers, losses = _train_net(x, index, len(classes), params, on_epoch)
-    genuine, impostor = leave_one_out_distances(x, index, len(classes))
+    # groups (each face's media) as CentroidKnnClassifier.fit: a whole GIF held out for its genuine distances
+    genuine, impostor = leave_one_out_distances(x, index, len(classes), None if group is None else group[order])
     threshold, far, gar = open_set_threshold(genuine, impostor, params.target_far, stacklevel=3, model_id=model_id)
     head = HeadModel(net=net, classes_=classes, model_id_=model_id, params=params,
                      centroids_=class_centroids(x, index, len(classes)), centers_=centers, threshold_=threshold,

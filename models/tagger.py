@@ -55,7 +55,7 @@ IDENTITY = "identity"
 _CHUNK = 1024  # query media per block: bounds the (query rows, reference rows) similarity matrix
 _EPS = 1e-9
 SHARED_SHARE = 0.9  # a tag on this share of the tagged media an expert covers counts as shared (`shared_tags`)
-SHARED_MIN_MEDIA = 10  # ... once the expert covers this many tagged media (`_shared_rule_applies`)
+SHARED_MIN_MEDIA = 10  # ... among at least this many tagged media (`shared_tags`)
 
 ModalityInput = tuple[Sequence[str], Any]  # (media ids, one vector per id; ids may repeat)
 
@@ -165,11 +165,12 @@ def shared_tags(words: Mapping[Any, Iterable[str]], share: float = SHARED_SHARE)
     it lowered all 118 uploader tags it did not confirm to 0.7. The text expert over tags met the same
     tag held out (64 LFW photos tagged `<name>;person`: weight 0.63 earned by `person`, then another
     person's name suggested on all 64). "Nearly": one media item without it (a photo tagged with a
-    name only) was enough to bring the whole inflated weight back. Fewer than 2 media items: every
-    tag is on all of them, and nothing tells them apart."""
+    name only) was enough to bring the whole inflated weight back. Fewer than SHARED_MIN_MEDIA media
+    items: none. In a new library of a few GIFs a tag on all of them ("cat" on 3 cat GIFs) is its
+    subject, not noise, and leaving it out gave every expert weight 0 and suggested nothing at all."""
     lists = [set(tags) for tags in words.values()]
-    if len(lists) < 2:
-        return frozenset(t for tags in lists for t in tags)
+    if len(lists) < SHARED_MIN_MEDIA:
+        return frozenset()
     counts = Counter(t for tags in lists for t in tags)
     return frozenset(t for t, n in counts.items() if n >= share * len(lists))
 
@@ -334,8 +335,7 @@ class ExpertsVotingTagger:
         tags are all shared: nothing of theirs could be a hit, so counting them as misses would punish
         the expert for the library), `coverage_` (media measured), `hits_`, `weights_`."""
         tagged = {m: self.tags_[m] for m in votes if self.tags_[m]}
-        shared = (shared_tags(tagged, float(self.shared_share)) if self._shared_rule_applies(name, len(tagged))
-                  else frozenset())
+        shared = shared_tags(tagged, float(self.shared_share)) if self._shared_rule_applies(name) else frozenset()
         own = {m: set(tags) - shared for m, tags in tagged.items()}
         evaluated = [m for m, tags in own.items() if tags]
         hits = sum(1 for m in evaluated if set(votes[m]) & own[m])
@@ -345,16 +345,12 @@ class ExpertsVotingTagger:
         self.hits_[name] = hits
         self.weights_[name] = hits / len(evaluated) if evaluated else 0.0
 
-    def _shared_rule_applies(self, name: str, tagged: int) -> bool:
-        """Whether shared tags are left out of this expert's weight (see `shared_tags`).
-
-        Not for the direct identity expert: it proposes the person it recognised in that very GIF, not what
-        its neighbours carry, so naming the one person of a one-person library is a real hit. Not below
-        SHARED_MIN_MEDIA tagged media: in a new library of a few GIFs, a tag on all of them ("cat" on 3 cat
-        GIFs) is the library's subject, not noise, and leaving it out gave every expert weight 0 and
-        suggested nothing at all."""
+    def _shared_rule_applies(self, name: str) -> bool:
+        """Whether shared tags are left out of this expert's weight (see `shared_tags`, which also spares
+        small libraries). Not for the direct identity expert: it proposes the person it recognised in that
+        very GIF, not what its neighbours carry, so naming the one person of a one-person library is a hit."""
         direct = name == IDENTITY and self._identity is not None
-        return self.shared_share is not None and not direct and tagged >= SHARED_MIN_MEDIA
+        return self.shared_share is not None and not direct
 
     def is_fitted(self) -> bool:
         return hasattr(self, "weights_")

@@ -70,3 +70,27 @@ def test_the_head_recalibrated_on_its_training_faces_keeps_its_held_out_genuine_
     assert head.threshold_ == plain.threshold_
     assert head.genuine_accept_rate_ == rate(held_out, head.threshold_)
     assert head.calibration_["genuine"] == len(held_out) == len(x)
+
+
+@pytest.mark.filterwarnings("ignore::models.celebrity_classifier.CalibrationWarning")
+def test_the_head_holds_out_a_whole_clip_as_the_classifier_does():
+    """train_head(groups=...) measures each frame against its class without its own clip, as
+    CentroidKnnClassifier.fit(groups=...) does: the head and the classifier report one genuine-accept rule."""
+    x, y, media, unknown = clips(2)
+    head = train_head(x, y, model_id=MODEL, epochs=3, seed=0, min_faces_per_class=2, groups=media)
+    classifier = CentroidKnnClassifier(min_faces_per_class=2).fit(x, y, MODEL, groups=media)
+    np.testing.assert_allclose(np.sort(head.held_out_genuine_), np.sort(classifier.held_out_genuine_), atol=1e-6)
+    per_face = train_head(x, y, model_id=MODEL, epochs=3, seed=0, min_faces_per_class=2)
+    assert (np.sort(per_face.held_out_genuine_) < np.sort(head.held_out_genuine_)).all()
+
+
+@pytest.mark.filterwarnings("ignore::models.celebrity_classifier.CalibrationWarning")
+def test_a_loaded_model_refuses_training_calibration_rather_than_flatter_the_rate(tmp_path):
+    """The held-out distances are not saved: a loaded classifier asked to keep them refuses, by name."""
+    x, y, media, unknown = clips(3)
+    fitted = CentroidKnnClassifier(min_faces_per_class=2).fit(x, y, MODEL, groups=media)
+    loaded = CentroidKnnClassifier.load(fitted.save(tmp_path / "clf"))
+    calibration = (np.vstack([x, unknown]), y + [NO_CLASS] * len(unknown))
+    with pytest.raises(ValueError, match="a loaded model has none"):
+        loaded.calibrate(*calibration, MODEL, training=True)
+    loaded.calibrate(*calibration, MODEL)  # a separate set still calibrates
