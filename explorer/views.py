@@ -553,9 +553,11 @@ def searched_classes(points: pd.DataFrame, search: str) -> list[str]:
     `matching_classes` compares; every class for an empty search. Why the stored name: the " (class)" suffix
     `group_safe` gives a class named like a group is Explore's, not the class's, and "class" must not find
     "rejected (class)". A frame without "class_name" (no group-named class) is searched by "class"."""
+    if not search.strip():
+        return points["class"].unique().tolist()
     stored = points["class_name"] if "class_name" in points else points["class"]
     found = stored.isin(matching_classes(stored.unique(), search))
-    return list(dict.fromkeys(points.loc[found, "class"]))
+    return points.loc[found, "class"].unique().tolist()  # first-seen order, as dict.fromkeys, without a Python loop
 
 
 def filter_points(points: pd.DataFrame, classes: Sequence[str] = (), statuses: Sequence[str] = (),
@@ -594,7 +596,10 @@ def filter_summary(classes: Sequence[str] = (), statuses: Sequence[str] = (),
     needle = class_name_key(search)
 
     def why_empty(name: str) -> str:
-        if needle and (not matching_classes([name], search) if found is None else name not in found):
+        # `found` knows only this view's classes: one chosen in another view is matched by its name
+        outside = (name not in found if found is not None and (not present or name in present)
+                   else not matching_classes([name], search))
+        if needle and outside:
             return " (outside the search)"
         return " (none in this view)" if present and name not in present else ""
 

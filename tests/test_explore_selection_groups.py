@@ -125,6 +125,27 @@ def test_a_bulk_press_after_isolate_narrowed_to_the_lasso_is_not_lost(tmp_path, 
     assert _selected(page).startswith("0 face(s) selected")  # a successful write ends the kept selection
 
 
+def test_a_write_elsewhere_leaves_a_kept_selection_standing(tmp_path, monkeypatch, live_lasso):
+    """Another editor's decision on a face off the map (or any ingest batch) changes the store, not the
+    selection's points: the press after Isolate still acts (a store-wide stamp dropped it, "no longer shown")."""
+    fx = _store(tmp_path)
+    page = _page(fx, monkeypatch)
+    lasso(page, live_lasso, fx.faces[:4])
+    page.toggle(key="explore_isolate").set_value(True).run()
+    reject_faces(fx.store, [fx.faces[-1]], "bob")  # not on the isolated map
+    page.button(key="explore_bulk_reject").click().run()
+    no_exception(page)
+    assert _status(fx, fx.faces[:4]) == ["rejected"] * 4
+
+
+def test_filter_summary_matches_a_class_chosen_in_another_view_by_its_name():
+    """`found` holds this view's classes only: a class chosen in another view that the search does find is
+    "(none in this view)", not "(outside the search)"."""
+    assert filter_summary(["Al Gore"], search="gore", present={"Bob"}, found=[]).endswith("Al Gore (none in this view)")
+    assert filter_summary(["Al Gore"], search="bob", present={"Bob"}, found=["Bob"]).endswith(
+        "Al Gore (outside the search)")
+
+
 def test_a_lasso_survives_a_point_opened_and_a_plane_switched_until_cleared(tmp_path, monkeypatch, live_lasso):
     fx = _store(tmp_path)
     page = _page(fx, monkeypatch)

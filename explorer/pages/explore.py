@@ -556,11 +556,18 @@ def _left_alone(skipped: dict[str, list[int]], tag: str) -> list[str]:
 
 
 def _lasso_controls() -> tuple:
-    """The values of Explore's own controls the 2D figure is drawn with: plane, colour, Isolate (and the ids it
-    keeps), the filters and the point whose details show. Only a change of these redraws the chart while the
-    editor's selection stands; anything else that changes the figure changes the data stamp (`_lasso`)."""
+    """What the 2D figure is drawn with, besides the points' labels: plane, colour, Isolate (and the ids it
+    keeps), the filters, the point whose details show, and the projection (UMAP replacing the PCA preview
+    moves every point). A change of these redraws the chart while the editor's selection stands (`_lasso`)."""
     return (plane, colour, None if keep is None else tuple(keep), tuple(classes), tuple(statuses), tuple(confidence),
-            media_choice, search, st.session_state.get(SELECTED))
+            media_choice, search, st.session_state.get(SELECTED), projected_by)
+
+
+def _lassoed_state(ids: list[int]) -> int:
+    """What the selection's points are now (label status, class, version; filters aside): a decision on one
+    of them ends a kept selection, a write elsewhere does not."""
+    rows = points.loc[points["id"].astype(int).isin(ids), ["id", "status", "class", "version"]]
+    return hash(tuple(rows.sort_values("id").itertuples(index=False, name=None)))
 
 
 def _lasso(event: object) -> tuple[list[int], bool]:
@@ -575,13 +582,14 @@ def _lasso(event: object) -> tuple[list[int], bool]:
 
     Only redraws caused by Explore's own controls (`_lasso_controls`) keep it: an empty selection is read
     as cleared when the controls are those of the chart that showed it (the editor deselected there), or
-    when the data stamp (the last operation written, and whether the map is PCA or UMAP) changed since:
-    another editor's decision, the editor's own write elsewhere or UMAP finishing redraw the figure too,
-    and a selection the editor cleared on the chart must not come back with them."""
+    when one of its points changed since (`_lassoed_state`: a decision on it, by anyone). A write elsewhere
+    in the store, an ingest batch or UMAP replacing the PCA preview leave the selection's points as they
+    were, and it stands."""
     lassoed = [int(i) for i in selected_ids(event)]
-    where, data = (view, model_id), (stamp, projected_by)
+    where = (view, model_id)
     if lassoed:
-        st.session_state[LASSO] = {"where": where, "ids": lassoed, "controls": _lasso_controls(), "data": data}
+        st.session_state[LASSO] = {"where": where, "ids": lassoed, "controls": _lasso_controls(),
+                                   "data": _lassoed_state(lassoed)}
         return lassoed, False
     kept = st.session_state.get(LASSO)
     if not kept or kept["where"] != where:
@@ -589,7 +597,7 @@ def _lasso(event: object) -> tuple[list[int], bool]:
     on_map = set(shown["id"].astype(int))
     still = [i for i in kept["ids"] if i in on_map]
     # the chart that showed the selection drawn again without it, the data changed, or all of it hidden
-    if kept["data"] != data or kept["controls"] == _lasso_controls() or not still:
+    if kept["data"] != _lassoed_state(kept["ids"]) or kept["controls"] == _lasso_controls() or not still:
         st.session_state.pop(LASSO)
         return [], False
     kept["controls"] = None  # drawn on earlier controls: a later return to them is a new, empty chart
@@ -606,8 +614,8 @@ def _lost_press() -> None:
     so, rather than letting the press pass without a word."""
     if (any(_pressed(k) for k in ("explore_bulk", "explore_bulk_tracks"))
             or any(st.session_state.get(k) for k in (NEW_CLASS_BUTTON, BULK_TAG_BUTTON))):
-        st.warning("Nothing was written: the 2D selection was cleared before the press reached the page (its "
-                   "points are no longer shown). Select the points again and press again.")
+        st.warning("Nothing was written: the 2D selection was cleared before the press reached the page (a "
+                   "decision on its points, or none of them shown any more). Select the points again and press again.")
 
 
 with bulk:
