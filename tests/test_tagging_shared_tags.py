@@ -142,16 +142,21 @@ def test_the_shared_gifs_with_reaction_on_every_one_weigh_as_without_it(tmp_path
     from conftest import session_dir
 
     data_dir = session_dir(tmp_path_factory, "giflens-shared-gifs-data")
-    gifs = sorted((SHARED_DATA / "gifs").glob("*.gif"))
-    rows = list(csv.DictReader((SHARED_DATA / "gifs.csv").open(encoding="utf-8")))
-    with_reaction = data_dir / "gifs-reaction.csv"
-    with with_reaction.open("w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(["file", "uploader_tags"])
-        for r in rows:
-            out.writerow([r["file"], ";".join([t for t in r["uploader_tags"].split(";") if t] + ["reaction"])])
+    # 30 of the 63 (a cold ingest of all took minutes of the suite's time); the rule does not depend on which
+    gifs = sorted((SHARED_DATA / "gifs").glob("*.gif"))[:30]
+    names = {g.name for g in gifs}
+    rows = [r for r in csv.DictReader((SHARED_DATA / "gifs.csv").open(encoding="utf-8"))
+            if Path(r["file"]).name in names]
+    csvs = {}
+    for name, extra in (("plain", []), ("reaction", ["reaction"])):
+        csvs[name] = data_dir / f"gifs-{name}.csv"
+        with csvs[name].open("w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["file", "uploader_tags"])
+            for r in rows:
+                out.writerow([r["file"], ";".join([t for t in r["uploader_tags"].split(";") if t] + extra)])
     results = {}
-    for name, tags_csv in (("plain", SHARED_DATA / "gifs.csv"), ("reaction", with_reaction)):
+    for name, tags_csv in csvs.items():
         url = f"sqlite:///{tmp_path_factory.mktemp(name) / 'giflens.db'}"
         ingest(gifs, Settings(data_dir=data_dir, database_url=url))
         store = open_store(url)
