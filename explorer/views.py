@@ -80,6 +80,12 @@ def group_safe(names: pd.Series, noun: str = "class") -> pd.Series:
     return names.map(shown).astype(object)  # all missing: object still, so fillna with a name stays quiet
 
 
+def _shown(stored: pd.Series, grouped: pd.Series) -> pd.Series:
+    """Points' class names as stored -> as shown (`group_safe`), except where `grouped`: the name is the grey
+    group's own (faces editors turned down), not a class's."""
+    return group_safe(stored).where(~grouped, stored)
+
+
 def _empty() -> tuple[pd.DataFrame, np.ndarray]:
     return pd.DataFrame(columns=POINT_COLUMNS), np.zeros((0, 0), dtype=np.float32)
 
@@ -203,8 +209,7 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
     turned_down = faces["label_status"].map(TURNED_DOWN)
     stored = faces["class_name"].where(faces["class_name"].notna(),
                                        turned_down.where(turned_down.notna(), faces["predicted_class_name"]))
-    klass = group_safe(faces["class_name"]).where(
-        faces["class_name"].notna(), turned_down.where(turned_down.notna(), group_safe(faces["predicted_class_name"])))
+    klass = _shown(stored, faces["class_name"].isna() & turned_down.notna())
     points = pd.DataFrame({
         "id": faces["face_id"].astype(int), "kind": "face", "class": _text(klass, UNLABELED),
         "class_name": _text(stored, UNLABELED),
@@ -374,11 +379,10 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
     decided = decision["label_status"].notna()
     standing = track_predictions(store, tracks)
     approve = track_approve_classes(standing, tracks, decision, faces)
-    named = group_safe(decision["class_name"]).where(decision["class_name"].notna(),
-                                                     decision["label_status"].map(TURNED_DOWN))
-    klass = named.where(decided, group_safe(tracks["predicted_class_name"]))
-    stored = decision["class_name"].where(decision["class_name"].notna(), decision["label_status"].map(TURNED_DOWN)
+    turned_down = decision["label_status"].map(TURNED_DOWN)
+    stored = decision["class_name"].where(decision["class_name"].notna(), turned_down
                                           ).where(decided, tracks["predicted_class_name"])
+    klass = _shown(stored, decided & decision["class_name"].isna() & turned_down.notna())
     person_id = decision["class_id"].astype("Int64").where(decided, tracks["predicted_class_id"].astype("Int64"))
     # a track's demographic attributes are those of the person it shows
     people = classes_frame(store).set_index("class_id")[list(ATTRIBUTE_COLUMNS)]
