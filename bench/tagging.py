@@ -49,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 from embeddings.pipeline import IngestPipeline, MediaResult, discover_media  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from bench.checks import existing_dir, existing_file  # noqa: E402
-from models.tagger import (IDENTITY, SHARED_SHARE, ExpertsVotingTagger,  # noqa: E402
+from labeling.auto_tagging import shared_tags_notes  # noqa: E402
+from models.tagger import (IDENTITY, ExpertsVotingTagger,  # noqa: E402
                            TaggerError, shared_tags, tag_lists)
 
 TOP = 5
@@ -216,9 +217,8 @@ def main() -> None:
     for n in full.modalities_:
         print(f"  {n:9s} {full.weights_[n]:.4f}  ({full.hits_[n]} of {full.coverage_[n]} tagged GIFs it covers "
               f"get at least one correct tag)")
-        if full.shared_[n]:
-            print(f"            measured without {', '.join(sorted(full.shared_[n]))} (on {SHARED_SHARE:.0%} or more "
-                  f"of the tagged GIFs it covers; {full.unevaluated_[n]} GIF(s) with only such tags not measured)")
+    for note in shared_tags_notes(full):  # the notes `giflens autotag` prints
+        print(f"  note: {note}")
 
     report = evaluate(modalities, tags, args.k, args.min_frequency)
     eval_s = time.perf_counter() - start

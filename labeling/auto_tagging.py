@@ -26,7 +26,8 @@ media that already carry tags (active tags of any source: uploader, import, edit
 suggestions). A tag (nearly) every tagged media item an expert covers carries (`shared_tags`:
 "reaction" on every GIF) is no correct tag: every neighbour proposes it, so it earned the visual
 expert weight 1.0 and every uploader tag the expert did not confirm was lowered to 0.7. Media whose
-tags are all shared are not measured; a note names the tags left out (`shared_tags_notes`). Results are written as media_tag rows with source "experts_voting" and status
+tags are all shared are not measured; a note names the tags left out (`shared_tags_notes`).
+Results are written as media_tag rows with source "experts_voting" and status
 "suggested", in one audited operation, and never over anything else: an active tag is not
 suggested again, and a suggestion an editor rejected, or a tag an editor removed, stays so. Earlier experts-voting
 suggestions of the media voted on are refreshed, or removed when the vote no longer proposes them
