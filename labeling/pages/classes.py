@@ -6,9 +6,10 @@ import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
 from labeling.errors import StoreError
-from labeling.pages.common import (Choice, box_chosen, class_fate, current_editor, escape_markdown, get_settings, get_store,
-                                   history_table, keep_choice, last_change, media_file, parse_ids, plain, refuse_lost_class,
-                                   require_editor, select_choice, show_error, versions_seen, write)
+from labeling.pages.common import (Choice, box_chosen, class_fate, current_editor, escape_markdown, get_settings,
+                                   get_store, history_table, keep_choice, last_change, media_file, parse_ids, plain,
+                                   refuse_lost_class, require_editor, select_choice, show_error, versions_seen,
+                                   write)
 from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
 from labeling.validation import ATTRIBUTES, class_name_key, search_key
