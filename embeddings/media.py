@@ -770,6 +770,7 @@ class _PacketScan:
     stored: int  # packets with data, the hidden lead-in of a trimmed MP4 (edit list) included
     pts: list[int]  # the shown packets' timestamps in display order (B-frames are stored out of it)
     end: int | None  # when the last shown frame stops showing, in time-base units
+    others_s: float | None = None  # seconds from 0 the other streams' packets (sound...) reach, None without any
 
 
 def _scan_packets(container, stream, path: Path, limits: MediaLimits) -> _PacketScan:
@@ -782,12 +783,18 @@ def _scan_packets(container, stream, path: Path, limits: MediaLimits) -> _Packet
     10-minute 640x360 clip in 0.1-0.2 s, against 4-12 s to decode them). A packet the demuxer flags
     discard (before the edit list's start) is decoded for its successors but never shown. Counting
     stops at twice `limits.max_frames`, of shown and of stored packets alike (`_check_stored`): a file
-    a little over the limit is refused with its count."""
+    a little over the limit is refused with its count. The other streams' packets are read anyway (the
+    demuxer reads the whole file); where they reach tells a cut file from a video that ends before its
+    sound (`_cut_short`)."""
     shown = stored = 0
     pts: list[int] = []
     end = None
-    for packet in container.demux(stream):
+    others_s = None
+    for packet in container.demux():
         if not packet.size:  # the end-of-stream marker
+            continue
+        if packet.stream.index != stream.index:
+            others_s = _latest_start(packet, others_s)
             continue
         stored += 1
         shown += not packet.is_discard
@@ -802,7 +809,18 @@ def _scan_packets(container, stream, path: Path, limits: MediaLimits) -> _Packet
             stop = packet.pts + (packet.duration or 0)
             end = stop if end is None else max(end, stop)
     pts.sort()
-    return _PacketScan(shown, stored, pts, end)
+    return _PacketScan(shown, stored, pts, end, others_s)
+
+
+def _latest_start(packet, latest: float | None) -> float | None:
+    """The later of `latest` and the packet's start, in seconds from 0 (None while neither is known).
+
+    Why the start and not the end: a packet in the file shows that the file reaches its time, but a
+    subtitle cue can last long past the bytes that follow it."""
+    if packet.pts is None or not packet.time_base:
+        return latest
+    start = float(packet.pts * packet.time_base)
+    return start if latest is None else max(latest, start)
 
 
 def _check_stored(path: Path, stored: int, hidden: int, limits: MediaLimits, at_least: bool = False) -> None:
@@ -916,14 +934,16 @@ class _VideoReader:
 
 
 def _cut_short(declared: int, stored: int, duration: float | None, shown_s: float | None,
-               rate: Fraction | None) -> str | None:
+               rate: Fraction | None, others_s: float | None = None) -> str | None:
     """Why a file holds less than its header states, None when it holds it all.
 
     Why: the count comes from the packets, so a file cut off after its header (a broken download) would
     pass as a short clip. An MP4's sample table states the count: the packets must all be there, a frame
     or two and 1% aside. WebM and MKV state only the duration: the frames must reach it, short by at
-    most a quarter (as the estimated count from duration x rate once allowed) and two frames, so
-    that a clip whose sound runs on is no cut file."""
+    most a quarter (as the estimated count from duration x rate once allowed) and two frames. That
+    duration is the whole file's, sound included, so where the other streams' packets reach
+    (`others_s`) counts too: a screen recording whose sound runs 40% past its last frame holds all
+    its frames, while a cut file's streams all stop short, together, where the bytes do."""
     if declared:
         if declared - stored > max(2, declared // 100):
             return f"the header announces {declared:,} frames but only {stored:,} are in the file"
@@ -932,8 +952,9 @@ def _cut_short(declared: int, stored: int, duration: float | None, shown_s: floa
         return None
     if not stored:
         return f"the header states {duration:.2f} s but no frame is in the file"
-    if shown_s is not None and shown_s < duration - max(2 / float(rate) if rate else 0.0, duration / 4):
-        return f"the header states {duration:.2f} s but the frames stop at {shown_s:.2f} s"
+    reached = max((s for s in (shown_s, others_s) if s is not None), default=None)
+    if reached is not None and reached < duration - max(2 / float(rate) if rate else 0.0, duration / 4):
+        return f"the header states {duration:.2f} s but the file's streams stop at {reached:.2f} s"
     return None
 
 
@@ -973,7 +994,8 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
     shown_s = None
     if scan.end is not None and time_base:
         shown_s = float((scan.end - (0 if from_zero else start)) * time_base)
-    cut = _cut_short(declared, scan.stored, duration, shown_s, rate)
+    # The container's duration covers every stream; the video stream's own covers the video alone.
+    cut = _cut_short(declared, scan.stored, duration, shown_s, rate, scan.others_s if from_zero else None)
     if cut is not None:
         raise _truncated(path, cut)
     return _VideoProbe(width, height, scan.shown, duration, rate, time_base, start, grid is not None)
