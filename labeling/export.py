@@ -29,10 +29,11 @@ whose embeddings are nearly identical (`same_photo_pairs`: mirrored and cropped 
 photo, which move the pHash too far, also one filed under a second class), and whole groups go to
 one side (`copy_groups`: retrain's holdout groups media the same way). Media that one group of an
 imported export held (its crops of one clip, recorded by `giflens import raw-dataset`,
-`labeling.import_groups`) are joined too, whether or not an earlier export is followed. Crops of a followed
-export that it put in different groups are not joined by their frame hashes alone, nor through a media item
-whose hashes lie near both (`labels_kept_apart`): an aligned face crop's hash is not its frame's, and crops of
-one person's different photos can lie close.
+`labeling.import_groups`) are joined too, whether or not an earlier export is followed. Crops an imported
+export put in different groups (recorded at import, in every later export, followed or not; and crops of a
+followed export, by its split.csv) are not joined by their frame hashes alone, nor through a media item
+whose hashes lie near both (`labels_kept_apart`, `apart_labels`): an aligned face crop's hash is not its
+frame's, and crops of one person's different photos can lie close.
 
 Sides are stable too. Given `previous` (an earlier export), every media item of its split.csv
 (matched by sha256; or by the sha256 of a face crop it exported, which is how a store that imported
@@ -101,7 +102,7 @@ from embeddings.cache import sha256_file
 from embeddings.near_duplicates import near_duplicate_media
 from labeling.db import current_revision
 from labeling.errors import ValidationError
-from labeling.import_groups import recorded_group_pairs
+from labeling.import_groups import group_key_pairs, recorded_groups
 from labeling.importers import read_csv, renames
 from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
                              MediaEmbedding, MediaTag, Tag, bytes_to_vector, utcnow)
@@ -196,12 +197,14 @@ def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Has
                 apart: dict[Hashable, Hashable] | None = None) -> dict[Hashable, Hashable]:
     """member -> group (its smallest member): union-find over `pairs` (both ends must be members), then over
     `guarded` pairs, in their order, each joining only when its two groups do not carry different `apart`
-    labels (member -> label; a group carries its members' labels, `labels_kept_apart`). Why per group, not
-    per pair: a member without a label near two labelled members of different labels would otherwise
-    bridge them, one pair at a time. The root is the smallest member, so a group's name does not depend on
-    the order pairs come in (which groups `guarded` pairs join may: give them closest first)."""
+    labels (member -> label, or a frozenset of its labels; a group carries its members' labels,
+    `labels_kept_apart`). Why per group, not per pair: a member without a label near two labelled members of
+    different labels would otherwise bridge them, one pair at a time. The root is the smallest member, so a
+    group's name does not depend on the order pairs come in (which groups `guarded` pairs join may: give them
+    closest first)."""
     parent: dict[Hashable, Hashable] = {m: m for m in members}
-    labels: dict[Hashable, frozenset] = {m: frozenset([label]) for m, label in (apart or {}).items() if m in parent}
+    labels: dict[Hashable, frozenset] = {m: label if isinstance(label, frozenset) else frozenset([label])
+                                         for m, label in (apart or {}).items() if m in parent}
 
     def find(m: Hashable) -> Hashable:
         root = m
@@ -229,7 +232,8 @@ def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Has
 
 def labels_kept_apart(a: frozenset | None, b: frozenset | None) -> bool:
     """Whether two groups carrying `apart` labels (None: none) stay apart: when both carry labels and share
-    none. Why: the labels are groups an earlier export gave crops of its own (`earlier_crop_groups`); the
+    none. Why: the labels are groups an earlier export gave crops of its own (recorded when they were imported,
+    `labeling.import_groups.recorded_groups`, or read from a followed export, `earlier_crop_groups`); the
     hash of an aligned face crop is not the hash of the frame it came from, aligned crops of one person look
     alike (two LFW photos of George Lopez, cropped, lay 4 bits apart), and the export that wrote them had
     the frames themselves and kept them apart. Joined here, a validation face would move to train on a round
@@ -246,7 +250,7 @@ def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
     (`embeddings.near_duplicates`), and over `extra_pairs` (media joined by another signal, e.g.
     `same_photo_pairs`). Flat frames (fewer than MIN_HASH_BITS bits set) are ignored: a black
     frame would otherwise join every clip that fades to black. Groups holding media `apart` names (media ->
-    a group an earlier export gave it, `earlier_crop_groups`) of different groups are not joined by hashes
+    the group or groups an earlier export gave it, `apart_labels`) of different groups are not joined by hashes
     (`labels_kept_apart`), not even through a third media item near both; `extra_pairs` join them still,
     and are joined first. Hash pairs join closest first, so a re-upload of one crop joins that crop's
     group and not the other's."""
@@ -330,9 +334,9 @@ def copy_groups(media_hashes: dict[Hashable, Iterable[str] | None],
     hold faces (class, media, vector) within `same_photo_distance`, whatever their classes
     (`same_photo_pairs`: mirrored and cropped copies the hashes miss, also one filed under a second
     class; None: no such joins), or when they are `joined` (media one group of an earlier export held,
-    `earlier_group_pairs`). Crops of an earlier export in groups it kept apart (`apart`,
-    `earlier_crop_groups`) are not joined by their hashes alone (`labels_kept_apart`). One definition, so a copy
-    the export keeps on one side can never straddle retrain's holdout, or the other way round."""
+    `earlier_group_pairs`, or one group of an imported export). Crops of an earlier export in groups it kept
+    apart (`apart`, `apart_labels`) are not joined by their hashes alone (`labels_kept_apart`). One definition,
+    so a copy the export keeps on one side can never straddle retrain's holdout, or the other way round."""
     pairs = (same_photo_pairs(faces, same_photo_distance, across_classes=True) if same_photo_distance is not None
              else set())
     return near_duplicate_groups(media_hashes, radius, [*pairs, *joined], apart), pairs
@@ -470,11 +474,24 @@ def earlier_group_pairs(earlier: EarlierSides,
 def earlier_crop_groups(earlier: EarlierSides, media_sha256: dict[Hashable, str | None]) -> dict[Hashable, str]:
     """media id -> earlier group of this export's media (id -> sha256) that are face crops the earlier export
     wrote (imported into this store: matched by the crop's bytes) and that its split.csv gives a group, for
-    `copy_groups` to keep apart when only their hashes are near (`labels_kept_apart`). Media matched as media
-    (not crops) carry their own frames' hashes, which the earlier export compared too: the radius asked for
-    now applies to them."""
+    `copy_groups` to keep apart when only their hashes are near (`apart_labels`, `labels_kept_apart`). Media
+    matched as media (not crops) carry their own frames' hashes, which the earlier export compared too: the
+    radius asked for now applies to them."""
     return {media_id: earlier.groups[key] for media_id, sha in media_sha256.items()
             if (key := earlier.key_of(media_id, sha)) is not None and key[0] == "crop" and key in earlier.groups}
+
+
+def apart_labels(imported: dict[Hashable, frozenset[str]],
+                 followed: dict[Hashable, str] | None = None) -> dict[Hashable, frozenset]:
+    """media -> its `apart` labels for `copy_groups`: the groups recorded when it was imported from an export
+    (`labeling.import_groups.recorded_groups`), and the group of a followed export that wrote it as a crop
+    (`earlier_crop_groups`). Why both: the groups recorded at import keep different clips' crops apart in
+    every later export, followed or not, and the followed export's still does in a store that imported it
+    before groups of one row were recorded. Tagged by source, so a group number never meets a key."""
+    labels: dict[Hashable, frozenset] = {m: frozenset(("imported", k) for k in keys) for m, keys in imported.items()}
+    for m, group in (followed or {}).items():
+        labels[m] = labels.get(m, frozenset()) | {("followed", group)}
+    return labels
 
 
 def group_pairs(members: Iterable[tuple[Hashable, Hashable | None]]) -> list[tuple[Hashable, Hashable]]:
@@ -998,7 +1015,7 @@ def _read_snapshot(session: Session, face_model: str, gif_model: str | None = No
             "retired": [(name, int(n)) for name, n in retired],
             "gif_model": gif_model, "gifs": gifs, "revision": current_revision(session.get_bind()),
             "recorded_manifests": recorded - {None}, "renames": renames(session),
-            "imported_pairs": recorded_group_pairs(session, media_ids),
+            "imported_groups": recorded_groups(session, media_ids),
             "holds_media": bool(labels) or session.scalar(select(Media.id).where(Media.status == "ok")
                                                           .limit(1)) is not None}
 
@@ -1302,13 +1319,17 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     media = snap["media"]
     media_ids = sorted({r.media_id for r, _ in rows})  # sorted: pairs at one distance join in one order everywhere
     # media one group of an imported export held (its crops of one clip, `labeling.import_groups`) stay one
-    # group whether or not an earlier export is followed; those of the one followed, too
-    joined = [(a, b) for a, b in snap["imported_pairs"] if a in media_ids and b in media_ids]
-    apart: dict[Hashable, str] = {}
+    # group whether or not an earlier export is followed, and crops of its different groups stay apart; those of
+    # the one followed, too. Paired among the exported media only: a chain through one left out would break.
+    exported = set(media_ids)
+    imported = {m: keys for m, keys in snap["imported_groups"].items() if m in exported}
+    joined: list[tuple[Hashable, Hashable]] = list(group_key_pairs(imported))
+    followed_crops: dict[Hashable, str] = {}
     if followed is not None:
         media_sha256 = {m: media[m].sha256 for m in media_ids}
         joined += earlier_group_pairs(followed, media_sha256)
-        apart = earlier_crop_groups(followed, media_sha256)  # its crops' hashes do not undo its groups
+        followed_crops = earlier_crop_groups(followed, media_sha256)  # its crops' hashes do not undo its groups
+    apart = apart_labels(imported, followed_crops)
     groups, photo_pairs = copy_groups(
         {m: media[m].frame_hashes for m in media_ids},  # (in id order: see media_ids)
         ((r.class_id, r.media_id, bytes_to_vector(r.vector)) for r, _ in rows if r.vector is not None),

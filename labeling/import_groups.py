@@ -7,13 +7,17 @@ them across train and validation. split.csv's `group` column does say it: the im
 media item it ingested from the export, the group its row had (`labeling.schema.ImportedGroup`), and the
 export joins media sharing a recorded group (`recorded_group_pairs`), with or without `--previous`.
 
-Parsing is pure (`read_export_groups`); the two store functions only read or add rows.
+The reverse holds too: crops of different groups were different clips, though aligned face crops of one person
+can hash close. Every later export keeps them apart unless another signal joins them (`recorded_groups` gives
+the `apart` labels of `labeling.export.copy_groups`), so a group of one row is recorded as well: it joins
+nothing, but it names a clip of its own.
+
+Parsing and pairing are pure (`read_export_groups`, `group_key_pairs`); the store functions only read or add rows.
 """
 from __future__ import annotations
 
 import hashlib
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Hashable, Iterable
@@ -42,14 +46,15 @@ def _file_key(label: str, name: str) -> str:
 @dataclass(frozen=True)
 class ExportGroups:
     """Group keys of an export's crops, by crop file ("<folder>/<face id>.jpg") and by the crop's sha256.
-    Only groups of two or more rows are kept: a group of one joins nothing."""
+    Groups of one row are kept too: such a group joins nothing, but its crop is a clip of its own, which a
+    later export must not join to another group's crop by their hashes alone."""
 
     by_file: dict[str, str] = field(default_factory=dict)
     by_crop_sha256: dict[str, str] = field(default_factory=dict)
 
     def key_of(self, image: Path, sha256: str | None) -> str | None:
         """The group key of an image of the export's raw_dataset/ (by its folder and name, else by its
-        bytes), None when split.csv gives it none worth keeping."""
+        bytes), None when split.csv gives it none."""
         return self.by_file.get(_file_key(image.parent.name, image.name)) or (
             self.by_crop_sha256.get(sha256) if sha256 else None)
 
@@ -74,11 +79,10 @@ def read_export_groups(folder: Path) -> tuple[ExportGroups, str | None]:
     if "group" not in header:
         return ExportGroups(), None
     cells = [{c: (row.get(c) or "").strip() for c in ("face_id", "label", "group", "crop_sha256")} for _, row in rows]
-    size = Counter(c["group"] for c in cells if c["group"])
     by_file: dict[str, str] = {}
     by_crop: dict[str, str] = {}
     for c in cells:
-        if size[c["group"]] < 2:
+        if not c["group"]:
             continue
         key = group_key(namespace, c["group"])
         if c["label"] and c["face_id"]:
@@ -102,14 +106,30 @@ def record_groups(session: Session, media_keys: dict[int, set[str]]) -> int:
     return len(new)
 
 
+def recorded_groups(session: Session, media_ids: Iterable[Hashable]) -> dict[int, frozenset[str]]:
+    """media id -> the group keys recorded for it, for those of `media_ids` an imported export gave a group:
+    the `apart` labels of `labeling.export.copy_groups` (crops of different groups, different clips, are not
+    joined by their hashes alone) and, through `recorded_group_pairs`, what joins one group's crops."""
+    from labeling.audit import _chunks
+
+    keys: dict[int, set[str]] = {}
+    for chunk in _chunks(sorted(set(media_ids))):  # type: ignore[type-var]
+        for media_id, key in session.execute(select(ImportedGroup.media_id, ImportedGroup.group_key)
+                                             .where(ImportedGroup.media_id.in_(chunk))):
+            keys.setdefault(media_id, set()).add(key)
+    return {m: frozenset(k) for m, k in keys.items()}
+
+
+def group_key_pairs(groups: dict[int, frozenset[str]]) -> list[tuple[int, int]]:
+    """(media, media) pairs that one recorded group holds (media -> its keys, `recorded_groups`): each member
+    paired with the group's first member in id order (a chain is enough for union-find). A group of one gives
+    no pair."""
+    from labeling.export import group_pairs
+
+    return group_pairs((m, key) for m in sorted(groups) for key in sorted(groups[m]))  # type: ignore[return-value]
+
+
 def recorded_group_pairs(session: Session, media_ids: Iterable[Hashable]) -> list[tuple[int, int]]:
     """(media, media) pairs of `media_ids` that one recorded group holds, for `copy_groups` to join: each
     member paired with the group's first member seen (a chain is enough for union-find)."""
-    from labeling.audit import _chunks
-    from labeling.export import group_pairs
-
-    rows = [row for chunk in _chunks(sorted(set(media_ids)))
-            for row in session.execute(select(ImportedGroup.media_id, ImportedGroup.group_key)
-                                       .where(ImportedGroup.media_id.in_(chunk))
-                                       .order_by(ImportedGroup.media_id, ImportedGroup.group_key))]
-    return group_pairs((media_id, key) for media_id, key in rows)  # type: ignore[return-value]
+    return group_key_pairs(recorded_groups(session, media_ids))
