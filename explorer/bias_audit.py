@@ -15,7 +15,9 @@ classes  one row per class: `class` (or `name`) and any of `gender`, `ethnicity`
 
 Choices that matter for reading the numbers:
 - Missing attributes are the group "unknown", shown like any other group: how much of the
-  dataset has no attribute is itself an audit finding. It is never the reference
+  dataset has no attribute is itself an audit finding. Missing means blank, "unknown" or one of the
+  placeholders spreadsheets and exports write for "no value" (`PLACEHOLDERS`: "N/A", "NA", "none",
+  "null", "nan", "-", "?", any case), except "NA" in a country column, which is Namibia's ISO code. It is never the reference
   ("best-served") group, since it is not a demographic group.
 - A class with several ethnicities (`african;caucasian`, k values) is 1/k of a class in each of
   its groups, and so is each of its faces. Every count in a row (`classes`, `faces`,
@@ -52,7 +54,10 @@ Choices that matter for reading the numbers:
 - A group of the reference distribution that no class belongs to (`nonbinary` expected at 20%,
   nobody in the data) gets a row of its own with 0 classes and faces, a 0 share and representation
   ratio 0, so it is flagged for representation; its quality metrics are empty, not 0 (nothing was
-  measured). A group expected at share 0 gets no such row.
+  measured). A group expected at share 0 gets no such row. An attribute none of whose known groups
+  has anything to count (representation by faces and no face yet of a class with a known value)
+  measures no representation at all: every share_among_listed and representation ratio is empty
+  and nothing is flagged for representation.
 """
 from __future__ import annotations
 
@@ -113,13 +118,24 @@ REPRESENTATION_BASES = {"classes": "class_share", "faces": "face_share"}  # what
 
 
 # -- normalising attributes ------------------------------------------------------------------
+# What spreadsheets, exports and people write for "no value": the group "unknown" like a blank cell. Kept
+# short on purpose: each entry is a word no gender, ethnicity or decade is called. A group of its own, such
+# a placeholder took part of the default equal-shares reference and diluted every real group's share.
+PLACEHOLDERS = frozenset({UNKNOWN, "n/a", "na", "none", "null", "nan", "-", "?"})
+# Placeholders that are real values of one attribute: "NA" is Namibia's ISO 3166-1 code, and country is
+# stored as typed (FR, US). Folding Namibia into unknown would hide exactly the kind of group an audit is
+# for; a stray "NA" meant as a placeholder stays a visible group "na" an editor can correct.
+NAMED_IN = {"country": frozenset({"na"})}
+
+
 def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT or \
         (isinstance(v, str) and v.strip() == "")
 
 
-def _group(v: Any) -> str:
-    """An attribute value (or a reference's group name) as the group it names: case, surrounding
+def _group(v: Any, attribute: str | None = None) -> str:
+    """An attribute value (or a reference's group name) of `attribute` as the group it names: a placeholder
+    (`PLACEHOLDERS`, less the attribute's `NAMED_IN`) is "unknown"; otherwise case, surrounding
     and repeated inner spaces ignored, and Unicode-normalised (NFC). Why NFC: "Côte d'Ivoire" typed
     precomposed and pasted decomposed (NFD, as macOS file names and some exports give it) look the
     same and must be one group, not two with the same name and split shares; casefolding alone
@@ -128,7 +144,8 @@ def _group(v: Any) -> str:
     if _is_missing(v):
         return UNKNOWN
     text = " ".join(unicodedata.normalize("NFD", str(v)).split())
-    return unicodedata.normalize("NFC", text.casefold())
+    name = unicodedata.normalize("NFC", text.casefold())
+    return UNKNOWN if name in PLACEHOLDERS - NAMED_IN.get(attribute or "", frozenset()) else name
 
 
 def decade(birth_year: Any) -> str:
@@ -174,9 +191,10 @@ def class_groups(classes: pd.DataFrame, attributes: Sequence[str] | None = None)
             values = classes[attr]
         for cls, v in zip(classes[cls_col].astype(str), values):
             if attr in MULTI_VALUED and not _is_missing(v):
-                groups = list(dict.fromkeys(g for g in (_group(p) for p in str(v).split(";")) if g != UNKNOWN)) or [UNKNOWN]
+                groups = list(dict.fromkeys(g for g in (_group(p, attr) for p in str(v).split(";"))
+                                            if g != UNKNOWN)) or [UNKNOWN]
             else:
-                groups = [_group(v)]
+                groups = [_group(v, attr)]
             for g in groups:
                 rows.append((cls, attr, g, 1.0 / len(groups)))
     out = pd.DataFrame(rows, columns=["class", "attribute", "group", "weight"])
@@ -280,7 +298,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
         # not become a group of its own that the data lacks
         named: dict[str, float] = {}
         for g, share in shares.items():
-            name = _group(g)
+            name = _group(g, attr)
             if name in named:
                 raise ValueError(f"reference group {name!r} is listed twice for {attr}")
             named[name] = float(share)
@@ -395,7 +413,11 @@ def _share_among_listed(table: pd.DataFrame, reference: Mapping[str, Mapping[str
     denominator = table["attribute"].map(totals).astype(float)
     # listed groups none of which the data holds: each is absent, share 0 (flagged), not a share of nothing
     shares = np.where(denominator > 0, table[basis] / denominator.where(denominator > 0, 1.0), 0.0)
-    return np.where(listed, shares, np.nan)
+    # ... but only where the known groups have something to count. With none (by faces, no face yet of a class
+    # with a known value) nothing was measured: share 0 flagged every group and failed `--fail-on-flags`.
+    known = table[table["group"] != UNKNOWN].groupby("attribute")[basis].sum()
+    measured = table["attribute"].map(known).fillna(0).astype(float) > 0
+    return np.where(listed & measured, shares, np.nan)
 
 
 def reference_scope_notes(table: pd.DataFrame, reference: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
@@ -410,13 +432,16 @@ def reference_scope_notes(table: pd.DataFrame, reference: Mapping[str, Mapping[s
         return out
     for attr, shares in reference.items():
         rows = table[(table["attribute"] == attr) & (table["group"] != UNKNOWN)]
-        listed = {_group(g): float(v) for g, v in shares.items()}
+        listed = {_group(g, attr): float(v) for g, v in shares.items()}
         left = [str(g) for g in rows["group"] if g not in listed]
         if not left or not listed:
             continue
         named = ", ".join(f"{g} {v:.0%}" for g, v in listed.items())
         observed = rows.loc[rows["group"].isin(listed), "share_among_listed"] if "share_among_listed" in rows else None
-        if observed is not None and not (observed.fillna(0) > 0).any():
+        if observed is not None and len(observed) and observed.isna().all():  # see `_share_among_listed`
+            note = (f"nothing measured for the groups the reference lists ({named}); it leaves out "
+                    f"{', '.join(left)}")
+        elif observed is not None and not (observed.fillna(0) > 0).any():
             note = (f"the reference lists only groups absent from the data ({named}): each is flagged absent; "
                     f"left out: {', '.join(left)}")
         elif len(listed) == 1:
@@ -823,8 +848,8 @@ def uniform_reference(groups: Sequence[str]) -> dict[str, float]:
 
 
 def carried_reference(typed: Sequence[tuple[Any, Any]], base: Mapping[str, float],
-                      groups: Sequence[str], proposed: Mapping[str, float] | None = None
-                      ) -> tuple[list[tuple[Any, Any]], list[str]]:
+                      groups: Sequence[str], proposed: Mapping[str, float] | None = None,
+                      attribute: str | None = None) -> tuple[list[tuple[Any, Any]], list[str]]:
     """The reference an editor typed, carried over to a new set of groups: (rows, new groups).
 
     typed: the (group, share) rows of the editor's table as they are now; base: the rows it started
@@ -840,50 +865,51 @@ def carried_reference(typed: Sequence[tuple[Any, Any]], base: Mapping[str, float
     dropped: it was the default, not a choice, and would be flagged as absent). Each group the table
     did not offer gets the mean of the kept shares of groups in the data (an untouched equal reference
     stays equal; 1.0 when there is none), which an editor can then change; a row the editor deleted
-    stays deleted ("a group left out has no reference")."""
-    present = {_group(g) for g in groups} - {UNKNOWN}
-    start = {_group(g) for g in base}
-    default = {_group(g): v for g, v in (base if proposed is None else proposed).items()}
+    stays deleted ("a group left out has no reference"). attribute: whose groups these are, so that names
+    are matched as its values are (`_group`: "NA" is a country, not a placeholder)."""
+    present = {_group(g, attribute) for g in groups} - {UNKNOWN}
+    start = {_group(g, attribute) for g in base}
+    default = {_group(g, attribute): v for g, v in (base if proposed is None else proposed).items()}
     kept: list[tuple[Any, Any]] = []
     for group, share in typed:
         if _is_missing(group):
             if not _is_missing(share):
                 kept.append((group, share))  # half-typed: parse_reference says what is missing
             continue
-        name = _group(group)
+        name = _group(group, attribute)
         if name in present or name not in default or _number(share) != _number(default[name]):
             kept.append((group, share))
-    named = {_group(g) for g, _ in kept if not _is_missing(g)}
-    new = [g for g in dict.fromkeys(groups) if g != UNKNOWN and _group(g) not in named | start]
-    shares = [v for g, s in kept if not _is_missing(g) and _group(g) in present
+    named = {_group(g, attribute) for g, _ in kept if not _is_missing(g)}
+    new = [g for g in dict.fromkeys(groups) if g != UNKNOWN and _group(g, attribute) not in named | start]
+    shares = [v for g, s in kept if not _is_missing(g) and _group(g, attribute) in present
               for v in [_number(s)] if v is not None and v >= 0]
     fill = float(np.mean(shares)) if shares else 1.0
     return kept + [(g, fill) for g in new], new
 
 
 def reference_proposals(rows: Sequence[tuple[Any, Any]], proposed: Mapping[str, float],
-                        new: Sequence[str]) -> dict[str, float]:
+                        new: Sequence[str], attribute: str | None = None) -> dict[str, float]:
     """The rows of a carried table (`carried_reference`) the page filled in, not the editor: the new
     groups at their fill, and the earlier proposals carried unchanged. The next change of groups drops
     these, and only these, when their group leaves the data."""
-    default = {_group(g): v for g, v in proposed.items()}
-    fresh = {_group(g) for g in new}
+    default = {_group(g, attribute): v for g, v in proposed.items()}
+    fresh = {_group(g, attribute) for g in new}
     out: dict[str, float] = {}
     for group, share in rows:
-        name = None if _is_missing(group) else _group(group)
+        name = None if _is_missing(group) else _group(group, attribute)
         if name is not None and (name in fresh or (name in default and _number(share) == _number(default[name]))):
             out[name] = share
     return out
 
 
 def untouched_reference(typed: Sequence[tuple[Any, Any]] | None, rows: Sequence[tuple[Any, Any]],
-                        proposed: Mapping[str, float]) -> bool:
+                        proposed: Mapping[str, float], attribute: str | None = None) -> bool:
     """Whether the editor left a reference table as the page proposed it: the same rows, none of them
     the editor's (a carried table's shares are the editor's, even when not touched since)."""
     if typed is None:
         return True
-    named = {_group(g) for g, _ in rows if not _is_missing(g)}
-    return list(typed) == list(rows) and reference_proposals(rows, proposed, []).keys() == named
+    named = {_group(g, attribute) for g, _ in rows if not _is_missing(g)}
+    return list(typed) == list(rows) and reference_proposals(rows, proposed, [], attribute).keys() == named
 
 
 def _number(value: Any) -> float | None:
@@ -898,12 +924,13 @@ def _number(value: Any) -> float | None:
 
 
 def parse_reference(rows: pd.DataFrame | Mapping[str, Any], group_col: str = "group",
-                    share_col: str = "share") -> dict[str, float]:
+                    share_col: str = "share", attribute: str | None = None) -> dict[str, float]:
     """An editor's reference table (group -> expected share) as shares summing to 1.
 
     Shares may be fractions, percentages or any weights: they are normalised. Group names are
-    matched like the audit's groups (`_group`: case, extra spaces and Unicode form ignored). Raises ValueError
-    with a message an editor can act on: a blank group, a repeated group, "unknown" (a
+    matched like the audit's groups of `attribute` (`_group`: case, extra spaces and Unicode form ignored,
+    placeholders such as "N/A" unknown, "NA" a country). Raises ValueError
+    with a message an editor can act on: a blank group, a repeated group, "unknown" or a placeholder (a
     reference describes known groups), a share that is missing, not a number or negative, or
     shares summing to 0. Rows left completely blank are ignored (a half-added row)."""
     if isinstance(rows, Mapping):
@@ -914,9 +941,11 @@ def parse_reference(rows: pd.DataFrame | Mapping[str, Any], group_col: str = "gr
             continue
         if _is_missing(group):
             raise ValueError(f"row {i} has a share but no group name")
-        name = _group(group)
+        name = _group(group, attribute)
         if name == UNKNOWN:
-            raise ValueError("'unknown' cannot be in the reference: it describes groups whose value is known; "
+            typed = " ".join(str(group).split())
+            what = "'unknown'" if typed.casefold() == UNKNOWN else f"{typed!r} (a placeholder for no value, counted as 'unknown')"
+            raise ValueError(f"{what} cannot be in the reference: it describes groups whose value is known; "
                              "remove that row")
         if name in shares:
             raise ValueError(f"group {name!r} is listed twice")

@@ -44,7 +44,7 @@ def _parse_references(given: list[str]) -> dict[str, dict[str, float]]:
                    """--reference 'country="Korea, Republic of":1'""")
         try:  # rows, not a dict: a group listed twice is refused by parse_reference, not silently dropped
             out[attribute] = parse_reference(pd.DataFrame({"group": [g for g, _, _ in rows],
-                                                           "share": [v for _, _, v in rows]}))
+                                                           "share": [v for _, _, v in rows]}), attribute=attribute)
         except ValueError as exc:
             refuse(f"--reference {text!r}: {exc}")
     return out

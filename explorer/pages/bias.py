@@ -67,9 +67,11 @@ def load_inputs(url: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame, pd.
 
 
 # -- the editor's reference distribution -----------------------------------------------------
-def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | None:
+def reference_editor(attribute: str, groups: list[str], measured: bool = True) -> dict[str, float] | None:
     """The table of group -> expected share for one attribute (uniform over its known groups to
-    start with); None, after saying why, when what the editor typed is not a distribution."""
+    start with); None, after saying why, when what the editor typed is not a distribution.
+    measured: whether representation can be measured at all (not by faces before any face), which
+    decides whether a group absent from the data is flagged."""
     start = reference_rows(attribute, groups)  # may rebuild the table, with a new version
     # Reset = a new key: the browser keeps a data editor's edits for as long as its key lives.
     version = st.session_state.get(f"_bias_reference_version_{attribute}", 0)
@@ -90,7 +92,7 @@ def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | No
     if note := st.session_state.get(f"_bias_reference_note_{attribute}"):
         st.info(plain(note))
     try:
-        reference = parse_reference(rows, share_col=SHARE)
+        reference = parse_reference(rows, share_col=SHARE, attribute=attribute)
     except ValueError as exc:
         # the message quotes the group names the editor typed: shown as typed, never as markdown
         st.error(plain(f"Invalid reference for {LABELS[attribute].lower()}: {exc}. Representation is shown without "
@@ -100,8 +102,9 @@ def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | No
     absent = sorted(g for g, share in reference.items() if share > 0 and g not in present)
     if absent:
         st.warning(plain(f"In the reference but absent from the dataset (no class at all): {', '.join(absent)}. "
-                         f"{'It is' if len(absent) == 1 else 'Each is'} shown with 0 classes and flagged for "
-                         "representation."))
+                         f"{'It is' if len(absent) == 1 else 'Each is'} shown with 0 classes"
+                         + (" and flagged for representation." if measured else
+                            "; representation by faces is not measured before any face, so it is not flagged.")))
     return reference
 
 
@@ -121,12 +124,12 @@ def reference_rows(attribute: str, groups: list[str]) -> list[tuple]:
         return base[1]
     typed = st.session_state.get(typed_key)
     note = None
-    if base is None or untouched_reference(typed, base[1], base[2]):  # nothing typed: equal shares of now
+    if base is None or untouched_reference(typed, base[1], base[2], attribute):  # nothing typed: equal shares of now
         rows = list(uniform_reference(groups).items())
         proposed = dict(rows)
     else:
-        rows, new = carried_reference(typed, dict(base[1]), groups, proposed=base[2])
-        proposed = reference_proposals(rows, base[2], new)
+        rows, new = carried_reference(typed, dict(base[1]), groups, proposed=base[2], attribute=attribute)
+        proposed = reference_proposals(rows, base[2], new, attribute)
         added = f" New: {', '.join(new)}, at the mean of your shares (edit them)." if new else ""
         note = (f"The {LABELS[attribute].lower()} groups in the data changed: the reference keeps the shares you "
                 f"entered, by group.{added}")
@@ -282,10 +285,10 @@ offline = far.toggle("HTML works offline", value=True, key="bias_html_offline",
                      help="Embed plotly.js in the HTML report (about 4.6 MB); off: load it from a CDN")
 
 has_faces = classes_with_faces(faces, classes)
+by_faces = REPRESENTATION_BASES[basis] == "face_share"
 scope = ""
 if with_faces:
     if not has_faces.any():
-        by_faces = REPRESENTATION_BASES[basis] == "face_share"
         # said in the report too, which is read without this page
         scope = no_faces_text(len(classes), by_faces, 'choose "classes" under "Representation counts"')
         (st.warning if by_faces else st.info)(f"{scope[0].upper()}{scope[1:]}.")
@@ -310,7 +313,7 @@ for attribute, tab in tabs.items():
         results[attribute] = st.container()
         groups = class_groups(classes, [attribute])["group"]
         known = sorted(set(groups) - {"unknown"})  # sorted: the editor's rows must not move between runs
-        reference = reference_editor(attribute, known)
+        reference = reference_editor(attribute, known, measured=not (by_faces and not has_faces.any()))
         if reference is not None:
             references[attribute] = reference
 
