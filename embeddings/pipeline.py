@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from embeddings.cache import CacheEntry, EmbeddingCache, EntryShape, namespace_for, sha256_file
-from embeddings.media import (STILL, MediaError, MediaLimits, SampledMedia, has_media_extension, sample_media,
-                              sampling_key)
+from embeddings.media import (MEDIA_EXTENSIONS, STILL, MediaError, MediaLimits, SampledMedia, has_media_extension,
+                              sample_media, sampling_key)
 from embeddings.tracks import group_tracks
 from models.registry import create_model, model_params
 from models.settings import Settings
@@ -283,9 +283,12 @@ class _FolderWalk:
     data_paths: set[str] = field(default_factory=set)  # names under which the data folder was entered
     read: list[Path] = field(default_factory=list)  # the folders listed (`Discovery.folders`)
     notes: list[str] = field(default_factory=list)  # folders left out on the way, each with why (`Discovery.notes`)
+    others: list[int] = field(default_factory=list)  # per root: files passed over (hidden, or not named like media)
+    entered: set[int] = field(default_factory=set)  # the roots walked (a root already walked from another is not)
 
     def __post_init__(self) -> None:
         self.data_key = _dir_key(self.data_dir) if self.data_dir is not None else None
+        self.others = [0] * len(self.found)
 
     def enter(self, path: str, root: bool = False, link: bool = False) -> bool:
         """Whether to walk a folder: not seen yet, and not skipped (a root always is, named on purpose). A
@@ -329,7 +332,9 @@ class _FolderWalk:
                     keep.append(name)
             subfolders[:] = keep
             if not in_data:
-                found += [Path(folder) / n for n in names if not n.startswith(".") and has_media_extension(Path(n))]
+                media = [Path(folder) / n for n in names if not n.startswith(".") and has_media_extension(Path(n))]
+                found += media
+                self.others[root] += len(names) - len(media)
 
 
 def _walk_folders(roots: Sequence[Path], skip: frozenset[Key], data_dir: Path | str | None = None) -> _FolderWalk:
@@ -350,6 +355,7 @@ def _walk_folders(roots: Sequence[Path], skip: frozenset[Key], data_dir: Path | 
     walk = _FolderWalk(skip, os.path.realpath(data_dir) if data_dir is not None else None, [[] for _ in roots])
     for i, root in enumerate(roots):
         if walk.enter(str(root), root=True):
+            walk.entered.add(i)
             walk.walk(i, str(root))
     while walk.links:
         links, walk.links = walk.links, []
@@ -369,6 +375,8 @@ class Discovery:
     folders: list[Path]
     # Named paths left out, each with why (`data_output_note`): no failure, nothing was stored for them.
     notes: list[str] = field(default_factory=list)
+    # Named folders walked in which no file is named like media, each with what was looked for (`no_media_note`).
+    empty: list[str] = field(default_factory=list)
 
 
 def discover_media(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
@@ -387,25 +395,58 @@ def discover(paths: Iterable[Path | str], skip: Iterable[Path | str] = (),
     of the folders giflens writes there (`is_own_output`: a cache crop, an export's folder) is that output
     too: left out, with a note (`Discovery.notes`), whether folder or file; a folder of the editor's own
     kept in the data folder is ingested as named. keep_outputs: the caller chose those files itself (an
-    import of an export kept in the data folder's exports, whose crops are the media to label)."""
+    import of an export kept in the data folder's exports, whose crops are the media to label).
+
+    One file met under several names (a symbolic link to it beside it) is kept under each (`_names_of_files`):
+    a tags import or `giflens dupes` may name any of them. A named folder that gives no file at all gets
+    a note (`Discovery.empty`), so a wrong folder is not reported as a batch that went fine."""
     skipped = frozenset(key for folder in skip if (key := _dir_key(folder)) is not None)
     paths, notes = _named_media(paths, data_dir, keep_outputs)
     folders = list(dict.fromkeys(path for path in paths if path.is_dir()))
     walk = _walk_folders(folders, skipped, data_dir)
     notes = list(dict.fromkeys(notes + walk.notes))
     walked = dict(zip(folders, map(sorted, walk.found)))
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for path in paths:
-        for candidate in walked.get(path, [path]):
-            try:
-                key = candidate.resolve(strict=True)
-            except (OSError, RuntimeError):  # missing, a broken link or a link loop: reported when read
-                key = candidate
-            if key not in seen:
-                seen.add(key)
-                found.append(candidate)
-    return Discovery(found, walk.read, notes)
+    found = _names_of_files(candidate for path in paths for candidate in walked.get(path, [path]))
+    empty = [no_media_note(folder, walk.others[i]) for i, folder in enumerate(folders)
+             if i in walk.entered and not any(file.is_relative_to(folder) for file in found)]
+    return Discovery(found, walk.read, notes, empty)
+
+
+def _names_of_files(candidates: Iterable[Path]) -> list[Path]:
+    """Every name met (each text once), a file's names together where its first name was met, its real
+    name first (`_real_first`).
+
+    Why every name and not one per file: a symbolic link to a file is a name of its own; stored under
+    one only (whichever sorted first), a tags file naming the other was told the file was not ingested.
+    The later names are the same bytes met again: stored as the item's other names (`MediaPath`), as a
+    byte copy's are. Why the real name first: the item keeps the first name it is stored from, which should
+    not go when a link is removed. A missing file, a broken link or a link loop is its own file: it fails
+    when read, with its reason."""
+    groups: dict[Path, dict[Path, None]] = {}
+    for candidate in candidates:
+        try:
+            key = candidate.resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, a broken link or a link loop: reported when read
+            key = candidate
+        groups.setdefault(key, {})[candidate] = None
+    return [name for key, names in groups.items() for name in _real_first(key, list(names))]
+
+
+def _real_first(real: Path, names: list[Path]) -> list[Path]:
+    """The names of one file (`real` its resolved path), the one reaching it through no link first, else one
+    that is no link itself (a file in a linked folder), else as met."""
+    def through_links(name: Path) -> tuple[bool, bool]:
+        return Path(os.path.abspath(name)) != real, name.is_symlink()
+
+    return sorted(names, key=through_links)
+
+
+def no_media_note(folder: Path | str, others: int) -> str:
+    """What an editor is told of a named folder that gave no file to ingest (`Discovery.empty`)."""
+    first = (".gif", ".webp", ".mp4")  # the kinds giflens is for, then the rest by name
+    looked = ", ".join(sorted(MEDIA_EXTENSIONS, key=lambda ext: (first.index(ext) if ext in first else 3, ext)))
+    return (f"no media files found in {path_text(folder)} (looked for {looked} recursively; "
+            f"{others} other file{'' if others == 1 else 's'} skipped)")
 
 
 def _named_media(paths: Iterable[Path | str], data_dir: Path | str | None,

@@ -61,6 +61,8 @@ class IngestSummary:
     # files whose bytes an earlier file of this batch had, computed then (`ingested`): stored once, neither
     # computed again nor a cache hit. ingested + cached + failed + copies is the number of files.
     copies: int = 0
+    # named folders that gave no file to ingest (`Discovery.empty`), also among `notes`: shown as a warning
+    empty: list[str] = field(default_factory=list)
     _computed: set[str] = field(default_factory=set, repr=False)  # sha256 of the items counted as `ingested`
 
     def add(self, result: MediaResult) -> None:
@@ -884,7 +886,7 @@ def ingest(
         on_start(len(files))
     pipeline = pipeline or IngestPipeline(settings)
     store = store or open_store(settings.resolved_database_url)
-    summary = IngestSummary(notes=list(found.notes))
+    summary = IngestSummary(notes=list(found.notes) + found.empty, empty=list(found.empty))
     ledger = _Ledger()
     interrupted = True
 

@@ -68,7 +68,7 @@ def run_ingest(paths: list[Path], editor: str, refused: list[dict[str, str]] | N
                                     "event_id": summary.event_id, "editor": editor,
                                     "failures": [failure_row(str(p), why) for p, why in summary.failures],
                                     "notes": list(summary.notes), "refused": list(refused or []),
-                                    "upload_notes": list(upload_notes or [])}
+                                    "upload_notes": list(upload_notes or []), "empty": list(summary.empty)}
 
 
 BROWSE_KEY = "ingest_browse"  # the folder the browser shows
@@ -234,7 +234,8 @@ with upload_tab:
 last = st.session_state.get(RESULT_KEY)
 if last:
     st.subheader("Last ingest")
-    (st.warning if last["failures"] or last.get("refused") else st.success)(plain(last["line"]))
+    # A folder that gave nothing (`IngestSummary.empty`) is no success: "ingested 0" in green hid a wrong folder.
+    (st.warning if last["failures"] or last.get("refused") or last.get("empty") else st.success)(plain(last["line"]))
     if last.get("event_id") is not None:
         st.caption(f"Recorded as audit event {last['event_id']} by {plain(last['editor'])}.")
     else:
@@ -244,7 +245,7 @@ if last:
         st.dataframe(pd.DataFrame(last["failures"]), hide_index=True, width="stretch")
     show_refused(last.get("refused", []))
     for note in [*last.get("upload_notes", []), *last.get("notes", [])]:
-        st.info(plain(note))
+        (st.warning if note in last.get("empty", []) else st.info)(plain(note))
 
 media = media_frame(store)
 st.subheader(f"Media in the store ({len(media)})")
