@@ -929,6 +929,25 @@ def editor_held_columns(session: Session, class_ids: Iterable[int], columns: Ite
     return out
 
 
+IMPORTED_TAG_SOURCES = ("uploader", "import")  # the tags a media item came with: a tags import's own rows
+
+
+def _decided_by_editor(row: dict[str, Any]) -> bool:
+    """Whether an existing media tag holds an editor's decision a tags import must leave alone: a tag an
+    editor set (source "editor"), rejected, accepted (a model or experts-voting row made active), or an
+    imported one marked pending again.
+
+    Why the row's source and status, not its `editor` column: every write fills that column, an import's
+    and experts voting's too. Experts voting only ever writes suggestions (`_store_suggestions`), so one
+    of theirs that is active was accepted by an editor (`set_tag_status`); taking it over as an uploader
+    tag put the import's name on the editor's decision, and their undo of the accept was refused."""
+    if row["source"] == "editor" or row["status"] == "rejected":
+        return True
+    if row["source"] in IMPORTED_TAG_SOURCES:
+        return row["status"] != "active"
+    return row["status"] == "active"
+
+
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
     """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
     name (every ingested media item of that name, or with a copy of that name ingested, `MediaPath`,
@@ -937,8 +956,9 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     folder, `../media/x.gif`, or absolute through a link, the media stored as the file it names:
     `_media_matching`), with confidence 1.0 and source "uploader". Stored media are read once, and a
     file is read only to tell a copy stored under another name (`_same_content`).
-    A (media, tag) an editor set, rejected or removed is left alone, and so is one already imported: experts
-    voting may have lowered its confidence since, and re-importing the same file changes nothing."""
+    A (media, tag) an editor set, accepted, rejected or removed is left alone (`_decided_by_editor`), and so is
+    one already imported: experts voting may have lowered its confidence since, and re-importing the same file
+    changes nothing. A pending suggestion is taken over: the uploader says the media has that tag."""
     csv_path = Path(csv_path)
     who = _editor(editor, csv_path)
     summary = ImportSummary("tags", csv_path.name)
@@ -970,9 +990,9 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
         items, imported = [], 0
         for m, t in wanted:
             row = current[(m, ids[t])]
-            if (row is not None and (row["source"] == "editor" or row["status"] == "rejected")) or (m, ids[t]) in removed:
+            if (row is not None and _decided_by_editor(row)) or (m, ids[t]) in removed:
                 summary.kept += 1
-            elif row is not None and row["source"] in ("uploader", "import"):
+            elif row is not None and row["source"] in IMPORTED_TAG_SOURCES:
                 imported += 1
             else:
                 items.append((m, t, 1.0))

@@ -1,6 +1,8 @@
 """Tags on media with confidences: add, remove, set confidence, accept or reject suggestions."""
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import PurePath
 from typing import Any, Callable, Iterable, Sequence
 
@@ -11,7 +13,7 @@ from labeling.audit import Key, Operation, OperationResult, _chunks, run_operati
 from labeling.db import advisory_xact_lock
 from labeling.errors import NotFoundError, TagExistsError, ValidationError
 from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
-from labeling.validation import check_confidence, check_id, clean_tag_name, refuse_invisible_characters
+from labeling.validation import check_confidence, check_id, clean_tag_name, fold_tag_name, refuse_invisible_characters
 
 
 SHOWN = 5  # rows an error names before "and N more"; tags a summary names
@@ -160,12 +162,19 @@ def _refuse_rejected(session: Session, rows: dict[Key, dict[str, Any] | None], t
 
 
 def _refuse_active(session: Session, rows: dict[Key, dict[str, Any] | None], tag_names: dict[int, str]) -> None:
-    """TagExistsError naming the active tags among rows (with their confidence and editor), if any."""
+    """TagExistsError naming the active tags among rows (with their confidence, editor and when they set it,
+    in UTC as every conflict says it), if any."""
+    from labeling.errors import utc_text  # the one way a conflict prints a time
+
     active = [k for k, r in rows.items() if r is not None and r["status"] == "active"]
     if not active:
         return
+
+    def when(row: dict[str, Any]) -> str:
+        return f" at {utc_text(row['updated_at'])}" if row.get("updated_at") else ""
+
     shown = _describe(session, active, lambda k: f"is already tagged {tag_names[k[1]]!r} with confidence "
-                      f"{rows[k]['confidence']:.2f} by {rows[k]['editor'] or rows[k]['source']}")
+                      f"{rows[k]['confidence']:.2f} by {rows[k]['editor'] or rows[k]['source']}{when(rows[k])}")
     (m, t), first = active[0], rows[active[0]]
     raise TagExistsError(f"{shown}; edit its confidence instead (nothing was added)", f"media_tag {m}:{t}",
                          first["version"], first["editor"], first["updated_at"])
@@ -191,6 +200,38 @@ def _written_tags(op: Operation, asked: Iterable[str]) -> str:
         return _names(list(asked))
     names = dict(op.session.execute(select(Tag.id, Tag.name).where(Tag.id.in_(sorted(tag_ids)))).all())
     return _listed(names[t] for _, t in sorted(op.written["media_tag"]) if t in names)
+
+
+# A name as `_listed` writes it into a summary: Python's repr, in single quotes, or double ones when it holds one
+_QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
+
+
+def names_in_summary(summary: str) -> list[str]:
+    """The tag names an operation's summary quotes ("remove tag(s) 'funny', 'cute' from 2 media"), in order,
+    each once; those `_listed` left out ("and 3 more") are not there.
+
+    Why read back from the summary: a tag that migration 0011 or 0014 merged away is deleted, and its name is
+    recorded nowhere else (the vocabulary is not audited); the summary is the only place that still says
+    which word an old operation's tag id was, so an undo refused over it can name the tag it became."""
+    names: list[str] = []
+    for quoted in _QUOTED.findall(summary or ""):
+        try:
+            name = ast.literal_eval(quoted)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+    return names
+
+
+def tags_now_named(session: Session, summaries: Iterable[str]) -> dict[int, str]:
+    """The tags (id -> name) the names quoted in these summaries fold to now (`fold_tag_name`, as 0011 and
+    0014 recomputed stored names): where a tag an old operation wrote went once it was merged away."""
+    folded = list(dict.fromkeys(fold_tag_name(n) for text in summaries for n in names_in_summary(text)))
+    found: dict[int, str] = {}
+    for chunk in _chunks(folded):
+        found.update(session.execute(select(Tag.id, Tag.name).where(Tag.name.in_(chunk))).all())
+    return found
 
 
 def _confidences(values: Iterable[float]) -> str:

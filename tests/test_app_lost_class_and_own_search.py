@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 from streamlit.elements.lib import policies
 
 from labeling.classes import add_class, rename_class, set_class_attributes, set_class_status
+from labeling.errors import utc_text
 from labeling.pages.common import class_fate, plain
 from labeling.queries import media_tags_frame
-from labeling.schema import FaceLabel
+from labeling.schema import AuditEvent, FaceLabel
 from labeling.tags import add_tags
 import test_app_decision_ticks_and_filters
 from test_app_decision_ticks_and_filters import _explore, _tick
@@ -180,7 +181,9 @@ def test_tag_table_changed_before_the_edits_rerun_is_said_at_once(app, fixture_s
     app.session_state[key] = {"edited_rows": {row: {"confidence": 0.42}}, "added_rows": [], "deleted_rows": []}
     app.run()  # the cell edit's own rerun, with bob's tag already in the table
     no_exception(app)
-    assert _warnings(app) == [f"The tag table changed since you edited it (operation {bob.event_id} by bob); "
+    with fixture_store.store() as s:
+        at = utc_text(s.get(AuditEvent, bob.event_id).at)
+    assert _warnings(app) == [f"The tag table changed since you edited it (operation {bob.event_id} by bob at {at}); "
                               "your edits were not saved — edit again."]
     # edited again on the table as it is now, the edit is saved
     row = list(app.data_editor(key=key).value["tag"]).index("nod")

@@ -563,8 +563,8 @@ def test_per_tag_bulk_actions_spare_decisions_and_decide_suggestions(tmp_path_fa
     at.text_input(key=f"tags_new_{gif}").input("Nod")
     button(at, "Add tag").click().run()
     no_exception(at)
-    assert any(e.startswith("Conflict:") and "is already tagged 'nod' with confidence 0.65 by bob; edit its "
-               "confidence instead" in e for e in errors(at)), errors(at)
+    assert any(e.startswith("Conflict:") and "is already tagged 'nod' with confidence 0.65 by bob at " in e
+               and " UTC; edit its confidence instead" in e for e in errors(at)), errors(at)
     assert nod()[gif] == (0.65, "active", "bob") and count(fx.store, AuditEvent) == events + 1
     # ... a rejected one is restored by adding it, and the audit log keeps the rejection as its before state
     at.selectbox(key="tags_media").set_value(rejected).run()

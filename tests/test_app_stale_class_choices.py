@@ -22,6 +22,7 @@ from conftest import open_app
 from labeling.audit import undo_event
 from labeling.classes import add_class, merge_classes, rename_class, set_class_status
 from labeling.db import open_store
+from labeling.errors import utc_text
 from labeling.queries import media_tags_frame, tracks_frame
 from labeling.schema import AuditEvent, CelebrityClass, FaceLabel
 from labeling.tags import add_tags, set_tag_confidences
@@ -193,7 +194,9 @@ def test_save_confidences_says_the_table_changed_under_the_edits(app, fixture_st
     button(app, "Save confidences").click().run()
     no_exception(app)
     assert not errors(app), errors(app)
-    assert _warnings(app) == [f"The tag table changed since you edited it (operation {bob.event_id} by bob); "
+    with fixture_store.store() as s:
+        at = utc_text(s.get(AuditEvent, bob.event_id).at)
+    assert _warnings(app) == [f"The tag table changed since you edited it (operation {bob.event_id} by bob at {at}); "
                               "your edits were not saved — edit again."]
     after = media_tags_frame(fixture_store.store, media_id=gif).set_index("tag")[["confidence", "version"]]
     assert after.equals(before)

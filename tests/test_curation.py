@@ -529,7 +529,8 @@ def test_adding_a_tag_already_there_is_refused_not_overwritten(store):
     add_tags(store, [media[0]], ["Nod"], "ann", confidence=0.8)
     before, events = tag_rows(store), count_events(store)
     with pytest.raises(TagExistsError, match=rf"0\.gif \(media {media[0]}\) is already tagged 'nod' with confidence "
-                                             r"0\.80 by ann; edit its confidence instead") as refused:
+                                             r"0\.80 by ann at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; "
+                                             r"edit its confidence instead") as refused:
         add_tags(store, media, ["nod"], "bob", confidence=0.2)  # bulk: media[1] has no "nod" yet
     assert isinstance(refused.value, ConflictError) and (refused.value.expected, refused.value.editor) == (0, "ann")
     assert tag_rows(store) == before and count_events(store) == events  # not even media[1] got it

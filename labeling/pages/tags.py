@@ -113,10 +113,12 @@ def table_moved_on(media_id: int, drawn: tuple, now: tuple) -> None:
     """Another editor changed the table between the editor's edits and their press, or between the
     page's drawing and the rerun an edit itself causes: Streamlit forgets a table's edits when its rows
     change, and edits that survive a change of values are kept by row position, which may now be another
-    tag's. Nothing is saved; the table is redrawn afresh, and the operation that changed it is named."""
+    tag's. Nothing is saved; the table is redrawn afresh, and the operation that changed it is named,
+    with who ran it and when (UTC, `utc_text`, as every conflict says it)."""
     keys = [f"media_tag:{media_id}:{tag_id}" for tag_id in sorted({t for t, _ in set(drawn) ^ set(now)})]
     change = last_change(store, keys)
-    by = f" (operation {change.event_id} by {change.editor})" if change is not None else ""
+    by = (f" (operation {change.event_id} by {change.editor} at {utc_text(change.at)})"
+          if change is not None else "")
     flash(f"The tag table changed since you edited it{by}; your edits were not saved — edit again.", "warning")
     st.session_state.pop(editor_key(media_id), None)
     st.rerun()
