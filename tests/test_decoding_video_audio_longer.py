@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from embeddings.media import MediaError, decode_media
+from embeddings.media import MediaError, MediaLimits, _scan_packets, decode_media
 from embeddings.sampling import evenly_spaced_indices
 
 FRAMES, RATE = 30, 10  # 3 s of video
@@ -108,3 +108,20 @@ def test_a_cut_copy_of_it_is_still_truncated(tmp_path, kind):
     with pytest.raises(MediaError) as refused:
         decode_media(cut, 8)
     assert refused.value.reason == "truncated", str(refused.value)
+
+
+@pytest.mark.parametrize("kind, sound_read", [("mp4", False), ("fragmented-mp4", False), ("mkv", True), ("webm", True)])
+def test_the_sound_is_read_only_where_it_can_tell_a_cut_file(tmp_path, kind, sound_read):
+    """An MP4, fragmented too, states its video's duration (and frame count, unfragmented), so its sound
+    never decides whether it is cut: its packets are left to the demuxer (reading them made a long
+    file's probe several times slower). A WebM or MKV states only the whole file's duration: there,
+    where the sound reaches (its last packet starts 1024 samples before SOUND_S) is what keeps the clip
+    from being refused, so it is read."""
+    path = _clip_with_longer_sound(tmp_path, kind)
+    with av.open(str(path)) as container:
+        scan = _scan_packets(container, container.streams.video[0], path, MediaLimits())
+    assert scan.shown == FRAMES
+    if sound_read:
+        assert scan.others_s == pytest.approx(SOUND_S - 1024 / SAMPLE_RATE, abs=0.05)
+    else:
+        assert scan.others_s is None
