@@ -33,7 +33,9 @@ imported export held (its crops of one clip, recorded by `giflens import raw-dat
 export put in different groups (recorded at import, in every later export, followed or not; and crops of a
 followed export, by its split.csv) are not joined by their frame hashes alone, nor through a media item
 whose hashes lie near both (`labels_kept_apart`, `apart_labels`): an aligned face crop's hash is not its
-frame's, and crops of one person's different photos can lie close.
+frame's, and crops of one person's different photos can lie close. Only groups of one export say so: crops
+of two exports (one photo can reach a store through both) still join by their hashes. Retrain's holdout
+joins and keeps apart the imported groups the same way; a followed export's only the export sees.
 
 Sides are stable too. Given `previous` (an earlier export), every media item of its split.csv
 (matched by sha256; or by the sha256 of a face crop it exported, which is how a store that imported
@@ -102,7 +104,7 @@ from embeddings.cache import sha256_file
 from embeddings.near_duplicates import near_duplicate_media
 from labeling.db import current_revision
 from labeling.errors import ValidationError
-from labeling.import_groups import group_key_pairs, recorded_groups
+from labeling.import_groups import export_of, group_key_pairs, recorded_groups
 from labeling.importers import read_csv, renames
 from labeling.schema import (CONFIRMED_STATUSES, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media,
                              MediaEmbedding, MediaTag, Tag, bytes_to_vector, utcnow)
@@ -197,14 +199,15 @@ def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Has
                 apart: dict[Hashable, Hashable] | None = None) -> dict[Hashable, Hashable]:
     """member -> group (its smallest member): union-find over `pairs` (both ends must be members), then over
     `guarded` pairs, in their order, each joining only when its two groups do not carry different `apart`
-    labels (member -> label, or a frozenset of its labels; a group carries its members' labels,
-    `labels_kept_apart`). Why per group, not per pair: a member without a label near two labelled members of
-    different labels would otherwise bridge them, one pair at a time. The root is the smallest member, so a
-    group's name does not depend on the order pairs come in (which groups `guarded` pairs join may: give them
-    closest first)."""
+    labels (member -> label, all of one export; or a frozenset of (export, label) pairs, `apart_labels`; a
+    group carries its members' labels, `labels_kept_apart`). Why per group, not per pair: a member without a
+    label near two labelled members of different labels would otherwise bridge them, one pair at a time. The
+    root is the smallest member, so a group's name does not depend on the order pairs come in (which groups
+    `guarded` pairs join may: give them closest first)."""
     parent: dict[Hashable, Hashable] = {m: m for m in members}
-    labels: dict[Hashable, frozenset] = {m: label if isinstance(label, frozenset) else frozenset([label])
-                                         for m, label in (apart or {}).items() if m in parent}
+    labels: dict[Hashable, frozenset] = {  # a bare label: one export's (None), as a followed export's are
+        m: label if isinstance(label, frozenset) else frozenset([(None, label)])
+        for m, label in (apart or {}).items() if m in parent}
 
     def find(m: Hashable) -> Hashable:
         root = m
@@ -231,14 +234,19 @@ def join_groups(members: Iterable[Hashable], pairs: Iterable[tuple[Hashable, Has
 
 
 def labels_kept_apart(a: frozenset | None, b: frozenset | None) -> bool:
-    """Whether two groups carrying `apart` labels (None: none) stay apart: when both carry labels and share
-    none. Why: the labels are groups an earlier export gave crops of its own (recorded when they were imported,
-    `labeling.import_groups.recorded_groups`, or read from a followed export, `earlier_crop_groups`); the
-    hash of an aligned face crop is not the hash of the frame it came from, aligned crops of one person look
-    alike (two LFW photos of George Lopez, cropped, lay 4 bits apart), and the export that wrote them had
-    the frames themselves and kept them apart. Joined here, a validation face would move to train on a round
-    trip through another store, unasked. Groups sharing a label were one group there: nothing to keep apart."""
-    return bool(a) and bool(b) and not a & b
+    """Whether two groups carrying `apart` labels ((export, group) pairs; None: none) stay apart: when they
+    share no label but carry groups of one export. Why: the labels are groups an earlier export gave crops of
+    its own (recorded when they were imported, `labeling.import_groups.recorded_groups`, or read from a
+    followed export, `earlier_crop_groups`); the hash of an aligned face crop is not the hash of the frame it
+    came from, aligned crops of one person look alike (two LFW photos of George Lopez, cropped, lay 4 bits
+    apart), and the export that wrote them had the frames themselves and kept them apart. Joined here, a
+    validation face would move to train on a round trip through another store, unasked. Groups sharing a
+    label were one group there: nothing to keep apart. Why one export: two exports number their groups apart,
+    and one photo can reach a store through both (two copies, a crop in each export): that they sit in
+    "different" groups there says nothing."""
+    if not a or not b or a & b:
+        return False
+    return not {export for export, _ in a}.isdisjoint(export for export, _ in b)
 
 
 def near_duplicate_groups(media_hashes: dict[Hashable, Iterable[str] | None],
@@ -336,7 +344,9 @@ def copy_groups(media_hashes: dict[Hashable, Iterable[str] | None],
     class; None: no such joins), or when they are `joined` (media one group of an earlier export held,
     `earlier_group_pairs`, or one group of an imported export). Crops of an earlier export in groups it kept
     apart (`apart`, `apart_labels`) are not joined by their hashes alone (`labels_kept_apart`). One definition,
-    so a copy the export keeps on one side can never straddle retrain's holdout, or the other way round."""
+    so a copy the export keeps on one side can never straddle retrain's holdout, or the other way round:
+    retrain (`labeling.recognition.media_groups`) passes the imported groups' joins and apart labels as the
+    export does; only a followed export's (`--previous`) are the export's alone, as retrain follows none."""
     pairs = (same_photo_pairs(faces, same_photo_distance, across_classes=True) if same_photo_distance is not None
              else set())
     return near_duplicate_groups(media_hashes, radius, [*pairs, *joined], apart), pairs
@@ -483,12 +493,14 @@ def earlier_crop_groups(earlier: EarlierSides, media_sha256: dict[Hashable, str 
 
 def apart_labels(imported: dict[Hashable, frozenset[str]],
                  followed: dict[Hashable, str] | None = None) -> dict[Hashable, frozenset]:
-    """media -> its `apart` labels for `copy_groups`: the groups recorded when it was imported from an export
-    (`labeling.import_groups.recorded_groups`), and the group of a followed export that wrote it as a crop
-    (`earlier_crop_groups`). Why both: the groups recorded at import keep different clips' crops apart in
-    every later export, followed or not, and the followed export's still does in a store that imported it
-    before groups of one row were recorded. Tagged by source, so a group number never meets a key."""
-    labels: dict[Hashable, frozenset] = {m: frozenset(("imported", k) for k in keys) for m, keys in imported.items()}
+    """media -> its `apart` labels for `copy_groups`, (export, group) pairs: the groups recorded when it was
+    imported from an export (`labeling.import_groups.recorded_groups`, each under the export it came from,
+    `export_of`), and the group of a followed export that wrote it as a crop (`earlier_crop_groups`, all of
+    one export). Why both: the groups recorded at import keep different clips' crops apart in every later
+    export, followed or not, and the followed export's still does in a store that imported it before groups
+    of one row were recorded. Why the export: only groups of one export are different clips
+    (`labels_kept_apart`); the followed export's are tagged apart, so a group number never meets a key."""
+    labels: dict[Hashable, frozenset] = {m: frozenset((export_of(k), k) for k in keys) for m, keys in imported.items()}
     for m, group in (followed or {}).items():
         labels[m] = labels.get(m, frozenset()) | {("followed", group)}
     return labels

@@ -10,7 +10,8 @@ export joins media sharing a recorded group (`recorded_group_pairs`), with or wi
 The reverse holds too: crops of different groups were different clips, though aligned face crops of one person
 can hash close. Every later export keeps them apart unless another signal joins them (`recorded_groups` gives
 the `apart` labels of `labeling.export.copy_groups`), so a group of one row is recorded as well: it joins
-nothing, but it names a clip of its own.
+nothing, but it names a clip of its own. Only within one export: two exports number their groups apart, and
+one photo can reach a store through both, so each key keeps the export it came from (`group_key`, `export_of`).
 
 Parsing and pairing are pure (`read_export_groups`, `group_key_pairs`); the store functions only read or add rows.
 """
@@ -31,11 +32,23 @@ from labeling.schema import ImportedGroup
 
 
 def group_key(namespace: str, group: str) -> str:
-    """The stored key of one group of one export: sha256 of the export's split.csv digest and the group.
+    """The stored key of one group of one export, "<export>:<group>" in the column's 64 characters: 32 hex
+    digits of sha256 of the export's split.csv digest (`export_of`), then 31 of sha256 of it and the group.
     Why namespaced: groups are numbered by the exporting store's media ids, so group "7" of two exports
     names two unrelated clips; why the digest of split.csv: an export imported twice (or a copy of it)
-    gives the same keys, so a re-import records nothing new."""
-    return hashlib.sha256(f"{namespace}\0{group}".encode("utf-8")).hexdigest()
+    gives the same keys, so a re-import records nothing new; why the export's own part: only different
+    groups of one export are known to be different clips (`labeling.export.apart_labels`)."""
+    export = hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:32]
+    within = hashlib.sha256(f"{namespace}\0{group}".encode("utf-8")).hexdigest()[:31]
+    return f"{export}:{within}"
+
+
+def export_of(key: str) -> str:
+    """The export a recorded group key came from (`group_key`'s part before ":"). A key recorded before keys
+    carried it (64 hex digits, no ":") is taken as an export of its own: which export it came from is lost,
+    so it keeps no crop apart (two exports' groups never say two crops are different clips), and it still
+    joins its group's crops. Importing that export again records its keys anew."""
+    return key.split(":", 1)[0] if ":" in key else key
 
 
 def _file_key(label: str, name: str) -> str:

@@ -682,9 +682,12 @@ def media_groups(store: sessionmaker[Session], faces: Sequence[tuple[Any, int, n
     the export's grouping (`labeling.export.copy_groups`: frame pHashes, and faces (of any classes) this
     model places on one photo), so a mirrored or cropped copy of a photo never sits on both sides of
     the holdout, as it never straddles the export's split. Faces editors marked unknown come as
-    class NO_CLASS: two copies of one stranger's photo are one group too."""
-    from labeling.export import copy_groups, same_photo_threshold
-    from labeling.import_groups import recorded_group_pairs
+    class NO_CLASS: two copies of one stranger's photo are one group too. The groups an imported export
+    gave its crops join and keep apart as in the export (`labeling.export.apart_labels`): crops of one clip
+    are one group, and crops of different clips of one export are not joined by their hashes alone, or the
+    holdout would join what the export keeps apart."""
+    from labeling.export import apart_labels, copy_groups, same_photo_threshold
+    from labeling.import_groups import group_key_pairs, recorded_groups
 
     ids = sorted({int(m) for _, m, _ in faces})
     hashes: dict[int, Any] = {}
@@ -692,9 +695,10 @@ def media_groups(store: sessionmaker[Session], faces: Sequence[tuple[Any, int, n
         for start in range(0, len(ids), 5000):
             hashes.update(session.execute(select(Media.id, Media.frame_hashes)
                                           .where(Media.id.in_(ids[start:start + 5000]))).all())
-        joined = recorded_group_pairs(session, ids)  # crops of one clip an imported export grouped
+        imported = recorded_groups(session, ids)  # the groups an imported export gave these media's crops
     groups, _ = copy_groups({m: hashes.get(m) for m in ids}, ((c, int(m), v) for c, m, v in faces),
-                            same_photo_threshold(model_id), joined=joined)
+                            same_photo_threshold(model_id), joined=group_key_pairs(imported),
+                            apart=apart_labels(imported))
     return groups
 
 
