@@ -144,7 +144,9 @@ class ImportedGroup(Base):
     `group` says they were one clip. Media sharing a `group_key` stay one group in every later export
     (`labeling.export.copy_groups`), or one clip's faces would train and validate at once. The key is
     namespaced by the export it came from (`labeling.import_groups.group_key`), so groups of two exports
-    never meet by their numbers alone. Provenance, not an editor's decision: not audited."""
+    never meet by their numbers alone; it reads `<export>:<group>`, so crops of different groups of ONE
+    export are also kept apart (a group of one row too), while copies from two exports may still join.
+    Provenance, not an editor's decision: not audited."""
 
     __tablename__ = "imported_group"
     __table_args__ = (UniqueConstraint("media_id", "group_key"),)
