@@ -663,7 +663,8 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
     deleting the class under them would break a foreign key or leave ids that a later class could
     reuse. Only rows written since the class was created (`since`) can name it in a top list.
     A track prediction an undone refresh left behind is not read anywhere (`current_track_prediction`),
-    so it does not count: `_clear_stale_track_predictions` clears it with the class.
+    so it does not count: `_clear_stale_track_predictions` clears it with the class. Classes merged into
+    it are `_classes_merged_into`.
     """
     ids = set(class_ids)
     if not ids:
@@ -672,11 +673,8 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
     id_list = sorted(ids)
     labels: dict[int, int] = {}
     models: dict[int, set[str]] = {}
-    stmt = select(FaceLabel.class_id, FaceLabel.predicted_class_id, FaceLabel.predicted_top, FaceLabel.model_version).where(
-        or_(FaceLabel.class_id.in_(id_list), FaceLabel.predicted_class_id.in_(id_list), FaceLabel.predicted_at >= since))
-    for class_id, predicted, top, model in session.execute(stmt):
-        by_model = ({predicted} | {int(c) for c, _ in (top or [])}) & ids
-        for c in by_model | ({class_id} & ids):
+    for _, named, by_model, model in _labels_naming(session, ids, since):
+        for c in named:
             labels[c] = labels.get(c, 0) + 1
         for c in by_model if model else ():
             models.setdefault(c, set()).add(model)
@@ -691,6 +689,29 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
             tracks[c] = tracks.get(c, 0) + 1
     for c, n in tracks.items():
         out.setdefault(c, []).append(f"the predictions of {n} face track(s)")
+    return out
+
+
+def _labels_naming(session: Session, ids: set[int], since: datetime) -> Iterator[tuple[int, set[int], set[int], str | None]]:
+    """(face id, the classes of `ids` its label names, those of them its prediction names, its model version)
+    for each face label that names any of `ids`: as its class, its predicted class or in its top list.
+    Only labels predicted since the classes were created (`since`) can name them in a top list alone."""
+    id_list = sorted(ids)
+    stmt = select(FaceLabel.face_id, FaceLabel.class_id, FaceLabel.predicted_class_id, FaceLabel.predicted_top,
+                  FaceLabel.model_version).where(
+        or_(FaceLabel.class_id.in_(id_list), FaceLabel.predicted_class_id.in_(id_list), FaceLabel.predicted_at >= since))
+    for face_id, class_id, predicted, top, model in session.execute(stmt):
+        by_model = ({predicted} | {int(c) for c, _ in (top or [])}) & ids
+        if by_model or class_id in ids:
+            yield face_id, by_model | ({class_id} & ids), by_model, model
+
+
+def _classes_merged_into(session: Session, class_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Classes (not themselves being deleted) merged into classes an undo is about to delete, per class:
+    "class 'Bob', merged into it". Kept apart from `_class_dependents`: undoing the operations that wrote
+    face labels does not clear these, so the refusal cannot say that undoing those is enough."""
+    out: dict[int, list[str]] = {}
+    id_list = sorted(set(class_ids))
     stmt = select(CelebrityClass.merged_into_id, CelebrityClass.name).where(
         CelebrityClass.merged_into_id.in_(id_list), CelebrityClass.id.not_in(id_list))
     for target, name in session.execute(stmt):
@@ -723,44 +744,111 @@ def _clear_stale_track_predictions(session: Session, class_ids: Sequence[int], s
     return len(stale)
 
 
-def _label_events_naming(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> dict[int, list[str]]:
+LABEL_WRITERS_SHOWN = 5  # operations a refused class deletion names per class, newest first; the rest counted
+
+
+def _classes_in_label(snapshot: dict[str, Any] | None) -> set[Any]:
+    """The classes a face label snapshot names: its class, its predicted class, its prediction's top list."""
+    if not snapshot:
+        return set()
+    return ({snapshot.get("class_id"), snapshot.get("predicted_class_id")}
+            | {int(c) for c, _ in snapshot.get("predicted_top") or []})
+
+
+def _label_events_naming(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> dict[int, list[Any]]:
     """Later operations, still undoable, whose face label snapshots name classes an undo is about to
-    delete, per class: a list of readable reasons.
+    delete, per class, newest first (the order to undo them in).
 
     Why: such an operation may have moved its faces off the class since (the labels no longer name it,
     so `_class_dependents` finds nothing), yet undoing it would put them back on a class that is gone.
-    Operations that label faces concern the classes they name ("class:<id>"), which finds them."""
+    Operations that label faces concern the classes they name ("class:<id>"; a prediction run every
+    class of its top lists), which finds them."""
     ids = set(class_ids)
-    naming: dict[int, list[str]] = {}
+    naming: dict[int, list[Any]] = {}
     stmt = (select(AuditEvent).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
             .where(AuditEntity.key.in_([f"class:{c}" for c in sorted(ids)]), AuditEvent.id > event.id,
                    AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None))
-            .order_by(AuditEvent.id))
+            .order_by(AuditEvent.id.desc()))
     for later in session.scalars(stmt).unique():
         named: set[Any] = set()
         for snapshots in (later.before or {}, later.after or {}):
             for key, snapshot in snapshots.items():
-                if key.startswith("face:") and snapshot:
-                    named |= {snapshot.get("class_id"), snapshot.get("predicted_class_id")}
-                    named |= {int(c) for c, _ in snapshot.get("predicted_top") or []}
+                if key.startswith("face:"):
+                    named |= _classes_in_label(snapshot)
         for c in named & ids:
-            naming.setdefault(c, []).append(f"{later.id} ({later.operation} by {later.editor})")
-    return {c: [f"the face labels of operation(s) {', '.join(events)}"] for c, events in naming.items()}
+            naming.setdefault(c, []).append(later)
+    return naming
+
+
+def _label_writers_by_faces(session: Session, event: AuditEvent, class_ids: set[int]) -> dict[int, list[Any]]:
+    """Later operations still in force that wrote the labels now naming these classes, naming them there,
+    per class, newest first: found through the faces' keys rather than the classes'.
+
+    Why: a prediction run logged before runs concerned every class of their top lists concerns only its
+    best guesses, so a class named second best there does not find it (`_label_events_naming`), and the
+    refusal could not say which operation to undo. Only the snapshots of these faces are read (`snapshots_of`)."""
+    faces = {face_id: named for face_id, named, _, _ in _labels_naming(session, class_ids, event.at)}
+    keys = [f"face:{f}" for f in sorted(faces)]
+    later = {i: written for i, (undo_of, written) in _later_writes(session, event, keys).items() if undo_of is None}
+    if not later:
+        return {}
+    before, after = snapshots_of(session, sorted(later), keys)
+    found: dict[int, list[int]] = {}
+    for later_id in sorted(later, reverse=True):
+        named = {c for side in (before, after) for key in later[later_id]
+                 for c in _classes_in_label(side.get(later_id, {}).get(key))}
+        for c in sorted(named & class_ids):
+            found.setdefault(c, []).append(later_id)
+    wanted = sorted({i for ids in found.values() for i in ids})
+    rows = {row.id: row for row in session.execute(select(AuditEvent.id, AuditEvent.operation, AuditEvent.editor,
+                                                          AuditEvent.at).where(AuditEvent.id.in_(wanted)))}
+    return {c: [rows[i] for i in ids] for c, ids in found.items()}
+
+
+def _writers_phrase(events: Sequence[Any]) -> str:
+    """"the face labels of operation(s) 4 (relabel_faces) by bob at ... UTC, 3 (...) by ann at ... UTC", newest
+    first, with editor and time as `_blocking_error` names a later operation."""
+    shown = ", ".join(f"{e.id} ({e.operation}) by {e.editor} at {utc_text(e.at)}" for e in events[:LABEL_WRITERS_SHOWN])
+    more = f" and {len(events) - LABEL_WRITERS_SHOWN} more" if len(events) > LABEL_WRITERS_SHOWN else ""
+    return f"the face labels of operation(s) {shown}{more}"
+
+
+def _undo_first(writers: dict[int, list[Any]], unexplained: bool) -> str:
+    """What the refusal of a class deletion tells the editor to do: undo the named operations, the newest
+    first, when they are all that names the classes (labels and the track predictions derived from them);
+    else (a class merged into it, labels whose writer the log cannot tell) the operations that wrote those."""
+    ops = sorted({e.id for events in writers.values() for e in events}, reverse=True)
+    if not ops or unexplained:
+        return "undo the operations that wrote those first, or retire the class instead"
+    if len(ops) == 1:
+        return f"undo operation {ops[0]} first, or retire the class instead"
+    which = ", ".join(map(str, ops[:LABEL_WRITERS_SHOWN])) + (" and the rest" if len(ops) > LABEL_WRITERS_SHOWN else "")
+    return f"undo operations {which} first (the newest first), or retire the class instead"
 
 
 def _check_deletable_classes(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> None:
-    """Refuse to delete a class (undo of its creation) while anything still names it."""
+    """Refuse to delete a class (undo of its creation) while anything still names it, naming the later
+    operations whose face labels name it (newest first, editor and time): what to undo first.
+
+    The operations are found through the classes they concern; for labels none of those explain (a
+    prediction run logged before runs concerned the classes of their top lists), through the faces."""
     dependents = _class_dependents(session, class_ids, event.at)
-    for c, reasons in _label_events_naming(session, event, class_ids).items():
-        dependents.setdefault(c, []).extend(reasons)
-    if not dependents:
+    writers = _label_events_naming(session, event, class_ids)
+    unfound = set(dependents) - set(writers)
+    if unfound:
+        writers.update(_label_writers_by_faces(session, event, unfound))
+    merged = _classes_merged_into(session, class_ids)
+    reasons = {c: [*dependents.get(c, []), *([_writers_phrase(writers[c])] if c in writers else []), *merged.get(c, [])]
+               for c in set(dependents) | set(writers) | set(merged)}
+    if not reasons:
         return
     names = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
-                                 .where(CelebrityClass.id.in_(sorted(dependents)))).all())
-    what = "; ".join(f"class {names.get(c, '?')!r} (id {c}) is named by {', '.join(reasons)}"
-                     for c, reasons in sorted(dependents.items()))
-    raise UndoError(f"operation {event.id} ({event.operation}) cannot be undone: {what}; undo the operations that "
-                    "wrote those first, or retire the class instead")
+                                 .where(CelebrityClass.id.in_(sorted(reasons)))).all())
+    what = "; ".join(f"class {names.get(c, '?')!r} (id {c}) is named by {', '.join(why)}"
+                     for c, why in sorted(reasons.items()))
+    unexplained = bool(merged) or not set(dependents) <= set(writers)
+    raise UndoError(f"operation {event.id} ({event.operation}) cannot be undone: {what}; "
+                    f"{_undo_first(writers, unexplained)}")
 
 
 def merge_chain(session: Session, class_id: int, pending: dict[int, int | None] | None = None) -> list[int]:
@@ -956,8 +1044,96 @@ def _refuse_undo(session: Session, event_id: int, event: AuditEvent | None) -> A
     blocking = _blocking_events(session, event)
     if blocking:
         raise _blocking_error(session, event, blocking)
+    _check_merged_tags(session, event)
     _check_decisions_on_retiring(session, event)
     return event
+
+
+def _merged_away_tags(session: Session, event: AuditEvent) -> list[Key]:
+    """The (media id, tag id) rows `event` wrote whose tag is gone, in key order. Tags are never deleted
+    but by migrations 0011 and 0014, which merged tags whose names now fold alike into one and deleted the
+    others; the audit log, append-only, still names the merged-away ids."""
+    keys = sorted(key for kind, key in map(parse_key, event.after) if kind == "media_tag")
+    present: set[int] = set()
+    for chunk in _chunks(sorted({tag_id for _, tag_id in keys})):
+        present.update(session.scalars(select(Tag.id).where(Tag.id.in_(chunk))))
+    return [key for key in keys if key[1] not in present]
+
+
+def _merge_survivors(session: Session, event: AuditEvent, tag_id: int, merged: Sequence[Key]) -> dict[int, str]:
+    """The tags (id -> name) the merged-away `tag_id` may have become: those the tag names quoted in the
+    summaries of `event` and of the other operations that wrote its rows fold to now, narrowed to the ones
+    every such summary names (a removal of 'funny' and 'cute' whose row an add of 'funny' made is 'funny').
+    Empty when no summary names a tag there is now (an import's, or one `_listed` cut short)."""
+    from labeling.tags import tags_now_named  # labeling.tags imports this module
+
+    keys = [entity_key("media_tag", key) for key in merged if key[1] == tag_id]
+    stmt = (select(AuditEvent.id, AuditEvent.summary).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
+            .where(AuditEntity.key.in_(keys), AuditEntity.written.is_(True), AuditEvent.id != event.id)
+            .distinct().order_by(AuditEvent.id))
+    candidates: dict[int, str] = {}
+    for summary in [event.summary, *(text for _, text in session.execute(stmt))]:
+        named = tags_now_named(session, [summary])
+        narrowed = {t: name for t, name in named.items() if not candidates or t in candidates}
+        candidates = narrowed or candidates
+    return candidates
+
+
+def _merged_tag_advice(session: Session, event: AuditEvent, key: Key, survivor: tuple[int, str] | None,
+                       file: str) -> str:
+    """What an editor does instead of the refused undo of a row whose tag was merged away: a new, audited
+    operation on the surviving tag, worded by what `event` did to the row and what the survivor's row on
+    that media holds now."""
+    if survivor is None:
+        return f"redo what you want on {file} as a new operation, under the tag's name as it is stored now"
+    tag_id, name = survivor
+    removed = event.after.get(entity_key("media_tag", key)) is None
+    if not removed:
+        return f"edit or remove tag {name!r} on {file} as a new operation instead"
+    row = session.execute(select(MediaTag.status, MediaTag.confidence, MediaTag.editor).where(
+        MediaTag.media_id == key[0], MediaTag.tag_id == tag_id)).first()
+    if row is None:
+        return f"to put it back, add tag {name!r} to {file} again"
+    if row.status == "rejected":
+        return f"to put it back, add tag {name!r} to {file} again (it is rejected there now, by {row.editor or '?'})"
+    return (f"{file} carries tag {name!r} now ({row.status}, confidence {row.confidence:g}): edit that tag if it "
+            "should differ")
+
+
+def _check_merged_tags(session: Session, event: AuditEvent) -> None:
+    """Refuse, by name, an undo of tag rows whose tag a migration merged into another (0011, 0014).
+
+    Why refused, not applied to the surviving tag: the store no longer records which tag a merged-away id
+    became (the tag row is deleted; only a summary's text still quotes its old name, read back as a hint for
+    this message, not as a key to write by), and the undo would write a row the undone operation never
+    wrote: the later operations on the survivor's row, which may hold a newer decision (an editor's, or the
+    rejection 0011 kept for experts voting), are not among those that pin it by key. The migrations say so
+    too: such an event is "never applied to another tag's row". Without this check the re-created row broke
+    the foreign key and the editor read a raw constraint message; now the refusal names the tag it became
+    and the one audited edit that does what the undo meant (`_merged_tag_advice`)."""
+    merged = _merged_away_tags(session, event)
+    if not merged:
+        return
+    media_id, tag_id = merged[0]
+    survivors = _merge_survivors(session, event, tag_id, merged)
+    path = session.scalar(select(Media.path).where(Media.id == media_id))
+    file = f"{PurePath(path).name if path else '?'} (media {media_id})"
+    survivor = next(iter(survivors.items())) if len(survivors) == 1 else None
+    if survivor is not None:
+        into = f"tag {survivor[1]!r} (id {survivor[0]})"
+    elif survivors:
+        into = "one of the tags " + ", ".join(repr(name) for _, name in sorted(survivors.items()))
+    else:
+        into = "another tag whose name folds alike (its old name is not in the audit log)"
+    removed = event.after.get(entity_key("media_tag", merged[0])) is None
+    more = f" ({len(merged) - 1} more of its tag rows are merged away too)" if len(merged) > 1 else ""
+    advice = _merged_tag_advice(session, event, merged[0], survivor, file)
+    raise UndoError(
+        f"operation {event.id} ({event.operation}) cannot be undone: tag {tag_id}, which it "
+        f"{'removed from' if removed else 'wrote on'} {file}, no longer exists: migration 0011 or 0014 merged it "
+        f"into {into}, as tag names that fold alike (a Turkic i, a final sigma, an emoji presentation selector) "
+        f"are one tag now{more}; an undo is not moved onto another tag's row, where it could overwrite a newer "
+        f"decision: {advice}")
 
 
 def _retiring_classes(session: Session, event: AuditEvent) -> dict[int, str]:

@@ -1,6 +1,7 @@
 """`giflens history` and `giflens undo`: the audit log read back, and operations reversed."""
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -89,7 +90,7 @@ def _history_changes(store: sessionmaker[Session], key: str, events) -> dict[int
     (a decision on another face of the GIF) wrote no snapshot of it and gets no line."""
     from sqlalchemy import select
 
-    from labeling.audit import _chunks, former_class_names, snapshots_of
+    from labeling.audit import _chunks, snapshots_of
     from labeling.schema import AuditEntity, CelebrityClass, Tag
 
     kind, _, ident = key.partition(":")
@@ -109,10 +110,9 @@ def _history_changes(store: sessionmaker[Session], key: str, events) -> dict[int
         before, after = snapshots_of(session, ids, keys) if keys else ({}, {})
         named = {c for side in (before, after) for snapshots in side.values() for snap in snapshots.values() if snap
                  for c in (snap.get("class_id"), snap.get("predicted_class_id")) if isinstance(c, int)}
-        classes = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
-                                       .where(CelebrityClass.id.in_(sorted(named)))).all()) if named else {}
-        if named - set(classes):  # removed since (an undone import took its classes): named as the log knew them
-            classes.update(former_class_names(session, named - set(classes)))
+        now = dict(session.execute(select(CelebrityClass.id, CelebrityClass.name)
+                                   .where(CelebrityClass.id.in_(sorted(named)))).all()) if named else {}
+        names = _ClassNames(session, named, now)
         tag_ids = [int(text.rsplit(":", 1)[1]) for text in keys] if kind == "media" else []
         tags = dict(session.execute(select(Tag.id, Tag.name).where(Tag.id.in_(tag_ids))).all()) if tag_ids else {}
     out: dict[int, list[str]] = {}
@@ -120,7 +120,7 @@ def _history_changes(store: sessionmaker[Session], key: str, events) -> dict[int
         for text, now in written.items():
             then = before.get(event_id, {}).get(text)
             if kind == "face":
-                line = _face_change(text, then, now, classes)
+                line = _face_change(text, then, now, names.at(event_id))
             else:
                 tag_id = int(text.rsplit(":", 1)[1])
                 line = _tag_change(tags.get(tag_id, f"tag {tag_id}"), then, now)
@@ -129,10 +129,46 @@ def _history_changes(store: sessionmaker[Session], key: str, events) -> dict[int
     return out
 
 
+class _ClassNames:
+    """The names classes had at each operation of a history, from the audit log's class snapshots, beside
+    their names now: "'Carol' (class 3, now 'Caroline')".
+
+    Why: a face relabeled to 'Carol' before the class was renamed 'Caroline' was relabeled to 'Carol': the
+    operation's summary says so, and its line must not contradict it. A class an undo removed since (an
+    undone import took its classes) has no name now: it is named as the log knew it then."""
+
+    def __init__(self, session: Session, class_ids: set[int], now: dict[int, str]) -> None:
+        from labeling.audit import _class_names_in_log
+
+        self.now = now
+        self.log: dict[int, list[tuple[tuple[int, int], str]]] = {}
+        for event_id, side, class_id, name in _class_names_in_log(session, sorted(class_ids)) if class_ids else ():
+            self.log.setdefault(class_id, []).append(((event_id, side), name))
+        for entries in self.log.values():
+            entries.sort()
+
+    def then(self, class_id: int, event_id: int) -> str | None:
+        """The class's name just after `event_id`: the newest name logged up to it, else the name the
+        first later snapshot had (unchanged since before), else its name now."""
+        entries = self.log.get(class_id, [])
+        i = bisect.bisect_right(entries, (event_id, 1), key=lambda entry: entry[0])
+        return entries[i - 1][1] if i else entries[0][1] if entries else self.now.get(class_id)
+
+    def at(self, event_id: int) -> dict[int, str]:
+        """class id -> how an operation's line names it: "'Carol' (class 3)" or "'Carol' (class 3, now 'Caroline')"."""
+        out: dict[int, str] = {}
+        for class_id in set(self.log) | set(self.now):
+            then, now = self.then(class_id, event_id), self.now.get(class_id)
+            renamed = f", now {now!r}" if now is not None and now != then else ""
+            out[class_id] = f"{then!r} (class {class_id}{renamed})" if then is not None else f"class {class_id}"
+        return out
+
+
 def _class_text(class_id: int | None, classes: dict[int, str]) -> str:
+    """How a face's line names a class: as `_ClassNames.at` gave it for that operation, else by its id."""
     if class_id is None:
         return "no class"
-    return f"{classes[class_id]!r} (class {class_id})" if class_id in classes else f"class {class_id}"
+    return classes.get(class_id, f"class {class_id}")
 
 
 def _face_change(key: str, then: dict | None, now: dict | None, classes: dict[int, str]) -> str:

@@ -323,11 +323,19 @@ def _checked_ids(p: Prediction) -> Prediction:
 def _concern_predicted(op: Operation, media_of: dict[int, int], rows: dict[Key, dict[str, Any] | None],
                        changes: dict[Key, dict[str, Any]]) -> None:
     """A prediction run is part of the history of the GIFs of its faces and of the classes it predicted
-    or predicted no more, as decisions are (`apply_decision`)."""
+    or predicted no more, as decisions are (`apply_decision`): the label's class and every class of the
+    old and the new prediction, top list included.
+
+    Why the top list: a class named only there (second best) is still named by the label, so undoing the
+    class's creation is refused until the run is undone, and that refusal finds the run through the
+    class ("class:<id>", labeling/audit.py `_label_events_naming`); the class's history must show it too.
+    The old label is the row as the operation first loaded it (`op.loaded`), not `rows`: `op.update` has
+    put the new values there already, which hid the classes the run took out of the label."""
     classes: set[int | None] = set()
     for key, values in changes.items():
-        row = rows.get(key) or {}
+        row = op.loaded.get(f"face:{key[0]}") or {}
         classes.update((row.get("class_id"), row.get("predicted_class_id"), values["predicted_class_id"]))
+        classes.update(int(c) for c, _ in [*(row.get("predicted_top") or []), *values["predicted_top"]])
     op.concern(*(f"media:{m}" for m in sorted({media_of[f] for (f,) in changes})),
                *(f"class:{c}" for c in sorted(c for c in classes if c is not None)))
 

@@ -302,8 +302,8 @@ def test_undo_of_a_class_later_operations_labeled_with_is_refused_naming_them(st
     to_xena = relabel_faces(store, [face], xena, "ann")
     to_yann = relabel_faces(store, [face], yann, "bob")
     with pytest.raises(UndoError, match=rf"class 'Xena' \(id {xena}\) is named by the face labels of operation\(s\) "
-                                        rf"{to_xena.event_id} \(relabel_faces by ann\), {to_yann.event_id} "
-                                        r"\(relabel_faces by bob\)"):
+                                        rf"{to_yann.event_id} \(relabel_faces\) by bob at .+ UTC, {to_xena.event_id} "
+                                        r"\(relabel_faces\) by ann at .+ UTC"):
         undo_event(store, created.event_id, "ann")
     assert class_row(store, xena) is not None
     undo_event(store, to_yann.event_id, "bob")  # what the refusal named, newest first
