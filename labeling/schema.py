@@ -146,6 +146,8 @@ class ImportedGroup(Base):
     namespaced by the export it came from (`labeling.import_groups.group_key`), so groups of two exports
     never meet by their numbers alone; it reads `<export>:<group>`, so crops of different groups of ONE
     export are also kept apart (a group of one row too), while copies from two exports may still join.
+    Keys recorded before that format (64 hex digits, no export part) join their own crops and keep
+    nothing apart; importing that export again records them anew.
     Provenance, not an editor's decision: not audited."""
 
     __tablename__ = "imported_group"
