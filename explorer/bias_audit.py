@@ -57,7 +57,10 @@ Choices that matter for reading the numbers:
   measured). A group expected at share 0 gets no such row. An attribute none of whose known groups
   has anything to count (representation by faces and no face yet of a class with a known value)
   measures no representation at all: every share_among_listed and representation ratio is empty
-  and nothing is flagged for representation.
+  and nothing is flagged for representation. Its rows say so in `representation_note` ("not measured:
+  no face of a class with a known gender"), and so does the report's summary ("representation of
+  gender"), which the CLI prints and the page shows as a warning: an audit that compared nothing must
+  not read as a clean one.
 """
 from __future__ import annotations
 
@@ -101,6 +104,7 @@ __all__ = [
     "no_faces_text",
     "parse_reference",
     "small_sample_references",
+    "unmeasured_representation",
     "reference_scope_notes",
     "summary_label",
     "spreadsheet_text",
@@ -115,6 +119,7 @@ COUNT_COLUMNS = ("classes", "faces", "approved_faces", "graded_faces")  # weight
 # Higher is better for each; unknown-rate enters as recognised_rate = 1 - unknown_rate.
 QUALITY_METRICS = ("accuracy", "recognised_rate", "purity")
 REPRESENTATION_BASES = {"classes": "class_share", "faces": "face_share"}  # what representation counts
+ATTRIBUTE_WORDS = {"decade": "birth decade"}  # how a note names an attribute, when not by its column name
 
 
 # -- normalising attributes ------------------------------------------------------------------
@@ -284,7 +289,8 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     accuracy and unknown_rate on the measured (graded) confirmed faces, graded_faces (their weighted
     count, which small_sample compares with min_faces), recognised_rate, purity (mean over the group's classes, weighted alike), each quality metric's
     `_reference` (best eligible group) and `_ratio`, reference_share and representation_ratio,
-    and the flags: small_sample, flags (which rules fired), below_four_fifths."""
+    representation_note (why representation was not measured, on every row of such an attribute; see
+    `_unmeasured_notes`), and the flags: small_sample, flags (which rules fired), below_four_fifths."""
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be within (0, 1], got {threshold}")
     if representation_basis not in ("class_share", "face_share"):
@@ -378,6 +384,8 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     table["reference_share"] = [reference.get(a, {}).get(g, np.nan) for a, g in zip(table["attribute"], table["group"])]
     table["share_among_listed"] = _share_among_listed(table, reference, basis)
     table["representation_ratio"] = _ratio_column(table["share_among_listed"], table["reference_share"])
+    unmeasured = _unmeasured_notes(table, basis)
+    table["representation_note"] = [unmeasured.get(a, "") for a in table["attribute"]]
     table[list(RATE_COLUMNS)] = table[list(RATE_COLUMNS)].round(VALUE_DIGITS)  # the ratios are taken: for output
     flags = []
     for _, r in table.iterrows():
@@ -392,7 +400,7 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     table["_u"] = table["group"] == UNKNOWN
     table = table.sort_values(["_a", "_u", "faces", "group"], ascending=[True, True, False, True], kind="stable")
     columns = ["attribute", "group", "classes", "faces", "class_share", "face_share", "share_of_known",
-               "share_among_listed", "reference_share", "representation_ratio", "approved_faces", "graded_faces", "approved_share", "predicted_share", "accuracy",
+               "share_among_listed", "reference_share", "representation_ratio", "representation_note", "approved_faces", "graded_faces", "approved_share", "predicted_share", "accuracy",
                "unknown_rate", "recognised_rate", "purity"] + \
               [f"{m}_{s}" for m in QUALITY_METRICS for s in ("reference", "ratio")] + \
               ["small_sample", "flags", "below_four_fifths"]
@@ -415,9 +423,30 @@ def _share_among_listed(table: pd.DataFrame, reference: Mapping[str, Mapping[str
     shares = np.where(denominator > 0, table[basis] / denominator.where(denominator > 0, 1.0), 0.0)
     # ... but only where the known groups have something to count. With none (by faces, no face yet of a class
     # with a known value) nothing was measured: share 0 flagged every group and failed `--fail-on-flags`.
+    measured = ~table["attribute"].isin(_unmeasured_notes(table, basis))
+    return np.where(listed & measured.to_numpy(), shares, np.nan)
+
+
+def _unmeasured_notes(table: pd.DataFrame, basis: str) -> dict[str, str]:
+    """{attribute: "not measured: no face of a class with a known gender"} for each attribute whose known
+    groups count 0 in `basis` ("_classes" or "_faces"): its representation is not measured at all
+    (`_share_among_listed`). The one rule that decides it, so that the table, the report, the CLI and the
+    page say it of the same attributes."""
     known = table[table["group"] != UNKNOWN].groupby("attribute")[basis].sum()
-    measured = table["attribute"].map(known).fillna(0).astype(float) > 0
-    return np.where(listed & measured, shares, np.nan)
+    what = "face of a class" if basis == "_faces" else "class"
+    return {str(a): f"not measured: no {what} with a known {ATTRIBUTE_WORDS.get(str(a), str(a))}"
+            for a in dict.fromkeys(table["attribute"]) if not known.get(a, 0) > 0}
+
+
+def unmeasured_representation(table: pd.DataFrame) -> dict[str, str]:
+    """{attribute: "representation of gender not measured: no face of a class with a known gender"} for each
+    attribute of an audit table whose representation was not measured (its `representation_note`); empty when
+    every one was. Why a note: nothing is flagged there, and without one such an audit passes for clean."""
+    if table.empty or "representation_note" not in table:
+        return {}
+    notes = table.loc[table["representation_note"].astype(str) != "", ["attribute", "representation_note"]]
+    return {str(a): f"representation of {ATTRIBUTE_WORDS.get(str(a), str(a))} {n}"
+            for a, n in dict(zip(notes["attribute"], notes["representation_note"])).items()}
 
 
 def reference_scope_notes(table: pd.DataFrame, reference: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
@@ -691,6 +720,9 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
     }
     for attr, note in reference_scope_notes(table, reference or {}).items():
         summary[f"reference of {attr}"] = note
+    for attr, note in unmeasured_representation(table).items():  # "representation of gender": "not measured: ..."
+        subject, _, what = note.partition(" not measured")
+        summary[subject] = f"not measured{what}"
     if left_out:
         summary["not audited"] = left_out
     if scope:

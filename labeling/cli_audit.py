@@ -111,6 +111,7 @@ def audit_command(
         no_faces_text,
         reference_scope_notes,
         uniform_reference,
+        unmeasured_representation,
     )
 
     if basis not in REPRESENTATION_BASES:
@@ -163,11 +164,15 @@ def audit_command(
                       highlight=False, soft_wrap=True)
     for attr, note in reference_scope_notes(report.table, references).items():
         console.print(f"[yellow]note[/yellow] reference of {attr}: {escape(note)}", highlight=False, soft_wrap=True)
+    unmeasured = unmeasured_representation(report.table)
+    for note in unmeasured.values():  # nothing flagged there because nothing was compared: not a clean pass
+        console.print(f"[yellow]note[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     s = report.summary
     if s.get("small-sample references", "none") != "none":
         console.print(f"[yellow]note[/yellow] {escape(str(s['small-sample references']))}", highlight=False, soft_wrap=True)
     typer.echo(f"audit of {s['classes']} classes, {s['faces in a class']} faces ({s['faces confirmed by an editor']} "
-               f"confirmed) over {', '.join(attributes)}: {len(flagged)} group(s) flagged; "
+               f"confirmed) over {', '.join(attributes)}: {len(flagged)} group(s) flagged"
+               f"{' (representation not measured for ' + ', '.join(unmeasured) + ')' if unmeasured else ''}; "
                f"{left_out + '; ' if left_out else ''}{scope + '; ' if scope else ''}wrote "
                f"{written[0]} and {written[1]}")
     if fail_on_flags and len(flagged):

@@ -23,7 +23,8 @@ from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BAS
                                  carried_reference, class_groups, classes_with_faces, count_text, counted, face_groups,
                                  known_attributes, left_out_text, no_faces_text, parse_reference, reference_proposals,
                                  reference_scope_notes,
-                                 small_sample_references, uniform_reference, untouched_reference)
+                                 small_sample_references, uniform_reference, unmeasured_representation,
+                                 untouched_reference)
 from labeling.pages.common import get_settings, get_store, plain, require_editor
 from labeling.queries import events_frame, store_overview
 
@@ -67,11 +68,10 @@ def load_inputs(url: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame, pd.
 
 
 # -- the editor's reference distribution -----------------------------------------------------
-def reference_editor(attribute: str, groups: list[str], measured: bool = True) -> dict[str, float] | None:
+def reference_editor(attribute: str, groups: list[str]) -> dict[str, float] | None:
     """The table of group -> expected share for one attribute (uniform over its known groups to
-    start with); None, after saying why, when what the editor typed is not a distribution.
-    measured: whether representation can be measured at all (not by faces before any face), which
-    decides whether a group absent from the data is flagged."""
+    start with); None, after saying why, when what the editor typed is not a distribution. The groups
+    it lists that the data lacks are named once the report exists (`absent_warning`)."""
     start = reference_rows(attribute, groups)  # may rebuild the table, with a new version
     # Reset = a new key: the browser keeps a data editor's edits for as long as its key lives.
     version = st.session_state.get(f"_bias_reference_version_{attribute}", 0)
@@ -98,14 +98,23 @@ def reference_editor(attribute: str, groups: list[str], measured: bool = True) -
         st.error(plain(f"Invalid reference for {LABELS[attribute].lower()}: {exc}. Representation is shown without "
                        "a reference until it is fixed."))
         return None
-    present = set(groups)
-    absent = sorted(g for g, share in reference.items() if share > 0 and g not in present)
-    if absent:
-        st.warning(plain(f"In the reference but absent from the dataset (no class at all): {', '.join(absent)}. "
-                         f"{'It is' if len(absent) == 1 else 'Each is'} shown with 0 classes"
-                         + (" and flagged for representation." if measured else
-                            "; representation by faces is not measured before any face, so it is not flagged.")))
     return reference
+
+
+def absent_warning(report: AuditReport, attribute: str) -> None:
+    """Name the groups of the reference that no class belongs to, and whether they are flagged: the report
+    decides per attribute (`representation_note`), since by faces one attribute can have nothing to count
+    (no face of a class with a known gender) while another is measured, and a page-wide guess said
+    "flagged" of groups the report did not flag."""
+    rows = report.groups(attribute)
+    absent = sorted(rows.loc[(rows["classes"] == 0) & (rows["reference_share"] > 0), "group"].astype(str))
+    if not absent:
+        return
+    note = unmeasured_representation(rows).get(attribute)
+    st.warning(plain(f"In the reference but absent from the dataset (no class at all): {', '.join(absent)}. "
+                     f"{'It is' if len(absent) == 1 else 'Each is'} shown with 0 classes"
+                     + (f"; {note}, so {'it is not' if len(absent) == 1 else 'none is'} flagged." if note else
+                        " and flagged for representation.")))
 
 
 def reference_rows(attribute: str, groups: list[str]) -> list[tuple]:
@@ -197,6 +206,8 @@ def show_attribute(report: AuditReport, attribute: str, figures: dict) -> None:
         for col, (k, fig) in zip(st.columns(2), charts[i:i + 2]):
             col.plotly_chart(fig, key=f"bias_chart_{k.replace('/', '_')}", width="stretch")
     st.markdown("**Representation against the reference**")
+    if unmeasured := unmeasured_representation(rows).get(attribute):
+        st.warning(f"{unmeasured[0].upper()}{unmeasured[1:]}: no share to compare with the reference.")
     if note := reference_scope_notes(report.table, report.reference).get(attribute):
         st.info(plain(f"{note[0].upper()}{note[1:]}."))  # group names are data: shown as typed
     show_table(rows[rows["group"] != "unknown"], REPRESENTATION_COLUMNS, f"bias_representation_{attribute}")
@@ -219,11 +230,18 @@ def show_overview(report: AuditReport, purity_measured: bool, missing: list[str]
         st.warning(plain(f"Small-sample references: {summary['small-sample references']}."))
     flagged = report.flagged()
     st.subheader("Flagged groups")
+    # said whether or not other groups are flagged: an attribute that compared nothing is no clean pass
+    unmeasured = [f"{n[0].upper()}{n[1:]}." for n in unmeasured_representation(report.table).values()]
+    passed = "of the best-served group or of its reference share."
+    if unmeasured:
+        st.warning(plain(" ".join(unmeasured) + " Nothing is compared there, so nothing there is flagged for "
+                         "representation." + ("" if len(flagged) else
+                                              f" No group measured is below {report.threshold:.0%} {passed}")))
     if len(flagged):
         st.dataframe(highlight(flagged[FLAGGED_COLUMNS], flagged["below_four_fifths"]), key="bias_flagged",
                      hide_index=True, width="stretch", column_config=COLUMN_CONFIG)
-    else:
-        st.success(f"No group is below {report.threshold:.0%} of the best-served group or of its reference share.")
+    elif not unmeasured:
+        st.success(f"No group is below {report.threshold:.0%} {passed}")
 
 
 def report_bytes(report: AuditReport, offline: bool) -> tuple[bytes, bytes]:
@@ -307,15 +325,16 @@ if left_out:
 
 overview = st.container()  # filled once the report exists; shown above the tabs
 tabs = dict(zip(attributes, st.tabs([LABELS[a] for a in attributes])))
-results, references = {}, {}
+results, references, absent_notes = {}, {}, {}
 for attribute, tab in tabs.items():
     with tab:
         results[attribute] = st.container()
         groups = class_groups(classes, [attribute])["group"]
         known = sorted(set(groups) - {"unknown"})  # sorted: the editor's rows must not move between runs
-        reference = reference_editor(attribute, known, measured=not (by_faces and not has_faces.any()))
+        reference = reference_editor(attribute, known)
         if reference is not None:
             references[attribute] = reference
+        absent_notes[attribute] = st.container()  # filled from the report, below
 
 report = audit_report(faces, classes, attributes, reference=references, cluster_stats=stats, threshold=threshold,
                       min_faces=int(min_faces), representation_basis=REPRESENTATION_BASES[basis],
@@ -335,6 +354,8 @@ figures = report.figures()
 for attribute in attributes:
     with results[attribute]:
         show_attribute(report, attribute, figures)
+    with absent_notes[attribute]:
+        absent_warning(report, attribute)
 
 st.subheader("Export")
 csv_bytes, html_bytes = report_bytes(report, offline)
