@@ -128,6 +128,51 @@ def make_faces(store, n_media: int = 2, faces_per_media: int = 3) -> list[int]:
         return ids
 
 
+def plain_media(store, n: int, first: int = 1) -> list[int]:
+    """`n` GIF media rows with one recorded path each and distinct made-up hashes from `first` on, for
+    tests of tags and their undo, where no frame or face matters."""
+    from labeling.db import session_scope
+    from labeling.schema import Media, MediaPath
+
+    with session_scope(store) as s:
+        media = [Media(sha256=f"{i + first:064x}", path=f"/m/clip{i}.gif", kind="gif", status="ok") for i in range(n)]
+        s.add_all(media)
+        s.flush()
+        s.add_all([MediaPath(media_id=m.id, path=m.path) for m in media])
+        return [m.id for m in media]
+
+
+# -- exports and encoders ----------------------------------------------------------------------------
+def split_rows(out: Path) -> list[dict[str, str]]:
+    """The rows of an export's split.csv."""
+    import csv
+
+    with (out / "split.csv").open(encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def partition(rows: list[dict[str, str]], key: str) -> set[frozenset[str]]:
+    """The groups of an export as sets of `key` (the media's or the crop's sha256): comparable across stores."""
+    groups: dict[str, set[str]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], set()).add(r[key])
+    return {frozenset(g) for g in groups.values()}
+
+
+def encoder(*names: str) -> str:
+    """The first of these encoders the locked PyAV wheel provides; a wheel without any fails the test
+    instead of skipping it, because then giflens could no longer be shown to read that format."""
+    import av
+
+    for name in names:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except av.codec.codec.UnknownCodecError:
+            continue
+    pytest.fail(f"the installed av wheel has none of the encoders {names}")
+
+
 def photo_faces(store, data_dir: Path, folder: Path, n: int, start: int = 0) -> list[int]:
     """n media (photos n° start.. of folder, e.g. one LFW person), one face each with a crop under
     data_dir, as ingest stores them; no label yet. Frame hashes are random but informative (16+ bits

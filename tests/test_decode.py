@@ -20,6 +20,7 @@ from PIL import Image
 from embeddings.media import MediaError, MediaLimits, sample_media
 from embeddings.phash import drop_near_duplicates, hamming, phash64
 from embeddings.sampling import evenly_spaced_indices
+from conftest import encoder
 
 # Eight saturated colours: a GIF stores them exactly, so decoded frames can be compared bit for bit.
 COLOURS = np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0],
@@ -58,18 +59,6 @@ def _video_frames(n: int, width: int = 64, height: int = 48) -> list[np.ndarray]
         frame[16:32, x:x + 16] = 255
         frames.append(frame)
     return frames
-
-
-def _encoder(*names: str) -> str:
-    """The first of these encoders the locked PyAV wheel provides; a wheel without any fails the test
-    instead of skipping it, because then giflens could no longer be shown to read that format."""
-    for name in names:
-        try:
-            av.codec.Codec(name, "w")
-            return name
-        except av.codec.codec.UnknownCodecError:
-            continue
-    pytest.fail(f"the installed av wheel has none of the encoders {names}")
 
 
 MP4_ENCODERS = ("libx264", "h264", "mpeg4")
@@ -228,19 +217,19 @@ def _assert_video(m, source: list[np.ndarray], n_frames: int) -> None:
 
 def test_mp4(tmp_path):
     source = _video_frames(30)
-    m = sample_media(_video(tmp_path / "clip.mp4", _encoder(*MP4_ENCODERS), source), n_frames=5, dedupe_distance=-1)
+    m = sample_media(_video(tmp_path / "clip.mp4", encoder(*MP4_ENCODERS), source), n_frames=5, dedupe_distance=-1)
     _assert_video(m, source, 5)
 
 
 def test_webm(tmp_path):
     source = _video_frames(30)
-    m = sample_media(_video(tmp_path / "clip.webm", _encoder(*WEBM_ENCODERS), source), n_frames=5, dedupe_distance=-1)
+    m = sample_media(_video(tmp_path / "clip.webm", encoder(*WEBM_ENCODERS), source), n_frames=5, dedupe_distance=-1)
     _assert_video(m, source, 5)
 
 
 def test_video_with_few_frames_gives_all_of_them(tmp_path):
     source = _video_frames(6)
-    m = sample_media(_video(tmp_path / "short.mp4", _encoder(*MP4_ENCODERS), source), n_frames=16, dedupe_distance=-1)
+    m = sample_media(_video(tmp_path / "short.mp4", encoder(*MP4_ENCODERS), source), n_frames=16, dedupe_distance=-1)
     _assert_video(m, source, 16)
     assert m.frame_indices == list(range(6))
 
@@ -487,13 +476,13 @@ def test_truncated_jpeg(tmp_path, lfw_dir):
 
 
 def test_truncated_mp4(tmp_path):
-    data = _video(tmp_path / "clip.mp4", _encoder(*MP4_ENCODERS), _video_frames(30)).read_bytes()
+    data = _video(tmp_path / "clip.mp4", encoder(*MP4_ENCODERS), _video_frames(30)).read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 2 // 5])  # the moov index is at the end: gone
     _refusal(tmp_path / "cut.mp4", "truncated")
 
 
 def test_truncated_webm(tmp_path):
-    data = _video(tmp_path / "clip.webm", _encoder(*WEBM_ENCODERS), _video_frames(30)).read_bytes()
+    data = _video(tmp_path / "clip.webm", encoder(*WEBM_ENCODERS), _video_frames(30)).read_bytes()
     (tmp_path / "cut.webm").write_bytes(data[: len(data) * 2 // 5])  # the header still promises 30 frames
     _refusal(tmp_path / "cut.webm", "truncated")
 
@@ -561,7 +550,7 @@ def test_unreadable_permissions(shared_tmp):
 
 
 def test_audio_only_container_is_unsupported(tmp_path):
-    codec = _encoder("libopus", "aac")
+    codec = encoder("libopus", "aac")
     path = tmp_path / ("sound.webm" if codec == "libopus" else "sound.mp4")
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=48000)

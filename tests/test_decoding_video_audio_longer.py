@@ -14,6 +14,7 @@ import pytest
 
 from embeddings.media import MediaError, MediaLimits, _scan_packets, decode_media
 from embeddings.sampling import evenly_spaced_indices
+from conftest import encoder
 
 FRAMES, RATE = 30, 10  # 3 s of video
 SOUND_S = 4.2  # 40% longer than the video
@@ -27,18 +28,6 @@ CONTAINERS = {
     "fragmented-mp4": ("clip.mp4", ("libx264", "h264", "mpeg4"), ("aac",),
                        {"movflags": "frag_keyframe+empty_moov"}),
 }
-
-
-def _encoder(names: tuple[str, ...]) -> str:
-    """The first of these encoders the installed av wheel provides (none fails the test: giflens could
-    then no longer be shown to read that format)."""
-    for name in names:
-        try:
-            av.codec.Codec(name, "w")
-            return name
-        except av.codec.codec.UnknownCodecError:
-            continue
-    pytest.fail(f"the installed av wheel has none of the encoders {names}")
 
 
 def _numbered(i: int) -> np.ndarray:
@@ -78,9 +67,9 @@ def _clip_with_longer_sound(folder: Path, kind: str) -> Path:
     name, video_codecs, audio_codecs, options = CONTAINERS[kind]
     path = folder / name
     with av.open(str(path), "w", options=options) as out:
-        video = out.add_stream(_encoder(video_codecs), rate=RATE)
+        video = out.add_stream(encoder(*video_codecs), rate=RATE)
         video.height, video.width, video.pix_fmt = 48, 64, "yuv420p"
-        sound = out.add_stream(_encoder(audio_codecs), rate=SAMPLE_RATE)
+        sound = out.add_stream(encoder(*audio_codecs), rate=SAMPLE_RATE)
         sound.layout = "mono"
         sound.codec_context.format = "fltp" if "fltp" in [f.name for f in sound.codec.audio_formats] else "flt"
         for packet in _video_packets(video) + _sound_packets(sound):

@@ -7,7 +7,6 @@ the next export, following the store's own or none, joined them and changed grou
 recorded at import, groups of one row included, and give the `apart` labels of every later export."""
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -27,18 +26,7 @@ from labeling.importers import import_raw_dataset
 from labeling.recognition import media_groups
 from labeling.schema import Face, ImportedGroup, Media
 from models.settings import Settings
-
-
-def split_rows(out: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((out / "split.csv").open(encoding="utf-8")))
-
-
-def partition(rows: list[dict[str, str]], key: str) -> set[frozenset[str]]:
-    """The groups of an export as sets of `key` (the media's or the crop's sha256): comparable across stores."""
-    groups: dict[str, set[str]] = {}
-    for r in rows:
-        groups.setdefault(r["group"], set()).add(r[key])
-    return {frozenset(g) for g in groups.values()}
+from conftest import partition, split_rows
 
 
 # -- the real pipeline: export, import into another store, export there twice ----------------------------------

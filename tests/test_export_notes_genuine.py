@@ -5,7 +5,6 @@ class holding confirmed faces left the export silently; and the classifier's gen
 at a time, so the frames of one GIF calibrated against each other and the genuine-accept rate read too well."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -27,20 +26,9 @@ from labeling.importers import import_raw_dataset
 from labeling.schema import Media
 from models.celebrity_classifier import CentroidKnnClassifier, leave_one_out_distances
 from models.settings import Settings
+from conftest import partition, split_rows
 
 MODEL = "dlib-resnet-v1"
-
-
-def split_rows(out: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((out / "split.csv").open(encoding="utf-8")))
-
-
-def partition(rows: list[dict[str, str]], key: str) -> set[frozenset[str]]:
-    """The groups of an export as sets of `key` (the media's or the crop's sha256): comparable across stores."""
-    groups: dict[str, set[str]] = {}
-    for r in rows:
-        groups.setdefault(r["group"], set()).add(r[key])
-    return {frozenset(g) for g in groups.values()}
 
 
 def set_hashes(store, face_ids: list[int], hashes: list[str]) -> None:

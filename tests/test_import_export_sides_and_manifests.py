@@ -6,7 +6,6 @@ file name, and a name differing only in case got no hint; a class list's skipped
 unchanged; an image filed under two labels named only one of its copies."""
 from __future__ import annotations
 
-import csv
 import shutil
 import unicodedata
 from pathlib import Path
@@ -26,12 +25,9 @@ from labeling.import_groups import read_export_groups, record_groups, recorded_g
 from labeling.importers import import_classes, import_raw_dataset, import_tags
 from labeling.schema import Face, FaceEmbedding, FaceLabel, ImportedGroup, Media
 from models.settings import Settings
+from conftest import split_rows
 
 runner = CliRunner()
-
-
-def split_rows(out: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((out / "split.csv").open(encoding="utf-8")))
 
 
 @pytest.fixture(scope="module")

@@ -31,10 +31,7 @@ from labeling.face_labels import approve_faces
 from labeling.importers import import_attributes, import_raw_dataset, import_tags, scan_raw_dataset
 from labeling.schema import CelebrityClass, Export, FaceLabel, Media
 from models.settings import Settings
-
-
-def split_rows(out: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((out / "split.csv").open(encoding="utf-8")))
+from conftest import split_rows
 
 
 def hidden(folder: Path) -> list[str]:

@@ -11,25 +11,17 @@ from conftest import downgrade_then_upgrade, n_events
 from sqlalchemy import select, text
 
 from labeling.audit import undo_event
-from labeling.db import open_store, session_scope
+from labeling.db import open_store
 from labeling.errors import TagExistsError, UndoError, ValidationError
 from labeling.importers import import_tags
 from labeling.queries import tag_counts_frame
-from labeling.schema import Media, MediaPath, MediaTag, Tag
+from labeling.schema import MediaTag, Tag
 from labeling.tags import add_tags, remove_tags
 from labeling.validation import class_name_key, clean_class_name, clean_tag_name, fold_tag_name
+from conftest import plain_media
 
 HEART, HEART_EMOJI, HEART_TEXT = "\u2764", "\u2764\ufe0f", "\u2764\ufe0e"
 FLAG = "\U0001f3f3\ufe0f\u200d\U0001f308"  # rainbow flag: white flag, emoji selector, joiner, rainbow
-
-
-def _media(store, n: int) -> list[int]:
-    with session_scope(store) as s:
-        media = [Media(sha256=f"{i + 91:064x}", path=f"/m/clip{i}.gif", kind="gif", status="ok") for i in range(n)]
-        s.add_all(media)
-        s.flush()
-        s.add_all([MediaPath(media_id=m.id, path=m.path) for m in media])
-        return [m.id for m in media]
 
 
 def _rows(store) -> dict[tuple[int, str], tuple[str, str]]:
@@ -63,7 +55,7 @@ def test_class_names_keep_their_own_rules():
 
 
 def test_adding_the_heart_without_its_emoji_selector_to_a_gif_tagged_with_it_is_refused(store):
-    [gif, other] = _media(store, 2)
+    [gif, other] = plain_media(store, 2, first=91)
     add_tags(store, [gif], [HEART_EMOJI], "ann")
     for spelling in (HEART, HEART_TEXT):
         with pytest.raises(TagExistsError):
@@ -77,7 +69,7 @@ def test_adding_the_heart_without_its_emoji_selector_to_a_gif_tagged_with_it_is_
 
 
 def test_giflens_import_tags_reads_both_hearts_as_one_tag(store, tmp_path):
-    [gif] = _media(store, 1)
+    [gif] = plain_media(store, 1, first=91)
     path = tmp_path / "tags.csv"
     path.write_text(f"file,uploader_tags\nclip0.gif,{HEART_EMOJI};{HEART};{HEART_TEXT};love\n", encoding="utf-8")
     summary = import_tags(store, path, editor="ann")
@@ -94,7 +86,7 @@ def test_migration_0014_merges_the_hearts_and_keeps_what_editors_did(store):
     audit log is not touched, and operations after the migration are undone as before."""
     from labeling.auto_tagging import read_inputs
 
-    m1, m2, m3, m4 = _media(store, 4)
+    m1, m2, m3, m4 = plain_media(store, 4, first=91)
     bob_add = add_tags(store, [m1], ["old-plain"], "bob").event_id
     add_tags(store, [m2], ["old-text"], "ann")
     ann_add = add_tags(store, [m1], ["old-emoji"], "ann").event_id

@@ -27,8 +27,9 @@ from sqlalchemy import func, select
 from labeling.audit import run_operation, undo_event
 from labeling.db import open_store, session_scope
 from labeling.errors import UndoError
-from labeling.schema import AuditEvent, FaceLabel, ImportedGroup, Media, MediaPath, MediaTag, Tag
+from labeling.schema import AuditEvent, FaceLabel, ImportedGroup, Media, MediaTag, Tag
 from labeling.tags import add_tags, names_in_summary, remove_tags
+from conftest import plain_media
 
 OLD_DOTTED, PLAIN = "i\u0307stanbul", "istanbul"  # what the code before 0011 stored for "İstanbul" and "istanbul"
 HEART_EMOJI, HEART = "\u2764\ufe0f", "\u2764"  # two tags before 0014, one after
@@ -37,15 +38,6 @@ HEART_EMOJI, HEART = "\u2764\ufe0f", "\u2764"  # two tags before 0014, one after
 @pytest.fixture
 def store(store_url):
     return open_store(store_url)
-
-
-def _media(store, n: int) -> list[int]:
-    with session_scope(store) as s:
-        media = [Media(sha256=f"{i + 501:064x}", path=f"/m/clip{i}.gif", kind="gif", status="ok") for i in range(n)]
-        s.add_all(media)
-        s.flush()
-        s.add_all([MediaPath(media_id=m.id, path=m.path) for m in media])
-        return [m.id for m in media]
 
 
 def _old_tags(store, *names: str) -> list[int]:
@@ -97,7 +89,7 @@ def test_undoing_the_removal_of_a_tag_0011_merged_away_names_the_tag_it_became(s
     the first into the second (the higher id) and keeps the removal as a rejection of "istanbul" on clip0.gif.
     Undoing the removal is refused naming "istanbul" and the add that puts it back, not a raw foreign key
     error; the add event's summary picks the tag out of the two the removal named. The advice works."""
-    m1, m2 = _media(store, 2)
+    m1, m2 = plain_media(store, 2, first=501)
     dotted, plain, ada = _old_tags(store, OLD_DOTTED, PLAIN, "ada")
     _old_add(store, "ann", m1, {dotted: OLD_DOTTED})
     _old_add(store, "ann", m1, {ada: "ada"})
@@ -126,7 +118,7 @@ def test_undoing_a_removal_0014_merged_never_overwrites_the_surviving_tags_row(s
     """clip0.gif carried "❤️" (ann) and "❤" (bob), two tags before 0014; dan removed "❤️". After 0014 "❤️" is
     "❤" (the higher id), whose row on clip0.gif is bob's own decision: undoing dan's removal is refused naming
     it, and bob's row is left as it is."""
-    [m1] = _media(store, 1)
+    [m1] = plain_media(store, 1, first=501)
     emoji, plain = _old_tags(store, HEART_EMOJI, HEART)
     _old_add(store, "ann", m1, {emoji: HEART_EMOJI})
     _old_add(store, "bob", m1, {plain: HEART})
@@ -144,7 +136,7 @@ def test_undoing_a_removal_0014_merged_never_overwrites_the_surviving_tags_row(s
 def test_a_tag_whose_old_name_no_summary_holds_is_still_refused_by_what_happened(store):
     """Named under a placeholder when removed, renamed in place to what the code before stored: no summary
     quotes a tag there is now, so the refusal says it was merged into another tag, and how to redo it."""
-    [m1, m2] = _media(store, 2)
+    [m1, m2] = plain_media(store, 2, first=501)
     emoji, plain = _old_tags(store, "old-emoji", "old-plain")
     _old_add(store, "ann", m1, {emoji: "old-emoji"})
     _old_add(store, "bob", m2, {plain: "old-plain"})
@@ -160,7 +152,7 @@ def test_a_tag_whose_old_name_no_summary_holds_is_still_refused_by_what_happened
 
 def test_undoing_an_operation_after_the_merge_still_works(store):
     """The check refuses only rows of tags that are gone: an undo of tags that exist goes through."""
-    [m1] = _media(store, 1)
+    [m1] = plain_media(store, 1, first=501)
     added = add_tags(store, [m1], ["Funny "], "ann").event_id
     removed = remove_tags(store, [m1], ["FUNNY"], "bob").event_id
     undo_event(store, removed, "bob")
