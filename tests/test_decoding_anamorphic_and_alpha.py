@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from test_decode import _encoder, _noise_frames, _video_frames
+from conftest import encoder
+from test_decode import _noise_frames, _video_frames
 from test_ingest_apng_and_warm_reruns import _write_apng
 
 from embeddings import media as media_module
@@ -93,7 +94,7 @@ def test_anamorphic_video_is_decoded_at_its_display_aspect(tmp_path, sar, stored
     it (wide pixels stretch the width, tall ones the height), and looks like the square-pixel copy."""
     display = _block_frames(n_total, 128, 96)
     squeezed = [np.asarray(Image.fromarray(f).resize(stored, Image.Resampling.LANCZOS)) for f in display]
-    codec = _encoder("libx264", "h264", "mpeg4")
+    codec = encoder("libx264", "h264", "mpeg4")
     m = decode_media(_write_video(tmp_path / "anamorphic.mp4", codec, squeezed, sar=sar), n_frames=n_frames)
     square = decode_media(_write_video(tmp_path / "square.mp4", codec, display), n_frames=n_frames)
     assert (m.width, m.height) == (square.width, square.height) == (128, 96)
@@ -110,7 +111,7 @@ def test_a_rotated_anamorphic_video_is_stretched_before_it_is_turned(tmp_path):
     128x96 on screen, turned a quarter shows 96x128; turned first, it would come out 192x64)."""
     display = _block_frames(4, 128, 96)
     squeezed = [np.asarray(Image.fromarray(f).resize((64, 96), Image.Resampling.LANCZOS)) for f in display]
-    path = _write_video(tmp_path / "clip.mp4", _encoder("libx264", "h264", "mpeg4"), squeezed, sar=Fraction(2),
+    path = _write_video(tmp_path / "clip.mp4", encoder("libx264", "h264", "mpeg4"), squeezed, sar=Fraction(2),
                         rotation=90)
     m = decode_media(path, n_frames=4)
     assert (m.width, m.height) == (96, 128)
@@ -140,7 +141,7 @@ def test_transparent_webm_is_composited_on_white(tmp_path, codec, n_total, n_fra
     """A WebM with an alpha channel (alpha_mode=1, GIPHY's stickers) decodes as GIF, WebP and PNG do:
     transparent areas on white, the hashes those of the sticker composited on white."""
     frames = _sticker(n_total)
-    webm = _write_video(tmp_path / "sticker.webm", _encoder(codec), frames, fmt="rgba", pix_fmt="yuva420p")
+    webm = _write_video(tmp_path / "sticker.webm", encoder(codec), frames, fmt="rgba", pix_fmt="yuva420p")
     with av.open(str(webm)) as check:
         assert check.streams.video[0].metadata.get("alpha_mode") == "1"
     video = sample_media(webm, n_frames=n_frames)
@@ -155,7 +156,7 @@ def test_transparent_webm_is_composited_on_white(tmp_path, codec, n_total, n_fra
 
 def test_transparent_webm_without_libvpx_still_decodes(tmp_path, monkeypatch):
     """A PyAV build without the libvpx decoder falls back to FFmpeg's own (no alpha) instead of failing."""
-    webm = _write_video(tmp_path / "sticker.webm", _encoder("libvpx-vp9"), _sticker(10), fmt="rgba",
+    webm = _write_video(tmp_path / "sticker.webm", encoder("libvpx-vp9"), _sticker(10), fmt="rgba",
                         pix_fmt="yuva420p")
     monkeypatch.setitem(media_module.ALPHA_DECODERS, "vp9", "no-such-decoder")
     m = sample_media(webm)
@@ -221,7 +222,7 @@ def test_folder_walk_picks_up_apng_and_jpeg_aliases(tmp_path, lfw_dir):
 
 def test_is_video_reads_the_content(tmp_path, lfw_dir):
     """Videos by their bytes (for the pipeline's cache key), whatever the name says."""
-    clip = _write_video(tmp_path / "clip.gif", _encoder("libx264", "h264", "mpeg4"), _video_frames(3), container="mp4")
-    webm = _write_video(tmp_path / "clip.bin", _encoder("libvpx-vp9", "libvpx"), _video_frames(3), container="webm")
+    clip = _write_video(tmp_path / "clip.gif", encoder("libx264", "h264", "mpeg4"), _video_frames(3), container="mp4")
+    webm = _write_video(tmp_path / "clip.bin", encoder("libvpx-vp9", "libvpx"), _video_frames(3), container="webm")
     photo = shutil.copy(next(iter(sorted(lfw_dir.glob("*/*.jpg")))), tmp_path / "photo.mp4")
     assert is_video(clip) and is_video(webm) and not is_video(Path(photo))

@@ -17,7 +17,7 @@ from labeling.face_labels import relabel_faces
 from labeling.ingest import _find_media, _stored_frame, ingest, store_result
 from labeling.schema import Face, FaceLabel, Media
 from models.settings import Settings
-from test_decode import _encoder
+from conftest import encoder
 from test_decoding_anamorphic_and_alpha import _block_frames, _write_video
 from test_ingest_robustness import _photo
 
@@ -41,7 +41,7 @@ def test_the_retained_pixel_budget_holds_for_every_sampling_the_settings_allow()
 def test_video_frames_shrink_to_the_files_budget_but_not_below_the_floor(tmp_path, budget, shrunk_to):
     """Six different 1280x720 frames: with a budget of 6 x 0.4 Mpx each is kept at 0.4 Mpx or less (before,
     never below full HD, so kept whole); with a budget far too small, at 640x360, the floor."""
-    clip = _write_video(tmp_path / "clip.mp4", _encoder("libx264", "h264", "mpeg4"), _block_frames(6, 1280, 720))
+    clip = _write_video(tmp_path / "clip.mp4", encoder("libx264", "h264", "mpeg4"), _block_frames(6, 1280, 720))
     m = sample_media(clip, n_frames=6, limits=MediaLimits(max_retained_pixels=budget))
     assert (m.width, m.height) == (1280, 720) and len(m.frames) == 6
     sizes = {frame.shape[:2] for frame in m.frames}

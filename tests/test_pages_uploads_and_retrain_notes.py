@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from conftest import open_app
 from test_app_pages import button, go, no_exception
-from test_decode import MP4_ENCODERS, _encoder, _video, _video_frames
+from conftest import encoder
+from test_decode import MP4_ENCODERS, _video, _video_frames
 from test_queries import GIF, SHARED
 from test_retrain_seeds_and_divergence import small_store
 
@@ -90,7 +91,7 @@ def test_a_press_whose_every_upload_is_refused_is_the_last_ingest(tmp_path, monk
 # -- 5. .mpeg4 and a name that is only an extension ------------------------------------------------------------
 @pytest.mark.slow
 def test_an_mpeg4_upload_is_an_mp4_and_an_extension_only_name_says_so(tmp_path, monkeypatch):
-    video = _video(tmp_path / "clip.mp4", _encoder(*MP4_ENCODERS), _video_frames(20)).read_bytes()
+    video = _video(tmp_path / "clip.mp4", encoder(*MP4_ENCODERS), _video_frames(20)).read_bytes()
     at = ingest_page(tmp_path, monkeypatch)
     assert ".mpeg4" in at.file_uploader(key="ingest_uploads").allowed_type  # what the picker offers
     upload(at, [("clip.mpeg4", video, "video/mp4"), (".gif", (SHARED / "gifs" / GIF).read_bytes(), "image/gif")])
