@@ -58,29 +58,31 @@ class IngestSummary:
     # of `ingested`: items computed (not in this data folder's cache) that the store already held as they
     # are, e.g. a teammate's media on a shared store: the store is unchanged, only the cache was filled
     already_stored: int = 0
-    # files whose bytes an earlier file of this batch had, computed then (`ingested`): stored once, neither
-    # computed again nor a cache hit. ingested + cached + failed + copies is the number of files.
+    # files whose bytes an earlier file of this batch had (computed or cached then): stored once, the same
+    # count on every run. ingested + cached + failed + copies is the number of files.
     copies: int = 0
     # named folders that gave no file to ingest (`Discovery.empty`), also among `notes`: shown as a warning
     empty: list[str] = field(default_factory=list)
-    _computed: set[str] = field(default_factory=set, repr=False)  # sha256 of the items counted as `ingested`
+    _stored: set[str] = field(default_factory=set, repr=False)  # sha256 of the items counted as ingested or cached
 
     def add(self, result: MediaResult) -> None:
         if result.status != "ok":
             self.failed += 1
             self.failures.append((path_text(result.path), result.error or result.reason or "failed"))
             return
-        if result.sha256 in self._computed:
-            # Why not "cached": the pipeline hands a copy the result it computed for the first name (in
-            # the same chunk, `from_cache` set) or finds the entries that run just wrote (a later chunk).
-            # Counted as a cache hit, a first run into an empty data folder said "cached 5".
+        if result.sha256 in self._stored:
+            # Why not "cached": on a first run the pipeline hands a copy the result it computed for the first
+            # name (in the same chunk, `from_cache` set) or finds the entries that run just wrote (a later
+            # chunk); counted as a cache hit, a first run into an empty data folder said "cached 5". Why
+            # cached first names too: a re-run then says the same "(1 copy ...)" as the first run, not
+            # "cached 5" for 4 items and a copy.
             self.copies += 1
         elif result.from_cache:
             self.cached += 1
         else:
             self.ingested += 1
-            if result.sha256 is not None:
-                self._computed.add(result.sha256)
+        if result.sha256 is not None:
+            self._stored.add(result.sha256)
         if result.sha256 not in self._counted:  # the same bytes under two names are one item: its faces once
             self._counted.add(result.sha256)
             self.faces += result.face_count
