@@ -654,8 +654,10 @@ def _foreign_keys(after: dict[str, Any] | None) -> list[str]:
     return [k for k in (after or {}) if k.split(":", 1)[0] not in KINDS]
 
 
-def _class_dependents(session: Session, class_ids: Sequence[int], since: datetime) -> dict[int, list[str]]:
-    """What still names classes an undo is about to delete, per class: a list of readable reasons.
+def _class_dependents(session: Session, class_ids: Sequence[int], since: datetime
+                      ) -> tuple[dict[int, list[str]], dict[int, set[int]]]:
+    """What still names classes an undo is about to delete, per class: a list of readable reasons; and the
+    faces whose labels name each class (for `_label_writers_by_faces`, read once here).
 
     Why this is needed beside `_blocking_events`: not every reference is an audited write of the
     class. Model predictions name a class in a face label's prediction columns and top list, and
@@ -668,19 +670,21 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
     """
     ids = set(class_ids)
     if not ids:
-        return {}
+        return {}, {}
     out: dict[int, list[str]] = {}
     id_list = sorted(ids)
-    labels: dict[int, int] = {}
-    models: dict[int, set[str]] = {}
-    for _, named, by_model, model in _labels_naming(session, ids, since):
+    faces: dict[int, set[int]] = {}
+    decided: dict[int, int] = {}
+    models: dict[int, set[str | None]] = {}
+    for face_id, named, _, model, by_decision in _labels_naming(session, ids, since):
         for c in named:
-            labels[c] = labels.get(c, 0) + 1
-        for c in by_model if model else ():
-            models.setdefault(c, set()).add(model)
-    for c, n in labels.items():
-        by = f" (predictions of {', '.join(sorted(models[c]))})" if c in models else ""
-        out.setdefault(c, []).append(f"{n} face label(s){by}")
+            faces.setdefault(c, set()).add(face_id)
+            if c in by_decision:
+                decided[c] = decided.get(c, 0) + 1
+            else:
+                models.setdefault(c, set()).add(model)
+    for c, named_by in faces.items():
+        out.setdefault(c, []).append(_labels_phrase(len(named_by), decided.get(c, 0), models.get(c, set())))
     tracks: dict[int, int] = {}
     stmt = select(Track.predicted_class_id, Track.predicted_top).where(
         or_(Track.predicted_class_id.in_(id_list), Track.predicted_at >= since), _current_track_prediction())
@@ -689,21 +693,40 @@ def _class_dependents(session: Session, class_ids: Sequence[int], since: datetim
             tracks[c] = tracks.get(c, 0) + 1
     for c, n in tracks.items():
         out.setdefault(c, []).append(f"the predictions of {n} face track(s)")
-    return out
+    return out, faces
 
 
-def _labels_naming(session: Session, ids: set[int], since: datetime) -> Iterator[tuple[int, set[int], set[int], str | None]]:
-    """(face id, the classes of `ids` its label names, those of them its prediction names, its model version)
-    for each face label that names any of `ids`: as its class, its predicted class or in its top list.
-    Only labels predicted since the classes were created (`since`) can name them in a top list alone."""
+def _labels_phrase(n: int, decided: int, models: set[str | None]) -> str:
+    """"2 face label(s) (predictions of m1)", or, when some are decisions, "2 face label(s) (1 editor label(s),
+    1 prediction(s) of m0)".
+
+    Why split: a label an editor (or an import) decided names the class as a decision, not as a model's
+    guess; counting it among "predictions of m0" sent the editor looking for a model run to undo."""
+    versions = ", ".join(sorted(m for m in models if m))
+    predicted = n - decided
+    if not decided:
+        return f"{n} face label(s)" + (f" (predictions of {versions})" if versions else "")
+    if not predicted:
+        return f"{n} face label(s) ({decided} editor label(s))"
+    return (f"{n} face label(s) ({decided} editor label(s), {predicted} prediction(s)"
+            + (f" of {versions})" if versions else ")"))
+
+
+def _labels_naming(session: Session, ids: set[int], since: datetime
+                   ) -> Iterator[tuple[int, set[int], set[int], str | None, set[int]]]:
+    """(face id, the classes of `ids` its label names, those of them its prediction names, its model version,
+    the one its decision names: its class when an editor or an import decided it, not the model) for each
+    face label that names any of `ids`: as its class, its predicted class or in its top list. Only labels
+    predicted since the classes were created (`since`) can name them in a top list alone."""
     id_list = sorted(ids)
     stmt = select(FaceLabel.face_id, FaceLabel.class_id, FaceLabel.predicted_class_id, FaceLabel.predicted_top,
-                  FaceLabel.model_version).where(
+                  FaceLabel.model_version, FaceLabel.status).where(
         or_(FaceLabel.class_id.in_(id_list), FaceLabel.predicted_class_id.in_(id_list), FaceLabel.predicted_at >= since))
-    for face_id, class_id, predicted, top, model in session.execute(stmt):
+    for face_id, class_id, predicted, top, model, status in session.execute(stmt):
         by_model = ({predicted} | {int(c) for c, _ in (top or [])}) & ids
         if by_model or class_id in ids:
-            yield face_id, by_model | ({class_id} & ids), by_model, model
+            decided = {class_id} & ids if status not in UNDECIDED_STATUSES else set()
+            yield face_id, by_model | ({class_id} & ids), by_model, model, decided
 
 
 def _classes_merged_into(session: Session, class_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -755,9 +778,11 @@ def _classes_in_label(snapshot: dict[str, Any] | None) -> set[Any]:
             | {int(c) for c, _ in snapshot.get("predicted_top") or []})
 
 
-def _label_events_naming(session: Session, event: AuditEvent, class_ids: Sequence[int]) -> dict[int, list[Any]]:
+def _label_events_naming(session: Session, event: AuditEvent, class_ids: Sequence[int]
+                         ) -> tuple[dict[int, list[Any]], dict[int, set[int]]]:
     """Later operations, still undoable, whose face label snapshots name classes an undo is about to
-    delete, per class, newest first (the order to undo them in).
+    delete, per class, newest first (the order to undo them in); and per class the faces they left naming it
+    (their `after`), which the refusal may say they account for.
 
     Why: such an operation may have moved its faces off the class since (the labels no longer name it,
     so `_class_dependents` finds nothing), yet undoing it would put them back on a class that is gone.
@@ -765,60 +790,139 @@ def _label_events_naming(session: Session, event: AuditEvent, class_ids: Sequenc
     class of its top lists), which finds them."""
     ids = set(class_ids)
     naming: dict[int, list[Any]] = {}
+    left: dict[int, set[int]] = {}
     stmt = (select(AuditEvent).join(AuditEntity, AuditEntity.event_id == AuditEvent.id)
             .where(AuditEntity.key.in_([f"class:{c}" for c in sorted(ids)]), AuditEvent.id > event.id,
                    AuditEvent.undone_by_id.is_(None), AuditEvent.undo_of_id.is_(None))
             .order_by(AuditEvent.id.desc()))
     for later in session.scalars(stmt).unique():
         named: set[Any] = set()
-        for snapshots in (later.before or {}, later.after or {}):
+        for side, snapshots in (("before", later.before or {}), ("after", later.after or {})):
             for key, snapshot in snapshots.items():
                 if key.startswith("face:"):
-                    named |= _classes_in_label(snapshot)
+                    classes = _classes_in_label(snapshot)
+                    named |= classes
+                    for c in classes & ids if side == "after" else ():
+                        left.setdefault(c, set()).add(int(key.split(":", 1)[1]))
         for c in named & ids:
             naming.setdefault(c, []).append(later)
-    return naming
+    return naming, left
 
 
-def _label_writers_by_faces(session: Session, event: AuditEvent, class_ids: set[int]) -> dict[int, list[Any]]:
-    """Later operations still in force that wrote the labels now naming these classes, naming them there,
-    per class, newest first: found through the faces' keys rather than the classes'.
+@dataclass
+class LabelWriters:
+    """What `_label_writers_by_faces` found for one class: the operations (newest first) and whether they
+    are all of them (`complete`): else the refusal says "and possibly more" and names no list to undo."""
+
+    events: list[Any]
+    complete: bool
+
+
+LABEL_WRITER_SAMPLE = 20  # face snapshots read per later operation and class to tell whether it names the class
+
+
+def _later_label_writers(session: Session, event: AuditEvent, keys: list[str], skip: set[int]
+                         ) -> dict[int, tuple[int, list[str]]]:
+    """Later operations still in force, not in `skip`, that wrote any of `keys`: id -> (how many of them,
+    a few of them to read: the first each wrote in every chunk, and all of the first LABEL_WRITER_SAMPLE keys).
+
+    Why counted in the database: `_later_writes` hands back every (operation, key) pair, 150,000 rows for
+    three prediction runs over 50,000 faces, when the refusal needs a count and a few keys to read."""
+    in_force = (AuditEntity.written.is_(True), AuditEvent.id > event.id, AuditEvent.undone_by_id.is_(None),
+                AuditEvent.undo_of_id.is_(None), AuditEvent.id.not_in(sorted(skip)))
+    counts: dict[int, int] = {}
+    samples: dict[int, list[str]] = {}
+    for chunk in _chunks(keys):
+        stmt = (select(AuditEntity.event_id, func.count(), func.min(AuditEntity.key))
+                .join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
+                .where(AuditEntity.key.in_(chunk), *in_force).group_by(AuditEntity.event_id))
+        for later_id, n, first in session.execute(stmt):
+            counts[later_id] = counts.get(later_id, 0) + n
+            samples.setdefault(later_id, []).append(first)
+    stmt = (select(AuditEntity.event_id, AuditEntity.key).join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
+            .where(AuditEntity.key.in_(keys[:LABEL_WRITER_SAMPLE]), *in_force))
+    for later_id, key in session.execute(stmt):
+        samples[later_id].append(key)
+    return {i: (counts[i], sorted(set(samples[i]))[:LABEL_WRITER_SAMPLE]) for i in counts}
+
+
+def _keys_written_by(session: Session, event_ids: list[int], keys: list[str]) -> int:
+    """How many of `keys` one of `event_ids` wrote."""
+    written = 0
+    for chunk in _chunks(keys):
+        written += session.scalar(select(func.count(func.distinct(AuditEntity.key))).where(
+            AuditEntity.key.in_(chunk), AuditEntity.event_id.in_(event_ids), AuditEntity.written.is_(True))) or 0
+    return written
+
+
+def _names_class(session: Session, samples: dict[tuple[int, int], list[str]]) -> set[tuple[int, int]]:
+    """The (operation, class) pairs of `samples` whose snapshots of the sampled keys name the class: the
+    sides they left first (`after`), the ones they replaced only for the rest (an operation that took a
+    face off the class names it too: undoing it puts the face back)."""
+    named: set[tuple[int, int]] = set()
+    for side in ("after", "before"):
+        todo = {pair: sample for pair, sample in samples.items() if pair not in named}
+        if not todo:
+            break
+        snapshots = snapshots_of(session, sorted({i for i, _ in todo}), sorted({k for v in todo.values() for k in v}),
+                                 sides=(side,))[0 if side == "before" else 1]
+        named |= {(i, c) for (i, c), sample in todo.items()
+                  if any(c in _classes_in_label(snapshots.get(i, {}).get(k)) for k in sample)}
+    return named
+
+
+def _label_writers_by_faces(session: Session, event: AuditEvent, faces: dict[int, set[int]],
+                            known: dict[int, list[Any]], accounted: dict[int, set[int]]) -> dict[int, LabelWriters]:
+    """Later operations still in force, not among `known` (found through the classes they concern), that
+    wrote the labels of `faces` (the faces whose labels now name each class) naming the class there, per
+    class; complete when every face the known ones do not account for (`accounted`) is written by one of
+    them and every operation was read in full.
 
     Why: a prediction run logged before runs concerned every class of their top lists concerns only its
-    best guesses, so a class named second best there does not find it (`_label_events_naming`), and the
-    refusal could not say which operation to undo. Only the snapshots of these faces are read (`snapshots_of`)."""
-    faces = {face_id: named for face_id, named, _, _ in _labels_naming(session, class_ids, event.at)}
-    keys = [f"face:{f}" for f in sorted(faces)]
-    later = {i: written for i, (undo_of, written) in _later_writes(session, event, keys).items() if undo_of is None}
-    if not later:
-        return {}
-    before, after = snapshots_of(session, sorted(later), keys)
+    best guesses, so a class named second best there is not found through the class
+    (`_label_events_naming`). Such a run beside an editor's relabel that is found left the refusal naming
+    the relabel alone, as if undoing it were enough. Why sampled: reading the snapshots of every face a
+    bulk run wrote (`snapshots_of` over 50,000 keys per later run) made the refusal 40x slower; per class,
+    the operations are counted in the database (`_later_label_writers`) and LABEL_WRITER_SAMPLE of their
+    snapshots read: one naming the class proves the operation must be undone, none among a sample of
+    fewer than it wrote leaves the list open."""
+    skip = {e.id for events in known.values() for e in events}
     found: dict[int, list[int]] = {}
-    for later_id in sorted(later, reverse=True):
-        named = {c for side in (before, after) for key in later[later_id]
-                 for c in _classes_in_label(side.get(later_id, {}).get(key))}
-        for c in sorted(named & class_ids):
-            found.setdefault(c, []).append(later_id)
+    complete: dict[int, bool] = {}
+    for c, named in sorted(faces.items()):
+        keys = sorted(f"face:{f}" for f in named)
+        writers = _later_label_writers(session, event, keys, skip)
+        proved = _names_class(session, {(i, c): sample for i, (_, sample) in writers.items()})
+        found[c] = sorted((i for i, _ in proved), reverse=True)
+        unread = any(writers[i][0] > len(writers[i][1]) for i in writers if (i, c) not in proved)
+        rest = sorted(f"face:{f}" for f in named - accounted.get(c, set()))
+        covered = (not rest or (len(rest) == len(keys) and any(writers[i][0] == len(keys) for i in found[c]))
+                   or (bool(found[c]) and _keys_written_by(session, found[c], rest) == len(rest)))
+        complete[c] = not unread and covered
     wanted = sorted({i for ids in found.values() for i in ids})
     rows = {row.id: row for row in session.execute(select(AuditEvent.id, AuditEvent.operation, AuditEvent.editor,
                                                           AuditEvent.at).where(AuditEvent.id.in_(wanted)))}
-    return {c: [rows[i] for i in ids] for c, ids in found.items()}
+    return {c: LabelWriters(sorted([*known.get(c, []), *(rows[i] for i in found[c])], key=lambda e: -e.id),
+                            complete[c]) for c in faces}
 
 
-def _writers_phrase(events: Sequence[Any]) -> str:
+def _writers_phrase(writers: LabelWriters) -> str:
     """"the face labels of operation(s) 4 (relabel_faces) by bob at ... UTC, 3 (...) by ann at ... UTC", newest
-    first, with editor and time as `_blocking_error` names a later operation."""
+    first, with editor and time as `_blocking_error` names a later operation; "and possibly more" when the
+    log could not tell them all (`LabelWriters.complete`)."""
+    events = writers.events
     shown = ", ".join(f"{e.id} ({e.operation}) by {e.editor} at {utc_text(e.at)}" for e in events[:LABEL_WRITERS_SHOWN])
     more = f" and {len(events) - LABEL_WRITERS_SHOWN} more" if len(events) > LABEL_WRITERS_SHOWN else ""
-    return f"the face labels of operation(s) {shown}{more}"
+    return f"the face labels of operation(s) {shown}{more}{'' if writers.complete else ' and possibly more'}"
 
 
-def _undo_first(writers: dict[int, list[Any]], unexplained: bool) -> str:
+def _undo_first(writers: dict[int, LabelWriters], unexplained: bool) -> str:
     """What the refusal of a class deletion tells the editor to do: undo the named operations, the newest
     first, when they are all that names the classes (labels and the track predictions derived from them);
-    else (a class merged into it, labels whose writer the log cannot tell) the operations that wrote those."""
-    ops = sorted({e.id for events in writers.values() for e in events}, reverse=True)
-    if not ops or unexplained:
+    else (a class merged into it, labels whose writers the log cannot tell, or not all of them) the
+    operations that wrote those."""
+    ops = sorted({e.id for found in writers.values() for e in found.events}, reverse=True)
+    if not ops or unexplained or not all(found.complete for found in writers.values()):
         return "undo the operations that wrote those first, or retire the class instead"
     if len(ops) == 1:
         return f"undo operation {ops[0]} first, or retire the class instead"
@@ -830,13 +934,15 @@ def _check_deletable_classes(session: Session, event: AuditEvent, class_ids: Seq
     """Refuse to delete a class (undo of its creation) while anything still names it, naming the later
     operations whose face labels name it (newest first, editor and time): what to undo first.
 
-    The operations are found through the classes they concern; for labels none of those explain (a
-    prediction run logged before runs concerned the classes of their top lists), through the faces."""
-    dependents = _class_dependents(session, class_ids, event.at)
-    writers = _label_events_naming(session, event, class_ids)
-    unfound = set(dependents) - set(writers)
-    if unfound:
-        writers.update(_label_writers_by_faces(session, event, unfound))
+    The operations are found through the classes they concern, and through the faces whose labels name the
+    class for those (a prediction run logged before runs concerned the classes of their top lists): the
+    refusal says undoing them is enough only when they account for every such label."""
+    dependents, faces = _class_dependents(session, class_ids, event.at)
+    known, accounted = _label_events_naming(session, event, class_ids)
+    writers = {c: LabelWriters(events, True) for c, events in known.items()}
+    if faces:
+        writers.update(_label_writers_by_faces(session, event, faces, known, accounted))
+    writers = {c: found for c, found in writers.items() if found.events}
     merged = _classes_merged_into(session, class_ids)
     reasons = {c: [*dependents.get(c, []), *([_writers_phrase(writers[c])] if c in writers else []), *merged.get(c, [])]
                for c in set(dependents) | set(writers) | set(merged)}

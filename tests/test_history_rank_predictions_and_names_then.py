@@ -18,6 +18,7 @@ import pytest
 from conftest import make_faces
 from typer.testing import CliRunner
 
+from labeling import audit
 from labeling.audit import run_operation, undo_event
 from labeling.classes import add_class, rename_class
 from labeling.cli import app
@@ -126,3 +127,42 @@ def test_face_history_names_a_class_as_it_was_called_then(store, store_url, tmp_
         f"face {face}: relabeled 'Caroline' (class {carol}) -> relabeled 'Alice' (class {alice})")  # renamed by then
     assert f"face {face}: no label -> relabeled 'Carol' (class {carol}, now 'Caroline')" in result.output
     assert to_carol.event_id < to_alice.event_id
+
+
+def test_an_old_run_beside_a_found_relabel_is_named_too_and_editor_labels_are_counted_apart(store):
+    """The relabel is found through the class it concerns, the older-style run only through the faces:
+    naming the relabel alone ("undo operation 4 first") was a list claimed complete that was not."""
+    faces = make_faces(store, 1, 2)
+    alice, _ = add_class(store, "Alice", "ed")
+    bob, added = add_class(store, "Bob", "ed")
+    old_run = predict_as_logged_before(store, [Prediction(faces[0], alice, 0.9, [(alice, 0.9), (bob, 0.1)])], "m0")
+    relabeled = relabel_faces(store, faces[1:], bob, "ann")
+    with pytest.raises(UndoError) as refused:
+        undo_event(store, added.event_id, "ed")
+    assert re.search(rf"class 'Bob' \(id {bob}\) is named by 2 face label\(s\) \(1 editor label\(s\), 1 prediction\(s\) "
+                     rf"of m0\), the face labels of operation\(s\) {relabeled.event_id} \(relabel_faces\) by ann at "
+                     rf"{AT}, {old_run} \(predict_faces\) by model at {AT}; undo operations {relabeled.event_id}, "
+                     rf"{old_run} first \(the newest first\), or retire the class instead$", str(refused.value)), \
+        str(refused.value)
+    for event_id in (relabeled.event_id, old_run, added.event_id):  # as told, then the class itself
+        undo_event(store, event_id, "ed")
+
+
+def test_a_writer_not_read_in_full_leaves_the_list_open(store, monkeypatch):
+    """An older-style run that wrote more of the class's faces than were read (LABEL_WRITER_SAMPLE, 1 here)
+    without naming the class in what was read may name it in the rest: the refusal says "and possibly more"
+    and names no list to undo. Read in full (the default sample), it is known not to name the class."""
+    faces = make_faces(store, 1, 3)
+    alice, _ = add_class(store, "Alice", "ed")
+    bob, added = add_class(store, "Bob", "ed")
+    predict_as_logged_before(store, [Prediction(f, alice, 0.9, [(alice, 0.9)]) for f in faces[:2]], "m0")
+    naming = predict_as_logged_before(store, [Prediction(faces[2], alice, 0.9, [(alice, 0.9), (bob, 0.1)])], "m0")
+    relabeled = relabel_faces(store, faces[:2], bob, "ann")
+    told = rf"undo operations {relabeled.event_id}, {naming} first \(the newest first\), or retire the class instead$"
+    with pytest.raises(UndoError, match=told):
+        undo_event(store, added.event_id, "ed")
+    monkeypatch.setattr(audit, "LABEL_WRITER_SAMPLE", 1)
+    with pytest.raises(UndoError, match=rf"operation\(s\) {relabeled.event_id} \(relabel_faces\) by ann at {AT}, "
+                                        rf"{naming} \(predict_faces\) by model at {AT} and possibly more; undo the "
+                                        "operations that wrote those first, or retire the class instead$"):
+        undo_event(store, added.event_id, "ed")
