@@ -143,6 +143,17 @@ def plain_media(store, n: int, first: int = 1) -> list[int]:
 
 
 # -- exports and encoders ----------------------------------------------------------------------------
+def lopez_raw_dataset(raw: Path, lfw_dir: Path) -> Path:
+    """GIPHY's training layout at `raw` with five LFW photos of George Lopez and six of Jennifer Lopez: two
+    of George Lopez's aligned crops hash within the near-duplicate radius, the case export groups guard."""
+    for i, person in enumerate(("George_Lopez", "Jennifer_Lopez")):
+        (raw / "raw_dataset" / person).mkdir(parents=True)
+        for photo in sorted((lfw_dir / person).glob("*.jpg"))[: 5 + i]:
+            shutil.copyfile(photo, raw / "raw_dataset" / person / photo.name)
+    (raw / "labels.csv").write_text("Label,Index\nGeorge_Lopez,0\nJennifer_Lopez,1\n", encoding="utf-8")
+    return raw
+
+
 def split_rows(out: Path) -> list[dict[str, str]]:
     """The rows of an export's split.csv."""
     import csv

@@ -7,7 +7,6 @@ the next export, following the store's own or none, joined them and changed grou
 recorded at import, groups of one row included, and give the `apart` labels of every later export."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from labeling.importers import import_raw_dataset
 from labeling.recognition import media_groups
 from labeling.schema import Face, ImportedGroup, Media
 from models.settings import Settings
-from conftest import partition, split_rows
+from conftest import lopez_raw_dataset, partition, split_rows
 
 
 # -- the real pipeline: export, import into another store, export there twice ----------------------------------
@@ -37,12 +36,7 @@ def test_crops_of_different_imported_groups_stay_apart_in_every_later_export(tmp
     does by default) and with none followed (`--no-previous`). Two of George Lopez's crops lie within the radius:
     eB kept them apart already; the two later exports used to join them. Now each keeps eA's groups, and the
     one following eB moves no face."""
-    raw = tmp_path / "giphy"
-    for i, person in enumerate(("George_Lopez", "Jennifer_Lopez")):
-        (raw / "raw_dataset" / person).mkdir(parents=True)
-        for photo in sorted((lfw_dir / person).glob("*.jpg"))[: 5 + i]:
-            shutil.copyfile(photo, raw / "raw_dataset" / person / photo.name)
-    (raw / "labels.csv").write_text("Label,Index\nGeorge_Lopez,0\nJennifer_Lopez,1\n", encoding="utf-8")
+    raw = lopez_raw_dataset(tmp_path / "giphy", lfw_dir)
     a_url = f"sqlite:///{tmp_path / 'a.db'}"
     a = open_store(a_url)
     assert import_raw_dataset(a, raw, Settings(data_dir=tmp_path / "data-a", database_url=a_url), "ann").labels == 11

@@ -6,7 +6,6 @@ at a time, so the frames of one GIF calibrated against each other and the genuin
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from labeling.importers import import_raw_dataset
 from labeling.schema import Media
 from models.celebrity_classifier import CentroidKnnClassifier, leave_one_out_distances
 from models.settings import Settings
-from conftest import partition, split_rows
+from conftest import lopez_raw_dataset, partition, split_rows
 
 MODEL = "dlib-resnet-v1"
 
@@ -45,12 +44,7 @@ def set_hashes(store, face_ids: list[int], hashes: list[str]) -> None:
 def round_trip(tmp_path: Path, lfw_dir: Path):
     """Store A imports five LFW photos of George Lopez and six of Jennifer Lopez and exports them (eA); store B
     imports eA. Returns B, its settings, and eA's split.csv rows."""
-    raw = tmp_path / "giphy"
-    for i, person in enumerate(("George_Lopez", "Jennifer_Lopez")):
-        (raw / "raw_dataset" / person).mkdir(parents=True)
-        for photo in sorted((lfw_dir / person).glob("*.jpg"))[: 5 + i]:
-            shutil.copyfile(photo, raw / "raw_dataset" / person / photo.name)
-    (raw / "labels.csv").write_text("Label,Index\nGeorge_Lopez,0\nJennifer_Lopez,1\n", encoding="utf-8")
+    raw = lopez_raw_dataset(tmp_path / "giphy", lfw_dir)
     data_a, data_b = tmp_path / "data-a", tmp_path / "data-b"
     a = open_store(f"sqlite:///{tmp_path / 'a.db'}")
     assert import_raw_dataset(a, raw, Settings(data_dir=data_a, database_url=f"sqlite:///{tmp_path / 'a.db'}"),
