@@ -19,7 +19,8 @@ word: nothing an editor decided is lost but a duplicate row on the same media.
 
 The audit log is append-only (0007: triggers refuse UPDATE and DELETE of audit_event) and is not
 touched: events keep the media_tag keys of the merged-away tags as history. Undoing such an event now
-finds its row moved or gone and is refused ("changed since"), never applied to another tag's row.
+finds its row moved or gone and is refused ("changed since", or for a tag merged away, naming the tag it
+was merged into: `labeling.audit._check_merged_tags`), never applied to another tag's row.
 
 Downgrade is a no-op: the merges cannot be taken back (which rows were whose tag, and how each name was
 first typed, is recorded nowhere but the audit log, which a migration does not rewrite). Code before this

@@ -17,7 +17,8 @@ from a media stays a rejection there, for experts voting; renames in two steps.
 
 The audit log is append-only and not touched, as in 0011: events keep the media_tag keys of the
 merged-away tags as history, and undoing such an event (or one whose row the merge stamped) is refused
-("changed since"), never applied to another tag's row. A store 0011 migrated after this fold was written
+("changed since", or for a tag merged away, naming the tag it was merged into), never applied to another
+tag's row. A store 0011 migrated after this fold was written
 has nothing left to merge here: 0011 recomputes names with the same function.
 
 Downgrade is a no-op: the merges cannot be taken back (which row was whose tag, and whether a name was
