@@ -320,8 +320,7 @@ def _checked_ids(p: Prediction) -> Prediction:
                       [(check_id(c, "class"), score) for c, score in p.top])
 
 
-def _concern_predicted(op: Operation, media_of: dict[int, int], rows: dict[Key, dict[str, Any] | None],
-                       changes: dict[Key, dict[str, Any]]) -> None:
+def _concern_predicted(op: Operation, media_of: dict[int, int], changes: dict[Key, dict[str, Any]]) -> None:
     """A prediction run is part of the history of the GIFs of its faces and of the classes it predicted
     or predicted no more, as decisions are (`apply_decision`): the label's class and every class of the
     old and the new prediction, top list included.
@@ -329,8 +328,8 @@ def _concern_predicted(op: Operation, media_of: dict[int, int], rows: dict[Key, 
     Why the top list: a class named only there (second best) is still named by the label, so undoing the
     class's creation is refused until the run is undone, and that refusal finds the run through the
     class ("class:<id>", labeling/audit.py `_label_events_naming`); the class's history must show it too.
-    The old label is the row as the operation first loaded it (`op.loaded`), not `rows`: `op.update` has
-    put the new values there already, which hid the classes the run took out of the label."""
+    The old label is the row as the operation first loaded it (`op.loaded`), not the rows `op.update` was
+    given: it has put the new values there already, which hid the classes the run took out of the label."""
     classes: set[int | None] = set()
     for key, values in changes.items():
         row = op.loaded.get(f"face:{key[0]}") or {}
@@ -452,7 +451,7 @@ def _write_predictions(op: Operation, preds: dict[int, Prediction], model_versio
         changes[(face_id,)] = values
     counts.written += len(changes)
     op.update("face", changes, rows)
-    _concern_predicted(op, media_of, rows, changes)
+    _concern_predicted(op, media_of, changes)
 
 
 def record_predictions(factory: sessionmaker[Session], predictions: Sequence[Prediction], model_version: str,
