@@ -1018,8 +1018,8 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
     if scan.end is not None and time_base:
         shown_s = float((scan.end - (0 if from_zero else start)) * time_base)
     # The container's duration covers every stream, the video stream's own the video alone: the other
-    # streams are read (scan.others_s) only when the former is the one compared (`_others_matter`).
-    cut = _cut_short(declared, scan.stored, duration, shown_s, rate, scan.others_s if from_zero else None)
+    # streams are read (scan.others_s, else None) only when the former is the one compared (`_others_matter`).
+    cut = _cut_short(declared, scan.stored, duration, shown_s, rate, scan.others_s)
     if cut is not None:
         raise _truncated(path, cut)
     return _VideoProbe(width, height, scan.shown, duration, rate, time_base, start, grid is not None)

@@ -840,7 +840,7 @@ class IngestPipeline:
             item.media = None
 
     def _from_cache(self, result: MediaResult, spaces: dict[str | None, _Namespaces], first_of: dict[str, MediaResult],
-                    is_stored: IsStored | None = None, hashes: _Hashes | None = None) -> _Pending | None:
+                    is_stored: IsStored | None, hashes: _Hashes) -> _Pending | None:
         """Fill what the cache knows; decode only when some stage is missing.
 
         Returns None for a failure, for a repeat of bytes already seen in this chunk, and for an
@@ -868,7 +868,7 @@ class IngestPipeline:
             result.fail("too_large", f"{path}: {stat.st_size:,} bytes is over the {self.limits.max_file_bytes:,}-byte limit")
             return None
         try:
-            result.sha256 = (hashes or _Hashes()).sha256(path, stat)
+            result.sha256 = hashes.sha256(path, stat)
             ns = spaces[sampling_key(path)]  # a still, or which DECODERS entry keys its frames, if any
         except OSError as exc:
             result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")

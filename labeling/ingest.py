@@ -63,14 +63,14 @@ class IngestSummary:
     copies: int = 0
     # named folders that gave no file to ingest (`Discovery.empty`), also among `notes`: shown as a warning
     empty: list[str] = field(default_factory=list)
-    _stored: set[str] = field(default_factory=set, repr=False)  # sha256 of the items counted as ingested or cached
 
     def add(self, result: MediaResult) -> None:
         if result.status != "ok":
             self.failed += 1
             self.failures.append((path_text(result.path), result.error or result.reason or "failed"))
             return
-        if result.sha256 in self._stored:
+        first = result.sha256 not in self._counted  # the same bytes under two names are one item: its faces once
+        if not first and result.sha256 is not None:
             # Why not "cached": on a first run the pipeline hands a copy the result it computed for the first
             # name (in the same chunk, `from_cache` set) or finds the entries that run just wrote (a later
             # chunk); counted as a cache hit, a first run into an empty data folder said "cached 5". Why
@@ -81,9 +81,7 @@ class IngestSummary:
             self.cached += 1
         else:
             self.ingested += 1
-        if result.sha256 is not None:
-            self._stored.add(result.sha256)
-        if result.sha256 not in self._counted:  # the same bytes under two names are one item: its faces once
+        if first:
             self._counted.add(result.sha256)
             self.faces += result.face_count
 
