@@ -72,7 +72,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -382,9 +382,9 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     known_total = table[known].groupby("attribute")[basis].sum()
     table["share_of_known"] = np.where(known, table[basis] / table["attribute"].map(known_total).replace(0, np.nan), np.nan)
     table["reference_share"] = [reference.get(a, {}).get(g, np.nan) for a, g in zip(table["attribute"], table["group"])]
-    table["share_among_listed"] = _share_among_listed(table, reference, basis)
-    table["representation_ratio"] = _ratio_column(table["share_among_listed"], table["reference_share"])
     unmeasured = _unmeasured_notes(table, basis)
+    table["share_among_listed"] = _share_among_listed(table, reference, basis, unmeasured)
+    table["representation_ratio"] = _ratio_column(table["share_among_listed"], table["reference_share"])
     table["representation_note"] = [unmeasured.get(a, "") for a in table["attribute"]]
     table[list(RATE_COLUMNS)] = table[list(RATE_COLUMNS)].round(VALUE_DIGITS)  # the ratios are taken: for output
     flags = []
@@ -407,7 +407,8 @@ def audit_table(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequence
     return table[columns].reset_index(drop=True)
 
 
-def _share_among_listed(table: pd.DataFrame, reference: Mapping[str, Mapping[str, float]], basis: str) -> np.ndarray:
+def _share_among_listed(table: pd.DataFrame, reference: Mapping[str, Mapping[str, float]], basis: str,
+                        unmeasured: Collection[str]) -> np.ndarray:
     """Each group's `basis` count over the count of the groups its attribute's reference lists (NaN for a group
     the reference leaves out, and for every group of an attribute without a reference).
 
@@ -423,7 +424,7 @@ def _share_among_listed(table: pd.DataFrame, reference: Mapping[str, Mapping[str
     shares = np.where(denominator > 0, table[basis] / denominator.where(denominator > 0, 1.0), 0.0)
     # ... but only where the known groups have something to count. With none (by faces, no face yet of a class
     # with a known value) nothing was measured: share 0 flagged every group and failed `--fail-on-flags`.
-    measured = ~table["attribute"].isin(_unmeasured_notes(table, basis))
+    measured = ~table["attribute"].isin(list(unmeasured))  # `_unmeasured_notes`
     return np.where(listed & measured.to_numpy(), shares, np.nan)
 
 
@@ -438,15 +439,24 @@ def _unmeasured_notes(table: pd.DataFrame, basis: str) -> dict[str, str]:
             for a in dict.fromkeys(table["attribute"]) if not known.get(a, 0) > 0}
 
 
+def _representation_notes(table: pd.DataFrame) -> dict[str, str]:
+    """{attribute: its `representation_note`} for each attribute of an audit table that has one."""
+    if table.empty or "representation_note" not in table:
+        return {}
+    notes = table.loc[table["representation_note"].astype(str) != "", ["attribute", "representation_note"]]
+    return {str(a): str(n) for a, n in zip(notes["attribute"], notes["representation_note"])}
+
+
+def _representation_of(attribute: str) -> str:
+    """"representation of birth decade": how a note names what was not measured."""
+    return f"representation of {ATTRIBUTE_WORDS.get(attribute, attribute)}"
+
+
 def unmeasured_representation(table: pd.DataFrame) -> dict[str, str]:
     """{attribute: "representation of gender not measured: no face of a class with a known gender"} for each
     attribute of an audit table whose representation was not measured (its `representation_note`); empty when
     every one was. Why a note: nothing is flagged there, and without one such an audit passes for clean."""
-    if table.empty or "representation_note" not in table:
-        return {}
-    notes = table.loc[table["representation_note"].astype(str) != "", ["attribute", "representation_note"]]
-    return {str(a): f"representation of {ATTRIBUTE_WORDS.get(str(a), str(a))} {n}"
-            for a, n in dict(zip(notes["attribute"], notes["representation_note"])).items()}
+    return {a: f"{_representation_of(a)} {n}" for a, n in _representation_notes(table).items()}
 
 
 def reference_scope_notes(table: pd.DataFrame, reference: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
@@ -720,9 +730,8 @@ def audit_report(faces: pd.DataFrame, classes: pd.DataFrame, attributes: Sequenc
     }
     for attr, note in reference_scope_notes(table, reference or {}).items():
         summary[f"reference of {attr}"] = note
-    for attr, note in unmeasured_representation(table).items():  # "representation of gender": "not measured: ..."
-        subject, _, what = note.partition(" not measured")
-        summary[subject] = f"not measured{what}"
+    for attr, note in _representation_notes(table).items():  # "representation of gender": "not measured: ..."
+        summary[_representation_of(attr)] = note
     if left_out:
         summary["not audited"] = left_out
     if scope:

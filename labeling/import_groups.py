@@ -5,7 +5,8 @@ each crop as a media item of its own. The crops of one multi-frame GIF then shar
 near-identical embedding, so nothing in the importing store says they were one clip, and its export split
 them across train and validation. split.csv's `group` column does say it: the import records, for each
 media item it ingested from the export, the group its row had (`labeling.schema.ImportedGroup`), and the
-export joins media sharing a recorded group (`recorded_group_pairs`), with or without `--previous`.
+export joins media sharing a recorded group (`recorded_groups`, paired by `group_key_pairs`), with or without
+`--previous`.
 
 The reverse holds too: crops of different groups were different clips, though aligned face crops of one person
 can hash close. Every later export keeps them apart unless another signal joins them (`recorded_groups` gives

@@ -81,12 +81,13 @@ def _stamp() -> int:
 
 
 stamp = _stamp()
-points, vectors = _points(settings.database_url or str(settings.data_dir), view, model_id, stamp)
+points_from = settings.database_url or str(settings.data_dir)
+points, vectors = _points(points_from, view, model_id, stamp)
 if points.empty:
     with store() as session:  # what is in the store says why this view is empty
         has_media = session.scalar(select(func.count()).select_from(Media).where(Media.status == "ok")) > 0
     # empty centroids over faces that all carry an editor's "no": say so, not "no class has faces yet"
-    face_statuses = (_points(settings.database_url or str(settings.data_dir), "Faces", model_id, _stamp())[0]["status"]
+    face_statuses = (_points(points_from, "Faces", model_id, stamp)[0]["status"]
                      if view == "Class centroids" and not models.empty else ())
     st.info(empty_view_message(view, has_media=has_media, has_faces=not models.empty, face_statuses=face_statuses))
     st.stop()
