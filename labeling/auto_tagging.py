@@ -218,13 +218,17 @@ def text_sources(inputs: TaggingInputs, text: str | None) -> dict[int, list[str]
     return {m: words for m, words in source.items() if words}
 
 
+def _first_tags(tags: list[str], shown: int = 3) -> str:
+    """"'reaction', 'funny', 'lol' ...": the first tags of a sorted list, as the notes name shared tags."""
+    return ", ".join(repr(t) for t in tags[:shown]) + (" ..." if len(tags) > shown else "")
+
+
 def unmeasured_text_note(words: Mapping[int, list[str]]) -> str:
     """Why the text expert's weight is 0 of 0 though it covers tagged media: no media item has 2 tags
     it could lack (`held_out_tag_queries`), so nothing was measured; the weight line alone read as an
     expert that covers nothing."""
     shared = sorted(shared_tags(words))
-    besides = f" besides {', '.join(repr(t) for t in shared[:3])}{' ...' if len(shared) > 3 else ''} " \
-              f"(on {SHARED_SHARE:.0%} or more of them)" if shared else ""
+    besides = f" besides {_first_tags(shared)} (on {SHARED_SHARE:.0%} or more of them)" if shared else ""
     return (f"text expert not measured: none of the {len(words)} tagged media items it covers has 2 tags"
             f"{besides} to hold one out, so its weight is 0")
 
@@ -244,7 +248,7 @@ def shared_tags_notes(tagger: Any, remeasured: Iterable[str] = (), said: Iterabl
         shared = sorted(tagger.shared_.get(name, ()))
         if not shared or name in said:
             continue
-        names = ", ".join(repr(t) for t in shared[:3]) + (" ..." if len(shared) > 3 else "")
+        names = _first_tags(shared)
         covered = "" if name in remeasured else f" {tagger.coverage_[name] + tagger.unevaluated_[name]}"
         note = (f"weight {name} measured without {names} (on {SHARED_SHARE:.0%} or more of the{covered} tagged media "
                 "it covers: every neighbour proposes such a tag, so proposing it says nothing)")

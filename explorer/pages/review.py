@@ -198,8 +198,6 @@ def others_decisions_guard(face_ids: list[int], key: str) -> tuple[bool, str | N
     return False, f"Tick \"Change the {len(theirs)} decided face(s) too\" first: this changes editors' decisions"
 
 
-
-
 def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: str, guard: bool = False) -> None:
     """Approve / reject / relabel / mark unknown on the chosen faces (of the `listed` ones the table draws):
     one operation, one audit event. A face another editor changed since it was ticked is refused
