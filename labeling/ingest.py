@@ -682,6 +682,24 @@ def _copy_notes(names: dict[int, _Names], ledger: _Ledger) -> list[str]:
     return notes
 
 
+def interruption(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM (a KeyboardInterrupt or SystemExit, `labeling.cli.Terminated`) an error while
+    storing was raised in handling of, if any.
+
+    Why: the signal handler raises wherever Python is, also inside SQLAlchemy's commit; its rollback then
+    fails ("This transaction is closed") and that error, an ordinary Exception, replaces the interruption.
+    Caught as the file's failure, it turned a stopped ingest into "failed ...: could not be stored" and a
+    batch that went on and exited 0 instead of "interrupted: ..." and 143."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if not isinstance(link, Exception):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
+
+
 def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, summary: IngestSummary,
                     placed: dict[str, set[int]]) -> tuple[int | None, str | None]:
     """Store one result and note what its committed transaction changed; (media id, error).
@@ -693,11 +711,11 @@ def _store_and_note(store: sessionmaker, result: MediaResult, ledger: _Ledger, s
         stored = _store_file(store, result)
     except _STORE_DOWN:
         raise
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise
-        return None, _failed_to_store(result, exc)
     except Exception as exc:  # noqa: BLE001 - recorded as the file's failure
+        if (stop := interruption(exc)) is not None:
+            raise stop from exc
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise
         return None, _failed_to_store(result, exc)
     if stored.kept_ok:  # nothing written: the batch names no row for this file, as for a file not stored
         log.warning("%s: %s; media %d (the same content) is kept as it was", path_text(result.path), result.error,

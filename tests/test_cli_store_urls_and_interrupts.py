@@ -183,3 +183,26 @@ def test_ctrl_c_during_import_raw_dataset_says_what_was_kept(tmp_path, lfw_dir):
                               signal.SIGINT)
     assert done.returncode == 130, done.stderr
     assert "interrupted: ingested" in done.stdout and "(re-run to resume)" in done.stdout, done.stdout
+
+
+def test_an_interruption_masked_by_a_failed_rollback_is_found():
+    """SIGTERM raised inside SQLAlchemy's commit: the rollback then fails ("This transaction is closed") and
+    that error replaces the Terminated; ingest must still stop as interrupted, not record the file as failed."""
+    from sqlalchemy.exc import IntegrityError, ResourceClosedError
+
+    from labeling.cli import Terminated
+    from labeling.ingest import interruption
+
+    def masked(stop: BaseException) -> Exception:
+        try:
+            try:
+                raise stop
+            except BaseException:
+                raise ResourceClosedError("This transaction is closed")
+        except ResourceClosedError as exc:
+            return exc
+
+    assert isinstance(interruption(masked(Terminated(143))), Terminated)
+    assert isinstance(interruption(masked(KeyboardInterrupt())), KeyboardInterrupt)
+    assert interruption(masked(ValueError("a value the database refuses"))) is None
+    assert interruption(IntegrityError("insert", {}, Exception("unique"))) is None
