@@ -20,8 +20,8 @@ from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, fil
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
-from labeling.pages.common import (CHOOSE_CLASS, RELABEL_TO_NOTHING, box_chosen, decided_faces_tick, flash, get_settings,
-                                   get_store, history_table, media_file, plain, refuse_lost_class, select_choice,
+from labeling.pages.common import (CHOOSE_CLASS, class_usable, decided_faces_tick, flash, get_settings,
+                                   get_store, history_table, media_file, plain, select_choice,
                                    show_error, versions_seen, write)
 from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
                               media_tags_frame, model_candidates, track_history_frame)
@@ -376,7 +376,7 @@ with details:
                 act("reject")
             if target is not None and next(buttons).button("Relabel", key="explore_relabel", width="stretch",
                                                            disabled=not allowed, help=guard_help):
-                if not refuse_lost_class(store, target) and box_chosen(target, RELABEL_TO_NOTHING):
+                if class_usable(store, target):
                     act("relabel", int(target.value))
             if next(buttons).button("Mark unknown", key="explore_unknown", width="stretch", disabled=not allowed,
                                     help=guard_help):
@@ -410,7 +410,7 @@ def _decision_buttons(count: str, key: str, override: bool, approve_ok: bool, de
                                    index=None, placeholder=CHOOSE_CLASS)
             if st.button(f"Relabel {count}", key=f"{key}_relabel", disabled=not override):
                 # the class chosen is still the one in the box, and one was chosen
-                if not refuse_lost_class(store, target) and box_chosen(target, RELABEL_TO_NOTHING):
+                if class_usable(store, target):
                     decide("relabel", int(target.value))
 
 

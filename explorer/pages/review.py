@@ -20,9 +20,9 @@ from explorer.views import (decided_since_prediction, index_dir_for, nameable_fa
 from labeling.audit import undo_last
 from labeling.classes import merge_classes
 from labeling.face_labels import approve_faces, label_tracks, mark_unknown, reject_faces, relabel_faces
-from labeling.pages.common import (CHOOSE_CLASS, DRAWN, RELABEL_TO_NOTHING, TICK_VERSIONS, box_chosen, current_editor,
+from labeling.pages.common import (CHOOSE_CLASS, DRAWN, TICK_VERSIONS, class_usable, current_editor,
                                    decided_faces_tick, flash, forget_tick_versions, get_settings, get_store, keep_choice,
-                                   media_file, plain, refuse_lost_class, select_choice, undo_offered, versions_seen,
+                                   media_file, plain, select_choice, undo_offered, versions_seen,
                                    write)
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
@@ -228,7 +228,7 @@ def bulk_actions(face_ids: list[int], listed: list[int], key: str, table_key: st
         target = select_choice(cols[3], "Relabel to", class_ids, index=None, placeholder=CHOOSE_CLASS,
                                format_func=lambda c: class_names[c], key=f"{key}_class", label_visibility="collapsed")
         if (cols[4].button(f"Relabel {len(face_ids)}", key=f"{key}_relabel", disabled=not allowed, help=guard_help)
-                and not refuse_lost_class(store, target) and box_chosen(target, RELABEL_TO_NOTHING)):
+                and class_usable(store, target)):
             bulk_write(table_key, lambda s, e: relabel_faces(s, face_ids, int(target.value), e, expected_versions=seen))
 
 
@@ -433,7 +433,7 @@ with tracks_tab:
                                        format_func=lambda c: class_names[c], key="review_tracks_class",
                                        label_visibility="collapsed")
                 if (cols[4].button(f"Relabel {len(ticked)} track(s)", key="review_tracks_relabel")
-                        and not refuse_lost_class(store, target) and box_chosen(target, RELABEL_TO_NOTHING)):
+                        and class_usable(store, target)):
                     bulk_write("review_tracks", lambda s, e: label_tracks(s, ticked, "relabel", e,
                                                                           class_id=int(target.value),
                                                                           expected_versions=seen))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
 from labeling.errors import StoreError
-from labeling.pages.common import (Choice, box_chosen, class_fate, current_editor, escape_markdown, get_settings,
+from labeling.pages.common import (Choice, class_usable, class_fate, current_editor, escape_markdown, get_settings,
                                    get_store, history_table, keep_choice, last_change, media_file, parse_ids, plain,
                                    refuse_lost_class, require_editor, select_choice, show_error, versions_seen,
                                    write)
@@ -299,8 +299,7 @@ def split(class_id: int, faces: list[int], new_name: str | None, different: bool
         if different_person(form, new_name, different, "Split"):
             write(lambda s, e: split_class(s, class_id, faces, e, new_name=new_name, expected_version=expected(class_id)),
                   after=created)
-    elif not refuse_lost_class(store, target) and box_chosen(target, "Choose the existing class to move the faces to: "
-                                                                  "nothing was split."):
+    elif class_usable(store, target, "Choose the existing class to move the faces to: nothing was split."):
         write(lambda s, e: split_class(s, class_id, faces, e, target_id=target.value, expected_version=expected(class_id)),
               after=select_created)
 
@@ -403,8 +402,8 @@ if selected is not None:
                 # no default: a press before the editor chose would merge into the catalog's first class
                 target = select_choice(st, "Into", targets, index=None, placeholder="Choose the class to merge into",
                                        format_func=label, key=f"merge_target_{selected}")
-                if (st.form_submit_button("Merge", key=f"merge_submit_{selected}") and not refuse_lost_class(store, target)
-                        and box_chosen(target, "Choose the class to merge into: nothing was merged.")):
+                if (st.form_submit_button("Merge", key=f"merge_submit_{selected}") 
+                        and class_usable(store, target, "Choose the class to merge into: nothing was merged.")):
                     versions = {selected: expected(selected), target.value: expected(target.value)}
                     write(lambda s, e: merge_classes(s, selected, target.value, e, expected_versions=versions),
                           after=lambda _: keep_editing(target.value))  # the merged class is retired: follow its faces

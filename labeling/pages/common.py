@@ -407,6 +407,13 @@ def refuse_lost_class(store: sessionmaker[Session], choice: Choice) -> bool:
     return True
 
 
+def class_usable(store: sessionmaker[Session], choice: Choice, ask: str = RELABEL_TO_NOTHING) -> bool:
+    """On a press: whether the class box's choice may be written, i.e. it is still offered
+    (`refuse_lost_class`) and one was chosen at all (`box_chosen`, `ask` says what to choose). Every class
+    box with no default asks both, in this order: a lost choice is named before "choose one"."""
+    return not refuse_lost_class(store, choice) and box_chosen(choice, ask)
+
+
 def class_change_when(store: sessionmaker[Session], class_id: int) -> str | None:
     """"Operation 8 (bob) was at 2026-12-07 07:53:49 UTC": when the change `class_fate` names was made, as
     conflict refusals say it (`utc_text`), None when no audited operation wrote the class. A line of its own
