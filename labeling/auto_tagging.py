@@ -250,7 +250,7 @@ def shared_tags_notes(tagger: Any, remeasured: Iterable[str] = (), said: Iterabl
             continue
         names = _first_tags(shared)
         covered = "" if name in remeasured else f" {tagger.coverage_[name] + tagger.unevaluated_[name]}"
-        note = (f"weight {name} measured without {names} (on {SHARED_SHARE:.0%} or more of the{covered} tagged media "
+        note = (f"weight {name} measured without {names} (on {float(tagger.shared_share):.0%} or more of the{covered} tagged media "
                 "it covers: every neighbour proposes such a tag, so proposing it says nothing)")
         left = 0 if name in remeasured else tagger.unevaluated_[name]
         if left:

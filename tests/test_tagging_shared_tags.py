@@ -23,7 +23,7 @@ import pytest
 from conftest import SHARED_DATA, make_faces, open_app
 from sqlalchemy import select
 
-from labeling.auto_tagging import SHARED_SHARE, autotag
+from labeling.auto_tagging import SHARED_SHARE, autotag, shared_tags_notes
 from labeling.db import open_store, session_scope
 from labeling.importers import import_tags
 from labeling.ingest import ingest
@@ -119,6 +119,17 @@ def test_the_tagger_leaves_shared_tags_out_of_a_knn_experts_weight_not_the_direc
     assert new.get_params()["shared_share"] == SHARED_SHARE
     with pytest.raises(ValueError, match="shared_share must be in"):
         ExpertsVotingTagger(shared_share=0).fit({"visual": (ids, vectors)}, tags)
+
+
+def test_the_shared_tags_note_names_the_tagger_s_own_share_not_the_default():
+    """A tagger fitted with shared_share=0.5 left out a tag on half the media; the note said "on 90% or more"."""
+    ids = [f"m{i}" for i in range(10)]
+    tags = {m: [f"name{i}"] + (["half"] if i % 2 else []) for i, m in enumerate(ids)}
+    vectors = np.random.default_rng(1).normal(size=(10, 8))
+    tagger = ExpertsVotingTagger(k=3, shared_share=0.5).fit({"visual": (ids, vectors)}, tags)
+    assert tagger.shared_ == {"visual": {"half"}}
+    (note,) = shared_tags_notes(tagger)
+    assert "'half' (on 50% or more of the 10 tagged media" in note and "90%" not in note
 
 
 def test_a_new_library_of_a_few_gifs_keeps_its_common_tag():
