@@ -30,7 +30,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -242,6 +242,13 @@ def group_index(groups: Sequence[Any], n: int) -> np.ndarray:
     return group
 
 
+def _as_group_index(groups: Sequence[Any], n: int) -> np.ndarray:
+    """`group_index`, except that groups already numbered (a fit's `TrainingSet.group`) are used as they are."""
+    if isinstance(groups, np.ndarray) and groups.dtype.kind in "iu" and len(groups) == n and groups.min(initial=0) >= 0:
+        return groups
+    return group_index(groups, n)
+
+
 def held_out_genuine(x: np.ndarray, index: np.ndarray, group: np.ndarray,
                      sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distance of each row to its class centroid recomputed without every row of its group, whether the
@@ -269,7 +276,7 @@ def leave_one_out_distances(x: np.ndarray, index: np.ndarray, n_classes: int,
     (whole centroids: the face is another person's, whatever its media).
     """
     sums = _class_sums(x, index, n_classes)
-    group = np.arange(len(x)) if groups is None else group_index(groups, len(x))
+    group = np.arange(len(x)) if groups is None else _as_group_index(groups, len(x))
     genuine, measured = held_out_genuine(x, index, group, sums)
     impostor = np.empty(len(x), dtype=np.float64)
     for rows, d in _other_class_distances(x, index, _unit_rows(sums)):
@@ -410,6 +417,31 @@ def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array(sorted(range(len(y)), key=lambda i: (y[i], digests[i])), dtype=np.int64)
 
 
+class TrainingSet(NamedTuple):
+    """A checked labelled set in canonical row order, with what fitting and calibrating read off it."""
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: np.ndarray
+    index: np.ndarray  # class index per row
+    group: np.ndarray | None  # group (media item) per row, or None: every face its own
+
+
+def ordered_training_set(vectors: Any, labels: Sequence[str], min_faces_per_class: int,
+                         groups: Sequence[Any] | None = None) -> TrainingSet:
+    """`check_training_set`, then one canonical row order (`canonical_order`) for rows and groups alike.
+
+    Why one place: float sums depend on order, and a model (threshold included) must be the same bits
+    for the same faces however the caller listed them; the centroid classifier and the retraining head
+    both fit on it, and the groups must follow the rows they belong to."""
+    x, y, _, _ = check_training_set(vectors, labels, min_faces_per_class)
+    group = None if groups is None else group_index(groups, len(x))
+    order = canonical_order(x, y)
+    x, y = x[order], y[order]
+    classes, index = np.unique(y, return_inverse=True)
+    return TrainingSet(x, y, classes, index, None if group is None else group[order])
+
+
 def data_digest(x: np.ndarray, y: np.ndarray) -> str:
     """Hash of a labelled set that ignores row order (the fitted model does not depend on it)."""
     rows = sorted(_row_digests(x, y))
@@ -509,13 +541,7 @@ class CentroidKnnClassifier:
         self._check_params()
         if not isinstance(model_id, str) or not model_id:
             raise ClassifierError("model_id must name the embedding model of the vectors")
-        x, y, _, _ = check_training_set(vectors, labels, self.min_faces_per_class)
-        group = None if groups is None else group_index(groups, len(x))
-        # One canonical row order: float sums depend on order, and the model (threshold included)
-        # must be the same bits for the same faces however the caller listed them.
-        order = canonical_order(x, y)
-        x, y = x[order], y[order]
-        classes, index = np.unique(y, return_inverse=True)
+        x, y, classes, index, group = ordered_training_set(vectors, labels, self.min_faces_per_class, groups)
         self.model_id_ = model_id
         self.classes_ = classes
         self.reference_vectors_ = x
@@ -523,7 +549,7 @@ class CentroidKnnClassifier:
         self.reference_index_ = index.astype(np.int64)
         self.centroids_ = class_centroids(x, index, len(classes))
         self.data_digest_ = data_digest(x, y)
-        genuine, impostor = leave_one_out_distances(x, index, len(classes), None if group is None else group[order])
+        genuine, impostor = leave_one_out_distances(x, index, len(classes), group)
         self.held_out_genuine_ = genuine  # for calibrate(training=True); not saved: a loaded model has none
         self._set_threshold(genuine, impostor)
         return self

@@ -36,8 +36,8 @@ import numpy as np
 
 from models.atomic_folder import atomic_folder
 from models.celebrity_classifier import (UNKNOWN, CentroidKnnClassifier, ClassifierError, as_embeddings, as_labels,
-                                         calibration_set, canonical_order, check_model_id, check_training_set,
-                                         class_centroids, data_digest, distances_to, group_index,
+                                         calibration_set, check_model_id,
+                                         class_centroids, data_digest, distances_to, ordered_training_set,
                                          leave_one_out_distances, open_set_threshold, require_held_out, softmax_rows,
                                          top_pairs)
 
@@ -371,14 +371,10 @@ def train_head(vectors: Any, labels: Sequence[str], hidden: int | None = None, c
     params.check()
     if not isinstance(model_id, str) or not model_id:
         raise ClassifierError("model_id must name the embedding model of the vectors")
-    x, y, _, _ = check_training_set(vectors, labels, params.min_faces_per_class)
-    group = None if groups is None else group_index(groups, len(x))
-    order = canonical_order(x, y)
-    x, y = x[order], y[order]
-    classes, index = np.unique(y, return_inverse=True)
+    x, y, classes, index, group = ordered_training_set(vectors, labels, params.min_faces_per_class, groups)
     net, centers, losses = _train_net(x, index, len(classes), params, on_epoch)
     # groups (each face's media) as CentroidKnnClassifier.fit: a whole GIF held out for its genuine distances
-    genuine, impostor = leave_one_out_distances(x, index, len(classes), None if group is None else group[order])
+    genuine, impostor = leave_one_out_distances(x, index, len(classes), group)
     threshold, far, gar = open_set_threshold(genuine, impostor, params.target_far, stacklevel=3, model_id=model_id)
     head = HeadModel(net=net, classes_=classes, model_id_=model_id, params=params,
                      centroids_=class_centroids(x, index, len(classes)), centers_=centers, threshold_=threshold,
