@@ -177,12 +177,25 @@ def folder_key(folder: str) -> str:
     return unicodedata.normalize("NFKC", folder).casefold()
 
 
-def unique_folder_names(classes: Iterable[tuple[int, str, str | None]]) -> dict[int, str]:
+def unique_folder_names(classes: Iterable[tuple[int, str, str | None]],
+                        earlier: dict[int, str] | None = None) -> dict[int, str]:
     """class id -> folder, in class-id order; a folder that collides with an earlier one after
-    case-folding gets `_<class id>` appended (and a counter, in the unlikely case that collides too)."""
+    case-folding gets `_<class id>` appended (and a counter, in the unlikely case that collides too).
+    `earlier` (class id -> its folder in a followed export, `earlier_folders`) is reserved for its class
+    first. Why: the suffix goes by class-id order among the classes exported this time, so a class coming
+    back (re-activated, given crops again) would otherwise take the plain name from the class that held it,
+    and that class's folder would change between two exports a retraining job reads as one series."""
     out: dict[int, str] = {}
     seen: set[str] = set()
-    for class_id, name, external in sorted(classes):
+    rows = sorted(classes)
+    for class_id, _, _ in rows:  # reserved first, each once (a hand-edited map may repeat one)
+        folder = (earlier or {}).get(class_id)
+        if folder is not None and folder_key(folder) not in seen:
+            out[class_id] = folder
+            seen.add(folder_key(folder))
+    for class_id, name, external in rows:
+        if class_id in out:
+            continue
         base = safe_folder_name(name, external)
         folder, n = base, 1
         while folder_key(folder) in seen:
@@ -190,6 +203,23 @@ def unique_folder_names(classes: Iterable[tuple[int, str, str | None]]) -> dict[
             n += 1
         seen.add(folder_key(folder))
         out[class_id] = folder
+    return out
+
+
+def earlier_folders(earlier: "EarlierClasses", indices: dict[int, int], classes: dict[int, Any]) -> dict[int, str]:
+    """class id here -> the folder a followed export gave it, for `unique_folder_names` to keep. `indices` (class
+    id here -> its earlier index, `match_earlier_classes`) finds its row. Kept only while it is still a folder the
+    class's name gives (its `safe_folder_name`, or that with the collision suffix of the row's class id): a class
+    renamed since gets the folder of its new name."""
+    by_index = {r.index: r for r in earlier.rows if r.folder}
+    out: dict[int, str] = {}
+    for class_id, index in indices.items():
+        row, cls = by_index.get(index), classes.get(class_id)
+        if row is None or cls is None:
+            continue
+        base = safe_folder_name(cls.name, cls.external_id)
+        if row.folder == base or re.fullmatch(rf"{re.escape(base)}_{row.class_id}(_\d+)?", row.folder):
+            out[class_id] = row.folder
     return out
 
 
@@ -670,6 +700,7 @@ class EarlierClass:
     index: int
     name: str | None  # None: a class map without names (written by hand): its ids are all it has
     external_id: str | None
+    folder: str | None = None  # its raw_dataset/ folder (None: a class map without the column)
 
 
 @dataclass(frozen=True)
@@ -693,7 +724,7 @@ def read_earlier_classes(path: Path) -> EarlierClasses:
     path = Path(path)
     if path.is_dir():
         path = path / "classes.csv"
-    header, rows = read_csv(path, ["class_id", "index"], known=["name", "external_id"])
+    header, rows = read_csv(path, ["class_id", "index"], known=["name", "external_id", "folder"])
     out: list[EarlierClass] = []
     class_line: dict[int, int] = {}
     index_line: dict[int, int] = {}
@@ -709,7 +740,7 @@ def read_earlier_classes(path: Path) -> EarlierClasses:
                 raise ValidationError(f"{path}: line {line}: {what} {value} repeats line {seen[value]}")
         class_line[class_id], index_line[index] = line, line
         out.append(EarlierClass(line, class_id, index, row["name"] if "name" in header else None,
-                                row.get("external_id") or None))
+                                row.get("external_id") or None, row.get("folder") or None))
     manifest = path.parent / "manifest.json"
     digest = sha256_file(manifest) if manifest.is_file() else None
     trusted = digest if digest is not None and intact_export(path.parent, digest) and path.name == "classes.csv" else None
@@ -794,30 +825,58 @@ def read_previous(previous: Path) -> tuple[EarlierClasses, EarlierSides | None]:
 FOLLOWED_FILES = ("classes.csv", "split.csv")  # what a later export reads of an earlier one
 
 
-def intact_export(out_dir: Path, manifest_sha256: str | None) -> bool:
-    """Whether out_dir still holds the export the store recorded: its manifest.json is the recorded
-    one (sha256), and the files a later export follows (FOLLOWED_FILES) match that manifest. A
-    folder another store's export replaced, or whose class map was edited by hand, is not that
-    export any more: its indices would name other classes, its sides other faces."""
+def export_damage(out_dir: Path, manifest_sha256: str | None) -> str | None:
+    """Why out_dir no longer holds the export the store recorded (None: it does). Its manifest.json must be
+    the recorded one (sha256), the files a later export follows (FOLLOWED_FILES) must match that manifest,
+    and every other file it lists must be there, of the recorded size when the manifest records sizes
+    (`sizes`, written since sizes were; a stat each, no hashing: this runs for every past export whenever
+    the Export page is drawn; `verify_export` hashes them all). A folder another store's export replaced,
+    whose class map was edited by hand, or whose crops were deleted or damaged is not that export any more:
+    its indices would name other classes, its sides other faces, and a retraining job would miss faces."""
     out_dir = Path(out_dir)
     try:
-        if not manifest_sha256 or sha256_file(out_dir / "manifest.json") != manifest_sha256:
-            return False
-        files = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))["files"]
-        return "classes.csv" in files and all(sha256_file(out_dir / name) == files[name]
-                                              for name in FOLLOWED_FILES if name in files)
-    except (OSError, ValueError, KeyError, TypeError):  # unreadable, not JSON, not a manifest
-        return False
+        if not manifest_sha256 or not (out_dir / "manifest.json").is_file():
+            return "its manifest.json is gone" if manifest_sha256 else "the store recorded no manifest of it"
+        if sha256_file(out_dir / "manifest.json") != manifest_sha256:
+            return "its manifest.json is not the one this export wrote (replaced or edited)"
+        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        files, sizes = manifest["files"], manifest.get("sizes") or {}
+        if "classes.csv" not in files:
+            return "its manifest lists no classes.csv"
+        for name in FOLLOWED_FILES:
+            if name in files and sha256_file(out_dir / name) != files[name]:
+                return f"{name} differs from its manifest"
+        for rel in files:
+            size = (out_dir / rel).stat().st_size if (out_dir / rel).is_file() else None
+            if size is None:
+                return f"{rel} is missing"
+            if rel in sizes and size != sizes[rel]:
+                return f"{rel} has {size} bytes, its manifest {sizes[rel]}"
+    except FileNotFoundError as exc:
+        return f"{Path(exc.filename or '').name or 'a file'} is missing"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # unreadable, not JSON, not a manifest
+        return f"it cannot be read as an export ({exc})"
+    return None
+
+
+def intact_export(out_dir: Path, manifest_sha256: str | None) -> bool:
+    """Whether out_dir still holds the export the store recorded, whole (`export_damage`)."""
+    return export_damage(out_dir, manifest_sha256) is None
+
+
+def _recorded_exports(store: sessionmaker[Session]) -> list[tuple[Path, str | None]]:
+    """(folder, manifest sha256) of the store's recorded exports, newest first."""
+    with store() as session:
+        rows = session.execute(select(Export.out_dir, Export.manifest).order_by(Export.id.desc())).all()
+    return [(Path(out_dir), (record or {}).get("manifest_sha256")) for out_dir, record in rows]
 
 
 def _intact_exports(store: sessionmaker[Session]) -> Iterator[Path]:
     """The folders of the store's recorded exports that are still intact, newest first (a folder
     exported into twice may come twice: only the newest row can match it, but order is kept)."""
-    with store() as session:
-        rows = session.execute(select(Export.out_dir, Export.manifest).order_by(Export.id.desc())).all()
-    for out_dir, record in rows:
-        if intact_export(Path(out_dir), (record or {}).get("manifest_sha256")):
-            yield Path(out_dir)
+    for out_dir, digest in _recorded_exports(store):
+        if intact_export(out_dir, digest):
+            yield out_dir
 
 
 def earlier_exports(store: sessionmaker[Session]) -> list[Path]:
@@ -834,6 +893,53 @@ def newest_export(store: sessionmaker[Session]) -> Path | None:
     return next(_intact_exports(store), None)
 
 
+def damaged_newer_exports(store: sessionmaker[Session], chosen: Path | None) -> list[str]:
+    """Why each recorded export newer than `chosen` (the one followed; None: none is intact) was passed
+    over although its folder still holds its manifest.json: damaged (a crop deleted, a file cut short,
+    a class map edited). One line each, for a note: following the newest export silently skipped such
+    a one, and a retraining job expecting its indices and sides would not know. Folders gone, or replaced
+    by a later export, say nothing: nobody expects to follow them."""
+    out = []
+    for out_dir, digest in _recorded_exports(store):
+        if chosen is not None and out_dir == chosen:
+            break
+        if not digest or not (out_dir / "manifest.json").is_file():
+            continue
+        try:
+            if sha256_file(out_dir / "manifest.json") != digest:
+                continue
+        except OSError:
+            continue
+        if (why := export_damage(out_dir, digest)) is not None:
+            out.append(f"{out_dir}: {why}")
+    return list(dict.fromkeys(out))
+
+
+def damaged_previous_note(folder: Path, recorded: Iterable[str]) -> list[str]:
+    """A note when the earlier export followed is one this store recorded (its manifest.json is) but its
+    folder no longer holds all of it (`export_damage`): its indices and sides are followed all the same,
+    from its classes.csv and split.csv, but the editor asked to follow that export and should hear it is
+    not whole. Nothing for another store's export, whose manifest this store never recorded."""
+    manifest = Path(folder) / "manifest.json"
+    try:
+        digest = sha256_file(manifest) if manifest.is_file() else None
+    except OSError:
+        return []
+    if digest is None or digest not in set(recorded) or (why := export_damage(folder, digest)) is None:
+        return []
+    return [f"{folder}: the earlier export followed is damaged since it was written ({why}); its label indices and "
+            "sides are followed from its classes.csv and split.csv as they are (`giflens export --verify FOLDER` "
+            "lists every difference)"]
+
+
+def skipped_exports_note(damaged: list[str], chosen: Path | None) -> str:
+    """The note `damaged_newer_exports` lines make: which newer export is not followed, why, and what is."""
+    then = f"following {chosen} instead" if chosen is not None else "following none"
+    return (f"{len(damaged)} newer export(s) not followed: damaged since they were written ({'; '.join(damaged[:3])}"
+            f"{f' and {len(damaged) - 3} more' if len(damaged) > 3 else ''}); {then} (`giflens export --verify "
+            "FOLDER` lists every difference)")
+
+
 def class_row(folder: str, index: int, cls: Any) -> list[Any]:
     """A row of classes.csv (CLASS_COLUMNS), an empty cell for an unknown value: everything an
     import of the raw dataset needs to create the class as it is here (name, external id, display
@@ -844,11 +950,21 @@ def class_row(folder: str, index: int, cls: Any) -> list[Any]:
 
 
 def verify_export(out_dir: Path) -> list[str]:
-    """Files whose sha256 differs from the manifest, or that are missing or unlisted (empty: intact)."""
+    """Files whose sha256 differs from the manifest, or that are missing or unlisted (empty: intact). Files
+    the OS writes into any folder it shows (`OS_METADATA_FILES`) are no difference: an export looked at in
+    Finder or Explorer is still whole. A manifest.json that is missing or unreadable is the one problem."""
     out_dir = Path(out_dir)
-    manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-    listed = manifest["files"]
-    present = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()} - {"manifest.json"}
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        listed = manifest["files"]
+        if not isinstance(listed, dict):
+            raise TypeError("its files are not a mapping")
+    except FileNotFoundError:
+        return ["manifest.json: missing (not an export, or not a whole one)"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"manifest.json: cannot be read as an export's ({exc})"]
+    present = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
+               if p.is_file() and not OS_METADATA_FILES.fullmatch(p.name)} - {"manifest.json"}
     problems = [f"{rel}: missing" for rel in sorted(set(listed) - present)]
     problems += [f"{rel}: not in the manifest" for rel in sorted(present - set(listed))]
     problems += [f"{rel}: sha256 differs" for rel in sorted(set(listed) & present) if sha256_file(out_dir / rel) != listed[rel]]
@@ -1090,24 +1206,42 @@ def _lock_folder(folder: Path, wait: bool = False) -> int | None:
     return fd
 
 
+# What an export writes at the top of its temporary folder (`export_dataset`): a hidden folder of another
+# export's name is taken for a killed export's only when it holds nothing else.
+EXPORT_ENTRIES = frozenset({"labels.csv", "classes.csv", "raw_dataset", "split.csv", "tags.jsonl", "projector",
+                            "manifest.json"})
+
+
+def _export_temporary(folder: Path) -> bool:
+    """Whether a temporary folder of another export's name holds only what an export writes there
+    (`EXPORT_ENTRIES`, nothing linked). Why: beside OUT_DIR may be another program's `.<name>.tmp-<hex>`."""
+    try:
+        return all(p.name in EXPORT_ENTRIES and not p.is_symlink() for p in folder.iterdir())
+    except OSError:
+        return False
+
+
 def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) -> list[Path]:
-    """Remove the hidden folders earlier exports into OUT_DIR left beside it, and return them: temporary
-    folders of exports killed (SIGKILL, OOM, power loss: no handler ran), and earlier exports replaced but
-    not deleted (an export interrupted while it deleted the one it replaced). Only folders named exactly as
-    `export_dataset` names them (`.<name>.tmp-<12 hex digits>`, `.<name>.old-<8 hex digits>`, not links)
-    are taken: a temporary one older than `min_age` seconds and locked by no process (`_lock_folder`: a
-    running export holds its own), a replaced one when it holds what a replaced export leaves
-    (`_leftover_export`) and no export is moving into place beside it (the lock on OUT_DIR's parent,
-    `_place`: only then may one be put back); anything else is left alone.
+    """Remove the hidden folders earlier exports left beside OUT_DIR, and return them: temporary folders
+    of exports killed (SIGKILL, OOM, power loss: no handler ran), and earlier exports replaced but not
+    deleted (an export interrupted while it deleted the one it replaced). Only folders named as
+    `export_dataset` names them (`.<name>.tmp-<12 hex digits>`, `.<name>.old-<8 hex digits>`, not links) are
+    taken: a temporary one older than `min_age` seconds and locked by no process (`_lock_folder`: a running
+    export holds its own), a replaced one when it holds what a replaced export leaves (`_leftover_export`) and
+    no export is moving into place beside it (the lock on OUT_DIR's parent, `_place`: only then may one be
+    put back); anything else is left alone. Those of any export name, not OUT_DIR's only: the Export page
+    proposes a new folder each time, so a killed export's folder name never comes again; a temporary one of
+    another name must also hold nothing but what an export writes (`_export_temporary`).
     Why: each is a hidden, full copy of the crops, invisible in a listing, kept forever otherwise."""
     stem = re.escape(_hidden_stem(out_dir))
-    temporary, replaced = re.compile(rf"\.{stem}\.tmp-[0-9a-f]{{12}}"), re.compile(rf"\.{stem}\.old-[0-9a-f]{{8}}")
+    temporary, replaced = re.compile(r"\..+\.tmp-[0-9a-f]{12}", re.S), re.compile(r"\..+\.old-[0-9a-f]{8}", re.S)
+    own = re.compile(rf"\.{stem}\.(tmp-[0-9a-f]{{12}}|old-[0-9a-f]{{8}})")
     try:
         candidates = [p for p in out_dir.parent.iterdir() if temporary.fullmatch(p.name) or replaced.fullmatch(p.name)]
     except OSError:
         return []
     removed = []
-    for path in candidates:
+    for path in sorted(candidates):
         is_temporary = temporary.fullmatch(path.name) is not None
         try:
             if (path.is_symlink() or not path.is_dir()
@@ -1119,15 +1253,22 @@ def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) 
         if fd is None:  # in use, or no lock to tell
             continue
         try:
-            if is_temporary:
+            if is_temporary and (own.fullmatch(path.name) or _export_temporary(path)):
                 shutil.rmtree(path, ignore_errors=True)
-            elif _leftover_export(path):
+            elif not is_temporary and _leftover_export(path):
                 _delete_export(path)
         finally:
             os.close(fd)
         if not path.exists():
             removed.append(path)
     return removed
+
+
+def removed_note(removed: list[Path]) -> str:
+    """What `remove_stale_temporaries` removed, for the summary's notes: hidden folders vanish unseen else."""
+    return (f"removed {len(removed)} hidden folder(s) interrupted exports left in {removed[0].parent} (a killed "
+            f"export's temporary copy, or an earlier export replaced but not yet deleted): "
+            f"{listed_names(p.name for p in removed)}")
 
 
 def refuse_data_folder(out_dir: Path, data_dir: Path) -> None:
@@ -1305,6 +1446,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         trusted = earlier_classes.manifest_sha256 in snap["recorded_manifests"]
         match = match_earlier_classes(earlier_classes, classes, trusted, snap["renames"])
         previous_indices, notes = match.indices, list(match.notes)
+        notes += damaged_previous_note(earlier_classes.path.parent, snap["recorded_manifests"])
         if earlier is not None and not match.ids_are_ours:  # another store's media ids name other media
             earlier = replace(earlier, by_media_id={})
     followed = earlier  # its groups hold even when its sides give no basis (`sides_to_keep`)
@@ -1325,7 +1467,9 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
         else:
             missing += 1
             not_found += crop is not None  # recorded, but not in this data folder: `no_faces_exported`
-    folders = unique_folder_names([(c, classes[c].name, classes[c].external_id) for c in {r.class_id for r, _ in rows}])
+    folders = unique_folder_names([(c, classes[c].name, classes[c].external_id) for c in {r.class_id for r, _ in rows}],
+                                  None if earlier_classes is None else
+                                  earlier_folders(earlier_classes, previous_indices or {}, classes))
     index = class_indices(folders, previous_indices)
     ordered = sorted(folders, key=index.__getitem__)  # rows of labels.csv and classes.csv by index
     media = snap["media"]
@@ -1389,7 +1533,8 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
     except OSError as exc:
         raise ValidationError(f"cannot create {out_dir}: {exc.filename or out_dir.parent}: "
                               f"{exc.strerror or exc}") from exc
-    remove_stale_temporaries(out_dir)
+    if removed := remove_stale_temporaries(out_dir):
+        notes.append(removed_note(removed))
     try:
         tmp.mkdir()
     except OSError as exc:  # the temporary folder's name would only confuse: name the folder it goes in
@@ -1478,10 +1623,12 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
                           "groups_uniting_both_sides": len(both_sides)}},
             "files": {(rel := p.relative_to(tmp).as_posix()): hashed.get(rel) or sha256_file(p)
                       for p in sorted(tmp.rglob("*")) if p.is_file()},
+            # bytes of each file: a cheap check that a crop is whole (`export_damage`), no hashing
+            "sizes": {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         text = json.dumps(manifest, indent=2, ensure_ascii=False)
         (tmp / "manifest.json").write_text(text + "\n", encoding="utf-8", newline="\n")  # as hashed below
-        record = {k: v for k, v in manifest.items() if k != "files"}
+        record = {k: v for k, v in manifest.items() if k not in ("files", "sizes")}
         record["manifest_sha256"] = hashlib.sha256((text + "\n").encode("utf-8")).hexdigest()
         record["files"] = len(manifest["files"])
 

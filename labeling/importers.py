@@ -1314,6 +1314,57 @@ def own_crops(session: Session, files: Iterable[Path], data_dir: Path) -> dict[P
     return found
 
 
+# Pixels of black border a frame gets when MTCNN finds no face in it, for one more try (`BorderRetryDetector`).
+# Why: an export's crops are tight aligned face chips (150 px, the face filling it) and MTCNN misses some (LFW's
+# Tony_Blair_0004 exported and imported again); with a border it finds them, as
+# tests/test_alignment_and_detection.py re-detects every aligned crop (REDETECT_BORDER there).
+REDETECT_BORDER = 40
+
+
+class BorderRetryDetector:
+    """A face detector (MTCNN) that looks once more, on the frame padded by `border` black pixels, at each
+    frame it found no face in, and gives the faces found so in the frame's own coordinates (box and
+    landmarks moved back by the border; the face model aligns on the unpadded frame, out-of-frame pixels
+    black as in the padded one). Used by `import_raw_dataset` only: what it reads are stills of one face
+    each, so a frame without one is mostly a tight crop, and a second look costs little."""
+
+    def __init__(self, inner: Any, border: int = REDETECT_BORDER) -> None:
+        self.inner, self.border = inner, int(border)
+
+    def __getattr__(self, name: str) -> Any:  # model_id, params ... as the detector it wraps
+        return getattr(self.inner, name)
+
+    def detect(self, frames: list[Any]) -> list[list[Any]]:
+        import numpy as np
+
+        from models.face_detector import Detection, as_rgb
+
+        found = self.inner.detect(frames)
+        empty = [i for i, dets in enumerate(found) if not dets]
+        if not empty:
+            return found
+        b = self.border
+        padded = [np.pad(as_rgb(frames[i]), ((b, b), (b, b), (0, 0))) for i in empty]
+        for i, dets in zip(empty, self.inner.detect(padded)):
+            found[i] = [Detection(np.asarray(d.box, np.float32) - b, d.probability,
+                                  np.asarray(d.landmarks, np.float32) - b) for d in dets]
+        return found
+
+
+def import_pipeline(settings: Any) -> Any:
+    """The ingest pipeline of `import_raw_dataset`: the usual one, its detector a `BorderRetryDetector`
+    (created on first need, like every model: a warm re-import loads none). A still the cache already holds
+    without a face (ingested before) keeps that result: delete its cache entry to have it looked at again."""
+    from embeddings.pipeline import IngestPipeline
+
+    class ImportPipeline(IngestPipeline):
+        def _create(self, role: str) -> Any:
+            model = super()._create(role)
+            return BorderRetryDetector(model) if role == "detector" else model
+
+    return ImportPipeline(settings)
+
+
 def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,
                        on_start: Callable[[int], None] | None = None,
                        on_result: Callable[[Any], None] | None = None,
@@ -1388,8 +1439,9 @@ def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, edi
 
     # the images are media the import adds: audited as one "ingest" event by the same editor
     # keep_outputs: an export kept in the data folder's exports is imported from its crops, the media to label
+    # a still without a face gets a second look with a border (`BorderRetryDetector`): an export's tight crops
     ingested = ingest(files, settings, on_start=on_start, on_result=collect, on_read=on_read, store=store,
-                      editor=who, keep_outputs=True)
+                      editor=who, keep_outputs=True, pipeline=import_pipeline(settings))
     summary.skipped += [reason if str(path) in reason else f"{path}: {reason}" for path, reason in ingested.failures]
     labels_csv = folder / "labels.csv"
     line_of = {r.label: r.line for r in labels}

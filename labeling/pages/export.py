@@ -1,4 +1,5 @@
 """Export: confirmed labels in GIPHY's training layout, tags JSONL, projector TSV, and the manifest."""
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -116,13 +117,42 @@ def fresh_out_dir(exports: Path, now: datetime) -> Path:
     return path
 
 
+def verify_lines(folder: Path) -> tuple[bool, list[str]]:
+    """(whole, lines) of a past export's folder checked against its manifest.json (`verify_export`, every file
+    hashed), as `giflens export --verify` says it."""
+    from labeling.export import verify_export
+
+    if not folder.is_dir():
+        return False, [f"{folder}: no such folder (moved or deleted)"]
+    problems = verify_export(folder)
+    if problems:
+        return False, problems
+    files = len(json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"])
+    return True, [f"export {folder} verified: {files} files match manifest.json"]
+
+
+def verify_form(past: pd.DataFrame) -> None:
+    """A past export chosen and checked file by file (Verify): "on disk" only stats the files, so a crop
+    damaged but of its recorded size, or an export written before sizes were recorded, shows here."""
+    folders = list(dict.fromkeys(str(d) for d in past["out_dir"]))
+    left, right = st.columns([4, 1])
+    chosen = left.selectbox("Check a past export's files against its manifest.json", folders, key="export_verify_dir")
+    if right.button("Verify", key="export_verify") and chosen:
+        whole, lines = verify_lines(Path(chosen))
+        if whole:
+            st.success(plain(lines[0]))
+        else:
+            shown = lines[:20] + ([f"... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+            st.error(plain(f"{chosen} does not match its manifest.json ({len(lines)} problem(s)): " + "; ".join(shown)))
+
+
 settings, store = get_settings(), get_store()
 # Where a relative output folder goes, and where the proposals are made: the data folder as the server
 # resolves it. A relative GIFLENS_DATA_DIR in a proposal would be joined onto the data folder a second time.
 data_dir = Path(settings.data_dir).expanduser().resolve()
 st.title("Export")
 try:
-    from labeling.export import earlier_exports, export_dataset
+    from labeling.export import damaged_newer_exports, earlier_exports, export_dataset, skipped_exports_note
 except ImportError as exc:  # the export module is optional for the app to start
     st.info(f"Export is not available in this installation ({exc}).")
     st.stop()
@@ -156,6 +186,10 @@ if stale.own or st.session_state.get("export_previous") not in [NO_PREVIOUS, *ea
 # without the editor deciding again. Cleared here, before the checkbox is drawn (see above).
 if st.session_state.pop(REPLACE_USED_KEY, False):
     st.session_state["export_overwrite"] = False
+# Newer exports passed over because their folder no longer holds all of them: said, not skipped silently
+damaged = damaged_newer_exports(store, Path(earlier[0]) if earlier else None)
+if damaged:
+    st.warning(plain(skipped_exports_note(damaged, Path(earlier[0]) if earlier else None)))
 with st.form("export_form"):
     out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY,
                             help="A relative path is taken inside the data folder (one leading out of it is refused); "
@@ -217,7 +251,7 @@ if last:
     for col, key in zip(cols, ("classes", "faces", "train", "val")):
         col.metric(key.capitalize(), counts.get(key, 0))
     st.subheader("Manifest")
-    st.json({k: v for k, v in manifest.items() if k != "files"})
+    st.json({k: v for k, v in manifest.items() if k not in ("files", "sizes")})
     with st.expander(f"{len(manifest.get('files', {}))} files with their SHA-256"):
         st.json(manifest.get("files", {}), expanded=True)
 
@@ -226,6 +260,7 @@ if len(past):
     # times in UTC as on every page; on_disk: whether the folder still holds that export (a later one may replace it)
     st.dataframe(history_table(past), hide_index=True, width="stretch",
                  column_config={"on_disk": st.column_config.CheckboxColumn("on disk")})
+    verify_form(past)
 else:
     st.write("No export yet.")
 
