@@ -22,6 +22,14 @@ import numpy as np
 _ARRAYS = "arrays.npz"
 _META = "meta.json"
 _TMP = ".tmp"
+# A file in every cache root (`EmbeddingCache`): a walk of folders leaves a folder holding it out wherever it
+# lies (embeddings.pipeline.is_cache_folder), as it does an export. Why: another data folder's cache met under a
+# parent folder being ingested holds face crops (face_000.jpg ...) that would come back as new media. Hidden,
+# so it is no media file itself.
+CACHE_MARKER = ".giflens-cache"
+_MARKER_TEXT = "giflens embedding cache: face crops and embeddings giflens computed; ingest leaves this folder out.\n"
+# What each namespace folder of a cache holds (`describe_namespace`): how a cache made before the marker is known.
+NAMESPACE_NOTE = "namespace.json"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -102,14 +110,26 @@ class EmbeddingCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._mark()
         self._sweep_abandoned_tmp()
+
+    def _mark(self) -> None:
+        """Leave CACHE_MARKER in the root (a cache made before it had none gets one when next opened). A cache
+        that cannot take it (read-only) is still read: a walk knows one by its namespaces too."""
+        marker = self.root / CACHE_MARKER
+        if marker.exists():
+            return
+        try:
+            marker.write_text(_MARKER_TEXT)
+        except OSError:
+            pass
 
     def entry_dir(self, namespace: str, sha256: str) -> Path:
         return self.root / namespace / sha256[:2] / sha256
 
     def describe_namespace(self, namespace: str, model_id: str, params: dict[str, Any]) -> None:
         """Leave a human-readable note of what made a namespace (written once, atomically)."""
-        target = self.root / namespace / "namespace.json"
+        target = self.root / namespace / NAMESPACE_NOTE
         if target.exists():
             return
         target.parent.mkdir(parents=True, exist_ok=True)

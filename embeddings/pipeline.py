@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from embeddings.cache import CacheEntry, EmbeddingCache, EntryShape, namespace_for
+from embeddings.cache import CACHE_MARKER, NAMESPACE_NOTE, CacheEntry, EmbeddingCache, EntryShape, namespace_for
 from embeddings.media import (MEDIA_EXTENSIONS, STILL, MediaError, MediaLimits, SampledMedia, has_media_extension,
                               sample_media, sampling_key)
 from embeddings.tracks import group_tracks
@@ -267,6 +267,50 @@ def export_folder_note(path: Path | str) -> str:
             f"{path_text(path)}")
 
 
+def is_cache_folder(path: Path | str) -> bool:
+    """Whether a folder is a giflens embedding cache's root: it holds CACHE_MARKER (every cache writes it,
+    `EmbeddingCache`), or, for a cache made before the marker, it is named "cache" and one of its folders
+    holds a namespace.json (`EmbeddingCache.describe_namespace`).
+
+    Why the walk leaves one out wherever it lies (another data folder met under a parent folder being
+    ingested, a team's shared data folders side by side): its face crops would come back as new media, each
+    face a duplicate nobody labels. Only the cache: another data folder's uploads are media like any."""
+    folder = Path(path)
+    try:
+        if (folder / CACHE_MARKER).is_file():
+            return True
+        if folder.name != "cache":
+            return False
+        with os.scandir(folder) as entries:
+            return any(entry.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(entry.path, NAMESPACE_NOTE))
+                       for entry in entries)
+    except OSError:  # a folder that cannot be read is no cache: the walk records it as failed, as before
+        return False
+
+
+def in_cache_folder(path: Path | str, known: dict[Path, Path | None] | None = None) -> Path | None:
+    """The cache root (`is_cache_folder`) a named path lies in, or is; None when none. Why its parents too: a
+    namespace folder or a face crop of another data folder's cache, named or picked, is that cache's output.
+    known: folders already looked at (a batch of many named files in a few folders looks at each once)."""
+    known = {} if known is None else known
+    start = Path(os.path.abspath(path))
+    for folder in (start, *start.parents):
+        if folder not in known:
+            known[folder] = folder if is_cache_folder(folder) else None
+        if known[folder] is not None:
+            return known[folder]
+    return None
+
+
+def cache_folder_note(path: Path | str, cache: Path | str | None = None) -> str:
+    """What an editor is told of a cache folder a walk leaves out, or of a path named in one (`cache`, the
+    cache's root, when it is not that root itself: `is_cache_folder`)."""
+    what = ("a giflens embedding cache" if cache is None or Path(cache) == Path(os.path.abspath(path))
+            else f"in a giflens embedding cache ({path_text(cache)})")
+    return (f"{path_text(path)} is {what}: face crops and embeddings giflens computed for some data folder; "
+            "skipped, not ingested: its crops would come back as new, unlabeled faces")
+
+
 def data_output_note(path: Path | str) -> str:
     """What an editor is told of a named path `is_own_output` leaves out (`Discovery.notes`, the Ingest page)."""
     return (f"{path_text(path)} is giflens's own output in the data folder ({', '.join(DATA_OUTPUTS)} hold "
@@ -296,8 +340,8 @@ class _FolderWalk:
 
     def enter(self, path: str, root: bool = False, link: bool = False) -> bool:
         """Whether to walk a folder: not seen yet, and not skipped (a root always is, named on purpose). A
-        giflens export met on the way (`is_export_folder`) is left out with a note: a root that is one never
-        gets here (`_named_media`)."""
+        giflens export or embedding cache met on the way (`is_export_folder`, `is_cache_folder`: another data
+        folder's) is left out with a note: a root that is one never gets here (`_named_media`)."""
         key = _dir_key(path)
         if key is None:  # vanished meanwhile, or unreadable: os.walk reports it when it tries
             return True
@@ -306,6 +350,9 @@ class _FolderWalk:
         self.seen.add(key)
         if not root and is_export_folder(path):
             self.notes.append(export_folder_note(path))
+            return False
+        if not root and is_cache_folder(path):
+            self.notes.append(cache_folder_note(path))
             return False
         if key == self.data_key:
             self.data_paths.add(path)
@@ -478,17 +525,21 @@ def no_media_note(folder: Path | str, others: int, hidden: int = 0) -> str:
 def _named_media(paths: Iterable[Path | str], data_dir: Path | str | None,
                  keep_outputs: bool = False) -> tuple[list[Path], list[str]]:
     """The named paths to look at, and a note for each left out as giflens's own output (`is_own_output`)
-    or as a giflens export wherever it lies (`is_export_folder`), unless `keep_outputs` (`discover`).
+    or as a giflens export or embedding cache wherever it lies (`is_export_folder`, `in_cache_folder`), unless
+    `keep_outputs` (`discover`).
     Why here and not only in the walk: a root is always entered and a named file always kept, so a cache
     crop typed, or an export folder picked in the Ingest page's browser, would become media (duplicate
     faces nobody labels, or an item's path moved onto its own crop)."""
     kept: list[Path] = []
     notes: list[str] = []
+    known: dict[Path, Path | None] = {}  # folders looked at for a cache marker (`in_cache_folder`)
     for path in map(Path, paths):
         if not keep_outputs and data_dir is not None and is_own_output(path, data_dir):
             notes.append(data_output_note(path))
         elif not keep_outputs and path.is_dir() and is_export_folder(path):
             notes.append(export_folder_note(path))
+        elif not keep_outputs and (cache := in_cache_folder(path, known)) is not None:
+            notes.append(cache_folder_note(path, cache))
         else:
             kept.append(path)
     return kept, list(dict.fromkeys(notes))

@@ -285,10 +285,23 @@ def _refuse_unknown_face_model(given: str | None) -> None:
         refuse(f"unknown face model {name!r} ({source}); known: {', '.join(list_models('face'))}")
 
 
+def _path_arguments(values: list[str]) -> list[Path]:
+    """Ingest's paths, a blank one refused (exit 2, nothing ingested). Why not Typer's Path: it turns ""
+    (an unset shell variable, `giflens ingest "$DIR"`) into Path('.'), and the folder the command runs in
+    was ingested, recursively. An unreadable file is not refused here: ingest records it as failed."""
+    blank = [i for i, value in enumerate(values, 1) if not value.strip() and not os.path.lexists(value)]
+    if blank:
+        refuse(f"path argument {', '.join(map(str, blank))} is empty: name a file or folder (an unset shell "
+               "variable gives an empty one); nothing ingested", code=2)
+    return [Path(value) for value in values]
+
+
 @app.command("ingest")
 def ingest_command(
-    # readable=False: an unreadable file is recorded as failed like any bad file, not a refused command
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).", readable=False)],
+    # text, not Typer's Path ("" would be "."): `_path_arguments` refuses a blank one; an unreadable file is
+    # recorded as failed like any bad file, not a refused command
+    paths: Annotated[list[str], typer.Argument(help="Files or folders (searched recursively).",
+                                               callback=_path_arguments)],
     data_dir: DataDir = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, max=512, help="Frames sampled per clip.")] = None,
     face_model: Annotated[Optional[str], typer.Option("--face-model", help="dlib-resnet-v1 or facenet-vggface2.")] = None,
@@ -612,14 +625,21 @@ def export_command(
     no_previous: Annotated[bool, typer.Option(
         "--no-previous", help="Start afresh: classes numbered in creation order, the split drawn anew.")] = False,
     face_model: FaceModel = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Export nothing: check that OUT_DIR, an earlier export, still holds every file its "
+                         "manifest.json lists, unchanged (sha256); exit 1 listing what differs.")] = False,
 ) -> None:
     """Confirmed labels in GIPHY's training layout, train/val split, tags JSONL, projector TSV, manifest.json."""
     from rich.markup import escape
 
     from labeling.errors import StoreError
-    from labeling.export import PreviousExportError, check_out_dir, export_dataset, newest_export, resolve_out_dir
+    from labeling.export import (PreviousExportError, check_out_dir, damaged_newer_exports, export_dataset,
+                                 newest_export, resolve_out_dir, skipped_exports_note)
     from labeling.validation import check_editor
 
+    if verify:
+        _verify_export(out_dir)
+        return
     if previous is not None and no_previous:
         refuse("--previous and --no-previous contradict each other; give one")
     settings = make_settings(data_dir=data_dir, database_url=database_url)
@@ -638,6 +658,9 @@ def export_command(
     implicit = previous is None and chosen is not None
     # An earlier export the editor did not name is said aloud before anything runs, so a numbering
     # or split that follows it is never a surprise, and a failure to read it is not a riddle.
+    if not no_previous and previous is None and (damaged := damaged_newer_exports(store, chosen)):
+        console.print(f"[yellow]note[/yellow] {escape(one_line(skipped_exports_note(damaged, chosen)))}",
+                      highlight=False, soft_wrap=True)
     if implicit:
         console.print(escape(f"keeping label indices and train / validation sides of the newest earlier export "
                              f"{chosen} (--no-previous to start afresh)"), highlight=False, soft_wrap=True)
@@ -657,6 +680,30 @@ def export_command(
 
     with progress_task("export") as (progress, task):
         _run(run, notes="note", progress=progress, details=_no_faces_exported)
+
+
+def _verify_export(folder: Path) -> None:
+    """`giflens export --verify DIR`: each file that differs from DIR's manifest.json on a line, exit 1;
+    exit 0 with one line when all match. No store is opened: an export is checked wherever it was copied."""
+    import json
+
+    from rich.markup import escape
+
+    from labeling.export import verify_export
+
+    if not folder.is_dir():
+        refuse(f"{folder}: no such folder (give an export's folder, the one holding manifest.json)")
+    problems = verify_export(folder)
+    if problems:
+        for line in problems[:MAX_NOTES]:
+            console.print(f"[red]differs[/red] {escape(one_line(line))}", highlight=False, soft_wrap=True)
+        if len(problems) > MAX_NOTES:
+            console.print(f"[red]... and {len(problems) - MAX_NOTES} more[/red]")
+        console.print(escape(f"export {folder} does not match its manifest.json: {len(problems)} problem(s)"),
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    files = len(json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"])
+    typer.echo(one_line(f"export {folder} verified: {files} files match manifest.json"))
 
 
 def _export_face_model(store: sessionmaker[Session], given: str | None, settings: Settings) -> str:

@@ -52,9 +52,10 @@ def test_ingest_page_refuses_a_file_it_cannot_save_and_ingests_the_rest(tmp_path
     data_dir = tmp_path / "data"
     url = f"sqlite:///{tmp_path / 'uploads.db'}"
     blocked = OTHER_PHOTO.read_bytes()
-    # a folder where the upload's temporary file goes: the system refuses to write it, even for root
+    # a file where the upload's folder goes: the system refuses to make the folder, even for root
     folder = data_dir / UPLOADS / hashlib.sha256(blocked).hexdigest()[:16]
-    (folder / f".{OTHER_PHOTO.name}.part").mkdir(parents=True)
+    folder.parent.mkdir(parents=True)
+    folder.write_bytes(b"not a folder")
     long_name = "p" * 250 + ".jpg"  # 254 bytes: was a traceback, and nothing of the batch ingested
     at = open_app(monkeypatch, data_dir, url)
     at.session_state["editor"] = "ann"
@@ -65,7 +66,7 @@ def test_ingest_page_refuses_a_file_it_cannot_save_and_ingests_the_rest(tmp_path
     no_exception(at)
     refused = [d.value for d in at.dataframe if "reason" in d.value.columns and "path" not in d.value.columns]
     assert len(refused) == 1 and list(refused[0]["file"]) == [OTHER_PHOTO.name], refused
-    assert refused[0]["reason"].iloc[0] == "could not be saved: Is a directory"
+    assert refused[0]["reason"].iloc[0] == "could not be saved: File exists"
     assert any("1 file(s) refused before ingest" in w.value for w in at.warning)
     media = media_frame(open_store(url))
     assert list(media["status"]) == ["ok"] and media["name"].iloc[0].startswith("p" * 200)

@@ -12,6 +12,8 @@ table, the sidebar's recent operations included, shows the new state.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import hmac
 import os
@@ -572,8 +574,9 @@ def check_upload(name: str, size: int, settings: Settings) -> str | None:
     return None
 
 
-# A file name's limit on Linux (and most file systems) is 255 bytes; an upload is first written as
-# ".<name>.part" (save_upload), six bytes more than the name it is stored under.
+# A file name's limit on Linux (and most file systems) is 255 bytes. An upload used to be written first as
+# ".<name>.part"; names cut to fit that are kept (an upload saved again gets the same name). Its temporary
+# name now adds more (TEMP_NAME_BYTES): a name too long for it is written under ".upload.<random>.part".
 NAME_BYTES = 255 - len(".") - len(".part")
 KEPT_SUFFIX_BYTES = 16  # a longer "extension" is no media type's: it is cut as part of the name
 
@@ -622,16 +625,68 @@ def failure_row(path: str, reason: str) -> dict[str, str]:
 
 
 def save_upload(name: str, data: bytes, settings: Settings) -> Path:
-    """Store an upload under <data folder>/uploads/<content hash>/<name>: the same bytes twice are one file."""
+    """Store an upload under <data folder>/uploads/<content hash>/<name>: the same bytes twice are one file.
+
+    A save that fails (a full disk, a file size limit) leaves neither its temporary file nor the folder it made
+    (when nothing else is in it): a partial file left there was never cleaned up."""
     digest = hashlib.sha256(data).hexdigest()[:16]
     folder = Path(settings.data_dir) / UPLOADS / digest
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / safe_file_name(name)
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    if path.exists():  # the folder is named by the content's hash: a file there under this name holds these bytes
+        return path
+    try:
+        _write_new_file(path, data)
+    except BaseException:
+        with contextlib.suppress(OSError):  # not empty: another upload of these bytes is in it
+            folder.rmdir()
+        raise
     return path
+
+
+# The part a temporary name adds to an upload's (`_new_temp_file`): "." before, "." + 8 random hex digits +
+# ".part" after.
+TEMP_NAME_BYTES = len(".") + len(".") + 8 + len(".part")
+
+
+def _new_temp_file(path: Path) -> tuple[int, Path]:
+    """A new file of its own beside `path`, ".<name>.<random>.part" (".upload.<random>.part" when that name
+    would be too long), open for writing. Why not tempfile.mkstemp: its file is private (0600) whatever the
+    umask, and an upload is read as any media file of the data folder (by a teammate's service too)."""
+    import secrets
+
+    prefix = f".{path.name}." if len(path.name.encode()) + TEMP_NAME_BYTES <= 255 else ".upload."
+    while True:
+        tmp = path.with_name(f"{prefix}{secrets.token_hex(4)}.part")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # another save drew the same name: draw again
+            continue
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Write `data` under a temporary name of its own in path's folder, then link it to `path`; the temporary
+    name is removed in every case.
+
+    Why its own name: two sessions uploading the same name and bytes at once shared ".<name>.part", so one
+    wrote into the file the other was writing, and was refused (ENOENT, the other had renamed it away) or
+    ingested a half-written file. Why a link: `path` only ever appears whole, and one already there (another
+    session's, the same bytes) is kept, not replaced under a reader."""
+    fd, tmp = _new_temp_file(path)
+    try:
+        with open(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another session saved these bytes under this name meanwhile: theirs is kept
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+                raise
+            os.replace(tmp, path)  # a file system without hard links: a rename of a whole file, as safe
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def media_file(path: str | None, settings: Settings) -> Path | None:

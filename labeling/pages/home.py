@@ -27,8 +27,23 @@ cols[3].metric("Confirmed labels", labels.get("approved", 0) + labels.get("relab
 cols[4].metric("Active tags", overview["tags_active"], help=f"{overview['tags_suggested']} suggestions waiting")
 if labels:
     st.write("Face labels by status: " + ", ".join(f"{status} {n}" for status, n in sorted(labels.items())))
+
+
+def page_links(pages: list[tuple[str, str, str]]) -> None:
+    """Links to the pages to go on with, side by side: (script as app.py's st.navigation registers it, label,
+    icon). Why: the Overview said where to go but the editor had to find the page in the sidebar."""
+    for column, (page, label, icon) in zip(st.columns(len(pages)), pages):
+        column.page_link(page, label=label, icon=icon)
+
+
 if overview["media_ok"] + overview["media_failed"] == 0:
     st.info("The store is empty: add media on the Ingest page, or run `giflens ingest FOLDER`.")
+    page_links([("labeling/pages/ingest.py", "Ingest media", ":material/upload:")])
+else:
+    page_links([("explorer/pages/explore.py", "Explore", ":material/scatter_plot:"),
+                ("explorer/pages/review.py", "Review", ":material/rule:"),
+                ("labeling/pages/classes.py", "Classes", ":material/badge:"),
+                ("labeling/pages/tags.py", "Tags", ":material/sell:")])
 
 st.subheader("Latest operations")
 events = events_frame(store, limit=30)

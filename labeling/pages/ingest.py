@@ -1,22 +1,32 @@
 """Ingest: a folder on the server or uploaded files -> cached embeddings and store rows, with progress."""
 import hashlib
+import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from embeddings.pipeline import ModelUnavailableError, data_output_note, is_own_output
+from embeddings.pipeline import ModelUnavailableError, data_output_note, is_own_output, path_text
 from labeling.errors import StoreError
 from labeling.folders import list_folder
-from labeling.ingest import ingest
-from labeling.pages.common import (allowed_extensions, check_upload, current_editor, failure_row, get_pipeline,
-                                   get_settings, get_store, human_bytes, plain, require_editor, safe_file_name,
-                                   save_upload, server_path, show_error)
+from labeling.ingest import _anchored, ingest  # _anchored: ".." as ingest (and the system) applies it
+from labeling.pages.common import (UPLOADS, allowed_extensions, check_upload, current_editor, failure_row,
+                                   get_pipeline, get_settings, get_store, human_bytes, plain, require_editor,
+                                   safe_file_name, save_upload, server_path, show_error)
 from labeling.queries import media_frame
 
 RESULT_KEY = "ingest_last_result"
 
 settings, store = get_settings(), get_store()
+# Where a relative path typed is read, as on the Export page: the data folder as the server resolves it.
+DATA_DIR = Path(settings.data_dir).expanduser().resolve()
+# An upload's folder in a note: "<data folder>/uploads/<content hash>/" (`save_upload`), under either name the
+# data folder has (as configured, made absolute as ingest makes it, or resolved).
+UPLOAD_PATH = re.compile("|".join(
+    re.escape(path_text(folder) + os.sep) + r"[0-9a-f]{16}" + re.escape(os.sep)
+    for folder in dict.fromkeys([_anchored(Path(settings.data_dir) / UPLOADS), DATA_DIR / UPLOADS])))
 st.title("Ingest")
 st.caption(f"Accepted types: {', '.join(allowed_extensions())}; at most {human_bytes(settings.max_file_bytes)}, "
            f"{settings.max_pixels / 1e6:.0f} Mpixels per frame and {settings.max_frames} frames per file "
@@ -25,8 +35,58 @@ st.caption(f"Accepted types: {', '.join(allowed_extensions())}; at most {human_b
            f"{settings.gif_model}.")
 
 
+@dataclass
+class SavedUploads:
+    """What `save_uploads` saved: the files, the upload names saved as each path (more than one: uploads merged,
+    the same name and bytes) and the notes known before the ingest (a name saved under another extension)."""
+
+    paths: list[Path] = field(default_factory=list)
+    merged: dict[str, list[str]] = field(default_factory=dict)  # path as ingest names it -> the upload names
+    notes: list[str] = field(default_factory=list)
+
+
+# "<path>: same content as <kept path> (media N); stored once" (labeling.ingest._copy_notes)
+COPY_NOTE = re.compile(r"^(?P<path>.+): same content as (?P<kept>.+) \(media (?P<id>\d+)\); stored once$")
+
+
+def failed_copy_note(note: str, failures: list[tuple[str, str]]) -> bool:
+    """Whether a note says a file that failed is "same content as ... stored once". Why left out: nothing of
+    it was stored; the failures table says why it failed, and "stored once" read as if it had been."""
+    match = COPY_NOTE.match(note)
+    return match is not None and match["path"] in {path for path, _ in failures}
+
+
+def merge_notes(merged: dict[str, list[str]], media: list[dict], notes: list[str]) -> tuple[list[str], list[str]]:
+    """A line per group of uploads merged (the same name and bytes) saying what became of their one file, and
+    the ingest's notes without the copy notes those lines replace.
+
+    Why not "ingested once" for all: the file may be a copy of another media item (then it is stored with that
+    one, which the line names) or may have failed (the failures table says so)."""
+    copies = {m["path"]: m for note in notes if (m := COPY_NOTE.match(note))}
+    status = {entry["path"]: entry["status"] for entry in media}
+    lines, replaced = [], set()
+    for path, names in merged.items():
+        if len(names) < 2:
+            continue
+        head = f"{len(names)} uploads named {Path(path).name} had the same bytes"
+        if status.get(path, "ok") != "ok":
+            lines.append(f"{head}: saved once; it failed (see the failures)")
+        elif (copy := copies.get(path)) is not None:
+            lines.append(f"{head}: stored with media {copy['id']} ({upload_names(copy['kept'])})")
+            replaced.add(copy.string)
+        else:
+            lines.append(f"{head}: ingested once")
+    return lines, [n for n in notes if n not in replaced]
+
+
+def upload_names(note: str) -> str:
+    """A note with each upload's hidden path (<data folder>/uploads/<content hash>/<name>) shown as its name,
+    as `failure_row` shows a failed one: the folder named by a hash says nothing to an editor."""
+    return UPLOAD_PATH.sub("", note)
+
+
 def run_ingest(paths: list[Path], editor: str, refused: list[dict[str, str]] | None = None,
-               upload_notes: list[str] | None = None) -> None:
+               uploads: SavedUploads | None = None) -> None:
     """Ingest with a progress bar as the signed-in editor (the batch's audit event names them);
     the outcome is kept in the session and shown below, with the uploads refused before ingest and
     the notes on uploads merged or renamed (kept with it: a rerun of the page must not lose them)."""
@@ -64,11 +124,15 @@ def run_ingest(paths: list[Path], editor: str, refused: list[dict[str, str]] | N
         return
     bar.progress(1.0, text=f"{state['done']} / {state['total']} files")
     refused_note = f"; {len(refused)} file(s) refused before ingest" if refused else ""
+    uploads = uploads or SavedUploads()
+    notes = [n for n in summary.notes if not failed_copy_note(n, summary.failures)]
+    merged_notes, notes = merge_notes(uploads.merged, summary.media, notes)
     st.session_state[RESULT_KEY] = {"line": summary.line() + refused_note, "files": state["total"],
                                     "event_id": summary.event_id, "editor": editor,
                                     "failures": [failure_row(str(p), why) for p, why in summary.failures],
-                                    "notes": list(summary.notes), "refused": list(refused or []),
-                                    "upload_notes": list(upload_notes or []), "empty": list(summary.empty)}
+                                    "notes": [upload_names(n) for n in notes], "refused": list(refused or []),
+                                    "upload_notes": merged_notes + uploads.notes,
+                                    "empty": [upload_names(n) for n in summary.empty]}
 
 
 BROWSE_KEY = "ingest_browse"  # the folder the browser shows
@@ -109,11 +173,11 @@ def merge_key(name: str, data: bytes) -> tuple[str, str]:
     return safe_file_name(upload_name(name)), hashlib.sha256(data).hexdigest()
 
 
-def save_uploads(uploads: list, refused: list[dict[str, str]]) -> tuple[list[Path], list[str]]:
-    """The accepted uploads saved (each file once), and notes for the editor: a line per group of uploads
-    merged because they had the same name and bytes, and per upload saved under another extension
-    (UPLOAD_ALIASES). A file that cannot be saved joins `refused`, the rest go on."""
-    saved: list[Path] = []
+def save_uploads(uploads: list, refused: list[dict[str, str]]) -> SavedUploads:
+    """The accepted uploads saved (each file once), with the names saved as each file (uploads with the same
+    name and bytes are merged: said after the ingest, `merge_notes`) and a note per upload saved under another
+    extension (UPLOAD_ALIASES). A file that cannot be saved joins `refused`, the rest go on."""
+    saved = SavedUploads()
     seen: dict[tuple[str, str], list[str]] = {}
     for f in uploads:
         data = f.getvalue()
@@ -122,16 +186,15 @@ def save_uploads(uploads: list, refused: list[dict[str, str]]) -> tuple[list[Pat
             seen[key].append(f.name)
             continue
         try:
-            saved.append(save_upload(upload_name(f.name), data, settings))
+            path = save_upload(upload_name(f.name), data, settings)
         except OSError as exc:  # a full disk, a data folder not writable: this file is refused, the rest go on
             refused.append({"file": f.name, "reason": f"could not be saved: {exc.strerror or exc}"})
             continue
-        seen[key] = [f.name]
-    notes = [f"{len(names)} uploads named {key[0]} had the same bytes: ingested once"
-             for key, names in seen.items() if len(names) > 1]
-    notes += [f"{name} was saved as {upload_name(name)} (the same video format: it is read by its content)"
-              for name in dict.fromkeys(f.name for f in uploads) if upload_name(name) != name]
-    return saved, notes
+        saved.paths.append(path)
+        seen[key] = saved.merged[path_text(_anchored(path))] = [f.name]  # the path as ingest names it
+    saved.notes = [f"{name} was saved as {upload_name(name)} (the same video format: it is read by its content)"
+                   for name in dict.fromkeys(f.name for f in uploads) if upload_name(name) != name]
+    return saved
 
 
 def show_refused(refused: list[dict[str, str]]) -> None:
@@ -144,17 +207,19 @@ def show_refused(refused: list[dict[str, str]]) -> None:
 def typed_target(text: str) -> Path | None:
     """The folder or file typed, when it exists on the server and is no output of giflens's own (the browser
     lists the data folder's cache and exports too: ingest leaves them out, so picking one is refused here,
-    before any work); None after saying why not."""
+    before any work); None after saying why not. A relative path is read inside the data folder, as the Export
+    page reads one, not in the folder the server was started from (which the editor cannot know); errors name
+    the full path looked at."""
     if not text.strip():
         st.error("Give a folder or a file path.")
         return None
     try:
-        target = server_path(text.strip())
+        target = _anchored(DATA_DIR / server_path(text.strip()))  # an absolute one (or ~) stays itself
     except StoreError as exc:  # "~nosuchuser/gifs": no home folder to expand it to
         show_error(exc)
         return None
     if not target.exists():
-        st.error(f"{plain(str(target))} does not exist on the server.")
+        st.error(f"{plain(path_text(target))} does not exist on the server.")
         return None
     if is_own_output(target, settings.data_dir):
         st.error(plain(data_output_note(target)))
@@ -205,7 +270,8 @@ with folder_tab:
             st.caption("Sign in with your name in the sidebar to browse the server's folders.")
     with st.form("ingest_folder_form"):
         folder = st.text_input("Folder or file on the server", key="ingest_folder",
-                               placeholder="/path/to/media (folders are searched recursively)")
+                               placeholder="/path/to/media (folders are searched recursively)",
+                               help=f"A relative path is read inside the data folder, {DATA_DIR}.")
         go_folder = st.form_submit_button("Ingest folder")
     if go_folder:  # a refusal below is not shown above the previous run's outcome
         st.session_state.pop(RESULT_KEY, None)
@@ -221,9 +287,9 @@ with upload_tab:
         refused = [{"file": f.name, "reason": why} for f in uploads if (why := upload_refusal(f.name, f.size))]
         accepted = [f for f in uploads if not upload_refusal(f.name, f.size)]
         editor = require_editor() if accepted else None
-        saved, upload_notes = save_uploads(accepted, refused) if editor else ([], [])
-        if saved:
-            run_ingest(saved, editor, refused, upload_notes)
+        saved = save_uploads(accepted, refused) if editor else SavedUploads()
+        if saved.paths:
+            run_ingest(saved.paths, editor, refused, saved)
         elif refused and (editor or not accepted):  # every file refused: that is this press's outcome
             st.session_state[RESULT_KEY] = {"line": f"nothing ingested: {len(refused)} file(s) refused before ingest",
                                             "files": 0, "event_id": None, "editor": editor, "failures": [],
