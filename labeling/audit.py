@@ -392,9 +392,15 @@ def stale_version_error(session: Session, kind: str, key: Key, row: dict[str, An
                              "reload and try again")
     if writer is None:
         return ConflictError(entity, expected, row["version"], row.get(editor_col), row.get("updated_at"))
+    # version 0 is no version an editor saw: they saw no such row (a tag or label added since)
+    based = (f"you saw no such {_ROW_NOUNS.get(kind, 'row')} (version 0)" if expected == 0
+             else f"your edit was based on version {expected}")
     return ConflictError(entity, expected, row["version"], writer.editor, writer.at,
-                         f"{entity} was changed {writer.phrase()}: it is at version {row['version']}, your edit was "
-                         f"based on version {expected}; reload it and try again")
+                         f"{entity} was changed {writer.phrase()}: it is at version {row['version']}, {based}; "
+                         "reload it and try again")
+
+
+_ROW_NOUNS = {"face": "label", "media_tag": "tag", "class": "class"}
 
 
 _UNIQUE_ROWS = {"name_key": "a class of the same name", "face_label": "a label of the same face",
@@ -433,8 +439,9 @@ def first_creator(factory: sessionmaker[Session], op: Operation) -> ConcurrentWr
             rows = select_rows(session, kind, wanted)
             key = next((k for k in wanted if k in rows), None)
             if key is not None:
-                based_on = op.after[entity_key(kind, key)]["version"] - 1
-                return ConcurrentWriteError.naming(stale_version_error(session, kind, key, rows[key], based_on))
+                # `op` was creating the row: its editor saw none, version 0, whatever versions an earlier
+                # row of that key had (an insert continues them: `recorded_versions`)
+                return ConcurrentWriteError.naming(stale_version_error(session, kind, key, rows[key], 0))
     return None
 
 
@@ -1117,6 +1124,17 @@ def _lock_undo_classes(op: Operation, event: AuditEvent) -> None:
             lock_classes(op.session, run)
 
 
+def _lock_catalog_for_names(session: Session, event: AuditEvent) -> None:
+    """Take the class catalog lock (`lock_class_catalog`) before the classes when the undo puts a class name
+    back: an editor adding or renaming a class to that name at the same moment then waits, or is waited
+    for, and one of the two is refused naming the class (`_check_free_names`, `_check_free`), instead of
+    the loser meeting the unique key."""
+    if any(text.startswith("class:") and snapshot and "name" in snapshot for text, snapshot in (event.before or {}).items()):
+        from labeling.classes import lock_class_catalog  # classes imports this module
+
+        lock_class_catalog(session)
+
+
 def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> OperationResult:
     """Restore what an operation changed; refused when a later operation depends on it.
 
@@ -1129,9 +1147,24 @@ def undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> Op
         with collisions_as_conflicts():
             return _undo_event(factory, event_id, editor)
     except IntegrityError as exc:
+        _refuse_undo_after_collision(factory, event_id, exc)
         reason = (str(exc.orig).strip().splitlines() or ["constraint violated"])[0]
         raise UndoError(f"operation {event_id} cannot be undone: restoring it would break a database constraint "
                         f"({reason}); something written since depends on it") from exc
+
+
+def _refuse_undo_after_collision(factory: sessionmaker[Session], event_id: int, exc: IntegrityError) -> None:
+    """After an undo met a unique key (another editor added the same tag or label while it ran): the usual
+    refusal (`_refuse_undo`), which names the later operation, its editor and when, read in a new
+    transaction where that operation has committed (the insert waited for it). Returns when nothing is
+    found to name (or the lookup fails), for the caller's general refusal."""
+    try:
+        with factory() as session:
+            _refuse_undo(session, event_id, session.get(AuditEvent, event_id))
+    except UndoError as refusal:
+        raise refusal from exc
+    except Exception:  # noqa: BLE001 - naming the later operation is a courtesy: the undo is refused whatever
+        return
 
 
 def _refuse_undo(session: Session, event_id: int, event: AuditEvent | None) -> AuditEvent:
@@ -1341,6 +1374,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         if event is None or event.undone_by_id is not None:  # undone (or gone) since the check above
             _refuse_undo(session, event_id, event)
         op = Operation(session, editor, "undo")
+        _lock_catalog_for_names(session, event)
         _lock_undo_classes(op, event)
         op.summary = f"undo of operation {event.id}: {event.summary}"
         _concern_as(op, event)

@@ -6,11 +6,11 @@ from typing import Any, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import (CHUNK, Operation, OperationResult, _chunks, expected_by_key, merge_chain, retired_phrase,
-                            run_operation)
+from labeling.audit import (CHUNK, Operation, OperationResult, _chunks, expected_by_key, last_write, merge_chain,
+                            retired_phrase, run_operation)
 from labeling.db import advisory_xact_lock
 from labeling.errors import NotFoundError, ValidationError
-from labeling.face_labels import apply_decision, optional_class_id
+from labeling.face_labels import apply_decision, gone_class_phrase, optional_class_id
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, FaceLabel
 from labeling.validation import (check_class_status, check_id, clean_attributes, clean_class_name, clean_display_name,
                                  clean_external_id, class_name_key, refuse_invisible_characters)
@@ -110,7 +110,7 @@ def _load_classes(op: Operation, class_ids: Sequence[int],
     rows = op.load("class", [(c,) for c in class_ids])
     missing = [c for (c,), row in rows.items() if row is None]
     if missing:
-        raise NotFoundError(f"no celebrity class with id {missing[0]}")
+        raise NotFoundError(f"no celebrity class with id {missing[0]}" + gone_class_phrase(op.session, missing[0]))
     expected = {c: v for c, v in (expected_versions or {}).items() if v}
     op.check_versions("class", rows, expected or None, editor_col="updated_by")
     op.concern(*(f"class:{c}" for (c,) in rows))
@@ -126,6 +126,7 @@ def create_class(op: Operation, name: str, display_name: str | None = None, stat
                  external_id: str | None = None, attributes: dict[str, Any] | None = None) -> int:
     name = clean_class_name(name)
     check_class_status(status)
+    lock_class_catalog(op.session)  # before the name is checked: see `rename_class`
     _check_free(op.session, name)
     display = clean_display_name(display_name) if display_name else None
     external_id = clean_external_id(external_id)
@@ -162,6 +163,11 @@ def rename_class(factory, class_id: int, new_name: str, editor: str, expected_ve
     "nothing changed" and has no event), so no version moves and there is nothing to undo."""
     class_id = check_id(class_id, "class")
     with run_operation(factory, editor, "rename_class") as op:
+        # Why the catalog lock, before the class (as an import takes them): two editors giving two classes one
+        # name at once both found it free, and the second met the unique key ("another editor saved a class of
+        # the same name at the same moment"), naming nobody. Now the second waits, then finds the first's class
+        # and is refused by `_check_free`, which names it.
+        lock_class_catalog(op.session)
         row = _load_class(op, class_id, expected_version)
         name = clean_class_name(new_name, new=False)
         values: dict[str, Any] = {}
@@ -198,7 +204,8 @@ def _labels_of(session: Session, class_id: int, face_ids: Sequence[int] | None =
     return sorted(found)
 
 
-def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: int) -> int:
+def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: int,
+                 rows: dict[tuple[int], dict[str, Any] | None] | None = None) -> int:
     """Point both decisions and predictions of source at target, keeping each label's status.
 
     A decided label the editor moves becomes the editor's decision (source "editor"): its class is
@@ -207,7 +214,10 @@ def _move_labels(op: Operation, face_ids: list[int], source_id: int, target_id: 
     label (class_id) names the editor: a face another editor relabeled or rejected keeps their name when
     only its prediction follows the merge, and a face only predicted keeps no editor's name, or it would
     read "predicted as 'B' by bob" as though bob had decided it."""
-    rows = op.load("face", [(f,) for f in face_ids])
+    wanted = [(f,) for f in face_ids]
+    if rows is None:
+        rows = op.load("face", wanted)
+    rows = {k: rows[k] for k in wanted if rows.get(k) is not None}  # `rows` given: the caller locked them
     changes: dict[tuple[int], dict[str, Any]] = {}
     for key, row in rows.items():
         values: dict[str, Any] = {}
@@ -273,11 +283,17 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
     target_id = optional_class_id(target_id)
     face_ids = list(dict.fromkeys(check_id(f, "face") for f in face_ids))
     with run_operation(factory, editor, "split_class") as op:
+        if target_id is None:
+            lock_class_catalog(op.session)  # the new class's name, first as `create_class` and imports take it
         locked = _load_classes(op, [class_id] if target_id is None else [class_id, target_id],
                                {class_id: expected_version})
         source = locked[class_id]
-        members = set(_labels_of(op.session, class_id, face_ids, predicted=False))
-        _refuse_outside(op.session, source, face_ids, members)
+        # The picked faces locked before they are judged (classes, then faces, as a merge locks them): read
+        # unlocked, a face another editor was relabeling out of the class counted as a member, and the move,
+        # which locks them, then skipped it: the split "succeeded" with some of the faces.
+        rows = op.load("face", [(f,) for f in face_ids])
+        members = {f for (f,), row in rows.items() if row is not None and row["class_id"] == class_id}
+        _refuse_outside(op.session, source, face_ids, members, rows)
         if target_id is None:
             target_id = create_class(op, new_name)
             target_name = clean_class_name(new_name)
@@ -285,29 +301,49 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
             if target_id == class_id:
                 raise ValidationError("split target is the class itself")
             if locked[target_id]["status"] == "retired":
-                raise ValidationError("split target class is retired")
+                raise ValidationError(f"split target class is retired: {locked[target_id]['name']!r} (class {target_id}) "
+                                      f"was retired{_last_write_phrase(op.session, target_id)}; split into an active class")
             target_name = locked[target_id]["name"]
-        moved = _move_labels(op, list(members), class_id, target_id)
+        moved = _move_labels(op, sorted(members), class_id, target_id, rows)
         # both by name, as editors know them (the summary is the history and undo list's line); the id tells
         # a class created here from one that had a similar name
         op.summary = f"split {moved} face(s) from {source['name']!r} into {target_name!r} (class {target_id})"
     return target_id, op.result
 
 
-def _refuse_outside(session: Session, source: dict[str, Any], face_ids: Sequence[int], members: set[int]) -> None:
+def _refuse_outside(session: Session, source: dict[str, Any], face_ids: Sequence[int], members: set[int],
+                    rows: dict[tuple[int], dict[str, Any] | None]) -> None:
     """Refuse a split of faces not labeled as the source, naming them. A face only predicted as it
     (relabeled to another class, or rejected) is named apart: a split moves labels, and moving only
-    its prediction would report it split while its decision stayed where the editor put it."""
+    its prediction would report it split while its decision stayed where the editor put it.
+    `rows` are the faces' labels, locked: who changed a face last is named too, as a stale edit names
+    who moved it on, since another editor may have relabeled it while this editor looked at the class."""
     outside = [f for f in face_ids if f not in members]
     if not outside:
         return
-    predicted = set(_labels_of(session, source["id"], outside))
-    only_predicted = [f for f in outside if f in predicted]
-    unlabeled = [f for f in outside if f not in predicted]
+    only_predicted = [f for f in outside if (row := rows.get((f,))) is not None
+                      and row["predicted_class_id"] == source["id"]]
+    unlabeled = [f for f in outside if f not in set(only_predicted)]
     parts = ([f"face(s) {unlabeled[:10]} are not labeled {source['name']!r}"] if unlabeled else []) + (
         [f"face(s) {only_predicted[:10]} are only predicted as {source['name']!r} (an editor decided them "
          "otherwise): relabel those instead"] if only_predicted else [])
-    raise ValidationError("; ".join(parts))
+    raise ValidationError("; ".join(parts) + _changed_by(session, [f for f in outside if rows.get((f,))]))
+
+
+def _changed_by(session: Session, face_ids: Sequence[int]) -> str:
+    """"; face 7 was last changed by ann at ... in operation 12 (relabel_faces)": the first of these faces
+    whose label an audited operation wrote, or nothing."""
+    for face_id in face_ids[:10]:
+        writer = last_write(session, f"face:{face_id}")
+        if writer is not None:
+            return f"; face {face_id} was last changed {writer.phrase()}: reload the class and try again"
+    return ""
+
+
+def _last_write_phrase(session: Session, class_id: int) -> str:
+    """" by ann at ... in operation 12 (set_class_status)": who last wrote the class, or nothing."""
+    writer = last_write(session, f"class:{class_id}")
+    return f" {writer.phrase()}" if writer is not None else ""
 
 
 def retire_class(factory, class_id: int, editor: str, expected_version: int | None = None) -> OperationResult:

@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterable, Sequence
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from labeling.audit import (Key, Operation, OperationResult, _chunks, lock_classes, merge_chain, run_operation,
-                            written_count)
+from labeling.audit import (Key, Operation, OperationResult, _chunks, last_write, lock_classes, merge_chain,
+                            run_operation, written_count)
 from labeling.errors import NotFoundError, ValidationError
 from labeling.queries import current_target, current_track_predictions
 from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, Face, FaceEmbedding, FaceLabel, Track
@@ -36,11 +36,19 @@ def _existing_faces(session: Session, face_ids: Sequence[int]) -> dict[int, int]
     return found
 
 
-def _check_labelable(locked: dict[int, Row], class_id: int) -> None:
+def gone_class_phrase(session: Session | None, class_id: int) -> str:
+    """" (removed by ann at ... in operation 45 (undo of operation 44))" for a class an audited operation
+    wrote and that is gone now (an undo of the add that created it), or nothing (no such class ever was).
+    Why: an editor who picked the class on a page read "no celebrity class with id 18", as if mistyped."""
+    writer = last_write(session, f"class:{class_id}") if session is not None else None
+    return f" (removed {writer.phrase()})" if writer is not None else ""
+
+
+def _check_labelable(locked: dict[int, Row], class_id: int, session: Session | None = None) -> None:
     """A class labels may be added to: it exists and is not retired."""
     cls = locked.get(class_id)
     if cls is None:
-        raise NotFoundError(f"no celebrity class with id {class_id}")
+        raise NotFoundError(f"no celebrity class with id {class_id}" + gone_class_phrase(session, class_id))
     if cls.status == "retired":
         target = f"; it was merged into class {cls.merged_into_id}" if cls.merged_into_id else ""
         raise ValidationError(f"class {cls.name!r} is retired{target}: labels cannot be added to it")
@@ -120,7 +128,7 @@ def apply_decision(op: Operation, face_ids: Sequence[int], decision: str, class_
     guessed = _current_classes(op.session, ids) if decision == "approve" else set()
     locked = lock_classes(op.session, {class_id, proposed_class, *guessed})
     if class_id is not None:
-        _check_labelable(locked, class_id)
+        _check_labelable(locked, class_id, op.session)
     rows = op.load("face", [(f,) for f in ids])
     op.check_versions("face", rows, expected_versions)
     changes: dict[Key, dict[str, Any]] = {}

@@ -290,11 +290,13 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
         ids = tag_ids(op.session, [t for _, t in items], create=False)
         keys = [(check_id(m, "media"), ids[clean_tag_name(t)]) for m, t in items]
         rows = op.load("media_tag", keys)
+        # versions first: a suggestion another editor removed since the page showed it is refused naming
+        # who removed it and when (as `set_tag_confidences` does), not as a tag the media never had
+        op.check_versions("media_tag", rows, expected_versions)
         missing = [k for k, r in rows.items() if r is None]
         if missing:
             name = {tag_id: tag for tag, tag_id in ids.items()}[missing[0][1]]
             raise NotFoundError(f"media {missing[0][0]} has no tag {name!r}")
-        op.check_versions("media_tag", rows, expected_versions)
         if status != "rejected":
             _refuse_rejected(op.session, rows, {tag_id: tag for tag, tag_id in ids.items()},
                              "accepting" if status == "active" else f"marking {status}")
