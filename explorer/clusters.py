@@ -29,11 +29,15 @@ import pandas as pd
 
 __all__ = [
     "ClusterError",
+    "class_members",
     "class_stats",
     "face_distances",
     "lookalike_pairs",
     "members_by_distance",
+    "neighbour_depth",
+    "neighbour_rows",
     "suspect_faces",
+    "suspect_queue",
 ]
 
 OUTLIER_Z = 3.5
@@ -230,19 +234,21 @@ def members_by_distance(vectors: Any, labels: Sequence[Any], cls: Any, ids: Sequ
                         farthest_first: bool = True, outlier_z: float = OUTLIER_Z) -> pd.DataFrame:
     """The members of one class ordered by cosine distance to the class centroid, farthest first
     by default: the review order in which mislabelled faces come up first."""
-    x = _unit(vectors)
-    lab = _labels(labels, len(x))
-    classes = _Classes(x, lab)
-    classes.index(cls)
-    faces = _per_face(x, classes, outlier_z)
-    faces.insert(0, "id", _ids(ids, len(x)))
-    members = faces[faces["label"] == str(cls)]
+    return class_members(face_distances(vectors, labels, ids, outlier_z), cls, farthest_first)
+
+
+def class_members(per_face: pd.DataFrame, cls: Any, farthest_first: bool = True) -> pd.DataFrame:
+    """`members_by_distance` from `face_distances`' frame: a page that keeps that frame (computed
+    over every face, once per change of the labels) opens any class without computing it again."""
+    members = per_face[per_face["label"] == str(cls)]
+    if members.empty:
+        raise ClusterError(f"no class {cls!r} among the labels")
     return members.sort_values("distance", ascending=not farthest_first, kind="stable").reset_index(drop=True)
 
 
 def _neighbour_labels(x: np.ndarray, codes: np.ndarray, k: int, ids: np.ndarray | None = None,
                       raw: np.ndarray | None = None, index_dir: Path | str | None = None,
-                      model_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      model_id: str | None = None, nearest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Majority class code among each face's k nearest labelled neighbours (itself excluded) and
     the share of neighbours that hold it. Uses the project's KnnIndex (exact below a few
     thousand points, HNSW above), the one nearest-neighbour implementation of giflens.
@@ -250,7 +256,8 @@ def _neighbour_labels(x: np.ndarray, codes: np.ndarray, k: int, ids: np.ndarray 
     Without index_dir the index covers the labelled faces and lives for this call. With it, the
     saved index of every face (`raw` vectors, stable `ids`) is reused: labels change with every
     decision, the faces only on ingest, so it is indexed regardless of labels and each face's
-    neighbours are read until k labelled ones are found."""
+    neighbours are read until k labelled ones are found. `nearest` (from `neighbour_rows`, labels
+    ignored) spares that search: only faces with fewer than k labelled faces among them search further."""
     labelled = np.flatnonzero(codes >= 0)
     majority = np.full(len(x), -1, np.int64)
     share = np.full(len(x), np.nan, np.float32)
@@ -263,12 +270,41 @@ def _neighbour_labels(x: np.ndarray, codes: np.ndarray, k: int, ids: np.ndarray 
         index = KnnIndex("explorer-suspects").fit(x[labelled], labelled)
         found, _ = index.query(x, k + 1)
         found = np.asarray(found, np.int64)
-        neighbours = [found[i][found[i] != i][:k] for i in range(len(x))]
+        neighbours = _first_k(found, found != np.arange(len(x))[:, None], k)
     else:
-        neighbours = _labelled_neighbours(codes, k, ids, raw, index_dir, model_id)
-    for i, row in enumerate(neighbours):
-        if len(row):
-            majority[i], share[i] = _neighbour_vote(codes[row], int(codes[i]))
+        neighbours = _labelled_neighbours(codes, k, ids, raw, index_dir, model_id, nearest)
+    return _neighbour_votes(neighbours, codes)
+
+
+def _first_k(rows: np.ndarray, keep: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) the first k `rows` of each line where `keep` holds, in order, padded with -1 (vectorised:
+    a Python loop over 20,000 faces cost more than the vote)."""
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(keep, order, axis=1)
+    out = np.where(kept, np.take_along_axis(rows, order, axis=1), -1)
+    if out.shape[1] < k:
+        out = np.pad(out, ((0, 0), (0, k - out.shape[1])), constant_values=-1)
+    return out
+
+
+def _neighbour_votes(neighbours: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_neighbour_vote` for every face at once: neighbours (n, k) rows of labelled faces, nearest
+    first, -1 padding. Returns (winning code or -1, its share or NaN) per face."""
+    n = len(neighbours)
+    valid = neighbours >= 0
+    votes = np.where(valid, codes[np.where(valid, neighbours, 0)], -1)
+    counts = np.zeros(votes.shape, np.int64)  # per neighbour: how many neighbours hold its class
+    for start in range(0, n, _CHUNK * 16):  # (rows, k, k) booleans at a time
+        v, ok = votes[start:start + _CHUNK * 16], valid[start:start + _CHUNK * 16]
+        counts[start:start + len(v)] = ((v[:, :, None] == v[:, None, :]) & ok[:, None, :]).sum(axis=2) * ok
+    top = counts.max(axis=1, initial=0)
+    own = ((votes == codes[:, None]) & valid).sum(axis=1)
+    first_top = np.argmax(counts == top[:, None], axis=1)
+    best = np.where(own == top, codes, votes[np.arange(n), first_top])
+    size = valid.sum(axis=1)
+    voted = size > 0
+    majority = np.where(voted, best, -1).astype(np.int64)
+    share = np.where(voted, top / np.maximum(size, 1), np.nan).astype(np.float32)
     return majority, share
 
 
@@ -279,6 +315,7 @@ def _neighbour_vote(neighbour_codes: np.ndarray, own: int) -> tuple[int, float]:
     label wins, so a 50/50 split never reads "neighbours disagree" (before, the class first in name
     order won, and the same faces were flagged or not depending on what the classes were called).
     A tie among other classes goes to the one with the nearest member, not to the alphabet.
+    (The rule as written for one face; `_neighbour_votes` applies it to all faces at once.)
     """
     counts = np.bincount(neighbour_codes)
     tied = np.flatnonzero(counts == counts.max())
@@ -289,41 +326,88 @@ def _neighbour_vote(neighbour_codes: np.ndarray, own: int) -> tuple[int, float]:
     return best, float(counts[best] / len(neighbour_codes))
 
 
-def _labelled_neighbours(codes: np.ndarray, k: int, ids: np.ndarray | None, raw: np.ndarray | None,
-                         index_dir: Path | str, model_id: str | None) -> list[np.ndarray]:
-    """Rows of each face's k nearest labelled faces, from the saved index of all faces. Asks for
-    enough neighbours that k labelled ones are expected (k+1 scaled by the unlabelled share), then
-    four times more for the faces still short, until every face has k or has seen every face."""
+def neighbour_depth(k: int, n: int, labelled: int, margin: int = 2) -> int:
+    """How many nearest faces `neighbour_rows` should keep so that each face is expected to find k
+    labelled ones among them: k+1 scaled by the unlabelled share, times `margin`, so that decisions
+    that take a few faces' labels away still leave enough (a face left short searches on its own)."""
+    if n < 2:
+        return 0
+    return min(n - 1, margin * int(np.ceil((k + 1) * n / max(1, labelled))))
+
+
+def neighbour_rows(vectors: Any, ids: Sequence[Any], index_dir: Path | str, model_id: str, depth: int) -> np.ndarray:
+    """(n, depth) rows (positions in `vectors`) of each face's nearest other faces, nearest first,
+    labelled or not, from the saved index of every face in `index_dir`.
+
+    Why apart from the vote: the neighbours depend on the vectors alone, which change only on ingest,
+    while the labels change with every decision. A caller keeps these rows as long as the vectors stay
+    (explorer/pages/review.py caches them under a fingerprint of ids and vectors) and passes them to
+    `suspect_faces(nearest=...)`, which then only votes with the labels of the moment."""
     from models.index_store import stored_index
 
+    raw = np.asarray(vectors, np.float32)
+    id_list = _ids(ids, len(raw)).tolist()
+    n = len(id_list)
+    depth = min(int(depth), n - 1)
+    if depth < 1:
+        return np.zeros((n, 0), np.int64)
+    index, _ = stored_index(index_dir, raw, id_list, model_id)
+    found, _ = index.query_ids(id_list, depth)
+    return _positions(id_list, found)
+
+
+def _positions(id_list: list, found: np.ndarray) -> np.ndarray:
+    """Ids the index answered, as rows of `id_list`."""
+    if not found.size:
+        return np.zeros((len(found), 0), np.int64)
+    position = {v: i for i, v in enumerate(id_list)}
+    return np.vectorize(position.__getitem__, otypes=[np.int64])(found)
+
+
+def _labelled_neighbours(codes: np.ndarray, k: int, ids: np.ndarray | None, raw: np.ndarray | None,
+                         index_dir: Path | str, model_id: str | None,
+                         nearest: np.ndarray | None = None) -> np.ndarray:
+    """(n, k) rows of each face's k nearest labelled faces, -1 padded, from the saved index of all
+    faces. Asks for enough neighbours that k labelled ones are expected (k+1 scaled by the unlabelled
+    share), then four times more for the faces still short, until every face has k or has seen every
+    face. With `nearest` (`neighbour_rows`) the first ask is already answered: only the faces short of
+    k labelled ones among those rows search further."""
     if ids is None or not model_id or raw is None:
         raise ClusterError("a saved index needs the faces' ids and their embedding model id")
     id_list = ids.tolist()
-    index, _ = stored_index(index_dir, raw, id_list, model_id)
     n = len(id_list)
-    position = {v: i for i, v in enumerate(id_list)}
-    lookup = np.vectorize(position.__getitem__, otypes=[np.int64])
-    result: list[np.ndarray] = [np.zeros(0, np.int64)] * n
-    pending = np.arange(n)
+    if nearest is not None and len(nearest) != n:
+        raise ClusterError(f"{len(nearest)} rows of neighbours for {n} faces")
+    index = None
     ask = min(n - 1, int(np.ceil((k + 1) * n / max(1, int((codes >= 0).sum())))))
+    if nearest is None:
+        from models.index_store import stored_index
+
+        index, _ = stored_index(index_dir, raw, id_list, model_id)
+        found, _ = index.query_ids(id_list, ask)
+        nearest = _positions(id_list, found)
+    result = _first_k(nearest, codes[nearest] >= 0, k)
+    ask = nearest.shape[1]
+    pending = np.flatnonzero((result < 0).any(axis=1)) if ask < n - 1 else np.zeros(0, np.int64)
     while len(pending):
+        if index is None:
+            from models.index_store import stored_index
+
+            index, _ = stored_index(index_dir, raw, id_list, model_id)
+        ask = min(n - 1, max(1, ask) * 4)
         found, _ = index.query_ids([id_list[i] for i in pending], ask)
-        rows = lookup(found) if found.size else np.zeros((len(pending), 0), np.int64)
-        short = []
-        for j, i in enumerate(pending):
-            mine = rows[j][codes[rows[j]] >= 0][:k]
-            result[i] = mine
-            if len(mine) < k and ask < n - 1:
-                short.append(i)
-        pending = np.asarray(short, dtype=np.int64)
-        ask = min(n - 1, ask * 4)
+        rows = _positions(id_list, found)
+        result[pending] = _first_k(rows, codes[rows] >= 0, k)
+        short = (result[pending] < 0).any(axis=1)
+        pending = pending[short] if ask < n - 1 else np.zeros(0, np.int64)
     return result
 
 
 def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any], confidences: Sequence[float],
-                  ids: Sequence[Any] | None = None, k: int = 10, min_confidence: float = 0.5,
+                  ids: Sequence[Any] | None = None, k: int = 10, min_confidence: float | None = 0.5,
                   min_neighbour_share: float = 0.5, outlier_z: float = OUTLIER_Z,
-                  index_dir: Path | str | None = None, model_id: str | None = None) -> pd.DataFrame:
+                  index_dir: Path | str | None = None, model_id: str | None = None,
+                  nearest: np.ndarray | None = None) -> pd.DataFrame:
     """Faces an editor should look at, each with the reasons why, most suspicious first.
 
     Reasons: "model disagrees" (prediction differs from the label; a prediction of None with a
@@ -338,7 +422,13 @@ def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any],
     index_dir None: the neighbours come from an index built for this call. With index_dir (e.g.
     explorer.views.index_dir_for(data_dir, "Faces", model_id)), the `ids` of the faces and the
     `model_id` of their embeddings, the index saved there is reused and kept up to date instead of
-    rebuilt on every run (models/index_store.py); the suspects are the same.
+    rebuilt on every run (models/index_store.py); the suspects are the same. `nearest`: that index's
+    answer kept from an earlier call (`neighbour_rows`, which depends on the vectors only), so a call
+    after a decision votes with the new labels without searching again.
+
+    min_confidence None: no threshold yet. Every face is returned, in face order, with one boolean
+    column per reason but "low confidence": `suspect_queue(frame, min_confidence)` then makes the
+    queue suspect_faces would have given, so a move of the threshold recomputes nothing else.
     """
     x = _unit(vectors)
     lab = _labels(labels, len(x))
@@ -349,33 +439,48 @@ def suspect_faces(vectors: Any, labels: Sequence[Any], predicted: Sequence[Any],
     classes = _Classes(x, lab)
     faces = _per_face(x, classes, outlier_z)
     face_ids = _ids(ids, len(x)) if ids is not None else None
-    maj, share = _neighbour_labels(x, classes.code, k, face_ids, np.asarray(vectors, np.float32), index_dir, model_id)
+    maj, share = _neighbour_labels(x, classes.code, k, face_ids, np.asarray(vectors, np.float32), index_dir, model_id,
+                                   nearest)
     names = np.append(classes.names, None)
     labelled = classes.labelled
     pred_missing = _missing(pred)
     pred_str = np.where(pred_missing, None, pred.astype(str))
     predicted_yet = ~np.isnan(conf)
-    reasons = {
+    signals = pd.DataFrame({
+        "id": _ids(ids, len(x)),
+        "label": faces["label"].to_numpy(),
+        "predicted": pred_str,
+        "confidence": conf,
+        "neighbour_label": names[maj],
+        "neighbour_share": share,
+        "distance": faces["distance"].to_numpy(),
+        "robust_z": faces["robust_z"].to_numpy(),
         "model disagrees": labelled & (predicted_yet | ~pred_missing) & (pred_str != faces["label"].to_numpy()),
         "neighbours disagree": labelled & (maj >= 0) & (maj != classes.code) & (np.nan_to_num(share) >= min_neighbour_share),
-        "low confidence": predicted_yet & (conf < min_confidence),
         "far from centroid": faces["is_outlier"].to_numpy(),
-    }
-    flags = np.column_stack(list(reasons.values()))
-    keep = flags.any(axis=1)
-    text = np.array(["; ".join(r for r, f in zip(reasons, row) if f) for row in flags[keep]], dtype=object)
-    out = pd.DataFrame({
-        "id": _ids(ids, len(x))[keep],
-        "label": faces["label"].to_numpy()[keep],
-        "predicted": pred_str[keep],
-        "confidence": conf[keep],
-        "neighbour_label": names[maj][keep],
-        "neighbour_share": share[keep],
-        "distance": faces["distance"].to_numpy()[keep],
-        "robust_z": faces["robust_z"].to_numpy()[keep],
-        "n_reasons": flags[keep].sum(axis=1),
-        "reasons": text,
     })
+    return signals if min_confidence is None else suspect_queue(signals, min_confidence)
+
+
+REASONS = ("model disagrees", "neighbours disagree", "low confidence", "far from centroid")  # in the reasons' text order
+SUSPECT_COLUMNS = ["id", "label", "predicted", "confidence", "neighbour_label", "neighbour_share", "distance",
+                   "robust_z", "n_reasons", "reasons"]
+
+
+def suspect_queue(signals: pd.DataFrame, min_confidence: float = 0.5) -> pd.DataFrame:
+    """The suspect faces of `suspect_faces(..., min_confidence=None)`'s frame for one threshold: the faces
+    with a reason, "low confidence" (< min_confidence, a NaN confidence never) added, most suspicious first.
+
+    Apart from suspect_faces so that the Review page's "Low confidence below" slider only filters: the
+    geometry and the neighbours' vote behind the other reasons do not depend on it."""
+    conf = signals["confidence"].to_numpy(np.float64)
+    low = ~np.isnan(conf) & (conf < min_confidence)
+    flags = np.column_stack([low if r == "low confidence" else signals[r].to_numpy(bool) for r in REASONS])
+    keep = flags.any(axis=1)
+    text = np.array(["; ".join(r for r, f in zip(REASONS, row) if f) for row in flags[keep]], dtype=object)
+    out = signals.loc[keep, SUSPECT_COLUMNS[:-2]].reset_index(drop=True)
+    out["n_reasons"] = flags[keep].sum(axis=1)
+    out["reasons"] = text
     return out.sort_values(["n_reasons", "confidence", "distance"], ascending=[False, True, False],
                            kind="stable").reset_index(drop=True)
 

@@ -8,6 +8,7 @@ take as `expected_version(s)` for optimistic locking (0: no row yet).
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from labeling.audit import CHUNK, entity_events, snapshots_of  # CHUNK: ids bound in one IN (...) list
 from labeling.schema import (CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag, Track,
                              bytes_to_vector)
-from labeling.validation import clean_tag_name
+from labeling.validation import clean_tag_name, search_key
 
 UNLABELED = "unlabeled"  # label status of a face that has no face_label row (no prediction, no decision)
 # the class group of a face whose prediction an editor turned down (it has no class any more)
@@ -190,8 +191,25 @@ def classes_frame(store: sessionmaker[Session]) -> pd.DataFrame:
     frame = _frame(out, CLASS_COLUMNS)
     frame["birth_year"] = frame["birth_year"].astype("Int64")
     frame["merged_into_id"] = frame["merged_into_id"].astype("Int64")
-    return frame.sort_values(["name", "class_id"], key=lambda s: s.str.casefold() if s.dtype == object else s,
-                             ignore_index=True)
+    return frame.iloc[name_order(frame["name"], frame["class_id"])].reset_index(drop=True)
+
+
+@lru_cache(maxsize=1 << 17)
+def name_order_key(name: str) -> str:
+    """The key names are listed by: `search_key` (accents removed, "_" read as a space, case folded), so
+    "Élodie" and "Émile" sort among the E's. Sorting on str.casefold put every name starting with an
+    accented letter after "Z" ("é" comes after "z" in code points). Cached: 30 µs a name, and a page
+    sorts every class (or media item) on every run."""
+    return search_key(name)
+
+
+def name_order(names: pd.Series, ids: pd.Series) -> np.ndarray:
+    """Positions listing `names` in reading order: by `name_order_key`, then case folded (accents
+    then tell "Cafe" from "Café"), then by id, so every item keeps its place between runs."""
+    text = names.fillna("").astype(str).tolist()
+    keys = pd.DataFrame({"loose": [name_order_key(t) for t in text], "folded": [t.casefold() for t in text],
+                         "id": ids.to_numpy()})
+    return keys.sort_values(["loose", "folded", "id"], kind="stable").index.to_numpy()
 
 
 def media_frame(store: sessionmaker[Session]) -> pd.DataFrame:
@@ -414,8 +432,9 @@ def exports_frame(store: sessionmaker[Session]) -> pd.DataFrame:
     """Past exports, newest first: export_id, at (as the store hands it back: a page shows it through
     `history_table`, as UTC text), editor, out_dir, on_disk and the manifest's counts.
 
-    on_disk: whether out_dir still holds that export (`labeling.export.intact_export`, the check that picks
-    the earlier exports a new one may follow). Why: a folder replaced by a later export, moved or edited by
+    on_disk: whether out_dir still holds that export, whole (`labeling.export.intact_export`: a stat per file,
+    the answer cached until the export's folders change; which exports a new one may follow is
+    `followable_export`'s). Why: a folder replaced by a later export, moved or edited by
     hand is listed all the same, and an editor looking for the dataset must know which rows are still there."""
     from labeling.export import intact_export  # lazily: labeling.export is heavy and imports the store's modules
 

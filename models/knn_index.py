@@ -153,6 +153,10 @@ class KnnIndex:
     machines are shared, and oversubscribed BLAS threads made single queries 100x slower).
     """
 
+    # Searches (`query`, `query_ids`) run by every index of this process: a caller that keeps neighbours
+    # between runs (explorer/pages/review.py) can show, and its tests check, that a run searched nothing.
+    searches: int = 0
+
     def __init__(self, model_id: str, method: str = "auto", exact_below: int = 2000, M: int = 16,
                  ef_construction: int = 200, ef_search: int = 100, n_jobs: int = 1) -> None:
         if not isinstance(model_id, str) or not model_id:
@@ -270,6 +274,7 @@ class KnnIndex:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise KnnIndexError(f"k must be a positive integer, got {k!r}")
         k = min(int(k), len(self))
+        KnnIndex.searches += 1
         rows, dists = self._hnsw(q, k) if self._graph is not None else self._exact(q, k)
         return self.ids_[rows], dists
 
@@ -331,6 +336,7 @@ class KnnIndex:
         k = min(int(k), len(self) - 1)
         if k == 0:
             return np.empty((len(rows), 0), dtype=self.ids_.dtype), np.empty((len(rows), 0), dtype=np.float32)
+        KnnIndex.searches += 1
         found_rows, found_d = (self._hnsw if self._graph is not None else self._exact)(self.vectors_[rows], k + 1)
         out_rows = np.empty((len(rows), k), dtype=np.int64)
         out_d = np.empty((len(rows), k), dtype=np.float32)

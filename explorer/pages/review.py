@@ -12,7 +12,8 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import func, select
 
-from explorer.clusters import class_stats, lookalike_pairs, members_by_distance, suspect_faces
+from explorer.clusters import (class_members, class_stats, face_distances, lookalike_pairs, neighbour_depth,
+                               neighbour_rows, suspect_faces, suspect_queue)
 from explorer.figures import cluster_review, selected_ids
 from explorer.views import (decided_since_prediction, index_dir_for, nameable_faces, named_no_one, own_classes,
                             retired_classes, track_own_class, track_predictions, track_refusals, unnameable_help,
@@ -27,6 +28,7 @@ from labeling.pages.common import (CHOOSE_CLASS, DRAWN, TICK_VERSIONS, class_usa
 from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent, FaceEmbedding, Track
+from models.index_store import index_fingerprint
 
 # explorer.clusters.suspect_faces' reasons, all of them: the Reasons filter offers each whether or not a face of
 # the queue has it now, so a chosen one is never dropped when its last face leaves the queue
@@ -34,6 +36,7 @@ SUSPECT_REASONS = ("model disagrees", "neighbours disagree", "low confidence", "
 EDITOR_DECISIONS = (*CONFIRMED_STATUSES, "rejected", "unknown")  # label statuses only an editor sets (as on Explore)
 GONE = "__gone"  # a pick table's key + this: the notice naming ticked rows that left it this run (pick_table)
 LISTED = 200  # suspect faces the table lists (a longer table is slow to draw and to tick through)
+NEIGHBOURS = 10  # k of suspect_faces: the labelled neighbours that vote on each face
 CONFIDENCE_NOTE = (f"Confidence is the model's score for its best class among the catalog's; on \"{UNKNOWN_OPEN_SET}\" "
                    "it is the score of the class the open-set threshold turned down (too far from everyone known).")
 
@@ -80,14 +83,63 @@ def cached_class_stats(url: str, model_id: str, stamp: tuple) -> pd.DataFrame:
     return class_stats(vecs, class_labels(frame, "class_name"))
 
 
-@st.cache_data(show_spinner="Finding suspect faces ...", max_entries=4)
-def cached_suspects(url: str, data_dir: str, model_id: str, min_conf: float, stamp: tuple) -> pd.DataFrame:
-    """suspect_faces over every face of the model (all arguments: the cache key; data_dir: the saved index)."""
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_face_distances(url: str, model_id: str, stamp: tuple) -> pd.DataFrame:
+    """face_distances over every face of the model (url, model_id, stamp: the cache key). Opening a class
+    filters it (class_members): before, every rerun computed it over all faces up to three times to keep
+    one class (1.5 s a rerun at 20,000 faces)."""
     frame, vecs = cached_faces(url, model_id, stamp)
-    return suspect_faces(vecs, class_labels(frame, "class_name"), class_labels(frame, "predicted_class_name"),
+    return face_distances(vecs, class_labels(frame, "class_name"), ids=frame["face_id"].tolist())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_lookalikes(url: str, model_id: str, stamp: tuple) -> pd.DataFrame:
+    """lookalike_pairs of the model's labelled faces, the top 30 (url, model_id, stamp: the cache key)."""
+    frame, vecs = cached_faces(url, model_id, stamp)
+    return lookalike_pairs(vecs, class_labels(frame, "class_name"), top=30)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def vectors_key(url: str, model_id: str, stamp: tuple) -> str:
+    """A fingerprint of the faces' ids and vectors (what their neighbours depend on), computed once per
+    change of the store: a decision leaves it as it was, an ingest or a re-embedding changes it."""
+    frame, vecs = cached_faces(url, model_id, stamp)
+    return index_fingerprint(model_id, frame["face_id"].astype(int).tolist(), vecs)
+
+
+@st.cache_data(show_spinner="Finding each face's neighbours ...", max_entries=2)
+def cached_neighbours(url: str, data_dir: str, model_id: str, vectors: str, _stamp: tuple,
+                      _depth: int) -> np.ndarray:
+    """Each face's nearest faces, labelled or not (neighbour_rows), kept while the vectors stay: the cache
+    key is (url, data_dir, model_id, vectors: `vectors_key`), not the store's stamp, so a decision, an
+    undo or a move of the slider never searches again (half of a 9.4 s Reject press at 20,000 faces was
+    this search). _stamp and _depth are not part of the key: the frame to read, and how deep to search
+    (neighbour_depth with the labels of the first call; a face left short later searches on its own)."""
+    frame, vecs = cached_faces(url, model_id, _stamp)
+    return neighbour_rows(vecs, frame["face_id"].tolist(), index_dir_for(Path(data_dir), "Faces", model_id),
+                          model_id, _depth)
+
+
+@st.cache_data(show_spinner="Finding suspect faces ...", max_entries=4)
+def cached_suspect_signals(url: str, data_dir: str, model_id: str, stamp: tuple) -> pd.DataFrame:
+    """suspect_faces over every face of the model before the confidence threshold (min_confidence None),
+    with the current labels voting among the kept neighbours (all arguments: the cache key; data_dir:
+    the saved index)."""
+    frame, vecs = cached_faces(url, model_id, stamp)
+    labels = class_labels(frame, "class_name")
+    depth = neighbour_depth(NEIGHBOURS, len(frame), sum(label is not None for label in labels))
+    nearest = cached_neighbours(url, data_dir, model_id, vectors_key(url, model_id, stamp), stamp, depth)
+    return suspect_faces(vecs, labels, class_labels(frame, "predicted_class_name"),
                          frame["predicted_confidence"].to_numpy(np.float64), ids=frame["face_id"].tolist(),
-                         min_confidence=min_conf, index_dir=index_dir_for(Path(data_dir), "Faces", model_id),
-                         model_id=model_id)
+                         k=NEIGHBOURS, min_confidence=None, index_dir=index_dir_for(Path(data_dir), "Faces", model_id),
+                         model_id=model_id, nearest=nearest)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_suspects(url: str, data_dir: str, model_id: str, min_conf: float, stamp: tuple) -> pd.DataFrame:
+    """The suspect faces for one "Low confidence below" (all arguments: the cache key): the threshold only
+    filters cached_suspect_signals, so a move of the slider computes nothing else."""
+    return suspect_queue(cached_suspect_signals(url, data_dir, model_id, stamp), min_conf)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -98,7 +150,7 @@ def cached_tracks(url: str, model_id: str, stamp: tuple) -> pd.DataFrame:
 
 URL = settings.database_url or str(settings.data_dir)
 STAMP = store_stamp(model_id)
-faces, vectors = cached_faces(URL, model_id, STAMP)
+faces = cached_faces(URL, model_id, STAMP)[0]
 labels = class_labels(faces, "class_name")
 catalog = classes_frame(store)
 active = catalog[catalog["status"] == "active"]
@@ -308,7 +360,7 @@ with clusters_tab:
         st.session_state["review_class_click"] = click
         keep_choice("review_class", names)
         opened = st.selectbox("Open a class (worst first)", names, key="review_class", persist_state="session")
-        members = members_by_distance(vectors, labels, opened, ids=faces["face_id"].tolist())
+        members = class_members(cached_face_distances(URL, model_id, STAMP), opened)
         st.caption(f"{len(members)} faces of {plain(opened)}, farthest from the centroid first")
         thumbnails(members["id"].head(24).tolist(), [f"{i} · {d:.3f}" for i, d in zip(members["id"].head(24), members["distance"].head(24))])
         # status and editor: whose decisions an action here would change (they take a tick of their own)
@@ -359,7 +411,7 @@ with lookalikes_tab:
     if sum(label is not None for label in labels) < 2:
         st.info("Look-alike pairs need at least two classes with faces.")
     else:
-        pairs = lookalike_pairs(vectors, labels, top=30)
+        pairs = cached_lookalikes(URL, model_id, STAMP)
         st.caption("Class pairs with the closest centroids: candidates for a merge or for relabelling")
         st.dataframe(pairs, hide_index=True, width="stretch", key="review_lookalikes")
         # Two classes of one person (a re-import under another spelling, a duplicate added by hand) are
@@ -374,7 +426,7 @@ with lookalikes_tab:
             # The closest pairs are usually two people who look alike: the editor sees both classes'
             # most typical faces and says they are one person before a merge button does anything.
             for name in pair:
-                typical = members_by_distance(vectors, labels, name, ids=faces["face_id"].tolist(), farthest_first=False)
+                typical = class_members(cached_face_distances(URL, model_id, STAMP), name, farthest_first=False)
                 st.caption(f"{plain(name)}: {len(typical)} faces, the most typical first")
                 thumbnails(typical["id"].head(8).tolist(), [f"{i}" for i in typical["id"].head(8)])
             same = st.checkbox("These are the same person", key=f"review_merge_same_{pair[0]}_{pair[1]}",
