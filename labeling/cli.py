@@ -300,7 +300,7 @@ def _path_arguments(values: list[str]) -> list[Path]:
 def ingest_command(
     # text, not Typer's Path ("" would be "."): `_path_arguments` refuses a blank one; an unreadable file is
     # recorded as failed like any bad file, not a refused command
-    paths: Annotated[list[str], typer.Argument(help="Files or folders (searched recursively).",
+    paths: Annotated[list[str], typer.Argument(help="Files or folders (searched recursively).", metavar="PATH",
                                                callback=_path_arguments)],
     data_dir: DataDir = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, max=512, help="Frames sampled per clip.")] = None,
@@ -633,8 +633,7 @@ def export_command(
     from rich.markup import escape
 
     from labeling.errors import StoreError
-    from labeling.export import (PreviousExportError, check_out_dir, damaged_newer_exports, export_dataset,
-                                 newest_export, resolve_out_dir, skipped_exports_note)
+    from labeling.export import PreviousExportError, check_out_dir, export_dataset, newest_export, resolve_out_dir
     from labeling.validation import check_editor
 
     if verify:
@@ -658,9 +657,6 @@ def export_command(
     implicit = previous is None and chosen is not None
     # An earlier export the editor did not name is said aloud before anything runs, so a numbering
     # or split that follows it is never a surprise, and a failure to read it is not a riddle.
-    if not no_previous and previous is None and (damaged := damaged_newer_exports(store, chosen)):
-        console.print(f"[yellow]note[/yellow] {escape(one_line(skipped_exports_note(damaged, chosen)))}",
-                      highlight=False, soft_wrap=True)
     if implicit:
         console.print(escape(f"keeping label indices and train / validation sides of the newest earlier export "
                              f"{chosen} (--no-previous to start afresh)"), highlight=False, soft_wrap=True)

@@ -13,7 +13,6 @@ table, the sidebar's recent operations included, shows the new state.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import hmac
 import os
@@ -680,10 +679,8 @@ def _write_new_file(path: Path, data: bytes) -> None:
             os.link(tmp, path)
         except FileExistsError:  # another session saved these bytes under this name meanwhile: theirs is kept
             pass
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
-                raise
-            os.replace(tmp, path)  # a file system without hard links: a rename of a whole file, as safe
+        except OSError:  # no hard links here (EPERM, ENOSYS on FUSE mounts, EINVAL on FAT ...): a rename of a
+            os.replace(tmp, path)  # whole file, as safe; if that fails too, its error is the real one
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -214,7 +214,7 @@ def typed_target(text: str) -> Path | None:
         st.error("Give a folder or a file path.")
         return None
     try:
-        target = _anchored(DATA_DIR / server_path(text.strip()))  # an absolute one (or ~) stays itself
+        target = _anchored(Path(settings.data_dir).expanduser() / server_path(text.strip()))  # an absolute one (or ~) stays itself
     except StoreError as exc:  # "~nosuchuser/gifs": no home folder to expand it to
         show_error(exc)
         return None
