@@ -11,7 +11,7 @@ from labeling.audit import (CHUNK, Operation, OperationResult, _chunks, expected
 from labeling.db import advisory_xact_lock
 from labeling.errors import NotFoundError, ValidationError
 from labeling.face_labels import apply_decision, gone_class_phrase, optional_class_id
-from labeling.schema import UNDECIDED_STATUSES, CelebrityClass, FaceLabel
+from labeling.schema import UNDECIDED_STATUSES, AuditEvent, CelebrityClass, FaceLabel
 from labeling.validation import (check_class_status, check_id, clean_attributes, clean_class_name, clean_display_name,
                                  clean_external_id, class_name_key, refuse_invisible_characters)
 
@@ -323,20 +323,29 @@ def _refuse_outside(session: Session, source: dict[str, Any], face_ids: Sequence
         return
     only_predicted = [f for f in outside if (row := rows.get((f,))) is not None
                       and row["predicted_class_id"] == source["id"]]
-    unlabeled = [f for f in outside if f not in set(only_predicted)]
+    only = set(only_predicted)
+    unlabeled = [f for f in outside if f not in only]
     parts = ([f"face(s) {unlabeled[:10]} are not labeled {source['name']!r}"] if unlabeled else []) + (
         [f"face(s) {only_predicted[:10]} are only predicted as {source['name']!r} (an editor decided them "
          "otherwise): relabel those instead"] if only_predicted else [])
-    raise ValidationError("; ".join(parts) + _changed_by(session, [f for f in outside if rows.get((f,))]))
+    raise ValidationError("; ".join(parts) + _moved_out_by(session, [f for f in unlabeled if rows.get((f,))],
+                                                           source["id"]))
 
 
-def _changed_by(session: Session, face_ids: Sequence[int]) -> str:
-    """"; face 7 was last changed by ann at ... in operation 12 (relabel_faces)": the first of these faces
-    whose label an audited operation wrote, or nothing."""
+def _moved_out_by(session: Session, face_ids: Sequence[int], class_id: int) -> str:
+    """"; face 7 was moved out of it by ann at ... in operation 12 (relabel_faces): reload ...": the first of
+    these faces whose last audited write took it out of class `class_id`, or nothing.
+
+    Only such a write: a face picked by mistake, or last written by a prediction run, was not moved out by
+    anyone, and "reload and try again" would not help."""
     for face_id in face_ids[:10]:
-        writer = last_write(session, f"face:{face_id}")
-        if writer is not None:
-            return f"; face {face_id} was last changed {writer.phrase()}: reload the class and try again"
+        key = f"face:{face_id}"
+        writer = last_write(session, key)
+        if writer is None:
+            continue
+        before = (session.get(AuditEvent, writer.event_id).before or {}).get(key) or {}
+        if before.get("class_id") == class_id:
+            return f"; face {face_id} was moved out of it {writer.phrase()}: reload the class and try again"
     return ""
 
 
