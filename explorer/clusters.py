@@ -326,13 +326,20 @@ def _neighbour_vote(neighbour_codes: np.ndarray, own: int) -> tuple[int, float]:
     return best, float(counts[best] / len(neighbour_codes))
 
 
-def neighbour_depth(k: int, n: int, labelled: int, margin: int = 2) -> int:
+NEIGHBOUR_DEPTH_CAP = 256  # at most this many neighbours kept per face: 50,000 faces hold 51 MB (int32)
+
+
+def neighbour_depth(k: int, n: int, labelled: int, margin: int = 2, cap: int = NEIGHBOUR_DEPTH_CAP) -> int:
     """How many nearest faces `neighbour_rows` should keep so that each face is expected to find k
     labelled ones among them: k+1 scaled by the unlabelled share, times `margin`, so that decisions
-    that take a few faces' labels away still leave enough (a face left short searches on its own)."""
+    that take a few faces' labels away still leave enough (a face left short searches on its own).
+
+    At most `cap`: with few faces labelled the scaled depth reaches every face (1 labelled of 6,000: a
+    6,000 x 5,999 search, 2.8 GB, kept in the page's cache); beyond the cap the faces left short search
+    further on their own, as before the rows were kept."""
     if n < 2:
         return 0
-    return min(n - 1, margin * int(np.ceil((k + 1) * n / max(1, labelled))))
+    return min(n - 1, int(cap), margin * int(np.ceil((k + 1) * n / max(1, labelled))))
 
 
 def neighbour_rows(vectors: Any, ids: Sequence[Any], index_dir: Path | str, model_id: str, depth: int) -> np.ndarray:
@@ -353,7 +360,8 @@ def neighbour_rows(vectors: Any, ids: Sequence[Any], index_dir: Path | str, mode
         return np.zeros((n, 0), np.int64)
     index, _ = stored_index(index_dir, raw, id_list, model_id)
     found, _ = index.query_ids(id_list, depth)
-    return _positions(id_list, found)
+    rows = _positions(id_list, found)
+    return rows.astype(np.int32) if n < np.iinfo(np.int32).max else rows  # half the memory a page keeps
 
 
 def _positions(id_list: list, found: np.ndarray) -> np.ndarray:

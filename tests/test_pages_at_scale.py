@@ -27,7 +27,7 @@ from explorer.clusters import (lookalike_pairs, members_by_distance, neighbour_d
                                neighbour_rows, suspect_faces, suspect_queue)
 from labeling.classes import add_class
 from labeling.db import open_store
-from labeling.face_labels import reject_faces
+from labeling.face_labels import reject_faces, relabel_faces
 from labeling.queries import classes_frame, faces_frame
 from models.knn_index import KnnIndex
 from test_app_pages import no_exception, sign_in
@@ -138,6 +138,22 @@ def test_review_searches_no_neighbours_after_a_decision_or_a_slider_move(review,
     review.slider(key="review_min_conf").set_value(0.4).run()
     review.run()
     assert KnnIndex.searches == searches
+
+
+def test_review_with_one_labelled_face_searches_no_neighbours(tmp_path, monkeypatch):
+    """Below 2 labelled faces nobody votes: the page still searched every face's n-1 neighbours (6,000
+    faces: 42 s, 2.8 GB) and kept them. And the depth kept is capped however few faces are labelled."""
+    url = f"sqlite:///{tmp_path}/store.db"
+    store = open_store(url)
+    ids = _add_faces(store, list(np.random.default_rng(3).normal(size=(40, 8))), 0)
+    relabel_faces(store, ids[:1], add_class(store, "Person A", "ann")[0], "ann")
+    searches = KnnIndex.searches
+    at = sign_in(open_app(monkeypatch, tmp_path, url), "ann")
+    at.switch_page("explorer/pages/review.py").run()
+    no_exception(at)
+    assert any("suspect" in c.value for c in at.caption), [c.value for c in at.caption]  # the queue was drawn
+    assert KnnIndex.searches == searches, "neighbours searched with one labelled face"
+    assert neighbour_depth(10, 20_000, 1) == 256 and neighbour_depth(10, 20_000, 20_000) == 22
 
 
 # -- 2. per-face distances and look-alike pairs once per change of the store ------------------------------

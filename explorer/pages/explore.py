@@ -23,7 +23,7 @@ from labeling.errors import StoreError
 from labeling.pages.common import (CHOOSE_CLASS, class_usable, decided_faces_tick, flash, get_settings,
                                    get_store, history_table, media_file, plain, select_choice,
                                    show_error, versions_seen, write)
-from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame,
+from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame, name_order_key,
                               media_tags_frame, model_candidates, track_history_frame)
 from labeling.schema import CONFIRMED_STATUSES, AuditEvent, Media
 from labeling.tags import add_tags
@@ -112,7 +112,7 @@ def _media_name(media_id: int) -> str:
 with controls[3].expander("Filters", expanded=False):
     search = st.text_input("Search a class by name", key="explore_search", persist_state="session")
     # as filter_points and the Classes page compare, on the names as stored (not group_safe's " (class)")
-    class_choices = sorted(searched_classes(points, search), key=str.casefold)
+    class_choices = sorted(searched_classes(points, search), key=lambda n: (name_order_key(n), n.casefold(), n))
     classes = st.multiselect("Classes", _keeping_chosen(class_choices, "explore_classes"), key="explore_classes",
                              persist_state="session")
     statuses = st.multiselect("Status", _keeping_chosen(sorted(points["status"].unique()), "explore_statuses"),

@@ -72,8 +72,9 @@ def cached_faces(url: str, model_id: str, stamp: tuple) -> tuple[pd.DataFrame, n
 
 
 def class_labels(frame: pd.DataFrame, column: str) -> list[str | None]:
-    """A label column as a list with None for no label (what explorer.clusters takes)."""
-    return frame[column].where(frame[column].notna(), None).tolist()
+    """A label column as a list with None for no label (what explorer.clusters takes). As object first: on
+    pandas' string dtype `where(..., None)` keeps NaN, and a count of labels `is not None` counted every face."""
+    return frame[column].astype(object).where(frame[column].notna(), None).tolist()
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -127,8 +128,10 @@ def cached_suspect_signals(url: str, data_dir: str, model_id: str, stamp: tuple)
     the saved index)."""
     frame, vecs = cached_faces(url, model_id, stamp)
     labels = class_labels(frame, "class_name")
-    depth = neighbour_depth(NEIGHBOURS, len(frame), sum(label is not None for label in labels))
-    nearest = cached_neighbours(url, data_dir, model_id, vectors_key(url, model_id, stamp), stamp, depth)
+    labelled = sum(label is not None for label in labels)
+    # fewer than 2 labelled faces: no neighbour vote at all (suspect_faces searches nothing), so none kept
+    nearest = None if labelled < 2 else cached_neighbours(url, data_dir, model_id, vectors_key(url, model_id, stamp),
+                                                          stamp, neighbour_depth(NEIGHBOURS, len(frame), labelled))
     return suspect_faces(vecs, labels, class_labels(frame, "predicted_class_name"),
                          frame["predicted_confidence"].to_numpy(np.float64), ids=frame["face_id"].tolist(),
                          k=NEIGHBOURS, min_confidence=None, index_dir=index_dir_for(Path(data_dir), "Faces", model_id),
