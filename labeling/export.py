@@ -707,7 +707,7 @@ class EarlierClass:
 class EarlierClasses:
     """An earlier export's class map, and whether this store may trust its class ids (see
     `match_earlier_classes`): `manifest_sha256` is that of its manifest.json when the manifest still
-    vouches for its classes.csv (`intact_export`), None otherwise."""
+    vouches for its classes.csv (`followable_export`), None otherwise."""
 
     path: Path  # the classes.csv
     rows: list[EarlierClass]
@@ -743,7 +743,8 @@ def read_earlier_classes(path: Path) -> EarlierClasses:
                                 row.get("external_id") or None, row.get("folder") or None))
     manifest = path.parent / "manifest.json"
     digest = sha256_file(manifest) if manifest.is_file() else None
-    trusted = digest if digest is not None and intact_export(path.parent, digest) and path.name == "classes.csv" else None
+    trusted = (digest if digest is not None and followable_export(path.parent, digest) and path.name == "classes.csv"
+               else None)
     return EarlierClasses(path, out, trusted)
 
 
@@ -825,42 +826,161 @@ def read_previous(previous: Path) -> tuple[EarlierClasses, EarlierSides | None]:
 FOLLOWED_FILES = ("classes.csv", "split.csv")  # what a later export reads of an earlier one
 
 
-def export_damage(out_dir: Path, manifest_sha256: str | None) -> str | None:
-    """Why out_dir no longer holds the export the store recorded (None: it does). Its manifest.json must be
-    the recorded one (sha256), the files a later export follows (FOLLOWED_FILES) must match that manifest,
-    and every other file it lists must be there, of the recorded size when the manifest records sizes
-    (`sizes`, written since sizes were; a stat each, no hashing: this runs for every past export whenever
-    the Export page is drawn; `verify_export` hashes them all). A folder another store's export replaced,
-    whose class map was edited by hand, or whose crops were deleted or damaged is not that export any more:
-    its indices would name other classes, its sides other faces, and a retraining job would miss faces."""
+# Stat-keyed caches of what the Export page reads of every past export on each rerun (`_stat_key`): hashes of
+# manifest.json, classes.csv and split.csv, a manifest's few facts, and `export_damage`'s answer. Why: 5 exports
+# of 50k crops each took 20 s per page draw read afresh; a key is one stat per file and per folder of the export.
+_HASHES: dict[str, tuple[tuple[int, ...], str]] = {}
+_FACTS: dict[str, tuple[tuple[int, ...], "_ManifestFacts"]] = {}
+_DAMAGE: dict[str, tuple[tuple[Any, ...], str | None]] = {}
+_PARSED: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
+_CACHE_LIMIT = 512  # paths each cache keeps (one per past export's file): cleared past that, never stale
+
+
+def _stat_key(path: Path | str) -> tuple[int, ...]:
+    """What changes when a file or folder is written, replaced or has an entry added or removed (inode, size,
+    mtime and ctime in ns: ctime cannot be set back by hand). Raises FileNotFoundError for one gone."""
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stat_or_none(path: str) -> tuple[int, ...] | None:
+    """`_stat_key`, None for a path gone (a class folder deleted: a damage to find, not an error)."""
+    try:
+        return _stat_key(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _remember(cache: dict[str, Any], path: str, key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[path] = (key, value)
+
+
+def _cached_sha256(path: Path) -> str:
+    """sha256_file of `path`, hashed again only when its `_stat_key` changed."""
+    key = _stat_key(path)
+    hit = _HASHES.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    digest = sha256_file(path)
+    _remember(_HASHES, str(path), key, digest)
+    return digest
+
+
+@dataclass(frozen=True)
+class _ManifestFacts:
+    """What is read of an export's manifest.json on every page draw: its sha256, the sha256 it lists for each
+    FOLLOWED_FILES, and the folders holding its listed files (their stats key `export_damage`'s cache)."""
+
+    sha256: str
+    followed: dict[str, str]
+    folders: tuple[str, ...]
+
+
+def _manifest_facts(out_dir: Path) -> _ManifestFacts:
+    """The `_ManifestFacts` of out_dir's manifest.json, parsed again only when the file changed. Raises
+    OSError (FileNotFoundError: none), ValueError, KeyError, TypeError or AttributeError for one that is no
+    export manifest."""
+    path = out_dir / "manifest.json"
+    key = _stat_key(path)
+    hit = _FACTS.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    files = manifest["files"]
+    _PARSED.clear()  # one kept, for `_files_damage` to read next instead of parsing it again (50k files: 0.2 s)
+    _PARSED[str(path)] = (key, manifest)
+    facts = _ManifestFacts(_cached_sha256(path), {n: files[n] for n in FOLLOWED_FILES if n in files},
+                           tuple(sorted({rel.rpartition("/")[0] for rel in files})))
+    _remember(_FACTS, str(path), key, facts)
+    return facts
+
+
+def followable_export(out_dir: Path, manifest_sha256: str | None) -> bool:
+    """Whether a later export may follow out_dir as the export the store recorded: its manifest.json is the
+    recorded one (sha256), lists classes.csv, and the files a later export reads (FOLLOWED_FILES) match it.
+    A folder another store's export replaced, or whose class map was edited by hand, is not that export any
+    more: its indices would name other classes, its sides other faces. A crop deleted or damaged since does
+    not change what is followed (`export_damage` says it): passed over, an older export was followed and
+    faces the newer one trained on were drawn again, into validation too."""
     out_dir = Path(out_dir)
     try:
-        if not manifest_sha256 or not (out_dir / "manifest.json").is_file():
-            return "its manifest.json is gone" if manifest_sha256 else "the store recorded no manifest of it"
-        if sha256_file(out_dir / "manifest.json") != manifest_sha256:
+        facts = _manifest_facts(out_dir)
+        return (bool(manifest_sha256) and facts.sha256 == manifest_sha256 and "classes.csv" in facts.followed
+                and all(_cached_sha256(out_dir / n) == d for n, d in facts.followed.items()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def export_damage(out_dir: Path, manifest_sha256: str | None) -> str | None:
+    """Why out_dir no longer holds, whole, the export the store recorded (None: it does): not followable
+    (`followable_export`), or files its manifest lists are missing or not of their recorded size (`sizes`,
+    written since sizes were). One os.stat per file, no hashing (`verify_export` hashes them all), and the
+    answer kept until manifest.json, a followed file or a folder of the export changes (`_DAMAGE`): a file
+    deleted or added changes its folder; a crop cut short in place is found by Verify."""
+    out_dir = Path(out_dir)
+    if not manifest_sha256:
+        return "the store recorded no manifest of it"
+    try:
+        facts = _manifest_facts(out_dir)
+        if facts.sha256 != manifest_sha256:
             return "its manifest.json is not the one this export wrote (replaced or edited)"
-        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-        files, sizes = manifest["files"], manifest.get("sizes") or {}
-        if "classes.csv" not in files:
+        if "classes.csv" not in facts.followed:
             return "its manifest lists no classes.csv"
-        for name in FOLLOWED_FILES:
-            if name in files and sha256_file(out_dir / name) != files[name]:
-                return f"{name} differs from its manifest"
-        for rel in files:
-            size = (out_dir / rel).stat().st_size if (out_dir / rel).is_file() else None
-            if size is None:
-                return f"{rel} is missing"
-            if rel in sizes and size != sizes[rel]:
-                return f"{rel} has {size} bytes, its manifest {sizes[rel]}"
+        key = (manifest_sha256, _stat_key(out_dir / "manifest.json"),
+               tuple(_stat_key(out_dir / n) for n in facts.followed),
+               tuple(_stat_or_none(os.path.join(out_dir, d)) for d in facts.folders))
     except FileNotFoundError as exc:
-        return f"{Path(exc.filename or '').name or 'a file'} is missing"
+        return f"its {Path(exc.filename or 'manifest.json').name} is missing"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # unreadable, not JSON, not a manifest
         return f"it cannot be read as an export ({exc})"
-    return None
+    hit = _DAMAGE.get(str(out_dir))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    why = _files_damage(out_dir, facts)
+    _remember(_DAMAGE, str(out_dir), key, why)
+    return why
+
+
+def _files_damage(out_dir: Path, facts: _ManifestFacts) -> str | None:
+    """`export_damage` read afresh: the followed files hashed, every listed file stat'ed once (os.stat on the
+    joined text path: Path objects and an is_file() before each stat made it 15 times slower)."""
+    try:
+        for name, digest in facts.followed.items():
+            if sha256_file(out_dir / name) != digest:
+                return f"{name} differs from its manifest"
+        path = out_dir / "manifest.json"
+        parsed = _PARSED.pop(str(path), None)
+        manifest = (parsed[1] if parsed is not None and parsed[0] == _stat_key(path)
+                    else json.loads(path.read_text(encoding="utf-8")))
+        sizes, root = manifest.get("sizes") or {}, os.fspath(out_dir)
+    except FileNotFoundError as exc:
+        return f"its {Path(exc.filename or 'manifest.json').name} is missing"
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        return f"it cannot be read as an export ({exc})"
+    missing, short = [], []
+    for rel in manifest["files"]:
+        try:
+            size = os.stat(os.path.join(root, rel)).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            missing.append(rel)
+            continue
+        except OSError as exc:
+            return f"{rel} cannot be read ({exc.strerror or exc})"
+        if rel in sizes and size != sizes[rel]:
+            short.append(f"{rel} ({size} bytes, its manifest {sizes[rel]})")
+    if not missing and not short:
+        return None
+    shown = [f"{rel} (missing)" for rel in missing[:3]] + short[:max(0, 3 - len(missing))]
+    more = len(missing) + len(short) - len(shown)
+    return (f"{len(missing)} file(s) missing and {len(short)} of another size than written: {', '.join(shown)}"
+            f"{f' and {more} more' if more else ''}")
 
 
 def intact_export(out_dir: Path, manifest_sha256: str | None) -> bool:
-    """Whether out_dir still holds the export the store recorded, whole (`export_damage`)."""
+    """Whether out_dir still holds the export the store recorded, whole (`export_damage`): the Export page's
+    "on disk". Which export is followed is `followable_export`'s."""
     return export_damage(out_dir, manifest_sha256) is None
 
 
@@ -871,18 +991,19 @@ def _recorded_exports(store: sessionmaker[Session]) -> list[tuple[Path, str | No
     return [(Path(out_dir), (record or {}).get("manifest_sha256")) for out_dir, record in rows]
 
 
-def _intact_exports(store: sessionmaker[Session]) -> Iterator[Path]:
-    """The folders of the store's recorded exports that are still intact, newest first (a folder
-    exported into twice may come twice: only the newest row can match it, but order is kept)."""
+def _followable_exports(store: sessionmaker[Session]) -> Iterator[Path]:
+    """The folders of the store's recorded exports a new one may follow (`followable_export`), newest first
+    (a folder exported into twice may come twice: only the newest row can match it, but order is kept)."""
     for out_dir, digest in _recorded_exports(store):
-        if intact_export(out_dir, digest):
+        if followable_export(out_dir, digest):
             yield out_dir
 
 
 def earlier_exports(store: sessionmaker[Session]) -> list[Path]:
-    """Earlier exports of the store a new one may follow, newest first, each folder once: recorded
-    here and still intact on disk (`intact_export`). What the Export page offers."""
-    return list(dict.fromkeys(_intact_exports(store)))
+    """Earlier exports of the store a new one may follow, newest first, each folder once: recorded here,
+    their manifest and class map and split as written (`followable_export`), a damaged crop or not (said:
+    `damaged_export_note`). What the Export page offers."""
+    return list(dict.fromkeys(_followable_exports(store)))
 
 
 def newest_export(store: sessionmaker[Session]) -> Path | None:
@@ -890,54 +1011,38 @@ def newest_export(store: sessionmaker[Session]) -> Path | None:
     the CLI keeps label indices and sides of by default, as the Export page proposes, so a
     retraining job fine-tuning its last model finds every class at its output index and is never
     validated on faces it trained on."""
-    return next(_intact_exports(store), None)
+    return next(_followable_exports(store), None)
 
 
-def damaged_newer_exports(store: sessionmaker[Session], chosen: Path | None) -> list[str]:
-    """Why each recorded export newer than `chosen` (the one followed; None: none is intact) was passed
-    over although its folder still holds its manifest.json: damaged (a crop deleted, a file cut short,
-    a class map edited). One line each, for a note: following the newest export silently skipped such
-    a one, and a retraining job expecting its indices and sides would not know. Folders gone, or replaced
-    by a later export, say nothing: nobody expects to follow them."""
-    out = []
-    for out_dir, digest in _recorded_exports(store):
-        if chosen is not None and out_dir == chosen:
-            break
-        if not digest or not (out_dir / "manifest.json").is_file():
-            continue
-        try:
-            if sha256_file(out_dir / "manifest.json") != digest:
-                continue
-        except OSError:
-            continue
-        if (why := export_damage(out_dir, digest)) is not None:
-            out.append(f"{out_dir}: {why}")
-    return list(dict.fromkeys(out))
+def damaged_export_note(folder: Path, why: str) -> str:
+    """The note for an earlier export followed (or offered to follow) that is not whole since written."""
+    return (f"{folder}: followed, but not whole since it was written: {why}; its label indices and train / "
+            "validation sides are followed from its classes.csv and split.csv as they are (`giflens export "
+            "--verify FOLDER`, or the Export page's Verify, lists every difference)")
+
+
+def offered_damage(folder: Path) -> str | None:
+    """`export_damage` of an export `earlier_exports` offers (its manifest.json is the recorded one, so its
+    own sha256 names it), None when whole or not an export."""
+    try:
+        digest = _cached_sha256(Path(folder) / "manifest.json")
+    except OSError:
+        return None
+    return export_damage(Path(folder), digest)
 
 
 def damaged_previous_note(folder: Path, recorded: Iterable[str]) -> list[str]:
     """A note when the earlier export followed is one this store recorded (its manifest.json is) but its
     folder no longer holds all of it (`export_damage`): its indices and sides are followed all the same,
-    from its classes.csv and split.csv, but the editor asked to follow that export and should hear it is
-    not whole. Nothing for another store's export, whose manifest this store never recorded."""
-    manifest = Path(folder) / "manifest.json"
+    from its classes.csv and split.csv, but the editor should hear it is not whole. Nothing for another
+    store's export, whose manifest this store never recorded."""
     try:
-        digest = sha256_file(manifest) if manifest.is_file() else None
+        digest = _cached_sha256(Path(folder) / "manifest.json")
     except OSError:
         return []
-    if digest is None or digest not in set(recorded) or (why := export_damage(folder, digest)) is None:
+    if digest not in set(recorded) or (why := export_damage(Path(folder), digest)) is None:
         return []
-    return [f"{folder}: the earlier export followed is damaged since it was written ({why}); its label indices and "
-            "sides are followed from its classes.csv and split.csv as they are (`giflens export --verify FOLDER` "
-            "lists every difference)"]
-
-
-def skipped_exports_note(damaged: list[str], chosen: Path | None) -> str:
-    """The note `damaged_newer_exports` lines make: which newer export is not followed, why, and what is."""
-    then = f"following {chosen} instead" if chosen is not None else "following none"
-    return (f"{len(damaged)} newer export(s) not followed: damaged since they were written ({'; '.join(damaged[:3])}"
-            f"{f' and {len(damaged) - 3} more' if len(damaged) > 3 else ''}); {then} (`giflens export --verify "
-            "FOLDER` lists every difference)")
+    return [damaged_export_note(Path(folder), why)]
 
 
 def class_row(folder: str, index: int, cls: Any) -> list[Any]:
@@ -1206,19 +1311,70 @@ def _lock_folder(folder: Path, wait: bool = False) -> int | None:
     return fd
 
 
-# What an export writes at the top of its temporary folder (`export_dataset`): a hidden folder of another
-# export's name is taken for a killed export's only when it holds nothing else.
-EXPORT_ENTRIES = frozenset({"labels.csv", "classes.csv", "raw_dataset", "split.csv", "tags.jsonl", "projector",
-                            "manifest.json"})
+# What an export writes (`export_dataset`): the files at the top of its folder, raw_dataset/<folder>/<face id>.jpg
+# and these in projector/. A hidden folder of another export's name is taken for a leftover only when its whole
+# tree is that (`_export_shaped`).
+EXPORT_FILES = frozenset({"labels.csv", "classes.csv", "split.csv", "tags.jsonl", "manifest.json"})
+PROJECTOR_FILES = frozenset({"vectors.tsv", "metadata.tsv", "gif_vectors.tsv", "gif_metadata.tsv"})
 
 
-def _export_temporary(folder: Path) -> bool:
-    """Whether a temporary folder of another export's name holds only what an export writes there
-    (`EXPORT_ENTRIES`, nothing linked). Why: beside OUT_DIR may be another program's `.<name>.tmp-<hex>`."""
+def _export_entry(parts: tuple[str, ...]) -> bool:
+    """Whether a file at `parts` (its path in the folder) is one an export writes (`EXPORT_FILES`)."""
+    if len(parts) == 1:
+        return parts[0] in EXPORT_FILES
+    if parts[0] == "projector":
+        return len(parts) == 2 and parts[1] in PROJECTOR_FILES
+    return parts[0] == "raw_dataset" and len(parts) == 3 and re.fullmatch(r"\d+\.jpg", parts[2]) is not None
+
+
+def _export_shaped(folder: Path, replaced: bool) -> bool:
+    """Whether a hidden folder of another export's name holds what an export writes and nothing else: at least
+    one file, every file one an export writes (`_export_entry`; folders only raw_dataset/, its class folders
+    and projector/), nothing linked; a replaced export's (`replaced`) also its giflens manifest.json listing
+    every file (`not_replaceable`). Why: beside OUT_DIR may be another program's `.sync.tmp-<hex>`, a user's
+    `.photos.tmp-<date>` or a backup; only one that cannot be anything but an export's is removed unasked."""
+    root, files = os.fspath(folder), 0
     try:
-        return all(p.name in EXPORT_ENTRIES and not p.is_symlink() for p in folder.iterdir())
+        for here, dirs, names in os.walk(root, onerror=_raise):
+            rel = os.path.relpath(here, root)
+            depth = () if rel == "." else tuple(rel.split(os.sep))
+            if depth not in ((), ("raw_dataset",), ("projector",)) and not (len(depth) == 2 and depth[0] == "raw_dataset"):
+                return False
+            for name in dirs + names:
+                if os.path.islink(os.path.join(here, name)):
+                    return False
+            if depth == () and not set(dirs) <= {"raw_dataset", "projector"}:
+                return False
+            if depth not in ((), ("raw_dataset",)) and dirs:  # projector/ and class folders hold files only
+                return False
+            if not all(_export_entry((*depth, n)) for n in names):
+                return False
+            files += len(names)
     except OSError:
         return False
+    return files > 0 and (not replaced or not_replaceable(folder) is None)
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
+def _replacing_export_beside(folder: Path, stem: str) -> bool:
+    """Whether the export that replaced `folder` (`.<stem>.old-<hex>`, renamed aside by `_place`) is beside it:
+    a folder whose hidden stem is `stem` holding a giflens manifest.json other than `folder`'s. Why: an
+    `.old-` folder of another name is only left by an export into that name, which is then there; a user's
+    `mv v1 .v1.old-20261207` backup has no `v1` beside it, and an export killed between its two renames left
+    the only copy of the earlier export, which must stay."""
+    try:
+        own = sha256_file(folder / "manifest.json")
+        for sibling in folder.parent.iterdir():
+            if (not sibling.name.startswith(".") and _hidden_stem(sibling) == stem and sibling.is_dir()
+                    and not sibling.is_symlink() and not_replaceable(sibling) is None
+                    and sha256_file(sibling / "manifest.json") != own):
+                return True
+    except OSError:
+        return False
+    return False
 
 
 def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) -> list[Path]:
@@ -1230,8 +1386,9 @@ def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) 
     export holds its own), a replaced one when it holds what a replaced export leaves (`_leftover_export`) and
     no export is moving into place beside it (the lock on OUT_DIR's parent, `_place`: only then may one be
     put back); anything else is left alone. Those of any export name, not OUT_DIR's only: the Export page
-    proposes a new folder each time, so a killed export's folder name never comes again; a temporary one of
-    another name must also hold nothing but what an export writes (`_export_temporary`).
+    proposes a new folder each time, so a killed export's folder name never comes again; one of another name
+    must also hold nothing but what an export writes, and a replaced one sit beside the export that replaced it
+    (`_others_leftover`).
     Why: each is a hidden, full copy of the crops, invisible in a listing, kept forever otherwise."""
     stem = re.escape(_hidden_stem(out_dir))
     temporary, replaced = re.compile(r"\..+\.tmp-[0-9a-f]{12}", re.S), re.compile(r"\..+\.old-[0-9a-f]{8}", re.S)
@@ -1253,15 +1410,25 @@ def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) 
         if fd is None:  # in use, or no lock to tell
             continue
         try:
-            if is_temporary and (own.fullmatch(path.name) or _export_temporary(path)):
+            if own.fullmatch(path.name) is None and not _others_leftover(path, is_temporary):
+                continue
+            if is_temporary:
                 shutil.rmtree(path, ignore_errors=True)
-            elif not is_temporary and _leftover_export(path):
+            elif _leftover_export(path):
                 _delete_export(path)
         finally:
             os.close(fd)
         if not path.exists():
             removed.append(path)
     return removed
+
+
+def _others_leftover(path: Path, is_temporary: bool) -> bool:
+    """Whether a hidden folder of another export's name is that export's leftover (`_export_shaped`; a
+    replaced one's also beside the export that replaced it, `_replacing_export_beside`)."""
+    if not _export_shaped(path, replaced=not is_temporary):
+        return False
+    return is_temporary or _replacing_export_beside(path, path.name[1:].rpartition(".old-")[0])
 
 
 def removed_note(removed: list[Path]) -> str:

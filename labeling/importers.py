@@ -1351,16 +1351,44 @@ class BorderRetryDetector:
         return found
 
 
+def retried_with_border(meta: dict[str, Any] | None) -> bool:
+    """Whether a faces cache entry's meta is one `import_pipeline` wrote, its detector looking again with
+    REDETECT_BORDER pixels of border where it found no face (the meta's `retry_border`)."""
+    return bool(meta) and meta.get("retry_border") == REDETECT_BORDER
+
+
 def import_pipeline(settings: Any) -> Any:
     """The ingest pipeline of `import_raw_dataset`: the usual one, its detector a `BorderRetryDetector`
-    (created on first need, like every model: a warm re-import loads none). A still the cache already holds
-    without a face (ingested before) keeps that result: delete its cache entry to have it looked at again."""
-    from embeddings.pipeline import IngestPipeline
+    (created on first need, like every model: a warm re-import loads none). The faces cache is the usual one
+    (an ordinary ingest's entries are reused, and it reuses the import's), but an entry without a face is a
+    miss unless the retry made it (`retried_with_border`): one an ingest, or a giflens before the retry, wrote
+    would else keep the tight crop faceless forever. Entries the import writes carry the retry in their
+    meta, so a still without a face even with the border is looked at once, not on every re-import."""
+    from embeddings.pipeline import FACES_SHAPE, IngestPipeline
 
     class ImportPipeline(IngestPipeline):
         def _create(self, role: str) -> Any:
             model = super()._create(role)
             return BorderRetryDetector(model) if role == "detector" else model
+
+        def _cache_get(self, namespace: str, sha256: str, shape: Any) -> Any:
+            entry = super()._cache_get(namespace, sha256, shape)
+            if (entry is not None and shape is FACES_SHAPE and not int(entry.meta.get("faces", 0))
+                    and not retried_with_border(entry.meta)):
+                return None  # looked at without the border: detected again, and `put` replaces it
+            return entry
+
+        def _stored_face_count(self, sha256: str, ns: Any, kind: str) -> int | None:
+            faces = super()._stored_face_count(sha256, ns, kind)
+            if faces == 0 and not retried_with_border(self._cache_io(self.cache.meta, ns.faces, sha256)):
+                return None  # the store's no-face row too: computed again, its face stored (`store_result`)
+            return faces
+
+        def _cache_put(self, namespace: str, sha256: str, *args: Any) -> Any:
+            meta, *rest = args
+            if "faces" in meta and "model_id" in meta:  # a faces entry: made by the retrying detector
+                meta = {**meta, "retry_border": REDETECT_BORDER}
+            return super()._cache_put(namespace, sha256, meta, *rest)
 
     return ImportPipeline(settings)
 

@@ -146,13 +146,20 @@ def verify_form(past: pd.DataFrame) -> None:
             st.error(plain(f"{chosen} does not match its manifest.json ({len(lines)} problem(s)): " + "; ".join(shown)))
 
 
+def damaged_offered(earlier: list[str], past: pd.DataFrame) -> list[str]:
+    """The offered exports (`earlier_exports`) the past exports' table shows as not on disk: its on_disk,
+    computed once per page run (`exports_frame`), is reused rather than each export checked again."""
+    whole = {str(Path(d)) for d, on in zip(past["out_dir"], past["on_disk"]) if on} if len(past) else set()
+    return [d for d in earlier if str(Path(d)) not in whole]
+
+
 settings, store = get_settings(), get_store()
 # Where a relative output folder goes, and where the proposals are made: the data folder as the server
 # resolves it. A relative GIFLENS_DATA_DIR in a proposal would be joined onto the data folder a second time.
 data_dir = Path(settings.data_dir).expanduser().resolve()
 st.title("Export")
 try:
-    from labeling.export import damaged_newer_exports, earlier_exports, export_dataset, skipped_exports_note
+    from labeling.export import damaged_export_note, earlier_exports, export_dataset, offered_damage
 except ImportError as exc:  # the export module is optional for the app to start
     st.info(f"Export is not available in this installation ({exc}).")
     st.stop()
@@ -186,10 +193,11 @@ if stale.own or st.session_state.get("export_previous") not in [NO_PREVIOUS, *ea
 # without the editor deciding again. Cleared here, before the checkbox is drawn (see above).
 if st.session_state.pop(REPLACE_USED_KEY, False):
     st.session_state["export_overwrite"] = False
-# Newer exports passed over because their folder no longer holds all of them: said, not skipped silently
-damaged = damaged_newer_exports(store, Path(earlier[0]) if earlier else None)
-if damaged:
-    st.warning(plain(skipped_exports_note(damaged, Path(earlier[0]) if earlier else None)))
+# An export offered to follow whose crops were deleted or damaged since: still offered (its class map and split
+# are as written, and following an older one instead would draw its training faces into validation), but said
+for folder in damaged_offered(earlier, past):
+    if (why := offered_damage(Path(folder))) is not None:
+        st.warning(plain(damaged_export_note(Path(folder), why)))
 with st.form("export_form"):
     out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY,
                             help="A relative path is taken inside the data folder (one leading out of it is refused); "
