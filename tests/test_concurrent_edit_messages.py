@@ -264,14 +264,19 @@ def test_a_class_import_while_an_add_of_one_of_its_names_finds_that_class(pg_url
     assert [tuple(r) for r in rows] == [(annes[0], "m.0xtest1")]
 
 
-# -- 4. an undo and an add of the same tag at once ---------------------------------------------------
-@pytest.mark.postgres
-def test_an_undo_meeting_a_tag_added_meanwhile_names_the_add(pg_url):
-    store = open_store(pg_url)
+def _smile_removed_by_ann(url: str):
+    """A media item whose tag "smile" ann removed: (store, [media], the removal, its media_tag key)."""
+    store = open_store(url)
     media = plain_media(store, 1)
     add_tags(store, media, ["smile"], "seed", confidence=0.5)
     removed = remove_tags(store, media, ["smile"], "ann")
-    key = (media[0], _tag_id(store, "smile"))
+    return store, media, removed, (media[0], _tag_id(store, "smile"))
+
+
+# -- 4. an undo and an add of the same tag at once ---------------------------------------------------
+@pytest.mark.postgres
+def test_an_undo_meeting_a_tag_added_meanwhile_names_the_add(pg_url):
+    store, media, removed, key = _smile_removed_by_ann(pg_url)
     bobs, undo = race(pg_url, r"INSERT INTO media_tag",
                       lambda s: add_tags(s, media, ["smile"], "bob", confidence=0.3, expected_versions={key: 0}),
                       lambda s: undo_event(s, removed.event_id, "ann"))
@@ -289,11 +294,7 @@ def test_an_undo_meeting_a_tag_added_meanwhile_names_the_add(pg_url):
 # -- 5. smaller: version 0, a class removed or retired meanwhile ---------------------------------------
 @pytest.mark.postgres
 def test_a_tag_an_undo_brought_back_meanwhile_says_the_editor_saw_none(pg_url):
-    store = open_store(pg_url)
-    media = plain_media(store, 1)
-    add_tags(store, media, ["smile"], "seed", confidence=0.5)
-    removed = remove_tags(store, media, ["smile"], "ann")
-    key = (media[0], _tag_id(store, "smile"))
+    store, media, removed, key = _smile_removed_by_ann(pg_url)
     undo, bobs = race(pg_url, r"INSERT INTO media_tag", lambda s: undo_event(s, removed.event_id, "ann"),
                       lambda s: add_tags(s, media, ["smile"], "bob", confidence=0.3, expected_versions={key: 0}))
     assert isinstance(bobs, ConcurrentWriteError), bobs
