@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from labeling.audit import CHUNK, entity_events, snapshots_of  # CHUNK: ids bound in one IN (...) list
-from labeling.schema import (CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag, Track,
+from labeling.schema import (AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaTag, Tag, Track,
                              bytes_to_vector)
 from labeling.validation import clean_tag_name, search_key
 
@@ -450,6 +450,16 @@ def exports_frame(store: sessionmaker[Session]) -> pd.DataFrame:
     frame = _frame(out, EXPORT_COLUMNS)
     frame["on_disk"] = frame["on_disk"].astype(bool)
     return frame
+
+
+def audit_stamp(session: Session) -> tuple[int, int]:
+    """(number of audit events, newest event id): changes whenever an operation commits, an undo too.
+
+    Why the count as well: on PostgreSQL an event's id is drawn before its transaction commits, so an
+    operation that commits after a later one does not raise the newest id, and a page keyed on it alone
+    kept showing the store as it was (its presses then refused as conflicts, a reload did not help)."""
+    count, newest = session.execute(select(func.count(AuditEvent.id), func.max(AuditEvent.id))).one()
+    return int(count or 0), int(newest or 0)
 
 
 def events_frame(store: sessionmaker[Session], editor: str | None = None, limit: int = 50) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from explorer.bias_audit import (COUNT_COLUMNS, MULTI_VALUED, REPRESENTATION_BAS
                                  small_sample_references, uniform_reference, unmeasured_representation,
                                  untouched_reference)
 from labeling.pages.common import get_settings, get_store, plain, require_editor
-from labeling.queries import events_frame, store_overview
+from labeling.queries import audit_stamp, store_overview
 
 LABELS = {"gender": "Gender", "ethnicity": "Ethnicity", "decade": "Birth decade", "country": "Country"}
 REPORTS = "reports"  # under the data folder
@@ -55,9 +55,10 @@ FLAG_BACKGROUND = "background-color: #fbd5d5; color: #7f1d1d"
 def store_stamp() -> tuple:
     """Cheap numbers that change whenever the store does (every write is an audit event; ingest adds faces)."""
     store = get_store()
-    last = events_frame(store, limit=1)
+    with store() as session:
+        events = audit_stamp(session)
     overview = store_overview(store)
-    return (int(last["event_id"].iloc[0]) if len(last) else 0, overview["faces"], overview["classes"])
+    return (*events, overview["faces"], overview["classes"])
 
 
 @st.cache_data(show_spinner="Reading the store ...", max_entries=4)

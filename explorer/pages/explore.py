@@ -23,9 +23,9 @@ from labeling.errors import StoreError
 from labeling.pages.common import (CHOOSE_CLASS, class_usable, decided_faces_tick, flash, get_settings,
                                    get_store, history_table, media_file, plain, select_choice,
                                    show_error, versions_seen, write)
-from labeling.queries import (TURNED_DOWN, UNLABELED, classes_frame, face_models, faces_frame, history_frame, name_order_key,
+from labeling.queries import (TURNED_DOWN, UNLABELED, audit_stamp, classes_frame, face_models, faces_frame, history_frame, name_order_key,
                               media_tags_frame, model_candidates, track_history_frame)
-from labeling.schema import CONFIRMED_STATUSES, AuditEvent, Media
+from labeling.schema import CONFIRMED_STATUSES, Media
 from labeling.tags import add_tags
 from labeling.validation import clean_tag_name
 
@@ -70,14 +70,14 @@ colour = controls[2].selectbox("Colour by", list(COLOR_OPTIONS), key="explore_co
 
 
 @st.cache_data(show_spinner="Reading the store ...", max_entries=8)
-def _points(url: str, view: str, model_id: str | None, stamp: int) -> tuple[pd.DataFrame, np.ndarray]:
+def _points(url: str, view: str, model_id: str | None, stamp: tuple[int, int]) -> tuple[pd.DataFrame, np.ndarray]:
     return view_points(store, view, model_id)
 
 
-def _stamp() -> int:
-    """Changes whenever an operation is written, so cached point tables never go stale."""
+def _stamp() -> tuple[int, int]:
+    """Changes whenever an operation commits (`audit_stamp`), so cached point tables never go stale."""
     with store() as session:
-        return int(session.scalar(select(func.max(AuditEvent.id))) or 0)
+        return audit_stamp(session)
 
 
 stamp = _stamp()

@@ -25,9 +25,9 @@ from labeling.pages.common import (CHOOSE_CLASS, DRAWN, TICK_VERSIONS, class_usa
                                    decided_faces_tick, flash, forget_tick_versions, get_settings, get_store, keep_choice,
                                    media_file, plain, select_choice, undo_offered, versions_seen,
                                    write)
-from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, classes_frame, faces_frame, face_models, prediction_text,
+from labeling.queries import (UNKNOWN_OPEN_SET, UNLABELED, audit_stamp, classes_frame, faces_frame, face_models, prediction_text,
                               tracks_frame)
-from labeling.schema import CONFIRMED_STATUSES, AuditEvent, FaceEmbedding, Track
+from labeling.schema import CONFIRMED_STATUSES, FaceEmbedding, Track
 from models.index_store import index_fingerprint
 
 # explorer.clusters.suspect_faces' reasons, all of them: the Reasons filter offers each whether or not a face of
@@ -57,12 +57,12 @@ def store_stamp(model_id: str) -> tuple:
     operation writes one, an undo too), plus the writes made without an event: an ingest run without
     an editor (faces and tracks added or dropped) and track predictions (rewritten by every `predict`)."""
     with store() as session:
-        event = session.scalar(select(func.max(AuditEvent.id)))
+        events = audit_stamp(session)
         faces_now = session.execute(select(func.count(), func.max(FaceEmbedding.face_id))
                                     .where(FaceEmbedding.model_id == model_id)).one()
         tracks_now = session.execute(select(func.count(), func.max(Track.id), func.max(Track.predicted_at))
                                      .where(Track.model_id == model_id)).one()
-    return (event or 0, *faces_now, *tracks_now)
+    return (*events, *faces_now, *tracks_now)
 
 
 @st.cache_data(show_spinner="Reading the store ...", max_entries=4)
