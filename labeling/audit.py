@@ -1479,9 +1479,36 @@ def undo_last(factory: sessionmaker[Session], editor: str, expected: int | None 
         last = last_undoable(session, editor)
         if expected is not None and last != expected:
             raise UndoError(_not_last_anymore(session, int(expected), last))
+        taken = _undone_by_another(session, editor, last) if expected is None else None
+    if taken is not None:
+        raise UndoError(taken)
     if last is None:
         raise UndoError(f"{editor} has no operation left to undo")
     return undo_event(factory, last, editor)
+
+
+def _undone_by_another(session: Session, editor: str, last: int | None) -> str | None:
+    """Why an undo with no operation named (`giflens undo`) must not go on to `last`: an operation of this
+    editor newer than it was undone by another editor, None when every newer one they undid themselves.
+
+    Why: the editor means the last thing they did. When a colleague undid it, "undo my last" took back an
+    older operation they never meant (a whole class with its seed faces, an import), and an undo cannot
+    be undone. The app's Undo last buttons name the operation they show and refuse the same way."""
+    newer = session.execute(
+        select(AuditEvent.id, AuditEvent.undone_by_id, AuditEvent.after)
+        .where(AuditEvent.editor.in_(editor_forms(editor)), AuditEvent.undo_of_id.is_(None),
+               AuditEvent.undone_by_id.is_not(None), AuditEvent.id > (last or 0))
+        .order_by(AuditEvent.id.desc()))
+    forms = set(editor_forms(editor))
+    for event_id, undone_by, after in newer:
+        undo = session.get(AuditEvent, undone_by)
+        if _foreign_keys(after) or undo is None or undo.editor in forms:
+            continue
+        then = (f"give its number to undo an older one (`giflens undo {last}` is the next of yours)" if last is not None
+                else "you have no operation left to undo")
+        return (f"your last operation #{event_id} was already undone by {undo.editor} in operation {undo.id} at "
+                f"{utc_text(undo.at)}; nothing was undone; {then}")
+    return None
 
 
 def _not_last_anymore(session: Session, expected: int, last: int | None) -> str:
