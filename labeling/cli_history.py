@@ -41,8 +41,24 @@ def _entity_key(store: sessionmaker[Session], entity: str) -> str:
                 problem = problem or f"{entity!r}: {exc}"
                 continue
             if found is not None:
+                _note_former_holders(session, name, found.id)
                 return f"class:{found.id}"
         return _former_class_key(session, value, [giphy_name], problem)
+
+
+def _note_former_holders(session: Session, name: str, holder: int) -> None:
+    """A note (stderr) naming the other classes that once carried `name`: the history shown is the class
+    called so now, and an editor who remembers the name may be after the class renamed away from it."""
+    from labeling.audit import classes_once_named
+    from labeling.schema import CelebrityClass
+
+    others = [c for c in classes_once_named(session, name) if c != holder]
+    if not others:
+        return
+    now = {c: session.get(CelebrityClass, c) for c in others}
+    named = ", ".join(f"class {c}" + (f" (now {now[c].name!r})" if now[c] is not None else " (removed)")
+                      for c in others)
+    typer.echo(f"note: {name!r} was also the name of {named}; give class:ID for its history", err=True)
 
 
 def _former_class_key(session: Session, value: str, also: list[str], problem: str | None) -> str:

@@ -39,3 +39,18 @@ def test_undo_without_a_number_refuses_when_a_colleague_undid_the_last_operation
     assert CliRunner().invoke(app, [*args[:1], str(created.event_id), *args[1:]]).exit_code == 0
     with store() as s:
         assert s.get(CelebrityClass, alice) is None
+
+
+def test_history_by_a_name_notes_the_class_renamed_away_from_it(tmp_path):
+    """`history class:Alice` showed the new 'Alice' only, without a word of class 1 that carried the name."""
+    from labeling.classes import rename_class
+
+    url = f"sqlite:///{tmp_path / 'giflens.db'}"
+    store = open_store(url)
+    old, _ = add_class(store, "Alice", "ann")
+    rename_class(store, old, "Alice old", "ann")
+    new, _ = add_class(store, "Alice", "carol")
+    result = CliRunner().invoke(app, ["history", "class:alice", "--data-dir", str(tmp_path), "--database-url", url])
+    assert result.exit_code == 0, result.output
+    assert f"'alice' was also the name of class {old} (now 'Alice old'); give class:ID" in result.output
+    assert "1 operation(s)" in result.output, result.output  # the history shown is the class called so now
