@@ -19,12 +19,13 @@ import pandas as pd
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from explorer.bias_audit import decade
+from explorer.bias_audit import _group as audit_group
+from explorer.bias_audit import MULTI_VALUED, decade
 from explorer.figures import FIXED_COLORS
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
 from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame,
-                              current_track_predictions, faces_frame, media_frame, media_tags_frame, tracks_frame)
+                              current_class_targets, current_top, current_track_predictions, faces_frame, media_frame, media_tags_frame, tracks_frame)
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel, MediaEmbedding, Track,
                              bytes_to_vector)
 from labeling.validation import class_name_key
@@ -59,6 +60,53 @@ _FIT_LOCK = threading.Lock()
 
 def _text(values: pd.Series, missing: str = "unknown") -> pd.Series:
     return values.astype(object).where(values.notna(), missing).astype(str)
+
+
+def attribute_groups(values: pd.Series, attribute: str) -> pd.Series:
+    """A demographic attribute as the Bias audit groups it (`bias_audit._group`): placeholders ("n/a",
+    "none", "-", ...; "NA" stays a country) are "unknown", case, spaces and Unicode forms folded. Why: a
+    legend of "Female", "female " and "N/A" beside an audit of "female" and "unknown" counts other groups."""
+    def group(v: Any) -> str:
+        if attribute in MULTI_VALUED and isinstance(v, str) and ";" in v:  # the audit splits these, as here
+            parts = list(dict.fromkeys(g for g in (audit_group(p, attribute) for p in v.split(";")) if g != "unknown"))
+            return "; ".join(parts) or "unknown"
+        return audit_group(v, attribute)
+
+    return values.astype(object).map(group).astype(str)
+
+
+CONFIDENCE_RULE = ("Confidence: the model's probability for the class each point shows: for a decided point the "
+                   "editors' class (blank when the model's top classes leave it out, or the point was rejected or "
+                   "marked unknown), for an undecided one the model's own guess.")
+
+
+def class_confidence(status: pd.Series, class_id: pd.Series, predicted: pd.Series,
+                     tops: Sequence[Any], targets: Mapping[int, int | None]) -> pd.Series:
+    """Per point, the confidence Explore colours and filters by (`CONFIDENCE_RULE`). Undecided points: the
+    model's own (`predicted`). Decided ones: the model's probability for the class they carry now, read from
+    its stored top list (`tops`, classes merged or retired since mapped by `current_top`), NaN when the
+    class is not in it or the point was rejected / marked unknown. Why: the prediction's confidence is the
+    model's faith in the class an editor moved the face away from (0.95 on a face relabelled or rejected)."""
+    out = predicted.astype(float).to_numpy(copy=True)
+    for i, (state, klass, top) in enumerate(zip(status, class_id, tops)):
+        if state not in DECIDED_STATUSES:
+            continue
+        scores = {int(c): float(p) for c, p in current_top(top, dict(targets))} if top else {}
+        out[i] = np.nan if state in TURNED_DOWN or pd.isna(klass) else scores.get(int(klass), np.nan)
+    return pd.Series(out, index=predicted.index, dtype=float)
+
+
+def _stored_tops(store: sessionmaker[Session], column: Any, key: Any, ids: Sequence[int]
+                 ) -> tuple[list[Any], dict[int, int | None]]:
+    """The stored top lists (`column`, keyed by `key`) of `ids`, in their order, and the class targets now."""
+    found: dict[int, Any] = {}
+    wanted = [int(i) for i in ids]
+    with store() as session:
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start:start + 900]
+            found.update(session.execute(select(key, column).where(key.in_(chunk))).all())
+        targets = current_class_targets(session)
+    return [found.get(i) for i in wanted], targets
 
 
 def group_safe(names: pd.Series, noun: str = "class") -> pd.Series:
@@ -213,10 +261,14 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
     points = pd.DataFrame({
         "id": faces["face_id"].astype(int), "kind": "face", "class": _text(klass, UNLABELED),
         "class_name": _text(stored, UNLABELED),
-        "status": faces["label_status"].astype(str), "confidence": faces["predicted_confidence"].astype(float),
-        "source": _text(faces["source"], "none"), "gender": _text(faces["gender"]),
-        "ethnicity": _text(faces["ethnicity"]), "decade": faces["birth_year"].map(decade).astype(str),
-        "country": _text(faces["country"]), "media_id": faces["media_id"].astype(int),
+        "status": faces["label_status"].astype(str),
+        "confidence": class_confidence(faces["label_status"], faces["class_id"], faces["predicted_confidence"],
+                                       *_stored_tops(store, FaceLabel.predicted_top, FaceLabel.face_id,
+                                                     faces["face_id"].tolist())),
+        "source": _text(faces["source"], "none"), "gender": attribute_groups(faces["gender"], "gender"),
+        "ethnicity": attribute_groups(faces["ethnicity"], "ethnicity"),
+        "decade": faces["birth_year"].map(decade).astype(str),
+        "country": attribute_groups(faces["country"], "country"), "media_id": faces["media_id"].astype(int),
         "media_name": faces["media_path"].map(lambda p: Path(p).name), "crop_path": faces["crop_path"],
         "media_path": faces["media_path"], "n": 1, "version": faces["version"].astype(int),
         "nameable": nameable_faces(faces, retired_classes(store)),
@@ -391,10 +443,13 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         "id": tracks["track_id"].astype(int), "kind": "track", "class": _text(klass, UNLABELED),
         "class_name": _text(stored, UNLABELED),
         "status": decision["label_status"].where(decided, undecided_track_status(tracks, faces)).astype(str),
-        "confidence": tracks["predicted_confidence"].astype(float),
+        "confidence": class_confidence(decision["label_status"], decision["class_id"],
+                                       tracks["predicted_confidence"],
+                                       *_stored_tops(store, Track.predicted_top, Track.id, tracks["track_id"].tolist())),
         "source": decision["source"].where(decided, "model").astype(str),
-        "gender": _text(person["gender"]), "ethnicity": _text(person["ethnicity"]),
-        "decade": person["birth_year"].map(decade).astype(str), "country": _text(person["country"]),
+        "gender": attribute_groups(person["gender"], "gender"),
+        "ethnicity": attribute_groups(person["ethnicity"], "ethnicity"),
+        "decade": person["birth_year"].map(decade).astype(str), "country": attribute_groups(person["country"], "country"),
         "media_id": tracks["media_id"].astype(int), "media_name": tracks["media_path"].map(lambda p: Path(p).name),
         "crop_path": tracks["representative_crop_path"], "media_path": tracks["media_path"],
         "n": tracks["n_faces"].astype(int), "version": 0,

@@ -142,7 +142,7 @@ def test_track_points_show_the_editors_decision(app, fixture_store):
     label_track(fixture_store.store, gif_track, "relabel", "ann", class_id=fixture_store.classes["Ariel Sharon"])
     points = track_points(fixture_store.store)[0].set_index("id")
     assert tuple(points.loc[gif_track, ["class", "status", "source", "gender", "country"]]) == (
-        "Ariel Sharon", "relabeled", "editor", "male", "Israel")
+        "Ariel Sharon", "relabeled", "editor", "male", "israel")  # the Bias audit's group
     # a photo's track shows its face's confirmed class, not "unlabeled"
     faces = faces_frame(fixture_store.store).set_index("track_id")
     for track in tracks.loc[tracks["media_kind"] == "image", "track_id"].astype(int):

@@ -14,15 +14,15 @@ from explorer.click_bridge import plotly_click
 from explorer.figures import PALETTE, scatter_2d, scatter_3d, selected_ids
 from explorer.projection import ProjectionError, fingerprint, load_cached, pca_preview
 from explorer.projection_jobs import collect, projection_job, running_job
-from explorer.views import (COLOR_OPTIONS, HOVER, VIEWS, empty_view_message, filter_points, filter_summary,
+from explorer.views import (COLOR_OPTIONS, CONFIDENCE_RULE, HOVER, VIEWS, empty_view_message, filter_points, filter_summary,
                             named_no_one, nearest, retired_classes, searched_classes, track_predictions,
                             track_refusal_help, track_refusals, unnameable_help, unnameable_tracks_help, view_points)
 from labeling.classes import add_class
 from labeling.face_labels import decide_faces, label_track, label_tracks
 from labeling.errors import StoreError
-from labeling.pages.common import (CHOOSE_CLASS, class_usable, decided_faces_tick, flash, get_settings,
-                                   get_store, history_table, media_file, plain, select_choice,
-                                   show_error, versions_seen, write)
+from labeling.pages.common import (CHOOSE_CLASS, class_usable, decided_faces_tick, different_person, flash,
+                                   forget_look_alikes, get_settings, get_store, history_table, media_file, plain,
+                                   select_choice, show_error, versions_seen, write)
 from labeling.queries import (TURNED_DOWN, UNLABELED, audit_stamp, classes_frame, face_models, faces_frame, history_frame, name_order_key,
                               media_tags_frame, model_candidates, track_history_frame)
 from labeling.schema import CONFIRMED_STATUSES, Media
@@ -36,6 +36,8 @@ ISOLATED = "explore_isolated"  # ids of the points last chosen with the 2D lasso
 LASSO = "explore_lasso"  # the last non-empty 2D selection, kept while the 2D figure is redrawn (see _lasso)
 CHART_2D = "explore_2d"  # the 2D chart's key: in the session only while Explore drew it in its last run
 NEW_CLASS_BUTTON = "explore_new_class_add"  # the "Add class" press of a Faces selection (see _lost_press)
+NEW_CLASS_DIFFERENT = "explore_new_class_different"  # its "It is a different person" tick (look-alike names)
+BUTTONS_FOR = "explore_buttons_for"  # (view, model, point id) the point's decision buttons were last drawn for
 BULK_TAG_BUTTON = "explore_bulk_tag_add"  # the "Tag N GIF(s)" press of a GIFs selection (see _lost_press)
 PLANES = {"x-y": ("x", "y"), "x-z": ("x", "z"), "y-z": ("y", "z")}  # pairs of the 3D map's axes
 EDITOR_DECISIONS = (*CONFIRMED_STATUSES, "rejected", "unknown")  # label statuses only an editor sets
@@ -186,8 +188,22 @@ if view == "GIFs" and COLOR_OPTIONS[colour] == "class":  # a GIF's "class" is it
     fig3.update_layout(legend_title_text="top tag")
 if pending is not None:
     fig3.update_layout(title="PCA preview: UMAP is computing ...")
+
+
+def _name_confidence(figure):
+    """The colour bar of a map coloured by confidence says which confidence (`CONFIDENCE_RULE`)."""
+    if COLOR_OPTIONS[colour] == "confidence" and view in ("Faces", "Face tracks"):
+        figure.for_each_trace(lambda t: t.update(marker_colorbar_title_text="model's confidence<br>in the class shown")
+                              if getattr(t.marker, "showscale", None) else None)
+    return figure
+
+
+fig3 = _name_confidence(fig3)
 event = chart.plotly_chart(fig3, key="explore_3d", on_select="rerun", selection_mode=("points",))
 st.caption(f"{len(shown):,} of {len(points):,} {view.lower()} · {method_note} · click a point for its details")
+confidence_note = st.empty()  # drawn always, so the elements after it keep their place on the page
+if view in ("Faces", "Face tracks") and (COLOR_OPTIONS[colour] == "confidence" or tuple(confidence) != (0.0, 1.0)):
+    confidence_note.caption(CONFIDENCE_RULE)
 
 
 @st.fragment(run_every=2.0)
@@ -256,6 +272,29 @@ def _track_reasons(chosen: list[int], members: pd.DataFrame) -> dict[int, str | 
     return dict(zip(chosen, reasons))
 
 
+def _confidence_text(row: pd.Series, candidates: list[tuple[int, str, float]]) -> str:
+    """The details line's confidence: the map's (`CONFIDENCE_RULE`: the model's probability for the class the
+    point shows) for a decided point, and apart from it the model's own guess, "model: <class> 0.84". Why: a
+    relabelled face read "confidence 0.95", the model's faith in the class the editor moved it away from."""
+    if row["kind"] not in ("face", "track") or row["status"] not in EDITOR_DECISIONS:
+        return f" · confidence {row['confidence']:.2f}" if pd.notna(row["confidence"]) else ""
+    mine = (f" · model's confidence in it {row['confidence']:.2f}" if pd.notna(row["confidence"]) else
+            "" if row["status"] in TURNED_DOWN else " · not among the model's top classes")
+    return mine + (f" · model: {plain(candidates[0][1])} {candidates[0][2]:.2f}" if candidates else "")
+
+
+def _stale_press(point: tuple) -> bool:
+    """Whether a decision button of the point details was pressed while they were drawn for another point
+    (`BUTTONS_FOR`), and if so say so. Why: the id box commits a typed id on blur, in the same run as the
+    click on a button, so the press came for the point shown before and would decide one never shown."""
+    drawn_for = st.session_state.get(BUTTONS_FOR)
+    if not _pressed("explore") or drawn_for is None or drawn_for == point:
+        return False
+    st.warning(f"Nothing was written: the details now show {noun.lower()} {point[-1]} (the button was pressed "
+               f"for {noun.lower()} {drawn_for[-1]}); check it and press again.")
+    return True
+
+
 catalog = classes_frame(store)
 active = catalog[catalog["status"] == "active"]
 class_ids = active["class_id"].tolist()
@@ -288,8 +327,9 @@ with details:
             middle.video(str(source))
         elif source is not None:
             middle.image(str(source), caption=row["media_name"], width="stretch")  # a GIF plays
-        right.markdown(f"**{plain(row['class'])}** · status **{row['status']}**"
-                       + (f" · confidence {row['confidence']:.2f}" if pd.notna(row["confidence"]) else "")
+        candidates = (model_candidates(store, **{f"{row['kind']}_id": int(point_id)})
+                      if row["kind"] in ("face", "track") else [])
+        right.markdown(f"**{plain(row['class'])}** · status **{row['status']}**" + _confidence_text(row, candidates)
                        + f"  \nsource {plain(row['source'])} · {plain(row['media_name'])} (media {row['media_id']})")
         # A face and a GIF have audit keys of their own (a GIF's: ingest and its tags); a track is
         # decided through its faces, so its history is theirs.
@@ -307,7 +347,6 @@ with details:
             events = history_frame(store, f"class:{int(point_id)}", limit=20)
         right.dataframe(history_table(events), hide_index=True, height=180)
         if row["kind"] in ("face", "track"):
-            candidates = model_candidates(store, **{f"{row['kind']}_id": int(point_id)})
             if candidates:
                 right.caption("Model's top classes: " + ", ".join(f"{plain(name)} {p:.2f}" for _, name, p in candidates[:5])
                               + (" (below the open-set threshold: unknown)" if row["class"] == UNLABELED else ""))
@@ -345,8 +384,13 @@ with details:
             else:
                 seen = versions_seen("explore_point", {int(point_id): row["version"]})
             buttons = iter(right.columns(2) + right.columns(2))  # two rows: four labels fit a third of the page
+            with right:
+                stale = _stale_press((view, model_id, int(point_id)))
+            st.session_state[BUTTONS_FOR] = (view, model_id, int(point_id))
 
             def act(decision: str, class_id: int | None = None) -> None:
+                if stale:  # pressed for the point drawn before (see _stale_press): nothing is written
+                    return
                 if row["kind"] == "track":
                     write(lambda s, e: label_track(s, int(point_id), decision, e, class_id=class_id,
                                                    expected_versions=seen))
@@ -478,8 +522,19 @@ def _bulk_faces(chosen: list[int]) -> None:
                                                                           expected_versions=seen), after=_forget_lasso))
     with st.form("explore_new_class"):
         name = st.text_input("New celebrity class from the selection", key="explore_new_class_name")
-        if st.form_submit_button("Add class", disabled=not override, key=NEW_CLASS_BUTTON):
-            write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen, expected_versions=seen), after=_forget_lasso)
+        different = st.checkbox("It is a different person", key=NEW_CLASS_DIFFERENT,
+                                help="Add the class although an existing class has the same name once accents, "
+                                     "case and underscores are ignored: the page names them first")
+        if (st.form_submit_button("Add class", disabled=not override, key=NEW_CLASS_BUTTON)
+                and different_person(catalog, "explore_new_class", name, different, "Add class")):
+            write(lambda s, e: add_class(s, name, e, seed_face_ids=chosen, expected_versions=seen),
+                  after=_class_added)
+
+
+def _class_added(result: object = None) -> None:
+    """After a class from the selection: the selection is done, and the next name's look-alikes need their tick."""
+    _forget_lasso(result)
+    forget_look_alikes("explore_new_class", NEW_CLASS_DIFFERENT)
 
 
 def _bulk_tracks(chosen: list[int]) -> None:
@@ -625,7 +680,8 @@ with bulk:
         plane = st.radio("Plane of the 3D map", list(PLANES), horizontal=True, key="explore_plane",
                          persist_state="session")
         # no ring for the point whose details show: opening one would redraw the chart, and drop its selection
-        fig2 = scatter_2d(shown, COLOR_OPTIONS[colour], x=PLANES[plane][0], y=PLANES[plane][1], hover_cols=HOVER)
+        fig2 = _name_confidence(scatter_2d(shown, COLOR_OPTIONS[colour], x=PLANES[plane][0], y=PLANES[plane][1],
+                                           hover_cols=HOVER))
         event2 = st.plotly_chart(fig2, key=CHART_2D, on_select="rerun", selection_mode=("points", "box", "lasso"))
         chosen, kept = _lasso(event2)
         if chosen and not kept:

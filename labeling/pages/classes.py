@@ -6,20 +6,22 @@ import streamlit as st
 
 from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
 from labeling.errors import StoreError
+from labeling.pages.common import different_person as shared_different_person
+from labeling.pages.common import forget_look_alikes
+from labeling.pages.common import look_alikes as shared_look_alikes
 from labeling.pages.common import (Choice, class_usable, class_fate, current_editor, escape_markdown, get_settings,
                                    get_store, history_table, keep_choice, last_change, media_file, parse_ids, plain,
                                    refuse_lost_class, require_editor, select_choice, show_error, versions_seen,
                                    write)
 from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
-from labeling.validation import ATTRIBUTES, class_name_key, search_key
+from labeling.validation import ATTRIBUTES
 
 SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
 SEARCH_KEY = "class_search"
 STATUS_KEY = "class_status_filter"
 SEEDS_WARNED_KEY = "add_class_seeds_warned"  # decided seed faces the last warning named: face id -> version
-ALIKE_WARNED_KEY = "class_lookalikes_warned"  # form -> (search key, class ids) the last look-alike warning named
 ADD_DIFFERENT_KEY = "add_class_different"  # the Add form's "It is a different person" tick
 FILLED_KEY = "class_forms_filled"  # class id -> the version its rename and attribute boxes were filled from
 VIEW_KEY = "class_view_drawn"  # the search, status filter and class being edited as the last run drew them
@@ -169,46 +171,15 @@ def keep_split_members(class_id: int, members: set[int]) -> str | None:
 
 
 def look_alikes(name: str, but: int | None = None) -> pd.DataFrame:
-    """The classes (but `but`) whose name reads as `name` once accents, case and underscores are ignored
-    (`search_key`): "Beyonce" for "Beyoncé", "Celine_Dion" for "Céline Dion". No class when one holds the
-    name itself (`class_name_key`): the store refuses that one with its own message."""
-    key = search_key(name)
-    others = catalog[catalog["class_id"] != but]
-    if not key or (others["name"].map(class_name_key) == class_name_key(name)).any():
-        return others.iloc[0:0]
-    return others[others["name"].map(search_key) == key]
+    """The catalog's classes (but `but`) whose name reads as `name`: `common.look_alikes`."""
+    return shared_look_alikes(catalog, name, but)
 
 
 def different_person(form: str, name: str, ticked: bool, button: str, but: int | None = None,
                      current: str | None = None) -> bool:
-    """Whether `name` may be written by the form: yes when no other class looks alike (`look_alikes`), or the
-    editor ticked "It is a different person" after a warning naming these very classes; otherwise the
-    classes are named in a warning and nothing is written. A rename that keeps the name's `search_key`
-    (`current`: the class's name now) makes no new look-alike and is not asked.
-
-    Why: GIPHY's list imported names without accents, so "Beyoncé" typed as written was a second class of
-    the same person, added without a word (the uniqueness key keeps accents, rightly: "Müller" and
-    "Muller" may be two people, so the editor decides). As with the seed faces' tick, the tick counts for
-    the classes the last warning named: a look-alike added meanwhile is named before anything is written."""
-    if current is not None and search_key(name) == search_key(current):
-        return True
-    alike = look_alikes(name, but)
-    named = (search_key(name), tuple(sorted(alike["class_id"].astype(int).tolist())))
-    warned = st.session_state.setdefault(ALIKE_WARNED_KEY, {})
-    if alike.empty or (ticked and warned.get(form) == named):
-        return True
-    warned[form] = named
-    listed = "; ".join(f"{r['name']!r} (id {r['class_id']}, {r['status']})" for _, r in alike.head(10).iterrows())
-    st.warning(plain(f"{name.strip()!r} reads as {len(alike)} existing class(es) once accents, case and underscores "
-                     f"are ignored: {listed}{' ...' if len(alike) > 10 else ''}. If it is the same person, use that "
-                     f"class. Nothing was written: tick \"It is a different person\" and press {button} again."))
-    return False
-
-
-def forget_look_alikes(form: str, tick_key: str) -> None:
-    """After a write: the next name's look-alikes need their own warning and tick."""
-    st.session_state.get(ALIKE_WARNED_KEY, {}).pop(form, None)
-    st.session_state.pop(tick_key, None)
+    """Whether `name` may be written by the form (the look-alike check, shared with Explore):
+    `common.different_person` over this page's catalog."""
+    return shared_different_person(catalog, form, name, ticked, button, but, current)
 
 
 def seeded(result) -> None:

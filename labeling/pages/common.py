@@ -35,10 +35,11 @@ from embeddings.pipeline import DATA_UPLOADS
 from labeling.audit import _chunks, last_undoable
 from labeling.errors import ConflictError, NotFoundError, StoreError, UndoError, ValidationError, utc_text
 from labeling.schema import AuditEntity, AuditEvent, CelebrityClass
-from labeling.validation import check_editor
+from labeling.validation import check_editor, class_name_key, search_key
 from models.settings import Settings
 
 EDITOR_KEY = "editor"
+ALIKE_WARNED_KEY = "class_lookalikes_warned"  # form -> (search key, class ids) the last look-alike warning named
 FLASH_KEY = "_giflens_flash"
 VERSIONS_KEY = "versions_seen"  # per page key: the row versions its last run drew (versions_seen)
 TICK_VERSIONS = "__tick_versions"  # a pick table's key + this: per ticked row, its faces' versions at the tick
@@ -743,3 +744,47 @@ def decided_faces_tick(decided: int, warning: str, key: str, agreed: object = No
         st.session_state[f"{key}__agreed"] = agreed
     st.warning(warning)
     return st.checkbox(f"Change the {decided} decided face(s) too", key=key)
+
+
+def look_alikes(catalog: pd.DataFrame, name: str, but: int | None = None) -> pd.DataFrame:
+    """The classes of `catalog` (a classes_frame; but `but`) whose name reads as `name` once accents, case and
+    underscores are ignored (`search_key`): "Beyonce" for "Beyoncé", "Celine_Dion" for "Céline Dion". No class
+    when one holds the name itself (`class_name_key`): the store refuses that one with its own message."""
+    key = search_key(name)
+    others = catalog[catalog["class_id"] != but]
+    if not key or (others["name"].map(class_name_key) == class_name_key(name)).any():
+        return others.iloc[0:0]
+    return others[others["name"].map(search_key) == key]
+
+
+def different_person(catalog: pd.DataFrame, form: str, name: str, ticked: bool, button: str,
+                     but: int | None = None, current: str | None = None) -> bool:
+    """Whether `name` may be written by the form: yes when no other class looks alike (`look_alikes`), or the
+    editor ticked "It is a different person" after a warning naming these very classes; otherwise the
+    classes are named in a warning and nothing is written. A rename that keeps the name's `search_key`
+    (`current`: the class's name now) makes no new look-alike and is not asked. Every form that names a
+    new class (Classes' Add, Rename, Split; Explore's class from a selection) asks it.
+
+    Why: GIPHY's list imported names without accents, so "Beyoncé" typed as written was a second class of
+    the same person, added without a word (the uniqueness key keeps accents, rightly: "Müller" and
+    "Muller" may be two people, so the editor decides). As with the seed faces' tick, the tick counts for
+    the classes the last warning named: a look-alike added meanwhile is named before anything is written."""
+    if current is not None and search_key(name) == search_key(current):
+        return True
+    alike = look_alikes(catalog, name, but)
+    named = (search_key(name), tuple(sorted(alike["class_id"].astype(int).tolist())))
+    warned = st.session_state.setdefault(ALIKE_WARNED_KEY, {})
+    if alike.empty or (ticked and warned.get(form) == named):
+        return True
+    warned[form] = named
+    listed = "; ".join(f"{r['name']!r} (id {r['class_id']}, {r['status']})" for _, r in alike.head(10).iterrows())
+    st.warning(plain(f"{name.strip()!r} reads as {len(alike)} existing class(es) once accents, case and underscores "
+                     f"are ignored: {listed}{' ...' if len(alike) > 10 else ''}. If it is the same person, use that "
+                     f"class. Nothing was written: tick \"It is a different person\" and press {button} again."))
+    return False
+
+
+def forget_look_alikes(form: str, tick_key: str) -> None:
+    """After a write: the next name's look-alikes need their own warning and tick."""
+    st.session_state.get(ALIKE_WARNED_KEY, {}).pop(form, None)
+    st.session_state.pop(tick_key, None)
