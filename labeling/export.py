@@ -88,10 +88,11 @@ import math
 import os
 import re
 import secrets
+import threading
 import time
 import shutil
 import unicodedata
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple
@@ -829,11 +830,21 @@ FOLLOWED_FILES = ("classes.csv", "split.csv")  # what a later export reads of an
 # Stat-keyed caches of what the Export page reads of every past export on each rerun (`_stat_key`): hashes of
 # manifest.json, classes.csv and split.csv, a manifest's few facts, and `export_damage`'s answer. Why: 5 exports
 # of 50k crops each took 20 s per page draw read afresh; a key is one stat per file and per folder of the export.
-_HASHES: dict[str, tuple[tuple[int, ...], str]] = {}
-_FACTS: dict[str, tuple[tuple[int, ...], "_ManifestFacts"]] = {}
-_DAMAGE: dict[str, tuple[tuple[Any, ...], str | None]] = {}
+_HASHES: OrderedDict[str, tuple[tuple[int, ...], str]] = OrderedDict()
+_FACTS: OrderedDict[str, tuple[tuple[int, ...], "_ManifestFacts"]] = OrderedDict()
+_DAMAGE: OrderedDict[str, tuple[tuple[Any, ...], tuple[str | None, float]]] = OrderedDict()
 _PARSED: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
-_CACHE_LIMIT = 512  # paths each cache keeps (one per past export's file): cleared past that, never stale
+# Paths each cache keeps at least, the least recently used dropped past that (`_remember`); more while the store
+# records more exports (`_make_room`): a page draw reads every past export in turn, so a cache smaller than that
+# cycle would drop each entry just before it is asked for again, and every draw hash every file anew.
+_CACHE_LIMIT = 512
+_PATHS_PER_EXPORT = 4  # its manifest.json, classes.csv and split.csv hashed (`_HASHES`), one spare
+_cache_room = _CACHE_LIMIT
+_CACHE_LOCK = threading.Lock()  # Streamlit draws each session's page in a thread of its own: one reorders at a time
+# Seconds `export_damage`'s answer is kept while its keys stand still: a crop overwritten or cut short in place
+# changes no folder, so the answer is found again (one os.stat per file) at most once this often per export.
+DAMAGE_RECHECK_SECONDS = 60.0
+_clock = time.monotonic  # the clock `_DAMAGE` answers are aged by
 
 
 def _stat_key(path: Path | str) -> tuple[int, ...]:
@@ -851,16 +862,36 @@ def _stat_or_none(path: str) -> tuple[int, ...] | None:
         return None
 
 
-def _remember(cache: dict[str, Any], path: str, key: Any, value: Any) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[path] = (key, value)
+def _remember(cache: OrderedDict[str, Any], path: str, key: Any, value: Any) -> None:
+    """Keep (key, value) for `path` as the most recently used entry, the least recently used ones dropped past
+    `_cache_room` (not all at once: the entries of exports still drawn stay)."""
+    with _CACHE_LOCK:
+        cache[path] = (key, value)
+        cache.move_to_end(path)
+        while len(cache) > _cache_room:
+            cache.popitem(last=False)
+
+
+def _recall(cache: OrderedDict[str, Any], path: str) -> Any:
+    """The (key, value) kept for `path` (None: none), marked as just used."""
+    with _CACHE_LOCK:
+        hit = cache.get(path)
+        if hit is not None:
+            cache.move_to_end(path)
+        return hit
+
+
+def _make_room(exports: int) -> None:
+    """Let each cache keep the paths of `exports` past exports (`_PATHS_PER_EXPORT` each), at least
+    `_CACHE_LIMIT`: what one page draw reads, so that the next draw finds it all."""
+    global _cache_room
+    _cache_room = max(_cache_room, _CACHE_LIMIT, _PATHS_PER_EXPORT * exports)
 
 
 def _cached_sha256(path: Path) -> str:
     """sha256_file of `path`, hashed again only when its `_stat_key` changed."""
     key = _stat_key(path)
-    hit = _HASHES.get(str(path))
+    hit = _recall(_HASHES, str(path))
     if hit is not None and hit[0] == key:
         return hit[1]
     digest = sha256_file(path)
@@ -884,7 +915,7 @@ def _manifest_facts(out_dir: Path) -> _ManifestFacts:
     export manifest."""
     path = out_dir / "manifest.json"
     key = _stat_key(path)
-    hit = _FACTS.get(str(path))
+    hit = _recall(_FACTS, str(path))
     if hit is not None and hit[0] == key:
         return hit[1]
     manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -917,8 +948,9 @@ def export_damage(out_dir: Path, manifest_sha256: str | None) -> str | None:
     """Why out_dir no longer holds, whole, the export the store recorded (None: it does): not followable
     (`followable_export`), or files its manifest lists are missing or not of their recorded size (`sizes`,
     written since sizes were). One os.stat per file, no hashing (`verify_export` hashes them all), and the
-    answer kept until manifest.json, a followed file or a folder of the export changes (`_DAMAGE`): a file
-    deleted or added changes its folder; a crop cut short in place is found by Verify."""
+    answer kept until manifest.json, a followed file or a folder of the export changes (`_DAMAGE`: a file
+    deleted or added changes its folder), and for DAMAGE_RECHECK_SECONDS at most: a crop overwritten or cut
+    short in place changes no folder, and is found by the next look after that (Verify finds it at once)."""
     out_dir = Path(out_dir)
     if not manifest_sha256:
         return "the store recorded no manifest of it"
@@ -935,11 +967,11 @@ def export_damage(out_dir: Path, manifest_sha256: str | None) -> str | None:
         return f"its {Path(exc.filename or 'manifest.json').name} is missing"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # unreadable, not JSON, not a manifest
         return f"it cannot be read as an export ({exc})"
-    hit = _DAMAGE.get(str(out_dir))
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    hit, now = _recall(_DAMAGE, str(out_dir)), _clock()
+    if hit is not None and hit[0] == key and 0 <= now - hit[1][1] < DAMAGE_RECHECK_SECONDS:
+        return hit[1][0]
     why = _files_damage(out_dir, facts)
-    _remember(_DAMAGE, str(out_dir), key, why)
+    _remember(_DAMAGE, str(out_dir), key, (why, now))
     return why
 
 
@@ -988,6 +1020,7 @@ def _recorded_exports(store: sessionmaker[Session]) -> list[tuple[Path, str | No
     """(folder, manifest sha256) of the store's recorded exports, newest first."""
     with store() as session:
         rows = session.execute(select(Export.out_dir, Export.manifest).order_by(Export.id.desc())).all()
+    _make_room(len(rows))
     return [(Path(out_dir), (record or {}).get("manifest_sha256")) for out_dir, record in rows]
 
 
@@ -1014,11 +1047,15 @@ def newest_export(store: sessionmaker[Session]) -> Path | None:
     return next(_followable_exports(store), None)
 
 
-def damaged_export_note(folder: Path, why: str) -> str:
-    """The note for an earlier export followed (or offered to follow) that is not whole since written."""
-    return (f"{folder}: followed, but not whole since it was written: {why}; its label indices and train / "
-            "validation sides are followed from its classes.csv and split.csv as they are (`giflens export "
-            "--verify FOLDER`, or the Export page's Verify, lists every difference)")
+def damaged_export_note(folder: Path, why: str, followed: bool = True) -> str:
+    """The note for an earlier export that is not whole since written: one followed (an export's note, the one
+    the Export page has selected to follow) or, `followed` False, one only offered to follow (the page's other
+    choices: said "followed", the editor took the selected one for another)."""
+    then = ("its label indices and train / validation sides are followed from its classes.csv and split.csv as "
+            "they are" if followed else "if followed, its label indices and train / validation sides are taken "
+            "from its classes.csv and split.csv as they are")
+    return (f"{folder}: {'followed' if followed else 'offered'}, but not whole since it was written: {why}; {then} "
+            "(`giflens export --verify FOLDER`, or the Export page's Verify, lists every difference)")
 
 
 def offered_damage(folder: Path) -> str | None:

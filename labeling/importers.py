@@ -1319,14 +1319,16 @@ def own_crops(session: Session, files: Iterable[Path], data_dir: Path) -> dict[P
 # Tony_Blair_0004 exported and imported again); with a border it finds them, as
 # tests/test_alignment_and_detection.py re-detects every aligned crop (REDETECT_BORDER there).
 REDETECT_BORDER = 40
+RETRY_PARAM = "retry_border"  # the import's faces namespace of stills: the usual parameters plus this (`import_pipeline`)
 
 
 class BorderRetryDetector:
     """A face detector (MTCNN) that looks once more, on the frame padded by `border` black pixels, at each
     frame it found no face in, and gives the faces found so in the frame's own coordinates (box and
     landmarks moved back by the border; the face model aligns on the unpadded frame, out-of-frame pixels
-    black as in the padded one). Used by `import_raw_dataset` only: what it reads are stills of one face
-    each, so a frame without one is mostly a tight crop, and a second look costs little."""
+    black as in the padded one). Used by `import_raw_dataset` only, on still images (`import_pipeline`): what
+    it reads are stills of one face each, so a still without one is mostly a tight crop, and a second look
+    costs little."""
 
     def __init__(self, inner: Any, border: int = REDETECT_BORDER) -> None:
         self.inner, self.border = inner, int(border)
@@ -1351,44 +1353,46 @@ class BorderRetryDetector:
         return found
 
 
-def retried_with_border(meta: dict[str, Any] | None) -> bool:
-    """Whether a faces cache entry's meta is one `import_pipeline` wrote, its detector looking again with
-    REDETECT_BORDER pixels of border where it found no face (the meta's `retry_border`)."""
-    return bool(meta) and meta.get("retry_border") == REDETECT_BORDER
-
-
 def import_pipeline(settings: Any) -> Any:
-    """The ingest pipeline of `import_raw_dataset`: the usual one, its detector a `BorderRetryDetector`
-    (created on first need, like every model: a warm re-import loads none). The faces cache is the usual one
-    (an ordinary ingest's entries are reused, and it reuses the import's), but an entry without a face is a
-    miss unless the retry made it (`retried_with_border`): one an ingest, or a giflens before the retry, wrote
-    would else keep the tight crop faceless forever. Entries the import writes carry the retry in their
-    meta, so a still without a face even with the border is looked at once, not on every re-import."""
-    from embeddings.pipeline import FACES_SHAPE, IngestPipeline
+    """The ingest pipeline of `import_raw_dataset`: the usual one, but a still image's faces are detected by a
+    `BorderRetryDetector` and cached in a namespace of their own: the faces namespace's parameters plus
+    `retry_border` (`ImportPipeline._faces_namespace`), which only an import reads or writes. GIFs and videos
+    are detected and cached as any ingest does them (their faceless frames are mostly scenes without a person,
+    not tight crops: a second MTCNN pass there only doubled the cost).
+    Why a namespace of its own: cache entries are written once and never change, which ingest's warm shortcut
+    (`is_stored`: the store row's source_key names the entries it came from) relies on. Replacing an ordinary
+    still's faceless entry in place with the retry's face left a store that missed the write (an import killed
+    between a chunk's cache put and its store, or another store on the same data folder) holding no face for
+    good while the cache said one. An ordinary ingest keeps its own entries and results."""
+    from embeddings.cache import namespace_for
+    from embeddings.media import STILL
+    from embeddings.pipeline import IngestPipeline
 
     class ImportPipeline(IngestPipeline):
-        def _create(self, role: str) -> Any:
-            model = super()._create(role)
-            return BorderRetryDetector(model) if role == "detector" else model
+        retrying = False  # set while the faces of stills are detected (`_infer_faces`)
 
-        def _cache_get(self, namespace: str, sha256: str, shape: Any) -> Any:
-            entry = super()._cache_get(namespace, sha256, shape)
-            if (entry is not None and shape is FACES_SHAPE and not int(entry.meta.get("faces", 0))
-                    and not retried_with_border(entry.meta)):
-                return None  # looked at without the border: detected again, and `put` replaces it
-            return entry
+        def _faces_namespace(self, key: str | None = None) -> tuple[str, str, dict[str, Any]]:
+            namespace, model_id, params = super()._faces_namespace(key)
+            if key != STILL:
+                return namespace, model_id, params
+            params = {**params, RETRY_PARAM: REDETECT_BORDER}
+            return namespace_for(model_id, params), model_id, params
 
-        def _stored_face_count(self, sha256: str, ns: Any, kind: str) -> int | None:
-            faces = super()._stored_face_count(sha256, ns, kind)
-            if faces == 0 and not retried_with_border(self._cache_io(self.cache.meta, ns.faces, sha256)):
-                return None  # the store's no-face row too: computed again, its face stored (`store_result`)
-            return faces
+        def _model(self, role: str) -> Any:
+            model = super()._model(role)
+            return BorderRetryDetector(model) if role == "detector" and self.retrying else model
 
-        def _cache_put(self, namespace: str, sha256: str, *args: Any) -> Any:
-            meta, *rest = args
-            if "faces" in meta and "model_id" in meta:  # a faces entry: made by the retrying detector
-                meta = {**meta, "retry_border": REDETECT_BORDER}
-            return super()._cache_put(namespace, sha256, meta, *rest)
+        def _infer_faces(self, items: list[Any]) -> None:
+            stills = [w for w in items if RETRY_PARAM in w.ns.face_params]
+            others = [w for w in items if RETRY_PARAM not in w.ns.face_params]
+            if others:
+                super()._infer_faces(others)
+            if stills:
+                self.retrying = True
+                try:
+                    super()._infer_faces(stills)
+                finally:
+                    self.retrying = False
 
     return ImportPipeline(settings)
 

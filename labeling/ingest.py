@@ -914,8 +914,9 @@ def ingest(
 
     def is_stored(sha256: str, source_key: str, path: Path) -> str | None:
         """The stored kind when the row holds exactly this result (same bytes, path and cache entries,
-        stored ok), else None. Cache entries are content-addressed and never change, so the same key
-        means the same faces, tracks and embeddings: a warm re-run neither reads them from the cache
+        stored ok), else None. Cache entries are content-addressed and never change (a pipeline that
+        computes otherwise, the import's border retry, keys a namespace of its own: `import_pipeline`),
+        so the same key means the same faces, tracks and embeddings: a warm re-run neither reads them from the cache
         nor compares them row by row (the pipeline still checks the entries are on disk, see
         `IngestPipeline.run`)."""
         with store() as session:  # one plain read, no ORM objects: this runs for every file of a warm batch

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -290,8 +291,8 @@ def test_a_round_trip_keeps_a_face_mtcnn_misses_in_its_tight_crop(tmp_path, lfw_
 
 def test_a_reimport_looks_again_at_a_crop_an_import_without_the_retry_cached_faceless(tmp_path, lfw_dir, monkeypatch):
     """The faces cache is keyed by MTCNN's parameters only: a tight crop an ingest, or a giflens before the
-    retry, cached without a face stayed faceless on every import after (the retry never ran). An entry without
-    a face is a miss for the import unless the retry made it; what the import writes says it did."""
+    retry, cached without a face stayed faceless on every import after (the retry never ran). The import's stills
+    have a faces namespace of their own (`import_pipeline`): no entry an ingest wrote is the import's answer."""
     import labeling.importers as importers
     from embeddings.pipeline import IngestPipeline
 
@@ -353,3 +354,165 @@ def test_other_programs_and_hand_made_hidden_folders_are_left_alone(tmp_path):
     assert remove_stale_temporaries(parent / "export-new") == [killed]
     assert sorted(p.name for p in parent.iterdir()) == sorted(p.name for p in (sync, photos, backup, extra))
     assert (photos / "projector" / "my-notes.txt").read_text() == "mine"
+
+
+# -- 6. round 19: damage found again after a while, caches kept for many exports, the page's note, a cache entry
+#       never rewritten ---------------------------------------------------------------------------------------
+def test_a_crop_cut_short_in_place_is_found_once_the_kept_answer_is_a_minute_old(tmp_path, lfw_dir, monkeypatch):
+    """export_damage's answer was kept while manifest.json, the followed files and the export's folders kept their
+    stats: a crop overwritten or cut short in place changes none of them, so the export stayed "on disk" for the
+    server's life. The answer is now kept DAMAGE_RECHECK_SECONDS at most, then every file is stat'ed again."""
+    import labeling.export as ex
+
+    store, _ = store_of(tmp_path, lfw_dir, ["Bee", "Cee"])
+    v1 = export_dataset(store, tmp_path / "data", tmp_path / "v1", "ann").out_dir
+    assert exports_frame(store)["on_disk"].tolist() == [True]
+    crop = next((v1 / "raw_dataset").rglob("*.jpg"))
+    folder_before = os.stat(crop.parent).st_mtime_ns
+    with open(crop, "r+b") as f:  # cut short in place: same inode, same folder
+        f.truncate(10)
+    assert os.stat(crop.parent).st_mtime_ns == folder_before
+    assert ex.DAMAGE_RECHECK_SECONDS == 60
+    assert intact_export(v1, hash_of(v1))  # within the minute: the kept answer, no stat per crop
+    real = time.monotonic
+    monkeypatch.setattr(ex, "_clock", lambda: real() + ex.DAMAGE_RECHECK_SECONDS + 1)
+    why = ex.export_damage(v1, hash_of(v1))
+    assert why is not None and "1 of another size than written" in why and crop.name in why
+    assert exports_frame(store)["on_disk"].tolist() == [False]
+
+
+def test_the_page_keeps_its_cached_checks_for_hundreds_of_exports(tmp_path, lfw_dir, monkeypatch):
+    """Past 512 paths a cache was cleared whole: with 200 exports (3 hashed files each) every page draw hashed
+    every manifest, classes.csv and split.csv again. Now the least recently used go first, and the caches hold
+    what the store's recorded exports need: a second draw hashes nothing."""
+    import labeling.export as ex
+
+    store, _ = store_of(tmp_path, lfw_dir, ["Bee", "Cee"])
+    v0 = export_dataset(store, tmp_path / "data", tmp_path / "exports" / "v0", "ann").out_dir
+    with store() as s:
+        row = s.scalars(select(Export)).one()
+        record, at = dict(row.manifest), row.at
+    with store() as s:  # 199 more recorded exports: copies of the first, each in its own folder
+        for i in range(1, 200):
+            shutil.copytree(v0, tmp_path / "exports" / f"v{i}")
+            s.add(Export(at=at, editor="ann", out_dir=str(tmp_path / "exports" / f"v{i}"), manifest=record))
+        s.commit()
+    hashed: list[str] = []
+    real = ex.sha256_file
+
+    def counting(path):
+        hashed.append(os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(ex, "sha256_file", counting)
+
+    def draw() -> int:  # what the Export page reads of the past exports on each run
+        hashed.clear()
+        assert exports_frame(store)["on_disk"].all() and len(earlier_exports(store)) == 200
+        return len(hashed)
+
+    assert draw() >= 200  # the first draw reads them
+    assert draw() == 0  # the next finds every answer kept
+    assert ex._cache_room >= 3 * 200
+    monkeypatch.setattr(ex, "_cache_room", 3)  # full: the least recently used goes, not every entry
+    cache: OrderedDict = OrderedDict()
+    for path in "abc":
+        ex._remember(cache, path, (0,), path)
+    assert ex._recall(cache, "a") == ((0,), "a")
+    ex._remember(cache, "d", (0,), "d")
+    assert list(cache) == ["c", "a", "d"]
+
+
+def test_the_page_says_followed_only_of_the_export_selected(tmp_path, lfw_dir, monkeypatch):
+    """The page warned "followed, but not whole" of every damaged export it offered, also an older one the editor
+    had not selected: they took the selected one for damaged. Now only the selected one is "followed", the
+    others "offered"."""
+    store, _ = store_of(tmp_path, lfw_dir, ["Bee", "Cee"], per_class=3)
+    data = tmp_path / "data"
+    v1 = export_dataset(store, data, tmp_path / "v1", "ann").out_dir
+    v2 = export_dataset(store, data, tmp_path / "v2", "ann", previous=v1).out_dir
+    next((v1 / "raw_dataset").rglob("*.jpg")).unlink()  # the older one damaged
+    at = open_app(monkeypatch, data, f"sqlite:///{tmp_path / 'store.db'}")
+    at.sidebar.text_input(key="sign_in_name").input("ann")
+    [b for b in at.button if b.label == "Sign in"][0].click().run()
+    at.switch_page("labeling/pages/export.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="export_previous").value == str(v2)
+    (warned,) = [w.value for w in at.warning if "not whole" in w.value]
+    assert warned.startswith(f"{v1}: offered, but not whole") and "if followed" in warned
+    at.session_state["export_previous"] = str(v1)  # the editor selected it (the form's choice, once sent)
+    at.run()
+    assert at.selectbox(key="export_previous").value == str(v1)
+    assert not at.exception, [e.value for e in at.exception]
+    (warned,) = [w.value for w in at.warning if "not whole" in w.value]
+    assert warned.startswith(f"{v1}: followed, but not whole")
+
+
+def test_an_interrupted_import_leaves_no_cache_entry_the_store_disagrees_with(tmp_path, lfw_dir, monkeypatch):
+    """The import rewrote an ordinary still's faceless faces entry in place with its border retry's face, while
+    ingest's warm shortcut takes an entry never to change: an import killed between a chunk's cache write and its
+    store write (here: its pipeline run with no store) left the store with no face for good, the cache saying one.
+    The import's stills now have a faces namespace of their own (written once, like every entry): a re-import
+    stores the face, the ordinary entry is untouched, and an ordinary ingest keeps finding what it always found.
+    GIFs and videos are not looked at twice (only stills are tight crops)."""
+    import labeling.importers as importers
+    from embeddings.media import STILL
+    from embeddings.pipeline import IngestPipeline
+    from labeling.importers import import_pipeline
+    from labeling.ingest import ingest
+    from labeling.schema import Face
+
+    raw = tmp_path / "raw"
+    (raw / "raw_dataset" / "Tony_Blair").mkdir(parents=True)
+    for name in ("Tony_Blair_0001.jpg", TIGHT[1]):
+        shutil.copyfile(lfw_dir / "Tony_Blair" / name, raw / "raw_dataset" / "Tony_Blair" / name)
+    (raw / "labels.csv").write_text("Label,Index\nTony_Blair,0\n", encoding="utf-8")
+    a_url = f"sqlite:///{tmp_path / 'a.db'}"
+    import_raw_dataset(open_store(a_url), raw, Settings(data_dir=tmp_path / "a-data", database_url=a_url), "ann")
+    out = export_dataset(open_store(a_url), tmp_path / "a-data", tmp_path / "ex", "ann").out_dir
+    crops = sorted((out / "raw_dataset").rglob("*.jpg"))
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    settings = Settings(data_dir=tmp_path / "b-data", database_url=url)
+    with monkeypatch.context() as m:  # an import before the retry (or an ingest): a faceless entry, and the row
+        m.setattr(importers, "import_pipeline", lambda s: IngestPipeline(s))
+        first = import_raw_dataset(open_store(url), out, settings, "bob")
+    assert first.labels == 1
+    ordinary = IngestPipeline(settings)
+    faces_ns = ordinary._namespaces(STILL).faces
+    shas = [importers.sha256_file(c) for c in crops]
+
+    def ordinary_counts() -> list[int]:
+        return [int(ordinary.cache.meta(faces_ns, sha)["faces"]) for sha in shas]
+
+    assert sorted(ordinary_counts()) == [0, 1]
+    list(import_pipeline(settings).run(crops))  # the import's pipeline ran; its store writes never came
+    assert sorted(ordinary_counts()) == [0, 1]  # the shared entry is not rewritten
+    again = import_raw_dataset(open_store(url), out, settings, "bob")
+    with open_store(url)() as s:
+        assert len(s.scalars(select(Face.id)).all()) == 2 and len(s.scalars(select(FaceLabel.face_id)).all()) == 2
+    assert not [x for x in again.skipped if "no face" in x], again.skipped
+
+    fresh = f"sqlite:///{tmp_path / 'c.db'}"  # an ordinary ingest, on the same data folder: what it always found
+    ingest(crops, settings, store=open_store(fresh), keep_outputs=True)
+    with open_store(fresh)() as s:
+        assert len(s.scalars(select(Face.id)).all()) == 1
+
+    # a faceless GIF beside the stills: detected once, into the ordinary namespace, as ingest does it
+    frames = [Image.new("RGB", (120, 90), (40 * i, 90, 160)) for i in range(3)]
+    frames[0].save(raw / "raw_dataset" / "Tony_Blair" / "sky.gif", save_all=True, append_images=frames[1:],
+                   duration=100, loop=0)
+    retried: list[int] = []
+    real_detect = BorderRetryDetector.detect
+
+    def counting(self, batch):
+        retried.append(len(batch))
+        return real_detect(self, batch)
+
+    monkeypatch.setattr(BorderRetryDetector, "detect", counting)
+    d_url = f"sqlite:///{tmp_path / 'd.db'}"
+    d_settings = Settings(data_dir=tmp_path / "d-data", database_url=d_url)
+    back = import_raw_dataset(open_store(d_url), raw, d_settings, "dee")
+    assert back.labels == 2 and sum(retried) == 2, (back.skipped, retried)  # the two stills' frames only
+    gif_sha = importers.sha256_file(raw / "raw_dataset" / "Tony_Blair" / "sky.gif")
+    gif_ns = IngestPipeline(d_settings)._namespaces(None).faces
+    assert IngestPipeline(d_settings).cache.meta(gif_ns, gif_sha)["faces"] == 0

@@ -194,10 +194,12 @@ if stale.own or st.session_state.get("export_previous") not in [NO_PREVIOUS, *ea
 if st.session_state.pop(REPLACE_USED_KEY, False):
     st.session_state["export_overwrite"] = False
 # An export offered to follow whose crops were deleted or damaged since: still offered (its class map and split
-# are as written, and following an older one instead would draw its training faces into validation), but said
+# are as written, and following an older one instead would draw its training faces into validation), but said:
+# "followed" for the one selected to follow, "offered" for the others (the editor would take them for that one)
 for folder in damaged_offered(earlier, past):
     if (why := offered_damage(Path(folder))) is not None:
-        st.warning(plain(damaged_export_note(Path(folder), why)))
+        selected = folder == st.session_state.get("export_previous")  # one of `earlier` or NO_PREVIOUS (above)
+        st.warning(plain(damaged_export_note(Path(folder), why, followed=selected)))
 with st.form("export_form"):
     out_dir = st.text_input("Output folder (created; must be new or empty)", key=OUT_KEY,
                             help="A relative path is taken inside the data folder (one leading out of it is refused); "
