@@ -25,7 +25,7 @@ from explorer.figures import FIXED_COLORS
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
 from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame,
-                              current_class_targets, current_top, current_track_predictions, faces_frame, media_frame, media_tags_frame, tracks_frame)
+                              current_class_targets, current_track_predictions, faces_frame, media_frame, media_tags_frame, tracks_frame)
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel, MediaEmbedding, Track,
                              bytes_to_vector)
 from labeling.validation import class_name_key
@@ -39,7 +39,8 @@ POINT_COLUMNS = ["id", "kind", "class",
                  "version",  # a face label's (else 0)
                  "nameable",  # Approve has a class to confirm: see nameable_faces, nameable_tracks
                  "approve_class",  # the class id Approve sends (None: none needed), see track_approve_classes
-                 "approves"]  # the one class Approve gives every face of the point (None: none, or several)
+                 "approves",  # the one class Approve gives every face of the point (None: none, or several)
+                 "predicted_confidence"]  # the model's own guess's (NaN: no prediction stored), see named_no_one
 COLOR_OPTIONS = {"class": "class", "label status": "status", "confidence": "confidence", "source": "source",
                  "gender": "gender", "ethnicity": "ethnicity", "birth decade": "decade", "country": "country"}
 HOVER = ["class", "status", "confidence", "media_name"]  # the figures leave out the one the traces are coloured by
@@ -69,7 +70,7 @@ def attribute_groups(values: pd.Series, attribute: str) -> pd.Series:
     def group(v: Any) -> str:
         if attribute in MULTI_VALUED and isinstance(v, str) and ";" in v:  # the audit splits these, as here
             parts = list(dict.fromkeys(g for g in (audit_group(p, attribute) for p in v.split(";")) if g != "unknown"))
-            return "; ".join(parts) or "unknown"
+            return "; ".join(sorted(parts)) or "unknown"  # one group however the parts were typed
         return audit_group(v, attribute)
 
     return values.astype(object).map(group).astype(str)
@@ -91,22 +92,30 @@ def class_confidence(status: pd.Series, class_id: pd.Series, predicted: pd.Serie
     for i, (state, klass, top) in enumerate(zip(status, class_id, tops)):
         if state not in DECIDED_STATUSES:
             continue
-        scores = {int(c): float(p) for c, p in current_top(top, dict(targets))} if top else {}
-        out[i] = np.nan if state in TURNED_DOWN or pd.isna(klass) else scores.get(int(klass), np.nan)
+        out[i] = np.nan if state in TURNED_DOWN or pd.isna(klass) else _score_for(top, int(klass), targets)
     return pd.Series(out, index=predicted.index, dtype=float)
 
 
-def _stored_tops(store: sessionmaker[Session], column: Any, key: Any, ids: Sequence[int]
-                 ) -> tuple[list[Any], dict[int, int | None]]:
-    """The stored top lists (`column`, keyed by `key`) of `ids`, in their order, and the class targets now."""
+def _score_for(top: Any, class_id: int, targets: Mapping[int, int | None]) -> float:
+    """The best score a stored top list gives `class_id`, each listed class read as its target now (as
+    `current_top` maps them: merged into another, or dropped when retired), NaN when none maps to it.
+    Inline, not through current_top: at 50,000 faces its per-row copies took 2.6 s of each Explore read."""
+    scores = [float(p) for c, p in top or () if targets.get(int(c)) == class_id]
+    return max(scores) if scores else np.nan
+
+
+def _stored_tops(store: sessionmaker[Session], column: Any, key: Any, ids: Sequence[int],
+                 status: Sequence[Any] | None = None) -> tuple[list[Any], dict[int, int | None]]:
+    """The stored top lists (`column`, keyed by `key`) of `ids`, in their order (None for ids whose `status`
+    is no decision: only decided points read theirs), and the class targets now."""
     found: dict[int, Any] = {}
-    wanted = [int(i) for i in ids]
+    wanted = [int(i) for n, i in enumerate(ids) if status is None or status[n] in DECIDED_STATUSES]
     with store() as session:
         for start in range(0, len(wanted), 900):
             chunk = wanted[start:start + 900]
             found.update(session.execute(select(key, column).where(key.in_(chunk))).all())
         targets = current_class_targets(session)
-    return [found.get(i) for i in wanted], targets
+    return [found.get(int(i)) for i in ids], targets
 
 
 def group_safe(names: pd.Series, noun: str = "class") -> pd.Series:
@@ -264,7 +273,7 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
         "status": faces["label_status"].astype(str),
         "confidence": class_confidence(faces["label_status"], faces["class_id"], faces["predicted_confidence"],
                                        *_stored_tops(store, FaceLabel.predicted_top, FaceLabel.face_id,
-                                                     faces["face_id"].tolist())),
+                                                     faces["face_id"].tolist(), faces["label_status"].tolist())),
         "source": _text(faces["source"], "none"), "gender": attribute_groups(faces["gender"], "gender"),
         "ethnicity": attribute_groups(faces["ethnicity"], "ethnicity"),
         "decade": faces["birth_year"].map(decade).astype(str),
@@ -273,6 +282,7 @@ def face_points(store: sessionmaker[Session], model_id: str | None = None) -> tu
         "media_path": faces["media_path"], "n": 1, "version": faces["version"].astype(int),
         "nameable": nameable_faces(faces, retired_classes(store)),
         "approve_class": pd.Series(pd.NA, index=faces.index, dtype="Int64"), "approves": own_classes(faces),
+        "predicted_confidence": faces["predicted_confidence"].astype(float),
     })
     return points, vectors
 
@@ -445,7 +455,8 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         "status": decision["label_status"].where(decided, undecided_track_status(tracks, faces)).astype(str),
         "confidence": class_confidence(decision["label_status"], decision["class_id"],
                                        tracks["predicted_confidence"],
-                                       *_stored_tops(store, Track.predicted_top, Track.id, tracks["track_id"].tolist())),
+                                       *_stored_tops(store, Track.predicted_top, Track.id, tracks["track_id"].tolist(),
+                                                     decision["label_status"].tolist())),
         "source": decision["source"].where(decided, "model").astype(str),
         "gender": attribute_groups(person["gender"], "gender"),
         "ethnicity": attribute_groups(person["ethnicity"], "ethnicity"),
@@ -456,6 +467,7 @@ def track_points(store: sessionmaker[Session], model_id: str | None = None) -> t
         "nameable": nameable_tracks(store, tracks, faces, approve, standing),
         "approve_class": pd.Series(approve, dtype="Int64"),
         "approves": track_approves(standing, tracks, faces, approve),
+        "predicted_confidence": tracks["predicted_confidence"].astype(float),
     })
     return points, vectors
 
@@ -495,7 +507,7 @@ def gif_points(store: sessionmaker[Session], model_id: str | None = None) -> tup
         "crop_path": None, "media_path": item["path"].fillna("").astype(str).to_numpy(),
         "n": item["faces"].fillna(0).astype(int).to_numpy(), "version": 0, "nameable": False,
         "approve_class": pd.Series(pd.NA, index=range(len(ids)), dtype="Int64"),
-        "approves": pd.Series(pd.NA, index=range(len(ids)), dtype="Int64"),
+        "approves": pd.Series(pd.NA, index=range(len(ids)), dtype="Int64"), "predicted_confidence": np.nan,
     })
     return points, np.stack([bytes_to_vector(r[2]) for r in rows]).astype(np.float32)
 
@@ -533,7 +545,8 @@ def centroid_points(faces: pd.DataFrame, vectors: np.ndarray,
                      "gender": first["gender"], "ethnicity": first["ethnicity"], "decade": first["decade"],
                      "country": first["country"], "media_id": int(first["media_id"]), "media_name": first["media_name"],
                      "crop_path": first["crop_path"], "media_path": first["media_path"], "n": int(len(members)),
-                     "version": 0, "nameable": True, "approve_class": pd.NA, "approves": pd.NA})
+                     "version": 0, "nameable": True, "approve_class": pd.NA, "approves": pd.NA,
+                     "predicted_confidence": np.nan})
     if not rows:
         return _empty()
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["class"], rows[i]["id"]))  # by name, as before

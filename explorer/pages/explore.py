@@ -512,7 +512,7 @@ def _bulk_faces(chosen: list[int]) -> None:
                                 agreed=tuple(sorted(zip(decided["id"].astype(int), decided["version"].astype(int)))))
     unnamed = _unnamed(chosen)
     part = shown[shown["id"].isin(unnamed)]
-    no_one = part.loc[named_no_one(part["approves"], part["confidence"]), "id"].astype(int).tolist()
+    no_one = part.loc[named_no_one(part["approves"], part["predicted_confidence"]), "id"].astype(int).tolist()
     _decision_buttons(str(len(chosen)), "explore_bulk", override, approve_ok=not unnamed and override,
                       approve_help=(unnameable_help(unnamed, "relabel them, or select without them",
                                                     _retired_names(unnamed), _retired_ids(unnamed), no_one) if unnamed
