@@ -113,14 +113,20 @@ def _tag_id(store, name: str) -> int:
         return s.scalar(select(Tag.id).where(Tag.name == name))
 
 
-# -- 1. a split and a relabel of one of its faces --------------------------------------------------------
-@pytest.mark.postgres
-def test_a_split_while_a_picked_face_is_relabeled_away_names_the_face_and_who_moved_it(pg_url):
-    store = open_store(pg_url)
-    faces = make_faces(store, 1, 3)
+def _faces_in_a_beside_c(url: str, n: int):
+    """A store with n faces labeled class A, and an empty class C: (store, faces, A's id, C's id)."""
+    store = open_store(url)
+    faces = make_faces(store, 1, n)
     a, _ = add_class(store, "A", "seed")
     c, _ = add_class(store, "C", "seed")
     relabel_faces(store, faces, a, "seed")
+    return store, faces, a, c
+
+
+# -- 1. a split and a relabel of one of its faces --------------------------------------------------------
+@pytest.mark.postgres
+def test_a_split_while_a_picked_face_is_relabeled_away_names_the_face_and_who_moved_it(pg_url):
+    store, faces, a, c = _faces_in_a_beside_c(pg_url, 3)
     seen = _class_version(store, a)
     annes, bobs = race(pg_url, r"FOR UPDATE.*face_label|face_label.*FOR UPDATE",  # ann holds face 0's label locked, relabeling it to C
                        lambda s: relabel_faces(s, [faces[0]], c, "ann", {faces[0]: _version(store, faces[0])}),
@@ -138,11 +144,7 @@ def test_a_split_while_a_picked_face_is_relabeled_away_names_the_face_and_who_mo
 
 
 def test_a_split_of_a_face_relabeled_earlier_names_who_relabeled_it(store_url):
-    store = open_store(store_url)
-    faces = make_faces(store, 1, 2)
-    a, _ = add_class(store, "A", "seed")
-    c, _ = add_class(store, "C", "seed")
-    relabel_faces(store, faces, a, "seed")
+    store, faces, a, c = _faces_in_a_beside_c(store_url, 2)
     moved = relabel_faces(store, [faces[0]], c, "ann")
     with pytest.raises(ValidationError) as refused:
         split_class(store, a, faces, "bob", target_id=c)

@@ -49,6 +49,16 @@ def store_of(tmp_path: Path, lfw_dir: Path, names: list[str], per_class: int = 2
 
 
 # -- 1. class folders across chained exports -----------------------------------------------------------------
+
+def _export_page(monkeypatch, data: Path, tmp_path: Path):
+    """The Export page of the store in tmp_path, "ann" signed in, run once without an exception."""
+    at = open_app(monkeypatch, data, f"sqlite:///{tmp_path / 'store.db'}")
+    at.sidebar.text_input(key="sign_in_name").input("ann")
+    [b for b in at.button if b.label == "Sign in"][0].click().run()
+    at.switch_page("labeling/pages/export.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
 def test_a_class_keeps_its_folder_when_a_colliding_class_comes_back(tmp_path, lfw_dir):
     """'CON' (class 1) and 'Con.' (class 3) both want `_CON` / `_Con`, one folder on a case-insensitive disk.
     With CON retired, Con. took `_Con`; CON re-activated used to take the plain name by class-id order and
@@ -162,11 +172,7 @@ def test_an_export_whose_crops_were_deleted_or_damaged_is_not_vouched_for(tmp_pa
     assert runner.invoke(app, ["export", "--verify", str(tmp_path / "data")]).exit_code == 1  # no manifest
 
     # the page: the damaged export stays offered and proposed, said; Verify checks a past export file by file
-    at = open_app(monkeypatch, data, f"sqlite:///{tmp_path / 'store.db'}")
-    at.sidebar.text_input(key="sign_in_name").input("ann")
-    [b for b in at.button if b.label == "Sign in"][0].click().run()
-    at.switch_page("labeling/pages/export.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = _export_page(monkeypatch, data, tmp_path)
     assert at.selectbox(key="export_previous").value == str(v2)
     assert str(v1) in at.selectbox(key="export_previous").options
     (warned,) = [w.value for w in at.warning if "followed, but not whole" in w.value]
@@ -432,11 +438,7 @@ def test_the_page_says_followed_only_of_the_export_selected(tmp_path, lfw_dir, m
     v1 = export_dataset(store, data, tmp_path / "v1", "ann").out_dir
     v2 = export_dataset(store, data, tmp_path / "v2", "ann", previous=v1).out_dir
     next((v1 / "raw_dataset").rglob("*.jpg")).unlink()  # the older one damaged
-    at = open_app(monkeypatch, data, f"sqlite:///{tmp_path / 'store.db'}")
-    at.sidebar.text_input(key="sign_in_name").input("ann")
-    [b for b in at.button if b.label == "Sign in"][0].click().run()
-    at.switch_page("labeling/pages/export.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = _export_page(monkeypatch, data, tmp_path)
     assert at.selectbox(key="export_previous").value == str(v2)
     (warned,) = [w.value for w in at.warning if "not whole" in w.value]
     assert warned.startswith(f"{v1}: offered, but not whole") and "if followed" in warned
