@@ -10,7 +10,7 @@ from labeling.audit import (CHUNK, Operation, OperationResult, _chunks, expected
                             retired_phrase, run_operation)
 from labeling.db import advisory_xact_lock
 from labeling.errors import NotFoundError, ValidationError
-from labeling.face_labels import apply_decision, gone_class_phrase, optional_class_id
+from labeling.face_labels import apply_decision, class_writer_phrase, gone_class_phrase, optional_class_id
 from labeling.schema import UNDECIDED_STATUSES, AuditEvent, CelebrityClass, FaceLabel
 from labeling.validation import (check_class_status, check_id, clean_attributes, clean_class_name, clean_display_name,
                                  clean_external_id, class_name_key, refuse_invisible_characters)
@@ -302,7 +302,7 @@ def split_class(factory, class_id: int, face_ids: Sequence[int], editor: str, ne
                 raise ValidationError("split target is the class itself")
             if locked[target_id]["status"] == "retired":
                 raise ValidationError(f"split target class is retired: {locked[target_id]['name']!r} (class {target_id}) "
-                                      f"was retired{_last_write_phrase(op.session, target_id)}; split into an active class")
+                                      f"was retired{class_writer_phrase(op.session, target_id)}; split into an active class")
             target_name = locked[target_id]["name"]
         moved = _move_labels(op, sorted(members), class_id, target_id, rows)
         # both by name, as editors know them (the summary is the history and undo list's line); the id tells
@@ -347,12 +347,6 @@ def _moved_out_by(session: Session, face_ids: Sequence[int], class_id: int) -> s
         if before.get("class_id") == class_id:
             return f"; face {face_id} was moved out of it {writer.phrase()}: reload the class and try again"
     return ""
-
-
-def _last_write_phrase(session: Session, class_id: int) -> str:
-    """" by ann at ... in operation 12 (set_class_status)": who last wrote the class, or nothing."""
-    writer = last_write(session, f"class:{class_id}")
-    return f" {writer.phrase()}" if writer is not None else ""
 
 
 def retire_class(factory, class_id: int, editor: str, expected_version: int | None = None) -> OperationResult:

@@ -36,12 +36,18 @@ def _existing_faces(session: Session, face_ids: Sequence[int]) -> dict[int, int]
     return found
 
 
+def class_writer_phrase(session: Session | None, class_id: int) -> str:
+    """" by ann at ... in operation 12 (set_class_status)": who last wrote the class, or nothing."""
+    writer = last_write(session, f"class:{class_id}") if session is not None else None
+    return f" {writer.phrase()}" if writer is not None else ""
+
+
 def gone_class_phrase(session: Session | None, class_id: int) -> str:
     """" (removed by ann at ... in operation 45 (undo of operation 44))" for a class an audited operation
     wrote and that is gone now (an undo of the add that created it), or nothing (no such class ever was).
     Why: an editor who picked the class on a page read "no celebrity class with id 18", as if mistyped."""
-    writer = last_write(session, f"class:{class_id}") if session is not None else None
-    return f" (removed {writer.phrase()})" if writer is not None else ""
+    phrase = class_writer_phrase(session, class_id)
+    return f" (removed{phrase})" if phrase else ""
 
 
 def _check_labelable(locked: dict[int, Row], class_id: int, session: Session | None = None) -> None:
