@@ -683,6 +683,24 @@ def sampling_key(path: Path) -> str | None:
     return None  # a PNG cut short before its image data: refused when decoded
 
 
+def is_one_frame(path: Path, limits: MediaLimits) -> bool:
+    """Whether a GIF or WebP holds a single frame, from its block structure alone (`scan_gif`, `scan_webp`,
+    the scans its decoding starts with: no pixel decoded). Why: `sampling_key` cannot tell such a file from
+    an animation by its first bytes, and a caller that treats stills apart (a raw-dataset import's second
+    look for a face) must pick the file's cache namespace before decoding it. False for every other file
+    and for one the scan refuses (its decoding then says why)."""
+    with open(path, "rb") as fh:
+        form = sniff_format(fh.read(64))
+    try:
+        if form == "gif":
+            return scan_gif(path, limits).frames == 1
+        if form == "webp":
+            return scan_webp(path).frames == 1
+    except (MediaError, EOFError, ValueError, IndexError, struct.error):
+        return False
+    return False
+
+
 def animation_decoder(path: Path) -> str | None:
     """"apng" or "video" (`sampling_key`): the decoder whose changes would make a file's cached frames
     stale, so its frames cache key names it; None for every other file."""

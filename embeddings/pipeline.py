@@ -796,6 +796,11 @@ class IngestPipeline:
     def frames_namespace(self) -> str:
         return namespace_for("frames", self.sampling_params)
 
+    def _sampling_key(self, path: Path) -> str | None:
+        """The file's `sampling_key`, which picks its namespaces; a subclass may read more of the file (the
+        raw-dataset import takes a one-frame GIF or WebP for a still, `labeling.importers.import_pipeline`)."""
+        return sampling_key(path)
+
     def _faces_namespace(self, key: str | None = None) -> tuple[str, str, dict[str, Any]]:
         """Declared parameters only (no model loaded), so cold and warm runs agree."""
         s = self.settings
@@ -920,7 +925,7 @@ class IngestPipeline:
             return None
         try:
             result.sha256 = hashes.sha256(path, stat)
-            ns = spaces[sampling_key(path)]  # a still, or which DECODERS entry keys its frames, if any
+            ns = spaces[self._sampling_key(path)]  # a still, or which DECODERS entry keys its frames, if any
         except OSError as exc:
             result.fail("unreadable", f"{path}: cannot read: {exc.strerror or exc}")
             return None

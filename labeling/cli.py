@@ -35,11 +35,36 @@ def _data_dir_option(value: Optional[str]) -> Optional[Path]:
     return None if value is None else Path(value)
 
 
+def _refuse_unknown_model(role: str, name: str | None, source: str) -> None:
+    """`error: unknown face model 'x' (--face-model); known: ...`, exit 2 like any bad option or setting.
+    `source` is where the name came from (the option or the environment variable)."""
+    from models.registry import list_models
+
+    known = list_models(role)
+    if name is not None and name not in known:
+        refuse(f"unknown {'GIF' if role == 'gif' else role} model {name!r} ({source}); known: {', '.join(known)}",
+               code=2)
+
+
+def _model_option(role: str):
+    """The callback of --face-model / --gif-model: a name the registry does not know is refused, exit 2, listing
+    the known ones (as the settings refuse it in GIFLENS_FACE_MODEL). Why: export wrote an export naming the
+    unknown model (exit 0) and predict or autotag blamed the store. A known model the store does not hold is
+    still theirs to refuse (exit 1): that is the store's content, not a typo."""
+
+    def callback(param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:
+        _refuse_unknown_model(role, value, param.opts[0])
+        return value
+
+    return callback
+
+
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", callback=_data_dir_option,
                                                 help="Data folder (cache, SQLite store). Env: GIFLENS_DATA_DIR.")]
 DatabaseUrl = Annotated[Optional[str], typer.Option("--database-url", help="SQLAlchemy URL. Env: GIFLENS_DATABASE_URL.")]
 FaceModel = Annotated[Optional[str], typer.Option(
-    "--face-model", help="Face embedding model to use (default: the store's only one; required when it has several).")]
+    "--face-model", callback=_model_option("face"),
+    help="Face embedding model to use (default: the store's only one; required when it has several).")]
 
 
 def make_settings(**overrides: object) -> Settings:
@@ -223,8 +248,11 @@ def drop_idle_bar(progress: Progress, task: TaskID) -> None:
 
 
 def one_line(text: str) -> str:
-    """Control characters (a newline in a file name) shown escaped, so one failure stays one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    """Control characters (a newline in a file name) shown escaped, so one failure stays one line; the
+    format characters names are typed with (a Persian non-joiner, an emoji's joiner) as typed."""
+    from labeling.tags import as_typed  # the one rule for what a message escapes
+
+    return as_typed(text)
 
 
 def _name(path: Path | str) -> str:
@@ -274,37 +302,45 @@ def _root() -> None:
 
 def _refuse_unknown_face_model(given: str | None) -> None:
     """Ingest's face model checked before its settings are made, to say which of its two sources to fix:
-    `error: unknown face model 'x' (--face-model); known: ...`, exit 1. (The settings refuse an unknown
-    face or GIF model too, for every command and the app: `invalid setting face_model (GIFLENS_FACE_MODEL)`,
-    exit 2; that names the variable even when the option gave the name.)"""
-    from models.registry import list_models
-
-    name, source = (given, "--face-model") if given is not None else (os.environ.get("GIFLENS_FACE_MODEL"),
-                                                                      "GIFLENS_FACE_MODEL")
-    if name is not None and name not in list_models("face"):
-        refuse(f"unknown face model {name!r} ({source}); known: {', '.join(list_models('face'))}")
+    `error: unknown face model 'x' (--face-model); known: ...`, exit 2 (--face-model's callback checks the
+    option; this, GIFLENS_FACE_MODEL when no option is given). (The settings refuse an unknown face or GIF
+    model too, for every command and the app: `invalid setting face_model (GIFLENS_FACE_MODEL)`, exit 2.)"""
+    if given is None:
+        _refuse_unknown_model("face", os.environ.get("GIFLENS_FACE_MODEL"), "GIFLENS_FACE_MODEL")
 
 
-def _path_arguments(values: list[str]) -> list[Path]:
-    """Ingest's paths, a blank one refused (exit 2, nothing ingested). Why not Typer's Path: it turns ""
-    (an unset shell variable, `giflens ingest "$DIR"`) into Path('.'), and the folder the command runs in
-    was ingested, recursively. An unreadable file is not refused here: ingest records it as failed."""
-    blank = [i for i, value in enumerate(values, 1) if not value.strip() and not os.path.lexists(value)]
-    if blank:
-        refuse(f"path argument {', '.join(map(str, blank))} is empty: name a file or folder (an unset shell "
-               "variable gives an empty one); nothing ingested", code=2)
-    return [Path(value) for value in values]
+def _no_blank_paths(nothing: str):
+    """The callback of every path argument and option (ingest's PATHs, the imports' CSV or folder, export's
+    OUT_DIR and --previous): a blank one is refused, exit 2, naming which, the message ending with `nothing`
+    (what was not done). Why not Typer's Path: it turns "" (an unset shell variable, `giflens export "$DIR"`)
+    into Path('.'), and the command read or wrote the folder it runs in (ingest ingested it, recursively).
+    A blank name that is there (a file named " ") is a path like any other; a missing or unreadable one is
+    the command's to refuse (ingest records an unreadable file as failed)."""
+
+    def callback(param: typer.CallbackParam, value: list[str] | str | None) -> list[Path] | Path | None:
+        many = isinstance(value, list)
+        values = value if many else [] if value is None else [value]
+        blank = [i for i, given in enumerate(values, 1) if not given.strip() and not os.path.lexists(given)]
+        if blank:
+            name = param.opts[0] if param.opts[0].startswith("-") else (param.metavar or param.name).upper()
+            which = f"path argument {', '.join(map(str, blank))}" if many else name
+            refuse(f"{which} is empty: name a file or folder (an unset shell variable gives an empty one); "
+                   f"{nothing}", code=2)
+        return [Path(given) for given in values] if many else None if value is None else Path(value)
+
+    return callback
 
 
 @app.command("ingest")
 def ingest_command(
-    # text, not Typer's Path ("" would be "."): `_path_arguments` refuses a blank one; an unreadable file is
+    # text, not Typer's Path ("" would be "."): `_no_blank_paths` refuses a blank one; an unreadable file is
     # recorded as failed like any bad file, not a refused command
     paths: Annotated[list[str], typer.Argument(help="Files or folders (searched recursively).", metavar="PATH",
-                                               callback=_path_arguments)],
+                                               callback=_no_blank_paths("nothing ingested"))],
     data_dir: DataDir = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, max=512, help="Frames sampled per clip.")] = None,
-    face_model: Annotated[Optional[str], typer.Option("--face-model", help="dlib-resnet-v1 or facenet-vggface2.")] = None,
+    face_model: Annotated[Optional[str], typer.Option("--face-model", callback=_model_option("face"),
+                                                      help="dlib-resnet-v1 or facenet-vggface2.")] = None,
     database_url: DatabaseUrl = None,
     editor: Editor = None,
 ) -> None:
@@ -546,7 +582,8 @@ def _require_file(path: Path) -> None:
 
 @import_app.command("raw-dataset")
 def import_raw_dataset_command(
-    folder: Annotated[Path, typer.Argument(help="Folder holding labels.csv and raw_dataset/<Label>/*.jpg.")],
+    folder: Annotated[str, typer.Argument(help="Folder holding labels.csv and raw_dataset/<Label>/*.jpg.", metavar="FOLDER",
+                                          callback=_no_blank_paths("nothing imported"))],
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
 ) -> None:
     """GIPHY's training layout: classes, ingested images, approved labels (the largest face of each still, every face of a one-person GIF or video)."""
@@ -579,7 +616,8 @@ def _import_csv(what: str, csv_path: Path, data_dir: Optional[Path], database_ur
 
 
 @import_app.command("classes")
-def import_classes_command(csv_path: Annotated[Path, typer.Argument(help="Labels,Index CSV (GIPHY's class list).")],
+def import_classes_command(csv_path: Annotated[str, typer.Argument(help="Labels,Index CSV (GIPHY's class list).", metavar="CSV",
+                                                                   callback=_no_blank_paths("nothing imported"))],
                            data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
     """Celebrity classes from GIPHY's list (names like Brad_Pitt_[m.0c6qh]), in one operation."""
     from labeling.importers import import_classes
@@ -589,7 +627,8 @@ def import_classes_command(csv_path: Annotated[Path, typer.Argument(help="Labels
 
 @import_app.command("attributes")
 def import_attributes_command(
-    csv_path: Annotated[Path, typer.Argument(help="name plus any of gender,ethnicity,birth_year,country (CSV).")],
+    csv_path: Annotated[str, typer.Argument(help="name plus any of gender,ethnicity,birth_year,country (CSV).", metavar="CSV",
+                                            callback=_no_blank_paths("nothing imported"))],
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
     create_missing: Annotated[bool, typer.Option("--create-missing/--skip-missing",
                                                  help="Create classes for unknown names, or only report them.")] = True,
@@ -602,26 +641,32 @@ def import_attributes_command(
 
 
 @import_app.command("tags")
-def import_tags_command(csv_path: Annotated[Path, typer.Argument(help="file,uploader_tags CSV (tags ;-separated).")],
+def import_tags_command(csv_path: Annotated[str, typer.Argument(callback=_no_blank_paths("nothing imported"), metavar="FILE",
+                            help="file,uploader_tags CSV (tags ;-separated), or an export's tags.jsonl (any *.jsonl).")],
                         data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
-    """Uploader tags onto ingested media, matched by file name (confidence 1.0, source uploader)."""
+    """Uploader tags onto ingested media, matched by file name (confidence 1.0, source uploader); a *.jsonl
+    file is an export's tag dataset: matched by sha256, then file name, each tag with its confidence (source import)."""
     from labeling.importers import import_tags
+    from labeling.tag_dataset import import_tag_dataset, is_tag_dataset
 
-    _import_csv("tags", csv_path, data_dir, database_url, lambda store: import_tags(store, csv_path, _editor(editor)))
+    action = import_tag_dataset if is_tag_dataset(csv_path) else import_tags
+    _import_csv("tags", csv_path, data_dir, database_url, lambda store: action(store, csv_path, _editor(editor)))
 
 
 @app.command("export")
 def export_command(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to create (must not exist, or be empty), in a folder you can write: the export is built beside it.")],
+    out_dir: Annotated[str, typer.Argument(help="Folder to create (must not exist, or be empty), in a folder you can write: the export is built beside it.", metavar="OUT_DIR",
+                                           callback=_no_blank_paths("nothing exported or verified"))],
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     editor: Annotated[Optional[str], typer.Option("--editor", help="Who the manifest names (default: the OS user).")] = None,
     split: Annotated[float, typer.Option("--split", help="Share of each class's faces for validation, in [0, 1).")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the train / validation split.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export in OUT_DIR.")] = False,
-    previous: Annotated[Optional[Path], typer.Option(
+    previous: Annotated[Optional[str], typer.Option(
         "--previous", help="An earlier export of this store (default: the newest recorded one still on disk): every "
                            "class still exported keeps its label index and every earlier media item its train / "
-                           "validation side, so a model fine-tuned on it is never validated on its training faces.")] = None,
+                           "validation side, so a model fine-tuned on it is never validated on its training faces.",
+        metavar="EARLIER_EXPORT", callback=_no_blank_paths("nothing exported"))] = None,
     no_previous: Annotated[bool, typer.Option(
         "--no-previous", help="Start afresh: classes numbered in creation order, the split drawn anew.")] = False,
     face_model: FaceModel = None,
@@ -867,7 +912,8 @@ def autotag_command(
     k: Annotated[int, typer.Option("--k", help="Neighbours each kNN expert asks.")] = 10,
     min_frequency: Annotated[float, typer.Option("--min-frequency", help="Share of neighbours a tag needs.")] = 0.2,
     top: Annotated[int, typer.Option("--top", help="Suggestions stored per media item at most.")] = 5,
-    gif_model: Annotated[Optional[str], typer.Option("--gif-model", help="GIF embedding model (default: the only one).")] = None,
+    gif_model: Annotated[Optional[str], typer.Option("--gif-model", callback=_model_option("gif"),
+                                                     help="GIF embedding model (default: the only one).")] = None,
 ) -> None:
     """Experts voting (visual, identity, text): tag suggestions for every media item; prints the weights.
 
@@ -886,7 +932,8 @@ def autotag_command(
     with progress_task("autotag") as (progress, task):
         _run(lambda: autotag(
             store, _editor(editor), gif_model=gif_model, text=source[text], k=k,
-            min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task)), notes="note",
+            min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task),
+            on_step=lambda doing: progress.update(task, current=doing)), notes="note",
             progress=progress, details=_autotag_weights)
 
 

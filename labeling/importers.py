@@ -1326,9 +1326,9 @@ class BorderRetryDetector:
     """A face detector (MTCNN) that looks once more, on the frame padded by `border` black pixels, at each
     frame it found no face in, and gives the faces found so in the frame's own coordinates (box and
     landmarks moved back by the border; the face model aligns on the unpadded frame, out-of-frame pixels
-    black as in the padded one). Used by `import_raw_dataset` only, on still images (`import_pipeline`): what
-    it reads are stills of one face each, so a still without one is mostly a tight crop, and a second look
-    costs little."""
+    black as in the padded one). Used by `import_raw_dataset` only, on stills (`import_pipeline`: a photo, or a
+    GIF or WebP of one frame): what it reads are stills of one face each, so a still without one is mostly a
+    tight crop, and a second look costs little."""
 
     def __init__(self, inner: Any, border: int = REDETECT_BORDER) -> None:
         self.inner, self.border = inner, int(border)
@@ -1353,23 +1353,30 @@ class BorderRetryDetector:
         return found
 
 
-def import_pipeline(settings: Any) -> Any:
+def import_pipeline(settings: Any, **models: Any) -> Any:
     """The ingest pipeline of `import_raw_dataset`: the usual one, but a still image's faces are detected by a
     `BorderRetryDetector` and cached in a namespace of their own: the faces namespace's parameters plus
-    `retry_border` (`ImportPipeline._faces_namespace`), which only an import reads or writes. GIFs and videos
-    are detected and cached as any ingest does them (their faceless frames are mostly scenes without a person,
-    not tight crops: a second MTCNN pass there only doubled the cost).
+    `retry_border` (`ImportPipeline._faces_namespace`), which only an import reads or writes. A GIF or WebP of
+    a single frame is a still too (`is_one_frame`, its frame count read from its blocks before the cache is
+    asked: a user's raw_dataset may hold photos saved so). Animated GIFs and videos are detected and cached
+    as any ingest does them (their faceless frames are mostly scenes without a person, not tight crops: a
+    second MTCNN pass there only doubled the cost).
     Why a namespace of its own: cache entries are written once and never change, which ingest's warm shortcut
     (`is_stored`: the store row's source_key names the entries it came from) relies on. Replacing an ordinary
     still's faceless entry in place with the retry's face left a store that missed the write (an import killed
     between a chunk's cache put and its store, or another store on the same data folder) holding no face for
-    good while the cache said one. An ordinary ingest keeps its own entries and results."""
+    good while the cache said one. An ordinary ingest keeps its own entries and results.
+    `models`: networks already loaded, by role (`IngestPipeline`'s overrides; a test's)."""
     from embeddings.cache import namespace_for
-    from embeddings.media import STILL
+    from embeddings.media import STILL, is_one_frame
     from embeddings.pipeline import IngestPipeline
 
     class ImportPipeline(IngestPipeline):
         retrying = False  # set while the faces of stills are detected (`_infer_faces`)
+
+        def _sampling_key(self, path: Path) -> str | None:
+            key = super()._sampling_key(path)  # None: a GIF or WebP, of one frame or more
+            return STILL if key is None and is_one_frame(path, self.limits) else key
 
         def _faces_namespace(self, key: str | None = None) -> tuple[str, str, dict[str, Any]]:
             namespace, model_id, params = super()._faces_namespace(key)
@@ -1394,7 +1401,7 @@ def import_pipeline(settings: Any) -> Any:
                 finally:
                     self.retrying = False
 
-    return ImportPipeline(settings)
+    return ImportPipeline(settings, **models)
 
 
 def import_raw_dataset(store: sessionmaker[Session], folder: Path, settings, editor: str | None = None,

@@ -3,7 +3,7 @@
 1. A wrong GIFLENS_GIF_MODEL was a 120-line traceback (`bogus`) or every file of an ingest stored as failed
    (`mtcnn`, a real model but a face detector), exit 0. Both model settings are now checked by the settings
    themselves, so every command and the app refuse them: one line naming the variable and the known models,
-   exit 2. (`ingest` still says which of its sources gave an unknown face model, exit 1: test_cli_settings_and_make_targets.)
+   exit 2. (`ingest` also says which of its sources gave an unknown face model, exit 2: test_cli_settings_and_make_targets.)
 2. Off a terminal (`make run > log`, nohup, docker logs) a command's progress said nothing until its end:
    rich draws its bar only on a terminal. Plain status lines now reach a log or a pipe as the command runs,
    at the pace of GIFLENS_PROGRESS_EVERY (seconds, validated like every setting).

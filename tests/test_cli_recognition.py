@@ -164,7 +164,7 @@ def test_bad_input_exits_1_and_writes_nothing(loop_data_dir, tmp_path):
                              (["retrain", "--holdout", "1.5"], "the holdout share must be in (0, 1)"),
                              (["retrain", "--top", "0"], "top must be a positive number"),
                              (["predict", "--track-method", "median"], "track method must be one of product, mean"),
-                             (["predict", "--face-model", "nope"], "no face embeddings of model 'nope'")]:
+                             (["predict", "--face-model", "facenet-vggface2"], "no face embeddings of model 'facenet-vggface2'")]:
         result = invoke(*command, *where)
         assert result.exit_code == 1, (command, result.output)
         assert result.stdout == "" and message in result.stderr, (command, result.stderr)

@@ -131,11 +131,11 @@ def test_an_unknown_face_model_names_where_it_came_from(tmp_path, monkeypatch):
     monkeypatch.setenv("GIFLENS_FACE_MODEL", "bogus")
     where = ["--data-dir", tmp_path / "data", "--database-url", f"sqlite:///{tmp_path / 'store.db'}"]
     result = invoke("ingest", tmp_path / "media", *where)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == ["error: unknown face model 'bogus' (GIFLENS_FACE_MODEL); known: "
                                           "dlib-resnet-v1, facenet-vggface2"]
     option = invoke("ingest", tmp_path / "media", *where, "--face-model", "nope")
-    assert option.exit_code == 1 and "unknown face model 'nope' (--face-model)" in option.stderr, option.output
+    assert option.exit_code == 2 and "unknown face model 'nope' (--face-model)" in option.stderr, option.output
 
 
 def test_missing_facenet_weights_list_each_place_once(tmp_path, monkeypatch):

@@ -220,8 +220,8 @@ def test_ingest_of_a_path_that_does_not_exist_is_refused_and_stores_nothing(stor
     assert result.exit_code == 1, result.output
     assert result.stdout == "" and result.stderr.strip() == f"error: no such file or folder: {tmp_path / 'typo.gif'}"
     model = invoke("ingest", tmp_path / "media", "--face-model", "nope", "--data-dir", tmp_path / "data",
-                   "--database-url", store_url)  # one line and exit 1, not Typer's usage box
-    assert model.exit_code == 1 and model.stdout == "", model.output
+                   "--database-url", store_url)  # one line and exit 2, not Typer's usage box
+    assert model.exit_code == 2 and model.stdout == "", model.output
     assert model.stderr.splitlines() == ["error: unknown face model 'nope' (--face-model); known: dlib-resnet-v1, "
                                          "facenet-vggface2"], model.stderr
     with open_store(store_url)() as s:

@@ -259,7 +259,7 @@ def test_cli_killed_half_way_resumes_without_duplicates(tmp_path, gifs_dir):
 def test_cli_reports_unknown_or_unavailable_face_models(tmp_path, gifs_dir):
     proc = _cli("ingest", str(gifs_dir / "hello.gif"), "--data-dir", str(tmp_path), "--face-model", "nope")
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "unknown face model" in err
+    assert proc.returncode == 2 and "unknown face model" in err
     proc = _cli("ingest", str(gifs_dir / "hello.gif"), "--data-dir", str(tmp_path), "--face-model", "facenet-vggface2",
                 env={"TORCH_HOME": str(tmp_path / "torch")})
     _, err = proc.communicate(timeout=300)

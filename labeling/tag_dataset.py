@@ -1,0 +1,200 @@
+"""The tag dataset an export writes (`tags.jsonl`), imported back: `giflens import tags FILE.jsonl`.
+
+One JSON object a line, as `labeling.export` writes it: {"media": path, "sha256": ..., "media_id": ...,
+"tags": [[tag, confidence], ...]}. Why an import of its own beside the uploader CSV (`import_tags`):
+the CSV carries names only (confidence 1.0), the dataset carries each tag's confidence, and an export
+taken from one store must fill another store that ingested the same GIFs, where only the content
+(sha256) is sure to be the same, not the path nor the media id.
+
+Parsing is pure (`read_tag_dataset`: a file in, rows out; any problem a `ValidationError` naming the
+file and line, raised before anything is written). Writing follows `import_tags` rule for rule: one
+operation and audit event (undoable), editors' decisions kept, re-importing changes nothing.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.audit import run_operation
+from labeling.errors import ValidationError
+from labeling.importers import (IMPORTED_TAG_SOURCES, ImportSummary, StoredMedia, _decided_by_editor, _editor,
+                                _media_matching, _not_ingested, _where, removed_by_editors, stored_media)
+from labeling.tags import apply_tags, lock_tag_vocabulary, tag_ids
+from labeling.validation import check_confidence, clean_tag_name
+
+SUFFIX = ".jsonl"  # how `giflens import tags` tells a tag dataset from the uploader CSV
+SOURCE = "import"  # the tag source its rows get (the CSV's are "uploader")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TagDatasetRow(NamedTuple):
+    line: int
+    media: str | None  # the path in the store that exported it; matched as a tags CSV's `file` is
+    sha256: str | None  # lower-case hex; matched first
+    tags: list[tuple[str, float]]  # (tag as stored, confidence), each tag once
+
+
+def is_tag_dataset(path: Path) -> bool:
+    """Whether `giflens import tags` reads `path` as a tag dataset: by its suffix, `.jsonl` in any case.
+    Why the suffix and not the content: a CSV whose first cell happens to start with "{" must not be
+    read as JSON, and an error then speaks of the format the file's name announces."""
+    return Path(path).suffix.lower() == SUFFIX
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _optional_text(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f'"{key}" must be text, got {json.dumps(value)}')
+    return value.strip()
+
+
+def _tags(value: Any) -> list[tuple[str, float]]:
+    """[[tag, confidence], ...] as (stored name, confidence), each tag once: the same tag twice with one
+    confidence is one tag; with two it is contradictory and refused (no silent last-one-wins)."""
+    if not isinstance(value, list):
+        raise ValidationError(f'"tags" must be a list of [tag, confidence] pairs, got {json.dumps(value)}')
+    out: dict[str, float] = {}
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise ValidationError(f"each tag must be a [tag, confidence] pair, got {json.dumps(pair)}")
+        try:
+            tag, conf = clean_tag_name(pair[0], new=True), check_confidence(pair[1])
+        except ValidationError as exc:
+            raise ValidationError(f"tag {json.dumps(pair[0], ensure_ascii=False)}: {exc}") from None
+        if out.setdefault(tag, conf) != conf:
+            raise ValidationError(f"tag {tag!r} is given two confidences, {out[tag]:g} and {conf:g}")
+    return list(out.items())
+
+
+def _row(line: int, text: str) -> TagDatasetRow:
+    try:
+        item = json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = " (an uploader tags CSV, file,uploader_tags, must not be named .jsonl)" if line == 1 and "," in text \
+            and not text.lstrip().startswith("{") else ""
+        raise ValidationError(f"not valid JSON ({exc.msg} at column {exc.colno}){hint}") from None
+    if not isinstance(item, dict):
+        raise ValidationError(f"expected a JSON object {{\"media\": ..., \"sha256\": ..., \"tags\": [...]}}, "
+                              f"got {type(item).__name__}")
+    media, sha = _optional_text(item, "media"), _optional_text(item, "sha256")
+    if sha is not None:
+        sha = sha.lower()
+        if not SHA256.match(sha):
+            raise ValidationError(f'"sha256" must be 64 hexadecimal digits, got {sha!r}')
+    if media is None and sha is None:
+        raise ValidationError('neither "media" nor "sha256" is given: nothing names the media item')
+    if "tags" not in item:
+        raise ValidationError('no "tags" ([[tag, confidence], ...])')
+    return TagDatasetRow(line, media, sha, _tags(item["tags"]))
+
+
+def read_tag_dataset(path: Path) -> list[TagDatasetRow]:
+    """The rows of a tag dataset (blank lines skipped; an empty file is an export with no tags). A media
+    item named twice (same `sha256`, or same `media`) is refused, as the CSV refuses a file twice: two
+    lines would be two opinions on one item's tags."""
+    path = Path(path)
+    out: list[TagDatasetRow] = []
+    seen: dict[str, int] = {}
+    for line, text in enumerate(_text(path).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = _row(line, text)
+        except ValidationError as exc:
+            raise ValidationError(f"{_where(path, line)}: {exc}") from None
+        for key in (f"sha256 {row.sha256}" if row.sha256 else None, f"media {row.media}" if row.media else None):
+            if key is not None and seen.setdefault(key, line) != line:
+                raise ValidationError(f"{_where(path, line)}: {key} repeats line {seen[key]}")
+        out.append(row)
+    return out
+
+
+# -- writing ------------------------------------------------------------------------------
+def _matching(media: StoredMedia, path: Path, row: TagDatasetRow) -> tuple[list[tuple[int, str]], str | None]:
+    """(media ids and paths the row names, why none when it names none). By content first: the same
+    GIF ingested in another store has another path and id but the same sha256. Else by its path, as a
+    tags CSV's `file` (`_media_matching`)."""
+    if row.sha256 is not None and (hit := media.by_sha256.get(row.sha256)) is not None:
+        return [hit], None
+    if row.media is None:
+        return [], f"no ingested media has sha256 {row.sha256}"
+    matches, same = _media_matching(media, path, row.media)
+    return matches, None if matches else _not_ingested(row.media, same, media)
+
+
+def _several_note(where: str, row: TagDatasetRow, matches: list[tuple[int, str]]) -> str:
+    shown = ", ".join(p for _, p in matches[:3]) + (", ..." if len(matches) > 3 else "")
+    return f"{where}: {row.media} matches {len(matches)} ingested media ({shown}); tagged all of them"
+
+
+def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | None = None) -> ImportSummary:
+    """An export's `tags.jsonl` onto this store's ingested media, each tag with its confidence and source
+    "import", in one operation (one audit event, undone by `giflens undo`).
+
+    A line names its media by sha256 first, else by path as `import_tags` matches a `file`; a line naming
+    none is skipped and listed. As in `import_tags`: a (media, tag) an editor set, accepted, rejected or
+    removed is left alone (`_decided_by_editor`, `removed_by_editors`), and so is one already imported, at
+    whatever confidence (experts voting may have moved it since: re-importing the same file changes
+    nothing); a pending suggestion is taken over. Lines that give one (media, tag) two confidences (two
+    names of one item) are refused, nothing written."""
+    path = Path(path)
+    who = _editor(editor, path)
+    summary = ImportSummary("tags", path.name)
+    rows = read_tag_dataset(path)
+    with store() as session:
+        media = stored_media(session)
+    wanted: dict[tuple[int, str], tuple[float, int]] = {}  # (media, tag) -> (confidence, line)
+    for row in rows:
+        where = _where(path, row.line)
+        matches, why = _matching(media, path, row)
+        if not matches:
+            summary.skipped.append(f"{where}: {why}")
+            continue
+        if not row.tags:
+            summary.skipped.append(f"{where}: {row.media or row.sha256} has no tags")
+            continue
+        if len(matches) > 1:
+            summary.notes.append(_several_note(where, row, matches))
+        for m, stored in matches:
+            for tag, conf in row.tags:
+                first = wanted.setdefault((m, tag), (conf, row.line))
+                if first[0] != conf:
+                    raise ValidationError(f"{where}: tag {tag!r} of media {m} ({stored}) is given confidence "
+                                          f"{conf:g} here and {first[0]:g} on line {first[1]}; nothing was imported")
+    if not wanted:
+        return summary
+    with run_operation(store, who, "import_tags") as op:
+        # before the tags and rows are read: a second import of the file waits, then finds them (`lock_tag_vocabulary`)
+        lock_tag_vocabulary(op.session)
+        ids = tag_ids(op.session, [t for _, t in wanted])
+        current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
+        removed = removed_by_editors(op.session, [k for k, r in current.items() if r is None])
+        items, imported = [], 0
+        for (m, t), (conf, _) in wanted.items():
+            existing = current[(m, ids[t])]
+            if (existing is not None and _decided_by_editor(existing)) or (m, ids[t]) in removed:
+                summary.kept += 1
+            elif existing is not None and existing["source"] in IMPORTED_TAG_SOURCES:
+                imported += 1
+            else:
+                items.append((m, t, conf))
+        summary.tags = apply_tags(op, items, SOURCE) if items else 0
+        summary.unchanged = imported + len(items) - summary.tags
+        op.summary = f"import tags with confidences from {path.name}: {summary.tags} written"
+    summary.event_id = op.result.event_id
+    return summary

@@ -1,0 +1,155 @@
+"""An export's tag dataset round-trips: `giflens import tags tags.jsonl` puts each tag back with its confidence.
+
+Why: `giflens export` wrote tags.jsonl ({"media", "sha256", "media_id", "tags": [[tag, confidence], ...]}), but
+`giflens import tags` only read the uploader CSV: a store rebuilt from the same GIFs could not take its tags back.
+The fresh store here ingests the same files under other names in another folder, so only the content (sha256)
+ties a line to its media item, as between two machines."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import session_dir
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from labeling.audit import undo_event
+from labeling.cli import app
+from labeling.db import open_store
+from labeling.errors import ValidationError
+from labeling.export import export_dataset
+from labeling.ingest import ingest
+from labeling.schema import AuditEvent, Media, MediaTag, Tag
+from labeling.tag_dataset import import_tag_dataset
+from labeling.tags import add_tags, remove_tags, set_tag_confidences
+from models.settings import Settings
+from test_queries import GIF, build_fixture_store, fixture_paths
+
+EXPORTED = {GIF: {"nod": 0.35, "jennifer lawrence": 0.123456, "shrug": 0.5}}  # confidences set before the export
+
+
+@dataclass
+class Trip:
+    data_dir: Path
+    tags_jsonl: Path
+    exported: dict[str, dict[str, float]]  # sha256 -> {tag: confidence}, as the source store holds its active tags
+    copies: list[Path]  # the same media under other names, in another folder
+    root: Path
+
+
+def active_tags(store: sessionmaker[Session]) -> dict[str, dict[str, float]]:
+    with store() as s:
+        rows = s.execute(select(Media.sha256, Tag.name, MediaTag.confidence).join(MediaTag, MediaTag.media_id == Media.id)
+                         .join(Tag, Tag.id == MediaTag.tag_id).where(MediaTag.status == "active")).all()
+    out: dict[str, dict[str, float]] = {}
+    for sha, tag, conf in rows:
+        out.setdefault(sha, {})[tag] = conf
+    return out
+
+
+def events(store) -> int:
+    with store() as s:
+        return s.scalar(select(func.count()).select_from(AuditEvent))
+
+
+@pytest.fixture(scope="module")
+def trip(tmp_path_factory) -> Trip:
+    """The fixture store (real photos and GIF, ingested once per session into the shared cache), confidences set
+    and a model tag added, then exported."""
+    data_dir = session_dir(tmp_path_factory, "giflens-app-data")
+    root = tmp_path_factory.mktemp("tags-jsonl")
+    fx = build_fixture_store(data_dir, f"sqlite:///{root / 'source.db'}")
+    gif = fx.media[GIF]
+    set_tag_confidences(fx.store, [(gif, t, c) for t, c in EXPORTED[GIF].items() if t != "shrug"], "ann")
+    add_tags(fx.store, [gif], ["shrug"], "model-run", confidence=0.5, source="model")
+    export_dataset(fx.store, data_dir, root / "export", "ann")
+    copies = root / "elsewhere"
+    copies.mkdir()
+    paths = []
+    for n, path in enumerate(p for p in fixture_paths(data_dir / "scratch") if p.name != "broken.gif"):
+        paths.append(copies / f"renamed-{n}{path.suffix}")
+        shutil.copyfile(path, paths[-1])
+    return Trip(data_dir, root / "export" / "tags.jsonl", active_tags(fx.store), paths, root)
+
+
+def fresh_store(trip: Trip, name: str) -> tuple[str, sessionmaker[Session]]:
+    """A new store that ingested the same media (from the session's cache: no network runs) under other names."""
+    url = f"sqlite:///{trip.root / name}.db"
+    ingest(trip.copies, Settings(data_dir=trip.data_dir, database_url=url))
+    return url, open_store(url)
+
+
+def test_an_exported_tag_dataset_imports_back_with_its_confidences_once(trip):
+    lines = [json.loads(line) for line in trip.tags_jsonl.read_text().splitlines()]
+    assert {tuple(t) for line in lines for t in line["tags"]} >= {(t, c) for t, c in EXPORTED[GIF].items()}
+    url, store = fresh_store(trip, "roundtrip")
+    assert active_tags(store) == {}
+
+    run = CliRunner().invoke(app, ["import", "tags", str(trip.tags_jsonl), "--database-url", url,
+                                   "--data-dir", str(trip.data_dir)])
+    assert run.exit_code == 0, run.output
+    written = sum(map(len, trip.exported.values()))
+    assert f"import tags from tags.jsonl: {written} tags written, 0 unchanged (audit event" in run.output
+    # every media item has the very (tag, confidence) pairs the export's store had: matched by content alone
+    assert active_tags(store) == trip.exported
+    with store() as s:
+        assert set(s.scalars(select(MediaTag.source))) == {"import"}
+    before = events(store)
+
+    again = import_tag_dataset(store, trip.tags_jsonl)
+    assert (again.tags, again.unchanged, again.kept, again.event_id) == (0, written, 0, None)
+    assert events(store) == before and active_tags(store) == trip.exported
+
+    # one audit event, undone as a whole
+    with store() as s:
+        event = s.scalar(select(func.max(AuditEvent.id)))
+    undo_event(store, event, "ann")
+    assert active_tags(store) == {}
+
+
+def test_a_tag_an_editor_removed_is_not_brought_back_and_a_suggestion_is_taken_over(trip):
+    _, store = fresh_store(trip, "removed")
+    with store() as s:
+        gif = s.scalar(select(Media.id).where(Media.path.endswith(".gif")))
+    add_tags(store, [gif], ["shrug"], "model-run", confidence=0.9, source="model", status="suggested")
+    add_tags(store, [gif], ["nod"], "ann", confidence=0.7)
+    remove_tags(store, [gif], ["nod"], "ann")
+
+    summary = import_tag_dataset(store, trip.tags_jsonl, "importer")
+    assert summary.kept == 1 and summary.skipped == []
+    gif_sha = next(sha for sha, tags in trip.exported.items() if "shrug" in tags)
+    assert "nod" not in active_tags(store)[gif_sha]
+    # the pending suggestion is the dataset's now, at the dataset's confidence
+    assert active_tags(store)[gif_sha]["shrug"] == 0.5
+
+
+@pytest.mark.parametrize("bad", ["1.5", "NaN"])
+def test_a_confidence_out_of_range_is_refused_naming_file_and_line_and_nothing_is_written(trip, tmp_path, bad):
+    url, store = fresh_store(trip, f"bad-{bad}")
+    sha = next(iter(trip.exported))
+    good = json.dumps({"media": "x.gif", "sha256": sha, "tags": [["brand new", 0.4]]})
+    path = tmp_path / "tags.jsonl"
+    path.write_text(f"{good}\n\n{{\"media\": \"y.gif\", \"sha256\": null, \"tags\": [[\"odd\", {bad}]]}}\n")
+    before = events(store)
+    with pytest.raises(ValidationError, match=re.escape(f'{path}: line 3: tag "odd": confidence must be in [0, 1], '
+                                                        f"got {bad.lower()}")):
+        import_tag_dataset(store, path)
+    run = CliRunner().invoke(app, ["import", "tags", str(path), "--database-url", url, "--data-dir", str(trip.data_dir)])
+    assert run.exit_code == 1 and "line 3" in run.output
+    assert events(store) == before and active_tags(store) == {}
+
+
+def test_lines_matching_no_media_are_skipped_and_listed(trip, tmp_path):
+    _, store = fresh_store(trip, "skips")
+    path = tmp_path / "tags.jsonl"
+    path.write_text(json.dumps({"media": "/elsewhere/never-ingested.gif", "sha256": "0" * 64, "tags": [["nod", 1]]})
+                    + "\n" + json.dumps({"sha256": "1" * 64, "tags": [["nod", 1]]}) + "\n")
+    summary = import_tag_dataset(store, path)
+    assert summary.skipped == [f"{path}: line 1: /elsewhere/never-ingested.gif is not ingested",
+                               f"{path}: line 2: no ingested media has sha256 {'1' * 64}"]
+    assert (summary.tags, summary.event_id) == (0, None)
