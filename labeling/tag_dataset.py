@@ -9,6 +9,10 @@ taken from one store must fill another store that ingested the same GIFs, where 
 Parsing is pure (`read_tag_dataset`: a file in, rows out; any problem a `ValidationError` naming the
 file and line, raised before anything is written). Writing follows `import_tags` rule for rule: one
 operation and audit event (undoable), editors' decisions kept, re-importing changes nothing.
+
+A store's own export must import back: a tag stored before a naming rule existed (an invisible character,
+"nod" + U+2800) is read as any tag is looked up (`clean_tag_name` without new=True), and only a tag the
+import would have to create is held to the rule for new names, that tag alone left out and listed.
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ from labeling.audit import run_operation
 from labeling.errors import ValidationError
 from labeling.importers import (IMPORTED_TAG_SOURCES, ImportSummary, StoredMedia, _decided_by_editor, _editor,
                                 _media_matching, _not_ingested, _where, removed_by_editors, stored_media)
-from labeling.tags import apply_tags, lock_tag_vocabulary, tag_ids
-from labeling.validation import check_confidence, clean_tag_name
+from labeling.tags import _find_tags, apply_tags, lock_tag_vocabulary, tag_ids
+from labeling.validation import check_confidence, clean_tag_name, refuse_invisible_characters
 
 SUFFIX = ".jsonl"  # how `giflens import tags` tells a tag dataset from the uploader CSV
 SOURCE = "import"  # the tag source its rows get (the CSV's are "uploader")
@@ -65,7 +69,8 @@ def _optional_text(item: dict[str, Any], key: str) -> str | None:
 
 def _tags(value: Any) -> list[tuple[str, float]]:
     """[[tag, confidence], ...] as (stored name, confidence), each tag once: the same tag twice with one
-    confidence is one tag; with two it is contradictory and refused (no silent last-one-wins)."""
+    confidence is one tag; with two it is contradictory and refused (no silent last-one-wins). Names are
+    checked as a lookup checks them, not as a new tag (`_new_name_problem`, once the store is known)."""
     if not isinstance(value, list):
         raise ValidationError(f'"tags" must be a list of [tag, confidence] pairs, got {json.dumps(value)}')
     out: dict[str, float] = {}
@@ -73,7 +78,7 @@ def _tags(value: Any) -> list[tuple[str, float]]:
         if not (isinstance(pair, list) and len(pair) == 2):
             raise ValidationError(f"each tag must be a [tag, confidence] pair, got {json.dumps(pair)}")
         try:
-            tag, conf = clean_tag_name(pair[0], new=True), check_confidence(pair[1])
+            tag, conf = clean_tag_name(pair[0]), check_confidence(pair[1])
         except ValidationError as exc:
             raise ValidationError(f"tag {json.dumps(pair[0], ensure_ascii=False)}: {exc}") from None
         if out.setdefault(tag, conf) != conf:
@@ -125,16 +130,63 @@ def read_tag_dataset(path: Path) -> list[TagDatasetRow]:
 
 
 # -- writing ------------------------------------------------------------------------------
-def _matching(media: StoredMedia, path: Path, row: TagDatasetRow) -> tuple[list[tuple[int, str]], str | None]:
-    """(media ids and paths the row names, why none when it names none). By content first: the same
-    GIF ingested in another store has another path and id but the same sha256. Else by its path, as a
-    tags CSV's `file` (`_media_matching`)."""
+def _new_name_problem(tag: str) -> str | None:
+    """Why `tag` could not be created as a new tag (`refuse_invisible_characters`), None when it could."""
+    try:
+        refuse_invisible_characters(tag, "tag")
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
+def _uncreatable(session: Session, rows: list[TagDatasetRow]) -> dict[str, str]:
+    """tag -> why, for the file's tags this store lacks and could not create. Why not refuse the file: an
+    export holds the tags its store had, some stored before the rule for new names; those this store
+    has too import, and only the others are left out. Only names breaking the rule are looked up."""
+    problems = {t: why for t in dict.fromkeys(t for row in rows for t, _ in row.tags)
+                if (why := _new_name_problem(t)) is not None}
+    if not problems:
+        return {}
+    known = _find_tags(session, list(problems))
+    return {t: why for t, why in problems.items() if t not in known}
+
+
+def _uncreatable_note(path: Path, tag: str, why: str, lines: list[int]) -> str:
+    also = ""
+    if len(lines) > 1:
+        shown = ", ".join(map(str, lines[1:4])) + (", ..." if len(lines) > 4 else "")
+        also = f" (also on line{'s' if len(lines) > 2 else ''} {shown})"
+    return (f"{_where(path, lines[0])}: tag {tag!r} left out{also}: this store has no such tag, and it cannot be "
+            f"created: {why}; the " + ("lines'" if also else "line's") + " other tags are imported")
+
+
+def _other_content(row: TagDatasetRow, held: list[tuple[int, str, str]]) -> str:
+    shown = "; ".join(f"media {m} ({p}) has sha256 {sha}" for m, p, sha in held[:3]) + ("; ..." if len(held) > 3 else "")
+    return (f"{row.media} holds other content here: {shown}, not the line's {row.sha256} "
+            "(the file was replaced, or the path names another file on this machine); not tagged")
+
+
+def _matching(media: StoredMedia, path: Path, row: TagDatasetRow,
+              sha_of: dict[int, str]) -> tuple[list[tuple[int, str]], str | None]:
+    """(media ids and paths the row names, why some or all named by its path are not: a skip to list).
+    By content first: the same GIF ingested in another store has another path and id but the same
+    sha256. Else by its path, as a tags CSV's `file` (`_media_matching`), but when the line gives a
+    sha256, never media whose known sha256 (`sha_of`: media id -> its sha256) differs: a path names
+    whatever file is there now, and tagging it would put the tags on other content."""
     if row.sha256 is not None and (hit := media.by_sha256.get(row.sha256)) is not None:
         return [hit], None
     if row.media is None:
         return [], f"no ingested media has sha256 {row.sha256}"
-    matches, same = _media_matching(media, path, row.media)
-    return matches, None if matches else _not_ingested(row.media, same, media)
+    if row.sha256 is None:
+        matches, same = _media_matching(media, path, row.media)
+        return matches, None if matches else _not_ingested(row.media, same, media)
+    # the file a path names on this disk is not the content the line names: no "ingested under another name"
+    matches, _ = _media_matching(media, path, row.media)
+    if not matches:
+        hint = _not_ingested(row.media, None, media).removeprefix(f"{row.media} is not ingested")
+        return [], f"no ingested media has sha256 {row.sha256}, nor path {row.media}{hint}"
+    held = [(m, p, sha_of[m]) for m, p in matches if m in sha_of]
+    return [(m, p) for m, p in matches if m not in sha_of], _other_content(row, held) if held else None
 
 
 def _several_note(where: str, row: TagDatasetRow, matches: list[tuple[int, str]]) -> str:
@@ -142,15 +194,25 @@ def _several_note(where: str, row: TagDatasetRow, matches: list[tuple[int, str]]
     return f"{where}: {row.media} matches {len(matches)} ingested media ({shown}); tagged all of them"
 
 
+def _other_confidence_note(path: Path, count: int) -> str:
+    """Why re-importing leaves an imported tag at another confidence than the file's, said once: the store's
+    value stands (idempotence: experts voting rewrites an imported tag's confidence, `ORIGINAL_SOURCES` in
+    `labeling.auto_tagging`), yet "unchanged" would hide that the two differ."""
+    return (f"{path}: {count} tag(s) already imported keep the store's confidence, not the file's (experts voting "
+            "or an earlier import set them): set them on the Tags page to change them")
+
+
 def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | None = None) -> ImportSummary:
     """An export's `tags.jsonl` onto this store's ingested media, each tag with its confidence and source
     "import", in one operation (one audit event, undone by `giflens undo`).
 
-    A line names its media by sha256 first, else by path as `import_tags` matches a `file`; a line naming
-    none is skipped and listed. As in `import_tags`: a (media, tag) an editor set, accepted, rejected or
-    removed is left alone (`_decided_by_editor`, `removed_by_editors`), and so is one already imported, at
-    whatever confidence (experts voting may have moved it since: re-importing the same file changes
-    nothing); a pending suggestion is taken over. Lines that give one (media, tag) two confidences (two
+    A line names its media by sha256 first, else by path as `import_tags` matches a `file` (not media of
+    another known sha256, `_matching`); a line naming none is skipped and listed, and so is a tag this
+    store lacks and could not create (`_uncreatable`). As in `import_tags`: a (media, tag) an editor set,
+    accepted, rejected or removed is left alone (`_decided_by_editor`, `removed_by_editors`), and so is one
+    already imported, at whatever confidence (experts voting may have moved it since: re-importing the
+    same file changes nothing), those at another confidence than the file's counted in a note, not as
+    unchanged; a pending suggestion is taken over. Lines that give one (media, tag) two confidences (two
     names of one item) are refused, nothing written."""
     path = Path(path)
     who = _editor(editor, path)
@@ -158,24 +220,35 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
     rows = read_tag_dataset(path)
     with store() as session:
         media = stored_media(session)
+        # tags are never deleted: one found here is still there when the operation writes
+        uncreatable = _uncreatable(session, rows)
+    sha_of = {m: sha for sha, (m, _) in media.by_sha256.items()}
+    left_out: dict[str, list[int]] = {}  # uncreatable tag -> the lines giving it
     wanted: dict[tuple[int, str], tuple[float, int]] = {}  # (media, tag) -> (confidence, line)
     for row in rows:
         where = _where(path, row.line)
-        matches, why = _matching(media, path, row)
-        if not matches:
+        matches, why = _matching(media, path, row, sha_of)
+        if why is not None:
             summary.skipped.append(f"{where}: {why}")
+        if not matches:
             continue
         if not row.tags:
             summary.skipped.append(f"{where}: {row.media or row.sha256} has no tags")
             continue
         if len(matches) > 1:
             summary.notes.append(_several_note(where, row, matches))
+        for tag, _ in row.tags:
+            if tag in uncreatable:
+                left_out.setdefault(tag, []).append(row.line)
         for m, stored in matches:
             for tag, conf in row.tags:
+                if tag in uncreatable:
+                    continue
                 first = wanted.setdefault((m, tag), (conf, row.line))
                 if first[0] != conf:
                     raise ValidationError(f"{where}: tag {tag!r} of media {m} ({stored}) is given confidence "
                                           f"{conf:g} here and {first[0]:g} on line {first[1]}; nothing was imported")
+    summary.skipped += [_uncreatable_note(path, t, uncreatable[t], lines) for t, lines in left_out.items()]
     if not wanted:
         return summary
     with run_operation(store, who, "import_tags") as op:
@@ -184,17 +257,22 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
         ids = tag_ids(op.session, [t for _, t in wanted])
         current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
         removed = removed_by_editors(op.session, [k for k, r in current.items() if r is None])
-        items, imported = [], 0
+        items, imported, other_confidence = [], 0, 0
         for (m, t), (conf, _) in wanted.items():
             existing = current[(m, ids[t])]
             if (existing is not None and _decided_by_editor(existing)) or (m, ids[t]) in removed:
                 summary.kept += 1
             elif existing is not None and existing["source"] in IMPORTED_TAG_SOURCES:
-                imported += 1
+                if existing["confidence"] == conf:
+                    imported += 1
+                else:
+                    other_confidence += 1
             else:
                 items.append((m, t, conf))
         summary.tags = apply_tags(op, items, SOURCE) if items else 0
         summary.unchanged = imported + len(items) - summary.tags
+        if other_confidence:
+            summary.notes.append(_other_confidence_note(path, other_confidence))
         op.summary = f"import tags with confidences from {path.name}: {summary.tags} written"
     summary.event_id = op.result.event_id
     return summary
