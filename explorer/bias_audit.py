@@ -68,6 +68,7 @@ import contextlib
 import html
 import json
 import math
+import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ __all__ = [
     "audit_table",
     "class_groups",
     "decade",
+    "decade_name",
     "classes_with_faces",
     "confirmed_class_stats",
     "count_text",
@@ -150,7 +152,29 @@ def _group(v: Any, attribute: str | None = None) -> str:
         return UNKNOWN
     text = " ".join(unicodedata.normalize("NFD", str(v)).split())
     name = unicodedata.normalize("NFC", text.casefold())
-    return UNKNOWN if name in PLACEHOLDERS - NAMED_IN.get(attribute or "", frozenset()) else name
+    if name in PLACEHOLDERS - NAMED_IN.get(attribute or "", frozenset()):
+        return UNKNOWN
+    return (decade_name(name) or name) if attribute == "decade" else name
+
+
+_DECADE = re.compile(r"([0-9]{3}0)(?:s|'s|\u2019s)?")  # 1940, 1940s, 1940's (also with a typographic apostrophe)
+
+
+def decade_name(text: str) -> str | None:
+    """"1940", "1940s", "1940's" (any case) -> "1940s", the group `decade` names; None for any other shape.
+
+    Why: an editor writes a decade as they say it; the audit's decade groups are named "1940s", and a
+    reference listing "1940" was taken as a group of its own, flagged absent from the data."""
+    found = _DECADE.fullmatch(text.strip().casefold())
+    return f"{found.group(1)}s" if found else None
+
+
+def _decade_refusal(typed: str) -> str:
+    """Why a reference's group is no birth decade, and how to write it: "1945 falls in the 1940s"."""
+    year = re.fullmatch(r"[0-9]{4}", typed.strip())
+    hint = f" ({typed.strip()} falls in the {int(typed) // 10 * 10}s)" if year else ""
+    return (f"{typed!r} is not a birth decade{hint}: write a decade as 1940s (1940 and 1940's read the same), "
+            "as the audit names its decade groups")
 
 
 def decade(birth_year: Any) -> str:
@@ -988,6 +1012,8 @@ def parse_reference(rows: pd.DataFrame | Mapping[str, Any], group_col: str = "gr
             what = "'unknown'" if typed.casefold() == UNKNOWN else f"{typed!r} (a placeholder for no value, counted as 'unknown')"
             raise ValueError(f"{what} cannot be in the reference: it describes groups whose value is known; "
                              "remove that row")
+        if attribute == "decade" and decade_name(name) is None:
+            raise ValueError(_decade_refusal(" ".join(str(group).split())))
         if name in shares:
             raise ValueError(f"group {name!r} is listed twice")
         if _is_missing(share):

@@ -11,6 +11,11 @@ the whole row, with whatever later operations wrote into its other columns, so a
 that row pins the operation (an import's labels, then a model's predictions written into them: undo
 the predictions first). A later undo of an earlier operation that changed the same columns, or
 removed the row, pins it too: it is a later change like any other, and an undo cannot be undone.
+
+A model's prediction run is the one later writer that never pins an editor's operation through the model's
+own columns (`_model_columns`): a merge moves the predictions of the merged class with its labels, and
+the next `giflens predict` rewrites them. Undoing the merge then restores what the editor decided and
+leaves the newer predictions as the run wrote them (`_superseded_columns`).
 """
 from __future__ import annotations
 
@@ -497,12 +502,45 @@ def _changed_columns(snapshot: dict[str, Any] | None) -> frozenset[str] | None:
     return None if snapshot is None else frozenset(snapshot) - STAMP_COLUMNS
 
 
+# The operation every model refresh writes its face predictions in (`record_predictions`: `giflens predict`,
+# the app's refresh, and the undecided faces `giflens retrain` predicts with the model it deployed).
+PREDICTION_RUN = "predict_faces"
+# A face label's prediction: what a prediction run writes beside any decision.
+PREDICTION_COLUMNS = frozenset({"predicted_class_id", "predicted_confidence", "predicted_top", "model_version",
+                                "predicted_at"})
+# What a prediction run also writes into a label it leaves undecided: the label shows the model's guess.
+GUESS_COLUMNS = frozenset({"status", "class_id", "source", "editor"})
+
+
+def _model_columns(snapshot: dict[str, Any] | None) -> frozenset[str]:
+    """The columns of a prediction run's snapshot of a face label that are the model's own: its prediction,
+    and for a label it left undecided its class, status, source and editor too (the guess it shows)."""
+    if not snapshot:
+        return frozenset()
+    owned = PREDICTION_COLUMNS | (GUESS_COLUMNS if snapshot.get("status") in UNDECIDED_STATUSES else frozenset())
+    return owned & frozenset(snapshot)
+
+
+def _is_model_refresh(operation: str, later_operation: str, later_undo_of: int | None) -> bool:
+    """Whether a later event is a prediction run writing over what an operation that is not one wrote.
+
+    Why prediction runs apart: a merge or split moves the predictions of the class with its labels, and the
+    next run rewrites them; counted as a later change of the same columns, every `giflens predict` pinned the
+    editor's merge for good, though it only refreshed the model's guess. An earlier prediction run stays
+    pinned by a later one: undoing it under the newer run would leave two models' predictions in the store."""
+    return later_operation == PREDICTION_RUN and later_undo_of is None and operation != PREDICTION_RUN
+
+
 def _depends_on(mine: frozenset[str] | None, later_before: dict[str, Any] | None,
-                later_after: dict[str, Any] | None) -> bool:
+                later_after: dict[str, Any] | None, model_refresh: bool = False) -> bool:
     """Whether a later write of the same row builds on what this operation wrote: it does when either
     created or deleted the row, or when both changed a column in common. A model's refreshed
-    prediction of a face the editor approved changes other columns, so the approval stays undoable."""
+    prediction of a face the editor approved changes other columns, so the approval stays undoable;
+    a later prediction run (`model_refresh`, `_is_model_refresh`) builds on nothing through the model's
+    own columns (`_model_columns`), which the undo leaves as the run wrote them."""
     theirs = _changed_columns(later_after) if later_before is not None else None
+    if theirs is not None and model_refresh:
+        theirs = theirs - _model_columns(later_after)
     return mine is None or theirs is None or bool(mine & theirs)
 
 
@@ -545,36 +583,66 @@ def _blocking_events(session: Session, event: AuditEvent) -> Blockers:
     found = Blockers()
     for chunk in _chunks(list(later)):
         to_read = [i for i in chunk if all(mine[k] is not None for k in later[i][1])]
-        snapshots: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        snapshots: dict[int, tuple[dict[str, Any], dict[str, Any], bool]] = {}
         for sub in _chunks(to_read):
-            stmt = (select(AuditEvent.id, AuditEvent.before, AuditEvent.after).where(AuditEvent.id.in_(sub))
-                    .order_by(AuditEvent.id).execution_options(yield_per=100))
-            for later_id, before, after in session.execute(stmt):  # only the shared keys are kept
-                keys = later[later_id][1]
-                snapshots[later_id] = ({k: before.get(k) for k in keys}, {k: after.get(k) for k in keys})
+            stmt = (select(AuditEvent.id, AuditEvent.operation, AuditEvent.before, AuditEvent.after)
+                    .where(AuditEvent.id.in_(sub)).order_by(AuditEvent.id).execution_options(yield_per=100))
+            for later_id, operation, before, after in session.execute(stmt):  # only the shared keys are kept
+                undo_of, keys = later[later_id]
+                snapshots[later_id] = ({k: before.get(k) for k in keys}, {k: after.get(k) for k in keys},
+                                       _is_model_refresh(event.operation, operation, undo_of))
         for later_id in chunk:
             undo_of, keys = later[later_id]
             if later_id in snapshots:
-                before, after = snapshots[later_id]
-                if not any(_depends_on(mine[k], before.get(k), after.get(k)) for k in keys):
+                before, after, refresh = snapshots[later_id]
+                if not any(_depends_on(mine[k], before.get(k), after.get(k), refresh) for k in keys):
                     continue
             if undo_of is None:
                 found.ops += 1
                 if found.first_op is None:
-                    found.first_op = _first_blocker(session, later_id, keys, mine)
+                    found.first_op = _first_blocker(session, event, later_id, keys, mine)
             else:
                 found.undos += 1
                 if found.first_undo is None:
-                    found.first_undo = _first_blocker(session, later_id, keys, mine)
+                    found.first_undo = _first_blocker(session, event, later_id, keys, mine)
     return found
 
 
-def _first_blocker(session: Session, later_id: int, keys: list[str],
+def _first_blocker(session: Session, event: AuditEvent, later_id: int, keys: list[str],
                    mine: dict[str, frozenset[str] | None]) -> tuple[AuditEvent, str]:
-    """A blocking later event, loaded, with the first of `keys` (sorted) through which it blocks."""
+    """A blocking later event, loaded, with the first of `keys` (sorted) through which it blocks `event`."""
     later = session.get(AuditEvent, later_id)
-    key = next(k for k in keys if _depends_on(mine[k], later.before.get(k), later.after.get(k)))
+    refresh = _is_model_refresh(event.operation, later.operation, later.undo_of_id)
+    key = next(k for k in keys if _depends_on(mine[k], later.before.get(k), later.after.get(k), refresh))
     return later, key
+
+
+def _superseded_columns(session: Session, event: AuditEvent) -> dict[str, frozenset[str]]:
+    """Face key -> the columns of its label that later prediction runs still in force wrote as the model's
+    (`_model_columns`) over what `event` wrote there: an undo of `event` neither compares nor restores them.
+
+    Why: they hold the model's newer guess (`_is_model_refresh`), which is no change of the editor's; an
+    undo restoring the guess `event` replaced would put a stale prediction over the newer one, and comparing
+    them would refuse the undo as "changed since"."""
+    keys = [text for text, before in (event.before or {}).items()
+            if text.startswith("face:") and before is not None and event.after.get(text) is not None]
+    if not keys or event.operation == PREDICTION_RUN:
+        return {}
+    later = _later_writes(session, event, keys)
+    candidates = [i for i, (undo_of, _) in later.items() if undo_of is None]
+    runs: list[int] = []
+    for chunk in _chunks(candidates):
+        runs.extend(session.scalars(select(AuditEvent.id).where(AuditEvent.id.in_(chunk),
+                                                                AuditEvent.operation == PREDICTION_RUN)))
+    if not runs:
+        return {}
+    written = sorted({k for i in runs for k in later[i][1]})
+    _, after = snapshots_of(session, runs, written, sides=("after",))
+    out: dict[str, frozenset[str]] = {}
+    for snapshots in after.values():
+        for key, snapshot in snapshots.items():
+            out[key] = out.get(key, frozenset()) | _model_columns(snapshot)
+    return out
 
 
 def _later_writes(session: Session, event: AuditEvent, keys: list[str]) -> dict[int, tuple[int | None, list[str]]]:
@@ -640,8 +708,10 @@ def _created_row_pinned(event_id: int, key: str, entity: str) -> str:
             f"{that} with what was written into it")
 
 
-def _differs(model: type, now: dict[str, Any] | None, then: dict[str, Any] | None) -> bool:
-    """Whether a row no longer holds what an operation wrote into it (the columns it wrote only).
+def _differs(model: type, now: dict[str, Any] | None, then: dict[str, Any] | None,
+             skip: frozenset[str] = frozenset()) -> bool:
+    """Whether a row no longer holds what an operation wrote into it (the columns it wrote only, but
+    `skip`: those later prediction runs rewrote, `_superseded_columns`).
 
     Versions are not compared: undoing a later operation restores content under a new version."""
     if (now is None) != (then is None):
@@ -650,7 +720,8 @@ def _differs(model: type, now: dict[str, Any] | None, then: dict[str, Any] | Non
         return False
     table = model.__table__
     return any(now.get(c) != v for c, v in _from_json(model, then).items()
-               if c not in STAMP_COLUMNS and c in table.c and not isinstance(table.c[c].type, DateTime))
+               if c not in STAMP_COLUMNS and c not in skip and c in table.c
+               and not isinstance(table.c[c].type, DateTime))
 
 
 def _foreign_keys(after: dict[str, Any] | None) -> list[str]:
@@ -1387,9 +1458,11 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         # undo waited for their locks is in the log now, and blocks like any other, by name (looked up
         # only before, it was seen only as rows that differ, "changed outside the audited operations").
         _refuse_undo(session, event_id, event)
+        superseded = _superseded_columns(session, event)
         for kind, items in by_kind.items():
             for key, text in items:
-                if _differs(KINDS[kind][0], current[kind][key], _without_derived_key(kind, event.after[text])):
+                if _differs(KINDS[kind][0], current[kind][key], _without_derived_key(kind, event.after[text]),
+                            superseded.get(text, frozenset())):
                     # every audited change since that matters blocked above: this one was made outside them
                     raise UndoError(f"operation {event_id} cannot be undone: {describe_entity(session, kind, key)} "
                                     "changed since (outside the audited operations)")
@@ -1408,6 +1481,10 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                     else:
                         values.pop("id", None)
                         if kind == "face":
+                            # a later prediction run's guess stays: the undo restores the editor's columns
+                            values = {c: v for c, v in values.items() if c not in superseded.get(text, ())}
+                            if not values:
+                                continue
                             _show_model_guess(values, current[kind][key])
                     if kind == "class" and values.get("name") is not None:
                         _rekey_name(session, key[0], values)

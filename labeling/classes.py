@@ -251,8 +251,9 @@ def merge_classes(factory, source_id: int, target_id: int, editor: str,
         if source["merged_into_id"] is not None:
             raise ValidationError(f"class {source['name']!r} is already {retired_phrase(op.session, source_id)}: "
                                   "its labels went there; make it active again first to merge it elsewhere")
-        if target["status"] == "retired":
-            raise ValidationError(f"class {target['name']!r} is retired: merge into an active class")
+        if target["status"] == "retired":  # named as the source is: who merged or retired it, when, in which operation
+            raise ValidationError(f"class {target['name']!r} is {retired_phrase(op.session, target_id)}: "
+                                  "merge into an active class")
         _check_no_merge_cycle(op.session, source, target)
         moved = _move_labels(op, _labels_of(op.session, source_id), source_id, target_id)
         op.update("class", {(source_id,): {"status": "retired", "merged_into_id": target_id}}, {(source_id,): source})
