@@ -59,7 +59,7 @@ from labeling.errors import ValidationError
 from labeling.queries import current_class_targets, current_track_prediction
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEvent, CelebrityClass, Face, FaceEmbedding,
                              FaceLabel, Media, MediaEmbedding, MediaTag, Tag, Track, bytes_to_vector)
-from labeling.tags import apply_tags, tag_ids
+from labeling.tags import apply_tags, quoted, tag_ids
 from labeling.validation import clean_tag_name
 from models.tagger import SHARED_SHARE, shared_tags  # the rule lives in the tagger: every expert's weight
 
@@ -71,6 +71,10 @@ DEFAULT_TOP = 5
 PREDICT_CHUNK = 256  # media per tagger.predict call: paces the progress bar
 
 Progress = Callable[[int, int], None]
+# on_step(text): what a long step is doing while the count cannot move ("loading the text model"), as ingest's
+# bar says "loading models, then detecting faces": reading the store, MiniLM and the text embeddings took
+# 30-40 s in which the bar said only "0/12".
+Step = Callable[[str], None]
 
 
 # -- reading the store ---------------------------------------------------------------------------
@@ -203,9 +207,14 @@ def build_modalities(inputs: TaggingInputs, text_embedder: Any | None = None, te
         modalities[TEXT] = ([str(m) for m in ids],
                             np.asarray(text_embedder.embed([", ".join(words[m]) for m in ids]), dtype=np.float32))
     identity = {str(m): names for m, names in inputs.identity.items()} or None
-    covered = set(inputs.visual) | set(words) | set(inputs.identity)
-    tags = {str(m): list(inputs.tags.get(m, [])) for m in sorted(covered)}
+    tags = {str(m): list(inputs.tags.get(m, [])) for m in covered_media(inputs, text)}
     return modalities, tags, identity
+
+
+def covered_media(inputs: TaggingInputs, text: str | None) -> list[int]:
+    """The media some expert covers (a GIF embedding, words for the text expert, faces), sorted: those voted
+    on, known as soon as the store is read (the progress bar's total, before MiniLM loads)."""
+    return sorted(set(inputs.visual) | set(text_sources(inputs, text)) | set(inputs.identity))
 
 
 def text_sources(inputs: TaggingInputs, text: str | None) -> dict[int, list[str]]:
@@ -220,7 +229,7 @@ def text_sources(inputs: TaggingInputs, text: str | None) -> dict[int, list[str]
 
 def _first_tags(tags: list[str], shown: int = 3) -> str:
     """"'reaction', 'funny', 'lol' ...": the first tags of a sorted list, as the notes name shared tags."""
-    return ", ".join(repr(t) for t in tags[:shown]) + (" ..." if len(tags) > shown else "")
+    return ", ".join(quoted(t) for t in tags[:shown]) + (" ..." if len(tags) > shown else "")
 
 
 def unmeasured_text_note(words: Mapping[int, list[str]]) -> str:
@@ -452,16 +461,20 @@ def trusted_media(tagger: Any, modalities: Mapping[str, tuple[list[str], np.ndar
 
 def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None = None, text: str | None = "tags",
             text_embedder: Any | None = None, k: int = 10, min_frequency: float = 0.2, top: int = DEFAULT_TOP,
-            min_confidence: float = 0.0, on_progress: Progress | None = None) -> AutotagResult:
+            min_confidence: float = 0.0, on_progress: Progress | None = None,
+            on_step: Step | None = None) -> AutotagResult:
     """Fit the experts on the store's tagged media, vote for every ok media item, store the suggestions
     and set the original (uploader / import) tags' confidences to 1.0 or 0.7, in one audited operation.
 
     text: "tags", "weak_labels" or None (no text expert, MiniLM not loaded; see the module docstring);
     text_embedder reuses a loaded MiniLM.
-    on_progress(done, total) counts media voted on (plus a step each for reading, fitting, writing).
+    on_progress(done, total) counts media voted on (plus a step each for fitting and writing);
+    on_step(text) says what is being done meanwhile: "reading the store", "loading the text model (MiniLM)",
+    "embedding the tags of 12 media", "fitting the experts", "voting on 12 media", "writing the suggestions".
     """
     from models.tagger import ExpertsVotingTagger, TaggerError
 
+    step = on_step or (lambda doing: None)
     if not isinstance(top, int) or top < 1:
         raise ValidationError(f"top must be a positive number of suggestions per media, got {top!r}")
     if not 0.0 <= float(min_confidence) <= 1.0:
@@ -470,21 +483,27 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         ExpertsVotingTagger(k=k, min_frequency=min_frequency)._check_params()
     except (TaggerError, TypeError, ValueError) as exc:
         raise ValidationError(f"experts voting: {exc}") from exc
+    step("reading the store")
     inputs = read_inputs(store, gif_model)
     if not inputs.visual and not inputs.identity:
         raise ValidationError("no ingested media with GIF embeddings or faces: ingest media first")
     if not any(inputs.tags.values()):
         raise ValidationError("no media carries an active tag: experts voting learns from tagged media; "
                               "import or add some tags first")
-    if text_sources(inputs, text) and text_embedder is None:
+    ids = [str(m) for m in covered_media(inputs, text)]
+    total = len(ids) + 2
+    if on_progress is not None:  # the total as soon as it is known: the steps below take seconds
+        on_progress(0, total)
+    words = text_sources(inputs, text)
+    if words and text_embedder is None:
         from models.registry import create_model
 
+        step("loading the text model (MiniLM)")
         text_embedder = create_model("minilm-l6-v2")
+    if words:
+        step(f"embedding the {'tags' if text == 'tags' else 'weak labels'} of {len(words)} media")
     modalities, tags, identity = build_modalities(inputs, text_embedder, text)
-    ids = list(tags)
-    total = len(ids) + 2
-    if on_progress is not None:
-        on_progress(0, total)
+    step("fitting the experts")
     notes: list[str] = []
     try:
         tagger = ExpertsVotingTagger(k=k, min_frequency=min_frequency).fit(
@@ -492,7 +511,7 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         remeasured: set[str] = set()
         said: set[str] = set()
         if text == "tags" and TEXT in tagger.weights_:  # its fit-time weight saw the answer: measure it without
-            words = text_sources(inputs, text)
+            step("measuring the text expert without each media's own tags")
             weight, measured, hits = text_weight_without_own_tags(tagger, words, text_embedder)
             tagger.weights_[TEXT], tagger.coverage_[TEXT], tagger.hits_[TEXT] = weight, measured, hits
             remeasured.add(TEXT)
@@ -502,6 +521,7 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         notes += shared_tags_notes(tagger, remeasured, said)
         if on_progress is not None:
             on_progress(1, total)
+        step(f"voting on {len(ids)} media")
         predicted: dict[str, list[tuple[str, float]]] = {}
         for start in range(0, len(ids), PREDICT_CHUNK):
             predicted.update(tagger.predict(ids[start:start + PREDICT_CHUNK], top=None))
@@ -517,6 +537,7 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
     voted = trusted_media(tagger, modalities, identity)  # stale suggestions are dropped only where a vote was cast
     result = AutotagResult(dict(tagger.weights_), dict(tagger.coverage_), dict(tagger.hits_), len(ids),
                            sum(1 for t in inputs.tags.values() if t), 0, 0, 0, rejected)
+    step("writing the suggestions")
     with run_operation(store, editor, "experts_voting") as op:
         result.suggested, result.changed, result.removed = _store_suggestions(op, items, voted)
         result.originals_confirmed, result.originals_lowered, result.originals_changed = _store_original_confidences(

@@ -93,7 +93,17 @@ def _entity_known(store: sessionmaker[Session], kind: str, entity_id: int) -> bo
 
 
 HISTORY_LIMIT_MAX = 2**31 - 1  # more than any store holds; a LIMIT past int64 crashed SQLite and PostgreSQL
-HISTORY_CHANGES_SHOWN = 5  # lines of what one operation changed of a GIF, under its summary
+HISTORY_CHANGES_SHOWN = 5  # lines of what one operation changed of a GIF, under its summary (`--changes`)
+
+
+def _changes_shown(text: str) -> int | None:
+    """`--changes`: how many change lines an operation shows, None for all. Bad input: one line, exit 1."""
+    value = text.strip().casefold()
+    if value == "all":
+        return None
+    if not value.isdecimal():
+        refuse(f"--changes must be a number of lines (0 or more) or all, got {text!r}")
+    return int(value)
 
 
 def _history_changes(store: sessionmaker[Session], key: str, events) -> dict[int, list[str]]:
@@ -172,11 +182,13 @@ class _ClassNames:
 
     def at(self, event_id: int) -> dict[int, str]:
         """class id -> how an operation's line names it: "'Carol' (class 3)" or "'Carol' (class 3, now 'Caroline')"."""
+        from labeling.tags import quoted
+
         out: dict[int, str] = {}
         for class_id in set(self.log) | set(self.now):
             then, now = self.then(class_id, event_id), self.now.get(class_id)
-            renamed = f", now {now!r}" if now is not None and now != then else ""
-            out[class_id] = f"{then!r} (class {class_id}{renamed})" if then is not None else f"class {class_id}"
+            renamed = f", now {quoted(now)}" if now is not None and now != then else ""
+            out[class_id] = f"{quoted(then)} (class {class_id}{renamed})" if then is not None else f"class {class_id}"
         return out
 
 
@@ -211,6 +223,7 @@ def _face_change(key: str, then: dict | None, now: dict | None, classes: dict[in
 def _tag_change(name: str, then: dict | None, now: dict | None) -> str:
     """"tag 'wow': active 0.5 -> active 0.1", "tag 'lol' added: active 0.5", "tag 'lol' removed (was
     rejected 0.5)": the status and confidence an operation changed of a GIF's tag."""
+    from labeling.tags import quoted
 
     def state(snap: dict) -> str:
         parts = [snap["status"]] if "status" in snap else []
@@ -219,10 +232,10 @@ def _tag_change(name: str, then: dict | None, now: dict | None) -> str:
         return " ".join(parts) or "?"
 
     if then is None:
-        return f"tag {name!r} added: {state(now)}" if now is not None else ""
+        return f"tag {quoted(name)} added: {state(now)}" if now is not None else ""
     if now is None:
-        return f"tag {name!r} removed (was {state(then)})"
-    return f"tag {name!r}: {state(then)} -> {state(now)}"
+        return f"tag {quoted(name)} removed (was {state(then)})"
+    return f"tag {quoted(name)}: {state(then)} -> {state(now)}"
 
 
 @app.command("history")
@@ -232,13 +245,18 @@ def history_command(
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     editor: Annotated[Optional[str], typer.Option("--editor", help="Only this editor's operations.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many operations, newest first.")] = 20,
+    changes: Annotated[str, typer.Option("--changes", help=(
+        "Of one face or GIF: how many of the faces or tags an operation changed to list under it, "
+        "or all."))] = str(HISTORY_CHANGES_SHOWN),
 ) -> None:
     """The audit log, newest first: of one face, GIF or class, or the latest operations (of one editor).
 
     The event ids are what `giflens undo` takes; times are in UTC."""
     from labeling.errors import utc_text
     from labeling.queries import events_frame, history_frame
+    from labeling.tags import requoted
 
+    shown = _changes_shown(changes)
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings, create=False)
     key = _entity_key(store, entity) if entity else None
@@ -251,15 +269,16 @@ def history_command(
     more, events = len(events) > limit, events.iloc[:limit]
     import pandas as pd
 
-    changes = _history_changes(store, key, events) if key else {}
+    found = _history_changes(store, key, events) if key else {}
     for row in events.itertuples():
         undone = f"  [undone by {int(row.undone_by)}]" if pd.notna(row.undone_by) else ""
-        typer.echo(one_line(f"{row.event_id:>6}  {utc_text(row.at)}  {row.editor}  {row.summary}{undone}"))
-        lines = changes.get(row.event_id, [])
-        for line in lines[:HISTORY_CHANGES_SHOWN]:
+        # requoted: a summary logged before names were quoted as typed shows them so too
+        typer.echo(one_line(f"{row.event_id:>6}  {utc_text(row.at)}  {row.editor}  {requoted(row.summary)}{undone}"))
+        lines = found.get(row.event_id, [])
+        for line in lines[:shown]:
             typer.echo(one_line(f"{'':>8}{line}"))
-        if len(lines) > HISTORY_CHANGES_SHOWN:
-            typer.echo(f"{'':>8}... and {len(lines) - HISTORY_CHANGES_SHOWN} more")
+        if shown is not None and len(lines) > shown:
+            typer.echo(f"{'':>8}... and {len(lines) - shown} more (--changes all lists them)")
     if more:  # on stderr: the listing and its summary line, last, stay what scripts read
         typer.echo(f"... older operations not shown (raise --limit above {limit})", err=True)
     what = f"of {entity}" if entity else "in the store"

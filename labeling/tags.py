@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import re
+import unicodedata
 from pathlib import PurePath
 from typing import Any, Callable, Iterable, Sequence
 
@@ -13,7 +14,8 @@ from labeling.audit import Key, Operation, OperationResult, _chunks, run_operati
 from labeling.db import advisory_xact_lock
 from labeling.errors import NotFoundError, TagExistsError, ValidationError
 from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
-from labeling.validation import check_confidence, check_id, clean_tag_name, fold_tag_name, refuse_invisible_characters
+from labeling.validation import (_BIDI_CONTROLS, check_confidence, check_id, clean_tag_name, fold_tag_name,
+                                 refuse_invisible_characters)
 
 
 SHOWN = 5  # rows an error names before "and N more"; tags a summary names
@@ -142,7 +144,7 @@ def _one_confidence_each(session: Session, items: Sequence[tuple[Key, str, float
     wanted: dict[Key, float] = {}
     for key, tag, conf in items:
         if wanted.setdefault(key, conf) != conf:
-            raise ValidationError(f"{_describe(session, [key], lambda k: f'tag {tag!r}')} is given two confidences, "
+            raise ValidationError(f"{_describe(session, [key], lambda k: f'tag {quoted(tag)}')} is given two confidences, "
                                   f"{wanted[key]:g} and {conf:g}, in one edit; give one (nothing was written)")
     return wanted
 
@@ -157,7 +159,7 @@ def _refuse_rejected(session: Session, rows: dict[Key, dict[str, Any] | None], t
     who = sorted({rows[k]["editor"] or "?" for k in rejected})
     raise ValidationError(
         f"{len(rejected)} of these tags were rejected (by {', '.join(who)}): "
-        f"{_describe(session, rejected, lambda k: repr(tag_names[k[1]]))}; {doing} does not undo a rejection: "
+        f"{_describe(session, rejected, lambda k: quoted(tag_names[k[1]]))}; {doing} does not undo a rejection: "
         "add the tag again to restore it")
 
 
@@ -173,17 +175,45 @@ def _refuse_active(session: Session, rows: dict[Key, dict[str, Any] | None], tag
     def when(row: dict[str, Any]) -> str:
         return f" at {utc_text(row['updated_at'])}" if row.get("updated_at") else ""
 
-    shown = _describe(session, active, lambda k: f"is already tagged {tag_names[k[1]]!r} with confidence "
+    shown = _describe(session, active, lambda k: f"is already tagged {quoted(tag_names[k[1]])} with confidence "
                       f"{rows[k]['confidence']:.2f} by {rows[k]['editor'] or rows[k]['source']}{when(rows[k])}")
     (m, t), first = active[0], rows[active[0]]
     raise TagExistsError(f"{shown}; edit its confidence instead (nothing was added)", f"media_tag {m}:{t}",
                          first["version"], first["editor"], first["updated_at"])
 
 
+# What messages escape (`as_typed`): control characters and surrogates, line and paragraph breaks (one message
+# stays one line), and the bidi controls (they would reorder the text around them).
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def _escaped(c: str) -> str:
+    return repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED_CATEGORIES or c in _BIDI_CONTROLS else c
+
+
+def as_typed(text: str) -> str:
+    """Text for one line of a message: control and line break characters, surrogates and bidi controls
+    escaped as repr writes them ('\\n', '\\x00', '\\u2028'), everything else as typed: the zero-width
+    non-joiner of a Persian word, the joiner of an emoji sequence (the rainbow flag), no-break spaces, the tag
+    characters of a subdivision flag.
+
+    Why not str.isprintable, as repr does: it refuses those format characters, so names typed with them
+    showed with a literal \\u200c or \\u200d in every summary, conflict, history line and page message."""
+    return "".join(map(_escaped, text))
+
+
+def quoted(name: str) -> str:
+    """A name quoted for a message or summary, as repr quotes it ('wow', "it's"), with `as_typed`'s characters
+    escaped and quotes and backslashes too: still a Python string literal (`names_in_summary` reads it back
+    with ast.literal_eval), and the same text as repr for every name repr prints as typed."""
+    quote = '"' if "'" in name and '"' not in name else "'"  # the quote repr picks
+    return quote + "".join("\\" + c if c in (quote, "\\") else _escaped(c) for c in name) + quote
+
+
 def _listed(names: Iterable[str]) -> str:
-    """"'a', 'b', 'c', 'd', 'e' and 3 more": the first SHOWN names, each once, for a summary kept short."""
+    """"'a', 'b', 'c', 'd', 'e' and 3 more": the first SHOWN names (`quoted`), each once, for a summary kept short."""
     names = list(dict.fromkeys(names))
-    text = ", ".join(repr(t) for t in names[:SHOWN])
+    text = ", ".join(quoted(t) for t in names[:SHOWN])
     return text + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
@@ -222,6 +252,21 @@ def names_in_summary(summary: str) -> list[str]:
         if isinstance(name, str) and name not in names:
             names.append(name)
     return names
+
+
+def requoted(summary: str) -> str:
+    """A stored summary with each name it quotes written as `quoted` writes it now: one logged before
+    showed 'mi\\u200ckhaham' where the name has a zero-width non-joiner; the history shows the name as typed.
+    A quoted stretch that is no string literal stays as it was; one that is reads back to the same name."""
+
+    def again(match: re.Match[str]) -> str:
+        try:
+            name = ast.literal_eval(match.group())
+        except (ValueError, SyntaxError):
+            return match.group()
+        return quoted(name) if isinstance(name, str) else match.group()
+
+    return _QUOTED.sub(again, summary or "")
 
 
 def tags_now_named(session: Session, summaries: Iterable[str]) -> dict[int, str]:
@@ -296,7 +341,7 @@ def set_tag_status(factory: sessionmaker[Session], items: Sequence[tuple[int, st
         missing = [k for k, r in rows.items() if r is None]
         if missing:
             name = {tag_id: tag for tag, tag_id in ids.items()}[missing[0][1]]
-            raise NotFoundError(f"media {missing[0][0]} has no tag {name!r}")
+            raise NotFoundError(f"media {missing[0][0]} has no tag {quoted(name)}")
         if status != "rejected":
             _refuse_rejected(op.session, rows, {tag_id: tag for tag, tag_id in ids.items()},
                              "accepting" if status == "active" else f"marking {status}")

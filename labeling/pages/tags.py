@@ -8,9 +8,9 @@ from embeddings.pipeline import ANIMATED_KINDS
 from labeling.errors import ValidationError, utc_text
 from labeling.pages.common import (Change, current_editor, drawn_before, escape_markdown, flash, forget_lost,
                                    get_settings, get_store, history_table, keep_choice, last_change, media_file, plain,
-                                   progress_callback, require_editor, select_choice, versions_seen, write)
+                                   require_editor, select_choice, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, name_order_key, tag_counts_frame
-from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
+from labeling.tags import add_tags, quoted, remove_tags, requoted, set_tag_confidences, set_tag_status
 from labeling.validation import clean_tag_name
 
 MEDIA_KEY = "tags_media"
@@ -70,9 +70,25 @@ def run_experts_voting(store, editor: str, k: int, min_frequency: float):
     from labeling.auto_tagging import autotag
 
     bar = st.progress(0.0, text="Voting ...")
+    state = {"done": 0, "total": 0, "doing": ""}
+
+    def draw() -> None:
+        """"0 / 14 · reading the store": the count and, as the CLI's bar says it, the step under way."""
+        count = f"{state['done']} / {state['total']}" if state["total"] else "Voting"
+        bar.progress(min(state["done"] / state["total"], 1.0) if state["total"] else 0.0,
+                     text=f"{count} · {state['doing']}" if state["doing"] else count)
+
+    def on_progress(done: int, total: int) -> None:
+        state.update(done=done, total=total)
+        draw()
+
+    def on_step(doing: str) -> None:
+        state["doing"] = doing
+        draw()
+
     try:
         return autotag(store, editor, text_embedder=text_embedder(), k=k, min_frequency=min_frequency,
-                       on_progress=progress_callback(bar))
+                       on_progress=on_progress, on_step=on_step)
     finally:
         bar.empty()
 
@@ -105,9 +121,24 @@ def empty_confidences(edited: pd.DataFrame) -> list[str]:
     return edited.loc[pd.isna(edited["confidence"]), "tag"].tolist()
 
 
+SUGGESTING_SOURCES = frozenset({"model", "experts_voting"})  # sources whose rows start as suggestions
+
+
+def rejected_heading(sources: list[str], of: str = "") -> str:
+    """"3 rejected suggestion(s)", "2 rejected tag(s)" or "3 rejected tag(s) (1 of them suggestions)": the
+    rejected rows named by where they came from. Why: a tag the uploader, an import or an editor gave, rejected
+    since, was listed as a "rejected suggestion" though nothing had ever suggested it."""
+    n, suggested = len(sources), sum(source in SUGGESTING_SOURCES for source in sources)
+    if suggested == n:
+        return f"{n} rejected suggestion(s){of}"
+    if not suggested:
+        return f"{n} rejected tag(s){of}"
+    return f"{n} rejected tag(s){of} ({suggested} of them suggestions)"
+
+
 def empty_confidences_message(tags: list[str]) -> str:
     """"The confidence of 'x' is empty: type a number from 0 to 1", one clause per tag; nothing saved."""
-    return "; ".join(f"The confidence of {t!r} is empty: type a number from 0 to 1" for t in tags) + \
+    return "; ".join(f"The confidence of {quoted(t)} is empty: type a number from 0 to 1" for t in tags) + \
         ". Nothing was saved."
 
 
@@ -271,9 +302,9 @@ def tag_lost_note(lost: str, shown: str | None) -> str | None:
         return None
     pressed = any(st.session_state.get(f"{form}_{lost}_{i}") for form, labels in BULK_FORMS.items()
                   for i in range(len(labels)))
-    head = f"{lost!r} is no longer on any media: {what_happened(change)}."
+    head = f"{quoted(lost)} is no longer on any media: {what_happened(change)}."
     done = " Nothing was done for it." if pressed else ""
-    now = f" The page shows {shown!r} now." if shown is not None else ""
+    now = f" The page shows {quoted(shown)} now." if shown is not None else ""
     return head + done + now
 
 
@@ -443,12 +474,15 @@ with per_gif:
                                                 expected_versions=expected))
 
             if not rejected.empty:
-                with st.expander(f"{len(rejected)} rejected suggestion(s)"):
+                with st.expander(rejected_heading(rejected["source"].tolist())):
                     st.caption("Experts voting does not suggest these again. To tag the GIF with one after all, "
                                "add it above: that is recorded like any other change.")
                     st.dataframe(rejected[["tag", "confidence", "source", "editor"]], hide_index=True)
         with st.expander("History of this media item"):
-            st.dataframe(history_table(history_frame(store, f"media:{media_id}")), hide_index=True, width="stretch")
+            history = history_frame(store, f"media:{media_id}")
+            # requoted: a summary logged before names were quoted as typed shows them so too
+            history = history.assign(summary=history["summary"].map(requoted)) if "summary" in history else history
+            st.dataframe(history_table(history), hide_index=True, width="stretch")
 
 with per_tag:
     counts = tag_counts_frame(store)
@@ -502,7 +536,7 @@ with per_tag:
             (another editor, experts voting) is left out, and the page says so."""
             kept = [m for m in media_ids if m in drawn]
             if len(kept) < len(media_ids):
-                note = (f"{len(media_ids) - len(kept)} media got {tag!r} after the page was drawn and were left "
+                note = (f"{len(media_ids) - len(kept)} media got {quoted(tag)} after the page was drawn and were left "
                         "out; they are listed now: repeat the action if it should cover them too.")
                 if kept:
                     flash(note, "warning")  # the action goes on and reruns the page
@@ -522,7 +556,7 @@ with per_tag:
                 ("Set confidence", "Remove tag"),
                 extra=lambda: st.number_input("Confidence", min_value=0.0, max_value=1.0, value=1.0, step=0.05,
                                               key=f"bulk_confidence_{tag}"),
-                tag_id=tag_id, gone_head=f"Media you picked no longer carry {tag!r}",
+                tag_id=tag_id, gone_head=f"Media you picked no longer carry {quoted(tag)}",
                 verbs=("changed", "removed"), again="act on those")
             if pressed and not (targets := as_drawn(targets)):
                 pressed = None
@@ -537,7 +571,7 @@ with per_tag:
                 f"bulk_suggestions_form_{tag}", f"Accept or reject the suggestions of **{shown}**",
                 (f"All {len(pending)} suggestions", f"bulk_suggested_all_{tag}"), f"bulk_suggested_{tag}",
                 pending_ids, names, ("Accept suggestions", "Reject suggestions"),
-                tag_id=tag_id, gone_head=f"Suggestion(s) of {tag!r} you picked are no longer waiting",
+                tag_id=tag_id, gone_head=f"Suggestion(s) of {quoted(tag)} you picked are no longer waiting",
                 verbs=("accepted", "rejected"), again="decide those")
             if pressed and (decided := as_drawn(decided)):
                 status = "active" if pressed == "Accept suggestions" else "rejected"
@@ -545,7 +579,7 @@ with per_tag:
                                                   expected_versions=expected(decided)))
 
         if not refused.empty:
-            with st.expander(f"{len(refused)} rejected suggestion(s) of {shown}"):
+            with st.expander(rejected_heading(refused["source"].tolist(), f" of {shown}")):
                 st.caption("Left out of the bulk actions. Experts voting does not suggest these again; adding the "
                            "tag to a GIF on the Per GIF tab restores it there.")
                 st.dataframe(refused[columns], hide_index=True, width="stretch")
