@@ -15,7 +15,8 @@ removed the row, pins it too: it is a later change like any other, and an undo c
 A model's prediction run is the one later writer that never pins an editor's operation through the model's
 own columns (`_model_columns`): a merge moves the predictions of the merged class with its labels, and
 the next `giflens predict` rewrites them. Undoing the merge then restores what the editor decided and
-leaves the newer predictions as the run wrote them (`_superseded_columns`).
+leaves the newer predictions as the run wrote them (`_superseded_columns`). That run can no longer be undone
+(`_check_run_kept_by_undo`): what it would restore is what the undone merge wrote; a new run refreshes instead.
 """
 from __future__ import annotations
 
@@ -645,6 +646,62 @@ def _superseded_columns(session: Session, event: AuditEvent) -> dict[str, frozen
     return out
 
 
+def _undone_under_run(session: Session, run: AuditEvent) -> dict[int, list[str]]:
+    """Earlier operations whose undo came after prediction run `run` and kept the run's columns over theirs
+    (`_superseded_columns`): operation id -> the face keys (sorted) whose prediction or guess it wrote there.
+
+    Why: `run`'s before snapshot holds what such an operation wrote (a merge's moved predictions); undoing
+    the run would restore it, though the operation is undone, leaving a face whose prediction names another
+    class than its top guess and another model, or a guess that never existed. Only the face keys of the
+    run are read, with the events undone after it (few), so a run over 20,000 faces is checked in a few
+    queries."""
+    keys = [k for k, after in (run.after or {}).items() if k.startswith("face:") and after is not None]
+    if run.operation != PREDICTION_RUN or not keys:
+        return {}
+    earlier: dict[int, list[str]] = {}
+    for chunk in _chunks(keys):
+        stmt = (select(AuditEntity.event_id, AuditEntity.key)
+                .join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
+                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True), AuditEvent.id < run.id,
+                       AuditEvent.undone_by_id > run.id, AuditEvent.undo_of_id.is_(None),
+                       AuditEvent.operation != PREDICTION_RUN))
+        for event_id, key in session.execute(stmt):
+            earlier.setdefault(event_id, []).append(key)
+    if not earlier:
+        return {}
+    before, after = snapshots_of(session, list(earlier), sorted({k for ks in earlier.values() for k in ks}))
+    out: dict[int, list[str]] = {}
+    for event_id in sorted(earlier):
+        kept = [k for k in sorted(earlier[event_id])
+                if before.get(event_id, {}).get(k) is not None and (mine := after.get(event_id, {}).get(k)) is not None
+                and _changed_columns(mine) & _model_columns(run.after[k])]
+        if kept:
+            out[event_id] = kept
+    return out
+
+
+def _check_run_kept_by_undo(session: Session, event: AuditEvent) -> None:
+    """Refuse undoing a prediction run whose predictions an undo of an earlier operation kept over that
+    operation's own (`_undone_under_run`): the refusal names the operation, its undo and the faces, and
+    says what to do instead (a new run). An undo cannot be undone, so the refusal is final."""
+    undone = _undone_under_run(session, event)
+    if not undone:
+        return
+    first_id = next(iter(undone))
+    first = session.get(AuditEvent, first_id)
+    undo = session.get(AuditEvent, first.undone_by_id)
+    faces = sorted({k for ks in undone.values() for k in ks}, key=lambda k: parse_key(k)[1])
+    wrote = LastWrite(first.id, first.editor, first.at, first.operation, None).phrase()
+    undid = LastWrite(undo.id, undo.editor, undo.at, undo.operation, undo.undo_of_id).phrase()
+    others = f" (and {len(undone) - 1} other operation(s) undone the same way)" if len(undone) > 1 else ""
+    raise UndoError(
+        f"operation {event.id} ({event.operation}) cannot be undone: {len(faces)} face(s) it predicted, first "
+        f"{describe_entity(session, *parse_key(faces[0]))}, held the predictions written {wrote}{others}, which "
+        f"was undone since {undid} keeping this run's newer predictions; undoing operation {event.id} would bring "
+        f"back the predictions of the undone operation {first.id}, and an undo cannot be undone; run "
+        "`giflens predict` again to refresh the predictions instead")
+
+
 def _later_writes(session: Session, event: AuditEvent, keys: list[str]) -> dict[int, tuple[int | None, list[str]]]:
     """Later events still in force that wrote any of `keys`, by id in order, each with the event it undoes
     (None for an operation) and the keys (sorted).
@@ -1254,6 +1311,7 @@ def _refuse_undo(session: Session, event_id: int, event: AuditEvent | None) -> A
     blocking = _blocking_events(session, event)
     if blocking:
         raise _blocking_error(session, event, blocking)
+    _check_run_kept_by_undo(session, event)
     _check_merged_tags(session, event)
     _check_decisions_on_retiring(session, event)
     return event

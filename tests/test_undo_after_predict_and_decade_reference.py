@@ -1,7 +1,8 @@
 """An editor's merge, split or seeded class stays undoable after `giflens predict`: a prediction run rewrites only
 the model's columns (the prediction, and an undecided label's guess), which pin nothing the editor decided; the
 undo restores the decisions and leaves the newer predictions as the run wrote them. A later editor decision still
-pins. Also: a birth-decade reference reads 1940, 1940s and 1940's as the audit's group "1940s" and refuses other
+pins. That run can then no longer be undone (it would bring back the predictions the undone merge wrote); undone
+first, the run and then the merge restore every prediction and decision as before the merge. Also: a birth-decade reference reads 1940, 1940s and 1940's as the audit's group "1940s" and refuses other
 shapes; a merge into a class merged away meanwhile names who merged it, when and in which operation.
 
 Real LFW photos, imported as GIPHY's training layout, and a real fitted classifier (`build_loop_store`, whose
@@ -16,7 +17,7 @@ from conftest import session_dir
 from sqlalchemy import select
 
 from explorer.bias_audit import audit_report, parse_reference
-from labeling.audit import undo_event
+from labeling.audit import undo_event, undo_last
 from labeling.classes import add_class, merge_classes, split_class
 from labeling.db import open_store
 from labeling.errors import UndoError, ValidationError
@@ -68,6 +69,15 @@ def test_a_merge_is_undone_after_a_prediction_run_which_keeps_its_newer_predicti
     unlabeled = loop.face("Ariel_Sharon_0007.jpg")
     before = labels(loop)
     assert before[unlabeled]["status"] == "predicted" and before[unlabeled]["class_id"] == sharon
+
+    # the run undone first, then the merge: every prediction and decision exactly as before the merge
+    merged = merge_classes(loop.store, sharon, chavez, "alice")
+    run = predict(loop)
+    assert run is not None
+    undo_event(loop.store, run, "alice")
+    undo_event(loop.store, merged.event_id, "alice")
+    assert part(labels(loop), (*PREDICTION, *DECISION)) == part(before, (*PREDICTION, *DECISION))
+
     merged = merge_classes(loop.store, sharon, chavez, "alice")
     run = predict(loop)
     assert run is not None
@@ -82,9 +92,17 @@ def test_a_merge_is_undone_after_a_prediction_run_which_keeps_its_newer_predicti
     # the undecided face shows the newer guess (the target class: harmless, the next run may say otherwise)
     assert after[unlabeled]["class_id"] == after[unlabeled]["predicted_class_id"] == chavez
 
-    # the prediction run is still undoable after the merge's undo, and takes its predictions back
-    undo_event(loop.store, run, "alice")
-    assert part(labels(loop), ("model_version",)) == part(before, ("model_version",))
+    # the run's undo would bring back the predictions the merge moved (a prediction naming Chavez beside
+    # a top guess of Sharon, an undecided face guessed as Chavez by the old model): refused, nothing changed
+    with pytest.raises(UndoError, match=rf"operation {run} \(predict_faces\) cannot be undone: \d+ face\(s\) it "
+                                        rf"predicted, first face \d+, held the predictions written by alice at .* UTC "
+                                        rf"in operation {merged.event_id} \(merge_classes\), which was undone since by "
+                                        rf"alice at .* UTC in operation \d+ \(undo of operation {merged.event_id}\)"
+                                        r".*run `giflens predict` again to refresh the predictions instead"):
+        undo_event(loop.store, run, "alice")
+    with pytest.raises(UndoError, match=rf"operation {run} \(predict_faces\) cannot be undone: .*predict` again"):
+        undo_last(loop.store, "model")  # `giflens undo` by the run's editor, no number given
+    assert labels(loop) == after
 
     # a later editor decision on a merged face still pins the merge
     again = merge_classes(loop.store, sharon, chavez, "alice")
