@@ -337,7 +337,7 @@ def _skip_sub_blocks(fh: BinaryIO, file_size: int, path: Path, what: str) -> Non
             raise _truncated(path, f"the GIF ends inside {what}")
 
 
-def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
+def scan_gif(path: Path, limits: MediaLimits, stop_after: int | None = None) -> GifLayout:
     """Count frames, sum delays and check every frame's size from the block structure alone.
 
     Stops as soon as a limit is crossed, and refuses a file cut inside a block: Pillow would
@@ -346,6 +346,12 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
     every frame it announces is there, also when a complete extension (a comment, XMP data) follows
     that frame. Only a graphic control extension after the last frame announces one more frame, so
     a file ending right after it is truncated.
+
+    `stop_after`: stop at the image descriptor of frame `stop_after + 1`, reading neither it nor what follows:
+    `frames` is then `stop_after + 1` ("more than `stop_after`"), and the size, duration and transparency
+    describe the frames read before it. Why: a caller asking "one frame or more?" (`is_one_frame`, on every
+    GIF of every import) walked a long animation's every block; a file of `stop_after` frames or fewer is
+    read, and refused, as without it.
     """
     with open(path, "rb") as fh:
         file_size = os.fstat(fh.fileno()).st_size
@@ -381,6 +387,8 @@ def scan_gif(path: Path, limits: MediaLimits) -> GifLayout:
                 _skip_sub_blocks(fh, file_size, path, "an extension")
             elif introducer == b"\x2c":
                 frames += 1
+                if stop_after is not None and frames > stop_after:
+                    break
                 delay_cs += delay if delay > 1 else 10  # browsers play 0 and 1 cs delays as 10 cs
                 delay = 0
                 _check_frames(path, frames, limits, at_least=True)
@@ -688,12 +696,13 @@ def is_one_frame(path: Path, limits: MediaLimits) -> bool:
     the scans its decoding starts with: no pixel decoded). Why: `sampling_key` cannot tell such a file from
     an animation by its first bytes, and a caller that treats stills apart (a raw-dataset import's second
     look for a face) must pick the file's cache namespace before decoding it. False for every other file
-    and for one the scan refuses (its decoding then says why)."""
+    and for one the scan refuses (its decoding then says why). A GIF's scan stops at its second frame
+    (`stop_after`): an animation is known as one there, however long it is."""
     with open(path, "rb") as fh:
         form = sniff_format(fh.read(64))
     try:
         if form == "gif":
-            return scan_gif(path, limits).frames == 1
+            return scan_gif(path, limits, stop_after=1).frames == 1
         if form == "webp":
             return scan_webp(path).frames == 1
     except (MediaError, EOFError, ValueError, IndexError, struct.error):

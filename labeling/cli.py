@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, Task, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, Task, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
 from models.settings import Settings
@@ -37,13 +37,13 @@ def _data_dir_option(value: Optional[str]) -> Optional[Path]:
 
 def _refuse_unknown_model(role: str, name: str | None, source: str) -> None:
     """`error: unknown face model 'x' (--face-model); known: ...`, exit 2 like any bad option or setting.
-    `source` is where the name came from (the option or the environment variable)."""
-    from models.registry import list_models
+    `source` is where the name came from (the option or the environment variable); the sentence is the
+    settings' own (`unknown_model_message`)."""
+    from models.registry import unknown_model_message
 
-    known = list_models(role)
-    if name is not None and name not in known:
-        refuse(f"unknown {'GIF' if role == 'gif' else role} model {name!r} ({source}); known: {', '.join(known)}",
-               code=2)
+    problem = None if name is None else unknown_model_message(role, name, source)
+    if problem is not None:
+        refuse(problem, code=2)
 
 
 def _model_option(role: str):
@@ -174,7 +174,9 @@ class _StatusLines:
         while not self._stopped.wait(min(1.0, self.every / 3)):
             now = self.progress.get_time()
             with self.progress._lock:  # the command's thread updates the tasks meanwhile
-                tasks = [t for t in self.progress.tasks if t.visible and (t.total or t.completed)]
+                # a task with no count yet but a word of what it does (a status, an export reading the store) too
+                tasks = [t for t in self.progress.tasks
+                         if t.visible and (t.total or t.completed or t.fields.get("current"))]
                 lines = [_status_line(t) for t in tasks] if self._due(tasks, now) else []
             if lines:
                 self.last_line = now
@@ -191,10 +193,13 @@ class _StatusLines:
 
 
 def _status_line(task: Task) -> str:
-    """One task as a plain line: the bar's own count, elapsed time, time left (when known) and status."""
+    """One task as a plain line: the bar's own count, elapsed time, time left (when known) and status. A task
+    with no count yet (a status: `import classes 0:00:10 elapsed: importing classes from x.csv`) says no "0/?"."""
     elapsed = TimeElapsedColumn().render(task).plain
     left = _TimeLeftColumn().render(task).plain
-    line = f"{task.description} {task.completed:g}/{'?' if task.total is None else f'{task.total:g}'} {elapsed} elapsed"
+    count = "" if task.total is None and not task.completed else \
+        f" {task.completed:g}/{'?' if task.total is None else f'{task.total:g}'}"
+    line = f"{task.description}{count} {elapsed} elapsed"
     if left and "-" not in left:
         line += f", ~{left} left"
     current = one_line(str(task.fields.get("current") or ""))
@@ -239,6 +244,16 @@ def progress_task(description: str) -> Iterator[tuple[Progress, TaskID]]:
         except BaseException:
             drop_idle_bar(progress, task)
             raise
+
+
+@contextmanager
+def status_task(description: str, doing: str) -> Iterator[tuple[Progress, TaskID]]:
+    """A long step with no count: a spinner, its elapsed time and `doing` on a terminal; off one, the plain
+    status lines of a bar (`_StatusLines`: `import classes 0:00:10 elapsed: importing classes from x.csv`).
+    Why not console.status: it printed nothing off a terminal, where a 17-second import said nothing."""
+    with _Bar(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+              TextColumn("{task.fields[current]}"), console=console, transient=True) as progress:
+        yield progress, progress.add_task(description, total=None, current=doing)
 
 
 def drop_idle_bar(progress: Progress, task: TaskID) -> None:
@@ -312,10 +327,12 @@ def _refuse_unknown_face_model(given: str | None) -> None:
 def _no_blank_paths(nothing: str):
     """The callback of every path argument and option (ingest's PATHs, the imports' CSV or folder, export's
     OUT_DIR and --previous): a blank one is refused, exit 2, naming which, the message ending with `nothing`
-    (what was not done). Why not Typer's Path: it turns "" (an unset shell variable, `giflens export "$DIR"`)
-    into Path('.'), and the command read or wrote the folder it runs in (ingest ingested it, recursively).
-    A blank name that is there (a file named " ") is a path like any other; a missing or unreadable one is
-    the command's to refuse (ingest records an unreadable file as failed)."""
+    (what was not done). Why: Typer's Path turns "" (an unset shell variable, `giflens export "$DIR"`) into
+    Path('.'), and the command read or wrote the folder it runs in (ingest ingested it, recursively). So each
+    such parameter is a Path given `path_type=str`: Typer hands this callback the text as typed (and `--help`
+    still shows `<path>`), and the callback makes the Path. (Not a `parser=`: it is not told which parameter
+    it parses, nor which of ingest's PATHs.) A blank name that is there (a file named " ") is a path like any
+    other; a missing or unreadable one is the command's to refuse (ingest records an unreadable file as failed)."""
 
     def callback(param: typer.CallbackParam, value: list[str] | str | None) -> list[Path] | Path | None:
         many = isinstance(value, list)
@@ -333,9 +350,9 @@ def _no_blank_paths(nothing: str):
 
 @app.command("ingest")
 def ingest_command(
-    # text, not Typer's Path ("" would be "."): `_no_blank_paths` refuses a blank one; an unreadable file is
+    # as typed (path_type=str: "" would be "."): `_no_blank_paths` refuses a blank one; an unreadable file is
     # recorded as failed like any bad file, not a refused command
-    paths: Annotated[list[str], typer.Argument(help="Files or folders (searched recursively).", metavar="PATH",
+    paths: Annotated[list[Path], typer.Argument(path_type=str, help="Files or folders (searched recursively).", metavar="PATH",
                                                callback=_no_blank_paths("nothing ingested"))],
     data_dir: DataDir = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, max=512, help="Frames sampled per clip.")] = None,
@@ -582,7 +599,7 @@ def _require_file(path: Path) -> None:
 
 @import_app.command("raw-dataset")
 def import_raw_dataset_command(
-    folder: Annotated[str, typer.Argument(help="Folder holding labels.csv and raw_dataset/<Label>/*.jpg.", metavar="FOLDER",
+    folder: Annotated[Path, typer.Argument(path_type=str, help="Folder holding labels.csv and raw_dataset/<Label>/*.jpg.", metavar="FOLDER",
                                           callback=_no_blank_paths("nothing imported"))],
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
 ) -> None:
@@ -611,12 +628,12 @@ def _import_csv(what: str, csv_path: Path, data_dir: Optional[Path], database_ur
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     _require_file(csv_path)
     store = _store_for(settings)
-    with console.status(f"importing {what} from {csv_path.name}"):
-        _run(lambda: action(store))
+    with status_task(f"import {what}", f"importing {what} from {_name(csv_path)}") as (progress, _):
+        _run(lambda: action(store), progress=progress)
 
 
 @import_app.command("classes")
-def import_classes_command(csv_path: Annotated[str, typer.Argument(help="Labels,Index CSV (GIPHY's class list).", metavar="CSV",
+def import_classes_command(csv_path: Annotated[Path, typer.Argument(path_type=str, help="Labels,Index CSV (GIPHY's class list).", metavar="CSV",
                                                                    callback=_no_blank_paths("nothing imported"))],
                            data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
     """Celebrity classes from GIPHY's list (names like Brad_Pitt_[m.0c6qh]), in one operation."""
@@ -627,7 +644,7 @@ def import_classes_command(csv_path: Annotated[str, typer.Argument(help="Labels,
 
 @import_app.command("attributes")
 def import_attributes_command(
-    csv_path: Annotated[str, typer.Argument(help="name plus any of gender,ethnicity,birth_year,country (CSV).", metavar="CSV",
+    csv_path: Annotated[Path, typer.Argument(path_type=str, help="name plus any of gender,ethnicity,birth_year,country (CSV).", metavar="CSV",
                                             callback=_no_blank_paths("nothing imported"))],
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
     create_missing: Annotated[bool, typer.Option("--create-missing/--skip-missing",
@@ -641,7 +658,7 @@ def import_attributes_command(
 
 
 @import_app.command("tags")
-def import_tags_command(csv_path: Annotated[str, typer.Argument(callback=_no_blank_paths("nothing imported"), metavar="FILE",
+def import_tags_command(csv_path: Annotated[Path, typer.Argument(path_type=str, callback=_no_blank_paths("nothing imported"), metavar="FILE",
                             help="file,uploader_tags CSV (tags ;-separated), or an export's tags.jsonl (any *.jsonl).")],
                         data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
     """Uploader tags onto ingested media, matched by file name (confidence 1.0, source uploader); a *.jsonl
@@ -655,15 +672,15 @@ def import_tags_command(csv_path: Annotated[str, typer.Argument(callback=_no_bla
 
 @app.command("export")
 def export_command(
-    out_dir: Annotated[str, typer.Argument(help="Folder to create (must not exist, or be empty), in a folder you can write: the export is built beside it.", metavar="OUT_DIR",
+    out_dir: Annotated[Path, typer.Argument(path_type=str, help="Folder to create (must not exist, or be empty), in a folder you can write: the export is built beside it.", metavar="OUT_DIR",
                                            callback=_no_blank_paths("nothing exported or verified"))],
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     editor: Annotated[Optional[str], typer.Option("--editor", help="Who the manifest names (default: the OS user).")] = None,
     split: Annotated[float, typer.Option("--split", help="Share of each class's faces for validation, in [0, 1).")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the train / validation split.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export in OUT_DIR.")] = False,
-    previous: Annotated[Optional[str], typer.Option(
-        "--previous", help="An earlier export of this store (default: the newest recorded one still on disk): every "
+    previous: Annotated[Optional[Path], typer.Option(
+        "--previous", path_type=str, help="An earlier export of this store (default: the newest recorded one still on disk): every "
                            "class still exported keeps its label index and every earlier media item its train / "
                            "validation side, so a model fine-tuned on it is never validated on its training faces.",
         metavar="EARLIER_EXPORT", callback=_no_blank_paths("nothing exported"))] = None,
@@ -707,6 +724,7 @@ def export_command(
                              f"{chosen} (--no-previous to start afresh)"), highlight=False, soft_wrap=True)
 
     def run():
+        progress.update(task, current="reading the store and drawing the split")  # seconds before the first crop
         try:
             return export_dataset(
                 store, Path(settings.data_dir), out_dir, _editor(editor), split=split, seed=seed,
@@ -734,7 +752,9 @@ def _verify_export(folder: Path) -> None:
 
     if not folder.is_dir():
         refuse(f"{folder}: no such folder (give an export's folder, the one holding manifest.json)")
-    problems = verify_export(folder)
+    with progress_task("verify") as (progress, task):
+        problems = verify_export(folder, on_progress=lambda done, total: progress.update(
+            task, completed=done, total=total, current="hashing files"))
     if problems:
         for line in problems[:MAX_NOTES]:
             console.print(f"[red]differs[/red] {escape(one_line(line))}", highlight=False, soft_wrap=True)
@@ -899,7 +919,8 @@ def retrain_command(
         _run(lambda: retrain(
             store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
             hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
-            editor=_editor(editor), on_progress=_progress_callback(progress, task)), notes="note", progress=progress,
+            editor=_editor(editor), on_progress=_progress_callback(progress, task),
+            on_step=lambda doing: progress.update(task, current=doing)), notes="note", progress=progress,
             details=lambda r: f"{r.decision}\nartifacts: {r.artifact} (deployed), report {r.report}")
 
 

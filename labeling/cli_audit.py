@@ -79,7 +79,7 @@ def _rests_on_few_faces(row) -> bool:
 
 @app.command("audit")
 def audit_command(
-    out_dir: Annotated[str, typer.Argument(help="Folder for bias-audit.csv and bias-audit.html (created if missing).", metavar="OUT_DIR",
+    out_dir: Annotated[Path, typer.Argument(path_type=str, help="Folder for bias-audit.csv and bias-audit.html (created if missing).", metavar="OUT_DIR",
                                           callback=_no_blank_paths("nothing written"))],
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     threshold: Annotated[float, typer.Option(
@@ -120,7 +120,9 @@ def audit_command(
     given = _parse_references(reference or [])
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings, create=False)
-    with console.status("reading the store and grading confirmed faces"):
+    from labeling.cli import status_task  # a spinner on a terminal, status lines in a log
+
+    with status_task("audit", "reading the store and grading confirmed faces"):
         faces, classes, stats = read_audit_inputs(store)
     left_out = scope = ""
     catalog = classes

@@ -6,7 +6,7 @@ from typing import Annotated, Hashable
 
 import typer
 
-from labeling.cli import DatabaseUrl, DataDir, _store_for, app, console, make_settings, refuse
+from labeling.cli import DatabaseUrl, DataDir, _store_for, app, make_settings, refuse, status_task
 
 
 def dupes_names(paths: dict[Hashable, str]) -> dict[Hashable, str]:
@@ -130,22 +130,27 @@ def dupes_command(
     except NearDuplicateError as exc:
         refuse(str(exc))
     settings = make_settings(data_dir=data_dir, database_url=database_url)
-    with _store_for(settings, create=False)() as session:
-        rows = session.execute(select(Media.id, Media.path, Media.frame_hashes, Media.sha256)
-                               .where(Media.status == "ok").order_by(Media.id)).all()
-        sha = {m: digest for m, _, _, digest in rows}
-        identical = other_names(session, {m: p for m, p, _, _ in rows}, sha)
-    names = dupes_names({**{m: p for m, p, _, _ in rows}, **{(m, p): p for m, p in identical}})
-    replaced = replaced_on_disk([(m, p, digest) for m, p, _, digest in rows] + [((m, p), p, sha[m]) for m, p in identical])
-    for key in replaced:
-        names[key] += " (replaced on disk)"
-    # Flat frames (black, one colour) are ignored, as the export's split does: they would pair every fade-out.
-    hashes = {m: [h for h in (hs or []) if int(h, 16).bit_count() >= MIN_HASH_BITS] for m, _, hs, _ in rows}
-    try:
-        with console.status(f"comparing {sum(map(len, hashes.values()))} frame hashes"):
+    store = _store_for(settings, create=False)
+    # one status from the store's reading to the comparison: a spinner on a terminal, status lines in a log
+    with status_task("dupes", "reading the store") as (progress, task):
+        with store() as session:  # closed before the files are hashed and the frames compared
+            rows = session.execute(select(Media.id, Media.path, Media.frame_hashes, Media.sha256)
+                                   .where(Media.status == "ok").order_by(Media.id)).all()
+            sha = {m: digest for m, _, _, digest in rows}
+            identical = other_names(session, {m: p for m, p, _, _ in rows}, sha)
+        names = dupes_names({**{m: p for m, p, _, _ in rows}, **{(m, p): p for m, p in identical}})
+        progress.update(task, current="hashing the files several media rows share a path with")
+        replaced = replaced_on_disk([(m, p, digest) for m, p, _, digest in rows]
+                                    + [((m, p), p, sha[m]) for m, p in identical])
+        for key in replaced:
+            names[key] += " (replaced on disk)"
+        # Flat frames (black, one colour) are ignored, as the export's split does: they would pair every fade-out.
+        hashes = {m: [h for h in (hs or []) if int(h, 16).bit_count() >= MIN_HASH_BITS] for m, _, hs, _ in rows}
+        progress.update(task, current=f"comparing {sum(map(len, hashes.values()))} frame hashes")
+        try:
             pairs = near_duplicate_media(hashes, radius=radius)
-    except NearDuplicateError as exc:
-        refuse(str(exc))
+        except NearDuplicateError as exc:
+            refuse(str(exc))
     shown = _rows_of_pairs(identical, pairs, hashes)
     found = media_groups(identical, pairs) if groups else []
     copies: dict[int, list[tuple[int, str]]] = {}

@@ -1036,6 +1036,14 @@ def _largest_faces(session: Session, media_ids: list[int]) -> dict[int, int]:
     return {m: f for m, (_, f) in best.items()}
 
 
+def is_still(kind: str, total_frames: int | None) -> bool:
+    """Whether a stored media item is one picture: an image, or a GIF, WebP or video of a single frame. Why the
+    frame count too: a one-frame GIF is stored with kind "gif" (a one-frame WebP as "image"), and the same
+    photo saved as GIF had its two faces read as two people of a clip, left unlabeled, where the JPEG or
+    WebP gave the class to its largest face."""
+    return kind == "image" or total_frames == 1
+
+
 class FacesToLabel(NamedTuple):
     """What a raw-dataset import labels of its media (`faces_to_label`)."""
 
@@ -1050,13 +1058,16 @@ def faces_to_label(session: Session, media_ids: list[int], face_model: str) -> F
     frame by frame); with several tracks none, for the folder does not say which person it means, and
     the largest box of one frame says nothing about it (a face without a track counts as one of its own).
     Why not one face per clip: the others of the same person stayed undecided, and a two-person GIF
-    gave the class to whoever had the biggest box, unsaid."""
-    kinds: dict[int, str] = {}
+    gave the class to whoever had the biggest box, unsaid. A still is any media item of one frame
+    (`is_still`), a GIF of one frame too."""
+    still: dict[int, bool] = {}  # media id -> whether it is a still; media not in the store are left out
     for chunk in _chunks(media_ids):
-        kinds.update(session.execute(select(Media.id, Media.kind).where(Media.id.in_(chunk))).all())
-    faces = {m: [f] for m, f in _largest_faces(session, [m for m in media_ids if kinds.get(m) == "image"]).items()}
+        for media_id, kind, total_frames in session.execute(
+                select(Media.id, Media.kind, Media.total_frames).where(Media.id.in_(chunk))):
+            still[media_id] = is_still(kind, total_frames)
+    faces = {m: [f] for m, f in _largest_faces(session, [m for m in media_ids if still.get(m)]).items()}
     tracks: dict[int, dict[Any, list[int]]] = {}  # clip -> track -> faces (a still's faces are read once, above)
-    for chunk in _chunks([m for m in media_ids if m in kinds and kinds[m] != "image"]):
+    for chunk in _chunks([m for m in media_ids if still.get(m) is False]):
         for face_id, media_id, track_id in session.execute(
                 select(Face.id, Face.media_id, FaceEmbedding.track_id)
                 .outerjoin(FaceEmbedding, (FaceEmbedding.face_id == Face.id) & (FaceEmbedding.model_id == face_model))

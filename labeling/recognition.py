@@ -73,6 +73,11 @@ NO_CLASS = "no-class"  # holdout label of faces editors marked unknown (any stri
 FACE_SCOPES = ("all", "undecided")
 
 Progress = Callable[[int, int], None]
+Step = Callable[[str], None]  # what a long stage is doing while the count stands still, as autotag's on_step
+# A face of a retrain's refresh (predicted, then written) takes about as long as this many faces take through one
+# epoch of the head's training: the refresh of 2,072 faces took 0.4 s, an epoch over 3,432 faces 0.2 s (a
+# 6,000-face store), so about 3, rounded up for the writes of a refresh that changes its predictions
+REFRESH_FACE_EPOCHS = 5
 
 
 class Predictor(Protocol):
@@ -815,6 +820,16 @@ def _notes_taken(notes: list[str], fn: Callable[[], Any]) -> tuple[Any, list[str
     return out, added
 
 
+def retrain_steps(epochs: int, train_faces: int, refresh_items: int) -> tuple[int, int]:
+    """(training steps, refresh steps) of a retrain's progress, each step about an epoch's time: the two
+    trainings' epochs, a step after each (scoring; fitting and saving both models), then the refresh's faces
+    and tracks as the epochs they take the time of (`REFRESH_FACE_EPOCHS`), at least one step. Why weighted:
+    counted a step each, the refresh's 2,000 faces made 96% of the bar, which ran through in a second after
+    minutes of training at 0-2% with hours "left"."""
+    refresh = max(1, math.ceil(REFRESH_FACE_EPOCHS * refresh_items / max(train_faces, 1)))
+    return 2 * int(epochs) + 2, refresh
+
+
 def _fit_deployable_head(data: TrainingSet, unknown: np.ndarray, head_params: dict[str, Any],
                          on_epoch: Callable[[int], None]) -> tuple[Any, list[str]]:
     """The head trained on every confirmed label, calibrated as the centroid classifier is (on the faces
@@ -837,15 +852,20 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
             center_loss_lambda: float = 0.01, hidden: int | None = None, epochs: int = 40,
             holdout_share: float = 0.2, seed: int = 0, top: int = DEFAULT_TOP,
             track_method: str = DEFAULT_TRACK_METHOD, editor: str = "model",
-            on_progress: Progress | None = None) -> RetrainResult:
+            on_progress: Progress | None = None, on_step: Step | None = None) -> RetrainResult:
     """Train the head on confirmed labels, compare it with the centroid classifier on a stratified
     holdout, save both (refitted on every confirmed label), and predict the undecided faces with
     the better one. See RetrainResult for what before and after measure.
 
-    on_progress(done, total): total counts both head trainings epoch by epoch (the holdout one, then
-    the refit on every confirmed label), a step after each, then the refresh's faces and tracks. A
-    head whose training diverges (non-finite loss or weights) refuses the run before anything is saved."""
-    from models.retrain_head import HeadParams, compare_on_holdout
+    on_progress(done, total): steps of about an epoch's time each (`retrain_steps`): both head trainings
+    epoch by epoch (the holdout one, then the refit on every confirmed label), a step after each, then the
+    refresh's faces and tracks mapped onto the steps they take the time of. on_step(text) says the stage
+    under way: "reading the store", "fitting the centroid classifier on the training split", "training the
+    head on the holdout split, epoch k/N", "refitting ... on all confirmed labels", "predicting the undecided
+    faces". A head whose training diverges (non-finite loss or weights) refuses the run before anything is saved."""
+    from models.retrain_head import HeadParams, compare_on_holdout, epoch_steps
+
+    step = on_step or (lambda doing: None)
 
     _check_refresh_params("undecided", top, track_method)
     if not math.isfinite(float(center_loss_lambda)):  # NaN passes a ">= 0" check and trains a head of NaNs
@@ -856,6 +876,7 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
         raise ValidationError(str(exc)) from exc
     if not 0.0 < holdout_share < 1.0:
         raise ValidationError(f"the holdout share must be in (0, 1), got {holdout_share}")
+    step("reading the store")
     snapshot = read_snapshot(store, model_id)
     data = training_set(snapshot)
     unknown = unknown_faces(snapshot)
@@ -881,10 +902,11 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
     undecided = int(undecided_rows.sum())
     n_tracks = int(snapshot.faces.loc[undecided_rows, "track_id"].dropna().nunique())  # tracks the refresh predicts
     # steps: the holdout head's epochs, scoring the comparison (1), the refitted head's epochs, fitting
-    # and saving both models (1), then the refresh's faces and tracks. Why per epoch: the two trainings
-    # are most of a retrain's time, and a bar standing still through them reads as a hung command
+    # and saving both models (1), then the refresh. Why per epoch: the two trainings are most of a
+    # retrain's time, and a bar standing still through them reads as a hung command
     n_epochs = int(epochs)
-    total = 2 * n_epochs + 2 + undecided + n_tracks
+    trained, refresh_steps = retrain_steps(n_epochs, len(data.class_ids), undecided + n_tracks)
+    total = trained + refresh_steps
 
     def progress(done: int) -> None:
         if on_progress is not None:
@@ -897,23 +919,27 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
         # they read as a second, conflicting count
         comparison = _quietly([], lambda: compare_on_holdout(
             (x_train, y_train), (x_eval, y_eval), model_id=data.model_id, head_params=head_params,
-            calibration=calibration, on_epoch=progress))
+            calibration=calibration, on_epoch=progress, on_step=on_step))
         progress(n_epochs + 1)
         head_wins = ((comparison["head_accuracy"], comparison["head_open_set_accuracy"])
                      > (comparison["centroid_accuracy"], comparison["centroid_open_set_accuracy"]))
+        step("refitting the centroid classifier on all confirmed labels")
         centroid, centroid_notes = _notes_taken(data.notes, lambda: fit_centroid(data, unknown))
-        head, head_notes = _fit_deployable_head(data, unknown, head_params,
-                                                lambda done: progress(n_epochs + 1 + done))
+        head, head_notes = _fit_deployable_head(
+            data, unknown, head_params, epoch_steps("refitting the head on all confirmed labels", n_epochs,
+                                                    lambda done: progress(n_epochs + 1 + done), on_step))
         data.notes.extend(n for n in (head_notes if head_wins else centroid_notes) if n not in data.notes)
     except ClassifierError as exc:
         raise ValidationError(str(exc)) from exc
+    step("saving both models")
     centroid_dir = save_classifier(centroid, data_dir, data.class_names)
     head_dir = save_head(head, data_dir, data.class_names)
     deployed: Predictor = head if head_wins else centroid
-    progress(2 * n_epochs + 2)
+    progress(trained)
+    step(f"predicting the {undecided} undecided faces" + (f" and {n_tracks} tracks" if n_tracks else ""))
     refresh = refresh_predictions(store, data.model_id, deployed, data_dir=data_dir, faces="undecided", top=top,
                                   track_method=track_method, editor=editor, snapshot=snapshot,
-                                  on_progress=lambda d, t: progress(2 * n_epochs + 2 + d))
+                                  on_progress=lambda d, t: progress(trained + (d * refresh_steps // t if t else 0)))
     before = float(comparison["centroid_accuracy"])
     after = float(comparison["head_accuracy"] if head_wins else comparison["centroid_accuracy"])
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")  # runs deploying one version never collide

@@ -51,6 +51,17 @@ def list_models(role: str | None = None) -> list[str]:
     return sorted(n for n, s in _REGISTRY.items() if role is None or s.role == role)
 
 
+def unknown_model_message(role: str, name: str, source: str | None = None) -> str | None:
+    """`unknown face model 'x' (--face-model); known: a, b` when the registry has no `role` model of that name,
+    else None; `source` (an option, an environment variable) is named when given. Why one function: the
+    settings and the command line refuse the same mistake, and their two copies of the sentence could drift."""
+    known = list_models(role)
+    if name in known:
+        return None
+    where = f" ({source})" if source else ""
+    return f"unknown {'GIF' if role == 'gif' else role} model {name!r}{where}; known: {', '.join(known)}"
+
+
 # -- registrations (imports inside factories keep this module light) ----------------
 
 def _lazy(module: str, cls: str) -> type:

@@ -47,6 +47,23 @@ MAX_SEED = 2**64 - 1  # torch.manual_seed refuses a seed past it, numpy's defaul
 MAX_CENTER_LOSS_LAMBDA = float(np.finfo(np.float32).max)
 
 OnEpoch = Callable[[int], None]  # called with the number of epochs trained so far (1 .. epochs)
+# on_step(text): what a training is doing while its count cannot move, as autotag's on_step ("fitting the
+# centroid classifier"): the first epoch waits for torch to load, seconds in which a bar said only "0/86"
+OnStep = Callable[[str], None]
+
+
+def epoch_steps(doing: str, epochs: int, on_epoch: OnEpoch | None, on_step: OnStep | None) -> OnEpoch:
+    """An on_epoch that also says the epoch under way, "<doing>, epoch 3/40", after `on_step(doing + ", epoch 1/40")`
+    is said at once (the first epoch's wait). Why here: the holdout training and the refit speak alike."""
+    def said(done: int) -> None:
+        if on_epoch is not None:
+            on_epoch(done)
+        if on_step is not None and done < epochs:
+            on_step(f"{doing}, epoch {done + 1}/{epochs}")
+
+    said_first = on_step or (lambda text: None)
+    said_first(f"{doing}, epoch 1/{epochs}")
+    return said
 
 
 @dataclass(frozen=True)
@@ -390,7 +407,7 @@ def compare_on_holdout(train: tuple[Any, Sequence[str]], holdout: tuple[Any, Seq
                        classifier_params: dict[str, Any] | None = None,
                        head_params: dict[str, Any] | None = None,
                        calibration: tuple[Any, Sequence[str] | None] | None = None,
-                       on_epoch: OnEpoch | None = None) -> dict[str, Any]:
+                       on_epoch: OnEpoch | None = None, on_step: OnStep | None = None) -> dict[str, Any]:
     """Centroid classifier vs retrained head, both fitted on `train`, scored on `holdout` (vectors, labels).
 
     `calibration` (vectors, labels), when given, recalibrates both open-set thresholds (`calibrate`),
@@ -400,10 +417,16 @@ def compare_on_holdout(train: tuple[Any, Sequence[str]], holdout: tuple[Any, Seq
 
     `*_accuracy` is closed-set top-1 over holdout faces whose class exists in train;
     `*_open_set_accuracy` also counts faces of other people, which must come out UNKNOWN.
-    on_epoch is the head's training progress (train_head).
+    on_epoch is the head's training progress (train_head); on_step(text) says the stage under way: "fitting
+    the centroid classifier", "training the head on the holdout split, epoch k/N", "scoring both models".
     """
+    step = on_step or (lambda text: None)
+    step("fitting the centroid classifier on the training split")
     classifier = CentroidKnnClassifier(**(classifier_params or {})).fit(train[0], train[1], model_id)
-    head = train_head(train[0], train[1], model_id=model_id, on_epoch=on_epoch, **(head_params or {}))
+    epochs = (head_params or {}).get("epochs", HeadParams.epochs)
+    head = train_head(train[0], train[1], model_id=model_id, **(head_params or {}),
+                      on_epoch=epoch_steps("training the head on the holdout split", epochs, on_epoch, on_step))
+    step("scoring both models on the holdout split")
     if calibration is not None:
         classifier.calibrate(calibration[0], calibration[1], model_id, training=True)
         head.calibrate(calibration[0], calibration[1], model_id, training=True)

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.registry import list_models  # cheap: the networks and torch load inside its factories
+from models.registry import unknown_model_message  # cheap: the networks and torch load inside its factories
 
 THRESHOLDS_EXPECTED = "expected a JSON list of 3 numbers in [0, 1]"
 
@@ -63,11 +63,9 @@ class Settings(BaseSettings):
         """A model the registry knows in that role. Why checked here: every command and the app read their
         models from these settings, and a typo was a traceback, or (a model of another role, `mtcnn` as
         the GIF model) every file of an ingest stored as failed: a setup mistake recorded as bad media."""
-        role, what = ("face", "face") if info.field_name == "face_model" else ("gif", "GIF")
-        known = list_models(role)
-        if value not in known:
-            raise PydanticCustomError("unknown_model", "unknown {what} model {given}; known: {known}",
-                                      {"what": what, "given": repr(value), "known": ", ".join(known)})
+        problem = unknown_model_message("face" if info.field_name == "face_model" else "gif", value)
+        if problem is not None:  # as a context value, not the template: a name's braces are not placeholders
+            raise PydanticCustomError("unknown_model", "{problem}", {"problem": problem})
         return value
 
     @field_validator("data_dir", mode="before")

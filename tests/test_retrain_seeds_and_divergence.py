@@ -21,7 +21,7 @@ from labeling.classes import add_class
 from labeling.cli import app
 from labeling.db import open_store
 from labeling.errors import ValidationError
-from labeling.recognition import (read_snapshot, refresh_predictions, replaced_other_models, retrain,
+from labeling.recognition import (read_snapshot, refresh_predictions, replaced_other_models, retrain, retrain_steps,
                                   training_set)
 from models.celebrity_classifier import ClassifierError
 from models.retrain_head import MAX_SEED, HeadParams, train_head
@@ -88,7 +88,7 @@ def test_retrain_progress_moves_through_both_head_trainings(tmp_path):
     seen: list[tuple[int, int]] = []
     retrain(store, tmp_path / "data", epochs=4, holdout_share=0.34, on_progress=lambda d, t: seen.append((d, t)))
     undecided = 3 * 2  # no tracks: store_faces stores single photos
-    total = 2 * 4 + 2 + undecided
+    total = 2 * 4 + 2 + retrain_steps(4, 18, undecided)[1]
     assert {t for _, t in seen} == {total}
     done = [d for d, _ in seen]
     assert done == sorted(done) and done[0] == 0 and done[-1] == total

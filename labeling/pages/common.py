@@ -525,6 +525,29 @@ def progress_callback(bar: Any, unit: str = "") -> Callable[[int, int], None]:
     return on_progress
 
 
+def stage_progress(bar: Any, unit: str = "", starting: str = "Starting"
+                   ) -> tuple[Callable[[int, int], None], Callable[[str], None]]:
+    """(on_progress, on_step) drawing "12 / 86 steps · training the head on the holdout split, epoch 9/40" on an
+    st.progress bar: the count and, as the CLI's bar says it, the stage under way (the first seconds of a
+    retrain or an experts vote move no count: the store is read, models loaded)."""
+    state = {"done": 0, "total": 0, "doing": ""}
+
+    def draw() -> None:
+        count = f"{state['done']} / {state['total']}{' ' + unit if unit else ''}" if state["total"] else starting
+        bar.progress(min(state["done"] / state["total"], 1.0) if state["total"] else 0.0,
+                     text=f"{count} · {state['doing']}" if state["doing"] else count)
+
+    def on_progress(done: int, total: int) -> None:
+        state.update(done=done, total=total)
+        draw()
+
+    def on_step(doing: str) -> None:
+        state["doing"] = doing
+        draw()
+
+    return on_progress, on_step
+
+
 # -- small parsers for what editors type -------------------------------------------------------
 def server_path(text: str) -> Path:
     """A path typed on a page, with `~` and `~user` expanded. A `~user` the server has no home folder for

@@ -9,7 +9,7 @@ import streamlit as st
 
 from labeling.errors import StoreError, utc_text
 from labeling.pages.common import (get_settings, get_store, history_table, plain, progress_callback, require_editor,
-                                   server_path, show_error)
+                                   server_path, show_error, stage_progress)
 from labeling.queries import exports_frame
 
 RESULT_KEY = "export_last_result"
@@ -117,14 +117,14 @@ def fresh_out_dir(exports: Path, now: datetime) -> Path:
     return path
 
 
-def verify_lines(folder: Path) -> tuple[bool, list[str]]:
+def verify_lines(folder: Path, on_progress=None) -> tuple[bool, list[str]]:
     """(whole, lines) of a past export's folder checked against its manifest.json (`verify_export`, every file
-    hashed), as `giflens export --verify` says it."""
+    hashed, on_progress(done, total) counting them), as `giflens export --verify` says it."""
     from labeling.export import verify_export
 
     if not folder.is_dir():
         return False, [f"{folder}: no such folder (moved or deleted)"]
-    problems = verify_export(folder)
+    problems = verify_export(folder, on_progress=on_progress)
     if problems:
         return False, problems
     files = len(json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"])
@@ -138,7 +138,11 @@ def verify_form(past: pd.DataFrame) -> None:
     left, right = st.columns([4, 1])
     chosen = left.selectbox("Check a past export's files against its manifest.json", folders, key="export_verify_dir")
     if right.button("Verify", key="export_verify") and chosen:
-        whole, lines = verify_lines(Path(chosen))
+        bar = st.progress(0.0, text="Hashing the files ...")  # seconds at 50k crops
+        try:
+            whole, lines = verify_lines(Path(chosen), on_progress=progress_callback(bar, "files hashed"))
+        finally:
+            bar.empty()
         if whole:
             st.success(plain(lines[0]))
         else:
@@ -297,11 +301,11 @@ if retrain_submitted and (editor := require_editor()):
     known_models = set(face_models(store)["model_id"])
     face_model = settings.face_model if settings.face_model in known_models else None
     retrain_bar = st.progress(0.0, text="Training ...")
-    on_retrain_progress = progress_callback(retrain_bar, "steps")
+    on_retrain_progress, on_retrain_step = stage_progress(retrain_bar, "steps")
     try:
         outcome = retrain(store, Path(settings.data_dir), face_model, center_loss_lambda=float(center_loss),
                           hidden=int(hidden) or None, holdout_share=float(holdout), editor=editor,
-                          on_progress=on_retrain_progress)
+                          on_progress=on_retrain_progress, on_step=on_retrain_step)
     except (StoreError, OSError) as exc:
         retrain_bar.empty()
         show_error(exc)

@@ -8,7 +8,7 @@ from embeddings.pipeline import ANIMATED_KINDS
 from labeling.errors import ValidationError, utc_text
 from labeling.pages.common import (Change, current_editor, drawn_before, escape_markdown, flash, forget_lost,
                                    get_settings, get_store, history_table, keep_choice, last_change, media_file, plain,
-                                   require_editor, select_choice, versions_seen, write)
+                                   require_editor, select_choice, stage_progress, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, name_order_key, tag_counts_frame
 from labeling.tags import add_tags, quoted, remove_tags, requoted, set_tag_confidences, set_tag_status
 from labeling.validation import clean_tag_name
@@ -70,22 +70,7 @@ def run_experts_voting(store, editor: str, k: int, min_frequency: float):
     from labeling.auto_tagging import autotag
 
     bar = st.progress(0.0, text="Voting ...")
-    state = {"done": 0, "total": 0, "doing": ""}
-
-    def draw() -> None:
-        """"0 / 14 · reading the store": the count and, as the CLI's bar says it, the step under way."""
-        count = f"{state['done']} / {state['total']}" if state["total"] else "Voting"
-        bar.progress(min(state["done"] / state["total"], 1.0) if state["total"] else 0.0,
-                     text=f"{count} · {state['doing']}" if state["doing"] else count)
-
-    def on_progress(done: int, total: int) -> None:
-        state.update(done=done, total=total)
-        draw()
-
-    def on_step(doing: str) -> None:
-        state["doing"] = doing
-        draw()
-
+    on_progress, on_step = stage_progress(bar, starting="Voting")
     try:
         return autotag(store, editor, text_embedder=text_embedder(), k=k, min_frequency=min_frequency,
                        on_progress=on_progress, on_step=on_step)
