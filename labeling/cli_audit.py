@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from labeling.cli import DatabaseUrl, DataDir, _no_blank_paths, _store_for, app, console, make_settings, refuse
+from labeling.cli import (DatabaseUrl, DataDir, _no_blank_paths, _store_for, app, console, make_settings, refuse,
+                          status_task)  # status_task: a spinner on a terminal, status lines in a log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -120,7 +121,6 @@ def audit_command(
     given = _parse_references(reference or [])
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings, create=False)
-    from labeling.cli import status_task  # a spinner on a terminal, status lines in a log
 
     with status_task("audit", "reading the store and grading confirmed faces"):
         faces, classes, stats = read_audit_inputs(store)

@@ -948,6 +948,19 @@ def _decided_by_editor(row: dict[str, Any]) -> bool:
     return row["status"] == "active"
 
 
+def tag_rows_now(op: Operation, wanted: Iterable[tuple[int, str]]) -> tuple[dict[str, int], dict[tuple[int, int], Any],
+                                                                          dict[tuple[int, int], str]]:
+    """(tag ids, current media_tag rows, the missing ones an editor removed) of the (media, tag) pairs a tags
+    import wants, read under the tag-vocabulary lock taken first: a second import of the file waits, then
+    finds the rows the first wrote (`lock_tag_vocabulary`). Shared by the CSV and the JSONL import."""
+    lock_tag_vocabulary(op.session)
+    wanted = list(wanted)
+    ids = tag_ids(op.session, [t for _, t in wanted])
+    current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
+    removed = removed_by_editors(op.session, [k for k, row in current.items() if row is None])
+    return ids, current, removed
+
+
 def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
     """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
     name (every ingested media item of that name, or with a copy of that name ingested, `MediaPath`,
@@ -982,11 +995,7 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     if not wanted:
         return summary
     with run_operation(store, who, "import_tags") as op:
-        # before the tags and rows are read: a second import of the file waits, then finds them (`lock_tag_vocabulary`)
-        lock_tag_vocabulary(op.session)
-        ids = tag_ids(op.session, [t for _, t in wanted])
-        current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
-        removed = removed_by_editors(op.session, [k for k, row in current.items() if row is None])
+        ids, current, removed = tag_rows_now(op, wanted)
         items, imported = [], 0
         for m, t in wanted:
             row = current[(m, ids[t])]

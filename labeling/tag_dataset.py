@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from labeling.audit import run_operation
 from labeling.errors import ValidationError
 from labeling.importers import (IMPORTED_TAG_SOURCES, ImportSummary, StoredMedia, _decided_by_editor, _editor,
-                                _media_matching, _not_ingested, _where, removed_by_editors, stored_media)
-from labeling.tags import _find_tags, apply_tags, lock_tag_vocabulary, tag_ids
+                                _media_matching, _not_ingested, _where, stored_media, tag_rows_now)
+from labeling.tags import _find_tags, apply_tags
 from labeling.validation import check_confidence, clean_tag_name, refuse_invisible_characters
 
 SUFFIX = ".jsonl"  # how `giflens import tags` tells a tag dataset from the uploader CSV
@@ -252,11 +252,7 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
     if not wanted:
         return summary
     with run_operation(store, who, "import_tags") as op:
-        # before the tags and rows are read: a second import of the file waits, then finds them (`lock_tag_vocabulary`)
-        lock_tag_vocabulary(op.session)
-        ids = tag_ids(op.session, [t for _, t in wanted])
-        current = op.load("media_tag", [(m, ids[t]) for m, t in wanted])
-        removed = removed_by_editors(op.session, [k for k, r in current.items() if r is None])
+        ids, current, removed = tag_rows_now(op, wanted)
         items, imported, other_confidence = [], 0, 0
         for (m, t), (conf, _) in wanted.items():
             existing = current[(m, ids[t])]
