@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, Task, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Column
 from rich.text import Text
 
 from models.settings import Settings
@@ -225,11 +226,36 @@ class _TimeLeftColumn(TimeRemainingColumn):
         return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
-def progress_bar() -> Progress:
+BAR_WIDTH = 24
+
+
+class _CurrentColumn(TextColumn):
+    """The file or stage under way, cut at its start to the width the other columns leave. Why: rich
+    squeezes every column of a line too long, and a log is drawn 80 wide: "training the head on the holdout
+    split, epoch 19/100" turned the count "18/205" into "1…" and the times into "0:…"."""
+
+    def __init__(self, on: Console) -> None:
+        super().__init__("{task.fields[current]}", table_column=Column(no_wrap=True, overflow="ellipsis"))
+        self._console = on
+
+    def render(self, task: Task) -> Text:
+        text = super().render(task)
+        total = "?" if task.total is None else str(int(task.total))
+        count = 2 * len(total) + 1  # MofNCompleteColumn pads the done count to the total's width
+        room = self._console.width - len(task.description) - BAR_WIDTH - count - 2 * 8 - 5  # times, 5 gaps
+        room = max(room, 8)
+        if text.cell_len > room:  # cut at the start: the end says the most (epoch 19/100, a file's name)
+            text = Text("…") + text[len(text.plain) - room + 1:]
+        return text
+
+
+def progress_bar(on: Console | None = None) -> Progress:
+    """The commands' bar, drawn on `on` (default: the commands' stderr console)."""
+    on = on or console
     return _Bar(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), _TimeLeftColumn(), TextColumn("{task.fields[current]}"),
-        console=console, transient=True,
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=BAR_WIDTH), MofNCompleteColumn(),
+        TimeElapsedColumn(), _TimeLeftColumn(), _CurrentColumn(on),
+        console=on, transient=True,
     )
 
 

@@ -10,6 +10,7 @@ and the models loaded, then jumped a chunk at a time, its time left misleading (
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -59,16 +60,26 @@ def test_on_read_is_told_of_every_file_before_its_chunks_results(tmp_path, gifs_
 
 # -- 2. the ingest command's bar, through a real ingest -----------------------------------------------------
 
+def _wide() -> Console:
+    return Console(file=io.StringIO(), width=250, color_system=None, record=True)
+
+
 def _render(progress) -> str:
-    out = Console(file=io.StringIO(), width=250, color_system=None, record=True)
+    out = _wide()
     out.print(progress.get_renderable())
     return out.export_text().strip()
+
+
+def _time_left(line: str) -> str:
+    """The time-left column: the token after the count and the elapsed time (the bar before the count may
+    draw nothing this early)."""
+    return re.search(r" \d+/\d+ (\S+) (\S+)", line).group(2)
 
 
 def test_the_ingest_bar_says_what_goes_on_between_results(tmp_path, gifs_dir, pipeline_models):
     first, second, bad = _folder(tmp_path, gifs_dir)
     settings = ingest_settings(tmp_path).model_copy(update={"frames": 4})
-    progress = progress_bar()  # the command's own columns, rendered here rather than live on stderr
+    progress = progress_bar(_wide())  # the command's own columns, rendered here rather than live on stderr
     task = progress.add_task("ingest", total=None, current="")
     bar = _IngestProgress(progress, task)
     shown: list[str] = []
@@ -97,7 +108,7 @@ def test_the_ingest_bar_says_what_goes_on_between_results(tmp_path, gifs_dir, pi
 
 def test_time_left_waits_for_a_tenth_of_the_files_then_follows_the_average_pace():
     clock = [0.0]
-    progress = progress_bar()
+    progress = progress_bar(_wide())
     progress.get_time = lambda: clock[0]
     task = progress.add_task("ingest", total=None, current="")
     bar = _IngestProgress(progress, task)
@@ -110,7 +121,7 @@ def test_time_left_waits_for_a_tenth_of_the_files_then_follows_the_average_pace(
     for done in range(1, 9):
         clock[0] += 0.001
         bar.on_result(Result())
-        left = _render(progress).split()[4]
+        left = _time_left(_render(progress))
         if done < 6:  # rich's recent speed said 0:00:01 here (a file a millisecond)
             assert left == "-:--:--", (done, left)
     # 8 done in 45 s: 55 more at that pace, about 5 minutes (not 1 second)

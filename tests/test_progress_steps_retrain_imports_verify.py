@@ -57,7 +57,11 @@ def test_a_realistic_refresh_is_a_small_share_of_the_bar():
     trained, refresh = retrain_steps(40, 4048, 2072 + 15)
     assert trained == 2 * 40 + 2 and refresh / (trained + refresh) < 0.05
     assert retrain_steps(40, 4048, 0) == (82, 1)  # nothing to refresh: still one step, done at the end
-    assert retrain_steps(3, 18, 6) == (8, 2)  # the store below: 5 x 6 faces / 18 confirmed, rounded up
+    assert retrain_steps(3, 18, 6) == (8, 1)  # the store below: an epoch costs at least 1,000 faces' time
+    # few confirmed faces, thousands undecided (the first retrains): the refresh (a second of ten) never
+    # outweighs the trainings, as it did at 2,495 of 2,577 steps
+    trained, refresh = retrain_steps(40, 12, 5988)
+    assert refresh <= trained and refresh / (trained + refresh) < 0.3
 
 
 def test_retrain_says_each_stage_with_the_count_it_is_at(tmp_path):
@@ -73,9 +77,9 @@ def test_retrain_says_each_stage_with_the_count_it_is_at(tmp_path):
                     *(f"refitting the head on all confirmed labels, epoch {k}/3" for k in (1, 2, 3)),
                     "saving both models", "predicting the 6 undecided faces"]
     counts = [e for e in events if isinstance(e, tuple)]
-    assert {t for _, t in counts} == {8 + 2}  # 2 x 3 epochs + 2, then the refresh's 2 steps
+    assert {t for _, t in counts} == {8 + 1}  # 2 x 3 epochs + 2, then the refresh's step
     done = [d for d, _ in counts]
-    assert done == sorted(done) and done[-1] == 10
+    assert done == sorted(done) and done[-1] == 9
 
     def count_when(text: str) -> int:  # the count the bar showed as `text` was said
         before = events[:events.index(text)]
@@ -83,7 +87,7 @@ def test_retrain_says_each_stage_with_the_count_it_is_at(tmp_path):
 
     assert [count_when(f"training the head on the holdout split, epoch {k}/3") for k in (1, 2, 3)] == [0, 1, 2]
     assert [count_when(f"refitting the head on all confirmed labels, epoch {k}/3") for k in (1, 2, 3)] == [4, 5, 6]
-    assert count_when("predicting the 6 undecided faces") == 8  # training: 8 of the 10 steps
+    assert count_when("predicting the 6 undecided faces") == 8  # training: 8 of the 9 steps
 
 
 def test_retrain_off_a_terminal_says_its_stage_in_its_status_lines(tmp_path, fast_status_lines):
@@ -156,3 +160,20 @@ def test_export_verify_draws_a_bar_of_the_files_hashed(tmp_path):
     assert result.exit_code == 0, result.output
     assert re.match(r"verify\b.* 3/3 ", result.stderr), result.stderr  # drawn once as it stopped, off a terminal
     assert result.stdout.strip() == f"export {folder} verified: 3 files match manifest.json"
+
+
+def test_a_long_stage_text_is_cut_before_the_count_and_times():
+    """A log is drawn 80 wide: the stage text "training the head on the holdout split, epoch 19/100" squeezed
+    the count to "1…" and the times to "0:…"; the text is now what gets cut."""
+    from rich.console import Console
+
+    from labeling.cli import progress_bar
+
+    bar = progress_bar()
+    task = bar.add_task("retrain", total=205, current="training the head on the holdout split, epoch 19/100")
+    bar.update(task, completed=18)
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(bar.make_tasks_table(bar.tasks))
+    shown = out.getvalue()
+    assert "18/205" in shown and "0:00:00" in shown and "…" in shown and shown.rstrip().endswith(", epoch 19/100"), shown
+    assert len(shown.rstrip("\n")) <= 80, shown
