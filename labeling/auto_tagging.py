@@ -59,8 +59,8 @@ from labeling.errors import ValidationError
 from labeling.queries import current_class_targets, current_track_prediction
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEvent, CelebrityClass, Face, FaceEmbedding,
                              FaceLabel, Media, MediaEmbedding, MediaTag, Tag, Track, bytes_to_vector)
-from labeling.tags import apply_tags, quoted, tag_ids
-from labeling.validation import clean_tag_name
+from labeling.tags import apply_tags, tag_ids
+from labeling.validation import clean_tag_name, quoted
 from models.tagger import SHARED_SHARE, shared_tags  # the rule lives in the tagger: every expert's weight
 
 SOURCE = "experts_voting"

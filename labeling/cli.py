@@ -5,7 +5,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -291,7 +291,7 @@ def drop_idle_bar(progress: Progress, task: TaskID) -> None:
 def one_line(text: str) -> str:
     """Control characters (a newline in a file name) shown escaped, so one failure stays one line; the
     format characters names are typed with (a Persian non-joiner, an emoji's joiner) as typed."""
-    from labeling.tags import as_typed  # the one rule for what a message escapes
+    from labeling.validation import as_typed  # the one rule for what a message escapes
 
     return as_typed(text)
 
@@ -374,12 +374,17 @@ def _no_blank_paths(nothing: str):
     return callback
 
 
+def _path_argument(help: str, metavar: str, nothing: str) -> Any:
+    """A path argument as every command takes one: given to `_no_blank_paths` as typed (path_type=str, so ""
+    is not read as "."), `--help` showing `<path>` under `metavar`; `nothing` ends the blank-path refusal."""
+    return typer.Argument(path_type=str, help=help, metavar=metavar, callback=_no_blank_paths(nothing))
+
+
 @app.command("ingest")
 def ingest_command(
     # as typed (path_type=str: "" would be "."): `_no_blank_paths` refuses a blank one; an unreadable file is
     # recorded as failed like any bad file, not a refused command
-    paths: Annotated[list[Path], typer.Argument(path_type=str, help="Files or folders (searched recursively).", metavar="PATH",
-                                               callback=_no_blank_paths("nothing ingested"))],
+    paths: Annotated[list[Path], _path_argument("Files or folders (searched recursively).", "PATH", "nothing ingested")],
     data_dir: DataDir = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, max=512, help="Frames sampled per clip.")] = None,
     face_model: Annotated[Optional[str], typer.Option("--face-model", callback=_model_option("face"),
@@ -625,8 +630,8 @@ def _require_file(path: Path) -> None:
 
 @import_app.command("raw-dataset")
 def import_raw_dataset_command(
-    folder: Annotated[Path, typer.Argument(path_type=str, help="Folder holding labels.csv and raw_dataset/<Label>/*.jpg.", metavar="FOLDER",
-                                          callback=_no_blank_paths("nothing imported"))],
+    folder: Annotated[Path, _path_argument("Folder holding labels.csv and raw_dataset/<Label>/*.jpg.", "FOLDER",
+                                           "nothing imported")],
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
 ) -> None:
     """GIPHY's training layout: classes, ingested images, approved labels (the largest face of each still, every face of a one-person GIF or video)."""
@@ -659,8 +664,8 @@ def _import_csv(what: str, csv_path: Path, data_dir: Optional[Path], database_ur
 
 
 @import_app.command("classes")
-def import_classes_command(csv_path: Annotated[Path, typer.Argument(path_type=str, help="Labels,Index CSV (GIPHY's class list).", metavar="CSV",
-                                                                   callback=_no_blank_paths("nothing imported"))],
+def import_classes_command(csv_path: Annotated[Path, _path_argument("Labels,Index CSV (GIPHY's class list).", "CSV",
+                                                                    "nothing imported")],
                            data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
     """Celebrity classes from GIPHY's list (names like Brad_Pitt_[m.0c6qh]), in one operation."""
     from labeling.importers import import_classes
@@ -670,8 +675,8 @@ def import_classes_command(csv_path: Annotated[Path, typer.Argument(path_type=st
 
 @import_app.command("attributes")
 def import_attributes_command(
-    csv_path: Annotated[Path, typer.Argument(path_type=str, help="name plus any of gender,ethnicity,birth_year,country (CSV).", metavar="CSV",
-                                            callback=_no_blank_paths("nothing imported"))],
+    csv_path: Annotated[Path, _path_argument("name plus any of gender,ethnicity,birth_year,country (CSV).", "CSV",
+                                             "nothing imported")],
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None,
     create_missing: Annotated[bool, typer.Option("--create-missing/--skip-missing",
                                                  help="Create classes for unknown names, or only report them.")] = True,
@@ -684,8 +689,9 @@ def import_attributes_command(
 
 
 @import_app.command("tags")
-def import_tags_command(csv_path: Annotated[Path, typer.Argument(path_type=str, callback=_no_blank_paths("nothing imported"), metavar="FILE",
-                            help="file,uploader_tags CSV (tags ;-separated), or an export's tags.jsonl (any *.jsonl).")],
+def import_tags_command(csv_path: Annotated[Path, _path_argument(
+                            "file,uploader_tags CSV (tags ;-separated), or an export's tags.jsonl (any *.jsonl).", "FILE",
+                            "nothing imported")],
                         data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
     """Uploader tags onto ingested media, matched by file name (confidence 1.0, source uploader); a *.jsonl
     file is an export's tag dataset: matched by sha256, then file name, each tag with its confidence (source import)."""
@@ -698,8 +704,8 @@ def import_tags_command(csv_path: Annotated[Path, typer.Argument(path_type=str, 
 
 @app.command("export")
 def export_command(
-    out_dir: Annotated[Path, typer.Argument(path_type=str, help="Folder to create (must not exist, or be empty), in a folder you can write: the export is built beside it.", metavar="OUT_DIR",
-                                           callback=_no_blank_paths("nothing exported or verified"))],
+    out_dir: Annotated[Path, _path_argument("Folder to create (must not exist, or be empty), in a folder you can write: "
+                                            "the export is built beside it.", "OUT_DIR", "nothing exported or verified")],
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     editor: Annotated[Optional[str], typer.Option("--editor", help="Who the manifest names (default: the OS user).")] = None,
     split: Annotated[float, typer.Option("--split", help="Share of each class's faces for validation, in [0, 1).")] = 0.2,
@@ -902,6 +908,11 @@ def _progress_callback(progress: Progress, task):
     return lambda done, total: progress.update(task, completed=done, total=total)
 
 
+def _step_callback(progress: Progress, task):
+    """on_step(text): the stage under way, in the bar's `current` column (and its status lines off a terminal)."""
+    return lambda doing: progress.update(task, current=doing)
+
+
 @app.command("predict")
 def predict_command(
     data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None, face_model: FaceModel = None,
@@ -946,7 +957,7 @@ def retrain_command(
             store, Path(settings.data_dir), face_model, center_loss_lambda=center_loss_lambda,
             hidden=hidden, epochs=epochs, holdout_share=holdout, seed=seed, top=top, track_method=track_method,
             editor=_editor(editor), on_progress=_progress_callback(progress, task),
-            on_step=lambda doing: progress.update(task, current=doing)), notes="note", progress=progress,
+            on_step=_step_callback(progress, task)), notes="note", progress=progress,
             details=lambda r: f"{r.decision}\nartifacts: {r.artifact} (deployed), report {r.report}")
 
 
@@ -980,7 +991,7 @@ def autotag_command(
         _run(lambda: autotag(
             store, _editor(editor), gif_model=gif_model, text=source[text], k=k,
             min_frequency=min_frequency, top=top, on_progress=_progress_callback(progress, task),
-            on_step=lambda doing: progress.update(task, current=doing)), notes="note",
+            on_step=_step_callback(progress, task)), notes="note",
             progress=progress, details=_autotag_weights)
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from labeling.cli import (DatabaseUrl, DataDir, _no_blank_paths, _store_for, app, console, make_settings, refuse,
+from labeling.cli import (DatabaseUrl, DataDir, _path_argument, _store_for, app, console, make_settings, refuse,
                           status_task)  # status_task: a spinner on a terminal, status lines in a log
 
 if TYPE_CHECKING:
@@ -80,8 +80,8 @@ def _rests_on_few_faces(row) -> bool:
 
 @app.command("audit")
 def audit_command(
-    out_dir: Annotated[Path, typer.Argument(path_type=str, help="Folder for bias-audit.csv and bias-audit.html (created if missing).", metavar="OUT_DIR",
-                                          callback=_no_blank_paths("nothing written"))],
+    out_dir: Annotated[Path, _path_argument("Folder for bias-audit.csv and bias-audit.html (created if missing).",
+                                            "OUT_DIR", "nothing written")],
     data_dir: DataDir = None, database_url: DatabaseUrl = None,
     threshold: Annotated[float, typer.Option(
         "--threshold", min=0.5, max=1.0, help="Flag a group below this share of the best-served group.")] = 0.8,

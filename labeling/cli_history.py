@@ -182,7 +182,7 @@ class _ClassNames:
 
     def at(self, event_id: int) -> dict[int, str]:
         """class id -> how an operation's line names it: "'Carol' (class 3)" or "'Carol' (class 3, now 'Caroline')"."""
-        from labeling.tags import quoted
+        from labeling.validation import quoted
 
         out: dict[int, str] = {}
         for class_id in set(self.log) | set(self.now):
@@ -223,7 +223,7 @@ def _face_change(key: str, then: dict | None, now: dict | None, classes: dict[in
 def _tag_change(name: str, then: dict | None, now: dict | None) -> str:
     """"tag 'wow': active 0.5 -> active 0.1", "tag 'lol' added: active 0.5", "tag 'lol' removed (was
     rejected 0.5)": the status and confidence an operation changed of a GIF's tag."""
-    from labeling.tags import quoted
+    from labeling.validation import quoted
 
     def state(snap: dict) -> str:
         parts = [snap["status"]] if "status" in snap else []

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ast
 import re
-import unicodedata
 from pathlib import PurePath
 from typing import Any, Callable, Iterable, Sequence
 
@@ -14,7 +13,7 @@ from labeling.audit import Key, Operation, OperationResult, _chunks, run_operati
 from labeling.db import advisory_xact_lock
 from labeling.errors import NotFoundError, TagExistsError, ValidationError
 from labeling.schema import TAG_SOURCES, TAG_STATUSES, Media, Tag, utcnow
-from labeling.validation import (_BIDI_CONTROLS, check_confidence, check_id, clean_tag_name, fold_tag_name,
+from labeling.validation import (check_confidence, check_id, clean_tag_name, fold_tag_name, quoted,
                                  refuse_invisible_characters)
 
 
@@ -182,34 +181,6 @@ def _refuse_active(session: Session, rows: dict[Key, dict[str, Any] | None], tag
                          first["version"], first["editor"], first["updated_at"])
 
 
-# What messages escape (`as_typed`): control characters and surrogates, line and paragraph breaks (one message
-# stays one line), and the bidi controls (they would reorder the text around them).
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-
-
-def _escaped(c: str) -> str:
-    return repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED_CATEGORIES or c in _BIDI_CONTROLS else c
-
-
-def as_typed(text: str) -> str:
-    """Text for one line of a message: control and line break characters, surrogates and bidi controls
-    escaped as repr writes them ('\\n', '\\x00', '\\u2028'), everything else as typed: the zero-width
-    non-joiner of a Persian word, the joiner of an emoji sequence (the rainbow flag), no-break spaces, the tag
-    characters of a subdivision flag.
-
-    Why not str.isprintable, as repr does: it refuses those format characters, so names typed with them
-    showed with a literal \\u200c or \\u200d in every summary, conflict, history line and page message."""
-    return "".join(map(_escaped, text))
-
-
-def quoted(name: str) -> str:
-    """A name quoted for a message or summary, as repr quotes it ('wow', "it's"), with `as_typed`'s characters
-    escaped and quotes and backslashes too: still a Python string literal (`names_in_summary` reads it back
-    with ast.literal_eval), and the same text as repr for every name repr prints as typed."""
-    quote = '"' if "'" in name and '"' not in name else "'"  # the quote repr picks
-    return quote + "".join("\\" + c if c in (quote, "\\") else _escaped(c) for c in name) + quote
-
-
 def _listed(names: Iterable[str]) -> str:
     """"'a', 'b', 'c', 'd', 'e' and 3 more": the first SHOWN names (`quoted`), each once, for a summary kept short."""
     names = list(dict.fromkeys(names))
@@ -244,9 +215,9 @@ def names_in_summary(summary: str) -> list[str]:
     recorded nowhere else (the vocabulary is not audited); the summary is the only place that still says
     which word an old operation's tag id was, so an undo refused over it can name the tag it became."""
     names: list[str] = []
-    for quoted in _QUOTED.findall(summary or ""):
+    for literal in _QUOTED.findall(summary or ""):
         try:
-            name = ast.literal_eval(quoted)
+            name = ast.literal_eval(literal)
         except (ValueError, SyntaxError):
             continue
         if isinstance(name, str) and name not in names:

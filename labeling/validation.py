@@ -21,6 +21,36 @@ from labeling.schema import CLASS_NAME_MAX, CLASS_STATUSES
 
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 TAG_NAME_MAX = 100
+
+
+# What messages escape (`as_typed`): control characters and surrogates, line and paragraph breaks (one message
+# stays one line), and the bidi controls (they would reorder the text around them).
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def _escaped(c: str) -> str:
+    return repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED_CATEGORIES or c in _BIDI_CONTROLS else c
+
+
+def as_typed(text: str) -> str:
+    """Text for one line of a message: control and line break characters, surrogates and bidi controls
+    escaped as repr writes them ('\\n', '\\x00', '\\u2028'), everything else as typed: the zero-width
+    non-joiner of a Persian word, the joiner of an emoji sequence (the rainbow flag), no-break spaces, the tag
+    characters of a subdivision flag.
+
+    Why not str.isprintable, as repr does: it refuses those format characters, so names typed with them
+    showed with a literal \\u200c or \\u200d in every summary, conflict, history line and page message."""
+    return "".join(map(_escaped, text))
+
+
+def quoted(name: str) -> str:
+    """A name quoted for a message or summary, as repr quotes it ('wow', "it's"), with `as_typed`'s characters
+    escaped and quotes and backslashes too: still a Python string literal (`names_in_summary` reads it back
+    with ast.literal_eval), and the same text as repr for every name repr prints as typed."""
+    quote = '"' if "'" in name and '"' not in name else "'"  # the quote repr picks
+    return quote + "".join("\\" + c if c in (quote, "\\") else _escaped(c) for c in name) + quote
+
+
 GENDERS_HINT = "free text such as female, male, non-binary"
 
 

@@ -10,8 +10,8 @@ from labeling.pages.common import (Change, current_editor, drawn_before, escape_
                                    get_settings, get_store, history_table, keep_choice, last_change, media_file, plain,
                                    require_editor, select_choice, stage_progress, versions_seen, write)
 from labeling.queries import history_frame, media_frame, media_tags_frame, name_order_key, tag_counts_frame
-from labeling.tags import add_tags, quoted, remove_tags, requoted, set_tag_confidences, set_tag_status
-from labeling.validation import clean_tag_name
+from labeling.tags import add_tags, remove_tags, requoted, set_tag_confidences, set_tag_status
+from labeling.validation import clean_tag_name, quoted
 
 MEDIA_KEY = "tags_media"
 TAG_KEY = "tags_tag"
