@@ -93,6 +93,7 @@ __all__ = [
     "audit_report",
     "audit_table",
     "class_groups",
+    "groups_of",
     "decade",
     "decade_name",
     "classes_with_faces",
@@ -202,6 +203,15 @@ def _available_attributes(classes: pd.DataFrame) -> list[str]:
     return [a for a in ATTRIBUTES if a in have or (a == "decade" and "birth_year" in have)]
 
 
+def groups_of(value: Any, attribute: str) -> list[str]:
+    """The groups one class's value of `attribute` falls in (`_group`): a multi-valued attribute (ethnicity,
+    `;`-separated) gives each known value once, "unknown" only when none is known; any other one group."""
+    if attribute in MULTI_VALUED and not _is_missing(value):
+        return list(dict.fromkeys(g for g in (_group(p, attribute) for p in str(value).split(";"))
+                                  if g != UNKNOWN)) or [UNKNOWN]
+    return [_group(value, attribute)]
+
+
 def class_groups(classes: pd.DataFrame, attributes: Sequence[str] | None = None) -> pd.DataFrame:
     """Long table (class, attribute, group, weight): one row per class and group it belongs to.
     Multi-valued attributes (ethnicity, `;`-separated) give one row per value with weight 1/k;
@@ -219,11 +229,7 @@ def class_groups(classes: pd.DataFrame, attributes: Sequence[str] | None = None)
         else:
             values = classes[attr]
         for cls, v in zip(classes[cls_col].astype(str), values):
-            if attr in MULTI_VALUED and not _is_missing(v):
-                groups = list(dict.fromkeys(g for g in (_group(p, attr) for p in str(v).split(";"))
-                                            if g != UNKNOWN)) or [UNKNOWN]
-            else:
-                groups = [_group(v, attr)]
+            groups = groups_of(v, attr)
             for g in groups:
                 rows.append((cls, attr, g, 1.0 / len(groups)))
     out = pd.DataFrame(rows, columns=["class", "attribute", "group", "weight"])

@@ -19,11 +19,11 @@ import pandas as pd
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from explorer.bias_audit import _group as audit_group
-from explorer.bias_audit import MULTI_VALUED, decade
+from explorer.bias_audit import decade, groups_of
 from explorer.figures import FIXED_COLORS
 from explorer.projection import (Projection, ProjectionError, ProjectionParams, cache_entry, fingerprint, load_cached,
                                  project)
+from labeling.audit import _chunks
 from labeling.queries import (ATTRIBUTE_COLUMNS, DECIDED_STATUSES, TURNED_DOWN, UNLABELED, classes_frame,
                               current_class_targets, current_track_predictions, faces_frame, media_frame, media_tags_frame, tracks_frame)
 from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, CelebrityClass, FaceLabel, MediaEmbedding, Track,
@@ -67,13 +67,8 @@ def attribute_groups(values: pd.Series, attribute: str) -> pd.Series:
     """A demographic attribute as the Bias audit groups it (`bias_audit._group`): placeholders ("n/a",
     "none", "-", ...; "NA" stays a country) are "unknown", case, spaces and Unicode forms folded. Why: a
     legend of "Female", "female " and "N/A" beside an audit of "female" and "unknown" counts other groups."""
-    def group(v: Any) -> str:
-        if attribute in MULTI_VALUED and isinstance(v, str) and ";" in v:  # the audit splits these, as here
-            parts = list(dict.fromkeys(g for g in (audit_group(p, attribute) for p in v.split(";")) if g != "unknown"))
-            return "; ".join(sorted(parts)) or "unknown"  # one group however the parts were typed
-        return audit_group(v, attribute)
-
-    return values.astype(object).map(group).astype(str)
+    # a multi-valued value is its groups joined, in one order however the parts were typed
+    return values.astype(object).map(lambda v: "; ".join(sorted(groups_of(v, attribute)))).astype(str)
 
 
 CONFIDENCE_RULE = ("Confidence: the model's probability for the class each point shows: for a decided point the "
@@ -111,8 +106,7 @@ def _stored_tops(store: sessionmaker[Session], column: Any, key: Any, ids: Seque
     found: dict[int, Any] = {}
     wanted = [int(i) for n, i in enumerate(ids) if status is None or status[n] in DECIDED_STATUSES]
     with store() as session:
-        for start in range(0, len(wanted), 900):
-            chunk = wanted[start:start + 900]
+        for chunk in _chunks(wanted, 900):
             found.update(session.execute(select(key, column).where(key.in_(chunk))).all())
         targets = current_class_targets(session)
     return [found.get(int(i)) for i in ids], targets

@@ -8,7 +8,6 @@ from labeling.classes import add_class, merge_classes, rename_class, set_class_a
 from labeling.errors import StoreError
 from labeling.pages.common import different_person as shared_different_person
 from labeling.pages.common import forget_look_alikes
-from labeling.pages.common import look_alikes as shared_look_alikes
 from labeling.pages.common import (Choice, class_usable, class_fate, current_editor, escape_markdown, get_settings,
                                    get_store, history_table, keep_choice, last_change, media_file, parse_ids, plain,
                                    refuse_lost_class, require_editor, select_choice, show_error, versions_seen,
@@ -168,11 +167,6 @@ def keep_split_members(class_id: int, members: set[int]) -> str | None:
     return (f"Nothing was split: {len(left)} of the faces picked left {by_id.loc[class_id, 'name']!r} since they "
             f"were shown ({'; '.join(named)}{' ...' if len(left) > 10 else ''}). The others stay picked: press "
             "Split again to move them.")
-
-
-def look_alikes(name: str, but: int | None = None) -> pd.DataFrame:
-    """The catalog's classes (but `but`) whose name reads as `name`: `common.look_alikes`."""
-    return shared_look_alikes(catalog, name, but)
 
 
 def different_person(form: str, name: str, ticked: bool, button: str, but: int | None = None,
