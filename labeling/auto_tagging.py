@@ -61,6 +61,7 @@ from labeling.schema import (CONFIRMED_STATUSES, UNDECIDED_STATUSES, AuditEvent,
                              FaceLabel, Media, MediaEmbedding, MediaTag, Tag, Track, bytes_to_vector)
 from labeling.tags import apply_tags, tag_ids
 from labeling.validation import clean_tag_name, quoted
+from models.retrain_head import OnStep  # the one stage-callback type (retrain's too)
 from models.tagger import SHARED_SHARE, shared_tags  # the rule lives in the tagger: every expert's weight
 
 SOURCE = "experts_voting"
@@ -71,10 +72,9 @@ DEFAULT_TOP = 5
 PREDICT_CHUNK = 256  # media per tagger.predict call: paces the progress bar
 
 Progress = Callable[[int, int], None]
-# on_step(text): what a long step is doing while the count cannot move ("loading the text model"), as ingest's
-# bar says "loading models, then detecting faces": reading the store, MiniLM and the text embeddings took
-# 30-40 s in which the bar said only "0/12".
-Step = Callable[[str], None]
+# on_step (`OnStep`): what a long step is doing while the count cannot move ("loading the text model"), as
+# ingest's bar says "loading models, then detecting faces": reading the store, MiniLM and the text embeddings
+# took 30-40 s in which the bar said only "0/12".
 
 
 # -- reading the store ---------------------------------------------------------------------------
@@ -462,7 +462,7 @@ def trusted_media(tagger: Any, modalities: Mapping[str, tuple[list[str], np.ndar
 def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None = None, text: str | None = "tags",
             text_embedder: Any | None = None, k: int = 10, min_frequency: float = 0.2, top: int = DEFAULT_TOP,
             min_confidence: float = 0.0, on_progress: Progress | None = None,
-            on_step: Step | None = None) -> AutotagResult:
+            on_step: OnStep | None = None) -> AutotagResult:
     """Fit the experts on the store's tagged media, vote for every ok media item, store the suggestions
     and set the original (uploader / import) tags' confidences to 1.0 or 0.7, in one audited operation.
 

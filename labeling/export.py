@@ -833,7 +833,6 @@ FOLLOWED_FILES = ("classes.csv", "split.csv")  # what a later export reads of an
 _HASHES: OrderedDict[str, tuple[tuple[int, ...], str]] = OrderedDict()
 _FACTS: OrderedDict[str, tuple[tuple[int, ...], "_ManifestFacts"]] = OrderedDict()
 _DAMAGE: OrderedDict[str, tuple[tuple[Any, ...], tuple[str | None, float]]] = OrderedDict()
-_PARSED: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {}
 # Paths each cache keeps at least, the least recently used dropped past that (`_remember`); more while the store
 # records more exports (`_make_room`): a page draw reads every past export in turn, so a cache smaller than that
 # cycle would drop each entry just before it is asked for again, and every draw hash every file anew.
@@ -909,23 +908,38 @@ class _ManifestFacts:
     folders: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _ParsedManifest:
+    """A manifest.json as parsed, with the `_stat_key` it had when read: handed from `_read_manifest_facts`
+    to `_files_damage` by `export_damage` so that a 50k-file manifest is not parsed twice (0.2 s each), and
+    used only while the file still has that key."""
+
+    key: tuple[int, ...]
+    data: dict[str, Any]
+
+
 def _manifest_facts(out_dir: Path) -> _ManifestFacts:
     """The `_ManifestFacts` of out_dir's manifest.json, parsed again only when the file changed. Raises
     OSError (FileNotFoundError: none), ValueError, KeyError, TypeError or AttributeError for one that is no
     export manifest."""
+    return _read_manifest_facts(out_dir)[0]
+
+
+def _read_manifest_facts(out_dir: Path) -> tuple[_ManifestFacts, _ParsedManifest | None]:
+    """`_manifest_facts`, and the manifest when it was parsed for them now (None: the facts were kept). Why
+    returned, not kept aside: the caller that reads the whole manifest next (`export_damage`) gets it without
+    a module-wide slot that pages drawn at once in Streamlit's threads would overwrite for one another."""
     path = out_dir / "manifest.json"
     key = _stat_key(path)
     hit = _recall(_FACTS, str(path))
     if hit is not None and hit[0] == key:
-        return hit[1]
+        return hit[1], None
     manifest = json.loads(path.read_text(encoding="utf-8"))
     files = manifest["files"]
-    _PARSED.clear()  # one kept, for `_files_damage` to read next instead of parsing it again (50k files: 0.2 s)
-    _PARSED[str(path)] = (key, manifest)
     facts = _ManifestFacts(_cached_sha256(path), {n: files[n] for n in FOLLOWED_FILES if n in files},
                            tuple(sorted({rel.rpartition("/")[0] for rel in files})))
     _remember(_FACTS, str(path), key, facts)
-    return facts
+    return facts, _ParsedManifest(key, manifest)
 
 
 def followable_export(out_dir: Path, manifest_sha256: str | None) -> bool:
@@ -955,7 +969,7 @@ def export_damage(out_dir: Path, manifest_sha256: str | None) -> str | None:
     if not manifest_sha256:
         return "the store recorded no manifest of it"
     try:
-        facts = _manifest_facts(out_dir)
+        facts, parsed = _read_manifest_facts(out_dir)
         if facts.sha256 != manifest_sha256:
             return "its manifest.json is not the one this export wrote (replaced or edited)"
         if "classes.csv" not in facts.followed:
@@ -970,21 +984,21 @@ def export_damage(out_dir: Path, manifest_sha256: str | None) -> str | None:
     hit, now = _recall(_DAMAGE, str(out_dir)), _clock()
     if hit is not None and hit[0] == key and 0 <= now - hit[1][1] < DAMAGE_RECHECK_SECONDS:
         return hit[1][0]
-    why = _files_damage(out_dir, facts)
+    why = _files_damage(out_dir, facts, parsed)
     _remember(_DAMAGE, str(out_dir), key, (why, now))
     return why
 
 
-def _files_damage(out_dir: Path, facts: _ManifestFacts) -> str | None:
+def _files_damage(out_dir: Path, facts: _ManifestFacts, parsed: _ParsedManifest | None) -> str | None:
     """`export_damage` read afresh: the followed files hashed, every listed file stat'ed once (os.stat on the
-    joined text path: Path objects and an is_file() before each stat made it 15 times slower)."""
+    joined text path: Path objects and an is_file() before each stat made it 15 times slower). `parsed`: the
+    manifest as `_read_manifest_facts` just parsed it, read again when None or the file changed since."""
     try:
         for name, digest in facts.followed.items():
             if sha256_file(out_dir / name) != digest:
                 return f"{name} differs from its manifest"
         path = out_dir / "manifest.json"
-        parsed = _PARSED.pop(str(path), None)
-        manifest = (parsed[1] if parsed is not None and parsed[0] == _stat_key(path)
+        manifest = (parsed.data if parsed is not None and parsed.key == _stat_key(path)
                     else json.loads(path.read_text(encoding="utf-8")))
         sizes, root = manifest.get("sizes") or {}, os.fspath(out_dir)
     except FileNotFoundError as exc:
@@ -1470,7 +1484,10 @@ def remove_stale_temporaries(out_dir: Path, min_age: float = STALE_TMP_SECONDS) 
 
 def _others_leftover(path: Path, is_temporary: bool) -> bool:
     """Whether a hidden folder of another export's name is that export's leftover (`_export_shaped`; a
-    replaced one's also beside the export that replaced it, `_replacing_export_beside`)."""
+    replaced one's also beside the export that replaced it, `_replacing_export_beside`). A replaced one's
+    `not_replaceable` is asked here and again by `_leftover_export` before the delete, on purpose: here it keeps
+    `_replacing_export_beside` from hashing a manifest.json that is no regular file (a FIFO would block), and
+    there it is asked once more just before the folder goes, after the siblings were read."""
     if not _export_shaped(path, replaced=not is_temporary):
         return False
     return is_temporary or _replacing_export_beside(path, path.name[1:].rpartition(".old-")[0])

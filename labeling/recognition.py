@@ -59,6 +59,7 @@ from labeling.schema import CONFIRMED_STATUSES, CelebrityClass, FaceEmbedding, F
 from models.celebrity_classifier import (LOG_FLOOR, TRACK_METHODS, UNKNOWN, CalibrationWarning, CentroidKnnClassifier,
                                          ClassifierError, TrackPrediction, as_embeddings, distances_to, softmax_rows,
                                          top_pairs)
+from models.retrain_head import OnStep  # the one stage-callback type (autotag's too)
 
 DEFAULT_TRACK_METHOD = "mean"
 DEFAULT_TOP = 5
@@ -73,7 +74,6 @@ NO_CLASS = "no-class"  # holdout label of faces editors marked unknown (any stri
 FACE_SCOPES = ("all", "undecided")
 
 Progress = Callable[[int, int], None]
-Step = Callable[[str], None]  # what a long stage is doing while the count stands still, as autotag's on_step
 # A face of a retrain's refresh (predicted, then written) takes about as long as this many faces take through one
 # epoch of the head's training: the refresh of 2,072 faces took 0.4 s, an epoch over 3,432 faces 0.2 s (a
 # 6,000-face store), so about 3, rounded up for the writes of a refresh that changes its predictions
@@ -856,7 +856,7 @@ def retrain(store: sessionmaker[Session], data_dir: Path, model_id: str | None =
             center_loss_lambda: float = 0.01, hidden: int | None = None, epochs: int = 40,
             holdout_share: float = 0.2, seed: int = 0, top: int = DEFAULT_TOP,
             track_method: str = DEFAULT_TRACK_METHOD, editor: str = "model",
-            on_progress: Progress | None = None, on_step: Step | None = None) -> RetrainResult:
+            on_progress: Progress | None = None, on_step: OnStep | None = None) -> RetrainResult:
     """Train the head on confirmed labels, compare it with the centroid classifier on a stratified
     holdout, save both (refitted on every confirmed label), and predict the undecided faces with
     the better one. See RetrainResult for what before and after measure.

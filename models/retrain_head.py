@@ -47,8 +47,9 @@ MAX_SEED = 2**64 - 1  # torch.manual_seed refuses a seed past it, numpy's defaul
 MAX_CENTER_LOSS_LAMBDA = float(np.finfo(np.float32).max)
 
 OnEpoch = Callable[[int], None]  # called with the number of epochs trained so far (1 .. epochs)
-# on_step(text): what a training is doing while its count cannot move, as autotag's on_step ("fitting the
-# centroid classifier"): the first epoch waits for torch to load, seconds in which a bar said only "0/86"
+# on_step(text): what a long stage is doing while its count cannot move ("fitting the centroid classifier"): the
+# first epoch waits for torch to load, seconds in which a bar said only "0/86". The one such type: recognition's
+# retrain and auto_tagging's autotag take it too (the models layer is the one both labeling modules may import)
 OnStep = Callable[[str], None]
 
 
