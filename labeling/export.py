@@ -11,14 +11,17 @@ tag dataset, Embedding Projector files and a manifest.
       split.csv               face_id,class_id,label,media_id,group,side (train / val),sha256 (of the media),
                               crop_sha256 (of the face crop exported: an import of the export ingests it as a
                               media item of those bytes, so a later export of that store finds its side)
-      tags.jsonl              {"media": path, "sha256": ..., "media_id": ..., "tags": [[tag, confidence], ...]}
+      tags.jsonl              {"media": path, "sha256": ..., "media_id": ..., "tags": [[tag, confidence], ...],
+                              "sources": {tag: source}}: the source tells a retraining job which tags an
+                              editor set or confirmed (editor), which the uploader gave (uploader), which a
+                              model suggested and were accepted (experts_voting, model) or came in (import)
       projector/vectors.tsv   face embeddings, one row per labeled face (TensorFlow Embedding Projector)
       projector/metadata.tsv  face_id, class, status, source, side (header row first)
       projector/gif_vectors.tsv    GIF embeddings (one pooled vector per animated media item, e.g.
                                    EfficientNet-Lite0's 1280 values), one row per media item
       projector/gif_metadata.tsv   media_id, file, kind, tags (header row first; tags are the item's
                                    active tags, most confident first, as "tag (0.93); tag (0.50)")
-      manifest.json           counts, provenance, split, schema version, sha256 of every other file
+      manifest.json           counts, label and tag provenance, split, schema version, sha256 of every other file
 
 Only confirmed labels (`CONFIRMED_STATUSES`) of classes that are not retired are exported; a note names
 the retired classes left out that hold confirmed faces (`retired_classes_note`).
@@ -1293,7 +1296,7 @@ def _read_snapshot(session: Session, face_model: str, gif_model: str | None = No
         media.update({m.id: m for m in session.execute(
             select(Media.id, Media.sha256, Media.frame_hashes).where(Media.id.in_(media_ids[start : start + 5000])))})
     tags = session.execute(
-        select(Media.id, Media.path, Media.sha256, Tag.name, MediaTag.confidence)
+        select(Media.id, Media.path, Media.sha256, Tag.name, MediaTag.confidence, MediaTag.source)
         .join(MediaTag, MediaTag.media_id == Media.id).join(Tag, Tag.id == MediaTag.tag_id)
         .where(MediaTag.status == "active").order_by(Media.id, MediaTag.confidence.desc(), Tag.name)).all()
     gif_model = _export_gif_model(session, gif_model)
@@ -1792,9 +1795,11 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
                     for r, _ in rows))
 
         tagged: dict[int, dict[str, Any]] = {}
-        for media_id, path, sha, tag, confidence in snap["tags"]:
-            item = tagged.setdefault(media_id, {"media": path, "sha256": sha, "media_id": media_id, "tags": []})
+        for media_id, path, sha, tag, confidence, source in snap["tags"]:
+            item = tagged.setdefault(media_id, {"media": path, "sha256": sha, "media_id": media_id, "tags": [],
+                                                "sources": {}})
             item["tags"].append([tag, round(float(confidence), 6)])
+            item["sources"][tag] = source
         with (tmp / "tags.jsonl").open("w", encoding="utf-8", newline="\n") as f:
             for item in tagged.values():
                 f.write(json.dumps(item, ensure_ascii=False) + "\n")
@@ -1842,6 +1847,7 @@ def export_dataset(store: sessionmaker[Session], data_dir: Path, out_dir: Path, 
                        "media_tags": len(snap["tags"]), "projector_vectors": len(vectors),
                        "gif_projector_vectors": len(gif_vectors)},
             "label_provenance": provenance,
+            "tag_provenance": dict(sorted(Counter(t.source for t in snap["tags"]).items())),
             "split": {"share": split, "seed": seed, "stratified_by": "class", "near_duplicate_radius": near_duplicate_radius,
                       "same_photo_distance": same_photo_distance, "same_photo_media_pairs": len(photo_pairs),
                       "groups": len(set(groups[r.media_id] for r, _ in rows)),

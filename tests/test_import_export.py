@@ -29,7 +29,7 @@ from labeling.importers import (import_attributes, import_classes, import_raw_da
 from labeling.ingest import ingest
 from labeling.schema import (AuditEvent, CelebrityClass, Export, Face, FaceEmbedding, FaceLabel, Media, MediaEmbedding,
                              MediaTag, Tag, bytes_to_vector)
-from labeling.tags import remove_tags, set_tag_confidences, set_tag_status
+from labeling.tags import add_tags, remove_tags, set_tag_confidences, set_tag_status
 from models.settings import Settings
 
 PEOPLE = ["Ariel_Sharon", "Hugo_Chavez", "Serena_Williams"]
@@ -863,6 +863,7 @@ def test_near_duplicates_never_straddle_the_split_and_tags_export(store_url, tmp
     assert {media[src.name], media[copy.name], media[other.name]} <= set(faces.values()), "all three clips have faces"
     cls, _ = add_class(store, "Crowd", "ann")
     relabel_faces(store, list(faces), cls, "ann")
+    add_tags(store, [media[src.name]], ["police"], "ann", confidence=0.8)
     out = tmp_path / "export"
     result = export_dataset(store, data_dir, out, "ann", split=0.5)
     split = list(csv.DictReader((out / "split.csv").open(encoding="utf-8")))
@@ -881,9 +882,13 @@ def test_near_duplicates_never_straddle_the_split_and_tags_export(store_url, tmp
     lines = [json.loads(line) for line in (out / "tags.jsonl").read_text(encoding="utf-8").splitlines()]
     by_path = {Path(item["media"]).name: item for item in lines}
     assert set(by_path) == {src.name, other.name}
-    assert by_path[src.name]["tags"] == [["cop", 1.0]]  # the rejected tag is not exported
+    assert by_path[src.name]["tags"] == [["cop", 1.0], ["police", 0.8]]  # the rejected tag is not exported
     assert by_path[src.name]["sha256"] and sorted(by_path[other.name]["tags"]) == [
         ["aint", 1.0], ["got", 0.7], ["nobody", 1.0], ["time", 1.0]]
+    # each tag's source rides along, so a retraining job can weigh an editor's tag above an uploader's
+    assert by_path[src.name]["sources"] == {"cop": "uploader", "police": "editor"}
+    assert set(by_path[other.name]["sources"].values()) == {"uploader"}
+    assert result.manifest["tag_provenance"] == {"editor": 1, "uploader": 5}
 
 
 @pytest.mark.slow
