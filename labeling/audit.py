@@ -17,6 +17,9 @@ own columns (`_model_columns`): a merge moves the predictions of the merged clas
 the next `giflens predict` rewrites them. Undoing the merge then restores what the editor decided and
 leaves the newer predictions as the run wrote them (`_superseded_columns`). That run can no longer be undone
 (`_check_run_kept_by_undo`): what it would restore is what the undone merge wrote; a new run refreshes instead.
+The seeds of a new class (`SEEDING_OPERATIONS`) are held to the same rule even where adding the class created
+their labels: a run that wrote its prediction there pins nothing, and the undo leaves each such label as the run's
+undecided guess (`_kept_guesses`) instead of deleting it with the prediction.
 """
 from __future__ import annotations
 
@@ -513,6 +516,27 @@ PREDICTION_COLUMNS = frozenset({"predicted_class_id", "predicted_confidence", "p
 GUESS_COLUMNS = frozenset({"status", "class_id", "source", "editor"})
 
 
+# Operations whose face labels created for faces without one are not pinned by a later prediction run: adding a
+# class seeded with faces. Why only these: the README promises a seeded class stays undoable after `giflens predict`,
+# and whether a seed face had a label before is nothing the editor sees; a label created by an import or by a
+# single decision stays pinned by any later write (the README: undo the predictions first).
+SEEDING_OPERATIONS = frozenset({"add_class"})
+FACE_LABEL_COLUMNS = frozenset(FaceLabel.__table__.c.keys())
+
+
+def _written_columns(event: AuditEvent, key: str, snapshot: dict[str, Any] | None) -> frozenset[str] | None:
+    """The columns `event` wrote in one row, for `_depends_on`: None (every column, pinned by any later write)
+    for a row it created or deleted, but every column by name for a face label a seeding operation created.
+
+    Why by name there: `_depends_on` then lets a later prediction run's own columns (`_model_columns`) pass, as
+    for a label that existed before, while any other later write of the label (a decision, a deletion) pins."""
+    if event.before.get(key) is not None:
+        return _changed_columns(snapshot)
+    if snapshot is not None and key.startswith("face:") and event.operation in SEEDING_OPERATIONS:
+        return FACE_LABEL_COLUMNS
+    return None
+
+
 def _model_columns(snapshot: dict[str, Any] | None) -> frozenset[str]:
     """The columns of a prediction run's snapshot of a face label that are the model's own: its prediction,
     and for a label it left undecided its class, status, source and editor too (the guess it shows)."""
@@ -578,8 +602,7 @@ def _blocking_events(session: Session, event: AuditEvent) -> Blockers:
     snapshots of later events are read CHUNK events per query, streamed, and only for events whose
     blocking depends on the columns they wrote: a later write of a row this operation created or removed
     blocks whatever it wrote, so it is counted from its keys alone."""
-    mine = {key: None if event.before.get(key) is None else _changed_columns(snapshot)
-            for key, snapshot in event.after.items()}
+    mine = {key: _written_columns(event, key, snapshot) for key, snapshot in event.after.items()}
     later = _later_writes(session, event, list(mine))
     found = Blockers()
     for chunk in _chunks(list(later)):
@@ -624,9 +647,10 @@ def _superseded_columns(session: Session, event: AuditEvent) -> dict[str, frozen
 
     Why: they hold the model's newer guess (`_is_model_refresh`), which is no change of the editor's; an
     undo restoring the guess `event` replaced would put a stale prediction over the newer one, and comparing
-    them would refuse the undo as "changed since"."""
+    them would refuse the undo as "changed since". A label a seeding operation created counts too (`_kept_guesses`)."""
     keys = [text for text, before in (event.before or {}).items()
-            if text.startswith("face:") and before is not None and event.after.get(text) is not None]
+            if text.startswith("face:") and event.after.get(text) is not None
+            and (before is not None or event.operation in SEEDING_OPERATIONS)]
     if not keys or event.operation == PREDICTION_RUN:
         return {}
     later = _later_writes(session, event, keys)
@@ -646,35 +670,69 @@ def _superseded_columns(session: Session, event: AuditEvent) -> dict[str, frozen
     return out
 
 
+def _kept_guesses(session: Session, event: AuditEvent, superseded: dict[str, frozenset[str]],
+                  current: dict[Key, dict[str, Any] | None]) -> dict[Key, dict[str, Any]]:
+    """Face key -> the undecided guess an undo of `event` leaves in a label `event` created (a seed of a new
+    class, `SEEDING_OPERATIONS`) where a later prediction run wrote its prediction since (`superseded`): the
+    status, class, source and editor that run writes into a label without a decision.
+
+    Why not delete it as the rest of what `event` created: the label holds the newer run's prediction, which
+    is no part of the editor's operation; deleted, the face would lose it until the next run, and keeping the
+    run from pinning the undo (`_written_columns`) would have cost the prediction."""
+    created = [text for text in superseded if superseded[text] and event.before.get(text) is None]
+    if not created:
+        return {}
+    later = _later_writes(session, event, created)
+    editors: dict[int, str] = {}
+    for chunk in _chunks([i for i, (undo_of, _) in later.items() if undo_of is None]):
+        editors.update(session.execute(select(AuditEvent.id, AuditEvent.editor)
+                                       .where(AuditEvent.id.in_(chunk), AuditEvent.operation == PREDICTION_RUN)).all())
+    last_run = {key: editors[i] for i in sorted(editors) for key in later[i][1]}  # the newest run's editor wins
+    out: dict[Key, dict[str, Any]] = {}
+    for text, editor in last_run.items():
+        key = parse_key(text)[1]
+        row = current.get(key)
+        if row is not None:
+            out[key] = {"status": "predicted", "class_id": row["predicted_class_id"], "source": "model",
+                        "editor": editor}
+    return out
+
+
 def _undone_under_run(session: Session, run: AuditEvent) -> dict[int, list[str]]:
     """Earlier operations whose undo came after prediction run `run` and kept the run's columns over theirs
     (`_superseded_columns`): operation id -> the face keys (sorted) whose prediction or guess it wrote there.
 
     Why: `run`'s before snapshot holds what such an operation wrote (a merge's moved predictions); undoing
     the run would restore it, though the operation is undone, leaving a face whose prediction names another
-    class than its top guess and another model, or a guess that never existed. Only the face keys of the
-    run are read, with the events undone after it (few), so a run over 20,000 faces is checked in a few
-    queries."""
+    class than its top guess and another model, or a guess that never existed. A seed's label the operation
+    created and its undo kept as the run's guess (`_kept_guesses`) counts too: the run's undo would leave it
+    undecided with no prediction at all. Only the face keys of the run are read, with the events undone after it
+    (few), so a run over 20,000 faces is checked in a few queries."""
     keys = [k for k, after in (run.after or {}).items() if k.startswith("face:") and after is not None]
     if run.operation != PREDICTION_RUN or not keys:
         return {}
     earlier: dict[int, list[str]] = {}
+    seeding: set[int] = set()
     for chunk in _chunks(keys):
-        stmt = (select(AuditEntity.event_id, AuditEntity.key)
+        stmt = (select(AuditEntity.event_id, AuditEntity.key, AuditEvent.operation)
                 .join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
                 .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True), AuditEvent.id < run.id,
                        AuditEvent.undone_by_id > run.id, AuditEvent.undo_of_id.is_(None),
                        AuditEvent.operation != PREDICTION_RUN))
-        for event_id, key in session.execute(stmt):
+        for event_id, key, operation in session.execute(stmt):
             earlier.setdefault(event_id, []).append(key)
+            if operation in SEEDING_OPERATIONS:
+                seeding.add(event_id)
     if not earlier:
         return {}
     before, after = snapshots_of(session, list(earlier), sorted({k for ks in earlier.values() for k in ks}))
     out: dict[int, list[str]] = {}
     for event_id in sorted(earlier):
+        then = before.get(event_id, {})
         kept = [k for k in sorted(earlier[event_id])
-                if before.get(event_id, {}).get(k) is not None and (mine := after.get(event_id, {}).get(k)) is not None
-                and _changed_columns(mine) & _model_columns(run.after[k])]
+                if (mine := after.get(event_id, {}).get(k)) is not None and (
+                    (then.get(k) is not None and _changed_columns(mine) & _model_columns(run.after[k]))
+                    or (k in then and then[k] is None and event_id in seeding and _model_columns(run.after[k])))]
         if kept:
             out[event_id] = kept
     return out
@@ -694,11 +752,16 @@ def _check_run_kept_by_undo(session: Session, event: AuditEvent) -> None:
     wrote = LastWrite(first.id, first.editor, first.at, first.operation, None).phrase()
     undid = LastWrite(undo.id, undo.editor, undo.at, undo.operation, undo.undo_of_id).phrase()
     others = f" (and {len(undone) - 1} other operation(s) undone the same way)" if len(undone) > 1 else ""
+    if all(first.before.get(k) is None for k in undone[first_id]):  # seeds' labels it created (`_kept_guesses`)
+        held, kept, back = (f"held labels created {wrote}{others}", "keeping them as this run's undecided guesses",
+                            "leave those labels undecided with no prediction")
+    else:
+        held, kept, back = (f"held the predictions written {wrote}{others}", "keeping this run's newer predictions",
+                            f"bring back the predictions of the undone operation {first.id}")
     raise UndoError(
         f"operation {event.id} ({event.operation}) cannot be undone: {len(faces)} face(s) it predicted, first "
-        f"{describe_entity(session, *parse_key(faces[0]))}, held the predictions written {wrote}{others}, which "
-        f"was undone since {undid} keeping this run's newer predictions; undoing operation {event.id} would bring "
-        f"back the predictions of the undone operation {first.id}, and an undo cannot be undone; run "
+        f"{describe_entity(session, *parse_key(faces[0]))}, {held}, which was undone since {undid} {kept}; "
+        f"undoing operation {event.id} would {back}, and an undo cannot be undone; run "
         "`giflens predict` again to refresh the predictions instead")
 
 
@@ -1524,6 +1587,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                     # every audited change since that matters blocked above: this one was made outside them
                     raise UndoError(f"operation {event_id} cannot be undone: {describe_entity(session, kind, key)} "
                                     "changed since (outside the audited operations)")
+        guesses = _kept_guesses(session, event, superseded, current.get("face", {}))  # seeds' labels a run predicted
         for kind in INSERT_ORDER:  # restore existing / re-create deleted, parents first
             items = by_kind.get(kind, [])
             changes = {}
@@ -1547,6 +1611,8 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                     if kind == "class" and values.get("name") is not None:
                         _rekey_name(session, key[0], values)
                     changes[key] = values
+            if kind == "face":
+                changes.update(guesses)
             if changes:
                 if kind == "class":
                     _check_free_names(session, event, changes)
@@ -1555,7 +1621,8 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                     _check_live_classes(session, event, changes, current[kind])
                 op.update(kind, changes, current[kind])
         for kind in reversed(INSERT_ORDER):  # remove what the operation created, children first
-            created = {key: current[kind][key] for key, text in by_kind.get(kind, []) if event.before.get(text) is None}
+            created = {key: current[kind][key] for key, text in by_kind.get(kind, [])
+                       if event.before.get(text) is None and not (kind == "face" and key in guesses)}
             if created and kind == "class":  # the undo's own face changes are already written: only others count
                 _check_deletable_classes(session, event, [key[0] for key in created])
                 _clear_stale_track_predictions(session, [key[0] for key in created], event.at)
