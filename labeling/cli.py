@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, Task, TaskID, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
-from rich.table import Column
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Column, Table
 from rich.text import Text
 
 from models.settings import Settings
@@ -234,16 +234,22 @@ class _CurrentColumn(TextColumn):
     squeezes every column of a line too long, and a log is drawn 80 wide: "training the head on the holdout
     split, epoch 19/100" turned the count "18/205" into "1…" and the times into "0:…"."""
 
-    def __init__(self, on: Console) -> None:
+    def __init__(self, on: Console, counted: bool = True) -> None:
         super().__init__("{task.fields[current]}", table_column=Column(no_wrap=True, overflow="ellipsis"))
-        self._console = on
+        self._console, self._counted = on, counted
+
+    def _beside(self, task: Task) -> int:
+        """The cells the line's other columns take: a bar's (`progress_bar`), or a status's (`status_task`
+        before its step has a count: spinner, description, elapsed time)."""
+        if not self._counted:
+            return 1 + len(task.description) + 8 + 3  # spinner, description, elapsed, 3 gaps
+        total = "?" if task.total is None else str(int(task.total))
+        count = 2 * len(total) + 1  # MofNCompleteColumn pads the done count to the total's width
+        return len(task.description) + BAR_WIDTH + count + 2 * 8 + 5  # times, 5 gaps
 
     def render(self, task: Task) -> Text:
         text = super().render(task)
-        total = "?" if task.total is None else str(int(task.total))
-        count = 2 * len(total) + 1  # MofNCompleteColumn pads the done count to the total's width
-        room = self._console.width - len(task.description) - BAR_WIDTH - count - 2 * 8 - 5  # times, 5 gaps
-        room = max(room, 8)
+        room = max(self._console.width - self._beside(task), 8)
         if text.cell_len > room:  # cut at the start: the end says the most (epoch 19/100, a file's name)
             text = Text("…") + text[len(text.plain) - room + 1:]
         return text
@@ -252,11 +258,30 @@ class _CurrentColumn(TextColumn):
 def progress_bar(on: Console | None = None) -> Progress:
     """The commands' bar, drawn on `on` (default: the commands' stderr console)."""
     on = on or console
-    return _Bar(
-        TextColumn("[bold]{task.description}"), BarColumn(bar_width=BAR_WIDTH), MofNCompleteColumn(),
-        TimeElapsedColumn(), _TimeLeftColumn(), _CurrentColumn(on),
-        console=on, transient=True,
-    )
+    return _Bar(*_bar_columns(on), console=on, transient=True)
+
+
+def _bar_columns(on: Console) -> tuple[ProgressColumn, ...]:
+    """The bar's columns: description, bar, count, elapsed, time left, the stage or file under way."""
+    return (TextColumn("[bold]{task.description}"), BarColumn(bar_width=BAR_WIDTH), MofNCompleteColumn(),
+            TimeElapsedColumn(), _TimeLeftColumn(), _CurrentColumn(on))
+
+
+class _StepBar(_Bar):
+    """`status_task`'s bar: a spinner, the step, its elapsed time and what it does while the step has no
+    count; the commands' bar (`_bar_columns`) once it has one (`on_progress` gave a total). Why: a
+    2,306-row class import sat under a bare spinner for seconds, with no hint of how far it was."""
+
+    def __init__(self, on: Console) -> None:
+        self._status_columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+                                _CurrentColumn(on, counted=False))
+        self._counted_columns = _bar_columns(on)  # before Progress draws itself once (with no task) as it is made
+        super().__init__(*self._counted_columns, console=on, transient=True)
+
+    def make_tasks_table(self, tasks: Iterable[Task]) -> Table:
+        tasks = list(tasks)
+        self.columns = self._counted_columns if any(t.total is not None for t in tasks) else self._status_columns
+        return super().make_tasks_table(tasks)
 
 
 @contextmanager
@@ -274,12 +299,36 @@ def progress_task(description: str) -> Iterator[tuple[Progress, TaskID]]:
 
 @contextmanager
 def status_task(description: str, doing: str) -> Iterator[tuple[Progress, TaskID]]:
-    """A long step with no count: a spinner, its elapsed time and `doing` on a terminal; off one, the plain
-    status lines of a bar (`_StatusLines`: `import classes 0:00:10 elapsed: importing classes from x.csv`).
+    """A long step, with no count until it has one: a spinner, its elapsed time and `doing` on a terminal, a bar
+    with its count once `_step_progress` gives one (`_StepBar`); off one, the plain status lines of a bar
+    (`_StatusLines`: `import classes 0:00:10 elapsed: importing classes from x.csv`, then `import classes
+    1200/2306 0:00:02 elapsed, ~0:00:02 left: ...`), and the bar drawn once as it stops when it had a count.
     Why not console.status: it printed nothing off a terminal, where a 17-second import said nothing."""
-    with _Bar(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-              TextColumn("{task.fields[current]}"), console=console, transient=True) as progress:
+    with _StepBar(console) as progress:
         yield progress, progress.add_task(description, total=None, current=doing)
+
+
+def _step_progress(progress: Progress, task: TaskID, after: str = "") -> Callable[[int, int], None]:
+    """on_progress(done, total) of a step under `status_task`: its count; once all is counted, `after` (what
+    the step still does then, an import's write) in the current column."""
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total, **({"current": after} if after and done >= total else {}))
+
+    return update
+
+
+@contextmanager
+def interruption_said(kept: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside: `interrupted: <kept()>` on stdout (asked then: what was kept may depend on how
+    far the command got), exit 130 or 143 (128 + the signal), as an
+    interrupted ingest says what it kept (`_report_interrupted`), not click's bare "Aborted!" and exit 1.
+    Entered outside the command's `status_task`, so the bar is drawn for the last time above the line."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as exc:
+        typer.echo(one_line(f"interrupted: {kept()}"))
+        raise typer.Exit(exc.code if isinstance(exc, Terminated) else 130) from exc
 
 
 def drop_idle_bar(progress: Progress, task: TaskID) -> None:
@@ -655,12 +704,26 @@ def import_raw_dataset_command(
 
 def _import_csv(what: str, csv_path: Path, data_dir: Optional[Path], database_url: Optional[str], action) -> None:
     """The shared shape of the CSV imports: the file is checked before any store is opened (a typo
-    leaves no new store behind), then `action(store)` runs as one reported operation."""
+    leaves no new store behind), then `action(store, on_progress)` runs as one reported operation, its
+    lines counted on the bar once the file is read. Ctrl-C or SIGTERM: `interrupted: nothing imported`,
+    exit 130 or 143; true, as the import writes in one transaction, rolled back by the interruption."""
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     _require_file(csv_path)
     store = _store_for(settings)
-    with status_task(f"import {what}", f"importing {what} from {_name(csv_path)}") as (progress, _):
-        _run(lambda: action(store), progress=progress)
+    imported: list[Any] = []  # the summary, once the import committed: an interruption after it kept it all
+
+    def run() -> Any:
+        imported.append(action(store, on_progress))
+        progress.update(task, current=doing)  # the bar drawn as it stops: not "writing", which is over
+        return imported[0]
+
+    with interruption_said(lambda: f"{imported[0].line()} (kept: it was stored before the interruption)" if imported
+                           else f"nothing imported from {_name(csv_path)} (one transaction, rolled back: the store "
+                                "is as it was)"):
+        doing = f"importing {what} from {_name(csv_path)}"
+        with status_task(f"import {what}", doing) as (progress, task):
+            on_progress = _step_progress(progress, task, after="writing to the store")
+            _run(run, progress=progress)
 
 
 @import_app.command("classes")
@@ -670,7 +733,7 @@ def import_classes_command(csv_path: Annotated[Path, _path_argument("Labels,Inde
     """Celebrity classes from GIPHY's list (names like Brad_Pitt_[m.0c6qh]), in one operation."""
     from labeling.importers import import_classes
 
-    _import_csv("classes", csv_path, data_dir, database_url, lambda store: import_classes(store, csv_path, _editor(editor)))
+    _import_csv("classes", csv_path, data_dir, database_url, lambda store, on_progress: import_classes(store, csv_path, _editor(editor), on_progress=on_progress))
 
 
 @import_app.command("attributes")
@@ -685,7 +748,8 @@ def import_attributes_command(
     from labeling.importers import import_attributes
 
     _import_csv("attributes", csv_path, data_dir, database_url,
-                lambda store: import_attributes(store, csv_path, _editor(editor), create_missing))
+                lambda store, on_progress: import_attributes(store, csv_path, _editor(editor), create_missing,
+                                                             on_progress=on_progress))
 
 
 @import_app.command("tags")
@@ -699,7 +763,8 @@ def import_tags_command(csv_path: Annotated[Path, _path_argument(
     from labeling.tag_dataset import import_tag_dataset, is_tag_dataset
 
     action = import_tag_dataset if is_tag_dataset(csv_path) else import_tags
-    _import_csv("tags", csv_path, data_dir, database_url, lambda store: action(store, csv_path, _editor(editor)))
+    _import_csv("tags", csv_path, data_dir, database_url,
+                lambda store, on_progress: action(store, csv_path, _editor(editor), on_progress=on_progress))
 
 
 @app.command("export")

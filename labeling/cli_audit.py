@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from labeling.cli import (DatabaseUrl, DataDir, _path_argument, _store_for, app, console, make_settings, refuse,
-                          status_task)  # status_task: a spinner on a terminal, status lines in a log
+from labeling.cli import (DatabaseUrl, DataDir, _path_argument, _store_for, app, console, interruption_said,
+                          make_settings, refuse, status_task)  # status_task: a spinner on a terminal, status lines in a log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,7 +122,9 @@ def audit_command(
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings, create=False)
 
-    with status_task("audit", "reading the store and grading confirmed faces"):
+    # no count: the grading is a few vectorised passes; Ctrl-C there says nothing was written, exit 130
+    with interruption_said(lambda: f"nothing written to {out_dir} (the audit only reads the store)"), \
+            status_task("audit", "reading the store and grading confirmed faces"):
         faces, classes, stats = read_audit_inputs(store)
     left_out = scope = ""
     catalog = classes

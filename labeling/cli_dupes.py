@@ -6,7 +6,8 @@ from typing import Annotated, Hashable
 
 import typer
 
-from labeling.cli import DatabaseUrl, DataDir, _store_for, app, make_settings, refuse, status_task
+from labeling.cli import (DatabaseUrl, DataDir, _step_progress, _store_for, app, interruption_said, make_settings,
+                          refuse, status_task)
 
 
 def dupes_names(paths: dict[Hashable, str]) -> dict[Hashable, str]:
@@ -131,8 +132,10 @@ def dupes_command(
         refuse(str(exc))
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     store = _store_for(settings, create=False)
-    # one status from the store's reading to the comparison: a spinner on a terminal, status lines in a log
-    with status_task("dupes", "reading the store") as (progress, task):
+    # one status from the store's reading to the comparison: a spinner on a terminal, status lines in a log,
+    # then the comparison's passes counted on a bar. Ctrl-C: `interrupted: ...`, exit 130 (dupes only reads)
+    with interruption_said(lambda: "no pairs listed (dupes only reads the store: nothing changed)"), \
+            status_task("dupes", "reading the store") as (progress, task):
         with store() as session:  # closed before the files are hashed and the frames compared
             rows = session.execute(select(Media.id, Media.path, Media.frame_hashes, Media.sha256)
                                    .where(Media.status == "ok").order_by(Media.id)).all()
@@ -148,7 +151,7 @@ def dupes_command(
         hashes = {m: [h for h in (hs or []) if int(h, 16).bit_count() >= MIN_HASH_BITS] for m, _, hs, _ in rows}
         progress.update(task, current=f"comparing {sum(map(len, hashes.values()))} frame hashes")
         try:
-            pairs = near_duplicate_media(hashes, radius=radius)
+            pairs = near_duplicate_media(hashes, radius=radius, on_progress=_step_progress(progress, task))
         except NearDuplicateError as exc:
             refuse(str(exc))
     shown = _rows_of_pairs(identical, pairs, hashes)

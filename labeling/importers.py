@@ -464,7 +464,8 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
                     create: bool = True,
                     display_names: dict[str, str | None] | None = None,
                     statuses: dict[str, str | None] | None = None,
-                    exact: bool = False) -> tuple[dict[str, int], set[int]]:
+                    exact: bool = False,
+                    on_progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, int], set[int]]:
     """(name key -> class id, ids created), creating missing classes inside the open operation. With
     `exact` the specs' names are exact (an export's classes.csv) and the ids, attributes, display names and
     statuses are keyed by exact name: two names that fold alike (classes migration 0010 kept apart) each
@@ -476,7 +477,10 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
     class had before an editor renamed it; only then is a
     class created, with its status from `statuses` (default active). An existing class without an
     external id gets the imported one; a different one is kept and noted. An existing class's
-    status is never changed: activating, proposing or retiring a class is an editor's decision."""
+    status is never changed: activating, proposing or retiring a class is an editor's decision.
+    on_progress(done, total): the specs gone through, each line of the file one (creating a class is the
+    slow part: a 2,306-line class list takes seconds)."""
+    specs = list(specs)
     rows = op.session.execute(select(CelebrityClass.id, CelebrityClass.name, CelebrityClass.name_key,
                                      CelebrityClass.external_id).order_by(CelebrityClass.id)).all()
     existing = {row.name_key: row for row in rows}
@@ -491,7 +495,9 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
     created: set[int] = set()
     fill: dict[int, str] = {}
     went: dict[int, ClassSpec] = {}  # class id -> the first spec that went to it
-    for spec in specs:
+    for done, spec in enumerate(specs):
+        if on_progress is not None:
+            on_progress(done, len(specs))
         key = class_name_key(spec.name)
         k = spec.name if exact else key
         if k in ids:
@@ -542,6 +548,8 @@ def _ensure_classes(op: Operation, specs: Iterable[ClassSpec], summary: ImportSu
         rows = op.load("class", [(c,) for c in fill])
         op.update("class", {(c,): {"external_id": e} for c, e in fill.items()}, rows)
         summary.updated += len(fill)
+    if on_progress is not None:
+        on_progress(len(specs), len(specs))
     return ids, created
 
 
@@ -584,7 +592,8 @@ def _editor(editor: str | None, source: Path) -> str:
     return check_editor(f"import:{name}"[:200])
 
 
-def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
+def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None,
+                   on_progress: Callable[[int, int], None] | None = None) -> ImportSummary:
     """GIPHY's class list (`Labels,Index`, names like `Brad_Pitt_[m.0c6qh]`) -> active classes,
     all in one operation. Classes that exist (same name, ignoring case) are left as they are,
     except that a missing external id is filled in. A line whose external id belongs to another
@@ -596,7 +605,7 @@ def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | N
     with run_operation(store, _editor(editor, csv_path), "import_classes") as op:
         lock_class_catalog(op.session)
         ids, _ = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
-                                 summary)
+                                 summary, on_progress=on_progress)
         if (note := _index_note(op.session, csv_path, rows, ids)) is not None:
             summary.notes.append(note)
         # each row is created, updated, skipped (`_ensure_classes` reports a row at most once) or unchanged:
@@ -608,7 +617,7 @@ def import_classes(store: sessionmaker[Session], csv_path: Path, editor: str | N
 
 
 def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str | None = None,
-                      create_missing: bool = True) -> ImportSummary:
+                      create_missing: bool = True, on_progress: Callable[[int, int], None] | None = None) -> ImportSummary:
     """Demographic attributes of classes for the bias audit. Empty cells are unknown and leave
     the attribute as it is (never cleared). An attribute an editor set or cleared since it was
     last imported (`editor_held_columns`) is left alone too: its class counts as kept (and as updated
@@ -625,7 +634,7 @@ def import_attributes(store: sessionmaker[Session], csv_path: Path, editor: str 
         rows = _written_names_first(op.session, rows)
         values_of = {class_name_key(r.name): r.values for r in rows}
         ids, created = _ensure_classes(op, [ClassSpec(r.name, r.external_id, _where(csv_path, r.line)) for r in rows],
-                                       summary, attributes=values_of, create=create_missing)
+                                       summary, attributes=values_of, create=create_missing, on_progress=on_progress)
         targets = {key: class_id for key, class_id in ids.items() if class_id not in created}
         current = op.load("class", [(c,) for c in targets.values()])
         held = editor_held_columns(op.session, targets.values(), ATTRIBUTES)
@@ -961,7 +970,8 @@ def tag_rows_now(op: Operation, wanted: Iterable[tuple[int, str]]) -> tuple[dict
     return ids, current, removed
 
 
-def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None) -> ImportSummary:
+def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> ImportSummary:
     """Uploader tags (`file,uploader_tags`, `;`-separated) onto ingested media matched by file
     name (every ingested media item of that name, or with a copy of that name ingested, `MediaPath`,
     with a note when there are several; a `file` with
@@ -979,7 +989,9 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     wanted: list[tuple[int, str]] = []
     with store() as session:
         media = stored_media(session)
-    for row in rows:
+    for done, row in enumerate(rows):  # on_progress: the lines matched to media; their tags are written after
+        if on_progress is not None:
+            on_progress(done, len(rows))
         where, (matches, same) = _where(csv_path, row.line), _media_matching(media, csv_path, row.file)
         if not matches:
             summary.skipped.append(f"{where}: {_not_ingested(row.file, same, media)}")
@@ -987,11 +999,10 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
             summary.skipped.append(f"{where}: {row.file} has no tags")
         else:
             if len(matches) > 1:
-                shown = ", ".join(p for _, p in matches[:3]) + (", ..." if len(matches) > 3 else "")
-                summary.notes.append(f"{where}: {row.file} matches {len(matches)} ingested media ({shown}); "
-                                     "tagged all of them (give the file's folder too, e.g. "
-                                     f"{Path(*Path(matches[0][1]).parts[-2:]).as_posix()}, to tag one)")
+                summary.notes.append(_several_matches_note(where, row.file, matches))
             wanted += [(m, t) for m, _ in matches for t in row.tags]
+    if on_progress is not None:
+        on_progress(len(rows), len(rows))
     if not wanted:
         return summary
     with run_operation(store, who, "import_tags") as op:
@@ -1010,6 +1021,15 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
         op.summary = f"import uploader tags from {csv_path.name}: {summary.tags} written"
     summary.event_id = op.result.event_id
     return summary
+
+
+def _several_matches_note(where: str, wanted: str, matches: list[tuple[int, str]]) -> str:
+    """The note for a tags row whose file (`wanted`) names several ingested media, all of which it tags. Why
+    one for both imports: the tags CSV's `file` and a tag dataset's `media` match alike (`_media_matching`),
+    and the way to tag one only, a folder in the name, is the same for both."""
+    shown = ", ".join(p for _, p in matches[:3]) + (", ..." if len(matches) > 3 else "")
+    return (f"{where}: {wanted} matches {len(matches)} ingested media ({shown}); tagged all of them (give the "
+            f"file's folder too, e.g. {Path(*Path(matches[0][1]).parts[-2:]).as_posix()}, to tag one)")
 
 
 def _not_ingested(wanted: str, same: tuple[int, str] | None, media: StoredMedia) -> str:

@@ -19,16 +19,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import run_operation
 from labeling.errors import ValidationError
 from labeling.importers import (IMPORTED_TAG_SOURCES, ImportSummary, StoredMedia, _decided_by_editor, _editor,
-                                _media_matching, _not_ingested, _where, stored_media, tag_rows_now)
+                                _media_matching, _not_ingested, _several_matches_note, _where, stored_media,
+                                tag_rows_now)
 from labeling.tags import _find_tags, apply_tags
-from labeling.validation import check_confidence, clean_tag_name, refuse_invisible_characters
+from labeling.validation import check_confidence, clean_tag_name, quoted, refuse_invisible_characters
 
 SUFFIX = ".jsonl"  # how `giflens import tags` tells a tag dataset from the uploader CSV
 SOURCE = "import"  # the tag source its rows get (the CSV's are "uploader")
@@ -152,12 +153,14 @@ def _uncreatable(session: Session, rows: list[TagDatasetRow]) -> dict[str, str]:
 
 
 def _uncreatable_note(path: Path, tag: str, why: str, lines: list[int]) -> str:
+    """The skip of a tag left out, said once for every line giving it; the name `quoted`, as every other message
+    shows a tag (repr escaped the zero-width joiners they keep as typed)."""
     also = ""
     if len(lines) > 1:
         shown = ", ".join(map(str, lines[1:4])) + (", ..." if len(lines) > 4 else "")
         also = f" (also on line{'s' if len(lines) > 2 else ''} {shown})"
-    return (f"{_where(path, lines[0])}: tag {tag!r} left out{also}: this store has no such tag, and it cannot be "
-            f"created: {why}; the " + ("lines'" if also else "line's") + " other tags are imported")
+    return (f"{_where(path, lines[0])}: tag {quoted(tag)} left out{also}: this store has no such tag, and it cannot "
+            f"be created: {why}; the " + ("lines'" if also else "line's") + " other tags are imported")
 
 
 def _other_content(row: TagDatasetRow, held: list[tuple[int, str, str]]) -> str:
@@ -189,11 +192,6 @@ def _matching(media: StoredMedia, path: Path, row: TagDatasetRow,
     return [(m, p) for m, p in matches if m not in sha_of], _other_content(row, held) if held else None
 
 
-def _several_note(where: str, row: TagDatasetRow, matches: list[tuple[int, str]]) -> str:
-    shown = ", ".join(p for _, p in matches[:3]) + (", ..." if len(matches) > 3 else "")
-    return f"{where}: {row.media} matches {len(matches)} ingested media ({shown}); tagged all of them"
-
-
 def _other_confidence_note(path: Path, count: int) -> str:
     """Why re-importing leaves an imported tag at another confidence than the file's, said once: the store's
     value stands (idempotence: experts voting rewrites an imported tag's confidence, `ORIGINAL_SOURCES` in
@@ -202,7 +200,8 @@ def _other_confidence_note(path: Path, count: int) -> str:
             "or an earlier import set them): set them on the Tags page to change them")
 
 
-def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | None = None) -> ImportSummary:
+def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | None = None,
+                       on_progress: Callable[[int, int], None] | None = None) -> ImportSummary:
     """An export's `tags.jsonl` onto this store's ingested media, each tag with its confidence and source
     "import", in one operation (one audit event, undone by `giflens undo`).
 
@@ -225,7 +224,9 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
     sha_of = {m: sha for sha, (m, _) in media.by_sha256.items()}
     left_out: dict[str, list[int]] = {}  # uncreatable tag -> the lines giving it
     wanted: dict[tuple[int, str], tuple[float, int]] = {}  # (media, tag) -> (confidence, line)
-    for row in rows:
+    for done, row in enumerate(rows):  # on_progress: the lines matched to media; their tags are written after
+        if on_progress is not None:
+            on_progress(done, len(rows))
         where = _where(path, row.line)
         matches, why = _matching(media, path, row, sha_of)
         if why is not None:
@@ -236,7 +237,7 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
             summary.skipped.append(f"{where}: {row.media or row.sha256} has no tags")
             continue
         if len(matches) > 1:
-            summary.notes.append(_several_note(where, row, matches))
+            summary.notes.append(_several_matches_note(where, str(row.media), matches))
         for tag, _ in row.tags:
             if tag in uncreatable:
                 left_out.setdefault(tag, []).append(row.line)
@@ -249,6 +250,8 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
                     raise ValidationError(f"{where}: tag {tag!r} of media {m} ({stored}) is given confidence "
                                           f"{conf:g} here and {first[0]:g} on line {first[1]}; nothing was imported")
     summary.skipped += [_uncreatable_note(path, t, uncreatable[t], lines) for t, lines in left_out.items()]
+    if on_progress is not None:
+        on_progress(len(rows), len(rows))
     if not wanted:
         return summary
     with run_operation(store, who, "import_tags") as op:

@@ -108,7 +108,7 @@ def test_import_classes_off_a_terminal_writes_status_lines(tmp_path, shared_data
     csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
     result = invoke("import", "classes", csv, "--data-dir", tmp_path / "data")
     assert result.exit_code == 0, result.output
-    pattern = rf"import classes {ELAPSED}: importing classes from giphy300\.csv"
+    pattern = rf"import classes( \d+/300)? {ELAPSED}(, ~.* left)?: importing classes from giphy300\.csv"
     assert any(re.fullmatch(pattern, line) for line in result.stderr.splitlines()), result.stderr
     assert "0/?" not in result.stderr and result.stdout.strip().startswith("import classes from giphy300.csv: 300 classes")
 
