@@ -1049,7 +1049,18 @@ def _probe_video(path: Path, limits: MediaLimits) -> _VideoProbe:
     cut = _cut_short(declared, scan.stored, duration, shown_s, rate, scan.others_s)
     if cut is not None:
         raise _truncated(path, cut)
-    return _VideoProbe(width, height, scan.shown, duration, rate, time_base, start, grid is not None)
+    return _VideoProbe(width, height, scan.shown, _played_seconds(duration, shown_s), rate, time_base, start,
+                       grid is not None)
+
+
+def _played_seconds(declared_s: float | None, shown_s: float | None) -> float | None:
+    """How long the clip plays, as stored for it: the header's length, or the frames' own where the header
+    states none (a WebM or MKV written to a pipe or live) or less than they show (a header edited or
+    written before the last fragments). A header longer than the frames reach was already judged by
+    `_cut_short`: sound running on past the video, kept as stated."""
+    if shown_s is None:
+        return declared_s
+    return shown_s if declared_s is None or shown_s > declared_s else declared_s
 
 
 def _on_white(frame) -> np.ndarray:

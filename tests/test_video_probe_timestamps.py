@@ -218,3 +218,15 @@ def test_a_clip_whose_timestamps_start_late_is_not_truncated(tmp_path):
     decoded = decode_media(path, 4)
     assert decoded.total == 60
     assert [_number_of(f) for f in decoded.frames] == decoded.indices
+
+
+def test_a_webm_whose_header_states_no_length_stores_how_long_its_frames_play(tmp_path):
+    """A WebM written live (as a browser's MediaRecorder or a pipe writes it) has no duration in its header:
+    the clip's length came out None though its frames' timestamps show 10 s. A normal one keeps its own."""
+    vp9 = {"deadline": "realtime", "cpu-used": "8", "crf": "20", "b": "1M", "g": "30"}
+    live = _constant_rate_video(tmp_path / "live.webm", 300, "libvpx-vp9", vp9, {"live": "1"})
+    with av.open(str(live)) as check:
+        assert check.duration is None and not check.streams.video[0].duration  # nothing stated
+    assert decode_media(live, 4).duration == pytest.approx(10.0, abs=0.05)
+    normal = _constant_rate_video(tmp_path / "normal.webm", 300, "libvpx-vp9", vp9)
+    assert decode_media(normal, 4).duration == pytest.approx(10.0, abs=0.05)
