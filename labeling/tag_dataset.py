@@ -1,7 +1,9 @@
 """The tag dataset an export writes (`tags.jsonl`), imported back: `giflens import tags FILE.jsonl`.
 
 One JSON object a line, as `labeling.export` writes it: {"media": path, "sha256": ..., "media_id": ...,
-"tags": [[tag, confidence], ...]}. Why an import of its own beside the uploader CSV (`import_tags`):
+"tags": [[tag, confidence], ...], "sources": {tag: source}}. `sources` (absent from older exports) is not
+kept: an imported tag's source is `import`, since the store's editor-decision rules (`_decided_by_editor`)
+must not take another store's "editor" for a decision made here. Why an import of its own beside the uploader CSV (`import_tags`):
 the CSV carries names only (confidence 1.0), the dataset carries each tag's confidence, and an export
 taken from one store must fill another store that ingested the same GIFs, where only the content
 (sha256) is sure to be the same, not the path nor the media id.

@@ -116,6 +116,7 @@ def write_lines(path: Path, *items: dict) -> Path:
 def test_an_exported_tag_dataset_imports_back_with_its_confidences_once(trip, ingested):
     lines = [json.loads(line) for line in trip.tags_jsonl.read_text().splitlines()]
     assert {tuple(t) for line in lines for t in line["tags"]} >= {(t, c) for t, c in EXPORTED[GIF].items()}
+    assert all(set(line["sources"]) == {t for t, _ in line["tags"]} for line in lines)  # read, not kept
     url, store = fresh_store(ingested, "roundtrip")
     assert active_tags(store) == {}
 
