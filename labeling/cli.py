@@ -305,15 +305,30 @@ def status_task(description: str, doing: str) -> Iterator[tuple[Progress, TaskID
     1200/2306 0:00:02 elapsed, ~0:00:02 left: ...`), and the bar drawn once as it stops when it had a count.
     Why not console.status: it printed nothing off a terminal, where a 17-second import said nothing."""
     with _StepBar(console) as progress:
-        yield progress, progress.add_task(description, total=None, current=doing)
+        task = progress.add_task(description, total=None, current=doing)
+        try:
+            yield progress, task
+        except typer.Exit:  # a refusal (`_run`, `refuse`) printed its error: the last line, no half count below it
+            _hide_tasks(progress)
+            raise
 
 
-def _step_progress(progress: Progress, task: TaskID, after: str = "") -> Callable[[int, int], None]:
-    """on_progress(done, total) of a step under `status_task`: its count; once all is counted, `after` (what
-    the step still does then, an import's write) in the current column."""
+def _hide_tasks(progress: Progress) -> None:
+    """Draw none of the bar's tasks as it stops. Why: a step refused halfway (a tag dataset's contradiction on
+    line 2) drew its bar, `import tags 1/2 ...`, below the error it had printed."""
+    for task in progress.tasks:
+        progress.update(task.id, visible=False)
+
+
+def _step_progress(progress: Progress, task: TaskID, after: str = "", last: int = 0) -> Callable[[int, int], None]:
+    """on_progress(done, total) of a step under `status_task`: its count; once all but the `last` steps are
+    counted (the steps of a tags import's write, `TAG_WRITE_STEPS`; 0: all), `after` (what the step does then,
+    an import's write) in the current column and the time left unknown (`-:--:--`) until the count is full.
+    Why: those steps have no count of their own, and the pace of the lines said "~0:00:00 left" for seconds."""
 
     def update(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total, **({"current": after} if after and done >= total else {}))
+        writing = {"current": after, "eta_after": total} if after and done >= total - last else {}
+        progress.update(task, completed=done, total=total, **writing)
 
     return update
 
@@ -702,28 +717,68 @@ def import_raw_dataset_command(
         _report_interrupted(interrupted)
 
 
-def _import_csv(what: str, csv_path: Path, data_dir: Optional[Path], database_url: Optional[str], action) -> None:
+def _import_csv(what: str, csv_path: Path, data_dir: Optional[Path], database_url: Optional[str], action,
+                write_steps: int = 0) -> None:
     """The shared shape of the CSV imports: the file is checked before any store is opened (a typo
     leaves no new store behind), then `action(store, on_progress)` runs as one reported operation, its
-    lines counted on the bar once the file is read. Ctrl-C or SIGTERM: `interrupted: nothing imported`,
-    exit 130 or 143; true, as the import writes in one transaction, rolled back by the interruption."""
+    lines counted on the bar once the file is read, then its `write_steps` (`_step_progress`). Ctrl-C or
+    SIGTERM: exit 130 or 143 and `interrupted: nothing imported` (the import writes in one transaction,
+    rolled back by the interruption), or what was kept when the transaction had committed (`_committed_events`)."""
     settings = make_settings(data_dir=data_dir, database_url=database_url)
     _require_file(csv_path)
     store = _store_for(settings)
-    imported: list[Any] = []  # the summary, once the import committed: an interruption after it kept it all
+    imported: list[Any] = []  # the summary, once the import returned: an interruption after it kept it all
 
     def run() -> Any:
         imported.append(action(store, on_progress))
         progress.update(task, current=doing)  # the bar drawn as it stops: not "writing", which is over
         return imported[0]
 
-    with interruption_said(lambda: f"{imported[0].line()} (kept: it was stored before the interruption)" if imported
-                           else f"nothing imported from {_name(csv_path)} (one transaction, rolled back: the store "
-                                "is as it was)"):
+    def kept() -> str:
+        if imported:
+            return f"{imported[0].line()} (kept: it was stored before the interruption)"
+        if committed:  # after the COMMIT, before the importer returned its summary
+            return (f"import {what} from {_name(csv_path)} stored as audit event {committed[-1]} before the "
+                    f"interruption (kept: `giflens undo {committed[-1]}` takes it back)")
+        return f"nothing imported from {_name(csv_path)} (one transaction, rolled back: the store is as it was)"
+
+    with _committed_events(store) as committed, interruption_said(kept):
         doing = f"importing {what} from {_name(csv_path)}"
         with status_task(f"import {what}", doing) as (progress, task):
-            on_progress = _step_progress(progress, task, after="writing to the store")
+            on_progress = _step_progress(progress, task, after="writing to the store", last=write_steps)
             _run(run, progress=progress)
+
+
+@contextmanager
+def _committed_events(store: sessionmaker[Session]) -> Iterator[list[int]]:
+    """The ids of the audit events the store's sessions commit inside, each once its COMMIT returned. Why: a
+    Ctrl-C can land after an import's COMMIT and before the importer returns, and "nothing imported, rolled
+    back" was then said of an import the store holds. (One landing inside SQLAlchemy's commit, after the
+    database's and before its after_commit hooks, is not seen: a window of a few bytecodes.)"""
+    from sqlalchemy import event
+
+    from labeling.schema import AuditEvent
+
+    flushed: dict[int, list[int]] = {}  # id(session) -> the audit events it wrote in its open transaction
+    committed: list[int] = []
+
+    def after_flush(session: Session, _context: Any) -> None:  # `new` still lists what the flush inserted
+        flushed.setdefault(id(session), []).extend(o.id for o in session.new if isinstance(o, AuditEvent))
+
+    def after_commit(session: Session) -> None:
+        committed.extend(flushed.pop(id(session), []))
+
+    def after_rollback(session: Session) -> None:
+        flushed.pop(id(session), None)
+
+    hooks = (("after_flush", after_flush), ("after_commit", after_commit), ("after_rollback", after_rollback))
+    for name, hook in hooks:
+        event.listen(store, name, hook)
+    try:
+        yield committed
+    finally:
+        for name, hook in hooks:
+            event.remove(store, name, hook)
 
 
 @import_app.command("classes")
@@ -759,12 +814,13 @@ def import_tags_command(csv_path: Annotated[Path, _path_argument(
                         data_dir: DataDir = None, database_url: DatabaseUrl = None, editor: Editor = None) -> None:
     """Uploader tags onto ingested media, matched by file name (confidence 1.0, source uploader); a *.jsonl
     file is an export's tag dataset: matched by sha256, then file name, each tag with its confidence (source import)."""
-    from labeling.importers import import_tags
+    from labeling.importers import TAG_WRITE_STEPS, import_tags
     from labeling.tag_dataset import import_tag_dataset, is_tag_dataset
 
     action = import_tag_dataset if is_tag_dataset(csv_path) else import_tags
     _import_csv("tags", csv_path, data_dir, database_url,
-                lambda store, on_progress: action(store, csv_path, _editor(editor), on_progress=on_progress))
+                lambda store, on_progress: action(store, csv_path, _editor(editor), on_progress=on_progress),
+                write_steps=TAG_WRITE_STEPS)
 
 
 @app.command("export")

@@ -938,6 +938,10 @@ def editor_held_columns(session: Session, class_ids: Iterable[int], columns: Ite
     return out
 
 
+# The steps a tags import counts after its lines (`import_tags`, `import_tag_dataset`): the store's rows of the wanted
+# tags read (`tag_rows_now`), then the tags written and committed. Why: the write takes most of the time (3 of 3.5 s
+# for 5,000 lines), and a count of the lines alone said the step was done while it ran.
+TAG_WRITE_STEPS = 2
 IMPORTED_TAG_SOURCES = ("uploader", "import")  # the tags a media item came with: a tags import's own rows
 
 
@@ -989,9 +993,10 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
     wanted: list[tuple[int, str]] = []
     with store() as session:
         media = stored_media(session)
-    for done, row in enumerate(rows):  # on_progress: the lines matched to media; their tags are written after
-        if on_progress is not None:
-            on_progress(done, len(rows))
+    steps = len(rows) + TAG_WRITE_STEPS  # on_progress: the lines matched to media, then the write's steps
+    report = on_progress or _no_progress
+    for done, row in enumerate(rows):
+        report(done, steps)
         where, (matches, same) = _where(csv_path, row.line), _media_matching(media, csv_path, row.file)
         if not matches:
             summary.skipped.append(f"{where}: {_not_ingested(row.file, same, media)}")
@@ -1001,12 +1006,13 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
             if len(matches) > 1:
                 summary.notes.append(_several_matches_note(where, row.file, matches))
             wanted += [(m, t) for m, _ in matches for t in row.tags]
-    if on_progress is not None:
-        on_progress(len(rows), len(rows))
+    report(len(rows), steps)
     if not wanted:
+        report(steps, steps)
         return summary
     with run_operation(store, who, "import_tags") as op:
         ids, current, removed = tag_rows_now(op, wanted)
+        report(len(rows) + 1, steps)
         items, imported = [], 0
         for m, t in wanted:
             row = current[(m, ids[t])]
@@ -1020,7 +1026,12 @@ def import_tags(store: sessionmaker[Session], csv_path: Path, editor: str | None
         summary.unchanged = imported + len(items) - summary.tags
         op.summary = f"import uploader tags from {csv_path.name}: {summary.tags} written"
     summary.event_id = op.result.event_id
+    report(steps, steps)  # committed
     return summary
+
+
+def _no_progress(done: int, total: int) -> None:
+    """on_progress when none is given."""
 
 
 def _several_matches_note(where: str, wanted: str, matches: list[tuple[int, str]]) -> str:

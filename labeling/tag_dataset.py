@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from labeling.audit import run_operation
 from labeling.errors import ValidationError
-from labeling.importers import (IMPORTED_TAG_SOURCES, ImportSummary, StoredMedia, _decided_by_editor, _editor,
-                                _media_matching, _not_ingested, _several_matches_note, _where, stored_media,
-                                tag_rows_now)
+from labeling.importers import (IMPORTED_TAG_SOURCES, TAG_WRITE_STEPS, ImportSummary, StoredMedia, _decided_by_editor,
+                                _editor, _media_matching, _no_progress, _not_ingested, _several_matches_note, _where,
+                                stored_media, tag_rows_now)
 from labeling.tags import _find_tags, apply_tags
 from labeling.validation import check_confidence, clean_tag_name, quoted, refuse_invisible_characters
 
@@ -85,7 +85,7 @@ def _tags(value: Any) -> list[tuple[str, float]]:
         except ValidationError as exc:
             raise ValidationError(f"tag {json.dumps(pair[0], ensure_ascii=False)}: {exc}") from None
         if out.setdefault(tag, conf) != conf:
-            raise ValidationError(f"tag {tag!r} is given two confidences, {out[tag]:g} and {conf:g}")
+            raise ValidationError(f"tag {quoted(tag)} is given two confidences, {out[tag]:g} and {conf:g}")
     return list(out.items())
 
 
@@ -226,9 +226,10 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
     sha_of = {m: sha for sha, (m, _) in media.by_sha256.items()}
     left_out: dict[str, list[int]] = {}  # uncreatable tag -> the lines giving it
     wanted: dict[tuple[int, str], tuple[float, int]] = {}  # (media, tag) -> (confidence, line)
-    for done, row in enumerate(rows):  # on_progress: the lines matched to media; their tags are written after
-        if on_progress is not None:
-            on_progress(done, len(rows))
+    steps = len(rows) + TAG_WRITE_STEPS  # on_progress: the lines matched to media, then the write's steps
+    report = on_progress or _no_progress
+    for done, row in enumerate(rows):
+        report(done, steps)
         where = _where(path, row.line)
         matches, why = _matching(media, path, row, sha_of)
         if why is not None:
@@ -249,15 +250,16 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
                     continue
                 first = wanted.setdefault((m, tag), (conf, row.line))
                 if first[0] != conf:
-                    raise ValidationError(f"{where}: tag {tag!r} of media {m} ({stored}) is given confidence "
+                    raise ValidationError(f"{where}: tag {quoted(tag)} of media {m} ({stored}) is given confidence "
                                           f"{conf:g} here and {first[0]:g} on line {first[1]}; nothing was imported")
     summary.skipped += [_uncreatable_note(path, t, uncreatable[t], lines) for t, lines in left_out.items()]
-    if on_progress is not None:
-        on_progress(len(rows), len(rows))
+    report(len(rows), steps)
     if not wanted:
+        report(steps, steps)
         return summary
     with run_operation(store, who, "import_tags") as op:
         ids, current, removed = tag_rows_now(op, wanted)
+        report(len(rows) + 1, steps)
         items, imported, other_confidence = [], 0, 0
         for (m, t), (conf, _) in wanted.items():
             existing = current[(m, ids[t])]
@@ -276,4 +278,5 @@ def import_tag_dataset(store: sessionmaker[Session], path: Path, editor: str | N
             summary.notes.append(_other_confidence_note(path, other_confidence))
         op.summary = f"import tags with confidences from {path.name}: {summary.tags} written"
     summary.event_id = op.result.event_id
+    report(steps, steps)  # committed
     return summary

@@ -9,6 +9,11 @@
    interrupted ingest says what it kept (it was click's "Aborted!", exit 1); and it is true: the store
    holds no class and no audit event afterwards (the import is one transaction).
 4. A status's text is cut to the width, as the bar's stage text is, not wrapped onto a second line.
+5. A refused import leaves its error as the last line (its bar, with a count by then, was drawn below it).
+6. The tags imports count their write too (`TAG_WRITE_STEPS`): it takes most of their time, and the bar said
+   N/N, its elapsed time stopped and "~0:00:00 left", while it ran.
+7. Ctrl-C landing after an import's COMMIT and before the importer returns says what the store kept (it said
+   "nothing imported ... rolled back").
 
 Real data from ../shared/data: GIPHY's class list, the LFW people roster, the GIFs' uploader tags, LFW photos
 as media rows (conftest's `photo_faces`) for dupes."""
@@ -67,14 +72,14 @@ def test_import_tags_counts_the_lines_of_the_csv_and_of_a_tag_dataset(tmp_path, 
     data = tmp_path / "data"
     result = invoke("import", "tags", shared_data / "gifs.csv", "--data-dir", data)
     assert result.exit_code == 0, result.output
-    assert " 63/63 " in bar_line(result.stderr, "import tags")
+    assert " 65/65 " in bar_line(result.stderr, "import tags")  # the 63 lines, then the write's 2 steps
     rows = [line.split(",", 1) for line in (shared_data / "gifs.csv").read_text(encoding="utf-8").splitlines()[1:]]
     dataset = tmp_path / "tags.jsonl"
     dataset.write_text("".join(json.dumps({"media": file, "tags": [[t, 0.9] for t in tags.split(";") if t]}) + "\n"
                                for file, tags in rows), encoding="utf-8")
     result = invoke("import", "tags", dataset, "--data-dir", data)
     assert result.exit_code == 0, result.output
-    assert f" {len(rows)}/{len(rows)} " in bar_line(result.stderr, "import tags")
+    assert f" {len(rows) + 2}/{len(rows) + 2} " in bar_line(result.stderr, "import tags")
 
 
 # -- 2. dupes counts its search's passes -----------------------------------------------------------------------
@@ -144,3 +149,126 @@ def test_a_long_status_text_is_cut_to_one_line(total, monkeypatch):
     shown = out.getvalue().rstrip("\n")
     assert "\n" not in shown and len(shown) <= 80 and shown.endswith("2024.csv") and "…" in shown, shown
     assert ("1200/2306" in shown) == bool(total), shown
+
+
+# -- 5. a refused import: its error is the last line ---------------------------------------------------------
+def gif_media(data: Path, shared_data: Path) -> list[str]:
+    """A store holding a media row for each GIF of gifs.csv (its name; sha256 n° i), as ingest stores them."""
+    from labeling.db import open_store, session_scope
+    from labeling.schema import Media
+
+    files = [line.split(",", 1)[0] for line in (shared_data / "gifs.csv").read_text(encoding="utf-8").splitlines()[1:]]
+    data.mkdir(parents=True)
+    with session_scope(open_store(f"sqlite:///{data / 'giflens.db'}")) as session:
+        session.add_all(Media(sha256=f"{i:064x}", path=str(shared_data / "gifs" / f), kind="gif", status="ok",
+                              frame_hashes=[]) for i, f in enumerate(files))
+    return files
+
+
+def test_a_refused_import_leaves_its_error_as_the_last_line(tmp_path, shared_data):
+    """Line 2 names line 1's GIF by its sha256 with another confidence: refused there, the count at 1 of 4."""
+    data = tmp_path / "data"
+    files = gif_media(data, shared_data)
+    dataset = tmp_path / "tags.jsonl"
+    dataset.write_text(json.dumps({"media": files[0], "tags": [["funny", 0.9]]}) + "\n"
+                       + json.dumps({"sha256": f"{0:064x}", "tags": [["funny", 0.5]]}) + "\n", encoding="utf-8")
+    result = invoke("import", "tags", dataset, "--data-dir", data)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "line 2: tag 'funny' of media 1" in lines[-1], result.stderr
+    assert not [line for line in lines if line.startswith("import tags")], result.stderr
+
+
+# -- 6. the tags imports count their write -------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_the_tags_imports_are_not_counted_done_while_they_write(tmp_path, shared_data, monkeypatch, kind):
+    """The count seen as the tags are written (`apply_tags`, the call through to it unchanged), and at the end."""
+    import labeling.importers as importers
+    import labeling.tag_dataset as tag_dataset
+    from labeling.db import open_store
+
+    data = tmp_path / "data"
+    gif_media(data, shared_data)
+    source = shared_data / "gifs.csv"
+    if kind == "jsonl":
+        rows = [line.split(",", 1) for line in source.read_text(encoding="utf-8").splitlines()[1:]]
+        source = tmp_path / "tags.jsonl"
+        source.write_text("".join(json.dumps({"media": f, "tags": [[t, 0.9] for t in tags.strip().split(";") if t]})
+                                  + "\n" for f, tags in rows), encoding="utf-8")
+    seen: list[tuple[int, int]] = []
+    at_write: list[tuple[int, int]] = []
+    module = tag_dataset if kind == "jsonl" else importers
+    real_apply_tags = module.apply_tags
+    monkeypatch.setattr(module, "apply_tags", lambda *a, **k: (at_write.append(seen[-1]), real_apply_tags(*a, **k))[1])
+    action = tag_dataset.import_tag_dataset if kind == "jsonl" else importers.import_tags
+    summary = action(open_store(f"sqlite:///{data / 'giflens.db'}"), source, "tester",
+                     on_progress=lambda done, total: seen.append((done, total)))
+    assert summary.tags > 0 and len(at_write) == 1
+    done, total = at_write[0]
+    assert total == 63 + importers.TAG_WRITE_STEPS and done < total, seen
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_the_write_steps_say_writing_with_no_time_left_guessed(monkeypatch):
+    """As drawn during the write: the count not full, "writing to the store", the time left unknown."""
+    from rich.console import Console
+
+    monkeypatch.setattr(cli, "console", Console(file=io.StringIO(), width=120, color_system=None))
+    out = io.StringIO()
+    with cli.status_task("import tags", "importing tags from gifs.csv") as (progress, task):
+        update = cli._step_progress(progress, task, after="writing to the store", last=2)
+        update(62, 65)
+        update(63, 65)
+        Console(file=out, width=120, color_system=None).print(progress.make_tasks_table(progress.tasks))
+    shown = out.getvalue()
+    assert "63/65" in shown and "-:--:--" in shown and shown.rstrip().endswith("writing to the store"), shown
+
+
+# -- 7. Ctrl-C after the COMMIT ------------------------------------------------------------------------------
+def test_an_import_interrupted_after_its_commit_says_it_was_stored(tmp_path, shared_data, monkeypatch):
+    """Ctrl-C raised as `run_operation` returns, its transaction committed: where a real one lands when it comes
+    after the COMMIT and before the importer hands back its summary."""
+    from contextlib import contextmanager
+
+    import labeling.audit as audit
+    import labeling.importers as importers
+
+    @contextmanager
+    def interrupted_after_commit(*args, **kwargs):
+        with audit.run_operation(*args, **kwargs) as op:
+            yield op
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importers, "run_operation", interrupted_after_commit)
+    classes = tmp_path / "classes.csv"
+    classes.write_text("".join((shared_data / "giphy-celebrities.csv").read_text(encoding="utf-8")
+                               .splitlines(keepends=True)[:31]), encoding="utf-8")  # the header and 30 classes
+    data = tmp_path / "data"
+    result = invoke("import", "classes", classes, "--data-dir", data)
+    assert result.exit_code == 130, result.output
+    assert result.stdout.strip().splitlines()[-1] == (
+        "interrupted: import classes from classes.csv stored as audit event 1 before the interruption "
+        "(kept: `giflens undo 1` takes it back)"), result.stdout
+    with sqlite3.connect(data / "giflens.db") as db:
+        assert db.execute("select count(*) from celebrity_class").fetchone()[0] == 30
+        assert db.execute("select id from audit_event").fetchall() == [(1,)]
+
+
+# -- 8. a tag dataset's refusals name the tag as typed -------------------------------------------------------
+@pytest.mark.parametrize("second", ["same line", "line 2 by sha256"])
+def test_a_tag_given_two_confidences_is_named_as_typed(tmp_path, shared_data, second):
+    """An emoji joined by a zero-width joiner, as every other message shows a tag (`quoted`), not repr's \\u200d."""
+    from labeling.db import open_store
+    from labeling.errors import ValidationError
+    from labeling.tag_dataset import import_tag_dataset
+
+    data = tmp_path / "data"
+    files = gif_media(data, shared_data)
+    tag = "\U0001F469\u200d\U0001F4BB"
+    lines = [{"media": files[0], "tags": [[tag, 0.9], [tag, 0.5]]}] if second == "same line" else \
+        [{"media": files[0], "tags": [[tag, 0.9]]}, {"sha256": f"{0:064x}", "tags": [[tag, 0.5]]}]
+    dataset = tmp_path / "tags.jsonl"
+    dataset.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    with pytest.raises(ValidationError) as refused:
+        import_tag_dataset(open_store(f"sqlite:///{data / 'giflens.db'}"), dataset, "tester")
+    assert f"tag '{tag}' " in str(refused.value) and "\\u200d" not in str(refused.value), refused.value
