@@ -17,9 +17,11 @@ own columns (`_model_columns`): a merge moves the predictions of the merged clas
 the next `giflens predict` rewrites them. Undoing the merge then restores what the editor decided and
 leaves the newer predictions as the run wrote them (`_superseded_columns`). That run can no longer be undone
 (`_check_run_kept_by_undo`): what it would restore is what the undone merge wrote; a new run refreshes instead.
-The seeds of a new class (`SEEDING_OPERATIONS`) are held to the same rule even where adding the class created
-their labels: a run that wrote its prediction there pins nothing, and the undo leaves each such label as the run's
-undecided guess (`_kept_guesses`) instead of deleting it with the prediction.
+The seeds of a new class (`SEEDING_OPERATIONS`) are held as labels that existed before even where adding the class
+created them (any other row an operation created is pinned by every later write): the class-add counts as writing
+only their decision columns (`_written_columns`), so a later run's prediction, or a merge moving it, pins nothing,
+and the undo leaves each such label as the undecided guess of the run whose prediction it holds (`_kept_guesses`)
+instead of deleting it with the prediction; a later decision on it still pins.
 """
 from __future__ import annotations
 
@@ -521,19 +523,20 @@ GUESS_COLUMNS = frozenset({"status", "class_id", "source", "editor"})
 # and whether a seed face had a label before is nothing the editor sees; a label created by an import or by a
 # single decision stays pinned by any later write (the README: undo the predictions first).
 SEEDING_OPERATIONS = frozenset({"add_class"})
-FACE_LABEL_COLUMNS = frozenset(FaceLabel.__table__.c.keys())
 
 
 def _written_columns(event: AuditEvent, key: str, snapshot: dict[str, Any] | None) -> frozenset[str] | None:
     """The columns `event` wrote in one row, for `_depends_on`: None (every column, pinned by any later write)
-    for a row it created or deleted, but every column by name for a face label a seeding operation created.
+    for a row it created or deleted, but the columns it set (its decision) for a face label a seeding operation
+    created.
 
-    Why by name there: `_depends_on` then lets a later prediction run's own columns (`_model_columns`) pass, as
-    for a label that existed before, while any other later write of the label (a decision, a deletion) pins."""
+    Why only those there: a seed's label is held as one that existed before is, pinned by a later write of its
+    decision (a decision, a merge moving its class, a deletion) but not by a later run's prediction or a merge
+    moving that prediction; the undo then keeps the label as the run's guess (`_kept_guesses`)."""
     if event.before.get(key) is not None:
         return _changed_columns(snapshot)
     if snapshot is not None and key.startswith("face:") and event.operation in SEEDING_OPERATIONS:
-        return FACE_LABEL_COLUMNS
+        return _changed_columns(snapshot) - frozenset(KINDS["face"][1])  # its key columns name the row
     return None
 
 
@@ -559,7 +562,8 @@ def _is_model_refresh(operation: str, later_operation: str, later_undo_of: int |
 def _depends_on(mine: frozenset[str] | None, later_before: dict[str, Any] | None,
                 later_after: dict[str, Any] | None, model_refresh: bool = False) -> bool:
     """Whether a later write of the same row builds on what this operation wrote: it does when either
-    created or deleted the row, or when both changed a column in common. A model's refreshed
+    created or deleted the row (`mine` None; a seed's label a class-add created counts as the decision columns it
+    set, `_written_columns`), or when both changed a column in common. A model's refreshed
     prediction of a face the editor approved changes other columns, so the approval stays undoable;
     a later prediction run (`model_refresh`, `_is_model_refresh`) builds on nothing through the model's
     own columns (`_model_columns`), which the undo leaves as the run wrote them."""
@@ -590,7 +594,8 @@ def _blocking_events(session: Session, event: AuditEvent) -> Blockers:
 
     A row this operation created or removed counts as every column (undoing it deletes or re-creates
     the whole row), so a model refresh of the prediction columns of a label an import created pins the
-    import, while a refresh beside a decision on an existing label does not (see `_depends_on`).
+    import, while a refresh beside a decision on an existing label does not (see `_depends_on`), nor beside
+    the decision a class-add wrote into a seed's label it created (`_written_columns`).
 
     An undone operation and the undo that reversed it cancel out: neither blocks. That holds only for
     undos of operations later than this one; an undo of an EARLIER operation is a later change in its
@@ -601,7 +606,7 @@ def _blocking_events(session: Session, event: AuditEvent) -> Blockers:
     of a prediction run that 20,000 later edits overlapped, with SQLite's write lock held throughout. The
     snapshots of later events are read CHUNK events per query, streamed, and only for events whose
     blocking depends on the columns they wrote: a later write of a row this operation created or removed
-    blocks whatever it wrote, so it is counted from its keys alone."""
+    (but a seed's label, `_written_columns`) blocks whatever it wrote, so it is counted from its keys alone."""
     mine = {key: _written_columns(event, key, snapshot) for key, snapshot in event.after.items()}
     later = _later_writes(session, event, list(mine))
     found = Blockers()
@@ -641,36 +646,49 @@ def _first_blocker(session: Session, event: AuditEvent, later_id: int, keys: lis
     return later, key
 
 
-def _superseded_columns(session: Session, event: AuditEvent) -> dict[str, frozenset[str]]:
-    """Face key -> the columns of its label that later prediction runs still in force wrote as the model's
+@dataclass
+class Superseded:
+    """What later prediction runs still in force wrote over an operation's face labels (`_superseded_columns`):
+    per face key, the model's columns they wrote (`columns`), and the editor of the newest of those runs
+    (`run_editor`), the run whose prediction the label holds.
+
+    Why the editor too: a label the undo leaves undecided shows that run's guess, and a guess is credited to
+    the run that made it, as the run itself credits one (`_show_model_guess`, `_kept_guesses`)."""
+    columns: dict[str, frozenset[str]]
+    run_editor: dict[str, str]
+
+
+def _superseded_columns(session: Session, event: AuditEvent) -> Superseded:
+    """The columns of `event`'s face labels that later prediction runs still in force wrote as the model's
     (`_model_columns`) over what `event` wrote there: an undo of `event` neither compares nor restores them.
 
     Why: they hold the model's newer guess (`_is_model_refresh`), which is no change of the editor's; an
     undo restoring the guess `event` replaced would put a stale prediction over the newer one, and comparing
     them would refuse the undo as "changed since". A label a seeding operation created counts too (`_kept_guesses`)."""
+    none = Superseded({}, {})
     keys = [text for text, before in (event.before or {}).items()
             if text.startswith("face:") and event.after.get(text) is not None
             and (before is not None or event.operation in SEEDING_OPERATIONS)]
     if not keys or event.operation == PREDICTION_RUN:
-        return {}
+        return none
     later = _later_writes(session, event, keys)
     candidates = [i for i, (undo_of, _) in later.items() if undo_of is None]
-    runs: list[int] = []
+    runs: dict[int, str] = {}
     for chunk in _chunks(candidates):
-        runs.extend(session.scalars(select(AuditEvent.id).where(AuditEvent.id.in_(chunk),
-                                                                AuditEvent.operation == PREDICTION_RUN)))
+        runs.update(session.execute(select(AuditEvent.id, AuditEvent.editor)
+                                    .where(AuditEvent.id.in_(chunk), AuditEvent.operation == PREDICTION_RUN)).all())
     if not runs:
-        return {}
+        return none
     written = sorted({k for i in runs for k in later[i][1]})
-    _, after = snapshots_of(session, runs, written, sides=("after",))
-    out: dict[str, frozenset[str]] = {}
+    _, after = snapshots_of(session, list(runs), written, sides=("after",))
+    out = Superseded({}, {key: runs[i] for i in sorted(runs) for key in later[i][1]})  # the newest run's editor wins
     for snapshots in after.values():
         for key, snapshot in snapshots.items():
-            out[key] = out.get(key, frozenset()) | _model_columns(snapshot)
+            out.columns[key] = out.columns.get(key, frozenset()) | _model_columns(snapshot)
     return out
 
 
-def _kept_guesses(session: Session, event: AuditEvent, superseded: dict[str, frozenset[str]],
+def _kept_guesses(event: AuditEvent, superseded: Superseded,
                   current: dict[Key, dict[str, Any] | None]) -> dict[Key, dict[str, Any]]:
     """Face key -> the undecided guess an undo of `event` leaves in a label `event` created (a seed of a new
     class, `SEEDING_OPERATIONS`) where a later prediction run wrote its prediction since (`superseded`): the
@@ -679,22 +697,13 @@ def _kept_guesses(session: Session, event: AuditEvent, superseded: dict[str, fro
     Why not delete it as the rest of what `event` created: the label holds the newer run's prediction, which
     is no part of the editor's operation; deleted, the face would lose it until the next run, and keeping the
     run from pinning the undo (`_written_columns`) would have cost the prediction."""
-    created = [text for text in superseded if superseded[text] and event.before.get(text) is None]
-    if not created:
-        return {}
-    later = _later_writes(session, event, created)
-    editors: dict[int, str] = {}
-    for chunk in _chunks([i for i, (undo_of, _) in later.items() if undo_of is None]):
-        editors.update(session.execute(select(AuditEvent.id, AuditEvent.editor)
-                                       .where(AuditEvent.id.in_(chunk), AuditEvent.operation == PREDICTION_RUN)).all())
-    last_run = {key: editors[i] for i in sorted(editors) for key in later[i][1]}  # the newest run's editor wins
     out: dict[Key, dict[str, Any]] = {}
-    for text, editor in last_run.items():
+    for text, columns in superseded.columns.items():
         key = parse_key(text)[1]
         row = current.get(key)
-        if row is not None:
+        if columns and event.before.get(text) is None and row is not None:
             out[key] = {"status": "predicted", "class_id": row["predicted_class_id"], "source": "model",
-                        "editor": editor}
+                        "editor": superseded.run_editor[text]}
     return out
 
 
@@ -799,7 +808,8 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: Blockers) -> 
     if blocking.first_op is not None:
         first, key = blocking.first_op
         created = event.before.get(key) is None and event.after.get(key) is not None
-        why = _created_row_pinned(event.id, key, where(key)) if created else f" ({where(key)})"
+        seed = key.startswith("face:") and event.operation in SEEDING_OPERATIONS
+        why = _created_row_pinned(event.id, key, where(key), seed) if created else f" ({where(key)})"
         undo = blocking.first_undo[0] if blocking.first_undo is not None else None
         also = (f"; {blocking.undos} later undo(s) of earlier operations changed them too, first {undo.id} "
                 f"(undo of operation {undo.undo_of_id})" if undo is not None else "")
@@ -816,14 +826,18 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: Blockers) -> 
         "restored (redo what you want changed as a new operation)")
 
 
-def _created_row_pinned(event_id: int, key: str, entity: str) -> str:
+def _created_row_pinned(event_id: int, key: str, entity: str, seed: bool = False) -> str:
     """Why a later write pins a row `event_id` created: "; it wrote into face 1's label, which operation 4
     created, and undoing 4 would delete that label with what was written into it".
 
     Why the face's label: a face's audit key is its label's row, not the face (an ingest made the face, an
     import or a decision its label); saying operation 4 created "face 1" sent the editor looking for the
-    wrong thing, as if the undo would delete the face."""
+    wrong thing, as if the undo would delete the face. Why `seed` apart: the undo of a class-add keeps a seed's
+    label it created as a later prediction run's guess (`_kept_guesses`), so "delete" alone would be untrue."""
     row, that = (f"{entity}'s label", "that label") if key.startswith("face:") else (entity, "that row")
+    if seed:
+        return (f"; it wrote into {row}, which operation {event_id} created, and undoing {event_id} would delete "
+                f"{that}, or keep only a later prediction run's guess in it, dropping what was written into it")
     return (f"; it wrote into {row}, which operation {event_id} created, and undoing {event_id} would delete "
             f"{that} with what was written into it")
 
@@ -1224,16 +1238,22 @@ def _check_free_names(session: Session, event: AuditEvent, changes: dict[Key, di
                             "is called that now; rename one of them first")
 
 
-def _show_model_guess(values: dict[str, Any], row: dict[str, Any]) -> None:
+def _show_model_guess(values: dict[str, Any], row: dict[str, Any], run_editor: str | None = None) -> None:
     """A label an undo leaves undecided shows the model's guess as its class, which may have been
     refreshed since; when this undo restores the guess too (a prediction run undone), the restored one.
+    A guess the undo keeps from a later run (`run_editor`, `Superseded`) names that run's editor.
 
     Why also when only the guess is restored: a prediction run over a decided label writes the
     prediction columns alone; once that decision is undone the label is undecided, and undoing the run
-    must move its class back with its guess, or the label would show one class and predict another."""
+    must move its class back with its guess, or the label would show one class and predict another.
+    Why the later run's editor: the label then shows that run's guess, and restoring the editor of the
+    earlier guess credited it to a run that never made it (a seed without a label before, `_kept_guesses`,
+    names the later run, so two seeds the same run predicted differed)."""
     status = values.get("status", row["status"])
     if status in UNDECIDED_STATUSES and ("class_id" in values or "predicted_class_id" in values):
         values["class_id"] = values.get("predicted_class_id", row["predicted_class_id"])
+        if run_editor is not None and "predicted_class_id" not in values:
+            values["editor"] = run_editor
 
 
 def _concern_as(op: Operation, event: AuditEvent) -> None:
@@ -1583,11 +1603,11 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
         for kind, items in by_kind.items():
             for key, text in items:
                 if _differs(KINDS[kind][0], current[kind][key], _without_derived_key(kind, event.after[text]),
-                            superseded.get(text, frozenset())):
+                            superseded.columns.get(text, frozenset())):
                     # every audited change since that matters blocked above: this one was made outside them
                     raise UndoError(f"operation {event_id} cannot be undone: {describe_entity(session, kind, key)} "
                                     "changed since (outside the audited operations)")
-        guesses = _kept_guesses(session, event, superseded, current.get("face", {}))  # seeds' labels a run predicted
+        guesses = _kept_guesses(event, superseded, current.get("face", {}))  # seeds' labels a run predicted
         for kind in INSERT_ORDER:  # restore existing / re-create deleted, parents first
             items = by_kind.get(kind, [])
             changes = {}
@@ -1604,10 +1624,10 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                         values.pop("id", None)
                         if kind == "face":
                             # a later prediction run's guess stays: the undo restores the editor's columns
-                            values = {c: v for c, v in values.items() if c not in superseded.get(text, ())}
+                            values = {c: v for c, v in values.items() if c not in superseded.columns.get(text, ())}
                             if not values:
                                 continue
-                            _show_model_guess(values, current[kind][key])
+                            _show_model_guess(values, current[kind][key], superseded.run_editor.get(text))
                     if kind == "class" and values.get("name") is not None:
                         _rekey_name(session, key[0], values)
                     changes[key] = values

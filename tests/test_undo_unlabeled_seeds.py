@@ -17,7 +17,7 @@ from conftest import make_faces, session_dir
 from sqlalchemy import func, select
 
 from labeling.audit import undo_event
-from labeling.classes import add_class
+from labeling.classes import add_class, merge_classes
 from labeling.db import open_store
 from labeling.errors import UndoError
 from labeling.face_labels import Prediction, record_predictions, relabel_faces
@@ -79,8 +79,10 @@ def test_undoing_a_class_seeded_with_unlabeled_faces_keeps_the_runs_predictions(
     assert after[faces[3]] == as_guess(refreshed[faces[3]], "predictor")
     # ... as the run wrote a face it found without any label, field for field
     assert part(after, (*DECISION, *PREDICTION))[faces[2]] == part(refreshed, (*DECISION, *PREDICTION))[faces[4]]
-    # the seed with a label before: its decision back (the guess the newer run's), the newer prediction kept
-    assert after[faces[0]] == {**refreshed[faces[0]], **{c: before[faces[0]][c] for c in DECISION}, "class_id": a}
+    # the seed with a label before: undecided again, the newer prediction kept, and its guess the newer run's, editor
+    # and all (it was the older run's guess; restored as it was, two seeds the same run predicted named different runs)
+    assert before[faces[0]]["editor"] == "model" and before[faces[0]]["status"] == "predicted"
+    assert after[faces[0]] == as_guess(refreshed[faces[0]], "predictor")
     # the faces the class-add did not touch: as the run left them; the class is gone
     assert {f: after[f] for f in faces if f not in (faces[0], faces[2], faces[3])} == \
         {f: refreshed[f] for f in faces if f not in (faces[0], faces[2], faces[3])}
@@ -134,9 +136,51 @@ def test_a_later_decision_on_an_unlabeled_seed_still_pins_the_class_add(store):
     relabeled = relabel_faces(store, faces[:1], a, "bob").event_id
     kept = labels(store)
     with pytest.raises(UndoError, match=rf"first {relabeled} \(relabel_faces\) by bob .*face {faces[0]}'s label, "
-                                        rf"which operation {added.event_id} created"):
+                                        rf"which operation {added.event_id} created, and undoing {added.event_id} "
+                                        r"would delete that label, or keep only a later prediction run's guess in "
+                                        r"it, dropping what was written into it; undo those first"):
         undo_event(store, added.event_id, "alice")
     assert labels(store) == kept
+
+
+def test_each_seed_is_left_as_the_guess_of_the_newest_run_that_predicted_it(store):
+    faces = make_faces(store, 1, 4)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    record_predictions(store, predictions(faces[:1], a, 0.5), "v0", editor="bot0")  # faces[0]: a guess before
+    seeded, added = add_class(store, "Seeded", "alice", seed_face_ids=faces[:3])  # faces[1], faces[2]: no label
+    record_predictions(store, predictions(faces, a, 0.6), "v1", editor="bot1")
+    record_predictions(store, predictions([faces[0], faces[2]], b, 0.7), "v2", editor="bot2")
+    refreshed = labels(store)
+    assert part(refreshed, ("model_version",)) == {faces[0]: ("v2",), faces[1]: ("v1",), faces[2]: ("v2",),
+                                                  faces[3]: ("v1",)}
+
+    undo_event(store, added.event_id, "alice")
+    after = labels(store)
+    # each seed: the prediction it holds, and the guess and editor of the run that wrote it, whether it had a label
+    assert part(after, (*DECISION, "predicted_class_id", "model_version")) == {
+        faces[0]: ("predicted", b, "model", "bot2", b, "v2"),
+        faces[1]: ("predicted", a, "model", "bot1", a, "v1"),
+        faces[2]: ("predicted", b, "model", "bot2", b, "v2"),
+        faces[3]: ("predicted", a, "model", "bot1", a, "v1")}
+    assert {f: part(after, PREDICTION)[f] for f in faces} == {f: part(refreshed, PREDICTION)[f] for f in faces}
+    assert seeded not in class_ids(store)
+
+
+def test_a_merge_moving_a_seeds_prediction_after_the_run_does_not_pin_the_class_add(store):
+    faces = make_faces(store, 1, 2)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    seeded, added = add_class(store, "Seeded", "alice", seed_face_ids=faces[:1])  # faces[0]: no label before
+    record_predictions(store, predictions(faces, a, 0.6), "v1", editor="bot1")
+    merge_classes(store, a, b, "ann")  # moves the seed's prediction only: its decision stays the class-add's
+    merged = labels(store)
+    assert part(merged, ("status", "class_id", "predicted_class_id"))[faces[0]] == ("relabeled", seeded, b)
+
+    undo_event(store, added.event_id, "alice")  # refused before: "... would delete that label ..."
+    after = labels(store)
+    assert after[faces[0]] == as_guess(merged[faces[0]], "bot1") and after[faces[0]]["class_id"] == b
+    assert after[faces[1]] == merged[faces[1]] and seeded not in class_ids(store)
 
 
 @pytest.fixture(scope="session")
