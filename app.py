@@ -120,24 +120,40 @@ def _sidebar(settings: Settings) -> None:
                         st.rerun()
 
 
+# Characters of an operation's summary the sidebar shows (the rest on hover): an experts-voting run's summary
+# ran to six lines, and eight such entries pushed Undo last below the fold.
+SIDEBAR_SUMMARY_CHARS = 120
+
+
+def short_summary(summary: str, limit: int = SIDEBAR_SUMMARY_CHARS) -> str:
+    """`summary` cut at a word to `limit` characters with an ellipsis, whole when it fits."""
+    if len(summary) <= limit:
+        return summary
+    cut = summary[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "…"
+
+
 def _recent_operations(store: sessionmaker[Session]) -> None:
-    """The signed-in editor's last operations, below every page, with their undo."""
+    """The signed-in editor's last operations, below every page, with their undo above them, where a long
+    list cannot push it out of sight."""
     editor = current_editor()
     if editor:
         with st.sidebar:
             st.subheader("Your recent operations")
             mine = events_frame(store, editor, limit=8)
-            if len(mine):  # one short line each: a table is cut off in a sidebar this narrow
-                for event_id, summary, undone_by in zip(mine["event_id"], mine["summary"], mine["undone_by"]):
-                    line = f"**#{event_id}** {escape_markdown(str(summary))}"
-                    st.caption(f"~~{line}~~ (undone by #{int(undone_by)})" if pd.notna(undone_by) else line)
-            else:
-                st.caption("None yet.")
             left = None if mine.empty else undo_offered(store, editor)
             st.button("Undo last", key="undo_last", on_click=_undo_last, args=(store, left), disabled=left is None,
                       help=f"Undo your most recent operation that is not undone yet (#{left})" if left is not None else
                       "Nothing of yours is left to undo (only undos, records such as ingest batches, or "
                       "operations already undone)")
+            if len(mine):  # one short line each: a table is cut off in a sidebar this narrow
+                for event_id, summary, undone_by in zip(mine["event_id"], mine["summary"], mine["undone_by"]):
+                    text = str(summary)
+                    line = f"**#{event_id}** {escape_markdown(short_summary(text))}"
+                    st.caption(f"~~{line}~~ (undone by #{int(undone_by)})" if pd.notna(undone_by) else line,
+                               help=escape_markdown(text) if len(text) > SIDEBAR_SUMMARY_CHARS else None)
+            else:
+                st.caption("None yet.")
 
 
 def main() -> None:
