@@ -205,3 +205,16 @@ def test_explore_says_why_gifs_and_centroids_are_empty_on_a_photos_store(photos_
     photos_app.selectbox(key="explore_view").set_value("Class centroids").run()
     no_exception(photos_app)
     assert _info(photos_app) == [empty_view_message("Class centroids", has_media=True, has_faces=True)]
+
+
+def test_an_undecided_suspects_caption_says_the_models_guess_as_the_table_does(app, fixture_store):
+    """The open-set refusal read "27 · unlabeled" under the crop and "unknown (open set)" in the table."""
+    face = fixture_store.gif_faces[0]
+    record_predictions(fixture_store.store, [Prediction(face, None, 0.5, [])], "v2")  # turned down: no class
+    app.switch_page(REVIEW).run()
+    app.slider(key="review_min_conf").set_value(0.6).run()
+    no_exception(app)
+    assert _suspects(app).set_index("id").loc[face, "predicted"] == "unknown (open set)"
+    captions = [c.value for c in app.caption]
+    assert f"{face} · guess: unknown (open set)" in captions, captions
+    assert f"{face} · unlabeled" not in captions

@@ -401,11 +401,14 @@ with suspects_tab:
         st.caption(f"{len(queue)} suspect faces{filter_note(only, len(queue))}, most suspicious first. "
                    f"{listed_note(len(queue), with_decided)}{done_note}{CONFIDENCE_NOTE}")
         head = queue.head(LISTED)
-        thumbnails(head["id"].head(16).tolist(), [f"{i} · {UNLABELED if pd.isna(label) else label}"
-                                                  for i, label in zip(head["id"].head(16), head["label"].head(16))])
         table = head[["id", "label", "predicted", "confidence", "neighbour_label", "reasons"]].assign(
             predicted=prediction_text(head["predicted"], head["confidence"]),
             status=[status_of.get(int(i), UNLABELED) for i in head["id"]])
+        # an undecided face's caption says the model's guess, as the table's "predicted" does: "unlabeled" under
+        # a face the table calls "unknown (open set)" read as two answers
+        thumbnails(head["id"].head(16).tolist(), [f"{i} · {f'guess: {guess}' if pd.isna(label) else label}"
+                                                  for i, label, guess in zip(head["id"].head(16), head["label"].head(16),
+                                                                             table["predicted"].head(16))])
         ticked = pick_table(table[["id", "status", "label", "predicted", "confidence", "neighbour_label", "reasons"]],
                             "review_suspects", describe=face_fate)
         bulk_actions(ticked, head["id"].astype(int).tolist(), "review_suspects_bulk", "review_suspects")
