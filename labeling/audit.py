@@ -707,6 +707,42 @@ def _kept_guesses(event: AuditEvent, superseded: Superseded,
     return out
 
 
+def _restored_run_editors(session: Session, run: AuditEvent,
+                          current: dict[Key, dict[str, Any] | None]) -> dict[str, str]:
+    """Face key -> the editor of the prediction run whose prediction an undo of prediction run `run` brings
+    back into a label that is undecided now but was decided when `run` wrote it (so `run` wrote only its
+    prediction there, and its before snapshot holds no editor): the newest earlier run in force then that
+    wrote the label.
+
+    Why: an undone decision leaves the label as the guess of the run whose prediction it holds
+    (`_show_model_guess`, `Superseded`), `run`'s own editor; undoing `run` then restores the earlier
+    prediction, which must name its own run's editor, as `record_predictions` writes it, not `run`'s. Only
+    prediction runs write a face's prediction (a merge moves it within a run's guess), so that run is the
+    newest earlier one that wrote the label and was not undone before `run`. Only labels undecided now and
+    decided then are looked up (few: those whose decision was undone since), one row per label."""
+    if run.operation != PREDICTION_RUN:
+        return {}
+    keys = [text for text, before in (run.before or {}).items()
+            if text.startswith("face:") and before is not None and "editor" not in before
+            and "predicted_class_id" in before
+            and (row := current.get(parse_key(text)[1])) is not None and row["status"] in UNDECIDED_STATUSES]
+    if not keys:
+        return {}
+    newest: dict[str, int] = {}
+    for chunk in _chunks(keys):
+        stmt = (select(AuditEntity.key, func.max(AuditEvent.id))
+                .join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
+                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True), AuditEvent.id < run.id,
+                       AuditEvent.operation == PREDICTION_RUN, AuditEvent.undo_of_id.is_(None),
+                       or_(AuditEvent.undone_by_id.is_(None), AuditEvent.undone_by_id > run.id))
+                .group_by(AuditEntity.key))
+        newest.update(session.execute(stmt).all())
+    editors: dict[int, str] = {}
+    for chunk in _chunks(sorted(set(newest.values()))):
+        editors.update(session.execute(select(AuditEvent.id, AuditEvent.editor).where(AuditEvent.id.in_(chunk))).all())
+    return {text: editors[event_id] for text, event_id in newest.items()}
+
+
 def _undone_under_run(session: Session, run: AuditEvent) -> dict[int, list[str]]:
     """Earlier operations whose undo came after prediction run `run` and kept the run's columns over theirs
     (`_superseded_columns`): operation id -> the face keys (sorted) whose prediction or guess it wrote there.
@@ -808,8 +844,8 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: Blockers) -> 
     if blocking.first_op is not None:
         first, key = blocking.first_op
         created = event.before.get(key) is None and event.after.get(key) is not None
-        seed = key.startswith("face:") and event.operation in SEEDING_OPERATIONS
-        why = _created_row_pinned(event.id, key, where(key), seed) if created else f" ({where(key)})"
+        kept = created and _keeps_seed_guess(session, event, key)
+        why = _created_row_pinned(event.id, key, where(key), kept) if created else f" ({where(key)})"
         undo = blocking.first_undo[0] if blocking.first_undo is not None else None
         also = (f"; {blocking.undos} later undo(s) of earlier operations changed them too, first {undo.id} "
                 f"(undo of operation {undo.undo_of_id})" if undo is not None else "")
@@ -826,18 +862,28 @@ def _blocking_error(session: Session, event: AuditEvent, blocking: Blockers) -> 
         "restored (redo what you want changed as a new operation)")
 
 
-def _created_row_pinned(event_id: int, key: str, entity: str, seed: bool = False) -> str:
+def _keeps_seed_guess(session: Session, event: AuditEvent, key: str) -> bool:
+    """Whether an undo of seeding operation `event` would keep the face label `key` it created as a later
+    prediction run's guess (`_kept_guesses`) rather than delete it: a run still in force wrote its prediction
+    there. Read only for a refusal's wording (`_created_row_pinned`), which says the one outcome that applies."""
+    if not key.startswith("face:") or event.operation not in SEEDING_OPERATIONS:
+        return False
+    return bool(_superseded_columns(session, event).columns.get(key))
+
+
+def _created_row_pinned(event_id: int, key: str, entity: str, kept_guess: bool = False) -> str:
     """Why a later write pins a row `event_id` created: "; it wrote into face 1's label, which operation 4
     created, and undoing 4 would delete that label with what was written into it".
 
     Why the face's label: a face's audit key is its label's row, not the face (an ingest made the face, an
     import or a decision its label); saying operation 4 created "face 1" sent the editor looking for the
-    wrong thing, as if the undo would delete the face. Why `seed` apart: the undo of a class-add keeps a seed's
-    label it created as a later prediction run's guess (`_kept_guesses`), so "delete" alone would be untrue."""
+    wrong thing, as if the undo would delete the face. Why `kept_guess` apart: the undo of a class-add keeps a
+    seed's label it created as a later prediction run's guess (`_kept_guesses`, `_keeps_seed_guess`), so
+    "delete" would be untrue there; where no run predicted the seed, it is deleted, and only that is said."""
     row, that = (f"{entity}'s label", "that label") if key.startswith("face:") else (entity, "that row")
-    if seed:
-        return (f"; it wrote into {row}, which operation {event_id} created, and undoing {event_id} would delete "
-                f"{that}, or keep only a later prediction run's guess in it, dropping what was written into it")
+    if kept_guess:
+        return (f"; it wrote into {row}, which operation {event_id} created, and undoing {event_id} would keep "
+                f"only a later prediction run's guess in {that}, dropping what was written into it")
     return (f"; it wrote into {row}, which operation {event_id} created, and undoing {event_id} would delete "
             f"{that} with what was written into it")
 
@@ -1241,18 +1287,21 @@ def _check_free_names(session: Session, event: AuditEvent, changes: dict[Key, di
 def _show_model_guess(values: dict[str, Any], row: dict[str, Any], run_editor: str | None = None) -> None:
     """A label an undo leaves undecided shows the model's guess as its class, which may have been
     refreshed since; when this undo restores the guess too (a prediction run undone), the restored one.
-    A guess the undo keeps from a later run (`run_editor`, `Superseded`) names that run's editor.
+    `run_editor` is the editor of the run whose guess the label shows then: a later run's the undo keeps
+    (`Superseded`), or the earlier run's whose prediction an undone run gives back (`_restored_run_editors`).
 
     Why also when only the guess is restored: a prediction run over a decided label writes the
     prediction columns alone; once that decision is undone the label is undecided, and undoing the run
     must move its class back with its guess, or the label would show one class and predict another.
     Why the later run's editor: the label then shows that run's guess, and restoring the editor of the
     earlier guess credited it to a run that never made it (a seed without a label before, `_kept_guesses`,
-    names the later run, so two seeds the same run predicted differed)."""
+    names the later run, so two seeds the same run predicted differed). Why the earlier run's editor when a run
+    is undone: the label shows that run's guess again, and keeping the undone run's editor credited it with a
+    guess it never made."""
     status = values.get("status", row["status"])
     if status in UNDECIDED_STATUSES and ("class_id" in values or "predicted_class_id" in values):
         values["class_id"] = values.get("predicted_class_id", row["predicted_class_id"])
-        if run_editor is not None and "predicted_class_id" not in values:
+        if run_editor is not None:
             values["editor"] = run_editor
 
 
@@ -1608,6 +1657,7 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                     raise UndoError(f"operation {event_id} cannot be undone: {describe_entity(session, kind, key)} "
                                     "changed since (outside the audited operations)")
         guesses = _kept_guesses(event, superseded, current.get("face", {}))  # seeds' labels a run predicted
+        restored_by = _restored_run_editors(session, event, current.get("face", {}))  # a run undone: earlier guesses
         for kind in INSERT_ORDER:  # restore existing / re-create deleted, parents first
             items = by_kind.get(kind, [])
             changes = {}
@@ -1627,7 +1677,9 @@ def _undo_event(factory: sessionmaker[Session], event_id: int, editor: str) -> O
                             values = {c: v for c, v in values.items() if c not in superseded.columns.get(text, ())}
                             if not values:
                                 continue
-                            _show_model_guess(values, current[kind][key], superseded.run_editor.get(text))
+                            guess_by = (restored_by.get(text) if "predicted_class_id" in values
+                                        else superseded.run_editor.get(text))
+                            _show_model_guess(values, current[kind][key], guess_by)
                     if kind == "class" and values.get("name") is not None:
                         _rekey_name(session, key[0], values)
                     changes[key] = values

@@ -137,8 +137,8 @@ def test_a_later_decision_on_an_unlabeled_seed_still_pins_the_class_add(store):
     kept = labels(store)
     with pytest.raises(UndoError, match=rf"first {relabeled} \(relabel_faces\) by bob .*face {faces[0]}'s label, "
                                         rf"which operation {added.event_id} created, and undoing {added.event_id} "
-                                        r"would delete that label, or keep only a later prediction run's guess in "
-                                        r"it, dropping what was written into it; undo those first"):
+                                        r"would keep only a later prediction run's guess in that label, dropping "
+                                        r"what was written into it; undo those first"):
         undo_event(store, added.event_id, "alice")
     assert labels(store) == kept
 
