@@ -23,7 +23,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
 __all__ = [
     "OTHER",
@@ -40,7 +39,19 @@ __all__ = [
 
 OTHER = "other"
 UNKNOWN = "unknown"
-PALETTE: tuple[str, ...] = tuple(qualitative.Dark24) + tuple(qualitative.Light24)
+# Class colours that cannot be mistaken for one another or for the greys below. Plotly's Dark24 + Light24
+# held near-twins (#FB0D0D / #FD3216 both read as the same red) and greyish blues next to the
+# "unlabeled" grey. This is Dark24, Light24 and Alphabet (plotly.colors.qualitative) filtered in that order:
+# an entry is kept when its CIE Lab chroma is >= 30 (a hue, never a grey, near-black or near-white) and it is
+# >= 10 CIEDE2000 from every entry kept before it. Spelled out so a plotly upgrade cannot recolour classes;
+# tests/test_ui_colours_classes_voting.py checks both rules.
+PALETTE: tuple[str, ...] = (
+    "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#B68100", "#750D86", "#EB663B",
+    "#511CFB", "#00A08B", "#6C7C32", "#862A16", "#A777F1", "#620042", "#1616A7", "#DA60CA",
+    "#6C4516", "#0D2A63", "#AF0038", "#00FE35", "#6A76FC", "#0DF9FF", "#F6F926", "#FF9616",
+    "#EEA6FB", "#00B5F7", "#22FFA7", "#E3EE9E", "#86CE00", "#E48F72", "#85660D", "#1C8356",
+    "#325A9B", "#F8A19F", "#2ED9FF", "#B10DA1", "#B00068",
+)
 # Greys for "no class": points nobody has labelled must not look like one more celebrity.
 # "rejected" and "marked unknown" are labeling.queries.TURNED_DOWN (figures stay free of the store).
 FIXED_COLORS = {OTHER: "#c8c8c8", UNKNOWN: "#7f7f7f", "unlabeled": "#b4b4b4", "untagged": "#b4b4b4",
@@ -54,7 +65,10 @@ TEMPLATE = "plotly_white"
 def category_colors(categories: Iterable[Any], palette: Sequence[str] = PALETTE) -> dict[str, str]:
     """A colour per category that depends on its name, not on its rank or on the other classes
     (as long as no two shown classes hash to the same slot; then the later name in sorted
-    order takes the next free slot). "other", "unknown", "unlabeled", "untagged" and a turned-down prediction are always greys."""
+    order takes the next free slot, so a given set of shown classes always gets the same colours).
+    Every PALETTE entry is well apart from every other, so the next free slot is never a near-twin
+    of a colour already shown. "other", "unknown", "unlabeled", "untagged" and a turned-down
+    prediction are always greys."""
     out: dict[str, str] = {}
     used: set[int] = set()
     for name in sorted({str(c) for c in categories}):

@@ -468,7 +468,8 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
 
     text: "tags", "weak_labels" or None (no text expert, MiniLM not loaded; see the module docstring);
     text_embedder reuses a loaded MiniLM.
-    on_progress(done, total) counts media voted on (plus a step each for fitting and writing);
+    on_progress(done, total) counts media voted on, the count the result and its operation report (a bar
+    that also counted fitting and writing as steps read "68 / 68" beside "experts voting over 66 media");
     on_step(text) says what is being done meanwhile: "reading the store", "loading the text model (MiniLM)",
     "embedding the tags of 12 media", "fitting the experts", "voting on 12 media", "writing the suggestions".
     """
@@ -491,7 +492,7 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
         raise ValidationError("no media carries an active tag: experts voting learns from tagged media; "
                               "import or add some tags first")
     ids = [str(m) for m in covered_media(inputs, text)]
-    total = len(ids) + 2
+    total = len(ids)
     if on_progress is not None:  # the total as soon as it is known: the steps below take seconds
         on_progress(0, total)
     words = text_sources(inputs, text)
@@ -519,14 +520,12 @@ def autotag(store: sessionmaker[Session], editor: str, *, gif_model: str | None 
                 notes.append(unmeasured_text_note(words))  # names the shared tags itself
                 said.add(TEXT)
         notes += shared_tags_notes(tagger, remeasured, said)
-        if on_progress is not None:
-            on_progress(1, total)
         step(f"voting on {len(ids)} media")
         predicted: dict[str, list[tuple[str, float]]] = {}
         for start in range(0, len(ids), PREDICT_CHUNK):
             predicted.update(tagger.predict(ids[start:start + PREDICT_CHUNK], top=None))
             if on_progress is not None:
-                on_progress(1 + min(start + PREDICT_CHUNK, len(ids)), total)
+                on_progress(min(start + PREDICT_CHUNK, total), total)
     except TaggerError as exc:
         raise ValidationError(f"experts voting refused the store's data: {exc}") from exc
     items, rejected = new_suggestions(predicted, inputs.existing, top, float(min_confidence))

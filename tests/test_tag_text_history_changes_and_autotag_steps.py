@@ -112,8 +112,8 @@ def test_autotag_says_what_it_does_before_its_count_moves(tmp_path_factory):
     assert steps == ["reading the store", "fitting the experts", f"voting on {voted} media",
                      "writing the suggestions"], said
     # the total is known once the store is read, before the experts are fitted
-    assert said[:3] == ["reading the store", (0, voted + 2), "fitting the experts"], said
-    assert said[-1] == (voted + 2, voted + 2)
+    assert said[:3] == ["reading the store", (0, voted), "fitting the experts"], said
+    assert (voted, voted) in said and all(t == voted for _, t in (s for s in said if isinstance(s, tuple)))
 
 
 # -- 4. rejected tags worded by their source --------------------------------------------------------------

@@ -8,13 +8,13 @@ from labeling.classes import add_class, merge_classes, rename_class, set_class_a
 from labeling.errors import StoreError
 from labeling.pages.common import different_person as shared_different_person
 from labeling.pages.common import forget_look_alikes
-from labeling.pages.common import (Choice, class_usable, class_fate, current_editor, escape_markdown, get_settings,
-                                   get_store, history_table, keep_choice, last_change, media_file, parse_ids, plain,
-                                   refuse_lost_class, require_editor, select_choice, show_error, versions_seen,
-                                   write)
+from labeling.pages.common import (Choice, class_usable, class_fate, current_editor, escape_markdown, flash,
+                                   get_settings, get_store, history_table, keep_choice, last_change, media_file,
+                                   parse_ids, plain, refuse_lost_class, require_editor, select_choice, show_error,
+                                   versions_seen, write)
 from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
-from labeling.validation import ATTRIBUTES
+from labeling.validation import ATTRIBUTES, class_name_key
 
 SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
@@ -26,6 +26,7 @@ FILLED_KEY = "class_forms_filled"  # class id -> the version its rename and attr
 VIEW_KEY = "class_view_drawn"  # the search, status filter and class being edited as the last run drew them
 FORMS = ("rename", "attributes", "merge", "split", "status")  # the class's forms: "<form>_submit_<class id>"
 DEFAULT_STATUSES = ["active", "proposed"]
+CHOOSE_TO_EDIT = "Choose the class to edit"  # the selector's placeholder: it starts empty (see fallback)
 CATALOG_COLUMNS = ["class_id", "name", "status", "faces", "confirmed", "predicted", "predicted_by_model", "gender",
                    "ethnicity", "birth_year", "country", "external_id", "display_name", "merged_into_name",
                    "updated_by", "updated_at", "version"]
@@ -252,10 +253,37 @@ def moved_out(class_id: int | None, options: list[int]) -> str | None:
     hidden = ("" if status is None else " (the status filter hides it)" if statuses and status not in statuses
               else " (the search hides it)")
     head = f"{name!r} left the classes shown: {how}{hidden}."
-    first = f"{by_id.loc[options[0], 'name']!r}" if options else None
+    now = fallback(options)
+    then = (f"the forms now edit {by_id.loc[now, 'name']!r}." if now is not None
+            else f"{CHOOSE_TO_EDIT.lower()} above." if options else "")
     if submitted(class_id):
-        return f"{head} Nothing was saved for it" + (f"; the forms now edit {first}." if first else ".")
-    return f"{head} The forms now edit {first}." if first else head
+        return f"{head} Nothing was saved for it" + (f"; {then}" if then else ".")
+    return f"{head} {then[:1].upper()}{then[1:]}" if then else head
+
+
+def fallback(options: list[int]) -> int | None:
+    """The class to edit when the editor's choice is not among the options (none picked yet, or their search
+    or another editor's change left it out): the one class shown when the search narrowed the view to it,
+    otherwise none, and the forms wait for the editor to choose. Why not the view's first class: the
+    selector started on "50 Cent", so a quick Rename after a refused Add renamed a class nobody picked."""
+    return options[0] if len(options) == 1 else None
+
+
+def name_holder(name: str) -> int | None:
+    """The catalog's class that already holds `name` (the store's uniqueness key, `class_name_key`), if any."""
+    key = class_name_key(name)
+    held = catalog.loc[catalog["name"].astype(str).map(class_name_key) == key, "class_id"] if key else []
+    return int(held.iloc[0]) if len(held) else None
+
+
+def refuse_taken(holder: int) -> None:
+    """An Add naming a class that exists: refused as the store would, and that class becomes the one to
+    edit, so the Rename or Attributes tab the editor turns to next acts on the class they named."""
+    row = by_id.loc[holder]
+    flash(f"Refused: a class named {row['name']!r} already exists (id {holder}, {row['status']}): it is now the "
+          "class to edit.", "error")
+    keep_editing(holder)
+    st.rerun()
 
 
 def lost_press(submit_key: str, box_key: str) -> None:
@@ -289,17 +317,18 @@ def split(class_id: int, faces: list[int], new_name: str | None, different: bool
               after=select_created)
 
 
-# The class to edit is one of the filtered view: a search or status filter that leaves the selection out
-# moves it to the view's first class, so no form acts on a class the editor did not search for.
+# The class to edit is one the editor picked in the filtered view: a search or status filter that leaves
+# the selection out empties it (`fallback`), so no form acts on a class the editor did not pick.
 options = view["class_id"].tolist()
 notice = st.empty()  # always drawn: a message that comes and goes must not shift the elements below
 if (why := moved_out(st.session_state.get(SELECT_KEY), options)) is not None:
     notice.warning(plain(why))
 if options:
     if st.session_state.get(SELECT_KEY) not in options:
-        st.session_state[SELECT_KEY] = options[0]
+        st.session_state[SELECT_KEY] = fallback(options)
     keep_choice(SELECT_KEY, options)
-    selected = st.selectbox("Class to edit", options, format_func=label, key=SELECT_KEY, persist_state="session")
+    selected = st.selectbox("Class to edit", options, index=None, placeholder=CHOOSE_TO_EDIT, format_func=label,
+                            key=SELECT_KEY, persist_state="session")
 else:
     selected = None
     st.info("No class matches the search and status filter: change them, or add a class.")
@@ -329,6 +358,8 @@ with add_tab:
             except StoreError as exc:
                 show_error(exc)
             else:
+                if (holder := name_holder(name)) is not None:
+                    refuse_taken(holder)
                 new_person = different_person("add", name, different, "Add class")
                 seen_seeds = seed_versions(seed_ids, override)  # both warnings at once, not one per press
                 if new_person and seen_seeds is not None:
@@ -339,7 +370,8 @@ with add_tab:
 
 for tab in (edit_tab, attrs_tab, merge_tab, split_tab, status_tab, history_tab):
     if selected is None:
-        tab.info("No class to edit: no class matches the search and status filter.")
+        tab.info(f"{CHOOSE_TO_EDIT} in the box above the tabs." if options
+                 else "No class to edit: no class matches the search and status filter.")
 
 if selected is not None:
     row = by_id.loc[selected]
