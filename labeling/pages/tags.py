@@ -70,7 +70,7 @@ def run_experts_voting(store, editor: str, k: int, min_frequency: float):
     from labeling.auto_tagging import autotag
 
     bar = st.progress(0.0, text="Voting ...")
-    on_progress, on_step = stage_progress(bar, starting="Voting")
+    on_progress, on_step = stage_progress(bar, "media", starting="Voting")  # autotag counts media voted on
     try:
         return autotag(store, editor, text_embedder=text_embedder(), k=k, min_frequency=min_frequency,
                        on_progress=on_progress, on_step=on_step)
@@ -80,6 +80,20 @@ def run_experts_voting(store, editor: str, k: int, min_frequency: float):
 
 def editor_key(media_id: int) -> str:
     return f"tag_editor_{media_id}"
+
+
+def editor_table(active: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The confidence table as the data editor gets it, indexed (hidden) by its rows' "tag id:version".
+
+    Why: the browser keeps a table's pending edits by row position for as long as the table is the same
+    widget, and sends them again with every press; popping the key from st.session_state does not reach
+    it. A keyed editor with fixed rows stays the same widget across changes of values alone, but its
+    identity takes in an index that is not 0..n-1. Indexed by (tag id, version), the table is a new widget,
+    its edits gone from the browser too, as soon as a row is saved, changed, added, removed or moved: a
+    saved confidence that sorts its row below another left the edit on the row moving into its place,
+    shown there and written to that tag by the next Save."""
+    rows = pd.Index([f"{tag_id}:{version}" for tag_id, version in table_rows(active)], name="row")
+    return active[columns].set_axis(rows)
 
 
 def seen_key(name: str, keys: dict[str, tuple[int, int]]) -> tuple[int, int] | None:
@@ -92,9 +106,10 @@ def seen_key(name: str, keys: dict[str, tuple[int, int]]) -> tuple[int, int] | N
 
 
 def changed_confidences(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the tag table whose confidence the editor changed (tables aligned by position)."""
-    diff = before["confidence"].to_numpy() != after["confidence"].to_numpy()
-    return after[diff]
+    """Rows of the tag table whose confidence the editor changed, matched by row (tag id and version,
+    `editor_table`), never by position: an edit whose row is not the one drawn now is no change of it."""
+    edited = after.reindex(before.index)
+    return edited[before["confidence"].to_numpy() != edited["confidence"].to_numpy()]
 
 
 def empty_confidences(edited: pd.DataFrame) -> list[str]:
@@ -151,9 +166,9 @@ def pending_edits(media_id: int) -> bool:
 
 def table_moved_on(media_id: int, drawn: tuple, now: tuple) -> None:
     """Another editor changed the table between the editor's edits and their press, or between the
-    page's drawing and the rerun an edit itself causes: Streamlit forgets a table's edits when its rows
-    change, and edits that survive a change of values are kept by row position, which may now be another
-    tag's. Nothing is saved; the table is redrawn afresh, and the operation that changed it is named,
+    page's drawing and the rerun an edit itself causes: the table is then a new widget (`editor_table`), so
+    the browser has dropped the edits, which were kept by row position, maybe now another tag's. Nothing is
+    saved; the table is redrawn afresh, and the operation that changed it is named,
     with who ran it and when (UTC, `utc_text`, as every conflict says it)."""
     keys = [f"media_tag:{media_id}:{tag_id}" for tag_id in sorted({t for t, _ in set(drawn) ^ set(now)})]
     change = last_change(store, keys)
@@ -386,8 +401,9 @@ with per_gif:
             else:
                 columns = ["tag", "confidence", "source", "editor", "version"]
                 editing = pending_edits(media_id)
+                shown_table = editor_table(active, columns)
                 edited = st.data_editor(
-                    active[columns], key=editor_key(media_id), hide_index=True, num_rows="fixed", width="stretch",
+                    shown_table, key=editor_key(media_id), hide_index=True, num_rows="fixed", width="stretch",
                     disabled=["tag", "source", "editor", "version"],
                     column_config={"confidence": st.column_config.NumberColumn(
                         "confidence", min_value=0.0, max_value=1.0, step=0.01, format="%.2f", required=True)})
@@ -396,7 +412,7 @@ with per_gif:
                 if editing and not saving and drawn is not None and drawn != table_rows(active):
                     table_moved_on(media_id, drawn, table_rows(active))  # the edit's own rerun: say so now
                 if saving:
-                    changed = changed_confidences(active, edited)
+                    changed = changed_confidences(shown_table, edited)
                     if drawn is not None and drawn != table_rows(active):
                         table_moved_on(media_id, drawn, table_rows(active))
                     elif empty := empty_confidences(edited):  # the edits stay in the table, to be fixed
