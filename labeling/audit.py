@@ -719,7 +719,8 @@ def _restored_run_editors(session: Session, run: AuditEvent,
     prediction, which must name its own run's editor, as `record_predictions` writes it, not `run`'s. Only
     prediction runs write a face's prediction (a merge moves it within a run's guess), so that run is the
     newest earlier one that wrote the label and was not undone before `run`. Only labels undecided now and
-    decided then are looked up (few: those whose decision was undone since), one row per label."""
+    decided then are looked up, those whose decision was undone since (all of a bulk decision's faces once it
+    is undone: in chunks), one row per label."""
     if run.operation != PREDICTION_RUN:
         return {}
     keys = [text for text, before in (run.before or {}).items()
@@ -751,35 +752,62 @@ def _undone_under_run(session: Session, run: AuditEvent) -> dict[int, list[str]]
     the run would restore it, though the operation is undone, leaving a face whose prediction names another
     class than its top guess and another model, or a guess that never existed. A seed's label the operation
     created and its undo kept as the run's guess (`_kept_guesses`) counts too: the run's undo would leave it
-    undecided with no prediction at all. Only the face keys of the run are read, with the events undone after it
-    (few), so a run over 20,000 faces is checked in a few queries."""
+    undecided with no prediction at all (or with the prediction of the run before, where the run's before
+    snapshot holds one). Only the face keys of the run are read, for the events undone after it (few,
+    `_operations_undone_after`), so a run over 20,000 faces is checked in a few queries."""
     keys = [k for k, after in (run.after or {}).items() if k.startswith("face:") and after is not None]
     if run.operation != PREDICTION_RUN or not keys:
         return {}
+    operations = _operations_undone_after(session, run)
+    if not operations:
+        return {}
+    seeding = {event_id for event_id, operation in operations.items() if operation in SEEDING_OPERATIONS}
     earlier: dict[int, list[str]] = {}
-    seeding: set[int] = set()
-    for chunk in _chunks(keys):
-        stmt = (select(AuditEntity.event_id, AuditEntity.key, AuditEvent.operation)
-                .join(AuditEvent, AuditEntity.event_id == AuditEvent.id)
-                .where(AuditEntity.key.in_(chunk), AuditEntity.written.is_(True), AuditEvent.id < run.id,
-                       AuditEvent.undone_by_id > run.id, AuditEvent.undo_of_id.is_(None),
-                       AuditEvent.operation != PREDICTION_RUN))
-        for event_id, key, operation in session.execute(stmt):
-            earlier.setdefault(event_id, []).append(key)
-            if operation in SEEDING_OPERATIONS:
-                seeding.add(event_id)
+    for ids in _chunks(sorted(operations)):
+        for chunk in _chunks(keys):
+            stmt = (select(AuditEntity.event_id, AuditEntity.key)
+                    .where(AuditEntity.event_id.in_(ids), AuditEntity.key.in_(chunk), AuditEntity.written.is_(True)))
+            for event_id, key in session.execute(stmt):
+                earlier.setdefault(event_id, []).append(key)
     if not earlier:
         return {}
-    before, after = snapshots_of(session, list(earlier), sorted({k for ks in earlier.values() for k in ks}))
+    _, after = snapshots_of(session, list(earlier), sorted({k for ks in earlier.values() for k in ks}), sides=("after",))
+    # the before side only where the after side may keep a key: a decision the run wrote only its prediction
+    # beside (an approval of 20,000 faces) is settled by its after snapshot alone, and not read twice over
+    maybe = {event_id: [k for k in sorted(ks) if (mine := after.get(event_id, {}).get(k)) is not None
+                        and _model_columns(run.after[k]) and (event_id in seeding or _changed_columns(mine)
+                                                              & _model_columns(run.after[k]))]
+             for event_id, ks in earlier.items()}
+    maybe = {event_id: ks for event_id, ks in maybe.items() if ks}
+    if not maybe:
+        return {}
+    before, _ = snapshots_of(session, list(maybe), sorted({k for ks in maybe.values() for k in ks}), sides=("before",))
     out: dict[int, list[str]] = {}
-    for event_id in sorted(earlier):
+    for event_id in sorted(maybe):
         then = before.get(event_id, {})
-        kept = [k for k in sorted(earlier[event_id])
-                if (mine := after.get(event_id, {}).get(k)) is not None and (
+        kept = [k for k in maybe[event_id]
+                if (mine := after[event_id][k]) is not None and (
                     (then.get(k) is not None and _changed_columns(mine) & _model_columns(run.after[k]))
                     or (k in then and then[k] is None and event_id in seeding and _model_columns(run.after[k])))]
         if kept:
             out[event_id] = kept
+    return out
+
+
+def _operations_undone_after(session: Session, run: AuditEvent) -> dict[int, str]:
+    """Operations before prediction run `run` (no run, no undo) undone after it: id -> operation.
+
+    Why found through their undos, the events after `run`, and not by joining each of the run's face
+    keys to its events: SQLite stores a row's columns in order, and the undo columns come after the
+    before/after snapshots, so each joined row walked its event's whole snapshot (megabytes for a bulk
+    operation) to read them, once per face key: 40 s of the undo of a run over 20,000 faces."""
+    undone = sorted(set(session.scalars(select(AuditEvent.undo_of_id)
+                                        .where(AuditEvent.id > run.id, AuditEvent.undo_of_id < run.id))))
+    out: dict[int, str] = {}
+    for chunk in _chunks(undone):
+        out.update(session.execute(select(AuditEvent.id, AuditEvent.operation)
+                                   .where(AuditEvent.id.in_(chunk), AuditEvent.undone_by_id > run.id,
+                                          AuditEvent.undo_of_id.is_(None), AuditEvent.operation != PREDICTION_RUN)).all())
     return out
 
 
@@ -799,7 +827,7 @@ def _check_run_kept_by_undo(session: Session, event: AuditEvent) -> None:
     others = f" (and {len(undone) - 1} other operation(s) undone the same way)" if len(undone) > 1 else ""
     if all(first.before.get(k) is None for k in undone[first_id]):  # seeds' labels it created (`_kept_guesses`)
         held, kept, back = (f"held labels created {wrote}{others}", "keeping them as this run's undecided guesses",
-                            "leave those labels undecided with no prediction")
+                            _seed_labels_outcome(event, first.id, undone[first_id]))
     else:
         held, kept, back = (f"held the predictions written {wrote}{others}", "keeping this run's newer predictions",
                             f"bring back the predictions of the undone operation {first.id}")
@@ -808,6 +836,27 @@ def _check_run_kept_by_undo(session: Session, event: AuditEvent) -> None:
         f"{describe_entity(session, *parse_key(faces[0]))}, {held}, which was undone since {undid} {kept}; "
         f"undoing operation {event.id} would {back}, and an undo cannot be undone; run "
         "`giflens predict` again to refresh the predictions instead")
+
+
+def _seed_labels_outcome(run: AuditEvent, created_by: int, keys: list[str]) -> str:
+    """What undoing prediction run `run` would do to the seeds' labels of `keys`, which operation
+    `created_by` created and its undo left to `run` as its guesses: the phrase after "would" in the refusal.
+
+    Why two outcomes: the undo restores `run`'s before snapshot, which holds no prediction where no run
+    predicted the face before `run`, else the earlier run's; saying "no prediction" for both told the
+    editor of a loss that would not happen."""
+    earlier = sum(1 for k in keys if (run.before.get(k) or {}).get("predicted_class_id") is not None)
+
+    def those(n: int) -> str:
+        return "those labels" if n == len(keys) else f"{n} of those labels"
+
+    outcomes = []
+    if earlier < len(keys):
+        outcomes.append(f"leave {those(len(keys) - earlier)} undecided with no prediction")
+    if earlier:
+        outcomes.append(f"put back the earlier run's prediction in {those(earlier)}, which the undone "
+                        f"operation {created_by} left to this run")
+    return " and ".join(outcomes)
 
 
 def _later_writes(session: Session, event: AuditEvent, keys: list[str]) -> dict[int, tuple[int | None, list[str]]]:

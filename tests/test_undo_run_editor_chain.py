@@ -141,3 +141,38 @@ def test_a_seed_no_run_predicted_is_said_to_be_deleted_only(store):
             and f"it wrote into face {faces[0]}'s label, which operation {added.event_id} created, and undoing "
                 f"{added.event_id} would delete that label with what was written into it; undo those first" in message)
     assert "prediction run" not in message and labels(store) == kept
+
+
+def test_a_runs_refusal_over_seeds_an_earlier_run_predicted_says_it_would_put_that_prediction_back(store):
+    faces = make_faces(store, 1, 2)  # both seeds unlabeled before the class-add; run1 predicts faces[0] only
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    _, added = add_class(store, "Seeded", "alice", seed_face_ids=faces)
+    record_predictions(store, predictions(faces[:1], a, 0.5), "v1", editor="run1-bot")
+    run2 = record_predictions(store, predictions(faces, b, 0.9), "v2", editor="run2-bot").event_id
+    undo_event(store, added.event_id, "alice")
+    kept = labels(store)
+    with pytest.raises(UndoError) as refused:
+        undo_event(store, run2, "alice")
+    # it said "leave those labels undecided with no prediction", though faces[0]'s would get run1's back
+    assert (f"undoing operation {run2} would leave 1 of those labels undecided with no prediction and put back "
+            f"the earlier run's prediction in 1 of those labels, which the undone operation {added.event_id} left "
+            "to this run, and an undo cannot be undone" in str(refused.value))
+    assert labels(store) == kept
+
+
+def test_a_runs_refusal_over_seeds_only_an_earlier_run_predicted_does_not_say_no_prediction(store):
+    faces = make_faces(store, 1, 1)
+    a, _ = add_class(store, "A", "ann")
+    b, _ = add_class(store, "B", "ann")
+    _, added = add_class(store, "Seeded", "alice", seed_face_ids=faces)
+    record_predictions(store, predictions(faces, a, 0.5), "v1", editor="run1-bot")
+    run2 = record_predictions(store, predictions(faces, b, 0.9), "v2", editor="run2-bot").event_id
+    undo_event(store, added.event_id, "alice")
+    kept = labels(store)
+    with pytest.raises(UndoError) as refused:
+        undo_event(store, run2, "alice")
+    message = str(refused.value)
+    assert "no prediction" not in message
+    assert (f"would put back the earlier run's prediction in those labels, which the undone operation "
+            f"{added.event_id} left to this run" in message and labels(store) == kept)
