@@ -11,35 +11,25 @@ from __future__ import annotations
 
 import pytest
 from conftest import make_faces
-from sqlalchemy import select
 
 from labeling.audit import undo_event
 from labeling.classes import add_class
-from labeling.db import open_store
 from labeling.errors import UndoError
 from labeling.face_labels import (Prediction, approve_faces, mark_unknown, record_predictions, reject_faces,
                                   relabel_faces)
-from labeling.schema import FaceLabel
+from labeling.db import open_store
+from test_undo_unlabeled_seeds import labels  # every decision and prediction column of every label
 
-PREDICTION = ("predicted_class_id", "predicted_confidence", "predicted_top", "model_version", "predicted_at")
-DECISION = ("status", "class_id", "source", "editor")
+
+@pytest.fixture
+def store(store_url):
+    return open_store(store_url)
 DECISIONS = {
     "approve": lambda store, face, other: approve_faces(store, [face], "bob"),
     "relabel": lambda store, face, other: relabel_faces(store, [face], other, "bob"),
     "reject": lambda store, face, other: reject_faces(store, [face], "bob"),
     "unknown": lambda store, face, other: mark_unknown(store, [face], "bob"),
 }
-
-
-@pytest.fixture
-def store(store_url):
-    return open_store(store_url)
-
-
-def labels(store) -> dict[int, dict]:
-    """Every decision and prediction column of every label, by face."""
-    with store() as s:
-        return {r.face_id: {c: getattr(r, c) for c in (*DECISION, *PREDICTION)} for r in s.scalars(select(FaceLabel))}
 
 
 def predictions(faces, class_id: int, confidence: float) -> list[Prediction]:
