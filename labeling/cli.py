@@ -342,8 +342,14 @@ def interruption_said(kept: Callable[[], str]) -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, Terminated) as exc:
-        typer.echo(one_line(f"interrupted: {kept()}"))
-        raise typer.Exit(exc.code if isinstance(exc, Terminated) else 130) from exc
+        _exit_interrupted(exc, kept())
+
+
+def _exit_interrupted(exc: KeyboardInterrupt | Terminated, kept: str) -> NoReturn:
+    """`interrupted: <kept>` on stdout, then exit 130 for Ctrl-C or 143 for SIGTERM (128 + the signal, as a
+    shell reports it): the one ending of every interrupted command."""
+    typer.echo(one_line(f"interrupted: {kept}"))
+    raise typer.Exit(exc.code if isinstance(exc, Terminated) else 130) from exc
 
 
 def drop_idle_bar(progress: Progress, task: TaskID) -> None:
@@ -534,8 +540,7 @@ def _report_interrupted(exc: KeyboardInterrupt | Terminated) -> NoReturn:
     if summary is not None:
         _print_failures_and_notes(summary)
     done = f"{summary.line()} " if summary is not None else "the rest of the batch was not stored "
-    typer.echo(one_line(f"interrupted: {done}(re-run to resume)"))
-    raise typer.Exit(exc.code if isinstance(exc, Terminated) else 130) from exc
+    _exit_interrupted(exc, f"{done}(re-run to resume)")
 
 
 import_app = typer.Typer(help="Import reference data (each import is idempotent and audited).", no_args_is_help=True)
