@@ -4,8 +4,8 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from labeling.classes import add_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
-from labeling.errors import StoreError
+from labeling.classes import add_class, find_class, merge_classes, rename_class, set_class_attributes, set_class_status, split_class
+from labeling.errors import StoreError, ValidationError
 from labeling.pages.common import different_person as shared_different_person
 from labeling.pages.common import forget_look_alikes
 from labeling.pages.common import (Choice, class_usable, class_fate, current_editor, escape_markdown, flash,
@@ -14,7 +14,7 @@ from labeling.pages.common import (Choice, class_usable, class_fate, current_edi
                                    versions_seen, write)
 from labeling.queries import DECIDED_STATUSES, TURNED_DOWN, classes_frame, faces_frame, history_frame, search_classes
 from labeling.schema import CLASS_STATUSES
-from labeling.validation import ATTRIBUTES, class_name_key
+from labeling.validation import ATTRIBUTES
 
 SELECT_KEY = "class_selected"
 NEXT_KEY = "class_selected_next"  # set by an operation; becomes the selection on the next run
@@ -270,10 +270,15 @@ def fallback(options: list[int]) -> int | None:
 
 
 def name_holder(name: str) -> int | None:
-    """The catalog's class that already holds `name` (the store's uniqueness key, `class_name_key`), if any."""
-    key = class_name_key(name)
-    held = catalog.loc[catalog["name"].astype(str).map(class_name_key) == key, "class_id"] if key else []
-    return int(held.iloc[0]) if len(held) else None
+    """The class of the catalog drawn that already holds `name`, found as the store finds it (`find_class`, on
+    its stored name keys, not keys derived again here), if any; a name the store would refuse outright, or a
+    class added since the catalog was read, is left to `add_class` to refuse with its reason."""
+    try:
+        with store() as session:
+            found = find_class(session, name)
+    except ValidationError:
+        return None
+    return found.id if found is not None and found.id in by_id.index else None
 
 
 def refuse_taken(holder: int) -> None:
